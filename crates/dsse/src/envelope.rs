@@ -1,0 +1,296 @@
+//! The DSSE envelope (Dead Simple Signing Envelope, v1.0) and its pre-authentication encoding.
+//!
+//! Parsing is strict and structural only: it checks the JSON shape, refuses duplicate fields,
+//! unknown top-level fields, empty payload types and undecodable base64, and bounds the input
+//! size. It never looks at signatures' validity — that is `stella-keys`' job, which takes an
+//! [`Envelope`] (already validated) and the trusted keys. The `keyid` of a signature is carried
+//! as an unauthenticated hint; verification never relies on it.
+
+use serde::Deserialize;
+
+use crate::b64;
+use crate::jcs;
+
+/// Default upper bound for an envelope document (32 MiB).
+pub const MAX_ENVELOPE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Why an envelope was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// The document is larger than the configured bound.
+    #[error("envelope is {size} bytes, above the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
+    /// Not JSON, truncated, a missing or duplicate field, or a wrong type.
+    #[error("malformed DSSE envelope: {0}")]
+    Json(#[source] serde_json::Error),
+    /// A base64 field did not decode.
+    #[error("malformed DSSE envelope: field `{field}`: {source}")]
+    Base64 {
+        field: &'static str,
+        #[source]
+        source: b64::Base64Error,
+    },
+    /// `payloadType` is empty.
+    #[error("malformed DSSE envelope: `payloadType` is empty")]
+    EmptyPayloadType,
+}
+
+/// One signature of an envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// Unauthenticated key hint (`sha256:<hex of SPKI DER>` when we write it).
+    pub keyid: String,
+    /// Raw signature bytes (Ed25519 64 bytes, or ECDSA ASN.1 DER).
+    pub sig: Vec<u8>,
+}
+
+/// A DSSE envelope with decoded payload and signatures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub payload_type: String,
+    pub payload: Vec<u8>,
+    pub signatures: Vec<Signature>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvelope<'a> {
+    #[serde(rename = "payloadType", borrow)]
+    payload_type: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    payload: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    signatures: Vec<RawSignature<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawSignature<'a> {
+    #[serde(default, borrow)]
+    keyid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    sig: std::borrow::Cow<'a, str>,
+}
+
+impl Envelope {
+    /// Parse an envelope document with the default size bound.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        Self::from_json_with_limit(bytes, MAX_ENVELOPE_BYTES)
+    }
+
+    /// Parse an envelope document, refusing documents above `limit` bytes.
+    pub fn from_json_with_limit(bytes: &[u8], limit: usize) -> Result<Self, EnvelopeError> {
+        if bytes.len() > limit {
+            return Err(EnvelopeError::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        let raw: RawEnvelope<'_> = serde_json::from_slice(bytes).map_err(EnvelopeError::Json)?;
+        Self::from_raw(raw)
+    }
+
+    /// Parse an envelope from an already-parsed JSON value (e.g. inside a Sigstore bundle).
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, EnvelopeError> {
+        let raw = RawEnvelope::deserialize(value).map_err(EnvelopeError::Json)?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawEnvelope<'_>) -> Result<Self, EnvelopeError> {
+        if raw.payload_type.is_empty() {
+            return Err(EnvelopeError::EmptyPayloadType);
+        }
+        let payload = b64::decode(&raw.payload).map_err(|source| EnvelopeError::Base64 {
+            field: "payload",
+            source,
+        })?;
+        let signatures = raw
+            .signatures
+            .into_iter()
+            .map(|s| {
+                Ok(Signature {
+                    keyid: s.keyid.map(|k| k.into_owned()).unwrap_or_default(),
+                    sig: b64::decode(&s.sig).map_err(|source| EnvelopeError::Base64 {
+                        field: "signatures[].sig",
+                        source,
+                    })?,
+                })
+            })
+            .collect::<Result<Vec<_>, EnvelopeError>>()?;
+        Ok(Envelope {
+            payload_type: raw.payload_type.into_owned(),
+            payload,
+            signatures,
+        })
+    }
+
+    /// The bytes that are signed: `PAE(payloadType, payload)`.
+    pub fn pae(&self) -> Vec<u8> {
+        pae(&self.payload_type, &self.payload)
+    }
+
+    /// Serialise as compact JSON with a stable field order
+    /// (`payloadType`, `payload`, `signatures[{keyid, sig}]`), standard padded base64.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(self.payload.len() * 4 / 3 + 160 * self.signatures.len() + 64);
+        out.extend_from_slice(b"{\"payloadType\":");
+        jcs::write_str(&self.payload_type, &mut out);
+        out.extend_from_slice(b",\"payload\":\"");
+        b64::encode_into_vec(&self.payload, &mut out);
+        out.extend_from_slice(b"\",\"signatures\":[");
+        for (i, s) in self.signatures.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"keyid\":");
+            jcs::write_str(&s.keyid, &mut out);
+            out.extend_from_slice(b",\"sig\":\"");
+            b64::encode_into_vec(&s.sig, &mut out);
+            out.extend_from_slice(b"\"}");
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+
+    /// The envelope as a JSON value (for embedding in bundles and API responses).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::json!({
+            "payloadType": self.payload_type,
+            "payload": b64::encode(&self.payload),
+            "signatures": self.signatures.iter().map(|s| serde_json::json!({
+                "keyid": s.keyid,
+                "sig": b64::encode(&s.sig),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// DSSE v1 pre-authentication encoding:
+/// `"DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`, lengths as ASCII decimal.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload_type.len() + payload.len() + 32);
+    pae_into(payload_type, payload, &mut out);
+    out
+}
+
+/// Append the PAE of (`payload_type`, `payload`) to `out`.
+pub fn pae_into(payload_type: &str, payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"DSSEv1 ");
+    push_decimal(out, payload_type.len());
+    out.push(b' ');
+    out.extend_from_slice(payload_type.as_bytes());
+    out.push(b' ');
+    push_decimal(out, payload.len());
+    out.push(b' ');
+    out.extend_from_slice(payload);
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pae_matches_spec_example() {
+        // Example from the DSSE protocol document.
+        assert_eq!(
+            pae("http://example.com/HelloWorld", b"hello world"),
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec()
+        );
+        assert_eq!(pae("", b""), b"DSSEv1 0  0 ".to_vec());
+    }
+
+    #[test]
+    fn pae_is_injective_on_boundaries() {
+        // Moving bytes between type and body must change the encoding.
+        assert_ne!(pae("ab", b"c"), pae("a", b"bc"));
+        assert_ne!(pae("a 1 b", b""), pae("a", b"b"));
+    }
+
+    #[test]
+    fn round_trip_and_stable_output() {
+        let env = Envelope {
+            payload_type: "application/vnd.in-toto+json".into(),
+            payload: b"{\"a\":1}".to_vec(),
+            signatures: vec![Signature {
+                keyid: "sha256:00".into(),
+                sig: vec![1, 2, 3, 250],
+            }],
+        };
+        let json = env.to_json();
+        let back = Envelope::from_json(&json).unwrap();
+        assert_eq!(back, env);
+        assert_eq!(back.to_json(), json);
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(Envelope::from_value(&v).unwrap(), env);
+    }
+
+    #[test]
+    fn strict_errors() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"payloadType":"t","payload":"eA==","signatures":[]"#,
+                "EOF",
+            ),
+            (r#"{"payload":"eA==","signatures":[]}"#, "payloadType"),
+            (r#"{"payloadType":"t","signatures":[]}"#, "payload"),
+            (r#"{"payloadType":"t","payload":"eA=="}"#, "signatures"),
+            (
+                r#"{"payloadType":"t","payloadType":"u","payload":"eA==","signatures":[]}"#,
+                "duplicate",
+            ),
+            (
+                r#"{"payloadType":"t","payload":"eA==","signatures":[],"x":1}"#,
+                "unknown field",
+            ),
+            (
+                r#"{"payloadType":"","payload":"eA==","signatures":[]}"#,
+                "empty",
+            ),
+            (
+                r#"{"payloadType":"t","payload":"e!A","signatures":[]}"#,
+                "payload",
+            ),
+            (
+                r#"{"payloadType":"t","payload":"eA","signatures":[{"sig":"%%"}]}"#,
+                "sig",
+            ),
+            (
+                r#"{"payloadType":"t","payload":"eA","signatures":[{"sig":"AA","sig":"AA"}]}"#,
+                "duplicate",
+            ),
+            (r#"[]"#, "invalid type"),
+        ];
+        for (doc, needle) in cases {
+            let err = Envelope::from_json(doc.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{doc}: {err}");
+        }
+        let err = Envelope::from_json_with_limit(b"{}", 1).unwrap_err();
+        assert!(matches!(err, EnvelopeError::TooLarge { size: 2, limit: 1 }));
+    }
+
+    #[test]
+    fn accepts_url_safe_unpadded_and_missing_keyid() {
+        let doc = r#"{"payloadType":"t","payload":"-_8","signatures":[{"sig":"-_8"}]}"#;
+        let env = Envelope::from_json(doc.as_bytes()).unwrap();
+        assert_eq!(env.payload, vec![0xfb, 0xff]);
+        assert_eq!(env.signatures[0].keyid, "");
+        // Emitted in standard padded form.
+        let out = String::from_utf8(env.to_json()).unwrap();
+        assert!(out.contains("\"payload\":\"+/8=\""), "{out}");
+    }
+}

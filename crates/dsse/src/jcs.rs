@@ -1,0 +1,1105 @@
+//! RFC 8785 JSON Canonicalization Scheme (JCS): one byte string per JSON value, so that a digest
+//! or signature over JSON survives re-serialization by any conforming implementation.
+//!
+//! The module has two halves. [`parse_strict`] is a small hand-written recursive-descent parser
+//! (not `serde_json::from_slice`) because JCS input must be rejected where serde_json is lenient
+//! or silent: duplicate member names at any depth (serde_json keeps the last one), lone UTF-16
+//! surrogates, `NaN`/`Infinity` and numbers that overflow an IEEE-754 double, and inputs that are
+//! too large or too deeply nested; its errors carry line and column. The writer ([`write_value`],
+//! [`write_str`]) emits the canonical form straight into a caller's `Vec<u8>` with no intermediate
+//! `String`s: strings are copied in runs between the few bytes that need escaping (found with a
+//! 256-entry table), numbers are exact safe integers written digit by digit or otherwise the
+//! ECMAScript `Number.prototype.toString` form from `ryu_js`, and object members are written in
+//! UTF-16 code-unit order. `serde_json::Map` iterates in UTF-8 byte order, which equals UTF-16
+//! order unless a key holds a character in U+E000..=U+FFFF while another holds a supplementary-
+//! plane character; so each object is first checked in one cheap pass (keys strictly increasing
+//! and free of lead bytes `0xEE..`), and only objects failing that check are sorted by UTF-16 code
+//! units. The check also keeps the output correct if `serde_json/preserve_order` is ever switched
+//! on by feature unification. [`to_vec`] goes through `serde_json::Value`, after a pass that
+//! rejects non-finite floats, which `serde_json::to_value` would otherwise silently turn into
+//! `null`.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::ser::{self, Serialize};
+use serde_json::map::Entry;
+use serde_json::{Map, Number, Value};
+
+/// Largest input [`parse_strict`] and [`canonicalize`] accept, in bytes.
+pub const MAX_INPUT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Deepest nesting of arrays and objects accepted (a top-level `[]` has depth 1).
+pub const MAX_DEPTH: usize = 128;
+
+/// Largest integer magnitude an IEEE-754 double holds exactly together with all smaller ones
+/// (2^53). Integers up to this are written digit by digit; larger ones as the nearest double.
+const MAX_EXACT_INT: u64 = 1 << 53;
+
+/// Why JSON could not be parsed strictly or written canonically.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JcsError {
+    /// The input is not JSON as RFC 8259 defines it.
+    #[error("invalid JSON at line {line}, column {column}: {msg}")]
+    Syntax {
+        /// 1-based line of the offending character.
+        line: usize,
+        /// 1-based column (in characters) of the offending character.
+        column: usize,
+        /// What was wrong.
+        msg: String,
+    },
+    /// The input is not valid UTF-8.
+    #[error("invalid UTF-8 at byte offset {offset}; JSON text must be UTF-8")]
+    InvalidUtf8 {
+        /// Offset of the first byte that is not valid UTF-8.
+        offset: usize,
+    },
+    /// A `\uXXXX` escape encodes a UTF-16 surrogate that is not part of a valid pair.
+    #[error("lone UTF-16 surrogate escape at line {line}, column {column}; RFC 8785 requires valid Unicode")]
+    LoneSurrogate {
+        /// 1-based line of the escape.
+        line: usize,
+        /// 1-based column (in characters) of the escape.
+        column: usize,
+    },
+    /// An object has two members with the same name (after unescaping).
+    #[error("duplicate object key {0:?}; RFC 8785 forbids duplicate member names")]
+    DuplicateKey(String),
+    /// A number is NaN, infinite, or too large for an IEEE-754 double.
+    #[error("number is NaN, infinite or out of IEEE-754 double range; RFC 8785 allows only finite numbers")]
+    NonFinite,
+    /// Arrays and objects nest deeper than [`MAX_DEPTH`].
+    #[error("JSON nesting is deeper than the limit of {MAX_DEPTH} levels")]
+    TooDeep,
+    /// The input is larger than the limit.
+    #[error("JSON input is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit that was exceeded, in bytes.
+        limit: usize,
+    },
+    /// A Rust value could not be converted to JSON (for example a map with non-string keys).
+    #[error("cannot convert value to JSON: {0}")]
+    Serialize(String),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public entry points
+// ---------------------------------------------------------------------------------------------
+
+/// Strictly parses one JSON text.
+///
+/// Rejects duplicate object keys at any depth, trailing data after the value, invalid UTF-8, lone
+/// surrogate escapes, `NaN`/`Infinity` and numbers overflowing a double, nesting deeper than
+/// [`MAX_DEPTH`], and input larger than [`MAX_INPUT_BYTES`]. Whitespace around the value is
+/// allowed; a byte-order mark is not.
+pub fn parse_strict(input: &[u8]) -> Result<Value, JcsError> {
+    if input.len() > MAX_INPUT_BYTES {
+        return Err(JcsError::TooLarge {
+            limit: MAX_INPUT_BYTES,
+        });
+    }
+    let src = std::str::from_utf8(input).map_err(|e| JcsError::InvalidUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    let mut parser = Parser { src, pos: 0 };
+    parser.skip_ws();
+    let value = parser.parse_value(0)?;
+    parser.skip_ws();
+    if parser.pos != src.len() {
+        return Err(parser.syntax("trailing characters after the JSON value"));
+    }
+    Ok(value)
+}
+
+/// Strictly parses `input` (see [`parse_strict`]) and returns its canonical form.
+pub fn canonicalize(input: &[u8]) -> Result<Vec<u8>, JcsError> {
+    let value = parse_strict(input)?;
+    // Canonical output is never longer than a typical pretty-printed input; one allocation.
+    let mut out = Vec::with_capacity(input.len());
+    write_value(&value, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the canonical form of `value` to `out`.
+///
+/// Object members are sorted by UTF-16 code units, numbers use the ECMAScript format, strings use
+/// the minimal escaping of RFC 8785 §3.2.2.2. Fails only on a non-finite number or nesting deeper
+/// than [`MAX_DEPTH`]; on failure `out` may hold a partial value.
+pub fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), JcsError> {
+    write_nested(value, out, 0)
+}
+
+/// Appends the canonical JSON string literal (with quotes) for `s` to `out`.
+///
+/// Only `"`, `\` and the C0 controls U+0000..=U+001F are escaped: `\b \t \n \f \r` in short form,
+/// the rest as lowercase `\u00xx`. Everything else, including U+007F and non-ASCII, is copied.
+pub fn write_str(s: &str, out: &mut Vec<u8>) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPE[usize::from(b)];
+        if esc == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if esc == b'u' {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        } else {
+            out.extend_from_slice(&[b'\\', esc]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Serializes `value` canonically, by way of `serde_json::Value`.
+///
+/// Non-finite `f32`/`f64` values are rejected with [`JcsError::NonFinite`] (plain
+/// `serde_json::to_value` would turn them into `null`).
+pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, JcsError> {
+    value.serialize(FiniteCheck).map_err(|e| match e {
+        CheckError::NonFinite => JcsError::NonFinite,
+        CheckError::Custom(msg) => JcsError::Serialize(msg),
+    })?;
+    let value = serde_json::to_value(value).map_err(|e| JcsError::Serialize(e.to_string()))?;
+    let mut out = Vec::with_capacity(256);
+    write_value(&value, &mut out)?;
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writer
+// ---------------------------------------------------------------------------------------------
+
+/// Escape table: 0 = copy the byte; `u` = `\u00xx`; anything else = backslash + that byte.
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = b'u';
+        i += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+static HEX: [u8; 16] = *b"0123456789abcdef";
+
+fn write_nested(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), JcsError> {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => write_number(n, out)?,
+        Value::String(s) => write_str(s, out),
+        Value::Array(items) => {
+            let depth = enter(depth)?;
+            out.push(b'[');
+            let mut first = true;
+            for item in items {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                write_nested(item, out, depth)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let depth = enter(depth)?;
+            out.push(b'{');
+            if in_utf16_order(map) {
+                write_members(map.iter(), out, depth)?;
+            } else {
+                let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                members.sort_unstable_by(|a, b| cmp_utf16(a.0, b.0));
+                write_members(members.into_iter(), out, depth)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+fn enter(depth: usize) -> Result<usize, JcsError> {
+    let depth = depth + 1;
+    if depth > MAX_DEPTH {
+        return Err(JcsError::TooDeep);
+    }
+    Ok(depth)
+}
+
+fn write_members<'a>(
+    members: impl Iterator<Item = (&'a String, &'a Value)>,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Result<(), JcsError> {
+    let mut first = true;
+    for (key, value) in members {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_str(key, out);
+        out.push(b':');
+        write_nested(value, out, depth)?;
+    }
+    Ok(())
+}
+
+/// True when iterating `map` already yields UTF-16 code-unit order: keys strictly increasing by
+/// bytes, and no key containing a lead byte `0xEE`/`0xEF` (U+E000..=U+FFFF) or `0xF0..`
+/// (supplementary planes), the only characters whose UTF-8 and UTF-16 orders can disagree.
+fn in_utf16_order(map: &Map<String, Value>) -> bool {
+    let mut prev: Option<&[u8]> = None;
+    for key in map.keys() {
+        let key = key.as_bytes();
+        if key.iter().any(|&b| b >= 0xEE) {
+            return false;
+        }
+        if let Some(prev) = prev {
+            if prev >= key {
+                return false;
+            }
+        }
+        prev = Some(key);
+    }
+    true
+}
+
+fn cmp_utf16(a: &str, b: &str) -> Ordering {
+    a.encode_utf16().cmp(b.encode_utf16())
+}
+
+fn write_number(n: &Number, out: &mut Vec<u8>) -> Result<(), JcsError> {
+    if let Some(u) = n.as_u64() {
+        if u <= MAX_EXACT_INT {
+            write_u64(u, out);
+        } else {
+            // The ECMAScript value is the nearest double (`as` rounds to nearest, ties to even).
+            write_f64(u as f64, out)?;
+        }
+    } else if let Some(i) = n.as_i64() {
+        let magnitude = i.unsigned_abs();
+        if magnitude <= MAX_EXACT_INT {
+            if i < 0 {
+                out.push(b'-');
+            }
+            write_u64(magnitude, out);
+        } else {
+            write_f64(i as f64, out)?;
+        }
+    } else if let Some(f) = n.as_f64() {
+        write_f64(f, out)?;
+    } else {
+        // Only reachable with serde_json's arbitrary_precision, which this crate does not enable.
+        return Err(JcsError::NonFinite);
+    }
+    Ok(())
+}
+
+fn write_f64(f: f64, out: &mut Vec<u8>) -> Result<(), JcsError> {
+    if !f.is_finite() {
+        return Err(JcsError::NonFinite);
+    }
+    let magnitude = f.abs();
+    if magnitude == 0.0 {
+        // Covers -0.0, which ECMAScript writes as "0".
+        out.push(b'0');
+    } else if magnitude <= MAX_EXACT_INT as f64 && f.fract() == 0.0 {
+        // Exact small integers: same text as ryu_js, without the float formatting work.
+        if f < 0.0 {
+            out.push(b'-');
+        }
+        write_u64(magnitude as u64, out);
+    } else {
+        let mut buf = ryu_js::Buffer::new();
+        out.extend_from_slice(buf.format_finite(f).as_bytes());
+    }
+    Ok(())
+}
+
+fn write_u64(mut n: u64, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strict parser
+// ---------------------------------------------------------------------------------------------
+
+struct Parser<'a> {
+    src: &'a str,
+    pos: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.src.as_bytes().get(self.pos).copied()
+    }
+
+    fn rest(&self) -> &[u8] {
+        self.src.as_bytes().get(self.pos..).unwrap_or_default()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// (line, column), both 1-based, of byte offset `pos`; column counts characters.
+    fn line_col(&self, pos: usize) -> (usize, usize) {
+        let bytes = self.src.as_bytes();
+        let before = bytes.get(..pos).unwrap_or(bytes);
+        let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        let column = 1 + before
+            .get(line_start..)
+            .unwrap_or_default()
+            .iter()
+            .filter(|&&b| b & 0xC0 != 0x80)
+            .count();
+        (line, column)
+    }
+
+    fn syntax_at(&self, pos: usize, msg: impl Into<String>) -> JcsError {
+        let (line, column) = self.line_col(pos);
+        JcsError::Syntax {
+            line,
+            column,
+            msg: msg.into(),
+        }
+    }
+
+    fn syntax(&self, msg: impl Into<String>) -> JcsError {
+        self.syntax_at(self.pos, msg)
+    }
+
+    fn lone_surrogate(&self, pos: usize) -> JcsError {
+        let (line, column) = self.line_col(pos);
+        JcsError::LoneSurrogate { line, column }
+    }
+
+    fn slice(&self, start: usize, end: usize) -> Result<&'a str, JcsError> {
+        // Callers only cut at ASCII bytes, which are always character boundaries.
+        self.src
+            .get(start..end)
+            .ok_or_else(|| self.syntax_at(start, "internal error: slice not on a char boundary"))
+    }
+
+    /// Parses the value at `pos` (whitespace already skipped). `depth` is the number of arrays
+    /// and objects enclosing it.
+    fn parse_value(&mut self, depth: usize) -> Result<Value, JcsError> {
+        match self.peek() {
+            None => Err(self.syntax("unexpected end of input, expected a value")),
+            Some(b'{') => self.parse_object(enter(depth)?),
+            Some(b'[') => self.parse_array(enter(depth)?),
+            Some(b'"') => self.parse_string().map(Value::String),
+            Some(b't') => self.parse_literal("true", Value::Bool(true)),
+            Some(b'f') => self.parse_literal("false", Value::Bool(false)),
+            Some(b'n') => self.parse_literal("null", Value::Null),
+            Some(b'-' | b'0'..=b'9') => self.parse_number().map(Value::Number),
+            Some(_) if self.rest().starts_with(b"NaN") || self.rest().starts_with(b"Infinity") => {
+                Err(JcsError::NonFinite)
+            }
+            Some(_) => Err(self.syntax("expected a JSON value")),
+        }
+    }
+
+    fn parse_literal(&mut self, word: &str, value: Value) -> Result<Value, JcsError> {
+        if self.rest().starts_with(word.as_bytes()) {
+            self.pos += word.len();
+            Ok(value)
+        } else {
+            Err(self.syntax("expected a JSON value"))
+        }
+    }
+
+    fn parse_array(&mut self, depth: usize) -> Result<Value, JcsError> {
+        self.pos += 1; // '['
+        self.skip_ws();
+        let mut items = Vec::new();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(Value::Array(items));
+        }
+        loop {
+            items.push(self.parse_value(depth)?);
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.skip_ws();
+                }
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(Value::Array(items));
+                }
+                _ => return Err(self.syntax("expected ',' or ']' in array")),
+            }
+        }
+    }
+
+    fn parse_object(&mut self, depth: usize) -> Result<Value, JcsError> {
+        self.pos += 1; // '{'
+        self.skip_ws();
+        let mut map = Map::new();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(Value::Object(map));
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return Err(self.syntax("expected a string object key"));
+            }
+            let key = self.parse_string()?;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return Err(self.syntax("expected ':' after object key"));
+            }
+            self.pos += 1;
+            self.skip_ws();
+            let value = self.parse_value(depth)?;
+            match map.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                Entry::Occupied(slot) => return Err(JcsError::DuplicateKey(slot.key().clone())),
+            }
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.skip_ws();
+                }
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(Value::Object(map));
+                }
+                _ => return Err(self.syntax("expected ',' or '}' in object")),
+            }
+        }
+    }
+
+    /// Parses a string literal starting at the opening quote.
+    fn parse_string(&mut self) -> Result<String, JcsError> {
+        let bytes = self.src.as_bytes();
+        self.pos += 1; // '"'
+        let mut run = self.pos;
+        let mut out: Option<String> = None;
+        loop {
+            // Fast scan over bytes that need no attention.
+            while let Some(&b) = bytes.get(self.pos) {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                self.pos += 1;
+            }
+            match bytes.get(self.pos) {
+                None => return Err(self.syntax("unterminated string")),
+                Some(b'"') => {
+                    let tail = self.slice(run, self.pos)?;
+                    self.pos += 1;
+                    return Ok(match out {
+                        None => tail.to_owned(),
+                        Some(mut s) => {
+                            s.push_str(tail);
+                            s
+                        }
+                    });
+                }
+                Some(b'\\') => {
+                    let chunk = self.slice(run, self.pos)?;
+                    let c = self.parse_escape()?;
+                    let s = out.get_or_insert_with(|| String::with_capacity(chunk.len() + 16));
+                    s.push_str(chunk);
+                    s.push(c);
+                    run = self.pos;
+                }
+                Some(_) => {
+                    return Err(self.syntax("control character in string must be escaped"));
+                }
+            }
+        }
+    }
+
+    /// Parses the escape sequence at `pos` (the backslash) and returns the character.
+    fn parse_escape(&mut self) -> Result<char, JcsError> {
+        let start = self.pos;
+        self.pos += 1; // '\\'
+        let c = match self.peek() {
+            Some(b'"') => '"',
+            Some(b'\\') => '\\',
+            Some(b'/') => '/',
+            Some(b'b') => '\u{8}',
+            Some(b'f') => '\u{c}',
+            Some(b'n') => '\n',
+            Some(b'r') => '\r',
+            Some(b't') => '\t',
+            Some(b'u') => {
+                self.pos += 1;
+                let unit = self.parse_hex4()?;
+                return match unit {
+                    0xD800..=0xDBFF => {
+                        if !self.rest().starts_with(b"\\u") {
+                            return Err(self.lone_surrogate(start));
+                        }
+                        self.pos += 2;
+                        let low = self.parse_hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return Err(self.lone_surrogate(start));
+                        }
+                        let code = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
+                        char::from_u32(code).ok_or_else(|| self.lone_surrogate(start))
+                    }
+                    0xDC00..=0xDFFF => Err(self.lone_surrogate(start)),
+                    _ => char::from_u32(unit).ok_or_else(|| self.lone_surrogate(start)),
+                };
+            }
+            None => return Err(self.syntax("unterminated string")),
+            Some(_) => return Err(self.syntax_at(start, "invalid escape sequence")),
+        };
+        self.pos += 1;
+        Ok(c)
+    }
+
+    fn parse_hex4(&mut self) -> Result<u32, JcsError> {
+        let mut value = 0u32;
+        for _ in 0..4 {
+            let digit = match self.peek() {
+                Some(b @ b'0'..=b'9') => b - b'0',
+                Some(b @ b'a'..=b'f') => b - b'a' + 10,
+                Some(b @ b'A'..=b'F') => b - b'A' + 10,
+                _ => return Err(self.syntax("expected 4 hex digits in \\u escape")),
+            };
+            value = value * 16 + u32::from(digit);
+            self.pos += 1;
+        }
+        Ok(value)
+    }
+
+    /// Parses a number per the RFC 8259 grammar. Integers that fit `u64`/`i64` stay integers
+    /// (as serde_json does); everything else becomes the correctly rounded double.
+    fn parse_number(&mut self) -> Result<Number, JcsError> {
+        let start = self.pos;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.pos += 1;
+            if self.rest().starts_with(b"Infinity") {
+                return Err(JcsError::NonFinite);
+            }
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.skip_digits(),
+            _ => return Err(self.syntax("invalid number: expected a digit")),
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(self.syntax("invalid number: expected a digit after '.'"));
+            }
+            self.skip_digits();
+            integer = false;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(self.syntax("invalid number: expected a digit in the exponent"));
+            }
+            self.skip_digits();
+            integer = false;
+        }
+        let text = self.slice(start, self.pos)?;
+        if integer {
+            if negative {
+                if let Ok(i) = text.parse::<i64>() {
+                    return Ok(Number::from(i));
+                }
+            } else if let Ok(u) = text.parse::<u64>() {
+                return Ok(Number::from(u));
+            }
+        }
+        let f: f64 = text
+            .parse()
+            .map_err(|_| self.syntax_at(start, "invalid number"))?;
+        Number::from_f64(f).ok_or(JcsError::NonFinite)
+    }
+
+    fn skip_digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Non-finite float check for `to_vec`
+// ---------------------------------------------------------------------------------------------
+
+/// A serializer that produces nothing and fails on the first NaN or infinite float.
+struct FiniteCheck;
+
+#[derive(Debug)]
+enum CheckError {
+    NonFinite,
+    Custom(String),
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckError::NonFinite => f.write_str("non-finite float"),
+            CheckError::Custom(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for CheckError {}
+
+impl ser::Error for CheckError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        CheckError::Custom(msg.to_string())
+    }
+}
+
+type CheckResult = Result<(), CheckError>;
+
+fn check_float(finite: bool) -> CheckResult {
+    if finite {
+        Ok(())
+    } else {
+        Err(CheckError::NonFinite)
+    }
+}
+
+impl ser::Serializer for FiniteCheck {
+    type Ok = ();
+    type Error = CheckError;
+    type SerializeSeq = Self;
+    type SerializeTuple = Self;
+    type SerializeTupleStruct = Self;
+    type SerializeTupleVariant = Self;
+    type SerializeMap = Self;
+    type SerializeStruct = Self;
+    type SerializeStructVariant = Self;
+
+    fn serialize_bool(self, _: bool) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_i8(self, _: i8) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_i16(self, _: i16) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_i32(self, _: i32) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_i64(self, _: i64) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_i128(self, _: i128) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_u8(self, _: u8) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_u16(self, _: u16) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_u32(self, _: u32) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_u64(self, _: u64) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_u128(self, _: u128) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_f32(self, v: f32) -> CheckResult {
+        check_float(v.is_finite())
+    }
+    fn serialize_f64(self, v: f64) -> CheckResult {
+        check_float(v.is_finite())
+    }
+    fn serialize_char(self, _: char) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_str(self, _: &str) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_bytes(self, _: &[u8]) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_none(self) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> CheckResult {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> CheckResult {
+        Ok(())
+    }
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> CheckResult {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        value: &T,
+    ) -> CheckResult {
+        value.serialize(self)
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self, CheckError> {
+        Ok(self)
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self, CheckError> {
+        Ok(self)
+    }
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self, CheckError> {
+        Ok(self)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self, CheckError> {
+        Ok(self)
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self, CheckError> {
+        Ok(self)
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, CheckError> {
+        Ok(self)
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self, CheckError> {
+        Ok(self)
+    }
+}
+
+impl ser::SerializeSeq for FiniteCheck {
+    type Ok = ();
+    type Error = CheckError;
+    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> CheckResult {
+        value.serialize(FiniteCheck)
+    }
+    fn end(self) -> CheckResult {
+        Ok(())
+    }
+}
+
+impl ser::SerializeTuple for FiniteCheck {
+    type Ok = ();
+    type Error = CheckError;
+    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> CheckResult {
+        value.serialize(FiniteCheck)
+    }
+    fn end(self) -> CheckResult {
+        Ok(())
+    }
+}
+
+impl ser::SerializeTupleStruct for FiniteCheck {
+    type Ok = ();
+    type Error = CheckError;
+    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> CheckResult {
+        value.serialize(FiniteCheck)
+    }
+    fn end(self) -> CheckResult {
+        Ok(())
+    }
+}
+
+impl ser::SerializeTupleVariant for FiniteCheck {
+    type Ok = ();
+    type Error = CheckError;
+    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> CheckResult {
+        value.serialize(FiniteCheck)
+    }
+    fn end(self) -> CheckResult {
+        Ok(())
+    }
+}
+
+impl ser::SerializeMap for FiniteCheck {
+    type Ok = ();
+    type Error = CheckError;
+    fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> CheckResult {
+        key.serialize(FiniteCheck)
+    }
+    fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> CheckResult {
+        value.serialize(FiniteCheck)
+    }
+    fn end(self) -> CheckResult {
+        Ok(())
+    }
+}
+
+impl ser::SerializeStruct for FiniteCheck {
+    type Ok = ();
+    type Error = CheckError;
+    fn serialize_field<T: ?Sized + Serialize>(
+        &mut self,
+        _: &'static str,
+        value: &T,
+    ) -> CheckResult {
+        value.serialize(FiniteCheck)
+    }
+    fn end(self) -> CheckResult {
+        Ok(())
+    }
+}
+
+impl ser::SerializeStructVariant for FiniteCheck {
+    type Ok = ();
+    type Error = CheckError;
+    fn serialize_field<T: ?Sized + Serialize>(
+        &mut self,
+        _: &'static str,
+        value: &T,
+    ) -> CheckResult {
+        value.serialize(FiniteCheck)
+    }
+    fn end(self) -> CheckResult {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn canon(s: &str) -> String {
+        String::from_utf8(canonicalize(s.as_bytes()).unwrap()).unwrap()
+    }
+
+    fn written(v: &Value) -> String {
+        let mut out = Vec::new();
+        write_value(v, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn escapes_exactly_the_rfc_set() {
+        for c in 0u32..0x80 {
+            let ch = char::from_u32(c).unwrap();
+            let mut out = Vec::new();
+            write_str(&ch.to_string(), &mut out);
+            let expected = match ch {
+                '\u{8}' => "\"\\b\"".to_owned(),
+                '\t' => "\"\\t\"".to_owned(),
+                '\n' => "\"\\n\"".to_owned(),
+                '\u{c}' => "\"\\f\"".to_owned(),
+                '\r' => "\"\\r\"".to_owned(),
+                '"' => "\"\\\"\"".to_owned(),
+                '\\' => "\"\\\\\"".to_owned(),
+                c if (c as u32) < 0x20 => format!("\"\\u{:04x}\"", c as u32),
+                c => format!("\"{c}\""),
+            };
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "U+{c:04X}");
+        }
+        let mut out = Vec::new();
+        write_str("a\u{7f}\u{80}é€😂\u{1f}z", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a\u{7f}\u{80}é€😂\\u001fz\""
+        );
+    }
+
+    #[test]
+    fn integers_follow_the_double() {
+        assert_eq!(written(&json!(0)), "0");
+        assert_eq!(written(&json!(-1)), "-1");
+        assert_eq!(written(&json!(9007199254740992u64)), "9007199254740992");
+        assert_eq!(written(&json!(-9007199254740992i64)), "-9007199254740992");
+        // 2^53 + 1 is not a double; the nearest (ties to even) is 2^53.
+        assert_eq!(written(&json!(9007199254740993u64)), "9007199254740992");
+        assert_eq!(written(&json!(9007199254740995u64)), "9007199254740996");
+        assert_eq!(written(&json!(u64::MAX)), "18446744073709552000");
+        assert_eq!(written(&json!(i64::MIN)), "-9223372036854776000");
+        assert_eq!(canon("1000000000000000000000"), "1e+21");
+        assert_eq!(canon("100000000000000000000"), "100000000000000000000");
+        assert_eq!(
+            canon("123456789012345678901234567890"),
+            "1.2345678901234568e+29"
+        );
+    }
+
+    #[test]
+    fn floats_and_negative_zero() {
+        assert_eq!(canon("-0"), "0");
+        assert_eq!(canon("-0.0"), "0");
+        assert_eq!(canon("0e10"), "0");
+        assert_eq!(canon("56.0"), "56");
+        assert_eq!(canon("-56.0"), "-56");
+        assert_eq!(canon("1e-7"), "1e-7");
+        assert_eq!(canon("0.1"), "0.1");
+    }
+
+    #[test]
+    fn number_overflow_is_non_finite() {
+        assert!(matches!(canonicalize(b"1E400"), Err(JcsError::NonFinite)));
+        assert!(matches!(canonicalize(b"-1e309"), Err(JcsError::NonFinite)));
+        assert!(matches!(
+            canonicalize(b"-Infinity"),
+            Err(JcsError::NonFinite)
+        ));
+        assert_eq!(canon("1e-400"), "0");
+    }
+
+    #[test]
+    fn number_grammar_is_strict() {
+        for bad in [
+            "01", "1.", ".5", "+1", "1e", "1e+", "-", "0x10", "1.e3", "- 1",
+        ] {
+            assert!(
+                matches!(parse_strict(bad.as_bytes()), Err(JcsError::Syntax { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        match parse_strict(b"{\n  \"a\": tru\n}") {
+            Err(JcsError::Syntax { line, column, .. }) => assert_eq!((line, column), (2, 8)),
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse_strict("[\"é\", x]".as_bytes()) {
+            Err(JcsError::Syntax { line, column, .. }) => assert_eq!((line, column), (1, 7)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn string_escapes_decode() {
+        let v = parse_strict(br#""a\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE02z""#).unwrap();
+        assert_eq!(v, json!("a\"\\/\u{8}\u{c}\n\r\té😂z"));
+        assert!(parse_strict(b"\"\\x\"").is_err());
+        assert!(parse_strict(b"\"\\u12\"").is_err());
+        assert!(parse_strict(b"\"a\nb\"").is_err());
+        assert!(parse_strict(b"\"abc").is_err());
+    }
+
+    #[test]
+    fn duplicate_keys_compare_unescaped() {
+        assert!(matches!(
+            parse_strict(br#"{"a":1,"\u0061":2}"#),
+            Err(JcsError::DuplicateKey(k)) if k == "a"
+        ));
+    }
+
+    #[test]
+    fn depth_limit_is_exact() {
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert_eq!(canon(&ok), ok);
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(matches!(
+            canonicalize(deep.as_bytes()),
+            Err(JcsError::TooDeep)
+        ));
+        let mut v = json!(1);
+        for _ in 0..=MAX_DEPTH {
+            v = json!({ "k": v });
+        }
+        assert!(matches!(
+            write_value(&v, &mut Vec::new()),
+            Err(JcsError::TooDeep)
+        ));
+    }
+
+    #[test]
+    fn utf16_order_is_used_when_it_differs() {
+        // U+1F602 is D83D DE02 in UTF-16, so it sorts before U+FB33 although its code point and
+        // UTF-8 bytes are larger.
+        let v = json!({ "\u{fb33}": 1, "\u{1f602}": 2, "a": 3 });
+        assert_eq!(written(&v), "{\"a\":3,\"\u{1f602}\":2,\"\u{fb33}\":1}");
+        assert!(in_utf16_order(json!({"a":1,"b":2}).as_object().unwrap()));
+        assert!(!in_utf16_order(json!({"\u{e000}":1}).as_object().unwrap()));
+    }
+
+    #[test]
+    fn to_vec_rejects_non_finite_and_sorts() {
+        #[derive(serde::Serialize)]
+        struct S {
+            z: u8,
+            a: f64,
+        }
+        assert_eq!(to_vec(&S { z: 1, a: 0.5 }).unwrap(), br#"{"a":0.5,"z":1}"#);
+        assert!(matches!(
+            to_vec(&S { z: 1, a: f64::NAN }),
+            Err(JcsError::NonFinite)
+        ));
+        assert!(matches!(to_vec(&[f32::INFINITY]), Err(JcsError::NonFinite)));
+        assert_eq!(to_vec(&Some(-0.0f64)).unwrap(), b"0");
+    }
+
+    #[test]
+    fn rejects_invalid_utf8_and_bom() {
+        assert!(matches!(
+            parse_strict(b"\"a\xff\""),
+            Err(JcsError::InvalidUtf8 { offset: 2 })
+        ));
+        assert!(matches!(
+            parse_strict(b"\xef\xbb\xbf{}"),
+            Err(JcsError::Syntax { .. })
+        ));
+    }
+}

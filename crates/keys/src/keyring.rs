@@ -1,0 +1,437 @@
+//! Keyrings: the trust roots a verifier uses. Each trusted key has an id, an algorithm,
+//! the purposes it may sign for (`mirror-bundle`, `attestation`, `release`), an optional
+//! validity window and a revoked flag.
+//!
+//! On disk a keyring is a TOML file, or a directory. A directory may hold `keyring.toml`
+//! (whose relative paths resolve inside the directory); any other `*.pub` / `*.pem` public key
+//! in it is trusted for every purpose with no window, which is what a directory of plain PEM
+//! files means to cosign users. The TOML form:
+//!
+//! ```toml
+//! [[keys]]
+//! id = "mirror-root-ed25519-01"
+//! public_key = "mirror-root.pub"        # a path relative to the file, or inline PEM
+//! algorithm = "ed25519"                 # optional; checked against the key when present
+//! purposes = ["mirror-bundle"]          # required
+//! not_before = 2025-01-01T00:00:00Z     # optional, TOML datetime or RFC 3339 string
+//! not_after = "2027-01-01T00:00:00Z"    # optional
+//! revoked = false                       # optional
+//! ```
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::keyref::{is_dev_key, DevKeys};
+use crate::public::{Algorithm, PublicKey};
+use crate::KeyError;
+
+/// What a key may sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Purpose {
+    MirrorBundle,
+    Attestation,
+    Release,
+}
+
+impl Purpose {
+    pub const ALL: [Purpose; 3] = [
+        Purpose::MirrorBundle,
+        Purpose::Attestation,
+        Purpose::Release,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Purpose::MirrorBundle => "mirror-bundle",
+            Purpose::Attestation => "attestation",
+            Purpose::Release => "release",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, KeyError> {
+        Purpose::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                KeyError::Keyring(format!(
+                    "unknown purpose {s:?} (known: mirror-bundle, attestation, release)"
+                ))
+            })
+    }
+}
+
+impl fmt::Display for Purpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A key the verifier trusts, with the limits of that trust.
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    pub id: String,
+    pub key: PublicKey,
+    pub purposes: BTreeSet<Purpose>,
+    pub not_before: Option<OffsetDateTime>,
+    pub not_after: Option<OffsetDateTime>,
+    pub revoked: bool,
+}
+
+/// Why a key that made a valid signature could not be counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ineligible {
+    Revoked,
+    Purpose(Purpose),
+    NotYetValid(OffsetDateTime),
+    Expired(OffsetDateTime),
+}
+
+impl fmt::Display for Ineligible {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ineligible::Revoked => f.write_str("the key is revoked"),
+            Ineligible::Purpose(p) => write!(f, "the key is not trusted for purpose `{p}`"),
+            Ineligible::NotYetValid(t) => write!(f, "the key is not valid before {}", fmt_time(*t)),
+            Ineligible::Expired(t) => write!(f, "the key expired at {}", fmt_time(*t)),
+        }
+    }
+}
+
+fn fmt_time(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+impl TrustedKey {
+    /// A key trusted for every purpose, forever (what `--key PUB` means on the command line).
+    pub fn unrestricted(key: PublicKey) -> Self {
+        TrustedKey {
+            id: key.key_id().to_string(),
+            key,
+            purposes: Purpose::ALL.into_iter().collect(),
+            not_before: None,
+            not_after: None,
+            revoked: false,
+        }
+    }
+
+    /// May this key count for `purpose` at time `at`?
+    pub fn check(&self, purpose: Option<Purpose>, at: OffsetDateTime) -> Result<(), Ineligible> {
+        if self.revoked {
+            return Err(Ineligible::Revoked);
+        }
+        if let Some(p) = purpose {
+            if !self.purposes.contains(&p) {
+                return Err(Ineligible::Purpose(p));
+            }
+        }
+        if let Some(nb) = self.not_before {
+            if at < nb {
+                return Err(Ineligible::NotYetValid(nb));
+            }
+        }
+        if let Some(na) = self.not_after {
+            if at > na {
+                return Err(Ineligible::Expired(na));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A set of trusted keys.
+#[derive(Debug, Clone, Default)]
+pub struct Keyring {
+    keys: Vec<TrustedKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    #[serde(default)]
+    keys: Vec<FileEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEntry {
+    id: String,
+    public_key: String,
+    algorithm: Option<String>,
+    purposes: Vec<String>,
+    not_before: Option<toml::Value>,
+    not_after: Option<toml::Value>,
+    #[serde(default)]
+    revoked: bool,
+}
+
+fn parse_time(v: &toml::Value, field: &str, id: &str) -> Result<OffsetDateTime, KeyError> {
+    let text = match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Datetime(d) => d.to_string(),
+        _ => {
+            return Err(KeyError::Keyring(format!(
+                "key {id:?}: `{field}` must be an RFC 3339 date-time"
+            )))
+        }
+    };
+    OffsetDateTime::parse(&text, &Rfc3339).map_err(|e| {
+        KeyError::Keyring(format!(
+            "key {id:?}: `{field}` {text:?} is not an RFC 3339 date-time with offset: {e}"
+        ))
+    })
+}
+
+impl Keyring {
+    pub fn new(keys: Vec<TrustedKey>) -> Result<Self, KeyError> {
+        let mut ring = Keyring::default();
+        for k in keys {
+            ring.push(k)?;
+        }
+        Ok(ring)
+    }
+
+    /// Add a key; the same public key twice (or the same id twice) is an error, so a keyring
+    /// can never make one key count twice towards a threshold.
+    pub fn push(&mut self, key: TrustedKey) -> Result<(), KeyError> {
+        if let Some(other) = self
+            .keys
+            .iter()
+            .find(|k| k.key == key.key || k.id == key.id)
+        {
+            return Err(KeyError::Keyring(format!(
+                "key {:?} appears twice in the keyring (also as {:?})",
+                key.id, other.id
+            )));
+        }
+        self.keys.push(key);
+        Ok(())
+    }
+
+    pub fn keys(&self) -> &[TrustedKey] {
+        &self.keys
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Load a keyring from a TOML file or a directory.
+    pub fn load(path: &Path, dev: DevKeys) -> Result<Self, KeyError> {
+        let meta = std::fs::metadata(path).map_err(|e| KeyError::Io(path.to_path_buf(), e))?;
+        let ring = if meta.is_dir() {
+            Self::load_dir(path, dev)?
+        } else {
+            let text = std::fs::read_to_string(path).map_err(|e| KeyError::Io(path.into(), e))?;
+            let base = path.parent().unwrap_or(Path::new("."));
+            Self::from_toml(&text, base, dev)?
+        };
+        if ring.is_empty() {
+            return Err(KeyError::Keyring(format!(
+                "keyring {} holds no keys",
+                path.display()
+            )));
+        }
+        Ok(ring)
+    }
+
+    fn load_dir(dir: &Path, dev: DevKeys) -> Result<Self, KeyError> {
+        let toml_path = dir.join("keyring.toml");
+        let mut ring = if toml_path.exists() {
+            let text = std::fs::read_to_string(&toml_path)
+                .map_err(|e| KeyError::Io(toml_path.clone(), e))?;
+            Self::from_toml(&text, dir, dev)?
+        } else {
+            Keyring::default()
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| KeyError::Io(dir.into(), e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("pub" | "pem")))
+            .collect();
+        files.sort();
+        for path in files {
+            let key = crate::keyref::load_public_file(&path, dev)?;
+            if ring.keys.iter().any(|k| k.key == key) {
+                continue; // already described by keyring.toml
+            }
+            let mut tk = TrustedKey::unrestricted(key);
+            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                tk.id = stem.to_string();
+            }
+            ring.push(tk)?;
+        }
+        Ok(ring)
+    }
+
+    /// Parse the TOML form; relative key paths resolve against `base`.
+    pub fn from_toml(text: &str, base: &Path, dev: DevKeys) -> Result<Self, KeyError> {
+        let doc: FileDoc =
+            toml::from_str(text).map_err(|e| KeyError::Keyring(format!("invalid keyring: {e}")))?;
+        let mut ring = Keyring::default();
+        for e in doc.keys {
+            let key = if e.public_key.trim_start().starts_with("-----BEGIN") {
+                PublicKey::from_pem(e.public_key.as_bytes())?
+            } else {
+                crate::keyref::load_public_file(&base.join(&e.public_key), DevKeys::Allow)?
+            };
+            if is_dev_key(&key) && dev == DevKeys::Refuse {
+                return Err(KeyError::DevKey);
+            }
+            if let Some(alg) = &e.algorithm {
+                let want = Algorithm::parse(alg)?;
+                if want != key.algorithm() {
+                    return Err(KeyError::Keyring(format!(
+                        "key {:?} is declared {want} but the key file holds a {} key",
+                        e.id,
+                        key.algorithm()
+                    )));
+                }
+            }
+            if e.purposes.is_empty() {
+                return Err(KeyError::Keyring(format!("key {:?} has no purposes", e.id)));
+            }
+            let purposes = e
+                .purposes
+                .iter()
+                .map(|p| Purpose::parse(p))
+                .collect::<Result<BTreeSet<_>, _>>()?;
+            let not_before = e
+                .not_before
+                .as_ref()
+                .map(|v| parse_time(v, "not_before", &e.id))
+                .transpose()?;
+            let not_after = e
+                .not_after
+                .as_ref()
+                .map(|v| parse_time(v, "not_after", &e.id))
+                .transpose()?;
+            if let (Some(a), Some(b)) = (not_before, not_after) {
+                if a > b {
+                    return Err(KeyError::Keyring(format!(
+                        "key {:?}: not_before is after not_after",
+                        e.id
+                    )));
+                }
+            }
+            ring.push(TrustedKey {
+                id: e.id,
+                key,
+                purposes,
+                not_before,
+                not_after,
+                revoked: e.revoked,
+            })?;
+        }
+        Ok(ring)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file::FileKey;
+    use crate::signer::Signer;
+    use time::macros::datetime;
+
+    fn pem(alg: Algorithm) -> (FileKey, String) {
+        let k = FileKey::generate(alg).unwrap();
+        let p = k.public_key().to_pem();
+        (k, p)
+    }
+
+    #[test]
+    fn toml_keyring_with_inline_and_file_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, p1) = pem(Algorithm::Ed25519);
+        let (_, p2) = pem(Algorithm::EcdsaP256Sha256);
+        std::fs::write(dir.path().join("two.pub"), &p2).unwrap();
+        let text = format!(
+            r#"
+[[keys]]
+id = "one"
+public_key = """{p1}"""
+algorithm = "ed25519"
+purposes = ["mirror-bundle"]
+not_before = 2025-01-01T00:00:00Z
+not_after = "2027-01-01T00:00:00Z"
+
+[[keys]]
+id = "two"
+public_key = "two.pub"
+purposes = ["attestation", "release"]
+revoked = true
+"#
+        );
+        std::fs::write(dir.path().join("keyring.toml"), &text).unwrap();
+        let ring = Keyring::load(dir.path(), DevKeys::Refuse).unwrap();
+        // two.pub is described by keyring.toml, so it is not added again.
+        assert_eq!(ring.keys().len(), 2);
+        let one = &ring.keys()[0];
+        assert!(one
+            .check(Some(Purpose::MirrorBundle), datetime!(2026-01-01 0:00 UTC))
+            .is_ok());
+        assert_eq!(
+            one.check(Some(Purpose::Attestation), datetime!(2026-01-01 0:00 UTC)),
+            Err(Ineligible::Purpose(Purpose::Attestation))
+        );
+        assert!(matches!(
+            one.check(None, datetime!(2024-01-01 0:00 UTC)),
+            Err(Ineligible::NotYetValid(_))
+        ));
+        assert!(matches!(
+            one.check(None, datetime!(2028-01-01 0:00 UTC)),
+            Err(Ineligible::Expired(_))
+        ));
+        assert_eq!(
+            ring.keys()[1].check(None, datetime!(2026-01-01 0:00 UTC)),
+            Err(Ineligible::Revoked)
+        );
+        // The same file loaded as a TOML path works too.
+        let ring2 = Keyring::load(&dir.path().join("keyring.toml"), DevKeys::Refuse).unwrap();
+        assert_eq!(ring2.keys().len(), 2);
+    }
+
+    #[test]
+    fn keyring_errors() {
+        let (_, p1) = pem(Algorithm::Ed25519);
+        let base = Path::new(".");
+        let cases = [
+            (format!("[[keys]]\nid='a'\npublic_key='''{p1}'''\npurposes=[]\n"), "no purposes"),
+            (format!("[[keys]]\nid='a'\npublic_key='''{p1}'''\npurposes=['sign-anything']\n"), "unknown purpose"),
+            (format!("[[keys]]\nid='a'\npublic_key='''{p1}'''\nalgorithm='p256'\npurposes=['release']\n"), "declared p256"),
+            (format!("[[keys]]\nid='a'\npublic_key='''{p1}'''\npurposes=['release']\nnot_after='tomorrow'\n"), "RFC 3339"),
+            (format!("[[keys]]\nid='a'\npublic_key='''{p1}'''\npurposes=['release']\n[[keys]]\nid='b'\npublic_key='''{p1}'''\npurposes=['release']\n"), "twice"),
+            (format!("[[keys]]\nid='a'\npublic_key='''{p1}'''\npurposes=['release']\ncolour='red'\n"), "unknown field"),
+            ("[[keys]]\nid='a'\npublic_key='missing.pub'\npurposes=['release']\n".to_string(), "missing.pub"),
+        ];
+        for (text, needle) in cases {
+            let err = Keyring::from_toml(&text, base, DevKeys::Refuse)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        let empty = tempfile::tempdir().unwrap();
+        assert!(Keyring::load(empty.path(), DevKeys::Refuse)
+            .unwrap_err()
+            .to_string()
+            .contains("no keys"));
+    }
+
+    #[test]
+    fn plain_pem_directory_trusts_all_purposes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, p) = pem(Algorithm::EcdsaP256Sha256);
+        std::fs::write(dir.path().join("release.pem"), p).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+        let ring = Keyring::load(dir.path(), DevKeys::Refuse).unwrap();
+        assert_eq!(ring.keys().len(), 1);
+        assert_eq!(ring.keys()[0].id, "release");
+        assert_eq!(&ring.keys()[0].key, k.public_key());
+        assert_eq!(ring.keys()[0].purposes.len(), 3);
+    }
+}

@@ -1,0 +1,102 @@
+//! Keys and trust for Stella: the `Signer` trait (where a key lives is separate from how it
+//! signs), public keys and key ids, key references (`PATH`, `env://`, `pkcs11:`, `awskms://`,
+//! `keyless`), cosign's encrypted key files, keyrings with purposes and validity windows, and
+//! DSSE signing plus the verification policy (distinct trusted keys toward a threshold).
+#![forbid(unsafe_code)]
+
+pub mod cosign;
+pub mod dsse;
+pub mod file;
+pub mod keyref;
+pub mod keyring;
+pub mod public;
+pub mod signer;
+
+use std::path::PathBuf;
+
+pub use dsse::{
+    attest, sign_envelope, to_bundle, verify_envelope, Policy, VerifiedKey, VerifyError,
+};
+pub use file::FileKey;
+pub use keyref::{load_public, load_signer, DevKeys, KeyRef, DEV_KEY_ID};
+pub use keyring::{Ineligible, Keyring, Purpose, TrustedKey};
+pub use public::{Algorithm, KeyId, PublicKey};
+pub use signer::{SignError, Signer};
+
+/// Why a key could not be loaded or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    #[error("{0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    #[error("malformed key: {0}")]
+    Malformed(String),
+    #[error("{context}: {source}")]
+    In {
+        context: String,
+        #[source]
+        source: Box<KeyError>,
+    },
+    #[error("unsupported key: {0}")]
+    UnsupportedAlgorithm(String),
+    #[error("invalid key reference: {0}")]
+    Reference(String),
+    #[error("{0} keys are not available in this build yet (use a key file or env://VAR)")]
+    BackendUnavailable(&'static str),
+    #[error("cannot read the key password: {0}")]
+    Password(String),
+    #[error(transparent)]
+    Cosign(#[from] cosign::CosignKeyError),
+    #[error("invalid keyring: {0}")]
+    Keyring(String),
+    #[error("this is the published development key (tools/cosign/cosign.dev.key); it is refused unless you pass --allow-dev-key")]
+    DevKey,
+    #[error("the system random number generator failed")]
+    Rng,
+}
+
+impl KeyError {
+    fn in_ref(self, r: &KeyRef) -> Self {
+        KeyError::In {
+            context: r.describe(),
+            source: Box::new(self),
+        }
+    }
+
+    /// Was the cause a wrong password (so a caller can prompt again or exit 3)?
+    pub fn is_wrong_password(&self) -> bool {
+        match self {
+            KeyError::Cosign(cosign::CosignKeyError::WrongPassword) => true,
+            KeyError::In { source, .. } => source.is_wrong_password(),
+            _ => false,
+        }
+    }
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Lowercase hex.
+pub fn hex(data: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(data.len() * 2);
+    for b in data {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// PEM with LF line endings and 64-column lines.
+pub(crate) fn pem_encode(tag: &str, der: &[u8]) -> String {
+    let block = pem::Pem::new(tag, der.to_vec());
+    pem::encode_config(
+        &block,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}

@@ -1,0 +1,42 @@
+//! The `Signer` trait: where a key lives is separate from how it signs. A signer exposes its
+//! public key (hence key id and algorithm) and signs bytes; nothing on the trait exports
+//! private key material, so file keys, PKCS#11 tokens, KMS keys and keyless certificates all
+//! fit it unchanged.
+
+use crate::public::{Algorithm, KeyId, PublicKey};
+
+/// Why a signing operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    #[error("signing with key {key_id} failed: {reason}")]
+    Backend { key_id: KeyId, reason: String },
+    #[error("key {0} was given more than once")]
+    DuplicateKey(KeyId),
+    #[error("no signing key given")]
+    NoSigner,
+    #[error("cannot build the statement: {0}")]
+    Statement(String),
+}
+
+/// Signs bytes with a key that never leaves its backend.
+pub trait Signer: Send + Sync {
+    /// The verification key matching this signer.
+    fn public_key(&self) -> &PublicKey;
+
+    /// Sign `message` (the whole message: hashing, if any, is the algorithm's business).
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError>;
+
+    /// Short description of where the key lives, for logs and audit (`file`, `pkcs11`, …).
+    /// Never contains secrets.
+    fn mode(&self) -> &'static str;
+
+    /// `sha256:<hex>` of the public key's SPKI DER.
+    fn key_id(&self) -> &KeyId {
+        self.public_key().key_id()
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        self.public_key().algorithm()
+    }
+}

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Installs the third-party peers used by the interop tests (tests/interop/):
+#   - openssl (Debian package)
+#   - a Python venv at $ROOT/.venv with tests/interop/requirements.txt
+#   - tests/interop/node_modules from tests/interop/package-lock.json
+# Idempotent: each part is skipped when a stamp (hash of its inputs) matches.
+# Works on a fresh Debian 12 machine as root (network: Debian, PyPI, npm only).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+INTEROP="$ROOT/tests/interop"
+VENV="$ROOT/.venv"
+REQS="$INTEROP/requirements.txt"
+PY_STAMP="$VENV/.stella-deps-stamp"
+NODE_STAMP="$INTEROP/node_modules/.stella-deps-stamp"
+NODE_MIN_MAJOR=20
+NODE_MIN_MINOR=17
+
+log() { echo "[setup-test-deps] $*" >&2; }
+die() { echo "[setup-test-deps] ERROR: $*" >&2; exit 1; }
+
+hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+# ---------------------------------------------------------------- apt ------
+APT_UPDATED=0
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 || die "missing $*, and apt-get is not available to install it"
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to install: $*"
+        sudo="sudo"
+    fi
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        log "apt-get update"
+        $sudo apt-get update -qq >&2
+        APT_UPDATED=1
+    fi
+    log "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# openssl
+if ! command -v openssl >/dev/null 2>&1; then
+    apt_install openssl ca-certificates
+fi
+log "openssl: $(openssl version)"
+
+# ------------------------------------------------------------- python ------
+PYTHON="${PYTHON:-}"
+if [ -z "$PYTHON" ]; then
+    if command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        PYTHON="$(command -v python3)"
+    elif [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        PYTHON=/usr/bin/python3
+    else
+        apt_install python3 python3-venv
+        PYTHON=/usr/bin/python3
+    fi
+fi
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)' \
+    || die "$PYTHON is older than Python 3.9"
+
+py_want="$(hash_of "$REQS")"
+if [ -x "$VENV/bin/python" ]; then
+    py_want="$py_want $("$VENV/bin/python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null || echo broken)"
+fi
+if [ -x "$VENV/bin/python" ] && [ -f "$PY_STAMP" ] && [ "$(cat "$PY_STAMP")" = "$py_want" ]; then
+    log "python venv up to date ($VENV)"
+else
+    if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        log "creating venv $VENV with $PYTHON"
+        rm -rf "$VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    log "pip install -r tests/interop/requirements.txt"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install -q -r "$REQS" >&2
+    "$VENV/bin/python" -c 'import securesystemslib.dsse, securesystemslib.signer, in_toto_attestation.v1.statement, nacl.secret, cryptography' \
+        || die "python peers failed to import after install"
+    py_want="$(hash_of "$REQS") $("$VENV/bin/python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
+    echo "$py_want" > "$PY_STAMP"
+    log "python venv ready"
+fi
+
+# --------------------------------------------------------------- node ------
+node_ok() {
+    command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || return 1
+    node -e "const [a,b]=process.versions.node.split('.').map(Number);
+             process.exit(a>${NODE_MIN_MAJOR}||(a===${NODE_MIN_MAJOR}&&b>=${NODE_MIN_MINOR})?0:1)"
+}
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+fi
+node_ok || die "Node.js >= ${NODE_MIN_MAJOR}.${NODE_MIN_MINOR} and npm are required (found: $(node --version 2>/dev/null || echo none))"
+
+if [ -f "$INTEROP/package-lock.json" ]; then
+    node_want="$(hash_of "$INTEROP/package.json" "$INTEROP/package-lock.json") $(node --version)"
+    if [ -f "$NODE_STAMP" ] && [ "$(cat "$NODE_STAMP")" = "$node_want" ]; then
+        log "node_modules up to date ($INTEROP/node_modules)"
+    else
+        log "npm ci (tests/interop)"
+        (cd "$INTEROP" && npm ci --no-audit --no-fund --loglevel=error >&2)
+        echo "$node_want" > "$NODE_STAMP"
+        log "node_modules ready"
+    fi
+else
+    log "npm install (tests/interop, no lockfile yet: writing package-lock.json)"
+    (cd "$INTEROP" && npm install --no-audit --no-fund --loglevel=error >&2)
+    node_want="$(hash_of "$INTEROP/package.json" "$INTEROP/package-lock.json") $(node --version)"
+    echo "$node_want" > "$NODE_STAMP"
+    log "node_modules ready"
+fi
+
+log "done"
