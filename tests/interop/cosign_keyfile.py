@@ -19,7 +19,8 @@ is an independent implementation to check Stella's key files against.
 If --password is omitted, $COSIGN_PASSWORD is used.
 
 exit 0: written/decrypted; 1: decryption failed (wrong password, corrupt or
-malformed key file, plaintext not PKCS#8); 2: usage error.
+malformed key file, scrypt parameters cosign would refuse, plaintext not
+PKCS#8); 2: usage error.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ LABELS = {
 SALT_LEN = 32
 NONCE_LEN = 24  # nacl.secret.SecretBox.NONCE_SIZE
 KEY_LEN = 32  # nacl.secret.SecretBox.KEY_SIZE
-MAX_N = 1 << 20
+# legacy, standard, OWASP: the only sets go-securesystemslib's Decrypt accepts
+ALLOWED_PARAMS = {(32768, 8, 1), (65536, 8, 1), (131072, 8, 1)}
 
 PEM_RE = re.compile(
     rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)\r?\n?-----END \1-----", re.DOTALL
@@ -147,8 +149,10 @@ def decrypt(a) -> str:
     for name, v in (("N", n), ("r", r), ("p", p)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise Rejected(f"kdf.params.{name} must be a positive integer (got {v!r})")
-    if n < 2 or n & (n - 1) or n > MAX_N or r * p >= 1 << 30:
-        raise Rejected(f"kdf.params out of range: N={n} r={r} p={p}")
+    if (n, r, p) not in ALLOWED_PARAMS:
+        # go-securesystemslib (cosign) CheckParams(): only these three sets
+        raise Rejected(f"unsupported scrypt parameters N={n} r={r} p={p} (cosign accepts "
+                       "N in 32768/65536/131072 with r=8 p=1)")
     salt = b64field(kdf, "salt", "kdf")
     nonce = b64field(cipher, "nonce", "cipher")
     ciphertext = b64field(doc, "ciphertext", "")

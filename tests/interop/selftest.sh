@@ -186,6 +186,18 @@ d["ciphertext"] = base64.b64encode(bytes(ct)).decode()
 b = base64.b64encode(json.dumps(d).encode()).decode()
 open(sys.argv[2], "w").write("\n".join([lines[0]] + [b[i:i+64] for i in range(0, len(b), 64)] + [lines[-1]]) + "\n")
 PYEOF
+sed_n16k() { "$PY" - "$1" "$2" <<'PYEOF'
+import base64, json, sys
+lines = open(sys.argv[1]).read().splitlines()
+d = json.loads(base64.b64decode("".join(lines[1:-1])))
+d["kdf"]["params"]["N"] = 16384
+b = base64.b64encode(json.dumps(d).encode()).decode()
+open(sys.argv[2], "w").write("\n".join([lines[0]] + [b[i:i+64] for i in range(0, len(b), 64)] + [lines[-1]]) + "\n")
+PYEOF
+}
+sed_n16k "$T/ossl-ed.cosign.key" "$T/n16k.key"
+check "scrypt N=16384 refused (cosign accepts only 3 param sets)" 1 \
+    cosign_kf --decrypt "$T/n16k.key" --password 's3cret pw' --out-pem "$T/x.pem"
 check "corrupted ciphertext fails" 1 cosign_kf --decrypt "$T/corrupt.key" --password 's3cret pw' --out-pem "$T/x.pem"
 # known-answer: fixed salt+nonce give a fixed file (guards against format drift)
 must "encrypt with fixed salt/nonce" cosign_kf --private-pem "$T/ossl-ed.key" --password pw --n 32768 --label SIGSTORE \

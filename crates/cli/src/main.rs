@@ -1,1 +1,91 @@
-fn main() {}
+//! `stella`: sign and verify software supply-chain artefacts, online and air-gapped.
+//!
+//! This file holds the argument model (clap derive) and dispatch; each command family lives in
+//! its own module. Errors travel as `anyhow` chains and are mapped to the exit codes of
+//! SPEC §1 in one place (`exit::code_for`).
+#![forbid(unsafe_code)]
+
+mod attest;
+mod blob;
+mod exit;
+mod io;
+mod key;
+mod promotion;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Stella Signer: DSSE attestations, cosign-compatible keys and offline verification.
+#[derive(Parser)]
+#[command(name = "stella", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = "Exit codes: 0 ok, 1 verification failed, 2 usage or input error, \
+3 authentication (e.g. wrong key password), 4 not found, 5 offline, 10 retryable.\n\
+Key references (--key): a file path, env://VAR (key file or its base64 in VAR), pkcs11:URI, \
+awskms://KEY, keyless. Encrypted key passwords come from COSIGN_PASSWORD or a prompt.")]
+struct Cli {
+    /// Accept the published development key (tools/cosign/cosign.dev.key). Never in production.
+    #[arg(long, global = true)]
+    allow_dev_key: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate key pairs and print public keys.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Build an in-toto statement about subjects and sign it as a DSSE envelope (or bundle).
+    Attest(attest::AttestArgs),
+    /// Verify a DSSE envelope or Sigstore bundle (or, with `blob`, a raw blob signature).
+    Verify(verify::VerifyArgs),
+    /// Sign a blob (cosign sign-blob form), an SBOM or a scan report.
+    #[command(subcommand)]
+    Sign(blob::SignCommand),
+    /// Promotion attestations (stella.ops/promotion@v1).
+    #[command(subcommand)]
+    Promotion(promotion::PromotionCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let dev = if cli.allow_dev_key {
+        stella_keys::DevKeys::Allow
+    } else {
+        stella_keys::DevKeys::Refuse
+    };
+    let result = match cli.command {
+        Command::Key(c) => key::run(c, dev),
+        Command::Attest(a) => attest::run(a, dev),
+        Command::Verify(v) => verify::run(v, dev),
+        Command::Sign(s) => blob::run_sign(s, dev),
+        Command::Promotion(p) => promotion::run(p, dev),
+    };
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(err) => {
+            let code = exit::code_for(&err);
+            let label = if code == exit::VERIFY_FAILED {
+                "verification failed"
+            } else {
+                "error"
+            };
+            eprintln!("{label}: {err:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Warn loudly when the development key is in play.
+pub(crate) fn warn_if_dev(key: &stella_keys::PublicKey) {
+    if stella_keys::keyref::is_dev_key(key) {
+        eprintln!(
+            "WARNING: using the PUBLISHED DEVELOPMENT KEY ({}). Anyone can sign with it. \
+             Never use it for releases or trust it in production.",
+            key.key_id()
+        );
+    }
+}

@@ -12,9 +12,9 @@
 //! ECMAScript `Number.prototype.toString` form from `ryu_js`, and object members are written in
 //! UTF-16 code-unit order. `serde_json::Map` iterates in UTF-8 byte order, which equals UTF-16
 //! order unless a key holds a character in U+E000..=U+FFFF while another holds a supplementary-
-//! plane character; so each object is first checked in one cheap pass (keys strictly increasing
-//! and free of lead bytes `0xEE..`), and only objects failing that check are sorted by UTF-16 code
-//! units. The check also keeps the output correct if `serde_json/preserve_order` is ever switched
+//! plane character; so each object's keys are first checked in one cheap pass (strictly increasing,
+//! no lead byte `0xEE..`), and only an object failing that check has its members sorted by UTF-16
+//! code units before writing. The check also keeps the output correct if `serde_json/preserve_order` is ever switched
 //! on by feature unification. [`to_vec`] goes through `serde_json::Value`, after a pass that
 //! rejects non-finite floats, which `serde_json::to_value` would otherwise silently turn into
 //! `null`.
@@ -266,8 +266,9 @@ fn write_members<'a>(
 }
 
 /// True when iterating `map` already yields UTF-16 code-unit order: keys strictly increasing by
-/// bytes, and no key containing a lead byte `0xEE`/`0xEF` (U+E000..=U+FFFF) or `0xF0..`
-/// (supplementary planes), the only characters whose UTF-8 and UTF-16 orders can disagree.
+/// bytes (always so for serde_json's default `BTreeMap`), and none holding a lead byte `0xEE..`
+/// (a character at or above U+E000), the only characters whose UTF-8 and UTF-16 orders can
+/// disagree. Checked before any member is written, so the writer stays linear-time.
 fn in_utf16_order(map: &Map<String, Value>) -> bool {
     let mut prev: Option<&[u8]> = None;
     for key in map.keys() {
@@ -1072,7 +1073,14 @@ mod tests {
         let v = json!({ "\u{fb33}": 1, "\u{1f602}": 2, "a": 3 });
         assert_eq!(written(&v), "{\"a\":3,\"\u{1f602}\":2,\"\u{fb33}\":1}");
         assert!(in_utf16_order(json!({"a":1,"b":2}).as_object().unwrap()));
-        assert!(!in_utf16_order(json!({"\u{e000}":1}).as_object().unwrap()));
+        assert!(!in_utf16_order(
+            json!({"a":1,"\u{e000}":2}).as_object().unwrap()
+        ));
+        let map = json!({"\u{e000}":1,"\u{10000}":2,"\u{ffff}":3});
+        assert_eq!(
+            written(&map),
+            "{\"\u{10000}\":2,\"\u{e000}\":1,\"\u{ffff}\":3}"
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub enum KeyError {
     Io(PathBuf, #[source] std::io::Error),
     #[error("malformed key: {0}")]
     Malformed(String),
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     In {
         context: String,
         #[source]

@@ -1,0 +1,131 @@
+//! `stella sign blob|sbom|report` and `stella verify blob`.
+//!
+//! Blob signatures have cosign's `sign-blob` form: the signature algorithm applied to the raw
+//! blob (ECDSA P-256/SHA-256 with an ASN.1 DER signature, or Ed25519), written as standard
+//! base64 — so `cosign verify-blob` and `openssl dgst -sha256 -verify` accept them.
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use stella_dsse::predicates;
+use stella_keys::{DevKeys, KeyRef};
+
+use crate::attest::{self, KeyArgs, OutArgs};
+use crate::exit::{fail, USAGE, VERIFY_FAILED};
+use crate::io;
+
+/// Largest blob we sign or verify in memory (Ed25519 needs the whole message): 2 GiB.
+const MAX_BLOB_BYTES: u64 = 2 << 30;
+
+#[derive(Subcommand)]
+pub(crate) enum SignCommand {
+    /// Sign a file; prints (or writes) the base64 signature, like `cosign sign-blob`.
+    Blob(SignBlobArgs),
+    /// Attest an SBOM: the predicate is the SBOM document itself.
+    Sbom(SbomArgs),
+    /// Attest a scan report (predicate type stella.ops/evidence@v1).
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct SignBlobArgs {
+    /// Signing key reference.
+    #[arg(long, short = 'k')]
+    key: String,
+    /// Write the base64 signature here instead of stdout.
+    #[arg(long)]
+    output_signature: Option<String>,
+    /// The file to sign.
+    file: String,
+}
+
+#[derive(Args)]
+pub(crate) struct SbomArgs {
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// The SBOM document (JSON object).
+    #[arg(long, alias = "sbom")]
+    predicate: String,
+    /// Predicate type: stella (stella.ops/sbom@v1), cyclonedx or spdx.
+    #[arg(long, default_value = "stella", value_parser = ["stella", "cyclonedx", "spdx"])]
+    format: String,
+    #[command(flatten)]
+    out: OutArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct ReportArgs {
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// The report document (JSON object).
+    #[arg(long, alias = "report")]
+    predicate: String,
+    #[command(flatten)]
+    out: OutArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct VerifyBlobArgs {
+    /// Trusted public key (PEM) or key reference.
+    #[arg(long, short = 'k')]
+    key: String,
+    /// File holding the signature (base64, as `sign blob` writes it).
+    #[arg(long)]
+    signature: String,
+    /// The signed file.
+    file: String,
+}
+
+pub(crate) fn run_sign(cmd: SignCommand, dev: DevKeys) -> Result<()> {
+    match cmd {
+        SignCommand::Blob(a) => sign_blob(a, dev),
+        SignCommand::Sbom(a) => {
+            let t = match a.format.as_str() {
+                "cyclonedx" => predicates::CYCLONEDX_BOM,
+                "spdx" => predicates::SPDX_DOCUMENT,
+                _ => predicates::SBOM_V1,
+            };
+            let predicate = attest::read_predicate(&a.predicate)?;
+            attest::sign_statement(&a.keys, t, predicate, &a.out, dev)
+        }
+        SignCommand::Report(a) => {
+            let predicate = attest::read_predicate(&a.predicate)?;
+            attest::sign_statement(&a.keys, predicates::EVIDENCE_V1, predicate, &a.out, dev)
+        }
+    }
+}
+
+fn sign_blob(a: SignBlobArgs, dev: DevKeys) -> Result<()> {
+    let data = io::read_limited(&a.file, MAX_BLOB_BYTES)?;
+    let signer = attest::load_signers(&[a.key], dev)?
+        .pop()
+        .ok_or_else(|| fail(USAGE, "no key"))?;
+    let sig = signer.sign(&data)?;
+    let text = stella_dsse::b64::encode(&sig);
+    match a.output_signature {
+        Some(path) => {
+            io::write_atomic(&path, text.as_bytes(), false)?;
+            eprintln!("Signature written to {path}");
+        }
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+pub(crate) fn verify_blob(a: VerifyBlobArgs, dev: DevKeys) -> Result<()> {
+    let r = KeyRef::parse(&a.key)?;
+    let key = stella_keys::load_public(&r, dev, &mut || io::password(false))?;
+    crate::warn_if_dev(&key);
+    let sig_text = io::read_limited(&a.signature, 64 * 1024)?;
+    let sig_str = String::from_utf8_lossy(&sig_text);
+    let sig = stella_dsse::b64::decode(sig_str.trim())
+        .map_err(|e| fail(VERIFY_FAILED, format!("signature file {}: {e}", a.signature)))?;
+    let data = io::read_limited(&a.file, MAX_BLOB_BYTES)?;
+    if !key.verify(&data, &sig) {
+        return Err(fail(
+            VERIFY_FAILED,
+            format!("the signature does not verify {} with key {}", a.file, key.key_id()),
+        ));
+    }
+    println!("Verified OK ({} key {})", key.algorithm(), key.key_id());
+    Ok(())
+}
