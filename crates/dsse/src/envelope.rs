@@ -31,6 +31,9 @@ pub enum EnvelopeError {
         #[source]
         source: b64::Base64Error,
     },
+    /// The document is not a JSON object.
+    #[error("malformed DSSE envelope: not a JSON object")]
+    NotAnObject,
     /// `payloadType` is empty.
     #[error("malformed DSSE envelope: `payloadType` is empty")]
     EmptyPayloadType,
@@ -86,12 +89,19 @@ impl Envelope {
                 limit,
             });
         }
+        // serde derive would also accept a JSON array as a struct; an envelope is an object.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(EnvelopeError::NotAnObject);
+        }
         let raw: RawEnvelope<'_> = serde_json::from_slice(bytes).map_err(EnvelopeError::Json)?;
         Self::from_raw(raw)
     }
 
     /// Parse an envelope from an already-parsed JSON value (e.g. inside a Sigstore bundle).
     pub fn from_value(value: &serde_json::Value) -> Result<Self, EnvelopeError> {
+        if !value.is_object() {
+            return Err(EnvelopeError::NotAnObject);
+        }
         let raw = RawEnvelope::deserialize(value).map_err(EnvelopeError::Json)?;
         Self::from_raw(raw)
     }
@@ -273,7 +283,8 @@ mod tests {
                 r#"{"payloadType":"t","payload":"eA","signatures":[{"sig":"AA","sig":"AA"}]}"#,
                 "duplicate",
             ),
-            (r#"[]"#, "invalid type"),
+            (r#"[]"#, "not a JSON object"),
+            (r#" ["t","eA==",[]]"#, "not a JSON object"),
         ];
         for (doc, needle) in cases {
             let err = Envelope::from_json(doc.as_bytes()).unwrap_err().to_string();

@@ -12,12 +12,12 @@
 //! ECMAScript `Number.prototype.toString` form from `ryu_js`, and object members are written in
 //! UTF-16 code-unit order. `serde_json::Map` iterates in UTF-8 byte order, which equals UTF-16
 //! order unless a key holds a character in U+E000..=U+FFFF while another holds a supplementary-
-//! plane character; so each object's keys are first checked in one cheap pass (strictly increasing,
-//! no lead byte `0xEE..`), and only an object failing that check has its members sorted by UTF-16
-//! code units before writing. The check also keeps the output correct if `serde_json/preserve_order` is ever switched
-//! on by feature unification. [`to_vec`] goes through `serde_json::Value`, after a pass that
-//! rejects non-finite floats, which `serde_json::to_value` would otherwise silently turn into
-//! `null`.
+//! plane character; so members are written in iteration order while the same pass checks that
+//! keys strictly increase and hold no lead byte `0xEE..`, and only when that check fails are the
+//! remaining members sorted by UTF-16 code units (see `write_object`). The check also keeps the
+//! output correct if `serde_json/preserve_order` is ever switched on by feature unification.
+//! [`to_vec`] goes through `serde_json::Value`, after a pass that rejects non-finite floats,
+//! which `serde_json::to_value` would otherwise silently turn into `null`.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -128,7 +128,7 @@ pub fn canonicalize(input: &[u8]) -> Result<Vec<u8>, JcsError> {
 /// the minimal escaping of RFC 8785 §3.2.2.2. Fails only on a non-finite number or nesting deeper
 /// than [`MAX_DEPTH`]; on failure `out` may hold a partial value.
 pub fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), JcsError> {
-    write_nested(value, out, 0)
+    write_nested(value, out, 0, Mode::Optimistic)
 }
 
 /// Appends the canonical JSON string literal (with quotes) for `s` to `out`.
@@ -136,13 +136,24 @@ pub fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), JcsError> {
 /// Only `"`, `\` and the C0 controls U+0000..=U+001F are escaped: `\b \t \n \f \r` in short form,
 /// the rest as lowercase `\u00xx`. Everything else, including U+007F and non-ASCII, is copied.
 pub fn write_str(s: &str, out: &mut Vec<u8>) {
+    write_str_flagged(s, out);
+}
+
+/// [`write_str`], also reporting whether `s` holds a UTF-8 lead byte `0xEE..` (a character at or
+/// above U+E000), the only characters whose UTF-8 and UTF-16 orders can disagree.
+fn write_str_flagged(s: &str, out: &mut Vec<u8>) -> bool {
     let bytes = s.as_bytes();
+    let mut high = false;
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc = ESCAPE[usize::from(b)];
         if esc == 0 {
+            continue;
+        }
+        if esc == HIGH {
+            high = true;
             continue;
         }
         out.extend_from_slice(&bytes[start..i]);
@@ -162,6 +173,7 @@ pub fn write_str(s: &str, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+    high
 }
 
 /// Serializes `value` canonically, by way of `serde_json::Value`.
@@ -183,12 +195,18 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, JcsError> {
 // Writer
 // ---------------------------------------------------------------------------------------------
 
-/// Escape table: 0 = copy the byte; `u` = `\u00xx`; anything else = backslash + that byte.
+/// Escape table: 0 = copy the byte; [`HIGH`] = copy, but note a lead byte `0xEE..`; `u` =
+/// `\u00xx`; anything else = backslash + that byte.
 static ESCAPE: [u8; 256] = {
     let mut table = [0u8; 256];
     let mut i = 0;
     while i < 0x20 {
         table[i] = b'u';
+        i += 1;
+    }
+    i = 0xEE;
+    while i < 0x100 {
+        table[i] = HIGH;
         i += 1;
     }
     table[0x08] = b'b';
@@ -201,9 +219,38 @@ static ESCAPE: [u8; 256] = {
     table
 };
 
+/// [`ESCAPE`] marker for UTF-8 lead bytes `0xEE..=0xFF` (only `0xEE..=0xF4` occur).
+const HIGH: u8 = 1;
+
 static HEX: [u8; 16] = *b"0123456789abcdef";
 
-fn write_nested(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), JcsError> {
+/// How [`write_object`] establishes member order.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Write members in iteration order while checking that order as it goes (one pass).
+    Optimistic,
+    /// Check all keys first, then write (two passes, but never rewrites anything).
+    Checked,
+}
+
+/// What a [`write_members_optimistic`] pass found.
+enum Outcome {
+    /// All members written, in UTF-16 order.
+    Done,
+    /// Members before this index are written and, being free of characters at or above U+E000
+    /// and byte-order smaller than the rest, precede all later members in UTF-16 order too;
+    /// the member at the index has such a character, so the rest must be sorted.
+    SortRest(usize),
+    /// Iteration order is not byte order (only possible with `serde_json/preserve_order`).
+    Unordered,
+}
+
+fn write_nested(
+    value: &Value,
+    out: &mut Vec<u8>,
+    depth: usize,
+    mode: Mode,
+) -> Result<(), JcsError> {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -219,23 +266,56 @@ fn write_nested(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Jc
                     out.push(b',');
                 }
                 first = false;
-                write_nested(item, out, depth)?;
+                write_nested(item, out, depth, mode)?;
             }
             out.push(b']');
         }
-        Value::Object(map) => {
-            let depth = enter(depth)?;
-            out.push(b'{');
-            if in_utf16_order(map) {
-                write_members(map.iter(), out, depth)?;
-            } else {
-                let mut members: Vec<(&String, &Value)> = map.iter().collect();
-                members.sort_unstable_by(|a, b| cmp_utf16(a.0, b.0));
-                write_members(members.into_iter(), out, depth)?;
-            }
-            out.push(b'}');
+        Value::Object(map) => write_object(map, out, enter(depth)?, mode)?,
+    }
+    Ok(())
+}
+
+/// Writes an object with members in UTF-16 code-unit order.
+///
+/// The common case costs one pass: members are written in iteration order while checking that
+/// it is already the right order. When a key with a character at or above U+E000 turns up, the
+/// members written so far are kept (they precede every later key) and only the rest is sorted.
+/// When iteration order is not byte order at all, the partial output is discarded and the object
+/// is rewritten in [`Mode::Checked`], whose descendants never discard; so each value is written
+/// at most twice per enclosing object and the work stays polynomial even for hostile input.
+fn write_object(
+    map: &Map<String, Value>,
+    out: &mut Vec<u8>,
+    depth: usize,
+    mode: Mode,
+) -> Result<(), JcsError> {
+    out.push(b'{');
+    let start = out.len();
+    let outcome = match mode {
+        Mode::Optimistic => write_members_optimistic(map, out, depth)?,
+        Mode::Checked if in_utf16_order(map) => {
+            write_members(false, map.iter(), out, depth, mode)?;
+            Outcome::Done
+        }
+        Mode::Checked => Outcome::Unordered,
+    };
+    let sorted_tail = match outcome {
+        Outcome::Done => None,
+        Outcome::SortRest(index) => Some(sorted_rest(map, index).map(|rest| (index, rest))),
+        Outcome::Unordered => Some(None),
+    };
+    match sorted_tail {
+        None => {}
+        Some(Some((index, rest))) => {
+            write_members(index > 0, rest.into_iter(), out, depth, mode)?;
+        }
+        Some(None) => {
+            out.truncate(start);
+            let all = sorted_all(map);
+            write_members(false, all.into_iter(), out, depth, Mode::Checked)?;
         }
     }
+    out.push(b'}');
     Ok(())
 }
 
@@ -248,27 +328,78 @@ fn enter(depth: usize) -> Result<usize, JcsError> {
 }
 
 fn write_members<'a>(
+    mut comma: bool,
     members: impl Iterator<Item = (&'a String, &'a Value)>,
     out: &mut Vec<u8>,
     depth: usize,
+    mode: Mode,
 ) -> Result<(), JcsError> {
-    let mut first = true;
     for (key, value) in members {
-        if !first {
+        if comma {
             out.push(b',');
         }
-        first = false;
+        comma = true;
         write_str(key, out);
         out.push(b':');
-        write_nested(value, out, depth)?;
+        write_nested(value, out, depth, mode)?;
     }
     Ok(())
+}
+
+/// The one-pass writer of [`Mode::Optimistic`]; see [`Outcome`].
+fn write_members_optimistic(
+    map: &Map<String, Value>,
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Result<Outcome, JcsError> {
+    let mut prev: Option<&[u8]> = None;
+    for (index, (key, value)) in map.iter().enumerate() {
+        let member_start = out.len();
+        if let Some(prev) = prev {
+            if prev >= key.as_bytes() {
+                return Ok(Outcome::Unordered);
+            }
+            out.push(b',');
+        }
+        if write_str_flagged(key, out) {
+            out.truncate(member_start);
+            return Ok(Outcome::SortRest(index));
+        }
+        out.push(b':');
+        write_nested(value, out, depth, Mode::Optimistic)?;
+        prev = Some(key.as_bytes());
+    }
+    Ok(Outcome::Done)
+}
+
+/// The members from `index` on, sorted by UTF-16 code units; `None` if iteration order is not
+/// strictly increasing byte order (then the members before `index` cannot be trusted either).
+fn sorted_rest(map: &Map<String, Value>, index: usize) -> Option<Vec<(&String, &Value)>> {
+    let mut rest = Vec::with_capacity(map.len().saturating_sub(index));
+    let mut prev: Option<&[u8]> = None;
+    for (i, (key, value)) in map.iter().enumerate() {
+        if prev.is_some_and(|prev| prev >= key.as_bytes()) {
+            return None;
+        }
+        prev = Some(key.as_bytes());
+        if i >= index {
+            rest.push((key, value));
+        }
+    }
+    rest.sort_unstable_by(|a, b| cmp_utf16(a.0, b.0));
+    Some(rest)
+}
+
+fn sorted_all(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut members: Vec<(&String, &Value)> = map.iter().collect();
+    members.sort_unstable_by(|a, b| cmp_utf16(a.0, b.0));
+    members
 }
 
 /// True when iterating `map` already yields UTF-16 code-unit order: keys strictly increasing by
 /// bytes (always so for serde_json's default `BTreeMap`), and none holding a lead byte `0xEE..`
 /// (a character at or above U+E000), the only characters whose UTF-8 and UTF-16 orders can
-/// disagree. Checked before any member is written, so the writer stays linear-time.
+/// disagree.
 fn in_utf16_order(map: &Map<String, Value>) -> bool {
     let mut prev: Option<&[u8]> = None;
     for key in map.keys() {
@@ -276,10 +407,8 @@ fn in_utf16_order(map: &Map<String, Value>) -> bool {
         if key.iter().any(|&b| b >= 0xEE) {
             return false;
         }
-        if let Some(prev) = prev {
-            if prev >= key {
-                return false;
-            }
+        if prev.is_some_and(|prev| prev >= key) {
+            return false;
         }
         prev = Some(key);
     }
@@ -1076,11 +1205,94 @@ mod tests {
         assert!(!in_utf16_order(
             json!({"a":1,"\u{e000}":2}).as_object().unwrap()
         ));
-        let map = json!({"\u{e000}":1,"\u{10000}":2,"\u{ffff}":3});
-        assert_eq!(
-            written(&map),
-            "{\"\u{10000}\":2,\"\u{e000}\":1,\"\u{ffff}\":3}"
-        );
+        // Checked mode (used after a discard) sorts the same way.
+        let mut out = Vec::new();
+        let map = json!({ "\u{fb33}": 1, "\u{1f602}": 2, "a": 3 });
+        write_object(map.as_object().unwrap(), &mut out, 1, Mode::Checked).unwrap();
+        assert_eq!(out, written(&map).as_bytes());
+    }
+
+    /// Reference: sort every object's members by UTF-16 code units, no fast paths.
+    fn reference(v: &Value, out: &mut Vec<u8>) {
+        match v {
+            Value::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    reference(item, out);
+                }
+                out.push(b']');
+            }
+            Value::Object(map) => {
+                out.push(b'{');
+                for (i, (k, v)) in sorted_all(map).into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_str(k, out);
+                    out.push(b':');
+                    reference(v, out);
+                }
+                out.push(b'}');
+            }
+            other => write_value(other, out).unwrap(),
+        }
+    }
+
+    #[test]
+    fn ordering_matches_reference_on_random_objects() {
+        const PIECES: [&str; 9] = [
+            "a",
+            "B",
+            "\u{e9}",
+            "\u{7ff}",
+            "\u{d7ff}",
+            "\u{e000}",
+            "\u{ffff}",
+            "\u{10000}",
+            "\u{1f602}",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        fn build(next: &mut dyn FnMut(usize) -> usize, depth: usize) -> Value {
+            let mut map = Map::new();
+            for _ in 0..next(6) {
+                let key: String = (0..next(4)).map(|_| PIECES[next(PIECES.len())]).collect();
+                let value = if depth < 4 && next(3) == 0 {
+                    build(next, depth + 1)
+                } else {
+                    Value::from(next(100))
+                };
+                map.insert(key, value);
+            }
+            Value::Object(map)
+        }
+        for _ in 0..2000 {
+            let v = build(&mut next, 0);
+            let mut expected = Vec::new();
+            reference(&v, &mut expected);
+            assert_eq!(written(&v).into_bytes(), expected, "{v}");
+        }
+    }
+
+    #[test]
+    fn hostile_nesting_stays_linear() {
+        // Each level: a large sibling first, then a key that forces sorting. A writer that
+        // discarded and rewrote earlier siblings would do 2^depth work here.
+        let mut v = json!(1);
+        for _ in 0..MAX_DEPTH - 1 {
+            v = json!({ "a": v, "\u{ffff}": 0, "\u{10000}": 0 });
+        }
+        let text = written(&v);
+        assert!(text.starts_with("{\"a\":{\"a\":"));
+        assert!(text.ends_with(",\"\u{10000}\":0,\"\u{ffff}\":0}"));
     }
 
     #[test]

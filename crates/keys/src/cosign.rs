@@ -771,6 +771,15 @@ mod tests {
     }
 
     #[test]
+    fn accepted_n_table_matches_log_n() {
+        for n in ACCEPTED_N {
+            let log_n = scrypt_log_n(n, SCRYPT_R, SCRYPT_P).expect("accepted");
+            assert_eq!(1u64 << log_n, n);
+        }
+        assert!(ACCEPTED_N.contains(&WRITE_N));
+    }
+
+    #[test]
     fn messages_are_structural() {
         let e = CosignKeyError::UnsupportedParams {
             n: 1 << 20,
