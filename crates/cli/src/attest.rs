@@ -74,7 +74,10 @@ pub(crate) fn read_predicate(path: &str) -> Result<Value> {
     let v = stella_dsse::jcs::parse_strict(&bytes)
         .map_err(|e| fail(USAGE, format!("predicate {path}: {e}")))?;
     if !v.is_object() {
-        return Err(fail(USAGE, format!("predicate {path} must be a JSON object")));
+        return Err(fail(
+            USAGE,
+            format!("predicate {path} must be a JSON object"),
+        ));
     }
     Ok(v)
 }
@@ -96,7 +99,10 @@ pub(crate) fn subjects(args: &[String]) -> Result<Vec<Subject>> {
             } else if s.contains('@') {
                 Subject::parse_ref(s).map_err(|e| fail(USAGE, e.to_string()))
             } else {
-                Err(crate::io::open_error(s, std::io::ErrorKind::NotFound.into()))
+                Err(crate::io::open_error(
+                    s,
+                    std::io::ErrorKind::NotFound.into(),
+                ))
             }
         })
         .collect()
@@ -124,7 +130,10 @@ pub(crate) fn sign_statement(
     dev: DevKeys,
 ) -> Result<()> {
     if out.bundle && keys.key.len() != 1 {
-        return Err(fail(USAGE, "--bundle needs exactly one --key (a v0.3 bundle carries one signature)"));
+        return Err(fail(
+            USAGE,
+            "--bundle needs exactly one --key (a v0.3 bundle carries one signature)",
+        ));
     }
     let subjects = subjects(&keys.subject)?;
     let statement = Statement::new(subjects, predicate_type, predicate)
@@ -145,7 +154,11 @@ pub(crate) fn sign_statement(
             predicate_type,
             statement.subject.len(),
             refs.len(),
-            if out.bundle { "Sigstore bundle" } else { "DSSE envelope" },
+            if out.bundle {
+                "Sigstore bundle"
+            } else {
+                "DSSE envelope"
+            },
             out.output
         );
     }

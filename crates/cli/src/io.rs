@@ -23,7 +23,10 @@ pub(crate) fn read_limited(path: &str, limit: u64) -> Result<Vec<u8>> {
             .with_context(|| format!("reading {path}"))?;
     }
     if buf.len() as u64 > limit {
-        return Err(fail(USAGE, format!("{path} is larger than the {limit}-byte limit")));
+        return Err(fail(
+            USAGE,
+            format!("{path} is larger than the {limit}-byte limit"),
+        ));
     }
     Ok(buf)
 }
@@ -38,11 +41,14 @@ pub(crate) fn open_error(path: &str, e: std::io::Error) -> anyhow::Error {
 
 /// SHA-256 of a file, streamed in 1 MiB chunks.
 pub(crate) fn sha256_file(path: &Path) -> Result<[u8; 32]> {
-    let mut f = std::fs::File::open(path).map_err(|e| open_error(&path.display().to_string(), e))?;
+    let mut f =
+        std::fs::File::open(path).map_err(|e| open_error(&path.display().to_string(), e))?;
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -114,7 +120,9 @@ pub(crate) fn password(confirm: bool) -> Result<Zeroizing<String>, stella_keys::
                 .map_err(|e| stella_keys::KeyError::Password(e.to_string()))?,
         );
         if first.as_bytes() != second.as_bytes() {
-            return Err(stella_keys::KeyError::Password("passwords do not match".into()));
+            return Err(stella_keys::KeyError::Password(
+                "passwords do not match".into(),
+            ));
         }
     }
     Ok(first)

@@ -61,7 +61,10 @@ fn generate(a: GenerateArgs) -> Result<()> {
     if !a.force {
         for p in [&key_path, &pub_path] {
             if Path::new(p).exists() {
-                return Err(fail(USAGE, format!("{p} already exists (use --force to overwrite)")));
+                return Err(fail(
+                    USAGE,
+                    format!("{p} already exists (use --force to overwrite)"),
+                ));
             }
         }
     }

@@ -6,11 +6,14 @@
 #![forbid(unsafe_code)]
 
 mod attest;
+mod audit;
 mod blob;
 mod exit;
 mod io;
 mod key;
+mod mirror;
 mod promotion;
+mod serve;
 mod verify;
 
 use std::process::ExitCode;
@@ -20,10 +23,12 @@ use clap::{Parser, Subcommand};
 /// Stella Signer: DSSE attestations, cosign-compatible keys and offline verification.
 #[derive(Parser)]
 #[command(name = "stella", version, about, long_about = None, propagate_version = true)]
-#[command(after_help = "Exit codes: 0 ok, 1 verification failed, 2 usage or input error, \
+#[command(
+    after_help = "Exit codes: 0 ok, 1 verification failed, 2 usage or input error, \
 3 authentication (e.g. wrong key password), 4 not found, 5 offline, 10 retryable.\n\
 Key references (--key): a file path, env://VAR (key file or its base64 in VAR), pkcs11:URI, \
-awskms://KEY, keyless. Encrypted key passwords come from COSIGN_PASSWORD or a prompt.")]
+awskms://KEY, keyless. Encrypted key passwords come from COSIGN_PASSWORD or a prompt."
+)]
 struct Cli {
     /// Accept the published development key (tools/cosign/cosign.dev.key). Never in production.
     #[arg(long, global = true)]
@@ -48,6 +53,15 @@ enum Command {
     /// Promotion attestations (stella.ops/promotion@v1).
     #[command(subcommand)]
     Promotion(promotion::PromotionCommand),
+    /// Air-gap mirror bundles: create, sign, verify, pack, unpack, apply, diff, load.
+    #[command(subcommand)]
+    Mirror(mirror::MirrorCommand),
+    /// The Signer service.
+    #[command(subcommand)]
+    Signer(serve::SignerCommand),
+    /// The Signer audit log: tamper-evidence check and export.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +77,9 @@ fn main() -> ExitCode {
         Command::Verify(v) => verify::run(v, dev),
         Command::Sign(s) => blob::run_sign(s, dev),
         Command::Promotion(p) => promotion::run(p, dev),
+        Command::Mirror(m) => mirror::run(m, dev),
+        Command::Signer(s) => serve::run(s, dev),
+        Command::Audit(a) => audit::run(a, dev),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

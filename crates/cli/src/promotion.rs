@@ -94,9 +94,12 @@ fn attest_promotion(a: PromotionAttestArgs, dev: DevKeys) -> Result<()> {
     let subjects = attest::subjects(&a.keys.subject)?;
     let mut materials = Vec::new();
     for m in &a.material {
-        let (role, what) = m
-            .split_once('=')
-            .ok_or_else(|| fail(USAGE, format!("--material {m:?} is not ROLE=FILE or ROLE=NAME@sha256:HEX")))?;
+        let (role, what) = m.split_once('=').ok_or_else(|| {
+            fail(
+                USAGE,
+                format!("--material {m:?} is not ROLE=FILE or ROLE=NAME@sha256:HEX"),
+            )
+        })?;
         if role.is_empty() {
             return Err(fail(USAGE, format!("--material {m:?} has an empty role")));
         }
@@ -124,7 +127,10 @@ fn attest_promotion(a: PromotionAttestArgs, dev: DevKeys) -> Result<()> {
         promotion.insert("ticket".into(), json!(t));
     }
     let mut predicate = Map::new();
-    predicate.insert("subject".into(), Value::Array(subjects.iter().map(subject_json).collect()));
+    predicate.insert(
+        "subject".into(),
+        Value::Array(subjects.iter().map(subject_json).collect()),
+    );
     predicate.insert("materials".into(), Value::Array(materials));
     predicate.insert("promotion".into(), Value::Object(promotion));
     if let Some(uuid) = a.rekor_uuid {
@@ -147,24 +153,46 @@ fn attest_promotion(a: PromotionAttestArgs, dev: DevKeys) -> Result<()> {
 
 /// Check the promotion predicate's shape; returns (from, to).
 fn check_predicate(st: &stella_dsse::Statement) -> Result<(String, String)> {
-    let bad = |m: &str| fail(VERIFY_FAILED, format!("not a valid promotion predicate: {m}"));
+    let bad = |m: &str| {
+        fail(
+            VERIFY_FAILED,
+            format!("not a valid promotion predicate: {m}"),
+        )
+    };
     if st.predicate_type != PROMOTION_V1 {
         return Err(fail(
             VERIFY_FAILED,
-            format!("predicate type is {:?}, expected {PROMOTION_V1}", st.predicate_type),
+            format!(
+                "predicate type is {:?}, expected {PROMOTION_V1}",
+                st.predicate_type
+            ),
         ));
     }
     let p = &st.predicate;
-    let promo = p.get("promotion").and_then(Value::as_object).ok_or_else(|| bad("no `promotion` object"))?;
-    let from = promo.get("from").and_then(Value::as_str).ok_or_else(|| bad("no `promotion.from`"))?;
-    let to = promo.get("to").and_then(Value::as_str).ok_or_else(|| bad("no `promotion.to`"))?;
+    let promo = p
+        .get("promotion")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("no `promotion` object"))?;
+    let from = promo
+        .get("from")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("no `promotion.from`"))?;
+    let to = promo
+        .get("to")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("no `promotion.to`"))?;
     if !p.get("materials").is_some_and(Value::is_array) {
         return Err(bad("no `materials` array"));
     }
-    let inner = p.get("subject").and_then(Value::as_array).ok_or_else(|| bad("no `subject` array"))?;
+    let inner = p
+        .get("subject")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no `subject` array"))?;
     let outer: Vec<Value> = st.subject.iter().map(subject_json).collect();
     if inner != &outer {
-        return Err(bad("the predicate's subjects differ from the statement's subjects"));
+        return Err(bad(
+            "the predicate's subjects differ from the statement's subjects",
+        ));
     }
     Ok((from.to_string(), to.to_string()))
 }
@@ -177,24 +205,42 @@ fn verify_promotion(a: PromotionVerifyArgs, dev: DevKeys) -> Result<()> {
     let (from, to) = check_predicate(&st)?;
     if let Some(want) = &a.subject {
         let want = attest::subjects(std::slice::from_ref(want))?.remove(0);
-        let found = st.subject.iter().any(|s| {
-            s.digest.get("sha256") == want.digest.get("sha256")
-        });
+        let found = st
+            .subject
+            .iter()
+            .any(|s| s.digest.get("sha256") == want.digest.get("sha256"));
         if !found {
-            return Err(fail(VERIFY_FAILED, format!("subject {} ({}) was not promoted by this attestation", want.name, want.digest.get("sha256").map(String::as_str).unwrap_or(""))));
+            return Err(fail(
+                VERIFY_FAILED,
+                format!(
+                    "subject {} ({}) was not promoted by this attestation",
+                    want.name,
+                    want.digest.get("sha256").map(String::as_str).unwrap_or("")
+                ),
+            ));
         }
     }
     if a.output == "json" {
-        println!("{}", serde_json::to_string_pretty(&json!({
-            "verified": true,
-            "from": from,
-            "to": to,
-            "signers": v.signers.iter().map(|s| json!({"id": s.id, "keyid": s.key_id.as_str()})).collect::<Vec<_>>(),
-            "predicate": st.predicate,
-        }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "verified": true,
+                "from": from,
+                "to": to,
+                "signers": v.signers.iter().map(|s| json!({"id": s.id, "keyid": s.key_id.as_str()})).collect::<Vec<_>>(),
+                "predicate": st.predicate,
+            }))?
+        );
     } else {
-        println!("Verified OK: promotion {from} -> {to} of {} subject(s), signed by {}", st.subject.len(),
-            v.signers.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "));
+        println!(
+            "Verified OK: promotion {from} -> {to} of {} subject(s), signed by {}",
+            st.subject.len(),
+            v.signers
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     Ok(())
 }

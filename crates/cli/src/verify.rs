@@ -56,7 +56,10 @@ impl TrustArgs {
             return Ok(ring);
         }
         if self.key.is_empty() {
-            return Err(fail(USAGE, "give the trusted key(s) with --key PUB or a --keyring"));
+            return Err(fail(
+                USAGE,
+                "give the trusted key(s) with --key PUB or a --keyring",
+            ));
         }
         let mut keys = Vec::new();
         for k in &self.key {
@@ -93,10 +96,15 @@ pub(crate) fn verify_file(
     dev: DevKeys,
 ) -> Result<Verified> {
     let bytes = io::read_limited(path, stella_dsse::envelope::MAX_ENVELOPE_BYTES as u64)?;
-    let value = stella_dsse::jcs::parse_strict(&bytes)
-        .map_err(|e| fail(VERIFY_FAILED, format!("{path} is not a valid envelope or bundle: {e}")))?;
+    let value = stella_dsse::jcs::parse_strict(&bytes).map_err(|e| {
+        fail(
+            VERIFY_FAILED,
+            format!("{path} is not a valid envelope or bundle: {e}"),
+        )
+    })?;
     let (envelope, bundle) = if stella_dsse::bundle::looks_like_bundle(&value) {
-        let b = Bundle::from_value(&value).map_err(|e| fail(VERIFY_FAILED, format!("{path}: {e}")))?;
+        let b =
+            Bundle::from_value(&value).map_err(|e| fail(VERIFY_FAILED, format!("{path}: {e}")))?;
         if let VerificationMaterial::Certificate { .. } = b.material {
             return Err(fail(
                 USAGE,
@@ -106,7 +114,8 @@ pub(crate) fn verify_file(
         }
         (b.envelope, true)
     } else {
-        let e = Envelope::from_value(&value).map_err(|e| fail(VERIFY_FAILED, format!("{path}: {e}")))?;
+        let e = Envelope::from_value(&value)
+            .map_err(|e| fail(VERIFY_FAILED, format!("{path}: {e}")))?;
         (e, false)
     };
     let ring = trust.keyring(dev)?;
@@ -115,7 +124,12 @@ pub(crate) fn verify_file(
     let signers = stella_keys::verify_envelope(&envelope, &ring, &policy)?;
     let statement = if envelope.payload_type == PAYLOAD_TYPE_IN_TOTO {
         Some(Statement::from_json(&envelope.payload).map_err(|e| {
-            fail(VERIFY_FAILED, format!("the signature is valid but the payload is not a valid in-toto statement: {e}"))
+            fail(
+                VERIFY_FAILED,
+                format!(
+                    "the signature is valid but the payload is not a valid in-toto statement: {e}"
+                ),
+            )
         })?)
     } else {
         None
@@ -155,13 +169,22 @@ pub(crate) fn run(a: VerifyArgs, dev: DevKeys) -> Result<()> {
             "Verified OK: {} of {} required trusted key(s) signed ({})",
             v.signers.len(),
             a.threshold,
-            v.signers.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+            v.signers
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         println!("payloadType: {}", v.envelope.payload_type);
         if let Some(st) = &v.statement {
             println!("predicateType: {}", st.predicate_type);
             for s in &st.subject {
-                let digests = s.digest.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" ");
+                let digests = s
+                    .digest
+                    .iter()
+                    .map(|(k, v)| format!("{k}:{v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 println!("subject: {} {}", s.name, digests);
             }
         }

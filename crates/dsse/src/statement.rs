@@ -143,7 +143,7 @@ impl Statement {
 
     /// The canonical (RFC 8785) bytes of the statement: what gets signed.
     pub fn to_canonical_json(&self) -> Result<Vec<u8>, jcs::JcsError> {
-        let mut out = Vec::with_capacity(1024);
+        let mut out = Vec::with_capacity(4096);
         self.write_canonical(&mut out)?;
         Ok(out)
     }

@@ -6,8 +6,6 @@
 //! envelope only orders the search; a wrong or missing hint changes nothing. When the
 //! threshold is not met, the error says why each valid-but-ineligible signature did not count.
 
-use std::collections::BTreeSet;
-
 use stella_dsse::{pae, Bundle, Envelope, Signature, Statement, VerificationMaterial};
 use time::OffsetDateTime;
 
@@ -24,9 +22,8 @@ pub fn sign_envelope(
     if signers.is_empty() {
         return Err(SignError::NoSigner);
     }
-    let mut seen = BTreeSet::new();
-    for s in signers {
-        if !seen.insert(s.key_id()) {
+    for (i, s) in signers.iter().enumerate() {
+        if signers[..i].iter().any(|o| o.key_id() == s.key_id()) {
             return Err(SignError::DuplicateKey(s.key_id().clone()));
         }
     }

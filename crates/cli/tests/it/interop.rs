@@ -900,13 +900,35 @@ fn foreign_cosign_keys_empty_password() {
 #[test]
 fn foreign_cosign_key_wrong_password_is_exit_3() {
     let fx = Fx::new();
-    let (file, _, _) = foreign_cosign_key(&fx, Alg::P256, 32768, "SIGSTORE", "right-pw");
-    let out = stella(
-        argv!["key", "public", "--key", &file],
-        &[("COSIGN_PASSWORD", "wrong-pw")],
-    );
-    assert_exit(&out, 3);
-    assert!(out.stdout.is_empty(), "no key printed: {}", stdout(&out));
+    for alg in [Alg::P256, Alg::Ed25519] {
+        let name = format!("wrong-{}", alg.name());
+        let (file, _, public) = foreign_cosign_key(&fx, alg, 32768, "SIGSTORE", "right-pw");
+        for wrong in ["wrong-pw", ""] {
+            let out = stella(
+                argv!["key", "public", "--key", &file],
+                &[("COSIGN_PASSWORD", wrong)],
+            );
+            assert_exit(&out, 3);
+            assert!(out.stdout.is_empty(), "no key printed: {}", stdout(&out));
+            let sig = fx.path(&format!("{name}.sig"));
+            let out = stella(
+                argv![
+                    "sign",
+                    "blob",
+                    "--key",
+                    &file,
+                    "--output-signature",
+                    &sig,
+                    &fx.artifact
+                ],
+                &[("COSIGN_PASSWORD", wrong)],
+            );
+            assert_exit(&out, 3);
+            assert!(!sig.exists(), "no signature written with a wrong password");
+        }
+        // The right password still works on the same file.
+        assert_stella_public(&file, "right-pw", &openssl_spki_der(&public, true));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -962,31 +984,50 @@ fn real_cosign_key_policy_controller_public_matches() {
     assert_stella_public(&key, &pw, &openssl_spki_der(&public, true));
 }
 
-/// `cosign generate-key-pair` output (sigstore-rs test data, N=65536): stella signs with it and
-/// openssl verifies under the public key the independent decryptor recovers.
-#[test]
-fn real_cosign_key_sigstore_rs_signs_blob() {
-    let Some((key, pw)) = cosign_fixture("sigstore-rs-cosign-generated-empty.key") else {
-        return;
-    };
-    let fx = Fx::new();
+/// Decrypt a cosign key file with the independent peer; returns its public key (SPKI PEM,
+/// written by openssl) for checking what stella does with the same file.
+fn peer_public_of_key_file(fx: &Fx, key: &Path, password: &str) -> PathBuf {
     let recovered = fx.path("recovered.pem");
     let out = python_peer(
         "cosign_keyfile.py",
         argv![
             "--decrypt",
-            &key,
+            key,
             "--password",
-            &pw,
+            password,
             "--out-pem",
             &recovered
         ],
     );
     assert_exit_ctx(&out, 0, "cosign_keyfile.py --decrypt of the cosign fixture");
     let public = fx.path("recovered.pub");
-    write(
-        &public,
-        openssl(argv!["pkey", "-in", &recovered, "-pubout"]).stdout,
-    );
+    let out = openssl(argv!["pkey", "-in", &recovered, "-pubout", "-out", &public]);
+    assert_exit_ctx(&out, 0, "openssl pkey -pubout of the recovered key");
+    public
+}
+
+/// `cosign generate-key-pair` output (sigstore-rs test data, SIGSTORE label, N=65536, empty
+/// password): stella derives the same public key as the independent decryptor, and signs
+/// with it so that openssl verifies.
+#[test]
+fn real_cosign_key_sigstore_rs() {
+    let Some((key, pw)) = cosign_fixture("sigstore-rs-cosign-generated-empty.key") else {
+        return;
+    };
+    let fx = Fx::new();
+    let public = peer_public_of_key_file(&fx, &key, &pw);
+    assert_stella_public(&key, &pw, &openssl_spki_der(&public, true));
+    assert_stella_signs_blob(&fx, Alg::P256, &key, &pw, &public);
+}
+
+/// cosign's own unit-test key (`pkg/cosign/keys_test.go`, SIGSTORE label, password `hello`).
+#[test]
+fn real_cosign_key_cosign_unit_test_key() {
+    let Some((key, pw)) = cosign_fixture("cosign-keys-test-sigstore.key") else {
+        return;
+    };
+    let fx = Fx::new();
+    let public = peer_public_of_key_file(&fx, &key, &pw);
+    assert_stella_public(&key, &pw, &openssl_spki_der(&public, true));
     assert_stella_signs_blob(&fx, Alg::P256, &key, &pw, &public);
 }

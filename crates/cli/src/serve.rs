@@ -1,0 +1,18 @@
+//! Placeholder: being written.
+
+use anyhow::Result;
+use clap::Subcommand;
+use stella_keys::DevKeys;
+
+#[derive(Subcommand)]
+pub(crate) enum SignerCommand {
+    /// Not available yet.
+    Pending,
+}
+
+pub(crate) fn run(_cmd: SignerCommand, _dev: DevKeys) -> Result<()> {
+    Err(crate::exit::fail(
+        crate::exit::USAGE,
+        "this command is not available in this build yet",
+    ))
+}

@@ -1,0 +1,1 @@
+//! Mirror air-gap bundles (being written).

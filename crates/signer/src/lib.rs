@@ -1,0 +1,1 @@
+//! The Signer service (being written).

@@ -1,0 +1,1 @@
+//! Audit and quota stores (being written).
