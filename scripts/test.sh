@@ -5,6 +5,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# Nothing here reads the terminal: keep cargo's rustc probes from ever reading a stray stdin.
+exec </dev/null
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 

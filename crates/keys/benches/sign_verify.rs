@@ -84,6 +84,49 @@ fn compare(name: &str, mut bare: impl FnMut(), mut full: impl FnMut()) -> bool {
     ok
 }
 
+/// Where the full verify path spends its time beyond the primitive (informational).
+fn breakdown(st: &Statement) {
+    let key = FileKey::generate(Algorithm::Ed25519).unwrap();
+    let env_json = stella_keys::attest(st, &[&key as &dyn Signer])
+        .unwrap()
+        .to_json();
+    let env = Envelope::from_json(&env_json).unwrap();
+    let per_op = |f: &mut dyn FnMut()| 1e9 / median((0..5).map(|_| rate(&mut *f)).collect());
+    println!("verify-path pieces (ns/op):");
+    println!(
+        "  Envelope::from_json   {:>7.0}",
+        per_op(&mut || {
+            black_box(Envelope::from_json(black_box(&env_json)).unwrap());
+        })
+    );
+    println!(
+        "  pae                   {:>7.0}",
+        per_op(&mut || {
+            black_box(env.pae());
+        })
+    );
+    println!(
+        "  Statement::from_json  {:>7.0}",
+        per_op(&mut || {
+            black_box(Statement::from_json(black_box(&env.payload)).unwrap());
+        })
+    );
+    println!(
+        "  jcs::parse_strict     {:>7.0}",
+        per_op(&mut || {
+            black_box(stella_dsse::jcs::parse_strict(black_box(&env.payload)).unwrap());
+        })
+    );
+    println!(
+        "  serde_json Value      {:>7.0}",
+        per_op(&mut || {
+            black_box(
+                serde_json::from_slice::<serde_json::Value>(black_box(&env.payload)).unwrap(),
+            );
+        })
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run briefly then.
     let st = statement();
@@ -126,6 +169,7 @@ fn main() {
             },
         );
     }
+    breakdown(&st);
     println!(
         "{}",
         if all {
