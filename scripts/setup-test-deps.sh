@@ -111,3 +111,52 @@ else
 fi
 
 log "done"
+
+# ------------------------------------------------------------- mirror ------
+# Mirror bundle tests and benchmark (crates/cli/tests/it/mirror.rs, scripts/mirror-bench.sh):
+# zstd (`tar --zstd` reads our archives), pigz (the benchmark's gzip reference), GNU time.
+mirror_missing=()
+command -v zstd >/dev/null 2>&1 || mirror_missing+=(zstd)
+command -v pigz >/dev/null 2>&1 || mirror_missing+=(pigz)
+[ -x /usr/bin/time ] || mirror_missing+=(time)
+if [ "${#mirror_missing[@]}" -gt 0 ]; then
+    apt_install "${mirror_missing[@]}"
+fi
+log "mirror tools: $(zstd --version 2>&1 | head -n1); pigz $(pigz --version 2>&1 | awk '{print $2}')"
+
+# ------------------------------------------------------------- signer ------
+# Signer service tests (crates/signer/tests/it): the test Authority, oidc-provider 9.x under
+# Node (tests/authority/, from its package-lock.json).
+AUTHORITY="$ROOT/tests/authority"
+AUTH_STAMP="$AUTHORITY/node_modules/.stella-deps-stamp"
+auth_want="$(hash_of "$AUTHORITY/package.json" "$AUTHORITY/package-lock.json") $(node --version)"
+if [ -f "$AUTH_STAMP" ] && [ "$(cat "$AUTH_STAMP")" = "$auth_want" ]; then
+    log "test Authority node_modules up to date ($AUTHORITY/node_modules)"
+else
+    log "npm ci (tests/authority: oidc-provider)"
+    (cd "$AUTHORITY" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    echo "$auth_want" > "$AUTH_STAMP"
+fi
+
+# ---------------------------------------------------------------- oci ------
+# Registry tests and benchmark (crates/oci/tests/it, crates/cli/tests/it/oci.rs,
+# scripts/oci-bench.sh): Debian's docker-registry (distribution 2.8, started by the tests
+# themselves on 127.0.0.1) and skopeo (the cross-check and the benchmark's reference).
+oci_missing=()
+[ -x /usr/bin/docker-registry ] || oci_missing+=(docker-registry)
+[ -x /usr/bin/skopeo ] || oci_missing+=(skopeo)
+if [ "${#oci_missing[@]}" -gt 0 ]; then
+    # The package would start a system registry listening on every interface (:5000); the
+    # tests start their own on 127.0.0.1, so keep the service from starting (policy-rc.d).
+    oci_policy_created=0
+    if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" -eq 0 ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        oci_policy_created=1
+    fi
+    apt_install "${oci_missing[@]}"
+    if [ "$oci_policy_created" -eq 1 ]; then
+        rm -f /usr/sbin/policy-rc.d
+    fi
+fi
+log "oci tools: $(/usr/bin/docker-registry --version 2>&1 | head -n1); $(/usr/bin/skopeo --version 2>&1 | head -n1)"

@@ -24,6 +24,24 @@ pub(crate) enum SignCommand {
     Sbom(SbomArgs),
     /// Attest a scan report (predicate type stella.ops/evidence@v1).
     Report(ReportArgs),
+    /// Sign an image in its registry: a cosign-v3-style signature (in-toto statement,
+    /// predicate https://sigstore.dev/cosign/sign/v1, about the manifest digest) as a Sigstore
+    /// bundle v0.3 pushed as an OCI referrer.
+    Image(SignImageArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct SignImageArgs {
+    /// Signing key reference.
+    #[arg(long, short = 'k')]
+    key: String,
+    #[command(flatten)]
+    registry: crate::verify::RegistryArgs,
+    /// Output format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    output: String,
+    /// Image reference: REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:HEX.
+    image: String,
 }
 
 #[derive(Args)]
@@ -91,7 +109,39 @@ pub(crate) fn run_sign(cmd: SignCommand, dev: DevKeys) -> Result<()> {
             let predicate = attest::read_predicate(&a.predicate)?;
             attest::sign_statement(&a.keys, predicates::EVIDENCE_V1, predicate, &a.out, dev)
         }
+        SignCommand::Image(a) => sign_image(a, dev),
     }
+}
+
+fn sign_image(a: SignImageArgs, dev: DevKeys) -> Result<()> {
+    let image = crate::verify::image_ref(&a.image)?;
+    let signer = attest::load_signers(&[a.key], dev)?
+        .pop()
+        .ok_or_else(|| fail(USAGE, "no key"))?;
+    let client = a.registry.client()?;
+    let signed = client
+        .block_on(stella_oci::sign_image(
+            client.client(),
+            &image,
+            signer.as_ref(),
+        ))
+        .map_err(crate::verify::oci_error)?;
+    if a.output == "json" {
+        println!("{}", serde_json::to_string_pretty(&signed)?);
+    } else {
+        println!("signed: {}", signed.image);
+        println!("referrer: {}", signed.referrer);
+        println!("key: {}", signed.key_id);
+        eprintln!(
+            "Signature bundle attached as a referrer{}",
+            if signed.fallback_index_updated {
+                " (registry without referrers API: the sha256-<hex> tag index was updated)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
 }
 
 fn sign_blob(a: SignBlobArgs, dev: DevKeys) -> Result<()> {

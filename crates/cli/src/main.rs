@@ -24,16 +24,14 @@ use clap::{Parser, Subcommand};
 /// keys, signed air-gap mirror bundles, and offline verification of all of it.
 #[derive(Parser)]
 #[command(name = "stella", version, propagate_version = true)]
-#[command(
-    after_help = "Examples:\n  \
+#[command(after_help = "Examples:\n  \
 stella key generate --algorithm p256 --output release\n  \
 stella attest --key release.key -t stella.ops/sbom@v1 -p sbom.json -s app.tar -o app.dsse.json\n  \
 stella verify --key release.pub app.dsse.json\n\n\
 Exit codes: 0 ok, 1 verification failed, 2 usage or input error, \
 3 authentication (e.g. wrong key password), 4 not found, 5 offline, 10 retryable.\n\
 Key references (--key): a file path, env://VAR (key file or its base64 in VAR), pkcs11:URI, \
-awskms://KEY, keyless. Encrypted key passwords come from COSIGN_PASSWORD or a prompt."
-)]
+awskms://KEY, keyless. Encrypted key passwords come from COSIGN_PASSWORD or a prompt.")]
 struct Cli {
     /// Accept the published development key (tools/cosign/cosign.dev.key). Never in production.
     #[arg(long, global = true)]

@@ -1,18 +1,328 @@
-//! Placeholder: being written.
+//! `stella signer serve` (the service) and `stella signer sign` (a client for it).
 
-use anyhow::Result;
-use clap::Subcommand;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
 use stella_keys::DevKeys;
+use stella_signer::client::{self, DpopKey};
+use stella_signer::{AppBuilder, AppState, Config};
+
+use crate::exit::{fail, AUTH, OFFLINE, RETRYABLE, USAGE};
 
 #[derive(Subcommand)]
 pub(crate) enum SignerCommand {
-    /// Not available yet.
-    Pending,
+    /// Run the Signer service (HTTP, or HTTPS with optional mTLS).
+    Serve(ServeArgs),
+    /// Sign a statement through a running Signer service: get a DPoP-bound token from the
+    /// Authority (OAuth client credentials), then POST /api/v1/signer/sign/dsse.
+    Sign(Box<SignArgs>),
 }
 
-pub(crate) fn run(_cmd: SignerCommand, _dev: DevKeys) -> Result<()> {
-    Err(crate::exit::fail(
-        crate::exit::USAGE,
-        "this command is not available in this build yet",
-    ))
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Configuration file (TOML; see etc/stella.toml). Without it: embedded defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// DEV ONLY: embedded dev Authority and Licensing, generated dev signing key, loopback only.
+    #[arg(long)]
+    dev: bool,
+    /// Listen address (overrides server.listen), e.g. 127.0.0.1:0 for any free port.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data folder: audit database and dev keys (overrides audit.path to DIR/audit.db).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct SignArgs {
+    /// Signer base URL, e.g. http://127.0.0.1:8443.
+    #[arg(long)]
+    url: String,
+    /// Authority token endpoint (default with --dev-authority: URL/dev/authority/token).
+    #[arg(long)]
+    token_url: Option<String>,
+    /// Use the service's dev profile Authority (DEV ONLY).
+    #[arg(long)]
+    dev_authority: bool,
+    /// OAuth client id.
+    #[arg(long, default_value = "stella-cli")]
+    client_id: String,
+    /// Environment variable holding the client secret (dev Authority: dev-secret).
+    #[arg(long, default_value = "STELLA_CLIENT_SECRET")]
+    client_secret_env: String,
+    /// RFC 8707 resource indicator for the token request.
+    #[arg(long)]
+    resource: Option<String>,
+    /// Predicate type (catalogue).
+    #[arg(long)]
+    predicate_type: String,
+    /// Predicate JSON file.
+    #[arg(long)]
+    predicate: String,
+    /// Subject: a file (hashed) or NAME@sha256:HEX. Repeatable.
+    #[arg(long, required = true)]
+    subject: Vec<String>,
+    /// Proof-of-Entitlement value (dev Licensing accepts dev-...).
+    #[arg(long)]
+    poe: Option<String>,
+    /// Scanner image digest (sha256:...).
+    #[arg(long)]
+    scanner_digest: Option<String>,
+    /// Extra CA (PEM) for HTTPS.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Write a Sigstore bundle instead of the DSSE envelope.
+    #[arg(long)]
+    bundle: bool,
+    /// Output file for the envelope (or bundle).
+    #[arg(long)]
+    output: String,
+}
+
+pub(crate) fn run(cmd: SignerCommand, dev: DevKeys) -> Result<()> {
+    match cmd {
+        SignerCommand::Serve(a) => serve(a, dev),
+        SignerCommand::Sign(a) => sign(*a),
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match cfg.log.level.to_ascii_lowercase().as_str() {
+        "error" => LevelFilter::ERROR,
+        "warn" => LevelFilter::WARN,
+        "debug" => LevelFilter::DEBUG,
+        "trace" => LevelFilter::TRACE,
+        "off" => LevelFilter::OFF,
+        _ => LevelFilter::INFO,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr);
+    if cfg.log.format == "text" {
+        let _ = builder.try_init();
+    } else {
+        let _ = builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init();
+    }
+}
+
+fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut env_with_flags = env;
+    // Flags are applied as overrides after the file and the environment.
+    if a.dev {
+        env_with_flags.push(("STELLA_SIGNER__DEV__ENABLED".into(), "true".into()));
+    }
+    if let Some(l) = &a.listen {
+        env_with_flags.push(("STELLA_SIGNER__SERVER__LISTEN".into(), format!("\"{l}\"")));
+    }
+    if let Some(d) = &a.data {
+        let db = d.join("audit.db");
+        env_with_flags.push((
+            "STELLA_SIGNER__AUDIT__PATH".into(),
+            toml_string(&db.display().to_string()),
+        ));
+        env_with_flags.push((
+            "STELLA_SIGNER__DEV__DATA_DIR".into(),
+            toml_string(&d.display().to_string()),
+        ));
+    }
+    let cfg = Config::load(a.config.as_deref(), env_with_flags)
+        .map_err(|e| fail(USAGE, format!("{e:#}")))?;
+    init_logging(&cfg);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if cfg.server.worker_threads > 0 {
+        rt.worker_threads(cfg.server.worker_threads);
+    }
+    let rt = rt.build().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listen = cfg.server.listen.clone();
+        let tls = match &cfg.server.tls {
+            Some(t) => Some(
+                stella_signer::server::tls_acceptor(t).map_err(|e| fail(USAGE, e.to_string()))?,
+            ),
+            None => None,
+        };
+        let app = AppBuilder::new(cfg)
+            .dev_keys(dev_keys)
+            .build()
+            .map_err(|e| fail(USAGE, format!("cannot start the signer: {e:#}")))?;
+        let state = AppState(std::sync::Arc::new(app));
+        if let Err(e) = state.auth.jwks.warm().await {
+            tracing::warn!(error = %e, "Authority keys not fetched yet (will retry on demand)");
+        }
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        if let Some(d) = &state.dev {
+            if let Some(p) = &d.signing_pub {
+                eprintln!(
+                    "DEV PROFILE (never in production): signing key public half: {}",
+                    p.display()
+                );
+            }
+        }
+        // One line on stdout so scripts and tests can find the address (port 0 = any).
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {scheme}://{addr}")?;
+        out.flush()?;
+        drop(out);
+        stella_signer::server::serve(state, listener, tls, shutdown_signal())
+            .await
+            .map_err(|e| fail(RETRYABLE, format!("{e:#}")))?;
+        Ok(())
+    })
+}
+
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn sign(a: SignArgs) -> Result<()> {
+    let predicate = crate::attest::read_predicate(&a.predicate)?;
+    let subjects = crate::attest::subjects(&a.subject)?;
+    let subject_json: Vec<Value> = subjects
+        .iter()
+        .map(|s| json!({"name": s.name, "digest": s.digest}))
+        .collect();
+    let mut body = json!({
+        "subject": subject_json,
+        "predicateType": a.predicate_type,
+        "predicate": predicate,
+        "options": {"returnBundle": if a.bundle { "sigstore" } else { "dsse" }},
+    });
+    if let Some(p) = &a.poe {
+        body["poe"] = json!({"format": "jwt", "value": p});
+    }
+    if let Some(d) = &a.scanner_digest {
+        body["scannerImageDigest"] = json!(d);
+    }
+    let token_url = match (&a.token_url, a.dev_authority) {
+        (Some(u), _) => u.clone(),
+        (None, true) => format!("{}/dev/authority/token", a.url.trim_end_matches('/')),
+        (None, false) => {
+            return Err(fail(
+                USAGE,
+                "give --token-url (or --dev-authority for the dev profile)",
+            ))
+        }
+    };
+    let secret = std::env::var(&a.client_secret_env).or_else(|_| {
+        if a.dev_authority {
+            Ok(stella_signer::dev::DEV_CLIENT_SECRET.to_string())
+        } else {
+            Err(fail(
+                USAGE,
+                format!("set the client secret in ${}", a.client_secret_env),
+            ))
+        }
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let resp = rt.block_on(async {
+        let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+        if let Some(ca) = &a.ca {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            for c in reqwest::Certificate::from_pem_bundle(&pem).context("--ca")? {
+                b = b.tls_certs_merge([c]);
+            }
+        }
+        let http = b.build().context("HTTP client")?;
+        let dpop = DpopKey::generate().map_err(|e| fail(USAGE, e))?;
+        let mut extra = Vec::new();
+        if let Some(r) = &a.resource {
+            extra.push(("resource", r.as_str()));
+        }
+        let token = client::client_credentials(
+            &http,
+            &token_url,
+            &a.client_id,
+            &secret,
+            &extra,
+            Some(&dpop),
+        )
+        .await
+        .map_err(|e| fail(AUTH, e))?;
+        eprintln!(
+            "obtained a DPoP-bound access token (jkt {})",
+            dpop.thumbprint()
+        );
+        client::post_dpop(
+            &http,
+            &a.url,
+            "/api/v1/signer/sign/dsse",
+            &token.access_token,
+            &dpop,
+            &body,
+        )
+        .await
+        .map_err(|e| fail(OFFLINE, e))
+    })?;
+    if resp.status != 200 {
+        let code = resp.body.get("code").and_then(Value::as_str).unwrap_or("?");
+        let detail = resp
+            .body
+            .get("detail")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let exit = match resp.status {
+            401 | 403 => AUTH,
+            429 | 503 => RETRYABLE,
+            _ => USAGE,
+        };
+        return Err(fail(
+            exit,
+            format!("the signer refused ({} {code}): {detail}", resp.status),
+        ));
+    }
+    let out = if a.bundle {
+        &resp.body["bundle"]["sigstore"]
+    } else {
+        &resp.body["bundle"]["dsse"]
+    };
+    let mut text = serde_json::to_vec_pretty(out)?;
+    text.push(b'\n');
+    crate::io::write_atomic(&a.output, &text, false)?;
+    eprintln!(
+        "signed by {} (audit id {}); wrote {}",
+        resp.body["bundle"]["signingIdentity"]["keyIds"],
+        resp.body["auditId"].as_str().unwrap_or("?"),
+        a.output
+    );
+    Ok(())
 }

@@ -30,6 +30,119 @@ pub(crate) struct VerifyArgs {
 enum VerifySub {
     /// Verify a raw signature over a blob (cosign verify-blob form).
     Blob(crate::blob::VerifyBlobArgs),
+    /// Verify an image's signatures in its registry (referrers, tag-schema and cosign `.sig`
+    /// fallbacks); prints the verdict: trusted or not, by whom, and why.
+    Image(VerifyImageArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct VerifyImageArgs {
+    /// Image reference: REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:HEX.
+    image: String,
+    #[command(flatten)]
+    trust: TrustArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Output format: text or json (the verdict with every signature examined).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    output: String,
+}
+
+/// How to reach a registry.
+#[derive(Args)]
+pub(crate) struct RegistryArgs {
+    /// Talk plain HTTP to the registry (always the case for 127.0.0.1/localhost registries).
+    /// Only for registries on a network you trust.
+    #[arg(long, alias = "insecure")]
+    pub(crate) plain_http: bool,
+    /// Docker config file with registry credentials (default: $DOCKER_CONFIG/config.json or
+    /// ~/.docker/config.json).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) registry_config: Option<std::path::PathBuf>,
+}
+
+impl RegistryArgs {
+    pub(crate) fn client(&self) -> Result<stella_oci::BlockingClient> {
+        let config = stella_oci::ClientConfig {
+            plain_http: if self.plain_http {
+                stella_oci::PlainHttp::Always
+            } else {
+                stella_oci::PlainHttp::LoopbackOnly
+            },
+            credentials: match &self.registry_config {
+                Some(p) => stella_oci::CredentialSource::DockerConfigFile(p.clone()),
+                None => stella_oci::CredentialSource::DockerConfig,
+            },
+            ..stella_oci::ClientConfig::default()
+        };
+        stella_oci::BlockingClient::new(config).map_err(oci_error)
+    }
+}
+
+/// Parse an image reference (usage error when invalid).
+pub(crate) fn image_ref(s: &str) -> Result<stella_oci::Reference> {
+    stella_oci::Reference::parse(s).map_err(|e| fail(USAGE, e.to_string()))
+}
+
+/// A registry error with the exit code its kind calls for.
+pub(crate) fn oci_error(e: stella_oci::Error) -> anyhow::Error {
+    use crate::exit::{AUTH, NOT_FOUND, RETRYABLE};
+    let code = match e.kind() {
+        stella_oci::ErrorKind::Auth => AUTH,
+        stella_oci::ErrorKind::NotFound => NOT_FOUND,
+        stella_oci::ErrorKind::Unavailable => RETRYABLE,
+        stella_oci::ErrorKind::Integrity => VERIFY_FAILED,
+        _ => USAGE,
+    };
+    fail(code, e.to_string())
+}
+
+fn verify_image(a: VerifyImageArgs, dev: DevKeys) -> Result<()> {
+    let image = image_ref(&a.image)?;
+    let ring = a.trust.keyring(dev)?;
+    // A keyring must hold keys trusted for `release` unless --purpose says otherwise;
+    // `--key` files are trusted for every purpose.
+    let purpose = match a.trust.purpose()? {
+        Some(p) => Some(p),
+        None => Some(Purpose::Release),
+    };
+    let policy = stella_oci::ReleasePolicy {
+        purpose,
+        at: time::OffsetDateTime::now_utc(),
+    };
+    let client = a.registry.client()?;
+    let verdict = client
+        .verify_image(&image, &ring, &policy)
+        .map_err(oci_error)?;
+    if a.output == "json" {
+        println!("{}", serde_json::to_string_pretty(&verdict)?);
+    } else {
+        let pinned = match verdict.digest {
+            Some(d) => image.pinned(d).to_string(),
+            None => image.to_string(),
+        };
+        if verdict.trusted {
+            println!("trusted: {pinned}");
+            println!(
+                "signer: {} ({})",
+                verdict.signer.as_deref().unwrap_or("?"),
+                verdict.keyid.as_deref().unwrap_or("?")
+            );
+        } else {
+            println!("NOT trusted: {pinned}");
+        }
+        if let Some(t) = &verdict.artifact_type {
+            println!("artifactType: {t}");
+        }
+        println!("reason: {}", verdict.reason);
+    }
+    if !verdict.trusted {
+        return Err(fail(
+            VERIFY_FAILED,
+            format!("{} is not trusted: {}", image, verdict.reason),
+        ));
+    }
+    Ok(())
 }
 
 /// Trust roots: explicit keys or a keyring, and the purpose keys must hold.
@@ -143,8 +256,10 @@ pub(crate) fn verify_file(
 }
 
 pub(crate) fn run(a: VerifyArgs, dev: DevKeys) -> Result<()> {
-    if let Some(VerifySub::Blob(b)) = a.blob {
-        return crate::blob::verify_blob(b, dev);
+    match a.blob {
+        Some(VerifySub::Blob(b)) => return crate::blob::verify_blob(b, dev),
+        Some(VerifySub::Image(i)) => return verify_image(i, dev),
+        None => {}
     }
     let Some(file) = a.file.as_deref() else {
         return Err(fail(USAGE, "give the envelope or bundle file to verify"));

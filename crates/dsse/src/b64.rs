@@ -88,6 +88,9 @@ mod tests {
         assert!(decode("QR==").is_err());
         assert!(decode("QQ=").is_err());
         assert!(decode("QQ= =").is_err());
-        assert!(decode("Q Q==").unwrap_err().to_string().contains("offset 1"));
+        assert!(decode("Q Q==")
+            .unwrap_err()
+            .to_string()
+            .contains("offset 1"));
     }
 }

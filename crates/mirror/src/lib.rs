@@ -1,1 +1,75 @@
-//! Mirror air-gap bundles (being written).
+//! Mirror air-gap bundles: the offline delivery format of StellaOps (SPEC §5).
+//!
+//! A bundle is a folder (or a deterministic `tar.gz`/`tar.zst` of it) holding content —
+//! one shared OCI image layout under `images/`, `advisories/`, generated `scripts/` and
+//! `docs/` — described by a canonical `manifest.json` that lists every content file with its
+//! size and SHA-256. `sign` turns the manifest into a DSSE envelope (`manifest.dsse`) and adds
+//! the checksum files and the detached header; `verify` checks signature, header, every file,
+//! that nothing unlisted is present, and freshness. Archives are verified straight from the
+//! stream; `unpack` and `apply` build their result in a staging folder and only move it into
+//! place once it verified.
+//!
+//! Modules, in the order data flows: [`spec`] (the YAML input) → [`oci`] (images into the
+//! shared layout) → [`create`] → [`manifest`] → [`sign`] → [`verify`] → [`archive`] (pack,
+//! safe reading, unpack) → [`thin`] (apply, diff). [`hash`] does the streaming, parallel
+//! SHA-256 every stage uses; [`BundlePath`] is the only way a path enters a bundle.
+#![forbid(unsafe_code)]
+
+pub mod archive;
+pub mod create;
+mod error;
+pub mod hash;
+pub mod manifest;
+pub mod oci;
+mod path;
+mod scripts;
+pub mod sign;
+pub mod spec;
+pub mod thin;
+pub mod verify;
+
+pub use error::{Error, ErrorKind, Result};
+pub use manifest::{FileEntry, ImageEntry, Kind, Manifest};
+pub use path::BundlePath;
+
+/// DSSE payload type of a bundle manifest.
+pub const PAYLOAD_TYPE: &str = "application/vnd.stellaops.mirror+json;version=1";
+/// The seed 000 spelling, accepted on verify.
+pub const PAYLOAD_TYPE_LEGACY: &str = "application/vnd.stellaops.mirror-bundle+json";
+/// DSSE payload type of `SHA256SUMS.dsse`.
+pub const SUMS_PAYLOAD_TYPE: &str = "application/vnd.stellaops.mirror.sha256sums;version=1";
+/// The purpose a bundle signature must be trusted for.
+pub const PURPOSE: &str = "mirror-bundle";
+
+/// Fixed names of the files `sign` (and time anchoring) adds beside the content.
+pub mod names {
+    pub const MANIFEST: &str = "manifest.json";
+    pub const ENVELOPE: &str = "manifest.dsse";
+    pub const HEADER: &str = "mirror/metadata/mirror.dsse.json";
+    pub const PUBLIC_KEY: &str = "public-key.pem";
+    pub const SUMS: &str = "SHA256SUMS";
+    pub const SUMS_DSSE: &str = "SHA256SUMS.dsse";
+    pub const SUMS_SIG: &str = "SHA256SUMS.sig";
+    pub const TIME_ANCHOR: &str = "time-anchor.json";
+
+    /// Every metadata file, in the order `pack` writes them (manifest first, so a stream
+    /// reader can check the signature before any content arrives).
+    pub const METADATA: [&str; 8] = [
+        ENVELOPE,
+        MANIFEST,
+        HEADER,
+        SUMS,
+        SUMS_DSSE,
+        SUMS_SIG,
+        PUBLIC_KEY,
+        TIME_ANCHOR,
+    ];
+
+    /// Is `path` one of the metadata files (never listed in the manifest's `files`)?
+    pub fn is_metadata(path: &str) -> bool {
+        METADATA.contains(&path)
+    }
+}
+
+/// Largest metadata file we read into memory (manifest, envelope, header, checksums).
+pub const MAX_METADATA_BYTES: u64 = 96 * 1024 * 1024;

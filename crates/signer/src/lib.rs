@@ -1,1 +1,30 @@
-//! The Signer service (being written).
+//! The Stella Signer service as a library: [`router`] over an [`AppState`] that holds every
+//! backend behind its trait (audit log, quota store, replay cache, key backends), and
+//! [`server::serve`] for HTTP/HTTPS with optional mTLS and graceful shutdown. The `stella`
+//! binary's `signer serve` is a thin wrapper.
+//!
+//! Request flow and gate order: [`api`]. Token and proof rules: [`auth`]. Entitlement:
+//! [`poe`]. The dev profile (embedded Authority and Licensing, dev only): [`dev`]. A client
+//! for the API (DPoP proofs, client-credentials tokens), used by the CLI, the tests and the
+//! benchmark: [`client`].
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod jose;
+pub mod jwks;
+pub mod metrics;
+pub mod openapi;
+pub mod poe;
+pub mod server;
+pub mod trace;
+
+pub use api::{router, ConnInfo};
+pub use app::{App, AppBuilder, AppState, StartError, TenantKeys};
+pub use config::Config;
+pub use error::{ApiError, Code};

@@ -1,1 +1,73 @@
-//! Audit and quota stores (being written).
+//! Storage seams of the Signer service: the audit log, the quota store and the DPoP replay
+//! cache, each a trait with an embedded backend here and room for the scale-out ones
+//! (PostgreSQL audit, Redis quotas and replay cache) in a later issue.
+//!
+//! Every trait method that may touch the network in a scale-out backend returns a boxed
+//! future ([`StoreFuture`]) so the traits stay object-safe (`Arc<dyn AuditLog>`) and an
+//! async backend slots in without reshaping callers; the embedded backends answer from memory
+//! or from their own writer thread. Audit records are hash-chained by the backend as they are
+//! written ([`chain`]); verification of a chain is backend-independent and works on any
+//! ordered stream of stored records ([`chain::verify`]).
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod chain;
+pub mod memory;
+pub mod quota;
+pub mod replay;
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use audit::{AuditLog, AuditReader, AuditRecord, Caller, Outcome, PoeState, StoredRecord};
+pub use chain::{ChainError, ChainReport};
+pub use memory::{MemoryQuotaStore, MemoryReplayCache};
+pub use quota::{Lease, QuotaStore, RateDecision, RateLimit};
+pub use replay::ReplayCache;
+pub use sqlite::{SqliteAudit, SqliteOptions};
+
+/// A boxed, sendable future: what every store operation returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Why a store operation failed. Callers fail closed on every variant.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("the store is closed")]
+    Closed,
+    #[error("the store is full ({0})")]
+    Full(String),
+    #[error("cannot encode the record: {0}")]
+    Encode(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt stored record at seq {seq}: {reason}")]
+    Corrupt { seq: u64, reason: String },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// SHA-256 of `data`, lowercase hex.
+pub(crate) fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in parts {
+        ctx.update(p);
+    }
+    let d = ctx.finish();
+    let mut s = String::with_capacity(64);
+    for b in d.as_ref() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}

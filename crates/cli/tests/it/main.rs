@@ -1,3 +1,6 @@
 mod cli;
 mod interop;
+mod mirror;
+mod oci;
+mod signer;
 mod support;

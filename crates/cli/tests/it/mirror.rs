@@ -1,0 +1,1332 @@
+//! `stella mirror` end to end: create from a spec (OCI layouts and docker archives built by
+//! hand here), sign, verify, pack, unpack, thin updates — and every hostile case of issue #3
+//! with its exact message fragment and exit code.
+
+// Test helpers build fixtures; a helper that cannot is a failing test with a clear location.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+const PW: &str = "pw";
+
+fn sha(data: &[u8]) -> String {
+    stella_keys::hex(&stella_keys::sha256(data))
+}
+
+/// A test folder with keys and sources.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("stella-mirror-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn s(&self, rel: &str) -> String {
+        self.p(rel).display().to_string()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_stella"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("COSIGN_PASSWORD", PW)
+            .env_remove("SOURCE_DATE_EPOCH");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().expect("run stella")
+    }
+
+    fn keygen(&self, name: &str) {
+        let out = self.run(&[
+            "key",
+            "generate",
+            "--algorithm",
+            "ed25519",
+            "--output",
+            name,
+        ]);
+        expect(&out, 0, "");
+    }
+
+    /// Sources: two OCI layouts sharing a layer, a docker archive (legacy) sharing it too,
+    /// an advisory file and an advisory folder; and the spec naming them.
+    fn sources(&self, generation: u64, variant: &str) {
+        let shared = b"shared layer bytes".repeat(1000);
+        oci_layout(
+            &self.p("src/app"),
+            &[shared.as_slice(), format!("app layer {variant}").as_bytes()],
+            "amd64",
+            "1.0",
+        );
+        oci_layout(
+            &self.p("src/web"),
+            &[shared.as_slice(), b"web layer"],
+            "arm64",
+            "2.0",
+        );
+        docker_archive(
+            &self.p("src/worker.tar"),
+            &[shared.as_slice(), b"worker layer"],
+        );
+        std::fs::create_dir_all(self.p("src/feeds/ghsa/2025")).unwrap();
+        write(
+            self.p("src/feeds/nvd.json"),
+            format!("{{\"nvd\":\"{variant}\"}}"),
+        );
+        write(
+            self.p("src/feeds/ghsa/2025/GHSA-1.json"),
+            b"{\"id\":\"GHSA-1\"}",
+        );
+        write(self.p("src/feeds/ghsa/index.json"), b"[]");
+        write(
+            self.p("src/bundle.yaml"),
+            format!(
+                "name: stellaops-airgap\nversion: 2025.10.{generation}\ngeneration: {generation}\n\
+                 issuer: mirror-guild@stella-ops.org\nvalidForSeconds: 3600\nimages:\n\
+                 \x20 - reference: registry.stella-ops.org/stellaops/app:1.0\n    ociLayout: app\n\
+                 \x20 - reference: registry.stella-ops.org/stellaops/web:2.0\n    ociLayout: web\n    refName: \"2.0\"\n\
+                 \x20 - reference: registry.stella-ops.org/stellaops/worker:1.0\n    dockerArchive: worker.tar\n\
+                 advisories:\n  - path: feeds/nvd.json\n  - path: feeds/ghsa\n"
+            ),
+        );
+    }
+
+    fn create(&self, out: &str, extra: &[&str]) -> Output {
+        let spec = self.s("src/bundle.yaml");
+        let mut args = vec!["mirror", "create", "--spec", spec.as_str(), "--output", out];
+        args.extend(extra);
+        self.run(&args)
+    }
+
+    fn sign(&self, bundle: &str, keys: &[&str]) {
+        let m = format!("{bundle}/manifest.json");
+        let o = format!("{bundle}/manifest.dsse");
+        let mut args = vec!["mirror", "sign", m.as_str()];
+        for k in keys {
+            args.extend(["--key", k]);
+        }
+        args.extend(["--output", o.as_str()]);
+        expect(&self.run(&args), 0, "Signed");
+    }
+
+    /// A signed full bundle in `b/` by key `k`.
+    fn signed_bundle(&self) {
+        self.keygen("k");
+        self.sources(1, "a");
+        expect(&self.create("b", &[]), 0, "Created full bundle");
+        self.sign("b", &["k.key"]);
+    }
+
+    fn verify(&self, target: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["mirror", "verify", target];
+        if !extra.iter().any(|a| *a == "--keyring" || *a == "--key") {
+            args.extend(["--key", "k.pub"]);
+        }
+        args.extend(extra);
+        self.run(&args)
+    }
+}
+
+#[track_caller]
+fn expect(out: &Output, code: i32, fragment: &str) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit {code}, got {:?}:\n{text}",
+        out.status
+    );
+    assert!(
+        text.contains(fragment),
+        "expected {fragment:?} in output:\n{text}"
+    );
+}
+
+fn write(p: impl AsRef<Path>, data: impl AsRef<[u8]>) {
+    let p = p.as_ref();
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(p, data).unwrap();
+}
+
+fn put_blob(layout: &Path, data: &[u8]) -> String {
+    let d = sha(data);
+    write(layout.join("blobs/sha256").join(&d), data);
+    format!("sha256:{d}")
+}
+
+/// An OCI image layout with one image (config + the given layers), tagged `tag`.
+fn oci_layout(dir: &Path, layers: &[&[u8]], arch: &str, tag: &str) -> String {
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("sha256:{}", sha(l)))
+        .collect();
+    let config = serde_json::to_vec(&json!({
+        "architecture": arch, "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let cd = put_blob(dir, &config);
+    let layer_descs: Vec<Value> = layers
+        .iter()
+        .map(|l| {
+            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": put_blob(dir, l), "size": l.len()})
+        })
+        .collect();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": layer_descs,
+    }))
+    .unwrap();
+    let md = put_blob(dir, &manifest);
+    write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#);
+    write(
+        dir.join("index.json"),
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md,
+                           "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}],
+        }))
+        .unwrap(),
+    );
+    md
+}
+
+/// A legacy `docker save` archive: manifest.json, <config>.json, <id>/layer.tar.
+fn docker_archive(path: &Path, layers: &[&[u8]]) {
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("sha256:{}", sha(l)))
+        .collect();
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let config_name = format!("{}.json", sha(&config));
+    let layer_names: Vec<String> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, _)| format!("{i:064}/layer.tar"))
+        .collect();
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": config_name, "RepoTags": ["stellaops/worker:1.0"], "Layers": layer_names,
+    }]))
+    .unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add(&config_name, &config);
+    for (n, l) in layer_names.iter().zip(layers) {
+        add(n, l);
+    }
+    add("manifest.json", &manifest);
+    write(path, b.into_inner().unwrap());
+}
+
+fn manifest(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+fn all_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+// ------------------------------------------------------------------------------------------
+// create / sign / verify
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn create_writes_the_spec_layout_with_shared_blobs() {
+    let env = Env::new();
+    env.sources(1, "a");
+    let out = env.create("b", &[]);
+    expect(&out, 0, "Created full bundle stellaops-airgap 2025.10.1");
+    let b = env.p("b");
+    for f in [
+        "manifest.json",
+        "images/oci-layout",
+        "images/index.json",
+        "advisories/nvd.json",
+        "advisories/ghsa/2025/GHSA-1.json",
+        "scripts/load.sh",
+        "scripts/verify.sh",
+        "scripts/update.sh",
+        "docs/INSTALL.md",
+        "docs/VERIFY.md",
+        "docs/TROUBLESHOOT.md",
+    ] {
+        assert!(b.join(f).is_file(), "{f} missing");
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(b.join("scripts/load.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    // The shared layer is stored once, though three images use it.
+    let shared = sha(&b"shared layer bytes".repeat(1000));
+    assert!(b.join("images/blobs/sha256").join(&shared).is_file());
+    let m = manifest(&b);
+    let paths: Vec<&str> = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths.iter().filter(|p| p.ends_with(&shared)).count(), 1);
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(paths, sorted, "files sorted by path");
+    assert_eq!(m["kind"], "full");
+    assert_eq!(m["purpose"], "mirror-bundle");
+    assert_eq!(m["validForSeconds"], 3600);
+    assert!(m.get("base").is_none() && m.get("removed").is_none());
+    let images = m["images"].as_array().unwrap();
+    assert_eq!(images.len(), 3);
+    assert_eq!(images[0]["platforms"], json!(["linux/amd64"]));
+    assert_eq!(images[1]["platforms"], json!(["linux/arm64"]));
+    // index.json names every image by reference.
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(b.join("images/index.json")).unwrap()).unwrap();
+    let refs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            e["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(refs.len(), 3);
+    assert!(refs.contains(&"registry.stella-ops.org/stellaops/worker:1.0"));
+    // The manifest is canonical JSON.
+    let raw = std::fs::read(b.join("manifest.json")).unwrap();
+    assert_eq!(stella_dsse::jcs::canonicalize(&raw).unwrap(), raw);
+    // Output must be new.
+    expect(&env.create("b", &[]), 2, "exists and is not empty");
+}
+
+#[test]
+fn create_is_deterministic() {
+    let env = Env::new();
+    env.sources(1, "a");
+    let t = "2025-12-06T10:00:00Z";
+    expect(&env.create("one", &["--generated-at", t]), 0, "");
+    expect(&env.create("two", &["--generated-at", t]), 0, "");
+    assert_eq!(all_files(&env.p("one")), all_files(&env.p("two")));
+    assert_eq!(
+        manifest(&env.p("one"))["generatedAt"],
+        "2025-12-06T10:00:00.000Z"
+    );
+    // SOURCE_DATE_EPOCH pins it too; unpinned runs differ only in generatedAt.
+    let spec = env.s("src/bundle.yaml");
+    let out = env.run_env(
+        &["mirror", "create", "--spec", &spec, "--output", "three"],
+        &[("SOURCE_DATE_EPOCH", "1765015200")],
+    );
+    expect(&out, 0, "");
+    assert_eq!(all_files(&env.p("one")), all_files(&env.p("three")));
+    expect(&env.create("four", &[]), 0, "");
+    let mut a = manifest(&env.p("one"));
+    let mut b = manifest(&env.p("four"));
+    a["generatedAt"] = Value::Null;
+    b["generatedAt"] = Value::Null;
+    assert_eq!(a, b);
+}
+
+#[test]
+fn create_checks_blob_digests_on_the_way_in() {
+    let env = Env::new();
+    env.sources(1, "a");
+    // A layer blob whose bytes no longer match its name.
+    let shared = sha(&b"shared layer bytes".repeat(1000));
+    write(env.p("src/app/blobs/sha256").join(&shared), b"tampered");
+    expect(&env.create("b", &[]), 1, "does not match its descriptor");
+    assert!(!env.p("b").exists(), "nothing left behind");
+    // A docker archive whose layer does not match the config's diff_ids.
+    let env = Env::new();
+    env.sources(1, "a");
+    docker_archive(&env.p("src/worker.tar"), &[b"one"]);
+    let mut bytes = std::fs::read(env.p("src/worker.tar")).unwrap();
+    let pos = bytes.windows(3).position(|w| w == b"one").unwrap();
+    bytes[pos] = b'0';
+    write(env.p("src/worker.tar"), bytes);
+    expect(&env.create("b", &[]), 1, "but the image config says");
+    // Spec mistakes are usage errors.
+    write(
+        env.p("src/bad.yaml"),
+        "name: x\nversion: 1\nissuer: i\nimagez: []\n",
+    );
+    let spec = env.s("src/bad.yaml");
+    expect(
+        &env.run(&["mirror", "create", "--spec", &spec, "--output", "c"]),
+        2,
+        "unknown field `imagez`",
+    );
+    expect(
+        &env.run(&["mirror", "create", "--spec", "nope.yaml", "--output", "c"]),
+        4,
+        "no such file",
+    );
+}
+
+#[test]
+fn sign_and_verify_multi_signature_bundle() {
+    let env = Env::new();
+    env.keygen("k");
+    env.keygen("k2");
+    env.sources(1, "a");
+    expect(&env.create("b", &[]), 0, "");
+    env.sign("b", &["k.key", "k2.key"]);
+    let b = env.p("b");
+    for f in [
+        "manifest.dsse",
+        "SHA256SUMS",
+        "SHA256SUMS.dsse",
+        "SHA256SUMS.sig",
+        "public-key.pem",
+        "mirror/metadata/mirror.dsse.json",
+    ] {
+        assert!(b.join(f).is_file(), "{f} missing");
+    }
+    let env_json: Value =
+        serde_json::from_slice(&std::fs::read(b.join("manifest.dsse")).unwrap()).unwrap();
+    assert_eq!(
+        env_json["payloadType"],
+        "application/vnd.stellaops.mirror+json;version=1"
+    );
+    assert_eq!(env_json["signatures"].as_array().unwrap().len(), 2);
+    let header: Value =
+        serde_json::from_slice(&std::fs::read(b.join("mirror/metadata/mirror.dsse.json")).unwrap())
+            .unwrap();
+    assert_eq!(header["purpose"], "mirror-bundle");
+    assert_eq!(header["issuer"], "mirror-guild@stella-ops.org");
+    let m = manifest(&b);
+    assert_eq!(m["checksums"][0]["path"], "SHA256SUMS");
+    assert_eq!(
+        m["checksums"][0]["sha256"],
+        sha(&std::fs::read(b.join("SHA256SUMS")).unwrap())
+    );
+
+    // Both keys: threshold 2 is met.
+    let out = env.run(&[
+        "mirror",
+        "verify",
+        "b/manifest.dsse",
+        "--key",
+        "k.pub",
+        "--key",
+        "k2.pub",
+        "--threshold",
+        "2",
+    ]);
+    expect(&out, 0, "Verified OK: stellaops-airgap 2025.10.1");
+    expect(&out, 0, "warning: no Rekor entry");
+    // The folder itself, JSON report.
+    let out = env.verify("b", &["--output", "json"]);
+    expect(&out, 0, "");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["images"].as_array().unwrap().len(), 3);
+    assert!(v["files"].as_u64().unwrap() > 10);
+    // Only one of the two required keys trusted.
+    let out = env.verify("b/manifest.dsse", &["--threshold", "2"]);
+    expect(&out, 1, "threshold 2 is larger than the 1 trusted key");
+
+    // SHA256SUMS.sig is a cosign sign-blob signature over SHA256SUMS by the first key.
+    let out = env.run(&[
+        "verify",
+        "blob",
+        "--key",
+        "k.pub",
+        "--signature",
+        "b/SHA256SUMS.sig",
+        "b/SHA256SUMS",
+    ]);
+    expect(&out, 0, "Verified OK");
+    // Plain coreutils accepts SHA256SUMS.
+    let out = Command::new("sha256sum")
+        .args(["-c", "--strict", "SHA256SUMS"])
+        .current_dir(&b)
+        .output()
+        .unwrap();
+    expect(&out, 0, "OK");
+    expect(
+        &env.run(&["mirror", "verify-checksums", "b"]),
+        0,
+        "SHA256SUMS OK",
+    );
+    write(b.join("advisories/nvd.json"), b"changed");
+    expect(
+        &env.run(&["mirror", "verify-checksums", "b"]),
+        1,
+        "file advisories/nvd.json changed",
+    );
+}
+
+#[test]
+fn seed_command_lines_work() {
+    // Seed 000: create --images FILE --output bundle/; sign --key --output bundle/manifest.dsse;
+    // verify bundle/manifest.dsse --key PUB; verify-checksums bundle/; pack bundle/ --output X.tar.gz.
+    let env = Env::new();
+    env.keygen("k");
+    env.sources(1, "a");
+    let spec = env.s("src/bundle.yaml");
+    expect(
+        &env.run(&["mirror", "create", "--images", &spec, "--output", "bundle/"]),
+        0,
+        "",
+    );
+    expect(
+        &env.run(&[
+            "mirror",
+            "sign",
+            "bundle/manifest.json",
+            "--key",
+            "k.key",
+            "--output",
+            "bundle/manifest.dsse",
+        ]),
+        0,
+        "",
+    );
+    expect(
+        &env.run(&["mirror", "verify", "bundle/manifest.dsse", "--key", "k.pub"]),
+        0,
+        "Verified OK",
+    );
+    expect(
+        &env.run(&["mirror", "verify-checksums", "bundle/"]),
+        0,
+        "OK",
+    );
+    expect(
+        &env.run(&[
+            "mirror",
+            "pack",
+            "bundle/",
+            "--output",
+            "stellaops-airgap-2025.10.0.tar.gz",
+        ]),
+        0,
+        "Packed",
+    );
+    // The bundle's own verify script.
+    let out = Command::new("bash")
+        .args(["bundle/scripts/verify.sh", "--key", "k.pub"])
+        .current_dir(env.dir.path())
+        .env("PATH", path_with_stella())
+        .output()
+        .unwrap();
+    expect(&out, 0, "Verified OK");
+}
+
+fn path_with_stella() -> String {
+    let bin = Path::new(env!("CARGO_BIN_EXE_stella")).parent().unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+// ------------------------------------------------------------------------------------------
+// Hostile folders
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn tampered_folders_are_refused() {
+    let env = Env::new();
+    env.signed_bundle();
+    expect(&env.verify("b/manifest.dsse", &[]), 0, "Verified OK");
+    let pristine = env.p("pristine");
+    copy_tree(&env.p("b"), &pristine);
+    let reset = || {
+        std::fs::remove_dir_all(env.p("b")).unwrap();
+        copy_tree(&pristine, &env.p("b"));
+    };
+    let b = env.p("b");
+
+    // A file changed.
+    write(b.join("advisories/nvd.json"), b"{\"nvd\":\"evil\"}");
+    expect(
+        &env.verify("b/manifest.dsse", &[]),
+        1,
+        "file advisories/nvd.json changed",
+    );
+    reset();
+    // A file added.
+    write(b.join("advisories/extra.json"), b"{}");
+    expect(
+        &env.verify("b/manifest.dsse", &[]),
+        1,
+        "unlisted file advisories/extra.json (not in the signed manifest)",
+    );
+    reset();
+    // A file removed.
+    std::fs::remove_file(b.join("docs/VERIFY.md")).unwrap();
+    expect(
+        &env.verify("b/manifest.dsse", &[]),
+        1,
+        "file docs/VERIFY.md is missing",
+    );
+    reset();
+    // A symlink planted in the folder.
+    std::os::unix::fs::symlink("/etc/passwd", b.join("advisories/link")).unwrap();
+    expect(
+        &env.verify("b", &[]),
+        1,
+        "advisories/link is a symbolic link",
+    );
+    reset();
+    // manifest.json edited after signing.
+    let mut m = manifest(&b);
+    m["validForSeconds"] = json!(999_999_999);
+    write(
+        b.join("manifest.json"),
+        stella_dsse::jcs::to_vec(&m).unwrap(),
+    );
+    expect(
+        &env.verify("b/manifest.dsse", &[]),
+        1,
+        "manifest.json differs from the payload signed in manifest.dsse",
+    );
+    reset();
+    // The signed payload itself edited (manifest.json edited to match).
+    let mut e: Value =
+        serde_json::from_slice(&std::fs::read(b.join("manifest.dsse")).unwrap()).unwrap();
+    let payload = std::fs::read(b.join("manifest.json")).unwrap();
+    let edited = String::from_utf8(payload)
+        .unwrap()
+        .replace("mirror-guild", "evil-guild!!");
+    e["payload"] = json!(b64(edited.as_bytes()));
+    write(b.join("manifest.dsse"), serde_json::to_vec(&e).unwrap());
+    write(b.join("manifest.json"), edited.as_bytes());
+    expect(
+        &env.verify("b/manifest.dsse", &[]),
+        1,
+        "no signature verifies with a trusted key",
+    );
+    reset();
+    // Header purpose changed.
+    edit_header(&b, |h| h["purpose"] = json!("attestation"));
+    expect(
+        &env.verify("b/manifest.dsse", &[]),
+        1,
+        "detached header purpose is \"attestation\", not \"mirror-bundle\"",
+    );
+    reset();
+    // Header naming another payload.
+    edit_header(&b, |h| h["payloadSha256"] = json!("0".repeat(64)));
+    expect(
+        &env.verify("b/manifest.dsse", &[]),
+        1,
+        "detached header names payload sha256:0000",
+    );
+    reset();
+    // Header issuer disagreeing.
+    edit_header(&b, |h| h["issuer"] = json!("someone-else"));
+    expect(
+        &env.verify("b/manifest.dsse", &[]),
+        1,
+        "detached header issuer",
+    );
+    reset();
+    // Header missing.
+    std::fs::remove_file(b.join("mirror/metadata/mirror.dsse.json")).unwrap();
+    expect(
+        &env.verify("b/manifest.dsse", &[]),
+        1,
+        "detached header) is missing",
+    );
+    reset();
+    // Header keyid naming a key that did not sign.
+    edit_header(&b, |h| {
+        h["keyid"] = json!(format!("sha256:{}", "1".repeat(64)))
+    });
+    expect(
+        &env.verify("b/manifest.dsse", &[]),
+        1,
+        "is not a trusted key that signed the manifest",
+    );
+    reset();
+    // SHA256SUMS.sig by another key.
+    env.keygen("sig2");
+    let out = env.run(&[
+        "sign",
+        "blob",
+        "--key",
+        "sig2.key",
+        "--output-signature",
+        "b/SHA256SUMS.sig",
+        "b/SHA256SUMS",
+    ]);
+    expect(&out, 0, "");
+    expect(
+        &env.verify("b/manifest.dsse", &[]),
+        1,
+        "SHA256SUMS.sig does not verify SHA256SUMS",
+    );
+    reset();
+    // An unverifiable time anchor is not silently accepted.
+    write(b.join("time-anchor.json"), b"{}");
+    expect(&env.verify("b", &[]), 1, "cannot verify time anchors yet");
+    reset();
+    // SHA256SUMS edited.
+    write(b.join("SHA256SUMS"), b"");
+    expect(
+        &env.verify("b/manifest.dsse", &[]),
+        1,
+        "SHA256SUMS does not match the digest the manifest signs",
+    );
+    reset();
+    // public-key.pem swapped for another key.
+    env.keygen("other");
+    std::fs::copy(env.p("other.pub"), b.join("public-key.pem")).unwrap();
+    expect(
+        &env.verify("b/manifest.dsse", &[]),
+        1,
+        "which did not sign this bundle",
+    );
+    reset();
+    // Signed by a key we do not trust.
+    expect(
+        &env.verify("b/manifest.dsse", &["--key", "other.pub"]),
+        1,
+        "no signature verifies with a trusted key",
+    );
+    // Not signed at all.
+    std::fs::remove_file(b.join("manifest.dsse")).unwrap();
+    expect(&env.verify("b", &[]), 1, "manifest.dsse is missing");
+    expect(&env.verify("nowhere/manifest.dsse", &[]), 4, "no such file");
+}
+
+fn b64(data: &[u8]) -> String {
+    stella_dsse::b64::encode(data)
+}
+
+fn edit_header(b: &Path, f: impl FnOnce(&mut Value)) {
+    let p = b.join("mirror/metadata/mirror.dsse.json");
+    let mut h: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    f(&mut h);
+    write(&p, serde_json::to_vec(&h).unwrap());
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for (rel, data) in all_files(from) {
+        write(to.join(rel), data);
+    }
+}
+
+#[test]
+fn keyring_purpose_revocation_and_expiry() {
+    let env = Env::new();
+    env.signed_bundle();
+    let ring = |purposes: &str, extra: &str| {
+        write(
+            env.p("ring.toml"),
+            format!(
+                "[[keys]]\nid = \"mirror-root-ed25519-01\"\npublic_key = \"k.pub\"\npurposes = {purposes}\n{extra}"
+            ),
+        );
+    };
+    ring("[\"mirror-bundle\"]", "");
+    expect(
+        &env.verify("b/manifest.dsse", &["--keyring", "ring.toml"]),
+        0,
+        "mirror-root-ed25519-01",
+    );
+    ring("[\"attestation\", \"release\"]", "");
+    expect(
+        &env.verify("b/manifest.dsse", &["--keyring", "ring.toml"]),
+        1,
+        "the key is not trusted for purpose `mirror-bundle`",
+    );
+    ring("[\"mirror-bundle\"]", "revoked = true\n");
+    expect(
+        &env.verify("b/manifest.dsse", &["--keyring", "ring.toml"]),
+        1,
+        "the key is revoked",
+    );
+    ring(
+        "[\"mirror-bundle\"]",
+        "not_after = \"2020-01-01T00:00:00Z\"\n",
+    );
+    expect(
+        &env.verify("b/manifest.dsse", &["--keyring", "ring.toml"]),
+        1,
+        "the key expired at 2020-01-01T00:00:00Z",
+    );
+}
+
+#[test]
+fn freshness_is_enforced() {
+    let env = Env::new();
+    env.keygen("k");
+    env.sources(1, "a");
+    expect(
+        &env.create("old", &["--generated-at", "2020-01-01T00:00:00Z"]),
+        0,
+        "",
+    );
+    env.sign("old", &["k.key"]);
+    expect(
+        &env.verify("old/manifest.dsse", &[]),
+        1,
+        "bundle is stale: generated at 2020-01-01T00:00:00.000Z",
+    );
+    // An operator may widen the budget explicitly.
+    expect(
+        &env.verify("old/manifest.dsse", &["--max-age", "999999999"]),
+        0,
+        "Verified OK",
+    );
+    expect(
+        &env.create("future", &["--generated-at", "2099-01-01T00:00:00Z"]),
+        0,
+        "",
+    );
+    env.sign("future", &["k.key"]);
+    expect(&env.verify("future", &[]), 1, "is in the future");
+}
+
+// ------------------------------------------------------------------------------------------
+// pack / verify archive / unpack
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn pack_is_byte_reproducible() {
+    let env = Env::new();
+    env.signed_bundle();
+    for ext in ["tar.gz", "tar.zst"] {
+        let a = format!("a.{ext}");
+        let b2 = format!("b.{ext}");
+        expect(
+            &env.run(&["mirror", "pack", "b", "--output", &a]),
+            0,
+            "Packed",
+        );
+        expect(
+            &env.run(&["mirror", "pack", "b/", "--output", &b2]),
+            0,
+            "Packed",
+        );
+        assert_eq!(
+            std::fs::read(env.p(&a)).unwrap(),
+            std::fs::read(env.p(&b2)).unwrap()
+        );
+    }
+    // A copy of the tree written in reverse order, with other mtimes and modes, packs the same.
+    let copy = env.p("copy");
+    let mut files = all_files(&env.p("b"));
+    files.reverse();
+    for (rel, data) in files {
+        let p = copy.join(&rel);
+        write(&p, data);
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(12345))
+            .unwrap();
+    }
+    for ext in ["tar.gz", "tar.zst"] {
+        let c = format!("c.{ext}");
+        expect(&env.run(&["mirror", "pack", "copy", "--output", &c]), 0, "");
+        assert_eq!(
+            std::fs::read(env.p(&c)).unwrap(),
+            std::fs::read(env.p(&format!("a.{ext}"))).unwrap(),
+            "{ext} differs for a differently written copy"
+        );
+    }
+    // SOURCE_DATE_EPOCH changes mtimes (and so the bytes), deterministically.
+    let out = env.run_env(
+        &["mirror", "pack", "b", "--output", "d.tar.gz"],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    expect(&out, 0, "");
+    assert_ne!(
+        std::fs::read(env.p("d.tar.gz")).unwrap(),
+        std::fs::read(env.p("a.tar.gz")).unwrap()
+    );
+    // Standard tools read it: metadata first, fixed owner and modes.
+    let out = Command::new("tar")
+        .args(["-tvzf", "a.tar.gz"])
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    expect(&out, 0, "");
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let first: Vec<&str> = listing.lines().take(2).collect();
+    assert!(
+        first[0].ends_with(" manifest.dsse") && first[1].ends_with(" manifest.json"),
+        "{listing}"
+    );
+    assert!(listing.lines().all(|l| l.contains(" 0/0 ")), "{listing}");
+    assert!(listing.contains("-rwxr-xr-x 0/0") && listing.contains("scripts/load.sh"));
+    std::fs::create_dir(env.p("x")).unwrap();
+    let out = Command::new("tar")
+        .args(["--zstd", "-xf", "../a.tar.zst"])
+        .current_dir(env.p("x"))
+        .output()
+        .unwrap();
+    expect(&out, 0, "");
+    let out = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(env.p("x"))
+        .output()
+        .unwrap();
+    expect(&out, 0, "");
+    // Unsigned or dirty folders are not packed.
+    write(env.p("b/stray.txt"), b"x");
+    expect(
+        &env.run(&["mirror", "pack", "b", "--output", "e.tar.gz"]),
+        2,
+        "unlisted file stray.txt",
+    );
+    expect(
+        &env.run(&["mirror", "pack", "b", "--output", "e.zip"]),
+        2,
+        ".tar.gz or .tar.zst",
+    );
+    std::fs::remove_file(env.p("b/stray.txt")).unwrap();
+    let out = env.run(&["mirror", "pack", "b", "--output", "f.tar.zst", "--json"]);
+    expect(&out, 0, "");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["archiveBytes"].as_u64().unwrap(),
+        std::fs::metadata(env.p("f.tar.zst")).unwrap().len()
+    );
+}
+
+#[test]
+fn archives_verify_from_the_stream_and_unpack_atomically() {
+    let env = Env::new();
+    env.signed_bundle();
+    for ext in ["tar.gz", "tar.zst"] {
+        let a = format!("a.{ext}");
+        expect(&env.run(&["mirror", "pack", "b", "--output", &a]), 0, "");
+        expect(&env.verify(&a, &[]), 0, "Verified OK");
+        let dest = format!("out-{ext}");
+        let out = env.run(&["mirror", "unpack", &a, "--output", &dest, "--key", "k.pub"]);
+        expect(&out, 0, "Unpacked into");
+        assert_eq!(all_files(&env.p("b")), all_files(&env.p(&dest)));
+        expect(&env.verify(&dest, &[]), 0, "Verified OK");
+        // Not over an existing folder.
+        let out = env.run(&["mirror", "unpack", &a, "--output", &dest, "--key", "k.pub"]);
+        expect(&out, 2, "exists and is not empty");
+        // Wrong key: refused, nothing written.
+        env.keygen(&format!("o-{}", ext.replace('.', "")));
+        let other = format!("o-{}.pub", ext.replace('.', ""));
+        let out = env.run(&["mirror", "unpack", &a, "--output", "nope", "--key", &other]);
+        expect(&out, 1, "no signature verifies");
+        assert!(!env.p("nope").exists());
+    }
+    assert_no_staging(env.dir.path());
+}
+
+fn assert_no_staging(dir: &Path) {
+    let left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".stella-"))
+        .collect();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+}
+
+/// Entries of a real signed bundle, to rebuild hostile archives from.
+fn bundle_entries(env: &Env) -> Vec<(String, Vec<u8>)> {
+    let mut files = all_files(&env.p("b"));
+    // Metadata first, as pack writes it.
+    files.sort_by_key(|(p, _)| (p != "manifest.dsse", p != "manifest.json", p.clone()));
+    files
+}
+
+enum Raw<'a> {
+    File(&'a str, &'a [u8]),
+    Link(&'a str, &'a str, tar::EntryType),
+    Device(&'a str),
+    /// A header claiming `size` bytes, followed by nothing.
+    Claim(&'a str, u64),
+}
+
+/// A gzip'd tar built with raw headers (paths set byte by byte, no sanitising).
+fn hostile_archive(path: &Path, entries: &[Raw<'_>]) {
+    let mut out = Vec::new();
+    for e in entries {
+        let mut h = tar::Header::new_old();
+        let (name, size, kind, link, data): (&str, u64, tar::EntryType, &str, &[u8]) = match e {
+            Raw::File(n, d) => (n, d.len() as u64, tar::EntryType::Regular, "", d),
+            Raw::Link(n, t, k) => (n, 0, *k, t, b""),
+            Raw::Device(n) => (n, 0, tar::EntryType::Char, "", b""),
+            Raw::Claim(n, s) => (n, *s, tar::EntryType::Regular, "", b""),
+        };
+        {
+            let old = h.as_old_mut();
+            old.name[..name.len()].copy_from_slice(name.as_bytes());
+            old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_entry_type(kind);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&out).unwrap();
+    write(path, gz.finish().unwrap());
+}
+
+#[test]
+fn hostile_archives_are_refused_and_leave_nothing() {
+    let env = Env::new();
+    env.signed_bundle();
+    let files = bundle_entries(&env);
+    let good: Vec<Raw<'_>> = files.iter().map(|(p, d)| Raw::File(p, d)).collect();
+    // The honest rebuild unpacks fine (so each failure below is the hostile entry's doing).
+    hostile_archive(&env.p("honest.tar.gz"), &good);
+    expect(
+        &env.run(&[
+            "mirror",
+            "unpack",
+            "honest.tar.gz",
+            "--output",
+            "ok",
+            "--key",
+            "k.pub",
+        ]),
+        0,
+        "Unpacked",
+    );
+    let evil = b"evil".as_slice();
+    let nvd = files
+        .iter()
+        .find(|(p, _)| p == "advisories/nvd.json")
+        .map(|(_, d)| d.as_slice())
+        .unwrap();
+    let cases: Vec<(&str, Raw<'_>, &str)> = vec![
+        (
+            "traversal",
+            Raw::File("../evil.txt", evil),
+            "unsafe path refused",
+        ),
+        (
+            "traversal2",
+            Raw::File("advisories/../../evil.txt", evil),
+            "path traversal",
+        ),
+        (
+            "absolute",
+            Raw::File("/tmp/stella-evil.txt", evil),
+            "absolute path refused",
+        ),
+        (
+            "symlink",
+            Raw::Link("advisories/x", "/etc/passwd", tar::EntryType::Symlink),
+            "is a symbolic link",
+        ),
+        (
+            "hardlink",
+            Raw::Link("advisories/x", "manifest.json", tar::EntryType::Link),
+            "is a hard link",
+        ),
+        (
+            "device",
+            Raw::Device("advisories/tty"),
+            "is a device or FIFO",
+        ),
+        (
+            "duplicate",
+            Raw::File("advisories/nvd.json", nvd),
+            "duplicate entry \"advisories/nvd.json\"",
+        ),
+        (
+            "unlisted",
+            Raw::File("advisories/new.json", evil),
+            "unlisted entry \"advisories/new.json\"",
+        ),
+        (
+            "oversize",
+            Raw::Claim("docs/huge.md", 1 << 50),
+            "oversize entry",
+        ),
+        (
+            "oversize-meta",
+            Raw::Claim("SHA256SUMS.sig", 200 << 20),
+            "limit for bundle metadata (oversize entry)",
+        ),
+    ];
+    for (name, bad, fragment) in cases {
+        let mut entries: Vec<Raw<'_>> = files.iter().map(|(p, d)| Raw::File(p, d)).collect();
+        if name == "oversize-meta" {
+            entries.retain(|e| !matches!(e, Raw::File("SHA256SUMS.sig", _)));
+        }
+        // Hostile entry right after the metadata, before the content.
+        entries.insert(3, bad);
+        let archive = env.p(&format!("{name}.tar.gz"));
+        hostile_archive(&archive, &entries);
+        let a = archive.display().to_string();
+        let out = env.run(&["mirror", "unpack", &a, "--output", "dest", "--key", "k.pub"]);
+        expect(&out, 1, fragment);
+        assert!(!env.p("dest").exists(), "{name}: dest written");
+        expect(&env.verify(&a, &[]), 1, fragment);
+    }
+    assert!(!Path::new("/tmp/stella-evil.txt").exists());
+    assert!(
+        !env.p("evil.txt").exists() && !env.dir.path().parent().unwrap().join("evil.txt").exists()
+    );
+    assert_no_staging(env.dir.path());
+
+    // A changed file inside an otherwise intact archive.
+    let mut entries: Vec<(String, Vec<u8>)> = files.clone();
+    for (p, d) in entries.iter_mut() {
+        if p == "advisories/nvd.json" {
+            d[0] ^= 1;
+        }
+    }
+    let raw: Vec<Raw<'_>> = entries.iter().map(|(p, d)| Raw::File(p, d)).collect();
+    hostile_archive(&env.p("changed.tar.gz"), &raw);
+    expect(
+        &env.verify("changed.tar.gz", &[]),
+        1,
+        "file advisories/nvd.json changed",
+    );
+    // A missing file.
+    let raw: Vec<Raw<'_>> = files
+        .iter()
+        .filter(|(p, _)| p != "docs/INSTALL.md")
+        .map(|(p, d)| Raw::File(p, d))
+        .collect();
+    hostile_archive(&env.p("missing.tar.gz"), &raw);
+    let out = env.run(&[
+        "mirror",
+        "unpack",
+        "missing.tar.gz",
+        "--output",
+        "dest",
+        "--key",
+        "k.pub",
+    ]);
+    expect(&out, 1, "file docs/INSTALL.md is missing");
+    assert!(!env.p("dest").exists());
+    assert_no_staging(env.dir.path());
+}
+
+// ------------------------------------------------------------------------------------------
+// Thin bundles
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn thin_bundles_carry_only_changes_and_apply_in_order() {
+    let env = Env::new();
+    env.keygen("k");
+    env.sources(1, "a");
+    expect(&env.create("gen1", &[]), 0, "");
+    env.sign("gen1", &["k.key"]);
+    // Generation 2: the app layer and an advisory change, one advisory disappears.
+    env.sources(2, "b");
+    std::fs::remove_file(env.p("src/feeds/ghsa/index.json")).unwrap();
+    expect(&env.create("full2", &[]), 0, "");
+    let out = env.create("thin2", &["--base", "gen1/manifest.json"]);
+    expect(&out, 0, "Created thin bundle stellaops-airgap 2025.10.2");
+    let m = manifest(&env.p("thin2"));
+    assert_eq!(m["kind"], "thin");
+    assert_eq!(
+        m["base"]["manifestDigest"],
+        format!(
+            "sha256:{}",
+            sha(&std::fs::read(env.p("gen1/manifest.json")).unwrap())
+        )
+    );
+    let removed: Vec<&str> = m["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(
+        removed.contains(&"advisories/ghsa/index.json"),
+        "{removed:?}"
+    );
+    let old_layer = format!("images/blobs/sha256/{}", sha(b"app layer a"));
+    assert!(removed.contains(&old_layer.as_str()), "{removed:?}");
+    // The shared layer is not carried; the new app layer is.
+    let shared = sha(&b"shared layer bytes".repeat(1000));
+    assert!(!env.p("thin2/images/blobs/sha256").join(&shared).exists());
+    assert!(env
+        .p("thin2/images/blobs/sha256")
+        .join(sha(b"app layer b"))
+        .exists());
+    assert!(env.p("thin2/advisories/nvd.json").exists());
+    assert!(!env.p("thin2/scripts/load.sh").exists());
+    env.sign("thin2", &["k.key"]);
+    // Verifies on its own (files from the base are reported, not required).
+    expect(
+        &env.verify("thin2", &[]),
+        0,
+        "files come from the base bundle",
+    );
+    // diff shows what changed.
+    let out = env.run(&["mirror", "diff", "gen1", "full2"]);
+    expect(&out, 0, "~ advisories/nvd.json");
+    expect(&out, 0, "- advisories/ghsa/index.json");
+    expect(&out, 0, "~ image registry.stella-ops.org/stellaops/app:1.0");
+    let out = env.run(&[
+        "mirror",
+        "diff",
+        "gen1/manifest.json",
+        "full2/manifest.json",
+        "--output",
+        "json",
+    ]);
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        d["diff"]["removed"][0]["path"],
+        "advisories/ghsa/index.json"
+    );
+
+    // Apply onto a copy of gen1, via the archive form too.
+    copy_tree(&env.p("gen1"), &env.p("site"));
+    copy_tree(&env.p("gen1"), &env.p("site2"));
+    let out = env.run(&[
+        "mirror", "apply", "thin2", "--onto", "site", "--key", "k.pub",
+    ]);
+    expect(&out, 0, "Applied thin2 onto site");
+    expect(&env.verify("site", &[]), 0, "generation 2");
+    // Same content as the full generation-2 bundle.
+    let content = |d: &str| -> Vec<(String, Vec<u8>)> {
+        all_files(&env.p(d))
+            .into_iter()
+            .filter(|(p, _)| {
+                !p.starts_with("manifest")
+                    && !p.starts_with("SHA256SUMS")
+                    && !p.starts_with("mirror/")
+                    && p != "public-key.pem"
+            })
+            .collect()
+    };
+    assert_eq!(content("site"), content("full2"));
+    expect(
+        &env.run(&["mirror", "pack", "thin2", "--output", "thin2.tar.zst"]),
+        0,
+        "",
+    );
+    expect(&env.verify("thin2.tar.zst", &[]), 0, "Verified OK");
+    let out = env.run(&[
+        "mirror",
+        "apply",
+        "thin2.tar.zst",
+        "--onto",
+        "site2",
+        "--output",
+        "site2-new",
+        "--key",
+        "k.pub",
+    ]);
+    expect(&out, 0, "Applied");
+    assert_eq!(content("site2-new"), content("full2"));
+
+    // Applying it again (site is now generation 2) is out of order.
+    let out = env.run(&[
+        "mirror", "apply", "thin2", "--onto", "site", "--key", "k.pub",
+    ]);
+    expect(&out, 1, "already holds generation 2");
+    // Generation 3 over generation 2, applied onto generation 1: out of order.
+    env.sources(3, "c");
+    expect(
+        &env.create("thin3", &["--base", "site/manifest.json"]),
+        0,
+        "",
+    );
+    env.sign("thin3", &["k.key"]);
+    let out = env.run(&[
+        "mirror", "apply", "thin3", "--onto", "site2", "--key", "k.pub",
+    ]);
+    expect(
+        &out,
+        1,
+        "out of order: this thin bundle updates generation 2",
+    );
+    expect(&out, 1, "apply the updates in between first");
+    // A thin bundle for another bundle altogether.
+    let other = Env::new();
+    other.sources(1, "z");
+    let spec = std::fs::read_to_string(other.p("src/bundle.yaml"))
+        .unwrap()
+        .replace("stellaops-airgap", "other-bundle");
+    write(other.p("src/bundle.yaml"), spec);
+    expect(&other.create("o", &[]), 0, "");
+    copy_tree(&other.p("o"), &env.p("foreign"));
+    let out = env.run(&[
+        "mirror", "apply", "thin3", "--onto", "foreign", "--key", "k.pub",
+    ]);
+    expect(
+        &out,
+        1,
+        "wrong base: this thin bundle updates bundle \"stellaops-airgap\"",
+    );
+    // site still intact after refusals.
+    expect(&env.verify("site", &[]), 0, "Verified OK");
+    // A full bundle is not a thin one; and thin generation must increase.
+    let out = env.run(&[
+        "mirror", "apply", "gen1", "--onto", "site", "--key", "k.pub",
+    ]);
+    expect(&out, 2, "`apply` takes a thin bundle");
+    env.sources(1, "d");
+    expect(
+        &env.create("bad", &["--base", "gen1/manifest.json"]),
+        2,
+        "higher generation",
+    );
+    assert_no_staging(env.dir.path());
+}

@@ -1,0 +1,94 @@
+//! The error type of every bundle operation.
+//!
+//! One enum for the crate, classified by [`ErrorKind`] so the CLI can map it to the exit codes
+//! of SPEC §1: a bundle that fails a check is `Verification` (exit 1), a bad spec or argument
+//! `Input` (exit 2), a missing input `NotFound` (exit 4). Messages carry the path or key they
+//! are about, and say what to do when there is something to do.
+
+use std::path::{Path, PathBuf};
+
+/// How an error should be reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The bundle (or archive) failed a verification rule.
+    Verification,
+    /// The input (spec, arguments, folder state) is not usable.
+    Input,
+    /// An input file or folder does not exist.
+    NotFound,
+    /// Reading or writing failed.
+    Io,
+    /// A key could not be loaded or used.
+    Key,
+}
+
+/// Why a bundle operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A verification rule failed.
+    #[error("{0}")]
+    Verify(String),
+    /// The signature check itself failed (untrusted key, wrong purpose, revoked, expired, ...).
+    #[error("manifest signature: {0}")]
+    Signature(#[from] stella_keys::VerifyError),
+    /// A spec, argument or folder the user must fix.
+    #[error("{0}")]
+    Input(String),
+    #[error("{}: no such file or folder", .0.display())]
+    NotFound(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Key(#[from] stella_keys::KeyError),
+    #[error(transparent)]
+    Sign(#[from] stella_keys::SignError),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Verify(_) | Error::Signature(_) => ErrorKind::Verification,
+            Error::Input(_) => ErrorKind::Input,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Key(_) | Error::Sign(_) => ErrorKind::Key,
+        }
+    }
+
+    pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        let path = path.as_ref().to_path_buf();
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound(path)
+        } else {
+            Error::Io { path, source }
+        }
+    }
+
+    pub(crate) fn verify(msg: impl Into<String>) -> Self {
+        Error::Verify(msg.into())
+    }
+
+    pub(crate) fn input(msg: impl Into<String>) -> Self {
+        Error::Input(msg.into())
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attach a path to an `io::Result`.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: impl AsRef<Path>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

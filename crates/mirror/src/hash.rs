@@ -1,0 +1,264 @@
+//! Streaming SHA-256 (aws-lc, which uses SHA-NI where the CPU has it) and parallel hashing of
+//! many files over every core.
+//!
+//! Files are read in 256 KiB chunks into a buffer that stays in the L2 cache, so the hash reads
+//! what the copy just wrote; memory is bounded by `threads × 256 KiB` whatever the bundle size.
+//! Work is handed out largest file first from a shared counter, so one huge file and many
+//! small ones still keep every core busy until the end.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use aws_lc_rs::digest;
+
+use crate::error::{Error, IoContext as _, Result};
+
+/// Read chunk size for hashing and copying.
+pub const CHUNK: usize = 256 * 1024;
+
+/// A SHA-256 digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sha256(pub [u8; 32]);
+
+impl Sha256 {
+    pub fn of(data: &[u8]) -> Self {
+        let mut h = Hasher::new();
+        h.update(data);
+        h.finish()
+    }
+
+    /// Lowercase hex.
+    pub fn hex(&self) -> String {
+        stella_keys::hex(&self.0)
+    }
+
+    /// Parse exactly 64 lowercase hex digits.
+    pub fn parse_hex(s: &str) -> Option<Self> {
+        if s.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+            let hi = lower_hex_val(pair[0])?;
+            let lo = lower_hex_val(pair[1])?;
+            out[i] = hi << 4 | lo;
+        }
+        Some(Sha256(out))
+    }
+
+    /// Parse `sha256:<64 lowercase hex>`.
+    pub fn parse_prefixed(s: &str) -> Option<Self> {
+        s.strip_prefix("sha256:").and_then(Self::parse_hex)
+    }
+
+    /// `sha256:<hex>`.
+    pub fn prefixed(&self) -> String {
+        format!("sha256:{}", self.hex())
+    }
+}
+
+impl std::fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+fn lower_hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// Incremental SHA-256 that also counts bytes.
+pub struct Hasher {
+    ctx: digest::Context,
+    len: u64,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hasher {
+    pub fn new() -> Self {
+        Hasher {
+            ctx: digest::Context::new(&digest::SHA256),
+            len: 0,
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.ctx.update(data);
+        self.len += data.len() as u64;
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn finish(self) -> Sha256 {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.ctx.finish().as_ref());
+        Sha256(out)
+    }
+}
+
+/// Progress reporting: the CLI draws a bar on a terminal; the library only counts.
+pub trait Progress: Sync {
+    /// A new phase of `total` bytes (0 when unknown) begins.
+    fn start(&self, _phase: &str, _total: u64) {}
+    /// `n` more bytes are done.
+    fn advance(&self, _n: u64) {}
+    /// The phase is over.
+    fn finish(&self) {}
+}
+
+/// Progress that reports nothing.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Hash everything `r` yields, in [`CHUNK`] reads; returns digest and length.
+pub fn hash_reader(r: &mut dyn Read, progress: &dyn Progress) -> std::io::Result<(Sha256, u64)> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut h = Hasher::new();
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        progress.advance(n as u64);
+    }
+    let len = h.len();
+    Ok((h.finish(), len))
+}
+
+/// Hash one file.
+pub fn hash_file(path: &Path, progress: &dyn Progress) -> Result<(Sha256, u64)> {
+    let mut f = std::fs::File::open(path).at(path)?;
+    hash_reader(&mut f, progress).at(path)
+}
+
+/// Number of hashing threads: every core.
+pub fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Hash `files` (with their expected sizes, used to schedule largest first) on every core.
+/// Results come back in the order of `files`. The first I/O error stops the other threads.
+pub fn hash_files(files: &[(PathBuf, u64)], progress: &dyn Progress) -> Result<Vec<(Sha256, u64)>> {
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by(|&a, &b| files[b].1.cmp(&files[a].1).then(a.cmp(&b)));
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let workers = threads().min(files.len()).max(1);
+    let results: Vec<Result<Vec<(usize, Sha256, u64)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    let mut buf = vec![0u8; CHUNK];
+                    loop {
+                        if stop.load(Ordering::Relaxed) {
+                            return Ok(done);
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&idx) = order.get(i) else {
+                            return Ok(done);
+                        };
+                        let path = &files[idx].0;
+                        let r = (|| {
+                            let mut f = std::fs::File::open(path)?;
+                            let mut h = Hasher::new();
+                            loop {
+                                let n = match f.read(&mut buf) {
+                                    Ok(0) => break,
+                                    Ok(n) => n,
+                                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                                        continue
+                                    }
+                                    Err(e) => return Err(e),
+                                };
+                                h.update(&buf[..n]);
+                                progress.advance(n as u64);
+                            }
+                            let len = h.len();
+                            Ok((h.finish(), len))
+                        })();
+                        match r {
+                            Ok((d, n)) => done.push((idx, d, n)),
+                            Err(e) => {
+                                stop.store(true, Ordering::Relaxed);
+                                return Err(Error::io(path, e));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")))
+            })
+            .collect()
+    });
+    let mut out = vec![(Sha256([0; 32]), 0u64); files.len()];
+    for r in results {
+        for (idx, d, n) in r? {
+            out[idx] = (d, n);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_answer_and_parallel() {
+        assert_eq!(
+            Sha256::of(b"abc").hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let d = Sha256::of(b"x");
+        assert_eq!(Sha256::parse_hex(&d.hex()), Some(d));
+        assert_eq!(Sha256::parse_prefixed(&d.prefixed()), Some(d));
+        assert!(Sha256::parse_hex(&d.hex().to_uppercase()).is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for i in 0..20u64 {
+            let p = dir.path().join(format!("f{i}"));
+            let data = vec![i as u8; (i * 100_000) as usize];
+            std::fs::write(&p, &data).unwrap();
+            files.push((p, data.len() as u64));
+        }
+        let got = hash_files(&files, &NoProgress).unwrap();
+        for (i, (d, n)) in got.iter().enumerate() {
+            let data = vec![i as u8; i * 100_000];
+            assert_eq!(*d, Sha256::of(&data));
+            assert_eq!(*n, data.len() as u64);
+        }
+        files.push((dir.path().join("missing"), 0));
+        assert!(matches!(
+            hash_files(&files, &NoProgress),
+            Err(Error::NotFound(_))
+        ));
+    }
+}

@@ -1,0 +1,113 @@
+//! [`BundlePath`]: a path inside a bundle that cannot escape it.
+//!
+//! Every path that enters a bundle — from a spec, a manifest, an archive entry — is parsed
+//! into this type first. It is relative, `/`-separated, with no empty, `.` or `..` component,
+//! no backslash, no control character, and short enough for a ustar header (name ≤ 100 bytes,
+//! optional prefix ≤ 155 bytes split at a `/`), so every bundle packs into a plain ustar
+//! archive that every `tar` reads.
+
+use std::fmt;
+
+/// A validated bundle-relative path.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BundlePath(String);
+
+impl BundlePath {
+    /// Parse and validate. The error says what is wrong with the path.
+    pub fn new(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("empty path".into());
+        }
+        if s.starts_with('/') {
+            return Err(format!("{s:?} is an absolute path"));
+        }
+        if s.chars().any(|c| c.is_control() || c == '\\') {
+            return Err(format!("{s:?} holds a control character or a backslash"));
+        }
+        for c in s.split('/') {
+            match c {
+                "" => return Err(format!("{s:?} has an empty path component")),
+                "." | ".." => return Err(format!("{s:?} has a `{c}` component (path traversal)")),
+                _ => {}
+            }
+        }
+        if ustar_split(s).is_none() {
+            return Err(format!(
+                "{s:?} is too long for a ustar archive (at most 255 bytes, file name at most 100)"
+            ));
+        }
+        Ok(BundlePath(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Join onto a folder.
+    pub fn under(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let mut p = dir.to_path_buf();
+        for c in self.0.split('/') {
+            p.push(c);
+        }
+        p
+    }
+}
+
+impl fmt::Display for BundlePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Split a path into ustar `(prefix, name)`: name ≤ 100 bytes, prefix ≤ 155 bytes.
+pub(crate) fn ustar_split(s: &str) -> Option<(&str, &str)> {
+    if s.len() <= 100 {
+        return Some(("", s));
+    }
+    if s.len() > 256 {
+        return None;
+    }
+    // The prefix must end at a '/', be at most 155 bytes, and leave at most 100 for the name.
+    let bytes = s.as_bytes();
+    (0..bytes.len())
+        .filter(|&i| bytes[i] == b'/' && i <= 155 && s.len() - i - 1 <= 100 && i > 0)
+        .map(|i| (&s[..i], &s[i + 1..]))
+        .next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_escapes() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a/.",
+            "a\\b",
+            "a\nb",
+            "a/",
+        ] {
+            assert!(BundlePath::new(bad).is_err(), "{bad:?}");
+        }
+        for good in ["a", "images/blobs/sha256/ab", "docs/INSTALL.md", "a..b/.c"] {
+            assert!(BundlePath::new(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn ustar_limits() {
+        let long_name = "x".repeat(101);
+        assert!(BundlePath::new(&long_name).is_err());
+        let ok = format!("{}/{}", "d".repeat(150), "f".repeat(100));
+        assert!(BundlePath::new(&ok).is_ok());
+        let (p, n) = ustar_split(&ok).unwrap();
+        assert_eq!((p.len(), n.len()), (150, 100));
+        assert!(BundlePath::new(&format!("{}/{}", "d".repeat(156), "f")).is_err());
+    }
+}

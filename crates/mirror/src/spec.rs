@@ -1,0 +1,278 @@
+//! The bundle spec: the YAML file `stella mirror create --spec` reads.
+//!
+//! ```yaml
+//! name: stellaops-airgap                 # bundle id (required)
+//! version: 2025.10.0                     # release version (required)
+//! generation: 7                          # series counter, default 1; thin updates must increase it
+//! issuer: mirror-guild@stella-ops.org    # required; the signed header must agree
+//! validForSeconds: 604800                # optional freshness budget (default 24 h)
+//! images:
+//!   - reference: registry.stella-ops.org/stellaops/authority:2025.10.0
+//!     ociLayout: layouts/authority       # an OCI image layout folder
+//!     refName: 2025.10.0                 # optional: which index.json entry (default: the only one)
+//!   - reference: registry.stella-ops.org/stellaops/concelier:2025.10.0
+//!     dockerArchive: concelier.tar       # `docker save` output (legacy or OCI form)
+//!     repoTag: stellaops/concelier:2025.10.0   # optional: which image of the archive
+//! advisories:
+//!   - path: feeds/nvd-2025-12-01.json.gz # a file → advisories/nvd-2025-12-01.json.gz
+//!   - path: feeds/ghsa                   # a folder → advisories/ghsa/... (recursively)
+//!     target: ghsa                       # optional name under advisories/
+//! ```
+//!
+//! Relative paths resolve against the spec file's folder. Unknown keys are errors (a typo must
+//! not silently drop an image).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, IoContext as _, Result};
+
+/// A parsed spec with paths resolved.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: String,
+    pub version: String,
+    pub generation: u64,
+    pub issuer: String,
+    pub valid_for_seconds: Option<u64>,
+    pub images: Vec<ImageSpec>,
+    pub advisories: Vec<AdvisorySpec>,
+}
+
+/// Where an image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// An OCI image layout folder, optionally choosing an entry by `ref.name` annotation.
+    OciLayout {
+        dir: PathBuf,
+        ref_name: Option<String>,
+    },
+    /// A `docker save` archive, optionally choosing an image by repo tag.
+    DockerArchive {
+        file: PathBuf,
+        repo_tag: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    pub reference: String,
+    pub source: ImageSource,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdvisorySpec {
+    pub path: PathBuf,
+    /// Name under `advisories/`.
+    pub target: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSpec {
+    name: String,
+    version: String,
+    #[serde(default)]
+    generation: Option<u64>,
+    issuer: String,
+    #[serde(default)]
+    valid_for_seconds: Option<u64>,
+    #[serde(default)]
+    images: Vec<RawImage>,
+    #[serde(default)]
+    advisories: Vec<RawAdvisory>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawImage {
+    reference: String,
+    #[serde(default)]
+    oci_layout: Option<String>,
+    #[serde(default)]
+    ref_name: Option<String>,
+    #[serde(default)]
+    docker_archive: Option<String>,
+    #[serde(default)]
+    repo_tag: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdvisory {
+    path: String,
+    #[serde(default)]
+    target: Option<String>,
+}
+
+impl Spec {
+    /// Read and validate a spec file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|e| Error::input(format!("{}: {e}", path.display())))
+    }
+
+    /// Parse spec text; relative paths resolve against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        let raw: RawSpec =
+            serde_norway::from_str(text).map_err(|e| format!("invalid spec: {e}"))?;
+        for (field, v) in [
+            ("name", &raw.name),
+            ("version", &raw.version),
+            ("issuer", &raw.issuer),
+        ] {
+            if v.trim().is_empty() {
+                return Err(format!("`{field}` is empty"));
+            }
+        }
+        if !raw
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(format!(
+                "`name` {:?} may hold only letters, digits, `.`, `_` and `-`",
+                raw.name
+            ));
+        }
+        let generation = raw.generation.unwrap_or(1);
+        if generation == 0 {
+            return Err("`generation` starts at 1".into());
+        }
+        if raw.valid_for_seconds == Some(0) {
+            return Err("`validForSeconds` must be positive".into());
+        }
+        let mut images = Vec::new();
+        for img in raw.images {
+            if img.reference.trim().is_empty() {
+                return Err("an image has an empty `reference`".into());
+            }
+            let source = match (img.oci_layout, img.docker_archive) {
+                (Some(dir), None) => {
+                    if img.repo_tag.is_some() {
+                        return Err(format!(
+                            "image {}: `repoTag` is for `dockerArchive`; use `refName` with `ociLayout`",
+                            img.reference
+                        ));
+                    }
+                    ImageSource::OciLayout {
+                        dir: base.join(dir),
+                        ref_name: img.ref_name,
+                    }
+                }
+                (None, Some(file)) => {
+                    if img.ref_name.is_some() {
+                        return Err(format!(
+                            "image {}: `refName` is for `ociLayout`; use `repoTag` with `dockerArchive`",
+                            img.reference
+                        ));
+                    }
+                    ImageSource::DockerArchive {
+                        file: base.join(file),
+                        repo_tag: img.repo_tag,
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "image {}: give exactly one of `ociLayout` or `dockerArchive`",
+                        img.reference
+                    ))
+                }
+            };
+            if images
+                .iter()
+                .any(|i: &ImageSpec| i.reference == img.reference)
+            {
+                return Err(format!("image {} is listed twice", img.reference));
+            }
+            images.push(ImageSpec {
+                reference: img.reference,
+                source,
+            });
+        }
+        let mut advisories = Vec::new();
+        for a in raw.advisories {
+            let path = base.join(&a.path);
+            let target = match a.target {
+                Some(t) => t,
+                None => Path::new(&a.path)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("advisory path {:?} has no file name", a.path))?,
+            };
+            crate::BundlePath::new(&format!("advisories/{target}"))
+                .map_err(|e| format!("advisory target: {e}"))?;
+            if advisories.iter().any(|x: &AdvisorySpec| x.target == target) {
+                return Err(format!("two advisory entries map to advisories/{target}"));
+            }
+            advisories.push(AdvisorySpec { path, target });
+        }
+        Ok(Spec {
+            name: raw.name,
+            version: raw.version,
+            generation,
+            issuer: raw.issuer,
+            valid_for_seconds: raw.valid_for_seconds,
+            images,
+            advisories,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_form() {
+        let text = r#"
+name: stellaops-airgap
+version: 2025.10.0
+generation: 7
+issuer: mirror-guild@stella-ops.org
+validForSeconds: 604800
+images:
+  - reference: r/a:1
+    ociLayout: layouts/a
+    refName: "1"
+  - reference: r/b:1
+    dockerArchive: b.tar
+advisories:
+  - path: feeds/nvd.json.gz
+  - path: feeds/ghsa
+    target: gh
+"#;
+        let s = Spec::parse(text, Path::new("/s")).unwrap();
+        assert_eq!(s.generation, 7);
+        assert_eq!(
+            s.images[0].source,
+            ImageSource::OciLayout {
+                dir: "/s/layouts/a".into(),
+                ref_name: Some("1".into())
+            }
+        );
+        assert_eq!(s.advisories[0].target, "nvd.json.gz");
+        assert_eq!(s.advisories[1].target, "gh");
+    }
+
+    #[test]
+    fn refuses_mistakes() {
+        let base = "name: n\nversion: v\nissuer: i\n";
+        assert!(Spec::parse(&format!("{base}imagez: []\n"), Path::new("."))
+            .unwrap_err()
+            .contains("imagez"));
+        let both =
+            format!("{base}images:\n  - reference: r\n    ociLayout: a\n    dockerArchive: b\n");
+        assert!(Spec::parse(&both, Path::new("."))
+            .unwrap_err()
+            .contains("exactly one"));
+        let trav = format!("{base}advisories:\n  - path: x\n    target: ../../etc\n");
+        assert!(Spec::parse(&trav, Path::new("."))
+            .unwrap_err()
+            .contains("traversal"));
+        assert!(Spec::parse("name: a/b\nversion: v\nissuer: i\n", Path::new(".")).is_err());
+    }
+}

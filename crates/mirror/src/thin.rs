@@ -1,0 +1,285 @@
+//! Thin bundles: `apply` a thin bundle onto the bundle it updates, and `diff` two manifests.
+//!
+//! A thin bundle's signed manifest describes the complete new bundle and names its base by the
+//! SHA-256 of the base's `manifest.json`. `apply` therefore needs no trust in the base folder
+//! beyond that digest: it checks the thin bundle's signature, that the folder it is applied
+//! onto holds exactly that base manifest (so a thin bundle for another bundle, or one applied
+//! out of order, is refused), then builds the new bundle in a staging folder — files carried by
+//! the thin bundle, the rest copied from the base — checking every file's SHA-256 on the way,
+//! and only then swaps it into place.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::archive::{self, Limits};
+use crate::create::Staging;
+use crate::error::{Error, IoContext as _, Result};
+use crate::hash::{Progress, Sha256};
+use crate::manifest::{FileEntry, Kind, Manifest};
+use crate::names;
+use crate::verify::{self, Options, Report};
+
+/// What `apply` did.
+#[derive(Debug, Clone)]
+pub struct ApplyReport {
+    pub report: Report,
+    pub target: PathBuf,
+    pub carried: usize,
+    pub from_base: usize,
+    pub removed: usize,
+}
+
+/// Apply thin bundle `thin` (a folder or an archive) onto bundle folder `onto`; the result
+/// replaces `onto` atomically, or goes to `output` when given.
+pub fn apply(
+    thin: &Path,
+    onto: &Path,
+    output: Option<&Path>,
+    opts: &Options<'_>,
+    progress: &dyn Progress,
+) -> Result<ApplyReport> {
+    if !onto.is_dir() {
+        return Err(Error::NotFound(onto.to_path_buf()));
+    }
+    let target = output.unwrap_or(onto).to_path_buf();
+    if let Some(o) = output {
+        crate::create::check_output_free(o)?;
+    }
+    // A thin archive is unpacked (checked) into its own staging folder first.
+    let _unpacked;
+    let thin_dir: PathBuf;
+    let thin_report = if thin.is_dir() {
+        thin_dir = thin.to_path_buf();
+        let meta = verify::read_dir_metadata(thin)?;
+        let vm = verify::verify_metadata(&meta, opts)?;
+        let observed = verify::hash_dir_content(thin, &vm.manifest, progress)?;
+        let (files_checked, bytes_checked, from_base) =
+            verify::check_files(&vm.manifest, &observed)?;
+        Report {
+            meta: vm,
+            files_checked,
+            bytes_checked,
+            from_base,
+        }
+    } else {
+        let st = Staging::beside(&target, "thin")?;
+        let obs = archive::read_archive(thin, Some(&st.path), Limits::default(), progress)?;
+        let r = verify::report_from_observed(&obs, opts)?;
+        thin_dir = st.path.clone();
+        _unpacked = st;
+        r
+    };
+    let m = &thin_report.meta.manifest;
+    let Some(base) = (m.kind == Kind::Thin).then_some(m.base.as_ref()).flatten() else {
+        return Err(Error::input(format!(
+            "{} is a full bundle; `apply` takes a thin bundle (kind: thin)",
+            thin.display()
+        )));
+    };
+
+    // The base must be exactly the bundle this update was made for.
+    let onto_bytes = archive::read_metadata_file(onto, names::MANIFEST)?
+        .ok_or_else(|| Error::NotFound(onto.join(names::MANIFEST)))?;
+    let onto_digest = Sha256::of(&onto_bytes);
+    if onto_digest.prefixed() != base.manifest_digest {
+        let held = Manifest::from_json(&onto_bytes).ok();
+        let msg = match held {
+            Some(h) if h.bundle != base.bundle => format!(
+                "wrong base: this thin bundle updates bundle {:?}, but {} holds bundle {:?}",
+                base.bundle,
+                onto.display(),
+                h.bundle
+            ),
+            Some(h) if h.generation < base.generation => format!(
+                "out of order: this thin bundle updates generation {} of {:?}, but {} holds generation {}; apply the updates in between first",
+                base.generation,
+                base.bundle,
+                onto.display(),
+                h.generation
+            ),
+            Some(h) if h.generation > base.generation => format!(
+                "out of order: this thin bundle updates generation {} of {:?}, but {} already holds generation {}",
+                base.generation,
+                base.bundle,
+                onto.display(),
+                h.generation
+            ),
+            _ => format!(
+                "wrong base: this thin bundle updates manifest {}, but {} holds manifest {}",
+                base.manifest_digest,
+                onto.display(),
+                onto_digest.prefixed()
+            ),
+        };
+        return Err(Error::verify(msg));
+    }
+    let base_manifest = Manifest::from_json(&onto_bytes)
+        .map_err(|e| Error::verify(format!("base manifest: {e}")))?;
+
+    // Build the result.
+    let staging = Staging::beside(&target, "apply")?;
+    progress.start("apply", m.total_size());
+    let mut carried = 0;
+    let mut from_base = 0;
+    for f in &m.files {
+        let bp = crate::BundlePath::new(&f.path).map_err(Error::verify)?;
+        let in_thin = bp.under(&thin_dir);
+        let src = if in_thin.is_file() {
+            carried += 1;
+            in_thin
+        } else {
+            match base_manifest.file(&f.path) {
+                Some(b) if b.sha256 == f.sha256 => {
+                    from_base += 1;
+                    bp.under(onto)
+                }
+                _ => {
+                    return Err(Error::verify(format!(
+                        "file {} is not carried by the thin bundle and the base does not hold it",
+                        f.path
+                    )))
+                }
+            }
+        };
+        copy_checked(&src, &bp.under(&staging.path), f, progress)?;
+    }
+    progress.finish();
+    for name in names::METADATA {
+        let src = crate::BundlePath::new(name)
+            .map_err(Error::verify)?
+            .under(&thin_dir);
+        if src.is_file() {
+            let dest = crate::BundlePath::new(name)
+                .map_err(Error::verify)?
+                .under(&staging.path);
+            if let Some(p) = dest.parent() {
+                std::fs::create_dir_all(p).at(p)?;
+            }
+            std::fs::copy(&src, &dest).at(&dest)?;
+        }
+    }
+    // The result must now verify as a complete bundle.
+    let full = verify::verify_dir(&staging.path, opts, &crate::hash::NoProgress)?;
+    if !full.from_base.is_empty() {
+        return Err(Error::verify(format!(
+            "the rebuilt bundle lacks {} file(s), e.g. {}",
+            full.from_base.len(),
+            full.from_base[0]
+        )));
+    }
+    // Swap into place.
+    if output.is_some() {
+        staging.commit(&target)?;
+    } else {
+        let old = Staging::beside(onto, "old")?;
+        std::fs::remove_dir(&old.path).at(&old.path)?;
+        std::fs::rename(onto, &old.path).at(onto)?;
+        if let Err(e) = staging.commit(onto) {
+            let _ = std::fs::rename(&old.path, onto);
+            return Err(e);
+        }
+        drop(old); // removes the previous bundle
+    }
+    Ok(ApplyReport {
+        report: full,
+        target,
+        carried,
+        from_base,
+        removed: m.removed.len(),
+    })
+}
+
+fn copy_checked(src: &Path, dest: &Path, f: &FileEntry, progress: &dyn Progress) -> Result<()> {
+    if let Some(p) = dest.parent() {
+        std::fs::create_dir_all(p).at(p)?;
+    }
+    let (sha, size) = crate::oci::copy_hashing(src, dest, progress)?;
+    if sha.hex() != f.sha256 || size != f.size {
+        return Err(Error::verify(format!(
+            "file {} changed: sha256:{}, the manifest says sha256:{}",
+            f.path,
+            sha.hex(),
+            f.sha256
+        )));
+    }
+    Ok(())
+}
+
+/// Differences between two manifests.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Diff {
+    pub added: Vec<FileEntry>,
+    pub removed: Vec<FileEntry>,
+    pub changed: Vec<Changed>,
+    pub unchanged: usize,
+    pub images_added: Vec<String>,
+    pub images_removed: Vec<String>,
+    pub images_changed: Vec<String>,
+    /// Bytes a thin bundle from A to B carries.
+    pub thin_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Changed {
+    pub path: String,
+    pub old_sha256: String,
+    pub new_sha256: String,
+    pub old_size: u64,
+    pub new_size: u64,
+}
+
+/// Compare manifests `a` (old) and `b` (new).
+pub fn diff(a: &Manifest, b: &Manifest) -> Diff {
+    let mut d = Diff::default();
+    let old: BTreeMap<&str, &FileEntry> = a.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let new: BTreeMap<&str, &FileEntry> = b.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    for (p, f) in &new {
+        match old.get(p) {
+            None => {
+                d.thin_bytes += f.size;
+                d.added.push((*f).clone())
+            }
+            Some(o) if o.sha256 != f.sha256 => {
+                d.thin_bytes += f.size;
+                d.changed.push(Changed {
+                    path: p.to_string(),
+                    old_sha256: o.sha256.clone(),
+                    new_sha256: f.sha256.clone(),
+                    old_size: o.size,
+                    new_size: f.size,
+                })
+            }
+            Some(_) => d.unchanged += 1,
+        }
+    }
+    for (p, f) in &old {
+        if !new.contains_key(p) {
+            d.removed.push((*f).clone());
+        }
+    }
+    let oi: BTreeMap<&str, &str> = a
+        .images
+        .iter()
+        .map(|i| (i.reference.as_str(), i.digest.as_str()))
+        .collect();
+    let ni: BTreeMap<&str, &str> = b
+        .images
+        .iter()
+        .map(|i| (i.reference.as_str(), i.digest.as_str()))
+        .collect();
+    for (r, dg) in &ni {
+        match oi.get(r) {
+            None => d.images_added.push(r.to_string()),
+            Some(o) if o != dg => d.images_changed.push(r.to_string()),
+            _ => {}
+        }
+    }
+    for r in oi.keys() {
+        if !ni.contains_key(r) {
+            d.images_removed.push(r.to_string());
+        }
+    }
+    d
+}

@@ -1,0 +1,516 @@
+//! Verification rules of SPEC §5, for a bundle folder or straight from an archive stream.
+//!
+//! Both paths run the same two stages:
+//! 1. **Metadata** ([`verify_metadata`]): `manifest.dsse` is a DSSE envelope of the mirror
+//!    payload type, signed by enough distinct keyring keys valid for purpose `mirror-bundle`;
+//!    its payload is a canonical, well-formed manifest with purpose `mirror-bundle`;
+//!    `manifest.json` is byte-identical to it; the detached header agrees with it (purpose,
+//!    issuer, keyid among the signers, payload type and digest, signatures); `SHA256SUMS` and
+//!    `SHA256SUMS.dsse` match the digests the manifest signs, `SHA256SUMS` matches the file list,
+//!    `SHA256SUMS.sig` verifies under a signer; `public-key.pem` holds only signer keys; the
+//!    bundle is fresh (`generatedAt` + `validForSeconds`, default 24 h, ±5 s; not in the future).
+//!    No Rekor entry is a warning, not a failure (offline sites have none).
+//! 2. **Content** ([`check_files`]): every listed file is present with its size and SHA-256,
+//!    and nothing unlisted is present. A thin bundle may lack files: those come from its base.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use stella_dsse::Envelope;
+use stella_keys::{Keyring, Policy, Purpose, VerifiedKey};
+use time::OffsetDateTime;
+
+use crate::archive::{self, Limits};
+use crate::error::{Error, Result};
+use crate::hash::{Progress, Sha256};
+use crate::manifest::{format_time, Kind, Manifest, SKEW_SECONDS};
+use crate::names;
+
+/// The detached header (`mirror/metadata/mirror.dsse.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Header {
+    pub created: String,
+    pub issuer: String,
+    pub keyid: String,
+    pub payload_sha256: String,
+    pub payload_type: String,
+    pub purpose: String,
+    pub signatures: Vec<HeaderSignature>,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "rekorUUID")]
+    pub rekor_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekor_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderSignature {
+    pub keyid: String,
+    pub sig: String,
+}
+
+/// What the verifier trusts and how strict it is.
+pub struct Options<'a> {
+    pub keyring: &'a Keyring,
+    /// Distinct trusted keys required.
+    pub threshold: usize,
+    /// The time freshness is judged at (normally now).
+    pub now: OffsetDateTime,
+    /// Override of the manifest's freshness budget.
+    pub max_age: Option<u64>,
+}
+
+/// A bundle whose metadata verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedMetadata {
+    pub manifest: Manifest,
+    pub manifest_bytes: Vec<u8>,
+    pub manifest_digest: Sha256,
+    pub signers: Vec<VerifiedKey>,
+    pub header: Header,
+    pub warnings: Vec<String>,
+    /// Age of the bundle at verification time, in seconds.
+    pub age_seconds: i64,
+}
+
+/// A fully verified bundle.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub meta: VerifiedMetadata,
+    pub files_checked: usize,
+    pub bytes_checked: u64,
+    /// Thin bundles: listed files that were absent (they come from the base).
+    pub from_base: Vec<String>,
+}
+
+/// Metadata files by name (content of those present).
+pub type Metadata = BTreeMap<String, Vec<u8>>;
+
+/// Stage 1: signature, header, checksum files, freshness.
+pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMetadata> {
+    let env_bytes = meta
+        .get(names::ENVELOPE)
+        .ok_or_else(|| Error::verify("manifest.dsse is missing: the bundle is not signed"))?;
+    let envelope = Envelope::from_json_with_limit(env_bytes, crate::MAX_METADATA_BYTES as usize)
+        .map_err(|e| Error::verify(format!("manifest.dsse: {e}")))?;
+    if envelope.payload_type != crate::PAYLOAD_TYPE
+        && envelope.payload_type != crate::PAYLOAD_TYPE_LEGACY
+    {
+        return Err(Error::verify(format!(
+            "manifest.dsse has payload type {:?}, not a mirror bundle manifest ({})",
+            envelope.payload_type,
+            crate::PAYLOAD_TYPE
+        )));
+    }
+    let policy = Policy::new(opts.threshold)
+        .purpose(Purpose::MirrorBundle)
+        .at(opts.now);
+    let signers = stella_keys::verify_envelope(&envelope, opts.keyring, &policy)?;
+    let payload = &envelope.payload;
+    let manifest =
+        Manifest::from_json(payload).map_err(|e| Error::verify(format!("signed manifest: {e}")))?;
+    if stella_dsse::jcs::canonicalize(payload).ok().as_deref() != Some(payload.as_slice()) {
+        return Err(Error::verify(
+            "signed manifest is not canonical JSON (RFC 8785)",
+        ));
+    }
+    let digest = Sha256::of(payload);
+    match meta.get(names::MANIFEST) {
+        None => return Err(Error::verify("manifest.json is missing")),
+        Some(m) if m != payload => {
+            return Err(Error::verify(
+                "manifest.json differs from the payload signed in manifest.dsse (edited after signing?)",
+            ))
+        }
+        Some(_) => {}
+    }
+
+    // The detached header must agree with the signed payload.
+    let hbytes = meta.get(names::HEADER).ok_or_else(|| {
+        Error::verify("mirror/metadata/mirror.dsse.json (detached header) is missing")
+    })?;
+    let hvalue = stella_dsse::jcs::parse_strict(hbytes)
+        .map_err(|e| Error::verify(format!("detached header: {e}")))?;
+    let header: Header = serde_json::from_value(hvalue)
+        .map_err(|e| Error::verify(format!("detached header: {e}")))?;
+    if header.purpose != crate::PURPOSE {
+        return Err(Error::verify(format!(
+            "detached header purpose is {:?}, not \"mirror-bundle\"",
+            header.purpose
+        )));
+    }
+    if header.payload_type != envelope.payload_type {
+        return Err(Error::verify(format!(
+            "detached header payloadType {:?} does not match the envelope's {:?}",
+            header.payload_type, envelope.payload_type
+        )));
+    }
+    if header.payload_sha256 != digest.hex() {
+        return Err(Error::verify(format!(
+            "detached header names payload sha256:{} but the signed manifest is sha256:{}",
+            header.payload_sha256,
+            digest.hex()
+        )));
+    }
+    if header.issuer != manifest.issuer {
+        return Err(Error::verify(format!(
+            "detached header issuer {:?} does not match the manifest issuer {:?}",
+            header.issuer, manifest.issuer
+        )));
+    }
+    if !signers.iter().any(|s| s.key_id.as_str() == header.keyid) {
+        return Err(Error::verify(format!(
+            "detached header keyid {} is not a trusted key that signed the manifest",
+            header.keyid
+        )));
+    }
+    let env_sigs: BTreeSet<(String, String)> = envelope
+        .signatures
+        .iter()
+        .map(|s| (s.keyid.clone(), stella_dsse::b64::encode(&s.sig)))
+        .collect();
+    let hdr_sigs: BTreeSet<(String, String)> = header
+        .signatures
+        .iter()
+        .map(|s| {
+            let canon = stella_dsse::b64::decode(&s.sig)
+                .map(|b| stella_dsse::b64::encode(&b))
+                .unwrap_or_else(|_| s.sig.clone());
+            (s.keyid.clone(), canon)
+        })
+        .collect();
+    if env_sigs != hdr_sigs {
+        return Err(Error::verify(
+            "detached header signatures differ from those of manifest.dsse",
+        ));
+    }
+    crate::manifest::parse_time(&header.created)
+        .map_err(|e| Error::verify(format!("detached header created: {e}")))?;
+    let mut warnings = Vec::new();
+    if header.rekor_uuid.is_none() {
+        warnings.push(
+            "no Rekor entry (rekorUUID) in the detached header: transparency-log inclusion was \
+             not checked; the bundle was verified against the local keyring only"
+                .to_string(),
+        );
+    }
+
+    // Checksum files: their digests are signed in the manifest.
+    if manifest.checksums.is_empty() {
+        return Err(Error::verify(
+            "the signed manifest lists no checksum files (sign it with `stella mirror sign`)",
+        ));
+    }
+    for c in &manifest.checksums {
+        let bytes = meta
+            .get(&c.path)
+            .ok_or_else(|| Error::verify(format!("{} is missing", c.path)))?;
+        if Sha256::of(bytes).hex() != c.sha256 || bytes.len() as u64 != c.size {
+            return Err(Error::verify(format!(
+                "{} does not match the digest the manifest signs",
+                c.path
+            )));
+        }
+    }
+    let sums = meta
+        .get(names::SUMS)
+        .ok_or_else(|| Error::verify("SHA256SUMS is missing"))?;
+    if *sums != manifest.sha256sums() {
+        return Err(Error::verify(
+            "SHA256SUMS does not match the manifest's file list",
+        ));
+    }
+    let sums_env = meta
+        .get(names::SUMS_DSSE)
+        .ok_or_else(|| Error::verify("SHA256SUMS.dsse is missing"))?;
+    let sums_env = Envelope::from_json_with_limit(sums_env, crate::MAX_METADATA_BYTES as usize)
+        .map_err(|e| Error::verify(format!("SHA256SUMS.dsse: {e}")))?;
+    if sums_env.payload != *sums || sums_env.payload_type != crate::SUMS_PAYLOAD_TYPE {
+        return Err(Error::verify("SHA256SUMS.dsse does not carry SHA256SUMS"));
+    }
+    stella_keys::verify_envelope(
+        &sums_env,
+        opts.keyring,
+        &Policy::new(1).purpose(Purpose::MirrorBundle).at(opts.now),
+    )
+    .map_err(|e| Error::verify(format!("SHA256SUMS.dsse: {e}")))?;
+    let signer_keys: Vec<&stella_keys::PublicKey> = opts
+        .keyring
+        .keys()
+        .iter()
+        .filter(|k| signers.iter().any(|s| &s.key_id == k.key.key_id()))
+        .map(|k| &k.key)
+        .collect();
+    if let Some(sig) = meta.get(names::SUMS_SIG) {
+        let text = String::from_utf8_lossy(sig);
+        let raw = stella_dsse::b64::decode(text.trim())
+            .map_err(|e| Error::verify(format!("SHA256SUMS.sig: {e}")))?;
+        if !signer_keys.iter().any(|k| k.verify(sums, &raw)) {
+            return Err(Error::verify(
+                "SHA256SUMS.sig does not verify SHA256SUMS under a key that signed the manifest",
+            ));
+        }
+    } else {
+        return Err(Error::verify("SHA256SUMS.sig is missing"));
+    }
+    if let Some(pem_bytes) = meta.get(names::PUBLIC_KEY) {
+        let blocks = pem::parse_many(pem_bytes)
+            .map_err(|e| Error::verify(format!("public-key.pem: {e}")))?;
+        if blocks.is_empty() {
+            return Err(Error::verify("public-key.pem holds no key"));
+        }
+        for b in blocks {
+            let k = stella_keys::PublicKey::from_spki_der(b.contents())
+                .map_err(|e| Error::verify(format!("public-key.pem: {e}")))?;
+            let pae = envelope.pae();
+            if !envelope.signatures.iter().any(|s| k.verify(&pae, &s.sig)) {
+                return Err(Error::verify(format!(
+                    "public-key.pem holds key {}, which did not sign this bundle",
+                    k.key_id()
+                )));
+            }
+        }
+    }
+
+    if meta.contains_key(names::TIME_ANCHOR) {
+        // Reserved for RFC 3161 anchors; an unverifiable file is never silently accepted.
+        return Err(Error::verify(
+            "time-anchor.json is present, but this build cannot verify time anchors yet",
+        ));
+    }
+
+    // Freshness.
+    let generated = manifest.generated_at_time().map_err(Error::verify)?;
+    let age = (opts.now - generated).whole_seconds();
+    if age < -SKEW_SECONDS {
+        return Err(Error::verify(format!(
+            "bundle generatedAt {} is in the future (more than {SKEW_SECONDS} s ahead of {})",
+            manifest.generated_at,
+            format_time(opts.now)
+        )));
+    }
+    let budget = opts.max_age.unwrap_or(manifest.valid_for());
+    if age
+        > i64::try_from(budget)
+            .unwrap_or(i64::MAX)
+            .saturating_add(SKEW_SECONDS)
+    {
+        return Err(Error::verify(format!(
+            "bundle is stale: generated at {}, {age} s ago, beyond its validity of {budget} s (±{SKEW_SECONDS} s)",
+            manifest.generated_at
+        )));
+    }
+    Ok(VerifiedMetadata {
+        manifest,
+        manifest_bytes: payload.clone(),
+        manifest_digest: digest,
+        signers,
+        header,
+        warnings,
+        age_seconds: age,
+    })
+}
+
+/// Stage 2: compare what is present with what the manifest lists.
+pub fn check_files(
+    manifest: &Manifest,
+    observed: &BTreeMap<String, (u64, Sha256)>,
+) -> Result<(usize, u64, Vec<String>)> {
+    let mut problems = Vec::new();
+    for p in observed.keys() {
+        if manifest.file(p).is_none() {
+            problems.push(format!("unlisted file {p} (not in the signed manifest)"));
+        }
+    }
+    let mut from_base = Vec::new();
+    let mut bytes = 0;
+    let mut count = 0;
+    for f in &manifest.files {
+        match observed.get(&f.path) {
+            None if manifest.kind == Kind::Thin => from_base.push(f.path.clone()),
+            None => problems.push(format!("file {} is missing", f.path)),
+            Some((size, d)) => {
+                if *size != f.size || d.hex() != f.sha256 {
+                    problems.push(format!(
+                        "file {} changed: {size} bytes sha256:{}, the manifest says {} bytes sha256:{}",
+                        f.path,
+                        d.hex(),
+                        f.size,
+                        f.sha256
+                    ));
+                } else {
+                    bytes += size;
+                    count += 1;
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        let n = problems.len();
+        problems.truncate(10);
+        let more = if n > 10 {
+            format!("; and {} more", n - 10)
+        } else {
+            String::new()
+        };
+        return Err(Error::verify(format!(
+            "bundle content does not match the signed manifest ({n} problem{}): {}{more}",
+            if n == 1 { "" } else { "s" },
+            problems.join("; ")
+        )));
+    }
+    Ok((count, bytes, from_base))
+}
+
+/// Read the metadata files of a bundle folder.
+pub fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
+    let mut meta = Metadata::new();
+    for name in names::METADATA {
+        if let Some(b) = archive::read_metadata_file(dir, name)? {
+            meta.insert(name.to_string(), b);
+        }
+    }
+    Ok(meta)
+}
+
+/// Verify a bundle folder.
+pub fn verify_dir(dir: &Path, opts: &Options<'_>, progress: &dyn Progress) -> Result<Report> {
+    if !dir.is_dir() {
+        return Err(Error::NotFound(dir.to_path_buf()));
+    }
+    let meta = read_dir_metadata(dir)?;
+    let vm = verify_metadata(&meta, opts)?;
+    let observed = hash_dir_content(dir, &vm.manifest, progress)?;
+    let (files_checked, bytes_checked, from_base) = check_files(&vm.manifest, &observed)?;
+    Ok(Report {
+        meta: vm,
+        files_checked,
+        bytes_checked,
+        from_base,
+    })
+}
+
+/// Hash the content files of a folder (every file but the metadata) on every core.
+pub fn hash_dir_content(
+    dir: &Path,
+    manifest: &Manifest,
+    progress: &dyn Progress,
+) -> Result<BTreeMap<String, (u64, Sha256)>> {
+    let all = archive::walk(dir)?;
+    let content: Vec<String> = all.into_iter().filter(|p| !names::is_metadata(p)).collect();
+    let sized: Vec<(PathBuf, u64)> = content
+        .iter()
+        .map(|p| {
+            let size = manifest.file(p).map(|f| f.size).unwrap_or(0);
+            (
+                crate::BundlePath::new(p)
+                    .map(|b| b.under(dir))
+                    .unwrap_or_else(|_| dir.join(p)),
+                size,
+            )
+        })
+        .collect();
+    progress.start("verify", sized.iter().map(|s| s.1).sum());
+    let hashed = crate::hash::hash_files(&sized, progress);
+    progress.finish();
+    let hashed = hashed?;
+    Ok(content
+        .into_iter()
+        .zip(hashed)
+        .map(|(p, (d, n))| (p, (n, d)))
+        .collect())
+}
+
+/// Verify an archive from its stream (no extraction).
+pub fn verify_archive(path: &Path, opts: &Options<'_>, progress: &dyn Progress) -> Result<Report> {
+    let obs = archive::read_archive(path, None, Limits::default(), progress)?;
+    report_from_observed(&obs, opts)
+}
+
+/// Both stages over what an archive stream yielded.
+pub fn report_from_observed(obs: &archive::Observed, opts: &Options<'_>) -> Result<Report> {
+    let vm = verify_metadata(&obs.metadata, opts)?;
+    let (files_checked, bytes_checked, from_base) = check_files(&vm.manifest, &obs.files)?;
+    Ok(Report {
+        meta: vm,
+        files_checked,
+        bytes_checked,
+        from_base,
+    })
+}
+
+/// `verify-checksums`: every line of `SHA256SUMS` matches, and the folder holds nothing else
+/// but metadata. No keys involved (that is `verify`'s job).
+pub fn verify_checksums(dir: &Path, progress: &dyn Progress) -> Result<(usize, u64)> {
+    let sums = archive::read_metadata_file(dir, names::SUMS)?
+        .ok_or_else(|| Error::NotFound(dir.join(names::SUMS)))?;
+    let text =
+        std::str::from_utf8(&sums).map_err(|_| Error::verify("SHA256SUMS is not UTF-8 text"))?;
+    let mut listed: BTreeMap<String, Sha256> = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let (hex, path) = line.split_once("  ").ok_or_else(|| {
+            Error::verify(format!("SHA256SUMS line {}: not `<sha256>  <path>`", i + 1))
+        })?;
+        let d = Sha256::parse_hex(hex)
+            .ok_or_else(|| Error::verify(format!("SHA256SUMS line {}: malformed digest", i + 1)))?;
+        crate::BundlePath::new(path)
+            .map_err(|e| Error::verify(format!("SHA256SUMS line {}: {e}", i + 1)))?;
+        if listed.insert(path.to_string(), d).is_some() {
+            return Err(Error::verify(format!("SHA256SUMS lists {path} twice")));
+        }
+    }
+    let files = archive::walk(dir)?;
+    let mut problems = Vec::new();
+    let content: Vec<String> = files
+        .into_iter()
+        .filter(|p| !names::is_metadata(p))
+        .collect();
+    for p in &content {
+        if !listed.contains_key(p) {
+            problems.push(format!("unlisted file {p}"));
+        }
+    }
+    let present: BTreeSet<&String> = content.iter().collect();
+    for p in listed.keys() {
+        if !present.contains(p) {
+            problems.push(format!("file {p} is missing"));
+        }
+    }
+    let to_hash: Vec<(PathBuf, u64)> = listed
+        .keys()
+        .filter(|p| present.contains(p))
+        .map(|p| {
+            let abs = dir.join(p);
+            let size = std::fs::metadata(&abs).map(|m| m.len()).unwrap_or(0);
+            (abs, size)
+        })
+        .collect();
+    progress.start("verify-checksums", to_hash.iter().map(|s| s.1).sum());
+    let hashed = crate::hash::hash_files(&to_hash, progress);
+    progress.finish();
+    let hashed = hashed?;
+    let mut bytes = 0;
+    for ((p, d), (got, n)) in listed
+        .iter()
+        .filter(|(p, _)| present.contains(p))
+        .zip(hashed)
+    {
+        if *d != got {
+            problems.push(format!(
+                "file {p} changed: sha256:{} != sha256:{}",
+                got.hex(),
+                d.hex()
+            ));
+        }
+        bytes += n;
+    }
+    if !problems.is_empty() {
+        return Err(Error::verify(format!(
+            "SHA256SUMS check failed: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok((to_hash.len(), bytes))
+}

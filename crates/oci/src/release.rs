@@ -1,0 +1,668 @@
+//! Image signatures and the release-integrity verdict (SPEC §4).
+//!
+//! Signing ([`sign_image`]) writes what cosign v3 writes for `cosign sign`: an in-toto
+//! statement with predicate type `https://sigstore.dev/cosign/sign/v1` and an empty predicate,
+//! whose subject is the image manifest digest, signed as a DSSE envelope inside a Sigstore
+//! bundle v0.3, pushed as an OCI 1.1 referrer (artifactType
+//! `application/vnd.dev.sigstore.bundle.v0.3+json`, `subject` = the image manifest).
+//!
+//! Verifying ([`verify_image`], [`verify_image_release`]) fails closed. The image must resolve
+//! (digest-checked); every signature candidate — bundles from the referrers API or the tag
+//! schema, and cosign's legacy `sha256-<hex>.sig` signatures — is checked on its own: the
+//! artifact manifest must hash to its listed digest and name the image as `subject`; the
+//! bundle must hash to its layer digest, carry a DSSE in-toto statement signed by an
+//! eligible keyring key (purpose `release` for the release check, inside its validity window,
+//! not revoked), with the image-signature predicate type and the image digest among its
+//! subjects. The image is trusted only if at least one candidate passes all of that. A
+//! registry we cannot reach or that refuses us is an error, never "no signatures".
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::Serialize;
+use serde_json::{json, Value};
+use stella_dsse::{Bundle, Statement, Subject, VerificationMaterial, PAYLOAD_TYPE_IN_TOTO};
+use stella_keys::{Keyring, Policy, Purpose, Signer};
+use time::OffsetDateTime;
+
+use crate::client::Client;
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::media::{Descriptor, SIGSTORE_BUNDLE_V03};
+use crate::reference::Reference;
+use crate::referrers::{
+    attach_artifact, cosign_signature_manifest, list_referrers, ReferrerSource,
+    COSIGN_SIGNATURE_ANNOTATION, COSIGN_SIMPLESIGNING,
+};
+
+/// cosign v3's image-signature predicate type (what `stella sign image` signs).
+pub const COSIGN_SIGN_V1: &str = "https://sigstore.dev/cosign/sign/v1";
+/// `critical.type` of cosign's legacy simple-signing payload.
+pub const COSIGN_LEGACY_TYPE: &str = "cosign container image signature";
+pub const BUNDLE_CONTENT_ANNOTATION: &str = "dev.sigstore.bundle.content";
+pub const BUNDLE_PREDICATE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
+const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
+/// Bundle media types we read as signature referrers.
+const BUNDLE_TYPES: &[&str] = &[
+    SIGSTORE_BUNDLE_V03,
+    "application/vnd.dev.sigstore.bundle+json;version=0.3",
+];
+/// At most this many candidates are examined (a registry could list thousands).
+const MAX_CANDIDATES: usize = 64;
+const MAX_SIGNATURE_BLOB: u64 = 4 * 1024 * 1024;
+
+/// What [`sign_image`] pushed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedImage {
+    /// The image, pinned to the signed digest.
+    pub image: String,
+    pub digest: Digest,
+    pub media_type: String,
+    /// The referrer (artifact manifest) holding the bundle.
+    pub referrer: Digest,
+    pub key_id: String,
+    pub predicate_type: String,
+    /// The `sha256-<hex>` fallback index was updated (registry without referrers API).
+    pub fallback_index_updated: bool,
+    #[serde(skip)]
+    pub bundle: Vec<u8>,
+}
+
+/// Sign the image `image` (tag or digest) and attach the bundle as a referrer.
+pub async fn sign_image(
+    client: &Client,
+    image: &Reference,
+    signer: &dyn Signer,
+) -> Result<SignedImage> {
+    let manifest = client.fetch_manifest(image).await?;
+    let subject = manifest.descriptor();
+    let repo = image.clone().without_tag();
+    let statement = Statement::new(
+        vec![Subject::sha256(repo.name(), subject.digest.hex())
+            .map_err(|e| Error::Sign(e.to_string()))?],
+        COSIGN_SIGN_V1,
+        json!({}),
+    )
+    .map_err(|e| Error::Sign(e.to_string()))?;
+    let envelope =
+        stella_keys::attest(&statement, &[signer]).map_err(|e| Error::Sign(e.to_string()))?;
+    let bundle = stella_keys::to_bundle(envelope, signer)
+        .map_err(|e| Error::Sign(e.to_string()))?
+        .to_json();
+    let created = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc())
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| Error::Sign(e.to_string()))?;
+    let annotations: BTreeMap<String, String> = [
+        (BUNDLE_CONTENT_ANNOTATION, "dsse-envelope"),
+        (BUNDLE_PREDICATE_ANNOTATION, COSIGN_SIGN_V1),
+        (CREATED_ANNOTATION, created.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let attached = attach_artifact(
+        client,
+        &repo,
+        &subject,
+        SIGSTORE_BUNDLE_V03,
+        &bundle,
+        SIGSTORE_BUNDLE_V03,
+        annotations,
+    )
+    .await?;
+    Ok(SignedImage {
+        image: repo.pinned(subject.digest).to_string(),
+        digest: subject.digest,
+        media_type: subject.media_type,
+        referrer: attached.manifest.digest,
+        key_id: signer.key_id().to_string(),
+        predicate_type: COSIGN_SIGN_V1.to_string(),
+        fallback_index_updated: attached.fallback_updated,
+        bundle,
+    })
+}
+
+/// What a verification requires of signing keys.
+#[derive(Debug, Clone)]
+pub struct ReleasePolicy {
+    /// The purpose keys must be trusted for (`None`: any).
+    pub purpose: Option<Purpose>,
+    /// When keys must be valid (normally now).
+    pub at: OffsetDateTime,
+}
+
+impl ReleasePolicy {
+    /// Keys trusted for `release`, valid now.
+    pub fn release() -> Self {
+        ReleasePolicy {
+            purpose: Some(Purpose::Release),
+            at: OffsetDateTime::now_utc(),
+        }
+    }
+
+    /// Any purpose, valid now.
+    pub fn any_purpose() -> Self {
+        ReleasePolicy {
+            purpose: None,
+            at: OffsetDateTime::now_utc(),
+        }
+    }
+}
+
+/// One signature candidate and what became of it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckedSignature {
+    /// The referrer manifest (or, for legacy signatures, the `.sig` manifest).
+    pub referrer: Digest,
+    pub source: ReferrerSource,
+    pub artifact_type: Option<String>,
+    pub trusted: bool,
+    pub signer: Option<String>,
+    pub keyid: Option<String>,
+    pub reason: String,
+}
+
+/// The trust verdict for an image (the shape of SPEC §4's referrers verdict, plus detail).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    pub reference: String,
+    /// The image manifest digest the verdict is about (`None` if it did not resolve).
+    pub digest: Option<Digest>,
+    pub trusted: bool,
+    /// Keyring id of the key that signed (trusted verdicts).
+    pub signer: Option<String>,
+    pub keyid: Option<String>,
+    pub artifact_type: Option<String>,
+    pub reason: String,
+    /// Where the trusted signature was found.
+    pub source: Option<ReferrerSource>,
+    /// Every candidate examined.
+    pub signatures: Vec<CheckedSignature>,
+}
+
+impl Verdict {
+    fn untrusted(reference: &Reference, digest: Option<Digest>, reason: String) -> Self {
+        Verdict {
+            reference: reference.to_string(),
+            digest,
+            trusted: false,
+            signer: None,
+            keyid: None,
+            artifact_type: None,
+            reason,
+            source: None,
+            signatures: Vec::new(),
+        }
+    }
+}
+
+/// The release-integrity check the Signer service runs on scanner images: [`verify_image`]
+/// with keys trusted for purpose `release`.
+pub async fn verify_image_release(
+    client: &Client,
+    image: &Reference,
+    keyring: &Keyring,
+) -> Result<Verdict> {
+    verify_image(client, image, keyring, &ReleasePolicy::release()).await
+}
+
+/// Verify that `image` carries a signature by an eligible key of `keyring`.
+///
+/// `Ok` with `trusted: false` and a reason when no signature qualifies (including an image
+/// that does not exist, or a registry serving bytes that do not match their digests); `Err`
+/// only when the answer cannot be known (registry unreachable, authentication refused).
+pub async fn verify_image(
+    client: &Client,
+    image: &Reference,
+    keyring: &Keyring,
+    policy: &ReleasePolicy,
+) -> Result<Verdict> {
+    if keyring.is_empty() {
+        return Err(Error::Input("the keyring holds no keys".into()));
+    }
+    let repo = image.clone().without_tag();
+    let manifest = match client.fetch_manifest(image).await {
+        Ok(m) => m,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound) => {
+            return Ok(Verdict::untrusted(
+                image,
+                None,
+                format!("image not found: {e}"),
+            ))
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::Integrity) => {
+            return Ok(Verdict::untrusted(
+                image,
+                image.digest().copied(),
+                format!("the registry's answer for the image failed verification: {e}"),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    let digest = manifest.digest;
+
+    let mut checked = Vec::new();
+    let referrers = match list_referrers(client, &repo, &digest, None).await {
+        Ok(r) => Some(r),
+        Err(e) if e.kind() == ErrorKind::Integrity => {
+            checked.push(CheckedSignature {
+                referrer: digest,
+                source: ReferrerSource::TagSchema,
+                artifact_type: None,
+                trusted: false,
+                signer: None,
+                keyid: None,
+                reason: e.to_string(),
+            });
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let mut listed_source = ReferrerSource::TagSchema;
+    if let Some(r) = referrers {
+        listed_source = r.source;
+        for desc in r
+            .descriptors
+            .iter()
+            .filter(|d| {
+                d.artifact_type
+                    .as_deref()
+                    .is_some_and(|a| BUNDLE_TYPES.contains(&a))
+            })
+            .take(MAX_CANDIDATES)
+        {
+            checked
+                .push(check_bundle(client, &repo, &digest, desc, r.source, keyring, policy).await?);
+        }
+    }
+    match cosign_signature_manifest(client, &repo, &digest).await {
+        Ok(Some(sig)) => {
+            checked.extend(check_legacy(client, &repo, &digest, &sig, keyring, policy).await?)
+        }
+        Ok(None) => {}
+        Err(e) if e.kind() == ErrorKind::Integrity => checked.push(CheckedSignature {
+            referrer: digest,
+            source: ReferrerSource::CosignTag,
+            artifact_type: None,
+            trusted: false,
+            signer: None,
+            keyid: None,
+            reason: e.to_string(),
+        }),
+        Err(e) => return Err(e),
+    }
+
+    let mut v = Verdict::untrusted(image, Some(digest), String::new());
+    if let Some(ok) = checked.iter().find(|c| c.trusted) {
+        v.trusted = true;
+        v.signer = ok.signer.clone();
+        v.keyid = ok.keyid.clone();
+        v.artifact_type = ok.artifact_type.clone();
+        v.source = Some(ok.source);
+        v.reason = format!(
+            "signed by {} ({}), found through the {}",
+            ok.signer.as_deref().unwrap_or("?"),
+            ok.keyid.as_deref().unwrap_or("?"),
+            ok.source
+        );
+    } else if checked.is_empty() {
+        v.reason = format!(
+            "no signature found (looked in the {listed_source} and the cosign tag {}.sig)",
+            digest.tag_form()
+        );
+    } else {
+        v.artifact_type = checked.first().and_then(|c| c.artifact_type.clone());
+        v.reason = format!(
+            "no trusted signature: {}",
+            checked
+                .iter()
+                .map(|c| format!("{} ({}): {}", c.referrer, c.source, c.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    v.signatures = checked;
+    Ok(v)
+}
+
+async fn check_bundle(
+    client: &Client,
+    repo: &Reference,
+    image: &Digest,
+    desc: &Descriptor,
+    source: ReferrerSource,
+    keyring: &Keyring,
+    policy: &ReleasePolicy,
+) -> Result<CheckedSignature> {
+    let mut out = CheckedSignature {
+        referrer: desc.digest,
+        source,
+        artifact_type: desc.artifact_type.clone(),
+        trusted: false,
+        signer: None,
+        keyid: None,
+        reason: String::new(),
+    };
+    match bundle_outcome(client, repo, image, desc, keyring, policy).await? {
+        Ok((id, keyid)) => {
+            out.trusted = true;
+            out.reason = "signature verified".into();
+            out.signer = Some(id);
+            out.keyid = Some(keyid);
+        }
+        Err(reason) => out.reason = reason,
+    }
+    Ok(out)
+}
+
+/// `Ok(Ok((keyring id, key id)))` when the candidate is a trusted signature of `image`,
+/// `Ok(Err(reason))` when it is not, `Err` when the registry cannot be asked.
+async fn bundle_outcome(
+    client: &Client,
+    repo: &Reference,
+    image: &Digest,
+    desc: &Descriptor,
+    keyring: &Keyring,
+    policy: &ReleasePolicy,
+) -> Result<std::result::Result<(String, String), String>> {
+    let manifest = match client.fetch_manifest(&repo.pinned(desc.digest)).await {
+        Ok(m) => m,
+        Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::NotFound) => {
+            return Ok(Err(e.to_string()))
+        }
+        Err(e) => return Err(e),
+    };
+    let what = format!("referrer {}", desc.digest);
+    match manifest.subject(&what) {
+        Ok(Some(s)) if s.digest == *image => {}
+        Ok(Some(s)) => return Ok(Err(format!("its subject is {}, not this image", s.digest))),
+        Ok(None) => return Ok(Err("it has no subject".into())),
+        Err(e) => return Ok(Err(e.to_string())),
+    }
+    let layers = match manifest.layers(&what) {
+        Ok(l) => l,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let bundles: Vec<&Descriptor> = layers
+        .iter()
+        .filter(|l| BUNDLE_TYPES.contains(&l.media_type.as_str()))
+        .collect();
+    let [layer] = bundles.as_slice() else {
+        return Ok(Err(format!(
+            "expected exactly one bundle layer, found {}",
+            bundles.len()
+        )));
+    };
+    let bytes = match client
+        .fetch_blob_bytes(repo, layer, MAX_SIGNATURE_BLOB)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::NotFound) => {
+            return Ok(Err(e.to_string()))
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(check_bundle_bytes(&bytes, image, keyring, policy))
+}
+
+/// Verify bundle bytes as a signature of `image`.
+pub fn check_bundle_bytes(
+    bytes: &[u8],
+    image: &Digest,
+    keyring: &Keyring,
+    policy: &ReleasePolicy,
+) -> std::result::Result<(String, String), String> {
+    let bundle = Bundle::from_json(bytes).map_err(|e| e.to_string())?;
+    if let VerificationMaterial::Certificate { .. } = bundle.material {
+        return Err(
+            "certificate-based (keyless) bundle: needs Fulcio and TSA trust roots, not supported"
+                .into(),
+        );
+    }
+    let mut p = Policy::new(1)
+        .payload_type(PAYLOAD_TYPE_IN_TOTO)
+        .at(policy.at);
+    p.purpose = policy.purpose;
+    let signers =
+        stella_keys::verify_envelope(&bundle.envelope, keyring, &p).map_err(|e| e.to_string())?;
+    let statement = Statement::from_json(&bundle.envelope.payload)
+        .map_err(|e| format!("signed payload is not an in-toto statement: {e}"))?;
+    if statement.predicate_type != COSIGN_SIGN_V1 {
+        return Err(format!(
+            "predicate type {} is not an image signature ({COSIGN_SIGN_V1})",
+            statement.predicate_type
+        ));
+    }
+    let hex = image.hex();
+    if !statement.sha256_digests().any(|d| d == hex) {
+        return Err(format!(
+            "the signed statement is about other digests, not {image}"
+        ));
+    }
+    let first = signers
+        .first()
+        .ok_or_else(|| "no signer counted".to_string())?;
+    Ok((first.id.clone(), first.key_id.to_string()))
+}
+
+async fn check_legacy(
+    client: &Client,
+    repo: &Reference,
+    image: &Digest,
+    sig: &crate::media::Document,
+    keyring: &Keyring,
+    policy: &ReleasePolicy,
+) -> Result<Vec<CheckedSignature>> {
+    let what = format!("cosign signature {}", sig.digest);
+    let mut out = Vec::new();
+    let layers = match sig.layers(&what) {
+        Ok(l) => l,
+        Err(e) => {
+            out.push(legacy(sig.digest, false, None, e.to_string()));
+            return Ok(out);
+        }
+    };
+    for layer in layers
+        .iter()
+        .filter(|l| l.media_type == COSIGN_SIMPLESIGNING)
+        .take(MAX_CANDIDATES)
+    {
+        let payload = match client
+            .fetch_blob_bytes(repo, layer, MAX_SIGNATURE_BLOB)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::NotFound) => {
+                out.push(legacy(sig.digest, false, None, e.to_string()));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        out.push(
+            match check_legacy_payload(&payload, layer, image, keyring, policy) {
+                Ok((id, keyid)) => legacy(
+                    sig.digest,
+                    true,
+                    Some((id, keyid)),
+                    "legacy cosign signature verified".into(),
+                ),
+                Err(reason) => legacy(sig.digest, false, None, reason),
+            },
+        );
+    }
+    if out.is_empty() {
+        out.push(legacy(
+            sig.digest,
+            false,
+            None,
+            "the .sig manifest has no simple-signing layer".into(),
+        ));
+    }
+    Ok(out)
+}
+
+fn legacy(
+    referrer: Digest,
+    trusted: bool,
+    who: Option<(String, String)>,
+    reason: String,
+) -> CheckedSignature {
+    let (signer, keyid) = match who {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    };
+    CheckedSignature {
+        referrer,
+        source: ReferrerSource::CosignTag,
+        artifact_type: Some(COSIGN_SIMPLESIGNING.to_string()),
+        trusted,
+        signer,
+        keyid,
+        reason,
+    }
+}
+
+/// A legacy cosign signature: the annotation signs the payload bytes (cosign's
+/// `sign-blob` form); the payload must name the image digest.
+fn check_legacy_payload(
+    payload: &[u8],
+    layer: &Descriptor,
+    image: &Digest,
+    keyring: &Keyring,
+    policy: &ReleasePolicy,
+) -> std::result::Result<(String, String), String> {
+    let sig_b64 = layer
+        .annotations
+        .get(COSIGN_SIGNATURE_ANNOTATION)
+        .ok_or("the layer has no signature annotation")?;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(sig_b64.trim())
+        .map_err(|_| "the signature annotation is not base64".to_string())?;
+    let mut refused = None;
+    let mut signer = None;
+    for tk in keyring.keys() {
+        if !tk.key.verify(payload, &sig) {
+            continue;
+        }
+        match tk.check(policy.purpose, policy.at) {
+            Ok(()) => {
+                signer = Some((tk.id.clone(), tk.key.key_id().to_string()));
+                break;
+            }
+            Err(why) => refused = Some(format!("key {:?}: {why}", tk.id)),
+        }
+    }
+    let Some(who) = signer else {
+        return Err(refused.unwrap_or_else(|| "no trusted key verifies the signature".into()));
+    };
+    let v: Value =
+        serde_json::from_slice(payload).map_err(|e| format!("signed payload is not JSON: {e}"))?;
+    let ty = v["critical"]["type"].as_str().unwrap_or_default();
+    if ty != COSIGN_LEGACY_TYPE && ty != COSIGN_SIGN_V1 {
+        return Err(format!(
+            "signed payload type {ty:?} is not an image signature"
+        ));
+    }
+    let named = v["critical"]["image"]["docker-manifest-digest"]
+        .as_str()
+        .unwrap_or_default();
+    if named != image.to_string() {
+        return Err(format!("the signed payload names {named:?}, not {image}"));
+    }
+    Ok(who)
+}
+
+/// cosign's legacy simple-signing payload for `image` (used to write legacy signatures).
+pub fn simple_signing_payload(image: &Reference, digest: &Digest) -> Vec<u8> {
+    let v = json!({
+        "critical": {
+            "identity": {"docker-reference": image.name()},
+            "image": {"docker-manifest-digest": digest.to_string()},
+            "type": COSIGN_LEGACY_TYPE,
+        },
+        "optional": null,
+    });
+    v.to_string().into_bytes()
+}
+
+/// Write a legacy cosign signature (`sha256-<hex>.sig`, simple-signing payload signed in
+/// cosign's `sign-blob` form), appended to any signatures already there. For verifiers that
+/// predate referrers; `stella sign image` writes bundles.
+pub async fn sign_image_legacy(
+    client: &Client,
+    image: &Reference,
+    signer: &dyn Signer,
+) -> Result<Digest> {
+    let manifest = client.fetch_manifest(image).await?;
+    let repo = image.clone().without_tag();
+    let payload = simple_signing_payload(&repo, &manifest.digest);
+    let sig = signer
+        .sign(&payload)
+        .map_err(|e| Error::Sign(e.to_string()))?;
+    let progress: std::sync::Arc<dyn crate::Progress> =
+        std::sync::Arc::new(crate::progress::NoProgress);
+    let payload_d = Digest::of(&payload);
+    client
+        .push_blob(
+            &repo,
+            &payload_d,
+            payload.len() as u64,
+            crate::upload::BlobSource::Bytes(&payload),
+            None,
+            &progress,
+        )
+        .await?;
+    let mut layer = Descriptor::new(COSIGN_SIMPLESIGNING, payload_d, payload.len() as u64);
+    layer.annotations.insert(
+        COSIGN_SIGNATURE_ANNOTATION.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(&sig),
+    );
+    let mut layers: Vec<Value> =
+        match cosign_signature_manifest(client, &repo, &manifest.digest).await? {
+            Some(old) => old.json["layers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|l| l["digest"].as_str() != Some(payload_d.to_string().as_str()))
+                .collect(),
+            None => Vec::new(),
+        };
+    layers.push(layer.to_value());
+    let diff_ids: Vec<Value> = layers.iter().map(|l| l["digest"].clone()).collect();
+    let config = json!({
+        "architecture": "", "os": "", "config": {},
+        "created": "0001-01-01T00:00:00Z",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let config_bytes = stella_dsse::jcs::to_vec(&config).map_err(|e| Error::Sign(e.to_string()))?;
+    let config_d = Digest::of(&config_bytes);
+    client
+        .push_blob(
+            &repo,
+            &config_d,
+            config_bytes.len() as u64,
+            crate::upload::BlobSource::Bytes(&config_bytes),
+            None,
+            &progress,
+        )
+        .await?;
+    let m = json!({
+        "schemaVersion": 2,
+        "mediaType": crate::media::OCI_MANIFEST,
+        "config": {"mediaType": crate::media::OCI_CONFIG, "digest": config_d.to_string(), "size": config_bytes.len()},
+        "layers": layers,
+    });
+    let bytes = stella_dsse::jcs::to_vec(&m).map_err(|e| Error::Sign(e.to_string()))?;
+    let tag = repo.with_tag(&format!("{}.sig", manifest.digest.tag_form()))?;
+    let (d, _) = client
+        .put_manifest(&tag, &bytes, crate::media::OCI_MANIFEST)
+        .await?;
+    Ok(d)
+}

@@ -1,0 +1,519 @@
+//! Load driver for the Signer service (issue #5 item 10). Not a timed test: run it with
+//! `scripts/signer-bench.sh` (= `cargo bench -p stella-signer --bench load -- [OPTIONS]`).
+//!
+//! One process, two runtimes: the real service (`AppBuilder` + `server::serve`, the code
+//! `stella signer serve` runs, plain HTTP on 127.0.0.1, its own worker threads) and the load
+//! generator (HTTP/1.1 keep-alive connections over loopback). Every `/sign/dsse` request
+//! carries a DPoP-bound ES256 access token and a fresh ES256 DPoP proof (unique `jti`, so the
+//! replay cache is exercised), both verified in full by the service; the service signs with
+//! a P-256 key and appends a hash-chained audit record to SQLite (WAL, `synchronous=FULL`,
+//! group commit) *before* answering; JSON request logs are formatted (into a sink). Proofs
+//! are made before each phase so the generator spends its CPU on HTTP, not on ECDSA.
+//!
+//! Phases, same server, same run:
+//! 1. `GET /healthz` closed loop (the trivial route) — requests/s;
+//! 2. `POST /api/v1/signer/sign/dsse` closed loop — signatures/s, latency percentiles;
+//! 3. `/sign/dsse` open loop at a fixed rate (default 2,000 req/s) — latency measured from
+//!    each request's *scheduled* send time (no coordinated omission).
+//!
+//! Options: `--duration SECS` (per phase, default 10), `--connections N` (default 64),
+//! `--rate R` (default 2000), `--server-threads N` (default 2), `--client-threads N`
+//! (default 2), `--log-level LEVEL` (default info), `--token-cache N` (verified-token cache
+//! entries, default 100000; 0 = verify every access token's signature on every request).
+
+#![allow(clippy::unwrap_used, clippy::panic)] // a benchmark that cannot set up should stop loudly
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use serde_json::json;
+use stella_keys::{Algorithm, FileKey, Signer as _};
+use stella_signer::client::DpopKey;
+use stella_signer::{AppBuilder, AppState, Config, TenantKeys};
+
+struct Opts {
+    duration: u64,
+    connections: usize,
+    rate: u64,
+    server_threads: usize,
+    client_threads: usize,
+    log_level: String,
+    token_cache: usize,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        duration: 10,
+        connections: 64,
+        rate: 2000,
+        server_threads: 2,
+        client_threads: 2,
+        log_level: "info".into(),
+        token_cache: 100_000,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let v = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--duration" => o.duration = v.parse().unwrap(),
+            "--connections" => o.connections = v.parse().unwrap(),
+            "--rate" => o.rate = v.parse().unwrap(),
+            "--server-threads" => o.server_threads = v.parse().unwrap(),
+            "--client-threads" => o.client_threads = v.parse().unwrap(),
+            "--log-level" => o.log_level = v,
+            "--token-cache" => o.token_cache = v.parse().unwrap(),
+            "--bench" => {
+                i += 1;
+                continue;
+            }
+            other => panic!("unknown option {other}"),
+        }
+        i += 2;
+    }
+    o
+}
+
+const SIGN: &str = "/api/v1/signer/sign/dsse";
+
+struct Server {
+    addr: std::net::SocketAddr,
+    audit_db: std::path::PathBuf,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+    signing_key_id: String,
+}
+
+/// Start the service with a pinned Authority JWKS, an in-process Licensing stub, a P-256
+/// signing key and a SQLite audit log under `dir`.
+fn start_server(dir: &std::path::Path, authority: &FileKey, o: &Opts) -> Server {
+    let mut jwk = stella_signer::jose::sign::public_jwk(authority);
+    jwk["kid"] = json!("bench-1");
+    std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string()).unwrap();
+    let audit_db = dir.join("audit.db");
+    let (tx_addr, rx_addr) = std::sync::mpsc::channel();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let threads = o.server_threads;
+    let token_cache = o.token_cache;
+    let dir = dir.to_path_buf();
+    let db = audit_db.clone();
+    let signing = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+    let signing_key_id = signing.key_id().to_string();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("signer")
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            // Licensing stub (answers are cached by the service: one call per run).
+            let lic = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let lic_url = format!("http://{}/license/introspect", lic.local_addr().unwrap());
+            let app = axum::Router::new().route(
+                "/license/introspect",
+                axum::routing::post(|| async {
+                    axum::Json(
+                        json!({"active": true, "licenseId": "lic-bench", "plan": "enterprise",
+                        "tenant": "tenant-bench", "limits": {"qps": 1.0e6, "burst": 1.0e6,
+                        "maxConcurrent": 100000, "maxArtifactBytes": 1048576}}),
+                    )
+                }),
+            );
+            tokio::spawn(async move { axum::serve(lic, app).await.unwrap() });
+            let cfg_text = format!(
+                r#"
+[server]
+listen = "127.0.0.1:0"
+[authority]
+issuer = "https://authority.bench"
+jwks_file = "{jwks}"
+verified_token_cache_entries = {token_cache}
+[licensing]
+introspect_url = "{lic_url}"
+cache_ttl_seconds = 3600
+[release]
+trusted_scanner_digests = ["sha256:{scanner}"]
+[audit]
+path = "{db}"
+[signing]
+keys = ["unused"]
+"#,
+                jwks = dir.join("jwks.json").display(),
+                scanner = "1".repeat(64),
+                db = db.display(),
+            );
+            let cfg = Config::from_toml(&cfg_text).unwrap();
+            let mut tenants = HashMap::new();
+            tenants.insert(
+                "tenant-bench".to_string(),
+                vec![Arc::new(signing) as Arc<dyn stella_keys::Signer>],
+            );
+            let app = AppBuilder::new(cfg)
+                .signers(TenantKeys::new(Vec::new(), tenants))
+                .build()
+                .unwrap();
+            let state = AppState(Arc::new(app));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx_addr.send(listener.local_addr().unwrap()).unwrap();
+            stella_signer::server::serve(state, listener, None, async {
+                let _ = stop_rx.await;
+            })
+            .await
+            .unwrap();
+        });
+    });
+    Server {
+        addr: rx_addr.recv().unwrap(),
+        audit_db,
+        stop,
+        thread,
+        signing_key_id,
+    }
+}
+
+/// A prepared request.
+#[derive(Clone)]
+struct Req {
+    method: hyper::Method,
+    path: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
+}
+
+struct Client {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Client {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Client { sender }
+}
+
+impl Client {
+    async fn send(&mut self, host: &str, r: &Req) -> u16 {
+        let mut b = hyper::Request::builder()
+            .method(r.method.clone())
+            .uri(r.path)
+            .header("host", host);
+        for (k, v) in &r.headers {
+            b = b.header(*k, v);
+        }
+        let req = b.body(Full::new(r.body.clone())).unwrap();
+        self.sender.ready().await.unwrap();
+        let resp = self.sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let _ = resp.into_body().collect().await.unwrap();
+        status
+    }
+}
+
+/// Percentile of sorted microseconds, in milliseconds.
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+struct PhaseResult {
+    count: u64,
+    errors: u64,
+    secs: f64,
+    lat: Vec<u32>,
+}
+
+impl PhaseResult {
+    fn rps(&self) -> f64 {
+        self.count as f64 / self.secs
+    }
+    fn line(&self, name: &str) -> String {
+        format!(
+            "{name:<34} {:>9.0} req/s  ok {:>8}  errors {:>4}  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms",
+            self.rps(),
+            self.count,
+            self.errors,
+            pct(&self.lat, 0.50),
+            pct(&self.lat, 0.99),
+            self.lat.last().copied().unwrap_or(0) as f64 / 1000.0
+        )
+    }
+}
+
+/// Closed loop: `conns` connections, each sending back to back for `dur`. Requests are taken
+/// from `reqs` in order (each used once).
+async fn closed_loop(
+    addr: std::net::SocketAddr,
+    conns: usize,
+    dur: Duration,
+    reqs: Arc<Vec<Req>>,
+    cycle: bool,
+) -> PhaseResult {
+    let next = Arc::new(AtomicU64::new(0));
+    let host = addr.to_string();
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (next, reqs, host) = (next.clone(), reqs.clone(), host.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(addr).await;
+            let mut lat = Vec::with_capacity(1 << 14);
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let i = if cycle { i % reqs.len() } else { i };
+                let Some(r) = reqs.get(i) else { break };
+                let t = Instant::now();
+                let status = c.send(&host, r).await;
+                if status == 200 {
+                    lat.push(t.elapsed().as_micros() as u32);
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        lat.extend(l);
+        errors += e;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    PhaseResult {
+        count: lat.len() as u64,
+        errors,
+        secs,
+        lat,
+    }
+}
+
+/// Open loop at `rate` req/s: request `i` is due at `start + i / rate`; latency counts from
+/// that due time.
+async fn open_loop(
+    addr: std::net::SocketAddr,
+    conns: usize,
+    dur: Duration,
+    rate: u64,
+    reqs: Arc<Vec<Req>>,
+) -> PhaseResult {
+    let total = (rate * dur.as_secs()) as usize;
+    let next = Arc::new(AtomicU64::new(0));
+    let host = addr.to_string();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut clients = Vec::new();
+    for _ in 0..conns {
+        clients.push(connect(addr).await);
+    }
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    // BENCH_TIMELINE=1: print every request slower than 50 ms with its due time.
+    let timeline = std::env::var_os("BENCH_TIMELINE").is_some();
+    let mut tasks = Vec::new();
+    for mut c in clients {
+        let (next, reqs, host) = (next.clone(), reqs.clone(), host.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(1 << 12);
+            let mut errors = 0u64;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= total {
+                    break;
+                }
+                let due = start + interval * i as u32;
+                tokio::time::sleep_until(due).await;
+                let status = c.send(&host, &reqs[i]).await;
+                let l = tokio::time::Instant::now().saturating_duration_since(due);
+                if timeline && l > Duration::from_millis(50) {
+                    eprintln!(
+                        "slow: due +{} ms, latency {} ms",
+                        (due - start).as_millis(),
+                        l.as_millis()
+                    );
+                }
+                if status == 200 {
+                    lat.push(l.as_micros() as u32);
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        lat.extend(l);
+        errors += e;
+    }
+    let secs = (tokio::time::Instant::now() - start).as_secs_f64();
+    lat.sort_unstable();
+    PhaseResult {
+        count: lat.len() as u64,
+        errors,
+        secs,
+        lat,
+    }
+}
+
+/// `n` sign requests: `clients` DPoP keys with one token each, a fresh proof per request.
+fn sign_requests(
+    authority: &FileKey,
+    url_base: &str,
+    n: usize,
+    clients: &[(DpopKey, String)],
+) -> Vec<Req> {
+    let url = format!("{url_base}{SIGN}");
+    let body = Bytes::from(
+        json!({
+            "subject": [{"name": "app.tar", "digest": {"sha256": "ab".repeat(32)}}],
+            "predicateType": "stella.ops/sbom@v1",
+            "predicate": {"bomFormat": "CycloneDX", "specVersion": "1.5",
+                          "components": [{"type": "library", "name": "openssl", "version": "3.0.15"}]},
+            "scannerImageDigest": format!("sha256:{}", "1".repeat(64)),
+            "poe": {"format": "jwt", "value": "poe-bench"},
+        })
+        .to_string(),
+    );
+    let _ = authority;
+    (0..n)
+        .map(|i| {
+            let (key, token) = &clients[i % clients.len()];
+            Req {
+                method: hyper::Method::POST,
+                path: SIGN,
+                headers: vec![
+                    ("authorization", format!("DPoP {token}")),
+                    ("dpop", key.proof("POST", &url, Some(token), None).unwrap()),
+                    ("content-type", "application/json".into()),
+                ],
+                body: body.clone(),
+            }
+        })
+        .collect()
+}
+
+fn tokens(authority: &FileKey, n: usize) -> Vec<(DpopKey, String)> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    (0..n)
+        .map(|i| {
+            let key = DpopKey::generate().unwrap();
+            let token = stella_signer::jose::sign::compact(
+                authority,
+                &json!({"alg": "ES256", "typ": "at+jwt", "kid": "bench-1"}),
+                &json!({"iss": "https://authority.bench", "sub": format!("client-{i}"),
+                        "client_id": format!("client-{i}"), "aud": "signer", "scope": "signer.sign",
+                        "iat": now, "exp": now + 3600, "jti": format!("t{i}"),
+                        "tid": "tenant-bench", "inst": "inst-bench", "cnf": {"jkt": key.thumbprint()}}),
+            )
+            .unwrap();
+            (key, token)
+        })
+        .collect()
+}
+
+fn main() {
+    let o = opts();
+    let level: tracing::Level = o.log_level.parse().unwrap_or(tracing::Level::INFO);
+    // The service's JSON request logs are formatted as in production, then dropped.
+    tracing_subscriber::fmt()
+        .json()
+        .with_max_level(level)
+        .with_writer(std::io::sink)
+        .init();
+    // The audit database lives on the project's disk (not tmpfs): fsyncs are real.
+    let parent = std::env::var("BENCH_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target").into());
+    std::fs::create_dir_all(&parent).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("stella-bench-")
+        .tempdir_in(&parent)
+        .unwrap();
+    let authority = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+    let server = start_server(dir.path(), &authority, &o);
+    let base = format!("http://{}", server.addr);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(o.client_threads)
+        .thread_name("loadgen")
+        .enable_all()
+        .build()
+        .unwrap();
+    let dur = Duration::from_secs(o.duration);
+    let clients = tokens(&authority, 64);
+    println!(
+        "Stella Signer load test: {} s per phase, {} connections, server {} threads, client {} threads, {} cores",
+        o.duration,
+        o.connections,
+        o.server_threads,
+        o.client_threads,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    rt.block_on(async {
+        // Warm-up: PoE cache, connections, allocator.
+        let warm = Arc::new(sign_requests(&authority, &base, 2000, &clients));
+        let _ = closed_loop(server.addr, o.connections, Duration::from_secs(1), warm, false).await;
+
+        let health = Arc::new(vec![Req {
+            method: hyper::Method::GET,
+            path: "/healthz",
+            headers: vec![],
+            body: Bytes::new(),
+        }]);
+        let trivial = closed_loop(server.addr, o.connections, dur, health, true).await;
+        println!("{}", trivial.line("GET /healthz (trivial), closed"));
+
+        // Enough proofs for ~12k signatures/s; made right before the phase (iat window 60 s).
+        let n = (12_000 * o.duration) as usize;
+        let t = Instant::now();
+        let reqs = Arc::new(sign_requests(&authority, &base, n, &clients));
+        eprintln!("(prepared {n} DPoP proofs in {:.1} s)", t.elapsed().as_secs_f64());
+        let sign = closed_loop(server.addr, o.connections, dur, reqs, false).await;
+        println!("{}", sign.line("POST /sign/dsse, closed"));
+
+        let n = (o.rate * o.duration) as usize;
+        let reqs = Arc::new(sign_requests(&authority, &base, n, &clients));
+        let open = open_loop(server.addr, o.connections, dur, o.rate, reqs).await;
+        println!("{}", open.line(&format!("POST /sign/dsse, open {} req/s", o.rate)));
+
+        println!();
+        println!("signatures/s (sustained, closed loop): {:.0}", sign.rps());
+        println!("p99 at {} req/s (open loop, from scheduled time): {:.2} ms", o.rate, pct(&open.lat, 0.99));
+        println!("ratio to the trivial route: {:.1}%", 100.0 * sign.rps() / trivial.rps());
+        println!(
+            "{}",
+            json!({"trivialRps": trivial.rps(), "signRps": sign.rps(), "signP50Ms": pct(&sign.lat, 0.5),
+                   "signP99Ms": pct(&sign.lat, 0.99), "openRate": o.rate, "openP50Ms": pct(&open.lat, 0.5),
+                   "openP99Ms": pct(&open.lat, 0.99), "openErrors": open.errors, "signErrors": sign.errors,
+                   "ratio": sign.rps() / trivial.rps(), "signingKey": server.signing_key_id})
+        );
+    });
+    drop(rt);
+    let _ = server.stop.send(());
+    server.thread.join().unwrap();
+    let report = stella_store::chain::verify(
+        &stella_store::sqlite::SqliteReader::open(&server.audit_db).unwrap(),
+    )
+    .unwrap();
+    println!(
+        "audit log: {} records, chain intact: {}",
+        report.records,
+        report.is_intact()
+    );
+}

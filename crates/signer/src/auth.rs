@@ -1,0 +1,617 @@
+//! Caller authentication: the OpTok (a JWT access token from Authority) and its sender
+//! constraint — a DPoP proof (RFC 9449) or the TLS client certificate (RFC 8705).
+//!
+//! Token checks, in order: the `Authorization` scheme (`DPoP` or `Bearer`); the JWS shape; the
+//! algorithm against the asymmetric allow-list (so `none` and `HS256` die before any key is
+//! touched); `typ` = `at+jwt` (RFC 9068: an ID token or a DPoP proof is not an access token);
+//! the signature with an Authority key; `iss`; `aud` contains the signer's audience; `exp`,
+//! `nbf`, `iat` within the clock skew; `tid` and `inst` present. Then the sender constraint: a
+//! token with no `cnf` is refused (SPEC §4: sender constraint required); `cnf.jkt` demands the
+//! `DPoP` scheme and a valid proof for that key (a DPoP-bound token sent as `Bearer` is
+//! refused); `cnf.x5t#S256` demands a TLS client certificate with that SHA-256 thumbprint.
+//! Scope comes last, so a `403 insufficient_scope` is only ever said to a proven holder.
+//!
+//! DPoP proof checks (RFC 9449 §4.3): exactly one `DPoP` header; a JWS with `typ: dpop+jwt`,
+//! an allowed asymmetric `alg` and a public `jwk` (private members refused) that verifies it;
+//! `htm` equals the method; `htu` equals the request URI (scheme, host, port, path; query and
+//! fragment ignored); `iat` no older than `max_age_seconds` and not in the future beyond the
+//! skew; `ath` equals base64url(SHA-256(access token)); the `jwk` thumbprint equals `cnf.jkt`;
+//! the server nonce when required; and finally `jti` single-use within the window (replay
+//! cache; checked last, so invalid proofs do not fill the cache).
+
+use std::sync::Arc;
+
+use aws_lc_rs::hmac;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::Value;
+use stella_store::ReplayCache;
+
+use crate::error::{ApiError, Code};
+use crate::jose::{Alg, Jwk, Jws};
+use crate::jwks::{Jwks, JwksError};
+
+/// The validated access-token claims the service uses.
+#[derive(Debug, Clone, Default)]
+pub struct TokenClaims {
+    pub sub: Option<String>,
+    pub client_id: Option<String>,
+    pub tenant: Option<String>,
+    pub installation: Option<String>,
+    pub scopes: Vec<String>,
+    pub jkt: Option<String>,
+    pub x5t: Option<String>,
+    pub exp: i64,
+}
+
+/// How the caller proved possession.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    Dpop { jkt: String },
+    Mtls { x5t: String },
+}
+
+impl Binding {
+    pub fn describe(&self) -> String {
+        match self {
+            Binding::Dpop { jkt } => format!("dpop jkt={jkt}"),
+            Binding::Mtls { x5t } => format!("mtls x5t#S256={x5t}"),
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub claims: TokenClaims,
+    pub tenant: String,
+    pub installation: String,
+    pub binding: Binding,
+}
+
+/// What authentication needs from the request.
+pub struct AuthRequest<'a> {
+    pub method: &'a str,
+    /// The URI the request was sent to (scheme, host, port, path).
+    pub target: &'a url::Url,
+    pub authorization: Option<&'a str>,
+    pub dpop: Vec<&'a [u8]>,
+    /// SHA-256 of the TLS client certificate (DER), if one was presented.
+    pub client_cert_sha256: Option<[u8; 32]>,
+}
+
+/// A failure with whatever was learnt about the caller before it (for the audit record).
+#[derive(Debug)]
+pub struct AuthFailure {
+    pub error: ApiError,
+    pub claims: Option<TokenClaims>,
+}
+
+impl From<ApiError> for AuthFailure {
+    fn from(error: ApiError) -> Self {
+        AuthFailure {
+            error,
+            claims: None,
+        }
+    }
+}
+
+/// Access tokens whose signature and static claims were verified, keyed by SHA-256 of the
+/// token. A hit skips only the signature check and the parse: expiry, `nbf` and everything
+/// about the request (sender constraint, DPoP proof, scope) are checked every time. Entries
+/// leave at the token's `exp`; the cache is bounded (expired entries are dropped when it
+/// fills, then everything). Consequence to know: a token signed by a key the Authority has
+/// since removed from its JWKS stays accepted until it expires (access tokens are minutes).
+type CacheShard = std::collections::HashMap<[u8; 32], (TokenClaims, Option<i64>)>;
+
+pub struct TokenCache {
+    shards: Vec<std::sync::Mutex<CacheShard>>,
+    per_shard: usize,
+}
+
+impl TokenCache {
+    pub fn new(entries: usize) -> Self {
+        TokenCache {
+            shards: (0..16).map(|_| Default::default()).collect(),
+            per_shard: (entries / 16).max(1),
+        }
+    }
+
+    fn shard(&self, k: &[u8; 32]) -> std::sync::MutexGuard<'_, CacheShard> {
+        self.shards[k[0] as usize % self.shards.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, k: &[u8; 32]) -> Option<(TokenClaims, Option<i64>)> {
+        self.shard(k).get(k).cloned()
+    }
+
+    fn put(&self, k: [u8; 32], claims: TokenClaims, nbf: Option<i64>, now: i64) {
+        let mut g = self.shard(&k);
+        if g.len() >= self.per_shard {
+            g.retain(|_, (c, _)| c.exp > now);
+            if g.len() >= self.per_shard {
+                g.clear();
+            }
+        }
+        g.insert(k, (claims, nbf));
+    }
+}
+
+/// Token and proof validation settings plus their state (JWKS cache, replay cache, nonces).
+pub struct Authenticator {
+    pub jwks: Jwks,
+    pub issuer: String,
+    pub audience: String,
+    pub scope: String,
+    pub token_algs: Vec<Alg>,
+    pub skew: i64,
+    pub require_typ: bool,
+    pub dpop: DpopValidator,
+    /// `None`: every token is verified in full on every request.
+    pub token_cache: Option<TokenCache>,
+}
+
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn invalid_token(detail: impl Into<String>) -> ApiError {
+    ApiError::new(Code::InvalidToken, detail)
+}
+
+fn claim_str(m: &serde_json::Map<String, Value>, k: &str) -> Option<String> {
+    m.get(k).and_then(Value::as_str).map(str::to_string)
+}
+
+fn claim_int(m: &serde_json::Map<String, Value>, k: &str) -> Result<Option<i64>, ApiError> {
+    match m.get(k) {
+        None => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .or_else(|| v.as_f64().map(|f| f as i64))
+            .map(Some)
+            .ok_or_else(|| invalid_token(format!("token claim `{k}` is not a number"))),
+    }
+}
+
+impl Authenticator {
+    /// Authenticate a request.
+    pub async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Caller, AuthFailure> {
+        let now = now_unix();
+        let algs = self.dpop.algs_header();
+        let with_algs = |mut e: ApiError, bearer: bool| {
+            e.dpop_algs = Some(algs.clone());
+            e.bearer_challenge = bearer;
+            e
+        };
+        let Some(authz) = req.authorization else {
+            return Err(with_algs(
+                invalid_token("no access token (Authorization: DPoP <token>)"),
+                true,
+            )
+            .into());
+        };
+        let (scheme, token) = authz.split_once(' ').unwrap_or((authz, ""));
+        let token = token.trim();
+        let dpop_scheme = if scheme.eq_ignore_ascii_case("dpop") {
+            true
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            false
+        } else {
+            return Err(with_algs(
+                invalid_token(format!("unsupported authorization scheme {scheme:?}")),
+                true,
+            )
+            .into());
+        };
+        let bearer = !dpop_scheme;
+        let claims = self
+            .validate_token(token, now)
+            .await
+            .map_err(|e| AuthFailure::from(with_algs(e, bearer)))?;
+        let fail = |e: ApiError, claims: &TokenClaims| AuthFailure {
+            error: with_algs(e, bearer),
+            claims: Some(claims.clone()),
+        };
+        let (Some(tenant), Some(installation)) =
+            (claims.tenant.clone(), claims.installation.clone())
+        else {
+            return Err(fail(
+                invalid_token("the token has no tenant (`tid`) or installation (`inst`) claim"),
+                &claims,
+            ));
+        };
+        // Sender constraint.
+        if claims.jkt.is_none() && claims.x5t.is_none() {
+            return Err(fail(
+                invalid_token("the token is not sender-constrained (no `cnf`): DPoP or mTLS binding is required"),
+                &claims,
+            ));
+        }
+        let mut binding = None;
+        if let Some(jkt) = &claims.jkt {
+            if !dpop_scheme {
+                return Err(fail(
+                    invalid_token(
+                        "a DPoP-bound token must be sent with the DPoP scheme, not Bearer",
+                    ),
+                    &claims,
+                ));
+            }
+            self.dpop
+                .validate(req, token, jkt, now)
+                .await
+                .map_err(|e| fail(e, &claims))?;
+            binding = Some(Binding::Dpop { jkt: jkt.clone() });
+        } else if dpop_scheme {
+            return Err(fail(
+                invalid_token(
+                    "the DPoP scheme was used but the token is not DPoP-bound (no cnf.jkt)",
+                ),
+                &claims,
+            ));
+        }
+        if let Some(x5t) = &claims.x5t {
+            let Some(cert) = req.client_cert_sha256 else {
+                return Err(fail(
+                    invalid_token(
+                        "the token is bound to a client certificate, but none was presented",
+                    ),
+                    &claims,
+                ));
+            };
+            let presented = URL_SAFE_NO_PAD.encode(cert);
+            if presented != *x5t {
+                return Err(fail(
+                    invalid_token("the token is bound to another client certificate"),
+                    &claims,
+                ));
+            }
+            if binding.is_none() {
+                binding = Some(Binding::Mtls { x5t: x5t.clone() });
+            }
+        }
+        if !claims.scopes.contains(&self.scope) {
+            let mut e = ApiError::new(
+                Code::InsufficientScope,
+                format!("the token lacks the `{}` scope", self.scope),
+            );
+            e.scope = Some(self.scope.clone());
+            return Err(fail(e, &claims));
+        }
+        let Some(binding) = binding else {
+            return Err(fail(
+                invalid_token("no sender constraint satisfied"),
+                &claims,
+            ));
+        };
+        Ok(Caller {
+            claims,
+            tenant,
+            installation,
+            binding,
+        })
+    }
+
+    async fn validate_token(&self, token: &str, now: i64) -> Result<TokenClaims, ApiError> {
+        if token.is_empty() {
+            return Err(invalid_token("empty access token"));
+        }
+        let Some(cache) = &self.token_cache else {
+            return self.verify_token(token, now).await.map(|(c, _)| c);
+        };
+        let key = stella_keys::sha256(token.as_bytes());
+        if let Some((claims, nbf)) = cache.get(&key) {
+            // Time checks again: the cached verification is not a licence to outlive `exp`.
+            if now > claims.exp + self.skew {
+                return Err(invalid_token("access token has expired"));
+            }
+            if nbf.is_some_and(|n| n > now + self.skew) {
+                return Err(invalid_token("access token is not valid yet (`nbf`)"));
+            }
+            return Ok(claims);
+        }
+        let (claims, nbf) = self.verify_token(token, now).await?;
+        cache.put(key, claims.clone(), nbf, now);
+        Ok(claims)
+    }
+
+    /// Full verification: structure, algorithm, signature, claims.
+    async fn verify_token(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<(TokenClaims, Option<i64>), ApiError> {
+        let jws = Jws::parse(token).map_err(|e| invalid_token(format!("access token: {e}")))?;
+        if !self.token_algs.contains(&jws.alg) {
+            return Err(invalid_token(format!(
+                "access token algorithm {} is not accepted",
+                jws.alg
+            )));
+        }
+        if self.require_typ {
+            let typ = jws.header_str("typ").unwrap_or("").to_ascii_lowercase();
+            if typ != "at+jwt" && typ != "application/at+jwt" {
+                return Err(invalid_token(
+                    "access token `typ` must be `at+jwt` (RFC 9068)",
+                ));
+            }
+        }
+        self.jwks.verify(&jws).await.map_err(|e| match e {
+            JwksError::Unavailable(m) => ApiError::unavailable(
+                "the Authority's keys are unavailable; retry later",
+                format!("JWKS: {m}"),
+            ),
+            other => invalid_token(other.to_string()),
+        })?;
+        let c = &jws.claims;
+        if claim_str(c, "iss").as_deref() != Some(self.issuer.as_str()) {
+            return Err(invalid_token("access token issuer (`iss`) is not trusted"));
+        }
+        let aud_ok = match c.get("aud") {
+            Some(Value::String(a)) => *a == self.audience,
+            Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(&self.audience)),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(invalid_token(format!(
+                "access token audience (`aud`) does not include {:?}",
+                self.audience
+            )));
+        }
+        let exp = claim_int(c, "exp")?.ok_or_else(|| invalid_token("access token has no `exp`"))?;
+        if now > exp + self.skew {
+            return Err(invalid_token("access token has expired"));
+        }
+        let nbf = claim_int(c, "nbf")?;
+        if let Some(nbf) = nbf {
+            if nbf > now + self.skew {
+                return Err(invalid_token("access token is not valid yet (`nbf`)"));
+            }
+        }
+        let iat = claim_int(c, "iat")?.ok_or_else(|| invalid_token("access token has no `iat`"))?;
+        if iat > now + self.skew {
+            return Err(invalid_token(
+                "access token was issued in the future (`iat`)",
+            ));
+        }
+        let scopes = match c.get("scope").or_else(|| c.get("scp")) {
+            Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let cnf = c.get("cnf").and_then(Value::as_object);
+        let claims = TokenClaims {
+            sub: claim_str(c, "sub"),
+            client_id: claim_str(c, "client_id").or_else(|| claim_str(c, "azp")),
+            tenant: claim_str(c, "tid"),
+            installation: claim_str(c, "inst"),
+            scopes,
+            jkt: cnf.and_then(|m| claim_str(m, "jkt")),
+            x5t: cnf.and_then(|m| claim_str(m, "x5t#S256")),
+            exp,
+        };
+        Ok((claims, nbf))
+    }
+}
+
+/// Stateless server nonces: `base64url(issued_at_be64 || HMAC-SHA256(secret, issued_at)[..16])`.
+/// Replicas sharing the secret accept each other's nonces.
+pub struct NonceIssuer {
+    key: hmac::Key,
+    lifetime: i64,
+}
+
+impl NonceIssuer {
+    pub fn new(secret: &[u8], lifetime_seconds: u64) -> Self {
+        NonceIssuer {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            lifetime: lifetime_seconds as i64,
+        }
+    }
+
+    pub fn issue(&self, now: i64) -> String {
+        let ts = now.to_be_bytes();
+        let tag = hmac::sign(&self.key, &ts);
+        let mut raw = ts.to_vec();
+        raw.extend_from_slice(&tag.as_ref()[..16]);
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    pub fn check(&self, nonce: &str, now: i64) -> bool {
+        let Ok(raw) = URL_SAFE_NO_PAD.decode(nonce) else {
+            return false;
+        };
+        if raw.len() != 24 {
+            return false;
+        }
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&raw[..8]);
+        let issued = i64::from_be_bytes(ts);
+        let tag = hmac::sign(&self.key, &ts);
+        let ok = aws_lc_rs::constant_time::verify_slices_are_equal(&tag.as_ref()[..16], &raw[8..])
+            .is_ok();
+        ok && issued <= now + 1 && now - issued <= self.lifetime
+    }
+}
+
+/// DPoP proof validation.
+pub struct DpopValidator {
+    pub algs: Vec<Alg>,
+    pub max_age: i64,
+    pub skew: i64,
+    pub replay: Arc<dyn ReplayCache>,
+    pub nonce: Option<NonceIssuer>,
+}
+
+fn bad_proof(detail: impl Into<String>) -> ApiError {
+    ApiError::new(Code::InvalidDpopProof, detail)
+}
+
+/// Do two URIs name the same resource for `htu` (RFC 9449 §4.3 item 9, RFC 3986 §6.2.2–3)?
+pub fn same_target(htu: &url::Url, target: &url::Url) -> bool {
+    htu.scheme() == target.scheme()
+        && htu.host_str().map(str::to_ascii_lowercase)
+            == target.host_str().map(str::to_ascii_lowercase)
+        && htu.port_or_known_default() == target.port_or_known_default()
+        && htu.path() == target.path()
+}
+
+impl DpopValidator {
+    pub fn algs_header(&self) -> String {
+        self.algs
+            .iter()
+            .map(|a| a.name())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// A fresh nonce, when nonces are in use.
+    pub fn fresh_nonce(&self) -> Option<String> {
+        self.nonce.as_ref().map(|n| n.issue(now_unix()))
+    }
+
+    async fn validate(
+        &self,
+        req: &AuthRequest<'_>,
+        access_token: &str,
+        jkt: &str,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let proof = match req.dpop.as_slice() {
+            [] => return Err(bad_proof("the DPoP header is missing")),
+            [one] => {
+                std::str::from_utf8(one).map_err(|_| bad_proof("the DPoP header is not text"))?
+            }
+            _ => return Err(bad_proof("more than one DPoP header")),
+        };
+        let jws = Jws::parse(proof).map_err(|e| bad_proof(format!("DPoP proof: {e}")))?;
+        if jws.header_str("typ") != Some("dpop+jwt") {
+            return Err(bad_proof("DPoP proof `typ` must be `dpop+jwt`"));
+        }
+        if !self.algs.contains(&jws.alg) {
+            return Err(bad_proof(format!(
+                "DPoP proof algorithm {} is not accepted",
+                jws.alg
+            )));
+        }
+        let jwk_value = jws
+            .header
+            .get("jwk")
+            .ok_or_else(|| bad_proof("DPoP proof header has no `jwk`"))?;
+        let jwk =
+            Jwk::from_value(jwk_value).map_err(|e| bad_proof(format!("DPoP proof `jwk`: {e}")))?;
+        jws.verify(&jwk)
+            .map_err(|e| bad_proof(format!("DPoP proof: {e}")))?;
+        let c = &jws.claims;
+        let jti = claim_str(c, "jti").ok_or_else(|| bad_proof("DPoP proof has no `jti`"))?;
+        if jti.is_empty() || jti.len() > 256 {
+            return Err(bad_proof("DPoP proof `jti` must be 1..=256 characters"));
+        }
+        if claim_str(c, "htm").as_deref() != Some(req.method) {
+            return Err(bad_proof(format!(
+                "DPoP proof `htm` does not match the request method {}",
+                req.method
+            )));
+        }
+        let htu = claim_str(c, "htu").ok_or_else(|| bad_proof("DPoP proof has no `htu`"))?;
+        let htu = url::Url::parse(&htu).map_err(|_| bad_proof("DPoP proof `htu` is not a URI"))?;
+        if !same_target(&htu, req.target) {
+            return Err(bad_proof(format!(
+                "DPoP proof `htu` does not match the request URI {}",
+                req.target
+            )));
+        }
+        let iat = c
+            .get("iat")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| bad_proof("DPoP proof has no numeric `iat`"))?;
+        if iat > now + self.skew {
+            return Err(bad_proof("DPoP proof `iat` is in the future"));
+        }
+        if now - iat > self.max_age {
+            return Err(bad_proof("DPoP proof is too old (`iat`)"));
+        }
+        let ath = claim_str(c, "ath").ok_or_else(|| bad_proof("DPoP proof has no `ath`"))?;
+        let want_ath = URL_SAFE_NO_PAD.encode(stella_keys::sha256(access_token.as_bytes()));
+        if ath != want_ath {
+            return Err(bad_proof(
+                "DPoP proof `ath` does not match the access token",
+            ));
+        }
+        if jwk.thumbprint() != jkt {
+            return Err(bad_proof(
+                "DPoP proof key does not match the token's `cnf.jkt`",
+            ));
+        }
+        if let Some(n) = &self.nonce {
+            let ok = claim_str(c, "nonce").is_some_and(|v| n.check(&v, now));
+            if !ok {
+                let mut e = ApiError::new(Code::UseDpopNonce, "a fresh DPoP nonce is required");
+                e.dpop_nonce = Some(n.issue(now));
+                return Err(e);
+            }
+        }
+        let key = format!("{jkt}:{jti}");
+        let expires = iat.max(now) + self.max_age + self.skew;
+        match self.replay.check_and_insert(&key, expires).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(bad_proof("DPoP proof `jti` was already used (replay)")),
+            Err(e) => Err(ApiError::unavailable(
+                "the replay cache is unavailable; retry later",
+                format!("replay cache: {e}"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_round_trip_and_expiry() {
+        let n = NonceIssuer::new(b"secret", 300);
+        let v = n.issue(1000);
+        assert!(n.check(&v, 1000));
+        assert!(n.check(&v, 1300));
+        assert!(!n.check(&v, 1301));
+        assert!(!NonceIssuer::new(b"other", 300).check(&v, 1000));
+        assert!(!n.check("garbage", 1000));
+    }
+
+    #[test]
+    fn token_cache_is_bounded_and_drops_expired_entries() {
+        let c = TokenCache::new(16);
+        let claims = |exp| TokenClaims {
+            exp,
+            ..TokenClaims::default()
+        };
+        c.put([1; 32], claims(100), None, 50);
+        assert_eq!(c.get(&[1; 32]).unwrap().0.exp, 100);
+        // Same shard (first byte), shard capacity 1: an expired entry makes room.
+        c.put([1; 32], claims(100), None, 50);
+        let mut k = [1; 32];
+        k[1] = 2;
+        c.put(k, claims(300), None, 200);
+        assert!(c.get(&[1; 32]).is_none());
+        assert!(c.get(&k).is_some());
+    }
+
+    #[test]
+    fn htu_comparison_normalises() {
+        let t = url::Url::parse("https://Signer.example:443/api/v1/signer/sign/dsse").unwrap();
+        let h = url::Url::parse("https://signer.example/api/v1/signer/sign/dsse?x=1").unwrap();
+        assert!(same_target(&h, &t));
+        let other = url::Url::parse("https://signer.example/api/v1/signer/sign/export").unwrap();
+        assert!(!same_target(&other, &t));
+        let http = url::Url::parse("http://signer.example/api/v1/signer/sign/dsse").unwrap();
+        assert!(!same_target(&http, &t));
+    }
+}

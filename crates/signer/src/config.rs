@@ -1,0 +1,636 @@
+//! Service configuration: a TOML file (commented sample: `etc/stella.toml`) with environment
+//! overrides, then validation.
+//!
+//! Every setting can be overridden by `STELLA_SIGNER__<SECTION>__<KEY>=value` (sections and
+//! keys as in the file, case-insensitive, `__` between levels), e.g.
+//! `STELLA_SIGNER__SERVER__LISTEN=0.0.0.0:8443` or `STELLA_SIGNER__LICENSING__BYPASS=true`.
+//! A value is read as a TOML value when it parses as one (numbers, booleans, arrays like
+//! `["a","b"]`) and as a string otherwise. Relative paths in a file are resolved against the
+//! file's folder; with no file, against the working directory. Unknown keys are errors: a
+//! misspelt security setting must not be silently ignored.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "STELLA_SIGNER__";
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("environment override {var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub authority: AuthorityConfig,
+    pub dpop: DpopConfig,
+    pub licensing: LicensingConfig,
+    pub signing: SigningConfig,
+    pub release: ReleaseConfig,
+    pub audit: AuditConfig,
+    pub quotas: QuotaConfig,
+    pub log: LogConfig,
+    pub dev: DevConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// `host:port` to listen on.
+    pub listen: String,
+    /// The service's external base URL (`https://signer.example.com`), used for DPoP `htu`
+    /// checks behind proxies. Unset: scheme of the listener + the request's `Host`.
+    pub public_url: Option<String>,
+    pub tls: Option<TlsConfig>,
+    /// Hard limit on request bodies (the plan limit may be lower).
+    pub max_body_bytes: u64,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace_seconds: u64,
+    /// Worker threads (0: one per core).
+    pub worker_threads: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8443".into(),
+            public_url: None,
+            tls: None,
+            max_body_bytes: 8 * 1024 * 1024,
+            shutdown_grace_seconds: 30,
+            worker_threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+    /// PEM CA certificates for client certificates (mTLS). Unset: no client certificates.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse TLS connections without a client certificate (otherwise optional, so
+    /// DPoP-bound callers need none).
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthorityConfig {
+    /// Expected `iss` of access tokens.
+    pub issuer: String,
+    /// JWKS URL (cached; refetched on an unknown `kid`).
+    pub jwks_url: Option<String>,
+    /// Pinned JWKS file for offline sites (instead of `jwks_url`).
+    pub jwks_file: Option<PathBuf>,
+    /// Extra CA (PEM) trusted for `jwks_url` over HTTPS.
+    pub ca_file: Option<PathBuf>,
+    /// Required audience.
+    pub audience: String,
+    /// Required scope.
+    pub required_scope: String,
+    /// Accepted token algorithms (asymmetric only: ES256, EdDSA, RS256, PS256).
+    pub algorithms: Vec<String>,
+    /// Allowed clock skew for `exp`/`nbf`/`iat`.
+    pub clock_skew_seconds: u64,
+    /// How long a fetched JWKS is used before it is refetched.
+    pub jwks_cache_seconds: u64,
+    /// Least time between two fetches (an unknown `kid` cannot make us hammer the Authority).
+    pub jwks_refetch_floor_seconds: u64,
+    /// Require the RFC 9068 `typ` header `at+jwt`.
+    pub require_at_jwt_typ: bool,
+    /// Timeout of a JWKS fetch.
+    pub timeout_ms: u64,
+    /// Tokens whose signature was verified are remembered (by SHA-256) until they expire, so a
+    /// caller's repeated token is not re-verified; time checks, the sender constraint and
+    /// scope still run on every request. 0 disables the cache.
+    pub verified_token_cache_entries: usize,
+}
+
+impl Default for AuthorityConfig {
+    fn default() -> Self {
+        AuthorityConfig {
+            issuer: String::new(),
+            jwks_url: None,
+            jwks_file: None,
+            ca_file: None,
+            audience: "signer".into(),
+            required_scope: "signer.sign".into(),
+            algorithms: vec![
+                "ES256".into(),
+                "EdDSA".into(),
+                "RS256".into(),
+                "PS256".into(),
+            ],
+            clock_skew_seconds: 30,
+            jwks_cache_seconds: 300,
+            jwks_refetch_floor_seconds: 30,
+            require_at_jwt_typ: true,
+            timeout_ms: 3000,
+            verified_token_cache_entries: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpopConfig {
+    /// Accepted proof algorithms.
+    pub algorithms: Vec<String>,
+    /// A proof's `iat` may be at most this old (and `clock_skew_seconds` in the future); its
+    /// `jti` is remembered for this window.
+    pub max_age_seconds: u64,
+    pub clock_skew_seconds: u64,
+    /// Require a server nonce (`DPoP-Nonce`, RFC 9449 §8).
+    pub require_nonce: bool,
+    pub nonce_lifetime_seconds: u64,
+    /// Environment variable holding the nonce HMAC secret (replicas must share it).
+    /// Unset: a random secret per process.
+    pub nonce_secret_env: Option<String>,
+    /// Most live `jti`s remembered (past it, proofs are refused rather than forgotten).
+    pub replay_cache_entries: usize,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        DpopConfig {
+            algorithms: vec!["ES256".into(), "EdDSA".into()],
+            max_age_seconds: 60,
+            clock_skew_seconds: 5,
+            require_nonce: false,
+            nonce_lifetime_seconds: 300,
+            nonce_secret_env: None,
+            replay_cache_entries: 2_000_000,
+        }
+    }
+}
+
+/// Plan limits (from Licensing, or the bypass plan).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "snake_case")]
+pub struct PlanLimits {
+    pub plan: String,
+    /// Sustained requests per second.
+    pub qps: f64,
+    /// Burst (token bucket size).
+    pub burst: f64,
+    pub max_concurrent: u32,
+    pub max_artifact_bytes: u64,
+}
+
+impl Default for PlanLimits {
+    fn default() -> Self {
+        PlanLimits {
+            plan: "bypass".into(),
+            qps: 50.0,
+            burst: 100.0,
+            max_concurrent: 32,
+            max_artifact_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LicensingConfig {
+    /// `POST` introspection endpoint (`.../license/introspect`).
+    pub introspect_url: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    /// Environment variable holding a bearer token for Licensing, if it wants one.
+    pub token_env: Option<String>,
+    pub timeout_ms: u64,
+    /// How long an introspection answer is reused (bounded further by the license expiry).
+    pub cache_ttl_seconds: u64,
+    /// While Licensing is down, the last known active entitlement is used for this long
+    /// after it was last confirmed.
+    pub grace_ttl_seconds: u64,
+    pub cache_entries: usize,
+    /// Operator emergency bypass: no introspection; every request is audited `bypass`.
+    pub bypass: bool,
+    /// Required with `bypass`: why (ticket, incident), written into every audit record.
+    pub bypass_reason: Option<String>,
+    /// Limits applied while bypassing.
+    pub bypass_plan: PlanLimits,
+}
+
+impl Default for LicensingConfig {
+    fn default() -> Self {
+        LicensingConfig {
+            introspect_url: None,
+            ca_file: None,
+            token_env: None,
+            timeout_ms: 2000,
+            cache_ttl_seconds: 300,
+            grace_ttl_seconds: 3600,
+            cache_entries: 100_000,
+            bypass: false,
+            bypass_reason: None,
+            bypass_plan: PlanLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// Key references used for tenants without their own keys (several: multi-signature).
+    pub keys: Vec<String>,
+    /// Per-tenant keys. When this is non-empty and `keys` is empty, tokens for any other
+    /// tenant are refused (`tenant_mismatch`).
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReleaseConfig {
+    /// Require `scannerImageDigest` to be a trusted scanner release.
+    pub enforce: bool,
+    /// Allow-list of trusted scanner image digests (`sha256:<hex>`). Discovery of release
+    /// signatures through OCI referrers comes with the OCI issue.
+    pub trusted_scanner_digests: Vec<String>,
+}
+
+impl Default for ReleaseConfig {
+    fn default() -> Self {
+        ReleaseConfig {
+            enforce: true,
+            trusted_scanner_digests: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `sqlite` (PostgreSQL comes with the scale-out issue).
+    pub backend: String,
+    pub path: PathBuf,
+    /// Most records per group commit.
+    pub batch_max: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            backend: "sqlite".into(),
+            path: PathBuf::from("data/audit.db"),
+            batch_max: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// `memory` (Redis comes with the scale-out issue).
+    pub backend: String,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            backend: "memory".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`.
+    pub level: String,
+    /// `json` or `text`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "json".into(),
+        }
+    }
+}
+
+/// The development profile: an embedded Authority and Licensing, a generated signing key.
+/// Dev only: refused on a non-loopback listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevConfig {
+    pub enabled: bool,
+    /// Folder for the generated dev signing key (`dev-signing.key`, `dev-signing.pub`).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Load `path` (or the embedded defaults when `None`), apply environment overrides from
+    /// `env`, resolve relative paths and validate.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (text, base) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?,
+                p.parent().map(Path::to_path_buf).unwrap_or_default(),
+            ),
+            None => (String::new(), PathBuf::new()),
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(format!("{e}")))?;
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            apply_override(&mut table, rest, &value).map_err(|reason| ConfigError::Env {
+                var: var.clone(),
+                reason,
+            })?;
+        }
+        let mut cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(format!("{e}")))?;
+        cfg.resolve_paths(&base);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parse TOML text as a whole configuration (no environment), for tests.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e: toml::de::Error| ConfigError::Parse(format!("{e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parse TOML text without validating it (tools that read one section, like
+    /// `stella audit`).
+    pub fn from_toml_unvalidated(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e: toml::de::Error| ConfigError::Parse(format!("{e}")))
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !base.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(t) = &mut self.server.tls {
+            fix(&mut t.cert);
+            fix(&mut t.key);
+            if let Some(c) = &mut t.client_ca {
+                fix(c);
+            }
+        }
+        for p in [
+            &mut self.authority.jwks_file,
+            &mut self.authority.ca_file,
+            &mut self.licensing.ca_file,
+            &mut self.dev.data_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+        fix(&mut self.audit.path);
+        let fix_ref = |r: &mut String| {
+            if !r.contains("://") && !r.starts_with("pkcs11:") && r != "keyless" {
+                let p = Path::new(r.as_str());
+                if p.is_relative() && !base.as_os_str().is_empty() {
+                    *r = base.join(p).display().to_string();
+                }
+            }
+        };
+        self.signing.keys.iter_mut().for_each(fix_ref);
+        for t in self.signing.tenants.values_mut() {
+            t.keys.iter_mut().for_each(fix_ref);
+        }
+    }
+
+    /// Check what can be checked without I/O.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !self.dev.enabled {
+            if self.authority.issuer.is_empty() {
+                return bad("authority.issuer is required".into());
+            }
+            match (&self.authority.jwks_url, &self.authority.jwks_file) {
+                (None, None) => return bad("set authority.jwks_url or authority.jwks_file".into()),
+                (Some(_), Some(_)) => {
+                    return bad("set only one of authority.jwks_url and authority.jwks_file".into())
+                }
+                _ => {}
+            }
+            if self.licensing.introspect_url.is_none() && !self.licensing.bypass {
+                return bad(
+                    "licensing.introspect_url is required (or an audited licensing.bypass)".into(),
+                );
+            }
+            if self.signing.keys.is_empty() && self.signing.tenants.is_empty() {
+                return bad("no signing keys: set signing.keys or signing.tenants".into());
+            }
+        }
+        if self.licensing.bypass
+            && self
+                .licensing
+                .bypass_reason
+                .as_deref()
+                .is_none_or(|r| r.trim().is_empty())
+        {
+            return bad("licensing.bypass needs licensing.bypass_reason (it is audited)".into());
+        }
+        for a in &self.authority.algorithms {
+            if crate::jose::Alg::parse(a).is_none() {
+                return bad(format!(
+                    "authority.algorithms: {a:?} is not accepted (ES256, EdDSA, RS256, PS256)"
+                ));
+            }
+        }
+        for a in &self.dpop.algorithms {
+            if crate::jose::Alg::parse(a).is_none() {
+                return bad(format!(
+                    "dpop.algorithms: {a:?} is not accepted (ES256, EdDSA, RS256, PS256)"
+                ));
+            }
+        }
+        if self.authority.algorithms.is_empty() || self.dpop.algorithms.is_empty() {
+            return bad("authority.algorithms and dpop.algorithms must not be empty".into());
+        }
+        if self.audit.backend != "sqlite" {
+            return bad(format!(
+                "audit.backend {:?} is not available in this build (sqlite)",
+                self.audit.backend
+            ));
+        }
+        if self.quotas.backend != "memory" {
+            return bad(format!(
+                "quotas.backend {:?} is not available in this build (memory)",
+                self.quotas.backend
+            ));
+        }
+        if self.server.max_body_bytes == 0 {
+            return bad("server.max_body_bytes must be positive".into());
+        }
+        if self.dpop.max_age_seconds == 0 {
+            return bad("dpop.max_age_seconds must be positive".into());
+        }
+        for d in &self.release.trusted_scanner_digests {
+            if !is_sha256_digest(d) {
+                return bad(format!(
+                    "release.trusted_scanner_digests: {d:?} is not sha256:<64 lowercase hex>"
+                ));
+            }
+        }
+        if let Some(u) = &self.server.public_url {
+            url::Url::parse(u)
+                .map_err(|e| ConfigError::Invalid(format!("server.public_url: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// `sha256:` + 64 lowercase hex digits.
+pub fn is_sha256_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Set `SECTION__KEY[__...]` (already stripped of the prefix) in `table`.
+fn apply_override(table: &mut toml::Table, path: &str, value: &str) -> Result<(), String> {
+    let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    if parts.iter().any(String::is_empty) {
+        return Err("empty path segment".into());
+    }
+    let parsed = parse_env_value(value);
+    let (last, parents) = parts.split_last().ok_or("empty path")?;
+    let mut cur = table;
+    for p in parents {
+        let entry = cur
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            _ => return Err(format!("`{p}` is not a section")),
+        };
+    }
+    cur.insert(last.clone(), parsed);
+    Ok(())
+}
+
+fn parse_env_value(value: &str) -> toml::Value {
+    let doc = format!("v = {value}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(value.to_string())),
+        Err(_) => toml::Value::String(value.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("stella.toml");
+        std::fs::write(
+            &p,
+            r#"
+[authority]
+issuer = "https://authority.test"
+jwks_file = "jwks.json"
+[licensing]
+introspect_url = "https://lic.test/license/introspect"
+[signing]
+keys = ["keys/a.key"]
+"#,
+        )
+        .unwrap();
+        let env = vec![
+            (
+                "STELLA_SIGNER__SERVER__LISTEN".into(),
+                "127.0.0.1:9999".into(),
+            ),
+            (
+                "STELLA_SIGNER__LICENSING__GRACE_TTL_SECONDS".into(),
+                "42".into(),
+            ),
+            (
+                "STELLA_SIGNER__DPOP__ALGORITHMS".into(),
+                r#"["ES256"]"#.into(),
+            ),
+            ("UNRELATED".into(), "x".into()),
+        ];
+        let c = Config::load(Some(&p), env).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9999");
+        assert_eq!(c.licensing.grace_ttl_seconds, 42);
+        assert_eq!(c.dpop.algorithms, vec!["ES256".to_string()]);
+        assert_eq!(c.authority.jwks_file.unwrap(), dir.path().join("jwks.json"));
+        assert_eq!(
+            c.signing.keys[0],
+            dir.path().join("keys/a.key").display().to_string()
+        );
+        assert_eq!(c.authority.audience, "signer");
+    }
+
+    #[test]
+    fn sample_config_in_the_repo_loads() {
+        let p = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../etc/stella.toml"
+        ));
+        let c = Config::load(Some(p), Vec::new()).unwrap();
+        assert_eq!(c.authority.audience, "signer");
+        assert!(!c.dev.enabled && !c.licensing.bypass);
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_symmetric_algs() {
+        assert!(Config::from_toml("[server]\nlisten_addr = \"x\"\n[dev]\nenabled = true").is_err());
+        assert!(
+            Config::from_toml("[dev]\nenabled = true\n[authority]\nalgorithms = [\"HS256\"]")
+                .is_err()
+        );
+        assert!(Config::from_toml("[dev]\nenabled = true\n[licensing]\nbypass = true").is_err());
+        assert!(Config::from_toml("[dev]\nenabled = true").is_ok());
+        assert!(Config::from_toml("").is_err());
+    }
+}

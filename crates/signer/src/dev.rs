@@ -1,0 +1,175 @@
+//! DEV ONLY: the development profile (`stella signer serve --dev`).
+//!
+//! It makes the service runnable with no other system, for the quick start and local
+//! experiments — and is refused on anything but a loopback listener:
+//! - an embedded **dev Authority**: a fresh P-256 key per start, `GET /dev/authority/jwks`, and
+//!   `POST /dev/authority/token` (OAuth client credentials, `client_secret=dev-secret`, a DPoP
+//!   proof required) issuing DPoP-bound `at+jwt` access tokens with `aud=signer`,
+//!   `scope=signer.sign` and `tid`/`inst` from the form (defaults `dev-tenant`,
+//!   `dev-installation`);
+//! - an embedded **dev Licensing**: any PoE value starting with `dev-` is an active `dev` plan
+//!   (`POST /dev/license/introspect` answers the same for inspection);
+//! - a generated **dev signing key** (`dev-signing.key`, unencrypted PKCS#8, mode 0600, and
+//!   `dev-signing.pub`) under the data folder, reused across starts so verification keeps
+//!   working;
+//! - scanner release enforcement off unless an allow-list is configured.
+//!
+//! Nothing here is reachable unless `dev.enabled` is set, and the startup log says so loudly.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use stella_keys::{Algorithm, FileKey, Signer as _};
+
+use crate::app::StartError;
+use crate::config::Config;
+use crate::jose::{self, Jwk, Jws};
+
+/// The dev Authority's issuer.
+pub const DEV_ISSUER: &str = "urn:stella:dev-authority";
+/// The dev Authority's client secret (any client id).
+pub const DEV_CLIENT_SECRET: &str = "dev-secret";
+const DEV_KID: &str = "dev-authority";
+
+/// The embedded dev Authority.
+pub struct DevAuthority {
+    key: FileKey,
+    jwk_value: Value,
+    /// Where the dev signing key's public half is (for `stella verify`).
+    pub signing_pub: Option<PathBuf>,
+}
+
+impl DevAuthority {
+    pub fn jwk(&self) -> Jwk {
+        // Built from our own key: cannot fail.
+        Jwk::from_value(&self.jwk_value).unwrap_or_else(|_| unreachable_jwk())
+    }
+
+    pub fn jwks_json(&self) -> Value {
+        json!({"keys": [self.jwk_value]})
+    }
+
+    /// Issue a DPoP-bound access token.
+    pub fn issue(
+        &self,
+        client_id: &str,
+        tenant: &str,
+        installation: &str,
+        jkt: &str,
+        lifetime: i64,
+    ) -> Result<String, String> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        jose::sign::compact(
+            &self.key,
+            &json!({"alg": "ES256", "typ": "at+jwt", "kid": DEV_KID}),
+            &json!({
+                "iss": DEV_ISSUER, "sub": client_id, "client_id": client_id,
+                "aud": "signer", "scope": "signer.sign",
+                "iat": now, "nbf": now, "exp": now + lifetime,
+                "jti": crate::trace::random_hex(16),
+                "tid": tenant, "inst": installation,
+                "cnf": {"jkt": jkt},
+            }),
+        )
+    }
+
+    /// Check a DPoP proof sent to the token endpoint; returns the key thumbprint.
+    pub fn check_token_proof(&self, proof: &str) -> Result<String, String> {
+        let jws = Jws::parse(proof).map_err(|e| e.to_string())?;
+        if jws.header_str("typ") != Some("dpop+jwt") {
+            return Err("DPoP proof `typ` must be dpop+jwt".into());
+        }
+        let jwk = Jwk::from_value(jws.header.get("jwk").unwrap_or(&Value::Null))
+            .map_err(|e| e.to_string())?;
+        jws.verify(&jwk).map_err(|e| e.to_string())?;
+        if jws.claims.get("htm").and_then(Value::as_str) != Some("POST") {
+            return Err("DPoP proof `htm` must be POST".into());
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let iat = jws.claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
+        if (now - iat).abs() > 60 {
+            return Err("DPoP proof `iat` is not recent".into());
+        }
+        Ok(jwk.thumbprint().to_string())
+    }
+}
+
+#[allow(clippy::panic)] // our own freshly generated P-256 key always forms a valid JWK
+fn unreachable_jwk() -> Jwk {
+    panic!("dev Authority JWK is invalid")
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600);
+    }
+    let mut f = o.open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Adjust `cfg` for the dev profile and make the dev Authority.
+pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
+    let addr: SocketAddr =
+        cfg.server.listen.parse().map_err(|e| {
+            StartError::Config(format!("server.listen {:?}: {e}", cfg.server.listen))
+        })?;
+    if !addr.ip().is_loopback() {
+        return Err(StartError::Config(format!(
+            "the dev profile serves an open token endpoint and may only listen on loopback, not {addr}"
+        )));
+    }
+    tracing::warn!("DEV PROFILE: embedded dev Authority and Licensing, generated dev signing key. NEVER USE IN PRODUCTION.");
+    let key = FileKey::generate(Algorithm::EcdsaP256Sha256)
+        .map_err(|e| StartError::Config(format!("dev Authority key: {e}")))?;
+    let mut jwk_value = jose::sign::public_jwk(&key);
+    jwk_value["kid"] = json!(DEV_KID);
+    jwk_value["alg"] = json!("ES256");
+    jwk_value["use"] = json!("sig");
+    cfg.authority.issuer = DEV_ISSUER.into();
+    cfg.authority.jwks_url = None;
+    cfg.authority.jwks_file = None;
+    let mut signing_pub = None;
+    if cfg.signing.keys.is_empty() && cfg.signing.tenants.is_empty() {
+        let dir = cfg.dev.data_dir.clone().unwrap_or_else(|| {
+            cfg.audit
+                .path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("data"))
+        });
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StartError::Io(format!("{}: {e}", dir.display())))?;
+        let key_path = dir.join("dev-signing.key");
+        let pub_path = dir.join("dev-signing.pub");
+        if !key_path.exists() {
+            let k = FileKey::generate(Algorithm::EcdsaP256Sha256)
+                .map_err(|e| StartError::Config(format!("dev signing key: {e}")))?;
+            let pem = k
+                .to_pkcs8_pem()
+                .map_err(|e| StartError::Config(format!("dev signing key: {e}")))?;
+            write_private(&key_path, pem.as_bytes())
+                .map_err(|e| StartError::Io(format!("{}: {e}", key_path.display())))?;
+            std::fs::write(&pub_path, k.public_key().to_pem())
+                .map_err(|e| StartError::Io(format!("{}: {e}", pub_path.display())))?;
+            tracing::warn!(path = %key_path.display(), key_id = %k.key_id(), "generated a DEV signing key");
+        }
+        cfg.signing.keys = vec![key_path.display().to_string()];
+        signing_pub = Some(pub_path);
+    }
+    if cfg.release.trusted_scanner_digests.is_empty() {
+        cfg.release.enforce = false;
+    }
+    Ok(DevAuthority {
+        key,
+        jwk_value,
+        signing_pub,
+    })
+}

@@ -1,0 +1,213 @@
+//! The Authority's signing keys: a JWKS fetched from a URL and cached, or pinned from a file
+//! (offline sites), or held in memory (the dev profile).
+//!
+//! A fetched set is used for `jwks_cache_seconds`; a token whose `kid` is not in the set
+//! triggers a refetch (the Authority rotated its key), but never more often than
+//! `jwks_refetch_floor_seconds`, so a stream of tokens with made-up `kid`s cannot turn the
+//! service into a load generator against the Authority. Fetches are single-flight. When a
+//! refetch fails, the last good set stays in use (keys do not stop being valid because the
+//! Authority is briefly down); with no set at all, requests fail `503 upstream_unavailable`.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::jose::{Alg, JwkSet, Jws};
+
+/// Why a token's key could not be found or used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error("no Authority key matches the token (kid {0:?})")]
+    UnknownKey(Option<String>),
+    #[error("the token signature does not verify")]
+    BadSignature,
+    #[error("the Authority's keys cannot be fetched: {0}")]
+    Unavailable(String),
+}
+
+struct Remote {
+    url: String,
+    http: reqwest::Client,
+    cache_for: Duration,
+    floor: Duration,
+    state: RwLock<RemoteState>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct RemoteState {
+    set: Option<Arc<JwkSet>>,
+    fetched_at: Option<Instant>,
+    last_attempt: Option<Instant>,
+}
+
+enum Source {
+    Fixed(Arc<JwkSet>),
+    Remote(Remote),
+}
+
+/// Where token keys come from.
+pub struct Jwks {
+    source: Source,
+}
+
+impl Jwks {
+    /// A fixed set (pinned file or dev profile).
+    pub fn fixed(set: JwkSet) -> Self {
+        Jwks {
+            source: Source::Fixed(Arc::new(set)),
+        }
+    }
+
+    /// A set read from a file once at start.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let set = JwkSet::from_json(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        if set.keys.is_empty() {
+            return Err(format!("{}: no usable keys", path.display()));
+        }
+        Ok(Self::fixed(set))
+    }
+
+    /// A set fetched from `url`.
+    pub fn remote(
+        url: String,
+        http: reqwest::Client,
+        cache_for: Duration,
+        floor: Duration,
+    ) -> Self {
+        Jwks {
+            source: Source::Remote(Remote {
+                url,
+                http,
+                cache_for,
+                floor,
+                state: RwLock::new(RemoteState::default()),
+                fetching: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Verify `jws` with a key from the set.
+    pub async fn verify(&self, jws: &Jws) -> Result<(), JwksError> {
+        let kid = jws.header_str("kid");
+        match &self.source {
+            Source::Fixed(set) => check(set, jws, kid),
+            Source::Remote(r) => {
+                let (set, fresh) = r.current();
+                if let Some(set) = &set {
+                    if fresh {
+                        match check(set, jws, kid) {
+                            Err(JwksError::UnknownKey(_)) => {}
+                            other => return other,
+                        }
+                    }
+                }
+                // Stale, missing, or an unknown kid: refetch (rate-limited), then decide.
+                let set = r.refresh().await?;
+                check(&set, jws, kid)
+            }
+        }
+    }
+
+    /// Fetch now (startup warm-up). Pinned sets are always ready.
+    pub async fn warm(&self) -> Result<(), JwksError> {
+        match &self.source {
+            Source::Fixed(_) => Ok(()),
+            Source::Remote(r) => r.refresh().await.map(|_| ()),
+        }
+    }
+
+    /// Has a usable key set?
+    pub fn is_ready(&self) -> bool {
+        match &self.source {
+            Source::Fixed(_) => true,
+            Source::Remote(r) => r.current().0.is_some(),
+        }
+    }
+}
+
+fn check(set: &JwkSet, jws: &Jws, kid: Option<&str>) -> Result<(), JwksError> {
+    let mut any = false;
+    for key in set.candidates(kid, jws.alg) {
+        any = true;
+        if jws.verify(key).is_ok() {
+            return Ok(());
+        }
+    }
+    if any {
+        Err(JwksError::BadSignature)
+    } else {
+        Err(JwksError::UnknownKey(kid.map(str::to_string)))
+    }
+}
+
+impl Remote {
+    fn current(&self) -> (Option<Arc<JwkSet>>, bool) {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let fresh = st.fetched_at.is_some_and(|t| t.elapsed() < self.cache_for);
+        (st.set.clone(), fresh)
+    }
+
+    async fn refresh(&self) -> Result<Arc<JwkSet>, JwksError> {
+        let _guard = self.fetching.lock().await;
+        {
+            let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+            if let (Some(set), Some(last)) = (&st.set, st.last_attempt) {
+                if last.elapsed() < self.floor {
+                    // Fetched (or tried) very recently — maybe by the request we waited on.
+                    return Ok(set.clone());
+                }
+            }
+            if st.set.is_none()
+                && st
+                    .last_attempt
+                    .is_some_and(|l| l.elapsed() < Duration::from_secs(1))
+            {
+                return Err(JwksError::Unavailable("fetch failed moments ago".into()));
+            }
+        }
+        let result = self.fetch().await;
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        st.last_attempt = Some(Instant::now());
+        match result {
+            Ok(set) => {
+                let set = Arc::new(set);
+                st.set = Some(set.clone());
+                st.fetched_at = Some(Instant::now());
+                Ok(set)
+            }
+            Err(e) => {
+                tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed");
+                st.set.clone().ok_or(JwksError::Unavailable(e))
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<JwkSet, String> {
+        let resp = self
+            .http
+            .get(&self.url)
+            .header("accept", "application/jwk-set+json, application/json")
+            .send()
+            .await
+            .map_err(|e| format!("{e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        let bytes = resp.bytes().await.map_err(|e| format!("{e}"))?;
+        if bytes.len() > 1024 * 1024 {
+            return Err("JWKS larger than 1 MiB".into());
+        }
+        let set = JwkSet::from_json(&bytes).map_err(|e| e.to_string())?;
+        if set.keys.is_empty() {
+            return Err("JWKS has no usable keys".into());
+        }
+        Ok(set)
+    }
+}
+
+/// Parse the configured algorithm names (validated by the config already).
+pub fn algs(names: &[String]) -> Vec<Alg> {
+    names.iter().filter_map(|n| Alg::parse(n)).collect()
+}

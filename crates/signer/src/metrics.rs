@@ -1,0 +1,249 @@
+//! Prometheus metrics, hand-written text exposition (format 0.0.4).
+//!
+//! - `stella_signer_request_duration_seconds{route}` — histogram with explicit buckets
+//!   (1 ms … 10 s), the signing latency on the sign routes.
+//! - `stella_signer_requests_total{route,outcome,code}` — requests by outcome.
+//! - `stella_signer_poe_failures_total{kind}` — `denied`, `unavailable`, `grace` (served
+//!   from grace: a failure of Licensing even though the request went on).
+//! - `stella_signer_quota_hits_total{kind}` — `qps`, `concurrency`, `artifact_bytes`.
+//! - `stella_signer_key_usage_total{key_id,mode}` — signatures made, per key and mode.
+//! - `stella_signer_audit_failures_total` — audit writes that failed (requests refused).
+//!
+//! Histograms are lock-free atomics; the labelled counters sit in small mutex-guarded maps
+//! (a handful of label sets each), locked for a map lookup and an increment.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Upper bounds (seconds) of the latency histogram.
+pub const BUCKETS: [f64; 14] = [
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    f64::INFINITY,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [AtomicU64; 14],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, secs: f64) {
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len() - 1);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type Counters<K> = Mutex<BTreeMap<K, u64>>;
+
+fn inc<K: Ord + Clone>(m: &Counters<K>, k: K, by: u64) {
+    let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
+    match g.get_mut(&k) {
+        Some(v) => *v += by,
+        None => {
+            g.insert(k, by);
+        }
+    }
+}
+
+/// The service's metrics.
+#[derive(Default)]
+pub struct Metrics {
+    latency: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
+    requests: Counters<(&'static str, &'static str, &'static str)>,
+    poe_failures: Counters<&'static str>,
+    quota_hits: Counters<&'static str>,
+    key_usage: Counters<(String, &'static str)>,
+    audit_failures: AtomicU64,
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn observe_request(
+        &self,
+        route: &'static str,
+        outcome: &'static str,
+        code: &'static str,
+        secs: f64,
+    ) {
+        let h = {
+            let mut g = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+            g.entry(route).or_default().clone()
+        };
+        h.observe(secs);
+        inc(&self.requests, (route, outcome, code), 1);
+    }
+
+    pub fn poe_failure(&self, kind: &'static str) {
+        inc(&self.poe_failures, kind, 1);
+    }
+
+    pub fn quota_hit(&self, kind: &'static str) {
+        inc(&self.quota_hits, kind, 1);
+    }
+
+    pub fn key_used(&self, key_id: &str, mode: &'static str) {
+        inc(&self.key_usage, (key_id.to_string(), mode), 1);
+    }
+
+    pub fn audit_failure(&self) {
+        self.audit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP stella_signer_request_duration_seconds Request latency (sign routes: signing latency including audit).\n");
+        out.push_str("# TYPE stella_signer_request_duration_seconds histogram\n");
+        let hs: Vec<_> = {
+            let g = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+            g.iter().map(|(k, v)| (*k, v.clone())).collect()
+        };
+        for (route, h) in hs {
+            let mut cum = 0;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                cum += h.counts[i].load(Ordering::Relaxed);
+                let le = if b.is_infinite() {
+                    "+Inf".to_string()
+                } else {
+                    format!("{b}")
+                };
+                let _ = writeln!(
+                    out,
+                    "stella_signer_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {cum}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "stella_signer_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "stella_signer_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                h.count.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP stella_signer_requests_total Requests by route, outcome and code.\n");
+        out.push_str("# TYPE stella_signer_requests_total counter\n");
+        for ((route, outcome, code), v) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "stella_signer_requests_total{{route=\"{route}\",outcome=\"{outcome}\",code=\"{code}\"}} {v}"
+            );
+        }
+        out.push_str(
+            "# HELP stella_signer_poe_failures_total Proof-of-Entitlement failures by kind.\n",
+        );
+        out.push_str("# TYPE stella_signer_poe_failures_total counter\n");
+        for (kind, v) in self
+            .poe_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "stella_signer_poe_failures_total{{kind=\"{kind}\"}} {v}"
+            );
+        }
+        out.push_str(
+            "# HELP stella_signer_quota_hits_total Requests refused by a plan quota, by kind.\n",
+        );
+        out.push_str("# TYPE stella_signer_quota_hits_total counter\n");
+        for (kind, v) in self
+            .quota_hits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(out, "stella_signer_quota_hits_total{{kind=\"{kind}\"}} {v}");
+        }
+        out.push_str(
+            "# HELP stella_signer_key_usage_total Signatures made, by key id and signing mode.\n",
+        );
+        out.push_str("# TYPE stella_signer_key_usage_total counter\n");
+        for ((key, mode), v) in self
+            .key_usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "stella_signer_key_usage_total{{key_id=\"{}\",mode=\"{mode}\"}} {v}",
+                escape(key)
+            );
+        }
+        out.push_str("# HELP stella_signer_audit_failures_total Audit writes that failed (the request was refused).\n");
+        out.push_str("# TYPE stella_signer_audit_failures_total counter\n");
+        let _ = writeln!(
+            out,
+            "stella_signer_audit_failures_total {}",
+            self.audit_failures.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_cumulative_buckets() {
+        let m = Metrics::new();
+        m.observe_request("sign_dsse", "signed", "ok", 0.0015);
+        m.observe_request("sign_dsse", "denied", "invalid_token", 0.3);
+        m.quota_hit("qps");
+        m.key_used("sha256:ab", "file");
+        let t = m.render();
+        assert!(t.contains(
+            "stella_signer_request_duration_seconds_bucket{route=\"sign_dsse\",le=\"0.001\"} 0"
+        ));
+        assert!(t.contains(
+            "stella_signer_request_duration_seconds_bucket{route=\"sign_dsse\",le=\"0.002\"} 1"
+        ));
+        assert!(t.contains(
+            "stella_signer_request_duration_seconds_bucket{route=\"sign_dsse\",le=\"+Inf\"} 2"
+        ));
+        assert!(t.contains("stella_signer_requests_total{route=\"sign_dsse\",outcome=\"denied\",code=\"invalid_token\"} 1"));
+        assert!(t.contains("stella_signer_quota_hits_total{kind=\"qps\"} 1"));
+        assert!(t.contains("stella_signer_key_usage_total{key_id=\"sha256:ab\",mode=\"file\"} 1"));
+    }
+}

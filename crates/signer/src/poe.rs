@@ -1,0 +1,325 @@
+//! Proof-of-Entitlement: introspection at the Licensing service, cached per PoE digest.
+//!
+//! `POST {introspect_url}` with `{"format":"jwt","value":"<PoE>"}` answers
+//! `{"active", "licenseId", "plan", "tenant"?, "installation"?, "limits": {"qps", "burst",
+//! "maxConcurrent", "maxArtifactBytes"}, "expiresAt"?}` (`docs/signer.md`). Answers are cached
+//! under the SHA-256 of the PoE for `cache_ttl_seconds`, never past the license's `expiresAt`;
+//! negative answers are cached too (a revoked license stays revoked without a round trip).
+//! When Licensing cannot be reached (connection error, timeout, 5xx, unreadable answer), the
+//! last *active* answer is used if it was confirmed less than `grace_ttl_seconds` ago and the
+//! license has not expired — PoE state `grace`; otherwise the request fails `503
+//! upstream_unavailable`. The operator bypass skips introspection entirely and applies the
+//! configured bypass plan — PoE state `bypass`, with the reason in every audit record.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use stella_store::PoeState;
+
+use crate::config::{LicensingConfig, PlanLimits};
+use crate::error::{ApiError, Code};
+
+/// An active entitlement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entitlement {
+    pub license_id: String,
+    pub tenant: Option<String>,
+    pub installation: Option<String>,
+    pub limits: PlanLimits,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+/// The answer for a request.
+#[derive(Debug, Clone)]
+pub struct PoeDecision {
+    pub entitlement: Arc<Entitlement>,
+    pub state: PoeState,
+    pub bypass_reason: Option<String>,
+}
+
+/// A refusal, with the PoE state to audit and the kind to count.
+#[derive(Debug)]
+pub struct PoeFailure {
+    pub error: ApiError,
+    /// `denied` or `unavailable` (metrics label).
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IntrospectLimits {
+    qps: f64,
+    #[serde(default)]
+    burst: Option<f64>,
+    max_concurrent: u32,
+    max_artifact_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Introspection {
+    active: bool,
+    #[serde(default)]
+    license_id: Option<String>,
+    #[serde(default)]
+    plan: Option<String>,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    installation: Option<String>,
+    #[serde(default)]
+    limits: Option<IntrospectLimits>,
+    #[serde(default)]
+    expires_at: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Clone)]
+struct CacheEntry {
+    answer: Result<Arc<Entitlement>, String>,
+    confirmed_at: Instant,
+}
+
+enum Backend {
+    Http {
+        client: reqwest::Client,
+        url: String,
+        token: Option<String>,
+    },
+    /// The dev profile's embedded Licensing (any PoE starting with `dev-`).
+    Dev,
+    None,
+}
+
+/// The Licensing client with its cache.
+pub struct Licensing {
+    backend: Backend,
+    cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
+    ttl: Duration,
+    grace: Duration,
+    max_entries: usize,
+    bypass: Option<(String, Arc<Entitlement>)>,
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn denied(detail: impl Into<String>) -> PoeFailure {
+    PoeFailure {
+        error: ApiError::new(Code::EntitlementDenied, detail),
+        kind: "denied",
+    }
+}
+
+/// The dev profile's entitlement.
+pub fn dev_entitlement() -> Entitlement {
+    Entitlement {
+        license_id: "dev-license".into(),
+        tenant: None,
+        installation: None,
+        limits: PlanLimits {
+            plan: "dev".into(),
+            qps: 100.0,
+            burst: 200.0,
+            max_concurrent: 32,
+            max_artifact_bytes: 4 * 1024 * 1024,
+        },
+        expires_at: None,
+    }
+}
+
+impl Licensing {
+    pub fn new(cfg: &LicensingConfig, http: reqwest::Client, dev: bool) -> Self {
+        let backend = match (&cfg.introspect_url, dev) {
+            (Some(url), _) => Backend::Http {
+                client: http,
+                url: url.clone(),
+                token: cfg.token_env.as_ref().and_then(|v| std::env::var(v).ok()),
+            },
+            (None, true) => Backend::Dev,
+            (None, false) => Backend::None,
+        };
+        let bypass = cfg.bypass.then(|| {
+            (
+                cfg.bypass_reason.clone().unwrap_or_default(),
+                Arc::new(Entitlement {
+                    license_id: "bypass".into(),
+                    tenant: None,
+                    installation: None,
+                    limits: cfg.bypass_plan.clone(),
+                    expires_at: None,
+                }),
+            )
+        });
+        Licensing {
+            backend,
+            cache: Mutex::new(HashMap::new()),
+            ttl: Duration::from_secs(cfg.cache_ttl_seconds),
+            grace: Duration::from_secs(cfg.grace_ttl_seconds),
+            max_entries: cfg.cache_entries.max(1),
+            bypass,
+        }
+    }
+
+    pub fn is_bypassed(&self) -> bool {
+        self.bypass.is_some()
+    }
+
+    /// Decide on `poe` (its value).
+    pub async fn check(&self, poe: Option<&str>) -> Result<PoeDecision, PoeFailure> {
+        if let Some((reason, ent)) = &self.bypass {
+            return Ok(PoeDecision {
+                entitlement: ent.clone(),
+                state: PoeState::Bypass,
+                bypass_reason: Some(reason.clone()),
+            });
+        }
+        let Some(poe) = poe.filter(|p| !p.is_empty()) else {
+            return Err(denied("a Proof-of-Entitlement (`poe`) is required"));
+        };
+        let digest = stella_keys::sha256(poe.as_bytes());
+        let now = unix_now();
+        let cached = {
+            let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            c.get(&digest).cloned()
+        };
+        if let Some(e) = &cached {
+            if e.confirmed_at.elapsed() < self.ttl {
+                return match &e.answer {
+                    Ok(ent) if ent.expires_at.is_none_or(|x| x > now) => Ok(PoeDecision {
+                        entitlement: ent.clone(),
+                        state: PoeState::Cached,
+                        bypass_reason: None,
+                    }),
+                    Ok(_) => Err(denied("the license has expired")),
+                    Err(reason) => Err(denied(reason.clone())),
+                };
+            }
+        }
+        match self.introspect(poe).await {
+            Ok(answer) => {
+                self.remember(digest, answer.clone());
+                match answer {
+                    Ok(ent) => {
+                        if ent.expires_at.is_some_and(|x| x <= now) {
+                            return Err(denied("the license has expired"));
+                        }
+                        Ok(PoeDecision {
+                            entitlement: ent,
+                            state: PoeState::Valid,
+                            bypass_reason: None,
+                        })
+                    }
+                    Err(reason) => Err(denied(reason)),
+                }
+            }
+            Err(why) => {
+                if let Some(CacheEntry {
+                    answer: Ok(ent),
+                    confirmed_at,
+                }) = cached
+                {
+                    if confirmed_at.elapsed() < self.grace && ent.expires_at.is_none_or(|x| x > now)
+                    {
+                        tracing::warn!(error = %why, "Licensing unavailable: using the last known entitlement (grace)");
+                        return Ok(PoeDecision {
+                            entitlement: ent,
+                            state: PoeState::Grace,
+                            bypass_reason: None,
+                        });
+                    }
+                }
+                Err(PoeFailure {
+                    error: ApiError::unavailable(
+                        "the Licensing service is unavailable and no entitlement is cached within the grace period; retry later",
+                        format!("Licensing: {why}"),
+                    ),
+                    kind: "unavailable",
+                })
+            }
+        }
+    }
+
+    fn remember(&self, digest: [u8; 32], answer: Result<Arc<Entitlement>, String>) {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= self.max_entries {
+            let grace = self.grace.max(self.ttl);
+            c.retain(|_, e| e.confirmed_at.elapsed() < grace);
+            if c.len() >= self.max_entries {
+                c.clear();
+            }
+        }
+        c.insert(
+            digest,
+            CacheEntry {
+                answer,
+                confirmed_at: Instant::now(),
+            },
+        );
+    }
+
+    /// Ask Licensing. `Ok(Err(reason))`: Licensing said no. `Err`: Licensing is unavailable.
+    async fn introspect(&self, poe: &str) -> Result<Result<Arc<Entitlement>, String>, String> {
+        let body = match &self.backend {
+            Backend::Dev => {
+                return Ok(if poe.starts_with("dev-") {
+                    Ok(Arc::new(dev_entitlement()))
+                } else {
+                    Err("the dev Licensing accepts only PoE values starting with `dev-`".into())
+                })
+            }
+            Backend::None => return Err("no Licensing service is configured".into()),
+            Backend::Http { client, url, token } => {
+                let mut req = client
+                    .post(url)
+                    .json(&serde_json::json!({"format": "jwt", "value": poe}));
+                if let Some(t) = token {
+                    req = req.bearer_auth(t);
+                }
+                let resp = req.send().await.map_err(|e| format!("{e}"))?;
+                let status = resp.status();
+                if !status.is_success() {
+                    return Err(format!("introspection answered HTTP {status}"));
+                }
+                let bytes = resp.bytes().await.map_err(|e| format!("{e}"))?;
+                serde_json::from_slice::<Introspection>(&bytes)
+                    .map_err(|e| format!("unreadable introspection answer: {e}"))?
+            }
+        };
+        if !body.active {
+            return Ok(Err(body
+                .reason
+                .map(|r| format!("the license is not active: {r}"))
+                .unwrap_or_else(|| "the license is not active".into())));
+        }
+        let (Some(license_id), Some(limits)) = (body.license_id, body.limits) else {
+            return Err("introspection answer lacks licenseId or limits".into());
+        };
+        let expires_at = match body.expires_at {
+            Some(s) => Some(
+                time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| format!("introspection expiresAt: {e}"))?
+                    .unix_timestamp(),
+            ),
+            None => None,
+        };
+        Ok(Ok(Arc::new(Entitlement {
+            license_id,
+            tenant: body.tenant,
+            installation: body.installation,
+            limits: PlanLimits {
+                plan: body.plan.unwrap_or_else(|| "unknown".into()),
+                qps: limits.qps,
+                burst: limits.burst.unwrap_or(limits.qps),
+                max_concurrent: limits.max_concurrent,
+                max_artifact_bytes: limits.max_artifact_bytes,
+            },
+            expires_at,
+        })))
+    }
+}

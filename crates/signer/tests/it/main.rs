@@ -1,0 +1,10 @@
+//! Signer service integration tests: the real router over HTTPS on 127.0.0.1, a real
+//! Authority (oidc-provider, `tests/authority/`) issuing DPoP- and certificate-bound tokens,
+//! a Licensing stub, and the SQLite audit log read back for every refusal.
+
+// Test helpers unwrap and panic: a failure is a failing test with a location.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod flows;
+mod hostile;
+mod support;

@@ -1,0 +1,611 @@
+//! Test harness: a PKI (rcgen), the real Authority (oidc-provider under Node, one per test
+//! binary), a Licensing stub that can be switched off, and a `TestSigner` serving the real
+//! router over HTTPS with optional client certificates on 127.0.0.1.
+
+use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::extract::State;
+use axum::routing::post;
+use serde_json::{json, Value};
+use stella_keys::{Algorithm, FileKey, Signer as _};
+use stella_signer::client::{self, DpopKey};
+use stella_signer::jose;
+use stella_signer::{AppBuilder, AppState, Config, TenantKeys};
+use stella_store::sqlite::SqliteReader;
+use stella_store::{AuditReader as _, AuditRecord};
+
+pub(crate) const ISSUER: &str = "https://authority.stella.test";
+pub(crate) const RESOURCE: &str = "urn:stella:signer";
+pub(crate) const SCANNER: &str =
+    "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+pub(crate) fn root() -> PathBuf {
+    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    p.canonicalize().unwrap_or(p)
+}
+
+// ------------------------------------------------------------------------------------------
+// PKI
+// ------------------------------------------------------------------------------------------
+
+pub(crate) struct Pki {
+    pub(crate) ca: PathBuf,
+    pub(crate) server_cert: PathBuf,
+    pub(crate) server_key: PathBuf,
+    /// PEM cert + key of two client certificates.
+    pub(crate) client_a: Vec<u8>,
+    pub(crate) client_b: Vec<u8>,
+}
+
+fn write(path: &Path, data: impl AsRef<[u8]>) {
+    std::fs::write(path, data).unwrap();
+}
+
+impl Pki {
+    pub(crate) fn new(dir: &Path) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Stella Test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf = |names: Vec<String>, cn: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(names).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            let cert = p.signed_by(&key, &ca).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_pem, server_key) =
+            leaf(vec!["localhost".into(), "127.0.0.1".into()], "signer.test");
+        let (a_pem, a_key) = leaf(vec![], "client-a");
+        let (b_pem, b_key) = leaf(vec![], "client-b");
+        let pki = Pki {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_a: format!("{a_pem}{a_key}").into_bytes(),
+            client_b: format!("{b_pem}{b_key}").into_bytes(),
+        };
+        write(&pki.ca, ca.pem());
+        write(&pki.server_cert, server_pem);
+        write(&pki.server_key, server_key);
+        pki
+    }
+
+    pub(crate) fn http(&self, identity: Option<&[u8]>) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca).unwrap()).unwrap();
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(20));
+        if let Some(id) = identity {
+            b = b.identity(reqwest::Identity::from_pem(id).unwrap());
+        }
+        b.build().unwrap()
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The Authority (oidc-provider), shared by every test of this binary.
+// ------------------------------------------------------------------------------------------
+
+pub(crate) struct Authority {
+    pub(crate) token_url: String,
+    pub(crate) jwks_url: String,
+    /// The token signing key (the tests forge hostile tokens with it).
+    pub(crate) key: FileKey,
+    pub(crate) pki: Pki,
+    _dir: tempfile::TempDir,
+    _child: Mutex<Child>,
+}
+
+pub(crate) struct TestClient {
+    pub(crate) id: &'static str,
+    pub(crate) tid: &'static str,
+    pub(crate) inst: &'static str,
+    pub(crate) scope: &'static str,
+    pub(crate) dpop: bool,
+    pub(crate) mtls: bool,
+}
+
+pub(crate) const CLIENTS: &[TestClient] = &[
+    TestClient {
+        id: "a-dpop",
+        tid: "tenant-a",
+        inst: "inst-a1",
+        scope: "signer.sign other.scope",
+        dpop: true,
+        mtls: false,
+    },
+    TestClient {
+        id: "a-mtls",
+        tid: "tenant-a",
+        inst: "inst-a1",
+        scope: "signer.sign other.scope",
+        dpop: false,
+        mtls: true,
+    },
+    TestClient {
+        id: "a-plain",
+        tid: "tenant-a",
+        inst: "inst-a1",
+        scope: "signer.sign other.scope",
+        dpop: false,
+        mtls: false,
+    },
+    TestClient {
+        id: "b-dpop",
+        tid: "tenant-b",
+        inst: "inst-b1",
+        scope: "signer.sign other.scope",
+        dpop: true,
+        mtls: false,
+    },
+    TestClient {
+        id: "z-dpop",
+        tid: "tenant-z",
+        inst: "inst-z1",
+        scope: "signer.sign other.scope",
+        dpop: true,
+        mtls: false,
+    },
+];
+
+pub(crate) fn secret(id: &str) -> String {
+    format!("{id}-secret-0123456789")
+}
+
+pub(crate) fn authority() -> &'static Authority {
+    static A: OnceLock<Authority> = OnceLock::new();
+    A.get_or_init(start_authority)
+}
+
+fn start_authority() -> Authority {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let key = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+    let clients: Vec<Value> = CLIENTS
+        .iter()
+        .map(|c| {
+            json!({"client_id": c.id, "client_secret": secret(c.id), "tid": c.tid, "inst": c.inst,
+                   "scope": c.scope, "dpop": c.dpop, "mtls": c.mtls})
+        })
+        .collect();
+    let cfg = json!({
+        "issuer": ISSUER,
+        "signingKeyPem": key.to_pkcs8_pem().unwrap().as_str(),
+        "kid": "test-key-1",
+        "tls": {"cert": pki.server_cert, "key": pki.server_key, "ca": pki.ca},
+        "clients": clients,
+    });
+    let cfg_path = dir.path().join("authority.json");
+    write(&cfg_path, cfg.to_string());
+    let script = root().join("tests/authority/authority.mjs");
+    assert!(
+        root()
+            .join("tests/authority/node_modules/oidc-provider")
+            .exists(),
+        "tests/authority/node_modules is missing: run scripts/setup-test-deps.sh"
+    );
+    let mut child = Command::new("node")
+        .arg(&script)
+        .arg(&cfg_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot run node (run scripts/setup-test-deps.sh)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = serde_json::from_str::<Value>(&line)
+        .unwrap_or_else(|_| panic!("the Authority did not start: {line:?}"))["port"]
+        .as_u64()
+        .unwrap();
+    Authority {
+        token_url: format!("https://127.0.0.1:{port}/token"),
+        jwks_url: format!("https://127.0.0.1:{port}/jwks"),
+        key,
+        pki,
+        _dir: dir,
+        _child: Mutex::new(child),
+    }
+}
+
+impl Authority {
+    /// A real token from the Authority for `client`, DPoP-bound to `dpop` when given, over a
+    /// connection with `identity` (client certificate) when given.
+    pub(crate) async fn token(
+        &self,
+        client: &str,
+        scope: &str,
+        dpop: Option<&DpopKey>,
+        identity: Option<&[u8]>,
+    ) -> String {
+        let http = self.pki.http(identity);
+        client::client_credentials(
+            &http,
+            &self.token_url,
+            client,
+            &secret(client),
+            &[("resource", RESOURCE), ("scope", scope)],
+            dpop,
+        )
+        .await
+        .unwrap()
+        .access_token
+    }
+
+    /// A token signed with the Authority's key and these claims (hostile cases).
+    pub(crate) fn forge(&self, header: Value, claims: Value) -> String {
+        jose::sign::compact(&self.key, &header, &claims).unwrap()
+    }
+
+    /// Claims of a valid DPoP-bound token for tenant-a, to be altered.
+    pub(crate) fn good_claims(&self, jkt: &str) -> Value {
+        let now = now();
+        json!({"iss": ISSUER, "sub": "a-dpop", "client_id": "a-dpop", "aud": "signer",
+               "scope": "signer.sign", "iat": now, "exp": now + 300, "jti": "forged-1",
+               "tid": "tenant-a", "inst": "inst-a1", "cnf": {"jkt": jkt}})
+    }
+}
+
+pub(crate) fn at_header() -> Value {
+    json!({"alg": "ES256", "typ": "at+jwt", "kid": "test-key-1"})
+}
+
+pub(crate) fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+// ------------------------------------------------------------------------------------------
+// Licensing stub
+// ------------------------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+pub(crate) struct Licensing {
+    pub(crate) answers: Arc<Mutex<HashMap<String, Value>>>,
+    pub(crate) down: Arc<AtomicBool>,
+    pub(crate) calls: Arc<std::sync::atomic::AtomicUsize>,
+    /// Answer this many milliseconds late (keeps requests in flight).
+    pub(crate) delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) url: String,
+}
+
+pub(crate) fn license(tenant: &str, qps: f64, max_bytes: u64) -> Value {
+    json!({"active": true, "licenseId": format!("lic-{tenant}"), "plan": "team", "tenant": tenant,
+           "limits": {"qps": qps, "burst": qps, "maxConcurrent": 8, "maxArtifactBytes": max_bytes},
+           "expiresAt": "2099-01-01T00:00:00Z"})
+}
+
+async fn introspect(
+    State(l): State<Licensing>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    l.calls.fetch_add(1, Ordering::SeqCst);
+    let delay = l.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    if l.down.load(Ordering::SeqCst) {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+    }
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let poe = v["value"].as_str().unwrap_or("");
+    let answer = l
+        .answers
+        .lock()
+        .unwrap()
+        .get(poe)
+        .cloned()
+        .unwrap_or(json!({"active": false, "reason": "unknown license"}));
+    axum::Json(answer).into_response()
+}
+
+impl Licensing {
+    pub(crate) async fn start() -> Licensing {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut l = Licensing {
+            url: format!(
+                "http://{}/license/introspect",
+                listener.local_addr().unwrap()
+            ),
+            ..Licensing::default()
+        };
+        l.answers
+            .lock()
+            .unwrap()
+            .insert("poe-a".into(), license("tenant-a", 1000.0, 1 << 20));
+        l.answers
+            .lock()
+            .unwrap()
+            .insert("poe-b".into(), license("tenant-b", 1000.0, 1 << 20));
+        let app = axum::Router::new()
+            .route("/license/introspect", post(introspect))
+            .with_state(l.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        l.url = l.url.clone();
+        l
+    }
+
+    pub(crate) fn set(&self, poe: &str, v: Value) {
+        self.answers.lock().unwrap().insert(poe.into(), v);
+    }
+
+    pub(crate) fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The signer under test
+// ------------------------------------------------------------------------------------------
+
+pub(crate) struct TestSigner {
+    pub(crate) base: String,
+    pub(crate) state: AppState,
+    pub(crate) audit_db: PathBuf,
+    pub(crate) signing_pub: stella_keys::PublicKey,
+    pub(crate) licensing: Licensing,
+    pub(crate) shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    pub(crate) task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Options for [`TestSigner::start`].
+#[derive(Default)]
+pub(crate) struct Opts {
+    pub(crate) toml: String,
+    pub(crate) audit: Option<Arc<dyn stella_store::AuditLog>>,
+    pub(crate) extra_keys: usize,
+}
+
+impl TestSigner {
+    pub(crate) async fn start() -> TestSigner {
+        Self::start_with(Opts::default()).await
+    }
+
+    pub(crate) async fn start_with(opts: Opts) -> TestSigner {
+        let a = authority();
+        let licensing = Licensing::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let audit_db = dir.path().join("audit.db");
+        let base_toml = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 262144
+shutdown_grace_seconds = 5
+[server.tls]
+cert = "{cert}"
+key = "{key}"
+client_ca = "{ca}"
+[authority]
+issuer = "{ISSUER}"
+jwks_url = "{jwks}"
+ca_file = "{ca}"
+[licensing]
+introspect_url = "{lic}"
+cache_ttl_seconds = 60
+grace_ttl_seconds = 60
+[release]
+enforce = true
+trusted_scanner_digests = ["{SCANNER}"]
+[audit]
+path = "{db}"
+[signing]
+keys = ["unused-replaced-by-test"]
+"#,
+            cert = a.pki.server_cert.display(),
+            key = a.pki.server_key.display(),
+            ca = a.pki.ca.display(),
+            jwks = a.jwks_url,
+            lic = licensing.url,
+            db = audit_db.display(),
+        );
+        let mut table: toml::Table = base_toml.parse().unwrap();
+        let overrides: toml::Table = opts.toml.parse().unwrap();
+        merge(&mut table, overrides);
+        let cfg: Config = toml::Value::Table(table).try_into().unwrap();
+        cfg.validate().unwrap();
+        let key = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+        let signing_pub = key.public_key().clone();
+        let mut keys: Vec<Arc<dyn stella_keys::Signer>> = vec![Arc::new(key)];
+        for _ in 0..opts.extra_keys {
+            keys.push(Arc::new(FileKey::generate(Algorithm::Ed25519).unwrap()));
+        }
+        let mut tenants = HashMap::new();
+        tenants.insert("tenant-a".to_string(), keys);
+        tenants.insert(
+            "tenant-b".to_string(),
+            vec![
+                Arc::new(FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap())
+                    as Arc<dyn stella_keys::Signer>,
+            ],
+        );
+        let tls = stella_signer::server::tls_acceptor(cfg.server.tls.as_ref().unwrap()).unwrap();
+        let mut b = AppBuilder::new(cfg).signers(TenantKeys::new(Vec::new(), tenants));
+        if let Some(au) = opts.audit {
+            b = b.audit(au);
+        }
+        let state = AppState(Arc::new(b.build().unwrap()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            stella_signer::server::serve(st, listener, Some(tls), async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestSigner {
+            base,
+            state,
+            audit_db,
+            signing_pub,
+            licensing,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Stop gracefully and wait for the audit log to be closed.
+    pub(crate) async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+
+    /// The audit record with this id (the log is read from the database file).
+    pub(crate) fn audit(&self, audit_id: &str) -> AuditRecord {
+        let reader = SqliteReader::open(&self.audit_db).unwrap();
+        let mut after = 0;
+        loop {
+            let page = reader.read_after(after, 1000).unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for r in page {
+                let rec: AuditRecord = serde_json::from_str(&r.record_json).unwrap();
+                if rec.audit_id == audit_id {
+                    return rec;
+                }
+            }
+        }
+        panic!("no audit record {audit_id}");
+    }
+}
+
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+/// A sign request body.
+pub(crate) fn sign_body(poe: &str) -> Value {
+    json!({
+        "subject": [{"name": "app.tar", "digest": {"sha256": "ab".repeat(32)}}],
+        "predicateType": "stella.ops/sbom@v1",
+        "predicate": {"bomFormat": "CycloneDX", "specVersion": "1.5"},
+        "scannerImageDigest": SCANNER,
+        "poe": {"format": "jwt", "value": poe},
+    })
+}
+
+/// What came back.
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: Value,
+    pub(crate) headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    pub(crate) fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    pub(crate) fn audit_id(&self) -> &str {
+        self.body["auditId"].as_str().expect("auditId in the body")
+    }
+}
+
+/// Send a raw request: `authorization` and `dpop` header values as given.
+pub(crate) async fn send(
+    http: &reqwest::Client,
+    url: &str,
+    authorization: Option<String>,
+    dpop: &[String],
+    body: Vec<u8>,
+) -> Reply {
+    let mut req = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    for d in dpop {
+        req = req.header("dpop", d);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Reply {
+        status,
+        body,
+        headers,
+    }
+}
+
+/// A DPoP-bound request with a fresh proof.
+pub(crate) async fn send_dpop(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    key: &DpopKey,
+    body: &Value,
+) -> Reply {
+    let proof = key.proof("POST", url, Some(token), None).unwrap();
+    send(
+        http,
+        url,
+        Some(format!("DPoP {token}")),
+        &[proof],
+        serde_json::to_vec(body).unwrap(),
+    )
+    .await
+}
+
+/// Assert a refusal: status, code, and an audit record saying the same.
+pub(crate) fn assert_refused(s: &TestSigner, r: &Reply, status: u16, code: &str) -> AuditRecord {
+    assert_eq!(
+        (r.status, r.code()),
+        (status, code),
+        "unexpected reply: {}",
+        r.body
+    );
+    assert_eq!(
+        r.headers["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let rec = s.audit(r.audit_id());
+    assert_eq!(rec.status, status);
+    assert_eq!(rec.reason_code.as_deref(), Some(code));
+    assert_ne!(rec.outcome, stella_store::Outcome::Signed);
+    assert!(
+        rec.envelope_sha256.is_none(),
+        "a refused request has no envelope"
+    );
+    rec
+}

@@ -1,0 +1,266 @@
+//! The audit hash chain, independent of the backend.
+//!
+//! Link `n` (1-based) stores `prev_hash` = hash of link `n-1` (64 zeros for link 1) and
+//! `hash = SHA-256("stella-audit-v1\n" || n || "\n" || prev_hash || "\n" || record_json)`,
+//! where `record_json` is the record's canonical JSON exactly as stored. Binding the position
+//! and the previous hash into every link means that an edited record (its hash no longer
+//! matches), an inserted or deleted record (a gap in `seq`, or a `prev_hash` that no longer
+//! names the link before it) and reordering are all detected by walking the chain once.
+//!
+//! What a chain cannot prove on its own is that nothing was cut off its *end*, or that a
+//! writer with database access did not recompute every link after an edit: [`verify`] reports
+//! the head (last `seq` and hash), which operators anchor elsewhere (export it, or compare with
+//! `stella audit verify --expect-head`).
+
+use crate::audit::{AuditReader, AuditRecord, StoredRecord};
+use crate::StoreError;
+
+/// `prev_hash` of the first link.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The hash of link `seq`.
+pub fn link_hash(seq: u64, prev_hash: &str, record_json: &[u8]) -> String {
+    crate::sha256_hex(&[
+        b"stella-audit-v1\n",
+        seq.to_string().as_bytes(),
+        b"\n",
+        prev_hash.as_bytes(),
+        b"\n",
+        record_json,
+    ])
+}
+
+/// One thing wrong with a chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    #[error("seq {seq}: record was edited (its hash does not match its content)")]
+    Edited { seq: u64 },
+    #[error("seq {seq}: the chain is broken before this record (a record was inserted, deleted or reordered)")]
+    Broken { seq: u64 },
+    #[error("seq {seq}: expected seq {expected}: {missing} record(s) missing (deleted)")]
+    Gap {
+        seq: u64,
+        expected: u64,
+        missing: u64,
+    },
+    #[error("seq {seq}: stored record is not a valid audit record: {reason}")]
+    Unreadable { seq: u64, reason: String },
+    #[error("head is seq {seq} hash {hash}, expected {expected} (records cut off or rewritten)")]
+    HeadMismatch {
+        seq: u64,
+        hash: String,
+        expected: String,
+    },
+}
+
+/// The result of walking a chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Records walked.
+    pub records: u64,
+    /// Last `seq` seen (0 for an empty log).
+    pub head_seq: u64,
+    /// Hash of the last link ([`GENESIS`] for an empty log).
+    pub head_hash: String,
+    /// Everything found wrong, in chain order (at most [`MAX_PROBLEMS`]).
+    pub problems: Vec<ChainError>,
+}
+
+impl ChainReport {
+    pub fn is_intact(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Stop collecting problems after this many (a wholesale rewrite would otherwise list every
+/// record).
+pub const MAX_PROBLEMS: usize = 100;
+
+/// Walks links one at a time; usable by any reader.
+#[derive(Debug)]
+pub struct ChainWalker {
+    report: ChainReport,
+    expected_seq: u64,
+}
+
+impl Default for ChainWalker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChainWalker {
+    pub fn new() -> Self {
+        ChainWalker {
+            report: ChainReport {
+                head_hash: GENESIS.to_string(),
+                ..ChainReport::default()
+            },
+            expected_seq: 1,
+        }
+    }
+
+    /// A walker for a range that starts at `seq` whose predecessor's hash is `prev_hash`
+    /// (exports of a time range). Only links from `seq` on are checked.
+    pub fn starting_at(seq: u64, prev_hash: &str) -> Self {
+        ChainWalker {
+            report: ChainReport {
+                head_hash: prev_hash.to_string(),
+                ..ChainReport::default()
+            },
+            expected_seq: seq,
+        }
+    }
+
+    fn problem(&mut self, p: ChainError) {
+        if self.report.problems.len() < MAX_PROBLEMS {
+            self.report.problems.push(p);
+        }
+    }
+
+    /// Check the next stored link.
+    pub fn push(&mut self, rec: &StoredRecord) {
+        let seq = rec.seq;
+        if seq != self.expected_seq {
+            if seq > self.expected_seq {
+                self.problem(ChainError::Gap {
+                    seq,
+                    expected: self.expected_seq,
+                    missing: seq - self.expected_seq,
+                });
+            } else {
+                self.problem(ChainError::Broken { seq });
+            }
+        } else if rec.prev_hash != self.report.head_hash {
+            self.problem(ChainError::Broken { seq });
+        }
+        if link_hash(seq, &rec.prev_hash, rec.record_json.as_bytes()) != rec.hash {
+            self.problem(ChainError::Edited { seq });
+        } else if let Err(e) = serde_json::from_str::<AuditRecord>(&rec.record_json) {
+            self.problem(ChainError::Unreadable {
+                seq,
+                reason: e.to_string(),
+            });
+        }
+        self.report.records += 1;
+        self.report.head_seq = seq;
+        self.report.head_hash = rec.hash.clone();
+        self.expected_seq = seq + 1;
+    }
+
+    pub fn finish(self) -> ChainReport {
+        self.report
+    }
+}
+
+/// Walk a whole log from the start.
+pub fn verify(reader: &dyn AuditReader) -> Result<ChainReport, StoreError> {
+    let mut walker = ChainWalker::new();
+    let mut after = 0;
+    loop {
+        let page = reader.read_after(after, 2048)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for rec in &page {
+            walker.push(rec);
+        }
+    }
+    Ok(walker.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64, prev: &str, json: &str) -> StoredRecord {
+        StoredRecord {
+            seq,
+            record_json: json.to_string(),
+            prev_hash: prev.to_string(),
+            hash: link_hash(seq, prev, json.as_bytes()),
+        }
+    }
+
+    fn sample(n: u64) -> Vec<StoredRecord> {
+        let mut out = Vec::new();
+        let mut prev = GENESIS.to_string();
+        for seq in 1..=n {
+            let mut r = AuditRecord::new(
+                format!("a{seq}"),
+                "t".into(),
+                "r".into(),
+                "2026-01-01T00:00:00.000Z".into(),
+            );
+            r.status = 200;
+            let json = String::from_utf8(r.to_canonical_json().unwrap()).unwrap();
+            let s = rec(seq, &prev, &json);
+            prev = s.hash.clone();
+            out.push(s);
+        }
+        out
+    }
+
+    fn walk(recs: &[StoredRecord]) -> ChainReport {
+        let mut w = ChainWalker::new();
+        for r in recs {
+            w.push(r);
+        }
+        w.finish()
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        let r = walk(&sample(5));
+        assert!(r.is_intact(), "{:?}", r.problems);
+        assert_eq!((r.records, r.head_seq), (5, 5));
+    }
+
+    #[test]
+    fn edit_is_detected() {
+        let mut recs = sample(4);
+        recs[1].record_json = recs[1].record_json.replace("a2", "a9");
+        assert_eq!(walk(&recs).problems, vec![ChainError::Edited { seq: 2 }]);
+    }
+
+    #[test]
+    fn edit_with_recomputed_hash_breaks_the_next_link() {
+        let mut recs = sample(4);
+        recs[1].record_json = recs[1].record_json.replace("a2", "a9");
+        recs[1].hash = link_hash(2, &recs[1].prev_hash, recs[1].record_json.as_bytes());
+        assert_eq!(walk(&recs).problems, vec![ChainError::Broken { seq: 3 }]);
+    }
+
+    #[test]
+    fn deletion_is_detected() {
+        let mut recs = sample(4);
+        recs.remove(1);
+        let p = walk(&recs).problems;
+        assert!(
+            matches!(
+                p[0],
+                ChainError::Gap {
+                    seq: 3,
+                    missing: 1,
+                    ..
+                }
+            ),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn deleting_the_first_record_is_detected() {
+        let mut recs = sample(3);
+        recs.remove(0);
+        assert!(!walk(&recs).is_intact());
+    }
+
+    #[test]
+    fn insertion_is_detected() {
+        let mut recs = sample(3);
+        let forged = rec(2, GENESIS, "{}");
+        recs.insert(1, forged);
+        assert!(!walk(&recs).is_intact());
+    }
+}

@@ -1,0 +1,18 @@
+//! The DPoP replay cache: every proof's `jti` is single-use within the window in which the
+//! proof's `iat` is acceptable. The embedded backend is in process memory
+//! ([`crate::MemoryReplayCache`]); replicas behind one load balancer share a Redis backend
+//! (`SET key 1 NX EXAT expiry`, a later issue) so a proof replayed to another replica is
+//! still caught.
+
+use crate::StoreFuture;
+
+/// Remembers keys until they expire.
+pub trait ReplayCache: Send + Sync {
+    /// Record `key` as used until `expires_at` (Unix seconds). `Ok(true)` the first time,
+    /// `Ok(false)` if it is already recorded and not yet expired (a replay). Errors (the cache
+    /// is full or unreachable) must be treated as a refusal.
+    fn check_and_insert(&self, key: &str, expires_at: i64) -> StoreFuture<'_, bool>;
+
+    /// Short backend name for logs (`memory`, `redis`).
+    fn backend(&self) -> &'static str;
+}

@@ -1,0 +1,491 @@
+//! The embedded audit log: SQLite in WAL mode with group commit.
+//!
+//! One writer thread owns the connection. Callers encode their record to canonical JSON on
+//! their own thread and queue it; the writer takes everything queued (up to `batch_max`),
+//! chains and inserts the batch in one transaction and commits once — with
+//! `synchronous=FULL` that is one WAL fsync for the whole batch — and only then answers each
+//! caller. Under load, batches grow on their own while an fsync is in flight, so durability
+//! costs one fsync per batch rather than per request; idle, a lone record commits at once
+//! (no timer adds latency). A failed commit rolls back the batch, fails every caller in it
+//! and reloads the head from disk, so the chain never skips a link.
+//!
+//! The writer never checkpoints (`wal_autocheckpoint=0`): copying the WAL back into the
+//! database and syncing it would stall every caller waiting on that batch. A checkpointer
+//! thread with its own connection runs `PASSIVE` checkpoints twice a second instead, which in
+//! WAL mode proceed alongside the writer; closing the log truncates the WAL.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::{Appended, AuditLog, AuditReader, AuditRecord, StoredRecord};
+use crate::chain::{link_hash, GENESIS};
+use crate::{StoreError, StoreFuture};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq       INTEGER PRIMARY KEY,
+    time      TEXT NOT NULL,
+    audit_id  TEXT NOT NULL,
+    record    TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_time ON audit_log(time);
+";
+
+/// Options of the SQLite audit log.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Database file (created with its folder if missing).
+    pub path: PathBuf,
+    /// Most records committed in one transaction.
+    pub batch_max: usize,
+    /// Records that may wait for the writer before `append` waits for room.
+    pub queue: usize,
+}
+
+impl SqliteOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteOptions {
+            path: path.into(),
+            batch_max: 1024,
+            queue: 65_536,
+        }
+    }
+}
+
+enum Cmd {
+    Append {
+        time: String,
+        audit_id: String,
+        json: Vec<u8>,
+        reply: oneshot::Sender<Result<Appended, StoreError>>,
+    },
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+    Close(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// The SQLite audit log (writer side).
+pub struct SqliteAudit {
+    tx: mpsc::Sender<Cmd>,
+    checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
+    healthy: Arc<AtomicBool>,
+    closed: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteAudit")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_conn(path: &Path, create: bool) -> Result<Connection, StoreError> {
+    if create {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+    } else if !path.exists() {
+        return Err(StoreError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such audit database"),
+        });
+    }
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Database(format!(
+            "cannot switch {} to WAL mode (got {mode})",
+            path.display()
+        )));
+    }
+    // FULL: every commit fsyncs the WAL, so a committed record survives power loss.
+    conn.execute_batch("PRAGMA synchronous=FULL;")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+fn read_head(conn: &Connection) -> Result<(u64, String), StoreError> {
+    let head = conn
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )
+        .optional()?;
+    Ok(match head {
+        Some((seq, hash)) => (u64::try_from(seq).unwrap_or(0), hash),
+        None => (0, GENESIS.to_string()),
+    })
+}
+
+impl SqliteAudit {
+    /// Open (or create) the log and start its writer thread.
+    pub fn open(opts: SqliteOptions) -> Result<Self, StoreError> {
+        let conn = open_conn(&opts.path, true)?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+        let head = read_head(&conn)?;
+        let cp_conn = open_conn(&opts.path, false)?;
+        let (cp_stop, cp_rx) = std::sync::mpsc::channel::<()>();
+        let cp_thread = std::thread::Builder::new()
+            .name("stella-audit-checkpoint".into())
+            .spawn(move || loop {
+                match cp_rx.recv_timeout(std::time::Duration::from_millis(500)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        let _ = cp_conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    }
+                    _ => return,
+                }
+            })
+            .map_err(|source| StoreError::Io {
+                path: opts.path.display().to_string(),
+                source,
+            })?;
+        let (tx, rx) = mpsc::channel(opts.queue.max(1));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let writer = Writer {
+            conn,
+            head,
+            batch_max: opts.batch_max.max(1),
+            healthy: healthy.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("stella-audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| StoreError::Io {
+                path: opts.path.display().to_string(),
+                source,
+            })?;
+        Ok(SqliteAudit {
+            tx,
+            checkpointer: Mutex::new(Some((cp_stop, cp_thread))),
+            healthy,
+            closed: AtomicBool::new(false),
+            thread: Mutex::new(Some(thread)),
+            path: opts.path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn join(&self) {
+        let cp = match self.checkpointer.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some((stop, h)) = cp {
+            let _ = stop.send(());
+            let _ = h.join();
+        }
+        let handle = match self.thread.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl AuditLog for SqliteAudit {
+    fn append(&self, record: AuditRecord) -> StoreFuture<'_, Appended> {
+        Box::pin(async move {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(StoreError::Closed);
+            }
+            let json = record.to_canonical_json()?;
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Cmd::Append {
+                    time: record.time,
+                    audit_id: record.audit_id,
+                    json,
+                    reply,
+                })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Cmd::Flush(reply))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if self.closed.swap(true, Ordering::AcqRel) {
+                return Ok(());
+            }
+            let (reply, rx) = oneshot::channel();
+            if self.tx.send(Cmd::Close(reply)).await.is_err() {
+                return Ok(());
+            }
+            let res = rx.await.map_err(|_| StoreError::Closed)?;
+            // The writer has answered Close and is returning; joining is quick.
+            self.join();
+            res
+        })
+    }
+
+    fn is_healthy(&self) -> bool {
+        !self.closed.load(Ordering::Acquire) && self.healthy.load(Ordering::Acquire)
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+impl Drop for SqliteAudit {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer drain what is queued and exit.
+        let (tx, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.tx, tx));
+        self.join();
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    head: (u64, String),
+    batch_max: usize,
+    healthy: Arc<AtomicBool>,
+}
+
+struct Pending {
+    time: String,
+    audit_id: String,
+    json: Vec<u8>,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut appends: Vec<Pending> = Vec::with_capacity(self.batch_max);
+        let mut flushes: Vec<oneshot::Sender<Result<(), StoreError>>> = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut close = None;
+            let mut next = Some(first);
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Cmd::Append {
+                        time,
+                        audit_id,
+                        json,
+                        reply,
+                    } => appends.push(Pending {
+                        time,
+                        audit_id,
+                        json,
+                        reply,
+                    }),
+                    Cmd::Flush(r) => flushes.push(r),
+                    Cmd::Close(r) => {
+                        close = Some(r);
+                        break;
+                    }
+                }
+                if appends.len() >= self.batch_max {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            let ok = self.commit(&mut appends);
+            for f in flushes.drain(..) {
+                let _ = f.send(if ok {
+                    Ok(())
+                } else {
+                    Err(StoreError::Database("audit commit failed".into()))
+                });
+            }
+            if let Some(r) = close {
+                // Drain whatever raced in behind Close, then stop.
+                rx.close();
+                while let Ok(cmd) = rx.try_recv() {
+                    match cmd {
+                        Cmd::Append {
+                            time,
+                            audit_id,
+                            json,
+                            reply,
+                        } => appends.push(Pending {
+                            time,
+                            audit_id,
+                            json,
+                            reply,
+                        }),
+                        Cmd::Flush(f) => flushes.push(f),
+                        Cmd::Close(c) => {
+                            let _ = c.send(Ok(()));
+                        }
+                    }
+                }
+                let ok = self.commit(&mut appends);
+                let _ = self
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                for f in flushes.drain(..) {
+                    let _ = f.send(Ok(()));
+                }
+                let _ = r.send(if ok {
+                    Ok(())
+                } else {
+                    Err(StoreError::Database("final audit commit failed".into()))
+                });
+                return;
+            }
+        }
+        // Channel closed without Close (drop): commit what is left.
+        self.commit(&mut appends);
+    }
+
+    /// Commit `batch` in one transaction and answer every caller. Returns success.
+    fn commit(&mut self, batch: &mut Vec<Pending>) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        let (mut seq, mut prev) = self.head.clone();
+        let mut results: Vec<Appended> = Vec::with_capacity(batch.len());
+        let res = (|| -> Result<(), StoreError> {
+            let tx = self.conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO audit_log (seq, time, audit_id, record, prev_hash, hash) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for p in batch.iter() {
+                    seq += 1;
+                    let hash = link_hash(seq, &prev, &p.json);
+                    let text = std::str::from_utf8(&p.json)
+                        .map_err(|e| StoreError::Encode(e.to_string()))?;
+                    stmt.execute(params![
+                        i64::try_from(seq).map_err(|e| StoreError::Encode(e.to_string()))?,
+                        p.time,
+                        p.audit_id,
+                        text,
+                        prev,
+                        hash
+                    ])?;
+                    results.push(Appended {
+                        seq,
+                        hash: hash.clone(),
+                    });
+                    prev = hash;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        match res {
+            Ok(()) => {
+                self.head = (seq, prev);
+                self.healthy.store(true, Ordering::Release);
+                for (p, a) in batch.drain(..).zip(results) {
+                    let _ = p.reply.send(Ok(a));
+                }
+                true
+            }
+            Err(e) => {
+                self.healthy.store(false, Ordering::Release);
+                if let Ok(h) = read_head(&self.conn) {
+                    self.head = h;
+                }
+                for p in batch.drain(..) {
+                    let _ = p.reply.send(Err(StoreError::Database(e.to_string())));
+                }
+                false
+            }
+        }
+    }
+}
+
+/// Reads an audit database (verification, export). Safe to use while a service writes.
+pub struct SqliteReader {
+    conn: Connection,
+}
+
+impl SqliteReader {
+    /// Open an existing database.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(SqliteReader {
+            conn: open_conn(path, false)?,
+        })
+    }
+
+    /// Direct access for tests and repair tools.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl AuditReader for SqliteReader {
+    fn read_after(&self, after: u64, limit: usize) -> Result<Vec<StoredRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, record, prev_hash, hash FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![after, limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, record_json, prev_hash, hash) = row?;
+            let seq = u64::try_from(seq).map_err(|_| StoreError::Corrupt {
+                seq: 0,
+                reason: format!("negative seq {seq}"),
+            })?;
+            out.push(StoredRecord {
+                seq,
+                record_json,
+                prev_hash,
+                hash,
+            });
+        }
+        Ok(out)
+    }
+
+    fn first_seq_since(&self, since: &str) -> Result<Option<u64>, StoreError> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT MIN(seq) FROM audit_log WHERE time >= ?1",
+                params![since],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(seq.and_then(|s| u64::try_from(s).ok()))
+    }
+}
