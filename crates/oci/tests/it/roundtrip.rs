@@ -253,3 +253,80 @@ async fn multi_platform_index_and_platform_filter() {
     .unwrap_err();
     assert!(err.to_string().contains("linux/arm64"), "{err}");
 }
+
+/// Docker v2 schema 2 manifests and manifest lists travel unchanged too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_media_types_round_trip() {
+    use stella_oci::media::{DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST};
+    let reg = Registry::start();
+    let src = tempfile::tempdir().unwrap();
+    let layout = Layout::create(src.path()).unwrap();
+    let mut children = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let layer = testing::random_layer(&layout, 30_000);
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]},
+        }))
+        .unwrap();
+        let config_d = layout.write_blob(&config).unwrap();
+        let m = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": DOCKER_CONFIG, "digest": config_d.to_string(), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                        "digest": layer.digest.to_string(), "size": layer.size}],
+        }))
+        .unwrap();
+        let d = layout.write_blob(&m).unwrap();
+        children.push(
+            serde_json::json!({"mediaType": DOCKER_MANIFEST, "digest": d.to_string(),
+            "size": m.len(), "platform": {"architecture": arch, "os": "linux"}}),
+        );
+    }
+    let list = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": children,
+    }))
+    .unwrap();
+    let list_d = layout.write_blob(&list).unwrap();
+    let desc = stella_oci::Descriptor::new(DOCKER_LIST, list_d, list.len() as u64);
+    layout.set_ref(&desc, "docker").unwrap();
+
+    let c = client();
+    let target = reference(&reg.host(), "docker/list:1");
+    let r = push_from_layout(&c, layout.root(), &list_d, &target, &PushOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.media_type, DOCKER_LIST);
+    let m = c.fetch_manifest(&target).await.unwrap();
+    assert_eq!(m.digest, list_d);
+    assert_eq!(m.media_type, DOCKER_LIST);
+
+    let dst = tempfile::tempdir().unwrap();
+    let p = pull_to_layout(
+        &c,
+        &target,
+        &Platforms::All,
+        dst.path(),
+        &PullOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(p.digest, list_d);
+    assert_eq!(p.media_type, DOCKER_LIST);
+    assert_eq!(p.platforms, vec!["linux/amd64", "linux/arm64"]);
+    let p = pull_to_layout(
+        &c,
+        &target,
+        &Platforms::parse("linux/arm64").unwrap(),
+        dst.path(),
+        &PullOptions {
+            ref_name: Some("arm".into()),
+            ..PullOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(p.media_type, DOCKER_MANIFEST);
+    assert_eq!(p.blobs_present, 2, "shared with the first pull");
+}
