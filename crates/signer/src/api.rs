@@ -134,7 +134,7 @@ async fn observe(State(app): State<AppState>, mut req: Request, next: Next) -> R
 }
 
 async fn healthz() -> Response {
-    Json(json!({"status": "ok"}))
+    json_response(json!({"status": "ok"}))
 }
 
 async fn readyz(State(app): State<AppState>) -> Response {
@@ -147,7 +147,8 @@ async fn readyz(State(app): State<AppState>) -> Response {
         "draining": app.is_draining(),
     });
     let ready = app.audit.is_healthy() && app.auth.jwks.is_ready() && !app.is_draining();
-    let mut resp = Json(json!({"status": if ready {"ready"} else {"not ready"}, "checks": checks}));
+    let mut resp =
+        json_response(json!({"status": if ready {"ready"} else {"not ready"}, "checks": checks}));
     if !ready {
         *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     }
@@ -164,11 +165,11 @@ async fn metrics(State(app): State<AppState>) -> Response {
 }
 
 async fn openapi() -> Response {
-    Json(crate::openapi::document())
+    json_response(crate::openapi::document())
 }
 
-#[allow(non_snake_case)]
-fn Json(v: Value) -> Response {
+/// A JSON response (200).
+fn json_response(v: Value) -> Response {
     let mut r = (StatusCode::OK, v.to_string()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -670,7 +671,7 @@ async fn run(app: AppState, req: Request, which: SignRoute) -> Response {
         (Ok(_), Ok((mut body, lease))) => {
             body["auditId"] = json!(audit_id);
             drop(lease);
-            (Json(body), code)
+            (json_response(body), code)
         }
         (Ok(_), Err(mut e)) => {
             e.audit_id = Some(audit_id.clone());
@@ -846,7 +847,7 @@ async fn sign_export_inner(
 
 async fn dev_jwks(State(app): State<AppState>) -> Response {
     match &app.dev {
-        Some(d) => Json(d.jwks_json()),
+        Some(d) => json_response(d.jwks_json()),
         None => not_found().await,
     }
 }
@@ -900,7 +901,7 @@ async fn dev_token(
         .map(String::as_str)
         .unwrap_or("dev-installation");
     match dev.issue(&client_id, tid, inst, &jkt, 600) {
-        Ok(t) => Json(
+        Ok(t) => json_response(
             json!({"access_token": t, "token_type": "DPoP", "expires_in": 600, "scope": "signer.sign"}),
         ),
         Err(e) => ApiError::unavailable("token issuance failed", e).into_response(),
@@ -914,12 +915,12 @@ async fn dev_introspect(State(app): State<AppState>, body: bytes::Bytes) -> Resp
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let poe = v.get("value").and_then(Value::as_str).unwrap_or("");
     if !poe.starts_with("dev-") {
-        return Json(
+        return json_response(
             json!({"active": false, "reason": "dev Licensing accepts PoE values starting with dev-"}),
         );
     }
     let e = crate::poe::dev_entitlement();
-    Json(json!({
+    json_response(json!({
         "active": true, "licenseId": e.license_id, "plan": e.limits.plan,
         "limits": {"qps": e.limits.qps, "burst": e.limits.burst, "maxConcurrent": e.limits.max_concurrent,
                    "maxArtifactBytes": e.limits.max_artifact_bytes},
