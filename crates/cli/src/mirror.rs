@@ -16,18 +16,22 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use stella_keys::{DevKeys, Keyring};
 use stella_mirror::hash::Progress;
-use stella_mirror::{verify, ErrorKind};
+use stella_mirror::{anchor, verify, ErrorKind};
 use time::OffsetDateTime;
 
-use crate::exit::{fail, NOT_FOUND, USAGE, VERIFY_FAILED};
+use crate::exit::{fail, NOT_FOUND, RETRYABLE, USAGE, VERIFY_FAILED};
 use crate::verify::TrustArgs;
 
 #[derive(Subcommand)]
 pub(crate) enum MirrorCommand {
     /// Build a bundle folder from a YAML spec (thin with --base).
     Create(CreateArgs),
-    /// Sign a bundle: manifest.dsse, SHA256SUMS(.dsse/.sig), public-key.pem, detached header.
+    /// Sign a bundle: manifest.dsse, SHA256SUMS(.dsse/.sig), public-key.pem, detached header
+    /// (and an RFC 3161 time anchor with --tsa-url or --tsa-key/--tsa-cert).
     Sign(SignArgs),
+    /// Stamp a signed bundle with an RFC 3161 time anchor (time-anchor.json): from a TSA URL,
+    /// a local TSA key and certificate, or a token obtained elsewhere.
+    Anchor(AnchorArgs),
     /// Verify a bundle folder, its manifest.dsse, or a .tar.gz/.tar.zst straight from the stream.
     Verify(VerifyArgs),
     /// Check every file against SHA256SUMS (no keys; like `sha256sum -c`, and refuses unlisted files).
@@ -40,6 +44,8 @@ pub(crate) enum MirrorCommand {
     Apply(ApplyArgs),
     /// Show what changed between two bundles (folders or manifest.json files).
     Diff(DiffArgs),
+    /// Verify a bundle (folder or archive), then push its images into a registry, digests and tags kept.
+    Load(LoadArgs),
 }
 
 /// Trust roots for bundle signatures (keys must be valid for purpose `mirror-bundle`).
@@ -57,10 +63,25 @@ pub(crate) struct MirrorTrust {
     /// Override the bundle's freshness budget (seconds since generatedAt).
     #[arg(long)]
     max_age: Option<u64>,
+    /// Trust roots (PEM certificates) for the bundle's time anchor: a time-anchor.json whose
+    /// TSA certificate chains to one of them is trusted, and its time bounds the local clock
+    /// from below when judging freshness. Without it an anchor is checked but not trusted.
+    #[arg(long, value_name = "PEM")]
+    time_trust_roots: Option<PathBuf>,
+    /// The loaded --time-trust-roots (filled by `keyring`).
+    #[arg(skip)]
+    time_roots: std::sync::OnceLock<anchor::TrustRoots>,
 }
 
 impl MirrorTrust {
+    /// The signature keyring; also loads --time-trust-roots (see `opts`).
     fn keyring(&self, dev: DevKeys) -> Result<Keyring> {
+        if let Some(p) = &self.time_trust_roots {
+            let pem = crate::io::read_limited(&p.display().to_string(), 16 << 20)?;
+            let roots = anchor::TrustRoots::from_pem(&pem)
+                .map_err(|e| fail(USAGE, format!("--time-trust-roots {}: {e}", p.display())))?;
+            let _ = self.time_roots.set(roots);
+        }
         TrustArgs {
             key: self.key.clone(),
             keyring: self.keyring.clone(),
@@ -84,6 +105,9 @@ pub(crate) struct CreateArgs {
     /// Pin generatedAt (RFC 3339); default SOURCE_DATE_EPOCH if set, else now.
     #[arg(long)]
     generated_at: Option<String>,
+    /// Registries of the spec's `ref:` images.
+    #[command(flatten)]
+    registry: crate::verify::RegistryArgs,
     /// Print a JSON report.
     #[arg(long)]
     json: bool,
@@ -99,6 +123,49 @@ pub(crate) struct SignArgs {
     /// Where the envelope goes (default: manifest.dsse beside the manifest).
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    tsa: TsaArgs,
+    /// Print a JSON report.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where an RFC 3161 time anchor comes from.
+#[derive(Args)]
+pub(crate) struct TsaArgs {
+    /// Time stamp authority URL: the signed manifest's SHA-256 is POSTed there as an RFC 3161
+    /// request (application/timestamp-query) and the token kept in time-anchor.json.
+    #[arg(long, value_name = "URL", conflicts_with = "tsa_key")]
+    tsa_url: Option<String>,
+    /// Local TSA: its signing key (ECDSA P-256 key reference).
+    #[arg(long, value_name = "KEYREF", requires = "tsa_cert")]
+    tsa_key: Option<String>,
+    /// Local TSA: its certificate (PEM; extended key usage id-kp-timeStamping, critical),
+    /// followed by any chain to include in the tokens.
+    #[arg(long, value_name = "PEM", requires = "tsa_key")]
+    tsa_cert: Option<PathBuf>,
+    /// Local TSA: the policy OID of its tokens (default: the first certificatePolicies OID of
+    /// the TSA certificate).
+    #[arg(long, value_name = "OID", requires = "tsa_key")]
+    tsa_policy: Option<String>,
+    /// Seconds to wait for --tsa-url.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    tsa_timeout: u64,
+}
+
+#[derive(Args)]
+pub(crate) struct AnchorArgs {
+    /// Signed bundle folder.
+    dir: PathBuf,
+    #[command(flatten)]
+    tsa: TsaArgs,
+    /// A TimeStampToken or TimeStampResp (DER) obtained elsewhere, e.g. with `openssl ts
+    /// -query -data DIR/manifest.json -sha256 -cert` sent to a TSA from a connected machine.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["tsa_url", "tsa_key"])]
+    tsa_token: Option<PathBuf>,
+    /// The anchor's `source` for --tsa-token (default: the file name).
+    #[arg(long, requires = "tsa_token")]
+    source: Option<String>,
     /// Print a JSON report.
     #[arg(long)]
     json: bool,
@@ -181,16 +248,44 @@ pub(crate) struct DiffArgs {
     output: String,
 }
 
+#[derive(Args)]
+pub(crate) struct LoadArgs {
+    /// Bundle folder, its manifest.dsse, or a bundle archive (.tar.zst / .tar.gz): verified
+    /// first (an archive in a temporary folder), nothing pushed unless it verifies.
+    bundle: PathBuf,
+    /// Target registry: HOST[:PORT].
+    #[arg(long)]
+    registry: String,
+    /// Repository path prefix under the registry: HOST:PORT/PREFIX/REPO:TAG.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Verify and ask the registry what it lacks, but push nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    trust: MirrorTrust,
+    #[command(flatten)]
+    registry_args: crate::verify::RegistryArgs,
+    /// Folder for unpacking an archive before pushing (default: the system temp folder).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Output format: text, or json (the verification and one push report per image).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    output: String,
+}
+
 pub(crate) fn run(cmd: MirrorCommand, dev: DevKeys) -> Result<()> {
     match cmd {
         MirrorCommand::Create(a) => create(a),
         MirrorCommand::Sign(a) => sign(a, dev),
+        MirrorCommand::Anchor(a) => anchor_cmd(a, dev),
         MirrorCommand::Verify(a) => verify_cmd(a, dev),
         MirrorCommand::VerifyChecksums(a) => verify_checksums(a),
         MirrorCommand::Pack(a) => pack(a),
         MirrorCommand::Unpack(a) => unpack(a, dev),
         MirrorCommand::Apply(a) => apply(a, dev),
         MirrorCommand::Diff(a) => diff(a),
+        MirrorCommand::Load(a) => load(a, dev),
     }
 }
 
@@ -234,10 +329,11 @@ fn create(a: CreateArgs) -> Result<()> {
         &stella_mirror::create::CreateOptions {
             generated_at,
             base: a.base.clone(),
+            registry: client_config(&a.registry),
         },
         &progress,
     )
-    .map_err(lib)?;
+    .map_err(lib_or_registry)?;
     let m = &r.manifest;
     if a.json {
         return print_json(&json!({
@@ -247,6 +343,11 @@ fn create(a: CreateArgs) -> Result<()> {
             "files": m.files.len(), "bytes": m.total_size(),
             "written": r.written, "writtenBytes": r.written_bytes,
             "images": m.images, "removed": m.removed,
+            "pulled": r.pulled.iter().map(|p| json!({
+                "reference": p.reference, "source": p.source, "digest": p.digest.prefixed(),
+                "sourceDigest": p.source_digest.prefixed(), "platforms": p.platforms,
+                "blobsDownloaded": p.blobs_downloaded, "bytesDownloaded": p.bytes_downloaded,
+            })).collect::<Vec<_>>(),
         }));
     }
     println!(
@@ -289,19 +390,44 @@ fn sign(a: SignArgs, dev: DevKeys) -> Result<()> {
             .unwrap_or(Path::new("."))
             .join(stella_mirror::names::ENVELOPE)
     });
+    // A local TSA is checked before anything is signed.
+    let tsa_key = match &a.tsa.tsa_key {
+        Some(k) => Some(crate::attest::load_signers(std::slice::from_ref(k), dev)?),
+        None => None,
+    };
+    let local = match (&tsa_key, &a.tsa.tsa_cert) {
+        (Some(k), Some(cert)) => Some(local_tsa(k[0].as_ref(), cert, a.tsa.tsa_policy.as_deref())?),
+        _ => None,
+    };
     let progress = Bar::new();
-    let r = stella_mirror::sign::sign(
+    let mut r = stella_mirror::sign::sign_with(
         &a.manifest,
         &out,
         &refs,
         OffsetDateTime::now_utc(),
+        local.as_ref().map(|t| t as &dyn anchor::TimeStamper),
         &progress,
     )
     .map_err(lib)?;
+    if let Some(url) = &a.tsa.tsa_url {
+        let manifest = crate::io::read_limited(
+            &a.manifest.display().to_string(),
+            stella_mirror::MAX_METADATA_BYTES,
+        )?;
+        r.anchor = Some(
+            stamp_url(&r.dir, &manifest, url, a.tsa.tsa_timeout).map_err(|e| {
+                e.context(format!(
+                    "{} is signed, but has no time anchor",
+                    r.dir.display()
+                ))
+            })?,
+        );
+    }
     if a.json {
         return print_json(&json!({
             "envelope": r.envelope, "dir": r.dir,
             "manifestSha256": r.manifest_digest.hex(), "keyids": r.key_ids, "files": r.files,
+            "timeAnchor": r.anchor.as_ref().map(anchor_json),
         }));
     }
     println!(
@@ -312,7 +438,149 @@ fn sign(a: SignArgs, dev: DevKeys) -> Result<()> {
         r.key_ids.join(", ")
     );
     println!("Wrote {}, SHA256SUMS, SHA256SUMS.dsse, SHA256SUMS.sig, public-key.pem, mirror/metadata/mirror.dsse.json", r.envelope.display());
+    if let Some(an) = &r.anchor {
+        print_anchor_written(an);
+    }
     Ok(())
+}
+
+fn local_tsa<'a>(
+    key: &'a dyn stella_keys::Signer,
+    cert: &Path,
+    policy: Option<&str>,
+) -> Result<anchor::LocalTsa<'a>> {
+    let pem = crate::io::read_limited(&cert.display().to_string(), 16 << 20)?;
+    anchor::LocalTsa::new(key, &pem, policy).map_err(lib)
+}
+
+/// Ask an RFC 3161 TSA over HTTP to stamp `manifest` (the signed `manifest.json` of `dir`),
+/// and write the anchor.
+fn stamp_url(dir: &Path, manifest: &[u8], url: &str, timeout: u64) -> Result<anchor::Anchor> {
+    let digest = stella_mirror::hash::Sha256::of(manifest).0;
+    let mut nonce = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| fail(USAGE, "no randomness for the nonce"))?;
+    let req = anchor::request(&digest, &nonce).map_err(lib)?;
+    let resp = tsa_post(url, req, Duration::from_secs(timeout))?;
+    let token = anchor::token_from_response(&resp, &digest, &nonce).map_err(lib)?;
+    anchor::write_anchor(dir, &token, url, manifest).map_err(lib)
+}
+
+/// POST an RFC 3161 request; transport failures and 5xx are retryable (exit 10).
+fn tsa_post(url: &str, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
+    const MAX: usize = 1 << 20;
+    let why = |e: &dyn std::error::Error| {
+        let mut s = e.to_string();
+        let mut src = e.source();
+        while let Some(c) = src {
+            s.push_str(&format!(": {c}"));
+            src = c.source();
+        }
+        s
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(USAGE, format!("cannot start the HTTP client: {e}")))?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| fail(USAGE, format!("HTTP client: {}", why(&e))))?;
+        let mut resp = client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/timestamp-query")
+            .header(reqwest::header::ACCEPT, "application/timestamp-reply")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                fail(
+                    RETRYABLE,
+                    format!("time stamp authority {url}: {}", why(&e)),
+                )
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let code = if status.is_server_error() || status.as_u16() == 429 {
+                RETRYABLE
+            } else {
+                USAGE
+            };
+            return Err(fail(
+                code,
+                format!("time stamp authority {url} answered HTTP {status}"),
+            ));
+        }
+        let mut out = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            fail(
+                RETRYABLE,
+                format!("time stamp authority {url}: {}", why(&e)),
+            )
+        })? {
+            if out.len() + chunk.len() > MAX {
+                return Err(fail(
+                    VERIFY_FAILED,
+                    format!("time stamp authority {url}: the response is above {MAX} bytes"),
+                ));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    })
+}
+
+fn anchor_cmd(a: AnchorArgs, dev: DevKeys) -> Result<()> {
+    let an = if let Some(p) = &a.tsa_token {
+        let bytes = crate::io::read_limited(&p.display().to_string(), 1 << 20)?;
+        let source = a
+            .source
+            .clone()
+            .unwrap_or_else(|| format!("token file {}", p.display()));
+        anchor::attach_token(&a.dir, &bytes, &source).map_err(lib)?
+    } else if let Some(url) = &a.tsa.tsa_url {
+        let manifest = anchor::signed_manifest(&a.dir).map_err(lib)?;
+        stamp_url(&a.dir, &manifest, url, a.tsa.tsa_timeout)?
+    } else if let (Some(k), Some(cert)) = (&a.tsa.tsa_key, &a.tsa.tsa_cert) {
+        let key = crate::attest::load_signers(std::slice::from_ref(k), dev)?;
+        let tsa = local_tsa(key[0].as_ref(), cert, a.tsa.tsa_policy.as_deref())?;
+        anchor::attach(&a.dir, &tsa).map_err(lib)?
+    } else {
+        return Err(fail(
+            USAGE,
+            "give --tsa-url URL, --tsa-key KEY with --tsa-cert PEM, or --tsa-token FILE",
+        ));
+    };
+    if a.json {
+        return print_json(&json!({"dir": a.dir, "timeAnchor": anchor_json(&an)}));
+    }
+    print_anchor_written(&an);
+    Ok(())
+}
+
+fn print_anchor_written(an: &anchor::Anchor) {
+    println!(
+        "Wrote time-anchor.json: RFC 3161 token from {} at {} (TSA {}, serial {})",
+        an.source,
+        stella_mirror::manifest::format_time(an.time),
+        an.tsa,
+        an.serial
+    );
+}
+
+fn anchor_json(an: &anchor::Anchor) -> serde_json::Value {
+    json!({
+        "anchorTime": stella_mirror::manifest::format_time(an.time),
+        "format": anchor::FORMAT,
+        "source": an.source,
+        "tsa": an.tsa,
+        "tsaSha256": an.tsa_fingerprint,
+        "policy": an.policy,
+        "serial": an.serial,
+        "tokenDigest": an.token_digest,
+        "trusted": an.trusted(),
+        "chain": an.chain,
+    })
 }
 
 fn is_archive(p: &Path) -> bool {
@@ -320,12 +588,13 @@ fn is_archive(p: &Path) -> bool {
         || p.extension().is_some_and(|e| e == "tar")
 }
 
-fn opts<'a>(keyring: &'a Keyring, t: &MirrorTrust) -> verify::Options<'a> {
+fn opts<'a>(keyring: &'a Keyring, t: &'a MirrorTrust) -> verify::Options<'a> {
     verify::Options {
         keyring,
         threshold: t.threshold,
         now: OffsetDateTime::now_utc(),
         max_age: t.max_age,
+        time_roots: t.time_roots.get(),
     }
 }
 
@@ -341,6 +610,11 @@ fn report_json(r: &verify::Report, source: &Path) -> serde_json::Value {
         "signers": r.meta.signers.iter().map(|s| json!({"id": s.id, "keyid": s.key_id.as_str()})).collect::<Vec<_>>(),
         "files": r.files_checked, "bytes": r.bytes_checked, "fromBase": r.from_base.len(),
         "images": m.images,
+        "timeAnchor": r.meta.anchor.as_ref().map(anchor_json),
+        "freshness": {
+            "judgedAt": stella_mirror::manifest::format_time(r.meta.judged_at),
+            "timeSource": r.meta.time_source.name(),
+        },
         "warnings": r.meta.warnings,
     })
 }
@@ -382,6 +656,24 @@ fn print_report(r: &verify::Report, source: &Path) {
             "{} files come from the base bundle (apply with `stella mirror apply`)",
             r.from_base.len()
         );
+    }
+    if let Some(an) = &r.meta.anchor {
+        println!(
+            "time anchor: {} from {} (RFC 3161, TSA {}): {}",
+            stella_mirror::manifest::format_time(an.time),
+            an.source,
+            an.tsa,
+            match &an.chain {
+                Some(chain) => format!("trusted: {}", chain.join(" issued by ")),
+                None => "NOT trusted (no --time-trust-roots)".to_string(),
+            }
+        );
+        if r.meta.time_source == verify::TimeSource::TimeAnchor {
+            println!(
+                "freshness judged at the anchor time {}: the local clock is behind it",
+                stella_mirror::manifest::format_time(r.meta.judged_at)
+            );
+        }
     }
 }
 
@@ -572,6 +864,123 @@ fn diff(a: DiffArgs) -> Result<()> {
         d.unchanged,
         d.thin_bytes
     );
+    Ok(())
+}
+
+/// A library error; registry errors get the exit code of their kind (10 unavailable, 3 auth,
+/// 4 not found, 1 integrity).
+fn lib_or_registry(e: stella_mirror::Error) -> anyhow::Error {
+    match e {
+        stella_mirror::Error::Registry(o) => crate::verify::oci_error(o),
+        e => lib(e),
+    }
+}
+
+fn client_config(r: &crate::verify::RegistryArgs) -> stella_oci::ClientConfig {
+    stella_oci::ClientConfig {
+        plain_http: if r.plain_http {
+            stella_oci::PlainHttp::Always
+        } else {
+            stella_oci::PlainHttp::LoopbackOnly
+        },
+        credentials: match &r.registry_config {
+            Some(p) => stella_oci::CredentialSource::DockerConfigFile(p.clone()),
+            None => stella_oci::CredentialSource::DockerConfig,
+        },
+        ..stella_oci::ClientConfig::default()
+    }
+}
+
+fn load(a: LoadArgs, dev: DevKeys) -> Result<()> {
+    let ring = a.trust.keyring(dev)?;
+    let o = opts(&ring, &a.trust);
+    let mut lo = stella_mirror::load::LoadOptions::new(&a.registry);
+    lo.prefix = a.prefix.clone();
+    lo.dry_run = a.dry_run;
+    lo.client = client_config(&a.registry_args);
+    lo.work_dir = a.work_dir.clone();
+    let progress = Bar::new();
+    let r = stella_mirror::load::load(&a.bundle, &o, &lo, &progress).map_err(lib_or_registry)?;
+    warn_all(&r.verified);
+    let sum =
+        |f: fn(&stella_oci::Report) -> u64| -> u64 { r.images.iter().map(|i| f(&i.report)).sum() };
+    let uploaded = sum(|x| x.blobs_uploaded as u64);
+    let resumed = sum(|x| x.blobs_resumed as u64);
+    let mounted = sum(|x| x.blobs_mounted as u64);
+    let existing = sum(|x| x.blobs_existing as u64);
+    let bytes_up = sum(|x| x.bytes_uploaded);
+    let bytes_skipped = sum(|x| x.bytes_skipped);
+    if a.output == "json" {
+        let mut v = report_json(&r.verified, &a.bundle);
+        let mut reports = Vec::new();
+        for i in &r.images {
+            let mut x = serde_json::to_value(&i.report)?;
+            x["reference"] = json!(i.reference);
+            x["platforms"] = json!(i.platforms);
+            reports.push(x);
+        }
+        v["registry"] = json!(a.registry);
+        v["prefix"] = json!(a.prefix);
+        v["dryRun"] = json!(a.dry_run);
+        v["fromArchive"] = json!(r.from_archive);
+        v["reports"] = json!(reports);
+        v["totals"] = json!({
+            "images": r.images.len(), "blobsUploaded": uploaded, "blobsResumed": resumed,
+            "blobsMounted": mounted, "blobsExisting": existing,
+            "bytesUploaded": bytes_up, "bytesSkipped": bytes_skipped,
+            "verifyMs": r.verify_ms, "pushMs": r.push_ms,
+        });
+        return print_json(&v);
+    }
+    print_report(&r.verified, &a.bundle);
+    for i in &r.images {
+        let x = &i.report;
+        if a.dry_run {
+            let todo = x
+                .blobs
+                .iter()
+                .filter(|b| b.action == stella_oci::BlobAction::WouldUpload)
+                .count();
+            println!(
+                "  {} -> {} {}: would upload {todo} blob(s), {} already there",
+                i.reference, x.target, x.digest, x.blobs_existing
+            );
+        } else {
+            println!(
+                "  {} -> {} {}: {} uploaded ({} resumed), {} already there, {} mounted; {} bytes sent",
+                i.reference,
+                x.target,
+                x.digest,
+                x.blobs_uploaded + x.blobs_resumed,
+                x.blobs_resumed,
+                x.blobs_existing,
+                x.blobs_mounted,
+                x.bytes_uploaded
+            );
+        }
+    }
+    let secs = (r.verify_ms + r.push_ms) as f64 / 1000.0;
+    if a.dry_run {
+        // Per image, as if alone: a real load mounts blobs shared between repositories.
+        let (todo, todo_bytes) = r
+            .images
+            .iter()
+            .flat_map(|i| &i.report.blobs)
+            .filter(|b| b.action == stella_oci::BlobAction::WouldUpload)
+            .fold((0u64, 0u64), |(n, s), b| (n + 1, s + b.size));
+        println!(
+            "Dry run (nothing pushed): {} image(s) for {}: {todo} blob upload(s) of {todo_bytes} bytes (blobs shared by several repositories are mounted, not sent again), {existing} blob(s) already there; {secs:.1} s",
+            r.images.len(),
+            a.registry,
+        );
+    } else {
+        println!(
+            "Loaded {} image(s) into {}: {} blob(s) uploaded ({resumed} resumed), {existing} already there, {mounted} mounted; {bytes_up} bytes sent, {bytes_skipped} bytes skipped; {secs:.1} s",
+            r.images.len(),
+            a.registry,
+            uploaded + resumed,
+        );
+    }
     Ok(())
 }
 

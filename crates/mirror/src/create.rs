@@ -25,6 +25,9 @@ pub struct CreateOptions {
     pub generated_at: OffsetDateTime,
     /// Base manifest for a thin bundle.
     pub base: Option<PathBuf>,
+    /// How to reach registries for `ref:` images (plain HTTP only for loopback registries
+    /// unless `plain_http` says otherwise; credentials from the docker config file).
+    pub registry: stella_oci::ClientConfig,
 }
 
 /// What `create` wrote.
@@ -34,6 +37,8 @@ pub struct CreateReport {
     /// Files written into the folder (all of them for a full bundle).
     pub written: usize,
     pub written_bytes: u64,
+    /// Registry images (`ref:`) and what their pulls transferred.
+    pub pulled: Vec<crate::registry::PulledImage>,
 }
 
 /// Removes a staging folder unless disarmed.
@@ -266,8 +271,10 @@ pub fn create(
         written_bytes: 0,
     };
 
-    // Images.
+    // Images: local sources first, then registry pulls into the same layout (a pull skips
+    // blobs the layout already holds, so shared layers are stored and fetched once).
     let mut images = Vec::new();
+    let mut pulled = Vec::new();
     if !spec.images.is_empty() {
         progress.start("images", 0);
         let scratch = root.join(".scratch");
@@ -283,20 +290,70 @@ pub fn create(
                     repo_tag.as_deref(),
                     &scratch.join(i.to_string()),
                 )?,
+                ImageSource::Registry { .. } => {}
             }
         }
         if scratch.exists() {
             std::fs::remove_dir_all(&scratch).at(&scratch)?;
         }
         progress.finish();
+        let remote: Vec<&crate::spec::ImageSpec> = spec
+            .images
+            .iter()
+            .filter(|i| matches!(i.source, ImageSource::Registry { .. }))
+            .collect();
+        if !remote.is_empty() {
+            let dir = root.join("images");
+            pulled = crate::registry::pull_images(&opts.registry, &remote, &dir, progress)?;
+            // The pull's own layout files: the bundle's are written below.
+            for f in ["oci-layout", "index.json"] {
+                std::fs::remove_file(dir.join(f)).at(dir.join(f))?;
+            }
+        }
         let (oci_layout, index) = layout.finish()?;
-        for (d, b) in layout.blobs() {
+        let index = if pulled.is_empty() {
+            index
+        } else {
+            crate::registry::merge_index(&index, &pulled)?
+        };
+        let mut blobs: BTreeMap<Sha256, (u64, String)> = layout
+            .blobs()
+            .iter()
+            .map(|(d, b)| (*d, (b.size, b.media_type.clone())))
+            .collect();
+        for p in &pulled {
+            for (d, size, mt) in &p.blobs {
+                blobs.entry(*d).or_insert_with(|| (*size, mt.clone()));
+            }
+        }
+        for (d, (size, media_type)) in &blobs {
             let path = format!("images/blobs/sha256/{}", d.hex());
-            files.record(&path, b.size, *d, &b.media_type)?;
-            if !known.contains(d) {
+            files.record(&path, *size, *d, media_type)?;
+            let file = layout.blob_path(d);
+            if known.contains(d) {
+                // Thin bundle: the base carries it (a pull may have fetched it anyway).
+                if file.exists() {
+                    std::fs::remove_file(&file).at(&file)?;
+                }
+            } else {
                 files.written += 1;
-                files.written_bytes += b.size;
-                set_mode(&layout.blob_path(d), 0o644)?;
+                files.written_bytes += *size;
+                set_mode(&file, 0o644)?;
+            }
+        }
+        if !pulled.is_empty() {
+            // Nothing unlisted may stay behind (a bundle with unlisted files does not verify).
+            let dir = root.join("images").join("blobs").join("sha256");
+            for e in std::fs::read_dir(&dir).at(&dir)? {
+                let e = e.at(&dir)?;
+                let listed = e
+                    .file_name()
+                    .to_str()
+                    .and_then(Sha256::parse_hex)
+                    .is_some_and(|d| blobs.contains_key(&d) && !known.contains(&d));
+                if !listed {
+                    std::fs::remove_file(e.path()).at(e.path())?;
+                }
             }
         }
         files.put_bytes("images/oci-layout", &oci_layout, MT_OCI_LAYOUT, 0o644)?;
@@ -309,6 +366,11 @@ pub fn create(
                 digest: i.digest.prefixed(),
                 platforms: i.platforms.clone(),
             })
+            .chain(pulled.iter().map(|p| ImageEntry {
+                reference: p.reference.clone(),
+                digest: p.digest.prefixed(),
+                platforms: p.platforms.clone(),
+            }))
             .collect::<Vec<_>>();
         images.sort_by(|a, b| a.reference.cmp(&b.reference));
     }
@@ -396,6 +458,7 @@ pub fn create(
         manifest,
         written: files.written,
         written_bytes: files.written_bytes,
+        pulled,
     })
 }
 

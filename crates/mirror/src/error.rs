@@ -21,6 +21,9 @@ pub enum ErrorKind {
     Io,
     /// A key could not be loaded or used.
     Key,
+    /// A registry failed or refused (pull in `create`, push in `load`); the wrapped
+    /// `stella_oci::Error` has its own kind (unavailable, auth, not found, ...).
+    Registry,
 }
 
 /// Why a bundle operation failed.
@@ -48,6 +51,9 @@ pub enum Error {
     Key(#[from] stella_keys::KeyError),
     #[error(transparent)]
     Sign(#[from] stella_keys::SignError),
+    /// A registry operation failed (see [`stella_oci::Error::kind`]).
+    #[error(transparent)]
+    Registry(#[from] stella_oci::Error),
 }
 
 impl Error {
@@ -58,6 +64,7 @@ impl Error {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Io { .. } => ErrorKind::Io,
             Error::Key(_) | Error::Sign(_) => ErrorKind::Key,
+            Error::Registry(_) => ErrorKind::Registry,
         }
     }
 

@@ -9,19 +9,25 @@
 //! stream; `unpack` and `apply` build their result in a staging folder and only move it into
 //! place once it verified.
 //!
-//! Modules, in the order data flows: [`spec`] (the YAML input) → [`oci`] (images into the
-//! shared layout) → [`create`] → [`manifest`] → [`sign`] → [`verify`] → [`archive`] (pack,
-//! safe reading, unpack) → [`thin`] (apply, diff). [`hash`] does the streaming, parallel
-//! SHA-256 every stage uses; [`BundlePath`] is the only way a path enters a bundle.
+//! Modules, in the order data flows: [`spec`] (the YAML input) → [`oci`] (local images into
+//! the shared layout) and [`registry`] (registry images pulled into it) → [`create`] →
+//! [`manifest`] → [`sign`] (with [`anchor`]: RFC 3161 time anchors over the signed manifest)
+//! → [`verify`] → [`archive`] (pack, safe reading, unpack) → [`thin`]
+//! (apply, diff) → [`load`] (push a verified bundle's images into a registry). [`hash`] does
+//! the streaming, parallel SHA-256 every stage uses; [`BundlePath`] is the only way a path
+//! enters a bundle.
 #![forbid(unsafe_code)]
 
+pub mod anchor;
 pub mod archive;
 pub mod create;
 mod error;
 pub mod hash;
+pub mod load;
 pub mod manifest;
 pub mod oci;
 mod path;
+pub mod registry;
 mod scripts;
 pub mod sign;
 pub mod spec;

@@ -26,26 +26,19 @@ stella mirror verify "$BUNDLE/manifest.dsse" "$@"
 "#;
 
 const LOAD_SH: &str = r#"#!/usr/bin/env bash
-# Verify this bundle, then copy its images into a registry and print where the advisories are.
+# Verify this bundle, then push its images into a registry (digests and tags preserved) and
+# print where the advisories are. Needs only `stella`: no docker, no skopeo.
 # Usage: scripts/load.sh REGISTRY[:PORT] --key TRUSTED.pub | --keyring DIR
-# Images are copied with skopeo from the bundle's OCI layout (images/), one per reference.
+#          [--prefix PATH] [--dry-run] [--plain-http] [--output json]
+# An interrupted load resumes when run again: blobs already in the registry are not sent again.
 set -euo pipefail
 BUNDLE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-REGISTRY="${1:?usage: $0 REGISTRY[:PORT] --key TRUSTED.pub | --keyring DIR}"
+REGISTRY="${1:?usage: $0 REGISTRY[:PORT] --key TRUSTED.pub | --keyring DIR [--prefix PATH] [--dry-run]}"
 shift
 [ "$#" -gt 0 ] || { echo "give --key TRUSTED.pub or --keyring DIR" >&2; exit 2; }
-echo "==> verifying the bundle"
-stella mirror verify "$BUNDLE/manifest.dsse" "$@"
-command -v skopeo >/dev/null 2>&1 || { echo "skopeo is needed to push images" >&2; exit 2; }
-echo "==> loading images into $REGISTRY"
-stella mirror verify "$BUNDLE/manifest.dsse" "$@" --output json \
-  | python3 -c 'import json,sys; [print(i["reference"]) for i in json.load(sys.stdin)["images"]]' \
-  | while read -r ref; do
-      target="$REGISTRY/${ref#*/}"
-      echo "    $ref -> $target"
-      skopeo copy --all "oci:$BUNDLE/images:$ref" "docker://$target"
-    done
-echo "==> advisories are in $BUNDLE/advisories/"
+echo "==> verifying the bundle, then loading its images into $REGISTRY" >&2
+stella mirror load "$BUNDLE" --registry "$REGISTRY" "$@"
+echo "==> advisories are in $BUNDLE/advisories/" >&2
 "#;
 
 const UPDATE_SH: &str = r#"#!/usr/bin/env bash
@@ -72,9 +65,15 @@ fn install_md(name: &str, version: &str) -> String {
 
        stella mirror verify {name}.tar.zst --key trusted.pub
 
-3. Load the images into your registry and import the advisories:
+3. Load the images into your registry (verifies the bundle again first; digests and tags are
+   preserved; rerun to resume an interrupted load) and import the advisories:
 
        ./{name}/scripts/load.sh registry.local:5000 --key trusted.pub
+
+   which runs `stella mirror load ./{name} --registry registry.local:5000 --key trusted.pub`.
+   The archive can also be loaded directly, without unpacking it first:
+
+       stella mirror load {name}.tar.zst --registry registry.local:5000 --key trusted.pub
 
 4. Later updates may come as thin bundles; apply them in order:
 
@@ -95,7 +94,10 @@ fn verify_md(name: &str, version: &str) -> String {
   (purpose, issuer, key id, payload digest, signatures);
 - `SHA256SUMS`, `SHA256SUMS.dsse` and `SHA256SUMS.sig` match what the manifest signs;
 - every file listed in the manifest is present with its size and SHA-256, and no other file is;
-- freshness: the bundle is younger than its `validForSeconds` (24 h by default, ±5 s).
+- freshness: the bundle is younger than its `validForSeconds` (24 h by default, ±5 s);
+- `time-anchor.json`, if present: an RFC 3161 timestamp of the manifest. Give the time
+  authority's root certificates with `--time-trust-roots roots.pem` to trust it: if this
+  machine's clock is behind the stamped time, the stamped time is used for freshness.
 
 Without `stella`, `sha256sum -c SHA256SUMS` checks the files (but not the signature).
 `stella mirror verify-checksums .` does the same and also refuses unlisted files.
@@ -114,9 +116,15 @@ fn troubleshoot_md() -> String {
 | `file ... changed` / `is missing` / `unlisted file` | the content differs from what was signed | fetch the bundle again; never edit a bundle |
 | `manifest.json differs from the payload` | the manifest was edited after signing | fetch the bundle again |
 | `no Rekor entry` (warning) | the bundle carries no transparency-log entry | expected on air-gapped sites |
+| `time-anchor.json ... is not trusted` (warning) | the bundle has a time anchor but no `--time-trust-roots` was given | pass the TSA's root certificates to use it |
+| `time anchor: ...` | the time anchor is invalid, for another manifest, or from an untrusted TSA | fetch the bundle again, or check `--time-trust-roots` |
 | `thin bundle ... base` | the update does not follow the bundle you hold | apply the missing updates in order |
+| `registry ... is unreachable ...; rerun to resume` | the registry went away during `load` | run the same `load` again: finished blobs are not sent again |
+| `authentication failed` | the registry wants credentials | `docker login` (or `--registry-config FILE`) on the loading host |
+| `unreachable` with a TLS error | a registry on another host that speaks only plain HTTP (HTTPS is used everywhere but 127.0.0.1/localhost) | give it TLS, or pass `--plain-http` on a network you trust |
 
-Exit codes: 0 ok, 1 verification failed, 2 usage or input error, 4 not found.
+Exit codes: 0 ok, 1 verification failed, 2 usage or input error, 3 registry authentication,
+4 not found, 10 registry unavailable (rerun to resume).
 "#
     .to_string()
 }

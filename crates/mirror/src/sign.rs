@@ -1,7 +1,8 @@
 //! `sign`: check the folder against its manifest, then write `SHA256SUMS`, `SHA256SUMS.dsse`,
 //! `SHA256SUMS.sig` (cosign `sign-blob` form, by the first key), record the two checksum
 //! files' digests in the manifest, sign the manifest (`manifest.dsse`, one signature per key),
-//! and write the detached header and `public-key.pem`.
+//! and write the detached header and `public-key.pem`; optionally stamp the signed manifest
+//! with an RFC 3161 time anchor (`time-anchor.json`).
 //!
 //! The checksum digests live inside the signed manifest, so `SHA256SUMS` (which lists the
 //! content files) is covered by the manifest signature too; `SHA256SUMS` itself cannot list
@@ -26,6 +27,8 @@ pub struct SignReport {
     pub manifest_digest: Sha256,
     pub key_ids: Vec<String>,
     pub files: usize,
+    /// The time anchor written, if a time stamper was given.
+    pub anchor: Option<crate::anchor::Anchor>,
 }
 
 /// Sign the bundle whose manifest is `manifest_path`; the envelope goes to `envelope_out`.
@@ -34,6 +37,20 @@ pub fn sign(
     envelope_out: &Path,
     signers: &[&dyn Signer],
     now: OffsetDateTime,
+    progress: &dyn Progress,
+) -> Result<SignReport> {
+    sign_with(manifest_path, envelope_out, signers, now, None, progress)
+}
+
+/// [`sign`], then, with a time stamper, stamp the signed manifest and write
+/// `time-anchor.json` (see [`crate::anchor`]). Without one, a previous anchor is removed: it
+/// stamped the previous manifest.
+pub fn sign_with(
+    manifest_path: &Path,
+    envelope_out: &Path,
+    signers: &[&dyn Signer],
+    now: OffsetDateTime,
+    stamper: Option<&dyn crate::anchor::TimeStamper>,
     progress: &dyn Progress,
 ) -> Result<SignReport> {
     if signers.is_empty() {
@@ -80,6 +97,7 @@ pub fn sign(
         },
     ];
     let payload = manifest.to_canonical_json();
+    let payload_bytes = payload.clone();
     write_file(manifest_path, &payload)?;
     let digest = Sha256::of(&payload);
     let envelope = stella_keys::sign_envelope(crate::PAYLOAD_TYPE, payload, signers)?;
@@ -118,7 +136,20 @@ pub fn sign(
     if anchor.exists() {
         std::fs::remove_file(&anchor).at(&anchor)?;
     }
+    let anchor = match stamper {
+        Some(s) => {
+            let token = s.stamp(&digest.0)?;
+            Some(crate::anchor::write_anchor(
+                &dir,
+                &token,
+                &s.source(),
+                &payload_bytes,
+            )?)
+        }
+        None => None,
+    };
     Ok(SignReport {
+        anchor,
         dir,
         envelope: envelope_out.to_path_buf(),
         manifest_digest: digest,

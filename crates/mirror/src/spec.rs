@@ -13,6 +13,10 @@
 //!   - reference: registry.stella-ops.org/stellaops/concelier:2025.10.0
 //!     dockerArchive: concelier.tar       # `docker save` output (legacy or OCI form)
 //!     repoTag: stellaops/concelier:2025.10.0   # optional: which image of the archive
+//!   - ref: registry.stella-ops.org/stellaops/scanner:2025.10.0   # pulled from a registry
+//!     platforms: [linux/amd64]           # optional filter for multi-platform indexes
+//!   - ref: 127.0.0.1:5000/stellaops/notify@sha256:…              # by digest
+//!     reference: registry.stella-ops.org/stellaops/notify:2025.10.0 # optional: record as
 //! advisories:
 //!   - path: feeds/nvd-2025-12-01.json.gz # a file → advisories/nvd-2025-12-01.json.gz
 //!   - path: feeds/ghsa                   # a folder → advisories/ghsa/... (recursively)
@@ -43,6 +47,12 @@ pub struct Spec {
 /// Where an image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSource {
+    /// A registry (`ref:`), pulled by tag or digest; `platforms` filters a multi-platform
+    /// index (empty: every platform, the index kept whole).
+    Registry {
+        reference: stella_oci::Reference,
+        platforms: Vec<stella_oci::Platform>,
+    },
     /// An OCI image layout folder, optionally choosing an entry by `ref.name` annotation.
     OciLayout {
         dir: PathBuf,
@@ -57,6 +67,8 @@ pub enum ImageSource {
 
 #[derive(Debug, Clone)]
 pub struct ImageSpec {
+    /// The name recorded in the manifest and in `index.json` (for `ref:` images, `reference:`
+    /// if given, else the `ref:` as written).
     pub reference: String,
     pub source: ImageSource,
 }
@@ -87,7 +99,12 @@ struct RawSpec {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawImage {
-    reference: String,
+    #[serde(default)]
+    reference: Option<String>,
+    #[serde(default, rename = "ref")]
+    registry_ref: Option<String>,
+    #[serde(default)]
+    platforms: Option<Vec<String>>,
     #[serde(default)]
     oci_layout: Option<String>,
     #[serde(default)]
@@ -146,15 +163,47 @@ impl Spec {
         }
         let mut images = Vec::new();
         for img in raw.images {
-            if img.reference.trim().is_empty() {
+            let reference = match (&img.reference, &img.registry_ref) {
+                (Some(r), _) => r.clone(),
+                (None, Some(r)) => r.clone(),
+                (None, None) => {
+                    return Err("an image needs `reference` (with `ociLayout` or `dockerArchive`) or `ref` (a registry image)".into())
+                }
+            };
+            if reference.trim().is_empty() {
                 return Err("an image has an empty `reference`".into());
             }
-            let source = match (img.oci_layout, img.docker_archive) {
-                (Some(dir), None) => {
+            if img.platforms.is_some() && img.registry_ref.is_none() {
+                return Err(format!(
+                    "image {reference}: `platforms` filters registry images (`ref`); a local layout or archive is copied whole"
+                ));
+            }
+            let source = match (img.oci_layout, img.docker_archive, img.registry_ref) {
+                (None, None, Some(r)) => {
+                    if img.ref_name.is_some() || img.repo_tag.is_some() {
+                        return Err(format!(
+                            "image {reference}: `refName`/`repoTag` are for local sources, not `ref`"
+                        ));
+                    }
+                    let parsed = stella_oci::Reference::parse(r.trim())
+                        .map_err(|e| format!("image {reference}: `ref`: {e}"))?;
+                    let mut platforms = Vec::new();
+                    for p in img.platforms.unwrap_or_default() {
+                        let p = stella_oci::Platform::parse(p.trim())
+                            .map_err(|e| format!("image {reference}: `platforms`: {e}"))?;
+                        if !platforms.contains(&p) {
+                            platforms.push(p);
+                        }
+                    }
+                    ImageSource::Registry {
+                        reference: parsed,
+                        platforms,
+                    }
+                }
+                (Some(dir), None, None) => {
                     if img.repo_tag.is_some() {
                         return Err(format!(
-                            "image {}: `repoTag` is for `dockerArchive`; use `refName` with `ociLayout`",
-                            img.reference
+                            "image {reference}: `repoTag` is for `dockerArchive`; use `refName` with `ociLayout`"
                         ));
                     }
                     ImageSource::OciLayout {
@@ -162,11 +211,10 @@ impl Spec {
                         ref_name: img.ref_name,
                     }
                 }
-                (None, Some(file)) => {
+                (None, Some(file), None) => {
                     if img.ref_name.is_some() {
                         return Err(format!(
-                            "image {}: `refName` is for `ociLayout`; use `repoTag` with `dockerArchive`",
-                            img.reference
+                            "image {reference}: `refName` is for `ociLayout`; use `repoTag` with `dockerArchive`"
                         ));
                     }
                     ImageSource::DockerArchive {
@@ -175,22 +223,14 @@ impl Spec {
                     }
                 }
                 _ => {
-                    return Err(format!(
-                        "image {}: give exactly one of `ociLayout` or `dockerArchive`",
-                        img.reference
-                    ))
+                    let why = "give exactly one of `ociLayout`, `dockerArchive` or `ref`";
+                    return Err(format!("image {reference}: {why}"));
                 }
             };
-            if images
-                .iter()
-                .any(|i: &ImageSpec| i.reference == img.reference)
-            {
-                return Err(format!("image {} is listed twice", img.reference));
+            if images.iter().any(|i: &ImageSpec| i.reference == reference) {
+                return Err(format!("image {reference} is listed twice"));
             }
-            images.push(ImageSpec {
-                reference: img.reference,
-                source,
-            });
+            images.push(ImageSpec { reference, source });
         }
         let mut advisories = Vec::new();
         for a in raw.advisories {
@@ -274,5 +314,56 @@ advisories:
             .unwrap_err()
             .contains("traversal"));
         assert!(Spec::parse("name: a/b\nversion: v\nissuer: i\n", Path::new(".")).is_err());
+        let no_ref = format!("{base}images:\n  - ociLayout: a\n");
+        assert!(Spec::parse(&no_ref, Path::new("."))
+            .unwrap_err()
+            .contains("needs `reference`"));
+    }
+
+    #[test]
+    fn registry_images() {
+        let base = "name: n\nversion: v\nissuer: i\n";
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let text = format!(
+            "{base}images:\n  - ref: 127.0.0.1:5000/stellaops/scanner:2025.10.0\n    platforms: [linux/amd64, linux/arm64/v8]\n  - ref: 127.0.0.1:5000/x@{d}\n    reference: reg.example/x:1\n"
+        );
+        let s = Spec::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(
+            s.images[0].reference,
+            "127.0.0.1:5000/stellaops/scanner:2025.10.0"
+        );
+        match &s.images[0].source {
+            ImageSource::Registry {
+                reference,
+                platforms,
+            } => {
+                assert_eq!(reference.registry(), "127.0.0.1:5000");
+                assert_eq!(reference.tag(), Some("2025.10.0"));
+                let p: Vec<String> = platforms.iter().map(|p| p.to_string()).collect();
+                assert_eq!(p, ["linux/amd64", "linux/arm64/v8"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.images[1].reference, "reg.example/x:1");
+        match &s.images[1].source {
+            ImageSource::Registry { reference, .. } => {
+                assert_eq!(reference.digest().map(|d| d.to_string()), Some(d.clone()))
+            }
+            other => panic!("{other:?}"),
+        }
+        for (bad, why) in [
+            ("  - ref: 127.0.0.1:5000/Bad:1\n", "invalid image reference"),
+            ("  - ref: r.io/a:1\n    ociLayout: x\n", "exactly one"),
+            ("  - ref: r.io/a:1\n    platforms: [linux]\n", "platforms"),
+            (
+                "  - reference: r.io/a:1\n    ociLayout: x\n    platforms: [linux/amd64]\n",
+                "filters registry images",
+            ),
+            ("  - ref: r.io/a:1\n    refName: x\n", "local sources"),
+            ("  - ref: r.io/a:1\n  - ref: r.io/a:1\n", "listed twice"),
+        ] {
+            let e = Spec::parse(&format!("{base}images:\n{bad}"), Path::new(".")).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

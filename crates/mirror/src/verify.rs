@@ -9,7 +9,10 @@
 //!    `SHA256SUMS.dsse` match the digests the manifest signs, `SHA256SUMS` matches the file list,
 //!    `SHA256SUMS.sig` verifies under a signer; `public-key.pem` holds only signer keys; the
 //!    bundle is fresh (`generatedAt` + `validForSeconds`, default 24 h, ±5 s; not in the future).
-//!    No Rekor entry is a warning, not a failure (offline sites have none).
+//!    No Rekor entry is a warning, not a failure (offline sites have none). A `time-anchor.json`
+//!    (RFC 3161 token over the manifest digest, see [`crate::anchor`]) is always checked; with
+//!    trust roots it is trusted, `generatedAt` must not be after it, and freshness is judged at
+//!    the later of the local clock and the anchor time ([`freshness_time`]).
 //! 2. **Content** ([`check_files`]): every listed file is present with its size and SHA-256,
 //!    and nothing unlisted is present. A thin bundle may lack files: those come from its base.
 
@@ -60,6 +63,41 @@ pub struct Options<'a> {
     pub now: OffsetDateTime,
     /// Override of the manifest's freshness budget.
     pub max_age: Option<u64>,
+    /// Trust roots for time anchors (`--time-trust-roots`). Without them a time anchor is
+    /// checked and reported but not trusted, and freshness is judged by the local clock.
+    pub time_roots: Option<&'a crate::anchor::TrustRoots>,
+}
+
+/// Which clock freshness was judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSource {
+    /// The local clock (no trusted time anchor, or the clock is ahead of the anchor).
+    LocalClock,
+    /// The trusted time anchor: the local clock is behind the TSA's time, so it is wrong.
+    TimeAnchor,
+}
+
+impl TimeSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeSource::LocalClock => "local-clock",
+            TimeSource::TimeAnchor => "time-anchor",
+        }
+    }
+}
+
+/// The time freshness is judged at. A trusted anchor proves the current time is at least its
+/// `anchorTime`: a local clock behind it is wrong (the usual air-gap failure: a clock that was
+/// never set) and is replaced by the anchor time; a clock ahead of it is kept, so an anchor
+/// never makes an old bundle look fresh.
+pub fn freshness_time(
+    local: OffsetDateTime,
+    anchor: Option<&crate::anchor::Anchor>,
+) -> (OffsetDateTime, TimeSource) {
+    match anchor {
+        Some(a) if a.trusted() && a.time > local => (a.time, TimeSource::TimeAnchor),
+        _ => (local, TimeSource::LocalClock),
+    }
 }
 
 /// A bundle whose metadata verified.
@@ -73,6 +111,11 @@ pub struct VerifiedMetadata {
     pub warnings: Vec<String>,
     /// Age of the bundle at verification time, in seconds.
     pub age_seconds: i64,
+    /// The time anchor (`time-anchor.json`), when the bundle has one.
+    pub anchor: Option<crate::anchor::Anchor>,
+    /// The time freshness was judged at, and by which clock.
+    pub judged_at: OffsetDateTime,
+    pub time_source: TimeSource,
 }
 
 /// A fully verified bundle.
@@ -274,21 +317,53 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
         }
     }
 
-    if meta.contains_key(names::TIME_ANCHOR) {
-        // Reserved for RFC 3161 anchors; an unverifiable file is never silently accepted.
-        return Err(Error::verify(
-            "time-anchor.json is present, but this build cannot verify time anchors yet",
-        ));
+    // The time anchor: checked whenever present; trusted only with trust roots.
+    let anchor = match meta.get(names::TIME_ANCHOR) {
+        Some(bytes) => Some(crate::anchor::verify_anchor(
+            bytes,
+            payload,
+            opts.time_roots,
+        )?),
+        None => None,
+    };
+    match &anchor {
+        Some(a) if !a.trusted() => warnings.push(format!(
+            "time-anchor.json ({} by {}) is not trusted: no --time-trust-roots given; freshness is judged by the local clock",
+            format_time(a.time),
+            a.tsa
+        )),
+        None if opts.time_roots.is_some() => warnings.push(
+            "--time-trust-roots given, but the bundle has no time-anchor.json: freshness is judged by the local clock"
+                .to_string(),
+        ),
+        _ => {}
     }
 
     // Freshness.
     let generated = manifest.generated_at_time().map_err(Error::verify)?;
-    let age = (opts.now - generated).whole_seconds();
+    if let Some(a) = anchor.as_ref().filter(|a| a.trusted()) {
+        // The token proves the manifest existed at the anchor time.
+        if (generated - a.time).whole_seconds() > SKEW_SECONDS {
+            return Err(Error::verify(format!(
+                "bundle generatedAt {} is after its time anchor {} (more than {SKEW_SECONDS} s): the manifest cannot have been generated after it was stamped",
+                manifest.generated_at,
+                format_time(a.time)
+            )));
+        }
+    }
+    let (now, time_source) = freshness_time(opts.now, anchor.as_ref());
+    let by = match time_source {
+        TimeSource::LocalClock => String::new(),
+        TimeSource::TimeAnchor => {
+            " (time from the trusted time anchor; the local clock is behind it)".to_string()
+        }
+    };
+    let age = (now - generated).whole_seconds();
     if age < -SKEW_SECONDS {
         return Err(Error::verify(format!(
-            "bundle generatedAt {} is in the future (more than {SKEW_SECONDS} s ahead of {})",
+            "bundle generatedAt {} is in the future (more than {SKEW_SECONDS} s ahead of {}){by}",
             manifest.generated_at,
-            format_time(opts.now)
+            format_time(now)
         )));
     }
     let budget = opts.max_age.unwrap_or(manifest.valid_for());
@@ -298,7 +373,7 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
             .saturating_add(SKEW_SECONDS)
     {
         return Err(Error::verify(format!(
-            "bundle is stale: generated at {}, {age} s ago, beyond its validity of {budget} s (±{SKEW_SECONDS} s)",
+            "bundle is stale: generated at {}, {age} s ago, beyond its validity of {budget} s (±{SKEW_SECONDS} s){by}",
             manifest.generated_at
         )));
     }
@@ -310,6 +385,9 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
         header,
         warnings,
         age_seconds: age,
+        anchor,
+        judged_at: now,
+        time_source,
     })
 }
 
@@ -513,4 +591,46 @@ pub fn verify_checksums(dir: &Path, progress: &dyn Progress) -> Result<(usize, u
         )));
     }
     Ok((to_hash.len(), bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn anchor(at: OffsetDateTime, trusted: bool) -> crate::anchor::Anchor {
+        crate::anchor::Anchor {
+            time: at,
+            source: "test".into(),
+            tsa: "CN=TSA".into(),
+            tsa_fingerprint: String::new(),
+            policy: "1.2.3".into(),
+            serial: "01".into(),
+            token_digest: String::new(),
+            chain: trusted.then(|| vec!["CN=TSA".to_string(), "CN=Root".to_string()]),
+        }
+    }
+
+    #[test]
+    fn a_trusted_anchor_only_moves_a_clock_that_is_behind_it() {
+        let local = datetime!(2026-01-01 00:00 UTC);
+        let later = datetime!(2026-03-01 00:00 UTC);
+        let earlier = datetime!(2025-12-01 00:00 UTC);
+        assert_eq!(freshness_time(local, None), (local, TimeSource::LocalClock));
+        // The clock is behind the trusted anchor: the anchor time wins.
+        assert_eq!(
+            freshness_time(local, Some(&anchor(later, true))),
+            (later, TimeSource::TimeAnchor)
+        );
+        // The clock is ahead: it stays (an anchor never makes an old bundle look fresh).
+        assert_eq!(
+            freshness_time(local, Some(&anchor(earlier, true))),
+            (local, TimeSource::LocalClock)
+        );
+        // An untrusted anchor changes nothing.
+        assert_eq!(
+            freshness_time(local, Some(&anchor(later, false))),
+            (local, TimeSource::LocalClock)
+        );
+    }
 }

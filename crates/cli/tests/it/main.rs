@@ -1,6 +1,7 @@
 mod cli;
 mod interop;
 mod mirror;
+mod mirror_oci;
 mod oci;
 mod signer;
 mod support;

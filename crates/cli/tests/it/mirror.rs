@@ -716,9 +716,13 @@ fn tampered_folders_are_refused() {
         "SHA256SUMS.sig does not verify SHA256SUMS",
     );
     reset();
-    // An unverifiable time anchor is not silently accepted.
+    // A malformed time anchor is refused, never ignored.
     write(b.join("time-anchor.json"), b"{}");
-    expect(&env.verify("b", &[]), 1, "cannot verify time anchors yet");
+    expect(
+        &env.verify("b", &[]),
+        1,
+        "time-anchor.json: missing field `anchorTime`",
+    );
     reset();
     // SHA256SUMS edited.
     write(b.join("SHA256SUMS"), b"");
@@ -944,6 +948,95 @@ fn pack_is_byte_reproducible() {
         v["archiveBytes"].as_u64().unwrap(),
         std::fs::metadata(env.p("f.tar.zst")).unwrap().len()
     );
+}
+
+/// A bundle big enough for several gzip blocks and zstd jobs: standard tools accept the
+/// archives (`gzip -t`, `zstd -t`, `tar -t` lists exactly our entries in our order), they
+/// unpack to the same bytes, and packing twice gives the same archive.
+#[test]
+fn multi_block_archives_pass_standard_tools() {
+    let env = Env::new();
+    env.keygen("k");
+    env.sources(1, "a");
+    // ~9 MiB: compressible text and pseudo-random stretches (several 1 MiB gzip blocks, two
+    // 8 MiB zstd jobs).
+    let mut big = Vec::with_capacity(9 << 20);
+    let mut x: u64 = 7;
+    while big.len() < 9 << 20 {
+        if (big.len() >> 18) % 2 == 0 {
+            big.extend_from_slice(b"{\"id\":\"CVE-2025-0001\",\"severity\":\"high\"}\n");
+        } else {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            big.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    write(env.p("src/feeds/ghsa/big.bin"), &big);
+    expect(&env.create("b", &[]), 0, "");
+    env.sign("b", &["k.key"]);
+    let listed: Vec<String> = {
+        let m = manifest(&env.p("b"));
+        m["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let tool = |args: &[&str]| -> Output {
+        Command::new(args[0])
+            .args(&args[1..])
+            .current_dir(env.dir.path())
+            .output()
+            .unwrap()
+    };
+    for ext in ["tar.gz", "tar.zst"] {
+        let a = format!("a.{ext}");
+        let again = format!("again.{ext}");
+        expect(&env.run(&["mirror", "pack", "b", "--output", &a]), 0, "");
+        expect(
+            &env.run(&["mirror", "pack", "b", "--output", &again]),
+            0,
+            "",
+        );
+        assert_eq!(
+            std::fs::read(env.p(&a)).unwrap(),
+            std::fs::read(env.p(&again)).unwrap()
+        );
+        let test = if ext == "tar.gz" {
+            tool(&["gzip", "-t", &a])
+        } else {
+            tool(&["zstd", "-t", "-q", &a])
+        };
+        expect(&test, 0, "");
+        let z = if ext == "tar.gz" { "-z" } else { "--zstd" };
+        let out = tool(&["tar", z, "-tf", &a]);
+        expect(&out, 0, "");
+        let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let meta = [
+            "manifest.dsse",
+            "manifest.json",
+            "mirror/metadata/mirror.dsse.json",
+            "SHA256SUMS",
+            "SHA256SUMS.dsse",
+            "SHA256SUMS.sig",
+            "public-key.pem",
+        ];
+        let want: Vec<String> = meta
+            .iter()
+            .map(|s| s.to_string())
+            .chain(listed.iter().cloned())
+            .collect();
+        assert_eq!(names, want, "{ext} entry list");
+        let dest = format!("x-{}", ext.replace('.', ""));
+        std::fs::create_dir(env.p(&dest)).unwrap();
+        let out = tool(&["tar", z, "-xf", &a, "-C", &dest]);
+        expect(&out, 0, "");
+        assert_eq!(all_files(&env.p(&dest)), all_files(&env.p("b")));
+        expect(&env.verify(&a, &[]), 0, "Verified OK");
+    }
 }
 
 #[test]
@@ -1329,4 +1422,951 @@ fn thin_bundles_carry_only_changes_and_apply_in_order() {
         "higher generation",
     );
     assert_no_staging(env.dir.path());
+}
+
+// ------------------------------------------------------------------------------------------
+// Time anchors (RFC 3161)
+// ------------------------------------------------------------------------------------------
+
+/// Run openssl in the test folder; it must succeed.
+fn ossl(env: &Env, args: &[&str]) -> Output {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A test PKI made by openssl: `ca` (root) issuing `tsa` (P-256, extended key usage
+/// timeStamping critical, certificatePolicies 1.2.3.4.1) and `notsa` (same key, no extended
+/// key usage); an unrelated root `other` issuing `othertsa`; `rsatsa` (RSA 2048) under `ca`;
+/// and `tsa.cnf`/`rsa.cnf` for `openssl ts -reply`.
+fn tsa_pki(env: &Env) {
+    let p256 = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    for (name, cn) in [("ca", "Test Time Root"), ("other", "Other Root")] {
+        let key = format!("{name}.key");
+        let pem = format!("{name}.pem");
+        let subj = format!("/CN={cn}");
+        let mut args = vec!["req", "-x509", "-new"];
+        args.extend(p256);
+        args.extend([
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-subj",
+            &subj,
+            "-days",
+            "3650",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        ossl(env, &args);
+    }
+    write(
+        env.p("tsa-ext.cnf"),
+        "extendedKeyUsage=critical,timeStamping\nkeyUsage=critical,digitalSignature\n\
+         basicConstraints=CA:FALSE\ncertificatePolicies=1.2.3.4.1\n",
+    );
+    write(
+        env.p("plain-ext.cnf"),
+        "keyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n",
+    );
+    ossl(
+        env,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "tsa.key",
+        ],
+    );
+    ossl(
+        env,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "rsatsa.key",
+        ],
+    );
+    for (name, key, cn, ca, ext) in [
+        ("tsa", "tsa.key", "Test TSA", "ca", "tsa-ext.cnf"),
+        ("notsa", "tsa.key", "Not A TSA", "ca", "plain-ext.cnf"),
+        ("othertsa", "tsa.key", "Other TSA", "other", "tsa-ext.cnf"),
+        ("rsatsa", "rsatsa.key", "RSA TSA", "ca", "tsa-ext.cnf"),
+    ] {
+        let csr = format!("{name}.csr");
+        ossl(
+            env,
+            &[
+                "req",
+                "-new",
+                "-key",
+                key,
+                "-subj",
+                &format!("/CN={cn}"),
+                "-out",
+                &csr,
+            ],
+        );
+        ossl(
+            env,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &format!("{ca}.pem"),
+                "-CAkey",
+                &format!("{ca}.key"),
+                "-CAcreateserial",
+                "-days",
+                "365",
+                "-extfile",
+                ext,
+                "-out",
+                &format!("{name}.pem"),
+            ],
+        );
+    }
+    for (cnf, cert, key, extra) in [
+        ("tsa.cnf", "tsa.pem", "tsa.key", ""),
+        (
+            "tsa-v2.cnf",
+            "tsa.pem",
+            "tsa.key",
+            "ess_cert_id_alg = sha256\n",
+        ),
+        (
+            "rsa.cnf",
+            "rsatsa.pem",
+            "rsatsa.key",
+            "clock_precision_digits = 3\n",
+        ),
+    ] {
+        write(
+            env.p(cnf),
+            format!(
+                "[ tsa ]\ndefault_tsa = tsa_config1\n[ tsa_config1 ]\nserial = ./tsaserial\n\
+                 crypto_device = builtin\nsigner_cert = ./{cert}\ncerts = ./ca.pem\n\
+                 signer_key = ./{key}\nsigner_digest = sha256\ndefault_policy = 1.2.3.4.1\n\
+                 other_policies = 1.2.3.4.5\ndigests = sha256, sha384, sha512\n\
+                 accuracy = secs:1\nordering = no\ntsa_name = yes\ness_cert_id_chain = no\n{extra}"
+            ),
+        );
+    }
+    write(env.p("tsaserial"), "01\n");
+}
+
+fn anchor_json(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("time-anchor.json")).unwrap()).unwrap()
+}
+
+fn token_of(dir: &Path) -> Vec<u8> {
+    stella_dsse::b64::decode(anchor_json(dir)["token"].as_str().unwrap()).unwrap()
+}
+
+/// Rewrite `time-anchor.json` with another token (and the matching digest).
+fn put_token(dir: &Path, token: &[u8]) {
+    let mut a = anchor_json(dir);
+    a["token"] = json!(b64(token));
+    a["tokenDigest"] = json!(format!("sha256:{}", sha(token)));
+    write(
+        dir.join("time-anchor.json"),
+        stella_dsse::jcs::to_vec(&a).unwrap(),
+    );
+}
+
+/// A signed bundle in `b/` stamped by the local TSA.
+fn anchored_bundle(env: &Env) {
+    env.keygen("k");
+    env.sources(1, "a");
+    expect(&env.create("b", &[]), 0, "");
+    let out = env.run(&[
+        "mirror",
+        "sign",
+        "b/manifest.json",
+        "--key",
+        "k.key",
+        "--tsa-key",
+        "tsa.key",
+        "--tsa-cert",
+        "tsa.pem",
+    ]);
+    expect(
+        &out,
+        0,
+        "Wrote time-anchor.json: RFC 3161 token from local TSA CN=Test TSA",
+    );
+}
+
+#[test]
+fn time_anchor_from_a_local_tsa_verifies_here_and_in_openssl() {
+    let env = Env::new();
+    tsa_pki(&env);
+    anchored_bundle(&env);
+    let b = env.p("b");
+    let a = anchor_json(&b);
+    let keys: Vec<&String> = a.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["anchorTime", "format", "source", "token", "tokenDigest"]
+    );
+    assert_eq!(a["format"], "rfc3161");
+    assert_eq!(a["source"], "local TSA CN=Test TSA");
+    let token = token_of(&b);
+    assert_eq!(a["tokenDigest"], format!("sha256:{}", sha(&token)));
+    // The anchor is metadata: not in the manifest, not in SHA256SUMS; both checks still pass.
+    assert!(
+        !String::from_utf8(std::fs::read(b.join("SHA256SUMS")).unwrap())
+            .unwrap()
+            .contains("time-anchor")
+    );
+    let out = Command::new("sha256sum")
+        .args(["-c", "--quiet", "SHA256SUMS"])
+        .current_dir(&b)
+        .output()
+        .unwrap();
+    expect(&out, 0, "");
+    expect(
+        &env.run(&["mirror", "verify-checksums", "b"]),
+        0,
+        "SHA256SUMS OK",
+    );
+
+    // Trusted with the roots; freshness by the local clock (it is not behind the anchor).
+    let out = env.verify("b", &["--time-trust-roots", "ca.pem"]);
+    expect(
+        &out,
+        0,
+        "(RFC 3161, TSA CN=Test TSA): trusted: CN=Test TSA issued by CN=Test Time Root",
+    );
+    let out = env.verify("b", &["--time-trust-roots", "ca.pem", "--output", "json"]);
+    expect(&out, 0, "");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["timeAnchor"]["trusted"], true);
+    assert_eq!(v["timeAnchor"]["anchorTime"], a["anchorTime"]);
+    assert_eq!(v["timeAnchor"]["policy"], "1.2.3.4.1");
+    assert_eq!(v["freshness"]["timeSource"], "local-clock");
+    // Without roots: checked, reported, not trusted.
+    let out = env.verify("b", &[]);
+    expect(&out, 0, "NOT trusted (no --time-trust-roots)");
+    expect(&out, 0, "warning: time-anchor.json");
+
+    // openssl accepts the token: over the data and over the digest.
+    write(env.p("token.der"), &token);
+    for how in [["-data", "b/manifest.json"], ["-digest", ""]] {
+        let digest = sha(&std::fs::read(b.join("manifest.json")).unwrap());
+        let arg = if how[0] == "-digest" {
+            digest.as_str()
+        } else {
+            how[1]
+        };
+        let out = ossl(
+            &env,
+            &[
+                "ts",
+                "-verify",
+                "-token_in",
+                "-in",
+                "token.der",
+                how[0],
+                arg,
+                "-CAfile",
+                "ca.pem",
+                "-untrusted",
+                "tsa.pem",
+            ],
+        );
+        expect(&out, 0, "Verification: OK");
+    }
+
+    // Archives carry it; the stream verifier checks it; unpack keeps it.
+    expect(
+        &env.run(&["mirror", "pack", "b", "--output", "b.tar.zst"]),
+        0,
+        "",
+    );
+    expect(
+        &env.verify("b.tar.zst", &["--time-trust-roots", "ca.pem"]),
+        0,
+        "trusted: CN=Test TSA",
+    );
+    let out = env.run(&[
+        "mirror",
+        "unpack",
+        "b.tar.zst",
+        "--output",
+        "u",
+        "--key",
+        "k.pub",
+        "--time-trust-roots",
+        "ca.pem",
+    ]);
+    expect(&out, 0, "trusted: CN=Test TSA");
+    assert_eq!(anchor_json(&env.p("u")), a);
+
+    // Re-signing removes the anchor of the previous manifest; `anchor` adds a new one.
+    env.sign("b", &["k.key"]);
+    assert!(!b.join("time-anchor.json").exists());
+    let out = env.run(&[
+        "mirror",
+        "anchor",
+        "b",
+        "--tsa-key",
+        "tsa.key",
+        "--tsa-cert",
+        "tsa.pem",
+        "--json",
+    ]);
+    expect(&out, 0, "");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["timeAnchor"]["tsa"], "CN=Test TSA");
+    expect(
+        &env.verify("b", &["--time-trust-roots", "ca.pem"]),
+        0,
+        "trusted",
+    );
+}
+
+#[test]
+fn time_anchor_accepts_openssl_ts_reply_tokens() {
+    let env = Env::new();
+    tsa_pki(&env);
+    env.signed_bundle();
+    ossl(
+        &env,
+        &[
+            "ts",
+            "-query",
+            "-data",
+            "b/manifest.json",
+            "-sha256",
+            "-cert",
+            "-out",
+            "q.tsq",
+        ],
+    );
+    // ESS signing-certificate v1 (SHA-1, OpenSSL 3.0's default) and v2 (SHA-256), P-256;
+    // RSA with a fractional genTime. As a TimeStampResp and as a bare token.
+    for (cnf, tsa, fraction) in [
+        ("tsa.cnf", "CN=Test TSA", false),
+        ("tsa-v2.cnf", "CN=Test TSA", false),
+        ("rsa.cnf", "CN=RSA TSA", true),
+    ] {
+        ossl(
+            &env,
+            &[
+                "ts",
+                "-reply",
+                "-config",
+                cnf,
+                "-queryfile",
+                "q.tsq",
+                "-out",
+                "r.tsr",
+            ],
+        );
+        ossl(
+            &env,
+            &[
+                "ts",
+                "-reply",
+                "-in",
+                "r.tsr",
+                "-token_out",
+                "-out",
+                "t.der",
+            ],
+        );
+        for file in ["r.tsr", "t.der"] {
+            let out = env.run(&["mirror", "anchor", "b", "--tsa-token", file]);
+            expect(&out, 0, &format!("from token file {file}"));
+            let out = env.verify("b", &["--time-trust-roots", "ca.pem", "--output", "json"]);
+            expect(&out, 0, "");
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["timeAnchor"]["tsa"], tsa, "{cnf} {file}");
+            assert_eq!(v["timeAnchor"]["trusted"], true, "{cnf} {file}");
+            let at = v["timeAnchor"]["anchorTime"].as_str().unwrap().to_string();
+            assert_eq!(!at.ends_with(".000Z"), fraction, "{at}");
+        }
+    }
+    // A token over other data is refused when attached.
+    write(env.p("other.txt"), b"other");
+    ossl(
+        &env,
+        &[
+            "ts",
+            "-query",
+            "-data",
+            "other.txt",
+            "-sha256",
+            "-cert",
+            "-out",
+            "q2.tsq",
+        ],
+    );
+    ossl(
+        &env,
+        &[
+            "ts",
+            "-reply",
+            "-config",
+            "tsa.cnf",
+            "-queryfile",
+            "q2.tsq",
+            "-out",
+            "r2.tsr",
+        ],
+    );
+    let out = env.run(&["mirror", "anchor", "b", "--tsa-token", "r2.tsr"]);
+    expect(&out, 1, "not this bundle's manifest");
+}
+
+/// A one-request-at-a-time HTTP endpoint on 127.0.0.1 answering each POST with the next
+/// reply: `None` = `openssl ts -reply` to the query, `Some((status, body))` = that. Stops
+/// after the replies are used up or 60 s.
+fn tsa_endpoint(env: &Env, replies: Vec<Option<(u16, Vec<u8>)>>) -> String {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/tsa", listener.local_addr().unwrap());
+    let dir = env.dir.path().to_path_buf();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        for (i, reply) in replies.into_iter().enumerate() {
+            let stream = loop {
+                match listener.accept() {
+                    Ok((s, _)) => break s,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(10))
+                    }
+                    Err(_) => return,
+                }
+            };
+            stream.set_nonblocking(false).unwrap();
+            let mut r = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            let mut kind = String::new();
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                let l = line.trim_end().to_ascii_lowercase();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if let Some(v) = l.strip_prefix("content-type:") {
+                    kind = v.trim().to_string();
+                }
+            }
+            let mut body = vec![0u8; len];
+            r.read_exact(&mut body).unwrap();
+            let (status, out) = match reply {
+                Some(r) => r,
+                None => {
+                    assert_eq!(kind, "application/timestamp-query");
+                    let q = dir.join(format!("http-{i}.tsq"));
+                    let a = dir.join(format!("http-{i}.tsr"));
+                    std::fs::write(&q, &body).unwrap();
+                    let ok = Command::new("openssl")
+                        .args(["ts", "-reply", "-config", "tsa.cnf", "-queryfile"])
+                        .arg(&q)
+                        .arg("-out")
+                        .arg(&a)
+                        .current_dir(&dir)
+                        .output()
+                        .unwrap();
+                    assert!(
+                        ok.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&ok.stderr)
+                    );
+                    (200, std::fs::read(&a).unwrap())
+                }
+            };
+            let mut w = stream;
+            let head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/timestamp-reply\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                out.len()
+            );
+            let _ = w.write_all(head.as_bytes());
+            let _ = w.write_all(&out);
+        }
+    });
+    url
+}
+
+/// The TSA endpoint is on this machine: keep any proxy of the environment out of the way.
+const NO_PROXY: &[(&str, &str)] = &[("NO_PROXY", "127.0.0.1"), ("no_proxy", "127.0.0.1")];
+
+#[test]
+fn time_anchor_from_a_tsa_url() {
+    let env = Env::new();
+    tsa_pki(&env);
+    env.keygen("k");
+    env.sources(1, "a");
+    expect(&env.create("b", &[]), 0, "");
+    let url = tsa_endpoint(
+        &env,
+        vec![
+            None,
+            Some((503, b"busy".to_vec())),
+            Some((200, b"not DER at all".to_vec())),
+        ],
+    );
+    let out = env.run_env(
+        &[
+            "mirror",
+            "sign",
+            "b/manifest.json",
+            "--key",
+            "k.key",
+            "--tsa-url",
+            &url,
+        ],
+        NO_PROXY,
+    );
+    expect(&out, 0, &format!("RFC 3161 token from {url}"));
+    let out = env.verify("b", &["--time-trust-roots", "ca.pem", "--output", "json"]);
+    expect(&out, 0, "");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["timeAnchor"]["source"], url.as_str());
+    assert_eq!(v["timeAnchor"]["trusted"], true);
+    // A TSA that is down is retryable (exit 10); one that answers nonsense fails (exit 1).
+    let out = env.run_env(&["mirror", "anchor", "b", "--tsa-url", &url], NO_PROXY);
+    expect(&out, 10, "answered HTTP 503");
+    let out = env.run_env(&["mirror", "anchor", "b", "--tsa-url", &url], NO_PROXY);
+    expect(&out, 1, "not an RFC 3161 TimeStampResp");
+    // Nobody listening.
+    let out = env.run_env(
+        &[
+            "mirror",
+            "anchor",
+            "b",
+            "--tsa-url",
+            "http://127.0.0.1:9/tsa",
+        ],
+        NO_PROXY,
+    );
+    expect(&out, 10, "time stamp authority http://127.0.0.1:9/tsa");
+    // The anchor from the first request is still there and valid.
+    expect(
+        &env.verify("b", &["--time-trust-roots", "ca.pem"]),
+        0,
+        "trusted",
+    );
+}
+
+/// A token for `dir`'s manifest by the local TSA in `cert` (unchecked: it may be a hostile
+/// certificate), stamped `at`; written as the bundle's anchor.
+fn forge_anchor(env: &Env, dir: &str, cert: &str, at: time::OffsetDateTime) {
+    let key =
+        stella_keys::FileKey::from_pem(&std::fs::read(env.p("tsa.key")).unwrap(), &mut || {
+            unreachable!("the key is not encrypted")
+        })
+        .unwrap();
+    let pem = std::fs::read(env.p(cert)).unwrap();
+    let tsa =
+        stella_mirror::anchor::LocalTsa::new_unchecked(&key, &pem, Some("1.2.3.4.1")).unwrap();
+    let manifest = std::fs::read(env.p(dir).join("manifest.json")).unwrap();
+    let token = tsa.timestamp(&stella_keys::sha256(&manifest), at).unwrap();
+    let file = json!({
+        "anchorTime": stella_mirror::manifest::format_time(at.replace_nanosecond(0).unwrap()),
+        "format": "rfc3161",
+        "source": "forged",
+        "token": b64(&token),
+        "tokenDigest": format!("sha256:{}", sha(&token)),
+    });
+    write(
+        env.p(dir).join("time-anchor.json"),
+        stella_dsse::jcs::to_vec(&file).unwrap(),
+    );
+}
+
+#[test]
+fn hostile_time_anchors_are_refused() {
+    let env = Env::new();
+    tsa_pki(&env);
+    anchored_bundle(&env);
+    let b = env.p("b");
+    let good = std::fs::read(b.join("time-anchor.json")).unwrap();
+    let reset = || write(b.join("time-anchor.json"), &good);
+    let roots = ["--time-trust-roots", "ca.pem"];
+    expect(&env.verify("b", &roots), 0, "trusted");
+
+    // Signed by a TSA that does not chain to the trust roots.
+    expect(
+        &env.verify("b", &["--time-trust-roots", "other.pem"]),
+        1,
+        "the TSA certificate CN=Test TSA does not chain to a trusted root (--time-trust-roots)",
+    );
+    // The anchor of another manifest (wrong digest).
+    let other = Env::new();
+    other.sources(2, "z");
+    expect(&other.create("o", &[]), 0, "");
+    copy_tree(&other.p("o"), &env.p("o"));
+    env.sign("o", &["k.key"]);
+    write(env.p("o/time-anchor.json"), &good);
+    let out = env.verify("o", &roots);
+    expect(&out, 1, "time anchor: the token stamps SHA-256");
+    expect(&out, 1, "not this bundle's manifest");
+    // A tampered token: the genTime inside the TSTInfo changed (digest fixed up).
+    let mut token = token_of(&b);
+    let at = token
+        .windows(2)
+        .position(|w| w == [0x18, 0x0f])
+        .expect("genTime in the token");
+    token[at + 2 + 3] = if token[at + 2 + 3] == b'9' {
+        b'8'
+    } else {
+        b'9'
+    };
+    put_token(&b, &token);
+    expect(
+        &env.verify("b", &roots),
+        1,
+        "the message-digest attribute does not match the TSTInfo (tampered token)",
+    );
+    reset();
+    // A tampered token: a signature byte changed.
+    let mut token = token_of(&b);
+    let n = token.len();
+    token[n - 3] ^= 0x55;
+    put_token(&b, &token);
+    expect(
+        &env.verify("b", &roots),
+        1,
+        "token signature by CN=Test TSA",
+    );
+    reset();
+    // Tampered without fixing the digest.
+    let mut a = anchor_json(&b);
+    let mut token = token_of(&b);
+    token[40] ^= 1;
+    a["token"] = json!(b64(&token));
+    write(
+        b.join("time-anchor.json"),
+        stella_dsse::jcs::to_vec(&a).unwrap(),
+    );
+    expect(&env.verify("b", &roots), 1, "does not match the token");
+    reset();
+    // anchorTime edited.
+    let mut a = anchor_json(&b);
+    a["anchorTime"] = json!("2099-01-01T00:00:00.000Z");
+    write(
+        b.join("time-anchor.json"),
+        stella_dsse::jcs::to_vec(&a).unwrap(),
+    );
+    expect(&env.verify("b", &roots), 1, "differs from the token's time");
+    reset();
+    // A TSA certificate without the timeStamping extended key usage: refused when signing,
+    // and a token made with it anyway is refused on verify, with or without roots.
+    let out = env.run(&[
+        "mirror",
+        "anchor",
+        "b",
+        "--tsa-key",
+        "tsa.key",
+        "--tsa-cert",
+        "notsa.pem",
+        "--tsa-policy",
+        "1.2.3.4.1",
+    ]);
+    expect(&out, 2, "has no extended key usage");
+    forge_anchor(&env, "b", "notsa.pem", time::OffsetDateTime::now_utc());
+    expect(
+        &env.verify("b", &roots),
+        1,
+        "the TSA certificate CN=Not A TSA has no extended key usage: RFC 3161 requires id-kp-timeStamping (critical)",
+    );
+    expect(&env.verify("b", &[]), 1, "has no extended key usage");
+    reset();
+    // Not an anchor format we know.
+    let mut a = anchor_json(&b);
+    a["format"] = json!("roughtime");
+    write(
+        b.join("time-anchor.json"),
+        stella_dsse::jcs::to_vec(&a).unwrap(),
+    );
+    expect(&env.verify("b", &roots), 1, "only \"rfc3161\" is supported");
+    reset();
+    expect(&env.verify("b", &roots), 0, "trusted");
+}
+
+#[test]
+fn a_trusted_time_anchor_overrides_a_clock_that_is_behind() {
+    let env = Env::new();
+    tsa_pki(&env);
+    env.keygen("k");
+    env.sources(1, "a");
+    // Generated "two hours from now": as if this machine's clock were two hours behind.
+    let now = time::OffsetDateTime::now_utc();
+    let ahead = now + time::Duration::hours(2);
+    let gen = stella_mirror::manifest::format_time(ahead);
+    expect(&env.create("b", &["--generated-at", &gen]), 0, "");
+    env.sign("b", &["k.key"]);
+    expect(&env.verify("b", &[]), 1, "is in the future");
+    // A TSA (with the right time) stamped it a minute after it was generated.
+    forge_anchor(&env, "b", "tsa.pem", ahead + time::Duration::minutes(1));
+    let out = env.verify("b", &["--time-trust-roots", "ca.pem", "--output", "json"]);
+    expect(&out, 0, "");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["freshness"]["timeSource"], "time-anchor");
+    assert_eq!(v["freshness"]["judgedAt"], v["timeAnchor"]["anchorTime"]);
+    expect(
+        &env.verify("b", &["--time-trust-roots", "ca.pem"]),
+        0,
+        "the local clock is behind it",
+    );
+    // Untrusted (no roots): the local clock decides, and it says "future".
+    expect(&env.verify("b", &[]), 1, "is in the future");
+    // Judged at the anchor time, the budget still applies.
+    expect(
+        &env.verify("b", &["--time-trust-roots", "ca.pem", "--max-age", "1"]),
+        1,
+        "bundle is stale",
+    );
+    // A manifest generated after its anchor is not credible.
+    forge_anchor(&env, "b", "tsa.pem", ahead - time::Duration::minutes(10));
+    expect(
+        &env.verify("b", &["--time-trust-roots", "ca.pem"]),
+        1,
+        "is after its time anchor",
+    );
+}
+
+/// Issue `name.pem` for `key` under `ca` with the extensions `ext` (openssl syntax).
+fn issue(env: &Env, name: &str, key: &str, ca: &str, ext: &str) {
+    let extfile = format!("{name}-ext.cnf");
+    write(env.p(&extfile), ext);
+    let csr = format!("{name}.csr");
+    ossl(
+        env,
+        &[
+            "req",
+            "-new",
+            "-key",
+            key,
+            "-subj",
+            &format!("/CN={name}"),
+            "-out",
+            &csr,
+        ],
+    );
+    ossl(
+        env,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "365",
+            "-extfile",
+            &extfile,
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+#[test]
+fn time_anchor_certificate_rules() {
+    let env = Env::new();
+    tsa_pki(&env);
+    anchored_bundle(&env);
+    let roots = ["--time-trust-roots", "ca.pem"];
+    let tsa_ext = "extendedKeyUsage=critical,timeStamping\nkeyUsage=critical,digitalSignature\n";
+    // An intermediate CA between the root and the TSA: the token carries it (--tsa-cert is
+    // the TSA certificate followed by its chain) and verify walks it.
+    ossl(
+        &env,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "inter.key",
+        ],
+    );
+    issue(
+        &env,
+        "inter",
+        "inter.key",
+        "ca",
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n",
+    );
+    issue(&env, "tsa2", "tsa.key", "inter", tsa_ext);
+    let chain = [
+        std::fs::read(env.p("tsa2.pem")).unwrap(),
+        std::fs::read(env.p("inter.pem")).unwrap(),
+    ]
+    .concat();
+    write(env.p("tsa2-chain.pem"), chain);
+    let anchor = |cert: &str| {
+        env.run(&[
+            "mirror",
+            "anchor",
+            "b",
+            "--tsa-key",
+            "tsa.key",
+            "--tsa-cert",
+            cert,
+            "--tsa-policy",
+            "1.2.3.4.1",
+        ])
+    };
+    expect(&anchor("tsa2-chain.pem"), 0, "TSA CN=tsa2");
+    expect(
+        &env.verify("b", &roots),
+        0,
+        "trusted: CN=tsa2 issued by CN=inter issued by CN=Test Time Root",
+    );
+    // Without the intermediate in the token, there is no path to the root.
+    expect(&anchor("tsa2.pem"), 0, "");
+    expect(
+        &env.verify("b", &roots),
+        1,
+        "does not chain to a trusted root",
+    );
+    // An "intermediate" that is not a CA cannot vouch for a TSA.
+    std::fs::copy(env.p("inter.key"), env.p("notca.key")).unwrap();
+    issue(
+        &env,
+        "notca",
+        "notca.key",
+        "ca",
+        "basicConstraints=CA:FALSE\n",
+    );
+    issue(&env, "tsa3", "tsa.key", "notca", tsa_ext);
+    let chain = [
+        std::fs::read(env.p("tsa3.pem")).unwrap(),
+        std::fs::read(env.p("notca.pem")).unwrap(),
+    ]
+    .concat();
+    write(env.p("tsa3-chain.pem"), chain);
+    expect(&anchor("tsa3-chain.pem"), 0, "");
+    expect(
+        &env.verify("b", &roots),
+        1,
+        "CN=notca is not a CA certificate",
+    );
+    // RFC 3161 §2.3 profile of the TSA certificate, refused when signing and when verifying.
+    for (name, ext, msg) in [
+        (
+            "eku-not-critical",
+            "extendedKeyUsage=timeStamping\n",
+            "the id-kp-timeStamping extended key usage must be critical",
+        ),
+        (
+            "eku-extra",
+            "extendedKeyUsage=critical,timeStamping,codeSigning\n",
+            "its extended key usage must be exactly id-kp-timeStamping",
+        ),
+        (
+            "no-signing",
+            "extendedKeyUsage=critical,timeStamping\nkeyUsage=critical,keyEncipherment\n",
+            "may not sign (keyUsage lacks digitalSignature)",
+        ),
+    ] {
+        issue(&env, name, "tsa.key", "ca", ext);
+        let pem = format!("{name}.pem");
+        expect(&anchor(&pem), 2, msg);
+        forge_anchor(&env, "b", &pem, time::OffsetDateTime::now_utc());
+        expect(&env.verify("b", &roots), 1, msg);
+    }
+    // A token stamped after the TSA certificate expired.
+    forge_anchor(
+        &env,
+        "b",
+        "tsa.pem",
+        time::OffsetDateTime::now_utc() + time::Duration::days(400),
+    );
+    expect(
+        &env.verify("b", &roots),
+        1,
+        "certificate CN=Test TSA is valid from",
+    );
+    // The key must be the certificate's, and P-256.
+    let out = env.run(&[
+        "mirror",
+        "anchor",
+        "b",
+        "--tsa-key",
+        "rsatsa.key",
+        "--tsa-cert",
+        "tsa.pem",
+    ]);
+    expect(&out, 2, "");
+    env.keygen("ed");
+    let out = env.run(&[
+        "mirror",
+        "anchor",
+        "b",
+        "--tsa-key",
+        "ed.key",
+        "--tsa-cert",
+        "tsa.pem",
+    ]);
+    expect(&out, 2, "a TSA key must be ECDSA P-256");
+    ossl(
+        &env,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "wrong.key",
+        ],
+    );
+    let out = env.run(&[
+        "mirror",
+        "anchor",
+        "b",
+        "--tsa-key",
+        "wrong.key",
+        "--tsa-cert",
+        "tsa.pem",
+    ]);
+    expect(
+        &out,
+        2,
+        "--tsa-key does not match the certificate CN=Test TSA",
+    );
 }

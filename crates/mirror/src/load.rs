@@ -1,0 +1,435 @@
+//! `load`: push a bundle's images into a registry — after the bundle verified.
+//!
+//! 1. **Verify first, with the rules of `verify`**, before any network traffic. A folder (or
+//!    its `manifest.dsse`) is verified in place ([`verify_folder`]: signature, header,
+//!    checksum files, freshness, every listed file present with its size, nothing unlisted,
+//!    every SHA-256 — except that the blobs of the signed images, which the push hashes anyway
+//!    before its first request, are hashed once, there, instead of twice). An archive
+//!    (`.tar.zst`, `.tar.gz`, `.tar`) is unpacked by [`crate::archive::unpack`] into a temporary
+//!    folder (under `work_dir`, default `$TMPDIR`): every entry checked as it streams, the whole
+//!    bundle verified in a staging folder; nothing is pushed from an archive that did not
+//!    verify. Thin bundles are refused (they lack the files their base carries: `apply` them
+//!    first).
+//! 2. **Targets** come from the signed manifest's `images`: `REGISTRY/[PREFIX/]REPO:TAG` for a
+//!    recorded reference `ANY-REGISTRY/REPO:TAG`, or `…/REPO@DIGEST` when the reference has no
+//!    tag; the manifest's digest is what gets pushed (so digests are preserved). Two images
+//!    mapping to one target are refused.
+//! 3. **Push** with `stella_oci::push_all_from_layout` from the bundle's `images/` layout:
+//!    every blob of every image hashed once more (the folder could have changed since step 1)
+//!    before the first request; then blobs (skipped when the registry has them, mounted from
+//!    another repository when it can, resumed from the upload journal when an earlier run was
+//!    interrupted), child manifests, and the root manifest under its tag. The journal lives in
+//!    `resume_dir` (default `stella_oci::upload::ResumeJournal::default_dir()`, i.e.
+//!    `~/.cache/stella/oci-uploads`), not in the temporary folder, so it survives the run.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use stella_oci::upload::ResumeJournal;
+use stella_oci::{
+    BlockingClient, ClientConfig, Descriptor, Digest, Layout, PushOptions, Reference,
+};
+
+use crate::archive::Limits;
+use crate::error::{Error, IoContext as _, Result};
+use crate::hash::{Progress, Sha256};
+use crate::manifest::{Kind, Manifest};
+use crate::verify::{self, Options};
+use crate::{names, BundlePath};
+
+/// Options of [`load`].
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Target registry, `HOST[:PORT]`.
+    pub registry: String,
+    /// Repository path prefix under the registry (`mirror/site-a`).
+    pub prefix: Option<String>,
+    /// Verify and ask the registry what it has, but push nothing.
+    pub dry_run: bool,
+    pub client: ClientConfig,
+    /// Upload journal for resuming across runs (`None`: [`ResumeJournal::default_dir`]).
+    pub resume_dir: Option<PathBuf>,
+    /// Where an archive is unpacked for verification (`None`: the system temp folder).
+    pub work_dir: Option<PathBuf>,
+    /// Archive limits (as for `unpack`).
+    pub limits: Limits,
+}
+
+impl LoadOptions {
+    pub fn new(registry: &str) -> Self {
+        LoadOptions {
+            registry: registry.to_string(),
+            prefix: None,
+            dry_run: false,
+            client: ClientConfig::default(),
+            resume_dir: None,
+            work_dir: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// One image of the bundle and what its push did.
+#[derive(Debug, Clone)]
+pub struct LoadedImage {
+    /// The reference recorded in the bundle.
+    pub reference: String,
+    pub platforms: Vec<String>,
+    pub report: stella_oci::Report,
+}
+
+/// What [`load`] did.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// The verification that came first.
+    pub verified: verify::Report,
+    /// Whether the bundle came from an archive (unpacked into a temporary folder).
+    pub from_archive: bool,
+    pub images: Vec<LoadedImage>,
+    pub verify_ms: u64,
+    pub push_ms: u64,
+}
+
+/// Where a bundle image goes: `(manifest digest, target reference)` in manifest order.
+pub fn targets(
+    manifest: &Manifest,
+    registry: &str,
+    prefix: Option<&str>,
+) -> Result<Vec<(Digest, Reference)>> {
+    let registry = check_registry(registry)?;
+    let prefix = check_prefix(prefix)?;
+    let mut out: Vec<(Digest, Reference)> = Vec::new();
+    let mut by_target: HashMap<String, &str> = HashMap::new();
+    for img in &manifest.images {
+        let digest = Digest::parse(&img.digest)
+            .map_err(|e| Error::verify(format!("image {}: {e}", img.reference)))?;
+        let source = Reference::parse(&img.reference).map_err(|e| {
+            Error::input(format!(
+                "image {} cannot be loaded: its reference is not an image reference ({e})",
+                img.reference
+            ))
+        })?;
+        let repo = match &prefix {
+            Some(p) => format!("{p}/{}", source.repository()),
+            None => source.repository().to_string(),
+        };
+        let target = match source.tag() {
+            Some(tag) => format!("{registry}/{repo}:{tag}"),
+            None => format!("{registry}/{repo}@{digest}"),
+        };
+        let target = Reference::parse(&target).map_err(|e| {
+            Error::input(format!(
+                "image {} cannot be pushed as {target}: {e}",
+                img.reference
+            ))
+        })?;
+        if let Some(other) = by_target.insert(target.to_string(), &img.reference) {
+            return Err(Error::input(format!(
+                "images {other} and {} would both be pushed as {target}; load them with different --prefix values from separate bundles",
+                img.reference
+            )));
+        }
+        out.push((digest, target));
+    }
+    Ok(out)
+}
+
+/// `HOST[:PORT]` that an image reference reads as a registry (a dot, a port or `localhost`).
+fn check_registry(registry: &str) -> Result<String> {
+    let r = registry.trim().trim_end_matches('/');
+    let bad = || {
+        Error::input(format!(
+            "--registry {registry:?} is not HOST[:PORT] (a host name with a dot, an address, localhost, or any host with :PORT)"
+        ))
+    };
+    if r.is_empty() || r.contains('/') || r.contains('@') {
+        return Err(bad());
+    }
+    match Reference::parse(&format!("{r}/x")) {
+        Ok(p) if p.registry() == r => Ok(r.to_string()),
+        _ => Err(bad()),
+    }
+}
+
+fn check_prefix(prefix: Option<&str>) -> Result<Option<String>> {
+    let Some(p) = prefix else { return Ok(None) };
+    let p = p.trim().trim_matches('/');
+    if p.is_empty() {
+        return Ok(None);
+    }
+    if Reference::parse(&format!("registry.invalid/{p}/x")).is_err() {
+        return Err(Error::input(format!(
+            "--prefix {p:?} is not a repository path (lowercase components of [a-z0-9] separated by . _ - or /)"
+        )));
+    }
+    Ok(Some(p.to_string()))
+}
+
+/// Verify `bundle` (folder, its `manifest.dsse`, or an archive), then push its images.
+pub fn load(
+    bundle: &Path,
+    verify_opts: &Options<'_>,
+    opts: &LoadOptions,
+    progress: &dyn Progress,
+) -> Result<LoadReport> {
+    // Arguments first: a typo must not cost a verification pass.
+    check_registry(&opts.registry)?;
+    check_prefix(opts.prefix.as_deref())?;
+
+    let started = Instant::now();
+    let mut _unpacked: Option<tempfile::TempDir> = None;
+    let (dir, from_archive) = if bundle.is_dir() {
+        (bundle.to_path_buf(), false)
+    } else if !bundle.exists() {
+        return Err(Error::NotFound(bundle.to_path_buf()));
+    } else if bundle.file_name() == Some(std::ffi::OsStr::new(crate::names::ENVELOPE)) {
+        let dir = match bundle.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        (dir, false)
+    } else {
+        let parent = match &opts.work_dir {
+            Some(d) => d.clone(),
+            None => std::env::temp_dir(),
+        };
+        std::fs::create_dir_all(&parent).at(&parent)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".stella-load-")
+            .tempdir_in(&parent)
+            .at(&parent)?;
+        let dir = tmp.path().join("bundle");
+        _unpacked = Some(tmp);
+        (dir, true)
+    };
+    let verified = if from_archive {
+        crate::archive::unpack(bundle, &dir, opts.limits, verify_opts, progress)?
+    } else {
+        verify_folder(&dir, verify_opts, progress)?
+    };
+    let manifest = &verified.meta.manifest;
+    if manifest.kind == Kind::Thin {
+        return Err(Error::input(format!(
+            "{} is a thin bundle: it carries only what changed since its base; apply it first (stella mirror apply THIN --onto BASE) and load the result",
+            bundle.display()
+        )));
+    }
+    let images = targets(manifest, &opts.registry, opts.prefix.as_deref())?;
+    let verify_ms = started.elapsed().as_millis() as u64;
+
+    let started = Instant::now();
+    let reports = if images.is_empty() {
+        Vec::new()
+    } else {
+        let client = BlockingClient::new(opts.client.clone())?;
+        let resume_dir = opts.resume_dir.clone().or_else(ResumeJournal::default_dir);
+        let layout = dir.join("images");
+        crate::registry::with_byte_progress(progress, "push", |p| {
+            client.push_all_from_layout(
+                &layout,
+                &images,
+                &PushOptions {
+                    dry_run: opts.dry_run,
+                    progress: p,
+                    resume_dir,
+                },
+            )
+        })
+        .map_err(|e| bundle_content_error(e, &layout))?
+    };
+    let push_ms = started.elapsed().as_millis() as u64;
+    let images = manifest
+        .images
+        .iter()
+        .zip(reports)
+        .map(|(img, report)| LoadedImage {
+            reference: img.reference.clone(),
+            platforms: img.platforms.clone(),
+            report,
+        })
+        .collect();
+    Ok(LoadReport {
+        verified,
+        from_archive,
+        images,
+        verify_ms,
+        push_ms,
+    })
+}
+
+/// A blob of the bundle's layout that does not hash to its name (found by the push's check,
+/// before any request) is a verification failure of the bundle, not a registry error.
+fn bundle_content_error(e: stella_oci::Error, layout: &Path) -> Error {
+    let ours = format!("layout {}", layout.display());
+    match &e {
+        stella_oci::Error::DigestMismatch { source_name, .. } if *source_name == ours => {
+            Error::verify(format!(
+                "bundle content does not match the signed manifest: {e}"
+            ))
+        }
+        stella_oci::Error::Integrity(m) if m.starts_with(&ours) => Error::verify(format!(
+            "bundle content does not match the signed manifest: {e}"
+        )),
+        _ => Error::Registry(e),
+    }
+}
+
+/// [`verify::verify_dir`] for a folder about to be pushed: the same stages and rules, except
+/// that the blobs of the signed images are not hashed here. `push_all_from_layout` hashes
+/// every one of them against its descriptor before its first request (and refuses to push
+/// anything otherwise), and a blob's descriptor digest is its file name, which must be the
+/// SHA-256 the manifest lists for it — so each byte is still checked against the signed
+/// manifest before anything leaves, once instead of twice. Everything else (signature,
+/// header, checksum files, freshness, other files, unlisted files, sizes of every file, links)
+/// is checked here as `verify` does. If the image trees cannot be read, nothing is deferred.
+pub fn verify_folder(
+    dir: &Path,
+    opts: &Options<'_>,
+    progress: &dyn Progress,
+) -> Result<verify::Report> {
+    if !dir.is_dir() {
+        return Err(Error::NotFound(dir.to_path_buf()));
+    }
+    let meta = verify::read_dir_metadata(dir)?;
+    let vm = verify::verify_metadata(&meta, opts)?;
+    let manifest = &vm.manifest;
+    let deferred = pushed_blobs(dir, manifest);
+    let content: Vec<String> = crate::archive::walk(dir)?
+        .into_iter()
+        .filter(|p| !names::is_metadata(p))
+        .collect();
+    let mut observed: BTreeMap<String, (u64, Sha256)> = BTreeMap::new();
+    let mut to_hash: Vec<(String, PathBuf, u64)> = Vec::new();
+    for p in content {
+        let abs = BundlePath::new(&p)
+            .map(|b| b.under(dir))
+            .unwrap_or_else(|_| dir.join(&p));
+        match manifest.file(&p) {
+            Some(f) if deferred.contains(&p) => {
+                // Present, with its size; the content is hashed by the push.
+                let size = std::fs::metadata(&abs).at(&abs)?.len();
+                let sha = Sha256::parse_hex(&f.sha256).ok_or_else(|| {
+                    Error::verify(format!("manifest entry {p} has a malformed sha256"))
+                })?;
+                observed.insert(p, (size, sha));
+            }
+            f => {
+                let size = f.map(|f| f.size).unwrap_or(0);
+                to_hash.push((p, abs, size));
+            }
+        }
+    }
+    let sized: Vec<(PathBuf, u64)> = to_hash.iter().map(|(_, a, n)| (a.clone(), *n)).collect();
+    progress.start("verify", sized.iter().map(|s| s.1).sum());
+    let hashed = crate::hash::hash_files(&sized, progress);
+    progress.finish();
+    for ((p, _, _), (d, n)) in to_hash.into_iter().zip(hashed?) {
+        observed.insert(p, (n, d));
+    }
+    let (files_checked, bytes_checked, from_base) = verify::check_files(manifest, &observed)?;
+    Ok(verify::Report {
+        meta: vm,
+        files_checked,
+        bytes_checked,
+        from_base,
+    })
+}
+
+/// Bundle paths of the blobs `push_all_from_layout` will hash: every blob of every signed
+/// image whose manifest entry's SHA-256 is its file name and whose size is its descriptor's.
+/// Manifests are read with their digests checked. Empty when anything does not add up.
+fn pushed_blobs(dir: &Path, manifest: &Manifest) -> HashSet<String> {
+    let path_of = |d: &Digest| format!("images/blobs/sha256/{}", d.hex());
+    let collect = || -> Option<HashSet<String>> {
+        let layout = Layout::open(&dir.join("images")).ok()?;
+        let mut out = HashSet::new();
+        for img in &manifest.images {
+            let d = Digest::parse(&img.digest).ok()?;
+            let entry = manifest.file(&path_of(&d))?;
+            let root = Descriptor::new(&entry.media_type, d, entry.size);
+            for (sha, size, _) in crate::registry::image_blobs(&layout, &root).ok()? {
+                let p = format!("images/blobs/sha256/{}", sha.hex());
+                let f = manifest.file(&p)?;
+                if f.sha256 != sha.hex() || f.size != size {
+                    return None;
+                }
+                out.insert(p);
+            }
+        }
+        Some(out)
+    };
+    collect().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::ImageEntry;
+
+    fn manifest(images: &[(&str, &str)]) -> Manifest {
+        let mut m = Manifest::from_json(
+            br#"{"bundle":"b","files":[],"generatedAt":"2025-01-01T00:00:00.000Z","generation":1,"issuer":"i","kind":"full","purpose":"mirror-bundle","version":"1"}"#,
+        )
+        .unwrap();
+        m.images = images
+            .iter()
+            .map(|(r, d)| ImageEntry {
+                reference: r.to_string(),
+                digest: d.to_string(),
+                platforms: Vec::new(),
+            })
+            .collect();
+        m
+    }
+
+    #[test]
+    fn targets_keep_repository_and_tag_under_the_new_registry() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let m = manifest(&[
+            ("registry.stella-ops.org/stellaops/scanner:2025.10.0", &d),
+            (&format!("127.0.0.1:5000/stellaops/notify@{d}"), &d),
+            ("alpine:3", &d),
+            (&format!("r.io/a/b:1@{d}"), &d),
+        ]);
+        let t = targets(&m, "10.0.0.5:5000", None).unwrap();
+        let names: Vec<String> = t.iter().map(|(_, r)| r.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "10.0.0.5:5000/stellaops/scanner:2025.10.0".to_string(),
+                format!("10.0.0.5:5000/stellaops/notify@{d}"),
+                "10.0.0.5:5000/library/alpine:3".to_string(),
+                "10.0.0.5:5000/a/b:1".to_string(),
+            ]
+        );
+        let t = targets(&m, "localhost", Some("/mirror/site-a/")).unwrap();
+        assert_eq!(
+            t[0].1.to_string(),
+            "localhost/mirror/site-a/stellaops/scanner:2025.10.0"
+        );
+        assert_eq!(t[0].0.to_string(), d);
+    }
+
+    #[test]
+    fn bad_targets_are_refused() {
+        let d = format!("sha256:{}", "cd".repeat(32));
+        let m = manifest(&[("a.io/x/app:1", &d), ("b.io/x/app:1", &d)]);
+        let e = targets(&m, "r.local:5000", None).unwrap_err().to_string();
+        assert!(e.contains("would both be pushed"), "{e}");
+        let m = manifest(&[("a.io/x/app:1", &d)]);
+        for bad in ["myregistry", "", "r.io/path", "r.io@x"] {
+            let e = targets(&m, bad, None).unwrap_err().to_string();
+            assert!(e.contains("--registry"), "{bad}: {e}");
+        }
+        let e = targets(&m, "r.io", Some("Upper/Case"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--prefix"), "{e}");
+        let m = manifest(&[("Not A Reference", &d)]);
+        assert!(targets(&m, "r.io", None)
+            .unwrap_err()
+            .to_string()
+            .contains("cannot be loaded"));
+    }
+}
