@@ -710,7 +710,8 @@ fn verify_cmd(a: VerifyArgs, dev: DevKeys) -> Result<()> {
                 meta.insert(stella_mirror::names::ENVELOPE.into(), bytes);
             }
             let vm = verify::verify_metadata(&meta, &o)?;
-            let observed = verify::hash_dir_content(&dir, &vm.manifest, &progress)?;
+            let observed =
+                verify::hash_dir_content(&dir, &vm.manifest, &Default::default(), &progress)?;
             let (files_checked, bytes_checked, from_base) =
                 verify::check_files(&vm.manifest, &observed)?;
             Ok(verify::Report {

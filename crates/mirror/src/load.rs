@@ -22,7 +22,7 @@
 //!    `resume_dir` (default `stella_oci::upload::ResumeJournal::default_dir()`, i.e.
 //!    `~/.cache/stella/oci-uploads`), not in the temporary folder, so it survives the run.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -33,10 +33,9 @@ use stella_oci::{
 
 use crate::archive::Limits;
 use crate::error::{Error, IoContext as _, Result};
-use crate::hash::{Progress, Sha256};
+use crate::hash::Progress;
 use crate::manifest::{Kind, Manifest};
 use crate::verify::{self, Options};
-use crate::{names, BundlePath};
 
 /// Options of [`load`].
 #[derive(Debug, Clone)]
@@ -288,52 +287,7 @@ pub fn verify_folder(
     opts: &Options<'_>,
     progress: &dyn Progress,
 ) -> Result<verify::Report> {
-    if !dir.is_dir() {
-        return Err(Error::NotFound(dir.to_path_buf()));
-    }
-    let meta = verify::read_dir_metadata(dir)?;
-    let vm = verify::verify_metadata(&meta, opts)?;
-    let manifest = &vm.manifest;
-    let deferred = pushed_blobs(dir, manifest);
-    let content: Vec<String> = crate::archive::walk(dir)?
-        .into_iter()
-        .filter(|p| !names::is_metadata(p))
-        .collect();
-    let mut observed: BTreeMap<String, (u64, Sha256)> = BTreeMap::new();
-    let mut to_hash: Vec<(String, PathBuf, u64)> = Vec::new();
-    for p in content {
-        let abs = BundlePath::new(&p)
-            .map(|b| b.under(dir))
-            .unwrap_or_else(|_| dir.join(&p));
-        match manifest.file(&p) {
-            Some(f) if deferred.contains(&p) => {
-                // Present, with its size; the content is hashed by the push.
-                let size = std::fs::metadata(&abs).at(&abs)?.len();
-                let sha = Sha256::parse_hex(&f.sha256).ok_or_else(|| {
-                    Error::verify(format!("manifest entry {p} has a malformed sha256"))
-                })?;
-                observed.insert(p, (size, sha));
-            }
-            f => {
-                let size = f.map(|f| f.size).unwrap_or(0);
-                to_hash.push((p, abs, size));
-            }
-        }
-    }
-    let sized: Vec<(PathBuf, u64)> = to_hash.iter().map(|(_, a, n)| (a.clone(), *n)).collect();
-    progress.start("verify", sized.iter().map(|s| s.1).sum());
-    let hashed = crate::hash::hash_files(&sized, progress);
-    progress.finish();
-    for ((p, _, _), (d, n)) in to_hash.into_iter().zip(hashed?) {
-        observed.insert(p, (n, d));
-    }
-    let (files_checked, bytes_checked, from_base) = verify::check_files(manifest, &observed)?;
-    Ok(verify::Report {
-        meta: vm,
-        files_checked,
-        bytes_checked,
-        from_base,
-    })
+    verify::verify_dir_deferring(dir, opts, |m| pushed_blobs(dir, m), progress)
 }
 
 /// Bundle paths of the blobs `push_all_from_layout` will hash: every blob of every signed

@@ -65,7 +65,7 @@ pub fn sign_with(
         .map_err(|e| Error::input(format!("{}: {e}", manifest_path.display())))?;
 
     // Never sign a manifest the folder does not match.
-    let observed = crate::verify::hash_dir_content(&dir, &manifest, progress)?;
+    let observed = crate::verify::hash_dir_content(&dir, &manifest, &Default::default(), progress)?;
     crate::verify::check_files(&manifest, &observed).map_err(|e| match e {
         Error::Verify(m) => Error::input(format!("cannot sign {}: {m}", dir.display())),
         e => e,

@@ -54,7 +54,7 @@ pub fn apply(
         thin_dir = thin.to_path_buf();
         let meta = verify::read_dir_metadata(thin)?;
         let vm = verify::verify_metadata(&meta, opts)?;
-        let observed = verify::hash_dir_content(thin, &vm.manifest, progress)?;
+        let observed = verify::hash_dir_content(thin, &vm.manifest, &Default::default(), progress)?;
         let (files_checked, bytes_checked, from_base) =
             verify::check_files(&vm.manifest, &observed)?;
         Report {

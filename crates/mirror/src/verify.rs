@@ -16,7 +16,7 @@
 //! 2. **Content** ([`check_files`]): every listed file is present with its size and SHA-256,
 //!    and nothing unlisted is present. A thin bundle may lack files: those come from its base.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ use stella_keys::{Keyring, Policy, Purpose, VerifiedKey};
 use time::OffsetDateTime;
 
 use crate::archive::{self, Limits};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext as _, Result};
 use crate::hash::{Progress, Sha256};
 use crate::manifest::{format_time, Kind, Manifest, SKEW_SECONDS};
 use crate::names;
@@ -455,12 +455,25 @@ pub fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
 
 /// Verify a bundle folder.
 pub fn verify_dir(dir: &Path, opts: &Options<'_>, progress: &dyn Progress) -> Result<Report> {
+    verify_dir_deferring(dir, opts, |_| HashSet::new(), progress)
+}
+
+/// [`verify_dir`], except that the content files named by `defer(manifest)` are only checked
+/// for presence and size here: the caller promises to hash them itself before using them
+/// (`mirror load` pushes image blobs, and the push hashes every blob before its first request).
+pub fn verify_dir_deferring(
+    dir: &Path,
+    opts: &Options<'_>,
+    defer: impl FnOnce(&Manifest) -> HashSet<String>,
+    progress: &dyn Progress,
+) -> Result<Report> {
     if !dir.is_dir() {
         return Err(Error::NotFound(dir.to_path_buf()));
     }
     let meta = read_dir_metadata(dir)?;
     let vm = verify_metadata(&meta, opts)?;
-    let observed = hash_dir_content(dir, &vm.manifest, progress)?;
+    let deferred = defer(&vm.manifest);
+    let observed = hash_dir_content(dir, &vm.manifest, &deferred, progress)?;
     let (files_checked, bytes_checked, from_base) = check_files(&vm.manifest, &observed)?;
     Ok(Report {
         meta: vm,
@@ -470,35 +483,46 @@ pub fn verify_dir(dir: &Path, opts: &Options<'_>, progress: &dyn Progress) -> Re
     })
 }
 
-/// Hash the content files of a folder (every file but the metadata) on every core.
+/// Hash the content files of a folder (every file but the metadata) on every core; files in
+/// `deferred` that the manifest lists are taken at the manifest's digest with their real size.
 pub fn hash_dir_content(
     dir: &Path,
     manifest: &Manifest,
+    deferred: &HashSet<String>,
     progress: &dyn Progress,
 ) -> Result<BTreeMap<String, (u64, Sha256)>> {
-    let all = archive::walk(dir)?;
-    let content: Vec<String> = all.into_iter().filter(|p| !names::is_metadata(p)).collect();
-    let sized: Vec<(PathBuf, u64)> = content
-        .iter()
-        .map(|p| {
-            let size = manifest.file(p).map(|f| f.size).unwrap_or(0);
-            (
-                crate::BundlePath::new(p)
-                    .map(|b| b.under(dir))
-                    .unwrap_or_else(|_| dir.join(p)),
-                size,
-            )
-        })
+    let content: Vec<String> = archive::walk(dir)?
+        .into_iter()
+        .filter(|p| !names::is_metadata(p))
         .collect();
+    let mut observed = BTreeMap::new();
+    let mut to_hash: Vec<(String, PathBuf, u64)> = Vec::new();
+    for p in content {
+        let abs = crate::BundlePath::new(&p)
+            .map(|b| b.under(dir))
+            .unwrap_or_else(|_| dir.join(&p));
+        match manifest.file(&p) {
+            Some(f) if deferred.contains(&p) => {
+                let size = std::fs::metadata(&abs).at(&abs)?.len();
+                let sha = Sha256::parse_hex(&f.sha256).ok_or_else(|| {
+                    Error::verify(format!("manifest entry {p} has a malformed sha256"))
+                })?;
+                observed.insert(p, (size, sha));
+            }
+            f => {
+                let size = f.map(|f| f.size).unwrap_or(0);
+                to_hash.push((p, abs, size));
+            }
+        }
+    }
+    let sized: Vec<(PathBuf, u64)> = to_hash.iter().map(|(_, a, n)| (a.clone(), *n)).collect();
     progress.start("verify", sized.iter().map(|s| s.1).sum());
     let hashed = crate::hash::hash_files(&sized, progress);
     progress.finish();
-    let hashed = hashed?;
-    Ok(content
-        .into_iter()
-        .zip(hashed)
-        .map(|(p, (d, n))| (p, (n, d)))
-        .collect())
+    for ((p, _, _), (d, n)) in to_hash.into_iter().zip(hashed?) {
+        observed.insert(p, (n, d));
+    }
+    Ok(observed)
 }
 
 /// Verify an archive from its stream (no extraction).

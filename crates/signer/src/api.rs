@@ -11,7 +11,9 @@
 //!    when it names them, must match the token's (`tenant_mismatch`);
 //! 5. quotas — artifact bytes (`413`), QPS token bucket and concurrency (`429 plan_throttled`
 //!    with `Retry-After`), keyed by license;
-//! 6. release integrity — `scannerImageDigest` in the trusted allow-list (`release_untrusted`);
+//! 6. release integrity — `scannerImageDigest` on the allow-list, or signed by a release key
+//!    per its OCI signature referrers ([`crate::release`]); `release_untrusted`, or `503
+//!    upstream_unavailable` when the registry cannot answer (fail closed);
 //! 7. signing — canonical in-toto statement, DSSE with every key of the tenant;
 //! 8. audit — the record is appended durably; if that fails the response is `503` and the
 //!    signature is dropped (nothing signed leaves unaudited).
@@ -58,6 +60,7 @@ struct Handled {
 
 pub const ROUTE_SIGN_DSSE: &str = "/api/v1/signer/sign/dsse";
 pub const ROUTE_SIGN_EXPORT: &str = "/api/v1/signer/sign/export";
+pub const ROUTE_VERIFY_REFERRERS: &str = "/api/v1/signer/verify/referrers";
 
 /// The service router.
 pub fn router(state: AppState) -> Router {
@@ -67,7 +70,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route(ROUTE_SIGN_DSSE, post(sign_dsse))
-        .route(ROUTE_SIGN_EXPORT, post(sign_export));
+        .route(ROUTE_SIGN_EXPORT, post(sign_export))
+        .route(ROUTE_VERIFY_REFERRERS, get(verify_referrers));
     if state.dev.is_some() {
         r = r
             .route("/dev/authority/jwks", get(dev_jwks))
@@ -87,6 +91,7 @@ fn route_label(p: Option<&MatchedPath>) -> &'static str {
     match p.map(MatchedPath::as_str) {
         Some(ROUTE_SIGN_DSSE) => "sign_dsse",
         Some(ROUTE_SIGN_EXPORT) => "sign_export",
+        Some(ROUTE_VERIFY_REFERRERS) => "verify_referrers",
         Some("/healthz") => "healthz",
         Some("/readyz") => "readyz",
         Some("/metrics") => "metrics",
@@ -118,7 +123,7 @@ async fn observe(State(app): State<AppState>, mut req: Request, next: Next) -> R
     if let Ok(v) = HeaderValue::from_str(&tc.header()) {
         resp.headers_mut().insert("traceparent", v);
     }
-    if route.starts_with("sign") || status >= 400 {
+    if route.starts_with("sign") || route.starts_with("verify") || status >= 400 {
         let (audit_id, code) = handled
             .as_ref()
             .map(|h| (h.audit_id.as_str(), h.code))
@@ -501,11 +506,15 @@ impl Ctx<'_> {
     }
 
     /// Gate 6.
-    fn check_release(&mut self, digest: Option<&str>, required: bool) -> Result<(), ApiError> {
-        let release = &self.app.config.release;
+    async fn check_release(
+        &mut self,
+        digest: Option<&str>,
+        required: bool,
+    ) -> Result<(), ApiError> {
+        let enforce = self.app.config.release.enforce;
         self.rec.scanner_digest = digest.map(str::to_string);
         let Some(d) = digest else {
-            if release.enforce && required {
+            if enforce && required {
                 self.rec.scanner_verdict = Some("missing".into());
                 return Err(invalid("scannerImageDigest is required"));
             }
@@ -518,19 +527,43 @@ impl Ctx<'_> {
                 "scannerImageDigest must be sha256:<64 lowercase hex>",
             ));
         }
-        if !release.enforce {
+        if !enforce {
             self.rec.scanner_verdict = Some("not-checked".into());
             return Ok(());
         }
-        if release.trusted_scanner_digests.iter().any(|t| t == d) {
-            self.rec.scanner_verdict = Some("trusted-allowlist".into());
+        let v = self.release_verdict(d).await?;
+        if v.trusted {
             Ok(())
         } else {
-            self.rec.scanner_verdict = Some("untrusted".into());
             Err(ApiError::new(
                 Code::ReleaseUntrusted,
-                "scannerImageDigest is not a trusted scanner release",
+                format!(
+                    "scannerImageDigest is not a trusted scanner release: {}",
+                    v.reason
+                ),
             ))
+        }
+    }
+
+    /// The release verdict for a well-formed digest, recorded in the audit record; a registry
+    /// that cannot answer is `503 upstream_unavailable` (fail closed).
+    async fn release_verdict(
+        &mut self,
+        digest: &str,
+    ) -> Result<crate::release::ReleaseVerdict, ApiError> {
+        match self.app.release.verdict(digest).await {
+            Ok(v) => {
+                self.rec.scanner_verdict = Some(v.audit_label().into());
+                Ok(v)
+            }
+            Err(e) => {
+                self.app.metrics.release_unavailable();
+                self.rec.scanner_verdict = Some("unavailable".into());
+                Err(ApiError::unavailable(
+                    "the release registry cannot tell whether the scanner image is a trusted release; nothing was signed; retry later",
+                    e.to_string(),
+                ))
+            }
         }
     }
 
@@ -610,10 +643,15 @@ async fn sign_export(State(app): State<AppState>, req: Request) -> Response {
     run(app, req, SignRoute::Export).await
 }
 
+async fn verify_referrers(State(app): State<AppState>, req: Request) -> Response {
+    run(app, req, SignRoute::VerifyReferrers).await
+}
+
 #[derive(Clone, Copy)]
 enum SignRoute {
     Dsse,
     Export,
+    VerifyReferrers,
 }
 
 /// Run a sign route: the pipeline, then the audit record, then the response.
@@ -621,7 +659,9 @@ async fn run(app: AppState, req: Request, which: SignRoute) -> Response {
     let (route, label) = match which {
         SignRoute::Dsse => (ROUTE_SIGN_DSSE, "sign_dsse"),
         SignRoute::Export => (ROUTE_SIGN_EXPORT, "sign_export"),
+        SignRoute::VerifyReferrers => (ROUTE_VERIFY_REFERRERS, "verify_referrers"),
     };
+    let method = req.method().as_str().to_string();
     let start = Instant::now();
     let trace = req
         .extensions()
@@ -633,7 +673,7 @@ async fn run(app: AppState, req: Request, which: SignRoute) -> Response {
         rec: AuditRecord::new(
             crate::trace::new_audit_id(),
             trace.trace_id.clone(),
-            format!("POST {route}"),
+            format!("{method} {route}"),
             now_rfc3339(),
         ),
     };
@@ -641,10 +681,12 @@ async fn run(app: AppState, req: Request, which: SignRoute) -> Response {
     let result = match which {
         SignRoute::Dsse => sign_dsse_inner(&mut ctx, parts, body).await,
         SignRoute::Export => sign_export_inner(&mut ctx, parts, body).await,
+        SignRoute::VerifyReferrers => verify_referrers_inner(&mut ctx, parts).await,
     };
     let mut rec = ctx.rec;
     rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (status, code, outcome) = match &result {
+        Ok(_) if matches!(which, SignRoute::VerifyReferrers) => (200u16, "ok", Outcome::Verified),
         Ok(_) => (200u16, "ok", Outcome::Signed),
         Err(e) => (
             e.status().as_u16(),
@@ -690,6 +732,7 @@ async fn run(app: AppState, req: Request, which: SignRoute) -> Response {
         }
     };
     let outcome_label = match resp.status().as_u16() {
+        200 if matches!(which, SignRoute::VerifyReferrers) => "ok",
         200 => "signed",
         s if s >= 500 => "error",
         _ => "denied",
@@ -747,7 +790,8 @@ async fn sign_dsse_inner(
         return Err(invalid("options.returnBundle must be dsse or sigstore"));
     }
     let admitted = ctx.admit(caller, input.poe.as_ref(), bytes.len()).await?;
-    ctx.check_release(input.scanner_image_digest.as_deref(), true)?;
+    ctx.check_release(input.scanner_image_digest.as_deref(), true)
+        .await?;
     let keys = ctx.signers(&admitted.caller, input.options.as_ref())?;
     if return_bundle == "sigstore" && keys.len() != 1 {
         return Err(invalid(
@@ -805,7 +849,8 @@ async fn sign_export_inner(
     let digest = stella_keys::hex(&stella_keys::sha256(&canonical));
     ctx.rec.subject_digests.push(format!("sha256:{digest}"));
     let admitted = ctx.admit(caller, input.poe.as_ref(), bytes.len()).await?;
-    ctx.check_release(input.scanner_image_digest.as_deref(), false)?;
+    ctx.check_release(input.scanner_image_digest.as_deref(), false)
+        .await?;
     let keys = ctx.signers(&admitted.caller, input.options.as_ref())?;
     let refs: Vec<&dyn Signer> = keys.iter().map(|k| k.as_ref()).collect();
     let envelope = stella_keys::sign_envelope(&payload_type, canonical, &refs).map_err(|e| {
@@ -839,6 +884,32 @@ async fn sign_export_inner(
         "policy": policy_json(&admitted),
     });
     Ok((body, Some(admitted._lease)))
+}
+
+/// `GET /verify/referrers?digest=sha256:...`: authenticated like the sign routes (OpTok with
+/// scope `authority.required_scope` + DPoP or mTLS, tenant served here), no PoE or quota,
+/// audited; the verdict of the release gate (allow-list, then OCI referrers).
+async fn verify_referrers_inner(
+    ctx: &mut Ctx<'_>,
+    parts: axum::http::request::Parts,
+) -> Result<(Value, Option<Lease>), ApiError> {
+    ctx.authenticate(&parts).await?;
+    let mut digests = url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == "digest")
+        .map(|(_, v)| v.into_owned());
+    let digest = match (digests.next(), digests.next()) {
+        (Some(d), None) => d,
+        (None, _) => return Err(invalid("the query parameter digest is required")),
+        (Some(_), Some(_)) => return Err(invalid("give the query parameter digest once")),
+    };
+    ctx.rec.subject_digests.push(digest.clone());
+    ctx.rec.scanner_digest = Some(digest.clone());
+    if !crate::config::is_sha256_digest(&digest) {
+        ctx.rec.scanner_verdict = Some("malformed".into());
+        return Err(invalid("digest must be sha256:<64 lowercase hex>"));
+    }
+    let v = ctx.release_verdict(&digest).await?;
+    Ok((v.to_json(), None))
 }
 
 // ------------------------------------------------------------------------------------------

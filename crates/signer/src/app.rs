@@ -16,6 +16,7 @@ use crate::jose::JwkSet;
 use crate::jwks::{self, Jwks};
 use crate::metrics::Metrics;
 use crate::poe::Licensing;
+use crate::release::ReleaseGate;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,8 @@ pub struct App {
     pub quotas: Arc<dyn QuotaStore>,
     pub audit: Arc<dyn AuditLog>,
     pub keys: TenantKeys,
+    /// Release integrity: allow-list, then OCI signature referrers ([`crate::release`]).
+    pub release: ReleaseGate,
     pub metrics: Metrics,
     /// The dev profile's embedded Authority (dev only).
     pub dev: Option<DevAuthority>,
@@ -315,6 +318,10 @@ impl AppBuilder {
         let quotas = self
             .quotas
             .unwrap_or_else(|| Arc::new(MemoryQuotaStore::new()));
+        let release = ReleaseGate::new(&cfg.release)?;
+        if let Some(r) = release.referrers() {
+            tracing::info!(repository = %r.repository(), "release integrity: OCI signature referrers");
+        }
         Ok(App {
             config: cfg,
             auth,
@@ -322,6 +329,7 @@ impl AppBuilder {
             quotas,
             audit,
             keys,
+            release,
             metrics: Metrics::new(),
             dev,
             draining: AtomicBool::new(false),

@@ -273,9 +273,31 @@ pub struct TenantConfig {
 pub struct ReleaseConfig {
     /// Require `scannerImageDigest` to be a trusted scanner release.
     pub enforce: bool,
-    /// Allow-list of trusted scanner image digests (`sha256:<hex>`). Discovery of release
-    /// signatures through OCI referrers comes with the OCI issue.
+    /// Allow-list of trusted scanner image digests (`sha256:<hex>`): trusted without asking
+    /// the registry (audit verdict `trusted-allowlist`).
     pub trusted_scanner_digests: Vec<String>,
+    /// Repository holding the scanner images and their signature referrers
+    /// (`HOST[:PORT]/PATH`, no tag or digest). Set: a digest not on the allow-list is checked
+    /// with the OCI referrers of `repository@digest` (needs `keyring`).
+    pub repository: Option<String>,
+    /// Release keyring (TOML file or folder, `stella_keys::Keyring`); only keys valid for
+    /// purpose `release` count.
+    pub keyring: Option<PathBuf>,
+    /// Plain HTTP to `repository` even when it is not on the loopback interface (registries
+    /// on a trusted private network). Off: HTTPS, except for loopback registries.
+    pub plain_http: bool,
+    /// How long a *trusted* verdict is reused per digest (0: not cached).
+    pub verdict_cache_ttl_secs: u64,
+    /// How long an *untrusted* verdict is reused (0, the default: asked again every time, so
+    /// an image signed a moment ago is accepted at once). Registry errors are never cached.
+    pub untrusted_cache_ttl_secs: u64,
+    /// Most cached verdicts (the oldest go first).
+    pub verdict_cache_entries: usize,
+    /// Attempts per registry request (retries with backoff for unreachable registries, 5xx,
+    /// 429) before the answer is `503 upstream_unavailable`.
+    pub registry_attempts: u32,
+    /// Connect / read timeout of registry requests.
+    pub registry_timeout_ms: u64,
 }
 
 impl Default for ReleaseConfig {
@@ -283,6 +305,14 @@ impl Default for ReleaseConfig {
         ReleaseConfig {
             enforce: true,
             trusted_scanner_digests: Vec::new(),
+            repository: None,
+            keyring: None,
+            plain_http: false,
+            verdict_cache_ttl_secs: 300,
+            untrusted_cache_ttl_secs: 0,
+            verdict_cache_entries: 10_000,
+            registry_attempts: 3,
+            registry_timeout_ms: 10_000,
         }
     }
 }
@@ -419,6 +449,7 @@ impl Config {
             &mut self.authority.ca_file,
             &mut self.licensing.ca_file,
             &mut self.dev.data_dir,
+            &mut self.release.keyring,
         ]
         .into_iter()
         .flatten()
@@ -513,6 +544,32 @@ impl Config {
                     "release.trusted_scanner_digests: {d:?} is not sha256:<64 lowercase hex>"
                 ));
             }
+        }
+        match (&self.release.repository, &self.release.keyring) {
+            (Some(r), Some(_)) => {
+                stella_oci::Reference::parse(r)
+                    .map_err(|e| ConfigError::Invalid(format!("release.repository {r:?}: {e}")))?;
+                // (A parsed reference without tag reads as `:latest`: look at the text.)
+                let last = r.rsplit('/').next().unwrap_or(r);
+                if !r.contains('/') || r.contains('@') || last.contains(':') {
+                    return bad(format!(
+                        "release.repository {r:?}: name a repository (HOST:PORT/PATH), without tag or digest"
+                    ));
+                }
+            }
+            (Some(_), None) => {
+                return bad("release.repository needs release.keyring (the release keys)".into())
+            }
+            (None, Some(_)) => {
+                return bad("release.keyring is set but release.repository is not".into())
+            }
+            (None, None) => {}
+        }
+        if self.release.verdict_cache_entries == 0 {
+            return bad("release.verdict_cache_entries must be positive".into());
+        }
+        if self.release.registry_attempts == 0 {
+            return bad("release.registry_attempts must be at least 1".into());
         }
         if let Some(u) = &self.server.public_url {
             url::Url::parse(u)

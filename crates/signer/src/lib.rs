@@ -21,6 +21,7 @@ pub mod jwks;
 pub mod metrics;
 pub mod openapi;
 pub mod poe;
+pub mod release;
 pub mod server;
 pub mod trace;
 

@@ -8,6 +8,8 @@
 //! - `stella_signer_quota_hits_total{kind}` — `qps`, `concurrency`, `artifact_bytes`.
 //! - `stella_signer_key_usage_total{key_id,mode}` — signatures made, per key and mode.
 //! - `stella_signer_audit_failures_total` — audit writes that failed (requests refused).
+//! - `stella_signer_release_unavailable_total` — release verdicts the registry could not give
+//!   (requests refused with 503).
 //!
 //! Histograms are lock-free atomics; the labelled counters sit in small mutex-guarded maps
 //! (a handful of label sets each), locked for a map lookup and an increment.
@@ -76,6 +78,7 @@ pub struct Metrics {
     quota_hits: Counters<&'static str>,
     key_usage: Counters<(String, &'static str)>,
     audit_failures: AtomicU64,
+    release_unavailable: AtomicU64,
 }
 
 fn escape(s: &str) -> String {
@@ -118,6 +121,10 @@ impl Metrics {
 
     pub fn audit_failure(&self) {
         self.audit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn release_unavailable(&self) {
+        self.release_unavailable.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Prometheus text exposition.
@@ -216,6 +223,13 @@ impl Metrics {
             out,
             "stella_signer_audit_failures_total {}",
             self.audit_failures.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP stella_signer_release_unavailable_total Release verdicts the registry could not give (503).\n");
+        out.push_str("# TYPE stella_signer_release_unavailable_total counter\n");
+        let _ = writeln!(
+            out,
+            "stella_signer_release_unavailable_total {}",
+            self.release_unavailable.load(Ordering::Relaxed)
         );
         out
     }

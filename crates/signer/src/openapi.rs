@@ -13,7 +13,7 @@ fn errors() -> Value {
         "403": problem("insufficient_scope, tenant_mismatch, entitlement_denied, release_untrusted"),
         "413": problem("artifact_too_large"),
         "429": problem("plan_throttled (Retry-After)"),
-        "503": problem("upstream_unavailable: Licensing past grace, Authority keys, audit log, key backend"),
+        "503": problem("upstream_unavailable: Licensing past grace, Authority keys, audit log, key backend, release registry"),
     })
 }
 
@@ -24,6 +24,13 @@ pub fn document() -> Value {
     sign_dsse_responses["200"] = json!({"description": "Signed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SignDsseResponse"}}}});
     let mut export_responses = errors();
     export_responses["200"] = json!({"description": "Signed manifest tuple", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SignExportResponse"}}}});
+    let mut referrers_responses = json!({
+        "400": problem("invalid_request: digest missing, repeated or not sha256:<64 lowercase hex>"),
+        "401": problem("invalid_token, invalid_dpop_proof, use_dpop_nonce (WWW-Authenticate: DPoP ...; DPoP-Nonce)"),
+        "403": problem("insufficient_scope, tenant_mismatch"),
+        "503": problem("upstream_unavailable: the release registry cannot answer, audit log"),
+    });
+    referrers_responses["200"] = json!({"description": "Trust verdict (trusted or not)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReferrersVerdict"}}}});
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -50,6 +57,19 @@ pub fn document() -> Value {
                 "security": sec,
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SignExportRequest"}}}},
                 "responses": export_responses
+            }},
+            "/api/v1/signer/verify/referrers": {"get": {
+                "operationId": "verifyReferrers",
+                "summary": "Release-integrity verdict for a scanner image: allow-list, then signature referrers in release.repository checked against the release keyring",
+                "description": "Authenticated like the sign routes (scope signer.sign, DPoP or mTLS sender constraint); no Proof-of-Entitlement or quota. Audited.",
+                "security": sec,
+                "parameters": [
+                    {"name": "digest", "in": "query", "required": true, "schema": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}},
+                    {"name": "DPoP", "in": "header", "required": false, "schema": {"type": "string"}, "description": "DPoP proof (RFC 9449) for DPoP-bound tokens"},
+                    {"name": "traceparent", "in": "header", "required": false, "schema": {"type": "string"}},
+                    {"name": "X-Stella-Tenant", "in": "header", "required": false, "schema": {"type": "string"}}
+                ],
+                "responses": referrers_responses
             }},
             "/healthz": {"get": {"operationId": "healthz", "responses": {"200": {"description": "Process is alive"}}}},
             "/readyz": {"get": {"operationId": "readyz", "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready (audit log, Authority keys, draining)"}}}},
@@ -97,6 +117,14 @@ pub fn document() -> Value {
                     "manifest": {"type": "object"}, "manifestDigest": {"type": "string"}, "payloadType": {"type": "string"},
                     "signatures": {"type": "array", "items": {"type": "object", "properties": {"keyid": {"type": "string"}, "sig": {"type": "string"}, "algorithm": {"type": "string"}, "publicKey": {"type": "string"}}}},
                     "dsse": {"type": "object"}, "policy": {"$ref": "#/components/schemas/Policy"}, "auditId": {"type": "string"}}},
+                "ReferrersVerdict": {"type": "object", "required": ["digest", "trusted", "reason"], "properties": {
+                    "digest": {"type": "string"},
+                    "trusted": {"type": "boolean"},
+                    "signer": {"type": ["string", "null"], "description": "Keyring id of the release key that signed"},
+                    "keyid": {"type": ["string", "null"]},
+                    "artifactType": {"type": ["string", "null"], "description": "Artifact type of the trusted signature referrer"},
+                    "reason": {"type": "string"},
+                    "auditId": {"type": "string"}}},
                 "Problem": {"type": "object", "required": ["type", "title", "status", "code"], "properties": {
                     "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
                     "code": {"enum": ["invalid_request", "invalid_token", "invalid_dpop_proof", "use_dpop_nonce", "insufficient_scope", "tenant_mismatch", "entitlement_denied", "release_untrusted", "artifact_too_large", "plan_throttled", "upstream_unavailable"]},

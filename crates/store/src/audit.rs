@@ -44,6 +44,8 @@ impl PoeState {
 pub enum Outcome {
     /// Something was signed and returned.
     Signed,
+    /// A read-only check answered (e.g. `GET /verify/referrers`): nothing was signed.
+    Verified,
     /// Refused: authentication, authorization, entitlement, quota or input.
     Denied,
     /// Failed on our side or upstream.
@@ -54,6 +56,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Signed => "signed",
+            Outcome::Verified => "verified",
             Outcome::Denied => "denied",
             Outcome::Error => "error",
         }

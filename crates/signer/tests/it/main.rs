@@ -7,4 +7,5 @@
 
 mod flows;
 mod hostile;
+mod release;
 mod support;

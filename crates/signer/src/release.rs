@@ -1,0 +1,283 @@
+//! Release integrity (SPEC §4): is a scanner image digest a trusted release?
+//!
+//! Order: the allow-list `release.trusted_scanner_digests` (no registry call); then, when
+//! `release.repository` is configured, the signature referrers of `repository@digest` checked
+//! by [`stella_oci::verify_image_release`] against the release keyring (keys valid for purpose
+//! `release`). Trusted verdicts are cached per digest for `verdict_cache_ttl_secs` (bounded;
+//! the oldest entry goes first); untrusted ones only for `untrusted_cache_ttl_secs` (default
+//! 0); registry errors never. A registry that cannot answer is an error (fail closed: the
+//! caller answers `503 upstream_unavailable`), never "untrusted" and never "trusted".
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use stella_keys::{DevKeys, Keyring, Purpose};
+use stella_oci::{Client, ClientConfig, Digest, PlainHttp, Reference, RetryPolicy};
+
+use crate::app::StartError;
+use crate::config::ReleaseConfig;
+
+/// Where a verdict came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerdictSource {
+    /// `release.trusted_scanner_digests`.
+    AllowList,
+    /// The registry's signature referrers (fresh or cached).
+    Referrers,
+    /// Neither an allow-list entry nor a configured repository.
+    NotConfigured,
+}
+
+/// The answer for one digest (what `/verify/referrers` returns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseVerdict {
+    pub digest: String,
+    pub trusted: bool,
+    /// Keyring id of the release key that signed.
+    pub signer: Option<String>,
+    pub keyid: Option<String>,
+    pub artifact_type: Option<String>,
+    pub reason: String,
+    pub source: VerdictSource,
+    /// Served from the verdict cache.
+    pub cached: bool,
+}
+
+impl ReleaseVerdict {
+    /// The audit record's `scanner_verdict`.
+    pub fn audit_label(&self) -> &'static str {
+        match (self.trusted, self.source) {
+            (true, VerdictSource::AllowList) => "trusted-allowlist",
+            (true, _) => "trusted-referrer",
+            (false, _) => "untrusted",
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "digest": self.digest,
+            "trusted": self.trusted,
+            "signer": self.signer,
+            "keyid": self.keyid,
+            "artifactType": self.artifact_type,
+            "reason": self.reason,
+        })
+    }
+}
+
+/// The registry could not answer (unreachable, refused us, answered nonsense).
+#[derive(Debug, thiserror::Error)]
+#[error("release verification for {reference} failed: {source}")]
+pub struct Unavailable {
+    pub reference: String,
+    #[source]
+    pub source: stella_oci::Error,
+}
+
+struct Cached {
+    at: Instant,
+    ttl: Duration,
+    verdict: ReleaseVerdict,
+}
+
+/// The registry side: client, repository, keyring and the verdict cache.
+pub struct ReferrerChecker {
+    client: Client,
+    repository: Reference,
+    keyring: Keyring,
+    trusted_ttl: Duration,
+    untrusted_ttl: Duration,
+    max_entries: usize,
+    cache: Mutex<HashMap<Digest, Cached>>,
+    lookups: AtomicU64,
+}
+
+impl ReferrerChecker {
+    /// Build from `[release]` (loads the keyring; needs `repository` and `keyring`).
+    pub fn from_config(cfg: &ReleaseConfig) -> Result<Option<Self>, StartError> {
+        let (Some(repo), Some(ring_path)) = (&cfg.repository, &cfg.keyring) else {
+            return Ok(None);
+        };
+        let repository = Reference::parse(repo)
+            .map_err(|e| StartError::Config(format!("release.repository {repo:?}: {e}")))?
+            .without_tag();
+        let keyring = Keyring::load(ring_path, DevKeys::Refuse).map_err(|e| {
+            StartError::Config(format!("release.keyring {}: {e}", ring_path.display()))
+        })?;
+        if !keyring
+            .keys()
+            .iter()
+            .any(|k| k.purposes.contains(&Purpose::Release) && !k.revoked)
+        {
+            return Err(StartError::Config(format!(
+                "release.keyring {}: no unrevoked key has purpose `release`",
+                ring_path.display()
+            )));
+        }
+        let timeout = Duration::from_millis(cfg.registry_timeout_ms.max(100));
+        let client = Client::new(ClientConfig {
+            plain_http: if cfg.plain_http {
+                PlainHttp::Always
+            } else {
+                PlainHttp::LoopbackOnly
+            },
+            retry: RetryPolicy {
+                attempts: cfg.registry_attempts.max(1),
+                base_delay: Duration::from_millis(200),
+                max_delay: Duration::from_secs(2),
+            },
+            connect_timeout: timeout,
+            read_timeout: timeout,
+            ..ClientConfig::default()
+        })
+        .map_err(|e| StartError::Config(format!("release registry client: {e}")))?;
+        Ok(Some(ReferrerChecker {
+            client,
+            repository,
+            keyring,
+            trusted_ttl: Duration::from_secs(cfg.verdict_cache_ttl_secs),
+            untrusted_ttl: Duration::from_secs(cfg.untrusted_cache_ttl_secs),
+            max_entries: cfg.verdict_cache_entries.max(1),
+            cache: Mutex::new(HashMap::new()),
+            lookups: AtomicU64::new(0),
+        }))
+    }
+
+    /// The configured repository.
+    pub fn repository(&self) -> &Reference {
+        &self.repository
+    }
+
+    /// How many times the registry was asked (cache misses), for tests and metrics.
+    pub fn registry_lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
+    }
+
+    fn cached(&self, digest: &Digest) -> Option<ReleaseVerdict> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.get(digest) {
+            Some(c) if c.at.elapsed() < c.ttl => {
+                let mut v = c.verdict.clone();
+                v.cached = true;
+                Some(v)
+            }
+            Some(_) => {
+                cache.remove(digest);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember(&self, digest: Digest, verdict: &ReleaseVerdict) {
+        let ttl = if verdict.trusted {
+            self.trusted_ttl
+        } else {
+            self.untrusted_ttl
+        };
+        if ttl.is_zero() {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= self.max_entries && !cache.contains_key(&digest) {
+            cache.retain(|_, c| c.at.elapsed() < c.ttl);
+            if cache.len() >= self.max_entries {
+                if let Some(oldest) = cache.iter().min_by_key(|(_, c)| c.at).map(|(d, _)| *d) {
+                    cache.remove(&oldest);
+                }
+            }
+        }
+        cache.insert(
+            digest,
+            Cached {
+                at: Instant::now(),
+                ttl,
+                verdict: verdict.clone(),
+            },
+        );
+    }
+
+    /// The verdict for `repository@digest` (cache first).
+    pub async fn check(&self, digest: &str) -> Result<ReleaseVerdict, Unavailable> {
+        let d = Digest::parse(digest).map_err(|source| Unavailable {
+            reference: digest.to_string(),
+            source,
+        })?;
+        if let Some(v) = self.cached(&d) {
+            return Ok(v);
+        }
+        let image = self.repository.pinned(d);
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        let v = stella_oci::verify_image_release(&self.client, &image, &self.keyring)
+            .await
+            .map_err(|source| Unavailable {
+                reference: image.to_string(),
+                source,
+            })?;
+        let verdict = ReleaseVerdict {
+            digest: digest.to_string(),
+            trusted: v.trusted,
+            signer: v.signer,
+            keyid: v.keyid,
+            artifact_type: v.artifact_type,
+            reason: v.reason,
+            source: VerdictSource::Referrers,
+            cached: false,
+        };
+        self.remember(d, &verdict);
+        Ok(verdict)
+    }
+}
+
+/// The release gate: allow-list, then referrers.
+pub struct ReleaseGate {
+    allow: Vec<String>,
+    referrers: Option<Arc<ReferrerChecker>>,
+}
+
+impl ReleaseGate {
+    pub fn new(cfg: &ReleaseConfig) -> Result<Self, StartError> {
+        Ok(ReleaseGate {
+            allow: cfg.trusted_scanner_digests.clone(),
+            referrers: ReferrerChecker::from_config(cfg)?.map(Arc::new),
+        })
+    }
+
+    /// The registry checker, when `release.repository` is configured.
+    pub fn referrers(&self) -> Option<&ReferrerChecker> {
+        self.referrers.as_deref()
+    }
+
+    /// The verdict for a well-formed `sha256:<hex>` digest.
+    pub async fn verdict(&self, digest: &str) -> Result<ReleaseVerdict, Unavailable> {
+        if self.allow.iter().any(|t| t == digest) {
+            return Ok(ReleaseVerdict {
+                digest: digest.to_string(),
+                trusted: true,
+                signer: None,
+                keyid: None,
+                artifact_type: None,
+                reason: "on the allow-list (release.trusted_scanner_digests)".into(),
+                source: VerdictSource::AllowList,
+                cached: false,
+            });
+        }
+        match &self.referrers {
+            Some(r) => r.check(digest).await,
+            None => Ok(ReleaseVerdict {
+                digest: digest.to_string(),
+                trusted: false,
+                signer: None,
+                keyid: None,
+                artifact_type: None,
+                reason: "not on the allow-list, and no release repository is configured \
+                         (release.repository)"
+                    .into(),
+                source: VerdictSource::NotConfigured,
+                cached: false,
+            }),
+        }
+    }
+}
