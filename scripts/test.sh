@@ -10,6 +10,30 @@ exec </dev/null
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# Cargo caches its `rustc -` target probe in target/.rustc_info.json. On these machines that
+# probe has, now and then, read stray bytes on its stdin (another rustc's output) and failed;
+# the failure is then cached for every later cargo call. Retry such a failure, cache cleared.
+cargo_probe_retry() {
+  local err attempt
+  err="$(mktemp)"
+  for attempt in 1 2 3; do
+    if cargo "$@" 2> >(tee "$err" >&2); then
+      rm -f "$err"
+      return 0
+    fi
+    sleep 1 # let the stderr tee finish writing
+    if grep -q "learn about target-specific information" "$err"; then
+      echo "cargo's rustc probe failed (attempt $attempt); clearing its cache and retrying" >&2
+      rm -f target/.rustc_info.json
+      continue
+    fi
+    rm -f "$err"
+    return 1
+  done
+  rm -f "$err"
+  return 1
+}
+
 step "installing test peers (openssl, Python venv, npm packages)"
 bash scripts/setup-test-deps.sh
 
@@ -25,14 +49,25 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy (all targets, -D warnings)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo_probe_retry clippy --workspace --all-targets --locked -- -D warnings
+
+step "building the tests"
+cargo_probe_retry test --workspace --locked --lib --bins --tests --no-run
 
 step "cargo test (unit, integration, interop)"
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 set +e
-cargo test --workspace --locked --lib --bins --tests "$@" 2>&1 | tee "$LOG"
-status=${PIPESTATUS[0]}
+for attempt in 1 2 3; do
+  cargo test --workspace --locked --lib --bins --tests "$@" 2>&1 | tee "$LOG"
+  status=${PIPESTATUS[0]}
+  if [ "$status" -ne 0 ] && grep -q "learn about target-specific information" "$LOG"; then
+    echo "cargo's rustc probe failed (attempt $attempt); clearing its cache and retrying" >&2
+    rm -f target/.rustc_info.json
+    continue
+  fi
+  break
+done
 set -e
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
