@@ -5,14 +5,21 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-# Nothing here reads the terminal: keep cargo's rustc probes from ever reading a stray stdin.
-exec </dev/null
-
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-# Cargo caches its `rustc -` target probe in target/.rustc_info.json. On these machines that
-# probe has, now and then, read stray bytes on its stdin (another rustc's output) and failed;
-# the failure is then cached for every later cargo call. Retry such a failure, cache cleared.
+# /dev/null must be the null device. Once, a tool renamed a temp file over it (see the
+# regression test `output_to_a_device_writes_into_it_and_keeps_the_device`), and every
+# `> /dev/null` then filled a regular file that cargo's `rustc -` probe read as source.
+if [ ! -c /dev/null ]; then
+  echo "/dev/null is not a character device; recreating it" >&2
+  rm -f /dev/null && mknod -m 666 /dev/null c 1 3
+fi
+
+# Nothing here reads the terminal.
+exec </dev/null
+
+# Cargo caches its `rustc -` target probe in target/.rustc_info.json; a failed probe is cached
+# for every later cargo call. Retry such a failure with the cache cleared.
 cargo_probe_retry() {
   local err attempt
   err="$(mktemp)"

@@ -69,6 +69,17 @@ pub(crate) fn write_atomic(path: &str, data: &[u8], private: bool) -> Result<()>
         return Ok(());
     }
     let target = Path::new(path);
+    // A device or FIFO (`-o /dev/null`, process substitution) is written straight into:
+    // renaming a temp file over it would replace the device node with a regular file.
+    if std::fs::metadata(target).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(target)
+            .with_context(|| format!("cannot open {path} for writing"))?;
+        f.write_all(data)
+            .with_context(|| format!("writing {path}"))?;
+        return Ok(());
+    }
     let dir = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

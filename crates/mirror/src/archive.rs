@@ -161,11 +161,23 @@ pub fn pack(dir: &Path, output: &Path, mtime: u64, progress: &dyn Progress) -> R
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".stella-pack-")
-        .tempfile_in(&out_dir)
-        .at(&out_dir)?;
-    let file = tmp.as_file().try_clone().at(tmp.path())?;
+    // A device or FIFO (`--output /dev/null`, `>(zstd -t)`) is written straight into: renaming
+    // a temp file over it would replace the device node with a regular file.
+    let special = std::fs::metadata(output).is_ok_and(|m| !m.is_file());
+    let (tmp, file) = if special {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(output)
+            .at(output)?;
+        (None, f)
+    } else {
+        let tmp = tempfile::Builder::new()
+            .prefix(".stella-pack-")
+            .tempfile_in(&out_dir)
+            .at(&out_dir)?;
+        let f = tmp.as_file().try_clone().at(tmp.path())?;
+        (Some(tmp), f)
+    };
     let counter = CountingWriter::new(ThreadedWriter::new(file));
     progress.start("pack", total);
     // Three stages on their own threads: the tar stream is produced (files read) on one,
@@ -196,8 +208,10 @@ pub fn pack(dir: &Path, output: &Path, mtime: u64, progress: &dyn Progress) -> R
     // No fsync: like tar and zstd, durability against power loss is left to the caller
     // (`sync`); the rename below still makes the archive appear whole or not at all.
     threaded.finish().at(output)?;
-    tmp.persist(output)
-        .map_err(|e| Error::io(output, e.error))?;
+    if let Some(tmp) = tmp {
+        tmp.persist(output)
+            .map_err(|e| Error::io(output, e.error))?;
+    }
     Ok(PackReport {
         entries: entries.len(),
         content_bytes: total,

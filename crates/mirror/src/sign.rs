@@ -161,6 +161,14 @@ pub fn sign_with(
 /// Write a file atomically (temp file in the same folder, then rename), mode 0644.
 pub(crate) fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write as _;
+    // Never rename over a device or FIFO (`/dev/null`): write straight into it.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .at(path)?;
+        return f.write_all(data).at(path);
+    }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -762,3 +762,42 @@ fn promotion_attest_and_verify() {
         "same environment",
     );
 }
+
+/// Regression: `-o /dev/null` once renamed a temp file over the device node, turning
+/// `/dev/null` into a regular file for the whole machine. Outputs that are not regular files
+/// are written straight into.
+#[test]
+fn output_to_a_device_writes_into_it_and_keeps_the_device() {
+    use std::os::unix::fs::FileTypeExt as _;
+    let e = Env::new();
+    e.keygen("p256", "k");
+    let out = e.run(&[
+        "attest",
+        "--key",
+        &e.s("k.key"),
+        "-t",
+        "stella.ops/sbom@v1",
+        "-p",
+        &e.s("sbom.json"),
+        "-s",
+        &e.s("app.bin"),
+        "-o",
+        "/dev/null",
+    ]);
+    expect(&out, 0, "");
+    let out = e.run(&[
+        "sign",
+        "blob",
+        "--key",
+        &e.s("k.key"),
+        "--output-signature",
+        "/dev/null",
+        &e.s("app.bin"),
+    ]);
+    expect(&out, 0, "");
+    let meta = std::fs::metadata("/dev/null").unwrap();
+    assert!(
+        meta.file_type().is_char_device(),
+        "/dev/null must stay a character device"
+    );
+}
