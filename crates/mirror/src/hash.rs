@@ -10,8 +10,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use aws_lc_rs::digest;
-
 use crate::error::{Error, IoContext as _, Result};
 
 /// Read chunk size for hashing and copying.
@@ -35,16 +33,8 @@ impl Sha256 {
 
     /// Parse exactly 64 lowercase hex digits.
     pub fn parse_hex(s: &str) -> Option<Self> {
-        if s.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, pair) in s.as_bytes().chunks(2).enumerate() {
-            let hi = lower_hex_val(pair[0])?;
-            let lo = lower_hex_val(pair[1])?;
-            out[i] = hi << 4 | lo;
-        }
-        Some(Sha256(out))
+        let d = stella_oci::Digest::parse(&format!("sha256:{s}")).ok()?;
+        Some(Sha256(*d.as_bytes()))
     }
 
     /// Parse `sha256:<64 lowercase hex>`.
@@ -64,51 +54,30 @@ impl std::fmt::Debug for Sha256 {
     }
 }
 
-fn lower_hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    }
-}
-
-/// Incremental SHA-256 that also counts bytes.
-pub struct Hasher {
-    ctx: digest::Context,
-    len: u64,
-}
-
-impl Default for Hasher {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// Incremental SHA-256 that also counts bytes: the registry client's hasher, yielding our
+/// [`Sha256`].
+#[derive(Default)]
+pub struct Hasher(stella_oci::digest::Hasher);
 
 impl Hasher {
     pub fn new() -> Self {
-        Hasher {
-            ctx: digest::Context::new(&digest::SHA256),
-            len: 0,
-        }
+        Hasher(stella_oci::digest::Hasher::new())
     }
 
     pub fn update(&mut self, data: &[u8]) {
-        self.ctx.update(data);
-        self.len += data.len() as u64;
+        self.0.update(data);
     }
 
     pub fn len(&self) -> u64 {
-        self.len
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.0.is_empty()
     }
 
     pub fn finish(self) -> Sha256 {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(self.ctx.finish().as_ref());
-        Sha256(out)
+        Sha256(*self.0.finish().as_bytes())
     }
 }
 

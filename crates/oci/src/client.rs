@@ -738,9 +738,13 @@ impl Client {
 
     // -------------------------------------------------------------- manifests --------
 
-    /// Fetch a manifest or index by tag or digest (`reference` decides), checked: by digest it
-    /// must hash to the digest; by tag it must hash to what `Docker-Content-Digest` says.
-    pub async fn fetch_manifest(&self, reference: &Reference) -> Result<Manifest> {
+    /// `GET`/`HEAD /v2/<repo>/manifests/<tag|digest>` with every manifest media type accepted,
+    /// authenticated and retried; the URL comes back for error messages.
+    async fn manifest_request(
+        &self,
+        reference: &Reference,
+        method: Method,
+    ) -> Result<(Url, Response)> {
         let mref = reference.manifest_ref();
         let url = self.url(
             reference,
@@ -749,10 +753,17 @@ impl Client {
         let resp = self
             .send(reference, &Scope::pull(reference), true, || {
                 Ok(self
-                    .request(Method::GET, url.clone())
+                    .request(method.clone(), url.clone())
                     .header(ACCEPT, MANIFEST_ACCEPT))
             })
             .await?;
+        Ok((url, resp))
+    }
+
+    /// Fetch a manifest or index by tag or digest (`reference` decides), checked: by digest it
+    /// must hash to the digest; by tag it must hash to what `Docker-Content-Digest` says.
+    pub async fn fetch_manifest(&self, reference: &Reference) -> Result<Manifest> {
+        let (url, resp) = self.manifest_request(reference, Method::GET).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Err(Error::NotFound {
                 registry: reference.registry().to_string(),
@@ -805,18 +816,7 @@ impl Client {
 
     /// Does the manifest exist? Its descriptor (from the headers) if so.
     pub async fn head_manifest(&self, reference: &Reference) -> Result<Option<Descriptor>> {
-        let mref = reference.manifest_ref();
-        let url = self.url(
-            reference,
-            &format!("/v2/{}/manifests/{mref}", reference.repository()),
-        )?;
-        let resp = self
-            .send(reference, &Scope::pull(reference), true, || {
-                Ok(self
-                    .request(Method::HEAD, url.clone())
-                    .header(ACCEPT, MANIFEST_ACCEPT))
-            })
-            .await?;
+        let (url, resp) = self.manifest_request(reference, Method::HEAD).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
