@@ -2370,3 +2370,52 @@ fn time_anchor_certificate_rules() {
         "--tsa-key does not match the certificate CN=Test TSA",
     );
 }
+
+// Regression (issue #8 item 1): a P-256 key and its compressed-point copy counted as two
+// keys toward `mirror verify --threshold 2`.
+#[test]
+fn mirror_threshold_counts_a_reencoded_key_once() {
+    let env = Env::new();
+    expect(
+        &env.run(&["key", "generate", "--algorithm", "p256", "--output", "p"]),
+        0,
+        "",
+    );
+    let out = Command::new("openssl")
+        .args(["ec", "-pubin", "-in", "p.pub", "-conv_form", "compressed"])
+        .args(["-pubout", "-out", "p2.pub"])
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.sources(1, "a");
+    expect(&env.create("b", &[]), 0, "");
+    env.sign("b", &["p.key"]);
+    let out = env.run(&[
+        "mirror",
+        "verify",
+        "b/manifest.dsse",
+        "--key",
+        "p.pub",
+        "--key",
+        "p2.pub",
+        "--threshold",
+        "2",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    expect(&out, out.status.code().unwrap_or(-1), "appears twice");
+    std::fs::create_dir(env.p("ring")).unwrap();
+    std::fs::copy(env.p("p.pub"), env.p("ring/p.pub")).unwrap();
+    std::fs::copy(env.p("p2.pub"), env.p("ring/p2.pub")).unwrap();
+    let out = env.verify(
+        "b/manifest.dsse",
+        &["--keyring", "ring", "--threshold", "2"],
+    );
+    expect(&out, 1, "threshold 2 is larger than the 1 trusted key");
+    let out = env.verify("b/manifest.dsse", &["--keyring", "ring"]);
+    expect(&out, 0, "Verified OK");
+}
