@@ -138,6 +138,12 @@ fn http_client(ca: Option<&PathBuf>, timeout_ms: u64) -> Result<reqwest::Client,
         .map_err(|e| StartError::Tls(format!("HTTP client: {e}")))
 }
 
+/// Seconds from the configuration as `i64` (validated to at most
+/// [`crate::config::MAX_CONFIG_SECONDS`]; saturating for a config that skipped validation).
+fn secs_i64(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX)
+}
+
 impl AppBuilder {
     pub fn new(config: Config) -> Self {
         AppBuilder {
@@ -284,14 +290,14 @@ impl AppBuilder {
             audience: cfg.authority.audience.clone(),
             scope: cfg.authority.required_scope.clone(),
             token_algs: jwks::algs(&cfg.authority.algorithms),
-            skew: cfg.authority.clock_skew_seconds as i64,
+            skew: secs_i64(cfg.authority.clock_skew_seconds),
             require_typ: cfg.authority.require_at_jwt_typ,
             token_cache: (cfg.authority.verified_token_cache_entries > 0)
                 .then(|| crate::auth::TokenCache::new(cfg.authority.verified_token_cache_entries)),
             dpop: DpopValidator {
                 algs: jwks::algs(&cfg.dpop.algorithms),
-                max_age: cfg.dpop.max_age_seconds as i64,
-                skew: cfg.dpop.clock_skew_seconds as i64,
+                max_age: secs_i64(cfg.dpop.max_age_seconds),
+                skew: secs_i64(cfg.dpop.clock_skew_seconds),
                 replay,
                 nonce,
             },

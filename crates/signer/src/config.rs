@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// Largest accepted duration setting (ten years): every duration from the configuration is
+/// at most this, so converting it to `i64` seconds or adding it to a clock cannot overflow.
+pub const MAX_CONFIG_SECONDS: u64 = 10 * 366 * 24 * 3600;
+
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "STELLA_SIGNER__";
 
@@ -532,6 +536,13 @@ impl Config {
                 self.quotas.backend
             ));
         }
+        for (name, secs) in self.durations() {
+            if secs > MAX_CONFIG_SECONDS {
+                return bad(format!(
+                    "{name} is {secs} seconds; at most {MAX_CONFIG_SECONDS} (ten years)"
+                ));
+            }
+        }
         if self.server.max_body_bytes == 0 {
             return bad("server.max_body_bytes must be positive".into());
         }
@@ -576,6 +587,59 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid(format!("server.public_url: {e}")))?;
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// Every duration setting, in seconds (milliseconds rounded up), with its name.
+    fn durations(&self) -> Vec<(&'static str, u64)> {
+        let ms = |v: u64| v.div_ceil(1000);
+        vec![
+            (
+                "server.shutdown_grace_seconds",
+                self.server.shutdown_grace_seconds,
+            ),
+            (
+                "authority.clock_skew_seconds",
+                self.authority.clock_skew_seconds,
+            ),
+            (
+                "authority.jwks_cache_seconds",
+                self.authority.jwks_cache_seconds,
+            ),
+            (
+                "authority.jwks_refetch_floor_seconds",
+                self.authority.jwks_refetch_floor_seconds,
+            ),
+            ("authority.timeout_ms", ms(self.authority.timeout_ms)),
+            ("dpop.max_age_seconds", self.dpop.max_age_seconds),
+            ("dpop.clock_skew_seconds", self.dpop.clock_skew_seconds),
+            (
+                "dpop.nonce_lifetime_seconds",
+                self.dpop.nonce_lifetime_seconds,
+            ),
+            ("licensing.timeout_ms", ms(self.licensing.timeout_ms)),
+            (
+                "licensing.cache_ttl_seconds",
+                self.licensing.cache_ttl_seconds,
+            ),
+            (
+                "licensing.grace_ttl_seconds",
+                self.licensing.grace_ttl_seconds,
+            ),
+            (
+                "release.verdict_cache_ttl_secs",
+                self.release.verdict_cache_ttl_secs,
+            ),
+            (
+                "release.untrusted_cache_ttl_secs",
+                self.release.untrusted_cache_ttl_secs,
+            ),
+            (
+                "release.registry_timeout_ms",
+                ms(self.release.registry_timeout_ms),
+            ),
+        ]
     }
 }
 
@@ -677,6 +741,29 @@ keys = ["keys/a.key"]
         let c = Config::load(Some(p), Vec::new()).unwrap();
         assert_eq!(c.authority.audience, "signer");
         assert!(!c.dev.enabled && !c.licensing.bypass);
+    }
+
+    #[test]
+    fn durations_that_would_overflow_a_clock_are_refused() {
+        for (section, key) in [
+            ("dpop", "max_age_seconds"),
+            ("dpop", "clock_skew_seconds"),
+            ("dpop", "nonce_lifetime_seconds"),
+            ("authority", "clock_skew_seconds"),
+            ("licensing", "grace_ttl_seconds"),
+            ("server", "shutdown_grace_seconds"),
+        ] {
+            for v in [u64::MAX, i64::MAX as u64 + 1, MAX_CONFIG_SECONDS + 1] {
+                let t = format!("[dev]\nenabled = true\n[{section}]\n{key} = {v}");
+                // u64::MAX is not a TOML integer: a parse error is a refusal too.
+                let e = Config::from_toml(&t).unwrap_err();
+                if v <= i64::MAX as u64 {
+                    assert!(e.to_string().contains(key), "{section}.{key}={v}: {e}");
+                }
+            }
+            let ok = format!("[dev]\nenabled = true\n[{section}]\n{key} = {MAX_CONFIG_SECONDS}");
+            assert!(Config::from_toml(&ok).is_ok(), "{section}.{key}");
+        }
     }
 
     #[test]

@@ -87,8 +87,12 @@ impl DevAuthority {
             return Err("DPoP proof `htm` must be POST".into());
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let iat = jws.claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
-        if (now - iat).abs() > 60 {
+        let iat = jws
+            .claims
+            .get("iat")
+            .and_then(crate::auth::numeric_date)
+            .ok_or("DPoP proof has no valid `iat`")?;
+        if crate::auth::after(iat, now, 60) || crate::auth::older_than(iat, now, 60) {
             return Err("DPoP proof `iat` is not recent".into());
         }
         Ok(jwk.thumbprint().to_string())

@@ -592,3 +592,42 @@ async fn missing_and_garbage_authorization_are_refused() {
     let r = send(&t.http, &t.url, Some("Basic YTpi".into()), &[], body).await;
     assert_refused(&t.s, &r, 401, "invalid_token");
 }
+
+/// Issue #8 item 4: times from outside at the integer limits. `iat = i64::MIN` in a DPoP
+/// proof overflowed `now - iat` and passed the freshness check; token claims at `u64::MAX`
+/// overflowed `exp + skew`.
+#[tokio::test]
+async fn dpop_and_token_times_at_the_integer_limits_are_refused() {
+    let t = setup().await;
+    let token = t.real_token().await;
+    for iat in [
+        json!(i64::MIN),
+        json!(i64::MAX),
+        json!(u64::MAX),
+        json!(-1),
+        json!(1e300),
+    ] {
+        let mut c = t.proof_claims(&token);
+        c["iat"] = iat.clone();
+        let r = t.with_proof_claims(&token, c).await;
+        let rec = assert_refused(&t.s, &r, 401, "invalid_dpop_proof");
+        assert!(rec.reason.unwrap().contains("iat"), "iat {iat}");
+    }
+    for (claim, v) in [
+        ("exp", json!(u64::MAX)),
+        ("exp", json!(i64::MAX)),
+        ("exp", json!(1e300)),
+        ("nbf", json!(i64::MIN)),
+        ("iat", json!(i64::MIN)),
+        ("iat", json!(-5)),
+    ] {
+        let mut c = authority().good_claims(t.key.thumbprint());
+        c[claim] = v.clone();
+        let r = t.forged(c).await;
+        let rec = assert_refused(&t.s, &r, 401, "invalid_token");
+        assert!(rec.reason.unwrap().contains(claim), "{claim} {v}");
+    }
+    // The control: the same token with a fresh proof is served.
+    let r = send_dpop(&t.http, &t.url, &token, &t.key, &sign_body("poe-a")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
