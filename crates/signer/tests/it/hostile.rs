@@ -631,3 +631,107 @@ async fn dpop_and_token_times_at_the_integer_limits_are_refused() {
     let r = send_dpop(&t.http, &t.url, &token, &t.key, &sign_body("poe-a")).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// Issue #8 item 5: a second credential header was ignored (the first `Authorization` was
+/// served and audited; an mTLS-bound request ignored its `DPoP` headers). Every header that
+/// carries a credential, proof or identity must appear at most once.
+#[tokio::test]
+async fn duplicated_credential_headers_are_refused() {
+    let t = setup().await;
+    let token = t.real_token().await;
+    let body = serde_json::to_vec(&sign_body("poe-a")).unwrap();
+    let raw = |headers: Vec<(&'static str, String)>, http: reqwest::Client| {
+        let mut req = http
+            .post(&t.url)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        for (k, v) in headers {
+            req = req.header(k, v); // appends: duplicates go out as separate header lines
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+            Reply {
+                status,
+                body,
+                headers,
+            }
+        }
+    };
+    let proof = || t.key.proof("POST", &t.url, Some(&token), None).unwrap();
+    // Two Authorization headers, the valid one first and then last.
+    for order in [0, 1] {
+        let mut authz = vec![format!("DPoP {token}"), "DPoP not-a-token".to_string()];
+        if order == 1 {
+            authz.reverse();
+        }
+        let r = raw(
+            vec![
+                ("authorization", authz[0].clone()),
+                ("authorization", authz[1].clone()),
+                ("dpop", proof()),
+            ],
+            t.http.clone(),
+        )
+        .await;
+        let rec = assert_refused(&t.s, &r, 401, "invalid_token");
+        assert!(rec.reason.unwrap().contains("more than once"));
+        let challenge = r.headers["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.contains("DPoP ") && challenge.contains("algs="),
+            "{challenge}"
+        );
+    }
+    // Two identical DPoP proofs.
+    let p = proof();
+    let r = raw(
+        vec![
+            ("authorization", format!("DPoP {token}")),
+            ("dpop", p.clone()),
+            ("dpop", p),
+        ],
+        t.http.clone(),
+    )
+    .await;
+    assert_refused(&t.s, &r, 401, "invalid_dpop_proof");
+    // Two tenant headers, ours first.
+    let r = raw(
+        vec![
+            ("authorization", format!("DPoP {token}")),
+            ("dpop", proof()),
+            ("x-stella-tenant", "tenant-a".into()),
+            ("x-stella-tenant", "tenant-b".into()),
+        ],
+        t.http.clone(),
+    )
+    .await;
+    assert_refused(&t.s, &r, 400, "invalid_request");
+    // An mTLS-bound token with a stray pair of DPoP headers: refused, not ignored.
+    let pki = &authority().pki;
+    let mtls = authority()
+        .token("a-mtls", "signer.sign", None, Some(&pki.client_a))
+        .await;
+    let r = raw(
+        vec![
+            ("authorization", format!("Bearer {mtls}")),
+            ("dpop", "x".into()),
+            ("dpop", "y".into()),
+        ],
+        pki.http(Some(&pki.client_a)),
+    )
+    .await;
+    assert_refused(&t.s, &r, 401, "invalid_dpop_proof");
+    // The control: each header once is served.
+    let r = raw(
+        vec![
+            ("authorization", format!("DPoP {token}")),
+            ("dpop", proof()),
+            ("x-stella-tenant", "tenant-a".into()),
+        ],
+        t.http.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
