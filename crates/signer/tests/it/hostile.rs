@@ -663,7 +663,7 @@ async fn duplicated_credential_headers_are_refused() {
     let proof = || t.key.proof("POST", &t.url, Some(&token), None).unwrap();
     // Two Authorization headers, the valid one first and then last.
     for order in [0, 1] {
-        let mut authz = vec![format!("DPoP {token}"), "DPoP not-a-token".to_string()];
+        let mut authz = [format!("DPoP {token}"), "DPoP not-a-token".to_string()];
         if order == 1 {
             authz.reverse();
         }
