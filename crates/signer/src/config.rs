@@ -478,6 +478,15 @@ impl Config {
     /// Check what can be checked without I/O.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.dev.enabled {
+            let real = self.real_services();
+            if !real.is_empty() {
+                return bad(format!(
+                    "the dev profile (--dev) runs its own Authority, Licensing and signing key and refuses a configuration with real ones; remove {} or run without --dev",
+                    real.join(", ")
+                ));
+            }
+        }
         if !self.dev.enabled {
             if self.authority.issuer.is_empty() {
                 return bad("authority.issuer is required".into());
@@ -591,6 +600,35 @@ impl Config {
 }
 
 impl Config {
+    /// The settings that name a real signing key, Authority or Licensing service (the dev
+    /// profile refuses them: it would sign with production keys behind its open token
+    /// endpoint).
+    pub(crate) fn real_services(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if !self.signing.keys.is_empty() {
+            v.push("signing.keys");
+        }
+        if !self.signing.tenants.is_empty() {
+            v.push("signing.tenants");
+        }
+        if !self.authority.issuer.is_empty() {
+            v.push("authority.issuer");
+        }
+        if self.authority.jwks_url.is_some() {
+            v.push("authority.jwks_url");
+        }
+        if self.authority.jwks_file.is_some() {
+            v.push("authority.jwks_file");
+        }
+        if self.licensing.introspect_url.is_some() {
+            v.push("licensing.introspect_url");
+        }
+        if self.licensing.token_env.is_some() {
+            v.push("licensing.token_env");
+        }
+        v
+    }
+
     /// Every duration setting, in seconds (milliseconds rounded up), with its name.
     fn durations(&self) -> Vec<(&'static str, u64)> {
         let ms = |v: u64| v.div_ceil(1000);
@@ -764,6 +802,60 @@ keys = ["keys/a.key"]
             let ok = format!("[dev]\nenabled = true\n[{section}]\n{key} = {MAX_CONFIG_SECONDS}");
             assert!(Config::from_toml(&ok).is_ok(), "{section}.{key}");
         }
+    }
+
+    /// Issue #8 item 8: with signing keys configured, `--dev` kept them and signed with the
+    /// production keys behind its open token endpoint.
+    #[test]
+    fn dev_profile_refuses_real_keys_authority_and_licensing() {
+        for (extra, name) in [
+            ("[signing]\nkeys = [\"prod.key\"]", "signing.keys"),
+            (
+                "[signing.tenants.t1]\nkeys = [\"t1.key\"]",
+                "signing.tenants",
+            ),
+            (
+                "[authority]\nissuer = \"https://authority.example\"",
+                "authority.issuer",
+            ),
+            (
+                "[authority]\njwks_url = \"https://authority.example/jwks\"",
+                "authority.jwks_url",
+            ),
+            (
+                "[authority]\njwks_file = \"jwks.json\"",
+                "authority.jwks_file",
+            ),
+            (
+                "[licensing]\nintrospect_url = \"https://lic.example/license/introspect\"",
+                "licensing.introspect_url",
+            ),
+            (
+                "[licensing]\ntoken_env = \"LIC_TOKEN\"",
+                "licensing.token_env",
+            ),
+        ] {
+            let e = Config::from_toml(&format!("[dev]\nenabled = true\n{extra}")).unwrap_err();
+            let m = e.to_string();
+            assert!(m.contains(name) && m.contains("dev profile"), "{m}");
+            // Without the dev profile the same setting is not what is complained about.
+            let e = Config::from_toml(extra)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("dev profile"), "{e}");
+        }
+        // The sample configuration names real services: --dev with it is refused too.
+        let p = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../etc/stella.toml"
+        ));
+        let env = vec![(
+            "STELLA_SIGNER__DEV__ENABLED".to_string(),
+            "true".to_string(),
+        )];
+        let e = Config::load(Some(p), env).unwrap_err().to_string();
+        assert!(e.contains("dev profile"), "{e}");
     }
 
     #[test]

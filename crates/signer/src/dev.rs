@@ -129,6 +129,14 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
             "the dev profile serves an open token endpoint and may only listen on loopback, not {addr}"
         )));
     }
+    // Also checked by `Config::validate`; repeated here for configurations built in code.
+    let real = cfg.real_services();
+    if !real.is_empty() {
+        return Err(StartError::Config(format!(
+            "the dev profile refuses a configuration with real keys or services: {}",
+            real.join(", ")
+        )));
+    }
     tracing::warn!("DEV PROFILE: embedded dev Authority and Licensing, generated dev signing key. NEVER USE IN PRODUCTION.");
     let key = FileKey::generate(Algorithm::EcdsaP256Sha256)
         .map_err(|e| StartError::Config(format!("dev Authority key: {e}")))?;
@@ -140,7 +148,7 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
     cfg.authority.jwks_url = None;
     cfg.authority.jwks_file = None;
     let mut signing_pub = None;
-    if cfg.signing.keys.is_empty() && cfg.signing.tenants.is_empty() {
+    {
         let dir = cfg.dev.data_dir.clone().unwrap_or_else(|| {
             cfg.audit
                 .path
