@@ -147,8 +147,7 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
     cfg.authority.issuer = DEV_ISSUER.into();
     cfg.authority.jwks_url = None;
     cfg.authority.jwks_file = None;
-    let mut signing_pub = None;
-    {
+    let signing_pub = {
         let dir = cfg.dev.data_dir.clone().unwrap_or_else(|| {
             cfg.audit
                 .path
@@ -174,8 +173,8 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
             tracing::warn!(path = %key_path.display(), key_id = %k.key_id(), "generated a DEV signing key");
         }
         cfg.signing.keys = vec![key_path.display().to_string()];
-        signing_pub = Some(pub_path);
-    }
+        Some(pub_path)
+    };
     if cfg.release.trusted_scanner_digests.is_empty() {
         cfg.release.enforce = false;
     }
