@@ -453,11 +453,23 @@ impl Ctx<'_> {
         self.rec.license_id = Some(ent.license_id.clone());
         self.rec.plan = Some(ent.limits.plan.clone());
         self.rec.bypass_reason = decision.bypass_reason.clone();
-        if ent.tenant.as_deref().is_some_and(|t| t != caller.tenant) {
-            return Err(ApiError::new(
-                Code::TenantMismatch,
-                "the Proof-of-Entitlement belongs to another tenant",
-            ));
+        match ent.tenant.as_deref() {
+            Some(t) if t == caller.tenant => {}
+            Some(_) => {
+                return Err(ApiError::new(
+                    Code::TenantMismatch,
+                    "the Proof-of-Entitlement belongs to another tenant",
+                ))
+            }
+            // Only the operator's bypass plan and the dev profile's Licensing entitle every
+            // tenant; an introspected license must name its tenant.
+            None if decision.state == stella_store::PoeState::Bypass || self.app.dev.is_some() => {}
+            None => {
+                return Err(ApiError::new(
+                    Code::EntitlementDenied,
+                    "the license names no tenant, so it cannot entitle any caller",
+                ))
+            }
         }
         if ent
             .installation

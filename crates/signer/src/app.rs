@@ -281,9 +281,12 @@ impl AppBuilder {
         } else {
             None
         };
-        let replay: Arc<dyn ReplayCache> = self
-            .replay
-            .unwrap_or_else(|| Arc::new(MemoryReplayCache::new(cfg.dpop.replay_cache_entries)));
+        let replay: Arc<dyn ReplayCache> = self.replay.unwrap_or_else(|| {
+            Arc::new(MemoryReplayCache::with_partition_limit(
+                cfg.dpop.replay_cache_entries,
+                cfg.dpop.replay_cache_entries_per_tenant,
+            ))
+        });
         let auth = Authenticator {
             jwks,
             issuer: cfg.authority.issuer.clone(),

@@ -274,7 +274,7 @@ impl Authenticator {
                 ));
             }
             self.dpop
-                .validate(req, token, jkt, now)
+                .validate(req, token, jkt, &tenant, now)
                 .await
                 .map_err(|e| fail(e, &claims))?;
             binding = Some(Binding::Dpop { jkt: jkt.clone() });
@@ -515,6 +515,7 @@ impl DpopValidator {
         req: &AuthRequest<'_>,
         access_token: &str,
         jkt: &str,
+        tenant: &str,
         now: i64,
     ) -> Result<(), ApiError> {
         let proof = match req.dpop.as_slice() {
@@ -602,13 +603,20 @@ impl DpopValidator {
             .max(now)
             .saturating_add(self.max_age)
             .saturating_add(self.skew);
-        match self.replay.check_and_insert(&key, expires).await {
+        // Partitioned by tenant: one tenant's callers cannot fill the cache for all.
+        match self.replay.check_and_insert_in(tenant, &key, expires).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(bad_proof("DPoP proof `jti` was already used (replay)")),
-            Err(e) => Err(ApiError::unavailable(
-                "the replay cache is unavailable; retry later",
-                format!("replay cache: {e}"),
-            )),
+            // Full or unreachable: refuse (fail closed) — a proof is never let through
+            // unremembered.
+            Err(e) => {
+                let mut err = ApiError::unavailable(
+                    "the replay cache cannot take this proof (full or unavailable); nothing was signed; retry later",
+                    format!("replay cache: {e}"),
+                );
+                err.retry_after = Some(u64::try_from(self.max_age).unwrap_or(60).max(1));
+                Err(err)
+            }
         }
     }
 }
@@ -742,7 +750,7 @@ mod tests {
                 client_cert_sha256: None,
             };
             let e = v
-                .validate(&req, token, key.thumbprint(), now)
+                .validate(&req, token, key.thumbprint(), "t", now)
                 .await
                 .unwrap_err();
             assert_eq!(e.code, Code::InvalidDpopProof, "iat {iat}: {}", e.detail);
@@ -757,7 +765,7 @@ mod tests {
             dpop: vec![proof.as_bytes()],
             client_cert_sha256: None,
         };
-        v.validate(&req, token, key.thumbprint(), now)
+        v.validate(&req, token, key.thumbprint(), "t", now)
             .await
             .unwrap();
     }

@@ -175,6 +175,9 @@ pub struct DpopConfig {
     pub nonce_secret_env: Option<String>,
     /// Most live `jti`s remembered (past it, proofs are refused rather than forgotten).
     pub replay_cache_entries: usize,
+    /// Most live `jti`s one tenant may hold, so one tenant's callers cannot fill the cache
+    /// for every tenant (past it, that tenant's proofs are refused; others are served).
+    pub replay_cache_entries_per_tenant: usize,
 }
 
 impl Default for DpopConfig {
@@ -187,6 +190,7 @@ impl Default for DpopConfig {
             nonce_lifetime_seconds: 300,
             nonce_secret_env: None,
             replay_cache_entries: 2_000_000,
+            replay_cache_entries_per_tenant: 500_000,
         }
     }
 }
@@ -260,7 +264,12 @@ impl Default for LicensingConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SigningConfig {
     /// Key references used for tenants without their own keys (several: multi-signature).
+    /// Needs `default_keys_for_unlisted_tenants = true`: signing for every tenant the
+    /// Authority names is never implied.
     pub keys: Vec<String>,
+    /// Say that `keys` sign for every tenant not listed under `tenants` (default false:
+    /// only listed tenants are served; any other gets `403 tenant_mismatch`).
+    pub default_keys_for_unlisted_tenants: bool,
     /// Per-tenant keys. When this is non-empty and `keys` is empty, tokens for any other
     /// tenant are refused (`tenant_mismatch`).
     pub tenants: BTreeMap<String, TenantConfig>,
@@ -506,6 +515,12 @@ impl Config {
             if self.signing.keys.is_empty() && self.signing.tenants.is_empty() {
                 return bad("no signing keys: set signing.keys or signing.tenants".into());
             }
+            if !self.signing.keys.is_empty() && !self.signing.default_keys_for_unlisted_tenants {
+                return bad(
+                    "signing.keys would sign for every tenant without keys of its own: list the tenants under signing.tenants.<tid>, or set signing.default_keys_for_unlisted_tenants = true to mean it"
+                        .into(),
+                );
+            }
         }
         if self.licensing.bypass
             && self
@@ -554,6 +569,12 @@ impl Config {
         }
         if self.server.max_body_bytes == 0 {
             return bad("server.max_body_bytes must be positive".into());
+        }
+        if self.dpop.replay_cache_entries == 0 || self.dpop.replay_cache_entries_per_tenant == 0 {
+            return bad(
+                "dpop.replay_cache_entries and dpop.replay_cache_entries_per_tenant must be positive"
+                    .into(),
+            );
         }
         if self.dpop.max_age_seconds == 0 {
             return bad("dpop.max_age_seconds must be positive".into());
@@ -740,6 +761,7 @@ jwks_file = "jwks.json"
 introspect_url = "https://lic.test/license/introspect"
 [signing]
 keys = ["keys/a.key"]
+default_keys_for_unlisted_tenants = true
 "#,
         )
         .unwrap();
@@ -856,6 +878,34 @@ keys = ["keys/a.key"]
         )];
         let e = Config::load(Some(p), env).unwrap_err().to_string();
         assert!(e.contains("dev profile"), "{e}");
+    }
+
+    /// Issue #8 item 10: tenants without keys silently used the default keys.
+    #[test]
+    fn default_keys_for_unlisted_tenants_must_be_explicit() {
+        let base = "[authority]\nissuer = \"https://a.example\"\njwks_file = \"j.json\"\n\
+                    [licensing]\nintrospect_url = \"https://l.example/license/introspect\"\n";
+        let e = Config::from_toml(&format!("{base}[signing]\nkeys = [\"k.key\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("default_keys_for_unlisted_tenants"), "{e}");
+        // Also with some tenants listed: the default keys would serve the rest.
+        let e = Config::from_toml(&format!(
+            "{base}[signing]\nkeys = [\"k.key\"]\n[signing.tenants.t1]\nkeys = [\"t1.key\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("default_keys_for_unlisted_tenants"), "{e}");
+        let c = Config::from_toml(&format!(
+            "{base}[signing]\nkeys = [\"k.key\"]\ndefault_keys_for_unlisted_tenants = true\n"
+        ))
+        .unwrap();
+        assert!(c.signing.default_keys_for_unlisted_tenants);
+        let c = Config::from_toml(&format!(
+            "{base}[signing.tenants.t1]\nkeys = [\"t1.key\"]\n"
+        ))
+        .unwrap();
+        assert!(!c.signing.default_keys_for_unlisted_tenants);
     }
 
     #[test]

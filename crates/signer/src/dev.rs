@@ -173,6 +173,8 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
             tracing::warn!(path = %key_path.display(), key_id = %k.key_id(), "generated a DEV signing key");
         }
         cfg.signing.keys = vec![key_path.display().to_string()];
+        // The dev key signs for any tenant the dev Authority names.
+        cfg.signing.default_keys_for_unlisted_tenants = true;
         Some(pub_path)
     };
     if cfg.release.trusted_scanner_digests.is_empty() {

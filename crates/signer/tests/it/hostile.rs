@@ -735,3 +735,52 @@ async fn duplicated_credential_headers_are_refused() {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// Issue #8 item 10: a full replay cache refuses new proofs (fail closed, `503` with
+/// `Retry-After`) instead of forgetting a live `jti`, and one tenant filling its share does
+/// not lock the other tenants out.
+#[tokio::test]
+async fn full_replay_cache_fails_closed_per_tenant() {
+    let t = setup_with(Opts {
+        toml: "[dpop]\nreplay_cache_entries = 3\nreplay_cache_entries_per_tenant = 2\n".into(),
+        ..Opts::default()
+    })
+    .await;
+    let token = t.real_token().await;
+    for _ in 0..2 {
+        let r = send_dpop(&t.http, &t.url, &token, &t.key, &sign_body("poe-a")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // Tenant A's share is used up: its next fresh proof is refused, not let through.
+    let r = send_dpop(&t.http, &t.url, &token, &t.key, &sign_body("poe-a")).await;
+    let rec = assert_refused(&t.s, &r, 503, "upstream_unavailable");
+    assert!(rec.reason.unwrap().contains("tenant-a"));
+    assert!(r.headers.contains_key("retry-after"));
+    // Tenant B still has room (the third and last entry overall)...
+    let kb = DpopKey::generate().unwrap();
+    let tb = authority()
+        .token("b-dpop", "signer.sign", Some(&kb), None)
+        .await;
+    let r = send_dpop(&t.http, &t.url, &tb, &kb, &sign_body("poe-b")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // ...and then the whole cache is full: refused too.
+    let r = send_dpop(&t.http, &t.url, &tb, &kb, &sign_body("poe-b")).await;
+    let rec = assert_refused(&t.s, &r, 503, "upstream_unavailable");
+    assert!(rec.reason.unwrap().contains("replay cache"));
+}
+
+/// Issue #8 item 10: a license answer that names no tenant was usable by every tenant.
+#[tokio::test]
+async fn license_without_a_tenant_entitles_nobody() {
+    let t = setup().await;
+    let mut lic = license("tenant-a", 1000.0, 1 << 20);
+    lic.as_object_mut().unwrap().remove("tenant");
+    t.s.licensing.set("poe-any", lic);
+    let token = t.real_token().await;
+    let r = send_dpop(&t.http, &t.url, &token, &t.key, &sign_body("poe-any")).await;
+    let rec = assert_refused(&t.s, &r, 403, "entitlement_denied");
+    assert!(rec.reason.unwrap().contains("names no tenant"));
+    // The control: the tenant's own license is served.
+    let r = send_dpop(&t.http, &t.url, &token, &t.key, &sign_body("poe-a")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
