@@ -699,8 +699,27 @@ enum SignRoute {
     VerifyReferrers,
 }
 
-/// Run a sign route: the pipeline, then the audit record, then the response.
+/// Run a sign route in its own task, so the pipeline runs to completion — audit record
+/// included — even when the client goes away (hyper drops the handler future of a closed
+/// connection; a key used by then must still be audited). Shutdown waits for these tasks
+/// before it closes the audit log ([`App::pipelines_finished`]).
 async fn run(app: AppState, req: Request, which: SignRoute) -> Response {
+    let guard = app.0.pipeline_started();
+    let task = tokio::spawn(async move {
+        let _running = guard;
+        run_to_completion(app, req, which).await
+    });
+    match task.await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, "sign pipeline task failed");
+            ApiError::unavailable("internal error; retry later", e.to_string()).into_response()
+        }
+    }
+}
+
+/// The pipeline, then the audit record, then the response.
+async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Response {
     let (route, label) = match which {
         SignRoute::Dsse => (ROUTE_SIGN_DSSE, "sign_dsse"),
         SignRoute::Export => (ROUTE_SIGN_EXPORT, "sign_export"),

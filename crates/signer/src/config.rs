@@ -612,9 +612,23 @@ impl Config {
         if self.release.registry_attempts == 0 {
             return bad("release.registry_attempts must be at least 1".into());
         }
-        if let Some(u) = &self.server.public_url {
-            url::Url::parse(u)
-                .map_err(|e| ConfigError::Invalid(format!("server.public_url: {e}")))?;
+        match &self.server.public_url {
+            Some(u) => {
+                let parsed = url::Url::parse(u)
+                    .map_err(|e| ConfigError::Invalid(format!("server.public_url: {e}")))?;
+                if !["http", "https"].contains(&parsed.scheme()) || parsed.host().is_none() {
+                    return bad(format!(
+                        "server.public_url {u:?}: give the external http(s)://HOST[:PORT] base URL"
+                    ));
+                }
+            }
+            None if !listen_is_loopback(&self.server.listen) => {
+                return bad(format!(
+                    "server.public_url is required when server.listen ({}) is not a loopback address: DPoP proofs are checked against it, never against the client's Host header",
+                    self.server.listen
+                ));
+            }
+            None => {}
         }
         Ok(())
     }
@@ -700,6 +714,16 @@ impl Config {
             ),
         ]
     }
+}
+
+/// Does `listen` (`host:port`) name only the loopback interface?
+pub fn listen_is_loopback(listen: &str) -> bool {
+    if let Ok(a) = listen.parse::<std::net::SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    listen
+        .rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
 }
 
 /// `sha256:` + 64 lowercase hex digits.
@@ -906,6 +930,39 @@ default_keys_for_unlisted_tenants = true
         ))
         .unwrap();
         assert!(!c.signing.default_keys_for_unlisted_tenants);
+    }
+
+    /// Issue #8 item 10: without `public_url` the DPoP `htu` was checked against the
+    /// client's own `Host` header, on any listener.
+    #[test]
+    fn public_url_is_required_off_loopback() {
+        let dev = "[dev]\nenabled = true\n";
+        for listen in [
+            "0.0.0.0:8443",
+            "[::]:8443",
+            "10.1.2.3:8443",
+            "signer.example:8443",
+        ] {
+            let e = Config::from_toml(&format!("{dev}[server]\nlisten = \"{listen}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("public_url") && e.contains("loopback"),
+                "{listen}: {e}"
+            );
+            Config::from_toml(&format!(
+                "{dev}[server]\nlisten = \"{listen}\"\npublic_url = \"https://signer.example\"\n"
+            ))
+            .unwrap();
+        }
+        for listen in ["127.0.0.1:8443", "[::1]:0", "localhost:8443"] {
+            Config::from_toml(&format!("{dev}[server]\nlisten = \"{listen}\"\n")).unwrap();
+        }
+        for bad in ["signer.example", "ftp://signer.example", "https://"] {
+            assert!(
+                Config::from_toml(&format!("{dev}[server]\npublic_url = \"{bad}\"\n")).is_err()
+            );
+        }
     }
 
     #[test]
