@@ -87,8 +87,12 @@ impl DevAuthority {
             return Err("DPoP proof `htm` must be POST".into());
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let iat = jws.claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
-        if (now - iat).abs() > 60 {
+        let iat = jws
+            .claims
+            .get("iat")
+            .and_then(crate::auth::numeric_date)
+            .ok_or("DPoP proof has no valid `iat`")?;
+        if crate::auth::after(iat, now, 60) || crate::auth::older_than(iat, now, 60) {
             return Err("DPoP proof `iat` is not recent".into());
         }
         Ok(jwk.thumbprint().to_string())
@@ -125,6 +129,14 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
             "the dev profile serves an open token endpoint and may only listen on loopback, not {addr}"
         )));
     }
+    // Also checked by `Config::validate`; repeated here for configurations built in code.
+    let real = cfg.real_services();
+    if !real.is_empty() {
+        return Err(StartError::Config(format!(
+            "the dev profile refuses a configuration with real keys or services: {}",
+            real.join(", ")
+        )));
+    }
     tracing::warn!("DEV PROFILE: embedded dev Authority and Licensing, generated dev signing key. NEVER USE IN PRODUCTION.");
     let key = FileKey::generate(Algorithm::EcdsaP256Sha256)
         .map_err(|e| StartError::Config(format!("dev Authority key: {e}")))?;
@@ -135,8 +147,7 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
     cfg.authority.issuer = DEV_ISSUER.into();
     cfg.authority.jwks_url = None;
     cfg.authority.jwks_file = None;
-    let mut signing_pub = None;
-    if cfg.signing.keys.is_empty() && cfg.signing.tenants.is_empty() {
+    let signing_pub = {
         let dir = cfg.dev.data_dir.clone().unwrap_or_else(|| {
             cfg.audit
                 .path
@@ -162,8 +173,10 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
             tracing::warn!(path = %key_path.display(), key_id = %k.key_id(), "generated a DEV signing key");
         }
         cfg.signing.keys = vec![key_path.display().to_string()];
-        signing_pub = Some(pub_path);
-    }
+        // The dev key signs for any tenant the dev Authority names.
+        cfg.signing.default_keys_for_unlisted_tenants = true;
+        Some(pub_path)
+    };
     if cfg.release.trusted_scanner_digests.is_empty() {
         cfg.release.enforce = false;
     }

@@ -406,6 +406,7 @@ trusted_scanner_digests = ["{SCANNER}"]
 path = "{db}"
 [signing]
 keys = ["unused-replaced-by-test"]
+default_keys_for_unlisted_tenants = true
 "#,
             cert = a.pki.server_cert.display(),
             key = a.pki.server_key.display(),
