@@ -10,7 +10,7 @@ use stella_keys::DevKeys;
 use stella_signer::client::{self, DpopKey};
 use stella_signer::{AppBuilder, AppState, Config};
 
-use crate::exit::{fail, AUTH, OFFLINE, RETRYABLE, USAGE};
+use crate::exit::{fail, AUTH, OFFLINE, RETRYABLE, USAGE, VERIFY_FAILED};
 
 #[derive(Subcommand)]
 pub(crate) enum SignerCommand {
@@ -160,6 +160,11 @@ fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
         if let Err(e) = state.auth.jwks.warm().await {
             tracing::warn!(error = %e, "Authority keys not fetched yet (will retry on demand)");
         }
+        // A log behind its signed checkpoint (truncated or replaced while the service was
+        // down) is refused before anything is announced.
+        stella_signer::checkpoints::check(&state)
+            .await
+            .map_err(|e| fail(VERIFY_FAILED, format!("cannot start the signer: {e:#}")))?;
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;

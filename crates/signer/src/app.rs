@@ -32,6 +32,8 @@ pub enum StartError {
     },
     #[error("audit log: {0}")]
     Audit(#[from] stella_store::StoreError),
+    #[error("audit checkpoint: {0}")]
+    AuditCheckpoint(#[from] stella_store::checkpoint::CheckpointError),
     #[error("{0}")]
     Tls(String),
     #[error("{0}")]
@@ -80,6 +82,8 @@ pub struct App {
     pub metrics: Metrics,
     /// The dev profile's embedded Authority (dev only).
     pub dev: Option<DevAuthority>,
+    /// Signs checkpoints of the audit chain head (`audit.checkpoint_key`; [`crate::checkpoints`]).
+    pub audit_checkpoint_key: Option<Arc<dyn Signer>>,
     pub(crate) draining: AtomicBool,
     /// Sign pipelines running (each in its own task, whatever the client does).
     pub(crate) pipelines: Pipelines,
@@ -292,6 +296,16 @@ impl AppBuilder {
         } else {
             None
         };
+        if dev.is_some() {
+            crate::dev::audit_checkpoint_key(&mut cfg)?;
+        }
+        let audit_checkpoint_key = match &cfg.audit.checkpoint_key {
+            Some(r) => Some(self.load_ref(r)?),
+            None => {
+                tracing::warn!("audit.checkpoint_key is not set: no signed checkpoints, so records cut off the end of the audit log cannot be detected");
+                None
+            }
+        };
         let keys = match self.signers {
             Some(k) => k,
             None => {
@@ -415,6 +429,7 @@ impl AppBuilder {
             release,
             metrics: Metrics::new(),
             dev,
+            audit_checkpoint_key,
             draining: AtomicBool::new(false),
             pipelines: Pipelines::default(),
         })

@@ -338,6 +338,17 @@ pub struct AuditConfig {
     pub path: PathBuf,
     /// Most records per group commit.
     pub batch_max: usize,
+    /// Key reference (file, `env://`, `pkcs11:`) of the key that signs checkpoints of the
+    /// chain head; unset: no checkpoints (truncation at the end goes undetected).
+    pub checkpoint_key: Option<String>,
+    /// Public key (PEM) or keyring (file or folder) that `stella audit verify` checks
+    /// checkpoints with; when set, a missing checkpoint is a verification failure.
+    pub checkpoint_public_key: Option<PathBuf>,
+    /// Where the latest signed checkpoint is written (default: `path` with the extension
+    /// `checkpoint.json`). Keep it off the database's volume where you can.
+    pub checkpoint_path: Option<PathBuf>,
+    /// Seconds between checkpoints (one is also written at start and at shutdown).
+    pub checkpoint_interval_seconds: u64,
 }
 
 impl Default for AuditConfig {
@@ -346,7 +357,20 @@ impl Default for AuditConfig {
             backend: "sqlite".into(),
             path: PathBuf::from("data/audit.db"),
             batch_max: 1024,
+            checkpoint_key: None,
+            checkpoint_public_key: None,
+            checkpoint_path: None,
+            checkpoint_interval_seconds: 60,
         }
+    }
+}
+
+impl AuditConfig {
+    /// The checkpoint file: `checkpoint_path`, or `path` with the extension `checkpoint.json`.
+    pub fn checkpoint_file(&self) -> PathBuf {
+        self.checkpoint_path
+            .clone()
+            .unwrap_or_else(|| self.path.with_extension("checkpoint.json"))
     }
 }
 
@@ -463,6 +487,8 @@ impl Config {
             &mut self.licensing.ca_file,
             &mut self.dev.data_dir,
             &mut self.release.keyring,
+            &mut self.audit.checkpoint_public_key,
+            &mut self.audit.checkpoint_path,
         ]
         .into_iter()
         .flatten()
@@ -479,6 +505,9 @@ impl Config {
             }
         };
         self.signing.keys.iter_mut().for_each(fix_ref);
+        if let Some(k) = &mut self.audit.checkpoint_key {
+            fix_ref(k);
+        }
         for t in self.signing.tenants.values_mut() {
             t.keys.iter_mut().for_each(fix_ref);
         }
@@ -553,6 +582,9 @@ impl Config {
                 "audit.backend {:?} is not available in this build (sqlite)",
                 self.audit.backend
             ));
+        }
+        if self.audit.checkpoint_key.is_some() && self.audit.checkpoint_interval_seconds == 0 {
+            return bad("audit.checkpoint_interval_seconds must be positive".into());
         }
         if self.quotas.backend != "memory" {
             return bad(format!(

@@ -8,7 +8,8 @@
 //!
 //! Shutdown: stop accepting, mark not-ready, let in-flight requests finish (up to
 //! `shutdown_grace_seconds`; idle keep-alive connections are closed at once), then close the
-//! audit log, which commits every queued record before returning.
+//! audit log, which commits every queued record before returning, and write the final signed
+//! checkpoint of its head ([`crate::checkpoints`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -109,6 +110,7 @@ pub async fn serve(
         audit = app.audit.backend(), quotas = app.quotas.backend(),
         keys = app.keys.all().count(), "signer listening"
     );
+    let checkpoints = crate::checkpoints::start(&app).await?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -153,6 +155,9 @@ pub async fn serve(
     }
     app.audit.close().await?;
     tracing::info!("audit log flushed and closed");
+    if let Some(c) = checkpoints {
+        c.finish(&app).await?;
+    }
     Ok(())
 }
 
