@@ -457,7 +457,7 @@ fn passwords_and_key_files() {
     expect(
         &e.run(&["key", "public", "--key", "pkcs11:token=x"]),
         2,
-        "not available in this build",
+        "no PKCS#11 module",
     );
     // env://VAR with the key file in base64.
     let key_b64 = B64.encode(std::fs::read(e.p("k.key")).unwrap());
