@@ -71,6 +71,63 @@ impl Cert {
         Ok(certs)
     }
 
+    /// The exact DER of the certificate.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// The exact DER of the `tbsCertificate` (the signed bytes).
+    pub fn tbs_der(&self) -> &[u8] {
+        &self.tbs
+    }
+
+    /// The decoded certificate.
+    pub fn certificate(&self) -> &Certificate {
+        &self.cert
+    }
+
+    /// The subject public key.
+    pub fn public_key(&self) -> &SubjectPublicKeyInfoOwned {
+        self.spki()
+    }
+
+    /// The extension with this OID, if present.
+    pub fn find_extension(&self, id: Oid) -> Option<&x509_cert::ext::Extension> {
+        self.extension(id)
+    }
+
+    /// `notBefore` and `notAfter` as Unix seconds.
+    pub fn validity_secs(&self) -> (i64, i64) {
+        let v = &self.tbs().validity;
+        let secs = |t: x509_cert::time::Time| {
+            i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
+        };
+        (secs(v.not_before), secs(v.not_after))
+    }
+
+    /// Is this certificate valid at `at` (inclusive bounds)?
+    pub fn check_valid_at(&self, at: OffsetDateTime) -> Result<()> {
+        self.valid_at(at).map_err(Error::Certificate)
+    }
+
+    /// May this certificate issue certificates (basicConstraints cA, keyUsage keyCertSign),
+    /// with no unknown critical extension?
+    pub fn check_issuer_profile(&self) -> Result<()> {
+        self.check_ca()
+            .and_then(|()| self.check_critical())
+            .map_err(Error::Certificate)
+    }
+
+    /// Did `issuer` sign this certificate (names chain and the signature verifies)?
+    pub fn is_signed_by(&self, issuer: &Cert) -> bool {
+        self.signed_by(issuer)
+    }
+
+    /// Is this a self-signed certificate (a root)?
+    pub fn is_self_signed(&self) -> bool {
+        self.issuer_der() == self.subject_der() && self.signed_by(self)
+    }
+
     /// The subject, RFC 4514 style.
     pub fn subject(&self) -> String {
         self.cert.tbs_certificate.subject.to_string()
