@@ -91,6 +91,25 @@ impl MirrorTrust {
     }
 }
 
+/// The report format of a command whose `--output` names the file or folder it writes
+/// (create, sign, pack, unpack, apply): `--format json`. Every other command takes
+/// `--output json`.
+#[derive(Args)]
+pub(crate) struct ReportFormat {
+    /// Report format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+    /// Same as --format json (hidden; the older spelling).
+    #[arg(long, hide = true)]
+    json: bool,
+}
+
+impl ReportFormat {
+    fn json(&self) -> bool {
+        self.json || self.format == "json"
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct CreateArgs {
     /// The bundle spec (YAML; see docs/mirror.md).
@@ -108,9 +127,8 @@ pub(crate) struct CreateArgs {
     /// Registries of the spec's `ref:` images.
     #[command(flatten)]
     registry: crate::verify::RegistryArgs,
-    /// Print a JSON report.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    report: ReportFormat,
 }
 
 #[derive(Args)]
@@ -125,9 +143,8 @@ pub(crate) struct SignArgs {
     output: Option<PathBuf>,
     #[command(flatten)]
     tsa: TsaArgs,
-    /// Print a JSON report.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    report: ReportFormat,
 }
 
 /// Where an RFC 3161 time anchor comes from.
@@ -166,8 +183,11 @@ pub(crate) struct AnchorArgs {
     /// The anchor's `source` for --tsa-token (default: the file name).
     #[arg(long, requires = "tsa_token")]
     source: Option<String>,
-    /// Print a JSON report.
-    #[arg(long)]
+    /// Output format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    output: String,
+    /// Same as --output json (hidden; the older spelling).
+    #[arg(long, hide = true)]
     json: bool,
 }
 
@@ -198,9 +218,8 @@ pub(crate) struct PackArgs {
     /// Archive to write: NAME.tar.gz or NAME.tar.zst.
     #[arg(long, short = 'o')]
     output: PathBuf,
-    /// Print a JSON report.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    report: ReportFormat,
 }
 
 #[derive(Args)]
@@ -215,9 +234,8 @@ pub(crate) struct UnpackArgs {
     /// Largest total unpacked size in bytes.
     #[arg(long)]
     max_size: Option<u64>,
-    /// Print a JSON report.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    report: ReportFormat,
 }
 
 #[derive(Args)]
@@ -232,9 +250,8 @@ pub(crate) struct ApplyArgs {
     output: Option<PathBuf>,
     #[command(flatten)]
     trust: MirrorTrust,
-    /// Print a JSON report.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    report: ReportFormat,
 }
 
 #[derive(Args)]
@@ -335,7 +352,7 @@ fn create(a: CreateArgs) -> Result<()> {
     )
     .map_err(lib_or_registry)?;
     let m = &r.manifest;
-    if a.json {
+    if a.report.json() {
         return print_json(&json!({
             "output": a.output,
             "bundle": m.bundle, "version": m.version, "generation": m.generation,
@@ -423,7 +440,7 @@ fn sign(a: SignArgs, dev: DevKeys) -> Result<()> {
             })?,
         );
     }
-    if a.json {
+    if a.report.json() {
         return print_json(&json!({
             "envelope": r.envelope, "dir": r.dir,
             "manifestSha256": r.manifest_digest.hex(), "keyids": r.key_ids, "files": r.files,
@@ -551,7 +568,7 @@ fn anchor_cmd(a: AnchorArgs, dev: DevKeys) -> Result<()> {
             "give --tsa-url URL, --tsa-key KEY with --tsa-cert PEM, or --tsa-token FILE",
         ));
     };
-    if a.json {
+    if a.json || a.output == "json" {
         return print_json(&json!({"dir": a.dir, "timeAnchor": anchor_json(&an)}));
     }
     print_anchor_written(&an);
@@ -684,6 +701,17 @@ fn warn_all(r: &verify::Report) {
 }
 
 fn verify_cmd(a: VerifyArgs, dev: DevKeys) -> Result<()> {
+    match verify_target(&a, dev) {
+        Ok(()) => Ok(()),
+        Err(e) if a.output == "json" => Err(crate::exit::print_json_failure(
+            e,
+            json!({"source": a.target, "threshold": a.trust.threshold}),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+fn verify_target(a: &VerifyArgs, dev: DevKeys) -> Result<()> {
     let ring = a.trust.keyring(dev)?;
     let o = opts(&ring, &a.trust);
     let progress = Bar::new();
@@ -734,7 +762,13 @@ fn verify_cmd(a: VerifyArgs, dev: DevKeys) -> Result<()> {
 
 fn verify_checksums(a: ChecksumArgs) -> Result<()> {
     let progress = Bar::new();
-    let (n, bytes) = verify::verify_checksums(&a.dir, &progress).map_err(lib)?;
+    let (n, bytes) = match verify::verify_checksums(&a.dir, &progress).map_err(lib) {
+        Ok(r) => r,
+        Err(e) if a.output == "json" => {
+            return Err(crate::exit::print_json_failure(e, json!({"dir": a.dir})))
+        }
+        Err(e) => return Err(e),
+    };
     if a.output == "json" {
         return print_json(&json!({"verified": true, "files": n, "bytes": bytes}));
     }
@@ -746,7 +780,7 @@ fn pack(a: PackArgs) -> Result<()> {
     let mtime = stella_mirror::archive::source_date_epoch().map_err(lib)?;
     let progress = Bar::new();
     let r = stella_mirror::archive::pack(&a.dir, &a.output, mtime, &progress).map_err(lib)?;
-    if a.json {
+    if a.report.json() {
         return print_json(&json!({
             "archive": a.output, "entries": r.entries, "contentBytes": r.content_bytes,
             "archiveBytes": r.archive_bytes, "mtime": mtime,
@@ -774,7 +808,7 @@ fn unpack(a: UnpackArgs, dev: DevKeys) -> Result<()> {
     let r = stella_mirror::archive::unpack(&a.archive, &a.output, limits, &o, &progress)
         .map_err(lib)?;
     warn_all(&r);
-    if a.json {
+    if a.report.json() {
         let mut v = report_json(&r, &a.archive);
         v["output"] = json!(a.output);
         return print_json(&v);
@@ -791,7 +825,7 @@ fn apply(a: ApplyArgs, dev: DevKeys) -> Result<()> {
     let r = stella_mirror::thin::apply(&a.thin, &a.onto, a.output.as_deref(), &o, &progress)
         .map_err(lib)?;
     warn_all(&r.report);
-    if a.json {
+    if a.report.json() {
         let mut v = report_json(&r.report, &r.target);
         v["carried"] = json!(r.carried);
         v["copiedFromBase"] = json!(r.from_base);
@@ -901,7 +935,10 @@ fn load(a: LoadArgs, dev: DevKeys) -> Result<()> {
     lo.client = client_config(&a.registry_args);
     lo.work_dir = a.work_dir.clone();
     let progress = Bar::new();
-    let r = stella_mirror::load::load(&a.bundle, &o, &lo, &progress).map_err(lib_or_registry)?;
+    let r = stella_mirror::load::load(&a.bundle, &o, &lo, &progress).map_err(|e| match e {
+        stella_mirror::Error::Registry(o) => crate::verify::oci_push_error(o),
+        e => lib(e),
+    })?;
     warn_all(&r.verified);
     let sum =
         |f: fn(&stella_oci::Report) -> u64| -> u64 { r.images.iter().map(|i| f(&i.report)).sum() };

@@ -941,13 +941,26 @@ fn pack_is_byte_reproducible() {
         ".tar.gz or .tar.zst",
     );
     std::fs::remove_file(env.p("b/stray.txt")).unwrap();
-    let out = env.run(&["mirror", "pack", "b", "--output", "f.tar.zst", "--json"]);
+    let out = env.run(&[
+        "mirror",
+        "pack",
+        "b",
+        "--output",
+        "f.tar.zst",
+        "--format",
+        "json",
+    ]);
     expect(&out, 0, "");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v["archiveBytes"].as_u64().unwrap(),
         std::fs::metadata(env.p("f.tar.zst")).unwrap().len()
     );
+    // The older `--json` spelling still works (a hidden alias).
+    let out = env.run(&["mirror", "pack", "b", "--output", "g.tar.zst", "--json"]);
+    expect(&out, 0, "");
+    let w: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(w["archiveBytes"], v["archiveBytes"]);
 }
 
 /// A bundle big enough for several gzip blocks and zstd jobs: standard tools accept the
@@ -1740,7 +1753,8 @@ fn time_anchor_from_a_local_tsa_verifies_here_and_in_openssl() {
         "tsa.key",
         "--tsa-cert",
         "tsa.pem",
-        "--json",
+        "--output",
+        "json",
     ]);
     expect(&out, 0, "");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
