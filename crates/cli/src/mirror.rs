@@ -141,6 +141,10 @@ pub(crate) struct SignArgs {
     /// Where the envelope goes (default: manifest.dsse beside the manifest).
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
+    /// Pin the detached header's `created` (RFC 3339); default SOURCE_DATE_EPOCH if set, else
+    /// now. With Ed25519 keys, a pinned time makes signing byte-reproducible.
+    #[arg(long, value_name = "TIME")]
+    created: Option<String>,
     #[command(flatten)]
     tsa: TsaArgs,
     #[command(flatten)]
@@ -326,19 +330,11 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
 
 fn create(a: CreateArgs) -> Result<()> {
     let spec = stella_mirror::spec::Spec::load(&a.spec).map_err(lib)?;
-    let generated_at = match &a.generated_at {
-        Some(t) => stella_mirror::manifest::parse_time(t).map_err(|e| fail(USAGE, e))?,
-        None => match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) if !v.trim().is_empty() => {
-                let secs: i64 = v.trim().parse().map_err(|_| {
-                    fail(USAGE, format!("SOURCE_DATE_EPOCH={v:?} is not an integer"))
-                })?;
-                OffsetDateTime::from_unix_timestamp(secs)
-                    .map_err(|e| fail(USAGE, format!("SOURCE_DATE_EPOCH: {e}")))?
-            }
-            _ => OffsetDateTime::now_utc(),
-        },
-    };
+    let generated_at = stella_mirror::epoch::time_or_now(explicit_time(
+        "--generated-at",
+        a.generated_at.as_deref(),
+    )?)
+    .map_err(lib)?;
     let progress = Bar::new();
     let r = stella_mirror::create::create(
         &spec,
@@ -398,6 +394,15 @@ fn create(a: CreateArgs) -> Result<()> {
     Ok(())
 }
 
+/// An RFC 3339 time given with `flag`.
+fn explicit_time(flag: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>> {
+    value
+        .map(|t| {
+            stella_mirror::manifest::parse_time(t).map_err(|e| fail(USAGE, format!("{flag}: {e}")))
+        })
+        .transpose()
+}
+
 fn sign(a: SignArgs, dev: DevKeys) -> Result<()> {
     let signers = crate::attest::load_signers(&a.key, dev)?;
     let refs: Vec<&dyn stella_keys::Signer> = signers.iter().map(|s| s.as_ref()).collect();
@@ -416,12 +421,15 @@ fn sign(a: SignArgs, dev: DevKeys) -> Result<()> {
         (Some(k), Some(cert)) => Some(local_tsa(k[0].as_ref(), cert, a.tsa.tsa_policy.as_deref())?),
         _ => None,
     };
+    let created =
+        stella_mirror::epoch::time_or_now(explicit_time("--created", a.created.as_deref())?)
+            .map_err(lib)?;
     let progress = Bar::new();
     let mut r = stella_mirror::sign::sign_with(
         &a.manifest,
         &out,
         &refs,
-        OffsetDateTime::now_utc(),
+        created,
         local.as_ref().map(|t| t as &dyn anchor::TimeStamper),
         &progress,
     )
