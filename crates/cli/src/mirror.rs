@@ -197,8 +197,14 @@ pub(crate) struct AnchorArgs {
 
 #[derive(Args)]
 pub(crate) struct VerifyArgs {
-    /// Bundle folder, its manifest.dsse, or a bundle archive (.tar.gz / .tar.zst).
+    /// Bundle folder, its manifest.dsse, a bundle archive (.tar.gz / .tar.zst), or its
+    /// detached header DIR/mirror/metadata/mirror.dsse.json (checked on its own: signatures
+    /// over the manifest, fields, freshness; not the content).
     target: PathBuf,
+    /// With a detached header: the manifest.json it signs (default: the bundle's, DIR of
+    /// DIR/mirror/metadata/mirror.dsse.json).
+    #[arg(long, value_name = "FILE")]
+    payload: Option<PathBuf>,
     #[command(flatten)]
     trust: MirrorTrust,
     /// Output format.
@@ -719,9 +725,97 @@ fn verify_cmd(a: VerifyArgs, dev: DevKeys) -> Result<()> {
     }
 }
 
+/// Is `p` a detached header (by name, or because --payload was given for it)?
+fn is_header(p: &Path, payload: Option<&Path>) -> bool {
+    payload.is_some()
+        || (p.file_name() == Path::new(stella_mirror::names::HEADER).file_name() && p.is_file())
+}
+
+/// `stella mirror verify DIR/mirror/metadata/mirror.dsse.json`: the header on its own.
+fn verify_header_cmd(a: &VerifyArgs, o: &verify::Options<'_>) -> Result<()> {
+    let t = &a.target;
+    let header =
+        crate::io::read_limited(&t.display().to_string(), stella_mirror::MAX_METADATA_BYTES)?;
+    let payload_path = match &a.payload {
+        Some(p) => p.clone(),
+        None => {
+            // DIR/mirror/metadata/mirror.dsse.json -> DIR/manifest.json
+            let abs = std::path::absolute(t).unwrap_or_else(|_| t.clone());
+            let dir = abs
+                .ancestors()
+                .nth(Path::new(stella_mirror::names::HEADER).components().count())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            dir.join(stella_mirror::names::MANIFEST)
+        }
+    };
+    let payload = crate::io::read_limited(
+        &payload_path.display().to_string(),
+        stella_mirror::MAX_METADATA_BYTES,
+    )
+    .map_err(|e| e.context("the detached header's payload (give it with --payload FILE)"))?;
+    let r = verify::verify_header(&header, &payload, o).map_err(lib)?;
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    let m = &r.manifest;
+    if a.output == "json" {
+        return print_json(&json!({
+            "verified": true,
+            "form": "detached-header",
+            "source": t,
+            "payload": payload_path,
+            "bundle": m.bundle, "version": m.version, "generation": m.generation, "kind": m.kind,
+            "generatedAt": m.generated_at, "ageSeconds": r.age_seconds, "validForSeconds": m.valid_for(),
+            "issuer": r.header.issuer,
+            "created": r.header.created,
+            "purpose": r.header.purpose,
+            "payloadType": r.header.payload_type,
+            "manifestSha256": r.manifest_digest.hex(),
+            "signers": r.signers.iter().map(|s| json!({"id": s.id, "keyid": s.key_id.as_str()})).collect::<Vec<_>>(),
+            "contentChecked": false,
+            "warnings": r.warnings,
+        }));
+    }
+    println!(
+        "Verified OK: detached header of {} {} (generation {}, {}), created {}",
+        m.bundle,
+        m.version,
+        m.generation,
+        if m.kind == stella_mirror::Kind::Thin {
+            "thin"
+        } else {
+            "full"
+        },
+        r.header.created
+    );
+    println!(
+        "signed by {} trusted key(s): {}; issuer {}; payload {} sha256:{}",
+        r.signers.len(),
+        r.signers
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.header.issuer,
+        payload_path.display(),
+        r.manifest_digest.hex()
+    );
+    println!(
+        "generated {} ({} s ago, valid for {} s); the bundle's files were not checked (verify the folder or archive for that)",
+        m.generated_at,
+        r.age_seconds,
+        m.valid_for()
+    );
+    Ok(())
+}
+
 fn verify_target(a: &VerifyArgs, dev: DevKeys) -> Result<()> {
     let ring = a.trust.keyring(dev)?;
     let o = opts(&ring, &a.trust);
+    if is_header(&a.target, a.payload.as_deref()) {
+        return verify_header_cmd(a, &o);
+    }
     let progress = Bar::new();
     let t = &a.target;
     let r = if t.is_dir() {

@@ -2468,3 +2468,175 @@ fn create_sign_pack_is_byte_reproducible_with_source_date_epoch() {
     ]);
     expect(&out, 2, "--created");
 }
+
+/// The signed samples shipped under docs/samples/mirror (scripts/mirror-samples.sh, seed 001).
+fn samples() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/samples/mirror"
+    ))
+}
+
+#[test]
+fn shipped_samples_verify_with_the_sample_key() {
+    let env = Env::new();
+    let s = samples();
+    let ring = s.join("keyring.toml").display().to_string();
+    let key = s.join("mirror-root-ed25519-01.pub").display().to_string();
+    let full = s.join("m0-sample").display().to_string();
+    let thin = s.join("mirror-thin-m0-sample.tar.gz").display().to_string();
+    let out = env.run(&["mirror", "verify", &full, "--keyring", &ring]);
+    expect(
+        &out,
+        0,
+        "signed by 1 trusted key(s): mirror-root-ed25519-01",
+    );
+    let out = env.run(&[
+        "mirror",
+        "verify",
+        &thin,
+        "--keyring",
+        &ring,
+        "--output",
+        "json",
+    ]);
+    expect(&out, 0, "");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "thin");
+    assert_eq!(v["generation"], 2);
+    // The thin sample applies onto (a copy of) the full one.
+    copy_tree(&s.join("m0-sample"), &env.p("site"));
+    let out = env.run(&["mirror", "apply", &thin, "--onto", "site", "--key", &key]);
+    expect(&out, 0, "Applied");
+    expect(
+        &env.run(&["mirror", "verify", "site", "--key", &key]),
+        0,
+        "2025.12.1",
+    );
+    // Another key does not verify them.
+    env.keygen("k");
+    expect(&env.verify(&full, &[]), 1, "no signature verifies");
+}
+
+#[test]
+fn a_detached_header_verifies_on_its_own() {
+    let env = Env::new();
+    let s = samples();
+    let key = s.join("mirror-root-ed25519-01.pub").display().to_string();
+    let header = s.join("m0-sample/mirror/metadata/mirror.dsse.json");
+    let hs = header.display().to_string();
+    // In place: the payload is the bundle's manifest.json.
+    let out = env.run(&["mirror", "verify", &hs, "--key", &key]);
+    expect(
+        &out,
+        0,
+        "Verified OK: detached header of stellaops-mirror-sample 2025.12.0",
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("files were not checked"));
+    // On its own: the header and the manifest it signs, nothing else (no manifest.dsse, no
+    // content, no checksum files).
+    std::fs::create_dir_all(env.p("alone")).unwrap();
+    std::fs::copy(&header, env.p("alone/mirror.dsse.json")).unwrap();
+    std::fs::copy(
+        s.join("m0-sample/manifest.json"),
+        env.p("alone/manifest.json"),
+    )
+    .unwrap();
+    let out = env.run(&[
+        "mirror",
+        "verify",
+        "alone/mirror.dsse.json",
+        "--payload",
+        "alone/manifest.json",
+        "--key",
+        &key,
+        "--output",
+        "json",
+    ]);
+    expect(&out, 0, "");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["form"], "detached-header");
+    assert_eq!(v["purpose"], "mirror-bundle");
+    assert_eq!(v["contentChecked"], false);
+    assert_eq!(v["signers"].as_array().unwrap().len(), 1);
+
+    let h: Value = serde_json::from_slice(&std::fs::read(&header).unwrap()).unwrap();
+    let hostile = |name: &str, edit: &dyn Fn(&mut Value)| -> Output {
+        let mut x = h.clone();
+        edit(&mut x);
+        write(env.p(name), serde_json::to_vec(&x).unwrap());
+        env.run(&[
+            "mirror",
+            "verify",
+            name,
+            "--payload",
+            "alone/manifest.json",
+            "--key",
+            &key,
+        ])
+    };
+    let out = hostile("purpose.json", &|x| x["purpose"] = json!("attestation"));
+    expect(&out, 1, "not \"mirror-bundle\"");
+    let out = hostile("digest.json", &|x| {
+        x["payloadSha256"] = json!("00".repeat(32))
+    });
+    expect(&out, 1, "payload hash mismatch");
+    let out = hostile("sig.json", &|x| {
+        let sig = x["signatures"][0]["sig"].as_str().unwrap().to_string();
+        let flipped = if sig.starts_with('A') { "B" } else { "A" };
+        x["signatures"][0]["sig"] = json!(format!("{flipped}{}", &sig[1..]));
+    });
+    expect(&out, 1, "no signature verifies");
+    let out = hostile("issuer.json", &|x| x["issuer"] = json!("someone@else"));
+    expect(&out, 1, "issuer");
+    let out = hostile("keyid.json", &|x| {
+        x["keyid"] = json!("sha256:".to_string() + &"ab".repeat(32))
+    });
+    expect(&out, 1, "keyid");
+    let out = hostile("nosigs.json", &|x| x["signatures"] = json!([]));
+    expect(&out, 1, "no signatures");
+    let out = hostile("extra.json", &|x| x["extra"] = json!(1));
+    expect(&out, 2, "unknown field");
+    // The header with another manifest (the thin sample's is not the one it signs).
+    write(env.p("other.json"), b"{}");
+    let out = env.run(&[
+        "mirror",
+        "verify",
+        "alone/mirror.dsse.json",
+        "--payload",
+        "other.json",
+        "--key",
+        &key,
+    ]);
+    expect(&out, 1, "payload hash mismatch");
+    // By another key.
+    env.keygen("k");
+    let out = env.run(&[
+        "mirror",
+        "verify",
+        "alone/mirror.dsse.json",
+        "--payload",
+        "alone/manifest.json",
+        "--key",
+        "k.pub",
+    ]);
+    expect(&out, 1, "no signature verifies");
+    // Without a manifest to check it against: not found, and told how to give one.
+    std::fs::remove_file(env.p("alone/manifest.json")).unwrap();
+    let out = env.run(&["mirror", "verify", "alone/mirror.dsse.json", "--key", &key]);
+    expect(&out, 4, "--payload");
+}
+
+#[test]
+fn mirror_verify_json_reports_a_failure() {
+    let env = Env::new();
+    env.signed_bundle();
+    write(env.p("b/advisories/nvd.json"), b"{\"nvd\":\"tampered\"}");
+    let out = env.verify("b", &["--output", "json"]);
+    expect(&out, 1, "changed");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified"], false);
+    assert_eq!(v["outcome"], "verification-failed");
+    assert!(v["error"].as_str().unwrap().contains("nvd.json"));
+    assert_eq!(v["source"], "b");
+}
