@@ -125,7 +125,7 @@ fn sign_image(a: SignImageArgs, dev: DevKeys) -> Result<()> {
             &image,
             signer.as_ref(),
         ))
-        .map_err(crate::verify::oci_error)?;
+        .map_err(crate::verify::oci_push_error)?;
     if a.output == "json" {
         println!("{}", serde_json::to_string_pretty(&signed)?);
     } else {

@@ -7,7 +7,6 @@ pub(crate) const VERIFY_FAILED: u8 = 1;
 pub(crate) const USAGE: u8 = 2;
 pub(crate) const AUTH: u8 = 3;
 pub(crate) const NOT_FOUND: u8 = 4;
-#[allow(dead_code)] // used by network-facing commands (registry, signer client)
 pub(crate) const OFFLINE: u8 = 5;
 pub(crate) const RETRYABLE: u8 = 10;
 
@@ -66,4 +65,97 @@ pub(crate) fn code_for(err: &anyhow::Error) -> u8 {
         }
     }
     USAGE
+}
+
+/// The error chain as one line, `outer: inner: cause`, without repeating a cause that the
+/// message before it already ends with (a library error that quotes its `source` in its own
+/// message would otherwise print it twice).
+pub(crate) fn render(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let msg = cause.to_string();
+        if msg.is_empty() || out.ends_with(&msg) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&msg);
+    }
+    out
+}
+
+/// The exit code for an error from a library that does not know exit codes: `NOT_FOUND` when
+/// a missing file is somewhere in its source chain, else `default`.
+pub(crate) fn code_for_std(err: &(dyn std::error::Error + 'static), default: u8) -> u8 {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::NotFound {
+                return NOT_FOUND;
+            }
+        }
+        cur = e.source();
+    }
+    default
+}
+
+/// The JSON report of a failed command run with `--output json`: what was checked, that it
+/// failed, why, and the exit code. Printed on stdout, so a script reading the JSON sees the
+/// failure as well as the exit code.
+pub(crate) fn json_failure(err: &anyhow::Error, fields: serde_json::Value) -> serde_json::Value {
+    let mut v = match fields {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    let code = code_for(err);
+    v.insert("verified".into(), serde_json::Value::Bool(false));
+    v.insert(
+        "outcome".into(),
+        serde_json::Value::String(outcome_name(code).into()),
+    );
+    v.insert("exitCode".into(), code.into());
+    v.insert("error".into(), serde_json::Value::String(render(err)));
+    serde_json::Value::Object(v)
+}
+
+/// A stable name for an exit code (SPEC §1).
+pub(crate) fn outcome_name(code: u8) -> &'static str {
+    match code {
+        OK => "ok",
+        VERIFY_FAILED => "verification-failed",
+        USAGE => "usage-or-input-error",
+        AUTH => "authentication-failed",
+        NOT_FOUND => "not-found",
+        OFFLINE => "offline",
+        RETRYABLE => "retryable",
+        _ => "error",
+    }
+}
+
+/// Print `json_failure` on stdout and hand the error back (the exit code stays the error's).
+pub(crate) fn print_json_failure(err: anyhow::Error, fields: serde_json::Value) -> anyhow::Error {
+    let v = json_failure(&err, fields);
+    match serde_json::to_string_pretty(&v) {
+        Ok(s) => println!("{s}"),
+        Err(_) => println!("{v}"),
+    }
+    err
+}
+
+/// [`render`] for a plain error and its `source` chain.
+pub(crate) fn render_std(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let msg = e.to_string();
+        if !msg.is_empty() && !out.ends_with(&msg) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&msg);
+        }
+        cur = e.source();
+    }
+    out
 }

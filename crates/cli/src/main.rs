@@ -93,7 +93,7 @@ fn main() -> ExitCode {
             } else {
                 "error"
             };
-            eprintln!("{label}: {err:#}");
+            eprintln!("{label}: {}", exit::render(&err));
             ExitCode::from(code)
         }
     }

@@ -91,6 +91,25 @@ impl MirrorTrust {
     }
 }
 
+/// The report format of a command whose `--output` names the file or folder it writes
+/// (create, sign, pack, unpack, apply): `--format json`. Every other command takes
+/// `--output json`.
+#[derive(Args)]
+pub(crate) struct ReportFormat {
+    /// Report format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+    /// Same as --format json (hidden; the older spelling).
+    #[arg(long, hide = true)]
+    json: bool,
+}
+
+impl ReportFormat {
+    fn json(&self) -> bool {
+        self.json || self.format == "json"
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct CreateArgs {
     /// The bundle spec (YAML; see docs/mirror.md).
@@ -108,9 +127,8 @@ pub(crate) struct CreateArgs {
     /// Registries of the spec's `ref:` images.
     #[command(flatten)]
     registry: crate::verify::RegistryArgs,
-    /// Print a JSON report.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    report: ReportFormat,
 }
 
 #[derive(Args)]
@@ -123,11 +141,14 @@ pub(crate) struct SignArgs {
     /// Where the envelope goes (default: manifest.dsse beside the manifest).
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
+    /// Pin the detached header's `created` (RFC 3339); default SOURCE_DATE_EPOCH if set, else
+    /// now. With Ed25519 keys, a pinned time makes signing byte-reproducible.
+    #[arg(long, value_name = "TIME")]
+    created: Option<String>,
     #[command(flatten)]
     tsa: TsaArgs,
-    /// Print a JSON report.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    report: ReportFormat,
 }
 
 /// Where an RFC 3161 time anchor comes from.
@@ -166,15 +187,24 @@ pub(crate) struct AnchorArgs {
     /// The anchor's `source` for --tsa-token (default: the file name).
     #[arg(long, requires = "tsa_token")]
     source: Option<String>,
-    /// Print a JSON report.
-    #[arg(long)]
+    /// Output format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    output: String,
+    /// Same as --output json (hidden; the older spelling).
+    #[arg(long, hide = true)]
     json: bool,
 }
 
 #[derive(Args)]
 pub(crate) struct VerifyArgs {
-    /// Bundle folder, its manifest.dsse, or a bundle archive (.tar.gz / .tar.zst).
+    /// Bundle folder, its manifest.dsse, a bundle archive (.tar.gz / .tar.zst), or its
+    /// detached header DIR/mirror/metadata/mirror.dsse.json (checked on its own: signatures
+    /// over the manifest, fields, freshness; not the content).
     target: PathBuf,
+    /// With a detached header: the manifest.json it signs (default: the bundle's, DIR of
+    /// DIR/mirror/metadata/mirror.dsse.json).
+    #[arg(long, value_name = "FILE")]
+    payload: Option<PathBuf>,
     #[command(flatten)]
     trust: MirrorTrust,
     /// Output format.
@@ -198,9 +228,8 @@ pub(crate) struct PackArgs {
     /// Archive to write: NAME.tar.gz or NAME.tar.zst.
     #[arg(long, short = 'o')]
     output: PathBuf,
-    /// Print a JSON report.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    report: ReportFormat,
 }
 
 #[derive(Args)]
@@ -215,9 +244,8 @@ pub(crate) struct UnpackArgs {
     /// Largest total unpacked size in bytes.
     #[arg(long)]
     max_size: Option<u64>,
-    /// Print a JSON report.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    report: ReportFormat,
 }
 
 #[derive(Args)]
@@ -232,9 +260,8 @@ pub(crate) struct ApplyArgs {
     output: Option<PathBuf>,
     #[command(flatten)]
     trust: MirrorTrust,
-    /// Print a JSON report.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    report: ReportFormat,
 }
 
 #[derive(Args)]
@@ -309,19 +336,11 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
 
 fn create(a: CreateArgs) -> Result<()> {
     let spec = stella_mirror::spec::Spec::load(&a.spec).map_err(lib)?;
-    let generated_at = match &a.generated_at {
-        Some(t) => stella_mirror::manifest::parse_time(t).map_err(|e| fail(USAGE, e))?,
-        None => match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) if !v.trim().is_empty() => {
-                let secs: i64 = v.trim().parse().map_err(|_| {
-                    fail(USAGE, format!("SOURCE_DATE_EPOCH={v:?} is not an integer"))
-                })?;
-                OffsetDateTime::from_unix_timestamp(secs)
-                    .map_err(|e| fail(USAGE, format!("SOURCE_DATE_EPOCH: {e}")))?
-            }
-            _ => OffsetDateTime::now_utc(),
-        },
-    };
+    let generated_at = stella_mirror::epoch::time_or_now(explicit_time(
+        "--generated-at",
+        a.generated_at.as_deref(),
+    )?)
+    .map_err(lib)?;
     let progress = Bar::new();
     let r = stella_mirror::create::create(
         &spec,
@@ -335,7 +354,7 @@ fn create(a: CreateArgs) -> Result<()> {
     )
     .map_err(lib_or_registry)?;
     let m = &r.manifest;
-    if a.json {
+    if a.report.json() {
         return print_json(&json!({
             "output": a.output,
             "bundle": m.bundle, "version": m.version, "generation": m.generation,
@@ -381,6 +400,15 @@ fn create(a: CreateArgs) -> Result<()> {
     Ok(())
 }
 
+/// An RFC 3339 time given with `flag`.
+fn explicit_time(flag: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>> {
+    value
+        .map(|t| {
+            stella_mirror::manifest::parse_time(t).map_err(|e| fail(USAGE, format!("{flag}: {e}")))
+        })
+        .transpose()
+}
+
 fn sign(a: SignArgs, dev: DevKeys) -> Result<()> {
     let signers = crate::attest::load_signers(&a.key, dev)?;
     let refs: Vec<&dyn stella_keys::Signer> = signers.iter().map(|s| s.as_ref()).collect();
@@ -399,12 +427,15 @@ fn sign(a: SignArgs, dev: DevKeys) -> Result<()> {
         (Some(k), Some(cert)) => Some(local_tsa(k[0].as_ref(), cert, a.tsa.tsa_policy.as_deref())?),
         _ => None,
     };
+    let created =
+        stella_mirror::epoch::time_or_now(explicit_time("--created", a.created.as_deref())?)
+            .map_err(lib)?;
     let progress = Bar::new();
     let mut r = stella_mirror::sign::sign_with(
         &a.manifest,
         &out,
         &refs,
-        OffsetDateTime::now_utc(),
+        created,
         local.as_ref().map(|t| t as &dyn anchor::TimeStamper),
         &progress,
     )
@@ -423,7 +454,7 @@ fn sign(a: SignArgs, dev: DevKeys) -> Result<()> {
             })?,
         );
     }
-    if a.json {
+    if a.report.json() {
         return print_json(&json!({
             "envelope": r.envelope, "dir": r.dir,
             "manifestSha256": r.manifest_digest.hex(), "keyids": r.key_ids, "files": r.files,
@@ -551,7 +582,7 @@ fn anchor_cmd(a: AnchorArgs, dev: DevKeys) -> Result<()> {
             "give --tsa-url URL, --tsa-key KEY with --tsa-cert PEM, or --tsa-token FILE",
         ));
     };
-    if a.json {
+    if a.json || a.output == "json" {
         return print_json(&json!({"dir": a.dir, "timeAnchor": anchor_json(&an)}));
     }
     print_anchor_written(&an);
@@ -684,8 +715,107 @@ fn warn_all(r: &verify::Report) {
 }
 
 fn verify_cmd(a: VerifyArgs, dev: DevKeys) -> Result<()> {
+    match verify_target(&a, dev) {
+        Ok(()) => Ok(()),
+        Err(e) if a.output == "json" => Err(crate::exit::print_json_failure(
+            e,
+            json!({"source": a.target, "threshold": a.trust.threshold}),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// Is `p` a detached header (by name, or because --payload was given for it)?
+fn is_header(p: &Path, payload: Option<&Path>) -> bool {
+    payload.is_some()
+        || (p.file_name() == Path::new(stella_mirror::names::HEADER).file_name() && p.is_file())
+}
+
+/// `stella mirror verify DIR/mirror/metadata/mirror.dsse.json`: the header on its own.
+fn verify_header_cmd(a: &VerifyArgs, o: &verify::Options<'_>) -> Result<()> {
+    let t = &a.target;
+    let header =
+        crate::io::read_limited(&t.display().to_string(), stella_mirror::MAX_METADATA_BYTES)?;
+    let payload_path = match &a.payload {
+        Some(p) => p.clone(),
+        None => {
+            // DIR/mirror/metadata/mirror.dsse.json -> DIR/manifest.json
+            let abs = std::path::absolute(t).unwrap_or_else(|_| t.clone());
+            let dir = abs
+                .ancestors()
+                .nth(Path::new(stella_mirror::names::HEADER).components().count())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            dir.join(stella_mirror::names::MANIFEST)
+        }
+    };
+    let payload = crate::io::read_limited(
+        &payload_path.display().to_string(),
+        stella_mirror::MAX_METADATA_BYTES,
+    )
+    .map_err(|e| e.context("the detached header's payload (give it with --payload FILE)"))?;
+    let r = verify::verify_header(&header, &payload, o).map_err(lib)?;
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    let m = &r.manifest;
+    if a.output == "json" {
+        return print_json(&json!({
+            "verified": true,
+            "form": "detached-header",
+            "source": t,
+            "payload": payload_path,
+            "bundle": m.bundle, "version": m.version, "generation": m.generation, "kind": m.kind,
+            "generatedAt": m.generated_at, "ageSeconds": r.age_seconds, "validForSeconds": m.valid_for(),
+            "issuer": r.header.issuer,
+            "created": r.header.created,
+            "purpose": r.header.purpose,
+            "payloadType": r.header.payload_type,
+            "manifestSha256": r.manifest_digest.hex(),
+            "signers": r.signers.iter().map(|s| json!({"id": s.id, "keyid": s.key_id.as_str()})).collect::<Vec<_>>(),
+            "contentChecked": false,
+            "warnings": r.warnings,
+        }));
+    }
+    println!(
+        "Verified OK: detached header of {} {} (generation {}, {}), created {}",
+        m.bundle,
+        m.version,
+        m.generation,
+        if m.kind == stella_mirror::Kind::Thin {
+            "thin"
+        } else {
+            "full"
+        },
+        r.header.created
+    );
+    println!(
+        "signed by {} trusted key(s): {}; issuer {}; payload {} sha256:{}",
+        r.signers.len(),
+        r.signers
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.header.issuer,
+        payload_path.display(),
+        r.manifest_digest.hex()
+    );
+    println!(
+        "generated {} ({} s ago, valid for {} s); the bundle's files were not checked (verify the folder or archive for that)",
+        m.generated_at,
+        r.age_seconds,
+        m.valid_for()
+    );
+    Ok(())
+}
+
+fn verify_target(a: &VerifyArgs, dev: DevKeys) -> Result<()> {
     let ring = a.trust.keyring(dev)?;
     let o = opts(&ring, &a.trust);
+    if is_header(&a.target, a.payload.as_deref()) {
+        return verify_header_cmd(a, &o);
+    }
     let progress = Bar::new();
     let t = &a.target;
     let r = if t.is_dir() {
@@ -734,7 +864,13 @@ fn verify_cmd(a: VerifyArgs, dev: DevKeys) -> Result<()> {
 
 fn verify_checksums(a: ChecksumArgs) -> Result<()> {
     let progress = Bar::new();
-    let (n, bytes) = verify::verify_checksums(&a.dir, &progress).map_err(lib)?;
+    let (n, bytes) = match verify::verify_checksums(&a.dir, &progress).map_err(lib) {
+        Ok(r) => r,
+        Err(e) if a.output == "json" => {
+            return Err(crate::exit::print_json_failure(e, json!({"dir": a.dir})))
+        }
+        Err(e) => return Err(e),
+    };
     if a.output == "json" {
         return print_json(&json!({"verified": true, "files": n, "bytes": bytes}));
     }
@@ -746,7 +882,7 @@ fn pack(a: PackArgs) -> Result<()> {
     let mtime = stella_mirror::archive::source_date_epoch().map_err(lib)?;
     let progress = Bar::new();
     let r = stella_mirror::archive::pack(&a.dir, &a.output, mtime, &progress).map_err(lib)?;
-    if a.json {
+    if a.report.json() {
         return print_json(&json!({
             "archive": a.output, "entries": r.entries, "contentBytes": r.content_bytes,
             "archiveBytes": r.archive_bytes, "mtime": mtime,
@@ -774,7 +910,7 @@ fn unpack(a: UnpackArgs, dev: DevKeys) -> Result<()> {
     let r = stella_mirror::archive::unpack(&a.archive, &a.output, limits, &o, &progress)
         .map_err(lib)?;
     warn_all(&r);
-    if a.json {
+    if a.report.json() {
         let mut v = report_json(&r, &a.archive);
         v["output"] = json!(a.output);
         return print_json(&v);
@@ -791,7 +927,7 @@ fn apply(a: ApplyArgs, dev: DevKeys) -> Result<()> {
     let r = stella_mirror::thin::apply(&a.thin, &a.onto, a.output.as_deref(), &o, &progress)
         .map_err(lib)?;
     warn_all(&r.report);
-    if a.json {
+    if a.report.json() {
         let mut v = report_json(&r.report, &r.target);
         v["carried"] = json!(r.carried);
         v["copiedFromBase"] = json!(r.from_base);
@@ -901,7 +1037,10 @@ fn load(a: LoadArgs, dev: DevKeys) -> Result<()> {
     lo.client = client_config(&a.registry_args);
     lo.work_dir = a.work_dir.clone();
     let progress = Bar::new();
-    let r = stella_mirror::load::load(&a.bundle, &o, &lo, &progress).map_err(lib_or_registry)?;
+    let r = stella_mirror::load::load(&a.bundle, &o, &lo, &progress).map_err(|e| match e {
+        stella_mirror::Error::Registry(o) => crate::verify::oci_push_error(o),
+        e => lib(e),
+    })?;
     warn_all(&r.verified);
     let sum =
         |f: fn(&stella_oci::Report) -> u64| -> u64 { r.images.iter().map(|i| f(&i.report)).sum() };

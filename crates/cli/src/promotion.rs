@@ -198,6 +198,16 @@ fn check_predicate(st: &stella_dsse::Statement) -> Result<(String, String)> {
 }
 
 fn verify_promotion(a: PromotionVerifyArgs, dev: DevKeys) -> Result<()> {
+    match verify_promotion_file(&a, dev) {
+        Err(e) if a.output == "json" => Err(crate::exit::print_json_failure(
+            e,
+            json!({"file": a.file, "threshold": a.threshold}),
+        )),
+        r => r,
+    }
+}
+
+fn verify_promotion_file(a: &PromotionVerifyArgs, dev: DevKeys) -> Result<()> {
     let v = crate::verify::verify_file(&a.file, &a.trust, a.threshold, dev)?;
     let st = v
         .statement

@@ -10,7 +10,7 @@ use stella_keys::DevKeys;
 use stella_signer::client::{self, DpopKey};
 use stella_signer::{AppBuilder, AppState, Config};
 
-use crate::exit::{fail, AUTH, OFFLINE, RETRYABLE, USAGE, VERIFY_FAILED};
+use crate::exit::{code_for_std, fail, render_std, AUTH, OFFLINE, RETRYABLE, USAGE, VERIFY_FAILED};
 
 #[derive(Subcommand)]
 pub(crate) enum SignerCommand {
@@ -66,9 +66,10 @@ pub(crate) struct SignArgs {
     /// Subject: a file (hashed) or NAME@sha256:HEX. Repeatable.
     #[arg(long, required = true)]
     subject: Vec<String>,
-    /// Proof-of-Entitlement value (dev Licensing accepts dev-...).
+    /// Proof-of-Entitlement value (required: the service refuses a request without one; the
+    /// dev profile's Licensing accepts any value starting with dev-).
     #[arg(long)]
-    poe: Option<String>,
+    poe: String,
     /// Scanner image digest (sha256:...).
     #[arg(long)]
     scanner_digest: Option<String>,
@@ -135,8 +136,10 @@ fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
             toml_string(&d.display().to_string()),
         ));
     }
+    // A missing file (the config, or a file it names) is "not found" (exit 4), like
+    // everywhere else; anything else wrong with the configuration is a usage error.
     let cfg = Config::load(a.config.as_deref(), env_with_flags)
-        .map_err(|e| fail(USAGE, format!("{e:#}")))?;
+        .map_err(|e| fail(code_for_std(&e, USAGE), render_std(&e)))?;
     init_logging(&cfg);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
@@ -155,7 +158,12 @@ fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
         let app = AppBuilder::new(cfg)
             .dev_keys(dev_keys)
             .build()
-            .map_err(|e| fail(USAGE, format!("cannot start the signer: {e:#}")))?;
+            .map_err(|e| {
+                fail(
+                    code_for_std(&e, USAGE),
+                    format!("cannot start the signer: {}", render_std(&e)),
+                )
+            })?;
         let state = AppState(std::sync::Arc::new(app));
         if let Err(e) = state.auth.jwks.warm().await {
             tracing::warn!(error = %e, "Authority keys not fetched yet (will retry on demand)");
@@ -229,9 +237,7 @@ fn sign(a: SignArgs) -> Result<()> {
         "predicate": predicate,
         "options": {"returnBundle": if a.bundle { "sigstore" } else { "dsse" }},
     });
-    if let Some(p) = &a.poe {
-        body["poe"] = json!({"format": "jwt", "value": p});
-    }
+    body["poe"] = json!({"format": "jwt", "value": a.poe});
     if let Some(d) = &a.scanner_digest {
         body["scannerImageDigest"] = json!(d);
     }

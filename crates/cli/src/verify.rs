@@ -84,6 +84,18 @@ pub(crate) fn image_ref(s: &str) -> Result<stella_oci::Reference> {
     stella_oci::Reference::parse(s).map_err(|e| fail(USAGE, e.to_string()))
 }
 
+/// A registry error of a command that uploads: as [`oci_error`], and an unreachable registry
+/// says that a rerun resumes (blobs already uploaded are not sent again).
+pub(crate) fn oci_push_error(e: stella_oci::Error) -> anyhow::Error {
+    if matches!(e, stella_oci::Error::Unreachable { .. }) {
+        return fail(
+            crate::exit::RETRYABLE,
+            format!("{e}; rerun to resume: blobs already uploaded are not sent again"),
+        );
+    }
+    oci_error(e)
+}
+
 /// A registry error with the exit code its kind calls for.
 pub(crate) fn oci_error(e: stella_oci::Error) -> anyhow::Error {
     use crate::exit::{AUTH, NOT_FOUND, RETRYABLE};
@@ -99,13 +111,13 @@ pub(crate) fn oci_error(e: stella_oci::Error) -> anyhow::Error {
 
 fn verify_image(a: VerifyImageArgs, dev: DevKeys) -> Result<()> {
     let image = image_ref(&a.image)?;
-    let ring = a.trust.keyring(dev)?;
     // A keyring must hold keys trusted for `release` unless --purpose says otherwise;
     // `--key` files are trusted for every purpose.
     let purpose = match a.trust.purpose()? {
         Some(p) => Some(p),
         None => Some(Purpose::Release),
     };
+    let ring = a.trust.keyring(dev)?;
     let policy = stella_oci::ReleasePolicy {
         purpose,
         at: time::OffsetDateTime::now_utc(),
@@ -188,7 +200,17 @@ impl TrustArgs {
     pub(crate) fn purpose(&self) -> Result<Option<Purpose>> {
         self.purpose
             .as_deref()
-            .map(|p| Purpose::parse(p).map_err(|e| fail(USAGE, e.to_string())))
+            .map(|p| {
+                Purpose::parse(p).map_err(|_| {
+                    fail(
+                        USAGE,
+                        format!(
+                            "--purpose {p:?} is not a key purpose (known: {})",
+                            Purpose::ALL.map(Purpose::name).join(", ")
+                        ),
+                    )
+                })
+            })
             .transpose()
     }
 }
@@ -208,16 +230,19 @@ pub(crate) fn verify_file(
     threshold: usize,
     dev: DevKeys,
 ) -> Result<Verified> {
+    // Usage first: a bad --purpose is reported before any file is read.
+    let purpose = trust.purpose()?;
     let bytes = io::read_limited(path, stella_dsse::envelope::MAX_ENVELOPE_BYTES as u64)?;
+    // A file that is not an envelope or bundle at all is an input error (exit 2); only a
+    // well-formed envelope whose signatures or payload do not hold is a failed verification.
     let value = stella_dsse::jcs::parse_strict(&bytes).map_err(|e| {
         fail(
-            VERIFY_FAILED,
+            USAGE,
             format!("{path} is not a valid envelope or bundle: {e}"),
         )
     })?;
     let (envelope, bundle) = if stella_dsse::bundle::looks_like_bundle(&value) {
-        let b =
-            Bundle::from_value(&value).map_err(|e| fail(VERIFY_FAILED, format!("{path}: {e}")))?;
+        let b = Bundle::from_value(&value).map_err(|e| fail(USAGE, format!("{path}: {e}")))?;
         if let VerificationMaterial::Certificate { .. } = b.material {
             return Err(fail(
                 USAGE,
@@ -227,13 +252,12 @@ pub(crate) fn verify_file(
         }
         (b.envelope, true)
     } else {
-        let e = Envelope::from_value(&value)
-            .map_err(|e| fail(VERIFY_FAILED, format!("{path}: {e}")))?;
+        let e = Envelope::from_value(&value).map_err(|e| fail(USAGE, format!("{path}: {e}")))?;
         (e, false)
     };
     let ring = trust.keyring(dev)?;
     let mut policy = Policy::new(threshold);
-    policy.purpose = trust.purpose()?;
+    policy.purpose = purpose;
     let signers = stella_keys::verify_envelope(&envelope, &ring, &policy)?;
     let statement = if envelope.payload_type == PAYLOAD_TYPE_IN_TOTO {
         Some(Statement::from_json(&envelope.payload).map_err(|e| {
@@ -264,7 +288,16 @@ pub(crate) fn run(a: VerifyArgs, dev: DevKeys) -> Result<()> {
     let Some(file) = a.file.as_deref() else {
         return Err(fail(USAGE, "give the envelope or bundle file to verify"));
     };
-    let v = verify_file(file, &a.trust, a.threshold, dev)?;
+    let v = match verify_file(file, &a.trust, a.threshold, dev) {
+        Ok(v) => v,
+        Err(e) if a.output == "json" => {
+            return Err(crate::exit::print_json_failure(
+                e,
+                json!({"file": file, "threshold": a.threshold}),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
     if a.output == "json" {
         let statement = match &v.statement {
             Some(_) => serde_json::from_slice::<serde_json::Value>(&v.envelope.payload)?,

@@ -92,14 +92,7 @@ pub struct PackReport {
 
 /// The mtime for archive entries: `SOURCE_DATE_EPOCH` or 0.
 pub fn source_date_epoch() -> Result<u64> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse::<u64>().map_err(|_| {
-            Error::input(format!(
-                "SOURCE_DATE_EPOCH={v:?} is not a non-negative integer number of seconds"
-            ))
-        }),
-        _ => Ok(0),
-    }
+    Ok(crate::epoch::source_date_epoch()?.unwrap_or(0))
 }
 
 /// Pack bundle folder `dir` into `output` (compression from its name).

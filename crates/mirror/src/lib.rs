@@ -21,6 +21,7 @@
 pub mod anchor;
 pub mod archive;
 pub mod create;
+pub mod epoch;
 mod error;
 pub mod hash;
 pub mod load;

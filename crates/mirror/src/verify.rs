@@ -391,6 +391,145 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
     })
 }
 
+/// A detached header that verified on its own (see [`verify_header`]).
+#[derive(Debug, Clone)]
+pub struct VerifiedHeader {
+    pub header: Header,
+    pub manifest: Manifest,
+    pub manifest_digest: Sha256,
+    pub signers: Vec<VerifiedKey>,
+    pub warnings: Vec<String>,
+    /// Age of the bundle (from the manifest's `generatedAt`) at `opts.now`, in seconds.
+    pub age_seconds: i64,
+}
+
+/// Verify the detached header `mirror/metadata/mirror.dsse.json` on its own, without the
+/// envelope (`manifest.dsse`) and without the bundle's content: the header is a DSSE
+/// signature set held apart from its payload, the signed `manifest.json` (seed 001: "to allow
+/// verification without payload extraction").
+///
+/// The header's signatures are over the DSSE PAE of the manifest, so checking them needs the
+/// manifest bytes (`payload`, a few KiB) — never the images or advisories. Checked: the
+/// header's shape (strict JSON, no unknown fields), `purpose` is `mirror-bundle`, the payload
+/// type is the mirror type, `created` is a time; `payloadSha256` is the payload's SHA-256
+/// ("payload hash mismatch" otherwise); the signatures verify over the payload with
+/// `opts.threshold` distinct keyring keys valid for `mirror-bundle` (the key ids are hints
+/// only, as everywhere); `keyid` is one of those signers; the payload is a canonical bundle
+/// manifest whose issuer is the header's; and the bundle is fresh by the local clock (or
+/// `opts.max_age`). Not checked: the files, `SHA256SUMS*`, time anchors — `verify_dir` and
+/// `verify_archive` do all of it.
+pub fn verify_header(
+    header_bytes: &[u8],
+    payload: &[u8],
+    opts: &Options<'_>,
+) -> Result<VerifiedHeader> {
+    let hvalue = stella_dsse::jcs::parse_strict(header_bytes)
+        .map_err(|e| Error::input(format!("detached header: {e}")))?;
+    let header: Header = serde_json::from_value(hvalue)
+        .map_err(|e| Error::input(format!("detached header: {e}")))?;
+    if header.purpose != crate::PURPOSE {
+        return Err(Error::verify(format!(
+            "detached header purpose is {:?}, not \"mirror-bundle\"",
+            header.purpose
+        )));
+    }
+    if header.payload_type != crate::PAYLOAD_TYPE
+        && header.payload_type != crate::PAYLOAD_TYPE_LEGACY
+    {
+        return Err(Error::verify(format!(
+            "detached header payloadType {:?} is not a mirror bundle manifest ({})",
+            header.payload_type,
+            crate::PAYLOAD_TYPE
+        )));
+    }
+    crate::manifest::parse_time(&header.created)
+        .map_err(|e| Error::verify(format!("detached header created: {e}")))?;
+    let digest = Sha256::of(payload);
+    if header.payload_sha256 != digest.hex() {
+        return Err(Error::verify(format!(
+            "payload hash mismatch: the detached header names payload sha256:{} but the manifest is sha256:{}",
+            header.payload_sha256,
+            digest.hex()
+        )));
+    }
+    if header.signatures.is_empty() {
+        return Err(Error::verify("detached header carries no signatures"));
+    }
+    let mut signatures = Vec::with_capacity(header.signatures.len());
+    for s in &header.signatures {
+        let sig = stella_dsse::b64::decode(&s.sig)
+            .map_err(|e| Error::verify(format!("detached header signature {}: {e}", s.keyid)))?;
+        signatures.push(stella_dsse::Signature {
+            keyid: s.keyid.clone(),
+            sig,
+        });
+    }
+    let envelope = Envelope {
+        payload_type: header.payload_type.clone(),
+        payload: payload.to_vec(),
+        signatures,
+    };
+    let policy = Policy::new(opts.threshold)
+        .purpose(Purpose::MirrorBundle)
+        .at(opts.now);
+    let signers = stella_keys::verify_envelope(&envelope, opts.keyring, &policy)?;
+    if !signers.iter().any(|s| s.key_id.as_str() == header.keyid) {
+        return Err(Error::verify(format!(
+            "detached header keyid {} is not a trusted key that signed the manifest",
+            header.keyid
+        )));
+    }
+    let manifest =
+        Manifest::from_json(payload).map_err(|e| Error::verify(format!("signed manifest: {e}")))?;
+    if stella_dsse::jcs::canonicalize(payload).ok().as_deref() != Some(payload) {
+        return Err(Error::verify(
+            "signed manifest is not canonical JSON (RFC 8785)",
+        ));
+    }
+    if header.issuer != manifest.issuer {
+        return Err(Error::verify(format!(
+            "detached header issuer {:?} does not match the manifest issuer {:?}",
+            header.issuer, manifest.issuer
+        )));
+    }
+    let generated = manifest.generated_at_time().map_err(Error::verify)?;
+    let age = (opts.now - generated).whole_seconds();
+    if age < -SKEW_SECONDS {
+        return Err(Error::verify(format!(
+            "bundle generatedAt {} is in the future (more than {SKEW_SECONDS} s ahead of {})",
+            manifest.generated_at,
+            format_time(opts.now)
+        )));
+    }
+    let budget = opts.max_age.unwrap_or(manifest.valid_for());
+    if age
+        > i64::try_from(budget)
+            .unwrap_or(i64::MAX)
+            .saturating_add(SKEW_SECONDS)
+    {
+        return Err(Error::verify(format!(
+            "bundle is stale: generated at {}, {age} s ago, beyond its validity of {budget} s (±{SKEW_SECONDS} s)",
+            manifest.generated_at
+        )));
+    }
+    let mut warnings = Vec::new();
+    if header.rekor_uuid.is_none() {
+        warnings.push(
+            "no Rekor entry (rekorUUID) in the detached header: transparency-log inclusion was \
+             not checked; the header was verified against the local keyring only"
+                .to_string(),
+        );
+    }
+    Ok(VerifiedHeader {
+        header,
+        manifest,
+        manifest_digest: digest,
+        signers,
+        warnings,
+        age_seconds: age,
+    })
+}
+
 /// Stage 2: compare what is present with what the manifest lists.
 pub fn check_files(
     manifest: &Manifest,

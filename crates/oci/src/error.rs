@@ -35,10 +35,9 @@ pub enum Error {
     Auth { registry: String, detail: String },
     #[error("registry {registry}: {what} not found")]
     NotFound { registry: String, what: String },
-    #[error(
-        "registry {registry} is unreachable after {attempts} attempt(s) ({detail}); \
-         rerun to resume: blobs already uploaded are not sent again"
-    )]
+    /// Commands that upload add their own "rerun to resume" hint (a read says nothing of
+    /// uploads).
+    #[error("registry {registry} is unreachable after {attempts} attempt(s) ({detail})")]
     Unreachable {
         registry: String,
         attempts: u32,

@@ -329,7 +329,8 @@ fn malformed_documents_are_specific_errors() {
     ];
     for (name, text, needle) in cases {
         std::fs::write(e.p(name), text).unwrap();
-        expect(&e.verify(&["k"], name, &[]), 1, needle);
+        // Not an envelope at all: an input error (exit 2), not a failed verification.
+        expect(&e.verify(&["k"], name, &[]), 2, needle);
     }
     // A valid signature over something that is not an in-toto statement.
     let out = e.run(&["sign", "blob", "--key", &e.s("k.key"), &e.s("app.bin")]);
@@ -340,7 +341,7 @@ fn malformed_documents_are_specific_errors() {
     let b = serde_json::json!({"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
         "verificationMaterial": {"publicKey": {"hint": "x"}}});
     e.write_json("nobundle.json", &b);
-    expect(&e.verify(&["k"], "nobundle.json", &[]), 1, "dsseEnvelope");
+    expect(&e.verify(&["k"], "nobundle.json", &[]), 2, "dsseEnvelope");
 }
 
 #[test]
@@ -395,7 +396,7 @@ fn keyring_purposes_revocation_and_validity_windows() {
     expect(&verify(&future, "attestation"), 1, "not valid before 2999");
     let bad = ring("bad", "purposes = [\"everything\"]");
     expect(&verify(&bad, "attestation"), 2, "unknown purpose");
-    expect(&verify(&ok, "sign-all"), 2, "unknown purpose");
+    expect(&verify(&ok, "sign-all"), 2, "is not a key purpose");
 }
 
 #[test]
@@ -870,4 +871,181 @@ fn reencoded_key_never_counts_twice() {
         0,
         "Verified OK",
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Issue #9: exit codes and JSON output a newcomer trips over.
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn json_output_reports_a_failed_verification_with_what_failed() {
+    let e = Env::new();
+    e.keygen("ed25519", "k");
+    e.keygen("ed25519", "other");
+    e.attest(&["k"], "a.dsse", &[]);
+    let out = e.verify(&["other"], "a.dsse", &["--output", "json"]);
+    expect(&out, 1, "no signature verifies");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["verified"], false);
+    assert_eq!(v["exitCode"], 1);
+    assert_eq!(v["outcome"], "verification-failed");
+    assert_eq!(v["threshold"], 1);
+    assert!(v["file"].as_str().unwrap().ends_with("a.dsse"));
+    assert!(v["error"]
+        .as_str()
+        .unwrap()
+        .contains("no signature verifies"));
+    // An input error is reported the same way, with its own code.
+    std::fs::write(e.p("junk.json"), "{nope").unwrap();
+    let out = e.verify(&["k"], "junk.json", &["--output", "json"]);
+    expect(&out, 2, "not a valid envelope");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["verified"], false);
+    assert_eq!(v["outcome"], "usage-or-input-error");
+    // Success still prints the verified report.
+    let out = e.verify(&["k"], "a.dsse", &["--output", "json"]);
+    expect(&out, 0, "");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["verified"], true);
+}
+
+#[test]
+fn an_unknown_purpose_is_a_usage_error_not_an_invalid_keyring() {
+    let e = Env::new();
+    e.keygen("ed25519", "k");
+    e.attest(&["k"], "a.dsse", &[]);
+    for trust in [
+        vec!["--key".to_string(), e.s("k.pub")],
+        vec!["--keyring".to_string(), e.s("k.pub")],
+    ] {
+        let mut args = vec!["verify".to_string()];
+        args.extend(trust);
+        args.extend(["--purpose".into(), "bogus".into(), e.s("a.dsse")]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = e.run(&args);
+        expect(&out, 2, "--purpose \"bogus\" is not a key purpose");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("keyring"), "{err}");
+    }
+}
+
+#[test]
+fn a_missing_key_file_is_named_once() {
+    let e = Env::new();
+    e.keygen("ed25519", "k");
+    e.attest(&["k"], "a.dsse", &[]);
+    let out = e.run(&["verify", "--key", "nope.pub", &e.s("a.dsse")]);
+    expect(&out, 4, "nope.pub");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    let out = e.run(&[
+        "attest",
+        "--key",
+        "nope.key",
+        "-t",
+        "stella.ops/sbom@v1",
+        "-p",
+        "sbom.json",
+        "-s",
+        "app.bin",
+        "-o",
+        "x.dsse",
+    ]);
+    expect(&out, 4, "nope.key");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+#[test]
+fn service_config_with_a_missing_signing_key_exits_not_found_like_a_missing_file() {
+    let e = Env::new();
+    // The config file itself missing.
+    let out = e.run(&["signer", "serve", "--config", "nope.toml"]);
+    expect(&out, 4, "nope.toml");
+    // A config whose signing key file is missing: not found too, naming the key.
+    std::fs::write(
+        e.p("stella.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\n[authority]\nissuer = \"https://a.test\"\n\
+         jwks_file = \"jwks.json\"\n[licensing]\nintrospect_url = \"https://l.test/i\"\n\
+         [signing]\nkeys = [\"keys/absent.key\"]\n[audit]\npath = \"data/audit.db\"\n",
+    )
+    .unwrap();
+    std::fs::write(e.p("jwks.json"), r#"{"keys":[]}"#).unwrap();
+    let out = e.run(&["signer", "serve", "--config", &e.s("stella.toml")]);
+    expect(&out, 4, "absent.key");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+#[test]
+fn signer_sign_help_lists_poe_as_required() {
+    let e = Env::new();
+    let out = e.run(&["signer", "sign", "--help"]);
+    expect(&out, 0, "--poe <POE>");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let usage = text.lines().find(|l| l.starts_with("Usage:")).unwrap();
+    assert!(usage.contains("--poe <POE>"), "{usage}");
+    // And clap refuses a call without it before anything reaches the network.
+    let out = e.run(&[
+        "signer",
+        "sign",
+        "--url",
+        "http://127.0.0.1:9",
+        "--predicate-type",
+        "stella.ops/sbom@v1",
+        "--predicate",
+        "sbom.json",
+        "--subject",
+        "app.bin",
+        "--output",
+        "o.json",
+    ]);
+    expect(&out, 2, "--poe <POE>");
+}
+
+#[test]
+fn verify_image_on_an_unreachable_registry_gives_no_upload_resume_hint() {
+    let e = Env::new();
+    e.keygen("ed25519", "k");
+    // A port nobody listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let image = format!("127.0.0.1:{port}/app@sha256:{}", "ab".repeat(32));
+    let out = e.run(&["verify", "image", &image, "--key", &e.s("k.pub")]);
+    expect(&out, 10, "unreachable");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("resume") && !err.contains("uploaded"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_mirror_command_spells_its_json_report_one_way() {
+    let e = Env::new();
+    // `--output` names the file or folder written: the report format is `--format`.
+    for cmd in ["create", "sign", "pack", "unpack", "apply"] {
+        let out = e.run(&["mirror", cmd, "--help"]);
+        expect(&out, 0, "--format <FORMAT>");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("--json"), "mirror {cmd}: {text}");
+    }
+    // Everywhere else: `--output json`, like `stella verify`.
+    for cmd in ["verify", "verify-checksums", "diff", "load", "anchor"] {
+        let out = e.run(&["mirror", cmd, "--help"]);
+        expect(&out, 0, "--output <OUTPUT>");
+        // Help wraps lines: compare with the whitespace folded.
+        let text = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            text.contains("[possible values: text, json]"),
+            "mirror {cmd}: {text}"
+        );
+        assert!(!text.contains("--json"), "mirror {cmd}: {text}");
+    }
 }

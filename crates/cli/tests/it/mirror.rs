@@ -941,13 +941,26 @@ fn pack_is_byte_reproducible() {
         ".tar.gz or .tar.zst",
     );
     std::fs::remove_file(env.p("b/stray.txt")).unwrap();
-    let out = env.run(&["mirror", "pack", "b", "--output", "f.tar.zst", "--json"]);
+    let out = env.run(&[
+        "mirror",
+        "pack",
+        "b",
+        "--output",
+        "f.tar.zst",
+        "--format",
+        "json",
+    ]);
     expect(&out, 0, "");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v["archiveBytes"].as_u64().unwrap(),
         std::fs::metadata(env.p("f.tar.zst")).unwrap().len()
     );
+    // The older `--json` spelling still works (a hidden alias).
+    let out = env.run(&["mirror", "pack", "b", "--output", "g.tar.zst", "--json"]);
+    expect(&out, 0, "");
+    let w: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(w["archiveBytes"], v["archiveBytes"]);
 }
 
 /// A bundle big enough for several gzip blocks and zstd jobs: standard tools accept the
@@ -1740,7 +1753,8 @@ fn time_anchor_from_a_local_tsa_verifies_here_and_in_openssl() {
         "tsa.key",
         "--tsa-cert",
         "tsa.pem",
-        "--json",
+        "--output",
+        "json",
     ]);
     expect(&out, 0, "");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -2418,4 +2432,260 @@ fn mirror_threshold_counts_a_reencoded_key_once() {
     expect(&out, 1, "threshold 2 is larger than the 1 trusted key");
     let out = env.verify("b/manifest.dsse", &["--keyring", "ring"]);
     expect(&out, 0, "Verified OK");
+}
+
+/// Issue #9: with SOURCE_DATE_EPOCH, create + sign + pack twice gives byte-identical
+/// archives, signatures included (Ed25519 signatures are deterministic). `sign` used to stamp
+/// the detached header's `created` with the wall clock.
+#[test]
+fn create_sign_pack_is_byte_reproducible_with_source_date_epoch() {
+    let env = Env::new();
+    env.keygen("k");
+    env.sources(1, "a");
+    let sde = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let mut archives = Vec::new();
+    for run in ["r1", "r2"] {
+        let spec = env.s("src/bundle.yaml");
+        let out = env.run_env(
+            &["mirror", "create", "--spec", &spec, "--output", run],
+            &sde,
+        );
+        expect(&out, 0, "Created full bundle");
+        let m = format!("{run}/manifest.json");
+        expect(
+            &env.run_env(&["mirror", "sign", &m, "--key", "k.key"], &sde),
+            0,
+            "Signed",
+        );
+        if run == "r2" {
+            // Let the clock move on: only the pinned time may end up in the bundle.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let archive = format!("{run}.tar.zst");
+        expect(
+            &env.run_env(&["mirror", "pack", run, "--output", &archive], &sde),
+            0,
+            "Packed",
+        );
+        archives.push(std::fs::read(env.p(&archive)).unwrap());
+        let header: Value = serde_json::from_slice(
+            &std::fs::read(env.p(&format!("{run}/mirror/metadata/mirror.dsse.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(header["created"], "2023-11-14T22:13:20.000Z");
+    }
+    assert!(archives[0] == archives[1], "the two archives differ");
+    // --created pins the header time without the variable, and wins over it.
+    let out = env.run_env(
+        &[
+            "mirror",
+            "sign",
+            "r1/manifest.json",
+            "--key",
+            "k.key",
+            "--created",
+            "2024-02-03T04:05:06Z",
+        ],
+        &sde,
+    );
+    expect(&out, 0, "Signed");
+    let header: Value = serde_json::from_slice(
+        &std::fs::read(env.p("r1/mirror/metadata/mirror.dsse.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["created"], "2024-02-03T04:05:06.000Z");
+    // (generated in 2023: an old bundle, so the freshness budget is widened.)
+    expect(
+        &env.verify("r1", &["--max-age", "4000000000"]),
+        0,
+        "Verified OK",
+    );
+    // A bad value is an input error, before anything is written.
+    let out = env.run_env(
+        &["mirror", "sign", "r1/manifest.json", "--key", "k.key"],
+        &[("SOURCE_DATE_EPOCH", "yesterday")],
+    );
+    expect(&out, 2, "SOURCE_DATE_EPOCH");
+    let out = env.run(&[
+        "mirror",
+        "sign",
+        "r1/manifest.json",
+        "--key",
+        "k.key",
+        "--created",
+        "noon",
+    ]);
+    expect(&out, 2, "--created");
+}
+
+/// The signed samples shipped under docs/samples/mirror (scripts/mirror-samples.sh, seed 001).
+fn samples() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/samples/mirror"
+    ))
+}
+
+#[test]
+fn shipped_samples_verify_with_the_sample_key() {
+    let env = Env::new();
+    let s = samples();
+    let ring = s.join("keyring.toml").display().to_string();
+    let key = s.join("mirror-root-ed25519-01.pub").display().to_string();
+    let full = s.join("m0-sample").display().to_string();
+    let thin = s.join("mirror-thin-m0-sample.tar.gz").display().to_string();
+    let out = env.run(&["mirror", "verify", &full, "--keyring", &ring]);
+    expect(
+        &out,
+        0,
+        "signed by 1 trusted key(s): mirror-root-ed25519-01",
+    );
+    let out = env.run(&[
+        "mirror",
+        "verify",
+        &thin,
+        "--keyring",
+        &ring,
+        "--output",
+        "json",
+    ]);
+    expect(&out, 0, "");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "thin");
+    assert_eq!(v["generation"], 2);
+    // The thin sample applies onto (a copy of) the full one.
+    copy_tree(&s.join("m0-sample"), &env.p("site"));
+    let out = env.run(&["mirror", "apply", &thin, "--onto", "site", "--key", &key]);
+    expect(&out, 0, "Applied");
+    expect(
+        &env.run(&["mirror", "verify", "site", "--key", &key]),
+        0,
+        "2025.12.1",
+    );
+    // Another key does not verify them.
+    env.keygen("k");
+    expect(&env.verify(&full, &[]), 1, "no signature verifies");
+}
+
+#[test]
+fn a_detached_header_verifies_on_its_own() {
+    let env = Env::new();
+    let s = samples();
+    let key = s.join("mirror-root-ed25519-01.pub").display().to_string();
+    let header = s.join("m0-sample/mirror/metadata/mirror.dsse.json");
+    let hs = header.display().to_string();
+    // In place: the payload is the bundle's manifest.json.
+    let out = env.run(&["mirror", "verify", &hs, "--key", &key]);
+    expect(
+        &out,
+        0,
+        "Verified OK: detached header of stellaops-mirror-sample 2025.12.0",
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("files were not checked"));
+    // On its own: the header and the manifest it signs, nothing else (no manifest.dsse, no
+    // content, no checksum files).
+    std::fs::create_dir_all(env.p("alone")).unwrap();
+    std::fs::copy(&header, env.p("alone/mirror.dsse.json")).unwrap();
+    std::fs::copy(
+        s.join("m0-sample/manifest.json"),
+        env.p("alone/manifest.json"),
+    )
+    .unwrap();
+    let out = env.run(&[
+        "mirror",
+        "verify",
+        "alone/mirror.dsse.json",
+        "--payload",
+        "alone/manifest.json",
+        "--key",
+        &key,
+        "--output",
+        "json",
+    ]);
+    expect(&out, 0, "");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["form"], "detached-header");
+    assert_eq!(v["purpose"], "mirror-bundle");
+    assert_eq!(v["contentChecked"], false);
+    assert_eq!(v["signers"].as_array().unwrap().len(), 1);
+
+    let h: Value = serde_json::from_slice(&std::fs::read(&header).unwrap()).unwrap();
+    let hostile = |name: &str, edit: &dyn Fn(&mut Value)| -> Output {
+        let mut x = h.clone();
+        edit(&mut x);
+        write(env.p(name), serde_json::to_vec(&x).unwrap());
+        env.run(&[
+            "mirror",
+            "verify",
+            name,
+            "--payload",
+            "alone/manifest.json",
+            "--key",
+            &key,
+        ])
+    };
+    let out = hostile("purpose.json", &|x| x["purpose"] = json!("attestation"));
+    expect(&out, 1, "not \"mirror-bundle\"");
+    let out = hostile("digest.json", &|x| {
+        x["payloadSha256"] = json!("00".repeat(32))
+    });
+    expect(&out, 1, "payload hash mismatch");
+    let out = hostile("sig.json", &|x| {
+        let sig = x["signatures"][0]["sig"].as_str().unwrap().to_string();
+        let flipped = if sig.starts_with('A') { "B" } else { "A" };
+        x["signatures"][0]["sig"] = json!(format!("{flipped}{}", &sig[1..]));
+    });
+    expect(&out, 1, "no signature verifies");
+    let out = hostile("issuer.json", &|x| x["issuer"] = json!("someone@else"));
+    expect(&out, 1, "issuer");
+    let out = hostile("keyid.json", &|x| {
+        x["keyid"] = json!("sha256:".to_string() + &"ab".repeat(32))
+    });
+    expect(&out, 1, "keyid");
+    let out = hostile("nosigs.json", &|x| x["signatures"] = json!([]));
+    expect(&out, 1, "no signatures");
+    let out = hostile("extra.json", &|x| x["extra"] = json!(1));
+    expect(&out, 2, "unknown field");
+    // The header with another manifest (the thin sample's is not the one it signs).
+    write(env.p("other.json"), b"{}");
+    let out = env.run(&[
+        "mirror",
+        "verify",
+        "alone/mirror.dsse.json",
+        "--payload",
+        "other.json",
+        "--key",
+        &key,
+    ]);
+    expect(&out, 1, "payload hash mismatch");
+    // By another key.
+    env.keygen("k");
+    let out = env.run(&[
+        "mirror",
+        "verify",
+        "alone/mirror.dsse.json",
+        "--payload",
+        "alone/manifest.json",
+        "--key",
+        "k.pub",
+    ]);
+    expect(&out, 1, "no signature verifies");
+    // Without a manifest to check it against: not found, and told how to give one.
+    std::fs::remove_file(env.p("alone/manifest.json")).unwrap();
+    let out = env.run(&["mirror", "verify", "alone/mirror.dsse.json", "--key", &key]);
+    expect(&out, 4, "--payload");
+}
+
+#[test]
+fn mirror_verify_json_reports_a_failure() {
+    let env = Env::new();
+    env.signed_bundle();
+    write(env.p("b/advisories/nvd.json"), b"{\"nvd\":\"tampered\"}");
+    let out = env.verify("b", &["--output", "json"]);
+    expect(&out, 1, "changed");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified"], false);
+    assert_eq!(v["outcome"], "verification-failed");
+    assert!(v["error"].as_str().unwrap().contains("nvd.json"));
+    assert_eq!(v["source"], "b");
 }

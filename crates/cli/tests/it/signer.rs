@@ -449,9 +449,10 @@ fn dev_profile_refuses_a_public_listener_and_bad_configs_are_usage_errors() {
     let out = stella(argv!["signer", "serve", "--config", &cfg], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bypas"));
-    // The sample configuration in the repository parses (it then fails on its missing key).
+    // The sample configuration in the repository parses (it then fails on its missing key:
+    // not found, exit 4, like any missing file).
     let out = stella(argv!["signer", "serve", "--config", "etc/stella.toml"], &[]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("attestation-signing.key"));
 }
 

@@ -1,0 +1,1 @@
+UXrTKi/UfHeGomGCoR5fQMJuA74lXg2X4bO4obJmeZm2qAYZlneXRrz6VBcVN7k7fwNTCoqSt4xyM/vrH4jzDw==
