@@ -66,7 +66,7 @@ LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 set +e
 for attempt in 1 2 3; do
-  cargo test --workspace --locked --lib --bins --tests "$@" 2>&1 | tee "$LOG"
+  cargo test --workspace --locked --lib --bins --tests --no-fail-fast "$@" 2>&1 | tee "$LOG"
   status=${PIPESTATUS[0]}
   if [ "$status" -ne 0 ] && grep -q "learn about target-specific information" "$LOG"; then
     echo "cargo's rustc probe failed (attempt $attempt); clearing its cache and retrying" >&2

@@ -45,10 +45,9 @@ async fn registry_stopped_mid_push_then_rerun_skips_finished_blobs() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("unreachable") && msg.contains("rerun"),
-        "{msg}"
-    );
+    // The library names the failure; the upload commands add the "rerun to resume" hint
+    // (crates/cli/src/verify.rs), since a read-only command has nothing to resume.
+    assert!(msg.contains("unreachable"), "{msg}");
     let finished = done.lock().unwrap().clone();
     assert_eq!(finished.len(), 2);
 
