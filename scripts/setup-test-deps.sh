@@ -45,6 +45,11 @@ if ! command -v openssl >/dev/null 2>&1; then
 fi
 log "openssl: $(openssl version)"
 
+# GNU time: the mirror tests measure the peak memory of `stella` on hostile archives.
+if [ ! -x /usr/bin/time ]; then
+    apt_install time
+fi
+
 # ------------------------------------------------------------- python ------
 PYTHON="${PYTHON:-}"
 if [ -z "$PYTHON" ]; then

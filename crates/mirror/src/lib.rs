@@ -78,5 +78,11 @@ pub mod names {
     }
 }
 
-/// Largest metadata file we read into memory (manifest, envelope, header, checksums).
-pub const MAX_METADATA_BYTES: u64 = 96 * 1024 * 1024;
+/// Largest metadata file we read into memory (manifest, envelope, header, checksums). The
+/// envelope is the base64 of the manifest, so this allows a manifest of about 24 MiB (some
+/// 100 000 files).
+pub const MAX_METADATA_BYTES: u64 = 32 * 1024 * 1024;
+/// Largest total of all metadata files of one bundle (folder or archive), so that reading and
+/// verifying the metadata of any input stays well below the 200 MiB memory budget
+/// (docs/mirror.md).
+pub const MAX_METADATA_TOTAL: u64 = 64 * 1024 * 1024;

@@ -65,8 +65,8 @@ pub fn apply(
         }
     } else {
         let st = Staging::beside(&target, "thin")?;
-        let obs = archive::read_archive(thin, Some(&st.path), Limits::default(), progress)?;
-        let r = verify::report_from_observed(&obs, opts)?;
+        let (_, r) =
+            archive::read_archive(thin, Some(&st.path), Limits::default(), opts, progress)?;
         thin_dir = st.path.clone();
         _unpacked = st;
         r

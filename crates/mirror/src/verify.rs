@@ -582,10 +582,20 @@ pub fn check_files(
 }
 
 /// Read the metadata files of a bundle folder.
+/// (Bounded: each file by [`crate::MAX_METADATA_BYTES`], all of them by
+/// [`crate::MAX_METADATA_TOTAL`].)
 pub fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
     let mut meta = Metadata::new();
+    let mut total: u64 = 0;
     for name in names::METADATA {
         if let Some(b) = archive::read_metadata_file(dir, name)? {
+            total = total.saturating_add(b.len() as u64);
+            if total > crate::MAX_METADATA_TOTAL {
+                return Err(Error::verify(format!(
+                    "the metadata files exceed {} bytes in all (at {name})",
+                    crate::MAX_METADATA_TOTAL
+                )));
+            }
             meta.insert(name.to_string(), b);
         }
     }
@@ -666,20 +676,8 @@ pub fn hash_dir_content(
 
 /// Verify an archive from its stream (no extraction).
 pub fn verify_archive(path: &Path, opts: &Options<'_>, progress: &dyn Progress) -> Result<Report> {
-    let obs = archive::read_archive(path, None, Limits::default(), progress)?;
-    report_from_observed(&obs, opts)
-}
-
-/// Both stages over what an archive stream yielded.
-pub fn report_from_observed(obs: &archive::Observed, opts: &Options<'_>) -> Result<Report> {
-    let vm = verify_metadata(&obs.metadata, opts)?;
-    let (files_checked, bytes_checked, from_base) = check_files(&vm.manifest, &obs.files)?;
-    Ok(Report {
-        meta: vm,
-        files_checked,
-        bytes_checked,
-        from_base,
-    })
+    let (_, report) = archive::read_archive(path, None, Limits::default(), opts, progress)?;
+    Ok(report)
 }
 
 /// `verify-checksums`: every line of `SHA256SUMS` matches, and the folder holds nothing else

@@ -5,7 +5,7 @@
 // Test helpers build fixtures; a helper that cannot is a failing test with a clear location.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::io::Write as _;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -1090,8 +1090,14 @@ fn assert_no_staging(dir: &Path) {
 /// Entries of a real signed bundle, to rebuild hostile archives from.
 fn bundle_entries(env: &Env) -> Vec<(String, Vec<u8>)> {
     let mut files = all_files(&env.p("b"));
-    // Metadata first, as pack writes it.
-    files.sort_by_key(|(p, _)| (p != "manifest.dsse", p != "manifest.json", p.clone()));
+    // Metadata first, in the order pack writes it; then the content in manifest order.
+    files.sort_by_key(|(p, _)| {
+        let meta = stella_mirror::names::METADATA
+            .iter()
+            .position(|m| m == p)
+            .unwrap_or(usize::MAX);
+        (meta, p.clone())
+    });
     files
 }
 
@@ -1218,7 +1224,11 @@ fn hostile_archives_are_refused_and_leave_nothing() {
             entries.retain(|e| !matches!(e, Raw::File("SHA256SUMS.sig", _)));
         }
         // Hostile entry right after the metadata, before the content.
-        entries.insert(3, bad);
+        let after_meta = entries
+            .iter()
+            .take_while(|e| matches!(e, Raw::File(p, _) if stella_mirror::names::is_metadata(p)))
+            .count();
+        entries.insert(after_meta, bad);
         let archive = env.p(&format!("{name}.tar.gz"));
         hostile_archive(&archive, &entries);
         let a = archive.display().to_string();
@@ -2688,4 +2698,193 @@ fn mirror_verify_json_reports_a_failure() {
     assert_eq!(v["outcome"], "verification-failed");
     assert!(v["error"].as_str().unwrap().contains("nvd.json"));
     assert_eq!(v["source"], "b");
+}
+
+/// One raw ustar header (any name up to 100 bytes, no sanitising). ustar, not v7: tar
+/// readers honour extension headers only in ustar/GNU archives.
+fn raw_tar_header(name: &str, size: u64, kind: tar::EntryType) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    if let Some(u) = h.as_ustar_mut() {
+        u.name[..name.len()].copy_from_slice(name.as_bytes());
+    }
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_entry_type(kind);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+/// `n` bytes of `byte`, written in 1 MiB pieces (the archives below are far larger than
+/// what a test should hold in memory), then the tar padding.
+fn put_filled(w: &mut dyn Write, byte: u8, n: u64) {
+    let chunk = vec![byte; 1 << 20];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(chunk.len() as u64) as usize;
+        w.write_all(&chunk[..k]).expect("write");
+        left -= k as u64;
+    }
+    let pad = (512 - (n % 512)) % 512;
+    w.write_all(&vec![0u8; pad as usize]).expect("write");
+}
+
+/// A PAX record `LEN key=value\n` (LEN counts the whole record).
+fn pax_record(kv: &str) -> String {
+    let body = format!(" {kv}\n");
+    let mut len = body.len() + 1;
+    while len.to_string().len() + body.len() != len {
+        len = len.to_string().len() + body.len();
+    }
+    format!("{len}{body}")
+}
+
+/// Peak resident memory of a `stella` run, from GNU time (`/usr/bin/time -f %M`, KiB).
+fn run_measured(env: &Env, args: &[&str]) -> (Output, u64) {
+    let out = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("STELLA_MAXRSS_KIB=%M")
+        .arg(env!("CARGO_BIN_EXE_stella"))
+        .args(args)
+        .current_dir(env.dir.path())
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("run /usr/bin/time (apt package `time`, see scripts/setup-test-deps.sh)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let kib = err
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("STELLA_MAXRSS_KIB="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no max RSS in: {err}"));
+    (out, kib)
+}
+
+// Regression (issue #8 items 2 and 3): PAX size records and GNU long names walked past the
+// size limits (a 1 MB archive grew memory to 1.8 GB), and content was written before the
+// signature was checked. Each hostile archive is small on disk and huge decompressed; every
+// one is refused, in well under the 200 MiB memory budget, with nothing written.
+#[test]
+fn hostile_extension_headers_and_bombs_stay_within_memory_and_disk() {
+    let env = Env::new();
+    env.signed_bundle();
+    let files = bundle_entries(&env);
+    let meta_file = |name: &str| -> Vec<u8> {
+        files
+            .iter()
+            .find(|(p, _)| p == name)
+            .map(|(_, d)| d.clone())
+            .expect("metadata file")
+    };
+    let envelope = meta_file("manifest.dsse");
+    type Build<'a> = Box<dyn Fn(&mut dyn Write, u64) + 'a>;
+    let cases: Vec<(&str, Build<'_>, &str)> = vec![
+        (
+            "pax-size",
+            Box::new(|w: &mut dyn Write, big: u64| {
+                // A PAX record saying the next entry is `big` bytes; its ustar size says 2.
+                let rec = pax_record(&format!("size={big}"));
+                w.write_all(&raw_tar_header(
+                    "PaxHeaders/manifest.dsse",
+                    rec.len() as u64,
+                    tar::EntryType::XHeader,
+                ))
+                .unwrap();
+                w.write_all(rec.as_bytes()).unwrap();
+                w.write_all(&vec![0u8; 512 - rec.len()]).unwrap();
+                w.write_all(&raw_tar_header("manifest.dsse", 2, tar::EntryType::Regular))
+                    .unwrap();
+                put_filled(w, b' ', big);
+            }),
+            "PAX extended header (type x)",
+        ),
+        (
+            "gnu-longname",
+            Box::new(|w: &mut dyn Write, big: u64| {
+                w.write_all(&raw_tar_header(
+                    "././@LongLink",
+                    big,
+                    tar::EntryType::GNULongName,
+                ))
+                .unwrap();
+                put_filled(w, b'a', big);
+                w.write_all(&raw_tar_header("manifest.dsse", 2, tar::EntryType::Regular))
+                    .unwrap();
+                put_filled(w, b' ', 2);
+            }),
+            "GNU long-name header (type L)",
+        ),
+        (
+            "content-first",
+            Box::new(|w: &mut dyn Write, big: u64| {
+                w.write_all(&raw_tar_header(
+                    "advisories/nvd.json",
+                    big,
+                    tar::EntryType::Regular,
+                ))
+                .unwrap();
+                put_filled(w, 0, big);
+                w.write_all(&raw_tar_header(
+                    "manifest.dsse",
+                    envelope.len() as u64,
+                    tar::EntryType::Regular,
+                ))
+                .unwrap();
+                w.write_all(&envelope).unwrap();
+                let pad = (512 - envelope.len() % 512) % 512;
+                w.write_all(&vec![0u8; pad]).unwrap();
+            }),
+            "comes before manifest.dsse",
+        ),
+        (
+            "metadata-bomb",
+            Box::new(|w: &mut dyn Write, _big: u64| {
+                for name in ["manifest.dsse", "manifest.json", "SHA256SUMS"] {
+                    let n = stella_mirror::MAX_METADATA_BYTES;
+                    w.write_all(&raw_tar_header(name, n, tar::EntryType::Regular))
+                        .unwrap();
+                    put_filled(w, b' ', n);
+                }
+            }),
+            "metadata entries exceed",
+        ),
+    ];
+    for (name, build, fragment) in &cases {
+        for (ext, big) in [("tar.gz", 300u64 << 20), ("tar.zst", 2u64 << 30)] {
+            let file = format!("{name}.{ext}");
+            let f = std::fs::File::create(env.p(&file)).unwrap();
+            if ext == "tar.gz" {
+                let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+                build(&mut gz, big);
+                gz.write_all(&[0u8; 1024]).unwrap();
+                gz.finish().unwrap();
+            } else {
+                let mut z = zstd::stream::write::Encoder::new(f, 1).unwrap();
+                build(&mut z, big);
+                z.write_all(&[0u8; 1024]).unwrap();
+                z.finish().unwrap();
+            }
+            let on_disk = std::fs::metadata(env.p(&file)).unwrap().len();
+            assert!(on_disk < 8 << 20, "{file} is {on_disk} bytes");
+            let dest = format!("dest-{name}-{}", ext.replace('.', ""));
+            for args in [
+                vec!["mirror", "verify", file.as_str(), "--key", "k.pub"],
+                vec![
+                    "mirror",
+                    "unpack",
+                    file.as_str(),
+                    "--output",
+                    &dest,
+                    "--key",
+                    "k.pub",
+                ],
+            ] {
+                let (out, kib) = run_measured(&env, &args);
+                expect(&out, 1, fragment);
+                assert!(kib < 200 * 1024, "{file} {}: peak RSS {kib} KiB", args[1]);
+            }
+            assert!(!env.p(&dest).exists(), "{file}: dest written");
+            assert_no_staging(env.dir.path());
+            std::fs::remove_file(env.p(&file)).unwrap();
+        }
+    }
 }
