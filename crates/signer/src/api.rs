@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -403,8 +403,17 @@ impl Ctx<'_> {
 
     /// Gate 3: the body, bounded.
     async fn read_body(&self, body: Body) -> Result<bytes::Bytes, ApiError> {
-        let limit = self.app.config.server.max_body_bytes as usize;
-        match http_body_util::Limited::new(body, limit).collect().await {
+        let limit = usize::try_from(self.app.config.server.max_body_bytes).unwrap_or(usize::MAX);
+        let timeout_ms = self.app.config.server.request_timeout_ms;
+        let read = http_body_util::Limited::new(body, limit).collect();
+        // A body that trickles in is cut off: the response goes out with the body unread,
+        // and hyper closes such a connection.
+        let Ok(read) = tokio::time::timeout(Duration::from_millis(timeout_ms), read).await else {
+            return Err(invalid(format!(
+                "the request body did not arrive within {timeout_ms} ms"
+            )));
+        };
+        match read {
             Ok(c) => Ok(c.to_bytes()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 self.app.metrics.quota_hit("artifact_bytes");

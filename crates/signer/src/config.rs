@@ -69,6 +69,16 @@ pub struct ServerConfig {
     pub shutdown_grace_seconds: u64,
     /// Worker threads (0: one per core).
     pub worker_threads: usize,
+    /// A connection must deliver a complete request head (TLS handshake and protocol
+    /// detection included, and each further request on a kept-alive connection) within this
+    /// time, or it is closed (slowloris).
+    pub header_read_timeout_ms: u64,
+    /// A request body must arrive whole within this time, or the request is refused and its
+    /// connection closed.
+    pub request_timeout_ms: u64,
+    /// Most connections served at once; further ones wait in the kernel's listen backlog
+    /// (not accepted, so they cost no memory here) until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +90,9 @@ impl Default for ServerConfig {
             max_body_bytes: 8 * 1024 * 1024,
             shutdown_grace_seconds: 30,
             worker_threads: 0,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            max_connections: 1024,
         }
     }
 }
@@ -566,6 +579,15 @@ impl Config {
                     "{name} is {secs} seconds; at most {MAX_CONFIG_SECONDS} (ten years)"
                 ));
             }
+        }
+        if self.server.header_read_timeout_ms == 0
+            || self.server.request_timeout_ms == 0
+            || self.server.max_connections == 0
+        {
+            return bad(
+                "server.header_read_timeout_ms, server.request_timeout_ms and server.max_connections must be positive"
+                    .into(),
+            );
         }
         if self.server.max_body_bytes == 0 {
             return bad("server.max_body_bytes must be positive".into());

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -99,7 +99,21 @@ pub async fn serve(
     }
     let router = crate::router(app.clone());
     let graceful = GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let limits = ConnLimits::from_config(&app.config.server);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .max_buf_size(MAX_H1_BUF);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let local = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -111,6 +125,15 @@ pub async fn serve(
     );
     tokio::pin!(shutdown);
     loop {
+        // A connection slot first: beyond the limit, new connections are not accepted and
+        // wait in the kernel's listen backlog, costing nothing here.
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -127,7 +150,8 @@ pub async fn serve(
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    serve_conn(stream, peer, tls, router, builder, watcher).await;
+                    let _slot = permit;
+                    serve_conn(stream, peer, tls, router, builder, watcher, limits).await;
                 });
             }
             _ = &mut shutdown => break,
@@ -156,6 +180,58 @@ pub async fn serve(
     Ok(())
 }
 
+/// Largest HTTP/1 read buffer (request line and headers must fit).
+const MAX_H1_BUF: usize = 64 * 1024;
+/// HTTP/2: streams per connection and the largest header list.
+const H2_MAX_STREAMS: u32 = 64;
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Per-connection limits from `[server]`.
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    header_read: Duration,
+    max_connections: usize,
+}
+
+impl ConnLimits {
+    fn from_config(c: &crate::config::ServerConfig) -> Self {
+        ConnLimits {
+            header_read: Duration::from_millis(c.header_read_timeout_ms.max(1)),
+            max_connections: c
+                .max_connections
+                .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        }
+    }
+}
+
+/// Is a plain-TCP client speaking HTTP/2 with prior knowledge? Decided on the first bytes,
+/// within `deadline` (hyper's own detection has no timeout: a client trickling the preface
+/// would hold the connection forever). `None`: closed or too slow.
+async fn sniff_h2(stream: &tokio::net::TcpStream, deadline: Duration) -> Option<bool> {
+    tokio::time::timeout(deadline, async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = stream.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
+            // A prefix of the preface so far: wait for more bytes.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 async fn serve_conn(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -163,6 +239,7 @@ async fn serve_conn(
     router: axum::Router,
     builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
+    limits: ConnLimits,
 ) {
     let make_svc = |info: ConnInfo| {
         hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -172,22 +249,18 @@ async fn serve_conn(
     };
     match tls {
         Some(acceptor) => {
-            let tls_stream = match tokio::time::timeout(
-                Duration::from_secs(10),
-                acceptor.accept(stream),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
+            let tls_stream =
+                match tokio::time::timeout(limits.header_read, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
             let cert = tls_stream
                 .get_ref()
                 .1
@@ -199,6 +272,13 @@ async fn serve_conn(
                 client_cert_sha256: cert,
                 peer: Some(peer),
             };
+            // The protocol comes from ALPN: no sniffing of the first bytes.
+            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let builder = if h2 {
+                builder.http2_only()
+            } else {
+                builder.http1_only()
+            };
             let conn = builder.serve_connection(TokioIo::new(tls_stream), make_svc(info));
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection error");
@@ -209,6 +289,14 @@ async fn serve_conn(
                 tls: false,
                 client_cert_sha256: None,
                 peer: Some(peer),
+            };
+            let builder = match sniff_h2(&stream, limits.header_read).await {
+                Some(true) => builder.http2_only(),
+                Some(false) => builder.http1_only(),
+                None => {
+                    tracing::debug!(%peer, "no request within the header read timeout");
+                    return;
+                }
             };
             let conn = builder.serve_connection(TokioIo::new(stream), make_svc(info));
             if let Err(e) = watcher.watch(conn.into_owned()).await {
