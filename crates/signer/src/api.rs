@@ -273,9 +273,11 @@ struct Admitted {
 struct Ctx<'a> {
     app: &'a App,
     rec: AuditRecord,
+    /// The caller proved who it is (token and sender constraint).
+    authenticated: bool,
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let t = time::OffsetDateTime::now_utc();
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
@@ -334,6 +336,7 @@ impl Ctx<'_> {
                 return Err(f.error);
             }
         };
+        self.authenticated = true;
         self.rec.tenant = Some(caller.tenant.clone());
         self.rec.installation = Some(caller.installation.clone());
         self.rec.caller.sub = caller.claims.sub.clone();
@@ -749,13 +752,21 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
             format!("{method} {route}"),
             now_rfc3339(),
         ),
+        authenticated: false,
     };
     let (parts, body) = req.into_parts();
+    let source = parts
+        .extensions
+        .get::<ConnInfo>()
+        .and_then(|c| c.peer)
+        .map(|p| p.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
     let result = match which {
         SignRoute::Dsse => sign_dsse_inner(&mut ctx, parts, body).await,
         SignRoute::Export => sign_export_inner(&mut ctx, parts, body).await,
         SignRoute::VerifyReferrers => verify_referrers_inner(&mut ctx, parts).await,
     };
+    let authenticated = ctx.authenticated;
     let mut rec = ctx.rec;
     rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (status, code, outcome) = match &result {
@@ -780,8 +791,39 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
             tracing::error!(trace_id = %trace.trace_id, code, detail = e.internal_detail(), "request failed");
         }
     }
-    let audit_id = rec.audit_id.clone();
-    let audited = app.audit.append(rec).await;
+    crate::flood::bound_record(&mut rec);
+    // An unauthenticated failure past its window's burst is counted into the window's
+    // summary record instead of being written on its own (crate::flood).
+    let aggregated = match &result {
+        Err(e) if !authenticated => match app.unauth_failures.admit(
+            &source,
+            &rec.route,
+            code,
+            status,
+            rec.reason.as_deref().unwrap_or(""),
+            Instant::now(),
+        ) {
+            crate::flood::FailureRecord::Full => None,
+            crate::flood::FailureRecord::Aggregated { summary_audit_id } => {
+                tracing::debug!(code = e.code.as_str(), %source, "unauthenticated failure aggregated");
+                Some(summary_audit_id)
+            }
+        },
+        _ => None,
+    };
+    let (audit_id, audited) = match aggregated {
+        Some(summary) => (
+            summary,
+            Ok(stella_store::audit::Appended {
+                seq: 0,
+                hash: String::new(),
+            }),
+        ),
+        None => {
+            let id = rec.audit_id.clone();
+            (id, app.audit.append(rec).await)
+        }
+    };
     let (mut resp, code) = match (audited, result) {
         (Ok(_), Ok((mut body, lease))) => {
             body["auditId"] = json!(audit_id);
@@ -833,6 +875,13 @@ async fn sign_dsse_inner(
     let caller = ctx.authenticate(&parts).await?;
     let bytes = ctx.read_body(body).await?;
     let input: SignDsseIn = parse_json(&bytes)?;
+    let max_subjects = ctx.app.config.server.max_subjects;
+    if input.subject.len() > max_subjects {
+        return Err(invalid(format!(
+            "{} subjects; at most {max_subjects} per request",
+            input.subject.len()
+        )));
+    }
     ctx.rec.predicate_type = Some(input.predicate_type.clone());
     let mut subjects = Vec::with_capacity(input.subject.len());
     for (i, s) in input.subject.iter().enumerate() {

@@ -76,6 +76,9 @@ pub struct ServerConfig {
     /// A request body must arrive whole within this time, or the request is refused and its
     /// connection closed.
     pub request_timeout_ms: u64,
+    /// Most subjects in one sign request (`400 invalid_request` past it, before any is
+    /// looked at).
+    pub max_subjects: usize,
     /// Most connections served at once; further ones wait in the kernel's listen backlog
     /// (not accepted, so they cost no memory here) until one closes.
     pub max_connections: usize,
@@ -93,6 +96,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             max_connections: 1024,
+            max_subjects: 1024,
         }
     }
 }
@@ -351,6 +355,15 @@ pub struct AuditConfig {
     pub path: PathBuf,
     /// Most records per group commit.
     pub batch_max: usize,
+    /// Unauthenticated failures written in full per (source address, route, code) and
+    /// window; the rest are counted into one summary record per window
+    /// ([`crate::flood`]).
+    pub unauthenticated_burst: u32,
+    pub unauthenticated_window_seconds: u64,
+    /// Most sources tracked at once; past it, failures aggregate under the source `*`.
+    pub unauthenticated_sources: usize,
+    /// Most unauthenticated failures written in full per window over all sources.
+    pub unauthenticated_records_per_window: u32,
 }
 
 impl Default for AuditConfig {
@@ -359,6 +372,10 @@ impl Default for AuditConfig {
             backend: "sqlite".into(),
             path: PathBuf::from("data/audit.db"),
             batch_max: 1024,
+            unauthenticated_burst: 20,
+            unauthenticated_window_seconds: 60,
+            unauthenticated_sources: 10_000,
+            unauthenticated_records_per_window: 1000,
         }
     }
 }
@@ -586,6 +603,15 @@ impl Config {
         {
             return bad(
                 "server.header_read_timeout_ms, server.request_timeout_ms and server.max_connections must be positive"
+                    .into(),
+            );
+        }
+        if self.server.max_subjects == 0
+            || self.audit.unauthenticated_window_seconds == 0
+            || self.audit.unauthenticated_sources == 0
+        {
+            return bad(
+                "server.max_subjects, audit.unauthenticated_window_seconds and audit.unauthenticated_sources must be positive"
                     .into(),
             );
         }

@@ -123,6 +123,22 @@ pub async fn serve(
         audit = app.audit.backend(), quotas = app.quotas.backend(),
         keys = app.keys.all().count(), "signer listening"
     );
+    // Summary records of unauthenticated-failure windows (crate::flood), written as the
+    // windows close.
+    let (stop_summaries, mut summaries_stopped) = tokio::sync::oneshot::channel::<()>();
+    let summaries = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => app.write_failure_summaries(false).await,
+                    _ = &mut summaries_stopped => break,
+                }
+            }
+        })
+    };
     tokio::pin!(shutdown);
     loop {
         // A connection slot first: beyond the limit, new connections are not accepted and
@@ -175,6 +191,11 @@ pub async fn serve(
             "shutdown grace period over with sign pipelines still running"
         ),
     }
+    // Stop the ticker between two writes (never in the middle of one), then write every
+    // summary still open.
+    let _ = stop_summaries.send(());
+    let _ = summaries.await;
+    app.write_failure_summaries(true).await;
     app.audit.close().await?;
     tracing::info!("audit log flushed and closed");
     Ok(())
