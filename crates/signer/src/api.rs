@@ -805,6 +805,7 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
         ) {
             crate::flood::FailureRecord::Full => None,
             crate::flood::FailureRecord::Aggregated { summary_audit_id } => {
+                app.metrics.audit_aggregated();
                 tracing::debug!(code = e.code.as_str(), %source, "unauthenticated failure aggregated");
                 Some(summary_audit_id)
             }

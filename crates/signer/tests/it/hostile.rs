@@ -812,6 +812,16 @@ async fn unauthenticated_flood_is_aggregated_into_a_summary_record() {
     assert_ne!(ids[0], ids[1]);
     assert!(ids[2..].iter().all(|i| *i == ids[2]), "{ids:?}");
     assert!(!ids[..2].contains(&ids[2]));
+    let m = t
+        .http
+        .get(t.s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("stella_signer_audit_aggregated_total 4"), "{m}");
     // An authenticated caller's failures are never aggregated.
     let token = t.real_token().await;
     for _ in 0..3 {
