@@ -253,6 +253,85 @@ async fn sniff_h2(stream: &tokio::net::TcpStream, deadline: Duration) -> Option<
     .flatten()
 }
 
+/// What a connection is doing: requests being handled, and when it last did something.
+struct Activity {
+    busy: std::sync::atomic::AtomicUsize,
+    last: std::sync::Mutex<std::time::Instant>,
+}
+
+/// A request being handled on a connection.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            busy: std::sync::atomic::AtomicUsize::new(0),
+            last: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    fn start(this: &Arc<Self>) -> Busy {
+        this.busy.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Busy(this.clone())
+    }
+
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+    }
+
+    /// How long the connection has had no request in hand (zero while one is handled).
+    fn idle_for(&self) -> Duration {
+        if self.busy.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+}
+
+/// Serve a connection until it ends, or until it has had no request in hand for `idle`:
+/// then it is closed. This bounds what hyper does not — above all HTTP/2, where a client
+/// can open a stream and trickle its header block (CONTINUATION frames) forever while
+/// answering keep-alive pings; a stream reaches the service only once its headers are
+/// complete, so such a connection is idle and is closed. (HTTP/1 has hyper's own header
+/// read timeout as well.)
+async fn drive<F, E>(conn: F, activity: &Activity, idle: Duration, peer: SocketAddr)
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(20)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = &mut conn => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection error");
+                }
+                return;
+            }
+            _ = tick.tick() => {
+                if activity.idle_for() > idle {
+                    tracing::debug!(%peer, "connection idle past the header read timeout: closed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 async fn serve_conn(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -262,10 +341,18 @@ async fn serve_conn(
     watcher: hyper_util::server::graceful::Watcher,
     limits: ConnLimits,
 ) {
+    let activity = Arc::new(Activity::new());
     let make_svc = |info: ConnInfo| {
+        let activity = activity.clone();
         hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(info.clone());
-            router.clone().oneshot(req)
+            let busy = Activity::start(&activity);
+            let fut = router.clone().oneshot(req);
+            async move {
+                let r = fut.await;
+                drop(busy);
+                r
+            }
         })
     };
     match tls {
@@ -300,10 +387,15 @@ async fn serve_conn(
             } else {
                 builder.http1_only()
             };
+            activity.touch();
             let conn = builder.serve_connection(TokioIo::new(tls_stream), make_svc(info));
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection error");
-            }
+            drive(
+                watcher.watch(conn.into_owned()),
+                &activity,
+                limits.header_read,
+                peer,
+            )
+            .await;
         }
         None => {
             let info = ConnInfo {
@@ -319,10 +411,15 @@ async fn serve_conn(
                     return;
                 }
             };
+            activity.touch();
             let conn = builder.serve_connection(TokioIo::new(stream), make_svc(info));
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection error");
-            }
+            drive(
+                watcher.watch(conn.into_owned()),
+                &activity,
+                limits.header_read,
+                peer,
+            )
+            .await;
         }
     }
 }

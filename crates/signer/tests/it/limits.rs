@@ -192,3 +192,58 @@ async fn connections_beyond_the_limit_wait_unaccepted() {
     );
     drop(b);
 }
+
+/// HTTP/2 has no header read timeout in hyper: a client could open a stream, send the first
+/// fragment of its header block and never the rest (no END_HEADERS), answering pings forever.
+/// A connection with no request in hand is now closed after the header read timeout.
+#[tokio::test]
+async fn http2_header_block_trickle_is_closed() {
+    let s = TestSigner::start_with(Opts {
+        toml: "[server]\nheader_read_timeout_ms = 1000\n".into(),
+        ..Opts::default()
+    })
+    .await;
+    let mut cfg = (*tls_config()).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr(&s)).await.unwrap();
+    let mut conn = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(conn.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let frame = |ty: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[ty, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    conn.write_all(&frame(0x4, 0, 0, &[])).await.unwrap(); // SETTINGS
+                                                           // Wait for the server's SETTINGS, acknowledge them like a real client.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the handshake");
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() >= 9 && buf[3] == 0x4 && buf[4] & 1 == 0 {
+            break;
+        }
+    }
+    conn.write_all(&frame(0x4, 0x1, 0, &[])).await.unwrap(); // SETTINGS ACK
+                                                             // HEADERS on stream 1: `:method: POST` and no END_HEADERS — the block never completes.
+    conn.write_all(&frame(0x1, 0, 1, &[0x83])).await.unwrap();
+    conn.flush().await.unwrap();
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(8), conn.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "the connection was held open");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
