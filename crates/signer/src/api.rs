@@ -49,6 +49,8 @@ pub const IDENTITY_HEADERS: &[(&str, Code)] = &[
     ("authorization", Code::InvalidToken),
     ("dpop", Code::InvalidDpopProof),
     ("x-stella-tenant", Code::InvalidRequest),
+    // Names the DPoP `htu` target when `server.public_url` is unset (loopback only).
+    ("host", Code::InvalidRequest),
 ];
 
 /// Connection facts the server attaches to each request.

@@ -708,6 +708,29 @@ async fn duplicated_credential_headers_are_refused() {
     )
     .await;
     assert_refused(&t.s, &r, 400, "invalid_request");
+    // Two Host headers (they name the DPoP `htu` target when public_url is unset).
+    let host = t
+        .url
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = raw(
+        vec![
+            ("authorization", format!("DPoP {token}")),
+            ("dpop", proof()),
+            ("host", host.clone()),
+            ("host", "evil.example".into()),
+        ],
+        t.http.clone(),
+    )
+    .await;
+    let rec = assert_refused(&t.s, &r, 400, "invalid_request");
+    assert!(rec
+        .reason
+        .unwrap()
+        .contains("host header appears more than once"));
     // An mTLS-bound token with a stray pair of DPoP headers: refused, not ignored.
     let pki = &authority().pki;
     let mtls = authority()
