@@ -261,6 +261,19 @@ impl MemoryReplayCache {
         Err(StoreError::Full("DPoP replay cache".into()))
     }
 
+    /// [`ReplayCache::check_and_insert_in`] with an explicit clock (`now`, Unix seconds):
+    /// for benchmarks and tests that simulate time.
+    pub fn check_and_insert_at(
+        &self,
+        partition: &str,
+        key: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let k = format!("{}:{partition}:{key}", partition.len());
+        self.insert_at(partition, &k, expires_at, now)
+    }
+
     fn evict_all_expired(&self, now: i64) {
         for s in &self.shards {
             let mut shard = lock(s);
