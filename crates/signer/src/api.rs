@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -49,6 +49,8 @@ pub const IDENTITY_HEADERS: &[(&str, Code)] = &[
     ("authorization", Code::InvalidToken),
     ("dpop", Code::InvalidDpopProof),
     ("x-stella-tenant", Code::InvalidRequest),
+    // Names the DPoP `htu` target when `server.public_url` is unset (loopback only).
+    ("host", Code::InvalidRequest),
 ];
 
 /// Connection facts the server attaches to each request.
@@ -273,9 +275,11 @@ struct Admitted {
 struct Ctx<'a> {
     app: &'a App,
     rec: AuditRecord,
+    /// The caller proved who it is (token and sender constraint).
+    authenticated: bool,
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let t = time::OffsetDateTime::now_utc();
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
@@ -334,6 +338,7 @@ impl Ctx<'_> {
                 return Err(f.error);
             }
         };
+        self.authenticated = true;
         self.rec.tenant = Some(caller.tenant.clone());
         self.rec.installation = Some(caller.installation.clone());
         self.rec.caller.sub = caller.claims.sub.clone();
@@ -403,8 +408,17 @@ impl Ctx<'_> {
 
     /// Gate 3: the body, bounded.
     async fn read_body(&self, body: Body) -> Result<bytes::Bytes, ApiError> {
-        let limit = self.app.config.server.max_body_bytes as usize;
-        match http_body_util::Limited::new(body, limit).collect().await {
+        let limit = usize::try_from(self.app.config.server.max_body_bytes).unwrap_or(usize::MAX);
+        let timeout_ms = self.app.config.server.request_timeout_ms;
+        let read = http_body_util::Limited::new(body, limit).collect();
+        // A body that trickles in is cut off: the response goes out with the body unread,
+        // and hyper closes such a connection.
+        let Ok(read) = tokio::time::timeout(Duration::from_millis(timeout_ms), read).await else {
+            return Err(invalid(format!(
+                "the request body did not arrive within {timeout_ms} ms"
+            )));
+        };
+        match read {
             Ok(c) => Ok(c.to_bytes()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 self.app.metrics.quota_hit("artifact_bytes");
@@ -740,13 +754,21 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
             format!("{method} {route}"),
             now_rfc3339(),
         ),
+        authenticated: false,
     };
     let (parts, body) = req.into_parts();
+    let source = parts
+        .extensions
+        .get::<ConnInfo>()
+        .and_then(|c| c.peer)
+        .map(|p| p.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
     let result = match which {
         SignRoute::Dsse => sign_dsse_inner(&mut ctx, parts, body).await,
         SignRoute::Export => sign_export_inner(&mut ctx, parts, body).await,
         SignRoute::VerifyReferrers => verify_referrers_inner(&mut ctx, parts).await,
     };
+    let authenticated = ctx.authenticated;
     let mut rec = ctx.rec;
     rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     let (status, code, outcome) = match &result {
@@ -771,8 +793,40 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
             tracing::error!(trace_id = %trace.trace_id, code, detail = e.internal_detail(), "request failed");
         }
     }
-    let audit_id = rec.audit_id.clone();
-    let audited = app.audit.append(rec).await;
+    crate::flood::bound_record(&mut rec);
+    // An unauthenticated failure past its window's burst is counted into the window's
+    // summary record instead of being written on its own (crate::flood).
+    let aggregated = match &result {
+        Err(e) if !authenticated => match app.unauth_failures.admit(
+            &source,
+            &rec.route,
+            code,
+            status,
+            rec.reason.as_deref().unwrap_or(""),
+            Instant::now(),
+        ) {
+            crate::flood::FailureRecord::Full => None,
+            crate::flood::FailureRecord::Aggregated { summary_audit_id } => {
+                app.metrics.audit_aggregated();
+                tracing::debug!(code = e.code.as_str(), %source, "unauthenticated failure aggregated");
+                Some(summary_audit_id)
+            }
+        },
+        _ => None,
+    };
+    let (audit_id, audited) = match aggregated {
+        Some(summary) => (
+            summary,
+            Ok(stella_store::audit::Appended {
+                seq: 0,
+                hash: String::new(),
+            }),
+        ),
+        None => {
+            let id = rec.audit_id.clone();
+            (id, app.audit.append(rec).await)
+        }
+    };
     let (mut resp, code) = match (audited, result) {
         (Ok(_), Ok((mut body, lease))) => {
             body["auditId"] = json!(audit_id);
@@ -824,6 +878,13 @@ async fn sign_dsse_inner(
     let caller = ctx.authenticate(&parts).await?;
     let bytes = ctx.read_body(body).await?;
     let input: SignDsseIn = parse_json(&bytes)?;
+    let max_subjects = ctx.app.config.server.max_subjects;
+    if input.subject.len() > max_subjects {
+        return Err(invalid(format!(
+            "{} subjects; at most {max_subjects} per request",
+            input.subject.len()
+        )));
+    }
     ctx.rec.predicate_type = Some(input.predicate_type.clone());
     let mut subjects = Vec::with_capacity(input.subject.len());
     for (i, s) in input.subject.iter().enumerate() {

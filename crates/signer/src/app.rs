@@ -87,6 +87,8 @@ pub struct App {
     pub(crate) draining: AtomicBool,
     /// Sign pipelines running (each in its own task, whatever the client does).
     pub(crate) pipelines: Pipelines,
+    /// Aggregation of unauthenticated failures ([`crate::flood`]).
+    pub unauth_failures: crate::flood::UnauthFailures,
 }
 
 /// Counts the pipelines in flight, so shutdown can wait for them before closing the audit
@@ -140,6 +142,21 @@ impl App {
     pub(crate) fn pipeline_started(self: &Arc<Self>) -> PipelineGuard {
         self.pipelines.running.fetch_add(1, Ordering::AcqRel);
         PipelineGuard(self.clone())
+    }
+
+    /// Append the summary records of unauthenticated-failure windows that have closed
+    /// (every open one when `all`: shutdown).
+    pub async fn write_failure_summaries(&self, all: bool) {
+        for rec in self
+            .unauth_failures
+            .take_summaries(std::time::Instant::now(), all)
+        {
+            let id = rec.audit_id.clone();
+            if let Err(e) = self.audit.append(rec).await {
+                self.metrics.audit_failure();
+                tracing::error!(audit_id = %id, error = %e, "cannot write an unauthenticated-failure summary record");
+            }
+        }
     }
 
     /// Resolve once no pipeline is running.
@@ -419,6 +436,12 @@ impl AppBuilder {
         if let Some(r) = release.referrers() {
             tracing::info!(repository = %r.repository(), "release integrity: OCI signature referrers");
         }
+        let unauth_failures = crate::flood::UnauthFailures::new(crate::flood::FloodLimits {
+            window: Duration::from_secs(cfg.audit.unauthenticated_window_seconds.max(1)),
+            burst: cfg.audit.unauthenticated_burst,
+            max_sources: cfg.audit.unauthenticated_sources.max(1),
+            records_per_window: cfg.audit.unauthenticated_records_per_window,
+        });
         Ok(App {
             config: cfg,
             auth,
@@ -432,6 +455,7 @@ impl AppBuilder {
             audit_checkpoint_key,
             draining: AtomicBool::new(false),
             pipelines: Pipelines::default(),
+            unauth_failures,
         })
     }
 }

@@ -99,10 +99,30 @@ impl From<ApiError> for AuthFailure {
 /// Access tokens whose signature and static claims were verified, keyed by SHA-256 of the
 /// token. A hit skips only the signature check and the parse: expiry, `nbf` and everything
 /// about the request (sender constraint, DPoP proof, scope) are checked every time. Entries
-/// leave at the token's `exp`; the cache is bounded (expired entries are dropped when it
-/// fills, then everything). Consequence to know: a token signed by a key the Authority has
-/// since removed from its JWKS stays accepted until it expires (access tokens are minutes).
-type CacheShard = std::collections::HashMap<[u8; 32], (TokenClaims, Option<i64>)>;
+/// leave at the token's `exp`; the cache is bounded: when a shard is full, the entry that
+/// expires first leaves (expired ones first, by construction) — taken from the front of an
+/// expiry heap, so no lookup scans the shard and the cache is never cleared wholesale (which
+/// would send every caller back to full verification at once). Consequence to know: a token
+/// signed by a key the Authority has since removed from its JWKS stays accepted until it
+/// expires (access tokens are minutes).
+#[derive(Default)]
+struct CacheShard {
+    map: std::collections::HashMap<[u8; 32], (TokenClaims, Option<i64>)>,
+    /// (exp, key) of every entry, earliest first; may hold stale pairs of replaced entries.
+    by_exp: std::collections::BinaryHeap<std::cmp::Reverse<(i64, [u8; 32])>>,
+}
+
+impl CacheShard {
+    /// Drop the entry that expires first (skipping stale heap pairs).
+    fn evict_first(&mut self) {
+        while let Some(std::cmp::Reverse((exp, k))) = self.by_exp.pop() {
+            if self.map.get(&k).is_some_and(|(c, _)| c.exp == exp) {
+                self.map.remove(&k);
+                return;
+            }
+        }
+    }
+}
 
 pub struct TokenCache {
     shards: Vec<std::sync::Mutex<CacheShard>>,
@@ -124,18 +144,35 @@ impl TokenCache {
     }
 
     fn get(&self, k: &[u8; 32]) -> Option<(TokenClaims, Option<i64>)> {
-        self.shard(k).get(k).cloned()
+        self.shard(k).map.get(k).cloned()
     }
 
     fn put(&self, k: [u8; 32], claims: TokenClaims, nbf: Option<i64>, now: i64) {
         let mut g = self.shard(&k);
-        if g.len() >= self.per_shard {
-            g.retain(|_, (c, _)| c.exp > now);
-            if g.len() >= self.per_shard {
-                g.clear();
+        // Expired entries leave from the front.
+        while g
+            .by_exp
+            .peek()
+            .is_some_and(|std::cmp::Reverse((exp, _))| *exp < now)
+        {
+            g.evict_first();
+        }
+        if !g.map.contains_key(&k) {
+            while g.map.len() >= self.per_shard && !g.by_exp.is_empty() {
+                g.evict_first();
             }
         }
-        g.insert(k, (claims, nbf));
+        g.by_exp.push(std::cmp::Reverse((claims.exp, k)));
+        g.map.insert(k, (claims, nbf));
+        // Replaced entries leave stale heap pairs: compact once they outnumber the entries.
+        if g.by_exp.len() > 2 * self.per_shard {
+            let live: Vec<_> = g
+                .map
+                .iter()
+                .map(|(k, (c, _))| std::cmp::Reverse((c.exp, *k)))
+                .collect();
+            g.by_exp = live.into();
+        }
     }
 }
 
@@ -652,6 +689,44 @@ mod tests {
         c.put(k, claims(300), None, 200);
         assert!(c.get(&[1; 32]).is_none());
         assert!(c.get(&k).is_some());
+    }
+
+    /// Issue #8 ("tests that cannot do their job"): the test above never filled a shard with
+    /// live entries, where the cache was cleared wholesale. Full of live entries, it now
+    /// drops only the one that expires first.
+    #[test]
+    fn full_token_cache_evicts_the_earliest_expiry_not_everything() {
+        let c = TokenCache::new(16 * 4); // 4 per shard
+        let claims = |exp| TokenClaims {
+            exp,
+            ..TokenClaims::default()
+        };
+        let key = |i: u8| {
+            let mut k = [7u8; 32]; // one shard
+            k[1] = i;
+            k
+        };
+        for (i, exp) in [(0u8, 500), (1, 300), (2, 900), (3, 700)] {
+            c.put(key(i), claims(exp), None, 100);
+        }
+        // Re-putting a live key does not evict anyone.
+        c.put(key(2), claims(900), None, 100);
+        for i in 0..4 {
+            assert!(c.get(&key(i)).is_some(), "{i}");
+        }
+        c.put(key(4), claims(800), None, 100);
+        assert!(c.get(&key(1)).is_none(), "earliest expiry left");
+        for i in [0u8, 2, 3, 4] {
+            assert!(c.get(&key(i)).is_some(), "{i} kept");
+        }
+        // Many re-puts keep the bookkeeping bounded.
+        for _ in 0..100 {
+            c.put(key(0), claims(500), None, 100);
+        }
+        assert!(c.shard(&key(0)).by_exp.len() <= 8);
+        c.put(key(5), claims(1000), None, 100);
+        assert!(c.get(&key(0)).is_none());
+        assert_eq!(c.shard(&key(0)).map.len(), 4);
     }
 
     #[test]

@@ -69,6 +69,19 @@ pub struct ServerConfig {
     pub shutdown_grace_seconds: u64,
     /// Worker threads (0: one per core).
     pub worker_threads: usize,
+    /// A connection must deliver a complete request head (TLS handshake and protocol
+    /// detection included, and each further request on a kept-alive connection) within this
+    /// time, or it is closed (slowloris).
+    pub header_read_timeout_ms: u64,
+    /// A request body must arrive whole within this time, or the request is refused and its
+    /// connection closed.
+    pub request_timeout_ms: u64,
+    /// Most subjects in one sign request (`400 invalid_request` past it, before any is
+    /// looked at).
+    pub max_subjects: usize,
+    /// Most connections served at once; further ones wait in the kernel's listen backlog
+    /// (not accepted, so they cost no memory here) until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +93,10 @@ impl Default for ServerConfig {
             max_body_bytes: 8 * 1024 * 1024,
             shutdown_grace_seconds: 30,
             worker_threads: 0,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            max_connections: 1024,
+            max_subjects: 1024,
         }
     }
 }
@@ -349,6 +366,15 @@ pub struct AuditConfig {
     pub checkpoint_path: Option<PathBuf>,
     /// Seconds between checkpoints (one is also written at start and at shutdown).
     pub checkpoint_interval_seconds: u64,
+    /// Unauthenticated failures written in full per (source address, route, code) and
+    /// window; the rest are counted into one summary record per window
+    /// ([`crate::flood`]).
+    pub unauthenticated_burst: u32,
+    pub unauthenticated_window_seconds: u64,
+    /// Most sources tracked at once; past it, failures aggregate under the source `*`.
+    pub unauthenticated_sources: usize,
+    /// Most unauthenticated failures written in full per window over all sources.
+    pub unauthenticated_records_per_window: u32,
 }
 
 impl Default for AuditConfig {
@@ -361,6 +387,10 @@ impl Default for AuditConfig {
             checkpoint_public_key: None,
             checkpoint_path: None,
             checkpoint_interval_seconds: 60,
+            unauthenticated_burst: 20,
+            unauthenticated_window_seconds: 60,
+            unauthenticated_sources: 10_000,
+            unauthenticated_records_per_window: 1000,
         }
     }
 }
@@ -598,6 +628,24 @@ impl Config {
                     "{name} is {secs} seconds; at most {MAX_CONFIG_SECONDS} (ten years)"
                 ));
             }
+        }
+        if self.server.header_read_timeout_ms == 0
+            || self.server.request_timeout_ms == 0
+            || self.server.max_connections == 0
+        {
+            return bad(
+                "server.header_read_timeout_ms, server.request_timeout_ms and server.max_connections must be positive"
+                    .into(),
+            );
+        }
+        if self.server.max_subjects == 0
+            || self.audit.unauthenticated_window_seconds == 0
+            || self.audit.unauthenticated_sources == 0
+        {
+            return bad(
+                "server.max_subjects, audit.unauthenticated_window_seconds and audit.unauthenticated_sources must be positive"
+                    .into(),
+            );
         }
         if self.server.max_body_bytes == 0 {
             return bad("server.max_body_bytes must be positive".into());

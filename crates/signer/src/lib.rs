@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod dev;
 pub mod error;
+pub mod flood;
 pub mod jose;
 pub mod jwks;
 pub mod metrics;

@@ -8,6 +8,8 @@
 //! - `stella_signer_quota_hits_total{kind}` — `qps`, `concurrency`, `artifact_bytes`.
 //! - `stella_signer_key_usage_total{key_id,mode}` — signatures made, per key and mode.
 //! - `stella_signer_audit_failures_total` — audit writes that failed (requests refused).
+//! - `stella_signer_audit_aggregated_total` — unauthenticated failures counted into a summary
+//!   record instead of a record of their own ([`crate::flood`]).
 //! - `stella_signer_release_unavailable_total` — release verdicts the registry could not give
 //!   (requests refused with 503).
 //!
@@ -79,6 +81,7 @@ pub struct Metrics {
     key_usage: Counters<(String, &'static str)>,
     audit_failures: AtomicU64,
     release_unavailable: AtomicU64,
+    audit_aggregated: AtomicU64,
 }
 
 fn escape(s: &str) -> String {
@@ -121,6 +124,10 @@ impl Metrics {
 
     pub fn audit_failure(&self) {
         self.audit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn audit_aggregated(&self) {
+        self.audit_aggregated.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn release_unavailable(&self) {
@@ -223,6 +230,13 @@ impl Metrics {
             out,
             "stella_signer_audit_failures_total {}",
             self.audit_failures.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP stella_signer_audit_aggregated_total Unauthenticated failures counted into a summary audit record.\n");
+        out.push_str("# TYPE stella_signer_audit_aggregated_total counter\n");
+        let _ = writeln!(
+            out,
+            "stella_signer_audit_aggregated_total {}",
+            self.audit_aggregated.load(Ordering::Relaxed)
         );
         out.push_str("# HELP stella_signer_release_unavailable_total Release verdicts the registry could not give (503).\n");
         out.push_str("# TYPE stella_signer_release_unavailable_total counter\n");

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -100,7 +100,21 @@ pub async fn serve(
     }
     let router = crate::router(app.clone());
     let graceful = GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let limits = ConnLimits::from_config(&app.config.server);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .max_buf_size(MAX_H1_BUF);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let local = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -111,8 +125,33 @@ pub async fn serve(
         keys = app.keys.all().count(), "signer listening"
     );
     let checkpoints = crate::checkpoints::start(&app).await?;
+    // Summary records of unauthenticated-failure windows (crate::flood), written as the
+    // windows close.
+    let (stop_summaries, mut summaries_stopped) = tokio::sync::oneshot::channel::<()>();
+    let summaries = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => app.write_failure_summaries(false).await,
+                    _ = &mut summaries_stopped => break,
+                }
+            }
+        })
+    };
     tokio::pin!(shutdown);
     loop {
+        // A connection slot first: beyond the limit, new connections are not accepted and
+        // wait in the kernel's listen backlog, costing nothing here.
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -129,7 +168,8 @@ pub async fn serve(
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    serve_conn(stream, peer, tls, router, builder, watcher).await;
+                    let _slot = permit;
+                    serve_conn(stream, peer, tls, router, builder, watcher, limits).await;
                 });
             }
             _ = &mut shutdown => break,
@@ -153,12 +193,148 @@ pub async fn serve(
             "shutdown grace period over with sign pipelines still running"
         ),
     }
+    // Stop the ticker between two writes (never in the middle of one), then write every
+    // summary still open.
+    let _ = stop_summaries.send(());
+    let _ = summaries.await;
+    app.write_failure_summaries(true).await;
     app.audit.close().await?;
     tracing::info!("audit log flushed and closed");
     if let Some(c) = checkpoints {
         c.finish(&app).await?;
     }
     Ok(())
+}
+
+/// Largest HTTP/1 read buffer (request line and headers must fit).
+const MAX_H1_BUF: usize = 64 * 1024;
+/// HTTP/2: streams per connection and the largest header list.
+const H2_MAX_STREAMS: u32 = 64;
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Per-connection limits from `[server]`.
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    header_read: Duration,
+    max_connections: usize,
+}
+
+impl ConnLimits {
+    fn from_config(c: &crate::config::ServerConfig) -> Self {
+        ConnLimits {
+            header_read: Duration::from_millis(c.header_read_timeout_ms.max(1)),
+            max_connections: c
+                .max_connections
+                .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        }
+    }
+}
+
+/// Is a plain-TCP client speaking HTTP/2 with prior knowledge? Decided on the first bytes,
+/// within `deadline` (hyper's own detection has no timeout: a client trickling the preface
+/// would hold the connection forever). `None`: closed or too slow.
+async fn sniff_h2(stream: &tokio::net::TcpStream, deadline: Duration) -> Option<bool> {
+    tokio::time::timeout(deadline, async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = stream.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
+            // A prefix of the preface so far: wait for more bytes.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// What a connection is doing: requests being handled, and when it last did something.
+struct Activity {
+    busy: std::sync::atomic::AtomicUsize,
+    last: std::sync::Mutex<std::time::Instant>,
+}
+
+/// A request being handled on a connection.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            busy: std::sync::atomic::AtomicUsize::new(0),
+            last: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    fn start(this: &Arc<Self>) -> Busy {
+        this.busy.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Busy(this.clone())
+    }
+
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+    }
+
+    /// How long the connection has had no request in hand (zero while one is handled).
+    fn idle_for(&self) -> Duration {
+        if self.busy.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+}
+
+/// Serve a connection until it ends, or until it has had no request in hand for `idle`:
+/// then it is closed. This bounds what hyper does not — above all HTTP/2, where a client
+/// can open a stream and trickle its header block (CONTINUATION frames) forever while
+/// answering keep-alive pings; a stream reaches the service only once its headers are
+/// complete, so such a connection is idle and is closed. (HTTP/1 has hyper's own header
+/// read timeout as well.)
+async fn drive<F, E>(conn: F, activity: &Activity, idle: Duration, peer: SocketAddr)
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(20)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = &mut conn => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection error");
+                }
+                return;
+            }
+            _ = tick.tick() => {
+                if activity.idle_for() > idle {
+                    tracing::debug!(%peer, "connection idle past the header read timeout: closed");
+                    return;
+                }
+            }
+        }
+    }
 }
 
 async fn serve_conn(
@@ -168,31 +344,36 @@ async fn serve_conn(
     router: axum::Router,
     builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
+    limits: ConnLimits,
 ) {
+    let activity = Arc::new(Activity::new());
     let make_svc = |info: ConnInfo| {
+        let activity = activity.clone();
         hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(info.clone());
-            router.clone().oneshot(req)
+            let busy = Activity::start(&activity);
+            let fut = router.clone().oneshot(req);
+            async move {
+                let r = fut.await;
+                drop(busy);
+                r
+            }
         })
     };
     match tls {
         Some(acceptor) => {
-            let tls_stream = match tokio::time::timeout(
-                Duration::from_secs(10),
-                acceptor.accept(stream),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
+            let tls_stream =
+                match tokio::time::timeout(limits.header_read, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
             let cert = tls_stream
                 .get_ref()
                 .1
@@ -204,10 +385,22 @@ async fn serve_conn(
                 client_cert_sha256: cert,
                 peer: Some(peer),
             };
+            // The protocol comes from ALPN: no sniffing of the first bytes.
+            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let builder = if h2 {
+                builder.http2_only()
+            } else {
+                builder.http1_only()
+            };
+            activity.touch();
             let conn = builder.serve_connection(TokioIo::new(tls_stream), make_svc(info));
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection error");
-            }
+            drive(
+                watcher.watch(conn.into_owned()),
+                &activity,
+                limits.header_read,
+                peer,
+            )
+            .await;
         }
         None => {
             let info = ConnInfo {
@@ -215,10 +408,23 @@ async fn serve_conn(
                 client_cert_sha256: None,
                 peer: Some(peer),
             };
+            let builder = match sniff_h2(&stream, limits.header_read).await {
+                Some(true) => builder.http2_only(),
+                Some(false) => builder.http1_only(),
+                None => {
+                    tracing::debug!(%peer, "no request within the header read timeout");
+                    return;
+                }
+            };
+            activity.touch();
             let conn = builder.serve_connection(TokioIo::new(stream), make_svc(info));
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection error");
-            }
+            drive(
+                watcher.watch(conn.into_owned()),
+                &activity,
+                limits.header_read,
+                peer,
+            )
+            .await;
         }
     }
 }

@@ -239,6 +239,13 @@ impl MemoryReplayCache {
                     None => (Arc::from(partition), 0),
                 };
                 if n >= self.per_partition_max {
+                    if attempt == 0 {
+                        // The partition's expired entries may sit in other shards.
+                        drop(p);
+                        drop(shard);
+                        self.evict_all_expired(now);
+                        continue;
+                    }
                     return Err(StoreError::Full(format!(
                         "DPoP replay cache share of {partition:?}"
                     )));
@@ -252,6 +259,19 @@ impl MemoryReplayCache {
             return Ok(true);
         }
         Err(StoreError::Full("DPoP replay cache".into()))
+    }
+
+    /// [`ReplayCache::check_and_insert_in`] with an explicit clock (`now`, Unix seconds):
+    /// for benchmarks and tests that simulate time.
+    pub fn check_and_insert_at(
+        &self,
+        partition: &str,
+        key: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let k = format!("{}:{partition}:{key}", partition.len());
+        self.insert_at(partition, &k, expires_at, now)
     }
 
     fn evict_all_expired(&self, now: i64) {
@@ -415,6 +435,27 @@ mod tests {
         ));
         // Once the noisy tenant's entries expire, its share is back.
         assert!(c.insert_at("noisy", "again", 3000, 1000).unwrap());
+    }
+
+    #[test]
+    fn a_partition_gets_its_share_back_when_its_entries_expire() {
+        // Overall far from full: only the partition's own bound is in play, and its expired
+        // entries sit in other shards than the new key's.
+        let c = MemoryReplayCache::with_partition_limit(10_000, 20);
+        for i in 0..20 {
+            assert!(c.insert_at("t", &format!("k{i}"), 1000, 0).unwrap());
+        }
+        assert!(matches!(
+            c.insert_at("t", "k20", 1000, 10),
+            Err(StoreError::Full(_))
+        ));
+        for i in 0..20 {
+            assert!(
+                c.insert_at("t", &format!("n{i}"), 5000, 2000).unwrap(),
+                "n{i}"
+            );
+        }
+        assert_eq!(c.len(), 20);
     }
 
     #[tokio::test]

@@ -708,6 +708,29 @@ async fn duplicated_credential_headers_are_refused() {
     )
     .await;
     assert_refused(&t.s, &r, 400, "invalid_request");
+    // Two Host headers (they name the DPoP `htu` target when public_url is unset).
+    let host = t
+        .url
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = raw(
+        vec![
+            ("authorization", format!("DPoP {token}")),
+            ("dpop", proof()),
+            ("host", host.clone()),
+            ("host", "evil.example".into()),
+        ],
+        t.http.clone(),
+    )
+    .await;
+    let rec = assert_refused(&t.s, &r, 400, "invalid_request");
+    assert!(rec
+        .reason
+        .unwrap()
+        .contains("host header appears more than once"));
     // An mTLS-bound token with a stray pair of DPoP headers: refused, not ignored.
     let pki = &authority().pki;
     let mtls = authority()
@@ -783,4 +806,104 @@ async fn license_without_a_tenant_entitles_nobody() {
     // The control: the tenant's own license is served.
     let r = send_dpop(&t.http, &t.url, &token, &t.key, &sign_body("poe-a")).await;
     assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// Issue #8 item 9: every unauthenticated failure wrote a durable row, so anyone could fill
+/// the disk. Past the burst, a window's failures from one source are counted into one
+/// summary record (whose id the aggregated responses carry); none goes uncounted.
+#[tokio::test]
+async fn unauthenticated_flood_is_aggregated_into_a_summary_record() {
+    let mut t = setup_with(Opts {
+        toml: "[audit]\nunauthenticated_burst = 2\nunauthenticated_window_seconds = 1\n".into(),
+        ..Opts::default()
+    })
+    .await;
+    let body = serde_json::to_vec(&sign_body("poe-a")).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let r = send(&t.http, &t.url, None, &[], body.clone()).await;
+        assert_eq!((r.status, r.code()), (401, "invalid_token"));
+        assert!(r.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("DPoP "));
+        ids.push(r.audit_id().to_string());
+    }
+    // The first two are written in full, the other four share the summary's id.
+    t.s.audit(&ids[0]);
+    t.s.audit(&ids[1]);
+    assert_ne!(ids[0], ids[1]);
+    assert!(ids[2..].iter().all(|i| *i == ids[2]), "{ids:?}");
+    assert!(!ids[..2].contains(&ids[2]));
+    let m = t
+        .http
+        .get(t.s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("stella_signer_audit_aggregated_total 4"), "{m}");
+    // An authenticated caller's failures are never aggregated.
+    let token = t.real_token().await;
+    for _ in 0..3 {
+        let r = send_dpop(&t.http, &t.url, &token, &t.key, &sign_body("no-such-poe")).await;
+        assert_refused(&t.s, &r, 403, "entitlement_denied");
+    }
+    // The window closes; its summary is written (and shutdown writes any still open).
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    t.s.stop().await;
+    let summary = t.s.audit(&ids[2]);
+    assert_eq!(summary.reason_code.as_deref(), Some("invalid_token"));
+    assert_eq!(summary.status, 401);
+    let reason = summary.reason.unwrap();
+    assert!(
+        reason.contains("4 more unauthenticated failures"),
+        "{reason}"
+    );
+    assert!(reason.contains("127.0.0.1"), "{reason}");
+    let reader = stella_store::sqlite::SqliteReader::open(&t.s.audit_db).unwrap();
+    let n = stella_store::AuditReader::read_after(&reader, 0, 100)
+        .unwrap()
+        .len();
+    assert_eq!(
+        n,
+        2 + 1 + 3,
+        "two full records, one summary, three authenticated refusals"
+    );
+}
+
+/// Issue #8 item 9: a caller without entitlement could put megabytes of subjects (and of
+/// predicate type, quoted in the reason) into one record before the PoE and quota gates.
+#[tokio::test]
+async fn refused_request_cannot_inflate_its_audit_record() {
+    let t = setup().await;
+    let token = t.real_token().await;
+    let subjects = |n: usize| -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|i| json!({"name": format!("s{i}"), "digest": {"sha256": format!("{i:064x}")}}))
+            .collect()
+    };
+    let mut body = sign_body("no-such-poe");
+    body["subject"] = json!(subjects(1000));
+    let r = send_dpop(&t.http, &t.url, &token, &t.key, &body).await;
+    let rec = assert_refused(&t.s, &r, 403, "entitlement_denied");
+    assert_eq!(rec.subject_digests.len(), 17, "16 digests and a marker");
+    assert!(rec.subject_digests[16].contains("984 more subjects"));
+    assert!(serde_json::to_vec(&rec).unwrap().len() < 8 * 1024);
+    // A long predicate type quoted in the refusal is cut with a marker.
+    let mut body = sign_body("poe-a");
+    body["predicateType"] = json!("x".repeat(100_000));
+    let r = send_dpop(&t.http, &t.url, &token, &t.key, &body).await;
+    let rec = assert_refused(&t.s, &r, 400, "invalid_request");
+    assert!(rec.reason.unwrap().contains("…[truncated"));
+    assert!(rec.predicate_type.unwrap().len() < 512);
+    // More subjects than a request may hold: refused before any is looked at.
+    let mut body = sign_body("poe-a");
+    body["subject"] = json!(subjects(1025));
+    let r = send_dpop(&t.http, &t.url, &token, &t.key, &body).await;
+    let rec = assert_refused(&t.s, &r, 400, "invalid_request");
+    assert!(rec.subject_digests.is_empty());
+    assert!(rec.reason.unwrap().contains("at most 1024"));
 }

@@ -7,5 +7,6 @@
 
 mod flows;
 mod hostile;
+mod limits;
 mod release;
 mod support;

@@ -39,6 +39,7 @@ async fn memory_quota_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_replay_suite() {
     suites::replay(&MemoryReplayCache::new(100_000)).await;
+    suites::replay_bounds(&MemoryReplayCache::with_partition_limit(50, 20), 50, 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

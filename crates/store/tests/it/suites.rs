@@ -116,4 +116,59 @@ pub(crate) async fn replay(c: &dyn ReplayCache) {
     // An expired entry does not block reuse.
     assert!(c.check_and_insert("jkt:old", now - 1).await.unwrap());
     assert!(c.check_and_insert("jkt:old", now + 60).await.unwrap());
+    // Per-tenant partitions: a replay within one is caught, the same key in another is not
+    // a replay, and partition names cannot be chosen to collide with another's keys.
+    assert!(c
+        .check_and_insert_in("tenant-a", "jkt:jti-1", now + 60)
+        .await
+        .unwrap());
+    assert!(!c
+        .check_and_insert_in("tenant-a", "jkt:jti-1", now + 60)
+        .await
+        .unwrap());
+    assert!(c
+        .check_and_insert_in("tenant-b", "jkt:jti-1", now + 60)
+        .await
+        .unwrap());
+    assert!(c
+        .check_and_insert_in("tenant-a:jkt", "jti-1", now + 60)
+        .await
+        .unwrap());
+}
+
+/// A cache that holds `capacity` live keys overall and `per_partition` per partition fails
+/// closed past either bound, still reports replays, and gives other partitions their room.
+pub(crate) async fn replay_bounds(c: &dyn ReplayCache, capacity: usize, per_partition: usize) {
+    assert!(per_partition < capacity);
+    let far = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 3600;
+    for i in 0..per_partition {
+        assert!(c
+            .check_and_insert_in("noisy", &format!("k{i}"), far)
+            .await
+            .unwrap());
+    }
+    assert!(matches!(
+        c.check_and_insert_in("noisy", "one-more", far).await,
+        Err(stella_store::StoreError::Full(_))
+    ));
+    assert!(
+        !c.check_and_insert_in("noisy", "k0", far).await.unwrap(),
+        "still a replay"
+    );
+    // The rest of the capacity goes to other partitions, each within its share.
+    for i in per_partition..capacity {
+        let p = format!("quiet-{}", i / per_partition);
+        assert!(c
+            .check_and_insert_in(&p, &format!("k{i}"), far)
+            .await
+            .unwrap());
+    }
+    assert!(matches!(
+        c.check_and_insert_in("third", "k", far).await,
+        Err(stella_store::StoreError::Full(_))
+    ));
 }
