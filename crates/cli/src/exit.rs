@@ -9,7 +9,6 @@ pub(crate) const AUTH: u8 = 3;
 pub(crate) const NOT_FOUND: u8 = 4;
 #[allow(dead_code)] // used by network-facing commands (registry, signer client)
 pub(crate) const OFFLINE: u8 = 5;
-#[allow(dead_code)]
 pub(crate) const RETRYABLE: u8 = 10;
 
 /// An error that already knows its exit code.

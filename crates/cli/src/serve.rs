@@ -152,7 +152,24 @@ fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
             ),
             None => None,
         };
-        let app = AppBuilder::new(cfg)
+        let mut builder = AppBuilder::new(cfg.clone());
+        if cfg.audit.backend == "postgres" {
+            let url = cfg.audit.url.clone().unwrap_or_default();
+            let mut o = stella_store::PgOptions::new(url.clone());
+            o.batch_max = cfg.audit.batch_max;
+            o.timeout = std::time::Duration::from_millis(cfg.audit.timeout_ms);
+            let log = stella_store::PgAudit::connect(o).await.map_err(|e| {
+                fail(
+                    RETRYABLE,
+                    format!(
+                        "cannot start the signer: audit log {}: {e}",
+                        stella_store::postgres::redact(&url)
+                    ),
+                )
+            })?;
+            builder = builder.audit(std::sync::Arc::new(log));
+        }
+        let app = builder
             .dev_keys(dev_keys)
             .build()
             .map_err(|e| fail(USAGE, format!("cannot start the signer: {e:#}")))?;
