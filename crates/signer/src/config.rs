@@ -371,14 +371,27 @@ impl AuditConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuotaConfig {
-    /// `memory` (Redis comes with the scale-out issue).
+    /// `memory` (one replica) or `redis` (replicas share quotas and the DPoP replay cache).
     pub backend: String,
+    /// `redis://host:port/db` for `backend = "redis"`.
+    pub url: Option<String>,
+    /// Prefix of every Redis key.
+    pub prefix: String,
+    /// Bound on connecting to Redis and on every call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Lifetime of a concurrency lease a crashed replica never gives back (above the longest
+    /// request).
+    pub lease_seconds: u64,
 }
 
 impl Default for QuotaConfig {
     fn default() -> Self {
         QuotaConfig {
             backend: "memory".into(),
+            url: None,
+            prefix: "stella:".into(),
+            timeout_ms: 500,
+            lease_seconds: 60,
         }
     }
 }
@@ -577,11 +590,20 @@ impl Config {
         if self.audit.checkpoint_key.is_some() && self.audit.checkpoint_interval_seconds == 0 {
             return bad("audit.checkpoint_interval_seconds must be positive".into());
         }
-        if self.quotas.backend != "memory" {
-            return bad(format!(
-                "quotas.backend {:?} is not available in this build (memory)",
-                self.quotas.backend
-            ));
+        match (self.quotas.backend.as_str(), &self.quotas.url) {
+            ("memory", _) => {}
+            ("redis", Some(u)) if u.starts_with("redis://") => {}
+            ("redis", _) => {
+                return bad("quotas.backend \"redis\" needs quotas.url = \"redis://...\"".into())
+            }
+            (other, _) => {
+                return bad(format!(
+                    "quotas.backend {other:?} is not available (memory, redis)"
+                ))
+            }
+        }
+        if self.quotas.timeout_ms == 0 || self.quotas.lease_seconds == 0 {
+            return bad("quotas.timeout_ms and quotas.lease_seconds must be positive".into());
         }
         if self.server.max_body_bytes == 0 {
             return bad("server.max_body_bytes must be positive".into());

@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod memory;
 pub mod postgres;
 pub mod quota;
+pub mod redis;
 pub mod replay;
 pub mod sqlite;
 
@@ -27,6 +28,7 @@ pub use chain::{ChainError, ChainReport};
 pub use memory::{MemoryQuotaStore, MemoryReplayCache};
 pub use postgres::{PgAudit, PgOptions, PgReader};
 pub use quota::{Lease, QuotaStore, RateDecision, RateLimit};
+pub use redis::{RedisOptions, RedisQuotaStore, RedisReplayCache};
 pub use replay::ReplayCache;
 pub use sqlite::{SqliteAudit, SqliteOptions};
 

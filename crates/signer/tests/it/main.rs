@@ -8,4 +8,5 @@
 mod flows;
 mod hostile;
 mod release;
+mod scaleout;
 mod support;

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 mod pg;
+mod redis;
 mod suites;
 
 use std::sync::Arc;
