@@ -2,7 +2,8 @@
 //! audit log and the Redis quota store and replay cache. Quotas hold across replicas, a DPoP
 //! proof used at one replica is a replay at the others, and the audit chain stays one.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -180,4 +181,226 @@ async fn three_replicas_share_quotas_replays_and_one_audit_chain() {
     .unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.records, 12 + 4);
+}
+
+/// A TCP forwarder in front of PostgreSQL or Redis that the test can cut (existing connections
+/// dropped, new ones refused) and restore: outages without touching the shared servers.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: &'static str) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let task = {
+            let (up, conns) = (up.clone(), conns.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if !up.load(Ordering::SeqCst) {
+                        continue; // dropped: connection refused/reset
+                    }
+                    let h = tokio::spawn(async move {
+                        if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        }
+                    });
+                    conns.lock().unwrap().push(h);
+                }
+            })
+        };
+        Proxy {
+            port,
+            up,
+            conns,
+            task,
+        }
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.down();
+    }
+}
+
+async fn sign_once(http: &reqwest::Client, r: &TestSigner, key: &DpopKey, token: &str) -> Reply {
+    let proof = key
+        .proof("POST", &format!("{PUBLIC}{SIGN}"), Some(token), None)
+        .unwrap();
+    send(
+        http,
+        &r.url(SIGN),
+        Some(format!("DPoP {token}")),
+        &[proof],
+        serde_json::to_vec(&sign_body("poe-a")).unwrap(),
+    )
+    .await
+}
+
+/// Every signature handed out has its audit record in the shared log, and the chain is intact.
+async fn reconcile(shared: &Shared, signed: Vec<String>) -> u64 {
+    let url = shared.pg_url.clone();
+    tokio::task::spawn_blocking(move || {
+        let reader = PgReader::connect(&url, Duration::from_secs(5)).unwrap();
+        let report = chain::verify(&reader).unwrap();
+        assert!(report.is_intact(), "{:?}", report.problems);
+        let mut ids = std::collections::HashSet::new();
+        let mut after = 0;
+        loop {
+            let page = stella_store::AuditReader::read_after(&reader, after, 1000).unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            ids.extend(page.into_iter().map(|r| r.audit_id));
+        }
+        for id in &signed {
+            assert!(ids.contains(id), "signature {id} has no audit record");
+        }
+        report.records
+    })
+    .await
+    .unwrap()
+}
+
+/// Redis cut while serving: requests are refused with 503 upstream_unavailable and
+/// Retry-After (and audited), nothing is signed unchecked; service resumes without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_fails_closed_and_recovers_without_restart() {
+    let shared = Shared::new();
+    let proxy = Proxy::start("127.0.0.1:6379").await;
+    let mut o = shared.redis();
+    o.url = format!("redis://127.0.0.1:{}/0", proxy.port);
+    o.timeout = Duration::from_millis(300);
+    let audit: Arc<dyn AuditLog> = Arc::new(
+        PgAudit::connect(PgOptions::new(&shared.pg_url))
+            .await
+            .unwrap(),
+    );
+    let mut r = TestSigner::start_with(Opts {
+        toml: format!("[server]\npublic_url = \"{PUBLIC}\"\n"),
+        audit: Some(audit),
+        quotas: Some(Arc::new(RedisQuotaStore::connect(o.clone()).await.unwrap())),
+        replay: Some(Arc::new(RedisReplayCache::connect(o).await.unwrap())),
+        ..Opts::default()
+    })
+    .await;
+    let http = authority().pki.http(None);
+    let key = DpopKey::generate().unwrap();
+    let token = authority()
+        .token("a-dpop", "signer.sign", Some(&key), None)
+        .await;
+    let mut signed = Vec::new();
+    let ok = sign_once(&http, &r, &key, &token).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    signed.push(ok.audit_id().to_string());
+
+    proxy.down();
+    for _ in 0..3 {
+        let refused = sign_once(&http, &r, &key, &token).await;
+        assert_eq!(
+            (refused.status, refused.code()),
+            (503, "upstream_unavailable"),
+            "{}",
+            refused.body
+        );
+        assert!(refused.headers.contains_key("retry-after"));
+        assert!(refused.body.get("bundle").is_none());
+    }
+
+    proxy.restore();
+    let mut recovered = false;
+    for _ in 0..50 {
+        let r2 = sign_once(&http, &r, &key, &token).await;
+        if r2.status == 200 {
+            signed.push(r2.audit_id().to_string());
+            recovered = true;
+            break;
+        }
+        assert_eq!(r2.status, 503, "{}", r2.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "no recovery after Redis came back");
+    r.stop().await;
+    assert!(reconcile(&shared, signed).await >= 5);
+}
+
+/// PostgreSQL cut while serving: no signature leaves without its record (503), `/readyz`
+/// turns 503; when it is back the log reconnects and `/readyz` recovers, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_fails_closed_and_recovers_without_restart() {
+    let shared = Shared::new();
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let db = shared.pg_url.rsplit('/').next().unwrap().to_string();
+    let mut o = PgOptions::new(format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port));
+    o.timeout = Duration::from_secs(1);
+    let audit: Arc<dyn AuditLog> = Arc::new(PgAudit::connect(o).await.unwrap());
+    let mut r = TestSigner::start_with(Opts {
+        toml: format!("[server]\npublic_url = \"{PUBLIC}\"\n"),
+        audit: Some(audit),
+        ..Opts::default()
+    })
+    .await;
+    let http = authority().pki.http(None);
+    let key = DpopKey::generate().unwrap();
+    let token = authority()
+        .token("a-dpop", "signer.sign", Some(&key), None)
+        .await;
+    let readyz = |r: &TestSigner| {
+        let http = http.clone();
+        let url = r.url("/readyz");
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
+    let mut signed = Vec::new();
+    let ok = sign_once(&http, &r, &key, &token).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    signed.push(ok.audit_id().to_string());
+    assert_eq!(readyz(&r).await, 200);
+
+    proxy.down();
+    let refused = sign_once(&http, &r, &key, &token).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (503, "upstream_unavailable"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.get("bundle").is_none());
+    assert!(refused.headers.contains_key("retry-after"));
+    assert_eq!(readyz(&r).await, 503);
+
+    proxy.restore();
+    let mut recovered = false;
+    for _ in 0..50 {
+        let r2 = sign_once(&http, &r, &key, &token).await;
+        if r2.status == 200 {
+            signed.push(r2.audit_id().to_string());
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "no recovery after PostgreSQL came back");
+    assert_eq!(readyz(&r).await, 200);
+    r.stop().await;
+    reconcile(&shared, signed).await;
 }
