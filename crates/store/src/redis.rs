@@ -222,6 +222,23 @@ impl QuotaStore for RedisQuotaStore {
     fn backend(&self) -> &'static str {
         "redis"
     }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut conn = self.c.conn.clone();
+            let pong: String = self
+                .c
+                .bounded(::redis::cmd("PING").query_async(&mut conn))
+                .await?;
+            if pong == "PONG" {
+                Ok(())
+            } else {
+                Err(StoreError::Database(format!(
+                    "redis: PING answered {pong:?}"
+                )))
+            }
+        })
+    }
 }
 
 /// The DPoP replay cache shared through Redis.

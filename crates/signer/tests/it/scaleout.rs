@@ -309,12 +309,19 @@ async fn redis_outage_fails_closed_and_recovers_without_restart() {
     let token = authority()
         .token("a-dpop", "signer.sign", Some(&key), None)
         .await;
+    let readyz = |r: &TestSigner| {
+        let http = http.clone();
+        let url = r.url("/readyz");
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
     let mut signed = Vec::new();
     let ok = sign_once(&http, &r, &key, &token).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     signed.push(ok.audit_id().to_string());
+    assert_eq!(readyz(&r).await, 200);
 
     proxy.down();
+    assert_eq!(readyz(&r).await, 503, "/readyz ignores a Redis outage");
     for _ in 0..3 {
         let refused = sign_once(&http, &r, &key, &token).await;
         assert_eq!(
@@ -340,6 +347,7 @@ async fn redis_outage_fails_closed_and_recovers_without_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(recovered, "no recovery after Redis came back");
+    assert_eq!(readyz(&r).await, 200);
     r.stop().await;
     assert!(reconcile(&shared, signed).await >= 5);
 }

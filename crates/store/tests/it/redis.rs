@@ -71,6 +71,7 @@ async fn replicas_share_limits_and_replays() {
     let p = Prefix::new();
     let a = RedisQuotaStore::connect(p.opts()).await.unwrap();
     let b = RedisQuotaStore::connect(p.opts()).await.unwrap();
+    a.ping().await.unwrap();
     let lim = RateLimit {
         per_second: 0.01,
         burst: 4.0,
