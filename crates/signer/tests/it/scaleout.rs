@@ -80,13 +80,17 @@ impl Drop for Shared {
 }
 
 async fn replica(shared: &Shared) -> TestSigner {
+    replica_at(shared, PUBLIC).await
+}
+
+async fn replica_at(shared: &Shared, public: &str) -> TestSigner {
     let audit: Arc<dyn AuditLog> = Arc::new(
         PgAudit::connect(PgOptions::new(&shared.pg_url))
             .await
             .unwrap(),
     );
     TestSigner::start_with(Opts {
-        toml: format!("[server]\npublic_url = \"{PUBLIC}\"\n"),
+        toml: format!("[server]\npublic_url = \"{public}\"\n"),
         audit: Some(audit),
         quotas: Some(Arc::new(
             RedisQuotaStore::connect(shared.redis()).await.unwrap(),
@@ -411,4 +415,150 @@ async fn postgres_outage_fails_closed_and_recovers_without_restart() {
     assert_eq!(readyz(&r).await, 200);
     r.stop().await;
     reconcile(&shared, signed).await;
+}
+
+/// HAProxy (Debian package, `scripts/setup-test-deps.sh`) in TCP mode, round robin over the
+/// replicas; killed on drop.
+struct Haproxy {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    async fn start(port: u16, backends: &[u16]) -> Haproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = format!(
+            "global\n  maxconn 512\ndefaults\n  mode tcp\n  timeout connect 2s\n  \
+             timeout client 30s\n  timeout server 30s\nfrontend fe\n  bind 127.0.0.1:{port}\n  \
+             default_backend be\nbackend be\n  balance roundrobin\n"
+        );
+        for (i, b) in backends.iter().enumerate() {
+            cfg.push_str(&format!("  server r{i} 127.0.0.1:{b}\n"));
+        }
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        let child = std::process::Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy (run scripts/setup-test-deps.sh)");
+        let lb = Haproxy { child, _dir: dir };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return lb;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("haproxy did not start listening");
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Three replicas behind a real load balancer: quotas hold across them, a proof replayed
+/// through the balancer (landing on the other replicas) is refused, one audit chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_behind_haproxy() {
+    let shared = Shared::new();
+    let lb_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let public = format!("https://127.0.0.1:{lb_port}");
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(replica_at(&shared, &public).await);
+    }
+    let ports: Vec<u16> = replicas.iter().map(|r| port_of(&r.url(""))).collect();
+    let _lb = Haproxy::start(lb_port, &ports).await;
+    // A new connection per request, so round robin spreads them over the replicas.
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&authority().pki.ca).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let plan = json!({"active": true, "licenseId": "lic-lb", "plan": "team",
+        "tenant": "tenant-a",
+        "limits": {"qps": 0.001, "burst": 5, "maxConcurrent": 8, "maxArtifactBytes": 1 << 20},
+        "expiresAt": "2099-01-01T00:00:00Z"});
+    for r in &replicas {
+        r.licensing.set("poe-lb", plan.clone());
+    }
+    let key = DpopKey::generate().unwrap();
+    let token = authority()
+        .token("a-dpop", "signer.sign", Some(&key), None)
+        .await;
+    let sign_url = format!("{public}{SIGN}");
+    let mut statuses = Vec::new();
+    for _ in 0..15 {
+        let proof = key.proof("POST", &sign_url, Some(&token), None).unwrap();
+        let reply = send(
+            &http,
+            &sign_url,
+            Some(format!("DPoP {token}")),
+            &[proof],
+            serde_json::to_vec(&sign_body("poe-lb")).unwrap(),
+        )
+        .await;
+        statuses.push(reply.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        10,
+        "{statuses:?}"
+    );
+
+    let proof = key.proof("POST", &sign_url, Some(&token), None).unwrap();
+    let body = serde_json::to_vec(&sign_body("poe-a")).unwrap();
+    let mut replay_statuses = Vec::new();
+    for _ in 0..3 {
+        let r = send(
+            &http,
+            &sign_url,
+            Some(format!("DPoP {token}")),
+            std::slice::from_ref(&proof),
+            body.clone(),
+        )
+        .await;
+        if r.status == 401 {
+            assert!(r.body.to_string().contains("replay"), "{}", r.body);
+        }
+        replay_statuses.push(r.status);
+    }
+    assert_eq!(replay_statuses, vec![200, 401, 401]);
+
+    for r in &mut replicas {
+        r.stop().await;
+    }
+    let url = shared.pg_url.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        chain::verify(&PgReader::connect(&url, Duration::from_secs(5)).unwrap()).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.records, 15 + 3);
 }
