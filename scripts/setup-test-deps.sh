@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the third-party peers used by the interop tests (tests/interop/):
 #   - openssl (Debian package)
+#   - haproxy, psql, redis-cli (Debian packages; scale-out tests)
 #   - a Python venv at $ROOT/.venv with tests/interop/requirements.txt
 #   - tests/interop/node_modules from tests/interop/package-lock.json
 # Idempotent: each part is skipped when a stamp (hash of its inputs) matches.
@@ -49,6 +50,20 @@ log "openssl: $(openssl version)"
 if [ ! -x /usr/bin/time ]; then
     apt_install time
 fi
+
+# Scale-out tests (crates/signer/tests/it/scaleout.rs, crates/cli/tests/it/signer.rs): a real
+# load balancer in front of the replicas, and the PostgreSQL/Redis command-line clients the
+# tests use to create and drop their own database and key prefix.
+if ! command -v haproxy >/dev/null 2>&1; then
+    apt_install haproxy
+fi
+if ! command -v psql >/dev/null 2>&1; then
+    apt_install postgresql-client
+fi
+if ! command -v redis-cli >/dev/null 2>&1; then
+    apt_install redis-tools
+fi
+log "haproxy: $(haproxy -v 2>/dev/null | head -n1)"
 
 # ------------------------------------------------------------- python ------
 PYTHON="${PYTHON:-}"

@@ -18,9 +18,9 @@ use stella_keys::{DevKeys, Keyring, TrustedKey};
 use stella_store::chain::{self, ChainReport, ChainWalker};
 use stella_store::checkpoint::{self, Checkpoint};
 use stella_store::sqlite::SqliteReader;
-use stella_store::{AuditReader as _, StoreError};
+use stella_store::{AuditReader, PgReader, StoreError};
 
-use crate::exit::{fail, USAGE, VERIFY_FAILED};
+use crate::exit::{fail, RETRYABLE, USAGE, VERIFY_FAILED};
 
 #[derive(Subcommand)]
 pub(crate) enum AuditCommand {
@@ -34,8 +34,12 @@ pub(crate) enum AuditCommand {
 #[derive(Args)]
 pub(crate) struct Source {
     /// The audit database (default: audit.path of --config, or data/audit.db).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "url")]
     db: Option<PathBuf>,
+    /// A PostgreSQL audit log (postgres://user@host:port/db) instead of a SQLite file
+    /// (default: audit.url of --config when audit.backend is postgres).
+    #[arg(long)]
+    url: Option<String>,
     /// The service configuration whose [audit] section to read.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -89,12 +93,15 @@ pub(crate) fn run(cmd: AuditCommand, dev: DevKeys) -> Result<()> {
 /// Where the log and its checkpoint are, and what verifies the checkpoint.
 struct Resolved {
     db: PathBuf,
+    /// Set: the log is in PostgreSQL.
+    url: Option<String>,
     checkpoint: PathBuf,
     checkpoint_key: Option<PathBuf>,
 }
 
 fn resolve(s: &Source) -> Result<Resolved> {
     let mut db = s.db.clone();
+    let mut url = s.url.clone();
     let mut checkpoint = s.checkpoint.clone();
     let mut checkpoint_key = s.checkpoint_key.clone();
     if let Some(c) = &s.config {
@@ -118,12 +125,21 @@ fn resolve(s: &Source) -> Result<Resolved> {
         if checkpoint_key.is_none() {
             checkpoint_key = cfg.audit.checkpoint_public_key.map(abs);
         }
+        if db.is_none() && url.is_none() && cfg.audit.backend == "postgres" {
+            url = Some(cfg.audit.url.clone().ok_or_else(|| {
+                fail(
+                    USAGE,
+                    format!("{}: audit.backend postgres needs audit.url", c.display()),
+                )
+            })?);
+        }
         db.get_or_insert(cfg_db);
     }
     let db = db.unwrap_or_else(|| PathBuf::from("data/audit.db"));
     let checkpoint = checkpoint.unwrap_or_else(|| db.with_extension("checkpoint.json"));
     Ok(Resolved {
         db,
+        url,
         checkpoint,
         checkpoint_key,
     })
@@ -157,9 +173,12 @@ fn read_checkpoint(r: &Resolved, dev: DevKeys) -> Result<Option<Checkpoint>> {
 
 /// Open the log read-only. A missing database or table is a verification failure when a
 /// checkpoint vouches for the log; a missing file without one is "not found".
-fn open(r: &Resolved, anchor: Option<&Checkpoint>) -> Result<SqliteReader> {
+fn open(r: &Resolved, anchor: Option<&Checkpoint>) -> Result<Box<dyn AuditReader>> {
+    if let Some(url) = &r.url {
+        return open_postgres(url, anchor);
+    }
     match SqliteReader::open(&r.db) {
-        Ok(reader) => Ok(reader),
+        Ok(reader) => Ok(Box::new(reader)),
         Err(StoreError::NoLog(p)) => Err(fail(
             VERIFY_FAILED,
             format!("the audit log was tampered with: {p} holds no audit table (dropped or replaced)"),
@@ -190,6 +209,34 @@ fn open(r: &Resolved, anchor: Option<&Checkpoint>) -> Result<SqliteReader> {
     }
 }
 
+/// PostgreSQL: a dropped table or database is tampering (exit 1); a server that cannot be
+/// reached is retryable (exit 10), not evidence.
+fn open_postgres(url: &str, anchor: Option<&Checkpoint>) -> Result<Box<dyn AuditReader>> {
+    let shown = stella_store::postgres::redact(url);
+    match PgReader::connect(url, std::time::Duration::from_secs(10)) {
+        Ok(r) => Ok(Box::new(r)),
+        Err(StoreError::NoLog(_)) => Err(fail(
+            VERIFY_FAILED,
+            format!("the audit log was tampered with: {shown} holds no audit table (dropped or replaced)"),
+        )),
+        // 3D000 invalid_catalog_name: the database does not exist.
+        Err(StoreError::Database(m)) if m.contains("3D000") => Err(fail(
+            VERIFY_FAILED,
+            match anchor {
+                Some(cp) => format!(
+                    "the audit log was tampered with: the database {shown} is gone, but the signed checkpoint covers {} record(s)",
+                    cp.records
+                ),
+                None => format!("the audit database {shown} does not exist"),
+            },
+        )),
+        Err(e) => Err(fail(
+            RETRYABLE,
+            format!("cannot reach the audit log {shown}: {e}"),
+        )),
+    }
+}
+
 fn walker(anchor: Option<&Checkpoint>) -> ChainWalker {
     match anchor {
         Some(cp) => ChainWalker::new().anchor(cp.records, &cp.head_hash),
@@ -203,7 +250,7 @@ fn verify(a: VerifyArgs, dev: DevKeys) -> Result<()> {
     let r = resolve(&a.source)?;
     let anchor = read_checkpoint(&r, dev)?;
     let reader = open(&r, anchor.as_ref())?;
-    let mut report = chain::verify_with(&reader, walker(anchor.as_ref()))
+    let mut report = chain::verify_with(reader.as_ref(), walker(anchor.as_ref()))
         .map_err(|e| fail(VERIFY_FAILED, format!("reading the audit log: {e}")))?;
     if let Some(expected) = &a.expect_head {
         if report.head_hash != *expected {

@@ -155,7 +155,42 @@ fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
             ),
             None => None,
         };
-        let app = AppBuilder::new(cfg)
+        let mut builder = AppBuilder::new(cfg.clone());
+        if cfg.audit.backend == "postgres" {
+            let url = cfg.audit.url.clone().unwrap_or_default();
+            let mut o = stella_store::PgOptions::new(url.clone());
+            o.batch_max = cfg.audit.batch_max;
+            o.timeout = std::time::Duration::from_millis(cfg.audit.timeout_ms);
+            let log = stella_store::PgAudit::connect(o).await.map_err(|e| {
+                fail(
+                    RETRYABLE,
+                    format!(
+                        "cannot start the signer: audit log {}: {e}",
+                        stella_store::postgres::redact(&url)
+                    ),
+                )
+            })?;
+            builder = builder.audit(std::sync::Arc::new(log));
+        }
+        if cfg.quotas.backend == "redis" {
+            let mut o = stella_store::RedisOptions::new(cfg.quotas.url.clone().unwrap_or_default());
+            o.prefix = cfg.quotas.prefix.clone();
+            o.timeout = std::time::Duration::from_millis(cfg.quotas.timeout_ms);
+            o.lease_ttl = std::time::Duration::from_secs(cfg.quotas.lease_seconds);
+            let unavailable = |e: stella_store::StoreError| {
+                fail(RETRYABLE, format!("cannot start the signer: quotas: {e}"))
+            };
+            let quotas = stella_store::RedisQuotaStore::connect(o.clone())
+                .await
+                .map_err(unavailable)?;
+            let replay = stella_store::RedisReplayCache::connect(o)
+                .await
+                .map_err(unavailable)?;
+            builder = builder
+                .quotas(std::sync::Arc::new(quotas))
+                .replay(std::sync::Arc::new(replay));
+        }
+        let app = builder
             .dev_keys(dev_keys)
             .build()
             .map_err(|e| {

@@ -158,12 +158,14 @@ async fn readyz(State(app): State<AppState>) -> Response {
     if !app.auth.jwks.is_ready() {
         let _ = app.auth.jwks.warm().await;
     }
+    let quotas = app.quotas.ping().await.is_ok();
     let checks = json!({
         "audit": app.audit.is_healthy(),
+        "quotas": quotas,
         "authorityKeys": app.auth.jwks.is_ready(),
         "draining": app.is_draining(),
     });
-    let ready = app.audit.is_healthy() && app.auth.jwks.is_ready() && !app.is_draining();
+    let ready = app.audit.is_healthy() && quotas && app.auth.jwks.is_ready() && !app.is_draining();
     let mut resp =
         json_response(json!({"status": if ready {"ready"} else {"not ready"}, "checks": checks}));
     if !ready {

@@ -423,6 +423,13 @@ impl AppBuilder {
         }
         let audit: Arc<dyn AuditLog> = match self.audit {
             Some(a) => a,
+            None if cfg.audit.backend == "postgres" => {
+                // Connecting is async: the caller opens it (`stella_store::PgAudit::connect`,
+                // as `stella signer serve` does) and passes it to `AppBuilder::audit`.
+                return Err(StartError::Config(
+                    "audit.backend postgres: open the log with PgAudit::connect and pass it to AppBuilder::audit".into(),
+                ));
+            }
             None => {
                 let mut o = stella_store::SqliteOptions::new(&cfg.audit.path);
                 o.batch_max = cfg.audit.batch_max;

@@ -350,9 +350,14 @@ impl Default for ReleaseConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
-    /// `sqlite` (PostgreSQL comes with the scale-out issue).
+    /// `sqlite` (embedded, one replica) or `postgres` (replicas share one chain).
     pub backend: String,
+    /// SQLite database file.
     pub path: PathBuf,
+    /// PostgreSQL connection URL (`postgres://user@host:port/db`) for `backend = "postgres"`.
+    pub url: Option<String>,
+    /// Bound on connecting to PostgreSQL and on each group commit, in milliseconds.
+    pub timeout_ms: u64,
     /// Most records per group commit.
     pub batch_max: usize,
     /// Key reference (file, `env://`, `pkcs11:`) of the key that signs checkpoints of the
@@ -382,6 +387,8 @@ impl Default for AuditConfig {
         AuditConfig {
             backend: "sqlite".into(),
             path: PathBuf::from("data/audit.db"),
+            url: None,
+            timeout_ms: 5000,
             batch_max: 1024,
             checkpoint_key: None,
             checkpoint_public_key: None,
@@ -407,14 +414,27 @@ impl AuditConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuotaConfig {
-    /// `memory` (Redis comes with the scale-out issue).
+    /// `memory` (one replica) or `redis` (replicas share quotas and the DPoP replay cache).
     pub backend: String,
+    /// `redis://host:port/db` for `backend = "redis"`.
+    pub url: Option<String>,
+    /// Prefix of every Redis key.
+    pub prefix: String,
+    /// Bound on connecting to Redis and on every call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Lifetime of a concurrency lease a crashed replica never gives back (above the longest
+    /// request).
+    pub lease_seconds: u64,
 }
 
 impl Default for QuotaConfig {
     fn default() -> Self {
         QuotaConfig {
             backend: "memory".into(),
+            url: None,
+            prefix: "stella:".into(),
+            timeout_ms: 500,
+            lease_seconds: 60,
         }
     }
 }
@@ -607,20 +627,41 @@ impl Config {
         if self.authority.algorithms.is_empty() || self.dpop.algorithms.is_empty() {
             return bad("authority.algorithms and dpop.algorithms must not be empty".into());
         }
-        if self.audit.backend != "sqlite" {
-            return bad(format!(
-                "audit.backend {:?} is not available in this build (sqlite)",
-                self.audit.backend
-            ));
+        match (self.audit.backend.as_str(), &self.audit.url) {
+            ("sqlite", _) => {}
+            ("postgres", Some(u))
+                if u.starts_with("postgres://") || u.starts_with("postgresql://") => {}
+            ("postgres", _) => {
+                return bad(
+                    "audit.backend \"postgres\" needs audit.url = \"postgres://...\"".into(),
+                )
+            }
+            (other, _) => {
+                return bad(format!(
+                    "audit.backend {other:?} is not available (sqlite, postgres)"
+                ))
+            }
+        }
+        if self.audit.timeout_ms == 0 {
+            return bad("audit.timeout_ms must be positive".into());
         }
         if self.audit.checkpoint_key.is_some() && self.audit.checkpoint_interval_seconds == 0 {
             return bad("audit.checkpoint_interval_seconds must be positive".into());
         }
-        if self.quotas.backend != "memory" {
-            return bad(format!(
-                "quotas.backend {:?} is not available in this build (memory)",
-                self.quotas.backend
-            ));
+        match (self.quotas.backend.as_str(), &self.quotas.url) {
+            ("memory", _) => {}
+            ("redis", Some(u)) if u.starts_with("redis://") => {}
+            ("redis", _) => {
+                return bad("quotas.backend \"redis\" needs quotas.url = \"redis://...\"".into())
+            }
+            (other, _) => {
+                return bad(format!(
+                    "quotas.backend {other:?} is not available (memory, redis)"
+                ))
+            }
+        }
+        if self.quotas.timeout_ms == 0 || self.quotas.lease_seconds == 0 {
+            return bad("quotas.timeout_ms and quotas.lease_seconds must be positive".into());
         }
         for (name, secs) in self.durations() {
             if secs > MAX_CONFIG_SECONDS {

@@ -138,6 +138,8 @@ impl ApiError {
     pub fn unavailable(public: &str, internal: impl Into<String>) -> Self {
         let mut e = ApiError::new(Code::UpstreamUnavailable, public);
         e.internal = Some(internal.into());
+        // A store or upstream outage is transient: tell clients when to come back.
+        e.retry_after = Some(1);
         e
     }
 

@@ -14,7 +14,9 @@ pub mod audit;
 pub mod chain;
 pub mod checkpoint;
 pub mod memory;
+pub mod postgres;
 pub mod quota;
+pub mod redis;
 pub mod replay;
 pub mod sqlite;
 
@@ -24,7 +26,9 @@ use std::pin::Pin;
 pub use audit::{AuditLog, AuditReader, AuditRecord, Caller, Outcome, PoeState, StoredRecord};
 pub use chain::{ChainError, ChainReport};
 pub use memory::{MemoryQuotaStore, MemoryReplayCache};
+pub use postgres::{PgAudit, PgOptions, PgReader};
 pub use quota::{Lease, QuotaStore, RateDecision, RateLimit};
+pub use redis::{RedisOptions, RedisQuotaStore, RedisReplayCache};
 pub use replay::ReplayCache;
 pub use sqlite::{SqliteAudit, SqliteOptions};
 

@@ -65,4 +65,10 @@ pub trait QuotaStore: Send + Sync {
 
     /// Short backend name for logs (`memory`, `redis`).
     fn backend(&self) -> &'static str;
+
+    /// Can the store answer right now (for `/readyz`)? Bounded like every call; the in-process
+    /// store always can.
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }

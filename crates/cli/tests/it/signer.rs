@@ -18,6 +18,10 @@ struct Service {
 
 impl Service {
     fn start(data: &Path) -> Service {
+        Service::start_with(data, &[])
+    }
+
+    fn start_with(data: &Path, envs: &[(&str, &str)]) -> Service {
         let mut child = Command::new(stella_bin())
             .args([
                 "signer",
@@ -29,6 +33,7 @@ impl Service {
             ])
             .arg(data)
             .env("STELLA_SIGNER__LOG__LEVEL", "warn")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -464,4 +469,151 @@ fn audit_commands_on_a_missing_database() {
         &[],
     );
     assert_eq!(out.status.code(), Some(4));
+}
+
+/// `psql` against the test PostgreSQL (`STELLA_TEST_POSTGRES_URL` names the admin database).
+fn psql(db_url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([db_url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A database of its own, dropped on drop.
+struct PgDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    fn new() -> PgDb {
+        let admin = std::env::var("STELLA_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!(
+            "stella_cli_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        psql(&admin, &format!("CREATE DATABASE {name}"));
+        let url = format!("{}/{name}", &admin[..admin.rfind('/').unwrap()]);
+        PgDb { admin, name, url }
+    }
+
+    fn drop_database(&self) {
+        psql(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        self.drop_database();
+    }
+}
+
+/// The service on PostgreSQL: records land in the shared chain, checkpoints are signed, and
+/// `stella audit verify|export --url` check it; truncation and a dropped database fail.
+#[test]
+fn postgres_audit_backend_end_to_end() {
+    let db = PgDb::new();
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let url_toml = format!("\"{}\"", db.url);
+    let svc = Service::start_with(
+        &data,
+        &[
+            ("STELLA_SIGNER__AUDIT__BACKEND", "\"postgres\""),
+            ("STELLA_SIGNER__AUDIT__URL", &url_toml),
+        ],
+    );
+    let predicate = dir.path().join("p.json");
+    std::fs::write(&predicate, br#"{"x":1}"#).unwrap();
+    for i in 0..3 {
+        let out = stella(
+            argv![
+                "signer",
+                "sign",
+                "--url",
+                &svc.url,
+                "--dev-authority",
+                "--predicate-type",
+                "stella.ops/sbom@v1",
+                "--predicate",
+                &predicate,
+                "--subject",
+                &predicate,
+                "--poe",
+                "dev-poe",
+                "--output",
+                dir.path().join(format!("e{i}.json"))
+            ],
+            &[],
+        );
+        ok(&out);
+    }
+    svc.stop();
+    let cp = data.join("audit.checkpoint.json");
+    let key = data.join("dev-audit.pub");
+    let verify = || {
+        stella(
+            argv![
+                "audit",
+                "verify",
+                "--url",
+                &db.url,
+                "--checkpoint",
+                &cp,
+                "--checkpoint-key",
+                &key,
+                "--output",
+                "json"
+            ],
+            &[],
+        )
+    };
+    let out = verify();
+    ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["records"].as_u64(), v["anchored"].as_bool()),
+        (Some(3), Some(true))
+    );
+    assert_eq!(v["checkpoint"]["records"], 3);
+    let out = stella(
+        argv!["audit", "export", "--url", &db.url, "--since", "1h"],
+        &[],
+    );
+    ok(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+
+    // The newest record deleted, head row moved back to match: caught by the checkpoint.
+    psql(
+        &db.url,
+        "DELETE FROM audit_log WHERE seq = 3; \
+         UPDATE audit_head SET seq = 2, hash = (SELECT hash FROM audit_log WHERE seq = 2)",
+    );
+    let out = verify();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tampered"));
+    // The database dropped.
+    db.drop_database();
+    let out = verify();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is gone"));
 }

@@ -9,4 +9,5 @@ mod flows;
 mod hostile;
 mod limits;
 mod release;
+mod scaleout;
 mod support;

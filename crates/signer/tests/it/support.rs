@@ -369,6 +369,9 @@ pub(crate) struct Opts {
     pub(crate) toml: String,
     pub(crate) audit: Option<Arc<dyn stella_store::AuditLog>>,
     pub(crate) extra_keys: usize,
+    /// Shared-state backends (scale-out tests).
+    pub(crate) quotas: Option<Arc<dyn stella_store::QuotaStore>>,
+    pub(crate) replay: Option<Arc<dyn stella_store::ReplayCache>>,
 }
 
 impl TestSigner {
@@ -439,6 +442,12 @@ default_keys_for_unlisted_tenants = true
         let mut b = AppBuilder::new(cfg).signers(TenantKeys::new(Vec::new(), tenants));
         if let Some(au) = opts.audit {
             b = b.audit(au);
+        }
+        if let Some(q) = opts.quotas {
+            b = b.quotas(q);
+        }
+        if let Some(r) = opts.replay {
+            b = b.replay(r);
         }
         let state = AppState(Arc::new(b.build().unwrap()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -5,6 +5,8 @@
 // Helpers outside #[test] fns unwrap too: a failed unwrap is a failing test with a location.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod pg;
+mod redis;
 mod suites;
 
 use std::sync::Arc;

@@ -1,0 +1,564 @@
+//! Three replicas (in process, each with its own connections) on shared state: the PostgreSQL
+//! audit log and the Redis quota store and replay cache. Quotas hold across replicas, a DPoP
+//! proof used at one replica is a replay at the others, and the audit chain stays one.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use stella_signer::client::DpopKey;
+use stella_store::{
+    chain, AuditLog, PgAudit, PgOptions, PgReader, RedisOptions, RedisQuotaStore, RedisReplayCache,
+};
+
+use crate::support::*;
+
+const PUBLIC: &str = "https://signer.example.test";
+const SIGN: &str = "/api/v1/signer/sign/dsse";
+
+fn psql(url: &str, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A fresh database and Redis key prefix, removed on drop.
+struct Shared {
+    admin: String,
+    db: String,
+    pg_url: String,
+    redis_url: String,
+    prefix: String,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        let admin = std::env::var("STELLA_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let tag = stella_signer::trace::random_hex(8);
+        let db = format!("stella_scaleout_{tag}");
+        psql(&admin, &format!("CREATE DATABASE {db}"));
+        let pg_url = format!("{}/{db}", &admin[..admin.rfind('/').unwrap()]);
+        Shared {
+            admin,
+            db,
+            pg_url,
+            redis_url: std::env::var("STELLA_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into()),
+            prefix: format!("stella-test:{tag}:"),
+        }
+    }
+
+    fn redis(&self) -> RedisOptions {
+        let mut o = RedisOptions::new(&self.redis_url);
+        o.prefix = self.prefix.clone();
+        o
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        psql(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db),
+        );
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "redis-cli -u '{}' --scan --pattern '{}*' | xargs -r redis-cli -u '{}' DEL >/dev/null",
+                self.redis_url, self.prefix, self.redis_url
+            ))
+            .status();
+    }
+}
+
+async fn replica(shared: &Shared) -> TestSigner {
+    replica_at(shared, PUBLIC).await
+}
+
+async fn replica_at(shared: &Shared, public: &str) -> TestSigner {
+    let audit: Arc<dyn AuditLog> = Arc::new(
+        PgAudit::connect(PgOptions::new(&shared.pg_url))
+            .await
+            .unwrap(),
+    );
+    TestSigner::start_with(Opts {
+        toml: format!("[server]\npublic_url = \"{public}\"\n"),
+        audit: Some(audit),
+        quotas: Some(Arc::new(
+            RedisQuotaStore::connect(shared.redis()).await.unwrap(),
+        )),
+        replay: Some(Arc::new(
+            RedisReplayCache::connect(shared.redis()).await.unwrap(),
+        )),
+        ..Opts::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_quotas_replays_and_one_audit_chain() {
+    let shared = Shared::new();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(replica(&shared).await);
+    }
+    // A plan with a burst of 4 and (practically) no refill, known to every replica.
+    let plan = json!({"active": true, "licenseId": "lic-scaleout", "plan": "team",
+        "tenant": "tenant-a",
+        "limits": {"qps": 0.001, "burst": 4, "maxConcurrent": 8, "maxArtifactBytes": 1 << 20},
+        "expiresAt": "2099-01-01T00:00:00Z"});
+    for r in &replicas {
+        r.licensing.set("poe-scaleout", plan.clone());
+    }
+    let http = authority().pki.http(None);
+    let key = DpopKey::generate().unwrap();
+    let token = authority()
+        .token("a-dpop", "signer.sign", Some(&key), None)
+        .await;
+    let public_sign = format!("{PUBLIC}{SIGN}");
+
+    // Quotas: 12 requests round-robin; memory quotas would admit 4 per replica (12).
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let r = &replicas[i % 3];
+        let proof = key.proof("POST", &public_sign, Some(&token), None).unwrap();
+        let reply = send(
+            &http,
+            &r.url(SIGN),
+            Some(format!("DPoP {token}")),
+            &[proof],
+            serde_json::to_vec(&sign_body("poe-scaleout")).unwrap(),
+        )
+        .await;
+        statuses.push(reply.status);
+    }
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(admitted, 4, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        8,
+        "{statuses:?}"
+    );
+
+    // Replay: one proof, accepted by replica 0, is a replay at replicas 1 and 2 (and 0).
+    let proof = key.proof("POST", &public_sign, Some(&token), None).unwrap();
+    let body = serde_json::to_vec(&sign_body("poe-a")).unwrap();
+    let first = send(
+        &http,
+        &replicas[0].url(SIGN),
+        Some(format!("DPoP {token}")),
+        std::slice::from_ref(&proof),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    for r in [&replicas[1], &replicas[2], &replicas[0]] {
+        let again = send(
+            &http,
+            &r.url(SIGN),
+            Some(format!("DPoP {token}")),
+            std::slice::from_ref(&proof),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(again.status, 401, "{}", again.body);
+        assert!(again.body.to_string().contains("replay"), "{}", again.body);
+    }
+
+    for r in &mut replicas {
+        r.stop().await;
+    }
+    // One chain holds every request of every replica.
+    let url = shared.pg_url.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        chain::verify(&PgReader::connect(&url, Duration::from_secs(5)).unwrap()).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.records, 12 + 4);
+}
+
+/// A TCP forwarder in front of PostgreSQL or Redis that the test can cut (existing connections
+/// dropped, new ones refused) and restore: outages without touching the shared servers.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: &'static str) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let task = {
+            let (up, conns) = (up.clone(), conns.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if !up.load(Ordering::SeqCst) {
+                        continue; // dropped: connection refused/reset
+                    }
+                    let h = tokio::spawn(async move {
+                        if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        }
+                    });
+                    conns.lock().unwrap().push(h);
+                }
+            })
+        };
+        Proxy {
+            port,
+            up,
+            conns,
+            task,
+        }
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.down();
+    }
+}
+
+async fn sign_once(http: &reqwest::Client, r: &TestSigner, key: &DpopKey, token: &str) -> Reply {
+    let proof = key
+        .proof("POST", &format!("{PUBLIC}{SIGN}"), Some(token), None)
+        .unwrap();
+    send(
+        http,
+        &r.url(SIGN),
+        Some(format!("DPoP {token}")),
+        &[proof],
+        serde_json::to_vec(&sign_body("poe-a")).unwrap(),
+    )
+    .await
+}
+
+/// Every signature handed out has its audit record in the shared log, and the chain is intact.
+async fn reconcile(shared: &Shared, signed: Vec<String>) -> u64 {
+    let url = shared.pg_url.clone();
+    tokio::task::spawn_blocking(move || {
+        let reader = PgReader::connect(&url, Duration::from_secs(5)).unwrap();
+        let report = chain::verify(&reader).unwrap();
+        assert!(report.is_intact(), "{:?}", report.problems);
+        let mut ids = std::collections::HashSet::new();
+        let mut after = 0;
+        loop {
+            let page = stella_store::AuditReader::read_after(&reader, after, 1000).unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            ids.extend(page.into_iter().map(|r| r.audit_id));
+        }
+        for id in &signed {
+            assert!(ids.contains(id), "signature {id} has no audit record");
+        }
+        report.records
+    })
+    .await
+    .unwrap()
+}
+
+/// Redis cut while serving: requests are refused with 503 upstream_unavailable and
+/// Retry-After (and audited), nothing is signed unchecked; service resumes without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_fails_closed_and_recovers_without_restart() {
+    let shared = Shared::new();
+    let proxy = Proxy::start("127.0.0.1:6379").await;
+    let mut o = shared.redis();
+    o.url = format!("redis://127.0.0.1:{}/0", proxy.port);
+    o.timeout = Duration::from_millis(300);
+    let audit: Arc<dyn AuditLog> = Arc::new(
+        PgAudit::connect(PgOptions::new(&shared.pg_url))
+            .await
+            .unwrap(),
+    );
+    let mut r = TestSigner::start_with(Opts {
+        toml: format!("[server]\npublic_url = \"{PUBLIC}\"\n"),
+        audit: Some(audit),
+        quotas: Some(Arc::new(RedisQuotaStore::connect(o.clone()).await.unwrap())),
+        replay: Some(Arc::new(RedisReplayCache::connect(o).await.unwrap())),
+        ..Opts::default()
+    })
+    .await;
+    let http = authority().pki.http(None);
+    let key = DpopKey::generate().unwrap();
+    let token = authority()
+        .token("a-dpop", "signer.sign", Some(&key), None)
+        .await;
+    let readyz = |r: &TestSigner| {
+        let http = http.clone();
+        let url = r.url("/readyz");
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
+    let mut signed = Vec::new();
+    let ok = sign_once(&http, &r, &key, &token).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    signed.push(ok.audit_id().to_string());
+    assert_eq!(readyz(&r).await, 200);
+
+    proxy.down();
+    assert_eq!(readyz(&r).await, 503, "/readyz ignores a Redis outage");
+    for _ in 0..3 {
+        let refused = sign_once(&http, &r, &key, &token).await;
+        assert_eq!(
+            (refused.status, refused.code()),
+            (503, "upstream_unavailable"),
+            "{}",
+            refused.body
+        );
+        assert!(refused.headers.contains_key("retry-after"));
+        assert!(refused.body.get("bundle").is_none());
+    }
+
+    proxy.restore();
+    let mut recovered = false;
+    for _ in 0..50 {
+        let r2 = sign_once(&http, &r, &key, &token).await;
+        if r2.status == 200 {
+            signed.push(r2.audit_id().to_string());
+            recovered = true;
+            break;
+        }
+        assert_eq!(r2.status, 503, "{}", r2.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "no recovery after Redis came back");
+    assert_eq!(readyz(&r).await, 200);
+    r.stop().await;
+    assert!(reconcile(&shared, signed).await >= 5);
+}
+
+/// PostgreSQL cut while serving: no signature leaves without its record (503), `/readyz`
+/// turns 503; when it is back the log reconnects and `/readyz` recovers, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_fails_closed_and_recovers_without_restart() {
+    let shared = Shared::new();
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let db = shared.pg_url.rsplit('/').next().unwrap().to_string();
+    let mut o = PgOptions::new(format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port));
+    o.timeout = Duration::from_secs(1);
+    let audit: Arc<dyn AuditLog> = Arc::new(PgAudit::connect(o).await.unwrap());
+    let mut r = TestSigner::start_with(Opts {
+        toml: format!("[server]\npublic_url = \"{PUBLIC}\"\n"),
+        audit: Some(audit),
+        ..Opts::default()
+    })
+    .await;
+    let http = authority().pki.http(None);
+    let key = DpopKey::generate().unwrap();
+    let token = authority()
+        .token("a-dpop", "signer.sign", Some(&key), None)
+        .await;
+    let readyz = |r: &TestSigner| {
+        let http = http.clone();
+        let url = r.url("/readyz");
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
+    let mut signed = Vec::new();
+    let ok = sign_once(&http, &r, &key, &token).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    signed.push(ok.audit_id().to_string());
+    assert_eq!(readyz(&r).await, 200);
+
+    proxy.down();
+    let refused = sign_once(&http, &r, &key, &token).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (503, "upstream_unavailable"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.get("bundle").is_none());
+    assert!(refused.headers.contains_key("retry-after"));
+    assert_eq!(readyz(&r).await, 503);
+
+    proxy.restore();
+    let mut recovered = false;
+    for _ in 0..50 {
+        let r2 = sign_once(&http, &r, &key, &token).await;
+        if r2.status == 200 {
+            signed.push(r2.audit_id().to_string());
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "no recovery after PostgreSQL came back");
+    assert_eq!(readyz(&r).await, 200);
+    r.stop().await;
+    reconcile(&shared, signed).await;
+}
+
+/// HAProxy (Debian package, `scripts/setup-test-deps.sh`) in TCP mode, round robin over the
+/// replicas; killed on drop.
+struct Haproxy {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    async fn start(port: u16, backends: &[u16]) -> Haproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = format!(
+            "global\n  maxconn 512\ndefaults\n  mode tcp\n  timeout connect 2s\n  \
+             timeout client 30s\n  timeout server 30s\nfrontend fe\n  bind 127.0.0.1:{port}\n  \
+             default_backend be\nbackend be\n  balance roundrobin\n"
+        );
+        for (i, b) in backends.iter().enumerate() {
+            cfg.push_str(&format!("  server r{i} 127.0.0.1:{b}\n"));
+        }
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        let child = std::process::Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy (run scripts/setup-test-deps.sh)");
+        let lb = Haproxy { child, _dir: dir };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return lb;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("haproxy did not start listening");
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Three replicas behind a real load balancer: quotas hold across them, a proof replayed
+/// through the balancer (landing on the other replicas) is refused, one audit chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_behind_haproxy() {
+    let shared = Shared::new();
+    let lb_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let public = format!("https://127.0.0.1:{lb_port}");
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(replica_at(&shared, &public).await);
+    }
+    let ports: Vec<u16> = replicas.iter().map(|r| port_of(&r.url(""))).collect();
+    let _lb = Haproxy::start(lb_port, &ports).await;
+    // A new connection per request, so round robin spreads them over the replicas.
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&authority().pki.ca).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let plan = json!({"active": true, "licenseId": "lic-lb", "plan": "team",
+        "tenant": "tenant-a",
+        "limits": {"qps": 0.001, "burst": 5, "maxConcurrent": 8, "maxArtifactBytes": 1 << 20},
+        "expiresAt": "2099-01-01T00:00:00Z"});
+    for r in &replicas {
+        r.licensing.set("poe-lb", plan.clone());
+    }
+    let key = DpopKey::generate().unwrap();
+    let token = authority()
+        .token("a-dpop", "signer.sign", Some(&key), None)
+        .await;
+    let sign_url = format!("{public}{SIGN}");
+    let mut statuses = Vec::new();
+    for _ in 0..15 {
+        let proof = key.proof("POST", &sign_url, Some(&token), None).unwrap();
+        let reply = send(
+            &http,
+            &sign_url,
+            Some(format!("DPoP {token}")),
+            &[proof],
+            serde_json::to_vec(&sign_body("poe-lb")).unwrap(),
+        )
+        .await;
+        statuses.push(reply.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        10,
+        "{statuses:?}"
+    );
+
+    let proof = key.proof("POST", &sign_url, Some(&token), None).unwrap();
+    let body = serde_json::to_vec(&sign_body("poe-a")).unwrap();
+    let mut replay_statuses = Vec::new();
+    for _ in 0..3 {
+        let r = send(
+            &http,
+            &sign_url,
+            Some(format!("DPoP {token}")),
+            std::slice::from_ref(&proof),
+            body.clone(),
+        )
+        .await;
+        if r.status == 401 {
+            assert!(r.body.to_string().contains("replay"), "{}", r.body);
+        }
+        replay_statuses.push(r.status);
+    }
+    assert_eq!(replay_statuses, vec![200, 401, 401]);
+
+    for r in &mut replicas {
+        r.stop().await;
+    }
+    let url = shared.pg_url.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        chain::verify(&PgReader::connect(&url, Duration::from_secs(5)).unwrap()).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.records, 15 + 3);
+}

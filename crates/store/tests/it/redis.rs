@@ -1,0 +1,148 @@
+//! The quota and replay suites on a real Redis (127.0.0.1:6379, or `STELLA_TEST_REDIS_URL`),
+//! each test under its own key prefix, deleted afterwards.
+
+use std::time::Duration;
+
+use stella_store::{
+    QuotaStore, RateDecision, RateLimit, RedisOptions, RedisQuotaStore, RedisReplayCache,
+    ReplayCache,
+};
+
+use crate::suites;
+
+fn url() -> String {
+    std::env::var("STELLA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A unique key prefix; its keys are deleted on drop.
+struct Prefix(String);
+
+impl Prefix {
+    fn new() -> Prefix {
+        let mut b = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut b).unwrap();
+        Prefix(format!(
+            "stella-test:{}:",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ))
+    }
+
+    fn opts(&self) -> RedisOptions {
+        let mut o = RedisOptions::new(url());
+        o.prefix = self.0.clone();
+        o
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        let pattern = format!("{}*", self.0);
+        let Ok(client) = redis::Client::open(url()) else {
+            return;
+        };
+        let Ok(mut c) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query(&mut c)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query(&mut c);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_quota_suite() {
+    let p = Prefix::new();
+    suites::quota(&RedisQuotaStore::connect(p.opts()).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_replay_suite() {
+    let p = Prefix::new();
+    suites::replay(&RedisReplayCache::connect(p.opts()).await.unwrap()).await;
+}
+
+/// Two replicas (own connections) share one bucket, one lease set and one replay cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_limits_and_replays() {
+    let p = Prefix::new();
+    let a = RedisQuotaStore::connect(p.opts()).await.unwrap();
+    let b = RedisQuotaStore::connect(p.opts()).await.unwrap();
+    a.ping().await.unwrap();
+    let lim = RateLimit {
+        per_second: 0.01,
+        burst: 4.0,
+    };
+    let mut allowed = 0;
+    for i in 0..10 {
+        let q: &dyn QuotaStore = if i % 2 == 0 { &a } else { &b };
+        if matches!(
+            q.take_rate("lic", lim).await.unwrap(),
+            RateDecision::Allowed { .. }
+        ) {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 4, "the burst was granted per replica");
+    let l1 = a.acquire_concurrency("lic", 2).await.unwrap().unwrap();
+    let _l2 = b.acquire_concurrency("lic", 2).await.unwrap().unwrap();
+    assert!(a.acquire_concurrency("lic", 2).await.unwrap().is_none());
+    assert!(b.acquire_concurrency("lic", 2).await.unwrap().is_none());
+    drop(l1);
+    // The release is sent asynchronously.
+    let mut freed = false;
+    for _ in 0..50 {
+        if let Some(l) = b.acquire_concurrency("lic", 2).await.unwrap() {
+            freed = true;
+            drop(l);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "a dropped lease was not given back");
+
+    let r1 = RedisReplayCache::connect(p.opts()).await.unwrap();
+    let r2 = RedisReplayCache::connect(p.opts()).await.unwrap();
+    let exp = time_now() + 60;
+    assert!(r1.check_and_insert("jkt:jti", exp).await.unwrap());
+    assert!(!r2.check_and_insert("jkt:jti", exp).await.unwrap());
+    assert!(!r1.check_and_insert("jkt:jti", exp).await.unwrap());
+}
+
+fn time_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A replica that crashes holding a lease never releases it: the lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_replicas_lease_expires() {
+    let p = Prefix::new();
+    let mut o = p.opts();
+    o.lease_ttl = Duration::from_millis(300);
+    let q = RedisQuotaStore::connect(o).await.unwrap();
+    std::mem::forget(q.acquire_concurrency("lic", 1).await.unwrap().unwrap());
+    assert!(q.acquire_concurrency("lic", 1).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(q.acquire_concurrency("lic", 1).await.unwrap().is_some());
+}
+
+/// An unreachable Redis is an error within the timeout, never an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_redis_fails_within_the_timeout() {
+    // A port nothing listens on.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let mut o = RedisOptions::new(format!("redis://127.0.0.1:{port}/0"));
+    o.timeout = Duration::from_millis(300);
+    let t0 = std::time::Instant::now();
+    assert!(RedisQuotaStore::connect(o.clone()).await.is_err());
+    assert!(RedisReplayCache::connect(o).await.is_err());
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+}
