@@ -979,3 +979,38 @@ fn every_mirror_command_spells_its_json_report_one_way() {
         assert!(!text.contains("--json"), "mirror {cmd}: {text}");
     }
 }
+
+#[test]
+fn the_keyring_example_in_docs_keys_md_loads_as_written() {
+    let e = Env::new();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/keys.md"))
+        .unwrap();
+    let start = doc
+        .find("```toml\n")
+        .expect("a ```toml block in docs/keys.md")
+        + 8;
+    let len = doc[start..].find("```").unwrap();
+    std::fs::write(e.p("keyring.toml"), &doc[start..start + len]).unwrap();
+    e.keygen("ed25519", "mirror-root");
+    e.attest(&["mirror-root"], "a.dsse", &[]);
+    let ring = e.s("keyring.toml");
+    let out = e.run(&[
+        "verify",
+        "--keyring",
+        &ring,
+        "--purpose",
+        "mirror-bundle",
+        &e.s("a.dsse"),
+    ]);
+    expect(&out, 0, "mirror-root-ed25519-01");
+    // The purposes it lists are enforced.
+    let out = e.run(&[
+        "verify",
+        "--keyring",
+        &ring,
+        "--purpose",
+        "release",
+        &e.s("a.dsse"),
+    ]);
+    expect(&out, 1, "purpose");
+}
