@@ -905,6 +905,18 @@ fn service_config_with_a_missing_signing_key_exits_not_found_like_a_missing_file
     expect(&out, 4, "absent.key");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    // The same for a missing TLS file or pinned JWKS, named by their configuration keys.
+    let mut cfg = std::fs::read_to_string(e.p("stella.toml")).unwrap();
+    cfg = cfg.replace(
+        "[authority]",
+        "[server.tls]\ncert = \"tls/none.pem\"\nkey = \"tls/none.key\"\n[authority]",
+    );
+    std::fs::write(e.p("tls.toml"), &cfg).unwrap();
+    let out = e.run(&["signer", "serve", "--config", &e.s("tls.toml")]);
+    expect(&out, 4, "server.tls.cert");
+    std::fs::remove_file(e.p("jwks.json")).unwrap();
+    let out = e.run(&["signer", "serve", "--config", &e.s("stella.toml")]);
+    expect(&out, 4, "authority.jwks_file");
 }
 
 #[test]
