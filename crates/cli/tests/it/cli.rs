@@ -662,7 +662,8 @@ fn blob_signatures_round_trip_and_tamper() {
                 &e.s("bad.sig"),
                 &e.s("app.bin"),
             ]),
-            1,
+            // Not a signature file at all: an input error, like a malformed envelope.
+            2,
             "invalid base64",
         );
     }
@@ -963,6 +964,21 @@ fn verify_image_on_an_unreachable_registry_gives_no_upload_resume_hint() {
         !err.contains("resume") && !err.contains("uploaded"),
         "{err}"
     );
+    // With --output json the failure is a JSON report too.
+    let out = e.run(&[
+        "verify",
+        "image",
+        &image,
+        "--key",
+        &e.s("k.pub"),
+        "--output",
+        "json",
+    ]);
+    expect(&out, 10, "unreachable");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["trusted"], false);
+    assert_eq!(v["outcome"], "retryable");
+    assert_eq!(v["image"], image);
 }
 
 #[test]
