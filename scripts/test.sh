@@ -50,6 +50,9 @@ bash scripts/setup-test-deps.sh
 # a new entry named like the temp files of the tools this suite uses (.tmpXXXXXX from
 # tempfile, tmp.XXXXXXXXXX from mktemp, tmpXXXXXXXX from Python, stella*) could only come from
 # a hard-coded path and fails the run too (other names belong to other users of the machine).
+# On a machine where other jobs create such temp files in the system folder while the suite
+# runs, STELLA_SHARED_TMP_CHECK=warn reports them without failing (the private folder stays
+# strict).
 SYS_TMP="${TMPDIR:-/tmp}"
 tmp_names() {
   find "$SYS_TMP" -mindepth 1 -maxdepth 1 \( -name '.tmp*' -o -name 'tmp*' -o -name 'stella*' \) \
@@ -64,6 +67,11 @@ check_tmp() {
   left="$(find "$RUN_TMP" -mindepth 1 -printf '  %P\n' | head -n 50)"
   rm -rf "$RUN_TMP"
   new="$(comm -13 <(printf '%s\n' "$TMP_BEFORE") <(tmp_names) | sed 's/^/  /')"
+  if [ -n "$new" ] && [ "${STELLA_SHARED_TMP_CHECK:-fail}" = "warn" ] && [ -z "$left" ]; then
+    printf 'warning: new temp-like entries in %s (another job, or a hard-coded path?):\n%s\n' \
+      "$SYS_TMP" "$new" >&2
+    return 0
+  fi
   if [ -n "$left" ] || [ -n "$new" ]; then
     echo "the test run left files behind:" >&2
     if [ -n "$left" ]; then printf 'in its TMPDIR:\n%s\n' "$left" >&2; fi
