@@ -75,7 +75,10 @@ check_tmp() {
   if [ -n "$left" ] || [ -n "$new" ]; then
     echo "the test run left files behind:" >&2
     if [ -n "$left" ]; then printf 'in its TMPDIR:\n%s\n' "$left" >&2; fi
-    if [ -n "$new" ]; then printf 'in %s:\n%s\n' "$SYS_TMP" "$new" >&2; fi
+    if [ -n "$new" ]; then
+      printf 'in %s:\n%s\n' "$SYS_TMP" "$new" >&2
+      echo "(other jobs on this machine? STELLA_SHARED_TMP_CHECK=warn reports these without failing)" >&2
+    fi
     return 1
   fi
   echo "no temporary files left behind" >&2
