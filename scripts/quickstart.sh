@@ -98,7 +98,7 @@ trap - EXIT
 
 # Every file the summary names must be there.
 for f in demo.key demo.pub app.bin app.cdx.json app.sbom.dsse.json app.sbom.sigstore.json \
-  app.sbom.service.dsse.json stella.toml signer.log signer-data/audit.db \
+  app.sbom.service.dsse.json stella.toml signer.log signer.addr signer-data/audit.db \
   signer-data/dev-signing.key signer-data/dev-signing.pub; do
   [ -e "$OUT/$f" ] || { echo "quick start: $OUT/$f is missing" >&2; exit 1; }
 done
