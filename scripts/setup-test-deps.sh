@@ -160,3 +160,11 @@ if [ "${#oci_missing[@]}" -gt 0 ]; then
     fi
 fi
 log "oci tools: $(/usr/bin/docker-registry --version 2>&1 | head -n1); $(/usr/bin/skopeo --version 2>&1 | head -n1)"
+
+# ------------------------------------------------------------- pkcs11 ------
+# PKCS#11 key tests (crates/keys/tests/pkcs11.rs, crates/cli/tests/it/pkcs11.rs): SoftHSM2.
+# Each test initialises its own token in a temp dir through SOFTHSM2_CONF.
+if [ ! -f /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null 2>&1; then
+    apt_install softhsm2
+fi
+log "pkcs11: $(softhsm2-util --version 2>&1 | head -n1) (/usr/lib/softhsm/libsofthsm2.so)"

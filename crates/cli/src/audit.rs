@@ -1,24 +1,33 @@
 //! `stella audit verify|export`: tamper-evidence check and JSON-lines export of the Signer
 //! audit log.
+//!
+//! Both open the database read-only (nothing is created or migrated) and walk the whole hash
+//! chain. When a checkpoint public key is given (`--checkpoint-key`, or
+//! `audit.checkpoint_public_key` of `--config`), the latest signed checkpoint must exist and
+//! verify, and the chain is anchored to it: records cut off the end, a replaced or emptied
+//! database, a dropped table or a deleted database file all fail with exit 1. Without a key the
+//! chain alone is checked and the output says that the end of the log is not anchored.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
-use stella_keys::DevKeys;
-use stella_store::chain::{self, ChainWalker};
+use stella_keys::{DevKeys, Keyring, TrustedKey};
+use stella_store::chain::{self, ChainReport, ChainWalker};
+use stella_store::checkpoint::{self, Checkpoint};
 use stella_store::sqlite::SqliteReader;
-use stella_store::AuditReader as _;
+use stella_store::{AuditReader as _, StoreError};
 
 use crate::exit::{fail, USAGE, VERIFY_FAILED};
 
 #[derive(Subcommand)]
 pub(crate) enum AuditCommand {
-    /// Walk the hash chain: detects edited, inserted and deleted records.
+    /// Walk the hash chain against the latest signed checkpoint: detects edited, inserted and
+    /// deleted records, records cut off the end, and a replaced or dropped log.
     Verify(VerifyArgs),
-    /// Write records as JSON lines (each with its chain link).
+    /// Write records as JSON lines (each with its chain link); the whole log is verified.
     Export(ExportArgs),
 }
 
@@ -27,9 +36,17 @@ pub(crate) struct Source {
     /// The audit database (default: audit.path of --config, or data/audit.db).
     #[arg(long)]
     db: Option<PathBuf>,
-    /// The service configuration whose audit.path to read.
+    /// The service configuration whose [audit] section to read.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The signed checkpoint (default: audit.checkpoint_path of --config, or the database
+    /// path with the extension checkpoint.json).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Public key (PEM) or keyring (TOML file or folder) that signs checkpoints (default:
+    /// audit.checkpoint_public_key of --config). With it, a checkpoint is required.
+    #[arg(long)]
+    checkpoint_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -62,44 +79,132 @@ pub(crate) struct ExportArgs {
     output: String,
 }
 
-pub(crate) fn run(cmd: AuditCommand, _dev: DevKeys) -> Result<()> {
+pub(crate) fn run(cmd: AuditCommand, dev: DevKeys) -> Result<()> {
     match cmd {
-        AuditCommand::Verify(a) => verify(a),
-        AuditCommand::Export(a) => export(a),
+        AuditCommand::Verify(a) => verify(a, dev),
+        AuditCommand::Export(a) => export(a, dev),
     }
 }
 
-fn db_path(s: &Source) -> Result<PathBuf> {
-    if let Some(p) = &s.db {
-        return Ok(p.clone());
-    }
+/// Where the log and its checkpoint are, and what verifies the checkpoint.
+struct Resolved {
+    db: PathBuf,
+    checkpoint: PathBuf,
+    checkpoint_key: Option<PathBuf>,
+}
+
+fn resolve(s: &Source) -> Result<Resolved> {
+    let mut db = s.db.clone();
+    let mut checkpoint = s.checkpoint.clone();
+    let mut checkpoint_key = s.checkpoint_key.clone();
     if let Some(c) = &s.config {
-        // Only audit.path matters here; the rest of the file is not validated.
+        // Only the [audit] section matters here; the rest of the file is not validated.
         let text = std::fs::read_to_string(c)
             .map_err(|e| crate::io::open_error(&c.display().to_string(), e))?;
         let cfg = stella_signer::Config::from_toml_unvalidated(&text)
             .map_err(|e| fail(USAGE, format!("{}: {e}", c.display())))?;
-        let p = cfg.audit.path;
         let base = c.parent().map(PathBuf::from).unwrap_or_default();
-        return Ok(if p.is_relative() { base.join(p) } else { p });
+        let abs = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+        let cfg_db = abs(cfg.audit.path.clone());
+        if checkpoint.is_none() {
+            checkpoint = Some(match &cfg.audit.checkpoint_path {
+                Some(p) => abs(p.clone()),
+                None => db
+                    .clone()
+                    .unwrap_or(cfg_db.clone())
+                    .with_extension("checkpoint.json"),
+            });
+        }
+        if checkpoint_key.is_none() {
+            checkpoint_key = cfg.audit.checkpoint_public_key.map(abs);
+        }
+        db.get_or_insert(cfg_db);
     }
-    Ok(PathBuf::from("data/audit.db"))
+    let db = db.unwrap_or_else(|| PathBuf::from("data/audit.db"));
+    let checkpoint = checkpoint.unwrap_or_else(|| db.with_extension("checkpoint.json"));
+    Ok(Resolved {
+        db,
+        checkpoint,
+        checkpoint_key,
+    })
 }
 
-fn open(s: &Source) -> Result<SqliteReader> {
-    let path = db_path(s)?;
-    if !path.exists() {
-        return Err(crate::io::open_error(
-            &path.display().to_string(),
-            std::io::ErrorKind::NotFound.into(),
-        ));
+fn keyring(path: &Path, dev: DevKeys) -> Result<Keyring> {
+    let what = || format!("checkpoint key {}", path.display());
+    let is_ring = path.is_dir() || path.extension().is_some_and(|e| e == "toml");
+    if is_ring {
+        return Keyring::load(path, dev).with_context(what);
     }
-    SqliteReader::open(&path).with_context(|| format!("opening audit database {}", path.display()))
+    let key = stella_keys::keyref::load_public_file(path, dev).with_context(what)?;
+    Ok(Keyring::new(vec![TrustedKey::unrestricted(key)])?)
 }
 
-fn verify(a: VerifyArgs) -> Result<()> {
-    let reader = open(&a.source)?;
-    let mut report = chain::verify(&reader).context("reading the audit log")?;
+/// The verified checkpoint, when a key is configured. Every failure is exit 1.
+fn read_checkpoint(r: &Resolved, dev: DevKeys) -> Result<Option<Checkpoint>> {
+    let Some(key) = &r.checkpoint_key else {
+        return Ok(None);
+    };
+    let ring = keyring(key, dev)?;
+    checkpoint::read_verified(&r.checkpoint, &ring)
+        .map(Some)
+        .map_err(|e| {
+            fail(
+                VERIFY_FAILED,
+                format!("the audit log cannot be trusted: {e}"),
+            )
+        })
+}
+
+/// Open the log read-only. A missing database or table is a verification failure when a
+/// checkpoint vouches for the log; a missing file without one is "not found".
+fn open(r: &Resolved, anchor: Option<&Checkpoint>) -> Result<SqliteReader> {
+    match SqliteReader::open(&r.db) {
+        Ok(reader) => Ok(reader),
+        Err(StoreError::NoLog(p)) => Err(fail(
+            VERIFY_FAILED,
+            format!("the audit log was tampered with: {p} holds no audit table (dropped or replaced)"),
+        )),
+        Err(StoreError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            match anchor {
+                Some(cp) => Err(fail(
+                    VERIFY_FAILED,
+                    format!(
+                        "the audit log was tampered with: the database {} is gone, but the signed checkpoint {} covers {} record(s)",
+                        r.db.display(),
+                        r.checkpoint.display(),
+                        cp.records
+                    ),
+                )),
+                None => Err(crate::io::open_error(
+                    &r.db.display().to_string(),
+                    std::io::ErrorKind::NotFound.into(),
+                )),
+            }
+        }
+        Err(e) => Err(fail(
+            VERIFY_FAILED,
+            format!("cannot read the audit log {}: {e}", r.db.display()),
+        )),
+    }
+}
+
+fn walker(anchor: Option<&Checkpoint>) -> ChainWalker {
+    match anchor {
+        Some(cp) => ChainWalker::new().anchor(cp.records, &cp.head_hash),
+        None => ChainWalker::new(),
+    }
+}
+
+const UNANCHORED: &str = "no checkpoint key given (--checkpoint-key or audit.checkpoint_public_key): the chain was checked, but records cut off its end cannot be detected";
+
+fn verify(a: VerifyArgs, dev: DevKeys) -> Result<()> {
+    let r = resolve(&a.source)?;
+    let anchor = read_checkpoint(&r, dev)?;
+    let reader = open(&r, anchor.as_ref())?;
+    let mut report = chain::verify_with(&reader, walker(anchor.as_ref()))
+        .map_err(|e| fail(VERIFY_FAILED, format!("reading the audit log: {e}")))?;
     if let Some(expected) = &a.expect_head {
         if report.head_hash != *expected {
             report.problems.push(chain::ChainError::HeadMismatch {
@@ -109,13 +214,41 @@ fn verify(a: VerifyArgs) -> Result<()> {
             });
         }
     }
-    match a.output {
+    print_report(&report, anchor.as_ref(), a.output);
+    if report.is_intact() {
+        if matches!(a.output, Format::Text) {
+            match &anchor {
+                Some(_) => println!("audit log intact"),
+                None => {
+                    eprintln!("warning: {UNANCHORED}");
+                    println!("audit log intact (chain only: end not anchored)");
+                }
+            }
+        }
+        Ok(())
+    } else {
+        Err(fail(
+            VERIFY_FAILED,
+            format!(
+                "the audit log was tampered with ({} problem(s))",
+                report.problems.len()
+            ),
+        ))
+    }
+}
+
+fn print_report(report: &ChainReport, anchor: Option<&Checkpoint>, output: Format) {
+    match output {
         Format::Json => {
             let v = json!({
                 "intact": report.is_intact(),
+                "anchored": anchor.is_some(),
                 "records": report.records,
                 "headSeq": report.head_seq,
                 "headHash": report.head_hash,
+                "checkpoint": anchor.map(|c| json!({
+                    "records": c.records, "headHash": c.head_hash, "time": c.time,
+                })),
                 "problems": report.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             });
             println!("{v}");
@@ -128,21 +261,13 @@ fn verify(a: VerifyArgs) -> Result<()> {
                 "{} records; head seq {} hash {}",
                 report.records, report.head_seq, report.head_hash
             );
+            if let Some(c) = anchor {
+                println!(
+                    "signed checkpoint of {}: {} records, head {}",
+                    c.time, c.records, c.head_hash
+                );
+            }
         }
-    }
-    if report.is_intact() {
-        if matches!(a.output, Format::Text) {
-            println!("audit log intact");
-        }
-        Ok(())
-    } else {
-        Err(fail(
-            VERIFY_FAILED,
-            format!(
-                "the audit log was tampered with ({} problem(s))",
-                report.problems.len()
-            ),
-        ))
     }
 }
 
@@ -181,14 +306,17 @@ fn parse_since(s: &str) -> Result<String> {
     t.format(&fmt).map_err(|_| bad())
 }
 
-fn export(a: ExportArgs) -> Result<()> {
-    let reader = open(&a.source)?;
+fn export(a: ExportArgs, dev: DevKeys) -> Result<()> {
+    let r = resolve(&a.source)?;
+    let anchor = read_checkpoint(&r, dev)?;
+    let reader = open(&r, anchor.as_ref())?;
+    // The first record at or after --since, by the time column; the walk below checks every
+    // column against its hashed record, so an edited time cannot steer the range unnoticed.
     let start = match &a.since {
-        Some(s) => match reader.first_seq_since(&parse_since(s)?)? {
-            Some(seq) => seq - 1,
-            None => u64::MAX,
-        },
-        None => 0,
+        Some(s) => reader
+            .first_seq_since(&parse_since(s)?)?
+            .unwrap_or(u64::MAX),
+        None => 1,
     };
     let mut out: Box<dyn std::io::Write> = if a.output == "-" {
         Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
@@ -197,22 +325,22 @@ fn export(a: ExportArgs) -> Result<()> {
             std::fs::File::create(&a.output).with_context(|| format!("creating {}", a.output))?,
         ))
     };
-    let mut after = start;
+    let mut after = 0;
     let mut n = 0u64;
-    // The exported range is chain-checked as it is written; a broken link fails the export.
-    let mut walker = ChainWalker::new();
-    let mut first = true;
-    while after != u64::MAX {
-        let page = reader.read_after(after, 2048)?;
+    // The whole log is chain-checked (and anchored) while the range is written; a problem
+    // anywhere fails the export.
+    let mut walker = walker(anchor.as_ref());
+    loop {
+        let page = reader
+            .read_after(after, 2048)
+            .map_err(|e| fail(VERIFY_FAILED, format!("reading the audit log: {e}")))?;
         let Some(last) = page.last() else { break };
         after = last.seq;
         for r in &page {
-            if first {
-                // Start the walk mid-chain: trust the first exported link's predecessor.
-                walker = ChainWalker::starting_at(r.seq, &r.prev_hash);
-                first = false;
-            }
             walker.push(r);
+            if r.seq < start {
+                continue;
+            }
             let mut v: Value = serde_json::from_str(&r.record_json)
                 .with_context(|| format!("record seq {} is not JSON", r.seq))?;
             v["chain"] = json!({"seq": r.seq, "prevHash": r.prev_hash, "hash": r.hash});
@@ -224,14 +352,14 @@ fn export(a: ExportArgs) -> Result<()> {
     out.flush()?;
     let report = walker.finish();
     eprintln!("exported {n} record(s)");
+    if anchor.is_none() {
+        eprintln!("warning: {UNANCHORED}");
+    }
     if !report.is_intact() {
         for p in &report.problems {
             eprintln!("{p}");
         }
-        return Err(fail(
-            VERIFY_FAILED,
-            "the exported range of the audit log is not intact",
-        ));
+        return Err(fail(VERIFY_FAILED, "the audit log is not intact"));
     }
     Ok(())
 }

@@ -43,9 +43,20 @@ pub(crate) fn code_for(err: &anyhow::Error) -> u8 {
             return VERIFY_FAILED;
         }
         if let Some(k) = cause.downcast_ref::<stella_keys::KeyError>() {
-            if k.is_wrong_password() {
+            if k.is_wrong_password() || k.is_auth() {
                 return AUTH;
             }
+            if k.is_not_found() {
+                return NOT_FOUND;
+            }
+            if k.is_unavailable() {
+                return RETRYABLE;
+            }
+        }
+        if let Some(stella_keys::SignError::Unavailable { .. }) =
+            cause.downcast_ref::<stella_keys::SignError>()
+        {
+            return RETRYABLE;
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::NotFound {

@@ -15,7 +15,8 @@ pub(crate) enum KeyCommand {
     ///
     /// The password comes from COSIGN_PASSWORD (may be empty) or is asked twice on the
     /// terminal. The key file is written with mode 0600; existing files are never overwritten
-    /// unless --force is given.
+    /// unless --force is given. With --pkcs11 URI the pair is created inside the token
+    /// (sensitive, non-extractable) and only PREFIX.pub is written; see docs/keys.md.
     Generate(GenerateArgs),
     /// Print the public key (PEM) of a key reference.
     Public(PublicArgs),
@@ -32,11 +33,15 @@ pub(crate) struct GenerateArgs {
     /// Overwrite existing key files.
     #[arg(long)]
     force: bool,
+    /// Create the key pair inside a PKCS#11 token named by this RFC 7512 URI
+    /// (`pkcs11:token=T;object=LABEL?module-path=LIB&pin-source=FILE`); writes PREFIX.pub only.
+    #[arg(long, value_name = "URI")]
+    pkcs11: Option<String>,
 }
 
 #[derive(Args)]
 pub(crate) struct PublicArgs {
-    /// Key reference (private key file, env://VAR, or a public key file).
+    /// Key reference (private key file, env://VAR, pkcs11: URI, or a public key file).
     #[arg(long, short = 'k')]
     key: String,
 }
@@ -58,6 +63,9 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let algorithm = Algorithm::parse(&a.algorithm).map_err(|e| fail(USAGE, e.to_string()))?;
     let key_path = format!("{}.key", a.output);
     let pub_path = format!("{}.pub", a.output);
+    if let Some(uri) = &a.pkcs11 {
+        return generate_pkcs11(uri, algorithm, &pub_path, a.force);
+    }
     if !a.force {
         for p in [&key_path, &pub_path] {
             if Path::new(p).exists() {
@@ -77,5 +85,27 @@ fn generate(a: GenerateArgs) -> Result<()> {
     eprintln!("Private key written to {key_path} (cosign encrypted format)");
     eprintln!("Public key written to {pub_path}");
     eprintln!("Key id: {}", key.key_id());
+    Ok(())
+}
+
+fn generate_pkcs11(uri: &str, algorithm: Algorithm, pub_path: &str, force: bool) -> Result<()> {
+    let uri = stella_keys::pkcs11::Pkcs11Uri::parse(uri).map_err(|e| fail(USAGE, e.to_string()))?;
+    if !force && Path::new(pub_path).exists() {
+        return Err(fail(
+            USAGE,
+            format!("{pub_path} already exists (use --force to overwrite)"),
+        ));
+    }
+    let made = stella_keys::pkcs11::generate(&uri, algorithm)
+        .with_context(|| format!("generating a {algorithm} key in {}", uri.describe()))?;
+    io::write_atomic(pub_path, made.public.to_pem().as_bytes(), false)?;
+    let mut at = uri.describe();
+    if uri.id.is_none() {
+        at.push_str(";id=");
+        at.extend(made.id.iter().map(|b| format!("%{b:02X}")));
+    }
+    eprintln!("Key pair created in the token (sensitive, not extractable): {at}");
+    eprintln!("Public key written to {pub_path}");
+    eprintln!("Key id: {}", made.public.key_id());
     Ok(())
 }

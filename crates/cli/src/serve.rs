@@ -10,7 +10,7 @@ use stella_keys::DevKeys;
 use stella_signer::client::{self, DpopKey};
 use stella_signer::{AppBuilder, AppState, Config};
 
-use crate::exit::{code_for_std, fail, render_std, AUTH, OFFLINE, RETRYABLE, USAGE};
+use crate::exit::{code_for_std, fail, render_std, AUTH, OFFLINE, RETRYABLE, USAGE, VERIFY_FAILED};
 
 #[derive(Subcommand)]
 pub(crate) enum SignerCommand {
@@ -169,6 +169,11 @@ fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
         if let Err(e) = state.auth.jwks.warm().await {
             tracing::warn!(error = %e, "Authority keys not fetched yet (will retry on demand)");
         }
+        // A log behind its signed checkpoint (truncated or replaced while the service was
+        // down) is refused before anything is announced.
+        stella_signer::checkpoints::check(&state)
+            .await
+            .map_err(|e| fail(VERIFY_FAILED, format!("cannot start the signer: {e:#}")))?;
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -359,4 +364,42 @@ fn sign(a: SignArgs) -> Result<()> {
         a.output
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Issue #8 item 8: `--dev` with real signing keys, a real Authority or real Licensing
+    /// configured is a usage error (exit 2) that names the setting; nothing starts.
+    #[test]
+    fn dev_profile_with_real_keys_or_services_exits_2() {
+        let dir = tempfile::tempdir().unwrap();
+        for (extra, name) in [
+            ("[signing]\nkeys = [\"prod.key\"]\n", "signing.keys"),
+            (
+                "[authority]\nissuer = \"https://a.example\"\njwks_url = \"https://a.example/jwks\"\n",
+                "authority.jwks_url",
+            ),
+            (
+                "[licensing]\nintrospect_url = \"https://l.example/license/introspect\"\n",
+                "licensing.introspect_url",
+            ),
+        ] {
+            let cfg = dir.path().join("stella.toml");
+            std::fs::write(&cfg, extra).unwrap();
+            let args = ServeArgs {
+                config: Some(cfg),
+                dev: true,
+                listen: Some("127.0.0.1:0".into()),
+                data: Some(dir.path().join("data")),
+            };
+            let e = serve(args, DevKeys::Refuse).unwrap_err();
+            assert_eq!(crate::exit::code_for(&e), USAGE, "{e:#}");
+            let m = format!("{e:#}");
+            assert!(m.contains("dev profile") && m.contains(name), "{m}");
+            assert!(!dir.path().join("data").exists(), "nothing was started");
+        }
+    }
 }

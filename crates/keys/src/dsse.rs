@@ -174,10 +174,12 @@ pub fn verify_envelope(
             .into_iter()
             .chain((0..keyring.keys().len()).filter(|i| Some(*i) != hinted));
         for i in order {
-            if counted.contains(&i) {
+            let tk = &keyring.keys()[i];
+            // Distinct keys by canonical form (a keyring already refuses one key twice;
+            // this keeps the count right even if that ever changed).
+            if counted.iter().any(|j| keyring.keys()[*j].key == tk.key) {
                 continue;
             }
-            let tk = &keyring.keys()[i];
             if !tk.key.verify(&message, &sig.sig) {
                 continue;
             }

@@ -109,7 +109,9 @@ impl KeyRef {
         match self {
             KeyRef::File(p) => p.display().to_string(),
             KeyRef::Env(v) => format!("env://{v}"),
-            KeyRef::Pkcs11(u) => u.split('?').next().unwrap_or(u).to_string(),
+            KeyRef::Pkcs11(u) => crate::pkcs11::Pkcs11Uri::parse(u)
+                .map(|p| p.describe())
+                .unwrap_or_else(|_| u.split('?').next().unwrap_or(u).to_string()),
             KeyRef::AwsKms(u) => u.clone(),
             KeyRef::Keyless => "keyless".into(),
         }
@@ -134,6 +136,11 @@ pub fn load_signer(
     dev: DevKeys,
     password: &mut dyn FnMut() -> Result<Zeroizing<String>, KeyError>,
 ) -> Result<Box<dyn Signer>, KeyError> {
+    if let KeyRef::Pkcs11(uri) = r {
+        let uri = crate::pkcs11::Pkcs11Uri::parse(uri)?;
+        let key = crate::pkcs11::Pkcs11Key::open(&uri).map_err(|e| e.in_ref(r))?;
+        return Ok(Box::new(key));
+    }
     let bytes = r.read()?;
     let key = FileKey::from_pem(&bytes, password).map_err(|e| e.in_ref(r))?;
     check_dev(key.key_id().as_str(), dev)?;
@@ -146,6 +153,10 @@ pub fn load_public(
     dev: DevKeys,
     password: &mut dyn FnMut() -> Result<Zeroizing<String>, KeyError>,
 ) -> Result<PublicKey, KeyError> {
+    if let KeyRef::Pkcs11(uri) = r {
+        let uri = crate::pkcs11::Pkcs11Uri::parse(uri)?;
+        return crate::pkcs11::public_key(&uri).map_err(|e| e.in_ref(r));
+    }
     let bytes = r.read()?;
     let key = if contains_public_block(&bytes) {
         PublicKey::from_pem(&bytes).map_err(|e| e.in_ref(r))?

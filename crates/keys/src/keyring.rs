@@ -246,7 +246,9 @@ impl Keyring {
         for path in files {
             let key = crate::keyref::load_public_file(&path, dev)?;
             if ring.keys.iter().any(|k| k.key == key) {
-                continue; // already described by keyring.toml
+                // Already described by keyring.toml or an earlier file (keys compare in
+                // their canonical form, so a re-encoded copy is the same key).
+                continue;
             }
             let mut tk = TrustedKey::unrestricted(key);
             if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
@@ -422,5 +424,69 @@ revoked = true
         assert_eq!(ring.keys()[0].id, "release");
         assert_eq!(&ring.keys()[0].key, k.public_key());
         assert_eq!(ring.keys()[0].purposes.len(), 3);
+    }
+
+    /// The same P-256 key as PEM with a compressed point (what `openssl ec -pubin
+    /// -conv_form compressed` writes).
+    fn compressed_pem(k: &PublicKey) -> String {
+        let der = k.spki_der();
+        let point = &der[26..];
+        let mut c = vec![0x02 | (point[64] & 1)];
+        c.extend_from_slice(&point[1..33]);
+        let mut spki = vec![0x30, 0x39];
+        spki.extend_from_slice(&der[2..23]); // AlgorithmIdentifier, unchanged
+        spki.extend_from_slice(&[0x03, 0x22, 0x00]);
+        spki.extend_from_slice(&c);
+        crate::pem_encode("PUBLIC KEY", &spki)
+    }
+
+    // Regression (issue #8 item 1): one key written twice (compressed and uncompressed
+    // point) filled two keyring slots.
+    #[test]
+    fn reencoded_key_is_one_key_in_every_keyring_form() {
+        let (k, p) = pem(Algorithm::EcdsaP256Sha256);
+        let c = compressed_pem(k.public_key());
+        assert_ne!(p, c);
+        let same = PublicKey::from_pem(c.as_bytes()).unwrap();
+        assert_eq!(same.key_id(), k.public_key().key_id());
+
+        // TOML: two entries, two ids, one key.
+        let text = format!(
+            "[[keys]]\nid='a'\npublic_key='''{p}'''\npurposes=['release']\n\
+             [[keys]]\nid='b'\npublic_key='''{c}'''\npurposes=['release']\n"
+        );
+        let err = Keyring::from_toml(&text, Path::new("."), DevKeys::Refuse)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("twice"), "{err}");
+
+        // A directory of two files holding the one key: one slot.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.pub"), &p).unwrap();
+        std::fs::write(dir.path().join("b.pem"), &c).unwrap();
+        let ring = Keyring::load(dir.path(), DevKeys::Refuse).unwrap();
+        assert_eq!(ring.keys().len(), 1);
+
+        // keyring.toml describes the key; the folder holds it again, re-encoded: one slot.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("keyring.toml"),
+            "[[keys]]\nid='a'\npublic_key='a.pub'\npurposes=['release']\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("a.pub"), &p).unwrap();
+        std::fs::write(dir.path().join("again.pem"), &c).unwrap();
+        let ring = Keyring::load(dir.path(), DevKeys::Refuse).unwrap();
+        assert_eq!(ring.keys().len(), 1);
+        assert_eq!(ring.keys()[0].id, "a");
+
+        // `--key a --key b` builds a keyring with Keyring::new.
+        let err = Keyring::new(vec![
+            TrustedKey::unrestricted(k.public_key().clone()),
+            TrustedKey::unrestricted(same),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("twice"), "{err}");
     }
 }

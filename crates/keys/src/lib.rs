@@ -9,6 +9,7 @@ pub mod dsse;
 pub mod file;
 pub mod keyref;
 pub mod keyring;
+pub mod pkcs11;
 pub mod public;
 pub mod signer;
 
@@ -53,6 +54,18 @@ pub enum KeyError {
     DevKey,
     #[error("the system random number generator failed")]
     Rng,
+    /// The key's backend refused our credentials (PIN, KMS credentials): exit 3.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// The key (or token, module, KMS key) does not exist: exit 4.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The backend cannot be reached right now (token removed, KMS down): retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Any other backend failure.
+    #[error("{0}")]
+    Backend(String),
 }
 
 impl KeyError {
@@ -60,6 +73,33 @@ impl KeyError {
         KeyError::In {
             context: r.describe(),
             source: Box::new(self),
+        }
+    }
+
+    /// Did the backend refuse our credentials (wrong PIN, KMS access denied)?
+    pub fn is_auth(&self) -> bool {
+        match self {
+            KeyError::Auth(_) => true,
+            KeyError::In { source, .. } => source.is_auth(),
+            _ => false,
+        }
+    }
+
+    /// Does the key (or its token, module or KMS key) not exist?
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            KeyError::NotFound(_) => true,
+            KeyError::In { source, .. } => source.is_not_found(),
+            _ => false,
+        }
+    }
+
+    /// Is the backend unreachable for now (retryable)?
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            KeyError::Unavailable(_) => true,
+            KeyError::In { source, .. } => source.is_unavailable(),
+            _ => false,
         }
     }
 

@@ -3,11 +3,21 @@
 //!
 //! A public key is held with its SPKI DER (what PEM `PUBLIC KEY` files contain and what key ids
 //! hash) and a pre-parsed verification key, so verifying many signatures parses the key once.
+//!
+//! **One key, one form.** Whatever encoding a key arrives in, it is normalised at parse time to
+//! one canonical SubjectPublicKeyInfo: Ed25519 as the 32 key bytes under the bare Ed25519 OID,
+//! P-256 as the 65-byte uncompressed point under id-ecPublicKey with the named-curve OID. Key
+//! equality, key ids (SHA-256 of that DER, SPEC §2) and threshold counting all use only this
+//! form, so a compressed and an uncompressed copy of one key are the same key and can never
+//! fill two keyring slots. Encodings that could give a second form and that no peer needs
+//! (hybrid points, explicit curve parameters, unused BIT STRING bits, non-canonical Ed25519
+//! points, BER lengths, trailing bytes, PEM files with several keys) are refused.
 
 use std::fmt;
 
+use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P256_SHA256_ASN1, ED25519};
-use spki::der::Decode as _;
+use spki::der::{Decode as _, Tagged as _};
 use spki::ObjectIdentifier;
 
 use crate::KeyError;
@@ -104,11 +114,22 @@ impl Eq for PublicKey {}
 
 impl PublicKey {
     /// Parse a DER SubjectPublicKeyInfo (Ed25519 or P-256; RSA and other curves are refused).
+    ///
+    /// The key is normalised to its one canonical SPKI (see the module docs): a compressed
+    /// P-256 point gives the same key, key id and equality as the uncompressed one. Encodings
+    /// we never write and no peer needs are refused: hybrid points (`0x06`/`0x07`), explicit
+    /// curve parameters, algorithm parameters on Ed25519, a BIT STRING with unused bits,
+    /// non-canonical or small-order Ed25519 points, BER length forms and trailing bytes.
     pub fn from_spki_der(der: &[u8]) -> Result<Self, KeyError> {
+        // `der` decodes strict DER: long-form lengths that fit the short form, indefinite
+        // lengths and trailing bytes after the SEQUENCE are errors.
         let spki = spki::SubjectPublicKeyInfoRef::from_der(der).map_err(|e| {
             KeyError::Malformed(format!("public key is not a DER SubjectPublicKeyInfo: {e}"))
         })?;
-        let point = spki.subject_public_key.raw_bytes();
+        let point = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or_else(|| KeyError::Malformed("public key BIT STRING has unused bits".into()))?;
         let algorithm = match spki.algorithm.oid {
             OID_ED25519 => {
                 if spki.algorithm.parameters.is_some() {
@@ -119,10 +140,21 @@ impl PublicKey {
                 Algorithm::Ed25519
             }
             OID_EC_PUBLIC_KEY => {
+                let params = spki
+                    .algorithm
+                    .parameters
+                    .ok_or_else(|| KeyError::Malformed("EC key without curve parameters".into()))?;
+                if params.tag() != spki::der::Tag::ObjectIdentifier {
+                    return Err(KeyError::UnsupportedAlgorithm(
+                        "EC key with explicit curve parameters (only the named curve P-256, \
+                         OID 1.2.840.10045.3.1.7, is accepted)"
+                            .into(),
+                    ));
+                }
                 let curve = spki
                     .algorithm
                     .parameters_oid()
-                    .map_err(|_| KeyError::Malformed("EC key without a named curve".into()))?;
+                    .map_err(|e| KeyError::Malformed(format!("EC curve OID: {e}")))?;
                 if curve != OID_P256 {
                     return Err(KeyError::UnsupportedAlgorithm(format!(
                         "EC curve {curve} (supported: P-256)"
@@ -141,39 +173,102 @@ impl PublicKey {
                 )))
             }
         };
-        let parsed = match algorithm {
-            Algorithm::Ed25519 => ParsedPublicKey::new(&ED25519, point),
-            Algorithm::EcdsaP256Sha256 => ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point),
-        }
-        .map_err(|e| KeyError::Malformed(format!("invalid {algorithm} public key: {e}")))?;
+        Self::from_point(algorithm, point)
+    }
+
+    /// Build from the key bytes of `algorithm` (the SPKI BIT STRING contents), normalising.
+    fn from_point(algorithm: Algorithm, point: &[u8]) -> Result<Self, KeyError> {
+        let (raw, parsed) = match algorithm {
+            Algorithm::Ed25519 => {
+                check_ed25519_point(point)?;
+                let parsed = ParsedPublicKey::new(&ED25519, point).map_err(|e| {
+                    KeyError::Malformed(format!("invalid {algorithm} public key: {e}"))
+                })?;
+                (point.to_vec(), parsed)
+            }
+            Algorithm::EcdsaP256Sha256 => {
+                // Only the SEC1 point forms: aws-lc would also take a whole nested SPKI here.
+                match (point.first(), point.len()) {
+                    (Some(0x04), 65) | (Some(0x02 | 0x03), 33) => {}
+                    (Some(0x06 | 0x07), _) => {
+                        return Err(KeyError::Malformed(
+                            "P-256 point in the hybrid form (0x06/0x07) is refused; \
+                             use the uncompressed form"
+                                .into(),
+                        ))
+                    }
+                    (Some(0x00), 1) => {
+                        return Err(KeyError::Malformed(
+                            "P-256 public key is the point at infinity".into(),
+                        ))
+                    }
+                    _ => {
+                        return Err(KeyError::Malformed(format!(
+                            "P-256 public key must be a 65-byte uncompressed or 33-byte \
+                             compressed SEC1 point, got {} bytes",
+                            point.len()
+                        )))
+                    }
+                }
+                let parsed = ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point).map_err(|e| {
+                    KeyError::Malformed(format!("invalid {algorithm} public key: {e}"))
+                })?;
+                // aws-lc validated the point is on the curve; it re-encodes it uncompressed.
+                let der = parsed.as_der().map_err(|_| {
+                    KeyError::Malformed("cannot encode the P-256 public key".into())
+                })?;
+                let der = der.as_ref();
+                let uncompressed = match der.strip_prefix(&P256_SPKI_PREFIX[..]) {
+                    Some(p) if p.len() == 65 && p[0] == 0x04 => p.to_vec(),
+                    _ => {
+                        return Err(KeyError::Malformed(
+                            "P-256 public key did not re-encode to the canonical form".into(),
+                        ))
+                    }
+                };
+                if point.len() == 65 && point != uncompressed.as_slice() {
+                    return Err(KeyError::Malformed(
+                        "P-256 point changed when re-encoded".into(),
+                    ));
+                }
+                (uncompressed, parsed)
+            }
+        };
+        let spki_der = spki_der_for(algorithm, &raw)?;
         Ok(PublicKey {
             algorithm,
-            spki_der: der.to_vec(),
-            key_id: KeyId::of_spki(der),
+            key_id: KeyId::of_spki(&spki_der),
+            spki_der,
             parsed,
         })
     }
 
-    /// Parse PEM text holding a `PUBLIC KEY` block (CRLF tolerated).
+    /// Parse PEM text holding one `PUBLIC KEY` block (CRLF tolerated). A file with two public
+    /// keys is refused: which one it means would be a guess.
     pub fn from_pem(text: &[u8]) -> Result<Self, KeyError> {
         let blocks =
             pem::parse_many(text).map_err(|e| KeyError::Malformed(format!("not PEM: {e}")))?;
-        let block = blocks
-            .iter()
-            .find(|b| b.tag() == "PUBLIC KEY")
-            .ok_or_else(|| match blocks.first() {
-                Some(b) => KeyError::Malformed(format!(
-                    "expected a PEM `PUBLIC KEY` block, found `{}`",
-                    b.tag()
-                )),
-                None => KeyError::Malformed("no PEM block found".into()),
-            })?;
+        let mut public = blocks.iter().filter(|b| b.tag() == "PUBLIC KEY");
+        let first = public.next();
+        if public.next().is_some() {
+            return Err(KeyError::Malformed(
+                "the PEM text holds more than one `PUBLIC KEY` block; give one key per file".into(),
+            ));
+        }
+        let block = first.ok_or_else(|| match blocks.first() {
+            Some(b) => KeyError::Malformed(format!(
+                "expected a PEM `PUBLIC KEY` block, found `{}`",
+                b.tag()
+            )),
+            None => KeyError::Malformed("no PEM block found".into()),
+        })?;
         Self::from_spki_der(block.contents())
     }
 
-    /// Build from raw key bytes: 32-byte Ed25519 key, or an SEC1 P-256 point.
+    /// Build from raw key bytes: 32-byte Ed25519 key, or an SEC1 P-256 point (uncompressed
+    /// or compressed; normalised like [`PublicKey::from_spki_der`]).
     pub fn from_raw(algorithm: Algorithm, raw: &[u8]) -> Result<Self, KeyError> {
-        Self::from_spki_der(&spki_der_for(algorithm, raw)?)
+        Self::from_point(algorithm, raw)
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -199,18 +294,75 @@ impl PublicKey {
     }
 }
 
-/// Encode raw key bytes as SPKI DER (fixed prefixes: these two algorithms have fixed headers).
+/// The canonical SPKI DER header of an Ed25519 key (the 32 key bytes follow).
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+/// The canonical SPKI DER header of a P-256 key: id-ecPublicKey with the named curve
+/// prime256v1 (the 65-byte uncompressed point follows).
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// The y coordinates (little-endian, sign bit cleared) of the eight Ed25519 points of small
+/// order: 0 (order 4), 1 (identity), two of order 8 and p-1 (order 2). A key on one of them
+/// verifies signatures that say nothing about the message, and with the sign bit flipped the
+/// same point has a second encoding; both are refused (as libsodium does).
+const ED25519_SMALL_ORDER_Y: [[u8; 32]; 5] = [
+    [0; 32],
+    {
+        let mut y = [0u8; 32];
+        y[0] = 1;
+        y
+    },
+    [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
+        0xfc, 0x05,
+    ],
+    [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03, 0x7a,
+    ],
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+];
+
+/// An Ed25519 public key must be 32 bytes, encode y below p = 2^255 - 19 (otherwise y and
+/// y + p are two encodings of one key) and not be a point of small order.
+fn check_ed25519_point(point: &[u8]) -> Result<(), KeyError> {
+    let bytes: [u8; 32] = point.try_into().map_err(|_| {
+        KeyError::Malformed(format!(
+            "Ed25519 public key must be 32 bytes, got {}",
+            point.len()
+        ))
+    })?;
+    let mut y = bytes;
+    y[31] &= 0x7f;
+    // y >= p  <=>  y[31] == 0x7f, y[1..31] all 0xff, y[0] >= 0xed.
+    if y[31] == 0x7f && y[1..31].iter().all(|b| *b == 0xff) && y[0] >= 0xed {
+        return Err(KeyError::Malformed(
+            "Ed25519 public key is not canonically encoded (y >= 2^255 - 19)".into(),
+        ));
+    }
+    if ED25519_SMALL_ORDER_Y.contains(&y) {
+        return Err(KeyError::Malformed(
+            "Ed25519 public key is a point of small order".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Encode canonical key bytes as SPKI DER (these two algorithms have fixed headers).
 fn spki_der_for(algorithm: Algorithm, raw: &[u8]) -> Result<Vec<u8>, KeyError> {
-    const ED25519_PREFIX: [u8; 12] = [
-        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-    ];
-    const P256_PREFIX: [u8; 26] = [
-        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
-        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-    ];
     let (prefix, len): (&[u8], usize) = match algorithm {
-        Algorithm::Ed25519 => (&ED25519_PREFIX, 32),
-        Algorithm::EcdsaP256Sha256 => (&P256_PREFIX, 65),
+        Algorithm::Ed25519 => (&ED25519_SPKI_PREFIX, 32),
+        Algorithm::EcdsaP256Sha256 => (&P256_SPKI_PREFIX, 65),
     };
     if raw.len() != len {
         return Err(KeyError::Malformed(format!(
@@ -226,6 +378,7 @@ fn spki_der_for(algorithm: Algorithm, raw: &[u8]) -> Result<Vec<u8>, KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signer::Signer as _;
 
     #[test]
     fn algorithm_names() {
@@ -268,5 +421,238 @@ mod tests {
         ];
         let err = PublicKey::from_spki_der(&rsa).unwrap_err().to_string();
         assert!(err.contains("RSA"), "{err}");
+    }
+
+    /// DER TLV with a short- or long-form length as given.
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        if content.len() < 0x80 {
+            out.push(content.len() as u8);
+        } else {
+            out.push(0x81);
+            out.push(content.len() as u8);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    const OID_EC: [u8; 9] = [0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    const OID_P256_TLV: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+    /// An EC SPKI with the given parameters TLV and BIT STRING contents (unused-bits byte first).
+    fn ec_spki(params: &[u8], bits: &[u8]) -> Vec<u8> {
+        let alg = tlv(0x30, &[&OID_EC[..], params].concat());
+        tlv(0x30, &[alg, tlv(0x03, bits)].concat())
+    }
+
+    fn p256() -> (PublicKey, Vec<u8>) {
+        let k = crate::file::FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+        let pk = k.public_key().clone();
+        let point = pk.spki_der()[26..].to_vec();
+        assert_eq!(point.len(), 65);
+        (pk, point)
+    }
+
+    fn compressed(point: &[u8]) -> Vec<u8> {
+        let mut c = vec![0x02 | (point[64] & 1)];
+        c.extend_from_slice(&point[1..33]);
+        c
+    }
+
+    // Regression (issue #8 item 1): a compressed and an uncompressed copy of one P-256 key
+    // had two key ids and were two keys, so one signature met a threshold of two.
+    #[test]
+    fn compressed_and_uncompressed_p256_are_one_key() {
+        let (pk, point) = p256();
+        let c = compressed(&point);
+        let from_compressed =
+            PublicKey::from_spki_der(&ec_spki(&OID_P256_TLV, &[&[0u8][..], &c].concat())).unwrap();
+        assert_eq!(from_compressed, pk);
+        assert_eq!(from_compressed.key_id(), pk.key_id());
+        assert_eq!(from_compressed.spki_der(), pk.spki_der());
+        assert_eq!(from_compressed.spki_der()[26], 0x04, "stored uncompressed");
+        let raw = PublicKey::from_raw(Algorithm::EcdsaP256Sha256, &c).unwrap();
+        assert_eq!(raw.key_id(), pk.key_id());
+        // The wrong parity bit is another (valid) key, not this one.
+        let mut flipped = c.clone();
+        flipped[0] ^= 1;
+        let other = PublicKey::from_raw(Algorithm::EcdsaP256Sha256, &flipped).unwrap();
+        assert_ne!(other, pk);
+        // The canonical key id is SHA-256 over the 91-byte uncompressed named-curve SPKI.
+        assert_eq!(pk.spki_der().len(), 91);
+        assert_eq!(
+            pk.key_id(),
+            &KeyId::of_spki(&[&P256_SPKI_PREFIX[..], &point].concat())
+        );
+    }
+
+    #[test]
+    fn pem_variants_of_one_key_are_one_key() {
+        let (pk, _) = p256();
+        let pem = pk.to_pem();
+        let crlf = pem.replace('\n', "\r\n");
+        let chatty = format!("a comment line\n{pem}\ntrailing text\n");
+        let narrow = {
+            // 40-column body lines instead of 64.
+            let b64 = stella_dsse::b64::encode(pk.spki_der());
+            let body: Vec<String> = b64
+                .as_bytes()
+                .chunks(40)
+                .map(|c| String::from_utf8(c.to_vec()).unwrap())
+                .collect();
+            format!(
+                "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+                body.join("\n")
+            )
+        };
+        for text in [crlf, chatty, narrow] {
+            let k = PublicKey::from_pem(text.as_bytes()).unwrap();
+            assert_eq!(k.key_id(), pk.key_id(), "{text}");
+        }
+        // Other labels and two keys in one file are refused.
+        let der = pk.spki_der().to_vec();
+        for label in ["EC PUBLIC KEY", "RSA PUBLIC KEY", "CERTIFICATE"] {
+            let text = crate::pem_encode(label, &der);
+            let err = PublicKey::from_pem(text.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("expected a PEM `PUBLIC KEY` block"),
+                "{label}: {err}"
+            );
+        }
+        let two = format!("{pem}{}", p256().0.to_pem());
+        let err = PublicKey::from_pem(two.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("more than one"), "{err}");
+    }
+
+    #[test]
+    fn other_encodings_of_p256_are_refused() {
+        let (pk, point) = p256();
+        let good = ec_spki(&OID_P256_TLV, &[&[0u8][..], &point].concat());
+        assert_eq!(PublicKey::from_spki_der(&good).unwrap(), pk);
+        let refuse = |der: &[u8], needle: &str| {
+            let err = PublicKey::from_spki_der(der).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        };
+        // Hybrid forms (0x06 | parity, x, y).
+        let mut hybrid = point.clone();
+        hybrid[0] = 0x06 | (point[64] & 1);
+        refuse(
+            &ec_spki(&OID_P256_TLV, &[&[0u8][..], &hybrid].concat()),
+            "hybrid",
+        );
+        assert!(PublicKey::from_raw(Algorithm::EcdsaP256Sha256, &hybrid).is_err());
+        // Explicit curve parameters (any SEQUENCE in place of the named-curve OID).
+        refuse(
+            &ec_spki(&tlv(0x30, &tlv(0x02, &[1])), &[&[0u8][..], &point].concat()),
+            "explicit curve parameters",
+        );
+        // No parameters, NULL parameters, another curve.
+        refuse(
+            &ec_spki(&[], &[&[0u8][..], &point].concat()),
+            "without curve parameters",
+        );
+        refuse(
+            &ec_spki(&[0x05, 0x00], &[&[0u8][..], &point].concat()),
+            "explicit curve parameters",
+        );
+        let p384 = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+        refuse(
+            &ec_spki(&p384, &[&[0u8][..], &point].concat()),
+            "EC curve 1.3.132.0.34",
+        );
+        // A BIT STRING with unused bits.
+        refuse(
+            &ec_spki(
+                &OID_P256_TLV,
+                &[&[1u8][..], &point[..64], &[point[64] & 0xfe]].concat(),
+            ),
+            "unused bits",
+        );
+        // A whole SPKI nested where the point belongs (aws-lc alone would accept it).
+        refuse(
+            &ec_spki(&OID_P256_TLV, &[&[0u8][..], pk.spki_der()].concat()),
+            "SEC1 point",
+        );
+        // Point at infinity, truncated, off-curve.
+        refuse(&ec_spki(&OID_P256_TLV, &[0, 0]), "infinity");
+        refuse(
+            &ec_spki(&OID_P256_TLV, &[&[0u8][..], &point[..64]].concat()),
+            "SEC1 point",
+        );
+        let mut off = point.clone();
+        off[64] ^= 1;
+        refuse(
+            &ec_spki(&OID_P256_TLV, &[&[0u8][..], &off].concat()),
+            "invalid p256",
+        );
+        // BER: a long-form length where the short form fits, and an indefinite length.
+        let mut ber = good.clone();
+        let inner = ber.split_off(2);
+        let ber = [&[0x30, 0x81, ber[1]][..], &inner].concat();
+        refuse(&ber, "not a DER SubjectPublicKeyInfo");
+        let indefinite = [&[0x30, 0x80][..], &good[2..], &[0, 0]].concat();
+        refuse(&indefinite, "not a DER SubjectPublicKeyInfo");
+        // Trailing bytes after the SEQUENCE, and an extra field inside it.
+        refuse(
+            &[&good[..], &[0]].concat(),
+            "not a DER SubjectPublicKeyInfo",
+        );
+        let extra = tlv(0x30, &[&good[2..], &[0x05, 0x00][..]].concat());
+        refuse(&extra, "not a DER SubjectPublicKeyInfo");
+    }
+
+    #[test]
+    fn ed25519_encodings() {
+        let k = crate::file::FileKey::generate(Algorithm::Ed25519).unwrap();
+        let pk = k.public_key().clone();
+        let raw = &pk.spki_der()[12..];
+        assert_eq!(PublicKey::from_raw(Algorithm::Ed25519, raw).unwrap(), pk);
+        let ed_spki = |params: &[u8], bits: &[u8]| {
+            let alg = tlv(
+                0x30,
+                &[&[0x06, 0x03, 0x2b, 0x65, 0x70][..], params].concat(),
+            );
+            tlv(0x30, &[alg, tlv(0x03, bits)].concat())
+        };
+        assert_eq!(
+            PublicKey::from_spki_der(&ed_spki(&[], &[&[0u8][..], raw].concat())).unwrap(),
+            pk
+        );
+        let refuse = |der: &[u8], needle: &str| {
+            let err = PublicKey::from_spki_der(der).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        };
+        refuse(
+            &ed_spki(&[0x05, 0x00], &[&[0u8][..], raw].concat()),
+            "parameters",
+        );
+        refuse(&ed_spki(&[], &[&[0u8][..], raw, &[0]].concat()), "32 bytes");
+        refuse(
+            &ed_spki(&[], &[&[0u8][..], &raw[..31]].concat()),
+            "32 bytes",
+        );
+        // Every small-order point, with either sign bit.
+        for y in ED25519_SMALL_ORDER_Y {
+            for sign in [0u8, 0x80] {
+                let mut e = y;
+                e[31] |= sign;
+                let err = PublicKey::from_raw(Algorithm::Ed25519, &e)
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("small order"), "{err}");
+            }
+        }
+        // y >= p: p itself (= 0), p + 1 (= 1), p + 2, and 2^255 - 1.
+        for low in [0xed, 0xee, 0xef, 0xff] {
+            let mut e = [0xffu8; 32];
+            e[0] = low;
+            e[31] = 0x7f;
+            let err = PublicKey::from_raw(Algorithm::Ed25519, &e)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not canonically encoded"), "{err}");
+        }
     }
 }

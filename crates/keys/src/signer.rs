@@ -11,6 +11,10 @@ use crate::public::{Algorithm, KeyId, PublicKey};
 pub enum SignError {
     #[error("signing with key {key_id} failed: {reason}")]
     Backend { key_id: KeyId, reason: String },
+    /// The backend is unreachable for now (token removed, KMS throttling or down); a later
+    /// attempt may succeed.
+    #[error("signing with key {key_id} failed, the key's backend is unavailable: {reason}")]
+    Unavailable { key_id: KeyId, reason: String },
     #[error("key {0} was given more than once")]
     DuplicateKey(KeyId),
     #[error("no signing key given")]

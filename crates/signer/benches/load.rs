@@ -144,6 +144,7 @@ trusted_scanner_digests = ["sha256:{scanner}"]
 path = "{db}"
 [signing]
 keys = ["unused"]
+default_keys_for_unlisted_tenants = true
 "#,
                 jwks = dir.join("jwks.json").display(),
                 scanner = "1".repeat(64),

@@ -42,6 +42,15 @@ use crate::error::{ApiError, Code};
 use crate::poe::PoeDecision;
 use crate::trace::TraceContext;
 
+/// Headers that carry a credential, a proof or an identity, and the code a duplicate gets.
+/// (The client certificate comes from the TLS layer, never from a header; no forwarded
+/// identity header is read.)
+pub const IDENTITY_HEADERS: &[(&str, Code)] = &[
+    ("authorization", Code::InvalidToken),
+    ("dpop", Code::InvalidDpopProof),
+    ("x-stella-tenant", Code::InvalidRequest),
+];
+
 /// Connection facts the server attaches to each request.
 #[derive(Debug, Clone, Default)]
 pub struct ConnInfo {
@@ -104,11 +113,12 @@ fn route_label(p: Option<&MatchedPath>) -> &'static str {
 /// Trace context, metrics and one log line for every routed request.
 async fn observe(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let tc = TraceContext::from_header(
-        req.headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok()),
-    );
+    // Several `traceparent` headers are invalid (W3C Trace Context §4.2): start afresh.
+    let mut tp = req.headers().get_all("traceparent").iter();
+    let tc = TraceContext::from_header(match (tp.next(), tp.next()) {
+        (Some(v), None) => v.to_str().ok(),
+        _ => None,
+    });
     req.extensions_mut().insert(tc.clone());
     let route = route_label(req.extensions().get::<MatchedPath>());
     let method = req.method().clone();
@@ -285,13 +295,18 @@ impl Ctx<'_> {
             .get::<ConnInfo>()
             .cloned()
             .unwrap_or_default();
+        self.single_identity_headers(&parts.headers)?;
         let target = self.target_url(parts, conn.tls)?;
         let authz = parts
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| {
                 v.to_str().map_err(|_| {
-                    ApiError::new(Code::InvalidToken, "Authorization header is not text")
+                    let mut e =
+                        ApiError::new(Code::InvalidToken, "Authorization header is not text");
+                    e.dpop_algs = Some(self.app.auth.dpop.algs_header());
+                    e.bearer_challenge = true;
+                    e
                 })
             })
             .transpose()?;
@@ -339,6 +354,24 @@ impl Ctx<'_> {
             ));
         }
         Ok(caller)
+    }
+
+    /// Every header that carries a credential, a proof or an identity appears at most once:
+    /// a second copy is never ignored (whichever copy a proxy, a log or this service reads,
+    /// they would disagree about who called).
+    fn single_identity_headers(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        for (name, code) in IDENTITY_HEADERS {
+            if headers.get_all(*name).iter().nth(1).is_some() {
+                let mut e = ApiError::new(
+                    *code,
+                    format!("the {name} header appears more than once; send it once"),
+                );
+                e.dpop_algs = Some(self.app.auth.dpop.algs_header());
+                e.bearer_challenge = *code == Code::InvalidToken;
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     fn target_url(
@@ -420,11 +453,23 @@ impl Ctx<'_> {
         self.rec.license_id = Some(ent.license_id.clone());
         self.rec.plan = Some(ent.limits.plan.clone());
         self.rec.bypass_reason = decision.bypass_reason.clone();
-        if ent.tenant.as_deref().is_some_and(|t| t != caller.tenant) {
-            return Err(ApiError::new(
-                Code::TenantMismatch,
-                "the Proof-of-Entitlement belongs to another tenant",
-            ));
+        match ent.tenant.as_deref() {
+            Some(t) if t == caller.tenant => {}
+            Some(_) => {
+                return Err(ApiError::new(
+                    Code::TenantMismatch,
+                    "the Proof-of-Entitlement belongs to another tenant",
+                ))
+            }
+            // Only the operator's bypass plan and the dev profile's Licensing entitle every
+            // tenant; an introspected license must name its tenant.
+            None if decision.state == stella_store::PoeState::Bypass || self.app.dev.is_some() => {}
+            None => {
+                return Err(ApiError::new(
+                    Code::EntitlementDenied,
+                    "the license names no tenant, so it cannot entitle any caller",
+                ))
+            }
         }
         if ent
             .installation
@@ -654,8 +699,27 @@ enum SignRoute {
     VerifyReferrers,
 }
 
-/// Run a sign route: the pipeline, then the audit record, then the response.
+/// Run a sign route in its own task, so the pipeline runs to completion — audit record
+/// included — even when the client goes away (hyper drops the handler future of a closed
+/// connection; a key used by then must still be audited). Shutdown waits for these tasks
+/// before it closes the audit log ([`App::pipelines_finished`]).
 async fn run(app: AppState, req: Request, which: SignRoute) -> Response {
+    let guard = app.0.pipeline_started();
+    let task = tokio::spawn(async move {
+        let _running = guard;
+        run_to_completion(app, req, which).await
+    });
+    match task.await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, "sign pipeline task failed");
+            ApiError::unavailable("internal error; retry later", e.to_string()).into_response()
+        }
+    }
+}
+
+/// The pipeline, then the audit record, then the response.
+async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Response {
     let (route, label) = match which {
         SignRoute::Dsse => (ROUTE_SIGN_DSSE, "sign_dsse"),
         SignRoute::Export => (ROUTE_SIGN_EXPORT, "sign_export"),
@@ -955,6 +1019,9 @@ async fn dev_token(
             "invalid_client",
             "dev Authority: any client_id with client_secret=dev-secret",
         );
+    }
+    if headers.get_all("dpop").iter().nth(1).is_some() {
+        return err("invalid_dpop_proof", "send one DPoP header");
     }
     let Some(proof) = headers.get("dpop").and_then(|v| v.to_str().ok()) else {
         return err(

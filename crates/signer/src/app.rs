@@ -32,6 +32,8 @@ pub enum StartError {
     },
     #[error("audit log: {0}")]
     Audit(#[from] stella_store::StoreError),
+    #[error("audit checkpoint: {0}")]
+    AuditCheckpoint(#[from] stella_store::checkpoint::CheckpointError),
     #[error("{0}")]
     Tls(String),
     #[error("{0}")]
@@ -80,7 +82,37 @@ pub struct App {
     pub metrics: Metrics,
     /// The dev profile's embedded Authority (dev only).
     pub dev: Option<DevAuthority>,
+    /// Signs checkpoints of the audit chain head (`audit.checkpoint_key`; [`crate::checkpoints`]).
+    pub audit_checkpoint_key: Option<Arc<dyn Signer>>,
     pub(crate) draining: AtomicBool,
+    /// Sign pipelines running (each in its own task, whatever the client does).
+    pub(crate) pipelines: Pipelines,
+}
+
+/// Counts the pipelines in flight, so shutdown can wait for them before closing the audit
+/// log (a pipeline whose client went away still writes its record).
+#[derive(Default)]
+pub(crate) struct Pipelines {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One running pipeline; dropping it (the task ended, however) counts it out.
+pub(crate) struct PipelineGuard(Arc<App>);
+
+impl Drop for PipelineGuard {
+    fn drop(&mut self) {
+        let p = &self.0.pipelines;
+        if p.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            p.idle.notify_waiters();
+        }
+    }
+}
+
+impl Pipelines {
+    pub(crate) fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
 }
 
 /// Shared state of the router (cheap to clone).
@@ -102,6 +134,25 @@ impl App {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Count a pipeline in until the guard drops.
+    pub(crate) fn pipeline_started(self: &Arc<Self>) -> PipelineGuard {
+        self.pipelines.running.fetch_add(1, Ordering::AcqRel);
+        PipelineGuard(self.clone())
+    }
+
+    /// Resolve once no pipeline is running.
+    pub async fn pipelines_finished(&self) {
+        loop {
+            let notified = self.pipelines.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.pipelines.running() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -136,6 +187,30 @@ fn http_client(ca: Option<&PathBuf>, timeout_ms: u64) -> Result<reqwest::Client,
     }
     b.build()
         .map_err(|e| StartError::Tls(format!("HTTP client: {e}")))
+}
+
+/// Shortest nonce secret taken from the environment.
+pub const MIN_NONCE_SECRET_BYTES: usize = 32;
+
+/// A random nonce secret from `fill` (the system RNG). If the RNG fails the service does not
+/// start: a secret derived from anything guessable (the old fallback was the clock) would
+/// let anyone mint valid nonces.
+fn generated_nonce_secret(
+    fill: impl FnOnce(&mut [u8]) -> Result<(), aws_lc_rs::error::Unspecified>,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, StartError> {
+    let mut secret = zeroize::Zeroizing::new(vec![0u8; 32]);
+    fill(&mut secret).map_err(|_| {
+        StartError::Config(
+            "the system random number generator failed: cannot make the DPoP nonce secret".into(),
+        )
+    })?;
+    Ok(secret)
+}
+
+/// Seconds from the configuration as `i64` (validated to at most
+/// [`crate::config::MAX_CONFIG_SECONDS`]; saturating for a config that skipped validation).
+fn secs_i64(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX)
 }
 
 impl AppBuilder {
@@ -221,6 +296,16 @@ impl AppBuilder {
         } else {
             None
         };
+        if dev.is_some() {
+            crate::dev::audit_checkpoint_key(&mut cfg)?;
+        }
+        let audit_checkpoint_key = match &cfg.audit.checkpoint_key {
+            Some(r) => Some(self.load_ref(r)?),
+            None => {
+                tracing::warn!("audit.checkpoint_key is not set: no signed checkpoints, so records cut off the end of the audit log cannot be detected");
+                None
+            }
+        };
         let keys = match self.signers {
             Some(k) => k,
             None => {
@@ -264,34 +349,46 @@ impl AppBuilder {
         };
         let nonce = if cfg.dpop.require_nonce {
             let secret = match &cfg.dpop.nonce_secret_env {
-                Some(var) => std::env::var(var)
-                    .map_err(|_| {
+                Some(var) => {
+                    let v = zeroize::Zeroizing::new(std::env::var(var).map_err(|_| {
                         StartError::Config(format!("dpop.nonce_secret_env: {var} is not set"))
-                    })?
-                    .into_bytes(),
-                None => crate::trace::random_hex(32).into_bytes(),
+                    })?);
+                    if v.len() < MIN_NONCE_SECRET_BYTES {
+                        return Err(StartError::Config(format!(
+                            "dpop.nonce_secret_env: {var} holds fewer than {MIN_NONCE_SECRET_BYTES} bytes"
+                        )));
+                    }
+                    zeroize::Zeroizing::new(v.as_bytes().to_vec())
+                }
+                None => generated_nonce_secret(|buf| {
+                    use aws_lc_rs::rand::SecureRandom as _;
+                    aws_lc_rs::rand::SystemRandom::new().fill(buf)
+                })?,
             };
             Some(NonceIssuer::new(&secret, cfg.dpop.nonce_lifetime_seconds))
         } else {
             None
         };
-        let replay: Arc<dyn ReplayCache> = self
-            .replay
-            .unwrap_or_else(|| Arc::new(MemoryReplayCache::new(cfg.dpop.replay_cache_entries)));
+        let replay: Arc<dyn ReplayCache> = self.replay.unwrap_or_else(|| {
+            Arc::new(MemoryReplayCache::with_partition_limit(
+                cfg.dpop.replay_cache_entries,
+                cfg.dpop.replay_cache_entries_per_tenant,
+            ))
+        });
         let auth = Authenticator {
             jwks,
             issuer: cfg.authority.issuer.clone(),
             audience: cfg.authority.audience.clone(),
             scope: cfg.authority.required_scope.clone(),
             token_algs: jwks::algs(&cfg.authority.algorithms),
-            skew: cfg.authority.clock_skew_seconds as i64,
+            skew: secs_i64(cfg.authority.clock_skew_seconds),
             require_typ: cfg.authority.require_at_jwt_typ,
             token_cache: (cfg.authority.verified_token_cache_entries > 0)
                 .then(|| crate::auth::TokenCache::new(cfg.authority.verified_token_cache_entries)),
             dpop: DpopValidator {
                 algs: jwks::algs(&cfg.dpop.algorithms),
-                max_age: cfg.dpop.max_age_seconds as i64,
-                skew: cfg.dpop.clock_skew_seconds as i64,
+                max_age: secs_i64(cfg.dpop.max_age_seconds),
+                skew: secs_i64(cfg.dpop.clock_skew_seconds),
                 replay,
                 nonce,
             },
@@ -332,7 +429,34 @@ impl AppBuilder {
             release,
             metrics: Metrics::new(),
             dev,
+            audit_checkpoint_key,
             draining: AtomicBool::new(false),
+            pipelines: Pipelines::default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Issue #8 item 10: the nonce secret fell back to timestamp bytes when the RNG failed.
+    #[test]
+    fn nonce_secret_fails_when_the_rng_fails() {
+        let e = generated_nonce_secret(|_| Err(aws_lc_rs::error::Unspecified)).unwrap_err();
+        assert!(e.to_string().contains("random number generator"), "{e}");
+        let ok = generated_nonce_secret(|b| {
+            b.fill(7);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(ok.as_slice(), &[7u8; 32]);
+        let real = generated_nonce_secret(|b| {
+            use aws_lc_rs::rand::SecureRandom as _;
+            aws_lc_rs::rand::SystemRandom::new().fill(b)
+        })
+        .unwrap();
+        assert_ne!(real.as_slice(), &[0u8; 32]);
     }
 }

@@ -165,14 +165,47 @@ fn claim_str(m: &serde_json::Map<String, Value>, k: &str) -> Option<String> {
     m.get(k).and_then(Value::as_str).map(str::to_string)
 }
 
+/// Latest accepted NumericDate: 9999-12-31T23:59:59Z. Every time taken from outside (token
+/// and proof claims) is range-checked to `0..=MAX_NUMERIC_DATE` before any arithmetic, and
+/// the arithmetic is checked anyway, so no crafted value (negative, `i64::MIN`, `u64::MAX`,
+/// `1e300`) can wrap a comparison into passing.
+pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
+
+/// A JSON NumericDate (RFC 7519 §2): an integer, or a finite number whose integral part is
+/// taken, within `0..=MAX_NUMERIC_DATE`. `None` for anything else.
+pub fn numeric_date(v: &Value) -> Option<i64> {
+    let t = match v.as_i64() {
+        Some(i) => i,
+        None => {
+            let f = v.as_f64().filter(|f| f.is_finite())?;
+            if !(0.0..=MAX_NUMERIC_DATE as f64).contains(&f) {
+                return None;
+            }
+            f.trunc() as i64
+        }
+    };
+    (0..=MAX_NUMERIC_DATE).contains(&t).then_some(t)
+}
+
+/// Is `t` after `now + slack` (in the future beyond the slack)? Checked: an overflow counts
+/// as "yes" (refuse).
+pub fn after(t: i64, now: i64, slack: i64) -> bool {
+    now.checked_add(slack).is_none_or(|limit| t > limit)
+}
+
+/// Is `t` more than `max_age` seconds before `now`? Checked: an overflow counts as "yes".
+pub fn older_than(t: i64, now: i64, max_age: i64) -> bool {
+    now.checked_sub(t).is_none_or(|age| age > max_age)
+}
+
 fn claim_int(m: &serde_json::Map<String, Value>, k: &str) -> Result<Option<i64>, ApiError> {
     match m.get(k) {
         None => Ok(None),
-        Some(v) => v
-            .as_i64()
-            .or_else(|| v.as_f64().map(|f| f as i64))
-            .map(Some)
-            .ok_or_else(|| invalid_token(format!("token claim `{k}` is not a number"))),
+        Some(v) => numeric_date(v).map(Some).ok_or_else(|| {
+            invalid_token(format!(
+                "token claim `{k}` is not a valid NumericDate (0..={MAX_NUMERIC_DATE})"
+            ))
+        }),
     }
 }
 
@@ -241,7 +274,7 @@ impl Authenticator {
                 ));
             }
             self.dpop
-                .validate(req, token, jkt, now)
+                .validate(req, token, jkt, &tenant, now)
                 .await
                 .map_err(|e| fail(e, &claims))?;
             binding = Some(Binding::Dpop { jkt: jkt.clone() });
@@ -305,10 +338,10 @@ impl Authenticator {
         let key = stella_keys::sha256(token.as_bytes());
         if let Some((claims, nbf)) = cache.get(&key) {
             // Time checks again: the cached verification is not a licence to outlive `exp`.
-            if now > claims.exp + self.skew {
+            if older_than(claims.exp, now, self.skew) {
                 return Err(invalid_token("access token has expired"));
             }
-            if nbf.is_some_and(|n| n > now + self.skew) {
+            if nbf.is_some_and(|n| after(n, now, self.skew)) {
                 return Err(invalid_token("access token is not valid yet (`nbf`)"));
             }
             return Ok(claims);
@@ -362,17 +395,17 @@ impl Authenticator {
             )));
         }
         let exp = claim_int(c, "exp")?.ok_or_else(|| invalid_token("access token has no `exp`"))?;
-        if now > exp + self.skew {
+        if older_than(exp, now, self.skew) {
             return Err(invalid_token("access token has expired"));
         }
         let nbf = claim_int(c, "nbf")?;
         if let Some(nbf) = nbf {
-            if nbf > now + self.skew {
+            if after(nbf, now, self.skew) {
                 return Err(invalid_token("access token is not valid yet (`nbf`)"));
             }
         }
         let iat = claim_int(c, "iat")?.ok_or_else(|| invalid_token("access token has no `iat`"))?;
-        if iat > now + self.skew {
+        if after(iat, now, self.skew) {
             return Err(invalid_token(
                 "access token was issued in the future (`iat`)",
             ));
@@ -412,7 +445,7 @@ impl NonceIssuer {
     pub fn new(secret: &[u8], lifetime_seconds: u64) -> Self {
         NonceIssuer {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
-            lifetime: lifetime_seconds as i64,
+            lifetime: i64::try_from(lifetime_seconds).unwrap_or(i64::MAX),
         }
     }
 
@@ -437,7 +470,7 @@ impl NonceIssuer {
         let tag = hmac::sign(&self.key, &ts);
         let ok = aws_lc_rs::constant_time::verify_slices_are_equal(&tag.as_ref()[..16], &raw[8..])
             .is_ok();
-        ok && issued <= now + 1 && now - issued <= self.lifetime
+        ok && !after(issued, now, 1) && !older_than(issued, now, self.lifetime)
     }
 }
 
@@ -482,6 +515,7 @@ impl DpopValidator {
         req: &AuthRequest<'_>,
         access_token: &str,
         jkt: &str,
+        tenant: &str,
         now: i64,
     ) -> Result<(), ApiError> {
         let proof = match req.dpop.as_slice() {
@@ -530,12 +564,17 @@ impl DpopValidator {
         }
         let iat = c
             .get("iat")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| bad_proof("DPoP proof has no numeric `iat`"))?;
-        if iat > now + self.skew {
+            .filter(|v| v.is_i64() || v.is_u64())
+            .and_then(numeric_date)
+            .ok_or_else(|| {
+                bad_proof(format!(
+                    "DPoP proof has no integer `iat` in 0..={MAX_NUMERIC_DATE}"
+                ))
+            })?;
+        if after(iat, now, self.skew) {
             return Err(bad_proof("DPoP proof `iat` is in the future"));
         }
-        if now - iat > self.max_age {
+        if older_than(iat, now, self.max_age) {
             return Err(bad_proof("DPoP proof is too old (`iat`)"));
         }
         let ath = claim_str(c, "ath").ok_or_else(|| bad_proof("DPoP proof has no `ath`"))?;
@@ -559,14 +598,25 @@ impl DpopValidator {
             }
         }
         let key = format!("{jkt}:{jti}");
-        let expires = iat.max(now) + self.max_age + self.skew;
-        match self.replay.check_and_insert(&key, expires).await {
+        // iat is within [now - max_age, now + skew] here; saturate anyway.
+        let expires = iat
+            .max(now)
+            .saturating_add(self.max_age)
+            .saturating_add(self.skew);
+        // Partitioned by tenant: one tenant's callers cannot fill the cache for all.
+        match self.replay.check_and_insert_in(tenant, &key, expires).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(bad_proof("DPoP proof `jti` was already used (replay)")),
-            Err(e) => Err(ApiError::unavailable(
-                "the replay cache is unavailable; retry later",
-                format!("replay cache: {e}"),
-            )),
+            // Full or unreachable: refuse (fail closed) — a proof is never let through
+            // unremembered.
+            Err(e) => {
+                let mut err = ApiError::unavailable(
+                    "the replay cache cannot take this proof (full or unavailable); nothing was signed; retry later",
+                    format!("replay cache: {e}"),
+                );
+                err.retry_after = Some(u64::try_from(self.max_age).unwrap_or(60).max(1));
+                Err(err)
+            }
         }
     }
 }
@@ -602,6 +652,122 @@ mod tests {
         c.put(k, claims(300), None, 200);
         assert!(c.get(&[1; 32]).is_none());
         assert!(c.get(&k).is_some());
+    }
+
+    #[test]
+    fn numeric_dates_are_range_checked() {
+        use serde_json::json;
+        assert_eq!(numeric_date(&json!(1_700_000_000)), Some(1_700_000_000));
+        assert_eq!(numeric_date(&json!(1_700_000_000.9)), Some(1_700_000_000));
+        assert_eq!(numeric_date(&json!(0)), Some(0));
+        assert_eq!(
+            numeric_date(&json!(MAX_NUMERIC_DATE)),
+            Some(MAX_NUMERIC_DATE)
+        );
+        for bad in [
+            json!(i64::MIN),
+            json!(i64::MAX),
+            json!(u64::MAX),
+            json!(-1),
+            json!(-0.5e10),
+            json!(1e300),
+            json!(MAX_NUMERIC_DATE + 1),
+            json!("1700000000"),
+            json!(null),
+        ] {
+            assert_eq!(numeric_date(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn window_checks_never_wrap() {
+        let now = 1_700_000_000;
+        assert!(older_than(i64::MIN, now, 60));
+        assert!(older_than(i64::MIN, i64::MAX, i64::MAX));
+        assert!(!older_than(now - 60, now, 60));
+        assert!(older_than(now - 61, now, 60));
+        assert!(after(i64::MAX, now, 5));
+        assert!(after(now, i64::MAX, 1), "an overflowing limit refuses");
+        assert!(!after(now + 5, now, 5));
+        assert!(after(now + 6, now, 5));
+        assert!(!after(i64::MIN, now, 5));
+    }
+
+    #[test]
+    fn nonce_with_extreme_timestamps_is_refused() {
+        let n = NonceIssuer::new(b"secret", u64::MAX);
+        for ts in [i64::MIN, i64::MAX, 1002] {
+            let v = n.issue(ts);
+            assert!(!n.check(&v, 1000), "{ts}");
+        }
+        let v = n.issue(i64::MIN);
+        assert!(!n.check(&v, i64::MAX));
+    }
+
+    fn validator(max_age: i64) -> DpopValidator {
+        DpopValidator {
+            algs: vec![Alg::Es256],
+            max_age,
+            skew: 5,
+            replay: Arc::new(stella_store::MemoryReplayCache::new(1000)),
+            nonce: None,
+        }
+    }
+
+    /// Issue #8 item 4: `now - iat` overflowed for `iat = i64::MIN`, so the proof passed the
+    /// freshness check (and could be replayed once its replay entry expired).
+    #[tokio::test]
+    async fn dpop_iat_at_the_integer_limits_is_refused() {
+        use serde_json::json;
+        let key = crate::client::DpopKey::generate().unwrap();
+        let target = url::Url::parse("https://signer.test/api/v1/signer/sign/dsse").unwrap();
+        let token = "access-token";
+        let ath = URL_SAFE_NO_PAD.encode(stella_keys::sha256(token.as_bytes()));
+        let now = now_unix();
+        let v = validator(60);
+        let check = |iat: Value| {
+            let claims = json!({"jti": crate::trace::random_hex(8), "htm": "POST",
+                "htu": target.as_str(), "iat": iat, "ath": ath});
+            key.proof_with_claims(&claims).unwrap()
+        };
+        for iat in [
+            json!(i64::MIN),
+            json!(i64::MIN + 1),
+            json!(i64::MAX),
+            json!(u64::MAX),
+            json!(-1),
+            json!(1e300),
+            json!(now as f64 + 0.5),
+            json!(now - 61),
+            json!(now + 6),
+        ] {
+            let proof = check(iat.clone());
+            let req = AuthRequest {
+                method: "POST",
+                target: &target,
+                authorization: None,
+                dpop: vec![proof.as_bytes()],
+                client_cert_sha256: None,
+            };
+            let e = v
+                .validate(&req, token, key.thumbprint(), "t", now)
+                .await
+                .unwrap_err();
+            assert_eq!(e.code, Code::InvalidDpopProof, "iat {iat}: {}", e.detail);
+            assert!(e.detail.contains("iat"), "iat {iat}: {}", e.detail);
+        }
+        // The control: a fresh proof passes.
+        let proof = check(json!(now));
+        let req = AuthRequest {
+            method: "POST",
+            target: &target,
+            authorization: None,
+            dpop: vec![proof.as_bytes()],
+            client_cert_sha256: None,
+        };
+        v.validate(&req, token, key.thumbprint(), "t", now)
+            .await
+            .unwrap();
     }
 
     #[test]

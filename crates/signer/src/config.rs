@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// Largest accepted duration setting (ten years): every duration from the configuration is
+/// at most this, so converting it to `i64` seconds or adding it to a clock cannot overflow.
+pub const MAX_CONFIG_SECONDS: u64 = 10 * 366 * 24 * 3600;
+
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "STELLA_SIGNER__";
 
@@ -171,6 +175,9 @@ pub struct DpopConfig {
     pub nonce_secret_env: Option<String>,
     /// Most live `jti`s remembered (past it, proofs are refused rather than forgotten).
     pub replay_cache_entries: usize,
+    /// Most live `jti`s one tenant may hold, so one tenant's callers cannot fill the cache
+    /// for every tenant (past it, that tenant's proofs are refused; others are served).
+    pub replay_cache_entries_per_tenant: usize,
 }
 
 impl Default for DpopConfig {
@@ -183,6 +190,7 @@ impl Default for DpopConfig {
             nonce_lifetime_seconds: 300,
             nonce_secret_env: None,
             replay_cache_entries: 2_000_000,
+            replay_cache_entries_per_tenant: 500_000,
         }
     }
 }
@@ -256,7 +264,12 @@ impl Default for LicensingConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SigningConfig {
     /// Key references used for tenants without their own keys (several: multi-signature).
+    /// Needs `default_keys_for_unlisted_tenants = true`: signing for every tenant the
+    /// Authority names is never implied.
     pub keys: Vec<String>,
+    /// Say that `keys` sign for every tenant not listed under `tenants` (default false:
+    /// only listed tenants are served; any other gets `403 tenant_mismatch`).
+    pub default_keys_for_unlisted_tenants: bool,
     /// Per-tenant keys. When this is non-empty and `keys` is empty, tokens for any other
     /// tenant are refused (`tenant_mismatch`).
     pub tenants: BTreeMap<String, TenantConfig>,
@@ -325,6 +338,17 @@ pub struct AuditConfig {
     pub path: PathBuf,
     /// Most records per group commit.
     pub batch_max: usize,
+    /// Key reference (file, `env://`, `pkcs11:`) of the key that signs checkpoints of the
+    /// chain head; unset: no checkpoints (truncation at the end goes undetected).
+    pub checkpoint_key: Option<String>,
+    /// Public key (PEM) or keyring (file or folder) that `stella audit verify` checks
+    /// checkpoints with; when set, a missing checkpoint is a verification failure.
+    pub checkpoint_public_key: Option<PathBuf>,
+    /// Where the latest signed checkpoint is written (default: `path` with the extension
+    /// `checkpoint.json`). Keep it off the database's volume where you can.
+    pub checkpoint_path: Option<PathBuf>,
+    /// Seconds between checkpoints (one is also written at start and at shutdown).
+    pub checkpoint_interval_seconds: u64,
 }
 
 impl Default for AuditConfig {
@@ -333,7 +357,20 @@ impl Default for AuditConfig {
             backend: "sqlite".into(),
             path: PathBuf::from("data/audit.db"),
             batch_max: 1024,
+            checkpoint_key: None,
+            checkpoint_public_key: None,
+            checkpoint_path: None,
+            checkpoint_interval_seconds: 60,
         }
+    }
+}
+
+impl AuditConfig {
+    /// The checkpoint file: `checkpoint_path`, or `path` with the extension `checkpoint.json`.
+    pub fn checkpoint_file(&self) -> PathBuf {
+        self.checkpoint_path
+            .clone()
+            .unwrap_or_else(|| self.path.with_extension("checkpoint.json"))
     }
 }
 
@@ -450,6 +487,8 @@ impl Config {
             &mut self.licensing.ca_file,
             &mut self.dev.data_dir,
             &mut self.release.keyring,
+            &mut self.audit.checkpoint_public_key,
+            &mut self.audit.checkpoint_path,
         ]
         .into_iter()
         .flatten()
@@ -466,6 +505,9 @@ impl Config {
             }
         };
         self.signing.keys.iter_mut().for_each(fix_ref);
+        if let Some(k) = &mut self.audit.checkpoint_key {
+            fix_ref(k);
+        }
         for t in self.signing.tenants.values_mut() {
             t.keys.iter_mut().for_each(fix_ref);
         }
@@ -474,6 +516,15 @@ impl Config {
     /// Check what can be checked without I/O.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.dev.enabled {
+            let real = self.real_services();
+            if !real.is_empty() {
+                return bad(format!(
+                    "the dev profile (--dev) runs its own Authority, Licensing and signing key and refuses a configuration with real ones; remove {} or run without --dev",
+                    real.join(", ")
+                ));
+            }
+        }
         if !self.dev.enabled {
             if self.authority.issuer.is_empty() {
                 return bad("authority.issuer is required".into());
@@ -492,6 +543,12 @@ impl Config {
             }
             if self.signing.keys.is_empty() && self.signing.tenants.is_empty() {
                 return bad("no signing keys: set signing.keys or signing.tenants".into());
+            }
+            if !self.signing.keys.is_empty() && !self.signing.default_keys_for_unlisted_tenants {
+                return bad(
+                    "signing.keys would sign for every tenant without keys of its own: list the tenants under signing.tenants.<tid>, or set signing.default_keys_for_unlisted_tenants = true to mean it"
+                        .into(),
+                );
             }
         }
         if self.licensing.bypass
@@ -526,14 +583,30 @@ impl Config {
                 self.audit.backend
             ));
         }
+        if self.audit.checkpoint_key.is_some() && self.audit.checkpoint_interval_seconds == 0 {
+            return bad("audit.checkpoint_interval_seconds must be positive".into());
+        }
         if self.quotas.backend != "memory" {
             return bad(format!(
                 "quotas.backend {:?} is not available in this build (memory)",
                 self.quotas.backend
             ));
         }
+        for (name, secs) in self.durations() {
+            if secs > MAX_CONFIG_SECONDS {
+                return bad(format!(
+                    "{name} is {secs} seconds; at most {MAX_CONFIG_SECONDS} (ten years)"
+                ));
+            }
+        }
         if self.server.max_body_bytes == 0 {
             return bad("server.max_body_bytes must be positive".into());
+        }
+        if self.dpop.replay_cache_entries == 0 || self.dpop.replay_cache_entries_per_tenant == 0 {
+            return bad(
+                "dpop.replay_cache_entries and dpop.replay_cache_entries_per_tenant must be positive"
+                    .into(),
+            );
         }
         if self.dpop.max_age_seconds == 0 {
             return bad("dpop.max_age_seconds must be positive".into());
@@ -571,12 +644,118 @@ impl Config {
         if self.release.registry_attempts == 0 {
             return bad("release.registry_attempts must be at least 1".into());
         }
-        if let Some(u) = &self.server.public_url {
-            url::Url::parse(u)
-                .map_err(|e| ConfigError::Invalid(format!("server.public_url: {e}")))?;
+        match &self.server.public_url {
+            Some(u) => {
+                let parsed = url::Url::parse(u)
+                    .map_err(|e| ConfigError::Invalid(format!("server.public_url: {e}")))?;
+                if !["http", "https"].contains(&parsed.scheme()) || parsed.host().is_none() {
+                    return bad(format!(
+                        "server.public_url {u:?}: give the external http(s)://HOST[:PORT] base URL"
+                    ));
+                }
+            }
+            None if !listen_is_loopback(&self.server.listen) => {
+                return bad(format!(
+                    "server.public_url is required when server.listen ({}) is not a loopback address: DPoP proofs are checked against it, never against the client's Host header",
+                    self.server.listen
+                ));
+            }
+            None => {}
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// The settings that name a real signing key, Authority or Licensing service (the dev
+    /// profile refuses them: it would sign with production keys behind its open token
+    /// endpoint).
+    pub(crate) fn real_services(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if !self.signing.keys.is_empty() {
+            v.push("signing.keys");
+        }
+        if !self.signing.tenants.is_empty() {
+            v.push("signing.tenants");
+        }
+        if !self.authority.issuer.is_empty() {
+            v.push("authority.issuer");
+        }
+        if self.authority.jwks_url.is_some() {
+            v.push("authority.jwks_url");
+        }
+        if self.authority.jwks_file.is_some() {
+            v.push("authority.jwks_file");
+        }
+        if self.licensing.introspect_url.is_some() {
+            v.push("licensing.introspect_url");
+        }
+        if self.licensing.token_env.is_some() {
+            v.push("licensing.token_env");
+        }
+        v
+    }
+
+    /// Every duration setting, in seconds (milliseconds rounded up), with its name.
+    fn durations(&self) -> Vec<(&'static str, u64)> {
+        let ms = |v: u64| v.div_ceil(1000);
+        vec![
+            (
+                "server.shutdown_grace_seconds",
+                self.server.shutdown_grace_seconds,
+            ),
+            (
+                "authority.clock_skew_seconds",
+                self.authority.clock_skew_seconds,
+            ),
+            (
+                "authority.jwks_cache_seconds",
+                self.authority.jwks_cache_seconds,
+            ),
+            (
+                "authority.jwks_refetch_floor_seconds",
+                self.authority.jwks_refetch_floor_seconds,
+            ),
+            ("authority.timeout_ms", ms(self.authority.timeout_ms)),
+            ("dpop.max_age_seconds", self.dpop.max_age_seconds),
+            ("dpop.clock_skew_seconds", self.dpop.clock_skew_seconds),
+            (
+                "dpop.nonce_lifetime_seconds",
+                self.dpop.nonce_lifetime_seconds,
+            ),
+            ("licensing.timeout_ms", ms(self.licensing.timeout_ms)),
+            (
+                "licensing.cache_ttl_seconds",
+                self.licensing.cache_ttl_seconds,
+            ),
+            (
+                "licensing.grace_ttl_seconds",
+                self.licensing.grace_ttl_seconds,
+            ),
+            (
+                "release.verdict_cache_ttl_secs",
+                self.release.verdict_cache_ttl_secs,
+            ),
+            (
+                "release.untrusted_cache_ttl_secs",
+                self.release.untrusted_cache_ttl_secs,
+            ),
+            (
+                "release.registry_timeout_ms",
+                ms(self.release.registry_timeout_ms),
+            ),
+        ]
+    }
+}
+
+/// Does `listen` (`host:port`) name only the loopback interface?
+pub fn listen_is_loopback(listen: &str) -> bool {
+    if let Ok(a) = listen.parse::<std::net::SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    listen
+        .rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
 }
 
 /// `sha256:` + 64 lowercase hex digits.
@@ -638,6 +817,7 @@ jwks_file = "jwks.json"
 introspect_url = "https://lic.test/license/introspect"
 [signing]
 keys = ["keys/a.key"]
+default_keys_for_unlisted_tenants = true
 "#,
         )
         .unwrap();
@@ -677,6 +857,144 @@ keys = ["keys/a.key"]
         let c = Config::load(Some(p), Vec::new()).unwrap();
         assert_eq!(c.authority.audience, "signer");
         assert!(!c.dev.enabled && !c.licensing.bypass);
+    }
+
+    #[test]
+    fn durations_that_would_overflow_a_clock_are_refused() {
+        for (section, key) in [
+            ("dpop", "max_age_seconds"),
+            ("dpop", "clock_skew_seconds"),
+            ("dpop", "nonce_lifetime_seconds"),
+            ("authority", "clock_skew_seconds"),
+            ("licensing", "grace_ttl_seconds"),
+            ("server", "shutdown_grace_seconds"),
+        ] {
+            for v in [u64::MAX, i64::MAX as u64 + 1, MAX_CONFIG_SECONDS + 1] {
+                let t = format!("[dev]\nenabled = true\n[{section}]\n{key} = {v}");
+                // u64::MAX is not a TOML integer: a parse error is a refusal too.
+                let e = Config::from_toml(&t).unwrap_err();
+                if v <= i64::MAX as u64 {
+                    assert!(e.to_string().contains(key), "{section}.{key}={v}: {e}");
+                }
+            }
+            let ok = format!("[dev]\nenabled = true\n[{section}]\n{key} = {MAX_CONFIG_SECONDS}");
+            assert!(Config::from_toml(&ok).is_ok(), "{section}.{key}");
+        }
+    }
+
+    /// Issue #8 item 8: with signing keys configured, `--dev` kept them and signed with the
+    /// production keys behind its open token endpoint.
+    #[test]
+    fn dev_profile_refuses_real_keys_authority_and_licensing() {
+        for (extra, name) in [
+            ("[signing]\nkeys = [\"prod.key\"]", "signing.keys"),
+            (
+                "[signing.tenants.t1]\nkeys = [\"t1.key\"]",
+                "signing.tenants",
+            ),
+            (
+                "[authority]\nissuer = \"https://authority.example\"",
+                "authority.issuer",
+            ),
+            (
+                "[authority]\njwks_url = \"https://authority.example/jwks\"",
+                "authority.jwks_url",
+            ),
+            (
+                "[authority]\njwks_file = \"jwks.json\"",
+                "authority.jwks_file",
+            ),
+            (
+                "[licensing]\nintrospect_url = \"https://lic.example/license/introspect\"",
+                "licensing.introspect_url",
+            ),
+            (
+                "[licensing]\ntoken_env = \"LIC_TOKEN\"",
+                "licensing.token_env",
+            ),
+        ] {
+            let e = Config::from_toml(&format!("[dev]\nenabled = true\n{extra}")).unwrap_err();
+            let m = e.to_string();
+            assert!(m.contains(name) && m.contains("dev profile"), "{m}");
+            // Without the dev profile the same setting is not what is complained about.
+            let e = Config::from_toml(extra)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("dev profile"), "{e}");
+        }
+        // The sample configuration names real services: --dev with it is refused too.
+        let p = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../etc/stella.toml"
+        ));
+        let env = vec![(
+            "STELLA_SIGNER__DEV__ENABLED".to_string(),
+            "true".to_string(),
+        )];
+        let e = Config::load(Some(p), env).unwrap_err().to_string();
+        assert!(e.contains("dev profile"), "{e}");
+    }
+
+    /// Issue #8 item 10: tenants without keys silently used the default keys.
+    #[test]
+    fn default_keys_for_unlisted_tenants_must_be_explicit() {
+        let base = "[authority]\nissuer = \"https://a.example\"\njwks_file = \"j.json\"\n\
+                    [licensing]\nintrospect_url = \"https://l.example/license/introspect\"\n";
+        let e = Config::from_toml(&format!("{base}[signing]\nkeys = [\"k.key\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("default_keys_for_unlisted_tenants"), "{e}");
+        // Also with some tenants listed: the default keys would serve the rest.
+        let e = Config::from_toml(&format!(
+            "{base}[signing]\nkeys = [\"k.key\"]\n[signing.tenants.t1]\nkeys = [\"t1.key\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("default_keys_for_unlisted_tenants"), "{e}");
+        let c = Config::from_toml(&format!(
+            "{base}[signing]\nkeys = [\"k.key\"]\ndefault_keys_for_unlisted_tenants = true\n"
+        ))
+        .unwrap();
+        assert!(c.signing.default_keys_for_unlisted_tenants);
+        let c = Config::from_toml(&format!(
+            "{base}[signing.tenants.t1]\nkeys = [\"t1.key\"]\n"
+        ))
+        .unwrap();
+        assert!(!c.signing.default_keys_for_unlisted_tenants);
+    }
+
+    /// Issue #8 item 10: without `public_url` the DPoP `htu` was checked against the
+    /// client's own `Host` header, on any listener.
+    #[test]
+    fn public_url_is_required_off_loopback() {
+        let dev = "[dev]\nenabled = true\n";
+        for listen in [
+            "0.0.0.0:8443",
+            "[::]:8443",
+            "10.1.2.3:8443",
+            "signer.example:8443",
+        ] {
+            let e = Config::from_toml(&format!("{dev}[server]\nlisten = \"{listen}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("public_url") && e.contains("loopback"),
+                "{listen}: {e}"
+            );
+            Config::from_toml(&format!(
+                "{dev}[server]\nlisten = \"{listen}\"\npublic_url = \"https://signer.example\"\n"
+            ))
+            .unwrap();
+        }
+        for listen in ["127.0.0.1:8443", "[::1]:0", "localhost:8443"] {
+            Config::from_toml(&format!("{dev}[server]\nlisten = \"{listen}\"\n")).unwrap();
+        }
+        for bad in ["signer.example", "ftp://signer.example", "https://"] {
+            assert!(
+                Config::from_toml(&format!("{dev}[server]\npublic_url = \"{bad}\"\n")).is_err()
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - a generated **dev signing key** (`dev-signing.key`, unencrypted PKCS#8, mode 0600, and
 //!   `dev-signing.pub`) under the data folder, reused across starts so verification keeps
 //!   working;
+//! - a generated **audit checkpoint key** (`dev-audit.key`, `dev-audit.pub`) when
+//!   `audit.checkpoint_key` is unset, so the dev audit log gets signed checkpoints;
 //! - scanner release enforcement off unless an allow-list is configured.
 //!
 //! Nothing here is reachable unless `dev.enabled` is set, and the startup log says so loudly.
@@ -87,8 +89,12 @@ impl DevAuthority {
             return Err("DPoP proof `htm` must be POST".into());
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let iat = jws.claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
-        if (now - iat).abs() > 60 {
+        let iat = jws
+            .claims
+            .get("iat")
+            .and_then(crate::auth::numeric_date)
+            .ok_or("DPoP proof has no valid `iat`")?;
+        if crate::auth::after(iat, now, 60) || crate::auth::older_than(iat, now, 60) {
             return Err("DPoP proof `iat` is not recent".into());
         }
         Ok(jwk.thumbprint().to_string())
@@ -125,6 +131,14 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
             "the dev profile serves an open token endpoint and may only listen on loopback, not {addr}"
         )));
     }
+    // Also checked by `Config::validate`; repeated here for configurations built in code.
+    let real = cfg.real_services();
+    if !real.is_empty() {
+        return Err(StartError::Config(format!(
+            "the dev profile refuses a configuration with real keys or services: {}",
+            real.join(", ")
+        )));
+    }
     tracing::warn!("DEV PROFILE: embedded dev Authority and Licensing, generated dev signing key. NEVER USE IN PRODUCTION.");
     let key = FileKey::generate(Algorithm::EcdsaP256Sha256)
         .map_err(|e| StartError::Config(format!("dev Authority key: {e}")))?;
@@ -135,8 +149,7 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
     cfg.authority.issuer = DEV_ISSUER.into();
     cfg.authority.jwks_url = None;
     cfg.authority.jwks_file = None;
-    let mut signing_pub = None;
-    if cfg.signing.keys.is_empty() && cfg.signing.tenants.is_empty() {
+    let signing_pub = {
         let dir = cfg.dev.data_dir.clone().unwrap_or_else(|| {
             cfg.audit
                 .path
@@ -162,8 +175,10 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
             tracing::warn!(path = %key_path.display(), key_id = %k.key_id(), "generated a DEV signing key");
         }
         cfg.signing.keys = vec![key_path.display().to_string()];
-        signing_pub = Some(pub_path);
-    }
+        // The dev key signs for any tenant the dev Authority names.
+        cfg.signing.default_keys_for_unlisted_tenants = true;
+        Some(pub_path)
+    };
     if cfg.release.trusted_scanner_digests.is_empty() {
         cfg.release.enforce = false;
     }
@@ -172,4 +187,41 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
         jwk_value,
         signing_pub,
     })
+}
+
+/// DEV ONLY: when no audit checkpoint key is configured, generate one (`dev-audit.key`, 0600,
+/// and `dev-audit.pub`) beside the dev signing key and use it, so the dev profile writes
+/// signed checkpoints of the audit chain like a production setup should.
+pub fn audit_checkpoint_key(cfg: &mut Config) -> Result<(), StartError> {
+    if cfg.audit.checkpoint_key.is_some() {
+        return Ok(());
+    }
+    let dir = cfg.dev.data_dir.clone().unwrap_or_else(|| {
+        cfg.audit
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("data"))
+    });
+    std::fs::create_dir_all(&dir).map_err(|e| StartError::Io(format!("{}: {e}", dir.display())))?;
+    let key_path = dir.join("dev-audit.key");
+    let pub_path = dir.join("dev-audit.pub");
+    if !key_path.exists() {
+        let k = FileKey::generate(Algorithm::EcdsaP256Sha256)
+            .map_err(|e| StartError::Config(format!("dev audit checkpoint key: {e}")))?;
+        let pem = k
+            .to_pkcs8_pem()
+            .map_err(|e| StartError::Config(format!("dev audit checkpoint key: {e}")))?;
+        write_private(&key_path, pem.as_bytes())
+            .map_err(|e| StartError::Io(format!("{}: {e}", key_path.display())))?;
+        std::fs::write(&pub_path, k.public_key().to_pem())
+            .map_err(|e| StartError::Io(format!("{}: {e}", pub_path.display())))?;
+        tracing::warn!(path = %key_path.display(), key_id = %k.key_id(), "generated a DEV audit checkpoint key");
+    }
+    cfg.audit.checkpoint_key = Some(key_path.display().to_string());
+    if cfg.audit.checkpoint_public_key.is_none() {
+        cfg.audit.checkpoint_public_key = Some(pub_path);
+    }
+    Ok(())
 }

@@ -195,10 +195,7 @@ impl Remote {
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }
-        let bytes = resp.bytes().await.map_err(|e| format!("{e}"))?;
-        if bytes.len() > 1024 * 1024 {
-            return Err("JWKS larger than 1 MiB".into());
-        }
+        let bytes = read_limited(resp, MAX_JWKS_BYTES, "JWKS").await?;
         let set = JwkSet::from_json(&bytes).map_err(|e| e.to_string())?;
         if set.keys.is_empty() {
             return Err("JWKS has no usable keys".into());
@@ -207,7 +204,115 @@ impl Remote {
     }
 }
 
+/// Largest JWKS accepted.
+pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// Read a response body, refusing it as soon as it passes `limit` bytes (announced by
+/// `Content-Length` or counted while reading): an upstream cannot make us buffer more than
+/// `limit` (plus one chunk) whatever it sends.
+pub(crate) async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    let too_large = || format!("{what} larger than {limit} bytes");
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("{e}"))? {
+        if out.len().saturating_add(chunk.len()) > limit {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
 /// Parse the configured algorithm names (validated by the config already).
 pub fn algs(names: &[String]) -> Vec<Alg> {
     names.iter().filter_map(|n| Alg::parse(n)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::AsyncWriteExt as _;
+
+    /// A server that sends `chunks` chunks of 64 KiB (chunked encoding, or with an honest
+    /// `Content-Length` when `announce`), then holds the connection open without ending.
+    async fn endless_server(chunks: usize, announce: bool) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt as _;
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let chunk = vec![b' '; 64 * 1024];
+                    let head = if announce {
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            64 * 1024 * (chunks + 1)
+                        )
+                    } else {
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_string()
+                    };
+                    if s.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    for _ in 0..chunks {
+                        let r = if announce {
+                            s.write_all(&chunk).await
+                        } else {
+                            let mut c = format!("{:x}\r\n", chunk.len()).into_bytes();
+                            c.extend_from_slice(&chunk);
+                            c.extend_from_slice(b"\r\n");
+                            s.write_all(&c).await
+                        };
+                        if r.is_err() {
+                            return;
+                        }
+                    }
+                    // Never finish the body.
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                });
+            }
+        });
+        format!("http://{addr}/jwks")
+    }
+
+    /// Issue #8 item 10: the JWKS body was read whole before its size was checked. Now the
+    /// read stops as soon as it passes 1 MiB: the answer comes at once, not when the
+    /// endless body times out.
+    #[tokio::test]
+    async fn oversized_jwks_is_refused_while_reading() {
+        for announce in [false, true] {
+            let url = endless_server(32, announce).await;
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .no_proxy()
+                .build()
+                .unwrap();
+            let j = Jwks::remote(url, http, Duration::from_secs(60), Duration::ZERO);
+            let started = Instant::now();
+            let e = j.warm().await.unwrap_err();
+            let JwksError::Unavailable(m) = e else {
+                panic!("{e:?}")
+            };
+            assert!(m.contains("larger than 1048576"), "{m}");
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "refused while reading, not after the whole body"
+            );
+        }
+    }
 }

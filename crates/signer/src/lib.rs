@@ -12,6 +12,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod checkpoints;
 pub mod client;
 pub mod config;
 pub mod dev;

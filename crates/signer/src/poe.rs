@@ -11,7 +11,7 @@
 //! upstream_unavailable`. The operator bypass skips introspection entirely and applies the
 //! configured bypass plan — PoE state `bypass`, with the reason in every audit record.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,13 +95,71 @@ enum Backend {
     None,
 }
 
+/// Largest introspection answer accepted.
+pub const MAX_INTROSPECTION_BYTES: usize = 64 * 1024;
+
+/// The introspection cache, bounded: when full, the entry confirmed longest ago leaves —
+/// the first to expire, since every entry lives for the same TTL from its confirmation. The
+/// cache is never cleared wholesale (that would send every caller back to Licensing at once,
+/// and during an outage drop every entitlement still inside its grace period).
+struct PoeCache {
+    map: HashMap<[u8; 32], (CacheEntry, u64)>,
+    /// Digests in confirmation order, tagged with the generation they were confirmed at; a
+    /// tag that no longer matches the map is stale and skipped.
+    order: VecDeque<([u8; 32], u64)>,
+    next_gen: u64,
+    max_entries: usize,
+}
+
+impl PoeCache {
+    fn new(max_entries: usize) -> Self {
+        PoeCache {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            next_gen: 0,
+            max_entries: max_entries.max(1),
+        }
+    }
+
+    fn get(&self, digest: &[u8; 32]) -> Option<CacheEntry> {
+        self.map.get(digest).map(|(e, _)| e.clone())
+    }
+
+    fn insert(&mut self, digest: [u8; 32], entry: CacheEntry) {
+        if !self.map.contains_key(&digest) {
+            while self.map.len() >= self.max_entries {
+                let Some((d, g)) = self.order.pop_front() else {
+                    break;
+                };
+                if self.map.get(&d).is_some_and(|(_, cur)| *cur == g) {
+                    self.map.remove(&d);
+                }
+            }
+        }
+        let g = self.next_gen;
+        self.next_gen += 1;
+        self.map.insert(digest, (entry, g));
+        self.order.push_back((digest, g));
+        // Re-confirmations leave stale tags behind: compact once they outnumber the entries.
+        if self.order.len() > 2 * self.max_entries {
+            let map = &self.map;
+            self.order
+                .retain(|(d, g)| map.get(d).is_some_and(|(_, cur)| cur == g));
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
 /// The Licensing client with its cache.
 pub struct Licensing {
     backend: Backend,
-    cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
+    cache: Mutex<PoeCache>,
     ttl: Duration,
     grace: Duration,
-    max_entries: usize,
     bypass: Option<(String, Arc<Entitlement>)>,
 }
 
@@ -158,10 +216,9 @@ impl Licensing {
         });
         Licensing {
             backend,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(PoeCache::new(cfg.cache_entries)),
             ttl: Duration::from_secs(cfg.cache_ttl_seconds),
             grace: Duration::from_secs(cfg.grace_ttl_seconds),
-            max_entries: cfg.cache_entries.max(1),
             bypass,
         }
     }
@@ -186,7 +243,7 @@ impl Licensing {
         let now = unix_now();
         let cached = {
             let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            c.get(&digest).cloned()
+            c.get(&digest)
         };
         if let Some(e) = &cached {
             if e.confirmed_at.elapsed() < self.ttl {
@@ -247,13 +304,6 @@ impl Licensing {
 
     fn remember(&self, digest: [u8; 32], answer: Result<Arc<Entitlement>, String>) {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if c.len() >= self.max_entries {
-            let grace = self.grace.max(self.ttl);
-            c.retain(|_, e| e.confirmed_at.elapsed() < grace);
-            if c.len() >= self.max_entries {
-                c.clear();
-            }
-        }
         c.insert(
             digest,
             CacheEntry {
@@ -286,7 +336,12 @@ impl Licensing {
                 if !status.is_success() {
                     return Err(format!("introspection answered HTTP {status}"));
                 }
-                let bytes = resp.bytes().await.map_err(|e| format!("{e}"))?;
+                let bytes = crate::jwks::read_limited(
+                    resp,
+                    MAX_INTROSPECTION_BYTES,
+                    "introspection answer",
+                )
+                .await?;
                 serde_json::from_slice::<Introspection>(&bytes)
                     .map_err(|e| format!("unreadable introspection answer: {e}"))?
             }
@@ -300,6 +355,13 @@ impl Licensing {
         let (Some(license_id), Some(limits)) = (body.license_id, body.limits) else {
             return Err("introspection answer lacks licenseId or limits".into());
         };
+        // An entitlement must say whose it is: one naming no tenant would be usable by every
+        // tenant's callers.
+        let Some(tenant) = body.tenant.filter(|t| !t.is_empty()) else {
+            return Ok(Err(
+                "the license names no tenant, so it cannot entitle any caller".into(),
+            ));
+        };
         let expires_at = match body.expires_at {
             Some(s) => Some(
                 time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
@@ -310,7 +372,7 @@ impl Licensing {
         };
         Ok(Ok(Arc::new(Entitlement {
             license_id,
-            tenant: body.tenant,
+            tenant: Some(tenant),
             installation: body.installation,
             limits: PlanLimits {
                 plan: body.plan.unwrap_or_else(|| "unknown".into()),
@@ -321,5 +383,45 @@ impl Licensing {
             },
             expires_at,
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> CacheEntry {
+        CacheEntry {
+            answer: Err(id.to_string()),
+            confirmed_at: Instant::now(),
+        }
+    }
+
+    /// Issue #8 item 10: a full cache was cleared wholesale (every entitlement forgotten,
+    /// including those inside their grace period). Now the oldest confirmation leaves.
+    #[test]
+    fn full_poe_cache_evicts_the_oldest_confirmation_only() {
+        let mut c = PoeCache::new(3);
+        for i in 0..3u8 {
+            c.insert([i; 32], entry(&format!("e{i}")));
+        }
+        // Re-confirming 0 makes it the newest.
+        c.insert([0; 32], entry("e0-again"));
+        c.insert([3; 32], entry("e3"));
+        assert_eq!(c.len(), 3);
+        assert!(c.get(&[1; 32]).is_none(), "the oldest confirmation left");
+        for (k, want) in [(0u8, "e0-again"), (2, "e2"), (3, "e3")] {
+            let e = c.get(&[k; 32]).unwrap();
+            assert_eq!(e.answer.unwrap_err(), want);
+        }
+        // Many re-confirmations of one key do not grow the bookkeeping without bound.
+        for _ in 0..100 {
+            c.insert([2; 32], entry("e2"));
+        }
+        assert!(c.order.len() <= 6, "{}", c.order.len());
+        c.insert([4; 32], entry("e4"));
+        assert_eq!(c.len(), 3);
+        assert!(c.get(&[0; 32]).is_none());
+        assert!(c.get(&[2; 32]).is_some() && c.get(&[3; 32]).is_some());
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! Shutdown: stop accepting, mark not-ready, let in-flight requests finish (up to
 //! `shutdown_grace_seconds`; idle keep-alive connections are closed at once), then close the
-//! audit log, which commits every queued record before returning.
+//! audit log, which commits every queued record before returning, and write the final signed
+//! checkpoint of its head ([`crate::checkpoints`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -85,6 +86,18 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
+    // Also checked by `Config::validate` against `server.listen`; this is the socket
+    // actually bound (tests and embedders bind their own).
+    if app.config.server.public_url.is_none() {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Io(format!("listener: {e}")))?;
+        if !addr.ip().is_loopback() {
+            return Err(StartError::Config(format!(
+                "server.public_url is required on a non-loopback listener ({addr}): DPoP proofs are checked against it, never against the client's Host header"
+            )));
+        }
+    }
     let router = crate::router(app.clone());
     let graceful = GracefulShutdown::new();
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -97,6 +110,7 @@ pub async fn serve(
         audit = app.audit.backend(), quotas = app.quotas.backend(),
         keys = app.keys.all().count(), "signer listening"
     );
+    let checkpoints = crate::checkpoints::start(&app).await?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -125,12 +139,25 @@ pub async fn serve(
     app.start_draining();
     let grace = Duration::from_secs(app.config.server.shutdown_grace_seconds);
     tracing::info!("shutting down: finishing in-flight requests");
+    let deadline = tokio::time::Instant::now() + grace;
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("in-flight requests finished"),
-        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
+        _ = tokio::time::sleep_until(deadline) => tracing::warn!("shutdown grace period over; closing remaining connections"),
+    }
+    // Pipelines whose client went away run on without a connection: let them write their
+    // audit records too.
+    tokio::select! {
+        _ = app.pipelines_finished() => {}
+        _ = tokio::time::sleep_until(deadline) => tracing::warn!(
+            running = app.pipelines.running(),
+            "shutdown grace period over with sign pipelines still running"
+        ),
     }
     app.audit.close().await?;
     tracing::info!("audit log flushed and closed");
+    if let Some(c) = checkpoints {
+        c.finish(&app).await?;
+    }
     Ok(())
 }
 

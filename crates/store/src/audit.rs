@@ -183,6 +183,12 @@ pub struct Appended {
 pub struct StoredRecord {
     /// 1-based position in the chain.
     pub seq: u64,
+    /// The stored `time` column (what time-range queries select on). The chain covers it
+    /// through the record JSON: a walker refuses a column that differs from the record's
+    /// `time` ([`crate::chain::ChainError::Column`]).
+    pub time: String,
+    /// The stored `audit_id` column, covered the same way.
+    pub audit_id: String,
     /// The stored canonical JSON of the record.
     pub record_json: String,
     /// Hash of the previous link (64 zeros for the first record).
@@ -205,6 +211,13 @@ pub trait AuditLog: Send + Sync {
 
     /// Is the log able to take records (for `/readyz`)?
     fn is_healthy(&self) -> bool;
+
+    /// The last durable link (`seq` 0 and [`crate::chain::GENESIS`] for an empty log): what a
+    /// signed checkpoint ([`crate::checkpoint`]) records. Never ahead of what is committed.
+    /// `None`: this backend cannot tell (no checkpoints are written for it).
+    fn head(&self) -> StoreFuture<'_, Option<Appended>> {
+        Box::pin(async { Ok(None) })
+    }
 
     /// Short backend name for logs (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;

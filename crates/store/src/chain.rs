@@ -7,10 +7,18 @@
 //! matches), an inserted or deleted record (a gap in `seq`, or a `prev_hash` that no longer
 //! names the link before it) and reordering are all detected by walking the chain once.
 //!
-//! What a chain cannot prove on its own is that nothing was cut off its *end*, or that a
-//! writer with database access did not recompute every link after an edit: [`verify`] reports
-//! the head (last `seq` and hash), which operators anchor elsewhere (export it, or compare with
-//! `stella audit verify --expect-head`).
+//! Backends also keep some record fields in their own columns (`time` for time-range
+//! queries such as `stella audit export --since`, `audit_id`). The hash covers them through the
+//! record JSON, and the walker refuses any link whose column differs from the field in its
+//! hashed JSON ([`ChainError::Column`]), so a query cannot be steered by an edited column.
+//!
+//! What a chain cannot prove on its own is that nothing was cut off its *end* (or that the
+//! whole log was not replaced, or every link recomputed after an edit). That is what signed
+//! checkpoints of the head are for ([`crate::checkpoint`]): the walker is given the
+//! checkpoint's `(records, head hash)` as an anchor ([`ChainWalker::anchor`]) and fails when
+//! the log ends before it ([`ChainError::Truncated`]) or holds another link at that position
+//! ([`ChainError::CheckpointMismatch`]). A log that has grown past its checkpoint is fine.
+//! `stella audit verify --expect-head` remains for heads anchored by other means.
 
 use crate::audit::{AuditReader, AuditRecord, StoredRecord};
 use crate::StoreError;
@@ -52,6 +60,16 @@ pub enum ChainError {
         hash: String,
         expected: String,
     },
+    #[error("seq {seq}: the stored `{column}` column differs from the record's hashed `{column}` (edited column)")]
+    Column { seq: u64, column: &'static str },
+    #[error("the log ends at seq {head_seq} but the signed checkpoint covers {checkpoint_seq} record(s): the newest records were deleted or the log was replaced")]
+    Truncated { head_seq: u64, checkpoint_seq: u64 },
+    #[error("seq {seq}: link hash {hash} differs from the signed checkpoint's {expected} (the log was rewritten or replaced)")]
+    CheckpointMismatch {
+        seq: u64,
+        hash: String,
+        expected: String,
+    },
 }
 
 /// The result of walking a chain.
@@ -82,6 +100,8 @@ pub const MAX_PROBLEMS: usize = 100;
 pub struct ChainWalker {
     report: ChainReport,
     expected_seq: u64,
+    /// `(seq, hash)` a signed checkpoint vouches for.
+    anchor: Option<(u64, String)>,
 }
 
 impl Default for ChainWalker {
@@ -98,7 +118,15 @@ impl ChainWalker {
                 ..ChainReport::default()
             },
             expected_seq: 1,
+            anchor: None,
         }
+    }
+
+    /// Require the link at `seq` to have `hash` and the log to reach `seq` (a signed
+    /// checkpoint's `records` and `headHash`; `seq` 0 is the empty log and always holds).
+    pub fn anchor(mut self, seq: u64, hash: &str) -> Self {
+        self.anchor = (seq > 0).then(|| (seq, hash.to_string()));
+        self
     }
 
     /// A walker for a range that starts at `seq` whose predecessor's hash is `prev_hash`
@@ -110,6 +138,7 @@ impl ChainWalker {
                 ..ChainReport::default()
             },
             expected_seq: seq,
+            anchor: None,
         }
     }
 
@@ -137,11 +166,37 @@ impl ChainWalker {
         }
         if link_hash(seq, &rec.prev_hash, rec.record_json.as_bytes()) != rec.hash {
             self.problem(ChainError::Edited { seq });
-        } else if let Err(e) = serde_json::from_str::<AuditRecord>(&rec.record_json) {
-            self.problem(ChainError::Unreadable {
-                seq,
-                reason: e.to_string(),
-            });
+        } else {
+            match serde_json::from_str::<AuditRecord>(&rec.record_json) {
+                Err(e) => self.problem(ChainError::Unreadable {
+                    seq,
+                    reason: e.to_string(),
+                }),
+                Ok(parsed) => {
+                    if parsed.time != rec.time {
+                        self.problem(ChainError::Column {
+                            seq,
+                            column: "time",
+                        });
+                    }
+                    if parsed.audit_id != rec.audit_id {
+                        self.problem(ChainError::Column {
+                            seq,
+                            column: "audit_id",
+                        });
+                    }
+                }
+            }
+        }
+        if let Some((a_seq, a_hash)) = &self.anchor {
+            if *a_seq == seq && *a_hash != rec.hash {
+                let p = ChainError::CheckpointMismatch {
+                    seq,
+                    hash: rec.hash.clone(),
+                    expected: a_hash.clone(),
+                };
+                self.problem(p);
+            }
         }
         self.report.records += 1;
         self.report.head_seq = seq;
@@ -149,14 +204,32 @@ impl ChainWalker {
         self.expected_seq = seq + 1;
     }
 
-    pub fn finish(self) -> ChainReport {
+    pub fn finish(mut self) -> ChainReport {
+        if let Some((a_seq, _)) = &self.anchor {
+            if self.report.head_seq < *a_seq {
+                let p = ChainError::Truncated {
+                    head_seq: self.report.head_seq,
+                    checkpoint_seq: *a_seq,
+                };
+                // Always reported, even past MAX_PROBLEMS: it is the finding that matters.
+                self.report.problems.push(p);
+            }
+        }
         self.report
     }
 }
 
 /// Walk a whole log from the start.
 pub fn verify(reader: &dyn AuditReader) -> Result<ChainReport, StoreError> {
-    let mut walker = ChainWalker::new();
+    verify_with(reader, ChainWalker::new())
+}
+
+/// Walk a whole log from the start with a prepared walker (e.g. [`ChainWalker::anchor`]ed
+/// to a checkpoint).
+pub fn verify_with(
+    reader: &dyn AuditReader,
+    mut walker: ChainWalker,
+) -> Result<ChainReport, StoreError> {
     let mut after = 0;
     loop {
         let page = reader.read_after(after, 2048)?;
@@ -174,12 +247,90 @@ mod tests {
     use super::*;
 
     fn rec(seq: u64, prev: &str, json: &str) -> StoredRecord {
+        let parsed: Option<AuditRecord> = serde_json::from_str(json).ok();
         StoredRecord {
             seq,
+            time: parsed.as_ref().map(|r| r.time.clone()).unwrap_or_default(),
+            audit_id: parsed.map(|r| r.audit_id).unwrap_or_default(),
             record_json: json.to_string(),
             prev_hash: prev.to_string(),
             hash: link_hash(seq, prev, json.as_bytes()),
         }
+    }
+
+    fn walk_anchored(recs: &[StoredRecord], seq: u64, hash: &str) -> ChainReport {
+        let mut w = ChainWalker::new().anchor(seq, hash);
+        for r in recs {
+            w.push(r);
+        }
+        w.finish()
+    }
+
+    #[test]
+    fn edited_time_column_is_detected() {
+        let mut recs = sample(3);
+        recs[1].time = "2020-01-01T00:00:00.000Z".into();
+        assert_eq!(
+            walk(&recs).problems,
+            vec![ChainError::Column {
+                seq: 2,
+                column: "time"
+            }]
+        );
+        let mut recs = sample(3);
+        recs[2].audit_id = "other".into();
+        assert_eq!(
+            walk(&recs).problems,
+            vec![ChainError::Column {
+                seq: 3,
+                column: "audit_id"
+            }]
+        );
+    }
+
+    #[test]
+    fn anchor_detects_truncation_and_rewrites_but_allows_growth() {
+        let recs = sample(5);
+        let h3 = recs[2].hash.clone();
+        // Grown past the checkpoint: fine.
+        assert!(walk_anchored(&recs, 3, &h3).is_intact());
+        // The newest records cut off below the checkpoint.
+        assert_eq!(
+            walk_anchored(&recs[..2], 3, &h3).problems,
+            vec![ChainError::Truncated {
+                head_seq: 2,
+                checkpoint_seq: 3
+            }]
+        );
+        // An empty log against a non-empty checkpoint.
+        assert!(!walk_anchored(&[], 3, &h3).is_intact());
+        // Another chain of the same length (a replaced log).
+        let other = sample(3)
+            .into_iter()
+            .map(|mut r| {
+                r.record_json = r.record_json.replace("\"t\"", "\"u\"");
+                r
+            })
+            .collect::<Vec<_>>();
+        let mut prev = GENESIS.to_string();
+        let other: Vec<StoredRecord> = other
+            .into_iter()
+            .map(|r| {
+                let s = rec(r.seq, &prev, &r.record_json);
+                prev = s.hash.clone();
+                s
+            })
+            .collect();
+        let p = walk_anchored(&other, 3, &h3).problems;
+        assert!(
+            matches!(
+                p.as_slice(),
+                [ChainError::CheckpointMismatch { seq: 3, .. }]
+            ),
+            "{p:?}"
+        );
+        // Seq 0 (an empty log's checkpoint) holds for any log.
+        assert!(walk_anchored(&recs, 0, GENESIS).is_intact());
     }
 
     fn sample(n: u64) -> Vec<StoredRecord> {
@@ -227,6 +378,7 @@ mod tests {
     fn edit_with_recomputed_hash_breaks_the_next_link() {
         let mut recs = sample(4);
         recs[1].record_json = recs[1].record_json.replace("a2", "a9");
+        recs[1].audit_id = "a9".into();
         recs[1].hash = link_hash(2, &recs[1].prev_hash, recs[1].record_json.as_bytes());
         assert_eq!(walk(&recs).problems, vec![ChainError::Broken { seq: 3 }]);
     }

@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod chain;
+pub mod checkpoint;
 pub mod memory;
 pub mod quota;
 pub mod replay;
@@ -50,6 +51,10 @@ pub enum StoreError {
     },
     #[error("corrupt stored record at seq {seq}: {reason}")]
     Corrupt { seq: u64, reason: String },
+    /// The log itself is gone: no audit table in the database (dropped, or not an audit
+    /// database). Readers never create it.
+    #[error("{0}: the audit table is missing (dropped, or not an audit database)")]
+    NoLog(String),
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -2,7 +2,8 @@
 //! replica). Both are sharded maps behind short-held `std` mutexes; nothing awaits while a lock
 //! is held.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::BuildHasher as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -117,39 +118,147 @@ impl QuotaStore for MemoryQuotaStore {
     }
 }
 
-/// In-memory replay cache with a bound on the number of live entries.
+/// One shard of the replay cache: the live keys, and the same keys ordered by expiry so
+/// expired ones leave from the front without scanning the live ones.
+#[derive(Default)]
+struct ReplayShard {
+    /// key -> (expires_at, partition)
+    live: HashMap<String, (i64, Arc<str>)>,
+    by_expiry: BinaryHeap<Reverse<(i64, String)>>,
+}
+
+/// In-memory replay cache with a bound on the number of live entries, overall and per
+/// partition (tenant).
+///
+/// Past either bound an insert fails (`StoreError::Full`; the service refuses the proof: fail
+/// closed) rather than forgetting a live `jti`. Expired entries leave in expiry order from a
+/// heap per shard — each entry is pushed and popped once, so no request ever scans the live
+/// entries under a lock, full or not. A key that is still live is reported as a replay even
+/// when the cache is full.
 pub struct MemoryReplayCache {
     hasher: std::collections::hash_map::RandomState,
-    shards: Vec<Mutex<HashMap<String, i64>>>,
-    per_shard_max: usize,
+    shards: Vec<Mutex<ReplayShard>>,
+    max_entries: usize,
+    per_partition_max: usize,
+    /// Live entries overall (kept under the shard locks, read without them).
+    total: std::sync::atomic::AtomicUsize,
+    /// Live entries per partition (only partitions with live entries are present).
+    partitions: Mutex<HashMap<Arc<str>, usize>>,
 }
 
 impl MemoryReplayCache {
-    /// A cache holding at most about `max_entries` unexpired keys; past that, inserts fail
-    /// (and the service refuses the proof) rather than forgetting a live `jti`.
+    /// A cache holding at most `max_entries` unexpired keys, with no per-partition share.
     pub fn new(max_entries: usize) -> Self {
+        Self::with_partition_limit(max_entries, max_entries)
+    }
+
+    /// A cache holding at most `max_entries` unexpired keys overall and `per_partition` per
+    /// partition (tenant).
+    pub fn with_partition_limit(max_entries: usize, per_partition: usize) -> Self {
         MemoryReplayCache {
             hasher: Default::default(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            per_shard_max: (max_entries / SHARDS).max(16),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(ReplayShard::default()))
+                .collect(),
+            max_entries: max_entries.max(1),
+            per_partition_max: per_partition.clamp(1, max_entries.max(1)),
+            total: std::sync::atomic::AtomicUsize::new(0),
+            partitions: Mutex::new(HashMap::new()),
         }
     }
 
-    fn insert_at(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
-        let mut shard = lock(&self.shards[shard_of(&self.hasher, key)]);
-        if let Some(exp) = shard.get(key) {
+    /// Live (unexpired or not yet evicted) entries.
+    pub fn len(&self) -> usize {
+        self.total.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drop the expired entries at the front of `shard`'s expiry order.
+    fn evict_expired(&self, shard: &mut ReplayShard, now: i64) {
+        while let Some(Reverse((exp, _))) = shard.by_expiry.peek() {
             if *exp > now {
-                return Ok(false);
+                break;
+            }
+            let Some(Reverse((exp, key))) = shard.by_expiry.pop() else {
+                break;
+            };
+            // The heap may hold a stale (exp, key) of a key re-inserted later: only the
+            // entry with this very expiry leaves.
+            if shard.live.get(&key).is_some_and(|(e, _)| *e == exp) {
+                if let Some((_, partition)) = shard.live.remove(&key) {
+                    self.release(&partition);
+                }
             }
         }
-        if shard.len() >= self.per_shard_max {
-            shard.retain(|_, exp| *exp > now);
-            if shard.len() >= self.per_shard_max {
+    }
+
+    fn release(&self, partition: &Arc<str>) {
+        self.total.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let mut p = lock(&self.partitions);
+        if let Some(n) = p.get_mut(partition) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                p.remove(partition);
+            }
+        }
+    }
+
+    fn insert_at(
+        &self,
+        partition: &str,
+        key: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let idx = shard_of(&self.hasher, key);
+        for attempt in 0..2 {
+            let mut shard = lock(&self.shards[idx]);
+            self.evict_expired(&mut shard, now);
+            if let Some((exp, _)) = shard.live.get(key) {
+                if *exp > now {
+                    return Ok(false);
+                }
+            }
+            if self.len() >= self.max_entries {
+                if attempt == 0 {
+                    // Other shards may hold expired entries: drop them (front of each
+                    // expiry order only), then try once more.
+                    drop(shard);
+                    self.evict_all_expired(now);
+                    continue;
+                }
                 return Err(StoreError::Full("DPoP replay cache".into()));
             }
+            let part: Arc<str> = {
+                let mut p = lock(&self.partitions);
+                let (part, n) = match p.get_key_value(partition) {
+                    Some((k, n)) => (k.clone(), *n),
+                    None => (Arc::from(partition), 0),
+                };
+                if n >= self.per_partition_max {
+                    return Err(StoreError::Full(format!(
+                        "DPoP replay cache share of {partition:?}"
+                    )));
+                }
+                p.insert(part.clone(), n + 1);
+                part
+            };
+            self.total.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            shard.live.insert(key.to_string(), (expires_at, part));
+            shard.by_expiry.push(Reverse((expires_at, key.to_string())));
+            return Ok(true);
         }
-        shard.insert(key.to_string(), expires_at);
-        Ok(true)
+        Err(StoreError::Full("DPoP replay cache".into()))
+    }
+
+    fn evict_all_expired(&self, now: i64) {
+        for s in &self.shards {
+            let mut shard = lock(s);
+            self.evict_expired(&mut shard, now);
+        }
     }
 }
 
@@ -162,7 +271,19 @@ fn unix_now() -> i64 {
 
 impl ReplayCache for MemoryReplayCache {
     fn check_and_insert(&self, key: &str, expires_at: i64) -> StoreFuture<'_, bool> {
-        let r = self.insert_at(key, expires_at, unix_now());
+        let r = self.insert_at("", key, expires_at, unix_now());
+        Box::pin(async move { r })
+    }
+
+    fn check_and_insert_in(
+        &self,
+        partition: &str,
+        key: &str,
+        expires_at: i64,
+    ) -> StoreFuture<'_, bool> {
+        // Keys of different partitions never collide: length-prefixed partition.
+        let k = format!("{}:{partition}:{key}", partition.len());
+        let r = self.insert_at(partition, &k, expires_at, unix_now());
         Box::pin(async move { r })
     }
 
@@ -209,12 +330,101 @@ mod tests {
         ));
     }
 
+    /// Issue #8: the old version of this test never filled the cache, so the fail-closed
+    /// path was untested. This one fills it — overall and per partition — and checks that a
+    /// full cache refuses new keys, still reports replays, and frees expired entries in
+    /// expiry order without forgetting live ones.
     #[test]
     fn replay_cache_expires_and_bounds() {
-        let c = MemoryReplayCache::new(16 * 16);
-        assert!(c.insert_at("a", 100, 50).unwrap());
-        assert!(!c.insert_at("a", 100, 60).unwrap());
+        let c = MemoryReplayCache::new(256);
+        assert!(c.insert_at("", "a", 100, 50).unwrap());
+        assert!(!c.insert_at("", "a", 100, 60).unwrap());
         // Expired entries may be reused.
-        assert!(c.insert_at("a", 200, 150).unwrap());
+        assert!(c.insert_at("", "a", 200, 150).unwrap());
+        assert_eq!(c.len(), 1);
+
+        // Fill it exactly: every one of 256 keys fits, the 257th is refused (fail closed).
+        let c = MemoryReplayCache::new(256);
+        for i in 0..256 {
+            assert!(
+                c.insert_at("t", &format!("k{i}"), 1000 + i, 0).unwrap(),
+                "k{i}"
+            );
+        }
+        assert_eq!(c.len(), 256);
+        assert!(matches!(
+            c.insert_at("t", "new", 5000, 0),
+            Err(StoreError::Full(_))
+        ));
+        assert!(matches!(
+            c.insert_at("other", "new", 5000, 0),
+            Err(StoreError::Full(_))
+        ));
+        // A live key is still a replay when the cache is full.
+        assert!(!c.insert_at("t", "k7", 5000, 10).unwrap());
+        // At t=1009 the ten earliest (k0..k9) have expired: exactly ten new keys fit.
+        for i in 0..10 {
+            assert!(
+                c.insert_at("t", &format!("n{i}"), 9000, 1009).unwrap(),
+                "n{i}"
+            );
+        }
+        assert!(matches!(
+            c.insert_at("t", "n10", 9000, 1009),
+            Err(StoreError::Full(_))
+        ));
+        // The ones not yet expired are still remembered.
+        assert!(!c.insert_at("t", "k10", 9000, 1009).unwrap());
+        assert!(!c.insert_at("t", "k255", 9000, 1009).unwrap());
+        assert_eq!(c.len(), 256);
+        // Everything expired: a whole cache of new keys fits again.
+        for i in 0..256 {
+            assert!(c
+                .insert_at("t", &format!("late{i}"), 20_000, 10_000)
+                .unwrap());
+        }
+        assert_eq!(c.len(), 256);
+    }
+
+    #[test]
+    fn one_partition_cannot_fill_the_replay_cache_for_all() {
+        let c = MemoryReplayCache::with_partition_limit(100, 30);
+        for i in 0..30 {
+            assert!(c.insert_at("noisy", &format!("k{i}"), 1000, 0).unwrap());
+        }
+        // The noisy tenant is refused; the others still have room.
+        assert!(matches!(
+            c.insert_at("noisy", "k30", 1000, 0),
+            Err(StoreError::Full(m)) if m.contains("noisy")
+        ));
+        for t in ["a", "b"] {
+            for i in 0..30 {
+                assert!(
+                    c.insert_at(t, &format!("{t}{i}"), 1000, 0).unwrap(),
+                    "{t}{i}"
+                );
+            }
+        }
+        // 90 live; a fourth tenant gets the last 10, then the overall bound holds.
+        for i in 0..10 {
+            assert!(c.insert_at("c", &format!("c{i}"), 1000, 0).unwrap());
+        }
+        assert!(matches!(
+            c.insert_at("d", "d0", 1000, 0),
+            Err(StoreError::Full(_))
+        ));
+        // Once the noisy tenant's entries expire, its share is back.
+        assert!(c.insert_at("noisy", "again", 3000, 1000).unwrap());
+    }
+
+    #[tokio::test]
+    async fn partitions_keep_keys_apart() {
+        let c = MemoryReplayCache::new(100);
+        let far = unix_now() + 3600;
+        assert!(c.check_and_insert_in("a", "jkt:jti", far).await.unwrap());
+        assert!(c.check_and_insert_in("b", "jkt:jti", far).await.unwrap());
+        assert!(!c.check_and_insert_in("a", "jkt:jti", far).await.unwrap());
+        // A partition name cannot be chosen to collide with another's key.
+        assert!(c.check_and_insert_in("a:jkt", "jti", far).await.unwrap());
     }
 }

@@ -13,6 +13,22 @@ pub trait ReplayCache: Send + Sync {
     /// is full or unreachable) must be treated as a refusal.
     fn check_and_insert(&self, key: &str, expires_at: i64) -> StoreFuture<'_, bool>;
 
+    /// [`check_and_insert`](Self::check_and_insert) within `partition` (the tenant): a
+    /// backend with per-partition limits refuses (`StoreError::Full`) once one partition
+    /// holds its share, so one tenant's callers cannot fill the cache for every tenant. The
+    /// default ignores the partition for limits but keeps keys of different partitions
+    /// apart.
+    fn check_and_insert_in(
+        &self,
+        partition: &str,
+        key: &str,
+        expires_at: i64,
+    ) -> StoreFuture<'_, bool> {
+        let k = format!("{}:{partition}:{key}", partition.len());
+        let r = self.check_and_insert(&k, expires_at);
+        Box::pin(r)
+    }
+
     /// Short backend name for logs (`memory`, `redis`).
     fn backend(&self) -> &'static str;
 }

@@ -13,6 +13,10 @@
 //! database and syncing it would stall every caller waiting on that batch. A checkpointer
 //! thread with its own connection runs `PASSIVE` checkpoints twice a second instead, which in
 //! WAL mode proceed alongside the writer; closing the log truncates the WAL.
+//!
+//! Only the writer creates the schema. [`SqliteReader`] (verification, export) opens the file
+//! read-only and never creates or migrates anything: a dropped table stays dropped and is
+//! reported ([`StoreError::NoLog`]), a deleted database file stays deleted.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,6 +77,8 @@ enum Cmd {
 /// The SQLite audit log (writer side).
 pub struct SqliteAudit {
     tx: mpsc::Sender<Cmd>,
+    /// The last committed link, updated by the writer after each commit.
+    head: Arc<Mutex<(u64, String)>>,
     checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
     healthy: Arc<AtomicBool>,
     closed: AtomicBool,
@@ -159,9 +165,11 @@ impl SqliteAudit {
             })?;
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
         let healthy = Arc::new(AtomicBool::new(true));
+        let shared_head = Arc::new(Mutex::new(head.clone()));
         let writer = Writer {
             conn,
             head,
+            shared_head: shared_head.clone(),
             batch_max: opts.batch_max.max(1),
             healthy: healthy.clone(),
         };
@@ -174,6 +182,7 @@ impl SqliteAudit {
             })?;
         Ok(SqliteAudit {
             tx,
+            head: shared_head,
             checkpointer: Mutex::new(Some((cp_stop, cp_thread))),
             healthy,
             closed: AtomicBool::new(false),
@@ -260,6 +269,15 @@ impl AuditLog for SqliteAudit {
     fn backend(&self) -> &'static str {
         "sqlite"
     }
+
+    fn head(&self) -> StoreFuture<'_, Option<Appended>> {
+        let (seq, hash) = lock(&self.head).clone();
+        Box::pin(async move { Ok(Some(Appended { seq, hash })) })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drop for SqliteAudit {
@@ -274,6 +292,7 @@ impl Drop for SqliteAudit {
 struct Writer {
     conn: Connection,
     head: (u64, String),
+    shared_head: Arc<Mutex<(u64, String)>>,
     batch_max: usize,
     healthy: Arc<AtomicBool>,
 }
@@ -405,6 +424,7 @@ impl Writer {
         match res {
             Ok(()) => {
                 self.head = (seq, prev);
+                *lock(&self.shared_head) = self.head.clone();
                 self.healthy.store(true, Ordering::Release);
                 for (p, a) in batch.drain(..).zip(results) {
                     let _ = p.reply.send(Ok(a));
@@ -426,28 +446,62 @@ impl Writer {
 }
 
 /// Reads an audit database (verification, export). Safe to use while a service writes.
+///
+/// Opened read-only: nothing is created or migrated, so verifying a log cannot repair (and so
+/// hide) a dropped table or a deleted file.
 pub struct SqliteReader {
     conn: Connection,
 }
 
 impl SqliteReader {
-    /// Open an existing database.
+    /// Open an existing database read-only; fails with [`StoreError::NoLog`] when it holds no
+    /// audit table.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(SqliteReader {
-            conn: open_conn(path, false)?,
-        })
+        if !path.exists() {
+            return Err(StoreError::Io {
+                path: path.display().to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such audit database"),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch("PRAGMA query_only=1;")?;
+        let tables: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_log'",
+            [],
+            |r| r.get(0),
+        )?;
+        if tables == 0 {
+            return Err(StoreError::NoLog(path.display().to_string()));
+        }
+        Ok(SqliteReader { conn })
     }
 
-    /// Direct access for tests and repair tools.
+    /// The read-only connection (tests, diagnostics).
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
 }
 
+/// A plain read-write connection to an existing audit database that creates and migrates
+/// nothing: for repair tools and tamper tests. Verification never uses it.
+pub fn open_raw(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
 impl AuditReader for SqliteReader {
     fn read_after(&self, after: u64, limit: usize) -> Result<Vec<StoredRecord>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, record, prev_hash, hash FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            "SELECT seq, record, prev_hash, hash, time, audit_id FROM audit_log \
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -457,17 +511,21 @@ impl AuditReader for SqliteReader {
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, record_json, prev_hash, hash) = row?;
+            let (seq, record_json, prev_hash, hash, time, audit_id) = row?;
             let seq = u64::try_from(seq).map_err(|_| StoreError::Corrupt {
                 seq: 0,
                 reason: format!("negative seq {seq}"),
             })?;
             out.push(StoredRecord {
                 seq,
+                time,
+                audit_id,
                 record_json,
                 prev_hash,
                 hash,

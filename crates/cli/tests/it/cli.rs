@@ -458,7 +458,7 @@ fn passwords_and_key_files() {
     expect(
         &e.run(&["key", "public", "--key", "pkcs11:token=x"]),
         2,
-        "not available in this build",
+        "no PKCS#11 module",
     );
     // env://VAR with the key file in base64.
     let key_b64 = B64.encode(std::fs::read(e.p("k.key")).unwrap());
@@ -801,6 +801,76 @@ fn output_to_a_device_writes_into_it_and_keeps_the_device() {
     assert!(
         meta.file_type().is_char_device(),
         "/dev/null must stay a character device"
+    );
+}
+
+/// The same P-256 public key rewritten by openssl with a compressed point.
+fn compressed_copy(e: &Env, from: &str, to: &str) {
+    let out = Command::new("openssl")
+        .args([
+            "ec",
+            "-pubin",
+            "-in",
+            &e.s(from),
+            "-conv_form",
+            "compressed",
+            "-pubout",
+            "-out",
+            &e.s(to),
+        ])
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(
+        std::fs::read(e.p(from)).expect("read"),
+        std::fs::read(e.p(to)).expect("read")
+    );
+}
+
+// Regression (issue #8 item 1): `--key a.pub --key a-compressed.pub --threshold 2` passed
+// with one signature, and so did a keyring folder holding both files.
+#[test]
+fn reencoded_key_never_counts_twice() {
+    let e = Env::new();
+    e.keygen("p256", "a");
+    compressed_copy(&e, "a.pub", "a2.pub");
+    e.attest(&["a"], "a.dsse", &[]);
+    // Alone, the compressed copy is the same trusted key.
+    expect(&e.verify(&["a2"], "a.dsse", &[]), 0, "Verified OK");
+    let out = e.verify(&["a", "a2"], "a.dsse", &["--threshold", "2"]);
+    assert_ne!(out.status.code(), Some(0));
+    expect(&out, out.status.code().unwrap_or(-1), "appears twice");
+    std::fs::create_dir(e.p("ring")).unwrap();
+    std::fs::copy(e.p("a.pub"), e.p("ring/a.pub")).unwrap();
+    std::fs::copy(e.p("a2.pub"), e.p("ring/a2.pub")).unwrap();
+    let ring = e.s("ring");
+    let file = e.s("a.dsse");
+    let out = e.run(&[
+        "verify",
+        "--keyring",
+        &ring,
+        "--purpose",
+        "attestation",
+        "--threshold",
+        "2",
+        &file,
+    ]);
+    expect(&out, 1, "larger than the 1 trusted key");
+    expect(
+        &e.run(&[
+            "verify",
+            "--keyring",
+            &ring,
+            "--purpose",
+            "attestation",
+            &file,
+        ]),
+        0,
+        "Verified OK",
     );
 }
 

@@ -2385,6 +2385,55 @@ fn time_anchor_certificate_rules() {
     );
 }
 
+// Regression (issue #8 item 1): a P-256 key and its compressed-point copy counted as two
+// keys toward `mirror verify --threshold 2`.
+#[test]
+fn mirror_threshold_counts_a_reencoded_key_once() {
+    let env = Env::new();
+    expect(
+        &env.run(&["key", "generate", "--algorithm", "p256", "--output", "p"]),
+        0,
+        "",
+    );
+    let out = Command::new("openssl")
+        .args(["ec", "-pubin", "-in", "p.pub", "-conv_form", "compressed"])
+        .args(["-pubout", "-out", "p2.pub"])
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.sources(1, "a");
+    expect(&env.create("b", &[]), 0, "");
+    env.sign("b", &["p.key"]);
+    let out = env.run(&[
+        "mirror",
+        "verify",
+        "b/manifest.dsse",
+        "--key",
+        "p.pub",
+        "--key",
+        "p2.pub",
+        "--threshold",
+        "2",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    expect(&out, out.status.code().unwrap_or(-1), "appears twice");
+    std::fs::create_dir(env.p("ring")).unwrap();
+    std::fs::copy(env.p("p.pub"), env.p("ring/p.pub")).unwrap();
+    std::fs::copy(env.p("p2.pub"), env.p("ring/p2.pub")).unwrap();
+    let out = env.verify(
+        "b/manifest.dsse",
+        &["--keyring", "ring", "--threshold", "2"],
+    );
+    expect(&out, 1, "threshold 2 is larger than the 1 trusted key");
+    let out = env.verify("b/manifest.dsse", &["--keyring", "ring"]);
+    expect(&out, 0, "Verified OK");
+}
+
 /// Issue #9: with SOURCE_DATE_EPOCH, create + sign + pack twice gives byte-identical
 /// archives, signatures included (Ed25519 signatures are deterministic). `sign` used to stamp
 /// the detached header's `created` with the wall clock.

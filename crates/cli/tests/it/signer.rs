@@ -182,28 +182,244 @@ fn dev_profile_signs_through_the_api_and_verifies_offline() {
     ok(&out);
     assert!(out.stdout.is_empty());
 
+    // The dev profile wrote signed checkpoints of the head: the final one covers all 4.
+    let out = stella(
+        argv![
+            "audit",
+            "verify",
+            "--db",
+            &db,
+            "--checkpoint-key",
+            data.join("dev-audit.pub"),
+            "--output",
+            "json"
+        ],
+        &[],
+    );
+    ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["anchored"], true);
+    assert_eq!(v["checkpoint"]["records"], 4);
+    assert_eq!(v["checkpoint"]["headHash"], head.as_str());
+    checkpoint_tampering_is_detected(&data);
+
     // Tampering: an edited record is found, exit 1.
-    let reader = stella_store::sqlite::SqliteReader::open(&db).unwrap();
-    reader
-        .connection()
+    stella_store::sqlite::open_raw(&db)
+        .unwrap()
         .execute_batch(
             "UPDATE audit_log SET record = replace(record, '\"denied\"', '\"signed\"') WHERE seq = 4",
         )
         .unwrap();
-    drop(reader);
     let out = stella(argv!["audit", "verify", "--db", &db], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("seq 4: record was edited"));
     // A deleted record too.
-    let reader = stella_store::sqlite::SqliteReader::open(&db).unwrap();
-    reader
-        .connection()
+    stella_store::sqlite::open_raw(&db)
+        .unwrap()
         .execute_batch("DELETE FROM audit_log WHERE seq = 2")
         .unwrap();
-    drop(reader);
     let out = stella(argv!["audit", "verify", "--db", &db], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
+}
+
+/// A copy of the dev service's audit database and checkpoint, to tamper with.
+struct LogCopy {
+    _dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    checkpoint: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl LogCopy {
+    fn of(data: &Path) -> LogCopy {
+        let dir = tempdir();
+        for e in std::fs::read_dir(data).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("audit.") || name == "dev-audit.pub" {
+                std::fs::copy(e.path(), dir.path().join(&name)).unwrap();
+            }
+        }
+        LogCopy {
+            db: dir.path().join("audit.db"),
+            checkpoint: dir.path().join("audit.checkpoint.json"),
+            key: dir.path().join("dev-audit.pub"),
+            _dir: dir,
+        }
+    }
+
+    fn sql(&self, sql: &str) {
+        stella_store::sqlite::open_raw(&self.db)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
+    }
+
+    /// `stella audit verify` against the signed checkpoint.
+    fn verify(&self) -> std::process::Output {
+        stella(
+            argv![
+                "audit",
+                "verify",
+                "--db",
+                &self.db,
+                "--checkpoint",
+                &self.checkpoint,
+                "--checkpoint-key",
+                &self.key
+            ],
+            &[],
+        )
+    }
+
+    /// Verification fails with exit 1 and says `what`.
+    fn fails_with(&self, what: &str, case: &str) {
+        let out = self.verify();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{case}: {err}");
+        assert!(err.contains(what), "{case}: expected {what:?} in {err}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("intact"),
+            "{case}"
+        );
+    }
+}
+
+/// Every way of hiding records from `stella audit verify` that a hash chain alone misses (or
+/// that the reader used to repair) fails against the signed checkpoint.
+fn checkpoint_tampering_is_detected(data: &Path) {
+    let c = LogCopy::of(data);
+    ok(&c.verify());
+
+    let c = LogCopy::of(data);
+    c.sql("DELETE FROM audit_log WHERE seq = 4");
+    // Without the checkpoint key the chain alone looks intact, and says it is not anchored.
+    let out = stella(argv!["audit", "verify", "--db", &c.db], &[]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("end not anchored"));
+    c.fails_with("signed checkpoint covers 4 record(s)", "delete newest");
+
+    let c = LogCopy::of(data);
+    c.sql("DELETE FROM audit_log WHERE seq >= 2");
+    c.fails_with("the log ends at seq 1", "delete the newest three");
+
+    let c = LogCopy::of(data);
+    c.sql("DELETE FROM audit_log WHERE seq = 2");
+    c.fails_with("missing", "delete middle");
+
+    let c = LogCopy::of(data);
+    c.sql("UPDATE audit_log SET time = '2001-01-01T00:00:00.000Z' WHERE seq = 3");
+    c.fails_with("`time` column", "edit time");
+    // export --since trusts the time column only as far as the chain vouches for it.
+    let out = stella(
+        argv![
+            "audit",
+            "export",
+            "--db",
+            &c.db,
+            "--checkpoint-key",
+            &c.key,
+            "--since",
+            "2000-01-01"
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+
+    let c = LogCopy::of(data);
+    c.sql("DROP TABLE audit_log");
+    c.fails_with("no audit table", "drop table");
+    c.fails_with("no audit table", "drop table, verified twice");
+    let tables: i64 = stella_store::sqlite::open_raw(&c.db)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'audit_log'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "verify recreated the dropped table");
+
+    // The database replaced by an empty SQLite file, then by an empty audit log.
+    let c = LogCopy::of(data);
+    std::fs::remove_file(&c.db).unwrap();
+    std::fs::write(&c.db, b"").unwrap();
+    c.fails_with("no audit table", "empty file");
+    std::fs::remove_file(&c.db).unwrap();
+    c.fails_with("database", "deleted database");
+    assert!(!c.db.exists(), "verify created a database");
+    let conn = rusqlite_like_empty_log(&c.db);
+    drop(conn);
+    c.fails_with("the log ends at seq 0", "empty audit log");
+
+    // A forged checkpoint: the payload edited to match a truncated log.
+    let c = LogCopy::of(data);
+    c.sql("DELETE FROM audit_log WHERE seq = 4");
+    let mut env: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&c.checkpoint).unwrap()).unwrap();
+    let payload = String::from_utf8(crate::support::b64_decode(env["payload"].as_str().unwrap()))
+        .unwrap()
+        .replace("\"records\":4", "\"records\":3");
+    env["payload"] = crate::support::b64_encode(payload.as_bytes()).into();
+    std::fs::write(&c.checkpoint, serde_json::to_vec(&env).unwrap()).unwrap();
+    c.fails_with("signature not accepted", "forged checkpoint");
+
+    // A checkpoint of the truncated log, validly signed by another key.
+    let c = LogCopy::of(data);
+    c.sql("DELETE FROM audit_log WHERE seq = 4");
+    let reader = stella_store::sqlite::SqliteReader::open(&c.db).unwrap();
+    let report = stella_store::chain::verify(&reader).unwrap();
+    drop(reader);
+    let other = stella_keys::FileKey::generate(stella_keys::Algorithm::EcdsaP256Sha256).unwrap();
+    let cp = stella_store::checkpoint::Checkpoint::of(
+        "sqlite",
+        &stella_store::audit::Appended {
+            seq: report.head_seq,
+            hash: report.head_hash,
+        },
+    );
+    std::fs::write(&c.checkpoint, cp.sign(&other).unwrap().to_json()).unwrap();
+    c.fails_with("signature not accepted", "checkpoint from another key");
+
+    // The checkpoint deleted along with the records.
+    let c = LogCopy::of(data);
+    c.sql("DELETE FROM audit_log WHERE seq = 4");
+    std::fs::remove_file(&c.checkpoint).unwrap();
+    c.fails_with("is missing", "deleted checkpoint");
+
+    // The service refuses to start on a log that is behind its checkpoint (it would otherwise
+    // re-anchor the truncated log).
+    let c = LogCopy::of(data);
+    c.sql("DELETE FROM audit_log WHERE seq = 4");
+    std::fs::copy(
+        data.join("dev-audit.key"),
+        c.db.with_file_name("dev-audit.key"),
+    )
+    .unwrap();
+    let out = stella(
+        argv![
+            "signer",
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            c.db.parent().unwrap()
+        ],
+        &[("STELLA_SIGNER__LOG__LEVEL", "off")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("truncated or replaced"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An empty but valid audit database at `path` (what a fresh service would create).
+fn rusqlite_like_empty_log(path: &Path) -> stella_store::SqliteAudit {
+    stella_store::SqliteAudit::open(stella_store::SqliteOptions::new(path)).unwrap()
 }
 
 #[test]

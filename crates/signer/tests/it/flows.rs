@@ -467,3 +467,69 @@ async fn jwks_is_refetched_on_unknown_kid_with_a_floor() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
 }
+
+/// Issue #8 item 10: a client that goes away mid-request cancelled the handler, so a request
+/// could end unaudited (and a key used without its record). The pipeline now runs to the end
+/// whatever the client does: the record exists, and the signer says it signed.
+#[tokio::test]
+async fn dropped_connection_still_runs_the_pipeline_and_audits_it() {
+    let mut s = TestSigner::start().await;
+    let key = DpopKey::generate().unwrap();
+    let token = authority()
+        .token("a-dpop", "signer.sign", Some(&key), None)
+        .await;
+    let url = s.url(SIGN);
+    // Licensing answers late: the client gives up (and closes its connection) while the
+    // request is inside the pipeline.
+    s.licensing.delay_ms.store(1200, Ordering::SeqCst);
+    let impatient = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(
+            &std::fs::read(&authority().pki.ca).unwrap(),
+        )
+        .unwrap()])
+        .no_proxy()
+        .timeout(std::time::Duration::from_millis(400))
+        .build()
+        .unwrap();
+    let proof = key.proof("POST", &url, Some(&token), None).unwrap();
+    let r = impatient
+        .post(&url)
+        .header("authorization", format!("DPoP {token}"))
+        .header("dpop", proof)
+        .json(&sign_body("poe-a"))
+        .send()
+        .await;
+    assert!(r.unwrap_err().is_timeout(), "the client gave up");
+    drop(impatient);
+    // Give the pipeline time to finish on its own, then stop (which also waits for it).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    s.stop().await;
+    let reader = stella_store::sqlite::SqliteReader::open(&s.audit_db).unwrap();
+    let records: Vec<stella_store::AuditRecord> =
+        stella_store::AuditReader::read_after(&reader, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_str(&r.record_json).unwrap())
+            .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].outcome, Outcome::Signed);
+    assert!(records[0].envelope_sha256.is_some());
+    assert_eq!(records[0].tenant.as_deref(), Some("tenant-a"));
+}
+
+/// Issue #8 item 10: without `public_url`, a non-loopback listener built the DPoP `htu` from
+/// the client's `Host`. The server now refuses to start there.
+#[tokio::test]
+async fn non_loopback_listener_needs_public_url() {
+    let s = TestSigner::start().await;
+    assert!(s.state.config.server.public_url.is_none());
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stella_signer::server::serve(s.state.clone(), listener, None, std::future::pending()),
+    )
+    .await
+    .expect("refused at once, not served");
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("public_url") && e.contains("loopback"), "{e}");
+}

@@ -592,3 +592,195 @@ async fn missing_and_garbage_authorization_are_refused() {
     let r = send(&t.http, &t.url, Some("Basic YTpi".into()), &[], body).await;
     assert_refused(&t.s, &r, 401, "invalid_token");
 }
+
+/// Issue #8 item 4: times from outside at the integer limits. `iat = i64::MIN` in a DPoP
+/// proof overflowed `now - iat` and passed the freshness check; token claims at `u64::MAX`
+/// overflowed `exp + skew`.
+#[tokio::test]
+async fn dpop_and_token_times_at_the_integer_limits_are_refused() {
+    let t = setup().await;
+    let token = t.real_token().await;
+    for iat in [
+        json!(i64::MIN),
+        json!(i64::MAX),
+        json!(u64::MAX),
+        json!(-1),
+        json!(1e300),
+    ] {
+        let mut c = t.proof_claims(&token);
+        c["iat"] = iat.clone();
+        let r = t.with_proof_claims(&token, c).await;
+        let rec = assert_refused(&t.s, &r, 401, "invalid_dpop_proof");
+        assert!(rec.reason.unwrap().contains("iat"), "iat {iat}");
+    }
+    for (claim, v) in [
+        ("exp", json!(u64::MAX)),
+        ("exp", json!(i64::MAX)),
+        ("exp", json!(1e300)),
+        ("nbf", json!(i64::MIN)),
+        ("iat", json!(i64::MIN)),
+        ("iat", json!(-5)),
+    ] {
+        let mut c = authority().good_claims(t.key.thumbprint());
+        c[claim] = v.clone();
+        let r = t.forged(c).await;
+        let rec = assert_refused(&t.s, &r, 401, "invalid_token");
+        assert!(rec.reason.unwrap().contains(claim), "{claim} {v}");
+    }
+    // The control: the same token with a fresh proof is served.
+    let r = send_dpop(&t.http, &t.url, &token, &t.key, &sign_body("poe-a")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// Issue #8 item 5: a second credential header was ignored (the first `Authorization` was
+/// served and audited; an mTLS-bound request ignored its `DPoP` headers). Every header that
+/// carries a credential, proof or identity must appear at most once.
+#[tokio::test]
+async fn duplicated_credential_headers_are_refused() {
+    let t = setup().await;
+    let token = t.real_token().await;
+    let body = serde_json::to_vec(&sign_body("poe-a")).unwrap();
+    let raw = |headers: Vec<(&'static str, String)>, http: reqwest::Client| {
+        let mut req = http
+            .post(&t.url)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        for (k, v) in headers {
+            req = req.header(k, v); // appends: duplicates go out as separate header lines
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+            Reply {
+                status,
+                body,
+                headers,
+            }
+        }
+    };
+    let proof = || t.key.proof("POST", &t.url, Some(&token), None).unwrap();
+    // Two Authorization headers, the valid one first and then last.
+    for order in [0, 1] {
+        let mut authz = [format!("DPoP {token}"), "DPoP not-a-token".to_string()];
+        if order == 1 {
+            authz.reverse();
+        }
+        let r = raw(
+            vec![
+                ("authorization", authz[0].clone()),
+                ("authorization", authz[1].clone()),
+                ("dpop", proof()),
+            ],
+            t.http.clone(),
+        )
+        .await;
+        let rec = assert_refused(&t.s, &r, 401, "invalid_token");
+        assert!(rec.reason.unwrap().contains("more than once"));
+        let challenge = r.headers["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.contains("DPoP ") && challenge.contains("algs="),
+            "{challenge}"
+        );
+    }
+    // Two identical DPoP proofs.
+    let p = proof();
+    let r = raw(
+        vec![
+            ("authorization", format!("DPoP {token}")),
+            ("dpop", p.clone()),
+            ("dpop", p),
+        ],
+        t.http.clone(),
+    )
+    .await;
+    assert_refused(&t.s, &r, 401, "invalid_dpop_proof");
+    // Two tenant headers, ours first.
+    let r = raw(
+        vec![
+            ("authorization", format!("DPoP {token}")),
+            ("dpop", proof()),
+            ("x-stella-tenant", "tenant-a".into()),
+            ("x-stella-tenant", "tenant-b".into()),
+        ],
+        t.http.clone(),
+    )
+    .await;
+    assert_refused(&t.s, &r, 400, "invalid_request");
+    // An mTLS-bound token with a stray pair of DPoP headers: refused, not ignored.
+    let pki = &authority().pki;
+    let mtls = authority()
+        .token("a-mtls", "signer.sign", None, Some(&pki.client_a))
+        .await;
+    let r = raw(
+        vec![
+            ("authorization", format!("Bearer {mtls}")),
+            ("dpop", "x".into()),
+            ("dpop", "y".into()),
+        ],
+        pki.http(Some(&pki.client_a)),
+    )
+    .await;
+    assert_refused(&t.s, &r, 401, "invalid_dpop_proof");
+    // The control: each header once is served.
+    let r = raw(
+        vec![
+            ("authorization", format!("DPoP {token}")),
+            ("dpop", proof()),
+            ("x-stella-tenant", "tenant-a".into()),
+        ],
+        t.http.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// Issue #8 item 10: a full replay cache refuses new proofs (fail closed, `503` with
+/// `Retry-After`) instead of forgetting a live `jti`, and one tenant filling its share does
+/// not lock the other tenants out.
+#[tokio::test]
+async fn full_replay_cache_fails_closed_per_tenant() {
+    let t = setup_with(Opts {
+        toml: "[dpop]\nreplay_cache_entries = 3\nreplay_cache_entries_per_tenant = 2\n".into(),
+        ..Opts::default()
+    })
+    .await;
+    let token = t.real_token().await;
+    for _ in 0..2 {
+        let r = send_dpop(&t.http, &t.url, &token, &t.key, &sign_body("poe-a")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // Tenant A's share is used up: its next fresh proof is refused, not let through.
+    let r = send_dpop(&t.http, &t.url, &token, &t.key, &sign_body("poe-a")).await;
+    let rec = assert_refused(&t.s, &r, 503, "upstream_unavailable");
+    assert!(rec.reason.unwrap().contains("tenant-a"));
+    assert!(r.headers.contains_key("retry-after"));
+    // Tenant B still has room (the third and last entry overall)...
+    let kb = DpopKey::generate().unwrap();
+    let tb = authority()
+        .token("b-dpop", "signer.sign", Some(&kb), None)
+        .await;
+    let r = send_dpop(&t.http, &t.url, &tb, &kb, &sign_body("poe-b")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // ...and then the whole cache is full: refused too.
+    let r = send_dpop(&t.http, &t.url, &tb, &kb, &sign_body("poe-b")).await;
+    let rec = assert_refused(&t.s, &r, 503, "upstream_unavailable");
+    assert!(rec.reason.unwrap().contains("replay cache"));
+}
+
+/// Issue #8 item 10: a license answer that names no tenant was usable by every tenant.
+#[tokio::test]
+async fn license_without_a_tenant_entitles_nobody() {
+    let t = setup().await;
+    let mut lic = license("tenant-a", 1000.0, 1 << 20);
+    lic.as_object_mut().unwrap().remove("tenant");
+    t.s.licensing.set("poe-any", lic);
+    let token = t.real_token().await;
+    let r = send_dpop(&t.http, &t.url, &token, &t.key, &sign_body("poe-any")).await;
+    let rec = assert_refused(&t.s, &r, 403, "entitlement_denied");
+    assert!(rec.reason.unwrap().contains("names no tenant"));
+    // The control: the tenant's own license is served.
+    let r = send_dpop(&t.http, &t.url, &token, &t.key, &sign_body("poe-a")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -446,6 +446,7 @@ trusted_scanner_digests = ["{SCANNER}"]
 path = "{db}"
 [signing]
 keys = ["unused-replaced-by-test"]
+default_keys_for_unlisted_tenants = true
 "#,
             cert = tls.server_cert.display(),
             key = tls.server_key.display(),

@@ -9,9 +9,10 @@ mod suites;
 
 use std::sync::Arc;
 
-use stella_store::sqlite::SqliteReader;
+use stella_store::checkpoint::{self, Checkpointer};
+use stella_store::sqlite::{open_raw, SqliteReader};
 use stella_store::{
-    chain, AuditLog, MemoryQuotaStore, MemoryReplayCache, SqliteAudit, SqliteOptions,
+    chain, AuditLog, MemoryQuotaStore, MemoryReplayCache, SqliteAudit, SqliteOptions, StoreError,
 };
 
 fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -64,9 +65,201 @@ async fn tampered(sql: &str) -> chain::ChainReport {
         log.append(suites::record(&format!("id{i}"))).await.unwrap();
     }
     log.close().await.unwrap();
-    let reader = SqliteReader::open(&path).unwrap();
-    reader.connection().execute_batch(sql).unwrap();
-    chain::verify(&reader).unwrap()
+    open_raw(&path).unwrap().execute_batch(sql).unwrap();
+    chain::verify(&SqliteReader::open(&path).unwrap()).unwrap()
+}
+
+/// A closed log of six records with a signed checkpoint of its head, and the key.
+struct Checkpointed {
+    _dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    cp: std::path::PathBuf,
+    key: Arc<dyn stella_keys::Signer>,
+}
+
+impl Checkpointed {
+    async fn new() -> Self {
+        let (dir, db) = temp_db();
+        let cp = dir.path().join("checkpoints").join("audit.checkpoint.json");
+        let key: Arc<dyn stella_keys::Signer> = Arc::new(
+            stella_keys::FileKey::generate(stella_keys::Algorithm::EcdsaP256Sha256).unwrap(),
+        );
+        let log = SqliteAudit::open(SqliteOptions::new(&db)).unwrap();
+        let h0 = log.head().await.unwrap().unwrap();
+        let writer = Checkpointer::open(key.clone(), cp.clone(), "sqlite", &h0).unwrap();
+        for i in 0..6 {
+            log.append(suites::record(&format!("id{i}"))).await.unwrap();
+        }
+        log.close().await.unwrap();
+        let head = log.head().await.unwrap().unwrap();
+        assert_eq!(head.seq, 6);
+        assert!(writer.write(&head).unwrap());
+        Checkpointed {
+            _dir: dir,
+            db,
+            cp,
+            key,
+        }
+    }
+
+    fn keyring(&self) -> stella_keys::Keyring {
+        stella_keys::Keyring::new(vec![stella_keys::TrustedKey::unrestricted(
+            self.key.public_key().clone(),
+        )])
+        .unwrap()
+    }
+
+    /// Verify the log against its checkpoint.
+    fn verify(&self) -> Result<chain::ChainReport, StoreError> {
+        let cp = checkpoint::read_verified(&self.cp, &self.keyring()).unwrap();
+        let reader = SqliteReader::open(&self.db)?;
+        chain::verify_with(
+            &reader,
+            chain::ChainWalker::new().anchor(cp.records, &cp.head_hash),
+        )
+    }
+
+    fn tamper(&self, sql: &str) {
+        open_raw(&self.db).unwrap().execute_batch(sql).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn checkpointed_log_verifies_and_may_grow() {
+    let c = Checkpointed::new().await;
+    let r = c.verify().unwrap();
+    assert!(r.is_intact(), "{:?}", r.problems);
+    let log = SqliteAudit::open(SqliteOptions::new(&c.db)).unwrap();
+    log.append(suites::record("later")).await.unwrap();
+    log.close().await.unwrap();
+    let r = c.verify().unwrap();
+    assert!(r.is_intact(), "{:?}", r.problems);
+    assert_eq!(r.records, 7);
+}
+
+#[tokio::test]
+async fn deleting_the_newest_records_is_detected_by_the_checkpoint() {
+    let c = Checkpointed::new().await;
+    c.tamper("DELETE FROM audit_log WHERE seq >= 5");
+    // The chain alone still looks intact: this is what the checkpoint adds.
+    assert!(chain::verify(&SqliteReader::open(&c.db).unwrap())
+        .unwrap()
+        .is_intact());
+    assert_eq!(
+        c.verify().unwrap().problems,
+        vec![chain::ChainError::Truncated {
+            head_seq: 4,
+            checkpoint_seq: 6
+        }]
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_middle_record_is_detected_with_a_checkpoint() {
+    let c = Checkpointed::new().await;
+    c.tamper("DELETE FROM audit_log WHERE seq = 3");
+    let p = c.verify().unwrap().problems;
+    assert!(
+        matches!(p[0], chain::ChainError::Gap { seq: 4, .. }),
+        "{p:?}"
+    );
+}
+
+#[tokio::test]
+async fn rewriting_the_whole_log_is_detected_by_the_checkpoint() {
+    let c = Checkpointed::new().await;
+    // Delete everything and write six other records: a fully consistent new chain.
+    c.tamper("DELETE FROM audit_log");
+    let log = SqliteAudit::open(SqliteOptions::new(&c.db)).unwrap();
+    for i in 0..6 {
+        log.append(suites::record(&format!("forged{i}")))
+            .await
+            .unwrap();
+    }
+    log.close().await.unwrap();
+    let p = c.verify().unwrap().problems;
+    assert!(
+        matches!(
+            p.as_slice(),
+            [chain::ChainError::CheckpointMismatch { seq: 6, .. }]
+        ),
+        "{p:?}"
+    );
+}
+
+#[tokio::test]
+async fn edited_time_column_is_detected() {
+    let c = Checkpointed::new().await;
+    // Moves record 2 out of `export --since` ranges without touching the hashed JSON.
+    c.tamper("UPDATE audit_log SET time = '1999-01-01T00:00:00.000Z' WHERE seq = 2");
+    assert_eq!(
+        c.verify().unwrap().problems,
+        vec![chain::ChainError::Column {
+            seq: 2,
+            column: "time"
+        }]
+    );
+}
+
+#[tokio::test]
+async fn dropped_table_is_reported_and_not_recreated() {
+    let c = Checkpointed::new().await;
+    c.tamper("DROP TABLE audit_log");
+    for _ in 0..2 {
+        assert!(matches!(c.verify(), Err(StoreError::NoLog(_))));
+    }
+    let tables: i64 = open_raw(&c.db)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'audit_log'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "the reader recreated the dropped table");
+}
+
+#[tokio::test]
+async fn database_replaced_by_an_empty_one_is_detected() {
+    let c = Checkpointed::new().await;
+    std::fs::remove_file(&c.db).unwrap();
+    let _ = std::fs::remove_file(c.db.with_extension("db-wal"));
+    let _ = std::fs::remove_file(c.db.with_extension("db-shm"));
+    // A deleted database stays deleted.
+    assert!(matches!(c.verify(), Err(StoreError::Io { .. })));
+    assert!(!c.db.exists(), "the reader created a database");
+    // A fresh, empty audit database in its place.
+    let log = SqliteAudit::open(SqliteOptions::new(&c.db)).unwrap();
+    log.close().await.unwrap();
+    assert_eq!(
+        c.verify().unwrap().problems,
+        vec![chain::ChainError::Truncated {
+            head_seq: 0,
+            checkpoint_seq: 6
+        }]
+    );
+}
+
+#[tokio::test]
+async fn checkpointer_refuses_to_reanchor_a_truncated_log() {
+    let c = Checkpointed::new().await;
+    c.tamper("DELETE FROM audit_log WHERE seq = 6");
+    let log = SqliteAudit::open(SqliteOptions::new(&c.db)).unwrap();
+    let head = log.head().await.unwrap().unwrap();
+    assert_eq!(head.seq, 5);
+    let e = Checkpointer::open(c.key.clone(), c.cp.clone(), "sqlite", &head).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            checkpoint::CheckpointError::Behind {
+                checkpoint_seq: 6,
+                head_seq: 5,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    log.close().await.unwrap();
 }
 
 #[tokio::test]

@@ -1,0 +1,470 @@
+//! Rekor v1 transparency log entries, checked offline.
+//!
+//! For each entry, in this order (each failure its own [`VerifyError`] variant):
+//! 1. **Log**: the log id names a log of the trusted root whose key is valid at the
+//!    integrated time ([`VerifyError::UnknownLog`], [`VerifyError::LogKeyNotValid`]).
+//! 2. **Body**: `canonicalizedBody` is decoded and must describe this bundle
+//!    ([`VerifyError::Body`]): `hashedrekord` 0.0.1 (artifact digest, signature, certificate
+//!    or key), `dsse` 0.0.1 (payload hash, the one signature and its verifier), `intoto`
+//!    0.0.2 (payload hash, the signature and its key).
+//! 3. **SET** (inclusion promise): an ECDSA signature by the log key over the canonical JSON
+//!    `{"body","integratedTime","logID","logIndex"}` ([`VerifyError::Set`]). A verified SET
+//!    makes the integrated time a verified signing time.
+//! 4. **Inclusion proof** (RFC 6962 §2.1.1, RFC 9162 §2.1.3.2): the audit path from the leaf
+//!    hash `SHA-256(0x00 || body)` must give the proof's root hash
+//!    ([`VerifyError::InclusionProof`]); the checkpoint (a C2SP signed note) must be signed by
+//!    the log (key hint = the first 4 bytes of the log id) and state the same tree size and
+//!    root hash ([`VerifyError::Checkpoint`]).
+
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::bundle::{Bundle, Content, HashAlgorithm, TlogEntry};
+use crate::error::VerifyError;
+use crate::key::{hex, VerifyingKey};
+use crate::trust::{LogInstance, TrustedRoot};
+
+/// What an entry must be bound to: the signer's certificate or key (SPKI/certificate DER).
+pub struct Signer<'a> {
+    /// DER of the leaf certificate, or of the SubjectPublicKeyInfo for key-signed bundles.
+    pub der: &'a [u8],
+    pub is_certificate: bool,
+}
+
+/// An entry that verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedEntry {
+    pub log_url: String,
+    pub log_index: u64,
+    /// The integrated time, when its SET verified (then it is a verified signing time).
+    pub integrated_time: Option<OffsetDateTime>,
+    pub set_verified: bool,
+    pub inclusion_proof_verified: bool,
+}
+
+/// Verify one entry of `bundle` (index `index`).
+pub fn verify_entry(
+    bundle: &Bundle,
+    index: usize,
+    entry: &TlogEntry,
+    signer: &Signer<'_>,
+    root: &TrustedRoot,
+) -> Result<VerifiedEntry, VerifyError> {
+    let log_id_text = crate::key::hex(&entry.log_id);
+    let log = root
+        .tlogs
+        .iter()
+        .find(|l| l.log_id == entry.log_id)
+        .ok_or_else(|| VerifyError::UnknownLog {
+            index,
+            log_id: log_id_text.clone(),
+        })?;
+    let integrated = entry
+        .integrated_time
+        .map(|t| {
+            OffsetDateTime::from_unix_timestamp(t).map_err(|_| VerifyError::UnsupportedEntry {
+                index,
+                reason: format!("integrated time {t} is out of range"),
+            })
+        })
+        .transpose()?;
+    if let Some(t) = integrated {
+        if !log.valid_for.contains(t) {
+            return Err(VerifyError::LogKeyNotValid {
+                index,
+                log_id: log_id_text,
+                time: stella_x509::format_time(t),
+            });
+        }
+    }
+    check_body(bundle, entry, signer).map_err(|reason| VerifyError::Body { index, reason })?;
+
+    let mut set_verified = false;
+    if let Some(set) = &entry.inclusion_promise {
+        let t = entry.integrated_time.ok_or_else(|| VerifyError::Set {
+            index,
+            reason: "the entry has an inclusion promise but no integrated time".into(),
+        })?;
+        let payload = set_payload(entry, t);
+        if !log.key.verify(&payload, set) {
+            return Err(VerifyError::Set {
+                index,
+                reason: format!("not signed by the log key of {}", log.base_url),
+            });
+        }
+        set_verified = true;
+    }
+    let mut proof_verified = false;
+    if let Some(p) = &entry.inclusion_proof {
+        let leaf = leaf_hash(&entry.canonicalized_body);
+        let root_hash = root_from_inclusion_proof(p.log_index, p.tree_size, &leaf, &p.hashes)
+            .map_err(|reason| VerifyError::InclusionProof { index, reason })?;
+        if root_hash.as_slice() != p.root_hash.as_slice() {
+            return Err(VerifyError::InclusionProof {
+                index,
+                reason: format!(
+                    "the audit path gives root {}, the proof states {}",
+                    hex(&root_hash),
+                    hex(&p.root_hash)
+                ),
+            });
+        }
+        let cp = verify_checkpoint(&p.checkpoint, log)
+            .map_err(|reason| VerifyError::Checkpoint { index, reason })?;
+        if cp.size != p.tree_size || cp.root_hash != p.root_hash {
+            return Err(VerifyError::Checkpoint {
+                index,
+                reason: format!(
+                    "the checkpoint states tree size {} root {}, the proof tree size {} root {}",
+                    cp.size,
+                    hex(&cp.root_hash),
+                    p.tree_size,
+                    hex(&p.root_hash)
+                ),
+            });
+        }
+        proof_verified = true;
+    }
+    if !set_verified && !proof_verified {
+        return Err(VerifyError::UnsupportedEntry {
+            index,
+            reason: "neither an inclusion promise nor an inclusion proof".into(),
+        });
+    }
+    Ok(VerifiedEntry {
+        log_url: log.base_url.clone(),
+        log_index: entry.log_index,
+        integrated_time: if set_verified { integrated } else { None },
+        set_verified,
+        inclusion_proof_verified: proof_verified,
+    })
+}
+
+/// The canonical JSON a SET signs (keys in lexicographic order, as Rekor's canonicalizer).
+fn set_payload(entry: &TlogEntry, integrated_time: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entry.canonicalized_body.len() * 4 / 3 + 128);
+    out.extend_from_slice(b"{\"body\":\"");
+    stella_dsse::b64::encode_into_vec(&entry.canonicalized_body, &mut out);
+    out.extend_from_slice(
+        format!(
+            "\",\"integratedTime\":{integrated_time},\"logID\":\"{}\",\"logIndex\":{}}}",
+            hex(&entry.log_id),
+            entry.log_index
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in parts {
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// RFC 6962 leaf hash.
+pub fn leaf_hash(body: &[u8]) -> [u8; 32] {
+    sha256(&[&[0u8], body])
+}
+
+/// The root an RFC 6962 audit path leads to (RFC 9162 §2.1.3.2).
+pub fn root_from_inclusion_proof(
+    index: u64,
+    size: u64,
+    leaf: &[u8; 32],
+    proof: &[Vec<u8>],
+) -> Result<[u8; 32], String> {
+    if index >= size {
+        return Err(format!(
+            "leaf index {index} is not below the tree size {size}"
+        ));
+    }
+    let (mut f, mut s) = (index, size - 1);
+    let mut r = *leaf;
+    for p in proof {
+        if p.len() != 32 {
+            return Err(format!("a proof hash is {} bytes, not 32", p.len()));
+        }
+        if s == 0 {
+            return Err("the audit path is longer than the tree allows".into());
+        }
+        if f & 1 == 1 || f == s {
+            r = sha256(&[&[1u8], p, &r]);
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        } else {
+            r = sha256(&[&[1u8], &r, p]);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    if s != 0 {
+        return Err("the audit path is shorter than the tree requires".into());
+    }
+    Ok(r)
+}
+
+/// A verified checkpoint's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub origin: String,
+    pub size: u64,
+    pub root_hash: Vec<u8>,
+}
+
+/// Verify a C2SP signed note checkpoint against the log's key and read it.
+pub fn verify_checkpoint(note: &str, log: &LogInstance) -> Result<Checkpoint, String> {
+    let (body, sigs) = note
+        .split_once("\n\n")
+        .ok_or("not a signed note (no blank line before the signatures)")?;
+    let body = format!("{body}\n");
+    let hint = log.log_id.get(..4).ok_or("log id shorter than 4 bytes")?;
+    let mut lines = 0;
+    let mut verified = false;
+    for line in sigs.lines().filter(|l| !l.is_empty()) {
+        lines += 1;
+        let rest = line
+            .strip_prefix("\u{2014} ")
+            .ok_or("a signature line does not start with an em dash")?;
+        let (_name, b64) = rest
+            .rsplit_once(' ')
+            .ok_or("a signature line has no signature")?;
+        let raw = stella_dsse::b64::decode(b64).map_err(|e| format!("signature: {e}"))?;
+        if raw.len() < 5 || &raw[..4] != hint {
+            continue;
+        }
+        if log.key.verify(body.as_bytes(), &raw[4..]) {
+            verified = true;
+        }
+    }
+    if lines == 0 {
+        return Err("the note has no signature".into());
+    }
+    if !verified {
+        return Err(format!(
+            "no signature by the log key of {} (key hint {})",
+            log.base_url,
+            hex(hint)
+        ));
+    }
+    let mut it = body.lines();
+    let origin = it.next().ok_or("no origin line")?.to_string();
+    let size = it
+        .next()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or("the tree size line is not a number")?;
+    let root_hash = it
+        .next()
+        .and_then(|s| stella_dsse::b64::decode(s).ok())
+        .filter(|h| h.len() == 32)
+        .ok_or("the root hash line is not a base64 SHA-256")?;
+    Ok(Checkpoint {
+        origin,
+        size,
+        root_hash,
+    })
+}
+
+fn pem_der(text: &[u8]) -> Result<Vec<u8>, String> {
+    pem::parse(text)
+        .map(|p| p.contents().to_vec())
+        .map_err(|e| format!("not PEM: {e}"))
+}
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> Result<&'a Value, String> {
+    let mut cur = v;
+    for p in path {
+        cur = cur
+            .get(*p)
+            .ok_or_else(|| format!("no `{}`", path.join(".")))?;
+    }
+    Ok(cur)
+}
+
+fn get_str<'a>(v: &'a Value, path: &[&str]) -> Result<&'a str, String> {
+    get(v, path)?
+        .as_str()
+        .ok_or_else(|| format!("`{}` is not a string", path.join(".")))
+}
+
+fn b64(v: &Value, path: &[&str]) -> Result<Vec<u8>, String> {
+    stella_dsse::b64::decode(get_str(v, path)?).map_err(|e| format!("`{}`: {e}", path.join(".")))
+}
+
+/// Is the signer's certificate or key the one the body names (PEM)?
+fn same_signer(pem_text: &[u8], signer: &Signer<'_>) -> Result<(), String> {
+    let der = pem_der(pem_text)?;
+    if der != signer.der {
+        return Err(if signer.is_certificate {
+            "the entry names another certificate".into()
+        } else {
+            "the entry names another public key".into()
+        });
+    }
+    Ok(())
+}
+
+fn check_body(bundle: &Bundle, entry: &TlogEntry, signer: &Signer<'_>) -> Result<(), String> {
+    let body: Value =
+        serde_json::from_slice(&entry.canonicalized_body).map_err(|e| format!("not JSON: {e}"))?;
+    let kind = get_str(&body, &["kind"])?;
+    let version = get_str(&body, &["apiVersion"])?;
+    if kind != entry.kind || version != entry.kind_version {
+        return Err(format!(
+            "the body is {kind} {version}, the entry says {} {}",
+            entry.kind, entry.kind_version
+        ));
+    }
+    match (kind, version, &bundle.content) {
+        ("hashedrekord", "0.0.1", Content::MessageSignature { digest, signature }) => {
+            let alg = get_str(&body, &["spec", "data", "hash", "algorithm"])?;
+            let value = get_str(&body, &["spec", "data", "hash", "value"])?;
+            let (dalg, d) = digest
+                .as_ref()
+                .ok_or("the bundle has no message digest to match the entry's")?;
+            if alg != dalg.name() || value != hex(d) {
+                return Err(format!(
+                    "the entry's artifact digest {alg}:{value} differs from the bundle's {}:{}",
+                    dalg.name(),
+                    hex(d)
+                ));
+            }
+            if b64(&body, &["spec", "signature", "content"])? != *signature {
+                return Err("the entry's signature differs from the bundle's".into());
+            }
+            same_signer(
+                &b64(&body, &["spec", "signature", "publicKey", "content"])?,
+                signer,
+            )
+        }
+        ("dsse", "0.0.1", Content::Dsse(env)) => {
+            let alg = get_str(&body, &["spec", "payloadHash", "algorithm"])?;
+            let value = get_str(&body, &["spec", "payloadHash", "value"])?;
+            if alg != "sha256" || value != hex(&HashAlgorithm::Sha256.digest(&env.payload)) {
+                return Err("the entry's payload hash differs from the envelope's payload".into());
+            }
+            let sigs = get(&body, &["spec", "signatures"])?
+                .as_array()
+                .ok_or("`spec.signatures` is not an array")?;
+            let [s] = sigs.as_slice() else {
+                return Err(format!(
+                    "the entry has {} signatures, the envelope 1",
+                    sigs.len()
+                ));
+            };
+            if b64(s, &["signature"])? != env.signature.sig {
+                return Err("the entry's signature differs from the envelope's".into());
+            }
+            same_signer(&b64(s, &["verifier"])?, signer)
+        }
+        ("intoto", "0.0.2", Content::Dsse(env)) => {
+            let alg = get_str(&body, &["spec", "content", "payloadHash", "algorithm"])?;
+            let value = get_str(&body, &["spec", "content", "payloadHash", "value"])?;
+            if alg != "sha256" || value != hex(&HashAlgorithm::Sha256.digest(&env.payload)) {
+                return Err("the entry's payload hash differs from the envelope's payload".into());
+            }
+            let sigs = get(&body, &["spec", "content", "envelope", "signatures"])?
+                .as_array()
+                .ok_or("`signatures` is not an array")?;
+            let [s] = sigs.as_slice() else {
+                return Err(format!(
+                    "the entry has {} signatures, the envelope 1",
+                    sigs.len()
+                ));
+            };
+            // intoto 0.0.2 stores the signature base64-encoded twice, and the key as PEM.
+            let sig_text = b64(s, &["sig"])?;
+            let sig = std::str::from_utf8(&sig_text)
+                .ok()
+                .and_then(|t| stella_dsse::b64::decode(t).ok())
+                .ok_or("`sig` is not base64 of a base64 signature")?;
+            if sig != env.signature.sig {
+                return Err("the entry's signature differs from the envelope's".into());
+            }
+            same_signer(&b64(s, &["publicKey"])?, signer)
+        }
+        (k, v, Content::MessageSignature { .. }) => Err(format!(
+            "a {k} {v} entry cannot describe a message signature (expected hashedrekord 0.0.1)"
+        )),
+        (k, v, Content::Dsse(_)) => Err(format!(
+            "a {k} {v} entry cannot describe a DSSE envelope (expected dsse 0.0.1 or intoto 0.0.2)"
+        )),
+    }
+}
+
+/// DER a tlog body names for a key-signed bundle: the SubjectPublicKeyInfo.
+pub fn key_der(key: &VerifyingKey) -> &[u8] {
+    key.spki_der()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
+        sha256(&[&[1u8], l, r])
+    }
+
+    #[test]
+    fn inclusion_proofs_for_every_leaf_of_small_trees() {
+        // Build trees of 1..=9 leaves the RFC 6962 way and check every audit path.
+        fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
+            if leaves.len() == 1 {
+                return leaves[0];
+            }
+            let k = leaves.len().next_power_of_two() / 2;
+            let k = if k == leaves.len() { k / 2 } else { k };
+            node(&mth(&leaves[..k]), &mth(&leaves[k..]))
+        }
+        fn path(m: usize, leaves: &[[u8; 32]]) -> Vec<Vec<u8>> {
+            if leaves.len() == 1 {
+                return Vec::new();
+            }
+            let k = leaves.len().next_power_of_two() / 2;
+            let k = if k == leaves.len() { k / 2 } else { k };
+            if m < k {
+                let mut p = path(m, &leaves[..k]);
+                p.push(mth(&leaves[k..]).to_vec());
+                p
+            } else {
+                let mut p = path(m - k, &leaves[k..]);
+                p.push(mth(&leaves[..k]).to_vec());
+                p
+            }
+        }
+        for n in 1..=9usize {
+            let leaves: Vec<[u8; 32]> = (0..n).map(|i| leaf_hash(&[i as u8])).collect();
+            let root = mth(&leaves);
+            for m in 0..n {
+                let p = path(m, &leaves);
+                assert_eq!(
+                    root_from_inclusion_proof(m as u64, n as u64, &leaves[m], &p).unwrap(),
+                    root,
+                    "n={n} m={m}"
+                );
+                if !p.is_empty() {
+                    let mut bad = p.clone();
+                    bad[0][0] ^= 1;
+                    assert_ne!(
+                        root_from_inclusion_proof(m as u64, n as u64, &leaves[m], &bad).unwrap(),
+                        root
+                    );
+                    assert!(
+                        root_from_inclusion_proof(m as u64, n as u64, &leaves[m], &p[1..]).is_err()
+                            || n == 1
+                            || root_from_inclusion_proof(m as u64, n as u64, &leaves[m], &p[1..])
+                                .unwrap()
+                                != root
+                    );
+                }
+            }
+            assert!(root_from_inclusion_proof(n as u64, n as u64, &leaves[0], &[]).is_err());
+        }
+    }
+}

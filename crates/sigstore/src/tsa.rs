@@ -1,0 +1,75 @@
+//! RFC 3161 timestamps of a bundle (`timestampVerificationData.rfc3161Timestamps`).
+//!
+//! Each token is checked by `stella_x509::tsp::check_token` (CMS signature, ESS binding, the
+//! TSA certificate's profile and validity at `genTime`); its message imprint must be the hash
+//! of the bundle's signature bytes; and a timestamp authority of the trusted root, valid at
+//! `genTime`, must have issued the signing certificate (its chain verified link by link, each
+//! CA valid at `genTime`). A verified token makes `genTime` a verified signing time.
+
+use stella_x509::tsp::check_token;
+use stella_x509::{Cert, TrustRoots};
+use time::OffsetDateTime;
+
+use crate::error::VerifyError;
+use crate::trust::TrustedRoot;
+
+/// A verified timestamp.
+#[derive(Debug, Clone)]
+pub struct VerifiedTimestamp {
+    pub time: OffsetDateTime,
+    pub authority: String,
+}
+
+/// Verify token `index` over `signature` against the trusted root's TSAs.
+pub fn verify_timestamp(
+    index: usize,
+    token: &[u8],
+    signature: &[u8],
+    root: &TrustedRoot,
+) -> Result<VerifiedTimestamp, VerifyError> {
+    let extra: Vec<Cert> = root
+        .timestamp_authorities
+        .iter()
+        .flat_map(|a| a.chain.iter().cloned())
+        .collect();
+    let info = check_token(token, &extra).map_err(|e| VerifyError::Timestamp {
+        index,
+        reason: e.to_string(),
+    })?;
+    if info.imprint != info.imprint_hash.digest(signature) {
+        return Err(VerifyError::Timestamp {
+            index,
+            reason: "the message imprint is not the hash of the bundle's signature".into(),
+        });
+    }
+    let t = info.gen_time;
+    let mut reasons = Vec::new();
+    for a in &root.timestamp_authorities {
+        if !a.valid_for.contains(t) {
+            reasons.push(format!("{} is not valid then", a.subject));
+            continue;
+        }
+        let Some((anchor, inter)) = a.chain.split_last() else {
+            continue;
+        };
+        let mut intermediates: Vec<Cert> = inter.to_vec();
+        intermediates.extend(info.certs.iter().cloned());
+        match TrustRoots::new(vec![anchor.clone()]).chain(&info.signer, &intermediates, t) {
+            Ok(_) => {
+                return Ok(VerifiedTimestamp {
+                    time: t,
+                    authority: a.subject.clone(),
+                })
+            }
+            Err(e) => reasons.push(format!("{}: {e}", a.subject)),
+        }
+    }
+    if reasons.is_empty() {
+        reasons.push("the trusted root has no timestamp authority".into());
+    }
+    Err(VerifyError::TimestampAuthority {
+        index,
+        time: stella_x509::format_time(t),
+        reason: reasons.join("; "),
+    })
+}

@@ -1,0 +1,89 @@
+//! X.509 certificates and RFC 3161 time-stamp tokens, shared by mirror time anchors and
+//! Sigstore verification.
+//!
+//! [`Cert`] keeps a certificate's exact DER and the exact DER of its `tbsCertificate` (the
+//! signed bytes), beside the decoded form (RustCrypto `x509-cert`). Signatures are verified
+//! with aws-lc-rs ([`verify_signature`]): ECDSA P-256/P-384, RSA PKCS #1 v1.5, Ed25519.
+//! [`tsp`] holds the RFC 3161 side: token checks ([`tsp::check_token`]), the request and
+//! response of the HTTP exchange, and [`tsp::LocalTsa`]. Pure: no I/O, no clock (every check
+//! takes its time as an argument).
+#![forbid(unsafe_code)]
+
+mod cert;
+pub mod oid;
+pub mod tsp;
+
+pub use cert::{Cert, Hash, TrustRoots};
+pub use der;
+pub use oid::Oid;
+pub use x509_cert;
+
+/// Why a certificate or token was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A certificate cannot be parsed or breaks a profile rule.
+    #[error("{0}")]
+    Certificate(String),
+    /// A certificate does not chain to a trust anchor.
+    #[error("{0}")]
+    Chain(String),
+    /// A signature does not verify or uses an unsupported algorithm.
+    #[error("{0}")]
+    Signature(String),
+    /// A time-stamp token (or response) is malformed or fails a check.
+    #[error("{0}")]
+    Token(String),
+    /// Input the caller must fix (PEM text, TSA key and certificate, policy OID, encoding).
+    #[error("{0}")]
+    Input(String),
+    /// The local TSA's key could not sign.
+    #[error(transparent)]
+    Sign(#[from] stella_keys::SignError),
+}
+
+impl Error {
+    pub(crate) fn token(msg: impl Into<String>) -> Self {
+        Error::Token(msg.into())
+    }
+    pub(crate) fn input(msg: impl Into<String>) -> Self {
+        Error::Input(msg.into())
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Verify `sig` over `msg` with the key of `spki`. `sig_alg` names the signature algorithm;
+/// `digest` (a CMS digest algorithm) is used when `sig_alg` names only the key type and must
+/// agree when it names a hash.
+pub fn verify_signature(
+    spki: &x509_cert::spki::SubjectPublicKeyInfoOwned,
+    sig_alg: &x509_cert::spki::AlgorithmIdentifierOwned,
+    digest: Option<Hash>,
+    msg: &[u8],
+    sig: &[u8],
+) -> Result<()> {
+    cert::verify_signature(spki, sig_alg, digest, msg, sig).map_err(Error::Signature)
+}
+
+pub(crate) fn sha256(data: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+/// RFC 3339 UTC with milliseconds (`2025-11-26T04:15:00.000Z`).
+pub fn format_time(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}

@@ -1,0 +1,35 @@
+//! Object identifiers used across the crate.
+
+/// An ASN.1 object identifier.
+pub type Oid = der::asn1::ObjectIdentifier;
+
+pub const SIGNED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.2");
+pub const TST_INFO: Oid = Oid::new_unwrap("1.2.840.113549.1.9.16.1.4");
+pub const CONTENT_TYPE: Oid = Oid::new_unwrap("1.2.840.113549.1.9.3");
+pub const MESSAGE_DIGEST: Oid = Oid::new_unwrap("1.2.840.113549.1.9.4");
+pub const SIGNING_TIME: Oid = Oid::new_unwrap("1.2.840.113549.1.9.5");
+pub const SIGNING_CERT: Oid = Oid::new_unwrap("1.2.840.113549.1.9.16.2.12");
+pub const SIGNING_CERT_V2: Oid = Oid::new_unwrap("1.2.840.113549.1.9.16.2.47");
+pub const SHA1: Oid = Oid::new_unwrap("1.3.14.3.2.26");
+pub const SHA256: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.1");
+pub const SHA384: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.2");
+pub const SHA512: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.2.3");
+pub const EC_PUBLIC_KEY: Oid = Oid::new_unwrap("1.2.840.10045.2.1");
+pub const P256: Oid = Oid::new_unwrap("1.2.840.10045.3.1.7");
+pub const P384: Oid = Oid::new_unwrap("1.3.132.0.34");
+pub const ECDSA_SHA256: Oid = Oid::new_unwrap("1.2.840.10045.4.3.2");
+pub const ECDSA_SHA384: Oid = Oid::new_unwrap("1.2.840.10045.4.3.3");
+pub const ECDSA_SHA512: Oid = Oid::new_unwrap("1.2.840.10045.4.3.4");
+pub const RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.1");
+pub const RSA_SHA256: Oid = Oid::new_unwrap("1.2.840.113549.1.1.11");
+pub const RSA_SHA384: Oid = Oid::new_unwrap("1.2.840.113549.1.1.12");
+pub const RSA_SHA512: Oid = Oid::new_unwrap("1.2.840.113549.1.1.13");
+pub const ED25519: Oid = Oid::new_unwrap("1.3.101.112");
+pub const KP_TIME_STAMPING: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.8");
+pub const EXT_SKI: Oid = Oid::new_unwrap("2.5.29.14");
+pub const EXT_KEY_USAGE: Oid = Oid::new_unwrap("2.5.29.15");
+pub const EXT_SAN: Oid = Oid::new_unwrap("2.5.29.17");
+pub const EXT_BASIC_CONSTRAINTS: Oid = Oid::new_unwrap("2.5.29.19");
+pub const EXT_AKI: Oid = Oid::new_unwrap("2.5.29.35");
+pub const EXT_EKU: Oid = Oid::new_unwrap("2.5.29.37");
+pub const EXT_CERT_POLICIES: Oid = Oid::new_unwrap("2.5.29.32");
