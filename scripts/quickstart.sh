@@ -94,12 +94,13 @@ echo "==> stopping the service (in-flight requests finish, audit log flushed) an
 kill -TERM "$SIGNER_PID"
 wait "$SIGNER_PID"
 trap - EXIT
-"$STELLA" audit verify --config "$OUT/stella.toml"
+"$STELLA" audit verify --config "$OUT/stella.toml" --checkpoint-key "$DATA/dev-audit.pub"
 
 # Every file the summary names must be there.
 for f in demo.key demo.pub app.bin app.cdx.json app.sbom.dsse.json app.sbom.sigstore.json \
   app.sbom.service.dsse.json stella.toml signer.log signer.addr signer-data/audit.db \
-  signer-data/dev-signing.key signer-data/dev-signing.pub; do
+  signer-data/dev-signing.key signer-data/dev-signing.pub signer-data/dev-audit.key \
+  signer-data/dev-audit.pub signer-data/audit.checkpoint.json; do
   [ -e "$OUT/$f" ] || { echo "quick start: $OUT/$f is missing" >&2; exit 1; }
 done
 
@@ -119,7 +120,10 @@ Outputs in $OUT:
   app.sbom.service.dsse.json the SBOM statement signed by the Signer service (DEV profile)
   stella.toml                the service's DEV configuration (stella signer serve --config ...)
   signer.log                 the service's log; signer.addr: the address it listened on
-  signer-data/audit.db       the service's audit log (stella audit verify --config ...)
+  signer-data/audit.db       the service's audit log, hash-chained
+  signer-data/audit.checkpoint.json   its signed checkpoint (DEV key dev-audit.key / .pub):
+                             stella audit verify --config $OUT/stella.toml \\
+                               --checkpoint-key $DATA/dev-audit.pub
   signer-data/dev-signing.key, dev-signing.pub   the service's DEV signing key
 Verify again any time:  stella verify --key $OUT/demo.pub $OUT/app.sbom.dsse.json
 MSG
