@@ -968,7 +968,7 @@ fn service_config_with_a_missing_signing_key_exits_not_found_like_a_missing_file
         e.p("stella.toml"),
         "[server]\nlisten = \"127.0.0.1:0\"\n[authority]\nissuer = \"https://a.test\"\n\
          jwks_file = \"jwks.json\"\n[licensing]\nintrospect_url = \"https://l.test/i\"\n\
-         [signing]\nkeys = [\"keys/absent.key\"]\n[audit]\npath = \"data/audit.db\"\n",
+         [signing]\nkeys = [\"keys/absent.key\"]\ndefault_keys_for_unlisted_tenants = true\n[audit]\npath = \"data/audit.db\"\n",
     )
     .unwrap();
     std::fs::write(e.p("jwks.json"), r#"{"keys":[]}"#).unwrap();
