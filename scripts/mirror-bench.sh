@@ -11,7 +11,8 @@
 # Usage: scripts/mirror-bench.sh [--keep]   (env: BENCH_DIR, RUNS, SIZE_MIB, STELLA=prebuilt binary)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BENCH_DIR="${BENCH_DIR:-/tmp/stella-mirror-bench}"
+# A fresh folder of our own (never a fixed name in a shared folder).
+BENCH_DIR="${BENCH_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/stella-mirror-bench.XXXXXX")}"
 RUNS="${RUNS:-3}"
 SIZE_MIB="${SIZE_MIB:-2200}"
 KEEP=0; [ "${1:-}" = "--keep" ] && KEEP=1

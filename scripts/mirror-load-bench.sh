@@ -18,7 +18,8 @@
 #        archive figure.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BENCH_DIR="${BENCH_DIR:-/tmp/stella-mirror-load-bench}"
+# A fresh folder of our own (never a fixed name in a shared folder).
+BENCH_DIR="${BENCH_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/stella-mirror-load-bench.XXXXXX")}"
 SIZE_MIB="${SIZE_MIB:-1100}"
 ROUNDS="${ROUNDS:-3}"
 IMAGES="${IMAGES:-4}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the signed sample bundles under docs/samples/mirror/ (seed 001):
-#   m0-sample/                      a full bundle folder, signed (detached header at
+#   m0-sample/                      a full bundle folder (a tiny image and advisories), signed
+#                                   (detached header at
 #                                   m0-sample/mirror/metadata/mirror.dsse.json)
 #   mirror-thin-m0-sample.tar.gz    a thin bundle over m0-sample, signed and packed
 #   mirror-root-ed25519-01.pub      the sample signing key's public half
@@ -28,6 +29,33 @@ export COSIGN_PASSWORD
 KEY="$WORK/mirror-root-ed25519-01"
 KEYID="$("$STELLA" key generate --algorithm ed25519 --output "$KEY" 2>&1 | sed -n 's/^Key id: //p')"
 
+# A tiny image (one file, linux/amd64) as an OCI image layout, byte for byte the same on every
+# run: a tar with fixed owners and times, gzip without name or time, canonical JSON.
+oci_blob() { # FILE -> prints its digest, stores it under blobs/sha256
+  local d
+  d="$(sha256sum "$1" | cut -d' ' -f1)"
+  mkdir -p "$WORK/src/hello/blobs/sha256"
+  cp "$1" "$WORK/src/hello/blobs/sha256/$d"
+  echo "$d"
+}
+mkdir -p "$WORK/img/rootfs"
+printf 'hello from the stella mirror sample\n' >"$WORK/img/rootfs/hello.txt"
+tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=ustar \
+  -C "$WORK/img/rootfs" -cf "$WORK/img/layer.tar" hello.txt
+gzip -n -9 -c "$WORK/img/layer.tar" >"$WORK/img/layer.tar.gz"
+DIFF_ID="$(sha256sum "$WORK/img/layer.tar" | cut -d' ' -f1)"
+LAYER="$(oci_blob "$WORK/img/layer.tar.gz")"
+printf '{"architecture":"amd64","config":{},"os":"linux","rootfs":{"diff_ids":["sha256:%s"],"type":"layers"}}' \
+  "$DIFF_ID" >"$WORK/img/config.json"
+CONFIG="$(oci_blob "$WORK/img/config.json")"
+printf '{"config":{"digest":"sha256:%s","mediaType":"application/vnd.oci.image.config.v1+json","size":%d},"layers":[{"digest":"sha256:%s","mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":%d}],"mediaType":"application/vnd.oci.image.manifest.v1+json","schemaVersion":2}' \
+  "$CONFIG" "$(stat -c %s "$WORK/img/config.json")" "$LAYER" "$(stat -c %s "$WORK/img/layer.tar.gz")" \
+  >"$WORK/img/manifest.json"
+MANIFEST="$(oci_blob "$WORK/img/manifest.json")"
+printf '{"manifests":[{"annotations":{"org.opencontainers.image.ref.name":"1.0"},"digest":"sha256:%s","mediaType":"application/vnd.oci.image.manifest.v1+json","platform":{"architecture":"amd64","os":"linux"},"size":%d}],"schemaVersion":2}' \
+  "$MANIFEST" "$(stat -c %s "$WORK/img/manifest.json")" >"$WORK/src/hello/index.json"
+printf '{"imageLayoutVersion":"1.0.0"}' >"$WORK/src/hello/oci-layout"
+
 mkdir -p "$WORK/src/feeds/ghsa"
 printf '{"source":"nvd","cves":["CVE-2025-0001"]}\n' >"$WORK/src/feeds/nvd.json"
 printf '{"id":"GHSA-aaaa-bbbb-cccc","severity":"high"}\n' >"$WORK/src/feeds/ghsa/GHSA-aaaa-bbbb-cccc.json"
@@ -38,6 +66,9 @@ version: $1
 generation: $2
 issuer: mirror-guild@stella-ops.org
 validForSeconds: 315360000
+images:
+  - reference: registry.stella-ops.org/stellaops/hello:1.0
+    ociLayout: hello
 advisories:
   - path: feeds/nvd.json
   - path: feeds/ghsa

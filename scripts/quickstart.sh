@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
 # Quick start on embedded defaults: build `stella`, generate a key, attest an SBOM statement
-# about an artefact, verify it offline, and say where everything went.
+# about an artefact, verify it offline; run the Signer service (DEV profile) from a config file
+# it writes, sign through it, verify that offline, check the audit chain; say where everything
+# went. Needs only the Rust toolchain (rust-toolchain.toml) and a C compiler (aws-lc-sys); no
+# Python, no Node, no network after `cargo` has fetched the crates.
+#
+# It builds the `dev` profile (target/debug/stella): much quicker to build than the release
+# profile on 2 cores, and the very build the test suite reuses. Benchmarks use the release profile
+# (`scripts/*-bench.sh`, `cargo bench`); for everyday use install an optimised binary with
+# `cargo install --locked --path crates/cli`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUT="${OUT:-$ROOT/out/quickstart}"
 mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
 
-echo "==> building stella (release)" >&2
-cargo build --release --locked -p stella-cli >&2
-STELLA="$ROOT/target/release/stella"
+echo "==> building stella (dev profile)" >&2
+cargo build --locked -p stella-cli >&2
+BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+BIN_DIR="$(cd "$BIN_DIR" && pwd)"
+STELLA="$BIN_DIR/stella"
 
 # The demo key's password. Set COSIGN_PASSWORD yourself to choose one.
 export COSIGN_PASSWORD="${COSIGN_PASSWORD-quickstart-demo}"
@@ -35,12 +46,31 @@ echo "==> verifying offline with the public key" >&2
 "$STELLA" verify --key "$OUT/demo.pub" "$OUT/app.sbom.dsse.json"
 "$STELLA" verify --key "$OUT/demo.pub" "$OUT/app.sbom.sigstore.json"
 
-# The Signer service on embedded defaults. DEV PROFILE ONLY: an embedded dev Authority and dev
-# Licensing, a generated dev signing key and the SQLite audit log under $DATA, loopback only.
+# The Signer service, DEV PROFILE ONLY: an embedded dev Authority and dev Licensing, a
+# generated dev signing key and the SQLite audit log under signer-data/, loopback only. No real
+# keys, Authority or Licensing are configured (the dev profile refuses to run with them).
+# Relative paths in the file resolve against its folder.
 DATA="$OUT/signer-data"
-echo "==> starting the Signer service (DEV profile: dev Authority + Licensing, dev key, audit in $DATA)" >&2
+cat >"$OUT/stella.toml" <<'TOML'
+# Written by scripts/quickstart.sh: the Signer service's DEV profile (never in production).
+# `stella signer serve --config out/quickstart/stella.toml`; the sample production
+# configuration is etc/stella.toml (docs/operations.md).
+[server]
+listen = "127.0.0.1:0"        # any free port; the address is printed on stdout
+
+[audit]
+path = "signer-data/audit.db"
+
+[log]
+format = "text"
+
+[dev]
+enabled = true
+data_dir = "signer-data"      # dev-signing.key / dev-signing.pub
+TOML
+echo "==> starting the Signer service (DEV profile, config $OUT/stella.toml)" >&2
 rm -f "$OUT/signer.addr"
-"$STELLA" signer serve --dev --listen 127.0.0.1:0 --data "$DATA" >"$OUT/signer.addr" 2>"$OUT/signer.log" &
+"$STELLA" signer serve --config "$OUT/stella.toml" >"$OUT/signer.addr" 2>"$OUT/signer.log" &
 SIGNER_PID=$!
 trap 'kill "$SIGNER_PID" 2>/dev/null || true' EXIT
 URL=""
@@ -64,17 +94,36 @@ echo "==> stopping the service (in-flight requests finish, audit log flushed) an
 kill -TERM "$SIGNER_PID"
 wait "$SIGNER_PID"
 trap - EXIT
-"$STELLA" audit verify --db "$DATA/audit.db"
+"$STELLA" audit verify --config "$OUT/stella.toml" --checkpoint-key "$DATA/dev-audit.pub"
+
+# Every file the summary names must be there.
+for f in demo.key demo.pub app.bin app.cdx.json app.sbom.dsse.json app.sbom.sigstore.json \
+  app.sbom.service.dsse.json stella.toml signer.log signer.addr signer-data/audit.db \
+  signer-data/dev-signing.key signer-data/dev-signing.pub signer-data/dev-audit.key \
+  signer-data/dev-audit.pub signer-data/audit.checkpoint.json; do
+  [ -e "$OUT/$f" ] || { echo "quick start: $OUT/$f is missing" >&2; exit 1; }
+done
 
 cat <<MSG
 
-Quick start done. Outputs in $OUT:
-  demo.key / demo.pub        key pair (cosign encrypted format; password: \$COSIGN_PASSWORD)
+Quick start done. The binary: $STELLA
+Put it on your PATH for the README examples (or install an optimised one with
+\`cargo install --locked --path crates/cli\`, which puts it in ~/.cargo/bin):
+  export PATH="$BIN_DIR:\$PATH"
+
+Outputs in $OUT:
+  demo.key / demo.pub        key pair (cosign encrypted format; password: \$COSIGN_PASSWORD,
+                             default quickstart-demo)
   app.bin, app.cdx.json      the artefact and its SBOM
   app.sbom.dsse.json         DSSE envelope (in-toto statement, stella.ops/sbom@v1)
   app.sbom.sigstore.json     the same as a Sigstore bundle v0.3
   app.sbom.service.dsse.json the SBOM statement signed by the Signer service (DEV profile)
-  signer-data/               the service's audit log (audit.db) and DEV signing key
-                             (dev-signing.key / dev-signing.pub); signer.log: its JSON logs
-Verify again any time:  $STELLA verify --key $OUT/demo.pub $OUT/app.sbom.dsse.json
+  stella.toml                the service's DEV configuration (stella signer serve --config ...)
+  signer.log                 the service's log; signer.addr: the address it listened on
+  signer-data/audit.db       the service's audit log, hash-chained
+  signer-data/audit.checkpoint.json   its signed checkpoint (DEV key dev-audit.key / .pub):
+                             stella audit verify --config $OUT/stella.toml \\
+                               --checkpoint-key $DATA/dev-audit.pub
+  signer-data/dev-signing.key, dev-signing.pub   the service's DEV signing key
+Verify again any time:  stella verify --key $OUT/demo.pub $OUT/app.sbom.dsse.json
 MSG

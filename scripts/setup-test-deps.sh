@@ -145,7 +145,7 @@ fi
 log "mirror tools: $(zstd --version 2>&1 | head -n1); pigz $(pigz --version 2>&1 | awk '{print $2}')"
 
 # ------------------------------------------------------------- signer ------
-# Signer service tests (crates/signer/tests/it): the test Authority, oidc-provider 9.x under
+# Signer service tests (crates/signer/tests/it): the test Authority, oidc-provider 8.8.1 (the last line supporting Node 20) under
 # Node (tests/authority/, from its package-lock.json).
 AUTHORITY="$ROOT/tests/authority"
 AUTH_STAMP="$AUTHORITY/node_modules/.stella-deps-stamp"

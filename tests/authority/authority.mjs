@@ -1,5 +1,7 @@
-// TEST ONLY: a real OAuth 2.0 authorization server (oidc-provider 9.x) standing in for the
-// StellaOps Authority in the Signer service tests.
+// TEST ONLY: a real OAuth 2.0 authorization server (oidc-provider) standing in for the
+// StellaOps Authority in the Signer service tests. Pinned to 8.8.1, the last release line that
+// supports Node 20 LTS (every 9.x warns "Unsupported runtime" below Node 22); it has every
+// feature used here (client credentials, DPoP, mTLS-bound tokens, resource indicators).
 //
 // Usage: node authority.mjs CONFIG.json
 // CONFIG: {
@@ -50,6 +52,8 @@ const clients = config.clients.map((c) => ({
 const provider = new Provider(config.issuer, {
   clients,
   jwks: { keys: [signingJwk] },
+  // Cookie signing keys (unused by client credentials; set so the Authority does not warn).
+  cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
   extraClientMetadata: { properties: ['tid', 'inst'] },
   scopes: ['signer.sign', 'other.scope'],
   features: {

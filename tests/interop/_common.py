@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 from typing import NoReturn
 
@@ -39,8 +40,15 @@ def read_bytes(path: str) -> bytes:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from e
 
 
-def write_bytes(path: str, data: bytes) -> None:
+def write_bytes(path: str, data: bytes, private: bool = False) -> None:
+    """Write a file; private keys (private=True) are created 0600, never world-readable."""
     try:
+        if private:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return
         with open(path, "wb") as f:
             f.write(data)
     except OSError as e:

@@ -116,7 +116,7 @@ def encrypt(a) -> str:
         "ciphertext": b64std(ciphertext),
     }
     body = json.dumps(doc, separators=(",", ":")).encode()
-    write_bytes(a.out, pem_encode(LABELS[a.label], body))
+    write_bytes(a.out, pem_encode(LABELS[a.label], body), private=True)
     return f"OK: wrote cosign key file {a.out}: label={LABELS[a.label]} scrypt N={a.n} r=8 p=1"
 
 
@@ -182,7 +182,7 @@ def decrypt(a) -> str:
     except Exception as e:  # noqa: BLE001
         raise Rejected(f"decrypted plaintext is not a PKCS#8 DER private key ({e})") from e
 
-    write_bytes(a.out_pem, pem_encode("PRIVATE KEY", der))
+    write_bytes(a.out_pem, pem_encode("PRIVATE KEY", der), private=True)
     return (
         f"OK: decrypted cosign key file {a.decrypt}: label={label} scrypt N={n} r={r} p={p} "
         f"key={kind} -> {a.out_pem}"

@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
             write_bytes(numbered(a.out_pub, i, a.signers), spki_pem(priv.public_key()))
             if a.out_priv:
                 pem = priv.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-                write_bytes(numbered(a.out_priv, i, a.signers), pem)
+                write_bytes(numbered(a.out_priv, i, a.signers), pem, private=True)
         write_bytes(a.out, (json.dumps(env.to_dict(), indent=2) + "\n").encode())
     except UsageError as e:
         fail(PROG, str(e), EXIT_USAGE)

@@ -167,12 +167,8 @@ pub(crate) fn verify_blob(a: VerifyBlobArgs, dev: DevKeys) -> Result<()> {
     crate::warn_if_dev(&key);
     let sig_text = io::read_limited(&a.signature, 64 * 1024)?;
     let sig_str = String::from_utf8_lossy(&sig_text);
-    let sig = stella_dsse::b64::decode(sig_str.trim()).map_err(|e| {
-        fail(
-            VERIFY_FAILED,
-            format!("signature file {}: {e}", a.signature),
-        )
-    })?;
+    let sig = stella_dsse::b64::decode(sig_str.trim())
+        .map_err(|e| fail(USAGE, format!("signature file {}: {e}", a.signature)))?;
     let data = io::read_limited(&a.file, MAX_BLOB_BYTES)?;
     if !key.verify(&data, &sig) {
         return Err(fail(

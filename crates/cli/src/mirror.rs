@@ -1029,6 +1029,16 @@ fn client_config(r: &crate::verify::RegistryArgs) -> stella_oci::ClientConfig {
 }
 
 fn load(a: LoadArgs, dev: DevKeys) -> Result<()> {
+    match load_bundle(&a, dev) {
+        Err(e) if a.output == "json" => Err(crate::exit::print_json_failure(
+            e,
+            json!({"source": a.bundle, "registry": a.registry, "dryRun": a.dry_run}),
+        )),
+        r => r,
+    }
+}
+
+fn load_bundle(a: &LoadArgs, dev: DevKeys) -> Result<()> {
     let ring = a.trust.keyring(dev)?;
     let o = opts(&ring, &a.trust);
     let mut lo = stella_mirror::load::LoadOptions::new(&a.registry);

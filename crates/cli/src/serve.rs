@@ -140,6 +140,7 @@ fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
     // everywhere else; anything else wrong with the configuration is a usage error.
     let cfg = Config::load(a.config.as_deref(), env_with_flags)
         .map_err(|e| fail(code_for_std(&e, USAGE), render_std(&e)))?;
+    files_exist(&cfg)?;
     init_logging(&cfg);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
@@ -190,15 +191,12 @@ fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
                 .quotas(std::sync::Arc::new(quotas))
                 .replay(std::sync::Arc::new(replay));
         }
-        let app = builder
-            .dev_keys(dev_keys)
-            .build()
-            .map_err(|e| {
-                fail(
-                    code_for_std(&e, USAGE),
-                    format!("cannot start the signer: {}", render_std(&e)),
-                )
-            })?;
+        let app = builder.dev_keys(dev_keys).build().map_err(|e| {
+            fail(
+                code_for_std(&e, USAGE),
+                format!("cannot start the signer: {}", render_std(&e)),
+            )
+        })?;
         let state = AppState(std::sync::Arc::new(app));
         if let Err(e) = state.auth.jwks.warm().await {
             tracing::warn!(error = %e, "Authority keys not fetched yet (will retry on demand)");
@@ -231,6 +229,33 @@ fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
             .map_err(|e| fail(RETRYABLE, format!("{e:#}")))?;
         Ok(())
     })
+}
+
+/// Files the configuration names must exist: a missing one is "not found" (exit 4), named by
+/// its configuration key, before anything starts. (Signing keys are checked when loaded.)
+fn files_exist(cfg: &Config) -> Result<()> {
+    let mut files: Vec<(&str, &std::path::Path)> = Vec::new();
+    if let Some(t) = &cfg.server.tls {
+        files.push(("server.tls.cert", &t.cert));
+        files.push(("server.tls.key", &t.key));
+        if let Some(ca) = &t.client_ca {
+            files.push(("server.tls.client_ca", ca));
+        }
+    }
+    if !cfg.dev.enabled {
+        if let Some(j) = &cfg.authority.jwks_file {
+            files.push(("authority.jwks_file", j));
+        }
+    }
+    for (key, path) in files {
+        if !path.exists() {
+            return Err(fail(
+                crate::exit::NOT_FOUND,
+                format!("{key} {}: no such file", path.display()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn toml_string(s: &str) -> String {

@@ -110,6 +110,20 @@ pub(crate) fn oci_error(e: stella_oci::Error) -> anyhow::Error {
 }
 
 fn verify_image(a: VerifyImageArgs, dev: DevKeys) -> Result<()> {
+    let json_out = a.output == "json";
+    let image = a.image.clone();
+    let mut printed = false;
+    match verify_image_inner(a, dev, &mut printed) {
+        // The verdict (trusted: false) is already on stdout; other failures print one here.
+        Err(e) if json_out && !printed => Err(crate::exit::print_json_failure(
+            e,
+            json!({"image": image, "trusted": false}),
+        )),
+        r => r,
+    }
+}
+
+fn verify_image_inner(a: VerifyImageArgs, dev: DevKeys, printed: &mut bool) -> Result<()> {
     let image = image_ref(&a.image)?;
     // A keyring must hold keys trusted for `release` unless --purpose says otherwise;
     // `--key` files are trusted for every purpose.
@@ -126,6 +140,7 @@ fn verify_image(a: VerifyImageArgs, dev: DevKeys) -> Result<()> {
     let verdict = client
         .verify_image(&image, &ring, &policy)
         .map_err(oci_error)?;
+    *printed = true;
     if a.output == "json" {
         println!("{}", serde_json::to_string_pretty(&verdict)?);
     } else {

@@ -5,18 +5,7 @@
 //! On disk a keyring is a TOML file, or a directory. A directory may hold `keyring.toml`
 //! (whose relative paths resolve inside the directory); any other `*.pub` / `*.pem` public key
 //! in it is trusted for every purpose with no window, which is what a directory of plain PEM
-//! files means to cosign users. The TOML form:
-//!
-//! ```toml
-//! [[keys]]
-//! id = "mirror-root-ed25519-01"
-//! public_key = "mirror-root.pub"        # a path relative to the file, or inline PEM
-//! algorithm = "ed25519"                 # optional; checked against the key when present
-//! purposes = ["mirror-bundle"]          # required
-//! not_before = 2025-01-01T00:00:00Z     # optional, TOML datetime or RFC 3339 string
-//! not_after = "2027-01-01T00:00:00Z"    # optional
-//! revoked = false                       # optional
-//! ```
+//! files means to cosign users. The file format and its rules are in `docs/keys.md`.
 
 use std::collections::BTreeSet;
 use std::fmt;

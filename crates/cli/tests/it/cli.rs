@@ -662,7 +662,8 @@ fn blob_signatures_round_trip_and_tamper() {
                 &e.s("bad.sig"),
                 &e.s("app.bin"),
             ]),
-            1,
+            // Not a signature file at all: an input error, like a malformed envelope.
+            2,
             "invalid base64",
         );
     }
@@ -967,8 +968,7 @@ fn service_config_with_a_missing_signing_key_exits_not_found_like_a_missing_file
         e.p("stella.toml"),
         "[server]\nlisten = \"127.0.0.1:0\"\n[authority]\nissuer = \"https://a.test\"\n\
          jwks_file = \"jwks.json\"\n[licensing]\nintrospect_url = \"https://l.test/i\"\n\
-         [signing]\nkeys = [\"keys/absent.key\"]\n\
-         default_keys_for_unlisted_tenants = true\n[audit]\npath = \"data/audit.db\"\n",
+         [signing]\nkeys = [\"keys/absent.key\"]\ndefault_keys_for_unlisted_tenants = true\n[audit]\npath = \"data/audit.db\"\n",
     )
     .unwrap();
     std::fs::write(e.p("jwks.json"), r#"{"keys":[]}"#).unwrap();
@@ -976,6 +976,18 @@ fn service_config_with_a_missing_signing_key_exits_not_found_like_a_missing_file
     expect(&out, 4, "absent.key");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    // The same for a missing TLS file or pinned JWKS, named by their configuration keys.
+    let mut cfg = std::fs::read_to_string(e.p("stella.toml")).unwrap();
+    cfg = cfg.replace(
+        "[authority]",
+        "[server.tls]\ncert = \"tls/none.pem\"\nkey = \"tls/none.key\"\n[authority]",
+    );
+    std::fs::write(e.p("tls.toml"), &cfg).unwrap();
+    let out = e.run(&["signer", "serve", "--config", &e.s("tls.toml")]);
+    expect(&out, 4, "server.tls.cert");
+    std::fs::remove_file(e.p("jwks.json")).unwrap();
+    let out = e.run(&["signer", "serve", "--config", &e.s("stella.toml")]);
+    expect(&out, 4, "authority.jwks_file");
 }
 
 #[test]
@@ -1022,6 +1034,21 @@ fn verify_image_on_an_unreachable_registry_gives_no_upload_resume_hint() {
         !err.contains("resume") && !err.contains("uploaded"),
         "{err}"
     );
+    // With --output json the failure is a JSON report too.
+    let out = e.run(&[
+        "verify",
+        "image",
+        &image,
+        "--key",
+        &e.s("k.pub"),
+        "--output",
+        "json",
+    ]);
+    expect(&out, 10, "unreachable");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["trusted"], false);
+    assert_eq!(v["outcome"], "retryable");
+    assert_eq!(v["image"], image);
 }
 
 #[test]
@@ -1049,4 +1076,39 @@ fn every_mirror_command_spells_its_json_report_one_way() {
         );
         assert!(!text.contains("--json"), "mirror {cmd}: {text}");
     }
+}
+
+#[test]
+fn the_keyring_example_in_docs_keys_md_loads_as_written() {
+    let e = Env::new();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/keys.md"))
+        .unwrap();
+    let start = doc
+        .find("```toml\n")
+        .expect("a ```toml block in docs/keys.md")
+        + 8;
+    let len = doc[start..].find("```").unwrap();
+    std::fs::write(e.p("keyring.toml"), &doc[start..start + len]).unwrap();
+    e.keygen("ed25519", "mirror-root");
+    e.attest(&["mirror-root"], "a.dsse", &[]);
+    let ring = e.s("keyring.toml");
+    let out = e.run(&[
+        "verify",
+        "--keyring",
+        &ring,
+        "--purpose",
+        "mirror-bundle",
+        &e.s("a.dsse"),
+    ]);
+    expect(&out, 0, "mirror-root-ed25519-01");
+    // The purposes it lists are enforced.
+    let out = e.run(&[
+        "verify",
+        "--keyring",
+        &ring,
+        "--purpose",
+        "release",
+        &e.s("a.dsse"),
+    ]);
+    expect(&out, 1, "purpose");
 }

@@ -483,10 +483,9 @@ async fn dropped_connection_still_runs_the_pipeline_and_audits_it() {
     // request is inside the pipeline.
     s.licensing.delay_ms.store(1200, Ordering::SeqCst);
     let impatient = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(
-            &std::fs::read(&authority().pki.ca).unwrap(),
-        )
-        .unwrap()])
+        .tls_certs_only([
+            reqwest::Certificate::from_pem(authority().pki.ca_pem.as_bytes()).unwrap(),
+        ])
         .no_proxy()
         .timeout(std::time::Duration::from_millis(400))
         .build()

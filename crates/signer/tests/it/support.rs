@@ -34,20 +34,43 @@ pub(crate) fn root() -> PathBuf {
 // ------------------------------------------------------------------------------------------
 
 pub(crate) struct Pki {
-    pub(crate) ca: PathBuf,
-    pub(crate) server_cert: PathBuf,
-    pub(crate) server_key: PathBuf,
+    /// PEM of the test CA, the server certificate and its private key. Kept in memory: the
+    /// Authority lives in a process-wide static (never dropped), so files it needs are written
+    /// only for as long as a process or test needs them (see [`Pki::write_to`]).
+    pub(crate) ca_pem: String,
+    server_cert_pem: String,
+    server_key_pem: String,
     /// PEM cert + key of two client certificates.
     pub(crate) client_a: Vec<u8>,
     pub(crate) client_b: Vec<u8>,
+}
+
+/// Where [`Pki::write_to`] put the CA and the server's certificate and key.
+pub(crate) struct PkiFiles {
+    pub(crate) ca: PathBuf,
+    pub(crate) server_cert: PathBuf,
+    pub(crate) server_key: PathBuf,
 }
 
 fn write(path: &Path, data: impl AsRef<[u8]>) {
     std::fs::write(path, data).unwrap();
 }
 
+/// Write a file that holds a private key: created 0600, never world-readable.
+fn write_private(path: &Path, data: impl AsRef<[u8]>) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(data.as_ref()).unwrap();
+}
+
 impl Pki {
-    pub(crate) fn new(dir: &Path) -> Pki {
+    pub(crate) fn new() -> Pki {
         use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -66,21 +89,30 @@ impl Pki {
             leaf(vec!["localhost".into(), "127.0.0.1".into()], "signer.test");
         let (a_pem, a_key) = leaf(vec![], "client-a");
         let (b_pem, b_key) = leaf(vec![], "client-b");
-        let pki = Pki {
+        Pki {
+            ca_pem: ca.pem(),
+            server_cert_pem: server_pem,
+            server_key_pem: server_key,
+            client_a: format!("{a_pem}{a_key}").into_bytes(),
+            client_b: format!("{b_pem}{b_key}").into_bytes(),
+        }
+    }
+
+    /// Write the CA, server certificate and server key (0600) into `dir`.
+    pub(crate) fn write_to(&self, dir: &Path) -> PkiFiles {
+        let files = PkiFiles {
             ca: dir.join("ca.pem"),
             server_cert: dir.join("server.pem"),
             server_key: dir.join("server.key"),
-            client_a: format!("{a_pem}{a_key}").into_bytes(),
-            client_b: format!("{b_pem}{b_key}").into_bytes(),
         };
-        write(&pki.ca, ca.pem());
-        write(&pki.server_cert, server_pem);
-        write(&pki.server_key, server_key);
-        pki
+        write(&files.ca, &self.ca_pem);
+        write(&files.server_cert, &self.server_cert_pem);
+        write_private(&files.server_key, &self.server_key_pem);
+        files
     }
 
     pub(crate) fn http(&self, identity: Option<&[u8]>) -> reqwest::Client {
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca).unwrap()).unwrap();
+        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
         let mut b = reqwest::Client::builder()
             .tls_certs_only([ca])
             .no_proxy()
@@ -102,7 +134,6 @@ pub(crate) struct Authority {
     /// The token signing key (the tests forge hostile tokens with it).
     pub(crate) key: FileKey,
     pub(crate) pki: Pki,
-    _dir: tempfile::TempDir,
     _child: Mutex<Child>,
 }
 
@@ -168,8 +199,15 @@ pub(crate) fn authority() -> &'static Authority {
 }
 
 fn start_authority() -> Authority {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
+    // The Authority's configuration (with its token signing key) and TLS files exist only
+    // until it has read them: the Authority is a static, never dropped, so a TempDir held by
+    // it would be left behind in the temp folder with the keys in it.
+    let dir = tempfile::Builder::new()
+        .prefix("stella-authority-")
+        .tempdir()
+        .unwrap();
+    let pki = Pki::new();
+    let files = pki.write_to(dir.path());
     let key = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
     let clients: Vec<Value> = CLIENTS
         .iter()
@@ -182,11 +220,11 @@ fn start_authority() -> Authority {
         "issuer": ISSUER,
         "signingKeyPem": key.to_pkcs8_pem().unwrap().as_str(),
         "kid": "test-key-1",
-        "tls": {"cert": pki.server_cert, "key": pki.server_key, "ca": pki.ca},
+        "tls": {"cert": files.server_cert, "key": files.server_key, "ca": files.ca},
         "clients": clients,
     });
     let cfg_path = dir.path().join("authority.json");
-    write(&cfg_path, cfg.to_string());
+    write_private(&cfg_path, cfg.to_string());
     let script = root().join("tests/authority/authority.mjs");
     assert!(
         root()
@@ -210,12 +248,13 @@ fn start_authority() -> Authority {
         .unwrap_or_else(|_| panic!("the Authority did not start: {line:?}"))["port"]
         .as_u64()
         .unwrap();
+    // Listening: it has read its configuration and TLS files.
+    drop(dir);
     Authority {
         token_url: format!("https://127.0.0.1:{port}/token"),
         jwks_url: format!("https://127.0.0.1:{port}/jwks"),
         key,
         pki,
-        _dir: dir,
         _child: Mutex::new(child),
     }
 }
@@ -383,6 +422,7 @@ impl TestSigner {
         let a = authority();
         let licensing = Licensing::start().await;
         let dir = tempfile::tempdir().unwrap();
+        let tls = a.pki.write_to(dir.path());
         let audit_db = dir.path().join("audit.db");
         let base_toml = format!(
             r#"
@@ -411,9 +451,9 @@ path = "{db}"
 keys = ["unused-replaced-by-test"]
 default_keys_for_unlisted_tenants = true
 "#,
-            cert = a.pki.server_cert.display(),
-            key = a.pki.server_key.display(),
-            ca = a.pki.ca.display(),
+            cert = tls.server_cert.display(),
+            key = tls.server_key.display(),
+            ca = tls.ca.display(),
             jwks = a.jwks_url,
             lic = licensing.url,
             db = audit_db.display(),

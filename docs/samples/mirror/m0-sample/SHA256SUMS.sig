@@ -1,1 +1,1 @@
-UXrTKi/UfHeGomGCoR5fQMJuA74lXg2X4bO4obJmeZm2qAYZlneXRrz6VBcVN7k7fwNTCoqSt4xyM/vrH4jzDw==
+iA22crx7dGvqRYo6PbgsfDA5X7v0cVpAEiHIEHPAyrgmC0ndKfIKSvo14yJwJl6ZTgiQnsmo2+GgomAVs9brAw==
