@@ -4,6 +4,7 @@
 //! DSSE signing plus the verification policy (distinct trusted keys toward a threshold).
 #![forbid(unsafe_code)]
 
+pub mod awskms;
 pub mod cosign;
 pub mod dsse;
 pub mod file;

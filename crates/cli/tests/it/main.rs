@@ -1,3 +1,4 @@
+mod awskms;
 mod cli;
 mod interop;
 mod mirror;
