@@ -12,6 +12,7 @@ pub mod keyref;
 pub mod keyring;
 pub mod pkcs11;
 pub mod public;
+pub mod revocation;
 pub mod signer;
 
 use std::path::PathBuf;

@@ -5,5 +5,6 @@ mod mirror;
 mod mirror_oci;
 mod oci;
 mod pkcs11;
+mod revocation;
 mod signer;
 mod support;
