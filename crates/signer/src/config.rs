@@ -266,7 +266,27 @@ pub struct SigningConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TenantConfig {
     pub keys: Vec<String>,
+    /// Where this tenant's keys must live: `file`, `hsm` (PKCS#11) or `kms` (AWS KMS).
+    /// Checked against the loaded keys at startup; absent: not checked.
+    #[serde(alias = "signingMode")]
+    pub signing_mode: Option<String>,
+    /// Keys for one plan of this tenant (`signing.tenants.T.plans.P`), used instead of the
+    /// tenant's keys when the caller's entitlement is for that plan.
+    pub plans: BTreeMap<String, PlanKeysConfig>,
 }
+
+/// Keys of one tenant plan.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlanKeysConfig {
+    pub keys: Vec<String>,
+    /// As [`TenantConfig::signing_mode`].
+    #[serde(alias = "signingMode")]
+    pub signing_mode: Option<String>,
+}
+
+/// The signing modes a tenant or plan may declare.
+pub const SIGNING_MODES: [&str; 3] = ["file", "hsm", "kms"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -468,6 +488,9 @@ impl Config {
         self.signing.keys.iter_mut().for_each(fix_ref);
         for t in self.signing.tenants.values_mut() {
             t.keys.iter_mut().for_each(fix_ref);
+            for p in t.plans.values_mut() {
+                p.keys.iter_mut().for_each(fix_ref);
+            }
         }
     }
 
@@ -492,6 +515,27 @@ impl Config {
             }
             if self.signing.keys.is_empty() && self.signing.tenants.is_empty() {
                 return bad("no signing keys: set signing.keys or signing.tenants".into());
+            }
+        }
+        for (t, tc) in &self.signing.tenants {
+            let modes = std::iter::once((format!("signing.tenants.{t}"), &tc.signing_mode)).chain(
+                tc.plans
+                    .iter()
+                    .map(|(p, pc)| (format!("signing.tenants.{t}.plans.{p}"), &pc.signing_mode)),
+            );
+            for (at, mode) in modes {
+                if let Some(m) = mode {
+                    if !SIGNING_MODES.contains(&m.as_str()) {
+                        return bad(format!(
+                            "{at}.signing_mode {m:?} is not one of file, hsm, kms"
+                        ));
+                    }
+                }
+            }
+            for (p, pc) in &tc.plans {
+                if pc.keys.is_empty() {
+                    return bad(format!("signing.tenants.{t}.plans.{p}: no keys"));
+                }
             }
         }
         if self.licensing.bypass
@@ -689,5 +733,31 @@ keys = ["keys/a.key"]
         assert!(Config::from_toml("[dev]\nenabled = true\n[licensing]\nbypass = true").is_err());
         assert!(Config::from_toml("[dev]\nenabled = true").is_ok());
         assert!(Config::from_toml("").is_err());
+    }
+
+    #[test]
+    fn tenant_and_plan_signing_modes() {
+        let base =
+            "[dev]\nenabled = true\n[signing.tenants.acme]\nkeys = [\"pkcs11:token=t;object=k\"]\n";
+        let c = Config::from_toml(&format!(
+            "{base}signingMode = \"hsm\"\n[signing.tenants.acme.plans.enterprise]\nkeys = [\"awskms:///alias/acme-ent\"]\nsigning_mode = \"kms\"\n"
+        ))
+        .unwrap();
+        let t = &c.signing.tenants["acme"];
+        assert_eq!(t.signing_mode.as_deref(), Some("hsm"));
+        assert_eq!(t.plans["enterprise"].signing_mode.as_deref(), Some("kms"));
+        assert_eq!(t.plans["enterprise"].keys, vec!["awskms:///alias/acme-ent"]);
+        let bad_mode = Config::from_toml(&format!("{base}signing_mode = \"cloud\"\n"));
+        assert!(bad_mode
+            .unwrap_err()
+            .to_string()
+            .contains("not one of file, hsm, kms"));
+        let no_keys = Config::from_toml(&format!(
+            "{base}[signing.tenants.acme.plans.free]\nkeys = []\n"
+        ));
+        assert!(no_keys
+            .unwrap_err()
+            .to_string()
+            .contains("plans.free: no keys"));
     }
 }

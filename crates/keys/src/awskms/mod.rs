@@ -230,6 +230,18 @@ impl fmt::Debug for KmsClient {
     }
 }
 
+/// Run `f` on a short-lived thread of its own (see [`KmsClient::new`]).
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, KeyError> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("stella-kms".into())
+            .spawn_scoped(scope, f)
+            .map_err(|e| KeyError::Backend(format!("cannot start the KMS client thread: {e}")))?
+            .join()
+            .map_err(|_| KeyError::Backend("the KMS client thread panicked".into()))
+    })
+}
+
 /// How a failed call should be treated.
 enum Failure {
     Retry(String),
@@ -315,11 +327,16 @@ impl KmsClient {
                 )))
             }
         };
-        let http = reqwest::blocking::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .build()
-            .map_err(|e| KeyError::Backend(format!("cannot start the HTTP client: {e}")))?;
+        // reqwest's blocking client must not be built or used on an async runtime's thread
+        // (it runs its own runtime); callers may be async (the Signer service), so every
+        // blocking HTTP step runs on a thread of its own.
+        let http = off_runtime(|| {
+            reqwest::blocking::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(15))
+                .build()
+        })?
+        .map_err(|e| KeyError::Backend(format!("cannot start the HTTP client: {e}")))?;
         Ok(KmsClient {
             config,
             url,
@@ -330,6 +347,10 @@ impl KmsClient {
 
     /// One KMS API call (`TrentService.<op>`), retried on throttling, 5xx and network errors.
     pub fn call(&self, op: &str, body: &Value, what: &str) -> Result<Value, KeyError> {
+        off_runtime(|| self.call_here(op, body, what))?
+    }
+
+    fn call_here(&self, op: &str, body: &Value, what: &str) -> Result<Value, KeyError> {
         let body = serde_json::to_vec(body)
             .map_err(|e| KeyError::Backend(format!("cannot encode the KMS request: {e}")))?;
         let target = format!("TrentService.{op}");

@@ -7,5 +7,6 @@
 
 mod flows;
 mod hostile;
+mod hsm_kms;
 mod release;
 mod support;

@@ -369,6 +369,8 @@ pub(crate) struct Opts {
     pub(crate) toml: String,
     pub(crate) audit: Option<Arc<dyn stella_store::AuditLog>>,
     pub(crate) extra_keys: usize,
+    /// Use these keys instead of the generated file keys (HSM / KMS tests).
+    pub(crate) signers: Option<TenantKeys>,
 }
 
 impl TestSigner {
@@ -435,7 +437,10 @@ keys = ["unused-replaced-by-test"]
             ],
         );
         let tls = stella_signer::server::tls_acceptor(cfg.server.tls.as_ref().unwrap()).unwrap();
-        let mut b = AppBuilder::new(cfg).signers(TenantKeys::new(Vec::new(), tenants));
+        let signers = opts
+            .signers
+            .unwrap_or_else(|| TenantKeys::new(Vec::new(), tenants));
+        let mut b = AppBuilder::new(cfg).signers(signers);
         if let Some(au) = opts.audit {
             b = b.audit(au);
         }
