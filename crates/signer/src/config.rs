@@ -303,6 +303,8 @@ pub struct ReleaseConfig {
     /// Release keyring (TOML file or folder, `stella_keys::Keyring`); only keys valid for
     /// purpose `release` count.
     pub keyring: Option<PathBuf>,
+    /// Signed key revocation list (`stella key revoke`, docs/keys.md) applied to `keyring`.
+    pub revocations: Option<PathBuf>,
     /// Plain HTTP to `repository` even when it is not on the loopback interface (registries
     /// on a trusted private network). Off: HTTPS, except for loopback registries.
     pub plain_http: bool,
@@ -327,6 +329,7 @@ impl Default for ReleaseConfig {
             trusted_scanner_digests: Vec::new(),
             repository: None,
             keyring: None,
+            revocations: None,
             plain_http: false,
             verdict_cache_ttl_secs: 300,
             untrusted_cache_ttl_secs: 0,
@@ -470,6 +473,7 @@ impl Config {
             &mut self.licensing.ca_file,
             &mut self.dev.data_dir,
             &mut self.release.keyring,
+            &mut self.release.revocations,
         ]
         .into_iter()
         .flatten()
