@@ -188,3 +188,23 @@ if [ ! -f /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/
     apt_install softhsm2
 fi
 log "pkcs11: $(softhsm2-util --version 2>&1 | head -n1) (/usr/lib/softhsm/libsofthsm2.so)"
+
+# ---------------------------------------------------------------- kms ------
+# AWS KMS tests (crates/keys/tests/awskms.rs, crates/cli/tests/it/awskms.rs): moto's KMS,
+# patched in memory by tests/kms/moto_kms.py, in a venv of its own ($ROOT/.venv-kms).
+KMS_VENV="$ROOT/.venv-kms"
+KMS_REQS="$ROOT/tests/kms/requirements.txt"
+KMS_STAMP="$KMS_VENV/.stella-deps-stamp"
+kms_want="$(hash_of "$KMS_REQS") $("$PYTHON" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
+if [ -x "$KMS_VENV/bin/python" ] && [ -f "$KMS_STAMP" ] && [ "$(cat "$KMS_STAMP")" = "$kms_want" ]; then
+    log "kms venv up to date ($KMS_VENV)"
+else
+    log "creating $KMS_VENV (moto)"
+    rm -rf "$KMS_VENV"
+    "$PYTHON" -m venv "$KMS_VENV"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$KMS_VENV/bin/python" -m pip install -q --no-deps -r "$KMS_REQS" >&2
+    "$KMS_VENV/bin/python" "$ROOT/tests/kms/moto_kms.py" selftest >&2 \
+        || die "the patched moto KMS emulator failed its self-test"
+    echo "$kms_want" > "$KMS_STAMP"
+    log "kms venv ready"
+fi

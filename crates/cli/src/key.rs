@@ -20,6 +20,34 @@ pub(crate) enum KeyCommand {
     Generate(GenerateArgs),
     /// Print the public key (PEM) of a key reference.
     Public(PublicArgs),
+    /// Add a key to a signed revocation list (created if missing) and sign it again.
+    ///
+    /// The list is cumulative: earlier entries are kept and the serial goes up. Verifiers take
+    /// it with --revocations FILE (stella verify, verify image, mirror verify); see docs/keys.md.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct RevokeArgs {
+    /// The revocation list file (DSSE envelope); extended in place.
+    #[arg(long)]
+    list: String,
+    /// Key that signs the list (a key of the verifiers' keyring; any key reference).
+    #[arg(long, short = 'k')]
+    key: String,
+    /// The key to revoke: a public key file or key reference, or its key id (sha256:HEX).
+    #[arg(long)]
+    revoke: String,
+    /// When the key stops being trusted (RFC 3339; default: now). Signatures with a verified
+    /// signing time before it stay valid.
+    #[arg(long)]
+    at: Option<String>,
+    /// Why (kept in the list).
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Keyring that signed the existing list, when it was not signed by --key.
+    #[arg(long)]
+    keyring: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -49,6 +77,7 @@ pub(crate) struct PublicArgs {
 pub(crate) fn run(cmd: KeyCommand, dev: DevKeys) -> Result<()> {
     match cmd {
         KeyCommand::Generate(a) => generate(a),
+        KeyCommand::Revoke(a) => revoke(a, dev),
         KeyCommand::Public(a) => {
             let r = KeyRef::parse(&a.key)?;
             let key = stella_keys::load_public(&r, dev, &mut || io::password(false))?;
@@ -107,5 +136,77 @@ fn generate_pkcs11(uri: &str, algorithm: Algorithm, pub_path: &str, force: bool)
     eprintln!("Key pair created in the token (sensitive, not extractable): {at}");
     eprintln!("Public key written to {pub_path}");
     eprintln!("Key id: {}", made.public.key_id());
+    Ok(())
+}
+
+fn revoke(a: RevokeArgs, dev: DevKeys) -> Result<()> {
+    use stella_keys::revocation::RevocationList;
+    use time::format_description::well_known::Rfc3339;
+
+    let now = time::OffsetDateTime::now_utc();
+    let revoked_at = match &a.at {
+        Some(t) => time::OffsetDateTime::parse(t, &Rfc3339).map_err(|e| {
+            fail(
+                USAGE,
+                format!("--at {t:?} is not an RFC 3339 date-time: {e}"),
+            )
+        })?,
+        None => now,
+    };
+    let key_id = if a.revoke.starts_with("sha256:") {
+        let hex = &a.revoke["sha256:".len()..];
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(fail(
+                USAGE,
+                format!("--revoke {:?} is not a key id", a.revoke),
+            ));
+        }
+        a.revoke.to_ascii_lowercase()
+    } else {
+        let r = KeyRef::parse(&a.revoke)?;
+        stella_keys::load_public(&r, DevKeys::Allow, &mut || io::password(false))?
+            .key_id()
+            .to_string()
+    };
+    let signer = crate::attest::load_signers(std::slice::from_ref(&a.key), dev)?
+        .pop()
+        .ok_or_else(|| fail(USAGE, "no signing key"))?;
+    let mut list = if Path::new(&a.list).exists() {
+        let trust = match &a.keyring {
+            Some(p) => stella_keys::Keyring::load(p, dev)?,
+            None => stella_keys::Keyring::new(vec![stella_keys::TrustedKey::unrestricted(
+                signer.public_key().clone(),
+            )])?,
+        };
+        RevocationList::load(Path::new(&a.list), &trust).with_context(|| {
+            format!(
+                "the existing list {} (pass --keyring if another key signed it)",
+                a.list
+            )
+        })?
+    } else {
+        RevocationList::new(now)
+    };
+    list.revoke(stella_keys::revocation::Revocation {
+        key_id: key_id.clone(),
+        revoked_at,
+        reason: a.reason.clone(),
+    });
+    list.serial += 1;
+    list.issued = now;
+    let env = list.sign(signer.as_ref())?;
+    io::write_atomic(&a.list, &env.to_json(), false)?;
+    eprintln!(
+        "Revoked {key_id} from {} in {} (serial {}, {} entr{})",
+        revoked_at.format(&Rfc3339).unwrap_or_default(),
+        a.list,
+        list.serial,
+        list.entries().count(),
+        if list.entries().count() == 1 {
+            "y"
+        } else {
+            "ies"
+        }
+    );
     Ok(())
 }

@@ -68,6 +68,9 @@ pub(crate) struct MirrorTrust {
     /// from below when judging freshness. Without it an anchor is checked but not trusted.
     #[arg(long, value_name = "PEM")]
     time_trust_roots: Option<PathBuf>,
+    /// Signed key revocation list (`stella key revoke`): listed keys are refused.
+    #[arg(long, value_name = "FILE")]
+    revocations: Option<PathBuf>,
     /// The loaded --time-trust-roots (filled by `keyring`).
     #[arg(skip)]
     time_roots: std::sync::OnceLock<anchor::TrustRoots>,
@@ -86,6 +89,7 @@ impl MirrorTrust {
             key: self.key.clone(),
             keyring: self.keyring.clone(),
             purpose: None,
+            revocations: self.revocations.clone(),
         }
         .keyring(dev)
     }

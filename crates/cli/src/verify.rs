@@ -184,10 +184,47 @@ pub(crate) struct TrustArgs {
     /// Purpose the signing keys must be trusted for (keyring only): mirror-bundle, attestation, release.
     #[arg(long)]
     pub(crate) purpose: Option<String>,
+    /// Signed key revocation list (`stella key revoke`), checked against the trusted keys: a
+    /// listed key is refused (see docs/keys.md, "Rotation and revocation").
+    #[arg(long, value_name = "FILE")]
+    pub(crate) revocations: Option<std::path::PathBuf>,
 }
 
 impl TrustArgs {
+    /// The trusted keys with the revocation list (if any) applied. No verified signing time
+    /// is known on these paths, so a listed key is refused whatever its revocation time.
     pub(crate) fn keyring(&self, dev: DevKeys) -> Result<Keyring> {
+        let ring = self.keyring_unrevoked(dev)?;
+        match &self.revocations {
+            None => Ok(ring),
+            Some(path) => {
+                let list =
+                    stella_keys::revocation::RevocationList::load(path, &ring).map_err(|e| {
+                        let mut msg = e.to_string();
+                        let mut src = std::error::Error::source(&e);
+                        while let Some(s) = src {
+                            msg.push_str(&format!(": {s}"));
+                            src = s.source();
+                        }
+                        fail(VERIFY_FAILED, msg)
+                    })?;
+                for k in ring.keys() {
+                    if let Some(r) = list.get(k.key.key_id()) {
+                        eprintln!(
+                            "warning: key {:?} ({}) is revoked since {} ({})",
+                            k.id,
+                            k.key.key_id(),
+                            r.revoked_at,
+                            r.reason
+                        );
+                    }
+                }
+                Ok(list.apply(&ring, None))
+            }
+        }
+    }
+
+    fn keyring_unrevoked(&self, dev: DevKeys) -> Result<Keyring> {
         if let Some(path) = &self.keyring {
             let ring = Keyring::load(path, dev)?;
             for k in ring.keys() {

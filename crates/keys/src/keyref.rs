@@ -141,6 +141,10 @@ pub fn load_signer(
         let key = crate::pkcs11::Pkcs11Key::open(&uri).map_err(|e| e.in_ref(r))?;
         return Ok(Box::new(key));
     }
+    if let KeyRef::AwsKms(uri) = r {
+        let key = crate::awskms::KmsKey::open(uri).map_err(|e| e.in_ref(r))?;
+        return Ok(Box::new(key));
+    }
     let bytes = r.read()?;
     let key = FileKey::from_pem(&bytes, password).map_err(|e| e.in_ref(r))?;
     check_dev(key.key_id().as_str(), dev)?;
@@ -156,6 +160,9 @@ pub fn load_public(
     if let KeyRef::Pkcs11(uri) = r {
         let uri = crate::pkcs11::Pkcs11Uri::parse(uri)?;
         return crate::pkcs11::public_key(&uri).map_err(|e| e.in_ref(r));
+    }
+    if let KeyRef::AwsKms(uri) = r {
+        return crate::awskms::public_key(uri).map_err(|e| e.in_ref(r));
     }
     let bytes = r.read()?;
     let key = if contains_public_block(&bytes) {

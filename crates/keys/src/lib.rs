@@ -4,6 +4,7 @@
 //! DSSE signing plus the verification policy (distinct trusted keys toward a threshold).
 #![forbid(unsafe_code)]
 
+pub mod awskms;
 pub mod cosign;
 pub mod dsse;
 pub mod file;
@@ -11,6 +12,7 @@ pub mod keyref;
 pub mod keyring;
 pub mod pkcs11;
 pub mod public;
+pub mod revocation;
 pub mod signer;
 
 use std::path::PathBuf;

@@ -21,7 +21,11 @@
 //! Options: `--duration SECS` (per phase, default 10), `--connections N` (default 64),
 //! `--rate R` (default 2000), `--server-threads N` (default 2), `--client-threads N`
 //! (default 2), `--log-level LEVEL` (default info), `--token-cache N` (verified-token cache
-//! entries, default 100000; 0 = verify every access token's signature on every request).
+//! entries, default 100000; 0 = verify every access token's signature on every request),
+//! `--key REF` (sign with this key reference — a file, `pkcs11:` or `awskms://` key — instead
+//! of a generated P-256 file key; scripts/keys-bench.sh), `--rate 0` (skip the open loop).
+//! Before the HTTP phases a raw phase calls the key's `Signer::sign` in a loop on
+//! `--server-threads` threads: the backend's own speed, next to which the service is judged.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a benchmark that cannot set up should stop loudly
 
@@ -33,7 +37,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use serde_json::json;
-use stella_keys::{Algorithm, FileKey, Signer as _};
+use stella_keys::{Algorithm, FileKey};
 use stella_signer::client::DpopKey;
 use stella_signer::{AppBuilder, AppState, Config, TenantKeys};
 
@@ -45,6 +49,7 @@ struct Opts {
     client_threads: usize,
     log_level: String,
     token_cache: usize,
+    key: Option<String>,
 }
 
 fn opts() -> Opts {
@@ -56,6 +61,7 @@ fn opts() -> Opts {
         client_threads: 2,
         log_level: "info".into(),
         token_cache: 100_000,
+        key: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -69,6 +75,7 @@ fn opts() -> Opts {
             "--client-threads" => o.client_threads = v.parse().unwrap(),
             "--log-level" => o.log_level = v,
             "--token-cache" => o.token_cache = v.parse().unwrap(),
+            "--key" => o.key = Some(v),
             "--bench" => {
                 i += 1;
                 continue;
@@ -92,7 +99,12 @@ struct Server {
 
 /// Start the service with a pinned Authority JWKS, an in-process Licensing stub, a P-256
 /// signing key and a SQLite audit log under `dir`.
-fn start_server(dir: &std::path::Path, authority: &FileKey, o: &Opts) -> Server {
+fn start_server(
+    dir: &std::path::Path,
+    authority: &FileKey,
+    o: &Opts,
+    signing: Arc<dyn stella_keys::Signer>,
+) -> Server {
     let mut jwk = stella_signer::jose::sign::public_jwk(authority);
     jwk["kid"] = json!("bench-1");
     std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string()).unwrap();
@@ -103,7 +115,6 @@ fn start_server(dir: &std::path::Path, authority: &FileKey, o: &Opts) -> Server 
     let token_cache = o.token_cache;
     let dir = dir.to_path_buf();
     let db = audit_db.clone();
-    let signing = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
     let signing_key_id = signing.key_id().to_string();
     let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -152,10 +163,7 @@ default_keys_for_unlisted_tenants = true
             );
             let cfg = Config::from_toml(&cfg_text).unwrap();
             let mut tenants = HashMap::new();
-            tenants.insert(
-                "tenant-bench".to_string(),
-                vec![Arc::new(signing) as Arc<dyn stella_keys::Signer>],
-            );
+            tenants.insert("tenant-bench".to_string(), vec![signing]);
             let app = AppBuilder::new(cfg)
                 .signers(TenantKeys::new(Vec::new(), tenants))
                 .build()
@@ -450,7 +458,47 @@ fn main() {
         .tempdir_in(&parent)
         .unwrap();
     let authority = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
-    let server = start_server(dir.path(), &authority, &o);
+    let signing: Arc<dyn stella_keys::Signer> = match &o.key {
+        None => Arc::new(FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap()),
+        Some(r) => Arc::from(
+            stella_keys::load_signer(
+                &stella_keys::KeyRef::parse(r).unwrap(),
+                stella_keys::DevKeys::Refuse,
+                &mut || {
+                    std::env::var("COSIGN_PASSWORD")
+                        .map(zeroize::Zeroizing::new)
+                        .map_err(|_| stella_keys::KeyError::Password("set COSIGN_PASSWORD".into()))
+                },
+            )
+            .unwrap(),
+        ),
+    };
+    // Raw backend speed: Signer::sign in a loop, as many threads as the server has.
+    let raw_rps = {
+        let stop_at = Instant::now() + Duration::from_secs(o.duration);
+        let msg = vec![0x42u8; 600]; // about a statement's PAE
+        let handles: Vec<_> = (0..o.server_threads)
+            .map(|_| {
+                let (k, msg) = (Arc::clone(&signing), msg.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while Instant::now() < stop_at {
+                        k.sign(&msg).unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        total as f64 / o.duration as f64
+    };
+    println!(
+        "raw backend ({} key, {} threads, Signer::sign in a loop): {raw_rps:.0} signatures/s",
+        signing.mode(),
+        o.server_threads
+    );
+    let server = start_server(dir.path(), &authority, &o, Arc::clone(&signing));
     let base = format!("http://{}", server.addr);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(o.client_threads)
@@ -482,10 +530,20 @@ fn main() {
         let trivial = closed_loop(server.addr, o.connections, dur, health, true).await;
         println!("{}", trivial.line("GET /healthz (trivial), closed"));
 
-        let n = (o.rate * o.duration) as usize;
-        let reqs = Arc::new(sign_requests(&authority, &base, n, &clients));
-        let open = open_loop(server.addr, o.connections, dur, o.rate, reqs).await;
-        println!("{}", open.line(&format!("POST /sign/dsse, open {} req/s", o.rate)));
+        let open = if o.rate > 0 {
+            let n = (o.rate * o.duration) as usize;
+            let reqs = Arc::new(sign_requests(&authority, &base, n, &clients));
+            let open = open_loop(server.addr, o.connections, dur, o.rate, reqs).await;
+            println!("{}", open.line(&format!("POST /sign/dsse, open {} req/s", o.rate)));
+            open
+        } else {
+            PhaseResult {
+                count: 0,
+                errors: 0,
+                secs: 1.0,
+                lat: Vec::new(),
+            }
+        };
 
         // Enough proofs for 20k signatures/s; made right before the phase (iat window 60 s).
         let n = (20_000 * o.duration) as usize;
@@ -503,11 +561,17 @@ fn main() {
         println!("p99 at {} req/s (open loop, from scheduled time): {:.2} ms", o.rate, pct(&open.lat, 0.99));
         println!("ratio to the trivial route: {:.1}%", 100.0 * sign.rps() / trivial.rps());
         println!(
+            "service / raw backend ({} key): {:.2}",
+            signing.mode(),
+            sign.rps() / raw_rps
+        );
+        println!(
             "{}",
             json!({"trivialRps": trivial.rps(), "signRps": sign.rps(), "signP50Ms": pct(&sign.lat, 0.5),
                    "signP99Ms": pct(&sign.lat, 0.99), "openRate": o.rate, "openP50Ms": pct(&open.lat, 0.5),
                    "openP99Ms": pct(&open.lat, 0.99), "openErrors": open.errors, "signErrors": sign.errors,
-                   "ratio": sign.rps() / trivial.rps(), "signingKey": server.signing_key_id})
+                   "ratio": sign.rps() / trivial.rps(), "signingKey": server.signing_key_id,
+                   "keyMode": signing.mode(), "rawRps": raw_rps, "serviceToRaw": sign.rps() / raw_rps})
         );
     });
     drop(rt);

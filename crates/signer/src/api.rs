@@ -632,12 +632,13 @@ impl Ctx<'_> {
     fn signers(
         &mut self,
         caller: &Caller,
+        plan: &str,
         options: Option<&OptionsIn>,
     ) -> Result<Vec<Arc<dyn Signer>>, ApiError> {
         let keys = self
             .app
             .keys
-            .for_tenant(&caller.tenant)
+            .for_tenant_plan(&caller.tenant, plan)
             .ok_or_else(|| ApiError::new(Code::TenantMismatch, "no keys for this tenant"))?
             .to_vec();
         let mode = keys.first().map(|k| k.mode()).unwrap_or("file");
@@ -654,6 +655,9 @@ impl Ctx<'_> {
             }
         }
         self.rec.signing_mode = Some(mode.to_string());
+        // Named before signing, so a failed signature (token gone, KMS down) is audited with
+        // the keys and their source too.
+        self.rec.key_ids = keys.iter().map(|k| k.key_id().to_string()).collect();
         Ok(keys)
     }
 
@@ -919,16 +923,30 @@ async fn sign_dsse_inner(
     let admitted = ctx.admit(caller, input.poe.as_ref(), bytes.len()).await?;
     ctx.check_release(input.scanner_image_digest.as_deref(), true)
         .await?;
-    let keys = ctx.signers(&admitted.caller, input.options.as_ref())?;
+    let keys = ctx.signers(
+        &admitted.caller,
+        &admitted.poe.entitlement.limits.plan,
+        input.options.as_ref(),
+    )?;
     if return_bundle == "sigstore" && keys.len() != 1 {
         return Err(invalid(
             "a Sigstore bundle holds one signature; this tenant signs with several keys (use returnBundle dsse)",
         ));
     }
     let refs: Vec<&dyn Signer> = keys.iter().map(|k| k.as_ref()).collect();
-    let envelope = stella_keys::attest(&statement, &refs).map_err(|e| {
-        ApiError::unavailable("the signing backend failed; retry later", e.to_string())
-    })?;
+    let envelope = {
+        // HSM and KMS signers block (FFI, HTTP): sign on the blocking pool.
+        let (keys, statement) = (keys.clone(), statement.clone());
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&dyn Signer> = keys.iter().map(|k| k.as_ref()).collect();
+            stella_keys::attest(&statement, &refs)
+        })
+        .await
+        .map_err(|e| {
+            ApiError::unavailable("the signing backend failed; retry later", e.to_string())
+        })?
+    }
+    .map_err(|e| ApiError::unavailable("the signing backend failed; retry later", e.to_string()))?;
     let env_json = ctx.record_signature(&envelope, &keys);
     let dsse: Value = serde_json::from_slice(&env_json)
         .map_err(|e| ApiError::unavailable("internal error", e.to_string()))?;
@@ -978,11 +996,24 @@ async fn sign_export_inner(
     let admitted = ctx.admit(caller, input.poe.as_ref(), bytes.len()).await?;
     ctx.check_release(input.scanner_image_digest.as_deref(), false)
         .await?;
-    let keys = ctx.signers(&admitted.caller, input.options.as_ref())?;
-    let refs: Vec<&dyn Signer> = keys.iter().map(|k| k.as_ref()).collect();
-    let envelope = stella_keys::sign_envelope(&payload_type, canonical, &refs).map_err(|e| {
-        ApiError::unavailable("the signing backend failed; retry later", e.to_string())
-    })?;
+    let keys = ctx.signers(
+        &admitted.caller,
+        &admitted.poe.entitlement.limits.plan,
+        input.options.as_ref(),
+    )?;
+    let envelope = {
+        // HSM and KMS signers block (FFI, HTTP): sign on the blocking pool.
+        let (keys, payload_type) = (keys.clone(), payload_type.clone());
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&dyn Signer> = keys.iter().map(|k| k.as_ref()).collect();
+            stella_keys::sign_envelope(&payload_type, canonical, &refs)
+        })
+        .await
+        .map_err(|e| {
+            ApiError::unavailable("the signing backend failed; retry later", e.to_string())
+        })?
+    }
+    .map_err(|e| ApiError::unavailable("the signing backend failed; retry later", e.to_string()))?;
     let env_json = ctx.record_signature(&envelope, &keys);
     let dsse: Value = serde_json::from_slice(&env_json)
         .map_err(|e| ApiError::unavailable("internal error", e.to_string()))?;

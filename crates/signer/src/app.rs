@@ -44,6 +44,8 @@ pub enum StartError {
 pub struct TenantKeys {
     default: Vec<Arc<dyn Signer>>,
     tenants: HashMap<String, Vec<Arc<dyn Signer>>>,
+    /// Keys of one plan of one tenant (tenant, plan): separate keys per tenant and plan.
+    plans: HashMap<(String, String), Vec<Arc<dyn Signer>>>,
 }
 
 impl TenantKeys {
@@ -51,7 +53,26 @@ impl TenantKeys {
         default: Vec<Arc<dyn Signer>>,
         tenants: HashMap<String, Vec<Arc<dyn Signer>>>,
     ) -> Self {
-        TenantKeys { default, tenants }
+        TenantKeys {
+            default,
+            tenants,
+            plans: HashMap::new(),
+        }
+    }
+
+    /// Give `tenant`'s callers entitled to `plan` their own keys.
+    pub fn with_plan(mut self, tenant: &str, plan: &str, keys: Vec<Arc<dyn Signer>>) -> Self {
+        self.plans
+            .insert((tenant.to_string(), plan.to_string()), keys);
+        self
+    }
+
+    /// The keys for `tenant` under `plan`: the plan's own keys, else the tenant's.
+    pub fn for_tenant_plan(&self, tenant: &str, plan: &str) -> Option<&[Arc<dyn Signer>]> {
+        match self.plans.get(&(tenant.to_string(), plan.to_string())) {
+            Some(k) => Some(k),
+            None => self.for_tenant(tenant),
+        }
     }
 
     /// The keys that sign for `tenant`; `None`: this signer does not serve the tenant.
@@ -65,7 +86,10 @@ impl TenantKeys {
 
     /// Every key (for startup logs).
     pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Signer>> {
-        self.default.iter().chain(self.tenants.values().flatten())
+        self.default
+            .iter()
+            .chain(self.tenants.values().flatten())
+            .chain(self.plans.values().flatten())
     }
 }
 
@@ -182,6 +206,20 @@ pub struct AppBuilder {
     replay: Option<Arc<dyn ReplayCache>>,
     signers: Option<TenantKeys>,
     password: Option<zeroize::Zeroizing<String>>,
+}
+
+/// A declared `signing_mode` must match where every key lives (`file`, `hsm`, `kms`).
+fn check_mode(at: &str, mode: &Option<String>, keys: &[Arc<dyn Signer>]) -> Result<(), StartError> {
+    if let Some(m) = mode {
+        if let Some(k) = keys.iter().find(|k| k.mode() != m) {
+            return Err(StartError::Config(format!(
+                "{at}: signing_mode is {m:?} but key {} is a {} key",
+                k.key_id(),
+                k.mode()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, StartError> {
@@ -339,12 +377,28 @@ impl AppBuilder {
                     if ks.is_empty() {
                         return Err(StartError::Config(format!("signing.tenants.{t}: no keys")));
                     }
+                    check_mode(&format!("signing.tenants.{t}"), &tc.signing_mode, &ks)?;
                     tenants.insert(t.clone(), ks);
                 }
                 if default.is_empty() && tenants.is_empty() {
                     return Err(StartError::Config("no signing keys configured".into()));
                 }
-                TenantKeys::new(default, tenants)
+                let mut keys = TenantKeys::new(default, tenants);
+                for (t, tc) in &cfg.signing.tenants {
+                    for (p, pc) in &tc.plans {
+                        let mut ks = Vec::new();
+                        for r in &pc.keys {
+                            ks.push(self.load_ref(r)?);
+                        }
+                        check_mode(
+                            &format!("signing.tenants.{t}.plans.{p}"),
+                            &pc.signing_mode,
+                            &ks,
+                        )?;
+                        keys = keys.with_plan(t, p, ks);
+                    }
+                }
+                keys
             }
         };
         let jwks = match (&dev, &cfg.authority.jwks_file, &cfg.authority.jwks_url) {
@@ -489,5 +543,45 @@ mod tests {
         })
         .unwrap();
         assert_ne!(real.as_slice(), &[0u8; 32]);
+    }
+}
+
+#[cfg(test)]
+mod key_mode_tests {
+    use super::*;
+
+    #[test]
+    fn declared_mode_must_match_the_keys() {
+        let k: Arc<dyn Signer> =
+            Arc::new(stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).unwrap());
+        assert!(check_mode("t", &None, std::slice::from_ref(&k)).is_ok());
+        assert!(check_mode("t", &Some("file".into()), std::slice::from_ref(&k)).is_ok());
+        let e = check_mode("signing.tenants.a", &Some("hsm".into()), &[k]).unwrap_err();
+        assert!(
+            e.to_string().contains("signing_mode is \"hsm\" but key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plan_keys_before_tenant_keys() {
+        let a: Arc<dyn Signer> =
+            Arc::new(stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).unwrap());
+        let b: Arc<dyn Signer> =
+            Arc::new(stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).unwrap());
+        let mut tenants = HashMap::new();
+        tenants.insert("t".to_string(), vec![a.clone()]);
+        let keys = TenantKeys::new(Vec::new(), tenants).with_plan("t", "gold", vec![b.clone()]);
+        let id = |ks: Option<&[Arc<dyn Signer>]>| ks.map(|k| k[0].key_id().clone());
+        assert_eq!(
+            id(keys.for_tenant_plan("t", "gold")),
+            Some(b.key_id().clone())
+        );
+        assert_eq!(
+            id(keys.for_tenant_plan("t", "free")),
+            Some(a.key_id().clone())
+        );
+        assert!(keys.for_tenant_plan("other", "gold").is_none());
+        assert_eq!(keys.all().count(), 2);
     }
 }

@@ -296,7 +296,27 @@ pub struct SigningConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TenantConfig {
     pub keys: Vec<String>,
+    /// Where this tenant's keys must live: `file`, `hsm` (PKCS#11) or `kms` (AWS KMS).
+    /// Checked against the loaded keys at startup; absent: not checked.
+    #[serde(alias = "signingMode")]
+    pub signing_mode: Option<String>,
+    /// Keys for one plan of this tenant (`signing.tenants.T.plans.P`), used instead of the
+    /// tenant's keys when the caller's entitlement is for that plan.
+    pub plans: BTreeMap<String, PlanKeysConfig>,
 }
+
+/// Keys of one tenant plan.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlanKeysConfig {
+    pub keys: Vec<String>,
+    /// As [`TenantConfig::signing_mode`].
+    #[serde(alias = "signingMode")]
+    pub signing_mode: Option<String>,
+}
+
+/// The signing modes a tenant or plan may declare.
+pub const SIGNING_MODES: [&str; 3] = ["file", "hsm", "kms"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -313,6 +333,8 @@ pub struct ReleaseConfig {
     /// Release keyring (TOML file or folder, `stella_keys::Keyring`); only keys valid for
     /// purpose `release` count.
     pub keyring: Option<PathBuf>,
+    /// Signed key revocation list (`stella key revoke`, docs/keys.md) applied to `keyring`.
+    pub revocations: Option<PathBuf>,
     /// Plain HTTP to `repository` even when it is not on the loopback interface (registries
     /// on a trusted private network). Off: HTTPS, except for loopback registries.
     pub plain_http: bool,
@@ -337,6 +359,7 @@ impl Default for ReleaseConfig {
             trusted_scanner_digests: Vec::new(),
             repository: None,
             keyring: None,
+            revocations: None,
             plain_http: false,
             verdict_cache_ttl_secs: 300,
             untrusted_cache_ttl_secs: 0,
@@ -539,6 +562,7 @@ impl Config {
             &mut self.release.keyring,
             &mut self.audit.checkpoint_public_key,
             &mut self.audit.checkpoint_path,
+            &mut self.release.revocations,
         ]
         .into_iter()
         .flatten()
@@ -560,6 +584,9 @@ impl Config {
         }
         for t in self.signing.tenants.values_mut() {
             t.keys.iter_mut().for_each(fix_ref);
+            for p in t.plans.values_mut() {
+                p.keys.iter_mut().for_each(fix_ref);
+            }
         }
     }
 
@@ -599,6 +626,27 @@ impl Config {
                     "signing.keys would sign for every tenant without keys of its own: list the tenants under signing.tenants.<tid>, or set signing.default_keys_for_unlisted_tenants = true to mean it"
                         .into(),
                 );
+            }
+        }
+        for (t, tc) in &self.signing.tenants {
+            let modes = std::iter::once((format!("signing.tenants.{t}"), &tc.signing_mode)).chain(
+                tc.plans
+                    .iter()
+                    .map(|(p, pc)| (format!("signing.tenants.{t}.plans.{p}"), &pc.signing_mode)),
+            );
+            for (at, mode) in modes {
+                if let Some(m) = mode {
+                    if !SIGNING_MODES.contains(&m.as_str()) {
+                        return bad(format!(
+                            "{at}.signing_mode {m:?} is not one of file, hsm, kms"
+                        ));
+                    }
+                }
+            }
+            for (p, pc) in &tc.plans {
+                if pc.keys.is_empty() {
+                    return bad(format!("signing.tenants.{t}.plans.{p}: no keys"));
+                }
             }
         }
         if self.licensing.bypass
@@ -1096,5 +1144,31 @@ default_keys_for_unlisted_tenants = true
         assert!(Config::from_toml("[dev]\nenabled = true\n[licensing]\nbypass = true").is_err());
         assert!(Config::from_toml("[dev]\nenabled = true").is_ok());
         assert!(Config::from_toml("").is_err());
+    }
+
+    #[test]
+    fn tenant_and_plan_signing_modes() {
+        let base =
+            "[dev]\nenabled = true\n[signing.tenants.acme]\nkeys = [\"pkcs11:token=t;object=k\"]\n";
+        let c = Config::from_toml(&format!(
+            "{base}signingMode = \"hsm\"\n[signing.tenants.acme.plans.enterprise]\nkeys = [\"awskms:///alias/acme-ent\"]\nsigning_mode = \"kms\"\n"
+        ))
+        .unwrap();
+        let t = &c.signing.tenants["acme"];
+        assert_eq!(t.signing_mode.as_deref(), Some("hsm"));
+        assert_eq!(t.plans["enterprise"].signing_mode.as_deref(), Some("kms"));
+        assert_eq!(t.plans["enterprise"].keys, vec!["awskms:///alias/acme-ent"]);
+        let bad_mode = Config::from_toml(&format!("{base}signing_mode = \"cloud\"\n"));
+        assert!(bad_mode
+            .unwrap_err()
+            .to_string()
+            .contains("not one of file, hsm, kms"));
+        let no_keys = Config::from_toml(&format!(
+            "{base}[signing.tenants.acme.plans.free]\nkeys = []\n"
+        ));
+        assert!(no_keys
+            .unwrap_err()
+            .to_string()
+            .contains("plans.free: no keys"));
     }
 }

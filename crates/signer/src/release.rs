@@ -106,6 +106,22 @@ impl ReferrerChecker {
         let keyring = Keyring::load(ring_path, DevKeys::Refuse).map_err(|e| {
             StartError::Config(format!("release.keyring {}: {e}", ring_path.display()))
         })?;
+        // A signed revocation list (docs/keys.md): listed keys are refused (no verified
+        // signing time is known for a scanner image signature).
+        let keyring = match &cfg.revocations {
+            None => keyring,
+            Some(path) => stella_keys::revocation::RevocationList::load(path, &keyring)
+                .map_err(|e| {
+                    StartError::Config(format!(
+                        "release.revocations {}: {e}: {}",
+                        path.display(),
+                        std::error::Error::source(&e)
+                            .map(|s| s.to_string())
+                            .unwrap_or_default()
+                    ))
+                })?
+                .apply(&keyring, None),
+        };
         if !keyring
             .keys()
             .iter()

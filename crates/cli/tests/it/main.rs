@@ -1,8 +1,10 @@
+mod awskms;
 mod cli;
 mod interop;
 mod mirror;
 mod mirror_oci;
 mod oci;
 mod pkcs11;
+mod revocation;
 mod signer;
 mod support;

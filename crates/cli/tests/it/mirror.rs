@@ -812,6 +812,41 @@ fn keyring_purpose_revocation_and_expiry() {
 }
 
 #[test]
+fn mirror_verify_honours_a_revocation_list() {
+    let env = Env::new();
+    env.signed_bundle();
+    env.keygen("root");
+    write(
+        env.p("ring.toml"),
+        "[[keys]]\nid = \"mirror-k\"\npublic_key = \"k.pub\"\npurposes = [\"mirror-bundle\"]\n\
+         [[keys]]\nid = \"root\"\npublic_key = \"root.pub\"\npurposes = [\"release\"]\n",
+    );
+    let ok = env.verify("b/manifest.dsse", &["--keyring", "ring.toml"]);
+    expect(&ok, 0, "mirror-k");
+    let out = env.run(&[
+        "key",
+        "revoke",
+        "--list",
+        "rev.dsse",
+        "--key",
+        "root.key",
+        "--revoke",
+        "k.pub",
+        "--reason",
+        "compromised",
+    ]);
+    expect(&out, 0, "serial 1");
+    expect(
+        &env.verify(
+            "b/manifest.dsse",
+            &["--keyring", "ring.toml", "--revocations", "rev.dsse"],
+        ),
+        1,
+        "the key is revoked",
+    );
+}
+
+#[test]
 fn freshness_is_enforced() {
     let env = Env::new();
     env.keygen("k");

@@ -7,6 +7,7 @@
 
 mod flows;
 mod hostile;
+mod hsm_kms;
 mod limits;
 mod release;
 mod scaleout;

@@ -402,3 +402,44 @@ fn release_config_is_checked_at_startup() {
     ))
     .is_ok());
 }
+
+#[test]
+fn release_gate_applies_a_signed_revocation_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+    let attest = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+    let ring = write_keyring(dir.path(), &release, &attest);
+    let write_list = |signer: &FileKey, name: &str| {
+        let mut list =
+            stella_keys::revocation::RevocationList::new(time::OffsetDateTime::now_utc());
+        list.revoke_key(
+            release.public_key().key_id(),
+            time::OffsetDateTime::now_utc(),
+            "compromised",
+        );
+        let p = dir.path().join(name);
+        std::fs::write(&p, list.sign(signer).unwrap().to_json()).unwrap();
+        p
+    };
+    let cfg = |revocations: Option<std::path::PathBuf>| ReleaseConfig {
+        repository: Some("127.0.0.1:5000/stellaops/scanner".into()),
+        keyring: Some(ring.clone()),
+        revocations,
+        ..ReleaseConfig::default()
+    };
+    assert!(ReleaseGate::new(&cfg(None)).is_ok());
+    // The only release key revoked by a list a keyring key signed: no release key is left.
+    let e = ReleaseGate::new(&cfg(Some(write_list(&attest, "rev.dsse.json"))))
+        .err()
+        .expect("revoked release key accepted")
+        .to_string();
+    assert!(e.contains("no unrevoked key has purpose `release`"), "{e}");
+    // A list signed outside the keyring is refused at startup.
+    let stranger = FileKey::generate(Algorithm::Ed25519).unwrap();
+    let e = ReleaseGate::new(&cfg(Some(write_list(&stranger, "other.dsse.json"))))
+        .err()
+        .expect("foreign list accepted")
+        .to_string();
+    assert!(e.contains("release.revocations"), "{e}");
+    assert!(e.contains("not signed by a trusted key"), "{e}");
+}

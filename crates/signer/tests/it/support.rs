@@ -411,6 +411,8 @@ pub(crate) struct Opts {
     /// Shared-state backends (scale-out tests).
     pub(crate) quotas: Option<Arc<dyn stella_store::QuotaStore>>,
     pub(crate) replay: Option<Arc<dyn stella_store::ReplayCache>>,
+    /// Use these keys instead of the generated file keys (HSM / KMS tests).
+    pub(crate) signers: Option<TenantKeys>,
 }
 
 impl TestSigner {
@@ -479,7 +481,10 @@ default_keys_for_unlisted_tenants = true
             ],
         );
         let tls = stella_signer::server::tls_acceptor(cfg.server.tls.as_ref().unwrap()).unwrap();
-        let mut b = AppBuilder::new(cfg).signers(TenantKeys::new(Vec::new(), tenants));
+        let signers = opts
+            .signers
+            .unwrap_or_else(|| TenantKeys::new(Vec::new(), tenants));
+        let mut b = AppBuilder::new(cfg).signers(signers);
         if let Some(au) = opts.audit {
             b = b.audit(au);
         }
