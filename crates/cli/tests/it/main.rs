@@ -4,4 +4,5 @@ mod mirror;
 mod mirror_oci;
 mod oci;
 mod signer;
+mod sigstore;
 mod support;
