@@ -1,12 +1,13 @@
 //! RFC 3161 timestamps of a bundle (`timestampVerificationData.rfc3161Timestamps`).
 //!
-//! Each token is checked by `stella_x509::tsp::check_token` (CMS signature, ESS binding, the
+//! Each `signedTimestamp` (a TimeStampResp, or a bare token) is unwrapped (status granted)
+//! and its token checked by `stella_x509::tsp::check_token` (CMS signature, ESS binding, the
 //! TSA certificate's profile and validity at `genTime`); its message imprint must be the hash
 //! of the bundle's signature bytes; and a timestamp authority of the trusted root, valid at
 //! `genTime`, must have issued the signing certificate (its chain verified link by link, each
 //! CA valid at `genTime`). A verified token makes `genTime` a verified signing time.
 
-use stella_x509::tsp::check_token;
+use stella_x509::tsp::{check_token, token_from_bytes};
 use stella_x509::{Cert, TrustRoots};
 use time::OffsetDateTime;
 
@@ -32,7 +33,12 @@ pub fn verify_timestamp(
         .iter()
         .flat_map(|a| a.chain.iter().cloned())
         .collect();
-    let info = check_token(token, &extra).map_err(|e| VerifyError::Timestamp {
+    // `signedTimestamp` is a TimeStampResp (status + token); a bare token is accepted too.
+    let token = token_from_bytes(token).map_err(|e| VerifyError::Timestamp {
+        index,
+        reason: e.to_string(),
+    })?;
+    let info = check_token(&token, &extra).map_err(|e| VerifyError::Timestamp {
         index,
         reason: e.to_string(),
     })?;
