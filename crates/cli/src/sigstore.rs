@@ -20,7 +20,7 @@ use crate::exit::{fail, USAGE, VERIFY_FAILED};
 use crate::io;
 
 /// Identity and trusted-root flags (shared by `verify` and `verify blob`).
-#[derive(Args, Clone, Default)]
+#[derive(Args, Clone)]
 pub(crate) struct SigstoreArgs {
     /// The certificate identity (SAN email or URI) that must have signed, exactly.
     #[arg(long, conflicts_with = "certificate_identity_regexp")]
@@ -44,6 +44,13 @@ pub(crate) struct SigstoreArgs {
     /// Use the Sigstore staging trusted root.
     #[arg(long, conflicts_with = "trusted_root")]
     pub(crate) staging: bool,
+    /// Transparency log entries the bundle must carry (each one present is verified).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub(crate) tlog_threshold: usize,
+    /// Verified signing times a certificate bundle needs (SET-verified log entries and RFC
+    /// 3161 timestamps; at least 1).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub(crate) signing_time_threshold: usize,
 }
 
 impl SigstoreArgs {
@@ -212,7 +219,11 @@ pub(crate) fn run(req: &Request<'_>, dev: DevKeys) -> Result<()> {
             digest,
         },
     };
-    match verify(&bundle, artifact, &policy, &root, &Options::default()) {
+    let options = Options {
+        tlog_threshold: req.args.tlog_threshold,
+        time_threshold: req.args.signing_time_threshold.max(1),
+    };
+    match verify(&bundle, artifact, &policy, &root, &options) {
         Ok(v) => {
             if req.json {
                 let mut out = serde_json::to_value(&v)?;

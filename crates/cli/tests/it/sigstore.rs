@@ -282,3 +282,40 @@ fn trust_root_import_and_show() {
     );
     assert!(!tmp.path().join("staging.json").exists());
 }
+
+#[test]
+fn timestamp_only_bundle_with_tlog_threshold_zero() {
+    // sigstore-go's timestamped bundle has no log entry: refused by default, verified by its
+    // RFC 3161 time when no log entry is required.
+    let tmp = tempdir();
+    let mut r = read_json(root().join("crates/sigstore/roots/public-good.json"));
+    r["timestampAuthorities"] = read_json(data("public-good/tsa-github-staging.json"));
+    let root_file = tmp.path().join("root.json");
+    write_json(&root_file, &r);
+    let bundle = data("public-good/bundle-with-timestamp.json");
+    let digest = "sha512:bbfd372fc9beeb777fe35d05bb10c0c70a9733d366a75fed7dd18866c7391de3ee7e88ba74dd47abf3e15c845e547fcf0e5c3da80854c751554224d3a6d4e55f";
+    let base = argv![
+        "verify",
+        "blob",
+        "--bundle",
+        &bundle,
+        "--trusted-root",
+        &root_file,
+        "--certificate-identity",
+        "brian@dehamer.com",
+        "--certificate-oidc-issuer",
+        "https://github.com/login/oauth",
+        "--output",
+        "json"
+    ];
+    let mut args = base.clone();
+    args.push(digest.into());
+    let out = st(args, tmp.path());
+    assert_exit(&out, 1);
+    assert_eq!(json_out(&out)["failed"]["check"], "transparency-log");
+    let mut args = base;
+    args.extend(argv!["--tlog-threshold", "0", digest]);
+    let out = st(args, tmp.path());
+    assert_exit(&out, 0);
+    assert_eq!(json_out(&out)["signingTimes"][0]["source"], "timestamp");
+}

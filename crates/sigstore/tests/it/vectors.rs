@@ -728,3 +728,23 @@ fn no_verified_time_without_log_or_timestamp() {
         "{e}"
     );
 }
+
+#[test]
+fn ca_chain_that_does_not_link_is_not_trusted() {
+    // The staging intermediate above the public-good root: each certificate is fine, the
+    // link is not.
+    let pg: Value = serde_json::from_slice(stella_sigstore::trust::PUBLIC_GOOD_JSON).unwrap();
+    let root = root_with(|r| {
+        r["certificateAuthorities"][0]["certChain"]["certificates"][1] =
+            pg["certificateAuthorities"][1]["certChain"]["certificates"][1].clone();
+    });
+    assert!(!root.certificate_authorities[0].links_verified);
+    let e = fails_at(
+        run_staging(&value(STAGING), &staging_identity(), &root),
+        Check::Certificate,
+    );
+    assert!(
+        matches!(&e, VerifyError::UntrustedCertificate(r) if r.contains("own chain does not verify")),
+        "{e}"
+    );
+}
