@@ -85,11 +85,20 @@ pub(crate) struct ReportArgs {
 pub(crate) struct VerifyBlobArgs {
     /// Trusted public key (PEM) or key reference.
     #[arg(long, short = 'k')]
-    key: String,
+    key: Option<String>,
     /// File holding the signature (base64, as `sign blob` writes it).
+    #[arg(long, conflicts_with = "bundle")]
+    signature: Option<String>,
+    /// A Sigstore bundle (v0.1-v0.3) to verify the file with, offline (cosign
+    /// `verify-blob --bundle`): with --key, or with the --certificate-* identity flags.
     #[arg(long)]
-    signature: String,
-    /// The signed file.
+    bundle: Option<String>,
+    #[command(flatten)]
+    sigstore: crate::sigstore::SigstoreArgs,
+    /// Output format (bundles): text or json (a result on success and on failure).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    output: String,
+    /// The signed file, or (with --bundle) `sha256:<hex>` when that is not a path.
     file: String,
 }
 
@@ -162,13 +171,31 @@ fn sign_blob(a: SignBlobArgs, dev: DevKeys) -> Result<()> {
 }
 
 pub(crate) fn verify_blob(a: VerifyBlobArgs, dev: DevKeys) -> Result<()> {
-    let r = KeyRef::parse(&a.key)?;
+    if let Some(bundle) = &a.bundle {
+        return crate::sigstore::run(
+            &crate::sigstore::Request {
+                bundle_path: bundle,
+                artifact: Some(&a.file),
+                key: a.key.as_deref(),
+                args: &a.sigstore,
+                json: a.output == "json",
+            },
+            dev,
+        );
+    }
+    let (Some(key), Some(signature)) = (&a.key, &a.signature) else {
+        return Err(fail(
+            USAGE,
+            "give --key PUB --signature SIG, or --bundle B (with --key or an identity)",
+        ));
+    };
+    let r = KeyRef::parse(key)?;
     let key = stella_keys::load_public(&r, dev, &mut || io::password(false))?;
     crate::warn_if_dev(&key);
-    let sig_text = io::read_limited(&a.signature, 64 * 1024)?;
+    let sig_text = io::read_limited(signature, 64 * 1024)?;
     let sig_str = String::from_utf8_lossy(&sig_text);
     let sig = stella_dsse::b64::decode(sig_str.trim())
-        .map_err(|e| fail(USAGE, format!("signature file {}: {e}", a.signature)))?;
+        .map_err(|e| fail(USAGE, format!("signature file {signature}: {e}")))?;
     let data = io::read_limited(&a.file, MAX_BLOB_BYTES)?;
     if !key.verify(&data, &sig) {
         return Err(fail(

@@ -14,6 +14,8 @@ mod key;
 mod mirror;
 mod promotion;
 mod serve;
+mod sigstore;
+mod trust_root;
 mod verify;
 
 use std::process::ExitCode;
@@ -49,7 +51,7 @@ enum Command {
     /// Build an in-toto statement about subjects and sign it as a DSSE envelope (or bundle).
     Attest(attest::AttestArgs),
     /// Verify a DSSE envelope or Sigstore bundle (or, with `blob`, a raw blob signature).
-    Verify(verify::VerifyArgs),
+    Verify(Box<verify::VerifyArgs>),
     /// Sign a blob (cosign sign-blob form), an SBOM or a scan report.
     #[command(subcommand)]
     Sign(blob::SignCommand),
@@ -65,6 +67,9 @@ enum Command {
     /// The Signer audit log: tamper-evidence check and export.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// The Sigstore trusted roots used offline: import (Offline Kit) and show.
+    #[command(subcommand)]
+    TrustRoot(trust_root::TrustRootCommand),
 }
 
 fn main() -> ExitCode {
@@ -77,12 +82,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Key(c) => key::run(c, dev),
         Command::Attest(a) => attest::run(a, dev),
-        Command::Verify(v) => verify::run(v, dev),
+        Command::Verify(v) => verify::run(*v, dev),
         Command::Sign(s) => blob::run_sign(s, dev),
         Command::Promotion(p) => promotion::run(p, dev),
         Command::Mirror(m) => mirror::run(m, dev),
         Command::Signer(s) => serve::run(s, dev),
         Command::Audit(a) => audit::run(a, dev),
+        Command::TrustRoot(t) => trust_root::run(t),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

@@ -16,6 +16,8 @@ pub(crate) struct VerifyArgs {
     blob: Option<VerifySub>,
     #[command(flatten)]
     trust: TrustArgs,
+    #[command(flatten)]
+    sigstore: crate::sigstore::SigstoreArgs,
     /// Distinct trusted keys that must have signed.
     #[arg(long, default_value_t = 1)]
     threshold: usize,
@@ -340,6 +342,16 @@ pub(crate) fn run(a: VerifyArgs, dev: DevKeys) -> Result<()> {
     let Some(file) = a.file.as_deref() else {
         return Err(fail(USAGE, "give the envelope or bundle file to verify"));
     };
+    if crate::sigstore::wants(file, &a.sigstore, a.trust.keyring.is_some()) {
+        let req = crate::sigstore::Request {
+            bundle_path: file,
+            artifact: None,
+            key: a.trust.key.first().map(String::as_str),
+            args: &a.sigstore,
+            json: a.output == "json",
+        };
+        return crate::sigstore::run(&req, dev);
+    }
     let v = match verify_file(file, &a.trust, a.threshold, dev) {
         Ok(v) => v,
         Err(e) if a.output == "json" => {

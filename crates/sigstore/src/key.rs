@@ -3,7 +3,7 @@
 //! RSAPublicKey). Signature math is aws-lc-rs; message signatures over a digest alone (a
 //! `sha256:` artifact) use its prehashed verification.
 
-use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
+use aws_lc_rs::signature::{self, ParsedPublicKey, UnparsedPublicKey, VerificationAlgorithm};
 use stella_x509::der::{Decode, Encode};
 use stella_x509::x509_cert::spki::SubjectPublicKeyInfoOwned;
 use stella_x509::{oid, Oid};
@@ -24,14 +24,23 @@ enum Kind {
 }
 
 /// A public key that verifies signatures.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct VerifyingKey {
     kind: Kind,
     /// The bytes aws-lc-rs takes: the EC point, the RSAPublicKey DER, or the Ed25519 key.
     raw: Vec<u8>,
     /// The SubjectPublicKeyInfo DER (what certificates and Rekor bodies carry).
     spki_der: Vec<u8>,
+    /// The key parsed once for its natural algorithm (log and CT keys verify many times).
+    parsed: Option<ParsedPublicKey>,
 }
+
+impl PartialEq for VerifyingKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.raw == other.raw
+    }
+}
+impl Eq for VerifyingKey {}
 
 const P384: Oid = Oid::new_unwrap("1.3.132.0.34");
 
@@ -71,11 +80,7 @@ impl VerifyingKey {
         let spki_der = spki
             .to_der()
             .map_err(|e| KeyError(format!("key encoding: {e}")))?;
-        Ok(VerifyingKey {
-            kind,
-            raw,
-            spki_der,
-        })
+        Ok(VerifyingKey::with_parsed(kind, raw, spki_der))
     }
 
     /// A PEM `PUBLIC KEY`.
@@ -95,11 +100,33 @@ impl VerifyingKey {
         {
             return Err(KeyError("not a PKCS #1 RSA public key".into()));
         }
-        Ok(VerifyingKey {
-            kind: Kind::Rsa,
-            raw: der.to_vec(),
-            spki_der: der.to_vec(),
-        })
+        Ok(VerifyingKey::with_parsed(
+            Kind::Rsa,
+            der.to_vec(),
+            der.to_vec(),
+        ))
+    }
+
+    fn with_parsed(kind: Kind, raw: Vec<u8>, spki_der: Vec<u8>) -> Self {
+        let mut k = VerifyingKey {
+            kind,
+            raw,
+            spki_der,
+            parsed: None,
+        };
+        k.parsed = k
+            .algorithm(None)
+            .and_then(|alg| ParsedPublicKey::new(alg, &k.raw).ok());
+        k
+    }
+
+    /// The hash the key's natural algorithm uses (what `algorithm(None)` picks).
+    fn natural_hash(&self) -> Option<HashAlgorithm> {
+        match self.kind {
+            Kind::P256 | Kind::Rsa => Some(HashAlgorithm::Sha256),
+            Kind::P384 => Some(HashAlgorithm::Sha384),
+            Kind::Ed25519 => None,
+        }
     }
 
     /// The SubjectPublicKeyInfo DER.
@@ -133,6 +160,11 @@ impl VerifyingKey {
 
     /// Does `sig` verify over `msg` hashed with `hash` (Ed25519: `None` only)?
     pub fn verify_with(&self, hash: Option<HashAlgorithm>, msg: &[u8], sig: &[u8]) -> bool {
+        if let Some(p) = &self.parsed {
+            if hash.is_none() || hash == self.natural_hash() {
+                return p.verify_sig(msg, sig).is_ok();
+            }
+        }
         self.algorithm(hash).is_some_and(|alg| {
             UnparsedPublicKey::new(alg, &self.raw)
                 .verify(msg, sig)

@@ -55,6 +55,9 @@ pub struct Authority {
     pub subject: String,
     pub chain: Vec<Cert>,
     pub valid_for: Validity,
+    /// Every link of `chain` is signed by the next certificate (checked once, when the root
+    /// is read: the chain is configuration and never changes between bundles).
+    pub links_verified: bool,
 }
 
 /// A parsed trusted root.
@@ -170,9 +173,11 @@ fn authority(v: &Value, path: &str) -> R<Authority> {
         str_of(&subject, "organization", path)?,
         str_of(&subject, "commonName", path)?
     );
+    let links_verified = chain.windows(2).all(|w| w[0].is_signed_by(&w[1]));
     Ok(Authority {
         uri: str_of(v, "uri", path)?.to_string(),
         subject,
+        links_verified,
         chain,
         valid_for: validity(v.get("validFor"), &format!("{path}.validFor"))?,
     })

@@ -1,17 +1,44 @@
 //! RFC 3161 timestamps of a bundle (`timestampVerificationData.rfc3161Timestamps`).
 //!
-//! Each token is checked by `stella_x509::tsp::check_token` (CMS signature, ESS binding, the
+//! Each `signedTimestamp` (a TimeStampResp, or a bare token) is unwrapped (status granted)
+//! and its token checked by `stella_x509::tsp::check_token` (CMS signature, ESS binding, the
 //! TSA certificate's profile and validity at `genTime`); its message imprint must be the hash
 //! of the bundle's signature bytes; and a timestamp authority of the trusted root, valid at
-//! `genTime`, must have issued the signing certificate (its chain verified link by link, each
-//! CA valid at `genTime`). A verified token makes `genTime` a verified signing time.
+//! `genTime`, must have issued the signing certificate (its chain verified link by link when
+//! the root is read, each CA valid at `genTime`). A verified token makes `genTime` a verified signing time.
 
-use stella_x509::tsp::check_token;
-use stella_x509::{Cert, TrustRoots};
+use stella_x509::tsp::{check_token, token_from_bytes};
+use stella_x509::Cert;
 use time::OffsetDateTime;
 
 use crate::error::VerifyError;
-use crate::trust::TrustedRoot;
+use crate::trust::{Authority, TrustedRoot};
+
+/// Did this authority issue the TSA certificate, valid at `t`? The certificate is the
+/// authority's own first certificate (pinned), or is signed by it; the authority's chain was
+/// checked link by link when the root was read; every CA certificate of it must be a CA
+/// valid at `t`.
+fn authority_issued(a: &Authority, signer: &Cert, t: OffsetDateTime) -> Result<(), String> {
+    let first = a.chain.first().ok_or("empty chain")?;
+    let cas = if first.der() == signer.der() {
+        &a.chain[1..]
+    } else if signer.is_signed_by(first) {
+        &a.chain[..]
+    } else {
+        return Err(format!(
+            "did not issue the TSA certificate {}",
+            signer.subject()
+        ));
+    };
+    if !a.links_verified {
+        return Err("the authority's own chain does not verify link by link".into());
+    }
+    for c in cas {
+        c.check_issuer_profile().map_err(|e| e.to_string())?;
+        c.check_valid_at(t).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
 
 /// A verified timestamp.
 #[derive(Debug, Clone)]
@@ -32,7 +59,12 @@ pub fn verify_timestamp(
         .iter()
         .flat_map(|a| a.chain.iter().cloned())
         .collect();
-    let info = check_token(token, &extra).map_err(|e| VerifyError::Timestamp {
+    // `signedTimestamp` is a TimeStampResp (status + token); a bare token is accepted too.
+    let token = token_from_bytes(token).map_err(|e| VerifyError::Timestamp {
+        index,
+        reason: e.to_string(),
+    })?;
+    let info = check_token(&token, &extra).map_err(|e| VerifyError::Timestamp {
         index,
         reason: e.to_string(),
     })?;
@@ -49,13 +81,8 @@ pub fn verify_timestamp(
             reasons.push(format!("{} is not valid then", a.subject));
             continue;
         }
-        let Some((anchor, inter)) = a.chain.split_last() else {
-            continue;
-        };
-        let mut intermediates: Vec<Cert> = inter.to_vec();
-        intermediates.extend(info.certs.iter().cloned());
-        match TrustRoots::new(vec![anchor.clone()]).chain(&info.signer, &intermediates, t) {
-            Ok(_) => {
+        match authority_issued(a, &info.signer, t) {
+            Ok(()) => {
                 return Ok(VerifiedTimestamp {
                     time: t,
                     authority: a.subject.clone(),

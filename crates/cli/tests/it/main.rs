@@ -7,4 +7,5 @@ mod oci;
 mod pkcs11;
 mod revocation;
 mod signer;
+mod sigstore;
 mod support;

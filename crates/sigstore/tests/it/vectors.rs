@@ -622,3 +622,129 @@ fn url_safe_unpadded_bytes_read_the_same() {
     v["dsseEnvelope"]["signatures"][0]["sig"] = json!(url);
     run_dsse(&v, &npm_key(), &Options::default()).unwrap();
 }
+
+// --- public-good v0.1 DSSE with an RFC 3161 timestamp (sigstore-go
+// examples/bundle-with-timestamp.json; its TSA from examples/trusted-root-with-tsa.json)
+
+const PG_TSA: &str = "public-good/bundle-with-timestamp.json";
+const TSA_SHA512: &str = "bbfd372fc9beeb777fe35d05bb10c0c70a9733d366a75fed7dd18866c7391de3ee7e88ba74dd47abf3e15c845e547fcf0e5c3da80854c751554224d3a6d4e55f";
+
+fn tsa_root(f: impl Fn(&mut Value)) -> TrustedRoot {
+    let mut r: Value = serde_json::from_slice(stella_sigstore::trust::PUBLIC_GOOD_JSON).unwrap();
+    r["timestampAuthorities"] = value("public-good/tsa-github-staging.json");
+    f(&mut r);
+    TrustedRoot::from_json(&serde_json::to_vec(&r).unwrap()).unwrap()
+}
+
+fn run_tsa(v: &Value, root: &TrustedRoot) -> Result<stella_sigstore::Verified, Failure> {
+    let b = Bundle::from_value(v).unwrap();
+    let d = hexd(TSA_SHA512);
+    let policy = Policy::Identity(Identity::new(
+        Matcher::exact("brian@dehamer.com"),
+        Matcher::exact("https://github.com/login/oauth"),
+    ));
+    // The bundle has no log entry: its time comes from the timestamp alone.
+    verify(
+        &b,
+        Artifact::Digest {
+            algorithm: HashAlgorithm::Sha512,
+            digest: &d,
+        },
+        &policy,
+        root,
+        &Options {
+            tlog_threshold: 0,
+            ..Options::default()
+        },
+    )
+}
+
+#[test]
+fn timestamped_bundle_verifies_by_its_tsa_time() {
+    let v = run_tsa(&value(PG_TSA), &tsa_root(|_| {})).unwrap();
+    assert_eq!(v.timestamps, 1);
+    assert_eq!(v.signing_times.len(), 1);
+    assert_eq!(
+        v.signing_times[0].source,
+        stella_sigstore::TimeSource::Timestamp
+    );
+    assert_eq!(v.signing_times[0].time, "2023-05-08T21:42:05.000Z");
+    // With the shipped public-good root (another TSA), the timestamp is not trusted.
+    let e = fails_at(
+        run_tsa(&value(PG_TSA), &TrustedRoot::public_good().unwrap()),
+        Check::Timestamps,
+    );
+    assert!(
+        matches!(e, VerifyError::TimestampAuthority { index: 0, .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn tsa_outside_validity() {
+    let root = tsa_root(|r| {
+        r["timestampAuthorities"][0]["validFor"]["end"] = json!("2023-05-01T00:00:00Z")
+    });
+    let e = fails_at(run_tsa(&value(PG_TSA), &root), Check::Timestamps);
+    assert!(
+        matches!(&e, VerifyError::TimestampAuthority { reason, .. } if reason.contains("not valid then")),
+        "{e}"
+    );
+}
+
+#[test]
+fn timestamp_over_another_signature() {
+    let mut v = value(PG_TSA);
+    let mut sig = unb64(&v["dsseEnvelope"]["signatures"][0]["sig"]);
+    sig[12] ^= 1;
+    v["dsseEnvelope"]["signatures"][0]["sig"] = json!(b64(&sig));
+    let e = fails_at(run_tsa(&v, &tsa_root(|_| {})), Check::Timestamps);
+    assert!(
+        matches!(&e, VerifyError::Timestamp { reason, .. } if reason.contains("imprint")),
+        "{e}"
+    );
+}
+
+#[test]
+fn tampered_timestamp_token() {
+    let mut v = value(PG_TSA);
+    let ts = &mut v["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]
+        ["signedTimestamp"];
+    let mut t = unb64(ts);
+    let n = t.len();
+    t[n - 5] ^= 1; // inside the CMS signature
+    *ts = json!(b64(&t));
+    let e = fails_at(run_tsa(&v, &tsa_root(|_| {})), Check::Timestamps);
+    assert!(matches!(e, VerifyError::Timestamp { .. }), "{e}");
+}
+
+#[test]
+fn no_verified_time_without_log_or_timestamp() {
+    let mut v = value(PG_TSA);
+    v["verificationMaterial"]["timestampVerificationData"] = json!({"rfc3161Timestamps": []});
+    let e = fails_at(run_tsa(&v, &tsa_root(|_| {})), Check::SigningTime);
+    assert!(
+        matches!(e, VerifyError::NoVerifiedTime { have: 0, need: 1 }),
+        "{e}"
+    );
+}
+
+#[test]
+fn ca_chain_that_does_not_link_is_not_trusted() {
+    // The staging intermediate above the public-good root: each certificate is fine, the
+    // link is not.
+    let pg: Value = serde_json::from_slice(stella_sigstore::trust::PUBLIC_GOOD_JSON).unwrap();
+    let root = root_with(|r| {
+        r["certificateAuthorities"][0]["certChain"]["certificates"][1] =
+            pg["certificateAuthorities"][1]["certChain"]["certificates"][1].clone();
+    });
+    assert!(!root.certificate_authorities[0].links_verified);
+    let e = fails_at(
+        run_staging(&value(STAGING), &staging_identity(), &root),
+        Check::Certificate,
+    );
+    assert!(
+        matches!(&e, VerifyError::UntrustedCertificate(r) if r.contains("own chain does not verify")),
+        "{e}"
+    );
+}
