@@ -1148,8 +1148,10 @@ default_keys_for_unlisted_tenants = true
 
     #[test]
     fn tenant_and_plan_signing_modes() {
-        let base =
-            "[dev]\nenabled = true\n[signing.tenants.acme]\nkeys = [\"pkcs11:token=t;object=k\"]\n";
+        // A production configuration: the dev profile refuses real keys (issue #8 item 8).
+        let base = "[authority]\nissuer = \"https://a.example\"\njwks_file = \"j.json\"\n\
+                    [licensing]\nintrospect_url = \"https://l.example/license/introspect\"\n\
+                    [signing.tenants.acme]\nkeys = [\"pkcs11:token=t;object=k\"]\n";
         let c = Config::from_toml(&format!(
             "{base}signingMode = \"hsm\"\n[signing.tenants.acme.plans.enterprise]\nkeys = [\"awskms:///alias/acme-ent\"]\nsigning_mode = \"kms\"\n"
         ))
