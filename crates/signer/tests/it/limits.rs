@@ -17,7 +17,7 @@ const SIGN: &str = "/api/v1/signer/sign/dsse";
 
 fn tls_config() -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(&authority().pki.ca).unwrap() {
+    for c in CertificateDer::pem_slice_iter(authority().pki.ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

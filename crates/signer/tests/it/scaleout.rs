@@ -487,7 +487,7 @@ async fn three_replicas_behind_haproxy() {
     let ports: Vec<u16> = replicas.iter().map(|r| port_of(&r.url(""))).collect();
     let _lb = Haproxy::start(lb_port, &ports).await;
     // A new connection per request, so round robin spreads them over the replicas.
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&authority().pki.ca).unwrap()).unwrap();
+    let ca = reqwest::Certificate::from_pem(authority().pki.ca_pem.as_bytes()).unwrap();
     let http = reqwest::Client::builder()
         .tls_certs_only([ca])
         .no_proxy()
