@@ -109,9 +109,7 @@ impl KeyRef {
         match self {
             KeyRef::File(p) => p.display().to_string(),
             KeyRef::Env(v) => format!("env://{v}"),
-            KeyRef::Pkcs11(u) => crate::pkcs11::Pkcs11Uri::parse(u)
-                .map(|p| p.describe())
-                .unwrap_or_else(|_| u.split('?').next().unwrap_or(u).to_string()),
+            KeyRef::Pkcs11(u) => u.split('?').next().unwrap_or(u).to_string(),
             KeyRef::AwsKms(u) => u.clone(),
             KeyRef::Keyless => "keyless".into(),
         }
@@ -136,11 +134,13 @@ pub fn load_signer(
     dev: DevKeys,
     password: &mut dyn FnMut() -> Result<Zeroizing<String>, KeyError>,
 ) -> Result<Box<dyn Signer>, KeyError> {
+    #[cfg(feature = "pkcs11")]
     if let KeyRef::Pkcs11(uri) = r {
         let uri = crate::pkcs11::Pkcs11Uri::parse(uri)?;
         let key = crate::pkcs11::Pkcs11Key::open(&uri).map_err(|e| e.in_ref(r))?;
         return Ok(Box::new(key));
     }
+    #[cfg(feature = "awskms")]
     if let KeyRef::AwsKms(uri) = r {
         let key = crate::awskms::KmsKey::open(uri).map_err(|e| e.in_ref(r))?;
         return Ok(Box::new(key));
@@ -157,10 +157,12 @@ pub fn load_public(
     dev: DevKeys,
     password: &mut dyn FnMut() -> Result<Zeroizing<String>, KeyError>,
 ) -> Result<PublicKey, KeyError> {
+    #[cfg(feature = "pkcs11")]
     if let KeyRef::Pkcs11(uri) = r {
         let uri = crate::pkcs11::Pkcs11Uri::parse(uri)?;
         return crate::pkcs11::public_key(&uri).map_err(|e| e.in_ref(r));
     }
+    #[cfg(feature = "awskms")]
     if let KeyRef::AwsKms(uri) = r {
         return crate::awskms::public_key(uri).map_err(|e| e.in_ref(r));
     }

@@ -4,12 +4,14 @@
 //! DSSE signing plus the verification policy (distinct trusted keys toward a threshold).
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "awskms")]
 pub mod awskms;
 pub mod cosign;
 pub mod dsse;
 pub mod file;
 pub mod keyref;
 pub mod keyring;
+#[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 pub mod public;
 pub mod revocation;

@@ -1,6 +1,7 @@
 //! AWS KMS keys against moto's KMS (patched for its DIGEST and Ed25519 gaps by
 //! tests/kms/moto_kms.py), each test with its own server on a free loopback port. Every
 //! signature is verified by openssl as well as by us, so an emulator bug cannot hide ours.
+#![cfg(feature = "awskms")]
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 mod support;

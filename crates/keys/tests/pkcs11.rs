@@ -5,6 +5,7 @@
 //! initialised once per process; so this binary holds a single test that owns its temp dir
 //! and walks through every case in order (the CLI tests cover the same backend one process
 //! per command).
+#![cfg(feature = "pkcs11")]
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
