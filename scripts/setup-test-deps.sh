@@ -208,3 +208,21 @@ else
     echo "$kms_want" > "$KMS_STAMP"
     log "kms venv ready"
 fi
+
+# ---------------------------------------------------------- prometheus -----
+# Alert-rule tests (scripts/promtool-test.sh, called from scripts/test.sh): `promtool test
+# rules` from Debian's prometheus package. The package would start a system Prometheus
+# listening on :9090; the tests need only promtool, so keep the service from starting.
+if [ ! -x /usr/bin/promtool ]; then
+    prom_policy_created=0
+    if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" -eq 0 ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        prom_policy_created=1
+    fi
+    apt_install prometheus
+    if [ "$prom_policy_created" -eq 1 ]; then
+        rm -f /usr/sbin/policy-rc.d
+    fi
+fi
+log "promtool: $(/usr/bin/promtool --version 2>&1 | head -n1)"

@@ -104,6 +104,9 @@ cargo_probe_retry clippy --workspace --all-targets --locked -- -D warnings
 step "building the tests"
 cargo_probe_retry test --workspace --locked --lib --bins --tests --no-run
 
+step "the Prometheus alert rules (scripts/promtool-test.sh)"
+bash scripts/promtool-test.sh
+
 step "the README examples (scripts/readme-examples.sh)"
 bash scripts/readme-examples.sh
 

@@ -9,6 +9,7 @@ mod attest;
 mod audit;
 mod blob;
 mod exit;
+mod forensic;
 mod io;
 mod key;
 mod mirror;
@@ -70,6 +71,9 @@ enum Command {
     /// The Sigstore trusted roots used offline: import (Offline Kit) and show.
     #[command(subcommand)]
     TrustRoot(trust_root::TrustRootCommand),
+    /// Look inside attestations: `forensic attest show FILE` decodes an envelope or bundle.
+    #[command(subcommand)]
+    Forensic(forensic::ForensicCommand),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         Command::Signer(s) => serve::run(s, dev),
         Command::Audit(a) => audit::run(a, dev),
         Command::TrustRoot(t) => trust_root::run(t),
+        Command::Forensic(f) => forensic::run(f, dev),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

@@ -67,7 +67,7 @@ impl SigstoreArgs {
             || !self.certificate_extension.is_empty()
     }
 
-    fn identity(&self) -> Result<Identity> {
+    pub(crate) fn identity(&self) -> Result<Identity> {
         let m = |exact: &Option<String>, re: &Option<String>, what: &str| -> Result<Matcher> {
             match (exact, re) {
                 (Some(e), _) => Ok(Matcher::exact(e)),

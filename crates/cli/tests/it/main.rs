@@ -1,5 +1,6 @@
 mod awskms;
 mod cli;
+mod forensic;
 mod interop;
 mod mirror;
 mod mirror_oci;
