@@ -185,9 +185,26 @@ fn contains_public_block(bytes: &[u8]) -> bool {
         .any(|w| w == b"BEGIN PUBLIC KEY")
 }
 
-/// Load a public key from a file path (convenience for keyrings).
+/// Largest public-key file we read (a PEM public key is a few hundred bytes).
+const MAX_PUBLIC_KEY_FILE: u64 = 64 * 1024;
+
+/// Load a public key from a file path (convenience for keyrings). Only a regular file of at
+/// most 64 KiB is read: a keyring naming `/dev/zero` or a FIFO fails instead of hanging.
 pub fn load_public_file(path: &Path, dev: DevKeys) -> Result<PublicKey, KeyError> {
-    let text = std::fs::read(path).map_err(|e| KeyError::Io(path.to_path_buf(), e))?;
+    use std::io::Read as _;
+    let io = |e| KeyError::Io(path.to_path_buf(), e);
+    let f = std::fs::File::open(path).map_err(io)?;
+    let meta = f.metadata().map_err(io)?;
+    if !meta.is_file() || meta.len() > MAX_PUBLIC_KEY_FILE {
+        return Err(KeyError::Malformed(format!(
+            "{}: a public key file must be a regular file of at most {MAX_PUBLIC_KEY_FILE} bytes",
+            path.display()
+        )));
+    }
+    let mut text = Vec::new();
+    f.take(MAX_PUBLIC_KEY_FILE + 1)
+        .read_to_end(&mut text)
+        .map_err(io)?;
     let key = PublicKey::from_pem(&text).map_err(|e| e.in_ref(&KeyRef::File(path.into())))?;
     check_dev(key.key_id().as_str(), dev)?;
     Ok(key)
@@ -251,5 +268,20 @@ mod tests {
             &mut nopw
         )
         .is_err());
+    }
+
+    #[test]
+    fn public_key_files_are_bounded() {
+        let err = load_public_file(Path::new("/dev/zero"), DevKeys::Refuse)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("regular file"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.pub");
+        std::fs::write(&big, vec![b'a'; 100_000]).unwrap();
+        let err = load_public_file(&big, DevKeys::Refuse)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 65536 bytes"), "{err}");
     }
 }

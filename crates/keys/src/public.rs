@@ -390,13 +390,20 @@ mod tests {
         assert!(Algorithm::parse("rsa").is_err());
     }
 
+    // This test used to run its assertions only `if let Ok(..)` on a made-up key, so it
+    // passed whether or not the round trip worked; it now uses real keys of both algorithms.
     #[test]
     fn raw_and_spki_agree() {
-        let raw = [7u8; 32];
-        // Not every 32-byte string is a valid Ed25519 point, but aws-lc accepts any encoding
-        // at parse time and fails at verification; check encoding round trip only.
-        if let Ok(k) = PublicKey::from_raw(Algorithm::Ed25519, &raw) {
-            assert_eq!(&k.spki_der()[12..], &raw);
+        for alg in [Algorithm::Ed25519, Algorithm::EcdsaP256Sha256] {
+            let pk = crate::file::FileKey::generate(alg)
+                .unwrap()
+                .public_key()
+                .clone();
+            let header = if alg == Algorithm::Ed25519 { 12 } else { 26 };
+            let raw = &pk.spki_der()[header..];
+            let k = PublicKey::from_raw(alg, raw).unwrap();
+            assert_eq!(k, pk);
+            assert_eq!(&k.spki_der()[header..], raw);
             let back = PublicKey::from_pem(k.to_pem().as_bytes()).unwrap();
             assert_eq!(back, k);
             assert!(k.key_id().as_str().starts_with("sha256:"));

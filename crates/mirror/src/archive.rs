@@ -721,21 +721,25 @@ fn open_decompressed_with(
     window_log_max: Option<u32>,
 ) -> Result<Box<dyn Read + Send>> {
     let f = File::open(path).at(path)?;
-    let mut r = BufReader::with_capacity(1 << 20, f);
-    let magic = {
-        use std::io::BufRead as _;
-        r.fill_buf()
-            .at(path)?
-            .get(..4)
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default()
-    };
+    decompress(BufReader::with_capacity(1 << 20, f), window_log_max).at(path)
+}
+
+/// Undo gzip or zstd compression, detected by magic bytes (plain tar passes through).
+fn decompress<R: io::BufRead + Send + 'static>(
+    mut r: R,
+    window_log_max: Option<u32>,
+) -> io::Result<Box<dyn Read + Send>> {
+    let magic = r
+        .fill_buf()?
+        .get(..4)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
     Ok(if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::bufread::MultiGzDecoder::new(r))
     } else if magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        let mut d = zstd::stream::read::Decoder::with_buffer(r).at(path)?;
+        let mut d = zstd::stream::read::Decoder::with_buffer(r)?;
         if let Some(log) = window_log_max {
-            d.window_log_max(log).at(path)?;
+            d.window_log_max(log)?;
         }
         Box::new(d)
     } else {
@@ -868,6 +872,20 @@ pub fn read_archive(
         Error::Verify(m) => Error::Verify(format!("{}: {m}", archive.display())),
         e => e,
     })
+}
+
+/// [`read_archive`] over any byte stream (gzip, zstd or plain tar, told apart by magic bytes),
+/// on the calling thread: what the `archive` fuzz target drives.
+pub fn read_stream<R: Read + Send + 'static>(
+    reader: R,
+    staging: Option<&Path>,
+    limits: Limits,
+    opts: &Options<'_>,
+    progress: &dyn Progress,
+) -> Result<(Observed, Report)> {
+    let r = decompress(BufReader::new(reader), Some(ZSTD_WINDOW_LOG_MAX))
+        .map_err(|e| bad(format!("corrupt archive: {e}")))?;
+    read_entries(r, staging, limits, opts, progress)
 }
 
 fn bad(msg: String) -> Error {
@@ -1820,6 +1838,45 @@ mod tests {
         t.header("advisories/", 0, tar::EntryType::Directory);
         let e = err_text(s.read(&mut t, None).0);
         assert!(e.contains("is a directory"), "{e}");
+    }
+
+    #[test]
+    fn signed_sizes_must_fit_the_limits_before_anything_is_written() {
+        let s = Signed::new();
+        let biggest = walk(&s.bundle())
+            .unwrap()
+            .iter()
+            .filter(|p| !names::is_metadata(p))
+            .map(|p| s.content(p).len() as u64)
+            .max()
+            .unwrap();
+        for (limits, needle) in [
+            (
+                Limits {
+                    max_entry: biggest - 1,
+                    max_total: 1 << 30,
+                },
+                "entry limit (oversize entry)",
+            ),
+            (
+                Limits {
+                    max_entry: 1 << 30,
+                    max_total: biggest,
+                },
+                "bytes of files, above the",
+            ),
+        ] {
+            let staging = tempfile::tempdir().unwrap();
+            let mut t = Tar::default();
+            s.metadata(&mut t);
+            // The first content entry is small: the refusal comes from the signed list.
+            t.file("advisories/a.json", &s.content("advisories/a.json"));
+            let (r, _) = t.stream();
+            let res = read_entries(r, Some(staging.path()), limits, &s.opts(), &NoopProgress);
+            let e = err_text(res);
+            assert!(e.contains(needle), "{needle}: {e}");
+            assert_eq!(dir_bytes(staging.path()), 0);
+        }
     }
 
     #[test]

@@ -55,7 +55,10 @@ fn testdata_vectors_match_byte_for_byte() {
 
 #[test]
 fn testdata_outhex_matches_output() {
+    // Counted: an empty or missing folder must fail, not pass with nothing compared.
+    let mut compared = 0;
     for entry in fs::read_dir(data("outhex")).unwrap() {
+        compared += 1;
         let path = entry.unwrap().path();
         let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
         let hex = fs::read_to_string(&path).unwrap();
@@ -71,6 +74,7 @@ fn testdata_outhex_matches_output() {
             "{stem}"
         );
     }
+    assert!(compared > 0, "no outhex vectors found");
 }
 
 #[test]
