@@ -38,5 +38,8 @@ per_run "stella" "$STELLA" verify blob --bundle "$DATA/public-good/bundle-publis
     sha512:76176ffa33808b54602c7c35de5c6e9a4deb96066dba6533f50ac234f4f1f4c6b3527515dc17c06fbe2860030f410eee69ea20079bd3a2c6f3dcf3b329b10751
 per_run "@sigstore/verify" node tests/interop/sigstore_verify_bench.mjs "$DATA" "$ROOTS" 1 1
 echo "== per process (CLI), timestamped certificate DSSE bundle"
-echo "   (stella's CLI requires a log entry by default; this bundle has none, so stella runs"
-echo "    the keyed bundle only through the CLI; see the in-process figures for this one)"
+per_run "stella" "$STELLA" verify blob --bundle "$DATA/public-good/bundle-with-timestamp.json" \
+    --trusted-root "$TSA_ROOT" --tlog-threshold 0 \
+    --certificate-identity brian@dehamer.com --certificate-oidc-issuer https://github.com/login/oauth \
+    sha512:bbfd372fc9beeb777fe35d05bb10c0c70a9733d366a75fed7dd18866c7391de3ee7e88ba74dd47abf3e15c845e547fcf0e5c3da80854c751554224d3a6d4e55f
+per_run "@sigstore/verify" node tests/interop/sigstore_verify_bench.mjs "$DATA" "$ROOTS" 1 0

@@ -84,7 +84,8 @@ pub enum HashAlgorithm {
 }
 
 impl HashAlgorithm {
-    fn parse(s: &str) -> Option<Self> {
+    /// The protobuf enum name (`SHA2_256`, ...).
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "SHA2_256" => Some(HashAlgorithm::Sha256),
             "SHA2_384" => Some(HashAlgorithm::Sha384),

@@ -6,7 +6,12 @@
 //! 2. **Body**: `canonicalizedBody` is decoded and must describe this bundle
 //!    ([`VerifyError::Body`]): `hashedrekord` 0.0.1 (artifact digest, signature, certificate
 //!    or key), `dsse` 0.0.1 (payload hash, the one signature and its verifier), `intoto`
-//!    0.0.2 (payload hash, the signature and its key).
+//!    0.0.2 (payload hash, the signature and its key); Rekor v2 `hashedrekord` 0.0.2 and
+//!    `dsse` 0.0.2 (the same facts, DER verifiers).
+//!
+//! Rekor v2 (tlog-tiles) entries have no integrated time and no SET: they are proven by the
+//! inclusion proof and checkpoint alone (an Ed25519 signed note; key hint = the first 4 bytes
+//! of the log id), and the signing time must come from an RFC 3161 timestamp.
 //! 3. **SET** (inclusion promise): an ECDSA signature by the log key over the canonical JSON
 //!    `{"body","integratedTime","logID","logIndex"}` ([`VerifyError::Set`]). A verified SET
 //!    makes the integrated time a verified signing time.
@@ -310,6 +315,23 @@ fn same_signer(pem_text: &[u8], signer: &Signer<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// A Rekor v2 `Verifier`: `x509Certificate.rawBytes` or `publicKey.rawBytes` (DER).
+fn same_verifier(v: &Value, signer: &Signer<'_>) -> Result<(), String> {
+    let der = if signer.is_certificate {
+        b64(v, &["x509Certificate", "rawBytes"])?
+    } else {
+        b64(v, &["publicKey", "rawBytes"])?
+    };
+    if der != signer.der {
+        return Err(if signer.is_certificate {
+            "the entry names another certificate".into()
+        } else {
+            "the entry names another public key".into()
+        });
+    }
+    Ok(())
+}
+
 fn check_body(bundle: &Bundle, entry: &TlogEntry, signer: &Signer<'_>) -> Result<(), String> {
     let body: Value =
         serde_json::from_slice(&entry.canonicalized_body).map_err(|e| format!("not JSON: {e}"))?;
@@ -389,11 +411,48 @@ fn check_body(bundle: &Bundle, entry: &TlogEntry, signer: &Signer<'_>) -> Result
             }
             same_signer(&b64(s, &["publicKey"])?, signer)
         }
+        ("hashedrekord", "0.0.2", Content::MessageSignature { digest, signature }) => {
+            let spec = get(&body, &["spec", "hashedRekordV002"])?;
+            let (dalg, d) = digest
+                .as_ref()
+                .ok_or("the bundle has no message digest to match the entry's")?;
+            let alg = get_str(spec, &["data", "algorithm"])?;
+            if HashAlgorithm::parse(alg) != Some(*dalg) || b64(spec, &["data", "digest"])? != *d {
+                return Err(format!(
+                    "the entry's artifact digest differs from the bundle's {}:{}",
+                    dalg.name(),
+                    hex(d)
+                ));
+            }
+            if b64(spec, &["signature", "content"])? != *signature {
+                return Err("the entry's signature differs from the bundle's".into());
+            }
+            same_verifier(get(spec, &["signature", "verifier"])?, signer)
+        }
+        ("dsse", "0.0.2", Content::Dsse(env)) => {
+            let spec = get(&body, &["spec", "dsseV002"])?;
+            let alg = get_str(spec, &["payloadHash", "algorithm"])?;
+            if alg != "SHA2_256"
+                || b64(spec, &["payloadHash", "digest"])? != HashAlgorithm::Sha256.digest(&env.payload)
+            {
+                return Err("the entry's payload hash differs from the envelope's payload".into());
+            }
+            let sigs = get(spec, &["signatures"])?
+                .as_array()
+                .ok_or("`signatures` is not an array")?;
+            let [s] = sigs.as_slice() else {
+                return Err(format!("the entry has {} signatures, the envelope 1", sigs.len()));
+            };
+            if b64(s, &["content"])? != env.signature.sig {
+                return Err("the entry's signature differs from the envelope's".into());
+            }
+            same_verifier(get(s, &["verifier"])?, signer)
+        }
         (k, v, Content::MessageSignature { .. }) => Err(format!(
-            "a {k} {v} entry cannot describe a message signature (expected hashedrekord 0.0.1)"
+            "a {k} {v} entry cannot describe a message signature (expected hashedrekord 0.0.1 or 0.0.2)"
         )),
         (k, v, Content::Dsse(_)) => Err(format!(
-            "a {k} {v} entry cannot describe a DSSE envelope (expected dsse 0.0.1 or intoto 0.0.2)"
+            "a {k} {v} entry cannot describe a DSSE envelope (expected dsse 0.0.1/0.0.2 or intoto 0.0.2)"
         )),
     }
 }

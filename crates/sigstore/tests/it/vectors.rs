@@ -748,3 +748,70 @@ fn ca_chain_that_does_not_link_is_not_trusted() {
         "{e}"
     );
 }
+
+// --- staging Rekor v2 (tlog-tiles) entry, v0.3 message signature with a timestamp
+// (sigstore-python test/assets/staging-rekor-v2.txt.sigstore.json and its artifact)
+
+const V2: &str = "staging/staging-rekor-v2.txt.sigstore.json";
+
+fn run_v2(v: &Value, root: &TrustedRoot) -> Result<stella_sigstore::Verified, Failure> {
+    let b = Bundle::from_value(v).unwrap();
+    let artifact = data("staging/staging-rekor-v2.txt");
+    verify(
+        &b,
+        Artifact::Bytes(&artifact),
+        &Policy::Identity(Identity::new(
+            Matcher::exact("jku@goto.fi"),
+            Matcher::exact("https://github.com/login/oauth"),
+        )),
+        root,
+        &Options::default(),
+    )
+}
+
+#[test]
+fn rekor_v2_entry_verifies_by_checkpoint_and_timestamp() {
+    let v = run_v2(&value(V2), &staging_root()).unwrap();
+    let e = &v.tlog_entries[0];
+    assert!(e.inclusion_proof && !e.signed_entry_timestamp);
+    assert_eq!(v.signing_times.len(), 1);
+    assert_eq!(
+        v.signing_times[0].source,
+        stella_sigstore::TimeSource::Timestamp
+    );
+}
+
+#[test]
+fn rekor_v2_negative_twins() {
+    // Checkpoint signature by someone else (a flipped byte in the Ed25519 signature).
+    let mut v = value(V2);
+    let cp = &mut v["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]["checkpoint"]
+        ["envelope"];
+    let text = cp.as_str().unwrap().replace("8w1amQA0", "8w1amQA1");
+    *cp = json!(text);
+    let e = fails_at(run_v2(&v, &staging_root()), Check::TransparencyLog);
+    assert!(matches!(e, VerifyError::Checkpoint { .. }), "{e}");
+    // A body for another artifact.
+    let mut v = value(V2);
+    let entry = &mut v["verificationMaterial"]["tlogEntries"][0];
+    let body = String::from_utf8(unb64(&entry["canonicalizedBody"])).unwrap();
+    let tampered = body.replace("FfZyRhFZ", "AfZyRhFZ");
+    assert_ne!(body, tampered);
+    entry["canonicalizedBody"] = json!(b64(tampered.as_bytes()));
+    let e = fails_at(run_v2(&v, &staging_root()), Check::TransparencyLog);
+    assert!(matches!(e, VerifyError::Body { .. }), "{e}");
+    // Wrong inclusion path.
+    let mut v = value(V2);
+    v["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]["hashes"][1] =
+        json!(b64(&[7u8; 32]));
+    let e = fails_at(run_v2(&v, &staging_root()), Check::TransparencyLog);
+    assert!(matches!(e, VerifyError::InclusionProof { .. }), "{e}");
+    // Without its timestamp there is no signing time (no SET in Rekor v2).
+    let mut v = value(V2);
+    v["verificationMaterial"]["timestampVerificationData"] = json!({});
+    let e = fails_at(run_v2(&v, &staging_root()), Check::SigningTime);
+    assert!(
+        matches!(e, VerifyError::NoVerifiedTime { have: 0, .. }),
+        "{e}"
+    );
+}
