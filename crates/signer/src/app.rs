@@ -118,6 +118,7 @@ pub struct AppBuilder {
     replay: Option<Arc<dyn ReplayCache>>,
     signers: Option<TenantKeys>,
     password: Option<zeroize::Zeroizing<String>>,
+    nonce_secret: Option<zeroize::Zeroizing<Vec<u8>>>,
 }
 
 fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, StartError> {
@@ -152,7 +153,15 @@ impl AppBuilder {
             replay: None,
             signers: None,
             password: None,
+            nonce_secret: None,
         }
+    }
+
+    /// The DPoP nonce key shared by all replicas (e.g. from Redis); wins over
+    /// `dpop.nonce_secret_env` and the per-process random key.
+    pub fn nonce_secret(mut self, s: zeroize::Zeroizing<Vec<u8>>) -> Self {
+        self.nonce_secret = Some(s);
+        self
     }
 
     /// Accept the published development key as a signing key (loud warning).
@@ -277,13 +286,14 @@ impl AppBuilder {
             }
         };
         let nonce = if cfg.dpop.require_nonce {
-            let secret = match &cfg.dpop.nonce_secret_env {
-                Some(var) => std::env::var(var)
+            let secret = match (&self.nonce_secret, &cfg.dpop.nonce_secret_env) {
+                (Some(s), _) => s.to_vec(),
+                (None, Some(var)) => std::env::var(var)
                     .map_err(|_| {
                         StartError::Config(format!("dpop.nonce_secret_env: {var} is not set"))
                     })?
                     .into_bytes(),
-                None => crate::trace::random_hex(32).into_bytes(),
+                (None, None) => crate::trace::random_hex(32).into_bytes(),
             };
             Some(NonceIssuer::new(&secret, cfg.dpop.nonce_lifetime_seconds))
         } else {

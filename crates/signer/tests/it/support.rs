@@ -372,6 +372,7 @@ pub(crate) struct Opts {
     /// Shared-state backends (scale-out tests).
     pub(crate) quotas: Option<Arc<dyn stella_store::QuotaStore>>,
     pub(crate) replay: Option<Arc<dyn stella_store::ReplayCache>>,
+    pub(crate) nonce_secret: Option<Vec<u8>>,
 }
 
 impl TestSigner {
@@ -447,6 +448,9 @@ keys = ["unused-replaced-by-test"]
         }
         if let Some(r) = opts.replay {
             b = b.replay(r);
+        }
+        if let Some(n) = opts.nonce_secret {
+            b = b.nonce_secret(zeroize::Zeroizing::new(n));
         }
         let state = AppState(Arc::new(b.build().unwrap()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
