@@ -9,6 +9,7 @@
 # Usage: scripts/signer-bench.sh [--duration SECS] [--rate R] [--connections N]
 #                                [--server-threads N] [--client-threads N]
 #                                [--token-cache N] [--log-level LEVEL]
+#                                [--shared]   (PostgreSQL audit + Redis quotas/replay cache)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

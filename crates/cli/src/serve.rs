@@ -184,9 +184,16 @@ fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
             let quotas = stella_store::RedisQuotaStore::connect(o.clone())
                 .await
                 .map_err(unavailable)?;
-            let replay = stella_store::RedisReplayCache::connect(o)
+            let replay = stella_store::RedisReplayCache::connect(o.clone())
                 .await
                 .map_err(unavailable)?;
+            // Replicas share the DPoP nonce key through Redis unless one is configured.
+            if cfg.dpop.require_nonce && cfg.dpop.nonce_secret_env.is_none() {
+                let secret = stella_store::redis::shared_secret(&o, "dpop-nonce")
+                    .await
+                    .map_err(unavailable)?;
+                builder = builder.nonce_secret(zeroize::Zeroizing::new(secret.into_bytes()));
+            }
             builder = builder
                 .quotas(std::sync::Arc::new(quotas))
                 .replay(std::sync::Arc::new(replay));

@@ -18,6 +18,11 @@
 //!    checkpoint backlog left by phase 3;
 //! 3. `POST /api/v1/signer/sign/dsse` closed loop — signatures/s, latency percentiles.
 //!
+//! `--shared` runs the same service on the scale-out backends instead of SQLite + memory: the
+//! PostgreSQL audit log (a fresh database on 127.0.0.1:5432, or `STELLA_BENCH_POSTGRES_URL`'s
+//! server, dropped afterwards) and the Redis quota store and replay cache (127.0.0.1:6379, a
+//! fresh key prefix, deleted afterwards).
+//!
 //! Options: `--duration SECS` (per phase, default 10), `--connections N` (default 64),
 //! `--rate R` (default 2000), `--server-threads N` (default 2), `--client-threads N`
 //! (default 2), `--log-level LEVEL` (default info), `--token-cache N` (verified-token cache
@@ -50,6 +55,7 @@ struct Opts {
     log_level: String,
     token_cache: usize,
     key: Option<String>,
+    shared: bool,
 }
 
 fn opts() -> Opts {
@@ -62,6 +68,7 @@ fn opts() -> Opts {
         log_level: "info".into(),
         token_cache: 100_000,
         key: None,
+        shared: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -76,6 +83,11 @@ fn opts() -> Opts {
             "--log-level" => o.log_level = v,
             "--token-cache" => o.token_cache = v.parse().unwrap(),
             "--key" => o.key = Some(v),
+            "--shared" => {
+                o.shared = true;
+                i += 1;
+                continue;
+            }
             "--bench" => {
                 i += 1;
                 continue;
@@ -88,6 +100,55 @@ fn opts() -> Opts {
 }
 
 const SIGN: &str = "/api/v1/signer/sign/dsse";
+
+/// The scale-out backends' throw-away database and key prefix.
+struct SharedState {
+    admin: String,
+    db: String,
+    pg_url: String,
+    redis_url: String,
+    prefix: String,
+}
+
+fn sh(cmd: &str) {
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{cmd}");
+}
+
+impl SharedState {
+    fn new() -> SharedState {
+        let admin = std::env::var("STELLA_BENCH_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let tag = stella_signer::trace::random_hex(8);
+        let db = format!("stella_bench_{tag}");
+        sh(&format!("psql '{admin}' -qAtc 'CREATE DATABASE {db}'"));
+        let pg_url = format!("{}/{db}", &admin[..admin.rfind('/').unwrap()]);
+        SharedState {
+            admin,
+            db,
+            pg_url,
+            redis_url: "redis://127.0.0.1:6379/0".into(),
+            prefix: format!("stella-bench:{tag}:"),
+        }
+    }
+}
+
+impl Drop for SharedState {
+    fn drop(&mut self) {
+        sh(&format!(
+            "psql '{}' -qAtc 'DROP DATABASE IF EXISTS {} WITH (FORCE)'",
+            self.admin, self.db
+        ));
+        sh(&format!(
+            "redis-cli -u '{0}' --scan --pattern '{1}*' | xargs -r redis-cli -u '{0}' DEL >/dev/null",
+            self.redis_url, self.prefix
+        ));
+    }
+}
 
 struct Server {
     addr: std::net::SocketAddr,
@@ -104,6 +165,7 @@ fn start_server(
     authority: &FileKey,
     o: &Opts,
     signing: Arc<dyn stella_keys::Signer>,
+    shared: Option<(String, String, String)>,
 ) -> Server {
     let mut jwk = stella_signer::jose::sign::public_jwk(authority);
     jwk["kid"] = json!("bench-1");
@@ -164,10 +226,25 @@ default_keys_for_unlisted_tenants = true
             let cfg = Config::from_toml(&cfg_text).unwrap();
             let mut tenants = HashMap::new();
             tenants.insert("tenant-bench".to_string(), vec![signing]);
-            let app = AppBuilder::new(cfg)
-                .signers(TenantKeys::new(Vec::new(), tenants))
-                .build()
-                .unwrap();
+            let mut builder = AppBuilder::new(cfg).signers(TenantKeys::new(Vec::new(), tenants));
+            if let Some((pg_url, redis_url, prefix)) = shared {
+                let audit = stella_store::PgAudit::connect(stella_store::PgOptions::new(pg_url))
+                    .await
+                    .unwrap();
+                let mut ro = stella_store::RedisOptions::new(redis_url);
+                ro.prefix = prefix;
+                builder = builder
+                    .audit(Arc::new(audit))
+                    .quotas(Arc::new(
+                        stella_store::RedisQuotaStore::connect(ro.clone())
+                            .await
+                            .unwrap(),
+                    ))
+                    .replay(Arc::new(
+                        stella_store::RedisReplayCache::connect(ro).await.unwrap(),
+                    ));
+            }
+            let app = builder.build().unwrap();
             let state = AppState(Arc::new(app));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx_addr.send(listener.local_addr().unwrap()).unwrap();
@@ -498,7 +575,16 @@ fn main() {
         signing.mode(),
         o.server_threads
     );
-    let server = start_server(dir.path(), &authority, &o, Arc::clone(&signing));
+    let shared = o.shared.then(SharedState::new);
+    let server = start_server(
+        dir.path(),
+        &authority,
+        &o,
+        Arc::clone(&signing),
+        shared
+            .as_ref()
+            .map(|s| (s.pg_url.clone(), s.redis_url.clone(), s.prefix.clone())),
+    );
     let base = format!("http://{}", server.addr);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(o.client_threads)
@@ -509,7 +595,8 @@ fn main() {
     let dur = Duration::from_secs(o.duration);
     let clients = tokens(&authority, 64);
     println!(
-        "Stella Signer load test: {} s per phase, {} connections, server {} threads, client {} threads, {} cores",
+        "Stella Signer load test ({}): {} s per phase, {} connections, server {} threads, client {} threads, {} cores",
+        if o.shared { "PostgreSQL audit + Redis quotas/replay" } else { "SQLite audit + memory" },
         o.duration,
         o.connections,
         o.server_threads,
@@ -577,10 +664,16 @@ fn main() {
     drop(rt);
     let _ = server.stop.send(());
     server.thread.join().unwrap();
-    let report = stella_store::chain::verify(
-        &stella_store::sqlite::SqliteReader::open(&server.audit_db).unwrap(),
-    )
-    .unwrap();
+    let report = match &shared {
+        Some(s) => stella_store::chain::verify(
+            &stella_store::PgReader::connect(&s.pg_url, Duration::from_secs(10)).unwrap(),
+        )
+        .unwrap(),
+        None => stella_store::chain::verify(
+            &stella_store::sqlite::SqliteReader::open(&server.audit_db).unwrap(),
+        )
+        .unwrap(),
+    };
     println!(
         "audit log: {} records, chain intact: {}",
         report.records,

@@ -206,6 +206,7 @@ pub struct AppBuilder {
     replay: Option<Arc<dyn ReplayCache>>,
     signers: Option<TenantKeys>,
     password: Option<zeroize::Zeroizing<String>>,
+    nonce_secret: Option<zeroize::Zeroizing<Vec<u8>>>,
 }
 
 /// A declared `signing_mode` must match where every key lives (`file`, `hsm`, `kms`).
@@ -278,7 +279,15 @@ impl AppBuilder {
             replay: None,
             signers: None,
             password: None,
+            nonce_secret: None,
         }
+    }
+
+    /// The DPoP nonce key shared by all replicas (e.g. from Redis); wins over
+    /// `dpop.nonce_secret_env` and the per-process random key.
+    pub fn nonce_secret(mut self, s: zeroize::Zeroizing<Vec<u8>>) -> Self {
+        self.nonce_secret = Some(s);
+        self
     }
 
     /// Accept the published development key as a signing key (loud warning).
@@ -419,8 +428,10 @@ impl AppBuilder {
             }
         };
         let nonce = if cfg.dpop.require_nonce {
-            let secret = match &cfg.dpop.nonce_secret_env {
-                Some(var) => {
+            let secret = match (&self.nonce_secret, &cfg.dpop.nonce_secret_env) {
+                // Shared by the replicas (Redis), or given by the embedding program.
+                (Some(s), _) => s.clone(),
+                (None, Some(var)) => {
                     let v = zeroize::Zeroizing::new(std::env::var(var).map_err(|_| {
                         StartError::Config(format!("dpop.nonce_secret_env: {var} is not set"))
                     })?);
@@ -431,7 +442,7 @@ impl AppBuilder {
                     }
                     zeroize::Zeroizing::new(v.as_bytes().to_vec())
                 }
-                None => generated_nonce_secret(|buf| {
+                (None, None) => generated_nonce_secret(|buf| {
                     use aws_lc_rs::rand::SecureRandom as _;
                     aws_lc_rs::rand::SystemRandom::new().fill(buf)
                 })?,

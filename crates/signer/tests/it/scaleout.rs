@@ -562,3 +562,71 @@ async fn three_replicas_behind_haproxy() {
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.records, 15 + 3);
 }
+
+/// With `dpop.require_nonce`, replicas share the nonce key through Redis: a nonce issued by one
+/// replica is accepted by another; a replica with its own key refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_dpop_nonces_through_redis() {
+    let shared = Shared::new();
+    let secret = stella_store::redis::shared_secret(&shared.redis(), "dpop-nonce")
+        .await
+        .unwrap();
+    // Asked again (another replica starting): the same secret.
+    assert_eq!(
+        stella_store::redis::shared_secret(&shared.redis(), "dpop-nonce")
+            .await
+            .unwrap(),
+        secret
+    );
+    let start = |nonce_secret: Option<Vec<u8>>| async {
+        TestSigner::start_with(Opts {
+            toml: format!("[server]\npublic_url = \"{PUBLIC}\"\n[dpop]\nrequire_nonce = true\n"),
+            replay: Some(Arc::new(
+                RedisReplayCache::connect(shared.redis()).await.unwrap(),
+            )),
+            nonce_secret,
+            ..Opts::default()
+        })
+        .await
+    };
+    let a = start(Some(secret.clone().into_bytes())).await;
+    let b = start(Some(secret.into_bytes())).await;
+    let own = start(None).await;
+    let http = authority().pki.http(None);
+    let key = DpopKey::generate().unwrap();
+    let token = authority()
+        .token("a-dpop", "signer.sign", Some(&key), None)
+        .await;
+    let url = format!("{PUBLIC}{SIGN}");
+    let body = serde_json::to_vec(&sign_body("poe-a")).unwrap();
+    let send_to = |r: &TestSigner, nonce: Option<&str>| {
+        let proof = key.proof("POST", &url, Some(&token), nonce).unwrap();
+        let (http, target, body, auth) = (
+            http.clone(),
+            r.url(SIGN),
+            body.clone(),
+            format!("DPoP {token}"),
+        );
+        async move { send(&http, &target, Some(auth), &[proof], body).await }
+    };
+    let challenge = send_to(&a, None).await;
+    assert_eq!(
+        (challenge.status, challenge.code()),
+        (401, "use_dpop_nonce"),
+        "{}",
+        challenge.body
+    );
+    let nonce = challenge.headers["dpop-nonce"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let at_b = send_to(&b, Some(&nonce)).await;
+    assert_eq!(at_b.status, 200, "{}", at_b.body);
+    let at_own = send_to(&own, Some(&nonce)).await;
+    assert_eq!(
+        (at_own.status, at_own.code()),
+        (401, "use_dpop_nonce"),
+        "{}",
+        at_own.body
+    );
+}

@@ -413,6 +413,7 @@ pub(crate) struct Opts {
     pub(crate) replay: Option<Arc<dyn stella_store::ReplayCache>>,
     /// Use these keys instead of the generated file keys (HSM / KMS tests).
     pub(crate) signers: Option<TenantKeys>,
+    pub(crate) nonce_secret: Option<Vec<u8>>,
 }
 
 impl TestSigner {
@@ -493,6 +494,9 @@ default_keys_for_unlisted_tenants = true
         }
         if let Some(r) = opts.replay {
             b = b.replay(r);
+        }
+        if let Some(n) = opts.nonce_secret {
+            b = b.nonce_secret(zeroize::Zeroizing::new(n));
         }
         let state = AppState(Arc::new(b.build().unwrap()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
