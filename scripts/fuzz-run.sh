@@ -32,6 +32,8 @@ seeds_for() {
         jcs) echo "$ROOT/crates/dsse/tests/data/jcs/input" ;;
         keyfile) echo "$ROOT/crates/keys/tests/data/cosign $ROOT/tools/cosign" ;;
         keyring) echo "$ROOT/crates/keys/tests/data/cosign" ;;
+        sigstore_bundle) echo "$ROOT/crates/sigstore/tests/data/public-good $ROOT/crates/sigstore/tests/data/staging" ;;
+        trusted_root) echo "$ROOT/crates/sigstore/roots" ;;
         *) ;;
     esac
 }
