@@ -39,6 +39,7 @@ trap cleanup EXIT
 mkdir -p "$WORK/repo/target" "$WORK/home"
 ln -s "$ROOT/docs" "$WORK/repo/docs"
 ln -s "$ROOT/etc" "$WORK/repo/etc"
+ln -s "$ROOT/crates" "$WORK/repo/crates"
 echo "==> the quick start (OUT=$WORK/repo/out/quickstart)" >&2
 OUT="$WORK/repo/out/quickstart" bash "$ROOT/scripts/quickstart.sh" >"$WORK/quickstart.log" 2>&1 || {
   cat "$WORK/quickstart.log" >&2
