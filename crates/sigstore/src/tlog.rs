@@ -103,7 +103,10 @@ pub fn verify_entry(
     if let Some(p) = &entry.inclusion_proof {
         let leaf = leaf_hash(&entry.canonicalized_body);
         let root_hash = root_from_inclusion_proof(p.log_index, p.tree_size, &leaf, &p.hashes)
-            .map_err(|reason| VerifyError::InclusionProof { index, reason })?;
+            .map_err(|e| VerifyError::InclusionProof {
+                index,
+                reason: e.to_string(),
+            })?;
         if root_hash.as_slice() != p.root_hash.as_slice() {
             return Err(VerifyError::InclusionProof {
                 index,
@@ -114,8 +117,10 @@ pub fn verify_entry(
                 ),
             });
         }
-        let cp = verify_checkpoint(&p.checkpoint, log)
-            .map_err(|reason| VerifyError::Checkpoint { index, reason })?;
+        let cp = verify_checkpoint(&p.checkpoint, log).map_err(|e| VerifyError::Checkpoint {
+            index,
+            reason: e.to_string(),
+        })?;
         if cp.size != p.tree_size || cp.root_hash != p.root_hash {
             return Err(VerifyError::Checkpoint {
                 index,
@@ -182,20 +187,18 @@ pub fn root_from_inclusion_proof(
     size: u64,
     leaf: &[u8; 32],
     proof: &[Vec<u8>],
-) -> Result<[u8; 32], String> {
+) -> Result<[u8; 32], ProofError> {
     if index >= size {
-        return Err(format!(
-            "leaf index {index} is not below the tree size {size}"
-        ));
+        return Err(ProofError::IndexBeyondTree { index, size });
     }
     let (mut f, mut s) = (index, size - 1);
     let mut r = *leaf;
     for p in proof {
         if p.len() != 32 {
-            return Err(format!("a proof hash is {} bytes, not 32", p.len()));
+            return Err(ProofError::HashLength { len: p.len() });
         }
         if s == 0 {
-            return Err("the audit path is longer than the tree allows".into());
+            return Err(ProofError::PathTooLong);
         }
         if f & 1 == 1 || f == s {
             r = sha256(&[&[1u8], p, &r]);
@@ -210,9 +213,49 @@ pub fn root_from_inclusion_proof(
         s >>= 1;
     }
     if s != 0 {
-        return Err("the audit path is shorter than the tree requires".into());
+        return Err(ProofError::PathTooShort);
     }
     Ok(r)
+}
+
+/// Why an RFC 6962 inclusion proof does not compute a root.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofError {
+    #[error("leaf index {index} is not below the tree size {size}")]
+    IndexBeyondTree { index: u64, size: u64 },
+    #[error("a proof hash is {len} bytes, not 32")]
+    HashLength { len: usize },
+    #[error("the audit path is longer than the tree allows")]
+    PathTooLong,
+    #[error("the audit path is shorter than the tree requires")]
+    PathTooShort,
+}
+
+/// Why a C2SP signed-note checkpoint is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    #[error("not a signed note (no blank line before the signatures)")]
+    NotASignedNote,
+    #[error("log id shorter than 4 bytes")]
+    ShortLogId,
+    #[error("a signature line does not start with an em dash")]
+    NoEmDash,
+    #[error("a signature line has no signature")]
+    NoSignatureOnLine,
+    #[error("signature: {0}")]
+    SignatureBase64(String),
+    #[error("the note has no signature")]
+    Unsigned,
+    #[error("no signature by the log key of {log} (key hint {hint})")]
+    NotSignedByLog { log: String, hint: String },
+    #[error("no origin line")]
+    NoOrigin,
+    #[error("the tree size line is not a number")]
+    TreeSize,
+    #[error("the root hash line is not a base64 SHA-256")]
+    RootHash,
 }
 
 /// A verified checkpoint's content.
@@ -224,23 +267,24 @@ pub struct Checkpoint {
 }
 
 /// Verify a C2SP signed note checkpoint against the log's key and read it.
-pub fn verify_checkpoint(note: &str, log: &LogInstance) -> Result<Checkpoint, String> {
+pub fn verify_checkpoint(note: &str, log: &LogInstance) -> Result<Checkpoint, CheckpointError> {
     let (body, sigs) = note
         .split_once("\n\n")
-        .ok_or("not a signed note (no blank line before the signatures)")?;
+        .ok_or(CheckpointError::NotASignedNote)?;
     let body = format!("{body}\n");
-    let hint = log.log_id.get(..4).ok_or("log id shorter than 4 bytes")?;
+    let hint = log.log_id.get(..4).ok_or(CheckpointError::ShortLogId)?;
     let mut lines = 0;
     let mut verified = false;
     for line in sigs.lines().filter(|l| !l.is_empty()) {
         lines += 1;
         let rest = line
             .strip_prefix("\u{2014} ")
-            .ok_or("a signature line does not start with an em dash")?;
+            .ok_or(CheckpointError::NoEmDash)?;
         let (_name, b64) = rest
             .rsplit_once(' ')
-            .ok_or("a signature line has no signature")?;
-        let raw = stella_dsse::b64::decode(b64).map_err(|e| format!("signature: {e}"))?;
+            .ok_or(CheckpointError::NoSignatureOnLine)?;
+        let raw = stella_dsse::b64::decode(b64)
+            .map_err(|e| CheckpointError::SignatureBase64(e.to_string()))?;
         if raw.len() < 5 || &raw[..4] != hint {
             continue;
         }
@@ -249,26 +293,25 @@ pub fn verify_checkpoint(note: &str, log: &LogInstance) -> Result<Checkpoint, St
         }
     }
     if lines == 0 {
-        return Err("the note has no signature".into());
+        return Err(CheckpointError::Unsigned);
     }
     if !verified {
-        return Err(format!(
-            "no signature by the log key of {} (key hint {})",
-            log.base_url,
-            hex(hint)
-        ));
+        return Err(CheckpointError::NotSignedByLog {
+            log: log.base_url.clone(),
+            hint: hex(hint),
+        });
     }
     let mut it = body.lines();
-    let origin = it.next().ok_or("no origin line")?.to_string();
+    let origin = it.next().ok_or(CheckpointError::NoOrigin)?.to_string();
     let size = it
         .next()
         .and_then(|s| s.parse::<u64>().ok())
-        .ok_or("the tree size line is not a number")?;
+        .ok_or(CheckpointError::TreeSize)?;
     let root_hash = it
         .next()
         .and_then(|s| stella_dsse::b64::decode(s).ok())
         .filter(|h| h.len() == 32)
-        .ok_or("the root hash line is not a base64 SHA-256")?;
+        .ok_or(CheckpointError::RootHash)?;
     Ok(Checkpoint {
         origin,
         size,
