@@ -171,7 +171,7 @@ impl FulcioCert {
             .ok_or_else(|| VerifyError::Sct("the certificate has no embedded SCT".into()))?;
         let list = OctetString::from_der(ext.extn_value.as_bytes())
             .map_err(|e| VerifyError::Sct(format!("SCT list: {e}")))?;
-        let scts = parse_sct_list(list.as_bytes()).map_err(VerifyError::Sct)?;
+        let scts = parse_sct_list(list.as_bytes()).map_err(|e| VerifyError::Sct(e.to_string()))?;
         // The precertificate TBS: the leaf's tbsCertificate without the SCT extension.
         let mut tbs = self.cert.certificate().tbs_certificate.clone();
         if let Some(exts) = tbs.extensions.as_mut() {
@@ -262,24 +262,37 @@ struct Sct {
     signature: Vec<u8>,
 }
 
+/// Why an embedded `SignedCertificateTimestampList` cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum SctListError {
+    #[error("truncated SCT list")]
+    Truncated,
+    #[error("SCT list length mismatch")]
+    LengthMismatch,
+    #[error("SCT version {0}")]
+    Version(u8),
+    #[error("trailing bytes in an SCT")]
+    TrailingBytes,
+}
+
 /// A TLS `SignedCertificateTimestampList`.
-fn parse_sct_list(b: &[u8]) -> Result<Vec<Sct>, String> {
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+fn parse_sct_list(b: &[u8]) -> Result<Vec<Sct>, SctListError> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], SctListError> {
         if b.len() < n {
-            return Err("truncated SCT list".into());
+            return Err(SctListError::Truncated);
         }
         let (h, t) = b.split_at(n);
         *b = t;
         Ok(h)
     }
-    fn u16_of(b: &mut &[u8]) -> Result<usize, String> {
+    fn u16_of(b: &mut &[u8]) -> Result<usize, SctListError> {
         let h = take(b, 2)?;
         Ok(usize::from(u16::from_be_bytes([h[0], h[1]])))
     }
     let mut b = b;
     let total = u16_of(&mut b)?;
     if total != b.len() {
-        return Err("SCT list length mismatch".into());
+        return Err(SctListError::LengthMismatch);
     }
     let mut out = Vec::new();
     while !b.is_empty() {
@@ -287,7 +300,7 @@ fn parse_sct_list(b: &[u8]) -> Result<Vec<Sct>, String> {
         let mut s = take(&mut b, n)?;
         let version = take(&mut s, 1)?[0];
         if version != 0 {
-            return Err(format!("SCT version {version}"));
+            return Err(SctListError::Version(version));
         }
         let log_id = take(&mut s, 32)?.to_vec();
         let ts = take(&mut s, 8)?;
@@ -299,7 +312,7 @@ fn parse_sct_list(b: &[u8]) -> Result<Vec<Sct>, String> {
         let sig_len = u16_of(&mut s)?;
         let signature = take(&mut s, sig_len)?.to_vec();
         if !s.is_empty() {
-            return Err("trailing bytes in an SCT".into());
+            return Err(SctListError::TrailingBytes);
         }
         out.push(Sct {
             log_id,
