@@ -28,7 +28,7 @@ use time::OffsetDateTime;
 
 use crate::error::VerifyError;
 use crate::key::VerifyingKey;
-use crate::trust::{Authority, TrustedRoot};
+use crate::trust::{Authority, AuthorityError, TrustedRoot};
 
 /// Fulcio's OIDC issuer extension (v2, a DER UTF8String).
 pub const OID_ISSUER_V2: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.8");
@@ -237,22 +237,15 @@ impl FulcioCert {
     }
 }
 
-fn check_path(leaf: &Cert, ca: &Authority, t: OffsetDateTime) -> Result<(), String> {
+fn check_path(leaf: &Cert, ca: &Authority, t: OffsetDateTime) -> Result<(), AuthorityError> {
     if !ca.valid_for.contains(t) {
-        return Err("the authority is not valid at the signing time".into());
+        return Err(AuthorityError::NotValidAt);
     }
-    let first = ca.chain.first().ok_or("empty chain")?;
+    let first = ca.chain.first().ok_or(AuthorityError::EmptyChain)?;
     if !leaf.is_signed_by(first) {
-        return Err("did not issue the certificate".into());
+        return Err(AuthorityError::NotIssuer);
     }
-    if !ca.links_verified {
-        return Err("the authority's own chain does not verify link by link".into());
-    }
-    for c in &ca.chain {
-        c.check_issuer_profile().map_err(|e| e.to_string())?;
-        c.check_valid_at(t).map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    ca.check_cas(&ca.chain, t)
 }
 
 struct Sct {

@@ -60,6 +60,39 @@ pub struct Authority {
     pub links_verified: bool,
 }
 
+/// Why an authority of the trusted root does not vouch for a certificate (Fulcio leaf or TSA).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthorityError {
+    #[error("the authority is not valid at the signing time")]
+    NotValidAt,
+    #[error("empty chain")]
+    EmptyChain,
+    #[error("did not issue the certificate")]
+    NotIssuer,
+    #[error("did not issue the TSA certificate {subject}")]
+    NotTsaIssuer { subject: String },
+    #[error("the authority's own chain does not verify link by link")]
+    ChainUnverified,
+    #[error(transparent)]
+    Certificate(#[from] stella_x509::Error),
+}
+
+impl Authority {
+    /// The authority's chain was verified link by link, and every CA certificate in `cas` is a
+    /// CA valid at `t`.
+    pub(crate) fn check_cas(&self, cas: &[Cert], t: OffsetDateTime) -> Result<(), AuthorityError> {
+        if !self.links_verified {
+            return Err(AuthorityError::ChainUnverified);
+        }
+        for c in cas {
+            c.check_issuer_profile()?;
+            c.check_valid_at(t)?;
+        }
+        Ok(())
+    }
+}
+
 /// A parsed trusted root.
 #[derive(Debug, Clone)]
 pub struct TrustedRoot {

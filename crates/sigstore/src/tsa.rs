@@ -12,32 +12,24 @@ use stella_x509::Cert;
 use time::OffsetDateTime;
 
 use crate::error::VerifyError;
-use crate::trust::{Authority, TrustedRoot};
+use crate::trust::{Authority, AuthorityError, TrustedRoot};
 
 /// Did this authority issue the TSA certificate, valid at `t`? The certificate is the
 /// authority's own first certificate (pinned), or is signed by it; the authority's chain was
 /// checked link by link when the root was read; every CA certificate of it must be a CA
 /// valid at `t`.
-fn authority_issued(a: &Authority, signer: &Cert, t: OffsetDateTime) -> Result<(), String> {
-    let first = a.chain.first().ok_or("empty chain")?;
+fn authority_issued(a: &Authority, signer: &Cert, t: OffsetDateTime) -> Result<(), AuthorityError> {
+    let first = a.chain.first().ok_or(AuthorityError::EmptyChain)?;
     let cas = if first.der() == signer.der() {
         &a.chain[1..]
     } else if signer.is_signed_by(first) {
         &a.chain[..]
     } else {
-        return Err(format!(
-            "did not issue the TSA certificate {}",
-            signer.subject()
-        ));
+        return Err(AuthorityError::NotTsaIssuer {
+            subject: signer.subject(),
+        });
     };
-    if !a.links_verified {
-        return Err("the authority's own chain does not verify link by link".into());
-    }
-    for c in cas {
-        c.check_issuer_profile().map_err(|e| e.to_string())?;
-        c.check_valid_at(t).map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    a.check_cas(cas, t)
 }
 
 /// A verified timestamp.
