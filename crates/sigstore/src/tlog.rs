@@ -82,7 +82,10 @@ pub fn verify_entry(
             });
         }
     }
-    check_body(bundle, entry, signer).map_err(|reason| VerifyError::Body { index, reason })?;
+    check_body(bundle, entry, signer).map_err(|e| VerifyError::Body {
+        index,
+        reason: e.to_string(),
+    })?;
 
     let mut set_verified = false;
     if let Some(set) = &entry.inclusion_promise {
@@ -319,89 +322,125 @@ pub fn verify_checkpoint(note: &str, log: &LogInstance) -> Result<Checkpoint, Ch
     })
 }
 
-fn pem_der(text: &[u8]) -> Result<Vec<u8>, String> {
-    pem::parse(text)
-        .map(|p| p.contents().to_vec())
-        .map_err(|e| format!("not PEM: {e}"))
+/// How a transparency-log entry's `canonicalizedBody` fails to describe the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum BodyError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("not PEM: {0}")]
+    NotPem(String),
+    #[error("no `{0}`")]
+    Missing(String),
+    #[error("`{0}` is not a string")]
+    NotString(String),
+    #[error("`{0}` is not an array")]
+    NotArray(&'static str),
+    #[error("`{0}`: {1}")]
+    Base64(String, String),
+    #[error("`sig` is not base64 of a base64 signature")]
+    DoubleBase64Sig,
+    #[error("the body is {body}, the entry says {entry}")]
+    KindMismatch { body: String, entry: String },
+    #[error(
+        "a {kind} entry cannot describe a message signature (expected hashedrekord 0.0.1 or 0.0.2)"
+    )]
+    WrongKindForMessage { kind: String },
+    #[error("a {kind} entry cannot describe a DSSE envelope (expected dsse 0.0.1/0.0.2 or intoto 0.0.2)")]
+    WrongKindForDsse { kind: String },
+    #[error("the bundle has no message digest to match the entry's")]
+    NoMessageDigest,
+    /// `entry` is empty or starts with a space (the v0.0.1 body names its digest).
+    #[error("the entry's artifact digest{entry} differs from the bundle's {bundle}")]
+    ArtifactDigest { entry: String, bundle: String },
+    #[error("the entry's signature differs from the bundle's")]
+    SignatureDiffersFromBundle,
+    #[error("the entry's signature differs from the envelope's")]
+    SignatureDiffersFromEnvelope,
+    #[error("the entry's payload hash differs from the envelope's payload")]
+    PayloadHash,
+    #[error("the entry has {0} signatures, the envelope 1")]
+    SignatureCount(usize),
+    #[error("the entry names another certificate")]
+    OtherCertificate,
+    #[error("the entry names another public key")]
+    OtherKey,
 }
 
-fn get<'a>(v: &'a Value, path: &[&str]) -> Result<&'a Value, String> {
+fn pem_der(text: &[u8]) -> Result<Vec<u8>, BodyError> {
+    pem::parse(text)
+        .map(|p| p.contents().to_vec())
+        .map_err(|e| BodyError::NotPem(e.to_string()))
+}
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> Result<&'a Value, BodyError> {
     let mut cur = v;
     for p in path {
         cur = cur
             .get(*p)
-            .ok_or_else(|| format!("no `{}`", path.join(".")))?;
+            .ok_or_else(|| BodyError::Missing(path.join(".")))?;
     }
     Ok(cur)
 }
 
-fn get_str<'a>(v: &'a Value, path: &[&str]) -> Result<&'a str, String> {
+fn get_str<'a>(v: &'a Value, path: &[&str]) -> Result<&'a str, BodyError> {
     get(v, path)?
         .as_str()
-        .ok_or_else(|| format!("`{}` is not a string", path.join(".")))
+        .ok_or_else(|| BodyError::NotString(path.join(".")))
 }
 
-fn b64(v: &Value, path: &[&str]) -> Result<Vec<u8>, String> {
-    stella_dsse::b64::decode(get_str(v, path)?).map_err(|e| format!("`{}`: {e}", path.join(".")))
+fn b64(v: &Value, path: &[&str]) -> Result<Vec<u8>, BodyError> {
+    stella_dsse::b64::decode(get_str(v, path)?)
+        .map_err(|e| BodyError::Base64(path.join("."), e.to_string()))
 }
 
 /// Is the signer's certificate or key the one the body names (PEM)?
-fn same_signer(pem_text: &[u8], signer: &Signer<'_>) -> Result<(), String> {
-    let der = pem_der(pem_text)?;
-    if der != signer.der {
-        return Err(if signer.is_certificate {
-            "the entry names another certificate".into()
-        } else {
-            "the entry names another public key".into()
-        });
-    }
-    Ok(())
+fn same_signer(pem_text: &[u8], signer: &Signer<'_>) -> Result<(), BodyError> {
+    same_der(&pem_der(pem_text)?, signer)
 }
 
 /// A Rekor v2 `Verifier`: `x509Certificate.rawBytes` or `publicKey.rawBytes` (DER).
-fn same_verifier(v: &Value, signer: &Signer<'_>) -> Result<(), String> {
+fn same_verifier(v: &Value, signer: &Signer<'_>) -> Result<(), BodyError> {
     let der = if signer.is_certificate {
         b64(v, &["x509Certificate", "rawBytes"])?
     } else {
         b64(v, &["publicKey", "rawBytes"])?
     };
-    if der != signer.der {
-        return Err(if signer.is_certificate {
-            "the entry names another certificate".into()
-        } else {
-            "the entry names another public key".into()
-        });
-    }
-    Ok(())
+    same_der(&der, signer)
 }
 
-fn check_body(bundle: &Bundle, entry: &TlogEntry, signer: &Signer<'_>) -> Result<(), String> {
-    let body: Value =
-        serde_json::from_slice(&entry.canonicalized_body).map_err(|e| format!("not JSON: {e}"))?;
+/// The DER the entry names is the signer's certificate or key.
+fn same_der(der: &[u8], signer: &Signer<'_>) -> Result<(), BodyError> {
+    match (der == signer.der, signer.is_certificate) {
+        (true, _) => Ok(()),
+        (false, true) => Err(BodyError::OtherCertificate),
+        (false, false) => Err(BodyError::OtherKey),
+    }
+}
+
+fn check_body(bundle: &Bundle, entry: &TlogEntry, signer: &Signer<'_>) -> Result<(), BodyError> {
+    let body: Value = serde_json::from_slice(&entry.canonicalized_body)
+        .map_err(|e| BodyError::NotJson(e.to_string()))?;
     let kind = get_str(&body, &["kind"])?;
     let version = get_str(&body, &["apiVersion"])?;
     if kind != entry.kind || version != entry.kind_version {
-        return Err(format!(
-            "the body is {kind} {version}, the entry says {} {}",
-            entry.kind, entry.kind_version
-        ));
+        return Err(BodyError::KindMismatch {
+            body: format!("{kind} {version}"),
+            entry: format!("{} {}", entry.kind, entry.kind_version),
+        });
     }
     match (kind, version, &bundle.content) {
         ("hashedrekord", "0.0.1", Content::MessageSignature { digest, signature }) => {
             let alg = get_str(&body, &["spec", "data", "hash", "algorithm"])?;
             let value = get_str(&body, &["spec", "data", "hash", "value"])?;
-            let (dalg, d) = digest
-                .as_ref()
-                .ok_or("the bundle has no message digest to match the entry's")?;
+            let (dalg, d) = digest.as_ref().ok_or(BodyError::NoMessageDigest)?;
             if alg != dalg.name() || value != hex(d) {
-                return Err(format!(
-                    "the entry's artifact digest {alg}:{value} differs from the bundle's {}:{}",
-                    dalg.name(),
-                    hex(d)
-                ));
+                return Err(BodyError::ArtifactDigest {
+                    entry: format!(" {alg}:{value}"),
+                    bundle: format!("{}:{}", dalg.name(), hex(d)),
+                });
             }
             if b64(&body, &["spec", "signature", "content"])? != *signature {
-                return Err("the entry's signature differs from the bundle's".into());
+                return Err(BodyError::SignatureDiffersFromBundle);
             }
             same_signer(
                 &b64(&body, &["spec", "signature", "publicKey", "content"])?,
@@ -412,19 +451,16 @@ fn check_body(bundle: &Bundle, entry: &TlogEntry, signer: &Signer<'_>) -> Result
             let alg = get_str(&body, &["spec", "payloadHash", "algorithm"])?;
             let value = get_str(&body, &["spec", "payloadHash", "value"])?;
             if alg != "sha256" || value != hex(&HashAlgorithm::Sha256.digest(&env.payload)) {
-                return Err("the entry's payload hash differs from the envelope's payload".into());
+                return Err(BodyError::PayloadHash);
             }
             let sigs = get(&body, &["spec", "signatures"])?
                 .as_array()
-                .ok_or("`spec.signatures` is not an array")?;
+                .ok_or(BodyError::NotArray("spec.signatures"))?;
             let [s] = sigs.as_slice() else {
-                return Err(format!(
-                    "the entry has {} signatures, the envelope 1",
-                    sigs.len()
-                ));
+                return Err(BodyError::SignatureCount(sigs.len()));
             };
             if b64(s, &["signature"])? != env.signature.sig {
-                return Err("the entry's signature differs from the envelope's".into());
+                return Err(BodyError::SignatureDiffersFromEnvelope);
             }
             same_signer(&b64(s, &["verifier"])?, signer)
         }
@@ -432,43 +468,37 @@ fn check_body(bundle: &Bundle, entry: &TlogEntry, signer: &Signer<'_>) -> Result
             let alg = get_str(&body, &["spec", "content", "payloadHash", "algorithm"])?;
             let value = get_str(&body, &["spec", "content", "payloadHash", "value"])?;
             if alg != "sha256" || value != hex(&HashAlgorithm::Sha256.digest(&env.payload)) {
-                return Err("the entry's payload hash differs from the envelope's payload".into());
+                return Err(BodyError::PayloadHash);
             }
             let sigs = get(&body, &["spec", "content", "envelope", "signatures"])?
                 .as_array()
-                .ok_or("`signatures` is not an array")?;
+                .ok_or(BodyError::NotArray("signatures"))?;
             let [s] = sigs.as_slice() else {
-                return Err(format!(
-                    "the entry has {} signatures, the envelope 1",
-                    sigs.len()
-                ));
+                return Err(BodyError::SignatureCount(sigs.len()));
             };
             // intoto 0.0.2 stores the signature base64-encoded twice, and the key as PEM.
             let sig_text = b64(s, &["sig"])?;
             let sig = std::str::from_utf8(&sig_text)
                 .ok()
                 .and_then(|t| stella_dsse::b64::decode(t).ok())
-                .ok_or("`sig` is not base64 of a base64 signature")?;
+                .ok_or(BodyError::DoubleBase64Sig)?;
             if sig != env.signature.sig {
-                return Err("the entry's signature differs from the envelope's".into());
+                return Err(BodyError::SignatureDiffersFromEnvelope);
             }
             same_signer(&b64(s, &["publicKey"])?, signer)
         }
         ("hashedrekord", "0.0.2", Content::MessageSignature { digest, signature }) => {
             let spec = get(&body, &["spec", "hashedRekordV002"])?;
-            let (dalg, d) = digest
-                .as_ref()
-                .ok_or("the bundle has no message digest to match the entry's")?;
+            let (dalg, d) = digest.as_ref().ok_or(BodyError::NoMessageDigest)?;
             let alg = get_str(spec, &["data", "algorithm"])?;
             if HashAlgorithm::parse(alg) != Some(*dalg) || b64(spec, &["data", "digest"])? != *d {
-                return Err(format!(
-                    "the entry's artifact digest differs from the bundle's {}:{}",
-                    dalg.name(),
-                    hex(d)
-                ));
+                return Err(BodyError::ArtifactDigest {
+                    entry: String::new(),
+                    bundle: format!("{}:{}", dalg.name(), hex(d)),
+                });
             }
             if b64(spec, &["signature", "content"])? != *signature {
-                return Err("the entry's signature differs from the bundle's".into());
+                return Err(BodyError::SignatureDiffersFromBundle);
             }
             same_verifier(get(spec, &["signature", "verifier"])?, signer)
         }
@@ -476,27 +506,28 @@ fn check_body(bundle: &Bundle, entry: &TlogEntry, signer: &Signer<'_>) -> Result
             let spec = get(&body, &["spec", "dsseV002"])?;
             let alg = get_str(spec, &["payloadHash", "algorithm"])?;
             if alg != "SHA2_256"
-                || b64(spec, &["payloadHash", "digest"])? != HashAlgorithm::Sha256.digest(&env.payload)
+                || b64(spec, &["payloadHash", "digest"])?
+                    != HashAlgorithm::Sha256.digest(&env.payload)
             {
-                return Err("the entry's payload hash differs from the envelope's payload".into());
+                return Err(BodyError::PayloadHash);
             }
             let sigs = get(spec, &["signatures"])?
                 .as_array()
-                .ok_or("`signatures` is not an array")?;
+                .ok_or(BodyError::NotArray("signatures"))?;
             let [s] = sigs.as_slice() else {
-                return Err(format!("the entry has {} signatures, the envelope 1", sigs.len()));
+                return Err(BodyError::SignatureCount(sigs.len()));
             };
             if b64(s, &["content"])? != env.signature.sig {
-                return Err("the entry's signature differs from the envelope's".into());
+                return Err(BodyError::SignatureDiffersFromEnvelope);
             }
             same_verifier(get(s, &["verifier"])?, signer)
         }
-        (k, v, Content::MessageSignature { .. }) => Err(format!(
-            "a {k} {v} entry cannot describe a message signature (expected hashedrekord 0.0.1 or 0.0.2)"
-        )),
-        (k, v, Content::Dsse(_)) => Err(format!(
-            "a {k} {v} entry cannot describe a DSSE envelope (expected dsse 0.0.1/0.0.2 or intoto 0.0.2)"
-        )),
+        (k, v, Content::MessageSignature { .. }) => Err(BodyError::WrongKindForMessage {
+            kind: format!("{k} {v}"),
+        }),
+        (k, v, Content::Dsse(_)) => Err(BodyError::WrongKindForDsse {
+            kind: format!("{k} {v}"),
+        }),
     }
 }
 
