@@ -124,13 +124,22 @@ fn show(a: &ShowArgs, dev: DevKeys) -> Result<()> {
     Ok(())
 }
 
+/// Why an in-toto payload cannot be shown as a statement.
+#[derive(Debug, thiserror::Error)]
+enum PayloadError {
+    #[error("the in-toto payload is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("the in-toto payload is not a JSON object")]
+    NotObject,
+}
+
 /// The statement (or raw payload) inside an envelope.
 fn describe_payload(
     payload_type: &str,
     payload: &[u8],
     report: &mut Map<String, Value>,
     warnings: &mut Vec<String>,
-) -> Result<(), String> {
+) -> std::result::Result<(), PayloadError> {
     report.insert("payloadType".into(), json!(payload_type));
     report.insert(
         "payloadSha256".into(),
@@ -146,10 +155,9 @@ fn describe_payload(
         report.insert("statement".into(), Value::Null);
         return Ok(());
     }
-    let v: Value = serde_json::from_slice(payload)
-        .map_err(|e| format!("the in-toto payload is not JSON: {e}"))?;
+    let v: Value = serde_json::from_slice(payload).map_err(PayloadError::NotJson)?;
     let Some(o) = v.as_object() else {
-        return Err("the in-toto payload is not a JSON object".into());
+        return Err(PayloadError::NotObject);
     };
     // Shown leniently (a forensic view reads Statement v0.1 and odd statements too); what
     // deviates from in-toto Statement v1 is listed as a warning.
