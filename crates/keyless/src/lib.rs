@@ -8,9 +8,9 @@
 //!
 //! | role | trait | HTTP | in process (dev only) |
 //! |---|---|---|---|
-//! | certificates | [`CertificateIssuer`] | `fulcio::FulcioClient` | [`dev::DevCa`] |
-//! | timestamps | [`Timestamper`] | `tsa::HttpTsa` | [`dev::DevTsa`] |
-//! | transparency log | [`TransparencyLog`] | `rekor::RekorClient` | – |
+//! | certificates | [`CertificateIssuer`] | [`fulcio::FulcioClient`] | [`dev::DevCa`] |
+//! | timestamps | [`Timestamper`] | [`tsa::HttpTsa`] | [`dev::DevTsa`] |
+//! | transparency log | [`TransparencyLog`] | [`rekor::RekorClient`] | – |
 //!
 //! [`KeylessSigner`] composes them: token → ephemeral key → checked certificate → DSSE (or
 //! message) signature → timestamp over the signature → optional log entry → bundle, which is
@@ -33,14 +33,19 @@ pub mod dev;
 pub mod ephemeral;
 mod error;
 pub mod flow;
+pub mod fulcio;
+pub mod http;
 pub mod issuer;
+pub mod rekor;
 pub mod timestamp;
 pub mod tlog;
 pub mod token;
+pub mod tsa;
 
 pub use ephemeral::EphemeralSigner;
 pub use error::{KeylessError, Service, UpstreamError};
 pub use flow::{KeylessOutput, KeylessSigner, Reuse, SigningIdentity};
+pub use http::HttpOptions;
 pub use issuer::{CertificateIssuer, CertificateRequest, IssuedCertificate};
 pub use timestamp::Timestamper;
 pub use tlog::{LogEntry, TlogPolicy, TransparencyLog};
