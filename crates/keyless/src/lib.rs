@@ -37,6 +37,8 @@ pub mod fulcio;
 pub mod http;
 pub mod issuer;
 pub mod rekor;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod timestamp;
 pub mod tlog;
 pub mod token;

@@ -5,4 +5,3 @@
 
 mod dev;
 mod mock;
-mod support;
