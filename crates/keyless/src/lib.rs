@@ -51,7 +51,7 @@ pub use http::HttpOptions;
 pub use issuer::{CertificateIssuer, CertificateRequest, IssuedCertificate};
 pub use timestamp::Timestamper;
 pub use tlog::{LogEntry, TlogPolicy, TransparencyLog};
-pub use token::{IdentityToken, IdentityTokenSource, StaticToken};
+pub use token::{ClientCredentials, IdentityToken, IdentityTokenSource, StaticToken};
 
 /// A boxed `Send` future: what the service traits return, so they can be used as
 /// `Arc<dyn Trait>`.
