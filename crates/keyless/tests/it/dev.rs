@@ -92,3 +92,159 @@ async fn per_signature_reuse_gets_a_new_certificate_each_time() {
     assert_ne!(a.identity.certificate_serial, b.identity.certificate_serial);
     assert_ne!(a.identity.key_id, b.identity.key_id);
 }
+
+mod checks {
+    use super::*;
+    use stella_keyless::dev::TrustedRootBuilder;
+    use stella_keyless::issuer::{check_chain, CertificateRequest};
+    use stella_keyless::{
+        CertificateIssuer, EphemeralSigner, IdentityToken, Service, UpstreamError,
+    };
+    use stella_keys::Signer;
+    use time::Duration;
+
+    fn tok(sub: &str, iss: &str, exp_in: i64) -> IdentityToken {
+        IdentityToken::parse(&unsigned_jwt(&json!({
+            "iss": iss, "sub": sub,
+            "exp": OffsetDateTime::now_utc().unix_timestamp() + exp_in
+        })))
+        .unwrap()
+    }
+
+    fn untrusted(r: Result<stella_keyless::IssuedCertificate, UpstreamError>) -> String {
+        match r {
+            Err(UpstreamError::Untrusted {
+                service: Service::Fulcio,
+                reason,
+            }) => reason,
+            other => panic!("expected Untrusted, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_check_of_an_issued_certificate_refuses_what_it_must() {
+        let now = OffsetDateTime::now_utc();
+        let dev = DevServices::generate(now).unwrap();
+        let root = dev.trusted_root().unwrap();
+        let key = EphemeralSigner::generate().unwrap();
+        let spki = key.public_key().spki_der().to_vec();
+        let token = tok(SUB, ISS, 600);
+        let pop = key.sign(SUB.as_bytes()).unwrap();
+        let req = CertificateRequest {
+            public_key: key.public_key(),
+            token: &token,
+            proof_of_possession: &pop,
+        };
+        let inter = dev.ca.intermediate().der().to_vec();
+        let check = |leaf: &stella_x509::Cert, root: &TrustedRoot| {
+            check_chain(
+                Service::Fulcio,
+                &[leaf.der().to_vec(), inter.clone()],
+                &req,
+                root,
+                now,
+            )
+        };
+        let nb = now - Duration::seconds(5);
+        // Good.
+        let good = dev
+            .ca
+            .issue_leaf(&spki, SUB, ISS, nb, nb + Duration::minutes(10))
+            .unwrap();
+        let ok = check(&good, &root).unwrap();
+        assert_eq!(ok.san(), SUB);
+        assert_eq!(ok.oidc_issuer(), ISS);
+        assert_eq!(ok.chain().len(), 3);
+        // Expired.
+        let old = now - Duration::hours(1);
+        let expired = dev
+            .ca
+            .issue_leaf(&spki, SUB, ISS, old, old + Duration::minutes(10))
+            .unwrap();
+        assert!(untrusted(check(&expired, &root)).contains("valid"));
+        // Another key.
+        let other = EphemeralSigner::generate().unwrap();
+        let c = dev
+            .ca
+            .issue_leaf(
+                other.public_key().spki_der(),
+                SUB,
+                ISS,
+                nb,
+                nb + Duration::minutes(10),
+            )
+            .unwrap();
+        assert!(untrusted(check(&c, &root)).contains("another public key"));
+        // Another SAN, another issuer.
+        let c = dev
+            .ca
+            .issue_leaf(
+                &spki,
+                "https://evil.test",
+                ISS,
+                nb,
+                nb + Duration::minutes(10),
+            )
+            .unwrap();
+        assert!(untrusted(check(&c, &root)).contains("SAN"));
+        let c = dev
+            .ca
+            .issue_leaf(
+                &spki,
+                SUB,
+                "https://evil.test",
+                nb,
+                nb + Duration::minutes(10),
+            )
+            .unwrap();
+        assert!(untrusted(check(&c, &root)).contains("OIDC issuer"));
+        // Another CA: not in the trusted root.
+        let dev2 = DevServices::generate(now).unwrap();
+        let c = dev2
+            .ca
+            .issue_leaf(&spki, SUB, ISS, nb, nb + Duration::minutes(10))
+            .unwrap();
+        assert!(untrusted(check(&c, &root)).contains("did not issue"));
+        // Our CA, but the root lists another CT log: the SCT is by an unknown log.
+        let mut b = TrustedRootBuilder::new();
+        dev.ca.add_to(&mut b);
+        let mut v = b.to_value();
+        let mut b2 = TrustedRootBuilder::new();
+        dev2.ca.add_to(&mut b2);
+        v["ctlogs"] = b2.to_value()["ctlogs"].clone();
+        let foreign_ct = TrustedRoot::from_json(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert!(untrusted(check(&good, &foreign_ct)).contains("SCT"));
+    }
+
+    #[tokio::test]
+    async fn the_dev_ca_checks_expiry_and_proof_of_possession() {
+        let dev = DevServices::generate(OffsetDateTime::now_utc()).unwrap();
+        let key = EphemeralSigner::generate().unwrap();
+        let ask = |token: IdentityToken, pop: Vec<u8>| {
+            let ca = dev.ca.clone();
+            let pk = key.public_key().clone();
+            async move {
+                ca.issue(CertificateRequest {
+                    public_key: &pk,
+                    token: &token,
+                    proof_of_possession: &pop,
+                })
+                .await
+            }
+        };
+        let good_pop = key.sign(SUB.as_bytes()).unwrap();
+        assert!(ask(tok(SUB, ISS, 600), good_pop.clone()).await.is_ok());
+        let e = ask(tok(SUB, ISS, -10), good_pop.clone()).await.unwrap_err();
+        assert!(
+            matches!(e, UpstreamError::Rejected { status: 401, .. }),
+            "{e}"
+        );
+        let e = ask(tok(SUB, ISS, 600), key.sign(b"other").unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, UpstreamError::Rejected { status: 400, .. }),
+            "{e}"
+        );
+    }
+}
