@@ -248,3 +248,86 @@ mod checks {
         );
     }
 }
+
+mod reuse {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use stella_keyless::dev::DevCa;
+    use stella_keyless::{
+        BoxFuture, CertificateIssuer, CertificateRequest, IssuedCertificate, UpstreamError,
+    };
+
+    struct Counting {
+        ca: Arc<DevCa>,
+        n: AtomicUsize,
+    }
+
+    impl CertificateIssuer for Counting {
+        fn issue<'a>(
+            &'a self,
+            req: CertificateRequest<'a>,
+        ) -> BoxFuture<'a, Result<IssuedCertificate, UpstreamError>> {
+            self.n.fetch_add(1, Ordering::SeqCst);
+            self.ca.issue(req)
+        }
+        fn describe(&self) -> String {
+            "counting dev CA".into()
+        }
+    }
+
+    fn counted(reuse: Reuse) -> (Arc<KeylessSigner>, Arc<Counting>) {
+        let dev = DevServices::generate(OffsetDateTime::now_utc()).unwrap();
+        let counting = Arc::new(Counting {
+            ca: dev.ca.clone(),
+            n: AtomicUsize::new(0),
+        });
+        let s = KeylessSigner::new(
+            Arc::new(token(600)),
+            counting.clone(),
+            dev.tsa.clone(),
+            Arc::new(dev.trusted_root().unwrap()),
+        )
+        .with_reuse(reuse);
+        (Arc::new(s), counting)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_signings_share_one_certificate_fetch() {
+        let (s, counting) = counted(Reuse::default());
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move { s.sign_blob(format!("blob {i}").as_bytes()).await })
+            })
+            .collect();
+        let mut serials = std::collections::BTreeSet::new();
+        for t in tasks {
+            serials.insert(t.await.unwrap().unwrap().identity.certificate_serial);
+        }
+        assert_eq!(counting.n.load(Ordering::SeqCst), 1);
+        assert_eq!(serials.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_margin_as_long_as_the_validity_never_reuses() {
+        // Never past notAfter minus the margin: with a 600 s margin on a 600 s certificate,
+        // no certificate is ever young enough to sign twice.
+        let (s, counting) = counted(Reuse::WithinValidity {
+            margin: std::time::Duration::from_secs(600),
+        });
+        for _ in 0..3 {
+            assert!(s.sign_blob(b"x").await.unwrap().new_certificate);
+        }
+        assert_eq!(counting.n.load(Ordering::SeqCst), 3);
+        // A 60 s margin reuses; rotate() forces a new one.
+        let (s, counting) = counted(Reuse::WithinValidity {
+            margin: std::time::Duration::from_secs(60),
+        });
+        assert!(s.sign_blob(b"x").await.unwrap().new_certificate);
+        assert!(!s.sign_blob(b"x").await.unwrap().new_certificate);
+        s.rotate().await;
+        assert!(s.sign_blob(b"x").await.unwrap().new_certificate);
+        assert_eq!(counting.n.load(Ordering::SeqCst), 2);
+    }
+}
