@@ -14,22 +14,19 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use serde_json::json;
-use stella_keyless::dev::DevServices;
+use stella_keyless::dev::{DevIdentity, DevServices};
 use stella_keyless::fulcio::FulcioClient;
 use stella_keyless::rekor::RekorClient;
 use stella_keyless::tsa::HttpTsa;
-use stella_keyless::{HttpOptions, KeylessOutput, KeylessSigner, StaticToken, TlogPolicy};
+use stella_keyless::{
+    HttpOptions, IdentityTokenSource, KeylessOutput, KeylessSigner, StaticToken, TlogPolicy,
+};
 use stella_sigstore::TrustedRoot;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::exit::{fail, USAGE};
 use crate::io;
-
-/// Identity of dev-CA signatures made without `--identity-token`.
-pub(crate) const DEV_IDENTITY: &str = "dev@stella.invalid";
-pub(crate) const DEV_OIDC_ISSUER: &str = "https://oidc.dev.stella.invalid";
 
 #[derive(Args, Clone, Debug)]
 pub(crate) struct KeylessArgs {
@@ -98,21 +95,12 @@ fn token_text(args: &KeylessArgs) -> Result<Option<Zeroizing<String>>> {
     Ok(Some(Zeroizing::new(text.trim().to_string())))
 }
 
-fn dev_token() -> String {
-    stella_keyless::token::unsigned_jwt(&json!({
-        "iss": DEV_OIDC_ISSUER,
-        "sub": DEV_IDENTITY,
-        "email": DEV_IDENTITY,
-        "email_verified": true,
-        "aud": "sigstore",
-        "exp": OffsetDateTime::now_utc().unix_timestamp() + 600,
-    }))
-}
-
 fn build(args: &KeylessArgs) -> Result<KeylessSigner> {
-    let token = match (token_text(args)?, &args.dev_ca) {
-        (Some(t), _) => t,
-        (None, Some(_)) => Zeroizing::new(dev_token()),
+    let token: Arc<dyn IdentityTokenSource> = match (token_text(args)?, &args.dev_ca) {
+        (Some(t), _) => Arc::new(
+            StaticToken::parse(&t).map_err(|e| fail(USAGE, format!("--identity-token: {e}")))?,
+        ),
+        (None, Some(_)) => Arc::new(DevIdentity::default()),
         (None, None) => {
             return Err(fail(
                 USAGE,
@@ -120,9 +108,6 @@ fn build(args: &KeylessArgs) -> Result<KeylessSigner> {
             ))
         }
     };
-    let token = Arc::new(
-        StaticToken::parse(&token).map_err(|e| fail(USAGE, format!("--identity-token: {e}")))?,
-    );
     if let Some(dir) = &args.dev_ca {
         eprintln!(
             "WARNING: --dev-ca: signing with the DEVELOPMENT CA and TSA in {} (no real identity, never trust in production)",

@@ -134,7 +134,12 @@ impl MockSigstore {
 
             root,
             dir,
-            http: reqwest::Client::new(),
+            // No pooled connections: Node closes idle ones after its keep-alive timeout, and a
+            // request racing that close fails with IncompleteMessage.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("mock harness"),
         }
     }
 
