@@ -45,6 +45,9 @@ impl IssuedCertificate {
     pub fn leaf(&self) -> &Cert {
         &self.leaf.cert
     }
+    pub(crate) fn fulcio(&self) -> &FulcioCert {
+        &self.leaf
+    }
     pub fn leaf_der(&self) -> &[u8] {
         self.leaf.cert.der()
     }
