@@ -9,7 +9,9 @@
 //! 3. **Timestamp** over the signature bytes ([`Timestamper`]); required on every signature.
 //! 4. **Log entry** (optional, [`TlogPolicy`]): `dsse` or `hashedrekord` to Rekor.
 //! 5. **Bundle v0.3**, verified with `stella-sigstore` against the trusted root and the
-//!    certificate's own identity before it is returned.
+//!    certificate's own identity before it is returned: in full for a certificate's first
+//!    bundle and for bundles with a log entry; for later bundles of a reused certificate, the
+//!    parts that changed (the timestamp, and the certificate's validity at its time).
 //!
 //! **Reuse decision** (see docs/keyless.md): a key + certificate may sign several requests
 //! while `now + margin < notAfter` (default margin 120 s of Fulcio's 600 s: the timestamp

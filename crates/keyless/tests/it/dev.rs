@@ -381,3 +381,23 @@ mod self_check {
         );
     }
 }
+
+/// The service holds a `KeylessSigner` in its shared state and awaits it in axum handlers:
+/// the signer must be `Send + Sync` and its futures `Send`.
+#[test]
+fn signer_and_its_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<KeylessSigner>();
+    let dev = DevServices::generate(OffsetDateTime::now_utc()).unwrap();
+    let s = dev.signer(Arc::new(token(600))).unwrap();
+    let st = stella_dsse::Statement::new(
+        vec![stella_dsse::Subject::sha256("a", "ab".repeat(32)).unwrap()],
+        "https://slsa.dev/provenance/v1",
+        json!({}),
+    )
+    .unwrap();
+    send(&s.sign_blob(b"x"));
+    send(&s.attest(&st));
+    send(&s.sign_dsse("text/plain", b"x".to_vec()));
+}
