@@ -14,6 +14,8 @@
 //           otherwise). Done here. `hashedrekord`: structure checked (digest, signature,
 //           certificate); the signature over the prehashed digest is NOT verified (Node has
 //           no prehashed ECDSA verify) — the client's own bundle verification covers it.
+//           A duplicate entry is answered 409 with the existing entry's Location, which
+//           GET /api/v1/log/entries/{uuid} serves (the mock has neither).
 //   TSA     the mock takes only Sigstore's JSON request form, stamps genTime with
 //           milliseconds (which @sigstore/core cannot parse), a fixed serial, and a JS-number
 //           nonce. Here it also takes DER `application/timestamp-query` requests (what
@@ -113,6 +115,9 @@ function positive(buf) {
 }
 
 const fulcio = fulcioHandler(ca);
+// Logged entries: canonical-body hash -> {uuid, response}; uuid -> response.
+const logged = new Map();
+const byUuid = new Map();
 const rekor = rekorHandler(tlog);
 
 // ------------------------------------------------------------------------ gap closing ----
@@ -327,8 +332,29 @@ server.on('request', async (req, res) => {
     if (req.method === 'POST' && path === '/api/v1/log/entries') {
       if (!(await gate(res, 'rekor'))) return;
       const canonical = canonicalRekor(body.toString('utf8'));
+      // Real Rekor refuses a duplicate with 409 and the existing entry's Location.
+      const key = sha256hex(Buffer.from(canonicalize(canonical)));
+      const seen = logged.get(key);
+      if (seen) {
+        res.writeHead(409, {
+          'content-type': 'application/json',
+          location: `/api/v1/log/entries/${seen.uuid}`,
+        });
+        return res.end(JSON.stringify({ code: 409, message: `An equivalent entry already exists in the transparency log with UUID ${seen.uuid}` }));
+      }
       const r = await rekor.fn(JSON.stringify(canonical));
+      if (r.statusCode === 201) {
+        const uuid = Object.keys(JSON.parse(r.response))[0];
+        logged.set(key, { uuid, response: r.response });
+        byUuid.set(uuid, r.response);
+      }
       return send(res, r.statusCode, r.response, r.contentType || 'text/plain');
+    }
+    if (req.method === 'GET' && path.startsWith('/api/v1/log/entries/')) {
+      if (!(await gate(res, 'rekor'))) return;
+      const entry = byUuid.get(path.slice('/api/v1/log/entries/'.length));
+      if (!entry) return send(res, 404, JSON.stringify({ code: 404, message: 'entry not found' }));
+      return send(res, 200, entry);
     }
     if (req.method === 'POST' && path === '/api/v1/timestamp') {
       if (!(await gate(res, 'tsa'))) return;

@@ -409,3 +409,27 @@ async fn unreachable_services_are_upstream_unavailable() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_duplicate_rekor_upload_follows_the_409_to_the_existing_entry() {
+    let m = MockSigstore::start();
+    let s = m.signer(SUB, Some(TlogPolicy::Required)).await;
+    let out = s.attest(&statement(b"dup")).await.unwrap();
+    let first = out.tlog_entry.clone().unwrap();
+    let leaf = pem::parse(&out.certificate_chain[0])
+        .unwrap()
+        .into_contents();
+    let log = stella_keyless::rekor::RekorClient::new(&m.url, fast()).unwrap();
+    let again = stella_keyless::TransparencyLog::upload(
+        &log,
+        stella_keyless::tlog::Proposal::Dsse {
+            envelope: out.envelope.as_ref().unwrap(),
+            certificate_der: &leaf,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, first, "the existing entry, as first logged");
+    // POST (201), POST (409), GET (200).
+    assert_eq!(m.stats().await["rekor"], 3);
+}
