@@ -433,3 +433,30 @@ async fn a_duplicate_rekor_upload_follows_the_409_to_the_existing_entry() {
     // POST (201), POST (409), GET (200).
     assert_eq!(m.stats().await["rekor"], 3);
 }
+
+#[tokio::test]
+async fn a_hashedrekord_whose_signature_does_not_match_the_digest_is_refused_by_the_log() {
+    let m = MockSigstore::start();
+    let s = m.signer(SUB, Some(TlogPolicy::Required)).await;
+    let out = s.sign_blob(b"artifact").await.unwrap();
+    let leaf = pem::parse(&out.certificate_chain[0])
+        .unwrap()
+        .into_contents();
+    let (sig, _) = signature_and_timestamp(&out.bundle);
+    let log = stella_keyless::rekor::RekorClient::new(&m.url, fast()).unwrap();
+    let other = stella_keys::sha256(b"another artifact");
+    let e = stella_keyless::TransparencyLog::upload(
+        &log,
+        stella_keyless::tlog::Proposal::HashedRekord {
+            sha256: &other,
+            signature: &sig,
+            certificate_der: &leaf,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, UpstreamError::Rejected { status: 400, message, .. } if message.contains("does not verify")),
+        "{e}"
+    );
+}
