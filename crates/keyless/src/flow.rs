@@ -215,6 +215,15 @@ impl KeylessSigner {
                 proof_of_possession: &pop,
             })
             .await?;
+        // A CA clock slightly ahead of ours (accepted up to `issuer::MAX_CLOCK_SKEW`): wait
+        // until the certificate is valid, or the timestamp would predate it.
+        let wait = cert.not_before() - OffsetDateTime::now_utc();
+        if wait.is_positive() {
+            let d = std::time::Duration::try_from(wait + time::Duration::seconds(1))
+                .unwrap_or_default()
+                .min(crate::issuer::MAX_CLOCK_SKEW + Duration::from_secs(1));
+            tokio::time::sleep(d).await;
+        }
         Ok(Certified {
             key,
             cert,

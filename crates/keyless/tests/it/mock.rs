@@ -460,3 +460,32 @@ async fn a_hashedrekord_whose_signature_does_not_match_the_digest_is_refused_by_
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_ca_clock_a_little_ahead_is_waited_out_and_far_ahead_is_refused() {
+    let m = MockSigstore::start();
+    m.control(json!({"fulcioClockOffset": 3})).await;
+    let s = m.signer(SUB, None).await;
+    let out = s.sign_blob(b"x").await.unwrap();
+    assert!(out.timestamp_time >= out.identity.not_before);
+    let b = Bundle::from_json(&out.bundle_json()).unwrap();
+    stella_sigstore::verify(
+        &b,
+        Artifact::Bytes(b"x"),
+        &policy(&m),
+        &m.root,
+        &Options {
+            tlog_threshold: 0,
+            time_threshold: 1,
+        },
+    )
+    .unwrap();
+
+    m.control(json!({"fulcioClockOffset": 120})).await;
+    let s = m.signer(SUB, None).await;
+    let e = s.sign_blob(b"x").await.unwrap_err();
+    assert!(
+        matches!(&e, KeylessError::Upstream(UpstreamError::Untrusted { service: Service::Fulcio, reason }) if reason.contains("valid")),
+        "{e}"
+    );
+}
