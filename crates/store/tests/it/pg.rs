@@ -104,6 +104,47 @@ async fn postgres_audit_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_audit_query_suite() {
+    let db = TestDb::new().await;
+    let log = PgAudit::connect(db.opts()).await.unwrap();
+    suites::audit_query(&log).await;
+    // Every filter can be answered from its index (sequential scans priced out; whether the
+    // planner prefers it over the primary key depends on selectivity and table size).
+    let (c, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute("SET enable_seqscan = off").await.unwrap();
+    for (filter, index) in [
+        (
+            "((record::jsonb) ->> 'tenant') = 'tenant-a'",
+            "audit_log_tenant",
+        ),
+        (
+            "((record::jsonb) ->> 'outcome') = 'signed'",
+            "audit_log_outcome",
+        ),
+        (
+            "((record::jsonb) -> 'subjectDigests') @> jsonb_build_array('x'::text)",
+            "audit_log_subjects",
+        ),
+    ] {
+        let plan: Vec<String> = c
+            .query(
+                &format!("EXPLAIN SELECT seq FROM audit_log WHERE {filter}"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(plan.join("\n").contains(index), "{filter}: {plan:?}");
+    }
+    log.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_idempotent_and_reconnecting_continues_the_chain() {
     let db = TestDb::new().await;
     for round in 0..3 {
