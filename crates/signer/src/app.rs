@@ -113,6 +113,8 @@ pub struct App {
     pub(crate) pipelines: Pipelines,
     /// Aggregation of unauthenticated failures ([`crate::flood`]).
     pub unauth_failures: crate::flood::UnauthFailures,
+    /// The audit API's cursor key ([`crate::audit_api`]).
+    pub audit_api: crate::audit_api::AuditApi,
 }
 
 /// Counts the pipelines in flight, so shutdown can wait for them before closing the audit
@@ -514,7 +516,23 @@ impl AppBuilder {
             max_sources: cfg.audit.unauthenticated_sources.max(1),
             records_per_window: cfg.audit.unauthenticated_records_per_window,
         });
+        let audit_api = match &cfg.audit.cursor_secret_env {
+            Some(var) => {
+                let v = zeroize::Zeroizing::new(std::env::var(var).map_err(|_| {
+                    StartError::Config(format!("audit.cursor_secret_env: {var} is not set"))
+                })?);
+                if v.len() < MIN_NONCE_SECRET_BYTES {
+                    return Err(StartError::Config(format!(
+                        "audit.cursor_secret_env: {var} holds fewer than {MIN_NONCE_SECRET_BYTES} bytes"
+                    )));
+                }
+                crate::audit_api::AuditApi::new(Some(v.as_bytes()))
+            }
+            None => crate::audit_api::AuditApi::new(None),
+        }
+        .map_err(|e| StartError::Config(e.to_string()))?;
         Ok(App {
+            audit_api,
             config: cfg,
             auth,
             licensing,

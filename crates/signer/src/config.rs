@@ -403,6 +403,9 @@ pub struct AuditConfig {
     pub unauthenticated_sources: usize,
     /// Most unauthenticated failures written in full per window over all sources.
     pub unauthenticated_records_per_window: u32,
+    /// Environment variable holding the audit API's cursor HMAC key (at least 32 bytes;
+    /// replicas must share it). Unset: a random key per process.
+    pub cursor_secret_env: Option<String>,
 }
 
 impl Default for AuditConfig {
@@ -421,6 +424,7 @@ impl Default for AuditConfig {
             unauthenticated_window_seconds: 60,
             unauthenticated_sources: 10_000,
             unauthenticated_records_per_window: 1000,
+            cursor_secret_env: None,
         }
     }
 }

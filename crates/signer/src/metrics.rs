@@ -12,6 +12,9 @@
 //!   record instead of a record of their own ([`crate::flood`]).
 //! - `stella_signer_release_unavailable_total` — release verdicts the registry could not give
 //!   (requests refused with 503).
+//! - `stella_signer_audit_api_requests_total{route,outcome}` — audit API reads (`audit`,
+//!   `audit_head`; `ok`, `denied`, `error`), and `stella_signer_audit_api_records_total` —
+//!   records they returned (reads are counted, not audited: [`crate::audit_api`]).
 //!
 //! Histograms are lock-free atomics; the labelled counters sit in small mutex-guarded maps
 //! (a handful of label sets each), locked for a map lookup and an increment.
@@ -82,6 +85,8 @@ pub struct Metrics {
     audit_failures: AtomicU64,
     release_unavailable: AtomicU64,
     audit_aggregated: AtomicU64,
+    audit_api_requests: Counters<(&'static str, &'static str)>,
+    audit_api_records: AtomicU64,
 }
 
 fn escape(s: &str) -> String {
@@ -128,6 +133,15 @@ impl Metrics {
 
     pub fn audit_aggregated(&self) {
         self.audit_aggregated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn audit_api_request(&self, route: &'static str, outcome: &'static str) {
+        inc(&self.audit_api_requests, (route, outcome), 1);
+    }
+
+    pub fn audit_api_records(&self, n: usize) {
+        self.audit_api_records
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub fn release_unavailable(&self) {
@@ -244,6 +258,28 @@ impl Metrics {
             out,
             "stella_signer_release_unavailable_total {}",
             self.release_unavailable.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP stella_signer_audit_api_requests_total Audit API reads by route and outcome.\n",
+        );
+        out.push_str("# TYPE stella_signer_audit_api_requests_total counter\n");
+        for ((route, outcome), v) in self
+            .audit_api_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "stella_signer_audit_api_requests_total{{route=\"{route}\",outcome=\"{outcome}\"}} {v}"
+            );
+        }
+        out.push_str("# HELP stella_signer_audit_api_records_total Audit records returned by the audit API.\n");
+        out.push_str("# TYPE stella_signer_audit_api_records_total counter\n");
+        let _ = writeln!(
+            out,
+            "stella_signer_audit_api_records_total {}",
+            self.audit_api_records.load(Ordering::Relaxed)
         );
         out
     }
