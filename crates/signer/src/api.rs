@@ -518,7 +518,9 @@ impl Ctx<'_> {
         }
         let limits = &ent.limits;
         if body_len as u64 > limits.max_artifact_bytes {
-            self.app.metrics.quota_hit("artifact_bytes");
+            self.app
+                .metrics
+                .quota_hit_plan("artifact_bytes", &limits.plan);
             return Err(ApiError::new(
                 Code::ArtifactTooLarge,
                 format!(
@@ -547,7 +549,7 @@ impl Ctx<'_> {
         {
             RateDecision::Allowed { remaining } => remaining,
             RateDecision::Throttled { retry_after } => {
-                self.app.metrics.quota_hit("qps");
+                self.app.metrics.quota_hit_plan("qps", &limits.plan);
                 let mut e = ApiError::new(
                     Code::PlanThrottled,
                     format!(
@@ -566,7 +568,7 @@ impl Ctx<'_> {
             .await
             .map_err(store_err)?
         else {
-            self.app.metrics.quota_hit("concurrency");
+            self.app.metrics.quota_hit_plan("concurrency", &limits.plan);
             let mut e = ApiError::new(
                 Code::PlanThrottled,
                 format!(
@@ -577,6 +579,7 @@ impl Ctx<'_> {
             e.retry_after = Some(1);
             return Err(e);
         };
+        self.app.metrics.quota_admitted(&limits.plan);
         Ok(Admitted {
             caller,
             poe: decision,

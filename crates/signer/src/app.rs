@@ -265,6 +265,37 @@ fn generated_nonce_secret(
     Ok(secret)
 }
 
+/// The validity `signing.keyring` states for every configured signing key (a key it does not
+/// list: no expiry, not revoked, and a warning).
+fn key_validity(
+    path: &Path,
+    dev: DevKeys,
+    keys: &TenantKeys,
+) -> Result<Vec<crate::metrics::KeyValidity>, StartError> {
+    let ring = stella_keys::Keyring::load(path, dev)
+        .map_err(|e| StartError::Config(format!("signing.keyring {}: {e}", path.display())))?;
+    let mut out: Vec<crate::metrics::KeyValidity> = Vec::new();
+    for k in keys.all() {
+        let id = k.key_id().to_string();
+        if out.iter().any(|v| v.key_id == id) {
+            continue;
+        }
+        let entry = ring
+            .keys()
+            .iter()
+            .find(|t| t.key.key_id().to_string() == id);
+        if entry.is_none() {
+            tracing::warn!(key_id = %id, keyring = %path.display(), "signing key not in signing.keyring: no expiry or revocation is exported for it");
+        }
+        out.push(crate::metrics::KeyValidity {
+            key_id: id,
+            not_after: entry.and_then(|t| t.not_after).map(|t| t.unix_timestamp()),
+            revoked: entry.is_some_and(|t| t.revoked),
+        });
+    }
+    Ok(out)
+}
+
 /// Seconds from the configuration as `i64` (validated to at most
 /// [`crate::config::MAX_CONFIG_SECONDS`]; saturating for a config that skipped validation).
 fn secs_i64(s: u64) -> i64 {
@@ -531,6 +562,23 @@ impl AppBuilder {
             None => crate::audit_api::AuditApi::new(None),
         }
         .map_err(|e| StartError::Config(e.to_string()))?;
+        let metrics = Metrics::with_plans(
+            cfg.licensing
+                .plans
+                .iter()
+                .cloned()
+                .chain([cfg.licensing.bypass_plan.plan.clone()])
+                .chain(
+                    cfg.signing
+                        .tenants
+                        .values()
+                        .flat_map(|t| t.plans.keys().cloned()),
+                )
+                .chain(dev.is_some().then(|| "dev".to_string())),
+        );
+        if let Some(path) = &cfg.signing.keyring {
+            metrics.set_key_validity(key_validity(path, self.dev_keys, &keys)?);
+        }
         Ok(App {
             audit_api,
             config: cfg,
@@ -540,7 +588,7 @@ impl AppBuilder {
             audit,
             keys,
             release,
-            metrics: Metrics::new(),
+            metrics,
             dev,
             audit_checkpoint_key,
             draining: AtomicBool::new(false),
