@@ -110,12 +110,23 @@ async fn dashboard_queries_name_metrics_the_service_exports() {
             "the dashboard queries {n}, which /metrics does not export:\n{scrape}"
         );
     }
+    // Quota use by plan, key validity and the audit API are on the dashboard.
+    for n in [
+        "stella_signer_quota_admitted_total",
+        "stella_signer_quota_hits_total",
+        "stella_signer_key_expiry_seconds",
+        "stella_signer_key_revoked",
+        "stella_signer_audit_api_requests_total",
+    ] {
+        assert!(names.contains(n), "the dashboard shows {n}");
+    }
     // The series a signed request produces carry samples, not only a declaration.
     for n in [
         "stella_signer_requests_total",
         "stella_signer_key_usage_total",
         "stella_signer_request_duration_seconds_bucket",
         "stella_signer_poe_failures_total",
+        "stella_signer_quota_admitted_total",
     ] {
         assert!(names.contains(n), "the dashboard shows {n}");
         assert!(sampled.contains(n), "no sample of {n} in\n{scrape}");
