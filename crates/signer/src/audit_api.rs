@@ -467,6 +467,9 @@ mod tests {
         let api = AuditApi::new(Some(b"0123456789abcdef0123456789abcdef")).unwrap();
         let c = api.cursor(42, "filters-a");
         assert_eq!(api.open_cursor(&c, "filters-a"), Some(42));
+        // A replica with the same secret accepts it.
+        let replica = AuditApi::new(Some(b"0123456789abcdef0123456789abcdef")).unwrap();
+        assert_eq!(replica.open_cursor(&c, "filters-a"), Some(42));
         // Other filters, another key, an edited seq, a cut tag, garbage.
         assert_eq!(api.open_cursor(&c, "filters-b"), None);
         let other = AuditApi::new(None).unwrap();
