@@ -535,3 +535,80 @@ async fn audit_head_without_checkpoints_is_not_found() {
         .unwrap();
     conforms(&doc, HEAD, &r);
 }
+
+/// A fresh PostgreSQL database, dropped on drop.
+struct PgDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PgDb {
+    fn new() -> PgDb {
+        let admin = std::env::var("STELLA_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("stella_auditapi_{}", stella_signer::trace::random_hex(8));
+        psql(&admin, &format!("CREATE DATABASE {name}"));
+        let url = format!("{}/{name}", &admin[..admin.rfind('/').unwrap()]);
+        PgDb { admin, name, url }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        psql(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// The same API over the PostgreSQL audit log: isolation, filters and pages.
+#[tokio::test]
+async fn audit_api_on_postgres() {
+    let db = PgDb::new();
+    let log = stella_store::PgAudit::connect(stella_store::PgOptions::new(&db.url))
+        .await
+        .unwrap();
+    let s = TestSigner::start_with(Opts {
+        audit: Some(std::sync::Arc::new(log)),
+        ..Opts::default()
+    })
+    .await;
+    let http = authority().pki.http(None);
+    for (client, poe, n) in [("a-dpop", "poe-a", 3), ("b-dpop", "poe-b", 2)] {
+        let key = DpopKey::generate().unwrap();
+        let token = authority()
+            .token(client, "signer.sign", Some(&key), None)
+            .await;
+        for _ in 0..n {
+            let r = send_dpop(&http, &s.url(SIGN), &token, &key, &sign_body(poe)).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    }
+    let a = Reader::new("a-audit", "signer.audit").await;
+    let b = Reader::new("b-audit", "signer.audit").await;
+    let (a_all, pages) = a.all(&s, "limit=2").await;
+    assert_eq!((a_all.len(), pages), (3, 2));
+    assert!(tenants(&a_all).iter().all(|t| *t == "tenant-a"));
+    let (b_all, _) = b.all(&s, "outcome=signed").await;
+    assert_eq!(b_all.len(), 2);
+    assert!(tenants(&b_all).iter().all(|t| *t == "tenant-b"));
+    let subject = format!("sha256:{}", "ab".repeat(32));
+    assert_eq!(b.all(&s, &format!("subject={subject}")).await.0, b_all);
+    let r = b.get(&s, AUDIT, "tenant=tenant-a").await;
+    assert_eq!((r.status, r.code()), (403, "tenant_mismatch"));
+    drop(s);
+}
