@@ -149,11 +149,11 @@ impl Metrics {
     }
 
     /// The bounded `plan` label of `plan`.
-    pub fn plan_label(&self, plan: &str) -> String {
+    pub fn plan_label<'a>(&self, plan: &'a str) -> &'a str {
         if self.plans.contains(plan) {
-            plan.to_string()
+            plan
         } else {
-            "other".to_string()
+            "other"
         }
     }
 
@@ -164,12 +164,27 @@ impl Metrics {
 
     /// A quota refusal under `plan`.
     pub fn quota_hit_plan(&self, kind: &'static str, plan: &str) {
-        inc(&self.quota_hits, (kind, self.plan_label(plan)), 1);
+        inc(
+            &self.quota_hits,
+            (kind, self.plan_label(plan).to_string()),
+            1,
+        );
     }
 
-    /// A request admitted under `plan`'s quotas.
+    /// A request admitted under `plan`'s quotas (on every admitted request: no allocation
+    /// once the plan's counter exists).
     pub fn quota_admitted(&self, plan: &str) {
-        inc(&self.quota_admitted, self.plan_label(plan), 1);
+        let label = self.plan_label(plan);
+        let mut g = self
+            .quota_admitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match g.get_mut(label) {
+            Some(v) => *v += 1,
+            None => {
+                g.insert(label.to_string(), 1);
+            }
+        }
     }
 
     /// The signing keys' validity (from `signing.keyring`), exported as gauges.
