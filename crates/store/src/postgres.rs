@@ -61,10 +61,12 @@ INSERT INTO audit_head (id, seq, hash)
 -- 2: the audit API's filters (AuditLog::query): tenant and outcome by (field, seq), subject
 -- digests by a GIN index on the record's subjectDigests array. Expression indexes on the
 -- record itself: nothing is stored twice, and nothing outside the chained record decides
--- what a filter matches.
-CREATE INDEX audit_log_tenant ON audit_log (((record::jsonb) ->> 'tenant'), seq);
-CREATE INDEX audit_log_outcome ON audit_log (((record::jsonb) ->> 'outcome'), seq);
-CREATE INDEX audit_log_subjects ON audit_log USING GIN (((record::jsonb) -> 'subjectDigests') jsonb_path_ops);
+-- what a filter matches. IF NOT EXISTS: on a large log, build them beforehand with
+-- CREATE INDEX CONCURRENTLY (same names; docs/operations.md) so the migration does not hold
+-- writes while it builds them.
+CREATE INDEX IF NOT EXISTS audit_log_tenant ON audit_log (((record::jsonb) ->> 'tenant'), seq);
+CREATE INDEX IF NOT EXISTS audit_log_outcome ON audit_log (((record::jsonb) ->> 'outcome'), seq);
+CREATE INDEX IF NOT EXISTS audit_log_subjects ON audit_log USING GIN (((record::jsonb) -> 'subjectDigests') jsonb_path_ops);
 "];
 
 /// Advisory lock key serialising migrations ("stella-audit" as a number).
