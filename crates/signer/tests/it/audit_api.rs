@@ -31,33 +31,7 @@ impl Reader {
     }
 
     async fn get(&self, s: &TestSigner, path: &str, query: &str) -> Reply {
-        let url = s.url(path);
-        let full = if query.is_empty() {
-            url.clone()
-        } else {
-            format!("{url}?{query}")
-        };
-        let resp = self
-            .http
-            .get(&full)
-            .header("authorization", format!("DPoP {}", self.token))
-            .header(
-                "dpop",
-                self.key
-                    .proof("GET", &url, Some(&self.token), None)
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap_or(Value::Null);
-        Reply {
-            status,
-            body,
-            headers,
-        }
+        get_as(&self.http, &self.key, &self.token, s, path, query).await
     }
 
     /// Every page of `query`, following `nextCursor`.
@@ -79,6 +53,38 @@ impl Reader {
                 None => return (out, pages),
             }
         }
+    }
+}
+
+/// `GET path?query` with `token` and a fresh DPoP proof by `key`.
+async fn get_as(
+    http: &reqwest::Client,
+    key: &DpopKey,
+    token: &str,
+    s: &TestSigner,
+    path: &str,
+    query: &str,
+) -> Reply {
+    let url = s.url(path);
+    let full = if query.is_empty() {
+        url.clone()
+    } else {
+        format!("{url}?{query}")
+    };
+    let resp = http
+        .get(&full)
+        .header("authorization", format!("DPoP {token}"))
+        .header("dpop", key.proof("GET", &url, Some(token), None).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap_or(Value::Null);
+    Reply {
+        status,
+        body,
+        headers,
     }
 }
 
@@ -611,4 +617,59 @@ async fn audit_api_on_postgres() {
     let r = b.get(&s, AUDIT, "tenant=tenant-a").await;
     assert_eq!((r.status, r.code()), (403, "tenant_mismatch"));
     drop(s);
+}
+
+/// Tokens signed by the Authority's key but wrong for the audit API: unbound, expired, the
+/// admin scope without the audit scope, an audience for another service.
+#[tokio::test]
+async fn audit_api_refuses_unbound_expired_and_mis_scoped_tokens() {
+    let s = TestSigner::start().await;
+    let key = DpopKey::generate().unwrap();
+    let http = authority().pki.http(None);
+    let claims = |f: &dyn Fn(&mut Value)| {
+        let mut c = authority().good_claims(key.thumbprint());
+        c["scope"] = Value::from("signer.audit");
+        f(&mut c);
+        authority().forge(at_header(), c)
+    };
+    // The control: a well-formed token (signed with the Authority's key) bound to `key`
+    // reads tenant-a's records.
+    let r = get_as(&http, &key, &claims(&|_| {}), &s, AUDIT, "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["records"].is_array());
+    let now = now();
+    for (what, token, status, code) in [
+        (
+            "no cnf",
+            claims(&|c| {
+                c.as_object_mut().unwrap().remove("cnf");
+            }),
+            401,
+            "invalid_token",
+        ),
+        (
+            "expired",
+            claims(&|c| {
+                c["iat"] = Value::from(now - 900);
+                c["exp"] = Value::from(now - 600);
+            }),
+            401,
+            "invalid_token",
+        ),
+        (
+            "admin scope alone",
+            claims(&|c| c["scope"] = Value::from("signer.audit.admin")),
+            403,
+            "insufficient_scope",
+        ),
+        (
+            "other audience",
+            claims(&|c| c["aud"] = Value::from("not-the-signer")),
+            401,
+            "invalid_token",
+        ),
+    ] {
+        let r = get_as(&http, &key, &token, &s, AUDIT, "").await;
+        assert_eq!((r.status, r.code()), (status, code), "{what}: {}", r.body);
+    }
 }
