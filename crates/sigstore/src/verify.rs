@@ -315,6 +315,19 @@ pub fn verify(
         },
     };
 
+    // Timestamps are verified first (reported after the log): a Rekor v2 entry has no
+    // integrated time, so its log key's validity is checked at the verified timestamp times.
+    let stamps = bundle
+        .timestamps
+        .iter()
+        .enumerate()
+        .map(|(i, t)| tsa::verify_timestamp(i, t, bundle.content.signature(), root))
+        .collect::<Result<Vec<_>, _>>();
+    let stamp_times: Vec<OffsetDateTime> = match &stamps {
+        Ok(s) => s.iter().map(|s| s.time).collect(),
+        Err(_) => Vec::new(),
+    };
+
     // Transparency log.
     let entries = run.step(Check::TransparencyLog, {
         if bundle.tlog_entries.len() < options.tlog_threshold {
@@ -326,21 +339,13 @@ pub fn verify(
                 .tlog_entries
                 .iter()
                 .enumerate()
-                .map(|(i, e)| tlog::verify_entry(bundle, i, e, &signer, root))
+                .map(|(i, e)| tlog::verify_entry(bundle, i, e, &signer, root, &stamp_times))
                 .collect::<Result<Vec<_>, _>>()
         }
     })?;
 
     // Timestamps.
-    let stamps = run.step(
-        Check::Timestamps,
-        bundle
-            .timestamps
-            .iter()
-            .enumerate()
-            .map(|(i, t)| tsa::verify_timestamp(i, t, bundle.content.signature(), root))
-            .collect::<Result<Vec<_>, _>>(),
-    )?;
+    let stamps = run.step(Check::Timestamps, stamps)?;
     let mut times: Vec<SigningTime> = entries
         .iter()
         .filter_map(|e| e.integrated_time)
