@@ -300,9 +300,10 @@ pub fn verify(
 
     // Material against the policy.
     let material = run.step(Check::Material, material(bundle, policy))?;
+    // The policy's key is borrowed (parsed once by the caller), a certificate's parsed here.
     let (key, leaf) = match &material {
-        Signing::Key(k) => (k.clone(), None),
-        Signing::Cert(c) => (run_key(&mut run, c)?, Some(c)),
+        Signing::Key(k) => (std::borrow::Cow::Borrowed(*k), None),
+        Signing::Cert(c) => (std::borrow::Cow::Owned(run_key(&mut run, c)?), Some(c)),
     };
     let signer = match leaf {
         Some(c) => Signer {
@@ -456,8 +457,8 @@ pub fn verify(
     })
 }
 
-enum Signing {
-    Key(VerifyingKey),
+enum Signing<'p> {
+    Key(&'p VerifyingKey),
     Cert(Box<FulcioCert>),
 }
 
@@ -469,9 +470,9 @@ fn run_key(run: &mut Run, c: &FulcioCert) -> Result<VerifyingKey, Failure> {
     })
 }
 
-fn material(bundle: &Bundle, policy: &Policy) -> Result<Signing, VerifyError> {
+fn material<'p>(bundle: &Bundle, policy: &'p Policy) -> Result<Signing<'p>, VerifyError> {
     match (policy, &bundle.material) {
-        (Policy::Key(k), Material::PublicKey { .. }) => Ok(Signing::Key(k.clone())),
+        (Policy::Key(k), Material::PublicKey { .. }) => Ok(Signing::Key(k)),
         (Policy::Key(_), _) => Err(VerifyError::Material(
             "a key was given but the bundle is signed with a certificate: verify it with an identity".into(),
         )),
