@@ -3008,9 +3008,24 @@ fn keyless_mirror_bundles_verify_with_keyring_identities() {
         0,
         "Verified OK",
     );
+    // A Sigstore bundle over anything but the manifest.dsse payload is refused outright.
+    let other = sigstore.dsse_bundle(&good, "application/vnd.in-toto+json", b"{}", now);
+    write(
+        env.p("b/manifest.sigstore.json"),
+        serde_json::to_vec(&other).unwrap(),
+    );
+    expect(
+        &verify(&[]),
+        1,
+        "does not sign the manifest of manifest.dsse",
+    );
     // Without the Sigstore bundle the ephemeral key is nobody.
     std::fs::remove_file(env.p("b/manifest.sigstore.json")).unwrap();
-    expect(&verify(&[]), 1, "");
+    expect(
+        &verify(&[]),
+        1,
+        "threshold 1 is larger than the 0 trusted key",
+    );
     // A keyring trusting the identity for another purpose only.
     keyless_sign(&env, &[(&sigstore, &good)]);
     ring("[\"release\"]");
