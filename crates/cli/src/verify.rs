@@ -228,7 +228,8 @@ impl TrustArgs {
 
     fn keyring_unrevoked(&self, dev: DevKeys) -> Result<Keyring> {
         if let Some(path) = &self.keyring {
-            let ring = Keyring::load(path, dev)?;
+            let mut ring = Keyring::load(path, dev)?;
+            crate::trust_root::resolve_keyring_roots(&mut ring)?;
             for k in ring.keys() {
                 crate::warn_if_dev(&k.key);
             }

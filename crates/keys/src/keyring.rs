@@ -483,6 +483,17 @@ impl Keyring {
         &self.identities
     }
 
+    /// Replace the trusted root of identity entries: `f` returns the new reference, or `None`
+    /// to keep it (the CLI points `public-good`/`staging` at a root imported with `stella
+    /// trust-root import`). Patterns, ids and purposes cannot change this way.
+    pub fn resolve_trust_roots(&mut self, f: impl Fn(&TrustRootRef) -> Option<TrustRootRef>) {
+        for i in &mut self.identities {
+            if let Some(r) = f(&i.trusted_root) {
+                i.trusted_root = r;
+            }
+        }
+    }
+
     /// The same identities, these keys (revocation lists rewrite the keys only).
     pub fn with_keys(&self, keys: Vec<TrustedKey>) -> Result<Self, KeyError> {
         let mut ring = Keyring::new(keys)?;

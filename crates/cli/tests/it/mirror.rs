@@ -3032,6 +3032,36 @@ fn keyless_mirror_bundles_verify_with_keyring_identities() {
     expect(&verify(&[]), 1, "not trusted for purpose `mirror-bundle`");
     ring("[\"mirror-bundle\"]");
 
+    // No `trusted_root`: the public-good root, shipped (which does not know the test log)
+    // or imported with `stella trust-root import` (an Offline Kit update), which then counts.
+    let text = std::fs::read_to_string(env.p("ring.toml")).unwrap();
+    write(
+        env.p("ring.toml"),
+        text.replace("trusted_root = \"root.json\"\n", ""),
+    );
+    let roots = env.p("trust-roots");
+    let roots_env = [("STELLA_TRUST_ROOT_DIR", roots.to_str().unwrap())];
+    let verify_with_roots = || {
+        env.run_env(
+            &[
+                "mirror",
+                "verify",
+                "b/manifest.dsse",
+                "--keyring",
+                "ring.toml",
+            ],
+            &roots_env,
+        )
+    };
+    expect(&verify_with_roots(), 1, "unknown log id");
+    expect(
+        &env.run_env(&["trust-root", "import", "root.json"], &roots_env),
+        0,
+        "imported the public-good trusted root",
+    );
+    expect(&verify_with_roots(), 0, "Verified OK");
+    write(env.p("ring.toml"), text);
+
     // Each negative twin: a whole keyless signature that differs in one thing.
     let mut expired = email("release@ops.example.com");
     expired.not_before = now - time::Duration::minutes(20);
