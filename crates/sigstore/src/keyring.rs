@@ -1,9 +1,9 @@
 //! Keyring identities: a keyring entry (`[[identities]]`, `stella_keys::TrustedIdentity`)
 //! names a Sigstore identity — OIDC issuer and SAN, exact or an anchored regular expression,
 //! optionally other Fulcio extensions — as a trusted signer for purposes. [`IdentityTrust`]
-//! compiles those entries once (patterns into [`Identity`] policies, each entry's trusted root
-//! parsed; the shipped roots are parsed once per process) and verifies keyless bundles with
-//! [`crate::verify`] against them.
+//! compiles those entries (patterns into [`Identity`] policies; trusted roots parsed once per
+//! process for the shipped ones and once per loaded keyring for files, so building it per
+//! verification is cheap) and verifies keyless bundles with [`crate::verify`] against them.
 //!
 //! Rules (docs/keys.md, docs/sigstore.md):
 //! - only certificate bundles are verified here; a key-signed bundle never satisfies an
@@ -125,11 +125,34 @@ fn shipped(staging: bool) -> Result<Arc<TrustedRoot>, TrustRootError> {
     Ok(cell.get_or_init(|| r).clone())
 }
 
+/// A trusted root file of a loaded keyring, parsed once per loaded content: keyed by the
+/// keyring's shared bytes (`Arc`), held weakly so a dropped keyring frees its entry.
+fn file_root(json: &Arc<Vec<u8>>) -> Result<Arc<TrustedRoot>, TrustRootError> {
+    type Cache = std::sync::Mutex<Vec<(std::sync::Weak<Vec<u8>>, Arc<TrustedRoot>)>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    {
+        let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+        c.retain(|(w, _)| w.strong_count() > 0);
+        if let Some((_, r)) = c
+            .iter()
+            .find(|(w, _)| w.upgrade().is_some_and(|a| Arc::ptr_eq(&a, json)))
+        {
+            return Ok(r.clone());
+        }
+    }
+    let r = Arc::new(TrustedRoot::from_json(json)?);
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((Arc::downgrade(json), r.clone()));
+    Ok(r)
+}
+
 impl IdentityTrust {
     /// Compile the identity entries of `ring` (none is fine: [`IdentityTrust::is_empty`]).
     pub fn from_keyring(ring: &Keyring) -> Result<Self, IdentityTrustError> {
         let mut entries = Vec::new();
-        let mut files: Vec<(std::path::PathBuf, Arc<TrustedRoot>)> = Vec::new();
         for ti in ring.identities() {
             let policy_err = |source| IdentityTrustError::Policy {
                 id: ti.id.clone(),
@@ -152,14 +175,7 @@ impl IdentityTrust {
             let root = match &ti.trusted_root {
                 TrustRootRef::PublicGood => shipped(false).map_err(root_err)?,
                 TrustRootRef::Staging => shipped(true).map_err(root_err)?,
-                TrustRootRef::File { path, json } => match files.iter().find(|(p, _)| p == path) {
-                    Some((_, r)) => r.clone(),
-                    None => {
-                        let r = Arc::new(TrustedRoot::from_json(json).map_err(root_err)?);
-                        files.push((path.clone(), r.clone()));
-                        r
-                    }
-                },
+                TrustRootRef::File { json, .. } => file_root(json).map_err(root_err)?,
             };
             entries.push(Entry {
                 source: ti.clone(),
