@@ -755,6 +755,14 @@ revoked = true
     }
 
     #[test]
+    fn fuzz_seed_with_identities_parses() {
+        let text = include_str!("../../../fuzz/seeds/keyring/identities.toml");
+        let ring = Keyring::from_toml(text, Path::new("."), DevKeys::Refuse).unwrap();
+        assert_eq!((ring.keys().len(), ring.identities().len()), (1, 1));
+        assert_eq!(ring.identities()[0].extensions.len(), 2);
+    }
+
+    #[test]
     fn plain_pem_directory_trusts_all_purposes() {
         let dir = tempfile::tempdir().unwrap();
         let (k, p) = pem(Algorithm::EcdsaP256Sha256);
