@@ -350,6 +350,10 @@ pub(crate) fn run(a: VerifyArgs, dev: DevKeys) -> Result<()> {
             key: a.trust.key.first().map(String::as_str),
             args: &a.sigstore,
             json: a.output == "json",
+            identities: match &a.trust.keyring {
+                Some(_) => Some((a.trust.keyring(dev)?, a.trust.purpose()?)),
+                None => None,
+            },
         };
         return crate::sigstore::run(&req, dev);
     }
