@@ -88,11 +88,20 @@ pub enum Ineligible {
 
 impl fmt::Display for Ineligible {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe("key"))
+    }
+}
+
+impl Ineligible {
+    /// The reason, naming what was refused (`key`, `identity`).
+    pub fn describe(&self, what: &str) -> String {
         match self {
-            Ineligible::Revoked => f.write_str("the key is revoked"),
-            Ineligible::Purpose(p) => write!(f, "the key is not trusted for purpose `{p}`"),
-            Ineligible::NotYetValid(t) => write!(f, "the key is not valid before {}", fmt_time(*t)),
-            Ineligible::Expired(t) => write!(f, "the key expired at {}", fmt_time(*t)),
+            Ineligible::Revoked => format!("the {what} is revoked"),
+            Ineligible::Purpose(p) => format!("the {what} is not trusted for purpose `{p}`"),
+            Ineligible::NotYetValid(t) => {
+                format!("the {what} is not valid before {}", fmt_time(*t))
+            }
+            Ineligible::Expired(t) => format!("the {what} expired at {}", fmt_time(*t)),
         }
     }
 }

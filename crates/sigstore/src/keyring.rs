@@ -64,7 +64,7 @@ pub enum IdentityRefusal {
 pub enum EntryRefusal {
     /// The bundle verified for this identity, but the entry may not count (purpose, window,
     /// revoked).
-    #[error("{0}")]
+    #[error("{}", .0.describe("identity"))]
     Ineligible(Ineligible),
     /// The bundle failed a check for this identity.
     #[error("{0}")]
