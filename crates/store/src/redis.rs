@@ -312,3 +312,83 @@ pub async fn shared_secret(opts: &RedisOptions, name: &str) -> Result<String, St
         ))),
     }
 }
+
+/// Values with a lifetime shared through Redis under `prefix` + `cache:` (PoE answers, release
+/// verdicts, DPoP nonce keys). Every call is bounded by `timeout`.
+pub struct RedisCache {
+    c: Conn,
+}
+
+impl RedisCache {
+    /// Connect (bounded by `timeout`).
+    pub async fn connect(opts: RedisOptions) -> Result<Self, StoreError> {
+        Ok(RedisCache {
+            c: Conn::open(&opts).await?,
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}cache:{key}", self.c.prefix)
+    }
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl crate::cache::SharedCache for RedisCache {
+    fn get(&self, key: &str) -> StoreFuture<'_, Option<Vec<u8>>> {
+        let k = self.key(key);
+        Box::pin(async move {
+            let mut conn = self.c.conn.clone();
+            self.c
+                .bounded(::redis::cmd("GET").arg(&k).query_async(&mut conn))
+                .await
+        })
+    }
+
+    fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StoreFuture<'_, ()> {
+        let k = self.key(key);
+        Box::pin(async move {
+            let mut conn = self.c.conn.clone();
+            let _: Option<String> = self
+                .c
+                .bounded(
+                    ::redis::cmd("SET")
+                        .arg(&k)
+                        .arg(value)
+                        .arg("PX")
+                        .arg(ttl_ms(ttl))
+                        .query_async(&mut conn),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn get_or_put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StoreFuture<'_, Vec<u8>> {
+        let k = self.key(key);
+        Box::pin(async move {
+            let mut conn = self.c.conn.clone();
+            // SET NX GET (Redis 7): the previous value if there was one, else nil and ours is set.
+            let old: Option<Vec<u8>> = self
+                .c
+                .bounded(
+                    ::redis::cmd("SET")
+                        .arg(&k)
+                        .arg(&value)
+                        .arg("NX")
+                        .arg("GET")
+                        .arg("PX")
+                        .arg(ttl_ms(ttl))
+                        .query_async(&mut conn),
+                )
+                .await?;
+            Ok(old.unwrap_or(value))
+        })
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+}
