@@ -679,6 +679,53 @@ level = "warn"
         }
     }
 
+    /// The last lines of each replica's log (stderr), for failure messages.
+    pub(crate) fn logs(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.replicas.len() {
+            let p = self._dir.path().join(format!("replica{i}.log"));
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- replica {i}:\n"));
+            for l in &lines[lines.len().saturating_sub(8)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// After a fault: sign through the balancer until one succeeds (at most `within`): the
+    /// replicas recovered without a restart. The audit id of that signature.
+    pub(crate) async fn recovered(&self, within: Duration) -> Option<String> {
+        let key = DpopKey::generate().unwrap();
+        let token = authority()
+            .token("a-dpop", "signer.sign", Some(&key), None)
+            .await;
+        let http = plain_http();
+        let url = self.public_sign_url();
+        let t = Instant::now();
+        while t.elapsed() < within {
+            let proof = key.proof("POST", &url, Some(&token), None).unwrap();
+            if let Ok(r) = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("authorization", format!("DPoP {token}"))
+                .header("dpop", proof)
+                .body(bytes_body())
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    let v: serde_json::Value = r.json().await.unwrap();
+                    return Some(v["auditId"].as_str().unwrap().to_string());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
+    }
+
     pub(crate) fn public_sign_url(&self) -> String {
         format!("http://127.0.0.1:{}{SIGN}", self.lb_port)
     }
@@ -718,6 +765,10 @@ impl Report {
         self.statuses.get(&s).copied().unwrap_or(0)
     }
 }
+
+/// One load test at a time in this binary: the machine has two cores, and overlapping load
+/// tests would measure each other.
+pub(crate) static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Offered rate and cap of the driver.
 const RATE: u64 = 2000;
