@@ -10,7 +10,42 @@
 #                                [--server-threads N] [--client-threads N]
 #                                [--token-cache N] [--log-level LEVEL]
 #                                [--shared]   (PostgreSQL audit + Redis quotas/replay cache)
+#                                [--replicas N] (with --shared: N replicas behind HAProxy)
+#        scripts/signer-bench.sh --scale [OPTIONS]
+#   (issue #13) one run, back to back on the same build: one replica on SQLite + memory, one on
+#   PostgreSQL + Redis, three on PostgreSQL + Redis behind HAProxy; a table of signatures/s,
+#   p99s and the ratio of each to the embedded default, with the load average before each.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+
+# ---- scale-out comparison (issue #13): kept apart from the single-run options above ----
+if [ "${1:-}" = "--scale" ]; then
+    shift
+    cargo bench --locked -p stella-signer --bench load --no-run
+    out="$(mktemp -d)"
+    trap 'rm -rf "$out"' EXIT
+    names=("sqlite+memory, 1 replica" "postgres+redis, 1 replica" "postgres+redis, 3 replicas + HAProxy")
+    flags=("" "--shared" "--shared --replicas 3")
+    for i in 0 1 2; do
+        load="$(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "==> ${names[$i]} (load average before: $load)" >&2
+        # shellcheck disable=SC2086
+        cargo bench --locked -p stella-signer --bench load -- "$@" ${flags[$i]} | tee "$out/$i.txt"
+        echo "$load" > "$out/$i.load"
+    done
+    echo
+    printf '%-40s %12s %14s %18s %10s %s\n' "configuration" "signatures/s" "p99 closed ms" "p99 at rate ms" "ratio" "load before"
+    base=""
+    for i in 0 1 2; do
+        j="$(grep '^{' "$out/$i.txt" | tail -n1)"
+        rps="$(printf '%s' "$j" | sed -E 's/.*"signRps":([0-9.eE+-]+).*/\1/')"
+        p99="$(printf '%s' "$j" | sed -E 's/.*"signP99Ms":([0-9.eE+-]+).*/\1/')"
+        op99="$(printf '%s' "$j" | sed -E 's/.*"openP99Ms":([0-9.eE+-]+).*/\1/')"
+        [ -z "$base" ] && base="$rps"
+        ratio="$(awk -v a="$rps" -v b="$base" 'BEGIN { printf "%.2f", a / b }')"
+        printf '%-40s %12.0f %14.2f %18.2f %10s %s\n' "${names[$i]}" "$rps" "$p99" "$op99" "$ratio" "$(cat "$out/$i.load")"
+    done
+    exit 0
+fi
 exec cargo bench --locked -p stella-signer --bench load -- "$@"

@@ -29,7 +29,7 @@ pub use cache::SharedCache;
 pub use chain::{ChainError, ChainReport};
 pub use memory::{MemoryQuotaStore, MemoryReplayCache};
 pub use postgres::{PgAudit, PgOptions, PgReader};
-pub use quota::{Lease, QuotaStore, RateDecision, RateLimit};
+pub use quota::{Admission, Lease, QuotaStore, RateDecision, RateLimit};
 pub use redis::{RedisCache, RedisOptions, RedisQuotaStore, RedisReplayCache};
 pub use replay::ReplayCache;
 pub use sqlite::{SqliteAudit, SqliteOptions};

@@ -191,3 +191,51 @@ async fn shared_cache_ttl_first_writer_wins_and_bounded() {
     assert!(RedisCache::connect(o).await.is_err());
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
 }
+
+/// `admit` (token then slot, one Redis script) behaves as the two calls do, on Redis and in
+/// memory: a throttled request takes no slot; a busy one spends its token; a dropped lease
+/// gives the slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admit_is_take_rate_then_acquire_in_one_step() {
+    use stella_store::{Admission, MemoryQuotaStore};
+    let p = Prefix::new();
+    let redis = RedisQuotaStore::connect(p.opts()).await.unwrap();
+    let memory = MemoryQuotaStore::new();
+    let stores: [&dyn QuotaStore; 2] = [&redis, &memory];
+    let limit = RateLimit {
+        per_second: 0.001,
+        burst: 3.0,
+    };
+    for q in stores {
+        let first = q.admit("lic", limit, 1).await.unwrap();
+        let Admission::Admitted { remaining, lease } = first else {
+            panic!("{}: {first:?}", q.backend())
+        };
+        assert_eq!(remaining, 2, "{}", q.backend());
+        let busy = q.admit("lic", limit, 1).await.unwrap();
+        assert!(matches!(busy, Admission::Busy), "{}: {busy:?}", q.backend());
+        drop(lease);
+        // The release runs in the background on Redis.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let again = q.admit("lic", limit, 1).await.unwrap();
+        assert!(
+            matches!(again, Admission::Admitted { remaining: 0, .. }),
+            "{}: {again:?}",
+            q.backend()
+        );
+        drop(again);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let throttled = q.admit("lic", limit, 1).await.unwrap();
+        assert!(
+            matches!(throttled, Admission::Throttled { .. }),
+            "{}: {throttled:?}",
+            q.backend()
+        );
+        // The throttled request took no slot.
+        assert!(
+            q.acquire_concurrency("lic", 1).await.unwrap().is_some(),
+            "{}",
+            q.backend()
+        );
+    }
+}
