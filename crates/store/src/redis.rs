@@ -377,36 +377,6 @@ impl ReplayCache for RedisReplayCache {
     }
 }
 
-/// A secret shared by every replica under `prefix` + `secret:<name>`: the first replica to ask
-/// stores 32 random bytes (hex, `SET NX`), every replica reads the same value. Used for the DPoP
-/// nonce key, so a nonce issued by one replica is accepted by the others.
-pub async fn shared_secret(opts: &RedisOptions, name: &str) -> Result<String, StoreError> {
-    let c = Conn::open(opts).await?;
-    let key = format!("{}secret:{name}", c.prefix);
-    let mut fresh = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut fresh).map_err(|_| StoreError::Database("RNG failure".into()))?;
-    let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
-    let mut conn = c.conn.clone();
-    let _: Option<String> = c
-        .bounded(
-            ::redis::cmd("SET")
-                .arg(&key)
-                .arg(&fresh)
-                .arg("NX")
-                .query_async(&mut conn),
-        )
-        .await?;
-    let value: Option<String> = c
-        .bounded(::redis::cmd("GET").arg(&key).query_async(&mut conn))
-        .await?;
-    match value {
-        Some(v) if v.len() >= 32 => Ok(v),
-        _ => Err(StoreError::Database(format!(
-            "redis: shared secret {name} is missing or too short"
-        ))),
-    }
-}
-
 /// Values with a lifetime shared through Redis under `prefix` + `cache:` (PoE answers, release
 /// verdicts, DPoP nonce keys). Every call is bounded by `timeout`.
 pub struct RedisCache {
