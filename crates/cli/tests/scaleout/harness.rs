@@ -291,6 +291,7 @@ impl PrivatePg {
         for pid in self.pids() {
             let _ = Command::new("kill")
                 .args([&format!("-{sig}"), &pid.to_string()])
+                .stderr(Stdio::null())
                 .status();
         }
     }
