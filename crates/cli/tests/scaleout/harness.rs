@@ -160,6 +160,9 @@ pub(crate) struct PrivatePg {
 
 impl PrivatePg {
     fn as_postgres(&self, args: &[&str]) -> Command {
+        let program = pg_bin(args[0]);
+        let mut args: Vec<&str> = args.to_vec();
+        args[0] = &program;
         let mut c = if nix_is_root() {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]);
@@ -168,7 +171,7 @@ impl PrivatePg {
             Command::new(args[0])
         };
         if nix_is_root() {
-            c.args(args);
+            c.args(&args);
         } else {
             c.args(&args[1..]);
         }
@@ -295,6 +298,32 @@ impl PrivatePg {
                 .status();
         }
     }
+}
+
+/// A PostgreSQL server program: on the PATH, else in the Debian package's
+/// `/usr/lib/postgresql/<version>/bin` (newest version).
+fn pg_bin(name: &str) -> String {
+    if let Ok(path) = std::env::var("PATH") {
+        for d in std::env::split_paths(&path) {
+            if d.join(name).is_file() {
+                return d.join(name).display().to_string();
+            }
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path().join("bin").join(name))
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("{name} not found (run scripts/setup-test-deps.sh)"))
+        .display()
+        .to_string()
 }
 
 fn nix_is_root() -> bool {
