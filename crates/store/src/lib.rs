@@ -24,7 +24,10 @@ pub mod sqlite;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use audit::{AuditLog, AuditReader, AuditRecord, Caller, Outcome, PoeState, StoredRecord};
+pub use audit::{
+    AuditLog, AuditPage, AuditQuery, AuditReader, AuditRecord, Caller, Outcome, PoeState,
+    StoredRecord,
+};
 pub use cache::SharedCache;
 pub use chain::{ChainError, ChainReport};
 pub use memory::{MemoryQuotaStore, MemoryReplayCache};
@@ -61,6 +64,9 @@ pub enum StoreError {
     /// database). Readers never create it.
     #[error("{0}: the audit table is missing (dropped, or not an audit database)")]
     NoLog(String),
+    /// The backend does not offer this operation.
+    #[error("{0} is not supported")]
+    Unsupported(&'static str),
 }
 
 impl From<rusqlite::Error> for StoreError {
