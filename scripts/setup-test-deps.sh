@@ -63,6 +63,15 @@ fi
 if ! command -v redis-cli >/dev/null 2>&1; then
     apt_install redis-tools
 fi
+# Fault tests under load (crates/cli/tests/scaleout): private PostgreSQL (initdb/pg_ctl, run as
+# the postgres user) and redis-server instances on free ports that the tests restart and pause,
+# so the shared servers are never stopped.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    apt_install postgresql
+fi
+if ! command -v redis-server >/dev/null 2>&1; then
+    apt_install redis-server
+fi
 log "haproxy: $(haproxy -v 2>/dev/null | head -n1)"
 
 # ------------------------------------------------------------- python ------

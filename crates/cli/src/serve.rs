@@ -187,13 +187,12 @@ fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
             let replay = stella_store::RedisReplayCache::connect(o.clone())
                 .await
                 .map_err(unavailable)?;
-            // Replicas share the DPoP nonce key through Redis unless one is configured.
-            if cfg.dpop.require_nonce && cfg.dpop.nonce_secret_env.is_none() {
-                let secret = stella_store::redis::shared_secret(&o, "dpop-nonce")
-                    .await
-                    .map_err(unavailable)?;
-                builder = builder.nonce_secret(zeroize::Zeroizing::new(secret.into_bytes()));
-            }
+            // PoE answers, release verdicts and (unless a fixed key is configured) the
+            // rotating DPoP nonce keys are shared through Redis too.
+            let cache = stella_store::RedisCache::connect(o.clone())
+                .await
+                .map_err(unavailable)?;
+            builder = builder.shared_cache(std::sync::Arc::new(cache));
             builder = builder
                 .quotas(std::sync::Arc::new(quotas))
                 .replay(std::sync::Arc::new(replay));

@@ -56,6 +56,8 @@ struct Opts {
     token_cache: usize,
     key: Option<String>,
     shared: bool,
+    /// Replicas behind HAProxy (issue #13; more than 1 needs `--shared`).
+    replicas: usize,
 }
 
 fn opts() -> Opts {
@@ -69,6 +71,7 @@ fn opts() -> Opts {
         token_cache: 100_000,
         key: None,
         shared: false,
+        replicas: 1,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -83,6 +86,7 @@ fn opts() -> Opts {
             "--log-level" => o.log_level = v,
             "--token-cache" => o.token_cache = v.parse().unwrap(),
             "--key" => o.key = Some(v),
+            "--replicas" => o.replicas = v.parse().unwrap(),
             "--shared" => {
                 o.shared = true;
                 i += 1;
@@ -585,7 +589,28 @@ fn main() {
             .as_ref()
             .map(|s| (s.pg_url.clone(), s.redis_url.clone(), s.prefix.clone())),
     );
-    let base = format!("http://{}", server.addr);
+    // Issue #13: more replicas on the same shared state, behind HAProxy (TCP mode).
+    assert!(o.replicas == 1 || o.shared, "--replicas needs --shared");
+    let more: Vec<Server> = (1..o.replicas)
+        .map(|_| {
+            start_server(
+                dir.path(),
+                &authority,
+                &o,
+                Arc::clone(&signing),
+                shared
+                    .as_ref()
+                    .map(|s| (s.pg_url.clone(), s.redis_url.clone(), s.prefix.clone())),
+            )
+        })
+        .collect();
+    let lb = (o.replicas > 1).then(|| {
+        let mut addrs = vec![server.addr];
+        addrs.extend(more.iter().map(|s| s.addr));
+        replicas::Haproxy::start(&addrs)
+    });
+    let target = lb.as_ref().map(|l| l.addr).unwrap_or(server.addr);
+    let base = format!("http://{target}");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(o.client_threads)
         .thread_name("loadgen")
@@ -596,7 +621,13 @@ fn main() {
     let clients = tokens(&authority, 64);
     println!(
         "Stella Signer load test ({}): {} s per phase, {} connections, server {} threads, client {} threads, {} cores",
-        if o.shared { "PostgreSQL audit + Redis quotas/replay" } else { "SQLite audit + memory" },
+        if o.replicas > 1 {
+            format!("{} replicas behind HAProxy, PostgreSQL audit + Redis quotas/replay", o.replicas)
+        } else if o.shared {
+            "PostgreSQL audit + Redis quotas/replay".to_string()
+        } else {
+            "SQLite audit + memory".to_string()
+        },
         o.duration,
         o.connections,
         o.server_threads,
@@ -606,7 +637,7 @@ fn main() {
     rt.block_on(async {
         // Warm-up: PoE cache, connections, allocator.
         let warm = Arc::new(sign_requests(&authority, &base, 2000, &clients));
-        let _ = closed_loop(server.addr, o.connections, Duration::from_secs(1), warm, false).await;
+        let _ = closed_loop(target, o.connections, Duration::from_secs(1), warm, false).await;
 
         let health = Arc::new(vec![Req {
             method: hyper::Method::GET,
@@ -614,13 +645,13 @@ fn main() {
             headers: vec![],
             body: Bytes::new(),
         }]);
-        let trivial = closed_loop(server.addr, o.connections, dur, health, true).await;
+        let trivial = closed_loop(target, o.connections, dur, health, true).await;
         println!("{}", trivial.line("GET /healthz (trivial), closed"));
 
         let open = if o.rate > 0 {
             let n = (o.rate * o.duration) as usize;
             let reqs = Arc::new(sign_requests(&authority, &base, n, &clients));
-            let open = open_loop(server.addr, o.connections, dur, o.rate, reqs).await;
+            let open = open_loop(target, o.connections, dur, o.rate, reqs).await;
             println!("{}", open.line(&format!("POST /sign/dsse, open {} req/s", o.rate)));
             open
         } else {
@@ -637,7 +668,7 @@ fn main() {
         let t = Instant::now();
         let reqs = Arc::new(sign_requests(&authority, &base, n, &clients));
         eprintln!("(prepared {n} DPoP proofs in {:.1} s)", t.elapsed().as_secs_f64());
-        let sign = closed_loop(server.addr, o.connections, dur, reqs, false).await;
+        let sign = closed_loop(target, o.connections, dur, reqs, false).await;
         println!("{}", sign.line("POST /sign/dsse, closed"));
         if sign.count + sign.errors >= n as u64 {
             eprintln!("(the closed loop used every prepared request: the rate is a lower bound)");
@@ -662,6 +693,11 @@ fn main() {
         );
     });
     drop(rt);
+    drop(lb);
+    for s in more {
+        let _ = s.stop.send(());
+        s.thread.join().unwrap();
+    }
     let _ = server.stop.send(());
     server.thread.join().unwrap();
     let report = match &shared {
@@ -679,4 +715,65 @@ fn main() {
         report.records,
         report.is_intact()
     );
+}
+
+/// Replicas behind a load balancer (issue #13): HAProxy from the Debian package
+/// (`scripts/setup-test-deps.sh`), TCP mode, round robin over the replicas: each keep-alive
+/// connection of the load generator lands on one replica.
+mod replicas {
+    pub(crate) struct Haproxy {
+        pub(crate) addr: std::net::SocketAddr,
+        child: std::process::Child,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Haproxy {
+        pub(crate) fn start(backends: &[std::net::SocketAddr]) -> Haproxy {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = format!(
+                "global\n  maxconn 8192\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 2s\n  \
+                 timeout client 60s\n  timeout server 60s\nfrontend fe\n  bind 127.0.0.1:{port}\n  \
+                 default_backend be\nbackend be\n  balance roundrobin\n"
+            );
+            for (i, b) in backends.iter().enumerate() {
+                cfg.push_str(&format!("  server r{i} {b}\n"));
+            }
+            let path = dir.path().join("haproxy.cfg");
+            std::fs::write(&path, cfg).unwrap();
+            let child = std::process::Command::new("haproxy")
+                .arg("-db")
+                .arg("-f")
+                .arg(&path)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("haproxy (run scripts/setup-test-deps.sh)");
+            let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let lb = Haproxy {
+                addr,
+                child,
+                _dir: dir,
+            };
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    return lb;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            drop(lb);
+            panic!("haproxy did not start listening");
+        }
+    }
+
+    impl Drop for Haproxy {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use stella_dsse::{Statement, Subject};
 use stella_keys::Signer;
-use stella_store::{AuditRecord, Lease, Outcome, RateDecision, RateLimit};
+use stella_store::{Admission, AuditRecord, Lease, Outcome, RateLimit};
 
 use crate::app::{App, AppState};
 use crate::auth::{AuthRequest, Caller};
@@ -540,15 +540,16 @@ impl Ctx<'_> {
                 format!("quota store: {e}"),
             )
         };
-        let qps_remaining = match self
+        // Token and concurrency slot in one step (one Redis round trip with the shared store).
+        let (qps_remaining, lease) = match self
             .app
             .quotas
-            .take_rate(&key, rate)
+            .admit(&key, rate, limits.max_concurrent)
             .await
             .map_err(store_err)?
         {
-            RateDecision::Allowed { remaining } => remaining,
-            RateDecision::Throttled { retry_after } => {
+            Admission::Admitted { remaining, lease } => (remaining, lease),
+            Admission::Throttled { retry_after } => {
                 self.app.metrics.quota_hit_plan("qps", &limits.plan);
                 let mut e = ApiError::new(
                     Code::PlanThrottled,
@@ -560,24 +561,18 @@ impl Ctx<'_> {
                 e.retry_after = Some(retry_after.as_secs_f64().ceil() as u64);
                 return Err(e);
             }
-        };
-        let Some(lease) = self
-            .app
-            .quotas
-            .acquire_concurrency(&key, limits.max_concurrent)
-            .await
-            .map_err(store_err)?
-        else {
-            self.app.metrics.quota_hit_plan("concurrency", &limits.plan);
-            let mut e = ApiError::new(
-                Code::PlanThrottled,
-                format!(
-                    "plan {:?} allows {} concurrent requests",
-                    limits.plan, limits.max_concurrent
-                ),
-            );
-            e.retry_after = Some(1);
-            return Err(e);
+            Admission::Busy => {
+                self.app.metrics.quota_hit_plan("concurrency", &limits.plan);
+                let mut e = ApiError::new(
+                    Code::PlanThrottled,
+                    format!(
+                        "plan {:?} allows {} concurrent requests",
+                        limits.plan, limits.max_concurrent
+                    ),
+                );
+                e.retry_after = Some(1);
+                return Err(e);
+            }
         };
         self.app.metrics.quota_admitted(&limits.plan);
         Ok(Admitted {

@@ -209,6 +209,7 @@ pub struct AppBuilder {
     signers: Option<TenantKeys>,
     password: Option<zeroize::Zeroizing<String>>,
     nonce_secret: Option<zeroize::Zeroizing<Vec<u8>>>,
+    shared_cache: Option<Arc<dyn stella_store::SharedCache>>,
 }
 
 /// A declared `signing_mode` must match where every key lives (`file`, `hsm`, `kms`).
@@ -313,7 +314,15 @@ impl AppBuilder {
             signers: None,
             password: None,
             nonce_secret: None,
+            shared_cache: None,
         }
+    }
+
+    /// The cache shared by the replicas (Redis, with `[quotas] backend = "redis"`): rotating
+    /// DPoP nonce keys (unless a fixed one is configured), PoE answers and release verdicts.
+    pub fn shared_cache(mut self, c: Arc<dyn stella_store::SharedCache>) -> Self {
+        self.shared_cache = Some(c);
+        self
     }
 
     /// The DPoP nonce key shared by all replicas (e.g. from Redis); wins over
@@ -460,7 +469,18 @@ impl AppBuilder {
                 ))
             }
         };
-        let nonce = if cfg.dpop.require_nonce {
+        let nonce = if cfg.dpop.require_nonce
+            && self.nonce_secret.is_none()
+            && cfg.dpop.nonce_secret_env.is_none()
+            && self.shared_cache.is_some()
+        {
+            // Replicas share rotating keys through the shared cache.
+            Some(NonceIssuer::rotating(
+                self.shared_cache.clone(),
+                cfg.dpop.nonce_rotation_seconds,
+                cfg.dpop.nonce_lifetime_seconds,
+            ))
+        } else if cfg.dpop.require_nonce {
             let secret = match (&self.nonce_secret, &cfg.dpop.nonce_secret_env) {
                 // Shared by the replicas (Redis), or given by the embedding program.
                 (Some(s), _) => s.clone(),
@@ -508,11 +528,14 @@ impl AppBuilder {
                 nonce,
             },
         };
-        let licensing = Licensing::new(
+        let mut licensing = Licensing::new(
             &cfg.licensing,
             http_client(cfg.licensing.ca_file.as_ref(), cfg.licensing.timeout_ms)?,
             dev.is_some(),
         );
+        if let Some(c) = &self.shared_cache {
+            licensing = licensing.with_shared_cache(c.clone());
+        }
         if licensing.is_bypassed() {
             tracing::warn!(
                 reason = cfg.licensing.bypass_reason.as_deref().unwrap_or(""),
@@ -537,7 +560,10 @@ impl AppBuilder {
         let quotas = self
             .quotas
             .unwrap_or_else(|| Arc::new(MemoryQuotaStore::new()));
-        let release = ReleaseGate::new(&cfg.release)?;
+        let mut release = ReleaseGate::new(&cfg.release)?;
+        if let Some(c) = &self.shared_cache {
+            release = release.with_shared_cache(c.clone());
+        }
         if let Some(r) = release.referrers() {
             tracing::info!(repository = %r.repository(), "release integrity: OCI signature referrers");
         }

@@ -25,7 +25,7 @@ use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::Value;
-use stella_store::ReplayCache;
+use stella_store::{ReplayCache, SharedCache};
 
 use crate::error::{ApiError, Code};
 use crate::jose::{Alg, Jwk, Jws};
@@ -481,27 +481,163 @@ impl Authenticator {
     }
 }
 
-/// Stateless server nonces: `base64url(issued_at_be64 || HMAC-SHA256(secret, issued_at)[..16])`.
-/// Replicas sharing the secret accept each other's nonces.
+/// Stateless server nonces: `base64url(issued_at_be64 || HMAC-SHA256(key, issued_at)[..16])`.
+/// Replicas sharing the key accept each other's nonces.
+///
+/// The key is either fixed (`dpop.nonce_secret_env`, or one given by the embedding program)
+/// or rotated every `dpop.nonce_rotation_seconds`: the key of epoch `issued_at / period` signs
+/// the nonce, and the keys of the current, previous and next epoch are held. Rotating keys
+/// come from a [`SharedCache`] (Redis: the first replica to ask stores 32 random bytes under
+/// `dpop-nonce:<epoch>` with `SET NX`, every replica reads the same) or, with one replica,
+/// from the system RNG. A nonce whose epoch key is not held is refused; if the current key
+/// cannot be had (Redis unreachable at an epoch change) the request is refused 503.
 pub struct NonceIssuer {
-    key: hmac::Key,
+    keys: NonceKeys,
     lifetime: i64,
 }
 
+enum NonceKeys {
+    Fixed(Box<hmac::Key>),
+    Rotating(RotatingKeys),
+}
+
+struct RotatingKeys {
+    period: i64,
+    shared: Option<Arc<dyn SharedCache>>,
+    /// (epoch, key), at most the previous, current and next epoch.
+    held: std::sync::RwLock<Vec<(i64, hmac::Key)>>,
+}
+
+/// The nonce key of the current epoch cannot be had.
+#[derive(Debug, thiserror::Error)]
+#[error("the DPoP nonce key of epoch {epoch} is unavailable: {source}")]
+pub struct NonceKeyError {
+    epoch: i64,
+    #[source]
+    source: stella_store::StoreError,
+}
+
+impl RotatingKeys {
+    fn epoch(&self, t: i64) -> i64 {
+        t.div_euclid(self.period)
+    }
+
+    fn key(&self, epoch: i64) -> Option<hmac::Key> {
+        let held = self.held.read().unwrap_or_else(|p| p.into_inner());
+        held.iter()
+            .find(|(e, _)| *e == epoch)
+            .map(|(_, k)| k.clone())
+    }
+
+    async fn fetch(&self, epoch: i64) -> Result<hmac::Key, stella_store::StoreError> {
+        let mut fresh = zeroize::Zeroizing::new(vec![0u8; 32]);
+        aws_lc_rs::rand::fill(&mut fresh)
+            .map_err(|_| stella_store::StoreError::Database("RNG failure".into()))?;
+        let secret = match &self.shared {
+            None => fresh,
+            Some(c) => {
+                // Kept for three periods: the previous epoch's key is still needed while the
+                // current one runs.
+                let ttl = std::time::Duration::from_secs(
+                    u64::try_from(self.period.saturating_mul(3)).unwrap_or(u64::MAX),
+                );
+                let v = zeroize::Zeroizing::new(
+                    c.get_or_put(&format!("dpop-nonce:{epoch}"), fresh.to_vec(), ttl)
+                        .await?,
+                );
+                if v.len() < 32 {
+                    return Err(stella_store::StoreError::Corrupt {
+                        seq: 0,
+                        reason: format!("DPoP nonce key of epoch {epoch} is too short"),
+                    });
+                }
+                v
+            }
+        };
+        Ok(hmac::Key::new(hmac::HMAC_SHA256, &secret))
+    }
+
+    /// Hold the keys of the current epoch (an error if it cannot be had) and, in the last
+    /// tenth of the epoch, of the next one (best effort); drop older ones.
+    async fn ensure(&self, now: i64) -> Result<(), NonceKeyError> {
+        let cur = self.epoch(now);
+        let mut want = vec![cur];
+        if now.rem_euclid(self.period) >= self.period - (self.period / 10).max(1) {
+            want.push(cur.saturating_add(1));
+        }
+        for e in want {
+            if self.key(e).is_some() {
+                continue;
+            }
+            match self.fetch(e).await {
+                Ok(k) => {
+                    let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
+                    held.retain(|(x, _)| *x >= cur.saturating_sub(1) && *x != e);
+                    held.push((e, k));
+                }
+                Err(source) if e == cur => return Err(NonceKeyError { epoch: e, source }),
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot fetch the next DPoP nonce key yet");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl NonceIssuer {
+    /// A fixed key.
     pub fn new(secret: &[u8], lifetime_seconds: u64) -> Self {
         NonceIssuer {
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            keys: NonceKeys::Fixed(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret))),
             lifetime: i64::try_from(lifetime_seconds).unwrap_or(i64::MAX),
         }
     }
 
-    pub fn issue(&self, now: i64) -> String {
+    /// A key per epoch of `period_seconds` (at least the lifetime), shared through `shared`
+    /// when given, else random per process.
+    pub fn rotating(
+        shared: Option<Arc<dyn SharedCache>>,
+        period_seconds: u64,
+        lifetime_seconds: u64,
+    ) -> Self {
+        let lifetime = i64::try_from(lifetime_seconds).unwrap_or(i64::MAX);
+        NonceIssuer {
+            keys: NonceKeys::Rotating(RotatingKeys {
+                period: i64::try_from(period_seconds)
+                    .unwrap_or(i64::MAX)
+                    .max(lifetime)
+                    .max(1),
+                shared,
+                held: std::sync::RwLock::new(Vec::new()),
+            }),
+            lifetime,
+        }
+    }
+
+    /// Make sure the key of `now`'s epoch is held (rotating keys; a no-op for a fixed key).
+    pub async fn ensure(&self, now: i64) -> Result<(), NonceKeyError> {
+        match &self.keys {
+            NonceKeys::Fixed(_) => Ok(()),
+            NonceKeys::Rotating(r) => r.ensure(now).await,
+        }
+    }
+
+    fn key_for(&self, issued: i64) -> Option<hmac::Key> {
+        match &self.keys {
+            NonceKeys::Fixed(k) => Some((**k).clone()),
+            NonceKeys::Rotating(r) => r.key(r.epoch(issued)),
+        }
+    }
+
+    /// A nonce issued at `now`; `None` when the key of `now`'s epoch is not held.
+    pub fn issue(&self, now: i64) -> Option<String> {
+        let key = self.key_for(now)?;
         let ts = now.to_be_bytes();
-        let tag = hmac::sign(&self.key, &ts);
+        let tag = hmac::sign(&key, &ts);
         let mut raw = ts.to_vec();
         raw.extend_from_slice(&tag.as_ref()[..16]);
-        URL_SAFE_NO_PAD.encode(raw)
+        Some(URL_SAFE_NO_PAD.encode(raw))
     }
 
     pub fn check(&self, nonce: &str, now: i64) -> bool {
@@ -514,10 +650,14 @@ impl NonceIssuer {
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&raw[..8]);
         let issued = i64::from_be_bytes(ts);
-        let tag = hmac::sign(&self.key, &ts);
-        let ok = aws_lc_rs::constant_time::verify_slices_are_equal(&tag.as_ref()[..16], &raw[8..])
-            .is_ok();
-        ok && !after(issued, now, 1) && !older_than(issued, now, self.lifetime)
+        if after(issued, now, 1) || older_than(issued, now, self.lifetime) {
+            return false;
+        }
+        let Some(key) = self.key_for(issued) else {
+            return false;
+        };
+        let tag = hmac::sign(&key, &ts);
+        aws_lc_rs::constant_time::verify_slices_are_equal(&tag.as_ref()[..16], &raw[8..]).is_ok()
     }
 }
 
@@ -554,7 +694,7 @@ impl DpopValidator {
 
     /// A fresh nonce, when nonces are in use.
     pub fn fresh_nonce(&self) -> Option<String> {
-        self.nonce.as_ref().map(|n| n.issue(now_unix()))
+        self.nonce.as_ref().and_then(|n| n.issue(now_unix()))
     }
 
     async fn validate(
@@ -637,10 +777,20 @@ impl DpopValidator {
             ));
         }
         if let Some(n) = &self.nonce {
+            // Rotating keys: the current epoch's key must be held (fail closed if it cannot
+            // be had from the shared store).
+            n.ensure(now).await.map_err(|e| {
+                let mut err = ApiError::unavailable(
+                    "the DPoP nonce key is unavailable; nothing was signed; retry later",
+                    format!("{e}"),
+                );
+                err.retry_after = Some(1);
+                err
+            })?;
             let ok = claim_str(c, "nonce").is_some_and(|v| n.check(&v, now));
             if !ok {
                 let mut e = ApiError::new(Code::UseDpopNonce, "a fresh DPoP nonce is required");
-                e.dpop_nonce = Some(n.issue(now));
+                e.dpop_nonce = n.issue(now);
                 return Err(e);
             }
         }
@@ -675,7 +825,7 @@ mod tests {
     #[test]
     fn nonce_round_trip_and_expiry() {
         let n = NonceIssuer::new(b"secret", 300);
-        let v = n.issue(1000);
+        let v = n.issue(1000).unwrap();
         assert!(n.check(&v, 1000));
         assert!(n.check(&v, 1300));
         assert!(!n.check(&v, 1301));
@@ -778,14 +928,45 @@ mod tests {
         assert!(!after(i64::MIN, now, 5));
     }
 
+    /// Rotating keys, one replica (RNG): a nonce is accepted within its lifetime across an
+    /// epoch change, refused once its epoch key is dropped, and nothing is issued or accepted
+    /// for an epoch whose key is not held.
+    #[tokio::test]
+    async fn rotating_nonce_keys() {
+        let n = NonceIssuer::rotating(None, 100, 60);
+        assert!(n.issue(1000).is_none(), "no key held yet");
+        n.ensure(1000).await.unwrap();
+        let v = n.issue(1050).unwrap();
+        assert!(n.check(&v, 1050));
+        // Last tenth of the epoch: the next key is fetched ahead.
+        n.ensure(1095).await.unwrap();
+        let next = n.issue(1100).unwrap();
+        assert!(
+            n.check(&v, 1105),
+            "the previous epoch's nonce within its lifetime"
+        );
+        assert!(!n.check(&v, 1111), "past its lifetime");
+        assert!(n.check(&next, 1100));
+        n.ensure(1200).await.unwrap();
+        n.ensure(1300).await.unwrap();
+        // Epoch 10's key is gone: even a forged fresh timestamp in it cannot be checked.
+        assert!(!n.check(&v, 1050));
+        // A different process has other keys.
+        let other = NonceIssuer::rotating(None, 100, 60);
+        other.ensure(1300).await.unwrap();
+        let mine = n.issue(1300).unwrap();
+        assert!(n.check(&mine, 1300));
+        assert!(!other.check(&mine, 1300));
+    }
+
     #[test]
     fn nonce_with_extreme_timestamps_is_refused() {
         let n = NonceIssuer::new(b"secret", u64::MAX);
         for ts in [i64::MIN, i64::MAX, 1002] {
-            let v = n.issue(ts);
+            let v = n.issue(ts).unwrap();
             assert!(!n.check(&v, 1000), "{ts}");
         }
-        let v = n.issue(i64::MIN);
+        let v = n.issue(i64::MIN).unwrap();
         assert!(!n.check(&v, i64::MAX));
     }
 

@@ -190,6 +190,9 @@ pub struct DpopConfig {
     /// Environment variable holding the nonce HMAC secret (replicas must share it).
     /// Unset: a random secret per process.
     pub nonce_secret_env: Option<String>,
+    /// With `[quotas] backend = "redis"` and no `nonce_secret_env`, the nonce key shared by
+    /// the replicas changes every this many seconds (raised to `nonce_lifetime_seconds` if shorter).
+    pub nonce_rotation_seconds: u64,
     /// Most live `jti`s remembered (past it, proofs are refused rather than forgotten).
     pub replay_cache_entries: usize,
     /// Most live `jti`s one tenant may hold, so one tenant's callers cannot fill the cache
@@ -206,6 +209,7 @@ impl Default for DpopConfig {
             require_nonce: false,
             nonce_lifetime_seconds: 300,
             nonce_secret_env: None,
+            nonce_rotation_seconds: 3600,
             replay_cache_entries: 2_000_000,
             replay_cache_entries_per_tenant: 500_000,
         }
@@ -872,6 +876,10 @@ impl Config {
             (
                 "dpop.nonce_lifetime_seconds",
                 self.dpop.nonce_lifetime_seconds,
+            ),
+            (
+                "dpop.nonce_rotation_seconds",
+                self.dpop.nonce_rotation_seconds,
             ),
             ("licensing.timeout_ms", ms(self.licensing.timeout_ms)),
             (

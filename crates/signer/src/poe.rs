@@ -15,8 +15,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use stella_store::PoeState;
+use serde::{Deserialize, Serialize};
+use stella_store::{PoeState, SharedCache};
 
 use crate::config::{LicensingConfig, PlanLimits};
 use crate::error::{ApiError, Code};
@@ -154,10 +154,99 @@ impl PoeCache {
     }
 }
 
+/// An answer as kept in the shared cache (`poe:<sha256 of the PoE>`): the entitlement or the
+/// refusal, and when Licensing confirmed it (Unix ms), so TTL and grace count from the
+/// confirmation whichever replica asked.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SharedAnswer {
+    confirmed_at_ms: i64,
+    #[serde(default)]
+    ok: Option<SharedEntitlement>,
+    #[serde(default)]
+    err: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SharedEntitlement {
+    license_id: String,
+    tenant: Option<String>,
+    installation: Option<String>,
+    plan: String,
+    qps: f64,
+    burst: f64,
+    max_concurrent: u32,
+    max_artifact_bytes: u64,
+    expires_at: Option<i64>,
+}
+
+fn unix_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
+impl SharedAnswer {
+    fn of(answer: &Result<Arc<Entitlement>, String>) -> Self {
+        let (ok, err) = match answer {
+            Ok(e) => (
+                Some(SharedEntitlement {
+                    license_id: e.license_id.clone(),
+                    tenant: e.tenant.clone(),
+                    installation: e.installation.clone(),
+                    plan: e.limits.plan.clone(),
+                    qps: e.limits.qps,
+                    burst: e.limits.burst,
+                    max_concurrent: e.limits.max_concurrent,
+                    max_artifact_bytes: e.limits.max_artifact_bytes,
+                    expires_at: e.expires_at,
+                }),
+                None,
+            ),
+            Err(r) => (None, Some(r.clone())),
+        };
+        SharedAnswer {
+            confirmed_at_ms: unix_ms(),
+            ok,
+            err,
+        }
+    }
+
+    /// The local entry, or `None` when unreadable or confirmed in the future / too long ago
+    /// to be placed on this process's clock.
+    fn entry(self) -> Option<CacheEntry> {
+        let age_ms = u64::try_from(unix_ms().checked_sub(self.confirmed_at_ms)?).ok()?;
+        let confirmed_at = Instant::now().checked_sub(Duration::from_millis(age_ms))?;
+        let answer = match (self.ok, self.err) {
+            (Some(e), None) => Ok(Arc::new(Entitlement {
+                license_id: e.license_id,
+                tenant: e.tenant,
+                installation: e.installation,
+                limits: PlanLimits {
+                    plan: e.plan,
+                    qps: e.qps,
+                    burst: e.burst,
+                    max_concurrent: e.max_concurrent,
+                    max_artifact_bytes: e.max_artifact_bytes,
+                },
+                expires_at: e.expires_at,
+            })),
+            (None, Some(r)) => Err(r),
+            _ => return None,
+        };
+        Some(CacheEntry {
+            answer,
+            confirmed_at,
+        })
+    }
+}
+
 /// The Licensing client with its cache.
 pub struct Licensing {
     backend: Backend,
     cache: Mutex<PoeCache>,
+    /// The replicas' shared cache (Redis), consulted when the local entry is missing or stale.
+    shared: Option<Arc<dyn SharedCache>>,
     ttl: Duration,
     grace: Duration,
     bypass: Option<(String, Arc<Entitlement>)>,
@@ -217,9 +306,61 @@ impl Licensing {
         Licensing {
             backend,
             cache: Mutex::new(PoeCache::new(cfg.cache_entries)),
+            shared: None,
             ttl: Duration::from_secs(cfg.cache_ttl_seconds),
             grace: Duration::from_secs(cfg.grace_ttl_seconds),
             bypass,
+        }
+    }
+
+    /// Share answers with the other replicas through `c` (Redis).
+    pub fn with_shared_cache(mut self, c: Arc<dyn SharedCache>) -> Self {
+        self.shared = Some(c);
+        self
+    }
+
+    fn shared_key(digest: &[u8; 32]) -> String {
+        format!("poe:{}", stella_keys::hex(digest))
+    }
+
+    /// The shared entry for `digest`; a cache that cannot be read is a miss (Licensing is
+    /// asked), never an answer.
+    async fn shared_get(&self, digest: &[u8; 32]) -> Option<CacheEntry> {
+        let c = self.shared.as_ref()?;
+        match c.get(&Self::shared_key(digest)).await {
+            Ok(Some(bytes)) => serde_json::from_slice::<SharedAnswer>(&bytes)
+                .ok()
+                .and_then(SharedAnswer::entry),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "shared PoE cache unavailable: asking Licensing");
+                None
+            }
+        }
+    }
+
+    /// Publish a confirmed answer for the other replicas: kept for the TTL (an active one
+    /// for its grace period too), never past the license's expiry.
+    async fn shared_put(&self, digest: &[u8; 32], answer: &Result<Arc<Entitlement>, String>) {
+        let Some(c) = &self.shared else { return };
+        let mut keep = match answer {
+            Ok(_) => self.ttl.max(self.grace),
+            Err(_) => self.ttl,
+        };
+        if let Ok(e) = answer {
+            if let Some(x) = e.expires_at {
+                let left = u64::try_from(x.saturating_sub(unix_now())).unwrap_or(0);
+                keep = keep.min(Duration::from_secs(left));
+            }
+        }
+        if keep.is_zero() {
+            return;
+        }
+        let Ok(bytes) = serde_json::to_vec(&SharedAnswer::of(answer)) else {
+            return;
+        };
+        if let Err(e) = c.put(&Self::shared_key(digest), bytes, keep).await {
+            tracing::warn!(error = %e, "cannot publish a PoE answer to the shared cache");
         }
     }
 
@@ -241,10 +382,26 @@ impl Licensing {
         };
         let digest = stella_keys::sha256(poe.as_bytes());
         let now = unix_now();
-        let cached = {
+        let mut cached = {
             let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             c.get(&digest)
         };
+        if cached
+            .as_ref()
+            .is_none_or(|e| e.confirmed_at.elapsed() >= self.ttl)
+        {
+            // Another replica may have confirmed it more recently.
+            if let Some(s) = self.shared_get(&digest).await {
+                if cached
+                    .as_ref()
+                    .is_none_or(|e| s.confirmed_at > e.confirmed_at)
+                {
+                    let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                    c.insert(digest, s.clone());
+                    cached = Some(s);
+                }
+            }
+        }
         if let Some(e) = &cached {
             if e.confirmed_at.elapsed() < self.ttl {
                 return match &e.answer {
@@ -261,6 +418,7 @@ impl Licensing {
         match self.introspect(poe).await {
             Ok(answer) => {
                 self.remember(digest, answer.clone());
+                self.shared_put(&digest, &answer).await;
                 match answer {
                     Ok(ent) => {
                         if ent.expires_at.is_some_and(|x| x <= now) {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use stella_keys::{DevKeys, Keyring, Purpose};
 use stella_oci::{Client, ClientConfig, Digest, PlainHttp, Reference, RetryPolicy};
+use stella_store::SharedCache;
 
 use crate::app::StartError;
 use crate::config::ReleaseConfig;
@@ -83,6 +84,11 @@ struct Cached {
     verdict: ReleaseVerdict,
 }
 
+fn unix_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
 /// The registry side: client, repository, keyring and the verdict cache.
 pub struct ReferrerChecker {
     client: Client,
@@ -93,6 +99,24 @@ pub struct ReferrerChecker {
     max_entries: usize,
     cache: Mutex<HashMap<Digest, Cached>>,
     lookups: AtomicU64,
+    /// The replicas' shared verdict cache (Redis), consulted on a local miss.
+    shared: Option<Arc<dyn SharedCache>>,
+    /// Names the repository and the release keys (ids, purposes, revocation) in shared
+    /// cache keys, so replicas configured differently never share verdicts.
+    shared_scope: String,
+}
+
+/// A registry verdict as kept in the shared cache.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SharedVerdict {
+    /// When the registry gave it (Unix ms): the TTL counts from there on every replica.
+    confirmed_at_ms: i64,
+    trusted: bool,
+    signer: Option<String>,
+    keyid: Option<String>,
+    artifact_type: Option<String>,
+    reason: String,
 }
 
 impl ReferrerChecker {
@@ -161,13 +185,27 @@ impl ReferrerChecker {
         .map_err(|e| StartError::Config(format!("release registry client: {e}")))?;
         Ok(Some(ReferrerChecker {
             client,
-            repository,
-            keyring,
             trusted_ttl: Duration::from_secs(cfg.verdict_cache_ttl_secs),
             untrusted_ttl: Duration::from_secs(cfg.untrusted_cache_ttl_secs),
             max_entries: cfg.verdict_cache_entries.max(1),
             cache: Mutex::new(HashMap::new()),
             lookups: AtomicU64::new(0),
+            shared: None,
+            shared_scope: {
+                let mut scope = repository.to_string();
+                for k in keyring.keys() {
+                    scope.push_str(&format!(
+                        "\n{} {:?} {} {}",
+                        k.id,
+                        k.purposes,
+                        k.revoked,
+                        k.key.to_pem()
+                    ));
+                }
+                stella_keys::hex(&stella_keys::sha256(scope.as_bytes()))
+            },
+            repository,
+            keyring,
         }))
     }
 
@@ -197,12 +235,20 @@ impl ReferrerChecker {
         }
     }
 
-    fn remember(&self, digest: Digest, verdict: &ReleaseVerdict) {
-        let ttl = if verdict.trusted {
+    fn ttl_of(&self, verdict: &ReleaseVerdict) -> Duration {
+        if verdict.trusted {
             self.trusted_ttl
         } else {
             self.untrusted_ttl
-        };
+        }
+    }
+
+    fn remember(&self, digest: Digest, verdict: &ReleaseVerdict) {
+        self.remember_at(digest, verdict, Instant::now());
+    }
+
+    fn remember_at(&self, digest: Digest, verdict: &ReleaseVerdict, at: Instant) {
+        let ttl = self.ttl_of(verdict);
         if ttl.is_zero() {
             return;
         }
@@ -218,14 +264,70 @@ impl ReferrerChecker {
         cache.insert(
             digest,
             Cached {
-                at: Instant::now(),
+                at,
                 ttl,
                 verdict: verdict.clone(),
             },
         );
     }
 
-    /// The verdict for `repository@digest` (cache first).
+    fn shared_key(&self, digest: &str) -> String {
+        format!("verdict:{}:{digest}", self.shared_scope)
+    }
+
+    /// A verdict another replica got from the registry; an unreadable cache is a miss (the
+    /// registry is asked), never a verdict.
+    async fn shared_get(&self, digest: &str) -> Option<(ReleaseVerdict, Instant)> {
+        let c = self.shared.as_ref()?;
+        let bytes = match c.get(&self.shared_key(digest)).await {
+            Ok(b) => b?,
+            Err(e) => {
+                tracing::warn!(error = %e, "shared verdict cache unavailable: asking the registry");
+                return None;
+            }
+        };
+        let v: SharedVerdict = serde_json::from_slice(&bytes).ok()?;
+        let age_ms = u64::try_from(unix_ms().checked_sub(v.confirmed_at_ms)?).ok()?;
+        let at = Instant::now().checked_sub(Duration::from_millis(age_ms))?;
+        let verdict = ReleaseVerdict {
+            digest: digest.to_string(),
+            trusted: v.trusted,
+            signer: v.signer,
+            keyid: v.keyid,
+            artifact_type: v.artifact_type,
+            reason: v.reason,
+            source: VerdictSource::Referrers,
+            cached: true,
+        };
+        Some((verdict, at))
+    }
+
+    async fn shared_put(&self, verdict: &ReleaseVerdict) {
+        let Some(c) = &self.shared else { return };
+        let ttl = if verdict.trusted {
+            self.trusted_ttl
+        } else {
+            self.untrusted_ttl
+        };
+        if ttl.is_zero() {
+            return;
+        }
+        let Ok(bytes) = serde_json::to_vec(&SharedVerdict {
+            confirmed_at_ms: unix_ms(),
+            trusted: verdict.trusted,
+            signer: verdict.signer.clone(),
+            keyid: verdict.keyid.clone(),
+            artifact_type: verdict.artifact_type.clone(),
+            reason: verdict.reason.clone(),
+        }) else {
+            return;
+        };
+        if let Err(e) = c.put(&self.shared_key(&verdict.digest), bytes, ttl).await {
+            tracing::warn!(error = %e, "cannot publish a release verdict to the shared cache");
+        }
+    }
+
+    /// The verdict for `repository@digest` (local cache, shared cache, then the registry).
     pub async fn check(&self, digest: &str) -> Result<ReleaseVerdict, Unavailable> {
         let d = Digest::parse(digest).map_err(|source| Unavailable {
             reference: digest.to_string(),
@@ -233,6 +335,13 @@ impl ReferrerChecker {
         })?;
         if let Some(v) = self.cached(&d) {
             return Ok(v);
+        }
+        if let Some((v, at)) = self.shared_get(digest).await {
+            // Kept locally until the TTL from the registry's answer runs out.
+            if at.elapsed() < self.ttl_of(&v) {
+                self.remember_at(d, &v, at);
+                return Ok(v);
+            }
         }
         let image = self.repository.pinned(d);
         self.lookups.fetch_add(1, Ordering::Relaxed);
@@ -253,6 +362,7 @@ impl ReferrerChecker {
             cached: false,
         };
         self.remember(d, &verdict);
+        self.shared_put(&verdict).await;
         Ok(verdict)
     }
 }
@@ -269,6 +379,14 @@ impl ReleaseGate {
             allow: cfg.trusted_scanner_digests.clone(),
             referrers: ReferrerChecker::from_config(cfg)?.map(Arc::new),
         })
+    }
+
+    /// Share registry verdicts with the other replicas through `c` (Redis).
+    pub fn with_shared_cache(mut self, c: Arc<dyn SharedCache>) -> Self {
+        if let Some(r) = self.referrers.as_mut().and_then(Arc::get_mut) {
+            r.shared = Some(c);
+        }
+        self
     }
 
     /// The registry checker, when `release.repository` is configured.

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod cache;
 pub mod chain;
 pub mod checkpoint;
 pub mod memory;
@@ -27,11 +28,12 @@ pub use audit::{
     AuditLog, AuditPage, AuditQuery, AuditReader, AuditRecord, Caller, Outcome, PoeState,
     StoredRecord,
 };
+pub use cache::SharedCache;
 pub use chain::{ChainError, ChainReport};
 pub use memory::{MemoryQuotaStore, MemoryReplayCache};
 pub use postgres::{PgAudit, PgOptions, PgReader};
-pub use quota::{Lease, QuotaStore, RateDecision, RateLimit};
-pub use redis::{RedisOptions, RedisQuotaStore, RedisReplayCache};
+pub use quota::{Admission, Lease, QuotaStore, RateDecision, RateLimit};
+pub use redis::{RedisCache, RedisOptions, RedisQuotaStore, RedisReplayCache};
 pub use replay::ReplayCache;
 pub use sqlite::{SqliteAudit, SqliteOptions};
 

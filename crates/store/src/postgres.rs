@@ -397,6 +397,9 @@ struct Pending {
     reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
+/// How often an unhealthy writer probes the server.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
 struct Writer {
     client: Option<Client>,
     config: tokio_postgres::Config,
@@ -409,7 +412,22 @@ impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let mut batch: Vec<Pending> = Vec::with_capacity(self.batch_max);
         let mut flushes: Vec<oneshot::Sender<Result<(), StoreError>>> = Vec::new();
-        while let Some(first) = rx.recv().await {
+        loop {
+            // While unhealthy, probe the server between commands: a replica taken out of
+            // rotation by its `/readyz` gets no requests, so recovery cannot wait for the
+            // next batch.
+            let first = if self.healthy.load(Ordering::Acquire) {
+                rx.recv().await
+            } else {
+                match tokio::time::timeout(PROBE_EVERY, rx.recv()).await {
+                    Ok(cmd) => cmd,
+                    Err(_) => {
+                        self.probe().await;
+                        continue;
+                    }
+                }
+            };
+            let Some(first) = first else { break };
             let mut close = None;
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
@@ -478,6 +496,24 @@ impl Writer {
             }
         }
         self.commit(&mut batch).await;
+    }
+
+    /// Reconnect and read the head (bounded); healthy again if that works.
+    async fn probe(&mut self) {
+        let res = tokio::time::timeout(self.timeout, async {
+            if self.client.is_none() {
+                self.client = Some(connect(&self.config, self.timeout).await?);
+            }
+            let client = self.client.as_ref().ok_or(StoreError::Closed)?;
+            client.query_one("SELECT seq FROM audit_head", &[]).await?;
+            Ok::<(), StoreError>(())
+        })
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Database("postgres: probe timed out".into())));
+        match res {
+            Ok(()) => self.healthy.store(true, Ordering::Release),
+            Err(_) => self.client = None,
+        }
     }
 
     async fn commit(&mut self, batch: &mut Vec<Pending>) -> bool {

@@ -55,6 +55,17 @@ impl Drop for Lease {
     }
 }
 
+/// The answer of [`QuotaStore::admit`].
+#[derive(Debug)]
+pub enum Admission {
+    /// A token was taken and a slot is held until `lease` drops.
+    Admitted { remaining: u64, lease: Lease },
+    /// The bucket is empty (no slot was taken).
+    Throttled { retry_after: Duration },
+    /// Every concurrency slot is held (the token is spent, as with two separate calls).
+    Busy,
+}
+
 /// Per-key rate and concurrency limits.
 pub trait QuotaStore: Send + Sync {
     /// Take one token from `key`'s bucket.
@@ -62,6 +73,24 @@ pub trait QuotaStore: Send + Sync {
 
     /// Take one of `max` concurrency slots of `key`; `None` when all are held.
     fn acquire_concurrency(&self, key: &str, max: u32) -> StoreFuture<'_, Option<Lease>>;
+
+    /// [`take_rate`](Self::take_rate), then (if allowed)
+    /// [`acquire_concurrency`](Self::acquire_concurrency) — in one round trip where the
+    /// backend can (Redis: one script).
+    fn admit(&self, key: &str, limit: RateLimit, max: u32) -> StoreFuture<'_, Admission> {
+        let key = key.to_string();
+        Box::pin(async move {
+            match self.take_rate(&key, limit).await? {
+                RateDecision::Throttled { retry_after } => Ok(Admission::Throttled { retry_after }),
+                RateDecision::Allowed { remaining } => {
+                    Ok(match self.acquire_concurrency(&key, max).await? {
+                        Some(lease) => Admission::Admitted { remaining, lease },
+                        None => Admission::Busy,
+                    })
+                }
+            }
+        })
+    }
 
     /// Short backend name for logs (`memory`, `redis`).
     fn backend(&self) -> &'static str;

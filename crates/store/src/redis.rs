@@ -96,6 +96,50 @@ end
 return 0
 ";
 
+/// Token bucket (KEYS[1]) then, if a token was taken, a lease (KEYS[2]): one round trip.
+/// ARGV: rate, burst, max, lease id, lease ttl ms. Returns {allowed, remaining, wait, granted}.
+const ADMIT: &str = r"
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(v[1])
+local ts = tonumber(v[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+local elapsed = now - ts
+if elapsed < 0 then elapsed = 0 end
+tokens = math.min(burst, tokens + elapsed * rate)
+local allowed = 0
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+elseif rate > 0 then
+  wait = (1 - tokens) / rate
+else
+  wait = 3600
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+local idle = 1000
+if rate > 0 then idle = math.ceil(burst / rate * 1000) + 1000 end
+redis.call('PEXPIRE', KEYS[1], idle)
+local granted = 0
+if allowed == 1 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+  if redis.call('ZCARD', KEYS[2]) < tonumber(ARGV[3]) then
+    redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[5]), ARGV[4])
+    redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[5]))
+    granted = 1
+  end
+end
+return {allowed, math.floor(tokens), tostring(wait), granted}
+";
+
 /// What both backends share: the connection, the prefix and the bound.
 #[derive(Clone)]
 struct Conn {
@@ -141,6 +185,7 @@ pub struct RedisQuotaStore {
     lease_ttl_ms: u64,
     take: ::redis::Script,
     acquire: ::redis::Script,
+    admit: ::redis::Script,
 }
 
 impl RedisQuotaStore {
@@ -153,6 +198,7 @@ impl RedisQuotaStore {
                 .max(1),
             take: ::redis::Script::new(TAKE_RATE),
             acquire: ::redis::Script::new(ACQUIRE),
+            admit: ::redis::Script::new(ADMIT),
         })
     }
 }
@@ -198,24 +244,46 @@ impl QuotaStore for RedisQuotaStore {
             if granted != 1 {
                 return Ok(None);
             }
-            let c = self.c.clone();
-            Ok(Some(Lease::new(move || {
-                // Give the slot back without blocking the dropping thread; if there is no
-                // runtime (or Redis is away) the lease expires on its own.
-                if let Ok(h) = tokio::runtime::Handle::try_current() {
-                    h.spawn(async move {
-                        let mut conn = c.conn.clone();
-                        let _ = c
-                            .bounded(
-                                ::redis::cmd("ZREM")
-                                    .arg(&k)
-                                    .arg(&id)
-                                    .query_async::<i64>(&mut conn),
-                            )
-                            .await;
-                    });
-                }
-            })))
+            Ok(Some(self.lease(k, id)))
+        })
+    }
+
+    fn admit(
+        &self,
+        key: &str,
+        limit: RateLimit,
+        max: u32,
+    ) -> StoreFuture<'_, crate::quota::Admission> {
+        use crate::quota::Admission;
+        let rate_key = format!("{}rate:{key}", self.c.prefix);
+        let conc_key = format!("{}conc:{key}", self.c.prefix);
+        Box::pin(async move {
+            let id = lease_id()?;
+            let mut conn = self.c.conn.clone();
+            let mut inv = self.admit.key(&rate_key);
+            inv.key(&conc_key)
+                .arg(limit.per_second.max(0.0))
+                .arg(limit.burst.max(1.0))
+                .arg(max)
+                .arg(&id)
+                .arg(self.lease_ttl_ms);
+            let (allowed, remaining, wait, granted): (i64, i64, String, i64) =
+                self.c.bounded(inv.invoke_async(&mut conn)).await?;
+            if allowed != 1 {
+                let secs: f64 = wait.parse().map_err(|_| {
+                    StoreError::Database(format!("redis: bad wait {wait:?} from the admit script"))
+                })?;
+                return Ok(Admission::Throttled {
+                    retry_after: Duration::from_secs_f64(secs.clamp(0.001, 86_400.0)),
+                });
+            }
+            if granted != 1 {
+                return Ok(Admission::Busy);
+            }
+            Ok(Admission::Admitted {
+                remaining: u64::try_from(remaining).unwrap_or(0),
+                lease: self.lease(conc_key, id),
+            })
         })
     }
 
@@ -238,6 +306,32 @@ impl QuotaStore for RedisQuotaStore {
                 )))
             }
         })
+    }
+}
+
+impl RedisQuotaStore {
+    /// A held lease: dropping it removes `id` from `k` (in the background).
+    fn lease(&self, k: String, id: String) -> Lease {
+        {
+            let c = self.c.clone();
+            Lease::new(move || {
+                // Give the slot back without blocking the dropping thread; if there is no
+                // runtime (or Redis is away) the lease expires on its own.
+                if let Ok(h) = tokio::runtime::Handle::try_current() {
+                    h.spawn(async move {
+                        let mut conn = c.conn.clone();
+                        let _ = c
+                            .bounded(
+                                ::redis::cmd("ZREM")
+                                    .arg(&k)
+                                    .arg(&id)
+                                    .query_async::<i64>(&mut conn),
+                            )
+                            .await;
+                    });
+                }
+            })
+        }
     }
 }
 
@@ -283,32 +377,82 @@ impl ReplayCache for RedisReplayCache {
     }
 }
 
-/// A secret shared by every replica under `prefix` + `secret:<name>`: the first replica to ask
-/// stores 32 random bytes (hex, `SET NX`), every replica reads the same value. Used for the DPoP
-/// nonce key, so a nonce issued by one replica is accepted by the others.
-pub async fn shared_secret(opts: &RedisOptions, name: &str) -> Result<String, StoreError> {
-    let c = Conn::open(opts).await?;
-    let key = format!("{}secret:{name}", c.prefix);
-    let mut fresh = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut fresh).map_err(|_| StoreError::Database("RNG failure".into()))?;
-    let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
-    let mut conn = c.conn.clone();
-    let _: Option<String> = c
-        .bounded(
-            ::redis::cmd("SET")
-                .arg(&key)
-                .arg(&fresh)
-                .arg("NX")
-                .query_async(&mut conn),
-        )
-        .await?;
-    let value: Option<String> = c
-        .bounded(::redis::cmd("GET").arg(&key).query_async(&mut conn))
-        .await?;
-    match value {
-        Some(v) if v.len() >= 32 => Ok(v),
-        _ => Err(StoreError::Database(format!(
-            "redis: shared secret {name} is missing or too short"
-        ))),
+/// Values with a lifetime shared through Redis under `prefix` + `cache:` (PoE answers, release
+/// verdicts, DPoP nonce keys). Every call is bounded by `timeout`.
+pub struct RedisCache {
+    c: Conn,
+}
+
+impl RedisCache {
+    /// Connect (bounded by `timeout`).
+    pub async fn connect(opts: RedisOptions) -> Result<Self, StoreError> {
+        Ok(RedisCache {
+            c: Conn::open(&opts).await?,
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}cache:{key}", self.c.prefix)
+    }
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl crate::cache::SharedCache for RedisCache {
+    fn get(&self, key: &str) -> StoreFuture<'_, Option<Vec<u8>>> {
+        let k = self.key(key);
+        Box::pin(async move {
+            let mut conn = self.c.conn.clone();
+            self.c
+                .bounded(::redis::cmd("GET").arg(&k).query_async(&mut conn))
+                .await
+        })
+    }
+
+    fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StoreFuture<'_, ()> {
+        let k = self.key(key);
+        Box::pin(async move {
+            let mut conn = self.c.conn.clone();
+            let _: Option<String> = self
+                .c
+                .bounded(
+                    ::redis::cmd("SET")
+                        .arg(&k)
+                        .arg(value)
+                        .arg("PX")
+                        .arg(ttl_ms(ttl))
+                        .query_async(&mut conn),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn get_or_put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StoreFuture<'_, Vec<u8>> {
+        let k = self.key(key);
+        Box::pin(async move {
+            let mut conn = self.c.conn.clone();
+            // SET NX GET (Redis 7): the previous value if there was one, else nil and ours is set.
+            let old: Option<Vec<u8>> = self
+                .c
+                .bounded(
+                    ::redis::cmd("SET")
+                        .arg(&k)
+                        .arg(&value)
+                        .arg("NX")
+                        .arg("GET")
+                        .arg("PX")
+                        .arg(ttl_ms(ttl))
+                        .query_async(&mut conn),
+                )
+                .await?;
+            Ok(old.unwrap_or(value))
+        })
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
     }
 }

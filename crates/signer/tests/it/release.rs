@@ -17,7 +17,7 @@ const SIGN: &str = "/api/v1/signer/sign/dsse";
 const VERIFY: &str = "/api/v1/signer/verify/referrers";
 const REPO: &str = "stellaops/scanner";
 
-fn oci() -> Client {
+pub(crate) fn oci() -> Client {
     Client::new(ClientConfig {
         credentials: CredentialSource::Anonymous,
         ..ClientConfig::default()
@@ -26,7 +26,7 @@ fn oci() -> Client {
 }
 
 /// Push a random image to `REPO:tag`; its manifest digest.
-async fn push_image(reg: &Registry, tag: &str) -> (Reference, Digest) {
+pub(crate) async fn push_image(reg: &Registry, tag: &str) -> (Reference, Digest) {
     let src = tempfile::tempdir().unwrap();
     let (layout, img) = testing::layout_with_image(src.path(), "x", &[10_000]);
     let r = Reference::parse(&format!("{}/{REPO}:{tag}", reg.host())).unwrap();
@@ -43,7 +43,11 @@ async fn push_image(reg: &Registry, tag: &str) -> (Reference, Digest) {
 }
 
 /// A keyring file: `release` for purpose release, `attest` for purpose attestation only.
-fn write_keyring(dir: &std::path::Path, release: &FileKey, attest: &FileKey) -> std::path::PathBuf {
+pub(crate) fn write_keyring(
+    dir: &std::path::Path,
+    release: &FileKey,
+    attest: &FileKey,
+) -> std::path::PathBuf {
     let p = dir.join("release-keyring.toml");
     let text = format!(
         "[[keys]]\nid = \"release-2026\"\npurposes = [\"release\"]\npublic_key = '''\n{}'''\n\n\
@@ -56,19 +60,19 @@ fn write_keyring(dir: &std::path::Path, release: &FileKey, attest: &FileKey) -> 
 }
 
 /// Registry requests served so far (access log: GET and HEAD on the repository).
-fn registry_reads(reg: &Registry) -> usize {
+pub(crate) fn registry_reads(reg: &Registry) -> usize {
     let part = format!("/v2/{REPO}/");
     reg.requests("GET", &part).len() + reg.requests("HEAD", &part).len()
 }
 
-struct Caller {
+pub(crate) struct Caller {
     http: reqwest::Client,
     key: DpopKey,
     token: String,
 }
 
 impl Caller {
-    async fn new() -> Caller {
+    pub(crate) async fn new() -> Caller {
         let key = DpopKey::generate().unwrap();
         let token = authority()
             .token("a-dpop", "signer.sign", Some(&key), None)
@@ -80,7 +84,7 @@ impl Caller {
         }
     }
 
-    async fn sign(&self, s: &TestSigner, scanner: &str) -> Reply {
+    pub(crate) async fn sign(&self, s: &TestSigner, scanner: &str) -> Reply {
         let mut body = sign_body("poe-a");
         body["scannerImageDigest"] = Value::String(scanner.to_string());
         send_dpop(&self.http, &s.url(SIGN), &self.token, &self.key, &body).await

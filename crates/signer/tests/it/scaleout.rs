@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 use stella_signer::client::DpopKey;
 use stella_store::{
-    chain, AuditLog, PgAudit, PgOptions, PgReader, RedisOptions, RedisQuotaStore, RedisReplayCache,
+    chain, AuditLog, PgAudit, PgOptions, PgReader, RedisCache, RedisOptions, RedisQuotaStore,
+    RedisReplayCache, SharedCache,
 };
 
 use crate::support::*;
@@ -563,35 +564,32 @@ async fn three_replicas_behind_haproxy() {
     assert_eq!(report.records, 15 + 3);
 }
 
-/// With `dpop.require_nonce`, replicas share the nonce key through Redis: a nonce issued by one
-/// replica is accepted by another; a replica with its own key refuses it.
+/// With `dpop.require_nonce`, replicas share the rotating nonce keys through Redis (the
+/// shared cache): a nonce issued by one replica is accepted by another; a replica with its own
+/// key refuses it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_dpop_nonces_through_redis() {
     let shared = Shared::new();
-    let secret = stella_store::redis::shared_secret(&shared.redis(), "dpop-nonce")
-        .await
-        .unwrap();
-    // Asked again (another replica starting): the same secret.
-    assert_eq!(
-        stella_store::redis::shared_secret(&shared.redis(), "dpop-nonce")
-            .await
-            .unwrap(),
-        secret
-    );
-    let start = |nonce_secret: Option<Vec<u8>>| async {
+    let shared = &shared;
+    let start = |cache: bool| async move {
+        let shared_cache: Option<Arc<dyn SharedCache>> = if cache {
+            Some(Arc::new(RedisCache::connect(shared.redis()).await.unwrap()))
+        } else {
+            None
+        };
         TestSigner::start_with(Opts {
             toml: format!("[server]\npublic_url = \"{PUBLIC}\"\n[dpop]\nrequire_nonce = true\n"),
             replay: Some(Arc::new(
                 RedisReplayCache::connect(shared.redis()).await.unwrap(),
             )),
-            nonce_secret,
+            shared_cache,
             ..Opts::default()
         })
         .await
     };
-    let a = start(Some(secret.clone().into_bytes())).await;
-    let b = start(Some(secret.into_bytes())).await;
-    let own = start(None).await;
+    let a = start(true).await;
+    let b = start(true).await;
+    let own = start(false).await;
     let http = authority().pki.http(None);
     let key = DpopKey::generate().unwrap();
     let token = authority()
@@ -628,5 +626,259 @@ async fn replicas_share_dpop_nonces_through_redis() {
         (401, "use_dpop_nonce"),
         "{}",
         at_own.body
+    );
+}
+
+/// Rotating nonce keys through Redis, two replicas (own connections) on a synthetic clock:
+/// one key per epoch, the same on both, stored with a TTL; a nonce of the previous epoch is
+/// accepted within its lifetime, one two epochs old is refused; a replica that cannot reach
+/// Redis at an epoch change refuses (fails closed) instead of inventing a key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonce_keys_rotate_in_redis() {
+    use stella_signer::auth::NonceIssuer;
+    let shared = Shared::new();
+    let replica = || async {
+        let c: Arc<dyn SharedCache> = Arc::new(RedisCache::connect(shared.redis()).await.unwrap());
+        NonceIssuer::rotating(Some(c), 100, 60)
+    };
+    let (a, b) = (replica().await, replica().await);
+    // Epochs far from now: nothing else uses them.
+    let t0 = 1_000_000_000;
+    a.ensure(t0).await.unwrap();
+    b.ensure(t0 + 10).await.unwrap();
+    let n = a.issue(t0 + 20).unwrap();
+    assert!(b.check(&n, t0 + 30), "same epoch key on both replicas");
+    let ttl: i64 = redis_cli(
+        &shared,
+        &[
+            "PTTL",
+            &format!("{}cache:dpop-nonce:{}", shared.prefix, t0 / 100),
+        ],
+    );
+    assert!(
+        ttl > 200_000 && ttl <= 300_000,
+        "TTL of the epoch key: {ttl}"
+    );
+    // Next epoch: b issues with the new key, a (prefetching in the last tenth) accepts it.
+    a.ensure(t0 + 95).await.unwrap();
+    b.ensure(t0 + 100).await.unwrap();
+    let n2 = b.issue(t0 + 100).unwrap();
+    assert!(a.check(&n2, t0 + 101));
+    assert!(a.check(&n, t0 + 75), "previous epoch within the lifetime");
+    // Two epochs later the first key is gone from both.
+    a.ensure(t0 + 300).await.unwrap();
+    b.ensure(t0 + 300).await.unwrap();
+    assert!(!a.check(&n, t0 + 75) && !b.check(&n, t0 + 75));
+    assert!(a.check(&b.issue(t0 + 300).unwrap(), t0 + 300));
+    // Redis unreachable at an epoch change: no key, refused.
+    let proxy = Proxy::start("127.0.0.1:6379").await;
+    let mut o = shared.redis();
+    o.url = format!("redis://127.0.0.1:{}/0", proxy.port);
+    o.timeout = Duration::from_millis(300);
+    let c: Arc<dyn SharedCache> = Arc::new(RedisCache::connect(o).await.unwrap());
+    let cut = NonceIssuer::rotating(Some(c), 100, 60);
+    cut.ensure(t0 + 300).await.unwrap();
+    proxy.down();
+    let t = std::time::Instant::now();
+    assert!(cut.ensure(t0 + 400).await.is_err());
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(cut.issue(t0 + 400).is_none());
+    proxy.restore();
+    let mut ok = false;
+    for _ in 0..30 {
+        if cut.ensure(t0 + 400).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "no recovery after Redis came back");
+    // The recovered replica holds the shared key of the new epoch, not one of its own.
+    a.ensure(t0 + 400).await.unwrap();
+    assert!(a.check(&cut.issue(t0 + 400).unwrap(), t0 + 401));
+}
+
+fn redis_cli<T: std::str::FromStr>(shared: &Shared, args: &[&str]) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    let out = std::process::Command::new("redis-cli")
+        .arg("-u")
+        .arg(&shared.redis_url)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// PoE answers are shared: replica A asks Licensing; replica B, whose Licensing is down, is
+/// served from the shared cache (state `cached`), then within the grace period after the TTL
+/// (state `grace`); a refusal seen by A is a refusal at B although B's Licensing would say
+/// yes; a replica without the shared cache and Licensing down refuses 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poe_answers_are_shared_through_redis() {
+    let shared = Shared::new();
+    let shared = &shared;
+    let start = |cache: bool| async move {
+        let shared_cache: Option<Arc<dyn SharedCache>> = if cache {
+            Some(Arc::new(RedisCache::connect(shared.redis()).await.unwrap()))
+        } else {
+            None
+        };
+        TestSigner::start_with(Opts {
+            toml: "[licensing]\ncache_ttl_seconds = 2\ngrace_ttl_seconds = 60\n".to_string(),
+            shared_cache,
+            ..Opts::default()
+        })
+        .await
+    };
+    let a = start(true).await;
+    let b = start(true).await;
+    let alone = start(false).await;
+    b.licensing.set_down(true);
+    alone.licensing.set_down(true);
+    let poe = format!("poe-shared-{}", stella_signer::trace::random_hex(4));
+    let lic = json!({"active": true, "licenseId": "lic-shared", "plan": "team", "tenant": "tenant-a",
+        "limits": {"qps": 100, "burst": 100, "maxConcurrent": 8, "maxArtifactBytes": 1 << 20},
+        "expiresAt": "2099-01-01T00:00:00Z"});
+    a.licensing.set(&poe, lic.clone());
+    let http = authority().pki.http(None);
+    let key = DpopKey::generate().unwrap();
+    let token = authority()
+        .token("a-dpop", "signer.sign", Some(&key), None)
+        .await;
+    let sign = |r: &TestSigner, poe: &str| {
+        let (http, url, token, body) = (http.clone(), r.url(SIGN), token.clone(), sign_body(poe));
+        let key = &key;
+        async move { send_dpop(&http, &url, &token, key, &body).await }
+    };
+    let ra = sign(&a, &poe).await;
+    assert_eq!(ra.status, 200, "{}", ra.body);
+    assert_eq!(
+        a.audit(ra.audit_id()).poe_state,
+        Some(stella_store::PoeState::Valid)
+    );
+    let rb = sign(&b, &poe).await;
+    assert_eq!(rb.status, 200, "{}", rb.body);
+    assert_eq!(
+        b.audit(rb.audit_id()).poe_state,
+        Some(stella_store::PoeState::Cached)
+    );
+    assert_eq!(
+        b.licensing.calls.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    let r_alone = sign(&alone, &poe).await;
+    assert_eq!(
+        (r_alone.status, r_alone.code()),
+        (503, "upstream_unavailable"),
+        "{}",
+        r_alone.body
+    );
+    // Past the TTL, Licensing still down at B: grace from A's confirmation.
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let rb = sign(&b, &poe).await;
+    assert_eq!(rb.status, 200, "{}", rb.body);
+    assert_eq!(
+        b.audit(rb.audit_id()).poe_state,
+        Some(stella_store::PoeState::Grace)
+    );
+
+    // A refusal confirmed by A is shared: B refuses although its own Licensing says yes.
+    let revoked = format!("poe-revoked-{}", stella_signer::trace::random_hex(4));
+    a.licensing
+        .set(&revoked, json!({"active": false, "reason": "revoked"}));
+    b.licensing.set(&revoked, lic);
+    b.licensing.set_down(false);
+    let ra = sign(&a, &revoked).await;
+    assert_eq!(
+        (ra.status, ra.code()),
+        (403, "entitlement_denied"),
+        "{}",
+        ra.body
+    );
+    let rb = sign(&b, &revoked).await;
+    assert_eq!(
+        (rb.status, rb.code()),
+        (403, "entitlement_denied"),
+        "{}",
+        rb.body
+    );
+    assert!(rb.body.to_string().contains("revoked"), "{}", rb.body);
+}
+
+/// Release verdicts are shared: replica A asks the registry; replica B (same repository and
+/// keyring) answers from the shared cache without a registry request, even with the registry
+/// gone; replica C with another keyring does not use A's verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_verdicts_are_shared_through_redis() {
+    use crate::release::{oci, push_image, registry_reads, write_keyring, Caller};
+    use stella_keys::{Algorithm, FileKey};
+    let shared = Shared::new();
+    let mut reg = stella_oci::testing::Registry::start();
+    let release = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+    let attest = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+    let (signed_ref, signed) = push_image(&reg, "2.0").await;
+    stella_oci::sign_image(&oci(), &signed_ref, &release)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ring = write_keyring(dir.path(), &release, &attest);
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_ring = write_keyring(
+        other_dir.path(),
+        &release,
+        &FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap(),
+    );
+    let start = |ring: std::path::PathBuf| {
+        let host = reg.host();
+        let shared = &shared;
+        async move {
+            TestSigner::start_with(Opts {
+                toml: format!(
+                    "[release]\nrepository = \"{host}/stellaops/scanner\"\nkeyring = \"{}\"\nregistry_attempts = 1\n",
+                    ring.display()
+                ),
+                shared_cache: Some(Arc::new(RedisCache::connect(shared.redis()).await.unwrap())),
+                ..Opts::default()
+            })
+            .await
+        }
+    };
+    let a = start(ring.clone()).await;
+    let b = start(ring).await;
+    let c = start(other_ring).await;
+    let caller = Caller::new().await;
+    let r = caller.sign(&a, &signed.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(a.state.release.referrers().unwrap().registry_lookups(), 1);
+    let reads = registry_reads(&reg);
+    let r = caller.sign(&b, &signed.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        b.audit(r.audit_id()).scanner_verdict.as_deref(),
+        Some("trusted-referrer")
+    );
+    assert_eq!(b.state.release.referrers().unwrap().registry_lookups(), 0);
+    assert_eq!(registry_reads(&reg), reads, "B asked the registry");
+    let r = caller.sign(&c, &signed.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        c.state.release.referrers().unwrap().registry_lookups(),
+        1,
+        "another keyring must not reuse the verdict"
+    );
+    // Registry gone: C's own verdict and B's shared one still serve; an unknown digest is 503.
+    reg.stop();
+    let r = caller.sign(&b, &signed.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let unknown = format!("sha256:{}", "c".repeat(64));
+    let r = caller.sign(&b, &unknown).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "upstream_unavailable"),
+        "{}",
+        r.body
     );
 }

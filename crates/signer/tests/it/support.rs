@@ -448,6 +448,8 @@ pub(crate) struct Opts {
     /// Use these keys instead of the generated file keys (HSM / KMS tests).
     pub(crate) signers: Option<TenantKeys>,
     pub(crate) nonce_secret: Option<Vec<u8>>,
+    /// The replicas' shared cache (PoE answers, release verdicts, rotating nonce keys).
+    pub(crate) shared_cache: Option<Arc<dyn stella_store::SharedCache>>,
 }
 
 impl TestSigner {
@@ -531,6 +533,9 @@ default_keys_for_unlisted_tenants = true
         }
         if let Some(n) = opts.nonce_secret {
             b = b.nonce_secret(zeroize::Zeroizing::new(n));
+        }
+        if let Some(c) = opts.shared_cache {
+            b = b.shared_cache(c);
         }
         let state = AppState(Arc::new(b.build().unwrap()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -146,3 +146,96 @@ async fn unreachable_redis_fails_within_the_timeout() {
     assert!(RedisReplayCache::connect(o).await.is_err());
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
 }
+
+/// The shared cache: values expire with their TTL, `get_or_put` is won by the first writer and
+/// read by every other (two replicas, own connections), and a server that accepts but never
+/// answers (stalled) is an error within the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_cache_ttl_first_writer_wins_and_bounded() {
+    use stella_store::{RedisCache, SharedCache};
+    let p = Prefix::new();
+    let a = RedisCache::connect(p.opts()).await.unwrap();
+    let b = RedisCache::connect(p.opts()).await.unwrap();
+    assert_eq!(a.get("k").await.unwrap(), None);
+    a.put("k", b"v1".to_vec(), Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"v1"[..]));
+    a.put("k", b"v2".to_vec(), Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"v2"[..]));
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(b.get("k").await.unwrap(), None, "the TTL was not applied");
+
+    let first = a
+        .get_or_put("s", b"from-a".to_vec(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let second = b
+        .get_or_put("s", b"from-b".to_vec(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(first, b"from-a");
+    assert_eq!(
+        second, b"from-a",
+        "the second writer must read the first value"
+    );
+
+    // A listener that never answers: connecting already times out.
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut o = p.opts();
+    o.url = format!("redis://{}/0", stalled.local_addr().unwrap());
+    o.timeout = Duration::from_millis(200);
+    let t0 = std::time::Instant::now();
+    assert!(RedisCache::connect(o).await.is_err());
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+}
+
+/// `admit` (token then slot, one Redis script) behaves as the two calls do, on Redis and in
+/// memory: a throttled request takes no slot; a busy one spends its token; a dropped lease
+/// gives the slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admit_is_take_rate_then_acquire_in_one_step() {
+    use stella_store::{Admission, MemoryQuotaStore};
+    let p = Prefix::new();
+    let redis = RedisQuotaStore::connect(p.opts()).await.unwrap();
+    let memory = MemoryQuotaStore::new();
+    let stores: [&dyn QuotaStore; 2] = [&redis, &memory];
+    let limit = RateLimit {
+        per_second: 0.001,
+        burst: 3.0,
+    };
+    for q in stores {
+        let first = q.admit("lic", limit, 1).await.unwrap();
+        let Admission::Admitted { remaining, lease } = first else {
+            panic!("{}: {first:?}", q.backend())
+        };
+        assert_eq!(remaining, 2, "{}", q.backend());
+        let busy = q.admit("lic", limit, 1).await.unwrap();
+        assert!(matches!(busy, Admission::Busy), "{}: {busy:?}", q.backend());
+        drop(lease);
+        // The release runs in the background on Redis.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let again = q.admit("lic", limit, 1).await.unwrap();
+        assert!(
+            matches!(again, Admission::Admitted { remaining: 0, .. }),
+            "{}: {again:?}",
+            q.backend()
+        );
+        drop(again);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let throttled = q.admit("lic", limit, 1).await.unwrap();
+        assert!(
+            matches!(throttled, Admission::Throttled { .. }),
+            "{}: {throttled:?}",
+            q.backend()
+        );
+        // The throttled request took no slot.
+        assert!(
+            q.acquire_concurrency("lic", 1).await.unwrap().is_some(),
+            "{}",
+            q.backend()
+        );
+    }
+}
