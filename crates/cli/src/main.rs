@@ -14,6 +14,7 @@ mod io;
 mod key;
 mod mirror;
 mod promotion;
+mod registry;
 mod serve;
 mod sigstore;
 mod trust_root;

@@ -130,7 +130,7 @@ pub(crate) struct CreateArgs {
     generated_at: Option<String>,
     /// Registries of the spec's `ref:` images.
     #[command(flatten)]
-    registry: crate::verify::RegistryArgs,
+    registry: crate::registry::RegistryArgs,
     #[command(flatten)]
     report: ReportFormat,
 }
@@ -296,7 +296,7 @@ pub(crate) struct LoadArgs {
     #[command(flatten)]
     trust: MirrorTrust,
     #[command(flatten)]
-    registry_args: crate::verify::RegistryArgs,
+    registry_args: crate::registry::RegistryArgs,
     /// Folder for unpacking an archive before pushing (default: the system temp folder).
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
@@ -367,8 +367,8 @@ fn create(a: CreateArgs) -> Result<()> {
             "written": r.written, "writtenBytes": r.written_bytes,
             "images": m.images, "removed": m.removed,
             "pulled": r.pulled.iter().map(|p| json!({
-                "reference": p.reference, "source": p.source, "digest": p.digest.prefixed(),
-                "sourceDigest": p.source_digest.prefixed(), "platforms": p.platforms,
+                "reference": p.reference, "source": p.source, "digest": p.digest.to_string(),
+                "sourceDigest": p.source_digest.to_string(), "platforms": p.platforms,
                 "blobsDownloaded": p.blobs_downloaded, "bytesDownloaded": p.bytes_downloaded,
             })).collect::<Vec<_>>(),
         }));
@@ -491,7 +491,7 @@ fn local_tsa<'a>(
 /// Ask an RFC 3161 TSA over HTTP to stamp `manifest` (the signed `manifest.json` of `dir`),
 /// and write the anchor.
 fn stamp_url(dir: &Path, manifest: &[u8], url: &str, timeout: u64) -> Result<anchor::Anchor> {
-    let digest = stella_mirror::hash::Sha256::of(manifest).0;
+    let digest = *stella_mirror::hash::Digest::of(manifest).as_bytes();
     let mut nonce = [0u8; 8];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| fail(USAGE, "no randomness for the nonce"))?;
     let req = anchor::request(&digest, &nonce).map_err(lib)?;
@@ -619,7 +619,7 @@ fn anchor_json(an: &anchor::Anchor) -> serde_json::Value {
 }
 
 fn is_archive(p: &Path) -> bool {
-    stella_mirror::archive::Compression::from_name(p).is_some()
+    stella_mirror::codec::Compression::from_name(p).is_some()
         || p.extension().is_some_and(|e| e == "tar")
 }
 
@@ -827,7 +827,7 @@ fn verify_target(a: &VerifyArgs, dev: DevKeys) -> Result<()> {
     } else if !t.exists() {
         return Err(fail(NOT_FOUND, format!("{}: no such file", t.display())));
     } else if is_archive(t) {
-        verify::verify_archive(t, &o, &progress)
+        stella_mirror::archive::verify_archive(t, &o, &progress)
     } else {
         // An envelope path: the bundle is its folder.
         let dir = match t.parent() {
@@ -883,9 +883,9 @@ fn verify_checksums(a: ChecksumArgs) -> Result<()> {
 }
 
 fn pack(a: PackArgs) -> Result<()> {
-    let mtime = stella_mirror::archive::source_date_epoch().map_err(lib)?;
+    let mtime = stella_mirror::pack::source_date_epoch().map_err(lib)?;
     let progress = Bar::new();
-    let r = stella_mirror::archive::pack(&a.dir, &a.output, mtime, &progress).map_err(lib)?;
+    let r = stella_mirror::pack::pack(&a.dir, &a.output, mtime, &progress).map_err(lib)?;
     if a.report.json() {
         return print_json(&json!({
             "archive": a.output, "entries": r.entries, "contentBytes": r.content_bytes,
@@ -911,8 +911,8 @@ fn unpack(a: UnpackArgs, dev: DevKeys) -> Result<()> {
         limits.max_entry = limits.max_entry.min(m);
     }
     let progress = Bar::new();
-    let r = stella_mirror::archive::unpack(&a.archive, &a.output, limits, &o, &progress)
-        .map_err(lib)?;
+    let r =
+        stella_mirror::unpack::unpack(&a.archive, &a.output, limits, &o, &progress).map_err(lib)?;
     warn_all(&r);
     if a.report.json() {
         let mut v = report_json(&r, &a.archive);
@@ -1012,12 +1012,12 @@ fn diff(a: DiffArgs) -> Result<()> {
 /// 4 not found, 1 integrity).
 fn lib_or_registry(e: stella_mirror::Error) -> anyhow::Error {
     match e {
-        stella_mirror::Error::Registry(o) => crate::verify::oci_error(o),
+        stella_mirror::Error::Registry(o) => crate::registry::oci_error(o),
         e => lib(e),
     }
 }
 
-fn client_config(r: &crate::verify::RegistryArgs) -> stella_oci::ClientConfig {
+fn client_config(r: &crate::registry::RegistryArgs) -> stella_oci::ClientConfig {
     stella_oci::ClientConfig {
         plain_http: if r.plain_http {
             stella_oci::PlainHttp::Always
@@ -1052,7 +1052,7 @@ fn load_bundle(a: &LoadArgs, dev: DevKeys) -> Result<()> {
     lo.work_dir = a.work_dir.clone();
     let progress = Bar::new();
     let r = stella_mirror::load::load(&a.bundle, &o, &lo, &progress).map_err(|e| match e {
-        stella_mirror::Error::Registry(o) => crate::verify::oci_push_error(o),
+        stella_mirror::Error::Registry(o) => crate::registry::oci_push_error(o),
         e => lib(e),
     })?;
     warn_all(&r.verified);

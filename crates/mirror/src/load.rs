@@ -5,7 +5,7 @@
 //!    checksum files, freshness, every listed file present with its size, nothing unlisted,
 //!    every SHA-256 — except that the blobs of the signed images, which the push hashes anyway
 //!    before its first request, are hashed once, there, instead of twice). An archive
-//!    (`.tar.zst`, `.tar.gz`, `.tar`) is unpacked by [`crate::archive::unpack`] into a temporary
+//!    (`.tar.zst`, `.tar.gz`, `.tar`) is unpacked by [`crate::unpack::unpack`] into a temporary
 //!    folder (under `work_dir`, default `$TMPDIR`): every entry checked as it streams, the whole
 //!    bundle verified in a staging folder; nothing is pushed from an archive that did not
 //!    verify. Thin bundles are refused (they lack the files their base carries: `apply` them
@@ -32,7 +32,7 @@ use stella_oci::{
 };
 
 use crate::archive::Limits;
-use crate::error::{Error, IoContext as _, Result};
+use crate::error::{Error, IoContext as _, Result, Stage};
 use crate::hash::Progress;
 use crate::manifest::{Kind, Manifest};
 use crate::verify::{self, Options};
@@ -102,7 +102,7 @@ pub fn targets(
     let mut by_target: HashMap<String, &str> = HashMap::new();
     for img in &manifest.images {
         let digest = Digest::parse(&img.digest)
-            .map_err(|e| Error::verify(format!("image {}: {e}", img.reference)))?;
+            .map_err(|e| Error::verify(Stage::Content, format!("image {}: {e}", img.reference)))?;
         let source = Reference::parse(&img.reference).map_err(|e| {
             Error::input(format!(
                 "image {} cannot be loaded: its reference is not an image reference ({e})",
@@ -203,7 +203,7 @@ pub fn load(
         (dir, true)
     };
     let verified = if from_archive {
-        crate::archive::unpack(bundle, &dir, opts.limits, verify_opts, progress)?
+        crate::unpack::unpack(bundle, &dir, opts.limits, verify_opts, progress)?
     } else {
         verify_folder(&dir, verify_opts, progress)?
     };
@@ -263,13 +263,15 @@ fn bundle_content_error(e: stella_oci::Error, layout: &Path) -> Error {
     let ours = format!("layout {}", layout.display());
     match &e {
         stella_oci::Error::DigestMismatch { source_name, .. } if *source_name == ours => {
-            Error::verify(format!(
-                "bundle content does not match the signed manifest: {e}"
-            ))
+            Error::verify(
+                Stage::Content,
+                format!("bundle content does not match the signed manifest: {e}"),
+            )
         }
-        stella_oci::Error::Integrity(m) if m.starts_with(&ours) => Error::verify(format!(
-            "bundle content does not match the signed manifest: {e}"
-        )),
+        stella_oci::Error::Integrity(m) if m.starts_with(&ours) => Error::verify(
+            Stage::Content,
+            format!("bundle content does not match the signed manifest: {e}"),
+        ),
         _ => Error::Registry(e),
     }
 }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::hash::Sha256;
+use crate::hash::Digest;
 use crate::path::BundlePath;
 
 /// Default freshness budget when the manifest has no `validForSeconds`.
@@ -122,13 +122,13 @@ pub fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 impl FileEntry {
-    pub fn digest(&self) -> Option<Sha256> {
-        Sha256::parse_hex(&self.sha256)
+    pub fn digest(&self) -> Option<Digest> {
+        crate::hash::parse_hex(&self.sha256)
     }
 
     fn check(&self) -> Result<(), String> {
         BundlePath::new(&self.path).map_err(|e| format!("file path: {e}"))?;
-        if Sha256::parse_hex(&self.sha256).is_none() {
+        if crate::hash::parse_hex(&self.sha256).is_none() {
             return Err(format!(
                 "file {}: sha256 {:?} is not 64 lowercase hex digits",
                 self.path, self.sha256
@@ -199,7 +199,7 @@ impl Manifest {
                 return Err("a full bundle cannot list removed files".into())
             }
             (Kind::Thin, Some(b)) => {
-                if Sha256::parse_prefixed(&b.manifest_digest).is_none() {
+                if Digest::parse(&b.manifest_digest).ok().is_none() {
                     return Err(format!(
                         "base manifestDigest {:?} is not sha256:<64 hex>",
                         b.manifest_digest
@@ -239,7 +239,7 @@ impl Manifest {
             }
         }
         for img in &self.images {
-            if Sha256::parse_prefixed(&img.digest).is_none() {
+            if Digest::parse(&img.digest).ok().is_none() {
                 return Err(format!(
                     "image {}: digest {:?} is not sha256:<64 hex>",
                     img.reference, img.digest
@@ -263,7 +263,7 @@ impl Manifest {
                 ));
             }
             for c in &self.checksums {
-                if Sha256::parse_hex(&c.sha256).is_none() {
+                if crate::hash::parse_hex(&c.sha256).is_none() {
                     return Err(format!("checksums: {} has a malformed sha256", c.path));
                 }
             }
