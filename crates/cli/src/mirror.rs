@@ -16,6 +16,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use stella_keys::{DevKeys, Keyring};
 use stella_mirror::hash::Progress;
+use stella_mirror::source::Source;
 use stella_mirror::{anchor, verify, ErrorKind};
 use time::OffsetDateTime;
 
@@ -352,7 +353,7 @@ fn create(a: CreateArgs) -> Result<()> {
         &stella_mirror::create::CreateOptions {
             generated_at,
             base: a.base.clone(),
-            registry: client_config(&a.registry),
+            registry: a.registry.config(),
         },
         &progress,
     )
@@ -822,41 +823,16 @@ fn verify_target(a: &VerifyArgs, dev: DevKeys) -> Result<()> {
     }
     let progress = Bar::new();
     let t = &a.target;
-    let r = if t.is_dir() {
-        verify::verify_dir(t, &o, &progress)
+    let source = if t.is_dir() {
+        Source::Folder(t)
     } else if !t.exists() {
         return Err(fail(NOT_FOUND, format!("{}: no such file", t.display())));
     } else if is_archive(t) {
-        stella_mirror::archive::verify_archive(t, &o, &progress)
+        Source::Archive(t)
     } else {
-        // An envelope path: the bundle is its folder.
-        let dir = match t.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        (|| {
-            let mut meta = verify::read_dir_metadata(&dir)?;
-            if t.file_name() != Some(std::ffi::OsStr::new(stella_mirror::names::ENVELOPE)) {
-                let bytes = std::fs::read(t).map_err(|e| stella_mirror::Error::Io {
-                    path: t.clone(),
-                    source: e,
-                })?;
-                meta.insert(stella_mirror::names::ENVELOPE.into(), bytes);
-            }
-            let vm = verify::verify_metadata(&meta, &o)?;
-            let observed =
-                verify::hash_dir_content(&dir, &vm.manifest, &Default::default(), &progress)?;
-            let (files_checked, bytes_checked, from_base) =
-                verify::check_files(&vm.manifest, &observed)?;
-            Ok(verify::Report {
-                meta: vm,
-                files_checked,
-                bytes_checked,
-                from_base,
-            })
-        })()
-    }
-    .map_err(lib)?;
+        Source::Envelope(t)
+    };
+    let r = stella_mirror::source::verify(source, &o, &progress).map_err(lib)?;
     warn_all(&r);
     if a.output == "json" {
         print_json(&report_json(&r, t))
@@ -1017,21 +993,6 @@ fn lib_or_registry(e: stella_mirror::Error) -> anyhow::Error {
     }
 }
 
-fn client_config(r: &crate::registry::RegistryArgs) -> stella_oci::ClientConfig {
-    stella_oci::ClientConfig {
-        plain_http: if r.plain_http {
-            stella_oci::PlainHttp::Always
-        } else {
-            stella_oci::PlainHttp::LoopbackOnly
-        },
-        credentials: match &r.registry_config {
-            Some(p) => stella_oci::CredentialSource::DockerConfigFile(p.clone()),
-            None => stella_oci::CredentialSource::DockerConfig,
-        },
-        ..stella_oci::ClientConfig::default()
-    }
-}
-
 fn load(a: LoadArgs, dev: DevKeys) -> Result<()> {
     match load_bundle(&a, dev) {
         Err(e) if a.output == "json" => Err(crate::exit::print_json_failure(
@@ -1048,7 +1009,7 @@ fn load_bundle(a: &LoadArgs, dev: DevKeys) -> Result<()> {
     let mut lo = stella_mirror::load::LoadOptions::new(&a.registry);
     lo.prefix = a.prefix.clone();
     lo.dry_run = a.dry_run;
-    lo.client = client_config(&a.registry_args);
+    lo.client = a.registry_args.config();
     lo.work_dir = a.work_dir.clone();
     let progress = Bar::new();
     let r = stella_mirror::load::load(&a.bundle, &o, &lo, &progress).map_err(|e| match e {

@@ -20,8 +20,9 @@ pub(crate) struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    pub(crate) fn client(&self) -> Result<stella_oci::BlockingClient> {
-        let config = stella_oci::ClientConfig {
+    /// The client configuration these arguments ask for.
+    pub(crate) fn config(&self) -> stella_oci::ClientConfig {
+        stella_oci::ClientConfig {
             plain_http: if self.plain_http {
                 stella_oci::PlainHttp::Always
             } else {
@@ -32,8 +33,11 @@ impl RegistryArgs {
                 None => stella_oci::CredentialSource::DockerConfig,
             },
             ..stella_oci::ClientConfig::default()
-        };
-        stella_oci::BlockingClient::new(config).map_err(oci_error)
+        }
+    }
+
+    pub(crate) fn client(&self) -> Result<stella_oci::BlockingClient> {
+        stella_oci::BlockingClient::new(self.config()).map_err(oci_error)
     }
 }
 

@@ -494,60 +494,20 @@ mod tests {
         }
     }
 
-    /// A signed bundle folder (two advisory files) and the keyring that trusts its key.
-    struct Signed {
-        dir: tempfile::TempDir,
-        ring: stella_keys::Keyring,
-    }
+    /// The shared signed bundle ([`crate::testing::SignedBundle`]) and stream helpers.
+    struct Signed(crate::testing::SignedBundle);
 
     impl Signed {
         fn new() -> Self {
-            use stella_keys::Signer as _;
-            let dir = tempfile::tempdir().unwrap();
-            let src = dir.path().join("src");
-            std::fs::create_dir_all(src.join("feeds")).unwrap();
-            std::fs::write(src.join("feeds/a.json"), b"{\"a\":1}").unwrap();
-            std::fs::write(src.join("feeds/b.json"), vec![b'b'; 3000]).unwrap();
-            let spec = crate::spec::Spec::parse(
-                "name: t\nversion: '1'\nissuer: i@example.org\nadvisories:\n  - path: feeds/a.json\n  - path: feeds/b.json\n",
-                &src,
-            )
-            .unwrap();
-            let out = dir.path().join("b");
-            let opts = crate::create::CreateOptions {
-                generated_at: time::OffsetDateTime::now_utc(),
-                base: None,
-                registry: Default::default(),
-            };
-            crate::create::create(&spec, &out, &opts, &crate::hash::NoProgress).unwrap();
-            let key = stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).unwrap();
-            crate::sign::sign(
-                &out.join(names::MANIFEST),
-                &out.join(names::ENVELOPE),
-                &[&key],
-                time::OffsetDateTime::now_utc(),
-                &crate::hash::NoProgress,
-            )
-            .unwrap();
-            let ring = stella_keys::Keyring::new(vec![stella_keys::TrustedKey::unrestricted(
-                key.public_key().clone(),
-            )])
-            .unwrap();
-            Signed { dir, ring }
+            Signed(crate::testing::SignedBundle::new())
         }
 
         fn opts(&self) -> Options<'_> {
-            Options {
-                keyring: &self.ring,
-                threshold: 1,
-                now: time::OffsetDateTime::now_utc(),
-                max_age: None,
-                time_roots: None,
-            }
+            self.0.opts()
         }
 
         fn bundle(&self) -> PathBuf {
-            self.dir.path().join("b")
+            self.0.bundle()
         }
 
         /// The metadata entries in pack order.

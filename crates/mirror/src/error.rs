@@ -111,10 +111,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn verify(stage: Stage, msg: impl Into<String>) -> Self {
+    pub(crate) fn verify(stage: Stage, msg: impl std::fmt::Display) -> Self {
         Error::Verify(VerifyFailure {
             stage,
-            detail: msg.into(),
+            detail: msg.to_string(),
         })
     }
 
@@ -127,8 +127,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn input(msg: impl Into<String>) -> Self {
-        Error::Input(msg.into())
+    pub(crate) fn input(msg: impl std::fmt::Display) -> Self {
+        Error::Input(msg.to_string())
     }
 }
 

@@ -9,7 +9,7 @@ use crate::error::{Error, IoContext as _, Result, Stage};
 use crate::path::BundlePath;
 
 /// Read a metadata file of a bundle folder (bounded); `None` if absent.
-pub fn read_metadata_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+pub(crate) fn read_metadata_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
     let p = BundlePath::new(name).map_err(Error::input)?.under(dir);
     match std::fs::symlink_metadata(&p) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -37,7 +37,7 @@ pub fn read_metadata_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
 
 /// Every regular file under `dir`, as bundle-relative `/` paths, sorted. Links and other
 /// special files are refused.
-pub fn walk(dir: &Path) -> Result<Vec<String>> {
+pub(crate) fn walk(dir: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), String::new())];
     while let Some((abs, rel)) = stack.pop() {

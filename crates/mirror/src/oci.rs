@@ -27,14 +27,14 @@ const MAX_JSON_BLOB: u64 = 4 * 1024 * 1024;
 
 /// A blob stored in the shared layout.
 #[derive(Debug, Clone)]
-pub struct StoredBlob {
+pub(crate) struct StoredBlob {
     pub size: u64,
     pub media_type: String,
 }
 
 /// An image added to the layout.
 #[derive(Debug, Clone)]
-pub struct AddedImage {
+pub(crate) struct AddedImage {
     pub reference: String,
     pub digest: Digest,
     pub media_type: String,
@@ -43,7 +43,7 @@ pub struct AddedImage {
 }
 
 /// Builds the shared layout under `root` (the bundle's `images/` folder).
-pub struct LayoutWriter<'a> {
+pub(crate) struct LayoutWriter<'a> {
     root: PathBuf,
     blobs: BTreeMap<Digest, StoredBlob>,
     images: Vec<AddedImage>,
@@ -72,7 +72,7 @@ impl Blobs {
 }
 
 impl<'a> LayoutWriter<'a> {
-    pub fn new(
+    pub(crate) fn new(
         root: &Path,
         known: &'a HashSet<Digest>,
         progress: &'a dyn Progress,
@@ -87,21 +87,21 @@ impl<'a> LayoutWriter<'a> {
         })
     }
 
-    pub fn blobs(&self) -> &BTreeMap<Digest, StoredBlob> {
+    pub(crate) fn blobs(&self) -> &BTreeMap<Digest, StoredBlob> {
         &self.blobs
     }
 
-    pub fn images(&self) -> &[AddedImage] {
+    pub(crate) fn images(&self) -> &[AddedImage] {
         &self.images
     }
 
     /// Path of a stored blob.
-    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+    pub(crate) fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs").join("sha256").join(d.hex())
     }
 
     /// Add the image of an OCI layout folder.
-    pub fn add_oci_layout(
+    pub(crate) fn add_oci_layout(
         &mut self,
         reference: &str,
         dir: &Path,
@@ -121,7 +121,7 @@ impl<'a> LayoutWriter<'a> {
 
     /// Add an image of a `docker save` archive. `scratch` is a folder on the same file
     /// system as the layout, for the archive's files.
-    pub fn add_docker_archive(
+    pub(crate) fn add_docker_archive(
         &mut self,
         reference: &str,
         file: &Path,
@@ -458,7 +458,7 @@ impl<'a> LayoutWriter<'a> {
     }
 
     /// Write `oci-layout` and `index.json`; returns their bytes (for the manifest).
-    pub fn finish(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+    pub(crate) fn finish(&self) -> Result<(Vec<u8>, Vec<u8>)> {
         let layout = stella_dsse::jcs::to_vec(&json!({"imageLayoutVersion": "1.0.0"}))
             .map_err(|e| Error::input(e.to_string()))?;
         let mut images = self.images.clone();
