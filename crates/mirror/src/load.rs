@@ -202,12 +202,19 @@ pub fn load(
         _unpacked = Some(tmp);
         (dir, true)
     };
+    // An archive is fully hashed as it unpacks; a folder defers the image blobs to the push.
     let verified = if from_archive {
-        crate::unpack::unpack(bundle, &dir, opts.limits, verify_opts, progress)?
+        Verified::Full(crate::unpack::unpack(
+            bundle,
+            &dir,
+            opts.limits,
+            verify_opts,
+            progress,
+        )?)
     } else {
-        verify_folder(&dir, verify_opts, progress)?
+        Verified::Deferred(verify_folder(&dir, verify_opts, progress)?)
     };
-    let manifest = &verified.meta.manifest;
+    let manifest = &verified.meta().manifest;
     if manifest.kind == Kind::Thin {
         return Err(Error::input(format!(
             "{} is a thin bundle: it carries only what changed since its base; apply it first (stella mirror apply THIN --onto BASE) and load the result",
@@ -238,7 +245,7 @@ pub fn load(
         .map_err(|e| bundle_content_error(e, &layout))?
     };
     let push_ms = started.elapsed().as_millis() as u64;
-    let images = manifest
+    let images: Vec<LoadedImage> = manifest
         .images
         .iter()
         .zip(reports)
@@ -248,6 +255,12 @@ pub fn load(
             report,
         })
         .collect();
+    // The push hashed every deferred blob against its descriptor (the signed digest) before
+    // its first request, so the folder's report is now a full one.
+    let verified = match verified {
+        Verified::Full(r) => r,
+        Verified::Deferred(d) => d.hashed_by_caller(),
+    };
     Ok(LoadReport {
         verified,
         from_archive,
@@ -255,6 +268,22 @@ pub fn load(
         verify_ms,
         push_ms,
     })
+}
+
+/// What verifying the bundle gave: a full report (archives hash everything as they unpack) or
+/// one whose image blobs the push still hashes (folders).
+enum Verified {
+    Full(verify::Report),
+    Deferred(verify::DeferredReport),
+}
+
+impl Verified {
+    fn meta(&self) -> &verify::VerifiedMetadata {
+        match self {
+            Verified::Full(r) => &r.meta,
+            Verified::Deferred(d) => d.meta(),
+        }
+    }
 }
 
 /// A blob of the bundle's layout that does not hash to its name (found by the push's check,
@@ -288,7 +317,7 @@ pub fn verify_folder(
     dir: &Path,
     opts: &Options<'_>,
     progress: &dyn Progress,
-) -> Result<verify::Report> {
+) -> Result<verify::DeferredReport> {
     verify::verify_dir_deferring(dir, opts, |m| pushed_blobs(dir, m), progress)
 }
 

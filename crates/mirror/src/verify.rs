@@ -677,7 +677,34 @@ pub fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
 
 /// Verify a bundle folder.
 pub fn verify_dir(dir: &Path, opts: &Options<'_>, progress: &dyn Progress) -> Result<Report> {
-    verify_dir_deferring(dir, opts, |_| HashSet::new(), progress)
+    verify_dir_inner(dir, opts, |_| HashSet::new(), progress).map(|(report, _)| report)
+}
+
+/// A folder verified except that some content files were only checked for presence and size:
+/// not a [`Report`] until the caller has hashed those files itself
+/// ([`DeferredReport::hashed_by_caller`]).
+#[derive(Debug, Clone)]
+pub struct DeferredReport {
+    report: Report,
+    deferred: BTreeSet<String>,
+}
+
+impl DeferredReport {
+    /// The verified metadata (signature, header, checksum files, freshness all passed).
+    pub fn meta(&self) -> &VerifiedMetadata {
+        &self.report.meta
+    }
+
+    /// The content files whose digests are left to the caller.
+    pub fn deferred(&self) -> &BTreeSet<String> {
+        &self.deferred
+    }
+
+    /// The full report, once the caller has hashed every [`deferred`](Self::deferred) file
+    /// against the signed manifest (the `load` push does, before its first request).
+    pub fn hashed_by_caller(self) -> Report {
+        self.report
+    }
 }
 
 /// [`verify_dir`], except that the content files named by `defer(manifest)` are only checked
@@ -688,7 +715,19 @@ pub fn verify_dir_deferring(
     opts: &Options<'_>,
     defer: impl FnOnce(&Manifest) -> HashSet<String>,
     progress: &dyn Progress,
-) -> Result<Report> {
+) -> Result<DeferredReport> {
+    verify_dir_inner(dir, opts, defer, progress).map(|(report, deferred)| DeferredReport {
+        report,
+        deferred: deferred.into_iter().collect(),
+    })
+}
+
+fn verify_dir_inner(
+    dir: &Path,
+    opts: &Options<'_>,
+    defer: impl FnOnce(&Manifest) -> HashSet<String>,
+    progress: &dyn Progress,
+) -> Result<(Report, HashSet<String>)> {
     if !dir.is_dir() {
         return Err(Error::NotFound(dir.to_path_buf()));
     }
@@ -697,12 +736,15 @@ pub fn verify_dir_deferring(
     let deferred = defer(&vm.manifest);
     let observed = hash_dir_content(dir, &vm.manifest, &deferred, progress)?;
     let (files_checked, bytes_checked, from_base) = check_files(&vm.manifest, &observed)?;
-    Ok(Report {
-        meta: vm,
-        files_checked,
-        bytes_checked,
-        from_base,
-    })
+    Ok((
+        Report {
+            meta: vm,
+            files_checked,
+            bytes_checked,
+            from_base,
+        },
+        deferred,
+    ))
 }
 
 /// Hash the content files of a folder (every file but the metadata) on every core; files in
