@@ -166,59 +166,6 @@ pub struct CheckedSignature {
     pub reason: String,
 }
 
-/// The key that made a signature trusted: its keyring id and key id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustedSigner {
-    pub keyring_id: String,
-    pub key_id: String,
-}
-
-/// Why a candidate is not a trusted signature of the image (the verdict's `reason`).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// The registry could not give the candidate intact (integrity, not found, bad manifest).
-    #[error("{0}")]
-    Registry(Box<Error>),
-    #[error("its subject is {0}, not this image")]
-    OtherSubject(Digest),
-    #[error("it has no subject")]
-    NoSubject,
-    #[error("expected exactly one bundle layer, found {0}")]
-    BundleLayers(usize),
-    #[error("{0}")]
-    Bundle(stella_dsse::BundleError),
-    #[error("certificate-based (keyless) bundle: needs Fulcio and TSA trust roots, not supported")]
-    Keyless,
-    #[error("{0}")]
-    Policy(stella_keys::VerifyError),
-    #[error("signed payload is not an in-toto statement: {0}")]
-    NotStatement(stella_dsse::StatementError),
-    #[error("predicate type {0} is not an image signature ({COSIGN_SIGN_V1})")]
-    PredicateType(String),
-    #[error("the signed statement is about other digests, not {0}")]
-    OtherDigests(Digest),
-    #[error("no signer counted")]
-    NoSigner,
-    #[error("the layer has no signature annotation")]
-    NoAnnotation,
-    #[error("the signature annotation is not base64")]
-    AnnotationNotBase64,
-    #[error("key {id:?}: {why}")]
-    KeyIneligible {
-        id: String,
-        why: stella_keys::Ineligible,
-    },
-    #[error("no trusted key verifies the signature")]
-    NoTrustedKey,
-    #[error("signed payload is not JSON: {0}")]
-    PayloadNotJson(serde_json::Error),
-    #[error("signed payload type {0:?} is not an image signature")]
-    PayloadType(String),
-    #[error("the signed payload names {named:?}, not {image}")]
-    NamesOther { named: String, image: Digest },
-}
-
 /// The trust verdict for an image (the shape of SPEC §4's referrers verdict, plus detail).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -402,13 +349,13 @@ async fn check_bundle(
         reason: String::new(),
     };
     match bundle_outcome(client, repo, image, desc, keyring, policy).await? {
-        Ok(who) => {
+        Ok((id, keyid)) => {
             out.trusted = true;
             out.reason = "signature verified".into();
-            out.signer = Some(who.keyring_id);
-            out.keyid = Some(who.key_id);
+            out.signer = Some(id);
+            out.keyid = Some(keyid);
         }
-        Err(reason) => out.reason = reason.to_string(),
+        Err(reason) => out.reason = reason,
     }
     Ok(out)
 }
@@ -422,31 +369,34 @@ async fn bundle_outcome(
     desc: &Descriptor,
     keyring: &Keyring,
     policy: &ReleasePolicy,
-) -> Result<std::result::Result<TrustedSigner, Refusal>> {
+) -> Result<std::result::Result<(String, String), String>> {
     let manifest = match client.fetch_manifest(&repo.pinned(desc.digest)).await {
         Ok(m) => m,
         Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::NotFound) => {
-            return Ok(Err(Refusal::Registry(Box::new(e))))
+            return Ok(Err(e.to_string()))
         }
         Err(e) => return Err(e),
     };
     let what = format!("referrer {}", desc.digest);
     match manifest.subject(&what) {
         Ok(Some(s)) if s.digest == *image => {}
-        Ok(Some(s)) => return Ok(Err(Refusal::OtherSubject(s.digest))),
-        Ok(None) => return Ok(Err(Refusal::NoSubject)),
-        Err(e) => return Ok(Err(Refusal::Registry(Box::new(e)))),
+        Ok(Some(s)) => return Ok(Err(format!("its subject is {}, not this image", s.digest))),
+        Ok(None) => return Ok(Err("it has no subject".into())),
+        Err(e) => return Ok(Err(e.to_string())),
     }
     let layers = match manifest.layers(&what) {
         Ok(l) => l,
-        Err(e) => return Ok(Err(Refusal::Registry(Box::new(e)))),
+        Err(e) => return Ok(Err(e.to_string())),
     };
     let bundles: Vec<&Descriptor> = layers
         .iter()
         .filter(|l| BUNDLE_TYPES.contains(&l.media_type.as_str()))
         .collect();
     let [layer] = bundles.as_slice() else {
-        return Ok(Err(Refusal::BundleLayers(bundles.len())));
+        return Ok(Err(format!(
+            "expected exactly one bundle layer, found {}",
+            bundles.len()
+        )));
     };
     let bytes = match client
         .fetch_blob_bytes(repo, layer, MAX_SIGNATURE_BLOB)
@@ -454,7 +404,7 @@ async fn bundle_outcome(
     {
         Ok(b) => b,
         Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::NotFound) => {
-            return Ok(Err(Refusal::Registry(Box::new(e))))
+            return Ok(Err(e.to_string()))
         }
         Err(e) => return Err(e),
     };
@@ -467,31 +417,38 @@ pub fn check_bundle_bytes(
     image: &Digest,
     keyring: &Keyring,
     policy: &ReleasePolicy,
-) -> std::result::Result<TrustedSigner, Refusal> {
-    let bundle = Bundle::from_json(bytes).map_err(Refusal::Bundle)?;
+) -> std::result::Result<(String, String), String> {
+    let bundle = Bundle::from_json(bytes).map_err(|e| e.to_string())?;
     if let VerificationMaterial::Certificate { .. } = bundle.material {
-        return Err(Refusal::Keyless);
+        return Err(
+            "certificate-based (keyless) bundle: needs Fulcio and TSA trust roots, not supported"
+                .into(),
+        );
     }
     let mut p = Policy::new(1)
         .payload_type(PAYLOAD_TYPE_IN_TOTO)
         .at(policy.at);
     p.purpose = policy.purpose;
     let signers =
-        stella_keys::verify_envelope(&bundle.envelope, keyring, &p).map_err(Refusal::Policy)?;
-    let statement =
-        Statement::from_json(&bundle.envelope.payload).map_err(Refusal::NotStatement)?;
+        stella_keys::verify_envelope(&bundle.envelope, keyring, &p).map_err(|e| e.to_string())?;
+    let statement = Statement::from_json(&bundle.envelope.payload)
+        .map_err(|e| format!("signed payload is not an in-toto statement: {e}"))?;
     if statement.predicate_type != COSIGN_SIGN_V1 {
-        return Err(Refusal::PredicateType(statement.predicate_type));
+        return Err(format!(
+            "predicate type {} is not an image signature ({COSIGN_SIGN_V1})",
+            statement.predicate_type
+        ));
     }
     let hex = image.hex();
     if !statement.sha256_digests().any(|d| d == hex) {
-        return Err(Refusal::OtherDigests(*image));
+        return Err(format!(
+            "the signed statement is about other digests, not {image}"
+        ));
     }
-    let first = signers.first().ok_or(Refusal::NoSigner)?;
-    Ok(TrustedSigner {
-        keyring_id: first.id.clone(),
-        key_id: first.key_id.to_string(),
-    })
+    let first = signers
+        .first()
+        .ok_or_else(|| "no signer counted".to_string())?;
+    Ok((first.id.clone(), first.key_id.to_string()))
 }
 
 async fn check_legacy(
@@ -529,13 +486,13 @@ async fn check_legacy(
         };
         out.push(
             match check_legacy_payload(&payload, layer, image, keyring, policy) {
-                Ok(who) => legacy(
+                Ok((id, keyid)) => legacy(
                     sig.digest,
                     true,
-                    Some(who),
+                    Some((id, keyid)),
                     "legacy cosign signature verified".into(),
                 ),
-                Err(reason) => legacy(sig.digest, false, None, reason.to_string()),
+                Err(reason) => legacy(sig.digest, false, None, reason),
             },
         );
     }
@@ -553,11 +510,11 @@ async fn check_legacy(
 fn legacy(
     referrer: Digest,
     trusted: bool,
-    who: Option<TrustedSigner>,
+    who: Option<(String, String)>,
     reason: String,
 ) -> CheckedSignature {
     let (signer, keyid) = match who {
-        Some(w) => (Some(w.keyring_id), Some(w.key_id)),
+        Some((a, b)) => (Some(a), Some(b)),
         None => (None, None),
     };
     CheckedSignature {
@@ -579,14 +536,14 @@ fn check_legacy_payload(
     image: &Digest,
     keyring: &Keyring,
     policy: &ReleasePolicy,
-) -> std::result::Result<TrustedSigner, Refusal> {
+) -> std::result::Result<(String, String), String> {
     let sig_b64 = layer
         .annotations
         .get(COSIGN_SIGNATURE_ANNOTATION)
-        .ok_or(Refusal::NoAnnotation)?;
+        .ok_or("the layer has no signature annotation")?;
     let sig = base64::engine::general_purpose::STANDARD
         .decode(sig_b64.trim())
-        .map_err(|_| Refusal::AnnotationNotBase64)?;
+        .map_err(|_| "the signature annotation is not base64".to_string())?;
     let mut refused = None;
     let mut signer = None;
     for tk in keyring.keys() {
@@ -595,36 +552,28 @@ fn check_legacy_payload(
         }
         match tk.check(policy.purpose, policy.at) {
             Ok(()) => {
-                signer = Some(TrustedSigner {
-                    keyring_id: tk.id.clone(),
-                    key_id: tk.key.key_id().to_string(),
-                });
+                signer = Some((tk.id.clone(), tk.key.key_id().to_string()));
                 break;
             }
-            Err(why) => {
-                refused = Some(Refusal::KeyIneligible {
-                    id: tk.id.clone(),
-                    why,
-                })
-            }
+            Err(why) => refused = Some(format!("key {:?}: {why}", tk.id)),
         }
     }
     let Some(who) = signer else {
-        return Err(refused.unwrap_or(Refusal::NoTrustedKey));
+        return Err(refused.unwrap_or_else(|| "no trusted key verifies the signature".into()));
     };
-    let v: Value = serde_json::from_slice(payload).map_err(Refusal::PayloadNotJson)?;
+    let v: Value =
+        serde_json::from_slice(payload).map_err(|e| format!("signed payload is not JSON: {e}"))?;
     let ty = v["critical"]["type"].as_str().unwrap_or_default();
     if ty != COSIGN_LEGACY_TYPE && ty != COSIGN_SIGN_V1 {
-        return Err(Refusal::PayloadType(ty.to_string()));
+        return Err(format!(
+            "signed payload type {ty:?} is not an image signature"
+        ));
     }
     let named = v["critical"]["image"]["docker-manifest-digest"]
         .as_str()
         .unwrap_or_default();
     if named != image.to_string() {
-        return Err(Refusal::NamesOther {
-            named: named.to_string(),
-            image: *image,
-        });
+        return Err(format!("the signed payload names {named:?}, not {image}"));
     }
     Ok(who)
 }
