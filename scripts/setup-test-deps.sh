@@ -158,6 +158,22 @@ else
     echo "$auth_want" > "$AUTH_STAMP"
 fi
 
+# ------------------------------------------------------------ keyless ------
+# Keyless signing tests (crates/keyless/tests/it/mock.rs, CLI keyless tests): Fulcio, Rekor v1
+# and a TSA from @sigstore/mock 0.12.1 (the newest that runs on Node 20), served on loopback by
+# tests/sigstore-mock/serve.mjs (from its package-lock.json). Their bundles are also checked
+# with @sigstore/verify from tests/interop/node_modules (above) and `openssl ts -verify`.
+SIGMOCK="$ROOT/tests/sigstore-mock"
+SIGMOCK_STAMP="$SIGMOCK/node_modules/.stella-deps-stamp"
+sigmock_want="$(hash_of "$SIGMOCK/package.json" "$SIGMOCK/package-lock.json") $(node --version)"
+if [ -f "$SIGMOCK_STAMP" ] && [ "$(cat "$SIGMOCK_STAMP")" = "$sigmock_want" ]; then
+    log "sigstore mock node_modules up to date ($SIGMOCK/node_modules)"
+else
+    log "npm ci (tests/sigstore-mock: @sigstore/mock)"
+    (cd "$SIGMOCK" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    echo "$sigmock_want" > "$SIGMOCK_STAMP"
+fi
+
 # ---------------------------------------------------------------- oci ------
 # Registry tests and benchmark (crates/oci/tests/it, crates/cli/tests/it/oci.rs,
 # scripts/oci-bench.sh): Debian's docker-registry (distribution 2.8, started by the tests

@@ -1,0 +1,61 @@
+//! Keyless signing, as Sigstore does it: an ephemeral P-256 key that never leaves memory, a
+//! short-lived certificate for an OIDC identity (Fulcio), an RFC 3161 timestamp over the
+//! signature (so a verifier can prove the signature was made while the certificate was
+//! valid), an optional Rekor v1 entry, and the result as a Sigstore bundle v0.3.
+//!
+//! The services sit behind three traits, each with an HTTP client and a dev-only in-process
+//! implementation:
+//!
+//! | role | trait | HTTP | in process (dev only) |
+//! |---|---|---|---|
+//! | certificates | [`CertificateIssuer`] | [`fulcio::FulcioClient`] | [`dev::DevCa`] |
+//! | timestamps | [`Timestamper`] | [`tsa::HttpTsa`] | [`dev::DevTsa`] |
+//! | transparency log | [`TransparencyLog`] | [`rekor::RekorClient`] | – |
+//!
+//! [`KeylessSigner`] composes them: token → ephemeral key → checked certificate → DSSE (or
+//! message) signature → timestamp over the signature → optional log entry → bundle, which is
+//! verified with `stella-sigstore` against the configured trusted root before it is returned
+//! (we never hand out a bundle our own verifier refuses). Every certificate an issuer returns
+//! is checked before use ([`issuer::check_chain`]): the public key is ours, SAN and OIDC issuer
+//! match the token, the chain leads to a Fulcio CA of the trusted root, an embedded SCT by a CT
+//! log of the trusted root verifies.
+//!
+//! Traits are async (boxed futures, so `Arc<dyn Trait>` works) because the Signer service is a
+//! tokio program; the CLI drives them with a current-thread runtime.
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub mod bundle;
+pub mod certgen;
+pub mod dev;
+pub mod ephemeral;
+mod error;
+pub mod flow;
+pub mod fulcio;
+pub mod http;
+pub mod issuer;
+pub mod rekor;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod timestamp;
+pub mod tlog;
+pub mod token;
+pub mod tsa;
+
+pub use ephemeral::EphemeralSigner;
+pub use error::{KeylessError, Service, UpstreamError};
+pub use flow::{KeylessOutput, KeylessSigner, Reuse, SigningIdentity};
+pub use http::HttpOptions;
+pub use issuer::{CertificateIssuer, CertificateRequest, IssuedCertificate};
+pub use timestamp::Timestamper;
+pub use tlog::{LogEntry, TlogPolicy, TransparencyLog};
+pub use token::{ClientCredentials, IdentityToken, IdentityTokenSource, StaticToken};
+
+/// A boxed `Send` future: what the service traits return, so they can be used as
+/// `Arc<dyn Trait>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Mode string of keyless signatures (audit records, metrics, the API's `mode`).
+pub const MODE: &str = "keyless";

@@ -1,0 +1,273 @@
+//! Rekor v1 client: `POST /api/v1/log/entries` with a `hashedrekord` 0.0.1 (blobs) or
+//! `dsse` 0.0.1 (envelopes) proposal. The answer (`{uuid: {body, integratedTime, logID,
+//! logIndex, verification: {signedEntryTimestamp, inclusionProof}}}`) becomes a bundle
+//! `TransparencyLogEntry`; its SET, inclusion proof and checkpoint are verified with the
+//! whole bundle against the trusted root's log key before the bundle is returned. A 409
+//! (the entry exists already) is followed to the existing entry (`Location`).
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::error::{Service, UpstreamError};
+use crate::http::{self, HttpOptions};
+use crate::tlog::{InclusionProof, LogEntry, Proposal, TransparencyLog};
+use crate::BoxFuture;
+
+/// A Rekor v1 instance.
+#[derive(Debug, Clone)]
+pub struct RekorClient {
+    base: String,
+    client: reqwest::Client,
+    options: HttpOptions,
+}
+
+impl RekorClient {
+    /// `base_url` like `https://rekor.sigstore.dev`.
+    pub fn new(base_url: &str, options: HttpOptions) -> Result<Self, UpstreamError> {
+        let base = http::check_url(Service::Rekor, base_url)?;
+        Ok(RekorClient {
+            client: http::client(Service::Rekor, &base, &options)?,
+            base,
+            options,
+        })
+    }
+
+    async fn upload_inner(&self, p: Proposal<'_>) -> Result<LogEntry, UpstreamError> {
+        let url = format!("{}/api/v1/log/entries", self.base);
+        let body = p.to_json().to_string().into_bytes();
+        let (status, resp, location) = http::send(
+            &self.client,
+            http::Call {
+                service: Service::Rekor,
+                method: reqwest::Method::POST,
+                url: &url,
+                content_type: "application/json",
+                accept: "application/json",
+                body: Some(&body),
+                conflict_ok: true,
+            },
+            &self.options,
+        )
+        .await?;
+        let (resp, url) = if status == 409 {
+            let loc = location.ok_or_else(|| UpstreamError::InvalidResponse {
+                service: Service::Rekor,
+                url: url.clone(),
+                reason: "409 without a Location of the existing entry".into(),
+            })?;
+            let loc = if loc.starts_with('/') {
+                format!("{}{loc}", self.base)
+            } else {
+                loc
+            };
+            if !loc.starts_with(&self.base) {
+                return Err(UpstreamError::untrusted(
+                    Service::Rekor,
+                    format!("409 points to {loc}, outside {}", self.base),
+                ));
+            }
+            let (_, r, _) = http::send(
+                &self.client,
+                http::Call {
+                    service: Service::Rekor,
+                    method: reqwest::Method::GET,
+                    url: &loc,
+                    content_type: "",
+                    accept: "application/json",
+                    body: None,
+                    conflict_ok: false,
+                },
+                &self.options,
+            )
+            .await?;
+            (r, loc)
+        } else {
+            (resp, url)
+        };
+        parse_entry(&resp, &self.base).map_err(|reason| UpstreamError::InvalidResponse {
+            service: Service::Rekor,
+            url,
+            reason,
+        })
+    }
+}
+
+fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
+    if !s.len().is_multiple_of(2) {
+        return Err(format!("odd-length hex {s:?}"));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("not hex: {s:?}")))
+        .collect()
+}
+
+fn b64d(v: &Value, what: &str) -> Result<Vec<u8>, String> {
+    let s = v
+        .as_str()
+        .ok_or_else(|| format!("`{what}` is not a string"))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| format!("`{what}`: {e}"))
+}
+
+fn u64_of(v: &Value, what: &str) -> Result<u64, String> {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .ok_or_else(|| format!("`{what}` is not a non-negative integer"))
+}
+
+/// Read a Rekor v1 `LogEntry` answer (one entry).
+pub fn parse_entry(resp: &[u8], base: &str) -> Result<LogEntry, String> {
+    let v: Value = serde_json::from_slice(resp).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = v.as_object().ok_or("not a JSON object")?;
+    let [(uuid, e)] = obj.iter().collect::<Vec<_>>()[..] else {
+        return Err(format!("expected one entry, got {}", obj.len()));
+    };
+    let body = b64d(e.get("body").unwrap_or(&Value::Null), "body")?;
+    let body_json: Value =
+        serde_json::from_slice(&body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let kind = body_json
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("the body has no kind")?
+        .to_string();
+    let kind_version = body_json
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .ok_or("the body has no apiVersion")?
+        .to_string();
+    let integrated_time = e
+        .get("integratedTime")
+        .and_then(Value::as_i64)
+        .ok_or("`integratedTime` is not an integer")?;
+    let log_id = hex_decode(
+        e.get("logID")
+            .and_then(Value::as_str)
+            .ok_or("`logID` is not a string")?,
+    )?;
+    let log_index = u64_of(e.get("logIndex").unwrap_or(&Value::Null), "logIndex")?;
+    let ver = e.get("verification").unwrap_or(&Value::Null);
+    let set = match ver.get("signedEntryTimestamp") {
+        None | Some(Value::Null) => None,
+        Some(s) => Some(b64d(s, "signedEntryTimestamp")?),
+    };
+    let inclusion_proof = match ver.get("inclusionProof") {
+        None | Some(Value::Null) => None,
+        Some(p) => Some(InclusionProof {
+            log_index: u64_of(p.get("logIndex").unwrap_or(&Value::Null), "logIndex")?,
+            tree_size: u64_of(p.get("treeSize").unwrap_or(&Value::Null), "treeSize")?,
+            root_hash: hex_decode(
+                p.get("rootHash")
+                    .and_then(Value::as_str)
+                    .ok_or("`rootHash` is not a string")?,
+            )?,
+            hashes: p
+                .get("hashes")
+                .and_then(Value::as_array)
+                .ok_or("`hashes` is not an array")?
+                .iter()
+                .map(|h| hex_decode(h.as_str().unwrap_or("?")))
+                .collect::<Result<_, _>>()?,
+            checkpoint: p
+                .get("checkpoint")
+                .and_then(Value::as_str)
+                .ok_or("`checkpoint` is not a string")?
+                .to_string(),
+        }),
+    };
+    if set.is_none() && inclusion_proof.is_none() {
+        return Err("the entry has neither a SET nor an inclusion proof".into());
+    }
+    Ok(LogEntry {
+        url: base.to_string(),
+        uuid: uuid.clone(),
+        log_index,
+        log_id,
+        integrated_time,
+        kind,
+        kind_version,
+        body,
+        set,
+        inclusion_proof,
+    })
+}
+
+impl TransparencyLog for RekorClient {
+    fn upload<'a>(
+        &'a self,
+        proposal: Proposal<'a>,
+    ) -> BoxFuture<'a, Result<LogEntry, UpstreamError>> {
+        Box::pin(self.upload_inner(proposal))
+    }
+
+    fn url(&self) -> String {
+        self.base.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn answer(entry: Value) -> Vec<u8> {
+        json!({"24296fb24b8ad77a": entry}).to_string().into_bytes()
+    }
+
+    fn good() -> Value {
+        let body = base64::engine::general_purpose::STANDARD
+            .encode(br#"{"apiVersion":"0.0.1","kind":"hashedrekord","spec":{}}"#);
+        json!({
+            "body": body, "integratedTime": 1_700_000_000, "logID": "c0d23d6a", "logIndex": 7,
+            "verification": {
+                "signedEntryTimestamp": "AAEC",
+                "inclusionProof": {"logIndex": 7, "treeSize": 8, "rootHash": "00ff",
+                                   "hashes": ["0a0b"], "checkpoint": "note\n"}
+            }
+        })
+    }
+
+    #[test]
+    fn entries_are_read_and_malformed_ones_refused() {
+        let e = parse_entry(&answer(good()), "https://rekor.test").unwrap();
+        assert_eq!(
+            (e.kind.as_str(), e.kind_version.as_str()),
+            ("hashedrekord", "0.0.1")
+        );
+        assert_eq!(e.log_id, vec![0xc0, 0xd2, 0x3d, 0x6a]);
+        assert_eq!(
+            e.inclusion_proof.as_ref().unwrap().hashes,
+            vec![vec![0x0a, 0x0b]]
+        );
+        let j = e.to_bundle_json();
+        assert_eq!(j["logIndex"], "7");
+        assert_eq!(j["kindVersion"]["kind"], "hashedrekord");
+
+        let mut cases: Vec<(Value, &str)> = Vec::new();
+        let mut v = good();
+        v["logID"] = json!("xyz");
+        cases.push((v, "hex"));
+        let mut v = good();
+        v["body"] = json!("bm90IGpzb24=");
+        cases.push((v, "not JSON"));
+        let mut v = good();
+        v["verification"] = json!({});
+        cases.push((v, "neither"));
+        let mut v = good();
+        v["logIndex"] = json!(-1);
+        cases.push((v, "logIndex"));
+        let mut v = good();
+        v["verification"]["inclusionProof"]["hashes"] = json!([1]);
+        cases.push((v, "hex"));
+        for (v, want) in cases {
+            let e = parse_entry(&answer(v), "u").unwrap_err();
+            assert!(e.contains(want), "{e} (wanted {want})");
+        }
+        let two = json!({"a": good(), "b": good()}).to_string();
+        assert!(parse_entry(two.as_bytes(), "u")
+            .unwrap_err()
+            .contains("one entry"));
+        assert!(parse_entry(b"[]", "u").is_err());
+    }
+}
