@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext as _, Result, Stage};
 use crate::path::BundlePath;
 
+/// Metadata files by name (content of those present).
+pub type Metadata = std::collections::BTreeMap<String, Vec<u8>>;
+
 /// Read a metadata file of a bundle folder (bounded); `None` if absent.
 pub(crate) fn read_metadata_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
     let p = BundlePath::new(name).map_err(Error::input)?.under(dir);

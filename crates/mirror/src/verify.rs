@@ -127,8 +127,7 @@ pub struct Report {
     pub from_base: Vec<String>,
 }
 
-/// Metadata files by name (content of those present).
-pub type Metadata = BTreeMap<String, Vec<u8>>;
+pub use crate::fs::Metadata;
 
 /// Stage 1: signature, header, checksum files, freshness.
 pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMetadata> {
