@@ -98,6 +98,9 @@ rm -f "$PEER_LOG"
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "no module cycles inside a crate (scripts/check-module-cycles.py)"
+python3 scripts/check-module-cycles.py
+
 step "cargo clippy (all targets, -D warnings)"
 cargo_probe_retry clippy --workspace --all-targets --locked -- -D warnings
 

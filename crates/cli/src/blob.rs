@@ -36,7 +36,7 @@ pub(crate) struct SignImageArgs {
     #[arg(long, short = 'k')]
     key: String,
     #[command(flatten)]
-    registry: crate::verify::RegistryArgs,
+    registry: crate::registry::RegistryArgs,
     /// Output format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     output: String,
@@ -129,7 +129,7 @@ pub(crate) fn run_sign(cmd: SignCommand, dev: DevKeys) -> Result<()> {
 }
 
 fn sign_image(a: SignImageArgs, dev: DevKeys) -> Result<()> {
-    let image = crate::verify::image_ref(&a.image)?;
+    let image = crate::registry::image_ref(&a.image)?;
     let signer = attest::load_signers(&[a.key], dev)?
         .pop()
         .ok_or_else(|| fail(USAGE, "no key"))?;
@@ -140,7 +140,7 @@ fn sign_image(a: SignImageArgs, dev: DevKeys) -> Result<()> {
             &image,
             signer.as_ref(),
         ))
-        .map_err(crate::verify::oci_push_error)?;
+        .map_err(crate::registry::oci_push_error)?;
     if a.output == "json" {
         println!("{}", serde_json::to_string_pretty(&signed)?);
     } else {

@@ -15,6 +15,7 @@ mod key;
 mod keyless;
 mod mirror;
 mod promotion;
+mod registry;
 mod serve;
 mod sigstore;
 mod trust_root;

@@ -16,6 +16,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use stella_keys::{DevKeys, Keyring};
 use stella_mirror::hash::Progress;
+use stella_mirror::source::Source;
 use stella_mirror::{anchor, verify, ErrorKind};
 use time::OffsetDateTime;
 
@@ -130,7 +131,7 @@ pub(crate) struct CreateArgs {
     generated_at: Option<String>,
     /// Registries of the spec's `ref:` images.
     #[command(flatten)]
-    registry: crate::verify::RegistryArgs,
+    registry: crate::registry::RegistryArgs,
     #[command(flatten)]
     report: ReportFormat,
 }
@@ -296,7 +297,7 @@ pub(crate) struct LoadArgs {
     #[command(flatten)]
     trust: MirrorTrust,
     #[command(flatten)]
-    registry_args: crate::verify::RegistryArgs,
+    registry_args: crate::registry::RegistryArgs,
     /// Folder for unpacking an archive before pushing (default: the system temp folder).
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
@@ -352,7 +353,7 @@ fn create(a: CreateArgs) -> Result<()> {
         &stella_mirror::create::CreateOptions {
             generated_at,
             base: a.base.clone(),
-            registry: client_config(&a.registry),
+            registry: a.registry.config(),
         },
         &progress,
     )
@@ -367,8 +368,8 @@ fn create(a: CreateArgs) -> Result<()> {
             "written": r.written, "writtenBytes": r.written_bytes,
             "images": m.images, "removed": m.removed,
             "pulled": r.pulled.iter().map(|p| json!({
-                "reference": p.reference, "source": p.source, "digest": p.digest.prefixed(),
-                "sourceDigest": p.source_digest.prefixed(), "platforms": p.platforms,
+                "reference": p.reference, "source": p.source, "digest": p.digest.to_string(),
+                "sourceDigest": p.source_digest.to_string(), "platforms": p.platforms,
                 "blobsDownloaded": p.blobs_downloaded, "bytesDownloaded": p.bytes_downloaded,
             })).collect::<Vec<_>>(),
         }));
@@ -491,7 +492,7 @@ fn local_tsa<'a>(
 /// Ask an RFC 3161 TSA over HTTP to stamp `manifest` (the signed `manifest.json` of `dir`),
 /// and write the anchor.
 fn stamp_url(dir: &Path, manifest: &[u8], url: &str, timeout: u64) -> Result<anchor::Anchor> {
-    let digest = stella_mirror::hash::Sha256::of(manifest).0;
+    let digest = *stella_mirror::hash::Digest::of(manifest).as_bytes();
     let mut nonce = [0u8; 8];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| fail(USAGE, "no randomness for the nonce"))?;
     let req = anchor::request(&digest, &nonce).map_err(lib)?;
@@ -619,7 +620,7 @@ fn anchor_json(an: &anchor::Anchor) -> serde_json::Value {
 }
 
 fn is_archive(p: &Path) -> bool {
-    stella_mirror::archive::Compression::from_name(p).is_some()
+    stella_mirror::codec::Compression::from_name(p).is_some()
         || p.extension().is_some_and(|e| e == "tar")
 }
 
@@ -822,41 +823,16 @@ fn verify_target(a: &VerifyArgs, dev: DevKeys) -> Result<()> {
     }
     let progress = Bar::new();
     let t = &a.target;
-    let r = if t.is_dir() {
-        verify::verify_dir(t, &o, &progress)
+    let source = if t.is_dir() {
+        Source::Folder(t)
     } else if !t.exists() {
         return Err(fail(NOT_FOUND, format!("{}: no such file", t.display())));
     } else if is_archive(t) {
-        verify::verify_archive(t, &o, &progress)
+        Source::Archive(t)
     } else {
-        // An envelope path: the bundle is its folder.
-        let dir = match t.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        (|| {
-            let mut meta = verify::read_dir_metadata(&dir)?;
-            if t.file_name() != Some(std::ffi::OsStr::new(stella_mirror::names::ENVELOPE)) {
-                let bytes = std::fs::read(t).map_err(|e| stella_mirror::Error::Io {
-                    path: t.clone(),
-                    source: e,
-                })?;
-                meta.insert(stella_mirror::names::ENVELOPE.into(), bytes);
-            }
-            let vm = verify::verify_metadata(&meta, &o)?;
-            let observed =
-                verify::hash_dir_content(&dir, &vm.manifest, &Default::default(), &progress)?;
-            let (files_checked, bytes_checked, from_base) =
-                verify::check_files(&vm.manifest, &observed)?;
-            Ok(verify::Report {
-                meta: vm,
-                files_checked,
-                bytes_checked,
-                from_base,
-            })
-        })()
-    }
-    .map_err(lib)?;
+        Source::Envelope(t)
+    };
+    let r = stella_mirror::source::verify(source, &o, &progress).map_err(lib)?;
     warn_all(&r);
     if a.output == "json" {
         print_json(&report_json(&r, t))
@@ -883,9 +859,9 @@ fn verify_checksums(a: ChecksumArgs) -> Result<()> {
 }
 
 fn pack(a: PackArgs) -> Result<()> {
-    let mtime = stella_mirror::archive::source_date_epoch().map_err(lib)?;
+    let mtime = stella_mirror::pack::source_date_epoch().map_err(lib)?;
     let progress = Bar::new();
-    let r = stella_mirror::archive::pack(&a.dir, &a.output, mtime, &progress).map_err(lib)?;
+    let r = stella_mirror::pack::pack(&a.dir, &a.output, mtime, &progress).map_err(lib)?;
     if a.report.json() {
         return print_json(&json!({
             "archive": a.output, "entries": r.entries, "contentBytes": r.content_bytes,
@@ -911,8 +887,8 @@ fn unpack(a: UnpackArgs, dev: DevKeys) -> Result<()> {
         limits.max_entry = limits.max_entry.min(m);
     }
     let progress = Bar::new();
-    let r = stella_mirror::archive::unpack(&a.archive, &a.output, limits, &o, &progress)
-        .map_err(lib)?;
+    let r =
+        stella_mirror::unpack::unpack(&a.archive, &a.output, limits, &o, &progress).map_err(lib)?;
     warn_all(&r);
     if a.report.json() {
         let mut v = report_json(&r, &a.archive);
@@ -1012,23 +988,8 @@ fn diff(a: DiffArgs) -> Result<()> {
 /// 4 not found, 1 integrity).
 fn lib_or_registry(e: stella_mirror::Error) -> anyhow::Error {
     match e {
-        stella_mirror::Error::Registry(o) => crate::verify::oci_error(o),
+        stella_mirror::Error::Registry(o) => crate::registry::oci_error(o),
         e => lib(e),
-    }
-}
-
-fn client_config(r: &crate::verify::RegistryArgs) -> stella_oci::ClientConfig {
-    stella_oci::ClientConfig {
-        plain_http: if r.plain_http {
-            stella_oci::PlainHttp::Always
-        } else {
-            stella_oci::PlainHttp::LoopbackOnly
-        },
-        credentials: match &r.registry_config {
-            Some(p) => stella_oci::CredentialSource::DockerConfigFile(p.clone()),
-            None => stella_oci::CredentialSource::DockerConfig,
-        },
-        ..stella_oci::ClientConfig::default()
     }
 }
 
@@ -1048,11 +1009,11 @@ fn load_bundle(a: &LoadArgs, dev: DevKeys) -> Result<()> {
     let mut lo = stella_mirror::load::LoadOptions::new(&a.registry);
     lo.prefix = a.prefix.clone();
     lo.dry_run = a.dry_run;
-    lo.client = client_config(&a.registry_args);
+    lo.client = a.registry_args.config();
     lo.work_dir = a.work_dir.clone();
     let progress = Bar::new();
     let r = stella_mirror::load::load(&a.bundle, &o, &lo, &progress).map_err(|e| match e {
-        stella_mirror::Error::Registry(o) => crate::verify::oci_push_error(o),
+        stella_mirror::Error::Registry(o) => crate::registry::oci_push_error(o),
         e => lib(e),
     })?;
     warn_all(&r.verified);

@@ -8,6 +8,7 @@ use stella_keys::{DevKeys, KeyRef, Keyring, Policy, Purpose, TrustedKey};
 
 use crate::exit::{fail, USAGE, VERIFY_FAILED};
 use crate::io;
+use crate::registry::{image_ref, oci_error, RegistryArgs};
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -48,67 +49,6 @@ pub(crate) struct VerifyImageArgs {
     /// Output format: text or json (the verdict with every signature examined).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     output: String,
-}
-
-/// How to reach a registry.
-#[derive(Args)]
-pub(crate) struct RegistryArgs {
-    /// Talk plain HTTP to the registry (always the case for 127.0.0.1/localhost registries).
-    /// Only for registries on a network you trust.
-    #[arg(long, alias = "insecure")]
-    pub(crate) plain_http: bool,
-    /// Docker config file with registry credentials (default: $DOCKER_CONFIG/config.json or
-    /// ~/.docker/config.json).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) registry_config: Option<std::path::PathBuf>,
-}
-
-impl RegistryArgs {
-    pub(crate) fn client(&self) -> Result<stella_oci::BlockingClient> {
-        let config = stella_oci::ClientConfig {
-            plain_http: if self.plain_http {
-                stella_oci::PlainHttp::Always
-            } else {
-                stella_oci::PlainHttp::LoopbackOnly
-            },
-            credentials: match &self.registry_config {
-                Some(p) => stella_oci::CredentialSource::DockerConfigFile(p.clone()),
-                None => stella_oci::CredentialSource::DockerConfig,
-            },
-            ..stella_oci::ClientConfig::default()
-        };
-        stella_oci::BlockingClient::new(config).map_err(oci_error)
-    }
-}
-
-/// Parse an image reference (usage error when invalid).
-pub(crate) fn image_ref(s: &str) -> Result<stella_oci::Reference> {
-    stella_oci::Reference::parse(s).map_err(|e| fail(USAGE, e.to_string()))
-}
-
-/// A registry error of a command that uploads: as [`oci_error`], and an unreachable registry
-/// says that a rerun resumes (blobs already uploaded are not sent again).
-pub(crate) fn oci_push_error(e: stella_oci::Error) -> anyhow::Error {
-    if matches!(e, stella_oci::Error::Unreachable { .. }) {
-        return fail(
-            crate::exit::RETRYABLE,
-            format!("{e}; rerun to resume: blobs already uploaded are not sent again"),
-        );
-    }
-    oci_error(e)
-}
-
-/// A registry error with the exit code its kind calls for.
-pub(crate) fn oci_error(e: stella_oci::Error) -> anyhow::Error {
-    use crate::exit::{AUTH, NOT_FOUND, RETRYABLE};
-    let code = match e.kind() {
-        stella_oci::ErrorKind::Auth => AUTH,
-        stella_oci::ErrorKind::NotFound => NOT_FOUND,
-        stella_oci::ErrorKind::Unavailable => RETRYABLE,
-        stella_oci::ErrorKind::Integrity => VERIFY_FAILED,
-        _ => USAGE,
-    };
-    fail(code, e.to_string())
 }
 
 fn verify_image(a: VerifyImageArgs, dev: DevKeys) -> Result<()> {

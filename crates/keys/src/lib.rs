@@ -121,22 +121,11 @@ impl KeyError {
 
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
+    *stella_digest::Digest::of(data).as_bytes()
 }
 
-/// Lowercase hex.
-pub fn hex(data: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(data.len() * 2);
-    for b in data {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
+/// Lowercase hex (the workspace's one hex helper, from `stella-digest`).
+pub use stella_digest::hex;
 
 /// PEM with LF line endings and 64-column lines.
 pub(crate) fn pem_encode(tag: &str, der: &[u8]) -> String {

@@ -45,8 +45,8 @@ use time::OffsetDateTime;
 pub use stella_x509::tsp::TokenInfo;
 pub use stella_x509::Cert;
 
-use crate::error::{Error, Result};
-use crate::hash::Sha256;
+use crate::error::{Error, Result, Stage};
+use crate::hash::Digest;
 use crate::manifest::format_time;
 
 /// The `format` of every anchor we write and accept.
@@ -57,7 +57,7 @@ fn tsp_err(e: stella_x509::Error) -> Error {
     match e {
         stella_x509::Error::Sign(s) => Error::Sign(s),
         stella_x509::Error::Input(m) => Error::input(format!("time anchor: {m}")),
-        other => Error::verify(format!("time anchor: {other}")),
+        other => Error::verify(Stage::Anchor, format!("time anchor: {other}")),
     }
 }
 
@@ -200,7 +200,7 @@ pub fn anchor_file(token: &[u8], source: &str, manifest_bytes: &[u8]) -> Result<
         format: FORMAT.into(),
         source: source.into(),
         token: stella_dsse::b64::encode(token),
-        token_digest: Sha256::of(token).prefixed(),
+        token_digest: Digest::of(token).to_string(),
     };
     let bytes = stella_dsse::jcs::to_vec(&file).map_err(|e| Error::input(e.to_string()))?;
     let anchor = verify_anchor(&bytes, manifest_bytes, None)?;
@@ -209,11 +209,11 @@ pub fn anchor_file(token: &[u8], source: &str, manifest_bytes: &[u8]) -> Result<
 
 fn check_imprint(info: &TokenInfo, manifest_bytes: &[u8]) -> Result<()> {
     if info.imprint != info.imprint_hash.digest(manifest_bytes) {
-        return Err(Error::verify(format!(
+        return Err(Error::verify(Stage::Anchor, format!(
             "time anchor: the token stamps {} {}, not this bundle's manifest (sha256:{}): it belongs to another manifest",
             info.imprint_algorithm,
             stella_keys::hex(&info.imprint),
-            Sha256::of(manifest_bytes).hex()
+            Digest::of(manifest_bytes).hex()
         )));
     }
     Ok(())
@@ -227,41 +227,50 @@ pub fn verify_anchor(
     roots: Option<&TrustRoots>,
 ) -> Result<Anchor> {
     let value = stella_dsse::jcs::parse_strict(bytes)
-        .map_err(|e| Error::verify(format!("time-anchor.json: {e}")))?;
+        .map_err(|e| Error::verify(Stage::Anchor, format!("time-anchor.json: {e}")))?;
     let file: AnchorFile = serde_json::from_value(value)
-        .map_err(|e| Error::verify(format!("time-anchor.json: {e}")))?;
+        .map_err(|e| Error::verify(Stage::Anchor, format!("time-anchor.json: {e}")))?;
     if file.format != FORMAT {
-        return Err(Error::verify(format!(
-            "time-anchor.json has format {:?}; only \"{FORMAT}\" is supported",
-            file.format
-        )));
+        return Err(Error::verify(
+            Stage::Anchor,
+            format!(
+                "time-anchor.json has format {:?}; only \"{FORMAT}\" is supported",
+                file.format
+            ),
+        ));
     }
     let token = stella_dsse::b64::decode(&file.token)
-        .map_err(|e| Error::verify(format!("time-anchor.json token: {e}")))?;
-    let digest = Sha256::of(&token).prefixed();
+        .map_err(|e| Error::verify(Stage::Anchor, format!("time-anchor.json token: {e}")))?;
+    let digest = Digest::of(&token).to_string();
     if digest != file.token_digest {
-        return Err(Error::verify(format!(
+        return Err(Error::verify(
+            Stage::Anchor,
+            format!(
             "time-anchor.json tokenDigest {} does not match the token ({digest}): tampered token",
             file.token_digest
-        )));
+        ),
+        ));
     }
     let extra = roots.map(TrustRoots::certs).unwrap_or_default();
     let info = check_token(&token, extra)?;
     check_imprint(&info, manifest_bytes)?;
     let stated = crate::manifest::parse_time(&file.anchor_time)
-        .map_err(|e| Error::verify(format!("time-anchor.json anchorTime: {e}")))?;
+        .map_err(|e| Error::verify(Stage::Anchor, format!("time-anchor.json anchorTime: {e}")))?;
     let gen_ms = info.gen_time.unix_timestamp_nanos() / 1_000_000;
     if stated.unix_timestamp_nanos() / 1_000_000 != gen_ms {
-        return Err(Error::verify(format!(
-            "time-anchor.json anchorTime {} differs from the token's time {}",
-            file.anchor_time,
-            format_time(info.gen_time)
-        )));
+        return Err(Error::verify(
+            Stage::Anchor,
+            format!(
+                "time-anchor.json anchorTime {} differs from the token's time {}",
+                file.anchor_time,
+                format_time(info.gen_time)
+            ),
+        ));
     }
     let chain = match roots {
         Some(r) => Some(
             r.0.chain(&info.signer, &info.certs, info.gen_time)
-                .map_err(|e| Error::verify(format!("time anchor: {e}")))?,
+                .map_err(|e| Error::verify(Stage::Anchor, format!("time anchor: {e}")))?,
         ),
         None => None,
     };
@@ -300,7 +309,7 @@ impl TimeStamper for LocalTsa<'_> {
 /// signature).
 pub fn attach(dir: &std::path::Path, stamper: &dyn TimeStamper) -> Result<Anchor> {
     let manifest = signed_manifest(dir)?;
-    let token = stamper.stamp(&Sha256::of(&manifest).0)?;
+    let token = stamper.stamp(Digest::of(&manifest).as_bytes())?;
     write_anchor(dir, &token, &stamper.source(), &manifest)
 }
 
@@ -324,7 +333,7 @@ pub fn write_anchor(
     manifest: &[u8],
 ) -> Result<Anchor> {
     let (bytes, anchor) = anchor_file(token, source, manifest)?;
-    crate::sign::write_file(&dir.join(crate::names::TIME_ANCHOR), &bytes)?;
+    crate::fs::write_file(&dir.join(crate::names::TIME_ANCHOR), &bytes)?;
     Ok(anchor)
 }
 
@@ -332,9 +341,9 @@ pub fn write_anchor(
 /// bytes a time anchor stamps).
 pub fn signed_manifest(dir: &std::path::Path) -> Result<Vec<u8>> {
     use crate::names;
-    let manifest = crate::archive::read_metadata_file(dir, names::MANIFEST)?
+    let manifest = crate::fs::read_metadata_file(dir, names::MANIFEST)?
         .ok_or_else(|| Error::NotFound(dir.join(names::MANIFEST)))?;
-    let env = crate::archive::read_metadata_file(dir, names::ENVELOPE)?.ok_or_else(|| {
+    let env = crate::fs::read_metadata_file(dir, names::ENVELOPE)?.ok_or_else(|| {
         Error::input(format!(
             "{} is not signed (no manifest.dsse): a time anchor stamps the signed manifest",
             dir.display()

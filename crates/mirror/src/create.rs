@@ -10,12 +10,14 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use stella_oci::media;
 use time::OffsetDateTime;
 
 use crate::error::{Error, IoContext as _, Result};
-use crate::hash::{Progress, Sha256};
+use crate::fs::{check_output_free, Staging};
+use crate::hash::{Digest, Progress};
 use crate::manifest::{format_time, BaseRef, FileEntry, ImageEntry, Kind, Manifest};
-use crate::oci::{LayoutWriter, MT_OCI_INDEX, MT_OCI_LAYOUT};
+use crate::oci::LayoutWriter;
 use crate::spec::{ImageSource, Spec};
 use crate::BundlePath;
 
@@ -41,69 +43,9 @@ pub struct CreateReport {
     pub pulled: Vec<crate::registry::PulledImage>,
 }
 
-/// Removes a staging folder unless disarmed.
-pub(crate) struct Staging {
-    pub(crate) path: PathBuf,
-    armed: bool,
-}
-
-impl Staging {
-    /// A fresh folder beside `target` (same file system, so the final rename is atomic).
-    pub(crate) fn beside(target: &Path, what: &str) -> Result<Self> {
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).at(&parent)?;
-        let dir = tempfile::Builder::new()
-            .prefix(&format!(".stella-{what}-"))
-            .tempdir_in(&parent)
-            .at(&parent)?;
-        Ok(Staging {
-            path: dir.keep(),
-            armed: true,
-        })
-    }
-
-    /// Move the staging folder to `target` (which must not exist, or be an empty folder).
-    pub(crate) fn commit(mut self, target: &Path) -> Result<()> {
-        if target.exists() {
-            std::fs::remove_dir(target).at(target)?;
-        }
-        std::fs::rename(&self.path, target).at(target)?;
-        self.armed = false;
-        Ok(())
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-/// Refuse an output that exists and is not an empty folder.
-pub(crate) fn check_output_free(out: &Path) -> Result<()> {
-    match std::fs::read_dir(out) {
-        Ok(mut it) => {
-            if it.next().is_some() {
-                return Err(Error::input(format!(
-                    "output folder {} exists and is not empty",
-                    out.display()
-                )));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::input(format!("output {}: {e}", out.display()))),
-    }
-}
-
 struct Base {
     manifest: Manifest,
-    digest: Sha256,
+    digest: Digest,
 }
 
 /// Files collected for the manifest, and the thin-bundle decision for each.
@@ -116,13 +58,13 @@ struct Files<'a> {
 }
 
 impl Files<'_> {
-    fn unchanged(&self, path: &str, sha: &Sha256) -> bool {
+    fn unchanged(&self, path: &str, sha: &Digest) -> bool {
         self.base
             .and_then(|b| b.manifest.file(path))
             .is_some_and(|f| f.sha256 == sha.hex())
     }
 
-    fn record(&mut self, path: &str, size: u64, sha: Sha256, media_type: &str) -> Result<()> {
+    fn record(&mut self, path: &str, size: u64, sha: Digest, media_type: &str) -> Result<()> {
         BundlePath::new(path).map_err(Error::input)?;
         if self.entries.contains_key(path) {
             return Err(Error::input(format!("two inputs map to {path}")));
@@ -141,7 +83,7 @@ impl Files<'_> {
 
     /// A generated file: written unless the base already has these bytes.
     fn put_bytes(&mut self, path: &str, bytes: &[u8], media_type: &str, mode: u32) -> Result<()> {
-        let sha = Sha256::of(bytes);
+        let sha = Digest::of(bytes);
         self.record(path, bytes.len() as u64, sha, media_type)?;
         if self.unchanged(path, &sha) {
             return Ok(());
@@ -152,7 +94,7 @@ impl Files<'_> {
         if let Some(p) = dest.parent() {
             std::fs::create_dir_all(p).at(p)?;
         }
-        crate::oci::write_new(&dest, bytes)?;
+        crate::fs::write_new(&dest, bytes)?;
         set_mode(&dest, mode)?;
         self.written += 1;
         self.written_bytes += bytes.len() as u64;
@@ -174,7 +116,7 @@ impl Files<'_> {
         if let Some(p) = dest.parent() {
             std::fs::create_dir_all(p).at(p)?;
         }
-        let (sha, size) = crate::oci::copy_hashing(src, &dest, progress)?;
+        let (sha, size) = crate::hash::copy_hashing(src, &dest, progress)?;
         set_mode(&dest, 0o644)?;
         self.written += 1;
         self.written_bytes += size;
@@ -241,13 +183,13 @@ pub fn create(
                 )));
             }
             Some(Base {
-                digest: Sha256::of(&bytes),
+                digest: Digest::of(&bytes),
                 manifest,
             })
         }
         None => None,
     };
-    let known: HashSet<Sha256> = base
+    let known: HashSet<Digest> = base
         .as_ref()
         .map(|b| {
             b.manifest
@@ -255,7 +197,9 @@ pub fn create(
                 .iter()
                 .filter_map(|f| {
                     let hex = f.path.strip_prefix("images/blobs/sha256/")?;
-                    (hex == f.sha256).then(|| Sha256::parse_hex(hex)).flatten()
+                    (hex == f.sha256)
+                        .then(|| crate::hash::parse_hex(hex))
+                        .flatten()
                 })
                 .collect()
         })
@@ -316,7 +260,7 @@ pub fn create(
         } else {
             crate::registry::merge_index(&index, &pulled)?
         };
-        let mut blobs: BTreeMap<Sha256, (u64, String)> = layout
+        let mut blobs: BTreeMap<Digest, (u64, String)> = layout
             .blobs()
             .iter()
             .map(|(d, b)| (*d, (b.size, b.media_type.clone())))
@@ -349,26 +293,31 @@ pub fn create(
                 let listed = e
                     .file_name()
                     .to_str()
-                    .and_then(Sha256::parse_hex)
+                    .and_then(crate::hash::parse_hex)
                     .is_some_and(|d| blobs.contains_key(&d) && !known.contains(&d));
                 if !listed {
                     std::fs::remove_file(e.path()).at(e.path())?;
                 }
             }
         }
-        files.put_bytes("images/oci-layout", &oci_layout, MT_OCI_LAYOUT, 0o644)?;
-        files.put_bytes("images/index.json", &index, MT_OCI_INDEX, 0o644)?;
+        files.put_bytes(
+            "images/oci-layout",
+            &oci_layout,
+            media::OCI_LAYOUT_HEADER,
+            0o644,
+        )?;
+        files.put_bytes("images/index.json", &index, media::OCI_INDEX, 0o644)?;
         images = layout
             .images()
             .iter()
             .map(|i| ImageEntry {
                 reference: i.reference.clone(),
-                digest: i.digest.prefixed(),
+                digest: i.digest.to_string(),
                 platforms: i.platforms.clone(),
             })
             .chain(pulled.iter().map(|p| ImageEntry {
                 reference: p.reference.clone(),
-                digest: p.digest.prefixed(),
+                digest: p.digest.to_string(),
                 platforms: p.platforms.clone(),
             }))
             .collect::<Vec<_>>();
@@ -381,7 +330,7 @@ pub fn create(
         if meta.is_file() {
             files.put_copy(&format!("advisories/{}", a.target), &a.path, progress)?;
         } else if meta.is_dir() {
-            let rels = crate::archive::walk(&a.path).map_err(|e| match e {
+            let rels = crate::fs::walk(&a.path).map_err(|e| match e {
                 Error::Verify(m) => Error::input(format!("{}: {m}", a.path.display())),
                 e => e,
             })?;
@@ -422,7 +371,7 @@ pub fn create(
                     bundle: b.manifest.bundle.clone(),
                     version: b.manifest.version.clone(),
                     generation: b.manifest.generation,
-                    manifest_digest: b.digest.prefixed(),
+                    manifest_digest: b.digest.to_string(),
                 }),
                 removed,
             )
@@ -445,7 +394,7 @@ pub fn create(
         checksums: Vec::new(),
     };
     manifest.validate().map_err(Error::input)?;
-    crate::oci::write_new(
+    crate::fs::write_new(
         &root.join(crate::names::MANIFEST),
         &manifest.to_canonical_json(),
     )?;

@@ -26,13 +26,47 @@ pub enum ErrorKind {
     Registry,
 }
 
+/// The stage of bundle verification a failed rule belongs to, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stage {
+    /// The metadata files themselves: present, regular files, within the size limits.
+    Metadata,
+    /// `manifest.dsse`: a DSSE envelope of the mirror payload type, signed by enough keys.
+    Envelope,
+    /// The signed manifest and `manifest.json`: well-formed, canonical, identical.
+    Manifest,
+    /// The detached header agrees with the envelope and the manifest.
+    Header,
+    /// `SHA256SUMS`, `SHA256SUMS.dsse`, `SHA256SUMS.sig` match what the manifest signs.
+    Checksums,
+    /// `public-key.pem` holds only keys that signed.
+    PublicKey,
+    /// `time-anchor.json`: the RFC 3161 token over the manifest.
+    Anchor,
+    /// `generatedAt` against the clock (or the trusted anchor) and the validity budget.
+    Freshness,
+    /// The content files: listed, present, sizes and digests as signed, nothing else.
+    Content,
+    /// The archive stream: entry types, order, sizes, limits.
+    Archive,
+}
+
+/// A verification rule that failed: its stage and the message users see.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct VerifyFailure {
+    pub stage: Stage,
+    pub detail: String,
+}
+
 /// Why a bundle operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A verification rule failed.
-    #[error("{0}")]
-    Verify(String),
+    /// A verification rule failed (the stage says which kind).
+    #[error(transparent)]
+    Verify(VerifyFailure),
     /// The signature check itself failed (untrusted key, wrong purpose, revoked, expired, ...).
     #[error("manifest signature: {0}")]
     Signature(#[from] stella_keys::VerifyError),
@@ -77,12 +111,24 @@ impl Error {
         }
     }
 
-    pub(crate) fn verify(msg: impl Into<String>) -> Self {
-        Error::Verify(msg.into())
+    pub(crate) fn verify(stage: Stage, msg: impl std::fmt::Display) -> Self {
+        Error::Verify(VerifyFailure {
+            stage,
+            detail: msg.to_string(),
+        })
     }
 
-    pub(crate) fn input(msg: impl Into<String>) -> Self {
-        Error::Input(msg.into())
+    /// The verification stage that failed, if this is a verification failure.
+    pub fn stage(&self) -> Option<Stage> {
+        match self {
+            Error::Verify(f) => Some(f.stage),
+            Error::Signature(_) => Some(Stage::Envelope),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn input(msg: impl std::fmt::Display) -> Self {
+        Error::Input(msg.to_string())
     }
 }
 

@@ -15,70 +15,11 @@ use crate::error::{Error, IoContext as _, Result};
 /// Read chunk size for hashing and copying.
 pub const CHUNK: usize = 256 * 1024;
 
-/// A SHA-256 digest.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sha256(pub [u8; 32]);
+pub use stella_digest::{Digest, Hasher};
 
-impl Sha256 {
-    pub fn of(data: &[u8]) -> Self {
-        let mut h = Hasher::new();
-        h.update(data);
-        h.finish()
-    }
-
-    /// Lowercase hex.
-    pub fn hex(&self) -> String {
-        stella_keys::hex(&self.0)
-    }
-
-    /// Parse exactly 64 lowercase hex digits.
-    pub fn parse_hex(s: &str) -> Option<Self> {
-        let d = stella_oci::Digest::parse(&format!("sha256:{s}")).ok()?;
-        Some(Sha256(*d.as_bytes()))
-    }
-
-    /// Parse `sha256:<64 lowercase hex>`.
-    pub fn parse_prefixed(s: &str) -> Option<Self> {
-        s.strip_prefix("sha256:").and_then(Self::parse_hex)
-    }
-
-    /// `sha256:<hex>`.
-    pub fn prefixed(&self) -> String {
-        format!("sha256:{}", self.hex())
-    }
-}
-
-impl std::fmt::Debug for Sha256 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "sha256:{}", self.hex())
-    }
-}
-
-/// Incremental SHA-256 that also counts bytes: the registry client's hasher, yielding our
-/// [`Sha256`].
-#[derive(Default)]
-pub struct Hasher(stella_oci::digest::Hasher);
-
-impl Hasher {
-    pub fn new() -> Self {
-        Hasher(stella_oci::digest::Hasher::new())
-    }
-
-    pub fn update(&mut self, data: &[u8]) {
-        self.0.update(data);
-    }
-
-    pub fn len(&self) -> u64 {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn finish(self) -> Sha256 {
-        Sha256(*self.0.finish().as_bytes())
-    }
+/// 64 lowercase hex digits (the `sha256` fields of a manifest) as a digest.
+pub fn parse_hex(s: &str) -> Option<Digest> {
+    Digest::parse_sha256_hex(s).ok()
 }
 
 /// Progress reporting: the CLI draws a bar on a terminal; the library only counts.
@@ -96,7 +37,7 @@ pub struct NoProgress;
 impl Progress for NoProgress {}
 
 /// Hash everything `r` yields, in [`CHUNK`] reads; returns digest and length.
-pub fn hash_reader(r: &mut dyn Read, progress: &dyn Progress) -> std::io::Result<(Sha256, u64)> {
+pub fn hash_reader(r: &mut dyn Read, progress: &dyn Progress) -> std::io::Result<(Digest, u64)> {
     let mut buf = vec![0u8; CHUNK];
     let mut h = Hasher::new();
     loop {
@@ -114,7 +55,7 @@ pub fn hash_reader(r: &mut dyn Read, progress: &dyn Progress) -> std::io::Result
 }
 
 /// Hash one file.
-pub fn hash_file(path: &Path, progress: &dyn Progress) -> Result<(Sha256, u64)> {
+pub fn hash_file(path: &Path, progress: &dyn Progress) -> Result<(Digest, u64)> {
     let mut f = std::fs::File::open(path).at(path)?;
     hash_reader(&mut f, progress).at(path)
 }
@@ -128,13 +69,13 @@ pub fn threads() -> usize {
 
 /// Hash `files` (with their expected sizes, used to schedule largest first) on every core.
 /// Results come back in the order of `files`. The first I/O error stops the other threads.
-pub fn hash_files(files: &[(PathBuf, u64)], progress: &dyn Progress) -> Result<Vec<(Sha256, u64)>> {
+pub fn hash_files(files: &[(PathBuf, u64)], progress: &dyn Progress) -> Result<Vec<(Digest, u64)>> {
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by(|&a, &b| files[b].1.cmp(&files[a].1).then(a.cmp(&b)));
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let workers = threads().min(files.len()).max(1);
-    let results: Vec<Result<Vec<(usize, Sha256, u64)>>> = std::thread::scope(|s| {
+    let results: Vec<Result<Vec<(usize, Digest, u64)>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 s.spawn(|| {
@@ -186,13 +127,43 @@ pub fn hash_files(files: &[(PathBuf, u64)], progress: &dyn Progress) -> Result<V
             })
             .collect()
     });
-    let mut out = vec![(Sha256([0; 32]), 0u64); files.len()];
+    let mut out = vec![(Digest::sha256([0; 32]), 0u64); files.len()];
     for r in results {
         for (idx, d, n) in r? {
             out[idx] = (d, n);
         }
     }
     Ok(out)
+}
+
+/// Copy `src` to a new file `dest`, hashing on the way.
+pub(crate) fn copy_hashing(
+    src: &Path,
+    dest: &Path,
+    progress: &dyn Progress,
+) -> Result<(Digest, u64)> {
+    use std::io::{Read as _, Write as _};
+    let mut r = std::fs::File::open(src).at(src)?;
+    let mut w = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .at(dest)?;
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(src, e)),
+        };
+        h.update(&buf[..n]);
+        w.write_all(&buf[..n]).at(dest)?;
+        progress.advance(n as u64);
+    }
+    let len = h.len();
+    Ok((h.finish(), len))
 }
 
 #[cfg(test)]
@@ -202,13 +173,13 @@ mod tests {
     #[test]
     fn known_answer_and_parallel() {
         assert_eq!(
-            Sha256::of(b"abc").hex(),
+            Digest::of(b"abc").hex(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        let d = Sha256::of(b"x");
-        assert_eq!(Sha256::parse_hex(&d.hex()), Some(d));
-        assert_eq!(Sha256::parse_prefixed(&d.prefixed()), Some(d));
-        assert!(Sha256::parse_hex(&d.hex().to_uppercase()).is_none());
+        let d = Digest::of(b"x");
+        assert_eq!(crate::hash::parse_hex(&d.hex()), Some(d));
+        assert_eq!(Digest::parse(&d.to_string()).ok(), Some(d));
+        assert!(crate::hash::parse_hex(&d.hex().to_uppercase()).is_none());
 
         let dir = tempfile::tempdir().unwrap();
         let mut files = Vec::new();
@@ -221,7 +192,7 @@ mod tests {
         let got = hash_files(&files, &NoProgress).unwrap();
         for (i, (d, n)) in got.iter().enumerate() {
             let data = vec![i as u8; i * 100_000];
-            assert_eq!(*d, Sha256::of(&data));
+            assert_eq!(*d, Digest::of(&data));
             assert_eq!(*n, data.len() as u64);
         }
         files.push((dir.path().join("missing"), 0));

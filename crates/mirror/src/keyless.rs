@@ -24,8 +24,8 @@ use stella_dsse::Envelope;
 use stella_keys::{Keyring, Purpose, TrustedKey};
 use time::OffsetDateTime;
 
-use crate::error::{Error, Result};
-use crate::verify::Metadata;
+use crate::error::{Error, Result, Stage};
+use crate::fs::Metadata;
 
 /// At most this many Sigstore bundles are examined.
 const MAX_BUNDLES: usize = 16;
@@ -42,11 +42,14 @@ impl KeylessSigners<'_> {
         if self.refused.is_empty() {
             Error::Signature(e)
         } else {
-            Error::Verify(format!(
-                "manifest signature: {e}; keyless signatures ({}) refused: {}",
-                crate::names::KEYLESS,
-                self.refused.join("; ")
-            ))
+            Error::verify(
+                Stage::Envelope,
+                format!(
+                    "manifest signature: {e}; keyless signatures ({}) refused: {}",
+                    crate::names::KEYLESS,
+                    self.refused.join("; ")
+                ),
+            )
         }
     }
 }
@@ -67,16 +70,19 @@ pub(crate) fn keyless_signers<'k>(
     };
     let what = crate::names::KEYLESS;
     let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| Error::verify(format!("{what}: not JSON: {e}")))?;
+        .map_err(|e| Error::verify(Stage::Envelope, format!("{what}: not JSON: {e}")))?;
     let items = match value {
         Value::Array(a) => a,
         v => vec![v],
     };
     if items.is_empty() || items.len() > MAX_BUNDLES {
-        return Err(Error::verify(format!(
-            "{what}: {} Sigstore bundles (1 to {MAX_BUNDLES} allowed)",
-            items.len()
-        )));
+        return Err(Error::verify(
+            Stage::Envelope,
+            format!(
+                "{what}: {} Sigstore bundles (1 to {MAX_BUNDLES} allowed)",
+                items.len()
+            ),
+        ));
     }
     let trust = stella_sigstore::IdentityTrust::from_keyring(keyring)
         .map_err(|e| Error::input(format!("keyring: {e}")))?;
@@ -91,12 +97,12 @@ pub(crate) fn keyless_signers<'k>(
     let mut counted: Vec<(String, String)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let b = stella_sigstore::Bundle::from_value(item)
-            .map_err(|e| Error::verify(format!("{what}: bundle {i}: {e}")))?;
+            .map_err(|e| Error::verify(Stage::Envelope, format!("{what}: bundle {i}: {e}")))?;
         match &b.content {
             stella_sigstore::Content::Dsse(env)
                 if env.payload == envelope.payload && env.payload_type == envelope.payload_type => {}
             _ => {
-                return Err(Error::verify(format!(
+                return Err(Error::verify(Stage::Envelope, format!(
                     "{what}: bundle {i} does not sign the manifest of manifest.dsse (a DSSE envelope with the same payload and payload type)"
                 )))
             }

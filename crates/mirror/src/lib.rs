@@ -9,36 +9,47 @@
 //! stream; `unpack` and `apply` build their result in a staging folder and only move it into
 //! place once it verified.
 //!
-//! Modules, in the order data flows: [`spec`] (the YAML input) → [`oci`] (local images into
-//! the shared layout) and [`registry`] (registry images pulled into it) → [`create`] →
+//! Modules, in the order data flows: [`spec`] (the YAML input) → `oci` (local images into
+//! the shared layout) and `registry` (registry images pulled into it) → [`create`] →
 //! [`manifest`] → [`sign`] (with [`anchor`]: RFC 3161 time anchors over the signed manifest)
-//! → [`verify`] → [`archive`] (pack, safe reading, unpack) → [`thin`]
-//! (apply, diff) → [`load`] (push a verified bundle's images into a registry). [`hash`] does
-//! the streaming, parallel SHA-256 every stage uses; [`BundlePath`] is the only way a path
-//! enters a bundle.
+//! → [`verify`] (the rules) → [`pack`] (deterministic archives, compressed by [`codec`]) →
+//! [`archive`] (the safe stream reader) → [`unpack`] → [`thin`] (apply, diff) → [`load`]
+//! (push a verified bundle's images into a registry). [`hash`] does the streaming, parallel
+//! SHA-256 every stage uses; `fs` holds the file helpers (bounded reads, the folder walk,
+//! atomic writes, staging folders); [`BundlePath`] is the only way a path enters a bundle.
+//! [`source::verify`] is the one verification entry point for a folder, a detached envelope or
+//! an archive. No module imports one that imports it back (`scripts/check-module-cycles.py`).
 #![forbid(unsafe_code)]
 
 pub mod anchor;
 pub mod archive;
+pub mod codec;
 pub mod create;
 pub mod epoch;
 mod error;
+mod fs;
 pub mod hash;
 mod keyless;
 pub mod load;
 pub mod manifest;
-pub mod oci;
+mod oci;
+pub mod pack;
 mod path;
-pub mod registry;
+mod registry;
 mod scripts;
 pub mod sign;
+pub mod source;
 pub mod spec;
 pub mod thin;
+pub mod unpack;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod verify;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, Stage, VerifyFailure};
 pub use manifest::{FileEntry, ImageEntry, Kind, Manifest};
-pub use path::BundlePath;
+pub use path::{BundlePath, PathError};
 
 /// DSSE payload type of a bundle manifest.
 pub const PAYLOAD_TYPE: &str = "application/vnd.stellaops.mirror+json;version=1";

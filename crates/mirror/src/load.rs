@@ -5,7 +5,7 @@
 //!    checksum files, freshness, every listed file present with its size, nothing unlisted,
 //!    every SHA-256 — except that the blobs of the signed images, which the push hashes anyway
 //!    before its first request, are hashed once, there, instead of twice). An archive
-//!    (`.tar.zst`, `.tar.gz`, `.tar`) is unpacked by [`crate::archive::unpack`] into a temporary
+//!    (`.tar.zst`, `.tar.gz`, `.tar`) is unpacked by [`crate::unpack::unpack`] into a temporary
 //!    folder (under `work_dir`, default `$TMPDIR`): every entry checked as it streams, the whole
 //!    bundle verified in a staging folder; nothing is pushed from an archive that did not
 //!    verify. Thin bundles are refused (they lack the files their base carries: `apply` them
@@ -32,7 +32,7 @@ use stella_oci::{
 };
 
 use crate::archive::Limits;
-use crate::error::{Error, IoContext as _, Result};
+use crate::error::{Error, IoContext as _, Result, Stage};
 use crate::hash::Progress;
 use crate::manifest::{Kind, Manifest};
 use crate::verify::{self, Options};
@@ -102,7 +102,7 @@ pub fn targets(
     let mut by_target: HashMap<String, &str> = HashMap::new();
     for img in &manifest.images {
         let digest = Digest::parse(&img.digest)
-            .map_err(|e| Error::verify(format!("image {}: {e}", img.reference)))?;
+            .map_err(|e| Error::verify(Stage::Content, format!("image {}: {e}", img.reference)))?;
         let source = Reference::parse(&img.reference).map_err(|e| {
             Error::input(format!(
                 "image {} cannot be loaded: its reference is not an image reference ({e})",
@@ -202,12 +202,19 @@ pub fn load(
         _unpacked = Some(tmp);
         (dir, true)
     };
+    // An archive is fully hashed as it unpacks; a folder defers the image blobs to the push.
     let verified = if from_archive {
-        crate::archive::unpack(bundle, &dir, opts.limits, verify_opts, progress)?
+        Verified::Full(crate::unpack::unpack(
+            bundle,
+            &dir,
+            opts.limits,
+            verify_opts,
+            progress,
+        )?)
     } else {
-        verify_folder(&dir, verify_opts, progress)?
+        Verified::Deferred(verify_folder(&dir, verify_opts, progress)?)
     };
-    let manifest = &verified.meta.manifest;
+    let manifest = &verified.meta().manifest;
     if manifest.kind == Kind::Thin {
         return Err(Error::input(format!(
             "{} is a thin bundle: it carries only what changed since its base; apply it first (stella mirror apply THIN --onto BASE) and load the result",
@@ -238,7 +245,7 @@ pub fn load(
         .map_err(|e| bundle_content_error(e, &layout))?
     };
     let push_ms = started.elapsed().as_millis() as u64;
-    let images = manifest
+    let images: Vec<LoadedImage> = manifest
         .images
         .iter()
         .zip(reports)
@@ -248,6 +255,12 @@ pub fn load(
             report,
         })
         .collect();
+    // The push hashed every deferred blob against its descriptor (the signed digest) before
+    // its first request, so the folder's report is now a full one.
+    let verified = match verified {
+        Verified::Full(r) => r,
+        Verified::Deferred(d) => d.hashed_by_caller(),
+    };
     Ok(LoadReport {
         verified,
         from_archive,
@@ -257,19 +270,37 @@ pub fn load(
     })
 }
 
+/// What verifying the bundle gave: a full report (archives hash everything as they unpack) or
+/// one whose image blobs the push still hashes (folders).
+enum Verified {
+    Full(verify::Report),
+    Deferred(verify::DeferredReport),
+}
+
+impl Verified {
+    fn meta(&self) -> &verify::VerifiedMetadata {
+        match self {
+            Verified::Full(r) => &r.meta,
+            Verified::Deferred(d) => d.meta(),
+        }
+    }
+}
+
 /// A blob of the bundle's layout that does not hash to its name (found by the push's check,
 /// before any request) is a verification failure of the bundle, not a registry error.
 fn bundle_content_error(e: stella_oci::Error, layout: &Path) -> Error {
     let ours = format!("layout {}", layout.display());
     match &e {
         stella_oci::Error::DigestMismatch { source_name, .. } if *source_name == ours => {
-            Error::verify(format!(
-                "bundle content does not match the signed manifest: {e}"
-            ))
+            Error::verify(
+                Stage::Content,
+                format!("bundle content does not match the signed manifest: {e}"),
+            )
         }
-        stella_oci::Error::Integrity(m) if m.starts_with(&ours) => Error::verify(format!(
-            "bundle content does not match the signed manifest: {e}"
-        )),
+        stella_oci::Error::Integrity(m) if m.starts_with(&ours) => Error::verify(
+            Stage::Content,
+            format!("bundle content does not match the signed manifest: {e}"),
+        ),
         _ => Error::Registry(e),
     }
 }
@@ -286,7 +317,7 @@ pub fn verify_folder(
     dir: &Path,
     opts: &Options<'_>,
     progress: &dyn Progress,
-) -> Result<verify::Report> {
+) -> Result<verify::DeferredReport> {
     verify::verify_dir_deferring(dir, opts, |m| pushed_blobs(dir, m), progress)
 }
 

@@ -27,8 +27,9 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::hash::Sha256;
+use crate::hash::Digest;
 use crate::path::BundlePath;
+use crate::path::PathError;
 
 /// Default freshness budget when the manifest has no `validForSeconds`.
 pub const DEFAULT_VALID_FOR_SECONDS: u64 = 24 * 3600;
@@ -113,32 +114,97 @@ pub fn format_time(t: OffsetDateTime) -> String {
     )
 }
 
+/// A time that is not RFC 3339.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{text:?} is not an RFC 3339 time: {source}")]
+pub struct TimeError {
+    pub text: String,
+    pub source: time::error::Parse,
+}
+
+/// Why a manifest is refused (shape and structural rules; signatures are checked elsewhere).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    #[error("manifest is not valid JSON: {0}")]
+    NotJson(stella_dsse::jcs::JcsError),
+    #[error("manifest does not have the bundle manifest shape: {0}")]
+    Shape(serde_json::Error),
+    #[error("manifest purpose is {0:?}, not \"mirror-bundle\"")]
+    Purpose(String),
+    #[error("manifest field `{0}` is empty")]
+    EmptyField(&'static str),
+    #[error("manifest generation is too large")]
+    GenerationTooLarge,
+    #[error("generatedAt: {0}")]
+    GeneratedAt(TimeError),
+    #[error("a full bundle cannot name a base")]
+    FullWithBase,
+    #[error("a thin bundle must name its base")]
+    ThinWithoutBase,
+    #[error("a full bundle cannot list removed files")]
+    FullWithRemoved,
+    #[error("base manifestDigest {0:?} is not sha256:<64 hex>")]
+    BaseDigest(String),
+    #[error("a thin bundle of generation {generation} cannot update generation {base}")]
+    ThinGeneration { generation: u64, base: u64 },
+    #[error("file path: {0}")]
+    FilePath(PathError),
+    #[error("file {path}: sha256 {sha256:?} is not 64 lowercase hex digits")]
+    FileSha256 { path: String, sha256: String },
+    #[error("file {0}: size is too large")]
+    FileSize(String),
+    #[error("file {0}: empty mediaType")]
+    FileMediaType(String),
+    #[error("file {0} is a metadata name and cannot be listed")]
+    MetadataName(String),
+    #[error("files are not sorted by path or repeat a path (at {0})")]
+    NotSorted(String),
+    #[error("file {file} is also a folder of {of}")]
+    FileIsFolder { file: String, of: String },
+    #[error("image {reference}: digest {digest:?} is not sha256:<64 hex>")]
+    ImageDigest { reference: String, digest: String },
+    #[error("removed path: {0}")]
+    RemovedPath(PathError),
+    #[error("removed paths are not sorted or repeat")]
+    RemovedNotSorted,
+    #[error("{0} is listed both as a file and as removed")]
+    FileAndRemoved(String),
+    #[error("checksums must list exactly SHA256SUMS and SHA256SUMS.dsse, found {0:?}")]
+    ChecksumNames(Vec<String>),
+    #[error("checksums: {0} has a malformed sha256")]
+    ChecksumSha256(String),
+}
+
 /// Parse an RFC 3339 time (any offset).
-pub fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
-    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
+pub fn parse_time(s: &str) -> Result<OffsetDateTime, TimeError> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|source| TimeError {
+        text: s.to_string(),
+        source,
+    })
 }
 
 /// Largest integer a JSON number holds exactly.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 impl FileEntry {
-    pub fn digest(&self) -> Option<Sha256> {
-        Sha256::parse_hex(&self.sha256)
+    pub fn digest(&self) -> Option<Digest> {
+        crate::hash::parse_hex(&self.sha256)
     }
 
-    fn check(&self) -> Result<(), String> {
-        BundlePath::new(&self.path).map_err(|e| format!("file path: {e}"))?;
-        if Sha256::parse_hex(&self.sha256).is_none() {
-            return Err(format!(
-                "file {}: sha256 {:?} is not 64 lowercase hex digits",
-                self.path, self.sha256
-            ));
+    fn check(&self) -> Result<(), ManifestError> {
+        BundlePath::new(&self.path).map_err(ManifestError::FilePath)?;
+        if crate::hash::parse_hex(&self.sha256).is_none() {
+            return Err(ManifestError::FileSha256 {
+                path: self.path.clone(),
+                sha256: self.sha256.clone(),
+            });
         }
         if self.size > MAX_SAFE_INTEGER {
-            return Err(format!("file {}: size is too large", self.path));
+            return Err(ManifestError::FileSize(self.path.clone()));
         }
         if self.media_type.is_empty() {
-            return Err(format!("file {}: empty mediaType", self.path));
+            return Err(ManifestError::FileMediaType(self.path.clone()));
         }
         Ok(())
     }
@@ -146,11 +212,9 @@ impl FileEntry {
 
 impl Manifest {
     /// Parse and validate manifest bytes (strict JSON: duplicate keys refused).
-    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        let value = stella_dsse::jcs::parse_strict(bytes)
-            .map_err(|e| format!("manifest is not valid JSON: {e}"))?;
-        let m: Manifest = serde_json::from_value(value)
-            .map_err(|e| format!("manifest does not have the bundle manifest shape: {e}"))?;
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
+        let value = stella_dsse::jcs::parse_strict(bytes).map_err(ManifestError::NotJson)?;
+        let m: Manifest = serde_json::from_value(value).map_err(ManifestError::Shape)?;
         m.validate()?;
         Ok(m)
     }
@@ -167,17 +231,14 @@ impl Manifest {
         self.valid_for_seconds.unwrap_or(DEFAULT_VALID_FOR_SECONDS)
     }
 
-    pub fn generated_at_time(&self) -> Result<OffsetDateTime, String> {
-        parse_time(&self.generated_at).map_err(|e| format!("generatedAt: {e}"))
+    pub fn generated_at_time(&self) -> Result<OffsetDateTime, ManifestError> {
+        parse_time(&self.generated_at).map_err(ManifestError::GeneratedAt)
     }
 
     /// Structural checks: everything except signatures and file contents.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ManifestError> {
         if self.purpose != crate::PURPOSE {
-            return Err(format!(
-                "manifest purpose is {:?}, not \"mirror-bundle\"",
-                self.purpose
-            ));
+            return Err(ManifestError::Purpose(self.purpose.clone()));
         }
         for (name, v) in [
             ("bundle", &self.bundle),
@@ -185,31 +246,28 @@ impl Manifest {
             ("issuer", &self.issuer),
         ] {
             if v.trim().is_empty() {
-                return Err(format!("manifest field `{name}` is empty"));
+                return Err(ManifestError::EmptyField(name));
             }
         }
         if self.generation > MAX_SAFE_INTEGER {
-            return Err("manifest generation is too large".into());
+            return Err(ManifestError::GenerationTooLarge);
         }
         self.generated_at_time()?;
         match (self.kind, &self.base) {
-            (Kind::Full, Some(_)) => return Err("a full bundle cannot name a base".into()),
-            (Kind::Thin, None) => return Err("a thin bundle must name its base".into()),
+            (Kind::Full, Some(_)) => return Err(ManifestError::FullWithBase),
+            (Kind::Thin, None) => return Err(ManifestError::ThinWithoutBase),
             (Kind::Full, None) if !self.removed.is_empty() => {
-                return Err("a full bundle cannot list removed files".into())
+                return Err(ManifestError::FullWithRemoved)
             }
             (Kind::Thin, Some(b)) => {
-                if Sha256::parse_prefixed(&b.manifest_digest).is_none() {
-                    return Err(format!(
-                        "base manifestDigest {:?} is not sha256:<64 hex>",
-                        b.manifest_digest
-                    ));
+                if Digest::parse(&b.manifest_digest).ok().is_none() {
+                    return Err(ManifestError::BaseDigest(b.manifest_digest.clone()));
                 }
                 if b.generation >= self.generation {
-                    return Err(format!(
-                        "a thin bundle of generation {} cannot update generation {}",
-                        self.generation, b.generation
-                    ));
+                    return Err(ManifestError::ThinGeneration {
+                        generation: self.generation,
+                        base: b.generation,
+                    });
                 }
             }
             _ => {}
@@ -217,54 +275,48 @@ impl Manifest {
         for (i, f) in self.files.iter().enumerate() {
             f.check()?;
             if crate::names::is_metadata(&f.path) {
-                return Err(format!(
-                    "file {} is a metadata name and cannot be listed",
-                    f.path
-                ));
+                return Err(ManifestError::MetadataName(f.path.clone()));
             }
             if i > 0 && self.files[i - 1].path.as_bytes() >= f.path.as_bytes() {
-                return Err(format!(
-                    "files are not sorted by path or repeat a path (at {})",
-                    f.path
-                ));
+                return Err(ManifestError::NotSorted(f.path.clone()));
             }
         }
         // A path that is a file cannot also be a folder of another file.
         for w in self.files.windows(2) {
             if w[1].path.starts_with(&w[0].path) && w[1].path.as_bytes()[w[0].path.len()] == b'/' {
-                return Err(format!(
-                    "file {} is also a folder of {}",
-                    w[0].path, w[1].path
-                ));
+                return Err(ManifestError::FileIsFolder {
+                    file: w[0].path.clone(),
+                    of: w[1].path.clone(),
+                });
             }
         }
         for img in &self.images {
-            if Sha256::parse_prefixed(&img.digest).is_none() {
-                return Err(format!(
-                    "image {}: digest {:?} is not sha256:<64 hex>",
-                    img.reference, img.digest
-                ));
+            if Digest::parse(&img.digest).ok().is_none() {
+                return Err(ManifestError::ImageDigest {
+                    reference: img.reference.clone(),
+                    digest: img.digest.clone(),
+                });
             }
         }
         for (i, r) in self.removed.iter().enumerate() {
-            BundlePath::new(r).map_err(|e| format!("removed path: {e}"))?;
+            BundlePath::new(r).map_err(ManifestError::RemovedPath)?;
             if i > 0 && self.removed[i - 1].as_bytes() >= r.as_bytes() {
-                return Err("removed paths are not sorted or repeat".into());
+                return Err(ManifestError::RemovedNotSorted);
             }
             if self.file(r).is_some() {
-                return Err(format!("{r} is listed both as a file and as removed"));
+                return Err(ManifestError::FileAndRemoved(r.clone()));
             }
         }
         if !self.checksums.is_empty() {
             let names: Vec<&str> = self.checksums.iter().map(|c| c.path.as_str()).collect();
             if names != [crate::names::SUMS, crate::names::SUMS_DSSE] {
-                return Err(format!(
-                    "checksums must list exactly SHA256SUMS and SHA256SUMS.dsse, found {names:?}"
+                return Err(ManifestError::ChecksumNames(
+                    names.iter().map(|n| n.to_string()).collect(),
                 ));
             }
             for c in &self.checksums {
-                if Sha256::parse_hex(&c.sha256).is_none() {
-                    return Err(format!("checksums: {} has a malformed sha256", c.path));
+                if crate::hash::parse_hex(&c.sha256).is_none() {
+                    return Err(ManifestError::ChecksumSha256(c.path.clone()));
                 }
             }
         }
@@ -346,21 +398,28 @@ mod tests {
     fn refuses_bad_manifests() {
         let mut m = sample();
         m.files.swap(0, 1);
-        assert!(m.validate().unwrap_err().contains("not sorted"));
+        assert!(m.validate().unwrap_err().to_string().contains("not sorted"));
         let mut m = sample();
         m.files[1].path = "../x".into();
-        assert!(m.validate().unwrap_err().contains("traversal"));
+        assert!(m.validate().unwrap_err().to_string().contains("traversal"));
         let mut m = sample();
         m.purpose = "attestation".into();
-        assert!(m.validate().unwrap_err().contains("purpose"));
+        assert!(m.validate().unwrap_err().to_string().contains("purpose"));
         let mut m = sample();
         m.files[1].path = "a/b".into();
-        assert!(m.validate().unwrap_err().contains("also a folder"));
+        assert!(m
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("also a folder"));
         let mut m = sample();
         m.files[0].path = "manifest.json".into();
         assert!(m.validate().is_err());
         let bytes = br#"{"bundle":"b","bundle":"c"}"#;
-        assert!(Manifest::from_json(bytes).unwrap_err().contains("JSON"));
+        assert!(Manifest::from_json(bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("JSON"));
         let mut v: serde_json::Value =
             serde_json::from_slice(&sample().to_canonical_json()).unwrap();
         v["extra"] = serde_json::json!(1);

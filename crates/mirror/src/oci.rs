@@ -15,46 +15,40 @@ use std::io::{Read, Write as _};
 use std::path::{Component, Path, PathBuf};
 
 use serde_json::{json, Value};
+use stella_oci::media;
 
-use crate::error::{Error, IoContext as _, Result};
-use crate::hash::{Hasher, Progress, Sha256, CHUNK};
+use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::fs::{read_small, write_new};
+use crate::hash::{copy_hashing, Digest, Hasher, Progress, CHUNK};
 
-pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const MT_OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-pub const MT_OCI_LAYOUT: &str = "application/vnd.oci.layout.header.v1+json";
-const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// Largest manifest, index or config we parse.
 const MAX_JSON_BLOB: u64 = 4 * 1024 * 1024;
 
 /// A blob stored in the shared layout.
 #[derive(Debug, Clone)]
-pub struct StoredBlob {
+pub(crate) struct StoredBlob {
     pub size: u64,
     pub media_type: String,
 }
 
 /// An image added to the layout.
 #[derive(Debug, Clone)]
-pub struct AddedImage {
+pub(crate) struct AddedImage {
     pub reference: String,
-    pub digest: Sha256,
+    pub digest: Digest,
     pub media_type: String,
     pub size: u64,
     pub platforms: Vec<String>,
 }
 
 /// Builds the shared layout under `root` (the bundle's `images/` folder).
-pub struct LayoutWriter<'a> {
+pub(crate) struct LayoutWriter<'a> {
     root: PathBuf,
-    blobs: BTreeMap<Sha256, StoredBlob>,
+    blobs: BTreeMap<Digest, StoredBlob>,
     images: Vec<AddedImage>,
     /// Blobs the base bundle already holds (thin bundles): recorded, never copied.
-    known: &'a HashSet<Sha256>,
+    known: &'a HashSet<Digest>,
     progress: &'a dyn Progress,
 }
 
@@ -67,7 +61,7 @@ enum Blobs {
 }
 
 impl Blobs {
-    fn path_of(&self, d: &Sha256) -> Option<(PathBuf, Option<Sha256>)> {
+    fn path_of(&self, d: &Digest) -> Option<(PathBuf, Option<Digest>)> {
         match self {
             Blobs::Dir(dir) => Some((dir.join("blobs").join("sha256").join(d.hex()), None)),
             Blobs::Archive(a) => a
@@ -78,9 +72,9 @@ impl Blobs {
 }
 
 impl<'a> LayoutWriter<'a> {
-    pub fn new(
+    pub(crate) fn new(
         root: &Path,
-        known: &'a HashSet<Sha256>,
+        known: &'a HashSet<Digest>,
         progress: &'a dyn Progress,
     ) -> Result<Self> {
         std::fs::create_dir_all(root.join("blobs").join("sha256")).at(root)?;
@@ -93,21 +87,21 @@ impl<'a> LayoutWriter<'a> {
         })
     }
 
-    pub fn blobs(&self) -> &BTreeMap<Sha256, StoredBlob> {
+    pub(crate) fn blobs(&self) -> &BTreeMap<Digest, StoredBlob> {
         &self.blobs
     }
 
-    pub fn images(&self) -> &[AddedImage] {
+    pub(crate) fn images(&self) -> &[AddedImage] {
         &self.images
     }
 
     /// Path of a stored blob.
-    pub fn blob_path(&self, d: &Sha256) -> PathBuf {
+    pub(crate) fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs").join("sha256").join(d.hex())
     }
 
     /// Add the image of an OCI layout folder.
-    pub fn add_oci_layout(
+    pub(crate) fn add_oci_layout(
         &mut self,
         reference: &str,
         dir: &Path,
@@ -127,7 +121,7 @@ impl<'a> LayoutWriter<'a> {
 
     /// Add an image of a `docker save` archive. `scratch` is a folder on the same file
     /// system as the layout, for the archive's files.
-    pub fn add_docker_archive(
+    pub(crate) fn add_docker_archive(
         &mut self,
         reference: &str,
         file: &Path,
@@ -192,17 +186,20 @@ impl<'a> LayoutWriter<'a> {
             .as_array()
             .ok_or_else(|| Error::input(format!("{what}: manifest.json entry has no Layers")))?;
         if layers.len() != diff_ids.len() {
-            return Err(Error::verify(format!(
-                "{what}: {} layers but the config lists {} diff_ids",
-                layers.len(),
-                diff_ids.len()
-            )));
+            return Err(Error::verify(
+                Stage::Content,
+                format!(
+                    "{what}: {} layers but the config lists {} diff_ids",
+                    layers.len(),
+                    diff_ids.len()
+                ),
+            ));
         }
         let config_digest = self.put_file(
             &config.tmp,
             Some(config.sha256),
             config.size,
-            MT_OCI_CONFIG,
+            media::OCI_CONFIG,
             true,
             what,
         )?;
@@ -214,28 +211,38 @@ impl<'a> LayoutWriter<'a> {
             let f = files
                 .get(lp)
                 .ok_or_else(|| Error::input(format!("{what}: layer {lp} is missing")))?;
-            if f.sha256.prefixed() != *diff_id {
-                return Err(Error::verify(format!(
-                    "{what}: layer {lp} has digest {} but the image config says {diff_id}",
-                    f.sha256.prefixed()
-                )));
+            if f.sha256.to_string() != *diff_id {
+                return Err(Error::verify(
+                    Stage::Content,
+                    format!(
+                        "{what}: layer {lp} has digest {} but the image config says {diff_id}",
+                        f.sha256
+                    ),
+                ));
             }
-            self.put_file(&f.tmp, Some(f.sha256), f.size, MT_OCI_LAYER_TAR, true, what)?;
-            layer_descs.push(json!({"mediaType": MT_OCI_LAYER_TAR, "digest": f.sha256.prefixed(), "size": f.size}));
+            self.put_file(
+                &f.tmp,
+                Some(f.sha256),
+                f.size,
+                media::OCI_LAYER_TAR,
+                true,
+                what,
+            )?;
+            layer_descs.push(json!({"mediaType": media::OCI_LAYER_TAR, "digest": f.sha256.to_string(), "size": f.size}));
         }
         let manifest = json!({
             "schemaVersion": 2,
-            "mediaType": MT_OCI_MANIFEST,
-            "config": {"mediaType": MT_OCI_CONFIG, "digest": config_digest.prefixed(), "size": config.size},
+            "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": media::OCI_CONFIG, "digest": config_digest.to_string(), "size": config.size},
             "layers": layer_descs,
         });
         let bytes = stella_dsse::jcs::to_vec(&manifest)
             .map_err(|e| Error::input(format!("{what}: {e}")))?;
-        let digest = self.put_bytes(&bytes, MT_OCI_MANIFEST)?;
+        let digest = self.put_bytes(&bytes, media::OCI_MANIFEST)?;
         self.images.push(AddedImage {
             reference: reference.to_string(),
             digest,
-            media_type: MT_OCI_MANIFEST.into(),
+            media_type: media::OCI_MANIFEST.into(),
             size: bytes.len() as u64,
             platforms: platform_of_config(&config_json).into_iter().collect(),
         });
@@ -268,7 +275,7 @@ impl<'a> LayoutWriter<'a> {
     #[allow(clippy::too_many_arguments)] // one recursive walk; a struct would only rename them
     fn copy_tree(
         &mut self,
-        digest: &Sha256,
+        digest: &Digest,
         size: u64,
         media_type: &str,
         blobs: &Blobs,
@@ -281,21 +288,24 @@ impl<'a> LayoutWriter<'a> {
                 "{what}: image indexes nest too deeply"
             )));
         }
-        let (path, _) = blobs.path_of(digest).ok_or_else(|| {
-            Error::input(format!("{what}: blob {} is missing", digest.prefixed()))
-        })?;
+        let (path, _) = blobs
+            .path_of(digest)
+            .ok_or_else(|| Error::input(format!("{what}: blob {} is missing", digest)))?;
         match media_type {
-            MT_OCI_INDEX | MT_DOCKER_LIST | MT_OCI_MANIFEST | MT_DOCKER_MANIFEST => {
+            media::OCI_INDEX
+            | media::DOCKER_LIST
+            | media::OCI_MANIFEST
+            | media::DOCKER_MANIFEST => {
                 let bytes = read_small(&path, MAX_JSON_BLOB).map_err(|e| match e {
                     Error::NotFound(_) => {
-                        Error::input(format!("{what}: blob {} is missing", digest.prefixed()))
+                        Error::input(format!("{what}: blob {} is missing", digest))
                     }
                     e => e,
                 })?;
                 check_bytes(&bytes, digest, size, what)?;
-                let doc = parse_json(&bytes, &format!("{what}: {}", digest.prefixed()))?;
+                let doc = parse_json(&bytes, &format!("{what}: {}", digest))?;
                 self.put_bytes(&bytes, media_type)?;
-                if matches!(media_type, MT_OCI_INDEX | MT_DOCKER_LIST) {
+                if matches!(media_type, media::OCI_INDEX | media::DOCKER_LIST) {
                     let children = doc["manifests"].as_array().cloned().unwrap_or_default();
                     for child in &children {
                         let (d, s, mt) = parse_descriptor(child, what)?;
@@ -308,7 +318,7 @@ impl<'a> LayoutWriter<'a> {
                 } else {
                     let (cd, cs, cmt) = parse_descriptor(&doc["config"], what)?;
                     let (cpath, csha) = blobs.path_of(&cd).ok_or_else(|| {
-                        Error::input(format!("{what}: config blob {} is missing", cd.prefixed()))
+                        Error::input(format!("{what}: config blob {} is missing", cd))
                     })?;
                     if depth == 0 {
                         if let Ok(cbytes) = read_small(&cpath, MAX_JSON_BLOB) {
@@ -321,7 +331,7 @@ impl<'a> LayoutWriter<'a> {
                     for layer in doc["layers"].as_array().cloned().unwrap_or_default() {
                         let (ld, ls, lmt) = parse_descriptor(&layer, what)?;
                         let (lpath, lsha) = blobs.path_of(&ld).ok_or_else(|| {
-                            Error::input(format!("{what}: layer blob {} is missing", ld.prefixed()))
+                            Error::input(format!("{what}: layer blob {} is missing", ld))
                         })?;
                         self.put_blob(
                             &ld,
@@ -338,14 +348,14 @@ impl<'a> LayoutWriter<'a> {
             }
             other => Err(Error::input(format!(
                 "{what}: {} has media type {other:?}, not an image manifest or index",
-                digest.prefixed()
+                digest
             ))),
         }
     }
 
     /// Store bytes we generated or already checked.
-    fn put_bytes(&mut self, bytes: &[u8], media_type: &str) -> Result<Sha256> {
-        let d = Sha256::of(bytes);
+    fn put_bytes(&mut self, bytes: &[u8], media_type: &str) -> Result<Digest> {
+        let d = Digest::of(bytes);
         if !self.blobs.contains_key(&d) {
             if !self.known.contains(&d) {
                 let dest = self.blob_path(&d);
@@ -366,12 +376,12 @@ impl<'a> LayoutWriter<'a> {
     fn put_file(
         &mut self,
         src: &Path,
-        known_sha: Option<Sha256>,
+        known_sha: Option<Digest>,
         size: u64,
         media_type: &str,
         movable: bool,
         what: &str,
-    ) -> Result<Sha256> {
+    ) -> Result<Digest> {
         let d = match known_sha {
             Some(d) => d,
             None => crate::hash::hash_file(src, &crate::hash::NoProgress)?.0,
@@ -384,21 +394,23 @@ impl<'a> LayoutWriter<'a> {
     #[allow(clippy::too_many_arguments)]
     fn put_blob(
         &mut self,
-        d: &Sha256,
+        d: &Digest,
         size: u64,
         media_type: &str,
         src: &Path,
-        known_sha: Option<Sha256>,
+        known_sha: Option<Digest>,
         movable: bool,
         what: &str,
     ) -> Result<()> {
         if let Some(b) = self.blobs.get(d) {
             if b.size != size {
-                return Err(Error::verify(format!(
-                    "{what}: blob {} is named with size {size} here and {} elsewhere",
-                    d.prefixed(),
-                    b.size
-                )));
+                return Err(Error::verify(
+                    Stage::Content,
+                    format!(
+                        "{what}: blob {} is named with size {size} here and {} elsewhere",
+                        d, b.size
+                    ),
+                ));
             }
             return Ok(());
         }
@@ -426,9 +438,7 @@ impl<'a> LayoutWriter<'a> {
             }
             _ => {
                 let (sha, got) = copy_hashing(src, &dest, self.progress).map_err(|e| match e {
-                    Error::NotFound(_) => {
-                        Error::input(format!("{what}: blob {} is missing", d.prefixed()))
-                    }
+                    Error::NotFound(_) => Error::input(format!("{what}: blob {} is missing", d)),
                     e => e,
                 })?;
                 if sha != *d || got != size {
@@ -448,7 +458,7 @@ impl<'a> LayoutWriter<'a> {
     }
 
     /// Write `oci-layout` and `index.json`; returns their bytes (for the manifest).
-    pub fn finish(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+    pub(crate) fn finish(&self) -> Result<(Vec<u8>, Vec<u8>)> {
         let layout = stella_dsse::jcs::to_vec(&json!({"imageLayoutVersion": "1.0.0"}))
             .map_err(|e| Error::input(e.to_string()))?;
         let mut images = self.images.clone();
@@ -458,15 +468,15 @@ impl<'a> LayoutWriter<'a> {
             .map(|i| {
                 json!({
                     "mediaType": i.media_type,
-                    "digest": i.digest.prefixed(),
+                    "digest": i.digest.to_string(),
                     "size": i.size,
-                    "annotations": {REF_NAME: i.reference},
+                    "annotations": {media::REF_NAME: i.reference},
                 })
             })
             .collect();
         let index = stella_dsse::jcs::to_vec(&json!({
             "schemaVersion": 2,
-            "mediaType": MT_OCI_INDEX,
+            "mediaType": media::OCI_INDEX,
             "manifests": manifests,
         }))
         .map_err(|e| Error::input(e.to_string()))?;
@@ -474,16 +484,16 @@ impl<'a> LayoutWriter<'a> {
     }
 }
 
-fn blob_mismatch(what: &str, d: &Sha256, size: u64, got: &Sha256, got_size: u64) -> Error {
-    Error::verify(format!(
+fn blob_mismatch(what: &str, d: &Digest, size: u64, got: &Digest, got_size: u64) -> Error {
+    Error::verify(Stage::Content, format!(
         "{what}: blob {} does not match its descriptor (expected {size} bytes, got {got_size} bytes with digest {})",
-        d.prefixed(),
-        got.prefixed()
+        d,
+        got
     ))
 }
 
-fn check_bytes(bytes: &[u8], d: &Sha256, size: u64, what: &str) -> Result<()> {
-    let got = Sha256::of(bytes);
+fn check_bytes(bytes: &[u8], d: &Digest, size: u64, what: &str) -> Result<()> {
+    let got = Digest::of(bytes);
     if got != *d || bytes.len() as u64 != size {
         return Err(blob_mismatch(what, d, size, &got, bytes.len() as u64));
     }
@@ -505,9 +515,9 @@ fn parse_json(bytes: &[u8], what: &str) -> Result<Value> {
         .map_err(|e| Error::input(format!("{what} is not valid JSON: {e}")))
 }
 
-fn parse_descriptor(v: &Value, what: &str) -> Result<(Sha256, u64, String)> {
+fn parse_descriptor(v: &Value, what: &str) -> Result<(Digest, u64, String)> {
     let digest = v["digest"].as_str().unwrap_or_default();
-    let d = Sha256::parse_prefixed(digest).ok_or_else(|| {
+    let d = Digest::parse(digest).ok().ok_or_else(|| {
         Error::input(format!(
             "{what}: descriptor digest {digest:?} is not sha256:<64 lowercase hex> (only sha256 is supported)"
         ))
@@ -557,7 +567,7 @@ fn select_entry(index: &Value, ref_name: Option<&str>, what: &str) -> Result<Val
     match ref_name {
         Some(name) => entries
             .into_iter()
-            .find(|e| e["annotations"][REF_NAME].as_str() == Some(name))
+            .find(|e| e["annotations"][media::REF_NAME].as_str() == Some(name))
             .ok_or_else(|| {
                 Error::input(format!("{what}: no index.json entry has ref.name {name:?}"))
             }),
@@ -567,7 +577,7 @@ fn select_entry(index: &Value, ref_name: Option<&str>, what: &str) -> Result<Val
                 .as_array()
                 .map(|a| {
                     a.iter()
-                        .filter_map(|e| e["annotations"][REF_NAME].as_str())
+                        .filter_map(|e| e["annotations"][media::REF_NAME].as_str())
                         .collect()
                 })
                 .unwrap_or_default();
@@ -613,63 +623,11 @@ fn normalize_ref(r: &str) -> String {
     }
 }
 
-fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let f = std::fs::File::open(path).at(path)?;
-    let mut buf = Vec::new();
-    f.take(limit + 1).read_to_end(&mut buf).at(path)?;
-    if buf.len() as u64 > limit {
-        return Err(Error::input(format!(
-            "{} is larger than the {limit}-byte limit",
-            path.display()
-        )));
-    }
-    Ok(buf)
-}
-
-/// Create `dest` (never overwriting) with `bytes`.
-pub(crate) fn write_new(dest: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dest)
-        .at(dest)?;
-    f.write_all(bytes).at(dest)
-}
-
-/// Copy `src` to a new file `dest`, hashing on the way.
-pub(crate) fn copy_hashing(
-    src: &Path,
-    dest: &Path,
-    progress: &dyn Progress,
-) -> Result<(Sha256, u64)> {
-    let mut r = std::fs::File::open(src).at(src)?;
-    let mut w = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dest)
-        .at(dest)?;
-    let mut h = Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(src, e)),
-        };
-        h.update(&buf[..n]);
-        w.write_all(&buf[..n]).at(dest)?;
-        progress.advance(n as u64);
-    }
-    let len = h.len();
-    Ok((h.finish(), len))
-}
-
 /// A regular file of an unpacked docker archive.
 #[derive(Debug, Clone)]
 struct Extracted {
     tmp: PathBuf,
-    sha256: Sha256,
+    sha256: Digest,
     size: u64,
 }
 
@@ -684,7 +642,7 @@ impl ArchiveFiles {
     fn extract(file: &Path, scratch: &Path, progress: &dyn Progress) -> Result<Self> {
         let what = format!("docker archive {}", file.display());
         std::fs::create_dir_all(scratch).at(scratch)?;
-        let reader = crate::archive::open_decompressed(file)?;
+        let reader = crate::codec::open_decompressed(file)?;
         let mut ar = tar::Archive::new(reader);
         let mut files = HashMap::new();
         let mut links = HashMap::new();

@@ -8,33 +8,58 @@
 
 use std::fmt;
 
+/// Why a path cannot enter a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    #[error("empty path")]
+    Empty,
+    #[error("{0:?} is an absolute path")]
+    Absolute(String),
+    #[error("{0:?} holds a control character or a backslash")]
+    BadCharacter(String),
+    #[error("{0:?} has an empty path component")]
+    EmptyComponent(String),
+    /// A `.` or `..` component.
+    #[error("{path:?} has a `{component}` component (path traversal)")]
+    Traversal {
+        path: String,
+        component: &'static str,
+    },
+    #[error("{0:?} is too long for a ustar archive (at most 255 bytes, file name at most 100)")]
+    TooLong(String),
+}
+
 /// A validated bundle-relative path.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BundlePath(String);
 
 impl BundlePath {
     /// Parse and validate. The error says what is wrong with the path.
-    pub fn new(s: &str) -> Result<Self, String> {
+    pub fn new(s: &str) -> Result<Self, PathError> {
         if s.is_empty() {
-            return Err("empty path".into());
+            return Err(PathError::Empty);
         }
         if s.starts_with('/') {
-            return Err(format!("{s:?} is an absolute path"));
+            return Err(PathError::Absolute(s.to_string()));
         }
         if s.chars().any(|c| c.is_control() || c == '\\') {
-            return Err(format!("{s:?} holds a control character or a backslash"));
+            return Err(PathError::BadCharacter(s.to_string()));
         }
         for c in s.split('/') {
-            match c {
-                "" => return Err(format!("{s:?} has an empty path component")),
-                "." | ".." => return Err(format!("{s:?} has a `{c}` component (path traversal)")),
-                _ => {}
-            }
+            let component = match c {
+                "" => return Err(PathError::EmptyComponent(s.to_string())),
+                "." => ".",
+                ".." => "..",
+                _ => continue,
+            };
+            return Err(PathError::Traversal {
+                path: s.to_string(),
+                component,
+            });
         }
         if ustar_split(s).is_none() {
-            return Err(format!(
-                "{s:?} is too long for a ustar archive (at most 255 bytes, file name at most 100)"
-            ));
+            return Err(PathError::TooLong(s.to_string()));
         }
         Ok(BundlePath(s.to_string()))
     }

@@ -23,8 +23,8 @@ use stella_oci::{
     BlockingClient, ClientConfig, Descriptor, Digest, Layout, Platforms, PullOptions,
 };
 
-use crate::error::{Error, Result};
-use crate::hash::{Progress, Sha256};
+use crate::error::{Error, Result, Stage};
+use crate::hash::Progress;
 use crate::spec::{ImageSource, ImageSpec};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -37,22 +37,22 @@ pub struct PulledImage {
     /// What was pulled (the spec's `ref:`).
     pub source: String,
     /// The stored manifest or index (what the manifest records).
-    pub digest: Sha256,
+    pub digest: Digest,
     pub media_type: String,
     pub size: u64,
     /// `os/arch[/variant]` of the stored image(s), sorted.
     pub platforms: Vec<String>,
     /// What the reference resolved to (differs from `digest` when a platform filter took part
     /// of an index).
-    pub source_digest: Sha256,
+    pub source_digest: Digest,
     /// Every blob of the image, manifests included: digest, size, media type.
-    pub blobs: Vec<(Sha256, u64, String)>,
+    pub blobs: Vec<(Digest, u64, String)>,
     pub blobs_downloaded: usize,
     pub bytes_downloaded: u64,
 }
 
-pub(crate) fn to_sha(d: &Digest) -> Sha256 {
-    Sha256(*d.as_bytes())
+pub(crate) fn to_sha(d: &Digest) -> Digest {
+    *d
 }
 
 /// Pull the registry images of `images` into the layout at `layout_dir`, in order.
@@ -111,7 +111,7 @@ pub(crate) fn pull_images(
 pub(crate) fn image_blobs(
     layout: &Layout,
     root: &Descriptor,
-) -> Result<Vec<(Sha256, u64, String)>> {
+) -> Result<Vec<(Digest, u64, String)>> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     walk(layout, root, &mut out, &mut seen, 0)?;
@@ -121,13 +121,16 @@ pub(crate) fn image_blobs(
 fn walk(
     layout: &Layout,
     desc: &Descriptor,
-    out: &mut Vec<(Sha256, u64, String)>,
+    out: &mut Vec<(Digest, u64, String)>,
     seen: &mut HashSet<Digest>,
     depth: usize,
 ) -> Result<()> {
     let what = format!("pulled image {}", desc.digest);
     if depth > 4 {
-        return Err(Error::verify(format!("{what}: indexes nest too deeply")));
+        return Err(Error::verify(
+            Stage::Content,
+            format!("{what}: indexes nest too deeply"),
+        ));
     }
     if !seen.insert(desc.digest) {
         return Ok(());
@@ -162,7 +165,7 @@ pub(crate) fn merge_index(index: &[u8], pulled: &[PulledImage]) -> Result<Vec<u8
     for p in pulled {
         list.push(json!({
             "mediaType": p.media_type,
-            "digest": p.digest.prefixed(),
+            "digest": p.digest.to_string(),
             "size": p.size,
             "annotations": {REF_NAME: p.reference},
         }));
@@ -232,11 +235,11 @@ mod tests {
         let p = PulledImage {
             reference: "a.io/y:2".into(),
             source: "a.io/y:2".into(),
-            digest: Sha256::of(b"y"),
+            digest: Digest::of(b"y"),
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             size: 7,
             platforms: vec![],
-            source_digest: Sha256::of(b"y"),
+            source_digest: Digest::of(b"y"),
             blobs: vec![],
             blobs_downloaded: 0,
             bytes_downloaded: 0,
@@ -255,8 +258,8 @@ mod tests {
 
     #[test]
     fn digests_convert() {
-        let s = Sha256::of(b"abc");
-        assert_eq!(to_sha(&Digest::from_bytes(s.0)), s);
-        assert_eq!(Digest::from_bytes(s.0).to_string(), s.prefixed());
+        let s = Digest::of(b"abc");
+        assert_eq!(to_sha(&Digest::from_bytes(*s.as_bytes())), s);
+        assert_eq!(Digest::from_bytes(*s.as_bytes()).to_string(), s.to_string());
     }
 }

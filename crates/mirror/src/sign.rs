@@ -14,7 +14,8 @@ use stella_keys::Signer;
 use time::OffsetDateTime;
 
 use crate::error::{Error, IoContext as _, Result};
-use crate::hash::{Progress, Sha256};
+use crate::fs::write_file;
+use crate::hash::{Digest, Progress};
 use crate::manifest::{format_time, FileEntry, Manifest};
 use crate::names;
 use crate::verify::{Header, HeaderSignature};
@@ -24,7 +25,7 @@ use crate::verify::{Header, HeaderSignature};
 pub struct SignReport {
     pub dir: PathBuf,
     pub envelope: PathBuf,
-    pub manifest_digest: Sha256,
+    pub manifest_digest: Digest,
     pub key_ids: Vec<String>,
     pub files: usize,
     /// The time anchor written, if a time stamper was given.
@@ -86,20 +87,20 @@ pub fn sign_with(
         FileEntry {
             path: names::SUMS.into(),
             size: sums.len() as u64,
-            sha256: Sha256::of(&sums).hex(),
+            sha256: Digest::of(&sums).hex(),
             media_type: "text/plain; charset=utf-8".into(),
         },
         FileEntry {
             path: names::SUMS_DSSE.into(),
             size: sums_env_bytes.len() as u64,
-            sha256: Sha256::of(&sums_env_bytes).hex(),
+            sha256: Digest::of(&sums_env_bytes).hex(),
             media_type: "application/vnd.dsse.envelope.v1+json".into(),
         },
     ];
     let payload = manifest.to_canonical_json();
     let payload_bytes = payload.clone();
     write_file(manifest_path, &payload)?;
-    let digest = Sha256::of(&payload);
+    let digest = Digest::of(&payload);
     let envelope = stella_keys::sign_envelope(crate::PAYLOAD_TYPE, payload, signers)?;
     write_file(envelope_out, &envelope.to_json())?;
 
@@ -138,7 +139,7 @@ pub fn sign_with(
     }
     let anchor = match stamper {
         Some(s) => {
-            let token = s.stamp(&digest.0)?;
+            let token = s.stamp(digest.as_bytes())?;
             Some(crate::anchor::write_anchor(
                 &dir,
                 &token,
@@ -156,30 +157,4 @@ pub fn sign_with(
         key_ids: signers.iter().map(|s| s.key_id().to_string()).collect(),
         files: manifest.files.len(),
     })
-}
-
-/// Write a file atomically (temp file in the same folder, then rename), mode 0644.
-pub(crate) fn write_file(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write as _;
-    // Never rename over a device or FIFO (`/dev/null`): write straight into it.
-    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .at(path)?;
-        return f.write_all(data).at(path);
-    }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".stella-tmp-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .tempfile_in(dir)
-        .at(dir)?;
-    tmp.write_all(data).at(path)?;
-    tmp.as_file().sync_all().at(path)?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
 }

@@ -32,6 +32,67 @@ use serde::Deserialize;
 
 use crate::error::{Error, IoContext as _, Result};
 
+/// Why a spec was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    #[error("invalid spec: {0}")]
+    Yaml(serde_norway::Error),
+    #[error("`{0}` is empty")]
+    EmptyField(&'static str),
+    #[error("`name` {0:?} may hold only letters, digits, `.`, `_` and `-`")]
+    Name(String),
+    #[error("`generation` starts at 1")]
+    GenerationZero,
+    #[error("`validForSeconds` must be positive")]
+    ValidForZero,
+    #[error("an image needs `reference` (with `ociLayout` or `dockerArchive`) or `ref` (a registry image)")]
+    ImageWithoutReference,
+    #[error("an image has an empty `reference`")]
+    EmptyReference,
+    #[error("image {reference}: {problem}")]
+    Image {
+        reference: String,
+        problem: ImageProblem,
+    },
+    #[error("image {0} is listed twice")]
+    ImageTwice(String),
+    #[error("advisory path {0:?} has no file name")]
+    AdvisoryNoFileName(String),
+    #[error("advisory target: {0}")]
+    AdvisoryTarget(crate::path::PathError),
+    #[error("two advisory entries map to advisories/{0}")]
+    AdvisoryTwice(String),
+}
+
+impl SpecError {
+    fn image(reference: String, problem: ImageProblem) -> Self {
+        SpecError::Image { reference, problem }
+    }
+}
+
+/// What is wrong with one image entry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageProblem {
+    #[error(
+        "`platforms` filters registry images (`ref`); a local layout or archive is copied whole"
+    )]
+    PlatformsOnLocal,
+    #[error("`refName`/`repoTag` are for local sources, not `ref`")]
+    LocalNamesOnRef,
+    #[error("`ref`: {0}")]
+    Ref(Box<stella_oci::Error>),
+    #[error("`platforms`: {0}")]
+    Platforms(Box<stella_oci::Error>),
+    #[error("`repoTag` is for `dockerArchive`; use `refName` with `ociLayout`")]
+    RepoTagOnLayout,
+    #[error("`refName` is for `ociLayout`; use `repoTag` with `dockerArchive`")]
+    RefNameOnArchive,
+    #[error("give exactly one of `ociLayout`, `dockerArchive` or `ref`")]
+    NotOneSource,
+}
+
 /// A parsed spec with paths resolved.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -132,16 +193,15 @@ impl Spec {
     }
 
     /// Parse spec text; relative paths resolve against `base`.
-    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
-        let raw: RawSpec =
-            serde_norway::from_str(text).map_err(|e| format!("invalid spec: {e}"))?;
+    pub fn parse(text: &str, base: &Path) -> Result<Self, SpecError> {
+        let raw: RawSpec = serde_norway::from_str(text).map_err(SpecError::Yaml)?;
         for (field, v) in [
             ("name", &raw.name),
             ("version", &raw.version),
             ("issuer", &raw.issuer),
         ] {
             if v.trim().is_empty() {
-                return Err(format!("`{field}` is empty"));
+                return Err(SpecError::EmptyField(field));
             }
         }
         if !raw
@@ -149,48 +209,44 @@ impl Spec {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         {
-            return Err(format!(
-                "`name` {:?} may hold only letters, digits, `.`, `_` and `-`",
-                raw.name
-            ));
+            return Err(SpecError::Name(raw.name));
         }
         let generation = raw.generation.unwrap_or(1);
         if generation == 0 {
-            return Err("`generation` starts at 1".into());
+            return Err(SpecError::GenerationZero);
         }
         if raw.valid_for_seconds == Some(0) {
-            return Err("`validForSeconds` must be positive".into());
+            return Err(SpecError::ValidForZero);
         }
         let mut images = Vec::new();
         for img in raw.images {
             let reference = match (&img.reference, &img.registry_ref) {
                 (Some(r), _) => r.clone(),
                 (None, Some(r)) => r.clone(),
-                (None, None) => {
-                    return Err("an image needs `reference` (with `ociLayout` or `dockerArchive`) or `ref` (a registry image)".into())
-                }
+                (None, None) => return Err(SpecError::ImageWithoutReference),
             };
             if reference.trim().is_empty() {
-                return Err("an image has an empty `reference`".into());
+                return Err(SpecError::EmptyReference);
             }
             if img.platforms.is_some() && img.registry_ref.is_none() {
-                return Err(format!(
-                    "image {reference}: `platforms` filters registry images (`ref`); a local layout or archive is copied whole"
-                ));
+                return Err(SpecError::image(reference, ImageProblem::PlatformsOnLocal));
             }
             let source = match (img.oci_layout, img.docker_archive, img.registry_ref) {
                 (None, None, Some(r)) => {
                     if img.ref_name.is_some() || img.repo_tag.is_some() {
-                        return Err(format!(
-                            "image {reference}: `refName`/`repoTag` are for local sources, not `ref`"
-                        ));
+                        return Err(SpecError::image(reference, ImageProblem::LocalNamesOnRef));
                     }
-                    let parsed = stella_oci::Reference::parse(r.trim())
-                        .map_err(|e| format!("image {reference}: `ref`: {e}"))?;
+                    let parsed = stella_oci::Reference::parse(r.trim()).map_err(|e| {
+                        SpecError::image(reference.clone(), ImageProblem::Ref(Box::new(e)))
+                    })?;
                     let mut platforms = Vec::new();
                     for p in img.platforms.unwrap_or_default() {
-                        let p = stella_oci::Platform::parse(p.trim())
-                            .map_err(|e| format!("image {reference}: `platforms`: {e}"))?;
+                        let p = stella_oci::Platform::parse(p.trim()).map_err(|e| {
+                            SpecError::image(
+                                reference.clone(),
+                                ImageProblem::Platforms(Box::new(e)),
+                            )
+                        })?;
                         if !platforms.contains(&p) {
                             platforms.push(p);
                         }
@@ -202,9 +258,7 @@ impl Spec {
                 }
                 (Some(dir), None, None) => {
                     if img.repo_tag.is_some() {
-                        return Err(format!(
-                            "image {reference}: `repoTag` is for `dockerArchive`; use `refName` with `ociLayout`"
-                        ));
+                        return Err(SpecError::image(reference, ImageProblem::RepoTagOnLayout));
                     }
                     ImageSource::OciLayout {
                         dir: base.join(dir),
@@ -213,9 +267,7 @@ impl Spec {
                 }
                 (None, Some(file), None) => {
                     if img.ref_name.is_some() {
-                        return Err(format!(
-                            "image {reference}: `refName` is for `ociLayout`; use `repoTag` with `dockerArchive`"
-                        ));
+                        return Err(SpecError::image(reference, ImageProblem::RefNameOnArchive));
                     }
                     ImageSource::DockerArchive {
                         file: base.join(file),
@@ -223,12 +275,11 @@ impl Spec {
                     }
                 }
                 _ => {
-                    let why = "give exactly one of `ociLayout`, `dockerArchive` or `ref`";
-                    return Err(format!("image {reference}: {why}"));
+                    return Err(SpecError::image(reference, ImageProblem::NotOneSource));
                 }
             };
             if images.iter().any(|i: &ImageSpec| i.reference == reference) {
-                return Err(format!("image {reference} is listed twice"));
+                return Err(SpecError::ImageTwice(reference));
             }
             images.push(ImageSpec { reference, source });
         }
@@ -241,12 +292,12 @@ impl Spec {
                     .file_name()
                     .and_then(|n| n.to_str())
                     .map(str::to_string)
-                    .ok_or_else(|| format!("advisory path {:?} has no file name", a.path))?,
+                    .ok_or_else(|| SpecError::AdvisoryNoFileName(a.path.clone()))?,
             };
             crate::BundlePath::new(&format!("advisories/{target}"))
-                .map_err(|e| format!("advisory target: {e}"))?;
+                .map_err(SpecError::AdvisoryTarget)?;
             if advisories.iter().any(|x: &AdvisorySpec| x.target == target) {
-                return Err(format!("two advisory entries map to advisories/{target}"));
+                return Err(SpecError::AdvisoryTwice(target));
             }
             advisories.push(AdvisorySpec { path, target });
         }
@@ -303,20 +354,24 @@ advisories:
         let base = "name: n\nversion: v\nissuer: i\n";
         assert!(Spec::parse(&format!("{base}imagez: []\n"), Path::new("."))
             .unwrap_err()
+            .to_string()
             .contains("imagez"));
         let both =
             format!("{base}images:\n  - reference: r\n    ociLayout: a\n    dockerArchive: b\n");
         assert!(Spec::parse(&both, Path::new("."))
             .unwrap_err()
+            .to_string()
             .contains("exactly one"));
         let trav = format!("{base}advisories:\n  - path: x\n    target: ../../etc\n");
         assert!(Spec::parse(&trav, Path::new("."))
             .unwrap_err()
+            .to_string()
             .contains("traversal"));
         assert!(Spec::parse("name: a/b\nversion: v\nissuer: i\n", Path::new(".")).is_err());
         let no_ref = format!("{base}images:\n  - ociLayout: a\n");
         assert!(Spec::parse(&no_ref, Path::new("."))
             .unwrap_err()
+            .to_string()
             .contains("needs `reference`"));
     }
 
@@ -362,7 +417,9 @@ advisories:
             ("  - ref: r.io/a:1\n    refName: x\n", "local sources"),
             ("  - ref: r.io/a:1\n  - ref: r.io/a:1\n", "listed twice"),
         ] {
-            let e = Spec::parse(&format!("{base}images:\n{bad}"), Path::new(".")).unwrap_err();
+            let e = Spec::parse(&format!("{base}images:\n{bad}"), Path::new("."))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::archive::{self, Limits};
-use crate::create::Staging;
-use crate::error::{Error, IoContext as _, Result};
-use crate::hash::{Progress, Sha256};
+use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::fs::{check_output_free, Staging};
+use crate::hash::{Digest, Progress};
 use crate::manifest::{FileEntry, Kind, Manifest};
 use crate::names;
 use crate::verify::{self, Options, Report};
@@ -45,7 +45,7 @@ pub fn apply(
     }
     let target = output.unwrap_or(onto).to_path_buf();
     if let Some(o) = output {
-        crate::create::check_output_free(o)?;
+        check_output_free(o)?;
     }
     // A thin archive is unpacked (checked) into its own staging folder first.
     let _unpacked;
@@ -80,10 +80,10 @@ pub fn apply(
     };
 
     // The base must be exactly the bundle this update was made for.
-    let onto_bytes = archive::read_metadata_file(onto, names::MANIFEST)?
+    let onto_bytes = crate::fs::read_metadata_file(onto, names::MANIFEST)?
         .ok_or_else(|| Error::NotFound(onto.join(names::MANIFEST)))?;
-    let onto_digest = Sha256::of(&onto_bytes);
-    if onto_digest.prefixed() != base.manifest_digest {
+    let onto_digest = Digest::of(&onto_bytes);
+    if onto_digest.to_string() != base.manifest_digest {
         let held = Manifest::from_json(&onto_bytes).ok();
         let msg = match held {
             Some(h) if h.bundle != base.bundle => format!(
@@ -110,13 +110,13 @@ pub fn apply(
                 "wrong base: this thin bundle updates manifest {}, but {} holds manifest {}",
                 base.manifest_digest,
                 onto.display(),
-                onto_digest.prefixed()
+                onto_digest
             ),
         };
-        return Err(Error::verify(msg));
+        return Err(Error::verify(Stage::Content, msg));
     }
     let base_manifest = Manifest::from_json(&onto_bytes)
-        .map_err(|e| Error::verify(format!("base manifest: {e}")))?;
+        .map_err(|e| Error::verify(Stage::Content, format!("base manifest: {e}")))?;
 
     // Build the result.
     let staging = Staging::beside(&target, "apply")?;
@@ -124,7 +124,7 @@ pub fn apply(
     let mut carried = 0;
     let mut from_base = 0;
     for f in &m.files {
-        let bp = crate::BundlePath::new(&f.path).map_err(Error::verify)?;
+        let bp = crate::BundlePath::new(&f.path).map_err(|e| Error::verify(Stage::Content, e))?;
         let in_thin = bp.under(&thin_dir);
         let src = if in_thin.is_file() {
             carried += 1;
@@ -136,10 +136,13 @@ pub fn apply(
                     bp.under(onto)
                 }
                 _ => {
-                    return Err(Error::verify(format!(
+                    return Err(Error::verify(
+                        Stage::Content,
+                        format!(
                         "file {} is not carried by the thin bundle and the base does not hold it",
                         f.path
-                    )))
+                    ),
+                    ))
                 }
             }
         };
@@ -148,11 +151,11 @@ pub fn apply(
     progress.finish();
     for name in names::METADATA {
         let src = crate::BundlePath::new(name)
-            .map_err(Error::verify)?
+            .map_err(|e| Error::verify(Stage::Content, e))?
             .under(&thin_dir);
         if src.is_file() {
             let dest = crate::BundlePath::new(name)
-                .map_err(Error::verify)?
+                .map_err(|e| Error::verify(Stage::Content, e))?
                 .under(&staging.path);
             if let Some(p) = dest.parent() {
                 std::fs::create_dir_all(p).at(p)?;
@@ -163,11 +166,14 @@ pub fn apply(
     // The result must now verify as a complete bundle.
     let full = verify::verify_dir(&staging.path, opts, &crate::hash::NoProgress)?;
     if !full.from_base.is_empty() {
-        return Err(Error::verify(format!(
-            "the rebuilt bundle lacks {} file(s), e.g. {}",
-            full.from_base.len(),
-            full.from_base[0]
-        )));
+        return Err(Error::verify(
+            Stage::Content,
+            format!(
+                "the rebuilt bundle lacks {} file(s), e.g. {}",
+                full.from_base.len(),
+                full.from_base[0]
+            ),
+        ));
     }
     // Swap into place.
     if output.is_some() {
@@ -195,14 +201,17 @@ fn copy_checked(src: &Path, dest: &Path, f: &FileEntry, progress: &dyn Progress)
     if let Some(p) = dest.parent() {
         std::fs::create_dir_all(p).at(p)?;
     }
-    let (sha, size) = crate::oci::copy_hashing(src, dest, progress)?;
+    let (sha, size) = crate::hash::copy_hashing(src, dest, progress)?;
     if sha.hex() != f.sha256 || size != f.size {
-        return Err(Error::verify(format!(
-            "file {} changed: sha256:{}, the manifest says sha256:{}",
-            f.path,
-            sha.hex(),
-            f.sha256
-        )));
+        return Err(Error::verify(
+            Stage::Content,
+            format!(
+                "file {} changed: sha256:{}, the manifest says sha256:{}",
+                f.path,
+                sha.hex(),
+                f.sha256
+            ),
+        ));
     }
     Ok(())
 }

@@ -24,9 +24,8 @@ use stella_dsse::Envelope;
 use stella_keys::{Keyring, Policy, Purpose, VerifiedKey};
 use time::OffsetDateTime;
 
-use crate::archive::{self, Limits};
-use crate::error::{Error, IoContext as _, Result};
-use crate::hash::{Progress, Sha256};
+use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::hash::{Digest, Progress};
 use crate::manifest::{format_time, Kind, Manifest, SKEW_SECONDS};
 use crate::names;
 
@@ -105,7 +104,7 @@ pub fn freshness_time(
 pub struct VerifiedMetadata {
     pub manifest: Manifest,
     pub manifest_bytes: Vec<u8>,
-    pub manifest_digest: Sha256,
+    pub manifest_digest: Digest,
     pub signers: Vec<VerifiedKey>,
     pub header: Header,
     pub warnings: Vec<String>,
@@ -128,24 +127,29 @@ pub struct Report {
     pub from_base: Vec<String>,
 }
 
-/// Metadata files by name (content of those present).
-pub type Metadata = BTreeMap<String, Vec<u8>>;
+pub use crate::fs::Metadata;
 
 /// Stage 1: signature, header, checksum files, freshness.
 pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMetadata> {
-    let env_bytes = meta
-        .get(names::ENVELOPE)
-        .ok_or_else(|| Error::verify("manifest.dsse is missing: the bundle is not signed"))?;
+    let env_bytes = meta.get(names::ENVELOPE).ok_or_else(|| {
+        Error::verify(
+            Stage::Envelope,
+            "manifest.dsse is missing: the bundle is not signed",
+        )
+    })?;
     let envelope = Envelope::from_json_with_limit(env_bytes, crate::MAX_METADATA_BYTES as usize)
-        .map_err(|e| Error::verify(format!("manifest.dsse: {e}")))?;
+        .map_err(|e| Error::verify(Stage::Envelope, format!("manifest.dsse: {e}")))?;
     if envelope.payload_type != crate::PAYLOAD_TYPE
         && envelope.payload_type != crate::PAYLOAD_TYPE_LEGACY
     {
-        return Err(Error::verify(format!(
-            "manifest.dsse has payload type {:?}, not a mirror bundle manifest ({})",
-            envelope.payload_type,
-            crate::PAYLOAD_TYPE
-        )));
+        return Err(Error::verify(
+            Stage::Envelope,
+            format!(
+                "manifest.dsse has payload type {:?}, not a mirror bundle manifest ({})",
+                envelope.payload_type,
+                crate::PAYLOAD_TYPE
+            ),
+        ));
     }
     let policy = Policy::new(opts.threshold)
         .purpose(Purpose::MirrorBundle)
@@ -159,18 +163,19 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
     let signers = stella_keys::verify_envelope(&envelope, opts.keyring, &policy)
         .map_err(|e| keyless.explain(e))?;
     let payload = &envelope.payload;
-    let manifest =
-        Manifest::from_json(payload).map_err(|e| Error::verify(format!("signed manifest: {e}")))?;
+    let manifest = Manifest::from_json(payload)
+        .map_err(|e| Error::verify(Stage::Manifest, format!("signed manifest: {e}")))?;
     if stella_dsse::jcs::canonicalize(payload).ok().as_deref() != Some(payload.as_slice()) {
         return Err(Error::verify(
+            Stage::Manifest,
             "signed manifest is not canonical JSON (RFC 8785)",
         ));
     }
-    let digest = Sha256::of(payload);
+    let digest = Digest::of(payload);
     match meta.get(names::MANIFEST) {
-        None => return Err(Error::verify("manifest.json is missing")),
+        None => return Err(Error::verify(Stage::Manifest, "manifest.json is missing")),
         Some(m) if m != payload => {
-            return Err(Error::verify(
+            return Err(Error::verify(Stage::Manifest,
                 "manifest.json differs from the payload signed in manifest.dsse (edited after signing?)",
             ))
         }
@@ -179,42 +184,60 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
 
     // The detached header must agree with the signed payload.
     let hbytes = meta.get(names::HEADER).ok_or_else(|| {
-        Error::verify("mirror/metadata/mirror.dsse.json (detached header) is missing")
+        Error::verify(
+            Stage::Header,
+            "mirror/metadata/mirror.dsse.json (detached header) is missing",
+        )
     })?;
     let hvalue = stella_dsse::jcs::parse_strict(hbytes)
-        .map_err(|e| Error::verify(format!("detached header: {e}")))?;
+        .map_err(|e| Error::verify(Stage::Header, format!("detached header: {e}")))?;
     let header: Header = serde_json::from_value(hvalue)
-        .map_err(|e| Error::verify(format!("detached header: {e}")))?;
+        .map_err(|e| Error::verify(Stage::Header, format!("detached header: {e}")))?;
     if header.purpose != crate::PURPOSE {
-        return Err(Error::verify(format!(
-            "detached header purpose is {:?}, not \"mirror-bundle\"",
-            header.purpose
-        )));
+        return Err(Error::verify(
+            Stage::Header,
+            format!(
+                "detached header purpose is {:?}, not \"mirror-bundle\"",
+                header.purpose
+            ),
+        ));
     }
     if header.payload_type != envelope.payload_type {
-        return Err(Error::verify(format!(
-            "detached header payloadType {:?} does not match the envelope's {:?}",
-            header.payload_type, envelope.payload_type
-        )));
+        return Err(Error::verify(
+            Stage::Header,
+            format!(
+                "detached header payloadType {:?} does not match the envelope's {:?}",
+                header.payload_type, envelope.payload_type
+            ),
+        ));
     }
     if header.payload_sha256 != digest.hex() {
-        return Err(Error::verify(format!(
-            "detached header names payload sha256:{} but the signed manifest is sha256:{}",
-            header.payload_sha256,
-            digest.hex()
-        )));
+        return Err(Error::verify(
+            Stage::Header,
+            format!(
+                "detached header names payload sha256:{} but the signed manifest is sha256:{}",
+                header.payload_sha256,
+                digest.hex()
+            ),
+        ));
     }
     if header.issuer != manifest.issuer {
-        return Err(Error::verify(format!(
-            "detached header issuer {:?} does not match the manifest issuer {:?}",
-            header.issuer, manifest.issuer
-        )));
+        return Err(Error::verify(
+            Stage::Header,
+            format!(
+                "detached header issuer {:?} does not match the manifest issuer {:?}",
+                header.issuer, manifest.issuer
+            ),
+        ));
     }
     if !signers.iter().any(|s| s.key_id.as_str() == header.keyid) {
-        return Err(Error::verify(format!(
-            "detached header keyid {} is not a trusted key that signed the manifest",
-            header.keyid
-        )));
+        return Err(Error::verify(
+            Stage::Header,
+            format!(
+                "detached header keyid {} is not a trusted key that signed the manifest",
+                header.keyid
+            ),
+        ));
     }
     let env_sigs: BTreeSet<(String, String)> = envelope
         .signatures
@@ -233,11 +256,12 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
         .collect();
     if env_sigs != hdr_sigs {
         return Err(Error::verify(
+            Stage::Envelope,
             "detached header signatures differ from those of manifest.dsse",
         ));
     }
     crate::manifest::parse_time(&header.created)
-        .map_err(|e| Error::verify(format!("detached header created: {e}")))?;
+        .map_err(|e| Error::verify(Stage::Header, format!("detached header created: {e}")))?;
     let mut warnings = Vec::new();
     if header.rekor_uuid.is_none() {
         warnings.push(
@@ -250,42 +274,47 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
     // Checksum files: their digests are signed in the manifest.
     if manifest.checksums.is_empty() {
         return Err(Error::verify(
+            Stage::Checksums,
             "the signed manifest lists no checksum files (sign it with `stella mirror sign`)",
         ));
     }
     for c in &manifest.checksums {
         let bytes = meta
             .get(&c.path)
-            .ok_or_else(|| Error::verify(format!("{} is missing", c.path)))?;
-        if Sha256::of(bytes).hex() != c.sha256 || bytes.len() as u64 != c.size {
-            return Err(Error::verify(format!(
-                "{} does not match the digest the manifest signs",
-                c.path
-            )));
+            .ok_or_else(|| Error::verify(Stage::Checksums, format!("{} is missing", c.path)))?;
+        if Digest::of(bytes).hex() != c.sha256 || bytes.len() as u64 != c.size {
+            return Err(Error::verify(
+                Stage::Checksums,
+                format!("{} does not match the digest the manifest signs", c.path),
+            ));
         }
     }
     let sums = meta
         .get(names::SUMS)
-        .ok_or_else(|| Error::verify("SHA256SUMS is missing"))?;
+        .ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS is missing"))?;
     if *sums != manifest.sha256sums() {
         return Err(Error::verify(
+            Stage::Checksums,
             "SHA256SUMS does not match the manifest's file list",
         ));
     }
     let sums_env = meta
         .get(names::SUMS_DSSE)
-        .ok_or_else(|| Error::verify("SHA256SUMS.dsse is missing"))?;
+        .ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS.dsse is missing"))?;
     let sums_env = Envelope::from_json_with_limit(sums_env, crate::MAX_METADATA_BYTES as usize)
-        .map_err(|e| Error::verify(format!("SHA256SUMS.dsse: {e}")))?;
+        .map_err(|e| Error::verify(Stage::Checksums, format!("SHA256SUMS.dsse: {e}")))?;
     if sums_env.payload != *sums || sums_env.payload_type != crate::SUMS_PAYLOAD_TYPE {
-        return Err(Error::verify("SHA256SUMS.dsse does not carry SHA256SUMS"));
+        return Err(Error::verify(
+            Stage::Checksums,
+            "SHA256SUMS.dsse does not carry SHA256SUMS",
+        ));
     }
     stella_keys::verify_envelope(
         &sums_env,
         opts.keyring,
         &Policy::new(1).purpose(Purpose::MirrorBundle).at(opts.now),
     )
-    .map_err(|e| Error::verify(format!("SHA256SUMS.dsse: {e}")))?;
+    .map_err(|e| Error::verify(Stage::Checksums, format!("SHA256SUMS.dsse: {e}")))?;
     let signer_keys: Vec<&stella_keys::PublicKey> = opts
         .keyring
         .keys()
@@ -296,30 +325,37 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
     if let Some(sig) = meta.get(names::SUMS_SIG) {
         let text = String::from_utf8_lossy(sig);
         let raw = stella_dsse::b64::decode(text.trim())
-            .map_err(|e| Error::verify(format!("SHA256SUMS.sig: {e}")))?;
+            .map_err(|e| Error::verify(Stage::Checksums, format!("SHA256SUMS.sig: {e}")))?;
         if !signer_keys.iter().any(|k| k.verify(sums, &raw)) {
             return Err(Error::verify(
+                Stage::Checksums,
                 "SHA256SUMS.sig does not verify SHA256SUMS under a key that signed the manifest",
             ));
         }
     } else {
-        return Err(Error::verify("SHA256SUMS.sig is missing"));
+        return Err(Error::verify(Stage::Checksums, "SHA256SUMS.sig is missing"));
     }
     if let Some(pem_bytes) = meta.get(names::PUBLIC_KEY) {
         let blocks = pem::parse_many(pem_bytes)
-            .map_err(|e| Error::verify(format!("public-key.pem: {e}")))?;
+            .map_err(|e| Error::verify(Stage::PublicKey, format!("public-key.pem: {e}")))?;
         if blocks.is_empty() {
-            return Err(Error::verify("public-key.pem holds no key"));
+            return Err(Error::verify(
+                Stage::PublicKey,
+                "public-key.pem holds no key",
+            ));
         }
         for b in blocks {
             let k = stella_keys::PublicKey::from_spki_der(b.contents())
-                .map_err(|e| Error::verify(format!("public-key.pem: {e}")))?;
+                .map_err(|e| Error::verify(Stage::PublicKey, format!("public-key.pem: {e}")))?;
             let pae = envelope.pae();
             if !envelope.signatures.iter().any(|s| k.verify(&pae, &s.sig)) {
-                return Err(Error::verify(format!(
-                    "public-key.pem holds key {}, which did not sign this bundle",
-                    k.key_id()
-                )));
+                return Err(Error::verify(
+                    Stage::PublicKey,
+                    format!(
+                        "public-key.pem holds key {}, which did not sign this bundle",
+                        k.key_id()
+                    ),
+                ));
             }
         }
     }
@@ -347,11 +383,13 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
     }
 
     // Freshness.
-    let generated = manifest.generated_at_time().map_err(Error::verify)?;
+    let generated = manifest
+        .generated_at_time()
+        .map_err(|e| Error::verify(Stage::Freshness, e))?;
     if let Some(a) = anchor.as_ref().filter(|a| a.trusted()) {
         // The token proves the manifest existed at the anchor time.
         if (generated - a.time).whole_seconds() > SKEW_SECONDS {
-            return Err(Error::verify(format!(
+            return Err(Error::verify(Stage::Freshness, format!(
                 "bundle generatedAt {} is after its time anchor {} (more than {SKEW_SECONDS} s): the manifest cannot have been generated after it was stamped",
                 manifest.generated_at,
                 format_time(a.time)
@@ -367,11 +405,14 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
     };
     let age = (now - generated).whole_seconds();
     if age < -SKEW_SECONDS {
-        return Err(Error::verify(format!(
+        return Err(Error::verify(
+            Stage::Freshness,
+            format!(
             "bundle generatedAt {} is in the future (more than {SKEW_SECONDS} s ahead of {}){by}",
             manifest.generated_at,
             format_time(now)
-        )));
+        ),
+        ));
     }
     let budget = opts.max_age.unwrap_or(manifest.valid_for());
     if age
@@ -379,7 +420,7 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
             .unwrap_or(i64::MAX)
             .saturating_add(SKEW_SECONDS)
     {
-        return Err(Error::verify(format!(
+        return Err(Error::verify(Stage::Freshness, format!(
             "bundle is stale: generated at {}, {age} s ago, beyond its validity of {budget} s (±{SKEW_SECONDS} s){by}",
             manifest.generated_at
         )));
@@ -403,7 +444,7 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
 pub struct VerifiedHeader {
     pub header: Header,
     pub manifest: Manifest,
-    pub manifest_digest: Sha256,
+    pub manifest_digest: Digest,
     pub signers: Vec<VerifiedKey>,
     pub warnings: Vec<String>,
     /// Age of the bundle (from the manifest's `generatedAt`) at `opts.now`, in seconds.
@@ -435,37 +476,50 @@ pub fn verify_header(
     let header: Header = serde_json::from_value(hvalue)
         .map_err(|e| Error::input(format!("detached header: {e}")))?;
     if header.purpose != crate::PURPOSE {
-        return Err(Error::verify(format!(
-            "detached header purpose is {:?}, not \"mirror-bundle\"",
-            header.purpose
-        )));
+        return Err(Error::verify(
+            Stage::Header,
+            format!(
+                "detached header purpose is {:?}, not \"mirror-bundle\"",
+                header.purpose
+            ),
+        ));
     }
     if header.payload_type != crate::PAYLOAD_TYPE
         && header.payload_type != crate::PAYLOAD_TYPE_LEGACY
     {
-        return Err(Error::verify(format!(
-            "detached header payloadType {:?} is not a mirror bundle manifest ({})",
-            header.payload_type,
-            crate::PAYLOAD_TYPE
-        )));
+        return Err(Error::verify(
+            Stage::Header,
+            format!(
+                "detached header payloadType {:?} is not a mirror bundle manifest ({})",
+                header.payload_type,
+                crate::PAYLOAD_TYPE
+            ),
+        ));
     }
     crate::manifest::parse_time(&header.created)
-        .map_err(|e| Error::verify(format!("detached header created: {e}")))?;
-    let digest = Sha256::of(payload);
+        .map_err(|e| Error::verify(Stage::Header, format!("detached header created: {e}")))?;
+    let digest = Digest::of(payload);
     if header.payload_sha256 != digest.hex() {
-        return Err(Error::verify(format!(
+        return Err(Error::verify(Stage::Header, format!(
             "payload hash mismatch: the detached header names payload sha256:{} but the manifest is sha256:{}",
             header.payload_sha256,
             digest.hex()
         )));
     }
     if header.signatures.is_empty() {
-        return Err(Error::verify("detached header carries no signatures"));
+        return Err(Error::verify(
+            Stage::Header,
+            "detached header carries no signatures",
+        ));
     }
     let mut signatures = Vec::with_capacity(header.signatures.len());
     for s in &header.signatures {
-        let sig = stella_dsse::b64::decode(&s.sig)
-            .map_err(|e| Error::verify(format!("detached header signature {}: {e}", s.keyid)))?;
+        let sig = stella_dsse::b64::decode(&s.sig).map_err(|e| {
+            Error::verify(
+                Stage::Header,
+                format!("detached header signature {}: {e}", s.keyid),
+            )
+        })?;
         signatures.push(stella_dsse::Signature {
             keyid: s.keyid.clone(),
             sig,
@@ -481,32 +535,44 @@ pub fn verify_header(
         .at(opts.now);
     let signers = stella_keys::verify_envelope(&envelope, opts.keyring, &policy)?;
     if !signers.iter().any(|s| s.key_id.as_str() == header.keyid) {
-        return Err(Error::verify(format!(
-            "detached header keyid {} is not a trusted key that signed the manifest",
-            header.keyid
-        )));
+        return Err(Error::verify(
+            Stage::Header,
+            format!(
+                "detached header keyid {} is not a trusted key that signed the manifest",
+                header.keyid
+            ),
+        ));
     }
-    let manifest =
-        Manifest::from_json(payload).map_err(|e| Error::verify(format!("signed manifest: {e}")))?;
+    let manifest = Manifest::from_json(payload)
+        .map_err(|e| Error::verify(Stage::Manifest, format!("signed manifest: {e}")))?;
     if stella_dsse::jcs::canonicalize(payload).ok().as_deref() != Some(payload) {
         return Err(Error::verify(
+            Stage::Manifest,
             "signed manifest is not canonical JSON (RFC 8785)",
         ));
     }
     if header.issuer != manifest.issuer {
-        return Err(Error::verify(format!(
-            "detached header issuer {:?} does not match the manifest issuer {:?}",
-            header.issuer, manifest.issuer
-        )));
+        return Err(Error::verify(
+            Stage::Header,
+            format!(
+                "detached header issuer {:?} does not match the manifest issuer {:?}",
+                header.issuer, manifest.issuer
+            ),
+        ));
     }
-    let generated = manifest.generated_at_time().map_err(Error::verify)?;
+    let generated = manifest
+        .generated_at_time()
+        .map_err(|e| Error::verify(Stage::Freshness, e))?;
     let age = (opts.now - generated).whole_seconds();
     if age < -SKEW_SECONDS {
-        return Err(Error::verify(format!(
-            "bundle generatedAt {} is in the future (more than {SKEW_SECONDS} s ahead of {})",
-            manifest.generated_at,
-            format_time(opts.now)
-        )));
+        return Err(Error::verify(
+            Stage::Freshness,
+            format!(
+                "bundle generatedAt {} is in the future (more than {SKEW_SECONDS} s ahead of {})",
+                manifest.generated_at,
+                format_time(opts.now)
+            ),
+        ));
     }
     let budget = opts.max_age.unwrap_or(manifest.valid_for());
     if age
@@ -514,7 +580,7 @@ pub fn verify_header(
             .unwrap_or(i64::MAX)
             .saturating_add(SKEW_SECONDS)
     {
-        return Err(Error::verify(format!(
+        return Err(Error::verify(Stage::Freshness, format!(
             "bundle is stale: generated at {}, {age} s ago, beyond its validity of {budget} s (±{SKEW_SECONDS} s)",
             manifest.generated_at
         )));
@@ -540,7 +606,7 @@ pub fn verify_header(
 /// Stage 2: compare what is present with what the manifest lists.
 pub fn check_files(
     manifest: &Manifest,
-    observed: &BTreeMap<String, (u64, Sha256)>,
+    observed: &BTreeMap<String, (u64, Digest)>,
 ) -> Result<(usize, u64, Vec<String>)> {
     let mut problems = Vec::new();
     for p in observed.keys() {
@@ -579,11 +645,14 @@ pub fn check_files(
         } else {
             String::new()
         };
-        return Err(Error::verify(format!(
-            "bundle content does not match the signed manifest ({n} problem{}): {}{more}",
-            if n == 1 { "" } else { "s" },
-            problems.join("; ")
-        )));
+        return Err(Error::verify(
+            Stage::Content,
+            format!(
+                "bundle content does not match the signed manifest ({n} problem{}): {}{more}",
+                if n == 1 { "" } else { "s" },
+                problems.join("; ")
+            ),
+        ));
     }
     Ok((count, bytes, from_base))
 }
@@ -595,13 +664,16 @@ pub fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
     let mut meta = Metadata::new();
     let mut total: u64 = 0;
     for name in names::METADATA {
-        if let Some(b) = archive::read_metadata_file(dir, name)? {
+        if let Some(b) = crate::fs::read_metadata_file(dir, name)? {
             total = total.saturating_add(b.len() as u64);
             if total > crate::MAX_METADATA_TOTAL {
-                return Err(Error::verify(format!(
-                    "the metadata files exceed {} bytes in all (at {name})",
-                    crate::MAX_METADATA_TOTAL
-                )));
+                return Err(Error::verify(
+                    Stage::Metadata,
+                    format!(
+                        "the metadata files exceed {} bytes in all (at {name})",
+                        crate::MAX_METADATA_TOTAL
+                    ),
+                ));
             }
             meta.insert(name.to_string(), b);
         }
@@ -611,7 +683,34 @@ pub fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
 
 /// Verify a bundle folder.
 pub fn verify_dir(dir: &Path, opts: &Options<'_>, progress: &dyn Progress) -> Result<Report> {
-    verify_dir_deferring(dir, opts, |_| HashSet::new(), progress)
+    verify_dir_inner(dir, opts, |_| HashSet::new(), progress).map(|(report, _)| report)
+}
+
+/// A folder verified except that some content files were only checked for presence and size:
+/// not a [`Report`] until the caller has hashed those files itself
+/// ([`DeferredReport::hashed_by_caller`]).
+#[derive(Debug, Clone)]
+pub struct DeferredReport {
+    report: Report,
+    deferred: BTreeSet<String>,
+}
+
+impl DeferredReport {
+    /// The verified metadata (signature, header, checksum files, freshness all passed).
+    pub fn meta(&self) -> &VerifiedMetadata {
+        &self.report.meta
+    }
+
+    /// The content files whose digests are left to the caller.
+    pub fn deferred(&self) -> &BTreeSet<String> {
+        &self.deferred
+    }
+
+    /// The full report, once the caller has hashed every [`deferred`](Self::deferred) file
+    /// against the signed manifest (the `load` push does, before its first request).
+    pub fn hashed_by_caller(self) -> Report {
+        self.report
+    }
 }
 
 /// [`verify_dir`], except that the content files named by `defer(manifest)` are only checked
@@ -622,7 +721,19 @@ pub fn verify_dir_deferring(
     opts: &Options<'_>,
     defer: impl FnOnce(&Manifest) -> HashSet<String>,
     progress: &dyn Progress,
-) -> Result<Report> {
+) -> Result<DeferredReport> {
+    verify_dir_inner(dir, opts, defer, progress).map(|(report, deferred)| DeferredReport {
+        report,
+        deferred: deferred.into_iter().collect(),
+    })
+}
+
+fn verify_dir_inner(
+    dir: &Path,
+    opts: &Options<'_>,
+    defer: impl FnOnce(&Manifest) -> HashSet<String>,
+    progress: &dyn Progress,
+) -> Result<(Report, HashSet<String>)> {
     if !dir.is_dir() {
         return Err(Error::NotFound(dir.to_path_buf()));
     }
@@ -631,12 +742,15 @@ pub fn verify_dir_deferring(
     let deferred = defer(&vm.manifest);
     let observed = hash_dir_content(dir, &vm.manifest, &deferred, progress)?;
     let (files_checked, bytes_checked, from_base) = check_files(&vm.manifest, &observed)?;
-    Ok(Report {
-        meta: vm,
-        files_checked,
-        bytes_checked,
-        from_base,
-    })
+    Ok((
+        Report {
+            meta: vm,
+            files_checked,
+            bytes_checked,
+            from_base,
+        },
+        deferred,
+    ))
 }
 
 /// Hash the content files of a folder (every file but the metadata) on every core; files in
@@ -646,8 +760,8 @@ pub fn hash_dir_content(
     manifest: &Manifest,
     deferred: &HashSet<String>,
     progress: &dyn Progress,
-) -> Result<BTreeMap<String, (u64, Sha256)>> {
-    let content: Vec<String> = archive::walk(dir)?
+) -> Result<BTreeMap<String, (u64, Digest)>> {
+    let content: Vec<String> = crate::fs::walk(dir)?
         .into_iter()
         .filter(|p| !names::is_metadata(p))
         .collect();
@@ -660,8 +774,11 @@ pub fn hash_dir_content(
         match manifest.file(&p) {
             Some(f) if deferred.contains(&p) => {
                 let size = std::fs::metadata(&abs).at(&abs)?.len();
-                let sha = Sha256::parse_hex(&f.sha256).ok_or_else(|| {
-                    Error::verify(format!("manifest entry {p} has a malformed sha256"))
+                let sha = crate::hash::parse_hex(&f.sha256).ok_or_else(|| {
+                    Error::verify(
+                        Stage::Manifest,
+                        format!("manifest entry {p} has a malformed sha256"),
+                    )
                 })?;
                 observed.insert(p, (size, sha));
             }
@@ -681,33 +798,38 @@ pub fn hash_dir_content(
     Ok(observed)
 }
 
-/// Verify an archive from its stream (no extraction).
-pub fn verify_archive(path: &Path, opts: &Options<'_>, progress: &dyn Progress) -> Result<Report> {
-    let (_, report) = archive::read_archive(path, None, Limits::default(), opts, progress)?;
-    Ok(report)
-}
-
 /// `verify-checksums`: every line of `SHA256SUMS` matches, and the folder holds nothing else
 /// but metadata. No keys involved (that is `verify`'s job).
 pub fn verify_checksums(dir: &Path, progress: &dyn Progress) -> Result<(usize, u64)> {
-    let sums = archive::read_metadata_file(dir, names::SUMS)?
+    let sums = crate::fs::read_metadata_file(dir, names::SUMS)?
         .ok_or_else(|| Error::NotFound(dir.join(names::SUMS)))?;
-    let text =
-        std::str::from_utf8(&sums).map_err(|_| Error::verify("SHA256SUMS is not UTF-8 text"))?;
-    let mut listed: BTreeMap<String, Sha256> = BTreeMap::new();
+    let text = std::str::from_utf8(&sums)
+        .map_err(|_| Error::verify(Stage::Checksums, "SHA256SUMS is not UTF-8 text"))?;
+    let mut listed: BTreeMap<String, Digest> = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let (hex, path) = line.split_once("  ").ok_or_else(|| {
-            Error::verify(format!("SHA256SUMS line {}: not `<sha256>  <path>`", i + 1))
+            Error::verify(
+                Stage::Checksums,
+                format!("SHA256SUMS line {}: not `<sha256>  <path>`", i + 1),
+            )
         })?;
-        let d = Sha256::parse_hex(hex)
-            .ok_or_else(|| Error::verify(format!("SHA256SUMS line {}: malformed digest", i + 1)))?;
-        crate::BundlePath::new(path)
-            .map_err(|e| Error::verify(format!("SHA256SUMS line {}: {e}", i + 1)))?;
+        let d = crate::hash::parse_hex(hex).ok_or_else(|| {
+            Error::verify(
+                Stage::Checksums,
+                format!("SHA256SUMS line {}: malformed digest", i + 1),
+            )
+        })?;
+        crate::BundlePath::new(path).map_err(|e| {
+            Error::verify(Stage::Checksums, format!("SHA256SUMS line {}: {e}", i + 1))
+        })?;
         if listed.insert(path.to_string(), d).is_some() {
-            return Err(Error::verify(format!("SHA256SUMS lists {path} twice")));
+            return Err(Error::verify(
+                Stage::Checksums,
+                format!("SHA256SUMS lists {path} twice"),
+            ));
         }
     }
-    let files = archive::walk(dir)?;
+    let files = crate::fs::walk(dir)?;
     let mut problems = Vec::new();
     let content: Vec<String> = files
         .into_iter()
@@ -753,10 +875,10 @@ pub fn verify_checksums(dir: &Path, progress: &dyn Progress) -> Result<(usize, u
         bytes += n;
     }
     if !problems.is_empty() {
-        return Err(Error::verify(format!(
-            "SHA256SUMS check failed: {}",
-            problems.join("; ")
-        )));
+        return Err(Error::verify(
+            Stage::Checksums,
+            format!("SHA256SUMS check failed: {}", problems.join("; ")),
+        ));
     }
     Ok((to_hash.len(), bytes))
 }

@@ -101,8 +101,8 @@ impl DockerConfig {
             .map_err(|why| Error::Input(format!("docker config {}: {why}", path.display())))
     }
 
-    pub fn parse(text: &[u8]) -> std::result::Result<Self, String> {
-        let v: Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &[u8]) -> std::result::Result<Self, ConfigError> {
+        let v: Value = serde_json::from_slice(text).map_err(ConfigError::Json)?;
         let mut cfg = DockerConfig::default();
         if let Some(auths) = v.get("auths").and_then(Value::as_object) {
             for (server, entry) in auths {
@@ -143,7 +143,21 @@ impl DockerConfig {
     }
 }
 
-fn parse_entry(entry: &Value) -> std::result::Result<Option<Credentials>, String> {
+/// Why a docker config file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("{0}")]
+    Json(serde_json::Error),
+    #[error("an `auth` entry is not base64")]
+    AuthNotBase64,
+    #[error("an `auth` entry is not UTF-8")]
+    AuthNotUtf8,
+    #[error("an `auth` entry is not base64 of user:password")]
+    AuthNotUserPassword,
+}
+
+fn parse_entry(entry: &Value) -> std::result::Result<Option<Credentials>, ConfigError> {
     let s = |k: &str| {
         entry
             .get(k)
@@ -159,11 +173,11 @@ fn parse_entry(entry: &Value) -> std::result::Result<Option<Credentials>, String
     if let Some(auth) = s("auth") {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
-            .map_err(|_| "an `auth` entry is not base64".to_string())?;
-        let text = String::from_utf8(raw).map_err(|_| "an `auth` entry is not UTF-8")?;
+            .map_err(|_| ConfigError::AuthNotBase64)?;
+        let text = String::from_utf8(raw).map_err(|_| ConfigError::AuthNotUtf8)?;
         let (u, p) = text
             .split_once(':')
-            .ok_or("an `auth` entry is not base64 of user:password")?;
+            .ok_or(ConfigError::AuthNotUserPassword)?;
         return Ok(Some(Credentials::Basic {
             username: u.to_string(),
             password: p.to_string(),

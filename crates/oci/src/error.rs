@@ -31,6 +31,9 @@ pub enum Error {
     Reference { reference: String, why: String },
     #[error("{0}")]
     Input(String),
+    /// A digest string that is not `sha256:<64 lowercase hex>`.
+    #[error(transparent)]
+    Digest(#[from] stella_digest::DigestError),
     #[error("registry {registry}: authentication failed ({detail})")]
     Auth { registry: String, detail: String },
     #[error("registry {registry}: {what} not found")]
@@ -80,7 +83,7 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Reference { .. } | Error::Input(_) => ErrorKind::Input,
+            Error::Reference { .. } | Error::Input(_) | Error::Digest(_) => ErrorKind::Input,
             Error::Sign(_) => ErrorKind::Input,
             Error::Auth { .. } => ErrorKind::Auth,
             Error::NotFound { .. } => ErrorKind::NotFound,

@@ -918,11 +918,7 @@ pub fn listen_is_loopback(listen: &str) -> bool {
 
 /// `sha256:` + 64 lowercase hex digits.
 pub fn is_sha256_digest(s: &str) -> bool {
-    s.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    stella_oci::Digest::is_valid(s)
 }
 
 /// Set `SECTION__KEY[__...]` (already stripped of the prefix) in `table`.

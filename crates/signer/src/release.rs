@@ -331,7 +331,7 @@ impl ReferrerChecker {
     pub async fn check(&self, digest: &str) -> Result<ReleaseVerdict, Unavailable> {
         let d = Digest::parse(digest).map_err(|source| Unavailable {
             reference: digest.to_string(),
-            source,
+            source: source.into(),
         })?;
         if let Some(v) = self.cached(&d) {
             return Ok(v);

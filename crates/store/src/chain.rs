@@ -28,7 +28,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// The hash of link `seq`.
 pub fn link_hash(seq: u64, prev_hash: &str, record_json: &[u8]) -> String {
-    crate::sha256_hex(&[
+    stella_digest::Digest::of_parts(&[
         b"stella-audit-v1\n",
         seq.to_string().as_bytes(),
         b"\n",
@@ -36,6 +36,7 @@ pub fn link_hash(seq: u64, prev_hash: &str, record_json: &[u8]) -> String {
         b"\n",
         record_json,
     ])
+    .hex()
 }
 
 /// One thing wrong with a chain.

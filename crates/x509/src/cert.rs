@@ -12,6 +12,7 @@ use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
 use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::Certificate;
 
+use crate::error::{CertError, DigestError, InputError, SignatureError};
 use crate::oid::{self, Oid};
 use crate::{format_time, sha256, Error, Result};
 
@@ -39,34 +40,33 @@ impl Cert {
         Self::parse(der).map_err(Error::Certificate)
     }
 
-    pub(crate) fn parse(der: &[u8]) -> std::result::Result<Self, String> {
-        let cert =
-            Certificate::from_der(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    pub(crate) fn parse(der: &[u8]) -> std::result::Result<Self, CertError> {
+        let cert = Certificate::from_der(der).map_err(CertError::NotCertificate)?;
         // The signed bytes are the first element of the outer SEQUENCE, exactly as sent.
-        let outer = AnyRef::from_der(der).map_err(|e| e.to_string())?;
-        let mut r = SliceReader::new(outer.value()).map_err(|e| e.to_string())?;
-        let tbs = AnyRef::decode(&mut r).map_err(|e| e.to_string())?;
+        let outer = AnyRef::from_der(der).map_err(CertError::Der)?;
+        let mut r = SliceReader::new(outer.value()).map_err(CertError::Der)?;
+        let tbs = AnyRef::decode(&mut r).map_err(CertError::Der)?;
         Ok(Cert {
             der: der.to_vec(),
-            tbs: tbs.to_der().map_err(|e| e.to_string())?,
+            tbs: tbs.to_der().map_err(CertError::Der)?,
             cert,
         })
     }
 
     /// Every `CERTIFICATE` block of a PEM text.
     pub fn from_pem_all(text: &[u8]) -> Result<Vec<Self>> {
-        Self::parse_pem_all(text).map_err(Error::Input)
+        Self::parse_pem_all(text).map_err(|e| Error::Input(InputError::Pem(e)))
     }
 
-    pub(crate) fn parse_pem_all(text: &[u8]) -> std::result::Result<Vec<Self>, String> {
-        let blocks = pem::parse_many(text).map_err(|e| format!("not PEM: {e}"))?;
+    pub(crate) fn parse_pem_all(text: &[u8]) -> std::result::Result<Vec<Self>, CertError> {
+        let blocks = pem::parse_many(text).map_err(CertError::NotPem)?;
         let certs: Vec<Cert> = blocks
             .iter()
             .filter(|b| b.tag() == "CERTIFICATE")
             .map(|b| Cert::parse(b.contents()))
             .collect::<std::result::Result<_, _>>()?;
         if certs.is_empty() {
-            return Err("no CERTIFICATE block".into());
+            return Err(CertError::NoCertificateBlock);
         }
         Ok(certs)
     }
@@ -161,7 +161,7 @@ impl Cert {
             .and_then(|exts| exts.iter().find(|e| e.extn_id == id))
     }
 
-    pub(crate) fn valid_at(&self, at: OffsetDateTime) -> std::result::Result<(), String> {
+    pub(crate) fn valid_at(&self, at: OffsetDateTime) -> std::result::Result<(), CertError> {
         let v = &self.tbs().validity;
         let secs = |t: x509_cert::time::Time| {
             i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
@@ -169,20 +169,19 @@ impl Cert {
         let (from, to) = (secs(v.not_before), secs(v.not_after));
         let at_s = at.unix_timestamp();
         if at_s < from || at_s > to {
-            return Err(format!(
-                "certificate {} is valid from {} to {}, not at {}",
-                self.subject(),
-                v.not_before,
-                v.not_after,
-                format_time(at)
-            ));
+            return Err(CertError::NotValidAt {
+                subject: self.subject(),
+                not_before: v.not_before.to_string(),
+                not_after: v.not_after.to_string(),
+                at: format_time(at),
+            });
         }
         Ok(())
     }
 
     /// Extensions we understand; any other extension marked critical makes the certificate
     /// unusable (RFC 5280 §4.2).
-    pub(crate) fn check_critical(&self) -> std::result::Result<(), String> {
+    pub(crate) fn check_critical(&self) -> std::result::Result<(), CertError> {
         const KNOWN: [Oid; 6] = [
             oid::EXT_SKI,
             oid::EXT_KEY_USAGE,
@@ -193,42 +192,43 @@ impl Cert {
         ];
         for e in self.tbs().extensions.iter().flatten() {
             if e.critical && !KNOWN.contains(&e.extn_id) {
-                return Err(format!(
-                    "certificate {} has an unsupported critical extension {}",
-                    self.subject(),
-                    e.extn_id
-                ));
+                return Err(CertError::UnsupportedCritical {
+                    subject: self.subject(),
+                    oid: e.extn_id,
+                });
             }
         }
         Ok(())
     }
 
-    pub(crate) fn key_usage(&self) -> std::result::Result<Option<KeyUsage>, String> {
+    pub(crate) fn key_usage(&self) -> std::result::Result<Option<KeyUsage>, CertError> {
         self.extension(oid::EXT_KEY_USAGE)
             .map(|e| KeyUsage::from_der(e.extn_value.as_bytes()))
             .transpose()
-            .map_err(|e| format!("certificate {}: keyUsage: {e}", self.subject()))
+            .map_err(|source| CertError::Extension {
+                subject: self.subject(),
+                extension: "keyUsage",
+                source,
+            })
     }
 
     /// May this certificate issue certificates? (basicConstraints cA, keyUsage keyCertSign)
-    pub(crate) fn check_ca(&self) -> std::result::Result<(), String> {
+    pub(crate) fn check_ca(&self) -> std::result::Result<(), CertError> {
         let bc = self
             .extension(oid::EXT_BASIC_CONSTRAINTS)
             .map(|e| BasicConstraints::from_der(e.extn_value.as_bytes()))
             .transpose()
-            .map_err(|e| format!("certificate {}: basicConstraints: {e}", self.subject()))?;
+            .map_err(|source| CertError::Extension {
+                subject: self.subject(),
+                extension: "basicConstraints",
+                source,
+            })?;
         if !bc.is_some_and(|b| b.ca) {
-            return Err(format!(
-                "certificate {} is not a CA certificate (basicConstraints cA is not set) but issued the TSA certificate chain",
-                self.subject()
-            ));
+            return Err(CertError::NotCa(self.subject()));
         }
         if let Some(ku) = self.key_usage()? {
             if !ku.key_cert_sign() {
-                return Err(format!(
-                    "certificate {} may not sign certificates (keyUsage lacks keyCertSign)",
-                    self.subject()
-                ));
+                return Err(CertError::NoKeyCertSign(self.subject()));
             }
         }
         Ok(())
@@ -236,38 +236,33 @@ impl Cert {
 
     /// RFC 3161 §2.3: the TSA certificate has one extended key usage, id-kp-timeStamping,
     /// and the extension is critical. Key usage, if present, must allow signatures.
-    pub(crate) fn check_tsa(&self) -> std::result::Result<(), String> {
+    pub(crate) fn check_tsa(&self) -> std::result::Result<(), CertError> {
         let Some(ext) = self.extension(oid::EXT_EKU) else {
-            return Err(format!(
-                "the TSA certificate {} has no extended key usage: RFC 3161 requires id-kp-timeStamping (critical)",
-                self.subject()
-            ));
+            return Err(CertError::TsaNoEku(self.subject()));
         };
-        let eku = ExtendedKeyUsage::from_der(ext.extn_value.as_bytes()).map_err(|e| {
-            format!(
-                "the TSA certificate {}: extendedKeyUsage: {e}",
-                self.subject()
-            )
+        let eku = ExtendedKeyUsage::from_der(ext.extn_value.as_bytes()).map_err(|source| {
+            CertError::TsaBadEku {
+                subject: self.subject(),
+                source,
+            }
         })?;
         if eku.0.as_slice() != [oid::KP_TIME_STAMPING] {
-            return Err(format!(
-                "the TSA certificate {} is not for time stamping: its extended key usage must be exactly id-kp-timeStamping (has {})",
-                self.subject(),
-                eku.0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-            ));
+            return Err(CertError::TsaWrongEku {
+                subject: self.subject(),
+                has: eku
+                    .0
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
         }
         if !ext.critical {
-            return Err(format!(
-                "the TSA certificate {}: the id-kp-timeStamping extended key usage must be critical (RFC 3161 §2.3)",
-                self.subject()
-            ));
+            return Err(CertError::TsaEkuNotCritical(self.subject()));
         }
         if let Some(ku) = self.key_usage()? {
             if !ku.digital_signature() && !ku.non_repudiation() {
-                return Err(format!(
-                    "the TSA certificate {} may not sign (keyUsage lacks digitalSignature)",
-                    self.subject()
-                ));
+                return Err(CertError::TsaMayNotSign(self.subject()));
             }
         }
         self.check_critical()
@@ -344,7 +339,7 @@ pub(crate) fn chain_to_root(
     intermediates: &[Cert],
     roots: &TrustRoots,
     at: OffsetDateTime,
-) -> std::result::Result<Vec<String>, String> {
+) -> std::result::Result<Vec<String>, CertError> {
     let mut path = vec![leaf.subject()];
     let mut current = leaf;
     for _ in 0..8 {
@@ -369,10 +364,7 @@ pub(crate) fn chain_to_root(
         path.push(next.subject());
         current = next;
     }
-    Err(format!(
-        "the TSA certificate {} does not chain to a trusted root (--time-trust-roots)",
-        leaf.subject()
-    ))
+    Err(CertError::NoPathToRoot(leaf.subject()))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -416,12 +408,12 @@ impl Hash {
 
 pub(crate) fn hash_of(
     alg: &AlgorithmIdentifierOwned,
-    what: &str,
-) -> std::result::Result<Hash, String> {
+    what: &'static str,
+) -> std::result::Result<Hash, DigestError> {
     if alg.oid == oid::SHA1 {
-        return Err(format!("{what} uses SHA-1, which is refused"));
+        return Err(DigestError::Sha1 { what });
     }
-    Hash::from_oid(&alg.oid).ok_or_else(|| format!("{what} uses unsupported digest {}", alg.oid))
+    Hash::from_oid(&alg.oid).ok_or(DigestError::Unsupported { what, oid: alg.oid })
 }
 
 /// Verify `sig` over `msg` with the key of `spki`. `sig_alg` names the signature algorithm;
@@ -433,21 +425,20 @@ pub(crate) fn verify_signature(
     digest: Option<Hash>,
     msg: &[u8],
     sig: &[u8],
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), SignatureError> {
     let named = match sig_alg.oid {
         oid::ECDSA_SHA256 | oid::RSA_SHA256 => Some(Hash::Sha256),
         oid::ECDSA_SHA384 | oid::RSA_SHA384 => Some(Hash::Sha384),
         oid::ECDSA_SHA512 | oid::RSA_SHA512 => Some(Hash::Sha512),
         oid::RSA | oid::EC_PUBLIC_KEY | oid::ED25519 => None,
-        other => return Err(format!("unsupported signature algorithm {other}")),
+        other => return Err(SignatureError::UnsupportedAlgorithm(other)),
     };
     let hash = match (named, digest) {
         (Some(n), Some(d)) if n != d => {
-            return Err(format!(
-                "signature algorithm {} disagrees with digest algorithm {}",
-                sig_alg.oid,
-                d.name()
-            ))
+            return Err(SignatureError::DigestDisagrees {
+                sig_alg: sig_alg.oid,
+                digest: d.name(),
+            })
         }
         (Some(n), _) => Some(n),
         (None, d) => d,
@@ -455,32 +446,33 @@ pub(crate) fn verify_signature(
     let key = spki
         .subject_public_key
         .as_bytes()
-        .ok_or("public key bit string is not byte-aligned")?;
+        .ok_or(SignatureError::KeyNotByteAligned)?;
     let alg: &'static dyn signature::VerificationAlgorithm = match spki.algorithm.oid {
         oid::EC_PUBLIC_KEY => {
             if !matches!(
                 sig_alg.oid,
                 oid::ECDSA_SHA256 | oid::ECDSA_SHA384 | oid::ECDSA_SHA512 | oid::EC_PUBLIC_KEY
             ) {
-                return Err(format!(
-                    "an EC key cannot verify a {} signature",
-                    sig_alg.oid
-                ));
+                return Err(SignatureError::WrongKeyType {
+                    key: "EC",
+                    sig_alg: sig_alg.oid,
+                });
             }
             let curve = spki
                 .algorithm
                 .parameters
                 .as_ref()
                 .and_then(|p| p.decode_as::<Oid>().ok())
-                .ok_or("EC key without a named curve")?;
-            match (curve, hash.ok_or("ECDSA without a digest algorithm")?) {
+                .ok_or(SignatureError::NoNamedCurve)?;
+            let hash = hash.ok_or(SignatureError::NoDigest { scheme: "ECDSA" })?;
+            match (curve, hash) {
                 (oid::P256, Hash::Sha256) => &signature::ECDSA_P256_SHA256_ASN1,
                 (oid::P256, Hash::Sha384) => &signature::ECDSA_P256_SHA384_ASN1,
                 (oid::P256, Hash::Sha512) => &signature::ECDSA_P256_SHA512_ASN1,
                 (oid::P384, Hash::Sha256) => &signature::ECDSA_P384_SHA256_ASN1,
                 (oid::P384, Hash::Sha384) => &signature::ECDSA_P384_SHA384_ASN1,
                 (oid::P384, Hash::Sha512) => &signature::ECDSA_P384_SHA512_ASN1,
-                (c, _) => return Err(format!("unsupported EC curve {c}")),
+                (c, _) => return Err(SignatureError::UnsupportedCurve(c)),
             }
         }
         oid::RSA => {
@@ -488,12 +480,12 @@ pub(crate) fn verify_signature(
                 sig_alg.oid,
                 oid::RSA | oid::RSA_SHA256 | oid::RSA_SHA384 | oid::RSA_SHA512
             ) {
-                return Err(format!(
-                    "an RSA key cannot verify a {} signature",
-                    sig_alg.oid
-                ));
+                return Err(SignatureError::WrongKeyType {
+                    key: "RSA",
+                    sig_alg: sig_alg.oid,
+                });
             }
-            match hash.ok_or("RSA without a digest algorithm")? {
+            match hash.ok_or(SignatureError::NoDigest { scheme: "RSA" })? {
                 Hash::Sha256 => &signature::RSA_PKCS1_2048_8192_SHA256,
                 Hash::Sha384 => &signature::RSA_PKCS1_2048_8192_SHA384,
                 Hash::Sha512 => &signature::RSA_PKCS1_2048_8192_SHA512,
@@ -501,16 +493,16 @@ pub(crate) fn verify_signature(
         }
         oid::ED25519 => {
             if sig_alg.oid != oid::ED25519 {
-                return Err(format!(
-                    "an Ed25519 key cannot verify a {} signature",
-                    sig_alg.oid
-                ));
+                return Err(SignatureError::WrongKeyType {
+                    key: "Ed25519",
+                    sig_alg: sig_alg.oid,
+                });
             }
             &signature::ED25519
         }
-        other => return Err(format!("unsupported public key algorithm {other}")),
+        other => return Err(SignatureError::UnsupportedKey(other)),
     };
     signature::UnparsedPublicKey::new(alg, key)
         .verify(msg, sig)
-        .map_err(|_| "the signature does not verify".to_string())
+        .map_err(|_| SignatureError::Invalid)
 }

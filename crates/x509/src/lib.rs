@@ -10,46 +10,15 @@
 #![forbid(unsafe_code)]
 
 mod cert;
+mod error;
 pub mod oid;
 pub mod tsp;
 
 pub use cert::{Cert, Hash, TrustRoots};
 pub use der;
+pub use error::{CertError, DigestError, Error, InputError, OidError, SignatureError, TokenError};
 pub use oid::Oid;
 pub use x509_cert;
-
-/// Why a certificate or token was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// A certificate cannot be parsed or breaks a profile rule.
-    #[error("{0}")]
-    Certificate(String),
-    /// A certificate does not chain to a trust anchor.
-    #[error("{0}")]
-    Chain(String),
-    /// A signature does not verify or uses an unsupported algorithm.
-    #[error("{0}")]
-    Signature(String),
-    /// A time-stamp token (or response) is malformed or fails a check.
-    #[error("{0}")]
-    Token(String),
-    /// Input the caller must fix (PEM text, TSA key and certificate, policy OID, encoding).
-    #[error("{0}")]
-    Input(String),
-    /// The local TSA's key could not sign.
-    #[error(transparent)]
-    Sign(#[from] stella_keys::SignError),
-}
-
-impl Error {
-    pub(crate) fn token(msg: impl Into<String>) -> Self {
-        Error::Token(msg.into())
-    }
-    pub(crate) fn input(msg: impl Into<String>) -> Self {
-        Error::Input(msg.into())
-    }
-}
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -23,6 +23,7 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::AlgorithmIdentifierOwned;
 
 use crate::cert::{hash_of, verify_signature, Cert, Hash};
+use crate::error::{InputError, OidError, TokenError};
 use crate::oid::{self, Oid};
 use crate::{Error, Result};
 
@@ -31,7 +32,7 @@ const MAX_TOKEN_BYTES: usize = 1 << 20;
 
 /// Parse a dotted OID given by a user, refusing (rather than overflowing on) arcs above
 /// 2^32 - 1, which the OID type cannot hold.
-pub fn parse_oid(text: &str) -> std::result::Result<Oid, String> {
+pub fn parse_oid(text: &str) -> std::result::Result<Oid, OidError> {
     let arcs: Vec<&str> = text.split('.').collect();
     let nums: Vec<u32> = arcs
         .iter()
@@ -42,12 +43,12 @@ pub fn parse_oid(text: &str) -> std::result::Result<Oid, String> {
             a.parse::<u32>().ok()
         })
         .collect::<Option<_>>()
-        .ok_or_else(|| "arcs must be decimal numbers below 2^32".to_string())?;
+        .ok_or(OidError::NotDecimal)?;
     match nums.as_slice() {
         [first, second, ..] if *first <= 2 && (*first == 2 || *second < 40) => {}
-        _ => return Err("an OID has at least two arcs, the first 0, 1 or 2".to_string()),
+        _ => return Err(OidError::FirstArcs),
     }
-    Oid::new(text).map_err(|e| e.to_string())
+    Oid::new(text).map_err(OidError::Invalid)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -279,16 +280,12 @@ pub struct TokenInfo {
     pub certs: Vec<Cert>,
 }
 
-fn bad(msg: impl fmt::Display) -> String {
-    msg.to_string()
-}
-
 /// The TLVs of a DER SEQUENCE or SET value.
-fn elements(value: &[u8]) -> std::result::Result<Vec<AnyRef<'_>>, String> {
-    let mut r = SliceReader::new(value).map_err(bad)?;
+fn elements(value: &[u8]) -> std::result::Result<Vec<AnyRef<'_>>, TokenError> {
+    let mut r = SliceReader::new(value)?;
     let mut out = Vec::new();
     while !r.is_finished() {
-        out.push(AnyRef::decode(&mut r).map_err(bad)?);
+        out.push(AnyRef::decode(&mut r)?);
     }
     Ok(out)
 }
@@ -300,8 +297,8 @@ struct RawParts {
 
 /// Raw DER pieces of a SignedData the decoded form would lose: the certificates exactly as
 /// sent, and the signed attributes re-tagged as the SET OF that was signed.
-fn raw_parts(signed_data: &[u8]) -> std::result::Result<RawParts, String> {
-    let sd = AnyRef::from_der(signed_data).map_err(bad)?;
+fn raw_parts(signed_data: &[u8]) -> std::result::Result<RawParts, TokenError> {
+    let sd = AnyRef::from_der(signed_data)?;
     let fields = elements(sd.value())?;
     let mut certs = Vec::new();
     let cert_tag = Tag::ContextSpecific {
@@ -312,25 +309,22 @@ fn raw_parts(signed_data: &[u8]) -> std::result::Result<RawParts, String> {
         if f.tag() == cert_tag {
             for c in elements(f.value())? {
                 if c.tag() == Tag::Sequence {
-                    certs.push(c.to_der().map_err(bad)?);
+                    certs.push(c.to_der()?);
                 }
             }
         }
     }
-    let signer_infos = fields.last().ok_or("empty SignedData")?;
+    let signer_infos = fields.last().ok_or(TokenError::EmptySignedData)?;
     let first = elements(signer_infos.value())?
         .into_iter()
         .next()
-        .ok_or("no SignerInfo")?;
+        .ok_or(TokenError::NoSignerInfo)?;
     let si = elements(first.value())?;
     let attrs = match si.get(3) {
         Some(a) if a.tag() == cert_tag => {
             let mut out = Vec::new();
-            let len = Length::try_from(a.value().len()).map_err(bad)?;
-            Header::new(Tag::Set, len)
-                .map_err(bad)?
-                .encode_to_vec(&mut out)
-                .map_err(bad)?;
+            let len = Length::try_from(a.value().len())?;
+            Header::new(Tag::Set, len)?.encode_to_vec(&mut out)?;
             out.extend_from_slice(a.value());
             Some(out)
         }
@@ -342,19 +336,17 @@ fn raw_parts(signed_data: &[u8]) -> std::result::Result<RawParts, String> {
     })
 }
 
-fn attr<'a>(attrs: &'a [Attribute], id: Oid, name: &str) -> std::result::Result<&'a Any, String> {
+fn attr<'a>(
+    attrs: &'a [Attribute],
+    id: Oid,
+    name: &'static str,
+) -> std::result::Result<&'a Any, TokenError> {
     let mut found = attrs.iter().filter(|a| a.oid == id);
-    let a = found
-        .next()
-        .ok_or_else(|| format!("the signed attributes lack {name}"))?;
+    let a = found.next().ok_or(TokenError::MissingAttribute(name))?;
     if found.next().is_some() || a.values.len() != 1 {
-        return Err(format!(
-            "the signed attribute {name} must appear once with one value"
-        ));
+        return Err(TokenError::AttributeNotSingle(name));
     }
-    a.values
-        .get(0)
-        .ok_or_else(|| format!("{name} has no value"))
+    a.values.get(0).ok_or(TokenError::AttributeNoValue(name))
 }
 
 /// Parse a token and check everything that needs no trust decision: structure, the CMS
@@ -365,47 +357,37 @@ pub fn check_token(token: &[u8], extra: &[Cert]) -> Result<TokenInfo> {
     check_token_inner(token, extra).map_err(Error::Token)
 }
 
-fn check_token_inner(token: &[u8], extra: &[Cert]) -> std::result::Result<TokenInfo, String> {
+fn check_token_inner(token: &[u8], extra: &[Cert]) -> std::result::Result<TokenInfo, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
-        return Err(format!("the token is above {MAX_TOKEN_BYTES} bytes"));
+        return Err(TokenError::TooLarge(MAX_TOKEN_BYTES));
     }
-    let ci = ContentInfo::from_der(token)
-        .map_err(|e| format!("the token is not a CMS ContentInfo: {e}"))?;
+    let ci = ContentInfo::from_der(token).map_err(TokenError::NotContentInfo)?;
     if ci.content_type != oid::SIGNED_DATA {
-        return Err(format!(
-            "the token is a CMS {}, not SignedData",
-            ci.content_type
-        ));
+        return Err(TokenError::NotSignedData(ci.content_type));
     }
-    let sd_der = ci.content.to_der().map_err(bad)?;
-    let sd = SignedData::from_der(&sd_der).map_err(|e| format!("the token's SignedData: {e}"))?;
+    let sd_der = ci.content.to_der()?;
+    let sd = SignedData::from_der(&sd_der).map_err(TokenError::SignedData)?;
     if sd.encap_content_info.econtent_type != oid::TST_INFO {
-        return Err(format!(
-            "the token signs {}, not a TSTInfo",
-            sd.encap_content_info.econtent_type
-        ));
+        return Err(TokenError::NotTstInfo(sd.encap_content_info.econtent_type));
     }
     let econtent = sd
         .encap_content_info
         .econtent
         .as_ref()
-        .ok_or("the token has no encapsulated TSTInfo")?;
+        .ok_or(TokenError::NoTstInfo)?;
     if econtent.tag() != Tag::OctetString {
-        return Err("the encapsulated content is not an OCTET STRING".into());
+        return Err(TokenError::ContentNotOctetString);
     }
     let tst_der = econtent.value();
-    let tst = TstInfo::from_der(tst_der).map_err(|e| format!("TSTInfo: {e}"))?;
+    let tst = TstInfo::from_der(tst_der).map_err(TokenError::TstInfo)?;
     if tst.version != 1 {
-        return Err(format!("TSTInfo version {} (expected 1)", tst.version));
+        return Err(TokenError::TstVersion(tst.version));
     }
     let imprint_hash = hash_of(&tst.message_imprint.hash_algorithm, "the message imprint")?;
 
     let infos: Vec<&SignerInfo> = sd.signer_infos.0.iter().collect();
     let [si] = infos.as_slice() else {
-        return Err(format!(
-            "the token has {} SignerInfos (expected 1)",
-            infos.len()
-        ));
+        return Err(TokenError::SignerInfoCount(infos.len()));
     };
     let raw = raw_parts(&sd_der)?;
     let certs: Vec<Cert> = raw
@@ -418,35 +400,37 @@ fn check_token_inner(token: &[u8], extra: &[Cert]) -> std::result::Result<TokenI
         .chain(extra)
         .find(|c| c.matches_sid(&si.sid))
         .cloned()
-        .ok_or("the TSA certificate is neither in the token nor among the trust roots")?;
+        .ok_or(TokenError::SignerNotFound)?;
 
     // Signed attributes: content type, message digest, ESS signing certificate.
     let attrs = si
         .signed_attrs
         .as_ref()
-        .ok_or("the SignerInfo has no signed attributes")?;
+        .ok_or(TokenError::NoSignedAttributes)?;
     let attrs: Vec<Attribute> = attrs.iter().cloned().collect();
     let digest_alg = hash_of(&si.digest_alg, "the SignerInfo")?;
     let ct = attr(&attrs, oid::CONTENT_TYPE, "content-type")?
         .decode_as::<Oid>()
-        .map_err(|e| format!("content-type: {e}"))?;
+        .map_err(|source| TokenError::AttributeDecode {
+            name: "content-type",
+            source,
+        })?;
     if ct != oid::TST_INFO {
-        return Err(format!("the content-type attribute is {ct}, not TSTInfo"));
+        return Err(TokenError::ContentType(ct));
     }
     let md = attr(&attrs, oid::MESSAGE_DIGEST, "message-digest")?
         .decode_as::<OctetString>()
-        .map_err(|e| format!("message-digest: {e}"))?;
+        .map_err(|source| TokenError::AttributeDecode {
+            name: "message-digest",
+            source,
+        })?;
     if md.as_bytes() != digest_alg.digest(tst_der).as_slice() {
-        return Err(
-            "the message-digest attribute does not match the TSTInfo (tampered token)".into(),
-        );
+        return Err(TokenError::MessageDigest);
     }
     check_ess(&attrs, &signer)?;
 
     // The signature over the signed attributes.
-    let raw_attrs = raw
-        .signed_attrs
-        .ok_or("the SignerInfo has no signed attributes")?;
+    let raw_attrs = raw.signed_attrs.ok_or(TokenError::NoSignedAttributes)?;
     verify_signature(
         signer.spki(),
         &si.signature_algorithm,
@@ -454,11 +438,9 @@ fn check_token_inner(token: &[u8], extra: &[Cert]) -> std::result::Result<TokenI
         &raw_attrs,
         si.signature.as_bytes(),
     )
-    .map_err(|e| {
-        format!(
-            "token signature by {}: {e} (tampered token or wrong certificate)",
-            signer.subject()
-        )
+    .map_err(|source| TokenError::Signature {
+        subject: signer.subject(),
+        source,
     })?;
 
     // The TSA certificate's profile, at the time it stamped.
@@ -474,10 +456,7 @@ fn check_token_inner(token: &[u8], extra: &[Cert]) -> std::result::Result<TokenI
                 .is_some_and(|san| san.0.iter().any(|g| g == other)),
         };
         if !ok {
-            return Err(format!(
-                "the TSTInfo names a TSA that is not the signer {}",
-                signer.subject()
-            ));
+            return Err(TokenError::TsaName(signer.subject()));
         }
     }
     let others = certs.into_iter().filter(|c| c.der != signer.der).collect();
@@ -497,7 +476,7 @@ fn check_token_inner(token: &[u8], extra: &[Cert]) -> std::result::Result<TokenI
 /// The ESS signing-certificate attribute (v2, or v1 with SHA-1) must name the signer: its
 /// first certificate ID hashes to the signer's certificate, and its issuer/serial (if given)
 /// are the certificate's.
-fn check_ess(attrs: &[Attribute], signer: &Cert) -> std::result::Result<(), String> {
+fn check_ess(attrs: &[Attribute], signer: &Cert) -> std::result::Result<(), TokenError> {
     let issuer_serial_ok = |is: &Option<IssuerSerial>| {
         match is {
         None => true,
@@ -510,11 +489,13 @@ fn check_ess(attrs: &[Attribute], signer: &Cert) -> std::result::Result<(), Stri
     if attrs.iter().any(|a| a.oid == oid::SIGNING_CERT_V2) {
         let v2 = attr(attrs, oid::SIGNING_CERT_V2, "signing-certificate-v2")?
             .decode_as::<SigningCertificateV2>()
-            .map_err(|e| format!("signing-certificate-v2: {e}"))?;
-        let first = v2
-            .certs
-            .first()
-            .ok_or("signing-certificate-v2 names no certificate")?;
+            .map_err(|source| TokenError::AttributeDecode {
+                name: "signing-certificate-v2",
+                source,
+            })?;
+        let first = v2.certs.first().ok_or(TokenError::EssEmpty {
+            attribute: "signing-certificate-v2",
+        })?;
         let h = match &first.hash_algorithm {
             None => Hash::Sha256,
             Some(a) => hash_of(a, "signing-certificate-v2")?,
@@ -522,34 +503,33 @@ fn check_ess(attrs: &[Attribute], signer: &Cert) -> std::result::Result<(), Stri
         if first.cert_hash.as_bytes() != h.digest(&signer.der).as_slice()
             || !issuer_serial_ok(&first.issuer_serial)
         {
-            return Err(format!(
-                "the signing-certificate-v2 attribute does not name the signer certificate {}",
-                signer.subject()
-            ));
+            return Err(TokenError::EssMismatch {
+                attribute: "signing-certificate-v2",
+                subject: signer.subject(),
+            });
         }
         return Ok(());
     }
     if attrs.iter().any(|a| a.oid == oid::SIGNING_CERT) {
         let v1 = attr(attrs, oid::SIGNING_CERT, "signing-certificate")?
             .decode_as::<SigningCertificate>()
-            .map_err(|e| format!("signing-certificate: {e}"))?;
-        let first = v1
-            .certs
-            .first()
-            .ok_or("signing-certificate names no certificate")?;
+            .map_err(|source| TokenError::AttributeDecode {
+                name: "signing-certificate",
+                source,
+            })?;
+        let first = v1.certs.first().ok_or(TokenError::EssEmpty {
+            attribute: "signing-certificate",
+        })?;
         let sha1 = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &signer.der);
         if first.cert_hash.as_bytes() != sha1.as_ref() || !issuer_serial_ok(&first.issuer_serial) {
-            return Err(format!(
-                "the signing-certificate attribute does not name the signer certificate {}",
-                signer.subject()
-            ));
+            return Err(TokenError::EssMismatch {
+                attribute: "signing-certificate",
+                subject: signer.subject(),
+            });
         }
         return Ok(());
     }
-    Err(
-        "the signed attributes lack the ESS signing-certificate(-v2) attribute RFC 3161 requires"
-            .into(),
-    )
+    Err(TokenError::NoEss)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -585,7 +565,7 @@ pub fn request(sha256: &[u8; 32], nonce: &[u8; 8]) -> Result<Vec<u8>> {
 }
 
 fn der_err(e: der::Error) -> Error {
-    Error::Input(format!("DER encoding: {e}"))
+    Error::Input(InputError::Der(e))
 }
 
 /// The token of a `TimeStampResp`, after checking the status (granted), that it stamps
@@ -594,15 +574,11 @@ pub fn token_from_response(resp: &[u8], sha256: &[u8; 32], nonce: &[u8; 8]) -> R
     let token = unwrap_response(resp)?;
     let info = check_token(&token, &[])?;
     if info.imprint != sha256 {
-        return Err(Error::token(
-            "the TSA stamped another digest than the one requested",
-        ));
+        return Err(TokenError::ImprintMismatch.into());
     }
     let want = nonce_int(nonce)?;
     if info.nonce.as_deref() != Some(want.as_bytes()) {
-        return Err(Error::token(
-            "the TSA response does not echo the request nonce (replayed response?)",
-        ));
+        return Err(TokenError::NonceMismatch.into());
     }
     Ok(token)
 }
@@ -619,11 +595,7 @@ pub fn token_from_bytes(bytes: &[u8]) -> Result<Vec<u8>> {
 }
 
 fn unwrap_response(resp: &[u8]) -> Result<Vec<u8>> {
-    let r = TimeStampResp::from_der(resp).map_err(|e| {
-        Error::Token(format!(
-            "not an RFC 3161 TimeStampResp or TimeStampToken: {e}"
-        ))
-    })?;
+    let r = TimeStampResp::from_der(resp).map_err(TokenError::NotResponse)?;
     // 0 granted, 1 grantedWithMods; 2 rejection, 3 waiting, 4/5 revocation warning/notification.
     if r.status.status > 1 {
         let text = r
@@ -631,19 +603,13 @@ fn unwrap_response(resp: &[u8]) -> Result<Vec<u8>> {
             .status_string
             .map(|s| s.join("; "))
             .unwrap_or_default();
-        return Err(Error::Token(format!(
-            "the TSA refused the request (PKIStatus {}){}",
-            r.status.status,
-            if text.is_empty() {
-                String::new()
-            } else {
-                format!(": {text}")
-            }
-        )));
+        return Err(TokenError::Refused {
+            status: r.status.status,
+            text,
+        }
+        .into());
     }
-    let token = r
-        .time_stamp_token
-        .ok_or_else(|| Error::token("the TSA response carries no token"))?;
+    let token = r.time_stamp_token.ok_or(TokenError::NoToken)?;
     token.to_der().map_err(der_err)
 }
 
@@ -682,11 +648,8 @@ impl<'a> LocalTsa<'a> {
         let mut tsa = Self::new_unchecked(key, certs_pem, policy)?;
         tsa.checked = true;
         let cert = &tsa.chain[0];
-        cert.check_tsa().map_err(|e| {
-            Error::input(format!("--tsa-cert: {e}; tokens it signs would be refused"))
-        })?;
-        cert.valid_at(now)
-            .map_err(|e| Error::input(format!("--tsa-cert: {e}")))?;
+        cert.check_tsa().map_err(InputError::TsaCertProfile)?;
+        cert.valid_at(now).map_err(InputError::TsaCert)?;
         Ok(tsa)
     }
 
@@ -699,36 +662,27 @@ impl<'a> LocalTsa<'a> {
         policy: Option<&str>,
     ) -> Result<Self> {
         if key.algorithm() != stella_keys::Algorithm::EcdsaP256Sha256 {
-            return Err(Error::input(format!(
-                "--tsa-key: a TSA key must be ECDSA P-256 (this one is {})",
-                key.algorithm()
-            )));
+            return Err(InputError::TsaKeyAlgorithm(key.algorithm()).into());
         }
-        let chain =
-            Cert::parse_pem_all(certs_pem).map_err(|e| Error::input(format!("--tsa-cert: {e}")))?;
+        let chain = Cert::parse_pem_all(certs_pem).map_err(InputError::TsaCert)?;
         let spki = chain[0].spki().to_der().map_err(der_err)?;
         if spki != key.public_key().spki_der() {
-            return Err(Error::input(format!(
-                "--tsa-key does not match the certificate {} (--tsa-cert): the first certificate must be the key's",
-                chain[0].subject()
-            )));
+            return Err(InputError::TsaKeyMismatch(chain[0].subject()).into());
         }
         // The TSA policy: given, or the first policy of the TSA certificate.
         let policy = match policy {
-            Some(p) => parse_oid(p)
-                .map_err(|e| Error::input(format!("--tsa-policy {p:?}: not an OID: {e}")))?,
+            Some(p) => parse_oid(p).map_err(|source| InputError::TsaPolicy {
+                text: p.to_string(),
+                source,
+            })?,
             None => chain[0]
                 .extension(oid::EXT_CERT_POLICIES)
                 .and_then(|e| {
-                    x509_cert::ext::pkix::CertificatePolicies::from_der(e.extn_value.as_bytes()).ok()
+                    x509_cert::ext::pkix::CertificatePolicies::from_der(e.extn_value.as_bytes())
+                        .ok()
                 })
                 .and_then(|p| p.0.first().map(|i| i.policy_identifier))
-                .ok_or_else(|| {
-                    Error::input(format!(
-                        "the TSA certificate {} names no policy (certificatePolicies): give --tsa-policy OID, the policy its tokens are issued under",
-                        chain[0].subject()
-                    ))
-                })?,
+                .ok_or_else(|| InputError::NoPolicy(chain[0].subject()))?,
         };
         Ok(LocalTsa {
             key,
@@ -746,12 +700,9 @@ impl<'a> LocalTsa<'a> {
     /// A TimeStampToken (DER) over a SHA-256 digest, stamped `at` (whole seconds).
     pub fn timestamp(&self, sha256: &[u8; 32], at: OffsetDateTime) -> Result<Vec<u8>> {
         let cert = &self.chain[0];
-        let at = at
-            .replace_nanosecond(0)
-            .map_err(|e| Error::Input(e.to_string()))?;
+        let at = at.replace_nanosecond(0).map_err(InputError::Time)?;
         let mut serial = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut serial)
-            .map_err(|_| Error::input("no randomness for the serial number"))?;
+        aws_lc_rs::rand::fill(&mut serial).map_err(|_| InputError::NoRandomness)?;
         serial[0] = (serial[0] & 0x7f) | 0x40; // positive, 16 bytes
         let tst = TstInfo {
             version: 1,

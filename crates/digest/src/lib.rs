@@ -1,0 +1,294 @@
+//! Content digests, the one vocabulary every crate shares: [`Digest`] is an algorithm and its
+//! bytes, printed and parsed as `sha256:<64 lowercase hex>` (the OCI and in-toto form), with
+//! serde as that string. [`Hasher`] streams SHA-256 (aws-lc, SHA-NI where the CPU has it) and
+//! counts bytes. Only SHA-256 exists today; any other algorithm is refused by name rather
+//! than trusted unchecked. Pure: no I/O.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+/// A digest algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Algorithm {
+    Sha256,
+}
+
+impl Algorithm {
+    /// The name in `<algorithm>:<hex>` (`sha256`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a digest string was refused; the text is quoted in every message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DigestError {
+    #[error("digest {0:?}: expected sha256:<hex>")]
+    NoAlgorithm(String),
+    #[error("digest {0:?}: only sha256 digests are supported")]
+    Algorithm(String),
+    #[error("digest {0:?}: expected 64 hex digits")]
+    Length(String),
+    #[error("digest {0:?}: not lowercase hex")]
+    NotHex(String),
+}
+
+/// A content digest: algorithm and bytes. `Display`, `FromStr` and serde use
+/// `sha256:<64 lowercase hex>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    algorithm: Algorithm,
+    bytes: [u8; 32],
+}
+
+impl Digest {
+    /// A SHA-256 digest from its bytes.
+    pub const fn sha256(bytes: [u8; 32]) -> Self {
+        Digest {
+            algorithm: Algorithm::Sha256,
+            bytes,
+        }
+    }
+
+    /// A SHA-256 digest from its bytes (the same as [`Digest::sha256`]).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self::sha256(bytes)
+    }
+
+    /// SHA-256 of `data`.
+    pub fn of(data: &[u8]) -> Self {
+        let mut h = Hasher::new();
+        h.update(data);
+        h.finish()
+    }
+
+    /// SHA-256 of the concatenation of `parts`.
+    pub fn of_parts(parts: &[&[u8]]) -> Self {
+        let mut h = Hasher::new();
+        for p in parts {
+            h.update(p);
+        }
+        h.finish()
+    }
+
+    /// Parse `sha256:<64 lowercase hex>`.
+    pub fn parse(s: &str) -> Result<Self, DigestError> {
+        let (alg, hex) = s
+            .split_once(':')
+            .ok_or_else(|| DigestError::NoAlgorithm(s.to_string()))?;
+        if alg != Algorithm::Sha256.name() {
+            return Err(DigestError::Algorithm(s.to_string()));
+        }
+        Self::hex_bytes(hex).map_err(|e| e(s.to_string()))
+    }
+
+    /// Parse the 64 lowercase hex digits of a SHA-256 digest (no `sha256:` prefix).
+    pub fn parse_sha256_hex(hex: &str) -> Result<Self, DigestError> {
+        Self::hex_bytes(hex).map_err(|e| e(hex.to_string()))
+    }
+
+    fn hex_bytes(hex: &str) -> Result<Self, fn(String) -> DigestError> {
+        if hex.len() != 64 {
+            return Err(DigestError::Length);
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+            match (nibble(pair[0]), nibble(pair[1])) {
+                (Some(hi), Some(lo)) => out[i] = (hi << 4) | lo,
+                _ => return Err(DigestError::NotHex),
+            }
+        }
+        Ok(Digest::sha256(out))
+    }
+
+    /// Is `s` a well-formed `sha256:<64 lowercase hex>`?
+    pub fn is_valid(s: &str) -> bool {
+        Self::parse(s).is_ok()
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
+    /// The lowercase hex digits, without the algorithm.
+    pub fn hex(&self) -> String {
+        hex(&self.bytes)
+    }
+
+    /// The OCI 1.1 referrers tag-schema form: `sha256-<hex>`.
+    pub fn tag_form(&self) -> String {
+        format!("{}-{}", self.algorithm, self.hex())
+    }
+}
+
+fn nibble(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// Lowercase hex of any bytes.
+pub fn hex(data: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(data.len() * 2);
+    for b in data {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algorithm, self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::str::FromStr for Digest {
+    type Err = DigestError;
+    fn from_str(s: &str) -> Result<Self, DigestError> {
+        Digest::parse(s)
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Digest::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Streaming SHA-256 that also counts bytes.
+pub struct Hasher {
+    ctx: aws_lc_rs::digest::Context,
+    len: u64,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hasher {
+    pub fn new() -> Self {
+        Hasher {
+            ctx: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
+            len: 0,
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.ctx.update(data);
+        self.len += data.len() as u64;
+    }
+
+    /// Bytes hashed so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn finish(self) -> Digest {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.ctx.finish().as_ref());
+        Digest::sha256(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn parse_and_print_round_trip() {
+        let d = Digest::of(b"");
+        assert_eq!(d.to_string(), EMPTY);
+        assert_eq!(format!("{d:?}"), EMPTY);
+        assert_eq!(Digest::parse(EMPTY).unwrap(), d);
+        assert_eq!(EMPTY.parse::<Digest>().unwrap(), d);
+        assert_eq!(Digest::parse_sha256_hex(&d.hex()).unwrap(), d);
+        assert_eq!(d.algorithm(), Algorithm::Sha256);
+        assert_eq!(d.tag_form(), EMPTY.replace(':', "-"));
+        assert_eq!(Digest::of_parts(&[b"ab", b"c"]), Digest::of(b"abc"));
+    }
+
+    #[test]
+    fn malformed_digests_are_refused_by_name() {
+        type Case = (&'static str, fn(String) -> DigestError);
+        let cases: [Case; 6] = [
+            ("e3b0", DigestError::NoAlgorithm),
+            ("sha512:00", DigestError::Algorithm),
+            ("SHA256:00", DigestError::Algorithm),
+            ("sha256:abc", DigestError::Length),
+            (
+                "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+                DigestError::NotHex,
+            ),
+            (
+                "sha256:g3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                DigestError::NotHex,
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Digest::parse(text), Err(want(text.to_string())), "{text}");
+            assert!(!Digest::is_valid(text));
+        }
+        assert_eq!(
+            Digest::parse("sha512:00").unwrap_err().to_string(),
+            "digest \"sha512:00\": only sha256 digests are supported"
+        );
+    }
+
+    #[test]
+    fn serde_is_the_prefixed_string() {
+        let d = Digest::of(b"x");
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, format!("\"{d}\""));
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
+        assert!(serde_json::from_str::<Digest>("\"sha256:00\"").is_err());
+    }
+
+    #[test]
+    fn hasher_counts_bytes() {
+        let mut h = Hasher::new();
+        assert!(h.is_empty());
+        h.update(b"ab");
+        h.update(b"c");
+        assert_eq!(h.len(), 3);
+        assert_eq!(h.finish(), Digest::of(b"abc"));
+    }
+}

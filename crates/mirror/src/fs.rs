@@ -1,0 +1,190 @@
+//! File-system helpers every stage shares: bounded reads of metadata, the walk of a bundle
+//! folder, atomic and create-only writes, and staging folders that become their target only
+//! when complete.
+
+use std::io::{self, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::path::BundlePath;
+
+/// Metadata files by name (content of those present).
+pub type Metadata = std::collections::BTreeMap<String, Vec<u8>>;
+
+/// Read a metadata file of a bundle folder (bounded); `None` if absent.
+pub(crate) fn read_metadata_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    let p = BundlePath::new(name).map_err(Error::input)?.under(dir);
+    match std::fs::symlink_metadata(&p) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&p, e)),
+        Ok(m) if !m.file_type().is_file() => {
+            return Err(Error::verify(
+                Stage::Metadata,
+                format!("{name} is not a regular file (links are refused)"),
+            ))
+        }
+        Ok(m) if m.len() > crate::MAX_METADATA_BYTES => {
+            return Err(Error::verify(
+                Stage::Metadata,
+                format!(
+                    "{name} is {} bytes, above the {}-byte limit for bundle metadata",
+                    m.len(),
+                    crate::MAX_METADATA_BYTES
+                ),
+            ))
+        }
+        Ok(_) => {}
+    }
+    std::fs::read(&p).at(&p).map(Some)
+}
+
+/// Every regular file under `dir`, as bundle-relative `/` paths, sorted. Links and other
+/// special files are refused.
+pub(crate) fn walk(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((abs, rel)) = stack.pop() {
+        for e in std::fs::read_dir(&abs).at(&abs)? {
+            let e = e.at(&abs)?;
+            let name = e.file_name();
+            let name = name.to_str().ok_or_else(|| {
+                Error::verify(
+                    Stage::Content,
+                    format!("{}: a file name is not UTF-8", abs.display()),
+                )
+            })?;
+            let rel_child = if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let ft = e.file_type().at(e.path())?;
+            if ft.is_dir() {
+                stack.push((e.path(), rel_child));
+            } else if ft.is_file() {
+                out.push(rel_child);
+            } else if ft.is_symlink() {
+                return Err(Error::verify(
+                    Stage::Content,
+                    format!("{rel_child} is a symbolic link: bundles hold regular files only"),
+                ));
+            } else {
+                return Err(Error::verify(
+                    Stage::Content,
+                    format!("{rel_child} is not a regular file: bundles hold regular files only"),
+                ));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Write a file atomically (temp file in the same folder, then rename), mode 0644.
+pub(crate) fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    // Never rename over a device or FIFO (`/dev/null`): write straight into it.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .at(path)?;
+        return f.write_all(data).at(path);
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".stella-tmp-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)
+        .at(dir)?;
+    tmp.write_all(data).at(path)?;
+    tmp.as_file().sync_all().at(path)?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+/// Create `dest` (never overwriting) with `bytes`.
+pub(crate) fn write_new(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .at(dest)?;
+    f.write_all(bytes).at(dest)
+}
+
+pub(crate) fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(path).at(path)?;
+    let mut buf = Vec::new();
+    f.take(limit + 1).read_to_end(&mut buf).at(path)?;
+    if buf.len() as u64 > limit {
+        return Err(Error::input(format!(
+            "{} is larger than the {limit}-byte limit",
+            path.display()
+        )));
+    }
+    Ok(buf)
+}
+
+/// Removes a staging folder unless disarmed.
+pub(crate) struct Staging {
+    pub(crate) path: PathBuf,
+    armed: bool,
+}
+
+impl Staging {
+    /// A fresh folder beside `target` (same file system, so the final rename is atomic).
+    pub(crate) fn beside(target: &Path, what: &str) -> Result<Self> {
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).at(&parent)?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!(".stella-{what}-"))
+            .tempdir_in(&parent)
+            .at(&parent)?;
+        Ok(Staging {
+            path: dir.keep(),
+            armed: true,
+        })
+    }
+
+    /// Move the staging folder to `target` (which must not exist, or be an empty folder).
+    pub(crate) fn commit(mut self, target: &Path) -> Result<()> {
+        if target.exists() {
+            std::fs::remove_dir(target).at(target)?;
+        }
+        std::fs::rename(&self.path, target).at(target)?;
+        self.armed = false;
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Refuse an output that exists and is not an empty folder.
+pub(crate) fn check_output_free(out: &Path) -> Result<()> {
+    match std::fs::read_dir(out) {
+        Ok(mut it) => {
+            if it.next().is_some() {
+                return Err(Error::input(format!(
+                    "output folder {} exists and is not empty",
+                    out.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::input(format!("output {}: {e}", out.display()))),
+    }
+}

@@ -1,0 +1,409 @@
+//! Deterministic `pack`: a plain ustar stream of a signed bundle folder, compressed with
+//! [`crate::codec`].
+//!
+//! The metadata files come first (manifest.dsse, manifest.json, the header, checksum files,
+//! public key, time anchor — so a reader checks the signature before any content arrives),
+//! then every manifest file in manifest order. Every header has uid/gid 0, empty owner names,
+//! mode 0644 (0755 for `scripts/*.sh`), mtime from `SOURCE_DATE_EPOCH` or 0; no folders, no
+//! links. The file list comes from the manifest, never from a directory walk, so file-system
+//! order, mtimes and umask cannot leak in. gzip output is a single member with no name and
+//! zero time, compressed pigz-style in independent 1 MiB blocks on every core (block
+//! boundaries depend only on the input, so the bytes do not depend on the number of cores);
+//! zstd uses libzstd's multi-threaded mode with a pinned job layout, whose output does not
+//! depend on the number of workers either.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
+
+use crate::codec::{zstd_encoder, zstd_workers, Compression, ParGzWriter};
+use crate::error::{Error, IoContext as _, Result};
+use crate::fs::{read_metadata_file, walk};
+use crate::hash::Progress;
+use crate::manifest::Manifest;
+use crate::names;
+use crate::path::{ustar_split, BundlePath};
+
+/// What `pack` wrote.
+#[derive(Debug, Clone)]
+pub struct PackReport {
+    pub entries: usize,
+    pub content_bytes: u64,
+    pub archive_bytes: u64,
+}
+
+/// The mtime for archive entries: `SOURCE_DATE_EPOCH` or 0.
+pub fn source_date_epoch() -> Result<u64> {
+    Ok(crate::epoch::source_date_epoch()?.unwrap_or(0))
+}
+
+/// Pack bundle folder `dir` into `output` (compression from its name).
+pub fn pack(dir: &Path, output: &Path, mtime: u64, progress: &dyn Progress) -> Result<PackReport> {
+    let compression = Compression::from_name(output).ok_or_else(|| {
+        Error::input(format!(
+            "{}: the archive name must end in .tar.gz or .tar.zst",
+            output.display()
+        ))
+    })?;
+    let mbytes = read_metadata_file(dir, names::MANIFEST)?
+        .ok_or_else(|| Error::NotFound(dir.join(names::MANIFEST)))?;
+    let manifest = Manifest::from_json(&mbytes)
+        .map_err(|e| Error::input(format!("{}: {e}", dir.join(names::MANIFEST).display())))?;
+    if !dir.join(names::ENVELOPE).is_file() {
+        return Err(Error::input(format!(
+            "{} is not signed (no manifest.dsse): run `stella mirror sign` first",
+            dir.display()
+        )));
+    }
+    // The entry list: metadata first, then the manifest's files. Nothing else may be there.
+    let mut entries: Vec<(String, u64)> = Vec::new();
+    for name in names::METADATA {
+        let p = dir.join(name);
+        if let Ok(m) = std::fs::symlink_metadata(&p) {
+            if !m.file_type().is_file() {
+                return Err(Error::input(format!("{}: not a regular file", p.display())));
+            }
+            entries.push((name.to_string(), m.len()));
+        }
+    }
+    let on_disk = walk(dir)?;
+    let listed: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    for p in &on_disk {
+        if !listed.contains(p.as_str()) && !names::is_metadata(p) {
+            return Err(Error::input(format!(
+                "unlisted file {p} in {}: a bundle folder holds only the files its manifest lists",
+                dir.display()
+            )));
+        }
+    }
+    let present: HashSet<&str> = on_disk.iter().map(String::as_str).collect();
+    for f in &manifest.files {
+        if !present.contains(f.path.as_str()) {
+            if manifest.kind == crate::Kind::Thin {
+                continue; // comes from the base
+            }
+            return Err(Error::input(format!(
+                "file {} is missing from {}",
+                f.path,
+                dir.display()
+            )));
+        }
+        entries.push((f.path.clone(), f.size));
+    }
+    let total: u64 = entries.iter().map(|e| e.1).sum();
+
+    let out_dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // A device or FIFO (`--output /dev/null`, `>(zstd -t)`) is written straight into: renaming
+    // a temp file over it would replace the device node with a regular file.
+    let special = std::fs::metadata(output).is_ok_and(|m| !m.is_file());
+    let (tmp, file) = if special {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(output)
+            .at(output)?;
+        (None, f)
+    } else {
+        let tmp = tempfile::Builder::new()
+            .prefix(".stella-pack-")
+            .tempfile_in(&out_dir)
+            .at(&out_dir)?;
+        let f = tmp.as_file().try_clone().at(tmp.path())?;
+        (Some(tmp), f)
+    };
+    let counter = CountingWriter::new(ThreadedWriter::new(file));
+    progress.start("pack", total);
+    // Three stages on their own threads: the tar stream is produced (files read) on one,
+    // compressed by the encoder's workers, and written out on another.
+    let (tx, rx) = sync_channel::<Result<Vec<u8>>>(4);
+    let counting = std::thread::scope(|s| -> Result<CountingWriter<ThreadedWriter>> {
+        s.spawn(|| {
+            let mut w = ChunkSender::new(&tx);
+            let r = write_tar(&mut w, dir, &entries, mtime, progress).and_then(|()| w.send_rest());
+            if let Err(e) = r {
+                let _ = tx.send(Err(e));
+            }
+            drop(tx);
+        });
+        let mut sink: Box<dyn FinishWrite> = match compression {
+            Compression::Gzip => Box::new(ParGzWriter::new(counter, crate::hash::threads())),
+            Compression::Zstd => Box::new(zstd_encoder(counter, zstd_workers()).at(output)?),
+        };
+        // Owned here, so an early return drops it and unblocks the producer.
+        let rx = rx;
+        for chunk in rx.iter() {
+            sink.write_all(&chunk?).at(output)?;
+        }
+        sink.finish_box().at(output)
+    })?;
+    progress.finish();
+    let (bytes, threaded) = counting.into_parts();
+    // No fsync: like tar and zstd, durability against power loss is left to the caller
+    // (`sync`); the rename below still makes the archive appear whole or not at all.
+    threaded.finish().at(output)?;
+    if let Some(tmp) = tmp {
+        tmp.persist(output)
+            .map_err(|e| Error::io(output, e.error))?;
+    }
+    Ok(PackReport {
+        entries: entries.len(),
+        content_bytes: total,
+        archive_bytes: bytes,
+    })
+}
+
+fn write_tar(
+    w: &mut ChunkSender<'_>,
+    dir: &Path,
+    entries: &[(String, u64)],
+    mtime: u64,
+    progress: &dyn Progress,
+) -> Result<()> {
+    for (path, size) in entries {
+        let bp = BundlePath::new(path).map_err(Error::input)?;
+        let src = bp.under(dir);
+        let mut f = File::open(&src).at(&src)?;
+        let actual = f.metadata().at(&src)?.len();
+        if actual != *size {
+            return Err(Error::input(format!(
+                "{path} is {actual} bytes but the manifest lists {size}: the folder changed since it was created"
+            )));
+        }
+        let mode = if path.starts_with("scripts/") && path.ends_with(".sh") {
+            0o755
+        } else {
+            0o644
+        };
+        let header = ustar_header(path, *size, mode, mtime)?;
+        w.put(header.as_bytes()).at(&src)?;
+        let mut left = *size;
+        while left > 0 {
+            let n = w.read_from(&mut f, left).at(&src)?;
+            if n == 0 {
+                return Err(Error::input(format!(
+                    "{path} shrank while it was being packed"
+                )));
+            }
+            progress.advance(n as u64);
+            left -= n as u64;
+        }
+        let pad = (512 - (*size % 512) as usize) % 512;
+        w.put(&[0u8; 512][..pad]).at(&src)?;
+    }
+    w.put(&[0u8; 1024]).at(dir)?;
+    Ok(())
+}
+
+/// Bytes per chunk handed from the tar producer to the compressor.
+pub(crate) const PIPE_CHUNK: usize = 1 << 20;
+
+/// Builds the tar stream in 1 MiB chunks (file content is read straight into them) and sends
+/// each full chunk to the compressing thread.
+struct ChunkSender<'a> {
+    tx: &'a SyncSender<Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl<'a> ChunkSender<'a> {
+    fn new(tx: &'a SyncSender<Result<Vec<u8>>>) -> Self {
+        ChunkSender {
+            tx,
+            buf: vec![0u8; PIPE_CHUNK],
+            len: 0,
+        }
+    }
+
+    fn send_full(&mut self) -> io::Result<()> {
+        if self.len == PIPE_CHUNK {
+            let chunk = std::mem::replace(&mut self.buf, vec![0u8; PIPE_CHUNK]);
+            self.len = 0;
+            self.tx
+                .send(Ok(chunk))
+                .map_err(|_| io::Error::other("packing stopped"))?;
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let take = (PIPE_CHUNK - self.len).min(data.len());
+            self.buf[self.len..self.len + take].copy_from_slice(&data[..take]);
+            self.len += take;
+            data = &data[take..];
+            self.send_full()?;
+        }
+        Ok(())
+    }
+
+    /// Read up to `limit` bytes of `f` into the current chunk.
+    fn read_from(&mut self, f: &mut File, limit: u64) -> io::Result<usize> {
+        let room = (PIPE_CHUNK - self.len).min(usize::try_from(limit).unwrap_or(usize::MAX));
+        let n = loop {
+            match f.read(&mut self.buf[self.len..self.len + room]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        self.len += n;
+        self.send_full()?;
+        Ok(n)
+    }
+
+    fn send_rest(&mut self) -> Result<()> {
+        if self.len > 0 {
+            let mut chunk = std::mem::take(&mut self.buf);
+            chunk.truncate(self.len);
+            self.len = 0;
+            self.tx
+                .send(Ok(chunk))
+                .map_err(|_| Error::input("packing stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A compressor that can be finished behind a `Box`.
+trait FinishWrite: Write {
+    fn finish_box(self: Box<Self>) -> io::Result<CountingWriter<ThreadedWriter>>;
+}
+
+impl FinishWrite for ParGzWriter<CountingWriter<ThreadedWriter>> {
+    fn finish_box(self: Box<Self>) -> io::Result<CountingWriter<ThreadedWriter>> {
+        (*self).finish()
+    }
+}
+
+impl FinishWrite for zstd::stream::write::Encoder<'static, CountingWriter<ThreadedWriter>> {
+    fn finish_box(self: Box<Self>) -> io::Result<CountingWriter<ThreadedWriter>> {
+        (*self).finish()
+    }
+}
+
+/// Writes to a file on its own thread (output I/O overlaps compression).
+struct ThreadedWriter {
+    tx: Option<SyncSender<Vec<u8>>>,
+    buf: Vec<u8>,
+    handle: Option<std::thread::JoinHandle<io::Result<File>>>,
+}
+
+impl ThreadedWriter {
+    fn new(mut file: File) -> Self {
+        let (tx, rx) = sync_channel::<Vec<u8>>(4);
+        let handle = std::thread::spawn(move || {
+            // Owned here, so an early return drops it and unblocks the producer.
+            let rx = rx;
+            for chunk in rx.iter() {
+                file.write_all(&chunk)?;
+            }
+            Ok(file)
+        });
+        ThreadedWriter {
+            tx: Some(tx),
+            buf: Vec::with_capacity(PIPE_CHUNK),
+            handle: Some(handle),
+        }
+    }
+
+    fn push(&mut self) -> io::Result<()> {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(PIPE_CHUNK));
+        match &self.tx {
+            Some(tx) => tx
+                .send(chunk)
+                .map_err(|_| io::Error::other("the output writer stopped")),
+            None => Err(io::Error::other("output already finished")),
+        }
+    }
+
+    fn finish(mut self) -> io::Result<File> {
+        if !self.buf.is_empty() {
+            self.push()?;
+        }
+        self.tx = None;
+        match self.handle.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(io::Error::other("the output writer failed")),
+        }
+    }
+}
+
+impl Write for ThreadedWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PIPE_CHUNK {
+            self.push()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A deterministic ustar header for a regular file.
+pub(crate) fn ustar_header(path: &str, size: u64, mode: u32, mtime: u64) -> Result<tar::Header> {
+    let (prefix, name) = ustar_split(path)
+        .ok_or_else(|| Error::input(format!("{path} is too long for a ustar header")))?;
+    let mut h = tar::Header::new_ustar();
+    {
+        let u = h
+            .as_ustar_mut()
+            .ok_or_else(|| Error::input("ustar header expected"))?;
+        u.name[..name.len()].copy_from_slice(name.as_bytes());
+        u.prefix[..prefix.len()].copy_from_slice(prefix.as_bytes());
+    }
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(mtime);
+    h.set_size(size);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    Ok(h)
+}
+
+/// Counts what passes through.
+struct CountingWriter<W: Write> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> CountingWriter<W> {
+    fn new(inner: W) -> Self {
+        CountingWriter { inner, count: 0 }
+    }
+    fn into_parts(self) -> (u64, W) {
+        (self.count, self.inner)
+    }
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_deterministic_ustar() {
+        let h = ustar_header("scripts/load.sh", 10, 0o755, 0).unwrap();
+        assert_eq!(&h.as_bytes()[257..263], b"ustar\0");
+        assert_eq!(h.mode().unwrap(), 0o755);
+        assert_eq!(h.path().unwrap().to_str(), Some("scripts/load.sh"));
+        let long = format!("{}/{}", "d".repeat(120), "f".repeat(90));
+        let h = ustar_header(&long, 1, 0o644, 0).unwrap();
+        assert_eq!(h.path().unwrap().to_str(), Some(long.as_str()));
+    }
+}

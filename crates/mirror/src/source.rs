@@ -1,0 +1,55 @@
+//! One verification entry point behind the three forms a bundle arrives in: a folder, a
+//! detached envelope beside (or in) its folder, or an archive read as a stream.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::hash::Progress;
+use crate::names;
+use crate::verify::{self, Options, Report};
+
+/// Where a bundle to verify is.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// A bundle folder.
+    Folder(&'a Path),
+    /// An envelope file: the bundle is its folder, and the envelope stands in for the
+    /// folder's `manifest.dsse` (a detached signature) unless it is that file.
+    Envelope(&'a Path),
+    /// A `.tar.gz`/`.tar.zst`/`.tar` archive, verified from its stream without extraction.
+    Archive(&'a Path),
+}
+
+/// Verify a bundle from any source: the same rules ([`verify::verify_metadata`], then every
+/// content file) whatever form it came in.
+pub fn verify(source: Source<'_>, opts: &Options<'_>, progress: &dyn Progress) -> Result<Report> {
+    match source {
+        Source::Folder(dir) => verify::verify_dir(dir, opts, progress),
+        Source::Archive(path) => crate::archive::verify_archive(path, opts, progress),
+        Source::Envelope(path) => verify_envelope(path, opts, progress),
+    }
+}
+
+fn verify_envelope(path: &Path, opts: &Options<'_>, progress: &dyn Progress) -> Result<Report> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut meta = verify::read_dir_metadata(&dir)?;
+    if path.file_name() != Some(std::ffi::OsStr::new(names::ENVELOPE)) {
+        let bytes = std::fs::read(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        meta.insert(names::ENVELOPE.into(), bytes);
+    }
+    let vm = verify::verify_metadata(&meta, opts)?;
+    let observed = verify::hash_dir_content(&dir, &vm.manifest, &Default::default(), progress)?;
+    let (files_checked, bytes_checked, from_base) = verify::check_files(&vm.manifest, &observed)?;
+    Ok(Report {
+        meta: vm,
+        files_checked,
+        bytes_checked,
+        from_base,
+    })
+}

@@ -1,0 +1,79 @@
+//! Test fixtures shared by the unit tests and the integration suite (`tests/it`): built with
+//! `cfg(test)` or the `testing` feature, never in a release build.
+
+use std::path::PathBuf;
+
+use stella_keys::Signer as _;
+
+use crate::hash::NoProgress;
+use crate::names;
+use crate::verify::Options;
+
+/// An honest bundle: two advisory files (`advisories/a.json`, `advisories/b.json`), created
+/// and signed now with a fresh Ed25519 key, in a temporary folder; and the keyring that trusts
+/// that key.
+#[derive(Debug)]
+pub struct SignedBundle {
+    pub dir: tempfile::TempDir,
+    pub ring: stella_keys::Keyring,
+}
+
+impl SignedBundle {
+    /// Create and sign the bundle. Panics on failure (a test fixture).
+    #[allow(clippy::expect_used)]
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("feeds")).expect("mkdir");
+        std::fs::write(src.join("feeds/a.json"), b"{\"a\":1}").expect("write");
+        std::fs::write(src.join("feeds/b.json"), vec![b'b'; 3000]).expect("write");
+        let spec = crate::spec::Spec::parse(
+            "name: t\nversion: '1'\nissuer: i@example.org\nadvisories:\n  - path: feeds/a.json\n  - path: feeds/b.json\n",
+            &src,
+        )
+        .expect("spec");
+        let out = dir.path().join("bundle");
+        let opts = crate::create::CreateOptions {
+            generated_at: time::OffsetDateTime::now_utc(),
+            base: None,
+            registry: Default::default(),
+        };
+        crate::create::create(&spec, &out, &opts, &NoProgress).expect("create");
+        let key = stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).expect("key");
+        crate::sign::sign(
+            &out.join(names::MANIFEST),
+            &out.join(names::ENVELOPE),
+            &[&key],
+            time::OffsetDateTime::now_utc(),
+            &NoProgress,
+        )
+        .expect("sign");
+        let ring = stella_keys::Keyring::new(vec![stella_keys::TrustedKey::unrestricted(
+            key.public_key().clone(),
+        )])
+        .expect("keyring");
+        SignedBundle { dir, ring }
+    }
+
+    /// The bundle folder.
+    pub fn bundle(&self) -> PathBuf {
+        self.dir.path().join("bundle")
+    }
+
+    /// Verification options trusting the bundle's key, judged now.
+    pub fn opts(&self) -> Options<'_> {
+        Options {
+            keyring: &self.ring,
+            threshold: 1,
+            now: time::OffsetDateTime::now_utc(),
+            max_age: None,
+            time_roots: None,
+        }
+    }
+}
+
+impl Default for SignedBundle {
+    fn default() -> Self {
+        Self::new()
+    }
+}

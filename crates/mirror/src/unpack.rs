@@ -1,0 +1,41 @@
+//! `unpack`: an archive streamed into a staging folder, verified, then moved into place.
+
+use std::path::Path;
+
+use crate::archive::{read_archive, Limits};
+use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::fs::{check_output_free, Staging};
+use crate::hash::Progress;
+use crate::path::BundlePath;
+use crate::verify::{Options, Report};
+
+/// Unpack `archive` into `dest`: every entry is checked as it streams into a staging folder
+/// beside `dest`, the staged bundle is verified, and only then renamed to `dest`. On any
+/// failure the staging folder is removed and `dest` is untouched.
+pub fn unpack(
+    archive: &Path,
+    dest: &Path,
+    limits: Limits,
+    opts: &Options<'_>,
+    progress: &dyn Progress,
+) -> Result<Report> {
+    check_output_free(dest)?;
+    if !archive.is_file() {
+        return Err(Error::NotFound(archive.to_path_buf()));
+    }
+    let staging = Staging::beside(dest, "unpack")?;
+    let (obs, report) = read_archive(archive, Some(&staging.path), limits, opts, progress)?;
+    use std::os::unix::fs::PermissionsExt as _;
+    for p in obs.files.keys() {
+        if p.starts_with("scripts/") && p.ends_with(".sh") {
+            let abs = BundlePath::new(p)
+                .map_err(|e| Error::verify(Stage::Content, e))?
+                .under(&staging.path);
+            std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(0o755)).at(&abs)?;
+        }
+    }
+    std::fs::set_permissions(&staging.path, std::fs::Permissions::from_mode(0o755))
+        .at(&staging.path)?;
+    staging.commit(dest)?;
+    Ok(report)
+}
