@@ -52,7 +52,11 @@ impl RedisOptions {
     }
 }
 
-const TAKE_RATE: &str = r"
+/// The token bucket (KEYS[1]; ARGV: rate, burst), shared by TAKE_RATE and ADMIT. Leaves
+/// `allowed`, `tokens`, `wait` and `t` (the server's TIME) as Lua locals.
+macro_rules! token_bucket_lua {
+    () => {
+        r"
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -81,8 +85,14 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 local idle = 1000
 if rate > 0 then idle = math.ceil(burst / rate * 1000) + 1000 end
 redis.call('PEXPIRE', KEYS[1], idle)
-return {allowed, math.floor(tokens), tostring(wait)}
-";
+"
+    };
+}
+
+const TAKE_RATE: &str = concat!(
+    token_bucket_lua!(),
+    "return {allowed, math.floor(tokens), tostring(wait)}\n"
+);
 
 const ACQUIRE: &str = r"
 local t = redis.call('TIME')
@@ -98,36 +108,9 @@ return 0
 
 /// Token bucket (KEYS[1]) then, if a token was taken, a lease (KEYS[2]): one round trip.
 /// ARGV: rate, burst, max, lease id, lease ttl ms. Returns {allowed, remaining, wait, granted}.
-const ADMIT: &str = r"
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local v = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(v[1])
-local ts = tonumber(v[2])
-if tokens == nil or ts == nil then
-  tokens = burst
-  ts = now
-end
-local elapsed = now - ts
-if elapsed < 0 then elapsed = 0 end
-tokens = math.min(burst, tokens + elapsed * rate)
-local allowed = 0
-local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-elseif rate > 0 then
-  wait = (1 - tokens) / rate
-else
-  wait = 3600
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-local idle = 1000
-if rate > 0 then idle = math.ceil(burst / rate * 1000) + 1000 end
-redis.call('PEXPIRE', KEYS[1], idle)
+const ADMIT: &str = concat!(
+    token_bucket_lua!(),
+    r"local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local granted = 0
 if allowed == 1 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
@@ -138,7 +121,8 @@ if allowed == 1 then
   end
 end
 return {allowed, math.floor(tokens), tostring(wait), granted}
-";
+"
+);
 
 /// What both backends share: the connection, the prefix and the bound.
 #[derive(Clone)]
