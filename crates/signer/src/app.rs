@@ -113,6 +113,8 @@ pub struct App {
     pub(crate) pipelines: Pipelines,
     /// Aggregation of unauthenticated failures ([`crate::flood`]).
     pub unauth_failures: crate::flood::UnauthFailures,
+    /// Keyless signing (`[keyless]`; [`crate::keyless`]).
+    pub keyless: Option<crate::keyless::Keyless>,
 }
 
 /// Counts the pipelines in flight, so shutdown can wait for them before closing the audit
@@ -207,6 +209,7 @@ pub struct AppBuilder {
     signers: Option<TenantKeys>,
     password: Option<zeroize::Zeroizing<String>>,
     nonce_secret: Option<zeroize::Zeroizing<Vec<u8>>>,
+    keyless_tokens: Option<Arc<dyn stella_keyless::IdentityTokenSource>>,
 }
 
 /// A declared `signing_mode` must match where every key lives (`file`, `hsm`, `kms`).
@@ -280,6 +283,7 @@ impl AppBuilder {
             signers: None,
             password: None,
             nonce_secret: None,
+            keyless_tokens: None,
         }
     }
 
@@ -287,6 +291,12 @@ impl AppBuilder {
     /// `dpop.nonce_secret_env` and the per-process random key.
     pub fn nonce_secret(mut self, s: zeroize::Zeroizing<Vec<u8>>) -> Self {
         self.nonce_secret = Some(s);
+        self
+    }
+
+    /// The Signer's identity tokens for keyless signing, instead of `[keyless.identity]`.
+    pub fn keyless_tokens(mut self, t: Arc<dyn stella_keyless::IdentityTokenSource>) -> Self {
+        self.keyless_tokens = Some(t);
         self
     }
 
@@ -384,12 +394,18 @@ impl AppBuilder {
                         ks.push(self.load_ref(r)?);
                     }
                     if ks.is_empty() {
+                        if tc.keyless == crate::keyless::KeylessUse::Only {
+                            continue;
+                        }
                         return Err(StartError::Config(format!("signing.tenants.{t}: no keys")));
                     }
                     check_mode(&format!("signing.tenants.{t}"), &tc.signing_mode, &ks)?;
                     tenants.insert(t.clone(), ks);
                 }
-                if default.is_empty() && tenants.is_empty() {
+                if default.is_empty()
+                    && tenants.is_empty()
+                    && cfg.signing.keyless != crate::keyless::KeylessUse::Only
+                {
                     return Err(StartError::Config("no signing keys configured".into()));
                 }
                 let mut keys = TenantKeys::new(default, tenants);
@@ -514,7 +530,13 @@ impl AppBuilder {
             max_sources: cfg.audit.unauthenticated_sources.max(1),
             records_per_window: cfg.audit.unauthenticated_records_per_window,
         });
+        let dev_tokens = dev.as_ref().map(|d| {
+            Arc::new(crate::keyless::DevTokens(Arc::new(d.identity())))
+                as Arc<dyn stella_keyless::IdentityTokenSource>
+        });
+        let keyless = crate::keyless::build(&cfg, dev_tokens, self.keyless_tokens)?;
         Ok(App {
+            keyless,
             config: cfg,
             auth,
             licensing,

@@ -9,6 +9,7 @@ mod dashboard;
 mod flows;
 mod hostile;
 mod hsm_kms;
+mod keyless;
 mod limits;
 mod release;
 mod scaleout;
