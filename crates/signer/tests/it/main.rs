@@ -13,4 +13,5 @@ mod keyless;
 mod limits;
 mod release;
 mod scaleout;
+mod sigstore_mock;
 mod support;
