@@ -55,6 +55,9 @@ const b64 = (b) => Buffer.from(b).toString('base64');
 
 // ------------------------------------------------------------------------------ setup ----
 const server = createServer();
+// Idle keep-alive connections stay open longer than any test step (clients pool them).
+server.keepAliveTimeout = 120_000;
+server.headersTimeout = 121_000;
 await new Promise((r) => server.listen(0, '127.0.0.1', r));
 const url = `http://127.0.0.1:${server.address().port}`;
 const issuer = `${url}/oidc`;

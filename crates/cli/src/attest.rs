@@ -36,16 +36,19 @@ pub(crate) struct AttestArgs {
 #[derive(Args)]
 pub(crate) struct KeyArgs {
     /// Signing key reference; repeat for a multi-signature envelope.
-    #[arg(long, short = 'k', required = true)]
+    #[arg(long, short = 'k', required_unless_present = "keyless")]
     pub(crate) key: Vec<String>,
     /// A file (named by its file name, digested with SHA-256) or NAME@sha256:HEX; repeatable.
     #[arg(long, short = 's', required = true)]
     pub(crate) subject: Vec<String>,
+    #[command(flatten)]
+    pub(crate) keyless: Box<crate::keyless::KeylessArgs>,
 }
 
 #[derive(Args)]
 pub(crate) struct OutArgs {
-    /// Write a Sigstore bundle v0.3 instead of a bare DSSE envelope (needs exactly one key).
+    /// Write a Sigstore bundle v0.3 instead of a bare DSSE envelope (needs exactly one key;
+    /// always the output with --keyless).
     #[arg(long)]
     pub(crate) bundle: bool,
     /// Output file (`-` for stdout).
@@ -138,6 +141,12 @@ pub(crate) fn sign_statement(
     let subjects = subjects(&keys.subject)?;
     let statement = Statement::new(subjects, predicate_type, predicate)
         .map_err(|e| fail(USAGE, e.to_string()))?;
+    if keys.keyless.keyless {
+        let out_k = crate::keyless::attest(&keys.keyless, &statement)?;
+        io::write_atomic(&out.output, &out_k.bundle_json(), false)?;
+        crate::keyless::report(&out_k, &out.output);
+        return Ok(());
+    }
     let signers = load_signers(&keys.key, dev)?;
     let refs: Vec<&dyn Signer> = signers.iter().map(|s| s.as_ref()).collect();
     let envelope = stella_keys::attest(&statement, &refs)?;

@@ -47,11 +47,17 @@ pub(crate) struct SignImageArgs {
 #[derive(Args)]
 pub(crate) struct SignBlobArgs {
     /// Signing key reference.
-    #[arg(long, short = 'k')]
-    key: String,
+    #[arg(long, short = 'k', required_unless_present = "keyless")]
+    key: Option<String>,
     /// Write the base64 signature here instead of stdout.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "keyless")]
     output_signature: Option<String>,
+    /// With --keyless: write the Sigstore bundle v0.3 (certificate, timestamp, log entry) here
+    /// (`-` for stdout).
+    #[arg(long, value_name = "OUT", requires = "keyless")]
+    bundle: Option<String>,
+    #[command(flatten)]
+    keyless: crate::keyless::KeylessArgs,
     /// The file to sign.
     file: String,
 }
@@ -155,7 +161,22 @@ fn sign_image(a: SignImageArgs, dev: DevKeys) -> Result<()> {
 
 fn sign_blob(a: SignBlobArgs, dev: DevKeys) -> Result<()> {
     let data = io::read_limited(&a.file, MAX_BLOB_BYTES)?;
-    let signer = attest::load_signers(&[a.key], dev)?
+    if a.keyless.keyless {
+        let Some(bundle) = &a.bundle else {
+            return Err(fail(
+                USAGE,
+                "--keyless needs --bundle OUT: the bundle carries the certificate and timestamp",
+            ));
+        };
+        let out = crate::keyless::sign_blob(&a.keyless, &data)?;
+        io::write_atomic(bundle, &out.bundle_json(), false)?;
+        crate::keyless::report(&out, bundle);
+        return Ok(());
+    }
+    let key = a
+        .key
+        .ok_or_else(|| fail(USAGE, "--key or --keyless is required"))?;
+    let signer = attest::load_signers(&[key], dev)?
         .pop()
         .ok_or_else(|| fail(USAGE, "no key"))?;
     let sig = signer.sign(&data)?;

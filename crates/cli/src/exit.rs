@@ -58,6 +58,9 @@ pub(crate) fn code_for(err: &anyhow::Error) -> u8 {
         {
             return RETRYABLE;
         }
+        if let Some(k) = cause.downcast_ref::<stella_keyless::KeylessError>() {
+            return keyless_code(k);
+        }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::NotFound {
                 return NOT_FOUND;
@@ -65,6 +68,24 @@ pub(crate) fn code_for(err: &anyhow::Error) -> u8 {
         }
     }
     USAGE
+}
+
+/// Keyless signing: an unreachable Fulcio/TSA/Rekor is retryable (10); a refused or expired
+/// identity token is an authentication failure (3); a certificate, timestamp or log entry we
+/// do not trust is a verification failure (1).
+fn keyless_code(k: &stella_keyless::KeylessError) -> u8 {
+    use stella_keyless::{KeylessError, UpstreamError};
+    match k {
+        _ if k.is_upstream_unavailable() => RETRYABLE,
+        KeylessError::Token(_) => AUTH,
+        KeylessError::Upstream(UpstreamError::Rejected {
+            status: 401 | 403, ..
+        }) => AUTH,
+        KeylessError::Upstream(UpstreamError::Untrusted { .. }) | KeylessError::SelfCheck(_) => {
+            VERIFY_FAILED
+        }
+        _ => USAGE,
+    }
 }
 
 /// The error chain as one line, `outer: inner: cause`, without repeating a cause that the

@@ -12,6 +12,7 @@ mod exit;
 mod forensic;
 mod io;
 mod key;
+mod keyless;
 mod mirror;
 mod promotion;
 mod serve;

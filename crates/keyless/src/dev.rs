@@ -398,6 +398,46 @@ impl Timestamper for DevTsa {
     }
 }
 
+/// Identity tokens for the dev CA: unsigned JWTs minted on every call (so a long-running dev
+/// service never holds an expired one), `email` = `sub` = the identity. Dev only: no real
+/// Fulcio accepts them.
+#[derive(Debug, Clone)]
+pub struct DevIdentity {
+    pub issuer: String,
+    pub identity: String,
+}
+
+/// The default dev identity and issuer (what `--dev-ca` and the dev profile sign as).
+pub const DEV_IDENTITY: &str = "dev@stella.invalid";
+pub const DEV_OIDC_ISSUER: &str = "https://oidc.dev.stella.invalid";
+
+impl Default for DevIdentity {
+    fn default() -> Self {
+        DevIdentity {
+            issuer: DEV_OIDC_ISSUER.into(),
+            identity: DEV_IDENTITY.into(),
+        }
+    }
+}
+
+impl crate::IdentityTokenSource for DevIdentity {
+    fn token(&self) -> BoxFuture<'_, Result<crate::IdentityToken, crate::token::TokenError>> {
+        Box::pin(async move {
+            let mut claims = json!({
+                "iss": self.issuer,
+                "sub": self.identity,
+                "aud": "sigstore",
+                "exp": OffsetDateTime::now_utc().unix_timestamp() + 600,
+            });
+            if !self.identity.contains("://") {
+                claims["email"] = json!(self.identity);
+                claims["email_verified"] = json!(true);
+            }
+            crate::IdentityToken::parse(&crate::token::unsigned_jwt(&claims))
+        })
+    }
+}
+
 /// A dev CA and TSA together, with the trusted root that verifies what they make.
 #[derive(Debug)]
 pub struct DevServices {

@@ -120,6 +120,7 @@ impl KeylessError {
         matches!(
             self,
             KeylessError::Upstream(UpstreamError::Unavailable { .. })
+                | KeylessError::Token(TokenError::Unavailable(_))
         )
     }
 
@@ -127,6 +128,7 @@ impl KeylessError {
     pub fn service(&self) -> Option<Service> {
         match self {
             KeylessError::Upstream(e) => Some(e.service()),
+            KeylessError::Token(TokenError::Unavailable(_)) => Some(Service::IdentityProvider),
             _ => None,
         }
     }

@@ -175,9 +175,16 @@ impl KeylessSigner {
 
     /// A key + certificate usable now (reused or new) and whether it is new.
     async fn certified(&self) -> Result<(Arc<Certified>, bool), KeylessError> {
+        // One certificate per signature: no shared state, concurrent signings fetch theirs
+        // in parallel.
+        let Reuse::WithinValidity { margin } = self.reuse else {
+            return Ok((Arc::new(self.new_certificate().await?), true));
+        };
+        // Reuse: the lock is held across a refresh, so concurrent signings wait for one
+        // certificate instead of each asking Fulcio.
         let mut cur = self.current.lock().await;
-        if let (Reuse::WithinValidity { margin }, Some(c)) = (self.reuse, cur.as_ref()) {
-            let margin = time::Duration::try_from(margin).unwrap_or(time::Duration::MAX);
+        let margin = time::Duration::try_from(margin).unwrap_or(time::Duration::MAX);
+        if let Some(c) = cur.as_ref() {
             if OffsetDateTime::now_utc() + margin < c.cert.not_after() {
                 return Ok((c.clone(), false));
             }
@@ -185,9 +192,7 @@ impl KeylessSigner {
         // Drop our reference to the old key before making the new one.
         *cur = None;
         let fresh = Arc::new(self.new_certificate().await?);
-        if self.reuse != Reuse::PerSignature {
-            *cur = Some(fresh.clone());
-        }
+        *cur = Some(fresh.clone());
         Ok((fresh, true))
     }
 

@@ -37,6 +37,8 @@ pub mod fulcio;
 pub mod http;
 pub mod issuer;
 pub mod rekor;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod timestamp;
 pub mod tlog;
 pub mod token;
@@ -49,7 +51,7 @@ pub use http::HttpOptions;
 pub use issuer::{CertificateIssuer, CertificateRequest, IssuedCertificate};
 pub use timestamp::Timestamper;
 pub use tlog::{LogEntry, TlogPolicy, TransparencyLog};
-pub use token::{IdentityToken, IdentityTokenSource, StaticToken};
+pub use token::{ClientCredentials, IdentityToken, IdentityTokenSource, StaticToken};
 
 /// A boxed `Send` future: what the service traits return, so they can be used as
 /// `Arc<dyn Trait>`.

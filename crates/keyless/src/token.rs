@@ -51,6 +51,8 @@ pub struct IdentityToken {
     pub expires_at: Option<i64>,
     /// GitHub Actions' `job_workflow_ref`, when present (Fulcio's SAN for CI tokens).
     pub job_workflow_ref: Option<String>,
+    /// `aud` (a string or an array).
+    pub audiences: Vec<String>,
 }
 
 impl fmt::Debug for IdentityToken {
@@ -99,6 +101,15 @@ impl IdentityToken {
                 .unwrap_or(false),
             expires_at: claims.get("exp").and_then(Value::as_i64),
             job_workflow_ref: claim_str(&claims, "job_workflow_ref"),
+            audiences: match claims.get("aud") {
+                Some(Value::String(a)) => vec![a.clone()],
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+                _ => Vec::new(),
+            },
         })
     }
 
@@ -168,6 +179,172 @@ impl IdentityTokenSource for StaticToken {
         Box::pin(async move {
             self.0.check_fresh(OffsetDateTime::now_utc(), 0)?;
             Ok(self.0.clone())
+        })
+    }
+}
+
+/// Client-credentials tokens from an OAuth 2.0 authorization server (the StellaOps
+/// Authority): `POST token_url` with `grant_type=client_credentials`, the client's id and
+/// secret (`client_secret_post`), and optionally `audience`, `resource` (RFC 8707) and
+/// `scope`. The token is cached and reused until `margin` before its `exp` (an expiring token
+/// would make Fulcio refuse the next certificate); refreshes are single-flight. The returned
+/// token's `aud` must contain `audience` when one is configured (a misconfigured client
+/// fails here, not at Fulcio). Retries and timeouts as the other upstream clients.
+pub struct ClientCredentials {
+    token_url: String,
+    client_id: String,
+    client_secret: Zeroizing<String>,
+    audience: Option<String>,
+    resource: Option<String>,
+    scope: Option<String>,
+    margin: std::time::Duration,
+    client: reqwest::Client,
+    options: crate::HttpOptions,
+    cached: tokio::sync::Mutex<Option<IdentityToken>>,
+}
+
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `application/x-www-form-urlencoded` value encoding.
+fn form_encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl ClientCredentials {
+    pub fn new(
+        token_url: &str,
+        client_id: &str,
+        client_secret: Zeroizing<String>,
+        options: crate::HttpOptions,
+    ) -> Result<Self, crate::UpstreamError> {
+        let url = crate::http::check_url(crate::Service::IdentityProvider, token_url)?;
+        Ok(ClientCredentials {
+            client: crate::http::client(crate::Service::IdentityProvider, &url, &options)?,
+            token_url: url,
+            client_id: client_id.to_string(),
+            client_secret,
+            audience: Some("sigstore".into()),
+            resource: None,
+            scope: None,
+            margin: std::time::Duration::from_secs(60),
+            options,
+            cached: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The `audience` parameter and the `aud` the token must carry (default `sigstore`;
+    /// `None`: neither sent nor checked).
+    pub fn audience(mut self, a: Option<&str>) -> Self {
+        self.audience = a.map(str::to_string);
+        self
+    }
+
+    /// An RFC 8707 `resource` indicator.
+    pub fn resource(mut self, r: Option<&str>) -> Self {
+        self.resource = r.map(str::to_string);
+        self
+    }
+
+    pub fn scope(mut self, s: Option<&str>) -> Self {
+        self.scope = s.map(str::to_string);
+        self
+    }
+
+    /// Refresh this long before `exp` (default 60 s).
+    pub fn margin(mut self, m: std::time::Duration) -> Self {
+        self.margin = m;
+        self
+    }
+
+    async fn fetch(&self) -> Result<IdentityToken, TokenError> {
+        let mut form = Zeroizing::new(format!(
+            "grant_type=client_credentials&client_id={}&client_secret={}",
+            form_encode(&self.client_id),
+            form_encode(&self.client_secret)
+        ));
+        for (k, v) in [
+            ("audience", &self.audience),
+            ("resource", &self.resource),
+            ("scope", &self.scope),
+        ] {
+            if let Some(v) = v {
+                form.push_str(&format!("&{k}={}", form_encode(v)));
+            }
+        }
+        let answer = crate::http::send(
+            &self.client,
+            crate::http::Call {
+                service: crate::Service::IdentityProvider,
+                method: reqwest::Method::POST,
+                url: &self.token_url,
+                content_type: "application/x-www-form-urlencoded",
+                accept: "application/json",
+                body: Some(form.as_bytes()),
+                conflict_ok: false,
+            },
+            &self.options,
+        )
+        .await;
+        let (_, body, _) = answer.map_err(|e| match e {
+            crate::UpstreamError::Unavailable { .. } => TokenError::Unavailable(e.to_string()),
+            other => TokenError::Source(other.to_string()),
+        })?;
+        let body = Zeroizing::new(body);
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| TokenError::Source(format!("the token response is not JSON: {e}")))?;
+        let raw = v
+            .get("access_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| TokenError::Source("the token response has no access_token".into()))?;
+        let token = IdentityToken::parse(raw)?;
+        if let Some(a) = &self.audience {
+            if !token.audiences.iter().any(|t| t == a) {
+                return Err(TokenError::Source(format!(
+                    "the token's audience {:?} does not include {a:?}",
+                    token.audiences
+                )));
+            }
+        }
+        Ok(token)
+    }
+}
+
+impl IdentityTokenSource for ClientCredentials {
+    fn token(&self) -> BoxFuture<'_, Result<IdentityToken, TokenError>> {
+        Box::pin(async move {
+            let mut cached = self.cached.lock().await;
+            let margin = i64::try_from(self.margin.as_secs()).unwrap_or(i64::MAX);
+            let now = OffsetDateTime::now_utc();
+            if let Some(t) = cached.as_ref() {
+                if t.check_fresh(now, margin).is_ok() {
+                    return Ok(t.clone());
+                }
+            }
+            *cached = None;
+            let t = self.fetch().await?;
+            // A token that is already inside the margin is used once, not cached.
+            if t.check_fresh(OffsetDateTime::now_utc(), margin).is_ok() {
+                *cached = Some(t.clone());
+            } else {
+                t.check_fresh(OffsetDateTime::now_utc(), 0)?;
+            }
+            Ok(t)
         })
     }
 }

@@ -2,6 +2,7 @@ mod awskms;
 mod cli;
 mod forensic;
 mod interop;
+mod keyless;
 mod mirror;
 mod mirror_oci;
 mod oci;

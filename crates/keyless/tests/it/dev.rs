@@ -92,3 +92,242 @@ async fn per_signature_reuse_gets_a_new_certificate_each_time() {
     assert_ne!(a.identity.certificate_serial, b.identity.certificate_serial);
     assert_ne!(a.identity.key_id, b.identity.key_id);
 }
+
+mod checks {
+    use super::*;
+    use stella_keyless::dev::TrustedRootBuilder;
+    use stella_keyless::issuer::{check_chain, CertificateRequest};
+    use stella_keyless::{
+        CertificateIssuer, EphemeralSigner, IdentityToken, Service, UpstreamError,
+    };
+    use stella_keys::Signer;
+    use time::Duration;
+
+    fn tok(sub: &str, iss: &str, exp_in: i64) -> IdentityToken {
+        IdentityToken::parse(&unsigned_jwt(&json!({
+            "iss": iss, "sub": sub,
+            "exp": OffsetDateTime::now_utc().unix_timestamp() + exp_in
+        })))
+        .unwrap()
+    }
+
+    fn untrusted(r: Result<stella_keyless::IssuedCertificate, UpstreamError>) -> String {
+        match r {
+            Err(UpstreamError::Untrusted {
+                service: Service::Fulcio,
+                reason,
+            }) => reason,
+            other => panic!("expected Untrusted, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_check_of_an_issued_certificate_refuses_what_it_must() {
+        let now = OffsetDateTime::now_utc();
+        let dev = DevServices::generate(now).unwrap();
+        let root = dev.trusted_root().unwrap();
+        let key = EphemeralSigner::generate().unwrap();
+        let spki = key.public_key().spki_der().to_vec();
+        let token = tok(SUB, ISS, 600);
+        let pop = key.sign(SUB.as_bytes()).unwrap();
+        let req = CertificateRequest {
+            public_key: key.public_key(),
+            token: &token,
+            proof_of_possession: &pop,
+        };
+        let inter = dev.ca.intermediate().der().to_vec();
+        let check = |leaf: &stella_x509::Cert, root: &TrustedRoot| {
+            check_chain(
+                Service::Fulcio,
+                &[leaf.der().to_vec(), inter.clone()],
+                &req,
+                root,
+                now,
+            )
+        };
+        let nb = now - Duration::seconds(5);
+        // Good.
+        let good = dev
+            .ca
+            .issue_leaf(&spki, SUB, ISS, nb, nb + Duration::minutes(10))
+            .unwrap();
+        let ok = check(&good, &root).unwrap();
+        assert_eq!(ok.san(), SUB);
+        assert_eq!(ok.oidc_issuer(), ISS);
+        assert_eq!(ok.chain().len(), 3);
+        // Expired.
+        let old = now - Duration::hours(1);
+        let expired = dev
+            .ca
+            .issue_leaf(&spki, SUB, ISS, old, old + Duration::minutes(10))
+            .unwrap();
+        assert!(untrusted(check(&expired, &root)).contains("valid"));
+        // Another key.
+        let other = EphemeralSigner::generate().unwrap();
+        let c = dev
+            .ca
+            .issue_leaf(
+                other.public_key().spki_der(),
+                SUB,
+                ISS,
+                nb,
+                nb + Duration::minutes(10),
+            )
+            .unwrap();
+        assert!(untrusted(check(&c, &root)).contains("another public key"));
+        // Another SAN, another issuer.
+        let c = dev
+            .ca
+            .issue_leaf(
+                &spki,
+                "https://evil.test",
+                ISS,
+                nb,
+                nb + Duration::minutes(10),
+            )
+            .unwrap();
+        assert!(untrusted(check(&c, &root)).contains("SAN"));
+        let c = dev
+            .ca
+            .issue_leaf(
+                &spki,
+                SUB,
+                "https://evil.test",
+                nb,
+                nb + Duration::minutes(10),
+            )
+            .unwrap();
+        assert!(untrusted(check(&c, &root)).contains("OIDC issuer"));
+        // Another CA: not in the trusted root.
+        let dev2 = DevServices::generate(now).unwrap();
+        let c = dev2
+            .ca
+            .issue_leaf(&spki, SUB, ISS, nb, nb + Duration::minutes(10))
+            .unwrap();
+        assert!(untrusted(check(&c, &root)).contains("did not issue"));
+        // Our CA, but the root lists another CT log: the SCT is by an unknown log.
+        let mut b = TrustedRootBuilder::new();
+        dev.ca.add_to(&mut b);
+        let mut v = b.to_value();
+        let mut b2 = TrustedRootBuilder::new();
+        dev2.ca.add_to(&mut b2);
+        v["ctlogs"] = b2.to_value()["ctlogs"].clone();
+        let foreign_ct = TrustedRoot::from_json(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert!(untrusted(check(&good, &foreign_ct)).contains("SCT"));
+    }
+
+    #[tokio::test]
+    async fn the_dev_ca_checks_expiry_and_proof_of_possession() {
+        let dev = DevServices::generate(OffsetDateTime::now_utc()).unwrap();
+        let key = EphemeralSigner::generate().unwrap();
+        let ask = |token: IdentityToken, pop: Vec<u8>| {
+            let ca = dev.ca.clone();
+            let pk = key.public_key().clone();
+            async move {
+                ca.issue(CertificateRequest {
+                    public_key: &pk,
+                    token: &token,
+                    proof_of_possession: &pop,
+                })
+                .await
+            }
+        };
+        let good_pop = key.sign(SUB.as_bytes()).unwrap();
+        assert!(ask(tok(SUB, ISS, 600), good_pop.clone()).await.is_ok());
+        let e = ask(tok(SUB, ISS, -10), good_pop.clone()).await.unwrap_err();
+        assert!(
+            matches!(e, UpstreamError::Rejected { status: 401, .. }),
+            "{e}"
+        );
+        let e = ask(tok(SUB, ISS, 600), key.sign(b"other").unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, UpstreamError::Rejected { status: 400, .. }),
+            "{e}"
+        );
+    }
+}
+
+mod reuse {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use stella_keyless::dev::DevCa;
+    use stella_keyless::{
+        BoxFuture, CertificateIssuer, CertificateRequest, IssuedCertificate, UpstreamError,
+    };
+
+    struct Counting {
+        ca: Arc<DevCa>,
+        n: AtomicUsize,
+    }
+
+    impl CertificateIssuer for Counting {
+        fn issue<'a>(
+            &'a self,
+            req: CertificateRequest<'a>,
+        ) -> BoxFuture<'a, Result<IssuedCertificate, UpstreamError>> {
+            self.n.fetch_add(1, Ordering::SeqCst);
+            self.ca.issue(req)
+        }
+        fn describe(&self) -> String {
+            "counting dev CA".into()
+        }
+    }
+
+    fn counted(reuse: Reuse) -> (Arc<KeylessSigner>, Arc<Counting>) {
+        let dev = DevServices::generate(OffsetDateTime::now_utc()).unwrap();
+        let counting = Arc::new(Counting {
+            ca: dev.ca.clone(),
+            n: AtomicUsize::new(0),
+        });
+        let s = KeylessSigner::new(
+            Arc::new(token(600)),
+            counting.clone(),
+            dev.tsa.clone(),
+            Arc::new(dev.trusted_root().unwrap()),
+        )
+        .with_reuse(reuse);
+        (Arc::new(s), counting)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_signings_share_one_certificate_fetch() {
+        let (s, counting) = counted(Reuse::default());
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move { s.sign_blob(format!("blob {i}").as_bytes()).await })
+            })
+            .collect();
+        let mut serials = std::collections::BTreeSet::new();
+        for t in tasks {
+            serials.insert(t.await.unwrap().unwrap().identity.certificate_serial);
+        }
+        assert_eq!(counting.n.load(Ordering::SeqCst), 1);
+        assert_eq!(serials.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_margin_as_long_as_the_validity_never_reuses() {
+        // Never past notAfter minus the margin: with a 600 s margin on a 600 s certificate,
+        // no certificate is ever young enough to sign twice.
+        let (s, counting) = counted(Reuse::WithinValidity {
+            margin: std::time::Duration::from_secs(600),
+        });
+        for _ in 0..3 {
+            assert!(s.sign_blob(b"x").await.unwrap().new_certificate);
+        }
+        assert_eq!(counting.n.load(Ordering::SeqCst), 3);
+        // A 60 s margin reuses; rotate() forces a new one.
+        let (s, counting) = counted(Reuse::WithinValidity {
+            margin: std::time::Duration::from_secs(60),
+        });
+        assert!(s.sign_blob(b"x").await.unwrap().new_certificate);
+        assert!(!s.sign_blob(b"x").await.unwrap().new_certificate);
+        s.rotate().await;
+        assert!(s.sign_blob(b"x").await.unwrap().new_certificate);
+        assert_eq!(counting.n.load(Ordering::SeqCst), 2);
+    }
+}

@@ -3,6 +3,6 @@
 // Test helpers outside #[test] functions unwrap too: a failure is a failing test.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod authority;
 mod dev;
 mod mock;
-mod support;

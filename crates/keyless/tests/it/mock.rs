@@ -12,7 +12,7 @@ use stella_keyless::{
 use stella_keys::Signer;
 use stella_sigstore::{Artifact, Bundle, Identity, Matcher, Options, Policy};
 
-use crate::support::*;
+use stella_keyless::testing::*;
 
 const SUB: &str = "https://signer.stella.test/tenants/acme";
 

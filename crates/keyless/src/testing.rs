@@ -1,4 +1,4 @@
-//! Test harness: the Sigstore mock services (tests/sigstore-mock/serve.mjs, @sigstore/mock
+//! Test harness (feature `testing`): the Sigstore mock services (tests/sigstore-mock/serve.mjs, @sigstore/mock
 //! under Node with its gaps closed) on 127.0.0.1, one process per test, killed on drop (and
 //! exiting by itself when our end of its stdin closes); their keys as a trusted root; peers
 //! (`@sigstore/verify`, `openssl ts -verify`) run on what we produce.
@@ -9,32 +9,34 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::dev::TrustedRootBuilder;
+use crate::fulcio::FulcioClient;
+use crate::rekor::RekorClient;
+use crate::tsa::HttpTsa;
+use crate::{HttpOptions, KeylessSigner, StaticToken, TlogPolicy};
 use base64::Engine as _;
 use serde_json::{json, Value};
-use stella_keyless::dev::TrustedRootBuilder;
-use stella_keyless::fulcio::FulcioClient;
-use stella_keyless::rekor::RekorClient;
-use stella_keyless::tsa::HttpTsa;
-use stella_keyless::{HttpOptions, KeylessSigner, StaticToken, TlogPolicy};
 use stella_sigstore::TrustedRoot;
 use time::OffsetDateTime;
 
-pub(crate) fn repo_root() -> PathBuf {
+/// The workspace root (this crate is `crates/keyless`).
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn b64d(v: &Value) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
-        .decode(v.as_str().unwrap())
-        .unwrap()
+        .decode(v.as_str().expect("mock harness"))
+        .expect("mock harness")
 }
 
-pub(crate) fn pem(der: &[u8]) -> String {
+/// A certificate as PEM.
+pub fn pem(der: &[u8]) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
 }
 
 /// Short timeouts and backoff so failure tests are quick.
-pub(crate) fn fast() -> HttpOptions {
+pub fn fast() -> HttpOptions {
     HttpOptions {
         timeout: Duration::from_millis(1500),
         connect_timeout: Duration::from_millis(500),
@@ -44,12 +46,13 @@ pub(crate) fn fast() -> HttpOptions {
     }
 }
 
-pub(crate) struct MockSigstore {
+/// The mock services, one Node process; killed on drop.
+pub struct MockSigstore {
     child: Child,
-    pub(crate) url: String,
-    pub(crate) issuer: String,
-    pub(crate) root: Arc<TrustedRoot>,
-    pub(crate) dir: tempfile::TempDir,
+    pub url: String,
+    pub issuer: String,
+    pub root: Arc<TrustedRoot>,
+    pub dir: tempfile::TempDir,
     http: reqwest::Client,
 }
 
@@ -61,7 +64,7 @@ impl Drop for MockSigstore {
 }
 
 impl MockSigstore {
-    pub(crate) fn start() -> Self {
+    pub fn start() -> Self {
         let script = repo_root().join("tests/sigstore-mock/serve.mjs");
         assert!(
             repo_root()
@@ -77,20 +80,24 @@ impl MockSigstore {
             .spawn()
             .expect("node (Node.js 20) must be installed: scripts/setup-test-deps.sh");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
+        BufReader::new(child.stdout.take().expect("mock harness"))
             .read_line(&mut line)
-            .unwrap();
+            .expect("mock harness");
         if line.trim().is_empty() {
             let _ = child.kill();
-            panic!("serve.mjs did not start (see its stderr above)");
+            let _ = child.wait();
         }
-        let info: Value = serde_json::from_str(&line).unwrap();
-        let url = info["url"].as_str().unwrap().to_string();
+        assert!(
+            !line.trim().is_empty(),
+            "serve.mjs did not start (see its stderr above)"
+        );
+        let info: Value = serde_json::from_str(&line).expect("mock harness");
+        let url = info["url"].as_str().expect("mock harness").to_string();
         let start = OffsetDateTime::parse(
-            info["start"].as_str().unwrap(),
+            info["start"].as_str().expect("mock harness"),
             &time::format_description::well_known::Rfc3339,
         )
-        .unwrap();
+        .expect("mock harness");
         let mut b = TrustedRootBuilder::new();
         b.certificate_authority(
             &url,
@@ -103,7 +110,7 @@ impl MockSigstore {
         b.tlog(&url, &b64d(&info["rekor"]["publicKey"]), start);
         let chain: Vec<Vec<u8>> = info["tsa"]["chain"]
             .as_array()
-            .unwrap()
+            .expect("mock harness")
             .iter()
             .map(b64d)
             .collect();
@@ -115,82 +122,96 @@ impl MockSigstore {
             &refs,
             start,
         );
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("trusted_root.json"), b.to_json()).unwrap();
-        std::fs::write(dir.path().join("tsa-root.pem"), pem(&chain[1])).unwrap();
-        std::fs::write(dir.path().join("tsa-signing.pem"), pem(&chain[0])).unwrap();
-        let root = Arc::new(TrustedRoot::from_json(&b.to_json()).unwrap());
+        let dir = tempfile::tempdir().expect("mock harness");
+        std::fs::write(dir.path().join("trusted_root.json"), b.to_json()).expect("mock harness");
+        std::fs::write(dir.path().join("tsa-root.pem"), pem(&chain[1])).expect("mock harness");
+        std::fs::write(dir.path().join("tsa-signing.pem"), pem(&chain[0])).expect("mock harness");
+        let root = Arc::new(TrustedRoot::from_json(&b.to_json()).expect("mock harness"));
         MockSigstore {
             child,
-            issuer: info["issuer"].as_str().unwrap().to_string(),
+            issuer: info["issuer"].as_str().expect("mock harness").to_string(),
             url,
 
             root,
             dir,
-            http: reqwest::Client::new(),
+            // No pooled connections: Node closes idle ones after its keep-alive timeout, and a
+            // request racing that close fails with IncompleteMessage.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("mock harness"),
         }
     }
 
-    pub(crate) fn trusted_root_path(&self) -> PathBuf {
+    pub fn trusted_root_path(&self) -> PathBuf {
         self.dir.path().join("trusted_root.json")
     }
 
-    pub(crate) fn tsa_url(&self) -> String {
+    pub fn tsa_url(&self) -> String {
         format!("{}/api/v1/timestamp", self.url)
     }
 
     /// An ES256 token signed by the mock's OIDC issuer (aud `sigstore`).
-    pub(crate) async fn token(&self, sub: &str, expires_in: i64) -> String {
+    pub async fn token(&self, sub: &str, expires_in: i64) -> String {
+        self.token_with(json!({"sub": sub, "expiresIn": expires_in}))
+            .await
+    }
+
+    /// A token from `/__token` with these settings (`sub`, `email`, `expiresIn`, `aud`).
+    pub async fn token_with(&self, settings: Value) -> String {
         let v: Value = self
             .http
             .post(format!("{}/__token", self.url))
-            .body(json!({"sub": sub, "expiresIn": expires_in}).to_string())
+            .body(settings.to_string())
             .send()
             .await
-            .unwrap()
+            .expect("mock harness")
             .json()
             .await
-            .unwrap();
-        v["token"].as_str().unwrap().to_string()
+            .expect("mock harness");
+        v["token"].as_str().expect("mock harness").to_string()
     }
 
-    pub(crate) async fn control(&self, v: Value) {
+    pub async fn control(&self, v: Value) {
         let r = self
             .http
             .post(format!("{}/__control", self.url))
             .body(v.to_string())
             .send()
             .await
-            .unwrap();
+            .expect("mock harness");
         assert!(r.status().is_success());
     }
 
-    pub(crate) async fn stats(&self) -> Value {
+    pub async fn stats(&self) -> Value {
         self.http
             .get(format!("{}/__stats", self.url))
             .send()
             .await
-            .unwrap()
+            .expect("mock harness")
             .json()
             .await
-            .unwrap()
+            .expect("mock harness")
     }
 
-    pub(crate) fn fulcio(&self, o: HttpOptions) -> FulcioClient {
-        FulcioClient::new(&self.url, self.root.clone(), o).unwrap()
+    pub fn fulcio(&self, o: HttpOptions) -> FulcioClient {
+        FulcioClient::new(&self.url, self.root.clone(), o).expect("mock harness")
     }
 
     /// A signer over the mock's Fulcio and TSA (and Rekor with `tlog`).
-    pub(crate) async fn signer(&self, sub: &str, tlog: Option<TlogPolicy>) -> KeylessSigner {
-        let token = StaticToken::parse(&self.token(sub, 600).await).unwrap();
+    pub async fn signer(&self, sub: &str, tlog: Option<TlogPolicy>) -> KeylessSigner {
+        let token = StaticToken::parse(&self.token(sub, 600).await).expect("mock harness");
         let s = KeylessSigner::new(
             Arc::new(token),
             Arc::new(self.fulcio(fast())),
-            Arc::new(HttpTsa::new(&self.tsa_url(), fast()).unwrap()),
+            Arc::new(HttpTsa::new(&self.tsa_url(), fast()).expect("mock harness")),
             self.root.clone(),
         );
         match tlog {
-            Some(p) => s.with_tlog(Arc::new(RekorClient::new(&self.url, fast()).unwrap()), p),
+            Some(p) => s.with_tlog(
+                Arc::new(RekorClient::new(&self.url, fast()).expect("mock harness")),
+                p,
+            ),
             None => s,
         }
     }
@@ -198,7 +219,7 @@ impl MockSigstore {
 
 /// `node tests/sigstore-mock/verify.mjs` (sigstore-js `@sigstore/verify`): Ok(stdout) or
 /// Err(stderr).
-pub(crate) fn sigstore_js(
+pub fn sigstore_js(
     bundle: &Path,
     root: &Path,
     san: &str,
@@ -215,7 +236,7 @@ pub(crate) fn sigstore_js(
     if let Some(a) = artifact {
         cmd.arg("--artifact").arg(a);
     }
-    let out = cmd.output().unwrap();
+    let out = cmd.output().expect("mock harness");
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -224,7 +245,7 @@ pub(crate) fn sigstore_js(
 }
 
 /// The bundle's signature bytes and its first `signedTimestamp` (DER).
-pub(crate) fn signature_and_timestamp(bundle: &Value) -> (Vec<u8>, Vec<u8>) {
+pub fn signature_and_timestamp(bundle: &Value) -> (Vec<u8>, Vec<u8>) {
     let sig = match bundle.get("dsseEnvelope") {
         Some(env) => b64d(&env["signatures"][0]["sig"]),
         None => b64d(&bundle["messageSignature"]["signature"]),
@@ -237,7 +258,7 @@ pub(crate) fn signature_and_timestamp(bundle: &Value) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// `openssl ts -verify` of a TimeStampResp over SHA-256(`signature`).
-pub(crate) fn openssl_ts_verify(
+pub fn openssl_ts_verify(
     dir: &Path,
     resp: &[u8],
     signature: &[u8],
@@ -245,7 +266,7 @@ pub(crate) fn openssl_ts_verify(
     untrusted_pem: &Path,
 ) -> Result<String, String> {
     let f = dir.join("ts.der");
-    std::fs::write(&f, resp).unwrap();
+    std::fs::write(&f, resp).expect("mock harness");
     let out = Command::new("openssl")
         .args(["ts", "-verify", "-in"])
         .arg(&f)
@@ -256,7 +277,7 @@ pub(crate) fn openssl_ts_verify(
         .arg("-untrusted")
         .arg(untrusted_pem)
         .output()
-        .unwrap();
+        .expect("mock harness");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
