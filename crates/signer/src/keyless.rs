@@ -93,7 +93,8 @@ pub struct KeylessConfig {
     pub retries: u32,
     /// `Retry-After` of a `503 upstream_unavailable`.
     pub retry_after_seconds: u64,
-    /// PEM CA bundle for HTTPS to the upstream services and the identity provider.
+    /// PEM CA bundle for HTTPS to the identity provider (`token_url`). Fulcio, the TSA and
+    /// Rekor are reached with the system roots (`stella_keyless::http`).
     pub ca_file: Option<PathBuf>,
     pub identity: KeylessIdentityConfig,
 }
@@ -797,6 +798,9 @@ pub(crate) async fn sign(
         .await
         .map_err(|e| failure(app, k, e))?;
     fill_record(rec, &out);
+    if let Some(why) = &out.tlog_skipped {
+        tracing::warn!(reason = %why, "keyless signature without a transparency-log entry (rekor = best_effort)");
+    }
     let envelope = out
         .envelope
         .clone()
@@ -831,6 +835,93 @@ impl IdentityTokenSource for DevTokens {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A token endpoint that counts calls and answers tokens living `ttl` seconds for `aud`
+    /// (or HTTP `status` when not 200).
+    async fn token_endpoint(
+        ttl: i64,
+        aud: &'static str,
+        status: u16,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = calls.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move |body: String| {
+                let c = c.clone();
+                async move {
+                    c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    assert!(body.contains("client_secret=s3cret"), "{body}");
+                    assert!(body.contains("audience=sigstore"), "{body}");
+                    let exp = OffsetDateTime::now_utc().unix_timestamp() + ttl;
+                    let t = stella_keyless::token::unsigned_jwt(
+                        &json!({"iss": "https://a", "sub": "signer", "aud": aud, "exp": exp}),
+                    );
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        axum::Json(json!({"access_token": t, "token_type": "Bearer"})),
+                    )
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        (url, calls)
+    }
+
+    fn source(url: &str) -> Arc<dyn IdentityTokenSource> {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let mut k = KeylessConfig::default();
+        k.identity.token_url = Some(url.to_string());
+        k.identity.client_id = Some("signer".into());
+        k.identity.client_secret_file = Some(secret);
+        k.timeout_ms = 2000;
+        identity_source(&k).unwrap()
+    }
+
+    #[tokio::test]
+    async fn identity_tokens_are_cached_until_shortly_before_expiry() {
+        use std::sync::atomic::Ordering::SeqCst;
+        // 300 s tokens, refreshed 60 s before exp: one request serves many certificates.
+        let (url, calls) = token_endpoint(300, "sigstore", 200).await;
+        let s = source(&url);
+        for _ in 0..3 {
+            assert_eq!(s.token().await.unwrap().subject, "signer");
+        }
+        assert_eq!(calls.load(SeqCst), 1);
+        // 30 s tokens are already inside the refresh margin: fetched every time.
+        let (url, calls) = token_endpoint(30, "sigstore", 200).await;
+        let s = source(&url);
+        s.token().await.unwrap();
+        s.token().await.unwrap();
+        assert_eq!(calls.load(SeqCst), 2);
+        // A token for another audience is refused; a 503 is "unavailable", a 401 is not.
+        let (url, _) = token_endpoint(300, "signer", 200).await;
+        assert!(
+            matches!(source(&url).token().await, Err(TokenError::Source(m)) if m.contains("audience"))
+        );
+        let (url, _) = token_endpoint(300, "sigstore", 503).await;
+        assert!(matches!(
+            source(&url).token().await,
+            Err(TokenError::Unavailable(_))
+        ));
+        let (url, _) = token_endpoint(300, "sigstore", 401).await;
+        assert!(matches!(
+            source(&url).token().await,
+            Err(TokenError::Source(_))
+        ));
+        // Nobody listening: unavailable.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = format!("http://{}/token", l.local_addr().unwrap());
+        drop(l);
+        assert!(matches!(
+            source(&dead).token().await,
+            Err(TokenError::Unavailable(_))
+        ));
+    }
 
     #[test]
     fn audiences_are_read_as_string_or_array() {
