@@ -10,7 +10,8 @@
 //!   "within_validity"`, the default);
 //! - service B: one certificate per signature (`reuse = "per_signature"`).
 //!
-//! Phases, closed loop, `--connections` connections, `--duration` seconds each:
+//! Phases, closed loop, `--connections` connections, `--duration` seconds each, run in five
+//! interleaved rounds (so the machine's changing load hits all three alike):
 //! 1. keyful on A (`signingMode: file`);
 //! 2. keyless on A (reused certificate);
 //! 3. keyless on B (a new key + certificate for every request).
@@ -531,7 +532,6 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let dur = Duration::from_secs(o.duration);
     let clients = tokens(&authority, 64);
     println!(
         "Stella Signer keyless vs keyful: {} s per phase, {} connections, server {} threads, client {} threads, {} cores; dev-only in-process CA and TSA",
@@ -541,27 +541,52 @@ fn main() {
         o.client_threads,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    // Enough prepared requests for 5,000 signatures/s per phase.
-    let n = (5_000 * o.duration) as usize;
+    // Interleaved rounds (keyful, keyless reused, keyless per signature, again...), so a
+    // change in the machine's load hits the three alike; each phase's figures are summed
+    // over its rounds. Enough prepared requests for 5,000 signatures/s.
+    let rounds = 5u64;
+    let slice = Duration::from_secs_f64(o.duration as f64 / rounds as f64);
+    let n = (5_000.0 * slice.as_secs_f64()) as usize;
+    let phases = [
+        ("keyful (file P-256 key)", &a, "file"),
+        ("keyless, certificate reused within validity", &a, "keyless"),
+        ("keyless, one certificate per signature", &b, "keyless"),
+    ];
     let results: Vec<(String, Phase)> = rt.block_on(async {
-        let mut out = Vec::new();
-        for (name, server, mode) in [
-            ("keyful (file P-256 key)", &a, "file"),
-            ("keyless, certificate reused within validity", &a, "keyless"),
-            ("keyless, one certificate per signature", &b, "keyless"),
-        ] {
+        let mut acc: Vec<Phase> = Vec::new();
+        for (_, server, mode) in phases {
             // Warm-up (PoE cache, connections, the first certificate).
             let warm = Arc::new(sign_requests(&server.base, 500, &clients, mode));
             let _ = closed_loop(server.addr, o.connections, Duration::from_secs(1), warm).await;
-            let reqs = Arc::new(sign_requests(&server.base, n, &clients, mode));
-            let p = closed_loop(server.addr, o.connections, dur, reqs).await;
-            println!("{}", p.line(name));
-            if p.count + p.errors >= n as u64 {
-                eprintln!("(the phase used every prepared request: its rate is a lower bound)");
-            }
-            out.push((name.to_string(), p));
+            acc.push(Phase {
+                count: 0,
+                errors: 0,
+                secs: 0.0,
+                lat: Vec::new(),
+            });
         }
-        out
+        for _ in 0..rounds {
+            for (i, (_, server, mode)) in phases.iter().enumerate() {
+                let reqs = Arc::new(sign_requests(&server.base, n, &clients, mode));
+                let p = closed_loop(server.addr, o.connections, slice, reqs).await;
+                if p.count + p.errors >= n as u64 {
+                    eprintln!("(a round used every prepared request: its rate is a lower bound)");
+                }
+                acc[i].count += p.count;
+                acc[i].errors += p.errors;
+                acc[i].secs += p.secs;
+                acc[i].lat.extend(p.lat);
+            }
+        }
+        phases
+            .iter()
+            .zip(acc)
+            .map(|((name, _, _), mut p)| {
+                p.lat.sort_unstable();
+                println!("{}", p.line(name));
+                (name.to_string(), p)
+            })
+            .collect()
     });
     let (keyful, reused, per_sig) = (&results[0].1, &results[1].1, &results[2].1);
     let (mean_new, mean_reused) = rt.block_on(async {
