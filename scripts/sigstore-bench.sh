@@ -5,7 +5,8 @@
 #                cargo bench -p stella-sigstore --bench verify   vs  tests/interop/sigstore_verify_bench.mjs
 #   per process  RUNS invocations of `stella verify blob --bundle ...` vs node running one
 #                verification per process (module loading included, as for a CLI).
-# Usage: scripts/sigstore-bench.sh   (env: N=1000, RUNS=50, STELLA=prebuilt release binary)
+# Usage: scripts/sigstore-bench.sh   (env: N=1000, RUNS=50, STELLA=prebuilt release binary,
+#        BASELINE_BENCH=older verify bench binary for before/after)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 N="${N:-1000}"; RUNS="${RUNS:-50}"
@@ -16,6 +17,11 @@ cd "$ROOT"
 echo "== in process, n=$N"
 N="$N" cargo bench --quiet -p stella-sigstore --bench verify 2>/dev/null | grep 'us/bundle'
 node tests/interop/sigstore_verify_bench.mjs "$DATA" "$ROOTS" "$N"
+# BASELINE_BENCH=<an older build of the verify bench binary>: run it too, in the same run, for
+# before/after figures (its compiled-in data path must still exist).
+if [ -n "${BASELINE_BENCH:-}" ]; then
+    N="$N" "$BASELINE_BENCH" | grep 'us/bundle' | sed 's/^stella-sigstore /baseline        /'
+fi
 if [ -z "${STELLA:-}" ]; then
     cargo build --release --quiet -p stella-cli
     STELLA="${CARGO_TARGET_DIR:-$ROOT/target}/release/stella"

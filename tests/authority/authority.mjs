@@ -14,7 +14,7 @@
 //
 // Access tokens are client-credentials JWTs (RFC 9068 `at+jwt`, ES256) for the resource
 // `urn:stella:signer` (RFC 8707 resource indicator) with `aud: "signer"`, the requested scope
-// intersected with `signer.sign other.scope`, the client's `tid`/`inst` as extra claims, and
+// intersected with `signer.sign signer.audit signer.audit.admin other.scope`, the client's `tid`/`inst` as extra claims, and
 // `cnf.jkt` (DPoP, RFC 9449) or `cnf.x5t#S256` (certificate-bound, RFC 8705) bindings.
 // For the resource `urn:stella:sigstore` the token's `aud` is `sigstore` (the Signer's own
 // identity token for keyless signing, which Fulcio accepts).
@@ -59,7 +59,7 @@ const provider = new Provider(config.issuer, {
   // Cookie signing keys (unused by client credentials; set so the Authority does not warn).
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
   extraClientMetadata: { properties: ['tid', 'inst'] },
-  scopes: ['signer.sign', 'other.scope'],
+  scopes: ['signer.sign', 'signer.audit', 'signer.audit.admin', 'other.scope'],
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
@@ -95,7 +95,7 @@ const provider = new Provider(config.issuer, {
           throw new Error(`unknown resource ${resourceIndicator}`);
         }
         return {
-          scope: 'signer.sign other.scope',
+          scope: 'signer.sign signer.audit signer.audit.admin other.scope',
           audience: 'signer',
           accessTokenTTL: 300,
           accessTokenFormat: 'jwt',

@@ -11,9 +11,11 @@
 //   Rekor   the mock logs a `dsse` proposal verbatim. Real Rekor canonicalises it: the body
 //           is {envelopeHash, payloadHash, signatures:[{signature, verifier}]}, and every
 //           signature must verify over the DSSE PAE with a submitted verifier (400
-//           otherwise). Done here. `hashedrekord`: structure checked (digest, signature,
-//           certificate); the signature over the prehashed digest is NOT verified (Node has
-//           no prehashed ECDSA verify) — the client's own bundle verification covers it.
+//           otherwise). Done here. `hashedrekord`: the signature must verify over the
+//           artifact digest with the submitted certificate's key (ECDSA P-256 over the
+//           prehashed digest, with @noble/curves: Node's crypto hashes its input itself).
+//           A duplicate entry is answered 409 with the existing entry's Location, which
+//           GET /api/v1/log/entries/{uuid} serves (the mock has neither).
 //   TSA     the mock takes only Sigstore's JSON request form, stamps genTime with
 //           milliseconds (which @sigstore/core cannot parse), a fixed serial, and a JS-number
 //           nonce. Here it also takes DER `application/timestamp-query` requests (what
@@ -48,6 +50,7 @@ const pkijs = require('pkijs');
 const asn1js = require('asn1js');
 const jose = require('jose');
 const canonicalize = require('canonicalize');
+const { p256 } = require('@noble/curves/p256');
 
 const ec = () => crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const spki = (k) => k.export({ format: 'der', type: 'spki' });
@@ -113,6 +116,9 @@ function positive(buf) {
 }
 
 const fulcio = fulcioHandler(ca);
+// Logged entries: canonical-body hash -> {uuid, response}; uuid -> response.
+const logged = new Map();
+const byUuid = new Map();
 const rekor = rekorHandler(tlog);
 
 // ------------------------------------------------------------------------ gap closing ----
@@ -232,12 +238,25 @@ function checkHashedRekord(proposal) {
   }
   if (typeof spec?.signature?.content !== 'string') throw new HttpError(400, 'hashedrekord: no signature');
   const pem = Buffer.from(spec.signature?.publicKey?.content || '', 'base64').toString('utf8');
+  let key;
   try {
-    if (pem.includes('CERTIFICATE')) new crypto.X509Certificate(pem);
-    else crypto.createPublicKey(pem);
+    key = pem.includes('CERTIFICATE') ? new crypto.X509Certificate(pem).publicKey : crypto.createPublicKey(pem);
   } catch {
     throw new HttpError(400, 'hashedrekord: publicKey.content is not a PEM certificate or key');
   }
+  // Real Rekor verifies the signature over the (pre-hashed) artifact digest.
+  if (key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+    throw new HttpError(400, 'hashedrekord: only ECDSA P-256 keys are supported here');
+  }
+  const point = key.export({ format: 'der', type: 'spki' }).subarray(-65);
+  let ok = false;
+  try {
+    const sig = p256.Signature.fromDER(Buffer.from(spec.signature.content, 'base64'));
+    ok = p256.verify(sig, Buffer.from(hash.value, 'hex'), point, { prehash: false, lowS: false });
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new HttpError(400, 'hashedrekord: the signature does not verify over the digest');
   return {
     apiVersion: '0.0.1',
     kind: 'hashedrekord',
@@ -327,8 +346,29 @@ server.on('request', async (req, res) => {
     if (req.method === 'POST' && path === '/api/v1/log/entries') {
       if (!(await gate(res, 'rekor'))) return;
       const canonical = canonicalRekor(body.toString('utf8'));
+      // Real Rekor refuses a duplicate with 409 and the existing entry's Location.
+      const key = sha256hex(Buffer.from(canonicalize(canonical)));
+      const seen = logged.get(key);
+      if (seen) {
+        res.writeHead(409, {
+          'content-type': 'application/json',
+          location: `/api/v1/log/entries/${seen.uuid}`,
+        });
+        return res.end(JSON.stringify({ code: 409, message: `An equivalent entry already exists in the transparency log with UUID ${seen.uuid}` }));
+      }
       const r = await rekor.fn(JSON.stringify(canonical));
+      if (r.statusCode === 201) {
+        const uuid = Object.keys(JSON.parse(r.response))[0];
+        logged.set(key, { uuid, response: r.response });
+        byUuid.set(uuid, r.response);
+      }
       return send(res, r.statusCode, r.response, r.contentType || 'text/plain');
+    }
+    if (req.method === 'GET' && path.startsWith('/api/v1/log/entries/')) {
+      if (!(await gate(res, 'rekor'))) return;
+      const entry = byUuid.get(path.slice('/api/v1/log/entries/'.length));
+      if (!entry) return send(res, 404, JSON.stringify({ code: 404, message: 'entry not found' }));
+      return send(res, 200, entry);
     }
     if (req.method === 'POST' && path === '/api/v1/timestamp') {
       if (!(await gate(res, 'tsa'))) return;

@@ -200,6 +200,7 @@ pub(crate) fn verify_blob(a: VerifyBlobArgs, dev: DevKeys) -> Result<()> {
                 key: a.key.as_deref(),
                 args: &a.sigstore,
                 json: a.output == "json",
+                identities: None,
             },
             dev,
         );

@@ -162,6 +162,9 @@ pub(crate) struct Request<'a> {
     pub(crate) key: Option<&'a str>,
     pub(crate) args: &'a SigstoreArgs,
     pub(crate) json: bool,
+    /// `stella verify BUNDLE --keyring K [--purpose P]`: the keyring's `[[identities]]`
+    /// verify a certificate bundle when no identity flag is given.
+    pub(crate) identities: Option<(stella_keys::Keyring, Option<stella_keys::Purpose>)>,
 }
 
 fn input_error(req: &Request<'_>, msg: String) -> anyhow::Error {
@@ -184,6 +187,13 @@ pub(crate) fn run(req: &Request<'_>, dev: DevKeys) -> Result<()> {
     )?;
     let bundle = Bundle::from_json(&bytes)
         .map_err(|e| input_error(req, format!("{}: {e}", req.bundle_path)))?;
+    if let (None, false, Some((ring, purpose))) =
+        (req.key, req.args.identity_given(), &req.identities)
+    {
+        if !ring.identities().is_empty() && bundle.material.leaf().is_some() {
+            return run_identities(req, &bundle, ring, *purpose);
+        }
+    }
     let policy = match req.key {
         Some(k) => {
             if req.args.identity_given() {
@@ -224,45 +234,7 @@ pub(crate) fn run(req: &Request<'_>, dev: DevKeys) -> Result<()> {
         time_threshold: req.args.signing_time_threshold.max(1),
     };
     match verify(&bundle, artifact, &policy, &root, &options) {
-        Ok(v) => {
-            if req.json {
-                let mut out = serde_json::to_value(&v)?;
-                if let Some(o) = out.as_object_mut() {
-                    o.insert("verified".into(), json!(true));
-                    o.insert("bundle".into(), json!(req.bundle_path));
-                }
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else {
-                println!("Verified OK: {}", req.bundle_path);
-                match (&v.identity, &v.key) {
-                    (Some(id), _) => {
-                        println!(
-                            "identity: {} (issuer {})",
-                            id.subject_alternative_names.join(", "),
-                            id.issuer.as_deref().unwrap_or("?")
-                        );
-                        println!("certificate authority: {}", id.certificate_authority);
-                    }
-                    (None, Some(k)) => println!("key: {k}"),
-                    (None, None) => {}
-                }
-                for t in &v.signing_times {
-                    println!("signing time: {} ({})", t.time, source(t.source));
-                }
-                for e in &v.tlog_entries {
-                    println!("transparency log: {} index {}", e.log, e.log_index);
-                }
-                println!(
-                    "checks: {}",
-                    v.checks
-                        .iter()
-                        .map(|c| c.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-            Ok(())
-        }
+        Ok(v) => print_verified(req, &v, None),
         Err(f) => {
             if req.json {
                 let out = json!({
@@ -276,6 +248,91 @@ pub(crate) fn run(req: &Request<'_>, dev: DevKeys) -> Result<()> {
             Err(fail(VERIFY_FAILED, f.to_string()))
         }
     }
+}
+
+/// A certificate bundle against the keyring's identity entries (purpose, window, revoked as
+/// for keys; the default thresholds; each entry's trusted root). No artifact: `stella verify
+/// BUNDLE` checks the bundle's own content.
+fn run_identities(
+    req: &Request<'_>,
+    bundle: &Bundle,
+    ring: &stella_keys::Keyring,
+    purpose: Option<stella_keys::Purpose>,
+) -> Result<()> {
+    let trust = stella_sigstore::IdentityTrust::from_keyring(ring)
+        .map_err(|e| input_error(req, format!("keyring: {e}")))?;
+    match trust.verify(
+        bundle,
+        Artifact::Unchecked,
+        purpose,
+        time::OffsetDateTime::now_utc(),
+    ) {
+        Ok(m) => print_verified(req, &m.verified, Some(&m.id)),
+        Err(e) => {
+            if req.json {
+                let out = json!({
+                    "verified": false,
+                    "bundle": req.bundle_path,
+                    "failed": {"check": "keyring-identity", "error": e.to_string()},
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+            Err(fail(
+                VERIFY_FAILED,
+                format!("no keyring identity accepts the bundle: {e}"),
+            ))
+        }
+    }
+}
+
+fn print_verified(
+    req: &Request<'_>,
+    v: &stella_sigstore::Verified,
+    signer: Option<&str>,
+) -> Result<()> {
+    if req.json {
+        let mut out = serde_json::to_value(v)?;
+        if let Some(o) = out.as_object_mut() {
+            o.insert("verified".into(), json!(true));
+            o.insert("bundle".into(), json!(req.bundle_path));
+            if let Some(s) = signer {
+                o.insert("signer".into(), json!(s));
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("Verified OK: {}", req.bundle_path);
+        if let Some(s) = signer {
+            println!("signer: {s} (keyring identity)");
+        }
+        match (&v.identity, &v.key) {
+            (Some(id), _) => {
+                println!(
+                    "identity: {} (issuer {})",
+                    id.subject_alternative_names.join(", "),
+                    id.issuer.as_deref().unwrap_or("?")
+                );
+                println!("certificate authority: {}", id.certificate_authority);
+            }
+            (None, Some(k)) => println!("key: {k}"),
+            (None, None) => {}
+        }
+        for t in &v.signing_times {
+            println!("signing time: {} ({})", t.time, source(t.source));
+        }
+        for e in &v.tlog_entries {
+            println!("transparency log: {} index {}", e.log, e.log_index);
+        }
+        println!(
+            "checks: {}",
+            v.checks
+                .iter()
+                .map(|c| c.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn source(s: stella_sigstore::TimeSource) -> &'static str {

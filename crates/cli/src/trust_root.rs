@@ -85,6 +85,38 @@ fn source(name: &str) -> Result<(String, Vec<u8>)> {
     }
 }
 
+/// The named root's imported file and content, if one was imported.
+pub(crate) fn imported(name: &str) -> Result<Option<(PathBuf, Vec<u8>)>> {
+    let p = dir()?.join(format!("{name}.json"));
+    match std::fs::read(&p) {
+        Ok(b) => Ok(Some((p, b))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(fail(USAGE, format!("{}: {e}", p.display()))),
+    }
+}
+
+/// Keyring identity entries naming `public-good` or `staging` (or nothing) use the imported
+/// root of that name when there is one, as `stella verify blob` does.
+pub(crate) fn resolve_keyring_roots(ring: &mut stella_keys::Keyring) -> Result<()> {
+    use stella_keys::TrustRootRef;
+    if ring.identities().is_empty() {
+        return Ok(());
+    }
+    let as_ref = |name: &str| -> Result<Option<TrustRootRef>> {
+        Ok(imported(name)?.map(|(path, json)| TrustRootRef::File {
+            path,
+            json: std::sync::Arc::new(json),
+        }))
+    };
+    let (pg, st) = (as_ref(PUBLIC_GOOD)?, as_ref(STAGING)?);
+    ring.resolve_trust_roots(|r| match r {
+        TrustRootRef::PublicGood => pg.clone(),
+        TrustRootRef::Staging => st.clone(),
+        TrustRootRef::File { .. } => None,
+    });
+    Ok(())
+}
+
 /// The named root: imported, else shipped.
 pub(crate) fn load(name: &str) -> Result<TrustedRoot> {
     let (from, bytes) = source(name)?;

@@ -228,7 +228,8 @@ impl TrustArgs {
 
     fn keyring_unrevoked(&self, dev: DevKeys) -> Result<Keyring> {
         if let Some(path) = &self.keyring {
-            let ring = Keyring::load(path, dev)?;
+            let mut ring = Keyring::load(path, dev)?;
+            crate::trust_root::resolve_keyring_roots(&mut ring)?;
             for k in ring.keys() {
                 crate::warn_if_dev(&k.key);
             }
@@ -349,6 +350,10 @@ pub(crate) fn run(a: VerifyArgs, dev: DevKeys) -> Result<()> {
             key: a.trust.key.first().map(String::as_str),
             args: &a.sigstore,
             json: a.output == "json",
+            identities: match &a.trust.keyring {
+                Some(_) => Some((a.trust.keyring(dev)?, a.trust.purpose()?)),
+                None => None,
+            },
         };
         return crate::sigstore::run(&req, dev);
     }

@@ -9,7 +9,9 @@
 //! 3. **Timestamp** over the signature bytes ([`Timestamper`]); required on every signature.
 //! 4. **Log entry** (optional, [`TlogPolicy`]): `dsse` or `hashedrekord` to Rekor.
 //! 5. **Bundle v0.3**, verified with `stella-sigstore` against the trusted root and the
-//!    certificate's own identity before it is returned.
+//!    certificate's own identity before it is returned: in full for a certificate's first
+//!    bundle and for bundles with a log entry; for later bundles of a reused certificate, the
+//!    parts that changed (the timestamp, and the certificate's validity at its time).
 //!
 //! **Reuse decision** (see docs/keyless.md): a key + certificate may sign several requests
 //! while `now + margin < notAfter` (default margin 120 s of Fulcio's 600 s: the timestamp
@@ -17,6 +19,7 @@
 //! never outlives the certificate: when it is replaced, the old one is dropped (and wiped)
 //! as soon as the last in-flight signing using it finishes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,6 +117,8 @@ impl KeylessOutput {
 struct Certified {
     key: EphemeralSigner,
     cert: IssuedCertificate,
+    /// A bundle with this certificate passed the full verification.
+    fully_verified: AtomicBool,
 }
 
 /// Keyless signing with a certificate issuer, a TSA and an optional transparency log.
@@ -210,7 +215,20 @@ impl KeylessSigner {
                 proof_of_possession: &pop,
             })
             .await?;
-        Ok(Certified { key, cert })
+        // A CA clock slightly ahead of ours (accepted up to `issuer::MAX_CLOCK_SKEW`): wait
+        // until the certificate is valid, or the timestamp would predate it.
+        let wait = cert.not_before() - OffsetDateTime::now_utc();
+        if wait.is_positive() {
+            let d = std::time::Duration::try_from(wait + time::Duration::seconds(1))
+                .unwrap_or_default()
+                .min(crate::issuer::MAX_CLOCK_SKEW + Duration::from_secs(1));
+            tokio::time::sleep(d).await;
+        }
+        Ok(Certified {
+            key,
+            cert,
+            fully_verified: AtomicBool::new(false),
+        })
     }
 
     /// Forget the current certificate (the next signing gets a new one).
@@ -270,6 +288,39 @@ impl KeylessSigner {
         Ok(out)
     }
 
+    /// The whole verification of `bundle`; the verified RFC 3161 time.
+    fn verify_bundle(
+        &self,
+        c: &Certified,
+        bundle: &Value,
+        artifact: Option<&[u8]>,
+        has_entry: bool,
+    ) -> Result<OffsetDateTime, KeylessError> {
+        let text = serde_json::to_vec(bundle).map_err(|e| KeylessError::Input(e.to_string()))?;
+        let parsed = stella_sigstore::Bundle::from_json(&text)
+            .map_err(|e| KeylessError::Input(format!("the bundle we built: {e}")))?;
+        let policy = Policy::Identity(Identity::new(
+            Matcher::exact(c.cert.san()),
+            Matcher::exact(c.cert.oidc_issuer()),
+        ));
+        let options = stella_sigstore::Options {
+            tlog_threshold: usize::from(has_entry),
+            time_threshold: 1,
+        };
+        let artifact = match artifact {
+            Some(a) => stella_sigstore::Artifact::Bytes(a),
+            None => stella_sigstore::Artifact::Unchecked,
+        };
+        let verified = stella_sigstore::verify(&parsed, artifact, &policy, &self.root, &options)
+            .map_err(|f| KeylessError::SelfCheck(Box::new(f)))?;
+        verified
+            .signing_times
+            .iter()
+            .find(|t| t.source == stella_sigstore::TimeSource::Timestamp)
+            .map(|t| t.at)
+            .ok_or_else(|| KeylessError::Input("no verified timestamp".into()))
+    }
+
     async fn finish(
         &self,
         c: &Certified,
@@ -298,30 +349,31 @@ impl KeylessSigner {
         )
         .map_err(|e| KeylessError::Input(e.to_string()))?;
 
-        // Never hand out a bundle our own verifier refuses.
-        let text = serde_json::to_vec(&bundle).map_err(|e| KeylessError::Input(e.to_string()))?;
-        let parsed = stella_sigstore::Bundle::from_json(&text)
-            .map_err(|e| KeylessError::Input(format!("the bundle we built: {e}")))?;
-        let policy = Policy::Identity(Identity::new(
-            Matcher::exact(c.cert.san()),
-            Matcher::exact(c.cert.oidc_issuer()),
-        ));
-        let options = stella_sigstore::Options {
-            tlog_threshold: usize::from(tlog_entry.is_some()),
-            time_threshold: 1,
+        // Never hand out a bundle our own verifier refuses. The first bundle of a certificate
+        // (and every bundle with a log entry) gets the whole verification; later bundles of a
+        // reused certificate differ from a verified one only in the signature and the
+        // timestamp, so those are what is verified again: the token (CMS signature, TSA of the
+        // trusted root, imprint = our signature) and the certificate's validity at genTime.
+        let timestamp_time = if tlog_entry.is_some() || !c.fully_verified.load(Ordering::Acquire) {
+            let t = self.verify_bundle(c, &bundle, artifact, tlog_entry.is_some())?;
+            c.fully_verified.store(true, Ordering::Release);
+            t
+        } else {
+            let check = |failed, error| {
+                KeylessError::SelfCheck(Box::new(stella_sigstore::Failure {
+                    passed: Vec::new(),
+                    failed,
+                    error,
+                }))
+            };
+            let vt = stella_sigstore::tsa::verify_timestamp(0, &stamp, signature, &self.root)
+                .map_err(|e| check(stella_sigstore::Check::Timestamps, e))?;
+            c.cert
+                .fulcio()
+                .check_valid_at(vt.time)
+                .map_err(|e| check(stella_sigstore::Check::Certificate, e))?;
+            vt.time
         };
-        let artifact = match artifact {
-            Some(a) => stella_sigstore::Artifact::Bytes(a),
-            None => stella_sigstore::Artifact::Unchecked,
-        };
-        let verified = stella_sigstore::verify(&parsed, artifact, &policy, &self.root, &options)
-            .map_err(|f| KeylessError::SelfCheck(Box::new(f)))?;
-        let timestamp_time = verified
-            .signing_times
-            .iter()
-            .find(|t| t.source == stella_sigstore::TimeSource::Timestamp)
-            .map(|t| t.at)
-            .ok_or_else(|| KeylessError::Input("no verified timestamp".into()))?;
 
         Ok(KeylessOutput {
             bundle,

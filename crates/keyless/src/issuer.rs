@@ -45,6 +45,9 @@ impl IssuedCertificate {
     pub fn leaf(&self) -> &Cert {
         &self.leaf.cert
     }
+    pub(crate) fn fulcio(&self) -> &FulcioCert {
+        &self.leaf
+    }
     pub fn leaf_der(&self) -> &[u8] {
         self.leaf.cert.der()
     }
@@ -100,6 +103,9 @@ pub trait CertificateIssuer: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// How far in our future a new certificate's `notBefore` may be (the CA's clock ahead of ours).
+pub const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn ts(secs: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
@@ -134,9 +140,19 @@ pub fn check_chain(
             "the certificate is for another public key than the one we sent".into(),
         ));
     }
-    leaf.check_valid_at(now).map_err(|e| bad(e.to_string()))?;
+    // A CA whose clock runs a little ahead issues certificates that start in our future:
+    // accepted up to MAX_CLOCK_SKEW (the signing flow then waits for notBefore, so the
+    // timestamp falls inside the validity); expired is expired.
+    let (nb, _) = leaf.cert.validity_secs();
+    let skew = i64::try_from(MAX_CLOCK_SKEW.as_secs()).unwrap_or(0);
+    let at = if nb > now.unix_timestamp() && nb - now.unix_timestamp() <= skew {
+        ts(nb)
+    } else {
+        now
+    };
+    leaf.check_valid_at(at).map_err(|e| bad(e.to_string()))?;
     leaf.check_profile().map_err(|e| bad(e.to_string()))?;
-    let ca = leaf.path(root, now).map_err(|e| bad(e.to_string()))?;
+    let ca = leaf.path(root, at).map_err(|e| bad(e.to_string()))?;
     let issuer_cert = ca
         .chain
         .first()

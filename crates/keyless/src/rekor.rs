@@ -205,3 +205,69 @@ impl TransparencyLog for RekorClient {
         self.base.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn answer(entry: Value) -> Vec<u8> {
+        json!({"24296fb24b8ad77a": entry}).to_string().into_bytes()
+    }
+
+    fn good() -> Value {
+        let body = base64::engine::general_purpose::STANDARD
+            .encode(br#"{"apiVersion":"0.0.1","kind":"hashedrekord","spec":{}}"#);
+        json!({
+            "body": body, "integratedTime": 1_700_000_000, "logID": "c0d23d6a", "logIndex": 7,
+            "verification": {
+                "signedEntryTimestamp": "AAEC",
+                "inclusionProof": {"logIndex": 7, "treeSize": 8, "rootHash": "00ff",
+                                   "hashes": ["0a0b"], "checkpoint": "note\n"}
+            }
+        })
+    }
+
+    #[test]
+    fn entries_are_read_and_malformed_ones_refused() {
+        let e = parse_entry(&answer(good()), "https://rekor.test").unwrap();
+        assert_eq!(
+            (e.kind.as_str(), e.kind_version.as_str()),
+            ("hashedrekord", "0.0.1")
+        );
+        assert_eq!(e.log_id, vec![0xc0, 0xd2, 0x3d, 0x6a]);
+        assert_eq!(
+            e.inclusion_proof.as_ref().unwrap().hashes,
+            vec![vec![0x0a, 0x0b]]
+        );
+        let j = e.to_bundle_json();
+        assert_eq!(j["logIndex"], "7");
+        assert_eq!(j["kindVersion"]["kind"], "hashedrekord");
+
+        let mut cases: Vec<(Value, &str)> = Vec::new();
+        let mut v = good();
+        v["logID"] = json!("xyz");
+        cases.push((v, "hex"));
+        let mut v = good();
+        v["body"] = json!("bm90IGpzb24=");
+        cases.push((v, "not JSON"));
+        let mut v = good();
+        v["verification"] = json!({});
+        cases.push((v, "neither"));
+        let mut v = good();
+        v["logIndex"] = json!(-1);
+        cases.push((v, "logIndex"));
+        let mut v = good();
+        v["verification"]["inclusionProof"]["hashes"] = json!([1]);
+        cases.push((v, "hex"));
+        for (v, want) in cases {
+            let e = parse_entry(&answer(v), "u").unwrap_err();
+            assert!(e.contains(want), "{e} (wanted {want})");
+        }
+        let two = json!({"a": good(), "b": good()}).to_string();
+        assert!(parse_entry(two.as_bytes(), "u")
+            .unwrap_err()
+            .contains("one entry"));
+        assert!(parse_entry(b"[]", "u").is_err());
+    }
+}

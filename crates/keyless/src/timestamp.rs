@@ -44,3 +44,29 @@ pub fn granted_response(token: &[u8]) -> Result<Vec<u8>, stella_x509::der::Error
     out.extend_from_slice(&content);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn granted_response_wraps_one_der_value() {
+        use stella_x509::der::asn1::OctetString;
+        use stella_x509::der::Tagged as _;
+        // A short and a long (two-byte length) DER value.
+        for len in [10usize, 300] {
+            let token = OctetString::new(vec![7u8; len]).unwrap().to_der().unwrap();
+            let r = granted_response(&token).unwrap();
+            let outer = AnyRef::from_der(&r).unwrap();
+            assert_eq!(outer.tag(), stella_x509::der::Tag::Sequence);
+            assert!(r.ends_with(&token));
+            let status_at = r.len() - token.len() - 5;
+            assert_eq!(&r[status_at..status_at + 5], &[0x30, 3, 2, 1, 0]);
+        }
+        assert!(granted_response(b"\x30\x05\x00").is_err(), "truncated");
+        assert!(
+            granted_response(&[0x04, 0x00, 0x00]).is_err(),
+            "trailing bytes"
+        );
+    }
+}

@@ -37,6 +37,10 @@ impl HttpTsa {
             url: self.url.clone(),
             reason: "no randomness for the nonce".into(),
         })?;
+        // A first byte in 1..=0x7f: the nonce is a positive INTEGER whose DER form keeps all
+        // 8 bytes. (With a zero first byte, `tsp::request` would encode a non-canonical
+        // INTEGER; the TSA echoes it and the strict TSTInfo parser refuses the token.)
+        nonce[0] = (nonce[0] & 0x7f) | 0x01;
         let req = stella_x509::tsp::request(&digest, &nonce).map_err(|e| {
             UpstreamError::InvalidResponse {
                 service: Service::Tsa,

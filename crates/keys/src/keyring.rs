@@ -2,6 +2,12 @@
 //! the purposes it may sign for (`mirror-bundle`, `attestation`, `release`), an optional
 //! validity window and a revoked flag.
 //!
+//! A keyring may also name **Sigstore identities** ([`TrustedIdentity`]): an OIDC issuer and a
+//! certificate SAN (exact or an anchored regular expression, optionally other Fulcio
+//! extensions) trusted for purposes, like a key. They are verified by `stella-sigstore`
+//! (keyless bundles against a trusted root); this crate only reads and checks them. A key
+//! entry and an identity entry never satisfy each other: [`Keyring::keys`] holds keys only.
+//!
 //! On disk a keyring is a TOML file, or a directory. A directory may hold `keyring.toml`
 //! (whose relative paths resolve inside the directory); any other `*.pub` / `*.pem` public key
 //! in it is trusted for every purpose with no window, which is what a directory of plain PEM
@@ -82,11 +88,20 @@ pub enum Ineligible {
 
 impl fmt::Display for Ineligible {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe("key"))
+    }
+}
+
+impl Ineligible {
+    /// The reason, naming what was refused (`key`, `identity`).
+    pub fn describe(&self, what: &str) -> String {
         match self {
-            Ineligible::Revoked => f.write_str("the key is revoked"),
-            Ineligible::Purpose(p) => write!(f, "the key is not trusted for purpose `{p}`"),
-            Ineligible::NotYetValid(t) => write!(f, "the key is not valid before {}", fmt_time(*t)),
-            Ineligible::Expired(t) => write!(f, "the key expired at {}", fmt_time(*t)),
+            Ineligible::Revoked => format!("the {what} is revoked"),
+            Ineligible::Purpose(p) => format!("the {what} is not trusted for purpose `{p}`"),
+            Ineligible::NotYetValid(t) => {
+                format!("the {what} is not valid before {}", fmt_time(*t))
+            }
+            Ineligible::Expired(t) => format!("the {what} expired at {}", fmt_time(*t)),
         }
     }
 }
@@ -110,32 +125,134 @@ impl TrustedKey {
 
     /// May this key count for `purpose` at time `at`?
     pub fn check(&self, purpose: Option<Purpose>, at: OffsetDateTime) -> Result<(), Ineligible> {
-        if self.revoked {
-            return Err(Ineligible::Revoked);
-        }
-        if let Some(p) = purpose {
-            if !self.purposes.contains(&p) {
-                return Err(Ineligible::Purpose(p));
-            }
-        }
-        if let Some(nb) = self.not_before {
-            if at < nb {
-                return Err(Ineligible::NotYetValid(nb));
-            }
-        }
-        if let Some(na) = self.not_after {
-            if at > na {
-                return Err(Ineligible::Expired(na));
-            }
-        }
-        Ok(())
+        eligible(
+            self.revoked,
+            &self.purposes,
+            self.not_before,
+            self.not_after,
+            purpose,
+            at,
+        )
     }
 }
 
-/// A set of trusted keys.
+/// A value a certificate field must have: exactly, or matching a regular expression that is
+/// anchored to the whole value (`^(?:re)$`, so `.*@example\.com` does not match
+/// `x@example.com.attacker`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Pattern {
+    Exact(String),
+    Regex(String),
+}
+
+impl Pattern {
+    /// A regular expression, checked to compile (anchored).
+    pub fn regex(re: &str) -> Result<Self, KeyError> {
+        regex::Regex::new(&format!("^(?:{re})$"))
+            .map_err(|e| KeyError::Keyring(format!("invalid regular expression {re:?}: {e}")))?;
+        Ok(Pattern::Regex(re.to_string()))
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pattern::Exact(s) => write!(f, "{s:?}"),
+            Pattern::Regex(r) => write!(f, "/{r}/"),
+        }
+    }
+}
+
+/// The Sigstore trusted root an identity is verified against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustRootRef {
+    /// The public-good root shipped with the binary (the default).
+    PublicGood,
+    /// The staging root shipped with the binary.
+    Staging,
+    /// A `dev.sigstore.trustedroot` JSON file, read when the keyring was loaded.
+    File {
+        path: PathBuf,
+        json: std::sync::Arc<Vec<u8>>,
+    },
+}
+
+impl fmt::Display for TrustRootRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrustRootRef::PublicGood => f.write_str("public-good"),
+            TrustRootRef::Staging => f.write_str("staging"),
+            TrustRootRef::File { path, .. } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// A Sigstore identity the verifier trusts (keyless signatures), with the limits of that
+/// trust. Verified by `stella-sigstore` against `trusted_root`.
+#[derive(Debug, Clone)]
+pub struct TrustedIdentity {
+    pub id: String,
+    /// The OIDC issuer (Fulcio extension 1.3.6.1.4.1.57264.1.8, or the legacy .1.1).
+    pub issuer: Pattern,
+    /// One SAN of the certificate (email or URI).
+    pub san: Pattern,
+    /// Other Fulcio extensions by dotted OID.
+    pub extensions: Vec<(String, Pattern)>,
+    pub trusted_root: TrustRootRef,
+    pub purposes: BTreeSet<Purpose>,
+    pub not_before: Option<OffsetDateTime>,
+    pub not_after: Option<OffsetDateTime>,
+    pub revoked: bool,
+}
+
+impl TrustedIdentity {
+    /// May this identity count for `purpose` at time `at`? (The same rules as a key's.)
+    pub fn check(&self, purpose: Option<Purpose>, at: OffsetDateTime) -> Result<(), Ineligible> {
+        eligible(
+            self.revoked,
+            &self.purposes,
+            self.not_before,
+            self.not_after,
+            purpose,
+            at,
+        )
+    }
+}
+
+fn eligible(
+    revoked: bool,
+    purposes: &BTreeSet<Purpose>,
+    not_before: Option<OffsetDateTime>,
+    not_after: Option<OffsetDateTime>,
+    purpose: Option<Purpose>,
+    at: OffsetDateTime,
+) -> Result<(), Ineligible> {
+    if revoked {
+        return Err(Ineligible::Revoked);
+    }
+    if let Some(p) = purpose {
+        if !purposes.contains(&p) {
+            return Err(Ineligible::Purpose(p));
+        }
+    }
+    if let Some(nb) = not_before {
+        if at < nb {
+            return Err(Ineligible::NotYetValid(nb));
+        }
+    }
+    if let Some(na) = not_after {
+        if at > na {
+            return Err(Ineligible::Expired(na));
+        }
+    }
+    Ok(())
+}
+
+/// A set of trusted keys and Sigstore identities.
 #[derive(Debug, Clone, Default)]
 pub struct Keyring {
     keys: Vec<TrustedKey>,
+    identities: Vec<TrustedIdentity>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +260,140 @@ pub struct Keyring {
 struct FileDoc {
     #[serde(default)]
     keys: Vec<FileEntry>,
+    #[serde(default)]
+    identities: Vec<IdentityEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityEntry {
+    id: String,
+    certificate_identity: Option<String>,
+    certificate_identity_regexp: Option<String>,
+    certificate_oidc_issuer: Option<String>,
+    certificate_oidc_issuer_regexp: Option<String>,
+    #[serde(default)]
+    extensions: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    extensions_regexp: std::collections::BTreeMap<String, String>,
+    trusted_root: Option<String>,
+    purposes: Vec<String>,
+    not_before: Option<toml::Value>,
+    not_after: Option<toml::Value>,
+    #[serde(default)]
+    revoked: bool,
+}
+
+fn one_pattern(
+    id: &str,
+    exact: Option<String>,
+    re: Option<String>,
+    field: &str,
+) -> Result<Pattern, KeyError> {
+    match (exact, re) {
+        (Some(e), None) if !e.is_empty() => Ok(Pattern::Exact(e)),
+        (None, Some(r)) if !r.is_empty() => Pattern::regex(&r)
+            .map_err(|e| KeyError::Keyring(format!("identity {id:?}: `{field}_regexp`: {e}"))),
+        (Some(_), Some(_)) => Err(KeyError::Keyring(format!(
+            "identity {id:?}: give `{field}` or `{field}_regexp`, not both"
+        ))),
+        _ => Err(KeyError::Keyring(format!(
+            "identity {id:?}: `{field}` or `{field}_regexp` is required (and not empty)"
+        ))),
+    }
+}
+
+fn is_dotted_oid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() >= 2
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn window(
+    id: &str,
+    nb: Option<&toml::Value>,
+    na: Option<&toml::Value>,
+) -> Result<(Option<OffsetDateTime>, Option<OffsetDateTime>), KeyError> {
+    let not_before = nb.map(|v| parse_time(v, "not_before", id)).transpose()?;
+    let not_after = na.map(|v| parse_time(v, "not_after", id)).transpose()?;
+    if let (Some(a), Some(b)) = (not_before, not_after) {
+        if a > b {
+            return Err(KeyError::Keyring(format!(
+                "key {id:?}: not_before is after not_after"
+            )));
+        }
+    }
+    Ok((not_before, not_after))
+}
+
+fn purposes_of(id: &str, list: &[String]) -> Result<BTreeSet<Purpose>, KeyError> {
+    if list.is_empty() {
+        return Err(KeyError::Keyring(format!("key {id:?} has no purposes")));
+    }
+    list.iter().map(|p| Purpose::parse(p)).collect()
+}
+
+impl IdentityEntry {
+    fn into_identity(self, base: &Path) -> Result<TrustedIdentity, KeyError> {
+        let id = self.id;
+        let san = one_pattern(
+            &id,
+            self.certificate_identity,
+            self.certificate_identity_regexp,
+            "certificate_identity",
+        )?;
+        let issuer = one_pattern(
+            &id,
+            self.certificate_oidc_issuer,
+            self.certificate_oidc_issuer_regexp,
+            "certificate_oidc_issuer",
+        )?;
+        let mut extensions = Vec::new();
+        for (oid, v) in self.extensions {
+            extensions.push((oid, Pattern::Exact(v)));
+        }
+        for (oid, v) in self.extensions_regexp {
+            let p = Pattern::regex(&v).map_err(|e| {
+                KeyError::Keyring(format!("identity {id:?}: extensions_regexp {oid}: {e}"))
+            })?;
+            extensions.push((oid, p));
+        }
+        for (oid, _) in &extensions {
+            if !is_dotted_oid(oid) {
+                return Err(KeyError::Keyring(format!(
+                    "identity {id:?}: extension {oid:?} is not a dotted OID"
+                )));
+            }
+        }
+        let trusted_root = match self.trusted_root.as_deref() {
+            None | Some("public-good") => TrustRootRef::PublicGood,
+            Some("staging") => TrustRootRef::Staging,
+            Some(p) => {
+                let path = base.join(p);
+                let json = std::fs::read(&path).map_err(|e| KeyError::Io(path.clone(), e))?;
+                TrustRootRef::File {
+                    path,
+                    json: std::sync::Arc::new(json),
+                }
+            }
+        };
+        let purposes = purposes_of(&id, &self.purposes)?;
+        let (not_before, not_after) =
+            window(&id, self.not_before.as_ref(), self.not_after.as_ref())?;
+        Ok(TrustedIdentity {
+            id,
+            issuer,
+            san,
+            extensions,
+            trusted_root,
+            purposes,
+            not_before,
+            not_after,
+            revoked: self.revoked,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -187,6 +438,12 @@ impl Keyring {
     /// Add a key; the same public key twice (or the same id twice) is an error, so a keyring
     /// can never make one key count twice towards a threshold.
     pub fn push(&mut self, key: TrustedKey) -> Result<(), KeyError> {
+        if self.identities.iter().any(|i| i.id == key.id) {
+            return Err(KeyError::Keyring(format!(
+                "id {:?} appears twice in the keyring (a key and an identity)",
+                key.id
+            )));
+        }
         if let Some(other) = self
             .keys
             .iter()
@@ -201,12 +458,63 @@ impl Keyring {
         Ok(())
     }
 
+    /// Add a Sigstore identity; the same id twice, or the same issuer and SAN patterns twice,
+    /// is an error (one identity never counts twice towards a threshold).
+    pub fn push_identity(&mut self, ident: TrustedIdentity) -> Result<(), KeyError> {
+        if self.keys.iter().any(|k| k.id == ident.id) {
+            return Err(KeyError::Keyring(format!(
+                "id {:?} appears twice in the keyring (a key and an identity)",
+                ident.id
+            )));
+        }
+        if let Some(other) = self.identities.iter().find(|i| {
+            i.id == ident.id
+                || (i.issuer == ident.issuer
+                    && i.san == ident.san
+                    && i.extensions == ident.extensions)
+        }) {
+            return Err(KeyError::Keyring(format!(
+                "identity {:?} appears twice in the keyring (also as {:?})",
+                ident.id, other.id
+            )));
+        }
+        self.identities.push(ident);
+        Ok(())
+    }
+
+    /// The trusted keys (never the identities).
     pub fn keys(&self) -> &[TrustedKey] {
         &self.keys
     }
 
+    /// The trusted Sigstore identities.
+    pub fn identities(&self) -> &[TrustedIdentity] {
+        &self.identities
+    }
+
+    /// Replace the trusted root of identity entries: `f` returns the new reference, or `None`
+    /// to keep it (the CLI points `public-good`/`staging` at a root imported with `stella
+    /// trust-root import`). Patterns, ids and purposes cannot change this way.
+    pub fn resolve_trust_roots(&mut self, f: impl Fn(&TrustRootRef) -> Option<TrustRootRef>) {
+        for i in &mut self.identities {
+            if let Some(r) = f(&i.trusted_root) {
+                i.trusted_root = r;
+            }
+        }
+    }
+
+    /// The same identities, these keys (revocation lists rewrite the keys only).
+    pub fn with_keys(&self, keys: Vec<TrustedKey>) -> Result<Self, KeyError> {
+        let mut ring = Keyring::new(keys)?;
+        for i in &self.identities {
+            ring.push_identity(i.clone())?;
+        }
+        Ok(ring)
+    }
+
+    /// No key and no identity.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.is_empty() && self.identities.is_empty()
     }
 
     /// Load a keyring from a TOML file or a directory.
@@ -221,7 +529,7 @@ impl Keyring {
         };
         if ring.is_empty() {
             return Err(KeyError::Keyring(format!(
-                "keyring {} holds no keys",
+                "keyring {} holds no keys and no identities",
                 path.display()
             )));
         }
@@ -283,32 +591,9 @@ impl Keyring {
                     )));
                 }
             }
-            if e.purposes.is_empty() {
-                return Err(KeyError::Keyring(format!("key {:?} has no purposes", e.id)));
-            }
-            let purposes = e
-                .purposes
-                .iter()
-                .map(|p| Purpose::parse(p))
-                .collect::<Result<BTreeSet<_>, _>>()?;
-            let not_before = e
-                .not_before
-                .as_ref()
-                .map(|v| parse_time(v, "not_before", &e.id))
-                .transpose()?;
-            let not_after = e
-                .not_after
-                .as_ref()
-                .map(|v| parse_time(v, "not_after", &e.id))
-                .transpose()?;
-            if let (Some(a), Some(b)) = (not_before, not_after) {
-                if a > b {
-                    return Err(KeyError::Keyring(format!(
-                        "key {:?}: not_before is after not_after",
-                        e.id
-                    )));
-                }
-            }
+            let purposes = purposes_of(&e.id, &e.purposes)?;
+            let (not_before, not_after) =
+                window(&e.id, e.not_before.as_ref(), e.not_after.as_ref())?;
             ring.push(TrustedKey {
                 id: e.id,
                 key,
@@ -317,6 +602,9 @@ impl Keyring {
                 not_after,
                 revoked: e.revoked,
             })?;
+        }
+        for i in doc.identities {
+            ring.push_identity(i.into_identity(base)?)?;
         }
         Ok(ring)
     }
@@ -411,6 +699,76 @@ revoked = true
             .unwrap_err()
             .to_string()
             .contains("no keys"));
+    }
+
+    #[test]
+    fn identity_entries_and_their_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("root.json"), b"{}").unwrap();
+        let (_, p1) = pem(Algorithm::Ed25519);
+        let ok = format!(
+            "[[keys]]\nid='k'\npublic_key='''{p1}'''\npurposes=['release']\n\
+             [[identities]]\nid='ci'\ncertificate_identity_regexp='https://github\\.com/org/.*'\n\
+             certificate_oidc_issuer='https://token.actions.githubusercontent.com'\n\
+             trusted_root='root.json'\npurposes=['release','mirror-bundle']\n\
+             [identities.extensions]\n'1.3.6.1.4.1.57264.1.12'='https://github.com/org/repo'\n\
+             [[identities]]\nid='staging'\ncertificate_identity='a@b.c'\n\
+             certificate_oidc_issuer='https://i'\ntrusted_root='staging'\npurposes=['attestation']\n\
+             [[identities]]\nid='pg'\ncertificate_identity='x@b.c'\n\
+             certificate_oidc_issuer='https://i'\npurposes=['attestation']\n"
+        );
+        let ring = Keyring::from_toml(&ok, dir.path(), DevKeys::Refuse).unwrap();
+        assert_eq!(ring.keys().len(), 1, "identities are not keys");
+        let ids = ring.identities();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(
+            ids[0].san,
+            Pattern::Regex(r"https://github\.com/org/.*".into())
+        );
+        assert_eq!(ids[0].extensions.len(), 1);
+        assert!(matches!(ids[0].trusted_root, TrustRootRef::File { .. }));
+        assert_eq!(ids[1].trusted_root, TrustRootRef::Staging);
+        assert_eq!(ids[2].trusted_root, TrustRootRef::PublicGood);
+        assert_eq!(
+            ids[1].check(Some(Purpose::Release), datetime!(2026-01-01 0:00 UTC)),
+            Err(Ineligible::Purpose(Purpose::Release))
+        );
+        // Revocation lists rewrite keys and keep identities.
+        assert_eq!(ring.with_keys(Vec::new()).unwrap().identities().len(), 3);
+
+        let id = |body: &str| format!("[[identities]]\nid='a'\npurposes=['release']\n{body}\n");
+        let both = "certificate_identity='a'\ncertificate_oidc_issuer='https://i'";
+        let cases = [
+            (id("certificate_oidc_issuer='https://i'"), "certificate_identity` or"),
+            (id("certificate_identity='a'\ncertificate_identity_regexp='a'\ncertificate_oidc_issuer='https://i'"), "not both"),
+            (id("certificate_identity='a'\ncertificate_oidc_issuer_regexp='('"), "invalid regular expression"),
+            (id("certificate_identity=''\ncertificate_oidc_issuer='https://i'"), "not empty"),
+            (id(&format!("{both}\ntrusted_root='missing.json'")), "missing.json"),
+            (id(&format!("{both}\n[identities.extensions]\n'github'='x'")), "dotted OID"),
+            (id(&format!("{both}\ncolour='red'")), "unknown field"),
+            (format!("{}{}", id(both), id("certificate_identity='b'\ncertificate_oidc_issuer='https://i'")), "twice"),
+            (format!("{}{}", id(both), id(both).replace("id='a'", "id='b'")), "twice"),
+            (format!("[[keys]]\nid='a'\npublic_key='''{p1}'''\npurposes=['release']\n{}", id(both)), "a key and an identity"),
+            (format!("[[identities]]\nid='a'\npurposes=[]\n{both}\n"), "no purposes"),
+        ];
+        for (text, needle) in cases {
+            let err = Keyring::from_toml(&text, dir.path(), DevKeys::Refuse)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        // An identity-only keyring is not empty.
+        std::fs::write(dir.path().join("keyring.toml"), id(both)).unwrap();
+        let ring = Keyring::load(&dir.path().join("keyring.toml"), DevKeys::Refuse).unwrap();
+        assert!(!ring.is_empty() && ring.keys().is_empty());
+    }
+
+    #[test]
+    fn fuzz_seed_with_identities_parses() {
+        let text = include_str!("../../../fuzz/seeds/keyring/identities.toml");
+        let ring = Keyring::from_toml(text, Path::new("."), DevKeys::Refuse).unwrap();
+        assert_eq!((ring.keys().len(), ring.identities().len()), (1, 1));
+        assert_eq!(ring.identities()[0].extensions.len(), 2);
     }
 
     #[test]

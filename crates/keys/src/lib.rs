@@ -24,7 +24,9 @@ pub use dsse::{
 };
 pub use file::FileKey;
 pub use keyref::{load_public, load_signer, DevKeys, KeyRef, DEV_KEY_ID};
-pub use keyring::{Ineligible, Keyring, Purpose, TrustedKey};
+pub use keyring::{
+    Ineligible, Keyring, Pattern, Purpose, TrustRootRef, TrustedIdentity, TrustedKey,
+};
 pub use public::{Algorithm, KeyId, PublicKey};
 pub use signer::{SignError, Signer};
 

@@ -239,8 +239,8 @@ impl RevocationList {
                 k
             })
             .collect();
-        // The keys were distinct in `keyring`, so they still are.
-        Keyring::new(keys).unwrap_or_else(|_| keyring.clone())
+        // The keys were distinct in `keyring`, so they still are; identities are kept.
+        keyring.with_keys(keys).unwrap_or_else(|_| keyring.clone())
     }
 }
 

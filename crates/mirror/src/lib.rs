@@ -24,6 +24,7 @@ pub mod create;
 pub mod epoch;
 mod error;
 pub mod hash;
+mod keyless;
 pub mod load;
 pub mod manifest;
 pub mod oci;
@@ -58,10 +59,12 @@ pub mod names {
     pub const SUMS_DSSE: &str = "SHA256SUMS.dsse";
     pub const SUMS_SIG: &str = "SHA256SUMS.sig";
     pub const TIME_ANCHOR: &str = "time-anchor.json";
+    /// Keyless signatures: Sigstore bundle(s) certifying a signer of `manifest.dsse`.
+    pub const KEYLESS: &str = "manifest.sigstore.json";
 
     /// Every metadata file, in the order `pack` writes them (manifest first, so a stream
     /// reader can check the signature before any content arrives).
-    pub const METADATA: [&str; 8] = [
+    pub const METADATA: [&str; 9] = [
         ENVELOPE,
         MANIFEST,
         HEADER,
@@ -70,6 +73,7 @@ pub mod names {
         SUMS_SIG,
         PUBLIC_KEY,
         TIME_ANCHOR,
+        KEYLESS,
     ];
 
     /// Is `path` one of the metadata files (never listed in the manifest's `files`)?

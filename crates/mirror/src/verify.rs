@@ -150,7 +150,14 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
     let policy = Policy::new(opts.threshold)
         .purpose(Purpose::MirrorBundle)
         .at(opts.now);
-    let signers = stella_keys::verify_envelope(&envelope, opts.keyring, &policy)?;
+    // Keyless signers (manifest.sigstore.json) join the keyring as the keys they certify.
+    let keyless = crate::keyless::keyless_signers(meta, &envelope, opts.keyring, opts.now)?;
+    let opts = &Options {
+        keyring: &keyless.keyring,
+        ..*opts
+    };
+    let signers = stella_keys::verify_envelope(&envelope, opts.keyring, &policy)
+        .map_err(|e| keyless.explain(e))?;
     let payload = &envelope.payload;
     let manifest =
         Manifest::from_json(payload).map_err(|e| Error::verify(format!("signed manifest: {e}")))?;

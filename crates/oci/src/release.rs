@@ -15,6 +15,13 @@
 //! not revoked), with the image-signature predicate type and the image digest among its
 //! subjects. The image is trusted only if at least one candidate passes all of that. A
 //! registry we cannot reach or that refuses us is an error, never "no signatures".
+//!
+//! Keyless (certificate) bundles, as `cosign sign` makes without a key, are verified by
+//! `stella-sigstore` against the keyring's `[[identities]]` entries (issuer + SAN, eligible
+//! for the purpose, each against its trusted root; [`check_keyless_bundle`]): every Sigstore
+//! check must pass (certificate chain to a Fulcio CA, SCT, transparency log entry, verified
+//! signing time, identity), then the same statement rules as for keys. Key entries never
+//! accept a keyless bundle and identity entries never accept a key-signed one.
 
 use std::collections::BTreeMap;
 
@@ -418,11 +425,15 @@ pub fn check_bundle_bytes(
     keyring: &Keyring,
     policy: &ReleasePolicy,
 ) -> std::result::Result<(String, String), String> {
+    if let Ok(sb) = stella_sigstore::Bundle::from_json(bytes) {
+        if !matches!(sb.material, stella_sigstore::Material::PublicKey { .. }) {
+            return check_keyless_bundle(&sb, image, keyring, policy);
+        }
+    }
     let bundle = Bundle::from_json(bytes).map_err(|e| e.to_string())?;
     if let VerificationMaterial::Certificate { .. } = bundle.material {
         return Err(
-            "certificate-based (keyless) bundle: needs Fulcio and TSA trust roots, not supported"
-                .into(),
+            "certificate-based (keyless) bundle that is not a well-formed Sigstore bundle".into(),
         );
     }
     let mut p = Policy::new(1)
@@ -449,6 +460,84 @@ pub fn check_bundle_bytes(
         .first()
         .ok_or_else(|| "no signer counted".to_string())?;
     Ok((first.id.clone(), first.key_id.to_string()))
+}
+
+/// A keyless image signature: a Sigstore bundle with a certificate, accepted by an identity
+/// entry of `keyring` eligible for `policy`; its DSSE statement must be an image signature
+/// of `image`. Returns the entry id and the certificate key's id.
+pub fn check_keyless_bundle(
+    bundle: &stella_sigstore::Bundle,
+    image: &Digest,
+    keyring: &Keyring,
+    policy: &ReleasePolicy,
+) -> std::result::Result<(String, String), String> {
+    let trust = stella_sigstore::IdentityTrust::from_keyring(keyring).map_err(|e| e.to_string())?;
+    if trust.is_empty() {
+        return Err("certificate-based (keyless) bundle, and the keyring names no Sigstore identity ([[identities]])".into());
+    }
+    let stella_sigstore::Content::Dsse(env) = &bundle.content else {
+        return Err(
+            "a keyless image signature must be a DSSE in-toto statement, not a message signature"
+                .into(),
+        );
+    };
+    let digest = hex_bytes(&image.hex()).ok_or("malformed image digest")?;
+    let m = trust
+        .verify(
+            bundle,
+            stella_sigstore::Artifact::Digest {
+                algorithm: stella_sigstore::HashAlgorithm::Sha256,
+                digest: &digest,
+            },
+            policy.purpose,
+            policy.at,
+        )
+        .map_err(|e| format!("keyless bundle: {e}"))?;
+    let statement = Statement::from_json(&env.payload)
+        .map_err(|e| format!("signed payload is not an in-toto statement: {e}"))?;
+    if statement.predicate_type != COSIGN_SIGN_V1 {
+        return Err(format!(
+            "predicate type {} is not an image signature ({COSIGN_SIGN_V1})",
+            statement.predicate_type
+        ));
+    }
+    Ok((m.id, m.key.fingerprint()))
+}
+
+fn hex_bytes(h: &str) -> Option<Vec<u8>> {
+    if !h.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Attach a Sigstore bundle made elsewhere (e.g. a keyless `cosign sign`) to `image` as an
+/// OCI 1.1 referrer, the way [`sign_image`] attaches its own. Returns the referrer digest.
+pub async fn attach_bundle(client: &Client, image: &Reference, bundle: &[u8]) -> Result<Digest> {
+    let manifest = client.fetch_manifest(image).await?;
+    let subject = manifest.descriptor();
+    let repo = image.clone().without_tag();
+    let annotations: BTreeMap<String, String> = [
+        (BUNDLE_CONTENT_ANNOTATION, "dsse-envelope"),
+        (BUNDLE_PREDICATE_ANNOTATION, COSIGN_SIGN_V1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let attached = attach_artifact(
+        client,
+        &repo,
+        &subject,
+        SIGSTORE_BUNDLE_V03,
+        bundle,
+        SIGSTORE_BUNDLE_V03,
+        annotations,
+    )
+    .await?;
+    Ok(attached.manifest.digest)
 }
 
 async fn check_legacy(

@@ -82,7 +82,12 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route(ROUTE_SIGN_DSSE, post(sign_dsse))
         .route(ROUTE_SIGN_EXPORT, post(sign_export))
-        .route(ROUTE_VERIFY_REFERRERS, get(verify_referrers));
+        .route(ROUTE_VERIFY_REFERRERS, get(verify_referrers))
+        .route(crate::audit_api::ROUTE_AUDIT, get(crate::audit_api::query))
+        .route(
+            crate::audit_api::ROUTE_AUDIT_HEAD,
+            get(crate::audit_api::head),
+        );
     if state.dev.is_some() {
         r = r
             .route("/dev/authority/jwks", get(dev_jwks))
@@ -103,6 +108,8 @@ fn route_label(p: Option<&MatchedPath>) -> &'static str {
         Some(ROUTE_SIGN_DSSE) => "sign_dsse",
         Some(ROUTE_SIGN_EXPORT) => "sign_export",
         Some(ROUTE_VERIFY_REFERRERS) => "verify_referrers",
+        Some(crate::audit_api::ROUTE_AUDIT) => "audit",
+        Some(crate::audit_api::ROUTE_AUDIT_HEAD) => "audit_head",
         Some("/healthz") => "healthz",
         Some("/readyz") => "readyz",
         Some("/metrics") => "metrics",
@@ -274,7 +281,7 @@ struct Admitted {
     _lease: Lease,
 }
 
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     app: &'a App,
     rec: AuditRecord,
     /// The caller proved who it is (token and sender constraint).
@@ -288,6 +295,18 @@ pub(crate) fn now_rfc3339() -> String {
     );
     t.format(&fmt)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+impl<'a> Ctx<'a> {
+    /// A context for read-only routes that write no audit record (the audit API): only its
+    /// header and target checks are used.
+    pub(crate) fn for_reads(app: &'a App) -> Self {
+        Ctx {
+            app,
+            rec: AuditRecord::new(String::new(), String::new(), String::new(), String::new()),
+            authenticated: false,
+        }
+    }
 }
 
 impl Ctx<'_> {
@@ -368,7 +387,7 @@ impl Ctx<'_> {
     /// Every header that carries a credential, a proof or an identity appears at most once:
     /// a second copy is never ignored (whichever copy a proxy, a log or this service reads,
     /// they would disagree about who called).
-    fn single_identity_headers(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn single_identity_headers(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         for (name, code) in IDENTITY_HEADERS {
             if headers.get_all(*name).iter().nth(1).is_some() {
                 let mut e = ApiError::new(
@@ -383,7 +402,7 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn target_url(
+    pub(crate) fn target_url(
         &self,
         parts: &axum::http::request::Parts,
         tls: bool,
@@ -501,7 +520,9 @@ impl Ctx<'_> {
         }
         let limits = &ent.limits;
         if body_len as u64 > limits.max_artifact_bytes {
-            self.app.metrics.quota_hit("artifact_bytes");
+            self.app
+                .metrics
+                .quota_hit_plan("artifact_bytes", &limits.plan);
             return Err(ApiError::new(
                 Code::ArtifactTooLarge,
                 format!(
@@ -530,7 +551,7 @@ impl Ctx<'_> {
         {
             RateDecision::Allowed { remaining } => remaining,
             RateDecision::Throttled { retry_after } => {
-                self.app.metrics.quota_hit("qps");
+                self.app.metrics.quota_hit_plan("qps", &limits.plan);
                 let mut e = ApiError::new(
                     Code::PlanThrottled,
                     format!(
@@ -549,7 +570,7 @@ impl Ctx<'_> {
             .await
             .map_err(store_err)?
         else {
-            self.app.metrics.quota_hit("concurrency");
+            self.app.metrics.quota_hit_plan("concurrency", &limits.plan);
             let mut e = ApiError::new(
                 Code::PlanThrottled,
                 format!(
@@ -560,6 +581,7 @@ impl Ctx<'_> {
             e.retry_after = Some(1);
             return Err(e);
         };
+        self.app.metrics.quota_admitted(&limits.plan);
         Ok(Admitted {
             caller,
             poe: decision,

@@ -113,6 +113,8 @@ pub struct App {
     pub(crate) pipelines: Pipelines,
     /// Aggregation of unauthenticated failures ([`crate::flood`]).
     pub unauth_failures: crate::flood::UnauthFailures,
+    /// The audit API's cursor key ([`crate::audit_api`]).
+    pub audit_api: crate::audit_api::AuditApi,
     /// Keyless signing (`[keyless]`; [`crate::keyless`]).
     pub keyless: Option<crate::keyless::Keyless>,
 }
@@ -264,6 +266,37 @@ fn generated_nonce_secret(
         )
     })?;
     Ok(secret)
+}
+
+/// The validity `signing.keyring` states for every configured signing key (a key it does not
+/// list: no expiry, not revoked, and a warning).
+fn key_validity(
+    path: &Path,
+    dev: DevKeys,
+    keys: &TenantKeys,
+) -> Result<Vec<crate::metrics::KeyValidity>, StartError> {
+    let ring = stella_keys::Keyring::load(path, dev)
+        .map_err(|e| StartError::Config(format!("signing.keyring {}: {e}", path.display())))?;
+    let mut out: Vec<crate::metrics::KeyValidity> = Vec::new();
+    for k in keys.all() {
+        let id = k.key_id().to_string();
+        if out.iter().any(|v| v.key_id == id) {
+            continue;
+        }
+        let entry = ring
+            .keys()
+            .iter()
+            .find(|t| t.key.key_id().to_string() == id);
+        if entry.is_none() {
+            tracing::warn!(key_id = %id, keyring = %path.display(), "signing key not in signing.keyring: no expiry or revocation is exported for it");
+        }
+        out.push(crate::metrics::KeyValidity {
+            key_id: id,
+            not_after: entry.and_then(|t| t.not_after).map(|t| t.unix_timestamp()),
+            revoked: entry.is_some_and(|t| t.revoked),
+        });
+    }
+    Ok(out)
 }
 
 /// Seconds from the configuration as `i64` (validated to at most
@@ -530,6 +563,38 @@ impl AppBuilder {
             max_sources: cfg.audit.unauthenticated_sources.max(1),
             records_per_window: cfg.audit.unauthenticated_records_per_window,
         });
+        let audit_api = match &cfg.audit.cursor_secret_env {
+            Some(var) => {
+                let v = zeroize::Zeroizing::new(std::env::var(var).map_err(|_| {
+                    StartError::Config(format!("audit.cursor_secret_env: {var} is not set"))
+                })?);
+                if v.len() < MIN_NONCE_SECRET_BYTES {
+                    return Err(StartError::Config(format!(
+                        "audit.cursor_secret_env: {var} holds fewer than {MIN_NONCE_SECRET_BYTES} bytes"
+                    )));
+                }
+                crate::audit_api::AuditApi::new(Some(v.as_bytes()))
+            }
+            None => crate::audit_api::AuditApi::new(None),
+        }
+        .map_err(|e| StartError::Config(e.to_string()))?;
+        let metrics = Metrics::with_plans(
+            cfg.licensing
+                .plans
+                .iter()
+                .cloned()
+                .chain([cfg.licensing.bypass_plan.plan.clone()])
+                .chain(
+                    cfg.signing
+                        .tenants
+                        .values()
+                        .flat_map(|t| t.plans.keys().cloned()),
+                )
+                .chain(dev.is_some().then(|| "dev".to_string())),
+        );
+        if let Some(path) = &cfg.signing.keyring {
+            metrics.set_key_validity(key_validity(path, self.dev_keys, &keys)?);
+        }
         let dev_tokens = dev.as_ref().map(|d| {
             Arc::new(crate::keyless::DevTokens(Arc::new(d.identity())))
                 as Arc<dyn stella_keyless::IdentityTokenSource>
@@ -537,6 +602,7 @@ impl AppBuilder {
         let keyless = crate::keyless::build(&cfg, dev_tokens, self.keyless_tokens)?;
         Ok(App {
             keyless,
+            audit_api,
             config: cfg,
             auth,
             licensing,
@@ -544,7 +610,7 @@ impl AppBuilder {
             audit,
             keys,
             release,
-            metrics: Metrics::new(),
+            metrics,
             dev,
             audit_checkpoint_key,
             draining: AtomicBool::new(false),

@@ -247,8 +247,18 @@ fn claim_int(m: &serde_json::Map<String, Value>, k: &str) -> Result<Option<i64>,
 }
 
 impl Authenticator {
-    /// Authenticate a request.
+    /// Authenticate a request for the sign routes (scope [`Authenticator::scope`]).
     pub async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Caller, AuthFailure> {
+        self.authenticate_scoped(req, &self.scope).await
+    }
+
+    /// Authenticate a request that needs `scope` (e.g. `signer.audit` for the audit API):
+    /// the same token and sender-constraint checks, only the required scope differs.
+    pub async fn authenticate_scoped(
+        &self,
+        req: &AuthRequest<'_>,
+        scope: &str,
+    ) -> Result<Caller, AuthFailure> {
         let now = now_unix();
         let algs = self.dpop.algs_header();
         let with_algs = |mut e: ApiError, bearer: bool| {
@@ -343,12 +353,12 @@ impl Authenticator {
                 binding = Some(Binding::Mtls { x5t: x5t.clone() });
             }
         }
-        if !claims.scopes.contains(&self.scope) {
+        if !claims.scopes.iter().any(|s| s == scope) {
             let mut e = ApiError::new(
                 Code::InsufficientScope,
-                format!("the token lacks the `{}` scope", self.scope),
+                format!("the token lacks the `{scope}` scope"),
             );
-            e.scope = Some(self.scope.clone());
+            e.scope = Some(scope.to_string());
             return Err(fail(e, &claims));
         }
         let Some(binding) = binding else {

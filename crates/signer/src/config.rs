@@ -261,6 +261,9 @@ pub struct LicensingConfig {
     pub bypass_reason: Option<String>,
     /// Limits applied while bypassing.
     pub bypass_plan: PlanLimits,
+    /// The plans Licensing answers with: their names label the quota metrics (`plan`); any
+    /// other plan is counted as `other`, so the label stays a bounded set.
+    pub plans: Vec<String>,
 }
 
 impl Default for LicensingConfig {
@@ -276,6 +279,7 @@ impl Default for LicensingConfig {
             bypass: false,
             bypass_reason: None,
             bypass_plan: PlanLimits::default(),
+            plans: Vec::new(),
         }
     }
 }
@@ -296,6 +300,10 @@ pub struct SigningConfig {
     /// Keyless signing for tenants served by the default keys (`off`, `allowed`, `default`,
     /// `only`; [`crate::keyless::KeylessUse`]).
     pub keyless: crate::keyless::KeylessUse,
+    /// Keyring (`stella_keys::Keyring` TOML or folder) stating the signing keys' validity
+    /// (`not_after`, `revoked`): exported as `stella_signer_key_expiry_seconds` and
+    /// `stella_signer_key_revoked` for the alerts. Informational: signing is not refused.
+    pub keyring: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -412,6 +420,9 @@ pub struct AuditConfig {
     pub unauthenticated_sources: usize,
     /// Most unauthenticated failures written in full per window over all sources.
     pub unauthenticated_records_per_window: u32,
+    /// Environment variable holding the audit API's cursor HMAC key (at least 32 bytes;
+    /// replicas must share it). Unset: a random key per process.
+    pub cursor_secret_env: Option<String>,
 }
 
 impl Default for AuditConfig {
@@ -430,6 +441,7 @@ impl Default for AuditConfig {
             unauthenticated_window_seconds: 60,
             unauthenticated_sources: 10_000,
             unauthenticated_records_per_window: 1000,
+            cursor_secret_env: None,
         }
     }
 }
@@ -569,6 +581,7 @@ impl Config {
             &mut self.licensing.ca_file,
             &mut self.dev.data_dir,
             &mut self.release.keyring,
+            &mut self.signing.keyring,
             &mut self.audit.checkpoint_public_key,
             &mut self.audit.checkpoint_path,
             &mut self.release.revocations,

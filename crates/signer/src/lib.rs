@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audit_api;
 pub mod auth;
 pub mod checkpoints;
 pub mod client;

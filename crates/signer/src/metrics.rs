@@ -5,7 +5,15 @@
 //! - `stella_signer_requests_total{route,outcome,code}` — requests by outcome.
 //! - `stella_signer_poe_failures_total{kind}` — `denied`, `unavailable`, `grace` (served
 //!   from grace: a failure of Licensing even though the request went on).
-//! - `stella_signer_quota_hits_total{kind}` — `qps`, `concurrency`, `artifact_bytes`.
+//! - `stella_signer_quota_hits_total{kind,plan}` — `qps`, `concurrency`, `artifact_bytes`,
+//!   by plan; and `stella_signer_quota_admitted_total{plan}` — requests admitted under a plan
+//!   quota. The `plan` label is bounded by the configuration ([`Metrics::with_plans`]): a plan
+//!   named in `licensing.plans`, the bypass plan, a `signing.tenants.*.plans` key (or `dev`
+//!   in the dev profile) keeps its name; any other plan Licensing answers is `other`, and a
+//!   refusal before the entitlement is known (body over `server.max_body_bytes`) is `unknown`.
+//! - `stella_signer_key_expiry_seconds{key_id}` — seconds until the signing key's `not_after`
+//!   in `signing.keyring` (negative: expired), and `stella_signer_key_revoked{key_id}` — 1 when
+//!   the keyring marks it revoked; one series per configured signing key.
 //! - `stella_signer_key_usage_total{key_id,mode}` — signatures made, per key and mode.
 //! - `stella_signer_audit_failures_total` — audit writes that failed (requests refused).
 //! - `stella_signer_audit_aggregated_total` — unauthenticated failures counted into a summary
@@ -18,6 +26,9 @@
 //!   timestamp, log entry, self-check): the certificate's cost is the difference of the means.
 //! - `stella_signer_keyless_failures_total{service}` — keyless signings that failed, by the
 //!   service at fault (`fulcio`, `tsa`, `rekor`, `identity-provider`, `keyless`).
+//! - `stella_signer_audit_api_requests_total{route,outcome}` — audit API reads (`audit`,
+//!   `audit_head`; `ok`, `denied`, `error`), and `stella_signer_audit_api_records_total` —
+//!   records they returned (reads are counted, not audited: [`crate::audit_api`]).
 //!
 //! Histograms are lock-free atomics; the labelled counters sit in small mutex-guarded maps
 //! (a handful of label sets each), locked for a map lookup and an increment.
@@ -83,14 +94,29 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
     requests: Counters<(&'static str, &'static str, &'static str)>,
     poe_failures: Counters<&'static str>,
-    quota_hits: Counters<&'static str>,
+    quota_hits: Counters<(&'static str, String)>,
+    quota_admitted: Counters<String>,
+    /// Plans that keep their name in the `plan` label (the rest are `other`).
+    plans: std::collections::BTreeSet<String>,
+    key_validity: Mutex<Vec<KeyValidity>>,
     key_usage: Counters<(String, &'static str)>,
     audit_failures: AtomicU64,
     release_unavailable: AtomicU64,
     audit_aggregated: AtomicU64,
+    audit_api_requests: Counters<(&'static str, &'static str)>,
+    audit_api_records: AtomicU64,
     /// Keyless signatures by certificate (`new`, `reused`): (count, microseconds).
     keyless_signed: Counters<(&'static str, &'static str)>,
     keyless_failures: Counters<&'static str>,
+}
+
+/// What `signing.keyring` says about one signing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValidity {
+    pub key_id: String,
+    /// `not_after`, Unix seconds.
+    pub not_after: Option<i64>,
+    pub revoked: bool,
 }
 
 fn escape(s: &str) -> String {
@@ -123,8 +149,56 @@ impl Metrics {
         inc(&self.poe_failures, kind, 1);
     }
 
+    /// Metrics whose `plan` label keeps these plan names (others become `other`).
+    pub fn with_plans(plans: impl IntoIterator<Item = String>) -> Self {
+        Metrics {
+            plans: plans.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// The bounded `plan` label of `plan`.
+    pub fn plan_label<'a>(&self, plan: &'a str) -> &'a str {
+        if self.plans.contains(plan) {
+            plan
+        } else {
+            "other"
+        }
+    }
+
+    /// A quota refusal before the plan is known (`plan="unknown"`).
     pub fn quota_hit(&self, kind: &'static str) {
-        inc(&self.quota_hits, kind, 1);
+        inc(&self.quota_hits, (kind, "unknown".to_string()), 1);
+    }
+
+    /// A quota refusal under `plan`.
+    pub fn quota_hit_plan(&self, kind: &'static str, plan: &str) {
+        inc(
+            &self.quota_hits,
+            (kind, self.plan_label(plan).to_string()),
+            1,
+        );
+    }
+
+    /// A request admitted under `plan`'s quotas (on every admitted request: no allocation
+    /// once the plan's counter exists).
+    pub fn quota_admitted(&self, plan: &str) {
+        let label = self.plan_label(plan);
+        let mut g = self
+            .quota_admitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match g.get_mut(label) {
+            Some(v) => *v += 1,
+            None => {
+                g.insert(label.to_string(), 1);
+            }
+        }
+    }
+
+    /// The signing keys' validity (from `signing.keyring`), exported as gauges.
+    pub fn set_key_validity(&self, keys: Vec<KeyValidity>) {
+        *self.key_validity.lock().unwrap_or_else(|p| p.into_inner()) = keys;
     }
 
     pub fn key_used(&self, key_id: &str, mode: &'static str) {
@@ -149,6 +223,15 @@ impl Metrics {
     /// A keyless signing that failed at `service`.
     pub fn keyless_failure(&self, service: &'static str) {
         inc(&self.keyless_failures, service, 1);
+    }
+
+    pub fn audit_api_request(&self, route: &'static str, outcome: &'static str) {
+        inc(&self.audit_api_requests, (route, outcome), 1);
+    }
+
+    pub fn audit_api_records(&self, n: usize) {
+        self.audit_api_records
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub fn release_unavailable(&self) {
@@ -218,16 +301,64 @@ impl Metrics {
             );
         }
         out.push_str(
-            "# HELP stella_signer_quota_hits_total Requests refused by a plan quota, by kind.\n",
+            "# HELP stella_signer_quota_hits_total Requests refused by a plan quota, by kind and plan.\n",
         );
         out.push_str("# TYPE stella_signer_quota_hits_total counter\n");
-        for (kind, v) in self
+        for ((kind, plan), v) in self
             .quota_hits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
-            let _ = writeln!(out, "stella_signer_quota_hits_total{{kind=\"{kind}\"}} {v}");
+            let _ = writeln!(
+                out,
+                "stella_signer_quota_hits_total{{kind=\"{kind}\",plan=\"{}\"}} {v}",
+                escape(plan)
+            );
+        }
+        out.push_str(
+            "# HELP stella_signer_quota_admitted_total Requests admitted under a plan quota, by plan.\n",
+        );
+        out.push_str("# TYPE stella_signer_quota_admitted_total counter\n");
+        for (plan, v) in self
+            .quota_admitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "stella_signer_quota_admitted_total{{plan=\"{}\"}} {v}",
+                escape(plan)
+            );
+        }
+        let keys = self
+            .key_validity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        out.push_str("# HELP stella_signer_key_expiry_seconds Seconds until the signing key's not_after in signing.keyring (negative: expired).\n");
+        out.push_str("# TYPE stella_signer_key_expiry_seconds gauge\n");
+        for k in &keys {
+            if let Some(na) = k.not_after {
+                let _ = writeln!(
+                    out,
+                    "stella_signer_key_expiry_seconds{{key_id=\"{}\"}} {}",
+                    escape(&k.key_id),
+                    na.saturating_sub(now)
+                );
+            }
+        }
+        out.push_str("# HELP stella_signer_key_revoked 1 when signing.keyring marks the signing key revoked.\n");
+        out.push_str("# TYPE stella_signer_key_revoked gauge\n");
+        for k in &keys {
+            let _ = writeln!(
+                out,
+                "stella_signer_key_revoked{{key_id=\"{}\"}} {}",
+                escape(&k.key_id),
+                u8::from(k.revoked)
+            );
         }
         out.push_str(
             "# HELP stella_signer_key_usage_total Signatures made, by key id and signing mode.\n",
@@ -265,6 +396,28 @@ impl Metrics {
             out,
             "stella_signer_release_unavailable_total {}",
             self.release_unavailable.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP stella_signer_audit_api_requests_total Audit API reads by route and outcome.\n",
+        );
+        out.push_str("# TYPE stella_signer_audit_api_requests_total counter\n");
+        for ((route, outcome), v) in self
+            .audit_api_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "stella_signer_audit_api_requests_total{{route=\"{route}\",outcome=\"{outcome}\"}} {v}"
+            );
+        }
+        out.push_str("# HELP stella_signer_audit_api_records_total Audit records returned by the audit API.\n");
+        out.push_str("# TYPE stella_signer_audit_api_records_total counter\n");
+        let _ = writeln!(
+            out,
+            "stella_signer_audit_api_records_total {}",
+            self.audit_api_records.load(Ordering::Relaxed)
         );
         out.push_str("# HELP stella_signer_keyless_signatures_total Keyless signatures, by certificate (new or reused).\n");
         out.push_str("# TYPE stella_signer_keyless_signatures_total counter\n");
@@ -314,6 +467,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn plan_label_is_bounded_and_key_gauges_render() {
+        let m = Metrics::with_plans(["team".to_string(), "enterprise".to_string()]);
+        m.quota_hit_plan("qps", "team");
+        m.quota_hit_plan("qps", "team");
+        m.quota_hit_plan("qps", "tenant-42-custom-plan");
+        m.quota_hit_plan("concurrency", "x\"y");
+        m.quota_admitted("enterprise");
+        m.quota_admitted("whatever");
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        m.set_key_validity(vec![
+            KeyValidity {
+                key_id: "sha256:aa".into(),
+                not_after: Some(now + 3600),
+                revoked: false,
+            },
+            KeyValidity {
+                key_id: "sha256:bb".into(),
+                not_after: None,
+                revoked: true,
+            },
+        ]);
+        let t = m.render();
+        assert!(t.contains("stella_signer_quota_hits_total{kind=\"qps\",plan=\"team\"} 2"));
+        assert!(t.contains("stella_signer_quota_hits_total{kind=\"qps\",plan=\"other\"} 1"));
+        assert!(t.contains("stella_signer_quota_hits_total{kind=\"concurrency\",plan=\"other\"} 1"));
+        assert!(!t.contains("tenant-42") && !t.contains("x\\\"y"));
+        assert!(t.contains("stella_signer_quota_admitted_total{plan=\"enterprise\"} 1"));
+        assert!(t.contains("stella_signer_quota_admitted_total{plan=\"other\"} 1"));
+        let expiry: i64 = t
+            .lines()
+            .find_map(|l| l.strip_prefix("stella_signer_key_expiry_seconds{key_id=\"sha256:aa\"} "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((3590..=3600).contains(&expiry), "{expiry}");
+        assert!(!t.contains("stella_signer_key_expiry_seconds{key_id=\"sha256:bb\"}"));
+        assert!(t.contains("stella_signer_key_revoked{key_id=\"sha256:aa\"} 0"));
+        assert!(t.contains("stella_signer_key_revoked{key_id=\"sha256:bb\"} 1"));
+    }
+
+    #[test]
     fn renders_cumulative_buckets() {
         let m = Metrics::new();
         m.observe_request("sign_dsse", "signed", "ok", 0.0015);
@@ -331,7 +525,7 @@ mod tests {
             "stella_signer_request_duration_seconds_bucket{route=\"sign_dsse\",le=\"+Inf\"} 2"
         ));
         assert!(t.contains("stella_signer_requests_total{route=\"sign_dsse\",outcome=\"denied\",code=\"invalid_token\"} 1"));
-        assert!(t.contains("stella_signer_quota_hits_total{kind=\"qps\"} 1"));
+        assert!(t.contains("stella_signer_quota_hits_total{kind=\"qps\",plan=\"unknown\"} 1"));
         assert!(t.contains("stella_signer_key_usage_total{key_id=\"sha256:ab\",mode=\"file\"} 1"));
     }
 }

@@ -3,7 +3,8 @@
 //! Order: the allow-list `release.trusted_scanner_digests` (no registry call); then, when
 //! `release.repository` is configured, the signature referrers of `repository@digest` checked
 //! by [`stella_oci::verify_image_release`] against the release keyring (keys valid for purpose
-//! `release`). Trusted verdicts are cached per digest for `verdict_cache_ttl_secs` (bounded;
+//! `release`, or Sigstore identities — `[[identities]]` — for keyless signatures). Trusted
+//! verdicts are cached per digest for `verdict_cache_ttl_secs` (bounded;
 //! the oldest entry goes first); untrusted ones only for `untrusted_cache_ttl_secs` (default
 //! 0); registry errors never. A registry that cannot answer is an error (fail closed: the
 //! caller answers `503 upstream_unavailable`), never "untrusted" and never "trusted".
@@ -126,12 +127,21 @@ impl ReferrerChecker {
             .keys()
             .iter()
             .any(|k| k.purposes.contains(&Purpose::Release) && !k.revoked)
+            && !keyring
+                .identities()
+                .iter()
+                .any(|i| i.purposes.contains(&Purpose::Release) && !i.revoked)
         {
             return Err(StartError::Config(format!(
-                "release.keyring {}: no unrevoked key has purpose `release`",
+                "release.keyring {}: no unrevoked key has purpose `release` (nor any identity)",
                 ring_path.display()
             )));
         }
+        // Keyless release signatures: the identity entries' trusted roots must be usable now,
+        // not at the first scanner image (docs/keys.md).
+        stella_sigstore::IdentityTrust::from_keyring(&keyring).map_err(|e| {
+            StartError::Config(format!("release.keyring {}: {e}", ring_path.display()))
+        })?;
         let timeout = Duration::from_millis(cfg.registry_timeout_ms.max(100));
         let client = Client::new(ClientConfig {
             plain_http: if cfg.plain_http {

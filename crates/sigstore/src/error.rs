@@ -111,6 +111,12 @@ pub enum VerifyError {
         log_id: String,
         time: String,
     },
+    #[error("transparency log entry {index}: the log key {log_id} is not valid at the timestamp time {time} (a Rekor v2 entry has no integrated time)")]
+    LogKeyNotValidAtTimestamp {
+        index: usize,
+        log_id: String,
+        time: String,
+    },
     #[error(
         "transparency log entry {index}: the signed entry timestamp does not verify: {reason}"
     )]

@@ -19,7 +19,11 @@ pub mod bundle;
 pub mod cert;
 mod error;
 pub mod key;
+pub mod keyring;
 pub mod policy;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 pub mod tlog;
 pub mod trust;
 pub mod tsa;
@@ -28,6 +32,7 @@ pub mod verify;
 pub use bundle::{Bundle, Content, HashAlgorithm, Material, Version};
 pub use error::{BundleError, TrustRootError, VerifyError};
 pub use key::VerifyingKey;
+pub use keyring::{IdentityMatch, IdentityRefusal, IdentityTrust};
 pub use policy::{Identity, Matcher, Policy, PolicyError};
 pub use trust::TrustedRoot;
 pub use verify::{verify, Artifact, Check, Failure, Options, TimeSource, Verified};

@@ -2,7 +2,9 @@
 //!
 //! For each entry, in this order (each failure its own [`VerifyError`] variant):
 //! 1. **Log**: the log id names a log of the trusted root whose key is valid at the
-//!    integrated time ([`VerifyError::UnknownLog`], [`VerifyError::LogKeyNotValid`]).
+//!    integrated time ([`VerifyError::UnknownLog`], [`VerifyError::LogKeyNotValid`]); for a
+//!    Rekor v2 entry (no integrated time), at every verified RFC 3161 timestamp time
+//!    ([`VerifyError::LogKeyNotValidAtTimestamp`]).
 //! 2. **Body**: `canonicalizedBody` is decoded and must describe this bundle
 //!    ([`VerifyError::Body`]): `hashedrekord` 0.0.1 (artifact digest, signature, certificate
 //!    or key), `dsse` 0.0.1 (payload hash, the one signature and its verifier), `intoto`
@@ -54,6 +56,7 @@ pub fn verify_entry(
     entry: &TlogEntry,
     signer: &Signer<'_>,
     root: &TrustedRoot,
+    timestamp_times: &[OffsetDateTime],
 ) -> Result<VerifiedEntry, VerifyError> {
     let log_id_text = crate::key::hex(&entry.log_id);
     let log = root
@@ -73,13 +76,29 @@ pub fn verify_entry(
             })
         })
         .transpose()?;
-    if let Some(t) = integrated {
-        if !log.valid_for.contains(t) {
-            return Err(VerifyError::LogKeyNotValid {
-                index,
-                log_id: log_id_text,
-                time: stella_x509::format_time(t),
-            });
+    match integrated {
+        Some(t) => {
+            if !log.valid_for.contains(t) {
+                return Err(VerifyError::LogKeyNotValid {
+                    index,
+                    log_id: log_id_text,
+                    time: stella_x509::format_time(t),
+                });
+            }
+        }
+        // Rekor v2 (no integrated time): the log key must be valid at every verified
+        // timestamp time, never judged by the wall clock.
+        None => {
+            if let Some(t) = timestamp_times
+                .iter()
+                .find(|t| !log.valid_for.contains(**t))
+            {
+                return Err(VerifyError::LogKeyNotValidAtTimestamp {
+                    index,
+                    log_id: log_id_text,
+                    time: stella_x509::format_time(*t),
+                });
+            }
         }
     }
     check_body(bundle, entry, signer).map_err(|e| VerifyError::Body {

@@ -300,9 +300,10 @@ pub fn verify(
 
     // Material against the policy.
     let material = run.step(Check::Material, material(bundle, policy))?;
+    // The policy's key is borrowed (parsed once by the caller), a certificate's parsed here.
     let (key, leaf) = match &material {
-        Signing::Key(k) => (k.clone(), None),
-        Signing::Cert(c) => (run_key(&mut run, c)?, Some(c)),
+        Signing::Key(k) => (std::borrow::Cow::Borrowed(*k), None),
+        Signing::Cert(c) => (std::borrow::Cow::Owned(run_key(&mut run, c)?), Some(c)),
     };
     let signer = match leaf {
         Some(c) => Signer {
@@ -313,6 +314,19 @@ pub fn verify(
             der: key.spki_der(),
             is_certificate: false,
         },
+    };
+
+    // Timestamps are verified first (reported after the log): a Rekor v2 entry has no
+    // integrated time, so its log key's validity is checked at the verified timestamp times.
+    let stamps = bundle
+        .timestamps
+        .iter()
+        .enumerate()
+        .map(|(i, t)| tsa::verify_timestamp(i, t, bundle.content.signature(), root))
+        .collect::<Result<Vec<_>, _>>();
+    let stamp_times: Vec<OffsetDateTime> = match &stamps {
+        Ok(s) => s.iter().map(|s| s.time).collect(),
+        Err(_) => Vec::new(),
     };
 
     // Transparency log.
@@ -326,21 +340,13 @@ pub fn verify(
                 .tlog_entries
                 .iter()
                 .enumerate()
-                .map(|(i, e)| tlog::verify_entry(bundle, i, e, &signer, root))
+                .map(|(i, e)| tlog::verify_entry(bundle, i, e, &signer, root, &stamp_times))
                 .collect::<Result<Vec<_>, _>>()
         }
     })?;
 
     // Timestamps.
-    let stamps = run.step(
-        Check::Timestamps,
-        bundle
-            .timestamps
-            .iter()
-            .enumerate()
-            .map(|(i, t)| tsa::verify_timestamp(i, t, bundle.content.signature(), root))
-            .collect::<Result<Vec<_>, _>>(),
-    )?;
+    let stamps = run.step(Check::Timestamps, stamps)?;
     let mut times: Vec<SigningTime> = entries
         .iter()
         .filter_map(|e| e.integrated_time)
@@ -451,8 +457,8 @@ pub fn verify(
     })
 }
 
-enum Signing {
-    Key(VerifyingKey),
+enum Signing<'p> {
+    Key(&'p VerifyingKey),
     Cert(Box<FulcioCert>),
 }
 
@@ -464,9 +470,9 @@ fn run_key(run: &mut Run, c: &FulcioCert) -> Result<VerifyingKey, Failure> {
     })
 }
 
-fn material(bundle: &Bundle, policy: &Policy) -> Result<Signing, VerifyError> {
+fn material<'p>(bundle: &Bundle, policy: &'p Policy) -> Result<Signing<'p>, VerifyError> {
     match (policy, &bundle.material) {
-        (Policy::Key(k), Material::PublicKey { .. }) => Ok(Signing::Key(k.clone())),
+        (Policy::Key(k), Material::PublicKey { .. }) => Ok(Signing::Key(k)),
         (Policy::Key(_), _) => Err(VerifyError::Material(
             "a key was given but the bundle is signed with a certificate: verify it with an identity".into(),
         )),

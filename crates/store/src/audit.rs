@@ -240,6 +240,79 @@ pub trait AuditLog: Send + Sync {
 
     /// Short backend name for logs (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
+
+    /// Committed records matching `query`, in chain (`seq`) order, at most `query.limit`
+    /// (the audit API, `GET /api/v1/signer/audit`). Backends answer from indexes: tenant and
+    /// outcome by `(field, seq)`, subject digests by digest, time by the `time` column.
+    /// The default: this backend cannot be queried ([`StoreError::Unsupported`]).
+    fn query(&self, query: AuditQuery) -> StoreFuture<'_, AuditPage> {
+        let _ = query;
+        Box::pin(async { Err(StoreError::Unsupported("querying this audit backend")) })
+    }
+}
+
+/// Most records one [`AuditLog::query`] returns.
+pub const MAX_QUERY_LIMIT: usize = 1000;
+
+/// A filtered read of the audit log (every filter optional; all given ones must match).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only records with `seq` greater than this (the pagination cursor; 0: from the start).
+    pub after_seq: u64,
+    /// Most records returned (clamped to 1..=[`MAX_QUERY_LIMIT`]).
+    pub limit: usize,
+    /// `time >= since`, in the stored form (`YYYY-MM-DDTHH:MM:SS.mmmZ`, see [`normalize_time`]).
+    pub since: Option<String>,
+    /// `time < until`, same form.
+    pub until: Option<String>,
+    pub tenant: Option<String>,
+    pub outcome: Option<Outcome>,
+    /// `sha256:<hex>`: one of the record's `subjectDigests`.
+    pub subject_digest: Option<String>,
+}
+
+impl AuditQuery {
+    /// The limit actually applied.
+    pub fn effective_limit(&self) -> usize {
+        self.limit.clamp(1, MAX_QUERY_LIMIT)
+    }
+
+    /// Does `rec` satisfy every filter (the record's own fields, not the index columns)?
+    /// Callers re-check rows with it, so what a caller sees never rests on an index alone.
+    pub fn matches(&self, seq: u64, rec: &AuditRecord) -> bool {
+        seq > self.after_seq
+            && self.since.as_deref().is_none_or(|s| rec.time.as_str() >= s)
+            && self.until.as_deref().is_none_or(|u| rec.time.as_str() < u)
+            && self
+                .tenant
+                .as_deref()
+                .is_none_or(|t| rec.tenant.as_deref() == Some(t))
+            && self.outcome.is_none_or(|o| rec.outcome == o)
+            && self
+                .subject_digest
+                .as_deref()
+                .is_none_or(|d| rec.subject_digests.iter().any(|x| x == d))
+    }
+}
+
+/// One page of a query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditPage {
+    pub records: Vec<StoredRecord>,
+    /// More records match past the last one returned.
+    pub more: bool,
+}
+
+/// An RFC 3339 time (any offset) in the stored form, UTC with milliseconds, so that stored
+/// times compare as strings. `None`: not RFC 3339.
+pub fn normalize_time(s: &str) -> Option<String> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()?
+        .to_offset(time::UtcOffset::UTC);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.format(&fmt).ok()
 }
 
 /// Reading a log back in chain order (verification, export). Synchronous: it is used by the

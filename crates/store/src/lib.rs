@@ -23,7 +23,10 @@ pub mod sqlite;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use audit::{AuditLog, AuditReader, AuditRecord, Caller, Outcome, PoeState, StoredRecord};
+pub use audit::{
+    AuditLog, AuditPage, AuditQuery, AuditReader, AuditRecord, Caller, Outcome, PoeState,
+    StoredRecord,
+};
 pub use chain::{ChainError, ChainReport};
 pub use memory::{MemoryQuotaStore, MemoryReplayCache};
 pub use postgres::{PgAudit, PgOptions, PgReader};
@@ -59,6 +62,9 @@ pub enum StoreError {
     /// database). Readers never create it.
     #[error("{0}: the audit table is missing (dropped, or not an audit database)")]
     NoLog(String),
+    /// The backend does not offer this operation.
+    #[error("{0} is not supported")]
+    Unsupported(&'static str),
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -33,7 +33,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls};
 
-use crate::audit::{Appended, AuditLog, AuditReader, AuditRecord, StoredRecord};
+use crate::audit::{
+    Appended, AuditLog, AuditPage, AuditQuery, AuditReader, AuditRecord, StoredRecord,
+};
 use crate::chain::link_hash;
 use crate::{StoreError, StoreFuture};
 
@@ -55,6 +57,16 @@ CREATE TABLE audit_head (
 );
 INSERT INTO audit_head (id, seq, hash)
     VALUES (TRUE, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+", "
+-- 2: the audit API's filters (AuditLog::query): tenant and outcome by (field, seq), subject
+-- digests by a GIN index on the record's subjectDigests array. Expression indexes on the
+-- record itself: nothing is stored twice, and nothing outside the chained record decides
+-- what a filter matches. IF NOT EXISTS: on a large log, build them beforehand with
+-- CREATE INDEX CONCURRENTLY (same names; docs/operations.md) so the migration does not hold
+-- writes while it builds them.
+CREATE INDEX IF NOT EXISTS audit_log_tenant ON audit_log (((record::jsonb) ->> 'tenant'), seq);
+CREATE INDEX IF NOT EXISTS audit_log_outcome ON audit_log (((record::jsonb) ->> 'outcome'), seq);
+CREATE INDEX IF NOT EXISTS audit_log_subjects ON audit_log USING GIN (((record::jsonb) -> 'subjectDigests') jsonb_path_ops);
 "];
 
 /// Advisory lock key serialising migrations ("stella-audit" as a number).
@@ -170,6 +182,8 @@ enum Cmd {
 /// The PostgreSQL audit log (writer side).
 pub struct PgAudit {
     tx: mpsc::Sender<Cmd>,
+    /// The connection [`AuditLog::query`] reads on (opened on first use, dropped on error).
+    query_client: tokio::sync::Mutex<Option<Client>>,
     healthy: Arc<AtomicBool>,
     closed: AtomicBool,
     config: tokio_postgres::Config,
@@ -203,6 +217,7 @@ impl PgAudit {
         let task = tokio::spawn(writer.run(rx));
         Ok(PgAudit {
             tx,
+            query_client: tokio::sync::Mutex::new(None),
             healthy,
             closed: AtomicBool::new(false),
             config,
@@ -271,6 +286,30 @@ impl AuditLog for PgAudit {
         "postgres"
     }
 
+    fn query(&self, query: AuditQuery) -> StoreFuture<'_, AuditPage> {
+        Box::pin(async move {
+            let mut guard = self.query_client.lock().await;
+            if guard.is_none() {
+                *guard = Some(connect(&self.config, self.timeout).await?);
+            }
+            let Some(client) = guard.as_ref() else {
+                return Err(StoreError::Closed);
+            };
+            let res = tokio::time::timeout(self.timeout, run_query(client, &query))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Database(
+                        "postgres: audit query timed out".into(),
+                    ))
+                });
+            if res.is_err() {
+                // The connection may be broken: the next query reconnects.
+                *guard = None;
+            }
+            res
+        })
+    }
+
     /// The global head (all replicas), as committed.
     fn head(&self) -> StoreFuture<'_, Option<Appended>> {
         Box::pin(async move {
@@ -291,6 +330,64 @@ impl AuditLog for PgAudit {
             }))
         })
     }
+}
+
+/// One page of `q` (see [`AuditLog::query`]); the filters use the migration-2 indexes.
+async fn run_query(client: &Client, q: &AuditQuery) -> Result<AuditPage, StoreError> {
+    use tokio_postgres::types::ToSql;
+    let limit = q.effective_limit();
+    let after = i64::try_from(q.after_seq).unwrap_or(i64::MAX);
+    let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+    let outcome = q.outcome.map(|o| o.as_str().to_string());
+    let mut sql = String::from(
+        "SELECT seq, record, prev_hash, hash, time, audit_id FROM audit_log WHERE seq > $1",
+    );
+    let mut conds: Vec<(&str, &str, &(dyn ToSql + Sync))> = Vec::new();
+    if let Some(t) = &q.tenant {
+        conds.push(("((record::jsonb) ->> 'tenant') = ", "", t));
+    }
+    if let Some(o) = &outcome {
+        conds.push(("((record::jsonb) ->> 'outcome') = ", "", o));
+    }
+    if let Some(d) = &q.subject_digest {
+        conds.push((
+            "((record::jsonb) -> 'subjectDigests') @> jsonb_build_array(",
+            "::text)",
+            d,
+        ));
+    }
+    if let Some(s) = &q.since {
+        conds.push(("time >= ", "", s));
+    }
+    if let Some(u) = &q.until {
+        conds.push(("time < ", "", u));
+    }
+    let mut args: Vec<&(dyn ToSql + Sync)> = vec![&after];
+    for (pre, post, v) in conds {
+        args.push(v);
+        sql.push_str(&format!(" AND {pre}${}{post}", args.len()));
+    }
+    args.push(&fetch);
+    sql.push_str(&format!(" ORDER BY seq LIMIT ${}", args.len()));
+    let rows = client.query(sql.as_str(), &args).await?;
+    let mut records = Vec::with_capacity(rows.len());
+    for r in rows {
+        let seq: i64 = r.get(0);
+        records.push(StoredRecord {
+            seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt {
+                seq: 0,
+                reason: format!("negative seq {seq}"),
+            })?,
+            record_json: r.get(1),
+            prev_hash: r.get(2),
+            hash: r.get(3),
+            time: r.get(4),
+            audit_id: r.get(5),
+        });
+    }
+    let more = records.len() > limit;
+    records.truncate(limit);
+    Ok(AuditPage { records, more })
 }
 
 struct Pending {

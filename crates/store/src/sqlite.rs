@@ -26,7 +26,9 @@ use std::thread::JoinHandle;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audit::{Appended, AuditLog, AuditReader, AuditRecord, StoredRecord};
+use crate::audit::{
+    Appended, AuditLog, AuditPage, AuditQuery, AuditReader, AuditRecord, StoredRecord,
+};
 use crate::chain::{link_hash, GENESIS};
 use crate::{StoreError, StoreFuture};
 
@@ -40,7 +42,37 @@ CREATE TABLE IF NOT EXISTS audit_log (
     hash      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_log_time ON audit_log(time);
+CREATE INDEX IF NOT EXISTS audit_log_tenant ON audit_log(json_extract(record, '$.tenant'), seq);
+CREATE INDEX IF NOT EXISTS audit_log_outcome ON audit_log(json_extract(record, '$.outcome'), seq);
 ";
+
+/// The subject-digest index of the audit API: one row per (digest, record). Written by the
+/// writer in the same transaction as the record; derived data, never part of the chain.
+const SUBJECT_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS audit_subject (
+    digest TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    PRIMARY KEY (digest, seq)
+) WITHOUT ROWID;
+";
+
+/// Create the subject index, filling it from the records already there when it is new (a
+/// database written before the audit API existed).
+fn ensure_subject_index(conn: &Connection) -> Result<(), StoreError> {
+    let exists: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_subject'",
+        [],
+        |r| r.get(0),
+    )?;
+    if exists == 0 {
+        conn.execute_batch(SUBJECT_TABLE)?;
+        conn.execute_batch(
+            "INSERT OR IGNORE INTO audit_subject (digest, seq) \
+             SELECT j.value, a.seq FROM audit_log a, json_each(a.record, '$.subjectDigests') j",
+        )?;
+    }
+    Ok(())
+}
 
 /// Options of the SQLite audit log.
 #[derive(Debug, Clone)]
@@ -68,6 +100,7 @@ enum Cmd {
         time: String,
         audit_id: String,
         json: Vec<u8>,
+        subjects: Vec<String>,
         reply: oneshot::Sender<Result<Appended, StoreError>>,
     },
     Flush(oneshot::Sender<Result<(), StoreError>>),
@@ -77,6 +110,8 @@ enum Cmd {
 /// The SQLite audit log (writer side).
 pub struct SqliteAudit {
     tx: mpsc::Sender<Cmd>,
+    /// A read-only connection for [`AuditLog::query`] (WAL: reads run beside the writer).
+    query_conn: Arc<Mutex<Connection>>,
     /// The last committed link, updated by the writer after each commit.
     head: Arc<Mutex<(u64, String)>>,
     checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
@@ -146,6 +181,8 @@ impl SqliteAudit {
     pub fn open(opts: SqliteOptions) -> Result<Self, StoreError> {
         let conn = open_conn(&opts.path, true)?;
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+        ensure_subject_index(&conn)?;
+        let query_conn = Arc::new(Mutex::new(open_query_conn(&opts.path)?));
         let head = read_head(&conn)?;
         let cp_conn = open_conn(&opts.path, false)?;
         let (cp_stop, cp_rx) = std::sync::mpsc::channel::<()>();
@@ -182,6 +219,7 @@ impl SqliteAudit {
             })?;
         Ok(SqliteAudit {
             tx,
+            query_conn,
             head: shared_head,
             checkpointer: Mutex::new(Some((cp_stop, cp_thread))),
             healthy,
@@ -227,6 +265,7 @@ impl AuditLog for SqliteAudit {
                     time: record.time,
                     audit_id: record.audit_id,
                     json,
+                    subjects: record.subject_digests,
                     reply,
                 })
                 .await
@@ -274,6 +313,97 @@ impl AuditLog for SqliteAudit {
         let (seq, hash) = lock(&self.head).clone();
         Box::pin(async move { Ok(Some(Appended { seq, hash })) })
     }
+
+    fn query(&self, query: AuditQuery) -> StoreFuture<'_, AuditPage> {
+        let conn = self.query_conn.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || run_query(&lock(&conn), &query))
+                .await
+                .map_err(|e| StoreError::Database(format!("audit query task: {e}")))?
+        })
+    }
+}
+
+fn open_query_conn(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch("PRAGMA query_only=1;")?;
+    Ok(conn)
+}
+
+/// One page of `q`, newest filters first in the SQL; every filter has an index (see
+/// [`AuditLog::query`]). Rows are read `limit + 1` deep to tell whether more match.
+fn run_query(conn: &Connection, q: &AuditQuery) -> Result<AuditPage, StoreError> {
+    let limit = q.effective_limit();
+    let mut sql = String::from(
+        "SELECT seq, record, prev_hash, hash, time, audit_id FROM audit_log WHERE seq > ?",
+    );
+    let mut args: Vec<rusqlite::types::Value> =
+        vec![i64::try_from(q.after_seq).unwrap_or(i64::MAX).into()];
+    if let Some(t) = &q.tenant {
+        sql.push_str(" AND json_extract(record, '$.tenant') = ?");
+        args.push(t.clone().into());
+    }
+    if let Some(o) = q.outcome {
+        sql.push_str(" AND json_extract(record, '$.outcome') = ?");
+        args.push(o.as_str().to_string().into());
+    }
+    if let Some(d) = &q.subject_digest {
+        sql.push_str(" AND seq IN (SELECT seq FROM audit_subject WHERE digest = ?)");
+        args.push(d.clone().into());
+    }
+    if let Some(s) = &q.since {
+        sql.push_str(" AND time >= ?");
+        args.push(s.clone().into());
+    }
+    if let Some(u) = &q.until {
+        sql.push_str(" AND time < ?");
+        args.push(u.clone().into());
+    }
+    sql.push_str(" ORDER BY seq LIMIT ?");
+    args.push(i64::try_from(limit + 1).unwrap_or(i64::MAX).into());
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), stored_row)?;
+    let mut records = Vec::with_capacity(limit.min(64));
+    for row in rows {
+        records.push(to_stored(row?)?);
+    }
+    let more = records.len() > limit;
+    records.truncate(limit);
+    Ok(AuditPage { records, more })
+}
+
+type Row = (i64, String, String, String, String, String);
+
+fn stored_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn to_stored(
+    (seq, record_json, prev_hash, hash, time, audit_id): Row,
+) -> Result<StoredRecord, StoreError> {
+    let seq = u64::try_from(seq).map_err(|_| StoreError::Corrupt {
+        seq: 0,
+        reason: format!("negative seq {seq}"),
+    })?;
+    Ok(StoredRecord {
+        seq,
+        time,
+        audit_id,
+        record_json,
+        prev_hash,
+        hash,
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -301,6 +431,7 @@ struct Pending {
     time: String,
     audit_id: String,
     json: Vec<u8>,
+    subjects: Vec<String>,
     reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
@@ -317,11 +448,13 @@ impl Writer {
                         time,
                         audit_id,
                         json,
+                        subjects,
                         reply,
                     } => appends.push(Pending {
                         time,
                         audit_id,
                         json,
+                        subjects,
                         reply,
                     }),
                     Cmd::Flush(r) => flushes.push(r),
@@ -352,11 +485,13 @@ impl Writer {
                             time,
                             audit_id,
                             json,
+                            subjects,
                             reply,
                         } => appends.push(Pending {
                             time,
                             audit_id,
                             json,
+                            subjects,
                             reply,
                         }),
                         Cmd::Flush(f) => flushes.push(f),
@@ -398,19 +533,19 @@ impl Writer {
                     "INSERT INTO audit_log (seq, time, audit_id, record, prev_hash, hash) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
+                let mut subj = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO audit_subject (digest, seq) VALUES (?1, ?2)",
+                )?;
                 for p in batch.iter() {
                     seq += 1;
                     let hash = link_hash(seq, &prev, &p.json);
                     let text = std::str::from_utf8(&p.json)
                         .map_err(|e| StoreError::Encode(e.to_string()))?;
-                    stmt.execute(params![
-                        i64::try_from(seq).map_err(|e| StoreError::Encode(e.to_string()))?,
-                        p.time,
-                        p.audit_id,
-                        text,
-                        prev,
-                        hash
-                    ])?;
+                    let iseq = i64::try_from(seq).map_err(|e| StoreError::Encode(e.to_string()))?;
+                    for d in &p.subjects {
+                        subj.execute(params![d, iseq])?;
+                    }
+                    stmt.execute(params![iseq, p.time, p.audit_id, text, prev, hash])?;
                     results.push(Appended {
                         seq,
                         hash: hash.clone(),

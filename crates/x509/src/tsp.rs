@@ -556,10 +556,20 @@ fn check_ess(attrs: &[Attribute], signer: &Cert) -> std::result::Result<(), Stri
 // The RFC 3161 HTTP exchange
 // ------------------------------------------------------------------------------------------
 
+/// The nonce as a positive INTEGER in canonical DER: the top bit cleared, and leading zero
+/// bytes dropped unless the next byte needs one to stay positive.
+fn nonce_int(nonce: &[u8; 8]) -> Result<Int> {
+    let mut n = nonce.to_vec();
+    n[0] &= 0x7f;
+    let mut i = 0;
+    while i + 1 < n.len() && n[i] == 0 && n[i + 1] < 0x80 {
+        i += 1;
+    }
+    Int::new(&n[i..]).map_err(der_err)
+}
+
 /// A `TimeStampReq` (DER) for a SHA-256 digest, asking for the TSA certificate.
 pub fn request(sha256: &[u8; 32], nonce: &[u8; 8]) -> Result<Vec<u8>> {
-    let mut n = nonce.to_vec();
-    n[0] &= 0x7f; // positive
     let req = TimeStampReq {
         version: 1,
         message_imprint: MessageImprint {
@@ -567,7 +577,7 @@ pub fn request(sha256: &[u8; 32], nonce: &[u8; 8]) -> Result<Vec<u8>> {
             hashed_message: OctetString::new(sha256.to_vec()).map_err(der_err)?,
         },
         req_policy: None,
-        nonce: Some(Int::new(&n).map_err(der_err)?),
+        nonce: Some(nonce_int(nonce)?),
         cert_req: true,
         extensions: None,
     };
@@ -588,9 +598,7 @@ pub fn token_from_response(resp: &[u8], sha256: &[u8; 32], nonce: &[u8; 8]) -> R
             "the TSA stamped another digest than the one requested",
         ));
     }
-    let mut n = nonce.to_vec();
-    n[0] &= 0x7f;
-    let want = Int::new(&n).map_err(der_err)?;
+    let want = nonce_int(nonce)?;
     if info.nonce.as_deref() != Some(want.as_bytes()) {
         return Err(Error::token(
             "the TSA response does not echo the request nonce (replayed response?)",
@@ -907,6 +915,22 @@ mod tests {
         assert_eq!(r.message_imprint.hash_algorithm.oid, oid::SHA256);
         assert_eq!(r.message_imprint.hashed_message.as_bytes(), &[7u8; 32]);
         assert_eq!(r.nonce.unwrap().as_bytes()[0], 0x7f);
+    }
+
+    /// Regression: a random nonce whose first byte masked to 0 (and second below 0x80) was
+    /// encoded as a non-canonical INTEGER (a redundant leading zero); a TSA echoes it, and the
+    /// strict TSTInfo parser then refused the token (about 1 request in 512).
+    #[test]
+    fn nonces_starting_with_zero_bytes_are_canonical_der() {
+        for nonce in [
+            [0u8, 1, 2, 3, 4, 5, 6, 7],
+            [0x80, 0, 0, 0, 0, 0, 0, 1],
+            [0; 8],
+        ] {
+            let req = request(&[7u8; 32], &nonce).unwrap();
+            let r = TimeStampReq::from_der(&req).unwrap();
+            assert!(r.nonce.is_some());
+        }
     }
 
     #[test]

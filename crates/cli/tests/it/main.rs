@@ -7,6 +7,7 @@ mod mirror;
 mod mirror_oci;
 mod oci;
 mod pkcs11;
+mod prometheus;
 mod revocation;
 mod signer;
 mod sigstore;

@@ -2923,3 +2923,221 @@ fn hostile_extension_headers_and_bombs_stay_within_memory_and_disk() {
         }
     }
 }
+
+/// Sign `b/` keyless: `stella mirror sign` with each leaf's (ephemeral) key, then
+/// `manifest.sigstore.json` holding one Sigstore bundle per leaf, each over the manifest.dsse
+/// payload, logged now by the issuing test Sigstore.
+fn keyless_sign(
+    env: &Env,
+    leaves: &[(
+        &stella_sigstore::testing::TestSigstore,
+        &stella_sigstore::testing::Leaf,
+    )],
+) {
+    let mut keys = Vec::new();
+    for (i, (_, leaf)) in leaves.iter().enumerate() {
+        let name = format!("leaf{i}.pem");
+        write(env.p(&name), leaf.key.private_pem());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(env.p(&name), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        keys.push(name);
+    }
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    env.sign("b", &refs);
+    let env_json: Value =
+        serde_json::from_slice(&std::fs::read(env.p("b/manifest.dsse")).unwrap()).unwrap();
+    let payload = stella_dsse::b64::decode(env_json["payload"].as_str().unwrap()).unwrap();
+    let payload_type = env_json["payloadType"].as_str().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let bundles: Vec<Value> = leaves
+        .iter()
+        .map(|(s, leaf)| s.dsse_bundle(leaf, payload_type, &payload, now))
+        .collect();
+    write(
+        env.p("b/manifest.sigstore.json"),
+        serde_json::to_vec(&bundles).unwrap(),
+    );
+}
+
+/// Issue #11 item 5: a keyring entry naming a Sigstore identity makes keyless-signed mirror
+/// bundles verify; each rule has its own refusal.
+#[test]
+fn keyless_mirror_bundles_verify_with_keyring_identities() {
+    use stella_sigstore::testing::{LeafSpec, TestSigstore};
+    const ISSUER: &str = "https://issuer.test.invalid";
+    let env = Env::new();
+    env.sources(1, "a");
+    expect(&env.create("b", &[]), 0, "Created full bundle");
+    let sigstore = TestSigstore::new();
+    write(env.p("root.json"), sigstore.trusted_root_json());
+    let ring = |purposes: &str| {
+        write(
+            env.p("ring.toml"),
+            format!(
+                "[[identities]]\nid = \"mirror-ci\"\ncertificate_identity_regexp = '.*@ops\\.example\\.com'\n\
+                 certificate_oidc_issuer = \"{ISSUER}\"\ntrusted_root = \"root.json\"\npurposes = {purposes}\n"
+            ),
+        )
+    };
+    ring("[\"mirror-bundle\"]");
+    let now = time::OffsetDateTime::now_utc();
+    let email = |san: &str| LeafSpec::email(san, ISSUER, now);
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["--keyring", "ring.toml"];
+        args.extend(extra);
+        env.verify("b/manifest.dsse", &args)
+    };
+
+    // Signed keyless by a matching identity: verified, the signer is the identity entry.
+    let good = sigstore.issue(&email("release@ops.example.com"));
+    keyless_sign(&env, &[(&sigstore, &good)]);
+    let out = verify(&[]);
+    expect(&out, 0, "Verified OK");
+    expect(&out, 0, "mirror-ci");
+    // Through the archive stream too (manifest.sigstore.json is packed as metadata).
+    expect(
+        &env.run(&["mirror", "pack", "b", "--output", "b.tar.gz"]),
+        0,
+        "",
+    );
+    expect(
+        &env.run(&["mirror", "verify", "b.tar.gz", "--keyring", "ring.toml"]),
+        0,
+        "Verified OK",
+    );
+    // A Sigstore bundle over anything but the manifest.dsse payload is refused outright.
+    let other = sigstore.dsse_bundle(&good, "application/vnd.in-toto+json", b"{}", now);
+    write(
+        env.p("b/manifest.sigstore.json"),
+        serde_json::to_vec(&other).unwrap(),
+    );
+    expect(
+        &verify(&[]),
+        1,
+        "does not sign the manifest of manifest.dsse",
+    );
+    // Without the Sigstore bundle the ephemeral key is nobody.
+    std::fs::remove_file(env.p("b/manifest.sigstore.json")).unwrap();
+    expect(
+        &verify(&[]),
+        1,
+        "threshold 1 is larger than the 0 trusted key",
+    );
+    // A keyring trusting the identity for another purpose only.
+    keyless_sign(&env, &[(&sigstore, &good)]);
+    ring("[\"release\"]");
+    expect(&verify(&[]), 1, "not trusted for purpose `mirror-bundle`");
+    ring("[\"mirror-bundle\"]");
+
+    // No `trusted_root`: the public-good root, shipped (which does not know the test log)
+    // or imported with `stella trust-root import` (an Offline Kit update), which then counts.
+    let text = std::fs::read_to_string(env.p("ring.toml")).unwrap();
+    write(
+        env.p("ring.toml"),
+        text.replace("trusted_root = \"root.json\"\n", ""),
+    );
+    let roots = env.p("trust-roots");
+    let roots_env = [("STELLA_TRUST_ROOT_DIR", roots.to_str().unwrap())];
+    let verify_with_roots = || {
+        env.run_env(
+            &[
+                "mirror",
+                "verify",
+                "b/manifest.dsse",
+                "--keyring",
+                "ring.toml",
+            ],
+            &roots_env,
+        )
+    };
+    expect(&verify_with_roots(), 1, "unknown log id");
+    expect(
+        &env.run_env(&["trust-root", "import", "root.json"], &roots_env),
+        0,
+        "imported the public-good trusted root",
+    );
+    expect(&verify_with_roots(), 0, "Verified OK");
+    write(env.p("ring.toml"), text);
+
+    // Each negative twin: a whole keyless signature that differs in one thing.
+    let mut expired = email("release@ops.example.com");
+    expired.not_before = now - time::Duration::minutes(20);
+    expired.not_after = now - time::Duration::minutes(10);
+    let other_ca = sigstore.other_ca();
+    let cases: Vec<(&str, &TestSigstore, LeafSpec, &str)> = vec![
+        (
+            "regex anchoring",
+            &sigstore,
+            email("release@ops.example.com.attacker"),
+            "does not match",
+        ),
+        (
+            "wrong SAN",
+            &sigstore,
+            email("release@example.org"),
+            "does not match",
+        ),
+        (
+            "wrong issuer",
+            &sigstore,
+            LeafSpec::email("release@ops.example.com", "https://evil.test.invalid", now),
+            "OIDC issuer",
+        ),
+        (
+            "unknown CA",
+            &other_ca,
+            email("release@ops.example.com"),
+            "does not chain to a Fulcio CA",
+        ),
+        ("expired leaf at log time", &sigstore, expired, "not at"),
+    ];
+    for (name, s, spec, why) in cases {
+        let leaf = s.issue(&spec);
+        keyless_sign(&env, &[(s, &leaf)]);
+        let out = verify(&[]);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        expect(&out, 1, why);
+        expect(&out, 1, "keyless signatures");
+    }
+
+    // Thresholds count an identity once: two leaves (two keys) of one identity are one signer.
+    let a = sigstore.issue(&email("a@ops.example.com"));
+    let a2 = sigstore.issue(&email("a@ops.example.com"));
+    keyless_sign(&env, &[(&sigstore, &a), (&sigstore, &a2)]);
+    expect(&verify(&["--threshold", "2"]), 1, "threshold 2");
+    expect(&verify(&[]), 0, "Verified OK");
+    // Two identity entries, two identities: threshold 2 is met.
+    write(
+        env.p("ring.toml"),
+        format!(
+            "[[identities]]\nid = \"ci-a\"\ncertificate_identity = \"a@ops.example.com\"\n\
+             certificate_oidc_issuer = \"{ISSUER}\"\ntrusted_root = \"root.json\"\npurposes = [\"mirror-bundle\"]\n\
+             [[identities]]\nid = \"ci-b\"\ncertificate_identity = \"b@ops.example.com\"\n\
+             certificate_oidc_issuer = \"{ISSUER}\"\ntrusted_root = \"root.json\"\npurposes = [\"mirror-bundle\"]\n"
+        ),
+    );
+    let b = sigstore.issue(&email("b@ops.example.com"));
+    keyless_sign(&env, &[(&sigstore, &a), (&sigstore, &b)]);
+    let out = verify(&["--threshold", "2"]);
+    expect(&out, 0, "ci-a");
+    expect(&out, 0, "ci-b");
+    // A key entry for the certified key and an identity entry for its certificate are still
+    // one signer (the key is not counted twice).
+    write(env.p("a.pub"), a.key.public_pem());
+    let text = std::fs::read_to_string(env.p("ring.toml")).unwrap();
+    write(
+        env.p("ring.toml"),
+        format!(
+            "{}[[keys]]\nid = \"a-key\"\npublic_key = \"a.pub\"\npurposes = [\"mirror-bundle\"]\n",
+            text.replace(
+                "id = \"ci-b\"\ncertificate_identity = \"b@",
+                "id = \"ci-b\"\ncertificate_identity = \"c@"
+            )
+        ),
+    );
+    keyless_sign(&env, &[(&sigstore, &a)]);
+    expect(&verify(&["--threshold", "2"]), 1, "threshold 2");
+}

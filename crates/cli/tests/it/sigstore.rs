@@ -319,3 +319,86 @@ fn timestamp_only_bundle_with_tlog_threshold_zero() {
     assert_exit(&out, 0);
     assert_eq!(json_out(&out)["signingTimes"][0]["source"], "timestamp");
 }
+
+/// `stella verify BUNDLE --keyring K --purpose P`: a keyless bundle accepted by a keyring
+/// `[[identities]]` entry (no identity flags), refused for another purpose or identity.
+#[test]
+fn verify_keyless_bundle_with_keyring_identities() {
+    use stella_sigstore::testing::{LeafSpec, TestSigstore};
+    let tmp = tempdir();
+    let s = TestSigstore::new();
+    let now = time::OffsetDateTime::now_utc();
+    std::fs::write(tmp.path().join("root.json"), s.trusted_root_json()).unwrap();
+    let leaf = s.issue(&LeafSpec::email(
+        "build@ci.example.com",
+        "https://issuer.test.invalid",
+        now,
+    ));
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "a", "digest": {"sha256": "00".repeat(32)}}],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {},
+    });
+    let bundle = tmp.path().join("b.sigstore.json");
+    std::fs::write(
+        &bundle,
+        serde_json::to_vec(&s.dsse_bundle(
+            &leaf,
+            "application/vnd.in-toto+json",
+            &serde_json::to_vec(&statement).unwrap(),
+            now,
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let ring = tmp.path().join("ring.toml");
+    let write_ring = |san: &str| {
+        std::fs::write(
+            &ring,
+            format!(
+                "[[identities]]\nid = \"ci\"\ncertificate_identity_regexp = '{san}'\n\
+                 certificate_oidc_issuer = \"https://issuer.test.invalid\"\n\
+                 trusted_root = \"root.json\"\npurposes = [\"attestation\"]\n"
+            ),
+        )
+        .unwrap()
+    };
+    let run = |purpose: &str, json: bool| {
+        let mut args = argv!["verify", &bundle, "--keyring", &ring, "--purpose", purpose];
+        if json {
+            args.extend(argv!["--output", "json"]);
+        }
+        st(args, tmp.path())
+    };
+    write_ring(r".*@ci\.example\.com");
+    let out = run("attestation", false);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("signer: ci (keyring identity)"),
+        "{}",
+        stdout(&out)
+    );
+    let v = json_out(&run("attestation", true));
+    assert_eq!(
+        (v["verified"].clone(), v["signer"].clone()),
+        (true.into(), "ci".into())
+    );
+    // Another purpose: refused, with the entry's reason.
+    let out = run("release", true);
+    assert_exit(&out, 1);
+    let v = json_out(&out);
+    assert_eq!(v["failed"]["check"], "keyring-identity");
+    assert!(
+        v["failed"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("purpose `release`"),
+        "{v}"
+    );
+    // Another identity (anchored: the pattern must match the whole SAN).
+    write_ring(r"ci\.example\.com");
+    let out = run("attestation", false);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+}

@@ -331,3 +331,73 @@ mod reuse {
         assert_eq!(counting.n.load(Ordering::SeqCst), 2);
     }
 }
+
+mod self_check {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use stella_keyless::dev::DevTsa;
+    use stella_keyless::{BoxFuture, KeylessError, Timestamper, UpstreamError};
+
+    /// The trusted TSA for the first signature, a foreign one afterwards.
+    struct Switching {
+        good: Arc<DevTsa>,
+        rogue: Arc<DevTsa>,
+        n: AtomicUsize,
+    }
+
+    impl Timestamper for Switching {
+        fn timestamp<'a>(&'a self, sig: &'a [u8]) -> BoxFuture<'a, Result<Vec<u8>, UpstreamError>> {
+            if self.n.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.good.timestamp(sig)
+            } else {
+                self.rogue.timestamp(sig)
+            }
+        }
+        fn describe(&self) -> String {
+            "switching".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reused_certificate_still_gets_every_timestamp_verified() {
+        let dev = DevServices::generate(OffsetDateTime::now_utc()).unwrap();
+        let other = DevServices::generate(OffsetDateTime::now_utc()).unwrap();
+        let s = KeylessSigner::new(
+            Arc::new(token(600)),
+            dev.ca.clone(),
+            Arc::new(Switching {
+                good: dev.tsa.clone(),
+                rogue: other.tsa.clone(),
+                n: AtomicUsize::new(0),
+            }),
+            Arc::new(dev.trusted_root().unwrap()),
+        );
+        assert!(s.sign_blob(b"one").await.unwrap().new_certificate);
+        let e = s.sign_blob(b"two").await.unwrap_err();
+        assert!(
+            matches!(&e, KeylessError::SelfCheck(f) if f.failed == stella_sigstore::Check::Timestamps),
+            "{e}"
+        );
+    }
+}
+
+/// The service holds a `KeylessSigner` in its shared state and awaits it in axum handlers:
+/// the signer must be `Send + Sync` and its futures `Send`.
+#[test]
+fn signer_and_its_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<KeylessSigner>();
+    let dev = DevServices::generate(OffsetDateTime::now_utc()).unwrap();
+    let s = dev.signer(Arc::new(token(600))).unwrap();
+    let st = stella_dsse::Statement::new(
+        vec![stella_dsse::Subject::sha256("a", "ab".repeat(32)).unwrap()],
+        "https://slsa.dev/provenance/v1",
+        json!({}),
+    )
+    .unwrap();
+    send(&s.sign_blob(b"x"));
+    send(&s.attest(&st));
+    send(&s.sign_dsse("text/plain", b"x".to_vec()));
+}

@@ -409,3 +409,83 @@ async fn unreachable_services_are_upstream_unavailable() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_duplicate_rekor_upload_follows_the_409_to_the_existing_entry() {
+    let m = MockSigstore::start();
+    let s = m.signer(SUB, Some(TlogPolicy::Required)).await;
+    let out = s.attest(&statement(b"dup")).await.unwrap();
+    let first = out.tlog_entry.clone().unwrap();
+    let leaf = pem::parse(&out.certificate_chain[0])
+        .unwrap()
+        .into_contents();
+    let log = stella_keyless::rekor::RekorClient::new(&m.url, fast()).unwrap();
+    let again = stella_keyless::TransparencyLog::upload(
+        &log,
+        stella_keyless::tlog::Proposal::Dsse {
+            envelope: out.envelope.as_ref().unwrap(),
+            certificate_der: &leaf,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, first, "the existing entry, as first logged");
+    // POST (201), POST (409), GET (200).
+    assert_eq!(m.stats().await["rekor"], 3);
+}
+
+#[tokio::test]
+async fn a_hashedrekord_whose_signature_does_not_match_the_digest_is_refused_by_the_log() {
+    let m = MockSigstore::start();
+    let s = m.signer(SUB, Some(TlogPolicy::Required)).await;
+    let out = s.sign_blob(b"artifact").await.unwrap();
+    let leaf = pem::parse(&out.certificate_chain[0])
+        .unwrap()
+        .into_contents();
+    let (sig, _) = signature_and_timestamp(&out.bundle);
+    let log = stella_keyless::rekor::RekorClient::new(&m.url, fast()).unwrap();
+    let other = stella_keys::sha256(b"another artifact");
+    let e = stella_keyless::TransparencyLog::upload(
+        &log,
+        stella_keyless::tlog::Proposal::HashedRekord {
+            sha256: &other,
+            signature: &sig,
+            certificate_der: &leaf,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, UpstreamError::Rejected { status: 400, message, .. } if message.contains("does not verify")),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_ca_clock_a_little_ahead_is_waited_out_and_far_ahead_is_refused() {
+    let m = MockSigstore::start();
+    m.control(json!({"fulcioClockOffset": 3})).await;
+    let s = m.signer(SUB, None).await;
+    let out = s.sign_blob(b"x").await.unwrap();
+    assert!(out.timestamp_time >= out.identity.not_before);
+    let b = Bundle::from_json(&out.bundle_json()).unwrap();
+    stella_sigstore::verify(
+        &b,
+        Artifact::Bytes(b"x"),
+        &policy(&m),
+        &m.root,
+        &Options {
+            tlog_threshold: 0,
+            time_threshold: 1,
+        },
+    )
+    .unwrap();
+
+    m.control(json!({"fulcioClockOffset": 120})).await;
+    let s = m.signer(SUB, None).await;
+    let e = s.sign_blob(b"x").await.unwrap_err();
+    assert!(
+        matches!(&e, KeylessError::Upstream(UpstreamError::Untrusted { service: Service::Fulcio, reason }) if reason.contains("valid")),
+        "{e}"
+    );
+}

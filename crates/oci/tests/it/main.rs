@@ -5,6 +5,7 @@
 
 mod auth;
 mod faults;
+mod keyless;
 mod referrers;
 mod roundtrip;
 mod skopeo;

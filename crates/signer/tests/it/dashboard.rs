@@ -110,14 +110,127 @@ async fn dashboard_queries_name_metrics_the_service_exports() {
             "the dashboard queries {n}, which /metrics does not export:\n{scrape}"
         );
     }
+    // Quota use by plan, key validity and the audit API are on the dashboard.
+    for n in [
+        "stella_signer_quota_admitted_total",
+        "stella_signer_quota_hits_total",
+        "stella_signer_key_expiry_seconds",
+        "stella_signer_key_revoked",
+        "stella_signer_audit_api_requests_total",
+    ] {
+        assert!(names.contains(n), "the dashboard shows {n}");
+    }
     // The series a signed request produces carry samples, not only a declaration.
     for n in [
         "stella_signer_requests_total",
         "stella_signer_key_usage_total",
         "stella_signer_request_duration_seconds_bucket",
         "stella_signer_poe_failures_total",
+        "stella_signer_quota_admitted_total",
     ] {
         assert!(names.contains(n), "the dashboard shows {n}");
         assert!(sampled.contains(n), "no sample of {n} in\n{scrape}");
     }
+}
+
+/// The signing keys' validity from `signing.keyring` as gauges, and the bounded `plan` label.
+#[tokio::test]
+async fn key_validity_gauges_and_plan_labels() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use stella_keys::{Algorithm, FileKey, Signer as _};
+
+    let dir = tempfile::tempdir().unwrap();
+    let a = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+    let b = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+    let (a_id, b_id) = (a.key_id().to_string(), b.key_id().to_string());
+    let not_after = time::OffsetDateTime::now_utc() + time::Duration::days(10);
+    let fmt = time::format_description::well_known::Rfc3339;
+    let ring = dir.path().join("signing-keys.toml");
+    std::fs::write(
+        &ring,
+        format!(
+            "[[keys]]\nid = \"a\"\npublic_key = '''{}'''\npurposes = [\"attestation\"]\nnot_after = \"{}\"\n\n\
+             [[keys]]\nid = \"b\"\npublic_key = '''{}'''\npurposes = [\"attestation\"]\nrevoked = true\n",
+            a.public_key().to_pem(),
+            not_after.format(&fmt).unwrap(),
+            b.public_key().to_pem(),
+        ),
+    )
+    .unwrap();
+    let mut tenants: HashMap<String, Vec<Arc<dyn stella_keys::Signer>>> = HashMap::new();
+    tenants.insert("tenant-a".into(), vec![Arc::new(a)]);
+    tenants.insert("tenant-b".into(), vec![Arc::new(b)]);
+    let s = TestSigner::start_with(Opts {
+        toml: format!(
+            "[signing]\nkeyring = \"{}\"\n[licensing]\nplans = [\"team\"]\n",
+            ring.display()
+        ),
+        signers: Some(stella_signer::TenantKeys::new(Vec::new(), tenants)),
+        ..Opts::default()
+    })
+    .await;
+    let http = authority().pki.http(None);
+    let key = DpopKey::generate().unwrap();
+    let token = authority()
+        .token("b-dpop", "signer.sign", Some(&key), None)
+        .await;
+    // The revoked key still signs (the gauge drives the alert; signing is not refused).
+    let ok = send_dpop(&http, &s.url(SIGN), &token, &key, &sign_body("poe-b")).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    // A license of a plan the configuration does not list: counted as `other`.
+    let mut odd = license("tenant-b", 1000.0, 1 << 20);
+    odd["plan"] = Value::from("custom-tenant-b-plan");
+    s.licensing.set("poe-odd", odd);
+    let ok = send_dpop(&http, &s.url(SIGN), &token, &key, &sign_body("poe-odd")).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let scrape = http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |prefix: &str| -> f64 {
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{scrape}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let expiry = value(&format!(
+        "stella_signer_key_expiry_seconds{{key_id=\"{a_id}\"}}"
+    ));
+    let ten_days = 10.0 * 86400.0;
+    assert!((ten_days - 120.0..=ten_days).contains(&expiry), "{expiry}");
+    assert!(!scrape.contains(&format!(
+        "stella_signer_key_expiry_seconds{{key_id=\"{b_id}\"}}"
+    )));
+    assert_eq!(
+        value(&format!("stella_signer_key_revoked{{key_id=\"{a_id}\"}}")),
+        0.0
+    );
+    assert_eq!(
+        value(&format!("stella_signer_key_revoked{{key_id=\"{b_id}\"}}")),
+        1.0
+    );
+    assert_eq!(
+        value("stella_signer_quota_admitted_total{plan=\"team\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("stella_signer_quota_admitted_total{plan=\"other\"}"),
+        1.0
+    );
+    assert!(!scrape.contains("custom-tenant-b-plan"));
+    // The revoked key was used: what StellaSignerKeyRevokedInUse joins on.
+    assert_eq!(
+        value(&format!(
+            "stella_signer_key_usage_total{{key_id=\"{b_id}\",mode=\"file\"}}"
+        )),
+        2.0
+    );
 }

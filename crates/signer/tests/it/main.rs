@@ -5,6 +5,7 @@
 // Test helpers unwrap and panic: a failure is a failing test with a location.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod audit_api;
 mod dashboard;
 mod flows;
 mod hostile;

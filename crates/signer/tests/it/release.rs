@@ -443,3 +443,159 @@ fn release_gate_applies_a_signed_revocation_list() {
     assert!(e.contains("release.revocations"), "{e}");
     assert!(e.contains("not signed by a trusted key"), "{e}");
 }
+
+/// A keyless image signature by `leaf`, as `cosign sign` without a key makes it: a v0.3
+/// bundle (certificate, Rekor entry) of an in-toto statement about the image digest.
+fn keyless_bundle(
+    sigstore: &stella_sigstore::testing::TestSigstore,
+    leaf: &stella_sigstore::testing::Leaf,
+    image: &Digest,
+) -> Vec<u8> {
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": REPO, "digest": {"sha256": image.hex()}}],
+        "predicateType": "https://sigstore.dev/cosign/sign/v1",
+        "predicate": {},
+    });
+    let now = time::OffsetDateTime::now_utc();
+    serde_json::to_vec(&sigstore.dsse_bundle(
+        leaf,
+        "application/vnd.in-toto+json",
+        &serde_json::to_vec(&statement).unwrap(),
+        now,
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_release_signatures_through_oci_referrers() {
+    use stella_sigstore::testing::{LeafSpec, TestSigstore};
+    const ISSUER: &str = "https://issuer.test.invalid";
+    let reg = Registry::start();
+    let c = oci();
+    let sigstore = TestSigstore::new();
+    let now = time::OffsetDateTime::now_utc();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("root.json"), sigstore.trusted_root_json()).unwrap();
+    let attest_key = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+    let ring = dir.path().join("release-keyring.toml");
+    std::fs::write(
+        &ring,
+        format!(
+            "[[identities]]\nid = \"release-ci\"\ncertificate_identity_regexp = '.*@release\\.example\\.com'\n\
+             certificate_oidc_issuer = \"{ISSUER}\"\ntrusted_root = \"root.json\"\npurposes = [\"release\"]\n\n\
+             [[identities]]\nid = \"attest-ci\"\ncertificate_identity = \"ci@attest.example.com\"\n\
+             certificate_oidc_issuer = \"{ISSUER}\"\ntrusted_root = \"root.json\"\npurposes = [\"attestation\"]\n\n\
+             [[keys]]\nid = \"attest-key\"\npurposes = [\"attestation\"]\npublic_key = '''\n{}'''\n",
+            attest_key.public_key().to_pem()
+        ),
+    )
+    .unwrap();
+
+    // One image per case, each with one keyless signature (or a key signature).
+    let email = |san: &str| LeafSpec::email(san, ISSUER, now);
+    let mut expired = email("ci@release.example.com");
+    expired.not_before = now - time::Duration::minutes(20);
+    expired.not_after = now - time::Duration::minutes(10);
+    let other_ca = sigstore.other_ca();
+    type Case<'a> = (&'a str, Option<(&'a TestSigstore, LeafSpec)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "good",
+            Some((&sigstore, email("ci@release.example.com"))),
+            "",
+        ),
+        (
+            "attacker",
+            Some((&sigstore, email("ci@release.example.com.attacker"))),
+            "does not match",
+        ),
+        (
+            "wrong-san",
+            Some((&sigstore, email("ci@other.example.com"))),
+            "does not match",
+        ),
+        (
+            "wrong-issuer",
+            Some((
+                &sigstore,
+                LeafSpec::email("ci@release.example.com", "https://evil.test.invalid", now),
+            )),
+            "OIDC issuer",
+        ),
+        (
+            "wrong-purpose",
+            Some((&sigstore, email("ci@attest.example.com"))),
+            "not trusted for purpose `release`",
+        ),
+        (
+            "unknown-ca",
+            Some((&other_ca, email("ci@release.example.com"))),
+            "does not chain to a Fulcio CA",
+        ),
+        ("expired", Some((&sigstore, expired)), "not at"),
+        ("key-signed", None, "not trusted for purpose `release`"),
+    ];
+    let mut images = Vec::new();
+    for (name, signer, _) in &cases {
+        let (r, d) = push_image(&reg, name).await;
+        match signer {
+            Some((s, spec)) => {
+                let leaf = s.issue(spec);
+                stella_oci::attach_bundle(&c, &r, &keyless_bundle(s, &leaf, &d))
+                    .await
+                    .unwrap();
+                images.push((d, Some(leaf.key.spki_der())));
+            }
+            None => {
+                stella_oci::sign_image(&c, &r, &attest_key).await.unwrap();
+                images.push((d, None));
+            }
+        }
+    }
+
+    let mut s = TestSigner::start_with(Opts {
+        toml: format!(
+            "[release]\nrepository = \"{}/{REPO}\"\nkeyring = \"{}\"\nregistry_attempts = 2\n",
+            reg.host(),
+            ring.display()
+        ),
+        ..Opts::default()
+    })
+    .await;
+    let caller = Caller::new().await;
+
+    // The trusted identity: signed, and the verdict names the identity entry and the
+    // certificate's key.
+    let (good, good_spki) = &images[0];
+    let r = caller.sign(&s, &good.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        s.audit(r.audit_id()).scanner_verdict.as_deref(),
+        Some("trusted-referrer")
+    );
+    let v = caller.verify(&s, &format!("digest={good}")).await;
+    assert_eq!(v.body["trusted"], true, "{}", v.body);
+    assert_eq!(v.body["signer"], "release-ci");
+    let spki = good_spki.as_ref().unwrap();
+    assert_eq!(
+        v.body["keyid"],
+        format!(
+            "sha256:{}",
+            stella_keys::hex(&stella_sigstore::HashAlgorithm::Sha256.digest(spki))
+        )
+    );
+
+    // Every other case: untrusted, for its own reason; signing refuses it.
+    for ((name, _, why), (d, _)) in cases.iter().zip(&images).skip(1) {
+        let v = caller.verify(&s, &format!("digest={d}")).await;
+        assert_eq!(v.status, 200, "{name}: {}", v.body);
+        assert_eq!(v.body["trusted"], false, "{name}: {}", v.body);
+        let reason = v.body["reason"].as_str().unwrap();
+        assert!(reason.contains(why), "{name}: {reason}");
+        let r = caller.sign(&s, &d.to_string()).await;
+        let rec = assert_refused(&s, &r, 403, "release_untrusted");
+        assert_eq!(rec.scanner_verdict.as_deref(), Some("untrusted"), "{name}");
+    }
+    s.stop().await;
+}

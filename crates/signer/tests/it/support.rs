@@ -190,6 +190,40 @@ pub(crate) const CLIENTS: &[TestClient] = &[
         dpop: false,
         mtls: false,
     },
+    // Audit API readers (tests/it/audit_api.rs): one per tenant, one over mTLS, and an
+    // operator client with the cross-tenant admin scope.
+    TestClient {
+        id: "a-audit",
+        tid: "tenant-a",
+        inst: "inst-a1",
+        scope: "signer.audit",
+        dpop: true,
+        mtls: false,
+    },
+    TestClient {
+        id: "a-audit-mtls",
+        tid: "tenant-a",
+        inst: "inst-a1",
+        scope: "signer.audit",
+        dpop: false,
+        mtls: true,
+    },
+    TestClient {
+        id: "b-audit",
+        tid: "tenant-b",
+        inst: "inst-b1",
+        scope: "signer.audit signer.sign",
+        dpop: true,
+        mtls: false,
+    },
+    TestClient {
+        id: "ops-audit",
+        tid: "tenant-ops",
+        inst: "inst-ops",
+        scope: "signer.audit signer.audit.admin",
+        dpop: true,
+        mtls: false,
+    },
     TestClient {
         id: "z-dpop",
         tid: "tenant-z",

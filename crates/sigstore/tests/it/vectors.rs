@@ -806,6 +806,40 @@ fn rekor_v2_negative_twins() {
         json!(b64(&[7u8; 32]));
     let e = fails_at(run_v2(&v, &staging_root()), Check::TransparencyLog);
     assert!(matches!(e, VerifyError::InclusionProof { .. }), "{e}");
+    // The Rekor v2 log key's validity is judged at the timestamp time (there is no
+    // integrated time, and never the wall clock): a key valid only from a day after it, or
+    // that ended a day before it, fails at the log check with its own error.
+    let stamp = time::OffsetDateTime::from_unix_timestamp(
+        run_v2(&value(V2), &staging_root()).unwrap().signing_times[0]
+            .at
+            .unix_timestamp(),
+    )
+    .unwrap();
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    for (field, t) in [
+        ("start", stamp + time::Duration::days(1)),
+        ("end", stamp - time::Duration::days(1)),
+    ] {
+        let root = root_with(|r| {
+            let logs = r["tlogs"].as_array_mut().unwrap();
+            let v2 = logs
+                .iter_mut()
+                .find(|l| l["publicKey"]["keyDetails"] == "PKIX_ED25519")
+                .unwrap();
+            if field == "end" {
+                v2["publicKey"]["validFor"]["start"] = json!("2025-01-01T00:00:00Z");
+            }
+            v2["publicKey"]["validFor"][field] = json!(fmt(t));
+        });
+        let e = fails_at(run_v2(&value(V2), &root), Check::TransparencyLog);
+        assert!(
+            matches!(e, VerifyError::LogKeyNotValidAtTimestamp { index: 0, .. }),
+            "{field}: {e}"
+        );
+    }
     // Without its timestamp there is no signing time (no SET in Rekor v2).
     let mut v = value(V2);
     v["verificationMaterial"]["timestampVerificationData"] = json!({});

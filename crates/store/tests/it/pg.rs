@@ -104,6 +104,47 @@ async fn postgres_audit_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_audit_query_suite() {
+    let db = TestDb::new().await;
+    let log = PgAudit::connect(db.opts()).await.unwrap();
+    suites::audit_query(&log).await;
+    // Every filter can be answered from its index (sequential scans priced out; whether the
+    // planner prefers it over the primary key depends on selectivity and table size).
+    let (c, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute("SET enable_seqscan = off").await.unwrap();
+    for (filter, index) in [
+        (
+            "((record::jsonb) ->> 'tenant') = 'tenant-a'",
+            "audit_log_tenant",
+        ),
+        (
+            "((record::jsonb) ->> 'outcome') = 'signed'",
+            "audit_log_outcome",
+        ),
+        (
+            "((record::jsonb) -> 'subjectDigests') @> jsonb_build_array('x'::text)",
+            "audit_log_subjects",
+        ),
+    ] {
+        let plan: Vec<String> = c
+            .query(
+                &format!("EXPLAIN SELECT seq FROM audit_log WHERE {filter}"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(plan.join("\n").contains(index), "{filter}: {plan:?}");
+    }
+    log.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_idempotent_and_reconnecting_continues_the_chain() {
     let db = TestDb::new().await;
     for round in 0..3 {
@@ -124,6 +165,62 @@ async fn migrations_are_idempotent_and_reconnecting_continues_the_chain() {
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.records, 15);
     assert_eq!((head.seq, head.hash), (15, report.head_hash));
+}
+
+/// A log written before the audit API (schema version 1, records in it) upgrades: migration 2
+/// finds an index the operator built beforehand (CONCURRENTLY), builds the others, and the
+/// filters answer over the old records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_2_upgrades_a_version_1_log() {
+    let db = TestDb::new().await;
+    let log = PgAudit::connect(db.opts()).await.unwrap();
+    suites::fill_for_query(&log).await;
+    log.close().await.unwrap();
+    db.sql(
+        "DROP INDEX audit_log_tenant; DROP INDEX audit_log_outcome; DROP INDEX audit_log_subjects; \
+         DELETE FROM stella_audit_migrations WHERE version = 2",
+    )
+    .await;
+    db.sql(
+        "CREATE INDEX CONCURRENTLY audit_log_subjects ON audit_log \
+         USING GIN (((record::jsonb) -> 'subjectDigests') jsonb_path_ops)",
+    )
+    .await;
+    let log = PgAudit::connect(db.opts()).await.unwrap();
+    let page = log
+        .query(stella_store::AuditQuery {
+            tenant: Some("tenant-b".into()),
+            subject_digest: Some(format!("sha256:{}", "09".repeat(32))),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![8]
+    );
+    log.close().await.unwrap();
+    let (c, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE tablename = 'audit_log' \
+             AND indexname IN ('audit_log_tenant', 'audit_log_outcome', 'audit_log_subjects')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    let v: i32 = c
+        .query_one("SELECT MAX(version) FROM stella_audit_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 2);
 }
 
 /// Three "replicas" (writers with their own connections) append concurrently: one chain,

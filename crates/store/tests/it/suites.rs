@@ -180,3 +180,143 @@ pub(crate) async fn replay_bounds(c: &dyn ReplayCache, capacity: usize, per_part
         Err(stella_store::StoreError::Full(_))
     ));
 }
+
+fn digest(n: usize) -> String {
+    format!("sha256:{}", format!("{n:02x}").repeat(32))
+}
+
+/// Thirty records of two tenants for [`audit_query`]: record `i` (seq `i + 1`) is tenant-a
+/// when `i` is even, `signed` when `i % 3 == 0` (else `denied`), has subject `digest(i % 5)`
+/// (record 7 also `digest(9)`), and its time is second `i` of 03:04.
+pub(crate) async fn fill_for_query(log: &dyn AuditLog) {
+    for i in 0..30usize {
+        let mut r = record(&format!("q{i}"));
+        r.time = format!("2026-01-02T03:04:{i:02}.000Z");
+        r.tenant = Some(if i % 2 == 0 { "tenant-a" } else { "tenant-b" }.into());
+        if i % 3 == 0 {
+            r.outcome = Outcome::Signed;
+            r.status = 200;
+            r.reason_code = None;
+        }
+        r.subject_digests = vec![digest(i % 5)];
+        if i == 7 {
+            r.subject_digests.push(digest(9));
+        }
+        assert_eq!(log.append(r).await.unwrap().seq, i as u64 + 1);
+    }
+    log.flush().await.unwrap();
+}
+
+fn ids(page: &stella_store::AuditPage) -> Vec<u64> {
+    page.records.iter().map(|r| r.seq).collect()
+}
+
+/// `AuditLog::query` on the records of [`fill_for_query`]: every filter alone and combined,
+/// pagination, and filters that match nothing (including an injection attempt).
+pub(crate) async fn audit_query(log: &dyn AuditLog) {
+    use stella_store::AuditQuery;
+    fill_for_query(log).await;
+    let q = |f: &dyn Fn(&mut AuditQuery)| {
+        let mut q = AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        };
+        f(&mut q);
+        q
+    };
+    let run = |q: AuditQuery| async move {
+        let page = log.query(q.clone()).await.unwrap();
+        for r in &page.records {
+            let rec: AuditRecord = serde_json::from_str(&r.record_json).unwrap();
+            assert!(q.matches(r.seq, &rec), "{q:?} returned {rec:?}");
+        }
+        page
+    };
+    let seqs = |f: &dyn Fn(usize) -> bool| -> Vec<u64> {
+        (0..30usize)
+            .filter(|i| f(*i))
+            .map(|i| i as u64 + 1)
+            .collect()
+    };
+    // Everything, in chain order.
+    let all = run(q(&|_| {})).await;
+    assert_eq!(ids(&all), seqs(&|_| true));
+    assert!(!all.more);
+    let first: AuditRecord = serde_json::from_str(&all.records[0].record_json).unwrap();
+    assert_eq!(first.audit_id, "q0");
+    assert_eq!(all.records[0].time, "2026-01-02T03:04:00.000Z");
+    // Tenant.
+    let a = run(q(&|q| q.tenant = Some("tenant-a".into()))).await;
+    assert_eq!(ids(&a), seqs(&|i| i % 2 == 0));
+    // Outcome and tenant.
+    let b_signed = run(q(&|q| {
+        q.tenant = Some("tenant-b".into());
+        q.outcome = Some(Outcome::Signed);
+    }))
+    .await;
+    assert_eq!(ids(&b_signed), vec![4, 10, 16, 22, 28]);
+    let denied = run(q(&|q| q.outcome = Some(Outcome::Denied))).await;
+    assert_eq!(ids(&denied), seqs(&|i| i % 3 != 0));
+    // Subject digest (a record with two subjects matches on either).
+    let d1 = run(q(&|q| q.subject_digest = Some(digest(1)))).await;
+    assert_eq!(ids(&d1), seqs(&|i| i % 5 == 1));
+    let d2 = run(q(&|q| q.subject_digest = Some(digest(2)))).await;
+    assert_eq!(ids(&d2), seqs(&|i| i % 5 == 2));
+    let d9 = run(q(&|q| q.subject_digest = Some(digest(9)))).await;
+    assert_eq!(ids(&d9), vec![8]);
+    // Time range: since inclusive, until exclusive.
+    let window = run(q(&|q| {
+        q.since = Some("2026-01-02T03:04:10.000Z".into());
+        q.until = Some("2026-01-02T03:04:20.000Z".into());
+    }))
+    .await;
+    assert_eq!(ids(&window), seqs(&|i| (10..20).contains(&i)));
+    // Everything together.
+    let combined = run(q(&|q| {
+        q.tenant = Some("tenant-a".into());
+        q.subject_digest = Some(digest(0));
+        q.since = Some("2026-01-02T03:04:05.000Z".into());
+    }))
+    .await;
+    assert_eq!(ids(&combined), vec![11, 21]);
+    // Pages of four: the cursor is the last seq seen.
+    let mut got = Vec::new();
+    let mut after = 0;
+    let mut pages = 0;
+    loop {
+        let page = run(q(&|q| {
+            q.tenant = Some("tenant-a".into());
+            q.limit = 4;
+            q.after_seq = after;
+        }))
+        .await;
+        pages += 1;
+        assert!(page.records.len() <= 4);
+        got.extend(ids(&page));
+        match page.records.last() {
+            Some(last) if page.more => after = last.seq,
+            _ => break,
+        }
+    }
+    assert_eq!(got, seqs(&|i| i % 2 == 0));
+    assert_eq!(pages, 4);
+    // Limit 0 is clamped to 1.
+    let one = run(q(&|q| q.limit = 0)).await;
+    assert_eq!((ids(&one), one.more), (vec![1], true));
+    // Matching nothing.
+    for f in [
+        &(|q: &mut AuditQuery| q.tenant = Some("tenant-c".into())) as &dyn Fn(&mut AuditQuery),
+        &|q| q.tenant = Some("tenant-a' OR '1'='1".into()),
+        &|q| q.subject_digest = Some("sha256:00' OR 1=1 --".into()),
+        &|q| q.after_seq = 30,
+        &|q| q.since = Some("2027-01-01T00:00:00.000Z".into()),
+        &|q| {
+            q.tenant = Some("tenant-b".into());
+            q.subject_digest = Some(digest(0));
+            q.outcome = Some(Outcome::Error);
+        },
+    ] {
+        let page = run(q(f)).await;
+        assert!(page.records.is_empty() && !page.more, "{:?}", ids(&page));
+    }
+}
