@@ -223,6 +223,55 @@ keyless = "default"
     assert_eq!(r.status, 200, "{}", r.body);
     verify_bundle(&r.body["bundle"]["sigstore"], &root, &policy, 1).unwrap();
 
+    // rekor = "best_effort": an unavailable log gives a timestamped bundle without an entry.
+    let toml = format!(
+        r#"
+[keyless]
+issuer = "fulcio"
+fulcio_url = "{url}"
+tsa_url = "{url}/api/v1/timestamp"
+rekor_url = "{url}"
+rekor = "best_effort"
+trusted_root = "{root}"
+timeout_ms = 2000
+retries = 0
+[keyless.identity]
+token_file = "{token}"
+[signing.tenants.tenant-a]
+keyless = "only"
+"#,
+        url = mock.url,
+        root = mock.root_path().display(),
+        token = token_file.display(),
+    );
+    let best = TestSigner::start_with(Opts {
+        toml,
+        ..Opts::default()
+    })
+    .await;
+    mock.control(json!({"rekor": "down"})).await;
+    let r = send_dpop(&http, &best.url(SIGN), &token, &key, &body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sig = &r.body["bundle"]["sigstore"];
+    assert_eq!(
+        sig["verificationMaterial"]["tlogEntries"],
+        json!([]),
+        "no log entry"
+    );
+    verify_bundle(sig, &root, &policy, 0).unwrap();
+    assert!(
+        verify_bundle(sig, &root, &policy, 1).is_err(),
+        "tlog threshold 1 fails"
+    );
+    let rec = best.audit(r.audit_id());
+    assert_eq!(rec.tlog_index, None);
+    assert_eq!(rec.tlog_uuid, None);
+    // The TSA is never best effort.
+    mock.control(json!({"tsa": "down"})).await;
+    let r = send_dpop(&http, &best.url(SIGN), &token, &key, &body).await;
+    assert_refused(&best, &r, 503, "upstream_unavailable");
+    mock.control(json!({"tsa": "up", "rekor": "up"})).await;
+
     let m = http
         .get(s.url("/metrics"))
         .send()
