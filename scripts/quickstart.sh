@@ -66,7 +66,7 @@ format = "text"
 
 [dev]
 enabled = true
-data_dir = "signer-data"      # dev-signing.key / dev-signing.pub
+data_dir = "signer-data"      # dev-signing.key/.pub, DEV keyless CA/TSA, trusted_root.json
 TOML
 echo "==> starting the Signer service (DEV profile, config $OUT/stella.toml)" >&2
 rm -f "$OUT/signer.addr"
@@ -82,12 +82,23 @@ for _ in $(seq 1 100); do
 done
 [ -n "$URL" ] || { echo "the Signer service did not start" >&2; cat "$OUT/signer.log" >&2; exit 1; }
 
-echo "==> DPoP-bound token from the dev Authority, SBOM statement signed through $URL" >&2
+echo "==> DPoP-bound token from the dev Authority, SBOM statement signed KEYLESS through $URL" >&2
+# Keyless is the default mode: a 10-minute certificate for the Signer's own identity from the
+# DEV-ONLY in-process CA, an RFC 3161 timestamp from the DEV-ONLY TSA, a Sigstore bundle.
 "$STELLA" signer sign --url "$URL" --dev-authority --client-id quickstart \
   --predicate-type stella.ops/sbom@v1 --predicate "$OUT/app.cdx.json" --subject "$OUT/app.bin" \
-  --poe dev-quickstart --output "$OUT/app.sbom.service.dsse.json"
+  --poe dev-quickstart --bundle --output "$OUT/app.sbom.service.sigstore.json"
 
-echo "==> verifying the service's envelope offline with the dev key's public half" >&2
+echo "==> verifying the keyless bundle offline: dev trusted root + the Signer's identity" >&2
+"$STELLA" verify --trusted-root "$DATA/trusted_root.json" \
+  --certificate-identity signer@dev.stella.invalid \
+  --certificate-oidc-issuer urn:stella:dev-authority --tlog-threshold 0 \
+  "$OUT/app.sbom.service.sigstore.json"
+
+echo "==> the same statement signed with the service's dev key (signingMode file)" >&2
+"$STELLA" signer sign --url "$URL" --dev-authority --client-id quickstart \
+  --predicate-type stella.ops/sbom@v1 --predicate "$OUT/app.cdx.json" --subject "$OUT/app.bin" \
+  --poe dev-quickstart --signing-mode file --output "$OUT/app.sbom.service.dsse.json"
 "$STELLA" verify --key "$DATA/dev-signing.pub" "$OUT/app.sbom.service.dsse.json"
 
 echo "==> stopping the service (in-flight requests finish, audit log flushed) and checking the audit chain" >&2
@@ -98,7 +109,8 @@ trap - EXIT
 
 # Every file the summary names must be there.
 for f in demo.key demo.pub app.bin app.cdx.json app.sbom.dsse.json app.sbom.sigstore.json \
-  app.sbom.service.dsse.json stella.toml signer.log signer.addr signer-data/audit.db \
+  app.sbom.service.sigstore.json app.sbom.service.dsse.json stella.toml signer.log \
+  signer.addr signer-data/audit.db signer-data/trusted_root.json signer-data/dev-keyless.json \
   signer-data/dev-signing.key signer-data/dev-signing.pub signer-data/dev-audit.key \
   signer-data/dev-audit.pub signer-data/audit.checkpoint.json; do
   [ -e "$OUT/$f" ] || { echo "quick start: $OUT/$f is missing" >&2; exit 1; }
@@ -117,7 +129,14 @@ Outputs in $OUT:
   app.bin, app.cdx.json      the artefact and its SBOM
   app.sbom.dsse.json         DSSE envelope (in-toto statement, stella.ops/sbom@v1)
   app.sbom.sigstore.json     the same as a Sigstore bundle v0.3
-  app.sbom.service.dsse.json the SBOM statement signed by the Signer service (DEV profile)
+  app.sbom.service.sigstore.json  the SBOM statement signed KEYLESS by the Signer service
+                             (DEV profile: certificate from the DEV-ONLY CA, RFC 3161
+                             timestamp from the DEV-ONLY TSA); verify it offline:
+                             stella verify --trusted-root $DATA/trusted_root.json \\
+                               --certificate-identity signer@dev.stella.invalid \\
+                               --certificate-oidc-issuer urn:stella:dev-authority \\
+                               --tlog-threshold 0 $OUT/app.sbom.service.sigstore.json
+  app.sbom.service.dsse.json the same signed with the service's DEV key (--signing-mode file)
   stella.toml                the service's DEV configuration (stella signer serve --config ...)
   signer.log                 the service's log; signer.addr: the address it listened on
   signer-data/audit.db       the service's audit log, hash-chained
@@ -125,5 +144,8 @@ Outputs in $OUT:
                              stella audit verify --config $OUT/stella.toml \\
                                --checkpoint-key $DATA/dev-audit.pub
   signer-data/dev-signing.key, dev-signing.pub   the service's DEV signing key
+  signer-data/trusted_root.json   the DEV keyless trusted root (CA, CT log, TSA); the DEV CA
+                             and TSA keys are in signer-data/dev-keyless.json (never trust
+                             either outside development)
 Verify again any time:  stella verify --key $OUT/demo.pub $OUT/app.sbom.dsse.json
 MSG

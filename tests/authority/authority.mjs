@@ -16,6 +16,8 @@
 // `urn:stella:signer` (RFC 8707 resource indicator) with `aud: "signer"`, the requested scope
 // intersected with `signer.sign signer.audit signer.audit.admin other.scope`, the client's `tid`/`inst` as extra claims, and
 // `cnf.jkt` (DPoP, RFC 9449) or `cnf.x5t#S256` (certificate-bound, RFC 8705) bindings.
+// For the resource `urn:stella:sigstore` the token's `aud` is `sigstore` (the Signer's own
+// identity token for keyless signing, which Fulcio accepts).
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -33,6 +35,8 @@ const signingJwk = {
 };
 
 const RESOURCE = 'urn:stella:signer';
+// Tokens for Fulcio (`aud: sigstore`): the Signer's identity for keyless signing.
+const SIGSTORE_RESOURCE = 'urn:stella:sigstore';
 
 const clients = config.clients.map((c) => ({
   client_id: c.client_id,
@@ -77,6 +81,16 @@ const provider = new Provider(config.issuer, {
       defaultResource: () => RESOURCE,
       useGrantedResource: () => true,
       getResourceServerInfo(ctx, resourceIndicator) {
+        // The Signer's own identity tokens for keyless signing (Fulcio's audience).
+        if (resourceIndicator === SIGSTORE_RESOURCE) {
+          return {
+            scope: 'signer.sign other.scope',
+            audience: 'sigstore',
+            accessTokenTTL: 300,
+            accessTokenFormat: 'jwt',
+            jwt: { sign: { alg: 'ES256' } },
+          };
+        }
         if (resourceIndicator !== RESOURCE) {
           throw new Error(`unknown resource ${resourceIndicator}`);
         }

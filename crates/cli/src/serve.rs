@@ -76,9 +76,14 @@ pub(crate) struct SignArgs {
     /// Extra CA (PEM) for HTTPS.
     #[arg(long)]
     ca: Option<PathBuf>,
-    /// Write a Sigstore bundle instead of the DSSE envelope.
+    /// Write a Sigstore bundle instead of the DSSE envelope (a keyless signature's bundle
+    /// carries the certificate and the RFC 3161 timestamp that verification needs).
     #[arg(long)]
     bundle: bool,
+    /// Signing mode to ask for: keyless, file, kms or hsm (default: the tenant's default;
+    /// keyless in the dev profile).
+    #[arg(long, value_name = "MODE")]
+    signing_mode: Option<String>,
     /// Output file for the envelope (or bundle).
     #[arg(long)]
     output: String,
@@ -225,6 +230,17 @@ fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
                 );
             }
         }
+        if let (Some(_), Some(k)) = (&state.dev, &state.keyless) {
+            if let Some(root) = &k.trusted_root_path {
+                eprintln!(
+                    "DEV PROFILE: keyless is the default signing mode, with the DEV-ONLY in-process CA and TSA; trusted root {}; verify a bundle offline with: stella verify --trusted-root {} --certificate-identity {} --certificate-oidc-issuer {} --tlog-threshold 0 BUNDLE",
+                    root.display(),
+                    root.display(),
+                    stella_signer::dev::DEV_KEYLESS_IDENTITY,
+                    stella_signer::dev::DEV_ISSUER
+                );
+            }
+        }
         // One line on stdout so scripts and tests can find the address (port 0 = any).
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {scheme}://{addr}")?;
@@ -304,6 +320,9 @@ fn sign(a: SignArgs) -> Result<()> {
         "options": {"returnBundle": if a.bundle { "sigstore" } else { "dsse" }},
     });
     body["poe"] = json!({"format": "jwt", "value": a.poe});
+    if let Some(m) = &a.signing_mode {
+        body["options"]["signingMode"] = json!(m);
+    }
     if let Some(d) = &a.scanner_digest {
         body["scannerImageDigest"] = json!(d);
     }
@@ -395,12 +414,26 @@ fn sign(a: SignArgs) -> Result<()> {
     let mut text = serde_json::to_vec_pretty(out)?;
     text.push(b'\n');
     crate::io::write_atomic(&a.output, &text, false)?;
+    let b = &resp.body["bundle"];
+    let by = match b["mode"].as_str() {
+        Some("keyless") => format!(
+            "keyless: certificate for {} (issuer {}), serial {}",
+            b["signingIdentity"]["san"].as_str().unwrap_or("?"),
+            b["signingIdentity"]["oidcIssuer"].as_str().unwrap_or("?"),
+            b["signingIdentity"]["certificateSerial"]
+                .as_str()
+                .unwrap_or("?")
+        ),
+        _ => format!("key {}", b["signingIdentity"]["keyIds"]),
+    };
     eprintln!(
-        "signed by {} (audit id {}); wrote {}",
-        resp.body["bundle"]["signingIdentity"]["keyIds"],
+        "signed ({by}; audit id {}); wrote {}",
         resp.body["auditId"].as_str().unwrap_or("?"),
         a.output
     );
+    if b["mode"] == "keyless" && !a.bundle {
+        eprintln!("note: a keyless envelope alone cannot be verified later; use --bundle for the Sigstore bundle with its certificate and timestamp");
+    }
     Ok(())
 }
 

@@ -373,7 +373,9 @@ impl Ctx<'_> {
                 ));
             }
         }
-        if self.app.keys.for_tenant(&caller.tenant).is_none() {
+        if self.app.keys.for_tenant(&caller.tenant).is_none()
+            && !crate::keyless::serves(self.app, &caller.tenant)
+        {
             return Err(ApiError::new(
                 Code::TenantMismatch,
                 format!("this signer does not sign for tenant {:?}", caller.tenant),
@@ -929,17 +931,46 @@ async fn sign_dsse_inner(
     }
     let statement = Statement::new(subjects, input.predicate_type.clone(), input.predicate)
         .map_err(|e| invalid(format!("invalid statement: {e}")))?;
-    let return_bundle = input
+    let return_bundle = match input
         .options
         .as_ref()
         .and_then(|o| o.return_bundle.as_deref())
-        .unwrap_or("dsse");
+        .unwrap_or("dsse")
+    {
+        // The seeds' spelling of the Sigstore bundle.
+        "dsse+cert" => "sigstore",
+        other => other,
+    };
     if !["dsse", "sigstore"].contains(&return_bundle) {
-        return Err(invalid("options.returnBundle must be dsse or sigstore"));
+        return Err(invalid(
+            "options.returnBundle must be dsse, sigstore or dsse+cert",
+        ));
     }
     let admitted = ctx.admit(caller, input.poe.as_ref(), bytes.len()).await?;
     ctx.check_release(input.scanner_image_digest.as_deref(), true)
         .await?;
+    let requested = input
+        .options
+        .as_ref()
+        .and_then(|o| o.signing_mode.as_deref());
+    if crate::keyless::wants_keyless(ctx.app, &admitted.caller.tenant, requested)? {
+        let payload = statement
+            .to_canonical_json()
+            .map_err(|e| invalid(format!("invalid statement: {e}")))?;
+        let signed = crate::keyless::sign(
+            ctx.app,
+            &mut ctx.rec,
+            stella_dsse::PAYLOAD_TYPE_IN_TOTO,
+            payload,
+        )
+        .await?;
+        let bundle = signed.bundle_json(&admitted.caller.tenant, return_bundle == "sigstore");
+        let policy = policy_json(&admitted);
+        return Ok((
+            json!({"bundle": bundle, "policy": policy}),
+            Some(admitted._lease),
+        ));
+    }
     let keys = ctx.signers(
         &admitted.caller,
         &admitted.poe.entitlement.limits.plan,
@@ -1013,6 +1044,21 @@ async fn sign_export_inner(
     let admitted = ctx.admit(caller, input.poe.as_ref(), bytes.len()).await?;
     ctx.check_release(input.scanner_image_digest.as_deref(), false)
         .await?;
+    let requested = input
+        .options
+        .as_ref()
+        .and_then(|o| o.signing_mode.as_deref());
+    if crate::keyless::wants_keyless(ctx.app, &admitted.caller.tenant, requested)? {
+        let signed = crate::keyless::sign(ctx.app, &mut ctx.rec, &payload_type, canonical).await?;
+        let body = signed.export_json(
+            &admitted.caller.tenant,
+            input.manifest,
+            &digest,
+            &payload_type,
+            policy_json(&admitted),
+        );
+        return Ok((body, Some(admitted._lease)));
+    }
     let keys = ctx.signers(
         &admitted.caller,
         &admitted.poe.entitlement.limits.plan,

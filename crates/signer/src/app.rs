@@ -115,6 +115,8 @@ pub struct App {
     pub unauth_failures: crate::flood::UnauthFailures,
     /// The audit API's cursor key ([`crate::audit_api`]).
     pub audit_api: crate::audit_api::AuditApi,
+    /// Keyless signing (`[keyless]`; [`crate::keyless`]).
+    pub keyless: Option<crate::keyless::Keyless>,
 }
 
 /// Counts the pipelines in flight, so shutdown can wait for them before closing the audit
@@ -210,6 +212,7 @@ pub struct AppBuilder {
     password: Option<zeroize::Zeroizing<String>>,
     nonce_secret: Option<zeroize::Zeroizing<Vec<u8>>>,
     shared_cache: Option<Arc<dyn stella_store::SharedCache>>,
+    keyless_tokens: Option<Arc<dyn stella_keyless::IdentityTokenSource>>,
 }
 
 /// A declared `signing_mode` must match where every key lives (`file`, `hsm`, `kms`).
@@ -315,6 +318,7 @@ impl AppBuilder {
             password: None,
             nonce_secret: None,
             shared_cache: None,
+            keyless_tokens: None,
         }
     }
 
@@ -329,6 +333,12 @@ impl AppBuilder {
     /// `dpop.nonce_secret_env` and the per-process random key.
     pub fn nonce_secret(mut self, s: zeroize::Zeroizing<Vec<u8>>) -> Self {
         self.nonce_secret = Some(s);
+        self
+    }
+
+    /// The Signer's identity tokens for keyless signing, instead of `[keyless.identity]`.
+    pub fn keyless_tokens(mut self, t: Arc<dyn stella_keyless::IdentityTokenSource>) -> Self {
+        self.keyless_tokens = Some(t);
         self
     }
 
@@ -426,12 +436,18 @@ impl AppBuilder {
                         ks.push(self.load_ref(r)?);
                     }
                     if ks.is_empty() {
+                        if tc.keyless == crate::keyless::KeylessUse::Only {
+                            continue;
+                        }
                         return Err(StartError::Config(format!("signing.tenants.{t}: no keys")));
                     }
                     check_mode(&format!("signing.tenants.{t}"), &tc.signing_mode, &ks)?;
                     tenants.insert(t.clone(), ks);
                 }
-                if default.is_empty() && tenants.is_empty() {
+                if default.is_empty()
+                    && tenants.is_empty()
+                    && cfg.signing.keyless != crate::keyless::KeylessUse::Only
+                {
                     return Err(StartError::Config("no signing keys configured".into()));
                 }
                 let mut keys = TenantKeys::new(default, tenants);
@@ -605,7 +621,13 @@ impl AppBuilder {
         if let Some(path) = &cfg.signing.keyring {
             metrics.set_key_validity(key_validity(path, self.dev_keys, &keys)?);
         }
+        let dev_tokens = dev.as_ref().map(|d| {
+            Arc::new(crate::keyless::DevTokens(Arc::new(d.identity())))
+                as Arc<dyn stella_keyless::IdentityTokenSource>
+        });
+        let keyless = crate::keyless::build(&cfg, dev_tokens, self.keyless_tokens)?;
         Ok(App {
+            keyless,
             audit_api,
             config: cfg,
             auth,

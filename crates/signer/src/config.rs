@@ -52,6 +52,9 @@ pub struct Config {
     pub quotas: QuotaConfig,
     pub log: LogConfig,
     pub dev: DevConfig,
+    /// Keyless signing (Fulcio certificates, RFC 3161 timestamps, optional Rekor):
+    /// [`crate::keyless`].
+    pub keyless: crate::keyless::KeylessConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -298,6 +301,9 @@ pub struct SigningConfig {
     /// Per-tenant keys. When this is non-empty and `keys` is empty, tokens for any other
     /// tenant are refused (`tenant_mismatch`).
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Keyless signing for tenants served by the default keys (`off`, `allowed`, `default`,
+    /// `only`; [`crate::keyless::KeylessUse`]).
+    pub keyless: crate::keyless::KeylessUse,
     /// Keyring (`stella_keys::Keyring` TOML or folder) stating the signing keys' validity
     /// (`not_after`, `revoked`): exported as `stella_signer_key_expiry_seconds` and
     /// `stella_signer_key_revoked` for the alerts. Informational: signing is not refused.
@@ -315,6 +321,9 @@ pub struct TenantConfig {
     /// Keys for one plan of this tenant (`signing.tenants.T.plans.P`), used instead of the
     /// tenant's keys when the caller's entitlement is for that plan.
     pub plans: BTreeMap<String, PlanKeysConfig>,
+    /// Keyless signing for this tenant (`off`, `allowed`, `default`, `only`;
+    /// [`crate::keyless::KeylessUse`]).
+    pub keyless: crate::keyless::KeylessUse,
 }
 
 /// Keys of one tenant plan.
@@ -587,6 +596,7 @@ impl Config {
             fix(p);
         }
         fix(&mut self.audit.path);
+        self.keyless.resolve_paths(base);
         let fix_ref = |r: &mut String| {
             if !r.contains("://") && !r.starts_with("pkcs11:") && r != "keyless" {
                 let p = Path::new(r.as_str());
@@ -635,7 +645,10 @@ impl Config {
                     "licensing.introspect_url is required (or an audited licensing.bypass)".into(),
                 );
             }
-            if self.signing.keys.is_empty() && self.signing.tenants.is_empty() {
+            if self.signing.keys.is_empty()
+                && self.signing.tenants.is_empty()
+                && self.signing.keyless != crate::keyless::KeylessUse::Only
+            {
                 return bad("no signing keys: set signing.keys or signing.tenants".into());
             }
             if !self.signing.keys.is_empty() && !self.signing.default_keys_for_unlisted_tenants {
@@ -666,6 +679,7 @@ impl Config {
                 }
             }
         }
+        crate::keyless::validate(self)?;
         if self.licensing.bypass
             && self
                 .licensing
@@ -847,6 +861,7 @@ impl Config {
         if self.licensing.token_env.is_some() {
             v.push("licensing.token_env");
         }
+        v.extend(self.keyless.real_services());
         v
     }
 

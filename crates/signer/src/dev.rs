@@ -36,7 +36,7 @@ const DEV_KID: &str = "dev-authority";
 
 /// The embedded dev Authority.
 pub struct DevAuthority {
-    key: FileKey,
+    key: std::sync::Arc<FileKey>,
     jwk_value: Value,
     /// Where the dev signing key's public half is (for `stella verify`).
     pub signing_pub: Option<PathBuf>,
@@ -76,6 +76,14 @@ impl DevAuthority {
         )
     }
 
+    /// The Signer's own identity for keyless signing in the dev profile (tokens with `aud`
+    /// `sigstore`, issued in process by this dev Authority).
+    pub fn identity(&self) -> DevIdentity {
+        DevIdentity {
+            key: self.key.clone(),
+        }
+    }
+
     /// Check a DPoP proof sent to the token endpoint; returns the key thumbprint.
     pub fn check_token_proof(&self, proof: &str) -> Result<String, String> {
         let jws = Jws::parse(proof).map_err(|e| e.to_string())?;
@@ -98,6 +106,31 @@ impl DevAuthority {
             return Err("DPoP proof `iat` is not recent".into());
         }
         Ok(jwk.thumbprint().to_string())
+    }
+}
+
+/// The identity (SAN) of the dev profile's keyless certificates.
+pub const DEV_KEYLESS_IDENTITY: &str = "signer@dev.stella.invalid";
+
+/// DEV ONLY: the Signer's OIDC identity tokens for keyless signing in the dev profile,
+/// signed by the dev Authority's key: `iss` [`DEV_ISSUER`], `aud` `sigstore`, the verified
+/// email [`DEV_KEYLESS_IDENTITY`] (the certificate's SAN), ten minutes.
+pub struct DevIdentity {
+    key: std::sync::Arc<FileKey>,
+}
+
+impl DevIdentity {
+    pub fn token(&self) -> Result<String, String> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        jose::sign::compact(
+            &self.key,
+            &json!({"alg": "ES256", "typ": "JWT", "kid": DEV_KID}),
+            &json!({
+                "iss": DEV_ISSUER, "sub": "stella-signer", "aud": "sigstore",
+                "email": DEV_KEYLESS_IDENTITY, "email_verified": true,
+                "iat": now, "nbf": now, "exp": now + 600,
+            }),
+        )
     }
 }
 
@@ -182,8 +215,24 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
     if cfg.release.trusted_scanner_digests.is_empty() {
         cfg.release.enforce = false;
     }
+    // Keyless is the dev profile's default mode (the dev-only in-process CA and TSA), the
+    // dev key stays available with `signingMode: file`.
+    if cfg.keyless.issuer.is_none() {
+        cfg.keyless.issuer = Some("dev".into());
+    }
+    if cfg.keyless.dev_dir.is_none() {
+        cfg.keyless.dev_dir = cfg.dev.data_dir.clone().or_else(|| {
+            cfg.signing
+                .keys
+                .first()
+                .and_then(|k| Path::new(k).parent().map(Path::to_path_buf))
+        });
+    }
+    if cfg.signing.keyless == crate::keyless::KeylessUse::Off {
+        cfg.signing.keyless = crate::keyless::KeylessUse::Default;
+    }
     Ok(DevAuthority {
-        key,
+        key: std::sync::Arc::new(key),
         jwk_value,
         signing_pub,
     })

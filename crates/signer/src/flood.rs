@@ -73,6 +73,10 @@ pub fn bound_record(rec: &mut AuditRecord) {
         &mut rec.scanner_verdict,
         &mut rec.signing_mode,
         &mut rec.certificate_serial,
+        &mut rec.certificate_san,
+        &mut rec.certificate_issuer,
+        &mut rec.key_source,
+        &mut rec.tlog_uuid,
         &mut rec.reason_code,
     ] {
         truncate_opt(f, MAX_FIELD_BYTES);

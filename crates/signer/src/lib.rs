@@ -21,6 +21,7 @@ pub mod error;
 pub mod flood;
 pub mod jose;
 pub mod jwks;
+pub mod keyless;
 pub mod metrics;
 pub mod openapi;
 pub mod poe;

@@ -20,6 +20,12 @@
 //!   record instead of a record of their own ([`crate::flood`]).
 //! - `stella_signer_release_unavailable_total` — release verdicts the registry could not give
 //!   (requests refused with 503).
+//! - `stella_signer_keyless_signatures_total{certificate}` and
+//!   `stella_signer_keyless_signing_seconds_sum{certificate}` — keyless signatures made with
+//!   a `new` or a `reused` certificate, and the time they took (certificate, signature,
+//!   timestamp, log entry, self-check): the certificate's cost is the difference of the means.
+//! - `stella_signer_keyless_failures_total{service}` — keyless signings that failed, by the
+//!   service at fault (`fulcio`, `tsa`, `rekor`, `identity-provider`, `keyless`).
 //! - `stella_signer_audit_api_requests_total{route,outcome}` — audit API reads (`audit`,
 //!   `audit_head`; `ok`, `denied`, `error`), and `stella_signer_audit_api_records_total` —
 //!   records they returned (reads are counted, not audited: [`crate::audit_api`]).
@@ -99,6 +105,9 @@ pub struct Metrics {
     audit_aggregated: AtomicU64,
     audit_api_requests: Counters<(&'static str, &'static str)>,
     audit_api_records: AtomicU64,
+    /// Keyless signatures by certificate (`new`, `reused`): (count, microseconds).
+    keyless_signed: Counters<(&'static str, &'static str)>,
+    keyless_failures: Counters<&'static str>,
 }
 
 /// What `signing.keyring` says about one signing key.
@@ -202,6 +211,18 @@ impl Metrics {
 
     pub fn audit_aggregated(&self) {
         self.audit_aggregated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A keyless signature, with a new or a reused certificate, that took `secs`.
+    pub fn keyless_signed(&self, new_certificate: bool, secs: f64) {
+        let c = if new_certificate { "new" } else { "reused" };
+        inc(&self.keyless_signed, (c, "count"), 1);
+        inc(&self.keyless_signed, (c, "micros"), (secs * 1e6) as u64);
+    }
+
+    /// A keyless signing that failed at `service`.
+    pub fn keyless_failure(&self, service: &'static str) {
+        inc(&self.keyless_failures, service, 1);
     }
 
     pub fn audit_api_request(&self, route: &'static str, outcome: &'static str) {
@@ -398,6 +419,45 @@ impl Metrics {
             "stella_signer_audit_api_records_total {}",
             self.audit_api_records.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP stella_signer_keyless_signatures_total Keyless signatures, by certificate (new or reused).\n");
+        out.push_str("# TYPE stella_signer_keyless_signatures_total counter\n");
+        let signed = self
+            .keyless_signed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for ((c, what), v) in &signed {
+            if *what == "count" {
+                let _ = writeln!(
+                    out,
+                    "stella_signer_keyless_signatures_total{{certificate=\"{c}\"}} {v}"
+                );
+            }
+        }
+        out.push_str("# HELP stella_signer_keyless_signing_seconds_sum Time spent in keyless signings, by certificate (new or reused).\n");
+        out.push_str("# TYPE stella_signer_keyless_signing_seconds_sum counter\n");
+        for ((c, what), v) in &signed {
+            if *what == "micros" {
+                let _ = writeln!(
+                    out,
+                    "stella_signer_keyless_signing_seconds_sum{{certificate=\"{c}\"}} {}",
+                    *v as f64 / 1e6
+                );
+            }
+        }
+        out.push_str("# HELP stella_signer_keyless_failures_total Keyless signings that failed, by the service at fault.\n");
+        out.push_str("# TYPE stella_signer_keyless_failures_total counter\n");
+        for (service, v) in self
+            .keyless_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "stella_signer_keyless_failures_total{{service=\"{service}\"}} {v}"
+            );
+        }
         out
     }
 }

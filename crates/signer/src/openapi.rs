@@ -116,7 +116,7 @@ pub fn document() -> Value {
                     "properties": {"format": {"const": "jwt"}, "value": {"type": "string"}}},
                 "Options": {"type": "object", "additionalProperties": false, "properties": {
                     "signingMode": {"enum": ["keyless", "kms", "hsm", "file"]},
-                    "returnBundle": {"enum": ["dsse", "sigstore"]}}},
+                    "returnBundle": {"enum": ["dsse", "sigstore", "dsse+cert"]}}},
                 "SignDsseRequest": {"type": "object", "required": ["subject", "predicateType", "predicate"], "additionalProperties": false,
                     "properties": {
                         "subject": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Subject"}},
@@ -129,7 +129,7 @@ pub fn document() -> Value {
                 "SignDsseResponse": {"type": "object", "required": ["bundle", "policy", "auditId"], "properties": {
                     "bundle": {"type": "object", "properties": {
                         "dsse": {"type": "object", "description": "DSSE envelope {payloadType, payload, signatures[{keyid, sig}]}"},
-                        "sigstore": {"type": "object", "description": "Sigstore bundle v0.3 (returnBundle sigstore)"},
+                        "sigstore": {"type": "object", "description": "Sigstore bundle v0.3 (returnBundle sigstore or dsse+cert; keyless: leaf certificate, RFC 3161 timestamp, log entry when configured)"},
                         "certificateChain": {"type": "array", "items": {"type": "string"}},
                         "mode": {"type": "string"},
                         "signingIdentity": {"type": "object"}}},

@@ -116,6 +116,20 @@ pub struct AuditRecord {
     pub key_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_serial: Option<String>,
+    /// Keyless: the certificate's subject alternative name (the Signer's identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_san: Option<String>,
+    /// Keyless: the OIDC issuer named in the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_issuer: Option<String>,
+    /// Keyless: where the signing key came from (`ephemeral`, `ephemeral-reused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_source: Option<String>,
+    /// Keyless with a transparency log: the entry's log index and UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlog_index: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlog_uuid: Option<String>,
     /// SHA-256 (hex) of the DSSE envelope JSON returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envelope_sha256: Option<String>,
@@ -156,6 +170,11 @@ impl AuditRecord {
             signing_mode: None,
             key_ids: Vec::new(),
             certificate_serial: None,
+            certificate_san: None,
+            certificate_issuer: None,
+            key_source: None,
+            tlog_index: None,
+            tlog_uuid: None,
             envelope_sha256: None,
             outcome: Outcome::Error,
             status: 500,

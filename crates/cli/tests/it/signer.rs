@@ -94,7 +94,34 @@ fn dev_profile_signs_through_the_api_and_verifies_offline() {
     let artefact = dir.path().join("app.bin");
     std::fs::write(&artefact, b"artefact").unwrap();
     let env = dir.path().join("app.dsse.json");
-    for _ in 0..3 {
+    let bundle = dir.path().join("app.sigstore.json");
+    // Keyless is the dev profile's default mode (dev-only CA and TSA): a Sigstore bundle.
+    let out = stella(
+        argv![
+            "signer",
+            "sign",
+            "--url",
+            &svc.url,
+            "--dev-authority",
+            "--predicate-type",
+            "stella.ops/sbom@v1",
+            "--predicate",
+            &predicate,
+            "--subject",
+            &artefact,
+            "--poe",
+            "dev-poe",
+            "--bundle",
+            "--output",
+            &bundle
+        ],
+        &[],
+    );
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("keyless: certificate for signer@dev.stella.invalid"));
+    // The dev key stays available: `--signing-mode file`.
+    for _ in 0..2 {
         let out = stella(
             argv![
                 "signer",
@@ -110,6 +137,8 @@ fn dev_profile_signs_through_the_api_and_verifies_offline() {
                 &artefact,
                 "--poe",
                 "dev-poe",
+                "--signing-mode",
+                "file",
                 "--output",
                 &env
             ],
@@ -122,6 +151,28 @@ fn dev_profile_signs_through_the_api_and_verifies_offline() {
         &[],
     );
     ok(&out);
+    // The keyless bundle verifies offline with the dev trusted root the service wrote and
+    // the dev identity; another identity fails (exit 1).
+    let root = data.join("trusted_root.json");
+    let verify_as = |identity: &str| {
+        stella(
+            argv![
+                "verify",
+                "--trusted-root",
+                &root,
+                "--certificate-identity",
+                identity,
+                "--certificate-oidc-issuer",
+                "urn:stella:dev-authority",
+                "--tlog-threshold",
+                "0",
+                &bundle
+            ],
+            &[],
+        )
+    };
+    ok(&verify_as("signer@dev.stella.invalid"));
+    assert_eq!(verify_as("someone@else.invalid").status.code(), Some(1));
     // A PoE the dev Licensing refuses: exit 3 (authorization).
     let out = stella(
         argv![

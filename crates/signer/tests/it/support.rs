@@ -21,6 +21,8 @@ use stella_store::{AuditReader as _, AuditRecord};
 
 pub(crate) const ISSUER: &str = "https://authority.stella.test";
 pub(crate) const RESOURCE: &str = "urn:stella:signer";
+/// Client id (and so certificate SAN) of the Signer's keyless identity at the Authority.
+pub(crate) const KEYLESS_CLIENT: &str = "https://signer.stella.test/keyless";
 pub(crate) const SCANNER: &str =
     "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
@@ -177,6 +179,15 @@ pub(crate) const CLIENTS: &[TestClient] = &[
         inst: "inst-b1",
         scope: "signer.sign other.scope",
         dpop: true,
+        mtls: false,
+    },
+    // The Signer's own identity for keyless signing (tokens with aud `sigstore`).
+    TestClient {
+        id: KEYLESS_CLIENT,
+        tid: "tenant-signer",
+        inst: "inst-signer",
+        scope: "other.scope",
+        dpop: false,
         mtls: false,
     },
     // Audit API readers (tests/it/audit_api.rs): one per tenant, one over mTLS, and an
