@@ -10,6 +10,8 @@
 #                                [--server-threads N] [--client-threads N]
 #                                [--token-cache N] [--log-level LEVEL]
 #                                [--shared]   (PostgreSQL audit + Redis quotas/replay cache)
+#                                [--rounds N] (issue #15: N rounds of crypto bound / service /
+#                                              open loop; benches/load/rounds.rs) [--profile N]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
