@@ -42,6 +42,8 @@ fi
 export COSIGN_PASSWORD=bench
 
 rm -rf "$BENCH_DIR"; mkdir -p "$BENCH_DIR/src"
+# The data goes away however the run ends (a failed command exits early), unless --keep.
+[ "$KEEP" -eq 1 ] || trap 'cd /; rm -rf "$BENCH_DIR"' EXIT
 cd "$BENCH_DIR"
 if [ "$SHAPE" = big ]; then
 echo "==> generating ~${SIZE_MIB} MiB of sources in $BENCH_DIR" >&2
