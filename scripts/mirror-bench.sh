@@ -1,23 +1,37 @@
 #!/usr/bin/env bash
-# Mirror bundle benchmark (issue #3): builds a >= 2 GiB bundle in /tmp mixing large and small
-# files, then measures side by side, in one run, on the same files:
-#   verify          stella mirror verify DIR       vs  sha256sum -c SHA256SUMS
+# Mirror bundle benchmark (issues #3, #15): builds a bundle in /tmp, then measures side by
+# side, in one run, on the same files, with a peak-RSS column next to every timing:
+#   create          stella mirror create + sign     vs  find -type f | xargs sha256sum
+#   verify          stella mirror verify DIR        vs  sha256sum -c SHA256SUMS
 #                   (and against the two-core SHA-256 bound: 2 x `openssl speed` sha256)
 #   pack tar.zst    stella mirror pack -> .tar.zst  vs  tar -c | zstd -T2 -3
 #   pack tar.gz     stella mirror pack -> .tar.gz   vs  tar -c | pigz -p2 -6
 #   verify archive  stella mirror verify X.tar.zst (streamed, no extraction)
-#   peak RSS of every stella run (GNU time), against the 200 MiB budget.
-# Each timing is the best of RUNS runs (default 3) with a warm page cache.
-# Usage: scripts/mirror-bench.sh [--keep]   (env: BENCH_DIR, RUNS, SIZE_MIB, STELLA=prebuilt binary)
+#   unpack          stella mirror unpack X.tar.zst (verified)
+# Shapes (SHAPE=):
+#   big   (default) >= 2 GiB mixing large and small files (70 % incompressible layers in an
+#         OCI layout, 20 % one text feed, 10 % small files of 2-120 KiB);
+#   many  FILES small advisory files (default 200,000 x 1 KiB, half JSON text, half random)
+#         plus two 64 MiB blobs: the shape of NVD/GHSA/OSV mirrors.
+# The two sides of each row alternate (A B A B ...) RUNS times (default 5) on a warm page
+# cache; the report gives the median and [min-max] of wall time, CPU time (user + sys) and
+# peak RSS (GNU time %M: for a pipeline, its largest process) of each side, and the ratio of
+# the medians (reference wall / stella wall: above 1, stella is faster).
+# Usage: scripts/mirror-bench.sh [--keep]
+#   env: SHAPE (big|many), BENCH_DIR, RUNS, SIZE_MIB (big), FILES (many),
+#        STELLA=prebuilt binary (default: cargo build --release)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # A fresh folder of our own (never a fixed name in a shared folder).
 BENCH_DIR="${BENCH_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/stella-mirror-bench.XXXXXX")}"
-RUNS="${RUNS:-3}"
+RUNS="${RUNS:-5}"
+SHAPE="${SHAPE:-big}"
+FILES="${FILES:-200000}"
 SIZE_MIB="${SIZE_MIB:-2200}"
 KEEP=0; [ "${1:-}" = "--keep" ] && KEEP=1
 
-for tool in pigz zstd sha256sum openssl python3 /usr/bin/time; do
+case "$SHAPE" in big|many) ;; *) echo "SHAPE must be big or many" >&2; exit 2;; esac
+for tool in pigz zstd sha256sum openssl python3 xargs /usr/bin/time; do
     command -v "$tool" >/dev/null 2>&1 || { echo "missing $tool: run scripts/setup-test-deps.sh" >&2; exit 2; }
 done
 if [ -z "${STELLA:-}" ]; then
@@ -28,7 +42,10 @@ fi
 export COSIGN_PASSWORD=bench
 
 rm -rf "$BENCH_DIR"; mkdir -p "$BENCH_DIR/src"
+# The data goes away however the run ends (a failed command exits early), unless --keep.
+[ "$KEEP" -eq 1 ] || trap 'cd /; rm -rf "$BENCH_DIR"' EXIT
 cd "$BENCH_DIR"
+if [ "$SHAPE" = big ]; then
 echo "==> generating ~${SIZE_MIB} MiB of sources in $BENCH_DIR" >&2
 python3 - "$SIZE_MIB" <<'PY'
 import hashlib, json, os, random, sys
@@ -89,80 +106,123 @@ advisories:
   - path: feeds/nvd.json
   - path: feeds/ghsa
 YAML
+else
+echo "==> generating $FILES small files in $BENCH_DIR" >&2
+python3 - "$FILES" <<'PY'
+import json, os, random, sys
+n = int(sys.argv[1]); rnd = random.Random(42)
+src = "src"; feeds = os.path.join(src, "feeds"); os.makedirs(feeds)
+for i in range(2):  # a few large blobs
+    with open(os.path.join(feeds, "blob-%d.bin" % i), "wb") as f: f.write(os.urandom(64 << 20))
+small = os.path.join(feeds, "osv")
+for i in range(n):
+    d = os.path.join(small, "%03d" % (i % 1000))
+    if i < 1000: os.makedirs(d)
+    if i % 2:
+        rec = json.dumps({"id": "GHSA-%06d" % i, "summary": "x" * 900, "score": rnd.random()})
+        data = (rec + " " * 1024)[:1024].encode()
+    else:
+        data = os.urandom(1024)
+    with open(os.path.join(d, "OSV-%07d.json" % i), "wb") as f: f.write(data)
+PY
+cat > src/bundle.yaml <<'YAML'
+name: bench
+version: 1.0.0
+issuer: bench@stella-ops.org
+validForSeconds: 86400
+advisories:
+  - path: feeds
+YAML
+fi
 "$STELLA" key generate --algorithm ed25519 --output key >/dev/null 2>&1
-"$STELLA" mirror create --spec src/bundle.yaml --output bundle >/dev/null
-"$STELLA" mirror sign bundle/manifest.json --key key.key >/dev/null
-rm -rf src
-BYTES=$(du -sb bundle | cut -f1)
-FILES=$(find bundle -type f | wc -l)
 
 # One timed run: prints "wall cpu rss_kib" (cpu = user + sys seconds).
 once() {
     /usr/bin/time -o time.out -f '%e %U %S %M' "$@" >/dev/null 2>cmd.err || { cat cmd.err >&2; exit 1; }
     awk '{printf "%s %.2f %s\n", $1, $2 + $3, $4}' time.out
 }
-# Run two commands alternately RUNS times (so machine load hits both alike); keep the best
-# wall time and CPU time of each and the largest RSS. Sets A_T A_C A_R B_T B_C B_R.
-# Usage: pair "cmd a" "cmd b"   (each a string run with sh -c; "" for none)
-best() { awk -v a="$1" -v b="$2" 'BEGIN{print (a == "" || b < a) ? b : a}'; }
+# "median [min-max]" of whitespace-separated numbers; med() the median alone.
+stat3() { printf '%s\n' $1 | sort -g | awk -v f="${2:-%.2f}" '{v[NR]=$1} END{m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf f" ["f"-"f"]", m, v[1], v[NR]}'; }
+med() { printf '%s\n' $1 | sort -g | awk '{v[NR]=$1} END{m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.3f", m}'; }
+# Run two commands alternately RUNS times (so machine drift hits both alike). Sets
+# A_T A_C A_R B_T B_C B_R: the lists of wall s, cpu s and peak RSS KiB of each side.
+# Usage: pair "cmd a" "cmd b"   (each a string run with sh -c; "" for none; PRE_A / PRE_B run,
+# untimed, before each run of a / b)
 pair() {
-    A_T=""; A_C=""; A_R=0; B_T=""; B_C=""; B_R=0
+    A_T=""; A_C=""; A_R=""; B_T=""; B_C=""; B_R=""
     local i r
     for i in $(seq "$RUNS"); do
-        eval "${PRE:-true}"
+        eval "${PRE_A:-true}"
         r=$(once sh -c "$1"); set -- "$1" "$2" $r
-        A_T=$(best "$A_T" "$3"); A_C=$(best "$A_C" "$4"); [ "$5" -gt "$A_R" ] && A_R=$5
+        A_T="$A_T $3"; A_C="$A_C $4"; A_R="$A_R $5"
         set -- "$1" "$2"
         if [ -n "$2" ]; then
+            eval "${PRE_B:-true}"
             r=$(once sh -c "$2"); set -- "$1" "$2" $r
-            B_T=$(best "$B_T" "$3"); B_C=$(best "$B_C" "$4"); [ "$5" -gt "$B_R" ] && B_R=$5
+            B_T="$B_T $3"; B_C="$B_C $4"; B_R="$B_R $5"
             set -- "$1" "$2"
         fi
     done
 }
-ratio() { awk "BEGIN{printf \"%.2f\", $1 / $2}"; }
-gbps() { awk "BEGIN{printf \"%.2f\", $BYTES / $1 / 1e9}"; }
+# A table cell: "wall s (cpu s), RSS MiB", each median [range].
+cell() { echo "$(stat3 "$1") s ($(stat3 "$2") s), $(stat3 "$(printf '%s\n' $3 | awk '{printf "%.0f ", $1/1024}')" %.0f) MiB"; }
+ratio() { awk "BEGIN{printf \"%.2f\", $(med "$1") / $(med "$2")}"; }
+gbps() { awk "BEGIN{printf \"%.2f\", $BYTES / $(med "$1") / 1e9}"; }
+
+LOAD=$(cut -d" " -f1-3 /proc/loadavg)
+S="$STELLA"
+find src -type f -exec cat {} + >/dev/null  # warm the cache
+echo "==> create + sign" >&2
+PRE_A="rm -rf bundle" pair "$S mirror create --spec src/bundle.yaml --output bundle && $S mirror sign bundle/manifest.json --key key.key" \
+    "cd src && find . -type f -print0 | xargs -0 sha256sum > ../ref.sums"
+CR_T=$A_T; CR_C=$A_C; CR_R=$A_R; CRR_T=$B_T; CRR_C=$B_C; CRR_R=$B_R
+# The sign step alone (peak RSS of `mirror sign` on its own).
+pair "$S mirror sign bundle/manifest.json --key key.key" ""
+SG_T=$A_T; SG_C=$A_C; SG_R=$A_R
+rm -rf src ref.sums
+BYTES=$(du -sb bundle | cut -f1)
+NFILES=$(find bundle -type f | wc -l)
 
 cat bundle/SHA256SUMS >/dev/null; find bundle -type f -exec cat {} + >/dev/null  # warm the cache
 CORE=$(openssl speed -seconds 3 -bytes 1048576 -evp sha256 2>/dev/null | awk '/^sha256/{print $2}' | tr -d k)
 CORE_GBPS=$(awk "BEGIN{printf \"%.2f\", $CORE * 1000 / 1e9}")
 CORES=$(nproc)
 BOUND=$(awk "BEGIN{printf \"%.2f\", $CORE_GBPS * ($CORES < 2 ? $CORES : 2)}")
-S="$STELLA"
-LOAD=$(cut -d" " -f1-3 /proc/loadavg)
 
 echo "==> verify" >&2
 pair "$S mirror verify bundle --key key.pub" "cd bundle && sha256sum -c --quiet SHA256SUMS"
-T_V=$A_T; C_V=$A_C; R_V=$A_R; T_S=$B_T; C_S=$B_C
+V_T=$A_T; V_C=$A_C; V_R=$A_R; VS_T=$B_T; VS_C=$B_C; VS_R=$B_R
 echo "==> pack tar.zst" >&2
 pair "$S mirror pack bundle --output out.tar.zst" "tar -cf - -C bundle . | zstd -T2 -3 -q -c > ref.tar.zst"
-T_PZ=$A_T; C_PZ=$A_C; R_PZ=$A_R; T_RZ=$B_T; C_RZ=$B_C
+PZ_T=$A_T; PZ_C=$A_C; PZ_R=$A_R; RZ_T=$B_T; RZ_C=$B_C; RZ_R=$B_R
 echo "==> pack tar.gz" >&2
 pair "$S mirror pack bundle --output out.tar.gz" "tar -cf - -C bundle . | pigz -p2 -6 -c > ref.tar.gz"
-T_PG=$A_T; C_PG=$A_C; R_PG=$A_R; T_RG=$B_T; C_RG=$B_C
+PG_T=$A_T; PG_C=$A_C; PG_R=$A_R; RG_T=$B_T; RG_C=$B_C; RG_R=$B_R
 echo "==> verify archive stream, unpack" >&2
-pair "$S mirror verify out.tar.zst --key key.pub" ""
-T_VA=$A_T; R_VA=$A_R
-PRE="rm -rf unpacked" pair "$S mirror unpack out.tar.zst --output unpacked --key key.pub" ""
-T_U=$A_T; R_U=$A_R; rm -rf unpacked
+pair "$S mirror verify out.tar.zst --key key.pub" "zstd -d -q -c out.tar.zst | tar -xf - -O > /dev/null"
+VA_T=$A_T; VA_C=$A_C; VA_R=$A_R; VAR_T=$B_T; VAR_C=$B_C; VAR_R=$B_R
+PRE_A="rm -rf unpacked" PRE_B="rm -rf unpacked" pair "$S mirror unpack out.tar.zst --output unpacked --key key.pub" "mkdir unpacked && zstd -d -q -c out.tar.zst | tar -xf - -C unpacked"
+U_T=$A_T; U_C=$A_C; U_R=$A_R; UR_T=$B_T; UR_C=$B_C; UR_R=$B_R; rm -rf unpacked
+LOAD_AFTER=$(cut -d" " -f1-3 /proc/loadavg)
 
-MAXRSS=$(printf '%s\n' "$R_V" "$R_PZ" "$R_PG" "$R_VA" "$R_U" | sort -n | tail -n1)
+MAXRSS=$(printf '%s\n' $CR_R $SG_R $V_R $PZ_R $PG_R $VA_R $U_R | sort -n | tail -n1)
 cat <<REPORT
 
-Mirror benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ), $CORES cores, best of $RUNS alternating runs, warm cache, load before: $LOAD
-bundle: $FILES files, $BYTES bytes ($(awk "BEGIN{printf \"%.2f\", $BYTES/1073741824}") GiB)
+Mirror benchmark, shape $SHAPE — $(date -u +%Y-%m-%dT%H:%M:%SZ), $CORES cores, $RUNS alternating runs (median [min-max]), warm cache, load average before: $LOAD, after: $LOAD_AFTER
+bundle: $NFILES files, $BYTES bytes ($(awk "BEGIN{printf \"%.2f\", $BYTES/1073741824}") GiB)
 SHA-256 per core (openssl speed): $CORE_GBPS GB/s; two-core bound $BOUND GB/s
 
-| what | stella wall (cpu) | reference wall (cpu) | speed ratio: ref wall / stella wall (cpu ratio) | target |
-|---|---|---|---|---|
-| verify folder | ${T_V} s (${C_V} s), $(gbps "$T_V") GB/s | sha256sum -c: ${T_S} s (${C_S} s), $(gbps "$T_S") GB/s | $(ratio "$T_S" "$T_V")x ($(ratio "$C_S" "$C_V")x) | >= 5x |
-| verify vs two-core bound | $(gbps "$T_V") GB/s | $BOUND GB/s | $(awk "BEGIN{printf \"%.0f%%\", $BYTES/$T_V/1e9/$BOUND*100}") of bound | >= 80% |
-| pack tar.zst | ${T_PZ} s (${C_PZ} s) | tar -c \| zstd -T2 -3: ${T_RZ} s (${C_RZ} s) | $(ratio "$T_RZ" "$T_PZ")x ($(ratio "$C_RZ" "$C_PZ")x) | >= 0.9x |
-| pack tar.gz | ${T_PG} s (${C_PG} s) | tar -c \| pigz -p2 -6: ${T_RG} s (${C_RG} s) | $(ratio "$T_RG" "$T_PG")x ($(ratio "$C_RG" "$C_PG")x) | >= 1.0x |
-| verify tar.zst stream | ${T_VA} s ($(gbps "$T_VA") GB/s) | | | |
-| unpack tar.zst (verified) | ${T_U} s | | | |
+| what | stella: wall (cpu), peak RSS | reference: wall (cpu), peak RSS | ref wall / stella wall (cpu ratio) |
+|---|---|---|---|
+| create + sign | $(cell "$CR_T" "$CR_C" "$CR_R") | find \| xargs sha256sum: $(cell "$CRR_T" "$CRR_C" "$CRR_R") | $(ratio "$CRR_T" "$CR_T")x ($(ratio "$CRR_C" "$CR_C")x) |
+| sign alone | $(cell "$SG_T" "$SG_C" "$SG_R") | | |
+| verify folder | $(cell "$V_T" "$V_C" "$V_R"), $(gbps "$V_T") GB/s | sha256sum -c: $(cell "$VS_T" "$VS_C" "$VS_R") | $(ratio "$VS_T" "$V_T")x ($(ratio "$VS_C" "$V_C")x); $(awk "BEGIN{printf \"%.0f%%\", $BYTES/$(med "$V_T")/1e9/$BOUND*100}") of the two-core SHA-256 bound |
+| pack tar.zst | $(cell "$PZ_T" "$PZ_C" "$PZ_R") | tar -c \| zstd -T2 -3: $(cell "$RZ_T" "$RZ_C" "$RZ_R") | $(ratio "$RZ_T" "$PZ_T")x ($(ratio "$RZ_C" "$PZ_C")x) |
+| pack tar.gz | $(cell "$PG_T" "$PG_C" "$PG_R") | tar -c \| pigz -p2 -6: $(cell "$RG_T" "$RG_C" "$RG_R") | $(ratio "$RG_T" "$PG_T")x ($(ratio "$RG_C" "$PG_C")x) |
+| verify tar.zst stream | $(cell "$VA_T" "$VA_C" "$VA_R") | zstd -d \| tar -xO (no hashing): $(cell "$VAR_T" "$VAR_C" "$VAR_R") | $(ratio "$VAR_T" "$VA_T")x |
+| unpack tar.zst (verified) | $(cell "$U_T" "$U_C" "$U_R") | zstd -d \| tar -x (not verified): $(cell "$UR_T" "$UR_C" "$UR_R") | $(ratio "$UR_T" "$U_T")x |
 
 sizes: out.tar.zst $(stat -c %s out.tar.zst), ref.tar.zst $(stat -c %s ref.tar.zst), out.tar.gz $(stat -c %s out.tar.gz), ref.tar.gz $(stat -c %s ref.tar.gz)
-peak RSS (KiB): verify $R_V, pack zst $R_PZ, pack gz $R_PG, verify stream $R_VA, unpack $R_U; max $MAXRSS KiB = $(awk "BEGIN{printf \"%.1f\", $MAXRSS/1024}") MiB (budget 200 MiB)
+largest stella peak RSS: $MAXRSS KiB = $(awk "BEGIN{printf \"%.1f\", $MAXRSS/1024}") MiB (budget 200 MiB)
 REPORT
 if [ "$KEEP" -eq 0 ]; then cd /; rm -rf "$BENCH_DIR"; fi

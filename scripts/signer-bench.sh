@@ -15,6 +15,8 @@
 #   (issue #13) one run, back to back on the same build: one replica on SQLite + memory, one on
 #   PostgreSQL + Redis, three on PostgreSQL + Redis behind HAProxy; a table of signatures/s,
 #   p99s and the ratio of each to the embedded default, with the load average before each.
+#                                [--rounds N] (issue #15: N rounds of crypto bound / service /
+#                                              open loop; benches/load/rounds.rs) [--profile N]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

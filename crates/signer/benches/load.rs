@@ -27,12 +27,18 @@
 //! `--rate R` (default 2000), `--server-threads N` (default 2), `--client-threads N`
 //! (default 2), `--log-level LEVEL` (default info), `--token-cache N` (verified-token cache
 //! entries, default 100000; 0 = verify every access token's signature on every request),
+//! `--rounds N` (the honest benchmark of issue #15: N rounds of bound / service / open loop,
+//! fresh proofs on the timed path, every envelope verified; see `load/rounds.rs`),
+//! `--profile N` (N sign requests only, for callgrind),
 //! `--key REF` (sign with this key reference — a file, `pkcs11:` or `awskms://` key — instead
 //! of a generated P-256 file key; scripts/keys-bench.sh), `--rate 0` (skip the open loop).
 //! Before the HTTP phases a raw phase calls the key's `Signer::sign` in a loop on
 //! `--server-threads` threads: the backend's own speed, next to which the service is judged.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a benchmark that cannot set up should stop loudly
+
+#[path = "load/rounds.rs"]
+mod rounds;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +64,8 @@ struct Opts {
     shared: bool,
     /// Replicas behind HAProxy (issue #13; more than 1 needs `--shared`).
     replicas: usize,
+    rounds: usize,
+    profile: Option<u64>,
 }
 
 fn opts() -> Opts {
@@ -72,6 +80,8 @@ fn opts() -> Opts {
         key: None,
         shared: false,
         replicas: 1,
+        rounds: 0,
+        profile: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -87,6 +97,8 @@ fn opts() -> Opts {
             "--token-cache" => o.token_cache = v.parse().unwrap(),
             "--key" => o.key = Some(v),
             "--replicas" => o.replicas = v.parse().unwrap(),
+            "--rounds" => o.rounds = v.parse().unwrap(),
+            "--profile" => o.profile = Some(v.parse().unwrap()),
             "--shared" => {
                 o.shared = true;
                 i += 1;
@@ -539,6 +551,11 @@ fn main() {
         .tempdir_in(&parent)
         .unwrap();
     let authority = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+    if o.rounds > 0 || o.profile.is_some() {
+        let key = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+        rounds::run(&o, dir.path(), &authority, key);
+        return;
+    }
     let signing: Arc<dyn stella_keys::Signer> = match &o.key {
         None => Arc::new(FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap()),
         Some(r) => Arc::from(

@@ -287,8 +287,10 @@ impl Authenticator {
             .into());
         };
         let bearer = !dpop_scheme;
+        // SHA-256 of the token, once: the verified-token cache key and the proof's `ath`.
+        let token_hash = stella_keys::sha256(token.as_bytes());
         let claims = self
-            .validate_token(token, now)
+            .validate_token(token, &token_hash, now)
             .await
             .map_err(|e| AuthFailure::from(with_algs(e, bearer)))?;
         let fail = |e: ApiError, claims: &TokenClaims| AuthFailure {
@@ -321,7 +323,7 @@ impl Authenticator {
                 ));
             }
             self.dpop
-                .validate(req, token, jkt, &tenant, now)
+                .validate(req, &token_hash, jkt, &tenant, now)
                 .await
                 .map_err(|e| fail(e, &claims))?;
             binding = Some(Binding::Dpop { jkt: jkt.clone() });
@@ -375,14 +377,19 @@ impl Authenticator {
         })
     }
 
-    async fn validate_token(&self, token: &str, now: i64) -> Result<TokenClaims, ApiError> {
+    async fn validate_token(
+        &self,
+        token: &str,
+        token_hash: &[u8; 32],
+        now: i64,
+    ) -> Result<TokenClaims, ApiError> {
         if token.is_empty() {
             return Err(invalid_token("empty access token"));
         }
         let Some(cache) = &self.token_cache else {
             return self.verify_token(token, now).await.map(|(c, _)| c);
         };
-        let key = stella_keys::sha256(token.as_bytes());
+        let key = *token_hash;
         if let Some((claims, nbf)) = cache.get(&key) {
             // Time checks again: the cached verification is not a licence to outlive `exp`.
             if older_than(claims.exp, now, self.skew) {
@@ -661,6 +668,72 @@ impl NonceIssuer {
     }
 }
 
+/// Parsed DPoP keys (P-256 JWKs of exactly `kty`, `crv`, `x`, `y`: what clients send), by their
+/// coordinates. A client proves with the same key on every request; parsing it (point
+/// validation, RFC 7638 thumbprint) is a pure function of those four members, so a parsed key
+/// is reused as is. Only keys that verified a proof bound to a verified token enter; the
+/// memo is bounded and the oldest entry leaves first. Any other JWK shape is parsed every
+/// time.
+struct DpopKeyMemo {
+    inner: std::sync::Mutex<DpopKeyMemoInner>,
+}
+
+#[derive(Default)]
+struct DpopKeyMemoInner {
+    map: std::collections::HashMap<String, Arc<Jwk>>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// Most DPoP keys remembered.
+const DPOP_KEY_MEMO_ENTRIES: usize = 16_384;
+
+impl DpopKeyMemo {
+    fn global() -> &'static DpopKeyMemo {
+        static MEMO: std::sync::OnceLock<DpopKeyMemo> = std::sync::OnceLock::new();
+        MEMO.get_or_init(|| DpopKeyMemo {
+            inner: std::sync::Mutex::new(DpopKeyMemoInner::default()),
+        })
+    }
+
+    /// The memo key of a JWK of the remembered shape: `x.y` (base64url has no `.`).
+    fn key(jwk: &Value) -> Option<String> {
+        let m = jwk.as_object()?;
+        if m.len() != 4 || m.get("kty")?.as_str()? != "EC" || m.get("crv")?.as_str()? != "P-256" {
+            return None;
+        }
+        Some(format!(
+            "{}.{}",
+            m.get("x")?.as_str()?,
+            m.get("y")?.as_str()?
+        ))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DpopKeyMemoInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<Jwk>> {
+        self.lock().map.get(key).cloned()
+    }
+
+    fn put(&self, key: String, jwk: &Arc<Jwk>) {
+        let mut g = self.lock();
+        if g.map.contains_key(&key) {
+            return;
+        }
+        while g.map.len() >= DPOP_KEY_MEMO_ENTRIES {
+            match g.order.pop_front() {
+                Some(old) => {
+                    g.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        g.order.push_back(key.clone());
+        g.map.insert(key, jwk.clone());
+    }
+}
+
 /// DPoP proof validation.
 pub struct DpopValidator {
     pub algs: Vec<Alg>,
@@ -700,7 +773,8 @@ impl DpopValidator {
     async fn validate(
         &self,
         req: &AuthRequest<'_>,
-        access_token: &str,
+        // SHA-256 of the access token (`ath` is its base64url).
+        access_token_sha256: &[u8; 32],
         jkt: &str,
         tenant: &str,
         now: i64,
@@ -726,8 +800,14 @@ impl DpopValidator {
             .header
             .get("jwk")
             .ok_or_else(|| bad_proof("DPoP proof header has no `jwk`"))?;
-        let jwk =
-            Jwk::from_value(jwk_value).map_err(|e| bad_proof(format!("DPoP proof `jwk`: {e}")))?;
+        let memo = DpopKeyMemo::key(jwk_value);
+        let jwk = match memo.as_deref().and_then(|k| DpopKeyMemo::global().get(k)) {
+            Some(j) => j,
+            None => Arc::new(
+                Jwk::from_value(jwk_value)
+                    .map_err(|e| bad_proof(format!("DPoP proof `jwk`: {e}")))?,
+            ),
+        };
         jws.verify(&jwk)
             .map_err(|e| bad_proof(format!("DPoP proof: {e}")))?;
         let c = &jws.claims;
@@ -765,7 +845,7 @@ impl DpopValidator {
             return Err(bad_proof("DPoP proof is too old (`iat`)"));
         }
         let ath = claim_str(c, "ath").ok_or_else(|| bad_proof("DPoP proof has no `ath`"))?;
-        let want_ath = URL_SAFE_NO_PAD.encode(stella_keys::sha256(access_token.as_bytes()));
+        let want_ath = URL_SAFE_NO_PAD.encode(access_token_sha256);
         if ath != want_ath {
             return Err(bad_proof(
                 "DPoP proof `ath` does not match the access token",
@@ -775,6 +855,11 @@ impl DpopValidator {
             return Err(bad_proof(
                 "DPoP proof key does not match the token's `cnf.jkt`",
             ));
+        }
+        // A key that signed a valid proof for a verified token's `cnf.jkt`: remembered, so the
+        // holder's next proofs skip parsing it.
+        if let Some(k) = memo {
+            DpopKeyMemo::global().put(k, &jwk);
         }
         if let Some(n) = &self.nonce {
             // Rotating keys: the current epoch's key must be held (fail closed if it cannot
@@ -988,7 +1073,8 @@ mod tests {
         let key = crate::client::DpopKey::generate().unwrap();
         let target = url::Url::parse("https://signer.test/api/v1/signer/sign/dsse").unwrap();
         let token = "access-token";
-        let ath = URL_SAFE_NO_PAD.encode(stella_keys::sha256(token.as_bytes()));
+        let token_hash = stella_keys::sha256(token.as_bytes());
+        let ath = URL_SAFE_NO_PAD.encode(token_hash);
         let now = now_unix();
         let v = validator(60);
         let check = |iat: Value| {
@@ -1016,7 +1102,7 @@ mod tests {
                 client_cert_sha256: None,
             };
             let e = v
-                .validate(&req, token, key.thumbprint(), "t", now)
+                .validate(&req, &token_hash, key.thumbprint(), "t", now)
                 .await
                 .unwrap_err();
             assert_eq!(e.code, Code::InvalidDpopProof, "iat {iat}: {}", e.detail);
@@ -1031,9 +1117,95 @@ mod tests {
             dpop: vec![proof.as_bytes()],
             client_cert_sha256: None,
         };
-        v.validate(&req, token, key.thumbprint(), "t", now)
+        v.validate(&req, &token_hash, key.thumbprint(), "t", now)
             .await
             .unwrap();
+    }
+
+    /// Issue #15: parsed DPoP keys are remembered by their coordinates. A remembered key
+    /// still has to verify every proof: a proof that carries a remembered key but is signed
+    /// by another is refused, before and after the key was remembered.
+    #[tokio::test]
+    async fn remembered_dpop_keys_still_verify_every_proof() {
+        use serde_json::json;
+        let a = crate::client::DpopKey::generate().unwrap();
+        let b = crate::client::DpopKey::generate().unwrap();
+        let target = url::Url::parse("https://signer.test/api/v1/signer/sign/dsse").unwrap();
+        let token_hash = stella_keys::sha256(b"access-token");
+        let v = validator(60);
+        let now = now_unix();
+        let claims = || {
+            json!({"jti": crate::trace::random_hex(8), "htm": "POST", "htu": target.as_str(),
+                   "iat": now, "ath": URL_SAFE_NO_PAD.encode(token_hash)})
+        };
+        // B signs a proof that carries A's key.
+        let forged = || {
+            b.proof_with(
+                &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": a.jwk()}),
+                &claims(),
+            )
+            .unwrap()
+        };
+        let jkt = a.thumbprint().to_string();
+        let check = |proof: String| {
+            let (v, target, jkt) = (&v, &target, jkt.clone());
+            async move {
+                let req = AuthRequest {
+                    method: "POST",
+                    target,
+                    authorization: None,
+                    dpop: vec![proof.as_bytes()],
+                    client_cert_sha256: None,
+                };
+                v.validate(&req, &token_hash, &jkt, "t", now).await
+            }
+        };
+        let e = check(forged()).await.unwrap_err();
+        assert!(e.detail.contains("signature"), "{}", e.detail);
+        assert!(DpopKeyMemo::global()
+            .get(&DpopKeyMemo::key(a.jwk()).unwrap())
+            .is_none());
+        for _ in 0..2 {
+            check(a.proof_with_claims(&claims()).unwrap())
+                .await
+                .unwrap();
+        }
+        assert!(DpopKeyMemo::global()
+            .get(&DpopKeyMemo::key(a.jwk()).unwrap())
+            .is_some());
+        let e = check(forged()).await.unwrap_err();
+        assert!(e.detail.contains("signature"), "{}", e.detail);
+        // B's own valid proof: its key is not the token's `cnf.jkt`; not remembered.
+        let e = check(b.proof_with_claims(&claims()).unwrap())
+            .await
+            .unwrap_err();
+        assert!(e.detail.contains("cnf.jkt"), "{}", e.detail);
+        assert!(DpopKeyMemo::global()
+            .get(&DpopKeyMemo::key(b.jwk()).unwrap())
+            .is_none());
+    }
+
+    #[test]
+    fn dpop_key_memo_takes_only_the_plain_p256_shape() {
+        use serde_json::json;
+        let k = crate::client::DpopKey::generate().unwrap();
+        let jwk = k.jwk().clone();
+        assert!(DpopKeyMemo::key(&jwk).is_some());
+        for (member, value) in [
+            ("kid", json!("k1")),
+            ("alg", json!("ES256")),
+            ("d", json!("AAAA")),
+        ] {
+            let mut other = jwk.clone();
+            other[member] = value;
+            assert!(DpopKeyMemo::key(&other).is_none(), "{member}");
+        }
+        let mut curve = jwk.clone();
+        curve["crv"] = json!("P-384");
+        assert!(DpopKeyMemo::key(&curve).is_none());
+        let mut kty = jwk;
+        kty["kty"] = json!("OKP");
+        assert!(DpopKeyMemo::key(&kty).is_none());
     }
 
     #[test]

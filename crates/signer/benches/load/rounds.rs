@@ -1,0 +1,464 @@
+//! `--rounds N`: the Signer measured against its crypto bound (issue #15 items 3–4).
+//!
+//! Each round runs, on the same cores, one after another:
+//! - **A, the bound**: the per-request crypto alone, from aws-lc-rs, in a loop on
+//!   `--server-threads` threads — one ES256 signature (the driver's DPoP proof), one ES256
+//!   verification of it (the service's proof check, key pre-parsed), one P-256 signature
+//!   (the envelope). Requests/s = loops/s.
+//! - **B, the service**: `/sign/dsse` closed loop with full auth (DPoP-bound token, fresh
+//!   proof verified, replay cache) and the durable SQLite audit record before the answer. The
+//!   driver makes each proof *when it sends the request*, on the same cores, so the budget of
+//!   B holds the same three crypto operations as A (plus everything else).
+//! - **C, the open loop** at `--rate` (default 2,000 req/s), fresh proofs likewise; latency
+//!   from each request's scheduled send time.
+//!
+//! Every response body of B and C is kept, and after the phase (off the timed path) every
+//! envelope is checked: its payload is the statement asked for, and its signature verifies
+//! under the signing key's public key. A bad one fails the run. Rounds alternate A B C A B C
+//! so machine drift hits both sides of the ratio B / A alike; the report gives each round,
+//! then the median and range over the rounds.
+//!
+//! `--profile N`: no bound, no open loop — exactly N sign requests (closed loop, fresh
+//! proofs), for `valgrind --tool=callgrind` (instruction counts per request).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, KeyPair as _, ParsedPublicKey, ECDSA_P256_SHA256_ASN1_SIGNING,
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING,
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use serde_json::{json, Value};
+use stella_keys::FileKey;
+use stella_signer::client::DpopKey;
+
+use super::{connect, pct, start_server, tokens, Client, Opts, SIGN};
+
+/// Loops/s of the bare per-request crypto on `threads` threads for `dur`.
+pub(crate) fn bound(threads: usize, dur: Duration) -> f64 {
+    let stop_at = Instant::now() + dur;
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let rng = SystemRandom::new();
+                let proof_key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+                let proof_pub =
+                    ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, proof_key.public_key().as_ref())
+                        .unwrap();
+                let signing = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+                // About the sizes of a proof's signing input and a statement's PAE.
+                let mut proof_input = vec![b'a'; 420];
+                let pae = vec![0x42u8; 600];
+                let mut n = 0u64;
+                let start = Instant::now();
+                while Instant::now() < stop_at {
+                    proof_input[..8].copy_from_slice(&n.to_le_bytes());
+                    let sig = proof_key.sign(&rng, &proof_input).unwrap();
+                    proof_pub.verify_sig(&proof_input, sig.as_ref()).unwrap();
+                    let env = signing.sign(&rng, &pae).unwrap();
+                    std::hint::black_box(env);
+                    n += 1;
+                }
+                n as f64 / start.elapsed().as_secs_f64()
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).sum()
+}
+
+impl Client {
+    /// Send and keep the body (for verification after the phase).
+    async fn send_keep(&mut self, req: hyper::Request<Full<Bytes>>) -> (u16, Bytes) {
+        self.sender.ready().await.unwrap();
+        let resp = self.sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, body)
+    }
+}
+
+/// What a phase's requests carry: the body, the target URL and the callers.
+struct Load {
+    host: String,
+    url: String,
+    body: Bytes,
+    clients: Vec<(DpopKey, String)>,
+}
+
+impl Load {
+    /// A request with a proof made now (the driver's share of the budget).
+    fn request(&self, i: usize) -> hyper::Request<Full<Bytes>> {
+        let (key, token) = &self.clients[i % self.clients.len()];
+        let proof = key.proof("POST", &self.url, Some(token), None).unwrap();
+        hyper::Request::builder()
+            .method(hyper::Method::POST)
+            .uri(SIGN)
+            .header("host", &self.host)
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof)
+            .header("content-type", "application/json")
+            .body(Full::new(self.body.clone()))
+            .unwrap()
+    }
+}
+
+struct Phase {
+    ok: u64,
+    errors: u64,
+    secs: f64,
+    lat: Vec<u32>,
+    bodies: Vec<Bytes>,
+}
+
+impl Phase {
+    fn rps(&self) -> f64 {
+        self.ok as f64 / self.secs
+    }
+}
+
+fn merge(secs: f64, parts: Vec<(Vec<u32>, u64, Vec<Bytes>)>) -> Phase {
+    let mut p = Phase {
+        ok: 0,
+        errors: 0,
+        secs,
+        lat: Vec::new(),
+        bodies: Vec::new(),
+    };
+    for (l, e, b) in parts {
+        p.lat.extend(l);
+        p.errors += e;
+        p.bodies.extend(b);
+    }
+    p.ok = p.lat.len() as u64;
+    p.lat.sort_unstable();
+    p
+}
+
+/// Closed loop for `dur` (or exactly `count` requests when given).
+async fn closed(
+    addr: std::net::SocketAddr,
+    conns: usize,
+    dur: Duration,
+    count: Option<u64>,
+    load: Arc<Load>,
+) -> Phase {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (next, load) = (next.clone(), load.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(addr).await;
+            let (mut lat, mut errors, mut bodies) = (Vec::new(), 0u64, Vec::new());
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                match count {
+                    Some(n) if i >= n => break,
+                    None if Instant::now() >= deadline => break,
+                    _ => {}
+                }
+                let t = Instant::now();
+                let (status, body) = c.send_keep(load.request(i as usize)).await;
+                if status == 200 {
+                    lat.push(t.elapsed().as_micros() as u32);
+                    bodies.push(body);
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors, bodies)
+        }));
+    }
+    let mut parts = Vec::new();
+    for t in tasks {
+        parts.push(t.await.unwrap());
+    }
+    merge(start.elapsed().as_secs_f64(), parts)
+}
+
+/// Open loop at `rate` req/s for `dur`; latency from each request's due time (the proof is
+/// made after it is due, so its cost is in the latency).
+async fn open(
+    addr: std::net::SocketAddr,
+    conns: usize,
+    dur: Duration,
+    rate: u64,
+    load: Arc<Load>,
+) -> Phase {
+    let total = rate * dur.as_secs();
+    let next = Arc::new(AtomicU64::new(0));
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut clients = Vec::new();
+    for _ in 0..conns {
+        clients.push(connect(addr).await);
+    }
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::new();
+    for mut c in clients {
+        let (next, load) = (next.clone(), load.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors, mut bodies) = (Vec::new(), 0u64, Vec::new());
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let due = start + interval * i as u32;
+                tokio::time::sleep_until(due).await;
+                let (status, body) = c.send_keep(load.request(i as usize)).await;
+                let l = tokio::time::Instant::now().saturating_duration_since(due);
+                if status == 200 {
+                    lat.push(l.as_micros() as u32);
+                    bodies.push(body);
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors, bodies)
+        }));
+    }
+    let mut parts = Vec::new();
+    for t in tasks {
+        parts.push(t.await.unwrap());
+    }
+    merge((tokio::time::Instant::now() - start).as_secs_f64(), parts)
+}
+
+/// Check every response off the timed path: the envelope's payload is the statement that
+/// was asked for and its signature verifies under `public`. Returns (bad, seconds taken).
+fn verify_all(bodies: &[Bytes], public: &stella_keys::PublicKey, digest: &str) -> (u64, f64) {
+    let t = Instant::now();
+    let threads = 2;
+    let chunk = bodies.len().div_ceil(threads).max(1);
+    let bad: u64 = std::thread::scope(|s| {
+        let hs: Vec<_> = bodies
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .filter(|b| !envelope_ok(b, public, digest))
+                        .count() as u64
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    (bad, t.elapsed().as_secs_f64())
+}
+
+fn envelope_ok(body: &[u8], public: &stella_keys::PublicKey, digest: &str) -> bool {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    if v["auditId"].as_str().is_none_or(str::is_empty) {
+        return false;
+    }
+    let Ok(env) = stella_dsse::Envelope::from_value(&v["bundle"]["dsse"]) else {
+        return false;
+    };
+    let Ok(statement) = serde_json::from_slice::<Value>(&env.payload) else {
+        return false;
+    };
+    env.payload_type == stella_dsse::PAYLOAD_TYPE_IN_TOTO
+        && statement["subject"][0]["digest"]["sha256"] == digest
+        && env.signatures.len() == 1
+        && public.verify(&env.pae(), &env.signatures[0].sig)
+}
+
+/// CPU seconds (user, system) this process has used so far, all threads (`/proc/self/stat`,
+/// clock ticks of 10 ms).
+fn cpu() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (tick(11), tick(12))
+}
+
+/// Run `f`, returning its result and the (user, system) CPU seconds it took.
+fn with_cpu<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
+    let (u0, s0) = cpu();
+    let r = f();
+    let (u1, s1) = cpu();
+    (r, u1 - u0, s1 - s0)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Median and range of `xs`.
+fn stats(xs: &[f64]) -> (f64, f64, f64) {
+    let mut s = xs.to_vec();
+    s.sort_by(f64::total_cmp);
+    let mid = if s.len() % 2 == 1 {
+        s[s.len() / 2]
+    } else {
+        (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+    };
+    (mid, s[0], s[s.len() - 1])
+}
+
+pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing: FileKey) {
+    let public = stella_keys::Signer::public_key(&signing).clone();
+    let signing: Arc<dyn stella_keys::Signer> = Arc::new(signing);
+    let server = start_server(dir, authority, o, signing, None);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(o.client_threads)
+        .thread_name("loadgen")
+        .enable_all()
+        .build()
+        .unwrap();
+    let digest = "ab".repeat(32);
+    let body = Bytes::from(
+        json!({
+            "subject": [{"name": "app.tar", "digest": {"sha256": digest}}],
+            "predicateType": "stella.ops/sbom@v1",
+            "predicate": {"bomFormat": "CycloneDX", "specVersion": "1.5",
+                          "components": [{"type": "library", "name": "openssl", "version": "3.0.15"}]},
+            "scannerImageDigest": format!("sha256:{}", "1".repeat(64)),
+            "poe": {"format": "jwt", "value": "poe-bench"},
+        })
+        .to_string(),
+    );
+    let load = Arc::new(Load {
+        host: server.addr.to_string(),
+        url: format!("http://{}{SIGN}", server.addr),
+        body,
+        clients: tokens(authority, 64),
+    });
+    let dur = Duration::from_secs(o.duration);
+    let addr = server.addr;
+    rt.block_on(async {
+        // Warm-up: PoE cache, token cache, connections, allocator.
+        let w = closed(
+            addr,
+            o.connections,
+            Duration::from_secs(1),
+            None,
+            load.clone(),
+        )
+        .await;
+        assert_eq!(w.errors, 0, "warm-up requests failed");
+    });
+    if let Some(n) = o.profile {
+        let t = Instant::now();
+        let p = rt.block_on(closed(addr, o.connections, dur, Some(n), load.clone()));
+        println!(
+            "profile: {} sign requests ({} errors) in {:.2} s",
+            p.ok,
+            p.errors,
+            t.elapsed().as_secs_f64()
+        );
+    } else {
+        println!(
+            "Stella Signer against its crypto bound: {} rounds of A (bound, {} threads) B (service, closed loop, {} connections) C (open loop {} req/s), {} s each; server {} threads, client {} threads, {} cores; proofs made by the driver on the timed path; envelopes verified after each phase (off the timed path)",
+            o.rounds, o.server_threads, o.connections, o.rate, o.duration, o.server_threads,
+            o.client_threads,
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        );
+        let (mut b, mut s, mut r, mut p99c, mut p99o) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut rc, mut sys) = (Vec::new(), Vec::new());
+        let mut bad_total = 0;
+        for round in 1..=o.rounds {
+            let load_before = loadavg();
+            let (a, a_user, a_sys) = with_cpu(|| bound(o.server_threads, dur));
+            let (svc, b_user, b_sys) =
+                with_cpu(|| rt.block_on(closed(addr, o.connections, dur, None, load.clone())));
+            // Per CPU-second of this process: what the phase got done with the CPU it was
+            // given (the machine is shared; the wall-clock ratio depends on how many of its
+            // threads were runnable against the neighbours').
+            let a_cpu = a * dur.as_secs_f64() / (a_user + a_sys);
+            let b_cpu = svc.ok as f64 / (b_user + b_sys);
+            let (bad_b, vb) = verify_all(&svc.bodies, &public, &digest);
+            let op = if o.rate > 0 {
+                Some(rt.block_on(open(addr, o.connections, dur, o.rate, load.clone())))
+            } else {
+                None
+            };
+            let (bad_c, _) = op
+                .as_ref()
+                .map(|p| verify_all(&p.bodies, &public, &digest))
+                .unwrap_or((0, 0.0));
+            bad_total += bad_b + bad_c;
+            let ratio = svc.rps() / a;
+            println!(
+                "round {round}: A bound {a:>7.0} req/s ({a_cpu:.0} per CPU-s) | B service {:>6.0} sig/s ({b_cpu:.0} per CPU-s; CPU user {b_user:.1} s, sys {b_sys:.1} s; errors {}, p50 {:.2} ms, p99 {:.2} ms) = {ratio:.2} of A ({:.2} per CPU-s) | C open {} req/s: {} ok, {} errors, p99 {:.2} ms, max {:.2} ms | envelopes verified {} bad {} ({:.0}/s) | load {load_before} -> {}",
+                svc.rps(),
+                svc.errors,
+                pct(&svc.lat, 0.5),
+                pct(&svc.lat, 0.99),
+                b_cpu / a_cpu,
+                o.rate,
+                op.as_ref().map_or(0, |p| p.ok),
+                op.as_ref().map_or(0, |p| p.errors),
+                op.as_ref().map_or(0.0, |p| pct(&p.lat, 0.99)),
+                op.as_ref()
+                    .map_or(0.0, |p| p.lat.last().copied().unwrap_or(0) as f64 / 1000.0),
+                svc.ok + op.as_ref().map_or(0, |p| p.ok),
+                bad_b + bad_c,
+                svc.ok as f64 / vb,
+                loadavg(),
+            );
+            b.push(a);
+            s.push(svc.rps());
+            r.push(ratio);
+            rc.push(b_cpu / a_cpu);
+            sys.push(b_sys / (b_user + b_sys));
+            p99c.push(pct(&svc.lat, 0.99));
+            if let Some(p) = &op {
+                p99o.push(pct(&p.lat, 0.99));
+            }
+        }
+        let f = |xs: &[f64], prec: usize| {
+            let (m, lo, hi) = stats(xs);
+            format!("{m:.prec$} [{lo:.prec$} – {hi:.prec$}]")
+        };
+        println!();
+        println!("median [range] over {} rounds:", o.rounds);
+        println!("  A bound (req/s):              {}", f(&b, 0));
+        println!("  B service (signatures/s):     {}", f(&s, 0));
+        println!("  B / A (wall clock):           {}", f(&r, 2));
+        println!("  B / A (per CPU-second):       {}", f(&rc, 2));
+        println!("  B: system share of CPU:       {}", f(&sys, 2));
+        println!("  B p99 (ms):                   {}", f(&p99c, 2));
+        if !p99o.is_empty() {
+            println!(
+                "  C p99 at {} req/s (ms):      {}  (worst round {:.2} ms)",
+                o.rate,
+                f(&p99o, 2),
+                stats(&p99o).2
+            );
+        }
+        println!(
+            "{}",
+            json!({"rounds": o.rounds, "bound": b, "service": s, "ratio": r, "ratioPerCpu": rc, "serviceSysShare": sys,
+                   "closedP99Ms": p99c, "openRate": o.rate, "openP99Ms": p99o,
+                   "badEnvelopes": bad_total})
+        );
+        assert_eq!(bad_total, 0, "some envelopes did not verify");
+    }
+    drop(rt);
+    let _ = server.stop.send(());
+    server.thread.join().unwrap();
+    let report = stella_store::chain::verify(
+        &stella_store::sqlite::SqliteReader::open(&server.audit_db).unwrap(),
+    )
+    .unwrap();
+    println!(
+        "audit log: {} records, chain intact: {}",
+        report.records,
+        report.is_intact()
+    );
+    assert!(report.is_intact());
+}
