@@ -692,6 +692,14 @@ impl<'a> LocalTsa<'a> {
         })
     }
 
+    /// Skip the verification of each token [`LocalTsa::timestamp`] makes. Only for a caller
+    /// that verifies every token itself before using it (the keyless flow verifies each one
+    /// against its trusted root); the certificate checks of [`LocalTsa::new`] are unaffected.
+    pub fn verified_by_caller(mut self) -> Self {
+        self.checked = false;
+        self
+    }
+
     /// `local TSA <subject>`: the anchor's `source`.
     pub fn source(&self) -> String {
         format!("local TSA {}", self.chain[0].subject())
