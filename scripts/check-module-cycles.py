@@ -17,7 +17,6 @@ import sys
 # once its crate is clean (the script then keeps it clean).
 KNOWN = {
     "crates/signer": "the service pipeline split of api.rs (issue #10 item 5)",
-    "crates/keyless": "new crate of the keyless branch (error/http/token), its owner's to split",
 }
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -16,25 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::BoxFuture;
 
-/// Why a token is unusable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TokenError {
-    #[error("not a JWT: {0}")]
-    Malformed(String),
-    #[error("the token has no `{0}` claim")]
-    MissingClaim(&'static str),
-    #[error("the token expired at {expired_at} (now {now})")]
-    Expired { expired_at: String, now: String },
-    #[error("the token's email is not verified by its issuer (email_verified is not true)")]
-    EmailNotVerified,
-    /// The token source (identity provider, file, environment) failed.
-    #[error("cannot obtain an identity token: {0}")]
-    Source(String),
-    /// The identity provider cannot be reached (retryable).
-    #[error("the identity provider is unavailable: {0}")]
-    Unavailable(String),
-}
+pub use crate::error::TokenError;
 
 /// An OIDC identity token and the claims the client uses.
 #[derive(Clone)]
