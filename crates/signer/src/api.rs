@@ -288,6 +288,40 @@ pub(crate) struct Ctx<'a> {
     authenticated: bool,
 }
 
+/// What authentication reads from a request: method, target, `Authorization`, every `DPoP`
+/// header and the TLS client certificate. One place for the sign and audit routes.
+pub(crate) fn auth_request<'a>(
+    app: &App,
+    parts: &'a axum::http::request::Parts,
+    target: &'a url::Url,
+    conn: &ConnInfo,
+) -> Result<AuthRequest<'a>, ApiError> {
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                let mut e = ApiError::new(Code::InvalidToken, "Authorization header is not text");
+                e.dpop_algs = Some(app.auth.dpop.algs_header());
+                e.bearer_challenge = true;
+                e
+            })
+        })
+        .transpose()?;
+    Ok(AuthRequest {
+        method: parts.method.as_str(),
+        target,
+        authorization,
+        dpop: parts
+            .headers
+            .get_all("dpop")
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect(),
+        client_cert_sha256: conn.client_cert_sha256,
+    })
+}
+
 pub(crate) fn now_rfc3339() -> String {
     let t = time::OffsetDateTime::now_utc();
     let fmt = time::macros::format_description!(
@@ -322,31 +356,7 @@ impl Ctx<'_> {
             .unwrap_or_default();
         self.single_identity_headers(&parts.headers)?;
         let target = self.target_url(parts, conn.tls)?;
-        let authz = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .map(|v| {
-                v.to_str().map_err(|_| {
-                    let mut e =
-                        ApiError::new(Code::InvalidToken, "Authorization header is not text");
-                    e.dpop_algs = Some(self.app.auth.dpop.algs_header());
-                    e.bearer_challenge = true;
-                    e
-                })
-            })
-            .transpose()?;
-        let req = AuthRequest {
-            method: parts.method.as_str(),
-            target: &target,
-            authorization: authz,
-            dpop: parts
-                .headers
-                .get_all("dpop")
-                .iter()
-                .map(HeaderValue::as_bytes)
-                .collect(),
-            client_cert_sha256: conn.client_cert_sha256,
-        };
+        let req = auth_request(self.app, parts, &target, &conn)?;
         let caller = match self.app.auth.authenticate(&req).await {
             Ok(c) => c,
             Err(f) => {

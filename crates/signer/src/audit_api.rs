@@ -36,7 +36,7 @@ use stella_store::audit::{normalize_time, MAX_QUERY_LIMIT};
 use stella_store::{AuditQuery, AuditRecord, Outcome};
 
 use crate::app::App;
-use crate::auth::{AuthRequest, Caller};
+use crate::auth::Caller;
 use crate::error::{ApiError, Code};
 use crate::trace::TraceContext;
 
@@ -210,30 +210,7 @@ async fn authenticate(app: &App, parts: &axum::http::request::Parts) -> Result<C
         .cloned()
         .unwrap_or_default();
     let target = ctx.target_url(parts, conn.tls)?;
-    let authz = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .map(|v| {
-            v.to_str().map_err(|_| {
-                let mut e = ApiError::new(Code::InvalidToken, "Authorization header is not text");
-                e.dpop_algs = Some(app.auth.dpop.algs_header());
-                e.bearer_challenge = true;
-                e
-            })
-        })
-        .transpose()?;
-    let req = AuthRequest {
-        method: parts.method.as_str(),
-        target: &target,
-        authorization: authz,
-        dpop: parts
-            .headers
-            .get_all("dpop")
-            .iter()
-            .map(HeaderValue::as_bytes)
-            .collect(),
-        client_cert_sha256: conn.client_cert_sha256,
-    };
+    let req = crate::api::auth_request(app, parts, &target, &conn)?;
     let caller = app
         .auth
         .authenticate_scoped(&req, AUDIT_SCOPE)
