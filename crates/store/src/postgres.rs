@@ -370,21 +370,10 @@ async fn run_query(client: &Client, q: &AuditQuery) -> Result<AuditPage, StoreEr
     args.push(&fetch);
     sql.push_str(&format!(" ORDER BY seq LIMIT ${}", args.len()));
     let rows = client.query(sql.as_str(), &args).await?;
-    let mut records = Vec::with_capacity(rows.len());
-    for r in rows {
-        let seq: i64 = r.get(0);
-        records.push(StoredRecord {
-            seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt {
-                seq: 0,
-                reason: format!("negative seq {seq}"),
-            })?,
-            record_json: r.get(1),
-            prev_hash: r.get(2),
-            hash: r.get(3),
-            time: r.get(4),
-            audit_id: r.get(5),
-        });
-    }
+    let mut records = rows
+        .iter()
+        .map(stored_record)
+        .collect::<Result<Vec<_>, _>>()?;
     let more = records.len() > limit;
     records.truncate(limit);
     Ok(AuditPage { records, more })
@@ -687,22 +676,7 @@ impl AuditReader for PgReader {
              WHERE seq > $1 ORDER BY seq LIMIT $2",
             &[&after, &limit],
         ))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let seq: i64 = r.get(0);
-            out.push(StoredRecord {
-                seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt {
-                    seq: 0,
-                    reason: format!("negative seq {seq}"),
-                })?,
-                record_json: r.get(1),
-                prev_hash: r.get(2),
-                hash: r.get(3),
-                time: r.get(4),
-                audit_id: r.get(5),
-            });
-        }
-        Ok(out)
+        rows.iter().map(stored_record).collect()
     }
 
     fn first_seq_since(&self, since: &str) -> Result<Option<u64>, StoreError> {
@@ -713,4 +687,20 @@ impl AuditReader for PgReader {
         let seq: Option<i64> = row.get(0);
         Ok(seq.and_then(|s| u64::try_from(s).ok()))
     }
+}
+
+/// A `SELECT seq, record, prev_hash, hash, time, audit_id` row.
+fn stored_record(r: &tokio_postgres::Row) -> Result<StoredRecord, StoreError> {
+    let seq: i64 = r.get(0);
+    Ok(StoredRecord {
+        seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt {
+            seq: 0,
+            reason: format!("negative seq {seq}"),
+        })?,
+        record_json: r.get(1),
+        prev_hash: r.get(2),
+        hash: r.get(3),
+        time: r.get(4),
+        audit_id: r.get(5),
+    })
 }
