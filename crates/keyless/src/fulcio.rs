@@ -73,10 +73,10 @@ impl FulcioClient {
             &self.options,
         )
         .await?;
-        let chain = parse_chain(&resp).map_err(|reason| UpstreamError::InvalidResponse {
+        let chain = parse_chain(&resp).map_err(|e| UpstreamError::InvalidResponse {
             service: Service::Fulcio,
             url: url.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         check_chain(
             Service::Fulcio,
@@ -88,9 +88,33 @@ impl FulcioClient {
     }
 }
 
+/// Why a `signingCert` answer cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("signedCertificateEmbeddedSct.chain.certificates is missing")]
+    MissingCertificates,
+    #[error(
+        "Fulcio answered with a detached SCT; only certificates with an embedded SCT are accepted"
+    )]
+    DetachedSct,
+    #[error("no signedCertificateEmbeddedSct in the answer")]
+    NoEmbeddedSct,
+    #[error("a chain entry is not a PEM string")]
+    NotPemString,
+    #[error("PEM: {0}")]
+    Pem(pem::PemError),
+    #[error("unexpected PEM block {0}")]
+    UnexpectedBlock(String),
+    #[error("the chain is empty")]
+    Empty,
+}
+
 /// The DER certificates of a `signingCert` answer (leaf first).
-fn parse_chain(resp: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let v: Value = serde_json::from_slice(resp).map_err(|e| format!("not JSON: {e}"))?;
+fn parse_chain(resp: &[u8]) -> Result<Vec<Vec<u8>>, ChainError> {
+    let v: Value = serde_json::from_slice(resp).map_err(ChainError::NotJson)?;
     let certs = match (
         v.get("signedCertificateEmbeddedSct"),
         v.get("signedCertificateDetachedSct"),
@@ -99,27 +123,22 @@ fn parse_chain(resp: &[u8]) -> Result<Vec<Vec<u8>>, String> {
             .get("chain")
             .and_then(|c| c.get("certificates"))
             .and_then(Value::as_array)
-            .ok_or("signedCertificateEmbeddedSct.chain.certificates is missing")?,
-        (None, Some(_)) => {
-            return Err(
-                "Fulcio answered with a detached SCT; only certificates with an embedded SCT are accepted"
-                    .into(),
-            )
-        }
-        (None, None) => return Err("no signedCertificateEmbeddedSct in the answer".into()),
+            .ok_or(ChainError::MissingCertificates)?,
+        (None, Some(_)) => return Err(ChainError::DetachedSct),
+        (None, None) => return Err(ChainError::NoEmbeddedSct),
     };
     let mut out = Vec::new();
     for c in certs {
-        let text = c.as_str().ok_or("a chain entry is not a PEM string")?;
-        for block in pem::parse_many(text).map_err(|e| format!("PEM: {e}"))? {
+        let text = c.as_str().ok_or(ChainError::NotPemString)?;
+        for block in pem::parse_many(text).map_err(ChainError::Pem)? {
             if block.tag() != "CERTIFICATE" {
-                return Err(format!("unexpected PEM block {}", block.tag()));
+                return Err(ChainError::UnexpectedBlock(block.tag().to_string()));
             }
             out.push(block.into_contents());
         }
     }
     if out.is_empty() {
-        return Err("the chain is empty".into());
+        return Err(ChainError::Empty);
     }
     Ok(out)
 }
@@ -145,12 +164,13 @@ mod tests {
     fn answers_without_embedded_sct_are_refused() {
         assert!(parse_chain(br#"{"signedCertificateDetachedSct":{}}"#)
             .unwrap_err()
+            .to_string()
             .contains("detached SCT"));
-        assert!(parse_chain(b"{}").is_err());
-        assert!(parse_chain(b"[").is_err());
-        assert!(
-            parse_chain(br#"{"signedCertificateEmbeddedSct":{"chain":{"certificates":[]}}}"#)
-                .is_err()
-        );
+        assert!(matches!(parse_chain(b"{}"), Err(ChainError::NoEmbeddedSct)));
+        assert!(matches!(parse_chain(b"["), Err(ChainError::NotJson(_))));
+        assert!(matches!(
+            parse_chain(br#"{"signedCertificateEmbeddedSct":{"chain":{"certificates":[]}}}"#),
+            Err(ChainError::Empty)
+        ));
     }
 }

@@ -84,67 +84,104 @@ impl RekorClient {
         } else {
             (resp, url)
         };
-        parse_entry(&resp, &self.base).map_err(|reason| UpstreamError::InvalidResponse {
+        parse_entry(&resp, &self.base).map_err(|e| UpstreamError::InvalidResponse {
             service: Service::Rekor,
             url,
-            reason,
+            reason: e.to_string(),
         })
     }
 }
 
-fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
+/// Why a Rekor answer cannot be read as a log entry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntryError {
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("not a JSON object")]
+    NotObject,
+    #[error("expected one entry, got {0}")]
+    EntryCount(usize),
+    #[error("the body is not JSON: {0}")]
+    BodyNotJson(serde_json::Error),
+    #[error("the body has no {0}")]
+    BodyMissing(&'static str),
+    #[error("`{0}` is not a string")]
+    NotString(&'static str),
+    #[error("`{0}` is not an integer")]
+    NotInteger(&'static str),
+    #[error("`{0}` is not a non-negative integer")]
+    NotUnsigned(&'static str),
+    #[error("`{0}` is not an array")]
+    NotArray(&'static str),
+    #[error("`{field}`: {source}")]
+    Base64 {
+        field: &'static str,
+        source: base64::DecodeError,
+    },
+    #[error("odd-length hex {0:?}")]
+    OddHex(String),
+    #[error("not hex: {0:?}")]
+    NotHex(String),
+    #[error("the entry has neither a SET nor an inclusion proof")]
+    NoProof,
+}
+
+fn hex_decode(s: &str) -> Result<Vec<u8>, EntryError> {
     if !s.len().is_multiple_of(2) {
-        return Err(format!("odd-length hex {s:?}"));
+        return Err(EntryError::OddHex(s.to_string()));
     }
     (0..s.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("not hex: {s:?}")))
+        .map(|i| {
+            u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| EntryError::NotHex(s.to_string()))
+        })
         .collect()
 }
 
-fn b64d(v: &Value, what: &str) -> Result<Vec<u8>, String> {
-    let s = v
-        .as_str()
-        .ok_or_else(|| format!("`{what}` is not a string"))?;
+fn b64d(v: &Value, what: &'static str) -> Result<Vec<u8>, EntryError> {
+    let s = v.as_str().ok_or(EntryError::NotString(what))?;
     base64::engine::general_purpose::STANDARD
         .decode(s)
-        .map_err(|e| format!("`{what}`: {e}"))
+        .map_err(|source| EntryError::Base64 {
+            field: what,
+            source,
+        })
 }
 
-fn u64_of(v: &Value, what: &str) -> Result<u64, String> {
+fn u64_of(v: &Value, what: &'static str) -> Result<u64, EntryError> {
     v.as_u64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        .ok_or_else(|| format!("`{what}` is not a non-negative integer"))
+        .ok_or(EntryError::NotUnsigned(what))
 }
 
 /// Read a Rekor v1 `LogEntry` answer (one entry).
-pub fn parse_entry(resp: &[u8], base: &str) -> Result<LogEntry, String> {
-    let v: Value = serde_json::from_slice(resp).map_err(|e| format!("not JSON: {e}"))?;
-    let obj = v.as_object().ok_or("not a JSON object")?;
+pub fn parse_entry(resp: &[u8], base: &str) -> Result<LogEntry, EntryError> {
+    let v: Value = serde_json::from_slice(resp).map_err(EntryError::NotJson)?;
+    let obj = v.as_object().ok_or(EntryError::NotObject)?;
     let [(uuid, e)] = obj.iter().collect::<Vec<_>>()[..] else {
-        return Err(format!("expected one entry, got {}", obj.len()));
+        return Err(EntryError::EntryCount(obj.len()));
     };
     let body = b64d(e.get("body").unwrap_or(&Value::Null), "body")?;
-    let body_json: Value =
-        serde_json::from_slice(&body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let body_json: Value = serde_json::from_slice(&body).map_err(EntryError::BodyNotJson)?;
     let kind = body_json
         .get("kind")
         .and_then(Value::as_str)
-        .ok_or("the body has no kind")?
+        .ok_or(EntryError::BodyMissing("kind"))?
         .to_string();
     let kind_version = body_json
         .get("apiVersion")
         .and_then(Value::as_str)
-        .ok_or("the body has no apiVersion")?
+        .ok_or(EntryError::BodyMissing("apiVersion"))?
         .to_string();
     let integrated_time = e
         .get("integratedTime")
         .and_then(Value::as_i64)
-        .ok_or("`integratedTime` is not an integer")?;
+        .ok_or(EntryError::NotInteger("integratedTime"))?;
     let log_id = hex_decode(
         e.get("logID")
             .and_then(Value::as_str)
-            .ok_or("`logID` is not a string")?,
+            .ok_or(EntryError::NotString("logID"))?,
     )?;
     let log_index = u64_of(e.get("logIndex").unwrap_or(&Value::Null), "logIndex")?;
     let ver = e.get("verification").unwrap_or(&Value::Null);
@@ -160,24 +197,24 @@ pub fn parse_entry(resp: &[u8], base: &str) -> Result<LogEntry, String> {
             root_hash: hex_decode(
                 p.get("rootHash")
                     .and_then(Value::as_str)
-                    .ok_or("`rootHash` is not a string")?,
+                    .ok_or(EntryError::NotString("rootHash"))?,
             )?,
             hashes: p
                 .get("hashes")
                 .and_then(Value::as_array)
-                .ok_or("`hashes` is not an array")?
+                .ok_or(EntryError::NotArray("hashes"))?
                 .iter()
                 .map(|h| hex_decode(h.as_str().unwrap_or("?")))
                 .collect::<Result<_, _>>()?,
             checkpoint: p
                 .get("checkpoint")
                 .and_then(Value::as_str)
-                .ok_or("`checkpoint` is not a string")?
+                .ok_or(EntryError::NotString("checkpoint"))?
                 .to_string(),
         }),
     };
     if set.is_none() && inclusion_proof.is_none() {
-        return Err("the entry has neither a SET nor an inclusion proof".into());
+        return Err(EntryError::NoProof);
     }
     Ok(LogEntry {
         url: base.to_string(),
@@ -261,12 +298,13 @@ mod tests {
         v["verification"]["inclusionProof"]["hashes"] = json!([1]);
         cases.push((v, "hex"));
         for (v, want) in cases {
-            let e = parse_entry(&answer(v), "u").unwrap_err();
+            let e = parse_entry(&answer(v), "u").unwrap_err().to_string();
             assert!(e.contains(want), "{e} (wanted {want})");
         }
         let two = json!({"a": good(), "b": good()}).to_string();
         assert!(parse_entry(two.as_bytes(), "u")
             .unwrap_err()
+            .to_string()
             .contains("one entry"));
         assert!(parse_entry(b"[]", "u").is_err());
     }
