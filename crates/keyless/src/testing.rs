@@ -217,8 +217,13 @@ impl MockSigstore {
     }
 }
 
+/// A third-party verifier refused: what it printed.
+#[derive(Debug, thiserror::Error)]
+#[error("the verifier refused: {0}")]
+pub struct PeerRefused(pub String);
+
 /// `node tests/sigstore-mock/verify.mjs` (sigstore-js `@sigstore/verify`): Ok(stdout) or
-/// Err(stderr).
+/// its stderr.
 pub fn sigstore_js(
     bundle: &Path,
     root: &Path,
@@ -226,7 +231,7 @@ pub fn sigstore_js(
     issuer: &str,
     artifact: Option<&Path>,
     tlog_threshold: usize,
-) -> Result<String, String> {
+) -> Result<String, PeerRefused> {
     let mut cmd = Command::new("node");
     cmd.arg(repo_root().join("tests/sigstore-mock/verify.mjs"))
         .arg(bundle)
@@ -240,7 +245,9 @@ pub fn sigstore_js(
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        Err(PeerRefused(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     }
 }
 
@@ -264,7 +271,7 @@ pub fn openssl_ts_verify(
     signature: &[u8],
     ca_pem: &Path,
     untrusted_pem: &Path,
-) -> Result<String, String> {
+) -> Result<String, PeerRefused> {
     let f = dir.join("ts.der");
     std::fs::write(&f, resp).expect("mock harness");
     let out = Command::new("openssl")
@@ -286,6 +293,6 @@ pub fn openssl_ts_verify(
     if out.status.success() && text.contains("Verification: OK") {
         Ok(text)
     } else {
-        Err(text)
+        Err(PeerRefused(text))
     }
 }
