@@ -769,7 +769,10 @@ pub fn hash_dir_content(
         .filter(|p| !names::is_metadata(p))
         .collect();
     let mut observed = BTreeMap::new();
-    let mut to_hash: Vec<(String, PathBuf, u64)> = Vec::new();
+    // Names and (absolute path, size) kept apart: the hasher borrows the second list, so
+    // nothing is copied.
+    let mut names_to_hash: Vec<String> = Vec::new();
+    let mut sized: Vec<(PathBuf, u64)> = Vec::new();
     for p in content {
         let abs = crate::BundlePath::new(&p)
             .map(|b| b.under(dir))
@@ -787,15 +790,16 @@ pub fn hash_dir_content(
             }
             f => {
                 let size = f.map(|f| f.size).unwrap_or(0);
-                to_hash.push((p, abs, size));
+                names_to_hash.push(p);
+                sized.push((abs, size));
             }
         }
     }
-    let sized: Vec<(PathBuf, u64)> = to_hash.iter().map(|(_, a, n)| (a.clone(), *n)).collect();
     progress.start("verify", sized.iter().map(|s| s.1).sum());
     let hashed = crate::hash::hash_files(&sized, progress);
     progress.finish();
-    for ((p, _, _), (d, n)) in to_hash.into_iter().zip(hashed?) {
+    drop(sized);
+    for (p, (d, n)) in names_to_hash.into_iter().zip(hashed?) {
         observed.insert(p, (n, d));
     }
     Ok(observed)
