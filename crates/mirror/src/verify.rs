@@ -684,8 +684,61 @@ pub fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
 }
 
 /// Verify a bundle folder.
+///
+/// The metadata stage runs on this thread while the content is walked and hashed on the
+/// others (many small files: the metadata work is no longer a serial phase before the
+/// hashing). Nothing is trusted before both are done: the hashes are compared with the
+/// signed manifest only after it verified, and a metadata failure wins over a content one,
+/// as when the two ran in turn.
 pub fn verify_dir(dir: &Path, opts: &Options<'_>, progress: &dyn Progress) -> Result<Report> {
-    verify_dir_inner(dir, opts, |_| HashSet::new(), progress).map(|(report, _)| report)
+    if !dir.is_dir() {
+        return Err(Error::NotFound(dir.to_path_buf()));
+    }
+    let (vm, observed) = std::thread::scope(|s| {
+        let hashing = s.spawn(|| hash_dir_all(dir, progress));
+        let vm = read_dir_metadata(dir).and_then(|meta| verify_metadata(&meta, opts));
+        let observed = hashing
+            .join()
+            .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")));
+        (vm, observed)
+    });
+    let vm = vm?;
+    let observed = observed?;
+    let (files_checked, bytes_checked, from_base) = check_files(&vm.manifest, &observed)?;
+    Ok(Report {
+        meta: vm,
+        files_checked,
+        bytes_checked,
+        from_base,
+    })
+}
+
+/// Hash every content file of a folder (every file but the metadata) on every core, without
+/// the manifest (see [`verify_dir`]).
+fn hash_dir_all(dir: &Path, progress: &dyn Progress) -> Result<BTreeMap<String, (u64, Digest)>> {
+    let names_to_hash: Vec<String> = crate::fs::walk(dir)?
+        .into_iter()
+        .filter(|p| !names::is_metadata(p))
+        .collect();
+    let sized: Vec<(PathBuf, u64)> = names_to_hash
+        .iter()
+        .map(|p| {
+            let abs = crate::BundlePath::new(p)
+                .map(|b| b.under(dir))
+                .unwrap_or_else(|_| dir.join(p));
+            (abs, 0)
+        })
+        .collect();
+    // The total is not known before the manifest is: 0 (unknown) for the progress display.
+    progress.start("verify", 0);
+    let hashed = crate::hash::hash_files(&sized, progress);
+    progress.finish();
+    drop(sized);
+    Ok(names_to_hash
+        .into_iter()
+        .zip(hashed?)
+        .map(|(p, (d, n))| (p, (n, d)))
+        .collect())
 }
 
 /// A folder verified except that some content files were only checked for presence and size:
