@@ -345,11 +345,18 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
                 "public-key.pem holds no key",
             ));
         }
+        let mut pae: Option<Vec<u8>> = None;
         for b in blocks {
             let k = stella_keys::PublicKey::from_spki_der(b.contents())
                 .map_err(|e| Error::verify(Stage::PublicKey, format!("public-key.pem: {e}")))?;
-            let pae = envelope.pae();
-            if !envelope.signatures.iter().any(|s| k.verify(&pae, &s.sig)) {
+            // A key that already verified a signature of this envelope (its id is the
+            // SHA-256 of its SPKI) signed it: no second pass over the payload. Others are
+            // checked against every signature, the PAE built once.
+            if signers.iter().any(|s| &s.key_id == k.key_id()) {
+                continue;
+            }
+            let pae = pae.get_or_insert_with(|| envelope.pae());
+            if !envelope.signatures.iter().any(|s| k.verify(pae, &s.sig)) {
                 return Err(Error::verify(
                     Stage::PublicKey,
                     format!(
