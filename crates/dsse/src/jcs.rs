@@ -1051,6 +1051,532 @@ impl ser::SerializeStructVariant for FiniteCheck {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Canonical-form check without a tree
+// ---------------------------------------------------------------------------------------------
+
+/// Whether `input` is exactly the canonical (RFC 8785) serialisation of a JSON value.
+///
+/// The answer is the same as `canonicalize(input).ok().as_deref() == Some(input)`, but found in
+/// one pass over the bytes without building a `serde_json::Value` tree: memory is the nesting
+/// depth plus the previous member name of each open object (borrowed from the input unless it
+/// holds an escape). Refused, as by the canonicaliser: invalid UTF-8, input above
+/// [`MAX_INPUT_BYTES`], nesting deeper than [`MAX_DEPTH`], duplicate member names; and, as not
+/// canonical: any whitespace outside strings, members not in strictly increasing UTF-16
+/// code-unit order, escapes other than the minimal RFC 8785 set (`\"`, `\\`, `\b \t \n \f \r`,
+/// lowercase `\u00xx` for the other C0 controls), unescaped controls, and numbers whose text
+/// is not the ECMAScript form of their value (`1.0`, `1e2`, `-0`, `9007199254740993`, ...).
+pub fn is_canonical(input: &[u8]) -> bool {
+    if input.len() > MAX_INPUT_BYTES {
+        return false;
+    }
+    let Ok(src) = std::str::from_utf8(input) else {
+        return false;
+    };
+    let mut checker = Checker { src, pos: 0 };
+    checker.value(0).is_some() && checker.pos == src.len()
+}
+
+/// The state of [`is_canonical`]: a position in the input. Every method returns `None` as soon
+/// as the input departs from the canonical form.
+struct Checker<'a> {
+    src: &'a str,
+    pos: usize,
+}
+
+impl<'a> Checker<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.src.as_bytes().get(self.pos).copied()
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        if self.peek() == Some(b) {
+            self.pos += 1;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'{' => self.object(enter(depth).ok()?),
+            b'[' => self.array(enter(depth).ok()?),
+            b'"' => self.string().map(drop),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        if self.src.as_bytes().get(self.pos..)?.starts_with(word) {
+            self.pos += word.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Option<()> {
+        self.pos += 1; // '['
+        if self.eat(b']').is_some() {
+            return Some(());
+        }
+        loop {
+            self.value(depth)?;
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' => {
+                    self.pos += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Option<()> {
+        self.pos += 1; // '{'
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        let mut prev: Option<std::borrow::Cow<'a, str>> = None;
+        loop {
+            if self.peek()? != b'"' {
+                return None;
+            }
+            let key = self.string()?;
+            // Strictly increasing: out of order or a duplicate is not canonical.
+            if prev.as_deref().is_some_and(|p| !key_before(p, &key)) {
+                return None;
+            }
+            self.eat(b':')?;
+            self.value(depth)?;
+            prev = Some(key);
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A canonical string literal starting at its opening quote; returns its value (borrowed
+    /// from the input unless it holds an escape).
+    fn string(&mut self) -> Option<std::borrow::Cow<'a, str>> {
+        let bytes = self.src.as_bytes();
+        self.pos += 1; // '"'
+        let mut run = self.pos;
+        let mut owned: Option<String> = None;
+        loop {
+            match *bytes.get(self.pos)? {
+                b'"' => {
+                    let tail = self.src.get(run..self.pos)?;
+                    self.pos += 1;
+                    return Some(match owned {
+                        None => std::borrow::Cow::Borrowed(tail),
+                        Some(mut s) => {
+                            s.push_str(tail);
+                            std::borrow::Cow::Owned(s)
+                        }
+                    });
+                }
+                b'\\' => {
+                    let chunk = self.src.get(run..self.pos)?;
+                    let c = self.escape()?;
+                    let s = owned.get_or_insert_with(String::new);
+                    s.push_str(chunk);
+                    s.push(c);
+                    run = self.pos;
+                }
+                0..=0x1f => return None,
+                _ => self.pos += 1,
+            }
+        }
+    }
+
+    /// A canonical escape at `pos` (the backslash): only what [`write_str`] writes.
+    fn escape(&mut self) -> Option<char> {
+        let bytes = self.src.as_bytes();
+        let c = match *bytes.get(self.pos + 1)? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let h = bytes.get(self.pos + 2..self.pos + 6)?;
+                let hex = |d: u8| match d {
+                    b'0'..=b'9' => Some(d - b'0'),
+                    b'a'..=b'f' => Some(d - b'a' + 10),
+                    _ => None,
+                };
+                if h[0] != b'0' || h[1] != b'0' {
+                    return None;
+                }
+                let v = (hex(h[2])? << 4) | hex(h[3])?;
+                if v >= 0x20 || matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                    return None;
+                }
+                self.pos += 6;
+                return Some(char::from(v));
+            }
+            _ => return None,
+        };
+        self.pos += 2;
+        Some(c)
+    }
+
+    /// A number whose text is the canonical text of its value (as [`Parser::parse_number`]
+    /// reads it and [`write_number`] writes it).
+    fn number(&mut self) -> Option<()> {
+        let start = self.pos;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.pos += 1;
+        }
+        match self.peek()? {
+            b'0' => self.pos += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        let int_digits = self.pos - start - usize::from(negative);
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return None;
+            }
+            self.digits();
+            integer = false;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return None;
+            }
+            self.digits();
+            integer = false;
+        }
+        let text = self.src.get(start..self.pos)?;
+        // Fast path: a plain integer of at most 15 digits (below 2^53, so written digit by
+        // digit) is canonical unless it is "-0".
+        if integer && int_digits <= 15 {
+            return (text != "-0").then_some(());
+        }
+        let parsed = if !integer {
+            None
+        } else if negative {
+            text.parse::<i64>().ok().map(Number::from)
+        } else {
+            text.parse::<u64>().ok().map(Number::from)
+        };
+        let number = match parsed {
+            Some(n) => n,
+            None => Number::from_f64(text.parse::<f64>().ok()?)?,
+        };
+        let mut out = Vec::with_capacity(32);
+        write_number(&number, &mut out).ok()?;
+        (out == text.as_bytes()).then_some(())
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+    }
+}
+
+/// `a` sorts strictly before `b` by UTF-16 code units (byte order unless either holds a
+/// character at or above U+E000, the only ones where the two orders can disagree).
+fn key_before(a: &str, b: &str) -> bool {
+    let high = |s: &str| s.bytes().any(|x| x >= 0xEE);
+    if high(a) || high(b) {
+        cmp_utf16(a, b) == Ordering::Less
+    } else {
+        a.as_bytes() < b.as_bytes()
+    }
+}
+
+#[cfg(test)]
+mod canonical_check_tests {
+    use super::*;
+
+    /// The reference answer: canonicalise and compare.
+    fn reference(input: &[u8]) -> bool {
+        canonicalize(input).ok().as_deref() == Some(input)
+    }
+
+    fn agree(input: &[u8]) -> bool {
+        let got = is_canonical(input);
+        assert_eq!(
+            got,
+            reference(input),
+            "is_canonical disagrees with canonicalize on {:?}",
+            String::from_utf8_lossy(input)
+        );
+        got
+    }
+
+    #[test]
+    fn fixed_cases_agree_with_the_canonicaliser() {
+        let yes: &[&str] = &[
+            "0",
+            "-1",
+            "1.5",
+            "1e+21",
+            "1e-7",
+            "5e-324",
+            "9007199254740992",
+            "123456789012345",
+            "1234567890123456",
+            "0.1",
+            "true",
+            "null",
+            "\"\"",
+            "\"\\u001f\\n\\\"\\\\\u{7f}é\u{2028}\"",
+            "[]",
+            "{}",
+            "[1,\"a\",{\"a\":[]}]",
+            "{\"\":0,\"a\":1,\"aa\":2,\"b\":3}",
+            // UTF-16 order: U+10000 (D800 DC00) sorts before U+E000, unlike UTF-8 byte order.
+            "{\"\u{10000}\":1,\"\u{e000}\":2}",
+            "{\"\\n\":1,\"a\":2}",
+        ];
+        for s in yes {
+            assert!(agree(s.as_bytes()), "{s} should be canonical");
+        }
+        let no: &[&str] = &[
+            "",
+            " 0",
+            "0 ",
+            "-0",
+            "1.0",
+            "1e2",
+            "1E+21",
+            "1e21",
+            "01",
+            "+1",
+            "9007199254740993",
+            "18446744073709551616",
+            "1e400",
+            "0.10",
+            ".5",
+            "NaN",
+            "\"\\/\"",
+            "\"\\u0041\"",
+            "\"\\u001F\"",
+            "\"\\u0009\"",
+            "\"\\ud83d\\ude00\"",
+            "\"\u{1}\"",
+            "\"unterminated",
+            "[1,]",
+            "[1 ,2]",
+            "{\"a\":1,\"a\":1}",
+            "{\"b\":1,\"a\":2}",
+            "{\"\u{e000}\":1,\"\u{10000}\":2}",
+            "{\"a\" :1}",
+            "{\"a\":1}x",
+            "{a:1}",
+            "tru",
+            "\u{feff}0",
+        ];
+        for s in no {
+            assert!(!agree(s.as_bytes()), "{s} should not be canonical");
+        }
+        assert!(!agree(b"\"\xff\""));
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(agree(deep.as_bytes()));
+        let deeper = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(!agree(deeper.as_bytes()));
+    }
+
+    /// A small deterministic generator (xorshift64*), so failures reproduce.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'s>(&mut self, items: &[&'s str]) -> &'s str {
+            items[self.below(items.len())]
+        }
+    }
+
+    const NUMBERS: &[&str] = &[
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "7",
+        "1.0",
+        "1.5",
+        "-2.25",
+        "1e2",
+        "1E2",
+        "100",
+        "1e21",
+        "1e+21",
+        "1e-7",
+        "0.000001",
+        "0.1",
+        "5e-324",
+        "9007199254740992",
+        "9007199254740993",
+        "-9007199254740993",
+        "18446744073709551616",
+        "123456789012345678",
+        "1e400",
+        "0.10",
+        "4.35",
+        "1e-6",
+        "333333333.3333333",
+    ];
+    const STRINGS: &[&str] = &[
+        "",
+        "a",
+        "b",
+        "ab",
+        "B",
+        "é",
+        "\u{e000}",
+        "\u{10000}",
+        "\u{ffff}",
+        "😂",
+        "\\n",
+        "\\\"",
+        "\\\\",
+        "\\u001f",
+        "\\u001F",
+        "\\u0041",
+        "\\/",
+        "\\t",
+        "\\u0009",
+        "a\\u0000b",
+        "\u{7f}",
+        "\\ud83d\\ude02",
+    ];
+
+    /// Random JSON text: mostly canonical-shaped, with random departures (whitespace, key
+    /// order, duplicates, non-canonical numbers and escapes).
+    fn gen(rng: &mut Rng, depth: usize, out: &mut String) {
+        let kind = if depth > 4 {
+            rng.below(4)
+        } else {
+            rng.below(6)
+        };
+        match kind {
+            0 => out.push_str(rng.pick(NUMBERS)),
+            1 => {
+                out.push('"');
+                out.push_str(rng.pick(STRINGS));
+                out.push('"');
+            }
+            2 => out.push_str(rng.pick(&["true", "false", "null"])),
+            3 => {
+                // A number or string picked to be canonical more often.
+                out.push_str(rng.pick(&["0", "12", "\"x\"", "-3", "0.5"]))
+            }
+            4 => {
+                out.push('[');
+                for i in 0..rng.below(4) {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    gen(rng, depth + 1, out);
+                }
+                out.push(']');
+            }
+            _ => {
+                // Members usually written in canonical order: generate, sort by UTF-16 of the
+                // decoded key, then maybe disturb.
+                let mut keys: Vec<String> = (0..rng.below(5))
+                    .map(|_| rng.pick(STRINGS).to_string())
+                    .collect();
+                let decoded = |k: &str| -> Option<String> {
+                    match parse_strict(format!("\"{k}\"").as_bytes()).ok()? {
+                        Value::String(s) => Some(s),
+                        _ => None,
+                    }
+                };
+                keys.sort_by(|a, b| match (decoded(a), decoded(b)) {
+                    (Some(a), Some(b)) => cmp_utf16(&a, &b),
+                    _ => a.cmp(b),
+                });
+                if rng.below(4) == 0 {
+                    keys.dedup();
+                }
+                if keys.len() > 1 && rng.below(8) == 0 {
+                    keys.swap(0, 1);
+                }
+                out.push('{');
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push('"');
+                    out.push_str(k);
+                    out.push('"');
+                    if rng.below(40) == 0 {
+                        out.push(' ');
+                    }
+                    out.push(':');
+                    gen(rng, depth + 1, out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    #[test]
+    fn random_documents_agree_with_the_canonicaliser() {
+        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        let (mut canonical, mut not) = (0, 0);
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            gen(&mut rng, 0, &mut text);
+            if agree(text.as_bytes()) {
+                canonical += 1;
+            } else {
+                not += 1;
+            }
+            // The canonical form of anything parseable is accepted.
+            if let Ok(c) = canonicalize(text.as_bytes()) {
+                assert!(is_canonical(&c), "{}", String::from_utf8_lossy(&c));
+                // And one-byte edits of it are judged like the canonicaliser judges them.
+                let mut edited = c.clone();
+                let at = rng.below(edited.len());
+                match rng.below(3) {
+                    0 => edited[at] = b" ,:{}[]\"\\0a.e-"[rng.below(14)],
+                    1 => {
+                        edited.remove(at);
+                    }
+                    _ => edited.insert(at, b" ,0\\\"e"[rng.below(6)]),
+                }
+                agree(&edited);
+            }
+        }
+        // The generator exercises both answers substantially.
+        assert!(canonical > 2_000 && not > 2_000, "{canonical} / {not}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 //! or lists with another size. Content is hashed as it streams. The archive itself is written
 //! by [`crate::pack`] and compressed by [`crate::codec`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
@@ -42,8 +42,12 @@ impl Default for Limits {
 /// What streaming through a bundle archive found.
 #[derive(Debug, Default)]
 pub struct Observed {
-    /// Metadata files, in memory.
+    /// Metadata files, in memory until they verified and were staged: then (before the
+    /// first content byte is read) their bytes are released and each name maps to an empty
+    /// `Vec` (`metadata_bytes` keeps their total size).
     pub metadata: BTreeMap<String, Vec<u8>>,
+    /// Total size of the metadata files.
+    pub metadata_bytes: u64,
     /// Content files: path → (size, digest).
     pub files: BTreeMap<String, (u64, Digest)>,
 }
@@ -116,7 +120,6 @@ fn read_entries(
     progress: &dyn Progress,
 ) -> Result<(Observed, Report)> {
     let mut ar = tar::Archive::new(reader);
-    let mut seen: HashSet<String> = HashSet::new();
     let mut obs = Observed::default();
     let mut verified: Option<VerifiedMetadata> = None;
     let mut meta_total: u64 = 0;
@@ -180,7 +183,8 @@ fn read_entries(
             }
         })?;
         let name = path.as_str().to_string();
-        if !seen.insert(name.clone()) {
+        // Every earlier entry is in `obs` (a failed one ended the read).
+        if obs.metadata.contains_key(&name) || obs.files.contains_key(&name) {
             return Err(bad(format!("duplicate entry {shown:?}")));
         }
         let size = entry
@@ -229,6 +233,7 @@ fn read_entries(
                     let vm = verify::verify_metadata(&obs.metadata, opts)?;
                     check_signed_limits(&vm.manifest, limits)?;
                     stage_metadata(staging, &obs.metadata)?;
+                    release_metadata(&mut obs);
                     verified.insert(vm)
                 }
             };
@@ -267,7 +272,8 @@ fn read_entries(
             _ => None,
         };
         let mut h = Hasher::new();
-        let mut meta_bytes = Vec::new();
+        // Metadata sizes are bounded above (MAX_METADATA_BYTES): one allocation each.
+        let mut meta_bytes = Vec::with_capacity(if is_meta { size as usize } else { 0 });
         loop {
             let n = match entry.read(&mut buf) {
                 Ok(0) => break,
@@ -315,6 +321,7 @@ fn read_entries(
         None => {
             let vm = verify::verify_metadata(&obs.metadata, opts)?;
             stage_metadata(staging, &obs.metadata)?;
+            release_metadata(&mut obs);
             vm
         }
     };
@@ -329,6 +336,15 @@ fn read_entries(
             from_base,
         },
     ))
+}
+
+/// Release the metadata bytes once verified and staged (for many small files the manifest,
+/// its envelope and the checksum files are most of the memory); keep names and total size.
+fn release_metadata(obs: &mut Observed) {
+    obs.metadata_bytes = obs.metadata.values().map(|m| m.len() as u64).sum();
+    for bytes in obs.metadata.values_mut() {
+        *bytes = Vec::new();
+    }
 }
 
 /// Write the (verified) metadata files into the staging folder.
@@ -595,8 +611,9 @@ mod tests {
         let (obs, report) = r.unwrap();
         assert_eq!(report.files_checked, content.len());
         assert_eq!(obs.files.len(), content.len());
-        let meta: u64 = obs.metadata.values().map(|m| m.len() as u64).sum();
-        assert_eq!(dir_bytes(staging.path()), bytes + meta);
+        assert!(obs.metadata.values().all(|m| m.is_empty()), "released");
+        assert!(obs.metadata.contains_key(names::MANIFEST));
+        assert_eq!(dir_bytes(staging.path()), bytes + obs.metadata_bytes);
     }
 
     // Regression (issue #8 item 2): a PAX `size` record made the tar crate read far more than

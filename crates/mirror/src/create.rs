@@ -124,6 +124,98 @@ impl Files<'_> {
     }
 }
 
+/// Files [`Files::put_folder`] copies per batch: bounds the work list however many files a
+/// folder holds.
+const COPY_BATCH: usize = 4096;
+
+impl Files<'_> {
+    /// A full bundle's advisory folder: every file copied and hashed on every core, in
+    /// batches of [`COPY_BATCH`] (a bounded work list); recorded in order.
+    fn put_folder(
+        &mut self,
+        target: &str,
+        src_root: &Path,
+        rels: Vec<String>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let mut made: Option<PathBuf> = None;
+        for batch in rels.chunks(COPY_BATCH) {
+            let mut jobs: Vec<(String, PathBuf, PathBuf)> = Vec::with_capacity(batch.len());
+            for rel in batch {
+                let src = BundlePath::new(rel)
+                    .map_err(|e| Error::input(format!("{}: {e}", src_root.display())))?
+                    .under(src_root);
+                let path = format!("advisories/{target}/{rel}");
+                let dest = BundlePath::new(&path)
+                    .map_err(Error::input)?
+                    .under(&self.root);
+                // The walk is sorted, so a folder's files come together: one create_dir_all
+                // per folder.
+                if let Some(p) = dest.parent() {
+                    if made.as_deref() != Some(p) {
+                        std::fs::create_dir_all(p).at(p)?;
+                        made = Some(p.to_path_buf());
+                    }
+                }
+                jobs.push((path, src, dest));
+            }
+            let next = AtomicUsize::new(0);
+            let stop = AtomicBool::new(false);
+            let workers = crate::hash::threads().min(jobs.len()).max(1);
+            let jobs_ref = &jobs;
+            let results: Vec<Result<Vec<(usize, Digest, u64)>>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..workers)
+                    .map(|_| {
+                        s.spawn(|| {
+                            let mut done = Vec::new();
+                            let mut buf = vec![0u8; crate::hash::CHUNK];
+                            while !stop.load(Ordering::Relaxed) {
+                                let i = next.fetch_add(1, Ordering::Relaxed);
+                                let Some((_, src, dest)) = jobs_ref.get(i) else {
+                                    break;
+                                };
+                                let r =
+                                    crate::hash::copy_hashing_with(src, dest, &mut buf, progress)
+                                        .and_then(|(d, n)| set_mode(dest, 0o644).map(|()| (d, n)));
+                                match r {
+                                    Ok((d, n)) => done.push((i, d, n)),
+                                    Err(e) => {
+                                        stop.store(true, Ordering::Relaxed);
+                                        return Err(e);
+                                    }
+                                }
+                            }
+                            Ok(done)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(Error::input("a copying thread panicked")))
+                    })
+                    .collect()
+            });
+            let mut out: Vec<Option<(Digest, u64)>> = vec![None; jobs.len()];
+            for r in results {
+                for (i, d, n) in r? {
+                    out[i] = Some((d, n));
+                }
+            }
+            for ((path, _, _), r) in jobs.iter().zip(out) {
+                let (sha, size) =
+                    r.ok_or_else(|| Error::input(format!("{path} was not copied")))?;
+                self.written += 1;
+                self.written_bytes += size;
+                self.record(path, size, sha, media_type_for(path))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).at(path)
@@ -334,11 +426,15 @@ pub fn create(
                 Error::Verify(m) => Error::input(format!("{}: {m}", a.path.display())),
                 e => e,
             })?;
-            for rel in rels {
-                let src = BundlePath::new(&rel)
-                    .map_err(|e| Error::input(format!("{}: {e}", a.path.display())))?
-                    .under(&a.path);
-                files.put_copy(&format!("advisories/{}/{rel}", a.target), &src, progress)?;
+            if files.base.is_some() {
+                for rel in rels {
+                    let src = BundlePath::new(&rel)
+                        .map_err(|e| Error::input(format!("{}: {e}", a.path.display())))?
+                        .under(&a.path);
+                    files.put_copy(&format!("advisories/{}/{rel}", a.target), &src, progress)?;
+                }
+            } else {
+                files.put_folder(&a.target, &a.path, rels, progress)?;
             }
         } else {
             return Err(Error::input(format!(

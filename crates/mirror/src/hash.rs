@@ -142,6 +142,17 @@ pub(crate) fn copy_hashing(
     dest: &Path,
     progress: &dyn Progress,
 ) -> Result<(Digest, u64)> {
+    copy_hashing_with(src, dest, &mut vec![0u8; CHUNK], progress)
+}
+
+/// [`copy_hashing`] with a caller's buffer (many small files: one buffer per worker instead
+/// of a fresh 256 KiB allocation, an mmap and munmap, per file).
+pub(crate) fn copy_hashing_with(
+    src: &Path,
+    dest: &Path,
+    buf: &mut [u8],
+    progress: &dyn Progress,
+) -> Result<(Digest, u64)> {
     use std::io::{Read as _, Write as _};
     let mut r = std::fs::File::open(src).at(src)?;
     let mut w = std::fs::OpenOptions::new()
@@ -150,9 +161,8 @@ pub(crate) fn copy_hashing(
         .open(dest)
         .at(dest)?;
     let mut h = Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = match r.read(&mut buf) {
+        let n = match r.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

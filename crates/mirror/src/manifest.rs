@@ -212,18 +212,96 @@ impl FileEntry {
 
 impl Manifest {
     /// Parse and validate manifest bytes (strict JSON: duplicate keys refused).
+    ///
+    /// A canonical manifest (every signed one) is typed straight from its bytes: canonical
+    /// text has no duplicate member names, no lone surrogates and no whitespace, so
+    /// `serde_json` reads exactly what the strict parser would, without the `Value` tree (for
+    /// 1,000,000 files that tree is several times the manifest's size). Anything else —
+    /// non-canonical input or a shape error — takes the strict parser, so errors read as
+    /// they always did.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
-        let value = stella_dsse::jcs::parse_strict(bytes).map_err(ManifestError::NotJson)?;
-        let m: Manifest = serde_json::from_value(value).map_err(ManifestError::Shape)?;
+        let fast = stella_dsse::jcs::is_canonical(bytes)
+            .then(|| serde_json::from_slice::<Manifest>(bytes).ok())
+            .flatten();
+        let m = match fast {
+            Some(m) => m,
+            None => {
+                let value =
+                    stella_dsse::jcs::parse_strict(bytes).map_err(ManifestError::NotJson)?;
+                serde_json::from_value(value).map_err(ManifestError::Shape)?
+            }
+        };
         m.validate()?;
         Ok(m)
     }
 
-    /// Canonical (RFC 8785) bytes.
+    /// Canonical (RFC 8785) bytes, written field by field (no `serde_json::Value` tree; the
+    /// test `canonical_writer_matches_jcs` holds it to `stella_dsse::jcs::to_vec`). Every
+    /// member name is ASCII, so byte order is the UTF-16 order RFC 8785 sorts by.
     pub fn to_canonical_json(&self) -> Vec<u8> {
-        // A manifest holds only strings, integers, arrays and objects: canonicalisation
-        // cannot fail on it.
-        stella_dsse::jcs::to_vec(self).unwrap_or_default()
+        let mut out = Vec::with_capacity(
+            512 + self
+                .files
+                .iter()
+                .map(|f| f.path.len() + f.media_type.len() + 140)
+                .sum::<usize>(),
+        );
+        let mut obj = Obj::new(&mut out);
+        if let Some(b) = &self.base {
+            obj.key("base");
+            let mut o = Obj::new(obj.out);
+            o.str("bundle", &b.bundle);
+            o.num("generation", b.generation);
+            o.str("manifestDigest", &b.manifest_digest);
+            o.str("version", &b.version);
+            o.end();
+        }
+        obj.str("bundle", &self.bundle);
+        if !self.checksums.is_empty() {
+            obj.key("checksums");
+            write_entries(&self.checksums, obj.out);
+        }
+        obj.key("files");
+        write_entries(&self.files, obj.out);
+        obj.str("generatedAt", &self.generated_at);
+        obj.num("generation", self.generation);
+        if !self.images.is_empty() {
+            obj.key("images");
+            obj.out.push(b'[');
+            for (i, img) in self.images.iter().enumerate() {
+                if i > 0 {
+                    obj.out.push(b',');
+                }
+                let mut o = Obj::new(obj.out);
+                o.str("digest", &img.digest);
+                if !img.platforms.is_empty() {
+                    o.key("platforms");
+                    write_strs(&img.platforms, o.out);
+                }
+                o.str("reference", &img.reference);
+                o.end();
+            }
+            obj.out.push(b']');
+        }
+        obj.str("issuer", &self.issuer);
+        obj.str(
+            "kind",
+            match self.kind {
+                Kind::Full => "full",
+                Kind::Thin => "thin",
+            },
+        );
+        obj.str("purpose", &self.purpose);
+        if !self.removed.is_empty() {
+            obj.key("removed");
+            write_strs(&self.removed, obj.out);
+        }
+        if let Some(v) = self.valid_for_seconds {
+            obj.num("validForSeconds", v);
+        }
+        obj.str("version", &self.version);
+        obj.end();
+        out
     }
 
     /// The freshness budget in seconds.
@@ -336,6 +414,28 @@ impl Manifest {
         self.files.iter().map(|f| f.size).sum()
     }
 
+    /// Whether `sums` is exactly [`sha256sums`](Self::sha256sums), compared line by line
+    /// without building the text.
+    pub fn sha256sums_equal(&self, sums: &[u8]) -> bool {
+        let mut rest = sums;
+        for f in &self.files {
+            let (hex, path) = (f.sha256.as_bytes(), f.path.as_bytes());
+            let len = hex.len() + 2 + path.len() + 1;
+            let Some((line, tail)) = rest.split_at_checked(len) else {
+                return false;
+            };
+            if &line[..hex.len()] != hex
+                || &line[hex.len()..hex.len() + 2] != b"  "
+                || &line[hex.len() + 2..len - 1] != path
+                || line[len - 1] != b'\n'
+            {
+                return false;
+            }
+            rest = tail;
+        }
+        rest.is_empty()
+    }
+
     /// `SHA256SUMS` text for the listed files: `sha256sum` format, sorted, LF.
     pub fn sha256sums(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.files.len() * 100);
@@ -347,6 +447,71 @@ impl Manifest {
         }
         out
     }
+}
+
+/// A canonical JSON object being written: members must be added in canonical order.
+struct Obj<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Obj<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Obj { out, first: true }
+    }
+
+    fn key(&mut self, name: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        stella_dsse::jcs::write_str(name, self.out);
+        self.out.push(b':');
+    }
+
+    fn str(&mut self, name: &str, value: &str) {
+        self.key(name);
+        stella_dsse::jcs::write_str(value, self.out);
+    }
+
+    fn num(&mut self, name: &str, value: u64) {
+        self.key(name);
+        // The JCS number writer (integers above 2^53 are written as the nearest double);
+        // a u64 is always finite, so it cannot fail.
+        let _ = stella_dsse::jcs::write_value(&serde_json::Value::from(value), self.out);
+    }
+
+    fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+fn write_entries(entries: &[FileEntry], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, f) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let mut o = Obj::new(out);
+        o.str("mediaType", &f.media_type);
+        o.str("path", &f.path);
+        o.str("sha256", &f.sha256);
+        o.num("size", f.size);
+        o.end();
+    }
+    out.push(b']');
+}
+
+fn write_strs(items: &[String], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, s) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        stella_dsse::jcs::write_str(s, out);
+    }
+    out.push(b']');
 }
 
 #[cfg(test)]
@@ -424,6 +589,96 @@ mod tests {
             serde_json::from_slice(&sample().to_canonical_json()).unwrap();
         v["extra"] = serde_json::json!(1);
         assert!(Manifest::from_json(&serde_json::to_vec(&v).unwrap()).is_err());
+    }
+
+    #[test]
+    fn canonical_writer_matches_jcs() {
+        let mut variants = vec![sample()];
+        let mut m = sample();
+        m.kind = Kind::Thin;
+        m.generation = 3;
+        m.base = Some(BaseRef {
+            bundle: "b\"q\u{1}".into(),
+            version: "0.9 é".into(),
+            generation: 2,
+            manifest_digest: format!("sha256:{}", "a".repeat(64)),
+        });
+        m.removed = vec!["old/x".into(), "old/y\u{e000}".into()];
+        m.valid_for_seconds = Some(u64::MAX);
+        m.images = vec![
+            ImageEntry {
+                reference: "r/a:1".into(),
+                digest: format!("sha256:{}", "b".repeat(64)),
+                platforms: vec![],
+            },
+            ImageEntry {
+                reference: "r/b:\\2".into(),
+                digest: format!("sha256:{}", "c".repeat(64)),
+                platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+            },
+        ];
+        m.checksums = vec![m.files[0].clone(), m.files[1].clone()];
+        m.files[1].size = (1 << 53) + 1;
+        variants.push(m);
+        let mut m = sample();
+        m.files.clear();
+        m.valid_for_seconds = Some(0);
+        variants.push(m);
+        for m in variants {
+            let ours = m.to_canonical_json();
+            assert_eq!(
+                String::from_utf8(ours.clone()).unwrap(),
+                String::from_utf8(stella_dsse::jcs::to_vec(&m).unwrap()).unwrap()
+            );
+            assert!(stella_dsse::jcs::is_canonical(&ours));
+        }
+    }
+
+    #[test]
+    fn typed_parse_of_canonical_and_other_forms_agree() {
+        let m = sample();
+        let canonical = m.to_canonical_json();
+        let pretty = serde_json::to_vec_pretty(&m).unwrap();
+        assert!(!stella_dsse::jcs::is_canonical(&pretty));
+        assert_eq!(Manifest::from_json(&canonical).unwrap(), m);
+        assert_eq!(Manifest::from_json(&pretty).unwrap(), m);
+        // Errors read the same whichever path found them.
+        let text = String::from_utf8(canonical).unwrap();
+        let missing = text.replacen("\"bundle\":\"b\",", "", 1);
+        assert!(stella_dsse::jcs::is_canonical(missing.as_bytes()));
+        let e = Manifest::from_json(missing.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "manifest does not have the bundle manifest shape: missing field `bundle`"
+        );
+        let dup = text.replacen("\"bundle\":\"b\",", "\"bundle\":\"b\",\"bundle\":\"b\",", 1);
+        let e = Manifest::from_json(dup.as_bytes()).unwrap_err().to_string();
+        assert!(
+            e.starts_with("manifest is not valid JSON: duplicate object key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sha256sums_compare_without_building_the_text() {
+        let m = sample();
+        let sums = m.sha256sums();
+        assert!(m.sha256sums_equal(&sums));
+        let mut longer = sums.clone();
+        longer.extend_from_slice(b"x");
+        assert!(!m.sha256sums_equal(&longer));
+        assert!(!m.sha256sums_equal(&sums[..sums.len() - 1]));
+        for i in 0..sums.len() {
+            let mut t = sums.clone();
+            t[i] ^= 1;
+            assert!(!m.sha256sums_equal(&t), "byte {i}");
+        }
+        let mut empty = sample();
+        empty.files.clear();
+        assert!(empty.sha256sums_equal(b""));
+        assert!(!empty.sha256sums_equal(b"\n"));
     }
 
     #[test]

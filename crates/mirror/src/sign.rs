@@ -61,44 +61,56 @@ pub fn sign_with(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let bytes = std::fs::read(manifest_path).at(manifest_path)?;
-    let mut manifest = Manifest::from_json(&bytes)
-        .map_err(|e| Error::input(format!("{}: {e}", manifest_path.display())))?;
+    // Each intermediate is dropped as soon as it is used: for many small files the manifest,
+    // SHA256SUMS and their envelopes are the bulk of the memory.
+    let mut manifest = {
+        let bytes = std::fs::read(manifest_path).at(manifest_path)?;
+        Manifest::from_json(&bytes)
+            .map_err(|e| Error::input(format!("{}: {e}", manifest_path.display())))?
+    };
 
     // Never sign a manifest the folder does not match.
-    let observed = crate::verify::hash_dir_content(&dir, &manifest, &Default::default(), progress)?;
-    crate::verify::check_files(&manifest, &observed).map_err(|e| match e {
-        Error::Verify(m) => Error::input(format!("cannot sign {}: {m}", dir.display())),
-        e => e,
-    })?;
+    {
+        let observed =
+            crate::verify::hash_dir_content(&dir, &manifest, &Default::default(), progress)?;
+        crate::verify::check_files(&manifest, &observed).map_err(|e| match e {
+            Error::Verify(m) => Error::input(format!("cannot sign {}: {m}", dir.display())),
+            e => e,
+        })?;
+    }
 
     let sums = manifest.sha256sums();
     write_file(&dir.join(names::SUMS), &sums)?;
-    let sums_env = stella_keys::sign_envelope(crate::SUMS_PAYLOAD_TYPE, sums.clone(), signers)?;
-    let sums_env_bytes = sums_env.to_json();
-    write_file(&dir.join(names::SUMS_DSSE), &sums_env_bytes)?;
     let sig = signers[0].sign(&sums)?;
     write_file(
         &dir.join(names::SUMS_SIG),
         stella_dsse::b64::encode(&sig).as_bytes(),
     )?;
+    let (sums_size, sums_digest) = (sums.len() as u64, Digest::of(&sums));
+    let (env_size, env_digest) = {
+        let sums_env_bytes =
+            stella_keys::sign_envelope(crate::SUMS_PAYLOAD_TYPE, sums, signers)?.to_json();
+        write_file(&dir.join(names::SUMS_DSSE), &sums_env_bytes)?;
+        (sums_env_bytes.len() as u64, Digest::of(&sums_env_bytes))
+    };
 
     manifest.checksums = vec![
         FileEntry {
             path: names::SUMS.into(),
-            size: sums.len() as u64,
-            sha256: Digest::of(&sums).hex(),
+            size: sums_size,
+            sha256: sums_digest.hex(),
             media_type: "text/plain; charset=utf-8".into(),
         },
         FileEntry {
             path: names::SUMS_DSSE.into(),
-            size: sums_env_bytes.len() as u64,
-            sha256: Digest::of(&sums_env_bytes).hex(),
+            size: env_size,
+            sha256: env_digest.hex(),
             media_type: "application/vnd.dsse.envelope.v1+json".into(),
         },
     ];
     let payload = manifest.to_canonical_json();
-    let payload_bytes = payload.clone();
+    let (issuer, files) = (manifest.issuer.clone(), manifest.files.len());
+    drop(manifest);
     write_file(manifest_path, &payload)?;
     let digest = Digest::of(&payload);
     let envelope = stella_keys::sign_envelope(crate::PAYLOAD_TYPE, payload, signers)?;
@@ -106,7 +118,7 @@ pub fn sign_with(
 
     let header = Header {
         created: format_time(now),
-        issuer: manifest.issuer.clone(),
+        issuer,
         keyid: signers[0].key_id().to_string(),
         payload_sha256: digest.hex(),
         payload_type: crate::PAYLOAD_TYPE.into(),
@@ -144,7 +156,7 @@ pub fn sign_with(
                 &dir,
                 &token,
                 &s.source(),
-                &payload_bytes,
+                &envelope.payload,
             )?)
         }
         None => None,
@@ -155,6 +167,6 @@ pub fn sign_with(
         envelope: envelope_out.to_path_buf(),
         manifest_digest: digest,
         key_ids: signers.iter().map(|s| s.key_id().to_string()).collect(),
-        files: manifest.files.len(),
+        files,
     })
 }
