@@ -1216,7 +1216,7 @@ async fn dev_token(
         Ok(t) => json_response(
             json!({"access_token": t, "token_type": "DPoP", "expires_in": 600, "scope": "signer.sign"}),
         ),
-        Err(e) => ApiError::unavailable("token issuance failed", e).into_response(),
+        Err(e) => ApiError::unavailable("token issuance failed", e.to_string()).into_response(),
     }
 }
 

@@ -79,7 +79,7 @@ impl DpopKey {
 
     /// A proof with this header and these claims.
     pub fn proof_with(&self, header: &Value, claims: &Value) -> Result<String, String> {
-        jose::sign::compact(&self.key, header, claims)
+        jose::sign::compact(&self.key, header, claims).map_err(|e| e.to_string())
     }
 
     /// The private key (tests: to build hostile JWKs).

@@ -60,7 +60,7 @@ impl DevAuthority {
         installation: &str,
         jkt: &str,
         lifetime: i64,
-    ) -> Result<String, String> {
+    ) -> Result<String, jose::sign::JwsError> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         jose::sign::compact(
             &self.key,
@@ -120,7 +120,7 @@ pub struct DevIdentity {
 }
 
 impl DevIdentity {
-    pub fn token(&self) -> Result<String, String> {
+    pub fn token(&self) -> Result<String, jose::sign::JwsError> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         jose::sign::compact(
             &self.key,

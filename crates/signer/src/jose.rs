@@ -405,13 +405,23 @@ pub mod sign {
         }
     }
 
+    /// Why a compact JWS could not be made.
+    #[derive(Debug, thiserror::Error)]
+    #[non_exhaustive]
+    pub enum JwsError {
+        #[error(transparent)]
+        Sign(#[from] stella_keys::SignError),
+        #[error("the ECDSA signature is not DER ({0})")]
+        SignatureEncoding(&'static str),
+    }
+
     /// Sign `header` + `claims` as a compact JWS. ES256 signatures are converted from DER to
     /// the fixed `r || s` form JWS uses.
-    pub fn compact(key: &FileKey, header: &Value, claims: &Value) -> Result<String, String> {
+    pub fn compact(key: &FileKey, header: &Value, claims: &Value) -> Result<String, JwsError> {
         let mut out = URL_SAFE_NO_PAD.encode(header.to_string());
         out.push('.');
         out.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let sig = key.sign(out.as_bytes()).map_err(|e| e.to_string())?;
+        let sig = key.sign(out.as_bytes())?;
         let sig = match key.algorithm() {
             Algorithm::EcdsaP256Sha256 => der_to_fixed(&sig)?,
             Algorithm::Ed25519 => sig,
@@ -422,19 +432,19 @@ pub mod sign {
     }
 
     /// ECDSA DER `SEQUENCE { r INTEGER, s INTEGER }` → 64-byte `r || s`.
-    pub fn der_to_fixed(der: &[u8]) -> Result<Vec<u8>, String> {
-        fn int(b: &[u8]) -> Result<(&[u8], &[u8]), String> {
+    pub fn der_to_fixed(der: &[u8]) -> Result<Vec<u8>, JwsError> {
+        fn int(b: &[u8]) -> Result<(&[u8], &[u8]), JwsError> {
             if b.len() < 2 || b[0] != 0x02 {
-                return Err("bad DER integer".into());
+                return Err(JwsError::SignatureEncoding("bad DER integer"));
             }
             let len = b[1] as usize;
             if b.len() < 2 + len {
-                return Err("short DER integer".into());
+                return Err(JwsError::SignatureEncoding("short DER integer"));
             }
             Ok((&b[2..2 + len], &b[2 + len..]))
         }
-        if der.len() < 2 || der[0] != 0x30 {
-            return Err("bad DER signature".into());
+        if der.len() < 3 || der[0] != 0x30 {
+            return Err(JwsError::SignatureEncoding("bad DER signature"));
         }
         let body = if der[1] & 0x80 != 0 {
             &der[3..]

@@ -825,7 +825,10 @@ pub(crate) struct DevTokens(pub(crate) Arc<crate::dev::DevIdentity>);
 impl IdentityTokenSource for DevTokens {
     fn token(&self) -> BoxFuture<'_, Result<IdentityToken, TokenError>> {
         Box::pin(async move {
-            let raw = self.0.token().map_err(TokenError::Source)?;
+            let raw = self
+                .0
+                .token()
+                .map_err(|e| TokenError::Source(e.to_string()))?;
             IdentityToken::parse(&raw)
         })
     }
