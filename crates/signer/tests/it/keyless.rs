@@ -5,7 +5,6 @@
 //! `@sigstore/verify`; tenant modes; certificate reuse bounded by `notAfter - margin`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{json, Value};
 use stella_signer::client::DpopKey;
@@ -75,14 +74,15 @@ pub(crate) fn verify_bundle(
     )
 }
 
-/// `node tests/sigstore-mock/verify.mjs` (`@sigstore/verify`): Ok(stdout) or Err(stderr).
+/// `@sigstore/verify` on `bundle` (`stella_keyless::testing::sigstore_js`): Ok(stdout) or
+/// what it refused with.
 pub(crate) fn sigstore_js(
     bundle: &Value,
     root: &Path,
     san: &str,
     issuer: &str,
     tlog: usize,
-) -> Result<String, String> {
+) -> Result<String, stella_keyless::testing::PeerRefused> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bundle.json");
     std::fs::write(&path, bundle.to_string()).unwrap();
@@ -92,19 +92,7 @@ pub(crate) fn sigstore_js(
             .exists(),
         "tests/interop/node_modules is missing: run scripts/setup-test-deps.sh"
     );
-    let out = Command::new("node")
-        .arg(root_dir().join("tests/sigstore-mock/verify.mjs"))
-        .arg(&path)
-        .arg(root)
-        .args(["--san", san, "--issuer", issuer])
-        .args(["--tlog-threshold", &tlog.to_string()])
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    stella_keyless::testing::sigstore_js(&path, root, san, issuer, None, tlog)
 }
 
 fn root_dir() -> PathBuf {
