@@ -41,7 +41,7 @@ pub use reference::Reference;
 pub use referrers::{list_referrers, ReferrerSource, Referrers};
 pub use release::{
     attach_bundle, check_keyless_bundle, sign_image, verify_image, verify_image_release,
-    ReleasePolicy, SignedImage, Verdict,
+    KeylessRefusal, ReleasePolicy, SignedImage, Verdict,
 };
 pub use transfer::{
     pull_to_layout, push_all_from_layout, push_from_layout, PullOptions, PulledImage, PushOptions,

@@ -427,7 +427,7 @@ pub fn check_bundle_bytes(
 ) -> std::result::Result<(String, String), String> {
     if let Ok(sb) = stella_sigstore::Bundle::from_json(bytes) {
         if !matches!(sb.material, stella_sigstore::Material::PublicKey { .. }) {
-            return check_keyless_bundle(&sb, image, keyring, policy);
+            return check_keyless_bundle(&sb, image, keyring, policy).map_err(|e| e.to_string());
         }
     }
     let bundle = Bundle::from_json(bytes).map_err(|e| e.to_string())?;
@@ -470,18 +470,15 @@ pub fn check_keyless_bundle(
     image: &Digest,
     keyring: &Keyring,
     policy: &ReleasePolicy,
-) -> std::result::Result<(String, String), String> {
-    let trust = stella_sigstore::IdentityTrust::from_keyring(keyring).map_err(|e| e.to_string())?;
+) -> std::result::Result<(String, String), KeylessRefusal> {
+    let trust = stella_sigstore::IdentityTrust::from_keyring(keyring)?;
     if trust.is_empty() {
-        return Err("certificate-based (keyless) bundle, and the keyring names no Sigstore identity ([[identities]])".into());
+        return Err(KeylessRefusal::NoIdentities);
     }
     let stella_sigstore::Content::Dsse(env) = &bundle.content else {
-        return Err(
-            "a keyless image signature must be a DSSE in-toto statement, not a message signature"
-                .into(),
-        );
+        return Err(KeylessRefusal::MessageSignature);
     };
-    let digest = hex_bytes(&image.hex()).ok_or("malformed image digest")?;
+    let digest = hex_bytes(&image.hex()).ok_or(KeylessRefusal::ImageDigest)?;
     let m = trust
         .verify(
             bundle,
@@ -492,16 +489,32 @@ pub fn check_keyless_bundle(
             policy.purpose,
             policy.at,
         )
-        .map_err(|e| format!("keyless bundle: {e}"))?;
-    let statement = Statement::from_json(&env.payload)
-        .map_err(|e| format!("signed payload is not an in-toto statement: {e}"))?;
+        .map_err(KeylessRefusal::Bundle)?;
+    let statement = Statement::from_json(&env.payload).map_err(KeylessRefusal::Statement)?;
     if statement.predicate_type != COSIGN_SIGN_V1 {
-        return Err(format!(
-            "predicate type {} is not an image signature ({COSIGN_SIGN_V1})",
-            statement.predicate_type
-        ));
+        return Err(KeylessRefusal::PredicateType(statement.predicate_type));
     }
     Ok((m.id, m.key.fingerprint()))
+}
+
+/// Why a keyless (certificate) bundle is not a trusted image signature.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeylessRefusal {
+    #[error(transparent)]
+    Keyring(#[from] stella_sigstore::keyring::IdentityTrustError),
+    #[error("certificate-based (keyless) bundle, and the keyring names no Sigstore identity ([[identities]])")]
+    NoIdentities,
+    #[error("a keyless image signature must be a DSSE in-toto statement, not a message signature")]
+    MessageSignature,
+    #[error("malformed image digest")]
+    ImageDigest,
+    #[error("keyless bundle: {0}")]
+    Bundle(stella_sigstore::IdentityRefusal),
+    #[error("signed payload is not an in-toto statement: {0}")]
+    Statement(stella_dsse::StatementError),
+    #[error("predicate type {0} is not an image signature ({COSIGN_SIGN_V1})")]
+    PredicateType(String),
 }
 
 fn hex_bytes(h: &str) -> Option<Vec<u8>> {
