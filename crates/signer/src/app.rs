@@ -12,33 +12,12 @@ use stella_store::{AuditLog, MemoryQuotaStore, MemoryReplayCache, QuotaStore, Re
 use crate::auth::{Authenticator, DpopValidator, NonceIssuer};
 use crate::config::Config;
 use crate::dev::DevAuthority;
+pub use crate::error::StartError;
 use crate::jose::JwkSet;
 use crate::jwks::{self, Jwks};
 use crate::metrics::Metrics;
 use crate::poe::Licensing;
 use crate::release::ReleaseGate;
-
-/// Why the service could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartError {
-    #[error("{0}")]
-    Config(String),
-    #[error("signing key {reference}: {source}")]
-    Key {
-        reference: String,
-        #[source]
-        source: stella_keys::KeyError,
-    },
-    #[error("audit log: {0}")]
-    Audit(#[from] stella_store::StoreError),
-    #[error("audit checkpoint: {0}")]
-    AuditCheckpoint(#[from] stella_store::checkpoint::CheckpointError),
-    #[error("{0}")]
-    Tls(String),
-    #[error("{0}")]
-    Io(String),
-}
 
 /// Signing keys by tenant.
 pub struct TenantKeys {
@@ -105,7 +84,7 @@ pub struct App {
     pub release: ReleaseGate,
     pub metrics: Metrics,
     /// The dev profile's embedded Authority (dev only).
-    pub dev: Option<DevAuthority>,
+    pub dev: Option<Arc<DevAuthority>>,
     /// Signs checkpoints of the audit chain head (`audit.checkpoint_key`; [`crate::checkpoints`]).
     pub audit_checkpoint_key: Option<Arc<dyn Signer>>,
     pub(crate) draining: AtomicBool,
@@ -114,7 +93,7 @@ pub struct App {
     /// Aggregation of unauthenticated failures ([`crate::flood`]).
     pub unauth_failures: crate::flood::UnauthFailures,
     /// The audit API's cursor key ([`crate::audit_api`]).
-    pub audit_api: crate::audit_api::AuditApi,
+    pub audit_api: crate::audit_cursor::AuditApi,
     /// Keyless signing (`[keyless]`; [`crate::keyless`]).
     pub keyless: Option<crate::keyless::Keyless>,
 }
@@ -408,7 +387,7 @@ impl AppBuilder {
     pub fn build(self) -> Result<App, StartError> {
         let mut cfg = self.config.clone();
         let dev = if cfg.dev.enabled {
-            Some(crate::dev::prepare(&mut cfg)?)
+            Some(Arc::new(crate::dev::prepare(&mut cfg)?))
         } else {
             None
         };
@@ -436,7 +415,7 @@ impl AppBuilder {
                         ks.push(self.load_ref(r)?);
                     }
                     if ks.is_empty() {
-                        if tc.keyless == crate::keyless::KeylessUse::Only {
+                        if tc.keyless == crate::config::KeylessUse::Only {
                             continue;
                         }
                         return Err(StartError::Config(format!("signing.tenants.{t}: no keys")));
@@ -446,7 +425,7 @@ impl AppBuilder {
                 }
                 if default.is_empty()
                     && tenants.is_empty()
-                    && cfg.signing.keyless != crate::keyless::KeylessUse::Only
+                    && cfg.signing.keyless != crate::config::KeylessUse::Only
                 {
                     return Err(StartError::Config("no signing keys configured".into()));
                 }
@@ -599,9 +578,9 @@ impl AppBuilder {
                         "audit.cursor_secret_env: {var} holds fewer than {MIN_NONCE_SECRET_BYTES} bytes"
                     )));
                 }
-                crate::audit_api::AuditApi::new(Some(v.as_bytes()))
+                crate::audit_cursor::AuditApi::new(Some(v.as_bytes()))
             }
-            None => crate::audit_api::AuditApi::new(None),
+            None => crate::audit_cursor::AuditApi::new(None),
         }
         .map_err(|e| StartError::Config(e.to_string()))?;
         let metrics = Metrics::with_plans(
@@ -622,7 +601,7 @@ impl AppBuilder {
             metrics.set_key_validity(key_validity(path, self.dev_keys, &keys)?);
         }
         let dev_tokens = dev.as_ref().map(|d| {
-            Arc::new(crate::keyless::DevTokens(Arc::new(d.identity())))
+            Arc::new(crate::dev::DevTokens(Arc::new(d.identity())))
                 as Arc<dyn stella_keyless::IdentityTokenSource>
         });
         let keyless = crate::keyless::build(&cfg, dev_tokens, self.keyless_tokens)?;

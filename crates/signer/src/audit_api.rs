@@ -25,12 +25,8 @@
 //! (one line: caller, filters, count), but not written to the audit log: reading the log does
 //! not change what it attests, and a client paging through it would otherwise multiply it.
 
-use aws_lc_rs::hmac;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use serde_json::{json, Value};
 use stella_store::audit::{normalize_time, MAX_QUERY_LIMIT};
 use stella_store::{AuditQuery, AuditRecord, Outcome};
@@ -39,6 +35,9 @@ use crate::app::App;
 use crate::auth::Caller;
 use crate::error::{ApiError, Code};
 use crate::trace::TraceContext;
+use crate::wire::{json_response, AuditEntry, AuditHead, AuditPage};
+
+pub use crate::audit_cursor::{AuditApi, AuditApiError};
 
 pub const ROUTE_AUDIT: &str = "/api/v1/signer/audit";
 pub const ROUTE_AUDIT_HEAD: &str = "/api/v1/signer/audit/head";
@@ -50,67 +49,6 @@ pub const AUDIT_ADMIN_SCOPE: &str = "signer.audit.admin";
 
 /// Records per page when `limit` is not given.
 pub const DEFAULT_LIMIT: usize = 100;
-
-const CURSOR_VERSION: u8 = 1;
-const CURSOR_MAC_LEN: usize = 16;
-
-/// The cursor key of the audit API.
-pub struct AuditApi {
-    cursor_key: hmac::Key,
-}
-
-/// Why the audit API state could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditApiError {
-    #[error("the system random number generator failed: cannot make the audit cursor key")]
-    Random,
-}
-
-impl AuditApi {
-    /// With `secret` (shared by replicas) or a random per-process key.
-    pub fn new(secret: Option<&[u8]>) -> Result<Self, AuditApiError> {
-        let cursor_key = match secret {
-            Some(s) => hmac::Key::new(hmac::HMAC_SHA256, s),
-            None => hmac::Key::generate(hmac::HMAC_SHA256, &aws_lc_rs::rand::SystemRandom::new())
-                .map_err(|_| AuditApiError::Random)?,
-        };
-        Ok(AuditApi { cursor_key })
-    }
-
-    fn mac(&self, seq: u64, binding: &str) -> hmac::Tag {
-        let mut ctx = hmac::Context::with_key(&self.cursor_key);
-        ctx.update(b"stella audit cursor v1\0");
-        ctx.update(&seq.to_be_bytes());
-        ctx.update(binding.as_bytes());
-        ctx.sign()
-    }
-
-    /// The cursor continuing after `seq` for queries with `binding`.
-    pub fn cursor(&self, seq: u64, binding: &str) -> String {
-        let mut b = Vec::with_capacity(1 + 8 + CURSOR_MAC_LEN);
-        b.push(CURSOR_VERSION);
-        b.extend_from_slice(&seq.to_be_bytes());
-        b.extend_from_slice(&self.mac(seq, binding).as_ref()[..CURSOR_MAC_LEN]);
-        URL_SAFE_NO_PAD.encode(b)
-    }
-
-    /// The `seq` a cursor continues after, if it was issued here for `binding`.
-    pub fn open_cursor(&self, cursor: &str, binding: &str) -> Option<u64> {
-        let b = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-        if b.len() != 1 + 8 + CURSOR_MAC_LEN || b[0] != CURSOR_VERSION {
-            return None;
-        }
-        let seq = u64::from_be_bytes(b[1..9].try_into().ok()?);
-        let expected = self.mac(seq, binding);
-        // Constant time: the tag must not be guessable byte by byte.
-        aws_lc_rs::constant_time::verify_slices_are_equal(
-            &b[9..],
-            &expected.as_ref()[..CURSOR_MAC_LEN],
-        )
-        .ok()?;
-        Some(seq)
-    }
-}
 
 fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::new(Code::InvalidRequest, detail)
@@ -202,28 +140,16 @@ fn parse_params(query: Option<&str>) -> Result<Params, ApiError> {
 /// Token, sender constraint and scope [`AUDIT_SCOPE`]; an `X-Stella-Tenant` header, if sent,
 /// must name the token's tenant (as on the sign routes).
 async fn authenticate(app: &App, parts: &axum::http::request::Parts) -> Result<Caller, ApiError> {
-    let ctx = crate::api::Ctx::for_reads(app);
-    ctx.single_identity_headers(&parts.headers)?;
-    let conn = parts
-        .extensions
-        .get::<crate::api::ConnInfo>()
-        .cloned()
-        .unwrap_or_default();
-    let target = ctx.target_url(parts, conn.tls)?;
-    let req = crate::api::auth_request(app, parts, &target, &conn)?;
+    crate::gates::single_identity_headers(app, &parts.headers)?;
+    let conn = crate::gates::conn_info(parts);
+    let target = crate::gates::target_url(app, parts, conn.tls)?;
+    let req = crate::gates::auth_request(app, parts, &target, &conn)?;
     let caller = app
         .auth
         .authenticate_scoped(&req, AUDIT_SCOPE)
         .await
         .map_err(|f| f.error)?;
-    if let Some(h) = parts.headers.get("x-stella-tenant") {
-        if h.as_bytes() != caller.tenant.as_bytes() {
-            return Err(ApiError::new(
-                Code::TenantMismatch,
-                "X-Stella-Tenant names another tenant than the access token",
-            ));
-        }
-    }
+    crate::gates::check_tenant_header(parts, &caller)?;
     Ok(caller)
 }
 
@@ -245,7 +171,7 @@ fn binding(q: &AuditQuery, caller: &Caller) -> String {
     .to_string()
 }
 
-async fn query_inner(app: &App, req: Request) -> Result<(Value, usize), ApiError> {
+async fn query_inner(app: &App, req: Request) -> Result<AuditPage, ApiError> {
     let (parts, _body) = req.into_parts();
     let caller = authenticate(app, &parts).await?;
     let p = parse_params(parts.uri.query())?;
@@ -306,8 +232,12 @@ async fn query_inner(app: &App, req: Request) -> Result<(Value, usize), ApiError
         let record: Value = serde_json::from_str(&r.record_json).map_err(|e| {
             ApiError::unavailable("the audit log cannot be read; retry later", e.to_string())
         })?;
-        records
-            .push(json!({"seq": r.seq, "hash": r.hash, "prevHash": r.prev_hash, "record": record}));
+        records.push(AuditEntry {
+            seq: r.seq,
+            hash: r.hash.clone(),
+            prev_hash: r.prev_hash.clone(),
+            record,
+        });
     }
     let next = match page.records.last() {
         Some(last) if page.more => Some(app.audit_api.cursor(last.seq, &bind)),
@@ -327,13 +257,17 @@ async fn query_inner(app: &App, req: Request) -> Result<(Value, usize), ApiError
         records = n,
         "audit API read"
     );
-    Ok((
-        json!({"records": records, "nextCursor": next, "limit": q.effective_limit()}),
-        n,
-    ))
+    Ok(AuditPage {
+        records,
+        next_cursor: next,
+        limit: q.effective_limit(),
+    })
 }
 
-async fn head_inner(app: &App, req: Request) -> Result<Value, ApiError> {
+async fn head_inner(
+    app: &App,
+    req: Request,
+) -> Result<AuditHead<stella_store::checkpoint::Checkpoint>, ApiError> {
     let (parts, _body) = req.into_parts();
     let caller = authenticate(app, &parts).await?;
     let Some(key) = app.audit_checkpoint_key.clone() else {
@@ -366,14 +300,17 @@ async fn head_inner(app: &App, req: Request) -> Result<Value, ApiError> {
         records = cp.records,
         "audit API head read"
     );
-    Ok(json!({"checkpoint": cp, "envelope": envelope}))
+    Ok(AuditHead {
+        checkpoint: cp,
+        envelope,
+    })
 }
 
-fn finish(
+fn finish<T: serde::Serialize>(
     app: &App,
     route: &'static str,
     trace: &TraceContext,
-    r: Result<Value, ApiError>,
+    r: Result<T, ApiError>,
 ) -> Response {
     let outcome = match &r {
         Ok(_) => "ok",
@@ -382,14 +319,7 @@ fn finish(
     };
     app.metrics.audit_api_request(route, outcome);
     let mut resp = match r {
-        Ok(v) => {
-            let mut resp = (axum::http::StatusCode::OK, v.to_string()).into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            resp
-        }
+        Ok(v) => json_response(&v),
         Err(mut e) => {
             if e.status().is_server_error() {
                 tracing::error!(trace_id = %trace.trace_id, route, detail = e.internal_detail(), "audit API failed");
@@ -398,15 +328,7 @@ fn finish(
             e.into_response()
         }
     };
-    if let Some(n) = app.auth.dpop.fresh_nonce() {
-        if !resp.headers().contains_key("dpop-nonce") {
-            if let Ok(v) = HeaderValue::from_str(&n) {
-                resp.headers_mut().insert("dpop-nonce", v);
-            }
-        }
-    }
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    crate::gates::authenticated_headers(app, &mut resp);
     resp
 }
 
@@ -420,9 +342,8 @@ fn trace_of(req: &Request) -> TraceContext {
 /// `GET /api/v1/signer/audit`.
 pub async fn query(State(app): State<crate::AppState>, req: Request) -> Response {
     let trace = trace_of(&req);
-    let r = query_inner(&app, req).await.map(|(v, n)| {
-        app.metrics.audit_api_records(n);
-        v
+    let r = query_inner(&app, req).await.inspect(|page| {
+        app.metrics.audit_api_records(page.records.len());
     });
     finish(&app, "audit", &trace, r)
 }
@@ -438,35 +359,6 @@ pub async fn head(State(app): State<crate::AppState>, req: Request) -> Response 
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn cursors_are_bound_and_tamper_evident() {
-        let api = AuditApi::new(Some(b"0123456789abcdef0123456789abcdef")).unwrap();
-        let c = api.cursor(42, "filters-a");
-        assert_eq!(api.open_cursor(&c, "filters-a"), Some(42));
-        // A replica with the same secret accepts it.
-        let replica = AuditApi::new(Some(b"0123456789abcdef0123456789abcdef")).unwrap();
-        assert_eq!(replica.open_cursor(&c, "filters-a"), Some(42));
-        // Other filters, another key, an edited seq, a cut tag, garbage.
-        assert_eq!(api.open_cursor(&c, "filters-b"), None);
-        let other = AuditApi::new(None).unwrap();
-        assert_eq!(other.open_cursor(&c, "filters-a"), None);
-        let mut raw = URL_SAFE_NO_PAD.decode(&c).unwrap();
-        raw[8] ^= 1;
-        assert_eq!(
-            api.open_cursor(&URL_SAFE_NO_PAD.encode(&raw), "filters-a"),
-            None
-        );
-        raw[8] ^= 1;
-        raw[0] = 2;
-        assert_eq!(
-            api.open_cursor(&URL_SAFE_NO_PAD.encode(&raw), "filters-a"),
-            None
-        );
-        assert_eq!(api.open_cursor(&c[..c.len() - 2], "filters-a"), None);
-        assert_eq!(api.open_cursor("not base64 !", "filters-a"), None);
-        assert_eq!(api.open_cursor("", "filters-a"), None);
-    }
 
     #[test]
     fn params_are_strict() {

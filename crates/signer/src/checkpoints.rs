@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use stella_store::checkpoint::Checkpointer;
 
-use crate::app::{AppState, StartError};
+use crate::app::AppState;
+use crate::error::StartError;
 
 /// The running checkpoint task.
 pub struct Running {

@@ -54,7 +54,7 @@ pub struct Config {
     pub dev: DevConfig,
     /// Keyless signing (Fulcio certificates, RFC 3161 timestamps, optional Rekor):
     /// [`crate::keyless`].
-    pub keyless: crate::keyless::KeylessConfig,
+    pub keyless: KeylessConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -303,7 +303,7 @@ pub struct SigningConfig {
     pub tenants: BTreeMap<String, TenantConfig>,
     /// Keyless signing for tenants served by the default keys (`off`, `allowed`, `default`,
     /// `only`; [`crate::keyless::KeylessUse`]).
-    pub keyless: crate::keyless::KeylessUse,
+    pub keyless: KeylessUse,
     /// Keyring (`stella_keys::Keyring` TOML or folder) stating the signing keys' validity
     /// (`not_after`, `revoked`): exported as `stella_signer_key_expiry_seconds` and
     /// `stella_signer_key_revoked` for the alerts. Informational: signing is not refused.
@@ -323,7 +323,7 @@ pub struct TenantConfig {
     pub plans: BTreeMap<String, PlanKeysConfig>,
     /// Keyless signing for this tenant (`off`, `allowed`, `default`, `only`;
     /// [`crate::keyless::KeylessUse`]).
-    pub keyless: crate::keyless::KeylessUse,
+    pub keyless: KeylessUse,
 }
 
 /// Keys of one tenant plan.
@@ -647,7 +647,7 @@ impl Config {
             }
             if self.signing.keys.is_empty()
                 && self.signing.tenants.is_empty()
-                && self.signing.keyless != crate::keyless::KeylessUse::Only
+                && self.signing.keyless != KeylessUse::Only
             {
                 return bad("no signing keys: set signing.keys or signing.tenants".into());
             }
@@ -679,7 +679,7 @@ impl Config {
                 }
             }
         }
-        crate::keyless::validate(self)?;
+        validate_keyless(self)?;
         if self.licensing.bypass
             && self
                 .licensing
@@ -966,6 +966,250 @@ fn parse_env_value(value: &str) -> toml::Value {
             .unwrap_or_else(|| toml::Value::String(value.to_string())),
         Err(_) => toml::Value::String(value.to_string()),
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// `[keyless]` (the service side: crate::keyless)
+// ------------------------------------------------------------------------------------------
+
+/// May a tenant sign keyless?
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeylessUse {
+    /// Keyless is refused (the default).
+    #[default]
+    Off,
+    /// Keyful by default; keyless when the request asks (`signingMode: keyless`).
+    Allowed,
+    /// Keyless by default; the keyful mode when the request names it.
+    Default,
+    /// Keyless only: a keyful mode is refused.
+    Only,
+}
+
+/// `[keyless]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeylessConfig {
+    /// `fulcio` or `dev`; absent: keyless signing is not configured.
+    pub issuer: Option<String>,
+    pub fulcio_url: Option<String>,
+    pub tsa_url: Option<String>,
+    pub rekor_url: Option<String>,
+    /// `required` (default: no signature without a log entry) or `best_effort`.
+    pub rekor: String,
+    /// `trusted_root.json` for the configured services (required with `issuer = "fulcio"`).
+    pub trusted_root: Option<PathBuf>,
+    /// Folder of the dev CA/TSA state and its `trusted_root.json` (`issuer = "dev"`).
+    pub dev_dir: Option<PathBuf>,
+    /// Allow `issuer = "dev"` outside the dev profile (tests): the dev CA does not verify
+    /// identity tokens and its root is trusted by nobody else.
+    pub insecure_dev_services: bool,
+    /// `within_validity` (default) or `per_signature`.
+    pub reuse: String,
+    /// A certificate is not used when `now + margin >= notAfter` (default 120 of Fulcio's 600).
+    pub reuse_margin_seconds: u64,
+    /// Per attempt, for Fulcio, the TSA, Rekor and the identity provider.
+    pub timeout_ms: u64,
+    pub retries: u32,
+    /// `Retry-After` of a `503 upstream_unavailable`.
+    pub retry_after_seconds: u64,
+    /// PEM CA bundle for HTTPS to the identity provider (`token_url`). Fulcio, the TSA and
+    /// Rekor are reached with the system roots (`stella_keyless::http`).
+    pub ca_file: Option<PathBuf>,
+    pub identity: KeylessIdentityConfig,
+}
+
+impl Default for KeylessConfig {
+    fn default() -> Self {
+        KeylessConfig {
+            issuer: None,
+            fulcio_url: None,
+            tsa_url: None,
+            rekor_url: None,
+            rekor: "required".into(),
+            trusted_root: None,
+            dev_dir: None,
+            insecure_dev_services: false,
+            reuse: "within_validity".into(),
+            reuse_margin_seconds: 120,
+            timeout_ms: 10_000,
+            retries: 3,
+            retry_after_seconds: 5,
+            ca_file: None,
+            identity: KeylessIdentityConfig::default(),
+        }
+    }
+}
+
+/// `[keyless.identity]`: where the Signer's own OIDC identity token comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeylessIdentityConfig {
+    /// The Authority's token endpoint (OAuth client credentials).
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    /// Environment variable holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// Or a file holding it (e.g. a mounted secret).
+    pub client_secret_file: Option<PathBuf>,
+    /// Sent as `audience`; the token's `aud` must contain it.
+    pub audience: String,
+    /// RFC 8707 `resource` parameter, for Authorities that pick the audience by resource.
+    pub resource: Option<String>,
+    pub scope: Option<String>,
+    /// A file holding the token instead (re-read when the cached token nears expiry).
+    pub token_file: Option<PathBuf>,
+    /// Get a new token this long before the cached one expires.
+    pub refresh_before_seconds: u64,
+}
+
+impl Default for KeylessIdentityConfig {
+    fn default() -> Self {
+        KeylessIdentityConfig {
+            token_url: None,
+            client_id: None,
+            client_secret_env: None,
+            client_secret_file: None,
+            audience: "sigstore".into(),
+            resource: None,
+            scope: None,
+            token_file: None,
+            refresh_before_seconds: 60,
+        }
+    }
+}
+
+impl KeylessConfig {
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        for p in [
+            &mut self.trusted_root,
+            &mut self.dev_dir,
+            &mut self.ca_file,
+            &mut self.identity.token_file,
+            &mut self.identity.client_secret_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() && !base.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    /// Settings the dev profile refuses (real services).
+    pub(crate) fn real_services(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.issuer.as_deref() == Some("fulcio") {
+            v.push("keyless.issuer = \"fulcio\"");
+        }
+        if self.identity.token_url.is_some() {
+            v.push("keyless.identity.token_url");
+        }
+        v
+    }
+}
+
+/// Check `[keyless]` and the tenants' `keyless` settings.
+pub(crate) fn validate_keyless(cfg: &Config) -> Result<(), ConfigError> {
+    let bad = |m: String| Err(ConfigError::Invalid(m));
+    let k = &cfg.keyless;
+    let uses: Vec<(String, KeylessUse)> =
+        std::iter::once(("signing".to_string(), cfg.signing.keyless))
+            .chain(
+                cfg.signing
+                    .tenants
+                    .iter()
+                    .map(|(t, tc)| (format!("signing.tenants.{t}"), tc.keyless)),
+            )
+            .collect();
+    if k.issuer.is_none() && !cfg.dev.enabled {
+        if let Some((at, _)) = uses.iter().find(|(_, u)| *u != KeylessUse::Off) {
+            return bad(format!(
+                "{at}.keyless needs keyless signing configured: set [keyless] issuer"
+            ));
+        }
+        return Ok(());
+    }
+    for (t, tc) in &cfg.signing.tenants {
+        if tc.keyless == KeylessUse::Only && !tc.keys.is_empty() {
+            return bad(format!(
+                "signing.tenants.{t}: keyless = \"only\" signs without keys; remove keys or choose keyless = \"default\""
+            ));
+        }
+    }
+    match k.issuer.as_deref() {
+        None => {}
+        Some("dev") => {
+            if !cfg.dev.enabled && !k.insecure_dev_services {
+                return bad("keyless.issuer \"dev\" is the DEV-ONLY in-process CA and TSA: use it in the dev profile, or set keyless.insecure_dev_services = true (tests)".into());
+            }
+            if k.fulcio_url.is_some() || k.tsa_url.is_some() || k.rekor_url.is_some() {
+                return bad("keyless.issuer \"dev\" uses the in-process CA and TSA and no log: remove keyless.fulcio_url, tsa_url and rekor_url".into());
+            }
+        }
+        Some("fulcio") => {
+            for (name, v) in [("fulcio_url", &k.fulcio_url), ("tsa_url", &k.tsa_url)] {
+                if v.is_none() {
+                    return bad(format!(
+                        "keyless.issuer \"fulcio\" needs keyless.{name} (every keyless signature is timestamped)"
+                    ));
+                }
+            }
+            if k.trusted_root.is_none() {
+                return bad("keyless.issuer \"fulcio\" needs keyless.trusted_root (the trusted_root.json of the Fulcio CA, CT log, TSA and Rekor)".into());
+            }
+            let id = &k.identity;
+            match (&id.token_url, &id.token_file) {
+                (Some(_), Some(_)) => {
+                    return bad(
+                        "set one of keyless.identity.token_url and keyless.identity.token_file"
+                            .into(),
+                    )
+                }
+                (None, None) => return bad("keyless.issuer \"fulcio\" needs the Signer's identity: keyless.identity.token_url (client credentials) or keyless.identity.token_file".into()),
+                (Some(_), None)
+                    if id.client_id.is_none()
+                        || id.client_secret_env.is_some() == id.client_secret_file.is_some() =>
+                {
+                    return bad("keyless.identity.token_url needs client_id and one of client_secret_env, client_secret_file".into())
+                }
+                _ => {}
+            }
+        }
+        Some(other) => {
+            return bad(format!(
+                "keyless.issuer {other:?} is not one of fulcio, dev"
+            ))
+        }
+    }
+    if !["required", "best_effort"].contains(&k.rekor.as_str()) {
+        return bad(format!(
+            "keyless.rekor {:?} is not one of required, best_effort",
+            k.rekor
+        ));
+    }
+    if !["within_validity", "per_signature"].contains(&k.reuse.as_str()) {
+        return bad(format!(
+            "keyless.reuse {:?} is not one of within_validity, per_signature",
+            k.reuse
+        ));
+    }
+    // Fulcio certificates live 600 s; the margin must leave room for the TSA round trip.
+    if !(10..=3600).contains(&k.reuse_margin_seconds) {
+        return bad("keyless.reuse_margin_seconds must be between 10 and 3600".into());
+    }
+    if k.timeout_ms == 0 || k.retry_after_seconds == 0 || k.retry_after_seconds > 3600 {
+        return bad(
+            "keyless.timeout_ms must be positive and keyless.retry_after_seconds between 1 and 3600"
+                .into(),
+        );
+    }
+    if k.identity.refresh_before_seconds > 3600 {
+        return bad("keyless.identity.refresh_before_seconds must be at most 3600".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

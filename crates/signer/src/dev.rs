@@ -21,12 +21,22 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
 use serde_json::{json, Value};
 use stella_keys::{Algorithm, FileKey, Signer as _};
 
-use crate::app::StartError;
 use crate::config::Config;
+use crate::error::ApiError;
+use crate::error::StartError;
 use crate::jose::{self, Jwk, Jws};
+use crate::wire::{json_response, json_status, DevIntrospection, DevLimits, DevToken, OAuthError};
 
 /// The dev Authority's issuer.
 pub const DEV_ISSUER: &str = "urn:stella:dev-authority";
@@ -153,6 +163,36 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// DEV ONLY: the P-256 key `<stem>.key` (PKCS#8, 0600) and `<stem>.pub` in the dev data
+/// folder (`dev.data_dir`, else beside the audit log), generated on first use and reused
+/// after; the paths of both.
+fn dev_key(cfg: &Config, stem: &str, what: &str) -> Result<(PathBuf, PathBuf), StartError> {
+    let dir = cfg.dev.data_dir.clone().unwrap_or_else(|| {
+        cfg.audit
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("data"))
+    });
+    std::fs::create_dir_all(&dir).map_err(|e| StartError::Io(format!("{}: {e}", dir.display())))?;
+    let key_path = dir.join(format!("{stem}.key"));
+    let pub_path = dir.join(format!("{stem}.pub"));
+    if !key_path.exists() {
+        let k = FileKey::generate(Algorithm::EcdsaP256Sha256)
+            .map_err(|e| StartError::Config(format!("dev {what}: {e}")))?;
+        let pem = k
+            .to_pkcs8_pem()
+            .map_err(|e| StartError::Config(format!("dev {what}: {e}")))?;
+        write_private(&key_path, pem.as_bytes())
+            .map_err(|e| StartError::Io(format!("{}: {e}", key_path.display())))?;
+        std::fs::write(&pub_path, k.public_key().to_pem())
+            .map_err(|e| StartError::Io(format!("{}: {e}", pub_path.display())))?;
+        tracing::warn!(path = %key_path.display(), key_id = %k.key_id(), "generated a DEV {what}");
+    }
+    Ok((key_path, pub_path))
+}
+
 /// Adjust `cfg` for the dev profile and make the dev Authority.
 pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
     let addr: SocketAddr =
@@ -183,30 +223,7 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
     cfg.authority.jwks_url = None;
     cfg.authority.jwks_file = None;
     let signing_pub = {
-        let dir = cfg.dev.data_dir.clone().unwrap_or_else(|| {
-            cfg.audit
-                .path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("data"))
-        });
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| StartError::Io(format!("{}: {e}", dir.display())))?;
-        let key_path = dir.join("dev-signing.key");
-        let pub_path = dir.join("dev-signing.pub");
-        if !key_path.exists() {
-            let k = FileKey::generate(Algorithm::EcdsaP256Sha256)
-                .map_err(|e| StartError::Config(format!("dev signing key: {e}")))?;
-            let pem = k
-                .to_pkcs8_pem()
-                .map_err(|e| StartError::Config(format!("dev signing key: {e}")))?;
-            write_private(&key_path, pem.as_bytes())
-                .map_err(|e| StartError::Io(format!("{}: {e}", key_path.display())))?;
-            std::fs::write(&pub_path, k.public_key().to_pem())
-                .map_err(|e| StartError::Io(format!("{}: {e}", pub_path.display())))?;
-            tracing::warn!(path = %key_path.display(), key_id = %k.key_id(), "generated a DEV signing key");
-        }
+        let (key_path, pub_path) = dev_key(cfg, "dev-signing", "signing key")?;
         cfg.signing.keys = vec![key_path.display().to_string()];
         // The dev key signs for any tenant the dev Authority names.
         cfg.signing.default_keys_for_unlisted_tenants = true;
@@ -228,8 +245,8 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
                 .and_then(|k| Path::new(k).parent().map(Path::to_path_buf))
         });
     }
-    if cfg.signing.keyless == crate::keyless::KeylessUse::Off {
-        cfg.signing.keyless = crate::keyless::KeylessUse::Default;
+    if cfg.signing.keyless == crate::config::KeylessUse::Off {
+        cfg.signing.keyless = crate::config::KeylessUse::Default;
     }
     Ok(DevAuthority {
         key: std::sync::Arc::new(key),
@@ -245,32 +262,129 @@ pub fn audit_checkpoint_key(cfg: &mut Config) -> Result<(), StartError> {
     if cfg.audit.checkpoint_key.is_some() {
         return Ok(());
     }
-    let dir = cfg.dev.data_dir.clone().unwrap_or_else(|| {
-        cfg.audit
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("data"))
-    });
-    std::fs::create_dir_all(&dir).map_err(|e| StartError::Io(format!("{}: {e}", dir.display())))?;
-    let key_path = dir.join("dev-audit.key");
-    let pub_path = dir.join("dev-audit.pub");
-    if !key_path.exists() {
-        let k = FileKey::generate(Algorithm::EcdsaP256Sha256)
-            .map_err(|e| StartError::Config(format!("dev audit checkpoint key: {e}")))?;
-        let pem = k
-            .to_pkcs8_pem()
-            .map_err(|e| StartError::Config(format!("dev audit checkpoint key: {e}")))?;
-        write_private(&key_path, pem.as_bytes())
-            .map_err(|e| StartError::Io(format!("{}: {e}", key_path.display())))?;
-        std::fs::write(&pub_path, k.public_key().to_pem())
-            .map_err(|e| StartError::Io(format!("{}: {e}", pub_path.display())))?;
-        tracing::warn!(path = %key_path.display(), key_id = %k.key_id(), "generated a DEV audit checkpoint key");
-    }
+    let (key_path, pub_path) = dev_key(cfg, "dev-audit", "audit checkpoint key")?;
     cfg.audit.checkpoint_key = Some(key_path.display().to_string());
     if cfg.audit.checkpoint_public_key.is_none() {
         cfg.audit.checkpoint_public_key = Some(pub_path);
     }
     Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// DEV ONLY: the embedded Authority's and Licensing's routes, mounted by `crate::api::router`
+// in the dev profile only.
+// ------------------------------------------------------------------------------------------
+
+/// `GET /dev/authority/jwks`, `POST /dev/authority/token`, `POST /dev/license/introspect`.
+pub fn routes<S: Clone + Send + Sync + 'static>(dev: Arc<DevAuthority>) -> Router<S> {
+    Router::new()
+        .route("/dev/authority/jwks", get(jwks))
+        .route("/dev/authority/token", post(token))
+        .route("/dev/license/introspect", post(introspect))
+        .with_state(dev)
+}
+
+async fn jwks(State(dev): State<Arc<DevAuthority>>) -> Response {
+    json_response(&dev.jwks_json())
+}
+
+/// An OAuth error answer (`400`).
+fn oauth_error(error: &str, error_description: &str) -> Response {
+    json_status(
+        StatusCode::BAD_REQUEST,
+        &OAuthError {
+            error,
+            error_description,
+        },
+    )
+}
+
+async fn token(
+    State(dev): State<Arc<DevAuthority>>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return oauth_error("unsupported_grant_type", "only client_credentials");
+    }
+    let client_id = form.get("client_id").cloned().unwrap_or_default();
+    if client_id.is_empty()
+        || form.get("client_secret").map(String::as_str) != Some(DEV_CLIENT_SECRET)
+    {
+        return oauth_error(
+            "invalid_client",
+            "dev Authority: any client_id with client_secret=dev-secret",
+        );
+    }
+    if headers.get_all("dpop").iter().nth(1).is_some() {
+        return oauth_error("invalid_dpop_proof", "send one DPoP header");
+    }
+    let Some(proof) = headers.get("dpop").and_then(|v| v.to_str().ok()) else {
+        return oauth_error(
+            "invalid_dpop_proof",
+            "the dev Authority issues DPoP-bound tokens only: send a DPoP proof",
+        );
+    };
+    let jkt = match dev.check_token_proof(proof) {
+        Ok(j) => j,
+        Err(e) => return oauth_error("invalid_dpop_proof", &e),
+    };
+    let tid = form.get("tid").map(String::as_str).unwrap_or("dev-tenant");
+    let inst = form
+        .get("inst")
+        .map(String::as_str)
+        .unwrap_or("dev-installation");
+    match dev.issue(&client_id, tid, inst, &jkt, 600) {
+        Ok(t) => json_response(&DevToken {
+            access_token: t,
+            token_type: "DPoP",
+            expires_in: 600,
+            scope: "signer.sign",
+        }),
+        Err(e) => ApiError::unavailable("token issuance failed", e.to_string()).into_response(),
+    }
+}
+
+async fn introspect(body: bytes::Bytes) -> Response {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let poe = v.get("value").and_then(Value::as_str).unwrap_or("");
+    if !poe.starts_with("dev-") {
+        return json_response(&DevIntrospection::Inactive {
+            active: false,
+            reason: "dev Licensing accepts PoE values starting with dev-",
+        });
+    }
+    let e = crate::poe::dev_entitlement();
+    json_response(&DevIntrospection::Active {
+        active: true,
+        license_id: e.license_id,
+        limits: DevLimits {
+            qps: e.limits.qps,
+            burst: e.limits.burst,
+            max_concurrent: e.limits.max_concurrent,
+            max_artifact_bytes: e.limits.max_artifact_bytes,
+        },
+        plan: e.limits.plan,
+    })
+}
+
+/// DEV ONLY: identity tokens from the dev profile's embedded Authority (aud `sigstore`).
+pub(crate) struct DevTokens(pub(crate) std::sync::Arc<DevIdentity>);
+
+impl stella_keyless::IdentityTokenSource for DevTokens {
+    fn token(
+        &self,
+    ) -> stella_keyless::BoxFuture<
+        '_,
+        Result<stella_keyless::token::IdentityToken, stella_keyless::token::TokenError>,
+    > {
+        Box::pin(async move {
+            let raw = self
+                .0
+                .token()
+                .map_err(|e| stella_keyless::token::TokenError::Source(e.to_string()))?;
+            stella_keyless::token::IdentityToken::parse(&raw)
+        })
+    }
 }

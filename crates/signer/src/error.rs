@@ -233,3 +233,25 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("signing key {reference}: {source}")]
+    Key {
+        reference: String,
+        #[source]
+        source: stella_keys::KeyError,
+    },
+    #[error("audit log: {0}")]
+    Audit(#[from] stella_store::StoreError),
+    #[error("audit checkpoint: {0}")]
+    AuditCheckpoint(#[from] stella_store::checkpoint::CheckpointError),
+    #[error("{0}")]
+    Tls(String),
+    #[error("{0}")]
+    Io(String),
+}

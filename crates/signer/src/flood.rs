@@ -188,7 +188,7 @@ impl UnauthFailures {
         }
         let w = st.windows.entry(key).or_insert_with(|| Window {
             started: now,
-            started_at: crate::api::now_rfc3339(),
+            started_at: crate::trace::now_rfc3339(),
             full: 0,
             aggregated: 0,
             status,
@@ -238,7 +238,7 @@ impl UnauthFailures {
 }
 
 fn summary(source: &str, route: &str, code: &str, w: Window) -> AuditRecord {
-    let now = crate::api::now_rfc3339();
+    let now = crate::trace::now_rfc3339();
     let mut rec = AuditRecord::new(
         w.summary_audit_id,
         crate::trace::random_hex(16),

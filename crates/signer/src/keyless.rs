@@ -30,11 +30,10 @@
 //! upstream failure (a refusal, an answer that fails our checks) is `503` without it. Nothing
 //! is returned without a verified timestamp: the bundle is verified before it leaves.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use stella_keyless::dev::DevServices;
 use stella_keyless::token::{IdentityToken, TokenError};
@@ -47,257 +46,21 @@ use stella_store::AuditRecord;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use crate::app::StartError;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
+pub use crate::config::{KeylessConfig, KeylessIdentityConfig, KeylessUse};
 use crate::error::ApiError;
+use crate::error::StartError;
+use crate::metrics::Metrics;
+use crate::wire::{Bundle, ExportSignature, SignatureKey, SigningIdentity};
 
-/// May a tenant sign keyless?
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeylessUse {
-    /// Keyless is refused (the default).
-    #[default]
-    Off,
-    /// Keyful by default; keyless when the request asks (`signingMode: keyless`).
-    Allowed,
-    /// Keyless by default; the keyful mode when the request names it.
-    Default,
-    /// Keyless only: a keyful mode is refused.
-    Only,
-}
-
-/// `[keyless]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KeylessConfig {
-    /// `fulcio` or `dev`; absent: keyless signing is not configured.
-    pub issuer: Option<String>,
-    pub fulcio_url: Option<String>,
-    pub tsa_url: Option<String>,
-    pub rekor_url: Option<String>,
-    /// `required` (default: no signature without a log entry) or `best_effort`.
-    pub rekor: String,
-    /// `trusted_root.json` for the configured services (required with `issuer = "fulcio"`).
-    pub trusted_root: Option<PathBuf>,
-    /// Folder of the dev CA/TSA state and its `trusted_root.json` (`issuer = "dev"`).
-    pub dev_dir: Option<PathBuf>,
-    /// Allow `issuer = "dev"` outside the dev profile (tests): the dev CA does not verify
-    /// identity tokens and its root is trusted by nobody else.
-    pub insecure_dev_services: bool,
-    /// `within_validity` (default) or `per_signature`.
-    pub reuse: String,
-    /// A certificate is not used when `now + margin >= notAfter` (default 120 of Fulcio's 600).
-    pub reuse_margin_seconds: u64,
-    /// Per attempt, for Fulcio, the TSA, Rekor and the identity provider.
-    pub timeout_ms: u64,
-    pub retries: u32,
-    /// `Retry-After` of a `503 upstream_unavailable`.
-    pub retry_after_seconds: u64,
-    /// PEM CA bundle for HTTPS to the identity provider (`token_url`). Fulcio, the TSA and
-    /// Rekor are reached with the system roots (`stella_keyless::http`).
-    pub ca_file: Option<PathBuf>,
-    pub identity: KeylessIdentityConfig,
-}
-
-impl Default for KeylessConfig {
-    fn default() -> Self {
-        KeylessConfig {
-            issuer: None,
-            fulcio_url: None,
-            tsa_url: None,
-            rekor_url: None,
-            rekor: "required".into(),
-            trusted_root: None,
-            dev_dir: None,
-            insecure_dev_services: false,
-            reuse: "within_validity".into(),
-            reuse_margin_seconds: 120,
-            timeout_ms: 10_000,
-            retries: 3,
-            retry_after_seconds: 5,
-            ca_file: None,
-            identity: KeylessIdentityConfig::default(),
-        }
+/// `[keyless]`'s HTTP settings for Fulcio, the TSA and Rekor.
+fn http_options(k: &KeylessConfig) -> HttpOptions {
+    HttpOptions {
+        timeout: Duration::from_millis(k.timeout_ms.max(100)),
+        connect_timeout: Duration::from_millis(k.timeout_ms.clamp(100, 5000)),
+        retries: k.retries,
+        ..HttpOptions::default()
     }
-}
-
-/// `[keyless.identity]`: where the Signer's own OIDC identity token comes from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KeylessIdentityConfig {
-    /// The Authority's token endpoint (OAuth client credentials).
-    pub token_url: Option<String>,
-    pub client_id: Option<String>,
-    /// Environment variable holding the client secret.
-    pub client_secret_env: Option<String>,
-    /// Or a file holding it (e.g. a mounted secret).
-    pub client_secret_file: Option<PathBuf>,
-    /// Sent as `audience`; the token's `aud` must contain it.
-    pub audience: String,
-    /// RFC 8707 `resource` parameter, for Authorities that pick the audience by resource.
-    pub resource: Option<String>,
-    pub scope: Option<String>,
-    /// A file holding the token instead (re-read when the cached token nears expiry).
-    pub token_file: Option<PathBuf>,
-    /// Get a new token this long before the cached one expires.
-    pub refresh_before_seconds: u64,
-}
-
-impl Default for KeylessIdentityConfig {
-    fn default() -> Self {
-        KeylessIdentityConfig {
-            token_url: None,
-            client_id: None,
-            client_secret_env: None,
-            client_secret_file: None,
-            audience: "sigstore".into(),
-            resource: None,
-            scope: None,
-            token_file: None,
-            refresh_before_seconds: 60,
-        }
-    }
-}
-
-impl KeylessConfig {
-    pub(crate) fn resolve_paths(&mut self, base: &Path) {
-        for p in [
-            &mut self.trusted_root,
-            &mut self.dev_dir,
-            &mut self.ca_file,
-            &mut self.identity.token_file,
-            &mut self.identity.client_secret_file,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if p.is_relative() && !base.as_os_str().is_empty() {
-                *p = base.join(&*p);
-            }
-        }
-    }
-
-    /// Settings the dev profile refuses (real services).
-    pub(crate) fn real_services(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        if self.issuer.as_deref() == Some("fulcio") {
-            v.push("keyless.issuer = \"fulcio\"");
-        }
-        if self.identity.token_url.is_some() {
-            v.push("keyless.identity.token_url");
-        }
-        v
-    }
-
-    fn http_options(&self) -> HttpOptions {
-        HttpOptions {
-            timeout: Duration::from_millis(self.timeout_ms.max(100)),
-            connect_timeout: Duration::from_millis(self.timeout_ms.clamp(100, 5000)),
-            retries: self.retries,
-            ..HttpOptions::default()
-        }
-    }
-}
-
-/// Check `[keyless]` and the tenants' `keyless` settings.
-pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
-    let bad = |m: String| Err(ConfigError::Invalid(m));
-    let k = &cfg.keyless;
-    let uses: Vec<(String, KeylessUse)> =
-        std::iter::once(("signing".to_string(), cfg.signing.keyless))
-            .chain(
-                cfg.signing
-                    .tenants
-                    .iter()
-                    .map(|(t, tc)| (format!("signing.tenants.{t}"), tc.keyless)),
-            )
-            .collect();
-    if k.issuer.is_none() && !cfg.dev.enabled {
-        if let Some((at, _)) = uses.iter().find(|(_, u)| *u != KeylessUse::Off) {
-            return bad(format!(
-                "{at}.keyless needs keyless signing configured: set [keyless] issuer"
-            ));
-        }
-        return Ok(());
-    }
-    for (t, tc) in &cfg.signing.tenants {
-        if tc.keyless == KeylessUse::Only && !tc.keys.is_empty() {
-            return bad(format!(
-                "signing.tenants.{t}: keyless = \"only\" signs without keys; remove keys or choose keyless = \"default\""
-            ));
-        }
-    }
-    match k.issuer.as_deref() {
-        None => {}
-        Some("dev") => {
-            if !cfg.dev.enabled && !k.insecure_dev_services {
-                return bad("keyless.issuer \"dev\" is the DEV-ONLY in-process CA and TSA: use it in the dev profile, or set keyless.insecure_dev_services = true (tests)".into());
-            }
-            if k.fulcio_url.is_some() || k.tsa_url.is_some() || k.rekor_url.is_some() {
-                return bad("keyless.issuer \"dev\" uses the in-process CA and TSA and no log: remove keyless.fulcio_url, tsa_url and rekor_url".into());
-            }
-        }
-        Some("fulcio") => {
-            for (name, v) in [("fulcio_url", &k.fulcio_url), ("tsa_url", &k.tsa_url)] {
-                if v.is_none() {
-                    return bad(format!(
-                        "keyless.issuer \"fulcio\" needs keyless.{name} (every keyless signature is timestamped)"
-                    ));
-                }
-            }
-            if k.trusted_root.is_none() {
-                return bad("keyless.issuer \"fulcio\" needs keyless.trusted_root (the trusted_root.json of the Fulcio CA, CT log, TSA and Rekor)".into());
-            }
-            let id = &k.identity;
-            match (&id.token_url, &id.token_file) {
-                (Some(_), Some(_)) => {
-                    return bad(
-                        "set one of keyless.identity.token_url and keyless.identity.token_file"
-                            .into(),
-                    )
-                }
-                (None, None) => return bad("keyless.issuer \"fulcio\" needs the Signer's identity: keyless.identity.token_url (client credentials) or keyless.identity.token_file".into()),
-                (Some(_), None)
-                    if id.client_id.is_none()
-                        || id.client_secret_env.is_some() == id.client_secret_file.is_some() =>
-                {
-                    return bad("keyless.identity.token_url needs client_id and one of client_secret_env, client_secret_file".into())
-                }
-                _ => {}
-            }
-        }
-        Some(other) => {
-            return bad(format!(
-                "keyless.issuer {other:?} is not one of fulcio, dev"
-            ))
-        }
-    }
-    if !["required", "best_effort"].contains(&k.rekor.as_str()) {
-        return bad(format!(
-            "keyless.rekor {:?} is not one of required, best_effort",
-            k.rekor
-        ));
-    }
-    if !["within_validity", "per_signature"].contains(&k.reuse.as_str()) {
-        return bad(format!(
-            "keyless.reuse {:?} is not one of within_validity, per_signature",
-            k.reuse
-        ));
-    }
-    // Fulcio certificates live 600 s; the margin must leave room for the TSA round trip.
-    if !(10..=3600).contains(&k.reuse_margin_seconds) {
-        return bad("keyless.reuse_margin_seconds must be between 10 and 3600".into());
-    }
-    if k.timeout_ms == 0 || k.retry_after_seconds == 0 || k.retry_after_seconds > 3600 {
-        return bad(
-            "keyless.timeout_ms must be positive and keyless.retry_after_seconds between 1 and 3600"
-                .into(),
-        );
-    }
-    if k.identity.refresh_before_seconds > 3600 {
-        return bad("keyless.identity.refresh_before_seconds must be at most 3600".into());
-    }
-    Ok(())
 }
 
 /// The keyless signer of the service and what the API needs around it.
@@ -388,7 +151,7 @@ pub(crate) fn build(
                 TrustedRoot::from_json(&text)
                     .map_err(|e| start_err(&format!("{}", root_path.display()), e))?,
             );
-            let o = k.http_options();
+            let o = http_options(k);
             let fulcio = stella_keyless::fulcio::FulcioClient::new(
                 k.fulcio_url.as_deref().unwrap_or_default(),
                 root.clone(),
@@ -625,8 +388,8 @@ impl IdentityTokenSource for FileTokens {
 }
 
 /// Does keyless signing serve `tenant` at all (a keyless-only tenant has no keys)?
-pub(crate) fn serves(app: &crate::App, tenant: &str) -> bool {
-    app.keyless.is_some() && tenant_use(&app.config, tenant) != KeylessUse::Off
+pub(crate) fn serves(keyless: Option<&Keyless>, cfg: &Config, tenant: &str) -> bool {
+    keyless.is_some() && tenant_use(cfg, tenant) != KeylessUse::Off
 }
 
 fn tenant_use(cfg: &Config, tenant: &str) -> KeylessUse {
@@ -642,13 +405,14 @@ fn tenant_use(cfg: &Config, tenant: &str) -> KeylessUse {
 /// keyless-only tenant. A keyful answer goes on through the unchanged keyful path (which
 /// checks a requested keyful mode against the tenant's keys).
 pub(crate) fn wants_keyless(
-    app: &crate::App,
+    keyless: Option<&Keyless>,
+    cfg: &Config,
     tenant: &str,
     requested: Option<&str>,
 ) -> Result<bool, ApiError> {
-    let configured = app.keyless.is_some();
+    let configured = keyless.is_some();
     let u = if configured {
-        tenant_use(&app.config, tenant)
+        tenant_use(cfg, tenant)
     } else {
         KeylessUse::Off
     };
@@ -668,12 +432,12 @@ pub(crate) fn wants_keyless(
 }
 
 /// Record what a keyless failure was in `rec` and make the API error.
-fn failure(app: &crate::App, k: &Keyless, e: KeylessError) -> ApiError {
+fn failure(metrics: &Metrics, k: &Keyless, e: KeylessError) -> ApiError {
     let service = e.service().map(|s| s.name()).unwrap_or(match &e {
         KeylessError::Token(_) => "identity-provider",
         _ => "keyless",
     });
-    app.metrics.keyless_failure(service);
+    metrics.keyless_failure(service);
     let retryable =
         e.is_upstream_unavailable() || matches!(e, KeylessError::Token(TokenError::Unavailable(_)));
     let mut err = ApiError::unavailable(
@@ -714,8 +478,9 @@ pub(crate) struct Signed {
 }
 
 impl Signed {
-    /// `{"dsse","certificateChain","mode","signingIdentity"}` (+ `sigstore` when asked).
-    pub(crate) fn bundle_json(&self, tenant: &str, with_sigstore: bool) -> Value {
+    /// `bundle`: `dsse`, `certificateChain`, `mode`, `signingIdentity` (+ `sigstore` when
+    /// asked).
+    pub(crate) fn bundle(&self, tenant: &str, with_sigstore: bool) -> Bundle {
         let mut identity = self.output.identity.to_json();
         identity["type"] = json!("certificate");
         identity["tenant"] = json!(tenant);
@@ -723,69 +488,50 @@ impl Signed {
         if let Some(e) = &self.output.tlog_entry {
             identity["tlogEntry"] = json!({"logIndex": e.log_index, "uuid": e.uuid, "url": e.url});
         }
-        let mut b = json!({
-            "dsse": self.dsse,
-            "certificateChain": self.output.certificate_chain,
-            "mode": stella_keyless::MODE,
-            "signingIdentity": identity,
-        });
-        if with_sigstore {
-            b["sigstore"] = self.output.bundle.clone();
+        Bundle {
+            dsse: self.dsse.clone(),
+            certificate_chain: self.output.certificate_chain.clone(),
+            mode: Some(stella_keyless::MODE.to_string()),
+            signing_identity: SigningIdentity::Certificate(identity),
+            sigstore: with_sigstore.then(|| self.output.bundle.clone()),
         }
-        b
     }
-}
 
-impl Signed {
-    /// The `/sign/export` answer: as the keyful one, the signature tuple naming the leaf
-    /// certificate instead of a public key, plus the Sigstore bundle.
-    pub(crate) fn export_json(
-        &self,
-        tenant: &str,
-        manifest: Value,
-        digest_hex: &str,
-        payload_type: &str,
-        policy: Value,
-    ) -> Value {
-        let b = self.bundle_json(tenant, true);
-        let signatures: Vec<Value> = self
-            .envelope
+    /// The `/sign/export` signature tuple: as the keyful one, naming the leaf certificate
+    /// instead of a public key.
+    pub(crate) fn export_signatures(&self) -> Vec<ExportSignature> {
+        self.envelope
             .signatures
             .iter()
-            .map(|s| {
-                json!({
-                    "keyid": s.keyid,
-                    "sig": stella_dsse::b64::encode(&s.sig),
-                    "algorithm": stella_keys::Algorithm::EcdsaP256Sha256.name(),
-                    "certificate": self.output.certificate_chain.first(),
-                })
+            .map(|s| ExportSignature {
+                keyid: s.keyid.clone(),
+                sig: stella_dsse::b64::encode(&s.sig),
+                algorithm: stella_keys::Algorithm::EcdsaP256Sha256.name(),
+                key: SignatureKey::Certificate {
+                    certificate: self.output.certificate_chain.first().cloned(),
+                },
             })
-            .collect();
-        json!({
-            "manifest": manifest,
-            "manifestDigest": format!("sha256:{digest_hex}"),
-            "payloadType": payload_type,
-            "signatures": signatures,
-            "dsse": b["dsse"],
-            "certificateChain": b["certificateChain"],
-            "mode": b["mode"],
-            "signingIdentity": b["signingIdentity"],
-            "sigstore": b["sigstore"],
-            "policy": policy,
-        })
+            .collect()
+    }
+
+    /// The audit record of a keyless signature: ephemeral key id, certificate serial, SAN
+    /// and issuer, key source, log entry, envelope SHA-256.
+    pub(crate) fn record(&self, rec: &mut AuditRecord) {
+        fill_record(rec, &self.output);
+        rec.envelope_sha256 = Some(stella_keys::hex(&stella_keys::sha256(
+            &self.envelope.to_json(),
+        )));
     }
 }
 
-/// Sign `payload` as a DSSE envelope keyless; fills the audit record (mode, ephemeral key
-/// id, certificate serial/SAN/issuer, key source, log entry, envelope SHA-256).
+/// Sign `payload` as a DSSE envelope keyless (the caller records it: [`Signed::record`]).
 pub(crate) async fn sign(
-    app: &crate::App,
-    rec: &mut AuditRecord,
+    keyless: Option<&Keyless>,
+    metrics: &Metrics,
     payload_type: &str,
     payload: Vec<u8>,
 ) -> Result<Signed, ApiError> {
-    rec.signing_mode = Some(stella_keyless::MODE.to_string());
-    let Some(k) = app.keyless.as_ref() else {
+    let Some(k) = keyless else {
         return Err(ApiError::new(
             crate::error::Code::InvalidRequest,
             "keyless signing is not configured on this signer",
@@ -796,8 +542,7 @@ pub(crate) async fn sign(
         .signer
         .sign_dsse(payload_type, payload)
         .await
-        .map_err(|e| failure(app, k, e))?;
-    fill_record(rec, &out);
+        .map_err(|e| failure(metrics, k, e))?;
     if let Some(why) = &out.tlog_skipped {
         tracing::warn!(reason = %why, "keyless signature without a transparency-log entry (rekor = best_effort)");
     }
@@ -805,33 +550,15 @@ pub(crate) async fn sign(
         .envelope
         .clone()
         .ok_or_else(|| ApiError::unavailable("internal error", "keyless: no envelope"))?;
-    let json_bytes = envelope.to_json();
-    rec.envelope_sha256 = Some(stella_keys::hex(&stella_keys::sha256(&json_bytes)));
-    let dsse: Value = serde_json::from_slice(&json_bytes)
+    let dsse: Value = serde_json::from_slice(&envelope.to_json())
         .map_err(|e| ApiError::unavailable("internal error", e.to_string()))?;
-    app.metrics
-        .keyless_signed(out.new_certificate, start.elapsed().as_secs_f64());
-    app.metrics.key_used("ephemeral", stella_keyless::MODE);
+    metrics.keyless_signed(out.new_certificate, start.elapsed().as_secs_f64());
+    metrics.key_used("ephemeral", stella_keyless::MODE);
     Ok(Signed {
         envelope,
         dsse,
         output: out,
     })
-}
-
-/// DEV ONLY: identity tokens from the dev profile's embedded Authority (aud `sigstore`).
-pub(crate) struct DevTokens(pub(crate) Arc<crate::dev::DevIdentity>);
-
-impl IdentityTokenSource for DevTokens {
-    fn token(&self) -> BoxFuture<'_, Result<IdentityToken, TokenError>> {
-        Box::pin(async move {
-            let raw = self
-                .0
-                .token()
-                .map_err(|e| TokenError::Source(e.to_string()))?;
-            IdentityToken::parse(&raw)
-        })
-    }
 }
 
 #[cfg(test)]

@@ -137,7 +137,7 @@ pub fn document() -> Value {
                     "auditId": {"type": "string"}}},
                 "SignExportRequest": {"type": "object", "required": ["manifest"], "additionalProperties": false, "properties": {
                     "manifest": {"type": "object"},
-                    "payloadType": {"type": "string", "enum": crate::api::EXPORT_PAYLOAD_TYPES},
+                    "payloadType": {"type": "string", "enum": crate::wire::EXPORT_PAYLOAD_TYPES},
                     "scannerImageDigest": {"type": "string"},
                     "poe": {"$ref": "#/components/schemas/Poe"},
                     "options": {"$ref": "#/components/schemas/Options"}}},

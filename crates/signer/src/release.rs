@@ -18,8 +18,8 @@ use stella_keys::{DevKeys, Keyring, Purpose};
 use stella_oci::{Client, ClientConfig, Digest, PlainHttp, Reference, RetryPolicy};
 use stella_store::SharedCache;
 
-use crate::app::StartError;
 use crate::config::ReleaseConfig;
+use crate::error::StartError;
 
 /// Where a verdict came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,9 +25,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-use crate::api::ConnInfo;
-use crate::app::{AppState, StartError};
+use crate::app::AppState;
 use crate::config::TlsConfig;
+use crate::error::StartError;
+use crate::gates::ConnInfo;
 
 /// Build the TLS acceptor (aws-lc-rs provider; TLS 1.2 and 1.3; h2 and http/1.1).
 pub fn tls_acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, StartError> {

@@ -95,6 +95,16 @@ pub fn new_audit_id() -> String {
     )
 }
 
+/// The time of an audit record: RFC 3339, UTC, milliseconds.
+pub(crate) fn now_rfc3339() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.format(&fmt)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,578 @@
+//! The gates every sign request passes, in this order; each refusal is audited before the
+//! response leaves ([`crate::api`] writes the record):
+//! 1. authentication — OpTok + sender constraint ([`crate::auth`]);
+//! 2. tenant — this signer must hold keys for the token's `tid` (`tenant_mismatch`), and an
+//!    `X-Stella-Tenant` header, if sent, must name the same tenant;
+//! 3. body — bounded by `server.max_body_bytes` (`413 artifact_too_large`), strict JSON,
+//!    known fields only ([`crate::wire`]), then the route's own checks (predicate type in
+//!    the catalogue, payload type, subjects: `400 invalid_request`);
+//! 4. entitlement — PoE introspection ([`crate::poe`]); the license's tenant/installation,
+//!    when it names them, must match the token's (`tenant_mismatch`);
+//! 5. quotas — artifact bytes (`413`), QPS token bucket and concurrency (`429 plan_throttled`
+//!    with `Retry-After`), keyed by license;
+//! 6. release integrity — `scannerImageDigest` on the allow-list, or signed by a release key
+//!    per its OCI signature referrers ([`crate::release`]); `release_untrusted`, or `503
+//!    upstream_unavailable` when the registry cannot answer (fail closed);
+//! 7. signing mode — keyless ([`crate::keyless`]) or the tenant's keys, checked against a
+//!    requested `options.signingMode`.
+//!
+//! [`Ctx::admit_signing`] runs gates 1–7 for both sign routes and returns an [`Admitted`]
+//! context; `/verify/referrers` runs gates 1–2 and the release verdict. The audit API
+//! ([`crate::audit_api`]) shares the header and target checks ([`single_identity_headers`],
+//! [`target_url`], [`auth_request`], [`check_tenant_header`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::Response;
+use http_body_util::BodyExt as _;
+use stella_keys::Signer;
+use stella_store::{Admission, AuditRecord, Lease, RateLimit};
+
+use crate::app::{App, AppState};
+use crate::auth::{AuthRequest, Caller};
+use crate::error::{ApiError, Code};
+use crate::poe::PoeDecision;
+use crate::wire::{GateFields, KeyIdentity, PoeIn, Policy, SignBody};
+
+/// Headers that carry a credential, a proof or an identity, and the code a duplicate gets.
+/// (The client certificate comes from the TLS layer, never from a header; no forwarded
+/// identity header is read.)
+pub const IDENTITY_HEADERS: &[(&str, Code)] = &[
+    ("authorization", Code::InvalidToken),
+    ("dpop", Code::InvalidDpopProof),
+    ("x-stella-tenant", Code::InvalidRequest),
+    // Names the DPoP `htu` target when `server.public_url` is unset (loopback only).
+    ("host", Code::InvalidRequest),
+];
+
+/// Connection facts the server attaches to each request.
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    pub tls: bool,
+    /// SHA-256 of the client certificate (DER), when one was presented and verified.
+    pub client_cert_sha256: Option<[u8; 32]>,
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+pub(crate) fn invalid(detail: impl Into<String>) -> ApiError {
+    ApiError::new(Code::InvalidRequest, detail)
+}
+
+/// How an admitted request signs.
+pub(crate) enum Signing {
+    /// Keyless ([`crate::keyless`]).
+    Keyless,
+    /// With the tenant's keys (for its plan), named in the audit record already.
+    Keys(Vec<Arc<dyn Signer>>),
+}
+
+/// What passed the gates of a sign route: the caller, its entitlement and quota slot (held
+/// until the answer is written), how to sign, and the route's validated request.
+pub(crate) struct Admitted<P> {
+    pub(crate) caller: Caller,
+    pub(crate) poe: PoeDecision,
+    pub(crate) qps_remaining: u64,
+    pub(crate) lease: Lease,
+    pub(crate) signing: Signing,
+    /// What the route made of its body before the entitlement gate.
+    pub(crate) request: P,
+}
+
+impl<P> Admitted<P> {
+    /// `policy` of the answer.
+    pub(crate) fn policy(&self) -> Policy {
+        let l = &self.poe.entitlement.limits;
+        Policy {
+            plan: l.plan.clone(),
+            max_artifact_bytes: l.max_artifact_bytes,
+            qps_remaining: self.qps_remaining,
+        }
+    }
+}
+
+/// `signingIdentity` of a keyful signature.
+pub(crate) fn key_identity(tenant: &str, keys: &[Arc<dyn Signer>]) -> KeyIdentity {
+    KeyIdentity {
+        kind: "key",
+        tenant: tenant.to_string(),
+        key_ids: keys.iter().map(|k| k.key_id().to_string()).collect(),
+        algorithms: keys.iter().map(|k| k.algorithm().name()).collect(),
+    }
+}
+
+/// One request's pass through the gates: the app, and the audit record the gates fill.
+pub(crate) struct Ctx<'a> {
+    pub(crate) app: &'a AppState,
+    pub(crate) rec: AuditRecord,
+    /// The caller proved who it is (token and sender constraint).
+    pub(crate) authenticated: bool,
+}
+
+/// What authentication reads from a request: method, target, `Authorization`, every `DPoP`
+/// header and the TLS client certificate. One place for the sign and audit routes.
+pub(crate) fn auth_request<'a>(
+    app: &App,
+    parts: &'a Parts,
+    target: &'a url::Url,
+    conn: &ConnInfo,
+) -> Result<AuthRequest<'a>, ApiError> {
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                let mut e = ApiError::new(Code::InvalidToken, "Authorization header is not text");
+                e.dpop_algs = Some(app.auth.dpop.algs_header());
+                e.bearer_challenge = true;
+                e
+            })
+        })
+        .transpose()?;
+    Ok(AuthRequest {
+        method: parts.method.as_str(),
+        target,
+        authorization,
+        dpop: parts
+            .headers
+            .get_all("dpop")
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect(),
+        client_cert_sha256: conn.client_cert_sha256,
+    })
+}
+
+/// The connection facts of a request (none: a plain in-process call).
+pub(crate) fn conn_info(parts: &Parts) -> ConnInfo {
+    parts
+        .extensions
+        .get::<ConnInfo>()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Every header that carries a credential, a proof or an identity appears at most once:
+/// a second copy is never ignored (whichever copy a proxy, a log or this service reads,
+/// they would disagree about who called).
+pub(crate) fn single_identity_headers(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    for (name, code) in IDENTITY_HEADERS {
+        if headers.get_all(*name).iter().nth(1).is_some() {
+            let mut e = ApiError::new(
+                *code,
+                format!("the {name} header appears more than once; send it once"),
+            );
+            e.dpop_algs = Some(app.auth.dpop.algs_header());
+            e.bearer_challenge = *code == Code::InvalidToken;
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// The URL the caller addressed (the DPoP `htu`): `server.public_url`, else the request's
+/// authority or `Host`.
+pub(crate) fn target_url(app: &App, parts: &Parts, tls: bool) -> Result<url::Url, ApiError> {
+    let path = parts.uri.path();
+    let s = match &app.config.server.public_url {
+        Some(base) => format!("{}{}", base.trim_end_matches('/'), path),
+        None => {
+            let host = parts
+                .uri
+                .authority()
+                .map(|a| a.as_str().to_string())
+                .or_else(|| {
+                    parts
+                        .headers
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_string)
+                })
+                .ok_or_else(|| invalid("the request has no Host"))?;
+            format!("{}://{}{}", if tls { "https" } else { "http" }, host, path)
+        }
+    };
+    url::Url::parse(&s).map_err(|_| invalid("the request URI is not valid"))
+}
+
+/// An `X-Stella-Tenant` header, if sent, names the token's tenant.
+pub(crate) fn check_tenant_header(parts: &Parts, caller: &Caller) -> Result<(), ApiError> {
+    if let Some(h) = parts.headers.get("x-stella-tenant") {
+        if h.as_bytes() != caller.tenant.as_bytes() {
+            return Err(ApiError::new(
+                Code::TenantMismatch,
+                "X-Stella-Tenant names another tenant than the access token",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The headers every answer of an authenticated route carries: a fresh `DPoP-Nonce` (when
+/// nonces are required and the answer has none yet) and `Cache-Control: no-store`.
+pub(crate) fn authenticated_headers(app: &App, resp: &mut Response) {
+    if let Some(n) = app.auth.dpop.fresh_nonce() {
+        if !resp.headers().contains_key("dpop-nonce") {
+            if let Ok(v) = HeaderValue::from_str(&n) {
+                resp.headers_mut().insert("dpop-nonce", v);
+            }
+        }
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// Strict JSON (no duplicate keys, ...) into the route's request type.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let v = stella_dsse::jcs::parse_strict(body)
+        .map_err(|e| invalid(format!("the body is not valid JSON: {e}")))?;
+    serde_json::from_value(v).map_err(|e| invalid(format!("the body does not match the API: {e}")))
+}
+
+impl Ctx<'_> {
+    /// Gates 1–7 of a sign route. `prepare` is the route's own check of its body (gate 3),
+    /// run before anything is spent on entitlement or quota; it fills the audit record
+    /// (predicate type, subjects) and returns what the route signs.
+    pub(crate) async fn admit_signing<B, P>(
+        &mut self,
+        parts: &Parts,
+        body: Body,
+        prepare: impl FnOnce(&App, &mut AuditRecord, &GateFields, B) -> Result<P, ApiError>,
+    ) -> Result<Admitted<P>, ApiError>
+    where
+        B: SignBody,
+    {
+        let caller = self.authenticate(parts).await?;
+        let bytes = self.read_body(body).await?;
+        let mut input: B = parse_json(&bytes)?;
+        let gates = input.gate_fields();
+        let request = prepare(self.app, &mut self.rec, &gates, input)?;
+        let GateFields {
+            poe,
+            scanner_image_digest,
+            options,
+        } = gates;
+        let (poe, qps_remaining, lease) = self.admit(&caller, poe.as_ref(), bytes.len()).await?;
+        self.check_release(scanner_image_digest.as_deref(), B::SCANNER_DIGEST_REQUIRED)
+            .await?;
+        let requested = options.as_ref().and_then(|o| o.signing_mode.as_deref());
+        let signing = if crate::keyless::wants_keyless(
+            self.app.keyless.as_ref(),
+            &self.app.config,
+            &caller.tenant,
+            requested,
+        )? {
+            Signing::Keyless
+        } else {
+            Signing::Keys(self.signers(&caller, &poe.entitlement.limits.plan, requested)?)
+        };
+        Ok(Admitted {
+            caller,
+            poe,
+            qps_remaining,
+            lease,
+            signing,
+            request,
+        })
+    }
+
+    /// Gates 1–2.
+    pub(crate) async fn authenticate(&mut self, parts: &Parts) -> Result<Caller, ApiError> {
+        let conn = conn_info(parts);
+        single_identity_headers(self.app, &parts.headers)?;
+        let target = target_url(self.app, parts, conn.tls)?;
+        let req = auth_request(self.app, parts, &target, &conn)?;
+        let caller = match self.app.auth.authenticate(&req).await {
+            Ok(c) => c,
+            Err(f) => {
+                if let Some(c) = f.claims {
+                    self.rec.tenant = c.tenant;
+                    self.rec.installation = c.installation;
+                    self.rec.caller.sub = c.sub;
+                    self.rec.caller.client = c.client_id;
+                }
+                return Err(f.error);
+            }
+        };
+        self.authenticated = true;
+        self.rec.tenant = Some(caller.tenant.clone());
+        self.rec.installation = Some(caller.installation.clone());
+        self.rec.caller.sub = caller.claims.sub.clone();
+        self.rec.caller.client = caller.claims.client_id.clone();
+        self.rec.sender_binding = Some(caller.binding.describe());
+        check_tenant_header(parts, &caller)?;
+        if self.app.keys.for_tenant(&caller.tenant).is_none()
+            && !crate::keyless::serves(self.app.keyless.as_ref(), &self.app.config, &caller.tenant)
+        {
+            return Err(ApiError::new(
+                Code::TenantMismatch,
+                format!("this signer does not sign for tenant {:?}", caller.tenant),
+            ));
+        }
+        Ok(caller)
+    }
+
+    /// Gate 3: the body, bounded.
+    async fn read_body(&self, body: Body) -> Result<bytes::Bytes, ApiError> {
+        let limit = usize::try_from(self.app.config.server.max_body_bytes).unwrap_or(usize::MAX);
+        let timeout_ms = self.app.config.server.request_timeout_ms;
+        let read = http_body_util::Limited::new(body, limit).collect();
+        // A body that trickles in is cut off: the response goes out with the body unread,
+        // and hyper closes such a connection.
+        let Ok(read) = tokio::time::timeout(Duration::from_millis(timeout_ms), read).await else {
+            return Err(invalid(format!(
+                "the request body did not arrive within {timeout_ms} ms"
+            )));
+        };
+        match read {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                self.app.metrics.quota_hit("artifact_bytes");
+                Err(ApiError::new(
+                    Code::ArtifactTooLarge,
+                    format!("the request body exceeds {limit} bytes"),
+                ))
+            }
+            Err(e) => Err(invalid(format!("cannot read the request body: {e}"))),
+        }
+    }
+
+    /// Gates 4–5: the entitlement, then the plan's quotas (one token and one concurrency
+    /// slot, held by the returned lease).
+    async fn admit(
+        &mut self,
+        caller: &Caller,
+        poe: Option<&PoeIn>,
+        body_len: usize,
+    ) -> Result<(PoeDecision, u64, Lease), ApiError> {
+        if let Some(p) = poe {
+            if p.format != "jwt" {
+                return Err(invalid(format!(
+                    "poe.format {:?} is not supported (jwt)",
+                    p.format
+                )));
+            }
+        }
+        let decision = match self
+            .app
+            .licensing
+            .check(poe.map(|p| p.value.as_str()))
+            .await
+        {
+            Ok(d) => d,
+            Err(f) => {
+                self.app.metrics.poe_failure(f.kind);
+                self.rec.poe_state = Some(stella_store::PoeState::Denied);
+                return Err(f.error);
+            }
+        };
+        if decision.state == stella_store::PoeState::Grace {
+            self.app.metrics.poe_failure("grace");
+        }
+        let ent = &decision.entitlement;
+        self.rec.poe_state = Some(decision.state);
+        self.rec.license_id = Some(ent.license_id.clone());
+        self.rec.plan = Some(ent.limits.plan.clone());
+        self.rec.bypass_reason = decision.bypass_reason.clone();
+        match ent.tenant.as_deref() {
+            Some(t) if t == caller.tenant => {}
+            Some(_) => {
+                return Err(ApiError::new(
+                    Code::TenantMismatch,
+                    "the Proof-of-Entitlement belongs to another tenant",
+                ))
+            }
+            // Only the operator's bypass plan and the dev profile's Licensing entitle every
+            // tenant; an introspected license must name its tenant.
+            None if decision.state == stella_store::PoeState::Bypass || self.app.dev.is_some() => {}
+            None => {
+                return Err(ApiError::new(
+                    Code::EntitlementDenied,
+                    "the license names no tenant, so it cannot entitle any caller",
+                ))
+            }
+        }
+        if ent
+            .installation
+            .as_deref()
+            .is_some_and(|i| i != caller.installation)
+        {
+            return Err(ApiError::new(
+                Code::TenantMismatch,
+                "the Proof-of-Entitlement belongs to another installation",
+            ));
+        }
+        let limits = &ent.limits;
+        if body_len as u64 > limits.max_artifact_bytes {
+            self.app
+                .metrics
+                .quota_hit_plan("artifact_bytes", &limits.plan);
+            return Err(ApiError::new(
+                Code::ArtifactTooLarge,
+                format!(
+                    "the artifact is {body_len} bytes; plan {:?} allows {}",
+                    limits.plan, limits.max_artifact_bytes
+                ),
+            ));
+        }
+        let key = format!("lic:{}", ent.license_id);
+        let rate = RateLimit {
+            per_second: limits.qps,
+            burst: limits.burst.max(1.0),
+        };
+        let store_err = |e: stella_store::StoreError| {
+            ApiError::unavailable(
+                "the quota store is unavailable; retry later",
+                format!("quota store: {e}"),
+            )
+        };
+        // Token and concurrency slot in one step (one Redis round trip with the shared store).
+        let (qps_remaining, lease) = match self
+            .app
+            .quotas
+            .admit(&key, rate, limits.max_concurrent)
+            .await
+            .map_err(store_err)?
+        {
+            Admission::Admitted { remaining, lease } => (remaining, lease),
+            Admission::Throttled { retry_after } => {
+                self.app.metrics.quota_hit_plan("qps", &limits.plan);
+                let mut e = ApiError::new(
+                    Code::PlanThrottled,
+                    format!(
+                        "plan {:?} allows {} requests per second",
+                        limits.plan, limits.qps
+                    ),
+                );
+                e.retry_after = Some(retry_after.as_secs_f64().ceil() as u64);
+                return Err(e);
+            }
+            Admission::Busy => {
+                self.app.metrics.quota_hit_plan("concurrency", &limits.plan);
+                let mut e = ApiError::new(
+                    Code::PlanThrottled,
+                    format!(
+                        "plan {:?} allows {} concurrent requests",
+                        limits.plan, limits.max_concurrent
+                    ),
+                );
+                e.retry_after = Some(1);
+                return Err(e);
+            }
+        };
+        self.app.metrics.quota_admitted(&limits.plan);
+        Ok((decision, qps_remaining, lease))
+    }
+
+    /// Gate 6.
+    async fn check_release(
+        &mut self,
+        digest: Option<&str>,
+        required: bool,
+    ) -> Result<(), ApiError> {
+        let enforce = self.app.config.release.enforce;
+        self.rec.scanner_digest = digest.map(str::to_string);
+        let Some(d) = digest else {
+            if enforce && required {
+                self.rec.scanner_verdict = Some("missing".into());
+                return Err(invalid("scannerImageDigest is required"));
+            }
+            self.rec.scanner_verdict = Some("not-checked".into());
+            return Ok(());
+        };
+        if !crate::config::is_sha256_digest(d) {
+            self.rec.scanner_verdict = Some("malformed".into());
+            return Err(invalid(
+                "scannerImageDigest must be sha256:<64 lowercase hex>",
+            ));
+        }
+        if !enforce {
+            self.rec.scanner_verdict = Some("not-checked".into());
+            return Ok(());
+        }
+        let v = self.release_verdict(d).await?;
+        if v.trusted {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                Code::ReleaseUntrusted,
+                format!(
+                    "scannerImageDigest is not a trusted scanner release: {}",
+                    v.reason
+                ),
+            ))
+        }
+    }
+
+    /// The release verdict for a well-formed digest, recorded in the audit record; a registry
+    /// that cannot answer is `503 upstream_unavailable` (fail closed).
+    pub(crate) async fn release_verdict(
+        &mut self,
+        digest: &str,
+    ) -> Result<crate::release::ReleaseVerdict, ApiError> {
+        match self.app.release.verdict(digest).await {
+            Ok(v) => {
+                self.rec.scanner_verdict = Some(v.audit_label().into());
+                Ok(v)
+            }
+            Err(e) => {
+                self.app.metrics.release_unavailable();
+                self.rec.scanner_verdict = Some("unavailable".into());
+                Err(ApiError::unavailable(
+                    "the release registry cannot tell whether the scanner image is a trusted release; nothing was signed; retry later",
+                    e.to_string(),
+                ))
+            }
+        }
+    }
+
+    /// Gate 7, keyful: the tenant's signers, checked against a requested mode.
+    fn signers(
+        &mut self,
+        caller: &Caller,
+        plan: &str,
+        requested: Option<&str>,
+    ) -> Result<Vec<Arc<dyn Signer>>, ApiError> {
+        let keys = self
+            .app
+            .keys
+            .for_tenant_plan(&caller.tenant, plan)
+            .ok_or_else(|| ApiError::new(Code::TenantMismatch, "no keys for this tenant"))?
+            .to_vec();
+        let mode = keys.first().map(|k| k.mode()).unwrap_or("file");
+        if let Some(m) = requested {
+            if !["keyless", "kms", "hsm", "file"].contains(&m) {
+                return Err(invalid(format!(
+                    "options.signingMode {m:?} is not one of keyless, kms, hsm, file"
+                )));
+            }
+            if m != mode {
+                return Err(invalid(format!(
+                    "signing mode {m:?} is not configured for this tenant (configured: {mode})"
+                )));
+            }
+        }
+        self.rec.signing_mode = Some(mode.to_string());
+        // Named before signing, so a failed signature (token gone, KMS down) is audited with
+        // the keys and their source too.
+        self.rec.key_ids = keys.iter().map(|k| k.key_id().to_string()).collect();
+        Ok(keys)
+    }
+
+    /// The audit record and metrics of a keyful signature.
+    pub(crate) fn record_signature(
+        &mut self,
+        env: &stella_dsse::Envelope,
+        keys: &[Arc<dyn Signer>],
+    ) {
+        let json = env.to_json();
+        self.rec.envelope_sha256 = Some(stella_keys::hex(&stella_keys::sha256(&json)));
+        self.rec.key_ids = keys.iter().map(|k| k.key_id().to_string()).collect();
+        for k in keys {
+            self.app.metrics.key_used(k.key_id().as_str(), k.mode());
+        }
+    }
+}
