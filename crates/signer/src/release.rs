@@ -119,6 +119,34 @@ struct SharedVerdict {
     reason: String,
 }
 
+impl SharedVerdict {
+    /// The registry's answer, confirmed now.
+    fn from_registry(v: stella_oci::release::Verdict) -> Self {
+        SharedVerdict {
+            confirmed_at_ms: unix_ms(),
+            trusted: v.trusted,
+            signer: v.signer,
+            keyid: v.keyid,
+            artifact_type: v.artifact_type,
+            reason: v.reason,
+        }
+    }
+
+    /// The verdict for `digest` this answer gives.
+    fn verdict(&self, digest: &str, cached: bool) -> ReleaseVerdict {
+        ReleaseVerdict {
+            digest: digest.to_string(),
+            trusted: self.trusted,
+            signer: self.signer.clone(),
+            keyid: self.keyid.clone(),
+            artifact_type: self.artifact_type.clone(),
+            reason: self.reason.clone(),
+            source: VerdictSource::Referrers,
+            cached,
+        }
+    }
+}
+
 impl ReferrerChecker {
     /// Build from `[release]` (loads the keyring; needs `repository` and `keyring`).
     pub fn from_config(cfg: &ReleaseConfig) -> Result<Option<Self>, StartError> {
@@ -289,22 +317,12 @@ impl ReferrerChecker {
         let v: SharedVerdict = serde_json::from_slice(&bytes).ok()?;
         let age_ms = u64::try_from(unix_ms().checked_sub(v.confirmed_at_ms)?).ok()?;
         let at = Instant::now().checked_sub(Duration::from_millis(age_ms))?;
-        let verdict = ReleaseVerdict {
-            digest: digest.to_string(),
-            trusted: v.trusted,
-            signer: v.signer,
-            keyid: v.keyid,
-            artifact_type: v.artifact_type,
-            reason: v.reason,
-            source: VerdictSource::Referrers,
-            cached: true,
-        };
-        Some((verdict, at))
+        Some((v.verdict(digest, true), at))
     }
 
-    async fn shared_put(&self, verdict: &ReleaseVerdict) {
+    async fn shared_put(&self, digest: &str, answer: &SharedVerdict) {
         let Some(c) = &self.shared else { return };
-        let ttl = if verdict.trusted {
+        let ttl = if answer.trusted {
             self.trusted_ttl
         } else {
             self.untrusted_ttl
@@ -312,17 +330,10 @@ impl ReferrerChecker {
         if ttl.is_zero() {
             return;
         }
-        let Ok(bytes) = serde_json::to_vec(&SharedVerdict {
-            confirmed_at_ms: unix_ms(),
-            trusted: verdict.trusted,
-            signer: verdict.signer.clone(),
-            keyid: verdict.keyid.clone(),
-            artifact_type: verdict.artifact_type.clone(),
-            reason: verdict.reason.clone(),
-        }) else {
+        let Ok(bytes) = serde_json::to_vec(answer) else {
             return;
         };
-        if let Err(e) = c.put(&self.shared_key(&verdict.digest), bytes, ttl).await {
+        if let Err(e) = c.put(&self.shared_key(digest), bytes, ttl).await {
             tracing::warn!(error = %e, "cannot publish a release verdict to the shared cache");
         }
     }
@@ -351,18 +362,10 @@ impl ReferrerChecker {
                 reference: image.to_string(),
                 source,
             })?;
-        let verdict = ReleaseVerdict {
-            digest: digest.to_string(),
-            trusted: v.trusted,
-            signer: v.signer,
-            keyid: v.keyid,
-            artifact_type: v.artifact_type,
-            reason: v.reason,
-            source: VerdictSource::Referrers,
-            cached: false,
-        };
+        let answer = SharedVerdict::from_registry(v);
+        let verdict = answer.verdict(digest, false);
         self.remember(d, &verdict);
-        self.shared_put(&verdict).await;
+        self.shared_put(digest, &answer).await;
         Ok(verdict)
     }
 }

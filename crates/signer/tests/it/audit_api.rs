@@ -96,7 +96,7 @@ fn tenants(records: &[Value]) -> Vec<&str> {
 }
 
 /// Minimal JSON Schema (the subset the document uses) against `doc`'s components.
-fn check_schema(doc: &Value, schema: &Value, v: &Value, at: &str) {
+pub(crate) fn check_schema(doc: &Value, schema: &Value, v: &Value, at: &str) {
     if let Some(r) = schema["$ref"].as_str() {
         let name = r.strip_prefix("#/components/schemas/").unwrap();
         return check_schema(doc, &doc["components"]["schemas"][name], v, at);

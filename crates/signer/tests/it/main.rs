@@ -12,6 +12,7 @@ mod hostile;
 mod hsm_kms;
 mod keyless;
 mod limits;
+mod openapi;
 mod release;
 mod scaleout;
 mod sigstore_mock;
