@@ -277,21 +277,21 @@ async fn head_inner(
         ));
     };
     let path = app.config.audit.checkpoint_file();
-    let read = tokio::task::spawn_blocking(move || {
+    let unreadable =
+        |e: String| ApiError::unavailable("the audit checkpoint cannot be read; retry later", e);
+    let (cp, env) = tokio::task::spawn_blocking(move || {
         let ring = stella_keys::Keyring::new(vec![stella_keys::TrustedKey::unrestricted(
             key.public_key().clone(),
         )])
-        .map_err(|e| e.to_string())?;
-        let cp =
-            stella_store::checkpoint::read_verified(&path, &ring).map_err(|e| e.to_string())?;
-        let env = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok::<_, String>((cp, env))
+        .map_err(|e| unreadable(e.to_string()))?;
+        let cp = stella_store::checkpoint::read_verified(&path, &ring)
+            .map_err(|e| unreadable(e.to_string()))?;
+        let env =
+            std::fs::read(&path).map_err(|e| unreadable(format!("{}: {e}", path.display())))?;
+        Ok::<_, ApiError>((cp, env))
     })
     .await
-    .map_err(|e| ApiError::unavailable("internal error", e.to_string()))?;
-    let (cp, env) = read.map_err(|e| {
-        ApiError::unavailable("the audit checkpoint cannot be read; retry later", e)
-    })?;
+    .map_err(|e| ApiError::unavailable("internal error", e.to_string()))??;
     let envelope: Value = serde_json::from_slice(&env)
         .map_err(|e| ApiError::unavailable("internal error", e.to_string()))?;
     tracing::info!(

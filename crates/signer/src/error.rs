@@ -6,7 +6,6 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// Stable error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,23 +190,39 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// The `application/problem+json` body (RFC 9457; `Problem` in the OpenAPI document).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub code: &'static str,
+    pub detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut body = json!({
-            "type": format!("urn:stella:signer:problem:{}", self.code.as_str()),
-            "title": self.code.title(),
-            "status": status.as_u16(),
-            "code": self.code.as_str(),
-            "detail": &self.detail,
-        });
-        if let Some(a) = &self.audit_id {
-            body["auditId"] = json!(a);
-        }
-        if let Some(t) = &self.trace_id {
-            body["traceId"] = json!(t);
-        }
-        let mut resp = (status, body.to_string()).into_response();
+        let body = ProblemBody {
+            kind: format!("urn:stella:signer:problem:{}", self.code.as_str()),
+            title: self.code.title(),
+            status: status.as_u16(),
+            code: self.code.as_str(),
+            detail: &self.detail,
+            audit_id: self.audit_id.as_deref(),
+            trace_id: self.trace_id.as_deref(),
+        };
+        // Through a `Value`: keys sorted, byte for byte as before.
+        let body = serde_json::to_value(&body)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let mut resp = (status, body).into_response();
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,

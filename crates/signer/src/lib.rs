@@ -3,7 +3,8 @@
 //! [`server::serve`] for HTTP/HTTPS with optional mTLS and graceful shutdown. The `stella`
 //! binary's `signer serve` is a thin wrapper.
 //!
-//! Request flow and gate order: [`api`]. Token and proof rules: [`auth`]. Entitlement:
+//! Request flow: [`api`] (router, audited-route runner); gate order: [`gates`]; handlers:
+//! [`sign`]; wire types: [`wire`]. Token and proof rules: [`auth`]. Entitlement:
 //! [`poe`]. The dev profile (embedded Authority and Licensing, dev only): [`dev`]. A client
 //! for the API (DPoP proofs, client-credentials tokens), used by the CLI, the tests and the
 //! benchmark: [`client`].

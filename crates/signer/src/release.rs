@@ -56,17 +56,6 @@ impl ReleaseVerdict {
             (false, _) => "untrusted",
         }
     }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "digest": self.digest,
-            "trusted": self.trusted,
-            "signer": self.signer,
-            "keyid": self.keyid,
-            "artifactType": self.artifact_type,
-            "reason": self.reason,
-        })
-    }
 }
 
 /// The registry could not answer (unreachable, refused us, answered nonsense).
