@@ -233,8 +233,8 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
         .map(|p| p.ip().to_string())
         .unwrap_or_else(|| "unknown".into());
     let result = match which {
-        SignRoute::Dsse => crate::sign::sign_dsse(&mut ctx, parts, body).await,
-        SignRoute::Export => crate::sign::sign_export(&mut ctx, parts, body).await,
+        SignRoute::Dsse => crate::sign::sign(&mut ctx, parts, body, false).await,
+        SignRoute::Export => crate::sign::sign(&mut ctx, parts, body, true).await,
         SignRoute::VerifyReferrers => crate::sign::verify_referrers(&mut ctx, parts).await,
     };
     let authenticated = ctx.authenticated;

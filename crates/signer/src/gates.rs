@@ -36,7 +36,7 @@ use crate::app::{App, AppState};
 use crate::auth::{AuthRequest, Caller};
 use crate::error::{ApiError, Code};
 use crate::poe::PoeDecision;
-use crate::wire::{GateFields, KeyIdentity, PoeIn, Policy, SignBody};
+use crate::wire::{GateFields, KeyIdentity, PoeIn, Policy};
 
 /// Headers that carry a credential, a proof or an identity, and the code a duplicate gets.
 /// (The client certificate comes from the TLS layer, never from a header; no forwarded
@@ -62,6 +62,24 @@ pub(crate) fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::new(Code::InvalidRequest, detail)
 }
 
+/// A sign route's body, as the shared prologue sees it.
+pub(crate) trait SignBody: serde::de::DeserializeOwned {
+    /// Must `scannerImageDigest` be given when release integrity is enforced?
+    const SCANNER_DIGEST_REQUIRED: bool;
+    /// What the route signs, once its body is checked.
+    type Checked;
+    /// Take the gates' fields out of the body.
+    fn gate_fields(&mut self) -> GateFields;
+    /// The route's own checks of its body (gate 3), run before anything is spent on
+    /// entitlement or quota; they fill the audit record (predicate type, subjects).
+    fn check(
+        self,
+        app: &App,
+        rec: &mut AuditRecord,
+        gates: &GateFields,
+    ) -> Result<Self::Checked, ApiError>;
+}
+
 /// How an admitted request signs.
 pub(crate) enum Signing {
     /// Keyless ([`crate::keyless`]).
@@ -83,14 +101,15 @@ pub(crate) struct Admitted<P> {
 }
 
 impl<P> Admitted<P> {
-    /// `policy` of the answer.
-    pub(crate) fn policy(&self) -> Policy {
+    /// `policy` of the answer, the caller, the quota lease, how to sign and what.
+    pub(crate) fn into_parts(self) -> (Policy, Caller, Lease, Signing, P) {
         let l = &self.poe.entitlement.limits;
-        Policy {
+        let policy = Policy {
             plan: l.plan.clone(),
             max_artifact_bytes: l.max_artifact_bytes,
             qps_remaining: self.qps_remaining,
-        }
+        };
+        (policy, self.caller, self.lease, self.signing, self.request)
     }
 }
 
@@ -233,23 +252,17 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
 }
 
 impl Ctx<'_> {
-    /// Gates 1–7 of a sign route. `prepare` is the route's own check of its body (gate 3),
-    /// run before anything is spent on entitlement or quota; it fills the audit record
-    /// (predicate type, subjects) and returns what the route signs.
-    pub(crate) async fn admit_signing<B, P>(
+    /// Gates 1–7 of a sign route, with the route's own body checks ([`SignBody::check`]).
+    pub(crate) async fn admit_signing<B: SignBody>(
         &mut self,
         parts: &Parts,
         body: Body,
-        prepare: impl FnOnce(&App, &mut AuditRecord, &GateFields, B) -> Result<P, ApiError>,
-    ) -> Result<Admitted<P>, ApiError>
-    where
-        B: SignBody,
-    {
+    ) -> Result<Admitted<B::Checked>, ApiError> {
         let caller = self.authenticate(parts).await?;
         let bytes = self.read_body(body).await?;
         let mut input: B = parse_json(&bytes)?;
         let gates = input.gate_fields();
-        let request = prepare(self.app, &mut self.rec, &gates, input)?;
+        let request = input.check(self.app, &mut self.rec, &gates)?;
         let GateFields {
             poe,
             scanner_image_digest,

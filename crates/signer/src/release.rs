@@ -32,8 +32,10 @@ pub enum VerdictSource {
     NotConfigured,
 }
 
-/// The answer for one digest (what `/verify/referrers` returns).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The answer for one digest (what `/verify/referrers` returns: every field but `source` and
+/// `cached`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ReleaseVerdict {
     pub digest: String,
     pub trusted: bool,
@@ -42,8 +44,10 @@ pub struct ReleaseVerdict {
     pub keyid: Option<String>,
     pub artifact_type: Option<String>,
     pub reason: String,
+    #[serde(skip)]
     pub source: VerdictSource,
     /// Served from the verdict cache.
+    #[serde(skip)]
     pub cached: bool,
 }
 

@@ -15,11 +15,14 @@ use stella_dsse::{Statement, Subject};
 use stella_keys::Signer;
 use stella_store::Lease;
 
+use stella_store::AuditRecord;
+
+use crate::app::App;
 use crate::error::ApiError;
-use crate::gates::{invalid, key_identity, Admitted, Ctx, Signing};
+use crate::gates::{invalid, key_identity, Admitted, Ctx, SignBody, Signing};
 use crate::wire::{
-    Bundle, ExportSignature, ReferrersVerdict, SignDsseIn, SignDsseResponse, SignExportIn,
-    SignExportResponse, SignatureKey, SigningIdentity, EXPORT_PAYLOAD_TYPES,
+    Bundle, ExportSignature, GateFields, ReferrersVerdict, SignDsseIn, SignDsseResponse,
+    SignExportIn, SignExportResponse, SignatureKey, SigningIdentity, EXPORT_PAYLOAD_TYPES,
 };
 
 /// A handler's answer: the typed body and the quota lease to hold until it is written.
@@ -93,69 +96,100 @@ async fn sign_keyless(
     Ok(signed)
 }
 
-/// `POST /sign/dsse`: an in-toto statement over the subjects, as a DSSE envelope (and a
-/// Sigstore bundle on request).
-pub(crate) async fn sign_dsse(
+/// A sign route (`/sign/dsse`, or `/sign/export` when `export`): the gates, then the
+/// route's signing.
+pub(crate) async fn sign(
     ctx: &mut Ctx<'_>,
     parts: Parts,
     body: Body,
+    export: bool,
 ) -> Result<Answer, ApiError> {
-    let admitted = ctx
-        .admit_signing(&parts, body, |app, rec, gates, input: SignDsseIn| {
-            let max_subjects = app.config.server.max_subjects;
-            if input.subject.len() > max_subjects {
-                return Err(invalid(format!(
-                    "{} subjects; at most {max_subjects} per request",
-                    input.subject.len()
-                )));
+    if export {
+        let admitted = ctx.admit_signing::<SignExportIn>(&parts, body).await?;
+        sign_export(ctx, admitted).await
+    } else {
+        let admitted = ctx.admit_signing::<SignDsseIn>(&parts, body).await?;
+        sign_dsse(ctx, admitted).await
+    }
+}
+
+/// A checked `/sign/dsse` body: the statement, and whether a Sigstore bundle is asked.
+pub(crate) struct Dsse {
+    statement: Statement,
+    sigstore: bool,
+}
+
+impl SignBody for SignDsseIn {
+    const SCANNER_DIGEST_REQUIRED: bool = true;
+    type Checked = Dsse;
+
+    fn gate_fields(&mut self) -> GateFields {
+        GateFields::take(
+            &mut self.poe,
+            &mut self.scanner_image_digest,
+            &mut self.options,
+        )
+    }
+
+    fn check(self, app: &App, rec: &mut AuditRecord, gates: &GateFields) -> Result<Dsse, ApiError> {
+        let max_subjects = app.config.server.max_subjects;
+        if self.subject.len() > max_subjects {
+            return Err(invalid(format!(
+                "{} subjects; at most {max_subjects} per request",
+                self.subject.len()
+            )));
+        }
+        rec.predicate_type = Some(self.predicate_type.clone());
+        let mut subjects = Vec::with_capacity(self.subject.len());
+        for (i, s) in self.subject.into_iter().enumerate() {
+            let sha = s
+                .digest
+                .get("sha256")
+                .ok_or_else(|| invalid(format!("subject[{i}] has no sha256 digest")))?;
+            rec.subject_digests.push(format!("sha256:{sha}"));
+            subjects.push(Subject {
+                name: s.name,
+                digest: s.digest,
+            });
+        }
+        if !stella_dsse::predicates::is_allowed(&self.predicate_type) {
+            return Err(invalid(format!(
+                "predicateType {:?} is not in the predicate catalogue",
+                self.predicate_type
+            )));
+        }
+        let statement = Statement::new(subjects, self.predicate_type, self.predicate)
+            .map_err(|e| invalid(format!("invalid statement: {e}")))?;
+        let sigstore = match gates
+            .options
+            .as_ref()
+            .and_then(|o| o.return_bundle.as_deref())
+            .unwrap_or("dsse")
+        {
+            "dsse" => false,
+            // `dsse+cert`: the seeds' spelling of the Sigstore bundle.
+            "sigstore" | "dsse+cert" => true,
+            _ => {
+                return Err(invalid(
+                    "options.returnBundle must be dsse, sigstore or dsse+cert",
+                ))
             }
-            rec.predicate_type = Some(input.predicate_type.clone());
-            let mut subjects = Vec::with_capacity(input.subject.len());
-            for (i, s) in input.subject.into_iter().enumerate() {
-                let sha = s
-                    .digest
-                    .get("sha256")
-                    .ok_or_else(|| invalid(format!("subject[{i}] has no sha256 digest")))?;
-                rec.subject_digests.push(format!("sha256:{sha}"));
-                subjects.push(Subject {
-                    name: s.name,
-                    digest: s.digest,
-                });
-            }
-            if !stella_dsse::predicates::is_allowed(&input.predicate_type) {
-                return Err(invalid(format!(
-                    "predicateType {:?} is not in the predicate catalogue",
-                    input.predicate_type
-                )));
-            }
-            let statement = Statement::new(subjects, input.predicate_type, input.predicate)
-                .map_err(|e| invalid(format!("invalid statement: {e}")))?;
-            let sigstore = match gates
-                .options
-                .as_ref()
-                .and_then(|o| o.return_bundle.as_deref())
-                .unwrap_or("dsse")
-            {
-                "dsse" => false,
-                // `dsse+cert`: the seeds' spelling of the Sigstore bundle.
-                "sigstore" | "dsse+cert" => true,
-                _ => {
-                    return Err(invalid(
-                        "options.returnBundle must be dsse, sigstore or dsse+cert",
-                    ))
-                }
-            };
-            Ok((statement, sigstore))
+        };
+        Ok(Dsse {
+            statement,
+            sigstore,
         })
-        .await?;
-    let policy = admitted.policy();
-    let Admitted {
-        caller,
-        lease,
-        signing,
-        request: (statement, sigstore),
-        ..
-    } = admitted;
+    }
+}
+
+/// `POST /sign/dsse`: an in-toto statement over the subjects, as a DSSE envelope (and a
+/// Sigstore bundle on request).
+async fn sign_dsse(ctx: &mut Ctx<'_>, admitted: Admitted<Dsse>) -> Result<Answer, ApiError> {
+    let (policy, caller, lease, signing, request) = admitted.into_parts();
+    let Dsse {
+        statement,
+        sigstore,
+    } = request;
     let keys = match signing {
         Signing::Keyless => {
             let payload = statement
@@ -185,87 +219,100 @@ pub(crate) async fn sign_dsse(
     } else {
         None
     };
-    let bundle = Bundle {
-        dsse,
-        certificate_chain: Vec::new(),
-        mode: ctx.rec.signing_mode.clone(),
-        signing_identity: SigningIdentity::Key(key_identity(&caller.tenant, &keys)),
-        sigstore,
-    };
+    let bundle = keyful_bundle(ctx, &caller, &keys, dsse, sigstore);
     Ok(Answer::Dsse(SignDsseResponse { bundle, policy }, lease))
 }
 
-/// The validated `/sign/export` body.
-struct Export {
+/// `bundle` of a keyful signature.
+fn keyful_bundle(
+    ctx: &Ctx<'_>,
+    caller: &crate::auth::Caller,
+    keys: &[Arc<dyn Signer>],
+    dsse: serde_json::Value,
+    sigstore: Option<serde_json::Value>,
+) -> Bundle {
+    Bundle {
+        dsse,
+        certificate_chain: Vec::new(),
+        mode: ctx.rec.signing_mode.clone(),
+        signing_identity: SigningIdentity::Key(key_identity(&caller.tenant, keys)),
+        sigstore,
+    }
+}
+
+/// A checked `/sign/export` body.
+pub(crate) struct Export {
     manifest: serde_json::Value,
     payload_type: String,
+    /// The manifest's canonical JSON (RFC 8785): the payload signed.
     canonical: Vec<u8>,
     digest_hex: String,
 }
 
+impl SignBody for SignExportIn {
+    const SCANNER_DIGEST_REQUIRED: bool = false;
+    type Checked = Export;
+
+    fn gate_fields(&mut self) -> GateFields {
+        GateFields::take(
+            &mut self.poe,
+            &mut self.scanner_image_digest,
+            &mut self.options,
+        )
+    }
+
+    fn check(
+        self,
+        _app: &App,
+        rec: &mut AuditRecord,
+        _gates: &GateFields,
+    ) -> Result<Export, ApiError> {
+        if !self.manifest.is_object() {
+            return Err(invalid("manifest must be a JSON object"));
+        }
+        let payload_type = self
+            .payload_type
+            .unwrap_or_else(|| EXPORT_PAYLOAD_TYPES[0].to_string());
+        if !EXPORT_PAYLOAD_TYPES.contains(&payload_type.as_str()) {
+            return Err(invalid(format!(
+                "payloadType {payload_type:?} is not one of {EXPORT_PAYLOAD_TYPES:?}"
+            )));
+        }
+        rec.predicate_type = Some(payload_type.clone());
+        let canonical = stella_dsse::jcs::to_vec(&self.manifest)
+            .map_err(|e| invalid(format!("manifest: {e}")))?;
+        let digest_hex = stella_keys::hex(&stella_keys::sha256(&canonical));
+        rec.subject_digests.push(format!("sha256:{digest_hex}"));
+        Ok(Export {
+            manifest: self.manifest,
+            payload_type,
+            canonical,
+            digest_hex,
+        })
+    }
+}
+
 /// `POST /sign/export`: the canonical (JCS) manifest signed as a DSSE envelope, with the
 /// signature tuple the Export Center stores.
-pub(crate) async fn sign_export(
-    ctx: &mut Ctx<'_>,
-    parts: Parts,
-    body: Body,
-) -> Result<Answer, ApiError> {
-    let admitted = ctx
-        .admit_signing(&parts, body, |_app, rec, _gates, input: SignExportIn| {
-            if !input.manifest.is_object() {
-                return Err(invalid("manifest must be a JSON object"));
-            }
-            let payload_type = input
-                .payload_type
-                .unwrap_or_else(|| EXPORT_PAYLOAD_TYPES[0].to_string());
-            if !EXPORT_PAYLOAD_TYPES.contains(&payload_type.as_str()) {
-                return Err(invalid(format!(
-                    "payloadType {payload_type:?} is not one of {EXPORT_PAYLOAD_TYPES:?}"
-                )));
-            }
-            rec.predicate_type = Some(payload_type.clone());
-            let canonical = stella_dsse::jcs::to_vec(&input.manifest)
-                .map_err(|e| invalid(format!("manifest: {e}")))?;
-            let digest_hex = stella_keys::hex(&stella_keys::sha256(&canonical));
-            rec.subject_digests.push(format!("sha256:{digest_hex}"));
-            Ok(Export {
-                manifest: input.manifest,
-                payload_type,
-                canonical,
-                digest_hex,
-            })
-        })
-        .await?;
-    let policy = admitted.policy();
-    let Admitted {
-        caller,
-        lease,
-        signing,
-        request: export,
-        ..
-    } = admitted;
+async fn sign_export(ctx: &mut Ctx<'_>, admitted: Admitted<Export>) -> Result<Answer, ApiError> {
+    let (policy, caller, lease, signing, request) = admitted.into_parts();
     let Export {
         manifest,
         payload_type,
         canonical,
         digest_hex,
-    } = export;
+    } = request;
     let manifest_digest = format!("sha256:{digest_hex}");
     let keys = match signing {
         Signing::Keyless => {
             let signed = sign_keyless(ctx, &payload_type, canonical).await?;
-            let b = signed.bundle(&caller.tenant, true);
             return Ok(Answer::Export(
                 SignExportResponse {
                     manifest,
                     manifest_digest,
                     payload_type,
                     signatures: signed.export_signatures(),
-                    dsse: b.dsse,
-                    certificate_chain: b.certificate_chain,
-                    mode: b.mode,
-                    signing_identity: b.signing_identity,
-                    sigstore: b.sigstore,
+                    signed: signed.bundle(&caller.tenant, true),
                     policy,
                 },
                 lease,
@@ -295,17 +342,14 @@ pub(crate) async fn sign_export(
             },
         })
         .collect();
+    let signed = keyful_bundle(ctx, &caller, &keys, envelope.to_value(), None);
     Ok(Answer::Export(
         SignExportResponse {
             manifest,
             manifest_digest,
             payload_type,
             signatures,
-            dsse: envelope.to_value(),
-            certificate_chain: Vec::new(),
-            mode: ctx.rec.signing_mode.clone(),
-            signing_identity: SigningIdentity::Key(key_identity(&caller.tenant, &keys)),
-            sigstore: None,
+            signed,
             policy,
         },
         lease,
@@ -331,15 +375,7 @@ pub(crate) async fn verify_referrers(ctx: &mut Ctx<'_>, parts: Parts) -> Result<
         ctx.rec.scanner_verdict = Some("malformed".into());
         return Err(invalid("digest must be sha256:<64 lowercase hex>"));
     }
-    let v = ctx.release_verdict(&digest).await?;
-    Ok(Answer::Referrers(ReferrersVerdict {
-        digest: v.digest,
-        trusted: v.trusted,
-        signer: v.signer,
-        keyid: v.keyid,
-        artifact_type: v.artifact_type,
-        reason: v.reason,
-    }))
+    Ok(Answer::Referrers(ctx.release_verdict(&digest).await?))
 }
 
 #[cfg(test)]

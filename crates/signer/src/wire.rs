@@ -88,32 +88,17 @@ pub(crate) struct GateFields {
     pub(crate) options: Option<OptionsIn>,
 }
 
-/// A sign route's body, as the shared prologue ([`crate::gates`]) sees it.
-pub(crate) trait SignBody: serde::de::DeserializeOwned {
-    /// Must `scannerImageDigest` be given when release integrity is enforced?
-    const SCANNER_DIGEST_REQUIRED: bool;
-    /// Take the gates' fields out of the body.
-    fn gate_fields(&mut self) -> GateFields;
-}
-
-impl SignBody for SignDsseIn {
-    const SCANNER_DIGEST_REQUIRED: bool = true;
-    fn gate_fields(&mut self) -> GateFields {
+impl GateFields {
+    /// Take them out of a request body.
+    pub(crate) fn take(
+        poe: &mut Option<PoeIn>,
+        scanner_image_digest: &mut Option<String>,
+        options: &mut Option<OptionsIn>,
+    ) -> Self {
         GateFields {
-            poe: self.poe.take(),
-            scanner_image_digest: self.scanner_image_digest.take(),
-            options: self.options.take(),
-        }
-    }
-}
-
-impl SignBody for SignExportIn {
-    const SCANNER_DIGEST_REQUIRED: bool = false;
-    fn gate_fields(&mut self) -> GateFields {
-        GateFields {
-            poe: self.poe.take(),
-            scanner_image_digest: self.scanner_image_digest.take(),
-            options: self.options.take(),
+            poe: poe.take(),
+            scanner_image_digest: scanner_image_digest.take(),
+            options: options.take(),
         }
     }
 }
@@ -222,7 +207,9 @@ pub struct ExportSignature {
     pub key: SignatureKey,
 }
 
-/// `POST /sign/export` 200 (before `auditId`).
+/// `POST /sign/export` 200 (before `auditId`): the manifest and its signature tuple, beside
+/// the same `dsse`, `certificateChain`, `mode`, `signingIdentity` (and keyless: `sigstore`)
+/// as a `/sign/dsse` bundle.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SignExportResponse {
@@ -230,27 +217,13 @@ pub struct SignExportResponse {
     pub manifest_digest: String,
     pub payload_type: String,
     pub signatures: Vec<ExportSignature>,
-    pub dsse: Value,
-    pub certificate_chain: Vec<String>,
-    pub mode: Option<String>,
-    pub signing_identity: SigningIdentity,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sigstore: Option<Value>,
+    #[serde(flatten)]
+    pub signed: Bundle,
     pub policy: Policy,
 }
 
-/// `GET /verify/referrers` 200 (before `auditId`).
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReferrersVerdict {
-    pub digest: String,
-    pub trusted: bool,
-    /// Keyring id of the release key that signed.
-    pub signer: Option<String>,
-    pub keyid: Option<String>,
-    pub artifact_type: Option<String>,
-    pub reason: String,
-}
+/// `GET /verify/referrers` 200 (before `auditId`): the release gate's verdict.
+pub type ReferrersVerdict = crate::release::ReleaseVerdict;
 
 /// The answer of an audited route: the body and the id of its audit record.
 #[derive(Debug, Serialize)]
