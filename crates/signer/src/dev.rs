@@ -95,28 +95,45 @@ impl DevAuthority {
     }
 
     /// Check a DPoP proof sent to the token endpoint; returns the key thumbprint.
-    pub fn check_token_proof(&self, proof: &str) -> Result<String, String> {
-        let jws = Jws::parse(proof).map_err(|e| e.to_string())?;
+    pub fn check_token_proof(&self, proof: &str) -> Result<String, DevProofError> {
+        let jws = Jws::parse(proof)?;
         if jws.header_str("typ") != Some("dpop+jwt") {
-            return Err("DPoP proof `typ` must be dpop+jwt".into());
+            return Err(DevProofError::Typ);
         }
-        let jwk = Jwk::from_value(jws.header.get("jwk").unwrap_or(&Value::Null))
-            .map_err(|e| e.to_string())?;
-        jws.verify(&jwk).map_err(|e| e.to_string())?;
+        let jwk = Jwk::from_value(jws.header.get("jwk").unwrap_or(&Value::Null))?;
+        jws.verify(&jwk)?;
         if jws.claims.get("htm").and_then(Value::as_str) != Some("POST") {
-            return Err("DPoP proof `htm` must be POST".into());
+            return Err(DevProofError::Htm);
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let iat = jws
             .claims
             .get("iat")
             .and_then(crate::auth::numeric_date)
-            .ok_or("DPoP proof has no valid `iat`")?;
+            .ok_or(DevProofError::NoIat)?;
         if crate::auth::after(iat, now, 60) || crate::auth::older_than(iat, now, 60) {
-            return Err("DPoP proof `iat` is not recent".into());
+            return Err(DevProofError::Stale);
         }
         Ok(jwk.thumbprint().to_string())
     }
+}
+
+/// Why the dev Authority refused the DPoP proof of a token request (the OAuth
+/// `error_description`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevProofError {
+    /// Not a JWS, or its key or signature is bad.
+    #[error("{0}")]
+    Jose(#[from] jose::JoseError),
+    #[error("DPoP proof `typ` must be dpop+jwt")]
+    Typ,
+    #[error("DPoP proof `htm` must be POST")]
+    Htm,
+    #[error("DPoP proof has no valid `iat`")]
+    NoIat,
+    #[error("DPoP proof `iat` is not recent")]
+    Stale,
 }
 
 /// The identity (SAN) of the dev profile's keyless certificates.
@@ -328,7 +345,7 @@ async fn token(
     };
     let jkt = match dev.check_token_proof(proof) {
         Ok(j) => j,
-        Err(e) => return oauth_error("invalid_dpop_proof", &e),
+        Err(e) => return oauth_error("invalid_dpop_proof", &e.to_string()),
     };
     let tid = form.get("tid").map(String::as_str).unwrap_or("dev-tenant");
     let inst = form
@@ -386,5 +403,62 @@ impl stella_keyless::IdentityTokenSource for DevTokens {
                 .map_err(|e| stella_keyless::token::TokenError::Source(e.to_string()))?;
             stella_keyless::token::IdentityToken::parse(&raw)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::client::DpopKey;
+
+    const URL: &str = "http://127.0.0.1:8080/dev/authority/token";
+
+    fn authority() -> DevAuthority {
+        DevAuthority {
+            key: std::sync::Arc::new(FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap()),
+            jwk_value: Value::Null,
+            signing_pub: None,
+        }
+    }
+
+    #[test]
+    fn token_proofs_are_checked_with_typed_refusals() {
+        let dev = authority();
+        let key = DpopKey::generate().unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        // A fresh POST proof: its key's thumbprint binds the token.
+        let ok = dev
+            .check_token_proof(&key.proof("POST", URL, None, None).unwrap())
+            .unwrap();
+        assert_eq!(ok, key.thumbprint());
+        let refused = |proof: String| dev.check_token_proof(&proof).unwrap_err();
+        assert!(matches!(
+            refused(key.proof("GET", URL, None, None).unwrap()),
+            DevProofError::Htm
+        ));
+        assert!(matches!(
+            refused(
+                key.proof_with_claims(&json!({"htm": "POST", "htu": URL, "iat": now - 600}))
+                    .unwrap()
+            ),
+            DevProofError::Stale
+        ));
+        assert!(matches!(
+            refused(
+                key.proof_with_claims(&json!({"htm": "POST", "htu": URL}))
+                    .unwrap()
+            ),
+            DevProofError::NoIat
+        ));
+        let jwt = key
+            .proof_with(
+                &json!({"typ": "JWT", "alg": "ES256", "jwk": key.jwk()}),
+                &json!({"htm": "POST", "iat": now}),
+            )
+            .unwrap();
+        assert!(matches!(refused(jwt), DevProofError::Typ));
+        let e = refused("not.a.jws".into());
+        assert!(matches!(e, DevProofError::Jose(_)), "{e}");
     }
 }
