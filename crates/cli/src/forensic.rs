@@ -17,8 +17,8 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
-use stella_keys::{DevKeys, KeyRef};
-use stella_sigstore::{Artifact, Bundle, Content, Material, Options, Policy, VerifyingKey};
+use stella_keys::DevKeys;
+use stella_sigstore::{Artifact, Bundle, Content, Material, Options, Policy};
 use time::OffsetDateTime;
 
 use crate::exit::{code_for, fail, render, USAGE, VERIFY_FAILED};
@@ -328,15 +328,7 @@ fn verdict(a: &ShowArgs, bundle: Option<&Bundle>, dev: DevKeys) -> Result<Value>
     });
     if let (true, Some(b)) = (sigstore_path, bundle) {
         let policy = match a.trust.key.first() {
-            Some(k) => {
-                let r = KeyRef::parse(k)?;
-                let pk = stella_keys::load_public(&r, dev, &mut || io::password(false))?;
-                crate::warn_if_dev(&pk);
-                Policy::Key(
-                    VerifyingKey::from_spki_der(pk.spki_der())
-                        .map_err(|e| fail(USAGE, format!("--key {k}: {e}")))?,
-                )
-            }
+            Some(k) => crate::sigstore::key_policy(k, dev, |m| fail(USAGE, m))?,
             None => Policy::Identity(a.sigstore.identity()?),
         };
         let root = a.sigstore.root()?;
