@@ -591,14 +591,7 @@ fn report_json<'a>(r: &'a verify::Report, source: &'a Path) -> ReportView<'a> {
     ReportView {
         verified: true,
         source,
-        bundle: &m.bundle,
-        version: &m.version,
-        generation: m.generation,
-        kind: m.kind,
-        generated_at: &m.generated_at,
-        age_seconds: r.meta.age_seconds,
-        valid_for_seconds: m.valid_for(),
-        issuer: &m.issuer,
+        summary: SummaryView::of(m, r.meta.age_seconds, &m.issuer),
         manifest_sha256: r.meta.manifest_digest.hex(),
         signers: SignerView::all(&r.meta.signers),
         files: r.files_checked,
@@ -723,14 +716,7 @@ fn verify_header_cmd(a: &VerifyArgs, o: &verify::Options<'_>) -> Result<()> {
             form: "detached-header",
             source: t,
             payload: &payload_path,
-            bundle: &m.bundle,
-            version: &m.version,
-            generation: m.generation,
-            kind: m.kind,
-            generated_at: &m.generated_at,
-            age_seconds: r.age_seconds,
-            valid_for_seconds: m.valid_for(),
-            issuer: &r.header.issuer,
+            summary: SummaryView::of(m, r.age_seconds, &r.header.issuer),
             created: &r.header.created,
             purpose: &r.header.purpose,
             payload_type: &r.header.payload_type,
@@ -1269,14 +1255,8 @@ impl<'a> AnchorView<'a> {
 struct ReportView<'a> {
     verified: bool,
     source: &'a Path,
-    bundle: &'a str,
-    version: &'a str,
-    generation: u64,
-    kind: stella_mirror::Kind,
-    generated_at: &'a str,
-    age_seconds: i64,
-    valid_for_seconds: u64,
-    issuer: &'a str,
+    #[serde(flatten)]
+    summary: SummaryView<'a>,
     manifest_sha256: String,
     signers: Vec<SignerView<'a>>,
     files: usize,
@@ -1286,6 +1266,35 @@ struct ReportView<'a> {
     time_anchor: Option<AnchorView<'a>>,
     freshness: FreshnessView,
     warnings: &'a [String],
+}
+
+/// Which bundle, how old, who issued it (verify and header reports).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SummaryView<'a> {
+    bundle: &'a str,
+    version: &'a str,
+    generation: u64,
+    kind: stella_mirror::Kind,
+    generated_at: &'a str,
+    age_seconds: i64,
+    valid_for_seconds: u64,
+    issuer: &'a str,
+}
+
+impl<'a> SummaryView<'a> {
+    fn of(m: &'a stella_mirror::Manifest, age_seconds: i64, issuer: &'a str) -> Self {
+        SummaryView {
+            bundle: &m.bundle,
+            version: &m.version,
+            generation: m.generation,
+            kind: m.kind,
+            generated_at: &m.generated_at,
+            age_seconds,
+            valid_for_seconds: m.valid_for(),
+            issuer,
+        }
+    }
 }
 
 /// Which clock judged freshness.
@@ -1304,14 +1313,8 @@ struct HeaderView<'a> {
     form: &'static str,
     source: &'a Path,
     payload: &'a Path,
-    bundle: &'a str,
-    version: &'a str,
-    generation: u64,
-    kind: stella_mirror::Kind,
-    generated_at: &'a str,
-    age_seconds: i64,
-    valid_for_seconds: u64,
-    issuer: &'a str,
+    #[serde(flatten)]
+    summary: SummaryView<'a>,
     created: &'a str,
     purpose: &'a str,
     payload_type: &'a str,

@@ -121,17 +121,10 @@ fn attest_promotion(a: PromotionAttestArgs, dev: DevKeys) -> Result<()> {
         }),
         None => None,
     };
-    let predicate = PromotionPredicate {
-        subject: subjects.iter().map(crate::view::SubjectView).collect(),
-        materials: materials
-            .iter()
-            .map(|m| MaterialEntry {
-                role: &m.role,
-                name: &m.subject.name,
-                digest: &m.subject.digest,
-            })
-            .collect(),
-        promotion: PromotionView {
+    let predicate = PromotionPredicate::new(
+        &subjects,
+        &materials,
+        PromotionView {
             from: &a.from,
             to: &a.to,
             actor: &actor,
@@ -139,12 +132,12 @@ fn attest_promotion(a: PromotionAttestArgs, dev: DevKeys) -> Result<()> {
             pipeline: a.pipeline.as_deref(),
             ticket: a.ticket.as_deref(),
         },
-        rekor: a.rekor_uuid.as_deref().map(|uuid| RekorRef {
+        a.rekor_uuid.as_deref().map(|uuid| RekorRef {
             uuid,
             log_index: a.rekor_log_index,
         }),
         attestation,
-    };
+    );
     // Through a `Value`: the statement's predicate, keys sorted as before.
     let predicate = crate::view::to_value(&predicate)?;
     attest::sign_statement(&a.keys, PROMOTION_V1, predicate, &a.out, dev)
@@ -273,6 +266,31 @@ struct PromotionPredicate<'a> {
     attestation: Option<AttestationRef>,
 }
 
+impl<'a> PromotionPredicate<'a> {
+    fn new(
+        subjects: &'a [stella_dsse::Subject],
+        materials: &'a [MaterialView],
+        promotion: PromotionView<'a>,
+        rekor: Option<RekorRef<'a>>,
+        attestation: Option<AttestationRef>,
+    ) -> Self {
+        PromotionPredicate {
+            subject: subjects.iter().map(crate::view::SubjectView).collect(),
+            materials: materials
+                .iter()
+                .map(|m| MaterialEntry {
+                    role: &m.role,
+                    name: &m.subject.name,
+                    digest: &m.subject.digest,
+                })
+                .collect(),
+            promotion,
+            rekor,
+            attestation,
+        }
+    }
+}
+
 /// What the promoted artifact was built from.
 #[derive(Serialize)]
 struct MaterialEntry<'a> {
@@ -378,17 +396,10 @@ mod tests {
             subject: subject("sbom.json"),
         }];
         for optional in [false, true] {
-            let view = PromotionPredicate {
-                subject: subjects.iter().map(crate::view::SubjectView).collect(),
-                materials: materials
-                    .iter()
-                    .map(|m| MaterialEntry {
-                        role: &m.role,
-                        name: &m.subject.name,
-                        digest: &m.subject.digest,
-                    })
-                    .collect(),
-                promotion: PromotionView {
+            let view = PromotionPredicate::new(
+                &subjects,
+                &materials,
+                PromotionView {
                     from: "staging",
                     to: "prod",
                     actor: "alice",
@@ -396,14 +407,14 @@ mod tests {
                     pipeline: optional.then_some("ci/42"),
                     ticket: optional.then_some("OPS-1"),
                 },
-                rekor: optional.then_some(RekorRef {
+                optional.then_some(RekorRef {
                     uuid: "u1",
                     log_index: Some(7),
                 }),
-                attestation: optional.then(|| AttestationRef {
+                optional.then(|| AttestationRef {
                     bundle_sha256: "cd".into(),
                 }),
-            };
+            );
             let got = crate::view::to_value(&view).unwrap();
             assert_eq!(got, old_literal(&subjects, &materials, optional));
             // Unset options are absent, not null.
