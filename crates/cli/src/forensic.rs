@@ -605,6 +605,11 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// The elements of a JSON array (none for anything else).
+fn items(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
 fn render_text(r: &Value) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
@@ -643,9 +648,9 @@ fn render_text(r: &Value) -> String {
     if !st.is_null() {
         let _ = writeln!(o, "Statement type:  {}", s(&st["type"]));
         let _ = writeln!(o, "Predicate type:  {}", s(&st["predicateType"]));
-        let subjects = st["subjects"].as_array().cloned().unwrap_or_default();
+        let subjects = items(&st["subjects"]);
         let _ = writeln!(o, "Subjects ({}):", subjects.len());
-        for sub in &subjects {
+        for sub in subjects {
             let _ = writeln!(o, "  {}", s(&sub["name"]));
             if let Some(d) = sub["digest"].as_object() {
                 for (alg, val) in d {
@@ -665,7 +670,7 @@ fn render_text(r: &Value) -> String {
             let _ = writeln!(o, "  {line}");
         }
     }
-    let sigs = r["signatures"].as_array().cloned().unwrap_or_default();
+    let sigs = items(&r["signatures"]);
     let _ = writeln!(o, "Signatures ({}):", sigs.len());
     for (i, sig) in sigs.iter().enumerate() {
         let _ = writeln!(
@@ -697,13 +702,7 @@ fn render_text(r: &Value) -> String {
                 );
             }
         }
-        for (j, t) in sig["timestamps"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
+        for (j, t) in items(&sig["timestamps"]).iter().enumerate() {
             match t.get("error") {
                 Some(e) => {
                     let _ = writeln!(o, "      timestamp [{j}]: unreadable ({})", s(e));
@@ -719,13 +718,7 @@ fn render_text(r: &Value) -> String {
                 }
             }
         }
-        for (j, e) in sig["tlogEntries"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
+        for (j, e) in items(&sig["tlogEntries"]).iter().enumerate() {
             let proof = match e["inclusionProof"].get("treeSize") {
                 Some(ts) => format!("inclusion proof (tree size {})", s(ts)),
                 None => "no inclusion proof".into(),
@@ -746,8 +739,8 @@ fn render_text(r: &Value) -> String {
             let _ = writeln!(o, "                      log id {}", s(&e["logId"]));
         }
     }
-    for w in r["warnings"].as_array().cloned().unwrap_or_default() {
-        let _ = writeln!(o, "Warning:         {}", s(&w));
+    for w in items(&r["warnings"]) {
+        let _ = writeln!(o, "Warning:         {}", s(w));
     }
     let v = &r["verification"];
     let line = if v["checked"].as_bool() != Some(true) {
