@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use stella_keys::{DevKeys, Keyring, TrustedKey};
 use stella_store::chain::{self, ChainReport, ChainWalker};
 use stella_store::checkpoint::{self, Checkpoint};
@@ -287,18 +288,24 @@ fn verify(a: VerifyArgs, dev: DevKeys) -> Result<()> {
 fn print_report(report: &ChainReport, anchor: Option<&Checkpoint>, output: Format) {
     match output {
         Format::Json => {
-            let v = json!({
-                "intact": report.is_intact(),
-                "anchored": anchor.is_some(),
-                "records": report.records,
-                "headSeq": report.head_seq,
-                "headHash": report.head_hash,
-                "checkpoint": anchor.map(|c| json!({
-                    "records": c.records, "headHash": c.head_hash, "time": c.time,
-                })),
-                "problems": report.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-            });
-            println!("{v}");
+            let v = ChainView {
+                intact: report.is_intact(),
+                anchored: anchor.is_some(),
+                records: report.records,
+                head_seq: report.head_seq,
+                head_hash: &report.head_hash,
+                checkpoint: anchor.map(|c| CheckpointView {
+                    records: c.records,
+                    head_hash: &c.head_hash,
+                    time: &c.time,
+                }),
+                problems: report.problems.iter().map(|p| p.to_string()).collect(),
+            };
+            // Compact, one line (keys sorted as every view's).
+            match crate::view::to_value(&v) {
+                Ok(v) => println!("{v}"),
+                Err(e) => eprintln!("error: {e}"),
+            }
         }
         Format::Text => {
             for p in &report.problems {
@@ -390,7 +397,11 @@ fn export(a: ExportArgs, dev: DevKeys) -> Result<()> {
             }
             let mut v: Value = serde_json::from_str(&r.record_json)
                 .with_context(|| format!("record seq {} is not JSON", r.seq))?;
-            v["chain"] = json!({"seq": r.seq, "prevHash": r.prev_hash, "hash": r.hash});
+            v["chain"] = crate::view::to_value(&LinkView {
+                seq: r.seq,
+                prev_hash: &r.prev_hash,
+                hash: &r.hash,
+            })?;
             serde_json::to_writer(&mut out, &v)?;
             out.write_all(b"\n")?;
             n += 1;
@@ -409,4 +420,35 @@ fn export(a: ExportArgs, dev: DevKeys) -> Result<()> {
         return Err(fail(VERIFY_FAILED, "the audit log is not intact"));
     }
     Ok(())
+}
+
+/// `audit verify --output json`: one line.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChainView<'a> {
+    intact: bool,
+    anchored: bool,
+    records: u64,
+    head_seq: u64,
+    head_hash: &'a str,
+    checkpoint: Option<CheckpointView<'a>>,
+    problems: Vec<String>,
+}
+
+/// The checkpoint the chain was anchored to.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CheckpointView<'a> {
+    records: u64,
+    head_hash: &'a str,
+    time: &'a str,
+}
+
+/// `chain` of an exported record: its link.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LinkView<'a> {
+    seq: u64,
+    prev_hash: &'a str,
+    hash: &'a str,
 }

@@ -16,9 +16,10 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use serde_json::{json, Map, Value};
-use stella_keys::{DevKeys, KeyRef};
-use stella_sigstore::{Artifact, Bundle, Content, Material, Options, Policy, VerifyingKey};
+use serde::Serialize;
+use serde_json::Value;
+use stella_keys::DevKeys;
+use stella_sigstore::{Artifact, Bundle, Content, Material, Options, Policy};
 use time::OffsetDateTime;
 
 use crate::exit::{code_for, fail, render, USAGE, VERIFY_FAILED};
@@ -66,10 +67,11 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn time_text(secs: i64) -> Value {
+/// A time from the file: RFC 3339 when it fits, else the raw seconds as text.
+fn time_text(secs: i64) -> String {
     OffsetDateTime::from_unix_timestamp(secs)
-        .map(|t| json!(stella_x509::format_time(t)))
-        .unwrap_or_else(|_| json!(secs.to_string()))
+        .map(stella_x509::format_time)
+        .unwrap_or_else(|_| secs.to_string())
 }
 
 fn bad_input(path: &str, e: impl std::fmt::Display) -> anyhow::Error {
@@ -83,42 +85,45 @@ fn show(a: &ShowArgs, dev: DevKeys) -> Result<()> {
     let path = a.file.as_str();
     let bytes = io::read_limited(path, stella_sigstore::bundle::MAX_BUNDLE_BYTES as u64)?;
     let value = stella_dsse::jcs::parse_strict(&bytes).map_err(|e| bad_input(path, e))?;
-    let mut report = Map::new();
-    report.insert("file".into(), json!(path));
     let mut warnings: Vec<String> = Vec::new();
-    let bundle = if stella_dsse::bundle::looks_like_bundle(&value) {
+    let (body, bundle) = if stella_dsse::bundle::looks_like_bundle(&value) {
         let b = Bundle::from_value(&value).map_err(|e| bad_input(path, e))?;
-        describe_bundle(&b, &mut report, &mut warnings)?;
-        Some(b)
+        (describe_bundle(&b, &mut warnings)?, Some(b))
     } else {
         let e = stella_dsse::Envelope::from_value(&value).map_err(|e| bad_input(path, e))?;
-        report.insert("kind".into(), json!("dsse-envelope"));
-        describe_payload(&e.payload_type, &e.payload, &mut report, &mut warnings)
+        let payload = describe_payload(&e.payload_type, &e.payload, &mut warnings)
             .map_err(|e| bad_input(path, e))?;
-        let sigs: Vec<Value> = e
+        let signatures = e
             .signatures
             .iter()
-            .map(|s| json!({"keyid": s.keyid, "signatureBytes": s.sig.len()}))
+            .map(|s| SignatureView {
+                keyid: Some(s.keyid.clone()),
+                signature_bytes: s.sig.len(),
+                ..SignatureView::default()
+            })
             .collect();
-        report.insert("signatures".into(), Value::Array(sigs));
-        None
+        let body = Body {
+            kind: "dsse-envelope",
+            payload: Some(payload),
+            signatures,
+            ..Body::default()
+        };
+        (body, None)
     };
-    report.insert("warnings".into(), json!(warnings));
     let verdict = verdict(a, bundle.as_ref(), dev)?;
-    let failed = verdict.get("verified") == Some(&json!(false));
-    let reason = verdict
-        .get("error")
-        .and_then(Value::as_str)
-        .unwrap_or("verification failed")
-        .to_string();
-    report.insert("verification".into(), verdict);
-    let report = Value::Object(report);
+    let failure = verdict.failure();
+    let report = crate::view::to_value(&ShowView {
+        file: path,
+        body,
+        warnings,
+        verification: verdict,
+    })?;
     if a.output == "json" {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", render_text(&report));
     }
-    if failed {
+    if let Some(reason) = failure {
         return Err(fail(VERIFY_FAILED, reason));
     }
     Ok(())
@@ -137,23 +142,19 @@ enum PayloadError {
 fn describe_payload(
     payload_type: &str,
     payload: &[u8],
-    report: &mut Map<String, Value>,
     warnings: &mut Vec<String>,
-) -> std::result::Result<(), PayloadError> {
-    report.insert("payloadType".into(), json!(payload_type));
-    report.insert(
-        "payloadSha256".into(),
-        json!(hex(&stella_sigstore::HashAlgorithm::Sha256.digest(payload))),
-    );
-    report.insert("payloadBytes".into(), json!(payload.len()));
+) -> std::result::Result<PayloadView, PayloadError> {
+    let mut view = PayloadView {
+        payload_type: payload_type.to_string(),
+        payload_sha256: hex(&stella_sigstore::HashAlgorithm::Sha256.digest(payload)),
+        payload_bytes: payload.len(),
+        payload: None,
+        statement: None,
+    };
     if payload_type != stella_dsse::PAYLOAD_TYPE_IN_TOTO {
         // Not a statement (a mirror manifest, say): show it as JSON when it is JSON.
-        match serde_json::from_slice::<Value>(payload) {
-            Ok(v) => report.insert("payload".into(), v),
-            Err(_) => report.insert("payload".into(), Value::Null),
-        };
-        report.insert("statement".into(), Value::Null);
-        return Ok(());
+        view.payload = Some(serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null));
+        return Ok(view);
     }
     let v: Value = serde_json::from_slice(payload).map_err(PayloadError::NotJson)?;
     let Some(o) = v.as_object() else {
@@ -184,126 +185,126 @@ fn describe_payload(
                 if digest.is_empty() {
                     warnings.push(format!("subject[{i}] has no digest"));
                 }
-                subjects.push(json!({"name": name, "digest": digest}));
+                subjects.push(StatementSubject {
+                    name: name.to_string(),
+                    digest,
+                });
             }
         }
         None => warnings.push("the statement has no subject list".into()),
     }
-    report.insert(
-        "statement".into(),
-        json!({
-            "type": ty,
-            "predicateType": pt,
-            "subjects": subjects,
-            "predicate": o.get("predicate").cloned().unwrap_or(Value::Null),
-        }),
-    );
-    Ok(())
+    view.statement = Some(StatementView {
+        kind: ty.map(str::to_string),
+        predicate_type: pt.map(str::to_string),
+        subjects,
+        predicate: o.get("predicate").cloned().unwrap_or(Value::Null),
+    });
+    Ok(view)
 }
 
-fn describe_bundle(
-    b: &Bundle,
-    report: &mut Map<String, Value>,
-    warnings: &mut Vec<String>,
-) -> Result<()> {
-    report.insert("kind".into(), json!("sigstore-bundle"));
-    report.insert("bundleVersion".into(), json!(b.version.as_str()));
-    let mut sig = Map::new();
+fn describe_bundle(b: &Bundle, warnings: &mut Vec<String>) -> Result<Body> {
+    let mut body = Body {
+        kind: "sigstore-bundle",
+        bundle_version: Some(b.version.as_str()),
+        ..Body::default()
+    };
+    let mut sig = SignatureView::default();
     match &b.content {
         Content::Dsse(e) => {
-            report.insert("content".into(), json!("dsseEnvelope"));
-            describe_payload(&e.payload_type, &e.payload, report, warnings)
-                .map_err(|m| fail(USAGE, format!("the bundle's envelope: {m}")))?;
-            sig.insert("keyid".into(), json!(e.signature.keyid));
-            sig.insert("signatureBytes".into(), json!(e.signature.sig.len()));
+            body.content = Some("dsseEnvelope");
+            body.payload = Some(
+                describe_payload(&e.payload_type, &e.payload, warnings)
+                    .map_err(|m| fail(USAGE, format!("the bundle's envelope: {m}")))?,
+            );
+            sig.keyid = e.signature.keyid.clone();
+            sig.signature_bytes = e.signature.sig.len();
         }
         Content::MessageSignature { digest, signature } => {
-            report.insert("content".into(), json!("messageSignature"));
-            report.insert("statement".into(), Value::Null);
-            report.insert(
-                "messageDigest".into(),
-                match digest {
-                    Some((alg, d)) => json!({"algorithm": alg.name(), "digest": hex(d)}),
-                    None => Value::Null,
-                },
-            );
-            sig.insert("keyid".into(), Value::Null);
-            sig.insert("signatureBytes".into(), json!(signature.len()));
+            body.content = Some("messageSignature");
+            body.message = Some(MessageView {
+                statement: (),
+                message_digest: digest.as_ref().map(|(alg, d)| MessageDigest {
+                    algorithm: alg.name(),
+                    digest: hex(d),
+                }),
+            });
+            sig.signature_bytes = signature.len();
         }
         _ => return Err(fail(USAGE, "the bundle's content kind is not supported")),
     }
     match &b.material {
         Material::PublicKey { hint } => {
-            sig.insert("publicKeyHint".into(), json!(hint));
+            sig.public_key_hint = Some(hint.clone());
         }
         m => {
             let leaf = m.leaf().unwrap_or_default();
-            sig.insert("certificate".into(), certificate(leaf));
+            sig.certificate = Some(certificate(leaf));
             if let Material::Chain(c) = m {
-                sig.insert("chainCertificates".into(), json!(c.len()));
+                sig.chain_certificates = Some(c.len());
             }
         }
     }
-    let timestamps: Vec<Value> = b.timestamps.iter().map(|t| timestamp(t)).collect();
-    sig.insert("timestamps".into(), Value::Array(timestamps));
-    let entries: Vec<Value> = b
-        .tlog_entries
-        .iter()
-        .map(|e| {
-            json!({
-                "logIndex": e.log_index,
-                "logId": hex(&e.log_id),
-                "kind": e.kind,
-                "kindVersion": e.kind_version,
-                "integratedTime": e.integrated_time.map(time_text),
-                "inclusionPromise": e.inclusion_promise.is_some(),
-                "inclusionProof": e.inclusion_proof.as_ref().map(|p| json!({
-                    "logIndex": p.log_index,
-                    "treeSize": p.tree_size,
-                    "rootHash": hex(&p.root_hash),
-                })),
+    sig.timestamps = Some(b.timestamps.iter().map(|t| timestamp(t)).collect());
+    sig.tlog_entries = Some(
+        b.tlog_entries
+            .iter()
+            .map(|e| TlogEntryView {
+                log_index: e.log_index,
+                log_id: hex(&e.log_id),
+                kind: e.kind.clone(),
+                kind_version: e.kind_version.clone(),
+                integrated_time: e.integrated_time.map(time_text),
+                inclusion_promise: e.inclusion_promise.is_some(),
+                inclusion_proof: e.inclusion_proof.as_ref().map(|p| InclusionProofView {
+                    log_index: p.log_index,
+                    tree_size: p.tree_size,
+                    root_hash: hex(&p.root_hash),
+                }),
             })
-        })
-        .collect();
-    sig.insert("tlogEntries".into(), Value::Array(entries));
-    report.insert("signatures".into(), json!([Value::Object(sig)]));
-    Ok(())
+            .collect(),
+    );
+    body.signatures = vec![sig];
+    Ok(body)
 }
 
 /// What a certificate claims (not verified here).
-fn certificate(der: &[u8]) -> Value {
+fn certificate(der: &[u8]) -> Claimed<CertificateView> {
     match stella_sigstore::cert::FulcioCert::from_der(der) {
         Ok(c) => {
             let (nb, na) = c.cert.validity_secs();
             let tbs = &c.cert.certificate().tbs_certificate;
-            json!({
-                "subjectAlternativeNames": c.sans(),
-                "oidcIssuer": c.issuer(),
-                "subject": c.cert.subject(),
-                "issuer": tbs.issuer.to_string(),
-                "serial": hex(tbs.serial_number.as_bytes()),
-                "notBefore": time_text(nb),
-                "notAfter": time_text(na),
-                "sha256": c.cert.fingerprint(),
+            Claimed::Read(CertificateView {
+                subject_alternative_names: c.sans(),
+                oidc_issuer: c.issuer(),
+                subject: c.cert.subject(),
+                issuer: tbs.issuer.to_string(),
+                serial: hex(tbs.serial_number.as_bytes()),
+                not_before: time_text(nb),
+                not_after: time_text(na),
+                sha256: c.cert.fingerprint(),
             })
         }
-        Err(e) => json!({"error": e.to_string()}),
+        Err(e) => Claimed::Unreadable {
+            error: e.to_string(),
+        },
     }
 }
 
 /// An RFC 3161 token's claimed time: the token's own CMS signature is checked, its TSA is
 /// not checked against any trusted root here.
-fn timestamp(t: &[u8]) -> Value {
+fn timestamp(t: &[u8]) -> Claimed<TimestampView> {
     let info = stella_x509::tsp::token_from_bytes(t)
         .and_then(|tok| stella_x509::tsp::check_token(&tok, &[]));
     match info {
-        Ok(i) => json!({
-            "genTime": stella_x509::format_time(i.gen_time),
-            "serial": i.serial,
-            "policy": i.policy,
-            "tsa": i.signer.subject(),
+        Ok(i) => Claimed::Read(TimestampView {
+            gen_time: stella_x509::format_time(i.gen_time),
+            serial: i.serial,
+            policy: i.policy,
+            tsa: i.signer.subject(),
         }),
-        Err(e) => json!({"error": e.to_string()}),
+        Err(e) => Claimed::Unreadable {
+            error: e.to_string(),
+        },
     }
 }
 
@@ -313,13 +314,13 @@ fn trust_given(a: &ShowArgs) -> bool {
 }
 
 /// The verification verdict, through the library calls `stella verify` uses.
-fn verdict(a: &ShowArgs, bundle: Option<&Bundle>, dev: DevKeys) -> Result<Value> {
+fn verdict(a: &ShowArgs, bundle: Option<&Bundle>, dev: DevKeys) -> Result<Verdict> {
     if !trust_given(a) {
-        return Ok(json!({
-            "checked": false,
-            "reason": "no trust material given (--key/--keyring, or --trusted-root/--staging \
-                       with --certificate-identity and --certificate-oidc-issuer)",
-        }));
+        return Ok(Verdict::NotChecked {
+            checked: false,
+            reason: "no trust material given (--key/--keyring, or --trusted-root/--staging \
+                     with --certificate-identity and --certificate-oidc-issuer)",
+        });
     }
     let sigstore_path = bundle.is_some_and(|b| {
         a.sigstore.any()
@@ -328,15 +329,7 @@ fn verdict(a: &ShowArgs, bundle: Option<&Bundle>, dev: DevKeys) -> Result<Value>
     });
     if let (true, Some(b)) = (sigstore_path, bundle) {
         let policy = match a.trust.key.first() {
-            Some(k) => {
-                let r = KeyRef::parse(k)?;
-                let pk = stella_keys::load_public(&r, dev, &mut || io::password(false))?;
-                crate::warn_if_dev(&pk);
-                Policy::Key(
-                    VerifyingKey::from_spki_der(pk.spki_der())
-                        .map_err(|e| fail(USAGE, format!("--key {k}: {e}")))?,
-                )
-            }
+            Some(k) => crate::sigstore::key_policy(k, dev, |m| fail(USAGE, m))?,
             None => Policy::Identity(a.sigstore.identity()?),
         };
         let root = a.sigstore.root()?;
@@ -346,42 +339,248 @@ fn verdict(a: &ShowArgs, bundle: Option<&Bundle>, dev: DevKeys) -> Result<Value>
         };
         return Ok(
             match stella_sigstore::verify(b, Artifact::Unchecked, &policy, &root, &options) {
-                Ok(v) => json!({
-                    "checked": true,
-                    "verified": true,
-                    "method": "sigstore",
-                    "artifact": "not checked (the subject's bytes are not given)",
-                    "result": v,
-                }),
-                Err(f) => json!({
-                    "checked": true,
-                    "verified": false,
-                    "method": "sigstore",
-                    "passed": f.passed,
-                    "failed": f.failed,
-                    "error": f.to_string(),
-                }),
+                Ok(v) => Verdict::SigstoreOk {
+                    checked: true,
+                    verified: true,
+                    method: "sigstore",
+                    artifact: "not checked (the subject's bytes are not given)",
+                    result: Box::new(v),
+                },
+                Err(f) => Verdict::SigstoreFailed {
+                    checked: true,
+                    verified: false,
+                    method: "sigstore",
+                    error: f.to_string(),
+                    passed: f.passed,
+                    failed: f.failed,
+                },
             },
         );
     }
     match crate::verify::verify_file(&a.file, &a.trust, a.threshold, dev) {
-        Ok(v) => Ok(json!({
-            "checked": true,
-            "verified": true,
-            "method": "keyring",
-            "threshold": a.threshold,
-            "signers": v.signers.iter()
-                .map(|s| json!({"id": s.id, "keyid": s.key_id.as_str()}))
-                .collect::<Vec<_>>(),
-        })),
-        Err(e) if code_for(&e) == VERIFY_FAILED => Ok(json!({
-            "checked": true,
-            "verified": false,
-            "method": "keyring",
-            "threshold": a.threshold,
-            "error": render(&e),
-        })),
+        Ok(v) => Ok(Verdict::KeyringOk {
+            checked: true,
+            verified: true,
+            method: "keyring",
+            threshold: a.threshold,
+            signers: v
+                .signers
+                .iter()
+                .map(|s| OwnedSigner {
+                    id: s.id.clone(),
+                    keyid: s.key_id.as_str().to_string(),
+                })
+                .collect(),
+        }),
+        Err(e) if code_for(&e) == VERIFY_FAILED => Ok(Verdict::KeyringFailed {
+            checked: true,
+            verified: false,
+            method: "keyring",
+            threshold: a.threshold,
+            error: render(&e),
+        }),
         Err(e) => Err(e),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The report (`--output json`; the text form is rendered from the same JSON)
+// ------------------------------------------------------------------------------------------
+
+/// `forensic attest show`.
+#[derive(Serialize)]
+struct ShowView<'a> {
+    file: &'a str,
+    #[serde(flatten)]
+    body: Body,
+    warnings: Vec<String>,
+    verification: Verdict,
+}
+
+/// What the file holds. Fields a kind does not have are absent.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Body {
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bundle_version: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'static str>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    payload: Option<PayloadView>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    message: Option<MessageView>,
+    signatures: Vec<SignatureView>,
+}
+
+/// An envelope's payload: `payload` for a payload that is not a statement (`null` when it is
+/// not JSON), and `statement` (`null` for such a payload).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PayloadView {
+    payload_type: String,
+    payload_sha256: String,
+    payload_bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<Value>,
+    statement: Option<StatementView>,
+}
+
+/// An in-toto statement as found (leniently).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatementView {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    predicate_type: Option<String>,
+    subjects: Vec<StatementSubject>,
+    predicate: Value,
+}
+
+#[derive(Serialize)]
+struct StatementSubject {
+    name: String,
+    digest: serde_json::Map<String, Value>,
+}
+
+/// A message-signature bundle: no statement, the digest it claims to sign.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageView {
+    /// Always `null`.
+    statement: (),
+    message_digest: Option<MessageDigest>,
+}
+
+#[derive(Serialize)]
+struct MessageDigest {
+    algorithm: &'static str,
+    digest: String,
+}
+
+/// One signature. An envelope's signatures have `keyid` and `signatureBytes` only.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SignatureView {
+    keyid: Option<String>,
+    signature_bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key_hint: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate: Option<Claimed<CertificateView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chain_certificates: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamps: Option<Vec<Claimed<TimestampView>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tlog_entries: Option<Vec<TlogEntryView>>,
+}
+
+/// What a certificate or token claims, or why it cannot be read.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Claimed<T> {
+    Read(T),
+    Unreadable { error: String },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CertificateView {
+    subject_alternative_names: Vec<String>,
+    oidc_issuer: Option<String>,
+    subject: String,
+    issuer: String,
+    serial: String,
+    not_before: String,
+    not_after: String,
+    sha256: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TimestampView {
+    gen_time: String,
+    serial: String,
+    policy: String,
+    tsa: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TlogEntryView {
+    log_index: u64,
+    log_id: String,
+    kind: String,
+    kind_version: String,
+    integrated_time: Option<String>,
+    inclusion_promise: bool,
+    inclusion_proof: Option<InclusionProofView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InclusionProofView {
+    log_index: u64,
+    tree_size: u64,
+    root_hash: String,
+}
+
+/// A key that signed (owned: the verdict outlives the verification result).
+#[derive(Serialize)]
+struct OwnedSigner {
+    id: String,
+    keyid: String,
+}
+
+/// `verification`: not checked, or checked through Sigstore or the keyring.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Verdict {
+    NotChecked {
+        checked: bool,
+        reason: &'static str,
+    },
+    SigstoreOk {
+        checked: bool,
+        verified: bool,
+        method: &'static str,
+        artifact: &'static str,
+        result: Box<stella_sigstore::Verified>,
+    },
+    SigstoreFailed {
+        checked: bool,
+        verified: bool,
+        method: &'static str,
+        passed: Vec<stella_sigstore::Check>,
+        failed: stella_sigstore::Check,
+        error: String,
+    },
+    KeyringOk {
+        checked: bool,
+        verified: bool,
+        method: &'static str,
+        threshold: usize,
+        signers: Vec<OwnedSigner>,
+    },
+    KeyringFailed {
+        checked: bool,
+        verified: bool,
+        method: &'static str,
+        threshold: usize,
+        error: String,
+    },
+}
+
+impl Verdict {
+    /// Why verification failed, if it was checked and failed.
+    fn failure(&self) -> Option<String> {
+        match self {
+            Verdict::SigstoreFailed { error, .. } | Verdict::KeyringFailed { error, .. } => {
+                Some(error.clone())
+            }
+            _ => None,
+        }
     }
 }
 
@@ -404,6 +603,11 @@ fn s(v: &Value) -> String {
         Value::Null => "-".into(),
         other => clean(&other.to_string()),
     }
+}
+
+/// The elements of a JSON array (none for anything else).
+fn items(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or(&[])
 }
 
 fn render_text(r: &Value) -> String {
@@ -444,9 +648,9 @@ fn render_text(r: &Value) -> String {
     if !st.is_null() {
         let _ = writeln!(o, "Statement type:  {}", s(&st["type"]));
         let _ = writeln!(o, "Predicate type:  {}", s(&st["predicateType"]));
-        let subjects = st["subjects"].as_array().cloned().unwrap_or_default();
+        let subjects = items(&st["subjects"]);
         let _ = writeln!(o, "Subjects ({}):", subjects.len());
-        for sub in &subjects {
+        for sub in subjects {
             let _ = writeln!(o, "  {}", s(&sub["name"]));
             if let Some(d) = sub["digest"].as_object() {
                 for (alg, val) in d {
@@ -466,7 +670,7 @@ fn render_text(r: &Value) -> String {
             let _ = writeln!(o, "  {line}");
         }
     }
-    let sigs = r["signatures"].as_array().cloned().unwrap_or_default();
+    let sigs = items(&r["signatures"]);
     let _ = writeln!(o, "Signatures ({}):", sigs.len());
     for (i, sig) in sigs.iter().enumerate() {
         let _ = writeln!(
@@ -498,13 +702,7 @@ fn render_text(r: &Value) -> String {
                 );
             }
         }
-        for (j, t) in sig["timestamps"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
+        for (j, t) in items(&sig["timestamps"]).iter().enumerate() {
             match t.get("error") {
                 Some(e) => {
                     let _ = writeln!(o, "      timestamp [{j}]: unreadable ({})", s(e));
@@ -520,18 +718,12 @@ fn render_text(r: &Value) -> String {
                 }
             }
         }
-        for (j, e) in sig["tlogEntries"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
+        for (j, e) in items(&sig["tlogEntries"]).iter().enumerate() {
             let proof = match e["inclusionProof"].get("treeSize") {
                 Some(ts) => format!("inclusion proof (tree size {})", s(ts)),
                 None => "no inclusion proof".into(),
             };
-            let promise = if e["inclusionPromise"] == json!(true) {
+            let promise = if e["inclusionPromise"].as_bool() == Some(true) {
                 ", inclusion promise"
             } else {
                 ""
@@ -547,16 +739,16 @@ fn render_text(r: &Value) -> String {
             let _ = writeln!(o, "                      log id {}", s(&e["logId"]));
         }
     }
-    for w in r["warnings"].as_array().cloned().unwrap_or_default() {
-        let _ = writeln!(o, "Warning:         {}", s(&w));
+    for w in items(&r["warnings"]) {
+        let _ = writeln!(o, "Warning:         {}", s(w));
     }
     let v = &r["verification"];
-    let line = if v["checked"] != json!(true) {
+    let line = if v["checked"].as_bool() != Some(true) {
         format!(
             "not checked: {} (claims above are unverified)",
             s(&v["reason"])
         )
-    } else if v["verified"] == json!(true) {
+    } else if v["verified"].as_bool() == Some(true) {
         match v["method"].as_str() {
             Some("keyring") => format!(
                 "VERIFIED by {} trusted key(s): {}",

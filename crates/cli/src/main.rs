@@ -20,6 +20,7 @@ mod serve;
 mod sigstore;
 mod trust_root;
 mod verify;
+mod view;
 
 use std::process::ExitCode;
 

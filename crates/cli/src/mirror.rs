@@ -13,15 +13,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use serde_json::json;
+use serde::Serialize;
 use stella_keys::{DevKeys, Keyring};
 use stella_mirror::hash::Progress;
 use stella_mirror::source::Source;
+use stella_mirror::tsa::HttpTimeStamper;
 use stella_mirror::{anchor, verify, ErrorKind};
 use time::OffsetDateTime;
 
-use crate::exit::{fail, NOT_FOUND, RETRYABLE, USAGE, VERIFY_FAILED};
+use crate::exit::{fail, NOT_FOUND, USAGE, VERIFY_FAILED};
 use crate::verify::TrustArgs;
+use crate::view::SignerView;
 
 #[derive(Subcommand)]
 pub(crate) enum MirrorCommand {
@@ -330,13 +332,20 @@ fn lib(e: stella_mirror::Error) -> anyhow::Error {
             stella_mirror::Error::Key(k) => anyhow::Error::new(k),
             other => fail(USAGE, other.to_string()),
         },
+        // The exit codes of keyless signing: unavailable 10, refused 2 (3 for 401/403),
+        // untrusted 1.
+        ErrorKind::Timestamp => match e {
+            stella_mirror::Error::Timestamp(u) => {
+                anyhow::Error::new(stella_keyless::KeylessError::Upstream(u))
+            }
+            other => fail(USAGE, other.to_string()),
+        },
         _ => fail(USAGE, e.to_string()),
     }
 }
 
-fn print_json(v: &serde_json::Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    crate::view::print(v)
 }
 
 fn create(a: CreateArgs) -> Result<()> {
@@ -360,27 +369,37 @@ fn create(a: CreateArgs) -> Result<()> {
     .map_err(lib_or_registry)?;
     let m = &r.manifest;
     if a.report.json() {
-        return print_json(&json!({
-            "output": a.output,
-            "bundle": m.bundle, "version": m.version, "generation": m.generation,
-            "kind": m.kind, "generatedAt": m.generated_at,
-            "files": m.files.len(), "bytes": m.total_size(),
-            "written": r.written, "writtenBytes": r.written_bytes,
-            "images": m.images, "removed": m.removed,
-            "pulled": r.pulled.iter().map(|p| json!({
-                "reference": p.reference, "source": p.source, "digest": p.digest.to_string(),
-                "sourceDigest": p.source_digest.to_string(), "platforms": p.platforms,
-                "blobsDownloaded": p.blobs_downloaded, "bytesDownloaded": p.bytes_downloaded,
-            })).collect::<Vec<_>>(),
-        }));
+        return print_json(&CreateView {
+            output: &a.output,
+            bundle: &m.bundle,
+            version: &m.version,
+            generation: m.generation,
+            kind: m.kind,
+            generated_at: &m.generated_at,
+            files: m.files.len(),
+            bytes: m.total_size(),
+            written: r.written,
+            written_bytes: r.written_bytes,
+            images: &m.images,
+            removed: &m.removed,
+            pulled: r
+                .pulled
+                .iter()
+                .map(|p| PulledView {
+                    reference: &p.reference,
+                    source: &p.source,
+                    digest: p.digest.to_string(),
+                    source_digest: p.source_digest.to_string(),
+                    platforms: &p.platforms,
+                    blobs_downloaded: p.blobs_downloaded,
+                    bytes_downloaded: p.bytes_downloaded,
+                })
+                .collect(),
+        });
     }
     println!(
         "Created {} bundle {} {} (generation {}) in {}: {} files, {} bytes{}",
-        if m.kind == stella_mirror::Kind::Thin {
-            "thin"
-        } else {
-            "full"
-        },
+        kind_name(m.kind),
         m.bundle,
         m.version,
         m.generation,
@@ -403,6 +422,14 @@ fn create(a: CreateArgs) -> Result<()> {
         a.output.join("manifest.json").display()
     );
     Ok(())
+}
+
+/// `thin` or `full`, for the text reports.
+fn kind_name(kind: stella_mirror::Kind) -> &'static str {
+    match kind {
+        stella_mirror::Kind::Thin => "thin",
+        stella_mirror::Kind::Full => "full",
+    }
 }
 
 /// An RFC 3339 time given with `flag`.
@@ -460,11 +487,14 @@ fn sign(a: SignArgs, dev: DevKeys) -> Result<()> {
         );
     }
     if a.report.json() {
-        return print_json(&json!({
-            "envelope": r.envelope, "dir": r.dir,
-            "manifestSha256": r.manifest_digest.hex(), "keyids": r.key_ids, "files": r.files,
-            "timeAnchor": r.anchor.as_ref().map(anchor_json),
-        }));
+        return print_json(&SignView {
+            envelope: &r.envelope,
+            dir: &r.dir,
+            manifest_sha256: r.manifest_digest.hex(),
+            keyids: &r.key_ids,
+            files: r.files,
+            time_anchor: r.anchor.as_ref().map(AnchorView::of),
+        });
     }
     println!(
         "Signed {} ({} files) with {} key(s): {}",
@@ -489,81 +519,15 @@ fn local_tsa<'a>(
     anchor::LocalTsa::new(key, &pem, policy).map_err(lib)
 }
 
-/// Ask an RFC 3161 TSA over HTTP to stamp `manifest` (the signed `manifest.json` of `dir`),
-/// and write the anchor.
+/// Ask the RFC 3161 TSA at `url` to stamp `manifest` (the signed `manifest.json` of `dir`),
+/// and write the anchor: one attempt, `timeout` seconds.
 fn stamp_url(dir: &Path, manifest: &[u8], url: &str, timeout: u64) -> Result<anchor::Anchor> {
-    let digest = *stella_mirror::hash::Digest::of(manifest).as_bytes();
-    let mut nonce = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| fail(USAGE, "no randomness for the nonce"))?;
-    let req = anchor::request(&digest, &nonce).map_err(lib)?;
-    let resp = tsa_post(url, req, Duration::from_secs(timeout))?;
-    let token = anchor::token_from_response(&resp, &digest, &nonce).map_err(lib)?;
-    anchor::write_anchor(dir, &token, url, manifest).map_err(lib)
-}
-
-/// POST an RFC 3161 request; transport failures and 5xx are retryable (exit 10).
-fn tsa_post(url: &str, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
-    const MAX: usize = 1 << 20;
-    let why = |e: &dyn std::error::Error| {
-        let mut s = e.to_string();
-        let mut src = e.source();
-        while let Some(c) = src {
-            s.push_str(&format!(": {c}"));
-            src = c.source();
-        }
-        s
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(USAGE, format!("cannot start the HTTP client: {e}")))?;
-    rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| fail(USAGE, format!("HTTP client: {}", why(&e))))?;
-        let mut resp = client
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/timestamp-query")
-            .header(reqwest::header::ACCEPT, "application/timestamp-reply")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                fail(
-                    RETRYABLE,
-                    format!("time stamp authority {url}: {}", why(&e)),
-                )
-            })?;
-        let status = resp.status();
-        if !status.is_success() {
-            let code = if status.is_server_error() || status.as_u16() == 429 {
-                RETRYABLE
-            } else {
-                USAGE
-            };
-            return Err(fail(
-                code,
-                format!("time stamp authority {url} answered HTTP {status}"),
-            ));
-        }
-        let mut out = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| {
-            fail(
-                RETRYABLE,
-                format!("time stamp authority {url}: {}", why(&e)),
-            )
-        })? {
-            if out.len() + chunk.len() > MAX {
-                return Err(fail(
-                    VERIFY_FAILED,
-                    format!("time stamp authority {url}: the response is above {MAX} bytes"),
-                ));
-            }
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out)
-    })
+    let tsa = HttpTimeStamper::new(
+        url,
+        HttpTimeStamper::single_attempt(Duration::from_secs(timeout)),
+    )
+    .map_err(lib)?;
+    anchor::stamp_manifest(dir, manifest, &tsa).map_err(lib)
 }
 
 fn anchor_cmd(a: AnchorArgs, dev: DevKeys) -> Result<()> {
@@ -588,7 +552,10 @@ fn anchor_cmd(a: AnchorArgs, dev: DevKeys) -> Result<()> {
         ));
     };
     if a.json || a.output == "json" {
-        return print_json(&json!({"dir": a.dir, "timeAnchor": anchor_json(&an)}));
+        return print_json(&AnchorWrittenView {
+            dir: &a.dir,
+            time_anchor: AnchorView::of(&an),
+        });
     }
     print_anchor_written(&an);
     Ok(())
@@ -602,21 +569,6 @@ fn print_anchor_written(an: &anchor::Anchor) {
         an.tsa,
         an.serial
     );
-}
-
-fn anchor_json(an: &anchor::Anchor) -> serde_json::Value {
-    json!({
-        "anchorTime": stella_mirror::manifest::format_time(an.time),
-        "format": anchor::FORMAT,
-        "source": an.source,
-        "tsa": an.tsa,
-        "tsaSha256": an.tsa_fingerprint,
-        "policy": an.policy,
-        "serial": an.serial,
-        "tokenDigest": an.token_digest,
-        "trusted": an.trusted(),
-        "chain": an.chain,
-    })
 }
 
 fn is_archive(p: &Path) -> bool {
@@ -634,25 +586,25 @@ fn opts<'a>(keyring: &'a Keyring, t: &'a MirrorTrust) -> verify::Options<'a> {
     }
 }
 
-fn report_json(r: &verify::Report, source: &Path) -> serde_json::Value {
+fn report_json<'a>(r: &'a verify::Report, source: &'a Path) -> ReportView<'a> {
     let m = &r.meta.manifest;
-    json!({
-        "verified": true,
-        "source": source,
-        "bundle": m.bundle, "version": m.version, "generation": m.generation, "kind": m.kind,
-        "generatedAt": m.generated_at, "ageSeconds": r.meta.age_seconds, "validForSeconds": m.valid_for(),
-        "issuer": m.issuer,
-        "manifestSha256": r.meta.manifest_digest.hex(),
-        "signers": r.meta.signers.iter().map(|s| json!({"id": s.id, "keyid": s.key_id.as_str()})).collect::<Vec<_>>(),
-        "files": r.files_checked, "bytes": r.bytes_checked, "fromBase": r.from_base.len(),
-        "images": m.images,
-        "timeAnchor": r.meta.anchor.as_ref().map(anchor_json),
-        "freshness": {
-            "judgedAt": stella_mirror::manifest::format_time(r.meta.judged_at),
-            "timeSource": r.meta.time_source.name(),
+    ReportView {
+        verified: true,
+        source,
+        summary: SummaryView::of(m, r.meta.age_seconds, &m.issuer),
+        manifest_sha256: r.meta.manifest_digest.hex(),
+        signers: SignerView::all(&r.meta.signers),
+        files: r.files_checked,
+        bytes: r.bytes_checked,
+        from_base: r.from_base.len(),
+        images: &m.images,
+        time_anchor: r.meta.anchor.as_ref().map(AnchorView::of),
+        freshness: FreshnessView {
+            judged_at: stella_mirror::manifest::format_time(r.meta.judged_at),
+            time_source: r.meta.time_source.name(),
         },
-        "warnings": r.meta.warnings,
-    })
+        warnings: &r.meta.warnings,
+    }
 }
 
 fn print_report(r: &verify::Report, source: &Path) {
@@ -662,22 +614,13 @@ fn print_report(r: &verify::Report, source: &Path) {
         m.bundle,
         m.version,
         m.generation,
-        if m.kind == stella_mirror::Kind::Thin {
-            "thin"
-        } else {
-            "full"
-        },
+        kind_name(m.kind),
         source.display()
     );
     println!(
         "signed by {} trusted key(s): {}",
         r.meta.signers.len(),
-        r.meta
-            .signers
-            .iter()
-            .map(|s| s.id.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        crate::view::signer_ids(&r.meta.signers)
     );
     println!(
         "{} files, {} bytes match the manifest; generated {} ({} s ago, valid for {} s)",
@@ -724,7 +667,10 @@ fn verify_cmd(a: VerifyArgs, dev: DevKeys) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if a.output == "json" => Err(crate::exit::print_json_failure(
             e,
-            json!({"source": a.target, "threshold": a.trust.threshold}),
+            crate::view::fields(&crate::view::VerifyFailureView {
+                source: &a.target,
+                threshold: a.trust.threshold,
+            }),
         )),
         Err(e) => Err(e),
     }
@@ -765,43 +711,33 @@ fn verify_header_cmd(a: &VerifyArgs, o: &verify::Options<'_>) -> Result<()> {
     }
     let m = &r.manifest;
     if a.output == "json" {
-        return print_json(&json!({
-            "verified": true,
-            "form": "detached-header",
-            "source": t,
-            "payload": payload_path,
-            "bundle": m.bundle, "version": m.version, "generation": m.generation, "kind": m.kind,
-            "generatedAt": m.generated_at, "ageSeconds": r.age_seconds, "validForSeconds": m.valid_for(),
-            "issuer": r.header.issuer,
-            "created": r.header.created,
-            "purpose": r.header.purpose,
-            "payloadType": r.header.payload_type,
-            "manifestSha256": r.manifest_digest.hex(),
-            "signers": r.signers.iter().map(|s| json!({"id": s.id, "keyid": s.key_id.as_str()})).collect::<Vec<_>>(),
-            "contentChecked": false,
-            "warnings": r.warnings,
-        }));
+        return print_json(&HeaderView {
+            verified: true,
+            form: "detached-header",
+            source: t,
+            payload: &payload_path,
+            summary: SummaryView::of(m, r.age_seconds, &r.header.issuer),
+            created: &r.header.created,
+            purpose: &r.header.purpose,
+            payload_type: &r.header.payload_type,
+            manifest_sha256: r.manifest_digest.hex(),
+            signers: SignerView::all(&r.signers),
+            content_checked: false,
+            warnings: &r.warnings,
+        });
     }
     println!(
         "Verified OK: detached header of {} {} (generation {}, {}), created {}",
         m.bundle,
         m.version,
         m.generation,
-        if m.kind == stella_mirror::Kind::Thin {
-            "thin"
-        } else {
-            "full"
-        },
+        kind_name(m.kind),
         r.header.created
     );
     println!(
         "signed by {} trusted key(s): {}; issuer {}; payload {} sha256:{}",
         r.signers.len(),
-        r.signers
-            .iter()
-            .map(|s| s.id.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        crate::view::signer_ids(&r.signers),
         r.header.issuer,
         payload_path.display(),
         r.manifest_digest.hex()
@@ -847,12 +783,19 @@ fn verify_checksums(a: ChecksumArgs) -> Result<()> {
     let (n, bytes) = match verify::verify_checksums(&a.dir, &progress).map_err(lib) {
         Ok(r) => r,
         Err(e) if a.output == "json" => {
-            return Err(crate::exit::print_json_failure(e, json!({"dir": a.dir})))
+            return Err(crate::exit::print_json_failure(
+                e,
+                crate::view::fields(&DirView { dir: &a.dir }),
+            ))
         }
         Err(e) => return Err(e),
     };
     if a.output == "json" {
-        return print_json(&json!({"verified": true, "files": n, "bytes": bytes}));
+        return print_json(&ChecksumsView {
+            verified: true,
+            files: n,
+            bytes,
+        });
     }
     println!("SHA256SUMS OK: {n} files, {bytes} bytes");
     Ok(())
@@ -863,10 +806,13 @@ fn pack(a: PackArgs) -> Result<()> {
     let progress = Bar::new();
     let r = stella_mirror::pack::pack(&a.dir, &a.output, mtime, &progress).map_err(lib)?;
     if a.report.json() {
-        return print_json(&json!({
-            "archive": a.output, "entries": r.entries, "contentBytes": r.content_bytes,
-            "archiveBytes": r.archive_bytes, "mtime": mtime,
-        }));
+        return print_json(&PackView {
+            archive: &a.output,
+            entries: r.entries,
+            content_bytes: r.content_bytes,
+            archive_bytes: r.archive_bytes,
+            mtime,
+        });
     }
     println!(
         "Packed {} entries ({} bytes) into {}: {} bytes",
@@ -891,9 +837,10 @@ fn unpack(a: UnpackArgs, dev: DevKeys) -> Result<()> {
         stella_mirror::unpack::unpack(&a.archive, &a.output, limits, &o, &progress).map_err(lib)?;
     warn_all(&r);
     if a.report.json() {
-        let mut v = report_json(&r, &a.archive);
-        v["output"] = json!(a.output);
-        return print_json(&v);
+        return print_json(&UnpackView {
+            report: report_json(&r, &a.archive),
+            output: &a.output,
+        });
     }
     print_report(&r, &a.archive);
     println!("Unpacked into {}", a.output.display());
@@ -908,11 +855,12 @@ fn apply(a: ApplyArgs, dev: DevKeys) -> Result<()> {
         .map_err(lib)?;
     warn_all(&r.report);
     if a.report.json() {
-        let mut v = report_json(&r.report, &r.target);
-        v["carried"] = json!(r.carried);
-        v["copiedFromBase"] = json!(r.from_base);
-        v["removed"] = json!(r.removed);
-        return print_json(&v);
+        return print_json(&ApplyView {
+            report: report_json(&r.report, &r.target),
+            carried: r.carried,
+            copied_from_base: r.from_base,
+            removed: r.removed,
+        });
     }
     println!(
         "Applied {} onto {}: {} files carried, {} from the base, {} removed",
@@ -945,11 +893,11 @@ fn diff(a: DiffArgs) -> Result<()> {
     let new = load_manifest(&a.b)?;
     let d = stella_mirror::thin::diff(&old, &new);
     if a.output == "json" {
-        return print_json(&json!({
-            "from": {"bundle": old.bundle, "version": old.version, "generation": old.generation},
-            "to": {"bundle": new.bundle, "version": new.version, "generation": new.generation},
-            "diff": d,
-        }));
+        return print_json(&DiffView {
+            from: BundleIdView::of(&old),
+            to: BundleIdView::of(&new),
+            diff: &d,
+        });
     }
     println!(
         "{} {} (generation {}) -> {} {} (generation {})",
@@ -997,7 +945,11 @@ fn load(a: LoadArgs, dev: DevKeys) -> Result<()> {
     match load_bundle(&a, dev) {
         Err(e) if a.output == "json" => Err(crate::exit::print_json_failure(
             e,
-            json!({"source": a.bundle, "registry": a.registry, "dryRun": a.dry_run}),
+            crate::view::fields(&LoadFailureView {
+                source: &a.bundle,
+                registry: &a.registry,
+                dry_run: a.dry_run,
+            }),
         )),
         r => r,
     }
@@ -1026,26 +978,33 @@ fn load_bundle(a: &LoadArgs, dev: DevKeys) -> Result<()> {
     let bytes_up = sum(|x| x.bytes_uploaded);
     let bytes_skipped = sum(|x| x.bytes_skipped);
     if a.output == "json" {
-        let mut v = report_json(&r.verified, &a.bundle);
-        let mut reports = Vec::new();
-        for i in &r.images {
-            let mut x = serde_json::to_value(&i.report)?;
-            x["reference"] = json!(i.reference);
-            x["platforms"] = json!(i.platforms);
-            reports.push(x);
-        }
-        v["registry"] = json!(a.registry);
-        v["prefix"] = json!(a.prefix);
-        v["dryRun"] = json!(a.dry_run);
-        v["fromArchive"] = json!(r.from_archive);
-        v["reports"] = json!(reports);
-        v["totals"] = json!({
-            "images": r.images.len(), "blobsUploaded": uploaded, "blobsResumed": resumed,
-            "blobsMounted": mounted, "blobsExisting": existing,
-            "bytesUploaded": bytes_up, "bytesSkipped": bytes_skipped,
-            "verifyMs": r.verify_ms, "pushMs": r.push_ms,
+        return print_json(&LoadView {
+            report: report_json(&r.verified, &a.bundle),
+            registry: &a.registry,
+            prefix: a.prefix.as_deref(),
+            dry_run: a.dry_run,
+            from_archive: r.from_archive,
+            reports: r
+                .images
+                .iter()
+                .map(|i| PushView {
+                    report: &i.report,
+                    reference: &i.reference,
+                    platforms: &i.platforms,
+                })
+                .collect(),
+            totals: LoadTotalsView {
+                images: r.images.len(),
+                blobs_uploaded: uploaded,
+                blobs_resumed: resumed,
+                blobs_mounted: mounted,
+                blobs_existing: existing,
+                bytes_uploaded: bytes_up,
+                bytes_skipped,
+                verify_ms: r.verify_ms,
+                push_ms: r.push_ms,
+            },
         });
-        return print_json(&v);
     }
     print_report(&r.verified, &a.bundle);
     for i in &r.images {
@@ -1197,5 +1156,390 @@ impl Progress for Bar {
                 eprintln!();
             }
         }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// JSON views (printed through `crate::view::print`: keys sorted, `None` as `null`)
+// ------------------------------------------------------------------------------------------
+
+/// `mirror create --format json`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateView<'a> {
+    output: &'a Path,
+    bundle: &'a str,
+    version: &'a str,
+    generation: u64,
+    kind: stella_mirror::Kind,
+    generated_at: &'a str,
+    files: usize,
+    bytes: u64,
+    written: usize,
+    written_bytes: u64,
+    images: &'a [stella_mirror::ImageEntry],
+    removed: &'a [String],
+    pulled: Vec<PulledView<'a>>,
+}
+
+/// A registry image `create` pulled.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PulledView<'a> {
+    reference: &'a str,
+    source: &'a str,
+    digest: String,
+    source_digest: String,
+    platforms: &'a [String],
+    blobs_downloaded: usize,
+    bytes_downloaded: u64,
+}
+
+/// `mirror sign --format json`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SignView<'a> {
+    envelope: &'a Path,
+    dir: &'a Path,
+    manifest_sha256: String,
+    keyids: &'a [String],
+    files: usize,
+    time_anchor: Option<AnchorView<'a>>,
+}
+
+/// `mirror anchor --output json`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AnchorWrittenView<'a> {
+    dir: &'a Path,
+    time_anchor: AnchorView<'a>,
+}
+
+/// A time anchor that verified (`timeAnchor` of the sign, anchor and verify reports).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AnchorView<'a> {
+    anchor_time: String,
+    format: &'static str,
+    source: &'a str,
+    tsa: &'a str,
+    tsa_sha256: &'a str,
+    policy: &'a str,
+    serial: &'a str,
+    token_digest: &'a str,
+    trusted: bool,
+    chain: Option<&'a [String]>,
+}
+
+impl<'a> AnchorView<'a> {
+    fn of(an: &'a anchor::Anchor) -> Self {
+        AnchorView {
+            anchor_time: stella_mirror::manifest::format_time(an.time),
+            format: anchor::FORMAT,
+            source: &an.source,
+            tsa: &an.tsa,
+            tsa_sha256: &an.tsa_fingerprint,
+            policy: &an.policy,
+            serial: &an.serial,
+            token_digest: &an.token_digest,
+            trusted: an.trusted(),
+            chain: an.chain.as_deref(),
+        }
+    }
+}
+
+/// A verified bundle: `mirror verify --output json`, and the base of the unpack, apply and
+/// load reports.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReportView<'a> {
+    verified: bool,
+    source: &'a Path,
+    #[serde(flatten)]
+    summary: SummaryView<'a>,
+    manifest_sha256: String,
+    signers: Vec<SignerView<'a>>,
+    files: usize,
+    bytes: u64,
+    from_base: usize,
+    images: &'a [stella_mirror::ImageEntry],
+    time_anchor: Option<AnchorView<'a>>,
+    freshness: FreshnessView,
+    warnings: &'a [String],
+}
+
+/// Which bundle, how old, who issued it (verify and header reports).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SummaryView<'a> {
+    bundle: &'a str,
+    version: &'a str,
+    generation: u64,
+    kind: stella_mirror::Kind,
+    generated_at: &'a str,
+    age_seconds: i64,
+    valid_for_seconds: u64,
+    issuer: &'a str,
+}
+
+impl<'a> SummaryView<'a> {
+    fn of(m: &'a stella_mirror::Manifest, age_seconds: i64, issuer: &'a str) -> Self {
+        SummaryView {
+            bundle: &m.bundle,
+            version: &m.version,
+            generation: m.generation,
+            kind: m.kind,
+            generated_at: &m.generated_at,
+            age_seconds,
+            valid_for_seconds: m.valid_for(),
+            issuer,
+        }
+    }
+}
+
+/// Which clock judged freshness.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FreshnessView {
+    judged_at: String,
+    time_source: &'static str,
+}
+
+/// `mirror verify DIR/mirror/metadata/mirror.dsse.json --output json`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HeaderView<'a> {
+    verified: bool,
+    form: &'static str,
+    source: &'a Path,
+    payload: &'a Path,
+    #[serde(flatten)]
+    summary: SummaryView<'a>,
+    created: &'a str,
+    purpose: &'a str,
+    payload_type: &'a str,
+    manifest_sha256: String,
+    signers: Vec<SignerView<'a>>,
+    content_checked: bool,
+    warnings: &'a [String],
+}
+
+/// The failure fields of `mirror verify-checksums --output json`.
+#[derive(Serialize)]
+struct DirView<'a> {
+    dir: &'a Path,
+}
+
+/// `mirror verify-checksums --output json`.
+#[derive(Serialize)]
+struct ChecksumsView {
+    verified: bool,
+    files: usize,
+    bytes: u64,
+}
+
+/// `mirror pack --format json`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PackView<'a> {
+    archive: &'a Path,
+    entries: usize,
+    content_bytes: u64,
+    archive_bytes: u64,
+    mtime: u64,
+}
+
+/// `mirror unpack --format json`: the verification report and where it went.
+#[derive(Serialize)]
+struct UnpackView<'a> {
+    #[serde(flatten)]
+    report: ReportView<'a>,
+    output: &'a Path,
+}
+
+/// `mirror apply --format json`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ApplyView<'a> {
+    #[serde(flatten)]
+    report: ReportView<'a>,
+    carried: usize,
+    copied_from_base: usize,
+    removed: usize,
+}
+
+/// `mirror diff --output json`.
+#[derive(Serialize)]
+struct DiffView<'a> {
+    from: BundleIdView<'a>,
+    to: BundleIdView<'a>,
+    diff: &'a stella_mirror::thin::Diff,
+}
+
+/// Which bundle, which version.
+#[derive(Serialize)]
+struct BundleIdView<'a> {
+    bundle: &'a str,
+    version: &'a str,
+    generation: u64,
+}
+
+impl<'a> BundleIdView<'a> {
+    fn of(m: &'a stella_mirror::Manifest) -> Self {
+        BundleIdView {
+            bundle: &m.bundle,
+            version: &m.version,
+            generation: m.generation,
+        }
+    }
+}
+
+/// The failure fields of `mirror load --output json`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoadFailureView<'a> {
+    source: &'a Path,
+    registry: &'a str,
+    dry_run: bool,
+}
+
+/// `mirror load --output json`: the verification report, one push report per image, totals.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoadView<'a> {
+    #[serde(flatten)]
+    report: ReportView<'a>,
+    registry: &'a str,
+    prefix: Option<&'a str>,
+    dry_run: bool,
+    from_archive: bool,
+    reports: Vec<PushView<'a>>,
+    totals: LoadTotalsView,
+}
+
+/// One image pushed: the registry client's report, with the bundle's name and platforms
+/// (which win over any same-named field of the report).
+#[derive(Serialize)]
+struct PushView<'a> {
+    #[serde(flatten)]
+    report: &'a stella_oci::Report,
+    reference: &'a str,
+    platforms: &'a [String],
+}
+
+/// `totals` of `mirror load --output json`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoadTotalsView {
+    images: usize,
+    blobs_uploaded: u64,
+    blobs_resumed: u64,
+    blobs_mounted: u64,
+    blobs_existing: u64,
+    bytes_uploaded: u64,
+    bytes_skipped: u64,
+    verify_ms: u64,
+    push_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn anchor(chain: Option<Vec<String>>) -> anchor::Anchor {
+        anchor::Anchor {
+            time: OffsetDateTime::from_unix_timestamp(1_765_015_200).unwrap(),
+            source: "http://tsa.example/tsa".into(),
+            tsa: "CN=TSA".into(),
+            tsa_fingerprint: "ab".repeat(32),
+            policy: "1.2.3".into(),
+            serial: "0x01".into(),
+            token_digest: format!("sha256:{}", "cd".repeat(32)),
+            chain,
+        }
+    }
+
+    /// The literal `mirror sign/anchor/verify` printed before the views.
+    fn old_literal(an: &anchor::Anchor) -> serde_json::Value {
+        json!({
+            "anchorTime": stella_mirror::manifest::format_time(an.time),
+            "format": anchor::FORMAT,
+            "source": an.source,
+            "tsa": an.tsa,
+            "tsaSha256": an.tsa_fingerprint,
+            "policy": an.policy,
+            "serial": an.serial,
+            "tokenDigest": an.token_digest,
+            "trusted": an.trusted(),
+            "chain": an.chain,
+        })
+    }
+
+    #[test]
+    fn the_anchor_view_prints_what_the_literal_did() {
+        for an in [
+            anchor(None),
+            anchor(Some(vec!["CN=TSA".into(), "CN=Root".into()])),
+        ] {
+            let view = crate::view::pretty(&AnchorView::of(&an)).unwrap();
+            assert_eq!(
+                view,
+                serde_json::to_string_pretty(&old_literal(&an)).unwrap()
+            );
+            // Untrusted: `chain` is null, not absent.
+            if an.chain.is_none() {
+                assert!(view.contains("\"chain\": null"), "{view}");
+                assert!(view.contains("\"trusted\": false"), "{view}");
+            }
+        }
+        let dir = Path::new("b");
+        let an = anchor(None);
+        assert_eq!(
+            crate::view::to_value(&AnchorWrittenView {
+                dir,
+                time_anchor: AnchorView::of(&an),
+            })
+            .unwrap(),
+            json!({"dir": dir, "timeAnchor": old_literal(&an)})
+        );
+    }
+
+    #[test]
+    fn flattened_views_keep_sorted_keys_and_the_later_field_wins() {
+        #[derive(Serialize)]
+        struct Base {
+            zulu: u8,
+            alpha: u8,
+        }
+        #[derive(Serialize)]
+        struct Outer {
+            #[serde(flatten)]
+            base: Base,
+            mike: u8,
+            zulu: u8,
+        }
+        let out = crate::view::pretty(&Outer {
+            base: Base { zulu: 1, alpha: 2 },
+            mike: 3,
+            zulu: 9,
+        })
+        .unwrap();
+        assert_eq!(
+            out, "{\n  \"alpha\": 2,\n  \"mike\": 3,\n  \"zulu\": 9\n}",
+            "as `v[key] = json!(..)` on the base report did"
+        );
+    }
+
+    #[test]
+    fn text_reports_name_the_kind_and_the_signers() {
+        assert_eq!(kind_name(stella_mirror::Kind::Thin), "thin");
+        assert_eq!(kind_name(stella_mirror::Kind::Full), "full");
+        let k = |id: &str| stella_keys::VerifiedKey {
+            id: id.into(),
+            key_id: stella_keys::KeyId::of_spki(id.as_bytes()),
+        };
+        assert_eq!(crate::view::signer_ids(&[k("a"), k("b")]), "a, b");
+        assert_eq!(crate::view::signer_ids(&[]), "");
     }
 }

@@ -8,7 +8,8 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 use stella_dsse::predicates::PROMOTION_V1;
 use stella_keys::DevKeys;
 use time::format_description::well_known::Rfc3339;
@@ -83,10 +84,6 @@ pub(crate) fn run(cmd: PromotionCommand, dev: DevKeys) -> Result<()> {
     }
 }
 
-fn subject_json(s: &stella_dsse::Subject) -> Value {
-    json!({"name": s.name, "digest": s.digest})
-}
-
 fn attest_promotion(a: PromotionAttestArgs, dev: DevKeys) -> Result<()> {
     if a.from == a.to {
         return Err(fail(USAGE, "--from and --to name the same environment"));
@@ -104,7 +101,10 @@ fn attest_promotion(a: PromotionAttestArgs, dev: DevKeys) -> Result<()> {
             return Err(fail(USAGE, format!("--material {m:?} has an empty role")));
         }
         let s = attest::subjects(&[what.to_string()])?.remove(0);
-        materials.push(json!({"role": role, "name": s.name, "digest": s.digest}));
+        materials.push(MaterialView {
+            role: role.to_string(),
+            subject: s,
+        });
     }
     let actor = a
         .actor
@@ -115,40 +115,32 @@ fn attest_promotion(a: PromotionAttestArgs, dev: DevKeys) -> Result<()> {
         .map_err(|e| fail(USAGE, e.to_string()))?
         .format(&Rfc3339)
         .map_err(|e| fail(USAGE, e.to_string()))?;
-    let mut promotion = Map::new();
-    promotion.insert("from".into(), json!(a.from));
-    promotion.insert("to".into(), json!(a.to));
-    promotion.insert("actor".into(), json!(actor));
-    promotion.insert("timestamp".into(), json!(timestamp));
-    if let Some(p) = a.pipeline {
-        promotion.insert("pipeline".into(), json!(p));
-    }
-    if let Some(t) = a.ticket {
-        promotion.insert("ticket".into(), json!(t));
-    }
-    let mut predicate = Map::new();
-    predicate.insert(
-        "subject".into(),
-        Value::Array(subjects.iter().map(subject_json).collect()),
+    let attestation = match a.attestation {
+        Some(path) => Some(AttestationRef {
+            bundle_sha256: stella_keys::hex(&crate::io::sha256_file(std::path::Path::new(&path))?),
+        }),
+        None => None,
+    };
+    let predicate = PromotionPredicate::new(
+        &subjects,
+        &materials,
+        PromotionView {
+            from: &a.from,
+            to: &a.to,
+            actor: &actor,
+            timestamp: &timestamp,
+            pipeline: a.pipeline.as_deref(),
+            ticket: a.ticket.as_deref(),
+        },
+        a.rekor_uuid.as_deref().map(|uuid| RekorRef {
+            uuid,
+            log_index: a.rekor_log_index,
+        }),
+        attestation,
     );
-    predicate.insert("materials".into(), Value::Array(materials));
-    predicate.insert("promotion".into(), Value::Object(promotion));
-    if let Some(uuid) = a.rekor_uuid {
-        let mut rekor = Map::new();
-        rekor.insert("uuid".into(), json!(uuid));
-        if let Some(i) = a.rekor_log_index {
-            rekor.insert("logIndex".into(), json!(i));
-        }
-        predicate.insert("rekor".into(), Value::Object(rekor));
-    }
-    if let Some(path) = a.attestation {
-        let digest = crate::io::sha256_file(std::path::Path::new(&path))?;
-        predicate.insert(
-            "attestation".into(),
-            json!({"bundleSha256": stella_keys::hex(&digest)}),
-        );
-    }
-    attest::sign_statement(&a.keys, PROMOTION_V1, Value::Object(predicate), &a.out, dev)
+    // Through a `Value`: the statement's predicate, keys sorted as before.
+    let predicate = crate::view::to_value(&predicate)?;
+    attest::sign_statement(&a.keys, PROMOTION_V1, predicate, &a.out, dev)
 }
 
 /// Check the promotion predicate's shape; returns (from, to).
@@ -188,8 +180,13 @@ fn check_predicate(st: &stella_dsse::Statement) -> Result<(String, String)> {
         .get("subject")
         .and_then(Value::as_array)
         .ok_or_else(|| bad("no `subject` array"))?;
-    let outer: Vec<Value> = st.subject.iter().map(subject_json).collect();
-    if inner != &outer {
+    let outer = crate::view::to_value(
+        &st.subject
+            .iter()
+            .map(crate::view::SubjectView)
+            .collect::<Vec<_>>(),
+    )?;
+    if outer.as_array() != Some(inner) {
         return Err(bad(
             "the predicate's subjects differ from the statement's subjects",
         ));
@@ -201,7 +198,10 @@ fn verify_promotion(a: PromotionVerifyArgs, dev: DevKeys) -> Result<()> {
     match verify_promotion_file(&a, dev) {
         Err(e) if a.output == "json" => Err(crate::exit::print_json_failure(
             e,
-            json!({"file": a.file, "threshold": a.threshold}),
+            crate::view::fields(&crate::view::FileFailureView {
+                file: &a.file,
+                threshold: a.threshold,
+            }),
         )),
         r => r,
     }
@@ -231,26 +231,195 @@ fn verify_promotion_file(a: &PromotionVerifyArgs, dev: DevKeys) -> Result<()> {
         }
     }
     if a.output == "json" {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "verified": true,
-                "from": from,
-                "to": to,
-                "signers": v.signers.iter().map(|s| json!({"id": s.id, "keyid": s.key_id.as_str()})).collect::<Vec<_>>(),
-                "predicate": st.predicate,
-            }))?
-        );
+        crate::view::print(&PromotionVerifiedView {
+            verified: true,
+            from: &from,
+            to: &to,
+            signers: crate::view::SignerView::all(&v.signers),
+            predicate: &st.predicate,
+        })?;
     } else {
         println!(
             "Verified OK: promotion {from} -> {to} of {} subject(s), signed by {}",
             st.subject.len(),
-            v.signers
-                .iter()
-                .map(|s| s.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::view::signer_ids(&v.signers)
         );
     }
     Ok(())
+}
+
+/// A `--material ROLE=REF` before it goes into the predicate.
+struct MaterialView {
+    role: String,
+    subject: stella_dsse::Subject,
+}
+
+/// The promotion predicate (`PROMOTION_V1`) as signed. `None` fields are left out.
+#[derive(Serialize)]
+struct PromotionPredicate<'a> {
+    subject: Vec<crate::view::SubjectView<'a>>,
+    materials: Vec<MaterialEntry<'a>>,
+    promotion: PromotionView<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rekor: Option<RekorRef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attestation: Option<AttestationRef>,
+}
+
+impl<'a> PromotionPredicate<'a> {
+    fn new(
+        subjects: &'a [stella_dsse::Subject],
+        materials: &'a [MaterialView],
+        promotion: PromotionView<'a>,
+        rekor: Option<RekorRef<'a>>,
+        attestation: Option<AttestationRef>,
+    ) -> Self {
+        PromotionPredicate {
+            subject: subjects.iter().map(crate::view::SubjectView).collect(),
+            materials: materials
+                .iter()
+                .map(|m| MaterialEntry {
+                    role: &m.role,
+                    name: &m.subject.name,
+                    digest: &m.subject.digest,
+                })
+                .collect(),
+            promotion,
+            rekor,
+            attestation,
+        }
+    }
+}
+
+/// What the promoted artifact was built from.
+#[derive(Serialize)]
+struct MaterialEntry<'a> {
+    role: &'a str,
+    name: &'a str,
+    digest: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// Who promoted what, from where to where.
+#[derive(Serialize)]
+struct PromotionView<'a> {
+    from: &'a str,
+    to: &'a str,
+    actor: &'a str,
+    timestamp: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pipeline: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ticket: Option<&'a str>,
+}
+
+/// The Rekor entry of the promoted artifact's attestation.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RekorRef<'a> {
+    uuid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_index: Option<u64>,
+}
+
+/// The promoted artifact's attestation bundle, by digest.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AttestationRef {
+    bundle_sha256: String,
+}
+
+/// `promotion verify --output json`.
+#[derive(Serialize)]
+struct PromotionVerifiedView<'a> {
+    verified: bool,
+    from: &'a str,
+    to: &'a str,
+    signers: Vec<crate::view::SignerView<'a>>,
+    predicate: &'a serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map};
+
+    fn subject(name: &str) -> stella_dsse::Subject {
+        stella_dsse::Subject {
+            name: name.into(),
+            digest: [("sha256".to_string(), "ab".repeat(32))].into(),
+        }
+    }
+
+    /// The predicate as `promotion attest` built it before the views (a `Map` by hand).
+    fn old_literal(
+        subjects: &[stella_dsse::Subject],
+        materials: &[MaterialView],
+        optional: bool,
+    ) -> Value {
+        let subject_json = |s: &stella_dsse::Subject| json!({"name": s.name, "digest": s.digest});
+        let mut promotion = Map::new();
+        promotion.insert("from".into(), json!("staging"));
+        promotion.insert("to".into(), json!("prod"));
+        promotion.insert("actor".into(), json!("alice"));
+        promotion.insert("timestamp".into(), json!("2025-12-06T10:00:00Z"));
+        if optional {
+            promotion.insert("pipeline".into(), json!("ci/42"));
+            promotion.insert("ticket".into(), json!("OPS-1"));
+        }
+        let mut predicate = Map::new();
+        predicate.insert(
+            "subject".into(),
+            Value::Array(subjects.iter().map(subject_json).collect()),
+        );
+        predicate.insert(
+            "materials".into(),
+            Value::Array(
+                materials
+                    .iter()
+                    .map(|m| json!({"role": m.role, "name": m.subject.name, "digest": m.subject.digest}))
+                    .collect(),
+            ),
+        );
+        predicate.insert("promotion".into(), Value::Object(promotion));
+        if optional {
+            predicate.insert("rekor".into(), json!({"uuid": "u1", "logIndex": 7}));
+            predicate.insert("attestation".into(), json!({"bundleSha256": "cd"}));
+        }
+        Value::Object(predicate)
+    }
+
+    #[test]
+    fn the_predicate_is_what_the_hand_built_map_was() {
+        let subjects = [subject("app"), subject("web")];
+        let materials = [MaterialView {
+            role: "sbom".into(),
+            subject: subject("sbom.json"),
+        }];
+        for optional in [false, true] {
+            let view = PromotionPredicate::new(
+                &subjects,
+                &materials,
+                PromotionView {
+                    from: "staging",
+                    to: "prod",
+                    actor: "alice",
+                    timestamp: "2025-12-06T10:00:00Z",
+                    pipeline: optional.then_some("ci/42"),
+                    ticket: optional.then_some("OPS-1"),
+                },
+                optional.then_some(RekorRef {
+                    uuid: "u1",
+                    log_index: Some(7),
+                }),
+                optional.then(|| AttestationRef {
+                    bundle_sha256: "cd".into(),
+                }),
+            );
+            let got = crate::view::to_value(&view).unwrap();
+            assert_eq!(got, old_literal(&subjects, &materials, optional));
+            // Unset options are absent, not null.
+            assert_eq!(got.get("rekor").is_some(), optional);
+            assert_eq!(got["promotion"].get("ticket").is_some(), optional);
+        }
+    }
 }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use stella_keys::DevKeys;
 use stella_signer::client::{self, DpopKey};
 use stella_signer::{AppBuilder, AppState, Config};
@@ -309,23 +310,20 @@ async fn shutdown_signal() {
 fn sign(a: SignArgs) -> Result<()> {
     let predicate = crate::attest::read_predicate(&a.predicate)?;
     let subjects = crate::attest::subjects(&a.subject)?;
-    let subject_json: Vec<Value> = subjects
-        .iter()
-        .map(|s| json!({"name": s.name, "digest": s.digest}))
-        .collect();
-    let mut body = json!({
-        "subject": subject_json,
-        "predicateType": a.predicate_type,
-        "predicate": predicate,
-        "options": {"returnBundle": if a.bundle { "sigstore" } else { "dsse" }},
-    });
-    body["poe"] = json!({"format": "jwt", "value": a.poe});
-    if let Some(m) = &a.signing_mode {
-        body["options"]["signingMode"] = json!(m);
-    }
-    if let Some(d) = &a.scanner_digest {
-        body["scannerImageDigest"] = json!(d);
-    }
+    let body = crate::view::to_value(&SignBody {
+        subject: subjects.iter().map(crate::view::SubjectView).collect(),
+        predicate_type: &a.predicate_type,
+        predicate: &predicate,
+        options: SignOptions {
+            return_bundle: if a.bundle { "sigstore" } else { "dsse" },
+            signing_mode: a.signing_mode.as_deref(),
+        },
+        poe: Poe {
+            format: "jwt",
+            value: &a.poe,
+        },
+        scanner_image_digest: a.scanner_digest.as_deref(),
+    })?;
     let token_url = match (&a.token_url, a.dev_authority) {
         (Some(u), _) => u.clone(),
         (None, true) => format!("{}/dev/authority/token", a.url.trim_end_matches('/')),
@@ -442,6 +440,49 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// The sign request body is what the hand-built `json!` was: options present only when
+    /// given, `returnBundle` from --bundle.
+    #[test]
+    fn the_sign_body_is_what_the_literal_was() {
+        let subject = stella_dsse::Subject {
+            name: "app".into(),
+            digest: [("sha256".to_string(), "ab".repeat(32))].into(),
+        };
+        let predicate = serde_json::json!({"scanner": {"name": "x"}});
+        for (bundle, mode, scanner) in [(false, None, None), (true, Some("kms"), Some("sha256:cd"))]
+        {
+            let body = crate::view::to_value(&SignBody {
+                subject: vec![crate::view::SubjectView(&subject)],
+                predicate_type: "https://in-toto.io/attestation/vulns",
+                predicate: &predicate,
+                options: SignOptions {
+                    return_bundle: if bundle { "sigstore" } else { "dsse" },
+                    signing_mode: mode,
+                },
+                poe: Poe {
+                    format: "jwt",
+                    value: "e.y.j",
+                },
+                scanner_image_digest: scanner,
+            })
+            .unwrap();
+            let mut old = serde_json::json!({
+                "subject": [{"name": subject.name, "digest": subject.digest}],
+                "predicateType": "https://in-toto.io/attestation/vulns",
+                "predicate": predicate,
+                "options": {"returnBundle": if bundle { "sigstore" } else { "dsse" }},
+            });
+            old["poe"] = serde_json::json!({"format": "jwt", "value": "e.y.j"});
+            if let Some(m) = mode {
+                old["options"]["signingMode"] = serde_json::json!(m);
+            }
+            if let Some(d) = scanner {
+                old["scannerImageDigest"] = serde_json::json!(d);
+            }
+            assert_eq!(body, old);
+        }
+    }
+
     /// Issue #8 item 8: `--dev` with real signing keys, a real Authority or real Licensing
     /// configured is a usage error (exit 2) that names the setting; nothing starts.
     #[test]
@@ -473,4 +514,33 @@ mod tests {
             assert!(!dir.path().join("data").exists(), "nothing was started");
         }
     }
+}
+
+/// The body of `POST /api/v1/signer/sign/dsse` (`signer sign`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SignBody<'a> {
+    subject: Vec<crate::view::SubjectView<'a>>,
+    predicate_type: &'a str,
+    predicate: &'a Value,
+    options: SignOptions<'a>,
+    poe: Poe<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scanner_image_digest: Option<&'a str>,
+}
+
+/// `options` of a sign request.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SignOptions<'a> {
+    return_bundle: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signing_mode: Option<&'a str>,
+}
+
+/// The proof of entitlement.
+#[derive(Serialize)]
+struct Poe<'a> {
+    format: &'static str,
+    value: &'a str,
 }

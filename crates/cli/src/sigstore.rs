@@ -9,7 +9,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use serde_json::json;
+use serde::Serialize;
 use stella_keys::{DevKeys, KeyRef};
 use stella_sigstore::{
     verify, Artifact, Bundle, HashAlgorithm, Identity, Matcher, Options, Policy, TrustedRoot,
@@ -169,14 +169,34 @@ pub(crate) struct Request<'a> {
 
 fn input_error(req: &Request<'_>, msg: String) -> anyhow::Error {
     if req.json {
-        let out = json!({
-            "verified": false,
-            "bundle": req.bundle_path,
-            "failed": {"check": "input", "error": msg},
-        });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        let out = FailedView::<&str> {
+            verified: false,
+            bundle: req.bundle_path,
+            passed: None,
+            failed: CheckView {
+                check: "input",
+                error: msg.clone(),
+            },
+        };
+        println!("{}", crate::view::pretty(&out).unwrap_or_default());
     }
     fail(USAGE, msg)
+}
+
+/// The policy of `--key K`: the bundle is signed by that public key. `bad` reports a key that
+/// is not a Sigstore verifying key.
+pub(crate) fn key_policy(
+    k: &str,
+    dev: DevKeys,
+    bad: impl FnOnce(String) -> anyhow::Error,
+) -> Result<Policy> {
+    let r = KeyRef::parse(k)?;
+    let pk = stella_keys::load_public(&r, dev, &mut || io::password(false))?;
+    crate::warn_if_dev(&pk);
+    match VerifyingKey::from_spki_der(pk.spki_der()) {
+        Ok(key) => Ok(Policy::Key(key)),
+        Err(e) => Err(bad(format!("--key {k}: {e}"))),
+    }
 }
 
 /// Verify a Sigstore bundle and print the result.
@@ -202,13 +222,7 @@ pub(crate) fn run(req: &Request<'_>, dev: DevKeys) -> Result<()> {
                     "give either --key or the --certificate-* identity flags, not both".into(),
                 ));
             }
-            let r = KeyRef::parse(k)?;
-            let pk = stella_keys::load_public(&r, dev, &mut || io::password(false))?;
-            crate::warn_if_dev(&pk);
-            Policy::Key(
-                VerifyingKey::from_spki_der(pk.spki_der())
-                    .map_err(|e| input_error(req, format!("--key {k}: {e}")))?,
-            )
+            key_policy(k, dev, |m| input_error(req, m))?
         }
         None => Policy::Identity(
             req.args
@@ -237,13 +251,15 @@ pub(crate) fn run(req: &Request<'_>, dev: DevKeys) -> Result<()> {
         Ok(v) => print_verified(req, &v, None),
         Err(f) => {
             if req.json {
-                let out = json!({
-                    "verified": false,
-                    "bundle": req.bundle_path,
-                    "passed": f.passed,
-                    "failed": {"check": f.failed, "error": f.error.to_string()},
-                });
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                crate::view::print(&FailedView {
+                    verified: false,
+                    bundle: req.bundle_path,
+                    passed: Some(&f.passed),
+                    failed: CheckView {
+                        check: f.failed,
+                        error: f.error.to_string(),
+                    },
+                })?;
             }
             Err(fail(VERIFY_FAILED, f.to_string()))
         }
@@ -270,12 +286,15 @@ fn run_identities(
         Ok(m) => print_verified(req, &m.verified, Some(&m.id)),
         Err(e) => {
             if req.json {
-                let out = json!({
-                    "verified": false,
-                    "bundle": req.bundle_path,
-                    "failed": {"check": "keyring-identity", "error": e.to_string()},
-                });
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                crate::view::print(&FailedView::<&str> {
+                    verified: false,
+                    bundle: req.bundle_path,
+                    passed: None,
+                    failed: CheckView {
+                        check: "keyring-identity",
+                        error: e.to_string(),
+                    },
+                })?;
             }
             Err(fail(
                 VERIFY_FAILED,
@@ -291,15 +310,12 @@ fn print_verified(
     signer: Option<&str>,
 ) -> Result<()> {
     if req.json {
-        let mut out = serde_json::to_value(v)?;
-        if let Some(o) = out.as_object_mut() {
-            o.insert("verified".into(), json!(true));
-            o.insert("bundle".into(), json!(req.bundle_path));
-            if let Some(s) = signer {
-                o.insert("signer".into(), json!(s));
-            }
-        }
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::view::print(&VerifiedView {
+            verified: v,
+            ok: true,
+            bundle: req.bundle_path,
+            signer,
+        })?;
     } else {
         println!("Verified OK: {}", req.bundle_path);
         if let Some(s) = signer {
@@ -357,4 +373,36 @@ pub(crate) fn wants(path: &str, args: &SigstoreArgs, keyring: bool) -> bool {
             b.material.leaf().is_some() || (!keyring && b.version < stella_sigstore::Version::V03)
         })
         .unwrap_or(false)
+}
+
+/// A bundle that verified: the library's report, with `verified: true`, the bundle path and
+/// (for a keyring identity) the entry that accepted it. These win over any same-named field
+/// of the report.
+#[derive(Serialize)]
+struct VerifiedView<'a> {
+    #[serde(flatten)]
+    verified: &'a stella_sigstore::Verified,
+    #[serde(rename = "verified")]
+    ok: bool,
+    bundle: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signer: Option<&'a str>,
+}
+
+/// A bundle that did not verify: the checks that passed (when verification ran) and the one
+/// that failed.
+#[derive(Serialize)]
+struct FailedView<'a, C: Serialize> {
+    verified: bool,
+    bundle: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    passed: Option<&'a [C]>,
+    failed: CheckView<C>,
+}
+
+/// The check that failed and why.
+#[derive(Serialize)]
+struct CheckView<C: Serialize> {
+    check: C,
+    error: String,
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use serde_json::json;
+use serde::Serialize;
 use stella_sigstore::TrustedRoot;
 
 use crate::exit::{fail, USAGE};
@@ -161,71 +161,119 @@ pub(crate) fn run(cmd: TrustRootCommand) -> Result<()> {
             };
             let root =
                 TrustedRoot::from_json(&bytes).map_err(|e| fail(USAGE, format!("{from}: {e}")))?;
-            let window = |v: &stella_sigstore::trust::Validity| {
-                format!(
-                    "{} .. {}",
-                    stella_x509::format_time(v.start),
-                    v.end
-                        .map(stella_x509::format_time)
-                        .unwrap_or_else(|| "open".into())
-                )
+            let out = TrustedRootView {
+                name: &name,
+                source: &from,
+                media_type: &root.media_type,
+                tlogs: LogView::all(&root.tlogs),
+                certificate_authorities: AuthorityView::all(&root.certificate_authorities),
+                ctlogs: LogView::all(&root.ctlogs),
+                timestamp_authorities: AuthorityView::all(&root.timestamp_authorities),
             };
-            let logs = |l: &[stella_sigstore::trust::LogInstance]| {
-                l.iter()
-                    .map(|l| {
-                        json!({"url": l.base_url, "logId": stella_dsse::b64::encode(&l.log_id),
-                        "keyDetails": l.key_details, "validFor": window(&l.valid_for)})
-                    })
-                    .collect::<Vec<_>>()
-            };
-            let auths = |l: &[stella_sigstore::trust::Authority]| {
-                l.iter()
-                    .map(|a| {
-                        json!({"uri": a.uri, "subject": a.subject,
-                        "certificates": a.chain.iter().map(|c| c.subject()).collect::<Vec<_>>(),
-                        "validFor": window(&a.valid_for)})
-                    })
-                    .collect::<Vec<_>>()
-            };
-            let out = json!({
-                "name": name,
-                "source": from,
-                "mediaType": root.media_type,
-                "tlogs": logs(&root.tlogs),
-                "certificateAuthorities": auths(&root.certificate_authorities),
-                "ctlogs": logs(&root.ctlogs),
-                "timestampAuthorities": auths(&root.timestamp_authorities),
-            });
             if a.output == "json" {
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                crate::view::print(&out)?;
             } else {
                 println!("trusted root: {name} ({from})");
-                for (title, key) in [
-                    ("transparency logs", "tlogs"),
-                    ("certificate authorities", "certificateAuthorities"),
-                    ("CT logs", "ctlogs"),
-                    ("timestamp authorities", "timestampAuthorities"),
+                let log_rows = |l: &[LogView<'_>]| -> Vec<[String; 3]> {
+                    l.iter()
+                        .map(|l| [l.url.into(), l.key_details.into(), l.valid_for.clone()])
+                        .collect()
+                };
+                let authority_rows = |l: &[AuthorityView<'_>]| -> Vec<[String; 3]> {
+                    l.iter()
+                        .map(|a| [a.uri.into(), a.subject.into(), a.valid_for.clone()])
+                        .collect()
+                };
+                for (title, rows) in [
+                    ("transparency logs", log_rows(&out.tlogs)),
+                    (
+                        "certificate authorities",
+                        authority_rows(&out.certificate_authorities),
+                    ),
+                    ("CT logs", log_rows(&out.ctlogs)),
+                    (
+                        "timestamp authorities",
+                        authority_rows(&out.timestamp_authorities),
+                    ),
                 ] {
                     println!("{title}:");
-                    for e in out[key].as_array().into_iter().flatten() {
-                        let what = e
-                            .get("url")
-                            .or_else(|| e.get("uri"))
-                            .and_then(|v| v.as_str())
-                            .unwrap_or("");
-                        let extra = e
-                            .get("keyDetails")
-                            .or_else(|| e.get("subject"))
-                            .and_then(|v| v.as_str())
-                            .unwrap_or("");
-                        println!(
-                            "  {what} {extra} valid {}",
-                            e["validFor"].as_str().unwrap_or("")
-                        );
+                    for [what, extra, valid] in rows {
+                        println!("  {what} {extra} valid {valid}");
                     }
                 }
             }
             Ok(())
         }
     }
+}
+
+/// `trust-root show --output json`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TrustedRootView<'a> {
+    name: &'a str,
+    source: &'a str,
+    media_type: &'a str,
+    tlogs: Vec<LogView<'a>>,
+    certificate_authorities: Vec<AuthorityView<'a>>,
+    ctlogs: Vec<LogView<'a>>,
+    timestamp_authorities: Vec<AuthorityView<'a>>,
+}
+
+/// A transparency or certificate-transparency log of the trusted root.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LogView<'a> {
+    url: &'a str,
+    log_id: String,
+    key_details: &'a str,
+    valid_for: String,
+}
+
+/// A certificate or timestamp authority of the trusted root.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthorityView<'a> {
+    uri: &'a str,
+    subject: &'a str,
+    certificates: Vec<String>,
+    valid_for: String,
+}
+
+impl<'a> LogView<'a> {
+    fn all(logs: &'a [stella_sigstore::trust::LogInstance]) -> Vec<Self> {
+        logs.iter()
+            .map(|l| LogView {
+                url: &l.base_url,
+                log_id: stella_dsse::b64::encode(&l.log_id),
+                key_details: &l.key_details,
+                valid_for: window(&l.valid_for),
+            })
+            .collect()
+    }
+}
+
+impl<'a> AuthorityView<'a> {
+    fn all(authorities: &'a [stella_sigstore::trust::Authority]) -> Vec<Self> {
+        authorities
+            .iter()
+            .map(|a| AuthorityView {
+                uri: &a.uri,
+                subject: &a.subject,
+                certificates: a.chain.iter().map(|c| c.subject()).collect(),
+                valid_for: window(&a.valid_for),
+            })
+            .collect()
+    }
+}
+
+/// `START .. END` (`open` for no end).
+fn window(v: &stella_sigstore::trust::Validity) -> String {
+    format!(
+        "{} .. {}",
+        stella_x509::format_time(v.start),
+        v.end
+            .map(stella_x509::format_time)
+            .unwrap_or_else(|| "open".into())
+    )
 }

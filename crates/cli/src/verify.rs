@@ -2,7 +2,7 @@
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
-use serde_json::json;
+use serde::Serialize;
 use stella_dsse::{Bundle, Envelope, Statement, VerificationMaterial, PAYLOAD_TYPE_IN_TOTO};
 use stella_keys::{DevKeys, KeyRef, Keyring, Policy, Purpose, TrustedKey};
 
@@ -59,7 +59,10 @@ fn verify_image(a: VerifyImageArgs, dev: DevKeys) -> Result<()> {
         // The verdict (trusted: false) is already on stdout; other failures print one here.
         Err(e) if json_out && !printed => Err(crate::exit::print_json_failure(
             e,
-            json!({"image": image, "trusted": false}),
+            crate::view::fields(&ImageFailureView {
+                image: &image,
+                trusted: false,
+            }),
         )),
         r => r,
     }
@@ -302,7 +305,10 @@ pub(crate) fn run(a: VerifyArgs, dev: DevKeys) -> Result<()> {
         Err(e) if a.output == "json" => {
             return Err(crate::exit::print_json_failure(
                 e,
-                json!({"file": file, "threshold": a.threshold}),
+                crate::view::fields(&crate::view::FileFailureView {
+                    file,
+                    threshold: a.threshold,
+                }),
             ))
         }
         Err(e) => return Err(e),
@@ -312,25 +318,24 @@ pub(crate) fn run(a: VerifyArgs, dev: DevKeys) -> Result<()> {
             Some(_) => serde_json::from_slice::<serde_json::Value>(&v.envelope.payload)?,
             None => serde_json::Value::Null,
         };
-        let out = json!({
-            "verified": true,
-            "kind": if v.bundle { "sigstore-bundle" } else { "dsse-envelope" },
-            "payloadType": v.envelope.payload_type,
-            "threshold": a.threshold,
-            "signers": v.signers.iter().map(|s| json!({"id": s.id, "keyid": s.key_id.as_str()})).collect::<Vec<_>>(),
-            "statement": statement,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::view::print(&EnvelopeView {
+            verified: true,
+            kind: if v.bundle {
+                "sigstore-bundle"
+            } else {
+                "dsse-envelope"
+            },
+            payload_type: &v.envelope.payload_type,
+            threshold: a.threshold,
+            signers: crate::view::SignerView::all(&v.signers),
+            statement,
+        })?;
     } else {
         println!(
             "Verified OK: {} of {} required trusted key(s) signed ({})",
             v.signers.len(),
             a.threshold,
-            v.signers
-                .iter()
-                .map(|s| s.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::view::signer_ids(&v.signers)
         );
         println!("payloadType: {}", v.envelope.payload_type);
         if let Some(st) = &v.statement {
@@ -347,4 +352,24 @@ pub(crate) fn run(a: VerifyArgs, dev: DevKeys) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The failure fields of `verify image --output json`.
+#[derive(Serialize)]
+struct ImageFailureView<'a> {
+    image: &'a str,
+    trusted: bool,
+}
+
+/// `verify attestation --output json`: who signed, and the statement as signed (`null` for a
+/// payload that is not an in-toto statement).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvelopeView<'a> {
+    verified: bool,
+    kind: &'static str,
+    payload_type: &'a str,
+    threshold: usize,
+    signers: Vec<crate::view::SignerView<'a>>,
+    statement: serde_json::Value,
 }

@@ -29,8 +29,16 @@ impl HttpTsa {
         })
     }
 
-    async fn stamp(&self, signature: &[u8]) -> Result<Vec<u8>, UpstreamError> {
-        let digest = stella_keys::sha256(signature);
+    /// The endpoint (as checked by [`HttpTsa::new`]: no trailing `/`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stamp a SHA-256 digest: the checked `TimeStampResp` (DER), as received. Keyless
+    /// signing stamps the signature's digest ([`Timestamper::timestamp`]); a mirror bundle's
+    /// time anchor stamps the manifest's (`stella_mirror::tsa`).
+    pub async fn stamp_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, UpstreamError> {
+        let digest = *digest;
         let mut nonce = [0u8; 8];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| UpstreamError::InvalidResponse {
             service: Service::Tsa,
@@ -73,7 +81,7 @@ impl Timestamper for HttpTsa {
         &'a self,
         signature: &'a [u8],
     ) -> BoxFuture<'a, Result<Vec<u8>, UpstreamError>> {
-        Box::pin(self.stamp(signature))
+        Box::pin(async move { self.stamp_digest(&stella_keys::sha256(signature)).await })
     }
 
     fn describe(&self) -> String {

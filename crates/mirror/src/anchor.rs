@@ -16,7 +16,7 @@
 //! one SignerInfo (issuer and serial) with the content-type, signing-time, message-digest and
 //! ESS signing-certificate-v2 attributes, ECDSA P-256/SHA-256, the TSA certificate (and any
 //! chain given with it) included. [`request`] and [`token_from_response`] are the two ends of
-//! the RFC 3161 HTTP exchange (the CLI does the POST).
+//! the RFC 3161 HTTP exchange; [`crate::tsa::HttpTimeStamper`] runs it against a TSA URL.
 //!
 //! **Verifying** ([`verify_anchor`]), every rule an error: the file is strict canonical JSON
 //! with `format: rfc3161`; `tokenDigest` matches; the token is a SignedData of a TSTInfo
@@ -286,7 +286,8 @@ pub fn verify_anchor(
     })
 }
 
-/// Something that stamps a SHA-256 digest: a [`LocalTsa`], or (in the CLI) a TSA over HTTP.
+/// Something that stamps a SHA-256 digest: a [`LocalTsa`], or a TSA over HTTP
+/// ([`crate::tsa::HttpTimeStamper`]).
 pub trait TimeStamper {
     /// The anchor's `source`.
     fn source(&self) -> String;
@@ -309,8 +310,18 @@ impl TimeStamper for LocalTsa<'_> {
 /// signature).
 pub fn attach(dir: &std::path::Path, stamper: &dyn TimeStamper) -> Result<Anchor> {
     let manifest = signed_manifest(dir)?;
-    let token = stamper.stamp(Digest::of(&manifest).as_bytes())?;
-    write_anchor(dir, &token, &stamper.source(), &manifest)
+    stamp_manifest(dir, &manifest, stamper)
+}
+
+/// Stamp `manifest` (the signed `manifest.json` bytes of the bundle in `dir`) and write
+/// `dir/time-anchor.json`.
+pub fn stamp_manifest(
+    dir: &std::path::Path,
+    manifest: &[u8],
+    stamper: &dyn TimeStamper,
+) -> Result<Anchor> {
+    let token = stamper.stamp(Digest::of(manifest).as_bytes())?;
+    write_anchor(dir, &token, &stamper.source(), manifest)
 }
 
 /// Attach a token obtained elsewhere (e.g. `openssl ts -query` → TSA → `-reply`).

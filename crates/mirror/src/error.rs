@@ -24,6 +24,9 @@ pub enum ErrorKind {
     /// A registry failed or refused (pull in `create`, push in `load`); the wrapped
     /// `stella_oci::Error` has its own kind (unavailable, auth, not found, ...).
     Registry,
+    /// A time stamp authority over HTTP failed or refused (`mirror sign/anchor --tsa-url`);
+    /// the wrapped `stella_keyless::UpstreamError` says how (unavailable, refused, untrusted).
+    Timestamp,
 }
 
 /// The stage of bundle verification a failed rule belongs to, in the order they run.
@@ -88,6 +91,9 @@ pub enum Error {
     /// A registry operation failed (see [`stella_oci::Error::kind`]).
     #[error(transparent)]
     Registry(#[from] stella_oci::Error),
+    /// A time stamp authority over HTTP failed (see [`crate::tsa`]).
+    #[error(transparent)]
+    Timestamp(#[from] stella_keyless::UpstreamError),
 }
 
 impl Error {
@@ -99,6 +105,7 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::Key(_) | Error::Sign(_) => ErrorKind::Key,
             Error::Registry(_) => ErrorKind::Registry,
+            Error::Timestamp(_) => ErrorKind::Timestamp,
         }
     }
 

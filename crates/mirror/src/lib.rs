@@ -41,6 +41,7 @@ pub mod sign;
 pub mod source;
 pub mod spec;
 pub mod thin;
+pub mod tsa;
 pub mod unpack;
 
 #[cfg(any(test, feature = "testing"))]
