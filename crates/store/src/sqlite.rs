@@ -519,31 +519,10 @@ impl AuditReader for SqliteReader {
         )?;
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![after, limit], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        })?;
+        let rows = stmt.query_map(params![after, limit], stored_row)?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, record_json, prev_hash, hash, time, audit_id) = row?;
-            let seq = u64::try_from(seq).map_err(|_| StoreError::Corrupt {
-                seq: 0,
-                reason: format!("negative seq {seq}"),
-            })?;
-            out.push(StoredRecord {
-                seq,
-                time,
-                audit_id,
-                record_json,
-                prev_hash,
-                hash,
-            });
+            out.push(to_stored(row?)?);
         }
         Ok(out)
     }
