@@ -29,7 +29,6 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a benchmark that cannot set up should stop loudly
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,10 +38,11 @@ use http_body_util::{BodyExt as _, Full};
 use serde_json::json;
 use stella_keys::{Algorithm, FileKey};
 use stella_signer::client::DpopKey;
-use stella_signer::{AppBuilder, AppState, Config, TenantKeys};
 
 const SIGN: &str = "/api/v1/signer/sign/dsse";
-const ISS: &str = "https://authority.bench";
+#[path = "common/service.rs"]
+mod service;
+use service::ISS;
 
 struct Opts {
     duration: u64,
@@ -93,52 +93,12 @@ fn start_server(
     signing: Arc<dyn stella_keys::Signer>,
     reuse: &str,
 ) -> Server {
-    let mut jwk = stella_signer::jose::sign::public_jwk(authority);
-    jwk["kid"] = json!("bench-1");
-    std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string()).unwrap();
-    let (tx_addr, rx_addr) = std::sync::mpsc::channel();
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let dir = dir.to_path_buf();
-    let reuse = reuse.to_string();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("signer")
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let lic = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let lic_url = format!("http://{}/license/introspect", lic.local_addr().unwrap());
-            let app = axum::Router::new().route(
-                "/license/introspect",
-                axum::routing::post(|| async {
-                    axum::Json(
-                        json!({"active": true, "licenseId": "lic-bench", "plan": "enterprise",
-                        "tenant": "tenant-bench", "limits": {"qps": 1.0e6, "burst": 1.0e6,
-                        "maxConcurrent": 100000, "maxArtifactBytes": 1048576}}),
-                    )
-                }),
-            );
-            tokio::spawn(async move { axum::serve(lic, app).await.unwrap() });
-            let cfg_text = format!(
-                r#"
-[server]
-listen = "127.0.0.1:0"
-[authority]
-issuer = "{ISS}"
-jwks_file = "{jwks}"
-[licensing]
-introspect_url = "{lic_url}"
-cache_ttl_seconds = 3600
-[release]
-trusted_scanner_digests = ["sha256:{scanner}"]
-[audit]
-path = "{db}"
-[signing]
-keys = ["unused"]
-default_keys_for_unlisted_tenants = true
-[signing.tenants.tenant-bench]
+    let setup = service::Setup {
+        threads,
+        authority: String::new(),
+        audit_db: dir.join("audit.db"),
+        tail: format!(
+            r#"[signing.tenants.tenant-bench]
 keyless = "allowed"
 [keyless]
 issuer = "dev"
@@ -146,42 +106,25 @@ insecure_dev_services = true
 dev_dir = "{dev}"
 reuse = "{reuse}"
 "#,
-                jwks = dir.join("jwks.json").display(),
-                scanner = "1".repeat(64),
-                db = dir.join("audit.db").display(),
-                dev = dir.join("keyless").display(),
-            );
-            let cfg = Config::from_toml(&cfg_text).unwrap();
-            let mut tenants = HashMap::new();
-            tenants.insert("tenant-bench".to_string(), vec![signing]);
-            // The Signer's identity token (the dev CA reads its claims; it does not verify
-            // token signatures).
-            let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
-            let token = stella_keyless::StaticToken::parse(&stella_keyless::token::unsigned_jwt(
-                &json!({"iss": ISS, "sub": "https://signer.bench/keyless", "aud": "sigstore", "exp": exp}),
-            ))
-            .unwrap();
-            let app = AppBuilder::new(cfg)
-                .signers(TenantKeys::new(Vec::new(), tenants))
-                .keyless_tokens(Arc::new(token))
-                .build()
-                .unwrap();
-            let state = AppState(Arc::new(app));
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx_addr.send(listener.local_addr().unwrap()).unwrap();
-            stella_signer::server::serve(state, listener, None, async {
-                let _ = stop_rx.await;
-            })
-            .await
-            .unwrap();
-        });
+            dev = dir.join("keyless").display(),
+        ),
+        signing,
+    };
+    let svc = service::start(dir, authority, setup, |builder| async move {
+        // The Signer's identity token (the dev CA reads its claims; it does not verify
+        // token signatures).
+        let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
+        let token = stella_keyless::StaticToken::parse(&stella_keyless::token::unsigned_jwt(
+            &json!({"iss": ISS, "sub": "https://signer.bench/keyless", "aud": "sigstore", "exp": exp}),
+        ))
+        .unwrap();
+        builder.keyless_tokens(Arc::new(token))
     });
-    let addr = rx_addr.recv().unwrap();
     Server {
-        addr,
-        base: format!("http://{addr}"),
-        stop,
-        thread,
+        addr: svc.addr,
+        base: format!("http://{}", svc.addr),
+        stop: svc.stop,
+        thread: svc.thread,
     }
 }
 

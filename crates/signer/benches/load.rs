@@ -37,10 +37,16 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a benchmark that cannot set up should stop loudly
 
+/// Replicas behind a load balancer (issue #13): HAProxy from the Debian package
+/// (`scripts/setup-test-deps.sh`), TCP mode, round robin over the replicas: each keep-alive
+/// connection of the load generator lands on one replica.
+#[path = "../tests/common/haproxy.rs"]
+mod haproxy;
 #[path = "load/rounds.rs"]
 mod rounds;
+#[path = "common/service.rs"]
+mod service;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,7 +56,6 @@ use http_body_util::{BodyExt as _, Full};
 use serde_json::json;
 use stella_keys::{Algorithm, FileKey};
 use stella_signer::client::DpopKey;
-use stella_signer::{AppBuilder, AppState, Config, TenantKeys};
 
 struct Opts {
     duration: u64,
@@ -175,7 +180,7 @@ struct Server {
 }
 
 /// Start the service with a pinned Authority JWKS, an in-process Licensing stub, a P-256
-/// signing key and a SQLite audit log under `dir`.
+/// signing key and a SQLite audit log under `dir` (or the scale-out backends of `shared`).
 fn start_server(
     dir: &std::path::Path,
     authority: &FileKey,
@@ -183,99 +188,40 @@ fn start_server(
     signing: Arc<dyn stella_keys::Signer>,
     shared: Option<(String, String, String)>,
 ) -> Server {
-    let mut jwk = stella_signer::jose::sign::public_jwk(authority);
-    jwk["kid"] = json!("bench-1");
-    std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string()).unwrap();
     let audit_db = dir.join("audit.db");
-    let (tx_addr, rx_addr) = std::sync::mpsc::channel();
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let threads = o.server_threads;
-    let token_cache = o.token_cache;
-    let dir = dir.to_path_buf();
-    let db = audit_db.clone();
     let signing_key_id = signing.key_id().to_string();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("signer")
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            // Licensing stub (answers are cached by the service: one call per run).
-            let lic = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let lic_url = format!("http://{}/license/introspect", lic.local_addr().unwrap());
-            let app = axum::Router::new().route(
-                "/license/introspect",
-                axum::routing::post(|| async {
-                    axum::Json(
-                        json!({"active": true, "licenseId": "lic-bench", "plan": "enterprise",
-                        "tenant": "tenant-bench", "limits": {"qps": 1.0e6, "burst": 1.0e6,
-                        "maxConcurrent": 100000, "maxArtifactBytes": 1048576}}),
-                    )
-                }),
-            );
-            tokio::spawn(async move { axum::serve(lic, app).await.unwrap() });
-            let cfg_text = format!(
-                r#"
-[server]
-listen = "127.0.0.1:0"
-[authority]
-issuer = "https://authority.bench"
-jwks_file = "{jwks}"
-verified_token_cache_entries = {token_cache}
-[licensing]
-introspect_url = "{lic_url}"
-cache_ttl_seconds = 3600
-[release]
-trusted_scanner_digests = ["sha256:{scanner}"]
-[audit]
-path = "{db}"
-[signing]
-keys = ["unused"]
-default_keys_for_unlisted_tenants = true
-"#,
-                jwks = dir.join("jwks.json").display(),
-                scanner = "1".repeat(64),
-                db = db.display(),
-            );
-            let cfg = Config::from_toml(&cfg_text).unwrap();
-            let mut tenants = HashMap::new();
-            tenants.insert("tenant-bench".to_string(), vec![signing]);
-            let mut builder = AppBuilder::new(cfg).signers(TenantKeys::new(Vec::new(), tenants));
-            if let Some((pg_url, redis_url, prefix)) = shared {
-                let audit = stella_store::PgAudit::connect(stella_store::PgOptions::new(pg_url))
-                    .await
-                    .unwrap();
-                let mut ro = stella_store::RedisOptions::new(redis_url);
-                ro.prefix = prefix;
-                builder = builder
-                    .audit(Arc::new(audit))
-                    .quotas(Arc::new(
-                        stella_store::RedisQuotaStore::connect(ro.clone())
-                            .await
-                            .unwrap(),
-                    ))
-                    .replay(Arc::new(
-                        stella_store::RedisReplayCache::connect(ro).await.unwrap(),
-                    ));
-            }
-            let app = builder.build().unwrap();
-            let state = AppState(Arc::new(app));
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx_addr.send(listener.local_addr().unwrap()).unwrap();
-            stella_signer::server::serve(state, listener, None, async {
-                let _ = stop_rx.await;
-            })
-            .await
-            .unwrap();
-        });
+    let setup = service::Setup {
+        threads: o.server_threads,
+        authority: format!("verified_token_cache_entries = {}", o.token_cache),
+        audit_db: audit_db.clone(),
+        tail: String::new(),
+        signing,
+    };
+    let svc = service::start(dir, authority, setup, |mut builder| async move {
+        if let Some((pg_url, redis_url, prefix)) = shared {
+            let audit = stella_store::PgAudit::connect(stella_store::PgOptions::new(pg_url))
+                .await
+                .unwrap();
+            let mut ro = stella_store::RedisOptions::new(redis_url);
+            ro.prefix = prefix;
+            builder = builder
+                .audit(Arc::new(audit))
+                .quotas(Arc::new(
+                    stella_store::RedisQuotaStore::connect(ro.clone())
+                        .await
+                        .unwrap(),
+                ))
+                .replay(Arc::new(
+                    stella_store::RedisReplayCache::connect(ro).await.unwrap(),
+                ));
+        }
+        builder
     });
     Server {
-        addr: rx_addr.recv().unwrap(),
+        addr: svc.addr,
         audit_db,
-        stop,
-        thread,
+        stop: svc.stop,
+        thread: svc.thread,
         signing_key_id,
     }
 }
@@ -624,7 +570,14 @@ fn main() {
     let lb = (o.replicas > 1).then(|| {
         let mut addrs = vec![server.addr];
         addrs.extend(more.iter().map(|s| s.addr));
-        replicas::Haproxy::start(&addrs)
+        haproxy::Haproxy::start(
+            0,
+            &addrs,
+            &haproxy::Tuning {
+                global: &["maxconn 8192", "nbthread 1"],
+                timeout: Duration::from_secs(60),
+            },
+        )
     });
     let target = lb.as_ref().map(|l| l.addr).unwrap_or(server.addr);
     let base = format!("http://{target}");
@@ -732,65 +685,4 @@ fn main() {
         report.records,
         report.is_intact()
     );
-}
-
-/// Replicas behind a load balancer (issue #13): HAProxy from the Debian package
-/// (`scripts/setup-test-deps.sh`), TCP mode, round robin over the replicas: each keep-alive
-/// connection of the load generator lands on one replica.
-mod replicas {
-    pub(crate) struct Haproxy {
-        pub(crate) addr: std::net::SocketAddr,
-        child: std::process::Child,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Haproxy {
-        pub(crate) fn start(backends: &[std::net::SocketAddr]) -> Haproxy {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let dir = tempfile::tempdir().unwrap();
-            let mut cfg = format!(
-                "global\n  maxconn 8192\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 2s\n  \
-                 timeout client 60s\n  timeout server 60s\nfrontend fe\n  bind 127.0.0.1:{port}\n  \
-                 default_backend be\nbackend be\n  balance roundrobin\n"
-            );
-            for (i, b) in backends.iter().enumerate() {
-                cfg.push_str(&format!("  server r{i} {b}\n"));
-            }
-            let path = dir.path().join("haproxy.cfg");
-            std::fs::write(&path, cfg).unwrap();
-            let child = std::process::Command::new("haproxy")
-                .arg("-db")
-                .arg("-f")
-                .arg(&path)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("haproxy (run scripts/setup-test-deps.sh)");
-            let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let lb = Haproxy {
-                addr,
-                child,
-                _dir: dir,
-            };
-            for _ in 0..100 {
-                if std::net::TcpStream::connect(addr).is_ok() {
-                    return lb;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            drop(lb);
-            panic!("haproxy did not start listening");
-        }
-    }
-
-    impl Drop for Haproxy {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }

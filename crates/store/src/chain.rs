@@ -269,24 +269,22 @@ mod tests {
 
     #[test]
     fn edited_time_column_is_detected() {
-        let mut recs = sample(3);
-        recs[1].time = "2020-01-01T00:00:00.000Z".into();
-        assert_eq!(
-            walk(&recs).problems,
-            vec![ChainError::Column {
-                seq: 2,
-                column: "time"
-            }]
-        );
-        let mut recs = sample(3);
-        recs[2].audit_id = "other".into();
-        assert_eq!(
-            walk(&recs).problems,
-            vec![ChainError::Column {
-                seq: 3,
-                column: "audit_id"
-            }]
-        );
+        type Edit = fn(&mut StoredRecord);
+        let edits: [(usize, &'static str, Edit); 2] = [
+            (1, "time", |r| r.time = "2020-01-01T00:00:00.000Z".into()),
+            (2, "audit_id", |r| r.audit_id = "other".into()),
+        ];
+        for (i, column, edit) in edits {
+            let mut recs = sample(3);
+            edit(&mut recs[i]);
+            assert_eq!(
+                walk(&recs).problems,
+                vec![ChainError::Column {
+                    seq: i as u64 + 1,
+                    column
+                }]
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod cache;
 pub mod chain;
 pub mod checkpoint;
+mod group;
 pub mod memory;
 pub mod postgres;
 pub mod quota;

@@ -301,8 +301,7 @@ impl ReplayCache for MemoryReplayCache {
         key: &str,
         expires_at: i64,
     ) -> StoreFuture<'_, bool> {
-        // Keys of different partitions never collide: length-prefixed partition.
-        let k = format!("{}:{partition}:{key}", partition.len());
+        let k = crate::replay::partition_key(partition, key);
         let r = self.insert_at(partition, &k, expires_at, unix_now());
         Box::pin(async move { r })
     }
@@ -406,17 +405,23 @@ mod tests {
         assert_eq!(c.len(), 256);
     }
 
+    /// Insert `share` live keys into `partition` (all accepted), then check the next one is
+    /// refused as the partition's share being full.
+    fn fill_partition(c: &MemoryReplayCache, partition: &str, share: usize) {
+        for i in 0..share {
+            assert!(c.insert_at(partition, &format!("k{i}"), 1000, 0).unwrap());
+        }
+        assert!(matches!(
+            c.insert_at(partition, &format!("k{share}"), 1000, 0),
+            Err(StoreError::Full(m)) if m.contains(partition)
+        ));
+    }
+
     #[test]
     fn one_partition_cannot_fill_the_replay_cache_for_all() {
         let c = MemoryReplayCache::with_partition_limit(100, 30);
-        for i in 0..30 {
-            assert!(c.insert_at("noisy", &format!("k{i}"), 1000, 0).unwrap());
-        }
-        // The noisy tenant is refused; the others still have room.
-        assert!(matches!(
-            c.insert_at("noisy", "k30", 1000, 0),
-            Err(StoreError::Full(m)) if m.contains("noisy")
-        ));
+        // The noisy tenant is refused once it holds its share; the others still have room.
+        fill_partition(&c, "noisy", 30);
         for t in ["a", "b"] {
             for i in 0..30 {
                 assert!(
@@ -442,13 +447,7 @@ mod tests {
         // Overall far from full: only the partition's own bound is in play, and its expired
         // entries sit in other shards than the new key's.
         let c = MemoryReplayCache::with_partition_limit(10_000, 20);
-        for i in 0..20 {
-            assert!(c.insert_at("t", &format!("k{i}"), 1000, 0).unwrap());
-        }
-        assert!(matches!(
-            c.insert_at("t", "k20", 1000, 10),
-            Err(StoreError::Full(_))
-        ));
+        fill_partition(&c, "t", 20);
         for i in 0..20 {
             assert!(
                 c.insert_at("t", &format!("n{i}"), 5000, 2000).unwrap(),

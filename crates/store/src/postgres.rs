@@ -30,13 +30,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_postgres::{Client, NoTls};
 
 use crate::audit::{
     Appended, AuditLog, AuditPage, AuditQuery, AuditReader, AuditRecord, StoredRecord,
 };
 use crate::chain::link_hash;
+use crate::group::{
+    answer_flushes, drain_after_close, final_answer, take_batch, Cmd, Done, Front, Pending,
+};
 use crate::{StoreError, StoreFuture};
 
 /// Migrations in order; version = index + 1. Never edit one that has shipped: append.
@@ -168,24 +171,12 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     Ok(())
 }
 
-enum Cmd {
-    Append {
-        time: String,
-        audit_id: String,
-        json: String,
-        reply: oneshot::Sender<Result<Appended, StoreError>>,
-    },
-    Flush(oneshot::Sender<Result<(), StoreError>>),
-    Close(oneshot::Sender<Result<(), StoreError>>),
-}
-
 /// The PostgreSQL audit log (writer side).
 pub struct PgAudit {
-    tx: mpsc::Sender<Cmd>,
+    front: Front,
     /// The connection [`AuditLog::query`] reads on (opened on first use, dropped on error).
     query_client: tokio::sync::Mutex<Option<Client>>,
     healthy: Arc<AtomicBool>,
-    closed: AtomicBool,
     config: tokio_postgres::Config,
     timeout: Duration,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -205,7 +196,7 @@ impl PgAudit {
         tokio::time::timeout(opts.timeout * 4, migrate(&mut client))
             .await
             .map_err(|_| StoreError::Database("postgres: migrations timed out".into()))??;
-        let (tx, rx) = mpsc::channel(opts.queue.max(1));
+        let (front, rx) = Front::new(opts.queue);
         let healthy = Arc::new(AtomicBool::new(true));
         let writer = Writer {
             client: Some(client),
@@ -216,10 +207,9 @@ impl PgAudit {
         };
         let task = tokio::spawn(writer.run(rx));
         Ok(PgAudit {
-            tx,
+            front,
             query_client: tokio::sync::Mutex::new(None),
             healthy,
-            closed: AtomicBool::new(false),
             config,
             timeout: opts.timeout,
             task: std::sync::Mutex::new(Some(task)),
@@ -229,57 +219,24 @@ impl PgAudit {
 
 impl AuditLog for PgAudit {
     fn append(&self, record: AuditRecord) -> StoreFuture<'_, Appended> {
-        Box::pin(async move {
-            if self.closed.load(Ordering::Acquire) {
-                return Err(StoreError::Closed);
-            }
-            let json = String::from_utf8(record.to_canonical_json()?)
-                .map_err(|e| StoreError::Encode(e.to_string()))?;
-            let (reply, rx) = oneshot::channel();
-            self.tx
-                .send(Cmd::Append {
-                    time: record.time,
-                    audit_id: record.audit_id,
-                    json,
-                    reply,
-                })
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            rx.await.map_err(|_| StoreError::Closed)?
-        })
+        Box::pin(self.front.append(record))
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let (reply, rx) = oneshot::channel();
-            self.tx
-                .send(Cmd::Flush(reply))
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            rx.await.map_err(|_| StoreError::Closed)?
-        })
+        Box::pin(self.front.flush())
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            if self.closed.swap(true, Ordering::AcqRel) {
-                return Ok(());
-            }
-            let (reply, rx) = oneshot::channel();
-            if self.tx.send(Cmd::Close(reply)).await.is_err() {
-                return Ok(());
-            }
-            let res = rx.await.map_err(|_| StoreError::Closed)?;
+        Box::pin(self.front.close(async {
             let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(t) = task {
                 let _ = t.await;
             }
-            res
-        })
+        }))
     }
 
     fn is_healthy(&self) -> bool {
-        !self.closed.load(Ordering::Acquire) && self.healthy.load(Ordering::Acquire)
+        !self.front.is_closed() && self.healthy.load(Ordering::Acquire)
     }
 
     fn backend(&self) -> &'static str {
@@ -379,13 +336,6 @@ async fn run_query(client: &Client, q: &AuditQuery) -> Result<AuditPage, StoreEr
     Ok(AuditPage { records, more })
 }
 
-struct Pending {
-    time: String,
-    audit_id: String,
-    json: String,
-    reply: oneshot::Sender<Result<Appended, StoreError>>,
-}
-
 /// How often an unhealthy writer probes the server.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 
@@ -400,7 +350,7 @@ struct Writer {
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let mut batch: Vec<Pending> = Vec::with_capacity(self.batch_max);
-        let mut flushes: Vec<oneshot::Sender<Result<(), StoreError>>> = Vec::new();
+        let mut flushes: Vec<Done> = Vec::new();
         loop {
             // While unhealthy, probe the server between commands: a replica taken out of
             // rotation by its `/readyz` gets no requests, so recovery cannot wait for the
@@ -417,70 +367,14 @@ impl Writer {
                 }
             };
             let Some(first) = first else { break };
-            let mut close = None;
-            let mut next = Some(first);
-            while let Some(cmd) = next.take() {
-                match cmd {
-                    Cmd::Append {
-                        time,
-                        audit_id,
-                        json,
-                        reply,
-                    } => batch.push(Pending {
-                        time,
-                        audit_id,
-                        json,
-                        reply,
-                    }),
-                    Cmd::Flush(r) => flushes.push(r),
-                    Cmd::Close(r) => {
-                        close = Some(r);
-                        break;
-                    }
-                }
-                if batch.len() >= self.batch_max {
-                    break;
-                }
-                next = rx.try_recv().ok();
-            }
+            let close = take_batch(first, &mut rx, &mut batch, &mut flushes, self.batch_max);
             let ok = self.commit(&mut batch).await;
-            for f in flushes.drain(..) {
-                let _ = f.send(if ok {
-                    Ok(())
-                } else {
-                    Err(StoreError::Database("audit commit failed".into()))
-                });
-            }
+            answer_flushes(&mut flushes, ok);
             if let Some(r) = close {
-                rx.close();
-                while let Ok(cmd) = rx.try_recv() {
-                    match cmd {
-                        Cmd::Append {
-                            time,
-                            audit_id,
-                            json,
-                            reply,
-                        } => batch.push(Pending {
-                            time,
-                            audit_id,
-                            json,
-                            reply,
-                        }),
-                        Cmd::Flush(f) => flushes.push(f),
-                        Cmd::Close(c) => {
-                            let _ = c.send(Ok(()));
-                        }
-                    }
-                }
+                drain_after_close(&mut rx, &mut batch, &mut flushes);
                 let ok = self.commit(&mut batch).await;
-                for f in flushes.drain(..) {
-                    let _ = f.send(Ok(()));
-                }
-                let _ = r.send(if ok {
-                    Ok(())
-                } else {
-                    Err(StoreError::Database("final audit commit failed".into()))
-                });
+                answer_flushes(&mut flushes, true);
+                let _ = r.send(final_answer(ok));
                 return;
             }
         }

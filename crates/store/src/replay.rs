@@ -24,11 +24,16 @@ pub trait ReplayCache: Send + Sync {
         key: &str,
         expires_at: i64,
     ) -> StoreFuture<'_, bool> {
-        let k = format!("{}:{partition}:{key}", partition.len());
-        let r = self.check_and_insert(&k, expires_at);
+        let r = self.check_and_insert(&partition_key(partition, key), expires_at);
         Box::pin(r)
     }
 
     /// Short backend name for logs (`memory`, `redis`).
     fn backend(&self) -> &'static str;
+}
+
+/// The key of `key` within `partition`: length-prefixed, so keys of different partitions
+/// never collide.
+pub(crate) fn partition_key(partition: &str, key: &str) -> String {
+    format!("{}:{partition}:{key}", partition.len())
 }

@@ -24,12 +24,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::audit::{
     Appended, AuditLog, AuditPage, AuditQuery, AuditReader, AuditRecord, StoredRecord,
 };
 use crate::chain::{link_hash, GENESIS};
+use crate::group::{
+    answer_flushes, drain_after_close, final_answer, take_batch, Cmd, Done, Front, Pending,
+};
 use crate::{StoreError, StoreFuture};
 
 const SCHEMA: &str = "
@@ -95,28 +98,15 @@ impl SqliteOptions {
     }
 }
 
-enum Cmd {
-    Append {
-        time: String,
-        audit_id: String,
-        json: Vec<u8>,
-        subjects: Vec<String>,
-        reply: oneshot::Sender<Result<Appended, StoreError>>,
-    },
-    Flush(oneshot::Sender<Result<(), StoreError>>),
-    Close(oneshot::Sender<Result<(), StoreError>>),
-}
-
 /// The SQLite audit log (writer side).
 pub struct SqliteAudit {
-    tx: mpsc::Sender<Cmd>,
+    front: Front,
     /// A read-only connection for [`AuditLog::query`] (WAL: reads run beside the writer).
     query_conn: Arc<Mutex<Connection>>,
     /// The last committed link, updated by the writer after each commit.
     head: Arc<Mutex<(u64, String)>>,
     checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
     healthy: Arc<AtomicBool>,
-    closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
 }
@@ -200,7 +190,7 @@ impl SqliteAudit {
                 path: opts.path.display().to_string(),
                 source,
             })?;
-        let (tx, rx) = mpsc::channel(opts.queue.max(1));
+        let (front, rx) = Front::new(opts.queue);
         let healthy = Arc::new(AtomicBool::new(true));
         let shared_head = Arc::new(Mutex::new(head.clone()));
         let writer = Writer {
@@ -218,12 +208,11 @@ impl SqliteAudit {
                 source,
             })?;
         Ok(SqliteAudit {
-            tx,
+            front,
             query_conn,
             head: shared_head,
             checkpointer: Mutex::new(Some((cp_stop, cp_thread))),
             healthy,
-            closed: AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),
             path: opts.path,
         })
@@ -254,55 +243,20 @@ impl SqliteAudit {
 
 impl AuditLog for SqliteAudit {
     fn append(&self, record: AuditRecord) -> StoreFuture<'_, Appended> {
-        Box::pin(async move {
-            if self.closed.load(Ordering::Acquire) {
-                return Err(StoreError::Closed);
-            }
-            let json = record.to_canonical_json()?;
-            let (reply, rx) = oneshot::channel();
-            self.tx
-                .send(Cmd::Append {
-                    time: record.time,
-                    audit_id: record.audit_id,
-                    json,
-                    subjects: record.subject_digests,
-                    reply,
-                })
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            rx.await.map_err(|_| StoreError::Closed)?
-        })
+        Box::pin(self.front.append(record))
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let (reply, rx) = oneshot::channel();
-            self.tx
-                .send(Cmd::Flush(reply))
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            rx.await.map_err(|_| StoreError::Closed)?
-        })
+        Box::pin(self.front.flush())
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            if self.closed.swap(true, Ordering::AcqRel) {
-                return Ok(());
-            }
-            let (reply, rx) = oneshot::channel();
-            if self.tx.send(Cmd::Close(reply)).await.is_err() {
-                return Ok(());
-            }
-            let res = rx.await.map_err(|_| StoreError::Closed)?;
-            // The writer has answered Close and is returning; joining is quick.
-            self.join();
-            res
-        })
+        // The writer has answered Close and is returning; joining is quick.
+        Box::pin(self.front.close(async { self.join() }))
     }
 
     fn is_healthy(&self) -> bool {
-        !self.closed.load(Ordering::Acquire) && self.healthy.load(Ordering::Acquire)
+        !self.front.is_closed() && self.healthy.load(Ordering::Acquire)
     }
 
     fn backend(&self) -> &'static str {
@@ -413,8 +367,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Drop for SqliteAudit {
     fn drop(&mut self) {
         // Closing the channel lets the writer drain what is queued and exit.
-        let (tx, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.tx, tx));
+        self.front.disconnect();
         self.join();
     }
 }
@@ -427,91 +380,23 @@ struct Writer {
     healthy: Arc<AtomicBool>,
 }
 
-struct Pending {
-    time: String,
-    audit_id: String,
-    json: Vec<u8>,
-    subjects: Vec<String>,
-    reply: oneshot::Sender<Result<Appended, StoreError>>,
-}
-
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let mut appends: Vec<Pending> = Vec::with_capacity(self.batch_max);
-        let mut flushes: Vec<oneshot::Sender<Result<(), StoreError>>> = Vec::new();
+        let mut flushes: Vec<Done> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
-            let mut close = None;
-            let mut next = Some(first);
-            while let Some(cmd) = next.take() {
-                match cmd {
-                    Cmd::Append {
-                        time,
-                        audit_id,
-                        json,
-                        subjects,
-                        reply,
-                    } => appends.push(Pending {
-                        time,
-                        audit_id,
-                        json,
-                        subjects,
-                        reply,
-                    }),
-                    Cmd::Flush(r) => flushes.push(r),
-                    Cmd::Close(r) => {
-                        close = Some(r);
-                        break;
-                    }
-                }
-                if appends.len() >= self.batch_max {
-                    break;
-                }
-                next = rx.try_recv().ok();
-            }
+            let close = take_batch(first, &mut rx, &mut appends, &mut flushes, self.batch_max);
             let ok = self.commit(&mut appends);
-            for f in flushes.drain(..) {
-                let _ = f.send(if ok {
-                    Ok(())
-                } else {
-                    Err(StoreError::Database("audit commit failed".into()))
-                });
-            }
+            answer_flushes(&mut flushes, ok);
             if let Some(r) = close {
                 // Drain whatever raced in behind Close, then stop.
-                rx.close();
-                while let Ok(cmd) = rx.try_recv() {
-                    match cmd {
-                        Cmd::Append {
-                            time,
-                            audit_id,
-                            json,
-                            subjects,
-                            reply,
-                        } => appends.push(Pending {
-                            time,
-                            audit_id,
-                            json,
-                            subjects,
-                            reply,
-                        }),
-                        Cmd::Flush(f) => flushes.push(f),
-                        Cmd::Close(c) => {
-                            let _ = c.send(Ok(()));
-                        }
-                    }
-                }
+                drain_after_close(&mut rx, &mut appends, &mut flushes);
                 let ok = self.commit(&mut appends);
                 let _ = self
                     .conn
                     .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-                for f in flushes.drain(..) {
-                    let _ = f.send(Ok(()));
-                }
-                let _ = r.send(if ok {
-                    Ok(())
-                } else {
-                    Err(StoreError::Database("final audit commit failed".into()))
-                });
+                answer_flushes(&mut flushes, true);
+                let _ = r.send(final_answer(ok));
                 return;
             }
         }
@@ -538,9 +423,8 @@ impl Writer {
                 )?;
                 for p in batch.iter() {
                     seq += 1;
-                    let hash = link_hash(seq, &prev, &p.json);
-                    let text = std::str::from_utf8(&p.json)
-                        .map_err(|e| StoreError::Encode(e.to_string()))?;
+                    let hash = link_hash(seq, &prev, p.json.as_bytes());
+                    let text = p.json.as_str();
                     let iseq = i64::try_from(seq).map_err(|e| StoreError::Encode(e.to_string()))?;
                     for d in &p.subjects {
                         subj.execute(params![d, iseq])?;
@@ -598,12 +482,7 @@ impl SqliteReader {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such audit database"),
             });
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch("PRAGMA query_only=1;")?;
+        let conn = open_query_conn(path)?;
         let tables: i64 = conn.query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_log'",
             [],
@@ -640,31 +519,10 @@ impl AuditReader for SqliteReader {
         )?;
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![after, limit], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        })?;
+        let rows = stmt.query_map(params![after, limit], stored_row)?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, record_json, prev_hash, hash, time, audit_id) = row?;
-            let seq = u64::try_from(seq).map_err(|_| StoreError::Corrupt {
-                seq: 0,
-                reason: format!("negative seq {seq}"),
-            })?;
-            out.push(StoredRecord {
-                seq,
-                time,
-                audit_id,
-                record_json,
-                prev_hash,
-                hash,
-            });
+            out.push(to_stored(row?)?);
         }
         Ok(out)
     }

@@ -8,6 +8,8 @@
 mod audit_api;
 mod dashboard;
 mod flows;
+#[path = "../common/haproxy.rs"]
+mod haproxy;
 mod hostile;
 mod hsm_kms;
 mod keyless;

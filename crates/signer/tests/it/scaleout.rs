@@ -418,55 +418,6 @@ async fn postgres_outage_fails_closed_and_recovers_without_restart() {
     reconcile(&shared, signed).await;
 }
 
-/// HAProxy (Debian package, `scripts/setup-test-deps.sh`) in TCP mode, round robin over the
-/// replicas; killed on drop.
-struct Haproxy {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Haproxy {
-    async fn start(port: u16, backends: &[u16]) -> Haproxy {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = format!(
-            "global\n  maxconn 512\ndefaults\n  mode tcp\n  timeout connect 2s\n  \
-             timeout client 30s\n  timeout server 30s\nfrontend fe\n  bind 127.0.0.1:{port}\n  \
-             default_backend be\nbackend be\n  balance roundrobin\n"
-        );
-        for (i, b) in backends.iter().enumerate() {
-            cfg.push_str(&format!("  server r{i} 127.0.0.1:{b}\n"));
-        }
-        let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, cfg).unwrap();
-        let child = std::process::Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("haproxy (run scripts/setup-test-deps.sh)");
-        let lb = Haproxy { child, _dir: dir };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return lb;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("haproxy did not start listening");
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()
 }
@@ -486,7 +437,23 @@ async fn three_replicas_behind_haproxy() {
         replicas.push(replica_at(&shared, &public).await);
     }
     let ports: Vec<u16> = replicas.iter().map(|r| port_of(&r.url(""))).collect();
-    let _lb = Haproxy::start(lb_port, &ports).await;
+    let backends: Vec<std::net::SocketAddr> = ports
+        .iter()
+        .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
+        .collect();
+    let lb = crate::haproxy::Haproxy::start(
+        lb_port,
+        &backends,
+        &crate::haproxy::Tuning {
+            global: &["maxconn 512"],
+            timeout: Duration::from_secs(30),
+        },
+    );
+    assert_eq!(
+        lb.addr.port(),
+        lb_port,
+        "HAProxy listens where `public` says"
+    );
     // A new connection per request, so round robin spreads them over the replicas.
     let ca = reqwest::Certificate::from_pem(authority().pki.ca_pem.as_bytes()).unwrap();
     let http = reqwest::Client::builder()
