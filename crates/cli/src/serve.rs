@@ -357,7 +357,7 @@ fn sign(a: SignArgs) -> Result<()> {
             }
         }
         let http = b.build().context("HTTP client")?;
-        let dpop = DpopKey::generate().map_err(|e| fail(USAGE, e))?;
+        let dpop = DpopKey::generate().map_err(|e| fail(USAGE, e.to_string()))?;
         let mut extra = Vec::new();
         if let Some(r) = &a.resource {
             extra.push(("resource", r.as_str()));
@@ -371,7 +371,7 @@ fn sign(a: SignArgs) -> Result<()> {
             Some(&dpop),
         )
         .await
-        .map_err(|e| fail(AUTH, e))?;
+        .map_err(|e| fail(AUTH, e.to_string()))?;
         eprintln!(
             "obtained a DPoP-bound access token (jkt {})",
             dpop.thumbprint()
@@ -385,7 +385,7 @@ fn sign(a: SignArgs) -> Result<()> {
             &body,
         )
         .await
-        .map_err(|e| fail(OFFLINE, e))
+        .map_err(|e| fail(OFFLINE, e.to_string()))
     })?;
     if resp.status != 200 {
         let code = resp.body.get("code").and_then(Value::as_str).unwrap_or("?");

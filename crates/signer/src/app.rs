@@ -451,7 +451,9 @@ impl AppBuilder {
             (Some(d), _, _) => Jwks::fixed(JwkSet {
                 keys: vec![d.jwk()],
             }),
-            (None, Some(f), _) => Jwks::from_file(f).map_err(StartError::Config)?,
+            (None, Some(f), _) => {
+                Jwks::from_file(f).map_err(|e| StartError::Config(e.to_string()))?
+            }
             (None, None, Some(u)) => Jwks::remote(
                 u.clone(),
                 http_client(cfg.authority.ca_file.as_ref(), cfg.authority.timeout_ms)?,

@@ -9,6 +9,45 @@ use stella_keys::{Algorithm, FileKey};
 
 use crate::jose;
 
+/// Why a client-side step failed: making a key or proof, or talking to the Authority or the
+/// Signer. Messages name the URL and what was wrong with the answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// A DPoP key could not be generated.
+    #[error("cannot generate a DPoP key: {0}")]
+    Key(#[from] stella_keys::KeyError),
+    /// The key's public JWK could not be read back (to take its thumbprint).
+    #[error("the DPoP key's JWK: {0}")]
+    Jwk(#[from] jose::JoseError),
+    /// A proof could not be signed.
+    #[error("cannot sign a DPoP proof: {0}")]
+    Proof(#[from] jose::sign::JwsError),
+    /// The request did not get an answer.
+    #[error("{what} {url}: {source}")]
+    Transport {
+        what: &'static str,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The token endpoint answered something that is not JSON.
+    #[error("token response is not JSON: {0}")]
+    NotJson(#[source] reqwest::Error),
+    /// A successful token response without `access_token`.
+    #[error("token response has no access_token")]
+    NoAccessToken,
+    /// The token endpoint refused.
+    #[error("token request failed ({status}): {body}")]
+    Refused {
+        status: reqwest::StatusCode,
+        body: Value,
+    },
+    /// The token endpoint asked for a nonce again after the retry with one.
+    #[error("token request failed after a nonce retry")]
+    NonceRetry,
+}
+
 /// A DPoP key pair held by a client.
 pub struct DpopKey {
     key: FileKey,
@@ -18,17 +57,14 @@ pub struct DpopKey {
 
 impl DpopKey {
     /// A fresh P-256 key.
-    pub fn generate() -> Result<Self, String> {
-        let key = FileKey::generate(Algorithm::EcdsaP256Sha256).map_err(|e| e.to_string())?;
+    pub fn generate() -> Result<Self, ClientError> {
+        let key = FileKey::generate(Algorithm::EcdsaP256Sha256)?;
         Self::from_key(key)
     }
 
-    pub fn from_key(key: FileKey) -> Result<Self, String> {
+    pub fn from_key(key: FileKey) -> Result<Self, ClientError> {
         let jwk = jose::sign::public_jwk(&key);
-        let thumbprint = jose::Jwk::from_value(&jwk)
-            .map_err(|e| e.to_string())?
-            .thumbprint()
-            .to_string();
+        let thumbprint = jose::Jwk::from_value(&jwk)?.thumbprint().to_string();
         Ok(DpopKey {
             key,
             jwk,
@@ -52,7 +88,7 @@ impl DpopKey {
         url: &str,
         access_token: Option<&str>,
         nonce: Option<&str>,
-    ) -> Result<String, String> {
+    ) -> Result<String, ClientError> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let mut claims = json!({
             "jti": crate::trace::random_hex(16),
@@ -70,7 +106,7 @@ impl DpopKey {
     }
 
     /// A proof with exactly these claims (tests use it to make hostile proofs).
-    pub fn proof_with_claims(&self, claims: &Value) -> Result<String, String> {
+    pub fn proof_with_claims(&self, claims: &Value) -> Result<String, ClientError> {
         self.proof_with(
             &json!({"typ": "dpop+jwt", "alg": jose::sign::alg_of(&self.key), "jwk": self.jwk}),
             claims,
@@ -78,8 +114,8 @@ impl DpopKey {
     }
 
     /// A proof with this header and these claims.
-    pub fn proof_with(&self, header: &Value, claims: &Value) -> Result<String, String> {
-        jose::sign::compact(&self.key, header, claims).map_err(|e| e.to_string())
+    pub fn proof_with(&self, header: &Value, claims: &Value) -> Result<String, ClientError> {
+        Ok(jose::sign::compact(&self.key, header, claims)?)
     }
 
     /// The private key (tests: to build hostile JWKs).
@@ -105,7 +141,7 @@ pub async fn client_credentials(
     client_secret: &str,
     extra: &[(&str, &str)],
     dpop: Option<&DpopKey>,
-) -> Result<Token, String> {
+) -> Result<Token, ClientError> {
     let mut form: Vec<(&str, &str)> = vec![
         ("grant_type", "client_credentials"),
         ("client_id", client_id),
@@ -131,25 +167,23 @@ pub async fn client_credentials(
         if let Some(k) = dpop {
             req = req.header("DPoP", k.proof("POST", token_url, None, nonce.as_deref())?);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("token request to {token_url}: {e}"))?;
+        let resp = req.send().await.map_err(|source| ClientError::Transport {
+            what: "token request to",
+            url: token_url.to_string(),
+            source,
+        })?;
         let status = resp.status();
         let server_nonce = resp
             .headers()
             .get("dpop-nonce")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("token response is not JSON: {e}"))?;
+        let v: Value = resp.json().await.map_err(ClientError::NotJson)?;
         if status.is_success() {
             let access_token = v
                 .get("access_token")
                 .and_then(Value::as_str)
-                .ok_or("token response has no access_token")?
+                .ok_or(ClientError::NoAccessToken)?
                 .to_string();
             return Ok(Token {
                 access_token,
@@ -167,9 +201,9 @@ pub async fn client_credentials(
                 continue;
             }
         }
-        return Err(format!("token request failed ({status}): {v}"));
+        return Err(ClientError::Refused { status, body: v });
     }
-    Err("token request failed after a nonce retry".into())
+    Err(ClientError::NonceRetry)
 }
 
 /// What a sign call answered.
@@ -189,7 +223,7 @@ pub async fn post_dpop(
     token: &str,
     dpop: &DpopKey,
     body: &Value,
-) -> Result<SignResponse, String> {
+) -> Result<SignResponse, ClientError> {
     let url = format!("{}{}", base.trim_end_matches('/'), path);
     let mut nonce: Option<String> = None;
     loop {
@@ -201,7 +235,11 @@ pub async fn post_dpop(
             .json(body)
             .send()
             .await
-            .map_err(|e| format!("POST {url}: {e}"))?;
+            .map_err(|source| ClientError::Transport {
+                what: "POST",
+                url: url.clone(),
+                source,
+            })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body: Value = resp.json().await.unwrap_or(Value::Null);

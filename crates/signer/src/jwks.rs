@@ -24,6 +24,42 @@ pub enum JwksError {
     Unavailable(String),
 }
 
+/// Why a JWKS could not be had from a file or a URL.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksLoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {source}")]
+    Parse {
+        origin: String,
+        #[source]
+        source: crate::jose::JoseError,
+    },
+    #[error("{0}: no usable keys")]
+    NoKeys(String),
+    #[error("{0}")]
+    Transport(#[source] reqwest::Error),
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+}
+
+/// Why a bounded response body could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    #[error("{what} larger than {limit} bytes")]
+    TooLarge { what: String, limit: usize },
+    #[error("{0}")]
+    Transport(#[source] reqwest::Error),
+}
+
 struct Remote {
     url: String,
     http: reqwest::Client,
@@ -59,12 +95,18 @@ impl Jwks {
     }
 
     /// A set read from a file once at start.
-    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
-        let bytes =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let set = JwkSet::from_json(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn from_file(path: &std::path::Path) -> Result<Self, JwksLoadError> {
+        let shown = || path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| JwksLoadError::Read {
+            path: shown(),
+            source,
+        })?;
+        let set = JwkSet::from_json(&bytes).map_err(|source| JwksLoadError::Parse {
+            origin: shown(),
+            source,
+        })?;
         if set.keys.is_empty() {
-            return Err(format!("{}: no usable keys", path.display()));
+            return Err(JwksLoadError::NoKeys(shown()));
         }
         Ok(Self::fixed(set))
     }
@@ -179,26 +221,31 @@ impl Remote {
             }
             Err(e) => {
                 tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed");
-                st.set.clone().ok_or(JwksError::Unavailable(e))
+                st.set
+                    .clone()
+                    .ok_or_else(|| JwksError::Unavailable(e.to_string()))
             }
         }
     }
 
-    async fn fetch(&self) -> Result<JwkSet, String> {
+    async fn fetch(&self) -> Result<JwkSet, JwksLoadError> {
         let resp = self
             .http
             .get(&self.url)
             .header("accept", "application/jwk-set+json, application/json")
             .send()
             .await
-            .map_err(|e| format!("{e}"))?;
+            .map_err(JwksLoadError::Transport)?;
         if !resp.status().is_success() {
-            return Err(format!("HTTP {}", resp.status()));
+            return Err(JwksLoadError::Status(resp.status()));
         }
         let bytes = read_limited(resp, MAX_JWKS_BYTES, "JWKS").await?;
-        let set = JwkSet::from_json(&bytes).map_err(|e| e.to_string())?;
+        let set = JwkSet::from_json(&bytes).map_err(|source| JwksLoadError::Parse {
+            origin: "JWKS".into(),
+            source,
+        })?;
         if set.keys.is_empty() {
-            return Err("JWKS has no usable keys".into());
+            return Err(JwksLoadError::NoKeys("JWKS".into()));
         }
         Ok(set)
     }
@@ -214,13 +261,16 @@ pub(crate) async fn read_limited(
     mut resp: reqwest::Response,
     limit: usize,
     what: &str,
-) -> Result<Vec<u8>, String> {
-    let too_large = || format!("{what} larger than {limit} bytes");
+) -> Result<Vec<u8>, BodyError> {
+    let too_large = || BodyError::TooLarge {
+        what: what.to_string(),
+        limit,
+    };
     if resp.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("{e}"))? {
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
         if out.len().saturating_add(chunk.len()) > limit {
             return Err(too_large());
         }

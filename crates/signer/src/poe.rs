@@ -499,7 +499,8 @@ impl Licensing {
                     MAX_INTROSPECTION_BYTES,
                     "introspection answer",
                 )
-                .await?;
+                .await
+                .map_err(|e| e.to_string())?;
                 serde_json::from_slice::<Introspection>(&bytes)
                     .map_err(|e| format!("unreadable introspection answer: {e}"))?
             }
