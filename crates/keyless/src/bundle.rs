@@ -40,7 +40,7 @@ pub fn bundle_json(
             Ok(b.to_value())
         }
         Content::Message { sha256, signature } => Ok(json!({
-            "mediaType": stella_dsse::bundle::MEDIA_TYPE_V03,
+            "mediaType": stella_dsse::BUNDLE_MEDIA_TYPE_V03,
             "verificationMaterial": {
                 "certificate": {"rawBytes": b64(leaf_der)},
                 "tlogEntries": tlog_entries,
