@@ -377,7 +377,7 @@ impl DevTsa {
             reason: e,
         };
         // The keyless flow verifies every token against the trusted root before a bundle
-        // leaves (`stella_sigstore::tsa::verify_timestamp`: CMS signature, imprint, TSA of the
+        // leaves (`stella_sigstore::verify_timestamp`: CMS signature, imprint, TSA of the
         // root, times), so the TSA's own re-verification of each token (a second P-256 verify
         // per signature) is skipped; `new`'s certificate checks still run.
         let tsa = LocalTsa::new(&self.key, &self.chain_pem, Some(DEV_TSA_POLICY), at)

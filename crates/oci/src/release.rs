@@ -502,7 +502,7 @@ pub fn check_keyless_bundle(
 #[non_exhaustive]
 pub enum KeylessRefusal {
     #[error(transparent)]
-    Keyring(#[from] stella_sigstore::keyring::IdentityTrustError),
+    Keyring(#[from] stella_sigstore::IdentityTrustError),
     #[error("certificate-based (keyless) bundle, and the keyring names no Sigstore identity ([[identities]])")]
     NoIdentities,
     #[error("a keyless image signature must be a DSSE in-toto statement, not a message signature")]
