@@ -11,7 +11,7 @@ use stella_dsse::{Envelope, VerificationMaterial};
 
 /// What the bundle signs.
 #[derive(Debug, Clone, Copy)]
-pub enum Content<'a> {
+pub(crate) enum Content<'a> {
     Dsse(&'a Envelope),
     Message {
         sha256: &'a [u8; 32],
@@ -20,7 +20,7 @@ pub enum Content<'a> {
 }
 
 /// The bundle as JSON.
-pub fn bundle_json(
+pub(crate) fn bundle_json(
     content: Content<'_>,
     leaf_der: &[u8],
     timestamps: &[Vec<u8>],

@@ -19,7 +19,6 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use stella_keys::{Algorithm, FileKey, Signer};
 use stella_sigstore::TrustedRoot;
-use stella_x509::der::Encode;
 use stella_x509::tsp::LocalTsa;
 use stella_x509::x509_cert::name::Name;
 use stella_x509::{Cert, Oid};
@@ -33,15 +32,15 @@ use crate::timestamp::{granted_response, Timestamper};
 use crate::{BoxFuture, KeylessSigner};
 
 /// Leaf lifetime, as Fulcio.
-pub const LEAF_VALIDITY: Duration = Duration::minutes(10);
+pub(crate) const LEAF_VALIDITY: Duration = Duration::minutes(10);
 /// CA, CT and TSA lifetime of a dev setup.
-pub const DEV_VALIDITY: Duration = Duration::days(365);
+pub(crate) const DEV_VALIDITY: Duration = Duration::days(365);
 /// TSA policy of dev timestamps (the Sigstore TSA arc).
-pub const DEV_TSA_POLICY: &str = "1.3.6.1.4.1.57264.2";
+pub(crate) const DEV_TSA_POLICY: &str = "1.3.6.1.4.1.57264.2";
 /// The URI the dev CA is known by in its trusted root.
-pub const DEV_CA_URI: &str = "https://fulcio.dev.stella.invalid";
-pub const DEV_CT_URL: &str = "https://ctlog.dev.stella.invalid";
-pub const DEV_TSA_URI: &str = "https://tsa.dev.stella.invalid";
+pub(crate) const DEV_CA_URI: &str = "https://fulcio.dev.stella.invalid";
+pub(crate) const DEV_CT_URL: &str = "https://ctlog.dev.stella.invalid";
+pub(crate) const DEV_TSA_URI: &str = "https://tsa.dev.stella.invalid";
 
 fn p256() -> Result<FileKey, CertGenError> {
     FileKey::generate(Algorithm::EcdsaP256Sha256)
@@ -413,8 +412,8 @@ pub struct DevIdentity {
 }
 
 /// The default dev identity and issuer (what `--dev-ca` and the dev profile sign as).
-pub const DEV_IDENTITY: &str = "dev@stella.invalid";
-pub const DEV_OIDC_ISSUER: &str = "https://oidc.dev.stella.invalid";
+pub(crate) const DEV_IDENTITY: &str = "dev@stella.invalid";
+pub(crate) const DEV_OIDC_ISSUER: &str = "https://oidc.dev.stella.invalid";
 
 impl Default for DevIdentity {
     fn default() -> Self {
@@ -451,7 +450,7 @@ pub struct DevServices {
 }
 
 /// File name of a saved dev setup (private keys inside: mode 0600).
-pub const DEV_STATE_FILE: &str = "dev-keyless.json";
+pub(crate) const DEV_STATE_FILE: &str = "dev-keyless.json";
 /// File name of its trusted root.
 pub const DEV_TRUSTED_ROOT_FILE: &str = "trusted_root.json";
 
@@ -707,9 +706,4 @@ impl TrustedRootBuilder {
         out.push(b'\n');
         out
     }
-}
-
-/// SPKI DER of a certificate's key (for trusted roots built from certificates).
-pub fn spki_der_of(cert: &Cert) -> Result<Vec<u8>, stella_x509::der::Error> {
-    cert.public_key().to_der()
 }
