@@ -36,7 +36,7 @@ use crate::reference::Reference;
 /// When plain HTTP may be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PlainHttp {
-    /// Only for loopback registries (127.0.0.0/8, localhost, [::1]); HTTPS everywhere else.
+    /// Only for loopback registries (127.0.0.0/8, localhost, `[::1]`); HTTPS everywhere else.
     #[default]
     LoopbackOnly,
     /// For every registry (`--plain-http`): for registries on a trusted private network.
@@ -206,7 +206,7 @@ impl std::fmt::Debug for Client {
 }
 
 /// A manifest or index fetched and checked.
-pub type Manifest = Document;
+pub(crate) type Manifest = Document;
 
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Self> {

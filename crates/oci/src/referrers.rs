@@ -26,9 +26,9 @@ use crate::reference::Reference;
 use crate::upload::BlobSource;
 
 /// The media type of cosign's legacy signature layers.
-pub const COSIGN_SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+pub(crate) const COSIGN_SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 /// The layer annotation holding a legacy cosign signature (base64).
-pub const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+pub(crate) const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 
 /// Where a referrer was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -114,7 +114,7 @@ async fn fallback_index(
 }
 
 /// cosign's legacy signature manifest (`sha256-<hex>.sig`), if any.
-pub async fn cosign_signature_manifest(
+pub(crate) async fn cosign_signature_manifest(
     client: &Client,
     repo: &Reference,
     subject: &Digest,
@@ -129,7 +129,7 @@ pub async fn cosign_signature_manifest(
 
 /// What [`attach_artifact`] pushed.
 #[derive(Debug, Clone)]
-pub struct Attached {
+pub(crate) struct Attached {
     /// The artifact manifest.
     pub manifest: Descriptor,
     /// `true` when we updated the `sha256-<hex>` fallback index (the registry did not
@@ -138,7 +138,7 @@ pub struct Attached {
 }
 
 /// Push `blob` as an OCI 1.1 artifact referring to `subject` in `repo`.
-pub async fn attach_artifact(
+pub(crate) async fn attach_artifact(
     client: &Client,
     repo: &Reference,
     subject: &Descriptor,

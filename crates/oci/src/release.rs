@@ -45,9 +45,9 @@ use crate::referrers::{
 /// cosign v3's image-signature predicate type (what `stella sign image` signs).
 pub const COSIGN_SIGN_V1: &str = "https://sigstore.dev/cosign/sign/v1";
 /// `critical.type` of cosign's legacy simple-signing payload.
-pub const COSIGN_LEGACY_TYPE: &str = "cosign container image signature";
-pub const BUNDLE_CONTENT_ANNOTATION: &str = "dev.sigstore.bundle.content";
-pub const BUNDLE_PREDICATE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
+pub(crate) const COSIGN_LEGACY_TYPE: &str = "cosign container image signature";
+pub(crate) const BUNDLE_CONTENT_ANNOTATION: &str = "dev.sigstore.bundle.content";
+pub(crate) const BUNDLE_PREDICATE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
 const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
 /// Bundle media types we read as signature referrers.
 const BUNDLE_TYPES: &[&str] = &[
@@ -681,7 +681,7 @@ fn check_legacy_payload(
 }
 
 /// cosign's legacy simple-signing payload for `image` (used to write legacy signatures).
-pub fn simple_signing_payload(image: &Reference, digest: &Digest) -> Vec<u8> {
+pub(crate) fn simple_signing_payload(image: &Reference, digest: &Digest) -> Vec<u8> {
     let v = json!({
         "critical": {
             "identity": {"docker-reference": image.name()},

@@ -28,14 +28,14 @@ use crate::reference::Reference;
 
 /// Where blob bytes come from.
 #[derive(Debug, Clone, Copy)]
-pub enum BlobSource<'a> {
+pub(crate) enum BlobSource<'a> {
     File(&'a Path),
     Bytes(&'a [u8]),
 }
 
 /// The outcome of one blob push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PushedBlob {
+pub(crate) struct PushedBlob {
     pub action: BlobAction,
     /// For [`BlobAction::Resumed`]: the offset the upload continued from.
     pub resumed_from: u64,
@@ -119,7 +119,7 @@ enum Mount {
 impl Client {
     /// Push one blob into `repo` unless it is already there. `size` and `d` describe the
     /// bytes of `src`; the registry refuses the upload if they do not match.
-    pub async fn push_blob(
+    pub(crate) async fn push_blob(
         &self,
         repo: &Reference,
         d: &Digest,

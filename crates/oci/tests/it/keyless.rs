@@ -2,8 +2,8 @@
 //! bytes a referrer would hold, made by a private Sigstore (`stella_sigstore::testing`).
 
 use stella_keys::{DevKeys, Keyring, Purpose};
-use stella_oci::release::{check_bundle_bytes, ReleasePolicy, COSIGN_SIGN_V1};
 use stella_oci::Digest;
+use stella_oci::{check_bundle_bytes, ReleasePolicy, COSIGN_SIGN_V1};
 use stella_sigstore::testing::{LeafSpec, TestSigstore};
 
 const ISSUER: &str = "https://issuer.test.invalid";
