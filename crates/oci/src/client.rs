@@ -498,6 +498,28 @@ impl Client {
         Ok((token.to_string(), ttl))
     }
 
+    /// After a transport error at `attempt`: when `again`, count a retry and wait the policy's
+    /// delay (the caller then tries again); otherwise the registry is `Unreachable`.
+    async fn retry_or_unreachable(
+        &self,
+        again: bool,
+        r: &Reference,
+        attempt: u32,
+        policy: &RetryPolicy,
+        e: &reqwest::Error,
+    ) -> Result<()> {
+        if !again {
+            return Err(Error::Unreachable {
+                registry: r.registry().to_string(),
+                attempts: attempt,
+                detail: describe(e),
+            });
+        }
+        self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(policy.delay(attempt)).await;
+        Ok(())
+    }
+
     /// Send a request built by `build` (called again for each attempt), with authentication
     /// and — when `retry` — retries on connection errors, 429 and 5xx.
     pub(crate) async fn send<F>(
@@ -523,16 +545,10 @@ impl Client {
             self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
             match rb.send().await {
                 Err(e) => {
-                    if attempt < attempts && is_retryable(&e) {
-                        self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(policy.delay(attempt)).await;
-                        continue;
-                    }
-                    return Err(Error::Unreachable {
-                        registry: r.registry().to_string(),
-                        attempts: attempt,
-                        detail: describe(&e),
-                    });
+                    let again = attempt < attempts && is_retryable(&e);
+                    self.retry_or_unreachable(again, r, attempt, policy, &e)
+                        .await?;
+                    continue;
                 }
                 Ok(resp) => {
                     let status = resp.status();
@@ -676,16 +692,10 @@ impl Client {
                 }
                 Err(StreamError::Io(e)) => return Err(Error::io(tmp.path(), e)),
                 Err(StreamError::Http(e)) => {
-                    if attempt < policy.attempts.max(1) {
-                        self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(policy.delay(attempt)).await;
-                        continue;
-                    }
-                    return Err(Error::Unreachable {
-                        registry: repo.registry().to_string(),
-                        attempts: attempt,
-                        detail: describe(&e),
-                    });
+                    let again = attempt < policy.attempts.max(1);
+                    self.retry_or_unreachable(again, repo, attempt, policy, &e)
+                        .await?;
+                    continue;
                 }
             }
         }

@@ -21,9 +21,7 @@ use crate::client::Client;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::media::{Descriptor, Document, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST};
-use crate::progress::NoProgress;
 use crate::reference::Reference;
-use crate::upload::BlobSource;
 
 /// The media type of cosign's legacy signature layers.
 pub(crate) const COSIGN_SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -148,30 +146,9 @@ pub(crate) async fn attach_artifact(
     annotations: BTreeMap<String, String>,
 ) -> Result<Attached> {
     let repo = repo.clone().without_tag();
-    let progress: std::sync::Arc<dyn crate::Progress> = std::sync::Arc::new(NoProgress);
     let empty = b"{}";
-    let empty_d = Digest::of(empty);
-    client
-        .push_blob(
-            &repo,
-            &empty_d,
-            2,
-            BlobSource::Bytes(empty),
-            None,
-            &progress,
-        )
-        .await?;
-    let blob_d = Digest::of(blob);
-    client
-        .push_blob(
-            &repo,
-            &blob_d,
-            blob.len() as u64,
-            BlobSource::Bytes(blob),
-            None,
-            &progress,
-        )
-        .await?;
+    let empty_d = client.push_bytes(&repo, empty).await?;
+    let blob_d = client.push_bytes(&repo, blob).await?;
     let mut manifest = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

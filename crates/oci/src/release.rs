@@ -707,19 +707,7 @@ pub async fn sign_image_legacy(
     let sig = signer
         .sign(&payload)
         .map_err(|e| Error::Sign(e.to_string()))?;
-    let progress: std::sync::Arc<dyn crate::Progress> =
-        std::sync::Arc::new(crate::progress::NoProgress);
-    let payload_d = Digest::of(&payload);
-    client
-        .push_blob(
-            &repo,
-            &payload_d,
-            payload.len() as u64,
-            crate::upload::BlobSource::Bytes(&payload),
-            None,
-            &progress,
-        )
-        .await?;
+    let payload_d = client.push_bytes(&repo, &payload).await?;
     let mut layer = Descriptor::new(COSIGN_SIMPLESIGNING, payload_d, payload.len() as u64);
     layer.annotations.insert(
         COSIGN_SIGNATURE_ANNOTATION.to_string(),
@@ -744,17 +732,7 @@ pub async fn sign_image_legacy(
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
     let config_bytes = stella_dsse::jcs::to_vec(&config).map_err(|e| Error::Sign(e.to_string()))?;
-    let config_d = Digest::of(&config_bytes);
-    client
-        .push_blob(
-            &repo,
-            &config_d,
-            config_bytes.len() as u64,
-            crate::upload::BlobSource::Bytes(&config_bytes),
-            None,
-            &progress,
-        )
-        .await?;
+    let config_d = client.push_bytes(&repo, &config_bytes).await?;
     let m = json!({
         "schemaVersion": 2,
         "mediaType": crate::media::OCI_MANIFEST,

@@ -117,6 +117,17 @@ enum Mount {
 }
 
 impl Client {
+    /// Push small in-memory `bytes` (a config, an empty descriptor, a signature payload) as a
+    /// blob of `repo`, without resume journal or progress, and return their digest.
+    pub(crate) async fn push_bytes(&self, repo: &Reference, bytes: &[u8]) -> Result<Digest> {
+        let d = Digest::of(bytes);
+        let progress: Arc<dyn Progress> = Arc::new(crate::progress::NoProgress);
+        let src = BlobSource::Bytes(bytes);
+        self.push_blob(repo, &d, bytes.len() as u64, src, None, &progress)
+            .await?;
+        Ok(d)
+    }
+
     /// Push one blob into `repo` unless it is already there. `size` and `d` describe the
     /// bytes of `src`; the registry refuses the upload if they do not match.
     pub(crate) async fn push_blob(
