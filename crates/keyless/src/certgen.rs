@@ -140,15 +140,20 @@ pub(crate) fn ca_extensions(path_len: Option<u8>) -> R<Vec<Extension>> {
     ])
 }
 
+/// keyUsage digitalSignature, critical: the usage of every leaf we issue (TSA and Fulcio).
+fn digital_signature_usage() -> R<Extension> {
+    ext(
+        oid::EXT_KEY_USAGE,
+        true,
+        &KeyUsage(KeyUsages::DigitalSignature.into()),
+    )
+}
+
 /// TSA extensions: keyUsage digitalSignature (critical), extendedKeyUsage
 /// id-kp-timeStamping only (critical, RFC 3161 §2.3), a certificate policy.
 pub(crate) fn tsa_extensions(policy: Oid) -> R<Vec<Extension>> {
     Ok(vec![
-        ext(
-            oid::EXT_KEY_USAGE,
-            true,
-            &KeyUsage(KeyUsages::DigitalSignature.into()),
-        )?,
+        digital_signature_usage()?,
         ext(
             oid::EXT_EKU,
             true,
@@ -176,11 +181,7 @@ pub(crate) fn fulcio_leaf_extensions(san: &str, oidc_issuer: &str) -> R<Vec<Exte
         GeneralName::Rfc822Name(ia5)
     };
     Ok(vec![
-        ext(
-            oid::EXT_KEY_USAGE,
-            true,
-            &KeyUsage(KeyUsages::DigitalSignature.into()),
-        )?,
+        digital_signature_usage()?,
         ext(
             oid::EXT_EKU,
             false,

@@ -86,40 +86,30 @@ impl DevCa {
         let start = whole_seconds(now) - Duration::minutes(1);
         let root_key = p256()?;
         let root_name = certgen::name("CN=stella dev keyless root,O=stella-dev")?;
-        let mut ext = certgen::ca_extensions(None)?;
-        ext.extend(certgen::key_ids(
-            root_key.public_key().spki_der(),
-            root_key.public_key().spki_der(),
-        )?);
-        let root = certgen::issue(
-            &Spec {
-                subject: root_name.clone(),
+        // A CA certificate for `key`, signed by the root key, valid for DEV_VALIDITY.
+        let ca_cert = |subject: Name, key: &FileKey, path_len: Option<u8>| {
+            let mut extensions = certgen::ca_extensions(path_len)?;
+            extensions.extend(certgen::key_ids(
+                key.public_key().spki_der(),
+                root_key.public_key().spki_der(),
+            )?);
+            let spec = Spec {
+                subject,
                 issuer: root_name.clone(),
                 serial: certgen::random_serial()?,
                 not_before: start,
                 not_after: start + DEV_VALIDITY,
-                spki_der: root_key.public_key().spki_der().to_vec(),
-                extensions: ext,
-            },
-            &root_key,
-        )?;
+                spki_der: key.public_key().spki_der().to_vec(),
+                extensions,
+            };
+            certgen::issue(&spec, &root_key)
+        };
+        let root = ca_cert(root_name.clone(), &root_key, None)?;
         let intermediate_key = p256()?;
-        let mut ext = certgen::ca_extensions(Some(0))?;
-        ext.extend(certgen::key_ids(
-            intermediate_key.public_key().spki_der(),
-            root_key.public_key().spki_der(),
-        )?);
-        let intermediate = certgen::issue(
-            &Spec {
-                subject: certgen::name("CN=stella dev keyless intermediate,O=stella-dev")?,
-                issuer: root_name,
-                serial: certgen::random_serial()?,
-                not_before: start,
-                not_after: start + DEV_VALIDITY,
-                spki_der: intermediate_key.public_key().spki_der().to_vec(),
-                extensions: ext,
-            },
-            &root_key,
+        let intermediate = ca_cert(
+            certgen::name("CN=stella dev keyless intermediate,O=stella-dev")?,
+            &intermediate_key,
+            Some(0),
         )?;
         let ct_key = p256()?;
         Self::assemble(
