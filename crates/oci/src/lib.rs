@@ -44,8 +44,8 @@ pub use reference::Reference;
 pub use referrers::{list_referrers, update_fallback_index, ReferrerSource, Referrers};
 pub use release::{
     attach_bundle, check_bundle_bytes, check_keyless_bundle, sign_image, sign_image_legacy,
-    verify_image, verify_image_release, KeylessRefusal, ReleasePolicy, SignedImage, Verdict,
-    COSIGN_SIGN_V1,
+    verify_image, verify_image_release, KeylessRefusal, ReleasePolicy, SignatureRefusal,
+    SignedImage, Verdict, COSIGN_SIGN_V1,
 };
 pub use stella_digest::Digest;
 pub use transfer::{
