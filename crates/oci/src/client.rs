@@ -520,6 +520,14 @@ impl Client {
         Ok(())
     }
 
+    /// GET `url` of `repo` with pull scope and retries.
+    async fn get_pulling(&self, repo: &Reference, url: &Url) -> Result<Response> {
+        self.send(repo, &Scope::pull(repo), true, || {
+            Ok(self.request(Method::GET, url.clone()))
+        })
+        .await
+    }
+
     /// Send a request built by `build` (called again for each attempt), with authentication
     /// and — when `retry` — retries on connection errors, 429 and 5xx.
     pub(crate) async fn send<F>(
@@ -644,11 +652,7 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let resp = self
-                .send(repo, &Scope::pull(repo), true, || {
-                    Ok(self.request(Method::GET, url.clone()))
-                })
-                .await?;
+            let resp = self.get_pulling(repo, &url).await?;
             if !resp.status().is_success() {
                 return Err(if resp.status() == StatusCode::NOT_FOUND {
                     Error::NotFound {
@@ -720,11 +724,7 @@ impl Client {
             repo,
             &format!("/v2/{}/blobs/{}", repo.repository(), desc.digest),
         )?;
-        let resp = self
-            .send(repo, &Scope::pull(repo), true, || {
-                Ok(self.request(Method::GET, url.clone()))
-            })
-            .await?;
+        let resp = self.get_pulling(repo, &url).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Err(Error::NotFound {
                 registry: repo.registry().to_string(),
@@ -909,11 +909,7 @@ impl Client {
         let mut tags = Vec::new();
         for _ in 0..10_000 {
             let u = url.clone();
-            let resp = self
-                .send(repo, &Scope::pull(repo), true, || {
-                    Ok(self.request(Method::GET, u.clone()))
-                })
-                .await?;
+            let resp = self.get_pulling(repo, &u).await?;
             if resp.status() == StatusCode::NOT_FOUND {
                 return Err(Error::NotFound {
                     registry: repo.registry().to_string(),
