@@ -289,7 +289,10 @@ pub(crate) struct Checkpoint {
 }
 
 /// Verify a C2SP signed note checkpoint against the log's key and read it.
-pub(crate) fn verify_checkpoint(note: &str, log: &LogInstance) -> Result<Checkpoint, CheckpointError> {
+pub(crate) fn verify_checkpoint(
+    note: &str,
+    log: &LogInstance,
+) -> Result<Checkpoint, CheckpointError> {
     let (body, sigs) = note
         .split_once("\n\n")
         .ok_or(CheckpointError::NotASignedNote)?;
