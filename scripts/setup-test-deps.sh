@@ -156,32 +156,29 @@ log "mirror tools: $(zstd --version 2>&1 | head -n1); pigz $(pigz --version 2>&1
 # ------------------------------------------------------------- signer ------
 # Signer service tests (crates/signer/tests/it): the test Authority, oidc-provider 8.8.1 (the last line supporting Node 20) under
 # Node (tests/authority/, from its package-lock.json).
-AUTHORITY="$ROOT/tests/authority"
-AUTH_STAMP="$AUTHORITY/node_modules/.stella-deps-stamp"
-auth_want="$(hash_of "$AUTHORITY/package.json" "$AUTHORITY/package-lock.json") $(node --version)"
-if [ -f "$AUTH_STAMP" ] && [ "$(cat "$AUTH_STAMP")" = "$auth_want" ]; then
-    log "test Authority node_modules up to date ($AUTHORITY/node_modules)"
-else
-    log "npm ci (tests/authority: oidc-provider)"
-    (cd "$AUTHORITY" && npm ci --no-audit --no-fund --loglevel=error >&2)
-    echo "$auth_want" > "$AUTH_STAMP"
-fi
+# npm_ci_stamped DIR WHAT LABEL: `npm ci` in DIR from its package-lock.json, unless the stamp
+# in DIR/node_modules says the same lockfile and Node version were installed already.
+npm_ci_stamped() {
+    local dir="$1" what="$2" label="$3"
+    local stamp="$dir/node_modules/.stella-deps-stamp"
+    local want
+    want="$(hash_of "$dir/package.json" "$dir/package-lock.json") $(node --version)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        log "$what node_modules up to date ($dir/node_modules)"
+    else
+        log "npm ci ($label)"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+        echo "$want" > "$stamp"
+    fi
+}
+npm_ci_stamped "$ROOT/tests/authority" "test Authority" "tests/authority: oidc-provider"
 
 # ------------------------------------------------------------ keyless ------
 # Keyless signing tests (crates/keyless/tests/it/mock.rs, CLI keyless tests): Fulcio, Rekor v1
 # and a TSA from @sigstore/mock 0.12.1 (the newest that runs on Node 20), served on loopback by
 # tests/sigstore-mock/serve.mjs (from its package-lock.json). Their bundles are also checked
 # with @sigstore/verify from tests/interop/node_modules (above) and `openssl ts -verify`.
-SIGMOCK="$ROOT/tests/sigstore-mock"
-SIGMOCK_STAMP="$SIGMOCK/node_modules/.stella-deps-stamp"
-sigmock_want="$(hash_of "$SIGMOCK/package.json" "$SIGMOCK/package-lock.json") $(node --version)"
-if [ -f "$SIGMOCK_STAMP" ] && [ "$(cat "$SIGMOCK_STAMP")" = "$sigmock_want" ]; then
-    log "sigstore mock node_modules up to date ($SIGMOCK/node_modules)"
-else
-    log "npm ci (tests/sigstore-mock: @sigstore/mock)"
-    (cd "$SIGMOCK" && npm ci --no-audit --no-fund --loglevel=error >&2)
-    echo "$sigmock_want" > "$SIGMOCK_STAMP"
-fi
+npm_ci_stamped "$ROOT/tests/sigstore-mock" "sigstore mock" "tests/sigstore-mock: @sigstore/mock"
 
 # ---------------------------------------------------------------- oci ------
 # Registry tests and benchmark (crates/oci/tests/it, crates/cli/tests/it/oci.rs,

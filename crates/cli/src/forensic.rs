@@ -86,7 +86,7 @@ fn show(a: &ShowArgs, dev: DevKeys) -> Result<()> {
     let bytes = io::read_limited(path, stella_sigstore::bundle::MAX_BUNDLE_BYTES as u64)?;
     let value = stella_dsse::jcs::parse_strict(&bytes).map_err(|e| bad_input(path, e))?;
     let mut warnings: Vec<String> = Vec::new();
-    let (body, bundle) = if stella_dsse::bundle::looks_like_bundle(&value) {
+    let (body, bundle) = if stella_dsse::looks_like_bundle(&value) {
         let b = Bundle::from_value(&value).map_err(|e| bad_input(path, e))?;
         (describe_bundle(&b, &mut warnings)?, Some(b))
     } else {
@@ -164,7 +164,7 @@ fn describe_payload(
     // deviates from in-toto Statement v1 is listed as a warning.
     let ty = o.get("_type").and_then(Value::as_str);
     match ty {
-        Some(stella_dsse::statement::STATEMENT_TYPE_V1) => {}
+        Some(stella_dsse::STATEMENT_TYPE_V1) => {}
         Some(t) => warnings.push(format!("statement _type {t:?} is not in-toto Statement v1")),
         None => warnings.push("the statement has no _type".into()),
     }

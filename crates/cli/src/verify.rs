@@ -230,7 +230,7 @@ pub(crate) fn verify_file(
 ) -> Result<Verified> {
     // Usage first: a bad --purpose is reported before any file is read.
     let purpose = trust.purpose()?;
-    let bytes = io::read_limited(path, stella_dsse::envelope::MAX_ENVELOPE_BYTES as u64)?;
+    let bytes = io::read_limited(path, stella_dsse::MAX_ENVELOPE_BYTES as u64)?;
     // A file that is not an envelope or bundle at all is an input error (exit 2); only a
     // well-formed envelope whose signatures or payload do not hold is a failed verification.
     let value = stella_dsse::jcs::parse_strict(&bytes).map_err(|e| {
@@ -239,7 +239,7 @@ pub(crate) fn verify_file(
             format!("{path} is not a valid envelope or bundle: {e}"),
         )
     })?;
-    let (envelope, bundle) = if stella_dsse::bundle::looks_like_bundle(&value) {
+    let (envelope, bundle) = if stella_dsse::looks_like_bundle(&value) {
         let b = Bundle::from_value(&value).map_err(|e| fail(USAGE, format!("{path}: {e}")))?;
         if let VerificationMaterial::Certificate { .. } = b.material {
             return Err(fail(

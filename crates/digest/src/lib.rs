@@ -4,6 +4,7 @@
 //! counts bytes. Only SHA-256 exists today; any other algorithm is refused by name rather
 //! than trusted unchecked. Pure: no I/O.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 use std::fmt;
 

@@ -9,15 +9,15 @@ use serde_json::{json, Value};
 use crate::b64;
 use crate::envelope::{Envelope, EnvelopeError};
 
-pub const MEDIA_TYPE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+pub const BUNDLE_MEDIA_TYPE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 const READABLE_MEDIA_TYPES: &[&str] = &[
-    MEDIA_TYPE_V03,
+    BUNDLE_MEDIA_TYPE_V03,
     "application/vnd.dev.sigstore.bundle+json;version=0.3",
     "application/vnd.dev.sigstore.bundle+json;version=0.2",
     "application/vnd.dev.sigstore.bundle+json;version=0.1",
 ];
 /// Default upper bound for a bundle document (32 MiB).
-pub const MAX_BUNDLE_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const MAX_BUNDLE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Why a bundle was refused.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +69,7 @@ impl Bundle {
             return Err(BundleError::SignatureCount(envelope.signatures.len()));
         }
         Ok(Bundle {
-            media_type: MEDIA_TYPE_V03.to_string(),
+            media_type: BUNDLE_MEDIA_TYPE_V03.to_string(),
             material,
             tlog_entries: Vec::new(),
             rfc3161_timestamps: Vec::new(),
@@ -162,7 +162,7 @@ impl Bundle {
             .get("dsseEnvelope")
             .ok_or_else(|| st("no `dsseEnvelope` (message-signature bundles are not supported)"))?;
         let envelope = Envelope::from_value(env)?;
-        if media_type == MEDIA_TYPE_V03 && envelope.signatures.len() != 1 {
+        if media_type == BUNDLE_MEDIA_TYPE_V03 && envelope.signatures.len() != 1 {
             return Err(BundleError::SignatureCount(envelope.signatures.len()));
         }
         Ok(Bundle {

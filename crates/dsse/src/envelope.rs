@@ -185,7 +185,7 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Append the PAE of (`payload_type`, `payload`) to `out`.
-pub fn pae_into(payload_type: &str, payload: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn pae_into(payload_type: &str, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b"DSSEv1 ");
     push_decimal(out, payload_type.len());
     out.push(b' ');

@@ -963,48 +963,31 @@ impl ser::Serializer for FiniteCheck {
     }
 }
 
-impl ser::SerializeSeq for FiniteCheck {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> CheckResult {
-        value.serialize(FiniteCheck)
-    }
-    fn end(self) -> CheckResult {
-        Ok(())
-    }
+/// The compound serializers only recurse into each element (or key and value): one impl per
+/// serde trait, differing only in the trait's method names and their extra arguments.
+macro_rules! finite_check_compound {
+    ($($trait:ident :: $method:ident ($($arg:ident : $ty:ty),*);)+) => {$(
+        impl ser::$trait for FiniteCheck {
+            type Ok = ();
+            type Error = CheckError;
+            fn $method<T: ?Sized + Serialize>(&mut self, $($arg: $ty,)* value: &T) -> CheckResult {
+                $(let _ = $arg;)*
+                value.serialize(FiniteCheck)
+            }
+            fn end(self) -> CheckResult {
+                Ok(())
+            }
+        }
+    )+};
 }
 
-impl ser::SerializeTuple for FiniteCheck {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> CheckResult {
-        value.serialize(FiniteCheck)
-    }
-    fn end(self) -> CheckResult {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for FiniteCheck {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> CheckResult {
-        value.serialize(FiniteCheck)
-    }
-    fn end(self) -> CheckResult {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for FiniteCheck {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> CheckResult {
-        value.serialize(FiniteCheck)
-    }
-    fn end(self) -> CheckResult {
-        Ok(())
-    }
+finite_check_compound! {
+    SerializeSeq::serialize_element();
+    SerializeTuple::serialize_element();
+    SerializeTupleStruct::serialize_field();
+    SerializeTupleVariant::serialize_field();
+    SerializeStruct::serialize_field(key: &'static str);
+    SerializeStructVariant::serialize_field(key: &'static str);
 }
 
 impl ser::SerializeMap for FiniteCheck {
@@ -1014,36 +997,6 @@ impl ser::SerializeMap for FiniteCheck {
         key.serialize(FiniteCheck)
     }
     fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> CheckResult {
-        value.serialize(FiniteCheck)
-    }
-    fn end(self) -> CheckResult {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for FiniteCheck {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        _: &'static str,
-        value: &T,
-    ) -> CheckResult {
-        value.serialize(FiniteCheck)
-    }
-    fn end(self) -> CheckResult {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for FiniteCheck {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        _: &'static str,
-        value: &T,
-    ) -> CheckResult {
         value.serialize(FiniteCheck)
     }
     fn end(self) -> CheckResult {

@@ -11,7 +11,7 @@ use stella_dsse::{Envelope, VerificationMaterial};
 
 /// What the bundle signs.
 #[derive(Debug, Clone, Copy)]
-pub enum Content<'a> {
+pub(crate) enum Content<'a> {
     Dsse(&'a Envelope),
     Message {
         sha256: &'a [u8; 32],
@@ -20,7 +20,7 @@ pub enum Content<'a> {
 }
 
 /// The bundle as JSON.
-pub fn bundle_json(
+pub(crate) fn bundle_json(
     content: Content<'_>,
     leaf_der: &[u8],
     timestamps: &[Vec<u8>],
@@ -40,7 +40,7 @@ pub fn bundle_json(
             Ok(b.to_value())
         }
         Content::Message { sha256, signature } => Ok(json!({
-            "mediaType": stella_dsse::bundle::MEDIA_TYPE_V03,
+            "mediaType": stella_dsse::BUNDLE_MEDIA_TYPE_V03,
             "verificationMaterial": {
                 "certificate": {"rawBytes": b64(leaf_der)},
                 "tlogEntries": tlog_entries,

@@ -27,11 +27,11 @@ use stella_x509::{oid, Cert, Oid};
 use time::OffsetDateTime;
 
 /// Fulcio's OIDC issuer extension (v2, DER UTF8String).
-pub const OID_FULCIO_ISSUER_V2: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.8");
+pub(crate) const OID_FULCIO_ISSUER_V2: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.8");
 /// Fulcio's legacy OIDC issuer extension (raw bytes).
-pub const OID_FULCIO_ISSUER_V1: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.1");
+pub(crate) const OID_FULCIO_ISSUER_V1: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.1");
 /// Embedded SCT list (RFC 6962 §3.3).
-pub const OID_SCT_LIST: Oid = Oid::new_unwrap("1.3.6.1.4.1.11129.2.4.2");
+pub(crate) const OID_SCT_LIST: Oid = Oid::new_unwrap("1.3.6.1.4.1.11129.2.4.2");
 const OID_KP_CODE_SIGNING: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.3");
 
 /// Why a certificate could not be built.
@@ -49,7 +49,7 @@ pub enum CertGenError {
 type R<T> = Result<T, CertGenError>;
 
 /// A name from an RFC 4514 string (`CN=…,O=…`).
-pub fn name(text: &str) -> R<Name> {
+pub(crate) fn name(text: &str) -> R<Name> {
     Name::from_str(text).map_err(|e| CertGenError::Input(format!("name {text:?}: {e}")))
 }
 
@@ -62,7 +62,7 @@ fn time_of(t: OffsetDateTime) -> R<Time> {
 }
 
 /// A random positive 16-byte serial number.
-pub fn random_serial() -> R<Vec<u8>> {
+pub(crate) fn random_serial() -> R<Vec<u8>> {
     let mut s = vec![0u8; 16];
     aws_lc_rs::rand::fill(&mut s).map_err(|_| CertGenError::Input("no randomness".into()))?;
     s[0] = (s[0] & 0x7f) | 0x01;
@@ -70,7 +70,7 @@ pub fn random_serial() -> R<Vec<u8>> {
 }
 
 /// An extension with a DER-encodable value.
-pub fn ext<T: Encode>(id: Oid, critical: bool, value: &T) -> R<Extension> {
+pub(crate) fn ext<T: Encode>(id: Oid, critical: bool, value: &T) -> R<Extension> {
     Ok(Extension {
         extn_id: id,
         critical,
@@ -79,7 +79,7 @@ pub fn ext<T: Encode>(id: Oid, critical: bool, value: &T) -> R<Extension> {
 }
 
 /// An extension whose value is given as raw bytes.
-pub fn raw_ext(id: Oid, critical: bool, value: Vec<u8>) -> R<Extension> {
+pub(crate) fn raw_ext(id: Oid, critical: bool, value: Vec<u8>) -> R<Extension> {
     Ok(Extension {
         extn_id: id,
         critical,
@@ -100,7 +100,7 @@ fn spki_bits(spki_der: &[u8]) -> R<Vec<u8>> {
 }
 
 /// Subject and authority key identifier extensions.
-pub fn key_ids(subject_spki: &[u8], issuer_spki: &[u8]) -> R<Vec<Extension>> {
+pub(crate) fn key_ids(subject_spki: &[u8], issuer_spki: &[u8]) -> R<Vec<Extension>> {
     let _ = spki_bits(subject_spki)?;
     Ok(vec![
         ext(
@@ -122,7 +122,7 @@ pub fn key_ids(subject_spki: &[u8], issuer_spki: &[u8]) -> R<Vec<Extension>> {
 
 /// CA extensions: basicConstraints cA (critical, optional path length), keyUsage
 /// keyCertSign + cRLSign (critical).
-pub fn ca_extensions(path_len: Option<u8>) -> R<Vec<Extension>> {
+pub(crate) fn ca_extensions(path_len: Option<u8>) -> R<Vec<Extension>> {
     Ok(vec![
         ext(
             oid::EXT_BASIC_CONSTRAINTS,
@@ -140,15 +140,20 @@ pub fn ca_extensions(path_len: Option<u8>) -> R<Vec<Extension>> {
     ])
 }
 
+/// keyUsage digitalSignature, critical: the usage of every leaf we issue (TSA and Fulcio).
+fn digital_signature_usage() -> R<Extension> {
+    ext(
+        oid::EXT_KEY_USAGE,
+        true,
+        &KeyUsage(KeyUsages::DigitalSignature.into()),
+    )
+}
+
 /// TSA extensions: keyUsage digitalSignature (critical), extendedKeyUsage
 /// id-kp-timeStamping only (critical, RFC 3161 §2.3), a certificate policy.
-pub fn tsa_extensions(policy: Oid) -> R<Vec<Extension>> {
+pub(crate) fn tsa_extensions(policy: Oid) -> R<Vec<Extension>> {
     Ok(vec![
-        ext(
-            oid::EXT_KEY_USAGE,
-            true,
-            &KeyUsage(KeyUsages::DigitalSignature.into()),
-        )?,
+        digital_signature_usage()?,
         ext(
             oid::EXT_EKU,
             true,
@@ -168,7 +173,7 @@ pub fn tsa_extensions(policy: Oid) -> R<Vec<Extension>> {
 /// Fulcio leaf extensions: keyUsage digitalSignature (critical), extendedKeyUsage
 /// codeSigning, the SAN (URI when it has a scheme, else email; critical as Fulcio does since
 /// the subject is empty), and the OIDC issuer (v2 UTF8String and legacy raw).
-pub fn fulcio_leaf_extensions(san: &str, oidc_issuer: &str) -> R<Vec<Extension>> {
+pub(crate) fn fulcio_leaf_extensions(san: &str, oidc_issuer: &str) -> R<Vec<Extension>> {
     let ia5 = Ia5String::new(san).map_err(|e| CertGenError::Input(format!("SAN {san:?}: {e}")))?;
     let general = if san.contains("://") {
         GeneralName::UniformResourceIdentifier(ia5)
@@ -176,11 +181,7 @@ pub fn fulcio_leaf_extensions(san: &str, oidc_issuer: &str) -> R<Vec<Extension>>
         GeneralName::Rfc822Name(ia5)
     };
     Ok(vec![
-        ext(
-            oid::EXT_KEY_USAGE,
-            true,
-            &KeyUsage(KeyUsages::DigitalSignature.into()),
-        )?,
+        digital_signature_usage()?,
         ext(
             oid::EXT_EKU,
             false,
@@ -199,7 +200,7 @@ pub fn fulcio_leaf_extensions(san: &str, oidc_issuer: &str) -> R<Vec<Extension>>
 
 /// What a certificate says, before it is signed.
 #[derive(Debug, Clone)]
-pub struct Spec {
+pub(crate) struct Spec {
     pub subject: Name,
     pub issuer: Name,
     pub serial: Vec<u8>,
@@ -218,7 +219,7 @@ fn ecdsa_sha256() -> AlgorithmIdentifierOwned {
 }
 
 /// The `tbsCertificate` of `spec` (signature algorithm ECDSA with SHA-256).
-pub fn tbs(spec: &Spec) -> R<TbsCertificate> {
+pub(crate) fn tbs(spec: &Spec) -> R<TbsCertificate> {
     Ok(TbsCertificate {
         version: Version::V3,
         serial_number: SerialNumber::new(&spec.serial)?,
@@ -241,7 +242,7 @@ pub fn tbs(spec: &Spec) -> R<TbsCertificate> {
 }
 
 /// Sign a `tbsCertificate` with `key` (ECDSA P-256).
-pub fn sign(tbs: TbsCertificate, key: &dyn Signer) -> R<Cert> {
+pub(crate) fn sign(tbs: TbsCertificate, key: &dyn Signer) -> R<Cert> {
     if key.algorithm() != Algorithm::EcdsaP256Sha256 {
         return Err(CertGenError::Input(
             "certificates are signed with ECDSA P-256 keys".into(),
@@ -257,14 +258,14 @@ pub fn sign(tbs: TbsCertificate, key: &dyn Signer) -> R<Cert> {
 }
 
 /// A signed certificate for `spec`.
-pub fn issue(spec: &Spec, key: &dyn Signer) -> R<Cert> {
+pub(crate) fn issue(spec: &Spec, key: &dyn Signer) -> R<Cert> {
     sign(tbs(spec)?, key)
 }
 
 /// An RFC 6962 v1 SCT (TLS encoding) for a precertificate: `ct_key` signs
 /// `version ‖ certificate_timestamp ‖ timestamp ‖ precert_entry ‖ issuer_key_hash ‖
 /// tbs ‖ extensions`.
-pub fn precert_sct(
+pub(crate) fn precert_sct(
     ct_key: &dyn Signer,
     precert_tbs_der: &[u8],
     issuer_spki_der: &[u8],
@@ -298,7 +299,7 @@ pub fn precert_sct(
 }
 
 /// The embedded SCT list extension (an OCTET STRING holding the TLS list).
-pub fn sct_list_extension(scts: &[Vec<u8>]) -> R<Extension> {
+pub(crate) fn sct_list_extension(scts: &[Vec<u8>]) -> R<Extension> {
     let mut body = Vec::new();
     for s in scts {
         let l = u16::try_from(s.len()).map_err(|_| CertGenError::Input("SCT too large".into()))?;
@@ -313,7 +314,7 @@ pub fn sct_list_extension(scts: &[Vec<u8>]) -> R<Extension> {
 }
 
 /// Issue a Fulcio-style leaf: `spec` plus an SCT by `ct_key` over its precertificate.
-pub fn issue_with_sct(
+pub(crate) fn issue_with_sct(
     spec: &Spec,
     issuer_key: &dyn Signer,
     ct_key: &dyn Signer,

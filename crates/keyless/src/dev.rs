@@ -19,7 +19,6 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use stella_keys::{Algorithm, FileKey, Signer};
 use stella_sigstore::TrustedRoot;
-use stella_x509::der::Encode;
 use stella_x509::tsp::LocalTsa;
 use stella_x509::x509_cert::name::Name;
 use stella_x509::{Cert, Oid};
@@ -33,15 +32,15 @@ use crate::timestamp::{granted_response, Timestamper};
 use crate::{BoxFuture, KeylessSigner};
 
 /// Leaf lifetime, as Fulcio.
-pub const LEAF_VALIDITY: Duration = Duration::minutes(10);
+pub(crate) const LEAF_VALIDITY: Duration = Duration::minutes(10);
 /// CA, CT and TSA lifetime of a dev setup.
-pub const DEV_VALIDITY: Duration = Duration::days(365);
+pub(crate) const DEV_VALIDITY: Duration = Duration::days(365);
 /// TSA policy of dev timestamps (the Sigstore TSA arc).
-pub const DEV_TSA_POLICY: &str = "1.3.6.1.4.1.57264.2";
+pub(crate) const DEV_TSA_POLICY: &str = "1.3.6.1.4.1.57264.2";
 /// The URI the dev CA is known by in its trusted root.
-pub const DEV_CA_URI: &str = "https://fulcio.dev.stella.invalid";
-pub const DEV_CT_URL: &str = "https://ctlog.dev.stella.invalid";
-pub const DEV_TSA_URI: &str = "https://tsa.dev.stella.invalid";
+pub(crate) const DEV_CA_URI: &str = "https://fulcio.dev.stella.invalid";
+pub(crate) const DEV_CT_URL: &str = "https://ctlog.dev.stella.invalid";
+pub(crate) const DEV_TSA_URI: &str = "https://tsa.dev.stella.invalid";
 
 fn p256() -> Result<FileKey, CertGenError> {
     FileKey::generate(Algorithm::EcdsaP256Sha256)
@@ -87,40 +86,30 @@ impl DevCa {
         let start = whole_seconds(now) - Duration::minutes(1);
         let root_key = p256()?;
         let root_name = certgen::name("CN=stella dev keyless root,O=stella-dev")?;
-        let mut ext = certgen::ca_extensions(None)?;
-        ext.extend(certgen::key_ids(
-            root_key.public_key().spki_der(),
-            root_key.public_key().spki_der(),
-        )?);
-        let root = certgen::issue(
-            &Spec {
-                subject: root_name.clone(),
+        // A CA certificate for `key`, signed by the root key, valid for DEV_VALIDITY.
+        let ca_cert = |subject: Name, key: &FileKey, path_len: Option<u8>| {
+            let mut extensions = certgen::ca_extensions(path_len)?;
+            extensions.extend(certgen::key_ids(
+                key.public_key().spki_der(),
+                root_key.public_key().spki_der(),
+            )?);
+            let spec = Spec {
+                subject,
                 issuer: root_name.clone(),
                 serial: certgen::random_serial()?,
                 not_before: start,
                 not_after: start + DEV_VALIDITY,
-                spki_der: root_key.public_key().spki_der().to_vec(),
-                extensions: ext,
-            },
-            &root_key,
-        )?;
+                spki_der: key.public_key().spki_der().to_vec(),
+                extensions,
+            };
+            certgen::issue(&spec, &root_key)
+        };
+        let root = ca_cert(root_name.clone(), &root_key, None)?;
         let intermediate_key = p256()?;
-        let mut ext = certgen::ca_extensions(Some(0))?;
-        ext.extend(certgen::key_ids(
-            intermediate_key.public_key().spki_der(),
-            root_key.public_key().spki_der(),
-        )?);
-        let intermediate = certgen::issue(
-            &Spec {
-                subject: certgen::name("CN=stella dev keyless intermediate,O=stella-dev")?,
-                issuer: root_name,
-                serial: certgen::random_serial()?,
-                not_before: start,
-                not_after: start + DEV_VALIDITY,
-                spki_der: intermediate_key.public_key().spki_der().to_vec(),
-                extensions: ext,
-            },
-            &root_key,
+        let intermediate = ca_cert(
+            certgen::name("CN=stella dev keyless intermediate,O=stella-dev")?,
+            &intermediate_key,
+            Some(0),
         )?;
         let ct_key = p256()?;
         Self::assemble(
@@ -377,7 +366,7 @@ impl DevTsa {
             reason: e,
         };
         // The keyless flow verifies every token against the trusted root before a bundle
-        // leaves (`stella_sigstore::tsa::verify_timestamp`: CMS signature, imprint, TSA of the
+        // leaves (`stella_sigstore::verify_timestamp`: CMS signature, imprint, TSA of the
         // root, times), so the TSA's own re-verification of each token (a second P-256 verify
         // per signature) is skipped; `new`'s certificate checks still run.
         let tsa = LocalTsa::new(&self.key, &self.chain_pem, Some(DEV_TSA_POLICY), at)
@@ -413,8 +402,8 @@ pub struct DevIdentity {
 }
 
 /// The default dev identity and issuer (what `--dev-ca` and the dev profile sign as).
-pub const DEV_IDENTITY: &str = "dev@stella.invalid";
-pub const DEV_OIDC_ISSUER: &str = "https://oidc.dev.stella.invalid";
+pub(crate) const DEV_IDENTITY: &str = "dev@stella.invalid";
+pub(crate) const DEV_OIDC_ISSUER: &str = "https://oidc.dev.stella.invalid";
 
 impl Default for DevIdentity {
     fn default() -> Self {
@@ -451,7 +440,7 @@ pub struct DevServices {
 }
 
 /// File name of a saved dev setup (private keys inside: mode 0600).
-pub const DEV_STATE_FILE: &str = "dev-keyless.json";
+pub(crate) const DEV_STATE_FILE: &str = "dev-keyless.json";
 /// File name of its trusted root.
 pub const DEV_TRUSTED_ROOT_FILE: &str = "trusted_root.json";
 
@@ -707,9 +696,4 @@ impl TrustedRootBuilder {
         out.push(b'\n');
         out
     }
-}
-
-/// SPKI DER of a certificate's key (for trusted roots built from certificates).
-pub fn spki_der_of(cert: &Cert) -> Result<Vec<u8>, stella_x509::der::Error> {
-    cert.public_key().to_der()
 }

@@ -366,7 +366,7 @@ impl KeylessSigner {
                     error,
                 }))
             };
-            let vt = stella_sigstore::tsa::verify_timestamp(0, &stamp, signature, &self.root)
+            let vt = stella_sigstore::verify_timestamp(0, &stamp, signature, &self.root)
                 .map_err(|e| check(stella_sigstore::Check::Timestamps, e))?;
             c.cert
                 .fulcio()

@@ -104,7 +104,7 @@ pub trait CertificateIssuer: Send + Sync {
 }
 
 /// How far in our future a new certificate's `notBefore` may be (the CA's clock ahead of ours).
-pub const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn ts(secs: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)

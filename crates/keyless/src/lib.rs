@@ -16,42 +16,50 @@
 //! message) signature → timestamp over the signature → optional log entry → bundle, which is
 //! verified with `stella-sigstore` against the configured trusted root before it is returned
 //! (we never hand out a bundle our own verifier refuses). Every certificate an issuer returns
-//! is checked before use ([`issuer::check_chain`]): the public key is ours, SAN and OIDC issuer
+//! is checked before use ([`check_chain`]): the public key is ours, SAN and OIDC issuer
 //! match the token, the chain leads to a Fulcio CA of the trusted root, an embedded SCT by a CT
 //! log of the trusted root verifies.
 //!
 //! Traits are async (boxed futures, so `Arc<dyn Trait>` works) because the Signer service is a
 //! tokio program; the CLI drives them with a current-thread runtime.
+//!
+//! Public namespaces: [`dev`] (the in-process services), [`fulcio`], [`rekor`] and [`tsa`]
+//! (the HTTP clients, also re-exported here), [`http`], [`token`]; every other module is
+//! private, its public items re-exported here.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 use std::future::Future;
 use std::pin::Pin;
 
-pub mod bundle;
-pub mod certgen;
+mod bundle;
+mod certgen;
 pub mod dev;
-pub mod ephemeral;
+mod ephemeral;
 mod error;
-pub mod flow;
+mod flow;
 pub mod fulcio;
 pub mod http;
-pub mod issuer;
+mod issuer;
 pub mod rekor;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod timestamp;
-pub mod tlog;
+mod timestamp;
+mod tlog;
 pub mod token;
 pub mod tsa;
 
 pub use ephemeral::EphemeralSigner;
 pub use error::{KeylessError, Service, UpstreamError};
 pub use flow::{KeylessOutput, KeylessSigner, Reuse, SigningIdentity};
+pub use fulcio::FulcioClient;
 pub use http::HttpOptions;
-pub use issuer::{CertificateIssuer, CertificateRequest, IssuedCertificate};
+pub use issuer::{check_chain, CertificateIssuer, CertificateRequest, IssuedCertificate};
+pub use rekor::RekorClient;
 pub use timestamp::Timestamper;
-pub use tlog::{LogEntry, TlogPolicy, TransparencyLog};
+pub use tlog::{LogEntry, Proposal, TlogPolicy, TransparencyLog};
 pub use token::{ClientCredentials, IdentityToken, IdentityTokenSource, StaticToken};
+pub use tsa::HttpTsa;
 
 /// A boxed `Send` future: what the service traits return, so they can be used as
 /// `Arc<dyn Trait>`.

@@ -25,7 +25,7 @@ pub trait Timestamper: Send + Sync {
 
 /// Wrap a bare `TimeStampToken` in a granted `TimeStampResp` (`SEQUENCE { PKIStatusInfo
 /// { 0 }, token }`), the form bundles carry (sigstore-js reads only that form).
-pub fn granted_response(token: &[u8]) -> Result<Vec<u8>, stella_x509::der::Error> {
+pub(crate) fn granted_response(token: &[u8]) -> Result<Vec<u8>, stella_x509::der::Error> {
     // Check that the token is one DER value before wrapping it.
     let any = AnyRef::from_der(token)?;
     let status: &[u8] = &[0x30, 0x03, 0x02, 0x01, 0x00];

@@ -75,7 +75,7 @@ pub enum CredentialSource {
 
 /// The parsed docker config file (only what authentication needs).
 #[derive(Debug, Clone, Default)]
-pub struct DockerConfig {
+pub(crate) struct DockerConfig {
     auths: HashMap<String, Credentials>,
     creds_store: Option<String>,
     cred_helpers: HashMap<String, String>,
@@ -83,7 +83,7 @@ pub struct DockerConfig {
 
 impl DockerConfig {
     /// The default path: `$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`.
-    pub fn default_path() -> Option<PathBuf> {
+    pub(crate) fn default_path() -> Option<PathBuf> {
         if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
             return Some(PathBuf::from(dir).join("config.json"));
         }
@@ -91,7 +91,7 @@ impl DockerConfig {
     }
 
     /// Load `path`; a missing file is an empty config.
-    pub fn load(path: &Path) -> Result<Self> {
+    pub(crate) fn load(path: &Path) -> Result<Self> {
         let text = match std::fs::read(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
@@ -101,7 +101,7 @@ impl DockerConfig {
             .map_err(|why| Error::Input(format!("docker config {}: {why}", path.display())))
     }
 
-    pub fn parse(text: &[u8]) -> std::result::Result<Self, ConfigError> {
+    pub(crate) fn parse(text: &[u8]) -> std::result::Result<Self, ConfigError> {
         let v: Value = serde_json::from_slice(text).map_err(ConfigError::Json)?;
         let mut cfg = DockerConfig::default();
         if let Some(auths) = v.get("auths").and_then(Value::as_object) {
@@ -128,7 +128,7 @@ impl DockerConfig {
     }
 
     /// Credentials for `registry` (`host[:port]`, `docker.io` for Docker Hub).
-    pub fn lookup(&self, registry: &str) -> Result<Option<Credentials>> {
+    pub(crate) fn lookup(&self, registry: &str) -> Result<Option<Credentials>> {
         let key = normalize_server(registry);
         if let Some(helper) = self.cred_helpers.get(&key) {
             return run_helper(helper, &helper_server(&key));
@@ -146,7 +146,7 @@ impl DockerConfig {
 /// Why a docker config file was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("{0}")]
     Json(serde_json::Error),
     #[error("an `auth` entry is not base64")]
@@ -277,7 +277,7 @@ fn run_helper(name: &str, server: &str) -> Result<Option<Credentials>> {
 
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Challenge {
+pub(crate) enum Challenge {
     Basic,
     Bearer {
         realm: String,
@@ -288,7 +288,7 @@ pub enum Challenge {
 
 impl Challenge {
     /// Parse the first Basic or Bearer challenge of a header value.
-    pub fn parse(header: &str) -> Option<Self> {
+    pub(crate) fn parse(header: &str) -> Option<Self> {
         let header = header.trim();
         let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
         if scheme.eq_ignore_ascii_case("basic") {

@@ -36,7 +36,7 @@ use crate::reference::Reference;
 /// When plain HTTP may be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PlainHttp {
-    /// Only for loopback registries (127.0.0.0/8, localhost, [::1]); HTTPS everywhere else.
+    /// Only for loopback registries (127.0.0.0/8, localhost, `[::1]`); HTTPS everywhere else.
     #[default]
     LoopbackOnly,
     /// For every registry (`--plain-http`): for registries on a trusted private network.
@@ -206,7 +206,7 @@ impl std::fmt::Debug for Client {
 }
 
 /// A manifest or index fetched and checked.
-pub type Manifest = Document;
+pub(crate) type Manifest = Document;
 
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Self> {
@@ -498,6 +498,36 @@ impl Client {
         Ok((token.to_string(), ttl))
     }
 
+    /// After a transport error at `attempt`: when `again`, count a retry and wait the policy's
+    /// delay (the caller then tries again); otherwise the registry is `Unreachable`.
+    async fn retry_or_unreachable(
+        &self,
+        again: bool,
+        r: &Reference,
+        attempt: u32,
+        policy: &RetryPolicy,
+        e: &reqwest::Error,
+    ) -> Result<()> {
+        if !again {
+            return Err(Error::Unreachable {
+                registry: r.registry().to_string(),
+                attempts: attempt,
+                detail: describe(e),
+            });
+        }
+        self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(policy.delay(attempt)).await;
+        Ok(())
+    }
+
+    /// GET `url` of `repo` with pull scope and retries.
+    async fn get_pulling(&self, repo: &Reference, url: &Url) -> Result<Response> {
+        self.send(repo, &Scope::pull(repo), true, || {
+            Ok(self.request(Method::GET, url.clone()))
+        })
+        .await
+    }
+
     /// Send a request built by `build` (called again for each attempt), with authentication
     /// and — when `retry` — retries on connection errors, 429 and 5xx.
     pub(crate) async fn send<F>(
@@ -523,16 +553,10 @@ impl Client {
             self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
             match rb.send().await {
                 Err(e) => {
-                    if attempt < attempts && is_retryable(&e) {
-                        self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(policy.delay(attempt)).await;
-                        continue;
-                    }
-                    return Err(Error::Unreachable {
-                        registry: r.registry().to_string(),
-                        attempts: attempt,
-                        detail: describe(&e),
-                    });
+                    let again = attempt < attempts && is_retryable(&e);
+                    self.retry_or_unreachable(again, r, attempt, policy, &e)
+                        .await?;
+                    continue;
                 }
                 Ok(resp) => {
                     let status = resp.status();
@@ -628,11 +652,7 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let resp = self
-                .send(repo, &Scope::pull(repo), true, || {
-                    Ok(self.request(Method::GET, url.clone()))
-                })
-                .await?;
+            let resp = self.get_pulling(repo, &url).await?;
             if !resp.status().is_success() {
                 return Err(if resp.status() == StatusCode::NOT_FOUND {
                     Error::NotFound {
@@ -676,16 +696,10 @@ impl Client {
                 }
                 Err(StreamError::Io(e)) => return Err(Error::io(tmp.path(), e)),
                 Err(StreamError::Http(e)) => {
-                    if attempt < policy.attempts.max(1) {
-                        self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(policy.delay(attempt)).await;
-                        continue;
-                    }
-                    return Err(Error::Unreachable {
-                        registry: repo.registry().to_string(),
-                        attempts: attempt,
-                        detail: describe(&e),
-                    });
+                    let again = attempt < policy.attempts.max(1);
+                    self.retry_or_unreachable(again, repo, attempt, policy, &e)
+                        .await?;
+                    continue;
                 }
             }
         }
@@ -710,11 +724,7 @@ impl Client {
             repo,
             &format!("/v2/{}/blobs/{}", repo.repository(), desc.digest),
         )?;
-        let resp = self
-            .send(repo, &Scope::pull(repo), true, || {
-                Ok(self.request(Method::GET, url.clone()))
-            })
-            .await?;
+        let resp = self.get_pulling(repo, &url).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Err(Error::NotFound {
                 registry: repo.registry().to_string(),
@@ -899,11 +909,7 @@ impl Client {
         let mut tags = Vec::new();
         for _ in 0..10_000 {
             let u = url.clone();
-            let resp = self
-                .send(repo, &Scope::pull(repo), true, || {
-                    Ok(self.request(Method::GET, u.clone()))
-                })
-                .await?;
+            let resp = self.get_pulling(repo, &u).await?;
             if resp.status() == StatusCode::NOT_FOUND {
                 return Err(Error::NotFound {
                     registry: repo.registry().to_string(),

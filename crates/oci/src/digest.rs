@@ -2,12 +2,12 @@
 //! files. Only `sha256` is supported (what every registry and layout we meet uses); any other
 //! algorithm is refused with a clear error rather than trusted unchecked.
 
-pub use stella_digest::{Digest, DigestError, Hasher};
+pub(crate) use stella_digest::{Digest, Hasher};
 
 use crate::error::{Error, Result};
 
 /// Hash a file (1 MiB reads). Blocking: call from a blocking thread.
-pub fn hash_file(path: &std::path::Path) -> Result<(Digest, u64)> {
+pub(crate) fn hash_file(path: &std::path::Path) -> Result<(Digest, u64)> {
     use std::io::Read as _;
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut h = Hasher::new();

@@ -87,14 +87,7 @@ impl Layout {
             )));
         }
         let path = self.blob_path(&desc.digest);
-        let bytes = read_limited(&path, max).map_err(|e| match e.kind() {
-            crate::ErrorKind::NotFound => Error::Integrity(format!(
-                "layout {} lacks blob {}",
-                self.root.display(),
-                desc.digest
-            )),
-            _ => e,
-        })?;
+        let bytes = read_limited(&path, max).map_err(|e| self.lacks(desc, e))?;
         let got = Digest::of(&bytes);
         if got != desc.digest || bytes.len() as u64 != desc.size {
             return Err(self.mismatch(desc, got, bytes.len() as u64));
@@ -102,17 +95,22 @@ impl Layout {
         Ok(bytes)
     }
 
-    /// Hash blob `desc` on disk (blocking; large blobs take a while).
-    pub fn verify_blob(&self, desc: &Descriptor) -> Result<()> {
-        let path = self.blob_path(&desc.digest);
-        let (got, len) = hash_file(&path).map_err(|e| match e.kind() {
+    /// A missing blob file is an integrity failure of the layout; other errors pass through.
+    fn lacks(&self, desc: &Descriptor, e: Error) -> Error {
+        match e.kind() {
             crate::ErrorKind::NotFound => Error::Integrity(format!(
                 "layout {} lacks blob {}",
                 self.root.display(),
                 desc.digest
             )),
             _ => e,
-        })?;
+        }
+    }
+
+    /// Hash blob `desc` on disk (blocking; large blobs take a while).
+    pub fn verify_blob(&self, desc: &Descriptor) -> Result<()> {
+        let path = self.blob_path(&desc.digest);
+        let (got, len) = hash_file(&path).map_err(|e| self.lacks(desc, e))?;
         if got != desc.digest || len != desc.size {
             return Err(self.mismatch(desc, got, len));
         }

@@ -25,7 +25,7 @@ const DOCKER_SCHEMA1: &[&str] = &[
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 ];
 /// The Sigstore bundle v0.3 media type, also the artifactType of signature referrers.
-pub const SIGSTORE_BUNDLE_V03: &str = stella_dsse::bundle::MEDIA_TYPE_V03;
+pub const SIGSTORE_BUNDLE_V03: &str = stella_dsse::BUNDLE_MEDIA_TYPE_V03;
 /// The `Accept` list for manifest requests.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.oci.image.manifest.v1+json, \

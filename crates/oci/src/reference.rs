@@ -175,7 +175,7 @@ impl Reference {
 }
 
 /// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
-pub fn is_loopback_host(registry: &str) -> bool {
+pub(crate) fn is_loopback_host(registry: &str) -> bool {
     let host = if let Some(rest) = registry.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {

@@ -21,14 +21,12 @@ use crate::client::Client;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::media::{Descriptor, Document, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST};
-use crate::progress::NoProgress;
 use crate::reference::Reference;
-use crate::upload::BlobSource;
 
 /// The media type of cosign's legacy signature layers.
-pub const COSIGN_SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+pub(crate) const COSIGN_SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 /// The layer annotation holding a legacy cosign signature (base64).
-pub const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+pub(crate) const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 
 /// Where a referrer was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -114,7 +112,7 @@ async fn fallback_index(
 }
 
 /// cosign's legacy signature manifest (`sha256-<hex>.sig`), if any.
-pub async fn cosign_signature_manifest(
+pub(crate) async fn cosign_signature_manifest(
     client: &Client,
     repo: &Reference,
     subject: &Digest,
@@ -129,7 +127,7 @@ pub async fn cosign_signature_manifest(
 
 /// What [`attach_artifact`] pushed.
 #[derive(Debug, Clone)]
-pub struct Attached {
+pub(crate) struct Attached {
     /// The artifact manifest.
     pub manifest: Descriptor,
     /// `true` when we updated the `sha256-<hex>` fallback index (the registry did not
@@ -138,7 +136,7 @@ pub struct Attached {
 }
 
 /// Push `blob` as an OCI 1.1 artifact referring to `subject` in `repo`.
-pub async fn attach_artifact(
+pub(crate) async fn attach_artifact(
     client: &Client,
     repo: &Reference,
     subject: &Descriptor,
@@ -148,30 +146,9 @@ pub async fn attach_artifact(
     annotations: BTreeMap<String, String>,
 ) -> Result<Attached> {
     let repo = repo.clone().without_tag();
-    let progress: std::sync::Arc<dyn crate::Progress> = std::sync::Arc::new(NoProgress);
     let empty = b"{}";
-    let empty_d = Digest::of(empty);
-    client
-        .push_blob(
-            &repo,
-            &empty_d,
-            2,
-            BlobSource::Bytes(empty),
-            None,
-            &progress,
-        )
-        .await?;
-    let blob_d = Digest::of(blob);
-    client
-        .push_blob(
-            &repo,
-            &blob_d,
-            blob.len() as u64,
-            BlobSource::Bytes(blob),
-            None,
-            &progress,
-        )
-        .await?;
+    let empty_d = client.push_bytes(&repo, empty).await?;
+    let blob_d = client.push_bytes(&repo, blob).await?;
     let mut manifest = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

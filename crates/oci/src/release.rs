@@ -45,9 +45,9 @@ use crate::referrers::{
 /// cosign v3's image-signature predicate type (what `stella sign image` signs).
 pub const COSIGN_SIGN_V1: &str = "https://sigstore.dev/cosign/sign/v1";
 /// `critical.type` of cosign's legacy simple-signing payload.
-pub const COSIGN_LEGACY_TYPE: &str = "cosign container image signature";
-pub const BUNDLE_CONTENT_ANNOTATION: &str = "dev.sigstore.bundle.content";
-pub const BUNDLE_PREDICATE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
+pub(crate) const COSIGN_LEGACY_TYPE: &str = "cosign container image signature";
+pub(crate) const BUNDLE_CONTENT_ANNOTATION: &str = "dev.sigstore.bundle.content";
+pub(crate) const BUNDLE_PREDICATE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
 const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
 /// Bundle media types we read as signature referrers.
 const BUNDLE_TYPES: &[&str] = &[
@@ -362,13 +362,13 @@ async fn check_bundle(
             out.signer = Some(id);
             out.keyid = Some(keyid);
         }
-        Err(reason) => out.reason = reason,
+        Err(refusal) => out.reason = refusal.to_string(),
     }
     Ok(out)
 }
 
 /// `Ok(Ok((keyring id, key id)))` when the candidate is a trusted signature of `image`,
-/// `Ok(Err(reason))` when it is not, `Err` when the registry cannot be asked.
+/// `Ok(Err(refusal))` when it is not, `Err` when the registry cannot be asked.
 async fn bundle_outcome(
     client: &Client,
     repo: &Reference,
@@ -376,34 +376,31 @@ async fn bundle_outcome(
     desc: &Descriptor,
     keyring: &Keyring,
     policy: &ReleasePolicy,
-) -> Result<std::result::Result<(String, String), String>> {
+) -> Result<std::result::Result<(String, String), SignatureRefusal>> {
     let manifest = match client.fetch_manifest(&repo.pinned(desc.digest)).await {
         Ok(m) => m,
         Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::NotFound) => {
-            return Ok(Err(e.to_string()))
+            return Ok(Err(SignatureRefusal::Fetch(e)))
         }
         Err(e) => return Err(e),
     };
     let what = format!("referrer {}", desc.digest);
     match manifest.subject(&what) {
         Ok(Some(s)) if s.digest == *image => {}
-        Ok(Some(s)) => return Ok(Err(format!("its subject is {}, not this image", s.digest))),
-        Ok(None) => return Ok(Err("it has no subject".into())),
-        Err(e) => return Ok(Err(e.to_string())),
+        Ok(Some(s)) => return Ok(Err(SignatureRefusal::OtherSubject(s.digest))),
+        Ok(None) => return Ok(Err(SignatureRefusal::NoSubject)),
+        Err(e) => return Ok(Err(SignatureRefusal::Manifest(e))),
     }
     let layers = match manifest.layers(&what) {
         Ok(l) => l,
-        Err(e) => return Ok(Err(e.to_string())),
+        Err(e) => return Ok(Err(SignatureRefusal::Manifest(e))),
     };
     let bundles: Vec<&Descriptor> = layers
         .iter()
         .filter(|l| BUNDLE_TYPES.contains(&l.media_type.as_str()))
         .collect();
     let [layer] = bundles.as_slice() else {
-        return Ok(Err(format!(
-            "expected exactly one bundle layer, found {}",
-            bundles.len()
-        )));
+        return Ok(Err(SignatureRefusal::BundleLayers(bundles.len())));
     };
     let bytes = match client
         .fetch_blob_bytes(repo, layer, MAX_SIGNATURE_BLOB)
@@ -411,7 +408,7 @@ async fn bundle_outcome(
     {
         Ok(b) => b,
         Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::NotFound) => {
-            return Ok(Err(e.to_string()))
+            return Ok(Err(SignatureRefusal::Fetch(e)))
         }
         Err(e) => return Err(e),
     };
@@ -424,41 +421,32 @@ pub fn check_bundle_bytes(
     image: &Digest,
     keyring: &Keyring,
     policy: &ReleasePolicy,
-) -> std::result::Result<(String, String), String> {
+) -> std::result::Result<(String, String), SignatureRefusal> {
     if let Ok(sb) = stella_sigstore::Bundle::from_json(bytes) {
         if !matches!(sb.material, stella_sigstore::Material::PublicKey { .. }) {
-            return check_keyless_bundle(&sb, image, keyring, policy).map_err(|e| e.to_string());
+            return Ok(check_keyless_bundle(&sb, image, keyring, policy)?);
         }
     }
-    let bundle = Bundle::from_json(bytes).map_err(|e| e.to_string())?;
+    let bundle = Bundle::from_json(bytes).map_err(SignatureRefusal::Bundle)?;
     if let VerificationMaterial::Certificate { .. } = bundle.material {
-        return Err(
-            "certificate-based (keyless) bundle that is not a well-formed Sigstore bundle".into(),
-        );
+        return Err(SignatureRefusal::MalformedKeyless);
     }
     let mut p = Policy::new(1)
         .payload_type(PAYLOAD_TYPE_IN_TOTO)
         .at(policy.at);
     p.purpose = policy.purpose;
-    let signers =
-        stella_keys::verify_envelope(&bundle.envelope, keyring, &p).map_err(|e| e.to_string())?;
-    let statement = Statement::from_json(&bundle.envelope.payload)
-        .map_err(|e| format!("signed payload is not an in-toto statement: {e}"))?;
+    let signers = stella_keys::verify_envelope(&bundle.envelope, keyring, &p)
+        .map_err(SignatureRefusal::Envelope)?;
+    let statement =
+        Statement::from_json(&bundle.envelope.payload).map_err(SignatureRefusal::Statement)?;
     if statement.predicate_type != COSIGN_SIGN_V1 {
-        return Err(format!(
-            "predicate type {} is not an image signature ({COSIGN_SIGN_V1})",
-            statement.predicate_type
-        ));
+        return Err(SignatureRefusal::PredicateType(statement.predicate_type));
     }
     let hex = image.hex();
     if !statement.sha256_digests().any(|d| d == hex) {
-        return Err(format!(
-            "the signed statement is about other digests, not {image}"
-        ));
+        return Err(SignatureRefusal::OtherDigests(*image));
     }
-    let first = signers
-        .first()
-        .ok_or_else(|| "no signer counted".to_string())?;
+    let first = signers.first().ok_or(SignatureRefusal::NoSigner)?;
     Ok((first.id.clone(), first.key_id.to_string()))
 }
 
@@ -497,12 +485,68 @@ pub fn check_keyless_bundle(
     Ok((m.id, m.key.fingerprint()))
 }
 
+/// Why a signature candidate (a referrer's bundle or a legacy cosign signature) is not a
+/// trusted signature of the image; its message is the candidate's `reason` in the verdict.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureRefusal {
+    /// The candidate's manifest or blob is missing or failed its digest check.
+    #[error(transparent)]
+    Fetch(Error),
+    /// The candidate's manifest is malformed (its subject or layers).
+    #[error(transparent)]
+    Manifest(Error),
+    #[error("its subject is {0}, not this image")]
+    OtherSubject(Digest),
+    #[error("it has no subject")]
+    NoSubject,
+    #[error("expected exactly one bundle layer, found {0}")]
+    BundleLayers(usize),
+    #[error(transparent)]
+    Keyless(#[from] KeylessRefusal),
+    #[error(transparent)]
+    Bundle(stella_dsse::BundleError),
+    #[error("certificate-based (keyless) bundle that is not a well-formed Sigstore bundle")]
+    MalformedKeyless,
+    #[error(transparent)]
+    Envelope(stella_keys::VerifyError),
+    #[error("signed payload is not an in-toto statement: {0}")]
+    Statement(stella_dsse::StatementError),
+    #[error("predicate type {0} is not an image signature ({COSIGN_SIGN_V1})")]
+    PredicateType(String),
+    #[error("the signed statement is about other digests, not {0}")]
+    OtherDigests(Digest),
+    #[error("no signer counted")]
+    NoSigner,
+    /// Legacy signatures: the simple-signing layer has no signature annotation.
+    #[error("the layer has no signature annotation")]
+    NoAnnotation,
+    #[error("the signature annotation is not base64")]
+    AnnotationNotBase64,
+    /// A key verifies the signature but may not count for the policy.
+    #[error("key {id:?}: {why}")]
+    Ineligible {
+        id: String,
+        why: stella_keys::Ineligible,
+    },
+    #[error("no trusted key verifies the signature")]
+    NoTrustedKey,
+    #[error("signed payload is not JSON: {0}")]
+    PayloadNotJson(serde_json::Error),
+    #[error("signed payload type {0:?} is not an image signature")]
+    PayloadType(String),
+    #[error("the signed payload names {named:?}, not {image}")]
+    OtherImage { named: String, image: Digest },
+    #[error("the .sig manifest has no simple-signing layer")]
+    NoSimpleSigningLayer,
+}
+
 /// Why a keyless (certificate) bundle is not a trusted image signature.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeylessRefusal {
     #[error(transparent)]
-    Keyring(#[from] stella_sigstore::keyring::IdentityTrustError),
+    Keyring(#[from] stella_sigstore::IdentityTrustError),
     #[error("certificate-based (keyless) bundle, and the keyring names no Sigstore identity ([[identities]])")]
     NoIdentities,
     #[error("a keyless image signature must be a DSSE in-toto statement, not a message signature")]
@@ -594,17 +638,13 @@ async fn check_legacy(
                     Some((id, keyid)),
                     "legacy cosign signature verified".into(),
                 ),
-                Err(reason) => legacy(sig.digest, false, None, reason),
+                Err(refusal) => legacy(sig.digest, false, None, refusal.to_string()),
             },
         );
     }
     if out.is_empty() {
-        out.push(legacy(
-            sig.digest,
-            false,
-            None,
-            "the .sig manifest has no simple-signing layer".into(),
-        ));
+        let refusal = SignatureRefusal::NoSimpleSigningLayer;
+        out.push(legacy(sig.digest, false, None, refusal.to_string()));
     }
     Ok(out)
 }
@@ -638,14 +678,14 @@ fn check_legacy_payload(
     image: &Digest,
     keyring: &Keyring,
     policy: &ReleasePolicy,
-) -> std::result::Result<(String, String), String> {
+) -> std::result::Result<(String, String), SignatureRefusal> {
     let sig_b64 = layer
         .annotations
         .get(COSIGN_SIGNATURE_ANNOTATION)
-        .ok_or("the layer has no signature annotation")?;
+        .ok_or(SignatureRefusal::NoAnnotation)?;
     let sig = base64::engine::general_purpose::STANDARD
         .decode(sig_b64.trim())
-        .map_err(|_| "the signature annotation is not base64".to_string())?;
+        .map_err(|_| SignatureRefusal::AnnotationNotBase64)?;
     let mut refused = None;
     let mut signer = None;
     for tk in keyring.keys() {
@@ -657,31 +697,36 @@ fn check_legacy_payload(
                 signer = Some((tk.id.clone(), tk.key.key_id().to_string()));
                 break;
             }
-            Err(why) => refused = Some(format!("key {:?}: {why}", tk.id)),
+            Err(why) => {
+                refused = Some(SignatureRefusal::Ineligible {
+                    id: tk.id.clone(),
+                    why,
+                })
+            }
         }
     }
     let Some(who) = signer else {
-        return Err(refused.unwrap_or_else(|| "no trusted key verifies the signature".into()));
+        return Err(refused.unwrap_or(SignatureRefusal::NoTrustedKey));
     };
-    let v: Value =
-        serde_json::from_slice(payload).map_err(|e| format!("signed payload is not JSON: {e}"))?;
+    let v: Value = serde_json::from_slice(payload).map_err(SignatureRefusal::PayloadNotJson)?;
     let ty = v["critical"]["type"].as_str().unwrap_or_default();
     if ty != COSIGN_LEGACY_TYPE && ty != COSIGN_SIGN_V1 {
-        return Err(format!(
-            "signed payload type {ty:?} is not an image signature"
-        ));
+        return Err(SignatureRefusal::PayloadType(ty.to_string()));
     }
     let named = v["critical"]["image"]["docker-manifest-digest"]
         .as_str()
         .unwrap_or_default();
     if named != image.to_string() {
-        return Err(format!("the signed payload names {named:?}, not {image}"));
+        return Err(SignatureRefusal::OtherImage {
+            named: named.to_string(),
+            image: *image,
+        });
     }
     Ok(who)
 }
 
 /// cosign's legacy simple-signing payload for `image` (used to write legacy signatures).
-pub fn simple_signing_payload(image: &Reference, digest: &Digest) -> Vec<u8> {
+pub(crate) fn simple_signing_payload(image: &Reference, digest: &Digest) -> Vec<u8> {
     let v = json!({
         "critical": {
             "identity": {"docker-reference": image.name()},
@@ -707,19 +752,7 @@ pub async fn sign_image_legacy(
     let sig = signer
         .sign(&payload)
         .map_err(|e| Error::Sign(e.to_string()))?;
-    let progress: std::sync::Arc<dyn crate::Progress> =
-        std::sync::Arc::new(crate::progress::NoProgress);
-    let payload_d = Digest::of(&payload);
-    client
-        .push_blob(
-            &repo,
-            &payload_d,
-            payload.len() as u64,
-            crate::upload::BlobSource::Bytes(&payload),
-            None,
-            &progress,
-        )
-        .await?;
+    let payload_d = client.push_bytes(&repo, &payload).await?;
     let mut layer = Descriptor::new(COSIGN_SIMPLESIGNING, payload_d, payload.len() as u64);
     layer.annotations.insert(
         COSIGN_SIGNATURE_ANNOTATION.to_string(),
@@ -744,17 +777,7 @@ pub async fn sign_image_legacy(
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
     let config_bytes = stella_dsse::jcs::to_vec(&config).map_err(|e| Error::Sign(e.to_string()))?;
-    let config_d = Digest::of(&config_bytes);
-    client
-        .push_blob(
-            &repo,
-            &config_d,
-            config_bytes.len() as u64,
-            crate::upload::BlobSource::Bytes(&config_bytes),
-            None,
-            &progress,
-        )
-        .await?;
+    let config_d = client.push_bytes(&repo, &config_bytes).await?;
     let m = json!({
         "schemaVersion": 2,
         "mediaType": crate::media::OCI_MANIFEST,
@@ -767,4 +790,75 @@ pub async fn sign_image_legacy(
         .put_manifest(&tag, &bytes, crate::media::OCI_MANIFEST)
         .await?;
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::STANDARD;
+    use stella_keys::{Algorithm, FileKey, TrustedKey};
+
+    use super::*;
+
+    fn layer(annotation: Option<&str>) -> Descriptor {
+        let mut d = Descriptor::new(COSIGN_SIMPLESIGNING, Digest::of(b"payload"), 7);
+        if let Some(a) = annotation {
+            d.annotations
+                .insert(COSIGN_SIGNATURE_ANNOTATION.to_string(), a.to_string());
+        }
+        d
+    }
+
+    /// Each refusal of a legacy cosign signature is its own variant, with the message the
+    /// verdict's `reason` has always carried; the good signature is accepted.
+    #[test]
+    fn legacy_payload_refusals_are_typed() {
+        let key = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+        let repo = Reference::parse("registry.test/app").unwrap();
+        let image = Digest::of(b"image manifest");
+        let other = Digest::of(b"another manifest");
+        let mut tk = TrustedKey::unrestricted(key.public_key().clone());
+        tk.id = "release-key".into();
+        let ring = Keyring::new(vec![tk.clone()]).unwrap();
+        let policy = ReleasePolicy::release();
+        let check = |payload: &[u8], annotation: Option<&str>, ring: &Keyring| {
+            check_legacy_payload(payload, &layer(annotation), &image, ring, &policy)
+        };
+        let signed = |payload: &[u8]| STANDARD.encode(key.sign(payload).unwrap());
+
+        let good = simple_signing_payload(&repo, &image);
+        let (id, _) = check(&good, Some(&signed(&good)), &ring).unwrap();
+        assert_eq!(id, "release-key");
+
+        let e = check(&good, None, &ring).unwrap_err();
+        assert!(matches!(e, SignatureRefusal::NoAnnotation), "{e}");
+        assert_eq!(e.to_string(), "the layer has no signature annotation");
+        let e = check(&good, Some("!!"), &ring).unwrap_err();
+        assert!(matches!(e, SignatureRefusal::AnnotationNotBase64), "{e}");
+        let stranger = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+        let foreign = STANDARD.encode(stranger.sign(&good).unwrap());
+        let e = check(&good, Some(&foreign), &ring).unwrap_err();
+        assert!(matches!(e, SignatureRefusal::NoTrustedKey), "{e}");
+        tk.revoked = true;
+        let revoked = Keyring::new(vec![tk]).unwrap();
+        let e = check(&good, Some(&signed(&good)), &revoked).unwrap_err();
+        assert!(
+            matches!(&e, SignatureRefusal::Ineligible { id, .. } if id == "release-key"),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("key \"release-key\": "), "{e}");
+        let e = check(b"not json", Some(&signed(b"not json")), &ring).unwrap_err();
+        assert!(matches!(e, SignatureRefusal::PayloadNotJson(_)), "{e}");
+        let wrong_type = br#"{"critical":{"type":"something else"}}"#;
+        let e = check(wrong_type, Some(&signed(wrong_type)), &ring).unwrap_err();
+        assert!(matches!(&e, SignatureRefusal::PayloadType(t) if t == "something else"));
+        let elsewhere = simple_signing_payload(&repo, &other);
+        let e = check(&elsewhere, Some(&signed(&elsewhere)), &ring).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the signed payload names {:?}, not {image}",
+                other.to_string()
+            )
+        );
+    }
 }

@@ -28,14 +28,14 @@ use crate::reference::Reference;
 
 /// Where blob bytes come from.
 #[derive(Debug, Clone, Copy)]
-pub enum BlobSource<'a> {
+pub(crate) enum BlobSource<'a> {
     File(&'a Path),
     Bytes(&'a [u8]),
 }
 
 /// The outcome of one blob push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PushedBlob {
+pub(crate) struct PushedBlob {
     pub action: BlobAction,
     /// For [`BlobAction::Resumed`]: the offset the upload continued from.
     pub resumed_from: u64,
@@ -117,9 +117,20 @@ enum Mount {
 }
 
 impl Client {
+    /// Push small in-memory `bytes` (a config, an empty descriptor, a signature payload) as a
+    /// blob of `repo`, without resume journal or progress, and return their digest.
+    pub(crate) async fn push_bytes(&self, repo: &Reference, bytes: &[u8]) -> Result<Digest> {
+        let d = Digest::of(bytes);
+        let progress: Arc<dyn Progress> = Arc::new(crate::progress::NoProgress);
+        let src = BlobSource::Bytes(bytes);
+        self.push_blob(repo, &d, bytes.len() as u64, src, None, &progress)
+            .await?;
+        Ok(d)
+    }
+
     /// Push one blob into `repo` unless it is already there. `size` and `d` describe the
     /// bytes of `src`; the registry refuses the upload if they do not match.
-    pub async fn push_blob(
+    pub(crate) async fn push_blob(
         &self,
         repo: &Reference,
         d: &Digest,

@@ -114,7 +114,7 @@ struct SharedVerdict {
 
 impl SharedVerdict {
     /// The registry's answer, confirmed now.
-    fn from_registry(v: stella_oci::release::Verdict) -> Self {
+    fn from_registry(v: stella_oci::Verdict) -> Self {
         SharedVerdict {
             confirmed_at_ms: unix_ms(),
             trusted: v.trusted,

@@ -168,7 +168,7 @@ pub struct DsseEnvelope {
 impl DsseEnvelope {
     /// The bytes the signature covers (DSSE PAE).
     pub fn pae(&self) -> Vec<u8> {
-        stella_dsse::envelope::pae(&self.payload_type, &self.payload)
+        stella_dsse::pae(&self.payload_type, &self.payload)
     }
 }
 

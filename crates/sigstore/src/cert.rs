@@ -31,9 +31,9 @@ use crate::key::VerifyingKey;
 use crate::trust::{Authority, AuthorityError, TrustedRoot};
 
 /// Fulcio's OIDC issuer extension (v2, a DER UTF8String).
-pub const OID_ISSUER_V2: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.8");
+pub(crate) const OID_ISSUER_V2: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.8");
 /// Fulcio's legacy OIDC issuer extension (raw bytes).
-pub const OID_ISSUER_V1: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.1");
+pub(crate) const OID_ISSUER_V1: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.1");
 /// Embedded SCT list (RFC 6962 §3.3).
 pub const OID_SCT_LIST: Oid = Oid::new_unwrap("1.3.6.1.4.1.11129.2.4.2");
 const OID_KP_CODE_SIGNING: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.3");

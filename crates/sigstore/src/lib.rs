@@ -8,31 +8,37 @@
 //! naming the [`Check`] that failed with a [`VerifyError`]. Pure: no I/O, no clock — every
 //! time comes from a verified timestamp or log entry.
 //!
-//! Modules: [`bundle`] (format), [`trust`] (trusted roots), [`key`] (verification keys),
-//! [`cert`] (Fulcio certificates: path building, profile, SCTs, identity extensions),
-//! [`policy`] (what the caller trusts: a key or an identity), [`tlog`] (Rekor v1 entries:
-//! SET, RFC 6962 inclusion proof, signed-note checkpoint, body), [`tsa`] (RFC 3161
-//! timestamps), [`verify`] (the order of checks and the report).
+//! Public namespaces: [`bundle`] (format), [`trust`] (trusted roots, the embedded ones
+//! included), [`cert`] (Fulcio certificates: path building, profile, SCTs, identity
+//! extensions). Private modules, re-exported here where other crates need them: `key`
+//! (verification keys), `keyring` (identity trust from a keyring), `policy` (what the caller
+//! trusts: a key or an identity), `tlog` (Rekor v1 entries: SET, RFC 6962 inclusion proof,
+//! signed-note checkpoint, body), `tsa` (RFC 3161 timestamps), `verify` (the order of checks
+//! and the report).
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod bundle;
 pub mod cert;
 mod error;
-pub mod key;
-pub mod keyring;
-pub mod policy;
+mod key;
+mod keyring;
+mod policy;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
-pub mod tlog;
+mod tlog;
 pub mod trust;
-pub mod tsa;
-pub mod verify;
+mod tsa;
+mod verify;
 
 pub use bundle::{Bundle, Content, HashAlgorithm, Material, Version};
 pub use error::{BundleError, TrustRootError, VerifyError};
 pub use key::VerifyingKey;
-pub use keyring::{IdentityMatch, IdentityRefusal, IdentityTrust};
+pub use keyring::{
+    EntryRefusal, IdentityMatch, IdentityRefusal, IdentityTrust, IdentityTrustError,
+};
 pub use policy::{Identity, Matcher, Policy, PolicyError};
 pub use trust::TrustedRoot;
+pub use tsa::{verify_timestamp, VerifiedTimestamp};
 pub use verify::{verify, Artifact, Check, Failure, Options, TimeSource, Verified};

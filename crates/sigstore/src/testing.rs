@@ -448,7 +448,7 @@ impl TestSigstore {
         at: OffsetDateTime,
     ) -> Value {
         let b64 = stella_dsse::b64::encode;
-        let pae = stella_dsse::envelope::pae(payload_type, payload);
+        let pae = stella_dsse::pae(payload_type, payload);
         let sig = leaf.key.sign(&pae);
         let payload_hash = crate::key::hex(&crate::HashAlgorithm::Sha256.digest(payload));
         let body = json!({

@@ -28,11 +28,11 @@ use time::OffsetDateTime;
 
 use crate::bundle::{Bundle, Content, HashAlgorithm, TlogEntry};
 use crate::error::VerifyError;
-use crate::key::{hex, VerifyingKey};
+use crate::key::hex;
 use crate::trust::{LogInstance, TrustedRoot};
 
 /// What an entry must be bound to: the signer's certificate or key (SPKI/certificate DER).
-pub struct Signer<'a> {
+pub(crate) struct Signer<'a> {
     /// DER of the leaf certificate, or of the SubjectPublicKeyInfo for key-signed bundles.
     pub der: &'a [u8],
     pub is_certificate: bool,
@@ -40,7 +40,7 @@ pub struct Signer<'a> {
 
 /// An entry that verified.
 #[derive(Debug, Clone)]
-pub struct VerifiedEntry {
+pub(crate) struct VerifiedEntry {
     pub log_url: String,
     pub log_index: u64,
     /// The integrated time, when its SET verified (then it is a verified signing time).
@@ -50,7 +50,7 @@ pub struct VerifiedEntry {
 }
 
 /// Verify one entry of `bundle` (index `index`).
-pub fn verify_entry(
+pub(crate) fn verify_entry(
     bundle: &Bundle,
     index: usize,
     entry: &TlogEntry,
@@ -199,12 +199,12 @@ fn sha256(parts: &[&[u8]]) -> [u8; 32] {
 }
 
 /// RFC 6962 leaf hash.
-pub fn leaf_hash(body: &[u8]) -> [u8; 32] {
+pub(crate) fn leaf_hash(body: &[u8]) -> [u8; 32] {
     sha256(&[&[0u8], body])
 }
 
 /// The root an RFC 6962 audit path leads to (RFC 9162 §2.1.3.2).
-pub fn root_from_inclusion_proof(
+pub(crate) fn root_from_inclusion_proof(
     index: u64,
     size: u64,
     leaf: &[u8; 32],
@@ -243,7 +243,7 @@ pub fn root_from_inclusion_proof(
 /// Why an RFC 6962 inclusion proof does not compute a root.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ProofError {
+pub(crate) enum ProofError {
     #[error("leaf index {index} is not below the tree size {size}")]
     IndexBeyondTree { index: u64, size: u64 },
     #[error("a proof hash is {len} bytes, not 32")]
@@ -257,7 +257,7 @@ pub enum ProofError {
 /// Why a C2SP signed-note checkpoint is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum CheckpointError {
+pub(crate) enum CheckpointError {
     #[error("not a signed note (no blank line before the signatures)")]
     NotASignedNote,
     #[error("log id shorter than 4 bytes")]
@@ -282,14 +282,17 @@ pub enum CheckpointError {
 
 /// A verified checkpoint's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     pub origin: String,
     pub size: u64,
     pub root_hash: Vec<u8>,
 }
 
 /// Verify a C2SP signed note checkpoint against the log's key and read it.
-pub fn verify_checkpoint(note: &str, log: &LogInstance) -> Result<Checkpoint, CheckpointError> {
+pub(crate) fn verify_checkpoint(
+    note: &str,
+    log: &LogInstance,
+) -> Result<Checkpoint, CheckpointError> {
     let (body, sigs) = note
         .split_once("\n\n")
         .ok_or(CheckpointError::NotASignedNote)?;
@@ -548,11 +551,6 @@ fn check_body(bundle: &Bundle, entry: &TlogEntry, signer: &Signer<'_>) -> Result
             kind: format!("{k} {v}"),
         }),
     }
-}
-
-/// DER a tlog body names for a key-signed bundle: the SubjectPublicKeyInfo.
-pub fn key_der(key: &VerifyingKey) -> &[u8] {
-    key.spki_der()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! response of the HTTP exchange, and [`tsp::LocalTsa`]. Pure: no I/O, no clock (every check
 //! takes its time as an argument).
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 mod cert;
 mod error;

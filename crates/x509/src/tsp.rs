@@ -32,7 +32,7 @@ const MAX_TOKEN_BYTES: usize = 1 << 20;
 
 /// Parse a dotted OID given by a user, refusing (rather than overflowing on) arcs above
 /// 2^32 - 1, which the OID type cannot hold.
-pub fn parse_oid(text: &str) -> std::result::Result<Oid, OidError> {
+fn parse_oid(text: &str) -> std::result::Result<Oid, OidError> {
     let arcs: Vec<&str> = text.split('.').collect();
     let nums: Vec<u32> = arcs
         .iter()

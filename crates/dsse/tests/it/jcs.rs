@@ -236,6 +236,39 @@ fn rejects_non_finite_literals() {
     ));
 }
 
+/// `to_vec` finds a non-finite float wherever serde puts it: in a sequence, tuple, tuple
+/// struct, tuple variant, struct, struct variant and map value; the
+/// same shapes with finite floats are accepted.
+#[test]
+fn to_vec_finds_non_finite_in_every_compound() {
+    #[derive(serde::Serialize)]
+    struct Tuple(u8, f64);
+    #[derive(serde::Serialize)]
+    struct Named {
+        a: u8,
+        b: f64,
+    }
+    #[derive(serde::Serialize)]
+    enum E {
+        T(u8, f64),
+        S { a: u8, b: f64 },
+    }
+    fn check<T: serde::Serialize>(bad: T, good: T) {
+        assert!(matches!(jcs::to_vec(&bad), Err(JcsError::NonFinite)));
+        assert!(jcs::to_vec(&good).is_ok());
+    }
+    check(vec![f64::NAN], vec![1.5]);
+    check((1u8, f64::INFINITY), (1u8, 2.5));
+    check(Tuple(1, f64::NEG_INFINITY), Tuple(1, 0.5));
+    check(E::T(1, f64::NAN), E::T(1, 0.5));
+    check(Named { a: 1, b: f64::NAN }, Named { a: 1, b: 0.5 });
+    check(E::S { a: 1, b: f64::NAN }, E::S { a: 1, b: 0.5 });
+    check(
+        std::collections::BTreeMap::from([("k", f64::NAN)]),
+        std::collections::BTreeMap::from([("k", 0.25)]),
+    );
+}
+
 #[test]
 fn rejects_too_deep_nesting() {
     let at_limit = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));

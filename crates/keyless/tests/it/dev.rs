@@ -96,7 +96,7 @@ async fn per_signature_reuse_gets_a_new_certificate_each_time() {
 mod checks {
     use super::*;
     use stella_keyless::dev::TrustedRootBuilder;
-    use stella_keyless::issuer::{check_chain, CertificateRequest};
+    use stella_keyless::{check_chain, CertificateRequest};
     use stella_keyless::{
         CertificateIssuer, EphemeralSigner, IdentityToken, Service, UpstreamError,
     };

@@ -4,7 +4,7 @@
 //! failure is its documented typed error.
 
 use serde_json::{json, Value};
-use stella_keyless::issuer::CertificateRequest;
+use stella_keyless::CertificateRequest;
 use stella_keyless::{
     CertificateIssuer, EphemeralSigner, IdentityToken, KeylessError, Service, TlogPolicy,
     UpstreamError,
@@ -186,7 +186,7 @@ async fn a_dsse_proposal_whose_signature_does_not_verify_is_refused_by_the_log()
     let log = stella_keyless::rekor::RekorClient::new(&m.url, fast()).unwrap();
     let e = stella_keyless::TransparencyLog::upload(
         &log,
-        stella_keyless::tlog::Proposal::Dsse {
+        stella_keyless::Proposal::Dsse {
             envelope: &env,
             certificate_der: &leaf,
         },
@@ -422,7 +422,7 @@ async fn a_duplicate_rekor_upload_follows_the_409_to_the_existing_entry() {
     let log = stella_keyless::rekor::RekorClient::new(&m.url, fast()).unwrap();
     let again = stella_keyless::TransparencyLog::upload(
         &log,
-        stella_keyless::tlog::Proposal::Dsse {
+        stella_keyless::Proposal::Dsse {
             envelope: out.envelope.as_ref().unwrap(),
             certificate_der: &leaf,
         },
@@ -447,7 +447,7 @@ async fn a_hashedrekord_whose_signature_does_not_match_the_digest_is_refused_by_
     let other = stella_keys::sha256(b"another artifact");
     let e = stella_keyless::TransparencyLog::upload(
         &log,
-        stella_keyless::tlog::Proposal::HashedRekord {
+        stella_keyless::Proposal::HashedRekord {
             sha256: &other,
             signature: &sig,
             certificate_der: &leaf,

@@ -466,6 +466,15 @@ fn read_public(
         }
     }
     let public = find_one(session, &t, what, "public key object")?;
+    public_of_object(session, public, what)
+}
+
+/// The public key held by the public key object `public` (its EC parameters and point).
+fn public_of_object(
+    session: &Session,
+    public: ObjectHandle,
+    what: &str,
+) -> Result<PublicKey, KeyError> {
     let attrs = session
         .get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])
         .map_err(|e| connect_error(what, e))?;
@@ -768,23 +777,7 @@ pub fn public_key(uri: &Pkcs11Uri) -> Result<PublicKey, KeyError> {
         &what,
         "public key object",
     )?;
-    let attrs = session
-        .get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])
-        .map_err(|e| connect_error(&what, e))?;
-    let (mut params, mut point) = (None, None);
-    for a in attrs {
-        match a {
-            Attribute::EcParams(p) => params = Some(p),
-            Attribute::EcPoint(p) => point = Some(p),
-            _ => {}
-        }
-    }
-    match (params, point) {
-        (Some(params), Some(point)) => public_from_token(&params, &point),
-        _ => Err(KeyError::UnsupportedAlgorithm(format!(
-            "{what}: the key is not an EC or EdDSA key"
-        ))),
-    }
+    public_of_object(&session, public, &what)
 }
 
 #[cfg(test)]

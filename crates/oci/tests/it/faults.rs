@@ -186,7 +186,7 @@ async fn corrupt_blob_is_refused_before_anything_is_pushed() {
 
     // A missing blob likewise.
     std::fs::remove_file(&victim).unwrap();
-    let err = stella_oci::transfer::verify_layout_image(layout.root(), &img.digest)
+    let err = stella_oci::verify_layout_image(layout.root(), &img.digest)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("lacks"), "{err}");

@@ -2,8 +2,8 @@
 //! bytes a referrer would hold, made by a private Sigstore (`stella_sigstore::testing`).
 
 use stella_keys::{DevKeys, Keyring, Purpose};
-use stella_oci::release::{check_bundle_bytes, ReleasePolicy, COSIGN_SIGN_V1};
 use stella_oci::Digest;
+use stella_oci::{check_bundle_bytes, ReleasePolicy, COSIGN_SIGN_V1};
 use stella_sigstore::testing::{LeafSpec, TestSigstore};
 
 const ISSUER: &str = "https://issuer.test.invalid";
@@ -57,7 +57,9 @@ fn keyless_image_signatures_and_their_refusals() {
 
     // Another image: the statement is not about it.
     let other = Digest::of(b"another image");
-    let e = check_bundle_bytes(&good, &other, &trusting, &policy()).unwrap_err();
+    let e = check_bundle_bytes(&good, &other, &trusting, &policy())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no subject"), "{e}");
     // Another predicate type (an attestation, not an image signature).
     let attestation = serde_json::to_vec(&s.dsse_bundle(
@@ -67,15 +69,21 @@ fn keyless_image_signatures_and_their_refusals() {
         now,
     ))
     .unwrap();
-    let e = check_bundle_bytes(&attestation, &image, &trusting, &policy()).unwrap_err();
+    let e = check_bundle_bytes(&attestation, &image, &trusting, &policy())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("predicate type"), "{e}");
     // A keyless message signature is not an image signature.
     let message = serde_json::to_vec(&s.message_bundle(&leaf, b"blob", now)).unwrap();
-    let e = check_bundle_bytes(&message, &image, &trusting, &policy()).unwrap_err();
+    let e = check_bundle_bytes(&message, &image, &trusting, &policy())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("DSSE"), "{e}");
     // The identity trusted for attestations only.
     let attest_only = ring(dir.path(), &s, &identity("[\"attestation\"]"));
-    let e = check_bundle_bytes(&good, &image, &attest_only, &policy()).unwrap_err();
+    let e = check_bundle_bytes(&good, &image, &attest_only, &policy())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("purpose `release`"), "{e}");
     let any = ReleasePolicy {
         purpose: Some(Purpose::Attestation),
@@ -92,6 +100,8 @@ fn keyless_image_signatures_and_their_refusals() {
             leaf.key.public_pem()
         ),
     );
-    let e = check_bundle_bytes(&good, &image, &key_only, &policy()).unwrap_err();
+    let e = check_bundle_bytes(&good, &image, &key_only, &policy())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("names no Sigstore identity"), "{e}");
 }

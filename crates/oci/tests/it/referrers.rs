@@ -5,12 +5,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use stella_keys::{Algorithm, FileKey, Keyring, Purpose, Signer as _, TrustedKey};
-use stella_oci::release::{sign_image_legacy, ReleasePolicy};
 use stella_oci::testing::{self, Registry};
 use stella_oci::{
     list_referrers, push_from_layout, sign_image, verify_image, verify_image_release, Digest,
     PushOptions, Reference, ReferrerSource,
 };
+use stella_oci::{sign_image_legacy, ReleasePolicy};
 
 use crate::support::{client, reference, serve, Reply};
 
@@ -150,7 +150,7 @@ async fn tampered_referrers_are_untrusted() {
         .descriptors
         .remove(0);
     assert_eq!(entry.digest, foreign.referrer);
-    stella_oci::referrers::update_fallback_index(&c, &image, &digest, &entry)
+    stella_oci::update_fallback_index(&c, &image, &digest, &entry)
         .await
         .unwrap();
     let v = verify_image_release(&c, &image, &good).await.unwrap();

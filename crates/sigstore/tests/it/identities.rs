@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use stella_keys::{DevKeys, Ineligible, Keyring, Purpose};
-use stella_sigstore::keyring::EntryRefusal;
 use stella_sigstore::testing::{LeafSpec, TestSigstore};
+use stella_sigstore::EntryRefusal;
 use stella_sigstore::{
     Artifact, Bundle, Check, HashAlgorithm, IdentityRefusal, IdentityTrust, VerifyError,
 };
