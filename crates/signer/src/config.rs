@@ -34,7 +34,10 @@ pub enum ConfigError {
     #[error("{0}")]
     Parse(String),
     #[error("environment override {var}: {reason}")]
-    Env { var: String, reason: String },
+    Env {
+        var: String,
+        reason: EnvOverrideError,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -936,14 +939,28 @@ pub fn is_sha256_digest(s: &str) -> bool {
     stella_oci::Digest::is_valid(s)
 }
 
+/// Why a `STELLA_SIGNER__...` variable cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvOverrideError {
+    #[error("empty path segment")]
+    EmptySegment,
+    #[error("`{0}` is not a section")]
+    NotASection(String),
+}
+
 /// Set `SECTION__KEY[__...]` (already stripped of the prefix) in `table`.
-fn apply_override(table: &mut toml::Table, path: &str, value: &str) -> Result<(), String> {
+fn apply_override(
+    table: &mut toml::Table,
+    path: &str,
+    value: &str,
+) -> Result<(), EnvOverrideError> {
     let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
     if parts.iter().any(String::is_empty) {
-        return Err("empty path segment".into());
+        return Err(EnvOverrideError::EmptySegment);
     }
     let parsed = parse_env_value(value);
-    let (last, parents) = parts.split_last().ok_or("empty path")?;
+    // `split` yields at least one part, and none is empty here.
+    let (last, parents) = parts.split_last().ok_or(EnvOverrideError::EmptySegment)?;
     let mut cur = table;
     for p in parents {
         let entry = cur
@@ -951,7 +968,7 @@ fn apply_override(table: &mut toml::Table, path: &str, value: &str) -> Result<()
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         cur = match entry {
             toml::Value::Table(t) => t,
-            _ => return Err(format!("`{p}` is not a section")),
+            _ => return Err(EnvOverrideError::NotASection(p.clone())),
         };
     }
     cur.insert(last.clone(), parsed);

@@ -361,6 +361,15 @@ async fn serve_conn(
             }
         })
     };
+    // One connection, TLS or not, served the same way once its protocol is known.
+    macro_rules! serve {
+        ($io:expr, $builder:expr, $info:expr) => {{
+            activity.touch();
+            let conn = $builder.serve_connection(TokioIo::new($io), make_svc($info));
+            let conn = watcher.watch(conn.into_owned());
+            drive(conn, &activity, limits.header_read, peer).await;
+        }};
+    }
     match tls {
         Some(acceptor) => {
             let tls_stream =
@@ -393,15 +402,7 @@ async fn serve_conn(
             } else {
                 builder.http1_only()
             };
-            activity.touch();
-            let conn = builder.serve_connection(TokioIo::new(tls_stream), make_svc(info));
-            drive(
-                watcher.watch(conn.into_owned()),
-                &activity,
-                limits.header_read,
-                peer,
-            )
-            .await;
+            serve!(tls_stream, builder, info);
         }
         None => {
             let info = ConnInfo {
@@ -417,15 +418,7 @@ async fn serve_conn(
                     return;
                 }
             };
-            activity.touch();
-            let conn = builder.serve_connection(TokioIo::new(stream), make_svc(info));
-            drive(
-                watcher.watch(conn.into_owned()),
-                &activity,
-                limits.header_read,
-                peer,
-            )
-            .await;
+            serve!(stream, builder, info);
         }
     }
 }
