@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod jcs;
 pub mod predicates;
 pub mod statement;
+pub mod stream;
 
 pub use bundle::{Bundle, BundleError, VerificationMaterial};
 pub use envelope::{pae, Envelope, EnvelopeError, Signature};
