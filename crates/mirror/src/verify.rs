@@ -183,94 +183,14 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
         Some(_) => {}
     }
 
-    // The detached header must agree with the signed payload.
-    let hbytes = meta.get(names::HEADER).ok_or_else(|| {
-        Error::verify(
-            Stage::Header,
-            "mirror/metadata/mirror.dsse.json (detached header) is missing",
-        )
-    })?;
-    let hvalue = stella_dsse::jcs::parse_strict(hbytes)
-        .map_err(|e| Error::verify(Stage::Header, format!("detached header: {e}")))?;
-    let header: Header = serde_json::from_value(hvalue)
-        .map_err(|e| Error::verify(Stage::Header, format!("detached header: {e}")))?;
-    if header.purpose != crate::PURPOSE {
-        return Err(Error::verify(
-            Stage::Header,
-            format!(
-                "detached header purpose is {:?}, not \"mirror-bundle\"",
-                header.purpose
-            ),
-        ));
-    }
-    if header.payload_type != envelope.payload_type {
-        return Err(Error::verify(
-            Stage::Header,
-            format!(
-                "detached header payloadType {:?} does not match the envelope's {:?}",
-                header.payload_type, envelope.payload_type
-            ),
-        ));
-    }
-    if header.payload_sha256 != digest.hex() {
-        return Err(Error::verify(
-            Stage::Header,
-            format!(
-                "detached header names payload sha256:{} but the signed manifest is sha256:{}",
-                header.payload_sha256,
-                digest.hex()
-            ),
-        ));
-    }
-    if header.issuer != manifest.issuer {
-        return Err(Error::verify(
-            Stage::Header,
-            format!(
-                "detached header issuer {:?} does not match the manifest issuer {:?}",
-                header.issuer, manifest.issuer
-            ),
-        ));
-    }
-    if !signers.iter().any(|s| s.key_id.as_str() == header.keyid) {
-        return Err(Error::verify(
-            Stage::Header,
-            format!(
-                "detached header keyid {} is not a trusted key that signed the manifest",
-                header.keyid
-            ),
-        ));
-    }
-    let env_sigs: BTreeSet<(String, String)> = envelope
-        .signatures
-        .iter()
-        .map(|s| (s.keyid.clone(), stella_dsse::b64::encode(&s.sig)))
-        .collect();
-    let hdr_sigs: BTreeSet<(String, String)> = header
-        .signatures
-        .iter()
-        .map(|s| {
-            let canon = stella_dsse::b64::decode(&s.sig)
-                .map(|b| stella_dsse::b64::encode(&b))
-                .unwrap_or_else(|_| s.sig.clone());
-            (s.keyid.clone(), canon)
-        })
-        .collect();
-    if env_sigs != hdr_sigs {
-        return Err(Error::verify(
-            Stage::Envelope,
-            "detached header signatures differ from those of manifest.dsse",
-        ));
-    }
-    crate::manifest::parse_time(&header.created)
-        .map_err(|e| Error::verify(Stage::Header, format!("detached header created: {e}")))?;
-    let mut warnings = Vec::new();
-    if header.rekor_uuid.is_none() {
-        warnings.push(
-            "no Rekor entry (rekorUUID) in the detached header: transparency-log inclusion was \
-             not checked; the bundle was verified against the local keyring only"
-                .to_string(),
-        );
-    }
+    let (header, mut warnings) = check_header(
+        meta.get(names::HEADER).map(Vec::as_slice),
+        &envelope.payload_type,
+        &envelope.signatures,
+        &digest,
+        &manifest.issuer,
+        &signers,
+    )?;
 
     // Checksum files: their digests are signed in the manifest.
     if manifest.checksums.is_empty() {
@@ -368,11 +288,153 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
         }
     }
 
+    let (anchor, age, now, time_source) = check_time(
+        meta.get(names::TIME_ANCHOR).map(Vec::as_slice),
+        Some(payload),
+        &manifest,
+        opts,
+        &mut warnings,
+    )?;
+    Ok(VerifiedMetadata {
+        manifest,
+        // The envelope is done with: its payload moves here instead of being copied.
+        manifest_bytes: std::mem::take(&mut envelope.payload),
+        manifest_digest: digest,
+        signers,
+        header,
+        warnings,
+        age_seconds: age,
+        anchor,
+        judged_at: now,
+        time_source,
+    })
+}
+
+/// The detached header agrees with the signed payload (purpose, payload type and digest,
+/// issuer, keyid among the signers, the envelope's signatures); returns it and its warnings.
+pub(crate) fn check_header(
+    hbytes: Option<&[u8]>,
+    payload_type: &str,
+    signatures: &[stella_dsse::Signature],
+    digest: &Digest,
+    issuer: &str,
+    signers: &[VerifiedKey],
+) -> Result<(Header, Vec<String>)> {
+    // The detached header must agree with the signed payload.
+    let hbytes = hbytes.ok_or_else(|| {
+        Error::verify(
+            Stage::Header,
+            "mirror/metadata/mirror.dsse.json (detached header) is missing",
+        )
+    })?;
+    let hvalue = stella_dsse::jcs::parse_strict(hbytes)
+        .map_err(|e| Error::verify(Stage::Header, format!("detached header: {e}")))?;
+    let header: Header = serde_json::from_value(hvalue)
+        .map_err(|e| Error::verify(Stage::Header, format!("detached header: {e}")))?;
+    if header.purpose != crate::PURPOSE {
+        return Err(Error::verify(
+            Stage::Header,
+            format!(
+                "detached header purpose is {:?}, not \"mirror-bundle\"",
+                header.purpose
+            ),
+        ));
+    }
+    if header.payload_type != payload_type {
+        return Err(Error::verify(
+            Stage::Header,
+            format!(
+                "detached header payloadType {:?} does not match the envelope's {:?}",
+                header.payload_type, payload_type
+            ),
+        ));
+    }
+    if header.payload_sha256 != digest.hex() {
+        return Err(Error::verify(
+            Stage::Header,
+            format!(
+                "detached header names payload sha256:{} but the signed manifest is sha256:{}",
+                header.payload_sha256,
+                digest.hex()
+            ),
+        ));
+    }
+    if header.issuer != issuer {
+        return Err(Error::verify(
+            Stage::Header,
+            format!(
+                "detached header issuer {:?} does not match the manifest issuer {:?}",
+                header.issuer, issuer
+            ),
+        ));
+    }
+    if !signers.iter().any(|s| s.key_id.as_str() == header.keyid) {
+        return Err(Error::verify(
+            Stage::Header,
+            format!(
+                "detached header keyid {} is not a trusted key that signed the manifest",
+                header.keyid
+            ),
+        ));
+    }
+    let env_sigs: BTreeSet<(String, String)> = signatures
+        .iter()
+        .map(|s| (s.keyid.clone(), stella_dsse::b64::encode(&s.sig)))
+        .collect();
+    let hdr_sigs: BTreeSet<(String, String)> = header
+        .signatures
+        .iter()
+        .map(|s| {
+            let canon = stella_dsse::b64::decode(&s.sig)
+                .map(|b| stella_dsse::b64::encode(&b))
+                .unwrap_or_else(|_| s.sig.clone());
+            (s.keyid.clone(), canon)
+        })
+        .collect();
+    if env_sigs != hdr_sigs {
+        return Err(Error::verify(
+            Stage::Envelope,
+            "detached header signatures differ from those of manifest.dsse",
+        ));
+    }
+    crate::manifest::parse_time(&header.created)
+        .map_err(|e| Error::verify(Stage::Header, format!("detached header created: {e}")))?;
+    let mut warnings = Vec::new();
+    if header.rekor_uuid.is_none() {
+        warnings.push(
+            "no Rekor entry (rekorUUID) in the detached header: transparency-log inclusion was \
+             not checked; the bundle was verified against the local keyring only"
+                .to_string(),
+        );
+    }
+    Ok((header, warnings))
+}
+
+/// The time anchor (checked whenever present, over `payload`; trusted only with trust roots)
+/// and freshness: returns the anchor, the age, the time judged at and its source.
+pub(crate) fn check_time(
+    anchor_bytes: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    manifest: &Manifest,
+    opts: &Options<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<(
+    Option<crate::anchor::Anchor>,
+    i64,
+    OffsetDateTime,
+    TimeSource,
+)> {
     // The time anchor: checked whenever present; trusted only with trust roots.
-    let anchor = match meta.get(names::TIME_ANCHOR) {
+    let anchor = match anchor_bytes {
         Some(bytes) => Some(crate::anchor::verify_anchor(
             bytes,
-            payload,
+            payload.ok_or_else(|| {
+                Error::verify(
+                    Stage::Anchor,
+                    "time-anchor.json is not checked on a manifest too large to hold in memory \
+                     (streamed verification): remove it or verify a smaller bundle",
+                )
+            })?,
             opts.time_roots,
         )?),
         None => None,
@@ -433,19 +495,7 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
             manifest.generated_at
         )));
     }
-    Ok(VerifiedMetadata {
-        manifest,
-        // The envelope is done with: its payload moves here instead of being copied.
-        manifest_bytes: std::mem::take(&mut envelope.payload),
-        manifest_digest: digest,
-        signers,
-        header,
-        warnings,
-        age_seconds: age,
-        anchor,
-        judged_at: now,
-        time_source,
-    })
+    Ok((anchor, age, now, time_source))
 }
 
 /// A detached header that verified on its own (see [`verify_header`]).
@@ -697,9 +747,26 @@ pub fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
 /// hashing). Nothing is trusted before both are done: the hashes are compared with the
 /// signed manifest only after it verified, and a metadata failure wins over a content one,
 /// as when the two ran in turn.
+///
+/// A folder whose manifest or checksum files are above [`crate::MAX_METADATA_BYTES`] is
+/// verified streamed ([`crate::streamed`]: memory independent of the file count).
 pub fn verify_dir(dir: &Path, opts: &Options<'_>, progress: &dyn Progress) -> Result<Report> {
+    verify_dir_with(dir, opts, &crate::streamed::Limits::default(), progress)
+}
+
+/// [`verify_dir`] with explicit [`crate::streamed::Limits`] (tests take the streamed path with
+/// small bundles).
+pub fn verify_dir_with(
+    dir: &Path,
+    opts: &Options<'_>,
+    limits: &crate::streamed::Limits,
+    progress: &dyn Progress,
+) -> Result<Report> {
     if !dir.is_dir() {
         return Err(Error::NotFound(dir.to_path_buf()));
+    }
+    if crate::streamed::wants_stream(dir, limits) {
+        return crate::streamed::verify_dir_streamed(dir, opts, limits, progress);
     }
     let (vm, observed) = std::thread::scope(|s| {
         let hashing = s.spawn(|| hash_dir_all(dir, progress));
