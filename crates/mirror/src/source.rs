@@ -39,7 +39,7 @@ fn verify_envelope(path: &Path, opts: &Options<'_>, progress: &dyn Progress) -> 
     let limits = crate::streamed::Limits::default();
     if own && crate::streamed::wants_stream(&dir, &limits) {
         // The folder's own envelope, too large for memory: the folder, streamed.
-        return crate::streamed::verify_dir_streamed(&dir, opts, &limits, progress);
+        return verify::verify_dir_streamed(&dir, opts, &limits, progress);
     }
     let mut meta = verify::read_dir_metadata(&dir)?;
     if !own {

@@ -1,7 +1,8 @@
 //! Verifying a bundle folder whose manifest is too large to hold in memory (hundreds of
 //! thousands of files and more), with memory independent of the manifest's size.
 //!
-//! [`crate::verify::verify_dir`] takes this path when `manifest.dsse`, `manifest.json`,
+//! [`crate::verify::verify_dir`] takes this path (`verify::verify_dir_streamed`, built from the
+//! pieces here; this module does not import `verify`) when `manifest.dsse`, `manifest.json`,
 //! `SHA256SUMS` or `SHA256SUMS.dsse` is above [`Limits::stream_above`] (by default
 //! [`crate::MAX_METADATA_BYTES`], so every bundle that verified before still takes the
 //! in-memory path, with the same messages). The rules are those of
@@ -28,21 +29,18 @@
 //! `manifest.sigstore.json`, whose checks need the manifest bytes in memory.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 
 use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::Deserialize;
-use stella_keys::stream::Prefixed;
-use stella_keys::{Policy, Purpose};
 
 use crate::error::{Error, IoContext as _, Result, Stage};
 use crate::hash::{Digest, Hasher, Progress};
 use crate::manifest::{BaseRef, FileEntry, ImageEntry, Kind, Manifest, ManifestError};
 use crate::names;
-use crate::verify::{Options, Report, VerifiedMetadata};
 
 /// Sizes that decide and bound the streamed path (injectable so tests take it with small
 /// bundles).
@@ -73,7 +71,7 @@ impl Default for Limits {
 
 /// Largest envelope for a payload of at most `payload_cap` bytes: its base64 (4/3) and 64 KiB
 /// for the payload type and signatures.
-fn envelope_cap(payload_cap: u64) -> u64 {
+pub(crate) fn envelope_cap(payload_cap: u64) -> u64 {
     payload_cap.saturating_mul(4) / 3 + (64 << 10)
 }
 
@@ -326,7 +324,11 @@ pub(crate) fn wants_stream(dir: &Path, limits: &Limits) -> bool {
 
 /// A metadata file of the folder, opened (a regular file, no link); `None` if absent.
 /// A file above `cap` is refused on its size, never opened.
-fn open_meta(dir: &Path, name: &str, cap: Option<u64>) -> Result<Option<(File, u64, PathBuf)>> {
+pub(crate) fn open_meta(
+    dir: &Path,
+    name: &str,
+    cap: Option<u64>,
+) -> Result<Option<(File, u64, PathBuf)>> {
     let p = crate::BundlePath::new(name)
         .map_err(Error::input)?
         .under(dir);
@@ -347,7 +349,7 @@ fn open_meta(dir: &Path, name: &str, cap: Option<u64>) -> Result<Option<(File, u
     }
 }
 
-fn too_large(name: &str, size: u64, cap: u64) -> Error {
+pub(crate) fn too_large(name: &str, size: u64, cap: u64) -> Error {
     Error::verify(
         Stage::Metadata,
         format!("{name} is {size} bytes, above the {cap}-byte limit for streamed bundle metadata"),
@@ -355,14 +357,14 @@ fn too_large(name: &str, size: u64, cap: u64) -> Error {
 }
 
 /// Hash a reader to the end: (digest, length).
-fn hash_all(r: &mut dyn Read, path: &Path) -> Result<(Digest, u64)> {
+pub(crate) fn hash_all(r: &mut dyn Read, path: &Path) -> Result<(Digest, u64)> {
     crate::hash::hash_reader(r, &crate::hash::NoProgress).at(path)
 }
 
 /// A writer that hashes what it passes on.
-struct Tee<W> {
-    inner: W,
-    hasher: Hasher,
+pub(crate) struct Tee<W> {
+    pub(crate) inner: W,
+    pub(crate) hasher: Hasher,
 }
 
 impl<W: Write> Write for Tee<W> {
@@ -374,286 +376,6 @@ impl<W: Write> Write for Tee<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
-}
-
-/// [`crate::verify::verify_dir`] for a folder whose metadata is above
-/// [`Limits::stream_above`] (see the module docs).
-pub fn verify_dir_streamed(
-    dir: &Path,
-    opts: &Options<'_>,
-    limits: &Limits,
-    progress: &dyn Progress,
-) -> Result<Report> {
-    if open_meta(dir, names::KEYLESS, Some(crate::MAX_METADATA_BYTES))?.is_some() {
-        return Err(Error::verify(
-            Stage::Envelope,
-            "manifest.sigstore.json (keyless signatures) is not checked on a manifest too \
-             large to hold in memory (streamed verification)",
-        ));
-    }
-    // 1. The envelope, its payload into a private temporary file.
-    let env_cap = envelope_cap(limits.max_manifest);
-    let (env_file, _, env_path) =
-        open_meta(dir, names::ENVELOPE, Some(env_cap))?.ok_or_else(|| {
-            Error::verify(
-                Stage::Envelope,
-                "manifest.dsse is missing: the bundle is not signed",
-            )
-        })?;
-    let tmp_err = |e| Error::io(std::env::temp_dir(), e);
-    let mut payload = tempfile::tempfile().map_err(tmp_err)?;
-    let (env, digest) = {
-        let mut tee = Tee {
-            inner: std::io::BufWriter::with_capacity(256 * 1024, &payload),
-            hasher: Hasher::new(),
-        };
-        let env =
-            stella_dsse::stream::read_envelope(env_file, &mut tee, env_cap).map_err(
-                |e| match e {
-                    stella_dsse::stream::StreamError::Io(e) => Error::io(&env_path, e),
-                    e => Error::verify(Stage::Envelope, format!("manifest.dsse: {e}")),
-                },
-            )?;
-        tee.inner.flush().map_err(tmp_err)?;
-        (env, tee.hasher.finish())
-    };
-    if env.payload_len > limits.max_manifest {
-        return Err(too_large(
-            names::MANIFEST,
-            env.payload_len,
-            limits.max_manifest,
-        ));
-    }
-    if env.payload_type != crate::PAYLOAD_TYPE && env.payload_type != crate::PAYLOAD_TYPE_LEGACY {
-        return Err(Error::verify(
-            Stage::Envelope,
-            format!(
-                "manifest.dsse has payload type {:?}, not a mirror bundle manifest ({})",
-                env.payload_type,
-                crate::PAYLOAD_TYPE
-            ),
-        ));
-    }
-    let pae_prefix = stella_dsse::stream::pae_prefix(&env.payload_type, env.payload_len);
-    let policy = Policy::new(opts.threshold)
-        .purpose(Purpose::MirrorBundle)
-        .at(opts.now);
-    let signers = stella_keys::verify_envelope_stream(
-        &env.payload_type,
-        &env.signatures,
-        &mut Prefixed {
-            prefix: pae_prefix.clone(),
-            body: &payload,
-        },
-        opts.keyring,
-        &policy,
-    )
-    .map_err(Error::Signature)?;
-
-    // 2. The signed manifest: typed into the index, then its canonical form.
-    payload.seek(SeekFrom::Start(0)).map_err(tmp_err)?;
-    let (manifest, index) = parse_manifest(BufReader::with_capacity(256 * 1024, &payload))
-        .map_err(|e| Error::verify(Stage::Manifest, format!("signed manifest: {e}")))?;
-    payload.seek(SeekFrom::Start(0)).map_err(tmp_err)?;
-    if !stella_dsse::jcs::is_canonical_read(&payload).map_err(tmp_err)? {
-        return Err(Error::verify(
-            Stage::Manifest,
-            "signed manifest is not canonical JSON (RFC 8785)",
-        ));
-    }
-    match open_meta(dir, names::MANIFEST, Some(limits.max_manifest))? {
-        None => return Err(Error::verify(Stage::Manifest, "manifest.json is missing")),
-        Some((mut f, len, p)) => {
-            let same = len == env.payload_len && hash_all(&mut f, &p)?.0 == digest;
-            if !same {
-                return Err(Error::verify(
-                    Stage::Manifest,
-                    "manifest.json differs from the payload signed in manifest.dsse (edited after signing?)",
-                ));
-            }
-        }
-    }
-
-    // 3. The detached header.
-    let hbytes = crate::fs::read_metadata_file(dir, names::HEADER)?;
-    let (header, mut warnings) = crate::verify::check_header(
-        hbytes.as_deref(),
-        &env.payload_type,
-        &env.signatures,
-        &digest,
-        &manifest.issuer,
-        &signers,
-    )?;
-
-    // 4. Checksum files: digests signed in the manifest; SHA256SUMS against the index.
-    if manifest.checksums.is_empty() {
-        return Err(Error::verify(
-            Stage::Checksums,
-            "the signed manifest lists no checksum files (sign it with `stella mirror sign`)",
-        ));
-    }
-    for c in &manifest.checksums {
-        let (mut f, _, p) = open_meta(dir, &c.path, Some(envelope_cap(limits.max_sums)))?
-            .ok_or_else(|| Error::verify(Stage::Checksums, format!("{} is missing", c.path)))?;
-        let (d, n) = hash_all(&mut f, &p)?;
-        if d.hex() != c.sha256 || n != c.size {
-            return Err(Error::verify(
-                Stage::Checksums,
-                format!("{} does not match the digest the manifest signs", c.path),
-            ));
-        }
-    }
-    let (sums_file, sums_len, sums_path) = open_meta(dir, names::SUMS, Some(limits.max_sums))?
-        .ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS is missing"))?;
-    if !index
-        .sha256sums_equal(&mut BufReader::with_capacity(256 * 1024, &sums_file))
-        .at(&sums_path)?
-    {
-        return Err(Error::verify(
-            Stage::Checksums,
-            "SHA256SUMS does not match the manifest's file list",
-        ));
-    }
-    let sums_digest = {
-        let mut f = &sums_file;
-        f.seek(SeekFrom::Start(0)).at(&sums_path)?;
-        hash_all(&mut f, &sums_path)?.0
-    };
-    let (sums_env_file, _, sums_env_path) =
-        open_meta(dir, names::SUMS_DSSE, Some(envelope_cap(limits.max_sums)))?
-            .ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS.dsse is missing"))?;
-    let mut sink = Tee {
-        inner: std::io::sink(),
-        hasher: Hasher::new(),
-    };
-    let sums_env =
-        stella_dsse::stream::read_envelope(sums_env_file, &mut sink, envelope_cap(limits.max_sums))
-            .map_err(|e| match e {
-                stella_dsse::stream::StreamError::Io(e) => Error::io(&sums_env_path, e),
-                e => Error::verify(Stage::Checksums, format!("SHA256SUMS.dsse: {e}")),
-            })?;
-    if sink.hasher.finish() != sums_digest
-        || sums_env.payload_len != sums_len
-        || sums_env.payload_type != crate::SUMS_PAYLOAD_TYPE
-    {
-        return Err(Error::verify(
-            Stage::Checksums,
-            "SHA256SUMS.dsse does not carry SHA256SUMS",
-        ));
-    }
-    stella_keys::verify_envelope_stream(
-        &sums_env.payload_type,
-        &sums_env.signatures,
-        &mut Prefixed {
-            prefix: stella_dsse::stream::pae_prefix(&sums_env.payload_type, sums_len),
-            body: &sums_file,
-        },
-        opts.keyring,
-        &Policy::new(1).purpose(Purpose::MirrorBundle).at(opts.now),
-    )
-    .map_err(|e| Error::verify(Stage::Checksums, format!("SHA256SUMS.dsse: {e}")))?;
-    let signer_keys: Vec<&stella_keys::PublicKey> = opts
-        .keyring
-        .keys()
-        .iter()
-        .filter(|k| signers.iter().any(|s| &s.key_id == k.key.key_id()))
-        .map(|k| &k.key)
-        .collect();
-    let sig = crate::fs::read_metadata_file(dir, names::SUMS_SIG)?
-        .ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS.sig is missing"))?;
-    let raw = stella_dsse::b64::decode(String::from_utf8_lossy(&sig).trim())
-        .map_err(|e| Error::verify(Stage::Checksums, format!("SHA256SUMS.sig: {e}")))?;
-    let mut raw_sums = Prefixed {
-        prefix: Vec::new(),
-        body: &sums_file,
-    };
-    let mut v = stella_keys::stream::StreamVerifier::new(&mut raw_sums);
-    let mut any = false;
-    for k in &signer_keys {
-        if v.verify(k, &raw).at(&sums_path)? {
-            any = true;
-            break;
-        }
-    }
-    if !any {
-        return Err(Error::verify(
-            Stage::Checksums,
-            "SHA256SUMS.sig does not verify SHA256SUMS under a key that signed the manifest",
-        ));
-    }
-
-    // 5. public-key.pem: only keys that signed.
-    if let Some(pem_bytes) = crate::fs::read_metadata_file(dir, names::PUBLIC_KEY)? {
-        let blocks = pem::parse_many(&pem_bytes)
-            .map_err(|e| Error::verify(Stage::PublicKey, format!("public-key.pem: {e}")))?;
-        if blocks.is_empty() {
-            return Err(Error::verify(
-                Stage::PublicKey,
-                "public-key.pem holds no key",
-            ));
-        }
-        let mut pae = Prefixed {
-            prefix: pae_prefix,
-            body: &payload,
-        };
-        let mut v = stella_keys::stream::StreamVerifier::new(&mut pae);
-        for b in blocks {
-            let k = stella_keys::PublicKey::from_spki_der(b.contents())
-                .map_err(|e| Error::verify(Stage::PublicKey, format!("public-key.pem: {e}")))?;
-            if signers.iter().any(|s| &s.key_id == k.key_id()) {
-                continue;
-            }
-            let mut signed = false;
-            for s in &env.signatures {
-                if v.verify(&k, &s.sig).map_err(tmp_err)? {
-                    signed = true;
-                    break;
-                }
-            }
-            if !signed {
-                return Err(Error::verify(
-                    Stage::PublicKey,
-                    format!(
-                        "public-key.pem holds key {}, which did not sign this bundle",
-                        k.key_id()
-                    ),
-                ));
-            }
-        }
-    }
-    drop(payload);
-
-    // 6. Time anchor and freshness.
-    let anchor_bytes = crate::fs::read_metadata_file(dir, names::TIME_ANCHOR)?;
-    let (anchor, age, now, time_source) = crate::verify::check_time(
-        anchor_bytes.as_deref(),
-        None,
-        &manifest,
-        opts,
-        &mut warnings,
-    )?;
-    let meta = VerifiedMetadata {
-        manifest,
-        manifest_bytes: Vec::new(),
-        manifest_digest: digest,
-        signers,
-        header,
-        warnings,
-        age_seconds: age,
-        anchor,
-        judged_at: now,
-        time_source,
-    };
-
-    // 7. Content.
-    let (files_checked, bytes_checked, from_base) =
-        check_content(dir, meta.manifest.kind, &index, progress)?;
-    Ok(Report {
-        meta,
-        files_checked,
-        bytes_checked,
-        from_base,
-    })
 }
 
 /// Jobs waiting for a hashing thread, at most.
@@ -675,7 +397,7 @@ impl Problems {
 }
 
 /// Stage 2 against the index: walk, look up, hash through a bounded queue.
-fn check_content(
+pub(crate) fn check_content(
     dir: &Path,
     kind: Kind,
     index: &FileIndex,
