@@ -122,9 +122,11 @@ pub fn read_envelope<R: Read, W: Write>(
                 let raw = r.raw_value()?;
                 signatures = Some(serde_json::from_slice(&raw).map_err(json_err)?);
             }
-            other => return Err(StreamError::Malformed(format!(
+            other => {
+                return Err(StreamError::Malformed(format!(
                 "unknown field `{other}`, expected one of `payloadType`, `payload`, `signatures`"
-            ))),
+            )))
+            }
         }
         r.skip_ws()?;
         match r.next()? {
