@@ -14,6 +14,12 @@ use base64_simd::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 #[error("invalid base64: {0}")]
 pub struct Base64Error(String);
 
+impl Base64Error {
+    pub(crate) fn new(why: String) -> Self {
+        Base64Error(why)
+    }
+}
+
 /// Standard, padded base64.
 pub fn encode(bytes: &[u8]) -> String {
     STANDARD.encode_to_string(bytes)

@@ -1251,6 +1251,186 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// Longest string (member name or value) [`is_canonical_read`] holds; a longer one is refused.
+pub const MAX_STREAM_STRING_BYTES: usize = 1024 * 1024;
+
+/// [`is_canonical`] over a reader, for documents of any size: one pass, memory the nesting
+/// depth times the longest member name (each open object keeps its previous name) plus one
+/// string of at most [`MAX_STREAM_STRING_BYTES`]; no [`MAX_INPUT_BYTES`] bound (the caller
+/// bounds the reader). The answer is that of [`is_canonical`] for every input below
+/// [`MAX_INPUT_BYTES`] whose strings fit; I/O errors are returned as such.
+pub fn is_canonical_read<R: std::io::Read>(input: R) -> std::io::Result<bool> {
+    let mut c = StreamChecker {
+        inner: std::io::BufReader::with_capacity(64 * 1024, input),
+        io: None,
+    };
+    let ok = c.value(0).is_some() && c.peek().is_none();
+    match c.io.take() {
+        Some(e) => Err(e),
+        None => Ok(ok),
+    }
+}
+
+/// The state of [`is_canonical_read`]; `None` as soon as the input departs from the canonical
+/// form (or a read fails: the error is kept in `io`).
+struct StreamChecker<R> {
+    inner: std::io::BufReader<R>,
+    io: Option<std::io::Error>,
+}
+
+impl<R: std::io::Read> StreamChecker<R> {
+    fn peek(&mut self) -> Option<u8> {
+        use std::io::BufRead as _;
+        loop {
+            match self.inner.fill_buf() {
+                Ok(b) => return b.first().copied(),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.io.get_or_insert(e);
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn bump(&mut self) {
+        use std::io::BufRead as _;
+        self.inner.consume(1);
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.bump();
+        Some(b)
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        (self.peek()? == b).then(|| self.bump())
+    }
+
+    fn value(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'{' => self.object(enter(depth).ok()?),
+            b'[' => self.array(enter(depth).ok()?),
+            b'"' => self.string().map(drop),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        for &w in word {
+            self.eat(w)?;
+        }
+        Some(())
+    }
+
+    fn array(&mut self, depth: usize) -> Option<()> {
+        self.bump(); // '['
+        if self.eat(b']').is_some() {
+            return Some(());
+        }
+        loop {
+            self.value(depth)?;
+            match self.next()? {
+                b',' => {}
+                b']' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Option<()> {
+        self.bump(); // '{'
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        let mut prev: Option<String> = None;
+        loop {
+            if self.peek()? != b'"' {
+                return None;
+            }
+            let key = self.string()?;
+            if prev.as_deref().is_some_and(|p| !key_before(p, &key)) {
+                return None;
+            }
+            self.eat(b':')?;
+            self.value(depth)?;
+            prev = Some(key);
+            match self.next()? {
+                b',' => {}
+                b'}' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// A canonical string literal (at its opening quote), decoded.
+    fn string(&mut self) -> Option<String> {
+        self.bump(); // '"'
+        let mut raw: Vec<u8> = Vec::new();
+        loop {
+            if raw.len() > MAX_STREAM_STRING_BYTES {
+                return None;
+            }
+            match self.next()? {
+                b'"' => return String::from_utf8(raw).ok(),
+                b'\\' => {
+                    let c = match self.next()? {
+                        b'"' => b'"',
+                        b'\\' => b'\\',
+                        b'b' => 0x08,
+                        b'f' => 0x0c,
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'u' => {
+                            let mut h = [0u8; 4];
+                            for x in &mut h {
+                                *x = self.next()?;
+                            }
+                            let hex = |d: u8| match d {
+                                b'0'..=b'9' => Some(d - b'0'),
+                                b'a'..=b'f' => Some(d - b'a' + 10),
+                                _ => None,
+                            };
+                            if h[0] != b'0' || h[1] != b'0' {
+                                return None;
+                            }
+                            let v = (hex(h[2])? << 4) | hex(h[3])?;
+                            if v >= 0x20 || matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                                return None;
+                            }
+                            v
+                        }
+                        _ => return None,
+                    };
+                    raw.push(c);
+                }
+                0..=0x1f => return None,
+                b => raw.push(b),
+            }
+        }
+    }
+
+    fn number(&mut self) -> Option<()> {
+        let mut text = Vec::with_capacity(24);
+        while let Some(b @ (b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) = self.peek() {
+            if text.len() > 4096 {
+                return None;
+            }
+            text.push(b);
+            self.bump();
+        }
+        let text = std::str::from_utf8(&text).ok()?;
+        let mut c = Checker { src: text, pos: 0 };
+        (c.number().is_some() && c.pos == text.len()).then_some(())
+    }
+}
+
 /// `a` sorts strictly before `b` by UTF-16 code units (byte order unless either holds a
 /// character at or above U+E000, the only ones where the two orders can disagree).
 fn key_before(a: &str, b: &str) -> bool {
@@ -1279,7 +1459,65 @@ mod canonical_check_tests {
             "is_canonical disagrees with canonicalize on {:?}",
             String::from_utf8_lossy(input)
         );
+        // The streaming check agrees too, whatever the read sizes.
+        assert_eq!(
+            is_canonical_read(OneByte(input)).unwrap(),
+            got,
+            "is_canonical_read disagrees on {:?}",
+            String::from_utf8_lossy(input)
+        );
+        assert_eq!(is_canonical_read(input).unwrap(), got);
         got
+    }
+
+    /// A reader that hands out one byte per read (every buffer boundary is exercised).
+    struct OneByte<'a>(&'a [u8]);
+    impl std::io::Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match (self.0.split_first(), buf.first_mut()) {
+                (Some((b, rest)), Some(slot)) => {
+                    *slot = *b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_check_finds_a_departure_deep_in_a_large_document() {
+        let mut doc = String::from("{\"files\":[");
+        for i in 0..50_000 {
+            if i > 0 {
+                doc.push(',');
+            }
+            doc.push_str(&format!("{{\"path\":\"a/{i:06}\",\"size\":{i}}}"));
+        }
+        doc.push_str("]}");
+        assert!(is_canonical_read(doc.as_bytes()).unwrap());
+        // One non-canonical byte near the end: a space, an unsorted member, `1.0`.
+        let at = doc.len() - 40;
+        let spaced = format!("{} {}", &doc[..at], &doc[at..]);
+        assert!(!is_canonical_read(spaced.as_bytes()).unwrap());
+        let unsorted = doc.replacen(
+            "{\"path\":\"a/049990\",\"size\":49990}",
+            "{\"size\":49990,\"path\":\"a/049990\"}",
+            1,
+        );
+        assert_ne!(unsorted, doc);
+        assert!(!is_canonical_read(unsorted.as_bytes()).unwrap());
+        let float = doc.replacen("\"size\":49999}", "\"size\":49999.0}", 1);
+        assert!(!is_canonical_read(float.as_bytes()).unwrap());
+        assert!(!is_canonical_read(&doc.as_bytes()[..doc.len() - 1]).unwrap());
+        // An I/O error is an error, not a verdict.
+        struct Failing;
+        impl std::io::Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk"))
+            }
+        }
+        assert!(is_canonical_read(Failing).is_err());
     }
 
     #[test]

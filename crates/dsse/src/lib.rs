@@ -2,8 +2,9 @@
 //! RFC 8785 canonical JSON and the Sigstore bundle model. Pure: no I/O, no crypto, no async —
 //! signing and verification live in `stella-keys`, which composes these types.
 //!
-//! Public surface: the types and constants re-exported here, plus three namespaces of free
-//! functions and constants: [`b64`], [`jcs`] and [`predicates`]. Every other module is private.
+//! Public surface: the types and constants re-exported here, plus four namespaces of free
+//! functions and constants: [`b64`], [`jcs`], [`predicates`] and [`stream`] (envelopes too
+//! large to hold in memory). Every other module is private.
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
@@ -13,6 +14,7 @@ mod envelope;
 pub mod jcs;
 pub mod predicates;
 mod statement;
+pub mod stream;
 
 pub use bundle::{
     looks_like_bundle, Bundle, BundleError, VerificationMaterial, BUNDLE_MEDIA_TYPE_V03,

@@ -132,6 +132,9 @@ pub enum VerifyError {
         valid: usize,
         detail: String,
     },
+    /// The signed payload could not be read (streamed verification only).
+    #[error("reading the signed payload: {0}")]
+    Read(#[source] std::io::Error),
 }
 
 /// Verify `envelope` against `keyring` under `policy`; on success, the keys that counted.
@@ -139,6 +142,45 @@ pub fn verify_envelope(
     envelope: &Envelope,
     keyring: &Keyring,
     policy: &Policy,
+) -> Result<Vec<VerifiedKey>, VerifyError> {
+    let message = envelope.pae();
+    verify_signatures(
+        &envelope.payload_type,
+        &envelope.signatures,
+        keyring,
+        policy,
+        &mut |key, sig| Ok(key.verify(&message, sig)),
+    )
+}
+
+/// [`verify_envelope`] for an envelope whose payload is not in memory: `pae` feeds
+/// `PAE(payload_type, payload)` (e.g. [`crate::stream::Prefixed`] over the payload in a
+/// file), re-read for each candidate key. Same rules, same errors, plus [`VerifyError::Read`].
+pub fn verify_envelope_stream(
+    payload_type: &str,
+    signatures: &[Signature],
+    pae: &mut dyn crate::stream::MessageSource,
+    keyring: &Keyring,
+    policy: &Policy,
+) -> Result<Vec<VerifiedKey>, VerifyError> {
+    let mut v = crate::stream::StreamVerifier::new(pae);
+    verify_signatures(
+        payload_type,
+        signatures,
+        keyring,
+        policy,
+        &mut |key, sig| v.verify(key, sig).map_err(VerifyError::Read),
+    )
+}
+
+type SigCheck<'a> = dyn FnMut(&crate::public::PublicKey, &[u8]) -> Result<bool, VerifyError> + 'a;
+
+fn verify_signatures(
+    payload_type: &str,
+    signatures: &[Signature],
+    keyring: &Keyring,
+    policy: &Policy,
+    verify: &mut SigCheck<'_>,
 ) -> Result<Vec<VerifiedKey>, VerifyError> {
     if policy.threshold == 0 {
         return Err(VerifyError::BadThreshold);
@@ -150,20 +192,19 @@ pub fn verify_envelope(
         });
     }
     if let Some(expected) = &policy.payload_type {
-        if &envelope.payload_type != expected {
+        if payload_type != expected {
             return Err(VerifyError::PayloadType {
                 expected: expected.clone(),
-                got: envelope.payload_type.clone(),
+                got: payload_type.to_string(),
             });
         }
     }
-    if envelope.signatures.is_empty() {
+    if signatures.is_empty() {
         return Err(VerifyError::NoSignatures);
     }
-    let message = envelope.pae();
     let mut counted: Vec<usize> = Vec::new();
     let mut refused: Vec<(usize, Ineligible)> = Vec::new();
-    for sig in &envelope.signatures {
+    for sig in signatures {
         // Hint first (a cheap ordering), then every other key. Keys already counted are
         // skipped: a second signature by the same key adds nothing.
         let hinted = keyring
@@ -180,7 +221,7 @@ pub fn verify_envelope(
             if counted.iter().any(|j| keyring.keys()[*j].key == tk.key) {
                 continue;
             }
-            if !tk.key.verify(&message, &sig.sig) {
+            if !verify(&tk.key, &sig.sig)? {
                 continue;
             }
             match tk.check(policy.purpose, policy.at) {
@@ -246,6 +287,42 @@ mod tests {
                 .collect(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn streamed_verification_gives_the_same_verdicts() {
+        for alg in [Algorithm::Ed25519, Algorithm::EcdsaP256Sha256] {
+            let ks = keys(3, alg);
+            let r = ring(&ks[..2]);
+            let payload = vec![3u8; 70_000];
+            let env = sign_envelope("t", payload.clone(), &[&ks[0], &ks[1], &ks[2]]).unwrap();
+            let streamed = |env: &Envelope, payload: &[u8], threshold: usize| {
+                let mut src = crate::stream::Prefixed {
+                    prefix: stella_dsse::stream::pae_prefix(
+                        &env.payload_type,
+                        payload.len() as u64,
+                    ),
+                    body: std::io::Cursor::new(payload.to_vec()),
+                };
+                verify_envelope_stream(
+                    &env.payload_type,
+                    &env.signatures,
+                    &mut src,
+                    &r,
+                    &Policy::new(threshold),
+                )
+            };
+            for threshold in [1, 2, 3] {
+                let a = verify_envelope(&env, &r, &Policy::new(threshold));
+                let b = streamed(&env, &payload, threshold);
+                assert_eq!(format!("{a:?}"), format!("{b:?}"), "{alg} {threshold}");
+            }
+            assert_eq!(streamed(&env, &payload, 2).unwrap().len(), 2);
+            let mut changed = payload.clone();
+            changed[69_999] ^= 1;
+            let e = streamed(&env, &changed, 1).unwrap_err();
+            assert!(matches!(e, VerifyError::NoValidSignature), "{e}");
+        }
     }
 
     #[test]

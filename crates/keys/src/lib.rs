@@ -16,11 +16,13 @@ pub mod pkcs11;
 pub mod public;
 pub mod revocation;
 pub mod signer;
+pub mod stream;
 
 use std::path::PathBuf;
 
 pub use dsse::{
-    attest, sign_envelope, to_bundle, verify_envelope, Policy, VerifiedKey, VerifyError,
+    attest, sign_envelope, to_bundle, verify_envelope, verify_envelope_stream, Policy, VerifiedKey,
+    VerifyError,
 };
 pub use file::FileKey;
 pub use keyref::{load_public, load_signer, DevKeys, KeyRef, DEV_KEY_ID};

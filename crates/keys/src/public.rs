@@ -289,6 +289,11 @@ impl PublicKey {
     }
 
     /// Does `signature` verify `message` under this key?
+    /// The pre-parsed aws-lc key (prehash verification in [`crate::stream`]).
+    pub(crate) fn parsed(&self) -> &ParsedPublicKey {
+        &self.parsed
+    }
+
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         self.parsed.verify_sig(message, signature).is_ok()
     }

@@ -40,6 +40,7 @@ mod scripts;
 pub mod sign;
 pub mod source;
 pub mod spec;
+pub mod streamed;
 pub mod thin;
 pub mod tsa;
 pub mod unpack;

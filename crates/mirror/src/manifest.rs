@@ -192,7 +192,7 @@ impl FileEntry {
         crate::hash::parse_hex(&self.sha256)
     }
 
-    fn check(&self) -> Result<(), ManifestError> {
+    pub(crate) fn check(&self) -> Result<(), ManifestError> {
         BundlePath::new(&self.path).map_err(ManifestError::FilePath)?;
         if crate::hash::parse_hex(&self.sha256).is_none() {
             return Err(ManifestError::FileSha256 {
@@ -220,7 +220,15 @@ impl Manifest {
     /// non-canonical input or a shape error — takes the strict parser, so errors read as
     /// they always did.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
-        let fast = stella_dsse::jcs::is_canonical(bytes)
+        // Above the in-memory JCS limit (64 MiB: some 400,000 files) the canonical check
+        // streams over the bytes instead; such a manifest must be canonical (every signed one
+        // is) since the strict tree parser refuses it.
+        let canonical = if bytes.len() > stella_dsse::jcs::MAX_INPUT_BYTES {
+            stella_dsse::jcs::is_canonical_read(bytes).unwrap_or(false)
+        } else {
+            stella_dsse::jcs::is_canonical(bytes)
+        };
+        let fast = canonical
             .then(|| serde_json::from_slice::<Manifest>(bytes).ok())
             .flatten();
         let m = match fast {

@@ -35,8 +35,14 @@ fn verify_envelope(path: &Path, opts: &Options<'_>, progress: &dyn Progress) -> 
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let own = path.file_name() == Some(std::ffi::OsStr::new(names::ENVELOPE));
+    let limits = crate::streamed::Limits::default();
+    if own && crate::streamed::wants_stream(&dir, &limits) {
+        // The folder's own envelope, too large for memory: the folder, streamed.
+        return verify::verify_dir_streamed(&dir, opts, &limits, progress);
+    }
     let mut meta = verify::read_dir_metadata(&dir)?;
-    if path.file_name() != Some(std::ffi::OsStr::new(names::ENVELOPE)) {
+    if !own {
         let bytes = std::fs::read(path).map_err(|e| Error::Io {
             path: path.to_path_buf(),
             source: e,

@@ -10,6 +10,8 @@
 
 use std::path::Path;
 
+use stella_mirror::hash::NoProgress;
+
 use crate::common::{verify_dir, Signed};
 
 fn overlay(from: &Path, onto: &Path) {
@@ -64,23 +66,38 @@ fn every_attack_is_refused_at_its_stage() {
                 std::fs::remove_file(bundle.join(p.trim())).expect("remove");
             }
         }
-        let err = match verify_dir(&s, &bundle) {
-            Ok(_) => panic!("{name}: the attacked bundle verified"),
-            Err(e) => e,
+        // The in-memory path, then the streamed one (every metadata file above its threshold):
+        // the same stage and message.
+        let streamed = stella_mirror::streamed::Limits {
+            stream_above: 0,
+            ..Default::default()
         };
-        assert_eq!(
-            err.kind(),
-            stella_mirror::ErrorKind::Verification,
-            "{name}: {err}"
-        );
-        assert_eq!(
-            format!("{:?}", err.stage().expect("a stage")),
-            stage,
-            "{name}: {err}"
-        );
-        assert!(
-            err.to_string().contains(&message),
-            "{name}: {err:?} does not say {message:?}"
-        );
+        let results = [
+            ("in memory", verify_dir(&s, &bundle)),
+            (
+                "streamed",
+                stella_mirror::verify::verify_dir_with(&bundle, &s.opts(), &streamed, &NoProgress),
+            ),
+        ];
+        for (path, result) in results {
+            let err = match result {
+                Ok(_) => panic!("{name} ({path}): the attacked bundle verified"),
+                Err(e) => e,
+            };
+            assert_eq!(
+                err.kind(),
+                stella_mirror::ErrorKind::Verification,
+                "{name} ({path}): {err}"
+            );
+            assert_eq!(
+                format!("{:?}", err.stage().expect("a stage")),
+                stage,
+                "{name} ({path}): {err}"
+            );
+            assert!(
+                err.to_string().contains(&message),
+                "{name} ({path}): {err:?} does not say {message:?}"
+            );
+        }
     }
 }

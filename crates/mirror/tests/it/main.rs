@@ -5,3 +5,4 @@
 mod attacks;
 mod common;
 mod roundtrip;
+mod streamed;

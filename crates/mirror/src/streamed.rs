@@ -1,0 +1,548 @@
+//! Verifying a bundle folder whose manifest is too large to hold in memory (hundreds of
+//! thousands of files and more), with memory independent of the manifest's size.
+//!
+//! [`crate::verify::verify_dir`] takes this path (`verify::verify_dir_streamed`, built from the
+//! pieces here; this module does not import `verify`) when `manifest.dsse`, `manifest.json`,
+//! `SHA256SUMS` or `SHA256SUMS.dsse` is above [`Limits::stream_above`] (by default
+//! [`crate::MAX_METADATA_BYTES`], so every bundle that verified before still takes the
+//! in-memory path, with the same messages). The rules are those of
+//! [`crate::verify::verify_metadata`] and [`crate::verify::check_files`]; only how the bytes
+//! are held differs:
+//!
+//! - `manifest.dsse` is read as a stream ([`stella_dsse::stream::read_envelope`]): the payload
+//!   is decoded into an unnamed temporary file and hashed on the way; its signatures are
+//!   checked over `PAE` fed from that file ([`stella_keys::verify_envelope_stream`]).
+//! - The manifest is typed from the file in one pass ([`parse_manifest`]): every field but
+//!   `files` as usual, the files straight into a [`FileIndex`] (one path arena and fixed
+//!   56-byte records: about 56 + path length bytes per file, ~90 B for advisory paths), each
+//!   entry checked as it arrives (path rules, digest, sorted, not a metadata name, not also a
+//!   folder). Its canonical form is checked by a second pass
+//!   ([`stella_dsse::jcs::is_canonical_read`]).
+//! - `manifest.json` must have the payload's SHA-256 and length (same bytes); `SHA256SUMS` is
+//!   compared line by line with the index (a merge of two sorted streams), and its envelope's
+//!   payload is hashed, never held.
+//! - Content: the folder is walked as a stream; each file is looked up in the index
+//!   (binary search), marked seen and handed to the hashing threads through a bounded queue;
+//!   listed files never seen are missing (or, thin, from the base).
+//!
+//! Not on this path (refused with a message naming the file): `time-anchor.json` and
+//! `manifest.sigstore.json`, whose checks need the manifest bytes in memory.
+
+use std::fs::File;
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
+
+use serde::de::{Error as _, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::hash::{Digest, Hasher, Progress};
+use crate::manifest::{BaseRef, FileEntry, ImageEntry, Kind, Manifest, ManifestError};
+use crate::names;
+
+/// Sizes that decide and bound the streamed path (injectable so tests take it with small
+/// bundles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A bundle whose `manifest.dsse`, `manifest.json`, `SHA256SUMS` or `SHA256SUMS.dsse` is
+    /// larger than this is verified streamed.
+    pub stream_above: u64,
+    /// Largest manifest (decoded payload) accepted; `manifest.dsse` may be 4/3 of it plus
+    /// 64 KiB. A larger one is refused on its size, before it is opened.
+    pub max_manifest: u64,
+    /// Largest `SHA256SUMS` accepted (its envelope: 4/3 of it plus 64 KiB).
+    pub max_sums: u64,
+}
+
+/// 16 GiB: about 100 million files of manifest.
+pub const MAX_STREAMED_MANIFEST_BYTES: u64 = 16 << 30;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            stream_above: crate::MAX_METADATA_BYTES,
+            max_manifest: MAX_STREAMED_MANIFEST_BYTES,
+            max_sums: MAX_STREAMED_MANIFEST_BYTES,
+        }
+    }
+}
+
+/// Largest envelope for a payload of at most `payload_cap` bytes: its base64 (4/3) and 64 KiB
+/// for the payload type and signatures.
+pub(crate) fn envelope_cap(payload_cap: u64) -> u64 {
+    payload_cap.saturating_mul(4) / 3 + (64 << 10)
+}
+
+/// One file of a [`FileIndex`]: 56 bytes (paths live in the arena).
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    start: u64,
+    size: u64,
+    len: u32,
+    media: u32,
+    sha256: [u8; 32],
+}
+
+/// The manifest's files, compact and sorted by path: one arena of path bytes, fixed-size
+/// records, media types interned.
+#[derive(Debug, Default)]
+pub struct FileIndex {
+    arena: Vec<u8>,
+    recs: Vec<Rec>,
+    media: Vec<String>,
+}
+
+/// One entry of a [`FileIndex`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry<'a> {
+    pub path: &'a str,
+    pub size: u64,
+    pub sha256: Digest,
+    pub media_type: &'a str,
+}
+
+impl FileIndex {
+    pub fn len(&self) -> usize {
+        self.recs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.recs.is_empty()
+    }
+
+    fn path_of(&self, r: &Rec) -> &str {
+        let start = usize::try_from(r.start).unwrap_or(usize::MAX);
+        self.arena
+            .get(start..start.saturating_add(r.len as usize))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+
+    /// The `i`th entry (in path order).
+    pub fn get(&self, i: usize) -> Option<IndexEntry<'_>> {
+        let r = self.recs.get(i)?;
+        Some(IndexEntry {
+            path: self.path_of(r),
+            size: r.size,
+            sha256: Digest::sha256(r.sha256),
+            media_type: self.media.get(r.media as usize).map_or("", String::as_str),
+        })
+    }
+
+    /// The position of `path`, if listed.
+    pub fn find(&self, path: &str) -> Option<usize> {
+        self.recs
+            .binary_search_by(|r| self.path_of(r).as_bytes().cmp(path.as_bytes()))
+            .ok()
+    }
+
+    /// Total bytes of the listed files.
+    pub fn total_size(&self) -> u64 {
+        self.recs.iter().map(|r| r.size).sum()
+    }
+
+    /// Heap bytes held (arena and records), for the docs' bytes-per-file figure.
+    pub fn heap_bytes(&self) -> usize {
+        self.arena.capacity() + self.recs.capacity() * std::mem::size_of::<Rec>()
+    }
+
+    /// Add the next entry (in path order), checked as [`Manifest::validate`] checks `files`.
+    pub fn push(&mut self, f: FileEntry) -> std::result::Result<(), ManifestError> {
+        f.check()?;
+        if names::is_metadata(&f.path) {
+            return Err(ManifestError::MetadataName(f.path));
+        }
+        if let Some(prev) = self.recs.last().map(|r| self.path_of(r)) {
+            if prev.as_bytes() >= f.path.as_bytes() {
+                return Err(ManifestError::NotSorted(f.path));
+            }
+            if f.path.starts_with(prev) && f.path.as_bytes().get(prev.len()) == Some(&b'/') {
+                return Err(ManifestError::FileIsFolder {
+                    file: prev.to_string(),
+                    of: f.path,
+                });
+            }
+        }
+        let sha256 = *f
+            .digest()
+            .ok_or_else(|| ManifestError::FileSha256 {
+                path: f.path.clone(),
+                sha256: f.sha256.clone(),
+            })?
+            .as_bytes();
+        let media = match self.media.iter().position(|m| *m == f.media_type) {
+            Some(i) => i,
+            None => {
+                self.media.push(f.media_type);
+                self.media.len() - 1
+            }
+        };
+        let len =
+            u32::try_from(f.path.len()).map_err(|_| ManifestError::NotSorted(f.path.clone()))?;
+        self.recs.push(Rec {
+            start: self.arena.len() as u64,
+            size: f.size,
+            len,
+            media: u32::try_from(media).unwrap_or(u32::MAX),
+            sha256,
+        });
+        self.arena.extend_from_slice(f.path.as_bytes());
+        Ok(())
+    }
+
+    /// Whether `sums` reads exactly the `SHA256SUMS` text of these files (`<hex>  <path>\n`
+    /// in order), compared as two streams.
+    pub fn sha256sums_equal(&self, sums: &mut dyn BufRead) -> std::io::Result<bool> {
+        let mut want = Vec::with_capacity(512);
+        let mut got = Vec::with_capacity(512);
+        for i in 0..self.len() {
+            let Some(e) = self.get(i) else {
+                return Ok(false);
+            };
+            want.clear();
+            want.extend_from_slice(e.sha256.hex().as_bytes());
+            want.extend_from_slice(b"  ");
+            want.extend_from_slice(e.path.as_bytes());
+            want.push(b'\n');
+            got.resize(want.len(), 0);
+            match sums.read_exact(&mut got) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            if got != want {
+                return Ok(false);
+            }
+        }
+        Ok(sums.fill_buf()?.is_empty())
+    }
+}
+
+/// The `files` array, read into a [`FileIndex`] entry by entry.
+struct IndexSink(FileIndex);
+
+impl<'de> Deserialize<'de> for IndexSink {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = IndexSink;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of file entries")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<IndexSink, A::Error> {
+                let mut idx = FileIndex::default();
+                while let Some(e) = seq.next_element::<FileEntry>()? {
+                    idx.push(e).map_err(A::Error::custom)?;
+                }
+                idx.recs.shrink_to_fit();
+                idx.arena.shrink_to_fit();
+                Ok(IndexSink(idx))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StreamedManifest {
+    bundle: String,
+    version: String,
+    generation: u64,
+    kind: Kind,
+    #[serde(default)]
+    base: Option<BaseRef>,
+    generated_at: String,
+    #[serde(default)]
+    valid_for_seconds: Option<u64>,
+    issuer: String,
+    purpose: String,
+    files: IndexSink,
+    #[serde(default)]
+    images: Vec<ImageEntry>,
+    #[serde(default)]
+    removed: Vec<String>,
+    #[serde(default)]
+    checksums: Vec<FileEntry>,
+}
+
+/// Type and check a manifest from a reader in one pass: the manifest without its `files`
+/// (left empty) and the files as a [`FileIndex`]. Refuses what [`Manifest::from_json`]
+/// refuses of a canonical manifest (the canonical form itself is checked apart, with
+/// [`stella_dsse::jcs::is_canonical_read`]).
+pub fn parse_manifest(
+    input: impl Read,
+) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
+    let mut de = serde_json::Deserializer::from_reader(input);
+    let m = StreamedManifest::deserialize(&mut de).map_err(ManifestError::Shape)?;
+    de.end().map_err(ManifestError::Shape)?;
+    let index = m.files.0;
+    let manifest = Manifest {
+        bundle: m.bundle,
+        version: m.version,
+        generation: m.generation,
+        kind: m.kind,
+        base: m.base,
+        generated_at: m.generated_at,
+        valid_for_seconds: m.valid_for_seconds,
+        issuer: m.issuer,
+        purpose: m.purpose,
+        files: Vec::new(),
+        images: m.images,
+        removed: m.removed,
+        checksums: m.checksums,
+    };
+    manifest.validate()?;
+    for r in &manifest.removed {
+        if index.find(r).is_some() {
+            return Err(ManifestError::FileAndRemoved(r.clone()));
+        }
+    }
+    Ok((manifest, index))
+}
+
+/// Whether the folder's metadata is large enough for the streamed path.
+pub(crate) fn wants_stream(dir: &Path, limits: &Limits) -> bool {
+    [
+        names::ENVELOPE,
+        names::MANIFEST,
+        names::SUMS,
+        names::SUMS_DSSE,
+    ]
+    .iter()
+    .any(|n| {
+        std::fs::symlink_metadata(dir.join(n))
+            .map(|m| m.is_file() && m.len() > limits.stream_above)
+            .unwrap_or(false)
+    })
+}
+
+/// A metadata file of the folder, opened (a regular file, no link); `None` if absent.
+/// A file above `cap` is refused on its size, never opened.
+pub(crate) fn open_meta(
+    dir: &Path,
+    name: &str,
+    cap: Option<u64>,
+) -> Result<Option<(File, u64, PathBuf)>> {
+    let p = crate::BundlePath::new(name)
+        .map_err(Error::input)?
+        .under(dir);
+    match std::fs::symlink_metadata(&p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&p, e)),
+        Ok(m) if !m.file_type().is_file() => Err(Error::verify(
+            Stage::Metadata,
+            format!("{name} is not a regular file (links are refused)"),
+        )),
+        Ok(m) => {
+            if let Some(cap) = cap.filter(|c| m.len() > *c) {
+                return Err(too_large(name, m.len(), cap));
+            }
+            let f = File::open(&p).at(&p)?;
+            Ok(Some((f, m.len(), p)))
+        }
+    }
+}
+
+pub(crate) fn too_large(name: &str, size: u64, cap: u64) -> Error {
+    Error::verify(
+        Stage::Metadata,
+        format!("{name} is {size} bytes, above the {cap}-byte limit for streamed bundle metadata"),
+    )
+}
+
+/// Hash a reader to the end: (digest, length).
+pub(crate) fn hash_all(r: &mut dyn Read, path: &Path) -> Result<(Digest, u64)> {
+    crate::hash::hash_reader(r, &crate::hash::NoProgress).at(path)
+}
+
+/// A writer that hashes what it passes on.
+pub(crate) struct Tee<W> {
+    pub(crate) inner: W,
+    pub(crate) hasher: Hasher,
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Jobs waiting for a hashing thread, at most.
+const QUEUE: usize = 1024;
+
+#[derive(Default)]
+struct Problems {
+    count: usize,
+    first: Vec<String>,
+}
+
+impl Problems {
+    fn push(&mut self, p: String) {
+        self.count += 1;
+        if self.first.len() < 10 {
+            self.first.push(p);
+        }
+    }
+}
+
+/// Stage 2 against the index: walk, look up, hash through a bounded queue.
+pub(crate) fn check_content(
+    dir: &Path,
+    kind: Kind,
+    index: &FileIndex,
+    progress: &dyn Progress,
+) -> Result<(usize, u64, Vec<String>)> {
+    let mut seen = vec![false; index.len()];
+    let problems = Mutex::new(Problems::default());
+    let failed: Mutex<Option<Error>> = Mutex::new(None);
+    let stop = AtomicBool::new(false);
+    let (count, bytes) = (AtomicUsize::new(0), AtomicU64::new(0));
+    progress.start("verify", index.total_size());
+    let (tx, rx) = mpsc::sync_channel::<(usize, PathBuf)>(QUEUE);
+    let rx = Mutex::new(rx);
+    let walked = std::thread::scope(|s| {
+        for _ in 0..crate::hash::threads() {
+            s.spawn(|| loop {
+                let job = rx.lock().map(|r| r.recv());
+                let Ok(Ok((i, abs))) = job else {
+                    return;
+                };
+                if stop.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let Some(e) = index.get(i) else { continue };
+                match crate::hash::hash_file(&abs, progress) {
+                    Ok((d, n)) if d == e.sha256 && n == e.size => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        bytes.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Ok((d, n)) => {
+                        if let Ok(mut p) = problems.lock() {
+                            p.push(format!(
+                                "file {} changed: {n} bytes sha256:{}, the manifest says {} bytes sha256:{}",
+                                e.path,
+                                d.hex(),
+                                e.size,
+                                e.sha256.hex()
+                            ));
+                        }
+                    }
+                    Err(err) => {
+                        stop.store(true, Ordering::Relaxed);
+                        if let Ok(mut f) = failed.lock() {
+                            f.get_or_insert(err);
+                        }
+                    }
+                }
+            });
+        }
+        let r = walk(dir, &mut |rel, abs| {
+            if names::is_metadata(rel) {
+                return Ok(());
+            }
+            match index.find(rel) {
+                None => {
+                    if let Ok(mut p) = problems.lock() {
+                        p.push(format!("unlisted file {rel} (not in the signed manifest)"));
+                    }
+                }
+                Some(i) => {
+                    seen[i] = true;
+                    if !stop.load(Ordering::Relaxed) {
+                        let _ = tx.send((i, abs));
+                    }
+                }
+            }
+            Ok(())
+        });
+        drop(tx);
+        r
+    });
+    progress.finish();
+    walked?;
+    if let Some(e) = failed.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let mut problems = problems.into_inner().unwrap_or_default();
+    let mut from_base = Vec::new();
+    for (i, s) in seen.iter().enumerate() {
+        if *s {
+            continue;
+        }
+        let Some(e) = index.get(i) else { continue };
+        if kind == Kind::Thin {
+            from_base.push(e.path.to_string());
+        } else {
+            problems.push(format!("file {} is missing", e.path));
+        }
+    }
+    if problems.count > 0 {
+        let n = problems.count;
+        let more = if n > 10 {
+            format!("; and {} more", n - 10)
+        } else {
+            String::new()
+        };
+        return Err(Error::verify(
+            Stage::Content,
+            format!(
+                "bundle content does not match the signed manifest ({n} problem{}): {}{more}",
+                if n == 1 { "" } else { "s" },
+                problems.first.join("; ")
+            ),
+        ));
+    }
+    Ok((count.into_inner(), bytes.into_inner(), from_base))
+}
+
+/// Every regular file under `dir` as (bundle-relative `/` path, absolute path), streamed
+/// (memory: the folders still to visit). Links and special files are refused, as by the
+/// in-memory walk.
+fn walk(dir: &Path, each: &mut dyn FnMut(&str, PathBuf) -> Result<()>) -> Result<()> {
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((abs, rel)) = stack.pop() {
+        for e in std::fs::read_dir(&abs).at(&abs)? {
+            let e = e.at(&abs)?;
+            let name = e.file_name();
+            let name = name.to_str().ok_or_else(|| {
+                Error::verify(
+                    Stage::Content,
+                    format!("{}: a file name is not UTF-8", abs.display()),
+                )
+            })?;
+            let rel_child = if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let ft = e.file_type().at(e.path())?;
+            if ft.is_dir() {
+                stack.push((e.path(), rel_child));
+            } else if ft.is_file() {
+                each(&rel_child, e.path())?;
+            } else if ft.is_symlink() {
+                return Err(Error::verify(
+                    Stage::Content,
+                    format!("{rel_child} is a symbolic link: bundles hold regular files only"),
+                ));
+            } else {
+                return Err(Error::verify(
+                    Stage::Content,
+                    format!("{rel_child} is not a regular file: bundles hold regular files only"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,447 @@
+//! The streamed verification path (`stella_mirror::streamed`) with small, injected limits: a
+//! manifest above a 64 KiB test threshold takes the memory-bound path and verifies; tampered
+//! streams are refused at their stage; an over-cap manifest is refused before it is read.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use stella_keys::Signer as _;
+use stella_mirror::hash::NoProgress;
+use stella_mirror::streamed::{parse_manifest, Limits};
+use stella_mirror::verify::{verify_dir, verify_dir_with, Options};
+use stella_mirror::{names, Stage};
+
+const TEST_THRESHOLD: u64 = 64 * 1024;
+
+fn small_limits() -> Limits {
+    Limits {
+        stream_above: TEST_THRESHOLD,
+        ..Default::default()
+    }
+}
+
+/// A bundle of `n` small advisory files, signed with a key the test holds.
+struct Many {
+    _dir: tempfile::TempDir,
+    bundle: PathBuf,
+    key: stella_keys::FileKey,
+    ring: stella_keys::Keyring,
+}
+
+impl Many {
+    fn new(n: usize) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let src = dir.path().join("src");
+        for i in 0..n {
+            let d = src.join(format!("feeds/osv/{:02}", i % 16));
+            std::fs::create_dir_all(&d).expect("mkdir");
+            std::fs::write(
+                d.join(format!("OSV-{i:07}.json")),
+                format!("{{\"id\":{i}}}"),
+            )
+            .expect("write");
+        }
+        let spec = stella_mirror::spec::Spec::parse(
+            "name: many\nversion: '1'\nissuer: i@example.org\nadvisories:\n  - path: feeds\n",
+            &src,
+        )
+        .expect("spec");
+        let bundle = dir.path().join("bundle");
+        let opts = stella_mirror::create::CreateOptions {
+            generated_at: time::OffsetDateTime::now_utc(),
+            base: None,
+            registry: Default::default(),
+        };
+        stella_mirror::create::create(&spec, &bundle, &opts, &NoProgress).expect("create");
+        let key = stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).expect("key");
+        stella_mirror::sign::sign(
+            &bundle.join(names::MANIFEST),
+            &bundle.join(names::ENVELOPE),
+            &[&key],
+            time::OffsetDateTime::now_utc(),
+            &NoProgress,
+        )
+        .expect("sign");
+        let ring = stella_keys::Keyring::new(vec![stella_keys::TrustedKey::unrestricted(
+            key.public_key().clone(),
+        )])
+        .expect("keyring");
+        Many {
+            _dir: dir,
+            bundle,
+            key,
+            ring,
+        }
+    }
+
+    fn opts(&self) -> Options<'_> {
+        Options {
+            keyring: &self.ring,
+            threshold: 1,
+            now: time::OffsetDateTime::now_utc(),
+            max_age: None,
+            time_roots: None,
+        }
+    }
+
+    fn streamed(
+        &self,
+        limits: &Limits,
+    ) -> Result<stella_mirror::verify::Report, stella_mirror::Error> {
+        verify_dir_with(&self.bundle, &self.opts(), limits, &NoProgress)
+    }
+
+    /// Replace the signed manifest by `payload`, signed again (envelope, manifest.json and
+    /// the header's digest and signatures follow), so only the payload's own rules can fail.
+    fn resign(&self, payload: Vec<u8>) {
+        let env = stella_keys::sign_envelope(stella_mirror::PAYLOAD_TYPE, payload, &[&self.key])
+            .expect("sign");
+        std::fs::write(self.bundle.join(names::MANIFEST), &env.payload).expect("write");
+        std::fs::write(self.bundle.join(names::ENVELOPE), env.to_json()).expect("write");
+        let hpath = self.bundle.join(names::HEADER);
+        let mut h: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&hpath).expect("header")).expect("json");
+        h["payloadSha256"] = stella_mirror::hash::Digest::of(&env.payload).hex().into();
+        h["signatures"] = serde_json::json!([{
+            "keyid": env.signatures[0].keyid,
+            "sig": stella_dsse::b64::encode(&env.signatures[0].sig),
+        }]);
+        std::fs::write(&hpath, stella_dsse::jcs::to_vec(&h).expect("jcs")).expect("write");
+    }
+}
+
+fn stage_of(r: Result<stella_mirror::verify::Report, stella_mirror::Error>) -> (Stage, String) {
+    let e = r.expect_err("refused");
+    (e.stage().expect("a verification failure"), e.to_string())
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).expect("stat").len()
+}
+
+#[test]
+fn a_manifest_above_the_threshold_verifies_streamed_with_the_same_report() {
+    let m = Many::new(1500);
+    assert!(
+        file_len(&m.bundle.join(names::MANIFEST)) > TEST_THRESHOLD,
+        "the manifest is above the test threshold"
+    );
+    let streamed = m.streamed(&small_limits()).expect("streamed verify");
+    let in_memory = verify_dir(&m.bundle, &m.opts(), &NoProgress).expect("in-memory verify");
+    assert!(
+        streamed.files_checked > 1500,
+        "the advisories and the generated docs"
+    );
+    assert_eq!(streamed.files_checked, in_memory.files_checked);
+    assert_eq!(streamed.bytes_checked, in_memory.bytes_checked);
+    assert_eq!(
+        streamed.meta.manifest_digest,
+        in_memory.meta.manifest_digest
+    );
+    assert_eq!(streamed.meta.signers, in_memory.meta.signers);
+    assert_eq!(streamed.meta.manifest.bundle, "many");
+    // The streamed report does not hold the manifest's bytes or file list.
+    assert!(streamed.meta.manifest_bytes.is_empty());
+    assert!(streamed.meta.manifest.files.is_empty());
+
+    // Content problems are found on the streamed path too.
+    let victim = m.bundle.join("advisories/feeds/osv/03/OSV-0000003.json");
+    std::fs::write(&victim, b"changed").expect("write");
+    std::fs::write(m.bundle.join("advisories/feeds/osv/03/extra.json"), b"x").expect("write");
+    let (stage, msg) = stage_of(m.streamed(&small_limits()));
+    assert_eq!(stage, Stage::Content);
+    assert!(
+        msg.contains("file advisories/feeds/osv/03/OSV-0000003.json changed"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("unlisted file advisories/feeds/osv/03/extra.json"),
+        "{msg}"
+    );
+    std::fs::remove_file(&victim).expect("rm");
+    let (_, msg) = stage_of(m.streamed(&small_limits()));
+    assert!(
+        msg.contains("file advisories/feeds/osv/03/OSV-0000003.json is missing"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_over_cap_manifest_is_refused_before_it_is_read() {
+    let m = Many::new(1500);
+    let limits = Limits {
+        stream_above: TEST_THRESHOLD,
+        max_manifest: TEST_THRESHOLD,
+        max_sums: 1 << 30,
+    };
+    // A file that cannot be read at all: refused on its size alone.
+    let env = m.bundle.join(names::ENVELOPE);
+    let honest = std::fs::read(&env).expect("envelope");
+    let mut perms = std::fs::metadata(&env).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o000);
+    std::fs::set_permissions(&env, perms).expect("chmod");
+    let (stage, msg) = stage_of(m.streamed(&limits));
+    assert_eq!(stage, Stage::Metadata);
+    assert!(msg.starts_with("manifest.dsse is "), "{msg}");
+    std::fs::remove_file(&env).expect("rm");
+    std::fs::write(&env, honest).expect("write");
+    assert!(msg.contains("limit for streamed bundle metadata"), "{msg}");
+}
+
+#[test]
+fn tampered_streams_are_refused_at_their_stage() {
+    let m = Many::new(1500);
+    let env_path = m.bundle.join(names::ENVELOPE);
+    let honest = std::fs::read(&env_path).expect("envelope");
+
+    // Truncated base64 (the file cut inside the payload).
+    std::fs::write(&env_path, &honest[..honest.len() / 2]).expect("write");
+    let (stage, msg) = stage_of(m.streamed(&small_limits()));
+    assert_eq!(stage, Stage::Envelope);
+    assert!(msg.contains("truncated"), "{msg}");
+    // One base64 character changed deep in the payload: the signature fails.
+    let mut flipped = honest.clone();
+    let at = honest.len() - 400;
+    flipped[at] = if flipped[at] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&env_path, &flipped).expect("write");
+    let e = m.streamed(&small_limits()).expect_err("refused");
+    assert!(e.to_string().contains("no signature verifies"), "{e}");
+    std::fs::write(&env_path, &honest).expect("write");
+    m.streamed(&small_limits()).expect("honest again");
+
+    // A payload that is not canonical deep in the stream (signed, so only the form is wrong).
+    let manifest = std::fs::read(m.bundle.join(names::MANIFEST)).expect("manifest");
+    let text = String::from_utf8(manifest.clone()).expect("utf8");
+    let deep = text.rfind("\"size\":").expect("a size");
+    let spaced = format!("{} {}", &text[..deep], &text[deep..]);
+    m.resign(spaced.into_bytes());
+    let (stage, msg) = stage_of(m.streamed(&small_limits()));
+    assert_eq!(stage, Stage::Manifest);
+    assert!(msg.contains("not canonical"), "{msg}");
+
+    // Unsorted and duplicate entries (signed, canonical otherwise).
+    let mut v: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
+    let files = v["files"].as_array_mut().expect("files");
+    let last = files.len() - 1;
+    files.swap(last - 1, last);
+    m.resign(stella_dsse::jcs::to_vec(&v).expect("jcs"));
+    let (stage, msg) = stage_of(m.streamed(&small_limits()));
+    assert_eq!(stage, Stage::Manifest);
+    assert!(msg.contains("not sorted"), "{msg}");
+    let mut v: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
+    let files = v["files"].as_array_mut().expect("files");
+    let dup = files[1000].clone();
+    files.insert(1000, dup);
+    m.resign(stella_dsse::jcs::to_vec(&v).expect("jcs"));
+    let (stage, msg) = stage_of(m.streamed(&small_limits()));
+    assert_eq!(stage, Stage::Manifest);
+    assert!(msg.contains("repeat a path"), "{msg}");
+
+    // SHA256SUMS edited at its last line (its signed digest no longer matches).
+    m.resign(manifest);
+    m.streamed(&small_limits()).expect("honest again");
+    let sums = m.bundle.join(names::SUMS);
+    let mut s = std::fs::read(&sums).expect("sums");
+    let n = s.len();
+    s[n - 3] ^= 1;
+    std::fs::write(&sums, &s).expect("write");
+    let (stage, _) = stage_of(m.streamed(&small_limits()));
+    assert_eq!(stage, Stage::Checksums);
+}
+
+/// A manifest generated on the fly (never held): `n` entries, `tweak` applied to each line.
+struct Synthetic {
+    head: Vec<u8>,
+    n: usize,
+    i: usize,
+    line: Vec<u8>,
+    pos: usize,
+    tail: Vec<u8>,
+    stage: u8,
+    entry: fn(usize, &mut Vec<u8>),
+}
+
+impl Synthetic {
+    fn manifest(n: usize, entry: fn(usize, &mut Vec<u8>)) -> Self {
+        Synthetic {
+            head: br#"{"bundle":"b","checksums":[],"files":["#.to_vec(),
+            n,
+            i: 0,
+            line: Vec::new(),
+            pos: 0,
+            tail: br#"],"generatedAt":"2025-01-01T00:00:00.000Z","generation":1,"issuer":"i","kind":"full","purpose":"mirror-bundle","version":"1"}"#.to_vec(),
+            stage: 0,
+            entry,
+        }
+    }
+}
+
+impl Read for Synthetic {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.pos < self.line.len() {
+                let n = buf.len().min(self.line.len() - self.pos);
+                buf[..n].copy_from_slice(&self.line[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            self.line.clear();
+            self.pos = 0;
+            match self.stage {
+                0 => {
+                    self.line.extend_from_slice(&self.head);
+                    self.stage = 1;
+                }
+                1 if self.i < self.n => {
+                    if self.i > 0 {
+                        self.line.push(b',');
+                    }
+                    (self.entry)(self.i, &mut self.line);
+                    self.i += 1;
+                }
+                1 => {
+                    self.line.extend_from_slice(&self.tail);
+                    self.stage = 2;
+                }
+                _ => return Ok(0),
+            }
+        }
+    }
+}
+
+fn honest_entry(i: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(
+        format!(
+            r#"{{"mediaType":"application/json","path":"a/{i:07}","sha256":"{:064x}","size":{i}}}"#,
+            i
+        )
+        .as_bytes(),
+    );
+}
+
+const MILLION: usize = 1_000_000;
+
+#[test]
+fn a_million_entries_stream_and_sha256sums_disagreeing_at_entry_999_999_is_found() {
+    // The index of a million entries, built entry by entry as the parser does (parsing a
+    // million entries with serde in a debug build takes a minute; the parser itself is
+    // tested on 50,000 below).
+    let mut index = stella_mirror::streamed::FileIndex::default();
+    for i in 0..MILLION {
+        index
+            .push(stella_mirror::FileEntry {
+                path: format!("a/{i:07}"),
+                size: i as u64,
+                sha256: format!("{i:064x}"),
+                media_type: "application/json".into(),
+            })
+            .expect("in order");
+    }
+    assert_eq!(index.len(), MILLION);
+    let (manifest, parsed) = parse_manifest(std::io::BufReader::new(Synthetic::manifest(
+        50_000,
+        honest_entry,
+    )))
+    .expect("50,000 entries");
+    assert!(manifest.files.is_empty());
+    assert_eq!(parsed.len(), 50_000);
+    assert_eq!(parsed.get(49_999), index.get(49_999));
+    // Compact: records and path arena only.
+    let per_file = index.heap_bytes() as f64 / MILLION as f64;
+    assert!(per_file < 100.0, "{per_file} bytes per file");
+    assert_eq!(index.find("a/0999999"), Some(999_999));
+    assert_eq!(index.find("a/1000000"), None);
+
+    // SHA256SUMS as a stream: honest, then wrong at entry 999,999 only.
+    struct Sums {
+        i: usize,
+        bad: Option<usize>,
+        line: Vec<u8>,
+        pos: usize,
+    }
+    impl Read for Sums {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.pos == self.line.len() {
+                if self.i == MILLION {
+                    return Ok(0);
+                }
+                let mut digest = format!("{:064x}", self.i);
+                if Some(self.i) == self.bad {
+                    digest.replace_range(0..1, "f");
+                }
+                self.line = format!("{digest}  a/{:07}\n", self.i).into_bytes();
+                self.pos = 0;
+                self.i += 1;
+            }
+            let n = buf.len().min(self.line.len() - self.pos);
+            buf[..n].copy_from_slice(&self.line[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+    let sums = |bad| {
+        std::io::BufReader::new(Sums {
+            i: 0,
+            bad,
+            line: Vec::new(),
+            pos: 0,
+        })
+    };
+    assert!(index.sha256sums_equal(&mut sums(None)).expect("read"));
+    assert!(!index
+        .sha256sums_equal(&mut sums(Some(999_999)))
+        .expect("read"));
+    let mut longer = sums(None).chain(&b"x"[..]);
+    let mut longer = std::io::BufReader::new(&mut longer);
+    assert!(!index.sha256sums_equal(&mut longer).expect("read"));
+}
+
+#[test]
+fn duplicate_unsorted_and_bad_entries_deep_in_a_stream_are_refused() {
+    fn dup_at_end(i: usize, out: &mut Vec<u8>) {
+        honest_entry(if i == 49_999 { 49_998 } else { i }, out)
+    }
+    fn unsorted(i: usize, out: &mut Vec<u8>) {
+        honest_entry(if i == 49_000 { 48_000 } else { i }, out)
+    }
+    fn metadata_name(i: usize, out: &mut Vec<u8>) {
+        if i == 49_999 {
+            out.extend_from_slice(
+                br#"{"mediaType":"x","path":"manifest.json","sha256":"0000000000000000000000000000000000000000000000000000000000000000","size":1}"#,
+            );
+        } else {
+            honest_entry(i, out)
+        }
+    }
+    fn bad_digest(i: usize, out: &mut Vec<u8>) {
+        honest_entry(i, out);
+        if i == 40_000 {
+            let n = out.len();
+            out[n - 20] = b'G';
+        }
+    }
+    fn folder(i: usize, out: &mut Vec<u8>) {
+        if i == 40_001 {
+            out.extend_from_slice(
+                br#"{"mediaType":"x","path":"a/0040000/x","sha256":"0000000000000000000000000000000000000000000000000000000000000000","size":1}"#,
+            );
+        } else {
+            honest_entry(i, out)
+        }
+    }
+    for (entry, want) in [
+        (dup_at_end as fn(usize, &mut Vec<u8>), "repeat a path"),
+        (unsorted, "not sorted"),
+        (metadata_name, "metadata name"),
+        (bad_digest, "not 64 lowercase hex"),
+        (folder, "also a folder"),
+    ] {
+        let e = parse_manifest(std::io::BufReader::new(Synthetic::manifest(50_000, entry)))
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains(want), "{e} does not say {want:?}");
+    }
+    // Truncated stream.
+    let cut = Synthetic::manifest(50_000, honest_entry).take(1_000_000);
+    assert!(parse_manifest(cut).is_err());
+}
