@@ -99,20 +99,8 @@ pub struct Manifest {
     pub checksums: Vec<FileEntry>,
 }
 
-/// Format a time as the manifest does: `2025-12-06T10:00:00.000Z`.
-pub fn format_time(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
-}
+/// Format a time as the manifest does: `2025-12-06T10:00:00.000Z` (RFC 3339, UTC, milliseconds).
+pub use stella_x509::format_time;
 
 /// A time that is not RFC 3339.
 #[derive(Debug, Clone, thiserror::Error)]
