@@ -12,7 +12,12 @@
 #   big   (default) >= 2 GiB mixing large and small files (70 % incompressible layers in an
 #         OCI layout, 20 % one text feed, 10 % small files of 2-120 KiB);
 #   many  FILES small advisory files (default 200,000 x 1 KiB, half JSON text, half random)
-#         plus two 64 MiB blobs: the shape of NVD/GHSA/OSV mirrors.
+#         plus two 64 MiB blobs: the shape of NVD/GHSA/OSV mirrors. FILES=1000000 is the
+#         issue #15 scale; generating it takes minutes, so give a BENCH_DIR to generate once
+#         and reuse.
+# Reuse: with BENCH_DIR set, the sources are generated there once (a marker file records the
+# shape and size) and kept; later runs with the same SHAPE/FILES/SIZE_MIB reuse them and only
+# redo the bundle, archives and timings. Without BENCH_DIR a fresh folder is made and removed.
 # The two sides of each row alternate (A B A B ...) RUNS times (default 5) on a warm page
 # cache; the report gives the median and [min-max] of wall time, CPU time (user + sys) and
 # peak RSS (GNU time %M: for a pipeline, its largest process) of each side, and the ratio of
@@ -22,13 +27,16 @@
 #        STELLA=prebuilt binary (default: cargo build --release)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# A fresh folder of our own (never a fixed name in a shared folder).
-BENCH_DIR="${BENCH_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/stella-mirror-bench.XXXXXX")}"
+# A fresh folder of our own (never a fixed name in a shared folder), unless the caller names
+# one to reuse.
+REUSE=0
+if [ -n "${BENCH_DIR:-}" ]; then REUSE=1; else BENCH_DIR="$(mktemp -d "${TMPDIR:-/tmp}/stella-mirror-bench.XXXXXX")"; fi
 RUNS="${RUNS:-5}"
 SHAPE="${SHAPE:-big}"
 FILES="${FILES:-200000}"
 SIZE_MIB="${SIZE_MIB:-2200}"
 KEEP=0; [ "${1:-}" = "--keep" ] && KEEP=1
+[ "$REUSE" -eq 1 ] && KEEP=1
 
 case "$SHAPE" in big|many) ;; *) echo "SHAPE must be big or many" >&2; exit 2;; esac
 for tool in pigz zstd sha256sum openssl python3 xargs /usr/bin/time; do
@@ -41,11 +49,21 @@ if [ -z "${STELLA:-}" ]; then
 fi
 export COSIGN_PASSWORD=bench
 
-rm -rf "$BENCH_DIR"; mkdir -p "$BENCH_DIR/src"
+MARK="shape=$SHAPE files=$FILES size_mib=$SIZE_MIB"
+if [ "$REUSE" -eq 1 ] && [ -d "$BENCH_DIR/src" ] && [ "$(cat "$BENCH_DIR/.generated" 2>/dev/null)" = "$MARK" ]; then
+    GENERATE=0
+    echo "==> reusing the sources in $BENCH_DIR ($MARK)" >&2
+    rm -rf "$BENCH_DIR"/bundle "$BENCH_DIR"/unpacked "$BENCH_DIR"/*.tar.* "$BENCH_DIR"/ref.sums "$BENCH_DIR"/key.key "$BENCH_DIR"/key.pub
+else
+    GENERATE=1
+    rm -rf "$BENCH_DIR"; mkdir -p "$BENCH_DIR/src"
+fi
 # The data goes away however the run ends (a failed command exits early), unless --keep.
 [ "$KEEP" -eq 1 ] || trap 'cd /; rm -rf "$BENCH_DIR"' EXIT
 cd "$BENCH_DIR"
-if [ "$SHAPE" = big ]; then
+if [ "$GENERATE" -eq 0 ]; then
+    :
+elif [ "$SHAPE" = big ]; then
 echo "==> generating ~${SIZE_MIB} MiB of sources in $BENCH_DIR" >&2
 python3 - "$SIZE_MIB" <<'PY'
 import hashlib, json, os, random, sys
@@ -134,6 +152,7 @@ advisories:
   - path: feeds
 YAML
 fi
+echo "$MARK" > .generated
 "$STELLA" key generate --algorithm ed25519 --output key >/dev/null 2>&1
 
 # One timed run: prints "wall cpu rss_kib" (cpu = user + sys seconds).
@@ -179,7 +198,8 @@ CR_T=$A_T; CR_C=$A_C; CR_R=$A_R; CRR_T=$B_T; CRR_C=$B_C; CRR_R=$B_R
 # The sign step alone (peak RSS of `mirror sign` on its own).
 pair "$S mirror sign bundle/manifest.json --key key.key" ""
 SG_T=$A_T; SG_C=$A_C; SG_R=$A_R
-rm -rf src ref.sums
+rm -f ref.sums
+[ "$REUSE" -eq 1 ] || rm -rf src
 BYTES=$(du -sb bundle | cut -f1)
 NFILES=$(find bundle -type f | wc -l)
 

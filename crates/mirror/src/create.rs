@@ -138,14 +138,13 @@ impl Files<'_> {
         rels: Vec<String>,
         progress: &dyn Progress,
     ) -> Result<()> {
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let mut made: Option<PathBuf> = None;
         for batch in rels.chunks(COPY_BATCH) {
-            let mut jobs: Vec<(String, PathBuf, PathBuf)> = Vec::with_capacity(batch.len());
+            // (source under src_root, destination under the bundle root)
+            let mut jobs: Vec<(&str, String)> = Vec::with_capacity(batch.len());
             for rel in batch {
-                let src = BundlePath::new(rel)
-                    .map_err(|e| Error::input(format!("{}: {e}", src_root.display())))?
-                    .under(src_root);
+                BundlePath::new(rel)
+                    .map_err(|e| Error::input(format!("{}: {e}", src_root.display())))?;
                 let path = format!("advisories/{target}/{rel}");
                 let dest = BundlePath::new(&path)
                     .map_err(Error::input)?
@@ -158,55 +157,12 @@ impl Files<'_> {
                         made = Some(p.to_path_buf());
                     }
                 }
-                jobs.push((path, src, dest));
+                jobs.push((rel.as_str(), path));
             }
-            let next = AtomicUsize::new(0);
-            let stop = AtomicBool::new(false);
-            let workers = crate::hash::threads().min(jobs.len()).max(1);
-            let jobs_ref = &jobs;
-            let results: Vec<Result<Vec<(usize, Digest, u64)>>> = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..workers)
-                    .map(|_| {
-                        s.spawn(|| {
-                            let mut done = Vec::new();
-                            let mut buf = vec![0u8; crate::hash::CHUNK];
-                            while !stop.load(Ordering::Relaxed) {
-                                let i = next.fetch_add(1, Ordering::Relaxed);
-                                let Some((_, src, dest)) = jobs_ref.get(i) else {
-                                    break;
-                                };
-                                let r =
-                                    crate::hash::copy_hashing_with(src, dest, &mut buf, progress)
-                                        .and_then(|(d, n)| set_mode(dest, 0o644).map(|()| (d, n)));
-                                match r {
-                                    Ok((d, n)) => done.push((i, d, n)),
-                                    Err(e) => {
-                                        stop.store(true, Ordering::Relaxed);
-                                        return Err(e);
-                                    }
-                                }
-                            }
-                            Ok(done)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(Error::input("a copying thread panicked")))
-                    })
-                    .collect()
-            });
-            let mut out: Vec<Option<(Digest, u64)>> = vec![None; jobs.len()];
-            for r in results {
-                for (i, d, n) in r? {
-                    out[i] = Some((d, n));
-                }
-            }
-            for ((path, _, _), r) in jobs.iter().zip(out) {
-                let (sha, size) =
-                    r.ok_or_else(|| Error::input(format!("{path} was not copied")))?;
+            // Copied and hashed on every core, files opened relative to their folders
+            // without following links, created exclusively with mode 0644.
+            let out = crate::hash::copy_tree(src_root, &self.root, &jobs, progress)?;
+            for ((_, path), (sha, size)) in jobs.iter().zip(out) {
                 self.written += 1;
                 self.written_bytes += size;
                 self.record(path, size, sha, media_type_for(path))?;

@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use crate::codec::{zstd_encoder, zstd_workers, Compression, ParGzWriter};
 use crate::error::{Error, IoContext as _, Result};
@@ -120,10 +120,15 @@ pub fn pack(dir: &Path, output: &Path, mtime: u64, progress: &dyn Progress) -> R
     // Three stages on their own threads: the tar stream is produced (files read) on one,
     // compressed by the encoder's workers, and written out on another.
     let (tx, rx) = sync_channel::<Result<Vec<u8>>>(4);
+    // Chunks the compressor is done with go back to the producer (a bounded pool: at most
+    // POOL spare chunks; no fresh, zeroed 1 MiB allocation per chunk).
+    let (back_tx, back_rx) = sync_channel::<Vec<u8>>(POOL);
+    let entries_ref = &entries;
     let counting = std::thread::scope(|s| -> Result<CountingWriter<ThreadedWriter>> {
-        s.spawn(|| {
-            let mut w = ChunkSender::new(&tx);
-            let r = write_tar(&mut w, dir, &entries, mtime, progress).and_then(|()| w.send_rest());
+        s.spawn(move || {
+            let mut w = ChunkSender::new(&tx, back_rx);
+            let r =
+                write_tar(&mut w, dir, entries_ref, mtime, progress).and_then(|()| w.send_rest());
             if let Err(e) = r {
                 let _ = tx.send(Err(e));
             }
@@ -136,7 +141,10 @@ pub fn pack(dir: &Path, output: &Path, mtime: u64, progress: &dyn Progress) -> R
         // Owned here, so an early return drops it and unblocks the producer.
         let rx = rx;
         for chunk in rx.iter() {
-            sink.write_all(&chunk?).at(output)?;
+            let chunk = chunk?;
+            sink.write_all(&chunk).at(output)?;
+            // The pool is full or the producer is gone: the chunk is simply freed.
+            let _ = back_tx.try_send(chunk);
         }
         sink.finish_box().at(output)
     })?;
@@ -201,26 +209,45 @@ fn write_tar(
 /// Bytes per chunk handed from the tar producer to the compressor.
 pub(crate) const PIPE_CHUNK: usize = 1 << 20;
 
+/// Spare chunks kept for reuse between the pipeline's stages (each way).
+const POOL: usize = 4;
+
 /// Builds the tar stream in 1 MiB chunks (file content is read straight into them) and sends
 /// each full chunk to the compressing thread.
 struct ChunkSender<'a> {
     tx: &'a SyncSender<Result<Vec<u8>>>,
+    /// Chunks coming back from the compressor, to be filled again.
+    back: Receiver<Vec<u8>>,
     buf: Vec<u8>,
     len: usize,
 }
 
 impl<'a> ChunkSender<'a> {
-    fn new(tx: &'a SyncSender<Result<Vec<u8>>>) -> Self {
+    fn new(tx: &'a SyncSender<Result<Vec<u8>>>, back: Receiver<Vec<u8>>) -> Self {
         ChunkSender {
             tx,
+            back,
             buf: vec![0u8; PIPE_CHUNK],
             len: 0,
         }
     }
 
+    /// A chunk to fill: a returned one if there is one, else a fresh one.
+    fn spare(&self) -> Vec<u8> {
+        match self.back.try_recv() {
+            Ok(mut b) => {
+                // Every byte is overwritten before it is sent: no need to zero it.
+                b.resize(PIPE_CHUNK, 0);
+                b
+            }
+            Err(_) => vec![0u8; PIPE_CHUNK],
+        }
+    }
+
     fn send_full(&mut self) -> io::Result<()> {
         if self.len == PIPE_CHUNK {
-            let chunk = std::mem::replace(&mut self.buf, vec![0u8; PIPE_CHUNK]);
+            let fresh = self.spare();
+            let chunk = std::mem::replace(&mut self.buf, fresh);
             self.len = 0;
             self.tx
                 .send(Ok(chunk))
@@ -287,6 +314,8 @@ impl FinishWrite for zstd::stream::write::Encoder<'static, CountingWriter<Thread
 /// Writes to a file on its own thread (output I/O overlaps compression).
 struct ThreadedWriter {
     tx: Option<SyncSender<Vec<u8>>>,
+    /// Written buffers coming back from the writer thread (a bounded pool).
+    back: Receiver<Vec<u8>>,
     buf: Vec<u8>,
     handle: Option<std::thread::JoinHandle<io::Result<File>>>,
 }
@@ -294,23 +323,31 @@ struct ThreadedWriter {
 impl ThreadedWriter {
     fn new(mut file: File) -> Self {
         let (tx, rx) = sync_channel::<Vec<u8>>(4);
+        let (back_tx, back) = sync_channel::<Vec<u8>>(POOL);
         let handle = std::thread::spawn(move || {
             // Owned here, so an early return drops it and unblocks the producer.
             let rx = rx;
-            for chunk in rx.iter() {
+            for mut chunk in rx.iter() {
                 file.write_all(&chunk)?;
+                chunk.clear();
+                let _ = back_tx.try_send(chunk);
             }
             Ok(file)
         });
         ThreadedWriter {
             tx: Some(tx),
+            back,
             buf: Vec::with_capacity(PIPE_CHUNK),
             handle: Some(handle),
         }
     }
 
     fn push(&mut self) -> io::Result<()> {
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(PIPE_CHUNK));
+        let fresh = self
+            .back
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(PIPE_CHUNK));
+        let chunk = std::mem::replace(&mut self.buf, fresh);
         match &self.tx {
             Some(tx) => tx
                 .send(chunk)

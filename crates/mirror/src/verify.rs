@@ -1083,18 +1083,10 @@ fn hash_dir_all(dir: &Path, progress: &dyn Progress) -> Result<BTreeMap<String, 
         .into_iter()
         .filter(|p| !names::is_metadata(p))
         .collect();
-    let sized: Vec<(PathBuf, u64)> = names_to_hash
-        .iter()
-        .map(|p| {
-            let abs = crate::BundlePath::new(p)
-                .map(|b| b.under(dir))
-                .unwrap_or_else(|_| dir.join(p));
-            (abs, 0)
-        })
-        .collect();
+    let sized: Vec<(&str, u64)> = names_to_hash.iter().map(|p| (p.as_str(), 0)).collect();
     // The total is not known before the manifest is: 0 (unknown) for the progress display.
     progress.start("verify", 0);
-    let hashed = crate::hash::hash_files(&sized, progress);
+    let hashed = crate::hash::hash_tree(dir, &sized, progress);
     progress.finish();
     drop(sized);
     Ok(names_to_hash
@@ -1188,13 +1180,13 @@ pub fn hash_dir_content(
     // Names and (absolute path, size) kept apart: the hasher borrows the second list, so
     // nothing is copied.
     let mut names_to_hash: Vec<String> = Vec::new();
-    let mut sized: Vec<(PathBuf, u64)> = Vec::new();
+    let mut sized: Vec<u64> = Vec::new();
     for p in content {
-        let abs = crate::BundlePath::new(&p)
-            .map(|b| b.under(dir))
-            .unwrap_or_else(|_| dir.join(&p));
         match manifest.file(&p) {
             Some(f) if deferred.contains(&p) => {
+                let abs = crate::BundlePath::new(&p)
+                    .map(|b| b.under(dir))
+                    .unwrap_or_else(|_| dir.join(&p));
                 let size = std::fs::metadata(&abs).at(&abs)?.len();
                 let sha = crate::hash::parse_hex(&f.sha256).ok_or_else(|| {
                     Error::verify(
@@ -1207,14 +1199,19 @@ pub fn hash_dir_content(
             f => {
                 let size = f.map(|f| f.size).unwrap_or(0);
                 names_to_hash.push(p);
-                sized.push((abs, size));
+                sized.push(size);
             }
         }
     }
-    progress.start("verify", sized.iter().map(|s| s.1).sum());
-    let hashed = crate::hash::hash_files(&sized, progress);
+    progress.start("verify", sized.iter().sum());
+    let tree: Vec<(&str, u64)> = names_to_hash
+        .iter()
+        .map(String::as_str)
+        .zip(sized)
+        .collect();
+    let hashed = crate::hash::hash_tree(dir, &tree, progress);
+    drop(tree);
     progress.finish();
-    drop(sized);
     for (p, (d, n)) in names_to_hash.into_iter().zip(hashed?) {
         observed.insert(p, (n, d));
     }
