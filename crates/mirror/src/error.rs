@@ -118,6 +118,23 @@ impl Error {
         }
     }
 
+    /// The content check's one refusal: `n` problems, the first (at most ten) named.
+    pub(crate) fn content_mismatch(n: usize, first: &[String]) -> Self {
+        let more = if n > 10 {
+            format!("; and {} more", n - 10)
+        } else {
+            String::new()
+        };
+        Error::verify(
+            Stage::Content,
+            format!(
+                "bundle content does not match the signed manifest ({n} problem{}): {}{more}",
+                if n == 1 { "" } else { "s" },
+                first[..first.len().min(10)].join("; ")
+            ),
+        )
+    }
+
     pub(crate) fn verify(stage: Stage, msg: impl std::fmt::Display) -> Self {
         Error::Verify(VerifyFailure {
             stage,

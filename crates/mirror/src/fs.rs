@@ -42,6 +42,21 @@ pub(crate) fn read_metadata_file(dir: &Path, name: &str) -> Result<Option<Vec<u8
 /// special files are refused.
 pub(crate) fn walk(dir: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
+    walk_each(dir, &mut |rel, _| {
+        out.push(rel.to_string());
+        Ok(())
+    })?;
+    out.sort();
+    Ok(out)
+}
+
+/// Every regular file under `dir` as (bundle-relative `/` path, absolute path), streamed
+/// (memory: the folders still to visit). Links and special files are refused, as by the
+/// in-memory walk.
+pub(crate) fn walk_each(
+    dir: &Path,
+    each: &mut dyn FnMut(&str, PathBuf) -> Result<()>,
+) -> Result<()> {
     let mut stack = vec![(dir.to_path_buf(), String::new())];
     while let Some((abs, rel)) = stack.pop() {
         for e in std::fs::read_dir(&abs).at(&abs)? {
@@ -62,7 +77,7 @@ pub(crate) fn walk(dir: &Path) -> Result<Vec<String>> {
             if ft.is_dir() {
                 stack.push((e.path(), rel_child));
             } else if ft.is_file() {
-                out.push(rel_child);
+                each(&rel_child, e.path())?;
             } else if ft.is_symlink() {
                 return Err(Error::verify(
                     Stage::Content,
@@ -76,8 +91,7 @@ pub(crate) fn walk(dir: &Path) -> Result<Vec<String>> {
             }
         }
     }
-    out.sort();
-    Ok(out)
+    Ok(())
 }
 
 /// Write a file atomically (temp file in the same folder, then rename), mode 0644.

@@ -447,7 +447,7 @@ pub(crate) fn check_content(
                 }
             });
         }
-        let r = walk(dir, &mut |rel, abs| {
+        let r = crate::fs::walk_each(dir, &mut |rel, abs| {
             if names::is_metadata(rel) {
                 return Ok(());
             }
@@ -488,61 +488,7 @@ pub(crate) fn check_content(
         }
     }
     if problems.count > 0 {
-        let n = problems.count;
-        let more = if n > 10 {
-            format!("; and {} more", n - 10)
-        } else {
-            String::new()
-        };
-        return Err(Error::verify(
-            Stage::Content,
-            format!(
-                "bundle content does not match the signed manifest ({n} problem{}): {}{more}",
-                if n == 1 { "" } else { "s" },
-                problems.first.join("; ")
-            ),
-        ));
+        return Err(Error::content_mismatch(problems.count, &problems.first));
     }
     Ok((count.into_inner(), bytes.into_inner(), from_base))
-}
-
-/// Every regular file under `dir` as (bundle-relative `/` path, absolute path), streamed
-/// (memory: the folders still to visit). Links and special files are refused, as by the
-/// in-memory walk.
-fn walk(dir: &Path, each: &mut dyn FnMut(&str, PathBuf) -> Result<()>) -> Result<()> {
-    let mut stack = vec![(dir.to_path_buf(), String::new())];
-    while let Some((abs, rel)) = stack.pop() {
-        for e in std::fs::read_dir(&abs).at(&abs)? {
-            let e = e.at(&abs)?;
-            let name = e.file_name();
-            let name = name.to_str().ok_or_else(|| {
-                Error::verify(
-                    Stage::Content,
-                    format!("{}: a file name is not UTF-8", abs.display()),
-                )
-            })?;
-            let rel_child = if rel.is_empty() {
-                name.to_string()
-            } else {
-                format!("{rel}/{name}")
-            };
-            let ft = e.file_type().at(e.path())?;
-            if ft.is_dir() {
-                stack.push((e.path(), rel_child));
-            } else if ft.is_file() {
-                each(&rel_child, e.path())?;
-            } else if ft.is_symlink() {
-                return Err(Error::verify(
-                    Stage::Content,
-                    format!("{rel_child} is a symbolic link: bundles hold regular files only"),
-                ));
-            } else {
-                return Err(Error::verify(
-                    Stage::Content,
-                    format!("{rel_child} is not a regular file: bundles hold regular files only"),
-                ));
-            }
-        }
-    }
-    Ok(())
 }

@@ -193,23 +193,11 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
     )?;
 
     // Checksum files: their digests are signed in the manifest.
-    if manifest.checksums.is_empty() {
-        return Err(Error::verify(
-            Stage::Checksums,
-            "the signed manifest lists no checksum files (sign it with `stella mirror sign`)",
-        ));
-    }
-    for c in &manifest.checksums {
-        let bytes = meta
-            .get(&c.path)
-            .ok_or_else(|| Error::verify(Stage::Checksums, format!("{} is missing", c.path)))?;
-        if Digest::of(bytes).hex() != c.sha256 || bytes.len() as u64 != c.size {
-            return Err(Error::verify(
-                Stage::Checksums,
-                format!("{} does not match the digest the manifest signs", c.path),
-            ));
-        }
-    }
+    check_signed_checksums(&manifest, |path| {
+        Ok(meta
+            .get(path)
+            .map(|bytes| (Digest::of(bytes), bytes.len() as u64)))
+    })?;
     let sums = meta
         .get(names::SUMS)
         .ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS is missing"))?;
@@ -697,21 +685,7 @@ pub fn check_files(
         }
     }
     if !problems.is_empty() {
-        let n = problems.len();
-        problems.truncate(10);
-        let more = if n > 10 {
-            format!("; and {} more", n - 10)
-        } else {
-            String::new()
-        };
-        return Err(Error::verify(
-            Stage::Content,
-            format!(
-                "bundle content does not match the signed manifest ({n} problem{}): {}{more}",
-                if n == 1 { "" } else { "s" },
-                problems.join("; ")
-            ),
-        ));
+        return Err(Error::content_mismatch(problems.len(), &problems));
     }
     Ok((count, bytes, from_base))
 }
@@ -906,23 +880,12 @@ pub fn verify_dir_streamed(
     )?;
 
     // 4. Checksum files: digests signed in the manifest; SHA256SUMS against the index.
-    if manifest.checksums.is_empty() {
-        return Err(Error::verify(
-            Stage::Checksums,
-            "the signed manifest lists no checksum files (sign it with `stella mirror sign`)",
-        ));
-    }
-    for c in &manifest.checksums {
-        let (mut f, _, p) = open_meta(dir, &c.path, Some(envelope_cap(limits.max_sums)))?
-            .ok_or_else(|| Error::verify(Stage::Checksums, format!("{} is missing", c.path)))?;
-        let (d, n) = hash_all(&mut f, &p)?;
-        if d.hex() != c.sha256 || n != c.size {
-            return Err(Error::verify(
-                Stage::Checksums,
-                format!("{} does not match the digest the manifest signs", c.path),
-            ));
+    check_signed_checksums(&manifest, |path| {
+        match open_meta(dir, path, Some(envelope_cap(limits.max_sums)))? {
+            Some((mut f, _, p)) => hash_all(&mut f, &p).map(Some),
+            None => Ok(None),
         }
-    }
+    })?;
     let (sums_file, sums_len, sums_path) = open_meta(dir, names::SUMS, Some(limits.max_sums))?
         .ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS is missing"))?;
     if !index
@@ -1301,6 +1264,31 @@ pub fn verify_checksums(dir: &Path, progress: &dyn Progress) -> Result<(usize, u
         ));
     }
     Ok((to_hash.len(), bytes))
+}
+
+/// The checksum files the manifest signs: there must be some, and each must be present
+/// (`digest_of` gives its digest and size, `None` when missing) with the signed digest and size.
+fn check_signed_checksums(
+    manifest: &Manifest,
+    mut digest_of: impl FnMut(&str) -> Result<Option<(Digest, u64)>>,
+) -> Result<()> {
+    if manifest.checksums.is_empty() {
+        return Err(Error::verify(
+            Stage::Checksums,
+            "the signed manifest lists no checksum files (sign it with `stella mirror sign`)",
+        ));
+    }
+    for c in &manifest.checksums {
+        let (d, n) = digest_of(&c.path)?
+            .ok_or_else(|| Error::verify(Stage::Checksums, format!("{} is missing", c.path)))?;
+        if d.hex() != c.sha256 || n != c.size {
+            return Err(Error::verify(
+                Stage::Checksums,
+                format!("{} does not match the digest the manifest signs", c.path),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
