@@ -359,43 +359,7 @@ pub fn hash_tree<S: AsRef<str> + Sync>(
             progress.advance(bytes);
         }
     };
-    let results: Vec<Result<Vec<(u32, Digest, u64)>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (1..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    work(&mut done).map(|()| done)
-                })
-            })
-            .collect();
-        // This thread is a worker too.
-        let mut done = Vec::new();
-        let mine = work(&mut done).map(|()| done);
-        std::iter::once(mine)
-            .chain(handles.into_iter().map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")))
-            }))
-            .collect()
-    });
-    let mut out = vec![(Digest::sha256([0; 32]), 0u64); files.len()];
-    let mut first_err = None;
-    for r in results {
-        match r {
-            Ok(done) => {
-                for (idx, d, n) in done {
-                    out[idx as usize] = (d, n);
-                }
-            }
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
+    on_workers(workers, files.len(), "a hashing thread panicked", work)
 }
 
 /// Copy many files from under `src_root` to new files under `dest_root`, hashing on the way,
@@ -478,31 +442,44 @@ pub fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
             progress.advance(bytes);
         }
     };
-    let results: Vec<Result<Vec<(usize, Digest, u64)>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (1..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    work(&mut done).map(|()| done)
-                })
-            })
-            .collect();
+    on_workers(workers, files.len(), "a copying thread panicked", work)
+}
+
+/// Run `work` on `workers` threads (this one included) until it returns, and put each
+/// worker's `(index, digest, size)` results in index order; the first error wins (the work
+/// itself tells the others to stop).
+fn on_workers<I: Copy + Send + TryInto<usize>>(
+    workers: usize,
+    len: usize,
+    panicked: &str,
+    work: impl Fn(&mut Vec<(I, Digest, u64)>) -> Result<()> + Sync,
+) -> Result<Vec<(Digest, u64)>> {
+    let run = || {
         let mut done = Vec::new();
-        let mine = work(&mut done).map(|()| done);
+        work(&mut done).map(|()| done)
+    };
+    let results: Vec<Result<Vec<(I, Digest, u64)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..workers).map(|_| s.spawn(run)).collect();
+        // This thread is a worker too.
+        let mine = run();
         std::iter::once(mine)
-            .chain(handles.into_iter().map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::input("a copying thread panicked")))
-            }))
+            .chain(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(Error::input(panicked)))),
+            )
             .collect()
     });
-    let mut out = vec![(Digest::sha256([0; 32]), 0u64); files.len()];
+    let mut out = vec![(Digest::sha256([0; 32]), 0u64); len];
     let mut first_err = None;
     for r in results {
         match r {
             Ok(done) => {
                 for (idx, d, n) in done {
-                    out[idx] = (d, n);
+                    // Every index comes from `0..len`.
+                    if let Some(slot) = idx.try_into().ok().and_then(|i: usize| out.get_mut(i)) {
+                        *slot = (d, n);
+                    }
                 }
             }
             Err(e) => {
