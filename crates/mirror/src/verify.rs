@@ -224,13 +224,7 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
         &Policy::new(1).purpose(Purpose::MirrorBundle).at(opts.now),
     )
     .map_err(|e| Error::verify(Stage::Checksums, format!("SHA256SUMS.dsse: {e}")))?;
-    let signer_keys: Vec<&stella_keys::PublicKey> = opts
-        .keyring
-        .keys()
-        .iter()
-        .filter(|k| signers.iter().any(|s| &s.key_id == k.key.key_id()))
-        .map(|k| &k.key)
-        .collect();
+    let signer_keys = keys_of(opts.keyring, &signers);
     if let Some(sig) = meta.get(names::SUMS_SIG) {
         let text = String::from_utf8_lossy(sig);
         let raw = stella_dsse::b64::decode(text.trim())
@@ -935,13 +929,7 @@ pub fn verify_dir_streamed(
         &Policy::new(1).purpose(Purpose::MirrorBundle).at(opts.now),
     )
     .map_err(|e| Error::verify(Stage::Checksums, format!("SHA256SUMS.dsse: {e}")))?;
-    let signer_keys: Vec<&stella_keys::PublicKey> = opts
-        .keyring
-        .keys()
-        .iter()
-        .filter(|k| signers.iter().any(|s| &s.key_id == k.key.key_id()))
-        .map(|k| &k.key)
-        .collect();
+    let signer_keys = keys_of(opts.keyring, &signers);
     let sig = crate::fs::read_metadata_file(dir, names::SUMS_SIG)?
         .ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS.sig is missing"))?;
     let raw = stella_dsse::b64::decode(String::from_utf8_lossy(&sig).trim())
@@ -1264,6 +1252,17 @@ pub fn verify_checksums(dir: &Path, progress: &dyn Progress) -> Result<(usize, u
         ));
     }
     Ok((to_hash.len(), bytes))
+}
+
+/// The public keys of the keyring that signed the manifest (`SHA256SUMS.sig` must verify
+/// under one of them).
+fn keys_of<'k>(keyring: &'k Keyring, signers: &[VerifiedKey]) -> Vec<&'k stella_keys::PublicKey> {
+    keyring
+        .keys()
+        .iter()
+        .filter(|k| signers.iter().any(|s| &s.key_id == k.key.key_id()))
+        .map(|k| &k.key)
+        .collect()
 }
 
 /// The checksum files the manifest signs: there must be some, and each must be present
