@@ -38,10 +38,19 @@ impl Progress for NoProgress {}
 
 /// Hash everything `r` yields, in [`CHUNK`] reads; returns digest and length.
 pub fn hash_reader(r: &mut dyn Read, progress: &dyn Progress) -> std::io::Result<(Digest, u64)> {
-    let mut buf = vec![0u8; CHUNK];
+    hash_reader_with(r, &mut vec![0u8; CHUNK], progress)
+}
+
+/// [`hash_reader`] reading through the caller's buffer: a loop over many files allocates (and
+/// zeroes) one buffer, not one per file.
+pub(crate) fn hash_reader_with(
+    r: &mut dyn Read,
+    buf: &mut [u8],
+    progress: &dyn Progress,
+) -> std::io::Result<(Digest, u64)> {
     let mut h = Hasher::new();
     loop {
-        let n = match r.read(&mut buf) {
+        let n = match r.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -56,8 +65,17 @@ pub fn hash_reader(r: &mut dyn Read, progress: &dyn Progress) -> std::io::Result
 
 /// Hash one file.
 pub fn hash_file(path: &Path, progress: &dyn Progress) -> Result<(Digest, u64)> {
+    hash_file_with(path, &mut vec![0u8; CHUNK], progress)
+}
+
+/// [`hash_file`] reading through the caller's buffer (see [`hash_reader_with`]).
+pub(crate) fn hash_file_with(
+    path: &Path,
+    buf: &mut [u8],
+    progress: &dyn Progress,
+) -> Result<(Digest, u64)> {
     let mut f = std::fs::File::open(path).at(path)?;
-    hash_reader(&mut f, progress).at(path)
+    hash_reader_with(&mut f, buf, progress).at(path)
 }
 
 /// Number of hashing threads: every core.

@@ -413,7 +413,11 @@ pub(crate) fn check_content(
     let rx = Mutex::new(rx);
     let walked = std::thread::scope(|s| {
         for _ in 0..crate::hash::threads() {
-            s.spawn(|| loop {
+            s.spawn(|| {
+                // One read buffer per thread: a fresh zeroed 256 KiB per file cost a sixth of
+                // the CPU at 200,000 files (perf: memset).
+                let mut buf = vec![0u8; crate::hash::CHUNK];
+                loop {
                 let job = rx.lock().map(|r| r.recv());
                 let Ok(Ok((i, abs))) = job else {
                     return;
@@ -422,7 +426,7 @@ pub(crate) fn check_content(
                     continue;
                 }
                 let Some(e) = index.get(i) else { continue };
-                match crate::hash::hash_file(&abs, progress) {
+                match crate::hash::hash_file_with(&abs, &mut buf, progress) {
                     Ok((d, n)) if d == e.sha256 && n == e.size => {
                         count.fetch_add(1, Ordering::Relaxed);
                         bytes.fetch_add(n, Ordering::Relaxed);
@@ -444,6 +448,7 @@ pub(crate) fn check_content(
                             f.get_or_insert(err);
                         }
                     }
+                }
                 }
             });
         }
