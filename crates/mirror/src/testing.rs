@@ -16,22 +16,32 @@ use crate::verify::Options;
 pub struct SignedBundle {
     pub dir: tempfile::TempDir,
     pub ring: stella_keys::Keyring,
+    /// The key that signed it (to re-sign an edited manifest).
+    pub key: stella_keys::FileKey,
 }
 
 impl SignedBundle {
     /// Create and sign the bundle. Panics on failure (a test fixture).
-    #[allow(clippy::expect_used)]
     pub fn new() -> Self {
+        Self::from_spec(
+            "name: t\nversion: '1'\nissuer: i@example.org\nadvisories:\n  - path: feeds/a.json\n  - path: feeds/b.json\n",
+            |src| {
+                std::fs::create_dir_all(src.join("feeds")).expect("mkdir");
+                std::fs::write(src.join("feeds/a.json"), b"{\"a\":1}").expect("write");
+                std::fs::write(src.join("feeds/b.json"), vec![b'b'; 3000]).expect("write");
+            },
+        )
+    }
+
+    /// A bundle of the sources `fill` writes under `src/`, described by `spec` (YAML, paths
+    /// relative to `src/`), created and signed now with a fresh Ed25519 key.
+    #[allow(clippy::expect_used)]
+    pub fn from_spec(spec: &str, fill: impl FnOnce(&std::path::Path)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let src = dir.path().join("src");
-        std::fs::create_dir_all(src.join("feeds")).expect("mkdir");
-        std::fs::write(src.join("feeds/a.json"), b"{\"a\":1}").expect("write");
-        std::fs::write(src.join("feeds/b.json"), vec![b'b'; 3000]).expect("write");
-        let spec = crate::spec::Spec::parse(
-            "name: t\nversion: '1'\nissuer: i@example.org\nadvisories:\n  - path: feeds/a.json\n  - path: feeds/b.json\n",
-            &src,
-        )
-        .expect("spec");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        fill(&src);
+        let spec = crate::spec::Spec::parse(spec, &src).expect("spec");
         let out = dir.path().join("bundle");
         let opts = crate::create::CreateOptions {
             generated_at: time::OffsetDateTime::now_utc(),
@@ -52,7 +62,7 @@ impl SignedBundle {
             key.public_key().clone(),
         )])
         .expect("keyring");
-        SignedBundle { dir, ring }
+        SignedBundle { dir, ring, key }
     }
 
     /// The bundle folder.

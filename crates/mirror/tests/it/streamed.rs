@@ -5,7 +5,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use stella_keys::Signer as _;
 use stella_mirror::hash::NoProgress;
 use stella_mirror::streamed::{parse_manifest, Limits};
 use stella_mirror::verify::{verify_dir, verify_dir_with, Options};
@@ -30,47 +29,25 @@ struct Many {
 
 impl Many {
     fn new(n: usize) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let src = dir.path().join("src");
-        for i in 0..n {
-            let d = src.join(format!("feeds/osv/{:02}", i % 16));
-            std::fs::create_dir_all(&d).expect("mkdir");
-            std::fs::write(
-                d.join(format!("OSV-{i:07}.json")),
-                format!("{{\"id\":{i}}}"),
-            )
-            .expect("write");
-        }
-        let spec = stella_mirror::spec::Spec::parse(
+        let b = stella_mirror::testing::SignedBundle::from_spec(
             "name: many\nversion: '1'\nissuer: i@example.org\nadvisories:\n  - path: feeds\n",
-            &src,
-        )
-        .expect("spec");
-        let bundle = dir.path().join("bundle");
-        let opts = stella_mirror::create::CreateOptions {
-            generated_at: time::OffsetDateTime::now_utc(),
-            base: None,
-            registry: Default::default(),
-        };
-        stella_mirror::create::create(&spec, &bundle, &opts, &NoProgress).expect("create");
-        let key = stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).expect("key");
-        stella_mirror::sign::sign(
-            &bundle.join(names::MANIFEST),
-            &bundle.join(names::ENVELOPE),
-            &[&key],
-            time::OffsetDateTime::now_utc(),
-            &NoProgress,
-        )
-        .expect("sign");
-        let ring = stella_keys::Keyring::new(vec![stella_keys::TrustedKey::unrestricted(
-            key.public_key().clone(),
-        )])
-        .expect("keyring");
+            |src| {
+                for i in 0..n {
+                    let d = src.join(format!("feeds/osv/{:02}", i % 16));
+                    std::fs::create_dir_all(&d).expect("mkdir");
+                    std::fs::write(
+                        d.join(format!("OSV-{i:07}.json")),
+                        format!("{{\"id\":{i}}}"),
+                    )
+                    .expect("write");
+                }
+            },
+        );
         Many {
-            _dir: dir,
-            bundle,
-            key,
-            ring,
+            bundle: b.bundle(),
+            key: b.key,
+            ring: b.ring,
+            _dir: b.dir,
         }
     }
 
