@@ -3,7 +3,7 @@
 //! against the real responses.
 
 use serde_json::Value;
-use stella_keys::{Algorithm, FileKey, Signer as _};
+use stella_keys::Signer as _;
 use stella_signer::client::DpopKey;
 
 use crate::support::*;
@@ -191,20 +191,7 @@ fn conforms(doc: &Value, path: &str, r: &Reply) {
 #[tokio::test]
 async fn audit_api_scopes_isolation_filters_cursor_and_openapi() {
     let keydir = tempfile::tempdir().unwrap();
-    let cp_key = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
-    let key_path = keydir.path().join("audit-checkpoint.key");
-    {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut f = std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .open(&key_path)
-            .unwrap();
-        f.write_all(cp_key.to_pkcs8_pem().unwrap().as_bytes())
-            .unwrap();
-    }
+    let (cp_key, key_path) = checkpoint_key_file(keydir.path());
     let s = TestSigner::start_with(Opts {
         toml: format!(
             "[audit]\ncheckpoint_key = \"{}\"\ncheckpoint_interval_seconds = 1\n",

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use stella_dsse::Envelope;
 use stella_keys::{Keyring, Policy, TrustedKey};
 use stella_signer::client::{self, DpopKey};
-use stella_store::{AuditLog, Outcome, PoeState, StoreError, StoreFuture};
+use stella_store::{Outcome, PoeState};
 
 use crate::support::*;
 
@@ -225,34 +225,10 @@ async fn licensing_bypass_is_audited() {
     assert_eq!(s.licensing.calls.load(Ordering::SeqCst), 0);
 }
 
-/// An audit log that always fails.
-struct BrokenAudit;
-
-impl AuditLog for BrokenAudit {
-    fn append(
-        &self,
-        _: stella_store::AuditRecord,
-    ) -> StoreFuture<'_, stella_store::audit::Appended> {
-        Box::pin(async { Err(StoreError::Database("disk full".into())) })
-    }
-    fn flush(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async { Ok(()) })
-    }
-    fn close(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async { Ok(()) })
-    }
-    fn is_healthy(&self) -> bool {
-        false
-    }
-    fn backend(&self) -> &'static str {
-        "broken"
-    }
-}
-
 #[tokio::test]
 async fn nothing_is_signed_when_the_audit_cannot_be_written() {
     let s = TestSigner::start_with(Opts {
-        audit: Some(Arc::new(BrokenAudit)),
+        audit: Some(Arc::new(FailingAudit::default())),
         ..Opts::default()
     })
     .await;

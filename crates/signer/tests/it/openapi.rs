@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use stella_keys::{Algorithm, FileKey};
 use stella_signer::client::DpopKey;
-use stella_store::{AuditLog, AuditPage, AuditQuery, StoreError, StoreFuture};
 
 use crate::audit_api::check_schema;
 use crate::support::*;
@@ -19,43 +17,6 @@ const EXPORT: &str = "/api/v1/signer/sign/export";
 const VERIFY: &str = "/api/v1/signer/verify/referrers";
 const AUDIT: &str = "/api/v1/signer/audit";
 const HEAD: &str = "/api/v1/signer/audit/head";
-
-/// An audit log that cannot be written (every audited route answers `503`). It cannot be
-/// queried (`404` on the audit route), or, once `reads_fail` is set, its reads fail (`503`).
-struct FailingAudit {
-    reads_fail: Arc<AtomicBool>,
-}
-
-impl AuditLog for FailingAudit {
-    fn append(
-        &self,
-        _: stella_store::AuditRecord,
-    ) -> StoreFuture<'_, stella_store::audit::Appended> {
-        Box::pin(async { Err(StoreError::Database("disk full".into())) })
-    }
-    fn flush(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async { Ok(()) })
-    }
-    fn close(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async { Ok(()) })
-    }
-    fn is_healthy(&self) -> bool {
-        false
-    }
-    fn backend(&self) -> &'static str {
-        "failing"
-    }
-    fn query(&self, _: AuditQuery) -> StoreFuture<'_, AuditPage> {
-        let fail = self.reads_fail.load(Ordering::SeqCst);
-        Box::pin(async move {
-            if fail {
-                Err(StoreError::Database("unreadable".into()))
-            } else {
-                Err(StoreError::Unsupported("querying this audit backend"))
-            }
-        })
-    }
-}
 
 /// A caller: a DPoP-bound token of one client and scope.
 struct Caller {
@@ -199,20 +160,7 @@ fn export_body(poe: &str) -> Vec<u8> {
 async fn every_documented_route_and_status_is_answered_as_documented() {
     // The main signer: SQLite audit log with signed checkpoints.
     let keydir = tempfile::tempdir().unwrap();
-    let cp_key = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
-    let key_path = keydir.path().join("audit-checkpoint.key");
-    {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut f = std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .open(&key_path)
-            .unwrap();
-        f.write_all(cp_key.to_pkcs8_pem().unwrap().as_bytes())
-            .unwrap();
-    }
+    let (_, key_path) = checkpoint_key_file(keydir.path());
     let mut s = TestSigner::start_with(Opts {
         toml: format!(
             "[audit]\ncheckpoint_key = \"{}\"\ncheckpoint_interval_seconds = 1\n",

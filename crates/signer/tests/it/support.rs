@@ -17,7 +17,9 @@ use stella_signer::client::{self, DpopKey};
 use stella_signer::jose;
 use stella_signer::{AppBuilder, AppState, Config, TenantKeys};
 use stella_store::sqlite::SqliteReader;
-use stella_store::{AuditReader as _, AuditRecord};
+use stella_store::{
+    AuditLog, AuditPage, AuditQuery, AuditReader as _, AuditRecord, StoreError, StoreFuture,
+};
 
 pub(crate) const ISSUER: &str = "https://authority.stella.test";
 pub(crate) const RESOURCE: &str = "urn:stella:signer";
@@ -717,4 +719,60 @@ pub(crate) fn assert_refused(s: &TestSigner, r: &Reply, status: u16, code: &str)
         "a refused request has no envelope"
     );
     rec
+}
+
+/// An audit log that cannot be written (every audited route answers `503`). It cannot be
+/// queried (`404` on the audit route), or, once `reads_fail` is set, its reads fail (`503`).
+#[derive(Default)]
+pub(crate) struct FailingAudit {
+    /// Reads fail too (`Database`); otherwise they are `Unsupported`.
+    pub(crate) reads_fail: Arc<AtomicBool>,
+}
+
+impl AuditLog for FailingAudit {
+    fn append(
+        &self,
+        _: stella_store::AuditRecord,
+    ) -> StoreFuture<'_, stella_store::audit::Appended> {
+        Box::pin(async { Err(StoreError::Database("disk full".into())) })
+    }
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    fn is_healthy(&self) -> bool {
+        false
+    }
+    fn backend(&self) -> &'static str {
+        "failing"
+    }
+    fn query(&self, _: AuditQuery) -> StoreFuture<'_, AuditPage> {
+        let fail = self.reads_fail.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if fail {
+                Err(StoreError::Database("unreadable".into()))
+            } else {
+                Err(StoreError::Unsupported("querying this audit backend"))
+            }
+        })
+    }
+}
+
+/// A fresh P-256 checkpoint key written as PKCS#8 PEM (mode 0600) to
+/// `dir/audit-checkpoint.key`; returns the key and the file's path.
+pub(crate) fn checkpoint_key_file(dir: &Path) -> (FileKey, PathBuf) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let key = FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap();
+    let path = dir.join("audit-checkpoint.key");
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    f.write_all(key.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
+    (key, path)
 }
