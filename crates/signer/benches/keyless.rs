@@ -42,7 +42,7 @@ use stella_signer::client::DpopKey;
 const SIGN: &str = "/api/v1/signer/sign/dsse";
 #[path = "common/service.rs"]
 mod service;
-use service::ISS;
+use service::{tokens, ISS};
 
 struct Opts {
     duration: u64,
@@ -248,25 +248,6 @@ async fn closed_loop(
         secs,
         lat,
     }
-}
-
-fn tokens(authority: &FileKey, n: usize) -> Vec<(DpopKey, String)> {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    (0..n)
-        .map(|i| {
-            let key = DpopKey::generate().unwrap();
-            let token = stella_signer::jose::sign::compact(
-                authority,
-                &json!({"alg": "ES256", "typ": "at+jwt", "kid": "bench-1"}),
-                &json!({"iss": ISS, "sub": format!("client-{i}"),
-                        "client_id": format!("client-{i}"), "aud": "signer", "scope": "signer.sign",
-                        "iat": now, "exp": now + 3600, "jti": format!("t{i}"),
-                        "tid": "tenant-bench", "inst": "inst-bench", "cnf": {"jkt": key.thumbprint()}}),
-            )
-            .unwrap();
-            (key, token)
-        })
-        .collect()
 }
 
 /// `n` sign requests for `base` asking for `mode`, a fresh DPoP proof each.

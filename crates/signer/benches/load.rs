@@ -46,6 +46,7 @@ mod haproxy;
 mod rounds;
 #[path = "common/service.rs"]
 mod service;
+use service::tokens;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -456,25 +457,6 @@ fn sign_requests(
                 ],
                 body: body.clone(),
             }
-        })
-        .collect()
-}
-
-fn tokens(authority: &FileKey, n: usize) -> Vec<(DpopKey, String)> {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    (0..n)
-        .map(|i| {
-            let key = DpopKey::generate().unwrap();
-            let token = stella_signer::jose::sign::compact(
-                authority,
-                &json!({"alg": "ES256", "typ": "at+jwt", "kid": "bench-1"}),
-                &json!({"iss": "https://authority.bench", "sub": format!("client-{i}"),
-                        "client_id": format!("client-{i}"), "aud": "signer", "scope": "signer.sign",
-                        "iat": now, "exp": now + 3600, "jti": format!("t{i}"),
-                        "tid": "tenant-bench", "inst": "inst-bench", "cnf": {"jkt": key.thumbprint()}}),
-            )
-            .unwrap();
-            (key, token)
         })
         .collect()
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use stella_keys::FileKey;
+use stella_signer::client::DpopKey;
 use stella_signer::{AppBuilder, AppState, Config, TenantKeys};
 
 /// The Authority's issuer in every bench.
@@ -115,4 +116,25 @@ default_keys_for_unlisted_tenants = true
         stop,
         thread,
     }
+}
+
+/// `n` callers: a fresh DPoP key each and an Authority access token bound to it (scope
+/// `signer.sign`, tenant `tenant-bench`, valid for an hour).
+pub(crate) fn tokens(authority: &FileKey, n: usize) -> Vec<(DpopKey, String)> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    (0..n)
+        .map(|i| {
+            let key = DpopKey::generate().unwrap();
+            let token = stella_signer::jose::sign::compact(
+                authority,
+                &json!({"alg": "ES256", "typ": "at+jwt", "kid": "bench-1"}),
+                &json!({"iss": ISS, "sub": format!("client-{i}"),
+                        "client_id": format!("client-{i}"), "aud": "signer", "scope": "signer.sign",
+                        "iat": now, "exp": now + 3600, "jti": format!("t{i}"),
+                        "tid": "tenant-bench", "inst": "inst-bench", "cnf": {"jkt": key.thumbprint()}}),
+            )
+            .unwrap();
+            (key, token)
+        })
+        .collect()
 }
