@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = Limits {
         max_entry: 1 << 20,
         max_total: 4 << 20,
+        ..Limits::default()
     };
     let _ = read_stream(
         std::io::Cursor::new(data.to_vec()),

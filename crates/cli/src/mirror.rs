@@ -874,24 +874,43 @@ fn apply(a: ApplyArgs, dev: DevKeys) -> Result<()> {
     Ok(())
 }
 
-fn load_manifest(p: &Path) -> Result<stella_mirror::Manifest> {
+/// A manifest (a bundle folder's or a file) without its files, and the files as a compact
+/// index: a big manifest is read as a stream, never held whole.
+fn load_manifest(
+    p: &Path,
+) -> Result<(stella_mirror::Manifest, stella_mirror::streamed::FileIndex)> {
     let file = if p.is_dir() {
         p.join(stella_mirror::names::MANIFEST)
     } else {
         p.to_path_buf()
     };
-    let bytes = crate::io::read_limited(
-        &file.display().to_string(),
-        stella_mirror::MAX_METADATA_BYTES,
-    )?;
-    stella_mirror::Manifest::from_json(&bytes)
-        .map_err(|e| fail(USAGE, format!("{}: {e}", file.display())))
+    if file.as_os_str() == "-" {
+        let bytes = crate::io::read_limited("-", stella_mirror::MAX_METADATA_BYTES)?;
+        let mut m = stella_mirror::Manifest::from_json(&bytes)
+            .map_err(|e| fail(USAGE, format!("-: {e}")))?;
+        let mut index = stella_mirror::streamed::FileIndex::default();
+        for f in std::mem::take(&mut m.files) {
+            index.push(f).map_err(|e| fail(USAGE, format!("-: {e}")))?;
+        }
+        return Ok((m, index));
+    }
+    let limits = stella_mirror::streamed::Limits::default();
+    let (m, index, _) =
+        stella_mirror::pack::read_file_list(&file, &limits).map_err(|e| match e {
+            stella_mirror::Error::NotFound(_) => fail(
+                crate::exit::NOT_FOUND,
+                format!("{}: no such file", file.display()),
+            ),
+            e => lib(e),
+        })?;
+    Ok((m, index))
 }
 
 fn diff(a: DiffArgs) -> Result<()> {
-    let old = load_manifest(&a.a)?;
-    let new = load_manifest(&a.b)?;
-    let d = stella_mirror::thin::diff(&old, &new);
+    let (old, old_files) = load_manifest(&a.a)?;
+    let (new, new_files) = load_manifest(&a.b)?;
+    let d = stella_mirror::thin::diff_indexed(&old, &old_files, &new, &new_files);
+    drop((old_files, new_files));
     if a.output == "json" {
         return print_json(&DiffView {
             from: BundleIdView::of(&old),

@@ -6,17 +6,30 @@
 //! size limits, and — once `manifest.json` has been seen — entries the manifest does not list
 //! or lists with another size. Content is hashed as it streams. The archive itself is written
 //! by [`crate::pack`] and compressed by [`crate::codec`].
+//!
+//! **Big bundles** (issue #15): when `manifest.dsse`, `manifest.json`, `SHA256SUMS` or
+//! `SHA256SUMS.dsse` is above [`crate::streamed::Limits::stream_above`], the metadata entries
+//! are not held in memory but spooled into a folder — the staging folder when unpacking
+//! (where they end up anyway), else a private temporary folder — under the caps of the
+//! streamed folder path (16 GiB of manifest or `SHA256SUMS`, an envelope 4/3 of that plus
+//! 64 KiB, every other metadata file [`crate::MAX_METADATA_BYTES`]). At the first content
+//! entry they are verified there by the streamed rules
+//! ([`crate::verify::verify_metadata_streamed`]), which give the signed file list as a
+//! [`FileIndex`] (~100 B per file); each content entry is then looked up in it, marked seen
+//! (one byte per file) and hashed as it streams. Memory does not depend on the metadata
+//! size; small bundles keep the in-memory path and its exact messages.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::codec::{decompress, open_bundle_stream, ReadAhead, ZSTD_WINDOW_LOG_MAX};
 use crate::error::{Error, IoContext as _, Result, Stage};
 use crate::hash::{Digest, Hasher, Progress, CHUNK};
-use crate::manifest::Manifest;
+
 use crate::names;
 use crate::path::BundlePath;
+use crate::streamed::{envelope_cap, FileIndex};
 use crate::verify::{self, Options, Report, VerifiedMetadata};
 
 /// Limits for reading an archive. The signed manifest is the real bound: no content entry is
@@ -28,6 +41,8 @@ pub struct Limits {
     pub max_entry: u64,
     /// Largest total of all content entries.
     pub max_total: u64,
+    /// When the metadata is spooled instead of held in memory, and the caps it then has.
+    pub stream: crate::streamed::Limits,
 }
 
 impl Default for Limits {
@@ -35,6 +50,7 @@ impl Default for Limits {
         Limits {
             max_entry: 64 << 30,
             max_total: 1 << 40,
+            stream: crate::streamed::Limits::default(),
         }
     }
 }
@@ -48,8 +64,11 @@ pub struct Observed {
     pub metadata: BTreeMap<String, Vec<u8>>,
     /// Total size of the metadata files.
     pub metadata_bytes: u64,
-    /// Content files: path → (size, digest).
+    /// Content files: path → (size, digest). Empty for a big bundle (see `index`).
     pub files: BTreeMap<String, (u64, Digest)>,
+    /// A big bundle (metadata spooled, see the module docs): the signed file list. Every file
+    /// of it that is not in `from_base` of the report was read and matched.
+    pub index: Option<FileIndex>,
 }
 
 /// Stream through a bundle archive and verify it; with `staging`, also write the content files
@@ -112,6 +131,117 @@ fn extension_kind(kind: tar::EntryType) -> Option<&'static str> {
     }
 }
 
+/// The metadata entries of a big bundle, spooled into files of a folder.
+struct Spool {
+    dir: PathBuf,
+    /// The private temporary folder, when not spooling into the staging folder.
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Spool {
+    /// Spool into `staging`, or a fresh private folder; what `obs` holds so far goes first.
+    fn open(staging: Option<&Path>, obs: &mut Observed) -> Result<Spool> {
+        let spool = match staging {
+            Some(s) => Spool {
+                dir: s.to_path_buf(),
+                _tmp: None,
+            },
+            None => {
+                let tmp = tempfile::Builder::new()
+                    .prefix(".stella-archive-")
+                    .tempdir()
+                    .at(std::env::temp_dir())?;
+                Spool {
+                    dir: tmp.path().to_path_buf(),
+                    _tmp: Some(tmp),
+                }
+            }
+        };
+        stage_metadata(Some(&spool.dir), &obs.metadata)?;
+        release_metadata(obs);
+        Ok(spool)
+    }
+
+    /// A new file for metadata entry `name`.
+    fn create(&self, name: &BundlePath) -> Result<std::fs::File> {
+        let dest = name.under(&self.dir);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).at(parent)?;
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&dest)
+            .at(&dest)
+    }
+}
+
+/// Whether metadata entry `name` of `size` bytes puts the archive on the spooled path.
+fn wants_spool(name: &str, size: u64, limits: &Limits) -> bool {
+    size > limits.stream.stream_above
+        && [
+            names::ENVELOPE,
+            names::MANIFEST,
+            names::SUMS,
+            names::SUMS_DSSE,
+        ]
+        .contains(&name)
+}
+
+/// The largest metadata entry `name` may be on the spooled path (those of the folder path).
+fn spooled_cap(name: &str, limits: &Limits) -> u64 {
+    match name {
+        names::ENVELOPE => envelope_cap(limits.stream.max_manifest),
+        names::MANIFEST => limits.stream.max_manifest,
+        names::SUMS => limits.stream.max_sums,
+        names::SUMS_DSSE => envelope_cap(limits.stream.max_sums),
+        _ => crate::MAX_METADATA_BYTES,
+    }
+}
+
+/// The verified metadata and, on the spooled path, the signed file list and what was seen.
+struct Checked {
+    meta: VerifiedMetadata,
+    index: Option<(FileIndex, Vec<bool>)>,
+}
+
+/// Verify the metadata read so far (in memory, or spooled) and stage it.
+fn check_metadata(
+    obs: &mut Observed,
+    spool: Option<&Spool>,
+    staging: Option<&Path>,
+    limits: Limits,
+    opts: &Options<'_>,
+) -> Result<Checked> {
+    match spool {
+        None => {
+            let vm = verify::verify_metadata(&obs.metadata, opts)?;
+            check_signed_limits(
+                vm.manifest.files.iter().map(|f| (f.path.as_str(), f.size)),
+                limits,
+            )?;
+            stage_metadata(staging, &obs.metadata)?;
+            release_metadata(obs);
+            Ok(Checked {
+                meta: vm,
+                index: None,
+            })
+        }
+        Some(sp) => {
+            let (vm, index) = verify::verify_metadata_streamed(&sp.dir, opts, &limits.stream)?;
+            check_signed_limits(
+                (0..index.len()).filter_map(|i| index.get(i).map(|e| (e.path, e.size))),
+                limits,
+            )?;
+            let seen = vec![false; index.len()];
+            Ok(Checked {
+                meta: vm,
+                index: Some((index, seen)),
+            })
+        }
+    }
+}
+
 fn read_entries(
     reader: Box<dyn Read + Send>,
     staging: Option<&Path>,
@@ -121,8 +251,11 @@ fn read_entries(
 ) -> Result<(Observed, Report)> {
     let mut ar = tar::Archive::new(reader);
     let mut obs = Observed::default();
-    let mut verified: Option<VerifiedMetadata> = None;
+    let mut checked: Option<Checked> = None;
+    let mut spool: Option<Spool> = None;
     let mut meta_total: u64 = 0;
+    // Spooled path: content files read and matched, and their bytes.
+    let (mut count, mut bytes) = (0usize, 0u64);
     let mut buf = vec![0u8; CHUNK];
     // Raw entries: the tar crate applies no PAX record (whose `size` would override the header
     // we check) and reads no GNU long name into memory. Every header reaches the checks below,
@@ -183,7 +316,8 @@ fn read_entries(
             }
         })?;
         let name = path.as_str().to_string();
-        // Every earlier entry is in `obs` (a failed one ended the read).
+        // Every earlier entry is in `obs` or marked seen in the index (a failed one ended the
+        // read).
         if obs.metadata.contains_key(&name) || obs.files.contains_key(&name) {
             return Err(bad(format!("duplicate entry {shown:?}")));
         }
@@ -192,27 +326,40 @@ fn read_entries(
             .entry_size()
             .map_err(|e| bad(format!("entry {shown:?}: {e}")))?;
         let is_meta = names::is_metadata(&name);
-        let signed: Option<Digest> = if is_meta {
-            if verified.is_some() {
+        // Content: the signed digest, and the entry's place in the index (spooled path).
+        let mut signed: Option<(Digest, Option<usize>)> = None;
+        if is_meta {
+            if checked.is_some() {
                 return Err(bad(format!(
                     "metadata entry {shown:?} comes after content entries: the metadata must \
                      come first (as `stella mirror pack` writes it)"
                 )));
             }
-            if size > crate::MAX_METADATA_BYTES {
-                return Err(bad(format!(
-                    "entry {shown:?} is {size} bytes, above the {}-byte limit for bundle metadata (oversize entry)",
-                    crate::MAX_METADATA_BYTES
-                )));
+            if spool.is_some() || wants_spool(&name, size, &limits) {
+                let cap = spooled_cap(&name, &limits);
+                if size > cap {
+                    return Err(bad(format!(
+                        "entry {shown:?} is {size} bytes, above the {cap}-byte limit for bundle metadata (oversize entry)"
+                    )));
+                }
+                if spool.is_none() {
+                    spool = Some(Spool::open(staging, &mut obs)?);
+                }
+            } else {
+                if size > crate::MAX_METADATA_BYTES {
+                    return Err(bad(format!(
+                        "entry {shown:?} is {size} bytes, above the {}-byte limit for bundle metadata (oversize entry)",
+                        crate::MAX_METADATA_BYTES
+                    )));
+                }
+                meta_total = meta_total.saturating_add(size);
+                if meta_total > crate::MAX_METADATA_TOTAL {
+                    return Err(bad(format!(
+                        "the metadata entries exceed {} bytes in all (oversize at entry {shown:?})",
+                        crate::MAX_METADATA_TOTAL
+                    )));
+                }
             }
-            meta_total = meta_total.saturating_add(size);
-            if meta_total > crate::MAX_METADATA_TOTAL {
-                return Err(bad(format!(
-                    "the metadata entries exceed {} bytes in all (oversize at entry {shown:?})",
-                    crate::MAX_METADATA_TOTAL
-                )));
-            }
-            None
         } else {
             if size > limits.max_entry {
                 return Err(bad(format!(
@@ -220,42 +367,55 @@ fn read_entries(
                     limits.max_entry
                 )));
             }
-            let vm = match verified.as_ref() {
-                Some(vm) => vm,
-                None => {
-                    if !obs.metadata.contains_key(names::ENVELOPE) {
-                        return Err(bad(format!(
-                            "content entry {shown:?} comes before manifest.dsse: the signed \
-                             manifest must come first (as `stella mirror pack` writes it)"
-                        )));
-                    }
-                    // Everything is checked before the first content byte is read.
-                    let vm = verify::verify_metadata(&obs.metadata, opts)?;
-                    check_signed_limits(&vm.manifest, limits)?;
-                    stage_metadata(staging, &obs.metadata)?;
-                    release_metadata(&mut obs);
-                    verified.insert(vm)
-                }
+            if checked.is_none() && !obs.metadata.contains_key(names::ENVELOPE) {
+                return Err(bad(format!(
+                    "content entry {shown:?} comes before manifest.dsse: the signed \
+                     manifest must come first (as `stella mirror pack` writes it)"
+                )));
+            }
+            // Everything is checked before the first content byte is read.
+            if checked.is_none() {
+                checked = Some(check_metadata(
+                    &mut obs,
+                    spool.as_ref(),
+                    staging,
+                    limits,
+                    opts,
+                )?);
+            }
+            let Some(c) = checked.as_ref() else {
+                return Err(bad("the metadata was not checked".to_string()));
             };
-            match vm.manifest.file(&name) {
+            let listed = match &c.index {
+                None => c.meta.manifest.file(&name).map(|f| {
+                    crate::hash::parse_hex(&f.sha256)
+                        .map(|d| (f.size, d, None))
+                        .ok_or_else(|| bad(format!("manifest entry {name} has a malformed sha256")))
+                }),
+                Some((index, seen)) => index.find(&name).and_then(|i| {
+                    if seen.get(i) == Some(&true) {
+                        return Some(Err(bad(format!("duplicate entry {shown:?}"))));
+                    }
+                    index.get(i).map(|e| Ok((e.size, e.sha256, Some(i))))
+                }),
+            };
+            match listed.transpose()? {
                 None => {
                     return Err(bad(format!(
                         "unlisted entry {shown:?}: the signed manifest does not list it"
                     )))
                 }
-                Some(f) if f.size != size => {
+                Some((want, _, _)) if want != size => {
                     return Err(bad(format!(
-                        "entry {shown:?} is {size} bytes but the manifest lists {} (oversize or truncated entry)",
-                        f.size
+                        "entry {shown:?} is {size} bytes but the manifest lists {want} (oversize or truncated entry)"
                     )))
                 }
-                Some(f) => Some(crate::hash::parse_hex(&f.sha256).ok_or_else(|| {
-                    bad(format!("manifest entry {name} has a malformed sha256"))
-                })?),
+                Some((_, d, i)) => signed = Some((d, i)),
             }
-        };
-        let mut out = match (staging, is_meta) {
-            (Some(s), false) => {
+        }
+        let mut out = match (staging, is_meta, &spool) {
+            (_, true, Some(sp)) => Some(BufWriter::with_capacity(CHUNK, sp.create(&path)?)),
+            (Some(s), false, _) => {
                 let dest = path.under(s);
                 if let Some(parent) = dest.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| {
@@ -272,8 +432,10 @@ fn read_entries(
             _ => None,
         };
         let mut h = Hasher::new();
-        // Metadata sizes are bounded above (MAX_METADATA_BYTES): one allocation each.
-        let mut meta_bytes = Vec::with_capacity(if is_meta { size as usize } else { 0 });
+        // In memory, metadata sizes are bounded above (MAX_METADATA_BYTES): one allocation
+        // each. Spooled metadata goes to its file.
+        let keep = is_meta && spool.is_none();
+        let mut meta_bytes = Vec::with_capacity(if keep { size as usize } else { 0 });
         loop {
             let n = match entry.read(&mut buf) {
                 Ok(0) => break,
@@ -288,7 +450,7 @@ fn read_entries(
                 )));
             }
             h.update(&buf[..n]);
-            if is_meta {
+            if keep {
                 meta_bytes.extend_from_slice(&buf[..n]);
             }
             if let Some(w) = out.as_mut() {
@@ -303,39 +465,85 @@ fn read_entries(
             w.flush().at(&name)?;
         }
         let digest = h.finish();
-        if let Some(want) = signed {
-            if digest != want {
+        match signed {
+            Some((want, _)) if digest != want => {
                 return Err(bad(format!(
                     "file {name} changed: {size} bytes sha256:{}, the manifest says sha256:{}",
                     digest.hex(),
                     want.hex()
                 )));
             }
-            obs.files.insert(name, (size, digest));
-        } else {
-            obs.metadata.insert(name, meta_bytes);
+            Some((_, Some(i))) => {
+                if let Some(Checked {
+                    index: Some((_, seen)),
+                    ..
+                }) = checked.as_mut()
+                {
+                    if let Some(s) = seen.get_mut(i) {
+                        *s = true;
+                    }
+                }
+                count += 1;
+                bytes += size;
+            }
+            Some((_, None)) => {
+                obs.files.insert(name, (size, digest));
+            }
+            None => {
+                if !keep {
+                    obs.metadata_bytes += size;
+                }
+                obs.metadata.insert(name, meta_bytes);
+            }
         }
     }
-    let meta = match verified {
-        Some(vm) => vm,
-        None => {
-            let vm = verify::verify_metadata(&obs.metadata, opts)?;
-            stage_metadata(staging, &obs.metadata)?;
-            release_metadata(&mut obs);
-            vm
+    let c = match checked {
+        Some(c) => c,
+        None => check_metadata(&mut obs, spool.as_ref(), staging, limits, opts)?,
+    };
+    let (files_checked, bytes_checked, from_base) = match c.index {
+        None => verify::check_files(&c.meta.manifest, &obs.files)?,
+        Some((index, seen)) => {
+            let from_base = unseen(&index, &seen, c.meta.manifest.kind)?;
+            obs.index = Some(index);
+            (count, bytes, from_base)
         }
     };
-    let (files_checked, bytes_checked, from_base) =
-        verify::check_files(&meta.manifest, &obs.files)?;
     Ok((
         obs,
         Report {
-            meta,
+            meta: c.meta,
             files_checked,
             bytes_checked,
             from_base,
         },
     ))
+}
+
+/// The listed files an archive did not carry: missing (reported as `check_files` does, first
+/// ten), or, for a thin bundle, carried by its base.
+fn unseen(index: &FileIndex, seen: &[bool], kind: crate::Kind) -> Result<Vec<String>> {
+    let mut from_base = Vec::new();
+    let mut missing = Vec::new();
+    let mut n = 0;
+    for (i, s) in seen.iter().enumerate() {
+        if *s {
+            continue;
+        }
+        let Some(e) = index.get(i) else { continue };
+        if kind == crate::Kind::Thin {
+            from_base.push(e.path.to_string());
+        } else {
+            n += 1;
+            if missing.len() < 10 {
+                missing.push(format!("file {} is missing", e.path));
+            }
+        }
+    }
+    if n > 0 {
+        return Err(Error::content_mismatch(n, &missing));
+    }
+    Ok(from_base)
 }
 
 /// Release the metadata bytes once verified and staged (for many small files the manifest,
@@ -367,19 +575,22 @@ fn stage_metadata(staging: Option<&Path>, metadata: &BTreeMap<String, Vec<u8>>) 
     Ok(())
 }
 
-/// A verified manifest whose listed files do not fit the limits is refused before any of them
-/// is written.
-fn check_signed_limits(manifest: &Manifest, limits: Limits) -> Result<()> {
-    if let Some(f) = manifest.files.iter().find(|f| f.size > limits.max_entry) {
-        return Err(bad(format!(
-            "the signed manifest lists {} at {} bytes, above the {}-byte entry limit (oversize entry)",
-            f.path, f.size, limits.max_entry
-        )));
+/// A verified manifest whose listed files (path, size) do not fit the limits is refused before
+/// any of them is written.
+fn check_signed_limits<'a>(
+    files: impl Iterator<Item = (&'a str, u64)>,
+    limits: Limits,
+) -> Result<()> {
+    let mut total = 0u64;
+    for (path, size) in files {
+        if size > limits.max_entry {
+            return Err(bad(format!(
+                "the signed manifest lists {path} at {size} bytes, above the {}-byte entry limit (oversize entry)",
+                limits.max_entry
+            )));
+        }
+        total = total.saturating_add(size);
     }
-    let total = manifest
-        .files
-        .iter()
-        .fold(0u64, |a, f| a.saturating_add(f.size));
     if total > limits.max_total {
         return Err(bad(format!(
             "the signed manifest lists {total} bytes of files, above the {}-byte limit",
@@ -768,11 +979,22 @@ mod tests {
             consumed <= crate::MAX_METADATA_TOTAL + (1 << 20),
             "read {consumed}"
         );
-        // One above the per-file limit.
+        // One above the per-file limit (a small metadata file: never spooled).
         let mut t = Tar::default();
-        t.filled(names::ENVELOPE, crate::MAX_METADATA_BYTES + 1, b' ');
+        t.filled(names::HEADER, crate::MAX_METADATA_BYTES + 1, b' ');
         let (r, consumed) = s.read(&mut t, None);
         assert!(err_text(r).contains("limit for bundle metadata"));
+        assert!(consumed < 64 * 1024);
+        // An envelope above the spooled cap (4/3 of 16 GiB + 64 KiB): refused on its header.
+        let cap = envelope_cap(crate::streamed::MAX_STREAMED_MANIFEST_BYTES);
+        let mut t = Tar::default();
+        t.filled(names::ENVELOPE, cap + 1, b' ');
+        let (r, consumed) = s.read(&mut t, None);
+        let e = err_text(r);
+        assert!(
+            e.contains(&format!("above the {cap}-byte limit for bundle metadata")),
+            "{e}"
+        );
         assert!(consumed < 64 * 1024);
         // Metadata after content.
         let mut t = Tar::default();
@@ -811,6 +1033,7 @@ mod tests {
                 Limits {
                     max_entry: biggest - 1,
                     max_total: 1 << 30,
+                    ..Limits::default()
                 },
                 "entry limit (oversize entry)",
             ),
@@ -818,6 +1041,7 @@ mod tests {
                 Limits {
                     max_entry: 1 << 30,
                     max_total: biggest,
+                    ..Limits::default()
                 },
                 "bytes of files, above the",
             ),

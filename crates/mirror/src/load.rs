@@ -4,7 +4,9 @@
 //!    its `manifest.dsse`) is verified in place ([`verify_folder`]: signature, header,
 //!    checksum files, freshness, every listed file present with its size, nothing unlisted,
 //!    every SHA-256 — except that the blobs of the signed images, which the push hashes anyway
-//!    before its first request, are hashed once, there, instead of twice). An archive
+//!    before its first request, are hashed once, there, instead of twice; a big folder, whose
+//!    metadata is above the in-memory threshold, is verified streamed and hashed whole, since
+//!    its signed file list is never held as a manifest). An archive
 //!    (`.tar.zst`, `.tar.gz`, `.tar`) is unpacked by [`crate::unpack::unpack`] into a temporary
 //!    folder (under `work_dir`, default `$TMPDIR`): every entry checked as it streams, the whole
 //!    bundle verified in a staging folder; nothing is pushed from an archive that did not
@@ -209,6 +211,15 @@ pub fn load(
             &dir,
             opts.limits,
             verify_opts,
+            progress,
+        )?)
+    } else if crate::streamed::wants_stream(&dir, &opts.limits.stream) {
+        // A big bundle (metadata above the in-memory threshold): verified streamed, every
+        // file hashed here (the signed file list is not held, so nothing can be deferred).
+        Verified::Full(verify::verify_dir_with(
+            &dir,
+            verify_opts,
+            &opts.limits.stream,
             progress,
         )?)
     } else {

@@ -12,7 +12,6 @@
 //! zstd uses libzstd's multi-threaded mode with a pinned job layout, whose output does not
 //! depend on the number of workers either.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,11 +19,12 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use crate::codec::{zstd_encoder, zstd_workers, Compression, ParGzWriter};
 use crate::error::{Error, IoContext as _, Result};
-use crate::fs::{read_metadata_file, walk};
+use crate::fs::walk_each;
 use crate::hash::Progress;
 use crate::manifest::Manifest;
 use crate::names;
 use crate::path::{ustar_split, BundlePath};
+use crate::streamed::FileIndex;
 
 /// What `pack` wrote.
 #[derive(Debug, Clone)]
@@ -41,16 +41,34 @@ pub fn source_date_epoch() -> Result<u64> {
 
 /// Pack bundle folder `dir` into `output` (compression from its name).
 pub fn pack(dir: &Path, output: &Path, mtime: u64, progress: &dyn Progress) -> Result<PackReport> {
+    pack_with(
+        dir,
+        output,
+        mtime,
+        &crate::streamed::Limits::default(),
+        progress,
+    )
+}
+
+/// [`pack`] with explicit [`crate::streamed::Limits`]: a `manifest.json` above
+/// `stream_above` is read as a stream into a [`FileIndex`] (tests take that path with small
+/// bundles). Either way the folder is walked once as a stream, each file looked up in the
+/// index: memory is the index (~100 B per file), not lists of paths.
+pub fn pack_with(
+    dir: &Path,
+    output: &Path,
+    mtime: u64,
+    limits: &crate::streamed::Limits,
+    progress: &dyn Progress,
+) -> Result<PackReport> {
     let compression = Compression::from_name(output).ok_or_else(|| {
         Error::input(format!(
             "{}: the archive name must end in .tar.gz or .tar.zst",
             output.display()
         ))
     })?;
-    let mbytes = read_metadata_file(dir, names::MANIFEST)?
-        .ok_or_else(|| Error::NotFound(dir.join(names::MANIFEST)))?;
-    let manifest = Manifest::from_json(&mbytes)
-        .map_err(|e| Error::input(format!("{}: {e}", dir.join(names::MANIFEST).display())))?;
+    let (manifest, index, _) = read_file_list(&dir.join(names::MANIFEST), limits)?;
+    let kind = manifest.kind;
     if !dir.join(names::ENVELOPE).is_file() {
         return Err(Error::input(format!(
             "{} is not signed (no manifest.dsse): run `stella mirror sign` first",
@@ -58,41 +76,50 @@ pub fn pack(dir: &Path, output: &Path, mtime: u64, progress: &dyn Progress) -> R
         )));
     }
     // The entry list: metadata first, then the manifest's files. Nothing else may be there.
-    let mut entries: Vec<(String, u64)> = Vec::new();
+    let mut meta: Vec<(String, u64)> = Vec::new();
     for name in names::METADATA {
         let p = dir.join(name);
         if let Ok(m) = std::fs::symlink_metadata(&p) {
             if !m.file_type().is_file() {
                 return Err(Error::input(format!("{}: not a regular file", p.display())));
             }
-            entries.push((name.to_string(), m.len()));
+            meta.push((name.to_string(), m.len()));
         }
     }
-    let on_disk = walk(dir)?;
-    let listed: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
-    for p in &on_disk {
-        if !listed.contains(p.as_str()) && !names::is_metadata(p) {
-            return Err(Error::input(format!(
+    // One walk, one flag per listed file: no list of the folder's paths.
+    let mut present = vec![false; index.len()];
+    walk_each(dir, &mut |p, _| {
+        if names::is_metadata(p) {
+            return Ok(());
+        }
+        match index.find(p) {
+            Some(i) => {
+                present[i] = true;
+                Ok(())
+            }
+            None => Err(Error::input(format!(
                 "unlisted file {p} in {}: a bundle folder holds only the files its manifest lists",
                 dir.display()
-            )));
+            ))),
         }
-    }
-    let present: HashSet<&str> = on_disk.iter().map(String::as_str).collect();
-    for f in &manifest.files {
-        if !present.contains(f.path.as_str()) {
-            if manifest.kind == crate::Kind::Thin {
-                continue; // comes from the base
-            }
-            return Err(Error::input(format!(
-                "file {} is missing from {}",
-                f.path,
-                dir.display()
-            )));
+    })?;
+    for (i, here) in present.iter().enumerate() {
+        if *here || kind == crate::Kind::Thin {
+            continue; // thin: absent files come from the base
         }
-        entries.push((f.path.clone(), f.size));
+        let path = index.get(i).map_or("", |e| e.path);
+        return Err(Error::input(format!(
+            "file {path} is missing from {}",
+            dir.display()
+        )));
     }
+    let entries = Entries {
+        meta: &meta,
+        index: &index,
+        present: &present,
+    };
     let total: u64 = entries.iter().map(|e| e.1).sum();
+    let count = entries.iter().count();
 
     let out_dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -158,25 +185,115 @@ pub fn pack(dir: &Path, output: &Path, mtime: u64, progress: &dyn Progress) -> R
             .map_err(|e| Error::io(output, e.error))?;
     }
     Ok(PackReport {
-        entries: entries.len(),
+        entries: count,
         content_bytes: total,
         archive_bytes: bytes,
     })
 }
 
+/// The archive's entries in order: the metadata files present, then the listed files
+/// present (a thin bundle lacks those its base carries).
+struct Entries<'a> {
+    meta: &'a [(String, u64)],
+    index: &'a FileIndex,
+    present: &'a [bool],
+}
+
+impl Entries<'_> {
+    /// (bundle path, size) of each entry, in archive order.
+    fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        let content = (0..self.index.len())
+            .filter(|i| self.present.get(*i) == Some(&true))
+            .filter_map(|i| self.index.get(i).map(|e| (e.path, e.size)));
+        self.meta
+            .iter()
+            .map(|(p, s)| (p.as_str(), *s))
+            .chain(content)
+    }
+}
+
+/// A bundle's file list from its `manifest.json` (`path`), and the digest of the bytes read:
+/// the manifest without its `files` (left empty) and the files as a [`FileIndex`]. A manifest
+/// above `limits.stream_above` is read as a stream ([`crate::streamed::parse_manifest`], never
+/// held whole; its canonical form is left to `verify`), a smaller one as before
+/// ([`Manifest::from_json`], same messages). Errors are input errors naming `path`.
+pub fn read_file_list(
+    path: &Path,
+    limits: &crate::streamed::Limits,
+) -> Result<(Manifest, FileIndex, crate::hash::Digest)> {
+    let len = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => m.len(),
+        Ok(_) => {
+            return Err(Error::input(format!(
+                "{}: not a regular file",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::NotFound(path.to_path_buf()))
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let shape =
+        |e: crate::manifest::ManifestError| Error::input(format!("{}: {e}", path.display()));
+    if len > limits.stream_above {
+        if len > limits.max_manifest {
+            return Err(Error::input(format!(
+                "{} is {len} bytes, above the {}-byte limit for streamed bundle metadata",
+                path.display(),
+                limits.max_manifest
+            )));
+        }
+        let f = File::open(path).at(path)?;
+        let mut hashing = HashingReader {
+            inner: f,
+            hasher: crate::hash::Hasher::new(),
+        };
+        let (m, index) =
+            crate::streamed::parse_manifest(io::BufReader::with_capacity(256 << 10, &mut hashing))
+                .map_err(shape)?;
+        // The parser stops at the end of the JSON value: hash what may follow it too.
+        io::copy(&mut hashing, &mut io::sink()).at(path)?;
+        return Ok((m, index, hashing.hasher.finish()));
+    }
+    let mbytes = crate::fs::read_small(path, crate::MAX_METADATA_BYTES)?;
+    let digest = crate::hash::Digest::of(&mbytes);
+    let mut manifest = Manifest::from_json(&mbytes).map_err(shape)?;
+    drop(mbytes);
+    let mut index = FileIndex::default();
+    for f in std::mem::take(&mut manifest.files) {
+        index.push(f).map_err(shape)?;
+    }
+    Ok((manifest, index, digest))
+}
+
+/// Hashes what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: crate::hash::Hasher,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 fn write_tar(
     w: &mut ChunkSender<'_>,
     dir: &Path,
-    entries: &[(String, u64)],
+    entries: &Entries<'_>,
     mtime: u64,
     progress: &dyn Progress,
 ) -> Result<()> {
-    for (path, size) in entries {
+    for (path, size) in entries.iter() {
         let bp = BundlePath::new(path).map_err(Error::input)?;
         let src = bp.under(dir);
         let mut f = File::open(&src).at(&src)?;
         let actual = f.metadata().at(&src)?.len();
-        if actual != *size {
+        if actual != size {
             return Err(Error::input(format!(
                 "{path} is {actual} bytes but the manifest lists {size}: the folder changed since it was created"
             )));
@@ -186,9 +303,9 @@ fn write_tar(
         } else {
             0o644
         };
-        let header = ustar_header(path, *size, mode, mtime)?;
+        let header = ustar_header(path, size, mode, mtime)?;
         w.put(header.as_bytes()).at(&src)?;
-        let mut left = *size;
+        let mut left = size;
         while left > 0 {
             let n = w.read_from(&mut f, left).at(&src)?;
             if n == 0 {
@@ -199,7 +316,7 @@ fn write_tar(
             progress.advance(n as u64);
             left -= n as u64;
         }
-        let pad = (512 - (*size % 512) as usize) % 512;
+        let pad = (512 - (size % 512) as usize) % 512;
         w.put(&[0u8; 512][..pad]).at(&src)?;
     }
     w.put(&[0u8; 1024]).at(dir)?;

@@ -19,6 +19,8 @@ use crate::fs::{check_output_free, Staging};
 use crate::hash::{Digest, Progress};
 use crate::manifest::{FileEntry, Kind, Manifest};
 use crate::names;
+use crate::pack::read_file_list;
+use crate::streamed::{FileIndex, IndexEntry};
 use crate::verify::{self, Options, Report};
 
 /// What `apply` did.
@@ -52,17 +54,7 @@ pub fn apply(
     let thin_dir: PathBuf;
     let thin_report = if thin.is_dir() {
         thin_dir = thin.to_path_buf();
-        let meta = verify::read_dir_metadata(thin)?;
-        let vm = verify::verify_metadata(&meta, opts)?;
-        let observed = verify::hash_dir_content(thin, &vm.manifest, &Default::default(), progress)?;
-        let (files_checked, bytes_checked, from_base) =
-            verify::check_files(&vm.manifest, &observed)?;
-        Report {
-            meta: vm,
-            files_checked,
-            bytes_checked,
-            from_base,
-        }
+        verify::verify_dir(thin, opts, progress)?
     } else {
         let st = Staging::beside(&target, "thin")?;
         let (_, r) =
@@ -78,13 +70,31 @@ pub fn apply(
             thin.display()
         )));
     };
+    // The signed file list, as a compact index (big bundles verify without holding it): read
+    // again from the verified folder, and it must be the bytes that verified.
+    let limits = crate::streamed::Limits::default();
+    let (_, files, read) = read_file_list(&thin_dir.join(names::MANIFEST), &limits)?;
+    if read != thin_report.meta.manifest_digest {
+        return Err(Error::verify(
+            Stage::Manifest,
+            format!(
+                "{} changed after it verified",
+                thin_dir.join(names::MANIFEST).display()
+            ),
+        ));
+    }
 
     // The base must be exactly the bundle this update was made for.
-    let onto_bytes = crate::fs::read_metadata_file(onto, names::MANIFEST)?
-        .ok_or_else(|| Error::NotFound(onto.join(names::MANIFEST)))?;
-    let onto_digest = Digest::of(&onto_bytes);
+    let onto_manifest = onto.join(names::MANIFEST);
+    let held = read_file_list(&onto_manifest, &limits);
+    let onto_digest = match &held {
+        Ok((_, _, d)) => *d,
+        Err(Error::NotFound(p)) => return Err(Error::NotFound(p.clone())),
+        // Not a manifest: its digest decides (it cannot be the base's).
+        Err(_) => hash_file(&onto_manifest)?,
+    };
     if onto_digest.to_string() != base.manifest_digest {
-        let held = Manifest::from_json(&onto_bytes).ok();
+        let held = held.ok().map(|(h, _, _)| h);
         let msg = match held {
             Some(h) if h.bundle != base.bundle => format!(
                 "wrong base: this thin bundle updates bundle {:?}, but {} holds bundle {:?}",
@@ -115,22 +125,24 @@ pub fn apply(
         };
         return Err(Error::verify(Stage::Content, msg));
     }
-    let base_manifest = Manifest::from_json(&onto_bytes)
-        .map_err(|e| Error::verify(Stage::Content, format!("base manifest: {e}")))?;
+    let base_files = match held {
+        Ok((_, f, _)) => f,
+        Err(e) => return Err(Error::verify(Stage::Content, format!("base manifest: {e}"))),
+    };
 
     // Build the result.
     let staging = Staging::beside(&target, "apply")?;
-    progress.start("apply", m.total_size());
+    progress.start("apply", files.total_size());
     let mut carried = 0;
     let mut from_base = 0;
-    for f in &m.files {
-        let bp = crate::BundlePath::new(&f.path).map_err(|e| Error::verify(Stage::Content, e))?;
+    for f in (0..files.len()).filter_map(|i| files.get(i)) {
+        let bp = crate::BundlePath::new(f.path).map_err(|e| Error::verify(Stage::Content, e))?;
         let in_thin = bp.under(&thin_dir);
         let src = if in_thin.is_file() {
             carried += 1;
             in_thin
         } else {
-            match base_manifest.file(&f.path) {
+            match base_files.find(f.path).and_then(|i| base_files.get(i)) {
                 Some(b) if b.sha256 == f.sha256 => {
                     from_base += 1;
                     bp.under(onto)
@@ -146,9 +158,11 @@ pub fn apply(
                 }
             }
         };
-        copy_checked(&src, &bp.under(&staging.path), f, progress)?;
+        copy_checked(&src, &bp.under(&staging.path), &f, progress)?;
     }
     progress.finish();
+    let removed = m.removed.len();
+    drop((files, base_files, thin_report));
     for name in names::METADATA {
         let src = crate::BundlePath::new(name)
             .map_err(|e| Error::verify(Stage::Content, e))?
@@ -193,27 +207,40 @@ pub fn apply(
         target,
         carried,
         from_base,
-        removed: m.removed.len(),
+        removed,
     })
 }
 
-fn copy_checked(src: &Path, dest: &Path, f: &FileEntry, progress: &dyn Progress) -> Result<()> {
+fn copy_checked(
+    src: &Path,
+    dest: &Path,
+    f: &IndexEntry<'_>,
+    progress: &dyn Progress,
+) -> Result<()> {
     if let Some(p) = dest.parent() {
         std::fs::create_dir_all(p).at(p)?;
     }
     let (sha, size) = crate::hash::copy_hashing(src, dest, progress)?;
-    if sha.hex() != f.sha256 || size != f.size {
+    if sha != f.sha256 || size != f.size {
         return Err(Error::verify(
             Stage::Content,
             format!(
                 "file {} changed: sha256:{}, the manifest says sha256:{}",
                 f.path,
                 sha.hex(),
-                f.sha256
+                f.sha256.hex()
             ),
         ));
     }
     Ok(())
+}
+
+/// SHA-256 of a file.
+fn hash_file(path: &Path) -> Result<Digest> {
+    let mut f = std::fs::File::open(path).at(path)?;
+    crate::hash::hash_reader(&mut f, &crate::hash::NoProgress)
+        .at(path)
+        .map(|(d, _)| d)
 }
 
 /// Differences between two manifests.
@@ -242,32 +269,65 @@ pub struct Changed {
 /// Compare manifests `a` (old) and `b` (new).
 pub fn diff(a: &Manifest, b: &Manifest) -> Diff {
     let mut d = Diff::default();
-    let old: BTreeMap<&str, &FileEntry> = a.files.iter().map(|f| (f.path.as_str(), f)).collect();
-    let new: BTreeMap<&str, &FileEntry> = b.files.iter().map(|f| (f.path.as_str(), f)).collect();
-    for (p, f) in &new {
-        match old.get(p) {
+    diff_files(&mut d, a.files.iter().cloned(), b.files.iter().cloned());
+    diff_images(&mut d, a, b);
+    d
+}
+
+/// [`diff`] of two manifests whose files are held as indexes ([`read_file_list`]: big
+/// manifests are never held whole); `a` and `b` are the manifests without their files.
+pub fn diff_indexed(a: &Manifest, a_files: &FileIndex, b: &Manifest, b_files: &FileIndex) -> Diff {
+    let mut d = Diff::default();
+    diff_files(&mut d, entries(a_files), entries(b_files));
+    diff_images(&mut d, a, b);
+    d
+}
+
+/// The entries of an index, in path order, as manifest entries.
+fn entries(ix: &FileIndex) -> impl Iterator<Item = FileEntry> + '_ {
+    (0..ix.len()).filter_map(|i| ix.get(i)).map(|e| FileEntry {
+        path: e.path.to_string(),
+        size: e.size,
+        sha256: e.sha256.hex(),
+        media_type: e.media_type.to_string(),
+    })
+}
+
+/// Files added, changed, removed and unchanged: one merge of the two path-sorted lists (a
+/// manifest's files are sorted bytewise, as `str` orders).
+fn diff_files(
+    d: &mut Diff,
+    old: impl Iterator<Item = FileEntry>,
+    new: impl Iterator<Item = FileEntry>,
+) {
+    let mut old = old.peekable();
+    for f in new {
+        while let Some(o) = old.next_if(|o| o.path < f.path) {
+            d.removed.push(o);
+        }
+        match old.next_if(|o| o.path == f.path) {
             None => {
                 d.thin_bytes += f.size;
-                d.added.push((*f).clone())
+                d.added.push(f);
             }
             Some(o) if o.sha256 != f.sha256 => {
                 d.thin_bytes += f.size;
                 d.changed.push(Changed {
-                    path: p.to_string(),
-                    old_sha256: o.sha256.clone(),
-                    new_sha256: f.sha256.clone(),
+                    path: f.path,
+                    old_sha256: o.sha256,
+                    new_sha256: f.sha256,
                     old_size: o.size,
                     new_size: f.size,
-                })
+                });
             }
             Some(_) => d.unchanged += 1,
         }
     }
-    for (p, f) in &old {
-        if !new.contains_key(p) {
-            d.removed.push((*f).clone());
-        }
-    }
+    d.removed.extend(old);
+}
+
+/// Images added, changed and removed (by reference).
+fn diff_images(d: &mut Diff, a: &Manifest, b: &Manifest) {
     let oi: BTreeMap<&str, &str> = a
         .images
         .iter()
@@ -290,5 +350,4 @@ pub fn diff(a: &Manifest, b: &Manifest) -> Diff {
             d.images_removed.push(r.to_string());
         }
     }
-    d
 }

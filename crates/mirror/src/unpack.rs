@@ -26,8 +26,14 @@ pub fn unpack(
     let staging = Staging::beside(dest, "unpack")?;
     let (obs, report) = read_archive(archive, Some(&staging.path), limits, opts, progress)?;
     use std::os::unix::fs::PermissionsExt as _;
-    for p in obs.files.keys() {
-        if p.starts_with("scripts/") && p.ends_with(".sh") {
+    // A big bundle's files are in the signed index (those a thin one lacks were not carried).
+    let indexed = obs
+        .index
+        .iter()
+        .flat_map(|ix| (0..ix.len()).filter_map(move |i| ix.get(i).map(|e| e.path)));
+    for p in obs.files.keys().map(String::as_str).chain(indexed) {
+        let script = p.starts_with("scripts/") && p.ends_with(".sh");
+        if script && !(obs.index.is_some() && report.from_base.iter().any(|b| b == p)) {
             let abs = BundlePath::new(p)
                 .map_err(|e| Error::verify(Stage::Content, e))?
                 .under(&staging.path);

@@ -763,14 +763,32 @@ pub fn verify_dir_streamed(
     limits: &crate::streamed::Limits,
     progress: &dyn Progress,
 ) -> Result<Report> {
+    let (meta, index) = verify_metadata_streamed(dir, opts, limits)?;
+    // 7. Content.
+    let (files_checked, bytes_checked, from_base) =
+        crate::streamed::check_content(dir, meta.manifest.kind, &index, progress)?;
+    Ok(Report {
+        meta,
+        files_checked,
+        bytes_checked,
+        from_base,
+    })
+}
+
+/// Stage 1 of [`verify_dir_streamed`] alone: the metadata files of `dir` (the content is not
+/// looked at), and the signed file list as a [`crate::streamed::FileIndex`]. The archive
+/// reader spools a big archive's metadata entries into a folder and checks them with this.
+pub(crate) fn verify_metadata_streamed(
+    dir: &Path,
+    opts: &Options<'_>,
+    limits: &crate::streamed::Limits,
+) -> Result<(VerifiedMetadata, crate::streamed::FileIndex)> {
     use std::io::{BufReader, Seek as _, SeekFrom, Write as _};
 
     use stella_keys::stream::Prefixed;
 
     use crate::hash::Hasher;
-    use crate::streamed::{
-        check_content, envelope_cap, hash_all, open_meta, parse_manifest, too_large, Tee,
-    };
+    use crate::streamed::{envelope_cap, hash_all, open_meta, parse_manifest, too_large, Tee};
 
     if open_meta(dir, names::KEYLESS, Some(crate::MAX_METADATA_BYTES))?.is_some() {
         return Err(Error::verify(
@@ -1015,16 +1033,7 @@ pub fn verify_dir_streamed(
         judged_at: now,
         time_source,
     };
-
-    // 7. Content.
-    let (files_checked, bytes_checked, from_base) =
-        check_content(dir, meta.manifest.kind, &index, progress)?;
-    Ok(Report {
-        meta,
-        files_checked,
-        bytes_checked,
-        from_base,
-    })
+    Ok((meta, index))
 }
 
 /// Hash every content file of a folder (every file but the metadata) on every core, without

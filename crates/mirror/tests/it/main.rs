@@ -2,6 +2,7 @@
 //! verify → pack → verify the stream → unpack), and the attack cases of `tests/attacks/`,
 //! one folder each, every one refused at the stage it attacks.
 
+mod archive_stream;
 mod attacks;
 mod common;
 mod roundtrip;
