@@ -53,7 +53,8 @@ pub fn pack(dir: &Path, output: &Path, mtime: u64, progress: &dyn Progress) -> R
 /// [`pack`] with explicit [`crate::streamed::Limits`]: a `manifest.json` above
 /// `stream_above` is read as a stream into a [`FileIndex`] (tests take that path with small
 /// bundles). Either way the folder is walked once as a stream, each file looked up in the
-/// index: memory is the index (~100 B per file), not lists of paths.
+/// index (~100 B per file), and only paths and sizes (16 B + the path per file) are kept while
+/// the archive is written: no lists of the folder's paths.
 pub fn pack_with(
     dir: &Path,
     output: &Path,
@@ -113,11 +114,24 @@ pub fn pack_with(
             dir.display()
         )));
     }
-    let entries = Entries {
-        meta: &meta,
-        index: &index,
-        present: &present,
+    // Only paths and sizes go on: the index (digests, media types) is dropped before the
+    // compressor's buffers exist (at 1,000,000 files: ~57 MB instead of ~97 MB).
+    let mut entries = Entries {
+        meta,
+        ..Entries::default()
     };
+    for e in (0..index.len())
+        .filter(|i| present.get(*i) == Some(&true))
+        .filter_map(|i| index.get(i))
+    {
+        entries.arena.extend_from_slice(e.path.as_bytes());
+        entries.ends.push(entries.arena.len() as u64);
+        entries.sizes.push(e.size);
+    }
+    drop((index, present));
+    entries.arena.shrink_to_fit();
+    entries.ends.shrink_to_fit();
+    entries.sizes.shrink_to_fit();
     let total: u64 = entries.iter().map(|e| e.1).sum();
     let count = entries.iter().count();
 
@@ -192,19 +206,29 @@ pub fn pack_with(
 }
 
 /// The archive's entries in order: the metadata files present, then the listed files
-/// present (a thin bundle lacks those its base carries).
-struct Entries<'a> {
-    meta: &'a [(String, u64)],
-    index: &'a FileIndex,
-    present: &'a [bool],
+/// present (a thin bundle lacks those its base carries) as one arena of paths and their ends
+/// and sizes: 16 B + the path per file.
+#[derive(Default)]
+struct Entries {
+    meta: Vec<(String, u64)>,
+    arena: Vec<u8>,
+    ends: Vec<u64>,
+    sizes: Vec<u64>,
 }
 
-impl Entries<'_> {
+impl Entries {
     /// (bundle path, size) of each entry, in archive order.
     fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
-        let content = (0..self.index.len())
-            .filter(|i| self.present.get(*i) == Some(&true))
-            .filter_map(|i| self.index.get(i).map(|e| (e.path, e.size)));
+        let content = (0..self.ends.len()).map(|i| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            let path = usize::try_from(start)
+                .ok()
+                .zip(usize::try_from(self.ends[i]).ok())
+                .and_then(|(a, b)| self.arena.get(a..b))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or("");
+            (path, self.sizes.get(i).copied().unwrap_or(0))
+        });
         self.meta
             .iter()
             .map(|(p, s)| (p.as_str(), *s))
@@ -284,7 +308,7 @@ impl<R: Read> Read for HashingReader<R> {
 fn write_tar(
     w: &mut ChunkSender<'_>,
     dir: &Path,
-    entries: &Entries<'_>,
+    entries: &Entries,
     mtime: u64,
     progress: &dyn Progress,
 ) -> Result<()> {
