@@ -534,3 +534,43 @@ fn oversize_spooled_metadata_is_refused_before_it_is_read() {
         );
     }
 }
+
+#[test]
+fn thin_diff_over_streamed_file_lists_is_the_in_memory_diff() {
+    let s = many(600);
+    let a_path = s.bundle().join(names::MANIFEST);
+    let a = stella_mirror::Manifest::from_json(&std::fs::read(&a_path).expect("read"))
+        .expect("manifest");
+    // B: one file removed, one changed, one added (the list stays sorted).
+    let mut b = a.clone();
+    b.files.remove(3);
+    b.files[10].sha256 = "ab".repeat(32);
+    b.files[10].size += 1;
+    let mut added = b.files[20].clone();
+    added.path.push_str(".new");
+    b.files.insert(21, added);
+    let b_path = s.dir.path().join("b.json");
+    std::fs::write(&b_path, b.to_canonical_json()).expect("write");
+    let want = serde_json::to_value(stella_mirror::thin::diff(&a, &b)).expect("json");
+    assert_eq!(want["added"].as_array().map(Vec::len), Some(1));
+    assert_eq!(want["changed"].as_array().map(Vec::len), Some(1));
+    assert_eq!(want["removed"].as_array().map(Vec::len), Some(1));
+    for limits in [small(), streamed::Limits::default()] {
+        let (am, ai, ad) = stella_mirror::pack::read_file_list(&a_path, &limits).expect("a");
+        let (bm, bi, _) = stella_mirror::pack::read_file_list(&b_path, &limits).expect("b");
+        assert!(am.files.is_empty() && bm.files.is_empty());
+        assert_eq!(ai.len(), a.files.len());
+        assert_eq!(
+            ad,
+            stella_mirror::hash::Digest::of(&std::fs::read(&a_path).expect("read"))
+        );
+        let got = stella_mirror::thin::diff_indexed(&am, &ai, &bm, &bi);
+        assert_eq!(serde_json::to_value(got).expect("json"), want);
+    }
+    // A file list that is not a manifest is an input error on both paths.
+    std::fs::write(&b_path, vec![b'['; 100 * 1024]).expect("write");
+    for limits in [small(), streamed::Limits::default()] {
+        let e = stella_mirror::pack::read_file_list(&b_path, &limits).expect_err("garbage");
+        assert_eq!(e.kind(), ErrorKind::Input, "{e}");
+    }
+}
