@@ -152,7 +152,7 @@ fn keyring(path: &Path, dev: DevKeys) -> Result<Keyring> {
     if is_ring {
         return Keyring::load(path, dev).with_context(what);
     }
-    let key = stella_keys::keyref::load_public_file(path, dev).with_context(what)?;
+    let key = stella_keys::load_public_file(path, dev).with_context(what)?;
     Ok(Keyring::new(vec![TrustedKey::unrestricted(key)])?)
 }
 

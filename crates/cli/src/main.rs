@@ -115,7 +115,7 @@ fn main() -> ExitCode {
 
 /// Warn loudly when the development key is in play.
 pub(crate) fn warn_if_dev(key: &stella_keys::PublicKey) {
-    if stella_keys::keyref::is_dev_key(key) {
+    if stella_keys::is_dev_key(key) {
         eprintln!(
             "WARNING: using the PUBLISHED DEVELOPMENT KEY ({}). Anyone can sign with it. \
              Never use it for releases or trust it in production.",

@@ -377,7 +377,7 @@ impl AppBuilder {
                     source,
                 }
             })?;
-        if stella_keys::keyref::is_dev_key(signer.public_key()) {
+        if stella_keys::is_dev_key(signer.public_key()) {
             tracing::warn!(key_id = %signer.key_id(), "signing with the PUBLISHED DEVELOPMENT KEY: never in production");
         }
         Ok(Arc::from(signer))
