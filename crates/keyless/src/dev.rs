@@ -19,13 +19,13 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use stella_keys::{Algorithm, FileKey, Signer};
 use stella_sigstore::TrustedRoot;
+use stella_x509::certgen::{self, CertGenError, San, Spec};
 use stella_x509::tsp::LocalTsa;
 use stella_x509::x509_cert::name::Name;
 use stella_x509::{Cert, Oid};
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
-use crate::certgen::{self, CertGenError, Spec};
 use crate::error::{Service, UpstreamError};
 use crate::issuer::{check_chain, CertificateIssuer, CertificateRequest, IssuedCertificate};
 use crate::timestamp::{granted_response, Timestamper};
@@ -186,7 +186,7 @@ impl DevCa {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<Cert, CertGenError> {
-        let mut ext = certgen::fulcio_leaf_extensions(san, oidc_issuer)?;
+        let mut ext = certgen::fulcio_leaf_extensions(&San::of(san), oidc_issuer)?;
         ext.extend(certgen::key_ids(
             spki_der,
             self.intermediate_key.public_key().spki_der(),

@@ -33,3 +33,11 @@ pub const EXT_BASIC_CONSTRAINTS: Oid = Oid::new_unwrap("2.5.29.19");
 pub const EXT_AKI: Oid = Oid::new_unwrap("2.5.29.35");
 pub const EXT_EKU: Oid = Oid::new_unwrap("2.5.29.37");
 pub const EXT_CERT_POLICIES: Oid = Oid::new_unwrap("2.5.29.32");
+/// id-kp-codeSigning (the extended key usage of Fulcio leaves).
+pub const KP_CODE_SIGNING: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.3");
+/// Fulcio's OIDC issuer extension (v2, DER UTF8String).
+pub const FULCIO_ISSUER_V2: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.8");
+/// Fulcio's legacy OIDC issuer extension (raw bytes).
+pub const FULCIO_ISSUER_V1: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.1");
+/// Embedded SCT list (RFC 6962 §3.3).
+pub const SCT_LIST: Oid = Oid::new_unwrap("1.3.6.1.4.1.11129.2.4.2");
