@@ -5,6 +5,7 @@
 // Helpers outside #[test] fns unwrap too: a failure is a failing test with a location.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+use std::ffi::OsString;
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -70,6 +71,34 @@ impl Drop for Service {
     }
 }
 
+/// `stella signer sign` through the dev service at `url` with the dev Authority: `predicate`
+/// as an SBOM about `subject`, proof of entitlement `poe`, then `more` arguments.
+fn sign(
+    url: &str,
+    predicate: &Path,
+    subject: &Path,
+    poe: &str,
+    more: Vec<OsString>,
+) -> std::process::Output {
+    let mut args = argv![
+        "signer",
+        "sign",
+        "--url",
+        url,
+        "--dev-authority",
+        "--predicate-type",
+        "stella.ops/sbom@v1",
+        "--predicate",
+        predicate,
+        "--subject",
+        subject,
+        "--poe",
+        poe
+    ];
+    args.extend(more);
+    stella(args, &[])
+}
+
 fn ok(out: &std::process::Output) {
     assert!(
         out.status.success(),
@@ -96,53 +125,24 @@ fn dev_profile_signs_through_the_api_and_verifies_offline() {
     let env = dir.path().join("app.dsse.json");
     let bundle = dir.path().join("app.sigstore.json");
     // Keyless is the dev profile's default mode (dev-only CA and TSA): a Sigstore bundle.
-    let out = stella(
-        argv![
-            "signer",
-            "sign",
-            "--url",
-            &svc.url,
-            "--dev-authority",
-            "--predicate-type",
-            "stella.ops/sbom@v1",
-            "--predicate",
-            &predicate,
-            "--subject",
-            &artefact,
-            "--poe",
-            "dev-poe",
-            "--bundle",
-            "--output",
-            &bundle
-        ],
-        &[],
+    let out = sign(
+        &svc.url,
+        &predicate,
+        &artefact,
+        "dev-poe",
+        argv!["--bundle", "--output", &bundle],
     );
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("keyless: certificate for signer@dev.stella.invalid"));
     // The dev key stays available: `--signing-mode file`.
     for _ in 0..2 {
-        let out = stella(
-            argv![
-                "signer",
-                "sign",
-                "--url",
-                &svc.url,
-                "--dev-authority",
-                "--predicate-type",
-                "stella.ops/sbom@v1",
-                "--predicate",
-                &predicate,
-                "--subject",
-                &artefact,
-                "--poe",
-                "dev-poe",
-                "--signing-mode",
-                "file",
-                "--output",
-                &env
-            ],
-            &[],
+        let out = sign(
+            &svc.url,
+            &predicate,
+            &artefact,
+            "dev-poe",
+            argv!["--signing-mode", "file", "--output", &env],
         );
         ok(&out);
     }
@@ -174,25 +174,12 @@ fn dev_profile_signs_through_the_api_and_verifies_offline() {
     ok(&verify_as("signer@dev.stella.invalid"));
     assert_eq!(verify_as("someone@else.invalid").status.code(), Some(1));
     // A PoE the dev Licensing refuses: exit 3 (authorization).
-    let out = stella(
-        argv![
-            "signer",
-            "sign",
-            "--url",
-            &svc.url,
-            "--dev-authority",
-            "--predicate-type",
-            "stella.ops/sbom@v1",
-            "--predicate",
-            &predicate,
-            "--subject",
-            &artefact,
-            "--poe",
-            "not-dev",
-            "--output",
-            dir.path().join("x.json")
-        ],
-        &[],
+    let out = sign(
+        &svc.url,
+        &predicate,
+        &artefact,
+        "not-dev",
+        argv!["--output", dir.path().join("x.json")],
     );
     assert_eq!(
         out.status.code(),
@@ -591,25 +578,12 @@ fn postgres_audit_backend_end_to_end() {
     let predicate = dir.path().join("p.json");
     std::fs::write(&predicate, br#"{"x":1}"#).unwrap();
     for i in 0..3 {
-        let out = stella(
-            argv![
-                "signer",
-                "sign",
-                "--url",
-                &svc.url,
-                "--dev-authority",
-                "--predicate-type",
-                "stella.ops/sbom@v1",
-                "--predicate",
-                &predicate,
-                "--subject",
-                &predicate,
-                "--poe",
-                "dev-poe",
-                "--output",
-                dir.path().join(format!("e{i}.json"))
-            ],
-            &[],
+        let out = sign(
+            &svc.url,
+            &predicate,
+            &predicate,
+            "dev-poe",
+            argv!["--output", dir.path().join(format!("e{i}.json"))],
         );
         ok(&out);
     }
