@@ -718,14 +718,7 @@ impl Client {
         if !resp.status().is_success() {
             return Err(status_error(repo, "GET", url.path(), resp).await);
         }
-        let bytes =
-            read_limited(resp, desc.size.min(max))
-                .await
-                .map_err(|e| Error::Unreachable {
-                    registry: repo.registry().to_string(),
-                    attempts: 1,
-                    detail: describe(&e),
-                })?;
+        let bytes = read_body(repo, resp, desc.size.min(max)).await?;
         check_bytes(&bytes, desc, repo)?;
         Ok(bytes)
     }
@@ -769,14 +762,7 @@ impl Client {
         }
         let content_type = header_str(resp.headers(), CONTENT_TYPE.as_str()).unwrap_or_default();
         let announced = header_str(resp.headers(), "docker-content-digest");
-        let bytes =
-            read_limited(resp, MAX_MANIFEST_BYTES)
-                .await
-                .map_err(|e| Error::Unreachable {
-                    registry: reference.registry().to_string(),
-                    attempts: 1,
-                    detail: describe(&e),
-                })?;
+        let bytes = read_body(reference, resp, MAX_MANIFEST_BYTES).await?;
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(Error::Integrity(format!(
                 "manifest {reference} is larger than {MAX_MANIFEST_BYTES} bytes"
@@ -904,13 +890,7 @@ impl Client {
                 return Err(status_error(repo, "GET", url.path(), resp).await);
             }
             let next = header_str(resp.headers(), "link").and_then(|l| parse_next_link(&l));
-            let body = read_limited(resp, 16 << 20)
-                .await
-                .map_err(|e| Error::Unreachable {
-                    registry: repo.registry().to_string(),
-                    attempts: 1,
-                    detail: describe(&e),
-                })?;
+            let body = read_body(repo, resp, 16 << 20).await?;
             let v: Value = serde_json::from_slice(&body)
                 .map_err(|e| Error::protocol(repo.registry(), format!("tag list: {e}")))?;
             if let Some(list) = v.get("tags").and_then(Value::as_array) {
@@ -954,13 +934,7 @@ impl Client {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => {
                 let ct = header_str(resp.headers(), CONTENT_TYPE.as_str()).unwrap_or_default();
-                let body = read_limited(resp, MAX_MANIFEST_BYTES).await.map_err(|e| {
-                    Error::Unreachable {
-                        registry: repo.registry().to_string(),
-                        attempts: 1,
-                        detail: describe(&e),
-                    }
-                })?;
+                let body = read_body(repo, resp, MAX_MANIFEST_BYTES).await?;
                 // Some registries answer unknown routes with 200 and an HTML page.
                 if !ct.starts_with(crate::media::OCI_INDEX) && !ct.starts_with("application/json") {
                     return Ok(None);
@@ -1059,6 +1033,18 @@ async fn stream_to(
     w.flush().map_err(StreamError::Io)?;
     let len = h.len();
     Ok((h.finish(), len))
+}
+
+/// Read a response body from the registry of `r` (at most `limit + 1` bytes); a failure while
+/// reading means the registry is unreachable.
+async fn read_body(r: &Reference, resp: Response, limit: u64) -> Result<Vec<u8>> {
+    read_limited(resp, limit)
+        .await
+        .map_err(|e| Error::Unreachable {
+            registry: r.registry().to_string(),
+            attempts: 1,
+            detail: describe(&e),
+        })
 }
 
 /// Read a response body, stopping after `limit + 1` bytes.
