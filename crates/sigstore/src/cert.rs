@@ -138,12 +138,7 @@ impl FulcioCert {
     pub fn extension_value(&self, id: Oid) -> Option<String> {
         let ext = self.cert.find_extension(id)?;
         let raw = ext.extn_value.as_bytes();
-        let text = id.to_string();
-        let legacy = text
-            .strip_prefix("1.3.6.1.4.1.57264.1.")
-            .and_then(|n| n.parse::<u8>().ok())
-            .is_some_and(|n| (1..=6).contains(&n));
-        if legacy {
+        if oid::is_fulcio_legacy(id) {
             return String::from_utf8(raw.to_vec()).ok();
         }
         Utf8StringRef::from_der(raw).ok().map(|s| s.to_string())

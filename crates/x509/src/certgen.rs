@@ -217,16 +217,11 @@ pub fn fulcio_leaf_extensions(san: &San, oidc_issuer: &str) -> R<Vec<Extension>>
 /// Another Fulcio extension (`1.3.6.1.4.1.57264.1.N`) as Fulcio encodes it: the legacy ones
 /// (N = 1 to 6) as raw bytes, the later ones as a DER UTF8String.
 pub fn fulcio_extension(id: Oid, value: &str) -> R<Extension> {
-    let text = id.to_string();
-    let legacy = text
-        .strip_prefix("1.3.6.1.4.1.57264.1.")
-        .and_then(|n| n.parse::<u8>().ok())
-        .is_some_and(|n| (1..=6).contains(&n));
-    if legacy {
+    if oid::is_fulcio_legacy(id) {
         raw_ext(id, false, value.as_bytes().to_vec())
     } else {
         let utf8 = Utf8StringRef::new(value)
-            .map_err(|e| CertGenError::Input(format!("extension {text}: {e}")))?;
+            .map_err(|e| CertGenError::Input(format!("extension {id}: {e}")))?;
         ext(id, false, &utf8)
     }
 }

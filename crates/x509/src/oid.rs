@@ -41,3 +41,36 @@ pub const FULCIO_ISSUER_V2: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.8");
 pub const FULCIO_ISSUER_V1: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.1");
 /// Embedded SCT list (RFC 6962 §3.3).
 pub const SCT_LIST: Oid = Oid::new_unwrap("1.3.6.1.4.1.11129.2.4.2");
+
+/// Is `id` one of Fulcio's legacy extensions (1.3.6.1.4.1.57264.1.1 to .1.6), whose values
+/// are raw bytes rather than a DER UTF8String?
+pub fn is_fulcio_legacy(id: Oid) -> bool {
+    id.to_string()
+        .strip_prefix("1.3.6.1.4.1.57264.1.")
+        .and_then(|n| n.parse::<u8>().ok())
+        .is_some_and(|n| (1..=6).contains(&n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fulcio_legacy_extensions_are_1_to_6() {
+        for n in 1..=6 {
+            let id = Oid::new_unwrap(&format!("1.3.6.1.4.1.57264.1.{n}"));
+            assert!(is_fulcio_legacy(id), "{id}");
+        }
+        for id in [
+            "1.3.6.1.4.1.57264.1.7",
+            "1.3.6.1.4.1.57264.1.8",
+            "1.3.6.1.4.1.57264.1.16",
+            "1.3.6.1.4.1.57264.2",
+            "1.3.6.1.4.1.57264.1.1.1",
+            "1.3.6.1.4.1.57265.1.1",
+            "2.5.29.17",
+        ] {
+            assert!(!is_fulcio_legacy(Oid::new_unwrap(id)), "{id}");
+        }
+    }
+}
