@@ -32,9 +32,7 @@ pub use dsse::{
     VerifyError,
 };
 pub use file::FileKey;
-pub use keyref::{
-    is_dev_key, load_public, load_public_file, load_signer, DevKeys, KeyRef, DEV_KEY_ID,
-};
+pub use keyref::{is_dev_key, load_public, load_public_file, load_signer, DevKeys, KeyRef};
 pub use keyring::{
     Ineligible, Keyring, Pattern, Purpose, TrustRootRef, TrustedIdentity, TrustedKey,
 };
