@@ -4,6 +4,8 @@
 //! and `@sigstore/verify`; TSA, Rekor (required) and Fulcio outages are `503
 //! upstream_unavailable` with `Retry-After`, audited, and nothing is signed.
 
+use std::path::Path;
+
 use serde_json::json;
 use stella_keyless::testing::MockSigstore;
 use stella_sigstore::TrustedRoot;
@@ -13,31 +15,49 @@ use crate::support::*;
 
 const SUB: &str = "https://signer.stella.test/keyless-mock";
 
-#[tokio::test]
-async fn keyless_against_the_sigstore_mock_with_rekor_and_outages() {
-    let mock = MockSigstore::start();
-    let token_file = mock.dir.path().join("identity.jwt");
-    std::fs::write(&token_file, mock.token(SUB, 600).await).unwrap();
-    let toml = format!(
+/// A service configuration signing keyless for tenant-a (`mode`) through the mock's Fulcio,
+/// TSA and Rekor (`rekor`: required or best_effort), with `retries` (TOML lines) and the
+/// identity token in `token_file`.
+fn config(
+    mock: &MockSigstore,
+    token_file: &Path,
+    rekor: &str,
+    retries: &str,
+    mode: &str,
+) -> String {
+    format!(
         r#"
 [keyless]
 issuer = "fulcio"
 fulcio_url = "{url}"
 tsa_url = "{url}/api/v1/timestamp"
 rekor_url = "{url}"
-rekor = "required"
+rekor = "{rekor}"
 trusted_root = "{root}"
 timeout_ms = 2000
-retries = 1
-retry_after_seconds = 9
+{retries}
 [keyless.identity]
 token_file = "{token}"
 [signing.tenants.tenant-a]
-keyless = "default"
+keyless = "{mode}"
 "#,
         url = mock.url,
         root = mock.trusted_root_path().display(),
         token = token_file.display(),
+    )
+}
+
+#[tokio::test]
+async fn keyless_against_the_sigstore_mock_with_rekor_and_outages() {
+    let mock = MockSigstore::start();
+    let token_file = mock.dir.path().join("identity.jwt");
+    std::fs::write(&token_file, mock.token(SUB, 600).await).unwrap();
+    let toml = config(
+        &mock,
+        &token_file,
+        "required",
+        "retries = 1\nretry_after_seconds = 9",
+        "default",
     );
     let s = TestSigner::start_with(Opts {
         toml,
@@ -112,26 +132,7 @@ keyless = "default"
     verify_bundle(&r.body["bundle"]["sigstore"], &root, &policy, 1).unwrap();
 
     // rekor = "best_effort": an unavailable log gives a timestamped bundle without an entry.
-    let toml = format!(
-        r#"
-[keyless]
-issuer = "fulcio"
-fulcio_url = "{url}"
-tsa_url = "{url}/api/v1/timestamp"
-rekor_url = "{url}"
-rekor = "best_effort"
-trusted_root = "{root}"
-timeout_ms = 2000
-retries = 0
-[keyless.identity]
-token_file = "{token}"
-[signing.tenants.tenant-a]
-keyless = "only"
-"#,
-        url = mock.url,
-        root = mock.trusted_root_path().display(),
-        token = token_file.display(),
-    );
+    let toml = config(&mock, &token_file, "best_effort", "retries = 0", "only");
     let best = TestSigner::start_with(Opts {
         toml,
         ..Opts::default()
