@@ -99,6 +99,13 @@ fn sign(
     stella(args, &[])
 }
 
+/// The command exited with `code` and said `what` on stderr.
+fn fails(out: &std::process::Output, code: i32, what: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(err.contains(what), "expected {what:?} in {err}");
+}
+
 fn ok(out: &std::process::Output) {
     assert!(
         out.status.success(),
@@ -181,13 +188,7 @@ fn dev_profile_signs_through_the_api_and_verifies_offline() {
         "not-dev",
         argv!["--output", dir.path().join("x.json")],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("entitlement_denied"));
+    fails(&out, 3, "entitlement_denied");
     svc.stop();
 
     let db = data.join("audit.db");
@@ -254,16 +255,14 @@ fn dev_profile_signs_through_the_api_and_verifies_offline() {
         )
         .unwrap();
     let out = stella(argv!["audit", "verify", "--db", &db], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("seq 4: record was edited"));
+    fails(&out, 1, "seq 4: record was edited");
     // A deleted record too.
     stella_store::sqlite::open_raw(&db)
         .unwrap()
         .execute_batch("DELETE FROM audit_log WHERE seq = 2")
         .unwrap();
     let out = stella(argv!["audit", "verify", "--db", &db], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
+    fails(&out, 1, "missing");
 }
 
 /// A copy of the dev service's audit database and checkpoint, to tamper with.
@@ -452,12 +451,7 @@ fn checkpoint_tampering_is_detected(data: &Path) {
         ],
         &[("STELLA_SIGNER__LOG__LEVEL", "off")],
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("truncated or replaced"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fails(&out, 1, "truncated or replaced");
 }
 
 /// An empty but valid audit database at `path` (what a fresh service would create).
@@ -480,23 +474,19 @@ fn dev_profile_refuses_a_public_listener_and_bad_configs_are_usage_errors() {
         ],
         &[],
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    fails(&out, 2, "loopback");
     // No configuration and no dev profile: told what is missing.
     let out = stella(argv!["signer", "serve"], &[]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("authority.issuer"));
+    fails(&out, 2, "authority.issuer");
     // A misspelt key is an error, not silently ignored.
     let cfg = dir.path().join("stella.toml");
     std::fs::write(&cfg, "[licensing]\nbypas = true\n").unwrap();
     let out = stella(argv!["signer", "serve", "--config", &cfg], &[]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bypas"));
+    fails(&out, 2, "bypas");
     // The sample configuration in the repository parses (it then fails on its missing key:
     // not found, exit 4, like any missing file).
     let out = stella(argv!["signer", "serve", "--config", "etc/stella.toml"], &[]);
-    assert_eq!(out.status.code(), Some(4));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("attestation-signing.key"));
+    fails(&out, 4, "attestation-signing.key");
 }
 
 #[test]
@@ -629,16 +619,9 @@ fn postgres_audit_backend_end_to_end() {
          UPDATE audit_head SET seq = 2, hash = (SELECT hash FROM audit_log WHERE seq = 2)",
     );
     let out = verify();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("tampered"));
+    fails(&out, 1, "tampered");
     // The database dropped.
     db.drop_database();
     let out = verify();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is gone"));
+    fails(&out, 1, "is gone");
 }
