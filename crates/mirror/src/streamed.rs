@@ -378,8 +378,101 @@ impl<W: Write> Write for Tee<W> {
     }
 }
 
-/// Jobs waiting for a hashing thread, at most.
-const QUEUE: usize = 1024;
+/// A reader that hashes what it passes on (as it is consumed).
+pub(crate) struct HashRead<R> {
+    pub(crate) inner: R,
+    pub(crate) hasher: Hasher,
+}
+
+impl<R: BufRead> Read for HashRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = {
+            let have = self.fill_buf()?;
+            let n = have.len().min(buf.len());
+            if let (Some(to), Some(from)) = (buf.get_mut(..n), have.get(..n)) {
+                to.copy_from_slice(from);
+            }
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for HashRead<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, n: usize) {
+        if n > 0 {
+            // The bytes consumed are the front of the buffer just filled.
+            if let Ok(have) = self.inner.fill_buf() {
+                self.hasher.update(have.get(..n).unwrap_or(have));
+            }
+        }
+        self.inner.consume(n);
+    }
+}
+
+/// A file read from a position of its own (`pread`): threads share one descriptor without
+/// sharing an offset.
+pub(crate) struct At<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl<'a> At<'a> {
+    pub(crate) fn new(file: &'a File, pos: u64) -> Self {
+        At { file, pos }
+    }
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt as _;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for At<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let invalid = || std::io::Error::from(std::io::ErrorKind::InvalidInput);
+        self.pos = match to {
+            std::io::SeekFrom::Start(n) => n,
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d).ok_or_else(invalid)?,
+            std::io::SeekFrom::End(d) => self
+                .file
+                .metadata()?
+                .len()
+                .checked_add_signed(d)
+                .ok_or_else(invalid)?,
+        };
+        Ok(self.pos)
+    }
+}
+
+/// A reader that fails once `stop` is set (typing a manifest whose signature failed is
+/// pointless: that failure is the one reported).
+pub(crate) struct Stoppable<'a, R> {
+    pub(crate) inner: R,
+    pub(crate) stop: &'a AtomicBool,
+}
+
+impl<R: Read> Read for Stoppable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other(
+                "stopped: the signature did not verify",
+            ));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// Batches of [`crate::hash::TREE_BATCH`] files waiting for a hashing thread, at most.
+const QUEUE: usize = 64;
 
 #[derive(Default)]
 struct Problems {
@@ -397,41 +490,50 @@ impl Problems {
 }
 
 /// Stage 2 against the index: walk, look up, hash through a bounded queue.
+///
+/// This thread walks the folder and looks each file up in the index; the files are handed to
+/// the hashing threads [`crate::hash::TREE_BATCH`] at a time (one queue operation per batch),
+/// in walk order, so consecutive files share their folder's descriptor; each file is opened
+/// beneath the root without following links and, being of the listed size, read with one
+/// call into the thread's buffer ([`crate::hash::hash_at`]).
 pub(crate) fn check_content(
     dir: &Path,
     kind: Kind,
     index: &FileIndex,
     progress: &dyn Progress,
 ) -> Result<(usize, u64, Vec<String>)> {
+    use crate::hash::{hash_at, tree_error, DirCursor, CHUNK, TREE_BATCH};
+    let rootfd = crate::hash::open_root(dir)?;
     let mut seen = vec![false; index.len()];
     let problems = Mutex::new(Problems::default());
     let failed: Mutex<Option<Error>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
     let (count, bytes) = (AtomicUsize::new(0), AtomicU64::new(0));
     progress.start("verify", index.total_size());
-    let (tx, rx) = mpsc::sync_channel::<(usize, PathBuf)>(QUEUE);
+    let (tx, rx) = mpsc::sync_channel::<Vec<usize>>(QUEUE);
     let rx = Mutex::new(rx);
-    let walked = std::thread::scope(|s| {
-        for _ in 0..crate::hash::threads() {
-            s.spawn(|| {
-                // One read buffer per thread: a fresh zeroed 256 KiB per file cost a sixth of
-                // the CPU at 200,000 files (perf: memset).
-                let mut buf = vec![0u8; crate::hash::CHUNK];
-                loop {
-                let job = rx.lock().map(|r| r.recv());
-                let Ok(Ok((i, abs))) = job else {
-                    return;
-                };
-                if stop.load(Ordering::Relaxed) {
-                    continue;
-                }
+    let hash_batches = || {
+        // One read buffer and one folder cursor per thread.
+        let mut buf = vec![0u8; CHUNK];
+        let mut dirs = DirCursor::new(&rootfd);
+        loop {
+            let Ok(Ok(batch)) = rx.lock().map(|r| r.recv()) else {
+                return;
+            };
+            if stop.load(Ordering::Relaxed) {
+                continue;
+            }
+            let (mut ok, mut ok_bytes, mut read) = (0, 0, 0);
+            for i in batch {
                 let Some(e) = index.get(i) else { continue };
-                match crate::hash::hash_file_with(&abs, &mut buf, progress) {
+                match hash_at(&mut dirs, e.path, e.size, &mut buf) {
                     Ok((d, n)) if d == e.sha256 && n == e.size => {
-                        count.fetch_add(1, Ordering::Relaxed);
-                        bytes.fetch_add(n, Ordering::Relaxed);
+                        ok += 1;
+                        ok_bytes += n;
+                        read += n;
                     }
                     Ok((d, n)) => {
+                        read += n;
                         if let Ok(mut p) = problems.lock() {
                             p.push(format!(
                                 "file {} changed: {n} bytes sha256:{}, the manifest says {} bytes sha256:{}",
@@ -445,14 +547,23 @@ pub(crate) fn check_content(
                     Err(err) => {
                         stop.store(true, Ordering::Relaxed);
                         if let Ok(mut f) = failed.lock() {
-                            f.get_or_insert(err);
+                            f.get_or_insert(tree_error(dir, e.path, err));
                         }
+                        break;
                     }
                 }
-                }
-            });
+            }
+            count.fetch_add(ok, Ordering::Relaxed);
+            bytes.fetch_add(ok_bytes, Ordering::Relaxed);
+            progress.advance(read);
         }
-        let r = crate::fs::walk_each(dir, &mut |rel, abs| {
+    };
+    let walked = std::thread::scope(|s| {
+        for _ in 0..crate::hash::threads() {
+            s.spawn(hash_batches);
+        }
+        let mut batch = Vec::with_capacity(TREE_BATCH);
+        let r = crate::fs::walk_each(dir, &mut |rel| {
             if names::is_metadata(rel) {
                 return Ok(());
             }
@@ -463,14 +574,23 @@ pub(crate) fn check_content(
                     }
                 }
                 Some(i) => {
-                    seen[i] = true;
-                    if !stop.load(Ordering::Relaxed) {
-                        let _ = tx.send((i, abs));
+                    if let Some(s) = seen.get_mut(i) {
+                        *s = true;
+                    }
+                    batch.push(i);
+                    if batch.len() == TREE_BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(TREE_BATCH));
+                        if !stop.load(Ordering::Relaxed) {
+                            let _ = tx.send(full);
+                        }
                     }
                 }
             }
             Ok(())
         });
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
+        }
         drop(tx);
         r
     });
