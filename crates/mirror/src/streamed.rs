@@ -54,6 +54,10 @@ pub struct Limits {
     pub max_manifest: u64,
     /// Largest `SHA256SUMS` accepted (its envelope: 4/3 of it plus 64 KiB).
     pub max_sums: u64,
+    /// Largest decoded manifest held in memory while it is checked (typed from a slice, several
+    /// times faster than from a reader); a larger one goes to an unnamed temporary file. By
+    /// default 64 MiB, about 370,000 files.
+    pub payload_in_memory: u64,
 }
 
 /// 16 GiB: about 100 million files of manifest.
@@ -65,6 +69,7 @@ impl Default for Limits {
             stream_above: crate::MAX_METADATA_BYTES,
             max_manifest: MAX_STREAMED_MANIFEST_BYTES,
             max_sums: MAX_STREAMED_MANIFEST_BYTES,
+            payload_in_memory: PAYLOAD_IN_MEMORY as u64,
         }
     }
 }
@@ -131,10 +136,17 @@ impl FileIndex {
         })
     }
 
+    fn path_bytes_of(&self, r: &Rec) -> &[u8] {
+        let start = usize::try_from(r.start).unwrap_or(usize::MAX);
+        self.arena
+            .get(start..start.saturating_add(r.len as usize))
+            .unwrap_or_default()
+    }
+
     /// The position of `path`, if listed.
     pub fn find(&self, path: &str) -> Option<usize> {
         self.recs
-            .binary_search_by(|r| self.path_of(r).as_bytes().cmp(path.as_bytes()))
+            .binary_search_by(|r| self.path_bytes_of(r).cmp(path.as_bytes()))
             .ok()
     }
 
@@ -165,13 +177,10 @@ impl FileIndex {
                 });
             }
         }
-        let sha256 = *f
-            .digest()
-            .ok_or_else(|| ManifestError::FileSha256 {
-                path: f.path.clone(),
-                sha256: f.sha256.clone(),
-            })?
-            .as_bytes();
+        let sha256 = hex32(&f.sha256).ok_or_else(|| ManifestError::FileSha256 {
+            path: f.path.clone(),
+            sha256: f.sha256.clone(),
+        })?;
         let media = match self.media.iter().position(|m| *m == f.media_type) {
             Some(i) => i,
             None => {
@@ -218,6 +227,26 @@ impl FileIndex {
         }
         Ok(sums.fill_buf()?.is_empty())
     }
+}
+
+/// 64 lowercase hex digits as 32 bytes (what [`FileEntry::check`] accepts).
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 /// The `files` array, read into a [`FileIndex`] entry by entry.
@@ -281,6 +310,23 @@ pub fn parse_manifest(
     let mut de = serde_json::Deserializer::from_reader(input);
     let m = StreamedManifest::deserialize(&mut de).map_err(ManifestError::Shape)?;
     de.end().map_err(ManifestError::Shape)?;
+    split_manifest(m)
+}
+
+/// [`parse_manifest`] from bytes in memory (serde_json reads a slice several times faster
+/// than a reader).
+pub fn parse_manifest_slice(
+    input: &[u8],
+) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
+    let mut de = serde_json::Deserializer::from_slice(input);
+    let m = StreamedManifest::deserialize(&mut de).map_err(ManifestError::Shape)?;
+    de.end().map_err(ManifestError::Shape)?;
+    split_manifest(m)
+}
+
+fn split_manifest(
+    m: StreamedManifest,
+) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
     let index = m.files.0;
     let manifest = Manifest {
         bundle: m.bundle,
@@ -375,6 +421,127 @@ impl<W: Write> Write for Tee<W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// Default [`Limits::payload_in_memory`]: the in-memory canonical check's bound.
+pub const PAYLOAD_IN_MEMORY: usize = stella_dsse::jcs::MAX_INPUT_BYTES;
+
+/// A writer that keeps what it is given in memory up to a bound, then moves it all to an
+/// unnamed temporary file and goes on there: memory stays bounded whatever the size, and a
+/// manifest of a few hundred thousand files is read and typed from memory.
+pub(crate) enum Spill {
+    Mem(Vec<u8>, usize),
+    File(std::io::BufWriter<File>),
+}
+
+impl Spill {
+    pub(crate) fn new(limit: usize) -> Self {
+        Spill::Mem(Vec::new(), limit)
+    }
+
+    /// The bytes written, where they ended up.
+    pub(crate) fn finish(self) -> std::io::Result<Payload> {
+        match self {
+            Spill::Mem(v, _) => Ok(Payload::Mem(v)),
+            Spill::File(w) => w
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .map(Payload::File),
+        }
+    }
+}
+
+impl Write for Spill {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Spill::Mem(v, limit) if v.len().saturating_add(buf.len()) <= *limit => {
+                v.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            Spill::Mem(v, _) => {
+                let mut w = std::io::BufWriter::with_capacity(256 * 1024, tempfile::tempfile()?);
+                w.write_all(v)?;
+                w.write_all(buf)?;
+                *self = Spill::File(w);
+                Ok(buf.len())
+            }
+            Spill::File(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Spill::Mem(..) => Ok(()),
+            Spill::File(w) => w.flush(),
+        }
+    }
+}
+
+/// A decoded payload: in memory or in a temporary file ([`Spill`]).
+pub(crate) enum Payload {
+    Mem(Vec<u8>),
+    File(File),
+}
+
+impl Payload {
+    /// A reader from the start (each its own position: threads may read at once).
+    pub(crate) fn reader(&self) -> PayloadReader<'_> {
+        match self {
+            Payload::Mem(v) => PayloadReader::Mem(std::io::Cursor::new(v)),
+            Payload::File(f) => PayloadReader::File(At::new(f, 0)),
+        }
+    }
+
+    /// The bytes, when in memory.
+    pub(crate) fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Payload::Mem(v) => Some(v),
+            Payload::File(_) => None,
+        }
+    }
+}
+
+/// See [`Payload::reader`].
+pub(crate) enum PayloadReader<'a> {
+    Mem(std::io::Cursor<&'a Vec<u8>>),
+    File(At<'a>),
+}
+
+impl Read for PayloadReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            PayloadReader::Mem(c) => c.read(buf),
+            PayloadReader::File(f) => f.read(buf),
+        }
+    }
+}
+
+impl std::io::Seek for PayloadReader<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        match self {
+            PayloadReader::Mem(c) => c.seek(to),
+            PayloadReader::File(f) => f.seek(to),
+        }
+    }
+}
+
+/// Whether `r` reads exactly `want` (compared in chunks, not hashed).
+pub(crate) fn reads_exactly(r: &mut dyn Read, mut want: &[u8]) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(want.is_empty());
+        }
+        let got = buf.get(..n).unwrap_or_default();
+        match want.strip_prefix(got) {
+            Some(rest) => want = rest,
+            None => return Ok(false),
+        }
     }
 }
 

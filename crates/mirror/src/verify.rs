@@ -774,15 +774,15 @@ pub fn verify_dir_streamed(
     limits: &crate::streamed::Limits,
     progress: &dyn Progress,
 ) -> Result<Report> {
-    use std::io::{BufReader, Write as _};
+    use std::io::BufReader;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use stella_keys::stream::Prefixed;
 
     use crate::hash::Hasher;
     use crate::streamed::{
-        check_content, envelope_cap, hash_all, open_meta, parse_manifest, too_large, At, Stoppable,
-        Tee,
+        check_content, envelope_cap, hash_all, open_meta, parse_manifest, parse_manifest_slice,
+        reads_exactly, too_large, Spill, Stoppable, Tee, PAYLOAD_IN_MEMORY,
     };
 
     if open_meta(dir, names::KEYLESS, Some(crate::MAX_METADATA_BYTES))?.is_some() {
@@ -792,7 +792,8 @@ pub fn verify_dir_streamed(
              large to hold in memory (streamed verification)",
         ));
     }
-    // 1. The envelope, its payload into a private temporary file.
+    // 1. The envelope, its payload into memory (or, above PAYLOAD_IN_MEMORY, a private
+    //    temporary file), hashed on the way.
     let env_cap = envelope_cap(limits.max_manifest);
     let (env_file, _, env_path) =
         open_meta(dir, names::ENVELOPE, Some(env_cap))?.ok_or_else(|| {
@@ -802,10 +803,13 @@ pub fn verify_dir_streamed(
             )
         })?;
     let tmp_err = |e| Error::io(std::env::temp_dir(), e);
-    let payload = tempfile::tempfile().map_err(tmp_err)?;
-    let (env, digest) = {
+    let (env, digest, payload) = {
         let mut tee = Tee {
-            inner: std::io::BufWriter::with_capacity(256 * 1024, &payload),
+            inner: Spill::new(
+                usize::try_from(limits.payload_in_memory)
+                    .unwrap_or(PAYLOAD_IN_MEMORY)
+                    .min(PAYLOAD_IN_MEMORY),
+            ),
             hasher: Hasher::new(),
         };
         let env =
@@ -815,8 +819,8 @@ pub fn verify_dir_streamed(
                     e => Error::verify(Stage::Envelope, format!("manifest.dsse: {e}")),
                 },
             )?;
-        tee.inner.flush().map_err(tmp_err)?;
-        (env, tee.hasher.finish())
+        let digest = tee.hasher.finish();
+        (env, digest, tee.inner.finish().map_err(tmp_err)?)
     };
     if env.payload_len > limits.max_manifest {
         return Err(too_large(
@@ -836,7 +840,6 @@ pub fn verify_dir_streamed(
         ));
     }
     let pae_prefix = stella_dsse::stream::pae_prefix(&env.payload_type, env.payload_len);
-    let payload_at = |pos| At::new(&payload, pos);
 
     // 2. Signatures, canonical form and manifest.json (second thread) while this one types the
     //    manifest into the index.
@@ -851,7 +854,7 @@ pub fn verify_dir_streamed(
                 &env.signatures,
                 &mut Prefixed {
                     prefix: pae_prefix.clone(),
-                    body: payload_at(0),
+                    body: payload.reader(),
                 },
                 opts.keyring,
                 &policy,
@@ -861,7 +864,11 @@ pub fn verify_dir_streamed(
                 Error::Signature(e)
             })?;
             let rest = (|| {
-                if !stella_dsse::jcs::is_canonical_read(payload_at(0)).map_err(tmp_err)? {
+                let canonical = match payload.bytes() {
+                    Some(b) => stella_dsse::jcs::is_canonical(b),
+                    None => stella_dsse::jcs::is_canonical_read(payload.reader()).map_err(tmp_err)?,
+                };
+                if !canonical {
                     return Err(Error::verify(
                         Stage::Manifest,
                         "signed manifest is not canonical JSON (RFC 8785)",
@@ -870,7 +877,12 @@ pub fn verify_dir_streamed(
                 match open_meta(dir, names::MANIFEST, Some(limits.max_manifest))? {
                     None => Err(Error::verify(Stage::Manifest, "manifest.json is missing")),
                     Some((mut f, len, p)) => {
-                        if len == env.payload_len && hash_all(&mut f, &p)?.0 == digest {
+                        let same = len == env.payload_len
+                            && match payload.bytes() {
+                                Some(b) => reads_exactly(&mut f, b).at(&p)?,
+                                None => hash_all(&mut f, &p)?.0 == digest,
+                            };
+                        if same {
                             Ok(())
                         } else {
                             Err(Error::verify(
@@ -883,13 +895,16 @@ pub fn verify_dir_streamed(
             })();
             Ok((signers, rest))
         });
-        let parsed = parse_manifest(BufReader::with_capacity(
-            256 * 1024,
-            Stoppable {
-                inner: payload_at(0),
-                stop: &bad_signature,
-            },
-        ));
+        let parsed = match payload.bytes() {
+            Some(b) => parse_manifest_slice(b),
+            None => parse_manifest(BufReader::with_capacity(
+                256 * 1024,
+                Stoppable {
+                    inner: payload.reader(),
+                    stop: &bad_signature,
+                },
+            )),
+        };
         let signed = signed
             .join()
             .unwrap_or_else(|_| Err(Error::input("a verifying thread panicked")));
@@ -915,7 +930,7 @@ pub fn verify_dir_streamed(
             &signers,
             &mut Prefixed {
                 prefix: pae_prefix.clone(),
-                body: payload_at(0),
+                body: payload.reader(),
             },
         );
         let content = content
