@@ -10,20 +10,23 @@
 //! are held differs:
 //!
 //! - `manifest.dsse` is read as a stream ([`stella_dsse::stream::read_envelope`]): the payload
-//!   is decoded into an unnamed temporary file and hashed on the way; its signatures are
-//!   checked over `PAE` fed from that file ([`stella_keys::verify_envelope_stream`]).
-//! - The manifest is typed from the file in one pass ([`parse_manifest`]): every field but
-//!   `files` as usual, the files straight into a [`FileIndex`] (one path arena and fixed
+//!   is decoded and hashed on the way, into memory up to [`Limits::payload_in_memory`]
+//!   (64 MiB), else into an unnamed temporary file (`Spill`); its signatures are checked
+//!   over `PAE` fed from there ([`stella_keys::verify_envelope_stream`]), on a second thread
+//!   while the manifest is typed, and the content is hashed while the rest of the metadata is
+//!   checked (see `verify::verify_dir_streamed`; failures keep their sequential order).
+//! - The manifest is typed in one pass ([`parse_manifest_slice`], [`parse_manifest`]): every
+//!   field but `files` as usual, the files straight into a [`FileIndex`] (one path arena and fixed
 //!   56-byte records: about 56 + path length bytes per file, ~90 B for advisory paths), each
 //!   entry checked as it arrives (path rules, digest, sorted, not a metadata name, not also a
 //!   folder). Its canonical form is checked by a second pass
-//!   ([`stella_dsse::jcs::is_canonical_read`]).
+//!   ([`stella_dsse::jcs::is_canonical`] or [`stella_dsse::jcs::is_canonical_read`]).
 //! - `manifest.json` must have the payload's SHA-256 and length (same bytes); `SHA256SUMS` is
 //!   compared line by line with the index (a merge of two sorted streams), and its envelope's
 //!   payload is hashed, never held.
 //! - Content: the folder is walked as a stream; each file is looked up in the index
-//!   (binary search), marked seen and handed to the hashing threads through a bounded queue;
-//!   listed files never seen are missing (or, thin, from the base).
+//!   (binary search), marked seen and handed to the hashing threads in batches of 64
+//!   through a bounded queue; listed files never seen are missing (or, thin, from the base).
 //!
 //! Not on this path (refused with a message naming the file): `time-anchor.json` and
 //! `manifest.sigstore.json`, whose checks need the manifest bytes in memory.
