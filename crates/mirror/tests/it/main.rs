@@ -5,4 +5,5 @@
 mod attacks;
 mod common;
 mod roundtrip;
+mod signstream;
 mod streamed;
