@@ -37,6 +37,12 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a benchmark that cannot set up should stop loudly
 
+/// The allocator `stella` ships with (feature `fast-alloc`, default on; docs/design.md
+/// "Allocator"), so the bench measures what ships. `--no-default-features`: the system one.
+#[cfg(feature = "fast-alloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Replicas behind a load balancer (issue #13): HAProxy from the Debian package
 /// (`scripts/setup-test-deps.sh`), TCP mode, round robin over the replicas: each keep-alive
 /// connection of the load generator lands on one replica.
