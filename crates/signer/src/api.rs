@@ -301,7 +301,7 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
             let audit_id = audit_id.clone();
             let resp = match answer {
                 Answer::Dsse(body, lease) => {
-                    let r = json_response(&Audited { body, audit_id });
+                    let r = crate::wire::sign_dsse_response(&body, &audit_id);
                     drop(lease);
                     r
                 }

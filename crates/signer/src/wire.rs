@@ -327,3 +327,158 @@ pub(crate) fn json_status<T: Serialize>(status: StatusCode, body: &T) -> Respons
 pub(crate) fn json_response<T: Serialize>(body: &T) -> Response {
     json_status(StatusCode::OK, body)
 }
+
+/// The `/sign/dsse` 200 answer, serialised straight from the structs (no `Value` tree of the
+/// whole answer, issue #15): the same bytes as [`json_response`] of `Audited { body,
+/// audit_id }`, because [`SortedDsseAnswer`] lists every member in sorted order (the nested
+/// `Value`s, envelope and keyless identity, serialise sorted by themselves). A test holds the
+/// two together.
+pub(crate) fn sign_dsse_response(body: &SignDsseResponse, audit_id: &str) -> Response {
+    match serde_json::to_vec(&SortedDsseAnswer::new(body, audit_id)) {
+        Ok(bytes) => {
+            let mut r = (StatusCode::OK, bytes).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "response body does not serialize");
+            crate::error::ApiError::unavailable("internal error", e.to_string()).into_response()
+        }
+    }
+}
+
+/// `Audited<SignDsseResponse>` with its members (and its members' members) in sorted order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SortedDsseAnswer<'a> {
+    audit_id: &'a str,
+    bundle: SortedBundle<'a>,
+    policy: SortedPolicy<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SortedBundle<'a> {
+    certificate_chain: &'a [String],
+    dsse: &'a Value,
+    mode: &'a Option<String>,
+    signing_identity: SortedIdentity<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sigstore: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SortedIdentity<'a> {
+    Key(SortedKeyIdentity<'a>),
+    Certificate(&'a Value),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SortedKeyIdentity<'a> {
+    algorithms: &'a [&'static str],
+    key_ids: &'a [String],
+    tenant: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SortedPolicy<'a> {
+    max_artifact_bytes: u64,
+    plan: &'a str,
+    qps_remaining: u64,
+}
+
+impl<'a> SortedDsseAnswer<'a> {
+    fn new(body: &'a SignDsseResponse, audit_id: &'a str) -> Self {
+        let b = &body.bundle;
+        let p = &body.policy;
+        SortedDsseAnswer {
+            audit_id,
+            bundle: SortedBundle {
+                certificate_chain: &b.certificate_chain,
+                dsse: &b.dsse,
+                mode: &b.mode,
+                signing_identity: match &b.signing_identity {
+                    SigningIdentity::Key(k) => SortedIdentity::Key(SortedKeyIdentity {
+                        algorithms: &k.algorithms,
+                        key_ids: &k.key_ids,
+                        tenant: &k.tenant,
+                        kind: k.kind,
+                    }),
+                    SigningIdentity::Certificate(v) => SortedIdentity::Certificate(v),
+                },
+                sigstore: b.sigstore.as_ref(),
+            },
+            policy: SortedPolicy {
+                max_artifact_bytes: p.max_artifact_bytes,
+                plan: &p.plan,
+                qps_remaining: p.qps_remaining,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    fn answer(
+        identity: SigningIdentity,
+        sigstore: Option<Value>,
+        mode: Option<&str>,
+    ) -> SignDsseResponse {
+        SignDsseResponse {
+            bundle: Bundle {
+                dsse: json!({"payloadType": "application/vnd.in-toto+json", "payload": "eyJ9\"\u{1}",
+                    "signatures": [{"sig": "MEUC", "keyid": "k1"}]}),
+                certificate_chain: vec!["-----BEGIN CERTIFICATE-----\nAA\n".into()],
+                mode: mode.map(str::to_string),
+                signing_identity: identity,
+                sigstore,
+            },
+            policy: Policy {
+                plan: "pro \u{e000}\u{1f600}".into(),
+                max_artifact_bytes: u64::MAX,
+                qps_remaining: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn the_direct_dsse_answer_is_byte_identical_to_the_value_tree() {
+        let key = SigningIdentity::Key(KeyIdentity {
+            kind: "key",
+            tenant: "acme".into(),
+            key_ids: vec!["b".into(), "a".into()],
+            algorithms: vec!["ecdsa-p256", "ed25519"],
+        });
+        let cert =
+            SigningIdentity::Certificate(json!({"type": "certificate", "san": "x", "issuer": "y",
+            "tlogEntry": {"logIndex": 9, "integratedTime": 1}}));
+        let cases = [
+            answer(key.clone(), None, Some("file")),
+            answer(key, Some(json!({"mediaType": "m", "a": [1, 2.5]})), None),
+            answer(cert, Some(json!({"z": null})), Some("keyless")),
+        ];
+        for body in cases {
+            let direct = serde_json::to_vec(&SortedDsseAnswer::new(&body, "aud-\"1")).unwrap();
+            let via_value = serde_json::to_value(Audited {
+                body,
+                audit_id: "aud-\"1".to_string(),
+            })
+            .unwrap()
+            .to_string();
+            assert_eq!(String::from_utf8(direct).unwrap(), via_value);
+        }
+    }
+}
