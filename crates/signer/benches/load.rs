@@ -664,7 +664,7 @@ fn main() {
         )
         .unwrap(),
         None => stella_store::chain::verify(
-            &stella_store::sqlite::SqliteReader::open(&server.audit_db).unwrap(),
+            &stella_store::SqliteReader::open(&server.audit_db).unwrap(),
         )
         .unwrap(),
     };

@@ -286,7 +286,7 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
     let (audit_id, audited) = match aggregated {
         Some(summary) => (
             summary,
-            Ok(stella_store::audit::Appended {
+            Ok(stella_store::Appended {
                 seq: 0,
                 hash: String::new(),
             }),

@@ -28,7 +28,7 @@
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
-use stella_store::audit::{normalize_time, MAX_QUERY_LIMIT};
+use stella_store::{normalize_time, MAX_QUERY_LIMIT};
 use stella_store::{AuditQuery, AuditRecord, Outcome};
 
 use crate::app::App;

@@ -863,7 +863,7 @@ async fn unauthenticated_flood_is_aggregated_into_a_summary_record() {
         "{reason}"
     );
     assert!(reason.contains("127.0.0.1"), "{reason}");
-    let reader = stella_store::sqlite::SqliteReader::open(&t.s.audit_db).unwrap();
+    let reader = stella_store::SqliteReader::open(&t.s.audit_db).unwrap();
     let n = stella_store::AuditReader::read_after(&reader, 0, 100)
         .unwrap()
         .len();
