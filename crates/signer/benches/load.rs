@@ -151,7 +151,7 @@ impl SharedState {
     fn new() -> SharedState {
         let admin = std::env::var("STELLA_BENCH_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let tag = stella_signer::trace::random_hex(8);
+        let tag = stella_signer::random_hex(8);
         let db = format!("stella_bench_{tag}");
         sh(&format!("psql '{admin}' -qAtc 'CREATE DATABASE {db}'"));
         let pg_url = format!("{}/{db}", &admin[..admin.rfind('/').unwrap()]);

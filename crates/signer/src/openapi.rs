@@ -18,7 +18,7 @@ fn errors() -> Value {
 }
 
 /// The document.
-pub fn document() -> Value {
+pub(crate) fn document() -> Value {
     let sec = json!([{"dpop": []}, {"mtls": []}]);
     let mut sign_dsse_responses = errors();
     sign_dsse_responses["200"] = json!({"description": "Signed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SignDsseResponse"}}}});

@@ -62,7 +62,7 @@ pub(crate) struct SignDsseIn {
 }
 
 /// Payload types `/sign/export` signs.
-pub const EXPORT_PAYLOAD_TYPES: &[&str] = &[
+pub(crate) const EXPORT_PAYLOAD_TYPES: &[&str] = &[
     "application/vnd.stellaops.export-manifest+json;version=1",
     "application/vnd.stellaops.mirror+json;version=1",
 ];
@@ -111,13 +111,13 @@ impl GateFields {
 
 /// `GET /healthz`.
 #[derive(Debug, Serialize)]
-pub struct Health {
+pub(crate) struct Health {
     pub status: &'static str,
 }
 
 /// `GET /readyz` (200 or 503).
 #[derive(Debug, Serialize)]
-pub struct Ready {
+pub(crate) struct Ready {
     pub status: &'static str,
     pub checks: ReadyChecks,
 }
@@ -125,7 +125,7 @@ pub struct Ready {
 /// What `/readyz` checked.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReadyChecks {
+pub(crate) struct ReadyChecks {
     pub audit: bool,
     pub quotas: bool,
     pub authority_keys: bool,
@@ -135,7 +135,7 @@ pub struct ReadyChecks {
 /// `policy` of a sign answer: the caller's plan as applied.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Policy {
+pub(crate) struct Policy {
     pub plan: String,
     pub max_artifact_bytes: u64,
     pub qps_remaining: u64,
@@ -144,7 +144,7 @@ pub struct Policy {
 /// `signingIdentity` of a keyful signature.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct KeyIdentity {
+pub(crate) struct KeyIdentity {
     /// Always `key`.
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -158,7 +158,7 @@ pub struct KeyIdentity {
 /// time and log entry).
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
-pub enum SigningIdentity {
+pub(crate) enum SigningIdentity {
     Key(KeyIdentity),
     Certificate(Value),
 }
@@ -166,7 +166,7 @@ pub enum SigningIdentity {
 /// `bundle` of a `/sign/dsse` answer.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Bundle {
+pub(crate) struct Bundle {
     /// The DSSE envelope.
     pub dsse: Value,
     /// PEM certificates, leaf first (keyless); empty for keys.
@@ -180,7 +180,7 @@ pub struct Bundle {
 
 /// `POST /sign/dsse` 200 (before `auditId`).
 #[derive(Debug, Serialize)]
-pub struct SignDsseResponse {
+pub(crate) struct SignDsseResponse {
     pub bundle: Bundle,
     pub policy: Policy,
 }
@@ -189,7 +189,7 @@ pub struct SignDsseResponse {
 /// certificate.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
-pub enum SignatureKey {
+pub(crate) enum SignatureKey {
     #[serde(rename_all = "camelCase")]
     PublicKey {
         public_key: String,
@@ -201,7 +201,7 @@ pub enum SignatureKey {
 
 /// One signature of a `/sign/export` answer.
 #[derive(Debug, Clone, Serialize)]
-pub struct ExportSignature {
+pub(crate) struct ExportSignature {
     pub keyid: String,
     pub sig: String,
     pub algorithm: &'static str,
@@ -214,7 +214,7 @@ pub struct ExportSignature {
 /// as a `/sign/dsse` bundle.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SignExportResponse {
+pub(crate) struct SignExportResponse {
     pub manifest: Value,
     pub manifest_digest: String,
     pub payload_type: String,
@@ -225,12 +225,12 @@ pub struct SignExportResponse {
 }
 
 /// `GET /verify/referrers` 200 (before `auditId`): the release gate's verdict.
-pub type ReferrersVerdict = crate::release::ReleaseVerdict;
+pub(crate) type ReferrersVerdict = crate::release::ReleaseVerdict;
 
 /// The answer of an audited route: the body and the id of its audit record.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Audited<T> {
+pub(crate) struct Audited<T> {
     #[serde(flatten)]
     pub body: T,
     pub audit_id: String,
@@ -239,7 +239,7 @@ pub struct Audited<T> {
 /// One record of `GET /audit`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AuditEntry {
+pub(crate) struct AuditEntry {
     pub seq: u64,
     pub hash: String,
     pub prev_hash: String,
@@ -250,7 +250,7 @@ pub struct AuditEntry {
 /// `GET /audit` 200.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AuditPage {
+pub(crate) struct AuditPage {
     pub records: Vec<AuditEntry>,
     pub next_cursor: Option<String>,
     pub limit: usize,
@@ -258,14 +258,14 @@ pub struct AuditPage {
 
 /// `GET /audit/head` 200.
 #[derive(Debug, Serialize)]
-pub struct AuditHead<C: Serialize> {
+pub(crate) struct AuditHead<C: Serialize> {
     pub checkpoint: C,
     pub envelope: Value,
 }
 
 /// `POST /dev/authority/token` 200 (dev only).
 #[derive(Debug, Serialize)]
-pub struct DevToken {
+pub(crate) struct DevToken {
     pub access_token: String,
     pub token_type: &'static str,
     pub expires_in: u64,
@@ -274,7 +274,7 @@ pub struct DevToken {
 
 /// `POST /dev/authority/token` 400 (OAuth error, dev only).
 #[derive(Debug, Serialize)]
-pub struct OAuthError<'a> {
+pub(crate) struct OAuthError<'a> {
     pub error: &'a str,
     pub error_description: &'a str,
 }
@@ -282,7 +282,7 @@ pub struct OAuthError<'a> {
 /// `POST /dev/license/introspect` (dev only).
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-pub enum DevIntrospection {
+pub(crate) enum DevIntrospection {
     #[serde(rename_all = "camelCase")]
     Active {
         active: bool,
@@ -299,7 +299,7 @@ pub enum DevIntrospection {
 /// `limits` of an active dev introspection.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DevLimits {
+pub(crate) struct DevLimits {
     pub qps: f64,
     pub burst: f64,
     pub max_concurrent: u32,

@@ -55,7 +55,7 @@ impl Setup {
     }
 
     fn proof_claims(&self, token: &str) -> serde_json::Value {
-        json!({"jti": stella_signer::trace::random_hex(12), "htm": "POST", "htu": self.url,
+        json!({"jti": stella_signer::random_hex(12), "htm": "POST", "htu": self.url,
                "iat": now(), "ath": URL_SAFE_NO_PAD.encode(stella_keys::sha256(token.as_bytes()))})
     }
 
