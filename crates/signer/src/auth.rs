@@ -228,11 +228,11 @@ fn claim_str(m: &serde_json::Map<String, Value>, k: &str) -> Option<String> {
 /// and proof claims) is range-checked to `0..=MAX_NUMERIC_DATE` before any arithmetic, and
 /// the arithmetic is checked anyway, so no crafted value (negative, `i64::MIN`, `u64::MAX`,
 /// `1e300`) can wrap a comparison into passing.
-pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
+pub(crate) const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
 
 /// A JSON NumericDate (RFC 7519 §2): an integer, or a finite number whose integral part is
 /// taken, within `0..=MAX_NUMERIC_DATE`. `None` for anything else.
-pub fn numeric_date(v: &Value) -> Option<i64> {
+pub(crate) fn numeric_date(v: &Value) -> Option<i64> {
     let t = match v.as_i64() {
         Some(i) => i,
         None => {
@@ -248,12 +248,12 @@ pub fn numeric_date(v: &Value) -> Option<i64> {
 
 /// Is `t` after `now + slack` (in the future beyond the slack)? Checked: an overflow counts
 /// as "yes" (refuse).
-pub fn after(t: i64, now: i64, slack: i64) -> bool {
+pub(crate) fn after(t: i64, now: i64, slack: i64) -> bool {
     now.checked_add(slack).is_none_or(|limit| t > limit)
 }
 
 /// Is `t` more than `max_age` seconds before `now`? Checked: an overflow counts as "yes".
-pub fn older_than(t: i64, now: i64, max_age: i64) -> bool {
+pub(crate) fn older_than(t: i64, now: i64, max_age: i64) -> bool {
     now.checked_sub(t).is_none_or(|age| age > max_age)
 }
 
@@ -770,7 +770,7 @@ fn bad_proof(detail: impl Into<String>) -> ApiError {
 }
 
 /// Do two URIs name the same resource for `htu` (RFC 9449 §4.3 item 9, RFC 3986 §6.2.2–3)?
-pub fn same_target(htu: &url::Url, target: &url::Url) -> bool {
+pub(crate) fn same_target(htu: &url::Url, target: &url::Url) -> bool {
     htu.scheme() == target.scheme()
         && htu.host_str().map(str::to_ascii_lowercase)
             == target.host_str().map(str::to_ascii_lowercase)

@@ -163,7 +163,7 @@ enum Backend {
 }
 
 /// Largest introspection answer accepted.
-pub const MAX_INTROSPECTION_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_INTROSPECTION_BYTES: usize = 64 * 1024;
 
 /// The introspection cache, bounded: when full, the entry confirmed longest ago leaves —
 /// the first to expire, since every entry lives for the same TTL from its confirmation. The
@@ -331,7 +331,7 @@ fn denied(detail: impl Into<String>) -> PoeFailure {
 }
 
 /// The dev profile's entitlement.
-pub fn dev_entitlement() -> Entitlement {
+pub(crate) fn dev_entitlement() -> Entitlement {
     Entitlement {
         license_id: "dev-license".into(),
         tenant: None,

@@ -248,7 +248,7 @@ fn dev_profile_signs_through_the_api_and_verifies_offline() {
     checkpoint_tampering_is_detected(&data);
 
     // Tampering: an edited record is found, exit 1.
-    stella_store::sqlite::open_raw(&db)
+    stella_store::open_raw(&db)
         .unwrap()
         .execute_batch(
             "UPDATE audit_log SET record = replace(record, '\"denied\"', '\"signed\"') WHERE seq = 4",
@@ -257,7 +257,7 @@ fn dev_profile_signs_through_the_api_and_verifies_offline() {
     let out = stella(argv!["audit", "verify", "--db", &db], &[]);
     fails(&out, 1, "seq 4: record was edited");
     // A deleted record too.
-    stella_store::sqlite::open_raw(&db)
+    stella_store::open_raw(&db)
         .unwrap()
         .execute_batch("DELETE FROM audit_log WHERE seq = 2")
         .unwrap();
@@ -292,7 +292,7 @@ impl LogCopy {
     }
 
     fn sql(&self, sql: &str) {
-        stella_store::sqlite::open_raw(&self.db)
+        stella_store::open_raw(&self.db)
             .unwrap()
             .execute_batch(sql)
             .unwrap();
@@ -373,7 +373,7 @@ fn checkpoint_tampering_is_detected(data: &Path) {
     c.sql("DROP TABLE audit_log");
     c.fails_with("no audit table", "drop table");
     c.fails_with("no audit table", "drop table, verified twice");
-    let tables: i64 = stella_store::sqlite::open_raw(&c.db)
+    let tables: i64 = stella_store::open_raw(&c.db)
         .unwrap()
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE name = 'audit_log'",
@@ -410,13 +410,13 @@ fn checkpoint_tampering_is_detected(data: &Path) {
     // A checkpoint of the truncated log, validly signed by another key.
     let c = LogCopy::of(data);
     c.sql("DELETE FROM audit_log WHERE seq = 4");
-    let reader = stella_store::sqlite::SqliteReader::open(&c.db).unwrap();
+    let reader = stella_store::SqliteReader::open(&c.db).unwrap();
     let report = stella_store::chain::verify(&reader).unwrap();
     drop(reader);
     let other = stella_keys::FileKey::generate(stella_keys::Algorithm::EcdsaP256Sha256).unwrap();
     let cp = stella_store::checkpoint::Checkpoint::of(
         "sqlite",
-        &stella_store::audit::Appended {
+        &stella_store::Appended {
             seq: report.head_seq,
             hash: report.head_hash,
         },

@@ -562,10 +562,9 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
     drop(rt);
     let _ = server.stop.send(());
     server.thread.join().unwrap();
-    let report = stella_store::chain::verify(
-        &stella_store::sqlite::SqliteReader::open(&server.audit_db).unwrap(),
-    )
-    .unwrap();
+    let report =
+        stella_store::chain::verify(&stella_store::SqliteReader::open(&server.audit_db).unwrap())
+            .unwrap();
     println!(
         "audit log: {} records, chain intact: {}",
         report.records,
