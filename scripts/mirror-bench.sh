@@ -22,8 +22,11 @@
 # cache; the report gives the median and [min-max] of wall time, CPU time (user + sys) and
 # peak RSS (GNU time %M: for a pipeline, its largest process) of each side, and the ratio of
 # the medians (reference wall / stella wall: above 1, stella is faster).
+# ONLY=verify: the bundle is made once (untimed) and only the verify row is measured.
+# STELLA_OLD=binary: the verify row alternates three sides (stella, sha256sum -c, the old
+# binary: A B C A B C ...), for before/after figures from one run on the same bundle.
 # Usage: scripts/mirror-bench.sh [--keep]
-#   env: SHAPE (big|many), BENCH_DIR, RUNS, SIZE_MIB (big), FILES (many),
+#   env: SHAPE (big|many), BENCH_DIR, RUNS, SIZE_MIB (big), FILES (many), ONLY, STELLA_OLD,
 #        STELLA=prebuilt binary (default: cargo build --release)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -183,6 +186,16 @@ pair() {
         fi
     done
 }
+# pair for three commands (A B C A B C ...); also sets C_T C_C C_R.
+trio() {
+    A_T=""; A_C=""; A_R=""; B_T=""; B_C=""; B_R=""; C_T=""; C_C=""; C_R=""
+    local i t c m
+    for i in $(seq "$RUNS"); do
+        read -r t c m <<<"$(once sh -c "$1")"; A_T="$A_T $t"; A_C="$A_C $c"; A_R="$A_R $m"
+        read -r t c m <<<"$(once sh -c "$2")"; B_T="$B_T $t"; B_C="$B_C $c"; B_R="$B_R $m"
+        read -r t c m <<<"$(once sh -c "$3")"; C_T="$C_T $t"; C_C="$C_C $c"; C_R="$C_R $m"
+    done
+}
 # A table cell: "wall s (cpu s), RSS MiB", each median [range].
 cell() { echo "$(stat3 "$1") s ($(stat3 "$2") s), $(stat3 "$(printf '%s\n' $3 | awk '{printf "%.0f ", $1/1024}')" %.0f) MiB"; }
 ratio() { awk "BEGIN{printf \"%.2f\", $(med "$1") / $(med "$2")}"; }
@@ -191,6 +204,12 @@ gbps() { awk "BEGIN{printf \"%.2f\", $BYTES / $(med "$1") / 1e9}"; }
 LOAD=$(cut -d" " -f1-3 /proc/loadavg)
 S="$STELLA"
 find src -type f -exec cat {} + >/dev/null  # warm the cache
+if [ "${ONLY:-}" = verify ]; then
+echo "==> create + sign (once, untimed)" >&2
+rm -rf bundle
+"$S" mirror create --spec src/bundle.yaml --output bundle >/dev/null
+"$S" mirror sign bundle/manifest.json --key key.key >/dev/null
+else
 echo "==> create + sign" >&2
 PRE_A="rm -rf bundle" pair "$S mirror create --spec src/bundle.yaml --output bundle && $S mirror sign bundle/manifest.json --key key.key" \
     "cd src && find . -type f -print0 | xargs -0 sha256sum > ../ref.sums"
@@ -198,6 +217,7 @@ CR_T=$A_T; CR_C=$A_C; CR_R=$A_R; CRR_T=$B_T; CRR_C=$B_C; CRR_R=$B_R
 # The sign step alone (peak RSS of `mirror sign` on its own).
 pair "$S mirror sign bundle/manifest.json --key key.key" ""
 SG_T=$A_T; SG_C=$A_C; SG_R=$A_R
+fi
 rm -f ref.sums
 [ "$REUSE" -eq 1 ] || rm -rf src
 BYTES=$(du -sb bundle | cut -f1)
@@ -210,8 +230,32 @@ CORES=$(nproc)
 BOUND=$(awk "BEGIN{printf \"%.2f\", $CORE_GBPS * ($CORES < 2 ? $CORES : 2)}")
 
 echo "==> verify" >&2
-pair "$S mirror verify bundle --key key.pub" "cd bundle && sha256sum -c --quiet SHA256SUMS"
+if [ -n "${STELLA_OLD:-}" ]; then
+    trio "$S mirror verify bundle --key key.pub" "cd bundle && sha256sum -c --quiet SHA256SUMS" "$STELLA_OLD mirror verify bundle --key key.pub"
+    VO_T=$C_T; VO_C=$C_C; VO_R=$C_R
+else
+    pair "$S mirror verify bundle --key key.pub" "cd bundle && sha256sum -c --quiet SHA256SUMS"
+fi
 V_T=$A_T; V_C=$A_C; V_R=$A_R; VS_T=$B_T; VS_C=$B_C; VS_R=$B_R
+VERIFY_ROW="| verify folder | $(cell "$V_T" "$V_C" "$V_R"), $(gbps "$V_T") GB/s | sha256sum -c: $(cell "$VS_T" "$VS_C" "$VS_R") | $(ratio "$VS_T" "$V_T")x ($(ratio "$VS_C" "$V_C")x); $(awk "BEGIN{printf \"%.0f%%\", $BYTES/$(med "$V_T")/1e9/$BOUND*100}") of the two-core SHA-256 bound |"
+if [ -n "${STELLA_OLD:-}" ]; then
+    VERIFY_ROW="$VERIFY_ROW
+| verify folder, old binary | $(cell "$VO_T" "$VO_C" "$VO_R") | sha256sum -c (same runs) | $(ratio "$VS_T" "$VO_T")x ($(ratio "$VS_C" "$VO_C")x); new is $(ratio "$VO_T" "$V_T")x the old wall ($(ratio "$VO_C" "$V_C")x cpu) |"
+fi
+if [ "${ONLY:-}" = verify ]; then
+    cat <<REPORT
+
+Mirror benchmark (verify only), shape $SHAPE — $(date -u +%Y-%m-%dT%H:%M:%SZ), $CORES cores, $RUNS alternating runs (median [min-max]), warm cache, load average before: $LOAD, after: $(cut -d" " -f1-3 /proc/loadavg)
+bundle: $NFILES files, $BYTES bytes ($(awk "BEGIN{printf \"%.2f\", $BYTES/1073741824}") GiB)
+SHA-256 per core (openssl speed): $CORE_GBPS GB/s; two-core bound $BOUND GB/s
+
+| what | stella: wall (cpu), peak RSS | reference: wall (cpu), peak RSS | ref wall / stella wall (cpu ratio) |
+|---|---|---|---|
+$VERIFY_ROW
+REPORT
+    if [ "$KEEP" -eq 0 ]; then cd /; rm -rf "$BENCH_DIR"; fi
+    exit 0
+fi
 echo "==> pack tar.zst" >&2
 pair "$S mirror pack bundle --output out.tar.zst" "tar -cf - -C bundle . | zstd -T2 -3 -q -c > ref.tar.zst"
 PZ_T=$A_T; PZ_C=$A_C; PZ_R=$A_R; RZ_T=$B_T; RZ_C=$B_C; RZ_R=$B_R
@@ -236,7 +280,7 @@ SHA-256 per core (openssl speed): $CORE_GBPS GB/s; two-core bound $BOUND GB/s
 |---|---|---|---|
 | create + sign | $(cell "$CR_T" "$CR_C" "$CR_R") | find \| xargs sha256sum: $(cell "$CRR_T" "$CRR_C" "$CRR_R") | $(ratio "$CRR_T" "$CR_T")x ($(ratio "$CRR_C" "$CR_C")x) |
 | sign alone | $(cell "$SG_T" "$SG_C" "$SG_R") | | |
-| verify folder | $(cell "$V_T" "$V_C" "$V_R"), $(gbps "$V_T") GB/s | sha256sum -c: $(cell "$VS_T" "$VS_C" "$VS_R") | $(ratio "$VS_T" "$V_T")x ($(ratio "$VS_C" "$V_C")x); $(awk "BEGIN{printf \"%.0f%%\", $BYTES/$(med "$V_T")/1e9/$BOUND*100}") of the two-core SHA-256 bound |
+$VERIFY_ROW
 | pack tar.zst | $(cell "$PZ_T" "$PZ_C" "$PZ_R") | tar -c \| zstd -T2 -3: $(cell "$RZ_T" "$RZ_C" "$RZ_R") | $(ratio "$RZ_T" "$PZ_T")x ($(ratio "$RZ_C" "$PZ_C")x) |
 | pack tar.gz | $(cell "$PG_T" "$PG_C" "$PG_R") | tar -c \| pigz -p2 -6: $(cell "$RG_T" "$RG_C" "$RG_R") | $(ratio "$RG_T" "$PG_T")x ($(ratio "$RG_C" "$PG_C")x) |
 | verify tar.zst stream | $(cell "$VA_T" "$VA_C" "$VA_R") | zstd -d \| tar -xO (no hashing): $(cell "$VAR_T" "$VAR_C" "$VAR_R") | $(ratio "$VAR_T" "$VA_T")x |

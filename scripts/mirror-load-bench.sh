@@ -159,10 +159,11 @@ json.dump({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+
 PY
 
 "$STELLA" key generate --algorithm p256 --output bench >/dev/null 2>&1
+BENCH_REPO=registry.stella-ops.org/bench
 {
     echo "name: bench"; echo "version: 1.0.0"; echo "issuer: bench@example.invalid"; echo "images:"
     for i in $(seq 0 $((IMAGES - 1))); do
-        echo "  - reference: registry.stella-ops.org/bench/img$i:1"
+        echo "  - reference: $BENCH_REPO/img$i:1"
         echo "    ociLayout: src/layout"
         echo "    refName: img$i"
     done
@@ -172,7 +173,22 @@ PY
 UNIQUE=$(du -sb bundle/images/blobs | cut -f1)
 BUNDLE=$(du -sb bundle | cut -f1)
 python3 -c "import sys; u=int(sys.argv[1]); print(f'bundle: {sys.argv[3]} images, {u/2**30:.2f} GiB of unique blobs ({int(sys.argv[2])/2**30:.2f} GiB bundle)')" "$UNIQUE" "$BUNDLE" "$IMAGES"
-refs=(); for i in $(seq 0 $((IMAGES - 1))); do refs+=("registry.stella-ops.org/bench/img$i:1"); done
+
+# skopeo_each TLS_FLAG SRC DEST: `skopeo copy` of every bench image, one after the other; in SRC
+# and DEST, `{i}` stands for the image's number.
+skopeo_each() {
+    local flag="$1" src="$2" dest="$3" i
+    for i in $(seq 0 $((IMAGES - 1))); do
+        "$SKOPEO" --insecure-policy copy --quiet "$flag" "${src//\{i\}/$i}" "${dest//\{i\}/$i}"
+    done
+}
+
+# The manifest digest of bench/img0:1 in the registry at $REG.
+img0_digest() {
+    curl -fsS -o /dev/null -D - -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+        "http://$REG/v2/bench/img0/manifests/1" | tr -d '\r' \
+        | awk -F': ' 'tolower($1)=="docker-content-digest" {print $2}'
+}
 
 # The registry `create` pulls from, loaded once.
 start_registry source; SRC_REG="$REG"; SRC_PID="$REG_PID"
@@ -188,21 +204,16 @@ for round in $(seq 1 "$ROUNDS"); do
     start_registry "s$round"
     t0=$(now); "$STELLA" mirror load bundle --registry "$REG" --key bench.pub >/dev/null 2>&1; t1=$(now)
     S_LOAD+=("$(elapsed "$t0" "$t1")")
-    digest=$(curl -fsS -o /dev/null -D - -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-        "http://$REG/v2/bench/img0/manifests/1" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest" {print $2}')
+    digest=$(img0_digest)
     stop_registry "s$round"
     rm -rf "$XDG_CACHE_HOME"/*
     # load: skopeo, same images from the same layout
     start_registry "k$round"
     t0=$(now)
-    for i in $(seq 0 $((IMAGES - 1))); do
-        "$SKOPEO" --insecure-policy copy --quiet --dest-tls-verify=false \
-            "oci:bundle/images:${refs[$i]}" "docker://$REG/bench/img$i:1"
-    done
+    skopeo_each --dest-tls-verify=false "oci:bundle/images:$BENCH_REPO/img{i}:1" "docker://$REG/bench/img{i}:1"
     t1=$(now)
     K_LOAD+=("$(elapsed "$t0" "$t1")")
-    digest2=$(curl -fsS -o /dev/null -D - -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-        "http://$REG/v2/bench/img0/manifests/1" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest" {print $2}')
+    digest2=$(img0_digest)
     [ "$digest" = "$digest2" ] || { echo "digests differ: $digest vs $digest2" >&2; exit 1; }
     stop_registry "k$round"
     echo "round $round: load    stella ${S_LOAD[-1]}s   skopeo ${K_LOAD[-1]}s"
@@ -212,10 +223,7 @@ for round in $(seq 1 "$ROUNDS"); do
     t0=$(now); "$STELLA" mirror create --spec pull.yaml --output pulled-s >/dev/null; t1=$(now)
     S_CREATE+=("$(elapsed "$t0" "$t1")")
     t0=$(now)
-    for i in $(seq 0 $((IMAGES - 1))); do
-        "$SKOPEO" --insecure-policy copy --quiet --src-tls-verify=false \
-            "docker://$SRC_REG/bench/img$i:1" "oci:pulled-k:img$i"
-    done
+    skopeo_each --src-tls-verify=false "docker://$SRC_REG/bench/img{i}:1" "oci:pulled-k:img{i}"
     t1=$(now)
     K_CREATE+=("$(elapsed "$t0" "$t1")")
     [ "$(du -sb pulled-s/images/blobs | cut -f1)" = "$UNIQUE" ] || { echo "pulled bundle differs" >&2; exit 1; }

@@ -13,7 +13,6 @@ INTEROP="$ROOT/tests/interop"
 VENV="$ROOT/.venv"
 REQS="$INTEROP/requirements.txt"
 PY_STAMP="$VENV/.stella-deps-stamp"
-NODE_STAMP="$INTEROP/node_modules/.stella-deps-stamp"
 NODE_MIN_MAJOR=20
 NODE_MIN_MINOR=17
 
@@ -38,6 +37,22 @@ apt_install() {
     fi
     log "apt-get install $*"
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# apt_install_no_start PKG...: apt_install, keeping the packages' services from starting
+# (policy-rc.d, when we are root and none is there): their defaults listen on every interface,
+# and the tests start their own on 127.0.0.1 or need none.
+apt_install_no_start() {
+    local policy_created=0
+    if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" -eq 0 ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        policy_created=1
+    fi
+    apt_install "$@"
+    if [ "$policy_created" -eq 1 ]; then
+        rm -f /usr/sbin/policy-rc.d
+    fi
 }
 
 # openssl
@@ -121,23 +136,31 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 fi
 node_ok || die "Node.js >= ${NODE_MIN_MAJOR}.${NODE_MIN_MINOR} and npm are required (found: $(node --version 2>/dev/null || echo none))"
 
-if [ -f "$INTEROP/package-lock.json" ]; then
-    node_want="$(hash_of "$INTEROP/package.json" "$INTEROP/package-lock.json") $(node --version)"
-    if [ -f "$NODE_STAMP" ] && [ "$(cat "$NODE_STAMP")" = "$node_want" ]; then
-        log "node_modules up to date ($INTEROP/node_modules)"
+# npm_ci_stamped DIR WHAT LABEL: `npm ci` in DIR from its package-lock.json, unless the stamp
+# in DIR/node_modules says the same lockfile and Node version were installed already (without
+# a lockfile yet: `npm install`, which writes one).
+npm_ci_stamped() {
+    local dir="$1" what="$2" label="$3"
+    local stamp="$dir/node_modules/.stella-deps-stamp"
+    local want
+    if [ -f "$dir/package-lock.json" ]; then
+        want="$(hash_of "$dir/package.json" "$dir/package-lock.json") $(node --version)"
+        if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+            log "$what node_modules up to date ($dir/node_modules)"
+            return 0
+        fi
+        log "npm ci ($label)"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
     else
-        log "npm ci (tests/interop)"
-        (cd "$INTEROP" && npm ci --no-audit --no-fund --loglevel=error >&2)
-        echo "$node_want" > "$NODE_STAMP"
-        log "node_modules ready"
+        log "npm install ($label, no lockfile yet: writing package-lock.json)"
+        (cd "$dir" && npm install --no-audit --no-fund --loglevel=error >&2)
+        want="$(hash_of "$dir/package.json" "$dir/package-lock.json") $(node --version)"
     fi
-else
-    log "npm install (tests/interop, no lockfile yet: writing package-lock.json)"
-    (cd "$INTEROP" && npm install --no-audit --no-fund --loglevel=error >&2)
-    node_want="$(hash_of "$INTEROP/package.json" "$INTEROP/package-lock.json") $(node --version)"
-    echo "$node_want" > "$NODE_STAMP"
-    log "node_modules ready"
-fi
+    mkdir -p "$dir/node_modules"
+    echo "$want" > "$stamp"
+    log "$what node_modules ready"
+}
+npm_ci_stamped "$INTEROP" "interop" "tests/interop"
 
 log "done"
 
@@ -156,21 +179,6 @@ log "mirror tools: $(zstd --version 2>&1 | head -n1); pigz $(pigz --version 2>&1
 # ------------------------------------------------------------- signer ------
 # Signer service tests (crates/signer/tests/it): the test Authority, oidc-provider 8.8.1 (the last line supporting Node 20) under
 # Node (tests/authority/, from its package-lock.json).
-# npm_ci_stamped DIR WHAT LABEL: `npm ci` in DIR from its package-lock.json, unless the stamp
-# in DIR/node_modules says the same lockfile and Node version were installed already.
-npm_ci_stamped() {
-    local dir="$1" what="$2" label="$3"
-    local stamp="$dir/node_modules/.stella-deps-stamp"
-    local want
-    want="$(hash_of "$dir/package.json" "$dir/package-lock.json") $(node --version)"
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-        log "$what node_modules up to date ($dir/node_modules)"
-    else
-        log "npm ci ($label)"
-        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
-        echo "$want" > "$stamp"
-    fi
-}
 npm_ci_stamped "$ROOT/tests/authority" "test Authority" "tests/authority: oidc-provider"
 
 # ------------------------------------------------------------ keyless ------
@@ -189,17 +197,8 @@ oci_missing=()
 [ -x /usr/bin/skopeo ] || oci_missing+=(skopeo)
 if [ "${#oci_missing[@]}" -gt 0 ]; then
     # The package would start a system registry listening on every interface (:5000); the
-    # tests start their own on 127.0.0.1, so keep the service from starting (policy-rc.d).
-    oci_policy_created=0
-    if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" -eq 0 ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        oci_policy_created=1
-    fi
-    apt_install "${oci_missing[@]}"
-    if [ "$oci_policy_created" -eq 1 ]; then
-        rm -f /usr/sbin/policy-rc.d
-    fi
+    # tests start their own on 127.0.0.1.
+    apt_install_no_start "${oci_missing[@]}"
 fi
 log "oci tools: $(/usr/bin/docker-registry --version 2>&1 | head -n1); $(/usr/bin/skopeo --version 2>&1 | head -n1)"
 
@@ -236,15 +235,6 @@ fi
 # rules` from Debian's prometheus package. The package would start a system Prometheus
 # listening on :9090; the tests need only promtool, so keep the service from starting.
 if [ ! -x /usr/bin/promtool ]; then
-    prom_policy_created=0
-    if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" -eq 0 ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        prom_policy_created=1
-    fi
-    apt_install prometheus
-    if [ "$prom_policy_created" -eq 1 ]; then
-        rm -f /usr/sbin/policy-rc.d
-    fi
+    apt_install_no_start prometheus
 fi
 log "promtool: $(/usr/bin/promtool --version 2>&1 | head -n1)"

@@ -18,7 +18,7 @@ use serde_json::Value;
 use stella_keys::{DevKeys, Keyring, TrustedKey};
 use stella_store::chain::{self, ChainReport, ChainWalker};
 use stella_store::checkpoint::{self, Checkpoint};
-use stella_store::sqlite::SqliteReader;
+use stella_store::SqliteReader;
 use stella_store::{AuditReader, PgReader, StoreError};
 
 use crate::exit::{fail, RETRYABLE, USAGE, VERIFY_FAILED};
@@ -152,7 +152,7 @@ fn keyring(path: &Path, dev: DevKeys) -> Result<Keyring> {
     if is_ring {
         return Keyring::load(path, dev).with_context(what);
     }
-    let key = stella_keys::keyref::load_public_file(path, dev).with_context(what)?;
+    let key = stella_keys::load_public_file(path, dev).with_context(what)?;
     Ok(Keyring::new(vec![TrustedKey::unrestricted(key)])?)
 }
 
@@ -213,7 +213,7 @@ fn open(r: &Resolved, anchor: Option<&Checkpoint>) -> Result<Box<dyn AuditReader
 /// PostgreSQL: a dropped table or database is tampering (exit 1); a server that cannot be
 /// reached is retryable (exit 10), not evidence.
 fn open_postgres(url: &str, anchor: Option<&Checkpoint>) -> Result<Box<dyn AuditReader>> {
-    let shown = stella_store::postgres::redact(url);
+    let shown = stella_store::redact(url);
     match PgReader::connect(url, std::time::Duration::from_secs(10)) {
         Ok(r) => Ok(Box::new(r)),
         Err(StoreError::NoLog(_)) => Err(fail(

@@ -26,6 +26,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc malloc (feature `fast-alloc`, default on): the Signer service
+/// spent 17 % of its worker threads' CPU in glibc malloc/free (docs/design.md "Allocator",
+/// docs/signer.md "Benchmark"). `--no-default-features` builds with the system allocator.
+#[cfg(feature = "fast-alloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Stella Signer: in-toto attestations as DSSE envelopes and Sigstore bundles, cosign-compatible
 /// keys, signed air-gap mirror bundles, and offline verification of all of it.
 #[derive(Parser)]
@@ -115,7 +122,7 @@ fn main() -> ExitCode {
 
 /// Warn loudly when the development key is in play.
 pub(crate) fn warn_if_dev(key: &stella_keys::PublicKey) {
-    if stella_keys::keyref::is_dev_key(key) {
+    if stella_keys::is_dev_key(key) {
         eprintln!(
             "WARNING: using the PUBLISHED DEVELOPMENT KEY ({}). Anyone can sign with it. \
              Never use it for releases or trust it in production.",

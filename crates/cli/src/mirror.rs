@@ -367,7 +367,7 @@ fn create(a: CreateArgs) -> Result<()> {
         &progress,
     )
     .map_err(lib_or_registry)?;
-    let m = &r.manifest;
+    let m = &r.head;
     if a.report.json() {
         return print_json(&CreateView {
             output: &a.output,
@@ -376,8 +376,8 @@ fn create(a: CreateArgs) -> Result<()> {
             generation: m.generation,
             kind: m.kind,
             generated_at: &m.generated_at,
-            files: m.files.len(),
-            bytes: m.total_size(),
+            files: r.files,
+            bytes: r.bytes,
             written: r.written,
             written_bytes: r.written_bytes,
             images: &m.images,
@@ -404,8 +404,8 @@ fn create(a: CreateArgs) -> Result<()> {
         m.version,
         m.generation,
         a.output.display(),
-        m.files.len(),
-        m.total_size(),
+        r.files,
+        r.bytes,
         if m.kind == stella_mirror::Kind::Thin {
             format!(
                 " ({} carried, {} bytes; {} removed)",
@@ -473,12 +473,10 @@ fn sign(a: SignArgs, dev: DevKeys) -> Result<()> {
     )
     .map_err(lib)?;
     if let Some(url) = &a.tsa.tsa_url {
-        let manifest = crate::io::read_limited(
-            &a.manifest.display().to_string(),
-            stella_mirror::MAX_METADATA_BYTES,
-        )?;
+        // By the signed manifest's digest: a manifest of millions of files is never read
+        // back into memory.
         r.anchor = Some(
-            stamp_url(&r.dir, &manifest, url, a.tsa.tsa_timeout).map_err(|e| {
+            stamp_url_digest(&r.dir, &r.manifest_digest, url, a.tsa.tsa_timeout).map_err(|e| {
                 e.context(format!(
                     "{} is signed, but has no time anchor",
                     r.dir.display()
@@ -528,6 +526,21 @@ fn stamp_url(dir: &Path, manifest: &[u8], url: &str, timeout: u64) -> Result<anc
     )
     .map_err(lib)?;
     anchor::stamp_manifest(dir, manifest, &tsa).map_err(lib)
+}
+
+/// [`stamp_url`] for the manifest whose SHA-256 is `sha256`.
+fn stamp_url_digest(
+    dir: &Path,
+    sha256: &stella_mirror::hash::Digest,
+    url: &str,
+    timeout: u64,
+) -> Result<anchor::Anchor> {
+    let tsa = HttpTimeStamper::new(
+        url,
+        HttpTimeStamper::single_attempt(Duration::from_secs(timeout)),
+    )
+    .map_err(lib)?;
+    anchor::stamp_digest(dir, sha256, &tsa).map_err(lib)
 }
 
 fn anchor_cmd(a: AnchorArgs, dev: DevKeys) -> Result<()> {

@@ -173,7 +173,7 @@ fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
                     RETRYABLE,
                     format!(
                         "cannot start the signer: audit log {}: {e}",
-                        stella_store::postgres::redact(&url)
+                        stella_store::redact(&url)
                     ),
                 )
             })?;

@@ -1012,36 +1012,172 @@ impl ser::SerializeMap for FiniteCheck {
 ///
 /// The answer is the same as `canonicalize(input).ok().as_deref() == Some(input)`, but found in
 /// one pass over the bytes without building a `serde_json::Value` tree: memory is the nesting
-/// depth plus the previous member name of each open object (borrowed from the input unless it
-/// holds an escape). Refused, as by the canonicaliser: invalid UTF-8, input above
-/// [`MAX_INPUT_BYTES`], nesting deeper than [`MAX_DEPTH`], duplicate member names; and, as not
-/// canonical: any whitespace outside strings, members not in strictly increasing UTF-16
-/// code-unit order, escapes other than the minimal RFC 8785 set (`\"`, `\\`, `\b \t \n \f \r`,
-/// lowercase `\u00xx` for the other C0 controls), unescaped controls, and numbers whose text
-/// is not the ECMAScript form of their value (`1.0`, `1e2`, `-0`, `9007199254740993`, ...).
+/// depth plus the previous member name of each open object. Refused, as by the canonicaliser:
+/// invalid UTF-8, input above [`MAX_INPUT_BYTES`], nesting deeper than [`MAX_DEPTH`], duplicate
+/// member names; and, as not canonical: any whitespace outside strings, members not in
+/// strictly increasing UTF-16 code-unit order, escapes other than the minimal RFC 8785 set
+/// (`\"`, `\\`, `\b \t \n \f \r`, lowercase `\u00xx` for the other C0 controls), unescaped
+/// controls, and numbers whose text is not the ECMAScript form of their value (`1.0`, `1e2`,
+/// `-0`, `9007199254740993`, ...).
 pub fn is_canonical(input: &[u8]) -> bool {
     if input.len() > MAX_INPUT_BYTES {
         return false;
     }
-    let Ok(src) = std::str::from_utf8(input) else {
-        return false;
-    };
-    let mut checker = Checker { src, pos: 0 };
-    checker.value(0).is_some() && checker.pos == src.len()
+    Checker::new(SliceWindow(input)).document()
 }
 
-/// The state of [`is_canonical`]: a position in the input. Every method returns `None` as soon
-/// as the input departs from the canonical form.
-struct Checker<'a> {
-    src: &'a str,
-    pos: usize,
+/// Longest string (member name or value, between escapes) or number [`is_canonical_read`]
+/// holds; a longer one is refused.
+pub const MAX_STREAM_STRING_BYTES: usize = 1024 * 1024;
+
+/// [`is_canonical`] over a reader, for documents of any size: one pass, memory a 256 KiB
+/// window (growing for a longer string, up to [`MAX_STREAM_STRING_BYTES`]) plus the previous
+/// member name of each open object; no [`MAX_INPUT_BYTES`] bound (the caller bounds the
+/// reader). The answer is that of [`is_canonical`] for every input below [`MAX_INPUT_BYTES`]
+/// whose strings fit; I/O errors are returned as such.
+///
+/// The same checker serves both: it reads a window of bytes that a slice holds whole and a
+/// reader refills, so the check over a reader runs at the speed of the one over a slice.
+pub fn is_canonical_read<R: std::io::Read>(input: R) -> std::io::Result<bool> {
+    let mut c = Checker::new(ReadWindow {
+        inner: input,
+        buf: vec![0; 256 * 1024],
+        len: 0,
+        io: None,
+    });
+    let ok = c.document();
+    match c.win.io.take() {
+        Some(e) => Err(e),
+        None => Ok(ok),
+    }
 }
 
-impl<'a> Checker<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.src.as_bytes().get(self.pos).copied()
+/// The bytes [`Checker`] reads: a window that a slice holds whole, or that a reader refills.
+trait Window {
+    /// The bytes now in the window.
+    fn bytes(&self) -> &[u8];
+    /// Extend the window with more input, dropping the bytes before `keep` first: returns how
+    /// many were dropped (every position moves down by that) and whether more bytes came
+    /// (`false` at the end of the input, on a read error, or when a token would outgrow the
+    /// window). The bytes from `keep` on stay in the window either way.
+    fn more(&mut self, keep: usize) -> (usize, bool);
+}
+
+struct SliceWindow<'a>(&'a [u8]);
+
+impl Window for SliceWindow<'_> {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        self.0
+    }
+    fn more(&mut self, _keep: usize) -> (usize, bool) {
+        (0, false)
+    }
+}
+
+struct ReadWindow<R> {
+    inner: R,
+    buf: Vec<u8>,
+    len: usize,
+    io: Option<std::io::Error>,
+}
+
+impl<R: std::io::Read> Window for ReadWindow<R> {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
     }
 
+    fn more(&mut self, keep: usize) -> (usize, bool) {
+        if self.io.is_some() {
+            return (0, false);
+        }
+        let keep = keep.min(self.len);
+        if keep > 0 {
+            self.buf.copy_within(keep..self.len, 0);
+            self.len -= keep;
+        }
+        if self.len == self.buf.len() {
+            // One token fills the window: grow it, up to the cap.
+            if self.buf.len() > MAX_STREAM_STRING_BYTES {
+                return (keep, false);
+            }
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        loop {
+            let Some(free) = self.buf.get_mut(self.len..) else {
+                return (keep, false);
+            };
+            match self.inner.read(free) {
+                Ok(0) => return (keep, false),
+                Ok(n) => {
+                    self.len += n;
+                    return (keep, true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.io = Some(e);
+                    return (keep, false);
+                }
+            }
+        }
+    }
+}
+
+/// The state of [`is_canonical`] and [`is_canonical_read`]: a position in the window and the
+/// previous member name of each open object, one after the other in `keys` (decoded). Every
+/// method returns `None` as soon as the input departs from the canonical form.
+struct Checker<W> {
+    win: W,
+    pos: usize,
+    keys: Vec<u8>,
+}
+
+impl<W: Window> Checker<W> {
+    fn new(win: W) -> Self {
+        Checker {
+            win,
+            pos: 0,
+            keys: Vec::new(),
+        }
+    }
+
+    fn document(&mut self) -> bool {
+        self.value(0).is_some() && self.peek().is_none()
+    }
+
+    #[inline]
+    fn peek(&mut self) -> Option<u8> {
+        match self.win.bytes().get(self.pos) {
+            Some(&b) => Some(b),
+            None => self.peek_more(),
+        }
+    }
+
+    #[cold]
+    fn peek_more(&mut self) -> Option<u8> {
+        let mut keep = self.pos;
+        if !self.need(&mut keep, 1) {
+            return None;
+        }
+        self.win.bytes().get(self.pos).copied()
+    }
+
+    /// Make `n` bytes from `pos` available, keeping those from `start` (moved with the
+    /// window); `false` if the input ends first.
+    fn need(&mut self, start: &mut usize, n: usize) -> bool {
+        while self.win.bytes().len() < self.pos + n {
+            let (dropped, more) = self.win.more(*start);
+            *start -= dropped;
+            self.pos -= dropped;
+            if !more {
+                return false;
+            }
+        }
+        true
+    }
+
+    #[inline]
     fn eat(&mut self, b: u8) -> Option<()> {
         if self.peek() == Some(b) {
             self.pos += 1;
@@ -1055,7 +1191,7 @@ impl<'a> Checker<'a> {
         match self.peek()? {
             b'{' => self.object(enter(depth).ok()?),
             b'[' => self.array(enter(depth).ok()?),
-            b'"' => self.string().map(drop),
+            b'"' => self.string(false),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
@@ -1065,12 +1201,10 @@ impl<'a> Checker<'a> {
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
-        if self.src.as_bytes().get(self.pos..)?.starts_with(word) {
-            self.pos += word.len();
-            Some(())
-        } else {
-            None
+        for &w in word {
+            self.eat(w)?;
         }
+        Some(())
     }
 
     fn array(&mut self, depth: usize) -> Option<()> {
@@ -1096,23 +1230,32 @@ impl<'a> Checker<'a> {
         if self.eat(b'}').is_some() {
             return Some(());
         }
-        let mut prev: Option<std::borrow::Cow<'a, str>> = None;
+        // keys[base..] is the previous member name (nested objects clear theirs on the way out).
+        let base = self.keys.len();
+        let mut first = true;
         loop {
             if self.peek()? != b'"' {
                 return None;
             }
-            let key = self.string()?;
-            // Strictly increasing: out of order or a duplicate is not canonical.
-            if prev.as_deref().is_some_and(|p| !key_before(p, &key)) {
-                return None;
+            let prev_end = self.keys.len();
+            self.string(true)?;
+            if !first {
+                // Strictly increasing: out of order or a duplicate is not canonical.
+                let (prev, key) = self.keys.get(base..)?.split_at(prev_end - base);
+                if !key_before(prev, key) {
+                    return None;
+                }
+                self.keys.copy_within(prev_end.., base);
+                self.keys.truncate(self.keys.len() - (prev_end - base));
             }
+            first = false;
             self.eat(b':')?;
             self.value(depth)?;
-            prev = Some(key);
             match self.peek()? {
                 b',' => self.pos += 1,
                 b'}' => {
                     self.pos += 1;
+                    self.keys.truncate(base);
                     return Some(());
                 }
                 _ => return None,
@@ -1120,53 +1263,78 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// A canonical string literal starting at its opening quote; returns its value (borrowed
-    /// from the input unless it holds an escape).
-    fn string(&mut self) -> Option<std::borrow::Cow<'a, str>> {
-        let bytes = self.src.as_bytes();
+    /// A canonical string literal starting at its opening quote; a member name (`key`) is
+    /// appended to `keys`, decoded.
+    fn string(&mut self, key: bool) -> Option<()> {
         self.pos += 1; // '"'
+                       // The bytes from `run` to `pos` are plain (no escape), not yet checked as UTF-8 (when
+                       // `high`) nor kept.
         let mut run = self.pos;
-        let mut owned: Option<String> = None;
+        let mut high = false;
         loop {
-            match *bytes.get(self.pos)? {
-                b'"' => {
-                    let tail = self.src.get(run..self.pos)?;
-                    self.pos += 1;
-                    return Some(match owned {
-                        None => std::borrow::Cow::Borrowed(tail),
-                        Some(mut s) => {
-                            s.push_str(tail);
-                            std::borrow::Cow::Owned(s)
-                        }
-                    });
+            let bytes = self.win.bytes();
+            let mut i = self.pos;
+            while let Some(&b) = bytes.get(i) {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
                 }
-                b'\\' => {
-                    let chunk = self.src.get(run..self.pos)?;
-                    let c = self.escape()?;
-                    let s = owned.get_or_insert_with(String::new);
-                    s.push_str(chunk);
-                    s.push(c);
-                    run = self.pos;
-                }
-                0..=0x1f => return None,
-                _ => self.pos += 1,
+                high |= b >= 0x80;
+                i += 1;
             }
+            self.pos = i;
+            let stop = match bytes.get(i) {
+                Some(&b) => b,
+                None => {
+                    if !self.need(&mut run, 1) {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            if stop < 0x20 {
+                return None;
+            }
+            let plain = bytes.get(run..i)?;
+            if high && std::str::from_utf8(plain).is_err() {
+                return None;
+            }
+            if key {
+                self.keys.extend_from_slice(plain);
+            }
+            if stop == b'"' {
+                self.pos += 1;
+                return Some(());
+            }
+            let c = self.escape()?;
+            if key {
+                self.keys.push(c);
+            }
+            run = self.pos;
+            high = false;
         }
     }
 
-    /// A canonical escape at `pos` (the backslash): only what [`write_str`] writes.
-    fn escape(&mut self) -> Option<char> {
-        let bytes = self.src.as_bytes();
+    /// A canonical escape at `pos` (the backslash): only what [`write_str`] writes. Returns
+    /// the byte it stands for (always ASCII).
+    fn escape(&mut self) -> Option<u8> {
+        let mut start = self.pos;
+        if !self.need(&mut start, 2) {
+            return None;
+        }
+        let bytes = self.win.bytes();
         let c = match *bytes.get(self.pos + 1)? {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
             b'u' => {
-                let h = bytes.get(self.pos + 2..self.pos + 6)?;
+                if !self.need(&mut start, 6) {
+                    return None;
+                }
+                let h = self.win.bytes().get(self.pos + 2..self.pos + 6)?;
                 let hex = |d: u8| match d {
                     b'0'..=b'9' => Some(d - b'0'),
                     b'a'..=b'f' => Some(d - b'a' + 10),
@@ -1180,7 +1348,7 @@ impl<'a> Checker<'a> {
                     return None;
                 }
                 self.pos += 6;
-                return Some(char::from(v));
+                return Some(v);
             }
             _ => return None,
         };
@@ -1188,257 +1356,101 @@ impl<'a> Checker<'a> {
         Some(c)
     }
 
-    /// A number whose text is the canonical text of its value (as [`Parser::parse_number`]
-    /// reads it and [`write_number`] writes it).
+    /// A number whose text is the canonical text of its value.
     fn number(&mut self) -> Option<()> {
-        let start = self.pos;
-        let negative = self.peek() == Some(b'-');
-        if negative {
-            self.pos += 1;
-        }
-        match self.peek()? {
-            b'0' => self.pos += 1,
-            b'1'..=b'9' => self.digits(),
-            _ => return None,
-        }
-        let int_digits = self.pos - start - usize::from(negative);
-        let mut integer = true;
-        if self.peek() == Some(b'.') {
-            self.pos += 1;
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return None;
+        let mut start = self.pos;
+        loop {
+            match self.win.bytes().get(self.pos) {
+                Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') => self.pos += 1,
+                Some(_) => break,
+                None => {
+                    if !self.need(&mut start, 1) {
+                        break;
+                    }
+                }
             }
-            self.digits();
-            integer = false;
         }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.pos += 1;
-            }
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return None;
-            }
-            self.digits();
-            integer = false;
-        }
-        let text = self.src.get(start..self.pos)?;
-        // Fast path: a plain integer of at most 15 digits (below 2^53, so written digit by
-        // digit) is canonical unless it is "-0".
-        if integer && int_digits <= 15 {
-            return (text != "-0").then_some(());
-        }
-        let parsed = if !integer {
-            None
-        } else if negative {
-            text.parse::<i64>().ok().map(Number::from)
-        } else {
-            text.parse::<u64>().ok().map(Number::from)
-        };
-        let number = match parsed {
-            Some(n) => n,
-            None => Number::from_f64(text.parse::<f64>().ok()?)?,
-        };
-        let mut out = Vec::with_capacity(32);
-        write_number(&number, &mut out).ok()?;
-        (out == text.as_bytes()).then_some(())
-    }
-
-    fn digits(&mut self) {
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.pos += 1;
-        }
+        canonical_number(self.win.bytes().get(start..self.pos)?).then_some(())
     }
 }
 
-/// Longest string (member name or value) [`is_canonical_read`] holds; a longer one is refused.
-pub const MAX_STREAM_STRING_BYTES: usize = 1024 * 1024;
-
-/// [`is_canonical`] over a reader, for documents of any size: one pass, memory the nesting
-/// depth times the longest member name (each open object keeps its previous name) plus one
-/// string of at most [`MAX_STREAM_STRING_BYTES`]; no [`MAX_INPUT_BYTES`] bound (the caller
-/// bounds the reader). The answer is that of [`is_canonical`] for every input below
-/// [`MAX_INPUT_BYTES`] whose strings fit; I/O errors are returned as such.
-pub fn is_canonical_read<R: std::io::Read>(input: R) -> std::io::Result<bool> {
-    let mut c = StreamChecker {
-        inner: std::io::BufReader::with_capacity(64 * 1024, input),
-        io: None,
+/// Whether `text` is a JSON number whose text is the canonical text of its value (as
+/// [`Parser::parse_number`] reads it and [`write_number`] writes it).
+fn canonical_number(text: &[u8]) -> bool {
+    let digits = |mut i: usize| {
+        while let Some(b'0'..=b'9') = text.get(i) {
+            i += 1;
+        }
+        i
     };
-    let ok = c.value(0).is_some() && c.peek().is_none();
-    match c.io.take() {
-        Some(e) => Err(e),
-        None => Ok(ok),
-    }
-}
-
-/// The state of [`is_canonical_read`]; `None` as soon as the input departs from the canonical
-/// form (or a read fails: the error is kept in `io`).
-struct StreamChecker<R> {
-    inner: std::io::BufReader<R>,
-    io: Option<std::io::Error>,
-}
-
-impl<R: std::io::Read> StreamChecker<R> {
-    fn peek(&mut self) -> Option<u8> {
-        use std::io::BufRead as _;
-        loop {
-            match self.inner.fill_buf() {
-                Ok(b) => return b.first().copied(),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.io.get_or_insert(e);
-                    return None;
-                }
-            }
+    let negative = text.first() == Some(&b'-');
+    let mut i = usize::from(negative);
+    i = match text.get(i) {
+        Some(b'0') => i + 1,
+        Some(b'1'..=b'9') => digits(i),
+        _ => return false,
+    };
+    let int_digits = i - usize::from(negative);
+    let mut integer = true;
+    if text.get(i) == Some(&b'.') {
+        if !matches!(text.get(i + 1), Some(b'0'..=b'9')) {
+            return false;
         }
+        i = digits(i + 1);
+        integer = false;
     }
-
-    fn bump(&mut self) {
-        use std::io::BufRead as _;
-        self.inner.consume(1);
-    }
-
-    fn next(&mut self) -> Option<u8> {
-        let b = self.peek()?;
-        self.bump();
-        Some(b)
-    }
-
-    fn eat(&mut self, b: u8) -> Option<()> {
-        (self.peek()? == b).then(|| self.bump())
-    }
-
-    fn value(&mut self, depth: usize) -> Option<()> {
-        match self.peek()? {
-            b'{' => self.object(enter(depth).ok()?),
-            b'[' => self.array(enter(depth).ok()?),
-            b'"' => self.string().map(drop),
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            b'-' | b'0'..=b'9' => self.number(),
-            _ => None,
+    if let Some(b'e' | b'E') = text.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = text.get(i) {
+            i += 1;
         }
+        if !matches!(text.get(i), Some(b'0'..=b'9')) {
+            return false;
+        }
+        i = digits(i);
+        integer = false;
     }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        for &w in word {
-            self.eat(w)?;
-        }
-        Some(())
+    if i != text.len() {
+        return false;
     }
-
-    fn array(&mut self, depth: usize) -> Option<()> {
-        self.bump(); // '['
-        if self.eat(b']').is_some() {
-            return Some(());
-        }
-        loop {
-            self.value(depth)?;
-            match self.next()? {
-                b',' => {}
-                b']' => return Some(()),
-                _ => return None,
-            }
-        }
+    // Fast path: a plain integer of at most 15 digits (below 2^53, so written digit by digit)
+    // is canonical unless it is "-0".
+    if integer && int_digits <= 15 {
+        return text != b"-0";
     }
-
-    fn object(&mut self, depth: usize) -> Option<()> {
-        self.bump(); // '{'
-        if self.eat(b'}').is_some() {
-            return Some(());
-        }
-        let mut prev: Option<String> = None;
-        loop {
-            if self.peek()? != b'"' {
-                return None;
-            }
-            let key = self.string()?;
-            if prev.as_deref().is_some_and(|p| !key_before(p, &key)) {
-                return None;
-            }
-            self.eat(b':')?;
-            self.value(depth)?;
-            prev = Some(key);
-            match self.next()? {
-                b',' => {}
-                b'}' => return Some(()),
-                _ => return None,
-            }
-        }
-    }
-
-    /// A canonical string literal (at its opening quote), decoded.
-    fn string(&mut self) -> Option<String> {
-        self.bump(); // '"'
-        let mut raw: Vec<u8> = Vec::new();
-        loop {
-            if raw.len() > MAX_STREAM_STRING_BYTES {
-                return None;
-            }
-            match self.next()? {
-                b'"' => return String::from_utf8(raw).ok(),
-                b'\\' => {
-                    let c = match self.next()? {
-                        b'"' => b'"',
-                        b'\\' => b'\\',
-                        b'b' => 0x08,
-                        b'f' => 0x0c,
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'u' => {
-                            let mut h = [0u8; 4];
-                            for x in &mut h {
-                                *x = self.next()?;
-                            }
-                            let hex = |d: u8| match d {
-                                b'0'..=b'9' => Some(d - b'0'),
-                                b'a'..=b'f' => Some(d - b'a' + 10),
-                                _ => None,
-                            };
-                            if h[0] != b'0' || h[1] != b'0' {
-                                return None;
-                            }
-                            let v = (hex(h[2])? << 4) | hex(h[3])?;
-                            if v >= 0x20 || matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
-                                return None;
-                            }
-                            v
-                        }
-                        _ => return None,
-                    };
-                    raw.push(c);
-                }
-                0..=0x1f => return None,
-                b => raw.push(b),
-            }
-        }
-    }
-
-    fn number(&mut self) -> Option<()> {
-        let mut text = Vec::with_capacity(24);
-        while let Some(b @ (b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) = self.peek() {
-            if text.len() > 4096 {
-                return None;
-            }
-            text.push(b);
-            self.bump();
-        }
-        let text = std::str::from_utf8(&text).ok()?;
-        let mut c = Checker { src: text, pos: 0 };
-        (c.number().is_some() && c.pos == text.len()).then_some(())
-    }
+    let Ok(text) = std::str::from_utf8(text) else {
+        return false;
+    };
+    let parsed = if !integer {
+        None
+    } else if negative {
+        text.parse::<i64>().ok().map(Number::from)
+    } else {
+        text.parse::<u64>().ok().map(Number::from)
+    };
+    let number = match parsed {
+        Some(n) => n,
+        None => match text.parse::<f64>().ok().and_then(Number::from_f64) {
+            Some(n) => n,
+            None => return false,
+        },
+    };
+    let mut out = Vec::with_capacity(32);
+    write_number(&number, &mut out).is_ok() && out == text.as_bytes()
 }
 
 /// `a` sorts strictly before `b` by UTF-16 code units (byte order unless either holds a
-/// character at or above U+E000, the only ones where the two orders can disagree).
-fn key_before(a: &str, b: &str) -> bool {
-    let high = |s: &str| s.bytes().any(|x| x >= 0xEE);
+/// character at or above U+E000, the only ones where the two orders can disagree). Both are
+/// UTF-8 (checked as they were read).
+fn key_before(a: &[u8], b: &[u8]) -> bool {
+    let high = |s: &[u8]| s.iter().any(|&x| x >= 0xEE);
     if high(a) || high(b) {
-        cmp_utf16(a, b) == Ordering::Less
+        match (std::str::from_utf8(a), std::str::from_utf8(b)) {
+            (Ok(a), Ok(b)) => cmp_utf16(a, b) == Ordering::Less,
+            _ => false,
+        }
     } else {
-        a.as_bytes() < b.as_bytes()
+        a < b
     }
 }
 

@@ -15,6 +15,7 @@ pub mod jcs;
 pub mod predicates;
 mod statement;
 pub mod stream;
+mod stream_write;
 
 pub use bundle::{
     looks_like_bundle, Bundle, BundleError, VerificationMaterial, BUNDLE_MEDIA_TYPE_V03,

@@ -15,6 +15,8 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use base64_simd::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use serde::Deserialize;
 
+pub use crate::stream_write::write_envelope;
+
 use crate::b64;
 use crate::Signature;
 
@@ -291,9 +293,7 @@ impl<R: Read> Scanner<R> {
                 "invalid type: field `payload` is not a string".into(),
             ));
         }
-        const CHUNK: usize = 64 * 1024;
-        let mut text: Vec<u8> = Vec::with_capacity(CHUNK + 8);
-        let mut decoded: Vec<u8> = Vec::with_capacity(CHUNK);
+        let mut text: Vec<u8> = Vec::with_capacity(DECODE_CHUNK + 64 * 1024);
         let mut alphabet = Alphabet::Unknown;
         let mut total_chars = 0u64;
         let mut written = 0u64;
@@ -302,6 +302,38 @@ impl<R: Read> Scanner<R> {
             source: b64::Base64Error::new(why),
         };
         loop {
+            // A run of plain base64 characters, taken from the buffer in one go (the payload
+            // is almost all of them); a quote, an escape or a stray byte goes the slow way.
+            let buf = self.inner.fill_buf()?;
+            let mut run = 0;
+            let mut kinds = 0u8;
+            for &b in buf {
+                let k = B64_CLASS[usize::from(b)];
+                if k == B64_OTHER {
+                    break;
+                }
+                kinds |= k;
+                run += 1;
+            }
+            if run > 0 {
+                let kind = match kinds {
+                    0 => Alphabet::Unknown,
+                    B64_STD => Alphabet::Standard,
+                    B64_URL => Alphabet::UrlSafe,
+                    _ => return Err(bad("mixes standard and URL-safe alphabets".into())),
+                };
+                if kind != Alphabet::Unknown {
+                    if alphabet != Alphabet::Unknown && alphabet != kind {
+                        return Err(bad("mixes standard and URL-safe alphabets".into()));
+                    }
+                    alphabet = kind;
+                }
+                text.extend_from_slice(buf.get(..run).unwrap_or_default());
+                total_chars += run as u64;
+                self.bump(run)?;
+                written += drain_groups(alphabet, &mut text, sink, total_chars)?;
+                continue;
+            }
             let Some(b) = self.next()? else {
                 return Err(StreamError::Malformed(
                     "EOF while parsing a string (payload truncated)".into(),
@@ -357,19 +389,8 @@ impl<R: Read> Scanner<R> {
             }
             text.push(c);
             total_chars += 1;
-            // Decode whole groups, keeping the last group back (it may carry padding).
-            if text.len() >= CHUNK + 4 {
-                let keep = 4;
-                let n = (text.len() - keep) / 4 * 4;
-                decoded.clear();
-                decode_groups(alphabet, &text[..n], &mut decoded)
-                    .map_err(|_| bad(format!("invalid base64 before offset {total_chars}")))?;
-                sink.write_all(&decoded)?;
-                written += decoded.len() as u64;
-                text.drain(..n);
-            }
+            written += drain_groups(alphabet, &mut text, sink, total_chars)?;
         }
-        decoded.clear();
         let padded = text.last() == Some(&b'=');
         let engine = match (alphabet, padded) {
             (Alphabet::UrlSafe, true) => &URL_SAFE,
@@ -387,15 +408,58 @@ impl<R: Read> Scanner<R> {
     }
 }
 
-/// Decode complete unpadded 4-character groups.
-fn decode_groups(alphabet: Alphabet, text: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
+/// [`B64_CLASS`] values: a letter, digit or `=` (0), a character of one alphabet only, or
+/// anything else.
+const B64_STD: u8 = 1;
+const B64_URL: u8 = 2;
+const B64_OTHER: u8 = 4;
+
+/// The class of each byte in a base64 payload string.
+static B64_CLASS: [u8; 256] = {
+    let mut t = [B64_OTHER; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric() || b == b'=' {
+            t[i] = 0;
+        }
+        i += 1;
+    }
+    t[b'+' as usize] = B64_STD;
+    t[b'/' as usize] = B64_STD;
+    t[b'-' as usize] = B64_URL;
+    t[b'_' as usize] = B64_URL;
+    t
+};
+
+/// Base64 text decoded at a time.
+const DECODE_CHUNK: usize = 64 * 1024;
+
+/// Once `text` holds a chunk: decode its whole groups but the last (which may carry padding),
+/// write them to `sink` and drop them from `text`; returns the bytes written.
+fn drain_groups<W: Write>(
+    alphabet: Alphabet,
+    text: &mut Vec<u8>,
+    sink: &mut W,
+    total_chars: u64,
+) -> Result<u64, StreamError> {
+    if text.len() < DECODE_CHUNK + 4 {
+        return Ok(0);
+    }
+    let n = (text.len() - 4) / 4 * 4;
     let engine = match alphabet {
         Alphabet::UrlSafe => &URL_SAFE_NO_PAD,
         _ => &STANDARD_NO_PAD,
     };
-    let v = engine.decode_to_vec(text).map_err(|_| ())?;
-    out.extend_from_slice(&v);
-    Ok(())
+    let decoded = engine
+        .decode_to_vec(text.get(..n).unwrap_or_default())
+        .map_err(|_| StreamError::Base64 {
+            field: "payload",
+            source: b64::Base64Error::new(format!("invalid base64 before offset {total_chars}")),
+        })?;
+    sink.write_all(&decoded)?;
+    text.drain(..n);
+    Ok(decoded.len() as u64)
 }
 
 #[cfg(test)]

@@ -19,13 +19,13 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use stella_keys::{Algorithm, FileKey, Signer};
 use stella_sigstore::TrustedRoot;
+use stella_x509::certgen::{self, CertGenError, San, Spec};
 use stella_x509::tsp::LocalTsa;
 use stella_x509::x509_cert::name::Name;
 use stella_x509::{Cert, Oid};
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
-use crate::certgen::{self, CertGenError, Spec};
 use crate::error::{Service, UpstreamError};
 use crate::issuer::{check_chain, CertificateIssuer, CertificateRequest, IssuedCertificate};
 use crate::timestamp::{granted_response, Timestamper};
@@ -80,6 +80,30 @@ impl std::fmt::Debug for DevCa {
     }
 }
 
+/// The dev CA (`root` → `intermediate`) and its CT log, as a trusted root names them.
+fn add_dev_ca(
+    b: &mut TrustedRootBuilder,
+    root: &Cert,
+    intermediate: &Cert,
+    ct_key: &FileKey,
+    created: OffsetDateTime,
+) {
+    b.authority(
+        AuthorityKind::Certificate,
+        DEV_CA_URI,
+        "stella-dev",
+        "stella dev keyless root",
+        &[intermediate.der(), root.der()],
+        created,
+    );
+    b.log(
+        LogKind::Ctlog,
+        DEV_CT_URL,
+        ct_key.public_key().spki_der(),
+        created,
+    );
+}
+
 impl DevCa {
     /// New keys and certificates, valid from `now` (backdated one minute) for a year.
     pub fn generate(now: OffsetDateTime) -> Result<Self, CertGenError> {
@@ -131,14 +155,7 @@ impl DevCa {
         created: OffsetDateTime,
     ) -> Result<Self, CertGenError> {
         let mut b = TrustedRootBuilder::new();
-        b.certificate_authority(
-            DEV_CA_URI,
-            "stella-dev",
-            "stella dev keyless root",
-            &[intermediate.der(), root.der()],
-            created,
-        );
-        b.ctlog(DEV_CT_URL, ct_key.public_key().spki_der(), created);
+        add_dev_ca(&mut b, &root, &intermediate, &ct_key, created);
         let own_root = TrustedRoot::from_json(&b.to_json())
             .map_err(|e| CertGenError::Input(format!("dev trusted root: {e}")))?;
         Ok(DevCa {
@@ -162,16 +179,11 @@ impl DevCa {
 
     /// Add this CA and its CT log to a trusted root.
     pub fn add_to(&self, b: &mut TrustedRootBuilder) {
-        b.certificate_authority(
-            DEV_CA_URI,
-            "stella-dev",
-            "stella dev keyless root",
-            &[self.intermediate.der(), self.root.der()],
-            self.created,
-        );
-        b.ctlog(
-            DEV_CT_URL,
-            self.ct_key.public_key().spki_der(),
+        add_dev_ca(
+            b,
+            &self.root,
+            &self.intermediate,
+            &self.ct_key,
             self.created,
         );
     }
@@ -186,7 +198,7 @@ impl DevCa {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<Cert, CertGenError> {
-        let mut ext = certgen::fulcio_leaf_extensions(san, oidc_issuer)?;
+        let mut ext = certgen::fulcio_leaf_extensions(&San::of(san), oidc_issuer)?;
         ext.extend(certgen::key_ids(
             spki_der,
             self.intermediate_key.public_key().spki_der(),
@@ -349,7 +361,8 @@ impl DevTsa {
 
     /// Add this TSA to a trusted root (chain: TSA certificate, dev root).
     pub fn add_to(&self, b: &mut TrustedRootBuilder) {
-        b.timestamp_authority(
+        b.authority(
+            AuthorityKind::Timestamp,
             DEV_TSA_URI,
             "stella-dev",
             "stella dev timestamp authority",
@@ -615,6 +628,24 @@ pub struct TrustedRootBuilder {
     tsas: Vec<Value>,
 }
 
+/// The logs of a trusted root (`tlogs`, `ctlogs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogKind {
+    /// A Rekor transparency log.
+    Tlog,
+    /// A certificate transparency log (SCTs).
+    Ctlog,
+}
+
+/// The authorities of a trusted root (`certificateAuthorities`, `timestampAuthorities`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorityKind {
+    /// A Fulcio CA.
+    Certificate,
+    /// An RFC 3161 TSA.
+    Timestamp,
+}
+
 fn log_json(url: &str, spki_der: &[u8], start: OffsetDateTime) -> Value {
     json!({
         "baseUrl": url,
@@ -642,41 +673,37 @@ impl TrustedRootBuilder {
         Self::default()
     }
 
-    /// A Rekor log (P-256 key, SPKI DER), valid from `start`.
-    pub fn tlog(&mut self, url: &str, spki_der: &[u8], start: OffsetDateTime) -> &mut Self {
-        self.tlogs.push(log_json(url, spki_der, start));
-        self
-    }
-
-    /// A CT log (P-256 key, SPKI DER), valid from `start`.
-    pub fn ctlog(&mut self, url: &str, spki_der: &[u8], start: OffsetDateTime) -> &mut Self {
-        self.ctlogs.push(log_json(url, spki_der, start));
-        self
-    }
-
-    /// A Fulcio CA: `chain` is DER, issuing certificate first, root last.
-    pub fn certificate_authority(
+    /// A log (P-256 key, SPKI DER), valid from `start`.
+    pub fn log(
         &mut self,
+        kind: LogKind,
+        url: &str,
+        spki_der: &[u8],
+        start: OffsetDateTime,
+    ) -> &mut Self {
+        let list = match kind {
+            LogKind::Tlog => &mut self.tlogs,
+            LogKind::Ctlog => &mut self.ctlogs,
+        };
+        list.push(log_json(url, spki_der, start));
+        self
+    }
+
+    /// An authority: `chain` is DER, the issuing (or TSA) certificate first, root last.
+    pub fn authority(
+        &mut self,
+        kind: AuthorityKind,
         uri: &str,
         org: &str,
         cn: &str,
         chain: &[&[u8]],
         start: OffsetDateTime,
     ) -> &mut Self {
-        self.cas.push(authority_json(uri, org, cn, chain, start));
-        self
-    }
-
-    /// A TSA: `chain` is DER, the TSA certificate first, root last.
-    pub fn timestamp_authority(
-        &mut self,
-        uri: &str,
-        org: &str,
-        cn: &str,
-        chain: &[&[u8]],
-        start: OffsetDateTime,
-    ) -> &mut Self {
-        self.tsas.push(authority_json(uri, org, cn, chain, start));
+        let list = match kind {
+            AuthorityKind::Certificate => &mut self.cas,
+            AuthorityKind::Timestamp => &mut self.tsas,
+        };
+        list.push(authority_json(uri, org, cn, chain, start));
         self
     }
 

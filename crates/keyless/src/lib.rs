@@ -33,7 +33,6 @@ use std::future::Future;
 use std::pin::Pin;
 
 mod bundle;
-mod certgen;
 pub mod dev;
 mod ephemeral;
 mod error;

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::dev::TrustedRootBuilder;
+use crate::dev::{AuthorityKind, LogKind, TrustedRootBuilder};
 use crate::fulcio::FulcioClient;
 use crate::rekor::RekorClient;
 use crate::tsa::HttpTsa;
@@ -99,15 +99,26 @@ impl MockSigstore {
         )
         .expect("mock harness");
         let mut b = TrustedRootBuilder::new();
-        b.certificate_authority(
+        b.authority(
+            AuthorityKind::Certificate,
             &url,
             "sigstore.mock",
             "sigstore",
             &[&b64d(&info["fulcio"]["root"])],
             start,
         );
-        b.ctlog(&url, &b64d(&info["ctlog"]["publicKey"]), start);
-        b.tlog(&url, &b64d(&info["rekor"]["publicKey"]), start);
+        b.log(
+            LogKind::Ctlog,
+            &url,
+            &b64d(&info["ctlog"]["publicKey"]),
+            start,
+        );
+        b.log(
+            LogKind::Tlog,
+            &url,
+            &b64d(&info["rekor"]["publicKey"]),
+            start,
+        );
         let chain: Vec<Vec<u8>> = info["tsa"]["chain"]
             .as_array()
             .expect("mock harness")
@@ -115,7 +126,8 @@ impl MockSigstore {
             .map(b64d)
             .collect();
         let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
-        b.timestamp_authority(
+        b.authority(
+            AuthorityKind::Timestamp,
             &format!("{url}/api/v1/timestamp"),
             "sigstore.mock",
             "tsa",

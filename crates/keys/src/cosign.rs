@@ -58,23 +58,23 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 /// PEM label written by current cosign (and by us).
-pub const LABEL_SIGSTORE: &str = "ENCRYPTED SIGSTORE PRIVATE KEY";
+pub(crate) const LABEL_SIGSTORE: &str = "ENCRYPTED SIGSTORE PRIVATE KEY";
 /// PEM label written by older cosign releases; still accepted on read.
-pub const LABEL_COSIGN: &str = "ENCRYPTED COSIGN PRIVATE KEY";
+pub(crate) const LABEL_COSIGN: &str = "ENCRYPTED COSIGN PRIVATE KEY";
 /// scrypt N used when we write a key file.
-pub const WRITE_N: u64 = 65536;
+pub(crate) const WRITE_N: u64 = 65536;
 /// The scrypt N values accepted on read (and by [`encrypt_with_n`]).
-pub const ACCEPTED_N: [u64; 3] = [32768, 65536, 131072];
+pub(crate) const ACCEPTED_N: [u64; 3] = [32768, 65536, 131072];
 /// The only scrypt `r` accepted.
-pub const SCRYPT_R: u64 = 8;
+pub(crate) const SCRYPT_R: u64 = 8;
 /// The only scrypt `p` accepted.
-pub const SCRYPT_P: u64 = 1;
+pub(crate) const SCRYPT_P: u64 = 1;
 /// Salt length in bytes.
-pub const SALT_LEN: usize = 32;
+pub(crate) const SALT_LEN: usize = 32;
 /// XSalsa20 nonce length in bytes.
-pub const NONCE_LEN: usize = 24;
+pub(crate) const NONCE_LEN: usize = 24;
 /// Poly1305 tag length: the minimum ciphertext length.
-pub const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = 16;
 
 const KEY_LEN: usize = 32;
 const KDF_SCRYPT: &str = "scrypt";
@@ -184,7 +184,7 @@ struct CipherSpec {
 }
 
 /// True for the two PEM labels cosign uses for encrypted private keys.
-pub fn is_cosign_label(label: &str) -> bool {
+pub(crate) fn is_cosign_label(label: &str) -> bool {
     label == LABEL_SIGSTORE || label == LABEL_COSIGN
 }
 
@@ -240,13 +240,17 @@ pub fn decrypt_contents(
 
 /// Encrypt PKCS#8 DER → PEM text with [`LABEL_SIGSTORE`], scrypt
 /// N = [`WRITE_N`], r = 8, p = 1, fresh random 32-byte salt and 24-byte nonce.
-pub fn encrypt(pkcs8_der: &[u8], password: &[u8]) -> Result<String, CosignKeyError> {
+pub(crate) fn encrypt(pkcs8_der: &[u8], password: &[u8]) -> Result<String, CosignKeyError> {
     encrypt_with_n(pkcs8_der, password, WRITE_N)
 }
 
 /// Like [`encrypt`] with an explicit scrypt N, which must be one of
 /// [`ACCEPTED_N`] (a file we could not read back is never written).
-pub fn encrypt_with_n(pkcs8_der: &[u8], password: &[u8], n: u64) -> Result<String, CosignKeyError> {
+pub(crate) fn encrypt_with_n(
+    pkcs8_der: &[u8],
+    password: &[u8],
+    n: u64,
+) -> Result<String, CosignKeyError> {
     let log_n = scrypt_log_n(n, SCRYPT_R, SCRYPT_P)?;
 
     let rng = SystemRandom::new();
@@ -290,16 +294,11 @@ pub fn encrypt_with_n(pkcs8_der: &[u8], password: &[u8], n: u64) -> Result<Strin
 
 /// log2(N) for an accepted (N, r, p) triple, or `UnsupportedParams`.
 fn scrypt_log_n(n: u64, r: u64, p: u64) -> Result<u8, CosignKeyError> {
-    let log_n = match n {
-        32768 => 15,
-        65536 => 16,
-        131072 => 17,
-        _ => return Err(CosignKeyError::UnsupportedParams { n, r, p }),
-    };
-    if r != SCRYPT_R || p != SCRYPT_P {
+    if !ACCEPTED_N.contains(&n) || r != SCRYPT_R || p != SCRYPT_P {
         return Err(CosignKeyError::UnsupportedParams { n, r, p });
     }
-    Ok(log_n)
+    // Every accepted N is a power of two.
+    u8::try_from(n.trailing_zeros()).map_err(|_| CosignKeyError::UnsupportedParams { n, r, p })
 }
 
 /// scrypt(password, salt, 2^log_n, 8, 1) → 32-byte secretbox key.

@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::public::{Algorithm, PublicKey};
 use crate::signer::{SignError, Signer};
+use crate::stream::MessageSource;
 use crate::{cosign, KeyError};
 
 const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
@@ -189,6 +190,62 @@ impl Signer for FileKey {
         }
     }
 
+    fn sign_stream(&self, message: &mut dyn MessageSource) -> Result<Vec<u8>, SignError> {
+        let failed = |reason: &str| SignError::Backend {
+            key_id: self.public.key_id().clone(),
+            reason: reason.into(),
+        };
+        match &self.pair {
+            Pair::Ed25519(k) => {
+                // RFC 8032 needs the message twice (r = H(prefix || M), then H(R || A || M)):
+                // ed25519-dalek's hazmat signer takes it by update, from the expanded secret
+                // of the same seed aws-lc holds, so the signature is the one `sign` gives.
+                use aws_lc_rs::encoding::AsBigEndian as _;
+                use ed25519_dalek::hazmat::{raw_sign_byupdate, ExpandedSecretKey};
+                use ed25519_dalek::Digest as _;
+                let seed = k
+                    .seed()
+                    .and_then(|s| s.as_be_bytes())
+                    .map_err(|_| failed("cannot read the Ed25519 seed"))?;
+                let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
+                    seed.as_ref()
+                        .try_into()
+                        .map_err(|_| failed("the Ed25519 seed is not 32 bytes"))?,
+                );
+                let esk = ExpandedSecretKey::from(&*seed);
+                let vk = ed25519_dalek::VerifyingKey::from(&esk);
+                let source = std::cell::RefCell::new(message);
+                let read_error = std::cell::RefCell::new(None);
+                let sig = raw_sign_byupdate::<ed25519_dalek::Sha512, _>(
+                    &esk,
+                    |h| {
+                        let fed = source.borrow_mut().feed(&mut |c| h.update(c));
+                        fed.map_err(|e| {
+                            *read_error.borrow_mut() = Some(e);
+                            ed25519_dalek::SignatureError::new()
+                        })
+                    },
+                    &vk,
+                );
+                if let Some(e) = read_error.into_inner() {
+                    return Err(SignError::Read(e));
+                }
+                let sig = sig.map_err(|_| failed("Ed25519 signing failed"))?;
+                Ok(sig.to_bytes().to_vec())
+            }
+            Pair::P256(k) => {
+                // ECDSA signs SHA-256(message): hash the stream once, sign the prehash.
+                let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+                message
+                    .feed(&mut |c| ctx.update(c))
+                    .map_err(SignError::Read)?;
+                k.sign_digest(&ctx.finish())
+                    .map(|s| s.as_ref().to_vec())
+                    .map_err(|_| failed("ECDSA signing failed"))
+            }
+        }
+    }
+
     fn mode(&self) -> &'static str {
         "file"
     }
@@ -213,6 +270,123 @@ mod tests {
             let back = FileKey::from_pem(crlf.as_bytes(), &mut || unreachable_password()).unwrap();
             assert_eq!(back.public_key(), k.public_key());
             assert!(!format!("{k:?}").contains(&crate::hex(&der)));
+        }
+    }
+
+    /// A message fed in uneven chunks, counting its passes.
+    struct Chunks<'a> {
+        bytes: &'a [u8],
+        chunk: usize,
+        passes: usize,
+    }
+
+    impl MessageSource for Chunks<'_> {
+        fn feed(&mut self, f: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
+            self.passes += 1;
+            for c in self.bytes.chunks(self.chunk) {
+                f(c);
+            }
+            Ok(())
+        }
+    }
+
+    /// Fails after `after` chunks.
+    struct Broken {
+        after: usize,
+    }
+
+    impl MessageSource for Broken {
+        fn feed(&mut self, f: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
+            for _ in 0..self.after {
+                f(b"chunk");
+            }
+            Err(std::io::Error::other("disk gone"))
+        }
+    }
+
+    /// Uses the trait's default `sign_stream` (reads the message into memory).
+    struct Default(FileKey);
+
+    impl Signer for Default {
+        fn public_key(&self) -> &PublicKey {
+            self.0.public_key()
+        }
+        fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+            self.0.sign(message)
+        }
+        fn mode(&self) -> &'static str {
+            "test"
+        }
+    }
+
+    #[test]
+    fn sign_stream_agrees_with_sign() {
+        let msg: Vec<u8> = (0..300_007u32)
+            .map(|i| (i.wrapping_mul(7) >> 2) as u8)
+            .collect();
+        for alg in [Algorithm::Ed25519, Algorithm::EcdsaP256Sha256] {
+            let k = FileKey::generate(alg).unwrap();
+            for chunk in [1 << 20, 4096, 7] {
+                let mut src = Chunks {
+                    bytes: &msg,
+                    chunk,
+                    passes: 0,
+                };
+                let streamed = k.sign_stream(&mut src).unwrap();
+                assert!(k.public_key().verify(&msg, &streamed), "{alg} {chunk}");
+                let mut changed = msg.clone();
+                changed[150_000] ^= 1;
+                assert!(!k.public_key().verify(&changed, &streamed), "{alg}");
+                let whole = k.sign(&msg).unwrap();
+                assert!(k.public_key().verify(&msg, &whole));
+                match alg {
+                    // Deterministic: the very same signature, the message read twice.
+                    Algorithm::Ed25519 => {
+                        assert_eq!(streamed, whole);
+                        assert_eq!(src.passes, 2);
+                    }
+                    // Randomised: both verify, one pass.
+                    Algorithm::EcdsaP256Sha256 => assert_eq!(src.passes, 1),
+                }
+            }
+            // The empty message too.
+            let mut empty = Chunks {
+                bytes: b"",
+                chunk: 1,
+                passes: 0,
+            };
+            let sig = k.sign_stream(&mut empty).unwrap();
+            assert!(k.public_key().verify(b"", &sig));
+            // The default (in memory) gives a signature that verifies the same way.
+            let d = Default(FileKey::from_pkcs8_der(&k.to_pkcs8_der().unwrap()).unwrap());
+            let mut src = Chunks {
+                bytes: &msg,
+                chunk: 999,
+                passes: 0,
+            };
+            let sig = d.sign_stream(&mut src).unwrap();
+            assert!(k.public_key().verify(&msg, &sig));
+            assert_eq!(src.passes, 1);
+        }
+    }
+
+    #[test]
+    fn sign_stream_reports_a_failing_message() {
+        for alg in [Algorithm::Ed25519, Algorithm::EcdsaP256Sha256] {
+            let k = FileKey::generate(alg).unwrap();
+            for after in [0, 3] {
+                let e = k.sign_stream(&mut Broken { after }).unwrap_err();
+                assert!(matches!(e, SignError::Read(_)), "{alg}: {e:?}");
+                assert_eq!(
+                    e.to_string(),
+                    "cannot read the message to sign: disk gone",
+                    "{alg}"
+                );
+                let e = Default(FileKey::generate(alg).unwrap())
+                    .sign_stream(&mut Broken { after })
+                    .unwrap_err();
+                assert!(matches!(e, SignError::Read(_)), "{alg}: {e:?}");
+            }
         }
     }
 

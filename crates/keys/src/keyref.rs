@@ -22,7 +22,7 @@ use crate::KeyError;
 
 /// Key id of the published development key (`tools/cosign/cosign.dev.key`,
 /// password `stellaops-dev`). Anyone can sign with it, so it is never trusted by default.
-pub const DEV_KEY_ID: &str =
+pub(crate) const DEV_KEY_ID: &str =
     "sha256:3bd80e93d181bedd0e97a5191464b976910fe51da4d328199881ffad0d391de4";
 
 /// Whether the published development key may be used.

@@ -122,18 +122,6 @@ impl TrustedKey {
             revoked: false,
         }
     }
-
-    /// May this key count for `purpose` at time `at`?
-    pub fn check(&self, purpose: Option<Purpose>, at: OffsetDateTime) -> Result<(), Ineligible> {
-        eligible(
-            self.revoked,
-            &self.purposes,
-            self.not_before,
-            self.not_after,
-            purpose,
-            at,
-        )
-    }
 }
 
 /// A value a certificate field must have: exactly, or matching a regular expression that is
@@ -205,48 +193,43 @@ pub struct TrustedIdentity {
     pub revoked: bool,
 }
 
-impl TrustedIdentity {
-    /// May this identity count for `purpose` at time `at`? (The same rules as a key's.)
-    pub fn check(&self, purpose: Option<Purpose>, at: OffsetDateTime) -> Result<(), Ineligible> {
-        eligible(
-            self.revoked,
-            &self.purposes,
-            self.not_before,
-            self.not_after,
-            purpose,
-            at,
-        )
-    }
+/// `check` for the two kinds of trusted entry, keys and identities: both carry the limits of
+/// their trust in the same four fields (`revoked`, `purposes`, `not_before`, `not_after`), and
+/// one set of rules reads them.
+macro_rules! eligibility {
+    ($($entry:ty),+) => {$(
+        impl $entry {
+            /// May this entry count for `purpose` at time `at`?
+            pub fn check(
+                &self,
+                purpose: Option<Purpose>,
+                at: OffsetDateTime,
+            ) -> Result<(), Ineligible> {
+                if self.revoked {
+                    return Err(Ineligible::Revoked);
+                }
+                if let Some(p) = purpose {
+                    if !self.purposes.contains(&p) {
+                        return Err(Ineligible::Purpose(p));
+                    }
+                }
+                if let Some(nb) = self.not_before {
+                    if at < nb {
+                        return Err(Ineligible::NotYetValid(nb));
+                    }
+                }
+                if let Some(na) = self.not_after {
+                    if at > na {
+                        return Err(Ineligible::Expired(na));
+                    }
+                }
+                Ok(())
+            }
+        }
+    )+};
 }
 
-fn eligible(
-    revoked: bool,
-    purposes: &BTreeSet<Purpose>,
-    not_before: Option<OffsetDateTime>,
-    not_after: Option<OffsetDateTime>,
-    purpose: Option<Purpose>,
-    at: OffsetDateTime,
-) -> Result<(), Ineligible> {
-    if revoked {
-        return Err(Ineligible::Revoked);
-    }
-    if let Some(p) = purpose {
-        if !purposes.contains(&p) {
-            return Err(Ineligible::Purpose(p));
-        }
-    }
-    if let Some(nb) = not_before {
-        if at < nb {
-            return Err(Ineligible::NotYetValid(nb));
-        }
-    }
-    if let Some(na) = not_after {
-        if at > na {
-            return Err(Ineligible::Expired(na));
-        }
-    }
-    Ok(())
-}
+eligibility!(TrustedKey, TrustedIdentity);
 
 /// A set of trusted keys and Sigstore identities.
 #[derive(Debug, Clone, Default)]

@@ -2,20 +2,27 @@
 //! signs), public keys and key ids, key references (`PATH`, `env://`, `pkcs11:`, `awskms://`,
 //! `keyless`), cosign's encrypted key files, keyrings with purposes and validity windows, and
 //! DSSE signing plus the verification policy (distinct trusted keys toward a threshold).
+//!
+//! Public surface: the items re-exported here, plus five namespaces whose name reads as part
+//! of their items' names: [`cosign`] (the encrypted key file format), [`revocation`] (signed
+//! key revocation lists), [`stream`] (verifying a signature over a message read in pieces),
+//! and the key backends [`pkcs11`] and [`awskms`] (features of the same names). Every other
+//! module is private.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 #[cfg(feature = "awskms")]
 pub mod awskms;
 pub mod cosign;
-pub mod dsse;
-pub mod file;
-pub mod keyref;
-pub mod keyring;
+mod dsse;
+mod file;
+mod keyref;
+mod keyring;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
-pub mod public;
+mod public;
 pub mod revocation;
-pub mod signer;
+mod signer;
 pub mod stream;
 
 use std::path::PathBuf;
@@ -25,7 +32,7 @@ pub use dsse::{
     VerifyError,
 };
 pub use file::FileKey;
-pub use keyref::{load_public, load_signer, DevKeys, KeyRef, DEV_KEY_ID};
+pub use keyref::{is_dev_key, load_public, load_public_file, load_signer, DevKeys, KeyRef};
 pub use keyring::{
     Ineligible, Keyring, Pattern, Purpose, TrustRootRef, TrustedIdentity, TrustedKey,
 };

@@ -31,9 +31,9 @@ use crate::signer::{SignError, Signer};
 use crate::KeyError;
 
 /// DSSE payload type of a revocation list.
-pub const PAYLOAD_TYPE: &str = "application/vnd.stellaops.key-revocations+json;version=1";
+pub(crate) const PAYLOAD_TYPE: &str = "application/vnd.stellaops.key-revocations+json;version=1";
 /// The `kind` field of a revocation list.
-pub const KIND: &str = "stella.ops/key-revocations@v1";
+pub(crate) const KIND: &str = "stella.ops/key-revocations@v1";
 
 /// One revoked key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -193,8 +193,34 @@ impl Anchor {
 
 /// Build `time-anchor.json` for a token over `manifest_bytes` (checked first).
 pub fn anchor_file(token: &[u8], source: &str, manifest_bytes: &[u8]) -> Result<(Vec<u8>, Anchor)> {
+    anchor_file_for(token, source, Stamped::Bytes(manifest_bytes))
+}
+
+/// What a token must stamp: the manifest's bytes, or only their SHA-256 (a manifest too large
+/// to hold in memory; a token over another hash of it is then refused).
+#[derive(Debug, Clone, Copy)]
+pub enum Stamped<'a> {
+    Bytes(&'a [u8]),
+    Sha256(&'a Digest),
+}
+
+impl Stamped<'_> {
+    fn sha256(&self) -> Digest {
+        match self {
+            Stamped::Bytes(b) => Digest::of(b),
+            Stamped::Sha256(d) => **d,
+        }
+    }
+}
+
+/// [`anchor_file`] for a manifest given as [`Stamped`].
+pub fn anchor_file_for(
+    token: &[u8],
+    source: &str,
+    manifest: Stamped<'_>,
+) -> Result<(Vec<u8>, Anchor)> {
     let info = check_token(token, &[])?;
-    check_imprint(&info, manifest_bytes)?;
+    check_imprint(&info, manifest)?;
     let file = AnchorFile {
         anchor_time: format_time(info.gen_time),
         format: FORMAT.into(),
@@ -203,17 +229,23 @@ pub fn anchor_file(token: &[u8], source: &str, manifest_bytes: &[u8]) -> Result<
         token_digest: Digest::of(token).to_string(),
     };
     let bytes = stella_dsse::jcs::to_vec(&file).map_err(|e| Error::input(e.to_string()))?;
-    let anchor = verify_anchor(&bytes, manifest_bytes, None)?;
+    let anchor = verify_anchor_for(&bytes, manifest, None)?;
     Ok((bytes, anchor))
 }
 
-fn check_imprint(info: &TokenInfo, manifest_bytes: &[u8]) -> Result<()> {
-    if info.imprint != info.imprint_hash.digest(manifest_bytes) {
+fn check_imprint(info: &TokenInfo, manifest: Stamped<'_>) -> Result<()> {
+    let matches = match manifest {
+        Stamped::Bytes(b) => info.imprint == info.imprint_hash.digest(b),
+        Stamped::Sha256(d) => {
+            info.imprint_hash == stella_x509::Hash::Sha256 && info.imprint == d.as_bytes()
+        }
+    };
+    if !matches {
         return Err(Error::verify(Stage::Anchor, format!(
             "time anchor: the token stamps {} {}, not this bundle's manifest (sha256:{}): it belongs to another manifest",
             info.imprint_algorithm,
             stella_keys::hex(&info.imprint),
-            Digest::of(manifest_bytes).hex()
+            manifest.sha256().hex()
         )));
     }
     Ok(())
@@ -224,6 +256,15 @@ fn check_imprint(info: &TokenInfo, manifest_bytes: &[u8]) -> Result<()> {
 pub fn verify_anchor(
     bytes: &[u8],
     manifest_bytes: &[u8],
+    roots: Option<&TrustRoots>,
+) -> Result<Anchor> {
+    verify_anchor_for(bytes, Stamped::Bytes(manifest_bytes), roots)
+}
+
+/// [`verify_anchor`] for a manifest given as [`Stamped`].
+pub fn verify_anchor_for(
+    bytes: &[u8],
+    manifest: Stamped<'_>,
     roots: Option<&TrustRoots>,
 ) -> Result<Anchor> {
     let value = stella_dsse::jcs::parse_strict(bytes)
@@ -253,7 +294,7 @@ pub fn verify_anchor(
     }
     let extra = roots.map(TrustRoots::certs).unwrap_or_default();
     let info = check_token(&token, extra)?;
-    check_imprint(&info, manifest_bytes)?;
+    check_imprint(&info, manifest)?;
     let stated = crate::manifest::parse_time(&file.anchor_time)
         .map_err(|e| Error::verify(Stage::Anchor, format!("time-anchor.json anchorTime: {e}")))?;
     let gen_ms = info.gen_time.unix_timestamp_nanos() / 1_000_000;
@@ -343,9 +384,30 @@ pub fn write_anchor(
     source: &str,
     manifest: &[u8],
 ) -> Result<Anchor> {
-    let (bytes, anchor) = anchor_file(token, source, manifest)?;
+    write_anchor_for(dir, token, source, Stamped::Bytes(manifest))
+}
+
+/// [`write_anchor`] for a manifest given as [`Stamped`].
+pub fn write_anchor_for(
+    dir: &std::path::Path,
+    token: &[u8],
+    source: &str,
+    manifest: Stamped<'_>,
+) -> Result<Anchor> {
+    let (bytes, anchor) = anchor_file_for(token, source, manifest)?;
     crate::fs::write_file(&dir.join(crate::names::TIME_ANCHOR), &bytes)?;
     Ok(anchor)
+}
+
+/// Stamp the manifest whose SHA-256 is `sha256` (the signed `manifest.json` of the bundle in
+/// `dir`, which need not fit in memory) and write `dir/time-anchor.json`.
+pub fn stamp_digest(
+    dir: &std::path::Path,
+    sha256: &Digest,
+    stamper: &dyn TimeStamper,
+) -> Result<Anchor> {
+    let token = stamper.stamp(sha256.as_bytes())?;
+    write_anchor_for(dir, &token, &stamper.source(), Stamped::Sha256(sha256))
 }
 
 /// `manifest.json` of a signed folder, checked to be the payload of `manifest.dsse` (the

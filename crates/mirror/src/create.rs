@@ -6,8 +6,17 @@
 //! rebuild and check it), but the folder holds only files that are new or changed against the
 //! base — image blobs included, since blobs are named by digest — and the manifest lists the
 //! base's paths that are gone under `removed`.
+//!
+//! Memory does not grow with the file count beyond a compact list of the files ([`Collected`]:
+//! one arena of path bytes and 56-byte records, about 100 B per advisory file, sorted once at
+//! the end); advisory folders are walked as a stream and copied in bounded batches, and
+//! `manifest.json` is written canonically as a stream ([`Manifest::write_canonical`]), the
+//! same bytes the in-memory writer produced. A base manifest above
+//! [`crate::streamed::Limits::stream_above`] is read straight into a [`FileIndex`].
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
+use std::io::{self, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 
 use stella_oci::media;
@@ -16,9 +25,12 @@ use time::OffsetDateTime;
 use crate::error::{Error, IoContext as _, Result};
 use crate::fs::{check_output_free, Staging};
 use crate::hash::{Digest, Progress};
-use crate::manifest::{format_time, BaseRef, FileEntry, ImageEntry, Kind, Manifest};
+use crate::manifest::{
+    format_time, BaseRef, FileEntry, FileList, FileRef, ImageEntry, Kind, Manifest, ManifestError,
+};
 use crate::oci::LayoutWriter;
 use crate::spec::{ImageSource, Spec};
+use crate::streamed::FileIndex;
 use crate::BundlePath;
 
 /// Options of `create`.
@@ -35,7 +47,13 @@ pub struct CreateOptions {
 /// What `create` wrote.
 #[derive(Debug, Clone)]
 pub struct CreateReport {
-    pub manifest: Manifest,
+    /// The manifest written, without its file list (`files` is empty: a bundle may list
+    /// millions; see [`files`](Self::files) and [`bytes`](Self::bytes)).
+    pub head: Manifest,
+    /// Files the manifest lists.
+    pub files: usize,
+    /// Their total size.
+    pub bytes: u64,
     /// Files written into the folder (all of them for a full bundle).
     pub written: usize,
     pub written_bytes: u64,
@@ -44,14 +62,151 @@ pub struct CreateReport {
 }
 
 struct Base {
-    manifest: Manifest,
+    /// Without its files (they are in `index`).
+    head: Manifest,
+    index: FileIndex,
     digest: Digest,
+}
+
+/// One file of [`Collected`]: 56 bytes (the path lives in the arena).
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    start: u64,
+    size: u64,
+    len: u32,
+    media: u32,
+    sha256: [u8; 32],
+}
+
+/// The files recorded for the manifest, in the order they came: one arena of path bytes,
+/// fixed records, media types interned. [`Collected::finish`] sorts them by path.
+#[derive(Default)]
+struct Collected {
+    arena: Vec<u8>,
+    recs: Vec<Rec>,
+    media: Vec<String>,
+    /// Recorded in strictly increasing path order so far (no sort needed).
+    sorted: bool,
+}
+
+impl Collected {
+    fn new() -> Self {
+        Collected {
+            sorted: true,
+            ..Default::default()
+        }
+    }
+
+    fn path_of(&self, r: &Rec) -> &str {
+        let start = usize::try_from(r.start).unwrap_or(usize::MAX);
+        self.arena
+            .get(start..start.saturating_add(r.len as usize))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+
+    fn push(&mut self, path: &str, size: u64, sha: Digest, media_type: &str) -> Result<()> {
+        if let Some(prev) = self.recs.last() {
+            if self.path_of(prev).as_bytes() >= path.as_bytes() {
+                self.sorted = false;
+            }
+        }
+        let media = match self.media.iter().position(|m| *m == media_type) {
+            Some(i) => i,
+            None => {
+                self.media.push(media_type.to_string());
+                self.media.len() - 1
+            }
+        };
+        let len = u32::try_from(path.len())
+            .map_err(|_| Error::input(format!("path too long: {path}")))?;
+        self.recs.push(Rec {
+            start: self.arena.len() as u64,
+            size,
+            len,
+            media: u32::try_from(media).unwrap_or(u32::MAX),
+            sha256: *sha.as_bytes(),
+        });
+        self.arena.extend_from_slice(path.as_bytes());
+        Ok(())
+    }
+
+    /// Sort by path (bytes) and refuse a path recorded twice.
+    fn finish(&mut self) -> Result<()> {
+        if !self.sorted {
+            let mut recs = std::mem::take(&mut self.recs);
+            recs.sort_unstable_by(|a, b| {
+                self.path_of(a).as_bytes().cmp(self.path_of(b).as_bytes())
+            });
+            self.recs = recs;
+            self.sorted = true;
+        }
+        for w in self.recs.windows(2) {
+            if self.path_of(&w[0]) == self.path_of(&w[1]) {
+                return Err(Error::input(format!(
+                    "two inputs map to {}",
+                    self.path_of(&w[0])
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `path` is recorded (after [`finish`](Self::finish)).
+    fn contains(&self, path: &str) -> bool {
+        self.recs
+            .binary_search_by(|r| self.path_of(r).as_bytes().cmp(path.as_bytes()))
+            .is_ok()
+    }
+
+    fn total_size(&self) -> u64 {
+        self.recs.iter().map(|r| r.size).sum()
+    }
+
+    /// The manifest's checks of `files` ([`Manifest::validate`]), entry by entry in order.
+    fn validate(&self) -> std::result::Result<(), ManifestError> {
+        let mut prev: Option<&str> = None;
+        for r in &self.recs {
+            let path = self.path_of(r);
+            let entry = FileEntry {
+                path: path.to_string(),
+                size: r.size,
+                sha256: stella_digest::hex(&r.sha256),
+                media_type: self
+                    .media
+                    .get(r.media as usize)
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            crate::manifest::check_next(prev, &entry)?;
+            prev = Some(path);
+        }
+        Ok(())
+    }
+}
+
+impl FileList for Collected {
+    fn count(&self) -> usize {
+        self.recs.len()
+    }
+
+    fn each(&self, f: &mut dyn FnMut(FileRef<'_>) -> io::Result<()>) -> io::Result<()> {
+        for r in &self.recs {
+            f(FileRef {
+                path: self.path_of(r),
+                size: r.size,
+                sha256: Cow::Owned(stella_digest::hex(&r.sha256)),
+                media_type: self.media.get(r.media as usize).map_or("", String::as_str),
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Files collected for the manifest, and the thin-bundle decision for each.
 struct Files<'a> {
     root: PathBuf,
-    entries: BTreeMap<String, FileEntry>,
+    entries: Collected,
     base: Option<&'a Base>,
     written: usize,
     written_bytes: u64,
@@ -59,26 +214,17 @@ struct Files<'a> {
 
 impl Files<'_> {
     fn unchanged(&self, path: &str, sha: &Digest) -> bool {
-        self.base
-            .and_then(|b| b.manifest.file(path))
-            .is_some_and(|f| f.sha256 == sha.hex())
+        self.base.is_some_and(|b| {
+            b.index
+                .find(path)
+                .and_then(|i| b.index.get(i))
+                .is_some_and(|f| f.sha256 == *sha)
+        })
     }
 
     fn record(&mut self, path: &str, size: u64, sha: Digest, media_type: &str) -> Result<()> {
         BundlePath::new(path).map_err(Error::input)?;
-        if self.entries.contains_key(path) {
-            return Err(Error::input(format!("two inputs map to {path}")));
-        }
-        self.entries.insert(
-            path.to_string(),
-            FileEntry {
-                path: path.to_string(),
-                size,
-                sha256: sha.hex(),
-                media_type: media_type.to_string(),
-            },
-        );
-        Ok(())
+        self.entries.push(path, size, sha, media_type)
     }
 
     /// A generated file: written unless the base already has these bytes.
@@ -129,47 +275,107 @@ impl Files<'_> {
 const COPY_BATCH: usize = 4096;
 
 impl Files<'_> {
-    /// A full bundle's advisory folder: every file copied and hashed on every core, in
-    /// batches of [`COPY_BATCH`] (a bounded work list); recorded in order.
-    fn put_folder(
+    /// A full bundle's advisory folder: walked as a stream and copied and hashed on every
+    /// core in batches of [`COPY_BATCH`] (a bounded work list however many files it holds).
+    fn put_folder(&mut self, target: &str, src_root: &Path, progress: &dyn Progress) -> Result<()> {
+        let mut made: Option<PathBuf> = None;
+        let mut batch: Vec<String> = Vec::with_capacity(COPY_BATCH);
+        if self.walk_takes_output(src_root) {
+            // The output is inside the source: list the source before anything is copied.
+            for chunk in walk_sorted(src_root)?.chunks(COPY_BATCH) {
+                self.copy_batch(target, src_root, chunk, &mut made, progress)?;
+            }
+            return Ok(());
+        }
+        walk_source(src_root, &mut |rel| {
+            batch.push(rel.to_string());
+            if batch.len() == COPY_BATCH {
+                self.copy_batch(target, src_root, &batch, &mut made, progress)?;
+                batch.clear();
+            }
+            Ok(())
+        })?;
+        self.copy_batch(target, src_root, &batch, &mut made, progress)
+    }
+
+    /// Whether the bundle being built lies inside `src_root` (a streamed walk would meet
+    /// the copies it makes).
+    fn walk_takes_output(&self, src_root: &Path) -> bool {
+        match (src_root.canonicalize(), self.root.canonicalize()) {
+            (Ok(src), Ok(root)) => root.starts_with(src),
+            _ => true,
+        }
+    }
+
+    /// Copy one batch of files of `src_root` (relative paths) under `advisories/{target}/`.
+    fn copy_batch(
         &mut self,
         target: &str,
         src_root: &Path,
-        rels: Vec<String>,
+        batch: &[String],
+        made: &mut Option<PathBuf>,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let mut made: Option<PathBuf> = None;
-        for batch in rels.chunks(COPY_BATCH) {
-            // (source under src_root, destination under the bundle root)
-            let mut jobs: Vec<(&str, String)> = Vec::with_capacity(batch.len());
-            for rel in batch {
-                BundlePath::new(rel)
-                    .map_err(|e| Error::input(format!("{}: {e}", src_root.display())))?;
-                let path = format!("advisories/{target}/{rel}");
-                let dest = BundlePath::new(&path)
-                    .map_err(Error::input)?
-                    .under(&self.root);
-                // The walk is sorted, so a folder's files come together: one create_dir_all
-                // per folder.
-                if let Some(p) = dest.parent() {
-                    if made.as_deref() != Some(p) {
-                        std::fs::create_dir_all(p).at(p)?;
-                        made = Some(p.to_path_buf());
-                    }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // (source under src_root, destination under the bundle root)
+        let mut jobs: Vec<(&str, String)> = Vec::with_capacity(batch.len());
+        for rel in batch {
+            BundlePath::new(rel)
+                .map_err(|e| Error::input(format!("{}: {e}", src_root.display())))?;
+            let path = format!("advisories/{target}/{rel}");
+            let dest = BundlePath::new(&path)
+                .map_err(Error::input)?
+                .under(&self.root);
+            // The walk lists a folder's files together: one create_dir_all per folder.
+            if let Some(p) = dest.parent() {
+                if made.as_deref() != Some(p) {
+                    std::fs::create_dir_all(p).at(p)?;
+                    *made = Some(p.to_path_buf());
                 }
-                jobs.push((rel.as_str(), path));
             }
-            // Copied and hashed on every core, files opened relative to their folders
-            // without following links, created exclusively with mode 0644.
-            let out = crate::hash::copy_tree(src_root, &self.root, &jobs, progress)?;
-            for ((_, path), (sha, size)) in jobs.iter().zip(out) {
-                self.written += 1;
-                self.written_bytes += size;
-                self.record(path, size, sha, media_type_for(path))?;
-            }
+            jobs.push((rel.as_str(), path));
+        }
+        // Copied and hashed on every core, files opened relative to their folders
+        // without following links, created exclusively with mode 0644.
+        let out = crate::hash::copy_tree(src_root, &self.root, &jobs, progress)?;
+        for ((_, path), (sha, size)) in jobs.iter().zip(out) {
+            self.written += 1;
+            self.written_bytes += size;
+            self.record(path, size, sha, media_type_for(path))?;
         }
         Ok(())
     }
+}
+
+/// A walk error of an advisory source, as an input error naming the source.
+fn source_error(src: &Path, e: Error) -> Error {
+    match e {
+        Error::Verify(m) => Error::input(format!("{}: {m}", src.display())),
+        e => e,
+    }
+}
+
+/// Every file of an advisory source folder (relative path), streamed, in walk order.
+fn walk_source(src: &Path, each: &mut dyn FnMut(&str) -> Result<()>) -> Result<()> {
+    // Errors of `each` pass through unchanged; only the walk's own are renamed.
+    let mut inner: Option<Error> = None;
+    let walked = crate::fs::walk_each(src, &mut |rel| {
+        each(rel).map_err(|e| {
+            inner = Some(e);
+            Error::input("stopped")
+        })
+    });
+    if let Some(e) = inner {
+        return Err(e);
+    }
+    walked.map_err(|e| source_error(src, e))
+}
+
+/// Every file of an advisory source folder (relative path), sorted.
+fn walk_sorted(src: &Path) -> Result<Vec<String>> {
+    crate::fs::walk(src).map_err(|e| source_error(src, e))
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
@@ -213,41 +419,33 @@ pub fn create(
     check_output_free(out)?;
     let base = match &opts.base {
         Some(p) => {
-            let bytes = std::fs::read(p).at(p)?;
-            let manifest = Manifest::from_json(&bytes)
-                .map_err(|e| Error::input(format!("base {}: {e}", p.display())))?;
-            if manifest.bundle != spec.name {
+            let base = read_base(p, &crate::streamed::Limits::default())?;
+            if base.head.bundle != spec.name {
                 return Err(Error::input(format!(
                     "base {} is bundle {:?}, not {:?}",
                     p.display(),
-                    manifest.bundle,
+                    base.head.bundle,
                     spec.name
                 )));
             }
-            if spec.generation <= manifest.generation {
+            if spec.generation <= base.head.generation {
                 return Err(Error::input(format!(
                     "a thin bundle must have a higher generation than its base: spec says {}, base is {}",
-                    spec.generation, manifest.generation
+                    spec.generation, base.head.generation
                 )));
             }
-            Some(Base {
-                digest: Digest::of(&bytes),
-                manifest,
-            })
+            Some(base)
         }
         None => None,
     };
     let known: HashSet<Digest> = base
         .as_ref()
         .map(|b| {
-            b.manifest
-                .files
-                .iter()
+            (0..b.index.len())
+                .filter_map(|i| b.index.get(i))
                 .filter_map(|f| {
                     let hex = f.path.strip_prefix("images/blobs/sha256/")?;
-                    (hex == f.sha256)
-                        .then(|| crate::hash::parse_hex(hex))
-                        .flatten()
+                    (hex == f.sha256.hex()).then_some(f.sha256)
                 })
                 .collect()
         })
@@ -257,7 +455,7 @@ pub fn create(
     let root = staging.path.clone();
     let mut files = Files {
         root: root.clone(),
-        entries: BTreeMap::new(),
+        entries: Collected::new(),
         base: base.as_ref(),
         written: 0,
         written_bytes: 0,
@@ -378,19 +576,25 @@ pub fn create(
         if meta.is_file() {
             files.put_copy(&format!("advisories/{}", a.target), &a.path, progress)?;
         } else if meta.is_dir() {
-            let rels = crate::fs::walk(&a.path).map_err(|e| match e {
-                Error::Verify(m) => Error::input(format!("{}: {m}", a.path.display())),
-                e => e,
-            })?;
             if files.base.is_some() {
-                for rel in rels {
-                    let src = BundlePath::new(&rel)
-                        .map_err(|e| Error::input(format!("{}: {e}", a.path.display())))?
-                        .under(&a.path);
-                    files.put_copy(&format!("advisories/{}/{rel}", a.target), &src, progress)?;
+                let target = &a.target;
+                let src_root = &a.path;
+                let inside = files.walk_takes_output(src_root);
+                let mut put = |rel: &str| -> Result<()> {
+                    let src = BundlePath::new(rel)
+                        .map_err(|e| Error::input(format!("{}: {e}", src_root.display())))?
+                        .under(src_root);
+                    files.put_copy(&format!("advisories/{target}/{rel}"), &src, progress)
+                };
+                if inside {
+                    for rel in walk_sorted(src_root)? {
+                        put(&rel)?;
+                    }
+                } else {
+                    walk_source(src_root, &mut put)?;
                 }
             } else {
-                files.put_folder(&a.target, &a.path, rels, progress)?;
+                files.put_folder(&a.target, &a.path, progress)?;
             }
         } else {
             return Err(Error::input(format!(
@@ -406,23 +610,22 @@ pub fn create(
         files.put_bytes(&path, text.as_bytes(), mt, mode)?;
     }
 
-    let entries: Vec<FileEntry> = files.entries.into_values().collect();
+    let (written, written_bytes) = (files.written, files.written_bytes);
+    let mut entries = files.entries;
+    entries.finish()?;
     let (kind, base_ref, removed) = match &base {
         Some(b) => {
-            let now: HashSet<&str> = entries.iter().map(|f| f.path.as_str()).collect();
-            let removed = b
-                .manifest
-                .files
-                .iter()
-                .filter(|f| !now.contains(f.path.as_str()))
-                .map(|f| f.path.clone())
+            let removed = (0..b.index.len())
+                .filter_map(|i| b.index.get(i))
+                .filter(|f| !entries.contains(f.path))
+                .map(|f| f.path.to_string())
                 .collect();
             (
                 Kind::Thin,
                 Some(BaseRef {
-                    bundle: b.manifest.bundle.clone(),
-                    version: b.manifest.version.clone(),
-                    generation: b.manifest.generation,
+                    bundle: b.head.bundle.clone(),
+                    version: b.head.version.clone(),
+                    generation: b.head.generation,
                     manifest_digest: b.digest.to_string(),
                 }),
                 removed,
@@ -430,6 +633,7 @@ pub fn create(
         }
         None => (Kind::Full, None, Vec::new()),
     };
+    drop(base);
     let manifest = Manifest {
         bundle: spec.name.clone(),
         version: spec.version.clone(),
@@ -440,27 +644,88 @@ pub fn create(
         valid_for_seconds: spec.valid_for_seconds,
         issuer: spec.issuer.clone(),
         purpose: crate::PURPOSE.into(),
-        files: entries,
+        files: Vec::new(),
         images,
         removed,
         checksums: Vec::new(),
     };
     manifest.validate().map_err(Error::input)?;
-    crate::fs::write_new(
-        &root.join(crate::names::MANIFEST),
-        &manifest.to_canonical_json(),
-    )?;
+    entries.validate().map_err(Error::input)?;
+    {
+        let path = root.join(crate::names::MANIFEST);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .at(&path)?;
+        let mut w = BufWriter::with_capacity(256 * 1024, f);
+        manifest.write_canonical(&entries, &mut w).at(&path)?;
+        w.flush().at(&path)?;
+    }
     set_mode(&root.join(crate::names::MANIFEST), 0o644)?;
     set_mode(&root, 0o755)?;
     // Empty folders (a thin bundle without image changes) are not part of a bundle.
     remove_empty_dirs(&root)?;
     staging.commit(out)?;
     Ok(CreateReport {
-        manifest,
-        written: files.written,
-        written_bytes: files.written_bytes,
+        head: manifest,
+        files: entries.count(),
+        bytes: entries.total_size(),
+        written,
+        written_bytes,
         pulled,
     })
+}
+
+/// The base manifest of a thin bundle, its files as a [`FileIndex`]: typed in memory up to
+/// `limits.stream_above` bytes (the messages of [`Manifest::from_json`]), read straight into
+/// the index above.
+fn read_base(p: &Path, limits: &crate::streamed::Limits) -> Result<Base> {
+    let bad = |e: ManifestError| Error::input(format!("base {}: {e}", p.display()));
+    let size = std::fs::metadata(p).at(p)?.len();
+    if size > limits.stream_above {
+        let f = std::fs::File::open(p).at(p)?;
+        let mut hashing = crate::streamed::Tee {
+            inner: io::sink(),
+            hasher: crate::hash::Hasher::new(),
+        };
+        let reader = TeeReader {
+            inner: io::BufReader::new(f),
+            copy: &mut hashing,
+        };
+        let (head, index) = crate::streamed::parse_manifest(reader).map_err(bad)?;
+        // The digest is over every byte, including any after the JSON value.
+        return Ok(Base {
+            head,
+            index,
+            digest: hashing.hasher.finish(),
+        });
+    }
+    let bytes = std::fs::read(p).at(p)?;
+    let mut head = Manifest::from_json(&bytes).map_err(bad)?;
+    let mut index = FileIndex::default();
+    for f in std::mem::take(&mut head.files) {
+        index.push(f).map_err(bad)?;
+    }
+    Ok(Base {
+        head,
+        index,
+        digest: Digest::of(&bytes),
+    })
+}
+
+/// A reader that copies what it reads to a writer.
+struct TeeReader<'a, R> {
+    inner: R,
+    copy: &'a mut dyn io::Write,
+}
+
+impl<R: io::Read> io::Read for TeeReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
 }
 
 fn remove_empty_dirs(dir: &Path) -> Result<bool> {
@@ -478,4 +743,120 @@ fn remove_empty_dirs(dir: &Path) -> Result<bool> {
         }
     }
     Ok(empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(i: u8) -> Digest {
+        Digest::sha256([i; 32])
+    }
+
+    #[test]
+    fn collected_files_are_sorted_once_and_checked() {
+        let mut c = Collected::new();
+        for (p, i) in [("b/2", 2), ("b/1", 1), ("a", 0), ("c", 3)] {
+            c.push(p, u64::from(i) * 10, d(i), "text/plain").unwrap();
+        }
+        c.push("a.json", 5, d(9), "application/json").unwrap();
+        assert!(!c.sorted);
+        c.finish().unwrap();
+        let mut seen = Vec::new();
+        c.each(&mut |f| {
+            seen.push((
+                f.path.to_string(),
+                f.size,
+                f.sha256.into_owned(),
+                f.media_type.to_string(),
+            ));
+            Ok(())
+        })
+        .unwrap();
+        let paths: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(paths, ["a", "a.json", "b/1", "b/2", "c"]);
+        assert_eq!(seen[1].1, 5);
+        assert_eq!(seen[1].2, d(9).hex());
+        assert_eq!(seen[1].3, "application/json");
+        assert_eq!(seen[2].3, "text/plain");
+        assert_eq!(c.count(), 5);
+        assert_eq!(c.total_size(), 65);
+        assert!(c.contains("b/1") && !c.contains("b") && !c.contains("d"));
+        c.validate().unwrap();
+
+        // Already in order: no sort; two inputs to one path are refused.
+        let mut c = Collected::new();
+        c.push("x/a", 1, d(1), "t").unwrap();
+        c.push("x/b", 1, d(1), "t").unwrap();
+        assert!(c.sorted);
+        c.push("x/a", 1, d(2), "t").unwrap();
+        let e = c.finish().unwrap_err().to_string();
+        assert_eq!(e, "two inputs map to x/a");
+
+        // A file that is also a folder, and a metadata name, as validate refuses them.
+        let mut c = Collected::new();
+        c.push("x/a", 1, d(1), "t").unwrap();
+        c.push("x", 1, d(1), "t").unwrap();
+        c.finish().unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("file x is also a folder of x/a"), "{e}");
+        let mut c = Collected::new();
+        c.push("SHA256SUMS", 1, d(1), "t").unwrap();
+        c.finish().unwrap();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_base_reads_the_same_on_both_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Manifest {
+            bundle: "b".into(),
+            version: "1".into(),
+            generation: 1,
+            kind: Kind::Full,
+            base: None,
+            generated_at: "2025-01-01T00:00:00.000Z".into(),
+            valid_for_seconds: None,
+            issuer: "me".into(),
+            purpose: "mirror-bundle".into(),
+            files: vec![],
+            images: vec![],
+            removed: vec![],
+            checksums: vec![],
+        };
+        m.files = (0..500)
+            .map(|i| FileEntry {
+                path: format!("advisories/{i:05}.json"),
+                size: i,
+                sha256: d((i % 250) as u8).hex(),
+                media_type: "application/json".into(),
+            })
+            .collect();
+        let mut bytes = m.to_canonical_json();
+        bytes.push(b'\n');
+        let p = dir.path().join("base.json");
+        std::fs::write(&p, &bytes).unwrap();
+        let small = crate::streamed::Limits {
+            stream_above: 1024,
+            ..Default::default()
+        };
+        let mem = read_base(&p, &Default::default()).unwrap();
+        let streamed = read_base(&p, &small).unwrap();
+        assert_eq!(mem.digest, Digest::of(&bytes));
+        assert_eq!(streamed.digest, mem.digest);
+        assert_eq!(streamed.head, mem.head);
+        assert_eq!(streamed.index.len(), 500);
+        for i in 0..500 {
+            assert_eq!(streamed.index.get(i), mem.index.get(i));
+        }
+        // Refused alike, naming the base.
+        std::fs::write(&p, &bytes[..bytes.len() - 10]).unwrap();
+        for limits in [Default::default(), small] {
+            let e = read_base(&p, &limits).err().unwrap().to_string();
+            assert!(
+                e.contains(&format!("base {}: manifest", p.display())),
+                "{e}"
+            );
+        }
+    }
 }

@@ -42,7 +42,7 @@ pub(crate) fn read_metadata_file(dir: &Path, name: &str) -> Result<Option<Vec<u8
 /// special files are refused.
 pub(crate) fn walk(dir: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    walk_each(dir, &mut |rel, _| {
+    walk_each(dir, &mut |rel| {
         out.push(rel.to_string());
         Ok(())
     })?;
@@ -50,44 +50,81 @@ pub(crate) fn walk(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Every regular file under `dir` as (bundle-relative `/` path, absolute path), streamed
-/// (memory: the folders still to visit). Links and special files are refused, as by the
-/// in-memory walk.
-pub(crate) fn walk_each(
-    dir: &Path,
-    each: &mut dyn FnMut(&str, PathBuf) -> Result<()>,
-) -> Result<()> {
-    let mut stack = vec![(dir.to_path_buf(), String::new())];
-    while let Some((abs, rel)) = stack.pop() {
-        for e in std::fs::read_dir(&abs).at(&abs)? {
-            let e = e.at(&abs)?;
-            let name = e.file_name();
-            let name = name.to_str().ok_or_else(|| {
+/// Every regular file under `dir` as a bundle-relative `/` path, streamed (memory: the
+/// folders still to visit). Links and special files are refused, as by the in-memory walk.
+///
+/// Folders are opened beneath `dir` by descriptor ([`crate::hash::open_dir_beneath`]: no link
+/// followed, no path walked from `/`) and read with `getdents`; the path handed to `each` is
+/// one reused buffer (no allocation per file).
+pub(crate) fn walk_each(dir: &Path, each: &mut dyn FnMut(&str) -> Result<()>) -> Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let root = crate::hash::open_root(dir)?;
+    let mut stack = vec![String::new()];
+    let mut rel_child = String::new();
+    while let Some(rel) = stack.pop() {
+        let abs = || {
+            if rel.is_empty() {
+                dir.to_path_buf()
+            } else {
+                dir.join(&rel)
+            }
+        };
+        let fd = if rel.is_empty() {
+            rustix::fs::openat(
+                &root,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io::Error::from)
+        } else {
+            crate::hash::open_dir_beneath(&root, &rel)
+        }
+        .map_err(|e| crate::hash::tree_error(dir, &rel, e))?;
+        let mut entries = rustix::fs::Dir::new(fd).map_err(|e| Error::io(abs(), e.into()))?;
+        while let Some(e) = entries.read() {
+            let e = e.map_err(|e| Error::io(abs(), e.into()))?;
+            let name = e.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let name = std::str::from_utf8(name).map_err(|_| {
                 Error::verify(
                     Stage::Content,
-                    format!("{}: a file name is not UTF-8", abs.display()),
+                    format!("{}: a file name is not UTF-8", abs().display()),
                 )
             })?;
-            let rel_child = if rel.is_empty() {
-                name.to_string()
-            } else {
-                format!("{rel}/{name}")
-            };
-            let ft = e.file_type().at(e.path())?;
-            if ft.is_dir() {
-                stack.push((e.path(), rel_child));
-            } else if ft.is_file() {
-                each(&rel_child, e.path())?;
-            } else if ft.is_symlink() {
-                return Err(Error::verify(
-                    Stage::Content,
-                    format!("{rel_child} is a symbolic link: bundles hold regular files only"),
-                ));
-            } else {
-                return Err(Error::verify(
-                    Stage::Content,
-                    format!("{rel_child} is not a regular file: bundles hold regular files only"),
-                ));
+            rel_child.clear();
+            if !rel.is_empty() {
+                rel_child.push_str(&rel);
+                rel_child.push('/');
+            }
+            rel_child.push_str(name);
+            let mut ft = e.file_type();
+            if ft == FileType::Unknown {
+                // A file system without types in its folder entries.
+                let at = entries.fd().map_err(|e| Error::io(abs(), e.into()))?;
+                let st = rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| Error::io(dir.join(&rel_child), e.into()))?;
+                ft = FileType::from_raw_mode(st.st_mode);
+            }
+            match ft {
+                FileType::Directory => stack.push(rel_child.clone()),
+                FileType::RegularFile => each(&rel_child)?,
+                FileType::Symlink => {
+                    return Err(Error::verify(
+                        Stage::Content,
+                        format!("{rel_child} is a symbolic link: bundles hold regular files only"),
+                    ))
+                }
+                _ => {
+                    return Err(Error::verify(
+                        Stage::Content,
+                        format!(
+                            "{rel_child} is not a regular file: bundles hold regular files only"
+                        ),
+                    ))
+                }
             }
         }
     }

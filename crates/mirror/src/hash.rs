@@ -214,7 +214,10 @@ impl<'a> DirCursor<'a> {
 }
 
 /// Open the folder `rel` beneath `root`, refusing links on the way and paths that leave it.
-fn open_dir_beneath(root: &rustix::fd::OwnedFd, rel: &str) -> std::io::Result<rustix::fd::OwnedFd> {
+pub(crate) fn open_dir_beneath(
+    root: &rustix::fd::OwnedFd,
+    rel: &str,
+) -> std::io::Result<rustix::fd::OwnedFd> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     // (RESOLVE_NO_SYMLINKS refuses a link anywhere with ELOOP; O_NOFOLLOW would turn a link
@@ -311,6 +314,24 @@ fn read_all(
     }
 }
 
+/// Hash the file `rel` opened through `dirs` (no link followed), reading through `buf`;
+/// `expected` (0: unknown) as for [`read_all`]: a file of that size costs one `read`.
+pub(crate) fn hash_at(
+    dirs: &mut DirCursor<'_>,
+    rel: &str,
+    expected: u64,
+    buf: &mut [u8],
+) -> std::io::Result<(Digest, u64)> {
+    let fd = dirs.open(
+        rel,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK,
+        rustix::fs::Mode::empty(),
+    )?;
+    let mut h = Hasher::new();
+    let n = read_all(&fd, buf, expected, &mut h, |_| Ok(()))?;
+    Ok((h.finish(), n))
+}
+
 /// Hash many files under `root` on every core. `files` holds `/` paths relative to `root`
 /// (as the walk returns them) with their expected sizes (0 when unknown; used to schedule the
 /// largest first, and to read a small file with a single call). Results come back in the
@@ -352,18 +373,7 @@ pub fn hash_tree<S: AsRef<str> + Sync>(
             let mut bytes = 0u64;
             for &idx in batch {
                 let (rel, expected) = (files[idx as usize].0.as_ref(), files[idx as usize].1);
-                let r = dirs
-                    .open(
-                        rel,
-                        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK,
-                        rustix::fs::Mode::empty(),
-                    )
-                    .and_then(|fd| {
-                        let mut h = Hasher::new();
-                        let n = read_all(&fd, &mut buf, expected, &mut h, |_| Ok(()))?;
-                        Ok((h.finish(), n))
-                    });
-                match r {
+                match hash_at(&mut dirs, rel, expected, &mut buf) {
                     Ok((d, n)) => {
                         bytes += n;
                         done.push((idx, d, n));

@@ -23,6 +23,9 @@
 //! duplicate files, unsafe paths and malformed digests are all refused before anything else
 //! looks at the manifest.
 
+use std::borrow::Cow;
+use std::io::{self, Write};
+
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -198,6 +201,27 @@ impl FileEntry {
     }
 }
 
+/// The checks [`Manifest::validate`] makes of one entry of `files`, given the path of the
+/// entry before it (for lists checked as they are written).
+pub(crate) fn check_next(prev: Option<&str>, f: &FileEntry) -> Result<(), ManifestError> {
+    f.check()?;
+    if crate::names::is_metadata(&f.path) {
+        return Err(ManifestError::MetadataName(f.path.clone()));
+    }
+    if let Some(prev) = prev {
+        if prev.as_bytes() >= f.path.as_bytes() {
+            return Err(ManifestError::NotSorted(f.path.clone()));
+        }
+        if f.path.starts_with(prev) && f.path.as_bytes().get(prev.len()) == Some(&b'/') {
+            return Err(ManifestError::FileIsFolder {
+                file: prev.to_string(),
+                of: f.path.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Manifest {
     /// Parse and validate manifest bytes (strict JSON: duplicate keys refused).
     ///
@@ -242,7 +266,18 @@ impl Manifest {
                 .map(|f| f.path.len() + f.media_type.len() + 140)
                 .sum::<usize>(),
         );
-        let mut obj = Obj::new(&mut out);
+        // Writing into a Vec cannot fail.
+        let _ = self.write_canonical(&self.files, &mut out);
+        out
+    }
+
+    /// The canonical bytes of this manifest with `files` as its file list (its own `files`
+    /// are ignored), written to `out` as they are made: memory is a small buffer however many
+    /// files there are. The same bytes as [`to_canonical_json`](Self::to_canonical_json) of
+    /// the manifest holding those files.
+    pub fn write_canonical(&self, files: &dyn FileList, out: &mut dyn Write) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(FLUSH_AT + 4096);
+        let mut obj = Obj::new(&mut buf);
         if let Some(b) = &self.base {
             obj.key("base");
             let mut o = Obj::new(obj.out);
@@ -255,10 +290,10 @@ impl Manifest {
         obj.str("bundle", &self.bundle);
         if !self.checksums.is_empty() {
             obj.key("checksums");
-            write_entries(&self.checksums, obj.out);
+            write_entries(&self.checksums, obj.out, out)?;
         }
         obj.key("files");
-        write_entries(&self.files, obj.out);
+        write_entries(files, obj.out, out)?;
         obj.str("generatedAt", &self.generated_at);
         obj.num("generation", self.generation);
         if !self.images.is_empty() {
@@ -297,7 +332,7 @@ impl Manifest {
         }
         obj.str("version", &self.version);
         obj.end();
-        out
+        out.write_all(&buf)
     }
 
     /// The freshness budget in seconds.
@@ -435,14 +470,68 @@ impl Manifest {
     /// `SHA256SUMS` text for the listed files: `sha256sum` format, sorted, LF.
     pub fn sha256sums(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.files.len() * 100);
-        for f in &self.files {
-            out.extend_from_slice(f.sha256.as_bytes());
-            out.extend_from_slice(b"  ");
-            out.extend_from_slice(f.path.as_bytes());
-            out.push(b'\n');
-        }
+        // Writing into a Vec cannot fail.
+        let _ = write_sha256sums(&self.files, &mut out);
         out
     }
+}
+
+/// Bytes gathered before they are passed to the writer.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// One file of a [`FileList`], borrowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef<'a> {
+    pub path: &'a str,
+    pub size: u64,
+    /// As written in the manifest (64 lowercase hex digits in every valid one).
+    pub sha256: Cow<'a, str>,
+    pub media_type: &'a str,
+}
+
+/// The files of a manifest in path order, however they are held (a `Vec<FileEntry>`, a
+/// compact index): what the streaming writers ([`Manifest::write_canonical`],
+/// [`write_sha256sums`]) take.
+pub trait FileList {
+    /// How many files.
+    fn count(&self) -> usize;
+    /// Call `f` with each file, in order; stops at the first error.
+    fn each(&self, f: &mut dyn FnMut(FileRef<'_>) -> io::Result<()>) -> io::Result<()>;
+}
+
+impl FileList for Vec<FileEntry> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn each(&self, f: &mut dyn FnMut(FileRef<'_>) -> io::Result<()>) -> io::Result<()> {
+        for e in self {
+            f(FileRef {
+                path: &e.path,
+                size: e.size,
+                sha256: Cow::Borrowed(&e.sha256),
+                media_type: &e.media_type,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Write the `SHA256SUMS` text of `files` (`<hex>  <path>\n` each, in order) to `out`.
+pub fn write_sha256sums(files: &dyn FileList, out: &mut dyn Write) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(FLUSH_AT + 4096);
+    files.each(&mut |f| {
+        buf.extend_from_slice(f.sha256.as_bytes());
+        buf.extend_from_slice(b"  ");
+        buf.extend_from_slice(f.path.as_bytes());
+        buf.push(b'\n');
+        if buf.len() >= FLUSH_AT {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
+        Ok(())
+    })?;
+    out.write_all(&buf)
 }
 
 /// A canonical JSON object being written: members must be added in canonical order.
@@ -483,20 +572,30 @@ impl<'a> Obj<'a> {
     }
 }
 
-fn write_entries(entries: &[FileEntry], out: &mut Vec<u8>) {
-    out.push(b'[');
-    for (i, f) in entries.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+/// The `files` (or `checksums`) array into `buf`, passing `buf` on to `out` whenever it
+/// holds [`FLUSH_AT`] bytes (what is left stays in `buf`).
+fn write_entries(entries: &dyn FileList, buf: &mut Vec<u8>, out: &mut dyn Write) -> io::Result<()> {
+    buf.push(b'[');
+    let mut first = true;
+    entries.each(&mut |f| {
+        if !first {
+            buf.push(b',');
         }
-        let mut o = Obj::new(out);
-        o.str("mediaType", &f.media_type);
-        o.str("path", &f.path);
+        first = false;
+        let mut o = Obj::new(buf);
+        o.str("mediaType", f.media_type);
+        o.str("path", f.path);
         o.str("sha256", &f.sha256);
         o.num("size", f.size);
         o.end();
-    }
-    out.push(b']');
+        if buf.len() >= FLUSH_AT {
+            out.write_all(buf)?;
+            buf.clear();
+        }
+        Ok(())
+    })?;
+    buf.push(b']');
+    Ok(())
 }
 
 fn write_strs(items: &[String], out: &mut Vec<u8>) {
@@ -675,6 +774,105 @@ mod tests {
         empty.files.clear();
         assert!(empty.sha256sums_equal(b""));
         assert!(!empty.sha256sums_equal(b"\n"));
+    }
+
+    /// Takes at most `max` bytes per write, and records how many writes it saw.
+    struct Small {
+        out: Vec<u8>,
+        max: usize,
+        writes: usize,
+    }
+
+    impl Write for Small {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.max);
+            self.out.extend_from_slice(&buf[..n]);
+            self.writes += 1;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn streamed_writers_write_the_in_memory_bytes() {
+        let mut m = sample();
+        m.checksums = vec![m.files[0].clone(), m.files[1].clone()];
+        m.files = (0..3000)
+            .map(|i| FileEntry {
+                path: format!("advisories/osv/{:02}/OSV-{i:07}.json", i % 7),
+                size: i * 3,
+                sha256: format!("{:064x}", i * 7919),
+                media_type: "application/json".into(),
+            })
+            .collect();
+        m.files.sort_by(|a, b| a.path.cmp(&b.path));
+        let whole = m.to_canonical_json();
+        assert!(whole.len() > 3 * FLUSH_AT, "crosses several flushes");
+        let mut head = m.clone();
+        let files = std::mem::take(&mut head.files);
+        let mut w = Small {
+            out: Vec::new(),
+            max: 1000,
+            writes: 0,
+        };
+        head.write_canonical(&files, &mut w).unwrap();
+        assert!(w.out == whole);
+        assert!(w.writes > 3, "written as it is made");
+        let mut sums = Small {
+            out: Vec::new(),
+            max: 333,
+            writes: 0,
+        };
+        write_sha256sums(&files, &mut sums).unwrap();
+        assert!(sums.out == m.sha256sums());
+        assert!(m.sha256sums_equal(&sums.out));
+        // A failing writer stops the writers with its error.
+        let mut full = [0u8; 100];
+        let e = head
+            .write_canonical(&files, &mut &mut full[..])
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WriteZero);
+    }
+
+    #[test]
+    fn check_next_refuses_what_validate_refuses() {
+        let e = |path: &str| FileEntry {
+            path: path.into(),
+            size: 1,
+            sha256: "0".repeat(64),
+            media_type: "text/plain".into(),
+        };
+        assert!(check_next(None, &e("a")).is_ok());
+        assert!(check_next(Some("a"), &e("b")).is_ok());
+        assert!(check_next(Some("a"), &e("a-b/c")).is_ok());
+        for (prev, path, want) in [
+            (Some("b"), "a", "not sorted"),
+            (Some("a"), "a", "not sorted"),
+            (Some("a"), "a/b", "file a is also a folder of a/b"),
+            (None, "../x", "traversal"),
+            (None, "manifest.json", "metadata name"),
+        ] {
+            let err = check_next(prev, &e(path)).unwrap_err().to_string();
+            assert!(err.contains(want), "{prev:?} {path}: {err}");
+            // validate says the same of the two-entry list.
+            let mut m = sample();
+            m.files = prev.map(e).into_iter().chain([e(path)]).collect();
+            assert_eq!(m.validate().unwrap_err().to_string(), err);
+        }
+        let mut bad = e("x");
+        bad.sha256 = "A".repeat(64);
+        assert!(check_next(None, &bad)
+            .unwrap_err()
+            .to_string()
+            .contains("sha256"));
+        bad = e("x");
+        bad.media_type.clear();
+        assert!(check_next(None, &bad)
+            .unwrap_err()
+            .to_string()
+            .contains("mediaType"));
     }
 
     #[test]

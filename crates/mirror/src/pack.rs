@@ -89,7 +89,7 @@ pub fn pack_with(
     }
     // One walk, one flag per listed file: no list of the folder's paths.
     let mut present = vec![false; index.len()];
-    walk_each(dir, &mut |p, _| {
+    walk_each(dir, &mut |p| {
         if names::is_metadata(p) {
             return Ok(());
         }

@@ -10,20 +10,23 @@
 //! are held differs:
 //!
 //! - `manifest.dsse` is read as a stream ([`stella_dsse::stream::read_envelope`]): the payload
-//!   is decoded into an unnamed temporary file and hashed on the way; its signatures are
-//!   checked over `PAE` fed from that file ([`stella_keys::verify_envelope_stream`]).
-//! - The manifest is typed from the file in one pass ([`parse_manifest`]): every field but
-//!   `files` as usual, the files straight into a [`FileIndex`] (one path arena and fixed
+//!   is decoded and hashed on the way, into memory up to [`Limits::payload_in_memory`]
+//!   (64 MiB), else into an unnamed temporary file (`Spill`); its signatures are checked
+//!   over `PAE` fed from there ([`stella_keys::verify_envelope_stream`]), on a second thread
+//!   while the manifest is typed, and the content is hashed while the rest of the metadata is
+//!   checked (see `verify::verify_dir_streamed`; failures keep their sequential order).
+//! - The manifest is typed in one pass ([`parse_manifest_slice`], [`parse_manifest`]): every
+//!   field but `files` as usual, the files straight into a [`FileIndex`] (one path arena and fixed
 //!   56-byte records: about 56 + path length bytes per file, ~90 B for advisory paths), each
 //!   entry checked as it arrives (path rules, digest, sorted, not a metadata name, not also a
 //!   folder). Its canonical form is checked by a second pass
-//!   ([`stella_dsse::jcs::is_canonical_read`]).
+//!   ([`stella_dsse::jcs::is_canonical`] or [`stella_dsse::jcs::is_canonical_read`]).
 //! - `manifest.json` must have the payload's SHA-256 and length (same bytes); `SHA256SUMS` is
 //!   compared line by line with the index (a merge of two sorted streams), and its envelope's
 //!   payload is hashed, never held.
 //! - Content: the folder is walked as a stream; each file is looked up in the index
-//!   (binary search), marked seen and handed to the hashing threads through a bounded queue;
-//!   listed files never seen are missing (or, thin, from the base).
+//!   (binary search), marked seen and handed to the hashing threads in batches of 64
+//!   through a bounded queue; listed files never seen are missing (or, thin, from the base).
 //!
 //! Not on this path (refused with a message naming the file): `time-anchor.json` and
 //! `manifest.sigstore.json`, whose checks need the manifest bytes in memory.
@@ -54,6 +57,10 @@ pub struct Limits {
     pub max_manifest: u64,
     /// Largest `SHA256SUMS` accepted (its envelope: 4/3 of it plus 64 KiB).
     pub max_sums: u64,
+    /// Largest decoded manifest held in memory while it is checked (typed from a slice, several
+    /// times faster than from a reader); a larger one goes to an unnamed temporary file. By
+    /// default 64 MiB, about 370,000 files.
+    pub payload_in_memory: u64,
 }
 
 /// 16 GiB: about 100 million files of manifest.
@@ -65,6 +72,7 @@ impl Default for Limits {
             stream_above: crate::MAX_METADATA_BYTES,
             max_manifest: MAX_STREAMED_MANIFEST_BYTES,
             max_sums: MAX_STREAMED_MANIFEST_BYTES,
+            payload_in_memory: PAYLOAD_IN_MEMORY as u64,
         }
     }
 }
@@ -131,10 +139,17 @@ impl FileIndex {
         })
     }
 
+    fn path_bytes_of(&self, r: &Rec) -> &[u8] {
+        let start = usize::try_from(r.start).unwrap_or(usize::MAX);
+        self.arena
+            .get(start..start.saturating_add(r.len as usize))
+            .unwrap_or_default()
+    }
+
     /// The position of `path`, if listed.
     pub fn find(&self, path: &str) -> Option<usize> {
         self.recs
-            .binary_search_by(|r| self.path_of(r).as_bytes().cmp(path.as_bytes()))
+            .binary_search_by(|r| self.path_bytes_of(r).cmp(path.as_bytes()))
             .ok()
     }
 
@@ -165,13 +180,10 @@ impl FileIndex {
                 });
             }
         }
-        let sha256 = *f
-            .digest()
-            .ok_or_else(|| ManifestError::FileSha256 {
-                path: f.path.clone(),
-                sha256: f.sha256.clone(),
-            })?
-            .as_bytes();
+        let sha256 = hex32(&f.sha256).ok_or_else(|| ManifestError::FileSha256 {
+            path: f.path.clone(),
+            sha256: f.sha256.clone(),
+        })?;
         let media = match self.media.iter().position(|m| *m == f.media_type) {
             Some(i) => i,
             None => {
@@ -218,6 +230,26 @@ impl FileIndex {
         }
         Ok(sums.fill_buf()?.is_empty())
     }
+}
+
+/// 64 lowercase hex digits as 32 bytes (what [`FileEntry::check`] accepts).
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 /// The `files` array, read into a [`FileIndex`] entry by entry.
@@ -281,6 +313,23 @@ pub fn parse_manifest(
     let mut de = serde_json::Deserializer::from_reader(input);
     let m = StreamedManifest::deserialize(&mut de).map_err(ManifestError::Shape)?;
     de.end().map_err(ManifestError::Shape)?;
+    split_manifest(m)
+}
+
+/// [`parse_manifest`] from bytes in memory (serde_json reads a slice several times faster
+/// than a reader).
+pub fn parse_manifest_slice(
+    input: &[u8],
+) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
+    let mut de = serde_json::Deserializer::from_slice(input);
+    let m = StreamedManifest::deserialize(&mut de).map_err(ManifestError::Shape)?;
+    de.end().map_err(ManifestError::Shape)?;
+    split_manifest(m)
+}
+
+fn split_manifest(
+    m: StreamedManifest,
+) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
     let index = m.files.0;
     let manifest = Manifest {
         bundle: m.bundle,
@@ -378,8 +427,222 @@ impl<W: Write> Write for Tee<W> {
     }
 }
 
-/// Jobs waiting for a hashing thread, at most.
-const QUEUE: usize = 1024;
+/// Default [`Limits::payload_in_memory`]: the in-memory canonical check's bound.
+pub const PAYLOAD_IN_MEMORY: usize = stella_dsse::jcs::MAX_INPUT_BYTES;
+
+/// A writer that keeps what it is given in memory up to a bound, then moves it all to an
+/// unnamed temporary file and goes on there: memory stays bounded whatever the size, and a
+/// manifest of a few hundred thousand files is read and typed from memory.
+pub(crate) enum Spill {
+    Mem(Vec<u8>, usize),
+    File(std::io::BufWriter<File>),
+}
+
+impl Spill {
+    pub(crate) fn new(limit: usize) -> Self {
+        Spill::Mem(Vec::new(), limit)
+    }
+
+    /// The bytes written, where they ended up.
+    pub(crate) fn finish(self) -> std::io::Result<Payload> {
+        match self {
+            Spill::Mem(v, _) => Ok(Payload::Mem(v)),
+            Spill::File(w) => w
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .map(Payload::File),
+        }
+    }
+}
+
+impl Write for Spill {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Spill::Mem(v, limit) if v.len().saturating_add(buf.len()) <= *limit => {
+                v.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            Spill::Mem(v, _) => {
+                let mut w = std::io::BufWriter::with_capacity(256 * 1024, tempfile::tempfile()?);
+                w.write_all(v)?;
+                w.write_all(buf)?;
+                *self = Spill::File(w);
+                Ok(buf.len())
+            }
+            Spill::File(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Spill::Mem(..) => Ok(()),
+            Spill::File(w) => w.flush(),
+        }
+    }
+}
+
+/// A decoded payload: in memory or in a temporary file ([`Spill`]).
+pub(crate) enum Payload {
+    Mem(Vec<u8>),
+    File(File),
+}
+
+impl Payload {
+    /// A reader from the start (each its own position: threads may read at once).
+    pub(crate) fn reader(&self) -> PayloadReader<'_> {
+        match self {
+            Payload::Mem(v) => PayloadReader::Mem(std::io::Cursor::new(v)),
+            Payload::File(f) => PayloadReader::File(At::new(f, 0)),
+        }
+    }
+
+    /// The bytes, when in memory.
+    pub(crate) fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Payload::Mem(v) => Some(v),
+            Payload::File(_) => None,
+        }
+    }
+}
+
+/// See [`Payload::reader`].
+pub(crate) enum PayloadReader<'a> {
+    Mem(std::io::Cursor<&'a Vec<u8>>),
+    File(At<'a>),
+}
+
+impl Read for PayloadReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            PayloadReader::Mem(c) => c.read(buf),
+            PayloadReader::File(f) => f.read(buf),
+        }
+    }
+}
+
+impl std::io::Seek for PayloadReader<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        match self {
+            PayloadReader::Mem(c) => c.seek(to),
+            PayloadReader::File(f) => f.seek(to),
+        }
+    }
+}
+
+/// Whether `r` reads exactly `want` (compared in chunks, not hashed).
+pub(crate) fn reads_exactly(r: &mut dyn Read, mut want: &[u8]) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(want.is_empty());
+        }
+        let got = buf.get(..n).unwrap_or_default();
+        match want.strip_prefix(got) {
+            Some(rest) => want = rest,
+            None => return Ok(false),
+        }
+    }
+}
+
+/// A reader that hashes what it passes on (as it is consumed).
+pub(crate) struct HashRead<R> {
+    pub(crate) inner: R,
+    pub(crate) hasher: Hasher,
+}
+
+impl<R: BufRead> Read for HashRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = {
+            let have = self.fill_buf()?;
+            let n = have.len().min(buf.len());
+            if let (Some(to), Some(from)) = (buf.get_mut(..n), have.get(..n)) {
+                to.copy_from_slice(from);
+            }
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for HashRead<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, n: usize) {
+        if n > 0 {
+            // The bytes consumed are the front of the buffer just filled.
+            if let Ok(have) = self.inner.fill_buf() {
+                self.hasher.update(have.get(..n).unwrap_or(have));
+            }
+        }
+        self.inner.consume(n);
+    }
+}
+
+/// A file read from a position of its own (`pread`): threads share one descriptor without
+/// sharing an offset.
+pub(crate) struct At<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl<'a> At<'a> {
+    pub(crate) fn new(file: &'a File, pos: u64) -> Self {
+        At { file, pos }
+    }
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt as _;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for At<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let invalid = || std::io::Error::from(std::io::ErrorKind::InvalidInput);
+        self.pos = match to {
+            std::io::SeekFrom::Start(n) => n,
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d).ok_or_else(invalid)?,
+            std::io::SeekFrom::End(d) => self
+                .file
+                .metadata()?
+                .len()
+                .checked_add_signed(d)
+                .ok_or_else(invalid)?,
+        };
+        Ok(self.pos)
+    }
+}
+
+/// A reader that fails once `stop` is set (typing a manifest whose signature failed is
+/// pointless: that failure is the one reported).
+pub(crate) struct Stoppable<'a, R> {
+    pub(crate) inner: R,
+    pub(crate) stop: &'a AtomicBool,
+}
+
+impl<R: Read> Read for Stoppable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other(
+                "stopped: the signature did not verify",
+            ));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// Batches of [`crate::hash::TREE_BATCH`] files waiting for a hashing thread, at most.
+const QUEUE: usize = 64;
 
 #[derive(Default)]
 struct Problems {
@@ -397,41 +660,50 @@ impl Problems {
 }
 
 /// Stage 2 against the index: walk, look up, hash through a bounded queue.
+///
+/// This thread walks the folder and looks each file up in the index; the files are handed to
+/// the hashing threads [`crate::hash::TREE_BATCH`] at a time (one queue operation per batch),
+/// in walk order, so consecutive files share their folder's descriptor; each file is opened
+/// beneath the root without following links and, being of the listed size, read with one
+/// call into the thread's buffer ([`crate::hash::hash_at`]).
 pub(crate) fn check_content(
     dir: &Path,
     kind: Kind,
     index: &FileIndex,
     progress: &dyn Progress,
 ) -> Result<(usize, u64, Vec<String>)> {
+    use crate::hash::{hash_at, tree_error, DirCursor, CHUNK, TREE_BATCH};
+    let rootfd = crate::hash::open_root(dir)?;
     let mut seen = vec![false; index.len()];
     let problems = Mutex::new(Problems::default());
     let failed: Mutex<Option<Error>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
     let (count, bytes) = (AtomicUsize::new(0), AtomicU64::new(0));
     progress.start("verify", index.total_size());
-    let (tx, rx) = mpsc::sync_channel::<(usize, PathBuf)>(QUEUE);
+    let (tx, rx) = mpsc::sync_channel::<Vec<usize>>(QUEUE);
     let rx = Mutex::new(rx);
-    let walked = std::thread::scope(|s| {
-        for _ in 0..crate::hash::threads() {
-            s.spawn(|| {
-                // One read buffer per thread: a fresh zeroed 256 KiB per file cost a sixth of
-                // the CPU at 200,000 files (perf: memset).
-                let mut buf = vec![0u8; crate::hash::CHUNK];
-                loop {
-                let job = rx.lock().map(|r| r.recv());
-                let Ok(Ok((i, abs))) = job else {
-                    return;
-                };
-                if stop.load(Ordering::Relaxed) {
-                    continue;
-                }
+    let hash_batches = || {
+        // One read buffer and one folder cursor per thread.
+        let mut buf = vec![0u8; CHUNK];
+        let mut dirs = DirCursor::new(&rootfd);
+        loop {
+            let Ok(Ok(batch)) = rx.lock().map(|r| r.recv()) else {
+                return;
+            };
+            if stop.load(Ordering::Relaxed) {
+                continue;
+            }
+            let (mut ok, mut ok_bytes, mut read) = (0, 0, 0);
+            for i in batch {
                 let Some(e) = index.get(i) else { continue };
-                match crate::hash::hash_file_with(&abs, &mut buf, progress) {
+                match hash_at(&mut dirs, e.path, e.size, &mut buf) {
                     Ok((d, n)) if d == e.sha256 && n == e.size => {
-                        count.fetch_add(1, Ordering::Relaxed);
-                        bytes.fetch_add(n, Ordering::Relaxed);
+                        ok += 1;
+                        ok_bytes += n;
+                        read += n;
                     }
                     Ok((d, n)) => {
+                        read += n;
                         if let Ok(mut p) = problems.lock() {
                             p.push(format!(
                                 "file {} changed: {n} bytes sha256:{}, the manifest says {} bytes sha256:{}",
@@ -445,14 +717,23 @@ pub(crate) fn check_content(
                     Err(err) => {
                         stop.store(true, Ordering::Relaxed);
                         if let Ok(mut f) = failed.lock() {
-                            f.get_or_insert(err);
+                            f.get_or_insert(tree_error(dir, e.path, err));
                         }
+                        break;
                     }
                 }
-                }
-            });
+            }
+            count.fetch_add(ok, Ordering::Relaxed);
+            bytes.fetch_add(ok_bytes, Ordering::Relaxed);
+            progress.advance(read);
         }
-        let r = crate::fs::walk_each(dir, &mut |rel, abs| {
+    };
+    let walked = std::thread::scope(|s| {
+        for _ in 0..crate::hash::threads() {
+            s.spawn(hash_batches);
+        }
+        let mut batch = Vec::with_capacity(TREE_BATCH);
+        let r = crate::fs::walk_each(dir, &mut |rel| {
             if names::is_metadata(rel) {
                 return Ok(());
             }
@@ -463,14 +744,23 @@ pub(crate) fn check_content(
                     }
                 }
                 Some(i) => {
-                    seen[i] = true;
-                    if !stop.load(Ordering::Relaxed) {
-                        let _ = tx.send((i, abs));
+                    if let Some(s) = seen.get_mut(i) {
+                        *s = true;
+                    }
+                    batch.push(i);
+                    if batch.len() == TREE_BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(TREE_BATCH));
+                        if !stop.load(Ordering::Relaxed) {
+                            let _ = tx.send(full);
+                        }
                     }
                 }
             }
             Ok(())
         });
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
+        }
         drop(tx);
         r
     });

@@ -756,17 +756,27 @@ pub fn verify_dir_with(
 }
 
 /// [`crate::verify::verify_dir`] for a folder whose metadata is above
-/// [`Limits::stream_above`] (see the module docs).
+/// [`Limits::stream_above`] (see the module docs of [`crate::streamed`]).
+///
+/// The checks are those of [`verify_metadata`] and [`check_files`], in their order as far as
+/// any failure is concerned (the first failing step in that order is the one reported), but
+/// spread over the cores: once the payload is out of its envelope, its signatures, canonical
+/// form and `manifest.json` are checked on a second thread while this one types the manifest
+/// into the index (stopped early if a signature fails); once the signatures verified and the
+/// index is built, the content is walked and hashed on the hashing threads while this one
+/// checks the rest of the metadata. Content results are used only when all the metadata
+/// verified; a metadata failure wins over a content one.
+///
+/// [`Limits::stream_above`]: crate::streamed::Limits::stream_above
 pub fn verify_dir_streamed(
     dir: &Path,
     opts: &Options<'_>,
     limits: &crate::streamed::Limits,
     progress: &dyn Progress,
 ) -> Result<Report> {
-    let (meta, index) = verify_metadata_streamed(dir, opts, limits)?;
-    // 7. Content.
+    let (meta, _, content) = streamed_checks(dir, opts, limits, Some(progress))?;
     let (files_checked, bytes_checked, from_base) =
-        crate::streamed::check_content(dir, meta.manifest.kind, &index, progress)?;
+        content.ok_or_else(|| Error::input("the content was not checked"))?;
     Ok(Report {
         meta,
         files_checked,
@@ -775,20 +785,44 @@ pub fn verify_dir_streamed(
     })
 }
 
-/// Stage 1 of [`verify_dir_streamed`] alone: the metadata files of `dir` (the content is not
-/// looked at), and the signed file list as a [`crate::streamed::FileIndex`]. The archive
-/// reader spools a big archive's metadata entries into a folder and checks them with this.
+/// The metadata stage of [`verify_dir_streamed`] alone: the metadata files of `dir` (the
+/// content is not looked at), and the signed file list as a [`crate::streamed::FileIndex`].
+/// The archive reader spools a big archive's metadata entries into a folder and checks them
+/// with this.
 pub(crate) fn verify_metadata_streamed(
     dir: &Path,
     opts: &Options<'_>,
     limits: &crate::streamed::Limits,
 ) -> Result<(VerifiedMetadata, crate::streamed::FileIndex)> {
-    use std::io::{BufReader, Seek as _, SeekFrom, Write as _};
+    let (meta, index, _) = streamed_checks(dir, opts, limits, None)?;
+    Ok((meta, index))
+}
+
+/// What [`check_content`](crate::streamed::check_content) found: files and bytes checked, and
+/// the files left to the base.
+type ContentChecked = (usize, u64, Vec<String>);
+
+/// The streamed checks; the content too when given a `progress` to report it on.
+fn streamed_checks(
+    dir: &Path,
+    opts: &Options<'_>,
+    limits: &crate::streamed::Limits,
+    content: Option<&dyn Progress>,
+) -> Result<(
+    VerifiedMetadata,
+    crate::streamed::FileIndex,
+    Option<ContentChecked>,
+)> {
+    use std::io::BufReader;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use stella_keys::stream::Prefixed;
 
     use crate::hash::Hasher;
-    use crate::streamed::{envelope_cap, hash_all, open_meta, parse_manifest, too_large, Tee};
+    use crate::streamed::{
+        check_content, envelope_cap, hash_all, open_meta, parse_manifest, parse_manifest_slice,
+        reads_exactly, too_large, Spill, Stoppable, Tee, PAYLOAD_IN_MEMORY,
+    };
 
     if open_meta(dir, names::KEYLESS, Some(crate::MAX_METADATA_BYTES))?.is_some() {
         return Err(Error::verify(
@@ -797,7 +831,8 @@ pub(crate) fn verify_metadata_streamed(
              large to hold in memory (streamed verification)",
         ));
     }
-    // 1. The envelope, its payload into a private temporary file.
+    // 1. The envelope, its payload into memory (or, above PAYLOAD_IN_MEMORY, a private
+    //    temporary file), hashed on the way.
     let env_cap = envelope_cap(limits.max_manifest);
     let (env_file, _, env_path) =
         open_meta(dir, names::ENVELOPE, Some(env_cap))?.ok_or_else(|| {
@@ -807,10 +842,13 @@ pub(crate) fn verify_metadata_streamed(
             )
         })?;
     let tmp_err = |e| Error::io(std::env::temp_dir(), e);
-    let mut payload = tempfile::tempfile().map_err(tmp_err)?;
-    let (env, digest) = {
+    let (env, digest, payload) = {
         let mut tee = Tee {
-            inner: std::io::BufWriter::with_capacity(256 * 1024, &payload),
+            inner: Spill::new(
+                usize::try_from(limits.payload_in_memory)
+                    .unwrap_or(PAYLOAD_IN_MEMORY)
+                    .min(PAYLOAD_IN_MEMORY),
+            ),
             hasher: Hasher::new(),
         };
         let env =
@@ -820,8 +858,8 @@ pub(crate) fn verify_metadata_streamed(
                     e => Error::verify(Stage::Envelope, format!("manifest.dsse: {e}")),
                 },
             )?;
-        tee.inner.flush().map_err(tmp_err)?;
-        (env, tee.hasher.finish())
+        let digest = tee.hasher.finish();
+        (env, digest, tee.inner.finish().map_err(tmp_err)?)
     };
     if env.payload_len > limits.max_manifest {
         return Err(too_large(
@@ -841,79 +879,236 @@ pub(crate) fn verify_metadata_streamed(
         ));
     }
     let pae_prefix = stella_dsse::stream::pae_prefix(&env.payload_type, env.payload_len);
-    let policy = Policy::new(opts.threshold)
-        .purpose(Purpose::MirrorBundle)
-        .at(opts.now);
-    let signers = stella_keys::verify_envelope_stream(
-        &env.payload_type,
-        &env.signatures,
-        &mut Prefixed {
-            prefix: pae_prefix.clone(),
-            body: &payload,
-        },
-        opts.keyring,
-        &policy,
-    )
-    .map_err(Error::Signature)?;
 
-    // 2. The signed manifest: typed into the index, then its canonical form.
-    payload.seek(SeekFrom::Start(0)).map_err(tmp_err)?;
-    let (manifest, index) = parse_manifest(BufReader::with_capacity(256 * 1024, &payload))
-        .map_err(|e| Error::verify(Stage::Manifest, format!("signed manifest: {e}")))?;
-    payload.seek(SeekFrom::Start(0)).map_err(tmp_err)?;
-    if !stella_dsse::jcs::is_canonical_read(&payload).map_err(tmp_err)? {
-        return Err(Error::verify(
-            Stage::Manifest,
-            "signed manifest is not canonical JSON (RFC 8785)",
-        ));
-    }
-    match open_meta(dir, names::MANIFEST, Some(limits.max_manifest))? {
-        None => return Err(Error::verify(Stage::Manifest, "manifest.json is missing")),
-        Some((mut f, len, p)) => {
-            let same = len == env.payload_len && hash_all(&mut f, &p)?.0 == digest;
-            if !same {
-                return Err(Error::verify(
-                    Stage::Manifest,
-                    "manifest.json differs from the payload signed in manifest.dsse (edited after signing?)",
-                ));
-            }
-        }
+    // 2. Signatures, canonical form and manifest.json (second thread) while this one types the
+    //    manifest into the index.
+    let bad_signature = AtomicBool::new(false);
+    let (signed, parsed) = std::thread::scope(|s| {
+        let signed = s.spawn(|| -> Result<(Vec<VerifiedKey>, Result<()>)> {
+            let policy = Policy::new(opts.threshold)
+                .purpose(Purpose::MirrorBundle)
+                .at(opts.now);
+            let signers = stella_keys::verify_envelope_stream(
+                &env.payload_type,
+                &env.signatures,
+                &mut Prefixed {
+                    prefix: pae_prefix.clone(),
+                    body: payload.reader(),
+                },
+                opts.keyring,
+                &policy,
+            )
+            .map_err(|e| {
+                bad_signature.store(true, Ordering::Relaxed);
+                Error::Signature(e)
+            })?;
+            let rest = (|| {
+                let canonical = match payload.bytes() {
+                    Some(b) => stella_dsse::jcs::is_canonical(b),
+                    None => stella_dsse::jcs::is_canonical_read(payload.reader()).map_err(tmp_err)?,
+                };
+                if !canonical {
+                    return Err(Error::verify(
+                        Stage::Manifest,
+                        "signed manifest is not canonical JSON (RFC 8785)",
+                    ));
+                }
+                match open_meta(dir, names::MANIFEST, Some(limits.max_manifest))? {
+                    None => Err(Error::verify(Stage::Manifest, "manifest.json is missing")),
+                    Some((mut f, len, p)) => {
+                        let same = len == env.payload_len
+                            && match payload.bytes() {
+                                Some(b) => reads_exactly(&mut f, b).at(&p)?,
+                                None => hash_all(&mut f, &p)?.0 == digest,
+                            };
+                        if same {
+                            Ok(())
+                        } else {
+                            Err(Error::verify(
+                                Stage::Manifest,
+                                "manifest.json differs from the payload signed in manifest.dsse (edited after signing?)",
+                            ))
+                        }
+                    }
+                }
+            })();
+            Ok((signers, rest))
+        });
+        let parsed = match payload.bytes() {
+            Some(b) => parse_manifest_slice(b),
+            None => parse_manifest(BufReader::with_capacity(
+                256 * 1024,
+                Stoppable {
+                    inner: payload.reader(),
+                    stop: &bad_signature,
+                },
+            )),
+        };
+        let signed = signed
+            .join()
+            .unwrap_or_else(|_| Err(Error::input("a verifying thread panicked")));
+        (signed, parsed)
+    });
+    // In the order of the in-memory path: signature, manifest shape, canonical, manifest.json.
+    let (signers, canonical_and_copy) = signed?;
+    let (manifest, index) =
+        parsed.map_err(|e| Error::verify(Stage::Manifest, format!("signed manifest: {e}")))?;
+    canonical_and_copy?;
+
+    // 3. The content on the hashing threads while this one checks the rest of the metadata.
+    let (meta, content) = std::thread::scope(|s| {
+        let content = s.spawn(|| {
+            content
+                .map(|progress| check_content(dir, manifest.kind, &index, progress))
+                .transpose()
+        });
+        let meta = rest_of_streamed_metadata(
+            dir,
+            opts,
+            limits,
+            &env,
+            &digest,
+            &manifest,
+            &index,
+            &signers,
+            &mut Prefixed {
+                prefix: pae_prefix.clone(),
+                body: payload.reader(),
+            },
+        );
+        let content = content
+            .join()
+            .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")));
+        (meta, content)
+    });
+    drop(payload);
+    let (header, warnings, anchor, age, now, time_source) = meta?;
+    let content = content?;
+    let meta = VerifiedMetadata {
+        manifest,
+        manifest_bytes: Vec::new(),
+        manifest_digest: digest,
+        signers,
+        header,
+        warnings,
+        age_seconds: age,
+        anchor,
+        judged_at: now,
+        time_source,
+    };
+    Ok((meta, index, content))
+}
+
+/// What [`rest_of_streamed_metadata`] verified: header, warnings, anchor, age, time judged at
+/// and its source.
+type StreamedRest = (
+    Header,
+    Vec<String>,
+    Option<crate::anchor::Anchor>,
+    i64,
+    OffsetDateTime,
+    TimeSource,
+);
+
+/// Steps 3-6 of the streamed path, once the signatures and the manifest verified: the detached
+/// header, the checksum files (against the index), `public-key.pem` (over `pae`, the signed
+/// PAE), the time anchor and freshness.
+#[allow(clippy::too_many_arguments)]
+fn rest_of_streamed_metadata(
+    dir: &Path,
+    opts: &Options<'_>,
+    limits: &crate::streamed::Limits,
+    env: &stella_dsse::stream::StreamedEnvelope,
+    digest: &Digest,
+    manifest: &Manifest,
+    index: &crate::streamed::FileIndex,
+    signers: &[VerifiedKey],
+    pae: &mut dyn stella_keys::stream::MessageSource,
+) -> Result<StreamedRest> {
+    use std::io::BufReader;
+
+    use stella_keys::stream::Prefixed;
+
+    use crate::hash::Hasher;
+    use crate::streamed::{envelope_cap, hash_all, open_meta, At, HashRead, Tee};
+
+    /// `SHA256SUMS`, read once: compared with the index and hashed.
+    struct SumsRead {
+        file: std::fs::File,
+        len: u64,
+        path: PathBuf,
+        digest: Digest,
+        same: bool,
     }
 
+    let tmp_err = |e| Error::io(std::env::temp_dir(), e);
     // 3. The detached header.
     let hbytes = crate::fs::read_metadata_file(dir, names::HEADER)?;
     let (header, mut warnings) = check_header(
         hbytes.as_deref(),
         &env.payload_type,
         &env.signatures,
-        &digest,
+        digest,
         &manifest.issuer,
-        &signers,
+        signers,
     )?;
 
-    // 4. Checksum files: digests signed in the manifest; SHA256SUMS against the index.
-    check_signed_checksums(&manifest, |path| {
+    // 4. Checksum files: digests signed in the manifest; SHA256SUMS against the index, read
+    //    once for both (hashed while compared).
+    let read_sums = || -> Result<Option<SumsRead>> {
+        let Some((f, len, path)) =
+            open_meta(dir, names::SUMS, Some(envelope_cap(limits.max_sums)))?
+        else {
+            return Ok(None);
+        };
+        let mut r = HashRead {
+            inner: BufReader::with_capacity(256 * 1024, At::new(&f, 0)),
+            hasher: Hasher::new(),
+        };
+        let same = index.sha256sums_equal(&mut r).at(&path)?;
+        // The rest of a longer file, for its digest.
+        std::io::copy(&mut r, &mut std::io::sink()).at(&path)?;
+        let digest = r.hasher.finish();
+        Ok(Some(SumsRead {
+            file: f,
+            len,
+            path,
+            digest,
+            same,
+        }))
+    };
+    let mut sums = None;
+    check_signed_checksums(manifest, |path| {
+        if path == names::SUMS {
+            sums = read_sums()?;
+            return Ok(sums.as_ref().map(|s| (s.digest, s.len)));
+        }
         match open_meta(dir, path, Some(envelope_cap(limits.max_sums)))? {
             Some((mut f, _, p)) => hash_all(&mut f, &p).map(Some),
             None => Ok(None),
         }
     })?;
-    let (sums_file, sums_len, sums_path) = open_meta(dir, names::SUMS, Some(limits.max_sums))?
-        .ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS is missing"))?;
-    if !index
-        .sha256sums_equal(&mut BufReader::with_capacity(256 * 1024, &sums_file))
-        .at(&sums_path)?
-    {
+    let sums = match sums {
+        Some(s) => s,
+        None => {
+            read_sums()?.ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS is missing"))?
+        }
+    };
+    if sums.len > limits.max_sums {
+        return Err(crate::streamed::too_large(
+            names::SUMS,
+            sums.len,
+            limits.max_sums,
+        ));
+    }
+    if !sums.same {
         return Err(Error::verify(
             Stage::Checksums,
             "SHA256SUMS does not match the manifest's file list",
         ));
     }
-    let sums_digest = {
-        let mut f = &sums_file;
-        f.seek(SeekFrom::Start(0)).at(&sums_path)?;
-        hash_all(&mut f, &sums_path)?.0
-    };
+    let (sums_file, sums_len, sums_path, sums_digest) =
+        (&sums.file, &sums.len, &sums.path, sums.digest);
     let (sums_env_file, _, sums_env_path) =
         open_meta(dir, names::SUMS_DSSE, Some(envelope_cap(limits.max_sums)))?
             .ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS.dsse is missing"))?;
@@ -928,7 +1123,7 @@ pub(crate) fn verify_metadata_streamed(
                 e => Error::verify(Stage::Checksums, format!("SHA256SUMS.dsse: {e}")),
             })?;
     if sink.hasher.finish() != sums_digest
-        || sums_env.payload_len != sums_len
+        || sums_env.payload_len != *sums_len
         || sums_env.payload_type != crate::SUMS_PAYLOAD_TYPE
     {
         return Err(Error::verify(
@@ -940,26 +1135,26 @@ pub(crate) fn verify_metadata_streamed(
         &sums_env.payload_type,
         &sums_env.signatures,
         &mut Prefixed {
-            prefix: stella_dsse::stream::pae_prefix(&sums_env.payload_type, sums_len),
-            body: &sums_file,
+            prefix: stella_dsse::stream::pae_prefix(&sums_env.payload_type, *sums_len),
+            body: At::new(sums_file, 0),
         },
         opts.keyring,
         &Policy::new(1).purpose(Purpose::MirrorBundle).at(opts.now),
     )
     .map_err(|e| Error::verify(Stage::Checksums, format!("SHA256SUMS.dsse: {e}")))?;
-    let signer_keys = keys_of(opts.keyring, &signers);
+    let signer_keys = keys_of(opts.keyring, signers);
     let sig = crate::fs::read_metadata_file(dir, names::SUMS_SIG)?
         .ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS.sig is missing"))?;
     let raw = stella_dsse::b64::decode(String::from_utf8_lossy(&sig).trim())
         .map_err(|e| Error::verify(Stage::Checksums, format!("SHA256SUMS.sig: {e}")))?;
     let mut raw_sums = Prefixed {
         prefix: Vec::new(),
-        body: &sums_file,
+        body: At::new(sums_file, 0),
     };
     let mut v = stella_keys::stream::StreamVerifier::new(&mut raw_sums);
     let mut any = false;
     for k in &signer_keys {
-        if v.verify(k, &raw).at(&sums_path)? {
+        if v.verify(k, &raw).at(sums_path)? {
             any = true;
             break;
         }
@@ -981,11 +1176,7 @@ pub(crate) fn verify_metadata_streamed(
                 "public-key.pem holds no key",
             ));
         }
-        let mut pae = Prefixed {
-            prefix: pae_prefix,
-            body: &payload,
-        };
-        let mut v = stella_keys::stream::StreamVerifier::new(&mut pae);
+        let mut v = stella_keys::stream::StreamVerifier::new(pae);
         for b in blocks {
             let k = stella_keys::PublicKey::from_spki_der(b.contents())
                 .map_err(|e| Error::verify(Stage::PublicKey, format!("public-key.pem: {e}")))?;
@@ -1010,30 +1201,12 @@ pub(crate) fn verify_metadata_streamed(
             }
         }
     }
-    drop(payload);
 
     // 6. Time anchor and freshness.
     let anchor_bytes = crate::fs::read_metadata_file(dir, names::TIME_ANCHOR)?;
-    let (anchor, age, now, time_source) = check_time(
-        anchor_bytes.as_deref(),
-        None,
-        &manifest,
-        opts,
-        &mut warnings,
-    )?;
-    let meta = VerifiedMetadata {
-        manifest,
-        manifest_bytes: Vec::new(),
-        manifest_digest: digest,
-        signers,
-        header,
-        warnings,
-        age_seconds: age,
-        anchor,
-        judged_at: now,
-        time_source,
-    };
-    Ok((meta, index))
+    let (anchor, age, now, time_source) =
+        check_time(anchor_bytes.as_deref(), None, manifest, opts, &mut warnings)?;
+    Ok((header, warnings, anchor, age, now, time_source))
 }
 
 /// Hash every content file of a folder (every file but the metadata) on every core, without

@@ -587,9 +587,14 @@ impl Client {
 
     // ------------------------------------------------------------------ blobs --------
 
+    /// `/v2/<repo>/blobs/<digest>` under the registry.
+    fn blob_url(&self, repo: &Reference, d: &Digest) -> Result<Url> {
+        self.url(repo, &format!("/v2/{}/blobs/{d}", repo.repository()))
+    }
+
     /// Does the repository hold blob `d`? `Some(size)` if so.
     pub async fn blob_exists(&self, repo: &Reference, d: &Digest) -> Result<Option<u64>> {
-        let url = self.url(repo, &format!("/v2/{}/blobs/{d}", repo.repository()))?;
+        let url = self.blob_url(repo, d)?;
         let resp = self
             .send(repo, &Scope::pull(repo), true, || {
                 Ok(self.request(Method::HEAD, url.clone()))
@@ -644,10 +649,7 @@ impl Client {
         on_bytes: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<()> {
         let dir = dest.parent().unwrap_or(Path::new("."));
-        let url = self.url(
-            repo,
-            &format!("/v2/{}/blobs/{}", repo.repository(), desc.digest),
-        )?;
+        let url = self.blob_url(repo, &desc.digest)?;
         let policy = &self.inner.config.retry;
         let mut attempt = 0;
         loop {
@@ -655,10 +657,7 @@ impl Client {
             let resp = self.get_pulling(repo, &url).await?;
             if !resp.status().is_success() {
                 return Err(if resp.status() == StatusCode::NOT_FOUND {
-                    Error::NotFound {
-                        registry: repo.registry().to_string(),
-                        what: format!("blob {} in {}", desc.digest, repo.repository()),
-                    }
+                    blob_not_found(repo, desc)
                 } else {
                     status_error(repo, "GET", url.path(), resp).await
                 });
@@ -670,14 +669,7 @@ impl Client {
             match stream_to(resp, &mut tmp, desc.size, on_bytes, &self.inner.stats).await {
                 Ok((got, len)) => {
                     if got != desc.digest || len != desc.size {
-                        return Err(Error::DigestMismatch {
-                            what: format!("blob of {}", repo.name()),
-                            source_name: format!("registry {}", repo.registry()),
-                            expected: desc.digest.to_string(),
-                            expected_size: desc.size,
-                            got: got.to_string(),
-                            got_size: len,
-                        });
+                        return Err(blob_mismatch(repo, desc, got.to_string(), len));
                     }
                     tmp.as_file().sync_data().at(tmp.path())?;
                     tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;
@@ -685,14 +677,12 @@ impl Client {
                     return Ok(());
                 }
                 Err(StreamError::TooLong(len)) => {
-                    return Err(Error::DigestMismatch {
-                        what: format!("blob of {}", repo.name()),
-                        source_name: format!("registry {}", repo.registry()),
-                        expected: desc.digest.to_string(),
-                        expected_size: desc.size,
-                        got: "(more bytes than announced)".into(),
-                        got_size: len,
-                    })
+                    return Err(blob_mismatch(
+                        repo,
+                        desc,
+                        "(more bytes than announced)".into(),
+                        len,
+                    ))
                 }
                 Err(StreamError::Io(e)) => return Err(Error::io(tmp.path(), e)),
                 Err(StreamError::Http(e)) => {
@@ -720,28 +710,15 @@ impl Client {
                 desc.size
             )));
         }
-        let url = self.url(
-            repo,
-            &format!("/v2/{}/blobs/{}", repo.repository(), desc.digest),
-        )?;
+        let url = self.blob_url(repo, &desc.digest)?;
         let resp = self.get_pulling(repo, &url).await?;
         if resp.status() == StatusCode::NOT_FOUND {
-            return Err(Error::NotFound {
-                registry: repo.registry().to_string(),
-                what: format!("blob {} in {}", desc.digest, repo.repository()),
-            });
+            return Err(blob_not_found(repo, desc));
         }
         if !resp.status().is_success() {
             return Err(status_error(repo, "GET", url.path(), resp).await);
         }
-        let bytes =
-            read_limited(resp, desc.size.min(max))
-                .await
-                .map_err(|e| Error::Unreachable {
-                    registry: repo.registry().to_string(),
-                    attempts: 1,
-                    detail: describe(&e),
-                })?;
+        let bytes = read_body(repo, resp, desc.size.min(max)).await?;
         check_bytes(&bytes, desc, repo)?;
         Ok(bytes)
     }
@@ -785,14 +762,7 @@ impl Client {
         }
         let content_type = header_str(resp.headers(), CONTENT_TYPE.as_str()).unwrap_or_default();
         let announced = header_str(resp.headers(), "docker-content-digest");
-        let bytes =
-            read_limited(resp, MAX_MANIFEST_BYTES)
-                .await
-                .map_err(|e| Error::Unreachable {
-                    registry: reference.registry().to_string(),
-                    attempts: 1,
-                    detail: describe(&e),
-                })?;
+        let bytes = read_body(reference, resp, MAX_MANIFEST_BYTES).await?;
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(Error::Integrity(format!(
                 "manifest {reference} is larger than {MAX_MANIFEST_BYTES} bytes"
@@ -920,13 +890,7 @@ impl Client {
                 return Err(status_error(repo, "GET", url.path(), resp).await);
             }
             let next = header_str(resp.headers(), "link").and_then(|l| parse_next_link(&l));
-            let body = read_limited(resp, 16 << 20)
-                .await
-                .map_err(|e| Error::Unreachable {
-                    registry: repo.registry().to_string(),
-                    attempts: 1,
-                    detail: describe(&e),
-                })?;
+            let body = read_body(repo, resp, 16 << 20).await?;
             let v: Value = serde_json::from_slice(&body)
                 .map_err(|e| Error::protocol(repo.registry(), format!("tag list: {e}")))?;
             if let Some(list) = v.get("tags").and_then(Value::as_array) {
@@ -970,13 +934,7 @@ impl Client {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => {
                 let ct = header_str(resp.headers(), CONTENT_TYPE.as_str()).unwrap_or_default();
-                let body = read_limited(resp, MAX_MANIFEST_BYTES).await.map_err(|e| {
-                    Error::Unreachable {
-                        registry: repo.registry().to_string(),
-                        attempts: 1,
-                        detail: describe(&e),
-                    }
-                })?;
+                let body = read_body(repo, resp, MAX_MANIFEST_BYTES).await?;
                 // Some registries answer unknown routes with 200 and an HTML page.
                 if !ct.starts_with(crate::media::OCI_INDEX) && !ct.starts_with("application/json") {
                     return Ok(None);
@@ -1015,16 +973,35 @@ fn parse_next_link(link: &str) -> Option<String> {
 pub(crate) fn check_bytes(bytes: &[u8], desc: &Descriptor, repo: &Reference) -> Result<()> {
     let got = Digest::of(bytes);
     if got != desc.digest || bytes.len() as u64 != desc.size {
-        return Err(Error::DigestMismatch {
-            what: format!("blob of {}", repo.name()),
-            source_name: format!("registry {}", repo.registry()),
-            expected: desc.digest.to_string(),
-            expected_size: desc.size,
-            got: got.to_string(),
-            got_size: bytes.len() as u64,
-        });
+        return Err(blob_mismatch(
+            repo,
+            desc,
+            got.to_string(),
+            bytes.len() as u64,
+        ));
     }
     Ok(())
+}
+
+/// The registry of `repo` does not have blob `desc`.
+fn blob_not_found(repo: &Reference, desc: &Descriptor) -> Error {
+    Error::NotFound {
+        registry: repo.registry().to_string(),
+        what: format!("blob {} in {}", desc.digest, repo.repository()),
+    }
+}
+
+/// The registry of `repo` sent other content for blob `desc`: `got` (its digest, or what was
+/// wrong with it) and `got_size` bytes.
+fn blob_mismatch(repo: &Reference, desc: &Descriptor, got: String, got_size: u64) -> Error {
+    Error::DigestMismatch {
+        what: format!("blob of {}", repo.name()),
+        source_name: format!("registry {}", repo.registry()),
+        expected: desc.digest.to_string(),
+        expected_size: desc.size,
+        got,
+        got_size,
+    }
 }
 
 enum StreamError {
@@ -1056,6 +1033,18 @@ async fn stream_to(
     w.flush().map_err(StreamError::Io)?;
     let len = h.len();
     Ok((h.finish(), len))
+}
+
+/// Read a response body from the registry of `r` (at most `limit + 1` bytes); a failure while
+/// reading means the registry is unreachable.
+async fn read_body(r: &Reference, resp: Response, limit: u64) -> Result<Vec<u8>> {
+    read_limited(resp, limit)
+        .await
+        .map_err(|e| Error::Unreachable {
+            registry: r.registry().to_string(),
+            attempts: 1,
+            detail: describe(&e),
+        })
 }
 
 /// Read a response body, stopping after `limit + 1` bytes.

@@ -38,7 +38,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::media::{Descriptor, SIGSTORE_BUNDLE_V03};
 use crate::reference::Reference;
 use crate::referrers::{
-    attach_artifact, cosign_signature_manifest, list_referrers, ReferrerSource,
+    attach_artifact, cosign_signature_manifest, list_referrers, Attached, ReferrerSource,
     COSIGN_SIGNATURE_ANNOTATION, COSIGN_SIMPLESIGNING,
 };
 
@@ -102,24 +102,7 @@ pub async fn sign_image(
         .unwrap_or_else(|_| OffsetDateTime::now_utc())
         .format(&time::format_description::well_known::Rfc3339)
         .map_err(|e| Error::Sign(e.to_string()))?;
-    let annotations: BTreeMap<String, String> = [
-        (BUNDLE_CONTENT_ANNOTATION, "dsse-envelope"),
-        (BUNDLE_PREDICATE_ANNOTATION, COSIGN_SIGN_V1),
-        (CREATED_ANNOTATION, created.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let attached = attach_artifact(
-        client,
-        &repo,
-        &subject,
-        SIGSTORE_BUNDLE_V03,
-        &bundle,
-        SIGSTORE_BUNDLE_V03,
-        annotations,
-    )
-    .await?;
+    let attached = attach_sigstore_bundle(client, &repo, &subject, &bundle, Some(&created)).await?;
     Ok(SignedImage {
         image: repo.pinned(subject.digest).to_string(),
         digest: subject.digest,
@@ -577,24 +560,39 @@ pub async fn attach_bundle(client: &Client, image: &Reference, bundle: &[u8]) ->
     let manifest = client.fetch_manifest(image).await?;
     let subject = manifest.descriptor();
     let repo = image.clone().without_tag();
-    let annotations: BTreeMap<String, String> = [
+    let attached = attach_sigstore_bundle(client, &repo, &subject, bundle, None).await?;
+    Ok(attached.manifest.digest)
+}
+
+/// Attach `bundle` to `subject` in `repo` as an OCI 1.1 referrer of the Sigstore bundle type,
+/// annotated as cosign annotates its bundles; `created` (RFC 3339) when we made the bundle.
+async fn attach_sigstore_bundle(
+    client: &Client,
+    repo: &Reference,
+    subject: &Descriptor,
+    bundle: &[u8],
+    created: Option<&str>,
+) -> Result<Attached> {
+    let mut annotations: BTreeMap<String, String> = [
         (BUNDLE_CONTENT_ANNOTATION, "dsse-envelope"),
         (BUNDLE_PREDICATE_ANNOTATION, COSIGN_SIGN_V1),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let attached = attach_artifact(
+    if let Some(created) = created {
+        annotations.insert(CREATED_ANNOTATION.to_string(), created.to_string());
+    }
+    attach_artifact(
         client,
-        &repo,
-        &subject,
+        repo,
+        subject,
         SIGSTORE_BUNDLE_V03,
         bundle,
         SIGSTORE_BUNDLE_V03,
         annotations,
     )
-    .await?;
-    Ok(attached.manifest.digest)
+    .await
 }
 
 async fn check_legacy(

@@ -134,24 +134,15 @@ pub async fn pull_to_layout(
     };
 
     // Walk: manifests (children before parents) and unique blobs.
-    let mut manifests: Vec<Document> = Vec::new();
-    let mut blobs: Vec<Descriptor> = Vec::new();
-    let mut seen: HashSet<Digest> = HashSet::new();
-    let mut image_platforms: Vec<String> = Vec::new();
-    let mut configs: Vec<Descriptor> = Vec::new();
-    collect_remote(
-        client,
-        &repo,
-        root.clone(),
-        &mut manifests,
-        &mut blobs,
-        &mut seen,
-        &mut configs,
-        &mut image_platforms,
-        0,
-        &what,
-    )
-    .await?;
+    let mut walk = Walk::new(&what);
+    collect_remote(client, &repo, root.clone(), &mut walk, 0).await?;
+    let Walk {
+        manifests,
+        blobs,
+        configs,
+        platforms: mut image_platforms,
+        ..
+    } = walk;
 
     // Download what is missing, several at a time.
     let mut downloaded = 0;
@@ -264,75 +255,110 @@ pub async fn pull_to_layout(
     })
 }
 
-#[allow(clippy::too_many_arguments)] // one recursive walk; a struct would only rename them
+/// What a walk over an image tree collects: its manifests, children before parents (the order
+/// a registry accepts them in), and its blobs, each once; of the top level also the platforms
+/// an index names and the config of an image. Pull walks a registry ([`collect_remote`]), push
+/// a layout ([`walk_doc`]); they differ only in how a child manifest is read.
+struct Walk {
+    /// Names the image in errors.
+    what: String,
+    manifests: Vec<Document>,
+    blobs: Vec<Descriptor>,
+    seen: HashSet<Digest>,
+    configs: Vec<Descriptor>,
+    platforms: Vec<String>,
+}
+
+impl Walk {
+    fn new(what: &str) -> Self {
+        Walk {
+            what: what.to_string(),
+            manifests: Vec::new(),
+            blobs: Vec::new(),
+            seen: HashSet::new(),
+            configs: Vec::new(),
+            platforms: Vec::new(),
+        }
+    }
+
+    /// Enter `doc`, `depth` levels below the top: `None` when it was walked already; else the
+    /// entries of an index to walk next (an image's config and layers are recorded now).
+    fn enter(&mut self, doc: &Document, depth: usize) -> Result<Option<Vec<Descriptor>>> {
+        let what = &self.what;
+        if depth > 4 {
+            return Err(Error::Integrity(format!("{what}: indexes nest too deeply")));
+        }
+        if !self.seen.insert(doc.digest) {
+            return Ok(None);
+        }
+        if !doc.is_index() {
+            let config = doc.config(what)?;
+            let layers = doc.layers(what)?;
+            if depth == 0 {
+                self.configs.push(config.clone());
+            }
+            for b in std::iter::once(config).chain(layers) {
+                self.blob(b);
+            }
+            return Ok(Some(Vec::new()));
+        }
+        let children = doc.children(what)?;
+        if depth == 0 {
+            let named = children.iter().filter_map(|c| c.platform.as_ref());
+            self.platforms
+                .extend(named.filter(|p| !p.is_unknown()).map(|p| p.to_string()));
+        }
+        Ok(Some(children))
+    }
+
+    /// An index entry: itself when it is a manifest or index to walk into; `None` when it is
+    /// an artifact (rare), recorded as a plain blob.
+    fn descend(&mut self, child: Descriptor) -> Option<Descriptor> {
+        if crate::media::is_index(&child.media_type) || crate::media::is_manifest(&child.media_type)
+        {
+            return Some(child);
+        }
+        self.blob(child);
+        None
+    }
+
+    fn blob(&mut self, b: Descriptor) {
+        if self.seen.insert(b.digest) {
+            self.blobs.push(b);
+        }
+    }
+
+    /// `doc` and everything below it are walked.
+    fn leave(&mut self, doc: Document) {
+        self.manifests.push(doc);
+    }
+}
+
 fn collect_remote<'a>(
     client: &'a Client,
     repo: &'a Reference,
     doc: Document,
-    manifests: &'a mut Vec<Document>,
-    blobs: &'a mut Vec<Descriptor>,
-    seen: &'a mut HashSet<Digest>,
-    configs: &'a mut Vec<Descriptor>,
-    platforms: &'a mut Vec<String>,
+    walk: &'a mut Walk,
     depth: usize,
-    what: &'a str,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
     Box::pin(async move {
-        if depth > 4 {
-            return Err(Error::Integrity(format!("{what}: indexes nest too deeply")));
-        }
-        if !seen.insert(doc.digest) {
+        let Some(children) = walk.enter(&doc, depth)? else {
             return Ok(());
+        };
+        for child in children {
+            let Some(child) = walk.descend(child) else {
+                continue;
+            };
+            let m = client.fetch_manifest(&repo.pinned(child.digest)).await?;
+            if m.media_type != child.media_type {
+                return Err(Error::Integrity(format!(
+                    "{}: manifest {} is {} but its index entry says {}",
+                    walk.what, child.digest, m.media_type, child.media_type
+                )));
+            }
+            collect_remote(client, repo, m, walk, depth + 1).await?;
         }
-        if doc.is_index() {
-            for child in doc.children(what)? {
-                if let Some(p) = &child.platform {
-                    if depth == 0 && !p.is_unknown() {
-                        platforms.push(p.to_string());
-                    }
-                }
-                if !crate::media::is_index(&child.media_type)
-                    && !crate::media::is_manifest(&child.media_type)
-                {
-                    // Artifacts in an index (rare): copy as plain blobs.
-                    if seen.insert(child.digest) {
-                        blobs.push(child);
-                    }
-                    continue;
-                }
-                let m = client.fetch_manifest(&repo.pinned(child.digest)).await?;
-                if m.media_type != child.media_type {
-                    return Err(Error::Integrity(format!(
-                        "{what}: manifest {} is {} but its index entry says {}",
-                        child.digest, m.media_type, child.media_type
-                    )));
-                }
-                collect_remote(
-                    client,
-                    repo,
-                    m,
-                    manifests,
-                    blobs,
-                    seen,
-                    configs,
-                    platforms,
-                    depth + 1,
-                    what,
-                )
-                .await?;
-            }
-        } else {
-            let config = doc.config(what)?;
-            if depth == 0 {
-                configs.push(config.clone());
-            }
-            for b in std::iter::once(config).chain(doc.layers(what)?) {
-                if seen.insert(b.digest) {
-                    blobs.push(b);
-                }
-            }
-        }
-        manifests.push(doc);
+        walk.leave(doc);
         Ok(())
     })
 }
@@ -431,62 +457,28 @@ fn walk_layout(layout: &Layout, digest: &Digest) -> Result<Tree> {
     let desc = Descriptor::new(&mt, *digest, size);
     let bytes = layout.read_blob(&desc, MAX_MANIFEST_BYTES)?;
     let root = Document::parse(bytes, *digest, &mt, &what)?;
-    let mut manifests = Vec::new();
-    let mut blobs = Vec::new();
-    let mut seen = HashSet::new();
-    walk_doc(
-        layout,
-        root.clone(),
-        &mut manifests,
-        &mut blobs,
-        &mut seen,
-        0,
-        &what,
-    )?;
+    let mut walk = Walk::new(&what);
+    walk_doc(layout, root.clone(), &mut walk, 0)?;
     Ok(Tree {
         root,
-        manifests,
-        blobs,
+        manifests: walk.manifests,
+        blobs: walk.blobs,
     })
 }
 
-fn walk_doc(
-    layout: &Layout,
-    doc: Document,
-    manifests: &mut Vec<Document>,
-    blobs: &mut Vec<Descriptor>,
-    seen: &mut HashSet<Digest>,
-    depth: usize,
-    what: &str,
-) -> Result<()> {
-    if depth > 4 {
-        return Err(Error::Integrity(format!("{what}: indexes nest too deeply")));
-    }
-    if !seen.insert(doc.digest) {
+fn walk_doc(layout: &Layout, doc: Document, walk: &mut Walk, depth: usize) -> Result<()> {
+    let Some(children) = walk.enter(&doc, depth)? else {
         return Ok(());
+    };
+    for child in children {
+        let Some(child) = walk.descend(child) else {
+            continue;
+        };
+        let bytes = layout.read_blob(&child, MAX_MANIFEST_BYTES)?;
+        let m = Document::parse(bytes, child.digest, &child.media_type, &walk.what)?;
+        walk_doc(layout, m, walk, depth + 1)?;
     }
-    if doc.is_index() {
-        for child in doc.children(what)? {
-            if !crate::media::is_index(&child.media_type)
-                && !crate::media::is_manifest(&child.media_type)
-            {
-                if seen.insert(child.digest) {
-                    blobs.push(child);
-                }
-                continue;
-            }
-            let bytes = layout.read_blob(&child, MAX_MANIFEST_BYTES)?;
-            let m = Document::parse(bytes, child.digest, &child.media_type, what)?;
-            walk_doc(layout, m, manifests, blobs, seen, depth + 1, what)?;
-        }
-    } else {
-        for b in std::iter::once(doc.config(what)?).chain(doc.layers(what)?) {
-            if seen.insert(b.digest) {
-                blobs.push(b);
-            }
-        }
-    }
-    manifests.push(doc);
+    walk.leave(doc);
     Ok(())
 }
 

@@ -29,6 +29,12 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a benchmark that cannot set up should stop loudly
 
+/// The allocator `stella` ships with (feature `fast-alloc`, default on; docs/design.md
+/// "Allocator"), so the bench measures what ships. `--no-default-features`: the system one.
+#[cfg(feature = "fast-alloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

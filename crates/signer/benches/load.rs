@@ -37,6 +37,12 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a benchmark that cannot set up should stop loudly
 
+/// The allocator `stella` ships with (feature `fast-alloc`, default on; docs/design.md
+/// "Allocator"), so the bench measures what ships. `--no-default-features`: the system one.
+#[cfg(feature = "fast-alloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Replicas behind a load balancer (issue #13): HAProxy from the Debian package
 /// (`scripts/setup-test-deps.sh`), TCP mode, round robin over the replicas: each keep-alive
 /// connection of the load generator lands on one replica.
@@ -145,7 +151,7 @@ impl SharedState {
     fn new() -> SharedState {
         let admin = std::env::var("STELLA_BENCH_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let tag = stella_signer::trace::random_hex(8);
+        let tag = stella_signer::random_hex(8);
         let db = format!("stella_bench_{tag}");
         sh(&format!("psql '{admin}' -qAtc 'CREATE DATABASE {db}'"));
         let pg_url = format!("{}/{db}", &admin[..admin.rfind('/').unwrap()]);
@@ -658,7 +664,7 @@ fn main() {
         )
         .unwrap(),
         None => stella_store::chain::verify(
-            &stella_store::sqlite::SqliteReader::open(&server.audit_db).unwrap(),
+            &stella_store::SqliteReader::open(&server.audit_db).unwrap(),
         )
         .unwrap(),
     };

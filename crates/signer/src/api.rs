@@ -25,8 +25,7 @@ use crate::sign::Answer;
 use crate::trace::TraceContext;
 use crate::wire::{json_response, json_status, Audited, Health, Ready, ReadyChecks};
 
-pub use crate::gates::{ConnInfo, IDENTITY_HEADERS};
-pub use crate::wire::EXPORT_PAYLOAD_TYPES;
+pub(crate) use crate::gates::ConnInfo;
 
 /// Set on responses whose metrics and audit the handler already did.
 #[derive(Debug, Clone)]
@@ -35,9 +34,9 @@ struct Handled {
     code: &'static str,
 }
 
-pub const ROUTE_SIGN_DSSE: &str = "/api/v1/signer/sign/dsse";
-pub const ROUTE_SIGN_EXPORT: &str = "/api/v1/signer/sign/export";
-pub const ROUTE_VERIFY_REFERRERS: &str = "/api/v1/signer/verify/referrers";
+pub(crate) const ROUTE_SIGN_DSSE: &str = "/api/v1/signer/sign/dsse";
+pub(crate) const ROUTE_SIGN_EXPORT: &str = "/api/v1/signer/sign/export";
+pub(crate) const ROUTE_VERIFY_REFERRERS: &str = "/api/v1/signer/verify/referrers";
 
 /// The service router.
 pub fn router(state: AppState) -> Router {
@@ -286,7 +285,7 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
     let (audit_id, audited) = match aggregated {
         Some(summary) => (
             summary,
-            Ok(stella_store::audit::Appended {
+            Ok(stella_store::Appended {
                 seq: 0,
                 hash: String::new(),
             }),
@@ -301,7 +300,7 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
             let audit_id = audit_id.clone();
             let resp = match answer {
                 Answer::Dsse(body, lease) => {
-                    let r = json_response(&Audited { body, audit_id });
+                    let r = crate::wire::sign_dsse_response(&body, &audit_id);
                     drop(lease);
                     r
                 }

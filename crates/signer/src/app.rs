@@ -12,7 +12,7 @@ use stella_store::{AuditLog, MemoryQuotaStore, MemoryReplayCache, QuotaStore, Re
 use crate::auth::{Authenticator, DpopValidator, NonceIssuer};
 use crate::config::Config;
 use crate::dev::DevAuthority;
-pub use crate::error::StartError;
+pub(crate) use crate::error::StartError;
 use crate::jose::JwkSet;
 use crate::jwks::{self, Jwks};
 use crate::metrics::Metrics;
@@ -231,7 +231,7 @@ fn http_client(ca: Option<&PathBuf>, timeout_ms: u64) -> Result<reqwest::Client,
 }
 
 /// Shortest nonce secret taken from the environment.
-pub const MIN_NONCE_SECRET_BYTES: usize = 32;
+pub(crate) const MIN_NONCE_SECRET_BYTES: usize = 32;
 
 /// A random nonce secret from `fill` (the system RNG). If the RNG fails the service does not
 /// start: a secret derived from anything guessable (the old fallback was the clock) would
@@ -377,7 +377,7 @@ impl AppBuilder {
                     source,
                 }
             })?;
-        if stella_keys::keyref::is_dev_key(signer.public_key()) {
+        if stella_keys::is_dev_key(signer.public_key()) {
             tracing::warn!(key_id = %signer.key_id(), "signing with the PUBLISHED DEVELOPMENT KEY: never in production");
         }
         Ok(Arc::from(signer))

@@ -28,7 +28,7 @@
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
-use stella_store::audit::{normalize_time, MAX_QUERY_LIMIT};
+use stella_store::{normalize_time, MAX_QUERY_LIMIT};
 use stella_store::{AuditQuery, AuditRecord, Outcome};
 
 use crate::app::App;
@@ -37,18 +37,16 @@ use crate::error::{ApiError, Code};
 use crate::trace::TraceContext;
 use crate::wire::{json_response, AuditEntry, AuditHead, AuditPage};
 
-pub use crate::audit_cursor::{AuditApi, AuditApiError};
-
-pub const ROUTE_AUDIT: &str = "/api/v1/signer/audit";
-pub const ROUTE_AUDIT_HEAD: &str = "/api/v1/signer/audit/head";
+pub(crate) const ROUTE_AUDIT: &str = "/api/v1/signer/audit";
+pub(crate) const ROUTE_AUDIT_HEAD: &str = "/api/v1/signer/audit/head";
 
 /// Scope the audit API requires.
-pub const AUDIT_SCOPE: &str = "signer.audit";
+pub(crate) const AUDIT_SCOPE: &str = "signer.audit";
 /// Additional scope that lifts tenant isolation (operators' clients only).
-pub const AUDIT_ADMIN_SCOPE: &str = "signer.audit.admin";
+pub(crate) const AUDIT_ADMIN_SCOPE: &str = "signer.audit.admin";
 
 /// Records per page when `limit` is not given.
-pub const DEFAULT_LIMIT: usize = 100;
+pub(crate) const DEFAULT_LIMIT: usize = 100;
 
 fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::new(Code::InvalidRequest, detail)
@@ -340,7 +338,7 @@ fn trace_of(req: &Request) -> TraceContext {
 }
 
 /// `GET /api/v1/signer/audit`.
-pub async fn query(State(app): State<crate::AppState>, req: Request) -> Response {
+pub(crate) async fn query(State(app): State<crate::AppState>, req: Request) -> Response {
     let trace = trace_of(&req);
     let r = query_inner(&app, req).await.inspect(|page| {
         app.metrics.audit_api_records(page.records.len());
@@ -349,7 +347,7 @@ pub async fn query(State(app): State<crate::AppState>, req: Request) -> Response
 }
 
 /// `GET /api/v1/signer/audit/head`.
-pub async fn head(State(app): State<crate::AppState>, req: Request) -> Response {
+pub(crate) async fn head(State(app): State<crate::AppState>, req: Request) -> Response {
     let trace = trace_of(&req);
     let r = head_inner(&app, req).await;
     finish(&app, "audit_head", &trace, r)

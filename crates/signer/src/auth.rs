@@ -105,9 +105,27 @@ impl From<ApiError> for AuthFailure {
 /// would send every caller back to full verification at once). Consequence to know: a token
 /// signed by a key the Authority has since removed from its JWKS stays accepted until it
 /// expires (access tokens are minutes).
+/// The cache's key: SHA-256 of the token. Equality is constant-time, so a lookup's timing
+/// says nothing about how much of a stored token's digest a probe shares (the map's hasher is
+/// SipHash with a random key, as `HashMap` always is).
+#[derive(Clone, Copy, Eq)]
+struct TokenKey([u8; 32]);
+
+impl std::hash::Hash for TokenKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for TokenKey {
+    fn eq(&self, other: &Self) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(&self.0, &other.0).is_ok()
+    }
+}
+
 #[derive(Default)]
 struct CacheShard {
-    map: std::collections::HashMap<[u8; 32], (TokenClaims, Option<i64>)>,
+    map: std::collections::HashMap<TokenKey, (TokenClaims, Option<i64>)>,
     /// (exp, key) of every entry, earliest first; may hold stale pairs of replaced entries.
     by_exp: std::collections::BinaryHeap<std::cmp::Reverse<(i64, [u8; 32])>>,
 }
@@ -116,8 +134,12 @@ impl CacheShard {
     /// Drop the entry that expires first (skipping stale heap pairs).
     fn evict_first(&mut self) {
         while let Some(std::cmp::Reverse((exp, k))) = self.by_exp.pop() {
-            if self.map.get(&k).is_some_and(|(c, _)| c.exp == exp) {
-                self.map.remove(&k);
+            if self
+                .map
+                .get(&TokenKey(k))
+                .is_some_and(|(c, _)| c.exp == exp)
+            {
+                self.map.remove(&TokenKey(k));
                 return;
             }
         }
@@ -144,7 +166,7 @@ impl TokenCache {
     }
 
     fn get(&self, k: &[u8; 32]) -> Option<(TokenClaims, Option<i64>)> {
-        self.shard(k).map.get(k).cloned()
+        self.shard(k).map.get(&TokenKey(*k)).cloned()
     }
 
     fn put(&self, k: [u8; 32], claims: TokenClaims, nbf: Option<i64>, now: i64) {
@@ -157,19 +179,19 @@ impl TokenCache {
         {
             g.evict_first();
         }
-        if !g.map.contains_key(&k) {
+        if !g.map.contains_key(&TokenKey(k)) {
             while g.map.len() >= self.per_shard && !g.by_exp.is_empty() {
                 g.evict_first();
             }
         }
         g.by_exp.push(std::cmp::Reverse((claims.exp, k)));
-        g.map.insert(k, (claims, nbf));
+        g.map.insert(TokenKey(k), (claims, nbf));
         // Replaced entries leave stale heap pairs: compact once they outnumber the entries.
         if g.by_exp.len() > 2 * self.per_shard {
             let live: Vec<_> = g
                 .map
                 .iter()
-                .map(|(k, (c, _))| std::cmp::Reverse((c.exp, *k)))
+                .map(|(k, (c, _))| std::cmp::Reverse((c.exp, k.0)))
                 .collect();
             g.by_exp = live.into();
         }
@@ -206,11 +228,11 @@ fn claim_str(m: &serde_json::Map<String, Value>, k: &str) -> Option<String> {
 /// and proof claims) is range-checked to `0..=MAX_NUMERIC_DATE` before any arithmetic, and
 /// the arithmetic is checked anyway, so no crafted value (negative, `i64::MIN`, `u64::MAX`,
 /// `1e300`) can wrap a comparison into passing.
-pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
+pub(crate) const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
 
 /// A JSON NumericDate (RFC 7519 §2): an integer, or a finite number whose integral part is
 /// taken, within `0..=MAX_NUMERIC_DATE`. `None` for anything else.
-pub fn numeric_date(v: &Value) -> Option<i64> {
+pub(crate) fn numeric_date(v: &Value) -> Option<i64> {
     let t = match v.as_i64() {
         Some(i) => i,
         None => {
@@ -226,12 +248,12 @@ pub fn numeric_date(v: &Value) -> Option<i64> {
 
 /// Is `t` after `now + slack` (in the future beyond the slack)? Checked: an overflow counts
 /// as "yes" (refuse).
-pub fn after(t: i64, now: i64, slack: i64) -> bool {
+pub(crate) fn after(t: i64, now: i64, slack: i64) -> bool {
     now.checked_add(slack).is_none_or(|limit| t > limit)
 }
 
 /// Is `t` more than `max_age` seconds before `now`? Checked: an overflow counts as "yes".
-pub fn older_than(t: i64, now: i64, max_age: i64) -> bool {
+pub(crate) fn older_than(t: i64, now: i64, max_age: i64) -> bool {
     now.checked_sub(t).is_none_or(|age| age > max_age)
 }
 
@@ -748,7 +770,7 @@ fn bad_proof(detail: impl Into<String>) -> ApiError {
 }
 
 /// Do two URIs name the same resource for `htu` (RFC 9449 §4.3 item 9, RFC 3986 §6.2.2–3)?
-pub fn same_target(htu: &url::Url, target: &url::Url) -> bool {
+pub(crate) fn same_target(htu: &url::Url, target: &url::Url) -> bool {
     htu.scheme() == target.scheme()
         && htu.host_str().map(str::to_ascii_lowercase)
             == target.host_str().map(str::to_ascii_lowercase)
@@ -916,6 +938,27 @@ mod tests {
         assert!(!n.check(&v, 1301));
         assert!(!NonceIssuer::new(b"other", 300).check(&v, 1000));
         assert!(!n.check("garbage", 1000));
+    }
+
+    #[test]
+    fn token_cache_keys_match_only_whole_digests() {
+        let k = [7u8; 32];
+        assert!(TokenKey(k) == TokenKey(k));
+        for i in [0, 15, 31] {
+            let mut other = k;
+            other[i] ^= 1;
+            assert!(TokenKey(k) != TokenKey(other), "byte {i}");
+        }
+        let c = TokenCache::new(16);
+        let claims = |exp| TokenClaims {
+            exp,
+            ..TokenClaims::default()
+        };
+        c.put(k, claims(100), None, 50);
+        let mut last = k;
+        last[31] = 0;
+        assert!(c.get(&last).is_none());
+        assert_eq!(c.get(&k).map(|(c, _)| c.exp), Some(100));
     }
 
     #[test]

@@ -16,10 +16,10 @@ use serde::Deserialize;
 
 /// Largest accepted duration setting (ten years): every duration from the configuration is
 /// at most this, so converting it to `i64` seconds or adding it to a clock cannot overflow.
-pub const MAX_CONFIG_SECONDS: u64 = 10 * 366 * 24 * 3600;
+pub(crate) const MAX_CONFIG_SECONDS: u64 = 10 * 366 * 24 * 3600;
 
 /// Prefix of environment overrides.
-pub const ENV_PREFIX: &str = "STELLA_SIGNER__";
+pub(crate) const ENV_PREFIX: &str = "STELLA_SIGNER__";
 
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -340,7 +340,7 @@ pub struct PlanKeysConfig {
 }
 
 /// The signing modes a tenant or plan may declare.
-pub const SIGNING_MODES: [&str; 3] = ["file", "hsm", "kms"];
+pub(crate) const SIGNING_MODES: [&str; 3] = ["file", "hsm", "kms"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -925,7 +925,7 @@ impl Config {
 }
 
 /// Does `listen` (`host:port`) name only the loopback interface?
-pub fn listen_is_loopback(listen: &str) -> bool {
+pub(crate) fn listen_is_loopback(listen: &str) -> bool {
     if let Ok(a) = listen.parse::<std::net::SocketAddr>() {
         return a.ip().is_loopback();
     }
@@ -935,7 +935,7 @@ pub fn listen_is_loopback(listen: &str) -> bool {
 }
 
 /// `sha256:` + 64 lowercase hex digits.
-pub fn is_sha256_digest(s: &str) -> bool {
+pub(crate) fn is_sha256_digest(s: &str) -> bool {
     stella_oci::Digest::is_valid(s)
 }
 

@@ -193,7 +193,7 @@ impl std::fmt::Display for ApiError {
 /// The `application/problem+json` body (RFC 9457; `Problem` in the OpenAPI document).
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ProblemBody<'a> {
+pub(crate) struct ProblemBody<'a> {
     #[serde(rename = "type")]
     pub kind: String,
     pub title: &'static str,

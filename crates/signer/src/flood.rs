@@ -30,15 +30,15 @@ use std::time::{Duration, Instant};
 use stella_store::{AuditRecord, Outcome};
 
 /// Longest kept free-text field (reasons may be longer: [`MAX_REASON_BYTES`]).
-pub const MAX_FIELD_BYTES: usize = 256;
+pub(crate) const MAX_FIELD_BYTES: usize = 256;
 /// Longest kept `reason`.
-pub const MAX_REASON_BYTES: usize = 1024;
+pub(crate) const MAX_REASON_BYTES: usize = 1024;
 /// Subject digests kept in the record of a refused request.
-pub const MAX_REFUSED_SUBJECTS: usize = 16;
+pub(crate) const MAX_REFUSED_SUBJECTS: usize = 16;
 
 /// Cut `s` to at most `max` bytes (on a character boundary) with a marker saying how much
 /// was cut.
-pub fn truncate(s: &mut String, max: usize) {
+pub(crate) fn truncate(s: &mut String, max: usize) {
     if s.len() <= max {
         return;
     }
@@ -58,7 +58,7 @@ fn truncate_opt(s: &mut Option<String>, max: usize) {
 }
 
 /// Bound what `rec` holds (see the module docs).
-pub fn bound_record(rec: &mut AuditRecord) {
+pub(crate) fn bound_record(rec: &mut AuditRecord) {
     for f in [
         &mut rec.tenant,
         &mut rec.installation,
@@ -143,7 +143,7 @@ pub struct UnauthFailures {
 }
 
 /// The source `*`: failures past the table or global limits.
-pub const OVERFLOW_SOURCE: &str = "*";
+pub(crate) const OVERFLOW_SOURCE: &str = "*";
 
 impl UnauthFailures {
     pub fn new(limits: FloodLimits) -> Self {

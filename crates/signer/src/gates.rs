@@ -41,7 +41,7 @@ use crate::wire::{GateFields, KeyIdentity, PoeIn, Policy};
 /// Headers that carry a credential, a proof or an identity, and the code a duplicate gets.
 /// (The client certificate comes from the TLS layer, never from a header; no forwarded
 /// identity header is read.)
-pub const IDENTITY_HEADERS: &[(&str, Code)] = &[
+pub(crate) const IDENTITY_HEADERS: &[(&str, Code)] = &[
     ("authorization", Code::InvalidToken),
     ("dpop", Code::InvalidDpopProof),
     ("x-stella-tenant", Code::InvalidRequest),

@@ -252,7 +252,7 @@ impl Remote {
 }
 
 /// Largest JWKS accepted.
-pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// Read a response body, refusing it as soon as it passes `limit` bytes (announced by
 /// `Content-Length` or counted while reading): an upstream cannot make us buffer more than
@@ -280,7 +280,7 @@ pub(crate) async fn read_limited(
 }
 
 /// Parse the configured algorithm names (validated by the config already).
-pub fn algs(names: &[String]) -> Vec<Alg> {
+pub(crate) fn algs(names: &[String]) -> Vec<Alg> {
     names.iter().filter_map(|n| Alg::parse(n)).collect()
 }
 

@@ -47,7 +47,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::config::Config;
-pub use crate::config::{KeylessConfig, KeylessIdentityConfig, KeylessUse};
+pub(crate) use crate::config::{KeylessConfig, KeylessUse};
 use crate::error::ApiError;
 use crate::error::StartError;
 use crate::metrics::Metrics;

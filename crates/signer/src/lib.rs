@@ -3,39 +3,49 @@
 //! [`server::serve`] for HTTP/HTTPS with optional mTLS and graceful shutdown. The `stella`
 //! binary's `signer serve` is a thin wrapper.
 //!
-//! Request flow: [`api`] (router, audited-route runner); gate order: [`gates`]; handlers:
-//! [`sign`]; wire types: [`wire`]. Token and proof rules: [`auth`]. Entitlement:
-//! [`poe`]. The dev profile (embedded Authority and Licensing, dev only): [`dev`]. A client
+//! Request flow: `api` (router, audited-route runner); gate order: `gates`; handlers:
+//! `sign`; wire types: `wire`. Token and proof rules: `auth`. Entitlement:
+//! `poe`. The dev profile (embedded Authority and Licensing, dev only): [`dev`]. A client
 //! for the API (DPoP proofs, client-credentials tokens), used by the CLI, the tests and the
 //! benchmark: [`client`].
+//!
+//! Public surface (docs/architecture.md "Public surface"): the modules are private and this
+//! file re-exports what the CLI, the tests and the benches use. Namespaces reached by path
+//! stay public: [`server`] (`serve`, `tls_acceptor`), [`client`], [`jose`] (`jose::sign`),
+//! [`dev`] (the dev profile's constants) and [`checkpoints`] (`checkpoints::check`).
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod api;
-pub mod app;
-pub mod audit_api;
-pub mod audit_cursor;
-pub mod auth;
+mod api;
+mod app;
+mod audit_api;
+mod audit_cursor;
+mod auth;
 pub mod checkpoints;
 pub mod client;
-pub mod config;
+mod config;
 pub mod dev;
-pub mod error;
-pub mod flood;
-pub mod gates;
+mod error;
+mod flood;
+mod gates;
 pub mod jose;
-pub mod jwks;
-pub mod keyless;
-pub mod metrics;
-pub mod openapi;
-pub mod poe;
-pub mod release;
+mod jwks;
+mod keyless;
+mod metrics;
+mod openapi;
+mod poe;
+mod release;
 pub mod server;
-pub mod sign;
-pub mod trace;
-pub mod wire;
+mod sign;
+mod trace;
+mod wire;
 
 pub use api::router;
 pub use app::{App, AppBuilder, AppState, TenantKeys};
+pub use auth::NonceIssuer;
 pub use config::Config;
+pub use config::ReleaseConfig;
 pub use error::{ApiError, Code, StartError};
 pub use gates::ConnInfo;
+pub use release::ReleaseGate;
+pub use trace::random_hex;

@@ -18,7 +18,7 @@ fn errors() -> Value {
 }
 
 /// The document.
-pub fn document() -> Value {
+pub(crate) fn document() -> Value {
     let sec = json!([{"dpop": []}, {"mtls": []}]);
     let mut sign_dsse_responses = errors();
     sign_dsse_responses["200"] = json!({"description": "Signed", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SignDsseResponse"}}}});
@@ -53,7 +53,7 @@ pub fn document() -> Value {
         {"name": "tenant", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Defaults to the token's tenant; another tenant, or all (parameter absent), needs the signer.audit.admin scope"},
         {"name": "outcome", "in": "query", "required": false, "schema": {"enum": ["signed", "verified", "denied", "error"]}},
         {"name": "subject", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}, "description": "Records with this subject digest"},
-        {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": stella_store::audit::MAX_QUERY_LIMIT, "default": crate::audit_api::DEFAULT_LIMIT}},
+        {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": stella_store::MAX_QUERY_LIMIT, "default": crate::audit_api::DEFAULT_LIMIT}},
         {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"}, "description": "nextCursor of the previous page (opaque; valid only with the same filters)"}
     ]);
     if let (Some(p), Some(h)) = (audit_params.as_array_mut(), audit_headers.as_array()) {

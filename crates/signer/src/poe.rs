@@ -78,9 +78,76 @@ struct Introspection {
     reason: Option<String>,
 }
 
+/// Why Licensing said no to a PoE. Its text (`Display`) is the `403 entitlement_denied`
+/// detail, and what the replicas' shared cache stores (`err`): a text read back from that
+/// cache becomes the variant that prints it ([`Refusal::from_text`]), so the cache format
+/// and the details callers see are those of the text this replaced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Refusal {
+    /// `active: false`, with Licensing's reason when it gave one.
+    #[error("the license is not active{}", .0.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Inactive(Option<String>),
+    /// An active license that names no tenant (it would entitle every tenant's callers).
+    #[error("the license names no tenant, so it cannot entitle any caller")]
+    NoTenant,
+    /// The dev profile's embedded Licensing refuses values without the `dev-` prefix.
+    #[error("the dev Licensing accepts only PoE values starting with `dev-`")]
+    NotDev,
+    /// A reason from the shared cache that none of the above prints (another version's).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Refusal {
+    const INACTIVE: &'static str = "the license is not active";
+
+    /// The refusal whose text is `t` (the shared cache's `err`).
+    fn from_text(t: String) -> Refusal {
+        if t == Self::INACTIVE {
+            return Refusal::Inactive(None);
+        }
+        if let Some(r) = t
+            .strip_prefix(Self::INACTIVE)
+            .and_then(|r| r.strip_prefix(": "))
+        {
+            return Refusal::Inactive(Some(r.to_string()));
+        }
+        for known in [Refusal::NoTenant, Refusal::NotDev] {
+            if t == known.to_string() {
+                return known;
+            }
+        }
+        Refusal::Other(t)
+    }
+}
+
+/// Licensing could not be asked or its answer not used (the request is `503` unless an
+/// entitlement is cached within the grace period). The text goes to the log and the audit
+/// record's internal detail only.
+#[derive(Debug, thiserror::Error)]
+enum Unavailable {
+    #[error("no Licensing service is configured")]
+    NotConfigured,
+    #[error("{0}")]
+    Transport(reqwest::Error),
+    #[error("introspection answered HTTP {0}")]
+    Status(reqwest::StatusCode),
+    #[error("{0}")]
+    Read(String),
+    #[error("unreadable introspection answer: {0}")]
+    Unreadable(serde_json::Error),
+    #[error("introspection answer lacks licenseId or limits")]
+    Incomplete,
+    #[error("introspection expiresAt: {0}")]
+    Expiry(time::error::Parse),
+}
+
+/// Licensing's answer to one PoE: an entitlement or a refusal.
+type Answer = Result<Arc<Entitlement>, Refusal>;
+
 #[derive(Clone)]
 struct CacheEntry {
-    answer: Result<Arc<Entitlement>, String>,
+    answer: Answer,
     confirmed_at: Instant,
 }
 
@@ -96,7 +163,7 @@ enum Backend {
 }
 
 /// Largest introspection answer accepted.
-pub const MAX_INTROSPECTION_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_INTROSPECTION_BYTES: usize = 64 * 1024;
 
 /// The introspection cache, bounded: when full, the entry confirmed longest ago leaves —
 /// the first to expire, since every entry lives for the same TTL from its confirmation. The
@@ -187,7 +254,7 @@ fn unix_ms() -> i64 {
 }
 
 impl SharedAnswer {
-    fn of(answer: &Result<Arc<Entitlement>, String>) -> Self {
+    fn of(answer: &Answer) -> Self {
         let (ok, err) = match answer {
             Ok(e) => (
                 Some(SharedEntitlement {
@@ -203,7 +270,7 @@ impl SharedAnswer {
                 }),
                 None,
             ),
-            Err(r) => (None, Some(r.clone())),
+            Err(r) => (None, Some(r.to_string())),
         };
         SharedAnswer {
             confirmed_at_ms: unix_ms(),
@@ -231,7 +298,7 @@ impl SharedAnswer {
                 },
                 expires_at: e.expires_at,
             })),
-            (None, Some(r)) => Err(r),
+            (None, Some(r)) => Err(Refusal::from_text(r)),
             _ => return None,
         };
         Some(CacheEntry {
@@ -264,7 +331,7 @@ fn denied(detail: impl Into<String>) -> PoeFailure {
 }
 
 /// The dev profile's entitlement.
-pub fn dev_entitlement() -> Entitlement {
+pub(crate) fn dev_entitlement() -> Entitlement {
     Entitlement {
         license_id: "dev-license".into(),
         tenant: None,
@@ -341,7 +408,7 @@ impl Licensing {
 
     /// Publish a confirmed answer for the other replicas: kept for the TTL (an active one
     /// for its grace period too), never past the license's expiry.
-    async fn shared_put(&self, digest: &[u8; 32], answer: &Result<Arc<Entitlement>, String>) {
+    async fn shared_put(&self, digest: &[u8; 32], answer: &Answer) {
         let Some(c) = &self.shared else { return };
         let mut keep = match answer {
             Ok(_) => self.ttl.max(self.grace),
@@ -411,7 +478,7 @@ impl Licensing {
                         bypass_reason: None,
                     }),
                     Ok(_) => Err(denied("the license has expired")),
-                    Err(reason) => Err(denied(reason.clone())),
+                    Err(reason) => Err(denied(reason.to_string())),
                 };
             }
         }
@@ -430,7 +497,7 @@ impl Licensing {
                             bypass_reason: None,
                         })
                     }
-                    Err(reason) => Err(denied(reason)),
+                    Err(reason) => Err(denied(reason.to_string())),
                 }
             }
             Err(why) => {
@@ -460,7 +527,7 @@ impl Licensing {
         }
     }
 
-    fn remember(&self, digest: [u8; 32], answer: Result<Arc<Entitlement>, String>) {
+    fn remember(&self, digest: [u8; 32], answer: Answer) {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         c.insert(
             digest,
@@ -472,16 +539,16 @@ impl Licensing {
     }
 
     /// Ask Licensing. `Ok(Err(reason))`: Licensing said no. `Err`: Licensing is unavailable.
-    async fn introspect(&self, poe: &str) -> Result<Result<Arc<Entitlement>, String>, String> {
+    async fn introspect(&self, poe: &str) -> Result<Answer, Unavailable> {
         let body = match &self.backend {
             Backend::Dev => {
                 return Ok(if poe.starts_with("dev-") {
                     Ok(Arc::new(dev_entitlement()))
                 } else {
-                    Err("the dev Licensing accepts only PoE values starting with `dev-`".into())
+                    Err(Refusal::NotDev)
                 })
             }
-            Backend::None => return Err("no Licensing service is configured".into()),
+            Backend::None => return Err(Unavailable::NotConfigured),
             Backend::Http { client, url, token } => {
                 let mut req = client
                     .post(url)
@@ -489,10 +556,10 @@ impl Licensing {
                 if let Some(t) = token {
                     req = req.bearer_auth(t);
                 }
-                let resp = req.send().await.map_err(|e| format!("{e}"))?;
+                let resp = req.send().await.map_err(Unavailable::Transport)?;
                 let status = resp.status();
                 if !status.is_success() {
-                    return Err(format!("introspection answered HTTP {status}"));
+                    return Err(Unavailable::Status(status));
                 }
                 let bytes = crate::jwks::read_limited(
                     resp,
@@ -500,31 +567,25 @@ impl Licensing {
                     "introspection answer",
                 )
                 .await
-                .map_err(|e| e.to_string())?;
-                serde_json::from_slice::<Introspection>(&bytes)
-                    .map_err(|e| format!("unreadable introspection answer: {e}"))?
+                .map_err(|e| Unavailable::Read(e.to_string()))?;
+                serde_json::from_slice::<Introspection>(&bytes).map_err(Unavailable::Unreadable)?
             }
         };
         if !body.active {
-            return Ok(Err(body
-                .reason
-                .map(|r| format!("the license is not active: {r}"))
-                .unwrap_or_else(|| "the license is not active".into())));
+            return Ok(Err(Refusal::Inactive(body.reason)));
         }
         let (Some(license_id), Some(limits)) = (body.license_id, body.limits) else {
-            return Err("introspection answer lacks licenseId or limits".into());
+            return Err(Unavailable::Incomplete);
         };
         // An entitlement must say whose it is: one naming no tenant would be usable by every
         // tenant's callers.
         let Some(tenant) = body.tenant.filter(|t| !t.is_empty()) else {
-            return Ok(Err(
-                "the license names no tenant, so it cannot entitle any caller".into(),
-            ));
+            return Ok(Err(Refusal::NoTenant));
         };
         let expires_at = match body.expires_at {
             Some(s) => Some(
                 time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
-                    .map_err(|e| format!("introspection expiresAt: {e}"))?
+                    .map_err(Unavailable::Expiry)?
                     .unix_timestamp(),
             ),
             None => None,
@@ -551,7 +612,7 @@ mod tests {
 
     fn entry(id: &str) -> CacheEntry {
         CacheEntry {
-            answer: Err(id.to_string()),
+            answer: Err(Refusal::Other(id.to_string())),
             confirmed_at: Instant::now(),
         }
     }
@@ -571,7 +632,7 @@ mod tests {
         assert!(c.get(&[1; 32]).is_none(), "the oldest confirmation left");
         for (k, want) in [(0u8, "e0-again"), (2, "e2"), (3, "e3")] {
             let e = c.get(&[k; 32]).unwrap();
-            assert_eq!(e.answer.unwrap_err(), want);
+            assert_eq!(e.answer.unwrap_err().to_string(), want);
         }
         // Many re-confirmations of one key do not grow the bookkeeping without bound.
         for _ in 0..100 {
@@ -582,5 +643,57 @@ mod tests {
         assert_eq!(c.len(), 3);
         assert!(c.get(&[0; 32]).is_none());
         assert!(c.get(&[2; 32]).is_some() && c.get(&[3; 32]).is_some());
+    }
+
+    /// The shared cache stores a refusal as its text: every variant reads back as itself,
+    /// and the texts are those of the `String` this type replaced.
+    #[test]
+    fn refusals_keep_their_text_through_the_shared_cache() {
+        let cases = [
+            (Refusal::Inactive(None), "the license is not active"),
+            (
+                Refusal::Inactive(Some("suspended".into())),
+                "the license is not active: suspended",
+            ),
+            (
+                Refusal::NoTenant,
+                "the license names no tenant, so it cannot entitle any caller",
+            ),
+            (
+                Refusal::NotDev,
+                "the dev Licensing accepts only PoE values starting with `dev-`",
+            ),
+            (Refusal::Other("revoked by ops".into()), "revoked by ops"),
+        ];
+        for (r, text) in cases {
+            assert_eq!(r.to_string(), text);
+            let wire = serde_json::to_vec(&SharedAnswer::of(&Err(r.clone()))).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&wire).unwrap();
+            assert_eq!(v["err"], text, "wire text of {r:?}");
+            let back: SharedAnswer = serde_json::from_slice(&wire).unwrap();
+            let entry = back.entry().expect("a fresh answer places on the clock");
+            assert_eq!(entry.answer.unwrap_err(), r);
+        }
+        // Not a refusal's text: neither an inactive one nor a known one.
+        assert_eq!(
+            Refusal::from_text("the license is not activated".into()),
+            Refusal::Other("the license is not activated".into())
+        );
+        // An answer with both sides or neither is unreadable (a miss), not a refusal.
+        let ok = SharedAnswer::of(&Ok(Arc::new(dev_entitlement())))
+            .ok
+            .expect("an entitlement is shared as `ok`");
+        let both = SharedAnswer {
+            confirmed_at_ms: unix_ms(),
+            ok: Some(ok),
+            err: Some("x".into()),
+        };
+        assert!(both.entry().is_none());
+        let neither = SharedAnswer {
+            confirmed_at_ms: unix_ms(),
+            ok: None,
+            err: None,
+        };
+        assert!(neither.entry().is_none());
     }
 }

@@ -9,7 +9,7 @@ use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 
 /// The trace context of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceContext {
+pub(crate) struct TraceContext {
     pub trace_id: String,
     pub span_id: String,
     pub flags: String,
@@ -17,7 +17,7 @@ pub struct TraceContext {
 
 impl TraceContext {
     /// From an incoming `traceparent` header, or fresh.
-    pub fn from_header(traceparent: Option<&str>) -> Self {
+    pub(crate) fn from_header(traceparent: Option<&str>) -> Self {
         let span_id = random_hex(8);
         if let Some((trace_id, flags)) = traceparent.and_then(parse_traceparent) {
             return TraceContext {
@@ -34,7 +34,7 @@ impl TraceContext {
     }
 
     /// The `traceparent` to send back.
-    pub fn header(&self) -> String {
+    pub(crate) fn header(&self) -> String {
         format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
     }
 }
@@ -83,7 +83,7 @@ pub fn random_hex(n: usize) -> String {
 }
 
 /// A new audit id (UUID-v4 shaped, random).
-pub fn new_audit_id() -> String {
+pub(crate) fn new_audit_id() -> String {
     let h = random_hex(16);
     format!(
         "{}-{}-4{}-{}-{}",

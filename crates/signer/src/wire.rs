@@ -5,7 +5,9 @@
 //!
 //! Responses are written through [`json_response`], which serializes to a
 //! [`serde_json::Value`] first: object keys come out sorted, byte for byte as the `json!`
-//! literals this replaced.
+//! literals this replaced. The hot `/sign/dsse` answer is the exception: [`sign_dsse_response`]
+//! serialises it straight from structs whose members are declared in sorted order (same bytes,
+//! tested; issue #15).
 
 use std::collections::BTreeMap;
 
@@ -60,7 +62,7 @@ pub(crate) struct SignDsseIn {
 }
 
 /// Payload types `/sign/export` signs.
-pub const EXPORT_PAYLOAD_TYPES: &[&str] = &[
+pub(crate) const EXPORT_PAYLOAD_TYPES: &[&str] = &[
     "application/vnd.stellaops.export-manifest+json;version=1",
     "application/vnd.stellaops.mirror+json;version=1",
 ];
@@ -109,13 +111,13 @@ impl GateFields {
 
 /// `GET /healthz`.
 #[derive(Debug, Serialize)]
-pub struct Health {
+pub(crate) struct Health {
     pub status: &'static str,
 }
 
 /// `GET /readyz` (200 or 503).
 #[derive(Debug, Serialize)]
-pub struct Ready {
+pub(crate) struct Ready {
     pub status: &'static str,
     pub checks: ReadyChecks,
 }
@@ -123,7 +125,7 @@ pub struct Ready {
 /// What `/readyz` checked.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReadyChecks {
+pub(crate) struct ReadyChecks {
     pub audit: bool,
     pub quotas: bool,
     pub authority_keys: bool,
@@ -133,7 +135,7 @@ pub struct ReadyChecks {
 /// `policy` of a sign answer: the caller's plan as applied.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Policy {
+pub(crate) struct Policy {
     pub plan: String,
     pub max_artifact_bytes: u64,
     pub qps_remaining: u64,
@@ -142,7 +144,7 @@ pub struct Policy {
 /// `signingIdentity` of a keyful signature.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct KeyIdentity {
+pub(crate) struct KeyIdentity {
     /// Always `key`.
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -156,7 +158,7 @@ pub struct KeyIdentity {
 /// time and log entry).
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
-pub enum SigningIdentity {
+pub(crate) enum SigningIdentity {
     Key(KeyIdentity),
     Certificate(Value),
 }
@@ -164,7 +166,7 @@ pub enum SigningIdentity {
 /// `bundle` of a `/sign/dsse` answer.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Bundle {
+pub(crate) struct Bundle {
     /// The DSSE envelope.
     pub dsse: Value,
     /// PEM certificates, leaf first (keyless); empty for keys.
@@ -178,7 +180,7 @@ pub struct Bundle {
 
 /// `POST /sign/dsse` 200 (before `auditId`).
 #[derive(Debug, Serialize)]
-pub struct SignDsseResponse {
+pub(crate) struct SignDsseResponse {
     pub bundle: Bundle,
     pub policy: Policy,
 }
@@ -187,7 +189,7 @@ pub struct SignDsseResponse {
 /// certificate.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
-pub enum SignatureKey {
+pub(crate) enum SignatureKey {
     #[serde(rename_all = "camelCase")]
     PublicKey {
         public_key: String,
@@ -199,7 +201,7 @@ pub enum SignatureKey {
 
 /// One signature of a `/sign/export` answer.
 #[derive(Debug, Clone, Serialize)]
-pub struct ExportSignature {
+pub(crate) struct ExportSignature {
     pub keyid: String,
     pub sig: String,
     pub algorithm: &'static str,
@@ -212,7 +214,7 @@ pub struct ExportSignature {
 /// as a `/sign/dsse` bundle.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SignExportResponse {
+pub(crate) struct SignExportResponse {
     pub manifest: Value,
     pub manifest_digest: String,
     pub payload_type: String,
@@ -223,12 +225,12 @@ pub struct SignExportResponse {
 }
 
 /// `GET /verify/referrers` 200 (before `auditId`): the release gate's verdict.
-pub type ReferrersVerdict = crate::release::ReleaseVerdict;
+pub(crate) type ReferrersVerdict = crate::release::ReleaseVerdict;
 
 /// The answer of an audited route: the body and the id of its audit record.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Audited<T> {
+pub(crate) struct Audited<T> {
     #[serde(flatten)]
     pub body: T,
     pub audit_id: String,
@@ -237,7 +239,7 @@ pub struct Audited<T> {
 /// One record of `GET /audit`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AuditEntry {
+pub(crate) struct AuditEntry {
     pub seq: u64,
     pub hash: String,
     pub prev_hash: String,
@@ -248,7 +250,7 @@ pub struct AuditEntry {
 /// `GET /audit` 200.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AuditPage {
+pub(crate) struct AuditPage {
     pub records: Vec<AuditEntry>,
     pub next_cursor: Option<String>,
     pub limit: usize,
@@ -256,14 +258,14 @@ pub struct AuditPage {
 
 /// `GET /audit/head` 200.
 #[derive(Debug, Serialize)]
-pub struct AuditHead<C: Serialize> {
+pub(crate) struct AuditHead<C: Serialize> {
     pub checkpoint: C,
     pub envelope: Value,
 }
 
 /// `POST /dev/authority/token` 200 (dev only).
 #[derive(Debug, Serialize)]
-pub struct DevToken {
+pub(crate) struct DevToken {
     pub access_token: String,
     pub token_type: &'static str,
     pub expires_in: u64,
@@ -272,7 +274,7 @@ pub struct DevToken {
 
 /// `POST /dev/authority/token` 400 (OAuth error, dev only).
 #[derive(Debug, Serialize)]
-pub struct OAuthError<'a> {
+pub(crate) struct OAuthError<'a> {
     pub error: &'a str,
     pub error_description: &'a str,
 }
@@ -280,7 +282,7 @@ pub struct OAuthError<'a> {
 /// `POST /dev/license/introspect` (dev only).
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-pub enum DevIntrospection {
+pub(crate) enum DevIntrospection {
     #[serde(rename_all = "camelCase")]
     Active {
         active: bool,
@@ -297,7 +299,7 @@ pub enum DevIntrospection {
 /// `limits` of an active dev introspection.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DevLimits {
+pub(crate) struct DevLimits {
     pub qps: f64,
     pub burst: f64,
     pub max_concurrent: u32,
@@ -326,4 +328,159 @@ pub(crate) fn json_status<T: Serialize>(status: StatusCode, body: &T) -> Respons
 /// A JSON response (200).
 pub(crate) fn json_response<T: Serialize>(body: &T) -> Response {
     json_status(StatusCode::OK, body)
+}
+
+/// The `/sign/dsse` 200 answer, serialised straight from the structs (no `Value` tree of the
+/// whole answer, issue #15): the same bytes as [`json_response`] of `Audited { body,
+/// audit_id }`, because [`SortedDsseAnswer`] lists every member in sorted order (the nested
+/// `Value`s, envelope and keyless identity, serialise sorted by themselves). A test holds the
+/// two together.
+pub(crate) fn sign_dsse_response(body: &SignDsseResponse, audit_id: &str) -> Response {
+    match serde_json::to_vec(&SortedDsseAnswer::new(body, audit_id)) {
+        Ok(bytes) => {
+            let mut r = (StatusCode::OK, bytes).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "response body does not serialize");
+            crate::error::ApiError::unavailable("internal error", e.to_string()).into_response()
+        }
+    }
+}
+
+/// `Audited<SignDsseResponse>` with its members (and its members' members) in sorted order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SortedDsseAnswer<'a> {
+    audit_id: &'a str,
+    bundle: SortedBundle<'a>,
+    policy: SortedPolicy<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SortedBundle<'a> {
+    certificate_chain: &'a [String],
+    dsse: &'a Value,
+    mode: &'a Option<String>,
+    signing_identity: SortedIdentity<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sigstore: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SortedIdentity<'a> {
+    Key(SortedKeyIdentity<'a>),
+    Certificate(&'a Value),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SortedKeyIdentity<'a> {
+    algorithms: &'a [&'static str],
+    key_ids: &'a [String],
+    tenant: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SortedPolicy<'a> {
+    max_artifact_bytes: u64,
+    plan: &'a str,
+    qps_remaining: u64,
+}
+
+impl<'a> SortedDsseAnswer<'a> {
+    fn new(body: &'a SignDsseResponse, audit_id: &'a str) -> Self {
+        let b = &body.bundle;
+        let p = &body.policy;
+        SortedDsseAnswer {
+            audit_id,
+            bundle: SortedBundle {
+                certificate_chain: &b.certificate_chain,
+                dsse: &b.dsse,
+                mode: &b.mode,
+                signing_identity: match &b.signing_identity {
+                    SigningIdentity::Key(k) => SortedIdentity::Key(SortedKeyIdentity {
+                        algorithms: &k.algorithms,
+                        key_ids: &k.key_ids,
+                        tenant: &k.tenant,
+                        kind: k.kind,
+                    }),
+                    SigningIdentity::Certificate(v) => SortedIdentity::Certificate(v),
+                },
+                sigstore: b.sigstore.as_ref(),
+            },
+            policy: SortedPolicy {
+                max_artifact_bytes: p.max_artifact_bytes,
+                plan: &p.plan,
+                qps_remaining: p.qps_remaining,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    fn answer(
+        identity: SigningIdentity,
+        sigstore: Option<Value>,
+        mode: Option<&str>,
+    ) -> SignDsseResponse {
+        SignDsseResponse {
+            bundle: Bundle {
+                dsse: json!({"payloadType": "application/vnd.in-toto+json", "payload": "eyJ9\"\u{1}",
+                    "signatures": [{"sig": "MEUC", "keyid": "k1"}]}),
+                certificate_chain: vec!["-----BEGIN CERTIFICATE-----\nAA\n".into()],
+                mode: mode.map(str::to_string),
+                signing_identity: identity,
+                sigstore,
+            },
+            policy: Policy {
+                plan: "pro \u{e000}\u{1f600}".into(),
+                max_artifact_bytes: u64::MAX,
+                qps_remaining: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn the_direct_dsse_answer_is_byte_identical_to_the_value_tree() {
+        let key = SigningIdentity::Key(KeyIdentity {
+            kind: "key",
+            tenant: "acme".into(),
+            key_ids: vec!["b".into(), "a".into()],
+            algorithms: vec!["ecdsa-p256", "ed25519"],
+        });
+        let cert =
+            SigningIdentity::Certificate(json!({"type": "certificate", "san": "x", "issuer": "y",
+            "tlogEntry": {"logIndex": 9, "integratedTime": 1}}));
+        let cases = [
+            answer(key.clone(), None, Some("file")),
+            answer(key, Some(json!({"mediaType": "m", "a": [1, 2.5]})), None),
+            answer(cert, Some(json!({"z": null})), Some("keyless")),
+        ];
+        for body in cases {
+            let direct = serde_json::to_vec(&SortedDsseAnswer::new(&body, "aud-\"1")).unwrap();
+            let via_value = serde_json::to_value(Audited {
+                body,
+                audit_id: "aud-\"1".to_string(),
+            })
+            .unwrap()
+            .to_string();
+            assert_eq!(String::from_utf8(direct).unwrap(), via_value);
+        }
+    }
 }

@@ -30,14 +30,6 @@ use crate::error::VerifyError;
 use crate::key::VerifyingKey;
 use crate::trust::{Authority, AuthorityError, TrustedRoot};
 
-/// Fulcio's OIDC issuer extension (v2, a DER UTF8String).
-pub(crate) const OID_ISSUER_V2: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.8");
-/// Fulcio's legacy OIDC issuer extension (raw bytes).
-pub(crate) const OID_ISSUER_V1: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.1");
-/// Embedded SCT list (RFC 6962 §3.3).
-pub const OID_SCT_LIST: Oid = Oid::new_unwrap("1.3.6.1.4.1.11129.2.4.2");
-const OID_KP_CODE_SIGNING: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.3");
-
 /// A parsed signing certificate.
 #[derive(Debug, Clone)]
 pub struct FulcioCert {
@@ -115,7 +107,7 @@ impl FulcioCert {
             .ok_or_else(|| VerifyError::KeyUsage("no extendedKeyUsage extension".into()))?;
         let eku = ExtendedKeyUsage::from_der(eku.extn_value.as_bytes())
             .map_err(|e| VerifyError::KeyUsage(format!("extendedKeyUsage: {e}")))?;
-        if !eku.0.contains(&OID_KP_CODE_SIGNING) {
+        if !eku.0.contains(&oid::KP_CODE_SIGNING) {
             return Err(VerifyError::KeyUsage(
                 "extendedKeyUsage lacks id-kp-codeSigning".into(),
             ));
@@ -146,12 +138,7 @@ impl FulcioCert {
     pub fn extension_value(&self, id: Oid) -> Option<String> {
         let ext = self.cert.find_extension(id)?;
         let raw = ext.extn_value.as_bytes();
-        let text = id.to_string();
-        let legacy = text
-            .strip_prefix("1.3.6.1.4.1.57264.1.")
-            .and_then(|n| n.parse::<u8>().ok())
-            .is_some_and(|n| (1..=6).contains(&n));
-        if legacy {
+        if oid::is_fulcio_legacy(id) {
             return String::from_utf8(raw.to_vec()).ok();
         }
         Utf8StringRef::from_der(raw).ok().map(|s| s.to_string())
@@ -159,15 +146,15 @@ impl FulcioCert {
 
     /// The OIDC issuer (the v2 extension, else the legacy one).
     pub fn issuer(&self) -> Option<String> {
-        self.extension_value(OID_ISSUER_V2)
-            .or_else(|| self.extension_value(OID_ISSUER_V1))
+        self.extension_value(oid::FULCIO_ISSUER_V2)
+            .or_else(|| self.extension_value(oid::FULCIO_ISSUER_V1))
     }
 
     /// Verify the embedded SCTs: at least one by a CT log of the trusted root.
     pub fn check_scts(&self, issuer: &Cert, root: &TrustedRoot) -> Result<usize, VerifyError> {
         let ext = self
             .cert
-            .find_extension(OID_SCT_LIST)
+            .find_extension(oid::SCT_LIST)
             .ok_or_else(|| VerifyError::Sct("the certificate has no embedded SCT".into()))?;
         let list = OctetString::from_der(ext.extn_value.as_bytes())
             .map_err(|e| VerifyError::Sct(format!("SCT list: {e}")))?;
@@ -175,7 +162,7 @@ impl FulcioCert {
         // The precertificate TBS: the leaf's tbsCertificate without the SCT extension.
         let mut tbs = self.cert.certificate().tbs_certificate.clone();
         if let Some(exts) = tbs.extensions.as_mut() {
-            exts.retain(|e| e.extn_id != OID_SCT_LIST);
+            exts.retain(|e| e.extn_id != oid::SCT_LIST);
         }
         let tbs = tbs
             .to_der()

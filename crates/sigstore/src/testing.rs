@@ -7,133 +7,57 @@
 //! negative tests need whole, consistent bundles for.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::str::FromStr;
-
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use serde_json::{json, Value};
-use stella_x509::der::asn1::{BitString, Ia5String, OctetString, UtcTime, Utf8StringRef};
-use stella_x509::der::{Decode, Encode};
-use stella_x509::x509_cert::ext::pkix::name::GeneralName;
-use stella_x509::x509_cert::ext::pkix::{
-    BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName,
-};
-use stella_x509::x509_cert::ext::Extension;
+use stella_keys::{Algorithm, FileKey, Signer as _};
+use stella_x509::certgen::{self, Spec};
 use stella_x509::x509_cert::name::Name;
-use stella_x509::x509_cert::serial_number::SerialNumber;
-use stella_x509::x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
-use stella_x509::x509_cert::time::{Time, Validity};
-use stella_x509::x509_cert::{Certificate, TbsCertificate, Version};
-use stella_x509::{oid, Oid};
+use stella_x509::{Cert, Oid};
 use time::OffsetDateTime;
 
-use crate::cert::{OID_ISSUER_V1, OID_ISSUER_V2, OID_SCT_LIST};
+/// The SAN of a signing certificate.
+pub use stella_x509::certgen::San;
 
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
-const OID_KP_CODE_SIGNING: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.3");
-
-/// A P-256 key pair (its PKCS#8 kept, so tests can hand it to `stella ... --key`).
+/// A P-256 key pair (its PKCS#8 at hand, so tests can hand it to `stella ... --key`).
 pub struct TestKey {
-    pair: EcdsaKeyPair,
-    pkcs8: Vec<u8>,
+    key: FileKey,
 }
 
 impl TestKey {
     pub fn generate() -> Self {
-        let doc =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
-                .unwrap();
-        let pkcs8 = doc.as_ref().to_vec();
         TestKey {
-            pair: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8).unwrap(),
-            pkcs8,
+            key: FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap(),
         }
     }
 
     /// The same key pair again.
     pub fn duplicate(&self) -> Self {
         TestKey {
-            pair: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &self.pkcs8).unwrap(),
-            pkcs8: self.pkcs8.clone(),
+            key: FileKey::from_pkcs8_der(&self.key.to_pkcs8_der().unwrap()).unwrap(),
         }
     }
 
     pub fn spki_der(&self) -> Vec<u8> {
-        let mut d = P256_SPKI_PREFIX.to_vec();
-        d.extend_from_slice(self.pair.public_key().as_ref());
-        d
+        self.key.public_key().spki_der().to_vec()
     }
 
     /// `-----BEGIN PRIVATE KEY-----` (PKCS#8, unencrypted).
     pub fn private_pem(&self) -> String {
-        pem::encode(&pem::Pem::new("PRIVATE KEY", self.pkcs8.clone()))
+        self.key.to_pkcs8_pem().unwrap().to_string()
     }
 
     /// `-----BEGIN PUBLIC KEY-----`.
     pub fn public_pem(&self) -> String {
-        pem::encode(&pem::Pem::new("PUBLIC KEY", self.spki_der()))
+        self.key.public_key().to_pem()
     }
 
     pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
-        self.pair
-            .sign(&SystemRandom::new(), msg)
-            .unwrap()
-            .as_ref()
-            .to_vec()
+        self.key.sign(msg).unwrap()
     }
 
     /// SHA-256 of the SubjectPublicKeyInfo (a log id).
     pub fn log_id(&self) -> Vec<u8> {
         crate::HashAlgorithm::Sha256.digest(&self.spki_der())
     }
-}
-
-fn utc(t: OffsetDateTime) -> Time {
-    let secs = u64::try_from(t.unix_timestamp()).unwrap();
-    Time::UtcTime(UtcTime::from_unix_duration(std::time::Duration::from_secs(secs)).unwrap())
-}
-
-fn ext(id: Oid, critical: bool, value: Vec<u8>) -> Extension {
-    Extension {
-        extn_id: id,
-        critical,
-        extn_value: OctetString::new(value).unwrap(),
-    }
-}
-
-fn ecdsa_sha256() -> AlgorithmIdentifierOwned {
-    AlgorithmIdentifierOwned {
-        oid: oid::ECDSA_SHA256,
-        parameters: None,
-    }
-}
-
-fn sign_tbs(tbs: TbsCertificate, key: &TestKey) -> Vec<u8> {
-    let sig = key.sign(&tbs.to_der().unwrap());
-    Certificate {
-        tbs_certificate: tbs,
-        signature_algorithm: ecdsa_sha256(),
-        signature: BitString::from_bytes(&sig).unwrap(),
-    }
-    .to_der()
-    .unwrap()
-}
-
-fn serial() -> SerialNumber {
-    let mut s = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut s).unwrap();
-    s[0] = (s[0] & 0x7f) | 0x40;
-    SerialNumber::new(&s).unwrap()
-}
-
-/// A SAN of a signing certificate.
-#[derive(Debug, Clone)]
-pub enum San {
-    Email(String),
-    Uri(String),
 }
 
 /// What a leaf certificate says.
@@ -209,42 +133,17 @@ impl TestSigstore {
         let since = OffsetDateTime::from_unix_timestamp(1_577_836_800).unwrap(); // 2020-01-01
         let until = OffsetDateTime::from_unix_timestamp(2_208_988_800).unwrap(); // 2040-01-01
         let ca_key = TestKey::generate();
-        let name = Name::from_str("CN=stella test fulcio,O=stella-test").unwrap();
-        let tbs = TbsCertificate {
-            version: Version::V3,
-            serial_number: serial(),
-            signature: ecdsa_sha256(),
-            issuer: name.clone(),
-            validity: Validity {
-                not_before: utc(since),
-                not_after: utc(until),
-            },
-            subject: name,
-            subject_public_key_info: SubjectPublicKeyInfoOwned::from_der(&ca_key.spki_der())
-                .unwrap(),
-            issuer_unique_id: None,
-            subject_unique_id: None,
-            extensions: Some(vec![
-                ext(
-                    oid::EXT_BASIC_CONSTRAINTS,
-                    true,
-                    BasicConstraints {
-                        ca: true,
-                        path_len_constraint: None,
-                    }
-                    .to_der()
-                    .unwrap(),
-                ),
-                ext(
-                    oid::EXT_KEY_USAGE,
-                    true,
-                    KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign)
-                        .to_der()
-                        .unwrap(),
-                ),
-            ]),
+        let name = certgen::name("CN=stella test fulcio,O=stella-test").unwrap();
+        let spec = Spec {
+            subject: name.clone(),
+            issuer: name,
+            serial: certgen::random_serial().unwrap(),
+            not_before: since,
+            not_after: until,
+            spki_der: ca_key.spki_der(),
+            extensions: certgen::ca_extensions(None).unwrap(),
         };
-        let ca_der = sign_tbs(tbs, &ca_key);
+        let ca_der = certgen::issue(&spec, &ca_key.key).unwrap().der().to_vec();
         TestSigstore {
             ca_key,
             ca_der,
@@ -301,103 +200,28 @@ impl TestSigstore {
     /// Issue a leaf certificate with an embedded SCT by the CT log, for a fresh key.
     pub fn issue(&self, spec: &LeafSpec) -> Leaf {
         let key = TestKey::generate();
-        let ca = Certificate::from_der(&self.ca_der).unwrap();
-        let san = match &spec.san {
-            San::Email(e) => GeneralName::Rfc822Name(Ia5String::new(e).unwrap()),
-            San::Uri(u) => GeneralName::UniformResourceIdentifier(Ia5String::new(u).unwrap()),
-        };
-        let mut exts = vec![
-            ext(
-                oid::EXT_KEY_USAGE,
-                true,
-                KeyUsage(KeyUsages::DigitalSignature.into())
-                    .to_der()
-                    .unwrap(),
-            ),
-            ext(
-                oid::EXT_EKU,
-                false,
-                ExtendedKeyUsage(vec![OID_KP_CODE_SIGNING])
-                    .to_der()
-                    .unwrap(),
-            ),
-            ext(
-                oid::EXT_SAN,
-                true,
-                SubjectAltName(vec![san]).to_der().unwrap(),
-            ),
-            ext(OID_ISSUER_V1, false, spec.issuer.as_bytes().to_vec()),
-            ext(
-                OID_ISSUER_V2,
-                false,
-                Utf8StringRef::new(&spec.issuer).unwrap().to_der().unwrap(),
-            ),
-        ];
+        let ca = Cert::from_der(&self.ca_der).unwrap();
+        let mut extensions = certgen::fulcio_leaf_extensions(&spec.san, &spec.issuer).unwrap();
         for (o, v) in &spec.extensions {
-            let id = Oid::new(o).unwrap();
-            let legacy = o
-                .strip_prefix("1.3.6.1.4.1.57264.1.")
-                .and_then(|n| n.parse::<u8>().ok())
-                .is_some_and(|n| (1..=6).contains(&n));
-            let value = if legacy {
-                v.as_bytes().to_vec()
-            } else {
-                Utf8StringRef::new(v).unwrap().to_der().unwrap()
-            };
-            exts.push(ext(id, false, value));
+            extensions.push(certgen::fulcio_extension(Oid::new(o).unwrap(), v).unwrap());
         }
-        let mut tbs = TbsCertificate {
-            version: Version::V3,
-            serial_number: serial(),
-            signature: ecdsa_sha256(),
-            issuer: ca.tbs_certificate.subject.clone(),
-            validity: Validity {
-                not_before: utc(spec.not_before),
-                not_after: utc(spec.not_after),
-            },
+        let leaf = Spec {
             subject: Name::default(),
-            subject_public_key_info: SubjectPublicKeyInfoOwned::from_der(&key.spki_der()).unwrap(),
-            issuer_unique_id: None,
-            subject_unique_id: None,
-            extensions: Some(exts),
+            issuer: ca.certificate().tbs_certificate.subject.clone(),
+            serial: certgen::random_serial().unwrap(),
+            not_before: spec.not_before,
+            not_after: spec.not_after,
+            spki_der: key.spki_der(),
+            extensions,
         };
-        // The SCT signs the precertificate: this TBS without the SCT extension.
-        let pre = tbs.to_der().unwrap();
-        let sct = self.sct(&pre, spec.not_before);
-        let mut list = Vec::new();
-        list.extend_from_slice(&u16::try_from(sct.len() + 2).unwrap().to_be_bytes());
-        list.extend_from_slice(&u16::try_from(sct.len()).unwrap().to_be_bytes());
-        list.extend_from_slice(&sct);
-        let inner = OctetString::new(list).unwrap().to_der().unwrap();
-        if let Some(e) = tbs.extensions.as_mut() {
-            e.push(ext(OID_SCT_LIST, false, inner));
-        }
+        // The SCT is stamped when the certificate becomes valid.
+        let cert =
+            certgen::issue_with_sct(&leaf, &self.ca_key.key, &self.ct_key.key, spec.not_before)
+                .unwrap();
         Leaf {
-            der: sign_tbs(tbs, &self.ca_key),
+            der: cert.der().to_vec(),
             key,
         }
-    }
-
-    fn sct(&self, precert_tbs: &[u8], at: OffsetDateTime) -> Vec<u8> {
-        let ts = u64::try_from(at.unix_timestamp()).unwrap() * 1000;
-        let issuer_key_hash = crate::HashAlgorithm::Sha256.digest(&self.ca_key.spki_der());
-        let mut signed = vec![0u8, 0u8];
-        signed.extend_from_slice(&ts.to_be_bytes());
-        signed.extend_from_slice(&1u16.to_be_bytes());
-        signed.extend_from_slice(&issuer_key_hash);
-        let len = u32::try_from(precert_tbs.len()).unwrap().to_be_bytes();
-        signed.extend_from_slice(&len[1..]);
-        signed.extend_from_slice(precert_tbs);
-        signed.extend_from_slice(&0u16.to_be_bytes());
-        let sig = self.ct_key.sign(&signed);
-        let mut sct = vec![0u8];
-        sct.extend_from_slice(&self.ct_key.log_id());
-        sct.extend_from_slice(&ts.to_be_bytes());
-        sct.extend_from_slice(&0u16.to_be_bytes());
-        sct.extend_from_slice(&[4, 3]); // sha256, ecdsa
-        sct.extend_from_slice(&u16::try_from(sig.len()).unwrap().to_be_bytes());
-        sct.extend_from_slice(&sig);
-        sct
     }
 
     /// A Rekor v1 entry for `body`, integrated at `at`: SET and a one-leaf inclusion proof

@@ -8,35 +8,40 @@
 //! or from their own writer thread. Audit records are hash-chained by the backend as they are
 //! written ([`chain`]); verification of a chain is backend-independent and works on any
 //! ordered stream of stored records ([`chain::verify`]).
+//!
+//! Public surface (docs/architecture.md "Public surface"): the modules are private and this
+//! file re-exports what other crates use; [`chain`] (verification, walking) and
+//! [`checkpoint`] (signed checkpoints) stay public namespaces, reached by path.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod audit;
-pub mod cache;
+mod audit;
+mod cache;
 pub mod chain;
 pub mod checkpoint;
 mod group;
-pub mod memory;
-pub mod postgres;
-pub mod quota;
-pub mod redis;
-pub mod replay;
-pub mod sqlite;
+mod memory;
+mod postgres;
+mod quota;
+mod redis;
+mod replay;
+mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
 
 pub use audit::{
-    AuditLog, AuditPage, AuditQuery, AuditReader, AuditRecord, Caller, Outcome, PoeState,
-    StoredRecord,
+    normalize_time, Appended, AuditLog, AuditPage, AuditQuery, AuditReader, AuditRecord, Caller,
+    Outcome, PoeState, StoredRecord, MAX_QUERY_LIMIT,
 };
 pub use cache::SharedCache;
 pub use chain::{ChainError, ChainReport};
 pub use memory::{MemoryQuotaStore, MemoryReplayCache};
-pub use postgres::{PgAudit, PgOptions, PgReader};
+pub use postgres::{redact, PgAudit, PgOptions, PgReader};
 pub use quota::{Admission, Lease, QuotaStore, RateDecision, RateLimit};
 pub use redis::{RedisCache, RedisOptions, RedisQuotaStore, RedisReplayCache};
 pub use replay::ReplayCache;
-pub use sqlite::{SqliteAudit, SqliteOptions};
+pub use sqlite::{open_raw, SqliteAudit, SqliteOptions, SqliteReader};
 
 /// A boxed, sendable future: what every store operation returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

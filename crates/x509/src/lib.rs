@@ -5,12 +5,14 @@
 //! signed bytes), beside the decoded form (RustCrypto `x509-cert`). Signatures are verified
 //! with aws-lc-rs ([`verify_signature`]): ECDSA P-256/P-384, RSA PKCS #1 v1.5, Ed25519.
 //! [`tsp`] holds the RFC 3161 side: token checks ([`tsp::check_token`]), the request and
-//! response of the HTTP exchange, and [`tsp::LocalTsa`]. Pure: no I/O, no clock (every check
-//! takes its time as an argument).
+//! response of the HTTP exchange, and [`tsp::LocalTsa`]. [`certgen`] builds and signs
+//! certificates and SCTs (the keyless dev CA and TSA, and the private Sigstore of tests). Pure:
+//! no I/O, no clock (every check takes its time as an argument).
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
 mod cert;
+pub mod certgen;
 mod error;
 pub mod oid;
 pub mod tsp;

@@ -33,3 +33,44 @@ pub const EXT_BASIC_CONSTRAINTS: Oid = Oid::new_unwrap("2.5.29.19");
 pub const EXT_AKI: Oid = Oid::new_unwrap("2.5.29.35");
 pub const EXT_EKU: Oid = Oid::new_unwrap("2.5.29.37");
 pub const EXT_CERT_POLICIES: Oid = Oid::new_unwrap("2.5.29.32");
+/// id-kp-codeSigning (the extended key usage of Fulcio leaves).
+pub const KP_CODE_SIGNING: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.3");
+/// Fulcio's OIDC issuer extension (v2, DER UTF8String).
+pub const FULCIO_ISSUER_V2: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.8");
+/// Fulcio's legacy OIDC issuer extension (raw bytes).
+pub const FULCIO_ISSUER_V1: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.1");
+/// Embedded SCT list (RFC 6962 §3.3).
+pub const SCT_LIST: Oid = Oid::new_unwrap("1.3.6.1.4.1.11129.2.4.2");
+
+/// Is `id` one of Fulcio's legacy extensions (1.3.6.1.4.1.57264.1.1 to .1.6), whose values
+/// are raw bytes rather than a DER UTF8String?
+pub fn is_fulcio_legacy(id: Oid) -> bool {
+    id.to_string()
+        .strip_prefix("1.3.6.1.4.1.57264.1.")
+        .and_then(|n| n.parse::<u8>().ok())
+        .is_some_and(|n| (1..=6).contains(&n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fulcio_legacy_extensions_are_1_to_6() {
+        for n in 1..=6 {
+            let id = Oid::new_unwrap(&format!("1.3.6.1.4.1.57264.1.{n}"));
+            assert!(is_fulcio_legacy(id), "{id}");
+        }
+        for id in [
+            "1.3.6.1.4.1.57264.1.7",
+            "1.3.6.1.4.1.57264.1.8",
+            "1.3.6.1.4.1.57264.1.16",
+            "1.3.6.1.4.1.57264.2",
+            "1.3.6.1.4.1.57264.1.1.1",
+            "1.3.6.1.4.1.57265.1.1",
+            "2.5.29.17",
+        ] {
+            assert!(!is_fulcio_legacy(Oid::new_unwrap(id)), "{id}");
+        }
+    }
+}

@@ -5,6 +5,7 @@
 // Helpers outside #[test] fns unwrap too: a failure is a failing test with a location.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+use std::ffi::OsString;
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -70,6 +71,41 @@ impl Drop for Service {
     }
 }
 
+/// `stella signer sign` through the dev service at `url` with the dev Authority: `predicate`
+/// as an SBOM about `subject`, proof of entitlement `poe`, then `more` arguments.
+fn sign(
+    url: &str,
+    predicate: &Path,
+    subject: &Path,
+    poe: &str,
+    more: Vec<OsString>,
+) -> std::process::Output {
+    let mut args = argv![
+        "signer",
+        "sign",
+        "--url",
+        url,
+        "--dev-authority",
+        "--predicate-type",
+        "stella.ops/sbom@v1",
+        "--predicate",
+        predicate,
+        "--subject",
+        subject,
+        "--poe",
+        poe
+    ];
+    args.extend(more);
+    stella(args, &[])
+}
+
+/// The command exited with `code` and said `what` on stderr.
+fn fails(out: &std::process::Output, code: i32, what: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(err.contains(what), "expected {what:?} in {err}");
+}
+
 fn ok(out: &std::process::Output) {
     assert!(
         out.status.success(),
@@ -96,53 +132,24 @@ fn dev_profile_signs_through_the_api_and_verifies_offline() {
     let env = dir.path().join("app.dsse.json");
     let bundle = dir.path().join("app.sigstore.json");
     // Keyless is the dev profile's default mode (dev-only CA and TSA): a Sigstore bundle.
-    let out = stella(
-        argv![
-            "signer",
-            "sign",
-            "--url",
-            &svc.url,
-            "--dev-authority",
-            "--predicate-type",
-            "stella.ops/sbom@v1",
-            "--predicate",
-            &predicate,
-            "--subject",
-            &artefact,
-            "--poe",
-            "dev-poe",
-            "--bundle",
-            "--output",
-            &bundle
-        ],
-        &[],
+    let out = sign(
+        &svc.url,
+        &predicate,
+        &artefact,
+        "dev-poe",
+        argv!["--bundle", "--output", &bundle],
     );
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("keyless: certificate for signer@dev.stella.invalid"));
     // The dev key stays available: `--signing-mode file`.
     for _ in 0..2 {
-        let out = stella(
-            argv![
-                "signer",
-                "sign",
-                "--url",
-                &svc.url,
-                "--dev-authority",
-                "--predicate-type",
-                "stella.ops/sbom@v1",
-                "--predicate",
-                &predicate,
-                "--subject",
-                &artefact,
-                "--poe",
-                "dev-poe",
-                "--signing-mode",
-                "file",
-                "--output",
-                &env
-            ],
-            &[],
+        let out = sign(
+            &svc.url,
+            &predicate,
+            &artefact,
+            "dev-poe",
+            argv!["--signing-mode", "file", "--output", &env],
         );
         ok(&out);
     }
@@ -174,33 +181,14 @@ fn dev_profile_signs_through_the_api_and_verifies_offline() {
     ok(&verify_as("signer@dev.stella.invalid"));
     assert_eq!(verify_as("someone@else.invalid").status.code(), Some(1));
     // A PoE the dev Licensing refuses: exit 3 (authorization).
-    let out = stella(
-        argv![
-            "signer",
-            "sign",
-            "--url",
-            &svc.url,
-            "--dev-authority",
-            "--predicate-type",
-            "stella.ops/sbom@v1",
-            "--predicate",
-            &predicate,
-            "--subject",
-            &artefact,
-            "--poe",
-            "not-dev",
-            "--output",
-            dir.path().join("x.json")
-        ],
-        &[],
+    let out = sign(
+        &svc.url,
+        &predicate,
+        &artefact,
+        "not-dev",
+        argv!["--output", dir.path().join("x.json")],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("entitlement_denied"));
+    fails(&out, 3, "entitlement_denied");
     svc.stop();
 
     let db = data.join("audit.db");
@@ -260,23 +248,21 @@ fn dev_profile_signs_through_the_api_and_verifies_offline() {
     checkpoint_tampering_is_detected(&data);
 
     // Tampering: an edited record is found, exit 1.
-    stella_store::sqlite::open_raw(&db)
+    stella_store::open_raw(&db)
         .unwrap()
         .execute_batch(
             "UPDATE audit_log SET record = replace(record, '\"denied\"', '\"signed\"') WHERE seq = 4",
         )
         .unwrap();
     let out = stella(argv!["audit", "verify", "--db", &db], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("seq 4: record was edited"));
+    fails(&out, 1, "seq 4: record was edited");
     // A deleted record too.
-    stella_store::sqlite::open_raw(&db)
+    stella_store::open_raw(&db)
         .unwrap()
         .execute_batch("DELETE FROM audit_log WHERE seq = 2")
         .unwrap();
     let out = stella(argv!["audit", "verify", "--db", &db], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
+    fails(&out, 1, "missing");
 }
 
 /// A copy of the dev service's audit database and checkpoint, to tamper with.
@@ -306,7 +292,7 @@ impl LogCopy {
     }
 
     fn sql(&self, sql: &str) {
-        stella_store::sqlite::open_raw(&self.db)
+        stella_store::open_raw(&self.db)
             .unwrap()
             .execute_batch(sql)
             .unwrap();
@@ -387,7 +373,7 @@ fn checkpoint_tampering_is_detected(data: &Path) {
     c.sql("DROP TABLE audit_log");
     c.fails_with("no audit table", "drop table");
     c.fails_with("no audit table", "drop table, verified twice");
-    let tables: i64 = stella_store::sqlite::open_raw(&c.db)
+    let tables: i64 = stella_store::open_raw(&c.db)
         .unwrap()
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE name = 'audit_log'",
@@ -424,13 +410,13 @@ fn checkpoint_tampering_is_detected(data: &Path) {
     // A checkpoint of the truncated log, validly signed by another key.
     let c = LogCopy::of(data);
     c.sql("DELETE FROM audit_log WHERE seq = 4");
-    let reader = stella_store::sqlite::SqliteReader::open(&c.db).unwrap();
+    let reader = stella_store::SqliteReader::open(&c.db).unwrap();
     let report = stella_store::chain::verify(&reader).unwrap();
     drop(reader);
     let other = stella_keys::FileKey::generate(stella_keys::Algorithm::EcdsaP256Sha256).unwrap();
     let cp = stella_store::checkpoint::Checkpoint::of(
         "sqlite",
-        &stella_store::audit::Appended {
+        &stella_store::Appended {
             seq: report.head_seq,
             hash: report.head_hash,
         },
@@ -465,12 +451,7 @@ fn checkpoint_tampering_is_detected(data: &Path) {
         ],
         &[("STELLA_SIGNER__LOG__LEVEL", "off")],
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("truncated or replaced"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fails(&out, 1, "truncated or replaced");
 }
 
 /// An empty but valid audit database at `path` (what a fresh service would create).
@@ -493,23 +474,19 @@ fn dev_profile_refuses_a_public_listener_and_bad_configs_are_usage_errors() {
         ],
         &[],
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    fails(&out, 2, "loopback");
     // No configuration and no dev profile: told what is missing.
     let out = stella(argv!["signer", "serve"], &[]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("authority.issuer"));
+    fails(&out, 2, "authority.issuer");
     // A misspelt key is an error, not silently ignored.
     let cfg = dir.path().join("stella.toml");
     std::fs::write(&cfg, "[licensing]\nbypas = true\n").unwrap();
     let out = stella(argv!["signer", "serve", "--config", &cfg], &[]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bypas"));
+    fails(&out, 2, "bypas");
     // The sample configuration in the repository parses (it then fails on its missing key:
     // not found, exit 4, like any missing file).
     let out = stella(argv!["signer", "serve", "--config", "etc/stella.toml"], &[]);
-    assert_eq!(out.status.code(), Some(4));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("attestation-signing.key"));
+    fails(&out, 4, "attestation-signing.key");
 }
 
 #[test]
@@ -591,25 +568,12 @@ fn postgres_audit_backend_end_to_end() {
     let predicate = dir.path().join("p.json");
     std::fs::write(&predicate, br#"{"x":1}"#).unwrap();
     for i in 0..3 {
-        let out = stella(
-            argv![
-                "signer",
-                "sign",
-                "--url",
-                &svc.url,
-                "--dev-authority",
-                "--predicate-type",
-                "stella.ops/sbom@v1",
-                "--predicate",
-                &predicate,
-                "--subject",
-                &predicate,
-                "--poe",
-                "dev-poe",
-                "--output",
-                dir.path().join(format!("e{i}.json"))
-            ],
-            &[],
+        let out = sign(
+            &svc.url,
+            &predicate,
+            &predicate,
+            "dev-poe",
+            argv!["--output", dir.path().join(format!("e{i}.json"))],
         );
         ok(&out);
     }
@@ -655,16 +619,9 @@ fn postgres_audit_backend_end_to_end() {
          UPDATE audit_head SET seq = 2, hash = (SELECT hash FROM audit_log WHERE seq = 2)",
     );
     let out = verify();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("tampered"));
+    fails(&out, 1, "tampered");
     // The database dropped.
     db.drop_database();
     let out = verify();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is gone"));
+    fails(&out, 1, "is gone");
 }

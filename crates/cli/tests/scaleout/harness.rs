@@ -23,7 +23,7 @@ pub(crate) fn stella_bin() -> &'static str {
 }
 
 fn tag() -> String {
-    stella_signer::trace::random_hex(8)
+    stella_signer::random_hex(8)
 }
 
 pub(crate) fn free_port() -> u16 {

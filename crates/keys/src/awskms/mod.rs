@@ -446,7 +446,7 @@ impl fmt::Debug for KmsKey {
 
 /// Fetch a KMS key's public key (`GetPublicKey`) and check it is a signing key Stella uses.
 /// Returns the key ARN and the public key.
-pub fn get_public_key(
+pub(crate) fn get_public_key(
     client: &KmsClient,
     key: &str,
     what: &str,
@@ -512,7 +512,7 @@ impl KmsKey {
 }
 
 /// The public key of a KMS key, for keyrings.
-pub fn public_key(reference: &str) -> Result<PublicKey, KeyError> {
+pub(crate) fn public_key(reference: &str) -> Result<PublicKey, KeyError> {
     let uri = KmsUri::parse(reference)?;
     let client = KmsClient::new(KmsConfig::from_env(&uri)?)?;
     get_public_key(&client, &uri.key, reference).map(|(_, p)| p)

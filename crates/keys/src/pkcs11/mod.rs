@@ -14,7 +14,7 @@
 //!   signature with [`SignError::Unavailable`]; the next signature reconnects: it finds the token
 //!   again, logs in, finds the key and checks it is still the **same** public key before using it.
 
-pub mod uri;
+mod uri;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -210,7 +210,7 @@ fn public_from_token(params: &[u8], point: &[u8]) -> Result<PublicKey, KeyError>
 }
 
 /// ECDSA `r||s` (fixed width, as PKCS#11 returns it) to an ASN.1 DER `Ecdsa-Sig-Value`.
-pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
+pub(crate) fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 132 {
         return Err(KeyError::Malformed(format!(
             "ECDSA signature of {} bytes is not r||s",

@@ -443,6 +443,7 @@ fn hostile_archives_are_refused_on_the_spooled_path_and_leave_nothing_behind() {
             stream_above: TEST_THRESHOLD,
             max_manifest: 128 * 1024,
             max_sums: 1 << 30,
+            ..streamed::Limits::default()
         },
         ..Limits::default()
     };
@@ -492,6 +493,7 @@ fn oversize_spooled_metadata_is_refused_before_it_is_read() {
             stream_above: 1024,
             max_manifest: 1 << 20,
             max_sums: 1 << 20,
+            ..streamed::Limits::default()
         },
         ..Limits::default()
     };

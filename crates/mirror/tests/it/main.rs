@@ -6,4 +6,5 @@ mod archive_stream;
 mod attacks;
 mod common;
 mod roundtrip;
+mod signstream;
 mod streamed;

@@ -19,6 +19,14 @@ fn small_limits() -> Limits {
     }
 }
 
+/// [`small_limits`] with the decoded manifest in a temporary file, not in memory.
+fn on_disk() -> Limits {
+    Limits {
+        payload_in_memory: 0,
+        ..small_limits()
+    }
+}
+
 /// A bundle of `n` small advisory files, signed with a key the test holds.
 struct Many {
     _dir: tempfile::TempDir,
@@ -92,6 +100,16 @@ fn stage_of(r: Result<stella_mirror::verify::Report, stella_mirror::Error>) -> (
     (e.stage().expect("a verification failure"), e.to_string())
 }
 
+/// A failure without serde_json's trailing position (a reader and a slice count columns one
+/// apart).
+fn without_position((stage, msg): (Stage, String)) -> (Stage, String) {
+    let msg = match msg.rfind(" at line ") {
+        Some(at) => msg[..at].to_string(),
+        None => msg,
+    };
+    (stage, msg)
+}
+
 fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).expect("stat").len()
 }
@@ -105,6 +123,14 @@ fn a_manifest_above_the_threshold_verifies_streamed_with_the_same_report() {
     );
     let streamed = m.streamed(&small_limits()).expect("streamed verify");
     let in_memory = verify_dir(&m.bundle, &m.opts(), &NoProgress).expect("in-memory verify");
+    // The decoded manifest in a temporary file instead of memory: the same report.
+    let spilled = m
+        .streamed(&on_disk())
+        .expect("streamed verify, payload on disk");
+    assert_eq!(spilled.files_checked, streamed.files_checked);
+    assert_eq!(spilled.bytes_checked, streamed.bytes_checked);
+    assert_eq!(spilled.meta.manifest_digest, streamed.meta.manifest_digest);
+    assert_eq!(spilled.meta.manifest, streamed.meta.manifest);
     assert!(
         streamed.files_checked > 1500,
         "the advisories and the generated docs"
@@ -150,6 +176,7 @@ fn an_over_cap_manifest_is_refused_before_it_is_read() {
         stream_above: TEST_THRESHOLD,
         max_manifest: TEST_THRESHOLD,
         max_sums: 1 << 30,
+        ..Default::default()
     };
     // A file that cannot be read at all: refused on its size alone.
     let env = m.bundle.join(names::ENVELOPE);
@@ -183,6 +210,8 @@ fn tampered_streams_are_refused_at_their_stage() {
     std::fs::write(&env_path, &flipped).expect("write");
     let e = m.streamed(&small_limits()).expect_err("refused");
     assert!(e.to_string().contains("no signature verifies"), "{e}");
+    let e = m.streamed(&on_disk()).expect_err("refused");
+    assert!(e.to_string().contains("no signature verifies"), "{e}");
     std::fs::write(&env_path, &honest).expect("write");
     m.streamed(&small_limits()).expect("honest again");
 
@@ -195,6 +224,10 @@ fn tampered_streams_are_refused_at_their_stage() {
     let (stage, msg) = stage_of(m.streamed(&small_limits()));
     assert_eq!(stage, Stage::Manifest);
     assert!(msg.contains("not canonical"), "{msg}");
+    assert_eq!(
+        without_position(stage_of(m.streamed(&on_disk()))),
+        without_position((stage, msg))
+    );
 
     // Unsorted and duplicate entries (signed, canonical otherwise).
     let mut v: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
@@ -205,6 +238,10 @@ fn tampered_streams_are_refused_at_their_stage() {
     let (stage, msg) = stage_of(m.streamed(&small_limits()));
     assert_eq!(stage, Stage::Manifest);
     assert!(msg.contains("not sorted"), "{msg}");
+    assert_eq!(
+        without_position(stage_of(m.streamed(&on_disk()))),
+        without_position((stage, msg))
+    );
     let mut v: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
     let files = v["files"].as_array_mut().expect("files");
     let dup = files[1000].clone();
@@ -213,6 +250,10 @@ fn tampered_streams_are_refused_at_their_stage() {
     let (stage, msg) = stage_of(m.streamed(&small_limits()));
     assert_eq!(stage, Stage::Manifest);
     assert!(msg.contains("repeat a path"), "{msg}");
+    assert_eq!(
+        without_position(stage_of(m.streamed(&on_disk()))),
+        without_position((stage, msg))
+    );
 
     // SHA256SUMS edited at its last line (its signed digest no longer matches).
     m.resign(manifest);

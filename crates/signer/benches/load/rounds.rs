@@ -1,6 +1,6 @@
 //! `--rounds N`: the Signer measured against its crypto bound (issue #15 items 3–4).
 //!
-//! Each round runs, on the same cores, one after another:
+//! Each round runs, on the same cores, one after another, A then C then B:
 //! - **A, the bound**: the per-request crypto alone, from aws-lc-rs, in a loop on
 //!   `--server-threads` threads — one ES256 signature (the driver's DPoP proof), one ES256
 //!   verification of it (the service's proof check, key pre-parsed), one P-256 signature
@@ -14,9 +14,16 @@
 //!
 //! Every response body of B and C is kept, and after the phase (off the timed path) every
 //! envelope is checked: its payload is the statement asked for, and its signature verifies
-//! under the signing key's public key. A bad one fails the run. Rounds alternate A B C A B C
-//! so machine drift hits both sides of the ratio B / A alike; the report gives each round,
-//! then the median and range over the rounds.
+//! under the signing key's public key. A bad one fails the run. Rounds alternate A C B A C B
+//! so machine drift hits both sides of the ratio B / A alike; C runs before B so it measures
+//! its rate's steady state, not the WAL checkpoint backlog B's saturation leaves behind. The
+//! report gives each round, then the median and range over the rounds.
+//!
+//! Where B's CPU goes: each thread's CPU time (`/proc/self/task/*/stat`) by role — service
+//! workers (`signer`), audit writer and checkpointer (`stella-audit-*`), driver (`loadgen`) —
+//! per request, next to the bound's CPU per loop. A times its proof signature apart, so the
+//! service's side alone (verify + envelope signature, against the service's and the audit
+//! writer's threads) is reported as a second ratio.
 //!
 //! `--profile N`: no bound, no open loop — exactly N sign requests (closed loop, fresh
 //! proofs), for `valgrind --tool=callgrind` (instruction counts per request).
@@ -38,8 +45,16 @@ use stella_signer::client::DpopKey;
 
 use super::{connect, pct, start_server, tokens, Client, Opts, SIGN};
 
-/// Loops/s of the bare per-request crypto on `threads` threads for `dur`.
-pub(crate) fn bound(threads: usize, dur: Duration) -> f64 {
+/// What the bound measured: loops/s over all threads, and of each loop's time (wall, on the
+/// looping thread) the share spent making the proof — the driver's part; the verify and the
+/// envelope signature are the service's part.
+pub(crate) struct Bound {
+    pub(crate) rps: f64,
+    pub(crate) proof_share: f64,
+}
+
+/// The bare per-request crypto on `threads` threads for `dur`.
+pub(crate) fn bound(threads: usize, dur: Duration) -> Bound {
     let stop_at = Instant::now() + dur;
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -54,20 +69,81 @@ pub(crate) fn bound(threads: usize, dur: Duration) -> f64 {
                 let mut proof_input = vec![b'a'; 420];
                 let pae = vec![0x42u8; 600];
                 let mut n = 0u64;
+                let mut proof_time = Duration::ZERO;
                 let start = Instant::now();
-                while Instant::now() < stop_at {
+                let mut t0 = start;
+                while t0 < stop_at {
                     proof_input[..8].copy_from_slice(&n.to_le_bytes());
                     let sig = proof_key.sign(&rng, &proof_input).unwrap();
+                    let t1 = Instant::now();
+                    proof_time += t1 - t0;
                     proof_pub.verify_sig(&proof_input, sig.as_ref()).unwrap();
                     let env = signing.sign(&rng, &pae).unwrap();
                     std::hint::black_box(env);
                     n += 1;
+                    t0 = Instant::now();
                 }
-                n as f64 / start.elapsed().as_secs_f64()
+                let secs = start.elapsed().as_secs_f64();
+                (n as f64 / secs, proof_time.as_secs_f64() / secs)
             })
         })
         .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).sum()
+    let parts: Vec<(f64, f64)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    Bound {
+        rps: parts.iter().map(|p| p.0).sum(),
+        proof_share: parts.iter().map(|p| p.1).sum::<f64>() / parts.len().max(1) as f64,
+    }
+}
+
+/// CPU seconds so far of this process's live threads, by role (thread name): the service's
+/// runtime workers and blocking pool (`signer`), its audit writer and checkpointer
+/// (`stella-audit-*`), the load driver (`loadgen`), anything else.
+#[derive(Clone, Copy, Default)]
+struct ThreadCpu {
+    service: f64,
+    audit: f64,
+    driver: f64,
+    other: f64,
+}
+
+impl ThreadCpu {
+    fn now() -> ThreadCpu {
+        let mut t = ThreadCpu::default();
+        let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+            return t;
+        };
+        for e in dir.flatten() {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue; // the thread has exited
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(") ")) else {
+                continue;
+            };
+            let comm = &stat[open + 1..close];
+            let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+            let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            let secs = (tick(11) + tick(12)) / 100.0;
+            if comm.starts_with("signer") {
+                t.service += secs;
+            } else if comm.starts_with("stella-audit") {
+                t.audit += secs;
+            } else if comm.starts_with("loadgen") {
+                t.driver += secs;
+            } else {
+                t.other += secs;
+            }
+        }
+        t
+    }
+
+    fn since(self, before: ThreadCpu) -> ThreadCpu {
+        ThreadCpu {
+            service: self.service - before.service,
+            audit: self.audit - before.audit,
+            driver: self.driver - before.driver,
+            other: self.other - before.other,
+        }
+    }
 }
 
 impl Client {
@@ -368,19 +444,16 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
         );
         let (mut b, mut s, mut r, mut p99c, mut p99o) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut rc, mut sys) = (Vec::new(), Vec::new());
+        let (mut rc, mut sys, mut rs) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut us_svc, mut us_audit, mut us_driver, mut us_a) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut bad_total = 0;
         for round in 1..=o.rounds {
             let load_before = loadavg();
             let (a, a_user, a_sys) = with_cpu(|| bound(o.server_threads, dur));
-            let (svc, b_user, b_sys) =
-                with_cpu(|| rt.block_on(closed(addr, o.connections, dur, None, load.clone())));
-            // Per CPU-second of this process: what the phase got done with the CPU it was
-            // given (the machine is shared; the wall-clock ratio depends on how many of its
-            // threads were runnable against the neighbours').
-            let a_cpu = a * dur.as_secs_f64() / (a_user + a_sys);
-            let b_cpu = svc.ok as f64 / (b_user + b_sys);
-            let (bad_b, vb) = verify_all(&svc.bodies, &public, &digest);
+            // C before B: the open loop runs at its rate's steady state, not on top of the
+            // checkpoint backlog the saturating closed loop leaves in the WAL (as in the
+            // single-run bench); A, before it, gives the checkpointer a phase to catch up.
             let op = if o.rate > 0 {
                 Some(rt.block_on(open(addr, o.connections, dur, o.rate, load.clone())))
             } else {
@@ -390,31 +463,60 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
                 .as_ref()
                 .map(|p| verify_all(&p.bodies, &public, &digest))
                 .unwrap_or((0, 0.0));
+            let t0 = ThreadCpu::now();
+            let (svc, b_user, b_sys) =
+                with_cpu(|| rt.block_on(closed(addr, o.connections, dur, None, load.clone())));
+            let tc = ThreadCpu::now().since(t0);
+            // Per CPU-second of this process: what the phase got done with the CPU it was
+            // given (the machine is shared; the wall-clock ratio depends on how many of its
+            // threads were runnable against the neighbours').
+            let a_cpu = a.rps * dur.as_secs_f64() / (a_user + a_sys);
+            let b_cpu = svc.ok as f64 / (b_user + b_sys);
+            // Per request, in µs of CPU: the bound's loop, and B split by thread role.
+            let n = svc.ok.max(1) as f64;
+            let a_us = 1e6 / a_cpu;
+            let (svc_us, audit_us, driver_us) = (
+                tc.service * 1e6 / n,
+                tc.audit * 1e6 / n,
+                tc.driver * 1e6 / n,
+            );
+            // The service's side alone: the bound's verify + envelope signature against the
+            // service's threads (workers + audit); the driver's proof and HTTP client aside.
+            let side = a_us * (1.0 - a.proof_share) / (svc_us + audit_us).max(1e-9);
+            let (bad_b, vb) = verify_all(&svc.bodies, &public, &digest);
             bad_total += bad_b + bad_c;
-            let ratio = svc.rps() / a;
+            let ratio = svc.rps() / a.rps;
             println!(
-                "round {round}: A bound {a:>7.0} req/s ({a_cpu:.0} per CPU-s) | B service {:>6.0} sig/s ({b_cpu:.0} per CPU-s; CPU user {b_user:.1} s, sys {b_sys:.1} s; errors {}, p50 {:.2} ms, p99 {:.2} ms) = {ratio:.2} of A ({:.2} per CPU-s) | C open {} req/s: {} ok, {} errors, p99 {:.2} ms, max {:.2} ms | envelopes verified {} bad {} ({:.0}/s) | load {load_before} -> {}",
-                svc.rps(),
-                svc.errors,
-                pct(&svc.lat, 0.5),
-                pct(&svc.lat, 0.99),
-                b_cpu / a_cpu,
+                "round {round}: A bound {:>7.0} req/s ({a_cpu:.0} per CPU-s = {a_us:.0} µs/loop, proof {:.0} %) | C open {} req/s: {} ok, {} errors, p99 {:.2} ms, max {:.2} ms | B service {:>6.0} sig/s ({b_cpu:.0} per CPU-s; CPU user {b_user:.1} s, sys {b_sys:.1} s; per request µs: service {svc_us:.0}, audit {audit_us:.0}, driver {driver_us:.0}, other {:.0}; errors {}, p50 {:.2} ms, p99 {:.2} ms) = {ratio:.2} of A ({:.2} per CPU-s; service side {side:.2}) | envelopes verified {} bad {} ({:.0}/s) | load {load_before} -> {}",
+                a.rps,
+                a.proof_share * 100.0,
                 o.rate,
                 op.as_ref().map_or(0, |p| p.ok),
                 op.as_ref().map_or(0, |p| p.errors),
                 op.as_ref().map_or(0.0, |p| pct(&p.lat, 0.99)),
                 op.as_ref()
                     .map_or(0.0, |p| p.lat.last().copied().unwrap_or(0) as f64 / 1000.0),
+                svc.rps(),
+                tc.other * 1e6 / n,
+                svc.errors,
+                pct(&svc.lat, 0.5),
+                pct(&svc.lat, 0.99),
+                b_cpu / a_cpu,
                 svc.ok + op.as_ref().map_or(0, |p| p.ok),
                 bad_b + bad_c,
                 svc.ok as f64 / vb,
                 loadavg(),
             );
-            b.push(a);
+            b.push(a.rps);
             s.push(svc.rps());
             r.push(ratio);
             rc.push(b_cpu / a_cpu);
+            rs.push(side);
             sys.push(b_sys / (b_user + b_sys));
+            us_a.push(a_us);
+            us_svc.push(svc_us);
+            us_audit.push(audit_us);
+            us_driver.push(driver_us);
             p99c.push(pct(&svc.lat, 0.99));
             if let Some(p) = &op {
                 p99o.push(pct(&p.lat, 0.99));
@@ -430,7 +532,15 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
         println!("  B service (signatures/s):     {}", f(&s, 0));
         println!("  B / A (wall clock):           {}", f(&r, 2));
         println!("  B / A (per CPU-second):       {}", f(&rc, 2));
+        println!("  B / A service side (per CPU): {}", f(&rs, 2));
         println!("  B: system share of CPU:       {}", f(&sys, 2));
+        println!("  A CPU per loop (µs):          {}", f(&us_a, 0));
+        println!(
+            "  B CPU per request (µs):       service {}, audit {}, driver {}",
+            f(&us_svc, 0),
+            f(&us_audit, 0),
+            f(&us_driver, 0)
+        );
         println!("  B p99 (ms):                   {}", f(&p99c, 2));
         if !p99o.is_empty() {
             println!(
@@ -442,7 +552,8 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
         }
         println!(
             "{}",
-            json!({"rounds": o.rounds, "bound": b, "service": s, "ratio": r, "ratioPerCpu": rc, "serviceSysShare": sys,
+            json!({"rounds": o.rounds, "bound": b, "service": s, "ratio": r, "ratioPerCpu": rc, "serviceSideRatio": rs, "serviceSysShare": sys,
+                   "boundCpuUs": us_a, "serviceCpuUs": us_svc, "auditCpuUs": us_audit, "driverCpuUs": us_driver,
                    "closedP99Ms": p99c, "openRate": o.rate, "openP99Ms": p99o,
                    "badEnvelopes": bad_total})
         );
@@ -451,10 +562,9 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
     drop(rt);
     let _ = server.stop.send(());
     server.thread.join().unwrap();
-    let report = stella_store::chain::verify(
-        &stella_store::sqlite::SqliteReader::open(&server.audit_db).unwrap(),
-    )
-    .unwrap();
+    let report =
+        stella_store::chain::verify(&stella_store::SqliteReader::open(&server.audit_db).unwrap())
+            .unwrap();
     println!(
         "audit log: {} records, chain intact: {}",
         report.records,

@@ -552,7 +552,7 @@ impl PgDb {
     fn new() -> PgDb {
         let admin = std::env::var("STELLA_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!("stella_auditapi_{}", stella_signer::trace::random_hex(8));
+        let name = format!("stella_auditapi_{}", stella_signer::random_hex(8));
         psql(&admin, &format!("CREATE DATABASE {name}"));
         let url = format!("{}/{name}", &admin[..admin.rfind('/').unwrap()]);
         PgDb { admin, name, url }

@@ -353,10 +353,9 @@ async fn graceful_shutdown_finishes_in_flight_and_flushes_the_audit() {
         ok, 20,
         "in-flight requests finish during shutdown: {statuses:?}"
     );
-    let report = stella_store::chain::verify(
-        &stella_store::sqlite::SqliteReader::open(&s.audit_db).unwrap(),
-    )
-    .unwrap();
+    let report =
+        stella_store::chain::verify(&stella_store::SqliteReader::open(&s.audit_db).unwrap())
+            .unwrap();
     assert!(report.is_intact());
     assert_eq!(
         report.records as usize, ok,
@@ -479,7 +478,7 @@ async fn dropped_connection_still_runs_the_pipeline_and_audits_it() {
     // Give the pipeline time to finish on its own, then stop (which also waits for it).
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     s.stop().await;
-    let reader = stella_store::sqlite::SqliteReader::open(&s.audit_db).unwrap();
+    let reader = stella_store::SqliteReader::open(&s.audit_db).unwrap();
     let records: Vec<stella_store::AuditRecord> =
         stella_store::AuditReader::read_after(&reader, 0, 100)
             .unwrap()

@@ -55,7 +55,7 @@ impl Setup {
     }
 
     fn proof_claims(&self, token: &str) -> serde_json::Value {
-        json!({"jti": stella_signer::trace::random_hex(12), "htm": "POST", "htu": self.url,
+        json!({"jti": stella_signer::random_hex(12), "htm": "POST", "htu": self.url,
                "iat": now(), "ath": URL_SAFE_NO_PAD.encode(stella_keys::sha256(token.as_bytes()))})
     }
 
@@ -863,7 +863,7 @@ async fn unauthenticated_flood_is_aggregated_into_a_summary_record() {
         "{reason}"
     );
     assert!(reason.contains("127.0.0.1"), "{reason}");
-    let reader = stella_store::sqlite::SqliteReader::open(&t.s.audit_db).unwrap();
+    let reader = stella_store::SqliteReader::open(&t.s.audit_db).unwrap();
     let n = stella_store::AuditReader::read_after(&reader, 0, 100)
         .unwrap()
         .len();

@@ -18,8 +18,8 @@ use stella_keys::awskms::sigv4::Credentials;
 use stella_keys::awskms::{KmsClient, KmsConfig, KmsKey, KmsUri};
 use stella_keys::pkcs11::{Pkcs11Key, Pkcs11Uri};
 use stella_keys::{Algorithm, FileKey, Keyring, Policy, Signer, TrustedKey};
-use stella_signer::app::TenantKeys;
 use stella_signer::client::DpopKey;
+use stella_signer::TenantKeys;
 use stella_store::Outcome;
 
 use crate::support::*;

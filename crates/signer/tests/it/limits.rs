@@ -139,7 +139,7 @@ async fn body_trickle_is_cut_off_within_the_request_timeout() {
         started.elapsed()
     );
     // The refusal is audited like any other.
-    let reader = stella_store::sqlite::SqliteReader::open(&s.audit_db).unwrap();
+    let reader = stella_store::SqliteReader::open(&s.audit_db).unwrap();
     let recs = stella_store::AuditReader::read_after(&reader, 0, 10).unwrap();
     let rec: stella_store::AuditRecord = serde_json::from_str(&recs[0].record_json).unwrap();
     assert_eq!(rec.reason_code.as_deref(), Some("invalid_request"));

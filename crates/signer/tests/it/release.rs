@@ -7,8 +7,8 @@ use stella_keys::{Algorithm, FileKey, Signer as _};
 use stella_oci::testing::{self, Registry};
 use stella_oci::{Client, ClientConfig, CredentialSource, Digest, PushOptions, Reference};
 use stella_signer::client::DpopKey;
-use stella_signer::config::ReleaseConfig;
-use stella_signer::release::ReleaseGate;
+use stella_signer::ReleaseConfig;
+use stella_signer::ReleaseGate;
 use stella_store::Outcome;
 
 use crate::support::*;

@@ -43,7 +43,7 @@ impl Shared {
     fn new() -> Shared {
         let admin = std::env::var("STELLA_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let tag = stella_signer::trace::random_hex(8);
+        let tag = stella_signer::random_hex(8);
         let db = format!("stella_scaleout_{tag}");
         psql(&admin, &format!("CREATE DATABASE {db}"));
         let pg_url = format!("{}/{db}", &admin[..admin.rfind('/').unwrap()]);
@@ -602,7 +602,7 @@ async fn replicas_share_dpop_nonces_through_redis() {
 /// Redis at an epoch change refuses (fails closed) instead of inventing a key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nonce_keys_rotate_in_redis() {
-    use stella_signer::auth::NonceIssuer;
+    use stella_signer::NonceIssuer;
     let shared = Shared::new();
     let replica = || async {
         let c: Arc<dyn SharedCache> = Arc::new(RedisCache::connect(shared.redis()).await.unwrap());
@@ -705,7 +705,7 @@ async fn poe_answers_are_shared_through_redis() {
     let alone = start(false).await;
     b.licensing.set_down(true);
     alone.licensing.set_down(true);
-    let poe = format!("poe-shared-{}", stella_signer::trace::random_hex(4));
+    let poe = format!("poe-shared-{}", stella_signer::random_hex(4));
     let lic = json!({"active": true, "licenseId": "lic-shared", "plan": "team", "tenant": "tenant-a",
         "limits": {"qps": 100, "burst": 100, "maxConcurrent": 8, "maxArtifactBytes": 1 << 20},
         "expiresAt": "2099-01-01T00:00:00Z"});
@@ -753,7 +753,7 @@ async fn poe_answers_are_shared_through_redis() {
     );
 
     // A refusal confirmed by A is shared: B refuses although its own Licensing says yes.
-    let revoked = format!("poe-revoked-{}", stella_signer::trace::random_hex(4));
+    let revoked = format!("poe-revoked-{}", stella_signer::random_hex(4));
     a.licensing
         .set(&revoked, json!({"active": false, "reason": "revoked"}));
     b.licensing.set(&revoked, lic);

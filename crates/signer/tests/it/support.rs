@@ -16,7 +16,7 @@ use stella_keys::{Algorithm, FileKey, Signer as _};
 use stella_signer::client::{self, DpopKey};
 use stella_signer::jose;
 use stella_signer::{AppBuilder, AppState, Config, TenantKeys};
-use stella_store::sqlite::SqliteReader;
+use stella_store::SqliteReader;
 use stella_store::{
     AuditLog, AuditPage, AuditQuery, AuditReader as _, AuditRecord, StoreError, StoreFuture,
 };
@@ -730,10 +730,7 @@ pub(crate) struct FailingAudit {
 }
 
 impl AuditLog for FailingAudit {
-    fn append(
-        &self,
-        _: stella_store::AuditRecord,
-    ) -> StoreFuture<'_, stella_store::audit::Appended> {
+    fn append(&self, _: stella_store::AuditRecord) -> StoreFuture<'_, stella_store::Appended> {
         Box::pin(async { Err(StoreError::Database("disk full".into())) })
     }
     fn flush(&self) -> StoreFuture<'_, ()> {

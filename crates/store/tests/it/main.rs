@@ -12,10 +12,10 @@ mod suites;
 use std::sync::Arc;
 
 use stella_store::checkpoint::{self, Checkpointer};
-use stella_store::sqlite::{open_raw, SqliteReader};
 use stella_store::{
     chain, AuditLog, MemoryQuotaStore, MemoryReplayCache, SqliteAudit, SqliteOptions, StoreError,
 };
+use stella_store::{open_raw, SqliteReader};
 
 fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,45 +1,39 @@
-//! Building certificates and SCTs (the dev CA, and tests that need hostile certificates):
-//! a `tbsCertificate` is assembled from RustCrypto `x509-cert` types, encoded, and signed by
-//! any [`Signer`] (P-256, ECDSA with SHA-256). For a Fulcio-style leaf the SCT is computed
-//! over the precertificate — the leaf's TBS without the SCT extension, after the SHA-256 of
-//! the issuer's key (RFC 6962 §3.2) — and the SCT list extension is appended last, so the
-//! verifier's "remove the SCT extension and re-encode" gives back exactly the signed bytes.
+//! Building certificates and SCTs, for the keyless dev CA and TSA (`stella-keyless`) and the
+//! private Sigstore of tests (`stella-sigstore`'s `testing`): a `tbsCertificate` is assembled
+//! from RustCrypto `x509-cert` types, encoded, and signed by any [`Signer`] (P-256, ECDSA with
+//! SHA-256). For a Fulcio-style leaf the SCT is computed over the precertificate — the leaf's
+//! TBS without the SCT extension, after the SHA-256 of the issuer's key (RFC 6962 §3.2) — and
+//! the SCT list extension is appended last, so the verifier's "remove the SCT extension and
+//! re-encode" gives back exactly the signed bytes.
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
+use der::asn1::{BitString, Ia5String, OctetString, Utf8StringRef};
+use der::{Decode, Encode};
 use stella_keys::{Algorithm, Signer};
-use stella_x509::der::asn1::{BitString, Ia5String, OctetString, Utf8StringRef};
-use stella_x509::der::{Decode, Encode};
-use stella_x509::x509_cert::certificate::{Certificate, TbsCertificate, Version};
-use stella_x509::x509_cert::ext::pkix::certpolicy::PolicyInformation;
-use stella_x509::x509_cert::ext::pkix::name::GeneralName;
-use stella_x509::x509_cert::ext::pkix::{
+use time::OffsetDateTime;
+use x509_cert::certificate::{Certificate, TbsCertificate, Version};
+use x509_cert::ext::pkix::certpolicy::PolicyInformation;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{
     AuthorityKeyIdentifier, BasicConstraints, CertificatePolicies, ExtendedKeyUsage, KeyUsage,
     KeyUsages, SubjectAltName, SubjectKeyIdentifier,
 };
-use stella_x509::x509_cert::ext::Extension;
-use stella_x509::x509_cert::name::Name;
-use stella_x509::x509_cert::serial_number::SerialNumber;
-use stella_x509::x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
-use stella_x509::x509_cert::time::{Time, Validity};
-use stella_x509::{oid, Cert, Oid};
-use time::OffsetDateTime;
+use x509_cert::ext::Extension;
+use x509_cert::name::Name;
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use x509_cert::time::{Time, Validity};
 
-/// Fulcio's OIDC issuer extension (v2, DER UTF8String).
-pub(crate) const OID_FULCIO_ISSUER_V2: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.8");
-/// Fulcio's legacy OIDC issuer extension (raw bytes).
-pub(crate) const OID_FULCIO_ISSUER_V1: Oid = Oid::new_unwrap("1.3.6.1.4.1.57264.1.1");
-/// Embedded SCT list (RFC 6962 §3.3).
-pub(crate) const OID_SCT_LIST: Oid = Oid::new_unwrap("1.3.6.1.4.1.11129.2.4.2");
-const OID_KP_CODE_SIGNING: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.3");
+use crate::{oid, Cert, Oid};
 
 /// Why a certificate could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CertGenError {
     #[error("DER encoding: {0}")]
-    Der(#[from] stella_x509::der::Error),
+    Der(#[from] der::Error),
     #[error(transparent)]
     Sign(#[from] stella_keys::SignError),
     #[error("{0}")]
@@ -49,7 +43,7 @@ pub enum CertGenError {
 type R<T> = Result<T, CertGenError>;
 
 /// A name from an RFC 4514 string (`CN=…,O=…`).
-pub(crate) fn name(text: &str) -> R<Name> {
+pub fn name(text: &str) -> R<Name> {
     Name::from_str(text).map_err(|e| CertGenError::Input(format!("name {text:?}: {e}")))
 }
 
@@ -62,7 +56,7 @@ fn time_of(t: OffsetDateTime) -> R<Time> {
 }
 
 /// A random positive 16-byte serial number.
-pub(crate) fn random_serial() -> R<Vec<u8>> {
+pub fn random_serial() -> R<Vec<u8>> {
     let mut s = vec![0u8; 16];
     aws_lc_rs::rand::fill(&mut s).map_err(|_| CertGenError::Input("no randomness".into()))?;
     s[0] = (s[0] & 0x7f) | 0x01;
@@ -70,7 +64,7 @@ pub(crate) fn random_serial() -> R<Vec<u8>> {
 }
 
 /// An extension with a DER-encodable value.
-pub(crate) fn ext<T: Encode>(id: Oid, critical: bool, value: &T) -> R<Extension> {
+fn ext<T: Encode>(id: Oid, critical: bool, value: &T) -> R<Extension> {
     Ok(Extension {
         extn_id: id,
         critical,
@@ -79,7 +73,7 @@ pub(crate) fn ext<T: Encode>(id: Oid, critical: bool, value: &T) -> R<Extension>
 }
 
 /// An extension whose value is given as raw bytes.
-pub(crate) fn raw_ext(id: Oid, critical: bool, value: Vec<u8>) -> R<Extension> {
+fn raw_ext(id: Oid, critical: bool, value: Vec<u8>) -> R<Extension> {
     Ok(Extension {
         extn_id: id,
         critical,
@@ -100,7 +94,7 @@ fn spki_bits(spki_der: &[u8]) -> R<Vec<u8>> {
 }
 
 /// Subject and authority key identifier extensions.
-pub(crate) fn key_ids(subject_spki: &[u8], issuer_spki: &[u8]) -> R<Vec<Extension>> {
+pub fn key_ids(subject_spki: &[u8], issuer_spki: &[u8]) -> R<Vec<Extension>> {
     let _ = spki_bits(subject_spki)?;
     Ok(vec![
         ext(
@@ -122,7 +116,7 @@ pub(crate) fn key_ids(subject_spki: &[u8], issuer_spki: &[u8]) -> R<Vec<Extensio
 
 /// CA extensions: basicConstraints cA (critical, optional path length), keyUsage
 /// keyCertSign + cRLSign (critical).
-pub(crate) fn ca_extensions(path_len: Option<u8>) -> R<Vec<Extension>> {
+pub fn ca_extensions(path_len: Option<u8>) -> R<Vec<Extension>> {
     Ok(vec![
         ext(
             oid::EXT_BASIC_CONSTRAINTS,
@@ -151,7 +145,7 @@ fn digital_signature_usage() -> R<Extension> {
 
 /// TSA extensions: keyUsage digitalSignature (critical), extendedKeyUsage
 /// id-kp-timeStamping only (critical, RFC 3161 §2.3), a certificate policy.
-pub(crate) fn tsa_extensions(policy: Oid) -> R<Vec<Extension>> {
+pub fn tsa_extensions(policy: Oid) -> R<Vec<Extension>> {
     Ok(vec![
         digital_signature_usage()?,
         ext(
@@ -170,27 +164,49 @@ pub(crate) fn tsa_extensions(policy: Oid) -> R<Vec<Extension>> {
     ])
 }
 
+/// The SAN of a signing certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum San {
+    Email(String),
+    Uri(String),
+}
+
+impl San {
+    /// A URI when `identity` has a scheme (`https://…`), else an email address.
+    pub fn of(identity: &str) -> Self {
+        if identity.contains("://") {
+            San::Uri(identity.to_string())
+        } else {
+            San::Email(identity.to_string())
+        }
+    }
+}
+
 /// Fulcio leaf extensions: keyUsage digitalSignature (critical), extendedKeyUsage
-/// codeSigning, the SAN (URI when it has a scheme, else email; critical as Fulcio does since
-/// the subject is empty), and the OIDC issuer (v2 UTF8String and legacy raw).
-pub(crate) fn fulcio_leaf_extensions(san: &str, oidc_issuer: &str) -> R<Vec<Extension>> {
-    let ia5 = Ia5String::new(san).map_err(|e| CertGenError::Input(format!("SAN {san:?}: {e}")))?;
-    let general = if san.contains("://") {
-        GeneralName::UniformResourceIdentifier(ia5)
-    } else {
-        GeneralName::Rfc822Name(ia5)
+/// codeSigning, the SAN (critical as Fulcio does, since the subject is empty), and the OIDC
+/// issuer (v2 UTF8String and legacy raw).
+pub fn fulcio_leaf_extensions(san: &San, oidc_issuer: &str) -> R<Vec<Extension>> {
+    let ia5 =
+        |s: &str| Ia5String::new(s).map_err(|e| CertGenError::Input(format!("SAN {s:?}: {e}")));
+    let general = match san {
+        San::Email(e) => GeneralName::Rfc822Name(ia5(e)?),
+        San::Uri(u) => GeneralName::UniformResourceIdentifier(ia5(u)?),
     };
     Ok(vec![
         digital_signature_usage()?,
         ext(
             oid::EXT_EKU,
             false,
-            &ExtendedKeyUsage(vec![OID_KP_CODE_SIGNING]),
+            &ExtendedKeyUsage(vec![oid::KP_CODE_SIGNING]),
         )?,
         ext(oid::EXT_SAN, true, &SubjectAltName(vec![general]))?,
-        raw_ext(OID_FULCIO_ISSUER_V1, false, oidc_issuer.as_bytes().to_vec())?,
+        raw_ext(
+            oid::FULCIO_ISSUER_V1,
+            false,
+            oidc_issuer.as_bytes().to_vec(),
+        )?,
         ext(
-            OID_FULCIO_ISSUER_V2,
+            oid::FULCIO_ISSUER_V2,
             false,
             &Utf8StringRef::new(oidc_issuer)
                 .map_err(|e| CertGenError::Input(format!("issuer {oidc_issuer:?}: {e}")))?,
@@ -198,9 +214,21 @@ pub(crate) fn fulcio_leaf_extensions(san: &str, oidc_issuer: &str) -> R<Vec<Exte
     ])
 }
 
+/// Another Fulcio extension (`1.3.6.1.4.1.57264.1.N`) as Fulcio encodes it: the legacy ones
+/// (N = 1 to 6) as raw bytes, the later ones as a DER UTF8String.
+pub fn fulcio_extension(id: Oid, value: &str) -> R<Extension> {
+    if oid::is_fulcio_legacy(id) {
+        raw_ext(id, false, value.as_bytes().to_vec())
+    } else {
+        let utf8 = Utf8StringRef::new(value)
+            .map_err(|e| CertGenError::Input(format!("extension {id}: {e}")))?;
+        ext(id, false, &utf8)
+    }
+}
+
 /// What a certificate says, before it is signed.
 #[derive(Debug, Clone)]
-pub(crate) struct Spec {
+pub struct Spec {
     pub subject: Name,
     pub issuer: Name,
     pub serial: Vec<u8>,
@@ -219,7 +247,7 @@ fn ecdsa_sha256() -> AlgorithmIdentifierOwned {
 }
 
 /// The `tbsCertificate` of `spec` (signature algorithm ECDSA with SHA-256).
-pub(crate) fn tbs(spec: &Spec) -> R<TbsCertificate> {
+fn tbs(spec: &Spec) -> R<TbsCertificate> {
     Ok(TbsCertificate {
         version: Version::V3,
         serial_number: SerialNumber::new(&spec.serial)?,
@@ -242,7 +270,7 @@ pub(crate) fn tbs(spec: &Spec) -> R<TbsCertificate> {
 }
 
 /// Sign a `tbsCertificate` with `key` (ECDSA P-256).
-pub(crate) fn sign(tbs: TbsCertificate, key: &dyn Signer) -> R<Cert> {
+fn sign(tbs: TbsCertificate, key: &dyn Signer) -> R<Cert> {
     if key.algorithm() != Algorithm::EcdsaP256Sha256 {
         return Err(CertGenError::Input(
             "certificates are signed with ECDSA P-256 keys".into(),
@@ -258,14 +286,14 @@ pub(crate) fn sign(tbs: TbsCertificate, key: &dyn Signer) -> R<Cert> {
 }
 
 /// A signed certificate for `spec`.
-pub(crate) fn issue(spec: &Spec, key: &dyn Signer) -> R<Cert> {
+pub fn issue(spec: &Spec, key: &dyn Signer) -> R<Cert> {
     sign(tbs(spec)?, key)
 }
 
 /// An RFC 6962 v1 SCT (TLS encoding) for a precertificate: `ct_key` signs
 /// `version ‖ certificate_timestamp ‖ timestamp ‖ precert_entry ‖ issuer_key_hash ‖
 /// tbs ‖ extensions`.
-pub(crate) fn precert_sct(
+fn precert_sct(
     ct_key: &dyn Signer,
     precert_tbs_der: &[u8],
     issuer_spki_der: &[u8],
@@ -299,7 +327,7 @@ pub(crate) fn precert_sct(
 }
 
 /// The embedded SCT list extension (an OCTET STRING holding the TLS list).
-pub(crate) fn sct_list_extension(scts: &[Vec<u8>]) -> R<Extension> {
+fn sct_list_extension(scts: &[Vec<u8>]) -> R<Extension> {
     let mut body = Vec::new();
     for s in scts {
         let l = u16::try_from(s.len()).map_err(|_| CertGenError::Input("SCT too large".into()))?;
@@ -310,11 +338,11 @@ pub(crate) fn sct_list_extension(scts: &[Vec<u8>]) -> R<Extension> {
         u16::try_from(body.len()).map_err(|_| CertGenError::Input("SCT list too large".into()))?;
     let mut list = total.to_be_bytes().to_vec();
     list.extend_from_slice(&body);
-    ext(OID_SCT_LIST, false, &OctetString::new(list)?)
+    ext(oid::SCT_LIST, false, &OctetString::new(list)?)
 }
 
 /// Issue a Fulcio-style leaf: `spec` plus an SCT by `ct_key` over its precertificate.
-pub(crate) fn issue_with_sct(
+pub fn issue_with_sct(
     spec: &Spec,
     issuer_key: &dyn Signer,
     ct_key: &dyn Signer,

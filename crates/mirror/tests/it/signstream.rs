@@ -1,0 +1,430 @@
+//! `create` and `sign` of bundles whose manifest is too large to hold in memory, with a small
+//! injected threshold: a manifest above it is signed from a compact index with every output
+//! written as a stream. The outputs must be byte-identical to the in-memory path's (Ed25519
+//! signatures are deterministic), verify on both verification paths, and the sign-time check
+//! of the folder must refuse what the in-memory one refuses.
+
+use std::path::{Path, PathBuf};
+
+use stella_keys::{Algorithm, FileKey, Keyring, Signer as _, TrustedKey};
+use stella_mirror::hash::NoProgress;
+use stella_mirror::manifest::Manifest;
+use stella_mirror::sign::{sign_with, sign_with_limits};
+use stella_mirror::streamed::Limits;
+use stella_mirror::verify::{verify_dir, verify_dir_with, Options};
+use stella_mirror::{names, Error};
+
+const TEST_THRESHOLD: u64 = 64 * 1024;
+
+fn small_limits() -> Limits {
+    Limits {
+        stream_above: TEST_THRESHOLD,
+        ..Default::default()
+    }
+}
+
+/// Sources of `n` small advisory files (16 folders) and a big one, in a temporary folder.
+struct Sources {
+    dir: tempfile::TempDir,
+    spec: stella_mirror::spec::Spec,
+}
+
+impl Sources {
+    fn new(n: usize) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let src = dir.path().join("src");
+        for i in 0..n {
+            let d = src.join(format!("feeds/osv/{:02}", i % 16));
+            std::fs::create_dir_all(&d).expect("mkdir");
+            std::fs::write(
+                d.join(format!("OSV-{i:07}.json")),
+                format!("{{\"id\":{i}}}"),
+            )
+            .expect("write");
+        }
+        std::fs::write(src.join("blob.bin"), vec![7u8; 300_000]).expect("write");
+        let spec = stella_mirror::spec::Spec::parse(
+            "name: many\nversion: '1'\nissuer: i@example.org\nadvisories:\n  - path: feeds\n  - path: blob.bin\n",
+            &src,
+        )
+        .expect("spec");
+        Sources { dir, spec }
+    }
+
+    /// A fresh bundle of these sources (the same bytes every time: `generatedAt` is pinned).
+    fn create(&self, name: &str) -> PathBuf {
+        let out = self.dir.path().join(name);
+        let opts = stella_mirror::create::CreateOptions {
+            generated_at: time::macros::datetime!(2026-12-06 10:00 UTC),
+            base: None,
+            registry: Default::default(),
+        };
+        let r =
+            stella_mirror::create::create(&self.spec, &out, &opts, &NoProgress).expect("create");
+        assert!(r.head.files.is_empty(), "the report holds no file list");
+        assert_eq!(r.files, r.written);
+        out
+    }
+}
+
+fn sign_at(dir: &Path, key: &dyn stella_keys::Signer, limits: &Limits) -> Result<(), Error> {
+    sign_with_limits(
+        &dir.join(names::MANIFEST),
+        &dir.join(names::ENVELOPE),
+        &[key],
+        time::macros::datetime!(2026-12-06 11:00 UTC),
+        None,
+        limits,
+        &NoProgress,
+    )
+    .map(|_| ())
+}
+
+fn opts(ring: &Keyring) -> Options<'_> {
+    Options {
+        keyring: ring,
+        threshold: 1,
+        now: time::macros::datetime!(2026-12-06 12:00 UTC),
+        max_age: None,
+        time_roots: None,
+    }
+}
+
+fn ring_of(keys: &[&FileKey]) -> Keyring {
+    Keyring::new(
+        keys.iter()
+            .map(|k| TrustedKey::unrestricted(k.public_key().clone()))
+            .collect(),
+    )
+    .expect("keyring")
+}
+
+fn read(p: impl AsRef<Path>) -> Vec<u8> {
+    std::fs::read(p).expect("read")
+}
+
+/// Every metadata file `sign` writes.
+const SIGNED: [&str; 7] = [
+    names::MANIFEST,
+    names::ENVELOPE,
+    names::SUMS,
+    names::SUMS_DSSE,
+    names::SUMS_SIG,
+    names::HEADER,
+    names::PUBLIC_KEY,
+];
+
+#[test]
+fn streamed_sign_writes_the_bytes_of_the_in_memory_sign() {
+    let src = Sources::new(1500);
+    let (a, b) = (src.create("a"), src.create("b"));
+    assert_eq!(read(a.join(names::MANIFEST)), read(b.join(names::MANIFEST)));
+    let created = read(a.join(names::MANIFEST));
+    assert!(
+        created.len() as u64 > TEST_THRESHOLD,
+        "above the test threshold"
+    );
+    // `create` wrote what the in-memory canonical writer writes for the same manifest.
+    let typed = Manifest::from_json(&created).expect("manifest");
+    let generated = typed
+        .files
+        .iter()
+        .filter(|f| !f.path.starts_with("advisories/"))
+        .count();
+    assert!(generated > 0, "scripts and docs");
+    assert_eq!(
+        typed.files.len(),
+        1500 + 1 + generated,
+        "advisories, blob, generated"
+    );
+    assert!(created == typed.to_canonical_json());
+
+    let key = FileKey::generate(Algorithm::Ed25519).expect("key");
+    sign_at(&a, &key, &Limits::default()).expect("in-memory sign");
+    sign_at(&b, &key, &small_limits()).expect("streamed sign");
+    for name in SIGNED {
+        assert!(read(a.join(name)) == read(b.join(name)), "{name} differs");
+    }
+    // And the streamed outputs are those of the in-memory writers.
+    let signed = read(b.join(names::MANIFEST));
+    let m = Manifest::from_json(&signed).expect("signed manifest");
+    assert!(signed == m.to_canonical_json());
+    assert!(read(b.join(names::SUMS)) == m.sha256sums());
+    let env = stella_dsse::Envelope::from_json(&read(b.join(names::ENVELOPE))).expect("env");
+    assert!(env.payload == signed);
+    assert!(env.to_json() == read(b.join(names::ENVELOPE)));
+    assert!(key.public_key().verify(
+        &stella_dsse::pae(stella_mirror::PAYLOAD_TYPE, &signed),
+        &env.signatures[0].sig
+    ));
+
+    // Both verify, on both verification paths, with the same report.
+    let ring = ring_of(&[&key]);
+    for dir in [&a, &b] {
+        let mem = verify_dir(dir, &opts(&ring), &NoProgress).expect("verify");
+        let streamed =
+            verify_dir_with(dir, &opts(&ring), &small_limits(), &NoProgress).expect("streamed");
+        assert_eq!(mem.files_checked, typed.files.len());
+        assert_eq!(streamed.files_checked, mem.files_checked);
+        assert_eq!(streamed.bytes_checked, mem.bytes_checked);
+        assert_eq!(streamed.meta.manifest_digest, mem.meta.manifest_digest);
+    }
+}
+
+#[test]
+fn streamed_sign_with_p256_and_two_keys_verifies() {
+    let src = Sources::new(1200);
+    let (a, b) = (src.create("a"), src.create("b"));
+    let p256 = FileKey::generate(Algorithm::EcdsaP256Sha256).expect("key");
+    let ed = FileKey::generate(Algorithm::Ed25519).expect("key");
+    let signers: [&dyn stella_keys::Signer; 2] = [&p256, &ed];
+    for (dir, limits) in [(&a, Limits::default()), (&b, small_limits())] {
+        sign_with_limits(
+            &dir.join(names::MANIFEST),
+            &dir.join(names::ENVELOPE),
+            &signers,
+            time::macros::datetime!(2026-12-06 11:00 UTC),
+            None,
+            &limits,
+            &NoProgress,
+        )
+        .expect("sign");
+    }
+    // ECDSA is randomised: the signed bytes agree but for the digest of SHA256SUMS.dsse
+    // (which holds signatures); the signatures need not.
+    for name in [names::SUMS, names::PUBLIC_KEY] {
+        assert!(read(a.join(name)) == read(b.join(name)), "{name} differs");
+    }
+    let (ma, mb) = (
+        Manifest::from_json(&read(a.join(names::MANIFEST))).expect("a"),
+        Manifest::from_json(&read(b.join(names::MANIFEST))).expect("b"),
+    );
+    assert_eq!(ma.files, mb.files);
+    assert_eq!(ma.checksums[0], mb.checksums[0]);
+    let sums = read(b.join(names::SUMS));
+    let sig = stella_dsse::b64::decode(
+        std::str::from_utf8(&read(b.join(names::SUMS_SIG))).expect("text"),
+    )
+    .expect("base64");
+    assert!(
+        p256.public_key().verify(&sums, &sig),
+        "SHA256SUMS.sig by the first key"
+    );
+    let env = stella_dsse::Envelope::from_json(&read(b.join(names::SUMS_DSSE))).expect("env");
+    assert!(env.payload == sums);
+    assert_eq!(env.signatures.len(), 2);
+    let ring = ring_of(&[&p256, &ed]);
+    for dir in [&a, &b] {
+        let mut o = opts(&ring);
+        o.threshold = 2;
+        verify_dir(dir, &o, &NoProgress).expect("verify, both signatures");
+        verify_dir_with(dir, &o, &small_limits(), &NoProgress).expect("streamed verify");
+    }
+    // Only the P-256 key trusted: one signature, threshold 1.
+    let only = ring_of(&[&p256]);
+    verify_dir_with(&b, &opts(&only), &small_limits(), &NoProgress).expect("one key");
+    // The same key twice is refused before anything is written.
+    let c = src.create("c");
+    let e = sign_with_limits(
+        &c.join(names::MANIFEST),
+        &c.join(names::ENVELOPE),
+        &[&ed, &ed],
+        time::OffsetDateTime::now_utc(),
+        None,
+        &small_limits(),
+        &NoProgress,
+    )
+    .expect_err("duplicate key");
+    assert!(e.to_string().contains("was given more than once"), "{e}");
+    assert!(!c.join(names::SUMS).exists());
+}
+
+/// The sign-time check of the folder refuses on both paths, nothing is signed.
+#[test]
+fn streamed_sign_refuses_a_folder_that_does_not_match() {
+    let src = Sources::new(1100);
+    let key = FileKey::generate(Algorithm::Ed25519).expect("key");
+    type Tamper = fn(&Path);
+    let cases: [(&str, Tamper, &str); 4] = [
+        (
+            "changed",
+            |d| {
+                std::fs::write(d.join("advisories/feeds/osv/03/OSV-0000003.json"), b"x").expect("w")
+            },
+            "file advisories/feeds/osv/03/OSV-0000003.json changed: 1 bytes",
+        ),
+        (
+            "missing",
+            |d| {
+                std::fs::remove_file(d.join("advisories/feeds/osv/04/OSV-0000004.json"))
+                    .expect("rm")
+            },
+            "file advisories/feeds/osv/04/OSV-0000004.json is missing",
+        ),
+        (
+            "unlisted",
+            |d| std::fs::write(d.join("advisories/feeds/osv/extra.json"), b"{}").expect("w"),
+            "unlisted file advisories/feeds/osv/extra.json (not in the signed manifest)",
+        ),
+        (
+            "big blob changed",
+            |d| std::fs::write(d.join("advisories/blob.bin"), vec![8u8; 300_000]).expect("w"),
+            "file advisories/blob.bin changed: 300000 bytes",
+        ),
+    ];
+    for (what, tamper, want) in cases {
+        for (i, limits) in [Limits::default(), small_limits()].iter().enumerate() {
+            let dir = src.create(&format!("{}-{i}", what.replace(' ', "-")));
+            tamper(&dir);
+            let e = sign_at(&dir, &key, limits).expect_err(what).to_string();
+            assert!(e.starts_with("cannot sign "), "{what}: {e}");
+            assert!(
+                e.contains("bundle content does not match the signed manifest (1 problem): "),
+                "{what}: {e}"
+            );
+            assert!(e.contains(want), "{what} ({i}): {e}");
+            for name in [
+                names::ENVELOPE,
+                names::SUMS,
+                names::SUMS_DSSE,
+                names::HEADER,
+            ] {
+                assert!(!dir.join(name).exists(), "{what}: {name} written");
+            }
+        }
+    }
+}
+
+#[test]
+fn streamed_sign_refuses_a_malformed_manifest() {
+    let src = Sources::new(1000);
+    let key = FileKey::generate(Algorithm::Ed25519).expect("key");
+    let dir = src.create("bad");
+    let path = dir.join(names::MANIFEST);
+    let good = read(&path);
+    let text = String::from_utf8(good.clone()).expect("utf-8");
+    let cases = [
+        ("truncated", good[..good.len() - 1].to_vec()),
+        ("trailing bytes", [&good[..], b"x"].concat()),
+        (
+            "unsorted",
+            text.replacen("OSV-0000016.json", "OSV-9999999.json", 1)
+                .into_bytes(),
+        ),
+        (
+            "unknown field",
+            text.replacen("{\"bundle\"", "{\"a\":1,\"bundle\"", 1)
+                .into_bytes(),
+        ),
+        (
+            "metadata name",
+            text.replacen("advisories/blob.bin", "SHA256SUMS", 1)
+                .into_bytes(),
+        ),
+    ];
+    for (what, bytes) in cases {
+        assert!(bytes.len() as u64 > TEST_THRESHOLD);
+        std::fs::write(&path, &bytes).expect("write");
+        let e = sign_at(&dir, &key, &small_limits()).expect_err(what);
+        assert!(
+            matches!(e, Error::Input(_)),
+            "{what}: refused as bad input: {e:?}"
+        );
+        assert!(e.to_string().contains("manifest"), "{what}: {e}");
+        assert!(!dir.join(names::ENVELOPE).exists(), "{what}");
+        assert!(
+            read(&path) == bytes,
+            "{what}: the manifest is left as it was"
+        );
+    }
+    std::fs::write(&path, &good).expect("write");
+    sign_at(&dir, &key, &small_limits()).expect("the original signs");
+}
+
+/// A time stamper on the streamed path: the anchor stamps the signed manifest's digest and
+/// verifies (openssl makes the TSA certificate).
+#[test]
+fn streamed_sign_with_a_time_stamper() {
+    let src = Sources::new(1000);
+    let dir = src.create("anchored");
+    let tsa_dir = tempfile::tempdir().expect("temp dir");
+    let (key_pem, cert_pem) = (
+        tsa_dir.path().join("tsa.key"),
+        tsa_dir.path().join("tsa.pem"),
+    );
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-new", "-newkey", "ec", "-pkeyopt"])
+        .args([
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=Test TSA",
+            "-days",
+            "30",
+        ])
+        .args(["-addext", "extendedKeyUsage=critical,timeStamping"])
+        .args(["-addext", "keyUsage=critical,digitalSignature"])
+        .args(["-addext", "basicConstraints=CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key_pem)
+        .arg("-out")
+        .arg(&cert_pem)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    let tsa_key = FileKey::from_pem(&read(&key_pem), &mut || {
+        Err(stella_keys::KeyError::Password("not encrypted".into()))
+    })
+    .expect("tsa key");
+    let cert = read(&cert_pem);
+    let tsa = stella_mirror::anchor::LocalTsa::new_unchecked(&tsa_key, &cert, Some("1.2.3.4.1"))
+        .expect("tsa");
+    let key = FileKey::generate(Algorithm::Ed25519).expect("key");
+    let r = sign_with_limits(
+        &dir.join(names::MANIFEST),
+        &dir.join(names::ENVELOPE),
+        &[&key],
+        time::OffsetDateTime::now_utc(),
+        Some(&tsa),
+        &small_limits(),
+        &NoProgress,
+    )
+    .expect("sign");
+    let anchor = r.anchor.expect("an anchor");
+    assert_eq!(
+        stella_mirror::hash::Digest::of(&read(dir.join(names::MANIFEST))),
+        r.manifest_digest
+    );
+    let ring = ring_of(&[&key]);
+    let mut o = opts(&ring);
+    o.now = time::OffsetDateTime::now_utc();
+    let report = verify_dir(&dir, &o, &NoProgress).expect("verify with the anchor");
+    let got = report.meta.anchor.expect("the anchor is checked");
+    assert_eq!(got.token_digest, anchor.token_digest);
+    // The anchor is of this manifest: a token over another digest is refused.
+    let other = stella_mirror::hash::Digest::of(b"another manifest");
+    let token = stella_mirror::anchor::TimeStamper::stamp(&tsa, other.as_bytes()).expect("token");
+    let e = stella_mirror::anchor::write_anchor_for(
+        &dir,
+        &token,
+        "x",
+        stella_mirror::anchor::Stamped::Sha256(&r.manifest_digest),
+    )
+    .expect_err("another manifest's token");
+    assert!(
+        e.to_string().contains("it belongs to another manifest"),
+        "{e}"
+    );
+    // Signing again without a stamper removes the old anchor (it stamped the old manifest).
+    sign_with(
+        &dir.join(names::MANIFEST),
+        &dir.join(names::ENVELOPE),
+        &[&key],
+        time::OffsetDateTime::now_utc(),
+        None,
+        &NoProgress,
+    )
+    .expect("sign again");
+    assert!(!dir.join(names::TIME_ANCHOR).exists());
+}
