@@ -68,15 +68,8 @@ struct Base {
     digest: Digest,
 }
 
-/// One file of [`Collected`]: 56 bytes (the path lives in the arena).
-#[derive(Debug, Clone, Copy)]
-struct Rec {
-    start: u64,
-    size: u64,
-    len: u32,
-    media: u32,
-    sha256: [u8; 32],
-}
+// One file of `Collected`: the `FileIndex` record (56 bytes; the path lives in the arena).
+use crate::streamed::Rec;
 
 /// The files recorded for the manifest, in the order they came: one arena of path bytes,
 /// fixed records, media types interned. [`Collected::finish`] sorts them by path.

@@ -83,14 +83,18 @@ pub(crate) fn envelope_cap(payload_cap: u64) -> u64 {
     payload_cap.saturating_mul(4) / 3 + (64 << 10)
 }
 
-/// One file of a [`FileIndex`]: 56 bytes (paths live in the arena).
+/// One file of a [`FileIndex`] (and of `create`'s file list): 56 bytes (paths live in the
+/// arena).
 #[derive(Debug, Clone, Copy)]
-struct Rec {
-    start: u64,
-    size: u64,
-    len: u32,
-    media: u32,
-    sha256: [u8; 32],
+pub(crate) struct Rec {
+    /// Offset of the path in the arena.
+    pub(crate) start: u64,
+    pub(crate) size: u64,
+    /// Length of the path in the arena.
+    pub(crate) len: u32,
+    /// Interned media type.
+    pub(crate) media: u32,
+    pub(crate) sha256: [u8; 32],
 }
 
 /// The manifest's files, compact and sorted by path: one arena of path bytes, fixed-size
