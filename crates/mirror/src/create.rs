@@ -91,11 +91,7 @@ impl Collected {
     }
 
     fn path_of(&self, r: &Rec) -> &str {
-        let start = usize::try_from(r.start).unwrap_or(usize::MAX);
-        self.arena
-            .get(start..start.saturating_add(r.len as usize))
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or("")
+        r.path_in(&self.arena)
     }
 
     fn push(&mut self, path: &str, size: u64, sha: Digest, media_type: &str) -> Result<()> {

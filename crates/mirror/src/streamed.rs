@@ -97,6 +97,18 @@ pub(crate) struct Rec {
     pub(crate) sha256: [u8; 32],
 }
 
+impl Rec {
+    /// This record's path in `arena` ("" if the record does not fit it, which the index
+    /// never builds).
+    pub(crate) fn path_in<'a>(&self, arena: &'a [u8]) -> &'a str {
+        let start = usize::try_from(self.start).unwrap_or(usize::MAX);
+        arena
+            .get(start..start.saturating_add(self.len as usize))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+}
+
 /// The manifest's files, compact and sorted by path: one arena of path bytes, fixed-size
 /// records, media types interned.
 #[derive(Debug, Default)]
@@ -125,11 +137,7 @@ impl FileIndex {
     }
 
     fn path_of(&self, r: &Rec) -> &str {
-        let start = usize::try_from(r.start).unwrap_or(usize::MAX);
-        self.arena
-            .get(start..start.saturating_add(r.len as usize))
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or("")
+        r.path_in(&self.arena)
     }
 
     /// The `i`th entry (in path order).

@@ -11,3 +11,16 @@ pub(crate) use stella_mirror::testing::SignedBundle as Signed;
 pub(crate) fn verify_dir(s: &Signed, dir: &Path) -> Result<stella_mirror::verify::Report, Error> {
     stella_mirror::verify::verify_dir(dir, &s.opts(), &NoProgress)
 }
+
+/// `n` small advisory files under `src/feeds/osv/NN/` (16 folders), the shape of an OSV feed.
+pub(crate) fn write_feed(src: &Path, n: usize) {
+    for i in 0..n {
+        let d = src.join(format!("feeds/osv/{:02}", i % 16));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(
+            d.join(format!("OSV-{i:07}.json")),
+            format!("{{\"id\":{i}}}"),
+        )
+        .expect("write");
+    }
+}

@@ -33,15 +33,7 @@ impl Sources {
     fn new(n: usize) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let src = dir.path().join("src");
-        for i in 0..n {
-            let d = src.join(format!("feeds/osv/{:02}", i % 16));
-            std::fs::create_dir_all(&d).expect("mkdir");
-            std::fs::write(
-                d.join(format!("OSV-{i:07}.json")),
-                format!("{{\"id\":{i}}}"),
-            )
-            .expect("write");
-        }
+        crate::common::write_feed(&src, n);
         std::fs::write(src.join("blob.bin"), vec![7u8; 300_000]).expect("write");
         let spec = stella_mirror::spec::Spec::parse(
             "name: many\nversion: '1'\nissuer: i@example.org\nadvisories:\n  - path: feeds\n  - path: blob.bin\n",

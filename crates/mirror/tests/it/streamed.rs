@@ -40,15 +40,7 @@ impl Many {
         let b = stella_mirror::testing::SignedBundle::from_spec(
             "name: many\nversion: '1'\nissuer: i@example.org\nadvisories:\n  - path: feeds\n",
             |src| {
-                for i in 0..n {
-                    let d = src.join(format!("feeds/osv/{:02}", i % 16));
-                    std::fs::create_dir_all(&d).expect("mkdir");
-                    std::fs::write(
-                        d.join(format!("OSV-{i:07}.json")),
-                        format!("{{\"id\":{i}}}"),
-                    )
-                    .expect("write");
-                }
+                crate::common::write_feed(src, n);
             },
         );
         Many {
