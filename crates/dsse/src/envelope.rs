@@ -148,18 +148,7 @@ impl Envelope {
         jcs::write_str(&self.payload_type, &mut out);
         out.extend_from_slice(b",\"payload\":\"");
         b64::encode_into_vec(&self.payload, &mut out);
-        out.extend_from_slice(b"\",\"signatures\":[");
-        for (i, s) in self.signatures.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"{\"keyid\":");
-            jcs::write_str(&s.keyid, &mut out);
-            out.extend_from_slice(b",\"sig\":\"");
-            b64::encode_into_vec(&s.sig, &mut out);
-            out.extend_from_slice(b"\"}");
-        }
-        out.extend_from_slice(b"]}");
+        write_signatures_tail(&self.signatures, &mut out);
         out
     }
 
@@ -208,6 +197,24 @@ fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
         }
     }
     out.extend_from_slice(&digits[i..]);
+}
+
+/// What follows the payload's base64 in [`Envelope::to_json`]'s form: the closing quote, the
+/// signatures (`{keyid, sig}`, standard padded base64) and the closing brackets. Shared with
+/// the streaming writer so that both write the same bytes.
+pub(crate) fn write_signatures_tail(signatures: &[Signature], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"\",\"signatures\":[");
+    for (i, s) in signatures.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"keyid\":");
+        jcs::write_str(&s.keyid, out);
+        out.extend_from_slice(b",\"sig\":\"");
+        b64::encode_into_vec(&s.sig, out);
+        out.extend_from_slice(b"\"}");
+    }
+    out.extend_from_slice(b"]}");
 }
 
 #[cfg(test)]

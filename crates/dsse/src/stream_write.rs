@@ -46,18 +46,7 @@ pub fn write_envelope<R: Read + ?Sized, W: Write + ?Sized>(
         }
     }
     let mut tail = Vec::with_capacity(160 * signatures.len() + 8);
-    tail.extend_from_slice(b"\",\"signatures\":[");
-    for (i, s) in signatures.iter().enumerate() {
-        if i > 0 {
-            tail.push(b',');
-        }
-        tail.extend_from_slice(b"{\"keyid\":");
-        jcs::write_str(&s.keyid, &mut tail);
-        tail.extend_from_slice(b",\"sig\":\"");
-        b64::encode_into_vec(&s.sig, &mut tail);
-        tail.extend_from_slice(b"\"}");
-    }
-    tail.extend_from_slice(b"]}");
+    crate::envelope::write_signatures_tail(signatures, &mut tail);
     out.write_all(&tail)?;
     Ok(len)
 }

@@ -29,10 +29,8 @@ fn on_disk() -> Limits {
 
 /// A bundle of `n` small advisory files, signed with a key the test holds.
 struct Many {
-    _dir: tempfile::TempDir,
     bundle: PathBuf,
-    key: stella_keys::FileKey,
-    ring: stella_keys::Keyring,
+    signed: stella_mirror::testing::SignedBundle,
 }
 
 impl Many {
@@ -45,20 +43,12 @@ impl Many {
         );
         Many {
             bundle: b.bundle(),
-            key: b.key,
-            ring: b.ring,
-            _dir: b.dir,
+            signed: b,
         }
     }
 
     fn opts(&self) -> Options<'_> {
-        Options {
-            keyring: &self.ring,
-            threshold: 1,
-            now: time::OffsetDateTime::now_utc(),
-            max_age: None,
-            time_roots: None,
-        }
+        self.signed.opts()
     }
 
     fn streamed(
@@ -71,8 +61,9 @@ impl Many {
     /// Replace the signed manifest by `payload`, signed again (envelope, manifest.json and
     /// the header's digest and signatures follow), so only the payload's own rules can fail.
     fn resign(&self, payload: Vec<u8>) {
-        let env = stella_keys::sign_envelope(stella_mirror::PAYLOAD_TYPE, payload, &[&self.key])
-            .expect("sign");
+        let env =
+            stella_keys::sign_envelope(stella_mirror::PAYLOAD_TYPE, payload, &[&self.signed.key])
+                .expect("sign");
         std::fs::write(self.bundle.join(names::MANIFEST), &env.payload).expect("write");
         std::fs::write(self.bundle.join(names::ENVELOPE), env.to_json()).expect("write");
         let hpath = self.bundle.join(names::HEADER);
