@@ -599,7 +599,7 @@ fn opts<'a>(keyring: &'a Keyring, t: &'a MirrorTrust) -> verify::Options<'a> {
     }
 }
 
-fn report_json<'a>(r: &'a verify::Report, source: &'a Path) -> ReportView<'a> {
+fn report_json<'a>(r: &'a verify::VerifiedBundle, source: &'a Path) -> ReportView<'a> {
     let m = &r.meta.manifest;
     ReportView {
         verified: true,
@@ -620,7 +620,7 @@ fn report_json<'a>(r: &'a verify::Report, source: &'a Path) -> ReportView<'a> {
     }
 }
 
-fn print_report(r: &verify::Report, source: &Path) {
+fn print_report(r: &verify::VerifiedBundle, source: &Path) {
     let m = &r.meta.manifest;
     println!(
         "Verified OK: {} {} (generation {}, {}) from {}",
@@ -669,7 +669,7 @@ fn print_report(r: &verify::Report, source: &Path) {
     }
 }
 
-fn warn_all(r: &verify::Report) {
+fn warn_all(r: &verify::VerifiedBundle) {
     for w in &r.meta.warnings {
         eprintln!("warning: {w}");
     }

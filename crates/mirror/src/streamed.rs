@@ -40,7 +40,7 @@ use std::sync::{mpsc, Mutex};
 use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::error::{Error, Field, IoContext as _, Result};
 use crate::hash::{Digest, Hasher, Progress};
 use crate::manifest::{BaseRef, FileEntry, ImageEntry, Kind, Manifest, ManifestError};
 use crate::names;
@@ -396,10 +396,7 @@ pub(crate) fn open_meta(
     match std::fs::symlink_metadata(&p) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(&p, e)),
-        Ok(m) if !m.file_type().is_file() => Err(Error::verify(
-            Stage::Metadata,
-            format!("{name} is not a regular file (links are refused)"),
-        )),
+        Ok(m) if !m.file_type().is_file() => Err(Error::metadata_not_regular(name)),
         Ok(m) => {
             if let Some(cap) = cap.filter(|c| m.len() > *c) {
                 return Err(too_large(name, m.len(), cap));
@@ -411,8 +408,8 @@ pub(crate) fn open_meta(
 }
 
 pub(crate) fn too_large(name: &str, size: u64, cap: u64) -> Error {
-    Error::verify(
-        Stage::Metadata,
+    Error::metadata(
+        Field::file(name),
         format!("{name} is {size} bytes, above the {cap}-byte limit for streamed bundle metadata"),
     )
 }
