@@ -172,9 +172,8 @@ pub use crate::fs::Metadata;
 pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMetadata> {
     let env_bytes = meta.get(names::ENVELOPE).ok_or_else(unsigned)?;
     let mut envelope =
-        Envelope::from_json_with_limit(env_bytes, crate::MAX_METADATA_BYTES as usize).map_err(
-            |e| Error::envelope(Field::file(names::ENVELOPE), format!("manifest.dsse: {e}")),
-        )?;
+        Envelope::from_json_with_limit(env_bytes, crate::MAX_METADATA_BYTES as usize)
+            .map_err(envelope_malformed)?;
     check_payload_type(&envelope.payload_type)?;
     let policy = Policy::new(opts.threshold)
         .purpose(Purpose::MirrorBundle)
@@ -279,6 +278,11 @@ fn unsigned() -> Error {
         Field::file(names::ENVELOPE),
         "manifest.dsse is missing: the bundle is not signed",
     )
+}
+
+/// `manifest.dsse` is not a DSSE envelope (within the limits).
+fn envelope_malformed(e: impl std::fmt::Display) -> Error {
+    Error::envelope(Field::file(names::ENVELOPE), format!("manifest.dsse: {e}"))
 }
 
 /// The envelope carries a mirror bundle manifest.
@@ -932,9 +936,7 @@ fn streamed_checks(
             stella_dsse::stream::read_envelope(env_file, &mut tee, env_cap).map_err(
                 |e| match e {
                     stella_dsse::stream::StreamError::Io(e) => Error::io(&env_path, e),
-                    e => {
-                        Error::envelope(Field::file(names::ENVELOPE), format!("manifest.dsse: {e}"))
-                    }
+                    e => envelope_malformed(e),
                 },
             )?;
         let digest = tee.hasher.finish();
