@@ -4,6 +4,11 @@
 //! of SPEC §1: a bundle that fails a check is `Verification` (exit 1), a bad spec or argument
 //! `Input` (exit 2), a missing input `NotFound` (exit 4). Messages carry the path or key they
 //! are about, and say what to do when there is something to do.
+//!
+//! A failed verification rule is a [`VerifyFailure`]: its [`Stage`], the [`Field`] at fault (a
+//! bundle file, a line, a header, manifest or anchor field) and a [`Detail`] whose `Display` is
+//! the message users see. Call sites build it with the stage constructors below
+//! (`Error::header(Field::Header("keyid"), ..)`), never from a stage and a bare string.
 
 use std::path::{Path, PathBuf};
 
@@ -259,7 +264,7 @@ impl std::error::Error for VerifyFailure {}
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A verification rule failed (the stage says which kind).
+    /// A verification rule failed (its stage and field say which and where).
     #[error(transparent)]
     Verify(VerifyFailure),
     /// The signature check itself failed (untrusted key, wrong purpose, revoked, expired, ...).
