@@ -170,11 +170,13 @@ pub fn apply(
     let removed = m.removed.len();
     drop(files);
     for name in names::METADATA {
-        let name =
-            crate::BundlePath::new(name).map_err(|e| Error::content(Field::file(name), e))?;
-        let src = name.under(&thin_dir);
+        let src = crate::BundlePath::new(name)
+            .map_err(|e| Error::content(Field::file(name), e))?
+            .under(&thin_dir);
         if src.is_file() {
-            let dest = name.under(&staging.path);
+            let dest = crate::BundlePath::new(name)
+                .map_err(|e| Error::content(Field::file(name), e))?
+                .under(&staging.path);
             if let Some(p) = dest.parent() {
                 std::fs::create_dir_all(p).at(p)?;
             }
