@@ -420,21 +420,7 @@ pub(crate) fn hash_all(r: &mut dyn Read, path: &Path) -> Result<(Digest, u64)> {
 }
 
 /// A writer that hashes what it passes on.
-pub(crate) struct Tee<W> {
-    pub(crate) inner: W,
-    pub(crate) hasher: Hasher,
-}
-
-impl<W: Write> Write for Tee<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
+pub(crate) use stella_digest::HashingWriter as Tee;
 
 /// Default [`Limits::payload_in_memory`]: the in-memory canonical check's bound.
 pub const PAYLOAD_IN_MEMORY: usize = stella_dsse::jcs::MAX_INPUT_BYTES;
