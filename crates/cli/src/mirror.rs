@@ -514,7 +514,7 @@ fn local_tsa<'a>(
     policy: Option<&str>,
 ) -> Result<anchor::LocalTsa<'a>> {
     let pem = crate::io::read_limited(&cert.display().to_string(), 16 << 20)?;
-    anchor::LocalTsa::new(key, &pem, policy).map_err(lib)
+    anchor::local_tsa(key, &pem, policy).map_err(lib)
 }
 
 /// Ask the RFC 3161 TSA at `url` to stamp `manifest` (the signed `manifest.json` of `dir`),

@@ -109,47 +109,20 @@ pub fn token_from_bytes(bytes: &[u8]) -> Result<Vec<u8>> {
     stella_x509::tsp::token_from_bytes(bytes).map_err(tsp_err)
 }
 
-/// Produces RFC 3161 tokens with a P-256 key and its TSA certificate.
-pub struct LocalTsa<'a>(stella_x509::tsp::LocalTsa<'a>);
+/// A TSA of our own: [`stella_x509::tsp::LocalTsa`] (its `new_unchecked` builds the hostile
+/// tokens verifiers must refuse, in tests).
+pub use stella_x509::tsp::LocalTsa;
 
-impl fmt::Debug for LocalTsa<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl<'a> LocalTsa<'a> {
-    /// `certs_pem`: the TSA certificate first, then any chain to include in tokens. The key
-    /// must be ECDSA P-256 and match the certificate, and the certificate must be a TSA
-    /// certificate (critical extended key usage id-kp-timeStamping only) valid now.
-    pub fn new(key: &'a dyn Signer, certs_pem: &[u8], policy: Option<&str>) -> Result<Self> {
-        stella_x509::tsp::LocalTsa::new(key, certs_pem, policy, OffsetDateTime::now_utc())
-            .map(LocalTsa)
-            .map_err(setup_err)
-    }
-
-    /// [`LocalTsa::new`] without the TSA certificate profile checks: only for building the
-    /// hostile tokens verifiers must refuse (tests).
-    #[doc(hidden)]
-    pub fn new_unchecked(
-        key: &'a dyn Signer,
-        certs_pem: &[u8],
-        policy: Option<&str>,
-    ) -> Result<Self> {
-        stella_x509::tsp::LocalTsa::new_unchecked(key, certs_pem, policy)
-            .map(LocalTsa)
-            .map_err(setup_err)
-    }
-
-    /// `local TSA <subject>`: the anchor's `source`.
-    pub fn source(&self) -> String {
-        self.0.source()
-    }
-
-    /// A TimeStampToken (DER) over a SHA-256 digest, stamped `at` (whole seconds).
-    pub fn timestamp(&self, sha256: &[u8; 32], at: OffsetDateTime) -> Result<Vec<u8>> {
-        self.0.timestamp(sha256, at).map_err(tsp_err)
-    }
+/// A [`LocalTsa`] for signing now. `certs_pem`: the TSA certificate first, then any chain to
+/// include in tokens. The key must be ECDSA P-256 and match the certificate, and the
+/// certificate must be a TSA certificate (critical extended key usage id-kp-timeStamping
+/// only) valid now.
+pub fn local_tsa<'a>(
+    key: &'a dyn Signer,
+    certs_pem: &[u8],
+    policy: Option<&str>,
+) -> Result<LocalTsa<'a>> {
+    LocalTsa::new(key, certs_pem, policy, OffsetDateTime::now_utc()).map_err(setup_err)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -354,6 +327,7 @@ impl TimeStamper for LocalTsa<'_> {
     }
     fn stamp(&self, sha256: &[u8; 32]) -> Result<Vec<u8>> {
         self.timestamp(sha256, OffsetDateTime::now_utc())
+            .map_err(tsp_err)
     }
 }
 
