@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use stella_store::{
     chain, AuditLog, AuditReader, AuditRecord, Outcome, PoeState, QuotaStore, RateDecision,
-    RateLimit, ReplayCache,
+    RateLimit, ReplayCache, ReplayKey,
 };
 
 pub(crate) fn record(id: &str) -> AuditRecord {
@@ -127,19 +127,19 @@ pub(crate) async fn replay(c: &dyn ReplayCache) {
     // Per-tenant partitions: a replay within one is caught, the same key in another is not
     // a replay, and partition names cannot be chosen to collide with another's keys.
     assert!(c
-        .check_and_insert_in("tenant-a", "jkt:jti-1", now + 60)
+        .check_and_insert_in(ReplayKey::new("tenant-a", "jkt:jti-1"), now + 60)
         .await
         .unwrap());
     assert!(!c
-        .check_and_insert_in("tenant-a", "jkt:jti-1", now + 60)
+        .check_and_insert_in(ReplayKey::new("tenant-a", "jkt:jti-1"), now + 60)
         .await
         .unwrap());
     assert!(c
-        .check_and_insert_in("tenant-b", "jkt:jti-1", now + 60)
+        .check_and_insert_in(ReplayKey::new("tenant-b", "jkt:jti-1"), now + 60)
         .await
         .unwrap());
     assert!(c
-        .check_and_insert_in("tenant-a:jkt", "jti-1", now + 60)
+        .check_and_insert_in(ReplayKey::new("tenant-a:jkt", "jti-1"), now + 60)
         .await
         .unwrap());
 }
@@ -155,28 +155,32 @@ pub(crate) async fn replay_bounds(c: &dyn ReplayCache, capacity: usize, per_part
         + 3600;
     for i in 0..per_partition {
         assert!(c
-            .check_and_insert_in("noisy", &format!("k{i}"), far)
+            .check_and_insert_in(ReplayKey::new("noisy", &format!("k{i}")), far)
             .await
             .unwrap());
     }
     assert!(matches!(
-        c.check_and_insert_in("noisy", "one-more", far).await,
+        c.check_and_insert_in(ReplayKey::new("noisy", "one-more"), far)
+            .await,
         Err(stella_store::StoreError::Full(_))
     ));
     assert!(
-        !c.check_and_insert_in("noisy", "k0", far).await.unwrap(),
+        !c.check_and_insert_in(ReplayKey::new("noisy", "k0"), far)
+            .await
+            .unwrap(),
         "still a replay"
     );
     // The rest of the capacity goes to other partitions, each within its share.
     for i in per_partition..capacity {
         let p = format!("quiet-{}", i / per_partition);
         assert!(c
-            .check_and_insert_in(&p, &format!("k{i}"), far)
+            .check_and_insert_in(ReplayKey::new(&p, &format!("k{i}")), far)
             .await
             .unwrap());
     }
     assert!(matches!(
-        c.check_and_insert_in("third", "k", far).await,
+        c.check_and_insert_in(ReplayKey::new("third", "k"), far)
+            .await,
         Err(stella_store::StoreError::Full(_))
     ));
 }
