@@ -324,3 +324,18 @@ pub(crate) async fn audit_query(log: &dyn AuditLog) {
         assert!(page.records.is_empty() && !page.more, "{:?}", ids(&page));
     }
 }
+
+/// The `seq`s of the records `log` finds by the subject digest `sha256:0909…` (within
+/// `tenant`, when given): what the subject index answers.
+pub(crate) async fn seqs_by_subject_09(log: &dyn AuditLog, tenant: Option<&str>) -> Vec<u64> {
+    let page = log
+        .query(stella_store::AuditQuery {
+            tenant: tenant.map(str::to_string),
+            subject_digest: Some(format!("sha256:{}", "09".repeat(32))),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    page.records.iter().map(|r| r.seq).collect()
+}
