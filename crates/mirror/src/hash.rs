@@ -392,8 +392,8 @@ pub fn hash_tree<S: AsRef<str> + Sync>(
 /// and the destination folders exist. Results (digest, size) come back in the order of
 /// `files`; the first error stops the other threads.
 ///
-/// The many-small-files counterpart of [`copy_hashing_with`]: both sides are opened relative
-/// to their folder's descriptor without following any link ([`DirCursor`]), the destination
+/// The many-small-files counterpart of `copy_hashing_with`: both sides are opened relative
+/// to their folder's descriptor without following any link (`DirCursor`), the destination
 /// is created exclusively (`O_CREAT | O_EXCL`, never overwriting) with mode 0644 (set with
 /// `fchmod` on the open file, whatever the umask), and a small file costs one `read` and one
 /// `write` through a reused per-worker buffer. Work is handed out [`TREE_BATCH`] files at a

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::hash::Progress;
 use crate::names;
-use crate::verify::{self, Options, VerifiedBundle};
+use crate::verify::{self, CheckedBundle, Options, VerifiedBundle};
 
 /// Where a bundle to verify is.
 #[derive(Debug, Clone, Copy)]
@@ -57,7 +57,8 @@ fn verify_envelope(
         })?;
         meta.insert(names::ENVELOPE.into(), bytes);
     }
-    let vm = verify::verify_metadata(&meta, opts)?;
+    let vm = CheckedBundle::from_metadata(&meta)?.verify(opts)?;
+    drop(meta);
     let observed = verify::hash_dir_content(&dir, &vm.manifest, &Default::default(), progress)?;
     let content = verify::check_files(&vm.manifest, &observed)?;
     Ok(VerifiedBundle::new(vm, content))
