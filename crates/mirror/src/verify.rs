@@ -12,8 +12,9 @@
 //!    authentication comes before parsing, so the order of the checks (and so which of two
 //!    faults is reported) is that of the stages here.
 //! 1. **Metadata** ([`CheckedBundle::verify`], [`verify_metadata`] for both steps):
-//!    `manifest.dsse` is a DSSE envelope of the mirror payload type, signed by enough distinct keyring keys valid for purpose `mirror-bundle`;
-//!    its payload is a canonical, well-formed manifest with purpose `mirror-bundle`;
+//!    `manifest.dsse` is signed by enough distinct keyring keys valid for purpose
+//!    `mirror-bundle`; its payload is a canonical, well-formed manifest with purpose
+//!    `mirror-bundle`;
 //!    `manifest.json` is byte-identical to it; the detached header agrees with it (purpose,
 //!    issuer, keyid among the signers, payload type and digest, signatures); `SHA256SUMS` and
 //!    `SHA256SUMS.dsse` match the digests the manifest signs, `SHA256SUMS` matches the file list,
