@@ -236,7 +236,7 @@ impl<'a> CheckedBundle<'a> {
     /// the file count, see [`crate::streamed`]).
     pub fn read_streamed(dir: &'a Path, limits: &'a crate::streamed::Limits) -> Result<Self> {
         Ok(CheckedBundle {
-            form: Form::Streamed(Box::new(StreamedChecked::read(dir, limits)?)),
+            form: Form::Streamed(Box::new(check_streamed(dir, limits)?)),
         })
     }
 
@@ -264,7 +264,7 @@ impl<'a> CheckedBundle<'a> {
     pub fn verify(self, opts: &Options<'_>) -> Result<VerifiedMetadata> {
         match self.form {
             Form::InMemory { meta, envelope } => verify_in_memory(meta, envelope, opts),
-            Form::Streamed(s) => s.verify(opts, None).map(|(meta, _, _)| meta),
+            Form::Streamed(s) => verify_streamed(*s, opts, None).map(|(meta, _, _)| meta),
         }
     }
 }
@@ -1000,12 +1000,12 @@ fn streamed_checks(
     crate::streamed::FileIndex,
     Option<ContentChecked>,
 )> {
-    StreamedChecked::read(dir, limits)?.verify(opts, content)
+    verify_streamed(check_streamed(dir, limits)?, opts, content)
 }
 
 /// The streamed form of a [`CheckedBundle`]: the envelope's signatures and payload type, the
 /// payload (in memory up to a bound, in a private temporary file above it) and its digest.
-/// The other metadata files stay in the folder until [`verify`](Self::verify) reads them.
+/// The other metadata files stay in the folder until [`verify_streamed`] reads them.
 struct StreamedChecked<'a> {
     dir: &'a Path,
     limits: &'a crate::streamed::Limits,
@@ -1014,200 +1014,203 @@ struct StreamedChecked<'a> {
     payload: crate::streamed::Payload,
 }
 
-impl<'a> StreamedChecked<'a> {
-    /// Step 1 of the streamed path, before any cryptography: no keyless signatures, the
-    /// envelope within its cap, its payload within `max_manifest` and of a mirror type.
-    fn read(dir: &'a Path, limits: &'a crate::streamed::Limits) -> Result<Self> {
-        use crate::hash::Hasher;
-        use crate::streamed::{envelope_cap, open_meta, too_large, Spill, Tee, PAYLOAD_IN_MEMORY};
+/// Step 1 of the streamed path, before any cryptography: no keyless signatures, the envelope
+/// within its cap, its payload within `max_manifest` and of a mirror type.
+fn check_streamed<'a>(
+    dir: &'a Path,
+    limits: &'a crate::streamed::Limits,
+) -> Result<StreamedChecked<'a>> {
+    use crate::hash::Hasher;
+    use crate::streamed::{envelope_cap, open_meta, too_large, Spill, Tee, PAYLOAD_IN_MEMORY};
 
-        if open_meta(dir, names::KEYLESS, Some(crate::MAX_METADATA_BYTES))?.is_some() {
-            return Err(Error::envelope(
-                Field::file(names::KEYLESS),
-                "manifest.sigstore.json (keyless signatures) is not checked on a manifest too \
-                 large to hold in memory (streamed verification)",
-            ));
-        }
-        // 1. The envelope, its payload into memory (or, above PAYLOAD_IN_MEMORY, a private
-        //    temporary file), hashed on the way.
-        let env_cap = envelope_cap(limits.max_manifest);
-        let (env_file, _, env_path) =
-            open_meta(dir, names::ENVELOPE, Some(env_cap))?.ok_or_else(unsigned)?;
-        let tmp_err = |e| Error::io(std::env::temp_dir(), e);
-        let (env, digest, payload) = {
-            let mut tee = Tee {
-                inner: Spill::new(
-                    usize::try_from(limits.payload_in_memory)
-                        .unwrap_or(PAYLOAD_IN_MEMORY)
-                        .min(PAYLOAD_IN_MEMORY),
-                ),
-                hasher: Hasher::new(),
-            };
-            let env = stella_dsse::stream::read_envelope(env_file, &mut tee, env_cap).map_err(
+    if open_meta(dir, names::KEYLESS, Some(crate::MAX_METADATA_BYTES))?.is_some() {
+        return Err(Error::envelope(
+            Field::file(names::KEYLESS),
+            "manifest.sigstore.json (keyless signatures) is not checked on a manifest too \
+             large to hold in memory (streamed verification)",
+        ));
+    }
+    // 1. The envelope, its payload into memory (or, above PAYLOAD_IN_MEMORY, a private
+    //    temporary file), hashed on the way.
+    let env_cap = envelope_cap(limits.max_manifest);
+    let (env_file, _, env_path) =
+        open_meta(dir, names::ENVELOPE, Some(env_cap))?.ok_or_else(unsigned)?;
+    let tmp_err = |e| Error::io(std::env::temp_dir(), e);
+    let (env, digest, payload) = {
+        let mut tee = Tee {
+            inner: Spill::new(
+                usize::try_from(limits.payload_in_memory)
+                    .unwrap_or(PAYLOAD_IN_MEMORY)
+                    .min(PAYLOAD_IN_MEMORY),
+            ),
+            hasher: Hasher::new(),
+        };
+        let env =
+            stella_dsse::stream::read_envelope(env_file, &mut tee, env_cap).map_err(
                 |e| match e {
                     stella_dsse::stream::StreamError::Io(e) => Error::io(&env_path, e),
                     e => envelope_malformed(e),
                 },
             )?;
-            let digest = tee.hasher.finish();
-            (env, digest, tee.inner.finish().map_err(tmp_err)?)
-        };
-        if env.payload_len > limits.max_manifest {
-            return Err(too_large(
-                names::MANIFEST,
-                env.payload_len,
-                limits.max_manifest,
-            ));
-        }
-        check_payload_type(&env.payload_type)?;
-        Ok(StreamedChecked {
-            dir,
-            limits,
-            env,
-            digest,
-            payload,
-        })
+        let digest = tee.hasher.finish();
+        (env, digest, tee.inner.finish().map_err(tmp_err)?)
+    };
+    if env.payload_len > limits.max_manifest {
+        return Err(too_large(
+            names::MANIFEST,
+            env.payload_len,
+            limits.max_manifest,
+        ));
     }
+    check_payload_type(&env.payload_type)?;
+    Ok(StreamedChecked {
+        dir,
+        limits,
+        env,
+        digest,
+        payload,
+    })
+}
 
-    /// Steps 2 and 3 of the streamed path: [`CheckedBundle::verify`], with the signed file
-    /// index, and the content too when given a `progress` to report it on.
-    fn verify(
-        self,
-        opts: &Options<'_>,
-        content: Option<&dyn Progress>,
-    ) -> Result<(
-        VerifiedMetadata,
-        crate::streamed::FileIndex,
-        Option<ContentChecked>,
-    )> {
-        use std::io::BufReader;
-        use std::sync::atomic::{AtomicBool, Ordering};
+/// Steps 2 and 3 of the streamed path ([`CheckedBundle::verify`] of the streamed form), with
+/// the signed file index, and the content too when given a `progress` to report it on.
+fn verify_streamed(
+    checked: StreamedChecked<'_>,
+    opts: &Options<'_>,
+    content: Option<&dyn Progress>,
+) -> Result<(
+    VerifiedMetadata,
+    crate::streamed::FileIndex,
+    Option<ContentChecked>,
+)> {
+    use std::io::BufReader;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
-        use stella_keys::stream::Prefixed;
+    use stella_keys::stream::Prefixed;
 
-        use crate::streamed::{
-            check_content, hash_all, open_meta, parse_manifest, parse_manifest_slice,
-            reads_exactly, Stoppable,
-        };
+    use crate::streamed::{
+        check_content, hash_all, open_meta, parse_manifest, parse_manifest_slice, reads_exactly,
+        Stoppable,
+    };
 
-        let StreamedChecked {
-            dir,
-            limits,
-            env,
-            digest,
-            payload,
-        } = self;
-        let tmp_err = |e| Error::io(std::env::temp_dir(), e);
-        let pae_prefix = stella_dsse::stream::pae_prefix(&env.payload_type, env.payload_len);
+    let StreamedChecked {
+        dir,
+        limits,
+        env,
+        digest,
+        payload,
+    } = checked;
+    let tmp_err = |e| Error::io(std::env::temp_dir(), e);
+    let pae_prefix = stella_dsse::stream::pae_prefix(&env.payload_type, env.payload_len);
 
-        // 2. Signatures, canonical form and manifest.json (second thread) while this one types the
-        //    manifest into the index.
-        let bad_signature = AtomicBool::new(false);
-        let (signed, parsed) = std::thread::scope(|s| {
-            let signed = s.spawn(|| -> Result<(Vec<VerifiedKey>, Result<()>)> {
-                let policy = Policy::new(opts.threshold)
-                    .purpose(Purpose::MirrorBundle)
-                    .at(opts.now);
-                let signers = stella_keys::verify_envelope_stream(
-                    &env.payload_type,
-                    &env.signatures,
-                    &mut Prefixed {
-                        prefix: pae_prefix.clone(),
-                        body: payload.reader(),
-                    },
-                    opts.keyring,
-                    &policy,
-                )
-                .map_err(|e| {
-                    bad_signature.store(true, Ordering::Relaxed);
-                    Error::Signature(e)
-                })?;
-                let rest = (|| {
-                    let canonical = match payload.bytes() {
-                        Some(b) => stella_dsse::jcs::is_canonical(b),
-                        None => stella_dsse::jcs::is_canonical_read(payload.reader())
-                            .map_err(tmp_err)?,
-                    };
-                    if !canonical {
-                        return Err(not_canonical(names::ENVELOPE));
-                    }
-                    match open_meta(dir, names::MANIFEST, Some(limits.max_manifest))? {
-                        None => Err(manifest_json_missing()),
-                        Some((mut f, len, p)) => {
-                            let same = len == env.payload_len
-                                && match payload.bytes() {
-                                    Some(b) => reads_exactly(&mut f, b).at(&p)?,
-                                    None => hash_all(&mut f, &p)?.0 == digest,
-                                };
-                            if same {
-                                Ok(())
-                            } else {
-                                Err(manifest_json_differs())
-                            }
-                        }
-                    }
-                })();
-                Ok((signers, rest))
-            });
-            let parsed = match payload.bytes() {
-                Some(b) => parse_manifest_slice(b),
-                None => parse_manifest(BufReader::with_capacity(
-                    256 * 1024,
-                    Stoppable {
-                        inner: payload.reader(),
-                        stop: &bad_signature,
-                    },
-                )),
-            };
-            let signed = signed
-                .join()
-                .unwrap_or_else(|_| Err(Error::input("a verifying thread panicked")));
-            (signed, parsed)
-        });
-        // In the order of the in-memory path: signature, manifest shape, canonical, manifest.json.
-        let (signers, canonical_and_copy) = signed?;
-        let (manifest, index) = parsed.map_err(|e| manifest_malformed(names::ENVELOPE, e))?;
-        canonical_and_copy?;
-
-        // 3. The content on the hashing threads while this one checks the rest of the metadata.
-        let (meta, content) = std::thread::scope(|s| {
-            let content = s.spawn(|| {
-                content
-                    .map(|progress| check_content(dir, manifest.kind, &index, progress))
-                    .transpose()
-            });
-            let meta = rest_of_streamed_metadata(
-                dir,
-                opts,
-                limits,
-                &env,
-                &digest,
-                &manifest,
-                &index,
-                &signers,
+    // 2. Signatures, canonical form and manifest.json (second thread) while this one types the
+    //    manifest into the index.
+    let bad_signature = AtomicBool::new(false);
+    let (signed, parsed) = std::thread::scope(|s| {
+        let signed = s.spawn(|| -> Result<(Vec<VerifiedKey>, Result<()>)> {
+            let policy = Policy::new(opts.threshold)
+                .purpose(Purpose::MirrorBundle)
+                .at(opts.now);
+            let signers = stella_keys::verify_envelope_stream(
+                &env.payload_type,
+                &env.signatures,
                 &mut Prefixed {
                     prefix: pae_prefix.clone(),
                     body: payload.reader(),
                 },
-            );
-            let content = content
-                .join()
-                .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")));
-            (meta, content)
+                opts.keyring,
+                &policy,
+            )
+            .map_err(|e| {
+                bad_signature.store(true, Ordering::Relaxed);
+                Error::Signature(e)
+            })?;
+            let rest = (|| {
+                let canonical = match payload.bytes() {
+                    Some(b) => stella_dsse::jcs::is_canonical(b),
+                    None => {
+                        stella_dsse::jcs::is_canonical_read(payload.reader()).map_err(tmp_err)?
+                    }
+                };
+                if !canonical {
+                    return Err(not_canonical(names::ENVELOPE));
+                }
+                match open_meta(dir, names::MANIFEST, Some(limits.max_manifest))? {
+                    None => Err(manifest_json_missing()),
+                    Some((mut f, len, p)) => {
+                        let same = len == env.payload_len
+                            && match payload.bytes() {
+                                Some(b) => reads_exactly(&mut f, b).at(&p)?,
+                                None => hash_all(&mut f, &p)?.0 == digest,
+                            };
+                        if same {
+                            Ok(())
+                        } else {
+                            Err(manifest_json_differs())
+                        }
+                    }
+                }
+            })();
+            Ok((signers, rest))
         });
-        drop(payload);
-        let (header, warnings, time) = meta?;
-        let content = content?;
-        let meta = VerifiedMetadata::new(
-            manifest,
-            Vec::new(),
-            digest,
-            signers,
-            (header, warnings),
-            time,
+        let parsed = match payload.bytes() {
+            Some(b) => parse_manifest_slice(b),
+            None => parse_manifest(BufReader::with_capacity(
+                256 * 1024,
+                Stoppable {
+                    inner: payload.reader(),
+                    stop: &bad_signature,
+                },
+            )),
+        };
+        let signed = signed
+            .join()
+            .unwrap_or_else(|_| Err(Error::input("a verifying thread panicked")));
+        (signed, parsed)
+    });
+    // In the order of the in-memory path: signature, manifest shape, canonical, manifest.json.
+    let (signers, canonical_and_copy) = signed?;
+    let (manifest, index) = parsed.map_err(|e| manifest_malformed(names::ENVELOPE, e))?;
+    canonical_and_copy?;
+
+    // 3. The content on the hashing threads while this one checks the rest of the metadata.
+    let (meta, content) = std::thread::scope(|s| {
+        let content = s.spawn(|| {
+            content
+                .map(|progress| check_content(dir, manifest.kind, &index, progress))
+                .transpose()
+        });
+        let meta = rest_of_streamed_metadata(
+            dir,
+            opts,
+            limits,
+            &env,
+            &digest,
+            &manifest,
+            &index,
+            &signers,
+            &mut Prefixed {
+                prefix: pae_prefix.clone(),
+                body: payload.reader(),
+            },
         );
-        Ok((meta, index, content))
-    }
+        let content = content
+            .join()
+            .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")));
+        (meta, content)
+    });
+    drop(payload);
+    let (header, warnings, time) = meta?;
+    let content = content?;
+    let meta = VerifiedMetadata::new(
+        manifest,
+        Vec::new(),
+        digest,
+        signers,
+        (header, warnings),
+        time,
+    );
+    Ok((meta, index, content))
 }
 
 /// What [`rest_of_streamed_metadata`] verified: the header, the warnings, the time checks.
