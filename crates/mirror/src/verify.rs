@@ -197,6 +197,7 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
 /// folder whose metadata is too large for memory ([`read_streamed`](Self::read_streamed)),
 /// which holds the envelope's payload in memory up to a bound and in a private temporary file
 /// above it, and reads the other metadata files from the folder when it verifies.
+#[must_use = "nothing in a CheckedBundle is trusted before its verify()"]
 pub struct CheckedBundle<'a> {
     form: Form<'a>,
 }
