@@ -10,14 +10,13 @@ use std::fmt;
 
 /// A digest algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Algorithm {
+enum Algorithm {
     Sha256,
 }
 
 impl Algorithm {
     /// The name in `<algorithm>:<hex>` (`sha256`).
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "sha256",
         }
@@ -115,10 +114,6 @@ impl Digest {
     /// Is `s` a well-formed `sha256:<64 lowercase hex>`?
     pub fn is_valid(s: &str) -> bool {
         Self::parse(s).is_ok()
-    }
-
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
     }
 
     pub fn as_bytes(&self) -> &[u8; 32] {
@@ -271,7 +266,6 @@ mod tests {
         assert_eq!(Digest::parse(EMPTY).unwrap(), d);
         assert_eq!(EMPTY.parse::<Digest>().unwrap(), d);
         assert_eq!(Digest::parse_sha256_hex(&d.hex()).unwrap(), d);
-        assert_eq!(d.algorithm(), Algorithm::Sha256);
         assert_eq!(d.tag_form(), EMPTY.replace(':', "-"));
         assert_eq!(Digest::of_parts(&[b"ab", b"c"]), Digest::of(b"abc"));
     }
