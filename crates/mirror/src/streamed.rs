@@ -177,21 +177,7 @@ impl FileIndex {
 
     /// Add the next entry (in path order), checked as [`Manifest::validate`] checks `files`.
     pub fn push(&mut self, f: FileEntry) -> std::result::Result<(), ManifestError> {
-        f.check()?;
-        if names::is_metadata(&f.path) {
-            return Err(ManifestError::MetadataName(f.path.into_string()));
-        }
-        if let Some(prev) = self.recs.last().map(|r| self.path_of(r)) {
-            if prev.as_bytes() >= f.path.as_bytes() {
-                return Err(ManifestError::NotSorted(f.path.into_string()));
-            }
-            if f.path.starts_with(prev) && f.path.as_bytes().get(prev.len()) == Some(&b'/') {
-                return Err(ManifestError::FileIsFolder {
-                    file: prev.to_string(),
-                    of: f.path.into_string(),
-                });
-            }
-        }
+        crate::manifest::check_next(self.recs.last().map(|r| self.path_of(r)), &f)?;
         let sha256 = *f.sha256.as_bytes();
         let media = match self.media.iter().position(|m| *m == f.media_type) {
             Some(i) => i,
