@@ -1,7 +1,7 @@
 //! Content digests, the one vocabulary every crate shares: [`Digest`] is an algorithm and its
 //! bytes, printed and parsed as `sha256:<64 lowercase hex>` (the OCI and in-toto form), with
 //! serde as that string. [`Hasher`] streams SHA-256 (aws-lc, SHA-NI where the CPU has it) and
-//! counts bytes. Only SHA-256 exists today; any other algorithm is refused by name rather
+//! counts bytes; [`HashingWriter`] hashes a stream on its way to a writer. Only SHA-256 exists today; any other algorithm is refused by name rather
 //! than trusted unchecked. Pure: no I/O.
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
@@ -258,6 +258,35 @@ impl Hasher {
     }
 }
 
+/// A writer that hashes what it passes on to `inner`: the digest of a stream written once,
+/// on its way to a file, a compressor or a sink. (An adapter over a `Write` the caller gives;
+/// it does no I/O of its own.)
+pub struct HashingWriter<W> {
+    pub inner: W,
+    pub hasher: Hasher,
+}
+
+impl<W> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Hasher::new(),
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,5 +375,17 @@ mod tests {
         h.update(b"c");
         assert_eq!(h.len(), 3);
         assert_eq!(h.finish(), Digest::of(b"abc"));
+    }
+
+    #[test]
+    fn hashing_writer_passes_on_and_hashes_what_was_written() {
+        use std::io::Write as _;
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(b"hello ").unwrap();
+        w.write_all(b"world").unwrap();
+        w.flush().unwrap();
+        assert_eq!(w.inner, b"hello world");
+        assert_eq!(w.hasher.len(), 11);
+        assert_eq!(w.hasher.finish(), Digest::of(b"hello world"));
     }
 }

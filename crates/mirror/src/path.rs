@@ -145,6 +145,12 @@ impl From<BundlePath> for String {
     }
 }
 
+impl From<&BundlePath> for String {
+    fn from(p: &BundlePath) -> String {
+        p.0.clone()
+    }
+}
+
 impl serde::Serialize for BundlePath {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)

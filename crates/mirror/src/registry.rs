@@ -23,7 +23,7 @@ use stella_oci::{
     BlockingClient, ClientConfig, Descriptor, Digest, Layout, Platforms, PullOptions,
 };
 
-use crate::error::{Error, Result, Stage};
+use crate::error::{Error, Field, Result};
 use crate::hash::Progress;
 use crate::spec::{ImageSource, ImageSpec};
 
@@ -125,8 +125,8 @@ fn walk(
 ) -> Result<()> {
     let what = format!("pulled image {}", desc.digest);
     if depth > 4 {
-        return Err(Error::verify(
-            Stage::Content,
+        return Err(Error::content(
+            Field::Image(desc.digest.to_string()),
             format!("{what}: indexes nest too deeply"),
         ));
     }

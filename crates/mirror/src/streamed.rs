@@ -40,7 +40,7 @@ use std::sync::{mpsc, Mutex};
 use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::error::{Error, Field, IoContext as _, Result};
 use crate::hash::{Digest, Hasher, Progress};
 use crate::manifest::{FileEntry, Kind, Manifest, ManifestError, TypedFiles, Wire};
 use crate::names;
@@ -320,10 +320,7 @@ pub(crate) fn open_meta(
     match std::fs::symlink_metadata(&p) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(&p, e)),
-        Ok(m) if !m.file_type().is_file() => Err(Error::verify(
-            Stage::Metadata,
-            format!("{name} is not a regular file (links are refused)"),
-        )),
+        Ok(m) if !m.file_type().is_file() => Err(Error::metadata_not_regular(name)),
         Ok(m) => {
             if let Some(cap) = cap.filter(|c| m.len() > *c) {
                 return Err(too_large(name, m.len(), cap));
@@ -335,8 +332,8 @@ pub(crate) fn open_meta(
 }
 
 pub(crate) fn too_large(name: &str, size: u64, cap: u64) -> Error {
-    Error::verify(
-        Stage::Metadata,
+    Error::metadata(
+        Field::file(name),
         format!("{name} is {size} bytes, above the {cap}-byte limit for streamed bundle metadata"),
     )
 }
@@ -347,21 +344,7 @@ pub(crate) fn hash_all(r: &mut dyn Read, path: &Path) -> Result<(Digest, u64)> {
 }
 
 /// A writer that hashes what it passes on.
-pub(crate) struct Tee<W> {
-    pub(crate) inner: W,
-    pub(crate) hasher: Hasher,
-}
-
-impl<W: Write> Write for Tee<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
+pub(crate) use stella_digest::HashingWriter as Tee;
 
 /// Default [`Limits::payload_in_memory`]: the in-memory canonical check's bound.
 pub const PAYLOAD_IN_MEMORY: usize = stella_dsse::jcs::MAX_INPUT_BYTES;

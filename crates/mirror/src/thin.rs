@@ -14,20 +14,20 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::archive::{self, Limits};
-use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::error::{Error, Field, IoContext as _, Result};
 use crate::fs::{check_output_free, Staging};
 use crate::hash::{Digest, Progress};
 use crate::manifest::{FileEntry, Kind, Manifest};
 use crate::names;
 use crate::pack::read_file_list;
 use crate::streamed::{FileIndex, IndexEntry};
-use crate::verify::{self, Options, Report};
+use crate::verify::{self, Options, VerifiedBundle};
 use crate::BundlePath;
 
 /// What `apply` did.
 #[derive(Debug, Clone)]
 pub struct ApplyReport {
-    pub report: Report,
+    pub report: VerifiedBundle,
     pub target: PathBuf,
     pub carried: usize,
     pub from_base: usize,
@@ -86,13 +86,7 @@ pub fn apply(
         }
         Err(e) => return Err(Error::io(&onto_manifest, e)),
         Ok(md) if !md.file_type().is_file() => {
-            return Err(Error::verify(
-                Stage::Metadata,
-                format!(
-                    "{} is not a regular file (links are refused)",
-                    names::MANIFEST
-                ),
-            ))
+            return Err(Error::metadata_not_regular(names::MANIFEST))
         }
         Ok(_) => hash_file(&onto_manifest)?,
     };
@@ -128,14 +122,14 @@ pub fn apply(
                 onto_digest
             ),
         };
-        return Err(Error::verify(Stage::Content, msg));
+        return Err(Error::content(Field::Manifest("base"), msg));
     }
     // The signed file list, as a compact index (big bundles verify without holding it): read
     // again from the verified folder, and it must be the bytes that verified.
     let (_, files, read) = read_file_list(&thin_dir.join(names::MANIFEST), &limits)?;
     if read != thin_digest {
-        return Err(Error::verify(
-            Stage::Manifest,
+        return Err(Error::manifest(
+            Field::file(names::MANIFEST),
             format!(
                 "{} changed after it verified",
                 thin_dir.join(names::MANIFEST).display()
@@ -149,7 +143,7 @@ pub fn apply(
     let mut carried = 0;
     let mut from_base = 0;
     for f in (0..files.len()).filter_map(|i| files.get(i)) {
-        let bp = BundlePath::new(f.path).map_err(|e| Error::verify(Stage::Content, e))?;
+        let bp = BundlePath::new(f.path).map_err(|e| Error::content(Field::file(f.path), e))?;
         let in_thin = bp.under(&thin_dir);
         let src = if in_thin.is_file() {
             carried += 1;
@@ -159,8 +153,8 @@ pub fn apply(
             // as it is copied).
             let in_base = bp.under(onto);
             if !in_base.is_file() {
-                return Err(Error::verify(
-                    Stage::Content,
+                return Err(Error::content(
+                    Field::file(f.path),
                     format!(
                         "file {} is not carried by the thin bundle and the base does not hold it",
                         f.path
@@ -177,11 +171,11 @@ pub fn apply(
     drop(files);
     for name in names::METADATA {
         let src = BundlePath::new(name)
-            .map_err(|e| Error::verify(Stage::Content, e))?
+            .map_err(|e| Error::content(Field::file(name), e))?
             .under(&thin_dir);
         if src.is_file() {
             let dest = BundlePath::new(name)
-                .map_err(|e| Error::verify(Stage::Content, e))?
+                .map_err(|e| Error::content(Field::file(name), e))?
                 .under(&staging.path);
             if let Some(p) = dest.parent() {
                 std::fs::create_dir_all(p).at(p)?;
@@ -192,8 +186,8 @@ pub fn apply(
     // The result must now verify as a complete bundle.
     let full = verify::verify_dir(&staging.path, opts, &crate::hash::NoProgress)?;
     if !full.from_base.is_empty() {
-        return Err(Error::verify(
-            Stage::Content,
+        return Err(Error::content(
+            Field::Content,
             format!(
                 "the rebuilt bundle lacks {} file(s), e.g. {}",
                 full.from_base.len(),
@@ -234,8 +228,8 @@ fn copy_checked(
     }
     let (sha, size) = crate::hash::copy_hashing(src, dest, progress)?;
     if sha != f.sha256 || size != f.size {
-        return Err(Error::verify(
-            Stage::Content,
+        return Err(Error::content(
+            Field::file(f.path),
             format!(
                 "file {} changed: sha256:{}, the manifest says sha256:{}",
                 f.path,

@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::digest::{Digest, Hasher};
 use crate::layout::Layout;
 use crate::media::{Descriptor, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
+use stella_digest::HashingWriter;
 
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
@@ -194,24 +195,6 @@ impl Layer {
     }
 }
 
-/// Hashes what passes through to the inner writer.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Hasher,
-}
-
-impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// An image or index written into a layout.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -239,10 +222,7 @@ pub fn random_layer(layout: &Layout, payload: u64) -> Layer {
         .join(format!(".layer-{}", Digest::of(&random_bytes(16)).hex()));
     let file =
         std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp_path).unwrap());
-    let out = HashingWriter {
-        inner: file,
-        hasher: Hasher::new(),
-    };
+    let out = HashingWriter::new(file);
     let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::none());
     let mut tar_hash = Hasher::new();
     let mut put = |b: &[u8], gz: &mut flate2::write::GzEncoder<HashingWriter<_>>| {

@@ -418,9 +418,26 @@ pub mod sign {
     /// Sign `header` + `claims` as a compact JWS. ES256 signatures are converted from DER to
     /// the fixed `r || s` form JWS uses.
     pub fn compact(key: &FileKey, header: &Value, claims: &Value) -> Result<String, JwsError> {
-        let mut out = URL_SAFE_NO_PAD.encode(header.to_string());
+        compact_encoded(
+            key,
+            &URL_SAFE_NO_PAD.encode(header.to_string()),
+            claims.to_string().as_bytes(),
+        )
+    }
+
+    /// [`compact`] with the header already in base64url (a client that signs many proofs
+    /// with one key encodes its header once) and the claims as JSON text.
+    pub fn compact_encoded(
+        key: &FileKey,
+        header_b64: &str,
+        claims_json: &[u8],
+    ) -> Result<String, JwsError> {
+        let mut out = String::with_capacity(
+            header_b64.len() + 1 + claims_json.len().div_ceil(3) * 4 + 1 + 88,
+        );
+        out.push_str(header_b64);
         out.push('.');
-        out.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
+        URL_SAFE_NO_PAD.encode_string(claims_json, &mut out);
         let sig = key.sign(out.as_bytes())?;
         let sig = match key.algorithm() {
             Algorithm::EcdsaP256Sha256 => der_to_fixed(&sig)?,

@@ -54,7 +54,7 @@ impl Many {
     fn streamed(
         &self,
         limits: &Limits,
-    ) -> Result<stella_mirror::verify::Report, stella_mirror::Error> {
+    ) -> Result<stella_mirror::verify::VerifiedBundle, stella_mirror::Error> {
         verify_dir_with(&self.bundle, &self.opts(), limits, &NoProgress)
     }
 
@@ -78,7 +78,9 @@ impl Many {
     }
 }
 
-fn stage_of(r: Result<stella_mirror::verify::Report, stella_mirror::Error>) -> (Stage, String) {
+fn stage_of(
+    r: Result<stella_mirror::verify::VerifiedBundle, stella_mirror::Error>,
+) -> (Stage, String) {
     let e = r.expect_err("refused");
     (e.stage().expect("a verification failure"), e.to_string())
 }

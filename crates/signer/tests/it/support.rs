@@ -3,7 +3,6 @@
 //! router over HTTPS with optional client certificates on 127.0.0.1.
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -279,18 +278,14 @@ fn start_authority() -> Authority {
             .exists(),
         "tests/authority/node_modules is missing: run scripts/setup-test-deps.sh"
     );
-    let mut child = Command::new("node")
-        .arg(&script)
-        .arg(&cfg_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("cannot run node (run scripts/setup-test-deps.sh)");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = stella_keyless::testing::spawn_announced(
+        Command::new("node")
+            .arg(&script)
+            .arg(&cfg_path)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::inherit()),
+        "the Authority (node, scripts/setup-test-deps.sh)",
+    );
     let port = serde_json::from_str::<Value>(&line)
         .unwrap_or_else(|_| panic!("the Authority did not start: {line:?}"))["port"]
         .as_u64()
