@@ -1210,7 +1210,7 @@ struct CreateView<'a> {
     written: usize,
     written_bytes: u64,
     images: &'a [stella_mirror::ImageEntry],
-    removed: &'a [String],
+    removed: &'a [stella_mirror::BundlePath],
     pulled: Vec<PulledView<'a>>,
 }
 

@@ -10,14 +10,13 @@ use std::fmt;
 
 /// A digest algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Algorithm {
+enum Algorithm {
     Sha256,
 }
 
 impl Algorithm {
     /// The name in `<algorithm>:<hex>` (`sha256`).
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "sha256",
         }
@@ -117,10 +116,6 @@ impl Digest {
         Self::parse(s).is_ok()
     }
 
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.bytes
     }
@@ -128,6 +123,18 @@ impl Digest {
     /// The lowercase hex digits, without the algorithm.
     pub fn hex(&self) -> String {
         hex(&self.bytes)
+    }
+
+    /// The lowercase hex digits as ASCII bytes, without allocating (for writers that emit
+    /// millions of them).
+    pub fn hex_ascii(&self) -> [u8; 64] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (o, b) in out.chunks_exact_mut(2).zip(self.bytes) {
+            o[0] = DIGITS[(b >> 4) as usize];
+            o[1] = DIGITS[(b & 15) as usize];
+        }
+        out
     }
 
     /// The OCI 1.1 referrers tag-schema form: `sha256-<hex>`.
@@ -184,6 +191,24 @@ impl<'de> serde::Deserialize<'de> for Digest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Digest::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serde as the bare 64 hex digits of a SHA-256 digest (no `sha256:` prefix), the form of
+/// `sha256sum` lines and of the `sha256` fields of a mirror manifest:
+/// `#[serde(with = "stella_digest::sha256_hex")]`.
+pub mod sha256_hex {
+    use super::Digest;
+
+    pub fn serialize<S: serde::Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+        let hex = d.hex_ascii();
+        // 64 ASCII hex digits are always UTF-8.
+        s.serialize_str(std::str::from_utf8(&hex).map_err(serde::ser::Error::custom)?)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+        Digest::parse_sha256_hex(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -271,7 +296,6 @@ mod tests {
         assert_eq!(Digest::parse(EMPTY).unwrap(), d);
         assert_eq!(EMPTY.parse::<Digest>().unwrap(), d);
         assert_eq!(Digest::parse_sha256_hex(&d.hex()).unwrap(), d);
-        assert_eq!(d.algorithm(), Algorithm::Sha256);
         assert_eq!(d.tag_form(), EMPTY.replace(':', "-"));
         assert_eq!(Digest::of_parts(&[b"ab", b"c"]), Digest::of(b"abc"));
     }
@@ -310,6 +334,31 @@ mod tests {
         assert_eq!(json, format!("\"{d}\""));
         assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
         assert!(serde_json::from_str::<Digest>("\"sha256:00\"").is_err());
+    }
+
+    #[test]
+    fn bare_hex_serde_and_ascii() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Line {
+            #[serde(with = "super::sha256_hex")]
+            sha256: Digest,
+        }
+        let d = Digest::of(b"x");
+        assert_eq!(d.hex_ascii().as_slice(), d.hex().as_bytes());
+        let json = serde_json::to_string(&Line { sha256: d }).unwrap();
+        assert_eq!(json, format!("{{\"sha256\":\"{}\"}}", d.hex()));
+        assert_eq!(
+            serde_json::from_str::<Line>(&json).unwrap(),
+            Line { sha256: d }
+        );
+        for bad in [
+            format!("sha256:{}", d.hex()),
+            d.hex().to_uppercase(),
+            "ab".into(),
+        ] {
+            let text = format!("{{\"sha256\":\"{bad}\"}}");
+            assert!(serde_json::from_str::<Line>(&text).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -412,16 +412,11 @@ fn read_entries(
                 return Err(bad("the metadata was not checked".to_string()));
             };
             let listed = match &c.index {
-                None => c.meta.manifest.file(&name).map(|f| {
-                    crate::hash::parse_hex(&f.sha256)
-                        .map(|d| (f.size, d, None))
-                        .ok_or_else(|| {
-                            Error::archive(
-                                Field::Manifest("files"),
-                                format!("manifest entry {name} has a malformed sha256"),
-                            )
-                        })
-                }),
+                None => c
+                    .meta
+                    .manifest
+                    .file(&name)
+                    .map(|f| Ok((f.size, f.sha256, None))),
                 Some((index, seen)) => index.find(&name).and_then(|i| {
                     if seen.get(i) == Some(&true) {
                         return Some(Err(bad_entry(&shown, format!("duplicate entry {shown:?}"))));

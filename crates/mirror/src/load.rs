@@ -104,12 +104,7 @@ pub fn targets(
     let mut out: Vec<(Digest, Reference)> = Vec::new();
     let mut by_target: HashMap<String, &str> = HashMap::new();
     for img in &manifest.images {
-        let digest = Digest::parse(&img.digest).map_err(|e| {
-            Error::content(
-                Field::Image(img.reference.clone()),
-                format!("image {}: {e}", img.reference),
-            )
-        })?;
+        let digest = img.digest;
         let source = Reference::parse(&img.reference).map_err(|e| {
             Error::input(format!(
                 "image {} cannot be loaded: its reference is not an image reference ({e})",
@@ -349,13 +344,13 @@ fn pushed_blobs(dir: &Path, manifest: &Manifest) -> HashSet<String> {
         let layout = Layout::open(&dir.join("images")).ok()?;
         let mut out = HashSet::new();
         for img in &manifest.images {
-            let d = Digest::parse(&img.digest).ok()?;
+            let d = img.digest;
             let entry = manifest.file(&path_of(&d))?;
             let root = Descriptor::new(&entry.media_type, d, entry.size);
             for (sha, size, _) in crate::registry::image_blobs(&layout, &root).ok()? {
                 let p = format!("images/blobs/sha256/{}", sha.hex());
                 let f = manifest.file(&p)?;
-                if f.sha256 != sha.hex() || f.size != size {
+                if f.sha256 != sha || f.size != size {
                     return None;
                 }
                 out.insert(p);
@@ -380,7 +375,7 @@ mod tests {
             .iter()
             .map(|(r, d)| ImageEntry {
                 reference: r.to_string(),
-                digest: d.to_string(),
+                digest: d.parse().unwrap(),
                 platforms: Vec::new(),
             })
             .collect();

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use stella_oci::media::{is_index, is_manifest, Document, MAX_MANIFEST_BYTES};
+use stella_oci::media::{is_index, is_manifest, Document, MAX_MANIFEST_BYTES, REF_NAME};
 use stella_oci::{
     BlockingClient, ClientConfig, Descriptor, Digest, Layout, Platforms, PullOptions,
 };
@@ -26,8 +26,6 @@ use stella_oci::{
 use crate::error::{Error, Field, Result};
 use crate::hash::Progress;
 use crate::spec::{ImageSource, ImageSpec};
-
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// A registry image pulled into the bundle's layout.
 #[derive(Debug, Clone)]
@@ -236,7 +234,7 @@ mod tests {
             reference: "a.io/y:2".into(),
             source: "a.io/y:2".into(),
             digest: Digest::of(b"y"),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            media_type: stella_oci::media::OCI_MANIFEST.into(),
             size: 7,
             platforms: vec![],
             source_digest: Digest::of(b"y"),

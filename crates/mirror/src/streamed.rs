@@ -42,7 +42,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Field, IoContext as _, Result};
 use crate::hash::{Digest, Hasher, Progress};
-use crate::manifest::{BaseRef, FileEntry, ImageEntry, Kind, Manifest, ManifestError};
+use crate::manifest::{FileEntry, Kind, Manifest, ManifestError, TypedFiles, Wire};
 use crate::names;
 
 /// Sizes that decide and bound the streamed path (injectable so tests take it with small
@@ -177,25 +177,8 @@ impl FileIndex {
 
     /// Add the next entry (in path order), checked as [`Manifest::validate`] checks `files`.
     pub fn push(&mut self, f: FileEntry) -> std::result::Result<(), ManifestError> {
-        f.check()?;
-        if names::is_metadata(&f.path) {
-            return Err(ManifestError::MetadataName(f.path));
-        }
-        if let Some(prev) = self.recs.last().map(|r| self.path_of(r)) {
-            if prev.as_bytes() >= f.path.as_bytes() {
-                return Err(ManifestError::NotSorted(f.path));
-            }
-            if f.path.starts_with(prev) && f.path.as_bytes().get(prev.len()) == Some(&b'/') {
-                return Err(ManifestError::FileIsFolder {
-                    file: prev.to_string(),
-                    of: f.path,
-                });
-            }
-        }
-        let sha256 = hex32(&f.sha256).ok_or_else(|| ManifestError::FileSha256 {
-            path: f.path.clone(),
-            sha256: f.sha256.clone(),
-        })?;
+        crate::manifest::check_next(self.recs.last().map(|r| self.path_of(r)), &f)?;
+        let sha256 = *f.sha256.as_bytes();
         let media = match self.media.iter().position(|m| *m == f.media_type) {
             Some(i) => i,
             None => {
@@ -203,8 +186,8 @@ impl FileIndex {
                 self.media.len() - 1
             }
         };
-        let len =
-            u32::try_from(f.path.len()).map_err(|_| ManifestError::NotSorted(f.path.clone()))?;
+        let len = u32::try_from(f.path.len())
+            .map_err(|_| ManifestError::NotSorted(f.path.to_string()))?;
         self.recs.push(Rec {
             start: self.arena.len() as u64,
             size: f.size,
@@ -244,26 +227,6 @@ impl FileIndex {
     }
 }
 
-/// 64 lowercase hex digits as 32 bytes (what [`FileEntry::check`] accepts).
-fn hex32(s: &str) -> Option<[u8; 32]> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    let s = s.as_bytes();
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(out)
-}
-
 /// The `files` array, read into a [`FileIndex`] entry by entry.
 struct IndexSink(FileIndex);
 
@@ -292,29 +255,6 @@ impl<'de> Deserialize<'de> for IndexSink {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct StreamedManifest {
-    bundle: String,
-    version: String,
-    generation: u64,
-    kind: Kind,
-    #[serde(default)]
-    base: Option<BaseRef>,
-    generated_at: String,
-    #[serde(default)]
-    valid_for_seconds: Option<u64>,
-    issuer: String,
-    purpose: String,
-    files: IndexSink,
-    #[serde(default)]
-    images: Vec<ImageEntry>,
-    #[serde(default)]
-    removed: Vec<String>,
-    #[serde(default)]
-    checksums: Vec<FileEntry>,
-}
-
 /// Type and check a manifest from a reader in one pass: the manifest without its `files`
 /// (left empty) and the files as a [`FileIndex`]. Refuses what [`Manifest::from_json`]
 /// refuses of a canonical manifest (the canonical form itself is checked apart, with
@@ -323,7 +263,7 @@ pub fn parse_manifest(
     input: impl Read,
 ) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
     let mut de = serde_json::Deserializer::from_reader(input);
-    let m = StreamedManifest::deserialize(&mut de).map_err(ManifestError::Shape)?;
+    let m = Wire::<IndexSink>::deserialize(&mut de).map_err(ManifestError::Shape)?;
     de.end().map_err(ManifestError::Shape)?;
     split_manifest(m)
 }
@@ -334,34 +274,18 @@ pub fn parse_manifest_slice(
     input: &[u8],
 ) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
     let mut de = serde_json::Deserializer::from_slice(input);
-    let m = StreamedManifest::deserialize(&mut de).map_err(ManifestError::Shape)?;
+    let m = Wire::<IndexSink>::deserialize(&mut de).map_err(ManifestError::Shape)?;
     de.end().map_err(ManifestError::Shape)?;
     split_manifest(m)
 }
 
-fn split_manifest(
-    m: StreamedManifest,
-) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
-    let index = m.files.0;
-    let manifest = Manifest {
-        bundle: m.bundle,
-        version: m.version,
-        generation: m.generation,
-        kind: m.kind,
-        base: m.base,
-        generated_at: m.generated_at,
-        valid_for_seconds: m.valid_for_seconds,
-        issuer: m.issuer,
-        purpose: m.purpose,
-        files: Vec::new(),
-        images: m.images,
-        removed: m.removed,
-        checksums: m.checksums,
-    };
-    manifest.validate()?;
+fn split_manifest(m: Wire<IndexSink>) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
+    let (m, index) = m.with_files(TypedFiles::default());
+    let index = index.0;
+    let manifest = m.into_manifest()?;
     for r in &manifest.removed {
         if index.find(r).is_some() {
-            return Err(ManifestError::FileAndRemoved(r.clone()));
+            return Err(ManifestError::FileAndRemoved(r.to_string()));
         }
     }
     Ok((manifest, index))

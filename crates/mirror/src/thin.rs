@@ -22,6 +22,7 @@ use crate::names;
 use crate::pack::read_file_list;
 use crate::streamed::{FileIndex, IndexEntry};
 use crate::verify::{self, Options, VerifiedBundle};
+use crate::BundlePath;
 
 /// What `apply` did.
 #[derive(Debug, Clone)]
@@ -89,7 +90,7 @@ pub fn apply(
         }
         Ok(_) => hash_file(&onto_manifest)?,
     };
-    if onto_digest.to_string() != base.manifest_digest {
+    if onto_digest != base.manifest_digest {
         let held = read_file_list(&onto_manifest, &limits)
             .ok()
             .map(|(h, _, _)| h);
@@ -142,8 +143,7 @@ pub fn apply(
     let mut carried = 0;
     let mut from_base = 0;
     for f in (0..files.len()).filter_map(|i| files.get(i)) {
-        let bp =
-            crate::BundlePath::new(f.path).map_err(|e| Error::content(Field::file(f.path), e))?;
+        let bp = BundlePath::new(f.path).map_err(|e| Error::content(Field::file(f.path), e))?;
         let in_thin = bp.under(&thin_dir);
         let src = if in_thin.is_file() {
             carried += 1;
@@ -170,11 +170,11 @@ pub fn apply(
     let removed = m.removed.len();
     drop(files);
     for name in names::METADATA {
-        let src = crate::BundlePath::new(name)
+        let src = BundlePath::new(name)
             .map_err(|e| Error::content(Field::file(name), e))?
             .under(&thin_dir);
         if src.is_file() {
-            let dest = crate::BundlePath::new(name)
+            let dest = BundlePath::new(name)
                 .map_err(|e| Error::content(Field::file(name), e))?
                 .under(&staging.path);
             if let Some(p) = dest.parent() {
@@ -265,9 +265,11 @@ pub struct Diff {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Changed {
-    pub path: String,
-    pub old_sha256: String,
-    pub new_sha256: String,
+    pub path: BundlePath,
+    #[serde(with = "stella_digest::sha256_hex")]
+    pub old_sha256: Digest,
+    #[serde(with = "stella_digest::sha256_hex")]
+    pub new_sha256: Digest,
     pub old_size: u64,
     pub new_size: u64,
 }
@@ -291,11 +293,14 @@ pub fn diff_indexed(a: &Manifest, a_files: &FileIndex, b: &Manifest, b_files: &F
 
 /// The entries of an index, in path order, as manifest entries.
 fn entries(ix: &FileIndex) -> impl Iterator<Item = FileEntry> + '_ {
-    (0..ix.len()).filter_map(|i| ix.get(i)).map(|e| FileEntry {
-        path: e.path.to_string(),
-        size: e.size,
-        sha256: e.sha256.hex(),
-        media_type: e.media_type.to_string(),
+    // An index holds only entries typed as `FileEntry`, so every path parses again.
+    (0..ix.len()).filter_map(|i| ix.get(i)).filter_map(|e| {
+        Some(FileEntry {
+            path: BundlePath::new(e.path).ok()?,
+            size: e.size,
+            sha256: e.sha256,
+            media_type: e.media_type.to_string(),
+        })
     })
 }
 
@@ -334,15 +339,15 @@ fn diff_files(
 
 /// Images added, changed and removed (by reference).
 fn diff_images(d: &mut Diff, a: &Manifest, b: &Manifest) {
-    let oi: BTreeMap<&str, &str> = a
+    let oi: BTreeMap<&str, &Digest> = a
         .images
         .iter()
-        .map(|i| (i.reference.as_str(), i.digest.as_str()))
+        .map(|i| (i.reference.as_str(), &i.digest))
         .collect();
-    let ni: BTreeMap<&str, &str> = b
+    let ni: BTreeMap<&str, &Digest> = b
         .images
         .iter()
-        .map(|i| (i.reference.as_str(), i.digest.as_str()))
+        .map(|i| (i.reference.as_str(), &i.digest))
         .collect();
     for (r, dg) in &ni {
         match oi.get(r) {

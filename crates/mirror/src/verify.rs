@@ -853,17 +853,17 @@ pub fn check_files(
     let mut bytes = 0;
     let mut count = 0;
     for f in &manifest.files {
-        match observed.get(&f.path) {
-            None if manifest.kind == Kind::Thin => from_base.push(f.path.clone()),
+        match observed.get(f.path.as_str()) {
+            None if manifest.kind == Kind::Thin => from_base.push(f.path.to_string()),
             None => problems.push(format!("file {} is missing", f.path)),
             Some((size, d)) => {
-                if *size != f.size || d.hex() != f.sha256 {
+                if *size != f.size || *d != f.sha256 {
                     problems.push(format!(
                         "file {} changed: {size} bytes sha256:{}, the manifest says {} bytes sha256:{}",
                         f.path,
                         d.hex(),
                         f.size,
-                        f.sha256
+                        f.sha256.hex()
                     ));
                 } else {
                     bytes += size;
@@ -1495,13 +1495,7 @@ pub fn hash_dir_content(
                     .map(|b| b.under(dir))
                     .unwrap_or_else(|_| dir.join(&p));
                 let size = std::fs::metadata(&abs).at(&abs)?.len();
-                let sha = crate::hash::parse_hex(&f.sha256).ok_or_else(|| {
-                    Error::manifest(
-                        Field::Manifest("files"),
-                        format!("manifest entry {p} has a malformed sha256"),
-                    )
-                })?;
-                observed.insert(p, (size, sha));
+                observed.insert(p, (size, f.sha256));
             }
             f => {
                 let size = f.map(|f| f.size).unwrap_or(0);
@@ -1643,7 +1637,7 @@ fn check_signed_checksums(
     }
     for c in &manifest.checksums {
         let (d, n) = digest_of(&c.path)?.ok_or_else(|| missing_sums(&c.path))?;
-        if d.hex() != c.sha256 || n != c.size {
+        if d != c.sha256 || n != c.size {
             return Err(Error::checksums(
                 Field::file(&c.path),
                 format!("{} does not match the digest the manifest signs", c.path),

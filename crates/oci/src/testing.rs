@@ -19,7 +19,7 @@ use crate::layout::Layout;
 use crate::media::{Descriptor, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
 use stella_digest::HashingWriter;
 
-pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+pub(crate) const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
 /// A `docker-registry` process with its own storage, killed on drop.
 pub struct Registry {
@@ -172,7 +172,7 @@ impl Drop for Registry {
 }
 
 /// Random bytes.
-pub fn random_bytes(n: usize) -> Vec<u8> {
+pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
     for chunk in v.chunks_mut(1 << 20) {
         aws_lc_rs::rand::fill(chunk).unwrap();
@@ -190,7 +190,7 @@ pub struct Layer {
 }
 
 impl Layer {
-    pub fn descriptor(&self) -> Descriptor {
+    pub(crate) fn descriptor(&self) -> Descriptor {
         Descriptor::new(OCI_LAYER_GZIP, self.digest, self.size)
     }
 }
@@ -199,9 +199,9 @@ impl Layer {
 #[derive(Debug, Clone)]
 pub struct Built {
     pub digest: Digest,
-    pub size: u64,
-    pub media_type: String,
-    pub platform: String,
+    pub(crate) size: u64,
+    pub(crate) media_type: String,
+    pub(crate) platform: String,
     pub layers: Vec<Layer>,
     pub config: Option<Digest>,
 }

@@ -81,7 +81,7 @@ impl DpopKey {
         Self::from_key(key)
     }
 
-    pub fn from_key(key: FileKey) -> Result<Self, ClientError> {
+    pub(crate) fn from_key(key: FileKey) -> Result<Self, ClientError> {
         let jwk = jose::sign::public_jwk(&key);
         let thumbprint = jose::Jwk::from_value(&jwk)?.thumbprint().to_string();
         let header_b64 = URL_SAFE_NO_PAD.encode(Self::header(&key, &jwk).to_string());
@@ -140,19 +140,12 @@ impl DpopKey {
     pub fn proof_with(&self, header: &Value, claims: &Value) -> Result<String, ClientError> {
         Ok(jose::sign::compact(&self.key, header, claims)?)
     }
-
-    /// The private key (tests: to build hostile JWKs).
-    pub fn key(&self) -> &FileKey {
-        &self.key
-    }
 }
 
 /// An access token response.
 #[derive(Debug, Clone)]
 pub struct Token {
     pub access_token: String,
-    pub token_type: String,
-    pub expires_in: Option<u64>,
 }
 
 /// OAuth 2.0 client credentials (client_secret_post), optionally DPoP-bound, with RFC 8707
@@ -208,15 +201,7 @@ pub async fn client_credentials(
                 .and_then(Value::as_str)
                 .ok_or(ClientError::NoAccessToken)?
                 .to_string();
-            return Ok(Token {
-                access_token,
-                token_type: v
-                    .get("token_type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("Bearer")
-                    .to_string(),
-                expires_in: v.get("expires_in").and_then(Value::as_u64),
-            });
+            return Ok(Token { access_token });
         }
         if v.get("error").and_then(Value::as_str) == Some("use_dpop_nonce") && nonce.is_none() {
             if let Some(n) = server_nonce {
@@ -234,7 +219,6 @@ pub async fn client_credentials(
 pub struct SignResponse {
     pub status: u16,
     pub body: Value,
-    pub headers: reqwest::header::HeaderMap,
 }
 
 /// POST `body` to `base + path` with a DPoP-bound token (a fresh proof per attempt; one
@@ -275,11 +259,7 @@ pub async fn post_dpop(
                 continue;
             }
         }
-        return Ok(SignResponse {
-            status,
-            body,
-            headers,
-        });
+        return Ok(SignResponse { status, body });
     }
 }
 

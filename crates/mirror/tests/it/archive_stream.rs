@@ -543,10 +543,10 @@ fn thin_diff_over_streamed_file_lists_is_the_in_memory_diff() {
     // B: one file removed, one changed, one added (the list stays sorted).
     let mut b = a.clone();
     b.files.remove(3);
-    b.files[10].sha256 = "ab".repeat(32);
+    b.files[10].sha256 = stella_digest::Digest::sha256([0xab; 32]);
     b.files[10].size += 1;
     let mut added = b.files[20].clone();
-    added.path.push_str(".new");
+    added.path = format!("{}.new", added.path).parse().expect("path");
     b.files.insert(21, added);
     let b_path = s.dir.path().join("b.json");
     std::fs::write(&b_path, b.to_canonical_json()).expect("write");

@@ -6,6 +6,7 @@ mod archive_stream;
 mod attacks;
 mod common;
 mod failures;
+mod fixtures;
 mod roundtrip;
 mod signstream;
 mod streamed;

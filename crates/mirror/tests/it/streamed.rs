@@ -333,9 +333,9 @@ fn a_million_entries_stream_and_sha256sums_disagreeing_at_entry_999_999_is_found
     for i in 0..MILLION {
         index
             .push(stella_mirror::FileEntry {
-                path: format!("a/{i:07}"),
+                path: format!("a/{i:07}").parse().expect("path"),
                 size: i as u64,
-                sha256: format!("{i:064x}"),
+                sha256: stella_digest::Digest::parse_sha256_hex(&format!("{i:064x}")).expect("hex"),
                 media_type: "application/json".into(),
             })
             .expect("in order");

@@ -525,7 +525,7 @@ default_keys_for_unlisted_tenants = true
                     as Arc<dyn stella_keys::Signer>,
             ],
         );
-        let tls = stella_signer::server::tls_acceptor(cfg.server.tls.as_ref().unwrap()).unwrap();
+        let tls = stella_signer::tls_acceptor(cfg.server.tls.as_ref().unwrap()).unwrap();
         let signers = opts
             .signers
             .unwrap_or_else(|| TenantKeys::new(Vec::new(), tenants));
@@ -554,7 +554,7 @@ default_keys_for_unlisted_tenants = true
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
         let task = tokio::spawn(async move {
-            stella_signer::server::serve(st, listener, Some(tls), async {
+            stella_signer::serve(st, listener, Some(tls), async {
                 let _ = rx.await;
             })
             .await
