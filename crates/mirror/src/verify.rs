@@ -800,9 +800,15 @@ pub(crate) fn verify_metadata_streamed(
 
 /// What [`check_content`](crate::streamed::check_content) found: files and bytes checked, and
 /// the files left to the base.
-type ContentChecked = (usize, u64, Vec<String>);
+type ContentChecked = crate::streamed::ContentChecked;
 
 /// The streamed checks; the content too when given a `progress` to report it on.
+///
+/// The content is walked and hashed from the start, on the hashing threads, while this
+/// thread checks the metadata ([`crate::streamed::check_content_early`]); it is judged
+/// against the signed file list once the signatures and the manifest verified (the list is
+/// handed over through an [`IndexGate`](crate::streamed::IndexGate)), and its result is used
+/// only if all the metadata verified.
 fn streamed_checks(
     dir: &Path,
     opts: &Options<'_>,
@@ -813,6 +819,42 @@ fn streamed_checks(
     crate::streamed::FileIndex,
     Option<ContentChecked>,
 )> {
+    let gate = crate::streamed::IndexGate::new();
+    let (meta, content) = std::thread::scope(|s| {
+        let content = content
+            .map(|progress| s.spawn(|| crate::streamed::check_content_early(dir, &gate, progress)));
+        let meta = {
+            let _closer = gate.closer();
+            streamed_metadata(dir, opts, limits, &gate)
+        };
+        if meta.is_err() {
+            gate.close();
+        }
+        let content = content.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")))
+        });
+        (meta, content)
+    });
+    let meta = meta?;
+    let content = match content.transpose()? {
+        Some(c) => Some(c.ok_or_else(|| Error::input("the content was not checked"))?),
+        None => None,
+    };
+    let index = gate
+        .into_index()
+        .ok_or_else(|| Error::input("the signed file list was not kept"))?;
+    Ok((meta, index, content))
+}
+
+/// The metadata part of [`streamed_checks`]: the signed list goes to `gate` as soon as the
+/// signatures and the manifest verified.
+fn streamed_metadata(
+    dir: &Path,
+    opts: &Options<'_>,
+    limits: &crate::streamed::Limits,
+    gate: &crate::streamed::IndexGate<'_>,
+) -> Result<VerifiedMetadata> {
     use std::io::BufReader;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -820,8 +862,8 @@ fn streamed_checks(
 
     use crate::hash::Hasher;
     use crate::streamed::{
-        check_content, envelope_cap, hash_all, open_meta, parse_manifest, parse_manifest_slice,
-        reads_exactly, too_large, Spill, Stoppable, Tee, PAYLOAD_IN_MEMORY,
+        envelope_cap, hash_all, open_meta, parse_manifest, parse_manifest_slice, reads_exactly,
+        too_large, Spill, Stoppable, Tee, PAYLOAD_IN_MEMORY,
     };
 
     if open_meta(dir, names::KEYLESS, Some(crate::MAX_METADATA_BYTES))?.is_some() {
@@ -834,8 +876,8 @@ fn streamed_checks(
     // 1. The envelope, its payload into memory (or, above PAYLOAD_IN_MEMORY, a private
     //    temporary file), hashed on the way.
     let env_cap = envelope_cap(limits.max_manifest);
-    let (env_file, _, env_path) =
-        open_meta(dir, names::ENVELOPE, Some(env_cap))?.ok_or_else(|| {
+    let (env_file, env_len, env_path) = open_meta(dir, names::ENVELOPE, Some(env_cap))?
+        .ok_or_else(|| {
             Error::verify(
                 Stage::Envelope,
                 "manifest.dsse is missing: the bundle is not signed",
@@ -848,7 +890,8 @@ fn streamed_checks(
                 usize::try_from(limits.payload_in_memory)
                     .unwrap_or(PAYLOAD_IN_MEMORY)
                     .min(PAYLOAD_IN_MEMORY),
-            ),
+            )
+            .expecting(env_len / 4 * 3),
             hasher: Hasher::new(),
         };
         let env =
@@ -955,36 +998,29 @@ fn streamed_checks(
         parsed.map_err(|e| Error::verify(Stage::Manifest, format!("signed manifest: {e}")))?;
     canonical_and_copy?;
 
-    // 3. The content on the hashing threads while this one checks the rest of the metadata.
-    let (meta, content) = std::thread::scope(|s| {
-        let content = s.spawn(|| {
-            content
-                .map(|progress| check_content(dir, manifest.kind, &index, progress))
-                .transpose()
-        });
-        let meta = rest_of_streamed_metadata(
-            dir,
-            opts,
-            limits,
-            &env,
-            &digest,
-            &manifest,
-            &index,
-            &signers,
-            &mut Prefixed {
-                prefix: pae_prefix.clone(),
-                body: payload.reader(),
-            },
-        );
-        let content = content
-            .join()
-            .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")));
-        (meta, content)
-    });
+    // 3. The content is judged against the index on the hashing threads while this one
+    //    checks the rest of the metadata.
+    gate.open(manifest.kind, index);
+    let index = gate
+        .listed_index()
+        .ok_or_else(|| Error::input("the signed file list was not kept"))?;
+    let meta = rest_of_streamed_metadata(
+        dir,
+        opts,
+        limits,
+        &env,
+        &digest,
+        &manifest,
+        index,
+        &signers,
+        &mut Prefixed {
+            prefix: pae_prefix.clone(),
+            body: payload.reader(),
+        },
+    );
     drop(payload);
     let (header, warnings, anchor, age, now, time_source) = meta?;
-    let content = content?;
-    let meta = VerifiedMetadata {
+    Ok(VerifiedMetadata {
         manifest,
         manifest_bytes: Vec::new(),
         manifest_digest: digest,
@@ -995,8 +1031,7 @@ fn streamed_checks(
         anchor,
         judged_at: now,
         time_source,
-    };
-    Ok((meta, index, content))
+    })
 }
 
 /// What [`rest_of_streamed_metadata`] verified: header, warnings, anchor, age, time judged at
