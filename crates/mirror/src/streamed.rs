@@ -226,31 +226,40 @@ impl FileIndex {
     }
 
     /// Whether `sums` reads exactly the `SHA256SUMS` text of these files (`<hex>  <path>\n`
-    /// in order), compared as two streams.
+    /// in order), compared as two streams (each line built in one reused buffer and compared
+    /// in place in the reader's).
     pub fn sha256sums_equal(&self, sums: &mut dyn BufRead) -> std::io::Result<bool> {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut want = Vec::with_capacity(512);
-        let mut got = Vec::with_capacity(512);
-        for i in 0..self.len() {
-            let Some(e) = self.get(i) else {
-                return Ok(false);
-            };
+        for r in &self.recs {
             want.clear();
-            want.extend_from_slice(e.sha256.hex().as_bytes());
-            want.extend_from_slice(b"  ");
-            want.extend_from_slice(e.path.as_bytes());
-            want.push(b'\n');
-            got.resize(want.len(), 0);
-            match sums.read_exact(&mut got) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-                Err(e) => return Err(e),
+            for b in r.sha256 {
+                want.push(DIGITS[usize::from(b >> 4)]);
+                want.push(DIGITS[usize::from(b & 15)]);
             }
-            if got != want {
+            want.extend_from_slice(b"  ");
+            want.extend_from_slice(self.path_bytes_of(r));
+            want.push(b'\n');
+            if !consume_exact(sums, &want)? {
                 return Ok(false);
             }
         }
         Ok(sums.fill_buf()?.is_empty())
     }
+}
+
+/// Whether `r` reads `want` next (consumed if so; on a difference, what differs is left).
+fn consume_exact(r: &mut dyn BufRead, mut want: &[u8]) -> std::io::Result<bool> {
+    while !want.is_empty() {
+        let have = r.fill_buf()?;
+        let n = have.len().min(want.len());
+        if n == 0 || have.get(..n) != want.get(..n) {
+            return Ok(false);
+        }
+        r.consume(n);
+        want = want.get(n..).unwrap_or_default();
+    }
+    Ok(true)
 }
 
 /// [`FileIndex::find`] for paths that come folder by folder (a walk): the entries of the
@@ -871,7 +880,6 @@ impl Drop for GateCloser<'_, '_> {
 }
 
 /// Files walked before the signed list was known, and what hashing each gave.
-#[derive(Default)]
 struct EarlyBatch {
     paths: String,
     ends: Vec<usize>,
@@ -883,6 +891,15 @@ const EARLY_PER_FILE: usize =
     std::mem::size_of::<usize>() + std::mem::size_of::<std::io::Result<(Digest, u64)>>();
 
 impl EarlyBatch {
+    /// Room for a batch of [`crate::hash::TREE_BATCH`] files (no growing on the way).
+    fn new() -> Self {
+        EarlyBatch {
+            paths: String::with_capacity(crate::hash::TREE_BATCH * 64),
+            ends: Vec::with_capacity(crate::hash::TREE_BATCH),
+            hashed: Vec::with_capacity(crate::hash::TREE_BATCH),
+        }
+    }
+
     fn push(&mut self, rel: &str) {
         self.paths.push_str(rel);
         self.ends.push(self.paths.len());
@@ -1128,7 +1145,7 @@ fn check_content_holding(
         for _ in 0..crate::hash::threads() {
             s.spawn(hash_batches);
         }
-        let mut early = EarlyBatch::default();
+        let mut early = EarlyBatch::new();
         let mut held = 0usize;
         let mut closed = false;
         let mut batch = Vec::with_capacity(TREE_BATCH);
@@ -1142,7 +1159,10 @@ fn check_content_holding(
                 if early.len() < TREE_BATCH {
                     return Ok(());
                 }
-                let _ = tx.send(Batch::Early(std::mem::take(&mut early)));
+                let _ = tx.send(Batch::Early(std::mem::replace(
+                    &mut early,
+                    EarlyBatch::new(),
+                )));
                 // The list may be known by now; with the early results full, wait for it.
                 let state = if held >= early_cap {
                     gate.wait()
@@ -1556,5 +1576,34 @@ mod tests {
         for (i, p) in paths.iter().enumerate() {
             assert_eq!(Finder::new(&index).find(p), Some(i), "{p}");
         }
+    }
+
+    #[test]
+    fn sha256sums_are_compared_as_streams() {
+        let (_dir, files) = tree();
+        let index = index_of(&files);
+        let text: String = files
+            .iter()
+            .map(|(p, d)| format!("{}  {p}\n", Digest::of(d).hex()))
+            .collect();
+        let same = |t: &[u8], cap: usize| {
+            index
+                .sha256sums_equal(&mut std::io::BufReader::with_capacity(cap, t))
+                .unwrap()
+        };
+        for cap in [1, 7, 64, 1 << 16] {
+            assert!(same(text.as_bytes(), cap), "{cap}");
+            assert!(!same(&text.as_bytes()[..text.len() - 1], cap), "{cap}");
+            assert!(!same(format!("{text}x").as_bytes(), cap), "{cap}");
+            assert!(!same(text.replacen("  ", " *", 1).as_bytes(), cap), "{cap}");
+            let last = text.rfind("x0").unwrap();
+            let mut changed = text.clone().into_bytes();
+            changed[last] = b'y';
+            assert!(!same(&changed, cap), "{cap}");
+            assert!(!same(b"", cap), "{cap}");
+        }
+        assert!(FileIndex::default()
+            .sha256sums_equal(&mut &b""[..])
+            .unwrap());
     }
 }
