@@ -1090,13 +1090,18 @@ fn check_content_holding(
             let Ok(Ok(batch)) = rx.lock().map(|r| r.recv()) else {
                 return;
             };
-            if tally.stop.load(Ordering::Relaxed) {
+            if tally.stop.load(Ordering::Relaxed) || gate.state() == Gate::Closed {
+                // Failed, or the metadata did: the rest is not needed.
+                tally.stop.store(true, Ordering::Relaxed);
                 continue;
             }
             let mut read = 0;
             match batch {
                 Batch::Early(mut b) => {
                     for k in 0..b.len() {
+                        if tally.stop.load(Ordering::Relaxed) {
+                            break;
+                        }
                         let got = hash_at(&mut dirs, b.path(k), End::Short, &mut buf);
                         if let Ok((_, n)) = &got {
                             read += n;
@@ -1112,6 +1117,9 @@ fn check_content_holding(
                         continue;
                     };
                     for i in list {
+                        if tally.stop.load(Ordering::Relaxed) {
+                            break;
+                        }
                         let Some(e) = index.get(i) else { continue };
                         let got = hash_at(&mut dirs, e.path, End::expected(e.size), &mut buf);
                         if let Ok((_, n)) = &got {
