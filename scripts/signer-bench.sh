@@ -17,6 +17,8 @@
 #   p99s and the ratio of each to the embedded default, with the load average before each.
 #                                [--rounds N] (issue #15: N rounds of crypto bound / service /
 #                                              open loop; benches/load/rounds.rs) [--profile N]
+#                                [--bound-threads N] (threads of the rounds' bound; default:
+#                                                     every core)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -42,12 +42,12 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = Platform::from_value(&v);
     }
-    let _ = stella_oci::auth::DockerConfig::parse(body);
+    let _ = stella_oci::fuzzing::docker_config(body);
     if let Ok(s) = std::str::from_utf8(body) {
         let _ = Reference::parse(s);
         let _ = Digest::parse(s);
         let _ = Platform::parse(s);
         let _ = Platforms::parse(s);
-        let _ = stella_oci::auth::Challenge::parse(s);
+        let _ = stella_oci::fuzzing::challenge(s);
     }
 });

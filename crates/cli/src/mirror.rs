@@ -514,7 +514,7 @@ fn local_tsa<'a>(
     policy: Option<&str>,
 ) -> Result<anchor::LocalTsa<'a>> {
     let pem = crate::io::read_limited(&cert.display().to_string(), 16 << 20)?;
-    anchor::LocalTsa::new(key, &pem, policy).map_err(lib)
+    anchor::local_tsa(key, &pem, policy).map_err(lib)
 }
 
 /// Ask the RFC 3161 TSA at `url` to stamp `manifest` (the signed `manifest.json` of `dir`),
@@ -599,7 +599,7 @@ fn opts<'a>(keyring: &'a Keyring, t: &'a MirrorTrust) -> verify::Options<'a> {
     }
 }
 
-fn report_json<'a>(r: &'a verify::Report, source: &'a Path) -> ReportView<'a> {
+fn report_json<'a>(r: &'a verify::VerifiedBundle, source: &'a Path) -> ReportView<'a> {
     let m = &r.meta.manifest;
     ReportView {
         verified: true,
@@ -620,7 +620,7 @@ fn report_json<'a>(r: &'a verify::Report, source: &'a Path) -> ReportView<'a> {
     }
 }
 
-fn print_report(r: &verify::Report, source: &Path) {
+fn print_report(r: &verify::VerifiedBundle, source: &Path) {
     let m = &r.meta.manifest;
     println!(
         "Verified OK: {} {} (generation {}, {}) from {}",
@@ -669,7 +669,7 @@ fn print_report(r: &verify::Report, source: &Path) {
     }
 }
 
-fn warn_all(r: &verify::Report) {
+fn warn_all(r: &verify::VerifiedBundle) {
     for w in &r.meta.warnings {
         eprintln!("warning: {w}");
     }
@@ -1210,7 +1210,7 @@ struct CreateView<'a> {
     written: usize,
     written_bytes: u64,
     images: &'a [stella_mirror::ImageEntry],
-    removed: &'a [String],
+    removed: &'a [stella_mirror::BundlePath],
     pulled: Vec<PulledView<'a>>,
 }
 

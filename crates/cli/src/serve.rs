@@ -158,7 +158,7 @@ fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
         let listen = cfg.server.listen.clone();
         let tls = match &cfg.server.tls {
             Some(t) => Some(
-                stella_signer::server::tls_acceptor(t).map_err(|e| fail(USAGE, e.to_string()))?,
+                stella_signer::tls_acceptor(t).map_err(|e| fail(USAGE, e.to_string()))?,
             ),
             None => None,
         };
@@ -247,7 +247,7 @@ fn serve(a: ServeArgs, dev_keys: DevKeys) -> Result<()> {
         writeln!(out, "listening on {scheme}://{addr}")?;
         out.flush()?;
         drop(out);
-        stella_signer::server::serve(state, listener, tls, shutdown_signal())
+        stella_signer::serve(state, listener, tls, shutdown_signal())
             .await
             .map_err(|e| fail(RETRYABLE, format!("{e:#}")))?;
         Ok(())

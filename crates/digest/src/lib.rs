@@ -1,7 +1,7 @@
 //! Content digests, the one vocabulary every crate shares: [`Digest`] is an algorithm and its
 //! bytes, printed and parsed as `sha256:<64 lowercase hex>` (the OCI and in-toto form), with
 //! serde as that string. [`Hasher`] streams SHA-256 (aws-lc, SHA-NI where the CPU has it) and
-//! counts bytes. Only SHA-256 exists today; any other algorithm is refused by name rather
+//! counts bytes; [`HashingWriter`] hashes a stream on its way to a writer. Only SHA-256 exists today; any other algorithm is refused by name rather
 //! than trusted unchecked. Pure: no I/O.
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
@@ -10,14 +10,13 @@ use std::fmt;
 
 /// A digest algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Algorithm {
+enum Algorithm {
     Sha256,
 }
 
 impl Algorithm {
     /// The name in `<algorithm>:<hex>` (`sha256`).
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "sha256",
         }
@@ -117,10 +116,6 @@ impl Digest {
         Self::parse(s).is_ok()
     }
 
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.bytes
     }
@@ -128,6 +123,18 @@ impl Digest {
     /// The lowercase hex digits, without the algorithm.
     pub fn hex(&self) -> String {
         hex(&self.bytes)
+    }
+
+    /// The lowercase hex digits as ASCII bytes, without allocating (for writers that emit
+    /// millions of them).
+    pub fn hex_ascii(&self) -> [u8; 64] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (o, b) in out.chunks_exact_mut(2).zip(self.bytes) {
+            o[0] = DIGITS[(b >> 4) as usize];
+            o[1] = DIGITS[(b & 15) as usize];
+        }
+        out
     }
 
     /// The OCI 1.1 referrers tag-schema form: `sha256-<hex>`.
@@ -187,6 +194,24 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
+/// Serde as the bare 64 hex digits of a SHA-256 digest (no `sha256:` prefix), the form of
+/// `sha256sum` lines and of the `sha256` fields of a mirror manifest:
+/// `#[serde(with = "stella_digest::sha256_hex")]`.
+pub mod sha256_hex {
+    use super::Digest;
+
+    pub fn serialize<S: serde::Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+        let hex = d.hex_ascii();
+        // 64 ASCII hex digits are always UTF-8.
+        s.serialize_str(std::str::from_utf8(&hex).map_err(serde::ser::Error::custom)?)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+        Digest::parse_sha256_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Streaming SHA-256 that also counts bytes.
 pub struct Hasher {
     ctx: aws_lc_rs::digest::Context,
@@ -228,6 +253,35 @@ impl Hasher {
     }
 }
 
+/// A writer that hashes what it passes on to `inner`: the digest of a stream written once,
+/// on its way to a file, a compressor or a sink. (An adapter over a `Write` the caller gives;
+/// it does no I/O of its own.)
+pub struct HashingWriter<W> {
+    pub inner: W,
+    pub hasher: Hasher,
+}
+
+impl<W> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Hasher::new(),
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,7 +296,6 @@ mod tests {
         assert_eq!(Digest::parse(EMPTY).unwrap(), d);
         assert_eq!(EMPTY.parse::<Digest>().unwrap(), d);
         assert_eq!(Digest::parse_sha256_hex(&d.hex()).unwrap(), d);
-        assert_eq!(d.algorithm(), Algorithm::Sha256);
         assert_eq!(d.tag_form(), EMPTY.replace(':', "-"));
         assert_eq!(Digest::of_parts(&[b"ab", b"c"]), Digest::of(b"abc"));
     }
@@ -284,6 +337,31 @@ mod tests {
     }
 
     #[test]
+    fn bare_hex_serde_and_ascii() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Line {
+            #[serde(with = "super::sha256_hex")]
+            sha256: Digest,
+        }
+        let d = Digest::of(b"x");
+        assert_eq!(d.hex_ascii().as_slice(), d.hex().as_bytes());
+        let json = serde_json::to_string(&Line { sha256: d }).unwrap();
+        assert_eq!(json, format!("{{\"sha256\":\"{}\"}}", d.hex()));
+        assert_eq!(
+            serde_json::from_str::<Line>(&json).unwrap(),
+            Line { sha256: d }
+        );
+        for bad in [
+            format!("sha256:{}", d.hex()),
+            d.hex().to_uppercase(),
+            "ab".into(),
+        ] {
+            let text = format!("{{\"sha256\":\"{bad}\"}}");
+            assert!(serde_json::from_str::<Line>(&text).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn hasher_counts_bytes() {
         let mut h = Hasher::new();
         assert!(h.is_empty());
@@ -291,5 +369,17 @@ mod tests {
         h.update(b"c");
         assert_eq!(h.len(), 3);
         assert_eq!(h.finish(), Digest::of(b"abc"));
+    }
+
+    #[test]
+    fn hashing_writer_passes_on_and_hashes_what_was_written() {
+        use std::io::Write as _;
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(b"hello ").unwrap();
+        w.write_all(b"world").unwrap();
+        w.flush().unwrap();
+        assert_eq!(w.inner, b"hello world");
+        assert_eq!(w.hasher.len(), 11);
+        assert_eq!(w.hasher.finish(), Digest::of(b"hello world"));
     }
 }

@@ -25,11 +25,6 @@ pub fn encode(bytes: &[u8]) -> String {
     STANDARD.encode_to_string(bytes)
 }
 
-/// Append standard padded base64 of `bytes` to `out`.
-pub fn encode_into(bytes: &[u8], out: &mut String) {
-    STANDARD.encode_append(bytes, out);
-}
-
 /// Append standard padded base64 of `bytes` to a byte buffer (no intermediate `String`).
 pub fn encode_into_vec(bytes: &[u8], out: &mut Vec<u8>) {
     STANDARD.encode_append(bytes, out);

@@ -576,37 +576,52 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn parse_array(&mut self, depth: usize) -> Result<Value, JcsError> {
-        self.pos += 1; // '['
+    /// Steps over the opening bracket at `pos`; true when the container closes at once
+    /// (`close` right after it, whitespace aside).
+    fn open(&mut self, close: u8) -> bool {
+        self.pos += 1; // '[' or '{'
         self.skip_ws();
-        let mut items = Vec::new();
-        if self.peek() == Some(b']') {
+        if self.peek() == Some(close) {
             self.pos += 1;
+            return true;
+        }
+        false
+    }
+
+    /// After a member of an array or object: true at a `,` (another member follows), false
+    /// at `close` (stepped over), else the syntax error `unexpected`.
+    fn next_member(&mut self, close: u8, unexpected: &'static str) -> Result<bool, JcsError> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                self.skip_ws();
+                Ok(true)
+            }
+            Some(b) if b == close => {
+                self.pos += 1;
+                Ok(false)
+            }
+            _ => Err(self.syntax(unexpected)),
+        }
+    }
+
+    fn parse_array(&mut self, depth: usize) -> Result<Value, JcsError> {
+        let mut items = Vec::new();
+        if self.open(b']') {
             return Ok(Value::Array(items));
         }
         loop {
             items.push(self.parse_value(depth)?);
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    self.skip_ws();
-                }
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(Value::Array(items));
-                }
-                _ => return Err(self.syntax("expected ',' or ']' in array")),
+            if !self.next_member(b']', "expected ',' or ']' in array")? {
+                return Ok(Value::Array(items));
             }
         }
     }
 
     fn parse_object(&mut self, depth: usize) -> Result<Value, JcsError> {
-        self.pos += 1; // '{'
-        self.skip_ws();
         let mut map = Map::new();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
+        if self.open(b'}') {
             return Ok(Value::Object(map));
         }
         loop {
@@ -627,17 +642,8 @@ impl<'a> Parser<'a> {
                 }
                 Entry::Occupied(slot) => return Err(JcsError::DuplicateKey(slot.key().clone())),
             }
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    self.skip_ws();
-                }
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(Value::Object(map));
-                }
-                _ => return Err(self.syntax("expected ',' or '}' in object")),
+            if !self.next_member(b'}', "expected ',' or '}' in object")? {
+                return Ok(Value::Object(map));
             }
         }
     }

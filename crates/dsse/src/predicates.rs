@@ -1,22 +1,22 @@
-//! The predicate catalogue: the allow-list of predicate types Stella signs (SPEC §2), with the
-//! helpers the service and the CLI use to classify them. Anything not in the catalogue is
-//! refused by the Signer service and needs `--allow-any-predicate` on the CLI.
+//! The predicate catalogue: the allow-list of predicate types Stella signs (SPEC §2) and the
+//! check against it. Anything not in the catalogue is refused by the Signer service and needs
+//! `--allow-any-predicate` on the CLI.
 
 pub const PROMOTION_V1: &str = "stella.ops/promotion@v1";
 pub const SBOM_V1: &str = "stella.ops/sbom@v1";
-pub const VEX_V1: &str = "stella.ops/vex@v1";
-pub const VEX_DECISION_V1: &str = "stella.ops/vexDecision@v1";
-pub const REPLAY_V1: &str = "stella.ops/replay@v1";
-pub const POLICY_V1: &str = "stella.ops/policy@v1";
+pub(crate) const VEX_V1: &str = "stella.ops/vex@v1";
+pub(crate) const VEX_DECISION_V1: &str = "stella.ops/vexDecision@v1";
+pub(crate) const REPLAY_V1: &str = "stella.ops/replay@v1";
+pub(crate) const POLICY_V1: &str = "stella.ops/policy@v1";
 pub const EVIDENCE_V1: &str = "stella.ops/evidence@v1";
-pub const GRAPH_V1: &str = "stella.ops/graph@v1";
-pub const SLSA_PROVENANCE_V1: &str = "https://slsa.dev/provenance/v1";
+pub(crate) const GRAPH_V1: &str = "stella.ops/graph@v1";
+pub(crate) const SLSA_PROVENANCE_V1: &str = "https://slsa.dev/provenance/v1";
 pub const SPDX_DOCUMENT: &str = "https://spdx.dev/Document";
 pub const CYCLONEDX_BOM: &str = "https://cyclonedx.org/bom";
-pub const OPENVEX_V020: &str = "https://openvex.dev/ns/v0.2.0";
+pub(crate) const OPENVEX_V020: &str = "https://openvex.dev/ns/v0.2.0";
 
 /// Every predicate type in the catalogue, StellaOps types first.
-pub const ALLOWED: &[&str] = &[
+pub(crate) const ALLOWED: &[&str] = &[
     PROMOTION_V1,
     SBOM_V1,
     VEX_V1,
@@ -41,21 +41,6 @@ pub fn is_allowed(t: &str) -> bool {
     ALLOWED.contains(&t)
 }
 
-/// VEX statements and decisions (ours and OpenVEX).
-pub fn is_vex_related(t: &str) -> bool {
-    matches!(t, VEX_V1 | VEX_DECISION_V1 | OPENVEX_V020)
-}
-
-/// The reachability evidence chain: call graphs and the VEX decisions derived from them.
-pub fn is_reachability_related(t: &str) -> bool {
-    matches!(t, GRAPH_V1 | VEX_DECISION_V1)
-}
-
-/// SBOM documents (ours, SPDX and CycloneDX).
-pub fn is_sbom_related(t: &str) -> bool {
-    matches!(t, SBOM_V1 | SPDX_DOCUMENT | CYCLONEDX_BOM)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,10 +54,5 @@ mod tests {
         assert!(!is_allowed("stella.ops/promotion@v2"));
         assert!(!is_allowed("STELLA.OPS/promotion@v1"));
         assert!(!is_allowed(""));
-        assert!(is_vex_related(VEX_DECISION_V1) && is_vex_related(OPENVEX_V020));
-        assert!(!is_vex_related(SBOM_V1));
-        assert!(is_reachability_related(GRAPH_V1) && is_reachability_related(VEX_DECISION_V1));
-        assert!(!is_reachability_related(VEX_V1));
-        assert!(is_sbom_related(CYCLONEDX_BOM) && !is_sbom_related(POLICY_V1));
     }
 }

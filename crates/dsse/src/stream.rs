@@ -21,7 +21,7 @@ use crate::b64;
 use crate::Signature;
 
 /// Largest JSON value other than the payload (payload type, signature list) kept in memory.
-pub const MAX_FIELD_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_FIELD_BYTES: usize = 1024 * 1024;
 
 /// Why a streamed envelope was refused.
 #[derive(Debug, thiserror::Error)]

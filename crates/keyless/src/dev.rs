@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 use crate::error::{Service, UpstreamError};
 use crate::issuer::{check_chain, CertificateIssuer, CertificateRequest, IssuedCertificate};
 use crate::timestamp::{granted_response, Timestamper};
-use crate::{BoxFuture, KeylessSigner};
+use crate::{BoxFuture, KeylessSigner, UpstreamFuture};
 
 /// Leaf lifetime, as Fulcio.
 pub(crate) const LEAF_VALIDITY: Duration = Duration::minutes(10);
@@ -60,23 +60,37 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+/// A key and its certificate.
+struct Certified {
+    key: FileKey,
+    cert: Cert,
+}
+
 /// A dev CA: root → intermediate → leaves, plus a CT log key for SCTs.
 pub struct DevCa {
-    root_key: FileKey,
-    root: Cert,
-    intermediate_key: FileKey,
-    intermediate: Cert,
+    root: Certified,
+    intermediate: Certified,
     ct_key: FileKey,
     created: OffsetDateTime,
     /// Trusted root with this CA and CT log only (for checking what it issues).
     own_root: TrustedRoot,
 }
 
+/// `name { field: <cert's subject>, .. }`: what a dev service shows of itself (never its keys).
+fn debug_by_subject(
+    f: &mut std::fmt::Formatter<'_>,
+    name: &str,
+    field: &str,
+    cert: &Cert,
+) -> std::fmt::Result {
+    f.debug_struct(name)
+        .field(field, &cert.subject())
+        .finish_non_exhaustive()
+}
+
 impl std::fmt::Debug for DevCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevCa")
-            .field("root", &self.root.subject())
-            .finish_non_exhaustive()
+        debug_by_subject(f, "DevCa", "root", &self.root.cert)
     }
 }
 
@@ -106,7 +120,7 @@ fn add_dev_ca(
 
 impl DevCa {
     /// New keys and certificates, valid from `now` (backdated one minute) for a year.
-    pub fn generate(now: OffsetDateTime) -> Result<Self, CertGenError> {
+    pub(crate) fn generate(now: OffsetDateTime) -> Result<Self, CertGenError> {
         let start = whole_seconds(now) - Duration::minutes(1);
         let root_key = p256()?;
         let root_name = certgen::name("CN=stella dev keyless root,O=stella-dev")?;
@@ -137,31 +151,31 @@ impl DevCa {
         )?;
         let ct_key = p256()?;
         Self::assemble(
-            root_key,
-            root,
-            intermediate_key,
-            intermediate,
+            Certified {
+                key: root_key,
+                cert: root,
+            },
+            Certified {
+                key: intermediate_key,
+                cert: intermediate,
+            },
             ct_key,
             start,
         )
     }
 
     fn assemble(
-        root_key: FileKey,
-        root: Cert,
-        intermediate_key: FileKey,
-        intermediate: Cert,
+        root: Certified,
+        intermediate: Certified,
         ct_key: FileKey,
         created: OffsetDateTime,
     ) -> Result<Self, CertGenError> {
         let mut b = TrustedRootBuilder::new();
-        add_dev_ca(&mut b, &root, &intermediate, &ct_key, created);
+        add_dev_ca(&mut b, &root.cert, &intermediate.cert, &ct_key, created);
         let own_root = TrustedRoot::from_json(&b.to_json())
             .map_err(|e| CertGenError::Input(format!("dev trusted root: {e}")))?;
         Ok(DevCa {
-            root_key,
             root,
-            intermediate_key,
             intermediate,
             ct_key,
             created,
@@ -170,19 +184,19 @@ impl DevCa {
     }
 
     pub fn root(&self) -> &Cert {
-        &self.root
+        &self.root.cert
     }
 
     pub fn intermediate(&self) -> &Cert {
-        &self.intermediate
+        &self.intermediate.cert
     }
 
     /// Add this CA and its CT log to a trusted root.
     pub fn add_to(&self, b: &mut TrustedRootBuilder) {
         add_dev_ca(
             b,
-            &self.root,
-            &self.intermediate,
+            &self.root.cert,
+            &self.intermediate.cert,
             &self.ct_key,
             self.created,
         );
@@ -201,13 +215,14 @@ impl DevCa {
         let mut ext = certgen::fulcio_leaf_extensions(&San::of(san), oidc_issuer)?;
         ext.extend(certgen::key_ids(
             spki_der,
-            self.intermediate_key.public_key().spki_der(),
+            self.intermediate.key.public_key().spki_der(),
         )?);
         certgen::issue_with_sct(
             &Spec {
                 subject: Name::default(),
                 issuer: self
                     .intermediate
+                    .cert
                     .certificate()
                     .tbs_certificate
                     .subject
@@ -218,7 +233,7 @@ impl DevCa {
                 spki_der: spki_der.to_vec(),
                 extensions: ext,
             },
-            &self.intermediate_key,
+            &self.intermediate.key,
             &self.ct_key,
             not_before,
         )
@@ -267,7 +282,7 @@ impl DevCa {
             })?;
         check_chain(
             Service::Fulcio,
-            &[leaf.der().to_vec(), self.intermediate.der().to_vec()],
+            &[leaf.der().to_vec(), self.intermediate.cert.der().to_vec()],
             req,
             &self.own_root,
             now,
@@ -276,15 +291,12 @@ impl DevCa {
 }
 
 impl CertificateIssuer for DevCa {
-    fn issue<'a>(
-        &'a self,
-        req: CertificateRequest<'a>,
-    ) -> BoxFuture<'a, Result<IssuedCertificate, UpstreamError>> {
+    fn issue<'a>(&'a self, req: CertificateRequest<'a>) -> UpstreamFuture<'a, IssuedCertificate> {
         Box::pin(async move { self.issue_now(&req, OffsetDateTime::now_utc()) })
     }
 
     fn describe(&self) -> String {
-        format!("dev CA {} (in process, dev only)", self.root.subject())
+        format!("dev CA {} (in process, dev only)", self.root.cert.subject())
     }
 }
 
@@ -299,9 +311,7 @@ pub struct DevTsa {
 
 impl std::fmt::Debug for DevTsa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevTsa")
-            .field("cert", &self.cert.subject())
-            .finish_non_exhaustive()
+        debug_by_subject(f, "DevTsa", "cert", &self.cert)
     }
 }
 
@@ -320,28 +330,28 @@ fn pem_of(certs: &[&Cert]) -> Vec<u8> {
 
 impl DevTsa {
     /// A TSA certificate from the dev CA's root key.
-    pub fn generate(ca: &DevCa, now: OffsetDateTime) -> Result<Self, CertGenError> {
+    pub(crate) fn generate(ca: &DevCa, now: OffsetDateTime) -> Result<Self, CertGenError> {
         let start = whole_seconds(now) - Duration::minutes(1);
         let key = p256()?;
         let policy = Oid::new(DEV_TSA_POLICY).map_err(|e| CertGenError::Input(e.to_string()))?;
         let mut ext = certgen::tsa_extensions(policy)?;
         ext.extend(certgen::key_ids(
             key.public_key().spki_der(),
-            ca.root_key.public_key().spki_der(),
+            ca.root.key.public_key().spki_der(),
         )?);
         let cert = certgen::issue(
             &Spec {
                 subject: certgen::name("CN=stella dev timestamp authority,O=stella-dev")?,
-                issuer: ca.root.certificate().tbs_certificate.subject.clone(),
+                issuer: ca.root.cert.certificate().tbs_certificate.subject.clone(),
                 serial: certgen::random_serial()?,
                 not_before: start,
                 not_after: start + DEV_VALIDITY,
                 spki_der: key.public_key().spki_der().to_vec(),
                 extensions: ext,
             },
-            &ca.root_key,
+            &ca.root.key,
         )?;
-        Ok(Self::assemble(key, cert, ca.root.clone(), start))
+        Ok(Self::assemble(key, cert, ca.root.cert.clone(), start))
     }
 
     fn assemble(key: FileKey, cert: Cert, root: Cert, created: OffsetDateTime) -> Self {
@@ -355,12 +365,8 @@ impl DevTsa {
         }
     }
 
-    pub fn certificate(&self) -> &Cert {
-        &self.cert
-    }
-
     /// Add this TSA to a trusted root (chain: TSA certificate, dev root).
-    pub fn add_to(&self, b: &mut TrustedRootBuilder) {
+    pub(crate) fn add_to(&self, b: &mut TrustedRootBuilder) {
         b.authority(
             AuthorityKind::Timestamp,
             DEV_TSA_URI,
@@ -391,10 +397,7 @@ impl DevTsa {
 }
 
 impl Timestamper for DevTsa {
-    fn timestamp<'a>(
-        &'a self,
-        signature: &'a [u8],
-    ) -> BoxFuture<'a, Result<Vec<u8>, UpstreamError>> {
+    fn timestamp<'a>(&'a self, signature: &'a [u8]) -> UpstreamFuture<'a, Vec<u8>> {
         Box::pin(
             async move { self.stamp(&stella_keys::sha256(signature), OffsetDateTime::now_utc()) },
         )
@@ -498,7 +501,7 @@ impl DevServices {
 
     /// Save keys and certificates to `dir/dev-keyless.json` (0600) and the trusted root to
     /// `dir/trusted_root.json`.
-    pub fn save(&self, dir: &Path) -> Result<(), DevStateError> {
+    pub(crate) fn save(&self, dir: &Path) -> Result<(), DevStateError> {
         let io = |p: &Path, e| DevStateError::Io {
             path: p.display().to_string(),
             source: e,
@@ -511,10 +514,10 @@ impl DevServices {
             json!({
                 "warning": "stella DEV keyless CA and TSA: development only, never trust in production",
                 "created": rfc3339(self.ca.created),
-                "rootKey": key(&self.ca.root_key)?.as_str(),
-                "root": b64(self.ca.root.der()),
-                "intermediateKey": key(&self.ca.intermediate_key)?.as_str(),
-                "intermediate": b64(self.ca.intermediate.der()),
+                "rootKey": key(&self.ca.root.key)?.as_str(),
+                "root": b64(self.ca.root.cert.der()),
+                "intermediateKey": key(&self.ca.intermediate.key)?.as_str(),
+                "intermediate": b64(self.ca.intermediate.cert.der()),
                 "ctKey": key(&self.ca.ct_key)?.as_str(),
                 "tsaKey": key(&self.tsa.key)?.as_str(),
                 "tsa": b64(self.tsa.cert.der()),
@@ -529,7 +532,7 @@ impl DevServices {
     }
 
     /// Load what [`DevServices::save`] wrote.
-    pub fn load(dir: &Path) -> Result<Self, DevStateError> {
+    pub(crate) fn load(dir: &Path) -> Result<Self, DevStateError> {
         let path = dir.join(DEV_STATE_FILE);
         let p = path.display().to_string();
         let text = Zeroizing::new(std::fs::read(&path).map_err(|e| DevStateError::Io {
@@ -566,14 +569,18 @@ impl DevServices {
         )
         .map_err(|e| bad(format!("`created`: {e}")))?;
         let ca = DevCa::assemble(
-            key("rootKey")?,
-            cert("root")?,
-            key("intermediateKey")?,
-            cert("intermediate")?,
+            Certified {
+                key: key("rootKey")?,
+                cert: cert("root")?,
+            },
+            Certified {
+                key: key("intermediateKey")?,
+                cert: cert("intermediate")?,
+            },
             key("ctKey")?,
             created,
         )?;
-        let root = ca.root.clone();
+        let root = ca.root.cert.clone();
         let tsa = DevTsa::assemble(key("tsaKey")?, cert("tsa")?, root, created);
         Ok(DevServices {
             ca: Arc::new(ca),

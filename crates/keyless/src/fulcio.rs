@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use crate::error::{Service, UpstreamError};
 use crate::http::{self, HttpOptions};
 use crate::issuer::{check_chain, CertificateIssuer, CertificateRequest, IssuedCertificate};
-use crate::BoxFuture;
+use crate::UpstreamFuture;
 
 /// A Fulcio instance.
 #[derive(Debug, Clone)]
@@ -91,7 +91,7 @@ impl FulcioClient {
 /// Why a `signingCert` answer cannot be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ChainError {
+pub(crate) enum ChainError {
     #[error("not JSON: {0}")]
     NotJson(serde_json::Error),
     #[error("signedCertificateEmbeddedSct.chain.certificates is missing")]
@@ -144,10 +144,7 @@ fn parse_chain(resp: &[u8]) -> Result<Vec<Vec<u8>>, ChainError> {
 }
 
 impl CertificateIssuer for FulcioClient {
-    fn issue<'a>(
-        &'a self,
-        req: CertificateRequest<'a>,
-    ) -> BoxFuture<'a, Result<IssuedCertificate, UpstreamError>> {
+    fn issue<'a>(&'a self, req: CertificateRequest<'a>) -> UpstreamFuture<'a, IssuedCertificate> {
         Box::pin(async move { self.issue_inner(&req).await })
     }
 

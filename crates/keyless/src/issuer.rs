@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use crate::error::{Service, UpstreamError};
 use crate::token::IdentityToken;
-use crate::BoxFuture;
+use crate::UpstreamFuture;
 
 /// What an issuer is asked for.
 #[derive(Debug, Clone)]
@@ -94,10 +94,7 @@ impl IssuedCertificate {
 /// Gets certificates for ephemeral keys.
 pub trait CertificateIssuer: Send + Sync {
     /// Issue and check a certificate for `req` (see [`check_chain`]).
-    fn issue<'a>(
-        &'a self,
-        req: CertificateRequest<'a>,
-    ) -> BoxFuture<'a, Result<IssuedCertificate, UpstreamError>>;
+    fn issue<'a>(&'a self, req: CertificateRequest<'a>) -> UpstreamFuture<'a, IssuedCertificate>;
 
     /// The issuer's URL or name, for logs and audit.
     fn describe(&self) -> String;
@@ -117,7 +114,7 @@ fn ts(secs: i64) -> OffsetDateTime {
 ///   `root` valid at `now` (the CA's chain checked as the verifier does);
 /// - an embedded SCT by a CT log of `root` verifies;
 /// - its OIDC issuer extension is the token's `iss`, and one SAN is one the token allows
-///   ([`IdentityToken::acceptable_sans`]).
+///   (its email, its subject, or for GitHub Actions its workflow URL).
 pub fn check_chain(
     service: Service,
     chain_der: &[Vec<u8>],

@@ -64,5 +64,9 @@ pub use tsa::HttpTsa;
 /// `Arc<dyn Trait>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What a call to an upstream service ([`CertificateIssuer`], [`Timestamper`],
+/// [`TransparencyLog`]) returns.
+pub type UpstreamFuture<'a, T> = BoxFuture<'a, Result<T, UpstreamError>>;
+
 /// Mode string of keyless signatures (audit records, metrics, the API's `mode`).
 pub const MODE: &str = "keyless";

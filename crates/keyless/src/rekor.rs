@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::error::{Service, UpstreamError};
 use crate::http::{self, HttpOptions};
 use crate::tlog::{InclusionProof, LogEntry, Proposal, TransparencyLog};
-use crate::BoxFuture;
+use crate::UpstreamFuture;
 
 /// A Rekor v1 instance.
 #[derive(Debug, Clone)]
@@ -95,7 +95,7 @@ impl RekorClient {
 /// Why a Rekor answer cannot be read as a log entry.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum EntryError {
+pub(crate) enum EntryError {
     #[error("not JSON: {0}")]
     NotJson(serde_json::Error),
     #[error("not a JSON object")]
@@ -156,7 +156,7 @@ fn u64_of(v: &Value, what: &'static str) -> Result<u64, EntryError> {
 }
 
 /// Read a Rekor v1 `LogEntry` answer (one entry).
-pub fn parse_entry(resp: &[u8], base: &str) -> Result<LogEntry, EntryError> {
+pub(crate) fn parse_entry(resp: &[u8], base: &str) -> Result<LogEntry, EntryError> {
     let v: Value = serde_json::from_slice(resp).map_err(EntryError::NotJson)?;
     let obj = v.as_object().ok_or(EntryError::NotObject)?;
     let [(uuid, e)] = obj.iter().collect::<Vec<_>>()[..] else {
@@ -231,10 +231,7 @@ pub fn parse_entry(resp: &[u8], base: &str) -> Result<LogEntry, EntryError> {
 }
 
 impl TransparencyLog for RekorClient {
-    fn upload<'a>(
-        &'a self,
-        proposal: Proposal<'a>,
-    ) -> BoxFuture<'a, Result<LogEntry, UpstreamError>> {
+    fn upload<'a>(&'a self, proposal: Proposal<'a>) -> UpstreamFuture<'a, LogEntry> {
         Box::pin(self.upload_inner(proposal))
     }
 

@@ -19,6 +19,29 @@ use serde_json::{json, Value};
 use stella_sigstore::TrustedRoot;
 use time::OffsetDateTime;
 
+/// Spawn `cmd` with its stdout piped and read the first line it prints: a test service
+/// announcing where it listens (`listening on URL`, or a JSON line). The child keeps running
+/// (kill it when done); the line is trimmed. A child that cannot start or prints no line is
+/// killed and the test fails, naming `what`.
+pub fn spawn_announced(cmd: &mut Command, what: &str) -> (Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect(what);
+    let mut line = String::new();
+    let read = child
+        .stdout
+        .take()
+        .map(|out| BufReader::new(out).read_line(&mut line));
+    let started = matches!(read, Some(Ok(n)) if n > 0) && !line.trim().is_empty();
+    if !started {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        started,
+        "{what}: did not start (no first line on stdout: {read:?})"
+    );
+    (child, line.trim().to_string())
+}
+
 /// The workspace root (this crate is `crates/keyless`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -72,24 +95,12 @@ impl MockSigstore {
                 .exists(),
             "tests/sigstore-mock/node_modules is missing: run scripts/setup-test-deps.sh"
         );
-        let mut child = Command::new("node")
-            .arg(&script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node (Node.js 20) must be installed: scripts/setup-test-deps.sh");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("mock harness"))
-            .read_line(&mut line)
-            .expect("mock harness");
-        if line.trim().is_empty() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        assert!(
-            !line.trim().is_empty(),
-            "serve.mjs did not start (see its stderr above)"
+        let (child, line) = spawn_announced(
+            Command::new("node")
+                .arg(&script)
+                .stdin(Stdio::piped())
+                .stderr(Stdio::inherit()),
+            "serve.mjs (Node.js 20, scripts/setup-test-deps.sh; see its stderr above)",
         );
         let info: Value = serde_json::from_str(&line).expect("mock harness");
         let url = info["url"].as_str().expect("mock harness").to_string();

@@ -8,16 +8,12 @@
 use stella_x509::der::asn1::AnyRef;
 use stella_x509::der::{Decode, Encode};
 
-use crate::error::UpstreamError;
-use crate::BoxFuture;
+use crate::UpstreamFuture;
 
 /// Gets RFC 3161 timestamps.
 pub trait Timestamper: Send + Sync {
     /// A `TimeStampResp` (DER) over SHA-256 of `signature`.
-    fn timestamp<'a>(
-        &'a self,
-        signature: &'a [u8],
-    ) -> BoxFuture<'a, Result<Vec<u8>, UpstreamError>>;
+    fn timestamp<'a>(&'a self, signature: &'a [u8]) -> UpstreamFuture<'a, Vec<u8>>;
 
     /// The TSA's URL or name, for logs and audit.
     fn describe(&self) -> String;

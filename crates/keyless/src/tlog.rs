@@ -7,8 +7,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use stella_dsse::Envelope;
 
-use crate::error::UpstreamError;
-use crate::BoxFuture;
+use crate::UpstreamFuture;
 
 /// What to log.
 #[derive(Debug, Clone, Copy)]
@@ -151,10 +150,7 @@ pub enum TlogPolicy {
 pub trait TransparencyLog: Send + Sync {
     /// Upload a proposal; the returned entry was read, not yet verified (the whole bundle is
     /// verified before it is returned).
-    fn upload<'a>(
-        &'a self,
-        proposal: Proposal<'a>,
-    ) -> BoxFuture<'a, Result<LogEntry, UpstreamError>>;
+    fn upload<'a>(&'a self, proposal: Proposal<'a>) -> UpstreamFuture<'a, LogEntry>;
 
     /// The log's base URL.
     fn url(&self) -> String;

@@ -52,6 +52,28 @@ fn claim_str(v: &Value, k: &str) -> Option<String> {
     v.get(k).and_then(Value::as_str).map(str::to_string)
 }
 
+/// A JWT claim that may be a string or an array of strings (`aud`, `scope`): the strings of
+/// the array (other members skipped), or those `split` makes of the string; empty when the
+/// claim is absent or of another type. `std::iter::once` reads `aud` (RFC 7519 §4.1.3),
+/// `str::split_whitespace` reads `scope` (RFC 8693 §4.2).
+pub fn claim_strings<'a, I>(
+    claim: Option<&'a Value>,
+    split: impl FnOnce(&'a str) -> I,
+) -> Vec<String>
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    match claim {
+        Some(Value::String(s)) => split(s).into_iter().map(str::to_string).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 impl IdentityToken {
     /// Read a compact JWS (`header.payload.signature`) without verifying it.
     pub fn parse(raw: &str) -> Result<Self, TokenError> {
@@ -83,15 +105,7 @@ impl IdentityToken {
                 .unwrap_or(false),
             expires_at: claims.get("exp").and_then(Value::as_i64),
             job_workflow_ref: claim_str(&claims, "job_workflow_ref"),
-            audiences: match claims.get("aud") {
-                Some(Value::String(a)) => vec![a.clone()],
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect(),
-                _ => Vec::new(),
-            },
+            audiences: claim_strings(claims.get("aud"), std::iter::once),
         })
     }
 
@@ -127,7 +141,7 @@ impl IdentityToken {
 
     /// SAN values a certificate issued for this token may carry: the email, the subject,
     /// and for GitHub Actions tokens the workflow URL.
-    pub fn acceptable_sans(&self) -> Vec<String> {
+    pub(crate) fn acceptable_sans(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(e) = &self.email {
             out.push(e.clone());

@@ -8,7 +8,7 @@
 use crate::error::{Service, UpstreamError};
 use crate::http::{self, HttpOptions};
 use crate::timestamp::Timestamper;
-use crate::BoxFuture;
+use crate::UpstreamFuture;
 
 /// A TSA reached over HTTP.
 #[derive(Debug, Clone)]
@@ -77,10 +77,7 @@ impl HttpTsa {
 }
 
 impl Timestamper for HttpTsa {
-    fn timestamp<'a>(
-        &'a self,
-        signature: &'a [u8],
-    ) -> BoxFuture<'a, Result<Vec<u8>, UpstreamError>> {
+    fn timestamp<'a>(&'a self, signature: &'a [u8]) -> UpstreamFuture<'a, Vec<u8>> {
         Box::pin(async move { self.stamp_digest(&stella_keys::sha256(signature)).await })
     }
 

@@ -1,8 +1,8 @@
 //! cosign's encrypted private key file format.
 //!
 //! `cosign generate-key-pair` writes the private key as one PEM block labelled
-//! `ENCRYPTED SIGSTORE PRIVATE KEY` ([`LABEL_SIGSTORE`], current cosign) or
-//! `ENCRYPTED COSIGN PRIVATE KEY` ([`LABEL_COSIGN`], older cosign). The block's
+//! `ENCRYPTED SIGSTORE PRIVATE KEY` (current cosign) or
+//! `ENCRYPTED COSIGN PRIVATE KEY` (older cosign). The block's
 //! bytes are the JSON document produced by go-securesystemslib's `encrypted`
 //! package:
 //!
@@ -42,8 +42,8 @@
 //! * **Plaintext is not interpreted here.** [`decrypt`] returns whatever the
 //!   box contained (cosign's own tests include a key whose plaintext is SEC1
 //!   rather than PKCS#8); parsing the key is the caller's job.
-//! * **Writing** mirrors current cosign: label [`LABEL_SIGSTORE`], N =
-//!   [`WRITE_N`] (go-securesystemslib's "Standard" level), r = 8, p = 1, a
+//! * **Writing** mirrors current cosign: label `ENCRYPTED SIGSTORE PRIVATE KEY`,
+//!   N = 65536 (go-securesystemslib's "Standard" level), r = 8, p = 1, a
 //!   fresh random 32-byte salt and 24-byte nonce from the system RNG, compact
 //!   JSON with cosign's field order, PEM with 64-column LF lines and a
 //!   trailing newline. The empty password is allowed in both directions, as
@@ -88,7 +88,7 @@ const MAX_ECHOED_NAME: usize = 64;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CosignKeyError {
-    /// The PEM block's label is neither [`LABEL_SIGSTORE`] nor [`LABEL_COSIGN`].
+    /// The PEM block's label is neither of cosign's two (see the module docs).
     #[error(
         "not a cosign encrypted private key (expected PEM label \"{LABEL_SIGSTORE}\" or \"{LABEL_COSIGN}\")"
     )]
@@ -191,8 +191,8 @@ pub(crate) fn is_cosign_label(label: &str) -> bool {
 /// Decrypt a cosign key file (whole PEM text, CRLF tolerated) → PKCS#8 DER,
 /// zeroized on drop.
 ///
-/// The first PEM block in `pem_text` is used; its label must satisfy
-/// [`is_cosign_label`]. The plaintext is returned as-is (see the module docs).
+/// The first PEM block in `pem_text` is used; its label must be one of
+/// cosign's two (see the module docs). The plaintext is returned as-is (see the module docs).
 pub fn decrypt(pem_text: &[u8], password: &[u8]) -> Result<Zeroizing<Vec<u8>>, CosignKeyError> {
     let block = pem::parse(pem_text)?;
     if !is_cosign_label(block.tag()) {
@@ -238,7 +238,7 @@ pub fn decrypt_contents(
     Ok(Zeroizing::new(plaintext))
 }
 
-/// Encrypt PKCS#8 DER → PEM text with [`LABEL_SIGSTORE`], scrypt
+/// Encrypt PKCS#8 DER → PEM text with `LABEL_SIGSTORE`, scrypt
 /// N = [`WRITE_N`], r = 8, p = 1, fresh random 32-byte salt and 24-byte nonce.
 pub(crate) fn encrypt(pkcs8_der: &[u8], password: &[u8]) -> Result<String, CosignKeyError> {
     encrypt_with_n(pkcs8_der, password, WRITE_N)

@@ -1,7 +1,8 @@
 //! Signed key revocation lists: the file an Offline Kit carries so an air-gapped verifier
 //! learns that a key was compromised or retired.
 //!
-//! A list is a DSSE envelope (payload type [`PAYLOAD_TYPE`]) over canonical JSON (RFC 8785):
+//! A list is a DSSE envelope (payload type
+//! `application/vnd.stellaops.key-revocations+json;version=1`) over canonical JSON (RFC 8785):
 //!
 //! ```json
 //! {"kind":"stella.ops/key-revocations@v1","serial":3,"issued":"2026-05-01T00:00:00Z",
@@ -130,7 +131,7 @@ impl RevocationList {
     }
 
     /// The canonical JSON payload.
-    pub fn to_payload(&self) -> Result<Vec<u8>, KeyError> {
+    pub(crate) fn to_payload(&self) -> Result<Vec<u8>, KeyError> {
         let doc = Doc {
             kind: KIND.into(),
             serial: self.serial,
@@ -150,7 +151,7 @@ impl RevocationList {
     }
 
     /// Parse a payload (structure only: call [`RevocationList::verify`] for a signed file).
-    pub fn from_payload(bytes: &[u8]) -> Result<Self, KeyError> {
+    pub(crate) fn from_payload(bytes: &[u8]) -> Result<Self, KeyError> {
         let v = stella_dsse::jcs::parse_strict(bytes)
             .map_err(|e| KeyError::Keyring(format!("revocation list is not JSON: {e}")))?;
         let doc: Doc = serde_json::from_value(v)
@@ -199,7 +200,7 @@ impl RevocationList {
 
     /// Verify a signed list against `keyring` (a signature by any of its keys, valid now)
     /// and parse it.
-    pub fn verify(envelope: &Envelope, keyring: &Keyring) -> Result<Self, KeyError> {
+    pub(crate) fn verify(envelope: &Envelope, keyring: &Keyring) -> Result<Self, KeyError> {
         let policy = crate::dsse::Policy::new(1).payload_type(PAYLOAD_TYPE);
         crate::dsse::verify_envelope(envelope, keyring, &policy).map_err(|e| {
             KeyError::Keyring(format!(

@@ -8,73 +8,19 @@
 #![cfg(feature = "pkcs11")]
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "support/softhsm.rs"]
+mod softhsm;
+
 use std::sync::Arc;
 
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use stella_keys::pkcs11::{self, Pkcs11Key, Pkcs11Uri};
 use stella_keys::{Algorithm, KeyError, SignError, Signer};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+use softhsm::{SoftHsm, MODULE};
+
 const PIN: &str = "4321";
-
-struct SoftHsm {
-    dir: tempfile::TempDir,
-}
-
-impl SoftHsm {
-    fn new() -> Self {
-        assert!(
-            Path::new(MODULE).is_file(),
-            "{MODULE} missing: run scripts/setup-test-deps.sh"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("stella-softhsm-")
-            .tempdir()
-            .unwrap();
-        std::fs::create_dir(dir.path().join("tokens")).unwrap();
-        std::fs::write(
-            dir.path().join("softhsm2.conf"),
-            format!(
-                "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        SoftHsm { dir }
-    }
-
-    fn conf(&self) -> PathBuf {
-        self.dir.path().join("softhsm2.conf")
-    }
-
-    fn tokens(&self) -> PathBuf {
-        self.dir.path().join("tokens")
-    }
-
-    fn init_token(&self, label: &str) {
-        let out = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", self.conf())
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                label,
-                "--pin",
-                PIN,
-                "--so-pin",
-                "87654321",
-            ])
-            .output()
-            .expect("softhsm2-util (run scripts/setup-test-deps.sh)");
-        assert!(
-            out.status.success(),
-            "softhsm2-util: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
+const SO_PIN: &str = "87654321";
 
 fn uri(s: &str) -> Pkcs11Uri {
     let sep = if s.contains('?') { '&' } else { '?' };
@@ -94,8 +40,8 @@ fn softhsm_token_keys() {
     std::env::set_var("SOFTHSM2_CONF", hsm.conf());
     std::env::remove_var("STELLA_PKCS11_PIN");
     std::env::remove_var("STELLA_PKCS11_MODULE");
-    hsm.init_token("stella-a");
-    hsm.init_token("stella-b");
+    hsm.init_token("stella-a", PIN, SO_PIN);
+    hsm.init_token("stella-b", PIN, SO_PIN);
 
     // Generate P-256 and Ed25519 keys inside the token.
     let p256 = pkcs11::generate(
@@ -125,7 +71,7 @@ fn softhsm_token_keys() {
     assert!(again.to_string().contains("already holds"), "{again}");
 
     // Sign and verify with both; the public key read back matches the generated one.
-    let pin_file = hsm.dir.path().join("pin");
+    let pin_file = hsm.path("pin");
     std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
     let k = Pkcs11Key::open(&uri(&format!(
         "pkcs11:token=stella-a;object=p256?pin-source=file:{}",
@@ -270,7 +216,7 @@ fn softhsm_token_keys() {
 
     // The token goes away mid-use: a clear "unavailable" error, then recovery when it is back.
     let k = shared;
-    let aside = hsm.dir.path().join("aside");
+    let aside = hsm.path("aside");
     std::fs::rename(hsm.tokens(), &aside).unwrap();
     std::fs::create_dir(hsm.tokens()).unwrap();
     let gone = sign_error(&k);
@@ -291,7 +237,7 @@ fn softhsm_token_keys() {
     for entry in std::fs::read_dir(hsm.tokens()).unwrap() {
         std::fs::remove_dir_all(entry.unwrap().path()).unwrap();
     }
-    hsm.init_token("stella-a");
+    hsm.init_token("stella-a", PIN, SO_PIN);
     // Module rescans are rate-limited (500 ms); the removal above just did one.
     std::thread::sleep(std::time::Duration::from_millis(600));
     pkcs11::generate(

@@ -45,7 +45,7 @@ use time::OffsetDateTime;
 pub use stella_x509::tsp::TokenInfo;
 pub use stella_x509::Cert;
 
-use crate::error::{Error, Result, Stage};
+use crate::error::{Error, Field, Result};
 use crate::hash::Digest;
 use crate::manifest::format_time;
 
@@ -57,7 +57,7 @@ fn tsp_err(e: stella_x509::Error) -> Error {
     match e {
         stella_x509::Error::Sign(s) => Error::Sign(s),
         stella_x509::Error::Input(m) => Error::input(format!("time anchor: {m}")),
-        other => Error::verify(Stage::Anchor, format!("time anchor: {other}")),
+        other => Error::anchor(Field::Anchor("token"), format!("time anchor: {other}")),
     }
 }
 
@@ -109,47 +109,20 @@ pub fn token_from_bytes(bytes: &[u8]) -> Result<Vec<u8>> {
     stella_x509::tsp::token_from_bytes(bytes).map_err(tsp_err)
 }
 
-/// Produces RFC 3161 tokens with a P-256 key and its TSA certificate.
-pub struct LocalTsa<'a>(stella_x509::tsp::LocalTsa<'a>);
+/// A TSA of our own: [`stella_x509::tsp::LocalTsa`] (its `new_unchecked` builds the hostile
+/// tokens verifiers must refuse, in tests).
+pub use stella_x509::tsp::LocalTsa;
 
-impl fmt::Debug for LocalTsa<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl<'a> LocalTsa<'a> {
-    /// `certs_pem`: the TSA certificate first, then any chain to include in tokens. The key
-    /// must be ECDSA P-256 and match the certificate, and the certificate must be a TSA
-    /// certificate (critical extended key usage id-kp-timeStamping only) valid now.
-    pub fn new(key: &'a dyn Signer, certs_pem: &[u8], policy: Option<&str>) -> Result<Self> {
-        stella_x509::tsp::LocalTsa::new(key, certs_pem, policy, OffsetDateTime::now_utc())
-            .map(LocalTsa)
-            .map_err(setup_err)
-    }
-
-    /// [`LocalTsa::new`] without the TSA certificate profile checks: only for building the
-    /// hostile tokens verifiers must refuse (tests).
-    #[doc(hidden)]
-    pub fn new_unchecked(
-        key: &'a dyn Signer,
-        certs_pem: &[u8],
-        policy: Option<&str>,
-    ) -> Result<Self> {
-        stella_x509::tsp::LocalTsa::new_unchecked(key, certs_pem, policy)
-            .map(LocalTsa)
-            .map_err(setup_err)
-    }
-
-    /// `local TSA <subject>`: the anchor's `source`.
-    pub fn source(&self) -> String {
-        self.0.source()
-    }
-
-    /// A TimeStampToken (DER) over a SHA-256 digest, stamped `at` (whole seconds).
-    pub fn timestamp(&self, sha256: &[u8; 32], at: OffsetDateTime) -> Result<Vec<u8>> {
-        self.0.timestamp(sha256, at).map_err(tsp_err)
-    }
+/// A [`LocalTsa`] for signing now. `certs_pem`: the TSA certificate first, then any chain to
+/// include in tokens. The key must be ECDSA P-256 and match the certificate, and the
+/// certificate must be a TSA certificate (critical extended key usage id-kp-timeStamping
+/// only) valid now.
+pub fn local_tsa<'a>(
+    key: &'a dyn Signer,
+    certs_pem: &[u8],
+    policy: Option<&str>,
+) -> Result<LocalTsa<'a>> {
+    LocalTsa::new(key, certs_pem, policy, OffsetDateTime::now_utc()).map_err(setup_err)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -241,7 +214,7 @@ fn check_imprint(info: &TokenInfo, manifest: Stamped<'_>) -> Result<()> {
         }
     };
     if !matches {
-        return Err(Error::verify(Stage::Anchor, format!(
+        return Err(Error::anchor(Field::Anchor("token"), format!(
             "time anchor: the token stamps {} {}, not this bundle's manifest (sha256:{}): it belongs to another manifest",
             info.imprint_algorithm,
             stella_keys::hex(&info.imprint),
@@ -267,25 +240,33 @@ pub fn verify_anchor_for(
     manifest: Stamped<'_>,
     roots: Option<&TrustRoots>,
 ) -> Result<Anchor> {
-    let value = stella_dsse::jcs::parse_strict(bytes)
-        .map_err(|e| Error::verify(Stage::Anchor, format!("time-anchor.json: {e}")))?;
-    let file: AnchorFile = serde_json::from_value(value)
-        .map_err(|e| Error::verify(Stage::Anchor, format!("time-anchor.json: {e}")))?;
+    let malformed = |e: &dyn fmt::Display| {
+        Error::anchor(
+            Field::file(crate::names::TIME_ANCHOR),
+            format!("time-anchor.json: {e}"),
+        )
+    };
+    let value = stella_dsse::jcs::parse_strict(bytes).map_err(|e| malformed(&e))?;
+    let file: AnchorFile = serde_json::from_value(value).map_err(|e| malformed(&e))?;
     if file.format != FORMAT {
-        return Err(Error::verify(
-            Stage::Anchor,
+        return Err(Error::anchor(
+            Field::Anchor("format"),
             format!(
                 "time-anchor.json has format {:?}; only \"{FORMAT}\" is supported",
                 file.format
             ),
         ));
     }
-    let token = stella_dsse::b64::decode(&file.token)
-        .map_err(|e| Error::verify(Stage::Anchor, format!("time-anchor.json token: {e}")))?;
+    let token = stella_dsse::b64::decode(&file.token).map_err(|e| {
+        Error::anchor(
+            Field::Anchor("token"),
+            format!("time-anchor.json token: {e}"),
+        )
+    })?;
     let digest = Digest::of(&token).to_string();
     if digest != file.token_digest {
-        return Err(Error::verify(
-            Stage::Anchor,
+        return Err(Error::anchor(
+            Field::Anchor("tokenDigest"),
             format!(
             "time-anchor.json tokenDigest {} does not match the token ({digest}): tampered token",
             file.token_digest
@@ -295,12 +276,16 @@ pub fn verify_anchor_for(
     let extra = roots.map(TrustRoots::certs).unwrap_or_default();
     let info = check_token(&token, extra)?;
     check_imprint(&info, manifest)?;
-    let stated = crate::manifest::parse_time(&file.anchor_time)
-        .map_err(|e| Error::verify(Stage::Anchor, format!("time-anchor.json anchorTime: {e}")))?;
+    let stated = crate::manifest::parse_time(&file.anchor_time).map_err(|e| {
+        Error::anchor(
+            Field::Anchor("anchorTime"),
+            format!("time-anchor.json anchorTime: {e}"),
+        )
+    })?;
     let gen_ms = info.gen_time.unix_timestamp_nanos() / 1_000_000;
     if stated.unix_timestamp_nanos() / 1_000_000 != gen_ms {
-        return Err(Error::verify(
-            Stage::Anchor,
+        return Err(Error::anchor(
+            Field::Anchor("anchorTime"),
             format!(
                 "time-anchor.json anchorTime {} differs from the token's time {}",
                 file.anchor_time,
@@ -311,7 +296,7 @@ pub fn verify_anchor_for(
     let chain = match roots {
         Some(r) => Some(
             r.0.chain(&info.signer, &info.certs, info.gen_time)
-                .map_err(|e| Error::verify(Stage::Anchor, format!("time anchor: {e}")))?,
+                .map_err(|e| Error::anchor(Field::Anchor("token"), format!("time anchor: {e}")))?,
         ),
         None => None,
     };
@@ -342,6 +327,7 @@ impl TimeStamper for LocalTsa<'_> {
     }
     fn stamp(&self, sha256: &[u8; 32]) -> Result<Vec<u8>> {
         self.timestamp(sha256, OffsetDateTime::now_utc())
+            .map_err(tsp_err)
     }
 }
 

@@ -24,13 +24,13 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::codec::{decompress, open_bundle_stream, ReadAhead, ZSTD_WINDOW_LOG_MAX};
-use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::error::{Error, Field, IoContext as _, Result};
 use crate::hash::{Digest, Hasher, Progress, CHUNK};
 
 use crate::names;
 use crate::path::BundlePath;
 use crate::streamed::{envelope_cap, FileIndex};
-use crate::verify::{self, Options, Report, VerifiedMetadata};
+use crate::verify::{self, Options, VerifiedBundle, VerifiedMetadata};
 
 /// Limits for reading an archive. The signed manifest is the real bound: no content entry is
 /// written unless the verified manifest lists it, and never beyond its signed size. These
@@ -84,16 +84,13 @@ pub fn read_archive(
     limits: Limits,
     opts: &Options<'_>,
     progress: &dyn Progress,
-) -> Result<(Observed, Report)> {
+) -> Result<(Observed, VerifiedBundle)> {
     let reader = Box::new(ReadAhead::new(open_bundle_stream(archive)?));
     let total = std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0);
     progress.start("read", total);
     let r = read_entries(reader, staging, limits, opts, progress);
     progress.finish();
-    r.map_err(|e| match e {
-        Error::Verify(m) => Error::verify(m.stage, format!("{}: {m}", archive.display())),
-        e => e,
-    })
+    r.map_err(|e| e.in_archive(archive))
 }
 
 /// [`read_archive`] over any byte stream (gzip, zstd or plain tar, told apart by magic bytes),
@@ -104,14 +101,20 @@ pub fn read_stream<R: Read + Send + 'static>(
     limits: Limits,
     opts: &Options<'_>,
     progress: &dyn Progress,
-) -> Result<(Observed, Report)> {
+) -> Result<(Observed, VerifiedBundle)> {
     let r = decompress(BufReader::new(reader), Some(ZSTD_WINDOW_LOG_MAX))
         .map_err(|e| bad(format!("corrupt archive: {e}")))?;
     read_entries(r, staging, limits, opts, progress)
 }
 
+/// The archive stream as a whole is refused.
 fn bad(msg: String) -> Error {
-    Error::verify(Stage::Archive, msg)
+    Error::archive(Field::Archive, msg)
+}
+
+/// The entry `shown` (its name as stored) is refused.
+fn bad_entry(shown: &str, msg: String) -> Error {
+    Error::archive(Field::Entry(shown.to_string()), msg)
 }
 
 /// The name of an extension header type, or `None` for an ordinary entry.
@@ -248,7 +251,7 @@ fn read_entries(
     limits: Limits,
     opts: &Options<'_>,
     progress: &dyn Progress,
-) -> Result<(Observed, Report)> {
+) -> Result<(Observed, VerifiedBundle)> {
     let mut ar = tar::Archive::new(reader);
     let mut obs = Observed::default();
     let mut checked: Option<Checked> = None;
@@ -271,74 +274,89 @@ fn read_entries(
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let kind = entry.header().entry_type();
         if let Some(ext) = extension_kind(kind) {
-            return Err(bad(format!(
-                "entry {shown:?} is a {ext}: bundle archives never carry extension headers \
+            return Err(bad_entry(
+                &shown,
+                format!(
+                    "entry {shown:?} is a {ext}: bundle archives never carry extension headers \
                  (`stella mirror pack` writes plain ustar)"
-            )));
+                ),
+            ));
         }
         match kind {
             k if k.is_symlink() => {
-                return Err(bad(format!(
-                    "entry {shown:?} is a symbolic link: bundles hold regular files only"
-                )))
+                return Err(bad_entry(
+                    &shown,
+                    format!("entry {shown:?} is a symbolic link: bundles hold regular files only"),
+                ))
             }
             k if k.is_hard_link() => {
-                return Err(bad(format!(
-                    "entry {shown:?} is a hard link: bundles hold regular files only"
-                )))
+                return Err(bad_entry(
+                    &shown,
+                    format!("entry {shown:?} is a hard link: bundles hold regular files only"),
+                ))
             }
             k if k.is_character_special() || k.is_block_special() || k.is_fifo() => {
-                return Err(bad(format!(
-                    "entry {shown:?} is a device or FIFO: bundles hold regular files only"
-                )))
+                return Err(bad_entry(
+                    &shown,
+                    format!("entry {shown:?} is a device or FIFO: bundles hold regular files only"),
+                ))
             }
             k if k.is_dir() => {
-                return Err(bad(format!(
-                    "entry {shown:?} is a directory: bundle archives hold regular files only \
+                return Err(bad_entry(
+                    &shown,
+                    format!(
+                        "entry {shown:?} is a directory: bundle archives hold regular files only \
                      (`stella mirror pack` writes no directory entries)"
-                )))
+                    ),
+                ))
             }
             k if k.is_file() => {}
             other => {
-                return Err(bad(format!(
+                return Err(bad_entry(
+                    &shown,
+                    format!(
                 "entry {shown:?} has unsupported type {other:?}: bundles hold regular files only"
-            )))
+            ),
+                ))
             }
         }
         let text = std::str::from_utf8(&raw)
-            .map_err(|_| bad(format!("entry {shown:?}: path is not UTF-8")))?;
+            .map_err(|_| bad_entry(&shown, format!("entry {shown:?}: path is not UTF-8")))?;
         let p = text.strip_prefix("./").unwrap_or(text);
         let path = BundlePath::new(p).map_err(|e| {
             if p.starts_with('/') {
-                bad(format!("entry {shown:?}: absolute path refused"))
+                bad_entry(&shown, format!("entry {shown:?}: absolute path refused"))
             } else {
-                bad(format!("entry {shown:?}: unsafe path refused: {e}"))
+                bad_entry(&shown, format!("entry {shown:?}: unsafe path refused: {e}"))
             }
         })?;
         let name = path.as_str().to_string();
         // Every earlier entry is in `obs` or marked seen in the index (a failed one ended the
         // read).
         if obs.metadata.contains_key(&name) || obs.files.contains_key(&name) {
-            return Err(bad(format!("duplicate entry {shown:?}")));
+            return Err(bad_entry(&shown, format!("duplicate entry {shown:?}")));
         }
         let size = entry
             .header()
             .entry_size()
-            .map_err(|e| bad(format!("entry {shown:?}: {e}")))?;
+            .map_err(|e| bad_entry(&shown, format!("entry {shown:?}: {e}")))?;
         let is_meta = names::is_metadata(&name);
         // Content: the signed digest, and the entry's place in the index (spooled path).
         let mut signed: Option<(Digest, Option<usize>)> = None;
         if is_meta {
             if checked.is_some() {
-                return Err(bad(format!(
-                    "metadata entry {shown:?} comes after content entries: the metadata must \
+                return Err(bad_entry(
+                    &shown,
+                    format!(
+                        "metadata entry {shown:?} comes after content entries: the metadata must \
                      come first (as `stella mirror pack` writes it)"
-                )));
+                    ),
+                ));
             }
             if spool.is_some() || wants_spool(&name, size, &limits) {
                 let cap = spooled_cap(&name, &limits);
                 if size > cap {
-                    return Err(bad(format!(
+                    return Err(bad_entry(&shown, format!(
                         "entry {shown:?} is {size} bytes, above the {cap}-byte limit for bundle metadata (oversize entry)"
                     )));
                 }
@@ -347,31 +365,37 @@ fn read_entries(
                 }
             } else {
                 if size > crate::MAX_METADATA_BYTES {
-                    return Err(bad(format!(
+                    return Err(bad_entry(&shown, format!(
                         "entry {shown:?} is {size} bytes, above the {}-byte limit for bundle metadata (oversize entry)",
                         crate::MAX_METADATA_BYTES
                     )));
                 }
                 meta_total = meta_total.saturating_add(size);
                 if meta_total > crate::MAX_METADATA_TOTAL {
-                    return Err(bad(format!(
+                    return Err(Error::archive(
+                        Field::Metadata,
+                        format!(
                         "the metadata entries exceed {} bytes in all (oversize at entry {shown:?})",
                         crate::MAX_METADATA_TOTAL
-                    )));
+                    ),
+                    ));
                 }
             }
         } else {
             if size > limits.max_entry {
-                return Err(bad(format!(
+                return Err(bad_entry(&shown, format!(
                     "entry {shown:?} is {size} bytes, above the {}-byte entry limit (oversize entry)",
                     limits.max_entry
                 )));
             }
             if checked.is_none() && !obs.metadata.contains_key(names::ENVELOPE) {
-                return Err(bad(format!(
-                    "content entry {shown:?} comes before manifest.dsse: the signed \
+                return Err(bad_entry(
+                    &shown,
+                    format!(
+                        "content entry {shown:?} comes before manifest.dsse: the signed \
                      manifest must come first (as `stella mirror pack` writes it)"
-                )));
+                    ),
+                ));
             }
             // Everything is checked before the first content byte is read.
             if checked.is_none() {
@@ -387,26 +411,26 @@ fn read_entries(
                 return Err(bad("the metadata was not checked".to_string()));
             };
             let listed = match &c.index {
-                None => c.meta.manifest.file(&name).map(|f| {
-                    crate::hash::parse_hex(&f.sha256)
-                        .map(|d| (f.size, d, None))
-                        .ok_or_else(|| bad(format!("manifest entry {name} has a malformed sha256")))
-                }),
+                None => c
+                    .meta
+                    .manifest
+                    .file(&name)
+                    .map(|f| Ok((f.size, f.sha256, None))),
                 Some((index, seen)) => index.find(&name).and_then(|i| {
                     if seen.get(i) == Some(&true) {
-                        return Some(Err(bad(format!("duplicate entry {shown:?}"))));
+                        return Some(Err(bad_entry(&shown, format!("duplicate entry {shown:?}"))));
                     }
                     index.get(i).map(|e| Ok((e.size, e.sha256, Some(i))))
                 }),
             };
             match listed.transpose()? {
                 None => {
-                    return Err(bad(format!(
+                    return Err(bad_entry(&shown, format!(
                         "unlisted entry {shown:?}: the signed manifest does not list it"
                     )))
                 }
                 Some((want, _, _)) if want != size => {
-                    return Err(bad(format!(
+                    return Err(bad_entry(&shown, format!(
                         "entry {shown:?} is {size} bytes but the manifest lists {want} (oversize or truncated entry)"
                     )))
                 }
@@ -419,14 +443,19 @@ fn read_entries(
                 let dest = path.under(s);
                 if let Some(parent) = dest.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| {
-                        bad(format!("entry {shown:?} conflicts with another entry: {e}"))
+                        bad_entry(
+                            &shown,
+                            format!("entry {shown:?} conflicts with another entry: {e}"),
+                        )
                     })?;
                 }
                 let f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&dest)
-                    .map_err(|e| bad(format!("entry {shown:?} cannot be created: {e}")))?;
+                    .map_err(|e| {
+                        bad_entry(&shown, format!("entry {shown:?} cannot be created: {e}"))
+                    })?;
                 Some(BufWriter::with_capacity(CHUNK, f))
             }
             _ => None,
@@ -441,13 +470,19 @@ fn read_entries(
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(bad(format!("entry {shown:?}: corrupt archive: {e}"))),
+                Err(e) => {
+                    return Err(bad_entry(
+                        &shown,
+                        format!("entry {shown:?}: corrupt archive: {e}"),
+                    ))
+                }
             };
             // The entry reader stops at `size`; this keeps the bound if that ever changed.
             if h.len().saturating_add(n as u64) > size {
-                return Err(bad(format!(
-                    "entry {shown:?} holds more than its {size} bytes"
-                )));
+                return Err(bad_entry(
+                    &shown,
+                    format!("entry {shown:?} holds more than its {size} bytes"),
+                ));
             }
             h.update(&buf[..n]);
             if keep {
@@ -459,7 +494,7 @@ fn read_entries(
             progress.advance(n as u64);
         }
         if h.len() != size {
-            return Err(bad(format!("entry {shown:?} is truncated")));
+            return Err(bad_entry(&shown, format!("entry {shown:?} is truncated")));
         }
         if let Some(mut w) = out {
             w.flush().at(&name)?;
@@ -467,11 +502,14 @@ fn read_entries(
         let digest = h.finish();
         match signed {
             Some((want, _)) if digest != want => {
-                return Err(bad(format!(
-                    "file {name} changed: {size} bytes sha256:{}, the manifest says sha256:{}",
-                    digest.hex(),
-                    want.hex()
-                )));
+                return Err(bad_entry(
+                    &shown,
+                    format!(
+                        "file {name} changed: {size} bytes sha256:{}, the manifest says sha256:{}",
+                        digest.hex(),
+                        want.hex()
+                    ),
+                ));
             }
             Some((_, Some(i))) => {
                 if let Some(Checked {
@@ -501,7 +539,7 @@ fn read_entries(
         Some(c) => c,
         None => check_metadata(&mut obs, spool.as_ref(), staging, limits, opts)?,
     };
-    let (files_checked, bytes_checked, from_base) = match c.index {
+    let content = match c.index {
         None => verify::check_files(&c.meta.manifest, &obs.files)?,
         Some((index, seen)) => {
             let from_base = unseen(&index, &seen, c.meta.manifest.kind)?;
@@ -509,15 +547,7 @@ fn read_entries(
             (count, bytes, from_base)
         }
     };
-    Ok((
-        obs,
-        Report {
-            meta: c.meta,
-            files_checked,
-            bytes_checked,
-            from_base,
-        },
-    ))
+    Ok((obs, VerifiedBundle::new(c.meta, content)))
 }
 
 /// The listed files an archive did not carry: missing (reported as `check_files` does, first
@@ -560,7 +590,7 @@ fn stage_metadata(staging: Option<&Path>, metadata: &BTreeMap<String, Vec<u8>>) 
     let Some(s) = staging else { return Ok(()) };
     for (name, bytes) in metadata {
         let dest = BundlePath::new(name)
-            .map_err(|e| bad(e.to_string()))?
+            .map_err(|e| Error::archive(Field::file(name.as_str()), e))?
             .under(s);
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).at(parent)?;
@@ -584,7 +614,7 @@ fn check_signed_limits<'a>(
     let mut total = 0u64;
     for (path, size) in files {
         if size > limits.max_entry {
-            return Err(bad(format!(
+            return Err(Error::archive(Field::file(path), format!(
                 "the signed manifest lists {path} at {size} bytes, above the {}-byte entry limit (oversize entry)",
                 limits.max_entry
             )));
@@ -592,16 +622,23 @@ fn check_signed_limits<'a>(
         total = total.saturating_add(size);
     }
     if total > limits.max_total {
-        return Err(bad(format!(
-            "the signed manifest lists {total} bytes of files, above the {}-byte limit",
-            limits.max_total
-        )));
+        return Err(Error::archive(
+            Field::Content,
+            format!(
+                "the signed manifest lists {total} bytes of files, above the {}-byte limit",
+                limits.max_total
+            ),
+        ));
     }
     Ok(())
 }
 
 /// Verify an archive from its stream (no extraction).
-pub fn verify_archive(path: &Path, opts: &Options<'_>, progress: &dyn Progress) -> Result<Report> {
+pub fn verify_archive(
+    path: &Path,
+    opts: &Options<'_>,
+    progress: &dyn Progress,
+) -> Result<VerifiedBundle> {
     let (_, report) = read_archive(path, None, Limits::default(), opts, progress)?;
     Ok(report)
 }
@@ -750,7 +787,11 @@ mod tests {
             std::fs::read(BundlePath::new(path).unwrap().under(&self.bundle())).unwrap()
         }
 
-        fn read(&self, t: &mut Tar, staging: Option<&Path>) -> (Result<(Observed, Report)>, u64) {
+        fn read(
+            &self,
+            t: &mut Tar,
+            staging: Option<&Path>,
+        ) -> (Result<(Observed, VerifiedBundle)>, u64) {
             let (r, consumed) = t.stream();
             let res = read_entries(r, staging, Limits::default(), &self.opts(), &NoopProgress);
             (res, consumed.load(Ordering::Relaxed))

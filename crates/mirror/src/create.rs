@@ -14,7 +14,6 @@
 //! same bytes the in-memory writer produced. A base manifest above
 //! [`crate::streamed::Limits::stream_above`] is read straight into a [`FileIndex`].
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
@@ -158,9 +157,9 @@ impl Collected {
         for r in &self.recs {
             let path = self.path_of(r);
             let entry = FileEntry {
-                path: path.to_string(),
+                path: BundlePath::new(path).map_err(ManifestError::FilePath)?,
                 size: r.size,
-                sha256: stella_digest::hex(&r.sha256),
+                sha256: Digest::sha256(r.sha256),
                 media_type: self
                     .media
                     .get(r.media as usize)
@@ -184,7 +183,7 @@ impl FileList for Collected {
             f(FileRef {
                 path: self.path_of(r),
                 size: r.size,
-                sha256: Cow::Owned(stella_digest::hex(&r.sha256)),
+                sha256: Digest::sha256(r.sha256),
                 media_type: self.media.get(r.media as usize).map_or("", String::as_str),
             })?;
         }
@@ -547,12 +546,12 @@ pub fn create(
             .iter()
             .map(|i| ImageEntry {
                 reference: i.reference.clone(),
-                digest: i.digest.to_string(),
+                digest: i.digest,
                 platforms: i.platforms.clone(),
             })
             .chain(pulled.iter().map(|p| ImageEntry {
                 reference: p.reference.clone(),
-                digest: p.digest.to_string(),
+                digest: p.digest,
                 platforms: p.platforms.clone(),
             }))
             .collect::<Vec<_>>();
@@ -607,15 +606,15 @@ pub fn create(
             let removed = (0..b.index.len())
                 .filter_map(|i| b.index.get(i))
                 .filter(|f| !entries.contains(f.path))
-                .map(|f| f.path.to_string())
-                .collect();
+                .map(|f| BundlePath::new(f.path).map_err(Error::input))
+                .collect::<Result<_>>()?;
             (
                 Kind::Thin,
                 Some(BaseRef {
                     bundle: b.head.bundle.clone(),
                     version: b.head.version.clone(),
                     generation: b.head.generation,
-                    manifest_digest: b.digest.to_string(),
+                    manifest_digest: b.digest,
                 }),
                 removed,
             )
@@ -756,7 +755,7 @@ mod tests {
             seen.push((
                 f.path.to_string(),
                 f.size,
-                f.sha256.into_owned(),
+                f.sha256,
                 f.media_type.to_string(),
             ));
             Ok(())
@@ -765,7 +764,7 @@ mod tests {
         let paths: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
         assert_eq!(paths, ["a", "a.json", "b/1", "b/2", "c"]);
         assert_eq!(seen[1].1, 5);
-        assert_eq!(seen[1].2, d(9).hex());
+        assert_eq!(seen[1].2, d(9));
         assert_eq!(seen[1].3, "application/json");
         assert_eq!(seen[2].3, "text/plain");
         assert_eq!(c.count(), 5);
@@ -798,26 +797,12 @@ mod tests {
     #[test]
     fn a_base_reads_the_same_on_both_paths() {
         let dir = tempfile::tempdir().unwrap();
-        let mut m = Manifest {
-            bundle: "b".into(),
-            version: "1".into(),
-            generation: 1,
-            kind: Kind::Full,
-            base: None,
-            generated_at: "2025-01-01T00:00:00.000Z".into(),
-            valid_for_seconds: None,
-            issuer: "me".into(),
-            purpose: "mirror-bundle".into(),
-            files: vec![],
-            images: vec![],
-            removed: vec![],
-            checksums: vec![],
-        };
+        let mut m = crate::testing::sample_manifest();
         m.files = (0..500)
             .map(|i| FileEntry {
-                path: format!("advisories/{i:05}.json"),
+                path: BundlePath::new(&format!("advisories/{i:05}.json")).unwrap(),
                 size: i,
-                sha256: d((i % 250) as u8).hex(),
+                sha256: d((i % 250) as u8),
                 media_type: "application/json".into(),
             })
             .collect();

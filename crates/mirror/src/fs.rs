@@ -5,7 +5,7 @@
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::error::{Error, Field, IoContext as _, Result};
 use crate::path::BundlePath;
 
 /// Metadata files by name (content of those present).
@@ -17,15 +17,10 @@ pub(crate) fn read_metadata_file(dir: &Path, name: &str) -> Result<Option<Vec<u8
     match std::fs::symlink_metadata(&p) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(&p, e)),
-        Ok(m) if !m.file_type().is_file() => {
-            return Err(Error::verify(
-                Stage::Metadata,
-                format!("{name} is not a regular file (links are refused)"),
-            ))
-        }
+        Ok(m) if !m.file_type().is_file() => return Err(Error::metadata_not_regular(name)),
         Ok(m) if m.len() > crate::MAX_METADATA_BYTES => {
-            return Err(Error::verify(
-                Stage::Metadata,
+            return Err(Error::metadata(
+                Field::file(name),
                 format!(
                     "{name} is {} bytes, above the {}-byte limit for bundle metadata",
                     m.len(),
@@ -89,8 +84,9 @@ pub(crate) fn walk_each(dir: &Path, each: &mut dyn FnMut(&str) -> Result<()>) ->
                 continue;
             }
             let name = std::str::from_utf8(name).map_err(|_| {
-                Error::verify(
-                    Stage::Content,
+                // The field names the folder; the name itself has no UTF-8 form.
+                Error::content(
+                    Field::file(rel.as_str()),
                     format!("{}: a file name is not UTF-8", abs().display()),
                 )
             })?;
@@ -111,15 +107,10 @@ pub(crate) fn walk_each(dir: &Path, each: &mut dyn FnMut(&str) -> Result<()>) ->
             match ft {
                 FileType::Directory => stack.push(rel_child.clone()),
                 FileType::RegularFile => each(&rel_child)?,
-                FileType::Symlink => {
-                    return Err(Error::verify(
-                        Stage::Content,
-                        format!("{rel_child} is a symbolic link: bundles hold regular files only"),
-                    ))
-                }
+                FileType::Symlink => return Err(Error::content_link(&rel_child)),
                 _ => {
-                    return Err(Error::verify(
-                        Stage::Content,
+                    return Err(Error::content(
+                        Field::file(rel_child.as_str()),
                         format!(
                             "{rel_child} is not a regular file: bundles hold regular files only"
                         ),

@@ -280,10 +280,7 @@ pub(crate) fn tree_error(root: &Path, rel: &str, e: std::io::Error) -> Error {
             if code == rustix::io::Errno::LOOP.raw_os_error()
                 || code == rustix::io::Errno::XDEV.raw_os_error() =>
         {
-            Error::verify(
-                crate::error::Stage::Content,
-                format!("{rel} is a symbolic link: bundles hold regular files only"),
-            )
+            Error::content_link(rel)
         }
         _ => Error::io(root.join(rel), e),
     }

@@ -24,7 +24,7 @@ use stella_dsse::Envelope;
 use stella_keys::{Keyring, Purpose, TrustedKey};
 use time::OffsetDateTime;
 
-use crate::error::{Error, Result, Stage};
+use crate::error::{Error, Field, Result};
 use crate::fs::Metadata;
 
 /// At most this many Sigstore bundles are examined.
@@ -42,8 +42,8 @@ impl KeylessSigners<'_> {
         if self.refused.is_empty() {
             Error::Signature(e)
         } else {
-            Error::verify(
-                Stage::Envelope,
+            Error::envelope(
+                Field::file(crate::names::KEYLESS),
                 format!(
                     "manifest signature: {e}; keyless signatures ({}) refused: {}",
                     crate::names::KEYLESS,
@@ -70,14 +70,14 @@ pub(crate) fn keyless_signers<'k>(
     };
     let what = crate::names::KEYLESS;
     let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| Error::verify(Stage::Envelope, format!("{what}: not JSON: {e}")))?;
+        .map_err(|e| Error::envelope(Field::file(what), format!("{what}: not JSON: {e}")))?;
     let items = match value {
         Value::Array(a) => a,
         v => vec![v],
     };
     if items.is_empty() || items.len() > MAX_BUNDLES {
-        return Err(Error::verify(
-            Stage::Envelope,
+        return Err(Error::envelope(
+            Field::file(what),
             format!(
                 "{what}: {} Sigstore bundles (1 to {MAX_BUNDLES} allowed)",
                 items.len()
@@ -97,12 +97,12 @@ pub(crate) fn keyless_signers<'k>(
     let mut counted: Vec<(String, String)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let b = stella_sigstore::Bundle::from_value(item)
-            .map_err(|e| Error::verify(Stage::Envelope, format!("{what}: bundle {i}: {e}")))?;
+            .map_err(|e| Error::envelope(Field::file(what), format!("{what}: bundle {i}: {e}")))?;
         match &b.content {
             stella_sigstore::Content::Dsse(env)
                 if env.payload == envelope.payload && env.payload_type == envelope.payload_type => {}
             _ => {
-                return Err(Error::verify(Stage::Envelope, format!(
+                return Err(Error::envelope(Field::file(what), format!(
                     "{what}: bundle {i} does not sign the manifest of manifest.dsse (a DSSE envelope with the same payload and payload type)"
                 )))
             }

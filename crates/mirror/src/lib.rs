@@ -49,7 +49,7 @@ pub mod unpack;
 pub mod testing;
 pub mod verify;
 
-pub use error::{Error, ErrorKind, Result, Stage, VerifyFailure};
+pub use error::{Detail, Error, ErrorKind, Field, Result, Stage, VerifyFailure};
 pub use manifest::{FileEntry, ImageEntry, Kind, Manifest};
 pub use path::{BundlePath, PathError};
 

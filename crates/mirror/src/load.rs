@@ -34,7 +34,7 @@ use stella_oci::{
 };
 
 use crate::archive::Limits;
-use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::error::{Error, Field, IoContext as _, Result};
 use crate::hash::Progress;
 use crate::manifest::{Kind, Manifest};
 use crate::verify::{self, Options};
@@ -84,7 +84,7 @@ pub struct LoadedImage {
 #[derive(Debug, Clone)]
 pub struct LoadReport {
     /// The verification that came first.
-    pub verified: verify::Report,
+    pub verified: verify::VerifiedBundle,
     /// Whether the bundle came from an archive (unpacked into a temporary folder).
     pub from_archive: bool,
     pub images: Vec<LoadedImage>,
@@ -103,8 +103,7 @@ pub fn targets(
     let mut out: Vec<(Digest, Reference)> = Vec::new();
     let mut by_target: HashMap<String, &str> = HashMap::new();
     for img in &manifest.images {
-        let digest = Digest::parse(&img.digest)
-            .map_err(|e| Error::verify(Stage::Content, format!("image {}: {e}", img.reference)))?;
+        let digest = img.digest;
         let source = Reference::parse(&img.reference).map_err(|e| {
             Error::input(format!(
                 "image {} cannot be loaded: its reference is not an image reference ({e})",
@@ -284,8 +283,8 @@ pub fn load(
 /// What verifying the bundle gave: a full report (archives hash everything as they unpack) or
 /// one whose image blobs the push still hashes (folders).
 enum Verified {
-    Full(verify::Report),
-    Deferred(verify::DeferredReport),
+    Full(verify::VerifiedBundle),
+    Deferred(verify::PartlyHashedBundle),
 }
 
 impl Verified {
@@ -301,18 +300,18 @@ impl Verified {
 /// before any request) is a verification failure of the bundle, not a registry error.
 fn bundle_content_error(e: stella_oci::Error, layout: &Path) -> Error {
     let ours = format!("layout {}", layout.display());
-    match &e {
-        stella_oci::Error::DigestMismatch { source_name, .. } if *source_name == ours => {
-            Error::verify(
-                Stage::Content,
-                format!("bundle content does not match the signed manifest: {e}"),
-            )
-        }
-        stella_oci::Error::Integrity(m) if m.starts_with(&ours) => Error::verify(
-            Stage::Content,
+    let ours_failed = match &e {
+        stella_oci::Error::DigestMismatch { source_name, .. } => *source_name == ours,
+        stella_oci::Error::Integrity(m) => m.starts_with(&ours),
+        _ => false,
+    };
+    if ours_failed {
+        Error::content(
+            Field::Content,
             format!("bundle content does not match the signed manifest: {e}"),
-        ),
-        _ => Error::Registry(e),
+        )
+    } else {
+        Error::Registry(e)
     }
 }
 
@@ -328,7 +327,7 @@ pub fn verify_folder(
     dir: &Path,
     opts: &Options<'_>,
     progress: &dyn Progress,
-) -> Result<verify::DeferredReport> {
+) -> Result<verify::PartlyHashedBundle> {
     verify::verify_dir_deferring(dir, opts, |m| pushed_blobs(dir, m), progress)
 }
 
@@ -341,13 +340,13 @@ fn pushed_blobs(dir: &Path, manifest: &Manifest) -> HashSet<String> {
         let layout = Layout::open(&dir.join("images")).ok()?;
         let mut out = HashSet::new();
         for img in &manifest.images {
-            let d = Digest::parse(&img.digest).ok()?;
+            let d = img.digest;
             let entry = manifest.file(&path_of(&d))?;
             let root = Descriptor::new(&entry.media_type, d, entry.size);
             for (sha, size, _) in crate::registry::image_blobs(&layout, &root).ok()? {
                 let p = format!("images/blobs/sha256/{}", sha.hex());
                 let f = manifest.file(&p)?;
-                if f.sha256 != sha.hex() || f.size != size {
+                if f.sha256 != sha || f.size != size {
                     return None;
                 }
                 out.insert(p);
@@ -372,7 +371,7 @@ mod tests {
             .iter()
             .map(|(r, d)| ImageEntry {
                 reference: r.to_string(),
-                digest: d.to_string(),
+                digest: d.parse().unwrap(),
                 platforms: Vec::new(),
             })
             .collect();

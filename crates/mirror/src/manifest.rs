@@ -23,7 +23,6 @@
 //! duplicate files, unsafe paths and malformed digests are all refused before anything else
 //! looks at the manifest.
 
-use std::borrow::Cow;
 use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
@@ -47,58 +46,61 @@ pub enum Kind {
     Thin,
 }
 
-/// One file of a bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// One file of a bundle. Serialised as `{path, size, sha256, mediaType}` with `sha256` the
+/// bare 64 hex digits; parsing refuses an unsafe path or malformed digest with the
+/// [`ManifestError`] message `validate` gives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FileEntry {
-    pub path: String,
+    pub path: BundlePath,
     pub size: u64,
-    pub sha256: String,
+    #[serde(with = "stella_digest::sha256_hex")]
+    pub sha256: Digest,
     pub media_type: String,
 }
 
 /// One image in the shared OCI layout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ImageEntry {
     pub reference: String,
-    pub digest: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub digest: Digest,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<String>,
 }
 
 /// The bundle a thin bundle updates.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct BaseRef {
     pub bundle: String,
     pub version: String,
     pub generation: u64,
-    /// `sha256:<hex>` of the base's `manifest.json` bytes.
-    pub manifest_digest: String,
+    /// Digest of the base's `manifest.json` bytes.
+    pub manifest_digest: Digest,
 }
 
 /// A bundle manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Manifest {
     pub bundle: String,
     pub version: String,
     pub generation: u64,
     pub kind: Kind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<BaseRef>,
     pub generated_at: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_for_seconds: Option<u64>,
     pub issuer: String,
     pub purpose: String,
     pub files: Vec<FileEntry>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageEntry>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub removed: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<BundlePath>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checksums: Vec<FileEntry>,
 }
 
@@ -179,25 +181,50 @@ pub fn parse_time(s: &str) -> Result<OffsetDateTime, TimeError> {
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 impl FileEntry {
-    pub fn digest(&self) -> Option<Digest> {
-        crate::hash::parse_hex(&self.sha256)
-    }
-
+    /// The checks typing leaves to `validate`: the size a JSON number holds exactly, a media
+    /// type.
     pub(crate) fn check(&self) -> Result<(), ManifestError> {
-        BundlePath::new(&self.path).map_err(ManifestError::FilePath)?;
-        if crate::hash::parse_hex(&self.sha256).is_none() {
-            return Err(ManifestError::FileSha256 {
-                path: self.path.clone(),
-                sha256: self.sha256.clone(),
-            });
-        }
         if self.size > MAX_SAFE_INTEGER {
-            return Err(ManifestError::FileSize(self.path.clone()));
+            return Err(ManifestError::FileSize(self.path.to_string()));
         }
         if self.media_type.is_empty() {
-            return Err(ManifestError::FileMediaType(self.path.clone()));
+            return Err(ManifestError::FileMediaType(self.path.to_string()));
         }
         Ok(())
+    }
+
+    /// Type an entry as written: the path first, then the digest (the order `validate`
+    /// always checked them in).
+    fn from_wire(w: WireEntry) -> Result<Self, ManifestError> {
+        let path = BundlePath::try_from(w.path).map_err(ManifestError::FilePath)?;
+        let sha256 =
+            Digest::parse_sha256_hex(&w.sha256).map_err(|_| ManifestError::FileSha256 {
+                path: path.to_string(),
+                sha256: w.sha256,
+            })?;
+        Ok(FileEntry {
+            path,
+            size: w.size,
+            sha256,
+            media_type: w.media_type,
+        })
+    }
+}
+
+/// Parsed as written, then typed: an unsafe path or malformed digest is refused with the
+/// [`ManifestError`] text (what `streamed::FileIndex` reports for the entry).
+impl<'de> Deserialize<'de> for FileEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        FileEntry::from_wire(WireEntry::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parsed and validated as [`Manifest::from_json`] does (after the canonical-form check).
+impl<'de> Deserialize<'de> for Manifest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Wire::<TypedFiles>::deserialize(d)?
+            .into_manifest()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -206,16 +233,16 @@ impl FileEntry {
 pub(crate) fn check_next(prev: Option<&str>, f: &FileEntry) -> Result<(), ManifestError> {
     f.check()?;
     if crate::names::is_metadata(&f.path) {
-        return Err(ManifestError::MetadataName(f.path.clone()));
+        return Err(ManifestError::MetadataName(f.path.to_string()));
     }
     if let Some(prev) = prev {
         if prev.as_bytes() >= f.path.as_bytes() {
-            return Err(ManifestError::NotSorted(f.path.clone()));
+            return Err(ManifestError::NotSorted(f.path.to_string()));
         }
         if f.path.starts_with(prev) && f.path.as_bytes().get(prev.len()) == Some(&b'/') {
             return Err(ManifestError::FileIsFolder {
                 file: prev.to_string(),
-                of: f.path.clone(),
+                of: f.path.to_string(),
             });
         }
     }
@@ -241,18 +268,17 @@ impl Manifest {
             stella_dsse::jcs::is_canonical(bytes)
         };
         let fast = canonical
-            .then(|| serde_json::from_slice::<Manifest>(bytes).ok())
+            .then(|| serde_json::from_slice::<Wire<TypedFiles>>(bytes).ok())
             .flatten();
-        let m = match fast {
-            Some(m) => m,
+        let wire = match fast {
+            Some(w) => w,
             None => {
                 let value =
                     stella_dsse::jcs::parse_strict(bytes).map_err(ManifestError::NotJson)?;
                 serde_json::from_value(value).map_err(ManifestError::Shape)?
             }
         };
-        m.validate()?;
-        Ok(m)
+        wire.into_manifest()
     }
 
     /// Canonical (RFC 8785) bytes, written field by field (no `serde_json::Value` tree; the
@@ -283,7 +309,7 @@ impl Manifest {
             let mut o = Obj::new(obj.out);
             o.str("bundle", &b.bundle);
             o.num("generation", b.generation);
-            o.str("manifestDigest", &b.manifest_digest);
+            o.str("manifestDigest", &b.manifest_digest.to_string());
             o.str("version", &b.version);
             o.end();
         }
@@ -304,7 +330,7 @@ impl Manifest {
                     obj.out.push(b',');
                 }
                 let mut o = Obj::new(obj.out);
-                o.str("digest", &img.digest);
+                o.str("digest", &img.digest.to_string());
                 if !img.platforms.is_empty() {
                     o.key("platforms");
                     write_strs(&img.platforms, o.out);
@@ -344,8 +370,16 @@ impl Manifest {
         parse_time(&self.generated_at).map_err(ManifestError::GeneratedAt)
     }
 
-    /// Structural checks: everything except signatures and file contents.
+    /// Structural checks: everything except signatures and file contents (paths and
+    /// digests are checked as they are typed).
     pub fn validate(&self) -> Result<(), ManifestError> {
+        self.validate_typed(Deferred::default())
+    }
+
+    /// [`validate`](Self::validate), returning each error met while typing the wire form
+    /// where the checks of the string-typed manifest met it, so every malformed manifest is
+    /// refused with the message it always was.
+    fn validate_typed(&self, deferred: Deferred) -> Result<(), ManifestError> {
         if self.purpose != crate::PURPOSE {
             return Err(ManifestError::Purpose(self.purpose.clone()));
         }
@@ -362,21 +396,24 @@ impl Manifest {
             return Err(ManifestError::GenerationTooLarge);
         }
         self.generated_at_time()?;
-        match (self.kind, &self.base) {
-            (Kind::Full, Some(_)) => return Err(ManifestError::FullWithBase),
-            (Kind::Thin, None) => return Err(ManifestError::ThinWithoutBase),
-            (Kind::Full, None) if !self.removed.is_empty() => {
+        let has_base = self.base.is_some() || deferred.base.is_some();
+        match (self.kind, has_base) {
+            (Kind::Full, true) => return Err(ManifestError::FullWithBase),
+            (Kind::Thin, false) => return Err(ManifestError::ThinWithoutBase),
+            (Kind::Full, false) if !self.removed.is_empty() || deferred.removed.is_some() => {
                 return Err(ManifestError::FullWithRemoved)
             }
-            (Kind::Thin, Some(b)) => {
-                if Digest::parse(&b.manifest_digest).ok().is_none() {
-                    return Err(ManifestError::BaseDigest(b.manifest_digest.clone()));
+            (Kind::Thin, true) => {
+                if let Some(e) = deferred.base {
+                    return Err(e);
                 }
-                if b.generation >= self.generation {
-                    return Err(ManifestError::ThinGeneration {
-                        generation: self.generation,
-                        base: b.generation,
-                    });
+                if let Some(b) = &self.base {
+                    if b.generation >= self.generation {
+                        return Err(ManifestError::ThinGeneration {
+                            generation: self.generation,
+                            base: b.generation,
+                        });
+                    }
                 }
             }
             _ => {}
@@ -384,37 +421,42 @@ impl Manifest {
         for (i, f) in self.files.iter().enumerate() {
             f.check()?;
             if crate::names::is_metadata(&f.path) {
-                return Err(ManifestError::MetadataName(f.path.clone()));
+                return Err(ManifestError::MetadataName(f.path.to_string()));
             }
             if i > 0 && self.files[i - 1].path.as_bytes() >= f.path.as_bytes() {
-                return Err(ManifestError::NotSorted(f.path.clone()));
+                return Err(ManifestError::NotSorted(f.path.to_string()));
             }
+        }
+        if let Some(e) = deferred.files {
+            return Err(e);
         }
         // A path that is a file cannot also be a folder of another file.
         for w in self.files.windows(2) {
-            if w[1].path.starts_with(&w[0].path) && w[1].path.as_bytes()[w[0].path.len()] == b'/' {
+            if w[1].path.starts_with(w[0].path.as_str())
+                && w[1].path.as_bytes()[w[0].path.len()] == b'/'
+            {
                 return Err(ManifestError::FileIsFolder {
-                    file: w[0].path.clone(),
-                    of: w[1].path.clone(),
+                    file: w[0].path.to_string(),
+                    of: w[1].path.to_string(),
                 });
             }
         }
-        for img in &self.images {
-            if Digest::parse(&img.digest).ok().is_none() {
-                return Err(ManifestError::ImageDigest {
-                    reference: img.reference.clone(),
-                    digest: img.digest.clone(),
-                });
-            }
+        if let Some(e) = deferred.images {
+            return Err(e);
         }
         for (i, r) in self.removed.iter().enumerate() {
-            BundlePath::new(r).map_err(ManifestError::RemovedPath)?;
             if i > 0 && self.removed[i - 1].as_bytes() >= r.as_bytes() {
                 return Err(ManifestError::RemovedNotSorted);
             }
             if self.file(r).is_some() {
-                return Err(ManifestError::FileAndRemoved(r.clone()));
+                return Err(ManifestError::FileAndRemoved(r.to_string()));
             }
+        }
+        if let Some(e) = deferred.removed {
+            return Err(e);
+        }
+        if let Some(e) = deferred.checksums {
+            return Err(e);
         }
         if !self.checksums.is_empty() {
             let names: Vec<&str> = self.checksums.iter().map(|c| c.path.as_str()).collect();
@@ -422,11 +464,6 @@ impl Manifest {
                 return Err(ManifestError::ChecksumNames(
                     names.iter().map(|n| n.to_string()).collect(),
                 ));
-            }
-            for c in &self.checksums {
-                if crate::hash::parse_hex(&c.sha256).is_none() {
-                    return Err(ManifestError::ChecksumSha256(c.path.clone()));
-                }
             }
         }
         Ok(())
@@ -450,7 +487,7 @@ impl Manifest {
     pub fn sha256sums_equal(&self, sums: &[u8]) -> bool {
         let mut rest = sums;
         for f in &self.files {
-            let (hex, path) = (f.sha256.as_bytes(), f.path.as_bytes());
+            let (hex, path) = (&f.sha256.hex_ascii()[..], f.path.as_bytes());
             let len = hex.len() + 2 + path.len() + 1;
             let Some((line, tail)) = rest.split_at_checked(len) else {
                 return false;
@@ -476,16 +513,242 @@ impl Manifest {
     }
 }
 
+/// A manifest as written, before typing: strings where the typed manifest holds paths and
+/// digests, so [`Wire::into_manifest`] can refuse a malformed one with the message and in the
+/// order [`Manifest::validate`] gives. `F` is how `files` is read: typed entry by entry into a
+/// `Vec` ([`TypedFiles`]) or into the compact index of the streamed path.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct Wire<F> {
+    bundle: String,
+    version: String,
+    generation: u64,
+    kind: Kind,
+    #[serde(default)]
+    base: Option<WireBase>,
+    generated_at: String,
+    #[serde(default)]
+    valid_for_seconds: Option<u64>,
+    issuer: String,
+    purpose: String,
+    files: F,
+    #[serde(default)]
+    images: Vec<WireImage>,
+    #[serde(default)]
+    removed: Vec<String>,
+    #[serde(default)]
+    checksums: Vec<WireEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WireEntry {
+    path: String,
+    size: u64,
+    sha256: String,
+    media_type: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WireImage {
+    reference: String,
+    digest: String,
+    #[serde(default)]
+    platforms: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WireBase {
+    bundle: String,
+    version: String,
+    generation: u64,
+    manifest_digest: String,
+}
+
+/// The first error met while typing each part of a [`Wire`], for
+/// [`Manifest::validate_typed`] to return where the checks reach that part. A list holds
+/// the entries typed before its error.
+#[derive(Default)]
+struct Deferred {
+    base: Option<ManifestError>,
+    files: Option<ManifestError>,
+    images: Option<ManifestError>,
+    removed: Option<ManifestError>,
+    checksums: Option<ManifestError>,
+}
+
+/// `files` typed as they are read: the entries before the first malformed one, and its
+/// error (the rest are still read, so a shape error anywhere is found first).
+#[derive(Default)]
+pub(crate) struct TypedFiles {
+    files: Vec<FileEntry>,
+    error: Option<ManifestError>,
+}
+
+impl<'de> Deserialize<'de> for TypedFiles {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TypedFiles;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<TypedFiles, A::Error> {
+                let mut out = TypedFiles {
+                    files: Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096)),
+                    error: None,
+                };
+                while let Some(w) = seq.next_element::<WireEntry>()? {
+                    if out.error.is_none() {
+                        match FileEntry::from_wire(w) {
+                            Ok(f) => out.files.push(f),
+                            Err(e) => out.error = Some(e),
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// Type the entries of a list until the first that fails.
+fn type_list<W, T>(
+    list: Vec<W>,
+    f: impl Fn(W) -> Result<T, ManifestError>,
+) -> (Vec<T>, Option<ManifestError>) {
+    let mut out = Vec::with_capacity(list.len());
+    for w in list {
+        match f(w) {
+            Ok(t) => out.push(t),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+    (out, None)
+}
+
+impl<F> Wire<F> {
+    /// This manifest with `files` read as `G` instead, and the files read so far.
+    pub(crate) fn with_files<G>(self, files: G) -> (Wire<G>, F) {
+        let w = Wire {
+            bundle: self.bundle,
+            version: self.version,
+            generation: self.generation,
+            kind: self.kind,
+            base: self.base,
+            generated_at: self.generated_at,
+            valid_for_seconds: self.valid_for_seconds,
+            issuer: self.issuer,
+            purpose: self.purpose,
+            files,
+            images: self.images,
+            removed: self.removed,
+            checksums: self.checksums,
+        };
+        (w, self.files)
+    }
+}
+
+impl Wire<TypedFiles> {
+    /// The typed manifest, validated.
+    pub(crate) fn into_manifest(self) -> Result<Manifest, ManifestError> {
+        let mut deferred = Deferred {
+            files: self.files.error,
+            ..Deferred::default()
+        };
+        let base = match self.base {
+            None => None,
+            Some(b) => match Digest::parse(&b.manifest_digest) {
+                Ok(manifest_digest) => Some(BaseRef {
+                    bundle: b.bundle,
+                    version: b.version,
+                    generation: b.generation,
+                    manifest_digest,
+                }),
+                Err(_) => {
+                    deferred.base = Some(ManifestError::BaseDigest(b.manifest_digest));
+                    None
+                }
+            },
+        };
+        let (images, e) = type_list(self.images, |i| match Digest::parse(&i.digest) {
+            Ok(digest) => Ok(ImageEntry {
+                reference: i.reference,
+                digest,
+                platforms: i.platforms,
+            }),
+            Err(_) => Err(ManifestError::ImageDigest {
+                reference: i.reference,
+                digest: i.digest,
+            }),
+        });
+        deferred.images = e;
+        let (removed, e) = type_list(self.removed, |r| {
+            BundlePath::try_from(r).map_err(ManifestError::RemovedPath)
+        });
+        deferred.removed = e;
+        let checksums = match type_checksums(self.checksums) {
+            Ok(c) => c,
+            Err(e) => {
+                deferred.checksums = Some(e);
+                Vec::new()
+            }
+        };
+        let m = Manifest {
+            bundle: self.bundle,
+            version: self.version,
+            generation: self.generation,
+            kind: self.kind,
+            base,
+            generated_at: self.generated_at,
+            valid_for_seconds: self.valid_for_seconds,
+            issuer: self.issuer,
+            purpose: self.purpose,
+            files: self.files.files,
+            images,
+            removed,
+            checksums,
+        };
+        m.validate_typed(deferred)?;
+        Ok(m)
+    }
+}
+
+/// The `checksums` entries typed: exactly `SHA256SUMS` and `SHA256SUMS.dsse` (checked on the
+/// names as written), each with a well-formed digest.
+fn type_checksums(list: Vec<WireEntry>) -> Result<Vec<FileEntry>, ManifestError> {
+    if list.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<&str> = list.iter().map(|c| c.path.as_str()).collect();
+    if names != [crate::names::SUMS, crate::names::SUMS_DSSE] {
+        return Err(ManifestError::ChecksumNames(
+            names.iter().map(|n| n.to_string()).collect(),
+        ));
+    }
+    list.into_iter()
+        .map(|w| {
+            let path = w.path.clone();
+            FileEntry::from_wire(w).map_err(|_| ManifestError::ChecksumSha256(path))
+        })
+        .collect()
+}
+
 /// Bytes gathered before they are passed to the writer.
 const FLUSH_AT: usize = 64 * 1024;
 
 /// One file of a [`FileList`], borrowed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileRef<'a> {
     pub path: &'a str,
     pub size: u64,
-    /// As written in the manifest (64 lowercase hex digits in every valid one).
-    pub sha256: Cow<'a, str>,
+    pub sha256: Digest,
     pub media_type: &'a str,
 }
 
@@ -509,7 +772,7 @@ impl FileList for Vec<FileEntry> {
             f(FileRef {
                 path: &e.path,
                 size: e.size,
-                sha256: Cow::Borrowed(&e.sha256),
+                sha256: e.sha256,
                 media_type: &e.media_type,
             })?;
         }
@@ -521,7 +784,7 @@ impl FileList for Vec<FileEntry> {
 pub fn write_sha256sums(files: &dyn FileList, out: &mut dyn Write) -> io::Result<()> {
     let mut buf = Vec::with_capacity(FLUSH_AT + 4096);
     files.each(&mut |f| {
-        buf.extend_from_slice(f.sha256.as_bytes());
+        buf.extend_from_slice(&f.sha256.hex_ascii());
         buf.extend_from_slice(b"  ");
         buf.extend_from_slice(f.path.as_bytes());
         buf.push(b'\n');
@@ -585,7 +848,11 @@ fn write_entries(entries: &dyn FileList, buf: &mut Vec<u8>, out: &mut dyn Write)
         let mut o = Obj::new(buf);
         o.str("mediaType", f.media_type);
         o.str("path", f.path);
-        o.str("sha256", &f.sha256);
+        // 64 hex digits: a JSON string as they are.
+        o.key("sha256");
+        o.out.push(b'"');
+        o.out.extend_from_slice(&f.sha256.hex_ascii());
+        o.out.push(b'"');
         o.num("size", f.size);
         o.end();
         if buf.len() >= FLUSH_AT {
@@ -598,13 +865,13 @@ fn write_entries(entries: &dyn FileList, buf: &mut Vec<u8>, out: &mut dyn Write)
     Ok(())
 }
 
-fn write_strs(items: &[String], out: &mut Vec<u8>) {
+fn write_strs<S: AsRef<str>>(items: &[S], out: &mut Vec<u8>) {
     out.push(b'[');
     for (i, s) in items.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        stella_dsse::jcs::write_str(s, out);
+        stella_dsse::jcs::write_str(s.as_ref(), out);
     }
     out.push(b']');
 }
@@ -613,35 +880,10 @@ fn write_strs(items: &[String], out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    pub(crate) fn sample() -> Manifest {
-        Manifest {
-            bundle: "b".into(),
-            version: "1".into(),
-            generation: 1,
-            kind: Kind::Full,
-            base: None,
-            generated_at: "2025-01-01T00:00:00.000Z".into(),
-            valid_for_seconds: None,
-            issuer: "me".into(),
-            purpose: "mirror-bundle".into(),
-            files: vec![
-                FileEntry {
-                    path: "a".into(),
-                    size: 1,
-                    sha256: "0".repeat(64),
-                    media_type: "text/plain".into(),
-                },
-                FileEntry {
-                    path: "b/c".into(),
-                    size: 2,
-                    sha256: "1".repeat(64),
-                    media_type: "text/plain".into(),
-                },
-            ],
-            images: vec![],
-            removed: vec![],
-            checksums: vec![],
-        }
+    use crate::testing::sample_manifest as sample;
+
+    fn path(s: &str) -> BundlePath {
+        BundlePath::new(s).unwrap()
     }
 
     #[test]
@@ -660,20 +902,21 @@ mod tests {
         m.files.swap(0, 1);
         assert!(m.validate().unwrap_err().to_string().contains("not sorted"));
         let mut m = sample();
-        m.files[1].path = "../x".into();
-        assert!(m.validate().unwrap_err().to_string().contains("traversal"));
+        m.files.swap(0, 1);
+        m.files[1].path = path("a");
+        assert!(m.validate().unwrap_err().to_string().contains("not sorted"));
         let mut m = sample();
         m.purpose = "attestation".into();
         assert!(m.validate().unwrap_err().to_string().contains("purpose"));
         let mut m = sample();
-        m.files[1].path = "a/b".into();
+        m.files[1].path = path("a/b");
         assert!(m
             .validate()
             .unwrap_err()
             .to_string()
             .contains("also a folder"));
         let mut m = sample();
-        m.files[0].path = "manifest.json".into();
+        m.files[0].path = path("manifest.json");
         assert!(m.validate().is_err());
         let bytes = br#"{"bundle":"b","bundle":"c"}"#;
         assert!(Manifest::from_json(bytes)
@@ -696,19 +939,19 @@ mod tests {
             bundle: "b\"q\u{1}".into(),
             version: "0.9 é".into(),
             generation: 2,
-            manifest_digest: format!("sha256:{}", "a".repeat(64)),
+            manifest_digest: Digest::sha256([0xaa; 32]),
         });
-        m.removed = vec!["old/x".into(), "old/y\u{e000}".into()];
+        m.removed = vec![path("old/x"), path("old/y\u{e000}")];
         m.valid_for_seconds = Some(u64::MAX);
         m.images = vec![
             ImageEntry {
                 reference: "r/a:1".into(),
-                digest: format!("sha256:{}", "b".repeat(64)),
+                digest: Digest::sha256([0xbb; 32]),
                 platforms: vec![],
             },
             ImageEntry {
                 reference: "r/b:\\2".into(),
-                digest: format!("sha256:{}", "c".repeat(64)),
+                digest: Digest::sha256([0xcc; 32]),
                 platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
             },
         ];
@@ -801,9 +1044,9 @@ mod tests {
         m.checksums = vec![m.files[0].clone(), m.files[1].clone()];
         m.files = (0..3000)
             .map(|i| FileEntry {
-                path: format!("advisories/osv/{:02}/OSV-{i:07}.json", i % 7),
+                path: path(&format!("advisories/osv/{:02}/OSV-{i:07}.json", i % 7)),
                 size: i * 3,
-                sha256: format!("{:064x}", i * 7919),
+                sha256: Digest::of(&(i * 7919).to_be_bytes()),
                 media_type: "application/json".into(),
             })
             .collect();
@@ -838,10 +1081,10 @@ mod tests {
 
     #[test]
     fn check_next_refuses_what_validate_refuses() {
-        let e = |path: &str| FileEntry {
-            path: path.into(),
+        let e = |p: &str| FileEntry {
+            path: path(p),
             size: 1,
-            sha256: "0".repeat(64),
+            sha256: Digest::sha256([0; 32]),
             media_type: "text/plain".into(),
         };
         assert!(check_next(None, &e("a")).is_ok());
@@ -851,7 +1094,6 @@ mod tests {
             (Some("b"), "a", "not sorted"),
             (Some("a"), "a", "not sorted"),
             (Some("a"), "a/b", "file a is also a folder of a/b"),
-            (None, "../x", "traversal"),
             (None, "manifest.json", "metadata name"),
         ] {
             let err = check_next(prev, &e(path)).unwrap_err().to_string();
@@ -862,17 +1104,212 @@ mod tests {
             assert_eq!(m.validate().unwrap_err().to_string(), err);
         }
         let mut bad = e("x");
-        bad.sha256 = "A".repeat(64);
-        assert!(check_next(None, &bad)
-            .unwrap_err()
-            .to_string()
-            .contains("sha256"));
-        bad = e("x");
         bad.media_type.clear();
         assert!(check_next(None, &bad)
             .unwrap_err()
             .to_string()
             .contains("mediaType"));
+    }
+
+    /// The canonical text of a manifest, with `edit` applied to its JSON value (the shape a
+    /// typed manifest cannot hold: unsafe paths, malformed digests).
+    fn edited(m: &Manifest, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let mut v: serde_json::Value = serde_json::from_slice(&m.to_canonical_json()).unwrap();
+        edit(&mut v);
+        stella_dsse::jcs::to_vec(&v).unwrap()
+    }
+
+    fn thin() -> Manifest {
+        let mut m = sample();
+        m.kind = Kind::Thin;
+        m.generation = 2;
+        m.base = Some(BaseRef {
+            bundle: "b".into(),
+            version: "0".into(),
+            generation: 1,
+            manifest_digest: Digest::sha256([7; 32]),
+        });
+        m.removed = vec![path("gone/x"), path("gone/y")];
+        m.images = vec![ImageEntry {
+            reference: "r/a:1".into(),
+            digest: Digest::sha256([8; 32]),
+            platforms: vec![],
+        }];
+        m.checksums = vec![m.files[0].clone(), m.files[1].clone()];
+        m.checksums[0].path = path(crate::names::SUMS);
+        m.checksums[1].path = path(crate::names::SUMS_DSSE);
+        m
+    }
+
+    #[test]
+    fn malformed_paths_and_digests_are_refused_as_before() {
+        let upper = "A".repeat(64);
+        type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+        let cases: Vec<(Edit, String)> = vec![
+            (
+                Box::new(|v| v["files"][1]["path"] = "../x".into()),
+                "file path: \"../x\" has a `..` component (path traversal)".into(),
+            ),
+            (
+                Box::new(|v| v["files"][0]["path"] = "/a".into()),
+                "file path: \"/a\" is an absolute path".into(),
+            ),
+            (
+                Box::new(move |v| v["files"][1]["sha256"] = upper.into()),
+                format!("file b/c: sha256 \"{}\" is not 64 lowercase hex digits", "A".repeat(64)),
+            ),
+            (
+                Box::new(|v| v["files"][0]["sha256"] = format!("sha256:{}", "0".repeat(64)).into()),
+                format!("file a: sha256 \"sha256:{}\" is not 64 lowercase hex digits", "0".repeat(64)),
+            ),
+            (
+                Box::new(|v| v["images"][0]["digest"] = "0".repeat(64).into()),
+                format!("image r/a:1: digest \"{}\" is not sha256:<64 hex>", "0".repeat(64)),
+            ),
+            (
+                Box::new(|v| v["base"]["manifestDigest"] = "sha256:00".into()),
+                "base manifestDigest \"sha256:00\" is not sha256:<64 hex>".into(),
+            ),
+            (
+                Box::new(|v| v["removed"][1] = "gone//y".into()),
+                "removed path: \"gone//y\" has an empty path component".into(),
+            ),
+            (
+                Box::new(|v| v["checksums"][0]["path"] = "../SHA256SUMS".into()),
+                "checksums must list exactly SHA256SUMS and SHA256SUMS.dsse, found [\"../SHA256SUMS\", \"SHA256SUMS.dsse\"]".into(),
+            ),
+            (
+                Box::new(|v| v["checksums"][1]["sha256"] = "x".into()),
+                "checksums: SHA256SUMS.dsse has a malformed sha256".into(),
+            ),
+            // The first problem in the order of the checks wins, as it always did.
+            (
+                Box::new(|v| {
+                    v["files"][1]["path"] = "../x".into();
+                    v["purpose"] = "other".into();
+                }),
+                "manifest purpose is \"other\", not \"mirror-bundle\"".into(),
+            ),
+            (
+                Box::new(|v| {
+                    v["files"][1]["path"] = "../x".into();
+                    v["base"]["manifestDigest"] = "x".into();
+                }),
+                "base manifestDigest \"x\" is not sha256:<64 hex>".into(),
+            ),
+            (
+                Box::new(|v| {
+                    v["kind"] = "full".into();
+                    v["base"]["manifestDigest"] = "x".into();
+                }),
+                "a full bundle cannot name a base".into(),
+            ),
+            (
+                Box::new(|v| {
+                    v["files"][0]["path"] = "z".into();
+                    v["files"][1]["sha256"] = "x".into();
+                }),
+                "file b/c: sha256 \"x\" is not 64 lowercase hex digits".into(),
+            ),
+            (
+                Box::new(|v| {
+                    v["files"][0]["size"] = (1u64 << 60).into();
+                    v["files"][1]["path"] = "../x".into();
+                }),
+                "file a: size is too large".into(),
+            ),
+            (
+                Box::new(|v| {
+                    v["files"][1]["path"] = "a/c".into();
+                    v["images"][0]["digest"] = "x".into();
+                }),
+                "file a is also a folder of a/c".into(),
+            ),
+            (
+                Box::new(|v| {
+                    v["images"][0]["digest"] = "x".into();
+                    v["removed"][0] = "../x".into();
+                }),
+                "image r/a:1: digest \"x\" is not sha256:<64 hex>".into(),
+            ),
+            (
+                Box::new(|v| {
+                    v["removed"] = serde_json::json!(["gone/y", "gone/x", "../x"]);
+                }),
+                "removed paths are not sorted or repeat".into(),
+            ),
+            (
+                Box::new(|v| {
+                    v["removed"] = serde_json::json!(["a", "../x"]);
+                }),
+                "a is listed both as a file and as removed".into(),
+            ),
+            (
+                Box::new(|v| {
+                    v["removed"][0] = "../x".into();
+                    v["checksums"][1]["sha256"] = "x".into();
+                }),
+                "removed path: \"../x\" has a `..` component (path traversal)".into(),
+            ),
+            // A full bundle with removed paths that do not type is still a full bundle
+            // with removed paths.
+            (
+                Box::new(|v| {
+                    let o = v.as_object_mut().unwrap();
+                    o.remove("base");
+                    o.insert("kind".into(), "full".into());
+                    o.insert("removed".into(), serde_json::json!(["../x"]));
+                }),
+                "a full bundle cannot list removed files".into(),
+            ),
+        ];
+        let m = thin();
+        assert!(Manifest::from_json(&m.to_canonical_json()).is_ok());
+        for (edit, want) in cases {
+            let bytes = edited(&m, edit);
+            assert_eq!(
+                Manifest::from_json(&bytes).unwrap_err().to_string(),
+                want,
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+            // Not canonical (the strict parser's path): the same message.
+            let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let pretty = serde_json::to_vec_pretty(&v).unwrap();
+            assert_eq!(Manifest::from_json(&pretty).unwrap_err().to_string(), want);
+            // And as serde refuses it.
+            let e = serde_json::from_value::<Manifest>(v.take()).unwrap_err();
+            assert_eq!(e.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn entries_refuse_what_they_cannot_hold() {
+        let e = serde_json::from_str::<FileEntry>(
+            r#"{"mediaType":"t","path":"a/./b","sha256":"00","size":1}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("file path: \"a/./b\" has a `.` component (path traversal)"),
+            "{e}"
+        );
+        let e = serde_json::from_str::<FileEntry>(
+            r#"{"mediaType":"t","path":"a","sha256":"00","size":1}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("file a: sha256 \"00\" is not 64 lowercase hex digits"),
+            "{e}"
+        );
+        let ok = format!(
+            r#"{{"mediaType":"t","path":"a","sha256":"{}","size":1}}"#,
+            "0".repeat(64)
+        );
+        let f: FileEntry = serde_json::from_str(&ok).unwrap();
+        assert_eq!(f.sha256, Digest::sha256([0; 32]));
+        assert_eq!(stella_dsse::jcs::to_vec(&f).unwrap(), ok.as_bytes());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::{json, Value};
 use stella_oci::media;
 
-use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::error::{Error, Field, IoContext as _, Result};
 use crate::fs::{read_small, write_new};
 use crate::hash::{copy_hashing, Digest, Hasher, Progress, CHUNK};
 
@@ -186,8 +186,8 @@ impl<'a> LayoutWriter<'a> {
             .as_array()
             .ok_or_else(|| Error::input(format!("{what}: manifest.json entry has no Layers")))?;
         if layers.len() != diff_ids.len() {
-            return Err(Error::verify(
-                Stage::Content,
+            return Err(Error::content(
+                Field::Image(what.to_string()),
                 format!(
                     "{what}: {} layers but the config lists {} diff_ids",
                     layers.len(),
@@ -212,8 +212,8 @@ impl<'a> LayoutWriter<'a> {
                 .get(lp)
                 .ok_or_else(|| Error::input(format!("{what}: layer {lp} is missing")))?;
             if f.sha256.to_string() != *diff_id {
-                return Err(Error::verify(
-                    Stage::Content,
+                return Err(Error::content(
+                    Field::Image(what.to_string()),
                     format!(
                         "{what}: layer {lp} has digest {} but the image config says {diff_id}",
                         f.sha256
@@ -404,8 +404,8 @@ impl<'a> LayoutWriter<'a> {
     ) -> Result<()> {
         if let Some(b) = self.blobs.get(d) {
             if b.size != size {
-                return Err(Error::verify(
-                    Stage::Content,
+                return Err(Error::content(
+                    Field::Image(what.to_string()),
                     format!(
                         "{what}: blob {} is named with size {size} here and {} elsewhere",
                         d, b.size
@@ -485,7 +485,7 @@ impl<'a> LayoutWriter<'a> {
 }
 
 fn blob_mismatch(what: &str, d: &Digest, size: u64, got: &Digest, got_size: u64) -> Error {
-    Error::verify(Stage::Content, format!(
+    Error::content(Field::Image(what.to_string()), format!(
         "{what}: blob {} does not match its descriptor (expected {size} bytes, got {got_size} bytes with digest {})",
         d,
         got

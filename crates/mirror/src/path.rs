@@ -5,6 +5,10 @@
 //! no backslash, no control character, and short enough for a ustar header (name ≤ 100 bytes,
 //! optional prefix ≤ 155 bytes split at a `/`), so every bundle packs into a plain ustar
 //! archive that every `tar` reads.
+//!
+//! It reads as a `str` (`Deref`, `AsRef`, `Borrow`, comparisons with `str`), orders as its
+//! bytes (the order of a manifest's `files`), and serialises as the plain string; parsing it
+//! from serde applies the same rules, so a typed manifest entry cannot hold an unsafe path.
 
 use std::fmt;
 
@@ -37,35 +41,16 @@ pub struct BundlePath(String);
 impl BundlePath {
     /// Parse and validate. The error says what is wrong with the path.
     pub fn new(s: &str) -> Result<Self, PathError> {
-        if s.is_empty() {
-            return Err(PathError::Empty);
-        }
-        if s.starts_with('/') {
-            return Err(PathError::Absolute(s.to_string()));
-        }
-        if s.chars().any(|c| c.is_control() || c == '\\') {
-            return Err(PathError::BadCharacter(s.to_string()));
-        }
-        for c in s.split('/') {
-            let component = match c {
-                "" => return Err(PathError::EmptyComponent(s.to_string())),
-                "." => ".",
-                ".." => "..",
-                _ => continue,
-            };
-            return Err(PathError::Traversal {
-                path: s.to_string(),
-                component,
-            });
-        }
-        if ustar_split(s).is_none() {
-            return Err(PathError::TooLong(s.to_string()));
-        }
+        check(s)?;
         Ok(BundlePath(s.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
     }
 
     /// Join onto a folder.
@@ -75,6 +60,106 @@ impl BundlePath {
             p.push(c);
         }
         p
+    }
+}
+
+/// The rules of [`BundlePath::new`].
+fn check(s: &str) -> Result<(), PathError> {
+    if s.is_empty() {
+        return Err(PathError::Empty);
+    }
+    if s.starts_with('/') {
+        return Err(PathError::Absolute(s.to_string()));
+    }
+    if s.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(PathError::BadCharacter(s.to_string()));
+    }
+    for c in s.split('/') {
+        let component = match c {
+            "" => return Err(PathError::EmptyComponent(s.to_string())),
+            "." => ".",
+            ".." => "..",
+            _ => continue,
+        };
+        return Err(PathError::Traversal {
+            path: s.to_string(),
+            component,
+        });
+    }
+    if ustar_split(s).is_none() {
+        return Err(PathError::TooLong(s.to_string()));
+    }
+    Ok(())
+}
+
+impl TryFrom<String> for BundlePath {
+    type Error = PathError;
+    /// [`BundlePath::new`], keeping the string's allocation.
+    fn try_from(s: String) -> Result<Self, PathError> {
+        check(&s)?;
+        Ok(BundlePath(s))
+    }
+}
+
+impl std::str::FromStr for BundlePath {
+    type Err = PathError;
+    fn from_str(s: &str) -> Result<Self, PathError> {
+        BundlePath::new(s)
+    }
+}
+
+impl std::ops::Deref for BundlePath {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for BundlePath {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for BundlePath {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for BundlePath {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for BundlePath {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl From<BundlePath> for String {
+    fn from(p: BundlePath) -> String {
+        p.0
+    }
+}
+
+impl From<&BundlePath> for String {
+    fn from(p: &BundlePath) -> String {
+        p.0.clone()
+    }
+}
+
+impl serde::Serialize for BundlePath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BundlePath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BundlePath::try_from(String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -123,6 +208,25 @@ mod tests {
         for good in ["a", "images/blobs/sha256/ab", "docs/INSTALL.md", "a..b/.c"] {
             assert!(BundlePath::new(good).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn reads_as_its_string() {
+        let p: BundlePath = "docs/INSTALL.md".parse().unwrap();
+        assert_eq!(p, "docs/INSTALL.md");
+        assert!(p.starts_with("docs/"));
+        assert_eq!(serde_json::to_string(&p).unwrap(), "\"docs/INSTALL.md\"");
+        assert_eq!(
+            serde_json::from_str::<BundlePath>("\"docs/INSTALL.md\"").unwrap(),
+            p
+        );
+        let e = serde_json::from_str::<BundlePath>("\"../x\"").unwrap_err();
+        assert!(e.to_string().contains("path traversal"), "{e}");
+        assert_eq!(
+            BundlePath::try_from("a//b".to_string()),
+            Err(PathError::EmptyComponent("a//b".into()))
+        );
+        assert_eq!(String::from(p.clone()), p.into_string());
     }
 
     #[test]

@@ -18,16 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use stella_oci::media::{is_index, is_manifest, Document, MAX_MANIFEST_BYTES};
+use stella_oci::media::{is_index, is_manifest, Document, MAX_MANIFEST_BYTES, REF_NAME};
 use stella_oci::{
     BlockingClient, ClientConfig, Descriptor, Digest, Layout, Platforms, PullOptions,
 };
 
-use crate::error::{Error, Result, Stage};
+use crate::error::{Error, Field, Result};
 use crate::hash::Progress;
 use crate::spec::{ImageSource, ImageSpec};
-
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// A registry image pulled into the bundle's layout.
 #[derive(Debug, Clone)]
@@ -127,8 +125,8 @@ fn walk(
 ) -> Result<()> {
     let what = format!("pulled image {}", desc.digest);
     if depth > 4 {
-        return Err(Error::verify(
-            Stage::Content,
+        return Err(Error::content(
+            Field::Image(desc.digest.to_string()),
             format!("{what}: indexes nest too deeply"),
         ));
     }
@@ -236,7 +234,7 @@ mod tests {
             reference: "a.io/y:2".into(),
             source: "a.io/y:2".into(),
             digest: Digest::of(b"y"),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            media_type: stella_oci::media::OCI_MANIFEST.into(),
             size: 7,
             platforms: vec![],
             source_digest: Digest::of(b"y"),

@@ -20,7 +20,6 @@
 //! written with its payload base64-encoded on the way ([`stella_dsse::stream::write_envelope`]).
 //! The bytes are those the in-memory writers produced.
 
-use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -37,6 +36,7 @@ use crate::manifest::{format_time, write_sha256sums, FileEntry, FileList, FileRe
 use crate::names;
 use crate::streamed::{FileIndex, Limits};
 use crate::verify::{Header, HeaderSignature};
+use crate::BundlePath;
 
 /// What `sign` wrote.
 #[derive(Debug, Clone)]
@@ -113,7 +113,7 @@ impl FileList for FileIndex {
             f(FileRef {
                 path: e.path,
                 size: e.size,
-                sha256: Cow::Owned(e.sha256.hex()),
+                sha256: e.sha256,
                 media_type: e.media_type,
             })?;
         }
@@ -195,15 +195,15 @@ pub fn sign_with_limits(
 
     manifest.checksums = vec![
         FileEntry {
-            path: names::SUMS.into(),
+            path: BundlePath::new(names::SUMS).map_err(Error::input)?,
             size: sums_size,
-            sha256: sums_digest.hex(),
+            sha256: sums_digest,
             media_type: "text/plain; charset=utf-8".into(),
         },
         FileEntry {
-            path: names::SUMS_DSSE.into(),
+            path: BundlePath::new(names::SUMS_DSSE).map_err(Error::input)?,
             size: env_size,
-            sha256: env_digest.hex(),
+            sha256: env_digest,
             media_type: "application/vnd.dsse.envelope.v1+json".into(),
         },
     ];

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::hash::Progress;
 use crate::names;
-use crate::verify::{self, Options, Report};
+use crate::verify::{self, Options, VerifiedBundle};
 
 /// Where a bundle to verify is.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +22,11 @@ pub enum Source<'a> {
 
 /// Verify a bundle from any source: the same rules ([`verify::verify_metadata`], then every
 /// content file) whatever form it came in.
-pub fn verify(source: Source<'_>, opts: &Options<'_>, progress: &dyn Progress) -> Result<Report> {
+pub fn verify(
+    source: Source<'_>,
+    opts: &Options<'_>,
+    progress: &dyn Progress,
+) -> Result<VerifiedBundle> {
     match source {
         Source::Folder(dir) => verify::verify_dir(dir, opts, progress),
         Source::Archive(path) => crate::archive::verify_archive(path, opts, progress),
@@ -30,7 +34,11 @@ pub fn verify(source: Source<'_>, opts: &Options<'_>, progress: &dyn Progress) -
     }
 }
 
-fn verify_envelope(path: &Path, opts: &Options<'_>, progress: &dyn Progress) -> Result<Report> {
+fn verify_envelope(
+    path: &Path,
+    opts: &Options<'_>,
+    progress: &dyn Progress,
+) -> Result<VerifiedBundle> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -51,11 +59,6 @@ fn verify_envelope(path: &Path, opts: &Options<'_>, progress: &dyn Progress) -> 
     }
     let vm = verify::verify_metadata(&meta, opts)?;
     let observed = verify::hash_dir_content(&dir, &vm.manifest, &Default::default(), progress)?;
-    let (files_checked, bytes_checked, from_base) = verify::check_files(&vm.manifest, &observed)?;
-    Ok(Report {
-        meta: vm,
-        files_checked,
-        bytes_checked,
-        from_base,
-    })
+    let content = verify::check_files(&vm.manifest, &observed)?;
+    Ok(VerifiedBundle::new(vm, content))
 }

@@ -40,9 +40,9 @@ use std::sync::{mpsc, Condvar, Mutex, OnceLock};
 use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::error::{Error, Field, IoContext as _, Result};
 use crate::hash::{Digest, Hasher, Progress};
-use crate::manifest::{BaseRef, FileEntry, ImageEntry, Kind, Manifest, ManifestError};
+use crate::manifest::{FileEntry, Kind, Manifest, ManifestError, TypedFiles, Wire};
 use crate::names;
 
 /// Sizes that decide and bound the streamed path (injectable so tests take it with small
@@ -186,25 +186,8 @@ impl FileIndex {
 
     /// Add the next entry (in path order), checked as [`Manifest::validate`] checks `files`.
     pub fn push(&mut self, f: FileEntry) -> std::result::Result<(), ManifestError> {
-        f.check()?;
-        if names::is_metadata(&f.path) {
-            return Err(ManifestError::MetadataName(f.path));
-        }
-        if let Some(prev) = self.recs.last().map(|r| self.path_of(r)) {
-            if prev.as_bytes() >= f.path.as_bytes() {
-                return Err(ManifestError::NotSorted(f.path));
-            }
-            if f.path.starts_with(prev) && f.path.as_bytes().get(prev.len()) == Some(&b'/') {
-                return Err(ManifestError::FileIsFolder {
-                    file: prev.to_string(),
-                    of: f.path,
-                });
-            }
-        }
-        let sha256 = hex32(&f.sha256).ok_or_else(|| ManifestError::FileSha256 {
-            path: f.path.clone(),
-            sha256: f.sha256.clone(),
-        })?;
+        crate::manifest::check_next(self.recs.last().map(|r| self.path_of(r)), &f)?;
+        let sha256 = *f.sha256.as_bytes();
         let media = match self.media.iter().position(|m| *m == f.media_type) {
             Some(i) => i,
             None => {
@@ -212,8 +195,8 @@ impl FileIndex {
                 self.media.len() - 1
             }
         };
-        let len =
-            u32::try_from(f.path.len()).map_err(|_| ManifestError::NotSorted(f.path.clone()))?;
+        let len = u32::try_from(f.path.len())
+            .map_err(|_| ManifestError::NotSorted(f.path.to_string()))?;
         self.recs.push(Rec {
             start: self.arena.len() as u64,
             size: f.size,
@@ -301,26 +284,6 @@ impl<'a> Finder<'a> {
     }
 }
 
-/// 64 lowercase hex digits as 32 bytes (what [`FileEntry::check`] accepts).
-fn hex32(s: &str) -> Option<[u8; 32]> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    let s = s.as_bytes();
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(out)
-}
-
 /// The shortest file entry of a manifest: `{"mediaType":"","path":"x","sha256":"<64 hex>","size":0}`.
 const MIN_ENTRY_BYTES: usize = 115;
 
@@ -363,29 +326,6 @@ impl<'de> Deserialize<'de> for IndexSink {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct StreamedManifest {
-    bundle: String,
-    version: String,
-    generation: u64,
-    kind: Kind,
-    #[serde(default)]
-    base: Option<BaseRef>,
-    generated_at: String,
-    #[serde(default)]
-    valid_for_seconds: Option<u64>,
-    issuer: String,
-    purpose: String,
-    files: IndexSink,
-    #[serde(default)]
-    images: Vec<ImageEntry>,
-    #[serde(default)]
-    removed: Vec<String>,
-    #[serde(default)]
-    checksums: Vec<FileEntry>,
-}
-
 /// Type and check a manifest from a reader in one pass: the manifest without its `files`
 /// (left empty) and the files as a [`FileIndex`]. Refuses what [`Manifest::from_json`]
 /// refuses of a canonical manifest (the canonical form itself is checked apart, with
@@ -394,7 +334,7 @@ pub fn parse_manifest(
     input: impl Read,
 ) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
     let mut de = serde_json::Deserializer::from_reader(input);
-    let m = StreamedManifest::deserialize(&mut de).map_err(ManifestError::Shape)?;
+    let m = Wire::<IndexSink>::deserialize(&mut de).map_err(ManifestError::Shape)?;
     de.end().map_err(ManifestError::Shape)?;
     split_manifest(m)
 }
@@ -406,36 +346,20 @@ pub fn parse_manifest_slice(
 ) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
     let mut de = serde_json::Deserializer::from_slice(input);
     ROOM.set((input.len() / MIN_ENTRY_BYTES, input.len() / 4));
-    let m = StreamedManifest::deserialize(&mut de);
+    let m = Wire::<IndexSink>::deserialize(&mut de);
     ROOM.set((0, 0));
     let m = m.map_err(ManifestError::Shape)?;
     de.end().map_err(ManifestError::Shape)?;
     split_manifest(m)
 }
 
-fn split_manifest(
-    m: StreamedManifest,
-) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
-    let index = m.files.0;
-    let manifest = Manifest {
-        bundle: m.bundle,
-        version: m.version,
-        generation: m.generation,
-        kind: m.kind,
-        base: m.base,
-        generated_at: m.generated_at,
-        valid_for_seconds: m.valid_for_seconds,
-        issuer: m.issuer,
-        purpose: m.purpose,
-        files: Vec::new(),
-        images: m.images,
-        removed: m.removed,
-        checksums: m.checksums,
-    };
-    manifest.validate()?;
+fn split_manifest(m: Wire<IndexSink>) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
+    let (m, index) = m.with_files(TypedFiles::default());
+    let index = index.0;
+    let manifest = m.into_manifest()?;
     for r in &manifest.removed {
         if index.find(r).is_some() {
-            return Err(ManifestError::FileAndRemoved(r.clone()));
+            return Err(ManifestError::FileAndRemoved(r.to_string()));
         }
     }
     Ok((manifest, index))
@@ -470,10 +394,7 @@ pub(crate) fn open_meta(
     match std::fs::symlink_metadata(&p) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(&p, e)),
-        Ok(m) if !m.file_type().is_file() => Err(Error::verify(
-            Stage::Metadata,
-            format!("{name} is not a regular file (links are refused)"),
-        )),
+        Ok(m) if !m.file_type().is_file() => Err(Error::metadata_not_regular(name)),
         Ok(m) => {
             if let Some(cap) = cap.filter(|c| m.len() > *c) {
                 return Err(too_large(name, m.len(), cap));
@@ -485,8 +406,8 @@ pub(crate) fn open_meta(
 }
 
 pub(crate) fn too_large(name: &str, size: u64, cap: u64) -> Error {
-    Error::verify(
-        Stage::Metadata,
+    Error::metadata(
+        Field::file(name),
         format!("{name} is {size} bytes, above the {cap}-byte limit for streamed bundle metadata"),
     )
 }
@@ -497,21 +418,7 @@ pub(crate) fn hash_all(r: &mut dyn Read, path: &Path) -> Result<(Digest, u64)> {
 }
 
 /// A writer that hashes what it passes on.
-pub(crate) struct Tee<W> {
-    pub(crate) inner: W,
-    pub(crate) hasher: Hasher,
-}
-
-impl<W: Write> Write for Tee<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
+pub(crate) use stella_digest::HashingWriter as Tee;
 
 /// Default [`Limits::payload_in_memory`]: the in-memory canonical check's bound.
 pub const PAYLOAD_IN_MEMORY: usize = stella_dsse::jcs::MAX_INPUT_BYTES;
@@ -1303,6 +1210,7 @@ fn check_content_holding(
 mod tests {
     use super::*;
     use crate::hash::NoProgress;
+    use crate::Stage;
 
     /// A folder of small files in a few folders, an empty one and two above one read chunk.
     fn tree() -> (tempfile::TempDir, Vec<(String, Vec<u8>)>) {

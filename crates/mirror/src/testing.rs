@@ -6,8 +6,38 @@ use std::path::PathBuf;
 use stella_keys::Signer as _;
 
 use crate::hash::NoProgress;
+use crate::manifest::{FileEntry, Kind, Manifest};
 use crate::names;
 use crate::verify::Options;
+use crate::BundlePath;
+
+/// A small valid full manifest (not signed, no folder): bundle `b` version `1`, generation 1,
+/// issuer `me`, generated 2025-01-01, and two `text/plain` files `a` (1 byte, digest of all
+/// `0x00` bytes) and `b/c` (2 bytes, all `0x11`).
+#[allow(clippy::expect_used)]
+pub fn sample_manifest() -> Manifest {
+    let file = |path: &str, size: u64, byte: u8| FileEntry {
+        path: BundlePath::new(path).expect("path"),
+        size,
+        sha256: stella_digest::Digest::sha256([byte; 32]),
+        media_type: "text/plain".into(),
+    };
+    Manifest {
+        bundle: "b".into(),
+        version: "1".into(),
+        generation: 1,
+        kind: Kind::Full,
+        base: None,
+        generated_at: "2025-01-01T00:00:00.000Z".into(),
+        valid_for_seconds: None,
+        issuer: "me".into(),
+        purpose: crate::PURPOSE.into(),
+        files: vec![file("a", 1, 0), file("b/c", 2, 0x11)],
+        images: vec![],
+        removed: vec![],
+        checksums: vec![],
+    }
+}
 
 /// An honest bundle: two advisory files (`advisories/a.json`, `advisories/b.json`), created
 /// and signed now with a fresh Ed25519 key, in a temporary folder; and the keyring that trusts

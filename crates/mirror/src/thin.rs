@@ -14,19 +14,20 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::archive::{self, Limits};
-use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::error::{Error, Field, IoContext as _, Result};
 use crate::fs::{check_output_free, Staging};
 use crate::hash::{Digest, Progress};
 use crate::manifest::{FileEntry, Kind, Manifest};
 use crate::names;
 use crate::pack::read_file_list;
 use crate::streamed::{FileIndex, IndexEntry};
-use crate::verify::{self, Options, Report};
+use crate::verify::{self, Options, VerifiedBundle};
+use crate::BundlePath;
 
 /// What `apply` did.
 #[derive(Debug, Clone)]
 pub struct ApplyReport {
-    pub report: Report,
+    pub report: VerifiedBundle,
     pub target: PathBuf,
     pub carried: usize,
     pub from_base: usize,
@@ -85,17 +86,11 @@ pub fn apply(
         }
         Err(e) => return Err(Error::io(&onto_manifest, e)),
         Ok(md) if !md.file_type().is_file() => {
-            return Err(Error::verify(
-                Stage::Metadata,
-                format!(
-                    "{} is not a regular file (links are refused)",
-                    names::MANIFEST
-                ),
-            ))
+            return Err(Error::metadata_not_regular(names::MANIFEST))
         }
         Ok(_) => hash_file(&onto_manifest)?,
     };
-    if onto_digest.to_string() != base.manifest_digest {
+    if onto_digest != base.manifest_digest {
         let held = read_file_list(&onto_manifest, &limits)
             .ok()
             .map(|(h, _, _)| h);
@@ -127,14 +122,14 @@ pub fn apply(
                 onto_digest
             ),
         };
-        return Err(Error::verify(Stage::Content, msg));
+        return Err(Error::content(Field::Manifest("base"), msg));
     }
     // The signed file list, as a compact index (big bundles verify without holding it): read
     // again from the verified folder, and it must be the bytes that verified.
     let (_, files, read) = read_file_list(&thin_dir.join(names::MANIFEST), &limits)?;
     if read != thin_digest {
-        return Err(Error::verify(
-            Stage::Manifest,
+        return Err(Error::manifest(
+            Field::file(names::MANIFEST),
             format!(
                 "{} changed after it verified",
                 thin_dir.join(names::MANIFEST).display()
@@ -148,7 +143,7 @@ pub fn apply(
     let mut carried = 0;
     let mut from_base = 0;
     for f in (0..files.len()).filter_map(|i| files.get(i)) {
-        let bp = crate::BundlePath::new(f.path).map_err(|e| Error::verify(Stage::Content, e))?;
+        let bp = BundlePath::new(f.path).map_err(|e| Error::content(Field::file(f.path), e))?;
         let in_thin = bp.under(&thin_dir);
         let src = if in_thin.is_file() {
             carried += 1;
@@ -158,8 +153,8 @@ pub fn apply(
             // as it is copied).
             let in_base = bp.under(onto);
             if !in_base.is_file() {
-                return Err(Error::verify(
-                    Stage::Content,
+                return Err(Error::content(
+                    Field::file(f.path),
                     format!(
                         "file {} is not carried by the thin bundle and the base does not hold it",
                         f.path
@@ -175,12 +170,12 @@ pub fn apply(
     let removed = m.removed.len();
     drop(files);
     for name in names::METADATA {
-        let src = crate::BundlePath::new(name)
-            .map_err(|e| Error::verify(Stage::Content, e))?
+        let src = BundlePath::new(name)
+            .map_err(|e| Error::content(Field::file(name), e))?
             .under(&thin_dir);
         if src.is_file() {
-            let dest = crate::BundlePath::new(name)
-                .map_err(|e| Error::verify(Stage::Content, e))?
+            let dest = BundlePath::new(name)
+                .map_err(|e| Error::content(Field::file(name), e))?
                 .under(&staging.path);
             if let Some(p) = dest.parent() {
                 std::fs::create_dir_all(p).at(p)?;
@@ -191,8 +186,8 @@ pub fn apply(
     // The result must now verify as a complete bundle.
     let full = verify::verify_dir(&staging.path, opts, &crate::hash::NoProgress)?;
     if !full.from_base.is_empty() {
-        return Err(Error::verify(
-            Stage::Content,
+        return Err(Error::content(
+            Field::Content,
             format!(
                 "the rebuilt bundle lacks {} file(s), e.g. {}",
                 full.from_base.len(),
@@ -233,8 +228,8 @@ fn copy_checked(
     }
     let (sha, size) = crate::hash::copy_hashing(src, dest, progress)?;
     if sha != f.sha256 || size != f.size {
-        return Err(Error::verify(
-            Stage::Content,
+        return Err(Error::content(
+            Field::file(f.path),
             format!(
                 "file {} changed: sha256:{}, the manifest says sha256:{}",
                 f.path,
@@ -270,9 +265,11 @@ pub struct Diff {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Changed {
-    pub path: String,
-    pub old_sha256: String,
-    pub new_sha256: String,
+    pub path: BundlePath,
+    #[serde(with = "stella_digest::sha256_hex")]
+    pub old_sha256: Digest,
+    #[serde(with = "stella_digest::sha256_hex")]
+    pub new_sha256: Digest,
     pub old_size: u64,
     pub new_size: u64,
 }
@@ -296,11 +293,14 @@ pub fn diff_indexed(a: &Manifest, a_files: &FileIndex, b: &Manifest, b_files: &F
 
 /// The entries of an index, in path order, as manifest entries.
 fn entries(ix: &FileIndex) -> impl Iterator<Item = FileEntry> + '_ {
-    (0..ix.len()).filter_map(|i| ix.get(i)).map(|e| FileEntry {
-        path: e.path.to_string(),
-        size: e.size,
-        sha256: e.sha256.hex(),
-        media_type: e.media_type.to_string(),
+    // An index holds only entries typed as `FileEntry`, so every path parses again.
+    (0..ix.len()).filter_map(|i| ix.get(i)).filter_map(|e| {
+        Some(FileEntry {
+            path: BundlePath::new(e.path).ok()?,
+            size: e.size,
+            sha256: e.sha256,
+            media_type: e.media_type.to_string(),
+        })
     })
 }
 
@@ -339,15 +339,15 @@ fn diff_files(
 
 /// Images added, changed and removed (by reference).
 fn diff_images(d: &mut Diff, a: &Manifest, b: &Manifest) {
-    let oi: BTreeMap<&str, &str> = a
+    let oi: BTreeMap<&str, &Digest> = a
         .images
         .iter()
-        .map(|i| (i.reference.as_str(), i.digest.as_str()))
+        .map(|i| (i.reference.as_str(), &i.digest))
         .collect();
-    let ni: BTreeMap<&str, &str> = b
+    let ni: BTreeMap<&str, &Digest> = b
         .images
         .iter()
-        .map(|i| (i.reference.as_str(), i.digest.as_str()))
+        .map(|i| (i.reference.as_str(), &i.digest))
         .collect();
     for (r, dg) in &ni {
         match oi.get(r) {

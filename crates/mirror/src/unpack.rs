@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use crate::archive::{read_archive, Limits};
-use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::error::{Error, Field, IoContext as _, Result};
 use crate::fs::{check_output_free, Staging};
 use crate::hash::Progress;
 use crate::path::BundlePath;
-use crate::verify::{Options, Report};
+use crate::verify::{Options, VerifiedBundle};
 
 /// Unpack `archive` into `dest`: every entry is checked as it streams into a staging folder
 /// beside `dest`, the staged bundle is verified, and only then renamed to `dest`. On any
@@ -18,7 +18,7 @@ pub fn unpack(
     limits: Limits,
     opts: &Options<'_>,
     progress: &dyn Progress,
-) -> Result<Report> {
+) -> Result<VerifiedBundle> {
     check_output_free(dest)?;
     if !archive.is_file() {
         return Err(Error::NotFound(archive.to_path_buf()));
@@ -35,7 +35,7 @@ pub fn unpack(
         let script = p.starts_with("scripts/") && p.ends_with(".sh");
         if script && !(obs.index.is_some() && report.from_base.iter().any(|b| b == p)) {
             let abs = BundlePath::new(p)
-                .map_err(|e| Error::verify(Stage::Content, e))?
+                .map_err(|e| Error::content(Field::file(p), e))?
                 .under(&staging.path);
             std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(0o755)).at(&abs)?;
         }

@@ -15,6 +15,13 @@
 //!    the later of the local clock and the anchor time ([`freshness_time`]).
 //! 2. **Content** ([`check_files`]): every listed file is present with its size and SHA-256,
 //!    and nothing unlisted is present. A thin bundle may lack files: those come from its base.
+//!
+//! The result is a [`VerifiedBundle`] ([`VerifiedMetadata`] plus what the content check found);
+//! [`verify_dir_deferring`] gives a [`PartlyHashedBundle`] instead, a distinct type, when some
+//! files are left for the caller to hash. A refusal is an [`Error::Verify`] naming its
+//! [`Stage`](crate::Stage) and [`Field`] (the file, line or header/manifest field at fault);
+//! the rules that both paths share (in memory and streamed) are the small functions below
+//! `verify_metadata`, one message each.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -24,7 +31,7 @@ use stella_dsse::Envelope;
 use stella_keys::{Keyring, Policy, Purpose, VerifiedKey};
 use time::OffsetDateTime;
 
-use crate::error::{Error, IoContext as _, Result, Stage};
+use crate::error::{Detail, Error, Field, IoContext as _, Result};
 use crate::hash::{Digest, Progress};
 use crate::manifest::{format_time, Kind, Manifest, SKEW_SECONDS};
 use crate::names;
@@ -67,23 +74,7 @@ pub struct Options<'a> {
     pub time_roots: Option<&'a crate::anchor::TrustRoots>,
 }
 
-/// Which clock freshness was judged by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeSource {
-    /// The local clock (no trusted time anchor, or the clock is ahead of the anchor).
-    LocalClock,
-    /// The trusted time anchor: the local clock is behind the TSA's time, so it is wrong.
-    TimeAnchor,
-}
-
-impl TimeSource {
-    pub fn name(self) -> &'static str {
-        match self {
-            TimeSource::LocalClock => "local-clock",
-            TimeSource::TimeAnchor => "time-anchor",
-        }
-    }
-}
+pub use crate::error::TimeSource;
 
 /// The time freshness is judged at. A trusted anchor proves the current time is at least its
 /// `anchorTime`: a local clock behind it is wrong (the usual air-gap failure: a clock that was
@@ -117,9 +108,44 @@ pub struct VerifiedMetadata {
     pub time_source: TimeSource,
 }
 
-/// A fully verified bundle.
+/// What the time checks found: the anchor (when there is one), the bundle's age, and the
+/// time freshness was judged at with its clock.
+pub(crate) struct TimeChecked {
+    anchor: Option<crate::anchor::Anchor>,
+    age_seconds: i64,
+    judged_at: OffsetDateTime,
+    time_source: TimeSource,
+}
+
+impl VerifiedMetadata {
+    /// The metadata stage's result from its parts (the in-memory and the streamed path).
+    fn new(
+        manifest: Manifest,
+        manifest_bytes: Vec<u8>,
+        manifest_digest: Digest,
+        signers: Vec<VerifiedKey>,
+        (header, warnings): (Header, Vec<String>),
+        time: TimeChecked,
+    ) -> Self {
+        VerifiedMetadata {
+            manifest,
+            manifest_bytes,
+            manifest_digest,
+            signers,
+            header,
+            warnings,
+            age_seconds: time.age_seconds,
+            anchor: time.anchor,
+            judged_at: time.judged_at,
+            time_source: time.time_source,
+        }
+    }
+}
+
+/// A fully verified bundle: its metadata verified and every content file present was hashed
+/// and matched the signed manifest (compare [`PartlyHashedBundle`]).
 #[derive(Debug, Clone)]
-pub struct Report {
+pub struct VerifiedBundle {
     pub meta: VerifiedMetadata,
     pub files_checked: usize,
     pub bytes_checked: u64,
@@ -127,31 +153,28 @@ pub struct Report {
     pub from_base: Vec<String>,
 }
 
+impl VerifiedBundle {
+    /// The metadata that verified, with what the content check found.
+    pub(crate) fn new(meta: VerifiedMetadata, content: ContentChecked) -> Self {
+        let (files_checked, bytes_checked, from_base) = content;
+        VerifiedBundle {
+            meta,
+            files_checked,
+            bytes_checked,
+            from_base,
+        }
+    }
+}
+
 pub use crate::fs::Metadata;
 
 /// Stage 1: signature, header, checksum files, freshness.
 pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMetadata> {
-    let env_bytes = meta.get(names::ENVELOPE).ok_or_else(|| {
-        Error::verify(
-            Stage::Envelope,
-            "manifest.dsse is missing: the bundle is not signed",
-        )
-    })?;
+    let env_bytes = meta.get(names::ENVELOPE).ok_or_else(unsigned)?;
     let mut envelope =
         Envelope::from_json_with_limit(env_bytes, crate::MAX_METADATA_BYTES as usize)
-            .map_err(|e| Error::verify(Stage::Envelope, format!("manifest.dsse: {e}")))?;
-    if envelope.payload_type != crate::PAYLOAD_TYPE
-        && envelope.payload_type != crate::PAYLOAD_TYPE_LEGACY
-    {
-        return Err(Error::verify(
-            Stage::Envelope,
-            format!(
-                "manifest.dsse has payload type {:?}, not a mirror bundle manifest ({})",
-                envelope.payload_type,
-                crate::PAYLOAD_TYPE
-            ),
-        ));
-    }
+            .map_err(envelope_malformed)?;
+    check_payload_type(&envelope.payload_type)?;
     let policy = Policy::new(opts.threshold)
         .purpose(Purpose::MirrorBundle)
         .at(opts.now);
@@ -164,22 +187,11 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
     let signers = stella_keys::verify_envelope(&envelope, opts.keyring, &policy)
         .map_err(|e| keyless.explain(e))?;
     let payload = &envelope.payload;
-    let manifest = Manifest::from_json(payload)
-        .map_err(|e| Error::verify(Stage::Manifest, format!("signed manifest: {e}")))?;
-    if !stella_dsse::jcs::is_canonical(payload) {
-        return Err(Error::verify(
-            Stage::Manifest,
-            "signed manifest is not canonical JSON (RFC 8785)",
-        ));
-    }
+    let manifest = signed_manifest(payload, names::ENVELOPE)?;
     let digest = Digest::of(payload);
     match meta.get(names::MANIFEST) {
-        None => return Err(Error::verify(Stage::Manifest, "manifest.json is missing")),
-        Some(m) if m != payload => {
-            return Err(Error::verify(Stage::Manifest,
-                "manifest.json differs from the payload signed in manifest.dsse (edited after signing?)",
-            ))
-        }
+        None => return Err(manifest_json_missing()),
+        Some(m) if m != payload => return Err(manifest_json_differs()),
         Some(_) => {}
     }
 
@@ -200,57 +212,32 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
     })?;
     let sums = meta
         .get(names::SUMS)
-        .ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS is missing"))?;
+        .ok_or_else(|| missing_sums(names::SUMS))?;
     if !manifest.sha256sums_equal(sums) {
-        return Err(Error::verify(
-            Stage::Checksums,
-            "SHA256SUMS does not match the manifest's file list",
-        ));
+        return Err(sums_differ());
     }
     let sums_env = meta
         .get(names::SUMS_DSSE)
-        .ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS.dsse is missing"))?;
+        .ok_or_else(|| missing_sums(names::SUMS_DSSE))?;
     let sums_env = Envelope::from_json_with_limit(sums_env, crate::MAX_METADATA_BYTES as usize)
-        .map_err(|e| Error::verify(Stage::Checksums, format!("SHA256SUMS.dsse: {e}")))?;
+        .map_err(sums_dsse_refused)?;
     if sums_env.payload != *sums || sums_env.payload_type != crate::SUMS_PAYLOAD_TYPE {
-        return Err(Error::verify(
-            Stage::Checksums,
-            "SHA256SUMS.dsse does not carry SHA256SUMS",
-        ));
+        return Err(sums_dsse_not_sums());
     }
-    stella_keys::verify_envelope(
-        &sums_env,
-        opts.keyring,
-        &Policy::new(1).purpose(Purpose::MirrorBundle).at(opts.now),
-    )
-    .map_err(|e| Error::verify(Stage::Checksums, format!("SHA256SUMS.dsse: {e}")))?;
+    stella_keys::verify_envelope(&sums_env, opts.keyring, &sums_policy(opts))
+        .map_err(sums_dsse_refused)?;
     let signer_keys = keys_of(opts.keyring, &signers);
-    if let Some(sig) = meta.get(names::SUMS_SIG) {
-        let text = String::from_utf8_lossy(sig);
-        let raw = stella_dsse::b64::decode(text.trim())
-            .map_err(|e| Error::verify(Stage::Checksums, format!("SHA256SUMS.sig: {e}")))?;
-        if !signer_keys.iter().any(|k| k.verify(sums, &raw)) {
-            return Err(Error::verify(
-                Stage::Checksums,
-                "SHA256SUMS.sig does not verify SHA256SUMS under a key that signed the manifest",
-            ));
-        }
-    } else {
-        return Err(Error::verify(Stage::Checksums, "SHA256SUMS.sig is missing"));
+    let sig = meta
+        .get(names::SUMS_SIG)
+        .ok_or_else(|| missing_sums(names::SUMS_SIG))?;
+    let raw = sums_sig(sig)?;
+    if !signer_keys.iter().any(|k| k.verify(sums, &raw)) {
+        return Err(sums_sig_does_not_verify());
     }
     if let Some(pem_bytes) = meta.get(names::PUBLIC_KEY) {
-        let blocks = pem::parse_many(pem_bytes)
-            .map_err(|e| Error::verify(Stage::PublicKey, format!("public-key.pem: {e}")))?;
-        if blocks.is_empty() {
-            return Err(Error::verify(
-                Stage::PublicKey,
-                "public-key.pem holds no key",
-            ));
-        }
         let mut pae: Option<Vec<u8>> = None;
-        for b in blocks {
-            let k = stella_keys::PublicKey::from_spki_der(b.contents())
-                .map_err(|e| Error::verify(Stage::PublicKey, format!("public-key.pem: {e}")))?;
+        for k in public_keys(pem_bytes)? {
+            let k = k?;
             // A key that already verified a signature of this envelope (its id is the
             // SHA-256 of its SPKI) signed it: no second pass over the payload. Others are
             // checked against every signature, the PAE built once.
@@ -259,36 +246,217 @@ pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMe
             }
             let pae = pae.get_or_insert_with(|| envelope.pae());
             if !envelope.signatures.iter().any(|s| k.verify(pae, &s.sig)) {
-                return Err(Error::verify(
-                    Stage::PublicKey,
-                    format!(
-                        "public-key.pem holds key {}, which did not sign this bundle",
-                        k.key_id()
-                    ),
-                ));
+                return Err(foreign_key(&k));
             }
         }
     }
 
-    let (anchor, age, now, time_source) = check_time(
+    let time = check_time(
         meta.get(names::TIME_ANCHOR).map(Vec::as_slice),
         Some(payload),
         &manifest,
         opts,
         &mut warnings,
     )?;
-    Ok(VerifiedMetadata {
+    Ok(VerifiedMetadata::new(
         manifest,
         // The envelope is done with: its payload moves here instead of being copied.
-        manifest_bytes: std::mem::take(&mut envelope.payload),
-        manifest_digest: digest,
+        std::mem::take(&mut envelope.payload),
+        digest,
         signers,
-        header,
-        warnings,
-        age_seconds: age,
-        anchor,
-        judged_at: now,
-        time_source,
+        (header, warnings),
+        time,
+    ))
+}
+
+// The rules both paths (in memory and streamed) and both entry points (a bundle, a detached
+// header on its own) share, each with its one message.
+
+/// `manifest.dsse` is absent.
+fn unsigned() -> Error {
+    Error::envelope(
+        Field::file(names::ENVELOPE),
+        "manifest.dsse is missing: the bundle is not signed",
+    )
+}
+
+/// `manifest.dsse` is not a DSSE envelope (within the limits).
+fn envelope_malformed(e: impl std::fmt::Display) -> Error {
+    Error::envelope(Field::file(names::ENVELOPE), format!("manifest.dsse: {e}"))
+}
+
+/// The envelope carries a mirror bundle manifest.
+fn check_payload_type(payload_type: &str) -> Result<()> {
+    if payload_type != crate::PAYLOAD_TYPE && payload_type != crate::PAYLOAD_TYPE_LEGACY {
+        return Err(Error::envelope(
+            Field::file(names::ENVELOPE),
+            format!(
+                "manifest.dsse has payload type {payload_type:?}, not a mirror bundle manifest ({})",
+                crate::PAYLOAD_TYPE
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The signed payload (read from `file`) is a well-formed manifest in canonical form.
+fn signed_manifest(payload: &[u8], file: &str) -> Result<Manifest> {
+    let manifest = Manifest::from_json(payload).map_err(|e| manifest_malformed(file, e))?;
+    if !stella_dsse::jcs::is_canonical(payload) {
+        return Err(not_canonical(file));
+    }
+    Ok(manifest)
+}
+
+fn manifest_malformed(file: &str, e: impl std::fmt::Display) -> Error {
+    Error::manifest(Field::file(file), format!("signed manifest: {e}"))
+}
+
+fn not_canonical(file: &str) -> Error {
+    Error::manifest(
+        Field::file(file),
+        "signed manifest is not canonical JSON (RFC 8785)",
+    )
+}
+
+fn manifest_json_missing() -> Error {
+    Error::manifest(Field::file(names::MANIFEST), "manifest.json is missing")
+}
+
+fn manifest_json_differs() -> Error {
+    Error::manifest(
+        Field::file(names::MANIFEST),
+        "manifest.json differs from the payload signed in manifest.dsse (edited after signing?)",
+    )
+}
+
+/// A checksum file (`SHA256SUMS`, `.dsse`, `.sig`) is absent.
+fn missing_sums(name: &str) -> Error {
+    Error::checksums(Field::file(name), format!("{name} is missing"))
+}
+
+fn sums_differ() -> Error {
+    Error::checksums(
+        Field::file(names::SUMS),
+        "SHA256SUMS does not match the manifest's file list",
+    )
+}
+
+fn sums_dsse_refused(e: impl std::fmt::Display) -> Error {
+    Error::checksums(
+        Field::file(names::SUMS_DSSE),
+        format!("SHA256SUMS.dsse: {e}"),
+    )
+}
+
+fn sums_dsse_not_sums() -> Error {
+    Error::checksums(
+        Field::file(names::SUMS_DSSE),
+        "SHA256SUMS.dsse does not carry SHA256SUMS",
+    )
+}
+
+/// What `SHA256SUMS.dsse` must satisfy: one signature of a key valid for `mirror-bundle`.
+fn sums_policy(opts: &Options<'_>) -> Policy {
+    Policy::new(1).purpose(Purpose::MirrorBundle).at(opts.now)
+}
+
+/// The signature bytes of `SHA256SUMS.sig` (base64, surrounding blanks ignored).
+fn sums_sig(sig: &[u8]) -> Result<Vec<u8>> {
+    stella_dsse::b64::decode(String::from_utf8_lossy(sig).trim())
+        .map_err(|e| Error::checksums(Field::file(names::SUMS_SIG), format!("SHA256SUMS.sig: {e}")))
+}
+
+fn sums_sig_does_not_verify() -> Error {
+    Error::checksums(
+        Field::file(names::SUMS_SIG),
+        "SHA256SUMS.sig does not verify SHA256SUMS under a key that signed the manifest",
+    )
+}
+
+/// The keys of `public-key.pem` (at least one block), each parsed when it is reached.
+fn public_keys(pem_bytes: &[u8]) -> Result<impl Iterator<Item = Result<stella_keys::PublicKey>>> {
+    let blocks = pem::parse_many(pem_bytes)
+        .map_err(|e| Error::public_key(format!("public-key.pem: {e}")))?;
+    if blocks.is_empty() {
+        return Err(Error::public_key("public-key.pem holds no key"));
+    }
+    Ok(blocks.into_iter().map(|b| {
+        stella_keys::PublicKey::from_spki_der(b.contents())
+            .map_err(|e| Error::public_key(format!("public-key.pem: {e}")))
+    }))
+}
+
+/// `public-key.pem` holds `k`, which signed nothing.
+fn foreign_key(k: &stella_keys::PublicKey) -> Error {
+    Error::public_key(format!(
+        "public-key.pem holds key {}, which did not sign this bundle",
+        k.key_id()
+    ))
+}
+
+/// The detached header as strict JSON of its shape; `refused` says how a malformed one fails
+/// (a verification failure in a bundle, an input error on its own).
+fn parse_header(bytes: &[u8], refused: impl Fn(String) -> Error) -> Result<Header> {
+    let value = stella_dsse::jcs::parse_strict(bytes)
+        .map_err(|e| refused(format!("detached header: {e}")))?;
+    serde_json::from_value(value).map_err(|e| refused(format!("detached header: {e}")))
+}
+
+/// A rule about the detached header's `field`: it `holds`, or the failure says `msg()`.
+fn header_rule(holds: bool, field: &'static str, msg: impl FnOnce() -> String) -> Result<()> {
+    if holds {
+        Ok(())
+    } else {
+        Err(Error::header(Field::Header(field), msg()))
+    }
+}
+
+fn check_header_purpose(header: &Header) -> Result<()> {
+    header_rule(header.purpose == crate::PURPOSE, "purpose", || {
+        format!(
+            "detached header purpose is {:?}, not \"mirror-bundle\"",
+            header.purpose
+        )
+    })
+}
+
+fn check_header_created(header: &Header) -> Result<()> {
+    crate::manifest::parse_time(&header.created).map_err(|e| {
+        Error::header(
+            Field::Header("created"),
+            format!("detached header created: {e}"),
+        )
+    })?;
+    Ok(())
+}
+
+fn check_header_issuer(header: &Header, issuer: &str) -> Result<()> {
+    header_rule(header.issuer == issuer, "issuer", || {
+        format!(
+            "detached header issuer {:?} does not match the manifest issuer {:?}",
+            header.issuer, issuer
+        )
+    })
+}
+
+fn check_header_keyid(header: &Header, signers: &[VerifiedKey]) -> Result<()> {
+    let signed = signers.iter().any(|s| s.key_id.as_str() == header.keyid);
+    header_rule(signed, "keyid", || {
+        format!(
+            "detached header keyid {} is not a trusted key that signed the manifest",
+            header.keyid
+        )
+    })
+}
+
+/// The warning of a header without a Rekor entry; `what` was verified against the keyring.
+fn no_rekor_warning(header: &Header, what: &str) -> Option<String> {
+    header.rekor_uuid.is_none().then(|| {
+        format!(
+            "no Rekor entry (rekorUUID) in the detached header: transparency-log inclusion was \
+             not checked; {what} was verified against the local keyring only"
+        )
     })
 }
 
@@ -304,61 +472,32 @@ pub(crate) fn check_header(
 ) -> Result<(Header, Vec<String>)> {
     // The detached header must agree with the signed payload.
     let hbytes = hbytes.ok_or_else(|| {
-        Error::verify(
-            Stage::Header,
+        Error::header(
+            Field::file(names::HEADER),
             "mirror/metadata/mirror.dsse.json (detached header) is missing",
         )
     })?;
-    let hvalue = stella_dsse::jcs::parse_strict(hbytes)
-        .map_err(|e| Error::verify(Stage::Header, format!("detached header: {e}")))?;
-    let header: Header = serde_json::from_value(hvalue)
-        .map_err(|e| Error::verify(Stage::Header, format!("detached header: {e}")))?;
-    if header.purpose != crate::PURPOSE {
-        return Err(Error::verify(
-            Stage::Header,
-            format!(
-                "detached header purpose is {:?}, not \"mirror-bundle\"",
-                header.purpose
-            ),
-        ));
-    }
-    if header.payload_type != payload_type {
-        return Err(Error::verify(
-            Stage::Header,
-            format!(
-                "detached header payloadType {:?} does not match the envelope's {:?}",
-                header.payload_type, payload_type
-            ),
-        ));
-    }
-    if header.payload_sha256 != digest.hex() {
-        return Err(Error::verify(
-            Stage::Header,
+    let header = parse_header(hbytes, |m| Error::header(Field::file(names::HEADER), m))?;
+    check_header_purpose(&header)?;
+    header_rule(header.payload_type == payload_type, "payloadType", || {
+        format!(
+            "detached header payloadType {:?} does not match the envelope's {:?}",
+            header.payload_type, payload_type
+        )
+    })?;
+    header_rule(
+        header.payload_sha256 == digest.hex(),
+        "payloadSha256",
+        || {
             format!(
                 "detached header names payload sha256:{} but the signed manifest is sha256:{}",
                 header.payload_sha256,
                 digest.hex()
-            ),
-        ));
-    }
-    if header.issuer != issuer {
-        return Err(Error::verify(
-            Stage::Header,
-            format!(
-                "detached header issuer {:?} does not match the manifest issuer {:?}",
-                header.issuer, issuer
-            ),
-        ));
-    }
-    if !signers.iter().any(|s| s.key_id.as_str() == header.keyid) {
-        return Err(Error::verify(
-            Stage::Header,
-            format!(
-                "detached header keyid {} is not a trusted key that signed the manifest",
-                header.keyid
-            ),
-        ));
-    }
+            )
+        },
+    )?;
+    check_header_issuer(&header, issuer)?;
+    check_header_keyid(&header, signers)?;
     let env_sigs: BTreeSet<(String, String)> = signatures
         .iter()
         .map(|s| (s.keyid.clone(), stella_dsse::b64::encode(&s.sig)))
@@ -374,45 +513,35 @@ pub(crate) fn check_header(
         })
         .collect();
     if env_sigs != hdr_sigs {
-        return Err(Error::verify(
-            Stage::Envelope,
+        // The envelope's stage: the two signature sets of one signing disagree.
+        return Err(Error::envelope(
+            Field::Header("signatures"),
             "detached header signatures differ from those of manifest.dsse",
         ));
     }
-    crate::manifest::parse_time(&header.created)
-        .map_err(|e| Error::verify(Stage::Header, format!("detached header created: {e}")))?;
-    let mut warnings = Vec::new();
-    if header.rekor_uuid.is_none() {
-        warnings.push(
-            "no Rekor entry (rekorUUID) in the detached header: transparency-log inclusion was \
-             not checked; the bundle was verified against the local keyring only"
-                .to_string(),
-        );
-    }
+    check_header_created(&header)?;
+    let warnings = no_rekor_warning(&header, "the bundle")
+        .into_iter()
+        .collect();
     Ok((header, warnings))
 }
 
 /// The time anchor (checked whenever present, over `payload`; trusted only with trust roots)
-/// and freshness: returns the anchor, the age, the time judged at and its source.
+/// and freshness.
 pub(crate) fn check_time(
     anchor_bytes: Option<&[u8]>,
     payload: Option<&[u8]>,
     manifest: &Manifest,
     opts: &Options<'_>,
     warnings: &mut Vec<String>,
-) -> Result<(
-    Option<crate::anchor::Anchor>,
-    i64,
-    OffsetDateTime,
-    TimeSource,
-)> {
+) -> Result<TimeChecked> {
     // The time anchor: checked whenever present; trusted only with trust roots.
     let anchor = match anchor_bytes {
         Some(bytes) => Some(crate::anchor::verify_anchor(
             bytes,
             payload.ok_or_else(|| {
-                Error::verify(
-                    Stage::Anchor,
+                Error::anchor(
+                    Field::file(names::TIME_ANCHOR),
                     "time-anchor.json is not checked on a manifest too large to hold in memory \
                      (streamed verification): remove it or verify a smaller bundle",
                 )
@@ -435,49 +564,67 @@ pub(crate) fn check_time(
     }
 
     // Freshness.
-    let generated = manifest
-        .generated_at_time()
-        .map_err(|e| Error::verify(Stage::Freshness, e))?;
+    let generated = generated_at(manifest)?;
     if let Some(a) = anchor.as_ref().filter(|a| a.trusted()) {
         // The token proves the manifest existed at the anchor time.
         if (generated - a.time).whole_seconds() > SKEW_SECONDS {
-            return Err(Error::verify(Stage::Freshness, format!(
-                "bundle generatedAt {} is after its time anchor {} (more than {SKEW_SECONDS} s): the manifest cannot have been generated after it was stamped",
-                manifest.generated_at,
-                format_time(a.time)
-            )));
+            return Err(Error::freshness(Detail::AfterAnchor {
+                generated_at: manifest.generated_at.clone(),
+                anchor_time: a.time,
+                skew: SKEW_SECONDS,
+            }));
         }
     }
     let (now, time_source) = freshness_time(opts.now, anchor.as_ref());
-    let by = match time_source {
-        TimeSource::LocalClock => String::new(),
-        TimeSource::TimeAnchor => {
-            " (time from the trusted time anchor; the local clock is behind it)".to_string()
-        }
-    };
+    let age = check_age(manifest, generated, now, time_source, opts.max_age)?;
+    Ok(TimeChecked {
+        anchor,
+        age_seconds: age,
+        judged_at: now,
+        time_source,
+    })
+}
+
+/// The manifest's `generatedAt`, as a time.
+fn generated_at(manifest: &Manifest) -> Result<OffsetDateTime> {
+    manifest
+        .generated_at_time()
+        .map_err(|e| Error::freshness(Detail::Rule(e.to_string())))
+}
+
+/// The bundle's age at `now` (judged by `clock`): not in the future, not beyond its validity
+/// (`max_age`, else the manifest's `validForSeconds`), both ± [`SKEW_SECONDS`].
+fn check_age(
+    manifest: &Manifest,
+    generated: OffsetDateTime,
+    now: OffsetDateTime,
+    clock: TimeSource,
+    max_age: Option<u64>,
+) -> Result<i64> {
     let age = (now - generated).whole_seconds();
     if age < -SKEW_SECONDS {
-        return Err(Error::verify(
-            Stage::Freshness,
-            format!(
-            "bundle generatedAt {} is in the future (more than {SKEW_SECONDS} s ahead of {}){by}",
-            manifest.generated_at,
-            format_time(now)
-        ),
-        ));
+        return Err(Error::freshness(Detail::InFuture {
+            generated_at: manifest.generated_at.clone(),
+            judged_at: now,
+            skew: SKEW_SECONDS,
+            clock,
+        }));
     }
-    let budget = opts.max_age.unwrap_or(manifest.valid_for());
+    let budget = max_age.unwrap_or(manifest.valid_for());
     if age
         > i64::try_from(budget)
             .unwrap_or(i64::MAX)
             .saturating_add(SKEW_SECONDS)
     {
-        return Err(Error::verify(Stage::Freshness, format!(
-            "bundle is stale: generated at {}, {age} s ago, beyond its validity of {budget} s (±{SKEW_SECONDS} s){by}",
-            manifest.generated_at
-        )));
+        return Err(Error::freshness(Detail::Stale {
+            generated_at: manifest.generated_at.clone(),
+            age,
+            budget,
+            skew: SKEW_SECONDS,
+            clock,
+        }));
     }
-    Ok((anchor, age, now, time_source))
+    Ok(age)
 }
 
 /// A detached header that verified on its own (see [`verify_header`]).
@@ -512,52 +659,42 @@ pub fn verify_header(
     payload: &[u8],
     opts: &Options<'_>,
 ) -> Result<VerifiedHeader> {
-    let hvalue = stella_dsse::jcs::parse_strict(header_bytes)
-        .map_err(|e| Error::input(format!("detached header: {e}")))?;
-    let header: Header = serde_json::from_value(hvalue)
-        .map_err(|e| Error::input(format!("detached header: {e}")))?;
-    if header.purpose != crate::PURPOSE {
-        return Err(Error::verify(
-            Stage::Header,
-            format!(
-                "detached header purpose is {:?}, not \"mirror-bundle\"",
-                header.purpose
-            ),
-        ));
-    }
-    if header.payload_type != crate::PAYLOAD_TYPE
-        && header.payload_type != crate::PAYLOAD_TYPE_LEGACY
-    {
-        return Err(Error::verify(
-            Stage::Header,
+    let header = parse_header(header_bytes, Error::input)?;
+    check_header_purpose(&header)?;
+    let mirror_type = [crate::PAYLOAD_TYPE, crate::PAYLOAD_TYPE_LEGACY];
+    header_rule(
+        mirror_type.contains(&header.payload_type.as_str()),
+        "payloadType",
+        || {
             format!(
                 "detached header payloadType {:?} is not a mirror bundle manifest ({})",
                 header.payload_type,
                 crate::PAYLOAD_TYPE
-            ),
-        ));
-    }
-    crate::manifest::parse_time(&header.created)
-        .map_err(|e| Error::verify(Stage::Header, format!("detached header created: {e}")))?;
+            )
+        },
+    )?;
+    check_header_created(&header)?;
     let digest = Digest::of(payload);
-    if header.payload_sha256 != digest.hex() {
-        return Err(Error::verify(Stage::Header, format!(
-            "payload hash mismatch: the detached header names payload sha256:{} but the manifest is sha256:{}",
-            header.payload_sha256,
-            digest.hex()
-        )));
-    }
-    if header.signatures.is_empty() {
-        return Err(Error::verify(
-            Stage::Header,
-            "detached header carries no signatures",
-        ));
-    }
+    header_rule(
+        header.payload_sha256 == digest.hex(),
+        "payloadSha256",
+        || {
+            format!(
+                "payload hash mismatch: the detached header names payload sha256:{} but the \
+             manifest is sha256:{}",
+                header.payload_sha256,
+                digest.hex()
+            )
+        },
+    )?;
+    header_rule(!header.signatures.is_empty(), "signatures", || {
+        "detached header carries no signatures".to_string()
+    })?;
     let mut signatures = Vec::with_capacity(header.signatures.len());
     for s in &header.signatures {
         let sig = stella_dsse::b64::decode(&s.sig).map_err(|e| {
-            Error::verify(
-                Stage::Header,
+            Error::header(
+                Field::Header("signatures"),
                 format!("detached header signature {}: {e}", s.keyid),
             )
         })?;
@@ -575,65 +712,21 @@ pub fn verify_header(
         .purpose(Purpose::MirrorBundle)
         .at(opts.now);
     let signers = stella_keys::verify_envelope(&envelope, opts.keyring, &policy)?;
-    if !signers.iter().any(|s| s.key_id.as_str() == header.keyid) {
-        return Err(Error::verify(
-            Stage::Header,
-            format!(
-                "detached header keyid {} is not a trusted key that signed the manifest",
-                header.keyid
-            ),
-        ));
-    }
-    let manifest = Manifest::from_json(payload)
-        .map_err(|e| Error::verify(Stage::Manifest, format!("signed manifest: {e}")))?;
-    if !stella_dsse::jcs::is_canonical(payload) {
-        return Err(Error::verify(
-            Stage::Manifest,
-            "signed manifest is not canonical JSON (RFC 8785)",
-        ));
-    }
-    if header.issuer != manifest.issuer {
-        return Err(Error::verify(
-            Stage::Header,
-            format!(
-                "detached header issuer {:?} does not match the manifest issuer {:?}",
-                header.issuer, manifest.issuer
-            ),
-        ));
-    }
-    let generated = manifest
-        .generated_at_time()
-        .map_err(|e| Error::verify(Stage::Freshness, e))?;
-    let age = (opts.now - generated).whole_seconds();
-    if age < -SKEW_SECONDS {
-        return Err(Error::verify(
-            Stage::Freshness,
-            format!(
-                "bundle generatedAt {} is in the future (more than {SKEW_SECONDS} s ahead of {})",
-                manifest.generated_at,
-                format_time(opts.now)
-            ),
-        ));
-    }
-    let budget = opts.max_age.unwrap_or(manifest.valid_for());
-    if age
-        > i64::try_from(budget)
-            .unwrap_or(i64::MAX)
-            .saturating_add(SKEW_SECONDS)
-    {
-        return Err(Error::verify(Stage::Freshness, format!(
-            "bundle is stale: generated at {}, {age} s ago, beyond its validity of {budget} s (±{SKEW_SECONDS} s)",
-            manifest.generated_at
-        )));
-    }
-    let mut warnings = Vec::new();
-    if header.rekor_uuid.is_none() {
-        warnings.push(
-            "no Rekor entry (rekorUUID) in the detached header: transparency-log inclusion was \
-             not checked; the header was verified against the local keyring only"
-                .to_string(),
-        );
-    }
+    check_header_keyid(&header, &signers)?;
+    // The payload on its own: what `manifest.json` holds.
+    let manifest = signed_manifest(payload, names::MANIFEST)?;
+    check_header_issuer(&header, &manifest.issuer)?;
+    let generated = generated_at(&manifest)?;
+    let age = check_age(
+        &manifest,
+        generated,
+        opts.now,
+        TimeSource::LocalClock,
+        opts.max_age,
+    )?;
+    let warnings = no_rekor_warning(&header, "the header")
+        .into_iter()
+        .collect();
     Ok(VerifiedHeader {
         header,
         manifest,
@@ -659,17 +752,17 @@ pub fn check_files(
     let mut bytes = 0;
     let mut count = 0;
     for f in &manifest.files {
-        match observed.get(&f.path) {
-            None if manifest.kind == Kind::Thin => from_base.push(f.path.clone()),
+        match observed.get(f.path.as_str()) {
+            None if manifest.kind == Kind::Thin => from_base.push(f.path.to_string()),
             None => problems.push(format!("file {} is missing", f.path)),
             Some((size, d)) => {
-                if *size != f.size || d.hex() != f.sha256 {
+                if *size != f.size || *d != f.sha256 {
                     problems.push(format!(
                         "file {} changed: {size} bytes sha256:{}, the manifest says {} bytes sha256:{}",
                         f.path,
                         d.hex(),
                         f.size,
-                        f.sha256
+                        f.sha256.hex()
                     ));
                 } else {
                     bytes += size;
@@ -694,8 +787,8 @@ pub fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
         if let Some(b) = crate::fs::read_metadata_file(dir, name)? {
             total = total.saturating_add(b.len() as u64);
             if total > crate::MAX_METADATA_TOTAL {
-                return Err(Error::verify(
-                    Stage::Metadata,
+                return Err(Error::metadata(
+                    Field::Metadata,
                     format!(
                         "the metadata files exceed {} bytes in all (at {name})",
                         crate::MAX_METADATA_TOTAL
@@ -718,7 +811,11 @@ pub fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
 ///
 /// A folder whose manifest or checksum files are above [`crate::MAX_METADATA_BYTES`] is
 /// verified streamed ([`crate::streamed`]: memory independent of the file count).
-pub fn verify_dir(dir: &Path, opts: &Options<'_>, progress: &dyn Progress) -> Result<Report> {
+pub fn verify_dir(
+    dir: &Path,
+    opts: &Options<'_>,
+    progress: &dyn Progress,
+) -> Result<VerifiedBundle> {
     verify_dir_with(dir, opts, &crate::streamed::Limits::default(), progress)
 }
 
@@ -729,7 +826,7 @@ pub fn verify_dir_with(
     opts: &Options<'_>,
     limits: &crate::streamed::Limits,
     progress: &dyn Progress,
-) -> Result<Report> {
+) -> Result<VerifiedBundle> {
     if !dir.is_dir() {
         return Err(Error::NotFound(dir.to_path_buf()));
     }
@@ -746,13 +843,8 @@ pub fn verify_dir_with(
     });
     let vm = vm?;
     let observed = observed?;
-    let (files_checked, bytes_checked, from_base) = check_files(&vm.manifest, &observed)?;
-    Ok(Report {
-        meta: vm,
-        files_checked,
-        bytes_checked,
-        from_base,
-    })
+    let content = check_files(&vm.manifest, &observed)?;
+    Ok(VerifiedBundle::new(vm, content))
 }
 
 /// [`crate::verify::verify_dir`] for a folder whose metadata is above
@@ -773,16 +865,10 @@ pub fn verify_dir_streamed(
     opts: &Options<'_>,
     limits: &crate::streamed::Limits,
     progress: &dyn Progress,
-) -> Result<Report> {
+) -> Result<VerifiedBundle> {
     let (meta, _, content) = streamed_checks(dir, opts, limits, Some(progress))?;
-    let (files_checked, bytes_checked, from_base) =
-        content.ok_or_else(|| Error::input("the content was not checked"))?;
-    Ok(Report {
-        meta,
-        files_checked,
-        bytes_checked,
-        from_base,
-    })
+    let content = content.ok_or_else(|| Error::input("the content was not checked"))?;
+    Ok(VerifiedBundle::new(meta, content))
 }
 
 /// The metadata stage of [`verify_dir_streamed`] alone: the metadata files of `dir` (the
@@ -800,7 +886,7 @@ pub(crate) fn verify_metadata_streamed(
 
 /// What [`check_content`](crate::streamed::check_content) found: files and bytes checked, and
 /// the files left to the base.
-type ContentChecked = crate::streamed::ContentChecked;
+pub(crate) type ContentChecked = crate::streamed::ContentChecked;
 
 /// The streamed checks; the content too when given a `progress` to report it on.
 ///
@@ -867,8 +953,8 @@ fn streamed_metadata(
     };
 
     if open_meta(dir, names::KEYLESS, Some(crate::MAX_METADATA_BYTES))?.is_some() {
-        return Err(Error::verify(
-            Stage::Envelope,
+        return Err(Error::envelope(
+            Field::file(names::KEYLESS),
             "manifest.sigstore.json (keyless signatures) is not checked on a manifest too \
              large to hold in memory (streamed verification)",
         ));
@@ -876,13 +962,8 @@ fn streamed_metadata(
     // 1. The envelope, its payload into memory (or, above PAYLOAD_IN_MEMORY, a private
     //    temporary file), hashed on the way.
     let env_cap = envelope_cap(limits.max_manifest);
-    let (env_file, env_len, env_path) = open_meta(dir, names::ENVELOPE, Some(env_cap))?
-        .ok_or_else(|| {
-            Error::verify(
-                Stage::Envelope,
-                "manifest.dsse is missing: the bundle is not signed",
-            )
-        })?;
+    let (env_file, env_len, env_path) =
+        open_meta(dir, names::ENVELOPE, Some(env_cap))?.ok_or_else(unsigned)?;
     let tmp_err = |e| Error::io(std::env::temp_dir(), e);
     let (env, digest, payload) = {
         let mut tee = Tee {
@@ -898,7 +979,7 @@ fn streamed_metadata(
             stella_dsse::stream::read_envelope(env_file, &mut tee, env_cap).map_err(
                 |e| match e {
                     stella_dsse::stream::StreamError::Io(e) => Error::io(&env_path, e),
-                    e => Error::verify(Stage::Envelope, format!("manifest.dsse: {e}")),
+                    e => envelope_malformed(e),
                 },
             )?;
         let digest = tee.hasher.finish();
@@ -911,16 +992,7 @@ fn streamed_metadata(
             limits.max_manifest,
         ));
     }
-    if env.payload_type != crate::PAYLOAD_TYPE && env.payload_type != crate::PAYLOAD_TYPE_LEGACY {
-        return Err(Error::verify(
-            Stage::Envelope,
-            format!(
-                "manifest.dsse has payload type {:?}, not a mirror bundle manifest ({})",
-                env.payload_type,
-                crate::PAYLOAD_TYPE
-            ),
-        ));
-    }
+    check_payload_type(&env.payload_type)?;
     let pae_prefix = stella_dsse::stream::pae_prefix(&env.payload_type, env.payload_len);
 
     // 2. Signatures, canonical form and manifest.json (second thread) while this one types the
@@ -948,16 +1020,15 @@ fn streamed_metadata(
             let rest = (|| {
                 let canonical = match payload.bytes() {
                     Some(b) => stella_dsse::jcs::is_canonical(b),
-                    None => stella_dsse::jcs::is_canonical_read(payload.reader()).map_err(tmp_err)?,
+                    None => {
+                        stella_dsse::jcs::is_canonical_read(payload.reader()).map_err(tmp_err)?
+                    }
                 };
                 if !canonical {
-                    return Err(Error::verify(
-                        Stage::Manifest,
-                        "signed manifest is not canonical JSON (RFC 8785)",
-                    ));
+                    return Err(not_canonical(names::ENVELOPE));
                 }
                 match open_meta(dir, names::MANIFEST, Some(limits.max_manifest))? {
-                    None => Err(Error::verify(Stage::Manifest, "manifest.json is missing")),
+                    None => Err(manifest_json_missing()),
                     Some((mut f, len, p)) => {
                         let same = len == env.payload_len
                             && match payload.bytes() {
@@ -967,10 +1038,7 @@ fn streamed_metadata(
                         if same {
                             Ok(())
                         } else {
-                            Err(Error::verify(
-                                Stage::Manifest,
-                                "manifest.json differs from the payload signed in manifest.dsse (edited after signing?)",
-                            ))
+                            Err(manifest_json_differs())
                         }
                     }
                 }
@@ -994,8 +1062,7 @@ fn streamed_metadata(
     });
     // In the order of the in-memory path: signature, manifest shape, canonical, manifest.json.
     let (signers, canonical_and_copy) = signed?;
-    let (manifest, index) =
-        parsed.map_err(|e| Error::verify(Stage::Manifest, format!("signed manifest: {e}")))?;
+    let (manifest, index) = parsed.map_err(|e| manifest_malformed(names::ENVELOPE, e))?;
     canonical_and_copy?;
 
     // 3. The content is judged against the index on the hashing threads while this one
@@ -1019,31 +1086,19 @@ fn streamed_metadata(
         },
     );
     drop(payload);
-    let (header, warnings, anchor, age, now, time_source) = meta?;
-    Ok(VerifiedMetadata {
+    let (header, warnings, time) = meta?;
+    Ok(VerifiedMetadata::new(
         manifest,
-        manifest_bytes: Vec::new(),
-        manifest_digest: digest,
+        Vec::new(),
+        digest,
         signers,
-        header,
-        warnings,
-        age_seconds: age,
-        anchor,
-        judged_at: now,
-        time_source,
-    })
+        (header, warnings),
+        time,
+    ))
 }
 
-/// What [`rest_of_streamed_metadata`] verified: header, warnings, anchor, age, time judged at
-/// and its source.
-type StreamedRest = (
-    Header,
-    Vec<String>,
-    Option<crate::anchor::Anchor>,
-    i64,
-    OffsetDateTime,
-    TimeSource,
-);
+/// What [`rest_of_streamed_metadata`] verified: the header, the warnings, the time checks.
+type StreamedRest = (Header, Vec<String>, TimeChecked);
 
 /// Steps 3-6 of the streamed path, once the signatures and the manifest verified: the detached
 /// header, the checksum files (against the index), `public-key.pem` (over `pae`, the signed
@@ -1125,9 +1180,7 @@ fn rest_of_streamed_metadata(
     })?;
     let sums = match sums {
         Some(s) => s,
-        None => {
-            read_sums()?.ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS is missing"))?
-        }
+        None => read_sums()?.ok_or_else(|| missing_sums(names::SUMS))?,
     };
     if sums.len > limits.max_sums {
         return Err(crate::streamed::too_large(
@@ -1137,16 +1190,13 @@ fn rest_of_streamed_metadata(
         ));
     }
     if !sums.same {
-        return Err(Error::verify(
-            Stage::Checksums,
-            "SHA256SUMS does not match the manifest's file list",
-        ));
+        return Err(sums_differ());
     }
     let (sums_file, sums_len, sums_path, sums_digest) =
         (&sums.file, &sums.len, &sums.path, sums.digest);
     let (sums_env_file, _, sums_env_path) =
         open_meta(dir, names::SUMS_DSSE, Some(envelope_cap(limits.max_sums)))?
-            .ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS.dsse is missing"))?;
+            .ok_or_else(|| missing_sums(names::SUMS_DSSE))?;
     let mut sink = Tee {
         inner: std::io::sink(),
         hasher: Hasher::new(),
@@ -1155,16 +1205,13 @@ fn rest_of_streamed_metadata(
         stella_dsse::stream::read_envelope(sums_env_file, &mut sink, envelope_cap(limits.max_sums))
             .map_err(|e| match e {
                 stella_dsse::stream::StreamError::Io(e) => Error::io(&sums_env_path, e),
-                e => Error::verify(Stage::Checksums, format!("SHA256SUMS.dsse: {e}")),
+                e => sums_dsse_refused(e),
             })?;
     if sink.hasher.finish() != sums_digest
         || sums_env.payload_len != *sums_len
         || sums_env.payload_type != crate::SUMS_PAYLOAD_TYPE
     {
-        return Err(Error::verify(
-            Stage::Checksums,
-            "SHA256SUMS.dsse does not carry SHA256SUMS",
-        ));
+        return Err(sums_dsse_not_sums());
     }
     stella_keys::verify_envelope_stream(
         &sums_env.payload_type,
@@ -1174,14 +1221,13 @@ fn rest_of_streamed_metadata(
             body: At::new(sums_file, 0),
         },
         opts.keyring,
-        &Policy::new(1).purpose(Purpose::MirrorBundle).at(opts.now),
+        &sums_policy(opts),
     )
-    .map_err(|e| Error::verify(Stage::Checksums, format!("SHA256SUMS.dsse: {e}")))?;
+    .map_err(sums_dsse_refused)?;
     let signer_keys = keys_of(opts.keyring, signers);
     let sig = crate::fs::read_metadata_file(dir, names::SUMS_SIG)?
-        .ok_or_else(|| Error::verify(Stage::Checksums, "SHA256SUMS.sig is missing"))?;
-    let raw = stella_dsse::b64::decode(String::from_utf8_lossy(&sig).trim())
-        .map_err(|e| Error::verify(Stage::Checksums, format!("SHA256SUMS.sig: {e}")))?;
+        .ok_or_else(|| missing_sums(names::SUMS_SIG))?;
+    let raw = sums_sig(&sig)?;
     let mut raw_sums = Prefixed {
         prefix: Vec::new(),
         body: At::new(sums_file, 0),
@@ -1195,26 +1241,14 @@ fn rest_of_streamed_metadata(
         }
     }
     if !any {
-        return Err(Error::verify(
-            Stage::Checksums,
-            "SHA256SUMS.sig does not verify SHA256SUMS under a key that signed the manifest",
-        ));
+        return Err(sums_sig_does_not_verify());
     }
 
     // 5. public-key.pem: only keys that signed.
     if let Some(pem_bytes) = crate::fs::read_metadata_file(dir, names::PUBLIC_KEY)? {
-        let blocks = pem::parse_many(&pem_bytes)
-            .map_err(|e| Error::verify(Stage::PublicKey, format!("public-key.pem: {e}")))?;
-        if blocks.is_empty() {
-            return Err(Error::verify(
-                Stage::PublicKey,
-                "public-key.pem holds no key",
-            ));
-        }
         let mut v = stella_keys::stream::StreamVerifier::new(pae);
-        for b in blocks {
-            let k = stella_keys::PublicKey::from_spki_der(b.contents())
-                .map_err(|e| Error::verify(Stage::PublicKey, format!("public-key.pem: {e}")))?;
+        for k in public_keys(&pem_bytes)? {
+            let k = k?;
             if signers.iter().any(|s| &s.key_id == k.key_id()) {
                 continue;
             }
@@ -1226,22 +1260,15 @@ fn rest_of_streamed_metadata(
                 }
             }
             if !signed {
-                return Err(Error::verify(
-                    Stage::PublicKey,
-                    format!(
-                        "public-key.pem holds key {}, which did not sign this bundle",
-                        k.key_id()
-                    ),
-                ));
+                return Err(foreign_key(&k));
             }
         }
     }
 
     // 6. Time anchor and freshness.
     let anchor_bytes = crate::fs::read_metadata_file(dir, names::TIME_ANCHOR)?;
-    let (anchor, age, now, time_source) =
-        check_time(anchor_bytes.as_deref(), None, manifest, opts, &mut warnings)?;
-    Ok((header, warnings, anchor, age, now, time_source))
+    let time = check_time(anchor_bytes.as_deref(), None, manifest, opts, &mut warnings)?;
+    Ok((header, warnings, time))
 }
 
 /// Hash every content file of a folder (every file but the metadata) on every core, without
@@ -1265,18 +1292,18 @@ fn hash_dir_all(dir: &Path, progress: &dyn Progress) -> Result<BTreeMap<String, 
 }
 
 /// A folder verified except that some content files were only checked for presence and size:
-/// not a [`Report`] until the caller has hashed those files itself
-/// ([`DeferredReport::hashed_by_caller`]).
+/// a distinct type from [`VerifiedBundle`], which it becomes only once the caller has hashed
+/// those files itself ([`PartlyHashedBundle::hashed_by_caller`]).
 #[derive(Debug, Clone)]
-pub struct DeferredReport {
-    report: Report,
+pub struct PartlyHashedBundle {
+    bundle: VerifiedBundle,
     deferred: BTreeSet<String>,
 }
 
-impl DeferredReport {
+impl PartlyHashedBundle {
     /// The verified metadata (signature, header, checksum files, freshness all passed).
     pub fn meta(&self) -> &VerifiedMetadata {
-        &self.report.meta
+        &self.bundle.meta
     }
 
     /// The content files whose digests are left to the caller.
@@ -1284,10 +1311,11 @@ impl DeferredReport {
         &self.deferred
     }
 
-    /// The full report, once the caller has hashed every [`deferred`](Self::deferred) file
-    /// against the signed manifest (the `load` push does, before its first request).
-    pub fn hashed_by_caller(self) -> Report {
-        self.report
+    /// The fully verified bundle, once the caller has hashed every
+    /// [`deferred`](Self::deferred) file against the signed manifest (the `load` push does,
+    /// before its first request).
+    pub fn hashed_by_caller(self) -> VerifiedBundle {
+        self.bundle
     }
 }
 
@@ -1299,9 +1327,9 @@ pub fn verify_dir_deferring(
     opts: &Options<'_>,
     defer: impl FnOnce(&Manifest) -> HashSet<String>,
     progress: &dyn Progress,
-) -> Result<DeferredReport> {
-    verify_dir_inner(dir, opts, defer, progress).map(|(report, deferred)| DeferredReport {
-        report,
+) -> Result<PartlyHashedBundle> {
+    verify_dir_inner(dir, opts, defer, progress).map(|(bundle, deferred)| PartlyHashedBundle {
+        bundle,
         deferred: deferred.into_iter().collect(),
     })
 }
@@ -1311,7 +1339,7 @@ fn verify_dir_inner(
     opts: &Options<'_>,
     defer: impl FnOnce(&Manifest) -> HashSet<String>,
     progress: &dyn Progress,
-) -> Result<(Report, HashSet<String>)> {
+) -> Result<(VerifiedBundle, HashSet<String>)> {
     if !dir.is_dir() {
         return Err(Error::NotFound(dir.to_path_buf()));
     }
@@ -1320,16 +1348,8 @@ fn verify_dir_inner(
     let vm = verify_metadata(&read_dir_metadata(dir)?, opts)?;
     let deferred = defer(&vm.manifest);
     let observed = hash_dir_content(dir, &vm.manifest, &deferred, progress)?;
-    let (files_checked, bytes_checked, from_base) = check_files(&vm.manifest, &observed)?;
-    Ok((
-        Report {
-            meta: vm,
-            files_checked,
-            bytes_checked,
-            from_base,
-        },
-        deferred,
-    ))
+    let content = check_files(&vm.manifest, &observed)?;
+    Ok((VerifiedBundle::new(vm, content), deferred))
 }
 
 /// Hash the content files of a folder (every file but the metadata) on every core; files in
@@ -1356,13 +1376,7 @@ pub fn hash_dir_content(
                     .map(|b| b.under(dir))
                     .unwrap_or_else(|_| dir.join(&p));
                 let size = std::fs::metadata(&abs).at(&abs)?.len();
-                let sha = crate::hash::parse_hex(&f.sha256).ok_or_else(|| {
-                    Error::verify(
-                        Stage::Manifest,
-                        format!("manifest entry {p} has a malformed sha256"),
-                    )
-                })?;
-                observed.insert(p, (size, sha));
+                observed.insert(p, (size, f.sha256));
             }
             f => {
                 let size = f.map(|f| f.size).unwrap_or(0);
@@ -1392,27 +1406,27 @@ pub fn verify_checksums(dir: &Path, progress: &dyn Progress) -> Result<(usize, u
     let sums = crate::fs::read_metadata_file(dir, names::SUMS)?
         .ok_or_else(|| Error::NotFound(dir.join(names::SUMS)))?;
     let text = std::str::from_utf8(&sums)
-        .map_err(|_| Error::verify(Stage::Checksums, "SHA256SUMS is not UTF-8 text"))?;
+        .map_err(|_| Error::checksums(Field::file(names::SUMS), "SHA256SUMS is not UTF-8 text"))?;
     let mut listed: BTreeMap<String, Digest> = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let (hex, path) = line.split_once("  ").ok_or_else(|| {
-            Error::verify(
-                Stage::Checksums,
+            Error::checksums(
+                sums_line(i),
                 format!("SHA256SUMS line {}: not `<sha256>  <path>`", i + 1),
             )
         })?;
         let d = crate::hash::parse_hex(hex).ok_or_else(|| {
-            Error::verify(
-                Stage::Checksums,
+            Error::checksums(
+                sums_line(i),
                 format!("SHA256SUMS line {}: malformed digest", i + 1),
             )
         })?;
         crate::BundlePath::new(path).map_err(|e| {
-            Error::verify(Stage::Checksums, format!("SHA256SUMS line {}: {e}", i + 1))
+            Error::checksums(sums_line(i), format!("SHA256SUMS line {}: {e}", i + 1))
         })?;
         if listed.insert(path.to_string(), d).is_some() {
-            return Err(Error::verify(
-                Stage::Checksums,
+            return Err(Error::checksums(
+                sums_line(i),
                 format!("SHA256SUMS lists {path} twice"),
             ));
         }
@@ -1463,12 +1477,20 @@ pub fn verify_checksums(dir: &Path, progress: &dyn Progress) -> Result<(usize, u
         bytes += n;
     }
     if !problems.is_empty() {
-        return Err(Error::verify(
-            Stage::Checksums,
+        return Err(Error::checksums(
+            Field::Content,
             format!("SHA256SUMS check failed: {}", problems.join("; ")),
         ));
     }
     Ok((to_hash.len(), bytes))
+}
+
+/// Line `i` (0-based) of `SHA256SUMS`.
+fn sums_line(i: usize) -> Field {
+    Field::Line {
+        file: names::SUMS,
+        line: i + 1,
+    }
 }
 
 /// The public keys of the keyring that signed the manifest (`SHA256SUMS.sig` must verify
@@ -1489,17 +1511,16 @@ fn check_signed_checksums(
     mut digest_of: impl FnMut(&str) -> Result<Option<(Digest, u64)>>,
 ) -> Result<()> {
     if manifest.checksums.is_empty() {
-        return Err(Error::verify(
-            Stage::Checksums,
+        return Err(Error::checksums(
+            Field::Manifest("checksums"),
             "the signed manifest lists no checksum files (sign it with `stella mirror sign`)",
         ));
     }
     for c in &manifest.checksums {
-        let (d, n) = digest_of(&c.path)?
-            .ok_or_else(|| Error::verify(Stage::Checksums, format!("{} is missing", c.path)))?;
-        if d.hex() != c.sha256 || n != c.size {
-            return Err(Error::verify(
-                Stage::Checksums,
+        let (d, n) = digest_of(&c.path)?.ok_or_else(|| missing_sums(&c.path))?;
+        if d != c.sha256 || n != c.size {
+            return Err(Error::checksums(
+                Field::file(&c.path),
                 format!("{} does not match the digest the manifest signs", c.path),
             ));
         }

@@ -48,6 +48,21 @@ pub use release::{
     SignedImage, Verdict, COSIGN_SIGN_V1,
 };
 pub use stella_digest::Digest;
+
+/// Entry points for the fuzz targets (`fuzz/`) into parsers that are private to the crate:
+/// the credential file and the `WWW-Authenticate` challenge. Not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parse a Docker `config.json`; whether it was accepted.
+    pub fn docker_config(text: &[u8]) -> bool {
+        crate::auth::DockerConfig::parse(text).is_ok()
+    }
+
+    /// Parse a `WWW-Authenticate` header; whether it named a usable challenge.
+    pub fn challenge(header: &str) -> bool {
+        crate::auth::Challenge::parse(header).is_some()
+    }
+}
 pub use transfer::{
     pull_to_layout, push_all_from_layout, push_from_layout, verify_layout_image, PullOptions,
     PulledImage, PushOptions, Report,

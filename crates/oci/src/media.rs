@@ -15,7 +15,7 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+pub(crate) const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 pub const OCI_LAYOUT_HEADER: &str = "application/vnd.oci.layout.header.v1+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -25,9 +25,9 @@ const DOCKER_SCHEMA1: &[&str] = &[
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 ];
 /// The Sigstore bundle v0.3 media type, also the artifactType of signature referrers.
-pub const SIGSTORE_BUNDLE_V03: &str = stella_dsse::BUNDLE_MEDIA_TYPE_V03;
+pub(crate) const SIGSTORE_BUNDLE_V03: &str = stella_dsse::BUNDLE_MEDIA_TYPE_V03;
 /// The `Accept` list for manifest requests.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.docker.distribution.manifest.v2+json";
@@ -53,8 +53,8 @@ pub struct Descriptor {
     pub digest: Digest,
     pub size: u64,
     pub artifact_type: Option<String>,
-    pub platform: Option<Platform>,
-    pub annotations: BTreeMap<String, String>,
+    pub(crate) platform: Option<Platform>,
+    pub(crate) annotations: BTreeMap<String, String>,
 }
 
 impl Descriptor {
@@ -131,9 +131,9 @@ impl Descriptor {
 /// An OS/architecture pair with optional variant, `linux/arm64/v8`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
+    pub(crate) os: String,
+    pub(crate) architecture: String,
+    pub(crate) variant: Option<String>,
 }
 
 impl Platform {
@@ -189,14 +189,14 @@ impl Platform {
     }
 
     /// Does this filter entry select `other`? A filter without variant matches any variant.
-    pub fn matches(&self, other: &Platform) -> bool {
+    pub(crate) fn matches(&self, other: &Platform) -> bool {
         self.os == other.os
             && self.architecture == other.architecture
             && (self.variant.is_none() || self.variant == other.variant)
     }
 
     /// Buildkit's attestation manifests carry `unknown/unknown`.
-    pub fn is_unknown(&self) -> bool {
+    pub(crate) fn is_unknown(&self) -> bool {
         self.os == "unknown" || self.architecture == "unknown"
     }
 }
@@ -236,7 +236,7 @@ impl Platforms {
         ))
     }
 
-    pub fn selects(&self, p: &Platform) -> bool {
+    pub(crate) fn selects(&self, p: &Platform) -> bool {
         match self {
             Platforms::All => true,
             Platforms::Only(list) => list.iter().any(|f| f.matches(p)),
@@ -247,7 +247,7 @@ impl Platforms {
 /// A manifest or index as bytes plus what we learnt parsing it.
 #[derive(Debug, Clone)]
 pub struct Document {
-    pub bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
     pub media_type: String,
     pub digest: Digest,
     pub json: Value,

@@ -17,8 +17,9 @@ use serde_json::json;
 use crate::digest::{Digest, Hasher};
 use crate::layout::Layout;
 use crate::media::{Descriptor, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST};
+use stella_digest::HashingWriter;
 
-pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+pub(crate) const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
 /// A `docker-registry` process with its own storage, killed on drop.
 pub struct Registry {
@@ -171,7 +172,7 @@ impl Drop for Registry {
 }
 
 /// Random bytes.
-pub fn random_bytes(n: usize) -> Vec<u8> {
+pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
     for chunk in v.chunks_mut(1 << 20) {
         aws_lc_rs::rand::fill(chunk).unwrap();
@@ -189,26 +190,8 @@ pub struct Layer {
 }
 
 impl Layer {
-    pub fn descriptor(&self) -> Descriptor {
+    pub(crate) fn descriptor(&self) -> Descriptor {
         Descriptor::new(OCI_LAYER_GZIP, self.digest, self.size)
-    }
-}
-
-/// Hashes what passes through to the inner writer.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Hasher,
-}
-
-impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 
@@ -216,9 +199,9 @@ impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
 #[derive(Debug, Clone)]
 pub struct Built {
     pub digest: Digest,
-    pub size: u64,
-    pub media_type: String,
-    pub platform: String,
+    pub(crate) size: u64,
+    pub(crate) media_type: String,
+    pub(crate) platform: String,
     pub layers: Vec<Layer>,
     pub config: Option<Digest>,
 }
@@ -239,10 +222,7 @@ pub fn random_layer(layout: &Layout, payload: u64) -> Layer {
         .join(format!(".layer-{}", Digest::of(&random_bytes(16)).hex()));
     let file =
         std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp_path).unwrap());
-    let out = HashingWriter {
-        inner: file,
-        hasher: Hasher::new(),
-    };
+    let out = HashingWriter::new(file);
     let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::none());
     let mut tar_hash = Hasher::new();
     let mut put = |b: &[u8], gz: &mut flate2::write::GzEncoder<HashingWriter<_>>| {

@@ -36,11 +36,11 @@ pub(crate) enum BlobSource<'a> {
 /// The outcome of one blob push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PushedBlob {
-    pub action: BlobAction,
+    pub(crate) action: BlobAction,
     /// For [`BlobAction::Resumed`]: the offset the upload continued from.
-    pub resumed_from: u64,
+    pub(crate) resumed_from: u64,
     /// Bytes sent over the wire for this blob.
-    pub bytes_sent: u64,
+    pub(crate) bytes_sent: u64,
 }
 
 /// Upload sessions on disk, so a later run continues a chunked upload instead of restarting
@@ -51,7 +51,7 @@ pub struct ResumeJournal {
 }
 
 impl ResumeJournal {
-    pub fn new(dir: &Path) -> Result<Self> {
+    pub(crate) fn new(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).at(dir)?;
         Ok(ResumeJournal {
             dir: dir.to_path_buf(),

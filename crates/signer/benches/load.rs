@@ -29,6 +29,7 @@
 //! entries, default 100000; 0 = verify every access token's signature on every request),
 //! `--rounds N` (the honest benchmark of issue #15: N rounds of bound / service / open loop,
 //! fresh proofs on the timed path, every envelope verified; see `load/rounds.rs`),
+//! `--bound-threads N` (threads of the rounds' crypto bound, default: every core),
 //! `--profile N` (N sign requests only, for callgrind),
 //! `--key REF` (sign with this key reference — a file, `pkcs11:` or `awskms://` key — instead
 //! of a generated P-256 file key; scripts/keys-bench.sh), `--rate 0` (skip the open loop).
@@ -77,6 +78,9 @@ struct Opts {
     /// Replicas behind HAProxy (issue #13; more than 1 needs `--shared`).
     replicas: usize,
     rounds: usize,
+    /// Threads of the bound (`--rounds`); default: every core, whatever the service's worker
+    /// count, so that `--server-threads 1` is still judged against the whole machine.
+    bound_threads: usize,
     profile: Option<u64>,
 }
 
@@ -93,6 +97,7 @@ fn opts() -> Opts {
         shared: false,
         replicas: 1,
         rounds: 0,
+        bound_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         profile: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -110,6 +115,7 @@ fn opts() -> Opts {
             "--key" => o.key = Some(v),
             "--replicas" => o.replicas = v.parse().unwrap(),
             "--rounds" => o.rounds = v.parse().unwrap(),
+            "--bound-threads" => o.bound_threads = v.parse().unwrap(),
             "--profile" => o.profile = Some(v.parse().unwrap()),
             "--shared" => {
                 o.shared = true;

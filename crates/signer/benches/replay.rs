@@ -14,7 +14,7 @@ use std::hash::BuildHasher as _;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use stella_store::{MemoryReplayCache, ReplayCache};
+use stella_store::{MemoryReplayCache, ReplayCache, ReplayKey};
 
 const SHARDS: usize = 16;
 
@@ -77,7 +77,7 @@ fn main() {
     rt.block_on(async {
         let mut i = 0usize;
         while new
-            .check_and_insert_in("t", &format!("fill{i}"), far)
+            .check_and_insert_in(ReplayKey::new("t", &format!("fill{i}")), far)
             .await
             .is_ok()
         {
@@ -102,7 +102,7 @@ fn main() {
     rt.block_on(async {
         for i in 0..n {
             assert!(new
-                .check_and_insert_in("t", &format!("x{i}"), far)
+                .check_and_insert_in(ReplayKey::new("t", &format!("x{i}")), far)
                 .await
                 .is_err());
         }
@@ -120,7 +120,7 @@ fn main() {
     let churn_old = ScanOnFull::new(entries);
     for i in 0..entries {
         churn_new
-            .check_and_insert_at("t", &format!("c{i}"), i as i64, -1)
+            .check_and_insert_at(ReplayKey::new("t", &format!("c{i}")), i as i64, -1)
             .unwrap();
         let _ = churn_old.insert_at(&format!("c{i}"), i as i64, -1);
     }
@@ -128,7 +128,11 @@ fn main() {
     let t = Instant::now();
     for i in 0..n {
         churn_new
-            .check_and_insert_at("t", &format!("d{i}"), (entries + i) as i64, i as i64)
+            .check_and_insert_at(
+                ReplayKey::new("t", &format!("d{i}")),
+                (entries + i) as i64,
+                i as i64,
+            )
             .unwrap();
     }
     let new_churn = rate(n, t.elapsed().as_secs_f64());

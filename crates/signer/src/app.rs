@@ -80,7 +80,7 @@ pub struct App {
     pub quotas: Arc<dyn QuotaStore>,
     pub audit: Arc<dyn AuditLog>,
     pub keys: TenantKeys,
-    /// Release integrity: allow-list, then OCI signature referrers ([`crate::release`]).
+    /// Release integrity: allow-list, then OCI signature referrers (`crate::release`).
     pub release: ReleaseGate,
     pub metrics: Metrics,
     /// The dev profile's embedded Authority (dev only).
@@ -90,11 +90,11 @@ pub struct App {
     pub(crate) draining: AtomicBool,
     /// Sign pipelines running (each in its own task, whatever the client does).
     pub(crate) pipelines: Pipelines,
-    /// Aggregation of unauthenticated failures ([`crate::flood`]).
+    /// Aggregation of unauthenticated failures (`crate::flood`).
     pub unauth_failures: crate::flood::UnauthFailures,
-    /// The audit API's cursor key ([`crate::audit_api`]).
+    /// The audit API's cursor key (`crate::audit_api`).
     pub audit_api: crate::audit_cursor::AuditApi,
-    /// Keyless signing (`[keyless]`; [`crate::keyless`]).
+    /// Keyless signing (`[keyless]`; `crate::keyless`).
     pub keyless: Option<crate::keyless::Keyless>,
 }
 

@@ -25,7 +25,8 @@ use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::Value;
-use stella_store::{ReplayCache, SharedCache};
+use stella_keyless::token::claim_strings;
+use stella_store::{ReplayCache, ReplayKey, SharedCache};
 
 use crate::error::{ApiError, Code};
 use crate::jose::{Alg, Jwk, Jws};
@@ -459,12 +460,7 @@ impl Authenticator {
         if claim_str(c, "iss").as_deref() != Some(self.issuer.as_str()) {
             return Err(invalid_token("access token issuer (`iss`) is not trusted"));
         }
-        let aud_ok = match c.get("aud") {
-            Some(Value::String(a)) => *a == self.audience,
-            Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(&self.audience)),
-            _ => false,
-        };
-        if !aud_ok {
+        if !claim_strings(c.get("aud"), std::iter::once).contains(&self.audience) {
             return Err(invalid_token(format!(
                 "access token audience (`aud`) does not include {:?}",
                 self.audience
@@ -486,15 +482,10 @@ impl Authenticator {
                 "access token was issued in the future (`iat`)",
             ));
         }
-        let scopes = match c.get("scope").or_else(|| c.get("scp")) {
-            Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
-            _ => Vec::new(),
-        };
+        let scopes = claim_strings(
+            c.get("scope").or_else(|| c.get("scp")),
+            str::split_whitespace,
+        );
         let cnf = c.get("cnf").and_then(Value::as_object);
         let claims = TokenClaims {
             sub: claim_str(c, "sub"),
@@ -908,7 +899,11 @@ impl DpopValidator {
             .saturating_add(self.max_age)
             .saturating_add(self.skew);
         // Partitioned by tenant: one tenant's callers cannot fill the cache for all.
-        match self.replay.check_and_insert_in(tenant, &key, expires).await {
+        match self
+            .replay
+            .check_and_insert_in(ReplayKey::new(tenant, &key), expires)
+            .await
+        {
             Ok(true) => Ok(()),
             Ok(false) => Err(bad_proof("DPoP proof `jti` was already used (replay)")),
             // Full or unreachable: refuse (fail closed) — a proof is never let through
@@ -1108,6 +1103,17 @@ mod tests {
         }
     }
 
+    /// A `POST` to `target` with one DPoP `proof` and nothing else.
+    fn dpop_post<'a>(target: &'a url::Url, proof: &'a str) -> AuthRequest<'a> {
+        AuthRequest {
+            method: "POST",
+            target,
+            authorization: None,
+            dpop: vec![proof.as_bytes()],
+            client_cert_sha256: None,
+        }
+    }
+
     /// Issue #8 item 4: `now - iat` overflowed for `iat = i64::MIN`, so the proof passed the
     /// freshness check (and could be replayed once its replay entry expired).
     #[tokio::test]
@@ -1137,13 +1143,7 @@ mod tests {
             json!(now + 6),
         ] {
             let proof = check(iat.clone());
-            let req = AuthRequest {
-                method: "POST",
-                target: &target,
-                authorization: None,
-                dpop: vec![proof.as_bytes()],
-                client_cert_sha256: None,
-            };
+            let req = dpop_post(&target, &proof);
             let e = v
                 .validate(&req, &token_hash, key.thumbprint(), "t", now)
                 .await
@@ -1153,13 +1153,7 @@ mod tests {
         }
         // The control: a fresh proof passes.
         let proof = check(json!(now));
-        let req = AuthRequest {
-            method: "POST",
-            target: &target,
-            authorization: None,
-            dpop: vec![proof.as_bytes()],
-            client_cert_sha256: None,
-        };
+        let req = dpop_post(&target, &proof);
         v.validate(&req, &token_hash, key.thumbprint(), "t", now)
             .await
             .unwrap();
@@ -1193,13 +1187,7 @@ mod tests {
         let check = |proof: String| {
             let (v, target, jkt) = (&v, &target, jkt.clone());
             async move {
-                let req = AuthRequest {
-                    method: "POST",
-                    target,
-                    authorization: None,
-                    dpop: vec![proof.as_bytes()],
-                    client_cert_sha256: None,
-                };
+                let req = dpop_post(target, &proof);
                 v.validate(&req, &token_hash, &jkt, "t", now).await
             }
         };

@@ -5,7 +5,7 @@
 //! behind its checkpoint (records cut off while the service was down, or the database
 //! replaced) refuses to start rather than re-anchor — and a checkpoint of the current head is
 //! written. A background task then writes one every `audit.checkpoint_interval_seconds` when
-//! the head has moved, and [`Running::finish`] writes the last one after the log is closed at
+//! the head has moved, and `Running::finish` writes the last one after the log is closed at
 //! shutdown. Checkpoint failures while serving are logged and counted, never fatal: the audit
 //! records themselves are durable either way.
 
@@ -18,7 +18,7 @@ use crate::app::AppState;
 use crate::error::StartError;
 
 /// The running checkpoint task.
-pub struct Running {
+pub(crate) struct Running {
     checkpointer: Arc<Checkpointer>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -35,7 +35,7 @@ async fn write(app: &AppState, cp: &Arc<Checkpointer>) -> Result<bool, StartErro
 }
 
 /// Check the existing checkpoint against the log's head without writing anything (for a
-/// start-up check before the listener is announced); [`start`] checks again.
+/// start-up check before the listener is announced); `start` checks again.
 pub async fn check(app: &AppState) -> Result<(), StartError> {
     let (Some(key), Some(head)) = (app.audit_checkpoint_key.clone(), app.audit.head().await?)
     else {
@@ -51,7 +51,7 @@ pub async fn check(app: &AppState) -> Result<(), StartError> {
 
 /// Check the existing checkpoint, write one of the current head, and start the periodic task.
 /// `None` when no checkpoint key is configured or the audit backend cannot report its head.
-pub async fn start(app: &AppState) -> Result<Option<Running>, StartError> {
+pub(crate) async fn start(app: &AppState) -> Result<Option<Running>, StartError> {
     let Some(key) = app.audit_checkpoint_key.clone() else {
         return Ok(None);
     };
@@ -92,7 +92,7 @@ pub async fn start(app: &AppState) -> Result<Option<Running>, StartError> {
 
 impl Running {
     /// Stop the periodic task and write the final checkpoint (call after the log is closed).
-    pub async fn finish(self, app: &AppState) -> Result<(), StartError> {
+    pub(crate) async fn finish(self, app: &AppState) -> Result<(), StartError> {
         self.task.abort();
         let _ = self.task.await;
         write(app, &self.checkpointer).await?;

@@ -46,6 +46,9 @@ pub enum ClientError {
     /// The token endpoint asked for a nonce again after the retry with one.
     #[error("token request failed after a nonce retry")]
     NonceRetry,
+    /// A proof's claims could not be written as JSON.
+    #[error("cannot encode the DPoP proof's claims: {0}")]
+    Claims(#[source] serde_json::Error),
 }
 
 /// A DPoP key pair held by a client.
@@ -53,6 +56,22 @@ pub struct DpopKey {
     key: FileKey,
     jwk: Value,
     thumbprint: String,
+    /// The base64url of [`DpopKey::proof`]'s JWS header (the same for every proof).
+    header_b64: String,
+}
+
+/// The claims of [`DpopKey::proof`], members in sorted order: the same JSON text as the
+/// `serde_json::Value` object of them (whose keys serialise sorted).
+#[derive(serde::Serialize)]
+struct ProofClaims<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ath: Option<String>,
+    htm: &'a str,
+    htu: &'a str,
+    iat: i64,
+    jti: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
 }
 
 impl DpopKey {
@@ -62,14 +81,21 @@ impl DpopKey {
         Self::from_key(key)
     }
 
-    pub fn from_key(key: FileKey) -> Result<Self, ClientError> {
+    pub(crate) fn from_key(key: FileKey) -> Result<Self, ClientError> {
         let jwk = jose::sign::public_jwk(&key);
         let thumbprint = jose::Jwk::from_value(&jwk)?.thumbprint().to_string();
+        let header_b64 = URL_SAFE_NO_PAD.encode(Self::header(&key, &jwk).to_string());
         Ok(DpopKey {
             key,
             jwk,
             thumbprint,
+            header_b64,
         })
+    }
+
+    /// The JWS header of this key's proofs.
+    fn header(key: &FileKey, jwk: &Value) -> Value {
+        json!({"typ": "dpop+jwt", "alg": jose::sign::alg_of(key), "jwk": jwk})
     }
 
     /// RFC 7638 thumbprint (the token's `cnf.jkt`).
@@ -89,38 +115,30 @@ impl DpopKey {
         access_token: Option<&str>,
         nonce: Option<&str>,
     ) -> Result<String, ClientError> {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let mut claims = json!({
-            "jti": crate::trace::random_hex(16),
-            "htm": method,
-            "htu": url,
-            "iat": now,
-        });
-        if let Some(t) = access_token {
-            claims["ath"] = json!(URL_SAFE_NO_PAD.encode(stella_keys::sha256(t.as_bytes())));
-        }
-        if let Some(n) = nonce {
-            claims["nonce"] = json!(n);
-        }
-        self.proof_with_claims(&claims)
+        let claims = ProofClaims {
+            ath: access_token.map(|t| URL_SAFE_NO_PAD.encode(stella_keys::sha256(t.as_bytes()))),
+            htm: method,
+            htu: url,
+            iat: time::OffsetDateTime::now_utc().unix_timestamp(),
+            jti: crate::trace::random_hex(16),
+            nonce,
+        };
+        let claims = serde_json::to_vec(&claims).map_err(ClientError::Claims)?;
+        Ok(jose::sign::compact_encoded(
+            &self.key,
+            &self.header_b64,
+            &claims,
+        )?)
     }
 
     /// A proof with exactly these claims (tests use it to make hostile proofs).
     pub fn proof_with_claims(&self, claims: &Value) -> Result<String, ClientError> {
-        self.proof_with(
-            &json!({"typ": "dpop+jwt", "alg": jose::sign::alg_of(&self.key), "jwk": self.jwk}),
-            claims,
-        )
+        self.proof_with(&Self::header(&self.key, &self.jwk), claims)
     }
 
     /// A proof with this header and these claims.
     pub fn proof_with(&self, header: &Value, claims: &Value) -> Result<String, ClientError> {
         Ok(jose::sign::compact(&self.key, header, claims)?)
-    }
-
-    /// The private key (tests: to build hostile JWKs).
-    pub fn key(&self) -> &FileKey {
-        &self.key
     }
 }
 
@@ -128,8 +146,6 @@ impl DpopKey {
 #[derive(Debug, Clone)]
 pub struct Token {
     pub access_token: String,
-    pub token_type: String,
-    pub expires_in: Option<u64>,
 }
 
 /// OAuth 2.0 client credentials (client_secret_post), optionally DPoP-bound, with RFC 8707
@@ -185,15 +201,7 @@ pub async fn client_credentials(
                 .and_then(Value::as_str)
                 .ok_or(ClientError::NoAccessToken)?
                 .to_string();
-            return Ok(Token {
-                access_token,
-                token_type: v
-                    .get("token_type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("Bearer")
-                    .to_string(),
-                expires_in: v.get("expires_in").and_then(Value::as_u64),
-            });
+            return Ok(Token { access_token });
         }
         if v.get("error").and_then(Value::as_str) == Some("use_dpop_nonce") && nonce.is_none() {
             if let Some(n) = server_nonce {
@@ -211,7 +219,6 @@ pub async fn client_credentials(
 pub struct SignResponse {
     pub status: u16,
     pub body: Value,
-    pub headers: reqwest::header::HeaderMap,
 }
 
 /// POST `body` to `base + path` with a DPoP-bound token (a fresh proof per attempt; one
@@ -252,10 +259,57 @@ pub async fn post_dpop(
                 continue;
             }
         }
-        return Ok(SignResponse {
-            status,
-            body,
-            headers,
-        });
+        return Ok(SignResponse { status, body });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The part of a compact JWS at `i`, decoded.
+    fn part(jws: &str, i: usize) -> Vec<u8> {
+        URL_SAFE_NO_PAD
+            .decode(jws.split('.').nth(i).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn proofs_are_the_bytes_of_the_value_objects_and_verify() {
+        let key = DpopKey::generate().unwrap();
+        let url = "https://signer.example/api/v1/signer/sign/dsse?a=\"b\"";
+        for (token, nonce) in [
+            (None, None),
+            (Some("tok.en"), None),
+            (Some("tok.en"), Some("n\u{e9}\\once")),
+        ] {
+            let proof = key.proof("POST", url, token, nonce).unwrap();
+            // The header as the key's Value object writes it.
+            assert_eq!(
+                part(&proof, 0),
+                DpopKey::header(&key.key, &key.jwk).to_string().into_bytes()
+            );
+            // The claims as a Value object of them writes them (keys sorted), with the
+            // members asked for.
+            let claims = part(&proof, 1);
+            let v: Value = serde_json::from_slice(&claims).unwrap();
+            assert_eq!(v.to_string().into_bytes(), claims);
+            assert_eq!(v["htm"], "POST");
+            assert_eq!(v["htu"], url);
+            assert_eq!(v["jti"].as_str().unwrap().len(), 32);
+            assert!(v["iat"].is_i64());
+            assert_eq!(
+                v.get("ath").and_then(Value::as_str).map(str::to_string),
+                token.map(|t| URL_SAFE_NO_PAD.encode(stella_keys::sha256(t.as_bytes())))
+            );
+            assert_eq!(v.get("nonce").and_then(Value::as_str), nonce);
+            let members = 4 + usize::from(token.is_some()) + usize::from(nonce.is_some());
+            assert_eq!(v.as_object().unwrap().len(), members);
+            // And it verifies under the key's JWK.
+            let jws = jose::Jws::parse(&proof).unwrap();
+            jws.verify(&jose::Jwk::from_value(key.jwk()).unwrap())
+                .unwrap();
+        }
     }
 }

@@ -56,7 +56,7 @@ pub struct Config {
     pub log: LogConfig,
     pub dev: DevConfig,
     /// Keyless signing (Fulcio certificates, RFC 3161 timestamps, optional Rekor):
-    /// [`crate::keyless`].
+    /// `crate::keyless`.
     pub keyless: KeylessConfig,
 }
 
@@ -420,7 +420,7 @@ pub struct AuditConfig {
     pub checkpoint_interval_seconds: u64,
     /// Unauthenticated failures written in full per (source address, route, code) and
     /// window; the rest are counted into one summary record per window
-    /// ([`crate::flood`]).
+    /// (`crate::flood`).
     pub unauthenticated_burst: u32,
     pub unauthenticated_window_seconds: u64,
     /// Most sources tracked at once; past it, failures aggregate under the source `*`.

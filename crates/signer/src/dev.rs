@@ -53,17 +53,17 @@ pub struct DevAuthority {
 }
 
 impl DevAuthority {
-    pub fn jwk(&self) -> Jwk {
+    pub(crate) fn jwk(&self) -> Jwk {
         // Built from our own key: cannot fail.
         Jwk::from_value(&self.jwk_value).unwrap_or_else(|_| unreachable_jwk())
     }
 
-    pub fn jwks_json(&self) -> Value {
+    pub(crate) fn jwks_json(&self) -> Value {
         json!({"keys": [self.jwk_value]})
     }
 
     /// Issue a DPoP-bound access token.
-    pub fn issue(
+    pub(crate) fn issue(
         &self,
         client_id: &str,
         tenant: &str,
@@ -88,14 +88,14 @@ impl DevAuthority {
 
     /// The Signer's own identity for keyless signing in the dev profile (tokens with `aud`
     /// `sigstore`, issued in process by this dev Authority).
-    pub fn identity(&self) -> DevIdentity {
+    pub(crate) fn identity(&self) -> DevIdentity {
         DevIdentity {
             key: self.key.clone(),
         }
     }
 
     /// Check a DPoP proof sent to the token endpoint; returns the key thumbprint.
-    pub fn check_token_proof(&self, proof: &str) -> Result<String, DevProofError> {
+    pub(crate) fn check_token_proof(&self, proof: &str) -> Result<String, DevProofError> {
         let jws = Jws::parse(proof)?;
         if jws.header_str("typ") != Some("dpop+jwt") {
             return Err(DevProofError::Typ);
@@ -122,7 +122,7 @@ impl DevAuthority {
 /// `error_description`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum DevProofError {
+pub(crate) enum DevProofError {
     /// Not a JWS, or its key or signature is bad.
     #[error("{0}")]
     Jose(#[from] jose::JoseError),
@@ -142,12 +142,12 @@ pub const DEV_KEYLESS_IDENTITY: &str = "signer@dev.stella.invalid";
 /// DEV ONLY: the Signer's OIDC identity tokens for keyless signing in the dev profile,
 /// signed by the dev Authority's key: `iss` [`DEV_ISSUER`], `aud` `sigstore`, the verified
 /// email [`DEV_KEYLESS_IDENTITY`] (the certificate's SAN), ten minutes.
-pub struct DevIdentity {
+pub(crate) struct DevIdentity {
     key: std::sync::Arc<FileKey>,
 }
 
 impl DevIdentity {
-    pub fn token(&self) -> Result<String, jose::sign::JwsError> {
+    pub(crate) fn token(&self) -> Result<String, jose::sign::JwsError> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         jose::sign::compact(
             &self.key,
@@ -211,7 +211,7 @@ fn dev_key(cfg: &Config, stem: &str, what: &str) -> Result<(PathBuf, PathBuf), S
 }
 
 /// Adjust `cfg` for the dev profile and make the dev Authority.
-pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
+pub(crate) fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
     let addr: SocketAddr =
         cfg.server.listen.parse().map_err(|e| {
             StartError::Config(format!("server.listen {:?}: {e}", cfg.server.listen))
@@ -275,7 +275,7 @@ pub fn prepare(cfg: &mut Config) -> Result<DevAuthority, StartError> {
 /// DEV ONLY: when no audit checkpoint key is configured, generate one (`dev-audit.key`, 0600,
 /// and `dev-audit.pub`) beside the dev signing key and use it, so the dev profile writes
 /// signed checkpoints of the audit chain like a production setup should.
-pub fn audit_checkpoint_key(cfg: &mut Config) -> Result<(), StartError> {
+pub(crate) fn audit_checkpoint_key(cfg: &mut Config) -> Result<(), StartError> {
     if cfg.audit.checkpoint_key.is_some() {
         return Ok(());
     }
@@ -293,7 +293,7 @@ pub fn audit_checkpoint_key(cfg: &mut Config) -> Result<(), StartError> {
 // ------------------------------------------------------------------------------------------
 
 /// `GET /dev/authority/jwks`, `POST /dev/authority/token`, `POST /dev/license/introspect`.
-pub fn routes<S: Clone + Send + Sync + 'static>(dev: Arc<DevAuthority>) -> Router<S> {
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>(dev: Arc<DevAuthority>) -> Router<S> {
     Router::new()
         .route("/dev/authority/jwks", get(jwks))
         .route("/dev/authority/token", post(token))

@@ -19,7 +19,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 /// Largest compact JWS we look at (tokens and proofs are a few hundred bytes).
-pub const MAX_JWS_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_JWS_BYTES: usize = 16 * 1024;
 
 /// Asymmetric JWS algorithms we verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,7 +31,7 @@ pub enum Alg {
 }
 
 impl Alg {
-    pub fn parse(s: &str) -> Option<Alg> {
+    pub(crate) fn parse(s: &str) -> Option<Alg> {
         match s {
             "ES256" => Some(Alg::Es256),
             "EdDSA" | "Ed25519" => Some(Alg::EdDsa),
@@ -41,7 +41,7 @@ impl Alg {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Alg::Es256 => "ES256",
             Alg::EdDsa => "EdDSA",
@@ -88,11 +88,11 @@ pub enum JoseError {
 pub struct Jws {
     pub alg: Alg,
     pub header: Map<String, Value>,
-    pub claims: Map<String, Value>,
+    pub(crate) claims: Map<String, Value>,
     /// `base64url(header) "." base64url(payload)`: what the signature covers.
-    pub signing_input_len: usize,
-    pub raw: String,
-    pub signature: Vec<u8>,
+    pub(crate) signing_input_len: usize,
+    pub(crate) raw: String,
+    pub(crate) signature: Vec<u8>,
 }
 
 fn b64(part: &str, what: &'static str) -> Result<Vec<u8>, JoseError> {
@@ -166,9 +166,9 @@ enum KeyMaterial {
 /// A public JWK, parsed once for many verifications.
 #[derive(Clone)]
 pub struct Jwk {
-    pub kid: Option<String>,
+    pub(crate) kid: Option<String>,
     /// The JWK's own `alg`, if it names one.
-    pub alg: Option<Alg>,
+    pub(crate) alg: Option<Alg>,
     material: KeyMaterial,
     thumbprint: String,
 }
@@ -303,7 +303,7 @@ impl Jwk {
         )
     }
 
-    pub fn verify(&self, alg: Alg, message: &[u8], sig: &[u8]) -> Result<(), JoseError> {
+    pub(crate) fn verify(&self, alg: Alg, message: &[u8], sig: &[u8]) -> Result<(), JoseError> {
         if !self.fits(alg) {
             return Err(JoseError::KeyAlgMismatch(alg));
         }
@@ -398,7 +398,7 @@ pub mod sign {
     }
 
     /// The JWS `alg` for a key.
-    pub fn alg_of(key: &FileKey) -> &'static str {
+    pub(crate) fn alg_of(key: &FileKey) -> &'static str {
         match key.algorithm() {
             Algorithm::EcdsaP256Sha256 => "ES256",
             Algorithm::Ed25519 => "EdDSA",
@@ -418,9 +418,26 @@ pub mod sign {
     /// Sign `header` + `claims` as a compact JWS. ES256 signatures are converted from DER to
     /// the fixed `r || s` form JWS uses.
     pub fn compact(key: &FileKey, header: &Value, claims: &Value) -> Result<String, JwsError> {
-        let mut out = URL_SAFE_NO_PAD.encode(header.to_string());
+        compact_encoded(
+            key,
+            &URL_SAFE_NO_PAD.encode(header.to_string()),
+            claims.to_string().as_bytes(),
+        )
+    }
+
+    /// [`compact`] with the header already in base64url (a client that signs many proofs
+    /// with one key encodes its header once) and the claims as JSON text.
+    pub(crate) fn compact_encoded(
+        key: &FileKey,
+        header_b64: &str,
+        claims_json: &[u8],
+    ) -> Result<String, JwsError> {
+        let mut out = String::with_capacity(
+            header_b64.len() + 1 + claims_json.len().div_ceil(3) * 4 + 1 + 88,
+        );
+        out.push_str(header_b64);
         out.push('.');
-        out.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
+        URL_SAFE_NO_PAD.encode_string(claims_json, &mut out);
         let sig = key.sign(out.as_bytes())?;
         let sig = match key.algorithm() {
             Algorithm::EcdsaP256Sha256 => der_to_fixed(&sig)?,
@@ -432,7 +449,7 @@ pub mod sign {
     }
 
     /// ECDSA DER `SEQUENCE { r INTEGER, s INTEGER }` → 64-byte `r || s`.
-    pub fn der_to_fixed(der: &[u8]) -> Result<Vec<u8>, JwsError> {
+    pub(crate) fn der_to_fixed(der: &[u8]) -> Result<Vec<u8>, JwsError> {
         fn int(b: &[u8]) -> Result<(&[u8], &[u8]), JwsError> {
             if b.len() < 2 || b[0] != 0x02 {
                 return Err(JwsError::SignatureEncoding("bad DER integer"));

@@ -266,17 +266,11 @@ fn audiences(raw: &str) -> Vec<String> {
     let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
         return Vec::new();
     };
-    match serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("aud").cloned())
-    {
-        Some(Value::String(s)) => vec![s],
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        _ => Vec::new(),
-    }
+    let claims = serde_json::from_slice::<Value>(&bytes).ok();
+    stella_keyless::token::claim_strings(
+        claims.as_ref().and_then(|v| v.get("aud")),
+        std::iter::once,
+    )
 }
 
 fn usable(t: &IdentityToken, refresh_before: i64) -> bool {

@@ -1,6 +1,6 @@
 //! The Stella Signer service as a library: [`router`] over an [`AppState`] that holds every
 //! backend behind its trait (audit log, quota store, replay cache, key backends), and
-//! [`server::serve`] for HTTP/HTTPS with optional mTLS and graceful shutdown. The `stella`
+//! [`serve`] for HTTP/HTTPS with optional mTLS and graceful shutdown. The `stella`
 //! binary's `signer serve` is a thin wrapper.
 //!
 //! Request flow: `api` (router, audited-route runner); gate order: `gates`; handlers:
@@ -10,9 +10,10 @@
 //! benchmark: [`client`].
 //!
 //! Public surface (docs/architecture.md "Public surface"): the modules are private and this
-//! file re-exports what the CLI, the tests and the benches use. Namespaces reached by path
-//! stay public: [`server`] (`serve`, `tls_acceptor`), [`client`], [`jose`] (`jose::sign`),
-//! [`dev`] (the dev profile's constants) and [`checkpoints`] (`checkpoints::check`).
+//! file re-exports what the CLI, the tests and the benches use (the server as [`serve`] and
+//! [`tls_acceptor`]). Namespaces reached by path stay public: [`client`], [`jose`]
+//! (`jose::sign`), [`dev`] (the dev profile's constants) and [`checkpoints`]
+//! (`checkpoints::check`).
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
@@ -35,7 +36,7 @@ mod metrics;
 mod openapi;
 mod poe;
 mod release;
-pub mod server;
+mod server;
 mod sign;
 mod trace;
 mod wire;
@@ -48,4 +49,5 @@ pub use config::ReleaseConfig;
 pub use error::{ApiError, Code, StartError};
 pub use gates::ConnInfo;
 pub use release::ReleaseGate;
+pub use server::{serve, tls_acceptor};
 pub use trace::random_hex;

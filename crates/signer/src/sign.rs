@@ -124,11 +124,7 @@ impl SignBody for SignDsseIn {
     type Checked = Dsse;
 
     fn gate_fields(&mut self) -> GateFields {
-        GateFields::take(
-            &mut self.poe,
-            &mut self.scanner_image_digest,
-            &mut self.options,
-        )
+        self.take_gate_fields()
     }
 
     fn check(self, app: &App, rec: &mut AuditRecord, gates: &GateFields) -> Result<Dsse, ApiError> {
@@ -254,11 +250,7 @@ impl SignBody for SignExportIn {
     type Checked = Export;
 
     fn gate_fields(&mut self) -> GateFields {
-        GateFields::take(
-            &mut self.poe,
-            &mut self.scanner_image_digest,
-            &mut self.options,
-        )
+        self.take_gate_fields()
     }
 
     fn check(

@@ -46,19 +46,46 @@ pub(crate) struct OptionsIn {
     pub(crate) return_bundle: Option<String>,
 }
 
-/// `POST /sign/dsse`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct SignDsseIn {
-    pub(crate) subject: Vec<SubjectIn>,
-    pub(crate) predicate_type: String,
-    pub(crate) predicate: Value,
-    #[serde(default)]
-    pub(crate) scanner_image_digest: Option<String>,
-    #[serde(default)]
-    pub(crate) poe: Option<PoeIn>,
-    #[serde(default)]
-    pub(crate) options: Option<OptionsIn>,
+/// Declares a sign route's request body: the route's own members, then the members every
+/// sign route takes for the gates (`scannerImageDigest`, `poe`, `options`, in that order: serde
+/// names them so in its errors), and `take_gate_fields`. A macro rather than one shared struct
+/// of the gates' members: the bodies are strict (`deny_unknown_fields`), and serde cannot
+/// combine that with `flatten` (each side would see the other's members as unknown).
+macro_rules! sign_request {
+    ($(#[$doc:meta])* $name:ident { $($(#[$attr:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        pub(crate) struct $name {
+            $($(#[$attr])* pub(crate) $field: $ty,)*
+            #[serde(default)]
+            pub(crate) scanner_image_digest: Option<String>,
+            #[serde(default)]
+            pub(crate) poe: Option<PoeIn>,
+            #[serde(default)]
+            pub(crate) options: Option<OptionsIn>,
+        }
+
+        impl $name {
+            /// Take the gates' members out of the body.
+            pub(crate) fn take_gate_fields(&mut self) -> GateFields {
+                GateFields {
+                    poe: self.poe.take(),
+                    scanner_image_digest: self.scanner_image_digest.take(),
+                    options: self.options.take(),
+                }
+            }
+        }
+    };
+}
+
+sign_request! {
+    /// `POST /sign/dsse`.
+    SignDsseIn {
+        subject: Vec<SubjectIn>,
+        predicate_type: String,
+        predicate: Value,
+    }
 }
 
 /// Payload types `/sign/export` signs.
@@ -67,19 +94,13 @@ pub(crate) const EXPORT_PAYLOAD_TYPES: &[&str] = &[
     "application/vnd.stellaops.mirror+json;version=1",
 ];
 
-/// `POST /sign/export`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct SignExportIn {
-    pub(crate) manifest: Value,
-    #[serde(default)]
-    pub(crate) payload_type: Option<String>,
-    #[serde(default)]
-    pub(crate) scanner_image_digest: Option<String>,
-    #[serde(default)]
-    pub(crate) poe: Option<PoeIn>,
-    #[serde(default)]
-    pub(crate) options: Option<OptionsIn>,
+sign_request! {
+    /// `POST /sign/export`.
+    SignExportIn {
+        manifest: Value,
+        #[serde(default)]
+        payload_type: Option<String>,
+    }
 }
 
 /// The fields of a sign request the gates read (entitlement, release, signing mode).
@@ -88,21 +109,6 @@ pub(crate) struct GateFields {
     pub(crate) poe: Option<PoeIn>,
     pub(crate) scanner_image_digest: Option<String>,
     pub(crate) options: Option<OptionsIn>,
-}
-
-impl GateFields {
-    /// Take them out of a request body.
-    pub(crate) fn take(
-        poe: &mut Option<PoeIn>,
-        scanner_image_digest: &mut Option<String>,
-        options: &mut Option<OptionsIn>,
-    ) -> Self {
-        GateFields {
-            poe: poe.take(),
-            scanner_image_digest: scanner_image_digest.take(),
-            options: options.take(),
-        }
-    }
 }
 
 // ------------------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ pub enum HashAlgorithm {
 
 impl HashAlgorithm {
     /// The protobuf enum name (`SHA2_256`, ...).
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "SHA2_256" => Some(HashAlgorithm::Sha256),
             "SHA2_384" => Some(HashAlgorithm::Sha384),
@@ -132,9 +132,9 @@ pub struct InclusionProof {
     pub log_index: u64,
     pub root_hash: Vec<u8>,
     pub tree_size: u64,
-    pub hashes: Vec<Vec<u8>>,
+    pub(crate) hashes: Vec<Vec<u8>>,
     /// The signed note (C2SP) text.
-    pub checkpoint: String,
+    pub(crate) checkpoint: String,
 }
 
 /// One `TransparencyLogEntry`.
@@ -147,7 +147,7 @@ pub struct TlogEntry {
     pub integrated_time: Option<i64>,
     pub inclusion_promise: Option<Vec<u8>>,
     pub inclusion_proof: Option<InclusionProof>,
-    pub canonicalized_body: Vec<u8>,
+    pub(crate) canonicalized_body: Vec<u8>,
 }
 
 /// One DSSE signature.
@@ -167,7 +167,7 @@ pub struct DsseEnvelope {
 
 impl DsseEnvelope {
     /// The bytes the signature covers (DSSE PAE).
-    pub fn pae(&self) -> Vec<u8> {
+    pub(crate) fn pae(&self) -> Vec<u8> {
         stella_dsse::pae(&self.payload_type, &self.payload)
     }
 }
@@ -186,7 +186,7 @@ pub enum Content {
 
 impl Content {
     /// The signature bytes (what an RFC 3161 timestamp stamps).
-    pub fn signature(&self) -> &[u8] {
+    pub(crate) fn signature(&self) -> &[u8] {
         match self {
             Content::MessageSignature { signature, .. } => signature,
             Content::Dsse(e) => &e.signature.sig,

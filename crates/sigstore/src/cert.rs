@@ -17,7 +17,7 @@
 //!
 //! **Identity**: SAN email and URI values; the OIDC issuer from 1.3.6.1.4.1.57264.1.8 (a DER
 //! UTF8String), or the legacy 1.3.6.1.4.1.57264.1.1 (raw bytes); any other Fulcio extension
-//! by OID ([`FulcioCert::extension_value`]).
+//! by OID (`FulcioCert::extension_value`).
 
 use stella_x509::der::asn1::{OctetString, Utf8StringRef};
 use stella_x509::der::{Decode, Encode};
@@ -135,7 +135,7 @@ impl FulcioCert {
 
     /// The value of a Fulcio extension: a DER UTF8String for 1.3.6.1.4.1.57264.1.8 and
     /// later, raw UTF-8 bytes for the legacy 1.1–1.6.
-    pub fn extension_value(&self, id: Oid) -> Option<String> {
+    pub(crate) fn extension_value(&self, id: Oid) -> Option<String> {
         let ext = self.cert.find_extension(id)?;
         let raw = ext.extn_value.as_bytes();
         if oid::is_fulcio_legacy(id) {

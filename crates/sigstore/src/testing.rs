@@ -15,7 +15,7 @@ use stella_x509::{Cert, Oid};
 use time::OffsetDateTime;
 
 /// The SAN of a signing certificate.
-pub use stella_x509::certgen::San;
+pub(crate) use stella_x509::certgen::San;
 
 /// A P-256 key pair (its PKCS#8 at hand, so tests can hand it to `stella ... --key`).
 pub struct TestKey {
@@ -23,14 +23,14 @@ pub struct TestKey {
 }
 
 impl TestKey {
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         TestKey {
             key: FileKey::generate(Algorithm::EcdsaP256Sha256).unwrap(),
         }
     }
 
     /// The same key pair again.
-    pub fn duplicate(&self) -> Self {
+    pub(crate) fn duplicate(&self) -> Self {
         TestKey {
             key: FileKey::from_pkcs8_der(&self.key.to_pkcs8_der().unwrap()).unwrap(),
         }
@@ -50,12 +50,12 @@ impl TestKey {
         self.key.public_key().to_pem()
     }
 
-    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
+    pub(crate) fn sign(&self, msg: &[u8]) -> Vec<u8> {
         self.key.sign(msg).unwrap()
     }
 
     /// SHA-256 of the SubjectPublicKeyInfo (a log id).
-    pub fn log_id(&self) -> Vec<u8> {
+    pub(crate) fn log_id(&self) -> Vec<u8> {
         crate::HashAlgorithm::Sha256.digest(&self.spki_der())
     }
 }
@@ -63,18 +63,18 @@ impl TestKey {
 /// What a leaf certificate says.
 #[derive(Debug, Clone)]
 pub struct LeafSpec {
-    pub san: San,
+    pub(crate) san: San,
     /// The OIDC issuer (extension 1.3.6.1.4.1.57264.1.8, and the legacy .1.1).
-    pub issuer: String,
+    pub(crate) issuer: String,
     /// Other Fulcio extensions (dotted OID, value; .1.2–.1.6 raw, later ones UTF8String).
-    pub extensions: Vec<(String, String)>,
+    pub(crate) extensions: Vec<(String, String)>,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
 }
 
 impl LeafSpec {
     /// A ten-minute certificate from `at - 1 min`, as Fulcio issues.
-    pub fn new(san: San, issuer: &str, at: OffsetDateTime) -> Self {
+    pub(crate) fn new(san: San, issuer: &str, at: OffsetDateTime) -> Self {
         LeafSpec {
             san,
             issuer: issuer.to_string(),
@@ -100,24 +100,24 @@ impl LeafSpec {
 
 /// An issued leaf: its DER and its (ephemeral) key.
 pub struct Leaf {
-    pub der: Vec<u8>,
+    pub(crate) der: Vec<u8>,
     pub key: TestKey,
 }
 
 impl Leaf {
-    pub fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         pem::encode(&pem::Pem::new("CERTIFICATE", self.der.clone()))
     }
 }
 
 /// The private Sigstore.
 pub struct TestSigstore {
-    pub ca_key: TestKey,
-    pub ca_der: Vec<u8>,
-    pub ct_key: TestKey,
-    pub rekor_key: TestKey,
+    pub(crate) ca_key: TestKey,
+    pub(crate) ca_der: Vec<u8>,
+    pub(crate) ct_key: TestKey,
+    pub(crate) rekor_key: TestKey,
     /// Start of every validity window in the trusted root.
-    pub since: OffsetDateTime,
+    pub(crate) since: OffsetDateTime,
     log_index: std::sync::atomic::AtomicU64,
 }
 
@@ -164,7 +164,7 @@ impl TestSigstore {
     }
 
     /// The `dev.sigstore.trustedroot` JSON naming this CA, CT log and Rekor log.
-    pub fn trusted_root(&self) -> Value {
+    pub(crate) fn trusted_root(&self) -> Value {
         let b64 = stella_dsse::b64::encode;
         let start = stella_x509::format_time(self.since);
         let log = |k: &TestKey, url: &str| {

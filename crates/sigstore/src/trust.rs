@@ -32,7 +32,7 @@ pub struct Validity {
 }
 
 impl Validity {
-    pub fn contains(&self, t: OffsetDateTime) -> bool {
+    pub(crate) fn contains(&self, t: OffsetDateTime) -> bool {
         t >= self.start && self.end.is_none_or(|e| t <= e)
     }
 }
@@ -63,7 +63,7 @@ pub struct Authority {
 /// Why an authority of the trusted root does not vouch for a certificate (Fulcio leaf or TSA).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum AuthorityError {
+pub(crate) enum AuthorityError {
     #[error("the authority is not valid at the signing time")]
     NotValidAt,
     #[error("empty chain")]

@@ -322,7 +322,7 @@ pub struct StoredRecord {
     pub record_json: String,
     /// Hash of the previous link (64 zeros for the first record).
     pub prev_hash: String,
-    /// This link's hash (see [`crate::chain::link_hash`]).
+    /// This link's hash (see [`crate::chain`]).
     pub hash: String,
 }
 
@@ -341,7 +341,7 @@ pub trait AuditLog: Send + Sync {
     /// Is the log able to take records (for `/readyz`)?
     fn is_healthy(&self) -> bool;
 
-    /// The last durable link (`seq` 0 and [`crate::chain::GENESIS`] for an empty log): what a
+    /// The last durable link (`seq` 0 and the genesis hash of 64 zeros for an empty log): what a
     /// signed checkpoint ([`crate::checkpoint`]) records. Never ahead of what is committed.
     /// `None`: this backend cannot tell (no checkpoints are written for it).
     fn head(&self) -> StoreFuture<'_, Option<Appended>> {

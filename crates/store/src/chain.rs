@@ -24,10 +24,10 @@ use crate::audit::{AuditReader, AuditRecord, StoredRecord};
 use crate::StoreError;
 
 /// `prev_hash` of the first link.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The hash of link `seq`.
-pub fn link_hash(seq: u64, prev_hash: &str, record_json: &[u8]) -> String {
+pub(crate) fn link_hash(seq: u64, prev_hash: &str, record_json: &[u8]) -> String {
     stella_digest::Digest::of_parts(&[
         b"stella-audit-v1\n",
         seq.to_string().as_bytes(),
@@ -80,9 +80,9 @@ pub struct ChainReport {
     pub records: u64,
     /// Last `seq` seen (0 for an empty log).
     pub head_seq: u64,
-    /// Hash of the last link ([`GENESIS`] for an empty log).
+    /// Hash of the last link (the genesis hash of 64 zeros for an empty log).
     pub head_hash: String,
-    /// Everything found wrong, in chain order (at most [`MAX_PROBLEMS`]).
+    /// Everything found wrong, in chain order (at most 100).
     pub problems: Vec<ChainError>,
 }
 
@@ -94,7 +94,7 @@ impl ChainReport {
 
 /// Stop collecting problems after this many (a wholesale rewrite would otherwise list every
 /// record).
-pub const MAX_PROBLEMS: usize = 100;
+pub(crate) const MAX_PROBLEMS: usize = 100;
 
 /// Walks links one at a time; usable by any reader.
 #[derive(Debug)]
@@ -128,19 +128,6 @@ impl ChainWalker {
     pub fn anchor(mut self, seq: u64, hash: &str) -> Self {
         self.anchor = (seq > 0).then(|| (seq, hash.to_string()));
         self
-    }
-
-    /// A walker for a range that starts at `seq` whose predecessor's hash is `prev_hash`
-    /// (exports of a time range). Only links from `seq` on are checked.
-    pub fn starting_at(seq: u64, prev_hash: &str) -> Self {
-        ChainWalker {
-            report: ChainReport {
-                head_hash: prev_hash.to_string(),
-                ..ChainReport::default()
-            },
-            expected_seq: seq,
-            anchor: None,
-        }
     }
 
     fn problem(&mut self, p: ChainError) {

@@ -36,7 +36,7 @@ use crate::chain::GENESIS;
 pub const PAYLOAD_TYPE: &str = "application/vnd.stella.audit-checkpoint.v1+json";
 
 /// The `type` field of the payload.
-pub const CHECKPOINT_TYPE: &str = "stella.audit.checkpoint/v1";
+pub(crate) const CHECKPOINT_TYPE: &str = "stella.audit.checkpoint/v1";
 
 /// Largest checkpoint file read (a checkpoint is a few hundred bytes).
 const MAX_FILE: u64 = 64 * 1024;
@@ -51,7 +51,7 @@ pub struct Checkpoint {
     pub backend: String,
     /// Records in the log at the time (= the head `seq`).
     pub records: u64,
-    /// Hash of link `records` ([`GENESIS`] for an empty log).
+    /// Hash of link `records` (the genesis hash of 64 zeros for an empty log).
     pub head_hash: String,
     /// When the checkpoint was taken, RFC 3339 UTC.
     pub time: String,
@@ -189,7 +189,7 @@ pub fn read_verified(path: &Path, keyring: &Keyring) -> Result<Checkpoint, Check
 
 /// Write `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename
 /// over `path`, fsync of the folder. A reader sees the old or the new file, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let io = |source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,

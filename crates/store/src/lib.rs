@@ -40,7 +40,7 @@ pub use memory::{MemoryQuotaStore, MemoryReplayCache};
 pub use postgres::{redact, PgAudit, PgOptions, PgReader};
 pub use quota::{Admission, Lease, QuotaStore, RateDecision, RateLimit};
 pub use redis::{RedisCache, RedisOptions, RedisQuotaStore, RedisReplayCache};
-pub use replay::ReplayCache;
+pub use replay::{ReplayCache, ReplayKey};
 pub use sqlite::{open_raw, SqliteAudit, SqliteOptions, SqliteReader};
 
 /// A boxed, sendable future: what every store operation returns.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::quota::{Lease, QuotaStore, RateDecision, RateLimit};
-use crate::replay::ReplayCache;
+use crate::replay::{ReplayCache, ReplayKey};
 use crate::{StoreError, StoreFuture};
 
 const SHARDS: usize = 16;
@@ -206,13 +206,17 @@ impl MemoryReplayCache {
         }
     }
 
-    fn insert_at(
+    /// [`ReplayCache::check_and_insert_in`] with an explicit clock (`now`, Unix seconds):
+    /// for benchmarks and tests that simulate time.
+    pub fn check_and_insert_at(
         &self,
-        partition: &str,
-        key: &str,
+        key: ReplayKey<'_>,
         expires_at: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
+        let partition = key.partition;
+        let stored = key.stored();
+        let key = stored.as_str();
         let idx = shard_of(&self.hasher, key);
         for attempt in 0..2 {
             let mut shard = lock(&self.shards[idx]);
@@ -261,19 +265,6 @@ impl MemoryReplayCache {
         Err(StoreError::Full("DPoP replay cache".into()))
     }
 
-    /// [`ReplayCache::check_and_insert_in`] with an explicit clock (`now`, Unix seconds):
-    /// for benchmarks and tests that simulate time.
-    pub fn check_and_insert_at(
-        &self,
-        partition: &str,
-        key: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let k = format!("{}:{partition}:{key}", partition.len());
-        self.insert_at(partition, &k, expires_at, now)
-    }
-
     fn evict_all_expired(&self, now: i64) {
         for s in &self.shards {
             let mut shard = lock(s);
@@ -290,19 +281,13 @@ fn unix_now() -> i64 {
 }
 
 impl ReplayCache for MemoryReplayCache {
+    /// The key in the empty partition.
     fn check_and_insert(&self, key: &str, expires_at: i64) -> StoreFuture<'_, bool> {
-        let r = self.insert_at("", key, expires_at, unix_now());
-        Box::pin(async move { r })
+        self.check_and_insert_in(ReplayKey::new("", key), expires_at)
     }
 
-    fn check_and_insert_in(
-        &self,
-        partition: &str,
-        key: &str,
-        expires_at: i64,
-    ) -> StoreFuture<'_, bool> {
-        let k = crate::replay::partition_key(partition, key);
-        let r = self.insert_at(partition, &k, expires_at, unix_now());
+    fn check_and_insert_in(&self, key: ReplayKey<'_>, expires_at: i64) -> StoreFuture<'_, bool> {
+        let r = self.check_and_insert_at(key, expires_at, unix_now());
         Box::pin(async move { r })
     }
 
@@ -356,50 +341,64 @@ mod tests {
     #[test]
     fn replay_cache_expires_and_bounds() {
         let c = MemoryReplayCache::new(256);
-        assert!(c.insert_at("", "a", 100, 50).unwrap());
-        assert!(!c.insert_at("", "a", 100, 60).unwrap());
+        assert!(c
+            .check_and_insert_at(ReplayKey::new("", "a"), 100, 50)
+            .unwrap());
+        assert!(!c
+            .check_and_insert_at(ReplayKey::new("", "a"), 100, 60)
+            .unwrap());
         // Expired entries may be reused.
-        assert!(c.insert_at("", "a", 200, 150).unwrap());
+        assert!(c
+            .check_and_insert_at(ReplayKey::new("", "a"), 200, 150)
+            .unwrap());
         assert_eq!(c.len(), 1);
 
         // Fill it exactly: every one of 256 keys fits, the 257th is refused (fail closed).
         let c = MemoryReplayCache::new(256);
         for i in 0..256 {
             assert!(
-                c.insert_at("t", &format!("k{i}"), 1000 + i, 0).unwrap(),
+                c.check_and_insert_at(ReplayKey::new("t", &format!("k{i}")), 1000 + i, 0)
+                    .unwrap(),
                 "k{i}"
             );
         }
         assert_eq!(c.len(), 256);
         assert!(matches!(
-            c.insert_at("t", "new", 5000, 0),
+            c.check_and_insert_at(ReplayKey::new("t", "new"), 5000, 0),
             Err(StoreError::Full(_))
         ));
         assert!(matches!(
-            c.insert_at("other", "new", 5000, 0),
+            c.check_and_insert_at(ReplayKey::new("other", "new"), 5000, 0),
             Err(StoreError::Full(_))
         ));
         // A live key is still a replay when the cache is full.
-        assert!(!c.insert_at("t", "k7", 5000, 10).unwrap());
+        assert!(!c
+            .check_and_insert_at(ReplayKey::new("t", "k7"), 5000, 10)
+            .unwrap());
         // At t=1009 the ten earliest (k0..k9) have expired: exactly ten new keys fit.
         for i in 0..10 {
             assert!(
-                c.insert_at("t", &format!("n{i}"), 9000, 1009).unwrap(),
+                c.check_and_insert_at(ReplayKey::new("t", &format!("n{i}")), 9000, 1009)
+                    .unwrap(),
                 "n{i}"
             );
         }
         assert!(matches!(
-            c.insert_at("t", "n10", 9000, 1009),
+            c.check_and_insert_at(ReplayKey::new("t", "n10"), 9000, 1009),
             Err(StoreError::Full(_))
         ));
         // The ones not yet expired are still remembered.
-        assert!(!c.insert_at("t", "k10", 9000, 1009).unwrap());
-        assert!(!c.insert_at("t", "k255", 9000, 1009).unwrap());
+        assert!(!c
+            .check_and_insert_at(ReplayKey::new("t", "k10"), 9000, 1009)
+            .unwrap());
+        assert!(!c
+            .check_and_insert_at(ReplayKey::new("t", "k255"), 9000, 1009)
+            .unwrap());
         assert_eq!(c.len(), 256);
         // Everything expired: a whole cache of new keys fits again.
         for i in 0..256 {
             assert!(c
-                .insert_at("t", &format!("late{i}"), 20_000, 10_000)
+                .check_and_insert_at(ReplayKey::new("t", &format!("late{i}")), 20_000, 10_000)
                 .unwrap());
         }
         assert_eq!(c.len(), 256);
@@ -409,10 +408,12 @@ mod tests {
     /// refused as the partition's share being full.
     fn fill_partition(c: &MemoryReplayCache, partition: &str, share: usize) {
         for i in 0..share {
-            assert!(c.insert_at(partition, &format!("k{i}"), 1000, 0).unwrap());
+            assert!(c
+                .check_and_insert_at(ReplayKey::new(partition, &format!("k{i}")), 1000, 0)
+                .unwrap());
         }
         assert!(matches!(
-            c.insert_at(partition, &format!("k{share}"), 1000, 0),
+            c.check_and_insert_at(ReplayKey::new(partition, &format!("k{share}")), 1000, 0),
             Err(StoreError::Full(m)) if m.contains(partition)
         ));
     }
@@ -425,21 +426,26 @@ mod tests {
         for t in ["a", "b"] {
             for i in 0..30 {
                 assert!(
-                    c.insert_at(t, &format!("{t}{i}"), 1000, 0).unwrap(),
+                    c.check_and_insert_at(ReplayKey::new(t, &format!("{t}{i}")), 1000, 0)
+                        .unwrap(),
                     "{t}{i}"
                 );
             }
         }
         // 90 live; a fourth tenant gets the last 10, then the overall bound holds.
         for i in 0..10 {
-            assert!(c.insert_at("c", &format!("c{i}"), 1000, 0).unwrap());
+            assert!(c
+                .check_and_insert_at(ReplayKey::new("c", &format!("c{i}")), 1000, 0)
+                .unwrap());
         }
         assert!(matches!(
-            c.insert_at("d", "d0", 1000, 0),
+            c.check_and_insert_at(ReplayKey::new("d", "d0"), 1000, 0),
             Err(StoreError::Full(_))
         ));
         // Once the noisy tenant's entries expire, its share is back.
-        assert!(c.insert_at("noisy", "again", 3000, 1000).unwrap());
+        assert!(c
+            .check_and_insert_at(ReplayKey::new("noisy", "again"), 3000, 1000)
+            .unwrap());
     }
 
     #[test]
@@ -450,7 +456,8 @@ mod tests {
         fill_partition(&c, "t", 20);
         for i in 0..20 {
             assert!(
-                c.insert_at("t", &format!("n{i}"), 5000, 2000).unwrap(),
+                c.check_and_insert_at(ReplayKey::new("t", &format!("n{i}")), 5000, 2000)
+                    .unwrap(),
                 "n{i}"
             );
         }
@@ -461,10 +468,22 @@ mod tests {
     async fn partitions_keep_keys_apart() {
         let c = MemoryReplayCache::new(100);
         let far = unix_now() + 3600;
-        assert!(c.check_and_insert_in("a", "jkt:jti", far).await.unwrap());
-        assert!(c.check_and_insert_in("b", "jkt:jti", far).await.unwrap());
-        assert!(!c.check_and_insert_in("a", "jkt:jti", far).await.unwrap());
+        assert!(c
+            .check_and_insert_in(ReplayKey::new("a", "jkt:jti"), far)
+            .await
+            .unwrap());
+        assert!(c
+            .check_and_insert_in(ReplayKey::new("b", "jkt:jti"), far)
+            .await
+            .unwrap());
+        assert!(!c
+            .check_and_insert_in(ReplayKey::new("a", "jkt:jti"), far)
+            .await
+            .unwrap());
         // A partition name cannot be chosen to collide with another's key.
-        assert!(c.check_and_insert_in("a:jkt", "jti", far).await.unwrap());
+        assert!(c
+            .check_and_insert_in(ReplayKey::new("a:jkt", "jti"), far)
+            .await
+            .unwrap());
     }
 }

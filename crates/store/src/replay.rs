@@ -13,18 +13,13 @@ pub trait ReplayCache: Send + Sync {
     /// is full or unreachable) must be treated as a refusal.
     fn check_and_insert(&self, key: &str, expires_at: i64) -> StoreFuture<'_, bool>;
 
-    /// [`check_and_insert`](Self::check_and_insert) within `partition` (the tenant): a
-    /// backend with per-partition limits refuses (`StoreError::Full`) once one partition
+    /// [`check_and_insert`](Self::check_and_insert) within the key's partition (the tenant):
+    /// a backend with per-partition limits refuses (`StoreError::Full`) once one partition
     /// holds its share, so one tenant's callers cannot fill the cache for every tenant. The
     /// default ignores the partition for limits but keeps keys of different partitions
-    /// apart.
-    fn check_and_insert_in(
-        &self,
-        partition: &str,
-        key: &str,
-        expires_at: i64,
-    ) -> StoreFuture<'_, bool> {
-        let r = self.check_and_insert(&partition_key(partition, key), expires_at);
+    /// apart ([`ReplayKey::stored`]).
+    fn check_and_insert_in(&self, key: ReplayKey<'_>, expires_at: i64) -> StoreFuture<'_, bool> {
+        let r = self.check_and_insert(&key.stored(), expires_at);
         Box::pin(r)
     }
 
@@ -32,8 +27,21 @@ pub trait ReplayCache: Send + Sync {
     fn backend(&self) -> &'static str;
 }
 
-/// The key of `key` within `partition`: length-prefixed, so keys of different partitions
-/// never collide.
-pub(crate) fn partition_key(partition: &str, key: &str) -> String {
-    format!("{}:{partition}:{key}", partition.len())
+/// A key of the replay cache within its partition (the tenant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayKey<'a> {
+    pub partition: &'a str,
+    pub key: &'a str,
+}
+
+impl<'a> ReplayKey<'a> {
+    pub fn new(partition: &'a str, key: &'a str) -> Self {
+        ReplayKey { partition, key }
+    }
+
+    /// The key as one string: length-prefixed by the partition, so keys of different
+    /// partitions never collide.
+    pub fn stored(&self) -> String {
+        format!("{}:{}:{}", self.partition.len(), self.partition, self.key)
+    }
 }

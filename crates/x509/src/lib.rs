@@ -3,7 +3,7 @@
 //!
 //! [`Cert`] keeps a certificate's exact DER and the exact DER of its `tbsCertificate` (the
 //! signed bytes), beside the decoded form (RustCrypto `x509-cert`). Signatures are verified
-//! with aws-lc-rs ([`verify_signature`]): ECDSA P-256/P-384, RSA PKCS #1 v1.5, Ed25519.
+//! with aws-lc-rs: ECDSA P-256/P-384, RSA PKCS #1 v1.5, Ed25519.
 //! [`tsp`] holds the RFC 3161 side: token checks ([`tsp::check_token`]), the request and
 //! response of the HTTP exchange, and [`tsp::LocalTsa`]. [`certgen`] builds and signs
 //! certificates and SCTs (the keyless dev CA and TSA, and the private Sigstore of tests). Pure:
@@ -25,19 +25,6 @@ pub use x509_cert;
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Verify `sig` over `msg` with the key of `spki`. `sig_alg` names the signature algorithm;
-/// `digest` (a CMS digest algorithm) is used when `sig_alg` names only the key type and must
-/// agree when it names a hash.
-pub fn verify_signature(
-    spki: &x509_cert::spki::SubjectPublicKeyInfoOwned,
-    sig_alg: &x509_cert::spki::AlgorithmIdentifierOwned,
-    digest: Option<Hash>,
-    msg: &[u8],
-    sig: &[u8],
-) -> Result<()> {
-    cert::verify_signature(spki, sig_alg, digest, msg, sig).map_err(Error::Signature)
-}
 
 pub(crate) fn sha256(data: &[u8]) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)

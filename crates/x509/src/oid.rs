@@ -25,14 +25,14 @@ pub(crate) const RSA_SHA256: Oid = Oid::new_unwrap("1.2.840.113549.1.1.11");
 pub(crate) const RSA_SHA384: Oid = Oid::new_unwrap("1.2.840.113549.1.1.12");
 pub(crate) const RSA_SHA512: Oid = Oid::new_unwrap("1.2.840.113549.1.1.13");
 pub const ED25519: Oid = Oid::new_unwrap("1.3.101.112");
-pub const KP_TIME_STAMPING: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.8");
-pub const EXT_SKI: Oid = Oid::new_unwrap("2.5.29.14");
+pub(crate) const KP_TIME_STAMPING: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.8");
+pub(crate) const EXT_SKI: Oid = Oid::new_unwrap("2.5.29.14");
 pub const EXT_KEY_USAGE: Oid = Oid::new_unwrap("2.5.29.15");
 pub const EXT_SAN: Oid = Oid::new_unwrap("2.5.29.17");
-pub const EXT_BASIC_CONSTRAINTS: Oid = Oid::new_unwrap("2.5.29.19");
-pub const EXT_AKI: Oid = Oid::new_unwrap("2.5.29.35");
+pub(crate) const EXT_BASIC_CONSTRAINTS: Oid = Oid::new_unwrap("2.5.29.19");
+pub(crate) const EXT_AKI: Oid = Oid::new_unwrap("2.5.29.35");
 pub const EXT_EKU: Oid = Oid::new_unwrap("2.5.29.37");
-pub const EXT_CERT_POLICIES: Oid = Oid::new_unwrap("2.5.29.32");
+pub(crate) const EXT_CERT_POLICIES: Oid = Oid::new_unwrap("2.5.29.32");
 /// id-kp-codeSigning (the extended key usage of Fulcio leaves).
 pub const KP_CODE_SIGNING: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.3");
 /// Fulcio's OIDC issuer extension (v2, DER UTF8String).

@@ -4,68 +4,37 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "../../../keys/tests/support/softhsm.rs"]
+mod softhsm;
 
-use tempfile::TempDir;
+use std::path::PathBuf;
 
 use crate::support::{
     argv, assert_exit, assert_exit_ctx, b64_decode, openssl, python_peer, read, read_json, stderr,
-    stdout, stella, tempdir, write, write_json, Alg,
+    stdout, stella, write, write_json, Alg,
 };
+use softhsm::{SoftHsm, MODULE};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "2468";
 
 struct Token {
-    dir: TempDir,
+    hsm: SoftHsm,
     conf: String,
 }
 
 impl Token {
     fn new(label: &str) -> Self {
-        assert!(
-            Path::new(MODULE).is_file(),
-            "{MODULE} missing: run scripts/setup-test-deps.sh"
-        );
-        let dir = tempdir();
-        std::fs::create_dir(dir.path().join("tokens")).unwrap();
-        let conf = dir.path().join("softhsm2.conf");
-        write(
-            &conf,
-            format!(
-                "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
-                dir.path().display()
-            ),
-        );
-        let out = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &conf)
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                label,
-                "--pin",
-                PIN,
-                "--so-pin",
-                "13579135",
-            ])
-            .output()
-            .expect("softhsm2-util (run scripts/setup-test-deps.sh)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(dir.path().join("pin"), format!("{PIN}\n")).unwrap();
+        let hsm = SoftHsm::new();
+        hsm.init_token(label, PIN, "13579135");
+        std::fs::write(hsm.path("pin"), format!("{PIN}\n")).unwrap();
         Token {
-            conf: conf.display().to_string(),
-            dir,
+            conf: hsm.conf().display().to_string(),
+            hsm,
         }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.hsm.path(name)
     }
 
     /// A URI for `object` with the PIN from a file.

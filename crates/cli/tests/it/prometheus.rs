@@ -13,7 +13,7 @@
 // Helpers outside #[test] fns unwrap too: a failure is a failing test with a location.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -197,20 +197,14 @@ fn serve(args: &[&str], path: Option<&Path>) -> (Proc, String) {
     if let Some(p) = path {
         cmd.arg(p);
     }
-    let mut child = cmd
-        .env("STELLA_SIGNER__LOG__LEVEL", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = stella_keyless::testing::spawn_announced(
+        cmd.env("STELLA_SIGNER__LOG__LEVEL", "warn")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null()),
+        "stella signer serve",
+    );
     let proc = Proc(child);
     let url = line
-        .trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("{args:?}: unexpected first line {line:?}"))
         .to_string();

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::ffi::OsString;
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -23,29 +22,24 @@ impl Service {
     }
 
     fn start_with(data: &Path, envs: &[(&str, &str)]) -> Service {
-        let mut child = Command::new(stella_bin())
-            .args([
-                "signer",
-                "serve",
-                "--dev",
-                "--listen",
-                "127.0.0.1:0",
-                "--data",
-            ])
-            .arg(data)
-            .env("STELLA_SIGNER__LOG__LEVEL", "warn")
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (child, line) = stella_keyless::testing::spawn_announced(
+            Command::new(stella_bin())
+                .args([
+                    "signer",
+                    "serve",
+                    "--dev",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--data",
+                ])
+                .arg(data)
+                .env("STELLA_SIGNER__LOG__LEVEL", "warn")
+                .envs(envs.iter().copied())
+                .stdin(Stdio::null())
+                .stderr(Stdio::null()),
+            "stella signer serve --dev",
+        );
         let url = line
-            .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();

@@ -2,7 +2,6 @@
 //! Authority (oidc-provider, tests/authority/authority.mjs), cached until `margin` before
 //! expiry, its audience checked, failures typed.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -44,18 +43,14 @@ fn start() -> Authority {
     });
     let path = dir.path().join("authority.json");
     std::fs::write(&path, cfg.to_string()).unwrap();
-    let mut child = Command::new("node")
-        .arg(root.join("tests/authority/authority.mjs"))
-        .arg(&path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = stella_keyless::testing::spawn_announced(
+        Command::new("node")
+            .arg(root.join("tests/authority/authority.mjs"))
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::inherit()),
+        "authority.mjs",
+    );
     let port = serde_json::from_str::<Value>(&line).unwrap()["port"]
         .as_u64()
         .unwrap();

@@ -45,9 +45,9 @@ const BACKOFF_CAP: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KmsUri {
     /// `HOST[:PORT]` between `awskms://` and the key, if any.
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// Key id, `alias/NAME`, or a key/alias ARN.
-    pub key: String,
+    pub(crate) key: String,
 }
 
 impl KmsUri {
@@ -171,7 +171,7 @@ fn shared_credentials() -> Result<Option<Credentials>, KeyError> {
 
 impl KmsConfig {
     /// Endpoint, region and credentials for `uri` from the environment.
-    pub fn from_env(uri: &KmsUri) -> Result<Self, KeyError> {
+    pub(crate) fn from_env(uri: &KmsUri) -> Result<Self, KeyError> {
         let region = uri
             .arn_region()
             .map(str::to_string)
@@ -488,13 +488,13 @@ pub(crate) fn get_public_key(
 
 impl KmsKey {
     /// Resolve the reference, fetch the public key and pin the key ARN.
-    pub fn open(reference: &str) -> Result<Self, KeyError> {
+    pub(crate) fn open(reference: &str) -> Result<Self, KeyError> {
         let uri = KmsUri::parse(reference)?;
         let client = KmsClient::new(KmsConfig::from_env(&uri)?)?;
         Self::with_client(client, &uri, reference)
     }
 
-    /// Like [`KmsKey::open`] with an explicit client (configuration from elsewhere).
+    /// Like `KmsKey::open` with an explicit client (configuration from elsewhere).
     pub fn with_client(client: KmsClient, uri: &KmsUri, reference: &str) -> Result<Self, KeyError> {
         let (key_arn, public) = get_public_key(&client, &uri.key, reference)?;
         Ok(KmsKey {

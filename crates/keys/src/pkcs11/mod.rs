@@ -1,6 +1,6 @@
 //! PKCS#11 keys (HSMs, smart cards, SoftHSM2) through the `cryptoki` crate.
 //!
-//! A [`Pkcs11Key`] is found by an RFC 7512 URI ([`uri`]); the private key stays in the token
+//! A [`Pkcs11Key`] is found by an RFC 7512 URI ([`Pkcs11Uri`]); the private key stays in the token
 //! (we only ever ask the token to sign). Design:
 //! - One loaded and initialised module per library path for the whole process (a module may be
 //!   `C_Initialize`d only once).
@@ -598,11 +598,6 @@ impl Pkcs11Key {
                 session.sign(&Mechanism::Ecdsa, key, &digest)
             }
         }
-    }
-
-    /// The URI without secrets.
-    pub fn describe(&self) -> String {
-        self.conn.uri.describe()
     }
 }
 

@@ -35,27 +35,27 @@ impl fmt::Debug for PinSource {
 #[non_exhaustive]
 pub struct Pkcs11Uri {
     /// `token=`: the token label.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// `serial=`: the token serial number.
-    pub serial: Option<String>,
+    pub(crate) serial: Option<String>,
     /// `manufacturer=`: the token manufacturer.
-    pub manufacturer: Option<String>,
+    pub(crate) manufacturer: Option<String>,
     /// `model=`: the token model.
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// `slot-id=`: the slot number.
-    pub slot_id: Option<u64>,
+    pub(crate) slot_id: Option<u64>,
     /// `object=`: the key label (CKA_LABEL).
-    pub object: Option<String>,
+    pub(crate) object: Option<String>,
     /// `id=`: the key id (CKA_ID), raw bytes.
     pub id: Option<Vec<u8>>,
     /// `type=`: `private`, `public` (others are refused: we only use keys).
-    pub object_type: Option<String>,
+    pub(crate) object_type: Option<String>,
     /// `module-path=`: the PKCS#11 library to load.
-    pub module_path: Option<PathBuf>,
+    pub(crate) module_path: Option<PathBuf>,
     /// `module-name=`: a library name looked up in the usual directories.
-    pub module_name: Option<String>,
+    pub(crate) module_name: Option<String>,
     /// `pin-value=` / `pin-source=`.
-    pub pin: Option<PinSource>,
+    pub(crate) pin: Option<PinSource>,
 }
 
 fn pct_decode(raw: &str, what: &str) -> Result<Vec<u8>, KeyError> {
@@ -216,7 +216,7 @@ impl Pkcs11Uri {
     }
 
     /// The user PIN: the URI's, else `STELLA_PKCS11_PIN`, else none.
-    pub fn read_pin(&self) -> Result<Option<Zeroizing<String>>, KeyError> {
+    pub(crate) fn read_pin(&self) -> Result<Option<Zeroizing<String>>, KeyError> {
         match &self.pin {
             Some(PinSource::Value(v)) => Ok(Some(v.clone())),
             Some(PinSource::File(p)) => {
@@ -232,7 +232,7 @@ impl Pkcs11Uri {
 
     /// The module to load: `module-path`, else `STELLA_PKCS11_MODULE`, else `module-name`
     /// looked up in the usual library directories.
-    pub fn module(&self) -> Result<PathBuf, KeyError> {
+    pub(crate) fn module(&self) -> Result<PathBuf, KeyError> {
         if let Some(p) = &self.module_path {
             return Ok(p.clone());
         }

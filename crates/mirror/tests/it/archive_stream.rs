@@ -120,10 +120,15 @@ fn read(bytes: Vec<u8>, limits: Limits, opts: &Options<'_>) -> Result<(), Error>
     read_stream(std::io::Cursor::new(bytes), None, limits, opts, &NoProgress).map(|_| ())
 }
 
-fn refusal(r: Result<(), Error>, what: &str) -> (String, String) {
+/// A refusal's stage, field and message.
+fn refusal(r: Result<(), Error>, what: &str) -> (String, String, String) {
     let e = r.expect_err(what);
     assert_eq!(e.kind(), ErrorKind::Verification, "{what}: {e}");
-    (format!("{:?}", e.stage()), e.to_string())
+    (
+        format!("{:?}", e.stage()),
+        format!("{:?}", e.field()),
+        e.to_string(),
+    )
 }
 
 #[test]
@@ -225,7 +230,7 @@ fn pack_refuses_unlisted_and_missing_files_with_a_streamed_file_list() {
 }
 
 /// The attack cases of `tests/attacks/`, as archives: the in-memory and the spooled reader
-/// refuse each at the same stage with the same message.
+/// refuse each at the same stage and field with the same message.
 #[test]
 fn every_attack_is_refused_alike_on_both_archive_paths() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/attacks");
@@ -538,10 +543,10 @@ fn thin_diff_over_streamed_file_lists_is_the_in_memory_diff() {
     // B: one file removed, one changed, one added (the list stays sorted).
     let mut b = a.clone();
     b.files.remove(3);
-    b.files[10].sha256 = "ab".repeat(32);
+    b.files[10].sha256 = stella_digest::Digest::sha256([0xab; 32]);
     b.files[10].size += 1;
     let mut added = b.files[20].clone();
-    added.path.push_str(".new");
+    added.path = format!("{}.new", added.path).parse().expect("path");
     b.files.insert(21, added);
     let b_path = s.dir.path().join("b.json");
     std::fs::write(&b_path, b.to_canonical_json()).expect("write");

@@ -3,10 +3,11 @@
 //! - `README`: what the attacker did, in one or two sentences;
 //! - `files/`: files written over the honest, signed bundle (paths relative to the bundle);
 //! - `remove` (optional): bundle paths deleted, one a line;
-//! - `expect`: `stage: <Stage>` and `message: <text the error contains>`.
+//! - `expect`: `stage: <Stage>`, `field: <Field>` (as `Debug` prints it: `File("SHA256SUMS")`,
+//!   `Header("purpose")`) and `message: <text the error contains>`.
 //!
 //! Every case starts from a freshly signed bundle, is applied, and must be refused by
-//! `verify_dir` as a verification failure of the named stage, with the named text.
+//! `verify_dir` as a verification failure of the named stage and field, with the named text.
 
 use std::path::Path;
 
@@ -27,15 +28,15 @@ fn overlay(from: &Path, onto: &Path) {
     }
 }
 
-/// The `stage:` and `message:` lines of a case's `expect` file.
-fn expectation(case: &Path) -> (Option<String>, Option<String>) {
+/// The `stage:`, `field:` and `message:` lines of a case's `expect` file.
+fn expectation(case: &Path) -> (Option<String>, Option<String>, Option<String>) {
     let text = std::fs::read_to_string(case.join("expect")).unwrap_or_default();
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
             .map(|v| v.trim().to_string())
     };
-    (field("stage:"), field("message:"))
+    (field("stage:"), field("field:"), field("message:"))
 }
 
 #[test]
@@ -52,9 +53,9 @@ fn every_attack_is_refused_at_its_stage() {
         let name = case.file_name().map(|n| n.to_string_lossy().into_owned());
         let name = name.unwrap_or_default();
         assert!(case.join("README").is_file(), "{name}: README");
-        let (stage, message) = expectation(&case);
-        let (Some(stage), Some(message)) = (stage, message) else {
-            panic!("{name}: `expect` needs a `stage:` and a `message:` line");
+        let (stage, field, message) = expectation(&case);
+        let (Some(stage), Some(field), Some(message)) = (stage, field, message) else {
+            panic!("{name}: `expect` needs a `stage:`, a `field:` and a `message:` line");
         };
         let s = Signed::new();
         let bundle = s.bundle();
@@ -67,7 +68,7 @@ fn every_attack_is_refused_at_its_stage() {
             }
         }
         // The in-memory path, then the streamed one (every metadata file above its threshold):
-        // the same stage and message.
+        // the same stage, field and message.
         let streamed = stella_mirror::streamed::Limits {
             stream_above: 0,
             ..Default::default()
@@ -92,6 +93,11 @@ fn every_attack_is_refused_at_its_stage() {
             assert_eq!(
                 format!("{:?}", err.stage().expect("a stage")),
                 stage,
+                "{name} ({path}): {err}"
+            );
+            assert_eq!(
+                format!("{:?}", err.field().expect("a field")),
+                field,
                 "{name} ({path}): {err}"
             );
             assert!(

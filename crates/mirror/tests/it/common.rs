@@ -8,7 +8,10 @@ use stella_mirror::Error;
 
 pub(crate) use stella_mirror::testing::SignedBundle as Signed;
 
-pub(crate) fn verify_dir(s: &Signed, dir: &Path) -> Result<stella_mirror::verify::Report, Error> {
+pub(crate) fn verify_dir(
+    s: &Signed,
+    dir: &Path,
+) -> Result<stella_mirror::verify::VerifiedBundle, Error> {
     stella_mirror::verify::verify_dir(dir, &s.opts(), &NoProgress)
 }
 

@@ -5,6 +5,8 @@
 mod archive_stream;
 mod attacks;
 mod common;
+mod failures;
+mod fixtures;
 mod roundtrip;
 mod signstream;
 mod streamed;

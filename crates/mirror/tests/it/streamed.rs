@@ -54,7 +54,7 @@ impl Many {
     fn streamed(
         &self,
         limits: &Limits,
-    ) -> Result<stella_mirror::verify::Report, stella_mirror::Error> {
+    ) -> Result<stella_mirror::verify::VerifiedBundle, stella_mirror::Error> {
         verify_dir_with(&self.bundle, &self.opts(), limits, &NoProgress)
     }
 
@@ -78,7 +78,9 @@ impl Many {
     }
 }
 
-fn stage_of(r: Result<stella_mirror::verify::Report, stella_mirror::Error>) -> (Stage, String) {
+fn stage_of(
+    r: Result<stella_mirror::verify::VerifiedBundle, stella_mirror::Error>,
+) -> (Stage, String) {
     let e = r.expect_err("refused");
     (e.stage().expect("a verification failure"), e.to_string())
 }
@@ -331,9 +333,9 @@ fn a_million_entries_stream_and_sha256sums_disagreeing_at_entry_999_999_is_found
     for i in 0..MILLION {
         index
             .push(stella_mirror::FileEntry {
-                path: format!("a/{i:07}"),
+                path: format!("a/{i:07}").parse().expect("path"),
                 size: i as u64,
-                sha256: format!("{i:064x}"),
+                sha256: stella_digest::Digest::parse_sha256_hex(&format!("{i:064x}")).expect("hex"),
                 media_type: "application/json".into(),
             })
             .expect("in order");

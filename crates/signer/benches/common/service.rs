@@ -104,7 +104,7 @@ default_keys_for_unlisted_tenants = true
             let state = AppState(Arc::new(app));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx_addr.send(listener.local_addr().unwrap()).unwrap();
-            stella_signer::server::serve(state, listener, None, async {
+            stella_signer::serve(state, listener, None, async {
                 let _ = stop_rx.await;
             })
             .await

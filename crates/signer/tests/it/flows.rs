@@ -500,7 +500,7 @@ async fn non_loopback_listener_needs_public_url() {
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let r = tokio::time::timeout(
         std::time::Duration::from_secs(5),
-        stella_signer::server::serve(s.state.clone(), listener, None, std::future::pending()),
+        stella_signer::serve(s.state.clone(), listener, None, std::future::pending()),
     )
     .await
     .expect("refused at once, not served");

@@ -7,9 +7,10 @@
 
 #[path = "../../../keys/tests/support/moto.rs"]
 mod moto;
+#[path = "../../../keys/tests/support/softhsm.rs"]
+mod softhsm;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -23,9 +24,9 @@ use stella_signer::TenantKeys;
 use stella_store::Outcome;
 
 use crate::support::*;
+use softhsm::{SoftHsm, MODULE};
 
 const SIGN: &str = "/api/v1/signer/sign/dsse";
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 fn verifies(public: &stella_keys::PublicKey, env: &serde_json::Value) -> bool {
     let env = Envelope::from_json(env.to_string().as_bytes()).unwrap();
@@ -36,40 +37,9 @@ fn verifies(public: &stella_keys::PublicKey, env: &serde_json::Value) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_and_plans_sign_with_hsm_and_kms_keys() {
     // A SoftHSM2 token with a P-256 key.
-    let hsm = tempfile::Builder::new()
-        .prefix("stella-softhsm-")
-        .tempdir()
-        .unwrap();
-    let tokens = hsm.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = hsm.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "svc",
-            "--pin",
-            "1111",
-            "--so-pin",
-            "22222222",
-        ])
-        .output()
-        .expect("softhsm2-util (run scripts/setup-test-deps.sh)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let hsm = SoftHsm::new();
+    std::env::set_var("SOFTHSM2_CONF", hsm.conf());
+    hsm.init_token("svc", "1111", "22222222");
     let uri = Pkcs11Uri::parse(&format!(
         "pkcs11:token=svc;object=tenant-a-team?module-path={MODULE}&pin-value=1111"
     ))
@@ -180,7 +150,7 @@ async fn tenants_and_plans_sign_with_hsm_and_kms_keys() {
     }
 
     // The token goes away: 503, audited with the key and its source; back: 200 again.
-    let aside = hsm.path().join("aside");
+    let (tokens, aside) = (hsm.tokens(), hsm.path("aside"));
     std::fs::rename(&tokens, &aside).unwrap();
     std::fs::create_dir(&tokens).unwrap();
     let r = send_dpop(&http, &url, &token_a, &dpop, &sign_body("poe-a")).await;

@@ -3,7 +3,6 @@
 //! router over HTTPS with optional client certificates on 127.0.0.1.
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -279,18 +278,14 @@ fn start_authority() -> Authority {
             .exists(),
         "tests/authority/node_modules is missing: run scripts/setup-test-deps.sh"
     );
-    let mut child = Command::new("node")
-        .arg(&script)
-        .arg(&cfg_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("cannot run node (run scripts/setup-test-deps.sh)");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = stella_keyless::testing::spawn_announced(
+        Command::new("node")
+            .arg(&script)
+            .arg(&cfg_path)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::inherit()),
+        "the Authority (node, scripts/setup-test-deps.sh)",
+    );
     let port = serde_json::from_str::<Value>(&line)
         .unwrap_or_else(|_| panic!("the Authority did not start: {line:?}"))["port"]
         .as_u64()
@@ -530,7 +525,7 @@ default_keys_for_unlisted_tenants = true
                     as Arc<dyn stella_keys::Signer>,
             ],
         );
-        let tls = stella_signer::server::tls_acceptor(cfg.server.tls.as_ref().unwrap()).unwrap();
+        let tls = stella_signer::tls_acceptor(cfg.server.tls.as_ref().unwrap()).unwrap();
         let signers = opts
             .signers
             .unwrap_or_else(|| TenantKeys::new(Vec::new(), tenants));
@@ -559,7 +554,7 @@ default_keys_for_unlisted_tenants = true
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
         let task = tokio::spawn(async move {
-            stella_signer::server::serve(st, listener, Some(tls), async {
+            stella_signer::serve(st, listener, Some(tls), async {
                 let _ = rx.await;
             })
             .await

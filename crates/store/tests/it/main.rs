@@ -81,18 +81,7 @@ async fn sqlite_subject_index_is_backfilled() {
         .execute_batch("DROP TABLE audit_subject")
         .unwrap();
     let log = SqliteAudit::open(SqliteOptions::new(&path)).unwrap();
-    let page = log
-        .query(stella_store::AuditQuery {
-            subject_digest: Some(format!("sha256:{}", "09".repeat(32))),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        page.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        vec![8]
-    );
+    assert_eq!(suites::seqs_by_subject_09(&log, None).await, vec![8]);
     log.close().await.unwrap();
 }
 

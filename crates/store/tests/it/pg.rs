@@ -187,17 +187,8 @@ async fn migration_2_upgrades_a_version_1_log() {
     )
     .await;
     let log = PgAudit::connect(db.opts()).await.unwrap();
-    let page = log
-        .query(stella_store::AuditQuery {
-            tenant: Some("tenant-b".into()),
-            subject_digest: Some(format!("sha256:{}", "09".repeat(32))),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
     assert_eq!(
-        page.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        suites::seqs_by_subject_09(&log, Some("tenant-b")).await,
         vec![8]
     );
     log.close().await.unwrap();

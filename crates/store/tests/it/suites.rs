@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use stella_store::{
     chain, AuditLog, AuditReader, AuditRecord, Outcome, PoeState, QuotaStore, RateDecision,
-    RateLimit, ReplayCache,
+    RateLimit, ReplayCache, ReplayKey,
 };
 
 pub(crate) fn record(id: &str) -> AuditRecord {
@@ -127,19 +127,19 @@ pub(crate) async fn replay(c: &dyn ReplayCache) {
     // Per-tenant partitions: a replay within one is caught, the same key in another is not
     // a replay, and partition names cannot be chosen to collide with another's keys.
     assert!(c
-        .check_and_insert_in("tenant-a", "jkt:jti-1", now + 60)
+        .check_and_insert_in(ReplayKey::new("tenant-a", "jkt:jti-1"), now + 60)
         .await
         .unwrap());
     assert!(!c
-        .check_and_insert_in("tenant-a", "jkt:jti-1", now + 60)
+        .check_and_insert_in(ReplayKey::new("tenant-a", "jkt:jti-1"), now + 60)
         .await
         .unwrap());
     assert!(c
-        .check_and_insert_in("tenant-b", "jkt:jti-1", now + 60)
+        .check_and_insert_in(ReplayKey::new("tenant-b", "jkt:jti-1"), now + 60)
         .await
         .unwrap());
     assert!(c
-        .check_and_insert_in("tenant-a:jkt", "jti-1", now + 60)
+        .check_and_insert_in(ReplayKey::new("tenant-a:jkt", "jti-1"), now + 60)
         .await
         .unwrap());
 }
@@ -155,28 +155,32 @@ pub(crate) async fn replay_bounds(c: &dyn ReplayCache, capacity: usize, per_part
         + 3600;
     for i in 0..per_partition {
         assert!(c
-            .check_and_insert_in("noisy", &format!("k{i}"), far)
+            .check_and_insert_in(ReplayKey::new("noisy", &format!("k{i}")), far)
             .await
             .unwrap());
     }
     assert!(matches!(
-        c.check_and_insert_in("noisy", "one-more", far).await,
+        c.check_and_insert_in(ReplayKey::new("noisy", "one-more"), far)
+            .await,
         Err(stella_store::StoreError::Full(_))
     ));
     assert!(
-        !c.check_and_insert_in("noisy", "k0", far).await.unwrap(),
+        !c.check_and_insert_in(ReplayKey::new("noisy", "k0"), far)
+            .await
+            .unwrap(),
         "still a replay"
     );
     // The rest of the capacity goes to other partitions, each within its share.
     for i in per_partition..capacity {
         let p = format!("quiet-{}", i / per_partition);
         assert!(c
-            .check_and_insert_in(&p, &format!("k{i}"), far)
+            .check_and_insert_in(ReplayKey::new(&p, &format!("k{i}")), far)
             .await
             .unwrap());
     }
     assert!(matches!(
-        c.check_and_insert_in("third", "k", far).await,
+        c.check_and_insert_in(ReplayKey::new("third", "k"), far)
+            .await,
         Err(stella_store::StoreError::Full(_))
     ));
 }
@@ -319,4 +323,19 @@ pub(crate) async fn audit_query(log: &dyn AuditLog) {
         let page = run(q(f)).await;
         assert!(page.records.is_empty() && !page.more, "{:?}", ids(&page));
     }
+}
+
+/// The `seq`s of the records `log` finds by the subject digest `sha256:0909…` (within
+/// `tenant`, when given): what the subject index answers.
+pub(crate) async fn seqs_by_subject_09(log: &dyn AuditLog, tenant: Option<&str>) -> Vec<u64> {
+    let page = log
+        .query(stella_store::AuditQuery {
+            tenant: tenant.map(str::to_string),
+            subject_digest: Some(format!("sha256:{}", "09".repeat(32))),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    page.records.iter().map(|r| r.seq).collect()
 }
