@@ -265,7 +265,7 @@ impl<'a> CheckedBundle<'a> {
     pub fn verify(self, opts: &Options<'_>) -> Result<VerifiedMetadata> {
         match self.form {
             Form::InMemory { meta, envelope } => verify_in_memory(meta, envelope, opts),
-            Form::Streamed(s) => verify_streamed(*s, opts, None).map(|(meta, _, _)| meta),
+            Form::Streamed(s) => verify_streamed(*s, opts, &crate::streamed::IndexGate::new()),
         }
     }
 }
@@ -988,9 +988,15 @@ pub(crate) fn verify_metadata_streamed(
 
 /// What [`check_content`](crate::streamed::check_content) found: files and bytes checked, and
 /// the files left to the base.
-pub(crate) type ContentChecked = (usize, u64, Vec<String>);
+pub(crate) type ContentChecked = crate::streamed::ContentChecked;
 
 /// The streamed checks; the content too when given a `progress` to report it on.
+///
+/// The content is walked and hashed from the start, on the hashing threads, while this
+/// thread checks the metadata ([`crate::streamed::check_content_early`]); it is judged
+/// against the signed file list once the signatures and the manifest verified (the list is
+/// handed over through an [`IndexGate`](crate::streamed::IndexGate)), and its result is used
+/// only if all the metadata verified.
 fn streamed_checks(
     dir: &Path,
     opts: &Options<'_>,
@@ -1001,7 +1007,32 @@ fn streamed_checks(
     crate::streamed::FileIndex,
     Option<ContentChecked>,
 )> {
-    verify_streamed(check_streamed(dir, limits)?, opts, content)
+    let gate = crate::streamed::IndexGate::new();
+    let (meta, content) = std::thread::scope(|s| {
+        let content = content
+            .map(|progress| s.spawn(|| crate::streamed::check_content_early(dir, &gate, progress)));
+        let meta = {
+            let _closer = gate.closer();
+            check_streamed(dir, limits).and_then(|checked| verify_streamed(checked, opts, &gate))
+        };
+        if meta.is_err() {
+            gate.close();
+        }
+        let content = content.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")))
+        });
+        (meta, content)
+    });
+    let meta = meta?;
+    let content = match content.transpose()? {
+        Some(c) => Some(c.ok_or_else(|| Error::input("the content was not checked"))?),
+        None => None,
+    };
+    let index = gate
+        .into_index()
+        .ok_or_else(|| Error::input("the signed file list was not kept"))?;
+    Ok((meta, index, content))
 }
 
 /// The streamed form of a [`CheckedBundle`]: the envelope's signatures and payload type, the
@@ -1034,7 +1065,7 @@ fn check_streamed<'a>(
     // 1. The envelope, its payload into memory (or, above PAYLOAD_IN_MEMORY, a private
     //    temporary file), hashed on the way.
     let env_cap = envelope_cap(limits.max_manifest);
-    let (env_file, _, env_path) =
+    let (env_file, env_len, env_path) =
         open_meta(dir, names::ENVELOPE, Some(env_cap))?.ok_or_else(unsigned)?;
     let tmp_err = |e| Error::io(std::env::temp_dir(), e);
     let (env, digest, payload) = {
@@ -1043,7 +1074,8 @@ fn check_streamed<'a>(
                 usize::try_from(limits.payload_in_memory)
                     .unwrap_or(PAYLOAD_IN_MEMORY)
                     .min(PAYLOAD_IN_MEMORY),
-            ),
+            )
+            .expecting(env_len / 4 * 3),
             hasher: Hasher::new(),
         };
         let env =
@@ -1073,25 +1105,20 @@ fn check_streamed<'a>(
     })
 }
 
-/// Steps 2 and 3 of the streamed path ([`CheckedBundle::verify`] of the streamed form), with
-/// the signed file index, and the content too when given a `progress` to report it on.
+/// Steps 2 and 3 of the streamed path ([`CheckedBundle::verify`] of the streamed form): the
+/// signed list goes to `gate` as soon as the signatures and the manifest verified.
 fn verify_streamed(
     checked: StreamedChecked<'_>,
     opts: &Options<'_>,
-    content: Option<&dyn Progress>,
-) -> Result<(
-    VerifiedMetadata,
-    crate::streamed::FileIndex,
-    Option<ContentChecked>,
-)> {
+    gate: &crate::streamed::IndexGate<'_>,
+) -> Result<VerifiedMetadata> {
     use std::io::BufReader;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use stella_keys::stream::Prefixed;
 
     use crate::streamed::{
-        check_content, hash_all, open_meta, parse_manifest, parse_manifest_slice, reads_exactly,
-        Stoppable,
+        hash_all, open_meta, parse_manifest, parse_manifest_slice, reads_exactly, Stoppable,
     };
 
     let StreamedChecked {
@@ -1174,44 +1201,36 @@ fn verify_streamed(
     let (manifest, index) = parsed.map_err(|e| manifest_malformed(names::ENVELOPE, e))?;
     canonical_and_copy?;
 
-    // 3. The content on the hashing threads while this one checks the rest of the metadata.
-    let (meta, content) = std::thread::scope(|s| {
-        let content = s.spawn(|| {
-            content
-                .map(|progress| check_content(dir, manifest.kind, &index, progress))
-                .transpose()
-        });
-        let meta = rest_of_streamed_metadata(
-            dir,
-            opts,
-            limits,
-            &env,
-            &digest,
-            &manifest,
-            &index,
-            &signers,
-            &mut Prefixed {
-                prefix: pae_prefix.clone(),
-                body: payload.reader(),
-            },
-        );
-        let content = content
-            .join()
-            .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")));
-        (meta, content)
-    });
+    // 3. The content is judged against the index on the hashing threads while this one
+    //    checks the rest of the metadata.
+    gate.open(manifest.kind, index);
+    let index = gate
+        .listed_index()
+        .ok_or_else(|| Error::input("the signed file list was not kept"))?;
+    let meta = rest_of_streamed_metadata(
+        dir,
+        opts,
+        limits,
+        &env,
+        &digest,
+        &manifest,
+        index,
+        &signers,
+        &mut Prefixed {
+            prefix: pae_prefix.clone(),
+            body: payload.reader(),
+        },
+    );
     drop(payload);
     let (header, warnings, time) = meta?;
-    let content = content?;
-    let meta = VerifiedMetadata::new(
+    Ok(VerifiedMetadata::new(
         manifest,
         Vec::new(),
         digest,
         signers,
         (header, warnings),
         time,
-    );
-    Ok((meta, index, content))
+    ))
 }
 
 /// What [`rest_of_streamed_metadata`] verified: the header, the warnings, the time checks.
