@@ -29,8 +29,8 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a benchmark that cannot set up should stop loudly
 
-/// The allocator `stella` ships with (feature `fast-alloc`, default on; docs/design.md
-/// "Allocator"), so the bench measures what ships. `--no-default-features`: the system one.
+/// The allocator `stella` is built with (feature `fast-alloc`, opt-in; docs/design.md
+/// "Allocator"), so the bench measures what ships: the system one unless `--features fast-alloc`.
 #[cfg(feature = "fast-alloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
