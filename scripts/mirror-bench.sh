@@ -23,8 +23,10 @@
 # peak RSS (GNU time %M: for a pipeline, its largest process) of each side, and the ratio of
 # the medians (reference wall / stella wall: above 1, stella is faster).
 # ONLY=verify: the bundle is made once (untimed) and only the verify row is measured.
-# STELLA_OLD=binary: the verify row alternates three sides (stella, sha256sum -c, the old
-# binary: A B C A B C ...), for before/after figures from one run on the same bundle.
+# ONLY=create: only `stella mirror create` (no sign) against `find | xargs sha256sum` on the
+#   sources (the output removed, untimed, before each create).
+# STELLA_OLD=binary: the verify (or ONLY=create) row alternates three sides (stella, the
+# reference, the old binary: A B C A B C ...), for before/after figures from one run.
 # Usage: scripts/mirror-bench.sh [--keep]
 #   env: SHAPE (big|many), BENCH_DIR, RUNS, SIZE_MIB (big), FILES (many), ONLY, STELLA_OLD,
 #        STELLA=prebuilt binary (default: cargo build --release)
@@ -204,6 +206,41 @@ gbps() { awk "BEGIN{printf \"%.2f\", $BYTES / $(med "$1") / 1e9}"; }
 LOAD=$(cut -d" " -f1-3 /proc/loadavg)
 S="$STELLA"
 find src -type f -exec cat {} + >/dev/null  # warm the cache
+if [ "${ONLY:-}" = create ]; then
+    echo "==> create" >&2
+    NSRC=$(find src -type f | wc -l)
+    CREATE="$S mirror create --spec src/bundle.yaml --output bundle"
+    REF="cd src && find . -type f -print0 | xargs -0 sha256sum > ../ref.sums"
+    trio3() {  # A B [C], each create after an untimed rm -rf of the output
+        A_T=""; A_C=""; A_R=""; B_T=""; B_C=""; B_R=""; C_T=""; C_C=""; C_R=""
+        local i t c m
+        for i in $(seq "$RUNS"); do
+            rm -rf bundle; sync; read -r t c m <<<"$(once sh -c "$1")"; A_T="$A_T $t"; A_C="$A_C $c"; A_R="$A_R $m"
+            sync; read -r t c m <<<"$(once sh -c "$2")"; B_T="$B_T $t"; B_C="$B_C $c"; B_R="$B_R $m"
+            if [ -n "$3" ]; then
+                rm -rf bundle; sync; read -r t c m <<<"$(once sh -c "$3")"; C_T="$C_T $t"; C_C="$C_C $c"; C_R="$C_R $m"
+            fi
+        done
+    }
+    trio3 "$CREATE" "$REF" "${STELLA_OLD:+$STELLA_OLD mirror create --spec src/bundle.yaml --output bundle}"
+    ROWS="| create | $(cell "$A_T" "$A_C" "$A_R") | find \| xargs sha256sum: $(cell "$B_T" "$B_C" "$B_R") | $(ratio "$B_T" "$A_T")x ($(ratio "$B_C" "$A_C")x) |"
+    if [ -n "${STELLA_OLD:-}" ]; then
+        ROWS="$ROWS
+| create, old binary | $(cell "$C_T" "$C_C" "$C_R") | find \| xargs sha256sum (same runs) | $(ratio "$B_T" "$C_T")x ($(ratio "$B_C" "$C_C")x); new is $(ratio "$C_T" "$A_T")x the old wall ($(ratio "$C_C" "$A_C")x cpu) |"
+    fi
+    cat <<REPORT
+
+Mirror benchmark (create only), shape $SHAPE — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $RUNS alternating runs (median [min-max]), warm cache, output on $(df -T . | awk 'NR==2{print $2}'), load average before: $LOAD, after: $(cut -d" " -f1-3 /proc/loadavg)
+sources: $NSRC files
+
+| what | stella: wall (cpu), peak RSS | reference: wall (cpu), peak RSS | ref wall / stella wall (cpu ratio) |
+|---|---|---|---|
+$ROWS
+REPORT
+    rm -rf bundle ref.sums
+    if [ "$KEEP" -eq 0 ]; then cd /; rm -rf "$BENCH_DIR"; fi
+    exit 0
+fi
 if [ "${ONLY:-}" = verify ]; then
 echo "==> create + sign (once, untimed)" >&2
 rm -rf bundle

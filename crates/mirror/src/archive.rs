@@ -13,8 +13,9 @@
 //! (where they end up anyway), else a private temporary folder — under the caps of the
 //! streamed folder path (16 GiB of manifest or `SHA256SUMS`, an envelope 4/3 of that plus
 //! 64 KiB, every other metadata file [`crate::MAX_METADATA_BYTES`]). At the first content
-//! entry they are verified there by the streamed rules
-//! ([`crate::verify::verify_metadata_streamed`]), which give the signed file list as a
+//! entry they are verified there by the streamed rules (the streamed form of a
+//! [`crate::verify::CheckedBundle`], through `verify::verify_metadata_streamed`), which give the
+//! signed file list as a
 //! [`FileIndex`] (~100 B per file); each content entry is then looked up in it, marked seen
 //! (one byte per file) and hashed as it streams. Memory does not depend on the metadata
 //! size; small bundles keep the in-memory path and its exact messages.
@@ -218,7 +219,7 @@ fn check_metadata(
 ) -> Result<Checked> {
     match spool {
         None => {
-            let vm = verify::verify_metadata(&obs.metadata, opts)?;
+            let vm = verify::CheckedBundle::from_metadata(&obs.metadata)?.verify(opts)?;
             check_signed_limits(
                 vm.manifest.files.iter().map(|f| (f.path.as_str(), f.size)),
                 limits,

@@ -325,7 +325,7 @@ pub fn open_decompressed(path: &Path) -> Result<Box<dyn Read + Send>> {
 }
 
 /// [`open_decompressed`] for bundle archives: the zstd window is capped at
-/// [`ZSTD_WINDOW_LOG_MAX`], so decompression memory stays bounded whatever the frame asks for.
+/// `ZSTD_WINDOW_LOG_MAX`, so decompression memory stays bounded whatever the frame asks for.
 pub fn open_bundle_stream(path: &Path) -> Result<Box<dyn Read + Send>> {
     open_decompressed_with(path, Some(ZSTD_WINDOW_LOG_MAX))
 }

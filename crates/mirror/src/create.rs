@@ -7,7 +7,7 @@
 //! base — image blobs included, since blobs are named by digest — and the manifest lists the
 //! base's paths that are gone under `removed`.
 //!
-//! Memory does not grow with the file count beyond a compact list of the files ([`Collected`]:
+//! Memory does not grow with the file count beyond a compact list of the files (`Collected`:
 //! one arena of path bytes and 56-byte records, about 100 B per advisory file, sorted once at
 //! the end); advisory folders are walked as a stream and copied in bounded batches, and
 //! `manifest.json` is written canonically as a stream ([`Manifest::write_canonical`]), the

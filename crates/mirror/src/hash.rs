@@ -9,6 +9,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use crate::error::{Error, IoContext as _, Result};
 
@@ -179,6 +180,14 @@ impl<'a> DirCursor<'a> {
         }
     }
 
+    /// The folder `rel`, the path last opened, was opened in.
+    fn folder_of(&self, rel: &str) -> &rustix::fd::OwnedFd {
+        match (rel.contains('/'), &self.fd) {
+            (true, Some(fd)) => fd,
+            _ => self.root,
+        }
+    }
+
     /// Open `rel` (a `/` path under the root, no `.`, `..` or empty components) with `flags`
     /// added to `O_NOFOLLOW | O_CLOEXEC | O_NOCTTY`, and `mode` if it creates.
     pub(crate) fn open(
@@ -277,15 +286,39 @@ pub(crate) fn tree_error(root: &Path, rel: &str, e: std::io::Error) -> Error {
     }
 }
 
-/// Read all of `fd` into the hasher (and `sink`), through `buf`. A read that returns less than
-/// asked is the end of the file (a regular file on Linux returns a short read only at its end;
-/// the files are opened by us, without following links), so a 1 KiB file costs one `read`,
-/// not two. When `expected` (0: unknown) is given, a short read ends the file only at that
-/// size; at any other size reading goes on until `read` returns 0.
+/// Where a file read by [`read_all`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// Size unknown: read until `read` returns 0.
+    Zero,
+    /// The file is expected to hold this many bytes: a short read at that size is its end
+    /// (one `read` for a small file); at any other size reading goes on until `read` returns 0.
+    At(u64),
+    /// Size not known yet: the first short read is the end (one `read` for a small file).
+    /// A regular file on Linux returns a short read only at its end, so this reads what
+    /// [`End::At`] reads; a caller that finds another size than it expected reads the file
+    /// again with [`End::At`] before it reports anything.
+    Short,
+}
+
+impl End {
+    /// `0` (unknown) as [`End::Zero`], any other size as [`End::At`].
+    pub(crate) fn expected(size: u64) -> Self {
+        if size == 0 {
+            End::Zero
+        } else {
+            End::At(size)
+        }
+    }
+}
+
+/// Read all of `fd` into the hasher (and `sink`), through `buf`, up to `end`: a read that
+/// returns less than asked is the end of a regular file on Linux (the files are opened by us,
+/// without following links), so a 1 KiB file of known size costs one `read`, not two.
 fn read_all(
     fd: &rustix::fd::OwnedFd,
     buf: &mut [u8],
-    expected: u64,
+    end: End,
     h: &mut Hasher,
     mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<u64> {
@@ -303,20 +336,23 @@ fn read_all(
         h.update(&buf[..n]);
         sink(&buf[..n])?;
         total += n as u64;
-        if n < ask && (expected == 0 || total == expected) {
-            // Short read of a regular file: its end (when a size was expected, only at that
-            // size; otherwise one more read confirms the end).
+        let done = match end {
+            End::Zero => false,
+            End::At(size) => total == size,
+            End::Short => true,
+        };
+        if n < ask && done {
             return Ok(total);
         }
     }
 }
 
-/// Hash the file `rel` opened through `dirs` (no link followed), reading through `buf`;
-/// `expected` (0: unknown) as for [`read_all`]: a file of that size costs one `read`.
+/// Hash the file `rel` opened through `dirs` (no link followed), reading through `buf` up
+/// to `end` (see [`End`]).
 pub(crate) fn hash_at(
     dirs: &mut DirCursor<'_>,
     rel: &str,
-    expected: u64,
+    end: End,
     buf: &mut [u8],
 ) -> std::io::Result<(Digest, u64)> {
     let fd = dirs.open(
@@ -325,7 +361,7 @@ pub(crate) fn hash_at(
         rustix::fs::Mode::empty(),
     )?;
     let mut h = Hasher::new();
-    let n = read_all(&fd, buf, expected, &mut h, |_| Ok(()))?;
+    let n = read_all(&fd, buf, end, &mut h, |_| Ok(()))?;
     Ok((h.finish(), n))
 }
 
@@ -370,7 +406,7 @@ pub fn hash_tree<S: AsRef<str> + Sync>(
             let mut bytes = 0u64;
             for &idx in batch {
                 let (rel, expected) = (files[idx as usize].0.as_ref(), files[idx as usize].1);
-                match hash_at(&mut dirs, rel, expected, &mut buf) {
+                match hash_at(&mut dirs, rel, End::expected(expected), &mut buf) {
                     Ok((d, n)) => {
                         bytes += n;
                         done.push((idx, d, n));
@@ -392,12 +428,15 @@ pub fn hash_tree<S: AsRef<str> + Sync>(
 /// and the destination folders exist. Results (digest, size) come back in the order of
 /// `files`; the first error stops the other threads.
 ///
-/// The many-small-files counterpart of [`copy_hashing_with`]: both sides are opened relative
-/// to their folder's descriptor without following any link ([`DirCursor`]), the destination
-/// is created exclusively (`O_CREAT | O_EXCL`, never overwriting) with mode 0644 (set with
-/// `fchmod` on the open file, whatever the umask), and a small file costs one `read` and one
-/// `write` through a reused per-worker buffer. Work is handed out [`TREE_BATCH`] files at a
-/// time. Memory: `threads × 256 KiB` and the result list.
+/// The many-small-files counterpart of `copy_hashing_with`: both sides are opened relative
+/// to their folder's descriptor without following any link (`DirCursor`), the destination
+/// is created exclusively (`O_CREAT | O_EXCL`, never overwriting) with mode 0644, whatever
+/// the umask (set with `fchmod` on the open file when the umask or a default ACL of the
+/// folder would give another mode: `Creates0644`), and a small file costs one `read` and
+/// one `write` through a reused per-worker buffer. Work is handed out [`TREE_BATCH`] files at
+/// a time from both ends of the list (`TwoEnds`): consecutive files share a folder, and
+/// creating a file takes its folder's lock, so two workers create in different folders until
+/// they meet. Memory: `threads × 256 KiB` and the result list.
 pub fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
     src_root: &Path,
     dest_root: &Path,
@@ -407,23 +446,26 @@ pub fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
     use rustix::fs::{Mode, OFlags};
     let src_fd = open_root(src_root)?;
     let dest_fd = open_root(dest_root)?;
-    let next = AtomicUsize::new(0);
+    let ends = TwoEnds::new(files.len());
+    let worker_ids = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
+    let umask_keeps_0644 = umask_keeps_0644();
     let workers = threads().min(files.len().div_ceil(TREE_BATCH)).max(1);
     let work = |done: &mut Vec<(usize, Digest, u64)>| -> Result<()> {
+        let from_back = worker_ids.fetch_add(1, Ordering::Relaxed) % 2 == 1;
         let mut buf = vec![0u8; CHUNK];
         let mut srcs = DirCursor::new(&src_fd);
         let mut dests = DirCursor::new(&dest_fd);
+        let mut mode_ok = Creates0644::new(umask_keeps_0644);
         loop {
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            let start = next.fetch_add(TREE_BATCH, Ordering::Relaxed);
-            if start >= files.len() {
+            let Some(range) = ends.take(from_back, TREE_BATCH) else {
                 return Ok(());
-            }
+            };
             let mut bytes = 0u64;
-            for (i, (src, dest)) in files.iter().enumerate().skip(start).take(TREE_BATCH) {
+            for (i, (src, dest)) in files.iter().enumerate().take(range.end).skip(range.start) {
                 let (src, dest) = (src.as_ref(), dest.as_ref());
                 let r = (|| -> Result<(Digest, u64)> {
                     let from = srcs
@@ -438,7 +480,7 @@ pub fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
                         .map_err(|e| tree_error(dest_root, dest, e))?;
                     let mut h = Hasher::new();
                     let mut wrote = Ok(());
-                    let n = read_all(&from, &mut buf, 0, &mut h, |data| {
+                    let n = read_all(&from, &mut buf, End::Zero, &mut h, |data| {
                         let r = write_all_fd(&to, data);
                         if let Err(e) = &r {
                             wrote = Err(std::io::Error::new(e.kind(), e.to_string()));
@@ -449,8 +491,10 @@ pub fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
                         return Err(Error::io(dest_root.join(dest), e));
                     }
                     let n = n.map_err(|e| Error::io(src_root.join(src), e))?;
-                    rustix::fs::fchmod(&to, Mode::from_raw_mode(0o644))
-                        .map_err(|e| Error::io(dest_root.join(dest), e.into()))?;
+                    if !mode_ok.in_folder(dest, dests.folder_of(dest)) {
+                        rustix::fs::fchmod(&to, Mode::from_raw_mode(0o644))
+                            .map_err(|e| Error::io(dest_root.join(dest), e.into()))?;
+                    }
                     Ok((h.finish(), n))
                 })();
                 match r {
@@ -468,6 +512,89 @@ pub fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
         }
     };
     on_workers(workers, files.len(), "a copying thread panicked", work)
+}
+
+/// A list handed out in batches from both ends: the first worker takes from the front, the
+/// second from the back, the third from the front again, and so on.
+struct TwoEnds {
+    left: Mutex<std::ops::Range<usize>>,
+}
+
+impl TwoEnds {
+    fn new(len: usize) -> Self {
+        TwoEnds {
+            left: Mutex::new(0..len),
+        }
+    }
+
+    /// The next `n` (at most) positions from the front or the back; `None` when all are out.
+    fn take(&self, from_back: bool, n: usize) -> Option<std::ops::Range<usize>> {
+        let mut left = self.left.lock().ok()?;
+        if left.is_empty() {
+            return None;
+        }
+        let n = n.min(left.len());
+        Some(if from_back {
+            left.end -= n;
+            left.end..left.end + n
+        } else {
+            left.start += n;
+            left.start - n..left.start
+        })
+    }
+}
+
+/// Whether the process umask leaves mode 0644 as it is (read from `/proc/self/status`,
+/// which Linux has shown since 4.7; false when it cannot be read).
+fn umask_keeps_0644() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| umask_in(&s))
+        .is_some_and(|umask| umask & 0o644 == 0)
+}
+
+/// The `Umask:` line of a `/proc/<pid>/status` text.
+fn umask_in(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+}
+
+/// Whether a file created with mode 0644 in a folder gets exactly 0644, so needs no
+/// `fchmod`: when the umask keeps 0644 and the folder has no default ACL (which would set
+/// the mode instead of the umask). Asked once per folder (one `fgetxattr`); when unsure, no.
+struct Creates0644 {
+    umask_keeps_0644: bool,
+    /// The folder last asked about, and the answer.
+    folder: Option<String>,
+    plain: bool,
+}
+
+impl Creates0644 {
+    fn new(umask_keeps_0644: bool) -> Self {
+        Creates0644 {
+            umask_keeps_0644,
+            folder: None,
+            plain: false,
+        }
+    }
+
+    /// For the file `rel` just created in `folder` (its folder's descriptor).
+    fn in_folder(&mut self, rel: &str, folder: &rustix::fd::OwnedFd) -> bool {
+        if !self.umask_keeps_0644 {
+            return false;
+        }
+        let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
+        if self.folder.as_deref() != Some(parent) {
+            self.folder = Some(parent.to_string());
+            self.plain = matches!(
+                rustix::fs::fgetxattr_query(folder, "system.posix_acl_default"),
+                Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP)
+            );
+        }
+        self.plain
+    }
 }
 
 /// Run `work` on `workers` threads (this one included) until it returns, and put each
@@ -754,5 +881,89 @@ mod tests {
             copy_tree(src.path(), dest.path(), &[("nope", "n2")], &NoProgress),
             Err(Error::NotFound(p)) if p == src.path().join("nope")
         ));
+    }
+
+    #[test]
+    fn two_ends_hand_out_every_position_once() {
+        for len in [0usize, 1, 5, 64, 129, 1000] {
+            let ends = TwoEnds::new(len);
+            let mut seen = vec![0u8; len];
+            let (mut front, mut back) = (0, len);
+            let mut turn = 0;
+            while let Some(r) = ends.take(turn % 2 == 1, 7) {
+                assert!(!r.is_empty() && r.len() <= 7, "{len}: {r:?}");
+                if turn % 2 == 1 {
+                    assert_eq!(r.end, back, "{len}");
+                    back = r.start;
+                } else {
+                    assert_eq!(r.start, front, "{len}");
+                    front = r.end;
+                }
+                for i in r {
+                    seen[i] += 1;
+                }
+                turn += 1;
+            }
+            assert!(seen.iter().all(|&n| n == 1), "{len}: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn umask_is_read_from_the_status_text() {
+        assert_eq!(umask_in("Name:\tx\nUmask:\t0022\nState:\tR\n"), Some(0o022));
+        assert_eq!(umask_in("Umask:\t0077\n"), Some(0o077));
+        assert_eq!(umask_in("Name:\tx\n"), None);
+        assert_eq!(umask_in("Umask:\tzz\n"), None);
+    }
+
+    #[test]
+    fn copy_tree_gives_0644_under_a_default_acl() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (src, files) = tree();
+        let dest = tempfile::tempdir().unwrap();
+        let folder = dest.path().join("acl");
+        std::fs::create_dir(&folder).unwrap();
+        // A default ACL user::rw- group::r-- other::--- (posix_acl_xattr, version 2): new
+        // files get no bit for others whatever the umask.
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm) in [(0x01u16, 6u16), (0x04, 4), (0x20, 0)] {
+            acl.extend_from_slice(&tag.to_le_bytes());
+            acl.extend_from_slice(&perm.to_le_bytes());
+            acl.extend_from_slice(&u32::MAX.to_le_bytes());
+        }
+        match rustix::fs::setxattr(
+            &folder,
+            "system.posix_acl_default",
+            &acl,
+            rustix::fs::XattrFlags::empty(),
+        ) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::NOTSUP) => {
+                eprintln!("no ACLs on this file system: not tested");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        // The ACL works: a plain create leaves others nothing.
+        std::fs::write(folder.join("plain"), b"x").unwrap();
+        let plain = std::fs::metadata(folder.join("plain"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(plain & 0o007, 0, "{plain:o}");
+        let list: Vec<(String, String)> = files
+            .iter()
+            .take(5)
+            .enumerate()
+            .map(|(i, (r, _))| (r.clone(), format!("acl/f{i}")))
+            .collect();
+        copy_tree(src.path(), dest.path(), &list, &NoProgress).unwrap();
+        for (_, d) in &list {
+            let mode = std::fs::metadata(dest.path().join(d))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o644, "{d}");
+        }
     }
 }

@@ -37,6 +37,7 @@ use crate::archive::Limits;
 use crate::error::{Error, Field, IoContext as _, Result};
 use crate::hash::Progress;
 use crate::manifest::{Kind, Manifest};
+use crate::source::{is_own_envelope, Source};
 use crate::verify::{self, Options};
 
 /// Options of [`load`].
@@ -179,15 +180,18 @@ pub fn load(
 
     let started = Instant::now();
     let mut _unpacked: Option<tempfile::TempDir> = None;
-    let (dir, from_archive) = if bundle.is_dir() {
-        (bundle.to_path_buf(), false)
+    // The sources `load` takes: a folder, its own `manifest.dsse` (any other file is an
+    // archive here: a detached envelope is not loaded), an archive.
+    let source = if bundle.is_dir() {
+        Source::Folder(bundle)
     } else if !bundle.exists() {
         return Err(Error::NotFound(bundle.to_path_buf()));
-    } else if bundle.file_name() == Some(std::ffi::OsStr::new(crate::names::ENVELOPE)) {
-        let dir = match bundle.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+    } else if is_own_envelope(bundle) {
+        Source::Envelope(bundle)
+    } else {
+        Source::Archive(bundle)
+    };
+    let (dir, from_archive) = if let Some(dir) = source.folder() {
         (dir, false)
     } else {
         let parent = match &opts.work_dir {

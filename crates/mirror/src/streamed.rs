@@ -35,7 +35,7 @@ use std::fs::File;
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Condvar, Mutex, OnceLock};
 
 use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -165,6 +165,15 @@ impl FileIndex {
             .ok()
     }
 
+    /// The positions of the entries whose path starts with `prefix` (they are adjacent).
+    fn prefixed(&self, prefix: &[u8]) -> std::ops::Range<usize> {
+        let start = self
+            .recs
+            .partition_point(|r| self.path_bytes_of(r) < prefix);
+        let len = self.recs[start..].partition_point(|r| self.path_bytes_of(r).starts_with(prefix));
+        start..start + len
+    }
+
     /// Total bytes of the listed files.
     pub fn total_size(&self) -> u64 {
         self.recs.iter().map(|r| r.size).sum()
@@ -200,31 +209,90 @@ impl FileIndex {
     }
 
     /// Whether `sums` reads exactly the `SHA256SUMS` text of these files (`<hex>  <path>\n`
-    /// in order), compared as two streams.
+    /// in order), compared as two streams (each line built in one reused buffer and compared
+    /// in place in the reader's).
     pub fn sha256sums_equal(&self, sums: &mut dyn BufRead) -> std::io::Result<bool> {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut want = Vec::with_capacity(512);
-        let mut got = Vec::with_capacity(512);
-        for i in 0..self.len() {
-            let Some(e) = self.get(i) else {
-                return Ok(false);
-            };
+        for r in &self.recs {
             want.clear();
-            want.extend_from_slice(e.sha256.hex().as_bytes());
-            want.extend_from_slice(b"  ");
-            want.extend_from_slice(e.path.as_bytes());
-            want.push(b'\n');
-            got.resize(want.len(), 0);
-            match sums.read_exact(&mut got) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-                Err(e) => return Err(e),
+            for b in r.sha256 {
+                want.push(DIGITS[usize::from(b >> 4)]);
+                want.push(DIGITS[usize::from(b & 15)]);
             }
-            if got != want {
+            want.extend_from_slice(b"  ");
+            want.extend_from_slice(self.path_bytes_of(r));
+            want.push(b'\n');
+            if !consume_exact(sums, &want)? {
                 return Ok(false);
             }
         }
         Ok(sums.fill_buf()?.is_empty())
     }
+}
+
+/// Whether `r` reads `want` next (consumed if so; on a difference, what differs is left).
+fn consume_exact(r: &mut dyn BufRead, mut want: &[u8]) -> std::io::Result<bool> {
+    while !want.is_empty() {
+        let have = r.fill_buf()?;
+        let n = have.len().min(want.len());
+        if n == 0 || have.get(..n) != want.get(..n) {
+            return Ok(false);
+        }
+        r.consume(n);
+        want = want.get(n..).unwrap_or_default();
+    }
+    Ok(true)
+}
+
+/// [`FileIndex::find`] for paths that come folder by folder (a walk): the entries of the
+/// current folder are found once, and each name is looked up among them alone, compared
+/// without the folder part.
+pub(crate) struct Finder<'a> {
+    index: &'a FileIndex,
+    /// The current folder, with its trailing `/` ("" at the root).
+    folder: Vec<u8>,
+    range: std::ops::Range<usize>,
+}
+
+impl<'a> Finder<'a> {
+    pub(crate) fn new(index: &'a FileIndex) -> Self {
+        Finder {
+            index,
+            folder: Vec::new(),
+            range: 0..index.len(),
+        }
+    }
+
+    /// The position of `path`, if listed.
+    pub(crate) fn find(&mut self, path: &str) -> Option<usize> {
+        let path = path.as_bytes();
+        let cut = path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+        let (folder, name) = path.split_at(cut);
+        if folder != self.folder.as_slice() {
+            self.folder.clear();
+            self.folder.extend_from_slice(folder);
+            self.range = self.index.prefixed(folder);
+        }
+        let recs = self.index.recs.get(self.range.clone())?;
+        recs.binary_search_by(|r| {
+            let p = self.index.path_bytes_of(r);
+            p.get(cut..).unwrap_or_default().cmp(name)
+        })
+        .ok()
+        .map(|i| self.range.start + i)
+    }
+}
+
+/// The shortest file entry of a manifest: `{"mediaType":"","path":"x","sha256":"<64 hex>","size":0}`.
+const MIN_ENTRY_BYTES: usize = 115;
+
+thread_local! {
+    /// Room [`IndexSink`] makes at once (records, path bytes): at most one record per
+    /// shortest entry of the manifest being typed, and path bytes for a quarter of it. The
+    /// pages not used are never touched (not resident); what is used is not copied and
+    /// faulted in again at each doubling of the lists.
+    static ROOM: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// The `files` array, read into a [`FileIndex`] entry by entry.
@@ -243,6 +311,9 @@ impl<'de> Deserialize<'de> for IndexSink {
                 mut seq: A,
             ) -> std::result::Result<IndexSink, A::Error> {
                 let mut idx = FileIndex::default();
+                let (recs, arena) = ROOM.get();
+                idx.recs.reserve(recs);
+                idx.arena.reserve(arena);
                 while let Some(e) = seq.next_element::<FileEntry>()? {
                     idx.push(e).map_err(A::Error::custom)?;
                 }
@@ -274,7 +345,10 @@ pub fn parse_manifest_slice(
     input: &[u8],
 ) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
     let mut de = serde_json::Deserializer::from_slice(input);
-    let m = Wire::<IndexSink>::deserialize(&mut de).map_err(ManifestError::Shape)?;
+    ROOM.set((input.len() / MIN_ENTRY_BYTES, input.len() / 4));
+    let m = Wire::<IndexSink>::deserialize(&mut de);
+    ROOM.set((0, 0));
+    let m = m.map_err(ManifestError::Shape)?;
     de.end().map_err(ManifestError::Shape)?;
     split_manifest(m)
 }
@@ -360,6 +434,16 @@ pub(crate) enum Spill {
 impl Spill {
     pub(crate) fn new(limit: usize) -> Self {
         Spill::Mem(Vec::new(), limit)
+    }
+
+    /// Room for `n` bytes (the payload's size as far as its envelope tells, at most the
+    /// bound) made at once: a payload of tens of MB is not copied and faulted in again at
+    /// each doubling of its buffer.
+    pub(crate) fn expecting(mut self, n: u64) -> Self {
+        if let Spill::Mem(v, limit) = &mut self {
+            v.reserve(usize::try_from(n).unwrap_or(usize::MAX).min(*limit));
+        }
+        self
     }
 
     /// The bytes written, where they ended up.
@@ -563,6 +647,14 @@ impl<R: Read> Read for Stoppable<'_, R> {
 /// Batches of [`crate::hash::TREE_BATCH`] files waiting for a hashing thread, at most.
 const QUEUE: usize = 64;
 
+/// Bytes of results a content check holds while the signed file list is not known yet
+/// (path, digest and size: about 100 B per advisory file, so some 300,000 files); when they
+/// are reached, the walk waits for the list.
+pub(crate) const EARLY_RESULTS_BYTES: usize = 32 << 20;
+
+/// What [`check_content`] found: files and bytes checked, and the files left to the base.
+pub(crate) type ContentChecked = (usize, u64, Vec<String>);
+
 #[derive(Default)]
 struct Problems {
     count: usize,
@@ -578,28 +670,324 @@ impl Problems {
     }
 }
 
-/// Stage 2 against the index: walk, look up, hash through a bounded queue.
-///
-/// This thread walks the folder and looks each file up in the index; the files are handed to
-/// the hashing threads [`crate::hash::TREE_BATCH`] at a time (one queue operation per batch),
-/// in walk order, so consecutive files share their folder's descriptor; each file is opened
-/// beneath the root without following links and, being of the listed size, read with one
-/// call into the thread's buffer ([`crate::hash::hash_at`]).
+/// The signed file list, handed from the metadata checks to a content check that started
+/// before the list was known ([`check_content_early`]); or the news that the metadata failed,
+/// so the content check can stop.
+pub(crate) struct IndexGate<'i> {
+    listed: OnceLock<(Kind, Held<'i>)>,
+    state: Mutex<Gate>,
+    changed: Condvar,
+}
+
+enum Held<'i> {
+    Owned(FileIndex),
+    Lent(&'i FileIndex),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// The list is not known yet.
+    Waiting,
+    /// The list is known.
+    Open,
+    /// The metadata failed: the content's result will not be used.
+    Closed,
+}
+
+impl<'i> IndexGate<'i> {
+    pub(crate) fn new() -> Self {
+        IndexGate {
+            listed: OnceLock::new(),
+            state: Mutex::new(Gate::Waiting),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// The signed list is known (and the metadata checked so far verified): the content is
+    /// checked against it.
+    pub(crate) fn open(&self, kind: Kind, index: FileIndex) {
+        self.publish(kind, Held::Owned(index));
+    }
+
+    fn publish(&self, kind: Kind, held: Held<'i>) {
+        // Once: a second list would be ignored (nobody publishes two).
+        let _ = self.listed.set((kind, held));
+        self.set(Gate::Open);
+    }
+
+    /// The metadata failed: the content check stops.
+    pub(crate) fn close(&self) {
+        self.set(Gate::Closed);
+    }
+
+    /// A guard that closes the gate if it is still waiting when dropped (an early return or
+    /// a panic on the metadata side never leaves the content check waiting).
+    pub(crate) fn closer(&self) -> GateCloser<'_, 'i> {
+        GateCloser(self)
+    }
+
+    fn set(&self, to: Gate) {
+        if let Ok(mut s) = self.state.lock() {
+            if *s != Gate::Closed {
+                *s = to;
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    fn state(&self) -> Gate {
+        self.state.lock().map_or(Gate::Closed, |s| *s)
+    }
+
+    /// Wait until the gate opens or closes.
+    fn wait(&self) -> Gate {
+        let Ok(mut s) = self.state.lock() else {
+            return Gate::Closed;
+        };
+        while *s == Gate::Waiting {
+            s = match self.changed.wait(s) {
+                Ok(s) => s,
+                Err(_) => return Gate::Closed,
+            };
+        }
+        *s
+    }
+
+    /// The index, once published.
+    pub(crate) fn listed_index(&self) -> Option<&FileIndex> {
+        self.listed().map(|(_, i)| i)
+    }
+
+    /// The list, once published.
+    fn listed(&self) -> Option<(Kind, &FileIndex)> {
+        self.listed.get().map(|(kind, held)| match held {
+            Held::Owned(i) => (*kind, i),
+            Held::Lent(i) => (*kind, *i),
+        })
+    }
+
+    /// The list it was given to own.
+    pub(crate) fn into_index(self) -> Option<FileIndex> {
+        match self.listed.into_inner() {
+            Some((_, Held::Owned(i))) => Some(i),
+            _ => None,
+        }
+    }
+}
+
+/// See [`IndexGate::closer`].
+pub(crate) struct GateCloser<'a, 'i>(&'a IndexGate<'i>);
+
+impl Drop for GateCloser<'_, '_> {
+    fn drop(&mut self) {
+        if self.0.state() == Gate::Waiting {
+            self.0.close();
+        }
+    }
+}
+
+/// Files walked before the signed list was known, and what hashing each gave.
+struct EarlyBatch {
+    paths: String,
+    ends: Vec<usize>,
+    hashed: Vec<std::io::Result<(Digest, u64)>>,
+}
+
+/// Bytes an [`EarlyBatch`] holds per file besides its path.
+const EARLY_PER_FILE: usize =
+    std::mem::size_of::<usize>() + std::mem::size_of::<std::io::Result<(Digest, u64)>>();
+
+impl EarlyBatch {
+    /// Room for a batch of [`crate::hash::TREE_BATCH`] files (no growing on the way).
+    fn new() -> Self {
+        EarlyBatch {
+            paths: String::with_capacity(crate::hash::TREE_BATCH * 64),
+            ends: Vec::with_capacity(crate::hash::TREE_BATCH),
+            hashed: Vec::with_capacity(crate::hash::TREE_BATCH),
+        }
+    }
+
+    fn push(&mut self, rel: &str) {
+        self.paths.push_str(rel);
+        self.ends.push(self.paths.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn path(&self, k: usize) -> &str {
+        let start = match k.checked_sub(1) {
+            Some(prev) => self.ends.get(prev).copied().unwrap_or(0),
+            None => 0,
+        };
+        let end = self.ends.get(k).copied().unwrap_or(start);
+        self.paths.get(start..end).unwrap_or("")
+    }
+}
+
+/// Work for a hashing thread.
+enum Batch {
+    /// Files walked before the list was known: hashed up to their first short read
+    /// ([`crate::hash::End::Short`]), judged later.
+    Early(EarlyBatch),
+    /// Listed files (positions in the index), judged as they are hashed.
+    Listed(Vec<usize>),
+}
+
+/// Progress whose total is known only with the signed list: bytes hashed before are held back
+/// and reported when the phase starts.
+struct LateProgress<'p> {
+    progress: &'p dyn Progress,
+    started: AtomicBool,
+    pending: AtomicU64,
+}
+
+impl LateProgress<'_> {
+    fn start(&self, total: u64) {
+        self.progress.start("verify", total);
+        self.started.store(true, Ordering::SeqCst);
+        self.flush();
+    }
+
+    fn advance(&self, n: u64) {
+        if self.started.load(Ordering::SeqCst) {
+            self.progress.advance(n);
+        } else {
+            self.pending.fetch_add(n, Ordering::SeqCst);
+            // Started meanwhile: what was just added may have been missed by `start`.
+            if self.started.load(Ordering::SeqCst) {
+                self.flush();
+            }
+        }
+    }
+
+    fn flush(&self) {
+        let n = self.pending.swap(0, Ordering::SeqCst);
+        if n > 0 {
+            self.progress.advance(n);
+        }
+    }
+
+    fn finish(&self) {
+        if self.started.load(Ordering::SeqCst) {
+            self.flush();
+            self.progress.finish();
+        }
+    }
+}
+
+/// The findings of a content check, shared by its threads.
+#[derive(Default)]
+struct Tally {
+    problems: Mutex<Problems>,
+    /// The first I/O error on a listed file: it stops the check.
+    failed: Mutex<Option<Error>>,
+    stop: AtomicBool,
+    count: AtomicUsize,
+    bytes: AtomicU64,
+}
+
+impl Tally {
+    fn problem(&self, p: String) {
+        if let Ok(mut problems) = self.problems.lock() {
+            problems.push(p);
+        }
+    }
+
+    /// Judge what reading the listed file `e` gave; false when it failed (the check stops).
+    fn judge(&self, dir: &Path, e: &IndexEntry<'_>, got: std::io::Result<(Digest, u64)>) -> bool {
+        match got {
+            Ok((d, n)) if d == e.sha256 && n == e.size => {
+                self.count.fetch_add(1, Ordering::Relaxed);
+                self.bytes.fetch_add(n, Ordering::Relaxed);
+                true
+            }
+            Ok((d, n)) => {
+                self.problem(format!(
+                    "file {} changed: {n} bytes sha256:{}, the manifest says {} bytes sha256:{}",
+                    e.path,
+                    d.hex(),
+                    e.size,
+                    e.sha256.hex()
+                ));
+                true
+            }
+            Err(err) => {
+                self.stop.store(true, Ordering::Relaxed);
+                if let Ok(mut f) = self.failed.lock() {
+                    f.get_or_insert(crate::hash::tree_error(dir, e.path, err));
+                }
+                false
+            }
+        }
+    }
+}
+
+/// The signed list as a content check uses it.
+struct Listed<'a> {
+    kind: Kind,
+    index: &'a FileIndex,
+    seen: Vec<bool>,
+    finder: Finder<'a>,
+}
+
+/// Stage 2 against the index: walk, look up, hash through a bounded queue (see
+/// [`check_content_early`], here with the list known from the start).
 pub(crate) fn check_content(
     dir: &Path,
     kind: Kind,
     index: &FileIndex,
     progress: &dyn Progress,
-) -> Result<(usize, u64, Vec<String>)> {
-    use crate::hash::{hash_at, tree_error, DirCursor, CHUNK, TREE_BATCH};
+) -> Result<ContentChecked> {
+    let gate = IndexGate::new();
+    gate.publish(kind, Held::Lent(index));
+    check_content_early(dir, &gate, progress)?
+        .ok_or_else(|| Error::input("the content check was stopped"))
+}
+
+/// Stage 2, started before the signed file list is known: `None` if the gate closes (the
+/// metadata failed) before the check is done.
+///
+/// This thread walks the folder; the files are handed to the hashing threads
+/// [`crate::hash::TREE_BATCH`] at a time through a bounded queue, in walk order, so
+/// consecutive files share their folder's descriptor; each file is opened beneath the root
+/// without following links and read with one call into the thread's buffer
+/// ([`crate::hash::hash_at`]). Until the gate opens, the walked files are hashed without
+/// being looked up, their results (path, digest, size) kept — at most
+/// [`EARLY_RESULTS_BYTES`]; past that the walk waits for the list. Once it is known, each
+/// file is looked up in the index as it is walked, marked seen and judged as it is hashed;
+/// the early results are judged at the end (a file whose size is not the listed one is read
+/// again as a listed file would be, so the report is the same whenever the list came).
+pub(crate) fn check_content_early(
+    dir: &Path,
+    gate: &IndexGate<'_>,
+    progress: &dyn Progress,
+) -> Result<Option<ContentChecked>> {
+    check_content_holding(dir, gate, progress, EARLY_RESULTS_BYTES)
+}
+
+/// [`check_content_early`] holding at most `early_cap` bytes of early results.
+fn check_content_holding(
+    dir: &Path,
+    gate: &IndexGate<'_>,
+    progress: &dyn Progress,
+    early_cap: usize,
+) -> Result<Option<ContentChecked>> {
+    use crate::hash::{hash_at, DirCursor, End, CHUNK, TREE_BATCH};
     let rootfd = crate::hash::open_root(dir)?;
-    let mut seen = vec![false; index.len()];
-    let problems = Mutex::new(Problems::default());
-    let failed: Mutex<Option<Error>> = Mutex::new(None);
-    let stop = AtomicBool::new(false);
-    let (count, bytes) = (AtomicUsize::new(0), AtomicU64::new(0));
-    progress.start("verify", index.total_size());
-    let (tx, rx) = mpsc::sync_channel::<Vec<usize>>(QUEUE);
+    let tally = Tally::default();
+    let early_done: Mutex<Vec<EarlyBatch>> = Mutex::new(Vec::new());
+    let report = LateProgress {
+        progress,
+        started: AtomicBool::new(false),
+        pending: AtomicU64::new(0),
+    };
+    let (tx, rx) = mpsc::sync_channel::<Batch>(QUEUE);
     let rx = Mutex::new(rx);
     let hash_batches = || {
         // One read buffer and one folder cursor per thread.
@@ -609,93 +997,200 @@ pub(crate) fn check_content(
             let Ok(Ok(batch)) = rx.lock().map(|r| r.recv()) else {
                 return;
             };
-            if stop.load(Ordering::Relaxed) {
+            if tally.stop.load(Ordering::Relaxed) || gate.state() == Gate::Closed {
+                // Failed, or the metadata did: the rest is not needed.
+                tally.stop.store(true, Ordering::Relaxed);
                 continue;
             }
-            let (mut ok, mut ok_bytes, mut read) = (0, 0, 0);
-            for i in batch {
-                let Some(e) = index.get(i) else { continue };
-                match hash_at(&mut dirs, e.path, e.size, &mut buf) {
-                    Ok((d, n)) if d == e.sha256 && n == e.size => {
-                        ok += 1;
-                        ok_bytes += n;
-                        read += n;
-                    }
-                    Ok((d, n)) => {
-                        read += n;
-                        if let Ok(mut p) = problems.lock() {
-                            p.push(format!(
-                                "file {} changed: {n} bytes sha256:{}, the manifest says {} bytes sha256:{}",
-                                e.path,
-                                d.hex(),
-                                e.size,
-                                e.sha256.hex()
-                            ));
+            let mut read = 0;
+            match batch {
+                Batch::Early(mut b) => {
+                    for k in 0..b.len() {
+                        if tally.stop.load(Ordering::Relaxed) {
+                            break;
                         }
-                    }
-                    Err(err) => {
-                        stop.store(true, Ordering::Relaxed);
-                        if let Ok(mut f) = failed.lock() {
-                            f.get_or_insert(tree_error(dir, e.path, err));
+                        let got = hash_at(&mut dirs, b.path(k), End::Short, &mut buf);
+                        if let Ok((_, n)) = &got {
+                            read += n;
                         }
-                        break;
+                        b.hashed.push(got);
+                    }
+                    if let Ok(mut done) = early_done.lock() {
+                        done.push(b);
+                    }
+                }
+                Batch::Listed(list) => {
+                    let Some((_, index)) = gate.listed() else {
+                        continue;
+                    };
+                    for i in list {
+                        if tally.stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let Some(e) = index.get(i) else { continue };
+                        let got = hash_at(&mut dirs, e.path, End::expected(e.size), &mut buf);
+                        if let Ok((_, n)) = &got {
+                            read += n;
+                        }
+                        if !tally.judge(dir, &e, got) {
+                            break;
+                        }
                     }
                 }
             }
-            count.fetch_add(ok, Ordering::Relaxed);
-            bytes.fetch_add(ok_bytes, Ordering::Relaxed);
-            progress.advance(read);
+            report.advance(read);
         }
+    };
+    // Set up for the listed phase: the list, its seen flags, a finder.
+    fn listing<'a>(report: &LateProgress<'_>, (kind, index): (Kind, &'a FileIndex)) -> Listed<'a> {
+        report.start(index.total_size());
+        Listed {
+            kind,
+            index,
+            seen: vec![false; index.len()],
+            finder: Finder::new(index),
+        }
+    }
+    let listing = |l| listing(&report, l);
+    let mut listed = match gate.state() {
+        Gate::Open => gate.listed().map(listing),
+        _ => None,
     };
     let walked = std::thread::scope(|s| {
         for _ in 0..crate::hash::threads() {
             s.spawn(hash_batches);
         }
+        let mut early = EarlyBatch::new();
+        let mut held = 0usize;
+        let mut closed = false;
         let mut batch = Vec::with_capacity(TREE_BATCH);
         let r = crate::fs::walk_each(dir, &mut |rel| {
             if names::is_metadata(rel) {
                 return Ok(());
             }
-            match index.find(rel) {
-                None => {
-                    if let Ok(mut p) = problems.lock() {
-                        p.push(format!("unlisted file {rel} (not in the signed manifest)"));
+            let Some(l) = listed.as_mut() else {
+                early.push(rel);
+                held += rel.len() + EARLY_PER_FILE;
+                if early.len() < TREE_BATCH {
+                    return Ok(());
+                }
+                let _ = tx.send(Batch::Early(std::mem::replace(
+                    &mut early,
+                    EarlyBatch::new(),
+                )));
+                // The list may be known by now; with the early results full, wait for it.
+                let state = if held >= early_cap {
+                    gate.wait()
+                } else {
+                    gate.state()
+                };
+                match state {
+                    Gate::Waiting => {}
+                    Gate::Open => listed = gate.listed().map(listing),
+                    Gate::Closed => {
+                        closed = true;
+                        tally.stop.store(true, Ordering::Relaxed);
+                        return Err(Error::input("the content check was stopped"));
                     }
                 }
+                return Ok(());
+            };
+            match l.finder.find(rel) {
+                None => tally.problem(format!("unlisted file {rel} (not in the signed manifest)")),
                 Some(i) => {
-                    if let Some(s) = seen.get_mut(i) {
+                    if let Some(s) = l.seen.get_mut(i) {
                         *s = true;
                     }
                     batch.push(i);
                     if batch.len() == TREE_BATCH {
                         let full = std::mem::replace(&mut batch, Vec::with_capacity(TREE_BATCH));
-                        if !stop.load(Ordering::Relaxed) {
-                            let _ = tx.send(full);
+                        if gate.state() == Gate::Closed {
+                            closed = true;
+                            tally.stop.store(true, Ordering::Relaxed);
+                            return Err(Error::input("the content check was stopped"));
+                        }
+                        if !tally.stop.load(Ordering::Relaxed) {
+                            let _ = tx.send(Batch::Listed(full));
                         }
                     }
                 }
             }
             Ok(())
         });
-        if !batch.is_empty() {
-            let _ = tx.send(batch);
+        if !closed {
+            if !early.is_empty() {
+                let _ = tx.send(Batch::Early(early));
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(Batch::Listed(batch));
+            }
         }
         drop(tx);
-        r
+        if closed {
+            Ok(false)
+        } else {
+            r.map(|()| true)
+        }
     });
-    progress.finish();
-    walked?;
-    if let Some(e) = failed.into_inner().ok().flatten() {
+    let walked = walked.inspect_err(|_| report.finish())?;
+    if !walked {
+        return Ok(None);
+    }
+    // The walk is over before the list was known: wait for it.
+    let mut l = match listed {
+        Some(l) => l,
+        None => match gate.wait() {
+            Gate::Open => match gate.listed().map(listing) {
+                Some(l) => l,
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        },
+    };
+    // The files hashed early, judged against the list.
+    let mut dirs = DirCursor::new(&rootfd);
+    let mut buf = Vec::new();
+    for mut b in early_done.into_inner().unwrap_or_default() {
+        if tally.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        for (k, got) in std::mem::take(&mut b.hashed).into_iter().enumerate() {
+            let rel = b.path(k);
+            let Some(i) = l.finder.find(rel) else {
+                tally.problem(format!("unlisted file {rel} (not in the signed manifest)"));
+                continue;
+            };
+            if let Some(s) = l.seen.get_mut(i) {
+                *s = true;
+            }
+            let Some(e) = l.index.get(i) else { continue };
+            let got = match got {
+                // Not the listed size: read it again as a listed file is read.
+                Ok((_, n)) if n != e.size => {
+                    if buf.is_empty() {
+                        buf = vec![0u8; CHUNK];
+                    }
+                    hash_at(&mut dirs, rel, End::expected(e.size), &mut buf)
+                }
+                got => got,
+            };
+            if !tally.judge(dir, &e, got) {
+                break;
+            }
+        }
+    }
+    report.finish();
+    if let Some(e) = tally.failed.into_inner().ok().flatten() {
         return Err(e);
     }
-    let mut problems = problems.into_inner().unwrap_or_default();
+    let mut problems = tally.problems.into_inner().unwrap_or_default();
     let mut from_base = Vec::new();
-    for (i, s) in seen.iter().enumerate() {
+    for (i, s) in l.seen.iter().enumerate() {
         if *s {
             continue;
         }
-        let Some(e) = index.get(i) else { continue };
-        if kind == Kind::Thin {
+        let Some(e) = l.index.get(i) else { continue };
+        if l.kind == Kind::Thin {
             from_base.push(e.path.to_string());
         } else {
             problems.push(format!("file {} is missing", e.path));
@@ -704,5 +1199,327 @@ pub(crate) fn check_content(
     if problems.count > 0 {
         return Err(Error::content_mismatch(problems.count, &problems.first));
     }
-    Ok((count.into_inner(), bytes.into_inner(), from_base))
+    Ok(Some((
+        tally.count.into_inner(),
+        tally.bytes.into_inner(),
+        from_base,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::NoProgress;
+    use crate::Stage;
+
+    /// A folder of small files in a few folders, an empty one and two above one read chunk.
+    fn tree() -> (tempfile::TempDir, Vec<(String, Vec<u8>)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for i in 0..400usize {
+            let rel = format!("advisories/f/{:02}/x{i:04}.json", i % 9);
+            let len = match i {
+                5 => 0,
+                7 | 300 => crate::hash::CHUNK * 2 + 3,
+                _ => 200 + i % 700,
+            };
+            files.push((rel, (0..len).map(|k| (k * 7 + i) as u8).collect()));
+        }
+        files.sort();
+        for (rel, data) in &files {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, data).unwrap();
+        }
+        (dir, files)
+    }
+
+    fn index_of(files: &[(String, Vec<u8>)]) -> FileIndex {
+        let list: Vec<serde_json::Value> = files
+            .iter()
+            .map(|(rel, data)| {
+                serde_json::json!({
+                    "path": rel,
+                    "size": data.len(),
+                    "sha256": Digest::of(data).hex(),
+                    "mediaType": "application/json",
+                })
+            })
+            .collect();
+        let m = serde_json::json!({
+            "bundle": "b", "version": "1", "generation": 1, "kind": "full",
+            "generatedAt": "2026-12-06T10:00:00Z", "issuer": "i", "purpose": crate::PURPOSE,
+            "files": list,
+        });
+        parse_manifest_slice(&serde_json::to_vec(&m).unwrap())
+            .unwrap()
+            .1
+    }
+
+    /// How the list reaches the check.
+    #[derive(Debug, Clone, Copy)]
+    enum When {
+        /// Known from the start ([`check_content`]).
+        Start,
+        /// After the first batch (the walk waits for it).
+        FirstBatch,
+        /// Later (after the walk, most likely).
+        Late,
+    }
+
+    fn check(dir: &Path, kind: Kind, index: &FileIndex, when: When) -> Result<ContentChecked> {
+        let (gate, cap) = match when {
+            When::Start => return check_content(dir, kind, index, &NoProgress),
+            When::FirstBatch => (IndexGate::new(), 0),
+            When::Late => (IndexGate::new(), usize::MAX),
+        };
+        std::thread::scope(|s| {
+            let h = s.spawn(|| check_content_holding(dir, &gate, &NoProgress, cap));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            gate.publish(kind, Held::Lent(index));
+            h.join().unwrap()
+        })
+        .map(|r| r.expect("the gate opened"))
+    }
+
+    const WHEN: [When; 3] = [When::Start, When::FirstBatch, When::Late];
+
+    #[test]
+    fn content_checks_the_same_whenever_the_list_comes() {
+        let (dir, files) = tree();
+        let index = index_of(&files);
+        let total: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
+        // Metadata files at the root are not content.
+        std::fs::write(dir.path().join("manifest.json"), b"{}").unwrap();
+        for when in WHEN {
+            let got = check(dir.path(), Kind::Full, &index, when).unwrap();
+            assert_eq!(got, (files.len(), total, Vec::new()), "{when:?}");
+        }
+    }
+
+    #[test]
+    fn content_problems_are_the_same_whenever_the_list_comes() {
+        let (dir, files) = tree();
+        let index = index_of(&files);
+        let (first, last) = (&files[0].0, &files[files.len() - 1].0);
+        let big = &files
+            .iter()
+            .find(|(_, d)| d.len() > crate::hash::CHUNK)
+            .unwrap()
+            .0;
+        type Spoil<'a> = Box<dyn Fn(&Path) + 'a>;
+        let cases: Vec<(&str, Spoil<'_>, String)> = vec![
+            (
+                "same size, other bytes",
+                Box::new(|d: &Path| {
+                    std::fs::write(d.join(first), vec![9u8; files[0].1.len()]).unwrap()
+                }),
+                format!("file {first} changed"),
+            ),
+            (
+                "longer",
+                Box::new(|d: &Path| {
+                    let mut data = files[files.len() - 1].1.clone();
+                    data.push(1);
+                    std::fs::write(d.join(last), data).unwrap()
+                }),
+                format!(
+                    "file {last} changed: {} bytes",
+                    files[files.len() - 1].1.len() + 1
+                ),
+            ),
+            (
+                "shorter, large",
+                Box::new(|d: &Path| std::fs::write(d.join(big), b"short").unwrap()),
+                format!("file {big} changed: 5 bytes"),
+            ),
+            (
+                "unlisted",
+                Box::new(|d: &Path| {
+                    std::fs::write(d.join("advisories/f/03/new.json"), b"x").unwrap()
+                }),
+                "unlisted file advisories/f/03/new.json (not in the signed manifest)".to_string(),
+            ),
+            (
+                "missing",
+                Box::new(|d: &Path| std::fs::remove_file(d.join(last)).unwrap()),
+                format!("file {last} is missing"),
+            ),
+        ];
+        for (what, spoil, want) in &cases {
+            let (dir, _) = tree();
+            spoil(dir.path());
+            let mut messages = Vec::new();
+            for when in WHEN {
+                let e = check(dir.path(), Kind::Full, &index, when).unwrap_err();
+                assert_eq!(e.stage(), Some(Stage::Content), "{what} {when:?}");
+                let msg = e.to_string();
+                assert!(msg.contains(want.as_str()), "{what} {when:?}: {msg}");
+                assert!(msg.contains("(1 problem)"), "{what} {when:?}: {msg}");
+                messages.push(msg);
+            }
+            assert!(
+                messages.iter().all(|m| *m == messages[0]),
+                "{what}: {messages:?}"
+            );
+        }
+        drop(dir);
+    }
+
+    #[test]
+    fn links_and_thin_bundles_whenever_the_list_comes() {
+        let (dir, files) = tree();
+        let index = index_of(&files);
+        // Thin: a listed file absent is left to the base.
+        let last = files[files.len() - 1].0.clone();
+        std::fs::remove_file(dir.path().join(&last)).unwrap();
+        for when in WHEN {
+            let (n, _, from_base) = check(dir.path(), Kind::Thin, &index, when).unwrap();
+            assert_eq!(
+                (n, from_base.clone()),
+                (files.len() - 1, vec![last.clone()]),
+                "{when:?}"
+            );
+        }
+        // A listed file replaced by a link is refused, never read.
+        std::os::unix::fs::symlink("x0000.json", dir.path().join(&last)).unwrap();
+        for when in WHEN {
+            let e = check(dir.path(), Kind::Full, &index, when).unwrap_err();
+            assert!(
+                e.to_string().contains("is a symbolic link"),
+                "{when:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_closed_gate_stops_the_check() {
+        let (dir, files) = tree();
+        let index = index_of(&files);
+        // Closed while the walk waits for the list, or before the check starts.
+        for cap in [0, usize::MAX] {
+            let gate = IndexGate::new();
+            let got = std::thread::scope(|s| {
+                let h = s.spawn(|| check_content_holding(dir.path(), &gate, &NoProgress, cap));
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                gate.close();
+                h.join().unwrap()
+            });
+            assert!(matches!(got, Ok(None)), "{cap}");
+        }
+        let gate = IndexGate::new();
+        gate.close();
+        assert!(matches!(
+            check_content_holding(dir.path(), &gate, &NoProgress, 0),
+            Ok(None)
+        ));
+        // Closing after it opened stops it too; opening a closed gate does not reopen it.
+        let gate = IndexGate::new();
+        gate.publish(Kind::Full, Held::Lent(&index));
+        gate.close();
+        assert!(matches!(
+            check_content_holding(dir.path(), &gate, &NoProgress, 0),
+            Ok(None)
+        ));
+        let gate = IndexGate::new();
+        gate.close();
+        gate.open(Kind::Full, FileIndex::default());
+        assert_eq!(gate.wait(), Gate::Closed);
+        // A guard left while the gate waits closes it; once open, it leaves it open.
+        let gate = IndexGate::new();
+        drop(gate.closer());
+        assert_eq!(gate.state(), Gate::Closed);
+        let gate = IndexGate::new();
+        gate.open(Kind::Full, index_of(&files));
+        drop(gate.closer());
+        assert_eq!(gate.state(), Gate::Open);
+        assert_eq!(gate.into_index().map(|i| i.len()), Some(files.len()));
+    }
+
+    #[test]
+    fn progress_counts_every_byte_once() {
+        struct Count(AtomicU64, AtomicU64, AtomicUsize);
+        impl Progress for Count {
+            fn start(&self, _phase: &str, total: u64) {
+                self.1.store(total, Ordering::SeqCst);
+                self.2.fetch_add(1, Ordering::SeqCst);
+            }
+            fn advance(&self, n: u64) {
+                self.0.fetch_add(n, Ordering::SeqCst);
+            }
+        }
+        let (dir, files) = tree();
+        let index = index_of(&files);
+        let total: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
+        for cap in [0, usize::MAX] {
+            let count = Count(AtomicU64::new(0), AtomicU64::new(0), AtomicUsize::new(0));
+            let gate = IndexGate::new();
+            std::thread::scope(|s| {
+                let h = s.spawn(|| check_content_holding(dir.path(), &gate, &count, cap));
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                gate.publish(Kind::Full, Held::Lent(&index));
+                h.join().unwrap().unwrap().unwrap()
+            });
+            assert_eq!(count.0.load(Ordering::SeqCst), total, "{cap}");
+            assert_eq!(count.1.load(Ordering::SeqCst), total, "{cap}");
+            assert_eq!(count.2.load(Ordering::SeqCst), 1, "{cap}");
+        }
+    }
+
+    #[test]
+    fn finder_finds_what_find_finds() {
+        let mut paths: Vec<String> = [
+            "a-c/x", "a.b", "a/b", "a/b0/c", "a/c/d/e", "a/c/d/f", "a/c/e", "a/z", "a0", "b/x",
+            "top",
+        ]
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+        paths.sort();
+        let files: Vec<(String, Vec<u8>)> = paths.iter().map(|p| (p.clone(), vec![1])).collect();
+        let index = index_of(&files);
+        let probes = [
+            "a/b", "a/c", "a/c/d", "a/c/d/e", "a/c/d/g", "a/zz", "a-c/x", "a-c/y", "a0", "a",
+            "top", "b/x", "b/y", "c/x", "", "a/", "a/b0/c", "a/b0",
+        ];
+        // In any order (the finder's folder changes back and forth).
+        for order in [probes.to_vec(), probes.iter().rev().copied().collect()] {
+            let mut f = Finder::new(&index);
+            for p in order {
+                assert_eq!(f.find(p), index.find(p), "{p}");
+            }
+        }
+        for (i, p) in paths.iter().enumerate() {
+            assert_eq!(Finder::new(&index).find(p), Some(i), "{p}");
+        }
+    }
+
+    #[test]
+    fn sha256sums_are_compared_as_streams() {
+        let (_dir, files) = tree();
+        let index = index_of(&files);
+        let text: String = files
+            .iter()
+            .map(|(p, d)| format!("{}  {p}\n", Digest::of(d).hex()))
+            .collect();
+        let same = |t: &[u8], cap: usize| {
+            index
+                .sha256sums_equal(&mut std::io::BufReader::with_capacity(cap, t))
+                .unwrap()
+        };
+        for cap in [1, 7, 64, 1 << 16] {
+            assert!(same(text.as_bytes(), cap), "{cap}");
+            assert!(!same(&text.as_bytes()[..text.len() - 1], cap), "{cap}");
+            assert!(!same(format!("{text}x").as_bytes(), cap), "{cap}");
+            assert!(!same(text.replacen("  ", " *", 1).as_bytes(), cap), "{cap}");
+            let last = text.rfind("x0").unwrap();
+            let mut changed = text.clone().into_bytes();
+            changed[last] = b'y';
+            assert!(!same(&changed, cap), "{cap}");
+            assert!(!same(b"", cap), "{cap}");
+        }
+        assert!(FileIndex::default()
+            .sha256sums_equal(&mut &b""[..])
+            .unwrap());
+    }
 }

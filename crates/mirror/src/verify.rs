@@ -1,9 +1,20 @@
 //! Verification rules of SPEC §5, for a bundle folder or straight from an archive stream.
 //!
-//! Both paths run the same two stages:
-//! 1. **Metadata** ([`verify_metadata`]): `manifest.dsse` is a DSSE envelope of the mirror
-//!    payload type, signed by enough distinct keyring keys valid for purpose `mirror-bundle`;
-//!    its payload is a canonical, well-formed manifest with purpose `mirror-bundle`;
+//! One flow, read top to bottom: **read** the metadata files ([`read_dir_metadata`], or the
+//! archive reader) → a [`CheckedBundle`] (structure only, nothing trusted yet) →
+//! [`CheckedBundle::verify`] (cryptography and every rule after it) → [`VerifiedMetadata`] →
+//! the content ([`check_files`]) → a [`VerifiedBundle`].
+//!
+//! Both paths (in memory and streamed) run the same stages:
+//! 0. **Structure** ([`CheckedBundle`]): the metadata files were read within their limits and
+//!    are regular files; `manifest.dsse` is present and a DSSE envelope (within its cap) of a
+//!    mirror payload type. No signature is checked and the payload is not parsed yet:
+//!    authentication comes before parsing, so the order of the checks (and so which of two
+//!    faults is reported) is that of the stages here.
+//! 1. **Metadata** ([`CheckedBundle::verify`], [`verify_metadata`] for both steps):
+//!    `manifest.dsse` is signed by enough distinct keyring keys valid for purpose
+//!    `mirror-bundle`; its payload is a canonical, well-formed manifest with purpose
+//!    `mirror-bundle`;
 //!    `manifest.json` is byte-identical to it; the detached header agrees with it (purpose,
 //!    issuer, keyid among the signers, payload type and digest, signatures); `SHA256SUMS` and
 //!    `SHA256SUMS.dsse` match the digests the manifest signs, `SHA256SUMS` matches the file list,
@@ -168,13 +179,103 @@ impl VerifiedBundle {
 
 pub use crate::fs::Metadata;
 
-/// Stage 1: signature, header, checksum files, freshness.
+/// Stage 1: signature, header, checksum files, freshness — [`CheckedBundle::from_metadata`]
+/// then [`CheckedBundle::verify`].
 pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMetadata> {
-    let env_bytes = meta.get(names::ENVELOPE).ok_or_else(unsigned)?;
-    let mut envelope =
-        Envelope::from_json_with_limit(env_bytes, crate::MAX_METADATA_BYTES as usize)
-            .map_err(envelope_malformed)?;
-    check_payload_type(&envelope.payload_type)?;
+    CheckedBundle::from_metadata(meta)?.verify(opts)
+}
+
+/// A bundle whose structure was checked, before any cryptography: its metadata files were
+/// read within their limits (regular files, [`read_dir_metadata`] or the archive reader),
+/// `manifest.dsse` is present and parses as a DSSE envelope (within
+/// [`crate::MAX_METADATA_BYTES`], or the streamed caps) of a mirror bundle payload type. Nothing
+/// in it is trusted yet: [`verify`](Self::verify) checks the signatures first (authenticate
+/// before parsing), then the signed manifest, the header, the checksum files, the key file,
+/// the time anchor and freshness, and gives the [`VerifiedMetadata`].
+///
+/// Two forms, one type: the metadata in memory ([`from_metadata`](Self::from_metadata)), or a
+/// folder whose metadata is too large for memory ([`read_streamed`](Self::read_streamed)),
+/// which holds the envelope's payload in memory up to a bound and in a private temporary file
+/// above it, and reads the other metadata files from the folder when it verifies.
+#[must_use = "nothing in a CheckedBundle is trusted before its verify()"]
+pub struct CheckedBundle<'a> {
+    form: Form<'a>,
+}
+
+enum Form<'a> {
+    InMemory {
+        meta: &'a Metadata,
+        envelope: Envelope,
+    },
+    Streamed(Box<StreamedChecked<'a>>),
+}
+
+impl std::fmt::Debug for CheckedBundle<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedBundle")
+            .field("streamed", &matches!(self.form, Form::Streamed(_)))
+            .field("payload_type", &self.payload_type())
+            .field("signatures", &self.signature_count())
+            .finish()
+    }
+}
+
+impl<'a> CheckedBundle<'a> {
+    /// The structure checks over metadata files held in memory.
+    pub fn from_metadata(meta: &'a Metadata) -> Result<Self> {
+        let env_bytes = meta.get(names::ENVELOPE).ok_or_else(unsigned)?;
+        let envelope =
+            Envelope::from_json_with_limit(env_bytes, crate::MAX_METADATA_BYTES as usize)
+                .map_err(envelope_malformed)?;
+        check_payload_type(&envelope.payload_type)?;
+        Ok(CheckedBundle {
+            form: Form::InMemory { meta, envelope },
+        })
+    }
+
+    /// The structure checks over a folder's metadata read as streams (memory independent of
+    /// the file count, see [`crate::streamed`]).
+    pub fn read_streamed(dir: &'a Path, limits: &'a crate::streamed::Limits) -> Result<Self> {
+        Ok(CheckedBundle {
+            form: Form::Streamed(Box::new(check_streamed(dir, limits)?)),
+        })
+    }
+
+    /// The payload type of `manifest.dsse` (one of the mirror bundle types; not yet
+    /// authenticated).
+    pub fn payload_type(&self) -> &str {
+        match &self.form {
+            Form::InMemory { envelope, .. } => &envelope.payload_type,
+            Form::Streamed(s) => &s.env.payload_type,
+        }
+    }
+
+    /// How many signatures `manifest.dsse` carries (none verified yet).
+    pub fn signature_count(&self) -> usize {
+        match &self.form {
+            Form::InMemory { envelope, .. } => envelope.signatures.len(),
+            Form::Streamed(s) => s.env.signatures.len(),
+        }
+    }
+
+    /// The cryptographic checks and all that follows them (SPEC §5, in this order): the
+    /// envelope's signatures ([`Stage::Envelope`](crate::Stage)), the signed manifest and
+    /// `manifest.json`, the detached header, the checksum files, `public-key.pem`, the time
+    /// anchor and freshness. The content is not looked at ([`check_files`] does that).
+    pub fn verify(self, opts: &Options<'_>) -> Result<VerifiedMetadata> {
+        match self.form {
+            Form::InMemory { meta, envelope } => verify_in_memory(meta, envelope, opts),
+            Form::Streamed(s) => verify_streamed(*s, opts, &crate::streamed::IndexGate::new()),
+        }
+    }
+}
+
+/// [`CheckedBundle::verify`] over metadata in memory.
+fn verify_in_memory(
+    meta: &Metadata,
+    mut envelope: Envelope,
+    opts: &Options<'_>,
+) -> Result<VerifiedMetadata> {
     let policy = Policy::new(opts.threshold)
         .purpose(Purpose::MirrorBundle)
         .at(opts.now);
@@ -835,7 +936,8 @@ pub fn verify_dir_with(
     }
     let (vm, observed) = std::thread::scope(|s| {
         let hashing = s.spawn(|| hash_dir_all(dir, progress));
-        let vm = read_dir_metadata(dir).and_then(|meta| verify_metadata(&meta, opts));
+        let vm = read_dir_metadata(dir)
+            .and_then(|meta| CheckedBundle::from_metadata(&meta)?.verify(opts));
         let observed = hashing
             .join()
             .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")));
@@ -886,9 +988,15 @@ pub(crate) fn verify_metadata_streamed(
 
 /// What [`check_content`](crate::streamed::check_content) found: files and bytes checked, and
 /// the files left to the base.
-pub(crate) type ContentChecked = (usize, u64, Vec<String>);
+pub(crate) type ContentChecked = crate::streamed::ContentChecked;
 
 /// The streamed checks; the content too when given a `progress` to report it on.
+///
+/// The content is walked and hashed from the start, on the hashing threads, while this
+/// thread checks the metadata ([`crate::streamed::check_content_early`]); it is judged
+/// against the signed file list once the signatures and the manifest verified (the list is
+/// handed over through an [`IndexGate`](crate::streamed::IndexGate)), and its result is used
+/// only if all the metadata verified.
 fn streamed_checks(
     dir: &Path,
     opts: &Options<'_>,
@@ -899,16 +1007,53 @@ fn streamed_checks(
     crate::streamed::FileIndex,
     Option<ContentChecked>,
 )> {
-    use std::io::BufReader;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use stella_keys::stream::Prefixed;
-
-    use crate::hash::Hasher;
-    use crate::streamed::{
-        check_content, envelope_cap, hash_all, open_meta, parse_manifest, parse_manifest_slice,
-        reads_exactly, too_large, Spill, Stoppable, Tee, PAYLOAD_IN_MEMORY,
+    let gate = crate::streamed::IndexGate::new();
+    let (meta, content) = std::thread::scope(|s| {
+        let content = content
+            .map(|progress| s.spawn(|| crate::streamed::check_content_early(dir, &gate, progress)));
+        let meta = {
+            let _closer = gate.closer();
+            check_streamed(dir, limits).and_then(|checked| verify_streamed(checked, opts, &gate))
+        };
+        if meta.is_err() {
+            gate.close();
+        }
+        let content = content.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")))
+        });
+        (meta, content)
+    });
+    let meta = meta?;
+    let content = match content.transpose()? {
+        Some(c) => Some(c.ok_or_else(|| Error::input("the content was not checked"))?),
+        None => None,
     };
+    let index = gate
+        .into_index()
+        .ok_or_else(|| Error::input("the signed file list was not kept"))?;
+    Ok((meta, index, content))
+}
+
+/// The streamed form of a [`CheckedBundle`]: the envelope's signatures and payload type, the
+/// payload (in memory up to a bound, in a private temporary file above it) and its digest.
+/// The other metadata files stay in the folder until [`verify_streamed`] reads them.
+struct StreamedChecked<'a> {
+    dir: &'a Path,
+    limits: &'a crate::streamed::Limits,
+    env: stella_dsse::stream::StreamedEnvelope,
+    digest: Digest,
+    payload: crate::streamed::Payload,
+}
+
+/// Step 1 of the streamed path, before any cryptography: no keyless signatures, the envelope
+/// within its cap, its payload within `max_manifest` and of a mirror type.
+fn check_streamed<'a>(
+    dir: &'a Path,
+    limits: &'a crate::streamed::Limits,
+) -> Result<StreamedChecked<'a>> {
+    use crate::hash::Hasher;
+    use crate::streamed::{envelope_cap, open_meta, too_large, Spill, Tee, PAYLOAD_IN_MEMORY};
 
     if open_meta(dir, names::KEYLESS, Some(crate::MAX_METADATA_BYTES))?.is_some() {
         return Err(Error::envelope(
@@ -920,7 +1065,7 @@ fn streamed_checks(
     // 1. The envelope, its payload into memory (or, above PAYLOAD_IN_MEMORY, a private
     //    temporary file), hashed on the way.
     let env_cap = envelope_cap(limits.max_manifest);
-    let (env_file, _, env_path) =
+    let (env_file, env_len, env_path) =
         open_meta(dir, names::ENVELOPE, Some(env_cap))?.ok_or_else(unsigned)?;
     let tmp_err = |e| Error::io(std::env::temp_dir(), e);
     let (env, digest, payload) = {
@@ -929,7 +1074,8 @@ fn streamed_checks(
                 usize::try_from(limits.payload_in_memory)
                     .unwrap_or(PAYLOAD_IN_MEMORY)
                     .min(PAYLOAD_IN_MEMORY),
-            ),
+            )
+            .expecting(env_len / 4 * 3),
             hasher: Hasher::new(),
         };
         let env =
@@ -950,6 +1096,39 @@ fn streamed_checks(
         ));
     }
     check_payload_type(&env.payload_type)?;
+    Ok(StreamedChecked {
+        dir,
+        limits,
+        env,
+        digest,
+        payload,
+    })
+}
+
+/// Steps 2 and 3 of the streamed path ([`CheckedBundle::verify`] of the streamed form): the
+/// signed list goes to `gate` as soon as the signatures and the manifest verified.
+fn verify_streamed(
+    checked: StreamedChecked<'_>,
+    opts: &Options<'_>,
+    gate: &crate::streamed::IndexGate<'_>,
+) -> Result<VerifiedMetadata> {
+    use std::io::BufReader;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use stella_keys::stream::Prefixed;
+
+    use crate::streamed::{
+        hash_all, open_meta, parse_manifest, parse_manifest_slice, reads_exactly, Stoppable,
+    };
+
+    let StreamedChecked {
+        dir,
+        limits,
+        env,
+        digest,
+        payload,
+    } = checked;
+    let tmp_err = |e| Error::io(std::env::temp_dir(), e);
     let pae_prefix = stella_dsse::stream::pae_prefix(&env.payload_type, env.payload_len);
 
     // 2. Signatures, canonical form and manifest.json (second thread) while this one types the
@@ -1022,44 +1201,36 @@ fn streamed_checks(
     let (manifest, index) = parsed.map_err(|e| manifest_malformed(names::ENVELOPE, e))?;
     canonical_and_copy?;
 
-    // 3. The content on the hashing threads while this one checks the rest of the metadata.
-    let (meta, content) = std::thread::scope(|s| {
-        let content = s.spawn(|| {
-            content
-                .map(|progress| check_content(dir, manifest.kind, &index, progress))
-                .transpose()
-        });
-        let meta = rest_of_streamed_metadata(
-            dir,
-            opts,
-            limits,
-            &env,
-            &digest,
-            &manifest,
-            &index,
-            &signers,
-            &mut Prefixed {
-                prefix: pae_prefix.clone(),
-                body: payload.reader(),
-            },
-        );
-        let content = content
-            .join()
-            .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")));
-        (meta, content)
-    });
+    // 3. The content is judged against the index on the hashing threads while this one
+    //    checks the rest of the metadata.
+    gate.open(manifest.kind, index);
+    let index = gate
+        .listed_index()
+        .ok_or_else(|| Error::input("the signed file list was not kept"))?;
+    let meta = rest_of_streamed_metadata(
+        dir,
+        opts,
+        limits,
+        &env,
+        &digest,
+        &manifest,
+        index,
+        &signers,
+        &mut Prefixed {
+            prefix: pae_prefix.clone(),
+            body: payload.reader(),
+        },
+    );
     drop(payload);
     let (header, warnings, time) = meta?;
-    let content = content?;
-    let meta = VerifiedMetadata::new(
+    Ok(VerifiedMetadata::new(
         manifest,
         Vec::new(),
         digest,
         signers,
         (header, warnings),
         time,
-    );
-    Ok((meta, index, content))
+    ))
 }
 
 /// What [`rest_of_streamed_metadata`] verified: the header, the warnings, the time checks.
@@ -1310,7 +1481,9 @@ fn verify_dir_inner(
     }
     // The metadata files (manifest, envelope, checksum files: ~0.6 KiB per content file) are
     // dropped before the content is hashed.
-    let vm = verify_metadata(&read_dir_metadata(dir)?, opts)?;
+    let meta = read_dir_metadata(dir)?;
+    let vm = CheckedBundle::from_metadata(&meta)?.verify(opts)?;
+    drop(meta);
     let deferred = defer(&vm.manifest);
     let observed = hash_dir_content(dir, &vm.manifest, &deferred, progress)?;
     let content = check_files(&vm.manifest, &observed)?;
@@ -1532,5 +1705,137 @@ mod tests {
             freshness_time(local, Some(&anchor(later, false))),
             (local, TimeSource::LocalClock)
         );
+    }
+
+    // The type boundary: structure before crypto (CheckedBundle), then verify.
+
+    use crate::testing::SignedBundle;
+    use crate::Stage;
+
+    /// A keyring that does not trust the bundle's key.
+    fn stranger() -> Keyring {
+        use stella_keys::Signer as _;
+        let k = stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).expect("key");
+        Keyring::new(vec![stella_keys::TrustedKey::unrestricted(
+            k.public_key().clone(),
+        )])
+        .expect("keyring")
+    }
+
+    /// Both forms of a checked bundle over the folder `dir`, each verified with `opts`.
+    fn both_forms(dir: &Path, opts: &Options<'_>) -> [Result<VerifiedMetadata>; 2] {
+        let meta = read_dir_metadata(dir).expect("metadata");
+        let limits = crate::streamed::Limits::default();
+        let in_memory = CheckedBundle::from_metadata(&meta).expect("structure in memory");
+        let streamed = CheckedBundle::read_streamed(dir, &limits).expect("structure streamed");
+        for c in [&in_memory, &streamed] {
+            assert_eq!(c.payload_type(), crate::PAYLOAD_TYPE);
+            assert_eq!(c.signature_count(), 1);
+        }
+        [in_memory.verify(opts), streamed.verify(opts)]
+    }
+
+    #[test]
+    fn an_honest_bundle_checks_then_verifies_in_both_forms() {
+        let b = SignedBundle::new();
+        let json = std::fs::read(b.bundle().join(names::MANIFEST)).expect("manifest.json");
+        let signed = Manifest::from_json(&json).expect("manifest");
+        let [in_memory, streamed] = both_forms(&b.bundle(), &b.opts());
+        let (in_memory, streamed) = (in_memory.expect("verifies"), streamed.expect("verifies"));
+        for vm in [&in_memory, &streamed] {
+            assert_eq!(vm.manifest_digest, Digest::of(&json));
+            assert_eq!(vm.manifest.issuer, signed.issuer);
+            assert_eq!(vm.signers.len(), 1);
+        }
+        // The streamed form keeps the file list as an index, not in the manifest.
+        assert_eq!(in_memory.manifest.files.len(), signed.files.len());
+    }
+
+    #[test]
+    fn a_bundle_signed_by_an_untrusted_key_is_checked_but_refused_at_the_envelope() {
+        let b = SignedBundle::new();
+        let ring = stranger();
+        let opts = Options {
+            keyring: &ring,
+            ..b.opts()
+        };
+        for r in both_forms(&b.bundle(), &opts) {
+            let e = r.expect_err("an untrusted signer");
+            assert_eq!(e.stage(), Some(Stage::Envelope), "{e}");
+            assert_eq!(e.field(), Some(Field::file(names::ENVELOPE)), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_signature_is_judged_before_the_header() {
+        // Two faults, the usual forgery: an untrusted signer and a header naming another
+        // payload. Authentication comes first, so the signature is what is reported.
+        let b = SignedBundle::new();
+        let dir = b.bundle();
+        let hpath = dir.join(names::HEADER);
+        let mut header: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&hpath).expect("header")).expect("json");
+        header["payloadSha256"] = serde_json::Value::String("00".repeat(32));
+        std::fs::write(&hpath, serde_json::to_vec(&header).expect("json")).expect("write");
+        // With the right key, the header is the fault.
+        for r in both_forms(&dir, &b.opts()) {
+            let e = r.expect_err("a header naming another payload");
+            assert_eq!(e.stage(), Some(Stage::Header), "{e}");
+        }
+        let ring = stranger();
+        let opts = Options {
+            keyring: &ring,
+            ..b.opts()
+        };
+        for r in both_forms(&dir, &opts) {
+            let e = r.expect_err("two faults");
+            assert_eq!(e.stage(), Some(Stage::Envelope), "{e}");
+        }
+    }
+
+    #[test]
+    fn structure_faults_are_refused_before_any_key_is_consulted() {
+        let b = SignedBundle::new();
+        let dir = b.bundle();
+        let limits = crate::streamed::Limits::default();
+        let epath = dir.join(names::ENVELOPE);
+        let honest = std::fs::read(&epath).expect("envelope");
+
+        // Another payload type.
+        let mut env: serde_json::Value = serde_json::from_slice(&honest).expect("json");
+        env["payloadType"] = serde_json::Value::String("text/plain".into());
+        std::fs::write(&epath, serde_json::to_vec(&env).expect("json")).expect("write");
+        let meta = read_dir_metadata(&dir).expect("metadata");
+        for e in [
+            CheckedBundle::from_metadata(&meta).expect_err("payload type"),
+            CheckedBundle::read_streamed(&dir, &limits).expect_err("payload type"),
+        ] {
+            assert_eq!(e.stage(), Some(Stage::Envelope), "{e}");
+            assert!(
+                e.to_string().contains("not a mirror bundle manifest"),
+                "{e}"
+            );
+        }
+
+        // Not an envelope at all.
+        std::fs::write(&epath, b"{\"payload\": 1}").expect("write");
+        let meta = read_dir_metadata(&dir).expect("metadata");
+        for e in [
+            CheckedBundle::from_metadata(&meta).expect_err("malformed"),
+            CheckedBundle::read_streamed(&dir, &limits).expect_err("malformed"),
+        ] {
+            assert_eq!(e.stage(), Some(Stage::Envelope), "{e}");
+            assert_eq!(e.field(), Some(Field::file(names::ENVELOPE)), "{e}");
+        }
+
+        // No envelope: unsigned.
+        std::fs::remove_file(&epath).expect("remove");
+        let meta = read_dir_metadata(&dir).expect("metadata");
+        for e in [
+            CheckedBundle::from_metadata(&meta).expect_err("unsigned"),
+            CheckedBundle::read_streamed(&dir, &limits).expect_err("unsigned"),
+        ] {
+            assert!(e.to_string().contains("not signed"), "{e}");
+        }
     }
 }
