@@ -919,11 +919,37 @@ fn load_manifest(
     Ok((m, index))
 }
 
+/// The manifest file of a bundle folder or a file.
+fn manifest_file(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        p.join(stella_mirror::names::MANIFEST)
+    } else {
+        p.to_path_buf()
+    }
+}
+
 fn diff(a: DiffArgs) -> Result<()> {
-    let (old, old_files) = load_manifest(&a.a)?;
-    let (new, new_files) = load_manifest(&a.b)?;
-    let d = stella_mirror::thin::diff_indexed(&old, &old_files, &new, &new_files);
-    drop((old_files, new_files));
+    let (old_file, new_file) = (manifest_file(&a.a), manifest_file(&a.b));
+    let (old, new, d) = if old_file.as_os_str() == "-" || new_file.as_os_str() == "-" {
+        // Standard input (bounded by the metadata limit) is held, as before.
+        let (old, old_files) = load_manifest(&a.a)?;
+        let (new, new_files) = load_manifest(&a.b)?;
+        let d = stella_mirror::thin::diff_indexed(&old, &old_files, &new, &new_files);
+        (old, new, d)
+    } else {
+        // Two files: read as two streams at once, merged as they come (neither file list
+        // is held: memory follows the differences, not the file count).
+        let limits = stella_mirror::streamed::Limits::default();
+        stella_mirror::thin::diff_manifest_files(&old_file, &new_file, &limits).map_err(
+            |e| match e {
+                stella_mirror::Error::NotFound(f) => fail(
+                    crate::exit::NOT_FOUND,
+                    format!("{}: no such file", f.display()),
+                ),
+                e => lib(e),
+            },
+        )?
+    };
     if a.output == "json" {
         return print_json(&DiffView {
             from: BundleIdView::of(&old),

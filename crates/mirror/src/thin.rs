@@ -17,12 +17,13 @@ use crate::archive::{self, Limits};
 use crate::error::{Error, Field, IoContext as _, Result};
 use crate::fs::{check_output_free, Staging};
 use crate::hash::{Digest, Progress};
-use crate::manifest::{FileEntry, Kind, Manifest};
+use crate::manifest::{FileEntry, Kind, Manifest, ManifestError, TypedFiles, Wire};
 use crate::names;
 use crate::pack::read_file_list;
 use crate::streamed::{FileIndex, IndexEntry};
 use crate::verify::{self, Options, VerifiedBundle};
 use crate::BundlePath;
+use serde::Deserialize as _;
 
 /// What `apply` did.
 #[derive(Debug, Clone)]
@@ -361,4 +362,226 @@ fn diff_images(d: &mut Diff, a: &Manifest, b: &Manifest) {
             d.images_removed.push(r.to_string());
         }
     }
+}
+
+/// Entries sent from a parsing thread to the merge at a time.
+const BATCH: usize = 1024;
+/// Batches a parsing thread may run ahead of the merge.
+const QUEUE: usize = 4;
+
+/// [`diff`] of the manifests in files `old` and `new` (each a `manifest.json`), read as two
+/// streams at once: each is parsed on its own thread and its files sent, in path order,
+/// through a bounded queue to a merge in the calling thread. Neither file list is held —
+/// memory grows with the differences, never with the unchanged files. Returns the two
+/// manifests without their files, and the diff.
+///
+/// Errors are those of [`read_file_list`] (a manifest up to `limits.stream_above` is read
+/// by it; a larger one is parsed as [`crate::streamed::parse_manifest`] parses it, with the
+/// same checks and messages); when both manifests fail, `old`'s error is the one returned.
+pub fn diff_manifest_files(
+    old: &Path,
+    new: &Path,
+    limits: &crate::streamed::Limits,
+) -> Result<(Manifest, Manifest, Diff)> {
+    let (old_tx, old_rx) = std::sync::mpsc::sync_channel::<Vec<FileEntry>>(QUEUE);
+    let (new_tx, new_rx) = std::sync::mpsc::sync_channel::<Vec<FileEntry>>(QUEUE);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let (old_r, new_r, mut d) = std::thread::scope(|s| {
+        let side = |path: &Path, tx| {
+            let failed = &failed;
+            let path = path.to_path_buf();
+            s.spawn(move || {
+                let r = stream_files(&path, limits, tx);
+                if r.is_err() {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                r
+            })
+        };
+        let old_h = side(old, old_tx);
+        let new_h = side(new, new_tx);
+        let mut d = Diff::default();
+        // Once a side fails the diff is dropped: stop collecting (the rest is drained below,
+        // so each side runs to its end and reports its own error).
+        let live = |_: &FileEntry| !failed.load(std::sync::atomic::Ordering::Relaxed);
+        diff_files(
+            &mut d,
+            old_rx.iter().flatten().take_while(live),
+            new_rx.iter().flatten().take_while(live),
+        );
+        old_rx.iter().for_each(drop);
+        new_rx.iter().for_each(drop);
+        let join = |h: std::thread::ScopedJoinHandle<'_, Result<Manifest>>| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::input("manifest reader panicked".to_string())))
+        };
+        (join(old_h), join(new_h), d)
+    });
+    let a = old_r?;
+    let b = new_r?;
+    diff_images(&mut d, &a, &b);
+    Ok((a, b, d))
+}
+
+/// Read the manifest in file `path`, sending its files in path order to `tx`: the manifest
+/// without its files, refused as [`read_file_list`] refuses it.
+fn stream_files(
+    path: &Path,
+    limits: &crate::streamed::Limits,
+    tx: std::sync::mpsc::SyncSender<Vec<FileEntry>>,
+) -> Result<Manifest> {
+    let len = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => m.len(),
+        // read_file_list has the messages for the rest (not a regular file, not found).
+        _ => 0,
+    };
+    if len <= limits.stream_above {
+        // Small enough to hold (bounded by the limit, not by the file count): as before.
+        let (m, ix, _) = read_file_list(path, limits)?;
+        let mut batch = Vec::with_capacity(BATCH);
+        for e in entries(&ix) {
+            batch.push(e);
+            if batch.len() == BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if tx.send(full).is_err() {
+                    return Ok(m);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
+        }
+        return Ok(m);
+    }
+    if len > limits.max_manifest {
+        return Err(Error::input(format!(
+            "{} is {len} bytes, above the {}-byte limit for streamed bundle metadata",
+            path.display(),
+            limits.max_manifest
+        )));
+    }
+    let shape = |e: ManifestError| Error::input(format!("{}: {e}", path.display()));
+    let read = |sink: Sink| -> Result<(Manifest, Sink)> {
+        let f = std::fs::File::open(path).at(path)?;
+        SINK.with(|s| *s.borrow_mut() = Some(sink));
+        let parsed = (|| {
+            let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
+                256 << 10,
+                f,
+            ));
+            let m = Wire::<StreamSink>::deserialize(&mut de).map_err(ManifestError::Shape)?;
+            de.end().map_err(ManifestError::Shape)?;
+            m.with_files(TypedFiles::default()).0.into_manifest()
+        })();
+        let sink = SINK.with(|s| s.borrow_mut().take());
+        let m = parsed.map_err(shape)?;
+        let sink = sink.ok_or_else(|| Error::input(format!("{}: no files", path.display())))?;
+        Ok((m, sink))
+    };
+    let (m, _) = read(Sink::Send {
+        tx,
+        batch: Vec::with_capacity(BATCH),
+        prev: None,
+    })?;
+    // A path both listed and removed is refused (the first such in `removed`): looked for in
+    // a second pass, since `removed` follows `files` in a canonical manifest.
+    if !m.removed.is_empty() {
+        let (_, sink) = read(Sink::Removed {
+            removed: m
+                .removed
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.to_string(), i))
+                .collect(),
+            first: None,
+        })?;
+        if let Sink::Removed { first: Some(i), .. } = sink {
+            if let Some(r) = m.removed.get(i) {
+                return Err(shape(ManifestError::FileAndRemoved(r.to_string())));
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// What the `files` array of a streamed manifest feeds (per thread: see [`SINK`]).
+enum Sink {
+    /// Check each entry as [`crate::streamed::FileIndex`] does and send it on, in batches.
+    Send {
+        tx: std::sync::mpsc::SyncSender<Vec<FileEntry>>,
+        batch: Vec<FileEntry>,
+        prev: Option<BundlePath>,
+    },
+    /// Find the first entry of `removed` (path → position) that is also listed.
+    Removed {
+        removed: std::collections::HashMap<String, usize>,
+        first: Option<usize>,
+    },
+}
+
+thread_local! {
+    /// The sink of the manifest this thread is parsing (`Wire` types its `files` with
+    /// `Deserialize`, which takes no state).
+    static SINK: std::cell::RefCell<Option<Sink>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The `files` array, fed entry by entry to this thread's [`SINK`].
+struct StreamSink;
+
+impl<'de> serde::Deserialize<'de> for StreamSink {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StreamSink;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of file entries")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<StreamSink, A::Error> {
+                use serde::de::Error as _;
+                let mut sink = SINK
+                    .with(|s| s.borrow_mut().take())
+                    .ok_or_else(|| A::Error::custom("files listed twice"))?;
+                let r = feed(&mut sink, &mut seq);
+                SINK.with(|s| *s.borrow_mut() = Some(sink));
+                r.map(|()| StreamSink)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+fn feed<'de, A: serde::de::SeqAccess<'de>>(
+    sink: &mut Sink,
+    seq: &mut A,
+) -> std::result::Result<(), A::Error> {
+    use serde::de::Error as _;
+    match sink {
+        Sink::Send { tx, batch, prev } => {
+            while let Some(e) = seq.next_element::<FileEntry>()? {
+                crate::manifest::check_next(prev.as_ref().map(|p| p.as_str()), &e)
+                    .map_err(A::Error::custom)?;
+                *prev = Some(e.path.clone());
+                batch.push(e);
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
+                    // The merge stops receiving only once it has everything it wants.
+                    let _ = tx.send(full);
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(std::mem::take(batch));
+            }
+        }
+        Sink::Removed { removed, first } => {
+            while let Some(e) = seq.next_element::<FileEntry>()? {
+                if let Some(&i) = removed.get(e.path.as_str()) {
+                    *first = Some(first.map_or(i, |f| f.min(i)));
+                }
+            }
+        }
+    }
+    Ok(())
 }

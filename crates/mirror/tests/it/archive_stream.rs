@@ -565,7 +565,67 @@ fn thin_diff_over_streamed_file_lists_is_the_in_memory_diff() {
         );
         let got = stella_mirror::thin::diff_indexed(&am, &ai, &bm, &bi);
         assert_eq!(serde_json::to_value(got).expect("json"), want);
+        // Read as two streams at once, merged as they come: the same diff and manifests.
+        let (sm, sn, got) =
+            stella_mirror::thin::diff_manifest_files(&a_path, &b_path, &limits).expect("diff");
+        assert_eq!(serde_json::to_value(got).expect("json"), want);
+        assert_eq!(
+            (sm.generation, sn.generation),
+            (am.generation, bm.generation)
+        );
+        assert!(sm.files.is_empty() && sn.files.is_empty());
     }
+    // A malformed manifest is refused by the streamed diff as `read_file_list` refuses it,
+    // whichever side it is on; when both are malformed, the old side's error wins.
+    let bad_path = s.dir.path().join("bad.json");
+    let other_bad = s.dir.path().join("other-bad.json");
+    std::fs::write(&other_bad, b"not json").expect("write");
+    let thin_removed = {
+        // A thin manifest listing a file it also removes.
+        let mut t = b.clone();
+        t.kind = stella_mirror::manifest::Kind::Thin;
+        t.generation = a.generation + 1;
+        t.base = Some(stella_mirror::manifest::BaseRef {
+            bundle: a.bundle.clone(),
+            version: a.version.clone(),
+            generation: a.generation,
+            manifest_digest: stella_mirror::hash::Digest::of(b"base"),
+        });
+        t.removed = vec![t.files[5].path.clone()];
+        t.to_canonical_json()
+    };
+    let unsorted = {
+        let mut t = b.clone();
+        t.files.swap(7, 8);
+        t.to_canonical_json()
+    };
+    let cases = [
+        (thin_removed, b.files[5].path.to_string()),
+        (unsorted, b.files[7].path.to_string()),
+        (vec![b'['; 100 * 1024], String::new()),
+    ];
+    for (bytes, names) in cases {
+        std::fs::write(&bad_path, &bytes).expect("write");
+        for limits in [small(), streamed::Limits::default()] {
+            let want = stella_mirror::pack::read_file_list(&bad_path, &limits)
+                .expect_err("malformed")
+                .to_string();
+            assert!(want.contains(&names), "{want}");
+            let e = stella_mirror::thin::diff_manifest_files(&a_path, &bad_path, &limits)
+                .expect_err("new malformed");
+            assert_eq!(e.to_string(), want);
+            let e = stella_mirror::thin::diff_manifest_files(&bad_path, &a_path, &limits)
+                .expect_err("old malformed");
+            assert_eq!(e.to_string(), want);
+            let e = stella_mirror::thin::diff_manifest_files(&bad_path, &other_bad, &limits)
+                .expect_err("both malformed");
+            assert_eq!(e.to_string(), want);
+        }
+    }
+    let missing = s.dir.path().join("missing.json");
+    let e =
+        stella_mirror::thin::diff_manifest_files(&a_path, &missing, &small()).expect_err("missing");
+    assert!(matches!(&e, Error::NotFound(p) if *p == missing), "{e}");
     // A file list that is not a manifest is an input error on both paths.
     std::fs::write(&b_path, vec![b'['; 100 * 1024]).expect("write");
     for limits in [small(), streamed::Limits::default()] {
