@@ -21,26 +21,43 @@ use time::OffsetDateTime;
 
 /// Spawn `cmd` with its stdout piped and read the first line it prints: a test service
 /// announcing where it listens (`listening on URL`, or a JSON line). The child keeps running
-/// (kill it when done); the line is trimmed. A child that cannot start or prints no line is
-/// killed and the test fails, naming `what`.
+/// (kill it when done); the line is trimmed. A child that prints no line within
+/// [`ANNOUNCE_TIMEOUT`] is killed and started once more (a Node.js process was seen to hang
+/// at start-up under load, once in several hundred starts); a child that cannot start, exits
+/// without a line or hangs twice is killed and the test fails, naming `what`.
+#[allow(clippy::panic)] // a test harness: failing the test is the point
 pub fn spawn_announced(cmd: &mut Command, what: &str) -> (Child, String) {
-    let mut child = cmd.stdout(Stdio::piped()).spawn().expect(what);
-    let mut line = String::new();
-    let read = child
-        .stdout
-        .take()
-        .map(|out| BufReader::new(out).read_line(&mut line));
-    let started = matches!(read, Some(Ok(n)) if n > 0) && !line.trim().is_empty();
-    if !started {
-        let _ = child.kill();
-        let _ = child.wait();
+    cmd.stdout(Stdio::piped());
+    let mut last = String::new();
+    for _ in 0..2 {
+        let mut child = cmd.spawn().expect(what);
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let read = BufReader::new(out).read_line(&mut line).map(|_| line);
+                let _ = tx.send(read);
+            });
+        }
+        match rx.recv_timeout(ANNOUNCE_TIMEOUT) {
+            Ok(Ok(line)) if !line.trim().is_empty() => return (child, line.trim().to_string()),
+            Ok(other) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what}: did not start (no first line on stdout: {other:?})");
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                last = format!("no first line on stdout within {ANNOUNCE_TIMEOUT:?}");
+            }
+        }
     }
-    assert!(
-        started,
-        "{what}: did not start (no first line on stdout: {read:?})"
-    );
-    (child, line.trim().to_string())
+    panic!("{what}: did not start twice ({last})");
 }
+
+/// How long [`spawn_announced`] waits for a test service's first line.
+pub const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The workspace root (this crate is `crates/keyless`).
 pub fn repo_root() -> PathBuf {
