@@ -118,14 +118,8 @@ pub struct FileIndex {
     media: Vec<String>,
 }
 
-/// One entry of a [`FileIndex`], borrowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IndexEntry<'a> {
-    pub path: &'a str,
-    pub size: u64,
-    pub sha256: Digest,
-    pub media_type: &'a str,
-}
+/// One entry of a [`FileIndex`], borrowed: the manifest's own borrowed entry.
+pub use crate::manifest::FileRef as IndexEntry;
 
 impl FileIndex {
     pub fn len(&self) -> usize {
