@@ -950,24 +950,39 @@ fn diff(a: DiffArgs) -> Result<()> {
             },
         )?
     };
+    let view = DiffView {
+        from: BundleIdView::of(&old),
+        to: BundleIdView::of(&new),
+        diff: &d,
+    };
     if a.output == "json" {
-        return print_json(&DiffView {
-            from: BundleIdView::of(&old),
-            to: BundleIdView::of(&new),
-            diff: &d,
-        });
+        // Written as the lists are read back (they may be spilled to temporary files).
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        serde_json::to_writer_pretty(&mut out, &DiffJson(&view))?;
+        std::io::Write::write_all(&mut out, b"\n")?;
+        std::io::Write::flush(&mut out)?;
+        return Ok(());
     }
     println!(
         "{} {} (generation {}) -> {} {} (generation {})",
         old.bundle, old.version, old.generation, new.bundle, new.version, new.generation
     );
-    for f in &d.added {
+    let spill = |e: std::io::Error| {
+        lib(stella_mirror::Error::Io {
+            path: std::env::temp_dir(),
+            source: e,
+        })
+    };
+    for f in d.added.iter().map_err(spill)? {
+        let f = f.map_err(spill)?;
         println!("+ {}  ({} bytes)", f.path, f.size);
     }
-    for c in &d.changed {
+    for c in d.changed.iter().map_err(spill)? {
+        let c = c.map_err(spill)?;
         println!("~ {}  ({} -> {} bytes)", c.path, c.old_size, c.new_size);
     }
-    for f in &d.removed {
+    for f in d.removed.iter().map_err(spill)? {
+        let f = f.map_err(spill)?;
         println!("- {}", f.path);
     }
     for i in &d.images_added {
@@ -1426,12 +1441,66 @@ struct ApplyView<'a> {
     removed: usize,
 }
 
-/// `mirror diff --output json`.
+/// `mirror diff --output json`: what [`view::print`](crate::view::print) prints of it is the
+/// reference; [`DiffJson`] writes the same bytes as a stream.
 #[derive(Serialize)]
 struct DiffView<'a> {
     from: BundleIdView<'a>,
     to: BundleIdView<'a>,
     diff: &'a stella_mirror::thin::Diff,
+}
+
+/// [`DiffView`] serialised without holding it as a `serde_json::Value` (the added, changed and
+/// removed lists may hold a million entries, read back from their spill files one by one):
+/// the keys in the sorted order a `Value` gives them, each entry through a `Value` of its own.
+struct DiffJson<'a>(&'a DiffView<'a>);
+
+impl Serialize for DiffJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        struct Body<'a>(&'a stella_mirror::thin::Diff);
+        impl Serialize for Body<'_> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                let d = self.0;
+                let mut m = s.serialize_map(Some(8))?;
+                m.serialize_entry("added", &Sorted(&d.added))?;
+                m.serialize_entry("changed", &Sorted(&d.changed))?;
+                m.serialize_entry("images_added", &d.images_added)?;
+                m.serialize_entry("images_changed", &d.images_changed)?;
+                m.serialize_entry("images_removed", &d.images_removed)?;
+                m.serialize_entry("removed", &Sorted(&d.removed))?;
+                m.serialize_entry("thin_bytes", &d.thin_bytes)?;
+                m.serialize_entry("unchanged", &d.unchanged)?;
+                m.end()
+            }
+        }
+        /// A list whose entries are each written through a `Value` (keys sorted).
+        struct Sorted<'a, T>(&'a stella_mirror::thin::List<T>);
+        impl<T: stella_mirror::thin::Record + Serialize> Serialize for Sorted<'_, T> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                use serde::ser::{Error as _, SerializeSeq as _};
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for t in self.0.iter().map_err(S::Error::custom)? {
+                    let t = t.map_err(S::Error::custom)?;
+                    seq.serialize_element(&serde_json::to_value(&t).map_err(S::Error::custom)?)?;
+                }
+                seq.end()
+            }
+        }
+        let v = self.0;
+        let id = |b: &BundleIdView<'_>| serde_json::to_value(b).map_err(serde::ser::Error::custom);
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("diff", &Body(v.diff))?;
+        m.serialize_entry("from", &id(&v.from)?)?;
+        m.serialize_entry("to", &id(&v.to)?)?;
+        m.end()
+    }
 }
 
 /// Which bundle, which version.
@@ -1515,6 +1584,75 @@ mod tests {
             serial: "0x01".into(),
             token_digest: format!("sha256:{}", "cd".repeat(32)),
             chain,
+        }
+    }
+
+    /// `mirror diff --output json` written as a stream is byte for byte what printing the
+    /// view through a `serde_json::Value` gives, whether its lists are held or spilled.
+    #[test]
+    fn diff_json_stream_is_the_value_print() {
+        use stella_mirror::manifest::FileEntry;
+        use stella_mirror::thin::{Changed, Diff, List};
+        let entry = |p: &str, size: u64, b: u8| FileEntry {
+            path: p.parse().unwrap(),
+            size,
+            sha256: stella_mirror::hash::Digest::sha256([b; 32]),
+            media_type: format!("text/x-{b}\"quoted\""),
+        };
+        for limit in [0, 1, 2, usize::MAX] {
+            let mut d = Diff {
+                added: List::with_limit(limit),
+                removed: List::with_limit(limit),
+                changed: List::with_limit(limit),
+                ..Diff::default()
+            };
+            let view = |d: &Diff| {
+                let v = DiffView {
+                    from: BundleIdView {
+                        bundle: "b\u{e9}",
+                        version: "1",
+                        generation: 1,
+                    },
+                    to: BundleIdView {
+                        bundle: "b\u{e9}",
+                        version: "2",
+                        generation: u64::MAX,
+                    },
+                    diff: d,
+                };
+                let want = crate::view::pretty(&v).unwrap();
+                let got = serde_json::to_string_pretty(&DiffJson(&v)).unwrap();
+                assert_eq!(got, want, "limit {limit}");
+                want
+            };
+            // Empty lists.
+            assert!(view(&d).contains("\"added\": []"));
+            for i in 0..3u8 {
+                d.added
+                    .push(entry(&format!("a/{i}\u{e000}.json"), u64::from(i), i));
+                d.removed
+                    .push(entry(&format!("r/{i} x"), 1 << 40, 0xff - i));
+                d.changed.push(Changed {
+                    path: format!("c/{i}").parse().unwrap(),
+                    old_sha256: stella_mirror::hash::Digest::sha256([i; 32]),
+                    new_sha256: stella_mirror::hash::Digest::sha256([i + 1; 32]),
+                    old_size: 7,
+                    new_size: u64::from(i),
+                });
+            }
+            d.unchanged = 42;
+            d.thin_bytes = 1 << 50;
+            d.images_added = vec!["reg/a:1".into()];
+            d.images_changed = vec!["reg/c:1".into(), "reg/c:2".into()];
+            d.added.finish().unwrap();
+            d.removed.finish().unwrap();
+            d.changed.finish().unwrap();
+            assert_eq!(d.added.spilled(), limit < 3);
+            let want = view(&d);
+            let v: serde_json::Value = serde_json::from_str(&want).unwrap();
+            assert_eq!(v["diff"]["removed"][2]["path"], "r/2 x");
+            assert_eq!(v["diff"]["changed"][1]["new_size"], 1);
+            assert_eq!(v["to"]["generation"], u64::MAX);
         }
     }
 

@@ -251,11 +251,15 @@ fn hash_file(path: &Path) -> Result<Digest> {
 }
 
 /// Differences between two manifests.
-#[derive(Debug, Clone, Default, Serialize)]
+///
+/// The added, removed and changed files are [`List`]s: held in memory up to a few thousand
+/// entries, then spilled to an anonymous temporary file (removed when the list is dropped),
+/// so a diff's memory stays bounded however many files differ.
+#[derive(Debug, Default, Serialize)]
 pub struct Diff {
-    pub added: Vec<FileEntry>,
-    pub removed: Vec<FileEntry>,
-    pub changed: Vec<Changed>,
+    pub added: List<FileEntry>,
+    pub removed: List<FileEntry>,
+    pub changed: List<Changed>,
     pub unchanged: usize,
     pub images_added: Vec<String>,
     pub images_removed: Vec<String>,
@@ -264,7 +268,7 @@ pub struct Diff {
     pub thin_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Changed {
     pub path: BundlePath,
     #[serde(with = "stella_digest::sha256_hex")]
@@ -273,6 +277,227 @@ pub struct Changed {
     pub new_sha256: Digest,
     pub old_size: u64,
     pub new_size: u64,
+}
+
+/// Entries a [`List`] holds in memory before it spills to a temporary file (~200 B each).
+pub const SPILL_ABOVE: usize = 4096;
+
+/// A list of entries that spills to an anonymous temporary file once it holds more than its
+/// limit ([`SPILL_ABOVE`] for the diff of two manifest files): appended to in order, then read
+/// back in that order with [`List::iter`] (or serialised as a JSON array).
+#[derive(Debug)]
+pub struct List<T> {
+    mem: Vec<T>,
+    spill: Option<std::io::BufWriter<std::fs::File>>,
+    len: usize,
+    limit: usize,
+    /// The first error writing the spill file (reported by [`List::finish`]).
+    failed: Option<std::io::Error>,
+}
+
+impl<T> Default for List<T> {
+    /// A list held in memory, never spilled.
+    fn default() -> Self {
+        List::with_limit(usize::MAX)
+    }
+}
+
+impl<T> List<T> {
+    /// A list that spills once it holds more than `limit` entries.
+    pub fn with_limit(limit: usize) -> Self {
+        List {
+            mem: Vec::new(),
+            spill: None,
+            len: 0,
+            limit,
+            failed: None,
+        }
+    }
+}
+
+impl<T: Record> List<T> {
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the entries went to a temporary file.
+    pub fn spilled(&self) -> bool {
+        self.spill.is_some()
+    }
+
+    /// Append an entry (a write error is kept for [`List::finish`]).
+    pub fn push(&mut self, t: T) {
+        self.len += 1;
+        if self.failed.is_some() {
+            return;
+        }
+        if self.spill.is_none() && self.mem.len() < self.limit {
+            self.mem.push(t);
+            return;
+        }
+        let r = (|| {
+            let w = match &mut self.spill {
+                Some(w) => w,
+                None => {
+                    let mut w = std::io::BufWriter::with_capacity(256 << 10, tempfile::tempfile()?);
+                    for m in std::mem::take(&mut self.mem) {
+                        m.write_to(&mut w)?;
+                    }
+                    self.spill.insert(w)
+                }
+            };
+            t.write_to(w)
+        })();
+        if let Err(e) = r {
+            self.failed = Some(e);
+        }
+    }
+
+    /// Flush the spill file: the first error writing it, if any.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        match &mut self.spill {
+            Some(w) => std::io::Write::flush(w),
+            None => Ok(()),
+        }
+    }
+
+    /// The entries, in the order they were pushed (read back from the spill file if there is
+    /// one: [`List::finish`] first).
+    pub fn iter(&self) -> std::io::Result<ListIter<'_, T>> {
+        Ok(match &self.spill {
+            None => ListIter::Mem(self.mem.iter()),
+            Some(w) => {
+                use std::io::Seek as _;
+                let mut f = w.get_ref().try_clone()?;
+                f.seek(std::io::SeekFrom::Start(0))?;
+                ListIter::File {
+                    r: std::io::BufReader::with_capacity(256 << 10, f),
+                    left: self.len,
+                }
+            }
+        })
+    }
+}
+
+/// The entries of a [`List`].
+pub enum ListIter<'a, T> {
+    Mem(std::slice::Iter<'a, T>),
+    File {
+        r: std::io::BufReader<std::fs::File>,
+        left: usize,
+    },
+}
+
+impl<T: Record> Iterator for ListIter<'_, T> {
+    type Item = std::io::Result<T>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            ListIter::Mem(it) => it.next().cloned().map(Ok),
+            ListIter::File { r, left } => {
+                if *left == 0 {
+                    return None;
+                }
+                *left -= 1;
+                let t = T::read_from(r);
+                if t.is_err() {
+                    *left = 0;
+                }
+                Some(t)
+            }
+        }
+    }
+}
+
+impl<T: Record + Serialize> Serialize for List<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeSeq as _};
+        let mut seq = s.serialize_seq(Some(self.len))?;
+        for t in self.iter().map_err(S::Error::custom)? {
+            seq.serialize_element(&t.map_err(S::Error::custom)?)?;
+        }
+        seq.end()
+    }
+}
+
+/// An entry a [`List`] can spill: written and read back in a compact binary form.
+pub trait Record: Clone + Sized {
+    fn write_to(&self, w: &mut impl std::io::Write) -> std::io::Result<()>;
+    fn read_from(r: &mut impl std::io::Read) -> std::io::Result<Self>;
+}
+
+fn write_str(w: &mut impl std::io::Write, s: &str) -> std::io::Result<()> {
+    let n = u32::try_from(s.len()).map_err(std::io::Error::other)?;
+    w.write_all(&n.to_le_bytes())?;
+    w.write_all(s.as_bytes())
+}
+
+fn read_u64(r: &mut impl std::io::Read) -> std::io::Result<u64> {
+    let mut b = [0; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+fn read_digest(r: &mut impl std::io::Read) -> std::io::Result<Digest> {
+    let mut b = [0; 32];
+    r.read_exact(&mut b)?;
+    Ok(Digest::sha256(b))
+}
+
+fn read_string(r: &mut impl std::io::Read) -> std::io::Result<String> {
+    let mut n = [0; 4];
+    r.read_exact(&mut n)?;
+    let mut b = vec![0; u32::from_le_bytes(n) as usize];
+    r.read_exact(&mut b)?;
+    String::from_utf8(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+fn read_path(r: &mut impl std::io::Read) -> std::io::Result<BundlePath> {
+    BundlePath::new(&read_string(r)?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+impl Record for FileEntry {
+    fn write_to(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        write_str(w, self.path.as_str())?;
+        w.write_all(&self.size.to_le_bytes())?;
+        w.write_all(self.sha256.as_bytes())?;
+        write_str(w, &self.media_type)
+    }
+    fn read_from(r: &mut impl std::io::Read) -> std::io::Result<Self> {
+        Ok(FileEntry {
+            path: read_path(r)?,
+            size: read_u64(r)?,
+            sha256: read_digest(r)?,
+            media_type: read_string(r)?,
+        })
+    }
+}
+
+impl Record for Changed {
+    fn write_to(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        write_str(w, self.path.as_str())?;
+        w.write_all(self.old_sha256.as_bytes())?;
+        w.write_all(self.new_sha256.as_bytes())?;
+        w.write_all(&self.old_size.to_le_bytes())?;
+        w.write_all(&self.new_size.to_le_bytes())
+    }
+    fn read_from(r: &mut impl std::io::Read) -> std::io::Result<Self> {
+        Ok(Changed {
+            path: read_path(r)?,
+            old_sha256: read_digest(r)?,
+            new_sha256: read_digest(r)?,
+            old_size: read_u64(r)?,
+            new_size: read_u64(r)?,
+        })
+    }
 }
 
 /// Compare manifests `a` (old) and `b` (new).
@@ -335,7 +560,9 @@ fn diff_files(
             Some(_) => d.unchanged += 1,
         }
     }
-    d.removed.extend(old);
+    for o in old {
+        d.removed.push(o);
+    }
 }
 
 /// Images added, changed and removed (by reference).
@@ -371,8 +598,9 @@ const QUEUE: usize = 4;
 
 /// [`diff`] of the manifests in files `old` and `new` (each a `manifest.json`), read as two
 /// streams at once: each is parsed on its own thread and its files sent, in path order,
-/// through a bounded queue to a merge in the calling thread. Neither file list is held —
-/// memory grows with the differences, never with the unchanged files. Returns the two
+/// through a bounded queue to a merge in the calling thread. Neither file list is held,
+/// and the differences spill to temporary files past [`SPILL_ABOVE`] each: memory stays
+/// bounded whatever the number of files or of differences. Returns the two
 /// manifests without their files, and the diff.
 ///
 /// Errors are those of [`read_file_list`] (a manifest up to `limits.stream_above` is read
@@ -400,7 +628,12 @@ pub fn diff_manifest_files(
         };
         let old_h = side(old, old_tx);
         let new_h = side(new, new_tx);
-        let mut d = Diff::default();
+        let mut d = Diff {
+            added: List::with_limit(SPILL_ABOVE),
+            removed: List::with_limit(SPILL_ABOVE),
+            changed: List::with_limit(SPILL_ABOVE),
+            ..Diff::default()
+        };
         // Once a side fails the diff is dropped: stop collecting (the rest is drained below,
         // so each side runs to its end and reports its own error).
         let live = |_: &FileEntry| !failed.load(std::sync::atomic::Ordering::Relaxed);
@@ -419,6 +652,14 @@ pub fn diff_manifest_files(
     });
     let a = old_r?;
     let b = new_r?;
+    // (A spill file has no name: the error names the folder it is in.)
+    let spill = |source| Error::Io {
+        path: std::env::temp_dir(),
+        source,
+    };
+    d.added.finish().map_err(spill)?;
+    d.removed.finish().map_err(spill)?;
+    d.changed.finish().map_err(spill)?;
     diff_images(&mut d, &a, &b);
     Ok((a, b, d))
 }
@@ -584,4 +825,120 @@ fn feed<'de, A: serde::de::SeqAccess<'de>>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn entry(i: usize, b: u8) -> FileEntry {
+        FileEntry {
+            path: BundlePath::new(&format!("d/{i:06}\u{e9}.json")).unwrap(),
+            size: i as u64,
+            sha256: Digest::sha256([b; 32]),
+            media_type: "application/json".into(),
+        }
+    }
+
+    fn all<T: Record>(l: &List<T>) -> Vec<T> {
+        l.iter().unwrap().collect::<std::io::Result<_>>().unwrap()
+    }
+
+    #[test]
+    fn a_list_spills_past_its_limit_and_reads_back_in_order() {
+        for limit in [0, 1, 5, 6, usize::MAX] {
+            let mut l = List::with_limit(limit);
+            assert!(l.is_empty() && all(&l).is_empty());
+            let want: Vec<FileEntry> = (0..6).map(|i| entry(i, i as u8)).collect();
+            for e in &want {
+                l.push(e.clone());
+            }
+            l.finish().unwrap();
+            assert_eq!(l.len(), 6);
+            assert_eq!(l.spilled(), limit < 6, "limit {limit}");
+            assert_eq!(all(&l), want);
+            // Read twice: each iteration starts from the beginning.
+            assert_eq!(all(&l), want);
+            assert_eq!(
+                serde_json::to_value(&l).unwrap(),
+                serde_json::to_value(&want).unwrap()
+            );
+        }
+        let mut c = List::with_limit(0);
+        let ch = Changed {
+            path: BundlePath::new("x/y").unwrap(),
+            old_sha256: Digest::sha256([1; 32]),
+            new_sha256: Digest::sha256([2; 32]),
+            old_size: u64::MAX,
+            new_size: 0,
+        };
+        c.push(ch.clone());
+        c.finish().unwrap();
+        assert_eq!(all(&c), vec![ch]);
+    }
+
+    #[test]
+    fn a_record_read_back_refuses_truncated_or_unsafe_bytes() {
+        let mut buf = Vec::new();
+        entry(1, 1).write_to(&mut buf).unwrap();
+        assert_eq!(
+            FileEntry::read_from(&mut buf.as_slice()).unwrap(),
+            entry(1, 1)
+        );
+        for cut in [0, 3, 4, 10, buf.len() - 1] {
+            let e = FileEntry::read_from(&mut &buf[..cut]).expect_err("truncated");
+            assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "cut {cut}");
+        }
+        // A path that is not a bundle path, and bytes that are not UTF-8.
+        for bad in [&b"../x"[..], &b"\xff"[..]] {
+            let mut b = (bad.len() as u32).to_le_bytes().to_vec();
+            b.extend_from_slice(bad);
+            b.extend_from_slice(&buf[4 + entry(1, 1).path.as_str().len()..]);
+            let e = FileEntry::read_from(&mut b.as_slice()).expect_err("bad path");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        }
+    }
+
+    #[test]
+    fn the_streamed_diff_spills_many_differences_and_equals_the_in_memory_diff() {
+        let n = 3 * SPILL_ABOVE;
+        let mut a = crate::testing::sample_manifest();
+        a.files = (0..n).map(|i| entry(i, 0)).collect();
+        // B: the first third unchanged, every other file of the second changed (the rest
+        // removed), and files added past the end.
+        let mut b = a.clone();
+        b.files = (0..n / 3)
+            .map(|i| entry(i, 0))
+            .chain((n / 3..2 * n / 3).step_by(2).map(|i| entry(i, 1)))
+            .chain((n..n + SPILL_ABOVE + 1).map(|i| entry(i, 2)))
+            .collect();
+        b.version = "2".into();
+        let dir = tempfile::tempdir().unwrap();
+        let (ap, bp) = (dir.path().join("a.json"), dir.path().join("b.json"));
+        std::fs::write(&ap, a.to_canonical_json()).unwrap();
+        std::fs::write(&bp, b.to_canonical_json()).unwrap();
+        let want = diff(&a, &b);
+        assert!(!want.added.spilled() && !want.removed.spilled());
+        assert_eq!(
+            (want.added.len(), want.changed.len(), want.removed.len()),
+            (SPILL_ABOVE + 1, SPILL_ABOVE / 2, n / 3 + SPILL_ABOVE / 2)
+        );
+        assert_eq!(want.unchanged, n / 3);
+        for stream_above in [0, u64::MAX] {
+            let limits = crate::streamed::Limits {
+                stream_above,
+                ..Default::default()
+            };
+            let (_, nb, got) = diff_manifest_files(&ap, &bp, &limits).unwrap();
+            assert_eq!(nb.version, "2");
+            assert!(got.added.spilled() && got.removed.spilled() && !got.changed.spilled());
+            assert_eq!(all(&got.added), all(&want.added));
+            assert_eq!(all(&got.removed), all(&want.removed));
+            assert_eq!(
+                serde_json::to_value(&got).unwrap(),
+                serde_json::to_value(&want).unwrap()
+            );
+        }
+    }
 }
