@@ -262,28 +262,51 @@ impl Files<'_> {
 /// folder holds.
 const COPY_BATCH: usize = 4096;
 
+/// One batch of files to copy: (source under the source root, destination path in the
+/// bundle), their folders made.
+type Jobs = Vec<(String, String)>;
+
 impl Files<'_> {
     /// A full bundle's advisory folder: walked as a stream and copied and hashed on every
     /// core in batches of [`COPY_BATCH`] (a bounded work list however many files it holds).
+    /// The walk, the path checks and the folders of the next batch are done on a thread of
+    /// their own while a batch is copied (at most two batches ahead).
     fn put_folder(&mut self, target: &str, src_root: &Path, progress: &dyn Progress) -> Result<()> {
         let mut made: Option<PathBuf> = None;
-        let mut batch: Vec<String> = Vec::with_capacity(COPY_BATCH);
         if self.walk_takes_output(src_root) {
             // The output is inside the source: list the source before anything is copied.
             for chunk in walk_sorted(src_root)?.chunks(COPY_BATCH) {
-                self.copy_batch(target, src_root, chunk, &mut made, progress)?;
+                let jobs = prepare_batch(&self.root, target, src_root, chunk, &mut made)?;
+                self.copy_batch(src_root, &jobs, progress)?;
             }
             return Ok(());
         }
-        walk_source(src_root, &mut |rel| {
-            batch.push(rel.to_string());
-            if batch.len() == COPY_BATCH {
-                self.copy_batch(target, src_root, &batch, &mut made, progress)?;
-                batch.clear();
+        let root = self.root.clone();
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Jobs>>(1);
+            s.spawn(move || {
+                let mut batch: Vec<String> = Vec::with_capacity(COPY_BATCH);
+                let walked = walk_source(src_root, &mut |rel| {
+                    batch.push(rel.to_string());
+                    if batch.len() == COPY_BATCH {
+                        let jobs = prepare_batch(&root, target, src_root, &batch, &mut made)?;
+                        batch.clear();
+                        // The copying side stopped (it failed): so does the walk.
+                        tx.send(Ok(jobs))
+                            .map_err(|_| Error::input("stopped".to_string()))?;
+                    }
+                    Ok(())
+                })
+                .and_then(|()| prepare_batch(&root, target, src_root, &batch, &mut made));
+                // Errors come in walk order, after every batch before them (as when the
+                // walk and the copies took turns).
+                let _ = tx.send(walked);
+            });
+            for jobs in rx {
+                self.copy_batch(src_root, &jobs?, progress)?;
             }
             Ok(())
-        })?;
-        self.copy_batch(target, src_root, &batch, &mut made, progress)
+        })
     }
 
     /// Whether the bundle being built lies inside `src_root` (a streamed walk would meet
@@ -295,39 +318,14 @@ impl Files<'_> {
         }
     }
 
-    /// Copy one batch of files of `src_root` (relative paths) under `advisories/{target}/`.
-    fn copy_batch(
-        &mut self,
-        target: &str,
-        src_root: &Path,
-        batch: &[String],
-        made: &mut Option<PathBuf>,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        if batch.is_empty() {
+    /// Copy one prepared batch (see [`prepare_batch`]) and record its files.
+    fn copy_batch(&mut self, src_root: &Path, jobs: &Jobs, progress: &dyn Progress) -> Result<()> {
+        if jobs.is_empty() {
             return Ok(());
-        }
-        // (source under src_root, destination under the bundle root)
-        let mut jobs: Vec<(&str, String)> = Vec::with_capacity(batch.len());
-        for rel in batch {
-            BundlePath::new(rel)
-                .map_err(|e| Error::input(format!("{}: {e}", src_root.display())))?;
-            let path = format!("advisories/{target}/{rel}");
-            let dest = BundlePath::new(&path)
-                .map_err(Error::input)?
-                .under(&self.root);
-            // The walk lists a folder's files together: one create_dir_all per folder.
-            if let Some(p) = dest.parent() {
-                if made.as_deref() != Some(p) {
-                    std::fs::create_dir_all(p).at(p)?;
-                    *made = Some(p.to_path_buf());
-                }
-            }
-            jobs.push((rel.as_str(), path));
         }
         // Copied and hashed on every core, files opened relative to their folders
         // without following links, created exclusively with mode 0644.
-        let out = crate::hash::copy_tree(src_root, &self.root, &jobs, progress)?;
+        let out = crate::hash::copy_tree(src_root, &self.root, jobs, progress)?;
         for ((_, path), (sha, size)) in jobs.iter().zip(out) {
             self.written += 1;
             self.written_bytes += size;
@@ -335,6 +333,32 @@ impl Files<'_> {
         }
         Ok(())
     }
+}
+
+/// A batch of files of `src_root` (relative paths) to copy under `advisories/{target}/` of
+/// the bundle being built in `root`: each path checked, and the folders made.
+fn prepare_batch(
+    root: &Path,
+    target: &str,
+    src_root: &Path,
+    batch: &[String],
+    made: &mut Option<PathBuf>,
+) -> Result<Jobs> {
+    let mut jobs = Vec::with_capacity(batch.len());
+    for rel in batch {
+        BundlePath::new(rel).map_err(|e| Error::input(format!("{}: {e}", src_root.display())))?;
+        let path = format!("advisories/{target}/{rel}");
+        let dest = BundlePath::new(&path).map_err(Error::input)?.under(root);
+        // The walk lists a folder's files together: one create_dir_all per folder.
+        if let Some(p) = dest.parent() {
+            if made.as_deref() != Some(p) {
+                std::fs::create_dir_all(p).at(p)?;
+                *made = Some(p.to_path_buf());
+            }
+        }
+        jobs.push((rel.clone(), path));
+    }
+    Ok(jobs)
 }
 
 /// A walk error of an advisory source, as an input error naming the source.
