@@ -211,8 +211,8 @@ impl<'a> Output<'a, HashAll> {
         }
     }
 
-    /// An archive's files are written into a fresh folder `.stella-LABEL-*` created in
-    /// `parent` (created if missing), found at [`Verified::dir`] and removed when the
+    /// An archive's files are written into a fresh folder `.stella-LABEL-*` created
+    /// in `parent` (created if missing), found at [`Verified::dir`] and removed when the
     /// [`Verified`] is dropped (`apply` reads the thin bundle's files from there, `load`
     /// pushes from there).
     pub fn staged_in(parent: &'a Path, label: &'static str) -> Self {
@@ -379,9 +379,15 @@ fn read(
         Files::StagedIn(parent, label) => Staging::beside(&parent.join(label), label)?,
     };
     let (obs, report) = read_archive(path, Some(&staging.path), *limits, opts, progress)?;
-    set_modes(&staging.path, &obs, &report)?;
+    set_script_modes(&staging.path, &obs, &report)?;
     match files {
         Files::Into(dest) => {
+            // The result is a folder like any other, whatever the umask. (A staging folder
+            // that stays in place keeps the mode it was created with, as `load`'s and
+            // `apply`'s temporary folders did.)
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&staging.path, std::fs::Permissions::from_mode(0o755))
+                .at(&staging.path)?;
             staging.commit(dest)?;
             Ok((report, Some(dest.to_path_buf()), None))
         }
@@ -389,9 +395,12 @@ fn read(
     }
 }
 
-/// Make the `scripts/*.sh` an archive delivered executable, and the staging folder readable
-/// as any folder (it was created private).
-fn set_modes(dir: &Path, obs: &crate::archive::Observed, report: &VerifiedBundle) -> Result<()> {
+/// Make the `scripts/*.sh` an archive delivered executable.
+fn set_script_modes(
+    dir: &Path,
+    obs: &crate::archive::Observed,
+    report: &VerifiedBundle,
+) -> Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     // A big bundle's files are in the signed index (those a thin one lacks were not carried).
     let indexed = obs
@@ -407,7 +416,7 @@ fn set_modes(dir: &Path, obs: &crate::archive::Observed, report: &VerifiedBundle
             std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(0o755)).at(&abs)?;
         }
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).at(dir)
+    Ok(())
 }
 
 /// The folder of a file (`.` for a bare file name).

@@ -49,6 +49,11 @@ fn traversal_archive(s: &Signed, at: &Path) {
     std::fs::write(at, t).expect("write archive");
 }
 
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+}
+
 fn kind(s: Result<Source<'_>, Error>) -> String {
     match s {
         Ok(Source::Folder(_)) => "folder".into(),
@@ -149,6 +154,12 @@ fn an_archive_is_moved_into_place_or_kept_staged_while_the_result_lives() {
     assert_eq!(v.dir(), Some(dest.as_path()));
     drop(v);
     assert!(dest.join("advisories/a.json").is_file(), "moved into place");
+    assert_eq!(mode(&dest), 0o755);
+    assert_eq!(
+        mode(&dest.join("scripts/verify.sh")),
+        0o755,
+        "scripts executable"
+    );
     crate::common::verify_dir(&s, &dest).expect("the result verifies");
 
     let work = tempfile::tempdir().expect("work");
@@ -169,6 +180,7 @@ fn an_archive_is_moved_into_place_or_kept_staged_while_the_result_lives() {
         .to_string_lossy()
         .starts_with(".stella-thin-"));
     assert!(staged.join("advisories/b.json").is_file());
+    assert_eq!(mode(&staged.join("scripts/load.sh")), 0o755);
     assert!(staged.join(names::MANIFEST).is_file());
     drop(v);
     assert!(entries(&parent).is_empty(), "removed with the result");
