@@ -30,7 +30,7 @@ pub enum BlobAction {
     Present,
 }
 
-/// A transfer event.
+/// A progress event: per blob during a transfer, or per phase of a long-running step.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub enum Event<'a> {
