@@ -15,10 +15,10 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use stella_keys::{DevKeys, Keyring};
-use stella_mirror::hash::Progress;
 use stella_mirror::source::{Output, Source};
 use stella_mirror::tsa::HttpTimeStamper;
 use stella_mirror::{anchor, verify, ErrorKind};
+use stella_oci::{Event, Progress};
 use time::OffsetDateTime;
 
 use crate::exit::{fail, NOT_FOUND, USAGE, VERIFY_FAILED};
@@ -1170,7 +1170,18 @@ impl Bar {
 }
 
 impl Progress for Bar {
-    fn start(&self, phase: &str, total: u64) {
+    fn event(&self, event: &Event<'_>) {
+        match *event {
+            Event::Advance { n } => self.advance_by(n),
+            Event::PhaseStart { phase, total } => self.begin(phase, total),
+            Event::PhaseDone => self.end(),
+            _ => {}
+        }
+    }
+}
+
+impl Bar {
+    fn begin(&self, phase: &str, total: u64) {
         if !self.tty {
             return;
         }
@@ -1183,7 +1194,7 @@ impl Progress for Bar {
         }
     }
 
-    fn advance(&self, n: u64) {
+    fn advance_by(&self, n: u64) {
         if !self.tty {
             return;
         }
@@ -1200,7 +1211,7 @@ impl Progress for Bar {
         }
     }
 
-    fn finish(&self) {
+    fn end(&self) {
         if !self.tty {
             return;
         }
