@@ -94,7 +94,7 @@ pub struct LoadReport {
 }
 
 /// Where a bundle image goes: `(manifest digest, target reference)` in manifest order.
-pub fn targets(
+pub(crate) fn targets(
     manifest: &Manifest,
     registry: &str,
     prefix: Option<&str>,
@@ -327,7 +327,7 @@ fn bundle_content_error(e: stella_oci::Error, layout: &Path) -> Error {
 /// manifest before anything leaves, once instead of twice. Everything else (signature,
 /// header, checksum files, freshness, other files, unlisted files, sizes of every file, links)
 /// is checked here as `verify` does. If the image trees cannot be read, nothing is deferred.
-pub fn verify_folder(
+pub(crate) fn verify_folder(
     dir: &Path,
     opts: &Options<'_>,
     progress: &dyn Progress,

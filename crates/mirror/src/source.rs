@@ -50,7 +50,7 @@ pub(crate) fn is_own_envelope(path: &Path) -> bool {
     path.file_name() == Some(std::ffi::OsStr::new(names::ENVELOPE))
 }
 
-/// Verify a bundle from any source: the same rules ([`verify::verify_metadata`], then every
+/// Verify a bundle from any source: the same rules ([`CheckedBundle::verify`](crate::CheckedBundle::verify), then every
 /// content file) whatever form it came in.
 pub fn verify(
     source: Source<'_>,
