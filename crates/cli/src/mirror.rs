@@ -15,7 +15,8 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use stella_keys::{DevKeys, Keyring};
-use stella_mirror::{ErrorKind, HttpTimeStamper, Progress, Source};
+use stella_mirror::{ErrorKind, HttpTimeStamper, Source};
+use stella_oci::{Event, Progress};
 use time::OffsetDateTime;
 
 use crate::exit::{fail, NOT_FOUND, USAGE, VERIFY_FAILED};
@@ -1164,7 +1165,18 @@ impl Bar {
 }
 
 impl Progress for Bar {
-    fn start(&self, phase: &str, total: u64) {
+    fn event(&self, event: &Event<'_>) {
+        match *event {
+            Event::Advance { n } => self.advance_by(n),
+            Event::PhaseStart { phase, total } => self.begin(phase, total),
+            Event::PhaseDone => self.end(),
+            _ => {}
+        }
+    }
+}
+
+impl Bar {
+    fn begin(&self, phase: &str, total: u64) {
         if !self.tty {
             return;
         }
@@ -1177,7 +1189,7 @@ impl Progress for Bar {
         }
     }
 
-    fn advance(&self, n: u64) {
+    fn advance_by(&self, n: u64) {
         if !self.tty {
             return;
         }
@@ -1194,7 +1206,7 @@ impl Progress for Bar {
         }
     }
 
-    fn finish(&self) {
+    fn end(&self) {
         if !self.tty {
             return;
         }

@@ -68,7 +68,7 @@ pub use codec::Compression;
 pub use create::{create, CreateOptions, CreateReport};
 pub use epoch::time_or_now;
 pub use error::{Detail, Error, ErrorKind, Field, Result, Stage, VerifyFailure};
-pub use hash::{NoProgress, Progress};
+pub use hash::{Event, NoProgress, Progress};
 pub use load::{load, LoadOptions, LoadReport};
 pub use manifest::{
     format_time, parse_time, BaseRef, FileEntry, ImageEntry, Kind, Manifest, ManifestError,
