@@ -15,7 +15,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use stella_keys::{DevKeys, Keyring};
-use stella_mirror::{ErrorKind, HttpTimeStamper, Source};
+use stella_mirror::{ErrorKind, HttpTimeStamper, Output, Source};
 use stella_oci::{Event, Progress};
 use time::OffsetDateTime;
 
@@ -582,10 +582,6 @@ fn print_anchor_written(an: &stella_mirror::Anchor) {
     );
 }
 
-fn is_archive(p: &Path) -> bool {
-    stella_mirror::Compression::from_name(p).is_some() || p.extension().is_some_and(|e| e == "tar")
-}
-
 fn opts<'a>(keyring: &'a Keyring, t: &'a MirrorTrust) -> stella_mirror::VerifyOptions<'a> {
     stella_mirror::VerifyOptions {
         keyring,
@@ -769,16 +765,17 @@ fn verify_target(a: &VerifyArgs, dev: DevKeys) -> Result<()> {
     }
     let progress = Bar::new();
     let t = &a.target;
-    let source = if t.is_dir() {
-        Source::Folder(t)
-    } else if !t.exists() {
-        return Err(fail(NOT_FOUND, format!("{}: no such file", t.display())));
-    } else if is_archive(t) {
-        Source::Archive(t)
-    } else {
-        Source::Envelope(t)
-    };
-    let r = stella_mirror::verify(source, &o, &progress).map_err(lib)?;
+    let source = Source::for_verify(t).map_err(|e| match e {
+        stella_mirror::Error::NotFound(_) => {
+            fail(NOT_FOUND, format!("{}: no such file", t.display()))
+        }
+        e => lib(e),
+    })?;
+    let limits = stella_mirror::ArchiveLimits::default();
+    let r = source
+        .verify(&o, &limits, Output::verify_only(), &progress)
+        .map_err(lib)?
+        .report;
     warn_all(&r);
     if a.output == "json" {
         print_json(&report_json(&r, t))

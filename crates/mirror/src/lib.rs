@@ -19,9 +19,9 @@
 //! registry). A streaming, parallel SHA-256 ([`Digest`], reporting to a [`Progress`]) serves
 //! every stage; the file helpers (bounded reads, the folder walk, atomic writes, staging
 //! folders) are private; [`BundlePath`] is the only way a path enters a bundle.
-//! [`verify()`] is the one verification entry point for a folder, a detached envelope or an
-//! archive ([`Source`]). No module imports one that imports it back
-//! (`scripts/check-module-cycles.py`).
+//! [`Source::verify`] is the one verification entry point for a folder, a detached envelope
+//! or an archive, used by `verify` ([`verify()`]), `unpack`, `apply` and `load`. No module
+//! imports one that imports it back (`scripts/check-module-cycles.py`).
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
@@ -77,7 +77,7 @@ pub use manifest::{
 pub use pack::{pack, pack_with, read_file_list, source_date_epoch as archive_mtime, PackReport};
 pub use path::{BundlePath, PathError};
 pub use sign::{sign_with, sign_with_limits, SignReport};
-pub use source::{verify, Source};
+pub use source::{verify, Output, Report as SourceReport, Source, Verified};
 pub use spec::{Spec, SpecError};
 pub use stella_digest::Digest;
 pub use streamed::{parse_manifest, parse_manifest_slice, FileIndex, Limits as StreamLimits};
@@ -86,7 +86,7 @@ pub use tsa::HttpTimeStamper;
 pub use unpack::unpack;
 pub use verify::{
     verify_checksums, verify_dir, verify_dir_with, verify_header, CheckedBundle, Header,
-    Options as VerifyOptions, TimeSource, VerifiedBundle, VerifiedMetadata,
+    Options as VerifyOptions, PartlyHashedBundle, TimeSource, VerifiedBundle, VerifiedMetadata,
 };
 
 /// DSSE payload type of a bundle manifest.

@@ -1425,19 +1425,26 @@ fn hash_dir_all(dir: &Path, progress: &dyn Progress) -> Result<BTreeMap<String, 
 /// a distinct type from [`VerifiedBundle`], which it becomes only once the caller has hashed
 /// those files itself ([`PartlyHashedBundle::hashed_by_caller`]).
 #[derive(Debug, Clone)]
-pub(crate) struct PartlyHashedBundle {
+pub struct PartlyHashedBundle {
     bundle: VerifiedBundle,
+    deferred: BTreeSet<String>,
 }
 
 impl PartlyHashedBundle {
     /// The verified metadata (signature, header, checksum files, freshness all passed).
-    pub(crate) fn meta(&self) -> &VerifiedMetadata {
+    pub fn meta(&self) -> &VerifiedMetadata {
         &self.bundle.meta
     }
 
-    /// The fully verified bundle, once the caller has hashed every deferred file against the signed manifest (the `load` push does,
+    /// The content files whose digests are left to the caller.
+    pub fn deferred(&self) -> &BTreeSet<String> {
+        &self.deferred
+    }
+
+    /// The fully verified bundle, once the caller has hashed every
+    /// [`deferred`](Self::deferred) file against the signed manifest (the `load` push does,
     /// before its first request).
-    pub(crate) fn hashed_by_caller(self) -> VerifiedBundle {
+    pub fn hashed_by_caller(self) -> VerifiedBundle {
         self.bundle
     }
 }
@@ -1451,7 +1458,10 @@ pub(crate) fn verify_dir_deferring(
     defer: impl FnOnce(&Manifest) -> HashSet<String>,
     progress: &dyn Progress,
 ) -> Result<PartlyHashedBundle> {
-    verify_dir_inner(dir, opts, defer, progress).map(|(bundle, _)| PartlyHashedBundle { bundle })
+    verify_dir_inner(dir, opts, defer, progress).map(|(bundle, deferred)| PartlyHashedBundle {
+        bundle,
+        deferred: deferred.into_iter().collect(),
+    })
 }
 
 fn verify_dir_inner(
