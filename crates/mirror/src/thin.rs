@@ -9,6 +9,7 @@
 //! and only then swaps it into place.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -165,7 +166,14 @@ pub fn apply(
             from_base += 1;
             in_base
         };
-        copy_checked(&src, &bp.under(&staging.path), &f, progress)?;
+        let dest = bp.under(&staging.path);
+        copy_checked(&src, &dest, &f, progress)?;
+        // A copy is created 0644 (umask permitting): scripts get their mode back, as
+        // `create` and `unpack` give it.
+        let mode = crate::path::file_mode(f.path);
+        if mode != 0o644 {
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode)).at(&dest)?;
+        }
     }
     progress.finish();
     let removed = m.removed.len();
@@ -196,6 +204,9 @@ pub fn apply(
             ),
         ));
     }
+    // The result is a folder like any other (a staging folder is created 0700).
+    std::fs::set_permissions(&staging.path, std::fs::Permissions::from_mode(0o755))
+        .at(&staging.path)?;
     // Swap into place.
     if output.is_some() {
         staging.commit(&target)?;

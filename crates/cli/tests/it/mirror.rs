@@ -1426,6 +1426,21 @@ fn thin_bundles_carry_only_changes_and_apply_in_order() {
     ]);
     expect(&out, 0, "Applied");
     assert_eq!(content("site2-new"), content("full2"));
+    // Modes as `create` gives them: the folder 0755 (not the staging folder's 0700), scripts
+    // executable whether they came from the base (folder form) or the archive.
+    let mode = |p: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(env.p(p)).unwrap().permissions().mode() & 0o7777
+    };
+    for d in ["site", "site2-new"] {
+        assert_eq!(mode(d), mode("full2"), "{d}");
+        assert_eq!(mode(d), 0o755, "{d}");
+        for f in ["scripts/load.sh", "advisories/nvd.json"] {
+            let p = format!("{d}/{f}");
+            assert_eq!(mode(&p), mode(&format!("full2/{f}")), "{p}");
+        }
+    }
+    assert_eq!(mode("site/scripts/load.sh"), 0o755);
 
     // Applying it again (site is now generation 2) is out of order.
     let out = env.run(&[
