@@ -15,10 +15,10 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use stella_keys::{DevKeys, Keyring};
-use stella_mirror::hash::Progress;
-use stella_mirror::source::Source;
+use stella_mirror::source::{Output, Source};
 use stella_mirror::tsa::HttpTimeStamper;
 use stella_mirror::{anchor, verify, ErrorKind};
+use stella_oci::{Event, Progress};
 use time::OffsetDateTime;
 
 use crate::exit::{fail, NOT_FOUND, USAGE, VERIFY_FAILED};
@@ -584,11 +584,6 @@ fn print_anchor_written(an: &anchor::Anchor) {
     );
 }
 
-fn is_archive(p: &Path) -> bool {
-    stella_mirror::codec::Compression::from_name(p).is_some()
-        || p.extension().is_some_and(|e| e == "tar")
-}
-
 fn opts<'a>(keyring: &'a Keyring, t: &'a MirrorTrust) -> verify::Options<'a> {
     verify::Options {
         keyring,
@@ -772,16 +767,17 @@ fn verify_target(a: &VerifyArgs, dev: DevKeys) -> Result<()> {
     }
     let progress = Bar::new();
     let t = &a.target;
-    let source = if t.is_dir() {
-        Source::Folder(t)
-    } else if !t.exists() {
-        return Err(fail(NOT_FOUND, format!("{}: no such file", t.display())));
-    } else if is_archive(t) {
-        Source::Archive(t)
-    } else {
-        Source::Envelope(t)
-    };
-    let r = stella_mirror::source::verify(source, &o, &progress).map_err(lib)?;
+    let source = Source::for_verify(t).map_err(|e| match e {
+        stella_mirror::Error::NotFound(_) => {
+            fail(NOT_FOUND, format!("{}: no such file", t.display()))
+        }
+        e => lib(e),
+    })?;
+    let limits = stella_mirror::archive::Limits::default();
+    let r = source
+        .verify(&o, &limits, Output::verify_only(), &progress)
+        .map_err(lib)?
+        .report;
     warn_all(&r);
     if a.output == "json" {
         print_json(&report_json(&r, t))
@@ -1174,7 +1170,18 @@ impl Bar {
 }
 
 impl Progress for Bar {
-    fn start(&self, phase: &str, total: u64) {
+    fn event(&self, event: &Event<'_>) {
+        match *event {
+            Event::Advance { n } => self.advance_by(n),
+            Event::PhaseStart { phase, total } => self.begin(phase, total),
+            Event::PhaseDone => self.end(),
+            _ => {}
+        }
+    }
+}
+
+impl Bar {
+    fn begin(&self, phase: &str, total: u64) {
         if !self.tty {
             return;
         }
@@ -1187,7 +1194,7 @@ impl Progress for Bar {
         }
     }
 
-    fn advance(&self, n: u64) {
+    fn advance_by(&self, n: u64) {
         if !self.tty {
             return;
         }
@@ -1204,7 +1211,7 @@ impl Progress for Bar {
         }
     }
 
-    fn finish(&self) {
+    fn end(&self) {
         if !self.tty {
             return;
         }

@@ -23,19 +23,9 @@ pub fn parse_hex(s: &str) -> Option<Digest> {
     Digest::parse_sha256_hex(s).ok()
 }
 
-/// Progress reporting: the CLI draws a bar on a terminal; the library only counts.
-pub trait Progress: Sync {
-    /// A new phase of `total` bytes (0 when unknown) begins.
-    fn start(&self, _phase: &str, _total: u64) {}
-    /// `n` more bytes are done.
-    fn advance(&self, _n: u64) {}
-    /// The phase is over.
-    fn finish(&self) {}
-}
-
-/// Progress that reports nothing.
-pub struct NoProgress;
-impl Progress for NoProgress {}
+/// Progress reporting is the workspace's one trait, `stella_oci::Progress`: every stage here
+/// reports phases of bytes through its `start` / `advance` / `finish`; the CLI draws a bar.
+pub use stella_oci::{Event, NoProgress, Progress};
 
 /// Hash everything `r` yields, in [`CHUNK`] reads; returns digest and length.
 pub fn hash_reader(r: &mut dyn Read, progress: &dyn Progress) -> std::io::Result<(Digest, u64)> {

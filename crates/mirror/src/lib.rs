@@ -17,8 +17,8 @@
 //! (push a verified bundle's images into a registry). [`hash`] does the streaming, parallel
 //! SHA-256 every stage uses; `fs` holds the file helpers (bounded reads, the folder walk,
 //! atomic writes, staging folders); [`BundlePath`] is the only way a path enters a bundle.
-//! [`source::verify`] is the one verification entry point for a folder, a detached envelope or
-//! an archive. No module imports one that imports it back (`scripts/check-module-cycles.py`).
+//! [`source::Source::verify`] is the one verification entry point for a folder, a detached
+//! envelope or an archive, used by `verify`, `unpack`, `apply` and `load`. No module imports one that imports it back (`scripts/check-module-cycles.py`).
 #![forbid(unsafe_code)]
 
 pub mod anchor;

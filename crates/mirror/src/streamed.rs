@@ -1434,12 +1434,17 @@ mod tests {
     fn progress_counts_every_byte_once() {
         struct Count(AtomicU64, AtomicU64, AtomicUsize);
         impl Progress for Count {
-            fn start(&self, _phase: &str, total: u64) {
-                self.1.store(total, Ordering::SeqCst);
-                self.2.fetch_add(1, Ordering::SeqCst);
-            }
-            fn advance(&self, n: u64) {
-                self.0.fetch_add(n, Ordering::SeqCst);
+            fn event(&self, event: &crate::hash::Event<'_>) {
+                match event {
+                    crate::hash::Event::PhaseStart { total, .. } => {
+                        self.1.store(*total, Ordering::SeqCst);
+                        self.2.fetch_add(1, Ordering::SeqCst);
+                    }
+                    crate::hash::Event::Advance { n } => {
+                        self.0.fetch_add(*n, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
             }
         }
         let (dir, files) = tree();

@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::archive::{self, Limits};
+use crate::archive::Limits;
 use crate::error::{Error, Field, IoContext as _, Result};
 use crate::fs::{check_output_free, Staging};
 use crate::hash::{Digest, Progress};
 use crate::manifest::{FileEntry, Kind, Manifest, ManifestError, TypedFiles, Wire};
 use crate::names;
 use crate::pack::read_file_list;
+use crate::source::{folder_of, Output, Source};
 use crate::streamed::{FileIndex, IndexEntry};
 use crate::verify::{self, Options, VerifiedBundle};
 use crate::BundlePath;
@@ -51,20 +52,19 @@ pub fn apply(
     if let Some(o) = output {
         check_output_free(o)?;
     }
-    // A thin archive is unpacked (checked) into its own staging folder first.
-    let _unpacked;
-    let thin_dir: PathBuf;
-    let thin_report = if thin.is_dir() {
-        thin_dir = thin.to_path_buf();
-        verify::verify_dir(thin, opts, progress)?
-    } else {
-        let st = Staging::beside(&target, "thin")?;
-        let (_, r) =
-            archive::read_archive(thin, Some(&st.path), Limits::default(), opts, progress)?;
-        thin_dir = st.path.clone();
-        _unpacked = st;
-        r
-    };
+    // A thin folder is verified where it is; a thin archive is unpacked (checked) into its
+    // own staging folder beside the target first, removed when `thin_bundle` is dropped.
+    let thin_bundle = Source::for_apply(thin).verify(
+        opts,
+        &Limits::default(),
+        Output::staged_in(&folder_of(&target), "thin"),
+        progress,
+    )?;
+    let thin_dir = thin_bundle
+        .dir()
+        .ok_or_else(|| Error::input("the thin bundle's files were not kept on disk"))?
+        .to_path_buf();
+    let thin_report = thin_bundle.report;
     let (thin_manifest, thin_digest) =
         (thin_report.meta.manifest, thin_report.meta.manifest_digest);
     // (A thin bundle's report lists every file it does not carry: ~80 MB at 1,000,000.)
