@@ -106,7 +106,7 @@ impl<'a> Source<'a> {
         }
     }
 
-    /// Verify the bundle: the same rules ([`verify::verify_metadata`], then every content
+    /// Verify the bundle: the same rules ([`CheckedBundle::verify`](crate::CheckedBundle::verify), then every content
     /// file) whatever form it came in, with `limits` (the archive caps, and when metadata is
     /// streamed), leaving on disk what `output` asks for.
     ///
@@ -169,7 +169,7 @@ pub fn verify(
 }
 
 /// Is `path` named as an archive (`mirror verify` tells an archive from an envelope by name)?
-pub fn is_archive_name(path: &Path) -> bool {
+pub(crate) fn is_archive_name(path: &Path) -> bool {
     crate::codec::Compression::from_name(path).is_some()
         || path.extension().is_some_and(|e| e == "tar")
 }

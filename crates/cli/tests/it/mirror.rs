@@ -2063,12 +2063,11 @@ fn forge_anchor(env: &Env, dir: &str, cert: &str, at: time::OffsetDateTime) {
         })
         .unwrap();
     let pem = std::fs::read(env.p(cert)).unwrap();
-    let tsa =
-        stella_mirror::anchor::LocalTsa::new_unchecked(&key, &pem, Some("1.2.3.4.1")).unwrap();
+    let tsa = stella_mirror::LocalTsa::new_unchecked(&key, &pem, Some("1.2.3.4.1")).unwrap();
     let manifest = std::fs::read(env.p(dir).join("manifest.json")).unwrap();
     let token = tsa.timestamp(&stella_keys::sha256(&manifest), at).unwrap();
     let file = json!({
-        "anchorTime": stella_mirror::manifest::format_time(at.replace_nanosecond(0).unwrap()),
+        "anchorTime": stella_mirror::format_time(at.replace_nanosecond(0).unwrap()),
         "format": "rfc3161",
         "source": "forged",
         "token": b64(&token),
@@ -2199,7 +2198,7 @@ fn a_trusted_time_anchor_overrides_a_clock_that_is_behind() {
     // Generated "two hours from now": as if this machine's clock were two hours behind.
     let now = time::OffsetDateTime::now_utc();
     let ahead = now + time::Duration::hours(2);
-    let gen = stella_mirror::manifest::format_time(ahead);
+    let gen = stella_mirror::format_time(ahead);
     expect(&env.create("b", &["--generated-at", &gen]), 0, "");
     env.sign("b", &["k.key"]);
     expect(&env.verify("b", &[]), 1, "is in the future");
