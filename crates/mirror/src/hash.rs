@@ -788,6 +788,44 @@ mod tests {
     }
 
     #[test]
+    fn hashing_leaves_the_access_time_alone() {
+        // An access time before the modification time: a read with relatime (or strictatime)
+        // would set it to now; O_NOATIME keeps it.
+        let (dir, files) = tree();
+        let old = rustix::fs::Timespec {
+            tv_sec: 946_684_800, // 2000-01-01
+            tv_nsec: 0,
+        };
+        let keep_mtime = rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: old,
+            last_modification: keep_mtime,
+        };
+        for (rel, _) in &files {
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                dir.path().join(rel),
+                &times,
+                rustix::fs::AtFlags::empty(),
+            )
+            .unwrap();
+        }
+        let list: Vec<(&str, u64)> = files
+            .iter()
+            .map(|(r, d)| (r.as_str(), d.len() as u64))
+            .collect();
+        let got = hash_tree(dir.path(), &list, &NoProgress).unwrap();
+        for ((rel, data), (d, _)) in files.iter().zip(&got) {
+            assert_eq!(*d, Digest::of(data), "{rel}");
+            let st = rustix::fs::stat(dir.path().join(rel)).unwrap();
+            assert_eq!(st.st_atime, old.tv_sec, "{rel}: access time changed");
+        }
+    }
+
+    #[test]
     fn hash_tree_reads_the_real_size_not_the_expected_one() {
         // A file that changed size since it was listed: what is on disk is hashed, whole.
         let dir = tempfile::tempdir().unwrap();
