@@ -844,6 +844,21 @@ fn check_float(finite: bool) -> CheckResult {
     }
 }
 
+/// The scalars hold nothing to check and the compound starters hand back the checker, so
+/// their methods differ only in name and argument types: one macro writes each kind.
+macro_rules! finite_check_methods {
+    (accept: $($method:ident ($($ty:ty),*);)+) => {$(
+        fn $method(self, $(_: $ty),*) -> CheckResult {
+            Ok(())
+        }
+    )+};
+    (open: $($method:ident ($($ty:ty),*);)+) => {$(
+        fn $method(self, $(_: $ty),*) -> Result<Self, CheckError> {
+            Ok(self)
+        }
+    )+};
+}
+
 impl ser::Serializer for FiniteCheck {
     type Ok = ();
     type Error = CheckError;
@@ -855,68 +870,45 @@ impl ser::Serializer for FiniteCheck {
     type SerializeStruct = Self;
     type SerializeStructVariant = Self;
 
-    fn serialize_bool(self, _: bool) -> CheckResult {
-        Ok(())
+    finite_check_methods! { accept:
+        serialize_bool(bool);
+        serialize_i8(i8);
+        serialize_i16(i16);
+        serialize_i32(i32);
+        serialize_i64(i64);
+        serialize_i128(i128);
+        serialize_u8(u8);
+        serialize_u16(u16);
+        serialize_u32(u32);
+        serialize_u64(u64);
+        serialize_u128(u128);
+        serialize_char(char);
+        serialize_str(&str);
+        serialize_bytes(&[u8]);
+        serialize_none();
+        serialize_unit();
+        serialize_unit_struct(&'static str);
+        serialize_unit_variant(&'static str, u32, &'static str);
     }
-    fn serialize_i8(self, _: i8) -> CheckResult {
-        Ok(())
+
+    finite_check_methods! { open:
+        serialize_seq(Option<usize>);
+        serialize_tuple(usize);
+        serialize_tuple_struct(&'static str, usize);
+        serialize_tuple_variant(&'static str, u32, &'static str, usize);
+        serialize_map(Option<usize>);
+        serialize_struct(&'static str, usize);
+        serialize_struct_variant(&'static str, u32, &'static str, usize);
     }
-    fn serialize_i16(self, _: i16) -> CheckResult {
-        Ok(())
-    }
-    fn serialize_i32(self, _: i32) -> CheckResult {
-        Ok(())
-    }
-    fn serialize_i64(self, _: i64) -> CheckResult {
-        Ok(())
-    }
-    fn serialize_i128(self, _: i128) -> CheckResult {
-        Ok(())
-    }
-    fn serialize_u8(self, _: u8) -> CheckResult {
-        Ok(())
-    }
-    fn serialize_u16(self, _: u16) -> CheckResult {
-        Ok(())
-    }
-    fn serialize_u32(self, _: u32) -> CheckResult {
-        Ok(())
-    }
-    fn serialize_u64(self, _: u64) -> CheckResult {
-        Ok(())
-    }
-    fn serialize_u128(self, _: u128) -> CheckResult {
-        Ok(())
-    }
+
     fn serialize_f32(self, v: f32) -> CheckResult {
         check_float(v.is_finite())
     }
     fn serialize_f64(self, v: f64) -> CheckResult {
         check_float(v.is_finite())
     }
-    fn serialize_char(self, _: char) -> CheckResult {
-        Ok(())
-    }
-    fn serialize_str(self, _: &str) -> CheckResult {
-        Ok(())
-    }
-    fn serialize_bytes(self, _: &[u8]) -> CheckResult {
-        Ok(())
-    }
-    fn serialize_none(self) -> CheckResult {
-        Ok(())
-    }
     fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> CheckResult {
         value.serialize(self)
-    }
-    fn serialize_unit(self) -> CheckResult {
-        Ok(())
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> CheckResult {
-        Ok(())
-    }
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> CheckResult {
-        Ok(())
     }
     fn serialize_newtype_struct<T: ?Sized + Serialize>(
         self,
@@ -933,39 +925,6 @@ impl ser::Serializer for FiniteCheck {
         value: &T,
     ) -> CheckResult {
         value.serialize(self)
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self, CheckError> {
-        Ok(self)
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Self, CheckError> {
-        Ok(self)
-    }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self, CheckError> {
-        Ok(self)
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self, CheckError> {
-        Ok(self)
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self, CheckError> {
-        Ok(self)
-    }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, CheckError> {
-        Ok(self)
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self, CheckError> {
-        Ok(self)
     }
 }
 

@@ -649,6 +649,7 @@ mod tests {
     use super::*;
     use crate::codec::open_decompressed;
     use crate::fs::{read_metadata_file, walk};
+    use crate::hash::NoProgress;
     use std::path::PathBuf;
     use std::sync::Arc;
 
@@ -794,13 +795,10 @@ mod tests {
             staging: Option<&Path>,
         ) -> (Result<(Observed, VerifiedBundle)>, u64) {
             let (r, consumed) = t.stream();
-            let res = read_entries(r, staging, Limits::default(), &self.opts(), &NoopProgress);
+            let res = read_entries(r, staging, Limits::default(), &self.opts(), &NoProgress);
             (res, consumed.load(Ordering::Relaxed))
         }
     }
-
-    struct NoopProgress;
-    impl Progress for NoopProgress {}
 
     fn err_text<T>(r: Result<T>) -> String {
         match r {
@@ -1094,7 +1092,7 @@ mod tests {
             // The first content entry is small: the refusal comes from the signed list.
             t.file("advisories/a.json", &s.content("advisories/a.json"));
             let (r, _) = t.stream();
-            let res = read_entries(r, Some(staging.path()), limits, &s.opts(), &NoopProgress);
+            let res = read_entries(r, Some(staging.path()), limits, &s.opts(), &NoProgress);
             let e = err_text(res);
             assert!(e.contains(needle), "{needle}: {e}");
             assert_eq!(dir_bytes(staging.path()), 0);

@@ -9,7 +9,7 @@ use crate::error::{Error, Field, IoContext as _, Result};
 use crate::path::BundlePath;
 
 /// Metadata files by name (content of those present).
-pub type Metadata = std::collections::BTreeMap<String, Vec<u8>>;
+pub(crate) type Metadata = std::collections::BTreeMap<String, Vec<u8>>;
 
 /// Read a metadata file of a bundle folder (bounded); `None` if absent.
 pub(crate) fn read_metadata_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {

@@ -14,31 +14,24 @@ use std::sync::Mutex;
 use crate::error::{Error, IoContext as _, Result};
 
 /// Read chunk size for hashing and copying.
-pub const CHUNK: usize = 256 * 1024;
+pub(crate) const CHUNK: usize = 256 * 1024;
 
-pub use stella_digest::{Digest, Hasher};
+pub(crate) use stella_digest::{Digest, Hasher};
 
 /// 64 lowercase hex digits (the `sha256` fields of a manifest) as a digest.
-pub fn parse_hex(s: &str) -> Option<Digest> {
+pub(crate) fn parse_hex(s: &str) -> Option<Digest> {
     Digest::parse_sha256_hex(s).ok()
 }
 
-/// Progress reporting: the CLI draws a bar on a terminal; the library only counts.
-pub trait Progress: Sync {
-    /// A new phase of `total` bytes (0 when unknown) begins.
-    fn start(&self, _phase: &str, _total: u64) {}
-    /// `n` more bytes are done.
-    fn advance(&self, _n: u64) {}
-    /// The phase is over.
-    fn finish(&self) {}
-}
-
-/// Progress that reports nothing.
-pub struct NoProgress;
-impl Progress for NoProgress {}
+/// Progress reporting is the workspace's one trait, `stella_oci::Progress`: every stage here
+/// reports phases of bytes through its `start` / `advance` / `finish`; the CLI draws a bar.
+pub use stella_oci::{Event, NoProgress, Progress};
 
 /// Hash everything `r` yields, in [`CHUNK`] reads; returns digest and length.
-pub fn hash_reader(r: &mut dyn Read, progress: &dyn Progress) -> std::io::Result<(Digest, u64)> {
+pub(crate) fn hash_reader(
+    r: &mut dyn Read,
+    progress: &dyn Progress,
+) -> std::io::Result<(Digest, u64)> {
     hash_reader_with(r, &mut vec![0u8; CHUNK], progress)
 }
 
@@ -78,7 +71,7 @@ fn read_chunks(
 }
 
 /// Hash one file.
-pub fn hash_file(path: &Path, progress: &dyn Progress) -> Result<(Digest, u64)> {
+pub(crate) fn hash_file(path: &Path, progress: &dyn Progress) -> Result<(Digest, u64)> {
     hash_file_with(path, &mut vec![0u8; CHUNK], progress)
 }
 
@@ -93,7 +86,7 @@ pub(crate) fn hash_file_with(
 }
 
 /// Number of hashing threads: every core.
-pub fn threads() -> usize {
+pub(crate) fn threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -101,7 +94,10 @@ pub fn threads() -> usize {
 
 /// Hash `files` (with their expected sizes, used to schedule largest first) on every core.
 /// Results come back in the order of `files`. The first I/O error stops the other threads.
-pub fn hash_files(files: &[(PathBuf, u64)], progress: &dyn Progress) -> Result<Vec<(Digest, u64)>> {
+pub(crate) fn hash_files(
+    files: &[(PathBuf, u64)],
+    progress: &dyn Progress,
+) -> Result<Vec<(Digest, u64)>> {
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by(|&a, &b| files[b].1.cmp(&files[a].1).then(a.cmp(&b)));
     let next = AtomicUsize::new(0);
@@ -155,7 +151,7 @@ pub fn hash_files(files: &[(PathBuf, u64)], progress: &dyn Progress) -> Result<V
 /// Files a worker takes from the shared counter at a time in [`hash_tree`]: one atomic
 /// operation (one contended cache line) per batch instead of per file, and consecutive files
 /// of a sorted list share their folder, so the folder's descriptor is reused.
-pub const TREE_BATCH: usize = 64;
+pub(crate) const TREE_BATCH: usize = 64;
 
 /// A folder opened for [`hash_tree`]-style access: every file is opened relative to a
 /// descriptor of its parent folder, which is itself opened beneath the root without following
@@ -389,7 +385,7 @@ pub(crate) fn hash_at(
 /// per worker, and handed out [`TREE_BATCH`] at a time. No link is followed anywhere under
 /// `root` (a file or folder replaced by a link after the walk is refused, not read), and a
 /// path cannot leave `root`. Memory: `threads × 256 KiB` of buffers and the result list.
-pub fn hash_tree<S: AsRef<str> + Sync>(
+pub(crate) fn hash_tree<S: AsRef<str> + Sync>(
     root: &Path,
     files: &[(S, u64)],
     progress: &dyn Progress,
@@ -451,7 +447,7 @@ pub fn hash_tree<S: AsRef<str> + Sync>(
 /// a time from both ends of the list (`TwoEnds`): consecutive files share a folder, and
 /// creating a file takes its folder's lock, so two workers create in different folders until
 /// they meet. Memory: `threads × 256 KiB` and the result list.
-pub fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
+pub(crate) fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
     src_root: &Path,
     dest_root: &Path,
     files: &[(S, D)],

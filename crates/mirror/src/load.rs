@@ -1,17 +1,17 @@
 //! `load`: push a bundle's images into a registry — after the bundle verified.
 //!
-//! 1. **Verify first, with the rules of `verify`**, before any network traffic. A folder (or
-//!    its `manifest.dsse`) is verified in place ([`verify_folder`]: signature, header,
-//!    checksum files, freshness, every listed file present with its size, nothing unlisted,
-//!    every SHA-256 — except that the blobs of the signed images, which the push hashes anyway
-//!    before its first request, are hashed once, there, instead of twice; a big folder, whose
-//!    metadata is above the in-memory threshold, is verified streamed and hashed whole, since
-//!    its signed file list is never held as a manifest). An archive
-//!    (`.tar.zst`, `.tar.gz`, `.tar`) is unpacked by [`crate::unpack::unpack`] into a temporary
-//!    folder (under `work_dir`, default `$TMPDIR`): every entry checked as it streams, the whole
-//!    bundle verified in a staging folder; nothing is pushed from an archive that did not
-//!    verify. Thin bundles are refused (they lack the files their base carries: `apply` them
-//!    first).
+//! 1. **Verify first, with the rules of `verify`**, before any network traffic, through
+//!    [`Source::verify`] like every other command. A folder (or its `manifest.dsse`) is
+//!    verified in place: signature, header, checksum files, freshness, every listed file
+//!    present with its size, nothing unlisted, every SHA-256 — except that the blobs of the
+//!    signed images, which the push hashes anyway before its first request, are hashed once,
+//!    there, instead of twice ([`Output::deferring`] with `pushed_blobs`); a big folder,
+//!    whose metadata is above the in-memory threshold, is verified streamed and hashed whole,
+//!    since its signed file list is never held as a manifest. An archive (any other file:
+//!    `.tar.zst`, `.tar.gz`, `.tar`) is written, every entry checked as it streams, into a
+//!    temporary folder (under `work_dir`, default `$TMPDIR`) and verified there; nothing is
+//!    pushed from an archive that did not verify. Thin bundles are refused (they lack the
+//!    files their base carries: `apply` them first).
 //! 2. **Targets** come from the signed manifest's `images`: `REGISTRY/[PREFIX/]REPO:TAG` for a
 //!    recorded reference `ANY-REGISTRY/REPO:TAG`, or `…/REPO@DIGEST` when the reference has no
 //!    tag; the manifest's digest is what gets pushed (so digests are preserved). Two images
@@ -34,10 +34,10 @@ use stella_oci::{
 };
 
 use crate::archive::Limits;
-use crate::error::{Error, Field, IoContext as _, Result};
+use crate::error::{Error, Field, Result};
 use crate::hash::Progress;
 use crate::manifest::{Kind, Manifest};
-use crate::source::{is_own_envelope, Source};
+use crate::source::{Output, Report, Source};
 use crate::verify::{self, Options};
 
 /// Options of [`load`].
@@ -94,7 +94,7 @@ pub struct LoadReport {
 }
 
 /// Where a bundle image goes: `(manifest digest, target reference)` in manifest order.
-pub fn targets(
+pub(crate) fn targets(
     manifest: &Manifest,
     registry: &str,
     prefix: Option<&str>,
@@ -179,56 +179,26 @@ pub fn load(
     check_prefix(opts.prefix.as_deref())?;
 
     let started = Instant::now();
-    let mut _unpacked: Option<tempfile::TempDir> = None;
-    // The sources `load` takes: a folder, its own `manifest.dsse` (any other file is an
-    // archive here: a detached envelope is not loaded), an archive.
-    let source = if bundle.is_dir() {
-        Source::Folder(bundle)
-    } else if !bundle.exists() {
-        return Err(Error::NotFound(bundle.to_path_buf()));
-    } else if is_own_envelope(bundle) {
-        Source::Envelope(bundle)
-    } else {
-        Source::Archive(bundle)
+    // `load`'s rule: a folder, its own `manifest.dsse`, else an archive. A folder defers the
+    // image blobs to the push; an archive is fully hashed as it is written into a temporary
+    // folder (under `work_dir`, default `$TMPDIR`), removed when `verified` is dropped.
+    let source = Source::for_load(bundle)?;
+    let from_archive = matches!(source, Source::Archive(_));
+    let work = match &opts.work_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir(),
     };
-    let (dir, from_archive) = if let Some(dir) = source.folder() {
-        (dir, false)
-    } else {
-        let parent = match &opts.work_dir {
-            Some(d) => d.clone(),
-            None => std::env::temp_dir(),
-        };
-        std::fs::create_dir_all(&parent).at(&parent)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".stella-load-")
-            .tempdir_in(&parent)
-            .at(&parent)?;
-        let dir = tmp.path().join("bundle");
-        _unpacked = Some(tmp);
-        (dir, true)
-    };
-    // An archive is fully hashed as it unpacks; a folder defers the image blobs to the push.
-    let verified = if from_archive {
-        Verified::Full(crate::unpack::unpack(
-            bundle,
-            &dir,
-            opts.limits,
-            verify_opts,
-            progress,
-        )?)
-    } else if crate::streamed::wants_stream(&dir, &opts.limits.stream) {
-        // A big bundle (metadata above the in-memory threshold): verified streamed, every
-        // file hashed here (the signed file list is not held, so nothing can be deferred).
-        Verified::Full(verify::verify_dir_with(
-            &dir,
-            verify_opts,
-            &opts.limits.stream,
-            progress,
-        )?)
-    } else {
-        Verified::Deferred(verify_folder(&dir, verify_opts, progress)?)
-    };
-    let manifest = &verified.meta().manifest;
+    let verified = source.verify(
+        verify_opts,
+        &opts.limits,
+        Output::staged_in(&work, "load").deferring(pushed_blobs),
+        progress,
+    )?;
+    let dir = verified
+        .dir()
+        .ok_or_else(|| Error::input("the bundle's files were not kept on disk"))?
+        .to_path_buf();
+    let manifest = &verified.report.meta().manifest;
     if manifest.kind == Kind::Thin {
         return Err(Error::input(format!(
             "{} is a thin bundle: it carries only what changed since its base; apply it first (stella mirror apply THIN --onto BASE) and load the result",
@@ -271,9 +241,9 @@ pub fn load(
         .collect();
     // The push hashed every deferred blob against its descriptor (the signed digest) before
     // its first request, so the folder's report is now a full one.
-    let verified = match verified {
-        Verified::Full(r) => r,
-        Verified::Deferred(d) => d.hashed_by_caller(),
+    let verified = match verified.report {
+        Report::Full(r) => r,
+        Report::PartlyHashed(d) => d.hashed_by_caller(),
     };
     Ok(LoadReport {
         verified,
@@ -282,22 +252,6 @@ pub fn load(
         verify_ms,
         push_ms,
     })
-}
-
-/// What verifying the bundle gave: a full report (archives hash everything as they unpack) or
-/// one whose image blobs the push still hashes (folders).
-enum Verified {
-    Full(verify::VerifiedBundle),
-    Deferred(verify::PartlyHashedBundle),
-}
-
-impl Verified {
-    fn meta(&self) -> &verify::VerifiedMetadata {
-        match self {
-            Verified::Full(r) => &r.meta,
-            Verified::Deferred(d) => d.meta(),
-        }
-    }
 }
 
 /// A blob of the bundle's layout that does not hash to its name (found by the push's check,
@@ -319,25 +273,17 @@ fn bundle_content_error(e: stella_oci::Error, layout: &Path) -> Error {
     }
 }
 
-/// [`verify::verify_dir`] for a folder about to be pushed: the same stages and rules, except
-/// that the blobs of the signed images are not hashed here. `push_all_from_layout` hashes
-/// every one of them against its descriptor before its first request (and refuses to push
-/// anything otherwise), and a blob's descriptor digest is its file name, which must be the
-/// SHA-256 the manifest lists for it — so each byte is still checked against the signed
-/// manifest before anything leaves, once instead of twice. Everything else (signature,
-/// header, checksum files, freshness, other files, unlisted files, sizes of every file, links)
-/// is checked here as `verify` does. If the image trees cannot be read, nothing is deferred.
-pub fn verify_folder(
-    dir: &Path,
-    opts: &Options<'_>,
-    progress: &dyn Progress,
-) -> Result<verify::PartlyHashedBundle> {
-    verify::verify_dir_deferring(dir, opts, |m| pushed_blobs(dir, m), progress)
-}
-
-/// Bundle paths of the blobs `push_all_from_layout` will hash: every blob of every signed
+/// Bundle paths of the blobs `push_all_from_layout` will hash, which the verification of a
+/// folder about to be pushed leaves to it ([`Output::deferring`]): every blob of every signed
 /// image whose manifest entry's SHA-256 is its file name and whose size is its descriptor's.
 /// Manifests are read with their digests checked. Empty when anything does not add up.
+///
+/// The push hashes every one of them against its descriptor before its first request (and
+/// refuses to push anything otherwise), and a blob's descriptor digest is its file name, which
+/// must be the SHA-256 the manifest lists for it — so each byte is still checked against the
+/// signed manifest before anything leaves, once instead of twice. Everything else (signature,
+/// header, checksum files, freshness, other files, unlisted files, sizes of every file, links)
+/// is checked as `verify` does. If the image trees cannot be read, nothing is deferred.
 fn pushed_blobs(dir: &Path, manifest: &Manifest) -> HashSet<String> {
     let path_of = |d: &Digest| format!("images/blobs/sha256/{}", d.hex());
     let collect = || -> Option<HashSet<String>> {

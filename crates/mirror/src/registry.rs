@@ -24,7 +24,7 @@ use stella_oci::{
 };
 
 use crate::error::{Error, Field, Result};
-use crate::hash::Progress;
+use crate::hash::{Event, Progress};
 use crate::spec::{ImageSource, ImageSpec};
 
 /// A registry image pulled into the bundle's layout.
@@ -176,24 +176,29 @@ pub(crate) fn merge_index(index: &[u8], pulled: &[PulledImage]) -> Result<Vec<u8
     stella_dsse::jcs::to_vec(&v).map_err(|e| Error::input(e.to_string()))
 }
 
-/// Counts the bytes `stella-oci` reports; a watcher thread forwards them to a mirror
-/// [`Progress`] (which borrows, while `stella-oci` wants a `'static` reporter).
+/// The `'static` reporter handed to `stella-oci`: counts the bytes of [`Event::Bytes`] and
+/// ignores the rest.
 struct ByteCounter(Arc<AtomicU64>);
 
-impl stella_oci::Progress for ByteCounter {
-    fn event(&self, event: &stella_oci::Event<'_>) {
-        if let stella_oci::Event::Bytes { n, .. } = event {
+impl Progress for ByteCounter {
+    fn event(&self, event: &Event<'_>) {
+        if let Event::Bytes { n, .. } = event {
             self.0.fetch_add(*n, Ordering::Relaxed);
         }
     }
 }
 
-/// Run `f` with a `stella-oci` progress reporter whose bytes advance `progress` (phase
-/// `phase`, total unknown).
+/// Run `f` with a reporter for `stella-oci` whose transfer bytes advance `progress` as one
+/// phase `phase` (total unknown).
+///
+/// Both are the same [`Progress`] trait; what this relays is the lifetime: `stella-oci`'s
+/// transfer tasks run on its runtime and need an `Arc<dyn Progress>` (`'static`), mirror
+/// stages borrow theirs. A scoped watcher thread forwards the count as `advance` calls (at
+/// most ten a second, the rate the CLI's bar draws at).
 pub(crate) fn with_byte_progress<T>(
     progress: &dyn Progress,
     phase: &str,
-    f: impl FnOnce(Arc<dyn stella_oci::Progress>) -> T,
+    f: impl FnOnce(Arc<dyn Progress>) -> T,
 ) -> T {
     let counter = Arc::new(AtomicU64::new(0));
     let stop = AtomicBool::new(false);
@@ -259,5 +264,50 @@ mod tests {
         let s = Digest::of(b"abc");
         assert_eq!(to_sha(&Digest::from_bytes(*s.as_bytes())), s);
         assert_eq!(Digest::from_bytes(*s.as_bytes()).to_string(), s.to_string());
+    }
+
+    #[test]
+    fn relayed_transfer_bytes_advance_one_phase_and_nothing_else_passes() {
+        use std::sync::Mutex;
+        #[derive(Default)]
+        struct Log(Mutex<Vec<String>>, AtomicU64);
+        impl Progress for Log {
+            fn event(&self, event: &Event<'_>) {
+                match event {
+                    Event::Advance { n } => {
+                        self.1.fetch_add(*n, Ordering::SeqCst);
+                    }
+                    other => self.0.lock().unwrap().push(format!("{other:?}")),
+                }
+            }
+        }
+        let log = Log::default();
+        let d = Digest::of(b"blob");
+        let out = with_byte_progress(&log, "pull", |p| {
+            // From another thread, as the transfer tasks do.
+            std::thread::spawn(move || {
+                p.event(&Event::BlobStart {
+                    digest: &d,
+                    size: 300,
+                });
+                for _ in 0..3 {
+                    p.event(&Event::Bytes { digest: &d, n: 100 });
+                }
+                p.event(&Event::BlobDone {
+                    digest: &d,
+                    size: 300,
+                    action: stella_oci::BlobAction::Downloaded,
+                });
+            })
+            .join()
+            .unwrap();
+            42
+        });
+        assert_eq!(out, 42);
+        assert_eq!(log.1.load(Ordering::SeqCst), 300);
+        assert_eq!(
+            *log.0.lock().unwrap(),
+            [r#"PhaseStart { phase: "pull", total: 0 }"#, "PhaseDone"]
+        );
     }
 }

@@ -64,7 +64,7 @@ pub struct Limits {
 }
 
 /// 16 GiB: about 100 million files of manifest.
-pub const MAX_STREAMED_MANIFEST_BYTES: u64 = 16 << 30;
+pub(crate) const MAX_STREAMED_MANIFEST_BYTES: u64 = 16 << 30;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -119,7 +119,7 @@ pub struct FileIndex {
 }
 
 /// One entry of a [`FileIndex`], borrowed: the manifest's own borrowed entry.
-pub use crate::manifest::FileRef as IndexEntry;
+pub(crate) use crate::manifest::FileRef as IndexEntry;
 
 impl FileIndex {
     pub fn len(&self) -> usize {
@@ -415,7 +415,7 @@ pub(crate) fn hash_all(r: &mut dyn Read, path: &Path) -> Result<(Digest, u64)> {
 pub(crate) use stella_digest::HashingWriter as Tee;
 
 /// Default [`Limits::payload_in_memory`]: the in-memory canonical check's bound.
-pub const PAYLOAD_IN_MEMORY: usize = stella_dsse::jcs::MAX_INPUT_BYTES;
+pub(crate) const PAYLOAD_IN_MEMORY: usize = stella_dsse::jcs::MAX_INPUT_BYTES;
 
 /// A writer that keeps what it is given in memory up to a bound, then moves it all to an
 /// unnamed temporary file and goes on there: memory stays bounded whatever the size, and a
@@ -1482,12 +1482,17 @@ mod tests {
     fn progress_counts_every_byte_once() {
         struct Count(AtomicU64, AtomicU64, AtomicUsize);
         impl Progress for Count {
-            fn start(&self, _phase: &str, total: u64) {
-                self.1.store(total, Ordering::SeqCst);
-                self.2.fetch_add(1, Ordering::SeqCst);
-            }
-            fn advance(&self, n: u64) {
-                self.0.fetch_add(n, Ordering::SeqCst);
+            fn event(&self, event: &crate::hash::Event<'_>) {
+                match event {
+                    crate::hash::Event::PhaseStart { total, .. } => {
+                        self.1.store(*total, Ordering::SeqCst);
+                        self.2.fetch_add(1, Ordering::SeqCst);
+                    }
+                    crate::hash::Event::Advance { n } => {
+                        self.0.fetch_add(*n, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
             }
         }
         let (dir, files) = tree();

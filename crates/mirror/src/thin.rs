@@ -9,17 +9,19 @@
 //! and only then swaps it into place.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::archive::{self, Limits};
+use crate::archive::Limits;
 use crate::error::{Error, Field, IoContext as _, Result};
 use crate::fs::{check_output_free, Staging};
 use crate::hash::{Digest, Progress};
 use crate::manifest::{FileEntry, Kind, Manifest, ManifestError, TypedFiles, Wire};
 use crate::names;
 use crate::pack::read_file_list;
+use crate::source::{folder_of, Output, Source};
 use crate::streamed::{FileIndex, IndexEntry};
 use crate::verify::{self, Options, VerifiedBundle};
 use crate::BundlePath;
@@ -51,20 +53,19 @@ pub fn apply(
     if let Some(o) = output {
         check_output_free(o)?;
     }
-    // A thin archive is unpacked (checked) into its own staging folder first.
-    let _unpacked;
-    let thin_dir: PathBuf;
-    let thin_report = if thin.is_dir() {
-        thin_dir = thin.to_path_buf();
-        verify::verify_dir(thin, opts, progress)?
-    } else {
-        let st = Staging::beside(&target, "thin")?;
-        let (_, r) =
-            archive::read_archive(thin, Some(&st.path), Limits::default(), opts, progress)?;
-        thin_dir = st.path.clone();
-        _unpacked = st;
-        r
-    };
+    // A thin folder is verified where it is; a thin archive is unpacked (checked) into its
+    // own staging folder beside the target first, removed when `thin_bundle` is dropped.
+    let thin_bundle = Source::for_apply(thin).verify(
+        opts,
+        &Limits::default(),
+        Output::staged_in(&folder_of(&target), "thin"),
+        progress,
+    )?;
+    let thin_dir = thin_bundle
+        .dir()
+        .ok_or_else(|| Error::input("the thin bundle's files were not kept on disk"))?
+        .to_path_buf();
+    let thin_report = thin_bundle.report;
     let (thin_manifest, thin_digest) =
         (thin_report.meta.manifest, thin_report.meta.manifest_digest);
     // (A thin bundle's report lists every file it does not carry: ~80 MB at 1,000,000.)
@@ -165,7 +166,14 @@ pub fn apply(
             from_base += 1;
             in_base
         };
-        copy_checked(&src, &bp.under(&staging.path), &f, progress)?;
+        let dest = bp.under(&staging.path);
+        copy_checked(&src, &dest, &f, progress)?;
+        // A copy is created 0644 (umask permitting): scripts get their mode back, as
+        // `create` and `unpack` give it.
+        let mode = crate::path::file_mode(f.path);
+        if mode != 0o644 {
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode)).at(&dest)?;
+        }
     }
     progress.finish();
     let removed = m.removed.len();
@@ -196,6 +204,9 @@ pub fn apply(
             ),
         ));
     }
+    // The result is a folder like any other (a staging folder is created 0700).
+    std::fs::set_permissions(&staging.path, std::fs::Permissions::from_mode(0o755))
+        .at(&staging.path)?;
     // Swap into place.
     if output.is_some() {
         staging.commit(&target)?;

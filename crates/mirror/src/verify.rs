@@ -11,7 +11,7 @@
 //!    mirror payload type. No signature is checked and the payload is not parsed yet:
 //!    authentication comes before parsing, so the order of the checks (and so which of two
 //!    faults is reported) is that of the stages here.
-//! 1. **Metadata** ([`CheckedBundle::verify`], [`verify_metadata`] for both steps):
+//! 1. **Metadata** ([`CheckedBundle::verify`]):
 //!    `manifest.dsse` is signed by enough distinct keyring keys valid for purpose
 //!    `mirror-bundle`; its payload is a canonical, well-formed manifest with purpose
 //!    `mirror-bundle`;
@@ -32,7 +32,7 @@
 //! files are left for the caller to hash. A refusal is an [`Error::Verify`] naming its
 //! [`Stage`](crate::Stage) and [`Field`] (the file, line or header/manifest field at fault);
 //! the rules that both paths share (in memory and streamed) are the small functions below
-//! `verify_metadata`, one message each.
+//! `CheckedBundle`, one message each.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -91,7 +91,7 @@ pub use crate::error::TimeSource;
 /// `anchorTime`: a local clock behind it is wrong (the usual air-gap failure: a clock that was
 /// never set) and is replaced by the anchor time; a clock ahead of it is kept, so an anchor
 /// never makes an old bundle look fresh.
-pub fn freshness_time(
+pub(crate) fn freshness_time(
     local: OffsetDateTime,
     anchor: Option<&crate::anchor::Anchor>,
 ) -> (OffsetDateTime, TimeSource) {
@@ -154,7 +154,7 @@ impl VerifiedMetadata {
 }
 
 /// A fully verified bundle: its metadata verified and every content file present was hashed
-/// and matched the signed manifest (compare [`PartlyHashedBundle`]).
+/// and matched the signed manifest (compare `PartlyHashedBundle`).
 #[derive(Debug, Clone)]
 pub struct VerifiedBundle {
     pub meta: VerifiedMetadata,
@@ -177,16 +177,10 @@ impl VerifiedBundle {
     }
 }
 
-pub use crate::fs::Metadata;
-
-/// Stage 1: signature, header, checksum files, freshness — [`CheckedBundle::from_metadata`]
-/// then [`CheckedBundle::verify`].
-pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMetadata> {
-    CheckedBundle::from_metadata(meta)?.verify(opts)
-}
+pub(crate) use crate::fs::Metadata;
 
 /// A bundle whose structure was checked, before any cryptography: its metadata files were
-/// read within their limits (regular files, [`read_dir_metadata`] or the archive reader),
+/// read within their limits (regular files, `read_dir_metadata` or the archive reader),
 /// `manifest.dsse` is present and parses as a DSSE envelope (within
 /// [`crate::MAX_METADATA_BYTES`], or the streamed caps) of a mirror bundle payload type. Nothing
 /// in it is trusted yet: [`verify`](Self::verify) checks the signatures first (authenticate
@@ -234,7 +228,7 @@ impl<'a> CheckedBundle<'a> {
     }
 
     /// The structure checks over a folder's metadata read as streams (memory independent of
-    /// the file count, see [`crate::streamed`]).
+    /// the file count, see `crate::streamed`).
     pub fn read_streamed(dir: &'a Path, limits: &'a crate::streamed::Limits) -> Result<Self> {
         Ok(CheckedBundle {
             form: Form::Streamed(Box::new(check_streamed(dir, limits)?)),
@@ -261,7 +255,7 @@ impl<'a> CheckedBundle<'a> {
     /// The cryptographic checks and all that follows them (SPEC §5, in this order): the
     /// envelope's signatures ([`Stage::Envelope`](crate::Stage)), the signed manifest and
     /// `manifest.json`, the detached header, the checksum files, `public-key.pem`, the time
-    /// anchor and freshness. The content is not looked at ([`check_files`] does that).
+    /// anchor and freshness. The content is not looked at (`check_files` does that).
     pub fn verify(self, opts: &Options<'_>) -> Result<VerifiedMetadata> {
         match self.form {
             Form::InMemory { meta, envelope } => verify_in_memory(meta, envelope, opts),
@@ -839,7 +833,7 @@ pub fn verify_header(
 }
 
 /// Stage 2: compare what is present with what the manifest lists.
-pub fn check_files(
+pub(crate) fn check_files(
     manifest: &Manifest,
     observed: &BTreeMap<String, (u64, Digest)>,
 ) -> Result<(usize, u64, Vec<String>)> {
@@ -881,7 +875,7 @@ pub fn check_files(
 /// Read the metadata files of a bundle folder.
 /// (Bounded: each file by [`crate::MAX_METADATA_BYTES`], all of them by
 /// [`crate::MAX_METADATA_TOTAL`].)
-pub fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
+pub(crate) fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
     let mut meta = Metadata::new();
     let mut total: u64 = 0;
     for name in names::METADATA {
@@ -911,7 +905,7 @@ pub fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
 /// as when the two ran in turn.
 ///
 /// A folder whose manifest or checksum files are above [`crate::MAX_METADATA_BYTES`] is
-/// verified streamed ([`crate::streamed`]: memory independent of the file count).
+/// verified streamed (`crate::streamed`: memory independent of the file count).
 pub fn verify_dir(
     dir: &Path,
     opts: &Options<'_>,
@@ -952,7 +946,7 @@ pub fn verify_dir_with(
 /// [`crate::verify::verify_dir`] for a folder whose metadata is above
 /// [`Limits::stream_above`] (see the module docs of [`crate::streamed`]).
 ///
-/// The checks are those of [`verify_metadata`] and [`check_files`], in their order as far as
+/// The checks are those of [`CheckedBundle::verify`] and [`check_files`], in their order as far as
 /// any failure is concerned (the first failing step in that order is the one reported), but
 /// spread over the cores: once the payload is out of its envelope, its signatures, canonical
 /// form and `manifest.json` are checked on a second thread while this one types the manifest
@@ -962,7 +956,7 @@ pub fn verify_dir_with(
 /// verified; a metadata failure wins over a content one.
 ///
 /// [`Limits::stream_above`]: crate::streamed::Limits::stream_above
-pub fn verify_dir_streamed(
+pub(crate) fn verify_dir_streamed(
     dir: &Path,
     opts: &Options<'_>,
     limits: &crate::streamed::Limits,
@@ -1458,7 +1452,7 @@ impl PartlyHashedBundle {
 /// [`verify_dir`], except that the content files named by `defer(manifest)` are only checked
 /// for presence and size here: the caller promises to hash them itself before using them
 /// (`mirror load` pushes image blobs, and the push hashes every blob before its first request).
-pub fn verify_dir_deferring(
+pub(crate) fn verify_dir_deferring(
     dir: &Path,
     opts: &Options<'_>,
     defer: impl FnOnce(&Manifest) -> HashSet<String>,
@@ -1492,7 +1486,7 @@ fn verify_dir_inner(
 
 /// Hash the content files of a folder (every file but the metadata) on every core; files in
 /// `deferred` that the manifest lists are taken at the manifest's digest with their real size.
-pub fn hash_dir_content(
+pub(crate) fn hash_dir_content(
     dir: &Path,
     manifest: &Manifest,
     deferred: &HashSet<String>,

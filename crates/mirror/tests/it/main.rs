@@ -9,4 +9,5 @@ mod failures;
 mod fixtures;
 mod roundtrip;
 mod signstream;
+mod source;
 mod streamed;
