@@ -85,7 +85,7 @@ pub use thin::{apply, diff, diff_indexed, diff_manifest_files, ApplyReport, Diff
 pub use tsa::HttpTimeStamper;
 pub use unpack::unpack;
 pub use verify::{
-    verify_checksums, verify_dir, verify_dir_with, verify_header, CheckedBundle, Header,
+    verify_checksums, verify_dir, verify_dir_with, verify_header, CheckedBundle, FromBase, Header,
     Options as VerifyOptions, PartlyHashedBundle, TimeSource, VerifiedBundle, VerifiedMetadata,
 };
 

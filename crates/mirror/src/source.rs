@@ -409,7 +409,7 @@ fn set_script_modes(
         .flat_map(|ix| (0..ix.len()).filter_map(move |i| ix.get(i).map(|e| e.path)));
     for p in obs.files.keys().map(String::as_str).chain(indexed) {
         let script = crate::path::file_mode(p) == 0o755;
-        if script && !(obs.index.is_some() && report.from_base.iter().any(|b| b == p)) {
+        if script && !(obs.index.is_some() && report.from_base.contains(p)) {
             let abs = BundlePath::new(p)
                 .map_err(|e| Error::content(Field::file(p), e))?
                 .under(dir);

@@ -651,7 +651,7 @@ const BATCH: usize = 256;
 pub(crate) const EARLY_RESULTS_BYTES: usize = 32 << 20;
 
 /// What [`check_content`] found: files and bytes checked, and the files left to the base.
-pub(crate) type ContentChecked = (usize, u64, Vec<String>);
+pub(crate) type ContentChecked = (usize, u64, crate::verify::FromBase);
 
 #[derive(Default)]
 struct Problems {
@@ -1226,14 +1226,14 @@ fn check_content_holding(
         return Err(e);
     }
     let mut problems = tally.problems.into_inner().unwrap_or_default();
-    let mut from_base = Vec::new();
+    let mut from_base = crate::verify::FromBase::default();
     for (i, s) in l.seen.iter().enumerate() {
         if *s {
             continue;
         }
         let Some(e) = l.index.get(i) else { continue };
         if l.kind == Kind::Thin {
-            from_base.push(e.path.to_string());
+            from_base.push(e.path);
         } else {
             problems.push(format!("file {} is missing", e.path));
         }
@@ -1244,7 +1244,7 @@ fn check_content_holding(
     Ok(Some((
         tally.count.into_inner(),
         tally.bytes.into_inner(),
-        from_base,
+        from_base.done(),
     )))
 }
 
@@ -1418,8 +1418,8 @@ mod tests {
         for when in WHEN {
             let (n, _, from_base) = check(dir.path(), Kind::Thin, &index, when).unwrap();
             assert_eq!(
-                (n, from_base.clone()),
-                (files.len() - 1, vec![last.clone()]),
+                (n, from_base.iter().collect::<Vec<_>>()),
+                (files.len() - 1, vec![last.as_str()]),
                 "{when:?}"
             );
         }

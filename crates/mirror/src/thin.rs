@@ -200,7 +200,7 @@ pub fn apply(
             format!(
                 "the rebuilt bundle lacks {} file(s), e.g. {}",
                 full.from_base.len(),
-                full.from_base[0]
+                full.from_base.get(0).unwrap_or_default()
             ),
         ));
     }
