@@ -1335,7 +1335,11 @@ mod tests {
         std::fs::write(dir.path().join("manifest.json"), b"{}").unwrap();
         for when in WHEN {
             let got = check(dir.path(), Kind::Full, &index, when).unwrap();
-            assert_eq!(got, (files.len(), total, Vec::new()), "{when:?}");
+            assert_eq!(
+                got,
+                (files.len(), total, crate::verify::FromBase::default()),
+                "{when:?}"
+            );
         }
     }
 
