@@ -8,9 +8,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use stella_keys::{Keyring, PublicKey, TrustedKey};
-use stella_mirror::archive::{read_stream, Limits};
-use stella_mirror::hash::NoProgress;
-use stella_mirror::verify::Options;
+use stella_mirror::{read_stream, ArchiveLimits, NoProgress, VerifyOptions};
 
 fn keyring() -> &'static Keyring {
     static RING: OnceLock<Keyring> = OnceLock::new();
@@ -22,7 +20,7 @@ fn keyring() -> &'static Keyring {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let opts = Options {
+    let opts = VerifyOptions {
         keyring: keyring(),
         threshold: 1,
         // Far in the future, with an unlimited freshness budget: never "stale", never "ahead".
@@ -30,10 +28,10 @@ fuzz_target!(|data: &[u8]| {
         max_age: Some(u64::MAX),
         time_roots: None,
     };
-    let limits = Limits {
+    let limits = ArchiveLimits {
         max_entry: 1 << 20,
         max_total: 4 << 20,
-        ..Limits::default()
+        ..ArchiveLimits::default()
     };
     let _ = read_stream(
         std::io::Cursor::new(data.to_vec()),

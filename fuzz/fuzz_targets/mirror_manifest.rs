@@ -3,9 +3,7 @@
 //! to canonical JSON that parses back to the same manifest.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use stella_mirror::spec::Spec;
-use stella_mirror::verify::Header;
-use stella_mirror::Manifest;
+use stella_mirror::{Spec, Header, Manifest};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = Manifest::from_json(data) {

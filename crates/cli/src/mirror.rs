@@ -15,9 +15,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use stella_keys::{DevKeys, Keyring};
-use stella_mirror::source::{Output, Source};
-use stella_mirror::tsa::HttpTimeStamper;
-use stella_mirror::{anchor, verify, ErrorKind};
+use stella_mirror::{ErrorKind, HttpTimeStamper, Output, Source};
 use stella_oci::{Event, Progress};
 use time::OffsetDateTime;
 
@@ -76,7 +74,7 @@ pub(crate) struct MirrorTrust {
     revocations: Option<PathBuf>,
     /// The loaded --time-trust-roots (filled by `keyring`).
     #[arg(skip)]
-    time_roots: std::sync::OnceLock<anchor::TrustRoots>,
+    time_roots: std::sync::OnceLock<stella_mirror::AnchorTrustRoots>,
 }
 
 impl MirrorTrust {
@@ -84,7 +82,7 @@ impl MirrorTrust {
     fn keyring(&self, dev: DevKeys) -> Result<Keyring> {
         if let Some(p) = &self.time_trust_roots {
             let pem = crate::io::read_limited(&p.display().to_string(), 16 << 20)?;
-            let roots = anchor::TrustRoots::from_pem(&pem)
+            let roots = stella_mirror::AnchorTrustRoots::from_pem(&pem)
                 .map_err(|e| fail(USAGE, format!("--time-trust-roots {}: {e}", p.display())))?;
             let _ = self.time_roots.set(roots);
         }
@@ -349,17 +347,15 @@ fn print_json<T: Serialize>(v: &T) -> Result<()> {
 }
 
 fn create(a: CreateArgs) -> Result<()> {
-    let spec = stella_mirror::spec::Spec::load(&a.spec).map_err(lib)?;
-    let generated_at = stella_mirror::epoch::time_or_now(explicit_time(
-        "--generated-at",
-        a.generated_at.as_deref(),
-    )?)
-    .map_err(lib)?;
+    let spec = stella_mirror::Spec::load(&a.spec).map_err(lib)?;
+    let generated_at =
+        stella_mirror::time_or_now(explicit_time("--generated-at", a.generated_at.as_deref())?)
+            .map_err(lib)?;
     let progress = Bar::new();
-    let r = stella_mirror::create::create(
+    let r = stella_mirror::create(
         &spec,
         &a.output,
-        &stella_mirror::create::CreateOptions {
+        &stella_mirror::CreateOptions {
             generated_at,
             base: a.base.clone(),
             registry: a.registry.config(),
@@ -435,9 +431,7 @@ fn kind_name(kind: stella_mirror::Kind) -> &'static str {
 /// An RFC 3339 time given with `flag`.
 fn explicit_time(flag: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>> {
     value
-        .map(|t| {
-            stella_mirror::manifest::parse_time(t).map_err(|e| fail(USAGE, format!("{flag}: {e}")))
-        })
+        .map(|t| stella_mirror::parse_time(t).map_err(|e| fail(USAGE, format!("{flag}: {e}"))))
         .transpose()
 }
 
@@ -459,16 +453,15 @@ fn sign(a: SignArgs, dev: DevKeys) -> Result<()> {
         (Some(k), Some(cert)) => Some(local_tsa(k[0].as_ref(), cert, a.tsa.tsa_policy.as_deref())?),
         _ => None,
     };
-    let created =
-        stella_mirror::epoch::time_or_now(explicit_time("--created", a.created.as_deref())?)
-            .map_err(lib)?;
+    let created = stella_mirror::time_or_now(explicit_time("--created", a.created.as_deref())?)
+        .map_err(lib)?;
     let progress = Bar::new();
-    let mut r = stella_mirror::sign::sign_with(
+    let mut r = stella_mirror::sign_with(
         &a.manifest,
         &out,
         &refs,
         created,
-        local.as_ref().map(|t| t as &dyn anchor::TimeStamper),
+        local.as_ref().map(|t| t as &dyn stella_mirror::TimeStamper),
         &progress,
     )
     .map_err(lib)?;
@@ -512,35 +505,40 @@ fn local_tsa<'a>(
     key: &'a dyn stella_keys::Signer,
     cert: &Path,
     policy: Option<&str>,
-) -> Result<anchor::LocalTsa<'a>> {
+) -> Result<stella_mirror::LocalTsa<'a>> {
     let pem = crate::io::read_limited(&cert.display().to_string(), 16 << 20)?;
-    anchor::local_tsa(key, &pem, policy).map_err(lib)
+    stella_mirror::local_tsa(key, &pem, policy).map_err(lib)
 }
 
 /// Ask the RFC 3161 TSA at `url` to stamp `manifest` (the signed `manifest.json` of `dir`),
 /// and write the anchor: one attempt, `timeout` seconds.
-fn stamp_url(dir: &Path, manifest: &[u8], url: &str, timeout: u64) -> Result<anchor::Anchor> {
+fn stamp_url(
+    dir: &Path,
+    manifest: &[u8],
+    url: &str,
+    timeout: u64,
+) -> Result<stella_mirror::Anchor> {
     let tsa = HttpTimeStamper::new(
         url,
         HttpTimeStamper::single_attempt(Duration::from_secs(timeout)),
     )
     .map_err(lib)?;
-    anchor::stamp_manifest(dir, manifest, &tsa).map_err(lib)
+    stella_mirror::stamp_manifest(dir, manifest, &tsa).map_err(lib)
 }
 
 /// [`stamp_url`] for the manifest whose SHA-256 is `sha256`.
 fn stamp_url_digest(
     dir: &Path,
-    sha256: &stella_mirror::hash::Digest,
+    sha256: &stella_mirror::Digest,
     url: &str,
     timeout: u64,
-) -> Result<anchor::Anchor> {
+) -> Result<stella_mirror::Anchor> {
     let tsa = HttpTimeStamper::new(
         url,
         HttpTimeStamper::single_attempt(Duration::from_secs(timeout)),
     )
     .map_err(lib)?;
-    anchor::stamp_digest(dir, sha256, &tsa).map_err(lib)
+    stella_mirror::stamp_digest(dir, sha256, &tsa).map_err(lib)
 }
 
 fn anchor_cmd(a: AnchorArgs, dev: DevKeys) -> Result<()> {
@@ -550,14 +548,14 @@ fn anchor_cmd(a: AnchorArgs, dev: DevKeys) -> Result<()> {
             .source
             .clone()
             .unwrap_or_else(|| format!("token file {}", p.display()));
-        anchor::attach_token(&a.dir, &bytes, &source).map_err(lib)?
+        stella_mirror::attach_anchor_token(&a.dir, &bytes, &source).map_err(lib)?
     } else if let Some(url) = &a.tsa.tsa_url {
-        let manifest = anchor::signed_manifest(&a.dir).map_err(lib)?;
+        let manifest = stella_mirror::signed_manifest(&a.dir).map_err(lib)?;
         stamp_url(&a.dir, &manifest, url, a.tsa.tsa_timeout)?
     } else if let (Some(k), Some(cert)) = (&a.tsa.tsa_key, &a.tsa.tsa_cert) {
         let key = crate::attest::load_signers(std::slice::from_ref(k), dev)?;
         let tsa = local_tsa(key[0].as_ref(), cert, a.tsa.tsa_policy.as_deref())?;
-        anchor::attach(&a.dir, &tsa).map_err(lib)?
+        stella_mirror::attach_anchor(&a.dir, &tsa).map_err(lib)?
     } else {
         return Err(fail(
             USAGE,
@@ -574,18 +572,18 @@ fn anchor_cmd(a: AnchorArgs, dev: DevKeys) -> Result<()> {
     Ok(())
 }
 
-fn print_anchor_written(an: &anchor::Anchor) {
+fn print_anchor_written(an: &stella_mirror::Anchor) {
     println!(
         "Wrote time-anchor.json: RFC 3161 token from {} at {} (TSA {}, serial {})",
         an.source,
-        stella_mirror::manifest::format_time(an.time),
+        stella_mirror::format_time(an.time),
         an.tsa,
         an.serial
     );
 }
 
-fn opts<'a>(keyring: &'a Keyring, t: &'a MirrorTrust) -> verify::Options<'a> {
-    verify::Options {
+fn opts<'a>(keyring: &'a Keyring, t: &'a MirrorTrust) -> stella_mirror::VerifyOptions<'a> {
+    stella_mirror::VerifyOptions {
         keyring,
         threshold: t.threshold,
         now: OffsetDateTime::now_utc(),
@@ -594,7 +592,7 @@ fn opts<'a>(keyring: &'a Keyring, t: &'a MirrorTrust) -> verify::Options<'a> {
     }
 }
 
-fn report_json<'a>(r: &'a verify::VerifiedBundle, source: &'a Path) -> ReportView<'a> {
+fn report_json<'a>(r: &'a stella_mirror::VerifiedBundle, source: &'a Path) -> ReportView<'a> {
     let m = &r.meta.manifest;
     ReportView {
         verified: true,
@@ -608,14 +606,14 @@ fn report_json<'a>(r: &'a verify::VerifiedBundle, source: &'a Path) -> ReportVie
         images: &m.images,
         time_anchor: r.meta.anchor.as_ref().map(AnchorView::of),
         freshness: FreshnessView {
-            judged_at: stella_mirror::manifest::format_time(r.meta.judged_at),
+            judged_at: stella_mirror::format_time(r.meta.judged_at),
             time_source: r.meta.time_source.name(),
         },
         warnings: &r.meta.warnings,
     }
 }
 
-fn print_report(r: &verify::VerifiedBundle, source: &Path) {
+fn print_report(r: &stella_mirror::VerifiedBundle, source: &Path) {
     let m = &r.meta.manifest;
     println!(
         "Verified OK: {} {} (generation {}, {}) from {}",
@@ -647,7 +645,7 @@ fn print_report(r: &verify::VerifiedBundle, source: &Path) {
     if let Some(an) = &r.meta.anchor {
         println!(
             "time anchor: {} from {} (RFC 3161, TSA {}): {}",
-            stella_mirror::manifest::format_time(an.time),
+            stella_mirror::format_time(an.time),
             an.source,
             an.tsa,
             match &an.chain {
@@ -655,16 +653,16 @@ fn print_report(r: &verify::VerifiedBundle, source: &Path) {
                 None => "NOT trusted (no --time-trust-roots)".to_string(),
             }
         );
-        if r.meta.time_source == verify::TimeSource::TimeAnchor {
+        if r.meta.time_source == stella_mirror::TimeSource::TimeAnchor {
             println!(
                 "freshness judged at the anchor time {}: the local clock is behind it",
-                stella_mirror::manifest::format_time(r.meta.judged_at)
+                stella_mirror::format_time(r.meta.judged_at)
             );
         }
     }
 }
 
-fn warn_all(r: &verify::VerifiedBundle) {
+fn warn_all(r: &stella_mirror::VerifiedBundle) {
     for w in &r.meta.warnings {
         eprintln!("warning: {w}");
     }
@@ -691,7 +689,7 @@ fn is_header(p: &Path, payload: Option<&Path>) -> bool {
 }
 
 /// `stella mirror verify DIR/mirror/metadata/mirror.dsse.json`: the header on its own.
-fn verify_header_cmd(a: &VerifyArgs, o: &verify::Options<'_>) -> Result<()> {
+fn verify_header_cmd(a: &VerifyArgs, o: &stella_mirror::VerifyOptions<'_>) -> Result<()> {
     let t = &a.target;
     let header =
         crate::io::read_limited(&t.display().to_string(), stella_mirror::MAX_METADATA_BYTES)?;
@@ -713,7 +711,7 @@ fn verify_header_cmd(a: &VerifyArgs, o: &verify::Options<'_>) -> Result<()> {
         stella_mirror::MAX_METADATA_BYTES,
     )
     .map_err(|e| e.context("the detached header's payload (give it with --payload FILE)"))?;
-    let r = verify::verify_header(&header, &payload, o).map_err(lib)?;
+    let r = stella_mirror::verify_header(&header, &payload, o).map_err(lib)?;
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
@@ -773,7 +771,7 @@ fn verify_target(a: &VerifyArgs, dev: DevKeys) -> Result<()> {
         }
         e => lib(e),
     })?;
-    let limits = stella_mirror::archive::Limits::default();
+    let limits = stella_mirror::ArchiveLimits::default();
     let r = source
         .verify(&o, &limits, Output::verify_only(), &progress)
         .map_err(lib)?
@@ -789,7 +787,7 @@ fn verify_target(a: &VerifyArgs, dev: DevKeys) -> Result<()> {
 
 fn verify_checksums(a: ChecksumArgs) -> Result<()> {
     let progress = Bar::new();
-    let (n, bytes) = match verify::verify_checksums(&a.dir, &progress).map_err(lib) {
+    let (n, bytes) = match stella_mirror::verify_checksums(&a.dir, &progress).map_err(lib) {
         Ok(r) => r,
         Err(e) if a.output == "json" => {
             return Err(crate::exit::print_json_failure(
@@ -811,9 +809,9 @@ fn verify_checksums(a: ChecksumArgs) -> Result<()> {
 }
 
 fn pack(a: PackArgs) -> Result<()> {
-    let mtime = stella_mirror::pack::source_date_epoch().map_err(lib)?;
+    let mtime = stella_mirror::archive_mtime().map_err(lib)?;
     let progress = Bar::new();
-    let r = stella_mirror::pack::pack(&a.dir, &a.output, mtime, &progress).map_err(lib)?;
+    let r = stella_mirror::pack(&a.dir, &a.output, mtime, &progress).map_err(lib)?;
     if a.report.json() {
         return print_json(&PackView {
             archive: &a.output,
@@ -836,14 +834,13 @@ fn pack(a: PackArgs) -> Result<()> {
 fn unpack(a: UnpackArgs, dev: DevKeys) -> Result<()> {
     let ring = a.trust.keyring(dev)?;
     let o = opts(&ring, &a.trust);
-    let mut limits = stella_mirror::archive::Limits::default();
+    let mut limits = stella_mirror::ArchiveLimits::default();
     if let Some(m) = a.max_size {
         limits.max_total = m;
         limits.max_entry = limits.max_entry.min(m);
     }
     let progress = Bar::new();
-    let r =
-        stella_mirror::unpack::unpack(&a.archive, &a.output, limits, &o, &progress).map_err(lib)?;
+    let r = stella_mirror::unpack(&a.archive, &a.output, limits, &o, &progress).map_err(lib)?;
     warn_all(&r);
     if a.report.json() {
         return print_json(&UnpackView {
@@ -860,8 +857,8 @@ fn apply(a: ApplyArgs, dev: DevKeys) -> Result<()> {
     let ring = a.trust.keyring(dev)?;
     let o = opts(&ring, &a.trust);
     let progress = Bar::new();
-    let r = stella_mirror::thin::apply(&a.thin, &a.onto, a.output.as_deref(), &o, &progress)
-        .map_err(lib)?;
+    let r =
+        stella_mirror::apply(&a.thin, &a.onto, a.output.as_deref(), &o, &progress).map_err(lib)?;
     warn_all(&r.report);
     if a.report.json() {
         return print_json(&ApplyView {
@@ -885,9 +882,7 @@ fn apply(a: ApplyArgs, dev: DevKeys) -> Result<()> {
 
 /// A manifest (a bundle folder's or a file) without its files, and the files as a compact
 /// index: a big manifest is read as a stream, never held whole.
-fn load_manifest(
-    p: &Path,
-) -> Result<(stella_mirror::Manifest, stella_mirror::streamed::FileIndex)> {
+fn load_manifest(p: &Path) -> Result<(stella_mirror::Manifest, stella_mirror::FileIndex)> {
     let file = if p.is_dir() {
         p.join(stella_mirror::names::MANIFEST)
     } else {
@@ -897,21 +892,20 @@ fn load_manifest(
         let bytes = crate::io::read_limited("-", stella_mirror::MAX_METADATA_BYTES)?;
         let mut m = stella_mirror::Manifest::from_json(&bytes)
             .map_err(|e| fail(USAGE, format!("-: {e}")))?;
-        let mut index = stella_mirror::streamed::FileIndex::default();
+        let mut index = stella_mirror::FileIndex::default();
         for f in std::mem::take(&mut m.files) {
             index.push(f).map_err(|e| fail(USAGE, format!("-: {e}")))?;
         }
         return Ok((m, index));
     }
-    let limits = stella_mirror::streamed::Limits::default();
-    let (m, index, _) =
-        stella_mirror::pack::read_file_list(&file, &limits).map_err(|e| match e {
-            stella_mirror::Error::NotFound(_) => fail(
-                crate::exit::NOT_FOUND,
-                format!("{}: no such file", file.display()),
-            ),
-            e => lib(e),
-        })?;
+    let limits = stella_mirror::StreamLimits::default();
+    let (m, index, _) = stella_mirror::read_file_list(&file, &limits).map_err(|e| match e {
+        stella_mirror::Error::NotFound(_) => fail(
+            crate::exit::NOT_FOUND,
+            format!("{}: no such file", file.display()),
+        ),
+        e => lib(e),
+    })?;
     Ok((m, index))
 }
 
@@ -930,21 +924,19 @@ fn diff(a: DiffArgs) -> Result<()> {
         // Standard input (bounded by the metadata limit) is held, as before.
         let (old, old_files) = load_manifest(&a.a)?;
         let (new, new_files) = load_manifest(&a.b)?;
-        let d = stella_mirror::thin::diff_indexed(&old, &old_files, &new, &new_files);
+        let d = stella_mirror::diff_indexed(&old, &old_files, &new, &new_files);
         (old, new, d)
     } else {
         // Two files: read as two streams at once, merged as they come (neither file list
         // is held: memory follows the differences, not the file count).
-        let limits = stella_mirror::streamed::Limits::default();
-        stella_mirror::thin::diff_manifest_files(&old_file, &new_file, &limits).map_err(
-            |e| match e {
-                stella_mirror::Error::NotFound(f) => fail(
-                    crate::exit::NOT_FOUND,
-                    format!("{}: no such file", f.display()),
-                ),
-                e => lib(e),
-            },
-        )?
+        let limits = stella_mirror::StreamLimits::default();
+        stella_mirror::diff_manifest_files(&old_file, &new_file, &limits).map_err(|e| match e {
+            stella_mirror::Error::NotFound(f) => fail(
+                crate::exit::NOT_FOUND,
+                format!("{}: no such file", f.display()),
+            ),
+            e => lib(e),
+        })?
     };
     let view = DiffView {
         from: BundleIdView::of(&old),
@@ -1027,13 +1019,13 @@ fn load(a: LoadArgs, dev: DevKeys) -> Result<()> {
 fn load_bundle(a: &LoadArgs, dev: DevKeys) -> Result<()> {
     let ring = a.trust.keyring(dev)?;
     let o = opts(&ring, &a.trust);
-    let mut lo = stella_mirror::load::LoadOptions::new(&a.registry);
+    let mut lo = stella_mirror::LoadOptions::new(&a.registry);
     lo.prefix = a.prefix.clone();
     lo.dry_run = a.dry_run;
     lo.client = a.registry_args.config();
     lo.work_dir = a.work_dir.clone();
     let progress = Bar::new();
-    let r = stella_mirror::load::load(&a.bundle, &o, &lo, &progress).map_err(|e| match e {
+    let r = stella_mirror::load(&a.bundle, &o, &lo, &progress).map_err(|e| match e {
         stella_mirror::Error::Registry(o) => crate::registry::oci_push_error(o),
         e => lib(e),
     })?;
@@ -1312,10 +1304,10 @@ struct AnchorView<'a> {
 }
 
 impl<'a> AnchorView<'a> {
-    fn of(an: &'a anchor::Anchor) -> Self {
+    fn of(an: &'a stella_mirror::Anchor) -> Self {
         AnchorView {
-            anchor_time: stella_mirror::manifest::format_time(an.time),
-            format: anchor::FORMAT,
+            anchor_time: stella_mirror::format_time(an.time),
+            format: stella_mirror::ANCHOR_FORMAT,
             source: &an.source,
             tsa: &an.tsa,
             tsa_sha256: &an.tsa_fingerprint,
@@ -1454,7 +1446,7 @@ struct ApplyView<'a> {
 struct DiffView<'a> {
     from: BundleIdView<'a>,
     to: BundleIdView<'a>,
-    diff: &'a stella_mirror::thin::Diff,
+    diff: &'a stella_mirror::Diff,
 }
 
 /// [`DiffView`] serialised without holding it as a `serde_json::Value` (the added, changed and
@@ -1465,7 +1457,7 @@ struct DiffJson<'a>(&'a DiffView<'a>);
 impl Serialize for DiffJson<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap as _;
-        struct Body<'a>(&'a stella_mirror::thin::Diff);
+        struct Body<'a>(&'a stella_mirror::Diff);
         impl Serialize for Body<'_> {
             fn serialize<S: serde::Serializer>(
                 &self,
@@ -1485,8 +1477,8 @@ impl Serialize for DiffJson<'_> {
             }
         }
         /// A list whose entries are each written through a `Value` (keys sorted).
-        struct Sorted<'a, T>(&'a stella_mirror::thin::List<T>);
-        impl<T: stella_mirror::thin::Record + Serialize> Serialize for Sorted<'_, T> {
+        struct Sorted<'a, T>(&'a stella_mirror::DiffList<T>);
+        impl<T: stella_mirror::DiffRecord + Serialize> Serialize for Sorted<'_, T> {
             fn serialize<S: serde::Serializer>(
                 &self,
                 s: S,
@@ -1581,8 +1573,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn anchor(chain: Option<Vec<String>>) -> anchor::Anchor {
-        anchor::Anchor {
+    fn anchor(chain: Option<Vec<String>>) -> stella_mirror::Anchor {
+        stella_mirror::Anchor {
             time: OffsetDateTime::from_unix_timestamp(1_765_015_200).unwrap(),
             source: "http://tsa.example/tsa".into(),
             tsa: "CN=TSA".into(),
@@ -1598,12 +1590,12 @@ mod tests {
     /// view through a `serde_json::Value` gives, whether its lists are held or spilled.
     #[test]
     fn diff_json_stream_is_the_value_print() {
-        use stella_mirror::manifest::FileEntry;
-        use stella_mirror::thin::{Changed, Diff, List};
+        use stella_mirror::FileEntry;
+        use stella_mirror::{Diff, DiffChanged as Changed, DiffList as List};
         let entry = |p: &str, size: u64, b: u8| FileEntry {
             path: p.parse().unwrap(),
             size,
-            sha256: stella_mirror::hash::Digest::sha256([b; 32]),
+            sha256: stella_mirror::Digest::sha256([b; 32]),
             media_type: format!("text/x-{b}\"quoted\""),
         };
         for limit in [0, 1, 2, usize::MAX] {
@@ -1641,8 +1633,8 @@ mod tests {
                     .push(entry(&format!("r/{i} x"), 1 << 40, 0xff - i));
                 d.changed.push(Changed {
                     path: format!("c/{i}").parse().unwrap(),
-                    old_sha256: stella_mirror::hash::Digest::sha256([i; 32]),
-                    new_sha256: stella_mirror::hash::Digest::sha256([i + 1; 32]),
+                    old_sha256: stella_mirror::Digest::sha256([i; 32]),
+                    new_sha256: stella_mirror::Digest::sha256([i + 1; 32]),
                     old_size: 7,
                     new_size: u64::from(i),
                 });
@@ -1664,10 +1656,10 @@ mod tests {
     }
 
     /// The literal `mirror sign/anchor/verify` printed before the views.
-    fn old_literal(an: &anchor::Anchor) -> serde_json::Value {
+    fn old_literal(an: &stella_mirror::Anchor) -> serde_json::Value {
         json!({
-            "anchorTime": stella_mirror::manifest::format_time(an.time),
-            "format": anchor::FORMAT,
+            "anchorTime": stella_mirror::format_time(an.time),
+            "format": stella_mirror::ANCHOR_FORMAT,
             "source": an.source,
             "tsa": an.tsa,
             "tsaSha256": an.tsa_fingerprint,

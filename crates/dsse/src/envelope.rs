@@ -165,6 +165,52 @@ impl Envelope {
     }
 }
 
+impl Envelope {
+    /// The envelope as `serde` writes [`Envelope::to_value`], members in sorted order
+    /// (`payload`, `payloadType`, `signatures[{keyid, sig}]`), without building the
+    /// `Value` tree: the same bytes from `serde_json::to_vec`, and the same `Value` from
+    /// `serde_json::to_value` (tested). For API answers that embed the envelope.
+    pub fn sorted_json(&self) -> SortedJson<'_> {
+        SortedJson(self)
+    }
+}
+
+/// See [`Envelope::sorted_json`].
+#[derive(Debug, Clone, Copy)]
+pub struct SortedJson<'a>(&'a Envelope);
+
+impl serde::Serialize for SortedJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let e = self.0;
+        let mut m = s.serialize_struct("Envelope", 3)?;
+        m.serialize_field("payload", &b64::encode(&e.payload))?;
+        m.serialize_field("payloadType", &e.payload_type)?;
+        m.serialize_field("signatures", &SortedSignatures(&e.signatures))?;
+        m.end()
+    }
+}
+
+struct SortedSignatures<'a>(&'a [Signature]);
+
+impl serde::Serialize for SortedSignatures<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(SortedSignature))
+    }
+}
+
+struct SortedSignature<'a>(&'a Signature);
+
+impl serde::Serialize for SortedSignature<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut m = s.serialize_struct("Signature", 2)?;
+        m.serialize_field("keyid", &self.0.keyid)?;
+        m.serialize_field("sig", &b64::encode(&self.0.sig))?;
+        m.end()
+    }
+}
+
 /// DSSE v1 pre-authentication encoding:
 /// `"DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`, lengths as ASCII decimal.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
@@ -220,6 +266,62 @@ pub(crate) fn write_signatures_tail(signatures: &[Signature], out: &mut Vec<u8>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `sorted_json` writes the bytes (and the `Value`) of `to_value`, on envelopes that
+    /// exercise escaping, base64 padding, and zero, one and several signatures.
+    #[test]
+    fn sorted_json_is_to_value_byte_for_byte() {
+        let types = [
+            "application/vnd.in-toto+json",
+            "t",
+            "quote\" back\\slash \u{1}\u{1f} \u{7f} é \u{e000} \u{1f600} </script>",
+        ];
+        let keyids = ["", "sha256:00ff", "k\"\n\u{0}", "\u{2028}\u{2029}"];
+        let mut n = 0;
+        for ty in types {
+            for len in [0usize, 1, 2, 3, 4, 5, 64, 1000] {
+                for sigs in 0..4usize {
+                    let env = Envelope {
+                        payload_type: ty.to_string(),
+                        payload: (0..len).map(|i| (i * 37 + sigs) as u8).collect(),
+                        signatures: (0..sigs)
+                            .map(|i| Signature {
+                                keyid: keyids[(i + len) % keyids.len()].to_string(),
+                                sig: (0..(i * 7 + len % 5)).map(|j| (j * 11) as u8).collect(),
+                            })
+                            .collect(),
+                    };
+                    let old = serde_json::to_vec(&env.to_value()).unwrap();
+                    let new = serde_json::to_vec(&env.sorted_json()).unwrap();
+                    assert_eq!(
+                        String::from_utf8(new).unwrap(),
+                        String::from_utf8(old).unwrap()
+                    );
+                    let pretty_old = serde_json::to_vec_pretty(&env.to_value()).unwrap();
+                    let pretty_new = serde_json::to_vec_pretty(&env.sorted_json()).unwrap();
+                    assert_eq!(pretty_new, pretty_old);
+                    assert_eq!(
+                        serde_json::to_value(env.sorted_json()).unwrap(),
+                        env.to_value()
+                    );
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(n, 3 * 8 * 4);
+        // It is the envelope, not a constant: a changed signature changes the output.
+        let mut env = Envelope {
+            payload_type: "t".into(),
+            payload: b"x".to_vec(),
+            signatures: vec![Signature {
+                keyid: "k".into(),
+                sig: vec![1],
+            }],
+        };
+        let before = serde_json::to_vec(&env.sorted_json()).unwrap();
+        env.signatures[0].sig[0] = 2;
+        assert_ne!(serde_json::to_vec(&env.sorted_json()).unwrap(), before);
+    }
 
     #[test]
     fn pae_matches_spec_example() {

@@ -42,8 +42,8 @@ use serde::{Deserialize, Serialize};
 use stella_keys::Signer;
 use time::OffsetDateTime;
 
-pub use stella_x509::tsp::TokenInfo;
-pub use stella_x509::Cert;
+pub(crate) use stella_x509::tsp::TokenInfo;
+pub(crate) use stella_x509::Cert;
 
 use crate::error::{Error, Field, Result};
 use crate::hash::Digest;
@@ -88,24 +88,13 @@ impl TrustRoots {
 
 /// Parse a token and check everything that needs no trust decision (see
 /// [`stella_x509::tsp::check_token`]).
-pub fn check_token(token: &[u8], extra: &[Cert]) -> Result<TokenInfo> {
+pub(crate) fn check_token(token: &[u8], extra: &[Cert]) -> Result<TokenInfo> {
     stella_x509::tsp::check_token(token, extra).map_err(tsp_err)
-}
-
-/// A `TimeStampReq` (DER) for a SHA-256 digest, asking for the TSA certificate.
-pub fn request(sha256: &[u8; 32], nonce: &[u8; 8]) -> Result<Vec<u8>> {
-    stella_x509::tsp::request(sha256, nonce).map_err(tsp_err)
-}
-
-/// The token of a `TimeStampResp`, after checking the status (granted), that it stamps
-/// `sha256` and echoes `nonce`, and that its signature verifies.
-pub fn token_from_response(resp: &[u8], sha256: &[u8; 32], nonce: &[u8; 8]) -> Result<Vec<u8>> {
-    stella_x509::tsp::token_from_response(resp, sha256, nonce).map_err(tsp_err)
 }
 
 /// A token from a file: a TimeStampToken (CMS ContentInfo) as is, or the token of a
 /// TimeStampResp (`openssl ts -reply` output) whose status is granted.
-pub fn token_from_bytes(bytes: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn token_from_bytes(bytes: &[u8]) -> Result<Vec<u8>> {
     stella_x509::tsp::token_from_bytes(bytes).map_err(tsp_err)
 }
 
@@ -132,7 +121,7 @@ pub fn local_tsa<'a>(
 /// `time-anchor.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AnchorFile {
+pub(crate) struct AnchorFile {
     pub anchor_time: String,
     pub format: String,
     pub source: String,
@@ -140,7 +129,7 @@ pub struct AnchorFile {
     pub token_digest: String,
 }
 
-/// A time anchor that verified (see [`verify_anchor`]).
+/// A time anchor that verified (see `verify_anchor`).
 #[derive(Debug, Clone)]
 pub struct Anchor {
     /// The TSA's time (`genTime` = `anchorTime`).
@@ -164,11 +153,6 @@ impl Anchor {
     }
 }
 
-/// Build `time-anchor.json` for a token over `manifest_bytes` (checked first).
-pub fn anchor_file(token: &[u8], source: &str, manifest_bytes: &[u8]) -> Result<(Vec<u8>, Anchor)> {
-    anchor_file_for(token, source, Stamped::Bytes(manifest_bytes))
-}
-
 /// What a token must stamp: the manifest's bytes, or only their SHA-256 (a manifest too large
 /// to hold in memory; a token over another hash of it is then refused).
 #[derive(Debug, Clone, Copy)]
@@ -186,8 +170,8 @@ impl Stamped<'_> {
     }
 }
 
-/// [`anchor_file`] for a manifest given as [`Stamped`].
-pub fn anchor_file_for(
+/// Build `time-anchor.json` for a token over a manifest given as [`Stamped`] (checked first).
+pub(crate) fn anchor_file_for(
     token: &[u8],
     source: &str,
     manifest: Stamped<'_>,
@@ -226,7 +210,7 @@ fn check_imprint(info: &TokenInfo, manifest: Stamped<'_>) -> Result<()> {
 
 /// Verify `time-anchor.json` against the manifest it must stamp; with `roots`, also that the
 /// TSA certificate chains to one of them (the anchor is then trusted).
-pub fn verify_anchor(
+pub(crate) fn verify_anchor(
     bytes: &[u8],
     manifest_bytes: &[u8],
     roots: Option<&TrustRoots>,
@@ -235,7 +219,7 @@ pub fn verify_anchor(
 }
 
 /// [`verify_anchor`] for a manifest given as [`Stamped`].
-pub fn verify_anchor_for(
+pub(crate) fn verify_anchor_for(
     bytes: &[u8],
     manifest: Stamped<'_>,
     roots: Option<&TrustRoots>,
@@ -364,7 +348,7 @@ pub fn attach_token(
 
 /// Write `dir/time-anchor.json` for `token`, which must stamp `manifest` (the bundle's
 /// `manifest.json` bytes) and verify (everything but the trust chain).
-pub fn write_anchor(
+pub(crate) fn write_anchor(
     dir: &std::path::Path,
     token: &[u8],
     source: &str,
@@ -373,7 +357,7 @@ pub fn write_anchor(
     write_anchor_for(dir, token, source, Stamped::Bytes(manifest))
 }
 
-/// [`write_anchor`] for a manifest given as [`Stamped`].
+/// `write_anchor` for a manifest given as [`Stamped`].
 pub fn write_anchor_for(
     dir: &std::path::Path,
     token: &[u8],

@@ -553,8 +553,8 @@ fn read_entries(
 
 /// The listed files an archive did not carry: missing (reported as `check_files` does, first
 /// ten), or, for a thin bundle, carried by its base.
-fn unseen(index: &FileIndex, seen: &[bool], kind: crate::Kind) -> Result<Vec<String>> {
-    let mut from_base = Vec::new();
+fn unseen(index: &FileIndex, seen: &[bool], kind: crate::Kind) -> Result<verify::FromBase> {
+    let mut from_base = verify::FromBase::default();
     let mut missing = Vec::new();
     let mut n = 0;
     for (i, s) in seen.iter().enumerate() {
@@ -563,7 +563,7 @@ fn unseen(index: &FileIndex, seen: &[bool], kind: crate::Kind) -> Result<Vec<Str
         }
         let Some(e) = index.get(i) else { continue };
         if kind == crate::Kind::Thin {
-            from_base.push(e.path.to_string());
+            from_base.push(e.path);
         } else {
             n += 1;
             if missing.len() < 10 {
@@ -574,7 +574,7 @@ fn unseen(index: &FileIndex, seen: &[bool], kind: crate::Kind) -> Result<Vec<Str
     if n > 0 {
         return Err(Error::content_mismatch(n, &missing));
     }
-    Ok(from_base)
+    Ok(from_base.done())
 }
 
 /// Release the metadata bytes once verified and staged (for many small files the manifest,

@@ -74,7 +74,7 @@ type Done = (u64, io::Result<(Vec<u8>, u32, usize)>, bool);
 /// scheme without the cross-block dictionary) and writes one standard gzip member: no file
 /// name, zero mtime, XFL 0, OS 255. Segments that are already compressed (random-looking) are
 /// stored rather than deflated. The output depends only on the input bytes.
-pub struct ParGzWriter<W: Write + Send + 'static> {
+pub(crate) struct ParGzWriter<W: Write + Send + 'static> {
     buf: Vec<u8>,
     seq: u64,
     jobs: Option<SyncSender<Job>>,
@@ -83,7 +83,7 @@ pub struct ParGzWriter<W: Write + Send + 'static> {
 }
 
 impl<W: Write + Send + 'static> ParGzWriter<W> {
-    pub fn new(inner: W, threads: usize) -> Self {
+    pub(crate) fn new(inner: W, threads: usize) -> Self {
         let threads = threads.max(1);
         let (job_tx, job_rx) = sync_channel::<Job>(threads * 2);
         let (done_tx, done_rx) = sync_channel::<Done>(threads * 2);
@@ -119,7 +119,7 @@ impl<W: Write + Send + 'static> ParGzWriter<W> {
     }
 
     /// Flush the last block, write the trailer and return the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub(crate) fn finish(mut self) -> io::Result<W> {
         self.send(true)?;
         self.jobs = None;
         for w in self.workers.drain(..) {
@@ -320,13 +320,13 @@ fn gz_write_in_order<W: Write>(mut w: W, rx: &Receiver<Done>) -> io::Result<W> {
 // ------------------------------------------------------------------------------------------
 
 /// Open a file, undoing gzip or zstd compression (detected by magic bytes; plain tar passes).
-pub fn open_decompressed(path: &Path) -> Result<Box<dyn Read + Send>> {
+pub(crate) fn open_decompressed(path: &Path) -> Result<Box<dyn Read + Send>> {
     open_decompressed_with(path, None)
 }
 
 /// [`open_decompressed`] for bundle archives: the zstd window is capped at
 /// `ZSTD_WINDOW_LOG_MAX`, so decompression memory stays bounded whatever the frame asks for.
-pub fn open_bundle_stream(path: &Path) -> Result<Box<dyn Read + Send>> {
+pub(crate) fn open_bundle_stream(path: &Path) -> Result<Box<dyn Read + Send>> {
     open_decompressed_with(path, Some(ZSTD_WINDOW_LOG_MAX))
 }
 
@@ -363,7 +363,7 @@ pub(crate) fn decompress<R: io::BufRead + Send + 'static>(
 
 /// Decompresses on its own thread, a few 1 MiB chunks ahead of the reader, so decompression
 /// and hashing run on different cores. Memory: at most 4 chunks in flight.
-pub struct ReadAhead {
+pub(crate) struct ReadAhead {
     rx: Receiver<io::Result<Vec<u8>>>,
     cur: Vec<u8>,
     pos: usize,
@@ -371,7 +371,7 @@ pub struct ReadAhead {
 }
 
 impl ReadAhead {
-    pub fn new(mut inner: Box<dyn Read + Send>) -> Self {
+    pub(crate) fn new(mut inner: Box<dyn Read + Send>) -> Self {
         let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
         std::thread::spawn(move || loop {
             let mut buf = vec![0u8; 1 << 20];

@@ -396,7 +396,7 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 }
 
 /// Media type of an advisory or other copied file, from its name.
-pub fn media_type_for(path: &str) -> &'static str {
+pub(crate) fn media_type_for(path: &str) -> &'static str {
     let p = path.to_ascii_lowercase();
     if p.ends_with(".json.gz") || p.ends_with(".gz") || p.ends_with(".tgz") {
         "application/gzip"

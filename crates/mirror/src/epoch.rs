@@ -9,11 +9,11 @@ use time::OffsetDateTime;
 use crate::error::{Error, Result};
 
 /// The environment variable.
-pub const VAR: &str = "SOURCE_DATE_EPOCH";
+pub(crate) const VAR: &str = "SOURCE_DATE_EPOCH";
 
 /// Parse a `SOURCE_DATE_EPOCH` value: a non-negative decimal integer number of seconds since
 /// 1970-01-01T00:00:00Z that a timestamp can hold (at most year 9999).
-pub fn parse(value: &str) -> Result<u64> {
+pub(crate) fn parse(value: &str) -> Result<u64> {
     let v = value.trim();
     let bad = || {
         Error::input(format!(
@@ -35,7 +35,7 @@ pub fn parse(value: &str) -> Result<u64> {
 }
 
 /// `SOURCE_DATE_EPOCH` from the environment: `None` when unset or empty.
-pub fn source_date_epoch() -> Result<Option<u64>> {
+pub(crate) fn source_date_epoch() -> Result<Option<u64>> {
     match std::env::var(VAR) {
         Ok(v) if !v.trim().is_empty() => parse(&v).map(Some),
         Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),

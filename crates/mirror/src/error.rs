@@ -288,7 +288,7 @@ pub enum Error {
     /// A registry operation failed (see [`stella_oci::Error::kind`]).
     #[error(transparent)]
     Registry(#[from] stella_oci::Error),
-    /// A time stamp authority over HTTP failed (see [`crate::tsa`]).
+    /// A time stamp authority over HTTP failed (see [`crate::HttpTimeStamper`]).
     #[error(transparent)]
     Timestamp(#[from] stella_keyless::UpstreamError),
 }

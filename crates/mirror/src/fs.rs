@@ -9,7 +9,7 @@ use crate::error::{Error, Field, IoContext as _, Result};
 use crate::path::BundlePath;
 
 /// Metadata files by name (content of those present).
-pub type Metadata = std::collections::BTreeMap<String, Vec<u8>>;
+pub(crate) type Metadata = std::collections::BTreeMap<String, Vec<u8>>;
 
 /// Read a metadata file of a bundle folder (bounded); `None` if absent.
 pub(crate) fn read_metadata_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
@@ -49,13 +49,15 @@ pub(crate) fn walk(dir: &Path) -> Result<Vec<String>> {
 /// folders still to visit). Links and special files are refused, as by the in-memory walk.
 ///
 /// Folders are opened beneath `dir` by descriptor ([`crate::hash::open_dir_beneath`]: no link
-/// followed, no path walked from `/`) and read with `getdents`; the path handed to `each` is
-/// one reused buffer (no allocation per file).
+/// followed, no path walked from `/`) and read with `getdents` into one 32 KiB buffer reused
+/// for every folder (a folder of a few hundred advisory files is one or two calls); the path
+/// handed to `each` is one reused buffer (no allocation per file).
 pub(crate) fn walk_each(dir: &Path, each: &mut dyn FnMut(&str) -> Result<()>) -> Result<()> {
-    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
     let root = crate::hash::open_root(dir)?;
     let mut stack = vec![String::new()];
     let mut rel_child = String::new();
+    let mut dents: Vec<u8> = Vec::with_capacity(DENTS_BUFFER);
     while let Some(rel) = stack.pop() {
         let abs = || {
             if rel.is_empty() {
@@ -76,9 +78,14 @@ pub(crate) fn walk_each(dir: &Path, each: &mut dyn FnMut(&str) -> Result<()>) ->
             crate::hash::open_dir_beneath(&root, &rel)
         }
         .map_err(|e| crate::hash::tree_error(dir, &rel, e))?;
-        let mut entries = rustix::fs::Dir::new(fd).map_err(|e| Error::io(abs(), e.into()))?;
-        while let Some(e) = entries.read() {
-            let e = e.map_err(|e| Error::io(abs(), e.into()))?;
+        let mut entries = RawDir::new(&fd, dents.spare_capacity_mut());
+        while let Some(e) = entries.next() {
+            let e = match e {
+                Ok(e) => e,
+                // The folder was removed meanwhile: nothing more in it (as `Dir` reads it).
+                Err(rustix::io::Errno::NOENT) => break,
+                Err(e) => return Err(Error::io(abs(), e.into())),
+            };
             let name = e.file_name().to_bytes();
             if name == b"." || name == b".." {
                 continue;
@@ -99,8 +106,7 @@ pub(crate) fn walk_each(dir: &Path, each: &mut dyn FnMut(&str) -> Result<()>) ->
             let mut ft = e.file_type();
             if ft == FileType::Unknown {
                 // A file system without types in its folder entries.
-                let at = entries.fd().map_err(|e| Error::io(abs(), e.into()))?;
-                let st = rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW)
+                let st = rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|e| Error::io(dir.join(&rel_child), e.into()))?;
                 ft = FileType::from_raw_mode(st.st_mode);
             }
@@ -121,6 +127,10 @@ pub(crate) fn walk_each(dir: &Path, each: &mut dyn FnMut(&str) -> Result<()>) ->
     }
     Ok(())
 }
+
+/// Bytes of the `getdents` buffer of [`walk_each`]: some 800 entries of advisory names per
+/// call (the longest name, 255 bytes, fits many times over).
+const DENTS_BUFFER: usize = 32 << 10;
 
 /// Write a file atomically (temp file in the same folder, then rename), mode 0644.
 pub(crate) fn write_file(path: &Path, data: &[u8]) -> Result<()> {

@@ -14,12 +14,12 @@ use std::sync::Mutex;
 use crate::error::{Error, IoContext as _, Result};
 
 /// Read chunk size for hashing and copying.
-pub const CHUNK: usize = 256 * 1024;
+pub(crate) const CHUNK: usize = 256 * 1024;
 
-pub use stella_digest::{Digest, Hasher};
+pub(crate) use stella_digest::{Digest, Hasher};
 
 /// 64 lowercase hex digits (the `sha256` fields of a manifest) as a digest.
-pub fn parse_hex(s: &str) -> Option<Digest> {
+pub(crate) fn parse_hex(s: &str) -> Option<Digest> {
     Digest::parse_sha256_hex(s).ok()
 }
 
@@ -28,7 +28,10 @@ pub fn parse_hex(s: &str) -> Option<Digest> {
 pub use stella_oci::{Event, NoProgress, Progress};
 
 /// Hash everything `r` yields, in [`CHUNK`] reads; returns digest and length.
-pub fn hash_reader(r: &mut dyn Read, progress: &dyn Progress) -> std::io::Result<(Digest, u64)> {
+pub(crate) fn hash_reader(
+    r: &mut dyn Read,
+    progress: &dyn Progress,
+) -> std::io::Result<(Digest, u64)> {
     hash_reader_with(r, &mut vec![0u8; CHUNK], progress)
 }
 
@@ -40,22 +43,35 @@ pub(crate) fn hash_reader_with(
     progress: &dyn Progress,
 ) -> std::io::Result<(Digest, u64)> {
     let mut h = Hasher::new();
-    loop {
-        let n = match r.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        h.update(&buf[..n]);
-        progress.advance(n as u64);
-    }
+    read_chunks(r, buf, |data| {
+        h.update(data);
+        progress.advance(data.len() as u64);
+        Ok(())
+    })?;
     let len = h.len();
     Ok((h.finish(), len))
 }
 
+/// Read `r` to its end through `buf`, handing each chunk read to `each` (whose first error
+/// ends the loop and is returned).
+fn read_chunks(
+    r: &mut dyn Read,
+    buf: &mut [u8],
+    mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    loop {
+        let n = match r.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        each(&buf[..n])?;
+    }
+}
+
 /// Hash one file.
-pub fn hash_file(path: &Path, progress: &dyn Progress) -> Result<(Digest, u64)> {
+pub(crate) fn hash_file(path: &Path, progress: &dyn Progress) -> Result<(Digest, u64)> {
     hash_file_with(path, &mut vec![0u8; CHUNK], progress)
 }
 
@@ -70,7 +86,7 @@ pub(crate) fn hash_file_with(
 }
 
 /// Number of hashing threads: every core.
-pub fn threads() -> usize {
+pub(crate) fn threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -78,7 +94,10 @@ pub fn threads() -> usize {
 
 /// Hash `files` (with their expected sizes, used to schedule largest first) on every core.
 /// Results come back in the order of `files`. The first I/O error stops the other threads.
-pub fn hash_files(files: &[(PathBuf, u64)], progress: &dyn Progress) -> Result<Vec<(Digest, u64)>> {
+pub(crate) fn hash_files(
+    files: &[(PathBuf, u64)],
+    progress: &dyn Progress,
+) -> Result<Vec<(Digest, u64)>> {
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by(|&a, &b| files[b].1.cmp(&files[a].1).then(a.cmp(&b)));
     let next = AtomicUsize::new(0);
@@ -99,24 +118,8 @@ pub fn hash_files(files: &[(PathBuf, u64)], progress: &dyn Progress) -> Result<V
                             return Ok(done);
                         };
                         let path = &files[idx].0;
-                        let r = (|| {
-                            let mut f = std::fs::File::open(path)?;
-                            let mut h = Hasher::new();
-                            loop {
-                                let n = match f.read(&mut buf) {
-                                    Ok(0) => break,
-                                    Ok(n) => n,
-                                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                                        continue
-                                    }
-                                    Err(e) => return Err(e),
-                                };
-                                h.update(&buf[..n]);
-                                progress.advance(n as u64);
-                            }
-                            let len = h.len();
-                            Ok((h.finish(), len))
-                        })();
+                        let r = std::fs::File::open(path)
+                            .and_then(|mut f| hash_reader_with(&mut f, &mut buf, progress));
                         match r {
                             Ok((d, n)) => done.push((idx, d, n)),
                             Err(e) => {
@@ -148,7 +151,7 @@ pub fn hash_files(files: &[(PathBuf, u64)], progress: &dyn Progress) -> Result<V
 /// Files a worker takes from the shared counter at a time in [`hash_tree`]: one atomic
 /// operation (one contended cache line) per batch instead of per file, and consecutive files
 /// of a sorted list share their folder, so the folder's descriptor is reused.
-pub const TREE_BATCH: usize = 64;
+pub(crate) const TREE_BATCH: usize = 64;
 
 /// A folder opened for [`hash_tree`]-style access: every file is opened relative to a
 /// descriptor of its parent folder, which is itself opened beneath the root without following
@@ -159,6 +162,8 @@ pub(crate) struct DirCursor<'a> {
     root: &'a rustix::fd::OwnedFd,
     parent: String,
     fd: Option<rustix::fd::OwnedFd>,
+    /// Whether [`DirCursor::open_read`] still asks for `O_NOATIME`.
+    noatime: bool,
 }
 
 impl<'a> DirCursor<'a> {
@@ -167,7 +172,26 @@ impl<'a> DirCursor<'a> {
             root,
             parent: String::new(),
             fd: None,
+            noatime: true,
         }
+    }
+
+    /// Open `rel` (as [`DirCursor::open`]) to read it without updating its access time
+    /// (`O_NOATIME`: no inode made dirty, and no journal write, by reading a bundle; the
+    /// kernel grants it on the caller's own files or with `CAP_FOWNER`). Once refused
+    /// (`EPERM`), this cursor opens as any reader does.
+    pub(crate) fn open_read(&mut self, rel: &str) -> std::io::Result<rustix::fd::OwnedFd> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK;
+        if self.noatime {
+            match self.open(rel, flags | OFlags::NOATIME, Mode::empty()) {
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+                    self.noatime = false;
+                }
+                r => return r,
+            }
+        }
+        self.open(rel, flags, Mode::empty())
     }
 
     /// The folder `rel`, the path last opened, was opened in.
@@ -345,11 +369,7 @@ pub(crate) fn hash_at(
     end: End,
     buf: &mut [u8],
 ) -> std::io::Result<(Digest, u64)> {
-    let fd = dirs.open(
-        rel,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK,
-        rustix::fs::Mode::empty(),
-    )?;
+    let fd = dirs.open_read(rel)?;
     let mut h = Hasher::new();
     let n = read_all(&fd, buf, end, &mut h, |_| Ok(()))?;
     Ok((h.finish(), n))
@@ -365,7 +385,7 @@ pub(crate) fn hash_at(
 /// per worker, and handed out [`TREE_BATCH`] at a time. No link is followed anywhere under
 /// `root` (a file or folder replaced by a link after the walk is refused, not read), and a
 /// path cannot leave `root`. Memory: `threads × 256 KiB` of buffers and the result list.
-pub fn hash_tree<S: AsRef<str> + Sync>(
+pub(crate) fn hash_tree<S: AsRef<str> + Sync>(
     root: &Path,
     files: &[(S, u64)],
     progress: &dyn Progress,
@@ -427,7 +447,7 @@ pub fn hash_tree<S: AsRef<str> + Sync>(
 /// a time from both ends of the list (`TwoEnds`): consecutive files share a folder, and
 /// creating a file takes its folder's lock, so two workers create in different folders until
 /// they meet. Memory: `threads × 256 KiB` and the result list.
-pub fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
+pub(crate) fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
     src_root: &Path,
     dest_root: &Path,
     files: &[(S, D)],
@@ -664,7 +684,7 @@ pub(crate) fn copy_hashing_with(
     buf: &mut [u8],
     progress: &dyn Progress,
 ) -> Result<(Digest, u64)> {
-    use std::io::{Read as _, Write as _};
+    use std::io::Write as _;
     let mut r = std::fs::File::open(src).at(src)?;
     let mut w = std::fs::OpenOptions::new()
         .write(true)
@@ -672,17 +692,15 @@ pub(crate) fn copy_hashing_with(
         .open(dest)
         .at(dest)?;
     let mut h = Hasher::new();
-    loop {
-        let n = match r.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(src, e)),
-        };
-        h.update(&buf[..n]);
-        w.write_all(&buf[..n]).at(dest)?;
-        progress.advance(n as u64);
-    }
+    // A write error is the destination's, any other the source's.
+    let mut write_failed = false;
+    read_chunks(&mut r, buf, |data| {
+        h.update(data);
+        w.write_all(data).inspect_err(|_| write_failed = true)?;
+        progress.advance(data.len() as u64);
+        Ok(())
+    })
+    .map_err(|e| Error::io(if write_failed { dest } else { src }, e))?;
     let len = h.len();
     Ok((h.finish(), len))
 }
@@ -763,6 +781,44 @@ mod tests {
         assert!(hash_tree(dir.path(), &[] as &[(&str, u64)], &NoProgress)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn hashing_leaves_the_access_time_alone() {
+        // An access time before the modification time: a read with relatime (or strictatime)
+        // would set it to now; O_NOATIME keeps it.
+        let (dir, files) = tree();
+        let old = rustix::fs::Timespec {
+            tv_sec: 946_684_800, // 2000-01-01
+            tv_nsec: 0,
+        };
+        let keep_mtime = rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: old,
+            last_modification: keep_mtime,
+        };
+        for (rel, _) in &files {
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                dir.path().join(rel),
+                &times,
+                rustix::fs::AtFlags::empty(),
+            )
+            .unwrap();
+        }
+        let list: Vec<(&str, u64)> = files
+            .iter()
+            .map(|(r, d)| (r.as_str(), d.len() as u64))
+            .collect();
+        let got = hash_tree(dir.path(), &list, &NoProgress).unwrap();
+        for ((rel, data), (d, _)) in files.iter().zip(&got) {
+            assert_eq!(*d, Digest::of(data), "{rel}");
+            let st = rustix::fs::stat(dir.path().join(rel)).unwrap();
+            assert_eq!(st.st_atime, old.tv_sec, "{rel}: access time changed");
+        }
     }
 
     #[test]

@@ -9,49 +9,88 @@
 //! stream; `unpack` and `apply` build their result in a staging folder and only move it into
 //! place once it verified.
 //!
-//! Modules, in the order data flows: [`spec`] (the YAML input) → `oci` (local images into
-//! the shared layout) and `registry` (registry images pulled into it) → [`create`] →
-//! [`manifest`] → [`sign`] (with [`anchor`]: RFC 3161 time anchors over the signed manifest)
-//! → [`verify`] (the rules) → [`pack`] (deterministic archives, compressed by [`codec`]) →
-//! [`archive`] (the safe stream reader) → [`unpack`] → [`thin`] (apply, diff) → [`load`]
-//! (push a verified bundle's images into a registry). [`hash`] does the streaming, parallel
-//! SHA-256 every stage uses; `fs` holds the file helpers (bounded reads, the folder walk,
-//! atomic writes, staging folders); [`BundlePath`] is the only way a path enters a bundle.
-//! [`source::Source::verify`] is the one verification entry point for a folder, a detached
-//! envelope or an archive, used by `verify`, `unpack`, `apply` and `load`. No module imports one that imports it back (`scripts/check-module-cycles.py`).
+//! The stages, in the order data flows (the modules are private; their items are
+//! re-exported here): the YAML input ([`Spec`]) → local images into the shared layout and
+//! registry images pulled into it → [`create()`] → the [`Manifest`] → [`sign_with`] (with RFC
+//! 3161 time anchors over the signed manifest: [`stamp_manifest`], [`attach_anchor`]) →
+//! [`verify_dir`] (the rules) → [`pack()`] (deterministic archives, compressed as
+//! [`Compression`] says) → [`read_archive`] (the safe stream reader) → [`unpack()`] →
+//! [`apply`] and [`diff`] (thin updates) → [`load()`] (push a verified bundle's images into a
+//! registry). A streaming, parallel SHA-256 ([`Digest`], reporting to a [`Progress`]) serves
+//! every stage; the file helpers (bounded reads, the folder walk, atomic writes, staging
+//! folders) are private; [`BundlePath`] is the only way a path enters a bundle.
+//! [`Source::verify`] is the one verification entry point for a folder, a detached envelope
+//! or an archive, used by `verify` ([`verify()`]), `unpack`, `apply` and `load`. No module
+//! imports one that imports it back (`scripts/check-module-cycles.py`).
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod anchor;
-pub mod archive;
-pub mod codec;
-pub mod create;
-pub mod epoch;
+mod anchor;
+mod archive;
+mod codec;
+mod create;
+mod epoch;
 mod error;
 mod fs;
-pub mod hash;
+mod hash;
 mod keyless;
-pub mod load;
-pub mod manifest;
+mod load;
+mod manifest;
 mod oci;
-pub mod pack;
+mod pack;
 mod path;
 mod registry;
 mod scripts;
-pub mod sign;
-pub mod source;
-pub mod spec;
-pub mod streamed;
-pub mod thin;
-pub mod tsa;
-pub mod unpack;
+mod sign;
+mod source;
+mod spec;
+mod streamed;
+mod thin;
+mod tsa;
+mod unpack;
+mod verify;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-pub mod verify;
 
+// The public surface: the modules are private and what other crates, tests and fuzz targets use
+// is re-exported here, in the order data flows. A name that would be ambiguous at the root gets
+// its module as a prefix (`ArchiveLimits`, `StreamLimits`, `VerifyOptions`, `attach_anchor`, ...);
+// functions keep their names (`verify`, `pack`, `unpack`, `load` live beside modules of the same
+// name only inside the crate). See docs/design.md, "Public surface of mirror and cli".
+pub use anchor::{
+    attach as attach_anchor, attach_token as attach_anchor_token, local_tsa, signed_manifest,
+    stamp_digest, stamp_manifest, write_anchor_for, Anchor, LocalTsa, Stamped, TimeStamper,
+    TrustRoots as AnchorTrustRoots, FORMAT as ANCHOR_FORMAT,
+};
+pub use archive::{read_archive, read_stream, verify_archive, Limits as ArchiveLimits, Observed};
+pub use codec::Compression;
+pub use create::{create, CreateOptions, CreateReport};
+pub use epoch::time_or_now;
 pub use error::{Detail, Error, ErrorKind, Field, Result, Stage, VerifyFailure};
-pub use manifest::{FileEntry, ImageEntry, Kind, Manifest};
+pub use hash::{Event, NoProgress, Progress};
+pub use load::{load, LoadOptions, LoadReport};
+pub use manifest::{
+    format_time, parse_time, BaseRef, FileEntry, ImageEntry, Kind, Manifest, ManifestError,
+    TimeError,
+};
+pub use pack::{pack, pack_with, read_file_list, source_date_epoch as archive_mtime, PackReport};
 pub use path::{BundlePath, PathError};
+pub use sign::{sign_with, sign_with_limits, SignReport};
+pub use source::{verify, Output, Report as SourceReport, Source, Verified};
+pub use spec::{Spec, SpecError};
+pub use stella_digest::Digest;
+pub use streamed::{parse_manifest, parse_manifest_slice, FileIndex, Limits as StreamLimits};
+pub use thin::{
+    apply, diff, diff_indexed, diff_manifest_files, ApplyReport, Changed as DiffChanged, Diff,
+    List as DiffList, Record as DiffRecord,
+};
+pub use tsa::HttpTimeStamper;
+pub use unpack::unpack;
+pub use verify::{
+    verify_checksums, verify_dir, verify_dir_with, verify_header, CheckedBundle, FromBase, Header,
+    Options as VerifyOptions, PartlyHashedBundle, TimeSource, VerifiedBundle, VerifiedMetadata,
+};
 
 /// DSSE payload type of a bundle manifest.
 pub const PAYLOAD_TYPE: &str = "application/vnd.stellaops.mirror+json;version=1";

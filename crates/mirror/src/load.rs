@@ -94,7 +94,7 @@ pub struct LoadReport {
 }
 
 /// Where a bundle image goes: `(manifest digest, target reference)` in manifest order.
-pub fn targets(
+pub(crate) fn targets(
     manifest: &Manifest,
     registry: &str,
     prefix: Option<&str>,

@@ -34,9 +34,9 @@ use crate::path::BundlePath;
 use crate::path::PathError;
 
 /// Default freshness budget when the manifest has no `validForSeconds`.
-pub const DEFAULT_VALID_FOR_SECONDS: u64 = 24 * 3600;
+pub(crate) const DEFAULT_VALID_FOR_SECONDS: u64 = 24 * 3600;
 /// Clock skew tolerated on freshness checks.
-pub const SKEW_SECONDS: i64 = 5;
+pub(crate) const SKEW_SECONDS: i64 = 5;
 
 /// Full bundle, or thin update of a base bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -781,7 +781,7 @@ impl FileList for Vec<FileEntry> {
 }
 
 /// Write the `SHA256SUMS` text of `files` (`<hex>  <path>\n` each, in order) to `out`.
-pub fn write_sha256sums(files: &dyn FileList, out: &mut dyn Write) -> io::Result<()> {
+pub(crate) fn write_sha256sums(files: &dyn FileList, out: &mut dyn Write) -> io::Result<()> {
     let mut buf = Vec::with_capacity(FLUSH_AT + 4096);
     files.each(&mut |f| {
         buf.extend_from_slice(&f.sha256.hex_ascii());

@@ -23,7 +23,7 @@ use crate::fs::walk_each;
 use crate::hash::Progress;
 use crate::manifest::Manifest;
 use crate::names;
-use crate::path::{ustar_split, BundlePath};
+use crate::path::{file_mode, ustar_split, BundlePath};
 use crate::streamed::FileIndex;
 
 /// What `pack` wrote.
@@ -322,11 +322,7 @@ fn write_tar(
                 "{path} is {actual} bytes but the manifest lists {size}: the folder changed since it was created"
             )));
         }
-        let mode = if path.starts_with("scripts/") && path.ends_with(".sh") {
-            0o755
-        } else {
-            0o644
-        };
+        let mode = file_mode(path);
         let header = ustar_header(path, size, mode, mtime)?;
         w.put(header.as_bytes()).at(&src)?;
         let mut left = size;

@@ -170,6 +170,16 @@ impl fmt::Display for BundlePath {
 }
 
 /// Split a path into ustar `(prefix, name)`: name ≤ 100 bytes, prefix ≤ 155 bytes.
+/// The mode a bundle file has on disk and in an archive: `scripts/*.sh` are executable
+/// (0755), everything else is 0644. One rule for `pack`, `unpack` and `apply`.
+pub(crate) fn file_mode(path: &str) -> u32 {
+    if path.starts_with("scripts/") && path.ends_with(".sh") {
+        0o755
+    } else {
+        0o644
+    }
+}
+
 pub(crate) fn ustar_split(s: &str) -> Option<(&str, &str)> {
     if s.len() <= 100 {
         return Some(("", s));

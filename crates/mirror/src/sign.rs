@@ -50,19 +50,9 @@ pub struct SignReport {
     pub anchor: Option<crate::anchor::Anchor>,
 }
 
-/// Sign the bundle whose manifest is `manifest_path`; the envelope goes to `envelope_out`.
-pub fn sign(
-    manifest_path: &Path,
-    envelope_out: &Path,
-    signers: &[&dyn Signer],
-    now: OffsetDateTime,
-    progress: &dyn Progress,
-) -> Result<SignReport> {
-    sign_with(manifest_path, envelope_out, signers, now, None, progress)
-}
-
-/// [`sign`], then, with a time stamper, stamp the signed manifest and write
-/// `time-anchor.json` (see [`crate::anchor`]). Without one, a previous anchor is removed: it
+/// Sign the bundle whose manifest is `manifest_path` (the envelope goes to `envelope_out`),
+/// then, with a time stamper, stamp the signed manifest and write
+/// `time-anchor.json` (see [`crate::stamp_manifest`]). Without one, a previous anchor is removed: it
 /// stamped the previous manifest.
 pub fn sign_with(
     manifest_path: &Path,

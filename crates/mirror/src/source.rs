@@ -106,7 +106,7 @@ impl<'a> Source<'a> {
         }
     }
 
-    /// Verify the bundle: the same rules ([`verify::verify_metadata`], then every content
+    /// Verify the bundle: the same rules ([`CheckedBundle::verify`](crate::CheckedBundle::verify), then every content
     /// file) whatever form it came in, with `limits` (the archive caps, and when metadata is
     /// streamed), leaving on disk what `output` asks for.
     ///
@@ -169,7 +169,7 @@ pub fn verify(
 }
 
 /// Is `path` named as an archive (`mirror verify` tells an archive from an envelope by name)?
-pub fn is_archive_name(path: &Path) -> bool {
+pub(crate) fn is_archive_name(path: &Path) -> bool {
     crate::codec::Compression::from_name(path).is_some()
         || path.extension().is_some_and(|e| e == "tar")
 }
@@ -408,8 +408,8 @@ fn set_script_modes(
         .iter()
         .flat_map(|ix| (0..ix.len()).filter_map(move |i| ix.get(i).map(|e| e.path)));
     for p in obs.files.keys().map(String::as_str).chain(indexed) {
-        let script = p.starts_with("scripts/") && p.ends_with(".sh");
-        if script && !(obs.index.is_some() && report.from_base.iter().any(|b| b == p)) {
+        let script = crate::path::file_mode(p) == 0o755;
+        if script && !(obs.index.is_some() && report.from_base.contains(p)) {
             let abs = BundlePath::new(p)
                 .map_err(|e| Error::content(Field::file(p), e))?
                 .under(dir);

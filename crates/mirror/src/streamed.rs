@@ -64,7 +64,7 @@ pub struct Limits {
 }
 
 /// 16 GiB: about 100 million files of manifest.
-pub const MAX_STREAMED_MANIFEST_BYTES: u64 = 16 << 30;
+pub(crate) const MAX_STREAMED_MANIFEST_BYTES: u64 = 16 << 30;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -119,7 +119,7 @@ pub struct FileIndex {
 }
 
 /// One entry of a [`FileIndex`], borrowed: the manifest's own borrowed entry.
-pub use crate::manifest::FileRef as IndexEntry;
+pub(crate) use crate::manifest::FileRef as IndexEntry;
 
 impl FileIndex {
     pub fn len(&self) -> usize {
@@ -415,7 +415,7 @@ pub(crate) fn hash_all(r: &mut dyn Read, path: &Path) -> Result<(Digest, u64)> {
 pub(crate) use stella_digest::HashingWriter as Tee;
 
 /// Default [`Limits::payload_in_memory`]: the in-memory canonical check's bound.
-pub const PAYLOAD_IN_MEMORY: usize = stella_dsse::jcs::MAX_INPUT_BYTES;
+pub(crate) const PAYLOAD_IN_MEMORY: usize = stella_dsse::jcs::MAX_INPUT_BYTES;
 
 /// A writer that keeps what it is given in memory up to a bound, then moves it all to an
 /// unnamed temporary file and goes on there: memory stays bounded whatever the size, and a
@@ -638,8 +638,12 @@ impl<R: Read> Read for Stoppable<'_, R> {
     }
 }
 
-/// Batches of [`crate::hash::TREE_BATCH`] files waiting for a hashing thread, at most.
+/// Batches of [`BATCH`] files waiting for a hashing thread, at most.
 const QUEUE: usize = 64;
+
+/// Files handed to a hashing thread at once by a content check: one queue operation (and at
+/// most one wake-up of a sleeping thread) per 256 files; consecutive files share a folder.
+const BATCH: usize = 256;
 
 /// Bytes of results a content check holds while the signed file list is not known yet
 /// (path, digest and size: about 100 B per advisory file, so some 300,000 files); when they
@@ -647,7 +651,7 @@ const QUEUE: usize = 64;
 pub(crate) const EARLY_RESULTS_BYTES: usize = 32 << 20;
 
 /// What [`check_content`] found: files and bytes checked, and the files left to the base.
-pub(crate) type ContentChecked = (usize, u64, Vec<String>);
+pub(crate) type ContentChecked = (usize, u64, crate::verify::FromBase);
 
 #[derive(Default)]
 struct Problems {
@@ -792,12 +796,12 @@ const EARLY_PER_FILE: usize =
     std::mem::size_of::<usize>() + std::mem::size_of::<std::io::Result<(Digest, u64)>>();
 
 impl EarlyBatch {
-    /// Room for a batch of [`crate::hash::TREE_BATCH`] files (no growing on the way).
+    /// Room for a batch of [`BATCH`] files (no growing on the way).
     fn new() -> Self {
         EarlyBatch {
-            paths: String::with_capacity(crate::hash::TREE_BATCH * 64),
-            ends: Vec::with_capacity(crate::hash::TREE_BATCH),
-            hashed: Vec::with_capacity(crate::hash::TREE_BATCH),
+            paths: String::with_capacity(BATCH * 64),
+            ends: Vec::with_capacity(BATCH),
+            hashed: Vec::with_capacity(BATCH),
         }
     }
 
@@ -893,12 +897,20 @@ impl Tally {
         }
     }
 
-    /// Judge what reading the listed file `e` gave; false when it failed (the check stops).
-    fn judge(&self, dir: &Path, e: &IndexEntry<'_>, got: std::io::Result<(Digest, u64)>) -> bool {
+    /// Judge what reading the listed file `e` gave, counting a file that verified in `ok`
+    /// (added to the tally with [`Tally::add`] once per batch: no shared counter written per
+    /// file); false when it failed (the check stops).
+    fn judge(
+        &self,
+        dir: &Path,
+        e: &IndexEntry<'_>,
+        got: std::io::Result<(Digest, u64)>,
+        ok: &mut (usize, u64),
+    ) -> bool {
         match got {
             Ok((d, n)) if d == e.sha256 && n == e.size => {
-                self.count.fetch_add(1, Ordering::Relaxed);
-                self.bytes.fetch_add(n, Ordering::Relaxed);
+                ok.0 += 1;
+                ok.1 += n;
                 true
             }
             Ok((d, n)) => {
@@ -917,6 +929,58 @@ impl Tally {
                     f.get_or_insert(crate::hash::tree_error(dir, e.path, err));
                 }
                 false
+            }
+        }
+    }
+
+    /// Count files (and their bytes) that verified.
+    fn add(&self, (files, bytes): (usize, u64)) {
+        self.count.fetch_add(files, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Judges the files hashed before the signed list was known, once it is.
+struct EarlyJudge<'t, 'r> {
+    tally: &'t Tally,
+    /// To read again a file whose size is not the listed one.
+    dirs: crate::hash::DirCursor<'r>,
+    buf: Vec<u8>,
+    /// Files (and bytes) that verified.
+    ok: (usize, u64),
+}
+
+impl EarlyJudge<'_, '_> {
+    fn judge_all(&mut self, batches: Vec<EarlyBatch>, l: &mut Listed<'_>, dir: &Path) {
+        use crate::hash::{hash_at, End, CHUNK};
+        for mut b in batches {
+            if self.tally.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            for (k, got) in std::mem::take(&mut b.hashed).into_iter().enumerate() {
+                let rel = b.path(k);
+                let Some(i) = l.finder.find(rel) else {
+                    self.tally
+                        .problem(format!("unlisted file {rel} (not in the signed manifest)"));
+                    continue;
+                };
+                if let Some(s) = l.seen.get_mut(i) {
+                    *s = true;
+                }
+                let Some(e) = l.index.get(i) else { continue };
+                let got = match got {
+                    // Not the listed size: read it again as a listed file is read.
+                    Ok((_, n)) if n != e.size => {
+                        if self.buf.is_empty() {
+                            self.buf = vec![0u8; CHUNK];
+                        }
+                        hash_at(&mut self.dirs, rel, End::expected(e.size), &mut self.buf)
+                    }
+                    got => got,
+                };
+                if !self.tally.judge(dir, &e, got, &mut self.ok) {
+                    break;
+                }
             }
         }
     }
@@ -948,7 +1012,7 @@ pub(crate) fn check_content(
 /// metadata failed) before the check is done.
 ///
 /// This thread walks the folder; the files are handed to the hashing threads
-/// [`crate::hash::TREE_BATCH`] at a time through a bounded queue, in walk order, so
+/// [`BATCH`] at a time through a bounded queue, in walk order, so
 /// consecutive files share their folder's descriptor; each file is opened beneath the root
 /// without following links and read with one call into the thread's buffer
 /// ([`crate::hash::hash_at`]). Until the gate opens, the walked files are hashed without
@@ -972,7 +1036,7 @@ fn check_content_holding(
     progress: &dyn Progress,
     early_cap: usize,
 ) -> Result<Option<ContentChecked>> {
-    use crate::hash::{hash_at, DirCursor, End, CHUNK, TREE_BATCH};
+    use crate::hash::{hash_at, DirCursor, End, CHUNK};
     let rootfd = crate::hash::open_root(dir)?;
     let tally = Tally::default();
     let early_done: Mutex<Vec<EarlyBatch>> = Mutex::new(Vec::new());
@@ -1017,6 +1081,7 @@ fn check_content_holding(
                     let Some((_, index)) = gate.listed() else {
                         continue;
                     };
+                    let mut ok = (0, 0);
                     for i in list {
                         if tally.stop.load(Ordering::Relaxed) {
                             break;
@@ -1026,10 +1091,11 @@ fn check_content_holding(
                         if let Ok((_, n)) = &got {
                             read += n;
                         }
-                        if !tally.judge(dir, &e, got) {
+                        if !tally.judge(dir, &e, got, &mut ok) {
                             break;
                         }
                     }
+                    tally.add(ok);
                 }
             }
             report.advance(read);
@@ -1050,14 +1116,20 @@ fn check_content_holding(
         Gate::Open => gate.listed().map(listing),
         _ => None,
     };
-    let walked = std::thread::scope(|s| {
+    let mut judged = EarlyJudge {
+        tally: &tally,
+        dirs: DirCursor::new(&rootfd),
+        buf: Vec::new(),
+        ok: (0, 0),
+    };
+    let walked = std::thread::scope(|s| -> Result<bool> {
         for _ in 0..crate::hash::threads() {
             s.spawn(hash_batches);
         }
         let mut early = EarlyBatch::new();
         let mut held = 0usize;
         let mut closed = false;
-        let mut batch = Vec::with_capacity(TREE_BATCH);
+        let mut batch = Vec::with_capacity(BATCH);
         let r = crate::fs::walk_each(dir, &mut |rel| {
             if names::is_metadata(rel) {
                 return Ok(());
@@ -1065,7 +1137,7 @@ fn check_content_holding(
             let Some(l) = listed.as_mut() else {
                 early.push(rel);
                 held += rel.len() + EARLY_PER_FILE;
-                if early.len() < TREE_BATCH {
+                if early.len() < BATCH {
                     return Ok(());
                 }
                 let _ = tx.send(Batch::Early(std::mem::replace(
@@ -1096,8 +1168,8 @@ fn check_content_holding(
                         *s = true;
                     }
                     batch.push(i);
-                    if batch.len() == TREE_BATCH {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(TREE_BATCH));
+                    if batch.len() == BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                         if gate.state() == Gate::Closed {
                             closed = true;
                             tally.stop.store(true, Ordering::Relaxed);
@@ -1121,71 +1193,47 @@ fn check_content_holding(
         }
         drop(tx);
         if closed {
-            Ok(false)
-        } else {
-            r.map(|()| true)
+            return Ok(false);
         }
+        r?;
+        // While the hashing threads finish the queue: the list (waited for if the walk was
+        // quicker) and the early results hashed so far, judged on this thread.
+        if listed.is_none() && gate.wait() == Gate::Open {
+            listed = gate.listed().map(listing);
+        }
+        if let Some(l) = listed.as_mut() {
+            let hashed = early_done
+                .lock()
+                .map(|mut done| std::mem::take(&mut *done))
+                .unwrap_or_default();
+            judged.judge_all(hashed, l, dir);
+        }
+        Ok(true)
     });
     let walked = walked.inspect_err(|_| report.finish())?;
     if !walked {
         return Ok(None);
     }
-    // The walk is over before the list was known: wait for it.
-    let mut l = match listed {
-        Some(l) => l,
-        None => match gate.wait() {
-            Gate::Open => match gate.listed().map(listing) {
-                Some(l) => l,
-                None => return Ok(None),
-            },
-            _ => return Ok(None),
-        },
+    let Some(mut l) = listed else {
+        // The gate closed.
+        return Ok(None);
     };
-    // The files hashed early, judged against the list.
-    let mut dirs = DirCursor::new(&rootfd);
-    let mut buf = Vec::new();
-    for mut b in early_done.into_inner().unwrap_or_default() {
-        if tally.stop.load(Ordering::Relaxed) {
-            break;
-        }
-        for (k, got) in std::mem::take(&mut b.hashed).into_iter().enumerate() {
-            let rel = b.path(k);
-            let Some(i) = l.finder.find(rel) else {
-                tally.problem(format!("unlisted file {rel} (not in the signed manifest)"));
-                continue;
-            };
-            if let Some(s) = l.seen.get_mut(i) {
-                *s = true;
-            }
-            let Some(e) = l.index.get(i) else { continue };
-            let got = match got {
-                // Not the listed size: read it again as a listed file is read.
-                Ok((_, n)) if n != e.size => {
-                    if buf.is_empty() {
-                        buf = vec![0u8; CHUNK];
-                    }
-                    hash_at(&mut dirs, rel, End::expected(e.size), &mut buf)
-                }
-                got => got,
-            };
-            if !tally.judge(dir, &e, got) {
-                break;
-            }
-        }
-    }
+    // The early results hashed since.
+    judged.judge_all(early_done.into_inner().unwrap_or_default(), &mut l, dir);
+    tally.add(judged.ok);
     report.finish();
     if let Some(e) = tally.failed.into_inner().ok().flatten() {
         return Err(e);
     }
     let mut problems = tally.problems.into_inner().unwrap_or_default();
-    let mut from_base = Vec::new();
+    let mut from_base = crate::verify::FromBase::default();
     for (i, s) in l.seen.iter().enumerate() {
         if *s {
             continue;
         }
         let Some(e) = l.index.get(i) else { continue };
         if l.kind == Kind::Thin {
-            from_base.push(e.path.to_string());
+            from_base.push(e.path);
         } else {
             problems.push(format!("file {} is missing", e.path));
         }
@@ -1196,7 +1244,7 @@ fn check_content_holding(
     Ok(Some((
         tally.count.into_inner(),
         tally.bytes.into_inner(),
-        from_base,
+        from_base.done(),
     )))
 }
 
@@ -1287,7 +1335,11 @@ mod tests {
         std::fs::write(dir.path().join("manifest.json"), b"{}").unwrap();
         for when in WHEN {
             let got = check(dir.path(), Kind::Full, &index, when).unwrap();
-            assert_eq!(got, (files.len(), total, Vec::new()), "{when:?}");
+            assert_eq!(
+                got,
+                (files.len(), total, crate::verify::FromBase::default()),
+                "{when:?}"
+            );
         }
     }
 
@@ -1370,8 +1422,8 @@ mod tests {
         for when in WHEN {
             let (n, _, from_base) = check(dir.path(), Kind::Thin, &index, when).unwrap();
             assert_eq!(
-                (n, from_base.clone()),
-                (files.len() - 1, vec![last.clone()]),
+                (n, from_base.iter().collect::<Vec<_>>()),
+                (files.len() - 1, vec![last.as_str()]),
                 "{when:?}"
             );
         }

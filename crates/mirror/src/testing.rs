@@ -80,11 +80,12 @@ impl SignedBundle {
         };
         crate::create::create(&spec, &out, &opts, &NoProgress).expect("create");
         let key = stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).expect("key");
-        crate::sign::sign(
+        crate::sign::sign_with(
             &out.join(names::MANIFEST),
             &out.join(names::ENVELOPE),
             &[&key],
             time::OffsetDateTime::now_utc(),
+            None,
             &NoProgress,
         )
         .expect("sign");

@@ -9,6 +9,7 @@
 //! and only then swaps it into place.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -165,7 +166,14 @@ pub fn apply(
             from_base += 1;
             in_base
         };
-        copy_checked(&src, &bp.under(&staging.path), &f, progress)?;
+        let dest = bp.under(&staging.path);
+        copy_checked(&src, &dest, &f, progress)?;
+        // A copy is created 0644 (umask permitting): scripts get their mode back, as
+        // `create` and `unpack` give it.
+        let mode = crate::path::file_mode(f.path);
+        if mode != 0o644 {
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode)).at(&dest)?;
+        }
     }
     progress.finish();
     let removed = m.removed.len();
@@ -192,10 +200,13 @@ pub fn apply(
             format!(
                 "the rebuilt bundle lacks {} file(s), e.g. {}",
                 full.from_base.len(),
-                full.from_base[0]
+                full.from_base.get(0).unwrap_or_default()
             ),
         ));
     }
+    // The result is a folder like any other (a staging folder is created 0700).
+    std::fs::set_permissions(&staging.path, std::fs::Permissions::from_mode(0o755))
+        .at(&staging.path)?;
     // Swap into place.
     if output.is_some() {
         staging.commit(&target)?;
@@ -280,7 +291,7 @@ pub struct Changed {
 }
 
 /// Entries a [`List`] holds in memory before it spills to a temporary file (~200 B each).
-pub const SPILL_ABOVE: usize = 4096;
+pub(crate) const SPILL_ABOVE: usize = 4096;
 
 /// A list of entries that spills to an anonymous temporary file once it holds more than its
 /// limit ([`SPILL_ABOVE`] for the diff of two manifest files): appended to in order, then read

@@ -11,7 +11,7 @@
 //!    mirror payload type. No signature is checked and the payload is not parsed yet:
 //!    authentication comes before parsing, so the order of the checks (and so which of two
 //!    faults is reported) is that of the stages here.
-//! 1. **Metadata** ([`CheckedBundle::verify`], [`verify_metadata`] for both steps):
+//! 1. **Metadata** ([`CheckedBundle::verify`]):
 //!    `manifest.dsse` is signed by enough distinct keyring keys valid for purpose
 //!    `mirror-bundle`; its payload is a canonical, well-formed manifest with purpose
 //!    `mirror-bundle`;
@@ -32,7 +32,7 @@
 //! files are left for the caller to hash. A refusal is an [`Error::Verify`] naming its
 //! [`Stage`](crate::Stage) and [`Field`] (the file, line or header/manifest field at fault);
 //! the rules that both paths share (in memory and streamed) are the small functions below
-//! `verify_metadata`, one message each.
+//! `CheckedBundle`, one message each.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -91,7 +91,7 @@ pub use crate::error::TimeSource;
 /// `anchorTime`: a local clock behind it is wrong (the usual air-gap failure: a clock that was
 /// never set) and is replaced by the anchor time; a clock ahead of it is kept, so an anchor
 /// never makes an old bundle look fresh.
-pub fn freshness_time(
+pub(crate) fn freshness_time(
     local: OffsetDateTime,
     anchor: Option<&crate::anchor::Anchor>,
 ) -> (OffsetDateTime, TimeSource) {
@@ -154,14 +154,67 @@ impl VerifiedMetadata {
 }
 
 /// A fully verified bundle: its metadata verified and every content file present was hashed
-/// and matched the signed manifest (compare [`PartlyHashedBundle`]).
+/// and matched the signed manifest (compare `PartlyHashedBundle`).
 #[derive(Debug, Clone)]
 pub struct VerifiedBundle {
     pub meta: VerifiedMetadata,
     pub files_checked: usize,
     pub bytes_checked: u64,
     /// Thin bundles: listed files that were absent (they come from the base).
-    pub from_base: Vec<String>,
+    pub from_base: FromBase,
+}
+
+/// The listed files a thin bundle does not carry (they come from its base), in manifest
+/// order, packed into one buffer: a thin update of a 1,000,000-file bundle lists nearly every
+/// file here, ~48 MB packed against ~75 MB as a `Vec<String>` (a heap block per path), and
+/// that list is alive while `apply` and thin `sign` hold their file index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FromBase {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl FromBase {
+    pub(crate) fn push(&mut self, path: &str) {
+        self.text.push_str(path);
+        self.ends.push(self.text.len());
+    }
+
+    /// Give back the growth slack once the list is complete.
+    pub(crate) fn done(mut self) -> Self {
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self
+    }
+
+    /// How many files come from the base.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The `i`-th such file, in manifest order.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1],
+        };
+        self.text.get(start..end)
+    }
+
+    /// The files, in manifest order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    /// Is `path` one of them? (A scan: for the few `scripts/*.sh` that `unpack` asks about.)
+    pub fn contains(&self, path: &str) -> bool {
+        self.iter().any(|p| p == path)
+    }
 }
 
 impl VerifiedBundle {
@@ -177,16 +230,10 @@ impl VerifiedBundle {
     }
 }
 
-pub use crate::fs::Metadata;
-
-/// Stage 1: signature, header, checksum files, freshness — [`CheckedBundle::from_metadata`]
-/// then [`CheckedBundle::verify`].
-pub fn verify_metadata(meta: &Metadata, opts: &Options<'_>) -> Result<VerifiedMetadata> {
-    CheckedBundle::from_metadata(meta)?.verify(opts)
-}
+pub(crate) use crate::fs::Metadata;
 
 /// A bundle whose structure was checked, before any cryptography: its metadata files were
-/// read within their limits (regular files, [`read_dir_metadata`] or the archive reader),
+/// read within their limits (regular files, `read_dir_metadata` or the archive reader),
 /// `manifest.dsse` is present and parses as a DSSE envelope (within
 /// [`crate::MAX_METADATA_BYTES`], or the streamed caps) of a mirror bundle payload type. Nothing
 /// in it is trusted yet: [`verify`](Self::verify) checks the signatures first (authenticate
@@ -234,7 +281,7 @@ impl<'a> CheckedBundle<'a> {
     }
 
     /// The structure checks over a folder's metadata read as streams (memory independent of
-    /// the file count, see [`crate::streamed`]).
+    /// the file count, see `crate::streamed`).
     pub fn read_streamed(dir: &'a Path, limits: &'a crate::streamed::Limits) -> Result<Self> {
         Ok(CheckedBundle {
             form: Form::Streamed(Box::new(check_streamed(dir, limits)?)),
@@ -261,7 +308,7 @@ impl<'a> CheckedBundle<'a> {
     /// The cryptographic checks and all that follows them (SPEC §5, in this order): the
     /// envelope's signatures ([`Stage::Envelope`](crate::Stage)), the signed manifest and
     /// `manifest.json`, the detached header, the checksum files, `public-key.pem`, the time
-    /// anchor and freshness. The content is not looked at ([`check_files`] does that).
+    /// anchor and freshness. The content is not looked at (`check_files` does that).
     pub fn verify(self, opts: &Options<'_>) -> Result<VerifiedMetadata> {
         match self.form {
             Form::InMemory { meta, envelope } => verify_in_memory(meta, envelope, opts),
@@ -839,22 +886,22 @@ pub fn verify_header(
 }
 
 /// Stage 2: compare what is present with what the manifest lists.
-pub fn check_files(
+pub(crate) fn check_files(
     manifest: &Manifest,
     observed: &BTreeMap<String, (u64, Digest)>,
-) -> Result<(usize, u64, Vec<String>)> {
+) -> Result<ContentChecked> {
     let mut problems = Vec::new();
     for p in observed.keys() {
         if manifest.file(p).is_none() {
             problems.push(format!("unlisted file {p} (not in the signed manifest)"));
         }
     }
-    let mut from_base = Vec::new();
+    let mut from_base = FromBase::default();
     let mut bytes = 0;
     let mut count = 0;
     for f in &manifest.files {
         match observed.get(f.path.as_str()) {
-            None if manifest.kind == Kind::Thin => from_base.push(f.path.to_string()),
+            None if manifest.kind == Kind::Thin => from_base.push(&f.path),
             None => problems.push(format!("file {} is missing", f.path)),
             Some((size, d)) => {
                 if *size != f.size || *d != f.sha256 {
@@ -875,13 +922,13 @@ pub fn check_files(
     if !problems.is_empty() {
         return Err(Error::content_mismatch(problems.len(), &problems));
     }
-    Ok((count, bytes, from_base))
+    Ok((count, bytes, from_base.done()))
 }
 
 /// Read the metadata files of a bundle folder.
 /// (Bounded: each file by [`crate::MAX_METADATA_BYTES`], all of them by
 /// [`crate::MAX_METADATA_TOTAL`].)
-pub fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
+pub(crate) fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
     let mut meta = Metadata::new();
     let mut total: u64 = 0;
     for name in names::METADATA {
@@ -911,7 +958,7 @@ pub fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
 /// as when the two ran in turn.
 ///
 /// A folder whose manifest or checksum files are above [`crate::MAX_METADATA_BYTES`] is
-/// verified streamed ([`crate::streamed`]: memory independent of the file count).
+/// verified streamed (`crate::streamed`: memory independent of the file count).
 pub fn verify_dir(
     dir: &Path,
     opts: &Options<'_>,
@@ -952,7 +999,7 @@ pub fn verify_dir_with(
 /// [`crate::verify::verify_dir`] for a folder whose metadata is above
 /// [`Limits::stream_above`] (see the module docs of [`crate::streamed`]).
 ///
-/// The checks are those of [`verify_metadata`] and [`check_files`], in their order as far as
+/// The checks are those of [`CheckedBundle::verify`] and [`check_files`], in their order as far as
 /// any failure is concerned (the first failing step in that order is the one reported), but
 /// spread over the cores: once the payload is out of its envelope, its signatures, canonical
 /// form and `manifest.json` are checked on a second thread while this one types the manifest
@@ -962,7 +1009,7 @@ pub fn verify_dir_with(
 /// verified; a metadata failure wins over a content one.
 ///
 /// [`Limits::stream_above`]: crate::streamed::Limits::stream_above
-pub fn verify_dir_streamed(
+pub(crate) fn verify_dir_streamed(
     dir: &Path,
     opts: &Options<'_>,
     limits: &crate::streamed::Limits,
@@ -1458,7 +1505,7 @@ impl PartlyHashedBundle {
 /// [`verify_dir`], except that the content files named by `defer(manifest)` are only checked
 /// for presence and size here: the caller promises to hash them itself before using them
 /// (`mirror load` pushes image blobs, and the push hashes every blob before its first request).
-pub fn verify_dir_deferring(
+pub(crate) fn verify_dir_deferring(
     dir: &Path,
     opts: &Options<'_>,
     defer: impl FnOnce(&Manifest) -> HashSet<String>,
@@ -1492,7 +1539,7 @@ fn verify_dir_inner(
 
 /// Hash the content files of a folder (every file but the metadata) on every core; files in
 /// `deferred` that the manifest lists are taken at the manifest's digest with their real size.
-pub fn hash_dir_content(
+pub(crate) fn hash_dir_content(
     dir: &Path,
     manifest: &Manifest,
     deferred: &HashSet<String>,
@@ -1668,6 +1715,30 @@ fn check_signed_checksums(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn from_base_keeps_every_path_in_order_and_answers_membership() {
+        let empty = FromBase::default();
+        assert!(empty.is_empty() && empty.get(0).is_none() && !empty.contains(""));
+        let paths = [
+            "advisories/a.json",
+            "",
+            "advisories/ü/b.json",
+            "scripts/load.sh",
+        ];
+        let mut fb = FromBase::default();
+        for p in paths {
+            fb.push(p);
+        }
+        let fb = fb.done();
+        assert_eq!(fb.len(), 4);
+        assert_eq!(fb.iter().collect::<Vec<_>>(), paths);
+        assert_eq!(fb.get(2), Some("advisories/ü/b.json"));
+        assert_eq!(fb.get(4), None);
+        assert!(fb.contains("scripts/load.sh") && fb.contains(""));
+        // Whole paths only: a prefix or two neighbours run together are not members.
+        assert!(!fb.contains("scripts/load") && !fb.contains("advisories/a.jsonadvisories"));
+    }
     use super::*;
     use time::macros::datetime;
 

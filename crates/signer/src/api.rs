@@ -1,13 +1,17 @@
 //! The router, its middleware and the audited-route runner.
 //!
-//! A sign request flows: [`observe`] (trace context, metrics, one log line) → [`run`] (its
-//! own task, so the audit record is written even if the client goes away) →
+//! A sign request flows: [`observe`] (trace context, metrics, one log line) → [`run`] (polled
+//! in place, moved to a task of its own only if the client goes away, so the audit record is
+//! written whatever the client does) →
 //! [`crate::gates`] (authentication, tenant, body, entitlement, quotas, release integrity,
 //! signing mode: one prologue, [`crate::gates::Ctx::admit_signing`]) → the route's handler
 //! in [`crate::sign`] (statement or manifest, signature, typed answer of [`crate::wire`]) →
 //! the audit record, appended durably; if that fails the response is `503` and the
 //! signature is dropped (nothing signed leaves unaudited) → the response.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -181,22 +185,95 @@ enum SignRoute {
     VerifyReferrers,
 }
 
-/// Run a sign route in its own task, so the pipeline runs to completion — audit record
-/// included — even when the client goes away (hyper drops the handler future of a closed
-/// connection; a key used by then must still be audited). Shutdown waits for these tasks
+/// Run a sign route to completion — audit record included — even when the client goes away
+/// (hyper drops the handler future of a closed connection; a key used by then must still be
+/// audited). The pipeline is polled in place, on the connection's own task ([`RunToEnd`]):
+/// no task spawned and joined per request, no second wake-up, no chance of the request's
+/// memory moving to the other core. Only when the handler is dropped before the pipeline
+/// ends does the rest of it move to a task of its own. Shutdown waits for the pipelines
 /// before it closes the audit log ([`crate::App::pipelines_finished`]).
 async fn run(app: AppState, req: Request, which: SignRoute) -> Response {
     let guard = app.0.pipeline_started();
-    let task = tokio::spawn(async move {
+    RunToEnd::new(async move {
         let _running = guard;
         run_to_completion(app, req, which).await
-    });
-    match task.await {
-        Ok(resp) => resp,
-        Err(e) => {
-            tracing::error!(error = %e, "sign pipeline task failed");
-            ApiError::unavailable("internal error; retry later", e.to_string()).into_response()
+    })
+    .await
+}
+
+/// A pipeline polled by whoever awaits it, and spawned onto the runtime if it is dropped
+/// unfinished (so it still ends, and its audit record is written). A panic inside it is a
+/// `503`, as a panicked task's `JoinError` was.
+struct RunToEnd<F: Future<Output = Response> + Send + 'static> {
+    pipeline: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future<Output = Response> + Send + 'static> RunToEnd<F> {
+    fn new(pipeline: F) -> Self {
+        RunToEnd {
+            pipeline: Some(Box::pin(pipeline)),
         }
+    }
+}
+
+impl<F: Future<Output = Response> + Send + 'static> Future for RunToEnd<F> {
+    type Output = Response;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        // `RunToEnd` is `Unpin` (it holds a box), so the field is reachable directly.
+        let Some(pipeline) = self.pipeline.as_mut() else {
+            return Poll::Ready(
+                ApiError::unavailable(
+                    "internal error; retry later",
+                    "sign pipeline polled after it ended",
+                )
+                .into_response(),
+            );
+        };
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.as_mut().poll(cx)));
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(resp)) => {
+                self.pipeline = None;
+                Poll::Ready(resp)
+            }
+            Err(panic) => {
+                self.pipeline = None;
+                let detail = panic_message(panic.as_ref());
+                tracing::error!(error = %detail, "sign pipeline task failed");
+                Poll::Ready(
+                    ApiError::unavailable("internal error; retry later", detail).into_response(),
+                )
+            }
+        }
+    }
+}
+
+impl<F: Future<Output = Response> + Send + 'static> Drop for RunToEnd<F> {
+    fn drop(&mut self) {
+        if let Some(pipeline) = self.pipeline.take() {
+            // The client went away mid-pipeline: finish it on its own task. Outside a
+            // runtime (it is shutting down) there is nothing left to run it on, as a spawned
+            // task would have been cancelled too.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    drop(pipeline.await);
+                });
+            }
+        }
+    }
+}
+
+/// The text of a panic's payload (what a `JoinError` of a panicked task displayed).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned());
+    match text {
+        Some(t) => format!("task panicked with message {t:?}"),
+        None => "task panicked".to_string(),
     }
 }
 
@@ -340,4 +417,95 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
     crate::gates::authenticated_headers(&app, &mut resp);
     resp.extensions_mut().insert(Handled { audit_id, code });
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pipeline_polled_to_its_end_answers_in_place() {
+        let resp = RunToEnd::new(async {
+            tokio::task::yield_now().await;
+            StatusCode::CREATED.into_response()
+        })
+        .await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_dropped_unfinished_still_runs_to_its_end() {
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = tokio::sync::oneshot::channel::<&'static str>();
+        let started = Arc::new(AtomicBool::new(false));
+        let s = started.clone();
+        let mut pipeline = Box::pin(RunToEnd::new(async move {
+            s.store(true, Ordering::SeqCst);
+            wait.await.unwrap();
+            done_tx.send("audited").unwrap();
+            StatusCode::OK.into_response()
+        }));
+        // Poll once (it starts and waits), then drop it as hyper drops the handler of a
+        // closed connection.
+        let first = std::future::poll_fn(|cx| Poll::Ready(pipeline.as_mut().poll(cx))).await;
+        assert!(first.is_pending());
+        assert!(started.load(Ordering::SeqCst));
+        drop(pipeline);
+        go.send(()).unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(5), done).await;
+        assert_eq!(end.unwrap().unwrap(), "audited");
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_that_is_never_polled_is_still_run() {
+        let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
+        drop(RunToEnd::new(async move {
+            done_tx.send(()).unwrap();
+            StatusCode::OK.into_response()
+        }));
+        tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_pipeline_is_a_503_not_a_lost_connection() {
+        let resp = RunToEnd::new(async {
+            tokio::task::yield_now().await;
+            if std::hint::black_box(true) {
+                panic!("boom in the pipeline");
+            }
+            StatusCode::OK.into_response()
+        })
+        .await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains("upstream_unavailable"), "{text}");
+        // The detail (the panic's text) stays internal.
+        assert!(!text.contains("boom"), "{text}");
+    }
+
+    #[test]
+    fn panic_messages_are_read_from_either_payload() {
+        let p: Box<dyn std::any::Any + Send> = Box::new("static text");
+        assert_eq!(
+            panic_message(p.as_ref()),
+            "task panicked with message \"static text\""
+        );
+        let p: Box<dyn std::any::Any + Send> = Box::new(String::from("owned"));
+        assert_eq!(
+            panic_message(p.as_ref()),
+            "task panicked with message \"owned\""
+        );
+        let p: Box<dyn std::any::Any + Send> = Box::new(7_u32);
+        assert_eq!(panic_message(p.as_ref()), "task panicked");
+    }
 }

@@ -64,7 +64,8 @@ impl Binding {
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub claims: TokenClaims,
+    /// Shared with the verified-token cache: a cache hit hands out the same claims, not a copy.
+    pub claims: Arc<TokenClaims>,
     pub tenant: String,
     pub installation: String,
     pub binding: Binding,
@@ -85,7 +86,7 @@ pub struct AuthRequest<'a> {
 #[derive(Debug)]
 pub struct AuthFailure {
     pub error: ApiError,
-    pub claims: Option<TokenClaims>,
+    pub claims: Option<Arc<TokenClaims>>,
 }
 
 impl From<ApiError> for AuthFailure {
@@ -126,7 +127,7 @@ impl PartialEq for TokenKey {
 
 #[derive(Default)]
 struct CacheShard {
-    map: std::collections::HashMap<TokenKey, (TokenClaims, Option<i64>)>,
+    map: std::collections::HashMap<TokenKey, (Arc<TokenClaims>, Option<i64>)>,
     /// (exp, key) of every entry, earliest first; may hold stale pairs of replaced entries.
     by_exp: std::collections::BinaryHeap<std::cmp::Reverse<(i64, [u8; 32])>>,
 }
@@ -166,11 +167,13 @@ impl TokenCache {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, k: &[u8; 32]) -> Option<(TokenClaims, Option<i64>)> {
+    /// The cached claims (shared, not copied) and `nbf`.
+    fn get(&self, k: &[u8; 32]) -> Option<(Arc<TokenClaims>, Option<i64>)> {
         self.shard(k).map.get(&TokenKey(*k)).cloned()
     }
 
-    fn put(&self, k: [u8; 32], claims: TokenClaims, nbf: Option<i64>, now: i64) {
+    fn put(&self, k: [u8; 32], claims: impl Into<Arc<TokenClaims>>, nbf: Option<i64>, now: i64) {
+        let claims = claims.into();
         let mut g = self.shard(&k);
         // Expired entries leave from the front.
         while g
@@ -316,9 +319,9 @@ impl Authenticator {
             .validate_token(token, &token_hash, now)
             .await
             .map_err(|e| AuthFailure::from(with_algs(e, bearer)))?;
-        let fail = |e: ApiError, claims: &TokenClaims| AuthFailure {
+        let fail = |e: ApiError, claims: &Arc<TokenClaims>| AuthFailure {
             error: with_algs(e, bearer),
-            claims: Some(claims.clone()),
+            claims: Some(Arc::clone(claims)),
         };
         let (Some(tenant), Some(installation)) =
             (claims.tenant.clone(), claims.installation.clone())
@@ -405,12 +408,15 @@ impl Authenticator {
         token: &str,
         token_hash: &[u8; 32],
         now: i64,
-    ) -> Result<TokenClaims, ApiError> {
+    ) -> Result<Arc<TokenClaims>, ApiError> {
         if token.is_empty() {
             return Err(invalid_token("empty access token"));
         }
         let Some(cache) = &self.token_cache else {
-            return self.verify_token(token, now).await.map(|(c, _)| c);
+            return self
+                .verify_token(token, now)
+                .await
+                .map(|(c, _)| Arc::new(c));
         };
         let key = *token_hash;
         if let Some((claims, nbf)) = cache.get(&key) {
@@ -424,7 +430,8 @@ impl Authenticator {
             return Ok(claims);
         }
         let (claims, nbf) = self.verify_token(token, now).await?;
-        cache.put(key, claims.clone(), nbf, now);
+        let claims = Arc::new(claims);
+        cache.put(key, Arc::clone(&claims), nbf, now);
         Ok(claims)
     }
 
@@ -954,6 +961,24 @@ mod tests {
         last[31] = 0;
         assert!(c.get(&last).is_none());
         assert_eq!(c.get(&k).map(|(c, _)| c.exp), Some(100));
+    }
+
+    /// A hit shares the cached claims (one `Arc`), it does not copy them per request.
+    #[test]
+    fn token_cache_hits_share_the_claims() {
+        let c = TokenCache::new(16);
+        let claims = Arc::new(TokenClaims {
+            sub: Some("alice".into()),
+            scopes: vec!["signer.sign".into()],
+            exp: 100,
+            ..TokenClaims::default()
+        });
+        c.put([3; 32], Arc::clone(&claims), Some(40), 50);
+        let (a, nbf) = c.get(&[3; 32]).unwrap();
+        let (b, _) = c.get(&[3; 32]).unwrap();
+        assert!(Arc::ptr_eq(&a, &claims) && Arc::ptr_eq(&a, &b));
+        assert_eq!((a.sub.as_deref(), nbf), (Some("alice"), Some(40)));
+        assert!(c.get(&[4; 32]).is_none());
     }
 
     #[test]

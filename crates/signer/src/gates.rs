@@ -302,10 +302,10 @@ impl Ctx<'_> {
             Ok(c) => c,
             Err(f) => {
                 if let Some(c) = f.claims {
-                    self.rec.tenant = c.tenant;
-                    self.rec.installation = c.installation;
-                    self.rec.caller.sub = c.sub;
-                    self.rec.caller.client = c.client_id;
+                    self.rec.tenant = c.tenant.clone();
+                    self.rec.installation = c.installation.clone();
+                    self.rec.caller.sub = c.sub.clone();
+                    self.rec.caller.client = c.client_id.clone();
                 }
                 return Err(f.error);
             }

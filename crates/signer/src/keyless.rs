@@ -483,7 +483,7 @@ impl Signed {
             identity["tlogEntry"] = json!({"logIndex": e.log_index, "uuid": e.uuid, "url": e.url});
         }
         Bundle {
-            dsse: self.dsse.clone(),
+            dsse: crate::wire::DsseJson::Value(self.dsse.clone()),
             certificate_chain: self.output.certificate_chain.clone(),
             mode: Some(stella_keyless::MODE.to_string()),
             signing_identity: SigningIdentity::Certificate(identity),

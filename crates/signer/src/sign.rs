@@ -21,7 +21,7 @@ use crate::app::App;
 use crate::error::ApiError;
 use crate::gates::{invalid, key_identity, Admitted, Ctx, SignBody, Signing};
 use crate::wire::{
-    Bundle, ExportSignature, GateFields, ReferrersVerdict, SignDsseIn, SignDsseResponse,
+    Bundle, DsseJson, ExportSignature, GateFields, ReferrersVerdict, SignDsseIn, SignDsseResponse,
     SignExportIn, SignExportResponse, SignatureKey, SigningIdentity, EXPORT_PAYLOAD_TYPES,
 };
 
@@ -206,16 +206,16 @@ async fn sign_dsse(ctx: &mut Ctx<'_>, admitted: Admitted<Dsse>) -> Result<Answer
         .await?
         .map_err(|e| backend_failed(e.to_string()))?;
     ctx.record_signature(&envelope, &keys);
-    // The same JSON value as parsing the bytes just hashed (field for field).
-    let dsse = envelope.to_value();
+    // Written as `to_value` writes it (the same JSON as parsing the bytes just hashed, field
+    // for field), without the tree.
     let sigstore = if sigstore {
-        let b = stella_keys::to_bundle(envelope, keys[0].as_ref())
+        let b = stella_keys::to_bundle(envelope.clone(), keys[0].as_ref())
             .map_err(|e| ApiError::unavailable("internal error", e.to_string()))?;
         Some(b.to_value())
     } else {
         None
     };
-    let bundle = keyful_bundle(ctx, &caller, &keys, dsse, sigstore);
+    let bundle = keyful_bundle(ctx, &caller, &keys, DsseJson::Envelope(envelope), sigstore);
     Ok(Answer::Dsse(SignDsseResponse { bundle, policy }, lease))
 }
 
@@ -224,7 +224,7 @@ fn keyful_bundle(
     ctx: &Ctx<'_>,
     caller: &crate::auth::Caller,
     keys: &[Arc<dyn Signer>],
-    dsse: serde_json::Value,
+    dsse: DsseJson,
     sigstore: Option<serde_json::Value>,
 ) -> Bundle {
     Bundle {
@@ -334,7 +334,7 @@ async fn sign_export(ctx: &mut Ctx<'_>, admitted: Admitted<Export>) -> Result<An
             },
         })
         .collect();
-    let signed = keyful_bundle(ctx, &caller, &keys, envelope.to_value(), None);
+    let signed = keyful_bundle(ctx, &caller, &keys, DsseJson::Envelope(envelope), None);
     Ok(Answer::Export(
         SignExportResponse {
             manifest,

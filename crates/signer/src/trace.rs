@@ -68,18 +68,70 @@ fn parse_traceparent(h: &str) -> Option<(String, String)> {
 
 /// `n` random bytes as lowercase hex.
 pub fn random_hex(n: usize) -> String {
-    let mut buf = vec![0u8; n];
-    if SystemRandom::new().fill(&mut buf).is_err() {
+    let mut stack = [0u8; 32];
+    let mut heap = Vec::new();
+    let buf = if n <= stack.len() {
+        &mut stack[..n]
+    } else {
+        heap.resize(n, 0);
+        &mut heap[..]
+    };
+    fill_random(buf);
+    stella_keys::hex(buf)
+}
+
+/// Bytes of system randomness each thread draws at once for ids ([`fill_random`]).
+const POOL_BYTES: usize = 1024;
+
+/// A thread's unused system randomness: `bytes[used..]` has never been handed out.
+struct RandomPool {
+    bytes: [u8; POOL_BYTES],
+    used: usize,
+}
+
+thread_local! {
+    static POOL: std::cell::RefCell<RandomPool> = const {
+        std::cell::RefCell::new(RandomPool { bytes: [0; POOL_BYTES], used: POOL_BYTES })
+    };
+}
+
+/// Fill `out` with system randomness (aws-lc's DRBG) for ids — trace, span and audit ids,
+/// DPoP `jti`s: values that must be unpredictable and never repeat, not keys. Each call to
+/// the DRBG costs a fixed ~2 µs (a reseed check, the CPU's RNG, two DRBG updates, locks)
+/// whatever it returns, and a request needs three ids, so every thread draws 1 KiB at a
+/// time and hands each byte out once (and wipes it). Large requests go to the DRBG directly.
+fn fill_random(out: &mut [u8]) {
+    if out.len() > POOL_BYTES / 4 {
+        system_fill(out);
+        return;
+    }
+    POOL.with_borrow_mut(|pool| {
+        if POOL_BYTES - pool.used < out.len() {
+            if SystemRandom::new().fill(&mut pool.bytes).is_err() {
+                system_fill(out);
+                return;
+            }
+            pool.used = 0;
+        }
+        let take = &mut pool.bytes[pool.used..pool.used + out.len()];
+        out.copy_from_slice(take);
+        take.fill(0);
+        pool.used += out.len();
+    });
+}
+
+/// `out` straight from the system RNG.
+fn system_fill(out: &mut [u8]) {
+    if SystemRandom::new().fill(out).is_err() {
         // The system RNG failing is not recoverable for a signing service; ids only need
         // uniqueness, so fall back to time-derived bytes rather than panicking.
         let t = time::OffsetDateTime::now_utc()
             .unix_timestamp_nanos()
             .to_be_bytes();
-        for (i, b) in buf.iter_mut().enumerate() {
+        for (i, b) in out.iter_mut().enumerate() {
             *b = t[i % t.len()];
         }
     }
-    stella_keys::hex(&buf)
 }
 
 /// A new audit id (UUID-v4 shaped, random).
@@ -130,5 +182,45 @@ mod tests {
             );
         }
         assert_eq!(new_audit_id().len(), 36);
+    }
+
+    #[test]
+    fn ids_are_hex_of_the_asked_length_and_never_repeat_across_pool_refills() {
+        use std::collections::HashSet;
+        // Several refills of the pool on this thread, and ids from other threads.
+        let mut seen = HashSet::new();
+        for n in [8usize, 16, 1, 31, 32, 33, 300] {
+            for _ in 0..(3 * POOL_BYTES / n.max(8)) {
+                let h = random_hex(n);
+                assert_eq!(h.len(), 2 * n);
+                assert!(is_lower_hex(&h, 2 * n), "{h}");
+                if n >= 8 {
+                    assert!(seen.insert(h), "an id repeated");
+                }
+            }
+        }
+        let others: Vec<Vec<String>> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..200).map(|_| random_hex(16)).collect()))
+            .map(|t| t.join().unwrap())
+            .collect();
+        for h in others.into_iter().flatten() {
+            assert!(seen.insert(h), "an id repeated across threads");
+        }
+        assert_eq!(random_hex(0), "");
+    }
+
+    #[test]
+    fn pool_bytes_are_handed_out_once_and_wiped() {
+        let mut a = [0u8; 16];
+        fill_random(&mut a);
+        POOL.with_borrow(|pool| {
+            assert!(pool.used >= 16);
+            // What was handed out is gone from the pool.
+            assert!(pool.bytes[..pool.used].iter().all(|b| *b == 0));
+        });
+        let mut b = [0u8; 16];
+        fill_random(&mut b);
+        assert_ne!(a, b);
+        assert_ne!(a, [0u8; 16]);
     }
 }

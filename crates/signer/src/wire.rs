@@ -174,7 +174,7 @@ pub(crate) enum SigningIdentity {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Bundle {
     /// The DSSE envelope.
-    pub dsse: Value,
+    pub dsse: DsseJson,
     /// PEM certificates, leaf first (keyless); empty for keys.
     pub certificate_chain: Vec<String>,
     pub mode: Option<String>,
@@ -182,6 +182,23 @@ pub(crate) struct Bundle {
     /// Sigstore bundle v0.3 (`returnBundle: sigstore`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sigstore: Option<Value>,
+}
+
+/// `dsse` of a bundle: the keyful signer's envelope, written as [`stella_dsse::Envelope::to_value`]
+/// writes it but without building that tree per request (issue #15), or a JSON value (keyless).
+#[derive(Debug, Clone)]
+pub(crate) enum DsseJson {
+    Envelope(stella_dsse::Envelope),
+    Value(Value),
+}
+
+impl Serialize for DsseJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DsseJson::Envelope(e) => e.sorted_json().serialize(s),
+            DsseJson::Value(v) => v.serialize(s),
+        }
+    }
 }
 
 /// `POST /sign/dsse` 200 (before `auditId`).
@@ -371,7 +388,7 @@ struct SortedDsseAnswer<'a> {
 #[serde(rename_all = "camelCase")]
 struct SortedBundle<'a> {
     certificate_chain: &'a [String],
-    dsse: &'a Value,
+    dsse: &'a DsseJson,
     mode: &'a Option<String>,
     signing_identity: SortedIdentity<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -447,8 +464,10 @@ mod tests {
     ) -> SignDsseResponse {
         SignDsseResponse {
             bundle: Bundle {
-                dsse: json!({"payloadType": "application/vnd.in-toto+json", "payload": "eyJ9\"\u{1}",
+                dsse: DsseJson::Value(
+                    json!({"payloadType": "application/vnd.in-toto+json", "payload": "eyJ9\"\u{1}",
                     "signatures": [{"sig": "MEUC", "keyid": "k1"}]}),
+                ),
                 certificate_chain: vec!["-----BEGIN CERTIFICATE-----\nAA\n".into()],
                 mode: mode.map(str::to_string),
                 signing_identity: identity,
@@ -487,6 +506,58 @@ mod tests {
             .unwrap()
             .to_string();
             assert_eq!(String::from_utf8(direct).unwrap(), via_value);
+        }
+    }
+
+    /// An envelope written directly (`DsseJson::Envelope`) gives the bytes its `to_value` tree
+    /// gave, in the direct answer and through `json_response`'s `Value` path alike.
+    #[test]
+    fn an_envelope_dsse_is_byte_identical_to_its_value() {
+        let envelopes = [
+            stella_dsse::Envelope {
+                payload_type: "application/vnd.in-toto+json".into(),
+                payload: br#"{"_type":"https://in-toto.io/Statement/v1","x":"\u0001"}"#.to_vec(),
+                signatures: vec![stella_dsse::Signature {
+                    keyid: "sha256:ab\"c".into(),
+                    sig: vec![0x30, 0x45, 0, 255, 7],
+                }],
+            },
+            stella_dsse::Envelope {
+                payload_type: "t \u{1f600}".into(),
+                payload: vec![],
+                signatures: vec![
+                    stella_dsse::Signature {
+                        keyid: String::new(),
+                        sig: vec![1],
+                    },
+                    stella_dsse::Signature {
+                        keyid: "k2".into(),
+                        sig: vec![2; 71],
+                    },
+                ],
+            },
+        ];
+        for env in envelopes {
+            let key = SigningIdentity::Key(KeyIdentity {
+                kind: "key",
+                tenant: "acme".into(),
+                key_ids: vec!["a".into()],
+                algorithms: vec!["ecdsa-p256"],
+            });
+            let mut new = answer(key, None, Some("file"));
+            let mut old = answer(new.bundle.signing_identity.clone(), None, Some("file"));
+            new.bundle.dsse = DsseJson::Envelope(env.clone());
+            old.bundle.dsse = DsseJson::Value(env.to_value());
+            let direct_new = serde_json::to_vec(&SortedDsseAnswer::new(&new, "a1")).unwrap();
+            let direct_old = serde_json::to_vec(&SortedDsseAnswer::new(&old, "a1")).unwrap();
+            assert_eq!(
+                String::from_utf8(direct_new).unwrap(),
+                String::from_utf8(direct_old).unwrap()
+            );
+            assert_eq!(
+                serde_json::to_value(&new.bundle).unwrap(),
+                serde_json::to_value(&old.bundle).unwrap()
+            );
         }
     }
 }

@@ -1426,6 +1426,21 @@ fn thin_bundles_carry_only_changes_and_apply_in_order() {
     ]);
     expect(&out, 0, "Applied");
     assert_eq!(content("site2-new"), content("full2"));
+    // Modes as `create` gives them: the folder 0755 (not the staging folder's 0700), scripts
+    // executable whether they came from the base (folder form) or the archive.
+    let mode = |p: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(env.p(p)).unwrap().permissions().mode() & 0o7777
+    };
+    for d in ["site", "site2-new"] {
+        assert_eq!(mode(d), mode("full2"), "{d}");
+        assert_eq!(mode(d), 0o755, "{d}");
+        for f in ["scripts/load.sh", "advisories/nvd.json"] {
+            let p = format!("{d}/{f}");
+            assert_eq!(mode(&p), mode(&format!("full2/{f}")), "{p}");
+        }
+    }
+    assert_eq!(mode("site/scripts/load.sh"), 0o755);
 
     // Applying it again (site is now generation 2) is out of order.
     let out = env.run(&[
@@ -2063,12 +2078,11 @@ fn forge_anchor(env: &Env, dir: &str, cert: &str, at: time::OffsetDateTime) {
         })
         .unwrap();
     let pem = std::fs::read(env.p(cert)).unwrap();
-    let tsa =
-        stella_mirror::anchor::LocalTsa::new_unchecked(&key, &pem, Some("1.2.3.4.1")).unwrap();
+    let tsa = stella_mirror::LocalTsa::new_unchecked(&key, &pem, Some("1.2.3.4.1")).unwrap();
     let manifest = std::fs::read(env.p(dir).join("manifest.json")).unwrap();
     let token = tsa.timestamp(&stella_keys::sha256(&manifest), at).unwrap();
     let file = json!({
-        "anchorTime": stella_mirror::manifest::format_time(at.replace_nanosecond(0).unwrap()),
+        "anchorTime": stella_mirror::format_time(at.replace_nanosecond(0).unwrap()),
         "format": "rfc3161",
         "source": "forged",
         "token": b64(&token),
@@ -2199,7 +2213,7 @@ fn a_trusted_time_anchor_overrides_a_clock_that_is_behind() {
     // Generated "two hours from now": as if this machine's clock were two hours behind.
     let now = time::OffsetDateTime::now_utc();
     let ahead = now + time::Duration::hours(2);
-    let gen = stella_mirror::manifest::format_time(ahead);
+    let gen = stella_mirror::format_time(ahead);
     expect(&env.create("b", &["--generated-at", &gen]), 0, "");
     env.sign("b", &["k.key"]);
     expect(&env.verify("b", &[]), 1, "is in the future");

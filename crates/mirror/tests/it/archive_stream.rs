@@ -8,27 +8,26 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use stella_mirror::archive::{read_archive, read_stream, Limits};
-use stella_mirror::hash::NoProgress;
-use stella_mirror::streamed;
-use stella_mirror::verify::{verify_dir, Options};
-use stella_mirror::{names, Error, ErrorKind};
+use stella_mirror::{
+    names, read_archive, read_stream, verify_dir, ArchiveLimits, Error, ErrorKind, NoProgress,
+    VerifyOptions,
+};
 
 use crate::common::Signed;
 
 const TEST_THRESHOLD: u64 = 64 * 1024;
 
-fn small() -> streamed::Limits {
-    streamed::Limits {
+fn small() -> stella_mirror::StreamLimits {
+    stella_mirror::StreamLimits {
         stream_above: TEST_THRESHOLD,
         ..Default::default()
     }
 }
 
-fn spooled() -> Limits {
-    Limits {
+fn spooled() -> ArchiveLimits {
+    ArchiveLimits {
         stream: small(),
-        ..Limits::default()
+        ..ArchiveLimits::default()
     }
 }
 
@@ -116,7 +115,7 @@ impl Tar {
     }
 }
 
-fn read(bytes: Vec<u8>, limits: Limits, opts: &Options<'_>) -> Result<(), Error> {
+fn read(bytes: Vec<u8>, limits: ArchiveLimits, opts: &VerifyOptions<'_>) -> Result<(), Error> {
     read_stream(std::io::Cursor::new(bytes), None, limits, opts, &NoProgress).map(|_| ())
 }
 
@@ -146,9 +145,9 @@ fn a_big_bundle_packs_verifies_and_unpacks_with_its_metadata_spooled() {
     // pack: the streamed file list gives the same bytes as the in-memory one.
     let streamed_zst = s.dir.path().join("s.tar.zst");
     let memory_zst = s.dir.path().join("m.tar.zst");
-    let p = stella_mirror::pack::pack_with(&bundle, &streamed_zst, 0, &small(), &NoProgress)
+    let p = stella_mirror::pack_with(&bundle, &streamed_zst, 0, &small(), &NoProgress)
         .expect("pack streamed");
-    stella_mirror::pack::pack(&bundle, &memory_zst, 0, &NoProgress).expect("pack in memory");
+    stella_mirror::pack(&bundle, &memory_zst, 0, &NoProgress).expect("pack in memory");
     assert_eq!(
         std::fs::read(&streamed_zst).expect("s"),
         std::fs::read(&memory_zst).expect("m")
@@ -170,7 +169,7 @@ fn a_big_bundle_packs_verifies_and_unpacks_with_its_metadata_spooled() {
     let (obs, m) = read_archive(
         &streamed_zst,
         None,
-        Limits::default(),
+        ArchiveLimits::default(),
         &s.opts(),
         &NoProgress,
     )
@@ -180,7 +179,7 @@ fn a_big_bundle_packs_verifies_and_unpacks_with_its_metadata_spooled() {
 
     // unpack: a folder that verifies again, scripts executable.
     let dest = s.dir.path().join("site");
-    stella_mirror::unpack::unpack(&streamed_zst, &dest, spooled(), &s.opts(), &NoProgress)
+    stella_mirror::unpack(&streamed_zst, &dest, spooled(), &s.opts(), &NoProgress)
         .expect("unpack spooled");
     let again = verify_dir(&dest, &s.opts(), &NoProgress).expect("unpacked verifies");
     assert_eq!(again.files_checked, folder.files_checked);
@@ -199,8 +198,8 @@ fn pack_refuses_unlisted_and_missing_files_with_a_streamed_file_list() {
     let bundle = s.bundle();
     let out = s.dir.path().join("x.tar.gz");
     std::fs::write(bundle.join("advisories/evil.sh"), b"x").expect("plant");
-    let e = stella_mirror::pack::pack_with(&bundle, &out, 0, &small(), &NoProgress)
-        .expect_err("unlisted");
+    let e =
+        stella_mirror::pack_with(&bundle, &out, 0, &small(), &NoProgress).expect_err("unlisted");
     assert!(
         e.to_string().contains("unlisted file advisories/evil.sh"),
         "{e}"
@@ -211,21 +210,19 @@ fn pack_refuses_unlisted_and_missing_files_with_a_streamed_file_list() {
         .find(|p| p.starts_with("advisories/") && p.contains("OSV-"))
         .expect("a feed file");
     std::fs::remove_file(bundle.join(&victim)).expect("rm");
-    let e = stella_mirror::pack::pack_with(&bundle, &out, 0, &small(), &NoProgress)
-        .expect_err("missing");
+    let e = stella_mirror::pack_with(&bundle, &out, 0, &small(), &NoProgress).expect_err("missing");
     assert!(
         e.to_string().contains(&format!("file {victim} is missing")),
         "{e}"
     );
     assert!(!out.exists());
     // A manifest over the streamed cap is refused on its size.
-    let tiny = streamed::Limits {
+    let tiny = stella_mirror::StreamLimits {
         stream_above: 1024,
         max_manifest: 2048,
         ..Default::default()
     };
-    let e =
-        stella_mirror::pack::pack_with(&bundle, &out, 0, &tiny, &NoProgress).expect_err("over cap");
+    let e = stella_mirror::pack_with(&bundle, &out, 0, &tiny, &NoProgress).expect_err("over cap");
     assert!(e.to_string().contains("above the 2048-byte limit"), "{e}");
 }
 
@@ -241,7 +238,7 @@ fn every_attack_is_refused_alike_on_both_archive_paths() {
         .collect();
     cases.sort();
     assert!(cases.len() >= 8);
-    let all = streamed::Limits {
+    let all = stella_mirror::StreamLimits {
         stream_above: 0,
         ..Default::default()
     };
@@ -269,13 +266,16 @@ fn every_attack_is_refused_alike_on_both_archive_paths() {
             .metadata(&bundle, &[])
             .content(&bundle, &[])
             .finish();
-        let memory = refusal(read(bytes.clone(), Limits::default(), &s.opts()), &name);
+        let memory = refusal(
+            read(bytes.clone(), ArchiveLimits::default(), &s.opts()),
+            &name,
+        );
         let spool = refusal(
             read(
                 bytes,
-                Limits {
+                ArchiveLimits {
                     stream: all,
-                    ..Limits::default()
+                    ..ArchiveLimits::default()
                 },
                 &s.opts(),
             ),
@@ -435,14 +435,14 @@ fn hostile_archives_are_refused_on_the_spooled_path_and_leave_nothing_behind() {
             "above the 131072-byte limit for bundle metadata (oversize entry)".into(),
         ),
     ];
-    let limits = Limits {
-        stream: streamed::Limits {
+    let limits = ArchiveLimits {
+        stream: stella_mirror::StreamLimits {
             stream_above: TEST_THRESHOLD,
             max_manifest: 128 * 1024,
             max_sums: 1 << 30,
-            ..streamed::Limits::default()
+            ..stella_mirror::StreamLimits::default()
         },
-        ..Limits::default()
+        ..ArchiveLimits::default()
     };
     // The honest metadata fits those caps; only "metadata too big" goes over.
     assert!(
@@ -456,8 +456,8 @@ fn hostile_archives_are_refused_on_the_spooled_path_and_leave_nothing_behind() {
         let archive = work.path().join("x.tar");
         std::fs::write(&archive, build()).expect("write");
         let dest = work.path().join("site");
-        let e = stella_mirror::unpack::unpack(&archive, &dest, limits, &s.opts(), &NoProgress)
-            .expect_err(what);
+        let e =
+            stella_mirror::unpack(&archive, &dest, limits, &s.opts(), &NoProgress).expect_err(what);
         assert_eq!(e.kind(), ErrorKind::Verification, "{what}: {e}");
         assert!(e.to_string().contains(&needle), "{what}: {e}");
         assert!(!dest.exists(), "{what}: the destination was created");
@@ -485,14 +485,14 @@ impl std::io::Read for Counted {
 #[test]
 fn oversize_spooled_metadata_is_refused_before_it_is_read() {
     let s = Signed::new();
-    let limits = Limits {
-        stream: streamed::Limits {
+    let limits = ArchiveLimits {
+        stream: stella_mirror::StreamLimits {
             stream_above: 1024,
             max_manifest: 1 << 20,
             max_sums: 1 << 20,
-            ..streamed::Limits::default()
+            ..stella_mirror::StreamLimits::default()
         },
-        ..Limits::default()
+        ..ArchiveLimits::default()
     };
     for (name, size) in [
         (names::ENVELOPE, (4 << 20) / 3 + (64 << 10) + 1),
@@ -550,24 +550,24 @@ fn thin_diff_over_streamed_file_lists_is_the_in_memory_diff() {
     b.files.insert(21, added);
     let b_path = s.dir.path().join("b.json");
     std::fs::write(&b_path, b.to_canonical_json()).expect("write");
-    let want = serde_json::to_value(stella_mirror::thin::diff(&a, &b)).expect("json");
+    let want = serde_json::to_value(stella_mirror::diff(&a, &b)).expect("json");
     assert_eq!(want["added"].as_array().map(Vec::len), Some(1));
     assert_eq!(want["changed"].as_array().map(Vec::len), Some(1));
     assert_eq!(want["removed"].as_array().map(Vec::len), Some(1));
-    for limits in [small(), streamed::Limits::default()] {
-        let (am, ai, ad) = stella_mirror::pack::read_file_list(&a_path, &limits).expect("a");
-        let (bm, bi, _) = stella_mirror::pack::read_file_list(&b_path, &limits).expect("b");
+    for limits in [small(), stella_mirror::StreamLimits::default()] {
+        let (am, ai, ad) = stella_mirror::read_file_list(&a_path, &limits).expect("a");
+        let (bm, bi, _) = stella_mirror::read_file_list(&b_path, &limits).expect("b");
         assert!(am.files.is_empty() && bm.files.is_empty());
         assert_eq!(ai.len(), a.files.len());
         assert_eq!(
             ad,
-            stella_mirror::hash::Digest::of(&std::fs::read(&a_path).expect("read"))
+            stella_mirror::Digest::of(&std::fs::read(&a_path).expect("read"))
         );
-        let got = stella_mirror::thin::diff_indexed(&am, &ai, &bm, &bi);
+        let got = stella_mirror::diff_indexed(&am, &ai, &bm, &bi);
         assert_eq!(serde_json::to_value(got).expect("json"), want);
         // Read as two streams at once, merged as they come: the same diff and manifests.
         let (sm, sn, got) =
-            stella_mirror::thin::diff_manifest_files(&a_path, &b_path, &limits).expect("diff");
+            stella_mirror::diff_manifest_files(&a_path, &b_path, &limits).expect("diff");
         assert_eq!(serde_json::to_value(got).expect("json"), want);
         assert_eq!(
             (sm.generation, sn.generation),
@@ -583,13 +583,13 @@ fn thin_diff_over_streamed_file_lists_is_the_in_memory_diff() {
     let thin_removed = {
         // A thin manifest listing a file it also removes.
         let mut t = b.clone();
-        t.kind = stella_mirror::manifest::Kind::Thin;
+        t.kind = stella_mirror::Kind::Thin;
         t.generation = a.generation + 1;
-        t.base = Some(stella_mirror::manifest::BaseRef {
+        t.base = Some(stella_mirror::BaseRef {
             bundle: a.bundle.clone(),
             version: a.version.clone(),
             generation: a.generation,
-            manifest_digest: stella_mirror::hash::Digest::of(b"base"),
+            manifest_digest: stella_mirror::Digest::of(b"base"),
         });
         t.removed = vec![t.files[5].path.clone()];
         t.to_canonical_json()
@@ -606,30 +606,29 @@ fn thin_diff_over_streamed_file_lists_is_the_in_memory_diff() {
     ];
     for (bytes, names) in cases {
         std::fs::write(&bad_path, &bytes).expect("write");
-        for limits in [small(), streamed::Limits::default()] {
-            let want = stella_mirror::pack::read_file_list(&bad_path, &limits)
+        for limits in [small(), stella_mirror::StreamLimits::default()] {
+            let want = stella_mirror::read_file_list(&bad_path, &limits)
                 .expect_err("malformed")
                 .to_string();
             assert!(want.contains(&names), "{want}");
-            let e = stella_mirror::thin::diff_manifest_files(&a_path, &bad_path, &limits)
+            let e = stella_mirror::diff_manifest_files(&a_path, &bad_path, &limits)
                 .expect_err("new malformed");
             assert_eq!(e.to_string(), want);
-            let e = stella_mirror::thin::diff_manifest_files(&bad_path, &a_path, &limits)
+            let e = stella_mirror::diff_manifest_files(&bad_path, &a_path, &limits)
                 .expect_err("old malformed");
             assert_eq!(e.to_string(), want);
-            let e = stella_mirror::thin::diff_manifest_files(&bad_path, &other_bad, &limits)
+            let e = stella_mirror::diff_manifest_files(&bad_path, &other_bad, &limits)
                 .expect_err("both malformed");
             assert_eq!(e.to_string(), want);
         }
     }
     let missing = s.dir.path().join("missing.json");
-    let e =
-        stella_mirror::thin::diff_manifest_files(&a_path, &missing, &small()).expect_err("missing");
+    let e = stella_mirror::diff_manifest_files(&a_path, &missing, &small()).expect_err("missing");
     assert!(matches!(&e, Error::NotFound(p) if *p == missing), "{e}");
     // A file list that is not a manifest is an input error on both paths.
     std::fs::write(&b_path, vec![b'['; 100 * 1024]).expect("write");
-    for limits in [small(), streamed::Limits::default()] {
-        let e = stella_mirror::pack::read_file_list(&b_path, &limits).expect_err("garbage");
+    for limits in [small(), stella_mirror::StreamLimits::default()] {
+        let e = stella_mirror::read_file_list(&b_path, &limits).expect_err("garbage");
         assert_eq!(e.kind(), ErrorKind::Input, "{e}");
     }
 }

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use stella_mirror::hash::NoProgress;
+use stella_mirror::NoProgress;
 
 use crate::common::{verify_dir, Signed};
 
@@ -69,7 +69,7 @@ fn every_attack_is_refused_at_its_stage() {
         }
         // The in-memory path, then the streamed one (every metadata file above its threshold):
         // the same stage, field and message.
-        let streamed = stella_mirror::streamed::Limits {
+        let streamed = stella_mirror::StreamLimits {
             stream_above: 0,
             ..Default::default()
         };
@@ -77,7 +77,7 @@ fn every_attack_is_refused_at_its_stage() {
             ("in memory", verify_dir(&s, &bundle)),
             (
                 "streamed",
-                stella_mirror::verify::verify_dir_with(&bundle, &s.opts(), &streamed, &NoProgress),
+                stella_mirror::verify_dir_with(&bundle, &s.opts(), &streamed, &NoProgress),
             ),
         ];
         for (path, result) in results {

@@ -3,16 +3,12 @@
 
 use std::path::Path;
 
-use stella_mirror::hash::NoProgress;
-use stella_mirror::Error;
+use stella_mirror::{Error, NoProgress};
 
 pub(crate) use stella_mirror::testing::SignedBundle as Signed;
 
-pub(crate) fn verify_dir(
-    s: &Signed,
-    dir: &Path,
-) -> Result<stella_mirror::verify::VerifiedBundle, Error> {
-    stella_mirror::verify::verify_dir(dir, &s.opts(), &NoProgress)
+pub(crate) fn verify_dir(s: &Signed, dir: &Path) -> Result<stella_mirror::VerifiedBundle, Error> {
+    stella_mirror::verify_dir(dir, &s.opts(), &NoProgress)
 }
 
 /// `n` small advisory files under `src/feeds/osv/NN/` (16 folders), the shape of an OSV feed.

@@ -2,9 +2,10 @@
 //! carries typed values where a caller may want them (freshness, content), with the message
 //! users see unchanged.
 
-use stella_mirror::hash::NoProgress;
-use stella_mirror::verify::{verify_checksums, verify_header, Options, TimeSource};
-use stella_mirror::{names, Detail, Error, Field, Stage};
+use stella_mirror::{
+    names, verify_checksums, verify_header, Detail, Error, Field, NoProgress, Stage, TimeSource,
+    VerifyOptions,
+};
 
 use crate::common::{verify_dir, Signed};
 
@@ -22,12 +23,12 @@ fn refused<T>(r: Result<T, Error>) -> (Stage, Field, String) {
 fn a_stale_bundle_is_refused_on_generated_at_with_its_age_and_budget() {
     let s = Signed::new();
     let later = time::OffsetDateTime::now_utc() + time::Duration::days(30);
-    let opts = Options {
+    let opts = VerifyOptions {
         now: later,
         max_age: Some(3600),
         ..s.opts()
     };
-    let err = stella_mirror::verify::verify_dir(&s.bundle(), &opts, &NoProgress)
+    let err = stella_mirror::verify_dir(&s.bundle(), &opts, &NoProgress)
         .expect_err("30 days old with a one-hour budget");
     assert_eq!(err.stage(), Some(Stage::Freshness));
     assert_eq!(err.field(), Some(Field::Manifest("generatedAt")));
@@ -60,15 +61,11 @@ fn a_stale_bundle_is_refused_on_generated_at_with_its_age_and_budget() {
 fn a_bundle_from_the_future_is_refused_on_generated_at() {
     let s = Signed::new();
     let earlier = time::OffsetDateTime::now_utc() - time::Duration::days(1);
-    let opts = Options {
+    let opts = VerifyOptions {
         now: earlier,
         ..s.opts()
     };
-    let (stage, field, msg) = refused(stella_mirror::verify::verify_dir(
-        &s.bundle(),
-        &opts,
-        &NoProgress,
-    ));
+    let (stage, field, msg) = refused(stella_mirror::verify_dir(&s.bundle(), &opts, &NoProgress));
     assert_eq!(stage, Stage::Freshness);
     assert_eq!(field, Field::Manifest("generatedAt"));
     assert!(
@@ -164,8 +161,8 @@ fn a_failure_read_from_an_archive_names_the_archive_and_keeps_its_field() {
     let bundle = s.bundle();
     std::fs::remove_file(bundle.join(names::SUMS_SIG)).expect("remove");
     let archive = s.dir.path().join("b.tar.gz");
-    stella_mirror::pack::pack(&bundle, &archive, 0, &NoProgress).expect("pack");
-    let err = stella_mirror::archive::verify_archive(&archive, &s.opts(), &NoProgress)
+    stella_mirror::pack(&bundle, &archive, 0, &NoProgress).expect("pack");
+    let err = stella_mirror::verify_archive(&archive, &s.opts(), &NoProgress)
         .expect_err("SHA256SUMS.sig is missing");
     assert_eq!(err.stage(), Some(Stage::Checksums));
     assert_eq!(err.field(), Some(Field::file(names::SUMS_SIG)));

@@ -26,7 +26,7 @@ fn round_trip(what: &str, manifest: &[u8], sums: Option<&[u8]>) -> Manifest {
         assert!(m.sha256sums_equal(sums), "{what}");
     }
     // The streamed reader types the same entries.
-    let (head, index) = stella_mirror::streamed::parse_manifest_slice(manifest).expect(what);
+    let (head, index) = stella_mirror::parse_manifest_slice(manifest).expect(what);
     assert_eq!(index.len(), m.files.len(), "{what}");
     for (i, f) in m.files.iter().enumerate() {
         let e = index.get(i).expect("entry");

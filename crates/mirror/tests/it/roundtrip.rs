@@ -1,7 +1,6 @@
 //! The honest path through the library: every stage accepts what the previous one wrote.
 
-use stella_mirror::archive::Limits;
-use stella_mirror::hash::NoProgress;
+use stella_mirror::{ArchiveLimits, NoProgress};
 
 use crate::common::{verify_dir, Signed};
 
@@ -18,22 +17,21 @@ fn create_sign_verify_pack_stream_unpack() {
 
     for name in ["b.tar.zst", "b.tar.gz"] {
         let archive = s.dir.path().join(name);
-        let packed =
-            stella_mirror::pack::pack(&s.bundle(), &archive, 0, &NoProgress).expect("pack");
+        let packed = stella_mirror::pack(&s.bundle(), &archive, 0, &NoProgress).expect("pack");
         assert_eq!(
             packed.archive_bytes,
             std::fs::metadata(&archive).expect("archive").len()
         );
-        let streamed = stella_mirror::archive::verify_archive(&archive, &s.opts(), &NoProgress)
+        let streamed = stella_mirror::verify_archive(&archive, &s.opts(), &NoProgress)
             .expect("the archive verifies from its stream");
         assert_eq!(streamed.files_checked, folder.files_checked);
         assert_eq!(streamed.meta.manifest_digest, folder.meta.manifest_digest);
 
         let dest = s.dir.path().join(format!("unpacked-{name}"));
-        let unpacked = stella_mirror::unpack::unpack(
+        let unpacked = stella_mirror::unpack(
             &archive,
             &dest,
-            Limits::default(),
+            ArchiveLimits::default(),
             &s.opts(),
             &NoProgress,
         )
@@ -48,8 +46,8 @@ fn pack_is_byte_reproducible() {
     let s = Signed::new();
     let a = s.dir.path().join("a.tar.gz");
     let b = s.dir.path().join("b.tar.gz");
-    stella_mirror::pack::pack(&s.bundle(), &a, 0, &NoProgress).expect("pack a");
-    stella_mirror::pack::pack(&s.bundle(), &b, 0, &NoProgress).expect("pack b");
+    stella_mirror::pack(&s.bundle(), &a, 0, &NoProgress).expect("pack a");
+    stella_mirror::pack(&s.bundle(), &b, 0, &NoProgress).expect("pack b");
     assert_eq!(std::fs::read(&a).expect("a"), std::fs::read(&b).expect("b"));
 }
 
@@ -57,13 +55,13 @@ fn pack_is_byte_reproducible() {
 fn a_failed_unpack_leaves_nothing_behind() {
     let s = Signed::new();
     let archive = s.dir.path().join("b.tar.zst");
-    stella_mirror::pack::pack(&s.bundle(), &archive, 0, &NoProgress).expect("pack");
+    stella_mirror::pack(&s.bundle(), &archive, 0, &NoProgress).expect("pack");
     let other = Signed::new(); // a keyring that does not trust the bundle's key
     let dest = s.dir.path().join("out");
-    let err = stella_mirror::unpack::unpack(
+    let err = stella_mirror::unpack(
         &archive,
         &dest,
-        Limits::default(),
+        ArchiveLimits::default(),
         &other.opts(),
         &NoProgress,
     )
@@ -84,11 +82,11 @@ fn a_failed_unpack_leaves_nothing_behind() {
 
 #[test]
 fn every_source_takes_the_same_verification_path() {
-    use stella_mirror::source::{verify, Source};
+    use stella_mirror::{verify, Source};
     let s = Signed::new();
     let bundle = s.bundle();
     let archive = s.dir.path().join("b.tar.zst");
-    stella_mirror::pack::pack(&bundle, &archive, 0, &NoProgress).expect("pack");
+    stella_mirror::pack(&bundle, &archive, 0, &NoProgress).expect("pack");
     // A detached envelope: the signature kept beside the folder's files under another name.
     let detached = bundle.join("detached.dsse");
     std::fs::rename(bundle.join(stella_mirror::names::ENVELOPE), &detached).expect("move");

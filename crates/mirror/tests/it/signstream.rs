@@ -7,17 +7,15 @@
 use std::path::{Path, PathBuf};
 
 use stella_keys::{Algorithm, FileKey, Keyring, Signer as _, TrustedKey};
-use stella_mirror::hash::NoProgress;
-use stella_mirror::manifest::Manifest;
-use stella_mirror::sign::{sign_with, sign_with_limits};
-use stella_mirror::streamed::Limits;
-use stella_mirror::verify::{verify_dir, verify_dir_with, Options};
-use stella_mirror::{names, Error};
+use stella_mirror::{
+    names, sign_with, sign_with_limits, verify_dir, verify_dir_with, Error, Manifest, NoProgress,
+    StreamLimits, VerifyOptions,
+};
 
 const TEST_THRESHOLD: u64 = 64 * 1024;
 
-fn small_limits() -> Limits {
-    Limits {
+fn small_limits() -> StreamLimits {
+    StreamLimits {
         stream_above: TEST_THRESHOLD,
         ..Default::default()
     }
@@ -26,7 +24,7 @@ fn small_limits() -> Limits {
 /// Sources of `n` small advisory files (16 folders) and a big one, in a temporary folder.
 struct Sources {
     dir: tempfile::TempDir,
-    spec: stella_mirror::spec::Spec,
+    spec: stella_mirror::Spec,
 }
 
 impl Sources {
@@ -35,7 +33,7 @@ impl Sources {
         let src = dir.path().join("src");
         crate::common::write_feed(&src, n);
         std::fs::write(src.join("blob.bin"), vec![7u8; 300_000]).expect("write");
-        let spec = stella_mirror::spec::Spec::parse(
+        let spec = stella_mirror::Spec::parse(
             "name: many\nversion: '1'\nissuer: i@example.org\nadvisories:\n  - path: feeds\n  - path: blob.bin\n",
             &src,
         )
@@ -46,20 +44,19 @@ impl Sources {
     /// A fresh bundle of these sources (the same bytes every time: `generatedAt` is pinned).
     fn create(&self, name: &str) -> PathBuf {
         let out = self.dir.path().join(name);
-        let opts = stella_mirror::create::CreateOptions {
+        let opts = stella_mirror::CreateOptions {
             generated_at: time::macros::datetime!(2026-12-06 10:00 UTC),
             base: None,
             registry: Default::default(),
         };
-        let r =
-            stella_mirror::create::create(&self.spec, &out, &opts, &NoProgress).expect("create");
+        let r = stella_mirror::create(&self.spec, &out, &opts, &NoProgress).expect("create");
         assert!(r.head.files.is_empty(), "the report holds no file list");
         assert_eq!(r.files, r.written);
         out
     }
 }
 
-fn sign_at(dir: &Path, key: &dyn stella_keys::Signer, limits: &Limits) -> Result<(), Error> {
+fn sign_at(dir: &Path, key: &dyn stella_keys::Signer, limits: &StreamLimits) -> Result<(), Error> {
     sign_with_limits(
         &dir.join(names::MANIFEST),
         &dir.join(names::ENVELOPE),
@@ -72,8 +69,8 @@ fn sign_at(dir: &Path, key: &dyn stella_keys::Signer, limits: &Limits) -> Result
     .map(|_| ())
 }
 
-fn opts(ring: &Keyring) -> Options<'_> {
-    Options {
+fn opts(ring: &Keyring) -> VerifyOptions<'_> {
+    VerifyOptions {
         keyring: ring,
         threshold: 1,
         now: time::macros::datetime!(2026-12-06 12:00 UTC),
@@ -132,7 +129,7 @@ fn streamed_sign_writes_the_bytes_of_the_in_memory_sign() {
     assert!(created == typed.to_canonical_json());
 
     let key = FileKey::generate(Algorithm::Ed25519).expect("key");
-    sign_at(&a, &key, &Limits::default()).expect("in-memory sign");
+    sign_at(&a, &key, &StreamLimits::default()).expect("in-memory sign");
     sign_at(&b, &key, &small_limits()).expect("streamed sign");
     for name in SIGNED {
         assert!(read(a.join(name)) == read(b.join(name)), "{name} differs");
@@ -170,7 +167,7 @@ fn streamed_sign_with_p256_and_two_keys_verifies() {
     let p256 = FileKey::generate(Algorithm::EcdsaP256Sha256).expect("key");
     let ed = FileKey::generate(Algorithm::Ed25519).expect("key");
     let signers: [&dyn stella_keys::Signer; 2] = [&p256, &ed];
-    for (dir, limits) in [(&a, Limits::default()), (&b, small_limits())] {
+    for (dir, limits) in [(&a, StreamLimits::default()), (&b, small_limits())] {
         sign_with_limits(
             &dir.join(names::MANIFEST),
             &dir.join(names::ENVELOPE),
@@ -265,7 +262,7 @@ fn streamed_sign_refuses_a_folder_that_does_not_match() {
         ),
     ];
     for (what, tamper, want) in cases {
-        for (i, limits) in [Limits::default(), small_limits()].iter().enumerate() {
+        for (i, limits) in [StreamLimits::default(), small_limits()].iter().enumerate() {
             let dir = src.create(&format!("{}-{i}", what.replace(' ', "-")));
             tamper(&dir);
             let e = sign_at(&dir, &key, limits).expect_err(what).to_string();
@@ -370,8 +367,8 @@ fn streamed_sign_with_a_time_stamper() {
     })
     .expect("tsa key");
     let cert = read(&cert_pem);
-    let tsa = stella_mirror::anchor::LocalTsa::new_unchecked(&tsa_key, &cert, Some("1.2.3.4.1"))
-        .expect("tsa");
+    let tsa =
+        stella_mirror::LocalTsa::new_unchecked(&tsa_key, &cert, Some("1.2.3.4.1")).expect("tsa");
     let key = FileKey::generate(Algorithm::Ed25519).expect("key");
     let r = sign_with_limits(
         &dir.join(names::MANIFEST),
@@ -385,7 +382,7 @@ fn streamed_sign_with_a_time_stamper() {
     .expect("sign");
     let anchor = r.anchor.expect("an anchor");
     assert_eq!(
-        stella_mirror::hash::Digest::of(&read(dir.join(names::MANIFEST))),
+        stella_mirror::Digest::of(&read(dir.join(names::MANIFEST))),
         r.manifest_digest
     );
     let ring = ring_of(&[&key]);
@@ -395,13 +392,13 @@ fn streamed_sign_with_a_time_stamper() {
     let got = report.meta.anchor.expect("the anchor is checked");
     assert_eq!(got.token_digest, anchor.token_digest);
     // The anchor is of this manifest: a token over another digest is refused.
-    let other = stella_mirror::hash::Digest::of(b"another manifest");
-    let token = stella_mirror::anchor::TimeStamper::stamp(&tsa, other.as_bytes()).expect("token");
-    let e = stella_mirror::anchor::write_anchor_for(
+    let other = stella_mirror::Digest::of(b"another manifest");
+    let token = stella_mirror::TimeStamper::stamp(&tsa, other.as_bytes()).expect("token");
+    let e = stella_mirror::write_anchor_for(
         &dir,
         &token,
         "x",
-        stella_mirror::anchor::Stamped::Sha256(&r.manifest_digest),
+        stella_mirror::Stamped::Sha256(&r.manifest_digest),
     )
     .expect_err("another manifest's token");
     assert!(

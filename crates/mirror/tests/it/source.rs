@@ -5,10 +5,9 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use stella_mirror::archive::Limits;
-use stella_mirror::hash::NoProgress;
-use stella_mirror::source::{Output, Report, Source};
-use stella_mirror::{names, Error, ErrorKind};
+use stella_mirror::{
+    names, ArchiveLimits, Error, ErrorKind, NoProgress, Output, Source, SourceReport,
+};
 
 use crate::common::Signed;
 
@@ -72,7 +71,7 @@ fn each_command_classifies_its_input_as_before() {
     let detached = s.dir.path().join("release.dsse");
     std::fs::copy(&own, &detached).expect("copy");
     let named = s.dir.path().join("b.tar.zst");
-    stella_mirror::pack::pack(&b, &named, 0, &NoProgress).expect("pack");
+    stella_mirror::pack(&b, &named, 0, &NoProgress).expect("pack");
     let unnamed = s.dir.path().join("bundle.bin");
     std::fs::copy(&named, &unnamed).expect("copy");
     let missing = s.dir.path().join("missing.tar.zst");
@@ -111,7 +110,7 @@ fn verify_only_writes_nothing_and_each_form_gives_the_same_report() {
     let s = Signed::new();
     let b = s.bundle();
     let archive = s.dir.path().join("b.tar.gz");
-    stella_mirror::pack::pack(&b, &archive, 0, &NoProgress).expect("pack");
+    stella_mirror::pack(&b, &archive, 0, &NoProgress).expect("pack");
     let before = entries(s.dir.path());
     let own = b.join(names::ENVELOPE);
     let mut digests = Vec::new();
@@ -120,7 +119,7 @@ fn verify_only_writes_nothing_and_each_form_gives_the_same_report() {
         let v = source
             .verify(
                 &s.opts(),
-                &Limits::default(),
+                &ArchiveLimits::default(),
                 Output::verify_only(),
                 &NoProgress,
             )
@@ -139,14 +138,14 @@ fn verify_only_writes_nothing_and_each_form_gives_the_same_report() {
 fn an_archive_is_moved_into_place_or_kept_staged_while_the_result_lives() {
     let s = Signed::new();
     let archive = s.dir.path().join("b.tar.zst");
-    stella_mirror::pack::pack(&s.bundle(), &archive, 0, &NoProgress).expect("pack");
+    stella_mirror::pack(&s.bundle(), &archive, 0, &NoProgress).expect("pack");
     let source = Source::for_unpack(&archive).expect("archive");
 
     let dest = s.dir.path().join("out");
     let v = source
         .verify(
             &s.opts(),
-            &Limits::default(),
+            &ArchiveLimits::default(),
             Output::moved_to(&dest),
             &NoProgress,
         )
@@ -167,7 +166,7 @@ fn an_archive_is_moved_into_place_or_kept_staged_while_the_result_lives() {
     let v = source
         .verify(
             &s.opts(),
-            &Limits::default(),
+            &ArchiveLimits::default(),
             Output::staged_in(&parent, "thin"),
             &NoProgress,
         )
@@ -191,7 +190,7 @@ fn deferring_leaves_only_a_folders_named_files_unhashed() {
     let s = Signed::new();
     let b = s.bundle();
     let archive = s.dir.path().join("b.tar.gz");
-    stella_mirror::pack::pack(&b, &archive, 0, &NoProgress).expect("pack");
+    stella_mirror::pack(&b, &archive, 0, &NoProgress).expect("pack");
     // Same size, other bytes: only hashing finds it.
     let victim = b.join("advisories/b.json");
     let mut bytes = std::fs::read(&victim).expect("read");
@@ -204,7 +203,7 @@ fn deferring_leaves_only_a_folders_named_files_unhashed() {
     let verify = |source: Source<'_>| {
         source.verify(
             &s.opts(),
-            &Limits::default(),
+            &ArchiveLimits::default(),
             Output::verify_only().deferring(defer),
             &NoProgress,
         )
@@ -212,19 +211,19 @@ fn deferring_leaves_only_a_folders_named_files_unhashed() {
     for p in [b.clone(), b.join(names::ENVELOPE)] {
         let source = Source::for_load(&p).expect("classified");
         match verify(source).expect("deferred, so not hashed").report {
-            Report::PartlyHashed(r) => {
+            SourceReport::PartlyHashed(r) => {
                 assert_eq!(
                     r.deferred().iter().collect::<Vec<_>>(),
                     ["advisories/b.json"]
                 );
             }
-            Report::Full(_) => panic!("{}: nothing deferred", p.display()),
+            SourceReport::Full(_) => panic!("{}: nothing deferred", p.display()),
         }
         // Without deferral the same folder is refused.
         let e = source
             .verify(
                 &s.opts(),
-                &Limits::default(),
+                &ArchiveLimits::default(),
                 Output::verify_only(),
                 &NoProgress,
             )
@@ -237,15 +236,15 @@ fn deferring_leaves_only_a_folders_named_files_unhashed() {
     std::fs::copy(b.join(names::ENVELOPE), &detached).expect("copy");
     let source = Source::Envelope(&detached);
     let deferred = verify(source).expect_err("refused").to_string();
-    let whole = stella_mirror::source::verify(source, &s.opts(), &NoProgress)
+    let whole = stella_mirror::verify(source, &s.opts(), &NoProgress)
         .expect_err("refused")
         .to_string();
     assert_eq!(deferred, whole);
     std::fs::remove_file(&detached).expect("rm");
     // An archive (packed before the change) hashes every file as it streams: a full report.
     match verify(Source::Archive(&archive)).expect("verified").report {
-        Report::Full(r) => assert_eq!(r.files_checked, r.meta.manifest.files.len()),
-        Report::PartlyHashed(_) => panic!("an archive deferred"),
+        SourceReport::Full(r) => assert_eq!(r.files_checked, r.meta.manifest.files.len()),
+        SourceReport::PartlyHashed(_) => panic!("an archive deferred"),
     }
 }
 
@@ -267,20 +266,20 @@ fn a_traversal_archive_is_refused_alike_by_every_command_and_leaves_nothing() {
         .expect("archive")
         .verify(
             &opts,
-            &Limits::default(),
+            &ArchiveLimits::default(),
             Output::verify_only(),
             &NoProgress,
         )
         .map(|_| ());
-    let unpack = stella_mirror::unpack::unpack(
+    let unpack = stella_mirror::unpack(
         &archive,
         &area.path().join("out"),
-        Limits::default(),
+        ArchiveLimits::default(),
         &opts,
         &NoProgress,
     )
     .map(|_| ());
-    let apply = stella_mirror::thin::apply(
+    let apply = stella_mirror::apply(
         &archive,
         &onto,
         Some(&area.path().join("applied")),
@@ -288,9 +287,9 @@ fn a_traversal_archive_is_refused_alike_by_every_command_and_leaves_nothing() {
         &NoProgress,
     )
     .map(|_| ());
-    let mut lo = stella_mirror::load::LoadOptions::new("127.0.0.1:9");
+    let mut lo = stella_mirror::LoadOptions::new("127.0.0.1:9");
     lo.work_dir = Some(work.clone());
-    let load = stella_mirror::load::load(&archive, &opts, &lo, &NoProgress).map(|_| ());
+    let load = stella_mirror::load(&archive, &opts, &lo, &NoProgress).map(|_| ());
 
     let mut messages = Vec::new();
     for (what, r) in [
@@ -314,9 +313,9 @@ fn load_verifies_every_form_through_the_source_and_refuses_what_it_did() {
     let s = Signed::new();
     let b = s.bundle();
     let archive = s.dir.path().join("b.tar.zst");
-    stella_mirror::pack::pack(&b, &archive, 0, &NoProgress).expect("pack");
+    stella_mirror::pack(&b, &archive, 0, &NoProgress).expect("pack");
     let work = tempfile::tempdir().expect("work");
-    let mut lo = stella_mirror::load::LoadOptions::new("127.0.0.1:9");
+    let mut lo = stella_mirror::LoadOptions::new("127.0.0.1:9");
     lo.work_dir = Some(work.path().to_path_buf());
     // No images: nothing to push, so no registry is contacted.
     for (p, from_archive) in [
@@ -324,7 +323,7 @@ fn load_verifies_every_form_through_the_source_and_refuses_what_it_did() {
         (&b.join(names::ENVELOPE), false),
         (&archive, true),
     ] {
-        let r = stella_mirror::load::load(p, &s.opts(), &lo, &NoProgress)
+        let r = stella_mirror::load(p, &s.opts(), &lo, &NoProgress)
             .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert_eq!(r.from_archive, from_archive, "{}", p.display());
         let m = &r.verified.meta.manifest;
@@ -337,17 +336,17 @@ fn load_verifies_every_form_through_the_source_and_refuses_what_it_did() {
     // as one (a detached envelope is not loaded).
     let missing = s.dir.path().join("missing");
     for p in [missing.as_path(), Path::new("/dev/null")] {
-        let e = stella_mirror::load::load(p, &s.opts(), &lo, &NoProgress).expect_err("refused");
+        let e = stella_mirror::load(p, &s.opts(), &lo, &NoProgress).expect_err("refused");
         assert_eq!(e.kind(), ErrorKind::NotFound, "{}: {e}", p.display());
     }
     let detached = s.dir.path().join("release.dsse");
     std::fs::copy(b.join(names::ENVELOPE), &detached).expect("copy");
-    let e = stella_mirror::load::load(&detached, &s.opts(), &lo, &NoProgress)
-        .expect_err("not an archive");
+    let e =
+        stella_mirror::load(&detached, &s.opts(), &lo, &NoProgress).expect_err("not an archive");
     assert_ne!(e.kind(), ErrorKind::NotFound, "{e}");
     assert!(entries(work.path()).is_empty());
     // Arguments are checked before the input is even looked at.
-    let bad = stella_mirror::load::LoadOptions::new("no-registry");
-    let e = stella_mirror::load::load(&missing, &s.opts(), &bad, &NoProgress).expect_err("bad");
+    let bad = stella_mirror::LoadOptions::new("no-registry");
+    let e = stella_mirror::load(&missing, &s.opts(), &bad, &NoProgress).expect_err("bad");
     assert!(e.to_string().contains("--registry"), "{e}");
 }

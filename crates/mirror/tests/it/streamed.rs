@@ -5,23 +5,23 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use stella_mirror::hash::NoProgress;
-use stella_mirror::streamed::{parse_manifest, Limits};
-use stella_mirror::verify::{verify_dir, verify_dir_with, Options};
-use stella_mirror::{names, Stage};
+use stella_mirror::{
+    names, parse_manifest, verify_dir, verify_dir_with, NoProgress, Stage, StreamLimits,
+    VerifyOptions,
+};
 
 const TEST_THRESHOLD: u64 = 64 * 1024;
 
-fn small_limits() -> Limits {
-    Limits {
+fn small_limits() -> StreamLimits {
+    StreamLimits {
         stream_above: TEST_THRESHOLD,
         ..Default::default()
     }
 }
 
 /// [`small_limits`] with the decoded manifest in a temporary file, not in memory.
-fn on_disk() -> Limits {
-    Limits {
+fn on_disk() -> StreamLimits {
+    StreamLimits {
         payload_in_memory: 0,
         ..small_limits()
     }
@@ -47,14 +47,14 @@ impl Many {
         }
     }
 
-    fn opts(&self) -> Options<'_> {
+    fn opts(&self) -> VerifyOptions<'_> {
         self.signed.opts()
     }
 
     fn streamed(
         &self,
-        limits: &Limits,
-    ) -> Result<stella_mirror::verify::VerifiedBundle, stella_mirror::Error> {
+        limits: &StreamLimits,
+    ) -> Result<stella_mirror::VerifiedBundle, stella_mirror::Error> {
         verify_dir_with(&self.bundle, &self.opts(), limits, &NoProgress)
     }
 
@@ -69,7 +69,7 @@ impl Many {
         let hpath = self.bundle.join(names::HEADER);
         let mut h: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&hpath).expect("header")).expect("json");
-        h["payloadSha256"] = stella_mirror::hash::Digest::of(&env.payload).hex().into();
+        h["payloadSha256"] = stella_mirror::Digest::of(&env.payload).hex().into();
         h["signatures"] = serde_json::json!([{
             "keyid": env.signatures[0].keyid,
             "sig": stella_dsse::b64::encode(&env.signatures[0].sig),
@@ -78,9 +78,7 @@ impl Many {
     }
 }
 
-fn stage_of(
-    r: Result<stella_mirror::verify::VerifiedBundle, stella_mirror::Error>,
-) -> (Stage, String) {
+fn stage_of(r: Result<stella_mirror::VerifiedBundle, stella_mirror::Error>) -> (Stage, String) {
     let e = r.expect_err("refused");
     (e.stage().expect("a verification failure"), e.to_string())
 }
@@ -157,7 +155,7 @@ fn a_manifest_above_the_threshold_verifies_streamed_with_the_same_report() {
 #[test]
 fn an_over_cap_manifest_is_refused_before_it_is_read() {
     let m = Many::new(1500);
-    let limits = Limits {
+    let limits = StreamLimits {
         stream_above: TEST_THRESHOLD,
         max_manifest: TEST_THRESHOLD,
         max_sums: 1 << 30,
@@ -329,7 +327,7 @@ fn a_million_entries_stream_and_sha256sums_disagreeing_at_entry_999_999_is_found
     // The index of a million entries, built entry by entry as the parser does (parsing a
     // million entries with serde in a debug build takes a minute; the parser itself is
     // tested on 50,000 below).
-    let mut index = stella_mirror::streamed::FileIndex::default();
+    let mut index = stella_mirror::FileIndex::default();
     for i in 0..MILLION {
         index
             .push(stella_mirror::FileEntry {
