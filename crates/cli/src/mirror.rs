@@ -518,12 +518,16 @@ fn stamp_url(
     url: &str,
     timeout: u64,
 ) -> Result<stella_mirror::Anchor> {
-    let tsa = HttpTimeStamper::new(
+    stella_mirror::stamp_manifest(dir, manifest, &http_tsa(url, timeout)?).map_err(lib)
+}
+
+/// The TSA at `url`, asked once with a `timeout` in seconds (`--tsa-timeout`).
+fn http_tsa(url: &str, timeout: u64) -> Result<HttpTimeStamper> {
+    HttpTimeStamper::new(
         url,
         HttpTimeStamper::single_attempt(Duration::from_secs(timeout)),
     )
-    .map_err(lib)?;
-    stella_mirror::stamp_manifest(dir, manifest, &tsa).map_err(lib)
+    .map_err(lib)
 }
 
 /// [`stamp_url`] for the manifest whose SHA-256 is `sha256`.
@@ -533,12 +537,7 @@ fn stamp_url_digest(
     url: &str,
     timeout: u64,
 ) -> Result<stella_mirror::Anchor> {
-    let tsa = HttpTimeStamper::new(
-        url,
-        HttpTimeStamper::single_attempt(Duration::from_secs(timeout)),
-    )
-    .map_err(lib)?;
-    stella_mirror::stamp_digest(dir, sha256, &tsa).map_err(lib)
+    stella_mirror::stamp_digest(dir, sha256, &http_tsa(url, timeout)?).map_err(lib)
 }
 
 fn anchor_cmd(a: AnchorArgs, dev: DevKeys) -> Result<()> {
