@@ -553,8 +553,12 @@ fn read_entries(
 
 /// The listed files an archive did not carry: missing (reported as `check_files` does, first
 /// ten), or, for a thin bundle, carried by its base.
-fn unseen(index: &FileIndex, seen: &[bool], kind: crate::Kind) -> Result<verify::FromBase> {
-    let mut from_base = verify::FromBase::default();
+fn unseen(
+    index: &FileIndex,
+    seen: &[bool],
+    kind: crate::Kind,
+) -> Result<crate::from_base::FromBase> {
+    let mut from_base = crate::from_base::FromBase::default();
     let mut missing = Vec::new();
     let mut n = 0;
     for (i, s) in seen.iter().enumerate() {

@@ -31,6 +31,7 @@ mod codec;
 mod create;
 mod epoch;
 mod error;
+mod from_base;
 mod fs;
 mod hash;
 mod keyless;
@@ -68,6 +69,7 @@ pub use codec::Compression;
 pub use create::{create, CreateOptions, CreateReport};
 pub use epoch::time_or_now;
 pub use error::{Detail, Error, ErrorKind, Field, Result, Stage, VerifyFailure};
+pub use from_base::FromBase;
 pub use hash::{Event, NoProgress, Progress};
 pub use load::{load, LoadOptions, LoadReport};
 pub use manifest::{
@@ -88,7 +90,7 @@ pub use thin::{
 pub use tsa::HttpTimeStamper;
 pub use unpack::unpack;
 pub use verify::{
-    verify_checksums, verify_dir, verify_dir_with, verify_header, CheckedBundle, FromBase, Header,
+    verify_checksums, verify_dir, verify_dir_with, verify_header, CheckedBundle, Header,
     Options as VerifyOptions, PartlyHashedBundle, TimeSource, VerifiedBundle, VerifiedMetadata,
 };
 

@@ -651,7 +651,7 @@ const BATCH: usize = 256;
 pub(crate) const EARLY_RESULTS_BYTES: usize = 32 << 20;
 
 /// What [`check_content`] found: files and bytes checked, and the files left to the base.
-pub(crate) type ContentChecked = (usize, u64, crate::verify::FromBase);
+pub(crate) type ContentChecked = (usize, u64, crate::from_base::FromBase);
 
 #[derive(Default)]
 struct Problems {
@@ -1226,7 +1226,7 @@ fn check_content_holding(
         return Err(e);
     }
     let mut problems = tally.problems.into_inner().unwrap_or_default();
-    let mut from_base = crate::verify::FromBase::default();
+    let mut from_base = crate::from_base::FromBase::default();
     for (i, s) in l.seen.iter().enumerate() {
         if *s {
             continue;
@@ -1337,7 +1337,7 @@ mod tests {
             let got = check(dir.path(), Kind::Full, &index, when).unwrap();
             assert_eq!(
                 got,
-                (files.len(), total, crate::verify::FromBase::default()),
+                (files.len(), total, crate::from_base::FromBase::default()),
                 "{when:?}"
             );
         }
