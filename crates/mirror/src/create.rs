@@ -618,8 +618,7 @@ pub fn create(
 
     // Scripts and docs.
     for (path, text, mt) in crate::scripts::generated(&spec.name, &spec.version) {
-        let mode = if path.ends_with(".sh") { 0o755 } else { 0o644 };
-        files.put_bytes(&path, text.as_bytes(), mt, mode)?;
+        files.put_bytes(&path, text.as_bytes(), mt, crate::path::file_mode(&path))?;
     }
 
     let (written, written_bytes) = (files.written, files.written_bytes);
