@@ -48,14 +48,24 @@ impl<'a> Source<'a> {
     /// `.tgz`, `.tar.zst`, ...); else any other file is an envelope (the folder's own
     /// `manifest.dsse`, or a detached one beside it). A missing path is [`Error::NotFound`].
     pub fn for_verify(path: &'a Path) -> Result<Self> {
+        Self::folder_or_file(path, |file| {
+            Ok(if is_archive_name(file) {
+                Source::Archive(file)
+            } else {
+                Source::Envelope(file)
+            })
+        })
+    }
+
+    /// A folder is a folder and a missing path is [`Error::NotFound`] for every command that
+    /// takes either; what an existing non-folder is, `file` decides (each command's own rule).
+    fn folder_or_file(path: &'a Path, file: impl FnOnce(&'a Path) -> Result<Self>) -> Result<Self> {
         if path.is_dir() {
             Ok(Source::Folder(path))
         } else if !path.exists() {
             Err(Error::NotFound(path.to_path_buf()))
-        } else if is_archive_name(path) {
-            Ok(Source::Archive(path))
         } else {
-            Ok(Source::Envelope(path))
+            file(path)
         }
     }
 
@@ -83,17 +93,15 @@ impl<'a> Source<'a> {
     /// archive whatever its name (a detached envelope is not loaded). A missing path, or one
     /// that is neither a folder nor a regular file, is [`Error::NotFound`].
     pub fn for_load(path: &'a Path) -> Result<Self> {
-        if path.is_dir() {
-            Ok(Source::Folder(path))
-        } else if !path.exists() {
-            Err(Error::NotFound(path.to_path_buf()))
-        } else if is_own_envelope(path) {
-            Ok(Source::Envelope(path))
-        } else if path.is_file() {
-            Ok(Source::Archive(path))
-        } else {
-            Err(Error::NotFound(path.to_path_buf()))
-        }
+        Self::folder_or_file(path, |file| {
+            if is_own_envelope(file) {
+                Ok(Source::Envelope(file))
+            } else if file.is_file() {
+                Ok(Source::Archive(file))
+            } else {
+                Err(Error::NotFound(file.to_path_buf()))
+            }
+        })
     }
 
     /// The folder the bundle's files are read from: the folder itself, or an envelope's folder
