@@ -20,7 +20,7 @@
 //! every stage; the file helpers (bounded reads, the folder walk, atomic writes, staging
 //! folders) are private; [`BundlePath`] is the only way a path enters a bundle.
 //! [`Source::verify`] is the one verification entry point for a folder, a detached envelope
-//! or an archive, used by `verify` ([`verify()`]), `unpack`, `apply` and `load`. No module
+//! or an archive, used by `verify`, `unpack`, `apply` and `load`. No module
 //! imports one that imports it back (`scripts/check-module-cycles.py`).
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
@@ -79,7 +79,7 @@ pub use manifest::{
 pub use pack::{pack, pack_with, read_file_list, source_date_epoch as archive_mtime, PackReport};
 pub use path::{BundlePath, PathError};
 pub use sign::{sign_with, sign_with_limits, SignReport};
-pub use source::{verify, Output, Report as SourceReport, Source, Verified};
+pub use source::{Output, Report as SourceReport, Source, Verified};
 pub use spec::{Spec, SpecError};
 pub use stella_digest::Digest;
 pub use streamed::{parse_manifest, parse_manifest_slice, FileIndex, Limits as StreamLimits};

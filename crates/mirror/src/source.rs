@@ -165,17 +165,6 @@ impl<'a> Source<'a> {
     }
 }
 
-/// [`Source::verify`] as `mirror verify` calls it: default limits, nothing on disk.
-pub fn verify(
-    source: Source<'_>,
-    opts: &Options<'_>,
-    progress: &dyn Progress,
-) -> Result<VerifiedBundle> {
-    source
-        .verify(opts, &Limits::default(), Output::verify_only(), progress)
-        .map(|v| v.report)
-}
-
 /// Is `path` named as an archive (`mirror verify` tells an archive from an envelope by name)?
 pub(crate) fn is_archive_name(path: &Path) -> bool {
     crate::codec::Compression::from_name(path).is_some()

@@ -82,7 +82,8 @@ fn a_failed_unpack_leaves_nothing_behind() {
 
 #[test]
 fn every_source_takes_the_same_verification_path() {
-    use stella_mirror::{verify, Source};
+    use crate::common::verify;
+    use stella_mirror::Source;
     let s = Signed::new();
     let bundle = s.bundle();
     let archive = s.dir.path().join("b.tar.zst");

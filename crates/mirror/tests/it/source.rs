@@ -236,7 +236,7 @@ fn deferring_leaves_only_a_folders_named_files_unhashed() {
     std::fs::copy(b.join(names::ENVELOPE), &detached).expect("copy");
     let source = Source::Envelope(&detached);
     let deferred = verify(source).expect_err("refused").to_string();
-    let whole = stella_mirror::verify(source, &s.opts(), &NoProgress)
+    let whole = crate::common::verify(source, &s.opts(), &NoProgress)
         .expect_err("refused")
         .to_string();
     assert_eq!(deferred, whole);
