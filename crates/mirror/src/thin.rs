@@ -294,7 +294,7 @@ pub struct Changed {
 pub(crate) const SPILL_ABOVE: usize = 4096;
 
 /// A list of entries that spills to an anonymous temporary file once it holds more than its
-/// limit ([`SPILL_ABOVE`] for the diff of two manifest files): appended to in order, then read
+/// limit (4,096 entries for the diff of two manifest files): appended to in order, then read
 /// back in that order with [`List::iter`] (or serialised as a JSON array).
 #[derive(Debug)]
 pub struct List<T> {
@@ -610,7 +610,7 @@ const QUEUE: usize = 4;
 /// [`diff`] of the manifests in files `old` and `new` (each a `manifest.json`), read as two
 /// streams at once: each is parsed on its own thread and its files sent, in path order,
 /// through a bounded queue to a merge in the calling thread. Neither file list is held,
-/// and the differences spill to temporary files past [`SPILL_ABOVE`] each: memory stays
+/// and the differences spill to temporary files past 4,096 entries each: memory stays
 /// bounded whatever the number of files or of differences. Returns the two
 /// manifests without their files, and the diff.
 ///
