@@ -3,9 +3,10 @@
 //! A [`MessageSource`] hands out the message again from the start each time it is asked (a
 //! file is re-read; nothing is kept). P-256 signatures are checked against one SHA-256 of the
 //! message (aws-lc's prehash verification), so every P-256 candidate costs one pass in all;
-//! Ed25519 signatures are checked with ed25519-dalek's streaming verifier (RFC 8032 hashes
-//! `R || A || M` in one pass), one pass per candidate key. Both accept exactly what
-//! [`PublicKey::verify`] accepts over the same bytes (the tests hold them to it).
+//! Ed25519 signatures are checked by `PublicKey::ed25519_stream` (RFC 8032 hashes
+//! `R || A || M` in one pass, here with aws-lc's SHA-512), one pass per candidate key. Both
+//! accept exactly what [`PublicKey::verify`] accepts over the same bytes (the tests hold them
+//! to it).
 
 use std::io::{self, Read, Seek, SeekFrom};
 
@@ -78,24 +79,11 @@ impl<'a> StreamVerifier<'a> {
                 Ok(key.parsed().verify_digest_sig(d, signature).is_ok())
             }
             Algorithm::Ed25519 => {
-                let spki = key.spki_der();
-                let Some(raw) = spki
-                    .get(spki.len().saturating_sub(32)..)
-                    .and_then(|r| <[u8; 32]>::try_from(r).ok())
-                else {
-                    return Ok(false);
-                };
-                let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(&raw) else {
-                    return Ok(false);
-                };
-                let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {
-                    return Ok(false);
-                };
-                let Ok(mut v) = vk.verify_stream(&sig) else {
+                let Some(mut v) = key.ed25519_stream(signature) else {
                     return Ok(false);
                 };
                 self.message.feed(&mut |c| v.update(c))?;
-                Ok(v.finalize_and_verify().is_ok())
+                Ok(v.verifies())
             }
         }
     }
