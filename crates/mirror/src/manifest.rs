@@ -197,17 +197,87 @@ impl FileEntry {
     /// always checked them in).
     fn from_wire(w: WireEntry) -> Result<Self, ManifestError> {
         let path = BundlePath::try_from(w.path).map_err(ManifestError::FilePath)?;
-        let sha256 =
-            Digest::parse_sha256_hex(&w.sha256).map_err(|_| ManifestError::FileSha256 {
-                path: path.to_string(),
-                sha256: w.sha256,
-            })?;
+        let sha256 = sha256_of_hex(&w.sha256).ok_or_else(|| ManifestError::FileSha256 {
+            path: path.to_string(),
+            sha256: w.sha256,
+        })?;
         Ok(FileEntry {
             path,
             size: w.size,
             sha256,
             media_type: w.media_type,
         })
+    }
+}
+
+/// Value of each ASCII hex digit a manifest may hold (lowercase), [`NOT_HEX`] for any other
+/// byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+const NOT_HEX: u8 = 0xf0;
+
+/// The digest of 64 lowercase hex digits (what [`Digest::parse_sha256_hex`] accepts), by table:
+/// a manifest of a million files holds a million of them.
+pub(crate) fn sha256_of_hex(hex: &str) -> Option<Digest> {
+    let hex: &[u8; 64] = hex.as_bytes().try_into().ok()?;
+    let mut out = [0u8; 32];
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let (hi, lo) = match pair {
+            [h, l] => (HEX_VALUE[usize::from(*h)], HEX_VALUE[usize::from(*l)]),
+            _ => (NOT_HEX, NOT_HEX),
+        };
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    (bad & NOT_HEX == 0).then(|| Digest::sha256(out))
+}
+
+/// A `files` entry as written, its strings borrowed from the manifest text when they hold no
+/// escape (the streamed path types hundreds of thousands of entries without a `String` per
+/// field). Same shape and Rust name as [`WireEntry`] (in its own module), so serde's messages
+/// about a malformed entry read the same.
+mod borrowed {
+    use serde::Deserialize;
+    use std::borrow::Cow;
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub(crate) struct WireEntry<'a> {
+        #[serde(borrow)]
+        pub(crate) path: Cow<'a, str>,
+        pub(crate) size: u64,
+        #[serde(borrow)]
+        pub(crate) sha256: Cow<'a, str>,
+        #[serde(borrow)]
+        pub(crate) media_type: Cow<'a, str>,
+    }
+}
+pub(crate) use borrowed::WireEntry as WireEntryRef;
+
+impl WireEntryRef<'_> {
+    /// [`FileEntry::from_wire`] and [`check_next`] without building the entry: the same checks
+    /// in the same order, with the same errors; the digest on success.
+    pub(crate) fn check(&self, prev: Option<&str>) -> Result<Digest, ManifestError> {
+        crate::path::check(&self.path).map_err(ManifestError::FilePath)?;
+        let sha256 = sha256_of_hex(&self.sha256).ok_or_else(|| ManifestError::FileSha256 {
+            path: self.path.to_string(),
+            sha256: self.sha256.to_string(),
+        })?;
+        check_next_parts(prev, &self.path, self.size, &self.media_type)?;
+        Ok(sha256)
     }
 }
 
@@ -231,18 +301,33 @@ impl<'de> Deserialize<'de> for Manifest {
 /// The checks [`Manifest::validate`] makes of one entry of `files`, given the path of the
 /// entry before it (for lists checked as they are written).
 pub(crate) fn check_next(prev: Option<&str>, f: &FileEntry) -> Result<(), ManifestError> {
-    f.check()?;
-    if crate::names::is_metadata(&f.path) {
-        return Err(ManifestError::MetadataName(f.path.to_string()));
+    check_next_parts(prev, &f.path, f.size, &f.media_type)
+}
+
+/// [`check_next`] of an entry given by its fields (its path already a valid bundle path).
+fn check_next_parts(
+    prev: Option<&str>,
+    path: &str,
+    size: u64,
+    media_type: &str,
+) -> Result<(), ManifestError> {
+    if size > MAX_SAFE_INTEGER {
+        return Err(ManifestError::FileSize(path.to_string()));
+    }
+    if media_type.is_empty() {
+        return Err(ManifestError::FileMediaType(path.to_string()));
+    }
+    if crate::names::is_metadata(path) {
+        return Err(ManifestError::MetadataName(path.to_string()));
     }
     if let Some(prev) = prev {
-        if prev.as_bytes() >= f.path.as_bytes() {
-            return Err(ManifestError::NotSorted(f.path.to_string()));
+        if prev.as_bytes() >= path.as_bytes() {
+            return Err(ManifestError::NotSorted(path.to_string()));
         }
-        if f.path.starts_with(prev) && f.path.as_bytes().get(prev.len()) == Some(&b'/') {
+        if path.starts_with(prev) && path.as_bytes().get(prev.len()) == Some(&b'/') {
             return Err(ManifestError::FileIsFolder {
                 file: prev.to_string(),
-                of: f.path.to_string(),
+                of: path.to_string(),
             });
         }
     }
@@ -1077,6 +1162,25 @@ mod tests {
             .write_canonical(&files, &mut &mut full[..])
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WriteZero);
+    }
+
+    #[test]
+    fn sha256_of_hex_reads_what_parse_sha256_hex_reads() {
+        let good = Digest::of(b"x").hex();
+        let mut cases = vec![good.clone(), "0".repeat(64), "f".repeat(64), String::new()];
+        cases.push(good[..63].to_string());
+        cases.push(format!("{good}0"));
+        for at in [0, 1, 31, 62, 63] {
+            for c in ['A', 'F', 'g', 'G', '/', ':', '`', '@', ' ', '\u{e9}'] {
+                let mut b: Vec<char> = good.chars().collect();
+                b[at] = c;
+                cases.push(b.into_iter().collect());
+            }
+        }
+        for h in &cases {
+            assert_eq!(sha256_of_hex(h), Digest::parse_sha256_hex(h).ok(), "{h:?}");
+        }
+        assert_eq!(sha256_of_hex(&good), Some(Digest::of(b"x")));
     }
 
     #[test]

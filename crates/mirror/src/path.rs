@@ -64,7 +64,7 @@ impl BundlePath {
 }
 
 /// The rules of [`BundlePath::new`].
-fn check(s: &str) -> Result<(), PathError> {
+pub(crate) fn check(s: &str) -> Result<(), PathError> {
     if s.is_empty() {
         return Err(PathError::Empty);
     }

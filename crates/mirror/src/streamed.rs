@@ -202,6 +202,33 @@ impl FileIndex {
         Ok(())
     }
 
+    /// Add the next entry as written (in path order), checked as [`FileIndex::push`] checks a
+    /// typed one (same errors), without building it.
+    fn push_wire(
+        &mut self,
+        w: &crate::manifest::WireEntryRef<'_>,
+    ) -> std::result::Result<(), ManifestError> {
+        let sha256 = w.check(self.recs.last().map(|r| self.path_of(r)))?;
+        let media = match self.media.iter().position(|m| *m == w.media_type) {
+            Some(i) => i,
+            None => {
+                self.media.push(w.media_type.to_string());
+                self.media.len() - 1
+            }
+        };
+        let len = u32::try_from(w.path.len())
+            .map_err(|_| ManifestError::NotSorted(w.path.to_string()))?;
+        self.recs.push(Rec {
+            start: self.arena.len() as u64,
+            size: w.size,
+            len,
+            media: u32::try_from(media).unwrap_or(u32::MAX),
+            sha256: *sha256.as_bytes(),
+        });
+        self.arena.extend_from_slice(w.path.as_bytes());
+        Ok(())
+    }
+
     /// Whether `sums` reads exactly the `SHA256SUMS` text of these files (`<hex>  <path>\n`
     /// in order), compared as two streams (each line built in one reused buffer and compared
     /// in place in the reader's).
@@ -241,13 +268,24 @@ fn consume_exact(r: &mut dyn BufRead, mut want: &[u8]) -> std::io::Result<bool> 
 
 /// [`FileIndex::find`] for paths that come folder by folder (a walk): the entries of the
 /// current folder are found once, and each name is looked up among them alone, compared
-/// without the folder part.
+/// without the folder part: through a hash map of the folder's names built when the walk
+/// enters it (a folder of advisory files: one hash and one comparison per file instead of a
+/// binary search's eight), by binary search in a folder of more than [`FINDER_MAP_MAX`]
+/// entries (nested ones included) or fewer than [`FINDER_MAP_MIN`].
 pub(crate) struct Finder<'a> {
     index: &'a FileIndex,
     /// The current folder, with its trailing `/` ("" at the root).
     folder: Vec<u8>,
     range: std::ops::Range<usize>,
+    /// The current folder's entries by the part of their path after the folder, when mapped.
+    names: std::collections::HashMap<&'a [u8], usize>,
+    mapped: bool,
 }
+
+/// Largest folder range [`Finder`] maps (memory: some 40 B per entry, reused).
+const FINDER_MAP_MAX: usize = 1 << 16;
+/// Smallest folder range [`Finder`] maps (a binary search of a few entries is as quick).
+const FINDER_MAP_MIN: usize = 16;
 
 impl<'a> Finder<'a> {
     pub(crate) fn new(index: &'a FileIndex) -> Self {
@@ -255,6 +293,8 @@ impl<'a> Finder<'a> {
             index,
             folder: Vec::new(),
             range: 0..index.len(),
+            names: std::collections::HashMap::new(),
+            mapped: false,
         }
     }
 
@@ -263,14 +303,27 @@ impl<'a> Finder<'a> {
         let path = path.as_bytes();
         let cut = path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
         let (folder, name) = path.split_at(cut);
+        let index = self.index;
         if folder != self.folder.as_slice() {
             self.folder.clear();
             self.folder.extend_from_slice(folder);
-            self.range = self.index.prefixed(folder);
+            self.range = index.prefixed(folder);
+            self.names.clear();
+            self.mapped = (FINDER_MAP_MIN..=FINDER_MAP_MAX).contains(&self.range.len());
+            if self.mapped {
+                let recs = index.recs.get(self.range.clone()).unwrap_or_default();
+                for (i, r) in (self.range.start..).zip(recs) {
+                    let rest = index.path_bytes_of(r).get(cut..).unwrap_or_default();
+                    self.names.insert(rest, i);
+                }
+            }
         }
-        let recs = self.index.recs.get(self.range.clone())?;
+        if self.mapped {
+            return self.names.get(name).copied();
+        }
+        let recs = index.recs.get(self.range.clone())?;
         recs.binary_search_by(|r| {
-            let p = self.index.path_bytes_of(r);
+            let p = index.path_bytes_of(r);
             p.get(cut..).unwrap_or_default().cmp(name)
         })
         .ok()
@@ -308,8 +361,8 @@ impl<'de> Deserialize<'de> for IndexSink {
                 let (recs, arena) = ROOM.get();
                 idx.recs.reserve(recs);
                 idx.arena.reserve(arena);
-                while let Some(e) = seq.next_element::<FileEntry>()? {
-                    idx.push(e).map_err(A::Error::custom)?;
+                while let Some(e) = seq.next_element::<crate::manifest::WireEntryRef<'de>>()? {
+                    idx.push_wire(&e).map_err(A::Error::custom)?;
                 }
                 idx.recs.shrink_to_fit();
                 idx.arena.shrink_to_fit();
@@ -1542,6 +1595,148 @@ mod tests {
         }
         for (i, p) in paths.iter().enumerate() {
             assert_eq!(Finder::new(&index).find(p), Some(i), "{p}");
+        }
+        // Folders mapped and not: below, within and above the mapped sizes, with a subfolder.
+        let mut paths: Vec<String> = Vec::new();
+        for (folder, n) in [("s", FINDER_MAP_MIN - 1), ("m", 300), ("m/sub", 20)] {
+            for i in 0..n {
+                paths.push(format!("{folder}/f{i:05}"));
+            }
+        }
+        paths.sort();
+        let files: Vec<(String, Vec<u8>)> = paths.iter().map(|p| (p.clone(), vec![1])).collect();
+        let index = index_of(&files);
+        let mut f = Finder::new(&index);
+        let mut probes: Vec<String> = paths.clone();
+        probes.extend(["m/sub", "m/f99999", "s/f", "m/sub/f00000x", "m/f0000"].map(String::from));
+        // Walk order is not sorted order: in reverse, and back to a folder already seen.
+        for p in probes.iter().rev().chain(probes.iter()) {
+            assert_eq!(f.find(p), index.find(p), "{p}");
+        }
+        // The last probe is in `m/`, which is mapped.
+        assert!(f.mapped);
+    }
+
+    /// The `files` sink as it was: each entry typed into a `FileEntry` (three `String`s),
+    /// then pushed.
+    struct TypedSink(FileIndex);
+
+    impl<'de> Deserialize<'de> for TypedSink {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = TypedSink;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a list of file entries")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> std::result::Result<TypedSink, A::Error> {
+                    let mut idx = FileIndex::default();
+                    while let Some(e) = seq.next_element::<FileEntry>()? {
+                        idx.push(e).map_err(A::Error::custom)?;
+                    }
+                    Ok(TypedSink(idx))
+                }
+            }
+            d.deserialize_seq(V)
+        }
+    }
+
+    /// The borrowed entries of [`IndexSink`] refuse what typed entries refused, with the same
+    /// text and position (serde's own errors: shape, types, fields; then the entry rules, in
+    /// order), and index the same files.
+    #[test]
+    fn borrowed_entries_read_as_typed_entries_did() {
+        let d = Digest::of(b"x").hex();
+        let entry = |path: &str, size: &str, sha: &str, media: &str| {
+            format!(r#"{{"mediaType":{media},"path":{path},"sha256":{sha},"size":{size}}}"#)
+        };
+        let q = |s: &str| serde_json::to_string(s).unwrap();
+        let e = |p: &str| entry(&q(p), "1", &q(&d), &q("t"));
+        let mut lists: Vec<String> = vec![
+            format!("[{}]", e("a/b")),
+            format!("[{},{},{}]", e("a"), e("a-b/c"), e("b/c")),
+            "[]".to_string(),
+            // Escaped text (not borrowed) reads the same.
+            format!(
+                "[{}]",
+                entry(r#""a\u002fb""#, "1", &q(&d), r#""te\u0078t""#)
+            ),
+        ];
+        let good = lists.len();
+        for (path, size, sha, media) in [
+            (q("../x"), "1".to_string(), q(&d), q("t")),
+            (q("/x"), "1".into(), q(&d), q("t")),
+            (q("a//b"), "1".into(), q(&d), q("t")),
+            (q("a\\b"), "1".into(), q(&d), q("t")),
+            (q(""), "1".into(), q(&d), q("t")),
+            (q("x"), "1".into(), q(&d.to_uppercase()), q("t")),
+            (q("x"), "1".into(), q("nothex"), q("t")),
+            (q("../x"), "1".into(), q("nothex"), q("t")),
+            (q("x"), "9007199254740992".into(), q(&d), q("t")),
+            (q("x"), "9007199254740992".into(), q(&d), q("")),
+            (q("x"), "1".into(), q(&d), q("")),
+            (q("manifest.json"), "1".into(), q(&d), q("t")),
+            (q("SHA256SUMS"), "1".into(), q("bad"), q("t")),
+            (q("x"), "-1".into(), q(&d), q("t")),
+            (q("x"), "1.5".into(), q(&d), q("t")),
+            (q("x"), "\"1\"".into(), q(&d), q("t")),
+            (q("x"), "1".into(), "7".into(), q("t")),
+            (q("x"), "1".into(), q(&d), "null".into()),
+            ("1".into(), "1".into(), q(&d), q("t")),
+        ] {
+            lists.push(format!(
+                "[{},{}]",
+                e("a"),
+                entry(&path, &size, &sha, &media)
+            ));
+        }
+        // Order, folders, repeats.
+        for (a, b) in [("b", "a"), ("a", "a"), ("a", "a/b")] {
+            lists.push(format!("[{},{}]", e(a), e(b)));
+        }
+        // Shapes serde refuses.
+        lists.extend([
+            r#"[{"path":"x","size":1,"sha256":"00"}]"#.to_string(),
+            format!(r#"[{{"path":"x","size":1,"sha256":"{d}","mediaType":"t","extra":1}}]"#),
+            format!(r#"[{{"path":"x","path":"y","size":1,"sha256":"{d}","mediaType":"t"}}]"#),
+            "[1]".into(),
+            "[[]]".into(),
+            "[{}]".into(),
+            "{}".into(),
+            "[".into(),
+        ]);
+        let manifest = |files: &str| {
+            format!(
+                r#"{{"bundle":"b","files":{files},"generatedAt":"2026-12-06T10:00:00Z","generation":1,"issuer":"i","kind":"full","purpose":"{}","version":"1"}}"#,
+                crate::PURPOSE
+            )
+        };
+        let listing = |idx: &FileIndex| -> Vec<String> {
+            (0..idx.len())
+                .map(|i| format!("{:?}", idx.get(i)))
+                .collect()
+        };
+        for (n, files) in lists.iter().enumerate() {
+            let text = manifest(files);
+            let typed = serde_json::from_slice::<Wire<TypedSink>>(text.as_bytes())
+                .map(|w| listing(&w.with_files(TypedFiles::default()).1 .0))
+                .map_err(|e| ManifestError::Shape(e).to_string());
+            let borrowed = parse_manifest_slice(text.as_bytes())
+                .map(|(_, idx)| listing(&idx))
+                .map_err(|e| e.to_string());
+            // From a reader (a spilled payload), serde_json's positions are its own.
+            let typed_reader = serde_json::from_reader::<_, Wire<TypedSink>>(text.as_bytes())
+                .map(|w| listing(&w.with_files(TypedFiles::default()).1 .0))
+                .map_err(|e| ManifestError::Shape(e).to_string());
+            let from_reader = parse_manifest(text.as_bytes())
+                .map(|(_, idx)| listing(&idx))
+                .map_err(|e| e.to_string());
+            assert_eq!(borrowed, typed, "{text}");
+            assert_eq!(from_reader, typed_reader, "{text}");
+            assert_eq!(typed.is_ok(), n < good, "{text}: {typed:?}");
         }
     }
 
