@@ -634,6 +634,92 @@ impl<R: BufRead> BufRead for HashRead<R> {
     }
 }
 
+/// A reader that hashes and counts every byte it reads, and notes an I/O error (so a caller
+/// that hands it on can tell the file's errors from its other ones).
+pub(crate) struct HashEvery<R> {
+    pub(crate) inner: R,
+    pub(crate) hasher: Hasher,
+    pub(crate) read: u64,
+    pub(crate) failed: bool,
+}
+
+impl<R> HashEvery<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        HashEvery {
+            inner,
+            hasher: Hasher::new(),
+            read: 0,
+            failed: false,
+        }
+    }
+}
+
+impl<R: Read> Read for HashEvery<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                let got = buf.get(..n).unwrap_or_default();
+                self.hasher.update(got);
+                self.read += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                self.failed |= e.kind() != std::io::ErrorKind::Interrupted;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A writer that compares what it is given with what a reader reads (a decoded payload with
+/// the file it must equal), byte for byte, instead of hashing both: it never fails; the
+/// reader's first I/O error is kept.
+pub(crate) struct SameAs<R> {
+    pub(crate) inner: R,
+    same: bool,
+    pub(crate) failed: Option<std::io::Error>,
+}
+
+impl<R: BufRead> SameAs<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        SameAs {
+            inner,
+            same: true,
+            failed: None,
+        }
+    }
+
+    /// Whether everything written equalled the reader's bytes, to its end (false after an
+    /// I/O error: see `failed`).
+    pub(crate) fn finish(&mut self) -> bool {
+        if !self.same || self.failed.is_some() {
+            return false;
+        }
+        match self.inner.fill_buf() {
+            Ok(rest) => rest.is_empty(),
+            Err(e) => {
+                self.failed = Some(e);
+                false
+            }
+        }
+    }
+}
+
+impl<R: BufRead> Write for SameAs<R> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.same && self.failed.is_none() {
+            match consume_exact(&mut self.inner, buf) {
+                Ok(same) => self.same = same,
+                Err(e) => self.failed = Some(e),
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A file read from a position of its own (`pread`): threads share one descriptor without
 /// sharing an offset.
 pub(crate) struct At<'a> {

@@ -1250,7 +1250,22 @@ fn rest_of_streamed_metadata(
     use stella_keys::stream::Prefixed;
 
     use crate::hash::Hasher;
-    use crate::streamed::{envelope_cap, hash_all, open_meta, At, HashRead, Tee};
+    use crate::streamed::{envelope_cap, hash_all, open_meta, At, HashEvery, HashRead, SameAs};
+
+    /// `SHA256SUMS.dsse`, read once (`read_sums_env`).
+    struct SumsEnvRead {
+        digest: Digest,
+        len: u64,
+        env: std::result::Result<
+            stella_dsse::stream::StreamedEnvelope,
+            stella_dsse::stream::StreamError,
+        >,
+        /// The decoded payload is `SHA256SUMS`, byte for byte.
+        same: bool,
+        /// Reading `SHA256SUMS` to compare failed.
+        sums_failed: Option<Error>,
+        path: PathBuf,
+    }
 
     /// `SHA256SUMS`, read once: compared with the index and hashed.
     struct SumsRead {
@@ -1297,11 +1312,52 @@ fn rest_of_streamed_metadata(
             same,
         }))
     };
+    // `SHA256SUMS.dsse`, read once: hashed whole for its signed digest while its envelope is
+    // read, the decoded payload compared with `SHA256SUMS` byte for byte (not hashed).
+    let read_sums_env = || -> Result<Option<SumsEnvRead>> {
+        let cap = envelope_cap(limits.max_sums);
+        let Some((f, _, path)) = open_meta(dir, names::SUMS_DSSE, Some(cap))? else {
+            return Ok(None);
+        };
+        let (sums_file, sums_path) = match open_meta(dir, names::SUMS, Some(cap))? {
+            Some((f, _, p)) => (Some(f), p),
+            None => (None, dir.join(names::SUMS)),
+        };
+        let sums_reader: Box<dyn std::io::BufRead + '_> = match &sums_file {
+            Some(f) => Box::new(BufReader::with_capacity(256 * 1024, At::new(f, 0))),
+            None => Box::new(std::io::empty()),
+        };
+        let mut same = SameAs::new(sums_reader);
+        let mut raw = HashEvery::new(f);
+        let env = stella_dsse::stream::read_envelope(&mut raw, &mut same, cap);
+        let env = match env {
+            Err(stella_dsse::stream::StreamError::Io(e)) if raw.failed => {
+                return Err(Error::io(&path, e))
+            }
+            env => env,
+        };
+        // The rest of the file (after the envelope, or after a refused part), for its digest.
+        std::io::copy(&mut raw, &mut std::io::sink()).at(&path)?;
+        let equal = sums_file.is_some() && same.finish();
+        Ok(Some(SumsEnvRead {
+            digest: raw.hasher.finish(),
+            len: raw.read,
+            env,
+            same: equal,
+            sums_failed: same.failed.map(|e| Error::io(&sums_path, e)),
+            path,
+        }))
+    };
     let mut sums = None;
+    let mut sums_env = None;
     check_signed_checksums(manifest, |path| {
         if path == names::SUMS {
             sums = read_sums()?;
             return Ok(sums.as_ref().map(|s| (s.digest, s.len)));
+        }
+        if path == names::SUMS_DSSE {
+            sums_env = read_sums_env()?;
+            return Ok(sums_env.as_ref().map(|s| (s.digest, s.len)));
         }
         match open_meta(dir, path, Some(envelope_cap(limits.max_sums)))? {
             Some((mut f, _, p)) => hash_all(&mut f, &p).map(Some),
@@ -1322,22 +1378,21 @@ fn rest_of_streamed_metadata(
     if !sums.same {
         return Err(sums_differ());
     }
-    let (sums_file, sums_len, sums_path, sums_digest) =
-        (&sums.file, &sums.len, &sums.path, sums.digest);
-    let (sums_env_file, _, sums_env_path) =
-        open_meta(dir, names::SUMS_DSSE, Some(envelope_cap(limits.max_sums)))?
-            .ok_or_else(|| missing_sums(names::SUMS_DSSE))?;
-    let mut sink = Tee {
-        inner: std::io::sink(),
-        hasher: Hasher::new(),
+    let (sums_file, sums_len, sums_path) = (&sums.file, &sums.len, &sums.path);
+    let sums_env = match sums_env {
+        Some(s) => s,
+        None => read_sums_env()?.ok_or_else(|| missing_sums(names::SUMS_DSSE))?,
     };
-    let sums_env =
-        stella_dsse::stream::read_envelope(sums_env_file, &mut sink, envelope_cap(limits.max_sums))
-            .map_err(|e| match e {
-                stella_dsse::stream::StreamError::Io(e) => Error::io(&sums_env_path, e),
-                e => sums_dsse_refused(e),
-            })?;
-    if sink.hasher.finish() != sums_digest
+    let same_as_sums = sums_env.same;
+    let sums_env_failed = sums_env.sums_failed;
+    let sums_env = sums_env.env.map_err(|e| match e {
+        stella_dsse::stream::StreamError::Io(e) => Error::io(&sums_env.path, e),
+        e => sums_dsse_refused(e),
+    })?;
+    if let Some(e) = sums_env_failed {
+        return Err(e);
+    }
+    if !same_as_sums
         || sums_env.payload_len != *sums_len
         || sums_env.payload_type != crate::SUMS_PAYLOAD_TYPE
     {

@@ -250,6 +250,81 @@ fn tampered_streams_are_refused_at_their_stage() {
     assert_eq!(stage, Stage::Checksums);
 }
 
+/// `SHA256SUMS.dsse` is read once on the streamed path (hashed whole while its envelope is
+/// read, its payload compared with `SHA256SUMS` byte for byte): an envelope whose digest the
+/// manifest signs but whose payload is not `SHA256SUMS` (a byte changed, one short, one
+/// more) is refused at the same stage with the same text as on the in-memory path; one that
+/// is no envelope at the same stage.
+#[test]
+fn a_signed_sha256sums_dsse_not_carrying_sha256sums_is_refused_as_in_memory() {
+    let m = Many::new(1500);
+    let manifest = std::fs::read(m.bundle.join(names::MANIFEST)).expect("manifest");
+    let sums = std::fs::read(m.bundle.join(names::SUMS)).expect("sums");
+    let dsse_path = m.bundle.join(names::SUMS_DSSE);
+    let honest = std::fs::read(&dsse_path).expect("dsse");
+    let n = sums.len();
+    let mut changed = sums.clone();
+    changed[n / 2] ^= 1;
+    let mut longer = sums.clone();
+    longer.push(b'\n');
+    let payloads = [changed, sums[..n - 1].to_vec(), longer];
+    let mut bodies: Vec<Vec<u8>> = payloads
+        .iter()
+        .map(|p| {
+            stella_keys::sign_envelope(
+                stella_mirror::SUMS_PAYLOAD_TYPE,
+                p.clone(),
+                &[&m.signed.key],
+            )
+            .expect("sign")
+            .to_json()
+        })
+        .collect();
+    bodies.push(b"{\"payload\": 1}".to_vec());
+    bodies.push(honest[..honest.len() / 2].to_vec());
+    for (i, body) in bodies.iter().enumerate() {
+        std::fs::write(&dsse_path, body).expect("write");
+        // The manifest signs this envelope's digest and size.
+        let mut v: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
+        for c in v["checksums"].as_array_mut().expect("checksums") {
+            if c["path"] == names::SUMS_DSSE {
+                c["sha256"] = stella_mirror::Digest::of(body).hex().into();
+                c["size"] = body.len().into();
+            }
+        }
+        m.resign(stella_dsse::jcs::to_vec(&v).expect("jcs"));
+        let in_memory = stage_of(verify_dir(&m.bundle, &m.opts(), &NoProgress));
+        assert_eq!(in_memory.0, Stage::Checksums, "{i}: {}", in_memory.1);
+        if i < 3 {
+            assert!(
+                in_memory.1.contains("does not carry SHA256SUMS"),
+                "{i}: {}",
+                in_memory.1
+            );
+        }
+        let streamed = stage_of(m.streamed(&small_limits()));
+        assert_eq!(stage_of(m.streamed(&on_disk())), streamed, "{i}");
+        if i < 3 {
+            assert_eq!(streamed, in_memory, "{i}");
+        } else {
+            // No envelope: the streamed reader words it its own way (as before).
+            assert_eq!(streamed.0, in_memory.0, "{i}");
+            assert!(
+                streamed
+                    .1
+                    .contains("SHA256SUMS.dsse: malformed DSSE envelope"),
+                "{i}: {}",
+                streamed.1
+            );
+        }
+    }
+    // Honest again: both paths verify.
+    std::fs::write(&dsse_path, &honest).expect("write");
+    m.resign(manifest);
+    m.streamed(&small_limits()).expect("streamed");
+    verify_dir(&m.bundle, &m.opts(), &NoProgress).expect("in memory");
+}
+
 /// A manifest generated on the fly (never held): `n` entries, `tweak` applied to each line.
 struct Synthetic {
     head: Vec<u8>,
