@@ -288,12 +288,13 @@ impl PublicKey {
         crate::pem_encode("PUBLIC KEY", &self.spki_der)
     }
 
-    /// Does `signature` verify `message` under this key?
     /// The pre-parsed aws-lc key (prehash verification in [`crate::stream`]).
     pub(crate) fn parsed(&self) -> &ParsedPublicKey {
         &self.parsed
     }
 
+    /// Does `signature` verify `message` under this key?
+    ///
     /// Ed25519 is verified strictly (as ed25519-dalek's `verify_strict`): besides aws-lc's
     /// checks (`S < ℓ`, `[S]B - [k]A` encodes to `R`), a signature whose `R` is a point of
     /// small order is refused ([`ed25519_r_acceptable`]); keys of small order never parse.
