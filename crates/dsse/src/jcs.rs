@@ -689,12 +689,7 @@ impl<'a> Parser<'a> {
         let mut out: Option<String> = None;
         loop {
             // Fast scan over bytes that need no attention.
-            while let Some(&b) = bytes.get(self.pos) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.pos += 1;
-            }
+            self.pos += plain_run(bytes.get(self.pos..).unwrap_or_default());
             match bytes.get(self.pos) {
                 None => return Err(self.syntax("unterminated string")),
                 Some(b'"') => {
@@ -835,6 +830,36 @@ impl<'a> Parser<'a> {
             self.pos += 1;
         }
     }
+}
+
+/// How many bytes at the start of `bytes` a string copies as they are: up to the first `"`,
+/// `\\` or control character (U+0000..=U+001F), or all of them. Eight bytes at a time (SWAR:
+/// each test sets the high bit of every byte that matches; a borrow can only mark bytes after
+/// a true match, so the lowest marked byte is the first match), then byte by byte.
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut n = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let hits = (zero_byte(x ^ (ONES * u64::from(b'"')))
+            | zero_byte(x ^ (ONES * u64::from(b'\\')))
+            | (x.wrapping_sub(ONES * 0x20) & !x))
+            & HIGH;
+        if hits != 0 {
+            return n + (hits.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(chunks.remainder().len())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1882,6 +1907,37 @@ mod tests {
         match parse_strict("[\"é\", x]".as_bytes()) {
             Err(JcsError::Syntax { line, column, .. }) => assert_eq!((line, column), (1, 7)),
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// The eight-at-a-time scan stops where the byte-by-byte one does: at every position of
+    /// every byte value, after runs of every length, with bytes that borrow (0x00, 0x01,
+    /// 0x21, 0x23, 0x5b, 0x5d, 0x80, 0xff) around it.
+    #[test]
+    fn plain_run_stops_at_the_first_byte_to_look_at() {
+        let reference = |b: &[u8]| {
+            b.iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .unwrap_or(b.len())
+        };
+        let fillers = [b'a', 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xc3, 0xff, b' '];
+        for filler in fillers {
+            for len in 0..20 {
+                for at in 0..=len {
+                    for b in 0..=255u8 {
+                        let mut v = vec![filler; len];
+                        if at < len {
+                            v[at] = b;
+                        }
+                        assert_eq!(plain_run(&v), reference(&v), "{filler} {len} {at} {b}");
+                        // A second special byte after the first does not move the answer.
+                        if at + 1 < len {
+                            v[at + 1] = 0;
+                            assert_eq!(plain_run(&v), reference(&v));
+                        }
+                    }
+                }
+            }
         }
     }
 
