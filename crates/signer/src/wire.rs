@@ -6,8 +6,8 @@
 //! Responses are written through [`json_response`], which serializes to a
 //! [`serde_json::Value`] first: object keys come out sorted, byte for byte as the `json!`
 //! literals this replaced. The hot `/sign/dsse` answer is the exception: [`sign_dsse_response`]
-//! serialises it straight from structs whose members are declared in sorted order (same bytes,
-//! tested; issue #15).
+//! writes its members in sorted order straight from the structs, the keyful envelope copied
+//! from the JSON its audit digest was taken over (same bytes, tested; issue #15).
 
 use std::collections::BTreeMap;
 
