@@ -59,8 +59,11 @@ fn take_token(b: &mut Bucket, limit: RateLimit, now: Instant) -> RateDecision {
 pub struct MemoryQuotaStore {
     hasher: std::collections::hash_map::RandomState,
     buckets: Vec<Mutex<HashMap<Arc<str>, Bucket>>>,
-    active: Arc<Vec<Mutex<HashMap<Arc<str>, u32>>>>,
+    active: Arc<Vec<Mutex<ActiveShard>>>,
 }
+
+/// Requests in flight per key, in one shard.
+type ActiveShard = HashMap<Arc<str>, u32>;
 
 impl Default for MemoryQuotaStore {
     fn default() -> Self {
