@@ -403,8 +403,39 @@ pub(crate) struct StrictObject<'a> {
     members: Vec<Member<'a>>,
 }
 
-/// Members compared one by one up to this many; a larger object checks names through a set.
-const LINEAR_DUPLICATE_CHECK: usize = 16;
+/// Member names of one object held inline (and compared one by one) up to this many; a
+/// larger object checks its names through a set.
+const SEEN_INLINE: usize = 8;
+
+/// The member names of one object seen so far.
+#[derive(Default)]
+struct Seen<'a> {
+    inline: [Cow<'a, str>; SEEN_INLINE],
+    len: usize,
+    set: Option<std::collections::HashSet<Cow<'a, str>>>,
+}
+
+impl<'a> Seen<'a> {
+    /// `false` when `name` was seen before.
+    fn insert(&mut self, name: &Cow<'a, str>) -> bool {
+        if let Some(set) = &mut self.set {
+            return set.insert(name.clone());
+        }
+        if self.inline[..self.len].iter().any(|k| k == name) {
+            return false;
+        }
+        if self.len < SEEN_INLINE {
+            self.inline[self.len] = name.clone();
+            self.len += 1;
+            return true;
+        }
+        let mut set: std::collections::HashSet<Cow<'a, str>> =
+            self.inline.iter_mut().map(std::mem::take).collect();
+        set.insert(name.clone());
+        self.set = Some(set);
+        true
+    }
+}
 
 impl<'a> StrictObject<'a> {
     /// `Some` exactly when `parse_strict(bytes)` is `Ok(Value::Object(_))`.
@@ -419,7 +450,8 @@ impl<'a> StrictObject<'a> {
             // Not an object (or not JSON): refused either way.
             return None;
         }
-        let mut members = Vec::new();
+        // A proof's header and claims have 3–6 members: one allocation.
+        let mut members = Vec::with_capacity(8);
         s.object(enter(0)?, Some(&mut members))?;
         s.skip_ws();
         (s.pos == src.len()).then_some(StrictObject { members })
@@ -552,13 +584,8 @@ impl<'a> Scan<'a> {
     }
 
     /// An object's members; kept in `out` when given (the top level), else only checked.
-    fn object(&mut self, depth: usize, out: Option<&mut Vec<Member<'a>>>) -> Option<()> {
-        let mut local = Vec::new();
-        let members = match out {
-            Some(v) => v,
-            None => &mut local,
-        };
-        let mut names: Option<std::collections::HashSet<Cow<'a, str>>> = None;
+    fn object(&mut self, depth: usize, mut out: Option<&mut Vec<Member<'a>>>) -> Option<()> {
+        let mut seen = Seen::default();
         if self.open(b'}') {
             return Some(());
         }
@@ -575,29 +602,14 @@ impl<'a> Scan<'a> {
             self.skip_ws();
             let start = self.pos;
             let value = self.value(depth)?;
-            let text = self.src.get(start..self.pos)?;
             // Duplicate member names (after unescaping) are refused.
-            match &mut names {
-                Some(set) => {
-                    if !set.insert(key.clone()) {
-                        return None;
-                    }
-                }
-                None if members.len() < LINEAR_DUPLICATE_CHECK => {
-                    if members.iter().any(|m| m.key == key) {
-                        return None;
-                    }
-                }
-                None => {
-                    let mut set: std::collections::HashSet<Cow<'a, str>> =
-                        members.iter().map(|m| m.key.clone()).collect();
-                    if !set.insert(key.clone()) {
-                        return None;
-                    }
-                    names = Some(set);
-                }
+            if !seen.insert(&key) {
+                return None;
             }
-            members.push(Member { key, text, value });
+            if let Some(members) = out.as_deref_mut() {
+                let text = self.src.get(start..self.pos)?;
+                members.push(Member { key, text, value });
+            }
             if !self.next_member(b'}')? {
                 return Some(());
             }
