@@ -920,11 +920,13 @@ impl DpopValidator {
         let ath = c
             .str("ath")
             .ok_or_else(|| bad_proof("DPoP proof has no `ath`"))?;
+        // base64url of the digest, on the stack (43 characters); no digest text: refused.
         let mut want_ath = [0u8; 43];
-        let n = URL_SAFE_NO_PAD
+        let want_ath = URL_SAFE_NO_PAD
             .encode_slice(access_token_sha256, &mut want_ath)
-            .unwrap_or(0);
-        if ath.as_bytes() != &want_ath[..n] {
+            .ok()
+            .and_then(|n| want_ath.get(..n));
+        if want_ath != Some(ath.as_bytes()) {
             return Err(bad_proof(
                 "DPoP proof `ath` does not match the access token",
             ));

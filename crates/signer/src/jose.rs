@@ -7,6 +7,12 @@
 //! P-256 key with ES256, an OKP Ed25519 key with EdDSA, RSA with RS256/PS256 and at least
 //! 2048 bits), and a JWK's own `alg`, when present, must agree. JWKs carrying private members
 //! (`d`, `p`, `q`, `dp`, `dq`, `qi`, `oth`, `k`) are refused outright.
+//!
+//! Two readers of a compact JWS decide alike: [`Jws::parse`] builds `Value` trees (access
+//! tokens, verified once and cached; the dev Authority); `CompactJws` (DPoP proofs, one per
+//! request) decodes the three parts into one buffer and reads header and claims with a
+//! borrowing scanner that accepts exactly what `stella_dsse::jcs::parse_strict` accepts,
+//! with the same errors in the same order (differential tests in `auth_differential.rs`).
 
 use std::borrow::Cow;
 use std::fmt;
