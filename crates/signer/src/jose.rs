@@ -423,21 +423,21 @@ struct Seen<'a> {
 
 impl<'a> Seen<'a> {
     /// `false` when `name` was seen before.
-    fn insert(&mut self, name: &Cow<'a, str>) -> bool {
+    fn insert(&mut self, name: Cow<'a, str>) -> bool {
         if let Some(set) = &mut self.set {
-            return set.insert(name.clone());
+            return set.insert(name);
         }
-        if self.inline[..self.len].iter().any(|k| k == name) {
+        if self.inline[..self.len].contains(&name) {
             return false;
         }
         if self.len < SEEN_INLINE {
-            self.inline[self.len] = name.clone();
+            self.inline[self.len] = name;
             self.len += 1;
             return true;
         }
         let mut set: std::collections::HashSet<Cow<'a, str>> =
             self.inline.iter_mut().map(std::mem::take).collect();
-        set.insert(name.clone());
+        set.insert(name);
         self.set = Some(set);
         true
     }
@@ -609,7 +609,7 @@ impl<'a> Scan<'a> {
             let start = self.pos;
             let value = self.value(depth)?;
             // Duplicate member names (after unescaping) are refused.
-            if !seen.insert(&key) {
+            if !seen.insert(key.clone()) {
                 return None;
             }
             if let Some(members) = out.as_deref_mut() {
