@@ -22,6 +22,7 @@ use stella_oci::media;
 use time::OffsetDateTime;
 
 use crate::error::{Error, IoContext as _, Result};
+use crate::from_base::SortedPaths;
 use crate::fs::{check_output_free, Staging};
 use crate::hash::{Digest, Progress};
 use crate::manifest::{
@@ -72,99 +73,34 @@ struct Base {
 
 /// The base manifest's files as a thin `create` asks about them — is this path listed, with
 /// which SHA-256; which listed paths are gone — and nothing else (sizes and media types are
-/// not needed): the paths front-coded in their (sorted) order, in blocks of [`BASE_BLOCK`]
-/// (each entry is the length of the prefix it shares with the one before, then the rest;
-/// the first of a block shares nothing), and a 32-byte digest per file. At 1,000,000
-/// advisory files that is ~46 MB, against ~100 MB for the [`FileIndex`] it is built from
-/// (56-byte records and whole paths), which is dropped before the new file list grows.
+/// not needed): the paths front-coded ([`SortedPaths`]) and a 32-byte digest per file. At
+/// 1,000,000 advisory files that is ~46 MB, against ~100 MB for the [`FileIndex`] it is
+/// built from (56-byte records and whole paths), which is dropped before the new file list
+/// grows.
 #[derive(Default)]
 struct BaseFiles {
-    /// The encoded entries: `varint(shared) varint(rest length) rest`.
-    text: Vec<u8>,
-    /// Where each block's first entry starts in `text`.
-    blocks: Vec<usize>,
+    paths: SortedPaths,
     sha256: Vec<[u8; 32]>,
 }
-
-/// Entries per block of [`BaseFiles`]: a lookup is a binary search over the blocks' first
-/// paths, then at most this many entries compared in place.
-const BASE_BLOCK: usize = 16;
 
 impl BaseFiles {
     /// The files of `index` (strictly increasing paths, as a [`FileIndex`] holds them).
     fn from_index(index: &FileIndex) -> Self {
-        let mut out = BaseFiles::default();
-        out.sha256.reserve_exact(index.len());
-        out.blocks.reserve_exact(index.len().div_ceil(BASE_BLOCK));
-        let mut prev: &[u8] = &[];
-        for i in 0..index.len() {
-            let Some(f) = index.get(i) else { break };
-            let path = f.path.as_bytes();
-            let shared = if i % BASE_BLOCK == 0 {
-                out.blocks.push(out.text.len());
-                0
-            } else {
-                common_prefix(prev, path)
-            };
-            put_varint(&mut out.text, shared);
-            put_varint(&mut out.text, path.len() - shared);
-            out.text.extend_from_slice(&path[shared..]);
-            out.sha256.push(*f.sha256.as_bytes());
-            prev = path;
+        let mut paths = SortedPaths::default();
+        let mut sha256 = Vec::with_capacity(index.len());
+        for f in (0..index.len()).filter_map(|i| index.get(i)) {
+            paths.push(f.path);
+            sha256.push(*f.sha256.as_bytes());
         }
-        out.text.shrink_to_fit();
-        out
+        BaseFiles {
+            paths: paths.done(),
+            sha256,
+        }
     }
 
-    fn len(&self) -> usize {
-        self.sha256.len()
-    }
-
-    /// The entry at `pos` of `text`: (shared prefix length, rest, where the next starts).
-    fn entry(&self, pos: usize) -> (usize, &[u8], usize) {
-        let (shared, pos) = get_varint(&self.text, pos);
-        let (len, pos) = get_varint(&self.text, pos);
-        let end = pos.saturating_add(len).min(self.text.len());
-        (shared, &self.text[pos.min(end)..end], end)
-    }
-
-    /// The position of `path`, if listed. No allocation: the entries of the one block that
-    /// can hold it are compared in place, keeping how much of `path` the previous entry
-    /// matched (sorted, strictly increasing entries: an entry that shares more with its
-    /// predecessor than that predecessor shared with `path` is still below `path`; one that
-    /// shares less is above it, and so is every later one).
+    /// The position of `path`, if listed.
     fn find(&self, path: &str) -> Option<usize> {
-        let want = path.as_bytes();
-        let block = self
-            .blocks
-            .partition_point(|&pos| self.entry(pos).1 <= want)
-            .checked_sub(1)?;
-        let mut pos = self.blocks[block];
-        // `want[..matched]` is the previous entry's prefix, and that entry is below `want`.
-        let mut matched = 0usize;
-        let first = block * BASE_BLOCK;
-        for i in first..(first + BASE_BLOCK).min(self.len()) {
-            let (shared, rest, next) = self.entry(pos);
-            pos = next;
-            if shared > matched {
-                continue;
-            }
-            if shared < matched {
-                return None;
-            }
-            let tail = &want[matched..];
-            let same = common_prefix(rest, tail);
-            if same == rest.len() && same == tail.len() {
-                return Some(i);
-            }
-            // Below `want` when it ends first (a prefix of it) or its next byte is lower.
-            let below = same == rest.len() || (same < tail.len() && rest[same] < tail[same]);
-            if !below {
-                return None;
-            }
-            matched += same;
-        }
-        None
+        self.paths.find(path)
     }
 
     /// Whether the base lists `path` with this digest.
@@ -174,54 +110,14 @@ impl BaseFiles {
             .is_some_and(|d| d == sha.as_bytes())
     }
 
-    /// Every path, in order (decoded into one reused buffer).
+    /// Every path, in order.
     fn each_path(&self, f: &mut dyn FnMut(&str) -> Result<()>) -> Result<()> {
-        let mut path: Vec<u8> = Vec::new();
-        let mut pos = 0;
-        for _ in 0..self.len() {
-            let (shared, rest, next) = self.entry(pos);
-            pos = next;
-            path.truncate(shared);
-            path.extend_from_slice(rest);
-            // Every path was a `&str`, and a shared prefix ends where two of them differ
-            // (a UTF-8 boundary of both), so this never fails.
-            let p = std::str::from_utf8(&path)
-                .map_err(|_| Error::input("base file list is not UTF-8".to_string()))?;
+        let mut c = self.paths.cursor();
+        while let Some(p) = c.next_path() {
             f(p)?;
         }
         Ok(())
     }
-}
-
-/// How many bytes `a` and `b` start with alike.
-fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-/// LEB128.
-fn put_varint(out: &mut Vec<u8>, mut v: usize) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// The LEB128 number at `pos` and where it ends (what [`put_varint`] wrote; 0 past the end).
-fn get_varint(buf: &[u8], mut pos: usize) -> (usize, usize) {
-    let mut v = 0usize;
-    let mut shift = 0u32;
-    while let Some(&b) = buf.get(pos) {
-        pos += 1;
-        if shift < usize::BITS {
-            v |= usize::from(b & 0x7f) << shift;
-        }
-        shift += 7;
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    (v, pos)
 }
 
 // One file of `Collected`: the `FileIndex` record (56 bytes; the path lives in the arena).
@@ -1059,7 +955,7 @@ mod tests {
 
     /// A varied, sorted, duplicate-free list of bundle paths: shared prefixes of every
     /// length, one path a prefix of the next (`a` / `a.json`), bytes above and below `/`,
-    /// multi-byte characters, long names, blocks of [`BASE_BLOCK`] and their edges.
+    /// multi-byte characters, long names, blocks of 16 and their edges.
     fn corpus() -> Vec<String> {
         let mut paths = vec![
             "a".to_string(),
@@ -1115,9 +1011,9 @@ mod tests {
         let paths = corpus();
         let index = index_of(&paths);
         let base = BaseFiles::from_index(&index);
-        assert_eq!(base.len(), index.len());
+        assert_eq!(base.sha256.len(), index.len());
         // Much smaller than the index it comes from.
-        assert!(base.text.len() * 2 < paths.iter().map(String::len).sum::<usize>());
+        assert!(base.paths.text_bytes() * 2 < paths.iter().map(String::len).sum::<usize>());
         // Every listed path, found where the index has it, with its digest.
         for (i, p) in paths.iter().enumerate() {
             assert_eq!(base.find(p), Some(i), "{p}");
@@ -1164,23 +1060,6 @@ mod tests {
     }
 
     #[test]
-    fn varints_read_back() {
-        let mut buf = Vec::new();
-        let values = [0usize, 1, 127, 128, 300, 16_383, 16_384, usize::MAX];
-        for v in values {
-            put_varint(&mut buf, v);
-        }
-        let mut pos = 0;
-        for v in values {
-            let (got, next) = get_varint(&buf, pos);
-            assert_eq!(got, v);
-            pos = next;
-        }
-        assert_eq!(pos, buf.len());
-        assert_eq!(get_varint(&buf, buf.len()), (0, buf.len()));
-    }
-
-    #[test]
     fn a_base_reads_the_same_on_both_paths() {
         let dir = tempfile::tempdir().unwrap();
         let mut m = crate::testing::sample_manifest();
@@ -1205,8 +1084,11 @@ mod tests {
         assert_eq!(mem.digest, Digest::of(&bytes));
         assert_eq!(streamed.digest, mem.digest);
         assert_eq!(streamed.head, mem.head);
-        assert_eq!(streamed.files.len(), 500);
-        assert_eq!(streamed.files.text, mem.files.text);
+        assert_eq!(streamed.files.sha256.len(), 500);
+        assert_eq!(
+            streamed.files.paths.text_bytes(),
+            mem.files.paths.text_bytes()
+        );
         assert_eq!(streamed.files.sha256, mem.files.sha256);
         assert_eq!(streamed.known, mem.known);
         for f in &m.files {
