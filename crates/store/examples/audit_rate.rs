@@ -9,7 +9,9 @@
 //! a saturating phase leaves), then an open loop at `--rate R` appends/s for `--secs SECS`,
 //! latency from each append's *scheduled* time (no coordinated omission): p50/p90/p99/max,
 //! appends over 20 ms, the WAL's size, and the writer's and checkpointer's CPU per record
-//! (`/proc/self/task/*/stat`). The database lives under `--dir` (default: the workspace's
+//! (`/proc/self/task/*/stat`). `--count N` instead appends exactly N records from
+//! `--concurrency` tasks and stops (for `valgrind --tool=callgrind`: run N and 2N and take the
+//! difference of the `stella-audit-*` threads). The database lives under `--dir` (default: the workspace's
 //! `target/`, a real disk) in a temporary folder removed at the end.
 
 #![allow(clippy::unwrap_used, clippy::panic, clippy::print_stdout)]
@@ -26,6 +28,7 @@ struct Opts {
     burst: u64,
     concurrency: usize,
     rounds: usize,
+    count: u64,
     dir: String,
 }
 
@@ -36,6 +39,7 @@ fn opts() -> Opts {
         burst: 0,
         concurrency: 64,
         rounds: 1,
+        count: 0,
         dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../../target").into(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,6 +52,7 @@ fn opts() -> Opts {
             "--burst" => o.burst = v.parse().unwrap(),
             "--concurrency" => o.concurrency = v.parse().unwrap(),
             "--rounds" => o.rounds = v.parse().unwrap(),
+            "--count" => o.count = v.parse().unwrap(),
             "--dir" => o.dir = v,
             other => panic!("unknown option {other}"),
         }
@@ -178,6 +183,28 @@ fn main() {
         .unwrap();
     let log = Arc::new(SqliteAudit::open(SqliteOptions::new(&db)).unwrap());
     let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    if o.count > 0 {
+        // Exactly `count` appends from `concurrency` tasks (for callgrind: run N and 2N).
+        let per = o.count / o.concurrency as u64;
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..o.concurrency)
+                .map(|_| {
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..per {
+                            log.append(record()).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        rt.block_on(log.close()).unwrap();
+        println!("{} appends, WAL {} KiB", per * o.concurrency as u64, wal_size() / 1024);
+        return;
+    }
     let mut p99s = Vec::new();
     for round in 1..=o.rounds {
         let (w0, c0) = (
