@@ -9,7 +9,7 @@
 //! a saturating phase leaves), then an open loop at `--rate R` appends/s for `--secs SECS`,
 //! latency from each append's *scheduled* time (no coordinated omission): p50/p90/p99/max,
 //! appends over 20 ms, the WAL's size, and the writer's and checkpointer's CPU per record
-//! (`/proc/self/task/*/stat`). `--count N` instead appends exactly N records from
+//! (`/proc/self/task/*/schedstat`). `--count N` instead appends exactly N records from
 //! `--concurrency` tasks and stops (for `valgrind --tool=callgrind`: run N and 2N and take the
 //! difference of the `stella-audit-*` threads). The database lives under `--dir` (default: the workspace's
 //! `target/`, a real disk) in a temporary folder removed at the end.
@@ -94,21 +94,21 @@ fn now() -> String {
     time::OffsetDateTime::now_utc().format(&fmt).unwrap()
 }
 
-/// CPU ticks (user + system) of this process' threads whose name starts with `prefix`.
-fn thread_ticks(prefix: &str) -> u64 {
+/// CPU time in nanoseconds (`/proc/self/task/*/schedstat`) of this process' threads whose
+/// name starts with `prefix`.
+fn thread_ns(prefix: &str) -> u64 {
     let mut total = 0;
     for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
         let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
         if !comm.trim_end().starts_with(prefix) {
             continue;
         }
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        // Fields after the `(comm)`: state is field 3; utime and stime are fields 14 and 15.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() > 12 {
-            total += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
-        }
+        let stat = std::fs::read_to_string(e.path().join("schedstat")).unwrap_or_default();
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
     }
     total
 }
@@ -201,15 +201,22 @@ fn main() {
                 t.await.unwrap();
             }
         });
+        let n = per * o.concurrency as u64;
+        let (w, c) = (thread_ns("stella-audit-w"), thread_ns("stella-audit-c"));
+        println!(
+            "{n} appends, WAL {} KiB, CPU µs/record writer {:.1} checkpointer {:.1}",
+            wal_size() / 1024,
+            w as f64 / 1000.0 / n as f64,
+            c as f64 / 1000.0 / n as f64
+        );
         rt.block_on(log.close()).unwrap();
-        println!("{} appends, WAL {} KiB", per * o.concurrency as u64, wal_size() / 1024);
         return;
     }
     let mut p99s = Vec::new();
     for round in 1..=o.rounds {
         let (w0, c0) = (
-            thread_ticks("stella-audit-w"),
-            thread_ticks("stella-audit-c"),
+            thread_ns("stella-audit-w"),
+            thread_ns("stella-audit-c"),
         );
         let t0 = Instant::now();
         let nb = rt.block_on(burst(&log, o.burst, o.concurrency));
@@ -217,10 +224,10 @@ fn main() {
         let lat = rt.block_on(open_loop(&log, o.rate, o.secs));
         let n = nb + lat.len() as u64;
         let (w1, c1) = (
-            thread_ticks("stella-audit-w"),
-            thread_ticks("stella-audit-c"),
+            thread_ns("stella-audit-w"),
+            thread_ns("stella-audit-c"),
         );
-        let per = |t: u64| t as f64 * 10_000.0 / n as f64; // 100 ticks/s -> µs per record
+        let per = |t: u64| t as f64 / 1000.0 / n as f64;
         let over = lat.iter().filter(|&&x| x > 20.0).count();
         p99s.push(pct(&lat, 0.99));
         println!(
