@@ -397,7 +397,7 @@ async fn sqlite_wal_restarts_under_a_steady_stream() {
     let restarts = wal_restarts(&path);
     log.close().await.unwrap();
     assert!(
-        restarts >= 3,
+        restarts >= 2,
         "the WAL restarted {restarts} time(s) in 3.2 s of appends"
     );
     let reader = SqliteReader::open(&path).unwrap();
