@@ -214,19 +214,13 @@ fn main() {
     }
     let mut p99s = Vec::new();
     for round in 1..=o.rounds {
-        let (w0, c0) = (
-            thread_ns("stella-audit-w"),
-            thread_ns("stella-audit-c"),
-        );
+        let (w0, c0) = (thread_ns("stella-audit-w"), thread_ns("stella-audit-c"));
         let t0 = Instant::now();
         let nb = rt.block_on(burst(&log, o.burst, o.concurrency));
         let wal_after_burst = wal_size();
         let lat = rt.block_on(open_loop(&log, o.rate, o.secs));
         let n = nb + lat.len() as u64;
-        let (w1, c1) = (
-            thread_ns("stella-audit-w"),
-            thread_ns("stella-audit-c"),
-        );
+        let (w1, c1) = (thread_ns("stella-audit-w"), thread_ns("stella-audit-c"));
         let per = |t: u64| t as f64 / 1000.0 / n as f64;
         let over = lat.iter().filter(|&&x| x > 20.0).count();
         p99s.push(pct(&lat, 0.99));
