@@ -179,7 +179,8 @@ fn read_head(conn: &Connection) -> Result<(u64, String), StoreError> {
 /// with every frame already copied into the database. Under a steady stream of commits the
 /// checkpointer never sees that: the writer commits while it copies, so each pass leaves the
 /// last few batches behind and the WAL grew without bound (1 GB in 18 s at the load bench's
-/// rates; every WAL sync then also changed the file's size, an ext4 journal commit each). So
+/// rates; every WAL sync then also wrote the file's new size: an inode write, a journal
+/// commit on a journaled ext4). So
 /// the checkpointer runs passes until one is short ([`checkpoint_passes`]), and then the
 /// writer copies the rest itself between two batches ([`Writer::run`]): the frames it
 /// committed during that last short pass (none: nothing to copy, no sync) and one database
