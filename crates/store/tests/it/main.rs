@@ -414,16 +414,11 @@ async fn sqlite_wal_restarts_under_a_steady_stream() {
 
 const CRASH_DB: &str = "STELLA_STORE_CRASH_CHILD_DB";
 
-/// The child of `sqlite_acknowledged_records_survive_a_killed_process`: appends from 16
-/// tasks until killed, printing each acknowledged `seq` and audit id. Does nothing unless
-/// started by that test.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the crash test's child process"]
-async fn sqlite_crash_child() {
-    let Ok(db) = std::env::var(CRASH_DB) else {
-        return;
-    };
-    let log = Arc::new(SqliteAudit::open(SqliteOptions::new(&db)).unwrap());
+/// The child of `sqlite_acknowledged_records_survive_a_killed_process` (the same test run
+/// again in a process of its own, with `CRASH_DB` set): appends from 16 tasks until killed,
+/// printing each acknowledged `seq` and audit id.
+async fn sqlite_crash_child(db: &str) {
+    let log = Arc::new(SqliteAudit::open(SqliteOptions::new(db)).unwrap());
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let tasks: Vec<_> = (0..16)
         .map(|t| {
@@ -451,12 +446,14 @@ async fn sqlite_crash_child() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_acknowledged_records_survive_a_killed_process() {
     use std::io::BufRead as _;
+    if let Ok(db) = std::env::var(CRASH_DB) {
+        return sqlite_crash_child(&db).await;
+    }
     let (_d, path) = temp_db();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "sqlite_crash_child",
-            "--ignored",
+            "sqlite_acknowledged_records_survive_a_killed_process",
             "--nocapture",
             "--test-threads=1",
         ])
