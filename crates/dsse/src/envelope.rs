@@ -142,14 +142,33 @@ impl Envelope {
     /// Serialise as compact JSON with a stable field order
     /// (`payloadType`, `payload`, `signatures[{keyid, sig}]`), standard padded base64.
     pub fn to_json(&self) -> Vec<u8> {
+        self.write_json().0
+    }
+
+    /// [`Envelope::to_json`]'s bytes and where its three values lie in them.
+    fn write_json(&self) -> (Vec<u8>, JsonSpans) {
         let mut out =
             Vec::with_capacity(self.payload.len() * 4 / 3 + 160 * self.signatures.len() + 64);
         out.extend_from_slice(b"{\"payloadType\":");
+        let type_start = out.len();
         jcs::write_str(&self.payload_type, &mut out);
-        out.extend_from_slice(b",\"payload\":\"");
+        let payload_type = type_start..out.len();
+        out.extend_from_slice(b",\"payload\":");
+        let payload_start = out.len();
+        out.push(b'"');
         b64::encode_into_vec(&self.payload, &mut out);
+        let payload = payload_start..out.len() + 1;
+        let tail = out.len();
         write_signatures_tail(&self.signatures, &mut out);
-        out
+        // The tail is `","signatures":[...]}`: the array lies between its fixed prefix and
+        // the closing brace.
+        let signatures = tail + SIGNATURES_PREFIX.len()..out.len() - 1;
+        let spans = JsonSpans {
+            payload_type,
+            payload,
+            signatures,
+        };
+        (out, spans)
     }
 
     /// The envelope as a JSON value (for embedding in bundles and API responses).
@@ -211,6 +230,68 @@ impl serde::Serialize for SortedSignature<'_> {
     }
 }
 
+/// Where the values of `payloadType`, `payload` and `signatures` lie in
+/// [`Envelope::to_json`]'s bytes.
+#[derive(Debug, Clone)]
+struct JsonSpans {
+    payload_type: std::ops::Range<usize>,
+    payload: std::ops::Range<usize>,
+    signatures: std::ops::Range<usize>,
+}
+
+/// An envelope written as JSON once: the bytes of [`Envelope::to_json`] (what a digest of the
+/// envelope is taken over), and out of them the envelope with its members in sorted order —
+/// the bytes `serde_json` writes for [`Envelope::sorted_json`] — by copying the three values,
+/// so the payload is base64-encoded and every string escaped once for both (an API answer
+/// that records the envelope's digest and returns the envelope).
+///
+/// The values are the same in both forms: `serde_json` escapes strings exactly as
+/// [`jcs::write_str`] does (`"`, `\\`, C0 controls as `\b \t \n \f \r` or lowercase
+/// `\u00xx`, nothing else; tested), base64 needs no escaping, and each signature's members
+/// (`keyid`, `sig`) are already in sorted order.
+#[derive(Debug, Clone)]
+pub struct EnvelopeJson {
+    envelope: Envelope,
+    json: Vec<u8>,
+    spans: JsonSpans,
+}
+
+impl EnvelopeJson {
+    /// Write `envelope` as JSON.
+    pub fn new(envelope: Envelope) -> Self {
+        let (json, spans) = envelope.write_json();
+        EnvelopeJson {
+            envelope,
+            json,
+            spans,
+        }
+    }
+
+    /// The envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// [`Envelope::to_json`]'s bytes.
+    pub fn json(&self) -> &[u8] {
+        &self.json
+    }
+
+    /// Append the envelope with its members in sorted order (`payload`, `payloadType`,
+    /// `signatures[{keyid, sig}]`): `serde_json::to_vec(&envelope.sorted_json())`'s bytes.
+    pub fn write_sorted(&self, out: &mut Vec<u8>) {
+        let part = |r: &std::ops::Range<usize>| self.json.get(r.clone()).unwrap_or_default();
+        out.reserve(self.json.len());
+        out.extend_from_slice(b"{\"payload\":");
+        out.extend_from_slice(part(&self.spans.payload));
+        out.extend_from_slice(b",\"payloadType\":");
+        out.extend_from_slice(part(&self.spans.payload_type));
+        out.extend_from_slice(b",\"signatures\":");
+        out.extend_from_slice(part(&self.spans.signatures));
+        out.push(b'}');
+    }
+}
+
 /// DSSE v1 pre-authentication encoding:
 /// `"DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`, lengths as ASCII decimal.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
@@ -245,11 +326,15 @@ fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
     out.extend_from_slice(&digits[i..]);
 }
 
+/// How [`write_signatures_tail`] begins: the payload's closing quote and the member name.
+const SIGNATURES_PREFIX: &[u8] = b"\",\"signatures\":";
+
 /// What follows the payload's base64 in [`Envelope::to_json`]'s form: the closing quote, the
 /// signatures (`{keyid, sig}`, standard padded base64) and the closing brackets. Shared with
 /// the streaming writer so that both write the same bytes.
 pub(crate) fn write_signatures_tail(signatures: &[Signature], out: &mut Vec<u8>) {
-    out.extend_from_slice(b"\",\"signatures\":[");
+    out.extend_from_slice(SIGNATURES_PREFIX);
+    out.push(b'[');
     for (i, s) in signatures.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -321,6 +406,61 @@ mod tests {
         let before = serde_json::to_vec(&env.sorted_json()).unwrap();
         env.signatures[0].sig[0] = 2;
         assert_ne!(serde_json::to_vec(&env.sorted_json()).unwrap(), before);
+    }
+
+    /// `EnvelopeJson` gives `to_json`'s bytes and, copied out of them, `sorted_json`'s (and so
+    /// `to_value`'s), on envelopes whose payload type and key ids hold every ASCII character
+    /// and a few beyond — the escaping of `jcs::write_str` and of `serde_json` agree.
+    #[test]
+    fn envelope_json_writes_both_forms_byte_for_byte() {
+        let ascii: String = (0u8..=0x7f).map(char::from).collect();
+        let types = [
+            "application/vnd.in-toto+json".to_string(),
+            String::new(),
+            ascii.clone(),
+            "é \u{e000} \u{ffff} \u{1f600} \u{2028}\u{2029} </script>".to_string(),
+        ];
+        let keyids = [
+            String::new(),
+            "sha256:00ff".to_string(),
+            ascii,
+            "k\"\n\u{0}".into(),
+        ];
+        let mut n = 0;
+        for ty in &types {
+            for len in [0usize, 1, 2, 3, 4, 700] {
+                for sigs in 0..4usize {
+                    let env = Envelope {
+                        payload_type: ty.clone(),
+                        payload: (0..len).map(|i| (i * 37 + sigs) as u8).collect(),
+                        signatures: (0..sigs)
+                            .map(|i| Signature {
+                                keyid: keyids[(i + len) % keyids.len()].clone(),
+                                sig: (0..(i * 7 + len % 5)).map(|j| (j * 11) as u8).collect(),
+                            })
+                            .collect(),
+                    };
+                    let json = EnvelopeJson::new(env.clone());
+                    assert_eq!(json.json(), env.to_json());
+                    assert_eq!(json.envelope(), &env);
+                    let mut sorted = b"x".to_vec();
+                    json.write_sorted(&mut sorted);
+                    let want = serde_json::to_vec(&env.to_value()).unwrap();
+                    assert_eq!(
+                        String::from_utf8(sorted[1..].to_vec()).unwrap(),
+                        String::from_utf8(want).unwrap()
+                    );
+                    assert_eq!(sorted[0], b'x', "appended, not overwritten");
+                    // And what it writes parses back to the envelope (an empty payload
+                    // type is refused on reading).
+                    if !ty.is_empty() {
+                        assert_eq!(Envelope::from_json(json.json()).unwrap(), env);
+                    }
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(n, 4 * 6 * 4);
     }
 
     #[test]

@@ -17,14 +17,19 @@
 //! remaining members sorted by UTF-16 code units (see `write_object`). The check also keeps the
 //! output correct if `serde_json/preserve_order` is ever switched on by feature unification.
 //! [`to_vec`] goes through `serde_json::Value`, after a pass that rejects non-finite floats,
-//! which `serde_json::to_value` would otherwise silently turn into `null`.
+//! which `serde_json::to_value` would otherwise silently turn into `null`. [`from_slice`] runs
+//! the same strict parser straight into a typed value (serde), without the tree.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 
 use serde::ser::{self, Serialize};
 use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
+
+mod de;
+pub use de::{from_slice, FromSliceError};
 
 /// Largest input [`parse_strict`] and [`canonicalize`] accept, in bytes.
 pub const MAX_INPUT_BYTES: usize = 64 * 1024 * 1024;
@@ -95,6 +100,15 @@ pub enum JcsError {
 /// [`MAX_DEPTH`], and input larger than [`MAX_INPUT_BYTES`]. Whitespace around the value is
 /// allowed; a byte-order mark is not.
 pub fn parse_strict(input: &[u8]) -> Result<Value, JcsError> {
+    let mut parser = start(input)?;
+    let value = parser.parse_value(0)?;
+    parser.finish()?;
+    Ok(value)
+}
+
+/// Checks the bounds [`parse_strict`] puts on its input (size, UTF-8) and returns a parser at
+/// the first value (leading whitespace skipped).
+fn start(input: &[u8]) -> Result<Parser<'_>, JcsError> {
     if input.len() > MAX_INPUT_BYTES {
         return Err(JcsError::TooLarge {
             limit: MAX_INPUT_BYTES,
@@ -105,12 +119,7 @@ pub fn parse_strict(input: &[u8]) -> Result<Value, JcsError> {
     })?;
     let mut parser = Parser { src, pos: 0 };
     parser.skip_ws();
-    let value = parser.parse_value(0)?;
-    parser.skip_ws();
-    if parser.pos != src.len() {
-        return Err(parser.syntax("trailing characters after the JSON value"));
-    }
-    Ok(value)
+    Ok(parser)
 }
 
 /// Strictly parses `input` (see [`parse_strict`]) and returns its canonical form.
@@ -499,6 +508,15 @@ impl<'a> Parser<'a> {
         self.src.as_bytes().get(self.pos..).unwrap_or_default()
     }
 
+    /// After the top-level value: only whitespace may follow.
+    fn finish(&mut self) -> Result<(), JcsError> {
+        self.skip_ws();
+        if self.pos != self.src.len() {
+            return Err(self.syntax("trailing characters after the JSON value"));
+        }
+        Ok(())
+    }
+
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.pos += 1;
@@ -552,27 +570,41 @@ impl<'a> Parser<'a> {
     /// and objects enclosing it.
     fn parse_value(&mut self, depth: usize) -> Result<Value, JcsError> {
         match self.peek() {
-            None => Err(self.syntax("unexpected end of input, expected a value")),
             Some(b'{') => self.parse_object(enter(depth)?),
             Some(b'[') => self.parse_array(enter(depth)?),
-            Some(b'"') => self.parse_string().map(Value::String),
+            Some(b'"') => self.parse_string().map(|s| Value::String(s.into_owned())),
             Some(b't') => self.parse_literal("true", Value::Bool(true)),
             Some(b'f') => self.parse_literal("false", Value::Bool(false)),
             Some(b'n') => self.parse_literal("null", Value::Null),
             Some(b'-' | b'0'..=b'9') => self.parse_number().map(Value::Number),
-            Some(_) if self.rest().starts_with(b"NaN") || self.rest().starts_with(b"Infinity") => {
-                Err(JcsError::NonFinite)
-            }
-            Some(_) => Err(self.syntax("expected a JSON value")),
+            _ => Err(self.not_a_value()),
         }
     }
 
     fn parse_literal(&mut self, word: &str, value: Value) -> Result<Value, JcsError> {
+        self.eat_literal(word)?;
+        Ok(value)
+    }
+
+    /// Steps over `word` (`true`, `false`, `null`) at `pos`.
+    fn eat_literal(&mut self, word: &str) -> Result<(), JcsError> {
         if self.rest().starts_with(word.as_bytes()) {
             self.pos += word.len();
-            Ok(value)
+            Ok(())
         } else {
             Err(self.syntax("expected a JSON value"))
+        }
+    }
+
+    /// The error for a value that starts with none of the characters a JSON value starts
+    /// with (`NaN` and `Infinity` are [`JcsError::NonFinite`]).
+    fn not_a_value(&self) -> JcsError {
+        if self.peek().is_none() {
+            self.syntax("unexpected end of input, expected a value")
+        } else if self.rest().starts_with(b"NaN") || self.rest().starts_with(b"Infinity") {
+            JcsError::NonFinite
+        } else {
+            self.syntax("expected a JSON value")
         }
     }
 
@@ -628,7 +660,7 @@ impl<'a> Parser<'a> {
             if self.peek() != Some(b'"') {
                 return Err(self.syntax("expected a string object key"));
             }
-            let key = self.parse_string()?;
+            let key = self.parse_string()?.into_owned();
             self.skip_ws();
             if self.peek() != Some(b':') {
                 return Err(self.syntax("expected ':' after object key"));
@@ -648,30 +680,26 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Parses a string literal starting at the opening quote.
-    fn parse_string(&mut self) -> Result<String, JcsError> {
+    /// Parses a string literal starting at the opening quote: borrowed from the input when it
+    /// holds no escape.
+    fn parse_string(&mut self) -> Result<Cow<'a, str>, JcsError> {
         let bytes = self.src.as_bytes();
         self.pos += 1; // '"'
         let mut run = self.pos;
         let mut out: Option<String> = None;
         loop {
             // Fast scan over bytes that need no attention.
-            while let Some(&b) = bytes.get(self.pos) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.pos += 1;
-            }
+            self.pos += plain_run(bytes.get(self.pos..).unwrap_or_default());
             match bytes.get(self.pos) {
                 None => return Err(self.syntax("unterminated string")),
                 Some(b'"') => {
                     let tail = self.slice(run, self.pos)?;
                     self.pos += 1;
                     return Ok(match out {
-                        None => tail.to_owned(),
+                        None => Cow::Borrowed(tail),
                         Some(mut s) => {
                             s.push_str(tail);
-                            s
+                            Cow::Owned(s)
                         }
                     });
                 }
@@ -802,6 +830,36 @@ impl<'a> Parser<'a> {
             self.pos += 1;
         }
     }
+}
+
+/// How many bytes at the start of `bytes` a string copies as they are: up to the first `"`,
+/// `\\` or control character (U+0000..=U+001F), or all of them. Eight bytes at a time (SWAR:
+/// each test sets the high bit of every byte that matches; a borrow can only mark bytes after
+/// a true match, so the lowest marked byte is the first match), then byte by byte.
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut n = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let hits = (zero_byte(x ^ (ONES * u64::from(b'"')))
+            | zero_byte(x ^ (ONES * u64::from(b'\\')))
+            | (x.wrapping_sub(ONES * 0x20) & !x))
+            & HIGH;
+        if hits != 0 {
+            return n + (hits.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(chunks.remainder().len())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1571,7 +1629,7 @@ mod canonical_check_tests {
     }
 
     /// A small deterministic generator (xorshift64*), so failures reproduce.
-    struct Rng(u64);
+    pub(super) struct Rng(pub(super) u64);
     impl Rng {
         fn next(&mut self) -> u64 {
             self.0 ^= self.0 >> 12;
@@ -1579,7 +1637,7 @@ mod canonical_check_tests {
             self.0 ^= self.0 >> 27;
             self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
         }
-        fn below(&mut self, n: usize) -> usize {
+        pub(super) fn below(&mut self, n: usize) -> usize {
             (self.next() % n as u64) as usize
         }
         fn pick<'s>(&mut self, items: &[&'s str]) -> &'s str {
@@ -1643,7 +1701,7 @@ mod canonical_check_tests {
 
     /// Random JSON text: mostly canonical-shaped, with random departures (whitespace, key
     /// order, duplicates, non-canonical numbers and escapes).
-    fn gen(rng: &mut Rng, depth: usize, out: &mut String) {
+    pub(super) fn gen(rng: &mut Rng, depth: usize, out: &mut String) {
         let kind = if depth > 4 {
             rng.below(4)
         } else {
@@ -1849,6 +1907,37 @@ mod tests {
         match parse_strict("[\"é\", x]".as_bytes()) {
             Err(JcsError::Syntax { line, column, .. }) => assert_eq!((line, column), (1, 7)),
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// The eight-at-a-time scan stops where the byte-by-byte one does: at every position of
+    /// every byte value, after runs of every length, with bytes that borrow (0x00, 0x01,
+    /// 0x21, 0x23, 0x5b, 0x5d, 0x80, 0xff) around it.
+    #[test]
+    fn plain_run_stops_at_the_first_byte_to_look_at() {
+        let reference = |b: &[u8]| {
+            b.iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .unwrap_or(b.len())
+        };
+        let fillers = [b'a', 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xc3, 0xff, b' '];
+        for filler in fillers {
+            for len in 0..20 {
+                for at in 0..=len {
+                    for b in 0..=255u8 {
+                        let mut v = vec![filler; len];
+                        if at < len {
+                            v[at] = b;
+                        }
+                        assert_eq!(plain_run(&v), reference(&v), "{filler} {len} {at} {b}");
+                        // A second special byte after the first does not move the answer.
+                        if at + 1 < len {
+                            v[at + 1] = 0;
+                            assert_eq!(plain_run(&v), reference(&v));
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -20,5 +20,7 @@ mod stream_write;
 pub use bundle::{
     looks_like_bundle, Bundle, BundleError, VerificationMaterial, BUNDLE_MEDIA_TYPE_V03,
 };
-pub use envelope::{pae, Envelope, EnvelopeError, Signature, SortedJson, MAX_ENVELOPE_BYTES};
+pub use envelope::{
+    pae, Envelope, EnvelopeError, EnvelopeJson, Signature, SortedJson, MAX_ENVELOPE_BYTES,
+};
 pub use statement::{Statement, StatementError, Subject, PAYLOAD_TYPE_IN_TOTO, STATEMENT_TYPE_V1};

@@ -143,7 +143,9 @@ impl Statement {
 
     /// The canonical (RFC 8785) bytes of the statement: what gets signed.
     pub fn to_canonical_json(&self) -> Result<Vec<u8>, jcs::JcsError> {
-        let mut out = Vec::with_capacity(4096);
+        // Room for a statement with a small predicate, inside the allocator's per-thread cache
+        // (glibc serves up to ~1 KiB from it; 4 KiB took its slow path on every request).
+        let mut out = Vec::with_capacity(1024);
         self.write_canonical(&mut out)?;
         Ok(out)
     }

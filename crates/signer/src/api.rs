@@ -105,7 +105,7 @@ async fn observe(State(app): State<AppState>, mut req: Request, next: Next) -> R
         let outcome = if status < 400 { "ok" } else { "error" };
         app.metrics.observe_request(route, outcome, "-", secs);
     }
-    if let Ok(v) = HeaderValue::from_str(&tc.header()) {
+    if let Some(v) = tc.header_value() {
         resp.headers_mut().insert("traceparent", v);
     }
     if route.starts_with("sign") || route.starts_with("verify") || status >= 400 {
@@ -278,36 +278,32 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// The pipeline, then the audit record, then the response.
-async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Response {
+async fn run_to_completion(app: AppState, mut req: Request, which: SignRoute) -> Response {
     let (route, label) = match which {
         SignRoute::Dsse => (ROUTE_SIGN_DSSE, "sign_dsse"),
         SignRoute::Export => (ROUTE_SIGN_EXPORT, "sign_export"),
         SignRoute::VerifyReferrers => (ROUTE_VERIFY_REFERRERS, "verify_referrers"),
     };
-    let method = req.method().as_str().to_string();
     let start = Instant::now();
+    // `observe` keeps its own copy for the answer's header and the log line; nothing after
+    // this reads the request's.
     let trace = req
-        .extensions()
-        .get::<TraceContext>()
-        .cloned()
+        .extensions_mut()
+        .remove::<TraceContext>()
         .unwrap_or_else(|| TraceContext::from_header(None));
     let mut ctx = Ctx {
         app: &app,
         rec: AuditRecord::new(
             crate::trace::new_audit_id(),
             trace.trace_id.clone(),
-            format!("{method} {route}"),
+            request_line(req.method(), route),
             crate::trace::now_rfc3339(),
         ),
         authenticated: false,
     };
     let (parts, body) = req.into_parts();
-    let source = parts
-        .extensions
-        .get::<ConnInfo>()
-        .and_then(|c| c.peer)
-        .map(|p| p.ip().to_string())
-        .unwrap_or_else(|| "unknown".into());
+    // The caller's address, written out only for an unauthenticated failure (crate::flood).
+    let peer = parts.extensions.get::<ConnInfo>().and_then(|c| c.peer);
     let result = match which {
         SignRoute::Dsse => crate::sign::sign(&mut ctx, parts, body, false).await,
         SignRoute::Export => crate::sign::sign(&mut ctx, parts, body, true).await,
@@ -343,7 +339,7 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
     // summary record instead of being written on its own (crate::flood).
     let aggregated = match &result {
         Err(e) if !authenticated => match app.unauth_failures.admit(
-            &source,
+            &source_of(peer),
             &rec.route,
             code,
             status,
@@ -353,7 +349,7 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
             crate::flood::FailureRecord::Full => None,
             crate::flood::FailureRecord::Aggregated { summary_audit_id } => {
                 app.metrics.audit_aggregated();
-                tracing::debug!(code = e.code.as_str(), %source, "unauthenticated failure aggregated");
+                tracing::debug!(code = e.code.as_str(), source = %source_of(peer), "unauthenticated failure aggregated");
                 Some(summary_audit_id)
             }
         },
@@ -374,7 +370,6 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
     };
     let (mut resp, code) = match (audited, result) {
         (Ok(_), Ok(answer)) => {
-            let audit_id = audit_id.clone();
             let resp = match answer {
                 Answer::Dsse(body, lease) => {
                     let r = crate::wire::sign_dsse_response(&body, &audit_id);
@@ -382,11 +377,17 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
                     r
                 }
                 Answer::Export(body, lease) => {
-                    let r = json_response(&Audited { body, audit_id });
+                    let r = json_response(&Audited {
+                        body,
+                        audit_id: audit_id.clone(),
+                    });
                     drop(lease);
                     r
                 }
-                Answer::Referrers(body) => json_response(&Audited { body, audit_id }),
+                Answer::Referrers(body) => json_response(&Audited {
+                    body,
+                    audit_id: audit_id.clone(),
+                }),
             };
             (resp, code)
         }
@@ -417,6 +418,22 @@ async fn run_to_completion(app: AppState, req: Request, which: SignRoute) -> Res
     crate::gates::authenticated_headers(&app, &mut resp);
     resp.extensions_mut().insert(Handled { audit_id, code });
     resp
+}
+
+/// The audit record's `route`: `"{method} {route}"`, written into one string of its size.
+fn request_line(method: &axum::http::Method, route: &str) -> String {
+    let m = method.as_str();
+    let mut line = String::with_capacity(m.len() + 1 + route.len());
+    line.push_str(m);
+    line.push(' ');
+    line.push_str(route);
+    line
+}
+
+/// The caller's address as the flood table counts it (`unknown` without one).
+fn source_of(peer: Option<std::net::SocketAddr>) -> String {
+    peer.map(|p| p.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 #[cfg(test)]
@@ -491,6 +508,34 @@ mod tests {
         assert!(text.contains("upstream_unavailable"), "{text}");
         // The detail (the panic's text) stays internal.
         assert!(!text.contains("boom"), "{text}");
+    }
+
+    #[test]
+    fn request_lines_and_sources_are_the_old_formats() {
+        use axum::http::Method;
+        let ext = Method::from_bytes(b"PURGE").unwrap();
+        for m in [Method::POST, Method::GET, Method::DELETE, ext] {
+            for r in [
+                ROUTE_SIGN_DSSE,
+                ROUTE_SIGN_EXPORT,
+                ROUTE_VERIFY_REFERRERS,
+                "",
+            ] {
+                let method = m.as_str().to_string();
+                assert_eq!(request_line(&m, r), format!("{method} {r}"));
+            }
+        }
+        for peer in [
+            None,
+            Some("127.0.0.1:443".parse().unwrap()),
+            Some("[2001:db8::1]:8443".parse().unwrap()),
+        ] {
+            let old = peer
+                .map(|p: std::net::SocketAddr| p.ip().to_string())
+                .unwrap_or_else(|| "unknown".into());
+            assert_eq!(source_of(peer), old);
+        }
+        assert_eq!(source_of(None), "unknown");
     }
 
     #[test]

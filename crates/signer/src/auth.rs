@@ -29,7 +29,7 @@ use stella_keyless::token::claim_strings;
 use stella_store::{ReplayCache, ReplayKey, SharedCache};
 
 use crate::error::{ApiError, Code};
-use crate::jose::{Alg, Jwk, Jws};
+use crate::jose::{Alg, CompactJws, JoseError, Jwk, Jws, Scalar, StrictObject};
 use crate::jwks::{Jwks, JwksError};
 
 /// The validated access-token claims the service uses.
@@ -286,9 +286,9 @@ impl Authenticator {
         scope: &str,
     ) -> Result<Caller, AuthFailure> {
         let now = now_unix();
-        let algs = self.dpop.algs_header();
+        // The challenge's algorithm list, written only when a request is refused.
         let with_algs = |mut e: ApiError, bearer: bool| {
-            e.dpop_algs = Some(algs.clone());
+            e.dpop_algs = Some(self.dpop.algs_header());
             e.bearer_challenge = bearer;
             e
         };
@@ -700,9 +700,15 @@ struct DpopKeyMemo {
 
 #[derive(Default)]
 struct DpopKeyMemoInner {
-    map: std::collections::HashMap<String, Arc<Jwk>>,
-    order: std::collections::VecDeque<String>,
+    map: std::collections::HashMap<MemoKey, Arc<Jwk>>,
+    order: std::collections::VecDeque<MemoKey>,
 }
+
+/// Base64url characters of a P-256 coordinate (32 bytes, no padding).
+const COORD_B64: usize = 43;
+
+/// `x` then `y` of a remembered key, as the JWK spelt them.
+type MemoKey = [u8; 2 * COORD_B64];
 
 /// Most DPoP keys remembered.
 const DPOP_KEY_MEMO_ENTRIES: usize = 16_384;
@@ -715,28 +721,32 @@ impl DpopKeyMemo {
         })
     }
 
-    /// The memo key of a JWK of the remembered shape: `x.y` (base64url has no `.`).
-    fn key(jwk: &Value) -> Option<String> {
-        let m = jwk.as_object()?;
-        if m.len() != 4 || m.get("kty")?.as_str()? != "EC" || m.get("crv")?.as_str()? != "P-256" {
+    /// The memo key of a JWK of the remembered shape: `x` and `y` exactly as sent, side by
+    /// side. A P-256 coordinate is 32 bytes, 43 base64url characters; a JWK with other
+    /// lengths is not remembered (its parse refuses it anyway).
+    fn key(jwk: &StrictObject<'_>) -> Option<MemoKey> {
+        if jwk.len() != 4 || jwk.str("kty")? != "EC" || jwk.str("crv")? != "P-256" {
             return None;
         }
-        Some(format!(
-            "{}.{}",
-            m.get("x")?.as_str()?,
-            m.get("y")?.as_str()?
-        ))
+        let (x, y) = (jwk.str("x")?.as_bytes(), jwk.str("y")?.as_bytes());
+        if x.len() != COORD_B64 || y.len() != COORD_B64 {
+            return None;
+        }
+        let mut k = [0u8; 2 * COORD_B64];
+        k[..COORD_B64].copy_from_slice(x);
+        k[COORD_B64..].copy_from_slice(y);
+        Some(k)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, DpopKeyMemoInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, key: &str) -> Option<Arc<Jwk>> {
+    fn get(&self, key: &MemoKey) -> Option<Arc<Jwk>> {
         self.lock().map.get(key).cloned()
     }
 
-    fn put(&self, key: String, jwk: &Arc<Jwk>) {
+    fn put(&self, key: MemoKey, jwk: &Arc<Jwk>) {
         let mut g = self.lock();
         if g.map.contains_key(&key) {
             return;
@@ -749,7 +759,7 @@ impl DpopKeyMemo {
                 None => break,
             }
         }
-        g.order.push_back(key.clone());
+        g.order.push_back(key);
         g.map.insert(key, jwk.clone());
     }
 }
@@ -770,10 +780,29 @@ fn bad_proof(detail: impl Into<String>) -> ApiError {
 /// Do two URIs name the same resource for `htu` (RFC 9449 §4.3 item 9, RFC 3986 §6.2.2–3)?
 pub(crate) fn same_target(htu: &url::Url, target: &url::Url) -> bool {
     htu.scheme() == target.scheme()
-        && htu.host_str().map(str::to_ascii_lowercase)
-            == target.host_str().map(str::to_ascii_lowercase)
+        && match (htu.host_str(), target.host_str()) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            (a, b) => a.is_none() && b.is_none(),
+        }
         && htu.port_or_known_default() == target.port_or_known_default()
         && htu.path() == target.path()
+}
+
+/// [`same_target`] of `htu` parsed as a URL and `target`; `None` when `htu` is not one.
+/// Each thread remembers the last `htu` it parsed (clients send the same one request after
+/// request), so the parse — a pure function of the string — runs once per distinct value.
+fn htu_matches(htu: &str, target: &url::Url) -> Option<bool> {
+    thread_local! {
+        static LAST_HTU: std::cell::RefCell<Option<(String, Option<url::Url>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST_HTU.with_borrow_mut(|last| {
+        if last.as_ref().is_none_or(|(s, _)| s != htu) {
+            *last = Some((htu.to_string(), url::Url::parse(htu).ok()));
+        }
+        let parsed = last.as_ref().and_then(|(_, u)| u.as_ref())?;
+        Some(same_target(parsed, target))
+    })
 }
 
 impl DpopValidator {
@@ -806,8 +835,14 @@ impl DpopValidator {
             }
             _ => return Err(bad_proof("more than one DPoP header")),
         };
-        let jws = Jws::parse(proof).map_err(|e| bad_proof(format!("DPoP proof: {e}")))?;
-        if jws.header_str("typ") != Some("dpop+jwt") {
+        // A borrowing strict parse: the decisions, order and messages of `Jws::parse` and
+        // the `Value` tree it builds (tests: `auth_differential.rs`).
+        let compact =
+            CompactJws::split(proof).map_err(|e| bad_proof(format!("DPoP proof: {e}")))?;
+        let jws = compact
+            .parse()
+            .map_err(|e| bad_proof(format!("DPoP proof: {e}")))?;
+        if jws.header.str("typ") != Some("dpop+jwt") {
             return Err(bad_proof("DPoP proof `typ` must be `dpop+jwt`"));
         }
         if !self.algs.contains(&jws.alg) {
@@ -816,57 +851,82 @@ impl DpopValidator {
                 jws.alg
             )));
         }
-        let jwk_value = jws
+        let jwk_text = jws
             .header
-            .get("jwk")
+            .text("jwk")
             .ok_or_else(|| bad_proof("DPoP proof header has no `jwk`"))?;
-        let memo = DpopKeyMemo::key(jwk_value);
-        let jwk = match memo.as_deref().and_then(|k| DpopKeyMemo::global().get(k)) {
+        let memo = StrictObject::parse(jwk_text.as_bytes())
+            .as_ref()
+            .and_then(DpopKeyMemo::key);
+        let remembered = memo.as_ref().and_then(|k| DpopKeyMemo::global().get(k));
+        let fresh = remembered.is_none();
+        let jwk = match remembered {
             Some(j) => j,
-            None => Arc::new(
-                Jwk::from_value(jwk_value)
-                    .map_err(|e| bad_proof(format!("DPoP proof `jwk`: {e}")))?,
-            ),
+            None => {
+                // The member's own text, strictly parsed: the tree `Jws::parse` held for it.
+                let value = stella_dsse::jcs::parse_strict(jwk_text.as_bytes())
+                    .map_err(|_| bad_proof(format!("DPoP proof: {}", JoseError::Json("header"))))?;
+                Arc::new(
+                    Jwk::from_value(&value)
+                        .map_err(|e| bad_proof(format!("DPoP proof `jwk`: {e}")))?,
+                )
+            }
         };
         jws.verify(&jwk)
             .map_err(|e| bad_proof(format!("DPoP proof: {e}")))?;
         let c = &jws.claims;
-        let jti = claim_str(c, "jti").ok_or_else(|| bad_proof("DPoP proof has no `jti`"))?;
+        let jti = c
+            .str("jti")
+            .ok_or_else(|| bad_proof("DPoP proof has no `jti`"))?;
         if jti.is_empty() || jti.len() > 256 {
             return Err(bad_proof("DPoP proof `jti` must be 1..=256 characters"));
         }
-        if claim_str(c, "htm").as_deref() != Some(req.method) {
+        if c.str("htm") != Some(req.method) {
             return Err(bad_proof(format!(
                 "DPoP proof `htm` does not match the request method {}",
                 req.method
             )));
         }
-        let htu = claim_str(c, "htu").ok_or_else(|| bad_proof("DPoP proof has no `htu`"))?;
-        let htu = url::Url::parse(&htu).map_err(|_| bad_proof("DPoP proof `htu` is not a URI"))?;
-        if !same_target(&htu, req.target) {
-            return Err(bad_proof(format!(
-                "DPoP proof `htu` does not match the request URI {}",
-                req.target
-            )));
+        let htu = c
+            .str("htu")
+            .ok_or_else(|| bad_proof("DPoP proof has no `htu`"))?;
+        match htu_matches(htu, req.target) {
+            None => return Err(bad_proof("DPoP proof `htu` is not a URI")),
+            Some(false) => {
+                return Err(bad_proof(format!(
+                    "DPoP proof `htu` does not match the request URI {}",
+                    req.target
+                )))
+            }
+            Some(true) => {}
         }
-        let iat = c
-            .get("iat")
-            .filter(|v| v.is_i64() || v.is_u64())
-            .and_then(numeric_date)
-            .ok_or_else(|| {
-                bad_proof(format!(
-                    "DPoP proof has no integer `iat` in 0..={MAX_NUMERIC_DATE}"
-                ))
-            })?;
+        let iat = match c.get("iat") {
+            Some(Scalar::Num(n)) => Some(Value::Number(n.clone())),
+            _ => None,
+        }
+        .filter(|v| v.is_i64() || v.is_u64())
+        .and_then(|v| numeric_date(&v))
+        .ok_or_else(|| {
+            bad_proof(format!(
+                "DPoP proof has no integer `iat` in 0..={MAX_NUMERIC_DATE}"
+            ))
+        })?;
         if after(iat, now, self.skew) {
             return Err(bad_proof("DPoP proof `iat` is in the future"));
         }
         if older_than(iat, now, self.max_age) {
             return Err(bad_proof("DPoP proof is too old (`iat`)"));
         }
-        let ath = claim_str(c, "ath").ok_or_else(|| bad_proof("DPoP proof has no `ath`"))?;
-        let want_ath = URL_SAFE_NO_PAD.encode(access_token_sha256);
-        if ath != want_ath {
+        let ath = c
+            .str("ath")
+            .ok_or_else(|| bad_proof("DPoP proof has no `ath`"))?;
+        // base64url of the digest, on the stack (43 characters); no digest text: refused.
+        let mut want_ath = [0u8; 43];
+        let want_ath = URL_SAFE_NO_PAD
+            .encode_slice(access_token_sha256, &mut want_ath)
+            .ok()
+            .and_then(|n| want_ath.get(..n));
+        if want_ath != Some(ath.as_bytes()) {
             return Err(bad_proof(
                 "DPoP proof `ath` does not match the access token",
             ));
@@ -878,7 +938,7 @@ impl DpopValidator {
         }
         // A key that signed a valid proof for a verified token's `cnf.jkt`: remembered, so the
         // holder's next proofs skip parsing it.
-        if let Some(k) = memo {
+        if let (Some(k), true) = (memo, fresh) {
             DpopKeyMemo::global().put(k, &jwk);
         }
         if let Some(n) = &self.nonce {
@@ -892,7 +952,7 @@ impl DpopValidator {
                 err.retry_after = Some(1);
                 err
             })?;
-            let ok = claim_str(c, "nonce").is_some_and(|v| n.check(&v, now));
+            let ok = c.str("nonce").is_some_and(|v| n.check(v, now));
             if !ok {
                 let mut e = ApiError::new(Code::UseDpopNonce, "a fresh DPoP nonce is required");
                 e.dpop_nonce = n.issue(now);
@@ -1219,7 +1279,7 @@ mod tests {
         let e = check(forged()).await.unwrap_err();
         assert!(e.detail.contains("signature"), "{}", e.detail);
         assert!(DpopKeyMemo::global()
-            .get(&DpopKeyMemo::key(a.jwk()).unwrap())
+            .get(&memo_key(a.jwk()).unwrap())
             .is_none());
         for _ in 0..2 {
             check(a.proof_with_claims(&claims()).unwrap())
@@ -1227,7 +1287,7 @@ mod tests {
                 .unwrap();
         }
         assert!(DpopKeyMemo::global()
-            .get(&DpopKeyMemo::key(a.jwk()).unwrap())
+            .get(&memo_key(a.jwk()).unwrap())
             .is_some());
         let e = check(forged()).await.unwrap_err();
         assert!(e.detail.contains("signature"), "{}", e.detail);
@@ -1237,8 +1297,16 @@ mod tests {
             .unwrap_err();
         assert!(e.detail.contains("cnf.jkt"), "{}", e.detail);
         assert!(DpopKeyMemo::global()
-            .get(&DpopKeyMemo::key(b.jwk()).unwrap())
+            .get(&memo_key(b.jwk()).unwrap())
             .is_none());
+    }
+
+    /// The memo key of a JWK given as a `Value`.
+    fn memo_key(jwk: &Value) -> Option<MemoKey> {
+        let text = jwk.to_string();
+        StrictObject::parse(text.as_bytes())
+            .as_ref()
+            .and_then(DpopKeyMemo::key)
     }
 
     #[test]
@@ -1246,7 +1314,7 @@ mod tests {
         use serde_json::json;
         let k = crate::client::DpopKey::generate().unwrap();
         let jwk = k.jwk().clone();
-        assert!(DpopKeyMemo::key(&jwk).is_some());
+        assert!(memo_key(&jwk).is_some());
         for (member, value) in [
             ("kid", json!("k1")),
             ("alg", json!("ES256")),
@@ -1254,14 +1322,14 @@ mod tests {
         ] {
             let mut other = jwk.clone();
             other[member] = value;
-            assert!(DpopKeyMemo::key(&other).is_none(), "{member}");
+            assert!(memo_key(&other).is_none(), "{member}");
         }
         let mut curve = jwk.clone();
         curve["crv"] = json!("P-384");
-        assert!(DpopKeyMemo::key(&curve).is_none());
+        assert!(memo_key(&curve).is_none());
         let mut kty = jwk;
         kty["kty"] = json!("OKP");
-        assert!(DpopKeyMemo::key(&kty).is_none());
+        assert!(memo_key(&kty).is_none());
     }
 
     #[test]
@@ -1275,3 +1343,7 @@ mod tests {
         assert!(!same_target(&http, &t));
     }
 }
+
+#[cfg(test)]
+#[path = "auth_differential.rs"]
+mod differential;

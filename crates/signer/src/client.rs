@@ -58,6 +58,9 @@ pub struct DpopKey {
     thumbprint: String,
     /// The base64url of [`DpopKey::proof`]'s JWS header (the same for every proof).
     header_b64: String,
+    /// The access token the last proof was bound to, and its `ath`: a client sends one token
+    /// many times, so it is hashed once, not per proof.
+    last_ath: std::sync::Mutex<Option<(String, String)>>,
 }
 
 /// The claims of [`DpopKey::proof`], members in sorted order: the same JSON text as the
@@ -90,6 +93,7 @@ impl DpopKey {
             jwk,
             thumbprint,
             header_b64,
+            last_ath: std::sync::Mutex::new(None),
         })
     }
 
@@ -116,7 +120,7 @@ impl DpopKey {
         nonce: Option<&str>,
     ) -> Result<String, ClientError> {
         let claims = ProofClaims {
-            ath: access_token.map(|t| URL_SAFE_NO_PAD.encode(stella_keys::sha256(t.as_bytes()))),
+            ath: access_token.map(|t| self.ath(t)),
             htm: method,
             htu: url,
             iat: time::OffsetDateTime::now_utc().unix_timestamp(),
@@ -129,6 +133,19 @@ impl DpopKey {
             &self.header_b64,
             &claims,
         )?)
+    }
+
+    /// `ath` of `access_token`: base64url(SHA-256(token)), remembered for the last token.
+    fn ath(&self, access_token: &str) -> String {
+        let mut last = self.last_ath.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((token, ath)) = last.as_ref() {
+            if token == access_token {
+                return ath.clone();
+            }
+        }
+        let ath = URL_SAFE_NO_PAD.encode(stella_keys::sha256(access_token.as_bytes()));
+        *last = Some((access_token.to_string(), ath.clone()));
+        ath
     }
 
     /// A proof with exactly these claims (tests use it to make hostile proofs).
@@ -283,6 +300,12 @@ mod tests {
             (None, None),
             (Some("tok.en"), None),
             (Some("tok.en"), Some("n\u{e9}\\once")),
+            // Another token, then the first again: `ath` follows the token (it is
+            // remembered for the last one only).
+            (Some("other.token"), None),
+            (Some("tok.en"), None),
+            (None, None),
+            (Some("tok.en"), None),
         ] {
             let proof = key.proof("POST", url, token, nonce).unwrap();
             // The header as the key's Value object writes it.

@@ -244,8 +244,21 @@ pub(crate) fn authenticated_headers(app: &App, resp: &mut Response) {
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
-/// Strict JSON (no duplicate keys, ...) into the route's request type.
+/// Strict JSON (no duplicate keys, ...) into the route's request type, in one pass
+/// ([`stella_dsse::jcs::from_slice`]: no `Value` tree, member names borrowed; issue #15).
+///
+/// That pass accepts exactly the bodies [`parse_json_tree`] accepts, with the same result, but
+/// stops at the first problem in document order; a refused body is run through
+/// [`parse_json_tree`] again, whose answer is the one given — so the wording of every `400`
+/// stays what it was (a syntax error anywhere first, then the first type error in sorted
+/// member order). A test holds the two routes together over a corpus of good and bad bodies.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    stella_dsse::jcs::from_slice(body).or_else(|_| parse_json_tree(body))
+}
+
+/// The tree route: [`stella_dsse::jcs::parse_strict`] into a `Value`, then `from_value`.
+/// It words the refusals of [`parse_json`].
+pub(crate) fn parse_json_tree<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let v = stella_dsse::jcs::parse_strict(body)
         .map_err(|e| invalid(format!("the body is not valid JSON: {e}")))?;
     serde_json::from_value(v).map_err(|e| invalid(format!("the body does not match the API: {e}")))
@@ -575,17 +588,400 @@ impl Ctx<'_> {
         Ok(keys)
     }
 
-    /// The audit record and metrics of a keyful signature.
+    /// The audit record and metrics of a keyful signature by `keys` (the keys `Ctx::signers`
+    /// named in the record already). The envelope is written as JSON once: its digest is
+    /// taken over that here, and the answer copies its envelope out of it.
     pub(crate) fn record_signature(
         &mut self,
-        env: &stella_dsse::Envelope,
+        envelope: stella_dsse::Envelope,
         keys: &[Arc<dyn Signer>],
-    ) {
-        let json = env.to_json();
-        self.rec.envelope_sha256 = Some(stella_keys::hex(&stella_keys::sha256(&json)));
-        self.rec.key_ids = keys.iter().map(|k| k.key_id().to_string()).collect();
+    ) -> stella_dsse::EnvelopeJson {
+        let json = stella_dsse::EnvelopeJson::new(envelope);
+        self.rec.envelope_sha256 = Some(stella_keys::hex(&stella_keys::sha256(json.json())));
         for k in keys {
             self.app.metrics.key_used(k.key_id().as_str(), k.mode());
         }
+        json
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::wire::{SignDsseIn, SignExportIn};
+
+    /// A JSON text to mutate: objects keep their member order and may hold duplicates.
+    #[derive(Clone)]
+    enum J {
+        Obj(Vec<(String, J)>),
+        Arr(Vec<J>),
+        /// Any JSON text, written as it is.
+        Raw(String),
+    }
+
+    impl J {
+        fn text(&self, out: &mut String) {
+            match self {
+                J::Obj(members) => {
+                    out.push('{');
+                    for (i, (k, v)) in members.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&format!("\"{k}\":"));
+                        v.text(out);
+                    }
+                    out.push('}');
+                }
+                J::Arr(items) => {
+                    out.push('[');
+                    for (i, v) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        v.text(out);
+                    }
+                    out.push(']');
+                }
+                J::Raw(s) => out.push_str(s),
+            }
+        }
+
+        fn to_text(&self) -> String {
+            let mut s = String::new();
+            self.text(&mut s);
+            s
+        }
+
+        /// Every object and array in the tree, by path (indexes of members / items).
+        fn paths(&self, at: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+            match self {
+                J::Obj(members) => {
+                    out.push(at.clone());
+                    for (i, (_, v)) in members.iter().enumerate() {
+                        at.push(i);
+                        v.paths(at, out);
+                        at.pop();
+                    }
+                }
+                J::Arr(items) => {
+                    out.push(at.clone());
+                    for (i, v) in items.iter().enumerate() {
+                        at.push(i);
+                        v.paths(at, out);
+                        at.pop();
+                    }
+                }
+                J::Raw(_) => {}
+            }
+        }
+
+        fn at(&mut self, path: &[usize]) -> &mut J {
+            match (path.split_first(), self) {
+                (None, j) => j,
+                (Some((i, rest)), J::Obj(m)) => m[*i].1.at(rest),
+                (Some((i, rest)), J::Arr(a)) => a[*i].at(rest),
+                (Some(_), J::Raw(_)) => unreachable!("paths lead to containers"),
+            }
+        }
+    }
+
+    fn raw(s: &str) -> J {
+        J::Raw(s.to_string())
+    }
+
+    fn obj(members: &[(&str, J)]) -> J {
+        J::Obj(
+            members
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
+    }
+
+    fn hex(c: char) -> J {
+        J::Raw(format!("\"{}\"", c.to_string().repeat(64)))
+    }
+
+    /// A `/sign/dsse` body with every member the route takes.
+    fn full_body() -> J {
+        obj(&[
+            (
+                "subject",
+                J::Arr(vec![
+                    obj(&[
+                        ("name", raw("\"app.tar\"")),
+                        (
+                            "digest",
+                            obj(&[("sha256", hex('a')), ("sha512", raw("\"ff\""))]),
+                        ),
+                    ]),
+                    obj(&[
+                        ("digest", obj(&[("sha256", hex('b'))])),
+                        ("name", raw("\"b\"")),
+                    ]),
+                ]),
+            ),
+            ("predicateType", raw("\"stella.ops/sbom@v1\"")),
+            (
+                "predicate",
+                obj(&[
+                    ("bomFormat", raw("\"CycloneDX\"")),
+                    ("n", raw("[1,-0,1.5e3,-7,18446744073709551615,1e-7]")),
+                    (
+                        "components",
+                        J::Arr(vec![obj(&[
+                            ("name", raw("\"openssl\"")),
+                            ("x", raw("null")),
+                        ])]),
+                    ),
+                    ("esc", raw(r#""tab\t \u00e9 \ud83d\ude02 \/ \"q\"""#)),
+                ]),
+            ),
+            (
+                "scannerImageDigest",
+                raw(&format!("\"sha256:{}\"", "1".repeat(64))),
+            ),
+            (
+                "poe",
+                obj(&[("format", raw("\"jwt\"")), ("value", raw("\"poe\""))]),
+            ),
+            (
+                "options",
+                obj(&[
+                    ("signingMode", raw("\"file\"")),
+                    ("returnBundle", raw("\"dsse\"")),
+                ]),
+            ),
+        ])
+    }
+
+    /// Values of every JSON type (and edge numbers and strings), to put where a member's
+    /// value was.
+    const PROBES: &[&str] = &[
+        "null",
+        "true",
+        "0",
+        "-1",
+        "1.5",
+        "1e400",
+        "-1e400",
+        "18446744073709551616",
+        "1e-400",
+        "\"s\"",
+        "\"\"",
+        "\"\\ud800\"",
+        "\"\\u0000\"",
+        "[]",
+        "{}",
+        "[\"x\"]",
+        "{\"a\":1}",
+        "{\"a\":1,\"a\":1}",
+        "NaN",
+        "tru",
+        "01",
+    ];
+
+    /// Bodies: the full one, minimal ones, and mutations of the full one — truncations,
+    /// duplicates, unknown and missing members and wrong types at each level, escapes, BOM,
+    /// trailing data, a struct as an array, deep nesting, invalid UTF-8.
+    fn corpus() -> Vec<Vec<u8>> {
+        let full = full_body();
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let text = full.to_text();
+        out.push(text.clone().into_bytes());
+        let minimal = format!(
+            r#"{{"subject":[{{"name":"a","digest":{{"sha256":"{}"}}}}],"predicateType":"stella.ops/sbom@v1","predicate":{{}}}}"#,
+            "c".repeat(64)
+        );
+        out.push(minimal.clone().into_bytes());
+        // Truncations, every byte.
+        for n in 0..text.len() {
+            out.push(text.as_bytes()[..n].to_vec());
+        }
+        // Per container: duplicate first and last member (or item), add unknown members,
+        // drop each member, put each probe in each member's place.
+        let mut paths = Vec::new();
+        full.paths(&mut Vec::new(), &mut paths);
+        for path in &paths {
+            let len = match full.clone().at(path) {
+                J::Obj(m) => m.len(),
+                J::Arr(a) => a.len(),
+                J::Raw(_) => 0,
+            };
+            let mut push = |f: &dyn Fn(&mut J)| {
+                let mut j = full.clone();
+                f(j.at(path));
+                out.push(j.to_text().into_bytes());
+            };
+            for i in [0, len.saturating_sub(1)] {
+                push(&|j| match j {
+                    J::Obj(m) => m.push(m[i].clone()),
+                    J::Arr(a) => a.push(a[i].clone()),
+                    J::Raw(_) => {}
+                });
+            }
+            for name in ["aaa", "zzz", "Subject", "\\u0073ubject", "predicate_type"] {
+                push(&|j| {
+                    if let J::Obj(m) = j {
+                        m.push((name.to_string(), raw("1")));
+                    }
+                });
+            }
+            for i in 0..len {
+                push(&|j| match j {
+                    J::Obj(m) => {
+                        m.remove(i);
+                    }
+                    J::Arr(a) => {
+                        a.remove(i);
+                    }
+                    J::Raw(_) => {}
+                });
+                for probe in PROBES {
+                    push(&|j| match j {
+                        J::Obj(m) => m[i].1 = raw(probe),
+                        J::Arr(a) => a[i] = raw(probe),
+                        J::Raw(_) => {}
+                    });
+                }
+            }
+        }
+        // Member names spelled with escapes: the same name (accepted, or a duplicate).
+        out.push(
+            minimal
+                .replace("\"subject\"", "\"\\u0073ubject\"")
+                .into_bytes(),
+        );
+        out.push(
+            minimal
+                .replace("{\"subject\"", "{\"\\u0073ubject\":[],\"subject\"")
+                .into_bytes(),
+        );
+        out.push(minimal.replace("\"name\"", "\"na\\u006de\"").into_bytes());
+        // Framing: BOM, whitespace, trailing data, trailing commas, other top-level values.
+        out.push(format!("\u{feff}{minimal}").into_bytes());
+        out.push(format!(" \r\n\t{minimal} \n").into_bytes());
+        for tail in ["x", "{}", ",", "\u{0}", "/", "]"] {
+            out.push(format!("{minimal}{tail}").into_bytes());
+        }
+        out.push(minimal.replace("}}],", "},}],").into_bytes());
+        out.push(minimal.replacen('}', ",}", 1).into_bytes());
+        for top in ["null", "1", "\"x\"", "[]", "{}", "", " ", "[{}]"] {
+            out.push(top.as_bytes().to_vec());
+        }
+        // A struct as an array (serde's derive takes it), too long, too short.
+        let subject = format!(r#"[["a",{{"sha256":"{}"}}]]"#, "c".repeat(64));
+        for tail in ["", ",null", ",null,null,null", ",null,null,null,1"] {
+            out.push(format!(r#"[{subject},"stella.ops/sbom@v1",{{}}{tail}]"#).into_bytes());
+        }
+        out.push(format!(r#"[{subject},"stella.ops/sbom@v1"]"#).into_bytes());
+        // Deep predicates around the nesting limit (the body itself is depth 1).
+        for depth in 125..=129 {
+            let deep = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+            out.push(
+                minimal
+                    .replace("\"predicate\":{}", &format!("\"predicate\":{deep}"))
+                    .into_bytes(),
+            );
+        }
+        // Invalid UTF-8 in a string, an overlong encoding, a lone surrogate encoded as UTF-8.
+        for bad in [&b"\xff"[..], b"\xc0\xaf", b"\xed\xa0\x80"] {
+            let mut b = minimal.clone().into_bytes();
+            let at = minimal.find("\"a\"").unwrap() + 1;
+            b.splice(at..at, bad.iter().copied());
+            out.push(b);
+        }
+        // Huge numbers and escapes in the predicate.
+        for v in [
+            "1e308",
+            "1e309",
+            "-1e309",
+            "123456789012345678901234567890",
+            "0.1e-400",
+        ] {
+            out.push(
+                minimal
+                    .replace("\"predicate\":{}", &format!("\"predicate\":{{\"n\":{v}}}"))
+                    .into_bytes(),
+            );
+        }
+        for v in [
+            r#""\ud83d""#,
+            r#""\udc00\ud800""#,
+            r#""\u12""#,
+            r#""\x""#,
+            "\"\t\"",
+        ] {
+            out.push(
+                minimal
+                    .replace("\"predicate\":{}", &format!("\"predicate\":{{\"s\":{v}}}"))
+                    .into_bytes(),
+            );
+        }
+        out
+    }
+
+    /// Same answer from the one-pass route and the tree route: equal values, or the same
+    /// code and the same message; and the one-pass deserializer on its own accepts exactly
+    /// what the tree route accepts (it is not the fallback that makes them agree).
+    fn same<T: serde::de::DeserializeOwned + std::fmt::Debug>(body: &[u8]) -> bool {
+        let new = parse_json::<T>(body);
+        let old = parse_json_tree::<T>(body);
+        let show = || String::from_utf8_lossy(body).into_owned();
+        match (&new, &old) {
+            (Ok(n), Ok(o)) => assert_eq!(format!("{n:?}"), format!("{o:?}"), "{}", show()),
+            (Err(n), Err(o)) => {
+                assert_eq!(n.code, o.code, "{}", show());
+                assert_eq!(n.detail, o.detail, "{}", show());
+            }
+            _ => panic!("one route accepts, the other refuses: {}", show()),
+        }
+        assert_eq!(
+            stella_dsse::jcs::from_slice::<T>(body).is_ok(),
+            old.is_ok(),
+            "the one-pass deserializer alone disagrees on {}",
+            show()
+        );
+        old.is_ok()
+    }
+
+    #[test]
+    fn the_one_pass_body_parse_answers_as_the_tree_route() {
+        let bodies = corpus();
+        let (mut good, mut bad) = (0, 0);
+        for body in &bodies {
+            if same::<SignDsseIn>(body) {
+                good += 1;
+            } else {
+                bad += 1;
+            }
+            // The export route's type over the same bodies (all refused: no manifest) ...
+            same::<SignExportIn>(body);
+        }
+        assert!(bad >= 100 && good >= 20, "{good} accepted, {bad} refused");
+        // ... and over export bodies.
+        let export = r#"{"manifest":{"b":[1,2.5,{"x":"\u00e9"}],"a":null},"payloadType":"application/vnd.stellaops.mirror+json;version=1","poe":{"format":"jwt","value":"p"}}"#;
+        let mut export_ok = 0;
+        for body in [
+            export.to_string(),
+            export.replace("\"a\":null", "\"a\":null,\"a\":1"),
+            export.replace("\"payloadType\"", "\"payloadtype\""),
+            export
+                .replace("\"manifest\":{", "\"manifest\":[{")
+                .replace(",\"payloadType\"", "],\"payloadType\""),
+            export.replace("\"p\"", "7"),
+            export[..export.len() - 1].to_string(),
+        ] {
+            if same::<SignExportIn>(body.as_bytes()) {
+                export_ok += 1;
+            }
+        }
+        assert_eq!(
+            export_ok, 2,
+            "the export bodies a manifest array and a good one are taken"
+        );
     }
 }

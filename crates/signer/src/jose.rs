@@ -7,7 +7,14 @@
 //! P-256 key with ES256, an OKP Ed25519 key with EdDSA, RSA with RS256/PS256 and at least
 //! 2048 bits), and a JWK's own `alg`, when present, must agree. JWKs carrying private members
 //! (`d`, `p`, `q`, `dp`, `dq`, `qi`, `oth`, `k`) are refused outright.
+//!
+//! Two readers of a compact JWS decide alike: [`Jws::parse`] builds `Value` trees (access
+//! tokens, verified once and cached; the dev Authority); `CompactJws` (DPoP proofs, one per
+//! request) decodes the three parts into one buffer and reads header and claims with a
+//! borrowing scanner that accepts exactly what `stella_dsse::jcs::parse_strict` accepts,
+//! with the same errors in the same order (differential tests in `auth_differential.rs`).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use aws_lc_rs::signature::{
@@ -16,7 +23,7 @@ use aws_lc_rs::signature::{
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 /// Largest compact JWS we look at (tokens and proofs are a few hundred bytes).
 pub(crate) const MAX_JWS_BYTES: usize = 16 * 1024;
@@ -366,6 +373,484 @@ impl JwkSet {
         self.keys
             .iter()
             .filter(move |k| k.fits(alg) && (kid.is_none() || k.kid.as_deref() == kid))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Borrowing strict parse of a compact JWS (the DPoP proof's hot path)
+// ---------------------------------------------------------------------------------------------
+
+/// One member value of a strictly parsed JSON object: the scalars the checks read, borrowed
+/// from the decoded bytes where no escape had to be undone, plus the member's exact JSON text
+/// (objects and arrays are validated, not built).
+#[derive(Debug, Clone)]
+pub(crate) enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    /// The number `stella_dsse::jcs::parse_strict` makes of the same text.
+    Num(Number),
+    /// `true`, `false`, `null`, an object or an array.
+    Other,
+}
+
+#[derive(Debug, Clone)]
+struct Member<'a> {
+    key: Cow<'a, str>,
+    /// The value's JSON text, exactly as in the input.
+    text: &'a str,
+    value: Scalar<'a>,
+}
+
+/// A JSON object that `stella_dsse::jcs::parse_strict` accepts (duplicate member names at any
+/// depth, lone surrogates, non-finite numbers, nesting deeper than `MAX_DEPTH` and trailing
+/// text are refused exactly as there), read without building a `Value` tree: its members in
+/// document order, strings borrowed where they hold no escape.
+#[derive(Debug, Clone)]
+pub(crate) struct StrictObject<'a> {
+    members: Vec<Member<'a>>,
+}
+
+/// Member names of one object held inline (and compared one by one) up to this many; a
+/// larger object checks its names through a set.
+const SEEN_INLINE: usize = 8;
+
+/// The member names of one object seen so far.
+#[derive(Default)]
+struct Seen<'a> {
+    inline: [Cow<'a, str>; SEEN_INLINE],
+    len: usize,
+    set: Option<std::collections::HashSet<Cow<'a, str>>>,
+}
+
+impl<'a> Seen<'a> {
+    /// `false` when `name` was seen before.
+    fn insert(&mut self, name: Cow<'a, str>) -> bool {
+        if let Some(set) = &mut self.set {
+            return set.insert(name);
+        }
+        if self.inline[..self.len].contains(&name) {
+            return false;
+        }
+        if self.len < SEEN_INLINE {
+            self.inline[self.len] = name;
+            self.len += 1;
+            return true;
+        }
+        let mut set: std::collections::HashSet<Cow<'a, str>> =
+            self.inline.iter_mut().map(std::mem::take).collect();
+        set.insert(name);
+        self.set = Some(set);
+        true
+    }
+}
+
+impl<'a> StrictObject<'a> {
+    /// `Some` exactly when `parse_strict(bytes)` is `Ok(Value::Object(_))`.
+    pub(crate) fn parse(bytes: &'a [u8]) -> Option<StrictObject<'a>> {
+        if bytes.len() > stella_dsse::jcs::MAX_INPUT_BYTES {
+            return None;
+        }
+        let src = std::str::from_utf8(bytes).ok()?;
+        let mut s = Scan { src, pos: 0 };
+        s.skip_ws();
+        if s.peek() != Some(b'{') {
+            // Not an object (or not JSON): refused either way.
+            return None;
+        }
+        // A proof's header and claims have 3–6 members: one allocation.
+        let mut members = Vec::with_capacity(8);
+        s.object(enter(0)?, Some(&mut members))?;
+        s.skip_ws();
+        (s.pos == src.len()).then_some(StrictObject { members })
+    }
+
+    fn member(&self, name: &str) -> Option<&Member<'a>> {
+        self.members.iter().find(|m| m.key == name)
+    }
+
+    /// Is there a member `name` (of any type)?
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.member(name).is_some()
+    }
+
+    /// The member `name`, if present.
+    pub(crate) fn get(&self, name: &str) -> Option<&Scalar<'a>> {
+        self.member(name).map(|m| &m.value)
+    }
+
+    /// The member `name` if it is a string (`Value::as_str` of the tree's member).
+    pub(crate) fn str(&self, name: &str) -> Option<&str> {
+        match self.get(name)? {
+            Scalar::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The JSON text of member `name`'s value.
+    pub(crate) fn text(&self, name: &str) -> Option<&'a str> {
+        self.member(name).map(|m| m.text)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.members.len()
+    }
+}
+
+/// One level deeper, or `None` past `stella_dsse::jcs::MAX_DEPTH`.
+fn enter(depth: usize) -> Option<usize> {
+    let depth = depth + 1;
+    (depth <= stella_dsse::jcs::MAX_DEPTH).then_some(depth)
+}
+
+/// The scanner: `stella_dsse::jcs`'s parser step for step, answering only "valid or not".
+struct Scan<'a> {
+    src: &'a str,
+    pos: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.src.as_bytes().get(self.pos).copied()
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        self.src.as_bytes().get(self.pos..).unwrap_or_default()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// The value at `pos` (whitespace skipped); `depth` arrays and objects enclose it.
+    fn value(&mut self, depth: usize) -> Option<Scalar<'a>> {
+        match self.peek()? {
+            b'{' => {
+                self.object(enter(depth)?, None)?;
+                Some(Scalar::Other)
+            }
+            b'[' => {
+                self.array(enter(depth)?)?;
+                Some(Scalar::Other)
+            }
+            b'"' => self.string().map(Scalar::Str),
+            b't' => self.literal("true"),
+            b'f' => self.literal("false"),
+            b'n' => self.literal("null"),
+            b'-' | b'0'..=b'9' => self.number().map(Scalar::Num),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &str) -> Option<Scalar<'a>> {
+        self.rest().starts_with(word.as_bytes()).then(|| {
+            self.pos += word.len();
+            Scalar::Other
+        })
+    }
+
+    /// Steps over the opening bracket; true when the container closes at once.
+    fn open(&mut self, close: u8) -> bool {
+        self.pos += 1;
+        self.skip_ws();
+        if self.peek() == Some(close) {
+            self.pos += 1;
+            return true;
+        }
+        false
+    }
+
+    /// After a member: `Some(true)` at `,`, `Some(false)` at `close` (stepped over).
+    fn next_member(&mut self, close: u8) -> Option<bool> {
+        self.skip_ws();
+        match self.peek()? {
+            b',' => {
+                self.pos += 1;
+                self.skip_ws();
+                Some(true)
+            }
+            b if b == close => {
+                self.pos += 1;
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Option<()> {
+        if self.open(b']') {
+            return Some(());
+        }
+        loop {
+            self.value(depth)?;
+            if !self.next_member(b']')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// An object's members; kept in `out` when given (the top level), else only checked.
+    fn object(&mut self, depth: usize, mut out: Option<&mut Vec<Member<'a>>>) -> Option<()> {
+        let mut seen = Seen::default();
+        if self.open(b'}') {
+            return Some(());
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return None;
+            }
+            let key = self.string()?;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return None;
+            }
+            self.pos += 1;
+            self.skip_ws();
+            let start = self.pos;
+            let value = self.value(depth)?;
+            // Duplicate member names (after unescaping) are refused.
+            if !seen.insert(key.clone()) {
+                return None;
+            }
+            if let Some(members) = out.as_deref_mut() {
+                let text = self.src.get(start..self.pos)?;
+                members.push(Member { key, text, value });
+            }
+            if !self.next_member(b'}')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// A string literal at the opening quote: borrowed unless it holds an escape.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        let bytes = self.src.as_bytes();
+        self.pos += 1;
+        let mut run = self.pos;
+        let mut out: Option<String> = None;
+        loop {
+            while let Some(&b) = bytes.get(self.pos) {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                self.pos += 1;
+            }
+            match bytes.get(self.pos)? {
+                b'"' => {
+                    let tail = self.src.get(run..self.pos)?;
+                    self.pos += 1;
+                    return Some(match out {
+                        None => Cow::Borrowed(tail),
+                        Some(mut s) => {
+                            s.push_str(tail);
+                            Cow::Owned(s)
+                        }
+                    });
+                }
+                b'\\' => {
+                    let chunk = self.src.get(run..self.pos)?;
+                    let c = self.escape()?;
+                    let s = out.get_or_insert_with(|| String::with_capacity(chunk.len() + 16));
+                    s.push_str(chunk);
+                    s.push(c);
+                    run = self.pos;
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn escape(&mut self) -> Option<char> {
+        self.pos += 1;
+        let c = match self.peek()? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                self.pos += 1;
+                let unit = self.hex4()?;
+                return match unit {
+                    0xD800..=0xDBFF => {
+                        if !self.rest().starts_with(b"\\u") {
+                            return None;
+                        }
+                        self.pos += 2;
+                        let low = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return None;
+                        }
+                        char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))
+                    }
+                    0xDC00..=0xDFFF => None,
+                    _ => char::from_u32(unit),
+                };
+            }
+            _ => return None,
+        };
+        self.pos += 1;
+        Some(c)
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let mut value = 0u32;
+        for _ in 0..4 {
+            let digit = match self.peek()? {
+                b @ b'0'..=b'9' => b - b'0',
+                b @ b'a'..=b'f' => b - b'a' + 10,
+                b @ b'A'..=b'F' => b - b'A' + 10,
+                _ => return None,
+            };
+            value = value * 16 + u32::from(digit);
+            self.pos += 1;
+        }
+        Some(value)
+    }
+
+    /// RFC 8259 number; integers that fit `u64`/`i64` stay integers, the rest must be a
+    /// finite double (as `parse_strict` decides).
+    fn number(&mut self) -> Option<Number> {
+        let start = self.pos;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.pos += 1;
+        }
+        match self.peek()? {
+            b'0' => self.pos += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return None;
+            }
+            self.digits();
+            integer = false;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return None;
+            }
+            self.digits();
+            integer = false;
+        }
+        let text = self.src.get(start..self.pos)?;
+        if integer {
+            if negative {
+                if let Ok(i) = text.parse::<i64>() {
+                    return Some(Number::from(i));
+                }
+            } else if let Ok(u) = text.parse::<u64>() {
+                return Some(Number::from(u));
+            }
+        }
+        Number::from_f64(text.parse().ok()?)
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+    }
+}
+
+/// A compact JWS split, its three parts base64url-decoded into one buffer (the signature not
+/// checked). [`CompactJws::parse`] reads it with [`StrictObject`]s: the same decisions, in the
+/// same order and with the same errors, as [`Jws::parse`], without `Value` trees or copies.
+pub(crate) struct CompactJws<'t> {
+    token: &'t str,
+    signing_input_len: usize,
+    buf: Vec<u8>,
+    /// Where each decoded part lies in `buf`; `None`: not base64url.
+    parts: [Option<std::ops::Range<usize>>; 3],
+}
+
+/// A [`CompactJws`] parsed: algorithm, header and claims, signature bytes.
+pub(crate) struct JwsView<'p> {
+    pub(crate) alg: Alg,
+    pub(crate) header: StrictObject<'p>,
+    pub(crate) claims: StrictObject<'p>,
+    signing_input: &'p [u8],
+    signature: &'p [u8],
+}
+
+impl<'t> CompactJws<'t> {
+    /// Size and shape checks ([`JoseError::TooLarge`], [`JoseError::Shape`]) and the decoding.
+    pub(crate) fn split(token: &'t str) -> Result<CompactJws<'t>, JoseError> {
+        if token.len() > MAX_JWS_BYTES {
+            return Err(JoseError::TooLarge);
+        }
+        let mut it = token.split('.');
+        let (Some(h), Some(p), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
+            return Err(JoseError::Shape);
+        };
+        if h.is_empty() || p.is_empty() {
+            return Err(JoseError::Shape);
+        }
+        let texts = [h, p, s];
+        let sizes = texts.map(|t| base64::decoded_len_estimate(t.len()));
+        let mut buf = vec![0u8; sizes.iter().sum()];
+        let mut parts = [None, None, None];
+        let mut at = 0;
+        for ((text, size), part) in texts.iter().zip(sizes).zip(parts.iter_mut()) {
+            let out = &mut buf[at..at + size];
+            // The same decoder `Engine::decode` runs, into a buffer of the size it allocates.
+            if let Ok(n) = URL_SAFE_NO_PAD.decode_slice(text, out) {
+                *part = Some(at..at + n);
+            }
+            at += size;
+        }
+        Ok(CompactJws {
+            token,
+            signing_input_len: h.len() + 1 + p.len(),
+            buf,
+            parts,
+        })
+    }
+
+    fn part(&self, i: usize, what: &'static str) -> Result<&[u8], JoseError> {
+        match &self.parts[i] {
+            Some(r) => Ok(&self.buf[r.clone()]),
+            None => Err(JoseError::Base64(what)),
+        }
+    }
+
+    /// Header, algorithm, `crit`, claims and signature, checked in [`Jws::parse`]'s order.
+    pub(crate) fn parse(&self) -> Result<JwsView<'_>, JoseError> {
+        let header =
+            StrictObject::parse(self.part(0, "header")?).ok_or(JoseError::Json("header"))?;
+        let alg_name = header.str("alg").unwrap_or("");
+        let alg = Alg::parse(alg_name).ok_or_else(|| JoseError::Alg(alg_name.to_string()))?;
+        if header.contains("crit") {
+            return Err(JoseError::Crit);
+        }
+        let claims =
+            StrictObject::parse(self.part(1, "payload")?).ok_or(JoseError::Json("payload"))?;
+        let signature = self.part(2, "signature")?;
+        Ok(JwsView {
+            alg,
+            header,
+            claims,
+            signing_input: &self.token.as_bytes()[..self.signing_input_len],
+            signature,
+        })
+    }
+}
+
+impl JwsView<'_> {
+    /// Verify the signature with `key` ([`Jws::verify`]).
+    pub(crate) fn verify(&self, key: &Jwk) -> Result<(), JoseError> {
+        key.verify(self.alg, self.signing_input, self.signature)
     }
 }
 

@@ -99,7 +99,9 @@ pub struct Metrics {
     /// Plans that keep their name in the `plan` label (the rest are `other`).
     plans: std::collections::BTreeSet<String>,
     key_validity: Mutex<Vec<KeyValidity>>,
-    key_usage: Counters<(String, &'static str)>,
+    /// Signatures per key id, then per mode: found by the borrowed key id, so counting one
+    /// costs no allocation once the key has a counter (iterated in `(key_id, mode)` order).
+    key_usage: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     audit_failures: AtomicU64,
     release_unavailable: AtomicU64,
     audit_aggregated: AtomicU64,
@@ -202,7 +204,13 @@ impl Metrics {
     }
 
     pub fn key_used(&self, key_id: &str, mode: &'static str) {
-        inc(&self.key_usage, (key_id.to_string(), mode), 1);
+        let mut g = self.key_usage.lock().unwrap_or_else(|p| p.into_inner());
+        match g.get_mut(key_id) {
+            Some(modes) => *modes.entry(mode).or_insert(0) += 1,
+            None => {
+                g.insert(key_id.to_string(), BTreeMap::from([(mode, 1)]));
+            }
+        }
     }
 
     pub fn audit_failure(&self) {
@@ -364,17 +372,19 @@ impl Metrics {
             "# HELP stella_signer_key_usage_total Signatures made, by key id and signing mode.\n",
         );
         out.push_str("# TYPE stella_signer_key_usage_total counter\n");
-        for ((key, mode), v) in self
+        for (key, modes) in self
             .key_usage
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
-            let _ = writeln!(
-                out,
-                "stella_signer_key_usage_total{{key_id=\"{}\",mode=\"{mode}\"}} {v}",
-                escape(key)
-            );
+            for (mode, v) in modes {
+                let _ = writeln!(
+                    out,
+                    "stella_signer_key_usage_total{{key_id=\"{}\",mode=\"{mode}\"}} {v}",
+                    escape(key)
+                );
+            }
         }
         out.push_str("# HELP stella_signer_audit_failures_total Audit writes that failed (the request was refused).\n");
         out.push_str("# TYPE stella_signer_audit_failures_total counter\n");
@@ -505,6 +515,48 @@ mod tests {
         assert!(!t.contains("stella_signer_key_expiry_seconds{key_id=\"sha256:bb\"}"));
         assert!(t.contains("stella_signer_key_revoked{key_id=\"sha256:aa\"} 0"));
         assert!(t.contains("stella_signer_key_revoked{key_id=\"sha256:bb\"} 1"));
+    }
+
+    /// The key usage lines are those the old `(key_id, mode)`-keyed map rendered: every pair
+    /// counted, sorted by key id then mode, escaped.
+    #[test]
+    fn key_usage_renders_as_the_pair_keyed_map() {
+        let m = Metrics::new();
+        let mut old: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+        let keys = [
+            "sha256:bb",
+            "sha256:aa",
+            "kms:\"quoted\"\\key\nline",
+            "",
+            "sha256:aa0",
+        ];
+        let modes = ["file", "pkcs11", "kms", "keyless"];
+        for i in 0..97usize {
+            let (k, mode) = (keys[i * 7 % keys.len()], modes[i * 3 % modes.len()]);
+            m.key_used(k, mode);
+            *old.entry((k.to_string(), mode)).or_insert(0) += 1;
+        }
+        let expected: String = old
+            .iter()
+            .map(|((key, mode), v)| {
+                format!(
+                    "stella_signer_key_usage_total{{key_id=\"{}\",mode=\"{mode}\"}} {v}\n",
+                    escape(key)
+                )
+            })
+            .collect();
+        let text = m.render();
+        let got: String = text
+            .lines()
+            .filter(|l| l.starts_with("stella_signer_key_usage_total{"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(got, expected);
+        assert!(
+            old.len() > 10,
+            "too few pairs to say anything: {}",
+            old.len()
+        );
     }
 
     #[test]

@@ -205,11 +205,11 @@ async fn sign_dsse(ctx: &mut Ctx<'_>, admitted: Admitted<Dsse>) -> Result<Answer
     let envelope = sign_with(&keys, move |refs| stella_keys::attest(&statement, refs))
         .await?
         .map_err(|e| backend_failed(e.to_string()))?;
-    ctx.record_signature(&envelope, &keys);
+    let envelope = ctx.record_signature(envelope, &keys);
     // Written as `to_value` writes it (the same JSON as parsing the bytes just hashed, field
     // for field), without the tree.
     let sigstore = if sigstore {
-        let b = stella_keys::to_bundle(envelope.clone(), keys[0].as_ref())
+        let b = stella_keys::to_bundle(envelope.envelope().clone(), keys[0].as_ref())
             .map_err(|e| ApiError::unavailable("internal error", e.to_string()))?;
         Some(b.to_value())
     } else {
@@ -320,8 +320,9 @@ async fn sign_export(ctx: &mut Ctx<'_>, admitted: Admitted<Export>) -> Result<An
         .await?
     }
     .map_err(|e| backend_failed(e.to_string()))?;
-    ctx.record_signature(&envelope, &keys);
+    let envelope = ctx.record_signature(envelope, &keys);
     let signatures = envelope
+        .envelope()
         .signatures
         .iter()
         .zip(&keys)

@@ -7,18 +7,23 @@
 
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 
-/// The trace context of one request.
+/// The trace context of one request. The span id and flags are held as their lowercase hex
+/// digits inline (no heap string each), so a copy of the context costs one allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TraceContext {
     pub trace_id: String,
-    pub span_id: String,
-    pub flags: String,
+    span_id: [u8; 16],
+    flags: [u8; 2],
 }
+
+/// `00-` + 32 + `-` + 16 + `-` + 2: a version-00 `traceparent` whose trace id is 32 digits.
+const TRACEPARENT_LEN: usize = 55;
 
 impl TraceContext {
     /// From an incoming `traceparent` header, or fresh.
     pub(crate) fn from_header(traceparent: Option<&str>) -> Self {
-        let span_id = random_hex(8);
+        let mut span_id = [0u8; 16];
+        random_hex_into(&mut span_id);
         if let Some((trace_id, flags)) = traceparent.and_then(parse_traceparent) {
             return TraceContext {
                 trace_id,
@@ -29,13 +34,42 @@ impl TraceContext {
         TraceContext {
             trace_id: random_hex(16),
             span_id,
-            flags: "01".into(),
+            flags: *b"01",
         }
+    }
+
+    /// Our span id (16 lowercase hex digits).
+    pub(crate) fn span_id(&self) -> &str {
+        std::str::from_utf8(&self.span_id).unwrap_or_default()
+    }
+
+    /// The trace flags (2 lowercase hex digits).
+    pub(crate) fn flags(&self) -> &str {
+        std::str::from_utf8(&self.flags).unwrap_or_default()
     }
 
     /// The `traceparent` to send back.
     pub(crate) fn header(&self) -> String {
-        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+        format!("00-{}-{}-{}", self.trace_id, self.span_id(), self.flags())
+    }
+
+    /// [`header`](Self::header) as a header value, written without an intermediate string;
+    /// `None` where `HeaderValue::from_str(&self.header())` fails.
+    pub(crate) fn header_value(&self) -> Option<axum::http::HeaderValue> {
+        let id = self.trace_id.as_bytes();
+        if id.len() != 32 {
+            // Never for ids made here or parsed by `parse_traceparent` (32 digits): the slow
+            // path keeps the answer the same whatever the id.
+            return axum::http::HeaderValue::from_str(&self.header()).ok();
+        }
+        let mut buf = [0u8; TRACEPARENT_LEN];
+        buf[..3].copy_from_slice(b"00-");
+        buf[3..35].copy_from_slice(id);
+        buf[35] = b'-';
+        buf[36..52].copy_from_slice(&self.span_id);
+        buf[52] = b'-';
+        buf[53..].copy_from_slice(&self.flags);
+        axum::http::HeaderValue::from_bytes(&buf).ok()
     }
 }
 
@@ -45,7 +79,7 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn parse_traceparent(h: &str) -> Option<(String, String)> {
+fn parse_traceparent(h: &str) -> Option<(String, [u8; 2])> {
     let mut it = h.trim().split('-');
     let (v, t, p, f) = (it.next()?, it.next()?, it.next()?, it.next()?);
     if !is_lower_hex(v, 2)
@@ -63,7 +97,23 @@ fn parse_traceparent(h: &str) -> Option<(String, String)> {
     if t.bytes().all(|b| b == b'0') || p.bytes().all(|b| b == b'0') {
         return None;
     }
-    Some((t.to_string(), f.to_string()))
+    let f = f.as_bytes();
+    Some((t.to_string(), [f[0], f[1]]))
+}
+
+/// Lowercase hex digits.
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `out.len() / 2` random bytes as lowercase hex digits into `out` (no allocation).
+fn random_hex_into(out: &mut [u8]) {
+    let mut bytes = [0u8; 32];
+    let raw = &mut bytes[..out.len() / 2];
+    fill_random(raw);
+    for (pair, b) in out.chunks_exact_mut(2).zip(raw.iter()) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0x0f)];
+    }
+    raw.fill(0);
 }
 
 /// `n` random bytes as lowercase hex.
@@ -136,15 +186,26 @@ fn system_fill(out: &mut [u8]) {
 
 /// A new audit id (UUID-v4 shaped, random).
 pub(crate) fn new_audit_id() -> String {
-    let h = random_hex(16);
-    format!(
-        "{}-{}-4{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut h = [0u8; 32];
+    random_hex_into(&mut h);
+    audit_id_of(&h)
+}
+
+/// The audit id of 32 random hex digits `h`: `h[0..8]-h[8..12]-4h[13..16]-h[16..20]-h[20..32]`
+/// (digit 12 gives way to the version `4`), written into one string of its final size.
+fn audit_id_of(h: &[u8; 32]) -> String {
+    let mut id = String::with_capacity(36);
+    let push = |id: &mut String, digits: &[u8]| id.extend(digits.iter().map(|&d| char::from(d)));
+    push(&mut id, &h[0..8]);
+    id.push('-');
+    push(&mut id, &h[8..12]);
+    id.push_str("-4");
+    push(&mut id, &h[13..16]);
+    id.push('-');
+    push(&mut id, &h[16..20]);
+    id.push('-');
+    push(&mut id, &h[20..32]);
+    id
 }
 
 /// The time of an audit record: RFC 3339, UTC, milliseconds.
@@ -207,6 +268,72 @@ mod tests {
             assert!(seen.insert(h), "an id repeated across threads");
         }
         assert_eq!(random_hex(0), "");
+    }
+
+    /// The old `header()` route (`format!` then `HeaderValue::from_str`) and the new one
+    /// give the same bytes, over fresh contexts and every kind of incoming header.
+    #[test]
+    fn header_value_is_the_formatted_header() {
+        let mut inputs: Vec<Option<String>> = vec![
+            None,
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".into()),
+            Some(" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff ".into()),
+            Some("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09-more".into()),
+            Some("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01".into()),
+            Some("garbage".into()),
+        ];
+        inputs.extend((0..50).map(|_| {
+            Some(format!(
+                "00-{}-{}-{}",
+                random_hex(16),
+                random_hex(8),
+                random_hex(1)
+            ))
+        }));
+        for input in &inputs {
+            let tc = TraceContext::from_header(input.as_deref());
+            let old = axum::http::HeaderValue::from_str(&tc.header()).ok();
+            assert_eq!(tc.header_value(), old, "{input:?}");
+            assert_eq!(tc.header().len(), TRACEPARENT_LEN);
+            assert!(is_lower_hex(tc.span_id(), 16));
+            assert!(is_lower_hex(tc.flags(), 2));
+        }
+        // The flags of a valid incoming header are kept; a fresh context samples (`01`).
+        let t = TraceContext::from_header(inputs[2].as_deref());
+        assert_eq!(t.flags(), "00");
+        assert_eq!(TraceContext::from_header(None).flags(), "01");
+        // An id of another length (never made here) still answers as the old route did.
+        let mut odd = TraceContext::from_header(None);
+        odd.trace_id = "abc".into();
+        assert_eq!(
+            odd.header_value(),
+            axum::http::HeaderValue::from_str(&odd.header()).ok()
+        );
+        odd.trace_id = "bad\nid".into();
+        assert_eq!(odd.header_value(), None);
+    }
+
+    /// The audit id written in one string is the old `format!` of the same digits.
+    #[test]
+    fn audit_ids_are_the_old_format_of_the_same_digits() {
+        for _ in 0..200 {
+            let h = random_hex(16);
+            let old = format!(
+                "{}-{}-4{}-{}-{}",
+                &h[0..8],
+                &h[8..12],
+                &h[13..16],
+                &h[16..20],
+                &h[20..32]
+            );
+            let digits: [u8; 32] = h.as_bytes().try_into().unwrap();
+            assert_eq!(audit_id_of(&digits), old);
+        }
+        let id = new_audit_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert_ne!(new_audit_id(), id);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! Responses are written through [`json_response`], which serializes to a
 //! [`serde_json::Value`] first: object keys come out sorted, byte for byte as the `json!`
 //! literals this replaced. The hot `/sign/dsse` answer is the exception: [`sign_dsse_response`]
-//! serialises it straight from structs whose members are declared in sorted order (same bytes,
-//! tested; issue #15).
+//! writes its members in sorted order straight from the structs, the keyful envelope copied
+//! from the JSON its audit digest was taken over (same bytes, tested; issue #15).
 
 use std::collections::BTreeMap;
 
@@ -185,17 +185,19 @@ pub(crate) struct Bundle {
 }
 
 /// `dsse` of a bundle: the keyful signer's envelope, written as [`stella_dsse::Envelope::to_value`]
-/// writes it but without building that tree per request (issue #15), or a JSON value (keyless).
+/// writes it but without building that tree per request (issue #15) — by the `/sign/dsse`
+/// answer copied out of the JSON the audit record's envelope digest was taken over
+/// ([`stella_dsse::EnvelopeJson`]) — or a JSON value (keyless).
 #[derive(Debug, Clone)]
 pub(crate) enum DsseJson {
-    Envelope(stella_dsse::Envelope),
+    Envelope(stella_dsse::EnvelopeJson),
     Value(Value),
 }
 
 impl Serialize for DsseJson {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            DsseJson::Envelope(e) => e.sorted_json().serialize(s),
+            DsseJson::Envelope(e) => e.envelope().sorted_json().serialize(s),
             DsseJson::Value(v) => v.serialize(s),
         }
     }
@@ -353,13 +355,14 @@ pub(crate) fn json_response<T: Serialize>(body: &T) -> Response {
     json_status(StatusCode::OK, body)
 }
 
-/// The `/sign/dsse` 200 answer, serialised straight from the structs (no `Value` tree of the
+/// The `/sign/dsse` 200 answer, written straight from the structs (no `Value` tree of the
 /// whole answer, issue #15): the same bytes as [`json_response`] of `Audited { body,
-/// audit_id }`, because [`SortedDsseAnswer`] lists every member in sorted order (the nested
-/// `Value`s, envelope and keyless identity, serialise sorted by themselves). A test holds the
-/// two together.
+/// audit_id }`. [`write_dsse_answer`] writes every member in sorted order, the keyful envelope
+/// copied from the JSON already written for its digest; tests hold it to `serde_json` over
+/// [`SortedDsseAnswer`] (every member declared in sorted order; the nested `Value`s, envelope
+/// and keyless identity, serialise sorted by themselves), and that to the `Value` tree.
 pub(crate) fn sign_dsse_response(body: &SignDsseResponse, audit_id: &str) -> Response {
-    match serde_json::to_vec(&SortedDsseAnswer::new(body, audit_id)) {
+    match write_dsse_answer(body, audit_id) {
         Ok(bytes) => {
             let mut r = (StatusCode::OK, bytes).into_response();
             r.headers_mut().insert(
@@ -375,7 +378,53 @@ pub(crate) fn sign_dsse_response(body: &SignDsseResponse, audit_id: &str) -> Res
     }
 }
 
-/// `Audited<SignDsseResponse>` with its members (and its members' members) in sorted order.
+/// `Audited<SignDsseResponse>` as `serde_json` writes [`SortedDsseAnswer`]: the members in
+/// sorted order, each value by `serde_json` — except a keyful envelope, copied in as
+/// [`stella_dsse::EnvelopeJson::write_sorted`] writes it (base64 and escaping not done again).
+fn write_dsse_answer(
+    body: &SignDsseResponse,
+    audit_id: &str,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let b = &body.bundle;
+    let p = &body.policy;
+    let envelope_len = match &b.dsse {
+        DsseJson::Envelope(e) => e.json().len(),
+        DsseJson::Value(_) => 0,
+    };
+    let mut out = Vec::with_capacity(envelope_len + 512);
+    out.extend_from_slice(b"{\"auditId\":");
+    serde_json::to_writer(&mut out, audit_id)?;
+    out.extend_from_slice(b",\"bundle\":{\"certificateChain\":");
+    serde_json::to_writer(&mut out, &b.certificate_chain)?;
+    out.extend_from_slice(b",\"dsse\":");
+    match &b.dsse {
+        DsseJson::Envelope(e) => e.write_sorted(&mut out),
+        DsseJson::Value(v) => serde_json::to_writer(&mut out, v)?,
+    }
+    out.extend_from_slice(b",\"mode\":");
+    serde_json::to_writer(&mut out, &b.mode)?;
+    out.extend_from_slice(b",\"signingIdentity\":");
+    serde_json::to_writer(&mut out, &SortedIdentity::new(&b.signing_identity))?;
+    if let Some(sigstore) = &b.sigstore {
+        out.extend_from_slice(b",\"sigstore\":");
+        serde_json::to_writer(&mut out, sigstore)?;
+    }
+    out.extend_from_slice(b"},\"policy\":");
+    serde_json::to_writer(
+        &mut out,
+        &SortedPolicy {
+            max_artifact_bytes: p.max_artifact_bytes,
+            plan: &p.plan,
+            qps_remaining: p.qps_remaining,
+        },
+    )?;
+    out.push(b'}');
+    Ok(out)
+}
+
+/// `Audited<SignDsseResponse>` with its members (and its members' members) in sorted order:
+/// the reference [`write_dsse_answer`] is held to.
+#[cfg(test)]
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SortedDsseAnswer<'a> {
@@ -384,6 +433,7 @@ struct SortedDsseAnswer<'a> {
     policy: SortedPolicy<'a>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SortedBundle<'a> {
@@ -420,6 +470,21 @@ struct SortedPolicy<'a> {
     qps_remaining: u64,
 }
 
+impl<'a> SortedIdentity<'a> {
+    fn new(identity: &'a SigningIdentity) -> Self {
+        match identity {
+            SigningIdentity::Key(k) => SortedIdentity::Key(SortedKeyIdentity {
+                algorithms: &k.algorithms,
+                key_ids: &k.key_ids,
+                tenant: &k.tenant,
+                kind: k.kind,
+            }),
+            SigningIdentity::Certificate(v) => SortedIdentity::Certificate(v),
+        }
+    }
+}
+
+#[cfg(test)]
 impl<'a> SortedDsseAnswer<'a> {
     fn new(body: &'a SignDsseResponse, audit_id: &'a str) -> Self {
         let b = &body.bundle;
@@ -430,15 +495,7 @@ impl<'a> SortedDsseAnswer<'a> {
                 certificate_chain: &b.certificate_chain,
                 dsse: &b.dsse,
                 mode: &b.mode,
-                signing_identity: match &b.signing_identity {
-                    SigningIdentity::Key(k) => SortedIdentity::Key(SortedKeyIdentity {
-                        algorithms: &k.algorithms,
-                        key_ids: &k.key_ids,
-                        tenant: &k.tenant,
-                        kind: k.kind,
-                    }),
-                    SigningIdentity::Certificate(v) => SortedIdentity::Certificate(v),
-                },
+                signing_identity: SortedIdentity::new(&b.signing_identity),
                 sigstore: b.sigstore.as_ref(),
             },
             policy: SortedPolicy {
@@ -499,6 +556,7 @@ mod tests {
         ];
         for body in cases {
             let direct = serde_json::to_vec(&SortedDsseAnswer::new(&body, "aud-\"1")).unwrap();
+            let written = write_dsse_answer(&body, "aud-\"1").unwrap();
             let via_value = serde_json::to_value(Audited {
                 body,
                 audit_id: "aud-\"1".to_string(),
@@ -506,7 +564,71 @@ mod tests {
             .unwrap()
             .to_string();
             assert_eq!(String::from_utf8(direct).unwrap(), via_value);
+            assert_eq!(String::from_utf8(written).unwrap(), via_value);
         }
+    }
+
+    /// The hand-written answer is `serde_json`'s over the sorted structs, whatever the
+    /// members hold: strings with every ASCII character (escapes), empty and several
+    /// certificates, modes, identities, sigstore bundles, numbers at their limits, and keyful
+    /// envelopes of varied payloads and signatures beside keyless `Value`s.
+    #[test]
+    fn the_written_answer_is_serde_json_over_the_sorted_structs() {
+        let ascii: String = (0u8..=0x7f).map(char::from).collect();
+        let strings = [
+            String::new(),
+            "acme".to_string(),
+            ascii,
+            "é \u{e000} \u{1f600} \u{2028}".to_string(),
+        ];
+        let mut n = 0;
+        for (i, text) in strings.iter().enumerate() {
+            let envelope = stella_dsse::Envelope {
+                payload_type: text.clone(),
+                payload: (0..i * 300).map(|j| (j * 7) as u8).collect(),
+                signatures: (0..i)
+                    .map(|j| stella_dsse::Signature {
+                        keyid: strings[(i + j) % strings.len()].clone(),
+                        sig: vec![j as u8; 70 + j],
+                    })
+                    .collect(),
+            };
+            let identities = [
+                SigningIdentity::Key(KeyIdentity {
+                    kind: "key",
+                    tenant: text.clone(),
+                    key_ids: strings.to_vec(),
+                    algorithms: vec!["ecdsa-p256"; i],
+                }),
+                SigningIdentity::Certificate(json!({"type": "certificate", "san": text})),
+            ];
+            let dsses = [
+                DsseJson::Envelope(stella_dsse::EnvelopeJson::new(envelope.clone())),
+                DsseJson::Value(envelope.to_value()),
+            ];
+            for identity in &identities {
+                for dsse in &dsses {
+                    for sigstore in [None, Some(json!({"m": text, "n": [1, -2, 0.5]}))] {
+                        let mut body = answer(identity.clone(), sigstore, Some(text.as_str()));
+                        body.bundle.dsse = dsse.clone();
+                        body.bundle.certificate_chain = strings[..i].to_vec();
+                        body.policy.plan = text.clone();
+                        body.policy.qps_remaining = i as u64;
+                        if i == 0 {
+                            body.bundle.mode = None;
+                        }
+                        let want = serde_json::to_vec(&SortedDsseAnswer::new(&body, text)).unwrap();
+                        let got = write_dsse_answer(&body, text).unwrap();
+                        assert_eq!(
+                            String::from_utf8(got).unwrap(),
+                            String::from_utf8(want).unwrap()
+                        );
+                        n += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(n, 4 * 2 * 2 * 2);
     }
 
     /// An envelope written directly (`DsseJson::Envelope`) gives the bytes its `to_value` tree
@@ -546,7 +668,7 @@ mod tests {
             });
             let mut new = answer(key, None, Some("file"));
             let mut old = answer(new.bundle.signing_identity.clone(), None, Some("file"));
-            new.bundle.dsse = DsseJson::Envelope(env.clone());
+            new.bundle.dsse = DsseJson::Envelope(stella_dsse::EnvelopeJson::new(env.clone()));
             old.bundle.dsse = DsseJson::Value(env.to_value());
             let direct_new = serde_json::to_vec(&SortedDsseAnswer::new(&new, "a1")).unwrap();
             let direct_old = serde_json::to_vec(&SortedDsseAnswer::new(&old, "a1")).unwrap();
@@ -557,6 +679,16 @@ mod tests {
             assert_eq!(
                 serde_json::to_value(&new.bundle).unwrap(),
                 serde_json::to_value(&old.bundle).unwrap()
+            );
+            let written = write_dsse_answer(&new, "a1").unwrap();
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                serde_json::to_value(Audited {
+                    body: old,
+                    audit_id: "a1".to_string(),
+                })
+                .unwrap()
+                .to_string()
             );
         }
     }

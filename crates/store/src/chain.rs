@@ -28,15 +28,30 @@ pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000
 
 /// The hash of link `seq`.
 pub(crate) fn link_hash(seq: u64, prev_hash: &str, record_json: &[u8]) -> String {
+    let mut digits = [0u8; 20];
     stella_digest::Digest::of_parts(&[
         b"stella-audit-v1\n",
-        seq.to_string().as_bytes(),
+        decimal(seq, &mut digits),
         b"\n",
         prev_hash.as_bytes(),
         b"\n",
         record_json,
     ])
     .hex()
+}
+
+/// `n` in decimal (what `n.to_string()` gives), written into `buf` without an allocation.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+        start -= 1;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.get(start..).unwrap_or_default()
 }
 
 /// One thing wrong with a chain.
@@ -344,6 +359,45 @@ mod tests {
             w.push(r);
         }
         w.finish()
+    }
+
+    /// The link hash as first written (`seq.to_string()`), for the identity test below.
+    fn link_hash_v1(seq: u64, prev_hash: &str, record_json: &[u8]) -> String {
+        stella_digest::Digest::of_parts(&[
+            b"stella-audit-v1\n",
+            seq.to_string().as_bytes(),
+            b"\n",
+            prev_hash.as_bytes(),
+            b"\n",
+            record_json,
+        ])
+        .hex()
+    }
+
+    #[test]
+    fn link_hash_is_the_first_formula() {
+        let mut seqs: Vec<u64> = (0..=1000).collect();
+        for p in 1..20 {
+            let t = 10u64.pow(p);
+            seqs.extend([t - 1, t, t + 1]);
+        }
+        seqs.extend([u64::MAX - 1, u64::MAX, 1 << 53, 123_456_789]);
+        for seq in seqs {
+            let mut buf = [0u8; 20];
+            assert_eq!(decimal(seq, &mut buf), seq.to_string().as_bytes());
+            for json in [&b""[..], b"{}", br#"{"a":"\u00e9"}"#] {
+                assert_eq!(
+                    link_hash(seq, GENESIS, json),
+                    link_hash_v1(seq, GENESIS, json)
+                );
+            }
+        }
+        // A known link: pinned bytes, not only the two formulas against each other.
+        assert_eq!(
+            link_hash(1, GENESIS, b"{}"),
+            stella_digest::Digest::of(format!("stella-audit-v1\n1\n{GENESIS}\n{{}}").as_bytes())
+                .hex()
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::hash::BuildHasher as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::quota::{Lease, QuotaStore, RateDecision, RateLimit};
+use crate::quota::{Admission, Lease, QuotaStore, RateDecision, RateLimit};
 use crate::replay::{ReplayCache, ReplayKey};
 use crate::{StoreError, StoreFuture};
 
@@ -28,12 +28,42 @@ struct Bucket {
     last: Instant,
 }
 
+/// Refill `b` for the time since it was last used, then take a token if there is one.
+fn take_token(b: &mut Bucket, limit: RateLimit, now: Instant) -> RateDecision {
+    let burst = limit.burst.max(1.0);
+    let rate = limit.per_second;
+    let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
+    b.tokens = (b.tokens + elapsed * rate).min(burst);
+    b.last = now;
+    if b.tokens >= 1.0 {
+        b.tokens -= 1.0;
+        RateDecision::Allowed {
+            remaining: b.tokens.floor() as u64,
+        }
+    } else {
+        let wait = if rate > 0.0 {
+            (1.0 - b.tokens) / rate
+        } else {
+            3600.0
+        };
+        RateDecision::Throttled {
+            retry_after: Duration::from_secs_f64(wait.clamp(0.001, 86_400.0)),
+        }
+    }
+}
+
 /// In-memory quota store.
+///
+/// The maps are keyed by `Arc<str>`: a key already present costs no allocation per call (the
+/// bucket is found by `&str`, a lease shares the stored key instead of copying it).
 pub struct MemoryQuotaStore {
     hasher: std::collections::hash_map::RandomState,
-    buckets: Vec<Mutex<HashMap<String, Bucket>>>,
-    active: Arc<Vec<Mutex<HashMap<String, u32>>>>,
+    buckets: Vec<Mutex<HashMap<Arc<str>, Bucket>>>,
+    active: Arc<Vec<Mutex<ActiveShard>>>,
 }
+
+/// Requests in flight per key, in one shard.
+type ActiveShard = HashMap<Arc<str>, u32>;
 
 impl Default for MemoryQuotaStore {
     fn default() -> Self {
@@ -51,31 +81,53 @@ impl MemoryQuotaStore {
     }
 
     fn take_rate_now(&self, key: &str, limit: RateLimit, now: Instant) -> RateDecision {
-        let burst = limit.burst.max(1.0);
-        let rate = limit.per_second;
         let mut shard = lock(&self.buckets[shard_of(&self.hasher, key)]);
-        let b = shard.entry(key.to_string()).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * rate).min(burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            RateDecision::Allowed {
-                remaining: b.tokens.floor() as u64,
-            }
-        } else {
-            let wait = if rate > 0.0 {
-                (1.0 - b.tokens) / rate
-            } else {
-                3600.0
-            };
-            RateDecision::Throttled {
-                retry_after: Duration::from_secs_f64(wait.clamp(0.001, 86_400.0)),
+        match shard.get_mut(key) {
+            Some(b) => take_token(b, limit, now),
+            None => {
+                let mut b = Bucket {
+                    tokens: limit.burst.max(1.0),
+                    last: now,
+                };
+                let d = take_token(&mut b, limit, now);
+                shard.insert(Arc::from(key), b);
+                d
             }
         }
+    }
+
+    /// One of `max` concurrency slots of `key`, or `None` when all are held.
+    fn acquire_now(&self, key: &str, max: u32) -> Option<Lease> {
+        let idx = shard_of(&self.hasher, key);
+        let stored: Arc<str> = {
+            let mut shard = lock(&self.active[idx]);
+            match shard.get_key_value(key) {
+                Some((_, n)) if *n >= max => return None,
+                Some((k, _)) => {
+                    let k = k.clone();
+                    if let Some(n) = shard.get_mut(key) {
+                        *n += 1;
+                    }
+                    k
+                }
+                None if max == 0 => return None,
+                None => {
+                    let k: Arc<str> = Arc::from(key);
+                    shard.insert(k.clone(), 1);
+                    k
+                }
+            }
+        };
+        let active = self.active.clone();
+        Some(Lease::new(move || {
+            let mut shard = lock(&active[idx]);
+            if let Some(n) = shard.get_mut(&*stored) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    shard.remove(&*stored);
+                }
+            }
+        }))
     }
 }
 
@@ -86,31 +138,21 @@ impl QuotaStore for MemoryQuotaStore {
     }
 
     fn acquire_concurrency(&self, key: &str, max: u32) -> StoreFuture<'_, Option<Lease>> {
-        let idx = shard_of(&self.hasher, key);
-        let granted = {
-            let mut shard = lock(&self.active[idx]);
-            let n = shard.entry(key.to_string()).or_insert(0);
-            if *n < max {
-                *n += 1;
-                true
-            } else {
-                false
-            }
-        };
-        let lease = granted.then(|| {
-            let active = self.active.clone();
-            let key = key.to_string();
-            Lease::new(move || {
-                let mut shard = lock(&active[idx]);
-                if let Some(n) = shard.get_mut(&key) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        shard.remove(&key);
-                    }
-                }
-            })
-        });
+        let lease = self.acquire_now(key, max);
         Box::pin(async move { Ok(lease) })
+    }
+
+    /// [`take_rate`](QuotaStore::take_rate) then [`acquire_concurrency`](QuotaStore::acquire_concurrency),
+    /// as the trait's default does, in one future instead of three and without copying the key.
+    fn admit(&self, key: &str, limit: RateLimit, max: u32) -> StoreFuture<'_, Admission> {
+        let a = match self.take_rate_now(key, limit, Instant::now()) {
+            RateDecision::Throttled { retry_after } => Admission::Throttled { retry_after },
+            RateDecision::Allowed { remaining } => match self.acquire_now(key, max) {
+                Some(lease) => Admission::Admitted { remaining, lease },
+                None => Admission::Busy,
+            },
+        };
+        Box::pin(async move { Ok(a) })
     }
 
     fn backend(&self) -> &'static str {
@@ -122,9 +164,9 @@ impl QuotaStore for MemoryQuotaStore {
 /// expired ones leave from the front without scanning the live ones.
 #[derive(Default)]
 struct ReplayShard {
-    /// key -> (expires_at, partition)
-    live: HashMap<String, (i64, Arc<str>)>,
-    by_expiry: BinaryHeap<Reverse<(i64, String)>>,
+    /// key -> (expires_at, partition); the key is one allocation shared with `by_expiry`.
+    live: HashMap<Arc<str>, (i64, Arc<str>)>,
+    by_expiry: BinaryHeap<Reverse<(i64, Arc<str>)>>,
 }
 
 /// In-memory replay cache with a bound on the number of live entries, overall and per
@@ -187,8 +229,8 @@ impl MemoryReplayCache {
             };
             // The heap may hold a stale (exp, key) of a key re-inserted later: only the
             // entry with this very expiry leaves.
-            if shard.live.get(&key).is_some_and(|(e, _)| *e == exp) {
-                if let Some((_, partition)) = shard.live.remove(&key) {
+            if shard.live.get(&*key).is_some_and(|(e, _)| *e == exp) {
+                if let Some((_, partition)) = shard.live.remove(&*key) {
                     self.release(&partition);
                 }
             }
@@ -258,8 +300,9 @@ impl MemoryReplayCache {
                 part
             };
             self.total.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            shard.live.insert(key.to_string(), (expires_at, part));
-            shard.by_expiry.push(Reverse((expires_at, key.to_string())));
+            let stored: Arc<str> = Arc::from(key);
+            shard.live.insert(stored.clone(), (expires_at, part));
+            shard.by_expiry.push(Reverse((expires_at, stored)));
             return Ok(true);
         }
         Err(StoreError::Full("DPoP replay cache".into()))
@@ -332,6 +375,80 @@ mod tests {
             q.take_rate_now("other", lim, t0),
             RateDecision::Allowed { .. }
         ));
+    }
+
+    /// The trait's default `admit` (take_rate, then acquire_concurrency) over the same store.
+    struct DefaultAdmit(MemoryQuotaStore);
+
+    impl QuotaStore for DefaultAdmit {
+        fn take_rate(&self, key: &str, limit: RateLimit) -> StoreFuture<'_, RateDecision> {
+            self.0.take_rate(key, limit)
+        }
+        fn acquire_concurrency(&self, key: &str, max: u32) -> StoreFuture<'_, Option<Lease>> {
+            self.0.acquire_concurrency(key, max)
+        }
+        fn backend(&self) -> &'static str {
+            "default-admit"
+        }
+    }
+
+    /// What an admission says, without its lease (kept apart so its slot stays held).
+    fn shape(a: Admission, held: &mut Vec<Lease>) -> String {
+        match a {
+            Admission::Admitted { remaining, lease } => {
+                held.push(lease);
+                format!("admitted {remaining}")
+            }
+            // In tenths of a second: the two stores are asked a few microseconds apart.
+            Admission::Throttled { retry_after } => {
+                format!("throttled {}", retry_after.as_millis() / 100)
+            }
+            Admission::Busy => "busy".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn admit_answers_as_the_default_two_step_admit() {
+        let new = MemoryQuotaStore::new();
+        let old = DefaultAdmit(MemoryQuotaStore::new());
+        let (mut held_new, mut held_old) = (Vec::new(), Vec::new());
+        let mut log = Vec::new();
+        // Keys with bursts and concurrency bounds of every size, leases held and given back,
+        // a key's last lease returned (its counter leaves the map) and the key used again.
+        for round in 0..6u32 {
+            for (i, key) in ["tenant-a", "tenant-b", "", "t\u{e9}nant:c", "a"]
+                .iter()
+                .enumerate()
+            {
+                let limit = RateLimit {
+                    per_second: 0.001,
+                    burst: (i as f64) * 1.5,
+                };
+                let max = (i as u32) % 3 + u32::from(round % 2 == 0);
+                for _ in 0..3 {
+                    let a = shape(new.admit(key, limit, max).await.unwrap(), &mut held_new);
+                    let b = shape(old.admit(key, limit, max).await.unwrap(), &mut held_old);
+                    assert_eq!(a, b, "round {round}, key {key:?}");
+                    log.push(a);
+                }
+            }
+            if round % 2 == 1 {
+                held_new.clear();
+                held_old.clear();
+            }
+        }
+        for kind in ["admitted", "throttled", "busy"] {
+            assert!(
+                log.iter().any(|l| l.starts_with(kind)),
+                "no {kind} answer in {log:?}"
+            );
+        }
+        // Every lease given back: the concurrency maps are empty again.
+        held_new.clear();
+        held_old.clear();
+        for s in new.active.iter().chain(old.0.active.iter()) {
+            assert!(lock(s).is_empty());
+        }
     }
 
     /// Issue #8: the old version of this test never filled the cache, so the fail-closed

@@ -11,3 +11,4 @@ mod roundtrip;
 mod signstream;
 mod source;
 mod streamed;
+mod thin_create;
