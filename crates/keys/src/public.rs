@@ -297,7 +297,7 @@ impl PublicKey {
     ///
     /// Ed25519 is verified strictly (as ed25519-dalek's `verify_strict`): besides aws-lc's
     /// checks (`S < ℓ`, `[S]B - [k]A` encodes to `R`), a signature whose `R` is a point of
-    /// small order is refused ([`ed25519_r_acceptable`]); keys of small order never parse.
+    /// small order is refused (`ed25519_r_acceptable`); keys of small order never parse.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         if self.algorithm == Algorithm::Ed25519 && !ed25519_r_acceptable(signature) {
             return false;
