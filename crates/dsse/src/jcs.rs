@@ -29,7 +29,7 @@ use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 
 mod de;
-pub use de::{from_slice, FromSliceError};
+pub use de::{from_slice, FromSliceError, RawJson};
 
 /// Largest input [`parse_strict`] and [`canonicalize`] accept, in bytes.
 pub const MAX_INPUT_BYTES: usize = 64 * 1024 * 1024;

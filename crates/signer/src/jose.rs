@@ -24,6 +24,7 @@ use aws_lc_rs::signature::{
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{Map, Number, Value};
+use stella_dsse::jcs::RawJson;
 
 /// Largest compact JWS we look at (tokens and proofs are a few hundred bytes).
 pub(crate) const MAX_JWS_BYTES: usize = 16 * 1024;
@@ -409,58 +410,12 @@ pub(crate) struct StrictObject<'a> {
     members: Vec<Member<'a>>,
 }
 
-/// Member names of one object held inline (and compared one by one) up to this many; a
-/// larger object checks its names through a set.
-const SEEN_INLINE: usize = 8;
-
-/// The member names of one object seen so far.
-#[derive(Default)]
-struct Seen<'a> {
-    inline: [Cow<'a, str>; SEEN_INLINE],
-    len: usize,
-    set: Option<std::collections::HashSet<Cow<'a, str>>>,
-}
-
-impl<'a> Seen<'a> {
-    /// `false` when `name` was seen before.
-    fn insert(&mut self, name: Cow<'a, str>) -> bool {
-        if let Some(set) = &mut self.set {
-            return set.insert(name);
-        }
-        if self.inline[..self.len].contains(&name) {
-            return false;
-        }
-        if self.len < SEEN_INLINE {
-            self.inline[self.len] = name;
-            self.len += 1;
-            return true;
-        }
-        let mut set: std::collections::HashSet<Cow<'a, str>> =
-            self.inline.iter_mut().map(std::mem::take).collect();
-        set.insert(name);
-        self.set = Some(set);
-        true
-    }
-}
-
 impl<'a> StrictObject<'a> {
-    /// `Some` exactly when `parse_strict(bytes)` is `Ok(Value::Object(_))`.
+    /// `Some` exactly when `parse_strict(bytes)` is `Ok(Value::Object(_))`: read by
+    /// `stella_dsse::jcs::from_slice` (the one strict parser), each member's value kept as its
+    /// exact text ([`RawJson`]) and, for a string or number, its value.
     pub(crate) fn parse(bytes: &'a [u8]) -> Option<StrictObject<'a>> {
-        if bytes.len() > stella_dsse::jcs::MAX_INPUT_BYTES {
-            return None;
-        }
-        let src = std::str::from_utf8(bytes).ok()?;
-        let mut s = Scan { src, pos: 0 };
-        s.skip_ws();
-        if s.peek() != Some(b'{') {
-            // Not an object (or not JSON): refused either way.
-            return None;
-        }
-        // A proof's header and claims have 3–6 members: one allocation.
-        let mut members = Vec::with_capacity(8);
-        s.object(enter(0)?, Some(&mut members))?;
-        s.skip_ws();
-        (s.pos == src.len()).then_some(StrictObject { members })
+        stella_dsse::jcs::from_slice(bytes).ok()
     }
 
     fn member(&self, name: &str) -> Option<&Member<'a>> {
@@ -495,272 +450,62 @@ impl<'a> StrictObject<'a> {
     }
 }
 
-/// One level deeper, or `None` past `stella_dsse::jcs::MAX_DEPTH`.
-fn enter(depth: usize) -> Option<usize> {
-    let depth = depth + 1;
-    (depth <= stella_dsse::jcs::MAX_DEPTH).then_some(depth)
-}
-
-/// The scanner: `stella_dsse::jcs`'s parser step for step, answering only "valid or not".
-struct Scan<'a> {
-    src: &'a str,
-    pos: usize,
-}
-
-impl<'a> Scan<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.src.as_bytes().get(self.pos).copied()
-    }
-
-    fn rest(&self) -> &'a [u8] {
-        self.src.as_bytes().get(self.pos..).unwrap_or_default()
-    }
-
-    fn skip_ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
-            self.pos += 1;
-        }
-    }
-
-    /// The value at `pos` (whitespace skipped); `depth` arrays and objects enclose it.
-    fn value(&mut self, depth: usize) -> Option<Scalar<'a>> {
-        match self.peek()? {
-            b'{' => {
-                self.object(enter(depth)?, None)?;
-                Some(Scalar::Other)
+impl<'de> serde::Deserialize<'de> for StrictObject<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> serde::de::Visitor<'de> for Object {
+            type Value = StrictObject<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
             }
-            b'[' => {
-                self.array(enter(depth)?)?;
-                Some(Scalar::Other)
-            }
-            b'"' => self.string().map(Scalar::Str),
-            b't' => self.literal("true"),
-            b'f' => self.literal("false"),
-            b'n' => self.literal("null"),
-            b'-' | b'0'..=b'9' => self.number().map(Scalar::Num),
-            _ => None,
-        }
-    }
-
-    fn literal(&mut self, word: &str) -> Option<Scalar<'a>> {
-        self.rest().starts_with(word.as_bytes()).then(|| {
-            self.pos += word.len();
-            Scalar::Other
-        })
-    }
-
-    /// Steps over the opening bracket; true when the container closes at once.
-    fn open(&mut self, close: u8) -> bool {
-        self.pos += 1;
-        self.skip_ws();
-        if self.peek() == Some(close) {
-            self.pos += 1;
-            return true;
-        }
-        false
-    }
-
-    /// After a member: `Some(true)` at `,`, `Some(false)` at `close` (stepped over).
-    fn next_member(&mut self, close: u8) -> Option<bool> {
-        self.skip_ws();
-        match self.peek()? {
-            b',' => {
-                self.pos += 1;
-                self.skip_ws();
-                Some(true)
-            }
-            b if b == close => {
-                self.pos += 1;
-                Some(false)
-            }
-            _ => None,
-        }
-    }
-
-    fn array(&mut self, depth: usize) -> Option<()> {
-        if self.open(b']') {
-            return Some(());
-        }
-        loop {
-            self.value(depth)?;
-            if !self.next_member(b']')? {
-                return Some(());
-            }
-        }
-    }
-
-    /// An object's members; kept in `out` when given (the top level), else only checked.
-    fn object(&mut self, depth: usize, mut out: Option<&mut Vec<Member<'a>>>) -> Option<()> {
-        let mut seen = Seen::default();
-        if self.open(b'}') {
-            return Some(());
-        }
-        loop {
-            if self.peek() != Some(b'"') {
-                return None;
-            }
-            let key = self.string()?;
-            self.skip_ws();
-            if self.peek() != Some(b':') {
-                return None;
-            }
-            self.pos += 1;
-            self.skip_ws();
-            let start = self.pos;
-            let value = self.value(depth)?;
-            // Duplicate member names (after unescaping) are refused.
-            if !seen.insert(key.clone()) {
-                return None;
-            }
-            if let Some(members) = out.as_deref_mut() {
-                let text = self.src.get(start..self.pos)?;
-                members.push(Member { key, text, value });
-            }
-            if !self.next_member(b'}')? {
-                return Some(());
-            }
-        }
-    }
-
-    /// A string literal at the opening quote: borrowed unless it holds an escape.
-    fn string(&mut self) -> Option<Cow<'a, str>> {
-        let bytes = self.src.as_bytes();
-        self.pos += 1;
-        let mut run = self.pos;
-        let mut out: Option<String> = None;
-        loop {
-            while let Some(&b) = bytes.get(self.pos) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.pos += 1;
-            }
-            match bytes.get(self.pos)? {
-                b'"' => {
-                    let tail = self.src.get(run..self.pos)?;
-                    self.pos += 1;
-                    return Some(match out {
-                        None => Cow::Borrowed(tail),
-                        Some(mut s) => {
-                            s.push_str(tail);
-                            Cow::Owned(s)
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<StrictObject<'de>, A::Error> {
+                // A proof's header and claims have 3–6 members: one allocation.
+                let mut members = Vec::with_capacity(8);
+                while let Some(Text(key)) = map.next_key()? {
+                    let RawJson(text) = map.next_value()?;
+                    let value = match text.as_bytes().first() {
+                        Some(b'"') => stella_dsse::jcs::from_slice(text.as_bytes())
+                            .map(|Text(s)| Scalar::Str(s)),
+                        Some(b'-' | b'0'..=b'9') => {
+                            stella_dsse::jcs::from_slice(text.as_bytes()).map(Scalar::Num)
                         }
-                    });
-                }
-                b'\\' => {
-                    let chunk = self.src.get(run..self.pos)?;
-                    let c = self.escape()?;
-                    let s = out.get_or_insert_with(|| String::with_capacity(chunk.len() + 16));
-                    s.push_str(chunk);
-                    s.push(c);
-                    run = self.pos;
-                }
-                _ => return None,
-            }
-        }
-    }
-
-    fn escape(&mut self) -> Option<char> {
-        self.pos += 1;
-        let c = match self.peek()? {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
-            b'u' => {
-                self.pos += 1;
-                let unit = self.hex4()?;
-                return match unit {
-                    0xD800..=0xDBFF => {
-                        if !self.rest().starts_with(b"\\u") {
-                            return None;
-                        }
-                        self.pos += 2;
-                        let low = self.hex4()?;
-                        if !(0xDC00..=0xDFFF).contains(&low) {
-                            return None;
-                        }
-                        char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))
+                        _ => Ok(Scalar::Other),
                     }
-                    0xDC00..=0xDFFF => None,
-                    _ => char::from_u32(unit),
-                };
-            }
-            _ => return None,
-        };
-        self.pos += 1;
-        Some(c)
-    }
-
-    fn hex4(&mut self) -> Option<u32> {
-        let mut value = 0u32;
-        for _ in 0..4 {
-            let digit = match self.peek()? {
-                b @ b'0'..=b'9' => b - b'0',
-                b @ b'a'..=b'f' => b - b'a' + 10,
-                b @ b'A'..=b'F' => b - b'A' + 10,
-                _ => return None,
-            };
-            value = value * 16 + u32::from(digit);
-            self.pos += 1;
-        }
-        Some(value)
-    }
-
-    /// RFC 8259 number; integers that fit `u64`/`i64` stay integers, the rest must be a
-    /// finite double (as `parse_strict` decides).
-    fn number(&mut self) -> Option<Number> {
-        let start = self.pos;
-        let negative = self.peek() == Some(b'-');
-        if negative {
-            self.pos += 1;
-        }
-        match self.peek()? {
-            b'0' => self.pos += 1,
-            b'1'..=b'9' => self.digits(),
-            _ => return None,
-        }
-        let mut integer = true;
-        if self.peek() == Some(b'.') {
-            self.pos += 1;
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return None;
-            }
-            self.digits();
-            integer = false;
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.pos += 1;
-            }
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return None;
-            }
-            self.digits();
-            integer = false;
-        }
-        let text = self.src.get(start..self.pos)?;
-        if integer {
-            if negative {
-                if let Ok(i) = text.parse::<i64>() {
-                    return Some(Number::from(i));
+                    .map_err(serde::de::Error::custom)?;
+                    members.push(Member { key, text, value });
                 }
-            } else if let Ok(u) = text.parse::<u64>() {
-                return Some(Number::from(u));
+                Ok(StrictObject { members })
             }
         }
-        Number::from_f64(text.parse().ok()?)
+        d.deserialize_map(Object)
     }
+}
 
-    fn digits(&mut self) {
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.pos += 1;
+/// A JSON string, borrowed from the input where it holds no escape.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Str;
+        impl<'de> serde::de::Visitor<'de> for Str {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
         }
+        d.deserialize_str(Str)
     }
 }
 

@@ -64,6 +64,32 @@ pub fn from_slice<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Result<T, F
     Ok(value)
 }
 
+/// The newtype name under which [`RawJson`] asks [`from_slice`] for a value's exact text.
+const RAW_TOKEN: &str = "$stella_dsse::jcs::RawJson";
+
+/// One JSON value's exact text as it stands in the input of [`from_slice`] — serde_json's
+/// `RawValue` for the strict parser: the value is checked like any other (a duplicate member
+/// inside it refuses the whole input), then handed over unparsed. Only [`from_slice`] makes
+/// one; another deserializer refuses the type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawJson<'a>(pub &'a str);
+
+impl<'de: 'a, 'a> de::Deserialize<'de> for RawJson<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Raw<'a>(std::marker::PhantomData<&'a str>);
+        impl<'de: 'a, 'a> Visitor<'de> for Raw<'a> {
+            type Value = RawJson<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value read by stella_dsse::jcs::from_slice")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<RawJson<'a>, E> {
+                Ok(RawJson(v))
+            }
+        }
+        d.deserialize_newtype_struct(RAW_TOKEN, Raw(std::marker::PhantomData))
+    }
+}
+
 /// Members an object may have before its names move from the linear scan to a hash set.
 const SCAN_MEMBERS: usize = 16;
 
@@ -179,9 +205,15 @@ impl<'de> de::Deserializer<'de> for &mut Strict<'de> {
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
-        _name: &'static str,
+        name: &'static str,
         visitor: V,
     ) -> Result<V::Value, FromSliceError> {
+        if name == RAW_TOKEN {
+            // [`RawJson`]: the value checked as strictly as any other, then its exact text.
+            let start = self.p.pos;
+            <de::IgnoredAny as de::Deserialize>::deserialize(&mut *self)?;
+            return visitor.visit_borrowed_str(self.p.slice(start, self.p.pos)?);
+        }
         visitor.visit_newtype_struct(self)
     }
 
@@ -338,6 +370,39 @@ mod tests {
     use super::super::canonical_check_tests::{gen, Rng};
     use super::super::{parse_strict, MAX_DEPTH};
     use super::*;
+
+    /// [`RawJson`] hands over a value's exact text (no surrounding whitespace), after
+    /// checking it as strictly as the rest; another deserializer refuses it.
+    #[test]
+    fn raw_json_is_the_exact_text_of_a_strictly_checked_value() {
+        #[derive(serde::Deserialize)]
+        struct Two<'a> {
+            #[serde(borrow)]
+            a: RawJson<'a>,
+            #[serde(borrow)]
+            b: RawJson<'a>,
+        }
+        let input = br#"{ "a" : {"k":[1, "\u00e9", null]} , "b":-1.5e3 }"#;
+        let two: Two<'_> = from_slice(input).unwrap();
+        assert_eq!(two.a.0, r#"{"k":[1, "\u00e9", null]}"#);
+        assert_eq!(two.b.0, "-1.5e3");
+        let top: RawJson<'_> = from_slice(b" [1,2] ").unwrap();
+        assert_eq!(top.0, "[1,2]");
+        for bad in [
+            &br#"{"a":{"k":1,"k":2},"b":1}"#[..],
+            br#"{"a":"\ud800","b":1}"#,
+            br#"{"a":1e400,"b":1}"#,
+            br#"{"a":[1,],"b":1}"#,
+        ] {
+            assert!(
+                from_slice::<Two<'_>>(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+            assert!(parse_strict(bad).is_err());
+        }
+        assert!(serde_json::from_str::<RawJson<'_>>("1").is_err());
+    }
 
     /// The tree route this pass stands in for.
     fn tree<T: de::DeserializeOwned>(input: &[u8]) -> Option<T> {
