@@ -467,6 +467,10 @@ impl<'de> serde::Deserialize<'de> for StrictObject<'de> {
                 while let Some(Text(key)) = map.next_key()? {
                     let RawJson(text) = map.next_value()?;
                     let value = match text.as_bytes().first() {
+                        // A checked string without an escape is its text between the quotes.
+                        Some(b'"') if !text.contains('\\') => Ok(Scalar::Str(Cow::Borrowed(
+                            text.get(1..text.len() - 1).unwrap_or_default(),
+                        ))),
                         Some(b'"') => stella_dsse::jcs::from_slice(text.as_bytes())
                             .map(|Text(s)| Scalar::Str(s)),
                         Some(b'-' | b'0'..=b'9') => {
