@@ -131,10 +131,18 @@ fn hex_decode(s: &str) -> Result<Vec<u8>, EntryError> {
     if !s.len().is_multiple_of(2) {
         return Err(EntryError::OddHex(s.to_string()));
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| EntryError::NotHex(s.to_string()))
+    // By bytes: the text comes from the log (a multi-byte character must be refused, not
+    // sliced through), and only hex digits count (`from_str_radix` would take "+f").
+    let digit = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| match (digit(pair[0]), digit(pair[1])) {
+            (Some(hi), Some(lo)) => Ok((hi << 4) | lo),
+            _ => Err(EntryError::NotHex(s.to_string())),
         })
         .collect()
 }
@@ -304,5 +312,31 @@ mod tests {
             .to_string()
             .contains("one entry"));
         assert!(parse_entry(b"[]", "u").is_err());
+    }
+
+    #[test]
+    fn hex_fields_take_hex_digits_only() {
+        assert_eq!(hex_decode("00fF").unwrap(), vec![0x00, 0xff]);
+        assert_eq!(hex_decode("").unwrap(), Vec::<u8>::new());
+        // A multi-byte character (found by the `rekor_entry` fuzz target: it used to panic
+        // slicing through it), signs and spaces `from_str_radix` would have taken.
+        for bad in [
+            "c\u{424}23d",
+            "\u{424}\u{424}",
+            "+f",
+            "-1",
+            " f",
+            "0x",
+            "gg",
+        ] {
+            assert!(
+                matches!(hex_decode(bad), Err(EntryError::NotHex(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(hex_decode("abc"), Err(EntryError::OddHex(_))));
+        let mut e = good();
+        e["logID"] = json!("c\u{424}23d6ad4");
+        assert!(parse_entry(&answer(e), "https://rekor.test").is_err());
     }
 }
