@@ -113,7 +113,9 @@ impl Rec {
 /// records, media types interned.
 #[derive(Debug, Default)]
 pub struct FileIndex {
-    arena: Vec<u8>,
+    /// The paths, one after another (text: a path is sliced out without checking it as UTF-8
+    /// again).
+    arena: String,
     recs: Vec<Rec>,
     media: Vec<String>,
 }
@@ -131,7 +133,10 @@ impl FileIndex {
     }
 
     fn path_of(&self, r: &Rec) -> &str {
-        r.path_in(&self.arena)
+        let start = usize::try_from(r.start).unwrap_or(usize::MAX);
+        self.arena
+            .get(start..start.saturating_add(r.len as usize))
+            .unwrap_or("")
     }
 
     /// The `i`th entry (in path order).
@@ -148,6 +153,7 @@ impl FileIndex {
     fn path_bytes_of(&self, r: &Rec) -> &[u8] {
         let start = usize::try_from(r.start).unwrap_or(usize::MAX);
         self.arena
+            .as_bytes()
             .get(start..start.saturating_add(r.len as usize))
             .unwrap_or_default()
     }
@@ -198,7 +204,7 @@ impl FileIndex {
             media: u32::try_from(media).unwrap_or(u32::MAX),
             sha256,
         });
-        self.arena.extend_from_slice(f.path.as_bytes());
+        self.arena.push_str(&f.path);
         Ok(())
     }
 
@@ -225,7 +231,7 @@ impl FileIndex {
             media: u32::try_from(media).unwrap_or(u32::MAX),
             sha256: *sha256.as_bytes(),
         });
-        self.arena.extend_from_slice(w.path.as_bytes());
+        self.arena.push_str(&w.path);
         Ok(())
     }
 
@@ -244,6 +250,15 @@ impl FileIndex {
             want.extend_from_slice(b"  ");
             want.extend_from_slice(self.path_bytes_of(r));
             want.push(b'\n');
+            // Most lines are whole in the reader's buffer: compared there at once.
+            let have = sums.fill_buf()?;
+            if let Some(line) = have.get(..want.len()) {
+                if line != want.as_slice() {
+                    return Ok(false);
+                }
+                sums.consume(want.len());
+                continue;
+            }
             if !consume_exact(sums, &want)? {
                 return Ok(false);
             }
@@ -611,39 +626,92 @@ pub(crate) fn reads_exactly(r: &mut dyn Read, mut want: &[u8]) -> std::io::Resul
     }
 }
 
-/// A reader that hashes what it passes on (as it is consumed).
+/// A buffered reader that hashes what is consumed from it, a buffer at a time: the buffer is
+/// hashed whole when it is refilled (everything in it was consumed by then), the consumed
+/// part of the last one by [`HashRead::finish`] (not a hash update per line consumed).
 pub(crate) struct HashRead<R> {
-    pub(crate) inner: R,
-    pub(crate) hasher: Hasher,
+    inner: R,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    hasher: Hasher,
 }
 
-impl<R: BufRead> Read for HashRead<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = {
-            let have = self.fill_buf()?;
-            let n = have.len().min(buf.len());
-            if let (Some(to), Some(from)) = (buf.get_mut(..n), have.get(..n)) {
-                to.copy_from_slice(from);
-            }
-            n
-        };
+impl<R: Read> HashRead<R> {
+    pub(crate) fn new(inner: R, capacity: usize) -> Self {
+        HashRead {
+            inner,
+            buf: vec![0u8; capacity.max(1)],
+            pos: 0,
+            end: 0,
+            hasher: Hasher::new(),
+        }
+    }
+
+    /// The digest of every byte consumed.
+    pub(crate) fn finish(mut self) -> Digest {
+        self.hasher
+            .update(self.buf.get(..self.pos).unwrap_or_default());
+        self.hasher.finish()
+    }
+}
+
+impl<R: Read> Read for HashRead<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let have = self.fill_buf()?;
+        let n = have.len().min(out.len());
+        if let (Some(to), Some(from)) = (out.get_mut(..n), have.get(..n)) {
+            to.copy_from_slice(from);
+        }
         self.consume(n);
         Ok(n)
     }
 }
 
-impl<R: BufRead> BufRead for HashRead<R> {
+impl<R: Read> BufRead for HashRead<R> {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        self.inner.fill_buf()
+        if self.pos == self.end {
+            self.hasher
+                .update(self.buf.get(..self.end).unwrap_or_default());
+            self.pos = 0;
+            self.end = 0;
+            self.end = loop {
+                match self.inner.read(&mut self.buf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+        }
+        Ok(self.buf.get(self.pos..self.end).unwrap_or_default())
     }
     fn consume(&mut self, n: usize) {
-        if n > 0 {
-            // The bytes consumed are the front of the buffer just filled.
-            if let Ok(have) = self.inner.fill_buf() {
-                self.hasher.update(have.get(..n).unwrap_or(have));
+        self.pos = self.pos.saturating_add(n).min(self.end);
+    }
+}
+
+/// The DSSE PAE of a payload (`prefix`, [`stella_dsse::stream::pae_prefix`], then the
+/// payload) as a message to verify signatures over: fed straight from memory when the payload
+/// is there (no copy), else read from its file.
+pub(crate) struct PaeOf<'a> {
+    pub(crate) prefix: Vec<u8>,
+    pub(crate) payload: &'a Payload,
+}
+
+impl stella_keys::stream::MessageSource for PaeOf<'_> {
+    fn feed(&mut self, f: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
+        match self.payload {
+            Payload::Mem(v) => {
+                f(&self.prefix);
+                f(v);
+                Ok(())
             }
+            Payload::File(file) => stella_keys::stream::Prefixed {
+                prefix: self.prefix.clone(),
+                body: At::new(file, 0),
+            }
+            .feed(f),
         }
-        self.inner.consume(n);
     }
 }
 
@@ -1858,6 +1926,60 @@ mod tests {
                 .map_err(|e| e.to_string());
             assert_eq!(borrowed, typed, "{}", String::from_utf8_lossy(bytes));
             assert_eq!(typed.is_ok(), n == 0, "{typed:?}");
+        }
+    }
+
+    /// `HashRead` hashes exactly the bytes consumed, whatever its buffer size and however
+    /// they are consumed (lines, reads, a part left unread).
+    #[test]
+    fn hash_read_hashes_what_is_consumed() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for cap in [1, 3, 64, 4096, 1 << 16] {
+            for stop in [0, 1, 63, 64, 65, 4095, 9_999, 10_000] {
+                let mut r = HashRead::new(&data[..], cap);
+                let mut taken = 0;
+                while taken < stop {
+                    let have = r.fill_buf().unwrap();
+                    let n = have.len().min(stop - taken).min(1 + taken % 97);
+                    assert_eq!(have[..n], data[taken..taken + n]);
+                    r.consume(n);
+                    taken += n;
+                }
+                assert_eq!(r.finish(), Digest::of(&data[..stop]), "{cap} {stop}");
+            }
+            let mut r = HashRead::new(&data[..], cap);
+            assert!(consume_exact(&mut r, &data[..5000]).unwrap());
+            assert!(!consume_exact(&mut r, b"x").unwrap());
+            let mut rest = Vec::new();
+            r.read_to_end(&mut rest).unwrap();
+            assert_eq!(rest, data[5000..]);
+            assert_eq!(r.finish(), Digest::of(&data), "{cap}");
+        }
+    }
+
+    /// `PaeOf` feeds the PAE of the payload, in memory or in a file, every time it is asked.
+    #[test]
+    fn pae_of_a_payload_is_its_pae() {
+        use stella_keys::stream::MessageSource as _;
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let want = stella_dsse::pae("application/x", &payload);
+        let prefix = stella_dsse::stream::pae_prefix("application/x", payload.len() as u64);
+        let mut spilled = Spill::new(1000);
+        spilled.write_all(&payload).unwrap();
+        for (k, held) in [Payload::Mem(payload.clone()), spilled.finish().unwrap()]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(held.bytes().is_none(), k == 1);
+            let mut src = PaeOf {
+                prefix: prefix.clone(),
+                payload: held,
+            };
+            for _ in 0..2 {
+                let mut got = Vec::new();
+                src.feed(&mut |c| got.extend_from_slice(c)).unwrap();
+                assert!(got == want);
+            }
         }
     }
 

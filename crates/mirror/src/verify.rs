@@ -1109,10 +1109,8 @@ fn verify_streamed(
     use std::io::BufReader;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use stella_keys::stream::Prefixed;
-
     use crate::streamed::{
-        hash_all, open_meta, parse_manifest, parse_manifest_slice, reads_exactly, Stoppable,
+        hash_all, open_meta, parse_manifest, parse_manifest_slice, reads_exactly, PaeOf, Stoppable,
     };
 
     let StreamedChecked {
@@ -1136,9 +1134,9 @@ fn verify_streamed(
             let signers = stella_keys::verify_envelope_stream(
                 &env.payload_type,
                 &env.signatures,
-                &mut Prefixed {
+                &mut PaeOf {
                     prefix: pae_prefix.clone(),
-                    body: payload.reader(),
+                    payload: &payload,
                 },
                 opts.keyring,
                 &policy,
@@ -1210,9 +1208,9 @@ fn verify_streamed(
         &manifest,
         index,
         &signers,
-        &mut Prefixed {
+        &mut PaeOf {
             prefix: pae_prefix.clone(),
-            body: payload.reader(),
+            payload: &payload,
         },
     );
     drop(payload);
@@ -1249,7 +1247,6 @@ fn rest_of_streamed_metadata(
 
     use stella_keys::stream::Prefixed;
 
-    use crate::hash::Hasher;
     use crate::streamed::{envelope_cap, hash_all, open_meta, At, HashEvery, HashRead, SameAs};
 
     /// `SHA256SUMS.dsse`, read once (`read_sums_env`).
@@ -1296,14 +1293,11 @@ fn rest_of_streamed_metadata(
         else {
             return Ok(None);
         };
-        let mut r = HashRead {
-            inner: BufReader::with_capacity(256 * 1024, At::new(&f, 0)),
-            hasher: Hasher::new(),
-        };
+        let mut r = HashRead::new(At::new(&f, 0), 256 * 1024);
         let same = index.sha256sums_equal(&mut r).at(&path)?;
         // The rest of a longer file, for its digest.
         std::io::copy(&mut r, &mut std::io::sink()).at(&path)?;
-        let digest = r.hasher.finish();
+        let digest = r.finish();
         Ok(Some(SumsRead {
             file: f,
             len,
