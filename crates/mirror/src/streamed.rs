@@ -858,6 +858,12 @@ impl<R: Read> Read for Stoppable<'_, R> {
     }
 }
 
+impl<R: std::io::Seek> std::io::Seek for Stoppable<'_, R> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(to)
+    }
+}
+
 /// Batches of [`BATCH`] files waiting for a hashing thread, at most.
 const QUEUE: usize = 64;
 
