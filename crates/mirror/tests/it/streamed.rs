@@ -562,7 +562,9 @@ fn sha256sums_sig_refusals_keep_their_order_while_checked_beside_the_dsse() {
         assert_eq!(stage_of(m.streamed(&on_disk())), in_memory, "{case}");
         in_memory
     };
-    let cases: [(&str, Option<&[u8]>, &[u8], &str); 5] = [
+    /// What is changed (the `.sig` written, or removed; the `.dsse`) and what the refusal says.
+    type Case<'a> = (&'a str, Option<&'a [u8]>, &'a [u8], &'a str);
+    let cases: [Case<'_>; 5] = [
         (
             "another key's .sig",
             Some(&foreign_sig),
