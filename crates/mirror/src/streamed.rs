@@ -25,8 +25,9 @@
 //!   compared line by line with the index (a merge of two sorted streams), and its envelope's
 //!   payload is hashed, never held.
 //! - Content: the folder is walked as a stream; each file is looked up in the index
-//!   (binary search), marked seen and handed to the hashing threads in batches of 64
-//!   through a bounded queue; listed files never seen are missing (or, thin, from the base).
+//!   (its folder's entries: [`Finder`]), marked seen and handed to the hashing threads in
+//!   batches of [`BATCH`] through a bounded queue; listed files never seen are missing (or,
+//!   thin, from the base).
 //!
 //! Not on this path (refused with a message naming the file): `time-anchor.json` and
 //! `manifest.sigstore.json`, whose checks need the manifest bytes in memory.
