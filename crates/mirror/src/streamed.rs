@@ -25,8 +25,9 @@
 //!   compared line by line with the index (a merge of two sorted streams), and its envelope's
 //!   payload is hashed, never held.
 //! - Content: the folder is walked as a stream; each file is looked up in the index
-//!   (binary search), marked seen and handed to the hashing threads in batches of 64
-//!   through a bounded queue; listed files never seen are missing (or, thin, from the base).
+//!   (its folder's entries: [`Finder`]), marked seen and handed to the hashing threads in
+//!   batches of [`BATCH`] through a bounded queue; listed files never seen are missing (or,
+//!   thin, from the base).
 //!
 //! Not on this path (refused with a message naming the file): `time-anchor.json` and
 //! `manifest.sigstore.json`, whose checks need the manifest bytes in memory.
@@ -113,7 +114,9 @@ impl Rec {
 /// records, media types interned.
 #[derive(Debug, Default)]
 pub struct FileIndex {
-    arena: Vec<u8>,
+    /// The paths, one after another (text: a path is sliced out without checking it as UTF-8
+    /// again).
+    arena: String,
     recs: Vec<Rec>,
     media: Vec<String>,
 }
@@ -131,7 +134,10 @@ impl FileIndex {
     }
 
     fn path_of(&self, r: &Rec) -> &str {
-        r.path_in(&self.arena)
+        let start = usize::try_from(r.start).unwrap_or(usize::MAX);
+        self.arena
+            .get(start..start.saturating_add(r.len as usize))
+            .unwrap_or("")
     }
 
     /// The `i`th entry (in path order).
@@ -148,6 +154,7 @@ impl FileIndex {
     fn path_bytes_of(&self, r: &Rec) -> &[u8] {
         let start = usize::try_from(r.start).unwrap_or(usize::MAX);
         self.arena
+            .as_bytes()
             .get(start..start.saturating_add(r.len as usize))
             .unwrap_or_default()
     }
@@ -198,7 +205,7 @@ impl FileIndex {
             media: u32::try_from(media).unwrap_or(u32::MAX),
             sha256,
         });
-        self.arena.extend_from_slice(f.path.as_bytes());
+        self.arena.push_str(&f.path);
         Ok(())
     }
 
@@ -225,7 +232,7 @@ impl FileIndex {
             media: u32::try_from(media).unwrap_or(u32::MAX),
             sha256: *sha256.as_bytes(),
         });
-        self.arena.extend_from_slice(w.path.as_bytes());
+        self.arena.push_str(&w.path);
         Ok(())
     }
 
@@ -244,6 +251,15 @@ impl FileIndex {
             want.extend_from_slice(b"  ");
             want.extend_from_slice(self.path_bytes_of(r));
             want.push(b'\n');
+            // Most lines are whole in the reader's buffer: compared there at once.
+            let have = sums.fill_buf()?;
+            if let Some(line) = have.get(..want.len()) {
+                if line != want.as_slice() {
+                    return Ok(false);
+                }
+                sums.consume(want.len());
+                continue;
+            }
             if !consume_exact(sums, &want)? {
                 return Ok(false);
             }
@@ -380,24 +396,37 @@ impl<'de> Deserialize<'de> for IndexSink {
 pub fn parse_manifest(
     input: impl Read,
 ) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
-    let mut de = serde_json::Deserializer::from_reader(input);
-    let m = Wire::<IndexSink>::deserialize(&mut de).map_err(ManifestError::Shape)?;
-    de.end().map_err(ManifestError::Shape)?;
-    split_manifest(m)
+    split_manifest(deserialize_manifest(
+        serde_json::Deserializer::from_reader(input),
+    )?)
 }
 
 /// [`parse_manifest`] from bytes in memory (serde_json reads a slice several times faster
 /// than a reader).
+///
+/// Valid UTF-8 (every manifest that verifies) is checked as UTF-8 once, whole, and read as
+/// text: serde_json then takes each string as it stands instead of checking each of the
+/// seven strings of every entry again. Other input is read as bytes, so its error (text and
+/// position) is serde_json's as before (test `borrowed_entries_read_as_typed_entries_did`).
 pub fn parse_manifest_slice(
     input: &[u8],
 ) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
-    let mut de = serde_json::Deserializer::from_slice(input);
     ROOM.set((input.len() / MIN_ENTRY_BYTES, input.len() / 4));
-    let m = Wire::<IndexSink>::deserialize(&mut de);
+    let m = match std::str::from_utf8(input) {
+        Ok(text) => deserialize_manifest(serde_json::Deserializer::from_str(text)),
+        Err(_) => deserialize_manifest(serde_json::Deserializer::from_slice(input)),
+    };
     ROOM.set((0, 0));
-    let m = m.map_err(ManifestError::Shape)?;
+    split_manifest(m?)
+}
+
+/// The manifest with its files in a [`FileIndex`], to the end of the input.
+fn deserialize_manifest<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+) -> std::result::Result<Wire<IndexSink>, ManifestError> {
+    let m = Wire::<IndexSink>::deserialize(&mut de).map_err(ManifestError::Shape)?;
     de.end().map_err(ManifestError::Shape)?;
-    split_manifest(m)
+    Ok(m)
 }
 
 fn split_manifest(m: Wire<IndexSink>) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
@@ -598,39 +627,92 @@ pub(crate) fn reads_exactly(r: &mut dyn Read, mut want: &[u8]) -> std::io::Resul
     }
 }
 
-/// A reader that hashes what it passes on (as it is consumed).
+/// A buffered reader that hashes what is consumed from it, a buffer at a time: the buffer is
+/// hashed whole when it is refilled (everything in it was consumed by then), the consumed
+/// part of the last one by [`HashRead::finish`] (not a hash update per line consumed).
 pub(crate) struct HashRead<R> {
-    pub(crate) inner: R,
-    pub(crate) hasher: Hasher,
+    inner: R,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    hasher: Hasher,
 }
 
-impl<R: BufRead> Read for HashRead<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = {
-            let have = self.fill_buf()?;
-            let n = have.len().min(buf.len());
-            if let (Some(to), Some(from)) = (buf.get_mut(..n), have.get(..n)) {
-                to.copy_from_slice(from);
-            }
-            n
-        };
+impl<R: Read> HashRead<R> {
+    pub(crate) fn new(inner: R, capacity: usize) -> Self {
+        HashRead {
+            inner,
+            buf: vec![0u8; capacity.max(1)],
+            pos: 0,
+            end: 0,
+            hasher: Hasher::new(),
+        }
+    }
+
+    /// The digest of every byte consumed.
+    pub(crate) fn finish(mut self) -> Digest {
+        self.hasher
+            .update(self.buf.get(..self.pos).unwrap_or_default());
+        self.hasher.finish()
+    }
+}
+
+impl<R: Read> Read for HashRead<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let have = self.fill_buf()?;
+        let n = have.len().min(out.len());
+        if let (Some(to), Some(from)) = (out.get_mut(..n), have.get(..n)) {
+            to.copy_from_slice(from);
+        }
         self.consume(n);
         Ok(n)
     }
 }
 
-impl<R: BufRead> BufRead for HashRead<R> {
+impl<R: Read> BufRead for HashRead<R> {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        self.inner.fill_buf()
+        if self.pos == self.end {
+            self.hasher
+                .update(self.buf.get(..self.end).unwrap_or_default());
+            self.pos = 0;
+            self.end = 0;
+            self.end = loop {
+                match self.inner.read(&mut self.buf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+        }
+        Ok(self.buf.get(self.pos..self.end).unwrap_or_default())
     }
     fn consume(&mut self, n: usize) {
-        if n > 0 {
-            // The bytes consumed are the front of the buffer just filled.
-            if let Ok(have) = self.inner.fill_buf() {
-                self.hasher.update(have.get(..n).unwrap_or(have));
+        self.pos = self.pos.saturating_add(n).min(self.end);
+    }
+}
+
+/// The DSSE PAE of a payload (`prefix`, [`stella_dsse::stream::pae_prefix`], then the
+/// payload) as a message to verify signatures over: fed straight from memory when the payload
+/// is there (no copy), else read from its file.
+pub(crate) struct PaeOf<'a> {
+    pub(crate) prefix: Vec<u8>,
+    pub(crate) payload: &'a Payload,
+}
+
+impl stella_keys::stream::MessageSource for PaeOf<'_> {
+    fn feed(&mut self, f: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
+        match self.payload {
+            Payload::Mem(v) => {
+                f(&self.prefix);
+                f(v);
+                Ok(())
             }
+            Payload::File(file) => stella_keys::stream::Prefixed {
+                prefix: self.prefix.clone(),
+                body: At::new(file, 0),
+            }
+            .feed(f),
         }
-        self.inner.consume(n);
     }
 }
 
@@ -774,6 +856,12 @@ impl<R: Read> Read for Stoppable<'_, R> {
             ));
         }
         self.inner.read(buf)
+    }
+}
+
+impl<R: std::io::Seek> std::io::Seek for Stoppable<'_, R> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(to)
     }
 }
 
@@ -1823,6 +1911,82 @@ mod tests {
             assert_eq!(borrowed, typed, "{text}");
             assert_eq!(from_reader, typed_reader, "{text}");
             assert_eq!(typed.is_ok(), n < good, "{text}: {typed:?}");
+        }
+        // Not UTF-8 (read as bytes, not as text): the same refusal at the same position,
+        // wherever the bad byte is; valid non-ASCII text reads as typed entries did.
+        let text = manifest(&format!("[{},{}]", e("a/b"), e("é/ü")));
+        let mut cases: Vec<Vec<u8>> = vec![text.clone().into_bytes()];
+        for at in ["a/b", "é", "\"t\"", "mediaType", "issuer", "2026", ":", ","] {
+            for bad in [&[0xffu8][..], &[0xc3], &[0xed, 0xa0, 0x80], &[0xe2, 0x82]] {
+                let k = text.find(at).unwrap();
+                let mut b = text.clone().into_bytes();
+                b.splice(k..k, bad.iter().copied());
+                cases.push(b);
+            }
+        }
+        for (n, bytes) in cases.iter().enumerate() {
+            let typed = serde_json::from_slice::<Wire<TypedSink>>(bytes)
+                .map(|w| listing(&w.with_files(TypedFiles::default()).1 .0))
+                .map_err(|e| ManifestError::Shape(e).to_string());
+            let borrowed = parse_manifest_slice(bytes)
+                .map(|(_, idx)| listing(&idx))
+                .map_err(|e| e.to_string());
+            assert_eq!(borrowed, typed, "{}", String::from_utf8_lossy(bytes));
+            assert_eq!(typed.is_ok(), n == 0, "{typed:?}");
+        }
+    }
+
+    /// `HashRead` hashes exactly the bytes consumed, whatever its buffer size and however
+    /// they are consumed (lines, reads, a part left unread).
+    #[test]
+    fn hash_read_hashes_what_is_consumed() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for cap in [1, 3, 64, 4096, 1 << 16] {
+            for stop in [0, 1, 63, 64, 65, 4095, 9_999, 10_000] {
+                let mut r = HashRead::new(&data[..], cap);
+                let mut taken = 0;
+                while taken < stop {
+                    let have = r.fill_buf().unwrap();
+                    let n = have.len().min(stop - taken).min(1 + taken % 97);
+                    assert_eq!(have[..n], data[taken..taken + n]);
+                    r.consume(n);
+                    taken += n;
+                }
+                assert_eq!(r.finish(), Digest::of(&data[..stop]), "{cap} {stop}");
+            }
+            let mut r = HashRead::new(&data[..], cap);
+            assert!(consume_exact(&mut r, &data[..5000]).unwrap());
+            assert!(!consume_exact(&mut r, b"x").unwrap());
+            let mut rest = Vec::new();
+            r.read_to_end(&mut rest).unwrap();
+            assert_eq!(rest, data[5000..]);
+            assert_eq!(r.finish(), Digest::of(&data), "{cap}");
+        }
+    }
+
+    /// `PaeOf` feeds the PAE of the payload, in memory or in a file, every time it is asked.
+    #[test]
+    fn pae_of_a_payload_is_its_pae() {
+        use stella_keys::stream::MessageSource as _;
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let want = stella_dsse::pae("application/x", &payload);
+        let prefix = stella_dsse::stream::pae_prefix("application/x", payload.len() as u64);
+        let mut spilled = Spill::new(1000);
+        spilled.write_all(&payload).unwrap();
+        for (k, held) in [Payload::Mem(payload.clone()), spilled.finish().unwrap()]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(held.bytes().is_none(), k == 1);
+            let mut src = PaeOf {
+                prefix: prefix.clone(),
+                payload: held,
+            };
+            for _ in 0..2 {
+                let mut got = Vec::new();
+                src.feed(&mut |c| got.extend_from_slice(c)).unwrap();
+                assert!(got == want);
+            }
         }
     }
 

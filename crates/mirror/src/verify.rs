@@ -1109,10 +1109,8 @@ fn verify_streamed(
     use std::io::BufReader;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use stella_keys::stream::Prefixed;
-
     use crate::streamed::{
-        hash_all, open_meta, parse_manifest, parse_manifest_slice, reads_exactly, Stoppable,
+        hash_all, open_meta, parse_manifest, parse_manifest_slice, reads_exactly, PaeOf, Stoppable,
     };
 
     let StreamedChecked {
@@ -1136,9 +1134,9 @@ fn verify_streamed(
             let signers = stella_keys::verify_envelope_stream(
                 &env.payload_type,
                 &env.signatures,
-                &mut Prefixed {
+                &mut PaeOf {
                     prefix: pae_prefix.clone(),
-                    body: payload.reader(),
+                    payload: &payload,
                 },
                 opts.keyring,
                 &policy,
@@ -1210,9 +1208,9 @@ fn verify_streamed(
         &manifest,
         index,
         &signers,
-        &mut Prefixed {
+        &mut PaeOf {
             prefix: pae_prefix.clone(),
-            body: payload.reader(),
+            payload: &payload,
         },
     );
     drop(payload);
@@ -1249,8 +1247,11 @@ fn rest_of_streamed_metadata(
 
     use stella_keys::stream::Prefixed;
 
-    use crate::hash::Hasher;
-    use crate::streamed::{envelope_cap, hash_all, open_meta, At, HashEvery, HashRead, SameAs};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::streamed::{
+        envelope_cap, hash_all, open_meta, At, HashEvery, HashRead, SameAs, Stoppable,
+    };
 
     /// `SHA256SUMS.dsse`, read once (`read_sums_env`).
     struct SumsEnvRead {
@@ -1296,14 +1297,11 @@ fn rest_of_streamed_metadata(
         else {
             return Ok(None);
         };
-        let mut r = HashRead {
-            inner: BufReader::with_capacity(256 * 1024, At::new(&f, 0)),
-            hasher: Hasher::new(),
-        };
+        let mut r = HashRead::new(At::new(&f, 0), 256 * 1024);
         let same = index.sha256sums_equal(&mut r).at(&path)?;
         // The rest of a longer file, for its digest.
         std::io::copy(&mut r, &mut std::io::sink()).at(&path)?;
-        let digest = r.hasher.finish();
+        let digest = r.finish();
         Ok(Some(SumsRead {
             file: f,
             len,
@@ -1379,55 +1377,75 @@ fn rest_of_streamed_metadata(
         return Err(sums_differ());
     }
     let (sums_file, sums_len, sums_path) = (&sums.file, &sums.len, &sums.path);
-    let sums_env = match sums_env {
-        Some(s) => s,
-        None => read_sums_env()?.ok_or_else(|| missing_sums(names::SUMS_DSSE))?,
-    };
-    let same_as_sums = sums_env.same;
-    let sums_env_failed = sums_env.sums_failed;
-    let sums_env = sums_env.env.map_err(|e| match e {
-        stella_dsse::stream::StreamError::Io(e) => Error::io(&sums_env.path, e),
-        e => sums_dsse_refused(e),
-    })?;
-    if let Some(e) = sums_env_failed {
-        return Err(e);
-    }
-    if !same_as_sums
-        || sums_env.payload_len != *sums_len
-        || sums_env.payload_type != crate::SUMS_PAYLOAD_TYPE
-    {
-        return Err(sums_dsse_not_sums());
-    }
-    stella_keys::verify_envelope_stream(
-        &sums_env.payload_type,
-        &sums_env.signatures,
-        &mut Prefixed {
-            prefix: stella_dsse::stream::pae_prefix(&sums_env.payload_type, *sums_len),
-            body: At::new(sums_file, 0),
-        },
-        opts.keyring,
-        &sums_policy(opts),
-    )
-    .map_err(sums_dsse_refused)?;
-    let signer_keys = keys_of(opts.keyring, signers);
-    let sig = crate::fs::read_metadata_file(dir, names::SUMS_SIG)?
-        .ok_or_else(|| missing_sums(names::SUMS_SIG))?;
-    let raw = sums_sig(&sig)?;
-    let mut raw_sums = Prefixed {
-        prefix: Vec::new(),
-        body: At::new(sums_file, 0),
-    };
-    let mut v = stella_keys::stream::StreamVerifier::new(&mut raw_sums);
-    let mut any = false;
-    for k in &signer_keys {
-        if v.verify(k, &raw).at(sums_path)? {
-            any = true;
-            break;
+    // `SHA256SUMS.dsse`, then `SHA256SUMS.sig` (each verified by a SHA-512 pass over the open
+    // `SHA256SUMS`): the second is checked on another thread at the same time, its verdict
+    // taken after every check of the first, as in sequence (a failure of the first wins and
+    // stops the second).
+    let dsse_failed = AtomicBool::new(false);
+    let check_dsse = || -> Result<()> {
+        let sums_env = match sums_env {
+            Some(s) => s,
+            None => read_sums_env()?.ok_or_else(|| missing_sums(names::SUMS_DSSE))?,
+        };
+        let same_as_sums = sums_env.same;
+        let sums_env_failed = sums_env.sums_failed;
+        let sums_env = sums_env.env.map_err(|e| match e {
+            stella_dsse::stream::StreamError::Io(e) => Error::io(&sums_env.path, e),
+            e => sums_dsse_refused(e),
+        })?;
+        if let Some(e) = sums_env_failed {
+            return Err(e);
         }
-    }
-    if !any {
-        return Err(sums_sig_does_not_verify());
-    }
+        if !same_as_sums
+            || sums_env.payload_len != *sums_len
+            || sums_env.payload_type != crate::SUMS_PAYLOAD_TYPE
+        {
+            return Err(sums_dsse_not_sums());
+        }
+        stella_keys::verify_envelope_stream(
+            &sums_env.payload_type,
+            &sums_env.signatures,
+            &mut Prefixed {
+                prefix: stella_dsse::stream::pae_prefix(&sums_env.payload_type, *sums_len),
+                body: At::new(sums_file, 0),
+            },
+            opts.keyring,
+            &sums_policy(opts),
+        )
+        .map_err(sums_dsse_refused)?;
+        Ok(())
+    };
+    let check_sig = || -> Result<()> {
+        let signer_keys = keys_of(opts.keyring, signers);
+        let sig = crate::fs::read_metadata_file(dir, names::SUMS_SIG)?
+            .ok_or_else(|| missing_sums(names::SUMS_SIG))?;
+        let raw = sums_sig(&sig)?;
+        let mut raw_sums = Prefixed {
+            prefix: Vec::new(),
+            body: Stoppable {
+                inner: At::new(sums_file, 0),
+                stop: &dsse_failed,
+            },
+        };
+        let mut v = stella_keys::stream::StreamVerifier::new(&mut raw_sums);
+        for k in &signer_keys {
+            if v.verify(k, &raw).at(sums_path)? {
+                return Ok(());
+            }
+        }
+        Err(sums_sig_does_not_verify())
+    };
+    std::thread::scope(|s| {
+        let sig = s.spawn(check_sig);
+        let dsse = check_dsse();
+        if dsse.is_err() {
+            dsse_failed.store(true, Ordering::Relaxed);
+        }
+        let sig = sig
+            .join()
+            .unwrap_or_else(|_| Err(Error::input("a verifying thread panicked")));
+        dsse.and(sig)
+    })?;
 
     // 5. public-key.pem: only keys that signed.
     if let Some(pem_bytes) = crate::fs::read_metadata_file(dir, names::PUBLIC_KEY)? {

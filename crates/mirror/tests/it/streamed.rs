@@ -521,3 +521,94 @@ fn duplicate_unsorted_and_bad_entries_deep_in_a_stream_are_refused() {
     let cut = Synthetic::manifest(50_000, honest_entry).take(1_000_000);
     assert!(parse_manifest(cut).is_err());
 }
+
+/// `SHA256SUMS.sig` is checked at the same time as `SHA256SUMS.dsse` on the streamed path
+/// (a SHA-512 pass over `SHA256SUMS` each, on two threads): its refusals (another key's
+/// signature, not base64, missing) read as on the in-memory path, and with `SHA256SUMS.dsse`
+/// refused too, that refusal is the one reported, as in sequence.
+#[test]
+fn sha256sums_sig_refusals_keep_their_order_while_checked_beside_the_dsse() {
+    use stella_keys::{Algorithm, FileKey, Signer as _};
+    let m = Many::new(1500);
+    let manifest = std::fs::read(m.bundle.join(names::MANIFEST)).expect("manifest");
+    let sums = std::fs::read(m.bundle.join(names::SUMS)).expect("sums");
+    let sig_path = m.bundle.join(names::SUMS_SIG);
+    let dsse_path = m.bundle.join(names::SUMS_DSSE);
+    let honest_sig = std::fs::read(&sig_path).expect("sig");
+    let honest_dsse = std::fs::read(&dsse_path).expect("dsse");
+    let other = FileKey::generate(Algorithm::Ed25519).expect("key");
+    let foreign_sig = stella_dsse::b64::encode(&other.sign(&sums).expect("sign")).into_bytes();
+    let foreign_dsse =
+        stella_keys::sign_envelope(stella_mirror::SUMS_PAYLOAD_TYPE, sums.clone(), &[&other])
+            .expect("sign")
+            .to_json();
+    // The manifest signs `name`'s digest and size (when it lists it).
+    let sign_file = |name: &str, body: &[u8]| {
+        std::fs::write(m.bundle.join(name), body).expect("write");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(m.bundle.join(names::MANIFEST)).expect("m"))
+                .expect("json");
+        for c in v["checksums"].as_array_mut().expect("checksums") {
+            if c["path"] == name {
+                c["sha256"] = stella_mirror::Digest::of(body).hex().into();
+                c["size"] = body.len().into();
+            }
+        }
+        m.resign(stella_dsse::jcs::to_vec(&v).expect("jcs"));
+    };
+    let same_everywhere = |case: &str| -> (Stage, String) {
+        let in_memory = stage_of(verify_dir(&m.bundle, &m.opts(), &NoProgress));
+        assert_eq!(stage_of(m.streamed(&small_limits())), in_memory, "{case}");
+        assert_eq!(stage_of(m.streamed(&on_disk())), in_memory, "{case}");
+        in_memory
+    };
+    /// What is changed (the `.sig` written, or removed; the `.dsse`) and what the refusal says.
+    type Case<'a> = (&'a str, Option<&'a [u8]>, &'a [u8], &'a str);
+    let cases: [Case<'_>; 5] = [
+        (
+            "another key's .sig",
+            Some(&foreign_sig),
+            &honest_dsse,
+            "SHA256SUMS.sig does not verify",
+        ),
+        (
+            "a .sig not base64",
+            Some(b"not base64!"),
+            &honest_dsse,
+            "SHA256SUMS.sig:",
+        ),
+        ("no .sig", None, &honest_dsse, "SHA256SUMS.sig"),
+        (
+            "another key's .dsse and .sig",
+            Some(&foreign_sig),
+            foreign_dsse.as_slice(),
+            "SHA256SUMS.dsse",
+        ),
+        (
+            "another key's .dsse, no .sig",
+            None,
+            foreign_dsse.as_slice(),
+            "SHA256SUMS.dsse",
+        ),
+    ];
+    for (case, sig, dsse, says) in cases {
+        match sig {
+            Some(sig) => sign_file(names::SUMS_SIG, sig),
+            None => std::fs::remove_file(&sig_path).expect("remove"),
+        }
+        sign_file(names::SUMS_DSSE, dsse);
+        let (stage, msg) = same_everywhere(case);
+        assert_eq!(stage, Stage::Checksums, "{case}: {msg}");
+        assert!(msg.contains(says), "{case}: {msg}");
+        if dsse != honest_dsse.as_slice() {
+            assert!(!msg.contains("SHA256SUMS.sig"), "{case}: {msg}");
+        }
+    }
+    // Honest again: every path verifies.
+    std::fs::write(&sig_path, &honest_sig).expect("write");
+    std::fs::write(&dsse_path, &honest_dsse).expect("write");
+    m.resign(manifest);
+    m.streamed(&small_limits()).expect("streamed");
+    m.streamed(&on_disk()).expect("on disk");
+    verify_dir(&m.bundle, &m.opts(), &NoProgress).expect("in memory");
+}
