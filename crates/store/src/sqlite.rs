@@ -52,24 +52,22 @@ CREATE TABLE IF NOT EXISTS audit_log (
     prev_hash TEXT NOT NULL,
     hash      TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit_log_time ON audit_log(time);
 ";
 
-/// The audit API's indexes by tenant, outcome and subject digest: derived data, never part of
+/// The log's indexes by time, tenant, outcome and subject digest: derived data, never part of
 /// the chain, kept in tables of their own and filled by the writer in batches *after* the
 /// records are acknowledged (see [`Writer::index_pending`]), not in each record's transaction.
 ///
 /// Each index an append touches costs its transaction a 4 KiB WAL frame (the subject index a
-/// random leaf per record), so the record's own transaction writes only the table and its
-/// `time` index. `audit_indexed.upto` is the last `seq` the index tables cover, committed
+/// random leaf per record), so the record's own transaction writes only the table. `audit_indexed.upto` is the last `seq` the index tables cover, committed
 /// with them; queries answer the records after it (the tail) by reading them
 /// ([`run_query`]), so a record is found the moment it is acknowledged. After a crash, open
 /// indexes the tail from the records themselves ([`index_tail`]).
 ///
-/// Databases of earlier versions indexed tenant and outcome with `json_extract` expression
-/// indexes on `audit_log` and filled `audit_subject` in the record's transaction (or had no
-/// subject index at all): [`migrate`] creates the new tables, indexes every record not yet
-/// covered and drops the expression indexes, in one transaction.
+/// Databases of earlier versions indexed `audit_log` itself (`time`, and tenant and outcome
+/// with `json_extract` expression indexes) and filled `audit_subject` in the record's
+/// transaction (or had no subject index at all): [`migrate`] creates the new tables, indexes
+/// every record not yet covered and drops the indexes on `audit_log`, in one transaction.
 const INDEX_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS audit_subject (
     digest TEXT NOT NULL,
@@ -78,9 +76,11 @@ CREATE TABLE IF NOT EXISTS audit_subject (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit_facet (
     seq     INTEGER PRIMARY KEY,
+    time    TEXT NOT NULL,
     tenant  TEXT,
     outcome TEXT
 );
+CREATE INDEX IF NOT EXISTS audit_facet_time ON audit_facet(time);
 CREATE INDEX IF NOT EXISTS audit_facet_tenant ON audit_facet(tenant, seq);
 CREATE INDEX IF NOT EXISTS audit_facet_outcome ON audit_facet(outcome, seq);
 CREATE TABLE IF NOT EXISTS audit_indexed (
@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS audit_indexed (
     hash TEXT NOT NULL
 );
 INSERT OR IGNORE INTO audit_indexed (id, upto, hash) VALUES (1, 0, '');
+DROP INDEX IF EXISTS audit_log_time;
 DROP INDEX IF EXISTS audit_log_tenant;
 DROP INDEX IF EXISTS audit_log_outcome;
 ";
@@ -140,8 +141,8 @@ fn migrate(conn: &mut Connection) -> Result<u64, StoreError> {
 /// the caller's transaction. Idempotent. Returns the new `upto`.
 fn index_tail(conn: &Connection) -> Result<u64, StoreError> {
     conn.execute_batch(
-        "INSERT OR REPLACE INTO audit_facet (seq, tenant, outcome) \
-         SELECT seq, json_extract(record, '$.tenant'), json_extract(record, '$.outcome') \
+        "INSERT OR REPLACE INTO audit_facet (seq, time, tenant, outcome) \
+         SELECT seq, time, json_extract(record, '$.tenant'), json_extract(record, '$.outcome') \
          FROM audit_log WHERE seq > (SELECT upto FROM audit_indexed); \
          INSERT OR IGNORE INTO audit_subject (digest, seq) \
          SELECT j.value, a.seq FROM audit_log a, json_each(a.record, '$.subjectDigests') j \
@@ -463,16 +464,20 @@ fn open_query_conn(path: &Path) -> Result<Connection, StoreError> {
 
 /// One page of `q`. Rows are read `limit + 1` deep to tell whether more match.
 ///
-/// Without a tenant, outcome or subject filter, one read of `audit_log` (by `seq`, or by its
-/// `time` index). With one, in one read transaction: the records up to `audit_indexed.upto`
-/// through the index tables ([`INDEX_TABLES`]), then, when the page is not full, the
-/// not-yet-indexed tail after it read directly with the same filters on the record itself
-/// (at most about [`MAX_TAIL`] records).
+/// Without a filter, one read of `audit_log` by `seq`. With one, in one read transaction: the
+/// records up to `audit_indexed.upto` through the index tables ([`INDEX_TABLES`]; the time
+/// is compared on both the index's copy and the record's column), then, when the page is not
+/// full, the not-yet-indexed tail after it read directly with the same filters on the record
+/// itself (at most about [`MAX_TAIL`] records).
 fn run_query(conn: &Connection, q: &AuditQuery) -> Result<AuditPage, StoreError> {
     let limit = q.effective_limit();
     let want = limit + 1;
     let after = i64::try_from(q.after_seq).unwrap_or(i64::MAX);
-    let indexed_filter = q.tenant.is_some() || q.outcome.is_some() || q.subject_digest.is_some();
+    let indexed_filter = q.tenant.is_some()
+        || q.outcome.is_some()
+        || q.subject_digest.is_some()
+        || q.since.is_some()
+        || q.until.is_some();
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Deferred)?;
     let mut records = Vec::with_capacity(limit.min(64));
     if indexed_filter {
@@ -484,18 +489,22 @@ fn run_query(conn: &Connection, q: &AuditQuery) -> Result<AuditPage, StoreError>
                  WHERE f.seq > ? AND f.seq <= ?",
             );
             let mut args: Vec<rusqlite::types::Value> = vec![after.into(), upto.into()];
+            // The index rows find the candidates; the record itself decides (as in the tail).
             if let Some(t) = &q.tenant {
-                sql.push_str(" AND f.tenant = ?");
+                sql.push_str(" AND f.tenant = ? AND json_extract(a.record, '$.tenant') = ?");
+                args.push(t.clone().into());
                 args.push(t.clone().into());
             }
             if let Some(o) = q.outcome {
-                sql.push_str(" AND f.outcome = ?");
+                sql.push_str(" AND f.outcome = ? AND json_extract(a.record, '$.outcome') = ?");
+                args.push(o.as_str().to_string().into());
                 args.push(o.as_str().to_string().into());
             }
             if let Some(d) = &q.subject_digest {
                 sql.push_str(" AND f.seq IN (SELECT seq FROM audit_subject WHERE digest = ?)");
                 args.push(d.clone().into());
             }
+            push_time_filters(q, "f.", &mut sql, &mut args);
             push_time_filters(q, "a.", &mut sql, &mut args);
             sql.push_str(" ORDER BY f.seq LIMIT ?");
             args.push(i64::try_from(want).unwrap_or(i64::MAX).into());
@@ -623,6 +632,7 @@ impl Drop for SqliteAudit {
 /// no JSON is parsed to index it).
 struct Facets {
     seq: i64,
+    time: String,
     tenant: Option<String>,
     outcome: &'static str,
     subjects: Vec<String>,
@@ -706,13 +716,14 @@ impl Writer {
                 index_tail(&tx)?;
             } else {
                 let mut facet = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO audit_facet (seq, tenant, outcome) VALUES (?1, ?2, ?3)",
+                    "INSERT OR REPLACE INTO audit_facet (seq, time, tenant, outcome) \
+                     VALUES (?1, ?2, ?3, ?4)",
                 )?;
                 let mut subject = tx.prepare_cached(
                     "INSERT OR IGNORE INTO audit_subject (digest, seq) VALUES (?1, ?2)",
                 )?;
                 for f in &self.unindexed {
-                    facet.execute(params![f.seq, f.tenant, f.outcome])?;
+                    facet.execute(params![f.seq, f.time, f.tenant, f.outcome])?;
                     for d in &f.subjects {
                         subject.execute(params![d, f.seq])?;
                     }
@@ -779,6 +790,7 @@ impl Writer {
                     let _ = p.reply.send(Ok(a));
                     self.unindexed.push(Facets {
                         seq,
+                        time: p.time,
                         tenant: p.tenant,
                         outcome: p.outcome.as_str(),
                         subjects: p.subjects,
@@ -806,6 +818,9 @@ impl Writer {
 /// hide) a dropped table or a deleted file.
 pub struct SqliteReader {
     conn: Connection,
+    /// The database has the index tables ([`INDEX_TABLES`]); one of an earlier version
+    /// indexes `time` on `audit_log` instead.
+    indexed: bool,
 }
 
 impl SqliteReader {
@@ -827,7 +842,16 @@ impl SqliteReader {
         if tables == 0 {
             return Err(StoreError::NoLog(path.display().to_string()));
         }
-        Ok(SqliteReader { conn })
+        let index_tables: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+             AND name IN ('audit_facet', 'audit_indexed')",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(SqliteReader {
+            conn,
+            indexed: index_tables == 2,
+        })
     }
 
     /// The read-only connection (tests, diagnostics).
@@ -864,13 +888,22 @@ impl AuditReader for SqliteReader {
     }
 
     fn first_seq_since(&self, since: &str) -> Result<Option<u64>, StoreError> {
+        // With the index tables: the indexed records by the time index (each checked against
+        // its record's column too), the tail after `upto` read directly; one statement, one
+        // snapshot.
+        let sql = if self.indexed {
+            "SELECT min(s) FROM ( \
+             SELECT MIN(f.seq) AS s FROM audit_facet f JOIN audit_log a ON a.seq = f.seq \
+             WHERE f.time >= ?1 AND a.time >= ?1 AND f.seq <= (SELECT upto FROM audit_indexed) \
+             UNION ALL \
+             SELECT MIN(seq) AS s FROM audit_log \
+             WHERE seq > (SELECT upto FROM audit_indexed) AND time >= ?1)"
+        } else {
+            "SELECT MIN(seq) FROM audit_log WHERE time >= ?1"
+        };
         let seq: Option<i64> = self
             .conn
-            .query_row(
-                "SELECT MIN(seq) FROM audit_log WHERE time >= ?1",
-                params![since],
-                |r| r.get(0),
-            )
+            .query_row(sql, params![since], |r| r.get(0))
             .optional()?
             .flatten();
         Ok(seq.and_then(|s| u64::try_from(s).ok()))

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rusqlite::Connection;
+use stella_store::AuditReader as _;
 use stella_store::{
     chain, open_raw, AuditLog, AuditPage, AuditQuery, AuditRecord, Outcome, SqliteAudit,
     SqliteOptions, SqliteReader, StoredRecord,
@@ -219,6 +220,29 @@ fn old_copy(src: &Path, path: &Path) -> Connection {
     conn
 }
 
+/// `first_seq_since` (`stella audit export --since`) of the reader of `path` answers as the
+/// old query on `old`, for times before, inside and after the log's.
+fn same_first_seq(path: &Path, old: &Connection) {
+    let reader = SqliteReader::open(path).unwrap();
+    let mut found = 0;
+    for m in (0..62).step_by(3) {
+        for s in [0, 29, 59] {
+            let since = format!("2026-01-02T03:{m:02}:{s:02}.000Z");
+            let want: Option<i64> = old
+                .query_row(
+                    "SELECT MIN(seq) FROM audit_log WHERE time >= ?1",
+                    [&since],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            let got = reader.first_seq_since(&since).unwrap();
+            assert_eq!(got, want.map(|w| w as u64), "{since}");
+            found += usize::from(got.is_some_and(|g| g > 1));
+        }
+    }
+    assert!(found > 20, "{found}");
+}
+
 fn upto(path: &Path) -> u64 {
     SqliteReader::open(path)
         .unwrap()
@@ -264,12 +288,16 @@ async fn sqlite_queries_match_the_old_schema() {
     let old = old_copy(&path, &old_path);
     let returned = same_answers(&log, &old).await;
     assert!(returned > 3_000, "{returned}");
+    same_first_seq(&path, &old);
     log.close().await.unwrap();
     // Closing indexes the tail.
     assert_eq!(upto(&path), N);
     let log = SqliteAudit::open(SqliteOptions::new(&path)).unwrap();
     same_answers(&log, &old).await;
     log.close().await.unwrap();
+    same_first_seq(&path, &old);
+    // The reader of an old-schema database (no index tables) answers the same.
+    same_first_seq(&old_path, &old);
     let report = chain::verify(&SqliteReader::open(&path).unwrap()).unwrap();
     assert!(report.is_intact() && report.records == N, "{report:?}");
 }
@@ -403,11 +431,12 @@ async fn sqlite_old_schema_database_is_migrated() {
     assert!(names(&path).contains(&"audit_log_tenant".to_string()));
     let log = SqliteAudit::open(SqliteOptions::new(&path)).unwrap();
     let schema = names(&path);
-    for gone in ["audit_log_tenant", "audit_log_outcome"] {
+    for gone in ["audit_log_time", "audit_log_tenant", "audit_log_outcome"] {
         assert!(!schema.contains(&gone.to_string()), "{schema:?}");
     }
     for made in [
         "audit_facet",
+        "audit_facet_time",
         "audit_facet_tenant",
         "audit_facet_outcome",
         "audit_indexed",
@@ -438,6 +467,7 @@ async fn sqlite_old_schema_database_is_migrated() {
     assert!(!names(&path).contains(&"audit_log_tenant".to_string()));
     same_answers(&log, &reference).await;
     log.close().await.unwrap();
+    same_first_seq(&path, &reference);
     let report = chain::verify(&SqliteReader::open(&path).unwrap()).unwrap();
     assert!(report.is_intact() && report.records == N + 50, "{report:?}");
 }
