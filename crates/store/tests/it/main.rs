@@ -410,6 +410,19 @@ async fn sqlite_wal_restarts_under_a_steady_stream() {
     let report = chain::verify(&reader).unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.records, acked.len() as u64);
+    // Indexed in chunks while busy, the rest at close.
+    let (upto, facets): (i64, i64) = reader
+        .connection()
+        .query_row(
+            "SELECT upto, (SELECT count(*) FROM audit_facet) FROM audit_indexed",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (upto as u64, facets as u64),
+        (report.records, report.records)
+    );
     acked.sort();
     let stored = reader.read_after(0, acked.len() + 1).unwrap();
     assert_eq!(stored.len(), acked.len());
