@@ -16,11 +16,10 @@
 //! batches behind, the writer copies those between two batches so that the WAL restarts
 //! from its start instead of growing ([`CHECKPOINT_EVERY`]); closing the log truncates the WAL.
 //!
-//! A record's transaction writes the record and its `time` index only. The audit API's
-//! indexes by tenant, outcome and subject digest are filled by the same thread in batches
-//! after the records are acknowledged, through a second connection that does not sync; queries
-//! read the few records not yet indexed directly, so they see every acknowledged record
-//! ([`INDEX_TABLES`]).
+//! A record's transaction writes the record's row only. The log's indexes (time, tenant,
+//! outcome, subject digest) are filled by the same thread in batches after the records are
+//! acknowledged, through a second connection that does not sync; queries read the few records
+//! not yet indexed directly, so they see every acknowledged record ([`INDEX_TABLES`]).
 //!
 //! Only the writer creates the schema. [`SqliteReader`] (verification, export) opens the file
 //! read-only and never creates or migrates anything: a dropped table stays dropped and is
@@ -852,8 +851,8 @@ impl Writer {
 /// hide) a dropped table or a deleted file.
 pub struct SqliteReader {
     conn: Connection,
-    /// The database has the index tables ([`INDEX_TABLES`]); one of an earlier version
-    /// indexes `time` on `audit_log` instead.
+    /// The database has the index tables and their time index ([`INDEX_TABLES`]); one of an
+    /// earlier version indexes `time` on `audit_log` instead.
     indexed: bool,
 }
 
@@ -877,14 +876,14 @@ impl SqliteReader {
             return Err(StoreError::NoLog(path.display().to_string()));
         }
         let index_tables: i64 = conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
-             AND name IN ('audit_facet', 'audit_indexed')",
+            "SELECT count(*) FROM sqlite_master \
+             WHERE name IN ('audit_facet', 'audit_indexed', 'audit_facet_time')",
             [],
             |r| r.get(0),
         )?;
         Ok(SqliteReader {
             conn,
-            indexed: index_tables == 2,
+            indexed: index_tables == 3,
         })
     }
 
@@ -922,13 +921,14 @@ impl AuditReader for SqliteReader {
     }
 
     fn first_seq_since(&self, since: &str) -> Result<Option<u64>, StoreError> {
-        // With the index tables: the indexed records by the time index (each checked against
-        // its record's column too), the tail after `upto` read directly; one statement, one
-        // snapshot.
+        // With the index tables: the indexed records by the time index (the records since
+        // `since`, as the old index on `audit_log(time)` read them; each checked against its
+        // record's column too), the tail after `upto` read directly; one statement, one
+        // snapshot. (Index rows exist only up to `upto`.)
         let sql = if self.indexed {
             "SELECT min(s) FROM ( \
-             SELECT MIN(f.seq) AS s FROM audit_facet f JOIN audit_log a ON a.seq = f.seq \
-             WHERE f.time >= ?1 AND a.time >= ?1 AND f.seq <= (SELECT upto FROM audit_indexed) \
+             SELECT MIN(f.seq) AS s FROM audit_facet f INDEXED BY audit_facet_time \
+             JOIN audit_log a ON a.seq = f.seq WHERE f.time >= ?1 AND a.time >= ?1 \
              UNION ALL \
              SELECT MIN(seq) AS s FROM audit_log \
              WHERE seq > (SELECT upto FROM audit_indexed) AND time >= ?1)"

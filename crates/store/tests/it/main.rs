@@ -53,18 +53,31 @@ async fn sqlite_audit_query_suite() {
     let base = "SELECT a.seq FROM audit_facet f JOIN audit_log a ON a.seq = f.seq \
                 WHERE f.seq > 0 AND f.seq <= 30";
     let tenant = plan(&format!(
-        "{base} AND f.tenant = 'tenant-a' ORDER BY f.seq LIMIT 5"
+        "{base} AND f.tenant = 'tenant-a' AND json_extract(a.record, '$.tenant') = 'tenant-a' \
+         ORDER BY f.seq LIMIT 5"
     ));
     assert!(tenant.contains("audit_facet_tenant"), "{tenant}");
     let outcome = plan(&format!(
-        "{base} AND f.outcome = 'signed' ORDER BY f.seq LIMIT 5"
+        "{base} AND f.outcome = 'signed' AND json_extract(a.record, '$.outcome') = 'signed' \
+         ORDER BY f.seq LIMIT 5"
     ));
     assert!(outcome.contains("audit_facet_outcome"), "{outcome}");
     let subject = plan(&format!(
         "{base} AND f.seq IN (SELECT seq FROM audit_subject WHERE digest = 'x') ORDER BY f.seq LIMIT 5"
     ));
     assert!(subject.contains("audit_subject"), "{subject}");
-    for p in [&tenant, &outcome, &subject] {
+    let since = plan(&format!(
+        "{base} AND f.time >= '2026-01-02T03:04:20.000Z' AND a.time >= '2026-01-02T03:04:20.000Z' \
+         ORDER BY f.seq LIMIT 5"
+    ));
+    // `stella audit export --since`: the first record at or after a time, by the time index.
+    let first = plan(
+        "SELECT MIN(f.seq) FROM audit_facet f INDEXED BY audit_facet_time \
+         JOIN audit_log a ON a.seq = f.seq \
+         WHERE f.time >= '2026-01-02T03:04:20.000Z' AND a.time >= '2026-01-02T03:04:20.000Z'",
+    );
+    assert!(first.contains("audit_facet_time"), "{first}");
+    for p in [&tenant, &outcome, &subject, &since, &first] {
         assert!(!p.contains("SCAN a") && !p.contains("SCAN f"), "{p}");
     }
     log.close().await.unwrap();
