@@ -34,6 +34,7 @@ seeds_for() {
         keyring) echo "$ROOT/crates/keys/tests/data/cosign" ;;
         sigstore_bundle) echo "$ROOT/crates/sigstore/tests/data/public-good $ROOT/crates/sigstore/tests/data/staging" ;;
         trusted_root) echo "$ROOT/crates/sigstore/roots" ;;
+        tsa_response) echo "$ROOT/fuzz/seeds/rfc3161_token" ;;
         *) ;;
     esac
 }

@@ -113,7 +113,7 @@ pub(crate) enum ChainError {
 }
 
 /// The DER certificates of a `signingCert` answer (leaf first).
-fn parse_chain(resp: &[u8]) -> Result<Vec<Vec<u8>>, ChainError> {
+pub(crate) fn parse_chain(resp: &[u8]) -> Result<Vec<Vec<u8>>, ChainError> {
     let v: Value = serde_json::from_slice(resp).map_err(ChainError::NotJson)?;
     let certs = match (
         v.get("signedCertificateEmbeddedSct"),

@@ -48,6 +48,27 @@ mod tlog;
 pub mod token;
 pub mod tsa;
 
+/// The parsers of upstream answers (Fulcio, Rekor, the TSA wrapper), exposed for the fuzz
+/// targets in `fuzz/` only; not part of the crate's interface.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A Fulcio `signingCert` answer: the DER chain, leaf first.
+    pub fn fulcio_chain(resp: &[u8]) -> Option<Vec<Vec<u8>>> {
+        crate::fulcio::parse_chain(resp).ok()
+    }
+
+    /// A Rekor v1 `LogEntry` answer.
+    pub fn rekor_entry(resp: &[u8]) -> Option<crate::LogEntry> {
+        crate::rekor::parse_entry(resp, "https://rekor.test").ok()
+    }
+
+    /// A bare `TimeStampToken` wrapped in a granted `TimeStampResp`.
+    pub fn granted_response(token: &[u8]) -> Option<Vec<u8>> {
+        crate::timestamp::granted_response(token).ok()
+    }
+}
+
 pub use ephemeral::EphemeralSigner;
 pub use error::{KeylessError, Service, UpstreamError};
 pub use flow::{KeylessOutput, KeylessSigner, Reuse, SigningIdentity};

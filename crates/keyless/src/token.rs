@@ -117,7 +117,7 @@ impl IdentityToken {
     /// Refuse a token that is expired at `now` (or within `margin_secs` of expiring).
     pub fn check_fresh(&self, now: OffsetDateTime, margin_secs: i64) -> Result<(), TokenError> {
         if let Some(exp) = self.expires_at {
-            if now.unix_timestamp() + margin_secs >= exp {
+            if now.unix_timestamp().saturating_add(margin_secs) >= exp {
                 return Err(TokenError::Expired {
                     expired_at: OffsetDateTime::from_unix_timestamp(exp)
                         .map(stella_x509::format_time)
@@ -393,5 +393,26 @@ mod tests {
             IdentityToken::parse(&unsigned_jwt(&json!({"sub":"s"}))).unwrap_err(),
             TokenError::MissingClaim("iss")
         );
+    }
+
+    #[test]
+    fn expiry_at_the_edges_of_the_clock() {
+        let now = OffsetDateTime::from_unix_timestamp(1_999_999_000).unwrap();
+        // `exp` comes from the token (anyone's input), the margin from configuration: no
+        // value of either may overflow the check.
+        let at = |exp: i64| {
+            IdentityToken::parse(&unsigned_jwt(
+                &json!({"iss":"https://i","sub":"s","exp": exp}),
+            ))
+            .unwrap()
+        };
+        assert!(at(i64::MAX).check_fresh(now, i64::MAX).is_err());
+        assert!(at(i64::MAX).check_fresh(now, 0).is_ok());
+        assert!(at(i64::MAX).check_fresh(now, i64::MIN).is_ok());
+        assert!(at(i64::MIN).check_fresh(now, i64::MIN).is_err());
+        let Err(TokenError::Expired { expired_at, .. }) = at(i64::MIN).check_fresh(now, 0) else {
+            panic!("a token that expired before the epoch is expired");
+        };
+        assert_eq!(expired_at, i64::MIN.to_string());
     }
 }

@@ -4,6 +4,8 @@
 #![cfg(feature = "awskms")]
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+#[path = "support/big_message.rs"]
+mod big_message;
 mod support;
 
 use std::process::Command;
@@ -11,6 +13,7 @@ use std::process::Command;
 use serde_json::json;
 use stella_keys::awskms::sigv4::{self, Credentials};
 use stella_keys::awskms::{KmsClient, KmsConfig, KmsKey, KmsUri};
+use stella_keys::stream::StreamVerifier;
 use stella_keys::{Algorithm, KeyError, PublicKey, SignError, Signer};
 use support::moto::{kms_python, moto_script, Moto};
 use zeroize::Zeroizing;
@@ -153,6 +156,50 @@ fn kms_p256_and_ed25519_sign_verify() {
     ));
     let reopened = open(&moto, "alias/stella-p256").unwrap();
     assert_ne!(reopened.public_key(), p256.public_key());
+}
+
+#[test]
+fn kms_p256_signs_a_stream_without_holding_it() {
+    let moto = Moto::start(0);
+    let c = client(&moto);
+    create_key(&c, "ECC_NIST_P256", "stella-stream");
+    create_key(&c, "ECC_NIST_EDWARDS25519", "stella-stream-ed");
+    let p256 = open(&moto, "alias/stella-stream").unwrap();
+
+    // 384 MiB, read once: only its SHA-256 goes to KMS and memory does not grow with it.
+    let before = big_message::peak_rss_mib();
+    let mut msg = big_message::BigMessage::new(384);
+    let sig = p256.sign_stream(&mut msg).unwrap();
+    let grew = big_message::peak_rss_mib().saturating_sub(before);
+    assert_eq!(msg.feeds, 1);
+    assert!(
+        grew < 64,
+        "signing a 384 MiB stream raised the peak RSS by {grew} MiB"
+    );
+    let mut again = big_message::BigMessage::new(384);
+    assert!(StreamVerifier::new(&mut again)
+        .verify(p256.public_key(), &sig)
+        .unwrap());
+    let mut other = big_message::BigMessage::new(384);
+    other.flip = true;
+    assert!(!StreamVerifier::new(&mut other)
+        .verify(p256.public_key(), &sig)
+        .unwrap());
+
+    // A small stream gives a signature openssl accepts over the same bytes.
+    let mut small = stella_keys::stream::Prefixed {
+        prefix: b"DSSEv1 ".to_vec(),
+        body: std::io::Cursor::new(b"payload".to_vec()),
+    };
+    let sig = p256.sign_stream(&mut small).unwrap();
+    assert!(openssl_verifies(p256.public_key(), b"DSSEv1 payload", &sig));
+
+    // Ed25519 signs whole messages in KMS: a stream is read, and the 4096-byte limit holds.
+    let ed = open(&moto, "alias/stella-stream-ed").unwrap();
+    let too_big = ed
+        .sign_stream(&mut big_message::BigMessage::new(1))
+        .unwrap_err();
+    assert!(too_big.to_string().contains("4096"), "{too_big}");
 }
 
 #[test]

@@ -8,6 +8,8 @@
 #![cfg(feature = "pkcs11")]
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+#[path = "support/big_message.rs"]
+mod big_message;
 #[path = "support/softhsm.rs"]
 mod softhsm;
 
@@ -103,6 +105,34 @@ fn softhsm_token_keys() {
     assert!(e.public_key().verify(b"ed message", &sig));
     // Ed25519 is deterministic: the same message gives the same signature.
     assert_eq!(e.sign(b"ed message").unwrap(), sig);
+
+    // Streams: P-256 hashes here and the token signs the digest (CKM_ECDSA), so a 384 MiB
+    // message is read once and never held; Ed25519 (PureEdDSA in the token) reads it whole.
+    let before = big_message::peak_rss_mib();
+    let mut msg = big_message::BigMessage::new(384);
+    let big_sig = k.sign_stream(&mut msg).unwrap();
+    let grew = big_message::peak_rss_mib().saturating_sub(before);
+    assert_eq!(msg.feeds, 1);
+    assert!(
+        grew < 64,
+        "signing a 384 MiB stream raised the peak RSS by {grew} MiB"
+    );
+    let mut again = big_message::BigMessage::new(384);
+    assert!(stella_keys::stream::StreamVerifier::new(&mut again)
+        .verify(k.public_key(), &big_sig)
+        .unwrap());
+    let mut other = big_message::BigMessage::new(384);
+    other.flip = true;
+    assert!(!stella_keys::stream::StreamVerifier::new(&mut other)
+        .verify(k.public_key(), &big_sig)
+        .unwrap());
+    let mut small = stella_keys::stream::Prefixed {
+        prefix: b"ed ".to_vec(),
+        body: std::io::Cursor::new(b"message".to_vec()),
+    };
+    assert_eq!(e.sign_stream(&mut small).unwrap(), sig);
+    let p256_small = k.sign_stream(&mut small).unwrap();
+    assert!(k.public_key().verify(b"ed message", &p256_small));
 
     // Through the generic loader and the DSSE signer.
     let via_ref = stella_keys::load_signer(

@@ -31,6 +31,7 @@ use zeroize::Zeroizing;
 
 use crate::public::{Algorithm, PublicKey};
 use crate::signer::{SignError, Signer};
+use crate::stream::MessageSource;
 use crate::KeyError;
 use sigv4::Credentials;
 
@@ -509,6 +510,59 @@ impl KmsKey {
     pub fn key_arn(&self) -> &str {
         &self.key_arn
     }
+
+    /// ECDSA_SHA_256 over a SHA-256 digest made here (`MessageType: DIGEST`), checked
+    /// against the public key before it is used.
+    fn sign_p256_digest(&self, digest: &aws_lc_rs::digest::Digest) -> Result<Vec<u8>, SignError> {
+        let sig = self.call_sign(&json!({
+            "KeyId": self.key_arn,
+            "Message": stella_dsse::b64::encode(digest.as_ref()),
+            "MessageType": "DIGEST",
+            "SigningAlgorithm": "ECDSA_SHA_256",
+        }))?;
+        let ok = self.public.parsed().verify_digest_sig(digest, &sig).is_ok();
+        self.checked(ok, sig)
+    }
+
+    /// One `Sign` call; the signature bytes of the answer.
+    fn call_sign(&self, body: &Value) -> Result<Vec<u8>, SignError> {
+        let key_id = || self.public.key_id().clone();
+        let v = self
+            .client
+            .call("Sign", body, &self.reference)
+            .map_err(|e| match e {
+                KeyError::Unavailable(reason) => SignError::Unavailable {
+                    key_id: key_id(),
+                    reason,
+                },
+                other => SignError::Backend {
+                    key_id: key_id(),
+                    reason: other.to_string(),
+                },
+            })?;
+        v["Signature"]
+            .as_str()
+            .and_then(|b| stella_dsse::b64::decode(b).ok())
+            .ok_or_else(|| SignError::Backend {
+                key_id: key_id(),
+                reason: format!("{}: KMS returned no signature", self.reference),
+            })
+    }
+
+    /// `sig` when it verified under the key's public key; a signature that does not is
+    /// never used.
+    fn checked(&self, verified: bool, sig: Vec<u8>) -> Result<Vec<u8>, SignError> {
+        if !verified {
+            return Err(SignError::Backend {
+                key_id: self.public.key_id().clone(),
+                reason: format!(
+                    "{}: the signature KMS returned does not verify with the key's public key; not used",
+                    self.reference
+                ),
+            });
+        }
+        Ok(sig)
+    }
 }
 
 /// The public key of a KMS key, for keyrings.
@@ -524,18 +578,15 @@ impl Signer for KmsKey {
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
-        let key_id = || self.public.key_id().clone();
-        let body = match self.public.algorithm() {
-            Algorithm::EcdsaP256Sha256 => json!({
-                "KeyId": self.key_arn,
-                "Message": stella_dsse::b64::encode(&crate::sha256(message)),
-                "MessageType": "DIGEST",
-                "SigningAlgorithm": "ECDSA_SHA_256",
-            }),
+        match self.public.algorithm() {
+            Algorithm::EcdsaP256Sha256 => self.sign_p256_digest(&aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                message,
+            )),
             Algorithm::Ed25519 => {
                 if message.len() > MAX_RAW_MESSAGE {
                     return Err(SignError::Backend {
-                        key_id: key_id(),
+                        key_id: self.public.key_id().clone(),
                         reason: format!(
                             "{}: KMS signs Ed25519 over the whole message and takes at most {MAX_RAW_MESSAGE} bytes; this one is {} (use a P-256 KMS key for larger payloads)",
                             self.reference,
@@ -543,44 +594,32 @@ impl Signer for KmsKey {
                         ),
                     });
                 }
-                json!({
+                let sig = self.call_sign(&json!({
                     "KeyId": self.key_arn,
                     "Message": stella_dsse::b64::encode(message),
                     "MessageType": "RAW",
                     "SigningAlgorithm": "ED25519_SHA_512",
-                })
+                }))?;
+                self.checked(self.public.verify(message, &sig), sig)
             }
-        };
-        let v = self
-            .client
-            .call("Sign", &body, &self.reference)
-            .map_err(|e| match e {
-                KeyError::Unavailable(reason) => SignError::Unavailable {
-                    key_id: key_id(),
-                    reason,
-                },
-                other => SignError::Backend {
-                    key_id: key_id(),
-                    reason: other.to_string(),
-                },
-            })?;
-        let sig = v["Signature"]
-            .as_str()
-            .and_then(|b| stella_dsse::b64::decode(b).ok())
-            .ok_or_else(|| SignError::Backend {
-                key_id: key_id(),
-                reason: format!("{}: KMS returned no signature", self.reference),
-            })?;
-        if !self.public.verify(message, &sig) {
-            return Err(SignError::Backend {
-                key_id: key_id(),
-                reason: format!(
-                    "{}: the signature KMS returned does not verify with the key's public key; not used",
-                    self.reference
-                ),
-            });
         }
-        Ok(sig)
+    }
+
+    /// P-256: the message is hashed here in one pass and KMS signs the digest (as `sign`
+    /// always does), so memory does not grow with the message. Ed25519 as the default.
+    fn sign_stream(&self, message: &mut dyn MessageSource) -> Result<Vec<u8>, SignError> {
+        if self.public.algorithm() == Algorithm::EcdsaP256Sha256 {
+            let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+            message
+                .feed(&mut |c| ctx.update(c))
+                .map_err(SignError::Read)?;
+            return self.sign_p256_digest(&ctx.finish());
+        }
+        let mut bytes = Vec::new();
+        message
+            .feed(&mut |c| bytes.extend_from_slice(c))
+            .map_err(SignError::Read)?;
+        self.sign(&bytes)
     }
 
     fn mode(&self) -> &'static str {

@@ -35,6 +35,7 @@ use zeroize::Zeroizing;
 
 use crate::public::{Algorithm, PublicKey};
 use crate::signer::{SignError, Signer};
+use crate::stream::MessageSource;
 use crate::KeyError;
 pub use uri::{PinSource, Pkcs11Uri};
 
@@ -248,8 +249,8 @@ struct Live {
     generation: u64,
     slot: Slot,
     key: ObjectHandle,
-    /// The token offers CKM_ECDSA_SHA256 (else: hash here, CKM_ECDSA).
-    ecdsa_sha256: bool,
+    /// The token's ECDSA mechanisms.
+    ecdsa: EcdsaMechs,
     idle: Vec<Session>,
 }
 
@@ -328,8 +329,11 @@ impl Conn {
             Algorithm::Ed25519 => MechanismType::EDDSA,
             Algorithm::EcdsaP256Sha256 => MechanismType::ECDSA,
         };
-        let ecdsa_sha256 = mechs.contains(&MechanismType::ECDSA_SHA256);
-        let usable = mechs.contains(&needed) || (needed == MechanismType::ECDSA && ecdsa_sha256);
+        let ecdsa = EcdsaMechs {
+            sha256: mechs.contains(&MechanismType::ECDSA_SHA256),
+            raw: mechs.contains(&MechanismType::ECDSA),
+        };
+        let usable = mechs.contains(&needed) || (needed == MechanismType::ECDSA && ecdsa.sha256);
         if !usable {
             return Err(KeyError::UnsupportedAlgorithm(format!(
                 "{what}: the token does not offer {needed} for this {} key",
@@ -342,7 +346,7 @@ impl Conn {
                 generation,
                 slot,
                 key,
-                ecdsa_sha256,
+                ecdsa,
                 idle: vec![session],
             },
             public,
@@ -521,7 +525,7 @@ impl Pkcs11Key {
     }
 
     /// Take a session (idle or new), connecting first if needed.
-    fn checkout(&self) -> Result<(u64, ObjectHandle, bool, Session), SignError> {
+    fn checkout(&self) -> Result<(u64, ObjectHandle, EcdsaMechs, Session), SignError> {
         let unavailable = |reason: String| SignError::Unavailable {
             key_id: self.public.key_id().clone(),
             reason,
@@ -557,7 +561,7 @@ impl Pkcs11Key {
                 .open_ro_session(live.slot)
                 .map_err(|e| unavailable(format!("{}: {e}", self.conn.uri.describe())))?,
         };
-        Ok((live.generation, live.key, live.ecdsa_sha256, session))
+        Ok((live.generation, live.key, live.ecdsa, session))
     }
 
     fn checkin(&self, generation: u64, session: Session) {
@@ -581,62 +585,46 @@ impl Pkcs11Key {
         &self,
         session: &Session,
         key: ObjectHandle,
-        ecdsa_sha256: bool,
-        message: &[u8],
-    ) -> Result<Vec<u8>, CkError> {
-        match self.public.algorithm() {
-            Algorithm::Ed25519 => session.sign(
+        ecdsa: EcdsaMechs,
+        input: Input<'_>,
+    ) -> Result<Signed, CkError> {
+        let sig = match (self.public.algorithm(), input) {
+            (Algorithm::Ed25519, Input::Message(m)) => session.sign(
                 &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
                 key,
-                message,
-            ),
-            Algorithm::EcdsaP256Sha256 if ecdsa_sha256 => {
-                session.sign(&Mechanism::EcdsaSha256, key, message)
+                m,
+            )?,
+            (Algorithm::EcdsaP256Sha256, Input::Message(m)) if ecdsa.sha256 => {
+                session.sign(&Mechanism::EcdsaSha256, key, m)?
             }
-            Algorithm::EcdsaP256Sha256 => {
-                let digest = crate::sha256(message);
-                session.sign(&Mechanism::Ecdsa, key, &digest)
+            (Algorithm::EcdsaP256Sha256, Input::Message(m)) => {
+                session.sign(&Mechanism::Ecdsa, key, &crate::sha256(m))?
             }
-        }
+            (Algorithm::EcdsaP256Sha256, Input::Sha256(d)) if ecdsa.raw => {
+                session.sign(&Mechanism::Ecdsa, key, d)?
+            }
+            // A prehash the token cannot sign (no raw CKM_ECDSA), or a prehash for a key that
+            // signs whole messages: the caller falls back to the message.
+            (_, Input::Sha256(_)) => return Ok(Signed::NeedsMessage),
+        };
+        Ok(Signed::Raw(sig))
     }
-}
 
-impl Signer for Pkcs11Key {
-    fn public_key(&self) -> &PublicKey {
-        &self.public
-    }
-
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+    /// Sign with one retry (the first failure of a stale connection reconnects); `None` when
+    /// the token cannot sign `input` as given (see [`Signed::NeedsMessage`]).
+    fn sign_input(&self, input: Input<'_>) -> Result<Option<Vec<u8>>, SignError> {
         let key_id = || self.public.key_id().clone();
         let mut last = String::new();
-        // One retry: the first failure of a stale connection reconnects.
         for _ in 0..2 {
-            let (generation, key, ecdsa_sha256, session) = self.checkout()?;
-            match self.sign_once(&session, key, ecdsa_sha256, message) {
-                Ok(sig) => {
+            let (generation, key, ecdsa, session) = self.checkout()?;
+            match self.sign_once(&session, key, ecdsa, input) {
+                Ok(Signed::NeedsMessage) => {
                     self.checkin(generation, session);
-                    return match self.public.algorithm() {
-                        Algorithm::Ed25519 if sig.len() == 64 => Ok(sig),
-                        Algorithm::Ed25519 => Err(SignError::Backend {
-                            key_id: key_id(),
-                            reason: format!(
-                                "the token returned a {}-byte Ed25519 signature",
-                                sig.len()
-                            ),
-                        }),
-                        Algorithm::EcdsaP256Sha256 if sig.len() == 64 => ecdsa_raw_to_der(&sig)
-                            .map_err(|e| SignError::Backend {
-                                key_id: key_id(),
-                                reason: e.to_string(),
-                            }),
-                        Algorithm::EcdsaP256Sha256 => Err(SignError::Backend {
-                            key_id: key_id(),
-                            reason: format!(
-                                "the token returned a {}-byte P-256 signature (want r||s, 64)",
-                                sig.len()
-                            ),
-                        }),
-                    };
+                    return Ok(None);
+                }
+                Ok(Signed::Raw(sig)) => {
+                    self.checkin(generation, session);
+                    return self.signature_from_token(sig).map(Some);
                 }
                 Err(e) if is_token_gone(&e) => {
                     drop(session);
@@ -655,6 +643,89 @@ impl Signer for Pkcs11Key {
             key_id: key_id(),
             reason: last,
         })
+    }
+
+    /// The token's raw signature in our encoding (Ed25519 as is, P-256 `r||s` as DER).
+    fn signature_from_token(&self, sig: Vec<u8>) -> Result<Vec<u8>, SignError> {
+        let key_id = || self.public.key_id().clone();
+        match self.public.algorithm() {
+            Algorithm::Ed25519 if sig.len() == 64 => Ok(sig),
+            Algorithm::Ed25519 => Err(SignError::Backend {
+                key_id: key_id(),
+                reason: format!("the token returned a {}-byte Ed25519 signature", sig.len()),
+            }),
+            Algorithm::EcdsaP256Sha256 if sig.len() == 64 => {
+                ecdsa_raw_to_der(&sig).map_err(|e| SignError::Backend {
+                    key_id: key_id(),
+                    reason: e.to_string(),
+                })
+            }
+            Algorithm::EcdsaP256Sha256 => Err(SignError::Backend {
+                key_id: key_id(),
+                reason: format!(
+                    "the token returned a {}-byte P-256 signature (want r||s, 64)",
+                    sig.len()
+                ),
+            }),
+        }
+    }
+}
+
+/// The ECDSA mechanisms a token offers.
+#[derive(Debug, Clone, Copy)]
+struct EcdsaMechs {
+    /// CKM_ECDSA_SHA256: the token hashes the message.
+    sha256: bool,
+    /// CKM_ECDSA: the token signs a digest made here.
+    raw: bool,
+}
+
+/// What the token is asked to sign.
+#[derive(Debug, Clone, Copy)]
+enum Input<'a> {
+    /// The whole message.
+    Message(&'a [u8]),
+    /// SHA-256 of the message (P-256 only), so a message of any size is never held.
+    Sha256(&'a [u8]),
+}
+
+enum Signed {
+    Raw(Vec<u8>),
+    NeedsMessage,
+}
+
+impl Signer for Pkcs11Key {
+    fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.sign_input(Input::Message(message))?
+            .ok_or_else(|| SignError::Backend {
+                key_id: self.public.key_id().clone(),
+                reason: "the token cannot sign this message".into(),
+            })
+    }
+
+    /// P-256: the message is hashed here in one pass and the token signs the digest
+    /// (CKM_ECDSA), so memory does not grow with the message. A token without raw CKM_ECDSA,
+    /// and Ed25519 (PureEdDSA needs the whole message inside the token), read the message
+    /// into memory as the default does.
+    fn sign_stream(&self, message: &mut dyn MessageSource) -> Result<Vec<u8>, SignError> {
+        if self.public.algorithm() == Algorithm::EcdsaP256Sha256 {
+            let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+            message
+                .feed(&mut |c| ctx.update(c))
+                .map_err(SignError::Read)?;
+            if let Some(sig) = self.sign_input(Input::Sha256(ctx.finish().as_ref()))? {
+                return Ok(sig);
+            }
+        }
+        let mut bytes = Vec::new();
+        message
+            .feed(&mut |c| bytes.extend_from_slice(c))
+            .map_err(SignError::Read)?;
+        self.sign(&bytes)
     }
 
     fn mode(&self) -> &'static str {
