@@ -471,3 +471,33 @@ async fn sqlite_old_schema_database_is_migrated() {
     let report = chain::verify(&SqliteReader::open(&path).unwrap()).unwrap();
     assert!(report.is_intact() && report.records == N + 50, "{report:?}");
 }
+
+/// Index rows changed under a running writer (here: emptied, `upto` back to 0): its next pass
+/// finds `upto` is not what it wrote and rebuilds from the stored records instead of writing
+/// its own rows on top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writer_rebuilds_index_rows_it_did_not_write() {
+    let (_d, path, old_path) = temp();
+    let log = SqliteAudit::open(SqliteOptions::new(&path)).unwrap();
+    fill(&log, 0, 300).await;
+    assert_eq!(upto(&path), 256);
+    open_raw(&path)
+        .unwrap()
+        .execute_batch(
+            "DELETE FROM audit_facet; DELETE FROM audit_subject; \
+             UPDATE audit_indexed SET upto = 0, hash = '';",
+        )
+        .unwrap();
+    fill(&log, 300, N).await;
+    // The pass at 512 rebuilt everything committed by then.
+    assert!(upto(&path) >= 512, "{}", upto(&path));
+    let old = old_copy(&path, &old_path);
+    assert!(same_answers(&log, &old).await > 3_000);
+    log.close().await.unwrap();
+    assert_eq!(upto(&path), N);
+    let facets: i64 = open_raw(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM audit_facet", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(facets as u64, N);
+}
