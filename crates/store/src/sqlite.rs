@@ -58,8 +58,9 @@ CREATE TABLE IF NOT EXISTS audit_log (
 /// records are acknowledged (see [`Writer::index_pending`]), not in each record's transaction.
 ///
 /// Each index an append touches costs its transaction a 4 KiB WAL frame (the subject index a
-/// random leaf per record), so the record's own transaction writes only the table. `audit_indexed.upto` is the last `seq` the index tables cover, committed
-/// with them; queries answer the records after it (the tail) by reading them
+/// random leaf per record), so the record's own transaction writes only the table.
+/// `audit_indexed.upto` is the last `seq` the index tables cover (and `hash` its link),
+/// committed with them; queries answer the records after it (the tail) by reading them
 /// ([`run_query`]), so a record is found the moment it is acknowledged. After a crash, open
 /// indexes the tail from the records themselves ([`index_tail`]).
 ///
@@ -96,8 +97,7 @@ DROP INDEX IF EXISTS audit_log_outcome;
 /// Bring the index tables up to date with the log, in one transaction: create them (and drop
 /// the expression indexes of earlier versions) when missing, start them over when one was
 /// missing or the record they end at is gone or another (the log cut or replaced behind
-/// them), then index the tail.
-/// Returns the `seq` indexed up to (the log's last).
+/// them), then index the tail. Returns the `seq` indexed up to (the log's last).
 fn migrate(conn: &mut Connection) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let tables: i64 = tx.query_row(
