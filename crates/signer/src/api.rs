@@ -86,7 +86,17 @@ fn route_label(p: Option<&MatchedPath>) -> &'static str {
 }
 
 /// Trace context, metrics and one log line for every routed request.
-async fn observe(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+///
+/// A plain function that does the request's part at once and returns a future holding only
+/// what the answer needs: the request moves into the inner route's future here, not into
+/// this future's state as well (an `async fn` keeps its arguments for its whole life). axum
+/// boxes this future per request, and at ~1.2 KB it took glibc's large-chunk path (above the
+/// per-thread cache's 1,032 bytes) on every request; it is now smaller than that.
+fn observe(
+    State(app): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> impl Future<Output = Response> {
     let start = Instant::now();
     // Several `traceparent` headers are invalid (W3C Trace Context §4.2): start afresh.
     let mut tp = req.headers().get_all("traceparent").iter();
@@ -97,30 +107,33 @@ async fn observe(State(app): State<AppState>, mut req: Request, next: Next) -> R
     req.extensions_mut().insert(tc.clone());
     let route = route_label(req.extensions().get::<MatchedPath>());
     let method = req.method().clone();
-    let mut resp = next.run(req).await;
-    let secs = start.elapsed().as_secs_f64();
-    let status = resp.status().as_u16();
-    let handled = resp.extensions_mut().remove::<Handled>();
-    if handled.is_none() {
-        let outcome = if status < 400 { "ok" } else { "error" };
-        app.metrics.observe_request(route, outcome, "-", secs);
+    let inner = next.run(req);
+    async move {
+        let mut resp = inner.await;
+        let secs = start.elapsed().as_secs_f64();
+        let status = resp.status().as_u16();
+        let handled = resp.extensions_mut().remove::<Handled>();
+        if handled.is_none() {
+            let outcome = if status < 400 { "ok" } else { "error" };
+            app.metrics.observe_request(route, outcome, "-", secs);
+        }
+        if let Some(v) = tc.header_value() {
+            resp.headers_mut().insert("traceparent", v);
+        }
+        if route.starts_with("sign") || route.starts_with("verify") || status >= 400 {
+            let (audit_id, code) = handled
+                .as_ref()
+                .map(|h| (h.audit_id.as_str(), h.code))
+                .unwrap_or(("", "-"));
+            tracing::info!(
+                trace_id = %tc.trace_id, route, method = %method, status, code, audit_id,
+                latency_ms = secs * 1000.0, "request"
+            );
+        } else {
+            tracing::debug!(trace_id = %tc.trace_id, route, status, latency_ms = secs * 1000.0, "request");
+        }
+        resp
     }
-    if let Some(v) = tc.header_value() {
-        resp.headers_mut().insert("traceparent", v);
-    }
-    if route.starts_with("sign") || route.starts_with("verify") || status >= 400 {
-        let (audit_id, code) = handled
-            .as_ref()
-            .map(|h| (h.audit_id.as_str(), h.code))
-            .unwrap_or(("", "-"));
-        tracing::info!(
-            trace_id = %tc.trace_id, route, method = %method, status, code, audit_id,
-            latency_ms = secs * 1000.0, "request"
-        );
-    } else {
-        tracing::debug!(trace_id = %tc.trace_id, route, status, latency_ms = secs * 1000.0, "request");
-    }
-    resp
 }
 
 async fn healthz() -> Response {

@@ -194,27 +194,69 @@ pub(crate) fn single_identity_headers(app: &App, headers: &HeaderMap) -> Result<
 
 /// The URL the caller addressed (the DPoP `htu`): `server.public_url`, else the request's
 /// authority or `Host`.
-pub(crate) fn target_url(app: &App, parts: &Parts, tls: bool) -> Result<url::Url, ApiError> {
+///
+/// The URL is the parse of one string, `{public_url without trailing '/'}{path}` or
+/// `{scheme}://{host}{path}`: each thread remembers the last string it parsed and its URL
+/// (an exact memo, like the `htu` one in [`crate::auth`]; callers send the same target
+/// request after request), so the parse runs once per distinct string and a hit costs a
+/// comparison and a reference count.
+pub(crate) fn target_url(app: &App, parts: &Parts, tls: bool) -> Result<Arc<url::Url>, ApiError> {
+    target_url_of(app.config.server.public_url.as_deref(), parts, tls)
+}
+
+/// [`target_url`] with the configured `server.public_url`.
+fn target_url_of(
+    public_url: Option<&str>,
+    parts: &Parts,
+    tls: bool,
+) -> Result<Arc<url::Url>, ApiError> {
+    thread_local! {
+        static LAST_TARGET: std::cell::RefCell<Option<(String, Arc<url::Url>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
     let path = parts.uri.path();
-    let s = match &app.config.server.public_url {
-        Some(base) => format!("{}{}", base.trim_end_matches('/'), path),
+    let (a, b, c) = match public_url {
+        Some(base) => (base.trim_end_matches('/'), "", ""),
         None => {
             let host = parts
                 .uri
                 .authority()
-                .map(|a| a.as_str().to_string())
+                .map(|a| a.as_str())
                 .or_else(|| {
                     parts
                         .headers
                         .get(header::HOST)
                         .and_then(|h| h.to_str().ok())
-                        .map(str::to_string)
                 })
                 .ok_or_else(|| invalid("the request has no Host"))?;
-            format!("{}://{}{}", if tls { "https" } else { "http" }, host, path)
+            (if tls { "https" } else { "http" }, "://", host)
         }
     };
-    url::Url::parse(&s).map_err(|_| invalid("the request URI is not valid"))
+    let pieces = [a, b, c, path];
+    let hit = LAST_TARGET.with_borrow(|last| {
+        last.as_ref()
+            .filter(|(s, _)| is_concat(s, &pieces))
+            .map(|(_, u)| Arc::clone(u))
+    });
+    if let Some(u) = hit {
+        return Ok(u);
+    }
+    let s = pieces.concat();
+    let u = Arc::new(url::Url::parse(&s).map_err(|_| invalid("the request URI is not valid"))?);
+    LAST_TARGET.with_borrow_mut(|last| *last = Some((s, Arc::clone(&u))));
+    Ok(u)
+}
+
+/// Is `s` the concatenation of `pieces`?
+fn is_concat(s: &str, pieces: &[&str]) -> bool {
+    let mut rest = s.as_bytes();
+    for p in pieces {
+        match rest.strip_prefix(p.as_bytes()) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 /// An `X-Stella-Tenant` header, if sent, names the token's tenant.
@@ -983,5 +1025,121 @@ mod tests {
             export_ok, 2,
             "the export bodies a manifest array and a good one are taken"
         );
+    }
+
+    /// `target_url` as it was before the per-thread memo: the string built and parsed on
+    /// every request.
+    fn target_url_parsed(
+        public_url: Option<&str>,
+        parts: &Parts,
+        tls: bool,
+    ) -> Result<url::Url, ApiError> {
+        let path = parts.uri.path();
+        let s = match public_url {
+            Some(base) => format!("{}{}", base.trim_end_matches('/'), path),
+            None => {
+                let host = parts
+                    .uri
+                    .authority()
+                    .map(|a| a.as_str().to_string())
+                    .or_else(|| {
+                        parts
+                            .headers
+                            .get(header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                            .map(str::to_string)
+                    })
+                    .ok_or_else(|| invalid("the request has no Host"))?;
+                format!("{}://{}{}", if tls { "https" } else { "http" }, host, path)
+            }
+        };
+        url::Url::parse(&s).map_err(|_| invalid("the request URI is not valid"))
+    }
+
+    #[test]
+    fn remembered_targets_are_the_urls_parsed_each_time() {
+        let bases = [
+            None,
+            Some("https://signer.example"),
+            Some("https://signer.example/"),
+            Some("https://signer.example//"),
+            Some("http://Signer.Example:8443/base"),
+            Some("https://signer.example:443"),
+        ];
+        let uris = [
+            "/api/v1/signer/sign/dsse",
+            "/api/v1/signer/sign/dsse?x=1",
+            "/api/v1/signer/sign/dss",
+            "/api/v1/signer/./sign/../sign/dsse",
+            "/api/v1/signer/sign/%64sse",
+            "http://127.0.0.1:8080/api/v1/signer/sign/dsse",
+            "http://127.0.0.1:808/api/v1/signer/sign/dsse",
+            "http://[::1]:8080/api/v1/signer/sign/dsse",
+            "https://Exa-Mple.com:99/api",
+            "*",
+            "/",
+        ];
+        let hosts: [Option<&[u8]>; 10] = [
+            None,
+            Some(b"127.0.0.1:8080"),
+            Some(b"127.0.0.1:80"),
+            Some(b"LOCALHOST"),
+            Some(b"localhost:0"),
+            Some(b"bad host"),
+            Some(b"exa mple"),
+            Some(b"\xc3\xa9.example"),
+            Some(b"[::1]"),
+            Some(b"h:99999"),
+        ];
+        let mut cases = Vec::new();
+        for base in bases {
+            for uri in uris {
+                for host in hosts {
+                    for tls in [false, true] {
+                        cases.push((base, uri, host, tls));
+                    }
+                }
+            }
+        }
+        let outcome = |r: Result<url::Url, ApiError>| match r {
+            Ok(u) => Ok(u.to_string()),
+            Err(e) => Err((e.code, e.internal_detail().to_string())),
+        };
+        let (mut ok, mut refused) = (0, 0);
+        // Twice through, and each case twice in a row: the second of a pair hits the memo,
+        // the first follows another string (a miss).
+        for round in 0..2 {
+            for (base, uri, host, tls) in &cases {
+                let mut b = axum::http::Request::builder().uri(*uri);
+                if let Some(h) = host {
+                    b = b.header(header::HOST, HeaderValue::from_bytes(h).unwrap());
+                }
+                let (parts, ()) = b.body(()).unwrap().into_parts();
+                let want = outcome(target_url_parsed(*base, &parts, *tls));
+                for _ in 0..2 {
+                    let got = outcome(target_url_of(*base, &parts, *tls).map(|u| (*u).clone()));
+                    assert_eq!(got, want, "{base:?} {uri} {host:?} tls {tls}");
+                }
+                if round == 0 {
+                    if want.is_ok() {
+                        ok += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        // The corpus holds both outcomes in numbers.
+        assert!(ok > 1000 && refused > 50, "{ok} parsed, {refused} refused");
+    }
+
+    #[test]
+    fn a_target_is_the_concatenation_of_all_its_pieces() {
+        assert!(is_concat("http://h/p", &["http", "://", "h", "/p"]));
+        assert!(is_concat("", &["", "", ""]));
+        assert!(!is_concat("http://h/p", &["http", "://", "h", "/"]));
+        assert!(!is_concat("http://h/", &["http", "://", "h", "/p"]));
+        assert!(!is_concat("http://hx/p", &["http", "://", "h", "/p"]));
+        assert!(!is_concat("https://h/p", &["http", "://", "h", "/p"]));
     }
 }

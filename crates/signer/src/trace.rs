@@ -210,7 +210,55 @@ fn audit_id_of(h: &[u8; 32]) -> String {
 
 /// The time of an audit record: RFC 3339, UTC, milliseconds.
 pub(crate) fn now_rfc3339() -> String {
-    let t = time::OffsetDateTime::now_utc();
+    rfc3339_millis(time::OffsetDateTime::now_utc())
+}
+
+/// `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ` (`t` in UTC), written digit by digit into a string of
+/// its size: the bytes of the `time` crate's format description
+/// `[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z`, without
+/// interpreting the description on every record. Years outside 0..=9999 (which that
+/// description writes differently) go through it.
+fn rfc3339_millis(t: time::OffsetDateTime) -> String {
+    let year = t.year();
+    let Ok(year) = u16::try_from(year) else {
+        return rfc3339_millis_described(t);
+    };
+    if year > 9999 {
+        return rfc3339_millis_described(t);
+    }
+    let mut b = [0u8; 24];
+    let mut put = |at: usize, v: u32, digits: usize| {
+        let mut v = v;
+        for i in (at..at + digits).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, u32::from(year), 4);
+    put(5, u32::from(u8::from(t.month())), 2);
+    put(8, u32::from(t.day()), 2);
+    put(11, u32::from(t.hour()), 2);
+    put(14, u32::from(t.minute()), 2);
+    put(17, u32::from(t.second()), 2);
+    put(20, u32::from(t.millisecond()), 3);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        b[at] = c;
+    }
+    // Digits and ASCII separators only.
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// [`rfc3339_millis`] by the `time` crate's format description (what every record's time
+/// was written with before; the reference of the test, and the way for years past 9999).
+fn rfc3339_millis_described(t: time::OffsetDateTime) -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
@@ -349,5 +397,57 @@ mod tests {
         fill_random(&mut b);
         assert_ne!(a, b);
         assert_ne!(a, [0u8; 16]);
+    }
+
+    #[test]
+    fn record_times_are_the_bytes_of_the_format_description() {
+        let mut seen = 0;
+        let mut check = |t: time::OffsetDateTime| {
+            assert_eq!(rfc3339_millis(t), rfc3339_millis_described(t), "{t:?}");
+            seen += 1;
+        };
+        // Edges: epoch, leap days, ends of years and days, every millisecond digit
+        // pattern, the last instant of year 9999; and years the description writes
+        // otherwise (negative, above 9999) — those take the described route.
+        for (y, m, d, h, mi, s, ms) in [
+            (1970, 1, 1, 0, 0, 0, 0),
+            (2000, 2, 29, 23, 59, 59, 999),
+            (2024, 2, 29, 12, 0, 0, 1),
+            (2026, 12, 31, 23, 59, 59, 10),
+            (2026, 12, 6, 21, 30, 5, 100),
+            (1, 1, 1, 0, 0, 0, 0),
+            (0, 1, 1, 0, 0, 0, 0),
+            (9999, 12, 31, 23, 59, 59, 999),
+            (-1, 6, 15, 1, 2, 3, 4),
+            (-9999, 1, 1, 0, 0, 0, 0),
+        ] {
+            let date =
+                time::Date::from_calendar_date(y, time::Month::try_from(m).unwrap(), d).unwrap();
+            let t = date.with_hms_milli(h, mi, s, ms).unwrap().assume_utc();
+            check(t);
+            check(t + time::Duration::nanoseconds(999_999));
+        }
+        // Pseudo-random instants over years 0..=9999 and around now, with sub-millisecond
+        // parts (truncated, never rounded).
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let lo = time::macros::datetime!(0000-01-01 0:00 UTC).unix_timestamp();
+        let hi = time::macros::datetime!(9999-12-31 23:59:59 UTC).unix_timestamp();
+        let span = u64::try_from(hi - lo).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        for i in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let nanos = i64::try_from(x % 1_000_000_000).unwrap();
+            let t = if i % 2 == 0 {
+                let secs = lo + i64::try_from(x % span).unwrap();
+                time::OffsetDateTime::from_unix_timestamp(secs).unwrap()
+            } else {
+                now + time::Duration::seconds(i64::try_from(x % 1_000_000).unwrap() - 500_000)
+            };
+            check(t.replace_nanosecond(0).unwrap() + time::Duration::nanoseconds(nanos));
+        }
+        assert!(seen > 20_000);
+        assert_eq!(now_rfc3339().len(), 24);
     }
 }
