@@ -282,16 +282,23 @@ async fn sqlite_queries_match_the_old_schema() {
     let (_d, path, old_path) = temp();
     let log = SqliteAudit::open(SqliteOptions::new(&path)).unwrap();
     fill(&log, 0, N).await;
-    // Indexed in batches while appending, one after another; the rest is the tail.
+    // Indexed in batches while appending, one after another; the rest is the tail. (A pass
+    // also indexes a tail a second old: on a slow machine it may have just taken all, then
+    // one more record makes a tail again. No pass runs while nothing is appended.)
+    let mut n = N;
+    while upto(&path) == n && n < N + 5 {
+        fill(&log, n, n + 1).await;
+        n += 1;
+    }
     let indexed = upto(&path);
-    assert!((256..N).contains(&indexed), "indexed up to {indexed}");
+    assert!(indexed < n, "indexed up to {indexed} of {n}");
     let old = old_copy(&path, &old_path);
     let returned = same_answers(&log, &old).await;
     assert!(returned > 3_000, "{returned}");
     same_first_seq(&path, &old);
     log.close().await.unwrap();
     // Closing indexes the tail.
-    assert_eq!(upto(&path), N);
+    assert_eq!(upto(&path), n);
     let log = SqliteAudit::open(SqliteOptions::new(&path)).unwrap();
     same_answers(&log, &old).await;
     log.close().await.unwrap();
@@ -299,7 +306,7 @@ async fn sqlite_queries_match_the_old_schema() {
     // The reader of an old-schema database (no index tables) answers the same.
     same_first_seq(&old_path, &old);
     let report = chain::verify(&SqliteReader::open(&path).unwrap()).unwrap();
-    assert!(report.is_intact() && report.records == N, "{report:?}");
+    assert!(report.is_intact() && report.records == n, "{report:?}");
 }
 
 /// A record is found by its subject, tenant and outcome the moment its append returns,
@@ -472,27 +479,22 @@ async fn sqlite_old_schema_database_is_migrated() {
     assert!(report.is_intact() && report.records == N + 50, "{report:?}");
 }
 
-/// Index rows changed under a running writer (here: emptied, `upto` back to 0): its next pass
-/// finds `upto` is not what it wrote and rebuilds from the stored records instead of writing
-/// its own rows on top.
+/// Index rows changed under a running writer (here: emptied, `upto` set to a value it never
+/// wrote): its next pass (at the latest when it closes) finds `upto` is not what it wrote and
+/// rebuilds from the stored records instead of writing its own rows on top.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_writer_rebuilds_index_rows_it_did_not_write() {
     let (_d, path, old_path) = temp();
     let log = SqliteAudit::open(SqliteOptions::new(&path)).unwrap();
     fill(&log, 0, 300).await;
-    assert_eq!(upto(&path), 256);
     open_raw(&path)
         .unwrap()
         .execute_batch(
             "DELETE FROM audit_facet; DELETE FROM audit_subject; \
-             UPDATE audit_indexed SET upto = 0, hash = '';",
+             UPDATE audit_indexed SET upto = -1, hash = '';",
         )
         .unwrap();
     fill(&log, 300, N).await;
-    // The pass at 512 rebuilt everything committed by then.
-    assert!(upto(&path) >= 512, "{}", upto(&path));
-    let old = old_copy(&path, &old_path);
-    assert!(same_answers(&log, &old).await > 3_000);
     log.close().await.unwrap();
     assert_eq!(upto(&path), N);
     let facets: i64 = open_raw(&path)
@@ -500,4 +502,8 @@ async fn sqlite_writer_rebuilds_index_rows_it_did_not_write() {
         .query_row("SELECT count(*) FROM audit_facet", [], |r| r.get(0))
         .unwrap();
     assert_eq!(facets as u64, N);
+    let old = old_copy(&path, &old_path);
+    let log = SqliteAudit::open(SqliteOptions::new(&path)).unwrap();
+    assert!(same_answers(&log, &old).await > 3_000);
+    log.close().await.unwrap();
 }
