@@ -113,6 +113,17 @@ fn thread_ns(prefix: &str) -> u64 {
     total
 }
 
+/// Bytes this process has handed to `write`-family calls so far (`/proc/self/io` `wchar`):
+/// the WAL frames and checkpoint copies of the audit log, the only files written.
+fn written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("wchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -202,9 +213,10 @@ fn main() {
             }
         });
         let n = per * o.concurrency as u64;
+        let bytes = written() / n.max(1);
         let (w, c) = (thread_ns("stella-audit-w"), thread_ns("stella-audit-c"));
         println!(
-            "{n} appends, WAL {} KiB, CPU µs/record writer {:.1} checkpointer {:.1}",
+            "{n} appends, WAL {} KiB, {bytes} B written/record, CPU µs/record writer {:.1} checkpointer {:.1}",
             wal_size() / 1024,
             w as f64 / 1000.0 / n as f64,
             c as f64 / 1000.0 / n as f64
@@ -215,6 +227,7 @@ fn main() {
     let mut p99s = Vec::new();
     for round in 1..=o.rounds {
         let (w0, c0) = (thread_ns("stella-audit-w"), thread_ns("stella-audit-c"));
+        let b0 = written();
         let t0 = Instant::now();
         let nb = rt.block_on(burst(&log, o.burst, o.concurrency));
         let wal_after_burst = wal_size();
@@ -222,10 +235,11 @@ fn main() {
         let n = nb + lat.len() as u64;
         let (w1, c1) = (thread_ns("stella-audit-w"), thread_ns("stella-audit-c"));
         let per = |t: u64| t as f64 / 1000.0 / n as f64;
+        let bytes = (written() - b0) / n.max(1);
         let over = lat.iter().filter(|&&x| x > 20.0).count();
         p99s.push(pct(&lat, 0.99));
         println!(
-            "round {round}: burst {nb} ({:.0}/s) | open {} at {}/s: p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms, {over} over 20 ms | WAL {} KiB after burst, {} KiB after open | CPU µs/record writer {:.1} checkpointer {:.1} | {:.1} s",
+            "round {round}: burst {nb} ({:.0}/s) | open {} at {}/s: p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms, {over} over 20 ms | WAL {} KiB after burst, {} KiB after open, {bytes} B written/record | CPU µs/record writer {:.1} checkpointer {:.1} | {:.1} s",
             nb as f64 / o.burst.max(1) as f64,
             lat.len(),
             o.rate,

@@ -353,7 +353,9 @@ pub trait AuditLog: Send + Sync {
 
     /// Committed records matching `query`, in chain (`seq`) order, at most `query.limit`
     /// (the audit API, `GET /api/v1/signer/audit`). Backends answer from indexes: tenant and
-    /// outcome by `(field, seq)`, subject digests by digest, time by the `time` column.
+    /// outcome by `(field, seq)`, subject digests by digest, time by the `time` column (SQLite
+    /// fills its indexes in batches after acknowledging and reads the records not yet indexed
+    /// directly, so an acknowledged record is always found).
     /// The default: this backend cannot be queried ([`StoreError::Unsupported`]).
     fn query(&self, query: AuditQuery) -> StoreFuture<'_, AuditPage> {
         let _ = query;

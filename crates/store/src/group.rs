@@ -18,8 +18,11 @@ pub(crate) struct Pending {
     pub(crate) audit_id: String,
     /// The record's canonical JSON (the chained bytes).
     pub(crate) json: String,
-    /// The record's subject digests (SQLite's subject index; PostgreSQL indexes the JSON).
+    /// The record's subject digests, tenant and outcome (SQLite's deferred indexes, see
+    /// [`crate::sqlite`]; PostgreSQL indexes the JSON).
     pub(crate) subjects: Vec<String>,
+    pub(crate) tenant: Option<String>,
+    pub(crate) outcome: crate::audit::Outcome,
     pub(crate) reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
@@ -69,6 +72,8 @@ impl Front {
                 audit_id: record.audit_id,
                 json,
                 subjects: record.subject_digests,
+                tenant: record.tenant,
+                outcome: record.outcome,
                 reply,
             }))
             .await
