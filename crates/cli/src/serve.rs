@@ -113,10 +113,13 @@ fn init_logging(cfg: &Config) {
     if cfg.log.format == "text" {
         let _ = builder.try_init();
     } else {
+        // The stock JSON lines (`flatten_event(true).with_current_span(false)`), written by
+        // the signer's own formatter: the same bytes at a fraction of the cost per request.
         let _ = builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .event_format(stella_signer::logfmt::JsonLines::new())
             .try_init();
     }
 }

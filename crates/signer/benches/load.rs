@@ -82,6 +82,9 @@ struct Opts {
     /// count, so that `--server-threads 1` is still judged against the whole machine.
     bound_threads: usize,
     profile: Option<u64>,
+    /// `--stock-log`: tracing-subscriber's JSON formatter instead of `logfmt::JsonLines`
+    /// (the same bytes; to measure what the formatter costs).
+    stock_log: bool,
 }
 
 fn opts() -> Opts {
@@ -99,6 +102,7 @@ fn opts() -> Opts {
         rounds: 0,
         bound_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         profile: None,
+        stock_log: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -117,6 +121,11 @@ fn opts() -> Opts {
             "--rounds" => o.rounds = v.parse().unwrap(),
             "--bound-threads" => o.bound_threads = v.parse().unwrap(),
             "--profile" => o.profile = Some(v.parse().unwrap()),
+            "--stock-log" => {
+                o.stock_log = true;
+                i += 1;
+                continue;
+            }
             "--shared" => {
                 o.shared = true;
                 i += 1;
@@ -476,12 +485,22 @@ fn sign_requests(
 fn main() {
     let o = opts();
     let level: tracing::Level = o.log_level.parse().unwrap_or(tracing::Level::INFO);
-    // The service's JSON request logs are formatted as in production, then dropped.
-    tracing_subscriber::fmt()
+    // The service's JSON request logs are formatted as in production (`stella signer
+    // serve`'s subscriber), then dropped; `--stock-log` formats the same bytes with
+    // tracing-subscriber's own JSON formatter, to compare the two.
+    let stock = tracing_subscriber::fmt()
         .json()
+        .flatten_event(true)
+        .with_current_span(false)
         .with_max_level(level)
-        .with_writer(std::io::sink)
-        .init();
+        .with_writer(std::io::sink);
+    if o.stock_log {
+        stock.init();
+    } else {
+        stock
+            .event_format(stella_signer::logfmt::JsonLines::new())
+            .init();
+    }
     // The audit database lives on the project's disk (not tmpfs): fsyncs are real.
     let parent = std::env::var("BENCH_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../target").into());

@@ -32,6 +32,7 @@ mod gates;
 pub mod jose;
 mod jwks;
 mod keyless;
+pub mod logfmt;
 mod metrics;
 mod openapi;
 mod poe;
