@@ -30,7 +30,9 @@
 //! `--rounds N` (the honest benchmark of issue #15: N rounds of bound / service / open loop,
 //! fresh proofs on the timed path, every envelope verified; see `load/rounds.rs`),
 //! `--bound-threads N` (threads of the rounds' crypto bound, default: every core),
-//! `--profile N` (N sign requests only, for callgrind),
+//! `--profile N` (N sign requests only, for callgrind), `--stock-log` (the request log
+//! lines formatted by tracing-subscriber's JSON formatter instead of the service's
+//! `logfmt::JsonLines`: the same bytes, to measure the formatter),
 //! `--key REF` (sign with this key reference — a file, `pkcs11:` or `awskms://` key — instead
 //! of a generated P-256 file key; scripts/keys-bench.sh), `--rate 0` (skip the open loop).
 //! Before the HTTP phases a raw phase calls the key's `Signer::sign` in a loop on
