@@ -52,7 +52,7 @@ impl RedisOptions {
     }
 }
 
-/// The token bucket (KEYS[1]; ARGV: rate, burst), shared by TAKE_RATE and ADMIT. Leaves
+/// The token bucket (`KEYS[1]`; `ARGV`: rate, burst), shared by TAKE_RATE and ADMIT. Leaves
 /// `allowed`, `tokens`, `wait` and `t` (the server's TIME) as Lua locals.
 macro_rules! token_bucket_lua {
     () => {
@@ -106,7 +106,7 @@ end
 return 0
 ";
 
-/// Token bucket (KEYS[1]) then, if a token was taken, a lease (KEYS[2]): one round trip.
+/// Token bucket (`KEYS[1]`) then, if a token was taken, a lease (`KEYS[2]`): one round trip.
 /// ARGV: rate, burst, max, lease id, lease ttl ms. Returns {allowed, remaining, wait, granted}.
 const ADMIT: &str = concat!(
     token_bucket_lua!(),
