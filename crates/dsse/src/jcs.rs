@@ -1297,6 +1297,16 @@ impl<W: Window> Checker<W> {
         loop {
             let bytes = self.win.bytes();
             let mut i = self.pos;
+            // Eight plain bytes at a time (SWAR on a u64); the word that holds a quote, a
+            // backslash or a control byte goes byte by byte below.
+            while let Some(word) = bytes.get(i..i + 8) {
+                let x = u64::from_le_bytes(word.try_into().unwrap_or([b'"'; 8]));
+                if word_has_stop(x) {
+                    break;
+                }
+                high |= x & HIGH_BITS != 0;
+                i += 8;
+            }
             while let Some(&b) = bytes.get(i) {
                 if b == b'"' || b == b'\\' || b < 0x20 {
                     break;
@@ -1395,6 +1405,23 @@ impl<W: Window> Checker<W> {
         }
         canonical_number(self.win.bytes().get(start..self.pos)?).then_some(())
     }
+}
+
+/// The top bit of each byte of a u64.
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+/// 1 in each byte of a u64.
+const ONE_BYTES: u64 = 0x0101_0101_0101_0101;
+
+/// Does the little-endian word `x` hold a `"`, a `\\` or a byte below 0x20? (The classic
+/// "has a zero byte" and "has a byte less than n" tests: exact as a yes or no.)
+#[inline]
+fn word_has_stop(x: u64) -> bool {
+    let zero = |v: u64| v.wrapping_sub(ONE_BYTES) & !v & HIGH_BITS;
+    let below_space = x.wrapping_sub(ONE_BYTES * 0x20) & !x & HIGH_BITS;
+    (zero(x ^ (ONE_BYTES * u64::from(b'"')))
+        | zero(x ^ (ONE_BYTES * u64::from(b'\\')))
+        | below_space)
+        != 0
 }
 
 /// Whether `text` is a JSON number whose text is the canonical text of its value (as
@@ -1553,6 +1580,61 @@ mod canonical_check_tests {
             }
         }
         assert!(is_canonical_read(Failing).is_err());
+    }
+
+    /// The word test says yes exactly when one of the eight bytes stops a plain run.
+    #[test]
+    fn word_has_stop_is_exact() {
+        let stops = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
+        let fill = [b'a', 0x7f, 0x80, 0xff, 0x20, 0x21, 0x5b, 0x5d];
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                for f in fill {
+                    let mut w = [f; 8];
+                    w[at] = b;
+                    assert_eq!(word_has_stop(u64::from_le_bytes(w)), stops(b), "{w:?}");
+                    // And with its neighbours varied.
+                    w[(at + 1) % 8] = b.wrapping_add(1);
+                    let want = w.iter().any(|&c| stops(c));
+                    assert_eq!(word_has_stop(u64::from_le_bytes(w)), want, "{w:?}");
+                }
+            }
+        }
+    }
+
+    /// Strings of every length around the 8-byte words of `Checker::string`, with a quote,
+    /// an escape, a control byte, a multi-byte character or a broken UTF-8 sequence at each
+    /// position, as values and as member names.
+    #[test]
+    fn strings_around_block_edges_agree_with_the_canonicaliser() {
+        let specials: [&[u8]; 9] = [
+            b"\\\"",
+            b"\\n",
+            b"\\u0001",
+            b"\\u000a",
+            b"\x01",
+            b"\xc3\xa9",
+            b"\xee\x80\x80",
+            b"\xc3",
+            b"\xff",
+        ];
+        let mut canonical = 0;
+        for len in 0..50 {
+            for at in 0..=len {
+                for sp in specials {
+                    let mut text = vec![b'a'; len];
+                    text.splice(at..at, sp.iter().copied());
+                    let mut value = b"[\"".to_vec();
+                    value.extend_from_slice(&text);
+                    value.extend_from_slice(b"\"]");
+                    let mut key = b"{\"".to_vec();
+                    key.extend_from_slice(&text);
+                    key.extend_from_slice(b"\":1,\"\xef\xbf\xbf\":2}");
+                    canonical += usize::from(agree(&value)) + usize::from(agree(&key));
+                }
+            }
+        }
+        assert!(canonical > 1000, "{canonical}");
     }
 
     #[test]
