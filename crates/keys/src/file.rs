@@ -235,11 +235,8 @@ impl Signer for FileKey {
             }
             Pair::P256(k) => {
                 // ECDSA signs SHA-256(message): hash the stream once, sign the prehash.
-                let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-                message
-                    .feed(&mut |c| ctx.update(c))
-                    .map_err(SignError::Read)?;
-                k.sign_digest(&ctx.finish())
+                let digest = crate::stream::sha256_of(message).map_err(SignError::Read)?;
+                k.sign_digest(&digest)
                     .map(|s| s.as_ref().to_vec())
                     .map_err(|_| failed("ECDSA signing failed"))
             }

@@ -27,6 +27,13 @@ impl MessageSource for &[u8] {
     }
 }
 
+/// SHA-256 of the message, in one pass (what a P-256 signature signs).
+pub(crate) fn sha256_of(message: &mut dyn MessageSource) -> io::Result<digest::Digest> {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    message.feed(&mut |c| ctx.update(c))?;
+    Ok(ctx.finish())
+}
+
 /// `prefix || contents of a seekable reader` (the DSSE PAE of a payload held in a file:
 /// [`stella_dsse::stream::pae_prefix`] then the payload).
 pub struct Prefixed<R> {
@@ -69,9 +76,7 @@ impl<'a> StreamVerifier<'a> {
         match key.algorithm() {
             Algorithm::EcdsaP256Sha256 => {
                 if self.sha256.is_none() {
-                    let mut ctx = digest::Context::new(&digest::SHA256);
-                    self.message.feed(&mut |c| ctx.update(c))?;
-                    self.sha256 = Some(ctx.finish());
+                    self.sha256 = Some(sha256_of(self.message)?);
                 }
                 let Some(d) = &self.sha256 else {
                     return Ok(false);

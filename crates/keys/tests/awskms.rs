@@ -13,7 +13,6 @@ use std::process::Command;
 use serde_json::json;
 use stella_keys::awskms::sigv4::{self, Credentials};
 use stella_keys::awskms::{KmsClient, KmsConfig, KmsKey, KmsUri};
-use stella_keys::stream::StreamVerifier;
 use stella_keys::{Algorithm, KeyError, PublicKey, SignError, Signer};
 use support::moto::{kms_python, moto_script, Moto};
 use zeroize::Zeroizing;
@@ -167,24 +166,7 @@ fn kms_p256_signs_a_stream_without_holding_it() {
     let p256 = open(&moto, "alias/stella-stream").unwrap();
 
     // 384 MiB, read once: only its SHA-256 goes to KMS and memory does not grow with it.
-    let before = big_message::peak_rss_mib();
-    let mut msg = big_message::BigMessage::new(384);
-    let sig = p256.sign_stream(&mut msg).unwrap();
-    let grew = big_message::peak_rss_mib().saturating_sub(before);
-    assert_eq!(msg.feeds, 1);
-    assert!(
-        grew < 64,
-        "signing a 384 MiB stream raised the peak RSS by {grew} MiB"
-    );
-    let mut again = big_message::BigMessage::new(384);
-    assert!(StreamVerifier::new(&mut again)
-        .verify(p256.public_key(), &sig)
-        .unwrap());
-    let mut other = big_message::BigMessage::new(384);
-    other.flip = true;
-    assert!(!StreamVerifier::new(&mut other)
-        .verify(p256.public_key(), &sig)
-        .unwrap());
+    big_message::assert_signs_big_stream_in_bounded_memory(&p256);
 
     // A small stream gives a signature openssl accepts over the same bytes.
     let mut small = stella_keys::stream::Prefixed {

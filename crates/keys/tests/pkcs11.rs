@@ -108,24 +108,7 @@ fn softhsm_token_keys() {
 
     // Streams: P-256 hashes here and the token signs the digest (CKM_ECDSA), so a 384 MiB
     // message is read once and never held; Ed25519 (PureEdDSA in the token) reads it whole.
-    let before = big_message::peak_rss_mib();
-    let mut msg = big_message::BigMessage::new(384);
-    let big_sig = k.sign_stream(&mut msg).unwrap();
-    let grew = big_message::peak_rss_mib().saturating_sub(before);
-    assert_eq!(msg.feeds, 1);
-    assert!(
-        grew < 64,
-        "signing a 384 MiB stream raised the peak RSS by {grew} MiB"
-    );
-    let mut again = big_message::BigMessage::new(384);
-    assert!(stella_keys::stream::StreamVerifier::new(&mut again)
-        .verify(k.public_key(), &big_sig)
-        .unwrap());
-    let mut other = big_message::BigMessage::new(384);
-    other.flip = true;
-    assert!(!stella_keys::stream::StreamVerifier::new(&mut other)
-        .verify(k.public_key(), &big_sig)
-        .unwrap());
+    big_message::assert_signs_big_stream_in_bounded_memory(&k);
     let mut small = stella_keys::stream::Prefixed {
         prefix: b"ed ".to_vec(),
         body: std::io::Cursor::new(b"message".to_vec()),

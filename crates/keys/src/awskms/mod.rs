@@ -609,11 +609,8 @@ impl Signer for KmsKey {
     /// always does), so memory does not grow with the message. Ed25519 as the default.
     fn sign_stream(&self, message: &mut dyn MessageSource) -> Result<Vec<u8>, SignError> {
         if self.public.algorithm() == Algorithm::EcdsaP256Sha256 {
-            let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-            message
-                .feed(&mut |c| ctx.update(c))
-                .map_err(SignError::Read)?;
-            return self.sign_p256_digest(&ctx.finish());
+            let digest = crate::stream::sha256_of(message).map_err(SignError::Read)?;
+            return self.sign_p256_digest(&digest);
         }
         let mut bytes = Vec::new();
         message

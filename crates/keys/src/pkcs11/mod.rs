@@ -713,11 +713,8 @@ impl Signer for Pkcs11Key {
     /// into memory as the default does.
     fn sign_stream(&self, message: &mut dyn MessageSource) -> Result<Vec<u8>, SignError> {
         if self.public.algorithm() == Algorithm::EcdsaP256Sha256 {
-            let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-            message
-                .feed(&mut |c| ctx.update(c))
-                .map_err(SignError::Read)?;
-            if let Some(sig) = self.sign_input(Input::Sha256(ctx.finish().as_ref()))? {
+            let digest = crate::stream::sha256_of(message).map_err(SignError::Read)?;
+            if let Some(sig) = self.sign_input(Input::Sha256(digest.as_ref()))? {
                 return Ok(sig);
             }
         }
