@@ -627,70 +627,6 @@ pub(crate) fn reads_exactly(r: &mut dyn Read, mut want: &[u8]) -> std::io::Resul
     }
 }
 
-/// A buffered reader that hashes what is consumed from it, a buffer at a time: the buffer is
-/// hashed whole when it is refilled (everything in it was consumed by then), the consumed
-/// part of the last one by [`HashRead::finish`] (not a hash update per line consumed).
-pub(crate) struct HashRead<R> {
-    inner: R,
-    buf: Vec<u8>,
-    pos: usize,
-    end: usize,
-    hasher: Hasher,
-}
-
-impl<R: Read> HashRead<R> {
-    pub(crate) fn new(inner: R, capacity: usize) -> Self {
-        HashRead {
-            inner,
-            buf: vec![0u8; capacity.max(1)],
-            pos: 0,
-            end: 0,
-            hasher: Hasher::new(),
-        }
-    }
-
-    /// The digest of every byte consumed.
-    pub(crate) fn finish(mut self) -> Digest {
-        self.hasher
-            .update(self.buf.get(..self.pos).unwrap_or_default());
-        self.hasher.finish()
-    }
-}
-
-impl<R: Read> Read for HashRead<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let have = self.fill_buf()?;
-        let n = have.len().min(out.len());
-        if let (Some(to), Some(from)) = (out.get_mut(..n), have.get(..n)) {
-            to.copy_from_slice(from);
-        }
-        self.consume(n);
-        Ok(n)
-    }
-}
-
-impl<R: Read> BufRead for HashRead<R> {
-    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        if self.pos == self.end {
-            self.hasher
-                .update(self.buf.get(..self.end).unwrap_or_default());
-            self.pos = 0;
-            self.end = 0;
-            self.end = loop {
-                match self.inner.read(&mut self.buf) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            };
-        }
-        Ok(self.buf.get(self.pos..self.end).unwrap_or_default())
-    }
-    fn consume(&mut self, n: usize) {
-        self.pos = self.pos.saturating_add(n).min(self.end);
-    }
-}
-
 /// The DSSE PAE of a payload (`prefix`, [`stella_dsse::stream::pae_prefix`], then the
 /// payload) as a message to verify signatures over: fed straight from memory when the payload
 /// is there (no copy), else read from its file.
@@ -1933,34 +1869,6 @@ mod tests {
                 .map_err(|e| e.to_string());
             assert_eq!(borrowed, typed, "{}", String::from_utf8_lossy(bytes));
             assert_eq!(typed.is_ok(), n == 0, "{typed:?}");
-        }
-    }
-
-    /// `HashRead` hashes exactly the bytes consumed, whatever its buffer size and however
-    /// they are consumed (lines, reads, a part left unread).
-    #[test]
-    fn hash_read_hashes_what_is_consumed() {
-        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        for cap in [1, 3, 64, 4096, 1 << 16] {
-            for stop in [0, 1, 63, 64, 65, 4095, 9_999, 10_000] {
-                let mut r = HashRead::new(&data[..], cap);
-                let mut taken = 0;
-                while taken < stop {
-                    let have = r.fill_buf().unwrap();
-                    let n = have.len().min(stop - taken).min(1 + taken % 97);
-                    assert_eq!(have[..n], data[taken..taken + n]);
-                    r.consume(n);
-                    taken += n;
-                }
-                assert_eq!(r.finish(), Digest::of(&data[..stop]), "{cap} {stop}");
-            }
-            let mut r = HashRead::new(&data[..], cap);
-            assert!(consume_exact(&mut r, &data[..5000]).unwrap());
-            assert!(!consume_exact(&mut r, b"x").unwrap());
-            let mut rest = Vec::new();
-            r.read_to_end(&mut rest).unwrap();
-            assert_eq!(rest, data[5000..]);
-            assert_eq!(r.finish(), Digest::of(&data), "{cap}");
         }
     }
 

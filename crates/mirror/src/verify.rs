@@ -1249,9 +1249,7 @@ fn rest_of_streamed_metadata(
 
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use crate::streamed::{
-        envelope_cap, hash_all, open_meta, At, HashEvery, HashRead, SameAs, Stoppable,
-    };
+    use crate::streamed::{envelope_cap, hash_all, open_meta, At, HashEvery, SameAs, Stoppable};
 
     /// `SHA256SUMS.dsse`, read once (`read_sums_env`).
     struct SumsEnvRead {
@@ -1297,11 +1295,12 @@ fn rest_of_streamed_metadata(
         else {
             return Ok(None);
         };
-        let mut r = HashRead::new(At::new(&f, 0), 256 * 1024);
+        // Hashed a buffer at a time as it is read (not per line compared).
+        let mut r = BufReader::with_capacity(256 * 1024, HashEvery::new(At::new(&f, 0)));
         let same = index.sha256sums_equal(&mut r).at(&path)?;
         // The rest of a longer file, for its digest.
         std::io::copy(&mut r, &mut std::io::sink()).at(&path)?;
-        let digest = r.finish();
+        let digest = r.into_inner().hasher.finish();
         Ok(Some(SumsRead {
             file: f,
             len,
