@@ -833,23 +833,15 @@ impl<'a> Parser<'a> {
 }
 
 /// How many bytes at the start of `bytes` a string copies as they are: up to the first `"`,
-/// `\\` or control character (U+0000..=U+001F), or all of them. Eight bytes at a time (SWAR:
-/// each test sets the high bit of every byte that matches; a borrow can only mark bytes after
-/// a true match, so the lowest marked byte is the first match), then byte by byte.
+/// `\\` or control character (U+0000..=U+001F), or all of them. Eight bytes at a time
+/// ([`stop_bytes`]), then byte by byte.
 fn plain_run(bytes: &[u8]) -> usize {
-    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
-    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v;
     let mut chunks = bytes.chunks_exact(8);
     let mut n = 0;
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        let hits = (zero_byte(x ^ (ONES * u64::from(b'"')))
-            | zero_byte(x ^ (ONES * u64::from(b'\\')))
-            | (x.wrapping_sub(ONES * 0x20) & !x))
-            & HIGH;
+        let hits = stop_bytes(u64::from_le_bytes(word));
         if hits != 0 {
             return n + (hits.trailing_zeros() / 8) as usize;
         }
@@ -860,6 +852,24 @@ fn plain_run(bytes: &[u8]) -> usize {
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
         .unwrap_or(chunks.remainder().len())
+}
+
+/// The top bit of each byte of a u64.
+const HIGH_BITS: u64 = u64::from_le_bytes([0x80; 8]);
+/// 1 in each byte of a u64.
+const ONE_BYTES: u64 = u64::from_le_bytes([0x01; 8]);
+
+/// The top bit set in each byte of the little-endian word `x` that is a `"`, a `\\` or below
+/// 0x20 (SWAR: the classic "has a zero byte" and "has a byte less than n" tests; a borrow can
+/// only mark bytes after a true match, so the lowest marked byte is the first match, and the
+/// result is zero exactly when no byte matches).
+#[inline]
+fn stop_bytes(x: u64) -> u64 {
+    let zero_byte = |v: u64| v.wrapping_sub(ONE_BYTES) & !v;
+    (zero_byte(x ^ (ONE_BYTES * u64::from(b'"')))
+        | zero_byte(x ^ (ONE_BYTES * u64::from(b'\\')))
+        | (x.wrapping_sub(ONE_BYTES * 0x20) & !x))
+        & HIGH_BITS
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1407,21 +1417,11 @@ impl<W: Window> Checker<W> {
     }
 }
 
-/// The top bit of each byte of a u64.
-const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-/// 1 in each byte of a u64.
-const ONE_BYTES: u64 = 0x0101_0101_0101_0101;
-
-/// Does the little-endian word `x` hold a `"`, a `\\` or a byte below 0x20? (The classic
-/// "has a zero byte" and "has a byte less than n" tests: exact as a yes or no.)
+/// Does the little-endian word `x` hold a `"`, a `\\` or a byte below 0x20? Exact as a yes
+/// or no ([`stop_bytes`]).
 #[inline]
 fn word_has_stop(x: u64) -> bool {
-    let zero = |v: u64| v.wrapping_sub(ONE_BYTES) & !v & HIGH_BITS;
-    let below_space = x.wrapping_sub(ONE_BYTES * 0x20) & !x & HIGH_BITS;
-    (zero(x ^ (ONE_BYTES * u64::from(b'"')))
-        | zero(x ^ (ONE_BYTES * u64::from(b'\\')))
-        | below_space)
-        != 0
+    stop_bytes(x) != 0
 }
 
 /// Whether `text` is a JSON number whose text is the canonical text of its value (as
