@@ -636,8 +636,6 @@ impl Drop for SqliteAudit {
 /// no JSON is parsed to index it).
 struct Facets {
     seq: i64,
-    /// The link's hash (`audit_indexed.hash` when this record is the last indexed).
-    hash: String,
     time: String,
     tenant: Option<String>,
     outcome: &'static str,
@@ -749,9 +747,12 @@ impl Writer {
                     }
                 }
                 if let Some(last) = chunk.last() {
+                    // The mark's link hash read from the record (committed and acknowledged),
+                    // once per pass, rather than kept for every record.
                     tx.execute(
-                        "UPDATE audit_indexed SET upto = ?1, hash = ?2",
-                        params![last.seq, last.hash],
+                        "UPDATE audit_indexed SET upto = ?1, \
+                         hash = (SELECT hash FROM audit_log WHERE seq = ?1)",
+                        params![last.seq],
                     )?;
                 }
             }
@@ -818,11 +819,9 @@ impl Writer {
                 for (p, a) in batch.drain(..).zip(results) {
                     // `a.seq` fitted an i64 above.
                     let seq = i64::try_from(a.seq).unwrap_or(i64::MAX);
-                    let hash = a.hash.clone();
                     let _ = p.reply.send(Ok(a));
                     self.unindexed.push(Facets {
                         seq,
-                        hash,
                         time: p.time,
                         tenant: p.tenant,
                         outcome: p.outcome.as_str(),

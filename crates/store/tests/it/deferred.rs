@@ -243,12 +243,21 @@ fn same_first_seq(path: &Path, old: &Connection) {
     assert!(found > 20, "{found}");
 }
 
+/// The index tables' mark; its hash is always the link of the record it names.
 fn upto(path: &Path) -> u64 {
-    SqliteReader::open(path)
-        .unwrap()
+    let reader = SqliteReader::open(path).unwrap();
+    let (upto, hash, link): (i64, String, Option<String>) = reader
         .connection()
-        .query_row("SELECT upto FROM audit_indexed", [], |r| r.get::<_, i64>(0))
-        .unwrap() as u64
+        .query_row(
+            "SELECT upto, hash, (SELECT hash FROM audit_log WHERE seq = upto) FROM audit_indexed",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    if upto > 0 {
+        assert_eq!(Some(hash), link, "the mark's hash at {upto}");
+    }
+    upto as u64
 }
 
 fn names(path: &Path) -> Vec<String> {
