@@ -26,13 +26,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc malloc (feature `fast-alloc`, opt-in): the Signer service spends
-/// 17 % of its worker threads' CPU in glibc malloc/free, but mimalloc keeps freed pages long
-/// enough that `mirror verify` of a 1,000,000-file bundle peaks at 233-247 MiB instead of
-/// 151 MiB, above the 200 MiB budget (docs/design.md "Allocator").
+/// mimalloc instead of glibc malloc (feature `fast-alloc`, on by default): the Signer service
+/// spends 17 % of its worker threads' CPU in glibc malloc/free. mimalloc's defaults keep freed
+/// pages for a second, which would put `mirror verify` of a 1,000,000-file bundle at 233-247
+/// MiB instead of 151 MiB, above the 200 MiB budget: every command but `signer serve` tunes
+/// it first thing (`alloc_profile`; docs/design.md "Allocator").
 #[cfg(feature = "fast-alloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: stella_alloc::Global = stella_alloc::Global;
 
 /// Stella Signer: in-toto attestations as DSSE envelopes and Sigstore bundles, cosign-compatible
 /// keys, signed air-gap mirror bundles, and offline verification of all of it.
@@ -87,8 +88,20 @@ enum Command {
     Forensic(forensic::ForensicCommand),
 }
 
+/// How `command` uses memory: `signer serve` is the one long-running service and keeps
+/// mimalloc's defaults (freed pages reused, the Signer's speed); every other command is one
+/// piece of work, which may allocate and free hundreds of MiB (mirror bundles), and returns
+/// freed pages at once so its peak RSS is what it holds.
+fn alloc_profile(command: &Command) -> stella_alloc::Profile {
+    match command {
+        Command::Signer(serve::SignerCommand::Serve(_)) => stella_alloc::Profile::Service,
+        _ => stella_alloc::Profile::BulkWork,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    stella_alloc::tune(alloc_profile(&cli.command));
     let dev = if cli.allow_dev_key {
         stella_keys::DevKeys::Allow
     } else {
@@ -129,5 +142,88 @@ pub(crate) fn warn_if_dev(key: &stella_keys::PublicKey) {
              Never use it for releases or trust it in production.",
             key.key_id()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stella_alloc::{Profile, Settings};
+
+    fn command(args: &[&str]) -> Command {
+        let argv = std::iter::once("stella").chain(args.iter().copied());
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => cli.command,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    const SERVE: &[&str] = &["signer", "serve", "--dev", "--listen", "127.0.0.1:0"];
+    const BULK: &[&[&str]] = &[
+        &["mirror", "create", "--spec", "b.yaml", "--output", "out"],
+        &["mirror", "sign", "out/manifest.json", "--key", "k.key"],
+        &["mirror", "verify", "out", "--key", "k.pub"],
+        &["mirror", "verify", "out.tar.zst", "--key", "k.pub"],
+        &["mirror", "pack", "out", "--output", "out.tar.zst"],
+        &[
+            "mirror",
+            "unpack",
+            "out.tar.zst",
+            "--output",
+            "u",
+            "--key",
+            "k.pub",
+        ],
+        &["mirror", "verify-checksums", "out"],
+        &["verify", "--key", "k.pub", "a.dsse.json"],
+        &["audit", "verify", "--db", "audit.db"],
+        &[
+            "signer",
+            "sign",
+            "--url",
+            "http://127.0.0.1:1",
+            "--predicate-type",
+            "t",
+            "--predicate",
+            "p.json",
+            "--subject",
+            "s",
+            "--poe",
+            "dev-1",
+        ],
+    ];
+
+    #[test]
+    fn only_signer_serve_keeps_the_service_profile() {
+        assert_eq!(alloc_profile(&command(SERVE)), Profile::Service);
+        for args in BULK {
+            assert_eq!(alloc_profile(&command(args)), Profile::BulkWork, "{args:?}");
+        }
+    }
+
+    // mimalloc's options are process-wide: the before/after checks run in order in one test
+    // (the only one in this binary that changes them).
+    #[test]
+    fn mirror_commands_return_freed_pages_at_once_and_serve_keeps_the_defaults() {
+        if !cfg!(feature = "fast-alloc") {
+            assert_eq!(stella_alloc::settings(), None);
+            return;
+        }
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some()
+            || std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_some()
+            || std::env::var_os("MIMALLOC_ALLOW_THP").is_some()
+            || stella_alloc::settings().is_some_and(|s| !s.huge_pages)
+        {
+            // The environment (or a parent without huge pages) set them: the environment wins
+            // over the profiles, there is nothing to compare with.
+            return;
+        }
+        assert_eq!(stella_alloc::settings(), Some(Settings::MIMALLOC_DEFAULTS));
+        stella_alloc::tune(alloc_profile(&command(SERVE)));
+        assert_eq!(stella_alloc::settings(), Some(Settings::MIMALLOC_DEFAULTS));
+        stella_alloc::tune(alloc_profile(&command(&[
+            "mirror", "verify", "out", "--key", "k.pub",
+        ])));
+        assert_eq!(stella_alloc::settings(), Some(Settings::BULK_WORK));
     }
 }

@@ -29,8 +29,9 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a benchmark that cannot set up should stop loudly
 
-/// The allocator `stella` is built with (feature `fast-alloc`, opt-in; docs/design.md
-/// "Allocator"), so the bench measures what ships: the system one unless `--features fast-alloc`.
+/// The allocator `stella` is built with (feature `fast-alloc`, on by default; docs/design.md
+/// "Allocator"), so the bench measures what ships: mimalloc with its defaults, as `stella signer
+/// serve` runs it; the system one with `--no-default-features`.
 #[cfg(feature = "fast-alloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
