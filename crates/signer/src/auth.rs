@@ -646,7 +646,9 @@ impl NonceIssuer {
     pub async fn ensure(&self, now: i64) -> Result<(), NonceKeyError> {
         match &self.keys {
             NonceKeys::Fixed(_) => Ok(()),
-            NonceKeys::Rotating(r) => r.ensure(now).await,
+            // Boxed: only a key rotation reaches the shared store, and the callers' futures
+            // (every DPoP check) need not carry room for its round trip.
+            NonceKeys::Rotating(r) => Box::pin(r.ensure(now)).await,
         }
     }
 

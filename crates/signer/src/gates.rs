@@ -561,6 +561,12 @@ impl Ctx<'_> {
             self.rec.scanner_verdict = Some("not-checked".into());
             return Ok(());
         }
+        if self.app.release.is_allow_listed(d) {
+            // What `release_verdict` records for an allow-listed digest, without building
+            // the verdict (its digest and reason strings) only to read its label.
+            self.rec.scanner_verdict = Some(crate::release::ALLOW_LISTED_LABEL.into());
+            return Ok(());
+        }
         let v = self.release_verdict(d).await?;
         if v.trusted {
             Ok(())
@@ -653,6 +659,27 @@ mod tests {
 
     use super::*;
     use crate::wire::{SignDsseIn, SignExportIn};
+
+    /// The size of the future `f` returns, without making one.
+    fn future_size<A, B, F: std::future::Future>(_: impl FnOnce(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn rare_paths_do_not_size_the_gates_futures() {
+        // A registry lookup (release), a Licensing call or a shared-cache round trip (PoE) box
+        // their own futures where they are awaited, so the gates' futures — inside every sign
+        // request's boxed pipeline — carry only the hot path's state (issue #15: the release
+        // gate's was 3,440 bytes with the registry client's future inline).
+        type C = &'static mut Ctx<'static>;
+        let admit = future_size(|c: C, k: &'static Caller| c.admit(k, None, 0));
+        let release = future_size(|c: C, d: Option<&'static str>| c.check_release(d, true));
+        let verdict = future_size(|c: C, d: &'static str| c.release_verdict(d));
+        eprintln!("admit {admit} B, check_release {release} B, release_verdict {verdict} B");
+        assert!(admit <= 512, "{admit}");
+        assert!(release <= 512, "{release}");
+        assert!(verdict <= 512, "{verdict}");
+    }
 
     /// A JSON text to mutate: objects keep their member order and may hold duplicates.
     #[derive(Clone)]

@@ -146,7 +146,9 @@ impl Jwks {
                     }
                 }
                 // Stale, missing, or an unknown kid: refetch (rate-limited), then decide.
-                let set = r.refresh().await?;
+                // Boxed: the HTTP client's future is large, and only this rare path needs
+                // it (every caller's future would carry its size otherwise; issue #15).
+                let set = Box::pin(r.refresh()).await?;
                 check(&set, jws, kid)
             }
         }

@@ -458,7 +458,10 @@ impl Licensing {
             .is_none_or(|e| e.confirmed_at.elapsed() >= self.ttl)
         {
             // Another replica may have confirmed it more recently.
-            if let Some(s) = self.shared_get(&digest).await {
+            // The miss paths' futures (Redis, the HTTP client) are boxed where they are
+            // awaited: every sign request's future would carry their size otherwise, and
+            // a fresh cached answer (the common case) awaits nothing (issue #15).
+            if let Some(s) = Box::pin(self.shared_get(&digest)).await {
                 if cached
                     .as_ref()
                     .is_none_or(|e| s.confirmed_at > e.confirmed_at)
@@ -482,10 +485,10 @@ impl Licensing {
                 };
             }
         }
-        match self.introspect(poe).await {
+        match Box::pin(self.introspect(poe)).await {
             Ok(answer) => {
                 self.remember(digest, answer.clone());
-                self.shared_put(&digest, &answer).await;
+                Box::pin(self.shared_put(&digest, &answer)).await;
                 match answer {
                     Ok(ent) => {
                         if ent.expires_at.is_some_and(|x| x <= now) {

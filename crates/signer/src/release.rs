@@ -32,6 +32,9 @@ pub enum VerdictSource {
     NotConfigured,
 }
 
+/// The audit record's `scanner_verdict` for an allow-listed digest.
+pub(crate) const ALLOW_LISTED_LABEL: &str = "trusted-allowlist";
+
 /// The answer for one digest (what `/verify/referrers` returns: every field but `source` and
 /// `cached`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -55,7 +58,7 @@ impl ReleaseVerdict {
     /// The audit record's `scanner_verdict`.
     pub fn audit_label(&self) -> &'static str {
         match (self.trusted, self.source) {
-            (true, VerdictSource::AllowList) => "trusted-allowlist",
+            (true, VerdictSource::AllowList) => ALLOW_LISTED_LABEL,
             (true, _) => "trusted-referrer",
             (false, _) => "untrusted",
         }
@@ -240,6 +243,11 @@ impl ReferrerChecker {
         self.lookups.load(Ordering::Relaxed)
     }
 
+    /// The locally cached verdict for `digest`, if it is well-formed and one is fresh.
+    fn cached_verdict(&self, digest: &str) -> Option<ReleaseVerdict> {
+        self.cached(&Digest::parse(digest).ok()?)
+    }
+
     fn cached(&self, digest: &Digest) -> Option<ReleaseVerdict> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         match cache.get(digest) {
@@ -390,9 +398,19 @@ impl ReleaseGate {
         self.referrers.as_deref()
     }
 
+    /// Is `digest` on the allow-list (`release.trusted_scanner_digests`)? Its verdict is
+    /// then trusted, [`VerdictSource::AllowList`], whatever the registry says.
+    pub fn is_allow_listed(&self, digest: &str) -> bool {
+        self.allow.iter().any(|t| t == digest)
+    }
+
     /// The verdict for a well-formed `sha256:<hex>` digest.
+    ///
+    /// Only a registry lookup (a local cache miss) awaits anything, and its future — the
+    /// registry client's, several KB — is boxed on that path alone: the callers' futures
+    /// (every sign request's pipeline) no longer carry room for it (issue #15).
     pub async fn verdict(&self, digest: &str) -> Result<ReleaseVerdict, Unavailable> {
-        if self.allow.iter().any(|t| t == digest) {
+        if self.is_allow_listed(digest) {
             return Ok(ReleaseVerdict {
                 digest: digest.to_string(),
                 trusted: true,
@@ -405,7 +423,10 @@ impl ReleaseGate {
             });
         }
         match &self.referrers {
-            Some(r) => r.check(digest).await,
+            Some(r) => match r.cached_verdict(digest) {
+                Some(v) => Ok(v),
+                None => Box::pin(r.check(digest)).await,
+            },
             None => Ok(ReleaseVerdict {
                 digest: digest.to_string(),
                 trusted: false,

@@ -381,37 +381,65 @@ pub(crate) fn sign_dsse_response(body: &SignDsseResponse, audit_id: &str) -> Res
 /// `Audited<SignDsseResponse>` as `serde_json` writes [`SortedDsseAnswer`]: the members in
 /// sorted order, each value by `serde_json` — except a keyful envelope, copied in as
 /// [`stella_dsse::EnvelopeJson::write_sorted`] writes it (base64 and escaping not done again).
+///
+/// The answer is written into a per-thread scratch buffer and copied out at its exact size:
+/// one allocation, no spare capacity (a keyful answer is ~1 KB: sized to fit, it is served
+/// from glibc's per-thread cache, where an estimate with room to spare was not; and `Bytes`
+/// takes a vector whose length is its capacity without a second allocation for its
+/// reference count).
 fn write_dsse_answer(
     body: &SignDsseResponse,
     audit_id: &str,
 ) -> Result<Vec<u8>, serde_json::Error> {
+    thread_local! {
+        static ANSWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    /// Scratch kept between answers unless it grew past this (a rare huge answer).
+    const KEEP: usize = 16 * 1024;
+    ANSWER.with_borrow_mut(|scratch| {
+        scratch.clear();
+        let written = write_dsse_answer_into(body, audit_id, scratch);
+        let out = written.map(|()| scratch.as_slice().to_vec());
+        if scratch.capacity() > KEEP {
+            *scratch = Vec::new();
+        }
+        out
+    })
+}
+
+/// [`write_dsse_answer`]'s bytes, appended to `out`.
+fn write_dsse_answer_into(
+    body: &SignDsseResponse,
+    audit_id: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
     let b = &body.bundle;
     let p = &body.policy;
     let envelope_len = match &b.dsse {
         DsseJson::Envelope(e) => e.json().len(),
         DsseJson::Value(_) => 0,
     };
-    let mut out = Vec::with_capacity(envelope_len + 512);
+    out.reserve(envelope_len + 512);
     out.extend_from_slice(b"{\"auditId\":");
-    serde_json::to_writer(&mut out, audit_id)?;
+    serde_json::to_writer(&mut *out, audit_id)?;
     out.extend_from_slice(b",\"bundle\":{\"certificateChain\":");
-    serde_json::to_writer(&mut out, &b.certificate_chain)?;
+    serde_json::to_writer(&mut *out, &b.certificate_chain)?;
     out.extend_from_slice(b",\"dsse\":");
     match &b.dsse {
-        DsseJson::Envelope(e) => e.write_sorted(&mut out),
-        DsseJson::Value(v) => serde_json::to_writer(&mut out, v)?,
+        DsseJson::Envelope(e) => e.write_sorted(out),
+        DsseJson::Value(v) => serde_json::to_writer(&mut *out, v)?,
     }
     out.extend_from_slice(b",\"mode\":");
-    serde_json::to_writer(&mut out, &b.mode)?;
+    serde_json::to_writer(&mut *out, &b.mode)?;
     out.extend_from_slice(b",\"signingIdentity\":");
-    serde_json::to_writer(&mut out, &SortedIdentity::new(&b.signing_identity))?;
+    serde_json::to_writer(&mut *out, &SortedIdentity::new(&b.signing_identity))?;
     if let Some(sigstore) = &b.sigstore {
         out.extend_from_slice(b",\"sigstore\":");
-        serde_json::to_writer(&mut out, sigstore)?;
+        serde_json::to_writer(&mut *out, sigstore)?;
     }
     out.extend_from_slice(b"},\"policy\":");
     serde_json::to_writer(
-        &mut out,
+        &mut *out,
         &SortedPolicy {
             max_artifact_bytes: p.max_artifact_bytes,
             plan: &p.plan,
@@ -419,7 +447,7 @@ fn write_dsse_answer(
         },
     )?;
     out.push(b'}');
-    Ok(out)
+    Ok(())
 }
 
 /// `Audited<SignDsseResponse>` with its members (and its members' members) in sorted order:
@@ -557,6 +585,9 @@ mod tests {
         for body in cases {
             let direct = serde_json::to_vec(&SortedDsseAnswer::new(&body, "aud-\"1")).unwrap();
             let written = write_dsse_answer(&body, "aud-\"1").unwrap();
+            // Copied out of the per-thread scratch at its exact size (one allocation, which
+            // `Bytes` takes without another).
+            assert_eq!(written.len(), written.capacity());
             let via_value = serde_json::to_value(Audited {
                 body,
                 audit_id: "aud-\"1".to_string(),

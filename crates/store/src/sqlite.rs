@@ -18,8 +18,9 @@
 //!
 //! A record's transaction writes the record's row only. The log's indexes (time, tenant,
 //! outcome, subject digest) are filled by the same thread in batches after the records are
-//! acknowledged, through a second connection that does not sync; queries read the few records
-//! not yet indexed directly, so they see every acknowledged record ([`INDEX_TABLES`]).
+//! acknowledged, on the same connection in transactions that do not sync (the next record
+//! commit's sync covers them); queries read the few records not yet indexed directly, so they
+//! see every acknowledged record ([`INDEX_TABLES`]).
 //!
 //! Only the writer creates the schema. [`SqliteReader`] (verification, export) opens the file
 //! read-only and never creates or migrates anything: a dropped table stays dropped and is
@@ -168,6 +169,12 @@ const INDEX_CHUNK: usize = 512;
 
 /// A smaller tail is indexed too once it is this old (a slow stream).
 const INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The writer connection's page cache, KiB (SQLite's default is 2,000): the index tables'
+/// leaves a pass touches stay cached to the next pass (the subject index, keyed by a random
+/// digest, touches leaves all over its B-tree: ~85 bytes per record, so 16 MiB holds the
+/// subject leaves of ~190,000 records).
+const WRITER_CACHE_KIB: u32 = 16 * 1024;
 
 /// Options of the SQLite audit log.
 #[derive(Debug, Clone)]
@@ -322,11 +329,9 @@ impl SqliteAudit {
         let mut conn = open_conn(&opts.path, true)?;
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
         let indexed = migrate(&mut conn)?;
-        // The writer's second connection, for the index tables only: derived data, rebuilt
-        // from the records after a crash, so its commits need no sync of their own (the next
-        // record commit's sync covers them; in WAL mode a lost one is simply not there).
-        let ix_conn = open_conn(&opts.path, false)?;
-        ix_conn.execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA synchronous=NORMAL;")?;
+        // The writer's page cache holds the index tables' pages between passes too (one
+        // connection: another's commits would empty it before every pass).
+        conn.execute_batch(&format!("PRAGMA cache_size=-{WRITER_CACHE_KIB};"))?;
         let query_conn = Arc::new(Mutex::new(open_query_conn(&opts.path)?));
         let head = read_head(&conn)?;
         let cp_conn = open_conn(&opts.path, false)?;
@@ -367,9 +372,9 @@ impl SqliteAudit {
         let shared_head = Arc::new(Mutex::new(head.clone()));
         let writer = Writer {
             conn,
-            ix_conn,
             indexed,
             unindexed: Vec::new(),
+            relaxed: false,
             indexed_at: std::time::Instant::now(),
             head,
             shared_head: shared_head.clone(),
@@ -632,6 +637,82 @@ impl Drop for SqliteAudit {
     }
 }
 
+/// A transaction whose `BEGIN` and `COMMIT` are prepared once per connection (rusqlite's
+/// `Transaction` parses both on every call: ~4 % of the writer's CPU at one record per
+/// commit). Rolled back when dropped uncommitted (an error on the way, or a failed `COMMIT`).
+struct CachedTx<'c> {
+    conn: &'c Connection,
+    open: bool,
+}
+
+impl<'c> CachedTx<'c> {
+    fn begin(conn: &'c Connection) -> Result<Self, StoreError> {
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        Ok(CachedTx { conn, open: true })
+    }
+
+    fn conn(&self) -> &'c Connection {
+        self.conn
+    }
+
+    fn commit(mut self) -> Result<(), StoreError> {
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for CachedTx<'_> {
+    fn drop(&mut self) {
+        if self.open && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// `synchronous=NORMAL` on the writer's connection for the index pass's transaction, `FULL`
+/// again when this ends — by [`Unsynced::restore`], or when dropped on an error path (a
+/// transaction opened after it is rolled back first: locals drop in reverse order, and the
+/// setting cannot change inside a transaction). Should even that fail, [`Writer::commit`] sets it
+/// again before its next transaction and fails the batch when it cannot ([`Writer::relaxed`]).
+struct Unsynced<'c> {
+    conn: &'c Connection,
+    restored: bool,
+}
+
+impl<'c> Unsynced<'c> {
+    fn new(conn: &'c Connection) -> Result<Self, StoreError> {
+        conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+        Ok(Unsynced {
+            conn,
+            restored: false,
+        })
+    }
+
+    fn conn(&self) -> &'c Connection {
+        self.conn
+    }
+
+    fn restore(mut self) -> Result<(), StoreError> {
+        self.restored = true;
+        set_full_sync(self.conn)
+    }
+}
+
+impl Drop for Unsynced<'_> {
+    fn drop(&mut self) {
+        if !self.restored {
+            let _ = set_full_sync(self.conn);
+        }
+    }
+}
+
+/// `PRAGMA synchronous=FULL`: every commit syncs the WAL (what a record's commit needs).
+fn set_full_sync(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("PRAGMA synchronous=FULL")?;
+    Ok(())
+}
+
 /// What the index tables need of an acknowledged record (taken from the record in memory, so
 /// no JSON is parsed to index it).
 struct Facets {
@@ -643,13 +724,17 @@ struct Facets {
 }
 
 struct Writer {
+    /// The one connection of the writer: records (`synchronous=FULL`) and, between batches,
+    /// the index tables (`synchronous=NORMAL` for that transaction, see
+    /// [`Writer::index_pending`]).
     conn: Connection,
-    /// The index tables' connection (`synchronous=NORMAL`), see [`Writer::index_pending`].
-    ix_conn: Connection,
     /// The last `seq` the index tables cover (`audit_indexed.upto`).
     indexed: u64,
     /// Acknowledged records after `indexed`, in `seq` order.
     unindexed: Vec<Facets>,
+    /// The connection may still be at `synchronous=NORMAL` (an index pass failed and so did
+    /// setting `FULL` back): [`Writer::commit`] sets `FULL` before it commits a record.
+    relaxed: bool,
     /// When the index tables last caught up.
     indexed_at: std::time::Instant,
     head: (u64, String),
@@ -714,10 +799,15 @@ impl Writer {
     }
 
     /// Write the index rows of the oldest acknowledged records not yet indexed (at most
-    /// [`INDEX_CHUNK`]) and move `upto`, in one transaction of the index connection (no sync:
-    /// the next record commit's sync covers it). Batched, each index leaf is written once for
-    /// many records. On failure the rows are rebuilt from the stored records instead
-    /// ([`index_tail`]), at the next turn or at open.
+    /// [`INDEX_CHUNK`]) and move `upto`, in one transaction that does not sync
+    /// ([`Unsynced`]: derived data, rebuilt from the records after a crash; the next record
+    /// commit's sync covers it, and in WAL mode a lost one is simply not there). Batched, each
+    /// index leaf is written once for many records. On failure the rows are rebuilt from the
+    /// stored records instead ([`index_tail`]), at the next turn or at open.
+    ///
+    /// On the writer's own connection, whose page cache keeps the index pages from one pass
+    /// to the next: a second connection found its cache emptied by the writer's commits
+    /// before every pass and read each index leaf back with a `pread` (2026-12-07, issue #15).
     fn index_pending(&mut self) {
         if self.unindexed.is_empty() {
             return;
@@ -725,18 +815,26 @@ impl Writer {
         let n = self.unindexed.len().min(INDEX_CHUNK);
         let mut rebuilt = false;
         let res = (|| -> Result<(), StoreError> {
-            let tx = self.ix_conn.transaction()?;
-            let upto: i64 = tx.query_row("SELECT upto FROM audit_indexed", [], |r| r.get(0))?;
+            let unsynced = Unsynced::new(&self.conn)?;
+            let tx = CachedTx::begin(unsynced.conn())?;
+            let upto: i64 = tx
+                .conn()
+                .prepare_cached("SELECT upto FROM audit_indexed")?
+                .query_row([], |r| r.get(0))?;
             if u64::try_from(upto).ok() != Some(self.indexed) {
                 // Not what this writer last wrote: rebuild from the records.
-                index_tail(&tx)?;
+                index_tail(tx.conn())?;
                 rebuilt = true;
             } else {
-                let mut facet = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO audit_facet (seq, time, tenant, outcome) \
+                // A plain INSERT: the rows after `upto` do not exist (a conflict would fail the
+                // pass, and the next one rebuilds). `OR REPLACE` on a table with indexes made
+                // every execution open a statement journal and copy each page it touched
+                // (four 4 KiB pages per record) into it.
+                let mut facet = tx.conn().prepare_cached(
+                    "INSERT INTO audit_facet (seq, time, tenant, outcome) \
                      VALUES (?1, ?2, ?3, ?4)",
                 )?;
-                let mut subject = tx.prepare_cached(
+                let mut subject = tx.conn().prepare_cached(
                     "INSERT OR IGNORE INTO audit_subject (digest, seq) VALUES (?1, ?2)",
                 )?;
                 let chunk = &self.unindexed[..n];
@@ -749,17 +847,22 @@ impl Writer {
                 if let Some(last) = chunk.last() {
                     // The mark's link hash read from the record (committed and acknowledged),
                     // once per pass, rather than kept for every record.
-                    tx.execute(
-                        "UPDATE audit_indexed SET upto = ?1, \
-                         hash = (SELECT hash FROM audit_log WHERE seq = ?1)",
-                        params![last.seq],
-                    )?;
+                    tx.conn()
+                        .prepare_cached(
+                            "UPDATE audit_indexed SET upto = ?1, \
+                             hash = (SELECT hash FROM audit_log WHERE seq = ?1)",
+                        )?
+                        .execute(params![last.seq])?;
                 }
             }
             tx.commit()?;
-            Ok(())
+            unsynced.restore()
         })();
         self.indexed_at = std::time::Instant::now();
+        if res.is_err() {
+            // The guard set `FULL` back unless that failed too; make sure either way.
+            self.relaxed = set_full_sync(&self.conn).is_err();
+        }
         match res {
             Ok(()) if !rebuilt => {
                 if let Some(last) = self.unindexed.get(n - 1) {
@@ -789,9 +892,13 @@ impl Writer {
         let (mut seq, mut prev) = self.head.clone();
         let mut results: Vec<Appended> = Vec::with_capacity(batch.len());
         let res = (|| -> Result<(), StoreError> {
-            let tx = self.conn.transaction()?;
+            if self.relaxed {
+                set_full_sync(&self.conn)?;
+                self.relaxed = false;
+            }
+            let tx = CachedTx::begin(&self.conn)?;
             {
-                let mut stmt = tx.prepare_cached(
+                let mut stmt = tx.conn().prepare_cached(
                     "INSERT INTO audit_log (seq, time, audit_id, record, prev_hash, hash) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
@@ -940,5 +1047,168 @@ impl AuditReader for SqliteReader {
             .optional()?
             .flatten();
         Ok(seq.and_then(|s| u64::try_from(s).ok()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Outcome;
+    use tokio::sync::oneshot;
+
+    fn sync_level(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A writer as [`SqliteAudit::open`] builds it, driven on the test's thread.
+    fn writer(path: &Path) -> Writer {
+        let mut conn = open_conn(path, true).unwrap();
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0;").unwrap();
+        let indexed = migrate(&mut conn).unwrap();
+        let head = read_head(&conn).unwrap();
+        Writer {
+            conn,
+            indexed,
+            unindexed: Vec::new(),
+            relaxed: false,
+            indexed_at: std::time::Instant::now(),
+            head: head.clone(),
+            shared_head: Arc::new(Mutex::new(head)),
+            batch_max: 64,
+            healthy: Arc::new(AtomicBool::new(true)),
+            catch_up: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    type Reply = oneshot::Receiver<Result<Appended, StoreError>>;
+
+    fn batch(from: u32, n: u32) -> (Vec<Pending>, Vec<Reply>) {
+        let mut pending = Vec::new();
+        let mut replies = Vec::new();
+        for i in from..from + n {
+            let mut r = AuditRecord::new(
+                format!("a{i}"),
+                "0af7651916cd43dd8448eb211c80319c".into(),
+                "POST /api/v1/signer/sign/dsse".into(),
+                format!("2026-01-02T03:04:{:02}.000Z", i % 60),
+            );
+            r.tenant = Some("tenant-a".into());
+            r.subject_digests = vec![format!("sha256:{}", format!("{i:02x}").repeat(32))];
+            r.outcome = Outcome::Signed;
+            let (reply, rx) = oneshot::channel();
+            pending.push(Pending {
+                json: String::from_utf8(r.to_canonical_json().unwrap()).unwrap(),
+                time: r.time,
+                audit_id: r.audit_id,
+                subjects: r.subject_digests,
+                tenant: r.tenant,
+                outcome: r.outcome,
+                reply,
+            });
+            replies.push(rx);
+        }
+        (pending, replies)
+    }
+
+    fn acked(replies: Vec<Reply>) -> Vec<u64> {
+        replies
+            .into_iter()
+            .map(|mut r| r.try_recv().unwrap().unwrap().seq)
+            .collect()
+    }
+
+    /// The index pass runs on the records' connection at `synchronous=NORMAL`; whether it
+    /// succeeds or fails, the next record commits at `FULL` (synced before its append
+    /// returns), and a failed pass leaves no transaction open.
+    #[test]
+    fn records_commit_at_full_sync_after_an_index_pass_ok_or_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("audit.db"));
+        assert_eq!(sync_level(&w.conn), 2, "FULL");
+        let (mut b, replies) = batch(0, 3);
+        assert!(w.commit(&mut b));
+        assert_eq!(acked(replies), vec![1, 2, 3]);
+        w.index_pending();
+        assert_eq!((w.indexed, w.unindexed.len()), (3, 0));
+        assert_eq!(sync_level(&w.conn), 2);
+        assert!(w.conn.is_autocommit());
+
+        // A pass failing inside its transaction (its table gone).
+        let (mut b, replies) = batch(3, 2);
+        assert!(w.commit(&mut b));
+        assert_eq!(acked(replies), vec![4, 5]);
+        w.conn.execute_batch("DROP TABLE audit_facet").unwrap();
+        w.index_pending();
+        assert_eq!(sync_level(&w.conn), 2);
+        assert!(w.conn.is_autocommit() && !w.relaxed);
+        assert!(w.unindexed.is_empty() && w.indexed == u64::MAX);
+
+        // Were `FULL` not restored, the next commit restores it first.
+        w.conn.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
+        w.relaxed = true;
+        let (mut b, replies) = batch(5, 1);
+        assert!(w.commit(&mut b));
+        assert_eq!(acked(replies), vec![6]);
+        assert_eq!(sync_level(&w.conn), 2);
+        assert!(!w.relaxed);
+        let stored: i64 = w
+            .conn
+            .query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, 6);
+    }
+
+    /// The pass's guard sets `NORMAL` and then `FULL` again every time, not only the first,
+    /// and `FULL` when dropped without `restore` (an error on the way).
+    #[test]
+    fn unsynced_sets_and_restores_the_level_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_conn(&dir.path().join("audit.db"), true).unwrap();
+        for _ in 0..3 {
+            let u = Unsynced::new(&conn).unwrap();
+            assert_eq!(sync_level(&conn), 1, "NORMAL");
+            u.restore().unwrap();
+            assert_eq!(sync_level(&conn), 2, "FULL");
+            {
+                let _u = Unsynced::new(&conn).unwrap();
+                assert_eq!(sync_level(&conn), 1);
+            }
+            assert_eq!(sync_level(&conn), 2);
+        }
+    }
+
+    /// A transaction dropped uncommitted is rolled back (and a failed one leaves the
+    /// connection usable).
+    #[test]
+    fn cached_transaction_rolls_back_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_conn(&dir.path().join("audit.db"), true).unwrap();
+        {
+            let tx = CachedTx::begin(&conn).unwrap();
+            tx.conn()
+                .execute(
+                    "INSERT INTO audit_log VALUES (1, 't', 'a', '{}', 'p', 'h')",
+                    [],
+                )
+                .unwrap();
+        }
+        assert!(conn.is_autocommit());
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+        let tx = CachedTx::begin(&conn).unwrap();
+        tx.conn()
+            .execute(
+                "INSERT INTO audit_log VALUES (1, 't', 'a', '{}', 'p', 'h')",
+                [],
+            )
+            .unwrap();
+        tx.commit().unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
     }
 }

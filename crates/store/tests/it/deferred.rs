@@ -516,3 +516,43 @@ async fn sqlite_writer_rebuilds_index_rows_it_did_not_write() {
     assert!(same_answers(&log, &old).await > 3_000);
     log.close().await.unwrap();
 }
+
+/// An index pass that meets a row it did not expect (a facet row planted after `upto`, where
+/// only the writer's own next pass should write) fails as a whole, and the rows are rebuilt
+/// from the records: the planted row is replaced by the record's facets and every answer is
+/// still the old schema's. (The pass inserts facets with a plain `INSERT`; a conflict must
+/// not lose the records it was indexing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_index_pass_meeting_a_planted_row_rebuilds() {
+    let (_d, path, old_path) = temp();
+    let log = SqliteAudit::open(SqliteOptions::new(&path)).unwrap();
+    fill(&log, 0, 300).await;
+    open_raw(&path)
+        .unwrap()
+        .execute(
+            "INSERT INTO audit_facet (seq, time, tenant, outcome) \
+             VALUES (301, '2000-01-01T00:00:00.000Z', 'tenant-z', 'error')",
+            [],
+        )
+        .unwrap();
+    fill(&log, 300, N).await;
+    log.close().await.unwrap();
+    // Reopening indexes whatever the failed pass left (at the latest).
+    let log = SqliteAudit::open(SqliteOptions::new(&path)).unwrap();
+    log.close().await.unwrap();
+    assert_eq!(upto(&path), N);
+    let conn = open_raw(&path).unwrap();
+    let (facets, planted): (i64, Option<String>) = conn
+        .query_row(
+            "SELECT count(*), (SELECT tenant FROM audit_facet WHERE seq = 301) FROM audit_facet",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((facets as u64, planted), (N, mixed(300).tenant));
+    drop(conn);
+    let old = old_copy(&path, &old_path);
+    let log = SqliteAudit::open(SqliteOptions::new(&path)).unwrap();
+    assert!(same_answers(&log, &old).await > 3_000);
+    log.close().await.unwrap();
+}
