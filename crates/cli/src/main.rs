@@ -190,6 +190,8 @@ mod tests {
             "s",
             "--poe",
             "dev-1",
+            "--output",
+            "o.json",
         ],
     ];
 
