@@ -1,7 +1,7 @@
 //! The global allocator of the `stella` binary and its tuning per kind of work
 //! (docs/design.md "Allocator", issue #15 items 1 and 3).
 //!
-//! With the feature `mimalloc`, [`Global`] is mimalloc's allocator type, for a binary's
+//! With the feature `mimalloc`, `Global` is mimalloc's allocator type, for a binary's
 //! `#[global_allocator]`, and [`tune`] sets mimalloc's options for a [`Profile`]. mimalloc's
 //! defaults suit a long-running service: freed pages are kept for a purge delay (1 s in
 //! mimalloc 3) and reused, which is where the Signer's ~10 % of CPU per signature over glibc
@@ -21,7 +21,7 @@
 //! reserved later. An operator's `MIMALLOC_<OPTION>` environment variable wins over a
 //! profile: [`tune`] only changes options the environment left alone.
 //!
-//! Without the feature the crate is inert: no [`Global`], [`tune`] does nothing and
+//! Without the feature the crate is inert: no `Global`, [`tune`] does nothing and
 //! [`settings`] returns `None`, so callers need no `cfg` of their own.
 //!
 //! This is the workspace's FFI crate: `unsafe_code` is denied, not forbidden, and each call
@@ -76,7 +76,7 @@ impl Settings {
     };
 }
 
-/// Whether this build's [`Global`] is mimalloc (feature `mimalloc`).
+/// Whether this build's `Global` is mimalloc (feature `mimalloc`).
 pub const fn is_mimalloc() -> bool {
     cfg!(feature = "mimalloc")
 }

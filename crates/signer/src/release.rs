@@ -399,7 +399,7 @@ impl ReleaseGate {
     }
 
     /// Is `digest` on the allow-list (`release.trusted_scanner_digests`)? Its verdict is
-    /// then trusted, [`VerdictSource::AllowList`], whatever the registry says.
+    /// then trusted, `VerdictSource::AllowList`, whatever the registry says.
     pub fn is_allow_listed(&self, digest: &str) -> bool {
         self.allow.iter().any(|t| t == digest)
     }
