@@ -486,7 +486,16 @@ fn b64_run(buf: &[u8]) -> (usize, u8) {
         kinds |= if std { B64_STD } else { 0 } | if url { B64_URL } else { 0 };
         run += BLOCK;
     }
-    for &b in buf.get(run..).unwrap_or_default() {
+    let (tail, tail_kinds) = table_run(buf.get(run..).unwrap_or_default());
+    (run + tail, kinds | tail_kinds)
+}
+
+/// The base64 run at the start of `buf`, byte by byte through [`B64_CLASS`]: its length and
+/// the alphabets it used (the tail of [`b64_run`], and its reference in tests).
+fn table_run(buf: &[u8]) -> (usize, u8) {
+    let mut run = 0;
+    let mut kinds = 0u8;
+    for &b in buf {
         let k = B64_CLASS[usize::from(b)];
         if k == B64_OTHER {
             break;
@@ -610,19 +619,7 @@ mod tests {
     /// The block-wise run finder gives what the byte-by-byte table loop gave.
     #[test]
     fn b64_run_agrees_with_the_table() {
-        fn by_table(buf: &[u8]) -> (usize, u8) {
-            let mut run = 0;
-            let mut kinds = 0u8;
-            for &b in buf {
-                let k = B64_CLASS[usize::from(b)];
-                if k == B64_OTHER {
-                    break;
-                }
-                kinds |= k;
-                run += 1;
-            }
-            (run, kinds)
-        }
+        let by_table = table_run;
         let base: Vec<u8> = b"ABCxyz0189=+/-_"
             .iter()
             .copied()
