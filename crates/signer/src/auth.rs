@@ -790,6 +790,44 @@ pub(crate) fn same_target(htu: &url::Url, target: &url::Url) -> bool {
         && htu.path() == target.path()
 }
 
+/// Is `htu` written as an absolute RFC 3986 URI with an authority (`scheme://host…`)? The URL
+/// parser follows WHATWG, which repairs what RFC 3986 refuses — it drops leading and trailing
+/// blanks and control characters and removes tabs and newlines anywhere, reads `\` as `/`,
+/// accepts `https:host` without `//`, and maps non-ASCII hosts through IDNA — so a proof could
+/// name the target in a spelling no other verifier would accept. Those spellings are refused
+/// before parsing: only printable ASCII other than `\`, `"`, `<`, `>`, `^`, `` ` ``, `{`, `|`,
+/// `}` (characters RFC 3986 never allows unencoded), and a scheme of `ALPHA *( ALPHA / DIGIT /
+/// "+" / "-" / "." )` followed by `://`.
+fn uri_syntax_ok(htu: &str) -> bool {
+    let b = htu.as_bytes();
+    let allowed = |c: u8| c.is_ascii_graphic() && !b"\\\"<>^`{|}".contains(&c);
+    if !b.iter().all(|&c| allowed(c)) {
+        return false;
+    }
+    let Some(colon) = b.iter().position(|&c| c == b':') else {
+        return false;
+    };
+    let scheme = &b[..colon];
+    scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"+-.".contains(&c))
+        && b[colon + 1..].starts_with(b"//")
+}
+
+/// WHATWG also reads hosts such as `0x7f.1` or `2130706433` as IPv4 addresses (RFC 3986 reads
+/// them as names): an IPv4 host must be written in dotted decimal, as the parser prints it.
+fn ipv4_as_written(htu: &str, parsed: &url::Url) -> bool {
+    let Some(url::Host::Ipv4(ip)) = parsed.host() else {
+        return true;
+    };
+    let rest = htu.split_once("://").map_or("", |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = host_port.split_once(':').map_or(host_port, |(h, _)| h);
+    host == ip.to_string()
+}
+
 /// [`same_target`] of `htu` parsed as a URL and `target`; `None` when `htu` is not one.
 /// Each thread remembers the last `htu` it parsed (clients send the same one request after
 /// request), so the parse — a pure function of the string — runs once per distinct value.
@@ -800,7 +838,11 @@ fn htu_matches(htu: &str, target: &url::Url) -> Option<bool> {
     }
     LAST_HTU.with_borrow_mut(|last| {
         if last.as_ref().is_none_or(|(s, _)| s != htu) {
-            *last = Some((htu.to_string(), url::Url::parse(htu).ok()));
+            let parsed = uri_syntax_ok(htu)
+                .then(|| url::Url::parse(htu).ok())
+                .flatten()
+                .filter(|u| ipv4_as_written(htu, u));
+            *last = Some((htu.to_string(), parsed));
         }
         let parsed = last.as_ref().and_then(|(_, u)| u.as_ref())?;
         Some(same_target(parsed, target))
@@ -1343,6 +1385,59 @@ mod tests {
         assert!(!same_target(&other, &t));
         let http = url::Url::parse("http://signer.example/api/v1/signer/sign/dsse").unwrap();
         assert!(!same_target(&http, &t));
+    }
+
+    /// WHATWG repairs (blanks, tabs, backslashes, a missing `//`, non-ASCII) are refused, so
+    /// `htu` matches only when it is written as a URI; spellings RFC 3986 §6.2.2 normalises
+    /// (scheme and host case, default port, query) still match.
+    #[test]
+    fn htu_must_be_written_as_an_rfc3986_uri() {
+        let t = url::Url::parse("https://signer.example/api/v1/signer/sign/dsse").unwrap();
+        for ok in [
+            "https://signer.example/api/v1/signer/sign/dsse",
+            "HTTPS://SIGNER.example:443/api/v1/signer/sign/dsse",
+            "https://signer.example/api/v1/signer/sign/dsse?x=1#f",
+        ] {
+            assert_eq!(htu_matches(ok, &t), Some(true), "{ok}");
+        }
+        for bad in [
+            " https://signer.example/api/v1/signer/sign/dsse",
+            "https://signer.example/api/v1/signer/sign/dsse ",
+            "https://signer.example/api/v1/signer/sign/dsse\n",
+            "https://signer.example/api/v1/signer/sign/d\tsse",
+            "\u{0}https://signer.example/api/v1/signer/sign/dsse",
+            "https:\\\\signer.example\\api\\v1\\signer\\sign\\dsse",
+            "https:signer.example/api/v1/signer/sign/dsse",
+            "https:/signer.example/api/v1/signer/sign/dsse",
+            "https://signer.example/api/v1/signer/sign/dsse\u{a0}",
+            "https://sıgner.example/api/v1/signer/sign/dsse",
+            "https://signer.example/api/v1/signer/sign/{dsse}",
+            "1https://signer.example/api/v1/signer/sign/dsse",
+            "//signer.example/api/v1/signer/sign/dsse",
+            "",
+        ] {
+            assert_eq!(htu_matches(bad, &t), None, "{bad:?}");
+        }
+        let t = url::Url::parse("https://127.0.0.1:8443/api/v1/signer/sign/dsse").unwrap();
+        assert_eq!(
+            htu_matches("https://127.0.0.1:8443/api/v1/signer/sign/dsse", &t),
+            Some(true)
+        );
+        for bad in [
+            "https://0x7f.1:8443/api/v1/signer/sign/dsse",
+            "https://2130706433:8443/api/v1/signer/sign/dsse",
+            "https://0177.0.0.1:8443/api/v1/signer/sign/dsse",
+            "https://127.1:8443/api/v1/signer/sign/dsse",
+        ] {
+            assert_eq!(htu_matches(bad, &t), None, "{bad:?}");
+        }
+        // The memo holds the refusal too: the same bad value again, then a good one.
+        assert_eq!(htu_matches(" https://signer.example/", &t), None);
+        assert_eq!(htu_matches(" https://signer.example/", &t), None);
+        assert_eq!(
+            htu_matches("https://127.0.0.1:8443/api/v1/signer/sign/dsse", &t),
+            Some(true)
+        );
     }
 }
 

@@ -2,7 +2,8 @@
 //! ([`CompactJws`], [`StrictObject`]) instead of `Jws::parse`'s `Value` trees, remembers the
 //! last `htu` it parsed per thread, and compares `ath` and hosts without allocating. These
 //! tests run a corpus of hostile proofs through the check as it was (kept here as
-//! [`validate_reference`], verbatim but for the key memo, which it never consults) and the
+//! [`validate_reference`], verbatim but for the key memo, which it never consults, and the
+//! `htu` spelling rules added since, written apart: RFC 3986 syntax, dotted-decimal IPv4) and the
 //! check as it is, and assert the same outcome — the same `ApiError` in every field, or both
 //! accepted — case by case, twice each (the second time the replay cache and the `htu` memo
 //! are warm). The strict object parse is also run against `jcs::parse_strict` directly over
@@ -64,7 +65,21 @@ async fn validate_reference(
         )));
     }
     let htu = claim_str(c, "htu").ok_or_else(|| bad_proof("DPoP proof has no `htu`"))?;
-    let htu = url::Url::parse(&htu).map_err(|_| bad_proof("DPoP proof `htu` is not a URI"))?;
+    let htu = written_as_uri(&htu)
+        .then(|| url::Url::parse(&htu).ok())
+        .flatten()
+        .filter(|u| match u.host() {
+            Some(url::Host::Ipv4(ip)) => {
+                let ip = ip.to_string();
+                htu.contains(&format!("://{ip}/"))
+                    || htu.contains(&format!("://{ip}:"))
+                    || htu.contains(&format!("@{ip}/"))
+                    || htu.contains(&format!("@{ip}:"))
+                    || htu.ends_with(&format!("://{ip}"))
+            }
+            _ => true,
+        })
+        .ok_or_else(|| bad_proof("DPoP proof `htu` is not a URI"))?;
     let same = htu.scheme() == req.target.scheme()
         && htu.host_str().map(str::to_ascii_lowercase)
             == req.target.host_str().map(str::to_ascii_lowercase)
@@ -156,6 +171,20 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
+}
+
+/// The reference's reading of RFC 3986 `absolute-URI` with an authority: `scheme "://"`, then
+/// printable ASCII except the characters the RFC never allows unencoded.
+fn written_as_uri(htu: &str) -> bool {
+    let Some((scheme, _)) = htu.split_once("://") else {
+        return false;
+    };
+    let mut sc = scheme.chars();
+    sc.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && sc.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && htu
+            .chars()
+            .all(|c| ('!'..='~').contains(&c) && !"\\\"<>^`{|}".contains(c))
 }
 
 fn b64(bytes: &[u8]) -> String {

@@ -301,6 +301,27 @@ async fn wrong_htm_and_htu_are_refused() {
     let r = t.with_proof_claims(&token, c).await;
     let rec = assert_refused(&t.s, &r, 401, "invalid_dpop_proof");
     assert!(rec.reason.unwrap().contains("htu"));
+    // The right target in spellings a WHATWG URL parser repairs but RFC 3986 refuses.
+    let right = t.s.url("/api/v1/signer/sign/dsse");
+    for bent in [
+        format!(" {right}"),
+        format!("{right}\t"),
+        right.replacen("://", ":", 1),
+        right.replace('/', "\\"),
+    ] {
+        let mut c = t.proof_claims(&token);
+        c["htu"] = json!(bent);
+        let r = t.with_proof_claims(&token, c).await;
+        let rec = assert_refused(&t.s, &r, 401, "invalid_dpop_proof");
+        assert!(
+            rec.reason.unwrap().contains("`htu` is not a URI"),
+            "{bent:?}"
+        );
+    }
+    // The right spelling still passes with the same proof shape.
+    let c = t.proof_claims(&token);
+    let r = t.with_proof_claims(&token, c).await;
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 #[tokio::test]
