@@ -551,6 +551,10 @@ impl AppBuilder {
             None => {
                 let mut o = stella_store::SqliteOptions::new(&cfg.audit.path);
                 o.batch_max = cfg.audit.batch_max;
+                o.linger = stella_store::Linger {
+                    delay: std::time::Duration::from_micros(cfg.audit.commit_delay_us),
+                    siblings: cfg.audit.commit_siblings,
+                };
                 Arc::new(stella_store::SqliteAudit::open(o)?)
             }
         };

@@ -407,6 +407,12 @@ pub struct AuditConfig {
     pub timeout_ms: u64,
     /// Most records per group commit.
     pub batch_max: usize,
+    /// SQLite: once a batch holds `commit_siblings` records, wait this many microseconds for
+    /// more before committing it, so that one `fdatasync` serves more records under load
+    /// (PostgreSQL's `commit_delay`; 0 commits at once). At most 100,000.
+    pub commit_delay_us: u64,
+    /// SQLite: the batch size from which `commit_delay_us` applies (at least 2).
+    pub commit_siblings: usize,
     /// Key reference (file, `env://`, `pkcs11:`) of the key that signs checkpoints of the
     /// chain head; unset: no checkpoints (truncation at the end goes undetected).
     pub checkpoint_key: Option<String>,
@@ -440,6 +446,8 @@ impl Default for AuditConfig {
             url: None,
             timeout_ms: 5000,
             batch_max: 1024,
+            commit_delay_us: stella_store::sqlite_default_linger().delay.as_micros() as u64,
+            commit_siblings: stella_store::sqlite_default_linger().siblings,
             checkpoint_key: None,
             checkpoint_public_key: None,
             checkpoint_path: None,
@@ -723,6 +731,12 @@ impl Config {
                     "audit.backend {other:?} is not available (sqlite, postgres)"
                 ))
             }
+        }
+        if self.audit.commit_delay_us > 100_000 {
+            return bad("audit.commit_delay_us must be at most 100000 (100 ms)".into());
+        }
+        if self.audit.commit_siblings < 2 {
+            return bad("audit.commit_siblings must be at least 2".into());
         }
         if self.audit.timeout_ms == 0 {
             return bad("audit.timeout_ms must be positive".into());
@@ -1310,6 +1324,26 @@ default_keys_for_unlisted_tenants = true
             let ok = format!("[dev]\nenabled = true\n[{section}]\n{key} = {MAX_CONFIG_SECONDS}");
             assert!(Config::from_toml(&ok).is_ok(), "{section}.{key}");
         }
+    }
+
+    #[test]
+    fn audit_commit_delay_is_bounded() {
+        let c = Config::from_toml("[dev]\nenabled = true").unwrap();
+        assert_eq!(c.audit.commit_delay_us, 300);
+        assert_eq!(c.audit.commit_siblings, 3);
+        for (t, needle) in [
+            ("commit_delay_us = 100001", "audit.commit_delay_us"),
+            ("commit_siblings = 1", "audit.commit_siblings"),
+            ("commit_siblings = 0", "audit.commit_siblings"),
+        ] {
+            let e = Config::from_toml(&format!("[dev]\nenabled = true\n[audit]\n{t}")).unwrap_err();
+            assert!(e.to_string().contains(needle), "{t}: {e}");
+        }
+        let c = Config::from_toml(
+            "[dev]\nenabled = true\n[audit]\ncommit_delay_us = 0\ncommit_siblings = 2",
+        )
+        .unwrap();
+        assert_eq!((c.audit.commit_delay_us, c.audit.commit_siblings), (0, 2));
     }
 
     /// Issue #8 item 8: with signing keys configured, `--dev` kept them and signed with the

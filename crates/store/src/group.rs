@@ -6,6 +6,7 @@
 //! waits (blocking or async); the queue, the commands and the close protocol are here.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -145,6 +146,50 @@ pub(crate) fn take_batch(
     None
 }
 
+/// When the writer waits for more records before a commit — PostgreSQL's `commit_delay` and
+/// `commit_siblings`. A batch that already holds `siblings` records says that others arrive
+/// while each commit syncs; waiting `delay` then lets one sync serve more of them (on a
+/// virtual disk each sync also costs a trap to the host). A lone record, a batch a caller is
+/// flushing, a full batch, or a zero `delay` is committed at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Linger {
+    pub delay: Duration,
+    pub siblings: usize,
+}
+
+impl Linger {
+    /// Commit at once, always.
+    pub const NEVER: Linger = Linger {
+        delay: Duration::ZERO,
+        siblings: usize::MAX,
+    };
+
+    fn applies(&self, batch: usize, batch_max: usize, flushes: usize) -> bool {
+        !self.delay.is_zero() && batch >= self.siblings.max(2) && batch < batch_max && flushes == 0
+    }
+}
+
+/// [`take_batch`]; then, when `linger` applies to what it took, sleep `linger.delay` on this
+/// (the writer's own) thread and take what arrived meanwhile, up to `batch_max`.
+pub(crate) fn take_batch_lingering(
+    first: Cmd,
+    rx: &mut mpsc::Receiver<Cmd>,
+    batch: &mut Vec<Pending>,
+    flushes: &mut Vec<Done>,
+    batch_max: usize,
+    linger: Linger,
+) -> Option<Done> {
+    let close = take_batch(first, rx, batch, flushes, batch_max);
+    if close.is_some() || !linger.applies(batch.len(), batch_max, flushes.len()) {
+        return close;
+    }
+    std::thread::sleep(linger.delay);
+    match rx.try_recv() {
+        Ok(cmd) => take_batch(cmd, rx, batch, flushes, batch_max),
+        Err(_) => None,
+    }
+}
+
 /// After a `Close`: stop the queue and take whatever raced in behind it (a second `Close`
 /// is answered at once).
 pub(crate) fn drain_after_close(
@@ -181,5 +226,124 @@ pub(crate) fn final_answer(ok: bool) -> Result<(), StoreError> {
         Ok(())
     } else {
         Err(StoreError::Database("final audit commit failed".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(i: usize) -> (Cmd, oneshot::Receiver<Result<Appended, StoreError>>) {
+        let (reply, rx) = oneshot::channel();
+        let p = Pending {
+            time: format!("2026-12-07T00:00:{:02}Z", i % 60),
+            audit_id: format!("a{i}"),
+            json: "{}".into(),
+            subjects: Vec::new(),
+            tenant: None,
+            outcome: crate::audit::Outcome::Signed,
+            reply,
+        };
+        (Cmd::Append(p), rx)
+    }
+
+    /// Queue `now` appends, start a thread that queues `later` more after 20 ms, and take a
+    /// batch with `linger` (the receivers are kept so the replies stay open).
+    fn take(
+        now: usize,
+        later: usize,
+        flush: bool,
+        batch_max: usize,
+        linger: Linger,
+    ) -> (usize, usize, bool) {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut keep = Vec::new();
+        for i in 0..now {
+            let (c, r) = pending(i);
+            keep.push(r);
+            tx.try_send(c).unwrap();
+        }
+        if flush {
+            let (done, _r) = oneshot::channel();
+            tx.try_send(Cmd::Flush(done)).unwrap();
+        }
+        let pusher = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let mut keep = Vec::new();
+            for i in 0..later {
+                let (c, r) = pending(100 + i);
+                keep.push(r);
+                let _ = tx.blocking_send(c);
+            }
+            keep
+        });
+        let first = rx.try_recv().unwrap();
+        let (mut batch, mut flushes) = (Vec::new(), Vec::new());
+        let close =
+            take_batch_lingering(first, &mut rx, &mut batch, &mut flushes, batch_max, linger);
+        let _late = pusher.join().unwrap();
+        (batch.len(), flushes.len(), close.is_some())
+    }
+
+    const WAIT: Linger = Linger {
+        delay: Duration::from_millis(1500),
+        siblings: 2,
+    };
+
+    #[test]
+    fn a_batch_with_siblings_waits_and_takes_what_arrives() {
+        assert_eq!(take(2, 3, false, 1024, WAIT), (5, 0, false));
+        // More than one `batch_max` arrives: the batch stops at it.
+        assert_eq!(take(2, 10, false, 8, WAIT), (8, 0, false));
+    }
+
+    #[test]
+    fn nothing_waits_that_should_not() {
+        // A lone record (fewer than `siblings`).
+        assert_eq!(take(1, 3, false, 1024, WAIT), (1, 0, false));
+        let three = Linger {
+            siblings: 3,
+            ..WAIT
+        };
+        assert_eq!(take(2, 3, false, 1024, three), (2, 0, false));
+        // `siblings` 0 or 1 still needs two records: one record alone never waits.
+        let one = Linger {
+            siblings: 1,
+            ..WAIT
+        };
+        assert_eq!(take(1, 3, false, 1024, one), (1, 0, false));
+        // A caller flushing.
+        assert_eq!(take(2, 3, true, 1024, WAIT), (2, 1, false));
+        // A full batch.
+        assert_eq!(take(4, 3, false, 4, WAIT), (4, 0, false));
+        // No delay, and the default.
+        let zero = Linger {
+            delay: Duration::ZERO,
+            ..WAIT
+        };
+        assert_eq!(take(3, 3, false, 1024, zero), (3, 0, false));
+        assert_eq!(take(3, 3, false, 1024, Linger::NEVER), (3, 0, false));
+    }
+
+    #[test]
+    fn a_close_during_the_wait_is_returned() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut keep = Vec::new();
+        for i in 0..2 {
+            let (c, r) = pending(i);
+            keep.push(r);
+            tx.try_send(c).unwrap();
+        }
+        let (done, _r) = oneshot::channel();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.blocking_send(Cmd::Close(done)).map_err(|_| ()).unwrap();
+        });
+        let first = rx.try_recv().unwrap();
+        let (mut batch, mut flushes) = (Vec::new(), Vec::new());
+        let close = take_batch_lingering(first, &mut rx, &mut batch, &mut flushes, 1024, WAIT);
+        closer.join().unwrap();
+        assert!(close.is_some());
+        assert_eq!(batch.len(), 2);
     }
 }
