@@ -42,7 +42,9 @@ pub use postgres::{redact, PgAudit, PgOptions, PgReader};
 pub use quota::{Admission, Lease, QuotaStore, RateDecision, RateLimit};
 pub use redis::{RedisCache, RedisOptions, RedisQuotaStore, RedisReplayCache};
 pub use replay::{ReplayCache, ReplayKey};
-pub use sqlite::{open_raw, sqlite_default_linger, SqliteAudit, SqliteOptions, SqliteReader};
+pub use sqlite::{
+    open_raw, SqliteAudit, SqliteOptions, SqliteReader, DEFAULT_LINGER as SQLITE_DEFAULT_LINGER,
+};
 
 /// A boxed, sendable future: what every store operation returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

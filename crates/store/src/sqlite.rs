@@ -195,16 +195,11 @@ pub struct SqliteOptions {
 /// records per `fdatasync`; waiting 300–600 µs once two to four are queued cut the writer's
 /// CPU per record by a fifth to a quarter (docs/signer.md, "Group commit under load"), and
 /// costs a lone request nothing.
-const DEFAULT_LINGER: Linger = Linger {
+/// The Signer's `audit.commit_delay_us` and `audit.commit_siblings` default to it.
+pub const DEFAULT_LINGER: Linger = Linger {
     delay: std::time::Duration::from_micros(300),
     siblings: 3,
 };
-
-/// [`SqliteOptions::linger`]'s default (the Signer's `audit.commit_delay_us` and
-/// `audit.commit_siblings` start from it).
-pub fn sqlite_default_linger() -> Linger {
-    DEFAULT_LINGER
-}
 
 impl SqliteOptions {
     pub fn new(path: impl Into<PathBuf>) -> Self {
