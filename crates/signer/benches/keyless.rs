@@ -104,6 +104,7 @@ fn start_server(
         threads,
         authority: String::new(),
         audit_db: dir.join("audit.db"),
+        audit: String::new(),
         tail: format!(
             r#"[signing.tenants.tenant-bench]
 keyless = "allowed"

@@ -30,7 +30,8 @@
 //! `--rounds N` (the honest benchmark of issue #15: N rounds of bound / service / open loop,
 //! fresh proofs on the timed path, every envelope verified; see `load/rounds.rs`),
 //! `--bound-threads N` (threads of the rounds' crypto bound, default: every core),
-//! `--profile N` (N sign requests only, for callgrind), `--stock-log` (the request log
+//! `--profile N` (N sign requests only, for callgrind), `--commit-delay-us N` (the service's
+//! `audit.commit_delay_us`; 0 commits every batch at once), `--stock-log` (the request log
 //! lines formatted by tracing-subscriber's JSON formatter instead of the service's
 //! `logfmt::JsonLines`: the same bytes, to measure the formatter),
 //! `--key REF` (sign with this key reference — a file, `pkcs11:` or `awskms://` key — instead
@@ -85,6 +86,9 @@ struct Opts {
     /// count, so that `--server-threads 1` is still judged against the whole machine.
     bound_threads: usize,
     profile: Option<u64>,
+    /// `audit.commit_delay_us` of the service (the SQLite writer's wait for more records
+    /// once a batch shows load); unset: the default.
+    commit_delay_us: Option<u64>,
     /// `--stock-log`: tracing-subscriber's JSON formatter instead of `logfmt::JsonLines`
     /// (the same bytes; to measure what the formatter costs).
     stock_log: bool,
@@ -105,6 +109,7 @@ fn opts() -> Opts {
         rounds: 0,
         bound_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         profile: None,
+        commit_delay_us: None,
         stock_log: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -124,6 +129,7 @@ fn opts() -> Opts {
             "--rounds" => o.rounds = v.parse().unwrap(),
             "--bound-threads" => o.bound_threads = v.parse().unwrap(),
             "--profile" => o.profile = Some(v.parse().unwrap()),
+            "--commit-delay-us" => o.commit_delay_us = Some(v.parse().unwrap()),
             "--stock-log" => {
                 o.stock_log = true;
                 i += 1;
@@ -219,6 +225,10 @@ fn start_server(
         threads: o.server_threads,
         authority: format!("verified_token_cache_entries = {}", o.token_cache),
         audit_db: audit_db.clone(),
+        audit: o
+            .commit_delay_us
+            .map(|us| format!("commit_delay_us = {us}"))
+            .unwrap_or_default(),
         tail: String::new(),
         signing,
     };

@@ -30,6 +30,8 @@ pub(crate) struct Setup {
     pub(crate) authority: String,
     /// The SQLite audit database.
     pub(crate) audit_db: std::path::PathBuf,
+    /// Extra lines of the `[audit]` section.
+    pub(crate) audit: String,
     /// Sections after `[signing]` (TOML).
     pub(crate) tail: String,
     /// Tenant `tenant-bench` signs with this key.
@@ -86,6 +88,7 @@ cache_ttl_seconds = 3600
 trusted_scanner_digests = ["sha256:{scanner}"]
 [audit]
 path = "{db}"
+{audit}
 [signing]
 keys = ["unused"]
 default_keys_for_unlisted_tenants = true
@@ -94,6 +97,7 @@ default_keys_for_unlisted_tenants = true
                 authority = s.authority,
                 scanner = "1".repeat(64),
                 db = s.audit_db.display(),
+                audit = s.audit,
                 tail = s.tail,
             );
             let cfg = Config::from_toml(&cfg_text).unwrap();
