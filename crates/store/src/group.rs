@@ -316,7 +316,7 @@ mod tests {
         assert_eq!(take(2, 3, true, 1024, WAIT), (2, 1, false));
         // A full batch.
         assert_eq!(take(4, 3, false, 4, WAIT), (4, 0, false));
-        // No delay, and the default.
+        // No delay, and `Linger::NEVER` (the default is 300 µs: `sqlite::DEFAULT_LINGER`).
         let zero = Linger {
             delay: Duration::ZERO,
             ..WAIT
