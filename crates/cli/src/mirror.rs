@@ -207,7 +207,8 @@ pub(crate) struct VerifyArgs {
     /// over the manifest, fields, freshness; not the content).
     target: PathBuf,
     /// With a detached header: the manifest.json it signs (default: the bundle's, DIR of
-    /// DIR/mirror/metadata/mirror.dsse.json).
+    /// DIR/mirror/metadata/mirror.dsse.json). Keyless signatures (manifest.sigstore.json)
+    /// are read from beside it when present.
     #[arg(long, value_name = "FILE")]
     payload: Option<PathBuf>,
     #[command(flatten)]
@@ -710,7 +711,18 @@ fn verify_header_cmd(a: &VerifyArgs, o: &stella_mirror::VerifyOptions<'_>) -> Re
         stella_mirror::MAX_METADATA_BYTES,
     )
     .map_err(|e| e.context("the detached header's payload (give it with --payload FILE)"))?;
-    let r = stella_mirror::verify_header(&header, &payload, o).map_err(lib)?;
+    // Keyless signatures (a bundle signed with a short-lived key) sit beside the payload.
+    let keyless_path = payload_path.with_file_name(stella_mirror::names::KEYLESS);
+    let keyless = if keyless_path.is_file() {
+        Some(crate::io::read_limited(
+            &keyless_path.display().to_string(),
+            stella_mirror::MAX_METADATA_BYTES,
+        )?)
+    } else {
+        None
+    };
+    let r = stella_mirror::verify_header_with_keyless(&header, &payload, keyless.as_deref(), o)
+        .map_err(lib)?;
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }

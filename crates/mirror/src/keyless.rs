@@ -54,9 +54,26 @@ impl KeylessSigners<'_> {
     }
 }
 
-/// See the module documentation.
+/// See the module documentation: the keyless signatures of a bundle's metadata.
 pub(crate) fn keyless_signers<'k>(
     meta: &Metadata,
+    envelope: &Envelope,
+    keyring: &'k Keyring,
+    now: OffsetDateTime,
+) -> Result<KeylessSigners<'k>> {
+    keyless_signers_of(
+        meta.get(crate::names::KEYLESS).map(Vec::as_slice),
+        envelope,
+        keyring,
+        now,
+    )
+}
+
+/// [`keyless_signers`] of the bytes of a `manifest.sigstore.json` (none: the keyring as it
+/// is): a detached header's signatures over `envelope` (its payload beside it) are judged
+/// with the same keyless signers as the bundle's own envelope.
+pub(crate) fn keyless_signers_of<'k>(
+    keyless: Option<&[u8]>,
     envelope: &Envelope,
     keyring: &'k Keyring,
     now: OffsetDateTime,
@@ -65,7 +82,7 @@ pub(crate) fn keyless_signers<'k>(
         keyring: Cow::Borrowed(keyring),
         refused,
     };
-    let Some(bytes) = meta.get(crate::names::KEYLESS) else {
+    let Some(bytes) = keyless else {
         return Ok(unchanged(Vec::new()));
     };
     let what = crate::names::KEYLESS;

@@ -90,8 +90,9 @@ pub use thin::{
 pub use tsa::HttpTimeStamper;
 pub use unpack::unpack;
 pub use verify::{
-    verify_checksums, verify_dir, verify_dir_with, verify_header, CheckedBundle, Header,
-    Options as VerifyOptions, PartlyHashedBundle, TimeSource, VerifiedBundle, VerifiedMetadata,
+    verify_checksums, verify_dir, verify_dir_with, verify_header, verify_header_with_keyless,
+    CheckedBundle, Header, Options as VerifyOptions, PartlyHashedBundle, TimeSource,
+    VerifiedBundle, VerifiedMetadata,
 };
 
 /// DSSE payload type of a bundle manifest.

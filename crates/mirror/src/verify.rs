@@ -748,10 +748,24 @@ pub struct VerifiedHeader {
 /// only, as everywhere); `keyid` is one of those signers; the payload is a canonical bundle
 /// manifest whose issuer is the header's; and the bundle is fresh by the local clock (or
 /// `opts.max_age`). Not checked: the files, `SHA256SUMS*`, time anchors — `verify_dir` and
-/// `verify_archive` do all of it.
+/// `verify_archive` do all of it. A bundle signed keyless: [`verify_header_with_keyless`].
 pub fn verify_header(
     header_bytes: &[u8],
     payload: &[u8],
+    opts: &Options<'_>,
+) -> Result<VerifiedHeader> {
+    verify_header_with_keyless(header_bytes, payload, None, opts)
+}
+
+/// [`verify_header`] of a bundle that may be signed keyless: `keyless` is the bundle's
+/// `manifest.sigstore.json` (read from beside `manifest.json`), whose Sigstore bundles, each
+/// over exactly `payload` and the header's payload type, are judged against the keyring's
+/// `[[identities]]` as in a full verification (see `crate::keyless`): an accepted identity
+/// counts as the key its certificate binds, for the threshold and the header's `keyid`.
+pub fn verify_header_with_keyless(
+    header_bytes: &[u8],
+    payload: &[u8],
+    keyless: Option<&[u8]>,
     opts: &Options<'_>,
 ) -> Result<VerifiedHeader> {
     let header = parse_header(header_bytes, Error::input)?;
@@ -806,7 +820,9 @@ pub fn verify_header(
     let policy = Policy::new(opts.threshold)
         .purpose(Purpose::MirrorBundle)
         .at(opts.now);
-    let signers = stella_keys::verify_envelope(&envelope, opts.keyring, &policy)?;
+    let keyless = crate::keyless::keyless_signers_of(keyless, &envelope, opts.keyring, opts.now)?;
+    let signers = stella_keys::verify_envelope(&envelope, &keyless.keyring, &policy)
+        .map_err(|e| keyless.explain(e))?;
     check_header_keyid(&header, &signers)?;
     // The payload on its own: what `manifest.json` holds.
     let manifest = signed_manifest(payload, names::MANIFEST)?;
