@@ -202,9 +202,10 @@ pub(crate) struct AnchorArgs {
 
 #[derive(Args)]
 pub(crate) struct VerifyArgs {
-    /// Bundle folder, its manifest.dsse, a bundle archive (.tar.gz / .tar.zst), or its
-    /// detached header DIR/mirror/metadata/mirror.dsse.json (checked on its own: signatures
-    /// over the manifest, fields, freshness; not the content).
+    /// Bundle folder, its manifest.dsse, a bundle archive (.tar.gz / .tar.zst / .tar, told
+    /// by its name or its first bytes), or its detached header
+    /// DIR/mirror/metadata/mirror.dsse.json (checked on its own: signatures over the manifest,
+    /// fields, freshness; not the content).
     target: PathBuf,
     /// With a detached header: the manifest.json it signs (default: the bundle's, DIR of
     /// DIR/mirror/metadata/mirror.dsse.json). Keyless signatures (manifest.sigstore.json)

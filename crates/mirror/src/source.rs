@@ -1,5 +1,6 @@
-//! One verification entry point behind the three forms a bundle arrives in: a folder, a
-//! detached envelope beside (or in) its folder, or an archive read as a stream.
+//! One verification entry point behind the three forms a bundle arrives in: a folder, its
+//! envelope (or, for library callers, a detached one beside or in it), or an archive read as a
+//! stream.
 //!
 //! Every command that takes a bundle goes through [`Source::verify`]: `mirror verify`,
 //! `unpack` ([`crate::unpack::unpack`]), `apply` ([`crate::thin::apply`]) and `load`
@@ -44,16 +45,28 @@ pub enum Source<'a> {
 }
 
 impl<'a> Source<'a> {
-    /// `mirror verify`'s rule: a folder; else a file named as an archive (`.tar`, `.tar.gz`,
-    /// `.tgz`, `.tar.zst`, ...); else any other file is an envelope (the folder's own
-    /// `manifest.dsse`, or a detached one beside it). A missing path is [`Error::NotFound`].
+    /// `mirror verify`'s rule: a folder; the folder's own `manifest.dsse`; a file named as an
+    /// archive (`.tar`, `.tar.gz`, `.tgz`, `.tar.zst`, ...) or, whatever its name, a regular
+    /// file that starts as one (gzip or zstd magic, a tar header). Anything else — a detached
+    /// envelope under another name, which could never pass (inside the folder it is an
+    /// unlisted file, outside it names the wrong folder), a file of another kind, a device — is
+    /// refused with [`Error::Input`] naming what is accepted. A missing path is
+    /// [`Error::NotFound`].
     pub fn for_verify(path: &'a Path) -> Result<Self> {
         Self::folder_or_file(path, |file| {
-            Ok(if is_archive_name(file) {
-                Source::Archive(file)
+            if is_own_envelope(file) {
+                Ok(Source::Envelope(file))
+            } else if is_archive_name(file) || starts_as_archive(file)? {
+                Ok(Source::Archive(file))
             } else {
-                Source::Envelope(file)
-            })
+                Err(Error::input(format!(
+                    "{}: not a bundle: `mirror verify` takes a bundle folder, its manifest.dsse, \
+                     a bundle archive (.tar, .tar.gz, .tar.zst) or its detached header \
+                     ({}); a detached envelope is verified as the folder's manifest.dsse",
+                    file.display(),
+                    names::HEADER
+                )))
+            }
         })
     }
 
@@ -163,6 +176,23 @@ impl<'a> Source<'a> {
             _staging: None,
         })
     }
+}
+
+/// Does the regular file `path` start as an archive: gzip or zstd magic, or a POSIX tar
+/// header (`ustar` at offset 257)? A file that is not regular (a device, a FIFO) is not
+/// read and is no archive.
+fn starts_as_archive(path: &Path) -> Result<bool> {
+    use std::io::Read as _;
+    // Looked at before opening: opening a FIFO would wait for a writer.
+    if !std::fs::metadata(path).at(path)?.is_file() {
+        return Ok(false);
+    }
+    let f = std::fs::File::open(path).at(path)?;
+    let mut head = Vec::with_capacity(262);
+    f.take(262).read_to_end(&mut head).at(path)?;
+    Ok(head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || head.get(257..262) == Some(b"ustar"))
 }
 
 /// Is `path` named as an archive (`mirror verify` tells an archive from an envelope by name)?

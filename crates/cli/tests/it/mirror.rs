@@ -3268,3 +3268,52 @@ fn keyless_detached_headers_verify_with_keyring_identities() {
     write(env.p("elsewhere/manifest.json"), &m);
     expect(&verify(&elsewhere), 1, "payload hash mismatch");
 }
+
+/// `mirror verify` tells an archive by its bytes when its name does not say (a download saved
+/// as `bundle.bin`), and refuses what it cannot verify — a detached envelope under another
+/// name, a text file — with exit 2 and what it takes, instead of failing on a wrong folder.
+#[test]
+fn verify_tells_archives_by_their_bytes_and_refuses_what_is_not_a_bundle() {
+    let env = Env::new();
+    env.signed_bundle();
+    for ext in ["tar.gz", "tar.zst"] {
+        let packed = format!("b.{ext}");
+        expect(
+            &env.run(&["mirror", "pack", "b", "--output", &packed]),
+            0,
+            "Packed",
+        );
+        let renamed = format!("download-{}.bin", ext.replace('.', "-"));
+        std::fs::rename(env.p(&packed), env.p(&renamed)).unwrap();
+        expect(&env.verify(&renamed, &[]), 0, "Verified OK");
+        // Tampered, it is still read as the archive it is: the verdict is the archive's.
+        let mut bytes = std::fs::read(env.p(&renamed)).unwrap();
+        let n = bytes.len();
+        bytes.truncate(n - 40);
+        write(env.p(&renamed), &bytes);
+        let out = env.verify(&renamed, &[]);
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "{renamed}: truncated archive verified"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("not a bundle"),
+            "{renamed}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A detached envelope beside the folder, and inside it: refused up front, exit 2.
+    std::fs::copy(env.p("b/manifest.dsse"), env.p("release.dsse")).unwrap();
+    std::fs::copy(env.p("b/manifest.dsse"), env.p("b/release.dsse")).unwrap();
+    for target in ["release.dsse", "b/release.dsse"] {
+        let out = env.verify(target, &[]);
+        expect(&out, 2, "not a bundle");
+        expect(&out, 2, "manifest.dsse");
+    }
+    std::fs::remove_file(env.p("b/release.dsse")).unwrap();
+    write(env.p("notes.txt"), "not an archive");
+    expect(&env.verify("notes.txt", &[]), 2, "not a bundle");
+    // The folder's own envelope still verifies the folder.
+    expect(&env.verify("b/manifest.dsse", &[]), 0, "Verified OK");
+}

@@ -59,6 +59,9 @@ fn kind(s: Result<Source<'_>, Error>) -> String {
         Ok(Source::Envelope(_)) => "envelope".into(),
         Ok(Source::Archive(_)) => "archive".into(),
         Err(e) if e.kind() == ErrorKind::NotFound => "not found".into(),
+        Err(e) if e.kind() == ErrorKind::Input && e.to_string().contains("not a bundle") => {
+            "not a bundle".into()
+        }
         Err(e) => format!("error: {e}"),
     }
 }
@@ -76,15 +79,35 @@ fn each_command_classifies_its_input_as_before() {
     std::fs::copy(&named, &unnamed).expect("copy");
     let missing = s.dir.path().join("missing.tar.zst");
     let device = Path::new("/dev/null"); // exists, neither a folder nor a regular file
-    let cases: [(&Path, [&str; 4]); 7] = [
+    let gz = s.dir.path().join("bundle.gz.bin");
+    let packed = s.dir.path().join("b.tar.gz");
+    stella_mirror::pack(&b, &packed, 0, &NoProgress).expect("pack gz");
+    std::fs::rename(&packed, &gz).expect("rename");
+    let plain = s.dir.path().join("plain.bin");
+    let mut dec = Vec::new();
+    std::io::copy(
+        &mut zstd::stream::read::Decoder::new(std::fs::File::open(&named).expect("open"))
+            .expect("zstd"),
+        &mut dec,
+    )
+    .expect("decompress");
+    std::fs::write(&plain, &dec).expect("plain tar");
+    let text = s.dir.path().join("notes.txt");
+    std::fs::write(&text, "hello").expect("text");
+    let refused = "not a bundle";
+    let cases: [(&Path, [&str; 4]); 10] = [
         // (input, [verify, unpack, apply, load])
         (&b, ["folder", "not found", "folder", "folder"]),
         (&own, ["envelope", "archive", "archive", "envelope"]),
-        (&detached, ["envelope", "archive", "archive", "archive"]),
+        (&detached, [refused, "archive", "archive", "archive"]),
         (&named, ["archive", "archive", "archive", "archive"]),
-        (&unnamed, ["envelope", "archive", "archive", "archive"]),
+        // Archives by their bytes, whatever their names: zstd, gzip, plain tar.
+        (&unnamed, ["archive", "archive", "archive", "archive"]),
+        (&gz, ["archive", "archive", "archive", "archive"]),
+        (&plain, ["archive", "archive", "archive", "archive"]),
+        (&text, [refused, "archive", "archive", "archive"]),
         (&missing, ["not found", "not found", "archive", "not found"]),
-        (device, ["envelope", "not found", "archive", "not found"]),
+        (device, [refused, "not found", "archive", "not found"]),
     ];
     for (path, want) in cases {
         let got = [
