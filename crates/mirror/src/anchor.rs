@@ -18,7 +18,7 @@
 //! chain given with it) included. [`request`] and [`token_from_response`] are the two ends of
 //! the RFC 3161 HTTP exchange; [`crate::tsa::HttpTimeStamper`] runs it against a TSA URL.
 //!
-//! **Verifying** ([`verify_anchor`]), every rule an error: the file is strict canonical JSON
+//! **Verifying** ([`verify_anchor_for`]), every rule an error: the file is strict canonical JSON
 //! with `format: rfc3161`; `tokenDigest` matches; the token is a SignedData of a TSTInfo
 //! (version 1) whose message imprint (SHA-256/384/512) equals the manifest's digest and whose
 //! `genTime` equals `anchorTime`; exactly one SignerInfo with signed attributes: content type
@@ -129,7 +129,7 @@ pub(crate) struct AnchorFile {
     pub token_digest: String,
 }
 
-/// A time anchor that verified (see `verify_anchor`).
+/// A time anchor that verified (see `verify_anchor_for`).
 #[derive(Debug, Clone)]
 pub struct Anchor {
     /// The TSA's time (`genTime` = `anchorTime`).
@@ -193,9 +193,18 @@ pub(crate) fn anchor_file_for(
 fn check_imprint(info: &TokenInfo, manifest: Stamped<'_>) -> Result<()> {
     let matches = match manifest {
         Stamped::Bytes(b) => info.imprint == info.imprint_hash.digest(b),
-        Stamped::Sha256(d) => {
-            info.imprint_hash == stella_x509::Hash::Sha256 && info.imprint == d.as_bytes()
+        Stamped::Sha256(_) if info.imprint_hash != stella_x509::Hash::Sha256 => {
+            return Err(Error::anchor(
+                Field::Anchor("token"),
+                format!(
+                    "time anchor: the token stamps the manifest's {} digest; a manifest too large \
+                     to hold in memory is checked by its SHA-256 only: stamp it with SHA-256 \
+                     (`stella mirror anchor` does)",
+                    info.imprint_algorithm
+                ),
+            ));
         }
+        Stamped::Sha256(d) => info.imprint == d.as_bytes(),
     };
     if !matches {
         return Err(Error::anchor(Field::Anchor("token"), format!(
@@ -208,17 +217,9 @@ fn check_imprint(info: &TokenInfo, manifest: Stamped<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Verify `time-anchor.json` against the manifest it must stamp; with `roots`, also that the
-/// TSA certificate chains to one of them (the anchor is then trusted).
-pub(crate) fn verify_anchor(
-    bytes: &[u8],
-    manifest_bytes: &[u8],
-    roots: Option<&TrustRoots>,
-) -> Result<Anchor> {
-    verify_anchor_for(bytes, Stamped::Bytes(manifest_bytes), roots)
-}
-
-/// [`verify_anchor`] for a manifest given as [`Stamped`].
+/// Verify `time-anchor.json` against the manifest it must stamp, given as [`Stamped`] (its
+/// bytes, or only its SHA-256 when it is too large to hold in memory); with `roots`, also that
+/// the TSA certificate chains to one of them (the anchor is then trusted).
 pub(crate) fn verify_anchor_for(
     bytes: &[u8],
     manifest: Stamped<'_>,

@@ -348,7 +348,7 @@ fn verify_in_memory(
 
     let time = check_time(
         meta.get(names::TIME_ANCHOR).map(Vec::as_slice),
-        Some(payload),
+        crate::anchor::Stamped::Bytes(payload),
         &manifest,
         opts,
         &mut warnings,
@@ -625,22 +625,16 @@ pub(crate) fn check_header(
 /// and freshness.
 pub(crate) fn check_time(
     anchor_bytes: Option<&[u8]>,
-    payload: Option<&[u8]>,
+    stamped: crate::anchor::Stamped<'_>,
     manifest: &Manifest,
     opts: &Options<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<TimeChecked> {
     // The time anchor: checked whenever present; trusted only with trust roots.
     let anchor = match anchor_bytes {
-        Some(bytes) => Some(crate::anchor::verify_anchor(
+        Some(bytes) => Some(crate::anchor::verify_anchor_for(
             bytes,
-            payload.ok_or_else(|| {
-                Error::anchor(
-                    Field::file(names::TIME_ANCHOR),
-                    "time-anchor.json is not checked on a manifest too large to hold in memory \
-                     (streamed verification): remove it or verify a smaller bundle",
-                )
-            })?,
+            stamped,
             opts.time_roots,
         )?),
         None => None,
@@ -1485,7 +1479,15 @@ fn rest_of_streamed_metadata(
 
     // 6. Time anchor and freshness.
     let anchor_bytes = crate::fs::read_metadata_file(dir, names::TIME_ANCHOR)?;
-    let time = check_time(anchor_bytes.as_deref(), None, manifest, opts, &mut warnings)?;
+    // Stamped by its SHA-256: the manifest is not in memory (a token over another hash of
+    // it is refused, naming that hash).
+    let time = check_time(
+        anchor_bytes.as_deref(),
+        crate::anchor::Stamped::Sha256(digest),
+        manifest,
+        opts,
+        &mut warnings,
+    )?;
     Ok((header, warnings, time))
 }
 

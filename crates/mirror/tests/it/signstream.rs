@@ -391,6 +391,126 @@ fn streamed_sign_with_a_time_stamper() {
     let report = verify_dir(&dir, &o, &NoProgress).expect("verify with the anchor");
     let got = report.meta.anchor.expect("the anchor is checked");
     assert_eq!(got.token_digest, anchor.token_digest);
+    // The manifest above the (test) streaming threshold: the anchor is checked by the
+    // manifest's SHA-256, as the signer stamped it, not refused for the manifest's size.
+    for limits in [
+        small_limits(),
+        StreamLimits {
+            payload_in_memory: 0,
+            ..small_limits()
+        },
+    ] {
+        let streamed = verify_dir_with(&dir, &o, &limits, &NoProgress)
+            .expect("streamed verify with the anchor");
+        let got = streamed
+            .meta
+            .anchor
+            .expect("the anchor is checked streamed");
+        assert_eq!(got.token_digest, anchor.token_digest);
+        assert_eq!(got.time, anchor.time);
+        assert!(
+            streamed.meta.manifest.files.is_empty(),
+            "not the streamed path"
+        );
+    }
+    // Another bundle's anchor (same TSA, another manifest) is refused on the streamed path.
+    let other_src = Sources::new(999);
+    let other = other_src.create("other");
+    sign_with_limits(
+        &other.join(names::MANIFEST),
+        &other.join(names::ENVELOPE),
+        &[&key],
+        time::OffsetDateTime::now_utc(),
+        Some(&tsa),
+        &small_limits(),
+        &NoProgress,
+    )
+    .expect("sign the other");
+    let mine = read(dir.join(names::TIME_ANCHOR));
+    std::fs::copy(other.join(names::TIME_ANCHOR), dir.join(names::TIME_ANCHOR)).expect("copy");
+    let e = verify_dir_with(&dir, &o, &small_limits(), &NoProgress)
+        .expect_err("another manifest's anchor");
+    assert_eq!(e.stage(), Some(stella_mirror::Stage::Anchor), "{e}");
+    assert!(e.to_string().contains("belongs to another manifest"), "{e}");
+    std::fs::write(dir.join(names::TIME_ANCHOR), mine).expect("restore");
+    // A tampered token is refused streamed as in memory.
+    let text = String::from_utf8(read(dir.join(names::TIME_ANCHOR))).expect("utf-8");
+    let bad = text.replacen("\"tokenDigest\":\"sha256:", "\"tokenDigest\":\"sha256:0", 1);
+    assert_ne!(bad, text);
+    std::fs::write(dir.join(names::TIME_ANCHOR), &bad).expect("tamper");
+    for limits in [StreamLimits::default(), small_limits()] {
+        let e = verify_dir_with(&dir, &o, &limits, &NoProgress).expect_err("tampered");
+        assert!(e.to_string().contains("tampered token"), "{e}");
+    }
+    std::fs::write(dir.join(names::TIME_ANCHOR), &text).expect("restore");
+    // A token over the manifest's SHA-384 (`openssl ts`): checked in memory; streamed, where
+    // only the SHA-256 is known, refused with what to do instead.
+    let t = tsa_dir.path();
+    std::fs::write(t.join("serial"), "01\n").expect("serial");
+    std::fs::write(
+        t.join("tsa.cnf"),
+        format!(
+            "[ tsa ]\ndefault_tsa = c\n[ c ]\nserial = {}\ncrypto_device = builtin\n\
+             signer_cert = {}\nsigner_key = {}\nsigner_digest = sha256\n\
+             default_policy = 1.2.3.4.1\ndigests = sha256, sha384\nordering = no\n\
+             tsa_name = yes\ness_cert_id_chain = no\n",
+            t.join("serial").display(),
+            cert_pem.display(),
+            key_pem.display()
+        ),
+    )
+    .expect("tsa.cnf");
+    let ossl = |args: &[&std::ffi::OsStr]| {
+        let st = std::process::Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(st.success(), "openssl {args:?}");
+    };
+    let (q, reply, tok) = (t.join("q.tsq"), t.join("r.tsr"), t.join("t.der"));
+    let m = dir.join(names::MANIFEST);
+    ossl(&[
+        "ts".as_ref(),
+        "-query".as_ref(),
+        "-data".as_ref(),
+        m.as_os_str(),
+        "-sha384".as_ref(),
+        "-cert".as_ref(),
+        "-out".as_ref(),
+        q.as_os_str(),
+    ]);
+    ossl(&[
+        "ts".as_ref(),
+        "-reply".as_ref(),
+        "-config".as_ref(),
+        t.join("tsa.cnf").as_os_str(),
+        "-queryfile".as_ref(),
+        q.as_os_str(),
+        "-out".as_ref(),
+        reply.as_os_str(),
+    ]);
+    ossl(&[
+        "ts".as_ref(),
+        "-reply".as_ref(),
+        "-in".as_ref(),
+        reply.as_os_str(),
+        "-token_out".as_ref(),
+        "-out".as_ref(),
+        tok.as_os_str(),
+    ]);
+    stella_mirror::write_anchor_for(
+        &dir,
+        &read(&tok),
+        "openssl",
+        stella_mirror::Stamped::Bytes(&read(&m)),
+    )
+    .expect("a SHA-384 token over the manifest");
+    verify_dir(&dir, &o, &NoProgress).expect("SHA-384 anchor in memory");
+    let e = verify_dir_with(&dir, &o, &small_limits(), &NoProgress).expect_err("streamed");
+    assert_eq!(e.stage(), Some(stella_mirror::Stage::Anchor), "{e}");
+    assert!(e.to_string().contains("SHA-256 only"), "{e}");
+    std::fs::write(dir.join(names::TIME_ANCHOR), text).expect("restore");
     // The anchor is of this manifest: a token over another digest is refused.
     let other = stella_mirror::Digest::of(b"another manifest");
     let token = stella_mirror::TimeStamper::stamp(&tsa, other.as_bytes()).expect("token");
