@@ -707,11 +707,6 @@ fn verify_header_cmd(a: &VerifyArgs, o: &stella_mirror::VerifyOptions<'_>) -> Re
             dir.join(stella_mirror::names::MANIFEST)
         }
     };
-    let payload = crate::io::read_limited(
-        &payload_path.display().to_string(),
-        stella_mirror::MAX_METADATA_BYTES,
-    )
-    .map_err(|e| e.context("the detached header's payload (give it with --payload FILE)"))?;
     // Keyless signatures (a bundle signed with a short-lived key) sit beside the payload.
     let keyless_path = payload_path.with_file_name(stella_mirror::names::KEYLESS);
     let keyless = if keyless_path.is_file() {
@@ -722,8 +717,19 @@ fn verify_header_cmd(a: &VerifyArgs, o: &stella_mirror::VerifyOptions<'_>) -> Re
     } else {
         None
     };
-    let r = stella_mirror::verify_header_with_keyless(&header, &payload, keyless.as_deref(), o)
-        .map_err(lib)?;
+    let r = if payload_path.is_file() {
+        // A file of any size (a manifest of a million files is checked as a stream).
+        stella_mirror::verify_header_file(&header, &payload_path, keyless.as_deref(), o)
+    } else {
+        // Standard input or a pipe; a missing payload says how to give one.
+        let payload = crate::io::read_limited(
+            &payload_path.display().to_string(),
+            stella_mirror::MAX_METADATA_BYTES,
+        )
+        .map_err(|e| e.context("the detached header's payload (give it with --payload FILE)"))?;
+        stella_mirror::verify_header_with_keyless(&header, &payload, keyless.as_deref(), o)
+    }
+    .map_err(lib)?;
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }

@@ -90,9 +90,10 @@ pub use thin::{
 pub use tsa::HttpTimeStamper;
 pub use unpack::unpack;
 pub use verify::{
-    verify_checksums, verify_dir, verify_dir_with, verify_header, verify_header_with_keyless,
-    CheckedBundle, Header, Options as VerifyOptions, PartlyHashedBundle, TimeSource,
-    VerifiedBundle, VerifiedMetadata,
+    verify_checksums, verify_dir, verify_dir_with, verify_header, verify_header_file,
+    verify_header_file_with, verify_header_with_keyless, CheckedBundle, Header,
+    Options as VerifyOptions, PartlyHashedBundle, TimeSource, VerifiedBundle, VerifiedHeader,
+    VerifiedMetadata,
 };
 
 /// DSSE payload type of a bundle manifest.

@@ -29,8 +29,9 @@
 //!   batches of [`BATCH`] through a bounded queue; listed files never seen are missing (or,
 //!   thin, from the base).
 //!
-//! Not on this path (refused with a message naming the file): `time-anchor.json` and
-//! `manifest.sigstore.json`, whose checks need the manifest bytes in memory.
+//! `time-anchor.json` is checked by the manifest's SHA-256 (the digest streamed out of the
+//! envelope). Not on this path (refused with a message naming the file):
+//! `manifest.sigstore.json`, whose Sigstore bundles each carry the whole payload again.
 
 use std::fs::File;
 use std::io::{BufRead, Read, Write};

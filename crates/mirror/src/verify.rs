@@ -762,6 +762,143 @@ pub fn verify_header_with_keyless(
     keyless: Option<&[u8]>,
     opts: &Options<'_>,
 ) -> Result<VerifiedHeader> {
+    let header = read_header(header_bytes)?;
+    let digest = Digest::of(payload);
+    check_header_digest(&header, &digest)?;
+    let envelope = Envelope {
+        payload_type: header.payload_type.clone(),
+        payload: payload.to_vec(),
+        signatures: header_signatures(&header)?,
+    };
+    let keyless = crate::keyless::keyless_signers_of(keyless, &envelope, opts.keyring, opts.now)?;
+    let signers = stella_keys::verify_envelope(&envelope, &keyless.keyring, &header_policy(opts))
+        .map_err(|e| keyless.explain(e))?;
+    check_header_keyid(&header, &signers)?;
+    // The payload on its own: what `manifest.json` holds.
+    let manifest = signed_manifest(payload, names::MANIFEST)?;
+    header_verified(header, manifest, digest, signers, opts)
+}
+
+/// [`verify_header_with_keyless`] of the payload in the file `payload`, whatever its size:
+/// up to [`crate::MAX_METADATA_BYTES`] read into memory, above it (a bundle of hundreds of
+/// thousands of files) checked as a stream — copied once into memory up to a bound or into a
+/// private temporary file (so every check reads the same bytes), hashed on the way, the
+/// signatures verified over its PAE as it is read, its canonical form and fields checked by
+/// the streaming checker and parser — with the same checks in the same order and the same
+/// messages. Keyless signatures are not checked on a streamed payload (their Sigstore
+/// bundles would each carry it whole again): refused, naming the file.
+pub fn verify_header_file(
+    header_bytes: &[u8],
+    payload: &Path,
+    keyless: Option<&[u8]>,
+    opts: &Options<'_>,
+) -> Result<VerifiedHeader> {
+    verify_header_file_with(
+        header_bytes,
+        payload,
+        keyless,
+        opts,
+        &crate::streamed::Limits::default(),
+    )
+}
+
+/// [`verify_header_file`] with explicit [`crate::streamed::Limits`] (tests take the streamed
+/// path with small payloads).
+pub fn verify_header_file_with(
+    header_bytes: &[u8],
+    payload: &Path,
+    keyless: Option<&[u8]>,
+    opts: &Options<'_>,
+    limits: &crate::streamed::Limits,
+) -> Result<VerifiedHeader> {
+    use std::io::{BufReader, Read as _};
+
+    use crate::streamed::{
+        parse_manifest, parse_manifest_slice, too_large, HashEvery, PaeOf, Spill, PAYLOAD_IN_MEMORY,
+    };
+
+    // Looked at before opening: a FIFO would block the open.
+    let len = std::fs::metadata(payload).at(payload)?.len();
+    if len <= limits.stream_above {
+        let mut bytes = Vec::new();
+        std::fs::File::open(payload)
+            .at(payload)?
+            .take(limits.stream_above.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .at(payload)?;
+        if bytes.len() as u64 <= limits.stream_above {
+            return verify_header_with_keyless(header_bytes, &bytes, keyless, opts);
+        }
+    }
+    let header = read_header(header_bytes)?;
+    if len > limits.max_manifest {
+        return Err(too_large(names::MANIFEST, len, limits.max_manifest));
+    }
+    if keyless.is_some() {
+        return Err(Error::envelope(
+            Field::file(names::KEYLESS),
+            "manifest.sigstore.json (keyless signatures) is not checked on a manifest too \
+             large to hold in memory (streamed verification)",
+        ));
+    }
+    // One private copy, hashed as it is made: the checks below all read these bytes.
+    let tmp_err = |e| Error::io(std::env::temp_dir(), e);
+    let mut read = HashEvery::new(
+        std::fs::File::open(payload)
+            .at(payload)?
+            .take(limits.max_manifest.saturating_add(1)),
+    );
+    let mut spill = Spill::new(
+        usize::try_from(limits.payload_in_memory)
+            .unwrap_or(PAYLOAD_IN_MEMORY)
+            .min(PAYLOAD_IN_MEMORY),
+    )
+    .expecting(len);
+    if let Err(e) = std::io::copy(&mut read, &mut spill) {
+        return Err(if read.failed {
+            Error::io(payload, e)
+        } else {
+            tmp_err(e)
+        });
+    }
+    if read.read > limits.max_manifest {
+        return Err(too_large(names::MANIFEST, read.read, limits.max_manifest));
+    }
+    let (n, digest) = (read.read, read.hasher.finish());
+    let copy = spill.finish().map_err(tmp_err)?;
+    check_header_digest(&header, &digest)?;
+    let signatures = header_signatures(&header)?;
+    let signers = stella_keys::verify_envelope_stream(
+        &header.payload_type,
+        &signatures,
+        &mut PaeOf {
+            prefix: stella_dsse::stream::pae_prefix(&header.payload_type, n),
+            payload: &copy,
+        },
+        opts.keyring,
+        &header_policy(opts),
+    )
+    .map_err(Error::Signature)?;
+    check_header_keyid(&header, &signers)?;
+    let canonical = match copy.bytes() {
+        Some(b) => stella_dsse::jcs::is_canonical(b),
+        None => stella_dsse::jcs::is_canonical_read(copy.reader()).map_err(tmp_err)?,
+    };
+    if !canonical {
+        return Err(not_canonical(names::MANIFEST));
+    }
+    let (manifest, index) = match copy.bytes() {
+        Some(b) => parse_manifest_slice(b),
+        None => parse_manifest(BufReader::with_capacity(256 * 1024, copy.reader())),
+    }
+    .map_err(|e| manifest_malformed(names::MANIFEST, e))?;
+    drop((index, copy));
+    header_verified(header, manifest, digest, signers, opts)
+}
+
+/// A detached header's own rules, before its payload is looked at: strict shape, purpose, a
+/// mirror payload type, `created` a time.
+fn read_header(header_bytes: &[u8]) -> Result<Header> {
     let header = parse_header(header_bytes, Error::input)?;
     check_header_purpose(&header)?;
     let mirror_type = [crate::PAYLOAD_TYPE, crate::PAYLOAD_TYPE_LEGACY];
@@ -777,7 +914,11 @@ pub fn verify_header_with_keyless(
         },
     )?;
     check_header_created(&header)?;
-    let digest = Digest::of(payload);
+    Ok(header)
+}
+
+/// `payloadSha256` names the payload's digest.
+fn check_header_digest(header: &Header, digest: &Digest) -> Result<()> {
     header_rule(
         header.payload_sha256 == digest.hex(),
         "payloadSha256",
@@ -789,37 +930,48 @@ pub fn verify_header_with_keyless(
                 digest.hex()
             )
         },
-    )?;
+    )
+}
+
+/// The header's signatures, decoded (at least one).
+fn header_signatures(header: &Header) -> Result<Vec<stella_dsse::Signature>> {
     header_rule(!header.signatures.is_empty(), "signatures", || {
         "detached header carries no signatures".to_string()
     })?;
-    let mut signatures = Vec::with_capacity(header.signatures.len());
-    for s in &header.signatures {
-        let sig = stella_dsse::b64::decode(&s.sig).map_err(|e| {
-            Error::header(
-                Field::Header("signatures"),
-                format!("detached header signature {}: {e}", s.keyid),
-            )
-        })?;
-        signatures.push(stella_dsse::Signature {
-            keyid: s.keyid.clone(),
-            sig,
-        });
-    }
-    let envelope = Envelope {
-        payload_type: header.payload_type.clone(),
-        payload: payload.to_vec(),
-        signatures,
-    };
-    let policy = Policy::new(opts.threshold)
+    header
+        .signatures
+        .iter()
+        .map(|s| {
+            let sig = stella_dsse::b64::decode(&s.sig).map_err(|e| {
+                Error::header(
+                    Field::Header("signatures"),
+                    format!("detached header signature {}: {e}", s.keyid),
+                )
+            })?;
+            Ok(stella_dsse::Signature {
+                keyid: s.keyid.clone(),
+                sig,
+            })
+        })
+        .collect()
+}
+
+/// The signature policy of a detached header: `opts.threshold` keys for `mirror-bundle`.
+fn header_policy(opts: &Options<'_>) -> Policy {
+    Policy::new(opts.threshold)
         .purpose(Purpose::MirrorBundle)
-        .at(opts.now);
-    let keyless = crate::keyless::keyless_signers_of(keyless, &envelope, opts.keyring, opts.now)?;
-    let signers = stella_keys::verify_envelope(&envelope, &keyless.keyring, &policy)
-        .map_err(|e| keyless.explain(e))?;
-    check_header_keyid(&header, &signers)?;
-    // The payload on its own: what `manifest.json` holds.
-    let manifest = signed_manifest(payload, names::MANIFEST)?;
+        .at(opts.now)
+}
+
+/// The last rules of a detached header, once its signatures and payload verified: the
+/// issuer is the manifest's, the bundle is fresh by the local clock (or `opts.max_age`).
+fn header_verified(
+    header: Header,
+    manifest: Manifest,
+    digest: Digest,
+    signers: Vec<VerifiedKey>,
+    opts: &Options<'_>,
+) -> Result<VerifiedHeader> {
     check_header_issuer(&header, &manifest.issuer)?;
     let generated = generated_at(&manifest)?;
     let age = check_age(

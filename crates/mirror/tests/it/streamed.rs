@@ -612,3 +612,116 @@ fn sha256sums_sig_refusals_keep_their_order_while_checked_beside_the_dsse() {
     m.streamed(&on_disk()).expect("on disk");
     verify_dir(&m.bundle, &m.opts(), &NoProgress).expect("in memory");
 }
+
+/// The detached header of a bundle whose manifest is above the threshold verifies on its own
+/// as a stream (`verify_header_file`): the same result as in memory, and each refusal at the
+/// same field with the same text, the payload in memory or in a temporary file.
+#[test]
+fn a_detached_header_over_a_streamed_manifest_verifies_as_in_memory() {
+    use stella_mirror::{verify_header_file_with, verify_header_with_keyless, Error};
+    let m = Many::new(1500);
+    let header_path = m.bundle.join(names::HEADER);
+    let payload = m.bundle.join(names::MANIFEST);
+    assert!(file_len(&payload) > TEST_THRESHOLD);
+    let o = m.opts();
+    let in_memory = |h: &[u8]| -> Result<stella_mirror::VerifiedHeader, Error> {
+        verify_header_with_keyless(h, &std::fs::read(&payload).expect("payload"), None, &o)
+    };
+    let both = |h: &[u8]| -> (Result<_, Error>, Result<_, Error>, Result<_, Error>) {
+        (
+            in_memory(h),
+            verify_header_file_with(h, &payload, None, &o, &small_limits()),
+            verify_header_file_with(h, &payload, None, &o, &on_disk()),
+        )
+    };
+    let header = std::fs::read(&header_path).expect("header");
+    let (a, b, c) = both(&header);
+    let (a, b, c) = (
+        a.expect("in memory"),
+        b.expect("streamed"),
+        c.expect("on disk"),
+    );
+    for r in [&b, &c] {
+        assert_eq!(r.manifest_digest, a.manifest_digest);
+        assert_eq!(r.signers, a.signers);
+        assert_eq!(r.header, a.header);
+        assert_eq!(r.manifest.bundle, "many");
+        assert_eq!(r.manifest.generated_at, a.manifest.generated_at);
+        assert!(
+            r.manifest.files.is_empty(),
+            "the streamed manifest keeps no file list"
+        );
+    }
+    assert!(
+        a.manifest.files.len() > 1500,
+        "the advisories and the generated files, in memory"
+    );
+
+    let refused = |h: &[u8], want: &str| {
+        let (a, b, c) = both(h);
+        let a = a.expect_err("in memory").to_string();
+        assert!(a.contains(want), "{a}");
+        assert_eq!(b.expect_err("streamed").to_string(), a);
+        assert_eq!(c.expect_err("on disk").to_string(), a);
+    };
+    // Another payload digest, a signature by nobody the keyring knows, no signature.
+    let v: serde_json::Value = serde_json::from_slice(&header).expect("json");
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut h = v.clone();
+        f(&mut h);
+        stella_dsse::jcs::to_vec(&h).expect("jcs")
+    };
+    refused(
+        &edit(&|h| h["payloadSha256"] = "00".repeat(32).into()),
+        "payload hash mismatch",
+    );
+    refused(
+        &edit(&|h| h["signatures"] = serde_json::json!([])),
+        "no signatures",
+    );
+    let other = stella_keys::sign_envelope(
+        stella_mirror::PAYLOAD_TYPE,
+        std::fs::read(&payload).expect("payload"),
+        &[&stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).expect("key")],
+    )
+    .expect("sign");
+    refused(
+        &edit(&|h| {
+            h["signatures"] = serde_json::json!([{
+                "keyid": other.signatures[0].keyid,
+                "sig": stella_dsse::b64::encode(&other.signatures[0].sig),
+            }])
+        }),
+        "no signature verifies",
+    );
+    // A signature over the payload with one byte changed: the streamed PAE is what is signed.
+    let mut sig = stella_dsse::b64::decode(v["signatures"][0]["sig"].as_str().unwrap()).unwrap();
+    sig[10] ^= 1;
+    let flipped = stella_dsse::b64::encode(&sig);
+    refused(
+        &edit(&|h| h["signatures"][0]["sig"] = flipped.clone().into()),
+        "no signature verifies",
+    );
+
+    // A payload signed and named by the header but not canonical, deep in the stream.
+    let text = String::from_utf8(std::fs::read(&payload).expect("payload")).expect("utf8");
+    let deep = text.rfind("\"size\":").expect("a size");
+    m.resign(format!("{} {}", &text[..deep], &text[deep..]).into_bytes());
+    let header = std::fs::read(&header_path).expect("header");
+    refused(&header, "not canonical");
+    m.resign(text.into_bytes());
+
+    // Keyless signatures are not checked streamed: refused, naming the file.
+    let header = std::fs::read(&header_path).expect("header");
+    let e = verify_header_file_with(&header, &payload, Some(b"[]"), &o, &small_limits())
+        .expect_err("keyless streamed");
+    assert!(e.to_string().contains("manifest.sigstore.json"), "{e}");
+    // Over the cap: refused on its size.
+    let tight = StreamLimits {
+        max_manifest: TEST_THRESHOLD,
+        ..small_limits()
+    };
+    let e = verify_header_file_with(&header, &payload, None, &o, &tight).expect_err("cap");
+    assert!(e.to_string().contains("above the"), "{e}");
+    verify_header_file_with(&header, &payload, None, &o, &small_limits()).expect("honest again");
+}
