@@ -320,9 +320,13 @@ impl TimeStamper for LocalTsa<'_> {
 /// The folder must hold a `manifest.dsse` whose payload is `manifest.json` (no key is
 /// needed: the anchor stamps whatever manifest the envelope signs, and `verify` checks the
 /// signature).
+///
+/// A manifest of any size: above [`crate::MAX_METADATA_BYTES`] it is stamped by its SHA-256,
+/// read as a stream ([`signed_manifest_of`]).
 pub fn attach(dir: &std::path::Path, stamper: &dyn TimeStamper) -> Result<Anchor> {
-    let manifest = signed_manifest(dir)?;
-    stamp_manifest(dir, &manifest, stamper)
+    let manifest = signed_manifest_of(dir)?;
+    let token = stamper.stamp(manifest.sha256().as_bytes())?;
+    write_anchor_for(dir, &token, &stamper.source(), manifest.stamped())
 }
 
 /// Stamp `manifest` (the signed `manifest.json` bytes of the bundle in `dir`) and write
@@ -342,9 +346,9 @@ pub fn attach_token(
     token_or_response: &[u8],
     source: &str,
 ) -> Result<Anchor> {
-    let manifest = signed_manifest(dir)?;
+    let manifest = signed_manifest_of(dir)?;
     let token = token_from_bytes(token_or_response)?;
-    write_anchor(dir, &token, source, &manifest)
+    write_anchor_for(dir, &token, source, manifest.stamped())
 }
 
 /// Write `dir/time-anchor.json` for `token`, which must stamp `manifest` (the bundle's
@@ -381,24 +385,105 @@ pub fn stamp_digest(
     write_anchor_for(dir, &token, &stamper.source(), Stamped::Sha256(sha256))
 }
 
+/// The signed manifest of a bundle folder as a time anchor stamps it: its bytes, or, for a
+/// manifest too large to hold in memory, only its SHA-256 ([`signed_manifest_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignedManifest {
+    Bytes(Vec<u8>),
+    Sha256(Digest),
+}
+
+impl SignedManifest {
+    /// What a token must stamp.
+    pub fn stamped(&self) -> Stamped<'_> {
+        match self {
+            SignedManifest::Bytes(b) => Stamped::Bytes(b),
+            SignedManifest::Sha256(d) => Stamped::Sha256(d),
+        }
+    }
+
+    /// The manifest's SHA-256.
+    pub fn sha256(&self) -> Digest {
+        self.stamped().sha256()
+    }
+}
+
+/// [`signed_manifest`] at any size: up to [`crate::MAX_METADATA_BYTES`] (both `manifest.json`
+/// and `manifest.dsse`) the bytes; above, `manifest.dsse` is read as a stream, its payload
+/// hashed as it is decoded, and `manifest.json` hashed and compared with it — the same
+/// refusals (not signed, not an envelope, not the same manifest).
+pub fn signed_manifest_of(dir: &std::path::Path) -> Result<SignedManifest> {
+    signed_manifest_of_with(dir, &crate::streamed::Limits::default())
+}
+
+/// [`signed_manifest_of`] with explicit [`crate::streamed::Limits`]: streamed above
+/// `stream_above` (tests take that path with small bundles), up to `max_manifest`.
+pub fn signed_manifest_of_with(
+    dir: &std::path::Path,
+    limits: &crate::streamed::Limits,
+) -> Result<SignedManifest> {
+    use crate::names;
+    use crate::streamed::{envelope_cap, hash_all, open_meta, Tee};
+
+    let small = |name: &str| {
+        std::fs::symlink_metadata(dir.join(name))
+            .map(|m| m.len() <= limits.stream_above.min(crate::MAX_METADATA_BYTES))
+            .unwrap_or(true)
+    };
+    if small(names::MANIFEST) && small(names::ENVELOPE) {
+        return signed_manifest(dir).map(SignedManifest::Bytes);
+    }
+    let max = limits.max_manifest;
+    let (manifest, manifest_len, manifest_path) = open_meta(dir, names::MANIFEST, Some(max))?
+        .ok_or_else(|| Error::NotFound(dir.join(names::MANIFEST)))?;
+    let (env, _, env_path) =
+        open_meta(dir, names::ENVELOPE, Some(envelope_cap(max)))?.ok_or_else(|| not_signed(dir))?;
+    let mut payload = Tee {
+        inner: std::io::sink(),
+        hasher: crate::hash::Hasher::new(),
+    };
+    let streamed = stella_dsse::stream::read_envelope(env, &mut payload, envelope_cap(max))
+        .map_err(|e| match e {
+            stella_dsse::stream::StreamError::Io(e) => Error::io(&env_path, e),
+            e => Error::input(format!("manifest.dsse: {e}")),
+        })?;
+    let signed = payload.hasher.finish();
+    let mut manifest = manifest;
+    let (digest, len) = hash_all(&mut manifest, &manifest_path)?;
+    if digest != signed || len != streamed.payload_len || len != manifest_len {
+        return Err(differs());
+    }
+    Ok(SignedManifest::Sha256(digest))
+}
+
+/// `dir` has no `manifest.dsse`.
+fn not_signed(dir: &std::path::Path) -> Error {
+    Error::input(format!(
+        "{} is not signed (no manifest.dsse): a time anchor stamps the signed manifest",
+        dir.display()
+    ))
+}
+
+/// `manifest.json` is not the payload of `manifest.dsse`.
+fn differs() -> Error {
+    Error::input(
+        "manifest.json differs from the payload of manifest.dsse: sign the bundle again first",
+    )
+}
+
 /// `manifest.json` of a signed folder, checked to be the payload of `manifest.dsse` (the
-/// bytes a time anchor stamps).
+/// bytes a time anchor stamps); each at most [`crate::MAX_METADATA_BYTES`] (any size:
+/// [`signed_manifest_of`]).
 pub fn signed_manifest(dir: &std::path::Path) -> Result<Vec<u8>> {
     use crate::names;
     let manifest = crate::fs::read_metadata_file(dir, names::MANIFEST)?
         .ok_or_else(|| Error::NotFound(dir.join(names::MANIFEST)))?;
-    let env = crate::fs::read_metadata_file(dir, names::ENVELOPE)?.ok_or_else(|| {
-        Error::input(format!(
-            "{} is not signed (no manifest.dsse): a time anchor stamps the signed manifest",
-            dir.display()
-        ))
-    })?;
+    let env =
+        crate::fs::read_metadata_file(dir, names::ENVELOPE)?.ok_or_else(|| not_signed(dir))?;
     let env = stella_dsse::Envelope::from_json_with_limit(&env, crate::MAX_METADATA_BYTES as usize)
         .map_err(|e| Error::input(format!("manifest.dsse: {e}")))?;
     if env.payload != manifest {
-        return Err(Error::input(
-            "manifest.json differs from the payload of manifest.dsse: sign the bundle again first",
-        ));
+        return Err(differs());
     }
     Ok(manifest)
 }

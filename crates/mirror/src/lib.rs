@@ -61,8 +61,9 @@ pub mod testing;
 // name only inside the crate). See docs/design.md, "Public surface of mirror and cli".
 pub use anchor::{
     attach as attach_anchor, attach_token as attach_anchor_token, local_tsa, signed_manifest,
-    stamp_digest, stamp_manifest, write_anchor_for, Anchor, LocalTsa, Stamped, TimeStamper,
-    TrustRoots as AnchorTrustRoots, FORMAT as ANCHOR_FORMAT,
+    signed_manifest_of, signed_manifest_of_with, stamp_digest, stamp_manifest, write_anchor_for,
+    Anchor, LocalTsa, SignedManifest, Stamped, TimeStamper, TrustRoots as AnchorTrustRoots,
+    FORMAT as ANCHOR_FORMAT,
 };
 pub use archive::{read_archive, read_stream, verify_archive, Limits as ArchiveLimits, Observed};
 pub use codec::Compression;

@@ -510,7 +510,51 @@ fn streamed_sign_with_a_time_stamper() {
     let e = verify_dir_with(&dir, &o, &small_limits(), &NoProgress).expect_err("streamed");
     assert_eq!(e.stage(), Some(stella_mirror::Stage::Anchor), "{e}");
     assert!(e.to_string().contains("SHA-256 only"), "{e}");
-    std::fs::write(dir.join(names::TIME_ANCHOR), text).expect("restore");
+    std::fs::write(dir.join(names::TIME_ANCHOR), &text).expect("restore");
+
+    // `mirror anchor` of a manifest above the threshold: read as a stream, stamped by its
+    // SHA-256; the anchor it writes verifies streamed.
+    use stella_mirror::{signed_manifest_of, signed_manifest_of_with, SignedManifest};
+    let bytes = signed_manifest_of(&dir).expect("in memory");
+    assert!(matches!(bytes, SignedManifest::Bytes(_)), "{bytes:?}");
+    let streamed = signed_manifest_of_with(&dir, &small_limits()).expect("streamed");
+    assert_eq!(streamed, SignedManifest::Sha256(bytes.sha256()));
+    let token = stella_mirror::TimeStamper::stamp(&tsa, streamed.sha256().as_bytes()).expect("t");
+    stella_mirror::write_anchor_for(&dir, &token, "again", streamed.stamped()).expect("anchor");
+    let v = verify_dir_with(&dir, &o, &small_limits(), &NoProgress).expect("anchored, streamed");
+    assert_eq!(v.meta.anchor.expect("anchor").source, "again");
+    // Its refusals are the in-memory ones: manifest.json not the signed payload (one byte
+    // changed, one byte more), no envelope, an envelope that is not one.
+    let same_refusal = |what: &str, want: &str| {
+        let a = signed_manifest_of(&dir).expect_err(what).to_string();
+        let b = signed_manifest_of_with(&dir, &small_limits())
+            .expect_err(what)
+            .to_string();
+        assert!(a.contains(want), "{what}: {a}");
+        assert_eq!(a, b, "{what}");
+    };
+    let manifest = read(&m);
+    let mut changed = manifest.clone();
+    let at = changed.len() - 10;
+    changed[at] ^= 1;
+    std::fs::write(&m, &changed).expect("write");
+    same_refusal(
+        "a byte changed",
+        "differs from the payload of manifest.dsse",
+    );
+    let mut longer = manifest.clone();
+    longer.push(b' ');
+    std::fs::write(&m, &longer).expect("write");
+    same_refusal("a byte more", "differs from the payload of manifest.dsse");
+    std::fs::write(&m, &manifest).expect("restore");
+    let env = read(dir.join(names::ENVELOPE));
+    std::fs::write(dir.join(names::ENVELOPE), b"[]").expect("write");
+    let e = signed_manifest_of_with(&dir, &small_limits()).expect_err("not an envelope");
+    assert!(e.to_string().starts_with("manifest.dsse: "), "{e}");
+    std::fs::remove_file(dir.join(names::ENVELOPE)).expect("rm");
+    same_refusal("no envelope", "is not signed (no manifest.dsse)");
+    std::fs::write(dir.join(names::ENVELOPE), env).expect("restore");
+    signed_manifest_of_with(&dir, &small_limits()).expect("honest again");
     // The anchor is of this manifest: a token over another digest is refused.
     let other = stella_mirror::Digest::of(b"another manifest");
     let token = stella_mirror::TimeStamper::stamp(&tsa, other.as_bytes()).expect("token");
