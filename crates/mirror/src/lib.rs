@@ -46,6 +46,7 @@ mod sign;
 mod source;
 mod spec;
 mod streamed;
+mod sums;
 mod thin;
 mod tsa;
 mod unpack;
@@ -91,8 +92,8 @@ pub use thin::{
 pub use tsa::HttpTimeStamper;
 pub use unpack::unpack;
 pub use verify::{
-    verify_checksums, verify_dir, verify_dir_with, verify_header, verify_header_file,
-    verify_header_file_with, verify_header_with_keyless, CheckedBundle, Header,
+    verify_checksums, verify_checksums_with, verify_dir, verify_dir_with, verify_header,
+    verify_header_file, verify_header_file_with, verify_header_with_keyless, CheckedBundle, Header,
     Options as VerifyOptions, PartlyHashedBundle, TimeSource, VerifiedBundle, VerifiedHeader,
     VerifiedMetadata,
 };

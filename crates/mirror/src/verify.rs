@@ -1775,95 +1775,26 @@ pub(crate) fn hash_dir_content(
 }
 
 /// `verify-checksums`: every line of `SHA256SUMS` matches, and the folder holds nothing else
-/// but metadata. No keys involved (that is `verify`'s job).
+/// but metadata. No keys involved (that is `verify`'s job). A `SHA256SUMS` of any size: above
+/// [`crate::MAX_METADATA_BYTES`] it is read as a stream (`crate::sums`; it must then be sorted
+/// by path, as `create` writes it).
 pub fn verify_checksums(dir: &Path, progress: &dyn Progress) -> Result<(usize, u64)> {
-    let sums = crate::fs::read_metadata_file(dir, names::SUMS)?
-        .ok_or_else(|| Error::NotFound(dir.join(names::SUMS)))?;
-    let text = std::str::from_utf8(&sums)
-        .map_err(|_| Error::checksums(Field::file(names::SUMS), "SHA256SUMS is not UTF-8 text"))?;
-    let mut listed: BTreeMap<String, Digest> = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let (hex, path) = line.split_once("  ").ok_or_else(|| {
-            Error::checksums(
-                sums_line(i),
-                format!("SHA256SUMS line {}: not `<sha256>  <path>`", i + 1),
-            )
-        })?;
-        let d = crate::hash::parse_hex(hex).ok_or_else(|| {
-            Error::checksums(
-                sums_line(i),
-                format!("SHA256SUMS line {}: malformed digest", i + 1),
-            )
-        })?;
-        crate::BundlePath::new(path).map_err(|e| {
-            Error::checksums(sums_line(i), format!("SHA256SUMS line {}: {e}", i + 1))
-        })?;
-        if listed.insert(path.to_string(), d).is_some() {
-            return Err(Error::checksums(
-                sums_line(i),
-                format!("SHA256SUMS lists {path} twice"),
-            ));
-        }
-    }
-    let files = crate::fs::walk(dir)?;
-    let mut problems = Vec::new();
-    let content: Vec<String> = files
-        .into_iter()
-        .filter(|p| !names::is_metadata(p))
-        .collect();
-    for p in &content {
-        if !listed.contains_key(p) {
-            problems.push(format!("unlisted file {p}"));
-        }
-    }
-    let present: BTreeSet<&String> = content.iter().collect();
-    for p in listed.keys() {
-        if !present.contains(p) {
-            problems.push(format!("file {p} is missing"));
-        }
-    }
-    let to_hash: Vec<(PathBuf, u64)> = listed
-        .keys()
-        .filter(|p| present.contains(p))
-        .map(|p| {
-            let abs = dir.join(p);
-            let size = std::fs::metadata(&abs).map(|m| m.len()).unwrap_or(0);
-            (abs, size)
-        })
-        .collect();
-    progress.start("verify-checksums", to_hash.iter().map(|s| s.1).sum());
-    let hashed = crate::hash::hash_files(&to_hash, progress);
-    progress.finish();
-    let hashed = hashed?;
-    let mut bytes = 0;
-    for ((p, d), (got, n)) in listed
-        .iter()
-        .filter(|(p, _)| present.contains(p))
-        .zip(hashed)
-    {
-        if *d != got {
-            problems.push(format!(
-                "file {p} changed: sha256:{} != sha256:{}",
-                got.hex(),
-                d.hex()
-            ));
-        }
-        bytes += n;
-    }
-    if !problems.is_empty() {
-        return Err(Error::checksums(
-            Field::Content,
-            format!("SHA256SUMS check failed: {}", problems.join("; ")),
-        ));
-    }
-    Ok((to_hash.len(), bytes))
+    verify_checksums_with(dir, &crate::streamed::Limits::default(), progress)
 }
 
-/// Line `i` (0-based) of `SHA256SUMS`.
-fn sums_line(i: usize) -> Field {
-    Field::Line {
-        file: names::SUMS,
-        line: i + 1,
+/// [`verify_checksums`] with explicit [`crate::streamed::Limits`]: streamed above
+/// `stream_above`, up to `max_sums` (tests take the streamed path with small bundles).
+pub fn verify_checksums_with(
+    dir: &Path,
+    limits: &crate::streamed::Limits,
+    progress: &dyn Progress,
+) -> Result<(usize, u64)> {
+    let large = std::fs::symlink_metadata(dir.join(names::SUMS))
+        .is_ok_and(|m| m.is_file() && m.len() > limits.stream_above);
+    if large {
+        crate::sums::verify_checksums_streamed(dir, limits.max_sums, progress)
+    } else {
+        crate::sums::verify_checksums_in_memory(dir, progress)
     }
 }
 

@@ -725,3 +725,122 @@ fn a_detached_header_over_a_streamed_manifest_verifies_as_in_memory() {
     assert!(e.to_string().contains("above the"), "{e}");
     verify_header_file_with(&header, &payload, None, &o, &small_limits()).expect("honest again");
 }
+
+/// `verify-checksums` with a `SHA256SUMS` above the threshold reads it as a stream: the same
+/// counts as in memory, and every refusal with the same text; an unsorted one (which only the
+/// in-memory check can take) refused on its first line out of order.
+#[test]
+fn verify_checksums_streams_a_large_sha256sums_with_the_in_memory_verdicts() {
+    use stella_mirror::{verify_checksums, verify_checksums_with};
+    let m = Many::new(1500);
+    let sums_path = m.bundle.join(names::SUMS);
+    assert!(file_len(&sums_path) > TEST_THRESHOLD);
+    let honest = std::fs::read(&sums_path).expect("sums");
+    let a = verify_checksums(&m.bundle, &NoProgress).expect("in memory");
+    let b = verify_checksums_with(&m.bundle, &small_limits(), &NoProgress).expect("streamed");
+    assert_eq!(a, b);
+    assert!(a.0 > 1500, "{a:?}");
+
+    let same = |what: &str, want: &str| {
+        let a = verify_checksums(&m.bundle, &NoProgress)
+            .expect_err(what)
+            .to_string();
+        let b = verify_checksums_with(&m.bundle, &small_limits(), &NoProgress)
+            .expect_err(what)
+            .to_string();
+        assert!(a.contains(want), "{what}: {a}");
+        assert_eq!(a, b, "{what}");
+    };
+    // Content: one file changed, one missing, one unlisted — all three named, in order.
+    let changed = m.bundle.join("advisories/feeds/osv/03/OSV-0000003.json");
+    let missing = m.bundle.join("advisories/feeds/osv/04/OSV-0000004.json");
+    let kept = std::fs::read(&missing).expect("read");
+    let was = std::fs::read(&changed).expect("read");
+    std::fs::write(&changed, b"changed").expect("write");
+    std::fs::remove_file(&missing).expect("rm");
+    std::fs::write(m.bundle.join("advisories/zz-extra.json"), b"x").expect("write");
+    std::fs::write(m.bundle.join("advisories/aa-extra.json"), b"x").expect("write");
+    same(
+        "content",
+        "unlisted file advisories/aa-extra.json; unlisted file advisories/zz-extra.json; \
+         file advisories/feeds/osv/04/OSV-0000004.json is missing; \
+         file advisories/feeds/osv/03/OSV-0000003.json changed",
+    );
+    std::fs::write(&changed, was).expect("restore");
+    std::fs::write(&missing, kept).expect("restore");
+    std::fs::remove_file(m.bundle.join("advisories/zz-extra.json")).expect("rm");
+    std::fs::remove_file(m.bundle.join("advisories/aa-extra.json")).expect("rm");
+    // A link where a listed file was: refused by the walk on both paths.
+    let victim = m.bundle.join("advisories/feeds/osv/05/OSV-0000005.json");
+    let kept = std::fs::read(&victim).expect("read");
+    std::fs::remove_file(&victim).expect("rm");
+    std::os::unix::fs::symlink("/etc/hostname", &victim).expect("symlink");
+    same("a link", "OSV-0000005.json");
+    std::fs::remove_file(&victim).expect("rm");
+    std::fs::write(&victim, kept).expect("restore");
+    verify_checksums_with(&m.bundle, &small_limits(), &NoProgress).expect("honest again");
+
+    // The file itself, edited at its last lines (past any in-memory prefix).
+    let text = String::from_utf8(honest.clone()).expect("utf8");
+    let lines: Vec<&str> = text.lines().collect();
+    let n = lines.len();
+    let edit = |f: &dyn Fn(&mut Vec<String>)| {
+        let mut l: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+        f(&mut l);
+        std::fs::write(&sums_path, l.join("\n") + "\n").expect("write");
+    };
+    edit(&|l| l[n - 1] = l[n - 1].replacen("  ", " ", 1));
+    same(
+        "one space",
+        &format!("SHA256SUMS line {n}: not `<sha256>  <path>`"),
+    );
+    edit(&|l| l[n - 2] = format!("zz{}", &l[n - 2][2..]));
+    same(
+        "a bad digest",
+        &format!("SHA256SUMS line {}: malformed digest", n - 1),
+    );
+    edit(&|l| l[n - 1] = format!("{}  ../../etc/passwd", &l[n - 1][..64]));
+    same(
+        "a path out of the folder",
+        &format!("SHA256SUMS line {n}: "),
+    );
+    edit(&|l| {
+        let dup = l[n - 2].clone();
+        l.insert(n - 1, dup);
+    });
+    same("a line twice", "SHA256SUMS lists ");
+    // CRLF line ends read as `sha256sum` and `str::lines` read them.
+    std::fs::write(&sums_path, text.replace('\n', "\r\n")).expect("write");
+    assert_eq!(
+        verify_checksums_with(&m.bundle, &small_limits(), &NoProgress).expect("crlf"),
+        a
+    );
+    // Not UTF-8.
+    let mut bad = honest.clone();
+    let at = bad.len() - 5;
+    bad[at] = 0xff;
+    std::fs::write(&sums_path, &bad).expect("write");
+    same("not UTF-8", "SHA256SUMS is not UTF-8 text");
+    // Unsorted: taken in memory, refused streamed on the first line out of order.
+    edit(&|l| l.swap(n - 2, n - 3));
+    verify_checksums(&m.bundle, &NoProgress).expect("unsorted in memory");
+    let e = verify_checksums_with(&m.bundle, &small_limits(), &NoProgress)
+        .expect_err("unsorted streamed")
+        .to_string();
+    assert!(
+        e.contains(&format!("SHA256SUMS line {}: ", n - 1)) && e.contains("not in path order"),
+        "{e}"
+    );
+    // Above `max_sums`: refused on its size.
+    std::fs::write(&sums_path, &honest).expect("restore");
+    let tight = StreamLimits {
+        max_sums: TEST_THRESHOLD,
+        ..small_limits()
+    };
+    let e = verify_checksums_with(&m.bundle, &tight, &NoProgress).expect_err("cap");
+    assert!(e.to_string().contains("above the"), "{e}");
+    assert_eq!(
+        verify_checksums_with(&m.bundle, &small_limits(), &NoProgress).expect("honest"),
+        a
+    );
+}
