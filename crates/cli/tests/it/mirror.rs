@@ -3010,18 +3010,59 @@ fn keyless_mirror_bundles_verify_with_keyring_identities() {
     ring("[\"mirror-bundle\"]");
     let now = time::OffsetDateTime::now_utc();
     let email = |san: &str| LeafSpec::email(san, ISSUER, now);
-    let verify = |extra: &[&str]| {
+    const HEADER: &str = "b/mirror/metadata/mirror.dsse.json";
+    let verify_target = |target: &str, extra: &[&str]| {
         let mut args = vec!["--keyring", "ring.toml"];
         args.extend(extra);
-        env.verify("b/manifest.dsse", &args)
+        env.verify(target, &args)
+    };
+    let verify = |extra: &[&str]| verify_target("b/manifest.dsse", extra);
+    // The bundle and its detached header on its own (keyless signatures read from beside the
+    // payload): the same verdict, each naming `fragment`.
+    let check = |extra: &[&str], code: i32, fragment: &str| {
+        expect(&verify(extra), code, fragment);
+        expect(&verify_target(HEADER, extra), code, fragment);
     };
 
     // Signed keyless by a matching identity: verified, the signer is the identity entry.
     let good = sigstore.issue(&email("release@ops.example.com"));
     keyless_sign(&env, &[(&sigstore, &good)]);
-    let out = verify(&[]);
-    expect(&out, 0, "Verified OK");
-    expect(&out, 0, "mirror-ci");
+    check(&[], 0, "Verified OK");
+    check(&[], 0, "mirror-ci");
+    // The header's JSON report names the identity entry as the signer.
+    let out = verify_target(HEADER, &["--output", "json"]);
+    expect(&out, 0, "");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["form"], "detached-header", "{v}");
+    assert!(v["signers"].to_string().contains("mirror-ci"), "{v}");
+    // With --payload elsewhere, the keyless signatures are read from beside that payload.
+    std::fs::create_dir(env.p("elsewhere")).unwrap();
+    std::fs::copy(env.p("b/manifest.json"), env.p("elsewhere/manifest.json")).unwrap();
+    let elsewhere = ["--payload", "elsewhere/manifest.json"];
+    expect(
+        &verify_target(HEADER, &elsewhere),
+        1,
+        "threshold 1 is larger than the 0 trusted key",
+    );
+    std::fs::copy(
+        env.p("b/manifest.sigstore.json"),
+        env.p("elsewhere/manifest.sigstore.json"),
+    )
+    .unwrap();
+    expect(
+        &verify_target(HEADER, &elsewhere),
+        0,
+        "Verified OK: detached header",
+    );
+    // A changed payload is refused before any signature is judged.
+    let mut m = std::fs::read(env.p("elsewhere/manifest.json")).unwrap();
+    m.push(b' ');
+    write(env.p("elsewhere/manifest.json"), &m);
+    expect(
+        &verify_target(HEADER, &elsewhere),
+        1,
+        "payload hash mismatch",
+    );
     // Through the archive stream too (manifest.sigstore.json is packed as metadata).
     expect(
         &env.run(&["mirror", "pack", "b", "--output", "b.tar.gz"]),
@@ -3039,22 +3080,14 @@ fn keyless_mirror_bundles_verify_with_keyring_identities() {
         env.p("b/manifest.sigstore.json"),
         serde_json::to_vec(&other).unwrap(),
     );
-    expect(
-        &verify(&[]),
-        1,
-        "does not sign the manifest of manifest.dsse",
-    );
+    check(&[], 1, "does not sign the manifest of manifest.dsse");
     // Without the Sigstore bundle the ephemeral key is nobody.
     std::fs::remove_file(env.p("b/manifest.sigstore.json")).unwrap();
-    expect(
-        &verify(&[]),
-        1,
-        "threshold 1 is larger than the 0 trusted key",
-    );
+    check(&[], 1, "threshold 1 is larger than the 0 trusted key");
     // A keyring trusting the identity for another purpose only.
     keyless_sign(&env, &[(&sigstore, &good)]);
     ring("[\"release\"]");
-    expect(&verify(&[]), 1, "not trusted for purpose `mirror-bundle`");
+    check(&[], 1, "not trusted for purpose `mirror-bundle`");
     ring("[\"mirror-bundle\"]");
 
     // No `trusted_root`: the public-good root, shipped (which does not know the test log)
@@ -3122,18 +3155,20 @@ fn keyless_mirror_bundles_verify_with_keyring_identities() {
     for (name, s, spec, why) in cases {
         let leaf = s.issue(&spec);
         keyless_sign(&env, &[(s, &leaf)]);
-        let out = verify(&[]);
-        assert_eq!(out.status.code(), Some(1), "{name}");
-        expect(&out, 1, why);
-        expect(&out, 1, "keyless signatures");
+        for target in ["b/manifest.dsse", HEADER] {
+            let out = verify_target(target, &[]);
+            assert_eq!(out.status.code(), Some(1), "{name} {target}");
+            expect(&out, 1, why);
+            expect(&out, 1, "keyless signatures");
+        }
     }
 
     // Thresholds count an identity once: two leaves (two keys) of one identity are one signer.
     let a = sigstore.issue(&email("a@ops.example.com"));
     let a2 = sigstore.issue(&email("a@ops.example.com"));
     keyless_sign(&env, &[(&sigstore, &a), (&sigstore, &a2)]);
-    expect(&verify(&["--threshold", "2"]), 1, "threshold 2");
-    expect(&verify(&[]), 0, "Verified OK");
+    check(&["--threshold", "2"], 1, "threshold 2");
+    check(&[], 0, "Verified OK");
     // Two identity entries, two identities: threshold 2 is met.
     write(
         env.p("ring.toml"),
@@ -3164,109 +3199,7 @@ fn keyless_mirror_bundles_verify_with_keyring_identities() {
         ),
     );
     keyless_sign(&env, &[(&sigstore, &a)]);
-    expect(&verify(&["--threshold", "2"]), 1, "threshold 2");
-}
-
-/// The detached header of a bundle signed keyless verifies on its own too: its signatures are
-/// by the short-lived key, which only `manifest.sigstore.json` (beside `manifest.json`, or
-/// beside the `--payload` given) makes a trusted signer; each refusal of the full verification
-/// holds for the header.
-#[test]
-fn keyless_detached_headers_verify_with_keyring_identities() {
-    use stella_sigstore::testing::{LeafSpec, TestSigstore};
-    const ISSUER: &str = "https://issuer.test.invalid";
-    const HEADER: &str = "b/mirror/metadata/mirror.dsse.json";
-    let env = Env::new();
-    env.sources(1, "a");
-    expect(&env.create("b", &[]), 0, "Created full bundle");
-    let sigstore = TestSigstore::new();
-    write(env.p("root.json"), sigstore.trusted_root_json());
-    write(
-        env.p("ring.toml"),
-        format!(
-            "[[identities]]\nid = \"mirror-ci\"\ncertificate_identity_regexp = '.*@ops\\.example\\.com'\n\
-             certificate_oidc_issuer = \"{ISSUER}\"\ntrusted_root = \"root.json\"\npurposes = [\"mirror-bundle\"]\n"
-        ),
-    );
-    let now = time::OffsetDateTime::now_utc();
-    let email = |san: &str| LeafSpec::email(san, ISSUER, now);
-    let verify = |extra: &[&str]| {
-        let mut args = vec!["--keyring", "ring.toml"];
-        args.extend(extra);
-        env.verify(HEADER, &args)
-    };
-
-    let good = sigstore.issue(&email("release@ops.example.com"));
-    keyless_sign(&env, &[(&sigstore, &good)]);
-    let out = verify(&[]);
-    expect(&out, 0, "Verified OK: detached header");
-    expect(&out, 0, "mirror-ci");
-    // JSON names the identity entry as the signer.
-    let out = verify(&["--output", "json"]);
-    expect(&out, 0, "");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["form"], "detached-header", "{v}");
-    assert!(v["signers"].to_string().contains("mirror-ci"), "{v}");
-
-    // The keyless signatures are read from beside the payload given with --payload.
-    std::fs::create_dir(env.p("elsewhere")).unwrap();
-    std::fs::copy(env.p("b/manifest.json"), env.p("elsewhere/manifest.json")).unwrap();
-    let elsewhere = ["--payload", "elsewhere/manifest.json"];
-    expect(
-        &verify(&elsewhere),
-        1,
-        "threshold 1 is larger than the 0 trusted key",
-    );
-    std::fs::copy(
-        env.p("b/manifest.sigstore.json"),
-        env.p("elsewhere/manifest.sigstore.json"),
-    )
-    .unwrap();
-    expect(&verify(&elsewhere), 0, "Verified OK: detached header");
-
-    // Without the Sigstore bundle the short-lived key is nobody.
-    let keyless = std::fs::read(env.p("b/manifest.sigstore.json")).unwrap();
-    std::fs::remove_file(env.p("b/manifest.sigstore.json")).unwrap();
-    expect(
-        &verify(&[]),
-        1,
-        "threshold 1 is larger than the 0 trusted key",
-    );
-    // A Sigstore bundle over another payload is refused outright.
-    let other = sigstore.dsse_bundle(&good, "application/vnd.in-toto+json", b"{}", now);
-    write(
-        env.p("b/manifest.sigstore.json"),
-        serde_json::to_vec(&other).unwrap(),
-    );
-    expect(
-        &verify(&[]),
-        1,
-        "does not sign the manifest of manifest.dsse",
-    );
-    // Not JSON: refused on the file.
-    write(env.p("b/manifest.sigstore.json"), "{not json");
-    expect(&verify(&[]), 1, "manifest.sigstore.json: not JSON");
-    write(env.p("b/manifest.sigstore.json"), &keyless);
-    expect(&verify(&[]), 0, "Verified OK: detached header");
-
-    // A certificate of an identity the keyring does not name: refused, with the reason.
-    let stranger = sigstore.issue(&email("release@example.org"));
-    keyless_sign(&env, &[(&sigstore, &stranger)]);
-    let out = verify(&[]);
-    expect(&out, 1, "does not match");
-    expect(&out, 1, "keyless signatures");
-    // A certificate from a CA the trusted root does not know.
-    let other_ca = sigstore.other_ca();
-    let foreign = other_ca.issue(&email("release@ops.example.com"));
-    keyless_sign(&env, &[(&other_ca, &foreign)]);
-    expect(&verify(&[]), 1, "does not chain to a Fulcio CA");
-    // The header signed by the certified key but the payload changed: refused before any
-    // signature is judged.
-    keyless_sign(&env, &[(&sigstore, &good)]);
-    let mut m = std::fs::read(env.p("elsewhere/manifest.json")).unwrap();
-    m.extend_from_slice(b" ");
-    write(env.p("elsewhere/manifest.json"), &m);
-    expect(&verify(&elsewhere), 1, "payload hash mismatch");
+    check(&["--threshold", "2"], 1, "threshold 2");
 }
 
 /// `mirror verify` tells an archive by its bytes when its name does not say (a download saved
