@@ -521,8 +521,8 @@ fn http_tsa(url: &str, timeout: u64) -> Result<HttpTimeStamper> {
     .map_err(lib)
 }
 
-/// Ask the RFC 3161 TSA at `url` to stamp the manifest whose SHA-256 is `sha256` (the signed
-/// `manifest.json` of `dir`), and write the anchor: one attempt, `timeout` seconds.
+/// Ask the RFC 3161 TSA at `url` to stamp the manifest whose SHA-256 is `sha256` (the
+/// manifest `dir` was just signed over), and write the anchor: one attempt, `timeout` seconds.
 fn stamp_url_digest(
     dir: &Path,
     sha256: &stella_mirror::Digest,
@@ -541,9 +541,7 @@ fn anchor_cmd(a: AnchorArgs, dev: DevKeys) -> Result<()> {
             .unwrap_or_else(|| format!("token file {}", p.display()));
         stella_mirror::attach_anchor_token(&a.dir, &bytes, &source).map_err(lib)?
     } else if let Some(url) = &a.tsa.tsa_url {
-        // A manifest of any size: stamped by its SHA-256 (read as a stream when large).
-        let manifest = stella_mirror::signed_manifest_of(&a.dir).map_err(lib)?;
-        stamp_url_digest(&a.dir, &manifest.sha256(), url, a.tsa.tsa_timeout)?
+        stella_mirror::attach_anchor(&a.dir, &http_tsa(url, a.tsa.tsa_timeout)?).map_err(lib)?
     } else if let (Some(k), Some(cert)) = (&a.tsa.tsa_key, &a.tsa.tsa_cert) {
         let key = crate::attest::load_signers(std::slice::from_ref(k), dev)?;
         let tsa = local_tsa(key[0].as_ref(), cert, a.tsa.tsa_policy.as_deref())?;

@@ -434,8 +434,9 @@ pub fn signed_manifest_of_with(
         return signed_manifest(dir).map(SignedManifest::Bytes);
     }
     let max = limits.max_manifest;
-    let (manifest, manifest_len, manifest_path) = open_meta(dir, names::MANIFEST, Some(max))?
-        .ok_or_else(|| Error::NotFound(dir.join(names::MANIFEST)))?;
+    let (mut manifest, manifest_len, manifest_path) =
+        open_meta(dir, names::MANIFEST, Some(max))?
+            .ok_or_else(|| Error::NotFound(dir.join(names::MANIFEST)))?;
     let (env, _, env_path) =
         open_meta(dir, names::ENVELOPE, Some(envelope_cap(max)))?.ok_or_else(|| not_signed(dir))?;
     let mut payload = Tee {
@@ -448,7 +449,6 @@ pub fn signed_manifest_of_with(
             e => Error::input(format!("manifest.dsse: {e}")),
         })?;
     let signed = payload.hasher.finish();
-    let mut manifest = manifest;
     let (digest, len) = hash_all(&mut manifest, &manifest_path)?;
     if digest != signed || len != streamed.payload_len || len != manifest_len {
         return Err(differs());
