@@ -19,6 +19,18 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// From the first bytes of a stream: the gzip or zstd magic (`None`: not compressed, or
+    /// fewer bytes than the magic).
+    pub(crate) fn from_magic(head: &[u8]) -> Option<Self> {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Some(Compression::Gzip)
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Compression::Zstd)
+        } else {
+            None
+        }
+    }
+
     /// From an output file name: `.tar.gz`/`.tgz` or `.tar.zst`/`.tzst`.
     pub fn from_name(name: &Path) -> Option<Self> {
         let n = name.file_name()?.to_str()?;
@@ -348,16 +360,16 @@ pub(crate) fn decompress<R: io::BufRead + Send + 'static>(
         .get(..4)
         .map(<[u8]>::to_vec)
         .unwrap_or_default();
-    Ok(if magic.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(r))
-    } else if magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        let mut d = zstd::stream::read::Decoder::with_buffer(r)?;
-        if let Some(log) = window_log_max {
-            d.window_log_max(log)?;
+    Ok(match Compression::from_magic(&magic) {
+        Some(Compression::Gzip) => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Some(Compression::Zstd) => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(r)?;
+            if let Some(log) = window_log_max {
+                d.window_log_max(log)?;
+            }
+            Box::new(d)
         }
-        Box::new(d)
-    } else {
-        Box::new(r)
+        None => Box::new(r),
     })
 }
 

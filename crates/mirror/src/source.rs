@@ -190,8 +190,7 @@ fn starts_as_archive(path: &Path) -> Result<bool> {
     let f = std::fs::File::open(path).at(path)?;
     let mut head = Vec::with_capacity(262);
     f.take(262).read_to_end(&mut head).at(path)?;
-    Ok(head.starts_with(&[0x1f, 0x8b])
-        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+    Ok(crate::codec::Compression::from_magic(&head).is_some()
         || head.get(257..262) == Some(b"ustar"))
 }
 
