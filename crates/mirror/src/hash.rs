@@ -7,7 +7,7 @@
 //! small ones still keep every core busy until the end.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -90,62 +90,6 @@ pub(crate) fn threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-}
-
-/// Hash `files` (with their expected sizes, used to schedule largest first) on every core.
-/// Results come back in the order of `files`. The first I/O error stops the other threads.
-pub(crate) fn hash_files(
-    files: &[(PathBuf, u64)],
-    progress: &dyn Progress,
-) -> Result<Vec<(Digest, u64)>> {
-    let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by(|&a, &b| files[b].1.cmp(&files[a].1).then(a.cmp(&b)));
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let workers = threads().min(files.len()).max(1);
-    let results: Vec<Result<Vec<(usize, Digest, u64)>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    let mut buf = vec![0u8; CHUNK];
-                    loop {
-                        if stop.load(Ordering::Relaxed) {
-                            return Ok(done);
-                        }
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&idx) = order.get(i) else {
-                            return Ok(done);
-                        };
-                        let path = &files[idx].0;
-                        let r = std::fs::File::open(path)
-                            .and_then(|mut f| hash_reader_with(&mut f, &mut buf, progress));
-                        match r {
-                            Ok((d, n)) => done.push((idx, d, n)),
-                            Err(e) => {
-                                stop.store(true, Ordering::Relaxed);
-                                return Err(Error::io(path, e));
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")))
-            })
-            .collect()
-    });
-    let mut out = vec![(Digest::sha256([0; 32]), 0u64); files.len()];
-    for r in results {
-        for (idx, d, n) in r? {
-            out[idx] = (d, n);
-        }
-    }
-    Ok(out)
 }
 
 /// Files a worker takes from the shared counter at a time in [`hash_tree`]: one atomic
@@ -723,20 +667,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut files = Vec::new();
         for i in 0..20u64 {
-            let p = dir.path().join(format!("f{i}"));
+            let name = format!("f{i}");
             let data = vec![i as u8; (i * 100_000) as usize];
-            std::fs::write(&p, &data).unwrap();
-            files.push((p, data.len() as u64));
+            std::fs::write(dir.path().join(&name), &data).unwrap();
+            files.push((name, data.len() as u64));
         }
-        let got = hash_files(&files, &NoProgress).unwrap();
+        let got = hash_tree(dir.path(), &files, &NoProgress).unwrap();
         for (i, (d, n)) in got.iter().enumerate() {
             let data = vec![i as u8; i * 100_000];
             assert_eq!(*d, Digest::of(&data));
             assert_eq!(*n, data.len() as u64);
         }
-        files.push((dir.path().join("missing"), 0));
+        files.push(("missing".into(), 0));
         assert!(matches!(
-            hash_files(&files, &NoProgress),
+            hash_tree(dir.path(), &files, &NoProgress),
             Err(Error::NotFound(_))
         ));
     }

@@ -11,9 +11,9 @@
 //! `SHA256SUMS` this large must be sorted by path, as `stella mirror create` writes it and the
 //! spec requires; an unsorted one is refused on the first line out of order.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::BufRead as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, Field, IoContext as _, Result};
 use crate::hash::{Digest, Progress};
@@ -45,6 +45,12 @@ impl Listed {
             .and_then(|&(s, l, _)| self.arena.get(s..s.saturating_add(l)))
             .and_then(|b| std::str::from_utf8(b).ok())
             .unwrap_or_default()
+    }
+
+    /// Add `path` after the paths already in (the caller keeps the order).
+    fn push(&mut self, path: &str, d: Digest) {
+        self.recs.push((self.arena.len(), path.len(), d));
+        self.arena.extend_from_slice(path.as_bytes());
     }
 
     fn find(&self, path: &str) -> Option<usize> {
@@ -105,8 +111,7 @@ fn push_line(listed: &mut Listed, i: usize, line: &str) -> Result<()> {
             }
         }
     }
-    listed.recs.push((listed.arena.len(), path.len(), d));
-    listed.arena.extend_from_slice(path.as_bytes());
+    listed.push(path, d);
     Ok(())
 }
 
@@ -138,49 +143,11 @@ pub(crate) fn verify_checksums_in_memory(
             return Err(twice(i, path));
         }
     }
-    let files = crate::fs::walk(dir)?;
-    let mut problems = Vec::new();
-    let content: Vec<String> = files
-        .into_iter()
-        .filter(|p| !names::is_metadata(p))
-        .collect();
-    for p in &content {
-        if !listed.contains_key(p) {
-            problems.push(format!("unlisted file {p}"));
-        }
+    let mut index = Listed::default();
+    for (path, d) in listed {
+        index.push(path.as_str(), d);
     }
-    let present: BTreeSet<&String> = content.iter().collect();
-    for p in listed.keys() {
-        if !present.contains(p) {
-            problems.push(format!("file {p} is missing"));
-        }
-    }
-    let to_hash: Vec<(PathBuf, u64)> = listed
-        .keys()
-        .filter(|p| present.contains(p))
-        .map(|p| {
-            let abs = dir.join(p);
-            let size = std::fs::metadata(&abs).map(|m| m.len()).unwrap_or(0);
-            (abs, size)
-        })
-        .collect();
-    progress.start("verify-checksums", to_hash.iter().map(|s| s.1).sum());
-    let hashed = crate::hash::hash_files(&to_hash, progress);
-    progress.finish();
-    let hashed = hashed?;
-    let mut bytes = 0;
-    for ((p, d), (got, n)) in listed
-        .iter()
-        .filter(|(p, _)| present.contains(p))
-        .zip(hashed)
-    {
-        if *d != got {
-            problems.push(changed(p, &got, d));
-        }
-        bytes += n;
-    }
-    failed(problems)?;
-    Ok((to_hash.len(), bytes))
+    check_content(dir, &index, progress)
 }
 
 /// The problem of a file whose digest is `got`, listed with `want`.
@@ -219,7 +186,13 @@ pub(crate) fn verify_checksums_streamed(
     drop((r, line));
     listed.arena.shrink_to_fit();
     listed.recs.shrink_to_fit();
+    check_content(dir, &listed, progress)
+}
 
+/// Both checks' content stage: the folder walked once, each content file listed (then hashed
+/// on the hashing threads, [`BATCH`] at a time) or unlisted; the problems in the order both
+/// report them — unlisted, missing, changed, each by path.
+fn check_content(dir: &Path, listed: &Listed, progress: &dyn Progress) -> Result<(usize, u64)> {
     // The walk: each content file listed (and then queued for hashing) or unlisted.
     let mut seen = vec![false; listed.recs.len()];
     let mut unlisted = Vec::new();
