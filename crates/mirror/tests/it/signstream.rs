@@ -555,6 +555,29 @@ fn streamed_sign_with_a_time_stamper() {
     same_refusal("no envelope", "is not signed (no manifest.dsse)");
     std::fs::write(dir.join(names::ENVELOPE), env).expect("restore");
     signed_manifest_of_with(&dir, &small_limits()).expect("honest again");
+
+    // Packed, the anchored bundle verifies from the archive stream with its metadata spooled
+    // (the streamed checks), the anchor checked there too.
+    let archive = tsa_dir.path().join("anchored.tar.zst");
+    stella_mirror::pack(&dir, &archive, 0, &NoProgress).expect("pack");
+    let limits = stella_mirror::ArchiveLimits {
+        stream: small_limits(),
+        ..Default::default()
+    };
+    let v = stella_mirror::Source::Archive(&archive)
+        .verify(
+            &o,
+            &limits,
+            stella_mirror::Output::verify_only(),
+            &NoProgress,
+        )
+        .expect("the anchored archive, spooled");
+    let spooled = v.report;
+    assert_eq!(spooled.meta.anchor.expect("anchor").source, "again");
+    assert!(
+        spooled.meta.manifest.files.is_empty(),
+        "not the streamed checks"
+    );
     // The anchor is of this manifest: a token over another digest is refused.
     let other = stella_mirror::Digest::of(b"another manifest");
     let token = stella_mirror::TimeStamper::stamp(&tsa, other.as_bytes()).expect("token");
