@@ -221,7 +221,8 @@ pub(crate) struct VerifyArgs {
 
 #[derive(Args)]
 pub(crate) struct ChecksumArgs {
-    /// Bundle folder.
+    /// Bundle folder. Its SHA256SUMS may list any number of files; one above 32 MiB (some
+    /// 300,000 files) is read as a stream and must be sorted by path, as `create` writes it.
     dir: PathBuf,
     /// Output format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
