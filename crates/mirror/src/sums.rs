@@ -175,9 +175,12 @@ pub(crate) fn verify_checksums_streamed(
         if r.read_until(b'\n', &mut line).at(&path)? == 0 {
             break;
         }
-        // As `str::lines`: the line end is `\n` or `\r\n`.
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        // As `str::lines`: the line end is `\n` or `\r\n` (a `\r` without `\n` after it,
+        // at the end of the file, stays part of the line).
+        let text = match line.strip_suffix(b"\n") {
+            Some(t) => t.strip_suffix(b"\r").unwrap_or(t),
+            None => &line,
+        };
         let text = std::str::from_utf8(text).map_err(|_| {
             Error::checksums(Field::file(names::SUMS), "SHA256SUMS is not UTF-8 text")
         })?;

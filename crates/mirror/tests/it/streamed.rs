@@ -815,6 +815,12 @@ fn verify_checksums_streams_a_large_sha256sums_with_the_in_memory_verdicts() {
         verify_checksums_with(&m.bundle, &small_limits(), &NoProgress).expect("crlf"),
         a
     );
+    // The last line ended by a lone `\r` (no `\n`): the same verdict both ways.
+    let mut lone_cr = honest.clone();
+    lone_cr.pop();
+    lone_cr.push(b'\r');
+    std::fs::write(&sums_path, &lone_cr).expect("write");
+    same("a lone CR at the end", "SHA256SUMS line");
     // Not UTF-8.
     let mut bad = honest.clone();
     let at = bad.len() - 5;
