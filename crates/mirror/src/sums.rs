@@ -170,6 +170,9 @@ pub(crate) fn verify_checksums_streamed(
     let mut listed = Listed::default();
     let mut r = std::io::BufReader::with_capacity(256 * 1024, file);
     let mut line = Vec::new();
+    // The first bad line; the rest is still read for UTF-8, which the in-memory check tests
+    // first, over the whole file: the same verdict for the same file.
+    let mut bad_line = None;
     for i in 0.. {
         line.clear();
         if r.read_until(b'\n', &mut line).at(&path)? == 0 {
@@ -184,9 +187,14 @@ pub(crate) fn verify_checksums_streamed(
         let text = std::str::from_utf8(text).map_err(|_| {
             Error::checksums(Field::file(names::SUMS), "SHA256SUMS is not UTF-8 text")
         })?;
-        push_line(&mut listed, i, text)?;
+        if bad_line.is_none() {
+            bad_line = push_line(&mut listed, i, text).err();
+        }
     }
     drop((r, line));
+    if let Some(e) = bad_line {
+        return Err(e);
+    }
     listed.arena.shrink_to_fit();
     listed.recs.shrink_to_fit();
     check_content(dir, &listed, progress)

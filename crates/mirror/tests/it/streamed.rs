@@ -827,6 +827,16 @@ fn verify_checksums_streams_a_large_sha256sums_with_the_in_memory_verdicts() {
     bad[at] = 0xff;
     std::fs::write(&sums_path, &bad).expect("write");
     same("not UTF-8", "SHA256SUMS is not UTF-8 text");
+    // Not UTF-8 near the end and a malformed line before it: in memory the whole file is
+    // tested for UTF-8 first; so is it streamed.
+    let mut both = bad.clone();
+    let first_line_end = both.iter().position(|&b| b == b'\n').expect("a line");
+    both.insert(first_line_end, b'!');
+    std::fs::write(&sums_path, &both).expect("write");
+    same(
+        "malformed early, not UTF-8 late",
+        "SHA256SUMS is not UTF-8 text",
+    );
     // Unsorted: taken in memory, refused streamed on the first line out of order.
     edit(&|l| l.swap(n - 2, n - 3));
     verify_checksums(&m.bundle, &NoProgress).expect("unsorted in memory");
