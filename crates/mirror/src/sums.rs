@@ -1,15 +1,16 @@
-//! `mirror verify-checksums` of a `SHA256SUMS` too large to hold in memory (a bundle of about
-//! 300,000 files and more), with memory independent of the file count but for one compact
-//! index of the listed files.
+//! `mirror verify-checksums` (`verify::verify_checksums`): every line `<sha256>  <path>` with
+//! a bundle path, no path twice, every listed file present with its digest, no content file
+//! unlisted.
 //!
-//! The rules and messages are those of the in-memory check (`verify::verify_checksums`):
-//! every line `<sha256>  <path>` with a bundle path, no path twice, every listed file present
-//! with its digest, no content file unlisted. What differs is how: the file is read a line at
-//! a time into a [`Listed`] index (an arena of paths and one fixed-size record per file,
-//! sorted, so a path is found by binary search), the folder is walked once without building a
-//! list of it, and the listed files found are hashed on the hashing threads in batches. A
-//! `SHA256SUMS` this large must be sorted by path, as `stella mirror create` writes it and the
-//! spec requires; an unsorted one is refused on the first line out of order.
+//! `SHA256SUMS` is read one of two ways into a [`Listed`] index (an arena of paths and one
+//! fixed-size record per file, sorted, so a path is found by binary search): up to
+//! [`crate::MAX_METADATA_BYTES`] whole, in any line order; above it (a bundle of about 300,000
+//! files and more) a line at a time, with memory independent of the file count but for the
+//! index — and then it must be sorted by path, as `stella mirror create` writes it and the
+//! spec requires (an unsorted one is refused on its first line out of order). Both share the
+//! line parser, the verdicts and their wording, and one content stage: the folder walked once
+//! without building a list of it, the listed files found hashed on the hashing threads in
+//! batches.
 
 use std::collections::BTreeMap;
 use std::io::BufRead as _;
