@@ -812,9 +812,11 @@ pub fn verify_header_file_with(
     limits: &crate::streamed::Limits,
 ) -> Result<VerifiedHeader> {
     use std::io::{BufReader, Read as _};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use crate::streamed::{
-        parse_manifest, parse_manifest_slice, too_large, HashEvery, PaeOf, Spill, PAYLOAD_IN_MEMORY,
+        parse_manifest, parse_manifest_slice, too_large, HashEvery, PaeOf, Spill, Stoppable,
+        PAYLOAD_IN_MEMORY,
     };
 
     // Looked at before opening: a FIFO would block the open.
@@ -868,30 +870,49 @@ pub fn verify_header_file_with(
     let copy = spill.finish().map_err(tmp_err)?;
     check_header_digest(&header, &digest)?;
     let signatures = header_signatures(&header)?;
-    let signers = stella_keys::verify_envelope_stream(
-        &header.payload_type,
-        &signatures,
-        &mut PaeOf {
-            prefix: stella_dsse::stream::pae_prefix(&header.payload_type, n),
-            payload: &copy,
-        },
-        opts.keyring,
-        &header_policy(opts),
-    )
-    .map_err(Error::Signature)?;
+    // The signatures on this thread while the canonical form and the fields are checked on
+    // two others (the typing stops if a signature fails); reported in the in-memory order:
+    // signatures, key id, canonical form, fields.
+    let bad_signature = AtomicBool::new(false);
+    let (signers, canonical, parsed) = std::thread::scope(|s| {
+        let canonical = s.spawn(|| match copy.bytes() {
+            Some(b) => Ok(stella_dsse::jcs::is_canonical(b)),
+            None => stella_dsse::jcs::is_canonical_read(copy.reader()).map_err(tmp_err),
+        });
+        let parsed = s.spawn(|| match copy.bytes() {
+            Some(b) => parse_manifest_slice(b),
+            None => parse_manifest(BufReader::with_capacity(
+                256 * 1024,
+                Stoppable {
+                    inner: copy.reader(),
+                    stop: &bad_signature,
+                },
+            )),
+        });
+        let signers = stella_keys::verify_envelope_stream(
+            &header.payload_type,
+            &signatures,
+            &mut PaeOf {
+                prefix: stella_dsse::stream::pae_prefix(&header.payload_type, n),
+                payload: &copy,
+            },
+            opts.keyring,
+            &header_policy(opts),
+        );
+        bad_signature.store(signers.is_err(), Ordering::Relaxed);
+        let panicked = || Error::input("a verifying thread panicked");
+        (
+            signers,
+            canonical.join().unwrap_or_else(|_| Err(panicked())),
+            parsed.join().map_err(|_| panicked()),
+        )
+    });
+    let signers = signers.map_err(Error::Signature)?;
     check_header_keyid(&header, &signers)?;
-    let canonical = match copy.bytes() {
-        Some(b) => stella_dsse::jcs::is_canonical(b),
-        None => stella_dsse::jcs::is_canonical_read(copy.reader()).map_err(tmp_err)?,
-    };
-    if !canonical {
+    if !canonical? {
         return Err(not_canonical(names::MANIFEST));
     }
-    let (manifest, index) = match copy.bytes() {
-        Some(b) => parse_manifest_slice(b),
-        None => parse_manifest(BufReader::with_capacity(256 * 1024, copy.reader())),
-    }
-    .map_err(|e| manifest_malformed(names::MANIFEST, e))?;
+    let (manifest, index) = parsed?.map_err(|e| manifest_malformed(names::MANIFEST, e))?;
     drop((index, copy));
     header_verified(header, manifest, digest, signers, opts)
 }
