@@ -482,6 +482,16 @@ pub(crate) fn open_meta(
     }
 }
 
+/// `manifest.sigstore.json` next to a manifest checked as a stream: its Sigstore bundles each
+/// carry the whole payload again, so it is refused rather than checked.
+pub(crate) fn keyless_not_streamed() -> Error {
+    Error::envelope(
+        Field::file(names::KEYLESS),
+        "manifest.sigstore.json (keyless signatures) is not checked on a manifest too large to \
+         hold in memory (streamed verification)",
+    )
+}
+
 pub(crate) fn too_large(name: &str, size: u64, cap: u64) -> Error {
     Error::metadata(
         Field::file(name),
@@ -511,6 +521,16 @@ pub(crate) enum Spill {
 impl Spill {
     pub(crate) fn new(limit: usize) -> Self {
         Spill::Mem(Vec::new(), limit)
+    }
+
+    /// The spill of a decoded payload under `limits`: in memory up to
+    /// `limits.payload_in_memory` (at most [`PAYLOAD_IN_MEMORY`]).
+    pub(crate) fn for_payload(limits: &Limits) -> Self {
+        Spill::new(
+            usize::try_from(limits.payload_in_memory)
+                .unwrap_or(PAYLOAD_IN_MEMORY)
+                .min(PAYLOAD_IN_MEMORY),
+        )
     }
 
     /// Room for `n` bytes (the payload's size as far as its envelope tells, at most the

@@ -816,7 +816,6 @@ pub fn verify_header_file_with(
 
     use crate::streamed::{
         parse_manifest, parse_manifest_slice, too_large, HashEvery, PaeOf, Spill, Stoppable,
-        PAYLOAD_IN_MEMORY,
     };
 
     // Looked at before opening: a FIFO would block the open.
@@ -837,11 +836,7 @@ pub fn verify_header_file_with(
         return Err(too_large(names::MANIFEST, len, limits.max_manifest));
     }
     if keyless.is_some() {
-        return Err(Error::envelope(
-            Field::file(names::KEYLESS),
-            "manifest.sigstore.json (keyless signatures) is not checked on a manifest too \
-             large to hold in memory (streamed verification)",
-        ));
+        return Err(crate::streamed::keyless_not_streamed());
     }
     // One private copy, hashed as it is made: the checks below all read these bytes.
     let tmp_err = |e| Error::io(std::env::temp_dir(), e);
@@ -850,12 +845,7 @@ pub fn verify_header_file_with(
             .at(payload)?
             .take(limits.max_manifest.saturating_add(1)),
     );
-    let mut spill = Spill::new(
-        usize::try_from(limits.payload_in_memory)
-            .unwrap_or(PAYLOAD_IN_MEMORY)
-            .min(PAYLOAD_IN_MEMORY),
-    )
-    .expecting(len);
+    let mut spill = Spill::for_payload(limits).expecting(len);
     if let Err(e) = std::io::copy(&mut read, &mut spill) {
         return Err(if read.failed {
             Error::io(payload, e)
@@ -1230,14 +1220,10 @@ fn check_streamed<'a>(
     limits: &'a crate::streamed::Limits,
 ) -> Result<StreamedChecked<'a>> {
     use crate::hash::Hasher;
-    use crate::streamed::{envelope_cap, open_meta, too_large, Spill, Tee, PAYLOAD_IN_MEMORY};
+    use crate::streamed::{envelope_cap, open_meta, too_large, Spill, Tee};
 
     if open_meta(dir, names::KEYLESS, Some(crate::MAX_METADATA_BYTES))?.is_some() {
-        return Err(Error::envelope(
-            Field::file(names::KEYLESS),
-            "manifest.sigstore.json (keyless signatures) is not checked on a manifest too \
-             large to hold in memory (streamed verification)",
-        ));
+        return Err(crate::streamed::keyless_not_streamed());
     }
     // 1. The envelope, its payload into memory (or, above PAYLOAD_IN_MEMORY, a private
     //    temporary file), hashed on the way.
@@ -1247,12 +1233,7 @@ fn check_streamed<'a>(
     let tmp_err = |e| Error::io(std::env::temp_dir(), e);
     let (env, digest, payload) = {
         let mut tee = Tee {
-            inner: Spill::new(
-                usize::try_from(limits.payload_in_memory)
-                    .unwrap_or(PAYLOAD_IN_MEMORY)
-                    .min(PAYLOAD_IN_MEMORY),
-            )
-            .expecting(env_len / 4 * 3),
+            inner: Spill::for_payload(limits).expecting(env_len / 4 * 3),
             hasher: Hasher::new(),
         };
         let env =
