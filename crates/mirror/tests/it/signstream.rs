@@ -370,16 +370,19 @@ fn streamed_sign_with_a_time_stamper() {
     let tsa =
         stella_mirror::LocalTsa::new_unchecked(&tsa_key, &cert, Some("1.2.3.4.1")).expect("tsa");
     let key = FileKey::generate(Algorithm::Ed25519).expect("key");
-    let r = sign_with_limits(
-        &dir.join(names::MANIFEST),
-        &dir.join(names::ENVELOPE),
-        &[&key],
-        time::OffsetDateTime::now_utc(),
-        Some(&tsa),
-        &small_limits(),
-        &NoProgress,
-    )
-    .expect("sign");
+    // Sign `bundle` streamed (the test threshold), stamped by the local TSA.
+    let sign_anchored = |bundle: &Path| {
+        sign_with_limits(
+            &bundle.join(names::MANIFEST),
+            &bundle.join(names::ENVELOPE),
+            &[&key],
+            time::OffsetDateTime::now_utc(),
+            Some(&tsa),
+            &small_limits(),
+            &NoProgress,
+        )
+    };
+    let r = sign_anchored(&dir).expect("sign");
     let anchor = r.anchor.expect("an anchor");
     assert_eq!(
         stella_mirror::Digest::of(&read(dir.join(names::MANIFEST))),
@@ -416,16 +419,7 @@ fn streamed_sign_with_a_time_stamper() {
     // Another bundle's anchor (same TSA, another manifest) is refused on the streamed path.
     let other_src = Sources::new(999);
     let other = other_src.create("other");
-    sign_with_limits(
-        &other.join(names::MANIFEST),
-        &other.join(names::ENVELOPE),
-        &[&key],
-        time::OffsetDateTime::now_utc(),
-        Some(&tsa),
-        &small_limits(),
-        &NoProgress,
-    )
-    .expect("sign the other");
+    sign_anchored(&other).expect("sign the other");
     let mine = read(dir.join(names::TIME_ANCHOR));
     std::fs::copy(other.join(names::TIME_ANCHOR), dir.join(names::TIME_ANCHOR)).expect("copy");
     let e = verify_dir_with(&dir, &o, &small_limits(), &NoProgress)
