@@ -221,8 +221,9 @@ pub(crate) struct VerifyArgs {
 
 #[derive(Args)]
 pub(crate) struct ChecksumArgs {
-    /// Bundle folder. Its SHA256SUMS may list any number of files; one above 32 MiB (some
-    /// 300,000 files) is read as a stream and must be sorted by path, as `create` writes it.
+    /// Bundle folder. Its SHA256SUMS may list any number of files in any line order, as
+    /// `sha256sum -c` takes it; it is read as a stream, memory growing only by a compact index
+    /// of the listed paths (about 110 MiB at 1,000,000 files).
     dir: PathBuf,
     /// Output format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]

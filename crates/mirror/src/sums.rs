@@ -2,17 +2,14 @@
 //! a bundle path, no path twice, every listed file present with its digest, no content file
 //! unlisted.
 //!
-//! `SHA256SUMS` is read one of two ways into a [`Listed`] index (an arena of paths and one
-//! fixed-size record per file, sorted, so a path is found by binary search): up to
-//! [`crate::MAX_METADATA_BYTES`] whole, in any line order; above it (a bundle of about 300,000
-//! files and more) a line at a time, with memory independent of the file count but for the
-//! index — and then it must be sorted by path, as `stella mirror create` writes it and the
-//! spec requires (an unsorted one is refused on its first line out of order). Both share the
-//! line parser, the verdicts and their wording, and one content stage: the folder walked once
-//! without building a list of it, the listed files found hashed on the hashing threads in
-//! batches.
+//! `SHA256SUMS` is read a line at a time into a [`Listed`] index (an arena of paths and one
+//! fixed-size record per file, sorted once at the end, so a path is found by binary search):
+//! memory grows with the file count only by the index, whatever the file's size (up to
+//! [`crate::streamed::Limits::max_sums`]), and the lines may come in any order — `sha256sum
+//! -c` takes them so, and so did this check when it read the file whole (until session 12, a
+//! file above 32 MiB had to be sorted). Then one content stage: the folder walked once without
+//! building a list of it, the listed files found hashed on the hashing threads in batches.
 
-use std::collections::BTreeMap;
 use std::io::BufRead as _;
 use std::path::Path;
 
@@ -31,38 +28,82 @@ pub(crate) fn sums_line(i: usize) -> Field {
 /// Files handed to the hashing threads at once: bounds the list and its results in memory.
 const BATCH: usize = 1 << 16;
 
-/// The files `SHA256SUMS` lists, sorted by path: the paths in one arena, a record each.
+/// The files `SHA256SUMS` lists: the paths in one arena, a record each; sorted by path (then
+/// line) by [`Listed::sort`] before any lookup.
 #[derive(Default)]
 struct Listed {
     arena: Vec<u8>,
-    /// (start in the arena, length, digest).
-    recs: Vec<(usize, usize, Digest)>,
+    recs: Vec<Rec>,
+}
+
+/// One line of `SHA256SUMS`: its path (in the arena), its 0-based line number, its digest.
+struct Rec {
+    start: usize,
+    len: u32,
+    line: u32,
+    digest: Digest,
 }
 
 impl Listed {
-    fn path(&self, i: usize) -> &str {
-        self.recs
-            .get(i)
-            .and_then(|&(s, l, _)| self.arena.get(s..s.saturating_add(l)))
-            .and_then(|b| std::str::from_utf8(b).ok())
+    fn path_of(&self, r: &Rec) -> &[u8] {
+        self.arena
+            .get(r.start..r.start.saturating_add(r.len as usize))
             .unwrap_or_default()
     }
 
-    /// Add `path` after the paths already in (the caller keeps the order).
-    fn push(&mut self, path: &str, d: Digest) {
-        self.recs.push((self.arena.len(), path.len(), d));
+    fn path(&self, i: usize) -> &str {
+        self.recs
+            .get(i)
+            .and_then(|r| std::str::from_utf8(self.path_of(r)).ok())
+            .unwrap_or_default()
+    }
+
+    /// Add `path`, read on line `line`.
+    fn push(&mut self, line: usize, path: &str, digest: Digest) {
+        self.recs.push(Rec {
+            start: self.arena.len(),
+            // Both fit: a path is at most one line of a file below 16 GiB, and such a file
+            // has fewer than 2^32 lines that hold a path and a digest.
+            len: u32::try_from(path.len()).unwrap_or(u32::MAX),
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            digest,
+        });
         self.arena.extend_from_slice(path.as_bytes());
+    }
+
+    /// Sort by path (a sorted file costs one pass), and the first line that repeats a path of
+    /// a line before it, as reading the lines in order would find it — for each path listed
+    /// more than once its second line, the smallest of those: (that line, the path's first
+    /// line, the path).
+    fn sort(&mut self) -> Option<(usize, usize, &str)> {
+        let mut recs = std::mem::take(&mut self.recs);
+        recs.sort_unstable_by(|a, b| {
+            self.path_of(a)
+                .cmp(self.path_of(b))
+                .then(a.line.cmp(&b.line))
+        });
+        self.recs = recs;
+        self.recs
+            .windows(2)
+            .filter_map(|w| match w {
+                [a, b] if self.path_of(a) == self.path_of(b) => Some((a, b)),
+                _ => None,
+            })
+            .min_by_key(|(_, b)| b.line)
+            .map(|(a, b)| {
+                let path = std::str::from_utf8(self.path_of(b)).unwrap_or_default();
+                (b.line as usize, a.line as usize, path)
+            })
     }
 
     fn find(&self, path: &str) -> Option<usize> {
         self.recs
-            .binary_search_by(|&(s, l, _)| {
-                self.arena
-                    .get(s..s.saturating_add(l))
-                    .unwrap_or_default()
-                    .cmp(path.as_bytes())
-            })
+            .binary_search_by(|r| self.path_of(r).cmp(path.as_bytes()))
             .ok()
+    }
+
+    fn digest(&self, i: usize) -> Option<&Digest> {
+        self.recs.get(i).map(|r| &r.digest)
     }
 }
 
@@ -85,38 +126,19 @@ fn parse_line(i: usize, line: &str) -> Result<(Digest, &str)> {
     Ok((d, path))
 }
 
-/// `path` appears twice.
-fn twice(i: usize, path: &str) -> Error {
-    Error::checksums(sums_line(i), format!("SHA256SUMS lists {path} twice"))
+/// `path` appears on line `i` and, before, on line `first`.
+fn twice(i: usize, first: usize, path: &str) -> Error {
+    Error::checksums(
+        sums_line(i),
+        format!(
+            "SHA256SUMS lists {path} twice (lines {} and {})",
+            first + 1,
+            i + 1
+        ),
+    )
 }
 
-/// Line `i` into `listed`, after the paths before it; "not in path order" for a path before
-/// the previous one.
-fn push_line(listed: &mut Listed, i: usize, line: &str) -> Result<()> {
-    let (d, path) = parse_line(i, line)?;
-    if let Some(last) = listed.recs.len().checked_sub(1) {
-        match listed.path(last).as_bytes().cmp(path.as_bytes()) {
-            std::cmp::Ordering::Less => {}
-            std::cmp::Ordering::Equal => return Err(twice(i, path)),
-            std::cmp::Ordering::Greater => {
-                return Err(Error::checksums(
-                    sums_line(i),
-                    format!(
-                        "SHA256SUMS line {}: {path} is not in path order; a SHA256SUMS above \
-                         {} bytes is checked as a stream and must be sorted by path, as \
-                         `stella mirror create` writes it",
-                        i + 1,
-                        crate::MAX_METADATA_BYTES
-                    ),
-                ))
-            }
-        }
-    }
-    listed.push(path, d);
-    Ok(())
-}
-
-/// The problems found, in the order both checks report them: unlisted, missing, changed.
+/// The problems found, in their order: unlisted, missing, changed.
 fn failed(problems: Vec<String>) -> Result<()> {
     if problems.is_empty() {
         Ok(())
@@ -126,29 +148,6 @@ fn failed(problems: Vec<String>) -> Result<()> {
             format!("SHA256SUMS check failed: {}", problems.join("; ")),
         ))
     }
-}
-
-/// `SHA256SUMS` in memory (at most [`crate::MAX_METADATA_BYTES`]), in any line order.
-pub(crate) fn verify_checksums_in_memory(
-    dir: &Path,
-    progress: &dyn Progress,
-) -> Result<(usize, u64)> {
-    let sums = crate::fs::read_metadata_file(dir, names::SUMS)?
-        .ok_or_else(|| Error::NotFound(dir.join(names::SUMS)))?;
-    let text = std::str::from_utf8(&sums)
-        .map_err(|_| Error::checksums(Field::file(names::SUMS), "SHA256SUMS is not UTF-8 text"))?;
-    let mut listed: BTreeMap<String, Digest> = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let (d, path) = parse_line(i, line)?;
-        if listed.insert(path.to_string(), d).is_some() {
-            return Err(twice(i, path));
-        }
-    }
-    let mut index = Listed::default();
-    for (path, d) in listed {
-        index.push(path.as_str(), d);
-    }
-    check_content(dir, &index, progress)
 }
 
 /// The problem of a file whose digest is `got`, listed with `want`.
@@ -161,7 +160,7 @@ fn changed(path: &str, got: &Digest, want: &Digest) -> String {
 }
 
 /// See the module documentation: `dir/SHA256SUMS` of at most `max_sums` bytes.
-pub(crate) fn verify_checksums_streamed(
+pub(crate) fn verify_checksums(
     dir: &Path,
     max_sums: u64,
     progress: &dyn Progress,
@@ -171,8 +170,9 @@ pub(crate) fn verify_checksums_streamed(
     let mut listed = Listed::default();
     let mut r = std::io::BufReader::with_capacity(256 * 1024, file);
     let mut line = Vec::new();
-    // The first bad line; the rest is still read for UTF-8, which the in-memory check tests
-    // first, over the whole file: the same verdict for the same file.
+    // The first bad line; the rest is still read, for UTF-8 (a file that is not text is
+    // refused as such, wherever its first bad line is) and for nothing else: the lines after
+    // it are not kept.
     let mut bad_line = None;
     for i in 0.. {
         line.clear();
@@ -189,10 +189,18 @@ pub(crate) fn verify_checksums_streamed(
             Error::checksums(Field::file(names::SUMS), "SHA256SUMS is not UTF-8 text")
         })?;
         if bad_line.is_none() {
-            bad_line = push_line(&mut listed, i, text).err();
+            match parse_line(i, text) {
+                Ok((d, p)) => listed.push(i, p, d),
+                Err(e) => bad_line = Some(e),
+            }
         }
     }
     drop((r, line));
+    // A path repeated is reported at its second line; every line kept comes before the
+    // first bad one, so a repeat is the first problem in line order if there is one.
+    if let Some((i, first, p)) = listed.sort() {
+        return Err(twice(i, first, p));
+    }
     if let Some(e) = bad_line {
         return Err(e);
     }
@@ -201,9 +209,9 @@ pub(crate) fn verify_checksums_streamed(
     check_content(dir, &listed, progress)
 }
 
-/// Both checks' content stage: the folder walked once, each content file listed (then hashed
-/// on the hashing threads, [`BATCH`] at a time) or unlisted; the problems in the order both
-/// report them — unlisted, missing, changed, each by path.
+/// The content stage: the folder walked once, each content file listed (then hashed
+/// on the hashing threads, [`BATCH`] at a time) or unlisted; the problems in the order
+/// reported — unlisted, missing, changed, each by path.
 fn check_content(dir: &Path, listed: &Listed, progress: &dyn Progress) -> Result<(usize, u64)> {
     // The walk: each content file listed (and then queued for hashing) or unlisted.
     let mut seen = vec![false; listed.recs.len()];
@@ -216,7 +224,7 @@ fn check_content(dir: &Path, listed: &Listed, progress: &dyn Progress) -> Result
         let batch: Vec<(&str, u64)> = queue.iter().map(|&i| (listed.path(i), 0)).collect();
         let hashed = crate::hash::hash_tree(dir, &batch, progress)?;
         for (&i, (got, n)) in queue.iter().zip(hashed) {
-            if listed.recs.get(i).is_some_and(|r| r.2 != got) {
+            if listed.digest(i).is_some_and(|d| *d != got) {
                 changed_files.push((i, got));
             }
             files += 1;
@@ -247,7 +255,7 @@ fn check_content(dir: &Path, listed: &Listed, progress: &dyn Progress) -> Result
     progress.finish();
     walked?;
 
-    // The problems in the in-memory check's order: unlisted, missing, changed (each by path).
+    // The problems in their order: unlisted, missing, changed (each by path).
     unlisted.sort();
     changed_files.sort_by_key(|&(i, _)| i);
     let mut problems: Vec<String> = unlisted
@@ -263,7 +271,7 @@ fn check_content(dir: &Path, listed: &Listed, progress: &dyn Progress) -> Result
     problems.extend(
         changed_files
             .iter()
-            .filter_map(|(i, got)| Some(changed(listed.path(*i), got, &listed.recs.get(*i)?.2))),
+            .filter_map(|(i, got)| Some(changed(listed.path(*i), got, listed.digest(*i)?))),
     );
     failed(problems)?;
     Ok((files, bytes))

@@ -1777,27 +1777,20 @@ pub(crate) fn hash_dir_content(
 }
 
 /// `verify-checksums`: every line of `SHA256SUMS` matches, and the folder holds nothing else
-/// but metadata. No keys involved (that is `verify`'s job). A `SHA256SUMS` of any size: above
-/// [`crate::MAX_METADATA_BYTES`] it is read as a stream (`crate::sums`; it must then be sorted
-/// by path, as `create` writes it).
+/// but metadata. No keys involved (that is `verify`'s job). A `SHA256SUMS` of any size and in
+/// any line order, read as a stream (`crate::sums`).
 pub fn verify_checksums(dir: &Path, progress: &dyn Progress) -> Result<(usize, u64)> {
     verify_checksums_with(dir, &crate::streamed::Limits::default(), progress)
 }
 
-/// [`verify_checksums`] with explicit [`crate::streamed::Limits`]: streamed above
-/// `stream_above`, up to `max_sums` (tests take the streamed path with small bundles).
+/// [`verify_checksums`] with explicit [`crate::streamed::Limits`]: `SHA256SUMS` up to
+/// `max_sums` bytes.
 pub fn verify_checksums_with(
     dir: &Path,
     limits: &crate::streamed::Limits,
     progress: &dyn Progress,
 ) -> Result<(usize, u64)> {
-    let large = std::fs::symlink_metadata(dir.join(names::SUMS))
-        .is_ok_and(|m| m.is_file() && m.len() > limits.stream_above);
-    if large {
-        crate::sums::verify_checksums_streamed(dir, limits.max_sums, progress)
-    } else {
-        crate::sums::verify_checksums_in_memory(dir, progress)
-    }
+    crate::sums::verify_checksums(dir, limits.max_sums, progress)
 }
 
 /// The public keys of the keyring that signed the manifest (`SHA256SUMS.sig` must verify

@@ -726,11 +726,12 @@ fn a_detached_header_over_a_streamed_manifest_verifies_as_in_memory() {
     verify_header_file_with(&header, &payload, None, &o, &small_limits()).expect("honest again");
 }
 
-/// `verify-checksums` with a `SHA256SUMS` above the threshold reads it as a stream: the same
-/// counts as in memory, and every refusal with the same text; an unsorted one (which only the
-/// in-memory check can take) refused on its first line out of order.
+/// `verify-checksums` reads `SHA256SUMS` as a stream, in any line order: the same counts and
+/// every refusal with the same text whatever the limits, the first problem in line order
+/// reported (a repeated path at its second line, before or after a malformed line), and an
+/// unsorted file taken as `sha256sum -c` takes it.
 #[test]
-fn verify_checksums_streams_a_large_sha256sums_with_the_in_memory_verdicts() {
+fn verify_checksums_streams_sha256sums_in_any_order_with_the_same_verdicts() {
     use stella_mirror::{verify_checksums, verify_checksums_with};
     let m = Many::new(1500);
     let sums_path = m.bundle.join(names::SUMS);
@@ -766,7 +767,7 @@ fn verify_checksums_streams_a_large_sha256sums_with_the_in_memory_verdicts() {
          file advisories/feeds/osv/04/OSV-0000004.json is missing; \
          file advisories/feeds/osv/03/OSV-0000003.json changed",
     );
-    std::fs::write(&changed, was).expect("restore");
+    std::fs::write(&changed, &was).expect("restore");
     std::fs::write(&missing, kept).expect("restore");
     std::fs::remove_file(m.bundle.join("advisories/zz-extra.json")).expect("rm");
     std::fs::remove_file(m.bundle.join("advisories/aa-extra.json")).expect("rm");
@@ -809,6 +810,76 @@ fn verify_checksums_streams_a_large_sha256sums_with_the_in_memory_verdicts() {
         l.insert(n - 1, dup);
     });
     same("a line twice", "SHA256SUMS lists ");
+    // Repeats and malformed lines in any order: the first problem in line order is reported,
+    // a repeated path at its second line, however far from the first.
+    let path_of = |l: &str| l[66..].to_string();
+    edit(&|l| {
+        let dup = l[2].clone();
+        l.insert(n - 1, dup);
+    });
+    same(
+        "a path repeated far below",
+        &format!(
+            "SHA256SUMS lists {} twice (lines 3 and {n})",
+            path_of(lines[2])
+        ),
+    );
+    edit(&|l| {
+        let (a, b) = (l[3].clone(), l[7].clone());
+        l.insert(n - 1, a);
+        l.insert(10, b);
+    });
+    same(
+        "two paths repeated: the earlier second line",
+        &format!(
+            "SHA256SUMS lists {} twice (lines 8 and 11)",
+            path_of(lines[7])
+        ),
+    );
+    edit(&|l| {
+        let dup = l[5].clone();
+        l.insert(n - 1, dup);
+        l[20] = l[20].replacen("  ", " ", 1);
+    });
+    same(
+        "malformed, then a repeat",
+        "SHA256SUMS line 21: not `<sha256>  <path>`",
+    );
+    edit(&|l| {
+        let dup = l[5].clone();
+        l.insert(8, dup);
+        l[20] = l[20].replacen("  ", " ", 1);
+    });
+    same(
+        "a repeat, then malformed",
+        &format!(
+            "SHA256SUMS lists {} twice (lines 6 and 9)",
+            path_of(lines[5])
+        ),
+    );
+    // Any line order, as `sha256sum -c` takes it: reversed, and shuffled.
+    edit(&|l| l.reverse());
+    assert_eq!(
+        verify_checksums(&m.bundle, &NoProgress).expect("reversed"),
+        a
+    );
+    edit(&|l| {
+        let k = l.len();
+        for i in 0..k {
+            l.swap(i, (i * 7919 + 13) % k);
+        }
+    });
+    assert_eq!(
+        verify_checksums_with(&m.bundle, &small_limits(), &NoProgress).expect("shuffled"),
+        a
+    );
+    // Unsorted and content problems together: named by path as for a sorted file.
+    std::fs::write(&changed, b"changed again").expect("write");
+    same(
+        "unsorted, a file changed",
+        "file advisories/feeds/osv/03/OSV-0000003.json changed",
+    );
+    std::fs::write(&changed, &was).expect("restore");
     // CRLF line ends read as `sha256sum` and `str::lines` read them.
     std::fs::write(&sums_path, text.replace('\n', "\r\n")).expect("write");
     assert_eq!(
@@ -836,16 +907,6 @@ fn verify_checksums_streams_a_large_sha256sums_with_the_in_memory_verdicts() {
     same(
         "malformed early, not UTF-8 late",
         "SHA256SUMS is not UTF-8 text",
-    );
-    // Unsorted: taken in memory, refused streamed on the first line out of order.
-    edit(&|l| l.swap(n - 2, n - 3));
-    verify_checksums(&m.bundle, &NoProgress).expect("unsorted in memory");
-    let e = verify_checksums_with(&m.bundle, &small_limits(), &NoProgress)
-        .expect_err("unsorted streamed")
-        .to_string();
-    assert!(
-        e.contains(&format!("SHA256SUMS line {}: ", n - 1)) && e.contains("not in path order"),
-        "{e}"
     );
     // Above `max_sums`: refused on its size.
     std::fs::write(&sums_path, &honest).expect("restore");
