@@ -523,6 +523,29 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// The machine's CPU time stolen by the hypervisor and its CPU time in all, in clock ticks
+/// since boot (`/proc/stat`, all CPUs): a phase's steal share tells a latency tail the host
+/// caused (a virtual CPU not running) from one of the process's own.
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    (fields.get(7).copied().unwrap_or(0), fields.iter().sum())
+}
+
+/// The share of the machine's CPU time stolen between two [`cpu_ticks`] readings, in %.
+fn steal_pct(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let total = after.1.saturating_sub(before.1).max(1) as f64;
+    after.0.saturating_sub(before.0) as f64 * 100.0 / total
+}
+
 /// Median and range of `xs`.
 fn stats(xs: &[f64]) -> (f64, f64, f64) {
     let mut s = xs.to_vec();
@@ -605,11 +628,13 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
             // C before B: the open loop runs at its rate's steady state, not on top of the
             // checkpoint backlog the saturating closed loop leaves in the WAL (as in the
             // single-run bench); A, before it, gives the checkpointer a phase to catch up.
+            let ticks = cpu_ticks();
             let op = if o.rate > 0 {
                 Some(rt.block_on(open(addr, o.connections, dur, o.rate, load.clone())))
             } else {
                 None
             };
+            let steal_c = steal_pct(ticks, cpu_ticks());
             let (bad_c, _) = op
                 .as_ref()
                 .map(|p| verify_all(&p.bodies, &public, &digest))
@@ -638,7 +663,7 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
             bad_total += bad_b + bad_c;
             let ratio = svc.rps() / a.rps;
             println!(
-                "round {round}: A bound {:>7.0} req/s ({a_cpu:.0} per CPU-s = {a_us:.0} µs/loop, proof {:.0} %) | C open {} req/s: {} ok, {} errors, p99 {:.2} ms, max {:.2} ms | B service {:>6.0} sig/s ({b_cpu:.0} per CPU-s; CPU user {b_user:.1} s, sys {b_sys:.1} s; per request µs: service {svc_us:.0}, audit {audit_us:.0}, driver {driver_us:.0}, other {:.0}; errors {}, p50 {:.2} ms, p99 {:.2} ms) = {ratio:.2} of A ({:.2} per CPU-s; service side {side:.2}) | envelopes verified {} bad {} ({:.0}/s) | load {load_before} -> {}",
+                "round {round}: A bound {:>7.0} req/s ({a_cpu:.0} per CPU-s = {a_us:.0} µs/loop, proof {:.0} %) | C open {} req/s: {} ok, {} errors, p99 {:.2} ms, max {:.2} ms, steal {steal_c:.1} % | B service {:>6.0} sig/s ({b_cpu:.0} per CPU-s; CPU user {b_user:.1} s, sys {b_sys:.1} s; per request µs: service {svc_us:.0}, audit {audit_us:.0}, driver {driver_us:.0}, other {:.0}; errors {}, p50 {:.2} ms, p99 {:.2} ms) = {ratio:.2} of A ({:.2} per CPU-s; service side {side:.2}) | envelopes verified {} bad {} ({:.0}/s) | load {load_before} -> {}",
                 a.rps,
                 a.proof_share * 100.0,
                 o.rate,
