@@ -328,9 +328,35 @@ struct Phase {
     secs: f64,
     lat: Vec<u32>,
     bodies: Vec<Bytes>,
+    /// Open loop only: the requests slower than [`SLOW_US`], by when they were due (seconds
+    /// into the phase) — a tail spread over the phase or one stall.
+    slow: Vec<(f64, u32)>,
 }
 
+/// A request of the open loop slower than this (µs) is counted by when it was due.
+const SLOW_US: u32 = 20_000;
+
 impl Phase {
+    /// The slow requests by the tenth of a second they were due in: "N (at T s ×k, ...)".
+    fn slow_summary(&self) -> String {
+        let mut at: std::collections::BTreeMap<u64, usize> = std::collections::BTreeMap::new();
+        for &(due, _) in &self.slow {
+            *at.entry((due * 10.0) as u64).or_default() += 1;
+        }
+        let mut by_count: Vec<(u64, usize)> = at.into_iter().collect();
+        by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let top: Vec<String> = by_count
+            .iter()
+            .take(4)
+            .map(|(t, n)| format!("{:.1} s ×{n}", *t as f64 / 10.0))
+            .collect();
+        if top.is_empty() {
+            "0".to_string()
+        } else {
+            format!("{} (at {})", self.slow.len(), top.join(", "))
+        }
+    }
+
     fn rps(&self) -> f64 {
         self.ok as f64 / self.secs
     }
@@ -343,6 +369,7 @@ fn merge(secs: f64, parts: Vec<(Vec<u32>, u64, Vec<Bytes>)>) -> Phase {
         secs,
         lat: Vec::new(),
         bodies: Vec::new(),
+        slow: Vec::new(),
     };
     for (l, e, b) in parts {
         p.lat.extend(l);
@@ -429,6 +456,7 @@ async fn open(
         let (next, load) = (next.clone(), load.clone());
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut errors, mut bodies) = (Vec::new(), 0u64, Vec::new());
+            let mut slow = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
@@ -439,21 +467,29 @@ async fn open(
                 let (status, body) = c.send(&load, i as usize).await;
                 let l = tokio::time::Instant::now().saturating_duration_since(due);
                 if status == 200 {
-                    lat.push(l.as_micros() as u32);
+                    let us = l.as_micros() as u32;
+                    if us > SLOW_US {
+                        slow.push(((due - start).as_secs_f64(), us));
+                    }
+                    lat.push(us);
                     bodies.push(body);
                 } else {
                     report_error(errors, status, &body);
                     errors += 1;
                 }
             }
-            (lat, errors, bodies)
+            (lat, errors, bodies, slow)
         }));
     }
-    let mut parts = Vec::new();
+    let (mut parts, mut slow) = (Vec::new(), Vec::new());
     for t in tasks {
-        parts.push(t.await.unwrap());
+        let (l, e, b, s) = t.await.unwrap();
+        parts.push((l, e, b));
+        slow.extend(s);
     }
-    merge((tokio::time::Instant::now() - start).as_secs_f64(), parts)
+    let mut p = merge((tokio::time::Instant::now() - start).as_secs_f64(), parts);
+    p.slow = slow;
+    p
 }
 
 /// Check every response off the timed path: the envelope's payload is the statement that
@@ -538,6 +574,16 @@ fn cpu_ticks() -> (u64, u64) {
         .filter_map(|f| f.parse().ok())
         .collect();
     (fields.get(7).copied().unwrap_or(0), fields.iter().sum())
+}
+
+/// This process's minor page faults so far (`/proc/self/stat`): a phase that faults in much
+/// new memory (a fresh arena, huge pages) shows it.
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split_whitespace().nth(7))
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The share of the machine's CPU time stolen between two [`cpu_ticks`] readings, in %.
@@ -628,13 +674,14 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
             // C before B: the open loop runs at its rate's steady state, not on top of the
             // checkpoint backlog the saturating closed loop leaves in the WAL (as in the
             // single-run bench); A, before it, gives the checkpointer a phase to catch up.
-            let ticks = cpu_ticks();
+            let (ticks, faults) = (cpu_ticks(), minor_faults());
             let op = if o.rate > 0 {
                 Some(rt.block_on(open(addr, o.connections, dur, o.rate, load.clone())))
             } else {
                 None
             };
             let steal_c = steal_pct(ticks, cpu_ticks());
+            let faults_c = minor_faults().saturating_sub(faults);
             let (bad_c, _) = op
                 .as_ref()
                 .map(|p| verify_all(&p.bodies, &public, &digest))
@@ -663,7 +710,7 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
             bad_total += bad_b + bad_c;
             let ratio = svc.rps() / a.rps;
             println!(
-                "round {round}: A bound {:>7.0} req/s ({a_cpu:.0} per CPU-s = {a_us:.0} µs/loop, proof {:.0} %) | C open {} req/s: {} ok, {} errors, p99 {:.2} ms, max {:.2} ms, steal {steal_c:.1} % | B service {:>6.0} sig/s ({b_cpu:.0} per CPU-s; CPU user {b_user:.1} s, sys {b_sys:.1} s; per request µs: service {svc_us:.0}, audit {audit_us:.0}, driver {driver_us:.0}, other {:.0}; errors {}, p50 {:.2} ms, p99 {:.2} ms) = {ratio:.2} of A ({:.2} per CPU-s; service side {side:.2}) | envelopes verified {} bad {} ({:.0}/s) | load {load_before} -> {}",
+                "round {round}: A bound {:>7.0} req/s ({a_cpu:.0} per CPU-s = {a_us:.0} µs/loop, proof {:.0} %) | C open {} req/s: {} ok, {} errors, p99 {:.2} ms, max {:.2} ms, over 20 ms {}, steal {steal_c:.1} %, {faults_c} page faults | B service {:>6.0} sig/s ({b_cpu:.0} per CPU-s; CPU user {b_user:.1} s, sys {b_sys:.1} s; per request µs: service {svc_us:.0}, audit {audit_us:.0}, driver {driver_us:.0}, other {:.0}; errors {}, p50 {:.2} ms, p99 {:.2} ms) = {ratio:.2} of A ({:.2} per CPU-s; service side {side:.2}) | envelopes verified {} bad {} ({:.0}/s) | load {load_before} -> {}",
                 a.rps,
                 a.proof_share * 100.0,
                 o.rate,
@@ -672,6 +719,7 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
                 op.as_ref().map_or(0.0, |p| pct(&p.lat, 0.99)),
                 op.as_ref()
                     .map_or(0.0, |p| p.lat.last().copied().unwrap_or(0) as f64 / 1000.0),
+                op.as_ref().map_or_else(String::new, Phase::slow_summary),
                 svc.rps(),
                 tc.other * 1e6 / n,
                 svc.errors,
