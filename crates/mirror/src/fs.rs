@@ -11,26 +11,92 @@ use crate::path::BundlePath;
 /// Metadata files by name (content of those present).
 pub(crate) type Metadata = std::collections::BTreeMap<String, Vec<u8>>;
 
-/// Read a metadata file of a bundle folder (bounded); `None` if absent.
-pub(crate) fn read_metadata_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
-    let p = BundlePath::new(name).map_err(Error::input)?.under(dir);
-    match std::fs::symlink_metadata(&p) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(&p, e)),
-        Ok(m) if !m.file_type().is_file() => return Err(Error::metadata_not_regular(name)),
-        Ok(m) if m.len() > crate::MAX_METADATA_BYTES => {
-            return Err(Error::metadata(
-                Field::file(name),
-                format!(
-                    "{name} is {} bytes, above the {}-byte limit for bundle metadata",
-                    m.len(),
-                    crate::MAX_METADATA_BYTES
-                ),
-            ))
-        }
+/// What [`open_regular`] found at a path.
+pub(crate) enum Opened {
+    /// A regular file, open for reading, and its length when opened.
+    File(std::fs::File, u64),
+    /// Nothing there.
+    Missing,
+    /// A link, a folder, a FIFO, a device...: never read.
+    NotRegular,
+}
+
+/// Open `path` for reading if it is a regular file. Checked twice: by `lstat` before opening
+/// (so no device or FIFO is ever opened), and on the descriptor after (`fstat`), the open
+/// refusing a link (`O_NOFOLLOW`) and never waiting (`O_NONBLOCK`): a link or a FIFO swapped
+/// in between the two is refused, not followed or read — what was checked is what is read.
+pub(crate) fn open_regular(path: &Path) -> io::Result<Opened> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
+        Err(e) => return Err(e),
+        Ok(m) if !m.file_type().is_file() => return Ok(Opened::NotRegular),
         Ok(_) => {}
     }
-    std::fs::read(&p).at(&p).map(Some)
+    let flags =
+        rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path);
+    match opened {
+        Ok(f) => {
+            let m = f.metadata()?;
+            if m.file_type().is_file() {
+                Ok(Opened::File(f, m.len()))
+            } else {
+                Ok(Opened::NotRegular)
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Opened::Missing),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            Ok(Opened::NotRegular)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Read a metadata file of a bundle folder (bounded, also if it grows while read); `None` if
+/// absent.
+pub(crate) fn read_metadata_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    let p = BundlePath::new(name).map_err(Error::input)?.under(dir);
+    let too_large = |len: u64| {
+        Error::metadata(
+            Field::file(name),
+            format!(
+                "{name} is {len} bytes, above the {}-byte limit for bundle metadata",
+                crate::MAX_METADATA_BYTES
+            ),
+        )
+    };
+    let (f, len) = match open_regular(&p).at(&p)? {
+        Opened::Missing => return Ok(None),
+        Opened::NotRegular => return Err(Error::metadata_not_regular(name)),
+        Opened::File(f, len) => (f, len),
+    };
+    if len > crate::MAX_METADATA_BYTES {
+        return Err(too_large(len));
+    }
+    read_to_limit(f, len, crate::MAX_METADATA_BYTES)
+        .at(&p)?
+        .map(Some)
+        .ok_or_else(|| {
+            Error::metadata(
+                Field::file(name),
+                format!(
+                    "{name} grew above the {}-byte limit for bundle metadata while it was read",
+                    crate::MAX_METADATA_BYTES
+                ),
+            )
+        })
+}
+
+/// All of `r` if it holds at most `limit` bytes (`None` if more: never more than `limit + 1`
+/// read); `len` is the expected size, to size the buffer once.
+pub(crate) fn read_to_limit(r: impl io::Read, len: u64, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::with_capacity(usize::try_from(len.min(limit)).unwrap_or(0));
+    r.take(limit.saturating_add(1)).read_to_end(&mut buf)?;
+    Ok((buf.len() as u64 <= limit).then_some(buf))
 }
 
 /// Every regular file under `dir`, as bundle-relative `/` paths, sorted. Links and other
@@ -170,15 +236,17 @@ pub(crate) fn write_new(dest: &Path, bytes: &[u8]) -> Result<()> {
 
 pub(crate) fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let f = std::fs::File::open(path).at(path)?;
-    let mut buf = Vec::new();
-    f.take(limit + 1).read_to_end(&mut buf).at(path)?;
-    if buf.len() as u64 > limit {
-        return Err(Error::input(format!(
-            "{} is larger than the {limit}-byte limit",
-            path.display()
-        )));
-    }
-    Ok(buf)
+    read_to_limit(f, 0, limit)
+        .at(path)?
+        .ok_or_else(|| larger_than(path, limit))
+}
+
+/// `path` holds more than `limit` bytes.
+pub(crate) fn larger_than(path: &Path, limit: u64) -> Error {
+    Error::input(format!(
+        "{} is larger than the {limit}-byte limit",
+        path.display()
+    ))
 }
 
 /// Removes a staging folder unless disarmed.
@@ -238,5 +306,69 @@ pub(crate) fn check_output_free(out: &Path) -> Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::input(format!("output {}: {e}", out.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(p: &Path) -> &'static str {
+        match open_regular(p).expect("open") {
+            Opened::File(..) => "file",
+            Opened::Missing => "missing",
+            Opened::NotRegular => "not regular",
+        }
+    }
+
+    /// Only a regular file is opened: a link (also to a regular file), a folder and a FIFO are
+    /// refused — the FIFO without waiting for a writer —, a missing path is `Missing`.
+    #[test]
+    fn open_regular_opens_regular_files_only_and_never_blocks() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let file = d.path().join("f");
+        std::fs::write(&file, b"12345").expect("write");
+        match open_regular(&file).expect("open") {
+            Opened::File(mut f, len) => {
+                assert_eq!(len, 5);
+                let mut s = String::new();
+                f.read_to_string(&mut s).expect("read");
+                assert_eq!(s, "12345");
+            }
+            _ => panic!("a regular file"),
+        }
+        std::os::unix::fs::symlink(&file, d.path().join("link")).expect("symlink");
+        assert_eq!(kind(&d.path().join("link")), "not regular");
+        std::os::unix::fs::symlink("/nowhere", d.path().join("dangling")).expect("symlink");
+        assert_eq!(kind(&d.path().join("dangling")), "not regular");
+        assert_eq!(kind(d.path()), "not regular");
+        assert_eq!(kind(&d.path().join("absent")), "missing");
+        let fifo = d.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        assert_eq!(kind(&fifo), "not regular");
+    }
+
+    /// A metadata read is bounded by the limit, whatever length the file had when opened.
+    #[test]
+    fn reads_stop_one_byte_past_the_limit() {
+        let big = std::io::repeat(b'x');
+        assert_eq!(read_to_limit(big, 3, 10).expect("read"), None);
+        let exact = &b"0123456789"[..];
+        assert_eq!(
+            read_to_limit(exact, 0, 10).expect("read").as_deref(),
+            Some(exact)
+        );
+        let d = tempfile::tempdir().expect("tempdir");
+        assert!(read_metadata_file(d.path(), crate::names::SUMS)
+            .expect("absent")
+            .is_none());
+        std::os::unix::fs::symlink("/etc/hostname", d.path().join(crate::names::SUMS))
+            .expect("symlink");
+        let e = read_metadata_file(d.path(), crate::names::SUMS).expect_err("a link");
+        assert!(e.to_string().contains("regular"), "{e}");
     }
 }

@@ -240,18 +240,15 @@ pub fn read_file_list(
     path: &Path,
     limits: &crate::streamed::Limits,
 ) -> Result<(Manifest, FileIndex, crate::hash::Digest)> {
-    let len = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_file() => m.len(),
-        Ok(_) => {
+    let (f, len) = match crate::fs::open_regular(path).at(path)? {
+        crate::fs::Opened::File(f, len) => (f, len),
+        crate::fs::Opened::NotRegular => {
             return Err(Error::input(format!(
                 "{}: not a regular file",
                 path.display()
             )))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Error::NotFound(path.to_path_buf()))
-        }
-        Err(e) => return Err(Error::io(path, e)),
+        crate::fs::Opened::Missing => return Err(Error::NotFound(path.to_path_buf())),
     };
     let shape =
         |e: crate::manifest::ManifestError| Error::input(format!("{}: {e}", path.display()));
@@ -263,7 +260,6 @@ pub fn read_file_list(
                 limits.max_manifest
             )));
         }
-        let f = File::open(path).at(path)?;
         let mut hashing = HashingReader {
             inner: f,
             hasher: crate::hash::Hasher::new(),
@@ -275,7 +271,9 @@ pub fn read_file_list(
         io::copy(&mut hashing, &mut io::sink()).at(path)?;
         return Ok((m, index, hashing.hasher.finish()));
     }
-    let mbytes = crate::fs::read_small(path, crate::MAX_METADATA_BYTES)?;
+    let mbytes = crate::fs::read_to_limit(f, len, crate::MAX_METADATA_BYTES)
+        .at(path)?
+        .ok_or_else(|| crate::fs::larger_than(path, crate::MAX_METADATA_BYTES))?;
     let digest = crate::hash::Digest::of(&mbytes);
     let mut manifest = Manifest::from_json(&mbytes).map_err(shape)?;
     drop(mbytes);

@@ -458,8 +458,8 @@ pub(crate) fn wants_stream(dir: &Path, limits: &Limits) -> bool {
     })
 }
 
-/// A metadata file of the folder, opened (a regular file, no link); `None` if absent.
-/// A file above `cap` is refused on its size, never opened.
+/// A metadata file of the folder, opened (a regular file, no link: `fs::open_regular`);
+/// `None` if absent. A file above `cap` is refused on its size, before any byte is read.
 pub(crate) fn open_meta(
     dir: &Path,
     name: &str,
@@ -468,16 +468,14 @@ pub(crate) fn open_meta(
     let p = crate::BundlePath::new(name)
         .map_err(Error::input)?
         .under(dir);
-    match std::fs::symlink_metadata(&p) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(&p, e)),
-        Ok(m) if !m.file_type().is_file() => Err(Error::metadata_not_regular(name)),
-        Ok(m) => {
-            if let Some(cap) = cap.filter(|c| m.len() > *c) {
-                return Err(too_large(name, m.len(), cap));
+    match crate::fs::open_regular(&p).at(&p)? {
+        crate::fs::Opened::Missing => Ok(None),
+        crate::fs::Opened::NotRegular => Err(Error::metadata_not_regular(name)),
+        crate::fs::Opened::File(f, len) => {
+            if let Some(cap) = cap.filter(|c| len > *c) {
+                return Err(too_large(name, len, cap));
             }
-            let f = File::open(&p).at(&p)?;
-            Ok(Some((f, m.len(), p)))
+            Ok(Some((f, len, p)))
         }
     }
 }
