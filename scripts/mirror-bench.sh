@@ -24,7 +24,8 @@
 # the medians (reference wall / stella wall: above 1, stella is faster).
 # ONLY=verify: the bundle is made once (untimed) and only the verify row is measured.
 # ONLY=create: only `stella mirror create` (no sign) against `find | xargs sha256sum` on the
-#   sources (the output removed, untimed, before each create).
+#   sources (each create into a fresh folder, the previous output set aside untimed and
+#   removed after the last run: see the note at the create row).
 # STELLA_OLD=binary: the verify (or ONLY=create) row alternates three sides (stella, the
 # reference, the old binary: A B C A B C ...), for before/after figures from one run.
 # Usage: scripts/mirror-bench.sh [--keep]
@@ -161,10 +162,22 @@ echo "$MARK" > .generated
 "$STELLA" key generate --algorithm ed25519 --output key >/dev/null 2>&1
 
 # One timed run: prints "wall cpu rss_kib" (cpu = user + sys seconds).
+# A failed command stops the whole benchmark (`once` runs in a command substitution, where
+# `exit` alone would leave an empty figure behind and the run going on).
 once() {
-    /usr/bin/time -o time.out -f '%e %U %S %M' "$@" >/dev/null 2>cmd.err || { cat cmd.err >&2; exit 1; }
+    /usr/bin/time -o time.out -f '%e %U %S %M' "$@" >/dev/null 2>cmd.err || {
+        cat cmd.err >&2; echo "benchmark stopped: this command failed: $*" >&2; kill -TERM $$; exit 1; }
     awk '{printf "%s %.2f %s\n", $1, $2 + $3, $4}' time.out
 }
+# A folder a timed command is about to write again is moved aside (a rename, untimed), not
+# removed; everything set aside is removed after the last run. Removing it just before the
+# next run measured the file system instead: ext4 without a journal (these machines' root)
+# does not reuse an inode freed in the last ~30 s (`dirty_expire_centisecs`), and its
+# allocator checks every such inode on each allocation (`recently_deleted`: quadratic in the
+# files just deleted) — 200,000 files created right after 200,000 were removed took 28.6 s
+# (54.8 s of system CPU) against 1.5 s (2026-12-07). The folders set aside keep their inodes
+# until the end: RUNS x the file count for each of create and unpack's two sides.
+set_aside() { if [ -e "$1" ]; then mkdir -p aside; mv "$1" "aside/$1.$(date +%s%N)"; fi; }
 # "median [min-max]" of whitespace-separated numbers; med() the median alone.
 stat3() { printf '%s\n' $1 | sort -g | awk -v f="${2:-%.2f}" '{v[NR]=$1} END{m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf f" ["f"-"f"]", m, v[1], v[NR]}'; }
 med() { printf '%s\n' $1 | sort -g | awk '{v[NR]=$1} END{m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.3f", m}'; }
@@ -211,14 +224,15 @@ if [ "${ONLY:-}" = create ]; then
     NSRC=$(find src -type f | wc -l)
     CREATE="$S mirror create --spec src/bundle.yaml --output bundle"
     REF="cd src && find . -type f -print0 | xargs -0 sha256sum > ../ref.sums"
-    trio3() {  # A B [C], each create after an untimed rm -rf of the output
+    set_aside bundle
+    trio3() {  # A B [C], each create into a fresh output (the last one set aside, untimed)
         A_T=""; A_C=""; A_R=""; B_T=""; B_C=""; B_R=""; C_T=""; C_C=""; C_R=""
         local i t c m
         for i in $(seq "$RUNS"); do
-            rm -rf bundle; sync; read -r t c m <<<"$(once sh -c "$1")"; A_T="$A_T $t"; A_C="$A_C $c"; A_R="$A_R $m"
+            set_aside bundle; sync; read -r t c m <<<"$(once sh -c "$1")"; A_T="$A_T $t"; A_C="$A_C $c"; A_R="$A_R $m"
             sync; read -r t c m <<<"$(once sh -c "$2")"; B_T="$B_T $t"; B_C="$B_C $c"; B_R="$B_R $m"
             if [ -n "$3" ]; then
-                rm -rf bundle; sync; read -r t c m <<<"$(once sh -c "$3")"; C_T="$C_T $t"; C_C="$C_C $c"; C_R="$C_R $m"
+                set_aside bundle; sync; read -r t c m <<<"$(once sh -c "$3")"; C_T="$C_T $t"; C_C="$C_C $c"; C_R="$C_R $m"
             fi
         done
     }
@@ -237,7 +251,7 @@ sources: $NSRC files
 |---|---|---|---|
 $ROWS
 REPORT
-    rm -rf bundle ref.sums
+    rm -rf bundle aside ref.sums
     if [ "$KEEP" -eq 0 ]; then cd /; rm -rf "$BENCH_DIR"; fi
     exit 0
 fi
@@ -248,7 +262,7 @@ rm -rf bundle
 "$S" mirror sign bundle/manifest.json --key key.key >/dev/null
 else
 echo "==> create + sign" >&2
-PRE_A="rm -rf bundle" pair "$S mirror create --spec src/bundle.yaml --output bundle && $S mirror sign bundle/manifest.json --key key.key" \
+PRE_A="set_aside bundle" pair "$S mirror create --spec src/bundle.yaml --output bundle && $S mirror sign bundle/manifest.json --key key.key" \
     "cd src && find . -type f -print0 | xargs -0 sha256sum > ../ref.sums"
 CR_T=$A_T; CR_C=$A_C; CR_R=$A_R; CRR_T=$B_T; CRR_C=$B_C; CRR_R=$B_R
 # The sign step alone (peak RSS of `mirror sign` on its own).
@@ -302,8 +316,8 @@ PG_T=$A_T; PG_C=$A_C; PG_R=$A_R; RG_T=$B_T; RG_C=$B_C; RG_R=$B_R
 echo "==> verify archive stream, unpack" >&2
 pair "$S mirror verify out.tar.zst --key key.pub" "zstd -d -q -c out.tar.zst | tar -xf - -O > /dev/null"
 VA_T=$A_T; VA_C=$A_C; VA_R=$A_R; VAR_T=$B_T; VAR_C=$B_C; VAR_R=$B_R
-PRE_A="rm -rf unpacked" PRE_B="rm -rf unpacked" pair "$S mirror unpack out.tar.zst --output unpacked --key key.pub" "mkdir unpacked && zstd -d -q -c out.tar.zst | tar -xf - -C unpacked"
-U_T=$A_T; U_C=$A_C; U_R=$A_R; UR_T=$B_T; UR_C=$B_C; UR_R=$B_R; rm -rf unpacked
+PRE_A="set_aside unpacked" PRE_B="set_aside unpacked" pair "$S mirror unpack out.tar.zst --output unpacked --key key.pub" "mkdir unpacked && zstd -d -q -c out.tar.zst | tar -xf - -C unpacked"
+U_T=$A_T; U_C=$A_C; U_R=$A_R; UR_T=$B_T; UR_C=$B_C; UR_R=$B_R; rm -rf unpacked aside
 LOAD_AFTER=$(cut -d" " -f1-3 /proc/loadavg)
 
 MAXRSS=$(printf '%s\n' $CR_R $SG_R $V_R $PZ_R $PG_R $VA_R $U_R | sort -n | tail -n1)
