@@ -55,7 +55,7 @@ pub struct Limits {
     /// larger than this is verified streamed.
     pub stream_above: u64,
     /// Largest manifest (decoded payload) accepted; `manifest.dsse` may be 4/3 of it plus
-    /// 64 KiB. A larger one is refused on its size, before it is opened.
+    /// 64 KiB. A larger one is refused on its size, before any byte of it is read.
     pub max_manifest: u64,
     /// Largest `SHA256SUMS` accepted (its envelope: 4/3 of it plus 64 KiB).
     pub max_sums: u64,
