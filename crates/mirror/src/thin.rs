@@ -82,15 +82,14 @@ pub fn apply(
     // decides (hashed as a stream; parsed only to explain a mismatch).
     let limits = crate::streamed::Limits::default();
     let onto_manifest = onto.join(names::MANIFEST);
-    let onto_digest = match std::fs::symlink_metadata(&onto_manifest) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotFound(onto_manifest))
+    let onto_digest = match crate::fs::open_regular(&onto_manifest).at(&onto_manifest)? {
+        crate::fs::Opened::Missing => return Err(Error::NotFound(onto_manifest)),
+        crate::fs::Opened::NotRegular => return Err(Error::metadata_not_regular(names::MANIFEST)),
+        crate::fs::Opened::File(mut f, _) => {
+            crate::hash::hash_reader(&mut f, &crate::hash::NoProgress)
+                .at(&onto_manifest)?
+                .0
         }
-        Err(e) => return Err(Error::io(&onto_manifest, e)),
-        Ok(md) if !md.file_type().is_file() => {
-            return Err(Error::metadata_not_regular(names::MANIFEST))
-        }
-        Ok(_) => hash_file(&onto_manifest)?,
     };
     if onto_digest != base.manifest_digest {
         let held = read_file_list(&onto_manifest, &limits)
@@ -251,14 +250,6 @@ fn copy_checked(
         ));
     }
     Ok(())
-}
-
-/// SHA-256 of a file.
-fn hash_file(path: &Path) -> Result<Digest> {
-    let mut f = std::fs::File::open(path).at(path)?;
-    crate::hash::hash_reader(&mut f, &crate::hash::NoProgress)
-        .at(path)
-        .map(|(d, _)| d)
 }
 
 /// Differences between two manifests.
