@@ -165,10 +165,12 @@ pub(crate) fn verify_checksums(
     max_sums: u64,
     progress: &dyn Progress,
 ) -> Result<(usize, u64)> {
-    let (file, _, path) = crate::streamed::open_meta(dir, names::SUMS, Some(max_sums))?
+    let (file, len, path) = crate::streamed::open_meta(dir, names::SUMS, Some(max_sums))?
         .ok_or_else(|| Error::NotFound(dir.join(names::SUMS)))?;
     let mut listed = Listed::default();
-    let mut r = std::io::BufReader::with_capacity(256 * 1024, file);
+    // Read up to the size checked against `max_sums`: lines appended meanwhile (by another
+    // writer of the folder) never grow the index.
+    let mut r = std::io::BufReader::with_capacity(256 * 1024, std::io::Read::take(file, len));
     let mut line = Vec::new();
     // The first bad line; the rest is still read, for UTF-8 (a file that is not text is
     // refused as such, wherever its first bad line is) and for nothing else: the lines after
