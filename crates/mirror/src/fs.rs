@@ -21,20 +21,37 @@ pub(crate) enum Opened {
     NotRegular,
 }
 
-/// Open `path` for reading if it is a regular file. Checked twice: by `lstat` before opening
-/// (so no device or FIFO is ever opened), and on the descriptor after (`fstat`), the open
-/// refusing a link (`O_NOFOLLOW`) and never waiting (`O_NONBLOCK`): a link or a FIFO swapped
-/// in between the two is refused, not followed or read — what was checked is what is read.
-pub(crate) fn open_regular(path: &Path) -> io::Result<Opened> {
+/// Whether [`open_regular`] takes a link at the path's last component to what it names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Links {
+    /// A link is [`Opened::NotRegular`] (bundle metadata).
+    Refuse,
+    /// A link to a regular file is opened (a path the user named, such as an archive).
+    Follow,
+}
+
+/// Open `path` for reading if it is a regular file. Checked twice: by `lstat` (`stat` with
+/// [`Links::Follow`]) before opening, so no device or FIFO is ever opened, and on the
+/// descriptor after (`fstat`), the open never waiting (`O_NONBLOCK`) and, with
+/// [`Links::Refuse`], refusing a link (`O_NOFOLLOW`): a link or a FIFO swapped in between the
+/// two is refused, not followed or read — what was checked is what is read.
+pub(crate) fn open_regular(path: &Path, links: Links) -> io::Result<Opened> {
+    use rustix::fs::OFlags;
     use std::os::unix::fs::OpenOptionsExt as _;
-    match std::fs::symlink_metadata(path) {
+    let before = match links {
+        Links::Refuse => std::fs::symlink_metadata(path),
+        Links::Follow => std::fs::metadata(path),
+    };
+    match before {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
         Err(e) => return Err(e),
         Ok(m) if !m.file_type().is_file() => return Ok(Opened::NotRegular),
         Ok(_) => {}
     }
-    let flags =
-        rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
+    let mut flags = OFlags::NONBLOCK | OFlags::NOCTTY;
+    if links == Links::Refuse {
+        flags |= OFlags::NOFOLLOW;
+    }
     let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(flags.bits() as i32)
@@ -69,7 +86,7 @@ pub(crate) fn read_metadata_file(dir: &Path, name: &str) -> Result<Option<Vec<u8
             ),
         )
     };
-    let (f, len) = match open_regular(&p).at(&p)? {
+    let (f, len) = match open_regular(&p, Links::Refuse).at(&p)? {
         Opened::Missing => return Ok(None),
         Opened::NotRegular => return Err(Error::metadata_not_regular(name)),
         Opened::File(f, len) => (f, len),
@@ -314,21 +331,21 @@ mod tests {
     use super::*;
 
     fn kind(p: &Path) -> &'static str {
-        match open_regular(p).expect("open") {
+        match open_regular(p, Links::Refuse).expect("open") {
             Opened::File(..) => "file",
             Opened::Missing => "missing",
             Opened::NotRegular => "not regular",
         }
     }
 
-    /// Only a regular file is opened: a link (also to a regular file), a folder and a FIFO are
-    /// refused — the FIFO without waiting for a writer —, a missing path is `Missing`.
+    /// Only a regular file is opened: a link (also to a regular file, unless links are
+    /// followed), a folder and a FIFO are refused — the FIFO without waiting for a writer —, a missing path is `Missing`.
     #[test]
     fn open_regular_opens_regular_files_only_and_never_blocks() {
         let d = tempfile::tempdir().expect("tempdir");
         let file = d.path().join("f");
         std::fs::write(&file, b"12345").expect("write");
-        match open_regular(&file).expect("open") {
+        match open_regular(&file, Links::Refuse).expect("open") {
             Opened::File(mut f, len) => {
                 assert_eq!(len, 5);
                 let mut s = String::new();
@@ -350,6 +367,18 @@ mod tests {
             .expect("mkfifo");
         assert!(made.success());
         assert_eq!(kind(&fifo), "not regular");
+        // Following links (a path the user named): a link to a file is that file; a link to
+        // a FIFO or a folder is still refused, and nothing waits.
+        let follow = |p: &Path| match open_regular(p, Links::Follow).expect("open") {
+            Opened::File(_, len) => format!("file of {len}"),
+            Opened::Missing => "missing".into(),
+            Opened::NotRegular => "not regular".into(),
+        };
+        assert_eq!(follow(&d.path().join("link")), "file of 5");
+        std::os::unix::fs::symlink(&fifo, d.path().join("to-fifo")).expect("symlink");
+        assert_eq!(follow(&d.path().join("to-fifo")), "not regular");
+        assert_eq!(follow(&d.path().join("dangling")), "missing");
+        assert_eq!(follow(d.path()), "not regular");
     }
 
     /// A metadata read is bounded by the limit, whatever length the file had when opened.

@@ -240,7 +240,7 @@ pub fn read_file_list(
     path: &Path,
     limits: &crate::streamed::Limits,
 ) -> Result<(Manifest, FileIndex, crate::hash::Digest)> {
-    let (f, len) = match crate::fs::open_regular(path).at(path)? {
+    let (f, len) = match crate::fs::open_regular(path, crate::fs::Links::Refuse).at(path)? {
         crate::fs::Opened::File(f, len) => (f, len),
         crate::fs::Opened::NotRegular => {
             return Err(Error::input(format!(

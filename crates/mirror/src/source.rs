@@ -182,12 +182,15 @@ impl<'a> Source<'a> {
 /// header (`ustar` at offset 257)? A file that is not regular (a device, a FIFO) is not
 /// read and is no archive.
 fn starts_as_archive(path: &Path) -> Result<bool> {
+    use crate::fs::{open_regular, Links, Opened};
     use std::io::Read as _;
-    // Looked at before opening: opening a FIFO would wait for a writer.
-    if !std::fs::metadata(path).at(path)?.is_file() {
-        return Ok(false);
-    }
-    let f = std::fs::File::open(path).at(path)?;
+    // Looked at before opening and again on the descriptor (`open_regular`): opening a FIFO
+    // would wait for a writer.
+    let f = match open_regular(path, Links::Follow).at(path)? {
+        Opened::File(f, _) => f,
+        Opened::NotRegular => return Ok(false),
+        Opened::Missing => return Err(Error::NotFound(path.to_path_buf())),
+    };
     let mut head = Vec::with_capacity(262);
     f.take(262).read_to_end(&mut head).at(path)?;
     Ok(crate::codec::Compression::from_magic(&head).is_some()

@@ -468,7 +468,7 @@ pub(crate) fn open_meta(
     let p = crate::BundlePath::new(name)
         .map_err(Error::input)?
         .under(dir);
-    match crate::fs::open_regular(&p).at(&p)? {
+    match crate::fs::open_regular(&p, crate::fs::Links::Refuse).at(&p)? {
         crate::fs::Opened::Missing => Ok(None),
         crate::fs::Opened::NotRegular => Err(Error::metadata_not_regular(name)),
         crate::fs::Opened::File(f, len) => {

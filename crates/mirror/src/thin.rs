@@ -82,7 +82,9 @@ pub fn apply(
     // decides (hashed as a stream; parsed only to explain a mismatch).
     let limits = crate::streamed::Limits::default();
     let onto_manifest = onto.join(names::MANIFEST);
-    let onto_digest = match crate::fs::open_regular(&onto_manifest).at(&onto_manifest)? {
+    let onto_digest = match crate::fs::open_regular(&onto_manifest, crate::fs::Links::Refuse)
+        .at(&onto_manifest)?
+    {
         crate::fs::Opened::Missing => return Err(Error::NotFound(onto_manifest)),
         crate::fs::Opened::NotRegular => return Err(Error::metadata_not_regular(names::MANIFEST)),
         crate::fs::Opened::File(mut f, _) => {
