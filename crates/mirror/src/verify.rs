@@ -818,12 +818,22 @@ pub fn verify_header_file_with(
         parse_manifest, parse_manifest_slice, too_large, HashEvery, PaeOf, Spill, Stoppable,
     };
 
-    // Looked at before opening: a FIFO would block the open.
-    let len = std::fs::metadata(payload).at(payload)?.len();
+    // Opened once, and only if a regular file (links followed: a path the user named): a
+    // FIFO would block the open, a folder fail the read.
+    let (file, len) =
+        match crate::fs::open_regular(payload, crate::fs::Links::Follow).at(payload)? {
+            crate::fs::Opened::File(f, len) => (f, len),
+            crate::fs::Opened::Missing => return Err(Error::NotFound(payload.to_path_buf())),
+            crate::fs::Opened::NotRegular => {
+                return Err(Error::input(format!(
+                    "{}: not a regular file",
+                    payload.display()
+                )))
+            }
+        };
     if len <= limits.stream_above {
         let mut bytes = Vec::new();
-        std::fs::File::open(payload)
-            .at(payload)?
+        crate::streamed::At::new(&file, 0)
             .take(limits.stream_above.saturating_add(1))
             .read_to_end(&mut bytes)
             .at(payload)?;
@@ -841,9 +851,7 @@ pub fn verify_header_file_with(
     // One private copy, hashed as it is made: the checks below all read these bytes.
     let tmp_err = |e| Error::io(std::env::temp_dir(), e);
     let mut read = HashEvery::new(
-        std::fs::File::open(payload)
-            .at(payload)?
-            .take(limits.max_manifest.saturating_add(1)),
+        crate::streamed::At::new(&file, 0).take(limits.max_manifest.saturating_add(1)),
     );
     let mut spill = Spill::for_payload(limits).expecting(len);
     if let Err(e) = std::io::copy(&mut read, &mut spill) {

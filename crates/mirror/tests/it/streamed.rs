@@ -724,6 +724,23 @@ fn a_detached_header_over_a_streamed_manifest_verifies_as_in_memory() {
     let e = verify_header_file_with(&header, &payload, None, &o, &tight).expect_err("cap");
     assert!(e.to_string().contains("above the"), "{e}");
     verify_header_file_with(&header, &payload, None, &o, &small_limits()).expect("honest again");
+    // A payload that is not a regular file is refused without reading (a FIFO without a
+    // writer would block an open), and a missing one is not found.
+    let fifo = payload.with_file_name("payload-fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    for odd in [&fifo, &m.bundle] {
+        let e = verify_header_file_with(&header, odd, None, &o, &small_limits())
+            .expect_err("not a regular file");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+    std::fs::remove_file(&fifo).expect("rm fifo");
+    let e =
+        verify_header_file_with(&header, &fifo, None, &o, &small_limits()).expect_err("missing");
+    assert!(matches!(e, stella_mirror::Error::NotFound(_)), "{e}");
 }
 
 /// `verify-checksums` reads `SHA256SUMS` as a stream, in any line order: the same counts and
