@@ -699,15 +699,8 @@ fn verify_header_cmd(a: &VerifyArgs, o: &stella_mirror::VerifyOptions<'_>) -> Re
         }
     };
     // Keyless signatures (a bundle signed with a short-lived key) sit beside the payload.
-    let keyless_path = payload_path.with_file_name(stella_mirror::names::KEYLESS);
-    let keyless = if keyless_path.is_file() {
-        Some(crate::io::read_limited(
-            &keyless_path.display().to_string(),
-            stella_mirror::MAX_METADATA_BYTES,
-        )?)
-    } else {
-        None
-    };
+    // Opened once, never blocking: a FIFO there is not waited on.
+    let keyless = stella_mirror::read_keyless_beside(&payload_path).map_err(lib)?;
     let r = if payload_path.is_file() {
         // A file of any size (a manifest of a million files is checked as a stream).
         stella_mirror::verify_header_file(&header, &payload_path, keyless.as_deref(), o)

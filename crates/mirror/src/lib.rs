@@ -92,10 +92,10 @@ pub use thin::{
 pub use tsa::HttpTimeStamper;
 pub use unpack::unpack;
 pub use verify::{
-    verify_checksums, verify_checksums_with, verify_dir, verify_dir_with, verify_header,
-    verify_header_file, verify_header_file_with, verify_header_with_keyless, CheckedBundle, Header,
-    Options as VerifyOptions, PartlyHashedBundle, TimeSource, VerifiedBundle, VerifiedHeader,
-    VerifiedMetadata,
+    read_keyless_beside, verify_checksums, verify_checksums_with, verify_dir, verify_dir_with,
+    verify_header, verify_header_file, verify_header_file_with, verify_header_with_keyless,
+    CheckedBundle, Header, Options as VerifyOptions, PartlyHashedBundle, TimeSource,
+    VerifiedBundle, VerifiedHeader, VerifiedMetadata,
 };
 
 /// DSSE payload type of a bundle manifest.

@@ -915,6 +915,36 @@ pub fn verify_header_file_with(
     header_verified(header, manifest, digest, signers, opts)
 }
 
+/// The keyless signatures beside a detached header's payload file (`manifest.sigstore.json`
+/// in the payload's folder), for [`verify_header_file`]: `None` if there is no regular file
+/// there (a link to one is followed, as for the payload). Opened once and checked on the
+/// descriptor, never blocking (a FIFO swapped in after a look is refused, not waited on), and
+/// read up to [`crate::MAX_METADATA_BYTES`] whatever the file grows to meanwhile.
+pub fn read_keyless_beside(payload: &Path) -> Result<Option<Vec<u8>>> {
+    let path = payload.with_file_name(names::KEYLESS);
+    let (file, len) = match crate::fs::open_regular(&path, crate::fs::Links::Follow).at(&path)? {
+        crate::fs::Opened::File(f, len) => (f, len),
+        crate::fs::Opened::Missing | crate::fs::Opened::NotRegular => return Ok(None),
+    };
+    let limit = crate::MAX_METADATA_BYTES;
+    let too_large = || {
+        Error::metadata(
+            Field::file(names::KEYLESS),
+            format!(
+                "{} is larger than the {limit}-byte limit for bundle metadata",
+                path.display()
+            ),
+        )
+    };
+    if len > limit {
+        return Err(too_large());
+    }
+    crate::fs::read_to_limit(file, len, limit)
+        .at(&path)?
+        .map(Some)
+        .ok_or_else(too_large)
+}
+
 /// A detached header's own rules, before its payload is looked at: strict shape, purpose, a
 /// mirror payload type, `created` a time.
 fn read_header(header_bytes: &[u8]) -> Result<Header> {

@@ -743,6 +743,59 @@ fn a_detached_header_over_a_streamed_manifest_verifies_as_in_memory() {
     assert!(matches!(e, stella_mirror::Error::NotFound(_)), "{e}");
 }
 
+/// The keyless signatures beside a detached header's payload: read when a regular file (or a
+/// link to one) is there, absent otherwise — a FIFO is never waited on, a folder never read —
+/// and refused above the metadata limit without being read.
+#[test]
+fn keyless_signatures_beside_a_payload_are_opened_once_and_never_waited_on() {
+    use stella_mirror::read_keyless_beside;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let payload = dir.path().join(names::MANIFEST);
+    let beside = dir.path().join(names::KEYLESS);
+    assert_eq!(read_keyless_beside(&payload).expect("missing"), None);
+    std::fs::write(&beside, b"[]").expect("write");
+    assert_eq!(
+        read_keyless_beside(&payload).expect("file").as_deref(),
+        Some(&b"[]"[..])
+    );
+    // A link to a regular file is followed (the payload's own rule); a dangling one is absent.
+    std::fs::remove_file(&beside).expect("rm");
+    let target = dir.path().join("elsewhere.json");
+    std::fs::write(&target, b"[{}]").expect("write");
+    std::os::unix::fs::symlink(&target, &beside).expect("link");
+    assert_eq!(
+        read_keyless_beside(&payload).expect("link").as_deref(),
+        Some(&b"[{}]"[..])
+    );
+    std::fs::remove_file(&target).expect("rm target");
+    assert_eq!(read_keyless_beside(&payload).expect("dangling"), None);
+    std::fs::remove_file(&beside).expect("rm link");
+    // A FIFO without a writer (an open would block) and a folder: not read.
+    let made = std::process::Command::new("mkfifo")
+        .arg(&beside)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    assert_eq!(read_keyless_beside(&payload).expect("fifo"), None);
+    std::fs::remove_file(&beside).expect("rm fifo");
+    std::fs::create_dir(&beside).expect("mkdir");
+    assert_eq!(read_keyless_beside(&payload).expect("folder"), None);
+    std::fs::remove_dir(&beside).expect("rmdir");
+    // Above the limit (a sparse file: nothing is written): refused on its size.
+    let f = std::fs::File::create(&beside).expect("create");
+    f.set_len(stella_mirror::MAX_METADATA_BYTES + 1)
+        .expect("set_len");
+    let e = read_keyless_beside(&payload).expect_err("too large");
+    assert!(e.to_string().contains("byte limit"), "{e}");
+    f.set_len(stella_mirror::MAX_METADATA_BYTES)
+        .expect("set_len");
+    let at_limit = read_keyless_beside(&payload).expect("at the limit");
+    assert_eq!(
+        at_limit.map(|b| b.len() as u64),
+        Some(stella_mirror::MAX_METADATA_BYTES)
+    );
+}
+
 /// `verify-checksums` reads `SHA256SUMS` as a stream, in any line order: the same counts and
 /// every refusal with the same text whatever the limits, the first problem in line order
 /// reported (a repeated path at its second line, before or after a malformed line), and an
