@@ -13,8 +13,10 @@
 //!   is decoded and hashed on the way, into memory up to [`Limits::payload_in_memory`]
 //!   (64 MiB), else into an unnamed temporary file (`Spill`); its signatures are checked
 //!   over `PAE` fed from there ([`stella_keys::verify_envelope_stream`]), on a second thread
-//!   while the manifest is typed, and the content is hashed while the rest of the metadata is
-//!   checked (see `verify::verify_dir_streamed`; failures keep their sequential order).
+//!   while the manifest is typed — at most [`Limits::parse_ahead`] bytes of it before the
+//!   signatures' verdict ([`Verdict`], [`Stoppable`]), so a manifest signed by nobody builds a
+//!   bounded index — and the content is hashed while the rest of the metadata is checked (see
+//!   `verify::verify_dir_streamed`; failures keep their sequential order).
 //! - The manifest is typed in one pass ([`parse_manifest_slice`], [`parse_manifest`]): every
 //!   field but `files` as usual, the files straight into a [`FileIndex`] (one path arena and fixed
 //!   56-byte records: about 56 + path length bytes per file, ~90 B for advisory paths), each
@@ -36,7 +38,7 @@
 use std::fs::File;
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex, OnceLock};
 
 use serde::de::{Error as _, SeqAccess, Visitor};
@@ -63,6 +65,11 @@ pub struct Limits {
     /// times faster than from a reader); a larger one goes to an unnamed temporary file. By
     /// default 64 MiB, about 370,000 files.
     pub payload_in_memory: u64,
+    /// Bytes of a manifest typed from a file (one above `payload_in_memory`) before its
+    /// signatures have verified: the typing runs beside the signature check and then waits for
+    /// its verdict, so a manifest signed by nobody costs at most this much of index (about
+    /// 0.6 byte per byte typed) whatever its size. By default 64 MiB.
+    pub parse_ahead: u64,
 }
 
 /// 16 GiB: about 100 million files of manifest.
@@ -75,6 +82,7 @@ impl Default for Limits {
             max_manifest: MAX_STREAMED_MANIFEST_BYTES,
             max_sums: MAX_STREAMED_MANIFEST_BYTES,
             payload_in_memory: PAYLOAD_IN_MEMORY as u64,
+            parse_ahead: PAYLOAD_IN_MEMORY as u64,
         }
     }
 }
@@ -796,21 +804,124 @@ impl std::io::Seek for At<'_> {
     }
 }
 
-/// A reader that fails once `stop` is set (typing a manifest whose signature failed is
-/// pointless: that failure is the one reported).
+/// The outcome of a signature check that readers on other threads stop on or wait for
+/// ([`Stoppable`]). The first [`Verdict::settle`] decides; a [`Verdict::guard`] held by the
+/// checking thread settles it as failed if that thread ends (or unwinds) without settling, so
+/// no reader waits forever.
+pub(crate) struct Verdict {
+    /// [`PENDING`], [`GOOD`] or [`FAILED`].
+    state: AtomicU8,
+    lock: Mutex<()>,
+    settled: Condvar,
+}
+
+const PENDING: u8 = 0;
+const GOOD: u8 = 1;
+const FAILED: u8 = 2;
+
+impl Verdict {
+    pub(crate) fn new() -> Self {
+        Verdict {
+            state: AtomicU8::new(PENDING),
+            lock: Mutex::new(()),
+            settled: Condvar::new(),
+        }
+    }
+
+    /// Settle the verdict (only the first call counts) and wake every waiting reader.
+    pub(crate) fn settle(&self, good: bool) {
+        let _held = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let to = if good { GOOD } else { FAILED };
+        let _ = self
+            .state
+            .compare_exchange(PENDING, to, Ordering::SeqCst, Ordering::SeqCst);
+        self.settled.notify_all();
+    }
+
+    /// Settles the verdict as failed when dropped, unless it was settled before.
+    pub(crate) fn guard(&self) -> SettleOnExit<'_> {
+        SettleOnExit(self)
+    }
+
+    fn failed(&self) -> bool {
+        self.state.load(Ordering::Acquire) == FAILED
+    }
+
+    /// Wait until settled; whether it is good.
+    fn wait(&self) -> bool {
+        let mut held = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while self.state.load(Ordering::SeqCst) == PENDING {
+            held = self
+                .settled
+                .wait(held)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        self.state.load(Ordering::SeqCst) == GOOD
+    }
+}
+
+/// See [`Verdict::guard`].
+pub(crate) struct SettleOnExit<'a>(&'a Verdict);
+
+impl Drop for SettleOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.settle(false);
+    }
+}
+
+/// A reader that fails once its [`Verdict`] has failed (typing a manifest whose signature
+/// failed is pointless: that failure is the one reported) and, with
+/// [`Stoppable::waiting_after`], hands out at most that many bytes before the verdict is
+/// known, then waits for it: what an unsigned input can make the reader's consumer build is
+/// bounded by that, not by the input's size.
 pub(crate) struct Stoppable<'a, R> {
-    pub(crate) inner: R,
-    pub(crate) stop: &'a AtomicBool,
+    inner: R,
+    verdict: &'a Verdict,
+    /// Bytes handed out before a read waits for a pending verdict (`u64::MAX`: never waits).
+    ahead: u64,
+    read: u64,
+}
+
+impl<'a, R> Stoppable<'a, R> {
+    /// Never waits: fails once `verdict` has failed.
+    pub(crate) fn new(inner: R, verdict: &'a Verdict) -> Self {
+        Stoppable {
+            inner,
+            verdict,
+            ahead: u64::MAX,
+            read: 0,
+        }
+    }
+
+    /// Hands out at most `ahead` bytes before the verdict is known, then waits for it.
+    pub(crate) fn waiting_after(self, ahead: u64) -> Self {
+        Stoppable { ahead, ..self }
+    }
 }
 
 impl<R: Read> Read for Stoppable<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.stop.load(Ordering::Relaxed) {
-            return Err(std::io::Error::other(
-                "stopped: the signature did not verify",
-            ));
+        let stopped = || std::io::Error::other("stopped: the signature did not verify");
+        if self.read >= self.ahead {
+            if !self.verdict.wait() {
+                return Err(stopped());
+            }
+            self.ahead = u64::MAX;
         }
-        self.inner.read(buf)
+        if self.verdict.failed() {
+            return Err(stopped());
+        }
+        let room = usize::try_from(self.ahead - self.read).unwrap_or(usize::MAX);
+        let take = buf.len().min(room);
+        let n = self.inner.read(&mut buf[..take])?;
+        self.read += n as u64;
+        Ok(n)
     }
 }
 
@@ -1435,6 +1546,96 @@ mod tests {
     use super::*;
     use crate::hash::NoProgress;
     use crate::Stage;
+
+    /// A reader of `n` bytes that counts what it handed out.
+    struct Counted<'a> {
+        left: usize,
+        out: &'a AtomicUsize,
+    }
+
+    impl Read for Counted<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.left).min(1000);
+            buf[..n].fill(b'x');
+            self.left -= n;
+            self.out.fetch_add(n, Ordering::SeqCst);
+            Ok(n)
+        }
+    }
+
+    /// Read `Stoppable::new(Counted(10,000 bytes)).waiting_after(ahead)` to its end on another
+    /// thread; `then` runs on this one once the reader has had time to run ahead. Returns the
+    /// bytes handed out before `then`, and what the read gave.
+    fn read_ahead_of(ahead: u64, then: impl FnOnce(&Verdict)) -> (usize, std::io::Result<usize>) {
+        let verdict = Verdict::new();
+        let out = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut r = Stoppable::new(
+                    Counted {
+                        left: 10_000,
+                        out: &out,
+                    },
+                    &verdict,
+                )
+                .waiting_after(ahead);
+                let mut all = Vec::new();
+                r.read_to_end(&mut all).map(|_| all.len())
+            });
+            // The reader either blocks at `ahead` or, wrongly, reads everything meanwhile.
+            let start = std::time::Instant::now();
+            while out.load(Ordering::SeqCst) < 10_000
+                && start.elapsed() < std::time::Duration::from_millis(300)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let before = out.load(Ordering::SeqCst);
+            then(&verdict);
+            (before, reader.join().expect("reader"))
+        })
+    }
+
+    #[test]
+    fn a_stoppable_reader_waits_at_its_budget_for_the_verdict() {
+        // A failed verdict: never more than the budget handed out, then an error.
+        let (before, r) = read_ahead_of(2_500, |v| v.settle(false));
+        assert_eq!(before, 2_500, "stops exactly at the budget");
+        let e = r.expect_err("failed verdict");
+        assert!(e.to_string().contains("did not verify"), "{e}");
+        // A good verdict: the rest follows.
+        let (before, r) = read_ahead_of(2_500, |v| v.settle(true));
+        assert_eq!(before, 2_500);
+        assert_eq!(r.expect("good verdict"), 10_000);
+        // A budget of nothing waits before the first byte.
+        let (before, r) = read_ahead_of(0, |v| v.settle(true));
+        assert_eq!((before, r.expect("good")), (0, 10_000));
+        // The checking thread gone without a verdict (its guard dropped): failed, not a hang.
+        let (_, r) = read_ahead_of(2_500, |v| drop(v.guard()));
+        assert!(r.is_err());
+        // The first settlement counts: a later one does not turn a failure good.
+        let (_, r) = read_ahead_of(2_500, |v| {
+            v.settle(false);
+            v.settle(true);
+        });
+        assert!(r.is_err());
+        // Without a budget it never waits (reads all while the verdict is pending)...
+        let (before, r) = read_ahead_of(u64::MAX, |_| {});
+        assert_eq!((before, r.expect("never waits")), (10_000, 10_000));
+        // ...and fails at its next read once the verdict has failed.
+        let verdict = Verdict::new();
+        let out = AtomicUsize::new(0);
+        let mut r = Stoppable::new(
+            Counted {
+                left: 10_000,
+                out: &out,
+            },
+            &verdict,
+        );
+        let mut buf = [0u8; 100];
+        assert_eq!(r.read(&mut buf).expect("pending"), 100);
+        verdict.settle(false);
+        assert!(r.read(&mut buf).is_err());
+    }
 
     /// A folder of small files in a few folders, an empty one and two above one read chunk.
     fn tree() -> (tempfile::TempDir, Vec<(String, Vec<u8>)>) {

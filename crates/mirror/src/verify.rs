@@ -812,10 +812,10 @@ pub fn verify_header_file_with(
     limits: &crate::streamed::Limits,
 ) -> Result<VerifiedHeader> {
     use std::io::{BufReader, Read as _};
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     use crate::streamed::{
         parse_manifest, parse_manifest_slice, too_large, HashEvery, PaeOf, Spill, Stoppable,
+        Verdict,
     };
 
     // Opened once, and only if a regular file (links followed: a path the user named): a
@@ -871,8 +871,10 @@ pub fn verify_header_file_with(
     // The signatures on this thread while the canonical form and the fields are checked on
     // two others (the typing stops if a signature fails); reported in the in-memory order:
     // signatures, key id, canonical form, fields.
-    let bad_signature = AtomicBool::new(false);
+    let verdict = Verdict::new();
     let (signers, canonical, parsed) = std::thread::scope(|s| {
+        // A panic below must not leave the typing thread waiting for the verdict.
+        let _settle = verdict.guard();
         let canonical = s.spawn(|| match copy.bytes() {
             Some(b) => Ok(stella_dsse::jcs::is_canonical(b)),
             None => stella_dsse::jcs::is_canonical_read(copy.reader()).map_err(tmp_err),
@@ -881,10 +883,7 @@ pub fn verify_header_file_with(
             Some(b) => parse_manifest_slice(b),
             None => parse_manifest(BufReader::with_capacity(
                 256 * 1024,
-                Stoppable {
-                    inner: copy.reader(),
-                    stop: &bad_signature,
-                },
+                Stoppable::new(copy.reader(), &verdict).waiting_after(limits.parse_ahead),
             )),
         });
         let signers = stella_keys::verify_envelope_stream(
@@ -897,7 +896,7 @@ pub fn verify_header_file_with(
             opts.keyring,
             &header_policy(opts),
         );
-        bad_signature.store(signers.is_err(), Ordering::Relaxed);
+        verdict.settle(signers.is_ok());
         let panicked = || Error::input("a verifying thread panicked");
         (
             signers,
@@ -1309,10 +1308,10 @@ fn verify_streamed(
     gate: &crate::streamed::IndexGate<'_>,
 ) -> Result<VerifiedMetadata> {
     use std::io::BufReader;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     use crate::streamed::{
         hash_all, open_meta, parse_manifest, parse_manifest_slice, reads_exactly, PaeOf, Stoppable,
+        Verdict,
     };
 
     let StreamedChecked {
@@ -1327,9 +1326,11 @@ fn verify_streamed(
 
     // 2. Signatures, canonical form and manifest.json (second thread) while this one types the
     //    manifest into the index.
-    let bad_signature = AtomicBool::new(false);
+    let verdict = Verdict::new();
     let (signed, parsed) = std::thread::scope(|s| {
         let signed = s.spawn(|| -> Result<(Vec<VerifiedKey>, Result<()>)> {
+            // Settled below; if this thread unwinds first, as failed (the typing waits on it).
+            let _settle = verdict.guard();
             let policy = Policy::new(opts.threshold)
                 .purpose(Purpose::MirrorBundle)
                 .at(opts.now);
@@ -1342,11 +1343,9 @@ fn verify_streamed(
                 },
                 opts.keyring,
                 &policy,
-            )
-            .map_err(|e| {
-                bad_signature.store(true, Ordering::Relaxed);
-                Error::Signature(e)
-            })?;
+            );
+            verdict.settle(signers.is_ok());
+            let signers = signers.map_err(Error::Signature)?;
             let rest = (|| {
                 let canonical = match payload.bytes() {
                     Some(b) => stella_dsse::jcs::is_canonical(b),
@@ -1379,10 +1378,7 @@ fn verify_streamed(
             Some(b) => parse_manifest_slice(b),
             None => parse_manifest(BufReader::with_capacity(
                 256 * 1024,
-                Stoppable {
-                    inner: payload.reader(),
-                    stop: &bad_signature,
-                },
+                Stoppable::new(payload.reader(), &verdict).waiting_after(limits.parse_ahead),
             )),
         };
         let signed = signed
@@ -1449,9 +1445,9 @@ fn rest_of_streamed_metadata(
 
     use stella_keys::stream::Prefixed;
 
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use crate::streamed::{envelope_cap, hash_all, open_meta, At, HashEvery, SameAs, Stoppable};
+    use crate::streamed::{
+        envelope_cap, hash_all, open_meta, At, HashEvery, SameAs, Stoppable, Verdict,
+    };
 
     /// `SHA256SUMS.dsse`, read once (`read_sums_env`).
     struct SumsEnvRead {
@@ -1582,7 +1578,7 @@ fn rest_of_streamed_metadata(
     // `SHA256SUMS`): the second is checked on another thread at the same time, its verdict
     // taken after every check of the first, as in sequence (a failure of the first wins and
     // stops the second).
-    let dsse_failed = AtomicBool::new(false);
+    let dsse_failed = Verdict::new();
     let check_dsse = || -> Result<()> {
         let sums_env = match sums_env {
             Some(s) => s,
@@ -1623,10 +1619,7 @@ fn rest_of_streamed_metadata(
         let raw = sums_sig(&sig)?;
         let mut raw_sums = Prefixed {
             prefix: Vec::new(),
-            body: Stoppable {
-                inner: At::new(sums_file, 0),
-                stop: &dsse_failed,
-            },
+            body: Stoppable::new(At::new(sums_file, 0), &dsse_failed),
         };
         let mut v = stella_keys::stream::StreamVerifier::new(&mut raw_sums);
         for k in &signer_keys {
@@ -1640,7 +1633,7 @@ fn rest_of_streamed_metadata(
         let sig = s.spawn(check_sig);
         let dsse = check_dsse();
         if dsse.is_err() {
-            dsse_failed.store(true, Ordering::Relaxed);
+            dsse_failed.settle(false);
         }
         let sig = sig
             .join()

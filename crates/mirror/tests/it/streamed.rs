@@ -743,6 +743,47 @@ fn a_detached_header_over_a_streamed_manifest_verifies_as_in_memory() {
     assert!(matches!(e, stella_mirror::Error::NotFound(_)), "{e}");
 }
 
+/// A manifest typed from a file goes at most `parse_ahead` bytes ahead of its signature check,
+/// then waits for the verdict: an honest bundle verifies as without the wait (folder and
+/// detached header), and one signed by a key nobody trusts gets the same refusal.
+#[test]
+fn typing_past_parse_ahead_waits_for_the_signature_verdict() {
+    use stella_mirror::verify_header_file_with;
+    let m = Many::new(1500);
+    let o = m.opts();
+    let waiting = |ahead: u64| StreamLimits {
+        parse_ahead: ahead,
+        ..on_disk()
+    };
+    let free = m.streamed(&waiting(u64::MAX)).expect("no wait");
+    for ahead in [0, 4096] {
+        let r = m.streamed(&waiting(ahead)).expect("waits, then verifies");
+        assert_eq!(r.files_checked, free.files_checked);
+        assert_eq!(r.meta.manifest, free.meta.manifest);
+        let header = std::fs::read(m.bundle.join(names::HEADER)).expect("header");
+        let h = verify_header_file_with(
+            &header,
+            &m.bundle.join(names::MANIFEST),
+            None,
+            &o,
+            &waiting(ahead),
+        )
+        .expect("detached header");
+        assert_eq!(h.manifest_digest, free.meta.manifest_digest);
+    }
+    // Signed by a key the keyring does not hold: refused alike, waiting or not.
+    let payload = std::fs::read(m.bundle.join(names::MANIFEST)).expect("payload");
+    let stranger = stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).expect("key");
+    let env = stella_keys::sign_envelope(stella_mirror::PAYLOAD_TYPE, payload, &[&stranger])
+        .expect("sign");
+    std::fs::write(m.bundle.join(names::ENVELOPE), env.to_json()).expect("write");
+    let (stage, msg) = stage_of(m.streamed(&waiting(u64::MAX)));
+    assert!(msg.contains("no signature verifies"), "{msg}");
+    for ahead in [0, 4096] {
+        assert_eq!(stage_of(m.streamed(&waiting(ahead))), (stage, msg.clone()));
+    }
+}
+
 /// The keyless signatures beside a detached header's payload: read when a regular file (or a
 /// link to one) is there, absent otherwise — a FIFO is never waited on, a folder never read —
 /// and refused above the metadata limit without being read.
