@@ -138,16 +138,51 @@ fn twice(i: usize, first: usize, path: &str) -> Error {
     )
 }
 
-/// The problems found, in their order: unlisted, missing, changed.
-fn failed(problems: Vec<String>) -> Result<()> {
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::checksums(
-            Field::Content,
-            format!("SHA256SUMS check failed: {}", problems.join("; ")),
-        ))
+/// Problems named in a failure; the rest are counted (as a full verification reports them).
+const NAMED: usize = 10;
+
+/// The [`NAMED`] smallest of the items pushed, and how many were pushed: what a report of a
+/// folder with millions of problems keeps.
+pub(crate) struct Smallest<T: Ord> {
+    pub(crate) count: usize,
+    kept: std::collections::BinaryHeap<T>,
+}
+
+impl<T: Ord> Smallest<T> {
+    pub(crate) fn new() -> Self {
+        Smallest {
+            count: 0,
+            kept: std::collections::BinaryHeap::with_capacity(NAMED + 1),
+        }
     }
+
+    pub(crate) fn push(&mut self, t: T) {
+        self.count += 1;
+        if self.kept.len() < NAMED {
+            self.kept.push(t);
+        } else if self.kept.peek().is_some_and(|largest| t < *largest) {
+            self.kept.pop();
+            self.kept.push(t);
+        }
+    }
+
+    pub(crate) fn sorted(self) -> Vec<T> {
+        self.kept.into_sorted_vec()
+    }
+}
+
+/// The problems found, in their order — unlisted, missing, changed — the first [`NAMED`] by
+/// text, and `count` of them in all.
+fn failed(count: usize, named: impl IntoIterator<Item = String>) -> Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let named: Vec<String> = named.into_iter().take(NAMED).collect();
+    let mut msg = format!("SHA256SUMS check failed: {}", named.join("; "));
+    if count > named.len() {
+        msg.push_str(&format!("; and {} more", count - named.len()));
+    }
+    Err(Error::checksums(Field::Content, msg))
 }
 
 /// The problem of a file whose digest is `got`, listed with `want`.
@@ -217,24 +252,25 @@ pub(crate) fn verify_checksums(
 fn check_content(dir: &Path, listed: &Listed, progress: &dyn Progress) -> Result<(usize, u64)> {
     // The walk: each content file listed (and then queued for hashing) or unlisted.
     let mut seen = vec![false; listed.recs.len()];
-    let mut unlisted = Vec::new();
-    let mut changed_files = Vec::new();
+    let mut unlisted = Smallest::new();
+    let mut changed_files = Smallest::new();
     let (mut files, mut bytes) = (0usize, 0u64);
     let mut queue: Vec<usize> = Vec::with_capacity(BATCH.min(listed.recs.len()));
     progress.start("verify-checksums", 0);
-    let mut hash_queued = |queue: &mut Vec<usize>, changed_files: &mut Vec<(usize, Digest)>| {
-        let batch: Vec<(&str, u64)> = queue.iter().map(|&i| (listed.path(i), 0)).collect();
-        let hashed = crate::hash::hash_tree(dir, &batch, progress)?;
-        for (&i, (got, n)) in queue.iter().zip(hashed) {
-            if listed.digest(i).is_some_and(|d| *d != got) {
-                changed_files.push((i, got));
+    let mut hash_queued =
+        |queue: &mut Vec<usize>, changed_files: &mut Smallest<(usize, Digest)>| {
+            let batch: Vec<(&str, u64)> = queue.iter().map(|&i| (listed.path(i), 0)).collect();
+            let hashed = crate::hash::hash_tree(dir, &batch, progress)?;
+            for (&i, (got, n)) in queue.iter().zip(hashed) {
+                if listed.digest(i).is_some_and(|d| *d != got) {
+                    changed_files.push((i, got));
+                }
+                files += 1;
+                bytes += n;
             }
-            files += 1;
-            bytes += n;
-        }
-        queue.clear();
-        Ok::<_, Error>(())
-    };
+            queue.clear();
+            Ok::<_, Error>(())
+        };
     let walked = crate::fs::walk_each(dir, &mut |rel| {
         if names::is_metadata(rel) {
             return Ok(());
@@ -258,23 +294,22 @@ fn check_content(dir: &Path, listed: &Listed, progress: &dyn Progress) -> Result
     walked?;
 
     // The problems in their order: unlisted, missing, changed (each by path).
-    unlisted.sort();
-    changed_files.sort_by_key(|&(i, _)| i);
-    let mut problems: Vec<String> = unlisted
-        .iter()
+    let missing = seen.iter().filter(|s| !**s).count();
+    let count = unlisted.count + missing + changed_files.count;
+    let named = (unlisted.sorted().into_iter())
         .map(|p| format!("unlisted file {p}"))
-        .collect();
-    problems.extend(
-        seen.iter()
-            .enumerate()
-            .filter(|(_, s)| !**s)
-            .map(|(i, _)| format!("file {} is missing", listed.path(i))),
-    );
-    problems.extend(
-        changed_files
-            .iter()
-            .filter_map(|(i, got)| Some(changed(listed.path(*i), got, listed.digest(*i)?))),
-    );
-    failed(problems)?;
+        .chain(
+            seen.iter()
+                .enumerate()
+                .filter(|(_, s)| !**s)
+                .map(|(i, _)| format!("file {} is missing", listed.path(i))),
+        )
+        .chain(
+            changed_files
+                .sorted()
+                .into_iter()
+                .filter_map(|(i, got)| Some(changed(listed.path(i), &got, listed.digest(i)?))),
+        );
+    failed(count, named)?;
     Ok((files, bytes))
 }

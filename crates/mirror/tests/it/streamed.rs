@@ -882,6 +882,66 @@ fn verify_checksums_streams_sha256sums_in_any_order_with_the_same_verdicts() {
     std::fs::write(&missing, kept).expect("restore");
     std::fs::remove_file(m.bundle.join("advisories/zz-extra.json")).expect("rm");
     std::fs::remove_file(m.bundle.join("advisories/aa-extra.json")).expect("rm");
+    // Many problems: the first ten named in the same order (the smallest unlisted paths, then
+    // missing and changed files in path order), the rest counted — not one line per file.
+    let kept = std::fs::read(&missing).expect("read");
+    let extra = |k: usize| m.bundle.join(format!("advisories/u{k:02}.json"));
+    for k in [7, 3, 11, 0, 9, 1, 5, 10, 2, 8, 4, 6] {
+        std::fs::write(extra(k), b"x").expect("write");
+    }
+    std::fs::remove_file(&missing).expect("rm");
+    std::fs::write(&changed, b"changed").expect("write");
+    let named: Vec<String> = (0..10)
+        .map(|k| format!("unlisted file advisories/u{k:02}.json"))
+        .collect();
+    same(
+        "many unlisted",
+        &format!("check failed: {}; and 4 more", named.join("; ")),
+    );
+    for k in 0..12 {
+        std::fs::remove_file(extra(k)).expect("rm");
+    }
+    std::fs::write(&missing, &kept).expect("restore");
+    std::fs::write(&changed, &was).expect("restore");
+    // Twelve files changed, in an order the walk does not follow: ten named by path, two
+    // counted.
+    let osv = |i: usize| {
+        m.bundle.join(format!(
+            "advisories/feeds/osv/{:02}/OSV-{i:07}.json",
+            i % 16
+        ))
+    };
+    let victims: Vec<usize> = (0..12).map(|k| 16 * (11 - k) + 1 + k % 3).collect();
+    let mut sorted: Vec<String> = victims
+        .iter()
+        .map(|&i| format!("advisories/feeds/osv/{:02}/OSV-{i:07}.json", i % 16))
+        .collect();
+    sorted.sort();
+    let olds: Vec<Vec<u8>> = victims
+        .iter()
+        .map(|&i| {
+            let old = std::fs::read(osv(i)).expect("read");
+            std::fs::write(osv(i), b"changed").expect("write");
+            old
+        })
+        .collect();
+    let r = verify_checksums(&m.bundle, &NoProgress)
+        .expect_err("changed")
+        .to_string();
+    let named: Vec<&str> = r
+        .split("; ")
+        .filter_map(|p| p.split("file ").nth(1)?.split(" changed").next())
+        .collect();
+    assert_eq!(
+        named,
+        sorted[..10].iter().map(String::as_str).collect::<Vec<_>>(),
+        "{r}"
+    );
+    assert!(r.ends_with("; and 2 more"), "{r}");
+    same("many changed", "; and 2 more");
+    for (&i, old) in victims.iter().zip(olds) {
+        std::fs::write(osv(i), old).expect("restore");
+    }
     // A link where a listed file was: refused by the walk on both paths.
     let victim = m.bundle.join("advisories/feeds/osv/05/OSV-0000005.json");
     let kept = std::fs::read(&victim).expect("read");
