@@ -154,7 +154,8 @@ pub fn sign_with_limits(
         };
         {
             let observed =
-                crate::verify::hash_dir_content(&dir, &manifest, &Default::default(), progress)?;
+                crate::verify::hash_dir_content(&dir, &manifest, &Default::default(), progress)
+                    .map_err(not_signable)?;
             crate::verify::check_files(&manifest, &observed).map_err(not_signable)?;
         }
         let files = std::mem::take(&mut manifest.files);

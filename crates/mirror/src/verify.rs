@@ -1148,7 +1148,9 @@ pub fn verify_dir_with(
         (vm, observed)
     });
     let vm = vm?;
-    let observed = observed?;
+    let Some(observed) = observed? else {
+        return Err(too_many_files(dir, &vm.manifest));
+    };
     let content = check_files(&vm.manifest, &observed)?;
     Ok(VerifiedBundle::new(vm, content))
 }
@@ -1676,24 +1678,98 @@ fn rest_of_streamed_metadata(
     Ok((header, warnings, time))
 }
 
-/// Hash every content file of a folder (every file but the metadata) on every core, without
-/// the manifest (see [`verify_dir`]).
-fn hash_dir_all(dir: &Path, progress: &dyn Progress) -> Result<BTreeMap<String, (u64, Digest)>> {
-    let names_to_hash: Vec<String> = crate::fs::walk(dir)?
-        .into_iter()
-        .filter(|p| !names::is_metadata(p))
+/// Content files a manifest held in memory lists at most: it is at most
+/// [`crate::MAX_METADATA_BYTES`] long and each file's entry takes more than 100 bytes. A
+/// folder holding more fails its check against such a manifest whatever the files are, so the
+/// in-memory routes do not walk it into memory whole ([`too_many_files`] reports it).
+pub(crate) const MAX_IN_MEMORY_FILES: usize = (crate::MAX_METADATA_BYTES / 100) as usize;
+
+/// The content files of a folder (every file but the metadata), sorted; `None` if there are
+/// more than `max` (the walk stops there).
+fn content_files_at_most(dir: &Path, max: usize) -> Result<Option<Vec<String>>> {
+    let mut out = Vec::new();
+    let mut over = false;
+    let walked = crate::fs::walk_each(dir, &mut |rel| {
+        if names::is_metadata(rel) {
+            return Ok(());
+        }
+        if out.len() == max {
+            over = true;
+            return Err(Error::input(
+                "more content files than a manifest in memory lists",
+            ));
+        }
+        out.push(rel.to_string());
+        Ok(())
+    });
+    if over {
+        return Ok(None);
+    }
+    walked?;
+    out.sort();
+    Ok(Some(out))
+}
+
+/// The content failure of a folder holding more than [`MAX_IN_MEMORY_FILES`] content files,
+/// against a `manifest` held in memory (which lists fewer): the folder walked again as a
+/// stream, nothing hashed, the report that of [`check_files`] with memory bounded — the
+/// unlisted files (the first ten paths named, all counted), then the listed files missing.
+fn too_many_files(dir: &Path, manifest: &Manifest) -> Error {
+    let mut unlisted = crate::sums::Smallest::new();
+    let mut seen = vec![false; manifest.files.len()];
+    let walked = crate::fs::walk_each(dir, &mut |rel| {
+        if names::is_metadata(rel) {
+            return Ok(());
+        }
+        match manifest
+            .files
+            .binary_search_by(|f| f.path.as_bytes().cmp(rel.as_bytes()))
+        {
+            Ok(i) => seen[i] = true,
+            Err(_) => unlisted.push(rel.to_string()),
+        }
+        Ok(())
+    });
+    if let Err(e) = walked {
+        return e;
+    }
+    let full = manifest.kind != Kind::Thin;
+    let missing = manifest
+        .files
+        .iter()
+        .zip(&seen)
+        .filter(|(_, s)| full && !**s);
+    let count = unlisted.count + missing.clone().count();
+    let first: Vec<String> = (unlisted.sorted().into_iter())
+        .map(|p| format!("unlisted file {p} (not in the signed manifest)"))
+        .chain(missing.map(|(f, _)| format!("file {} is missing", f.path)))
+        .take(10)
         .collect();
+    Error::content_mismatch(count, &first)
+}
+
+/// Hash every content file of a folder (every file but the metadata) on every core, without
+/// the manifest (see [`verify_dir`]); `None` if it holds more than [`MAX_IN_MEMORY_FILES`].
+fn hash_dir_all(
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<Option<BTreeMap<String, (u64, Digest)>>> {
+    let Some(names_to_hash) = content_files_at_most(dir, MAX_IN_MEMORY_FILES)? else {
+        return Ok(None);
+    };
     let sized: Vec<(&str, u64)> = names_to_hash.iter().map(|p| (p.as_str(), 0)).collect();
     // The total is not known before the manifest is: 0 (unknown) for the progress display.
     progress.start("verify", 0);
     let hashed = crate::hash::hash_tree(dir, &sized, progress);
     progress.finish();
     drop(sized);
-    Ok(names_to_hash
-        .into_iter()
-        .zip(hashed?)
-        .map(|(p, (d, n))| (p, (n, d)))
-        .collect())
+    Ok(Some(
+        names_to_hash
+            .into_iter()
+            .zip(hashed?)
+            .map(|(p, (d, n))| (p, (n, d)))
+            .collect(),
+    ))
 }
 
 /// A folder verified except that some content files were only checked for presence and size:
@@ -1767,10 +1843,9 @@ pub(crate) fn hash_dir_content(
     deferred: &HashSet<String>,
     progress: &dyn Progress,
 ) -> Result<BTreeMap<String, (u64, Digest)>> {
-    let content: Vec<String> = crate::fs::walk(dir)?
-        .into_iter()
-        .filter(|p| !names::is_metadata(p))
-        .collect();
+    let Some(content) = content_files_at_most(dir, MAX_IN_MEMORY_FILES)? else {
+        return Err(too_many_files(dir, manifest));
+    };
     let mut observed = BTreeMap::new();
     // Names and (absolute path, size) kept apart: the hasher borrows the second list, so
     // nothing is copied.
@@ -1876,6 +1951,64 @@ mod tests {
             token_digest: String::new(),
             chain: trusted.then(|| vec!["CN=TSA".to_string(), "CN=Root".to_string()]),
         }
+    }
+
+    /// A folder with more content files than a manifest in memory can list is not walked into
+    /// memory whole (`content_files_at_most` stops at its bound), and its report is the one
+    /// `check_files` gives for the same folder: the first ten problems (unlisted by path, then
+    /// missing in manifest order) and all of them counted.
+    #[test]
+    fn a_folder_past_the_in_memory_bound_is_reported_as_check_files_reports_it() {
+        let b = crate::testing::SignedBundle::new();
+        let dir = b.bundle();
+        let vm = CheckedBundle::from_metadata(&read_dir_metadata(&dir).expect("meta"))
+            .and_then(|c| c.verify(&b.opts()))
+            .expect("honest");
+        let content = |max| content_files_at_most(&dir, max).expect("walk");
+        let all = content(usize::MAX).expect("every content file");
+        assert!(
+            all.len() >= 2 && all.windows(2).all(|w| w[0] < w[1]),
+            "{all:?}"
+        );
+        assert_eq!(
+            content(all.len()).as_ref(),
+            Some(&all),
+            "exactly at the bound"
+        );
+        assert_eq!(content(all.len() - 1), None, "one past it");
+        // Few problems, then many (more than ten named): the same report either way.
+        let same_report = |what: &str| {
+            let observed: BTreeMap<String, (u64, Digest)> = content(usize::MAX)
+                .expect("walk")
+                .into_iter()
+                .map(|p| {
+                    let f = vm.manifest.file(&p);
+                    (p, f.map_or((0, Digest::of(b"")), |f| (f.size, f.sha256)))
+                })
+                .collect();
+            let want = check_files(&vm.manifest, &observed)
+                .expect_err(what)
+                .to_string();
+            assert_eq!(
+                too_many_files(&dir, &vm.manifest).to_string(),
+                want,
+                "{what}"
+            );
+            want
+        };
+        std::fs::remove_file(dir.join("advisories/a.json")).expect("rm");
+        std::fs::write(dir.join("advisories/zz.json"), b"x").expect("write");
+        let few = same_report("two problems");
+        assert!(few.contains("(2 problems)"), "{few}");
+        for k in (0..14).rev() {
+            std::fs::write(dir.join(format!("advisories/u{k:02}.json")), b"x").expect("write");
+        }
+        let many = same_report("sixteen problems");
+        assert!(
+            many.contains("u09.json") && !many.contains("u10.json"),
+            "{many}"
+        );
+        assert!(many.ends_with("; and 6 more"), "{many}");
     }
 
     #[test]
