@@ -12,9 +12,11 @@
 #   big   (default) >= 2 GiB mixing large and small files (70 % incompressible layers in an
 #         OCI layout, 20 % one text feed, 10 % small files of 2-120 KiB);
 #   many  FILES small advisory files (default 200,000 x 1 KiB, half JSON text, half random)
-#         plus two 64 MiB blobs: the shape of NVD/GHSA/OSV mirrors. FILES=1000000 is the
-#         issue #15 scale; generating it takes minutes, so give a BENCH_DIR to generate once
-#         and reuse.
+#         plus two 64 MiB blobs: the shape of NVD/GHSA/OSV mirrors, 1,000 folders of FILES/1000
+#         files. FILES=1000000 is the issue #15 scale; generating it takes minutes, so give a
+#         BENCH_DIR to generate once and reuse.
+#   flat  the same files, all in one folder (a flat OSV or GHSA export).
+#   deep  the same files, two to a folder: FILES/2 folders under 1,000 (a per-advisory tree).
 # Reuse: with BENCH_DIR set, the sources are generated there once (a marker file records the
 # shape and size) and kept; later runs with the same SHAPE/FILES/SIZE_MIB reuse them and only
 # redo the bundle, archives and timings. Without BENCH_DIR a fresh folder is made and removed.
@@ -29,7 +31,8 @@
 # STELLA_OLD=binary: the verify (or ONLY=create) row alternates three sides (stella, the
 # reference, the old binary: A B C A B C ...), for before/after figures from one run.
 # Usage: scripts/mirror-bench.sh [--keep]
-#   env: SHAPE (big|many), BENCH_DIR, RUNS, SIZE_MIB (big), FILES (many), ONLY, STELLA_OLD,
+#   env: SHAPE (big|many|flat|deep), BENCH_DIR, RUNS, SIZE_MIB (big), FILES (many, flat,
+#        deep), ONLY, STELLA_OLD,
 #        STELLA=prebuilt binary (default: cargo build --release)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,7 +47,7 @@ SIZE_MIB="${SIZE_MIB:-2200}"
 KEEP=0; [ "${1:-}" = "--keep" ] && KEEP=1
 [ "$REUSE" -eq 1 ] && KEEP=1
 
-case "$SHAPE" in big|many) ;; *) echo "SHAPE must be big or many" >&2; exit 2;; esac
+case "$SHAPE" in big|many|flat|deep) ;; *) echo "SHAPE must be big, many, flat or deep" >&2; exit 2;; esac
 for tool in pigz zstd sha256sum openssl python3 xargs /usr/bin/time; do
     command -v "$tool" >/dev/null 2>&1 || { echo "missing $tool: run scripts/setup-test-deps.sh" >&2; exit 2; }
 done
@@ -132,16 +135,23 @@ advisories:
 YAML
 else
 echo "==> generating $FILES small files in $BENCH_DIR" >&2
-python3 - "$FILES" <<'PY'
+python3 - "$FILES" "$SHAPE" <<'PY'
 import json, os, random, sys
-n = int(sys.argv[1]); rnd = random.Random(42)
+n = int(sys.argv[1]); shape = sys.argv[2]; rnd = random.Random(42)
 src = "src"; feeds = os.path.join(src, "feeds"); os.makedirs(feeds)
 for i in range(2):  # a few large blobs
     with open(os.path.join(feeds, "blob-%d.bin" % i), "wb") as f: f.write(os.urandom(64 << 20))
 small = os.path.join(feeds, "osv")
 for i in range(n):
-    d = os.path.join(small, "%03d" % (i % 1000))
-    if i < 1000: os.makedirs(d)
+    if shape == "flat":
+        d = small
+        if i == 0: os.makedirs(d)
+    elif shape == "deep":
+        d = os.path.join(small, "%03d" % ((i // 2) % 1000), "%07d" % (i // 2))
+        if i % 2 == 0: os.makedirs(d)
+    else:
+        d = os.path.join(small, "%03d" % (i % 1000))
+        if i < 1000: os.makedirs(d)
     if i % 2:
         rec = json.dumps({"id": "GHSA-%06d" % i, "summary": "x" * 900, "score": rnd.random()})
         data = (rec + " " * 1024)[:1024].encode()
