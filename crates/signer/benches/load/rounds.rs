@@ -158,29 +158,60 @@ struct Raw {
     stream: tokio::net::TcpStream,
     req: Vec<u8>,
     buf: Vec<u8>,
-    /// The answers' bodies, kept for the check after the phase: appended to one growing
-    /// buffer and split off it (one allocation per ~1 MiB of answers, not a ~1 KiB one per
-    /// request — above glibc's per-thread cache, so its slow path, on the timed path).
+    /// The answers' bodies, kept for the check after the phase: appended to one block and
+    /// split off it (one block per ~1 MiB of answers, not an allocation of ~1 KiB per request
+    /// — above glibc's per-thread cache, so its slow path, on the timed path).
     kept: bytes::BytesMut,
+    /// The blocks this connection filled; back to [`KEPT_POOL`] when it closes.
+    full: Vec<bytes::BytesMut>,
+}
+
+/// Blocks of kept answers, reused from phase to phase: a block goes back here when its
+/// connection closes and is taken again once every answer cut from it has been dropped (after
+/// its phase's check). Fresh blocks are faulted in on first use, and the page clears were 2 %
+/// of B's CPU, all in the driver (`perf`, session 13): bookkeeping of the bench, not work a
+/// client of the service does.
+static KEPT_POOL: std::sync::Mutex<Vec<bytes::BytesMut>> = std::sync::Mutex::new(Vec::new());
+
+/// A block of [`KEPT_BLOCK`] bytes for kept answers: one of the pool whose answers are all
+/// gone, else a new one, faulted in now.
+fn kept_block() -> bytes::BytesMut {
+    {
+        let mut pool = KEPT_POOL.lock().unwrap();
+        if let Some(i) = pool.iter_mut().position(|b| b.try_reclaim(KEPT_BLOCK)) {
+            return pool.swap_remove(i);
+        }
+    }
+    let mut kept = bytes::BytesMut::with_capacity(KEPT_BLOCK);
+    kept.resize(KEPT_BLOCK, 0);
+    kept.clear();
+    kept
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        let mut pool = KEPT_POOL.lock().unwrap();
+        pool.push(std::mem::take(&mut self.kept));
+        pool.append(&mut self.full);
+    }
 }
 
 impl Raw {
     async fn connect(addr: std::net::SocketAddr) -> Raw {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
-        // The first block of kept answers, faulted in now, before the phase's clock starts:
-        // left to the first answer, the open loop's connections each touched a fresh MiB
-        // within its first ~30 ms, and on a fresh VM the huge-page clears took the driver's
-        // thread ~60 ms (`perf`: `clear_page_erms` under `do_huge_pmd_anonymous_page`) —
-        // every request due meanwhile counted late, a stall of the driver, not the service.
-        let mut kept = bytes::BytesMut::with_capacity(KEPT_BLOCK);
-        kept.resize(KEPT_BLOCK, 0);
-        kept.clear();
+        // The first block of kept answers, taken (or faulted in) now, before the phase's
+        // clock starts: left to the first answer, the open loop's connections each touched a
+        // fresh MiB within its first ~30 ms, and on a fresh VM the huge-page clears took the
+        // driver's thread ~60 ms (`perf`: `clear_page_erms` under
+        // `do_huge_pmd_anonymous_page`) — every request due meanwhile counted late, a stall
+        // of the driver, not the service.
         Raw {
             stream,
             req: Vec::with_capacity(4096),
             buf: Vec::with_capacity(8192),
-            kept,
+            kept: kept_block(),
+            full: Vec::new(),
         }
     }
 
@@ -216,7 +247,12 @@ impl Raw {
     fn keep(&mut self, end: usize) -> Bytes {
         let body = &self.buf[end..];
         if self.kept.capacity() < body.len() {
-            self.kept.reserve(KEPT_BLOCK.max(body.len()));
+            let next = if body.len() <= KEPT_BLOCK {
+                kept_block()
+            } else {
+                bytes::BytesMut::with_capacity(body.len())
+            };
+            self.full.push(std::mem::replace(&mut self.kept, next));
         }
         self.kept.extend_from_slice(body);
         self.kept.split().freeze()
@@ -683,7 +719,7 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
             // checkpoint backlog the saturating closed loop leaves in the WAL (as in the
             // single-run bench); A, before it, gives the checkpointer a phase to catch up.
             let (ticks, faults) = (cpu_ticks(), minor_faults());
-            let op = if o.rate > 0 {
+            let mut op = if o.rate > 0 {
                 Some(rt.block_on(open(addr, o.connections, dur, o.rate, load.clone())))
             } else {
                 None
@@ -694,6 +730,10 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
                 .as_ref()
                 .map(|p| verify_all(&p.bodies, &public, &digest))
                 .unwrap_or((0, 0.0));
+            // Checked: C's answers go, so B takes their blocks again.
+            if let Some(p) = op.as_mut() {
+                p.bodies = Vec::new();
+            }
             let t0 = ThreadCpu::now();
             let (svc, b_user, b_sys) =
                 with_cpu(|| rt.block_on(closed(addr, o.connections, dur, None, load.clone())));
