@@ -17,6 +17,9 @@
 #         BENCH_DIR to generate once and reuse.
 #   flat  the same files, all in one folder (a flat OSV or GHSA export).
 #   deep  the same files, two to a folder: FILES/2 folders under 1,000 (a per-advisory tree).
+#   ghsa  the same files in the GitHub advisory database's layout, one folder per advisory
+#         (feeds/github-reviewed/YYYY/MM/GHSA-xxxx-xxxx-xxxx/GHSA-xxxx-xxxx-xxxx.json): bundle
+#         paths of ~86 bytes, the longest of the shapes (the index holds every path).
 # Reuse: with BENCH_DIR set, the sources are generated there once (a marker file records the
 # shape and size) and kept; later runs with the same SHAPE/FILES/SIZE_MIB reuse them and only
 # redo the bundle, archives and timings. Without BENCH_DIR a fresh folder is made and removed.
@@ -31,8 +34,8 @@
 # STELLA_OLD=binary: the verify (or ONLY=create) row alternates three sides (stella, the
 # reference, the old binary: A B C A B C ...), for before/after figures from one run.
 # Usage: scripts/mirror-bench.sh [--keep]
-#   env: SHAPE (big|many|flat|deep), BENCH_DIR, RUNS, SIZE_MIB (big), FILES (many, flat,
-#        deep), ONLY, STELLA_OLD,
+#   env: SHAPE (big|many|flat|deep|ghsa), BENCH_DIR, RUNS, SIZE_MIB (big), FILES (many,
+#        flat, deep, ghsa), ONLY, STELLA_OLD,
 #        STELLA=prebuilt binary (default: cargo build --release)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,7 +50,7 @@ SIZE_MIB="${SIZE_MIB:-2200}"
 KEEP=0; [ "${1:-}" = "--keep" ] && KEEP=1
 [ "$REUSE" -eq 1 ] && KEEP=1
 
-case "$SHAPE" in big|many|flat|deep) ;; *) echo "SHAPE must be big, many, flat or deep" >&2; exit 2;; esac
+case "$SHAPE" in big|many|flat|deep|ghsa) ;; *) echo "SHAPE must be big, many, flat, deep or ghsa" >&2; exit 2;; esac
 for tool in pigz zstd sha256sum openssl python3 xargs /usr/bin/time; do
     command -v "$tool" >/dev/null 2>&1 || { echo "missing $tool: run scripts/setup-test-deps.sh" >&2; exit 2; }
 done
@@ -149,6 +152,17 @@ for i in range(n):
     elif shape == "deep":
         d = os.path.join(small, "%03d" % ((i // 2) % 1000), "%07d" % (i // 2))
         if i % 2 == 0: os.makedirs(d)
+    elif shape == "ghsa":
+        # Ids unique by construction: i written in base 20 over the GHSA alphabet.
+        alpha = "23456789cfghjmpqrvwx"; k = i * 7919 + 12345; g = ""
+        for j in range(12):
+            g += alpha[k % 20]; k //= 20
+            if j in (3, 7): g += "-"
+        d = os.path.join(src, "feeds", "github-reviewed", "%04d" % (2017 + i % 9),
+                         "%02d" % (1 + (i // 9) % 12), "GHSA-" + g)
+        os.makedirs(d)
+        with open(os.path.join(d, "GHSA-%s.json" % g), "wb") as f: f.write(os.urandom(1024) if i % 2 == 0 else (json.dumps({"id": "GHSA-" + g, "summary": "x" * 900}) + " " * 1024)[:1024].encode())
+        continue
     else:
         d = os.path.join(small, "%03d" % (i % 1000))
         if i < 1000: os.makedirs(d)
