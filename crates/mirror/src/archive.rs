@@ -570,8 +570,8 @@ fn unseen(
             from_base.push(e.path);
         } else {
             n += 1;
-            if missing.len() < 10 {
-                missing.push(format!("file {} is missing", e.path));
+            if missing.len() < crate::error::NAMED_PROBLEMS {
+                missing.push(crate::error::missing_problem(e.path));
             }
         }
     }

@@ -170,10 +170,10 @@ impl std::fmt::Display for Detail {
                     f,
                     "bundle content does not match the signed manifest ({n} problem{}): {}",
                     if *n == 1 { "" } else { "s" },
-                    first[..first.len().min(10)].join("; ")
+                    first[..first.len().min(NAMED_PROBLEMS)].join("; ")
                 )?;
-                if *n > 10 {
-                    write!(f, "; and {} more", n - 10)?;
+                if *n > NAMED_PROBLEMS {
+                    write!(f, "; and {} more", n - NAMED_PROBLEMS)?;
                 }
                 Ok(())
             }
@@ -390,14 +390,15 @@ impl Error {
         Error::rule(Stage::Content, field, msg)
     }
 
-    /// The content check's one refusal: `n` problems, the first (at most ten) named.
+    /// The content check's one refusal: `n` problems, the first (at most ten) named
+    /// ([`unlisted_problem`], [`missing_problem`], a changed file).
     pub(crate) fn content_mismatch(n: usize, first: &[String]) -> Self {
         Error::failed(
             Stage::Content,
             Field::Content,
             Detail::Content {
                 count: n,
-                first: first[..first.len().min(10)].to_vec(),
+                first: first[..first.len().min(NAMED_PROBLEMS)].to_vec(),
             },
         )
     }
@@ -453,6 +454,49 @@ pub(crate) trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl AsRef<Path>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+}
+
+/// A content problem: `path` is in the folder, not in the signed manifest.
+pub(crate) fn unlisted_problem(path: &str) -> String {
+    format!("unlisted file {path} (not in the signed manifest)")
+}
+
+/// A content problem: `path` is listed, not in the folder.
+pub(crate) fn missing_problem(path: &str) -> String {
+    format!("file {path} is missing")
+}
+
+/// Problems a content failure names; the rest are counted ([`Error::content_mismatch`]).
+pub(crate) const NAMED_PROBLEMS: usize = 10;
+
+/// The [`NAMED_PROBLEMS`] smallest of the items pushed, and how many were pushed: what the
+/// report of a folder with millions of problems keeps.
+pub(crate) struct Smallest<T: Ord> {
+    pub(crate) count: usize,
+    kept: std::collections::BinaryHeap<T>,
+}
+
+impl<T: Ord> Smallest<T> {
+    pub(crate) fn new() -> Self {
+        Smallest {
+            count: 0,
+            kept: std::collections::BinaryHeap::with_capacity(NAMED_PROBLEMS + 1),
+        }
+    }
+
+    pub(crate) fn push(&mut self, t: T) {
+        self.count += 1;
+        if self.kept.len() < NAMED_PROBLEMS {
+            self.kept.push(t);
+        } else if self.kept.peek().is_some_and(|largest| t < *largest) {
+            self.kept.pop();
+            self.kept.push(t);
+        }
+    }
+
+    pub(crate) fn sorted(self) -> Vec<T> {
+        self.kept.into_sorted_vec()
     }
 }
 

@@ -955,7 +955,7 @@ struct Problems {
 impl Problems {
     fn push(&mut self, p: String) {
         self.count += 1;
-        if self.first.len() < 10 {
+        if self.first.len() < crate::error::NAMED_PROBLEMS {
             self.first.push(p);
         }
     }
@@ -1253,8 +1253,7 @@ impl EarlyJudge<'_, '_> {
             for (k, got) in std::mem::take(&mut b.hashed).into_iter().enumerate() {
                 let rel = b.path(k);
                 let Some(i) = l.finder.find(rel) else {
-                    self.tally
-                        .problem(format!("unlisted file {rel} (not in the signed manifest)"));
+                    self.tally.problem(crate::error::unlisted_problem(rel));
                     continue;
                 };
                 if let Some(s) = l.seen.get_mut(i) {
@@ -1455,7 +1454,7 @@ fn check_content_holding(
                 return Ok(());
             };
             match l.finder.find(rel) {
-                None => tally.problem(format!("unlisted file {rel} (not in the signed manifest)")),
+                None => tally.problem(crate::error::unlisted_problem(rel)),
                 Some(i) => {
                     if let Some(s) = l.seen.get_mut(i) {
                         *s = true;
@@ -1528,7 +1527,7 @@ fn check_content_holding(
         if l.kind == Kind::Thin {
             from_base.push(e.path);
         } else {
-            problems.push(format!("file {} is missing", e.path));
+            problems.push(crate::error::missing_problem(e.path));
         }
     }
     if problems.count > 0 {

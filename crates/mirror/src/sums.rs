@@ -13,7 +13,9 @@
 use std::io::BufRead as _;
 use std::path::Path;
 
-use crate::error::{Error, Field, IoContext as _, Result};
+use crate::error::{
+    missing_problem, Error, Field, IoContext as _, Result, Smallest, NAMED_PROBLEMS,
+};
 use crate::hash::{Digest, Progress};
 use crate::names;
 
@@ -138,46 +140,13 @@ fn twice(i: usize, first: usize, path: &str) -> Error {
     )
 }
 
-/// Problems named in a failure; the rest are counted (as a full verification reports them).
-const NAMED: usize = 10;
-
-/// The [`NAMED`] smallest of the items pushed, and how many were pushed: what a report of a
-/// folder with millions of problems keeps.
-pub(crate) struct Smallest<T: Ord> {
-    pub(crate) count: usize,
-    kept: std::collections::BinaryHeap<T>,
-}
-
-impl<T: Ord> Smallest<T> {
-    pub(crate) fn new() -> Self {
-        Smallest {
-            count: 0,
-            kept: std::collections::BinaryHeap::with_capacity(NAMED + 1),
-        }
-    }
-
-    pub(crate) fn push(&mut self, t: T) {
-        self.count += 1;
-        if self.kept.len() < NAMED {
-            self.kept.push(t);
-        } else if self.kept.peek().is_some_and(|largest| t < *largest) {
-            self.kept.pop();
-            self.kept.push(t);
-        }
-    }
-
-    pub(crate) fn sorted(self) -> Vec<T> {
-        self.kept.into_sorted_vec()
-    }
-}
-
-/// The problems found, in their order — unlisted, missing, changed — the first [`NAMED`] by
-/// text, and `count` of them in all.
+/// The problems found, in their order — unlisted, missing, changed — the first
+/// [`NAMED_PROBLEMS`] by text, and `count` of them in all.
 fn failed(count: usize, named: impl IntoIterator<Item = String>) -> Result<()> {
     if count == 0 {
         return Ok(());
     }
-    let named: Vec<String> = named.into_iter().take(NAMED).collect();
+    let named: Vec<String> = named.into_iter().take(NAMED_PROBLEMS).collect();
     let mut msg = format!("SHA256SUMS check failed: {}", named.join("; "));
     if count > named.len() {
         msg.push_str(&format!("; and {} more", count - named.len()));
@@ -302,7 +271,7 @@ fn check_content(dir: &Path, listed: &Listed, progress: &dyn Progress) -> Result
             seen.iter()
                 .enumerate()
                 .filter(|(_, s)| !**s)
-                .map(|(i, _)| format!("file {} is missing", listed.path(i))),
+                .map(|(i, _)| missing_problem(listed.path(i))),
         )
         .chain(
             changed_files

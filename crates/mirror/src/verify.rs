@@ -1050,7 +1050,7 @@ pub(crate) fn check_files(
     let mut problems = Vec::new();
     for p in observed.keys() {
         if manifest.file(p).is_none() {
-            problems.push(format!("unlisted file {p} (not in the signed manifest)"));
+            problems.push(crate::error::unlisted_problem(p));
         }
     }
     let mut from_base = crate::from_base::FromBase::default();
@@ -1059,7 +1059,7 @@ pub(crate) fn check_files(
     for f in &manifest.files {
         match observed.get(f.path.as_str()) {
             None if manifest.kind == Kind::Thin => from_base.push(&f.path),
-            None => problems.push(format!("file {} is missing", f.path)),
+            None => problems.push(crate::error::missing_problem(&f.path)),
             Some((size, d)) => {
                 if *size != f.size || *d != f.sha256 {
                     problems.push(format!(
@@ -1715,7 +1715,7 @@ fn content_files_at_most(dir: &Path, max: usize) -> Result<Option<Vec<String>>> 
 /// stream, nothing hashed, the report that of [`check_files`] with memory bounded — the
 /// unlisted files (the first ten paths named, all counted), then the listed files missing.
 fn too_many_files(dir: &Path, manifest: &Manifest) -> Error {
-    let mut unlisted = crate::sums::Smallest::new();
+    let mut unlisted = crate::error::Smallest::new();
     let mut seen = vec![false; manifest.files.len()];
     let walked = crate::fs::walk_each(dir, &mut |rel| {
         if names::is_metadata(rel) {
@@ -1741,9 +1741,9 @@ fn too_many_files(dir: &Path, manifest: &Manifest) -> Error {
         .filter(|(_, s)| full && !**s);
     let count = unlisted.count + missing.clone().count();
     let first: Vec<String> = (unlisted.sorted().into_iter())
-        .map(|p| format!("unlisted file {p} (not in the signed manifest)"))
-        .chain(missing.map(|(f, _)| format!("file {} is missing", f.path)))
-        .take(10)
+        .map(|p| crate::error::unlisted_problem(&p))
+        .chain(missing.map(|(f, _)| crate::error::missing_problem(&f.path)))
+        .take(crate::error::NAMED_PROBLEMS)
         .collect();
     Error::content_mismatch(count, &first)
 }
