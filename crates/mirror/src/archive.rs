@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::codec::{decompress, open_bundle_stream, ReadAhead, ZSTD_WINDOW_LOG_MAX};
+use crate::codec::{decompress, open_bundle_stream, ReadAhead, ReadCount, ZSTD_WINDOW_LOG_MAX};
 use crate::error::{Error, Field, IoContext as _, Result};
 use crate::hash::{Digest, Hasher, Progress, CHUNK};
 
@@ -86,10 +86,11 @@ pub fn read_archive(
     opts: &Options<'_>,
     progress: &dyn Progress,
 ) -> Result<(Observed, VerifiedBundle)> {
-    let reader = Box::new(ReadAhead::new(open_bundle_stream(archive)?));
+    let (stream, taken) = open_bundle_stream(archive)?;
+    let reader = Box::new(ReadAhead::new(stream));
     let total = std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0);
     progress.start("read", total);
-    let r = read_entries(reader, staging, limits, opts, progress);
+    let r = read_entries(reader, Some(&taken), staging, limits, opts, progress);
     progress.finish();
     r.map_err(|e| e.in_archive(archive))
 }
@@ -103,9 +104,10 @@ pub fn read_stream<R: Read + Send + 'static>(
     opts: &Options<'_>,
     progress: &dyn Progress,
 ) -> Result<(Observed, VerifiedBundle)> {
+    let (reader, taken) = ReadCount::wrap(reader);
     let r = decompress(BufReader::new(reader), Some(ZSTD_WINDOW_LOG_MAX))
         .map_err(|e| bad(format!("corrupt archive: {e}")))?;
-    read_entries(r, staging, limits, opts, progress)
+    read_entries(r, Some(&taken), staging, limits, opts, progress)
 }
 
 /// The archive stream as a whole is refused.
@@ -246,8 +248,19 @@ fn check_metadata(
     }
 }
 
+/// Spooled metadata may expand its compressed stream this many times over (plus
+/// [`BOMB_SLACK`]) before the signature can be checked: bundle metadata is mostly SHA-256
+/// digests, which do not compress (a real manifest or `SHA256SUMS` expands ~2–5×), so only a
+/// decompression bomb comes near it — a 183 KB archive whose `manifest.dsse` expanded to 2 GB
+/// of spool before its signature failed (session 13).
+const BOMB_RATIO: u64 = 64;
+/// What spooled metadata may expand to whatever the ratio.
+const BOMB_SLACK: u64 = 64 << 20;
+
+/// `taken`: the bytes of the stream before decompression (`None`: not known, no ratio kept).
 fn read_entries(
     reader: Box<dyn Read + Send>,
+    taken: Option<&ReadCount>,
     staging: Option<&Path>,
     limits: Limits,
     opts: &Options<'_>,
@@ -258,6 +271,8 @@ fn read_entries(
     let mut checked: Option<Checked> = None;
     let mut spool: Option<Spool> = None;
     let mut meta_total: u64 = 0;
+    // Bytes of spooled metadata read so far (against `taken`: BOMB_RATIO).
+    let mut spooled: u64 = 0;
     // Spooled path: content files read and matched, and their bytes.
     let (mut count, mut bytes) = (0usize, 0u64);
     let mut buf = vec![0u8; CHUNK];
@@ -486,6 +501,20 @@ fn read_entries(
                 ));
             }
             h.update(&buf[..n]);
+            if is_meta && spool.is_some() {
+                spooled = spooled.saturating_add(n as u64);
+                let took = taken.map_or(u64::MAX, ReadCount::get);
+                if spooled > BOMB_SLACK.saturating_add(took.saturating_mul(BOMB_RATIO)) {
+                    return Err(Error::archive(
+                        Field::Metadata,
+                        format!(
+                            "the metadata expands {spooled} bytes out of {took} compressed ones \
+                             (more than {BOMB_RATIO} to 1 past {BOMB_SLACK} bytes) before its \
+                             signature can be checked: a decompression bomb (at entry {shown:?})"
+                        ),
+                    ));
+                }
+            }
             if keep {
                 meta_bytes.extend_from_slice(&buf[..n]);
             }
@@ -799,7 +828,14 @@ mod tests {
             staging: Option<&Path>,
         ) -> (Result<(Observed, VerifiedBundle)>, u64) {
             let (r, consumed) = t.stream();
-            let res = read_entries(r, staging, Limits::default(), &self.opts(), &NoProgress);
+            let res = read_entries(
+                r,
+                None,
+                staging,
+                Limits::default(),
+                &self.opts(),
+                &NoProgress,
+            );
             (res, consumed.load(Ordering::Relaxed))
         }
     }
@@ -1096,11 +1132,70 @@ mod tests {
             // The first content entry is small: the refusal comes from the signed list.
             t.file("advisories/a.json", &s.content("advisories/a.json"));
             let (r, _) = t.stream();
-            let res = read_entries(r, Some(staging.path()), limits, &s.opts(), &NoProgress);
+            let res = read_entries(
+                r,
+                None,
+                Some(staging.path()),
+                limits,
+                &s.opts(),
+                &NoProgress,
+            );
             let e = err_text(res);
             assert!(e.contains(needle), "{needle}: {e}");
             assert_eq!(dir_bytes(staging.path()), 0);
         }
+    }
+
+    /// Spooled metadata may not expand its compressed stream more than [`BOMB_RATIO`] to 1
+    /// past [`BOMB_SLACK`] before its signature is checked: a zstd archive whose
+    /// `manifest.dsse` is 80 MiB of one byte (a few KiB compressed) is refused as a bomb with
+    /// little more than the slack spooled; the same entry in a plain tar (nothing to expand)
+    /// is read on and refused for what it is, not as a bomb.
+    #[test]
+    fn metadata_that_expands_past_the_ratio_is_refused_as_a_bomb() {
+        let b = crate::testing::SignedBundle::new();
+        let dir = tempfile::tempdir().unwrap();
+        let size = 80u64 << 20;
+        let tar_of = |w: &mut dyn Write| {
+            let mut t = tar::Builder::new(w);
+            let mut h = tar::Header::new_ustar();
+            h.set_size(size);
+            h.set_mode(0o644);
+            h.set_cksum();
+            t.append_data(&mut h, names::ENVELOPE, io::repeat(b'A').take(size))
+                .unwrap();
+            t.finish().unwrap();
+        };
+        let zst = dir.path().join("bomb.tar.zst");
+        let mut enc =
+            zstd::stream::write::Encoder::new(std::fs::File::create(&zst).unwrap(), 3).unwrap();
+        tar_of(&mut enc);
+        enc.finish().unwrap();
+        let compressed = std::fs::metadata(&zst).unwrap().len();
+        assert!(compressed < 1 << 20, "{compressed}");
+        let e = read_archive(&zst, None, Limits::default(), &b.opts(), &NoProgress)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a decompression bomb"), "{e}");
+        let spooled: u64 = e
+            .split("expands ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(
+            spooled <= BOMB_SLACK + BOMB_RATIO * compressed + (1 << 20),
+            "{e}"
+        );
+        // Plain tar: the stream is what it takes, whatever the entry holds.
+        let plain = dir.path().join("big.tar");
+        tar_of(&mut std::fs::File::create(&plain).unwrap());
+        let e = read_archive(&plain, None, Limits::default(), &b.opts(), &NoProgress)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("bomb"), "{e}");
     }
 
     #[test]
@@ -1115,6 +1210,7 @@ mod tests {
         let mut out = Vec::new();
         let err = open_bundle_stream(&path)
             .unwrap()
+            .0
             .read_to_end(&mut out)
             .unwrap_err();
         assert!(err.to_string().contains("memory"), "{err}");

@@ -337,9 +337,57 @@ pub(crate) fn open_decompressed(path: &Path) -> Result<Box<dyn Read + Send>> {
 }
 
 /// [`open_decompressed`] for bundle archives: the zstd window is capped at
-/// `ZSTD_WINDOW_LOG_MAX`, so decompression memory stays bounded whatever the frame asks for.
-pub(crate) fn open_bundle_stream(path: &Path) -> Result<Box<dyn Read + Send>> {
-    open_decompressed_with(path, Some(ZSTD_WINDOW_LOG_MAX))
+/// `ZSTD_WINDOW_LOG_MAX`, so decompression memory stays bounded whatever the frame asks for;
+/// and the bytes of the file the decompressor has read so far, counted.
+pub(crate) fn open_bundle_stream(path: &Path) -> Result<(Box<dyn Read + Send>, ReadCount)> {
+    let f = File::open(path).at(path)?;
+    let (f, count) = ReadCount::wrap(f);
+    let r = decompress(
+        BufReader::with_capacity(1 << 20, f),
+        Some(ZSTD_WINDOW_LOG_MAX),
+    )
+    .at(path)?;
+    Ok((r, count))
+}
+
+/// Bytes read from an archive's file (or stream) before decompression, counted as the
+/// decompressor reads them (on whichever thread): how the archive reader tells what a
+/// compressed stream expands to against what it took.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ReadCount(Arc<std::sync::atomic::AtomicU64>);
+
+impl ReadCount {
+    /// `r`, counting into a new count.
+    pub(crate) fn wrap<R: Read>(r: R) -> (Counting<R>, ReadCount) {
+        let count = ReadCount::default();
+        (
+            Counting {
+                inner: r,
+                count: count.clone(),
+            },
+            count,
+        )
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A reader that adds what it reads to a [`ReadCount`].
+pub(crate) struct Counting<R> {
+    inner: R,
+    count: ReadCount,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count
+            .0
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 fn open_decompressed_with(
