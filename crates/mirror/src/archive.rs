@@ -12,7 +12,10 @@
 //! are not held in memory but spooled into a folder — the staging folder when unpacking
 //! (where they end up anyway), else a private temporary folder — under the caps of the
 //! streamed folder path (16 GiB of manifest or `SHA256SUMS`, an envelope 4/3 of that plus
-//! 64 KiB, every other metadata file [`crate::MAX_METADATA_BYTES`]). At the first content
+//! 64 KiB, every other metadata file [`crate::MAX_METADATA_BYTES`]), and never more than
+//! [`BOMB_RATIO`] times the compressed bytes taken so far past [`BOMB_SLACK`] (the spool is
+//! written before the signature can be checked: a decompression bomb is refused, not
+//! spooled). At the first content
 //! entry they are verified there by the streamed rules (the streamed form of a
 //! [`crate::verify::CheckedBundle`], through `verify::verify_metadata_streamed`), which give the
 //! signed file list as a
