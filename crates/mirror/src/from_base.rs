@@ -100,9 +100,15 @@ impl SortedPaths {
         self
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// The last path pushed (until [`done`](Self::done)).
+    pub(crate) fn last(&self) -> Option<&str> {
+        (self.len > 0)
+            .then(|| std::str::from_utf8(&self.last).ok())
+            .flatten()
     }
 
     /// Bytes of the coded text (for tests and the docs' bytes-per-file figures).

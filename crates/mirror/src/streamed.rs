@@ -367,34 +367,71 @@ thread_local! {
     static ROOM: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
 }
 
-/// The `files` array, read into a [`FileIndex`] entry by entry.
-struct IndexSink(FileIndex);
+/// Where a manifest's `files` go as they are typed, entry by entry (each checked as
+/// [`FileIndex::push`] checks it, with the same errors).
+pub(crate) trait FilesSink: Default {
+    /// Room for about `recs` entries and `arena` bytes of paths (a hint).
+    fn reserve(&mut self, _recs: usize, _arena: usize) {}
+    /// Check and keep the next entry.
+    fn push_wire(
+        &mut self,
+        w: &crate::manifest::WireEntryRef<'_>,
+    ) -> std::result::Result<(), ManifestError>;
+    /// The list is complete.
+    fn finish(&mut self) {}
+    /// Whether `path` is listed.
+    fn lists(&self, path: &str) -> bool;
+}
 
-impl<'de> Deserialize<'de> for IndexSink {
+impl FilesSink for FileIndex {
+    fn reserve(&mut self, recs: usize, arena: usize) {
+        self.recs.reserve(recs);
+        self.arena.reserve(arena);
+    }
+
+    fn push_wire(
+        &mut self,
+        w: &crate::manifest::WireEntryRef<'_>,
+    ) -> std::result::Result<(), ManifestError> {
+        FileIndex::push_wire(self, w)
+    }
+
+    fn finish(&mut self) {
+        self.recs.shrink_to_fit();
+        self.arena.shrink_to_fit();
+    }
+
+    fn lists(&self, path: &str) -> bool {
+        self.find(path).is_some()
+    }
+}
+
+/// The `files` array, read into a [`FilesSink`] entry by entry.
+struct IndexSink<T>(T);
+
+impl<'de, T: FilesSink> Deserialize<'de> for IndexSink<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = IndexSink;
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: FilesSink> Visitor<'de> for V<T> {
+            type Value = IndexSink<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a list of file entries")
             }
             fn visit_seq<A: SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> std::result::Result<IndexSink, A::Error> {
-                let mut idx = FileIndex::default();
+            ) -> std::result::Result<IndexSink<T>, A::Error> {
+                let mut idx = T::default();
                 let (recs, arena) = ROOM.get();
-                idx.recs.reserve(recs);
-                idx.arena.reserve(arena);
+                idx.reserve(recs, arena);
                 while let Some(e) = seq.next_element::<crate::manifest::WireEntryRef<'de>>()? {
                     idx.push_wire(&e).map_err(A::Error::custom)?;
                 }
-                idx.recs.shrink_to_fit();
-                idx.arena.shrink_to_fit();
+                idx.finish();
                 Ok(IndexSink(idx))
             }
         }
-        d.deserialize_seq(V)
+        d.deserialize_seq(V(std::marker::PhantomData))
     }
 }
 
@@ -405,6 +442,13 @@ impl<'de> Deserialize<'de> for IndexSink {
 pub fn parse_manifest(
     input: impl Read,
 ) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
+    parse_manifest_into(input)
+}
+
+/// [`parse_manifest`] into any [`FilesSink`] (`pack` keeps only paths and sizes).
+pub(crate) fn parse_manifest_into<T: FilesSink>(
+    input: impl Read,
+) -> std::result::Result<(Manifest, T), ManifestError> {
     split_manifest(deserialize_manifest(
         serde_json::Deserializer::from_reader(input),
     )?)
@@ -430,20 +474,22 @@ pub fn parse_manifest_slice(
 }
 
 /// The manifest with its files in a [`FileIndex`], to the end of the input.
-fn deserialize_manifest<'de, R: serde_json::de::Read<'de>>(
+fn deserialize_manifest<'de, R: serde_json::de::Read<'de>, T: FilesSink>(
     mut de: serde_json::Deserializer<R>,
-) -> std::result::Result<Wire<IndexSink>, ManifestError> {
-    let m = Wire::<IndexSink>::deserialize(&mut de).map_err(ManifestError::Shape)?;
+) -> std::result::Result<Wire<IndexSink<T>>, ManifestError> {
+    let m = Wire::<IndexSink<T>>::deserialize(&mut de).map_err(ManifestError::Shape)?;
     de.end().map_err(ManifestError::Shape)?;
     Ok(m)
 }
 
-fn split_manifest(m: Wire<IndexSink>) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
+fn split_manifest<T: FilesSink>(
+    m: Wire<IndexSink<T>>,
+) -> std::result::Result<(Manifest, T), ManifestError> {
     let (m, index) = m.with_files(TypedFiles::default());
     let index = index.0;
     let manifest = m.into_manifest()?;
     for r in &manifest.removed {
-        if index.find(r).is_some() {
+        if index.lists(r) {
             return Err(ManifestError::FileAndRemoved(r.to_string()));
         }
     }
