@@ -253,7 +253,7 @@ pub fn read_file_list(
 }
 
 /// [`read_file_list`] into any [`FilesSink`] (`pack` keeps a [`PackList`]).
-pub(crate) fn read_list<T: FilesSink + FromFiles>(
+pub(crate) fn read_list<T: FilesSink>(
     path: &Path,
     limits: &crate::streamed::Limits,
 ) -> Result<(Manifest, T, crate::hash::Digest)> {
@@ -296,28 +296,11 @@ pub(crate) fn read_list<T: FilesSink + FromFiles>(
     let digest = crate::hash::Digest::of(&mbytes);
     let mut manifest = Manifest::from_json(&mbytes).map_err(shape)?;
     drop(mbytes);
-    let list = T::from_files(std::mem::take(&mut manifest.files)).map_err(shape)?;
-    Ok((manifest, list, digest))
-}
-
-/// A file list built from a typed manifest's files (already checked by
-/// [`Manifest::from_json`]).
-pub(crate) trait FromFiles: Sized {
-    fn from_files(
-        files: Vec<crate::manifest::FileEntry>,
-    ) -> std::result::Result<Self, crate::manifest::ManifestError>;
-}
-
-impl FromFiles for FileIndex {
-    fn from_files(
-        files: Vec<crate::manifest::FileEntry>,
-    ) -> std::result::Result<Self, crate::manifest::ManifestError> {
-        let mut index = FileIndex::default();
-        for f in files {
-            index.push(f)?;
-        }
-        Ok(index)
+    let mut list = T::default();
+    for f in std::mem::take(&mut manifest.files) {
+        list.push_entry(f).map_err(shape)?;
     }
+    Ok((manifest, list, digest))
 }
 
 /// What `pack` keeps of a manifest's files: their paths, front-coded, and sizes, in path
@@ -339,21 +322,18 @@ impl FilesSink for PackList {
         Ok(())
     }
 
+    fn push_entry(
+        &mut self,
+        f: crate::manifest::FileEntry,
+    ) -> std::result::Result<(), crate::manifest::ManifestError> {
+        // Checked already (`Manifest::from_json`).
+        self.paths.push(&f.path);
+        self.sizes.push(f.size);
+        Ok(())
+    }
+
     fn lists(&self, path: &str) -> bool {
         self.paths.find(path).is_some()
-    }
-}
-
-impl FromFiles for PackList {
-    fn from_files(
-        files: Vec<crate::manifest::FileEntry>,
-    ) -> std::result::Result<Self, crate::manifest::ManifestError> {
-        let mut list = PackList::default();
-        for f in files {
-            list.paths.push(&f.path);
-            list.sizes.push(f.size);
-        }
-        Ok(list)
     }
 }
 

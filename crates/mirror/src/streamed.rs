@@ -377,6 +377,8 @@ pub(crate) trait FilesSink: Default {
         &mut self,
         w: &crate::manifest::WireEntryRef<'_>,
     ) -> std::result::Result<(), ManifestError>;
+    /// Keep the next entry of a typed manifest ([`Manifest::from_json`] checked it).
+    fn push_entry(&mut self, f: FileEntry) -> std::result::Result<(), ManifestError>;
     /// The list is complete.
     fn finish(&mut self) {}
     /// Whether `path` is listed.
@@ -394,6 +396,10 @@ impl FilesSink for FileIndex {
         w: &crate::manifest::WireEntryRef<'_>,
     ) -> std::result::Result<(), ManifestError> {
         FileIndex::push_wire(self, w)
+    }
+
+    fn push_entry(&mut self, f: FileEntry) -> std::result::Result<(), ManifestError> {
+        self.push(f)
     }
 
     fn finish(&mut self) {
