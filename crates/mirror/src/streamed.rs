@@ -38,7 +38,7 @@
 use std::fs::File;
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex, OnceLock};
 
 use serde::de::{Error as _, SeqAccess, Visitor};
@@ -856,41 +856,77 @@ impl std::io::Seek for At<'_> {
     }
 }
 
+/// A state other threads wait on (a mutex and a condition variable): what [`Verdict`] and
+/// [`IndexGate`] are built on. Nothing panics while holding its lock, so a poisoned lock is
+/// taken as it is.
+struct Latch<S> {
+    state: Mutex<S>,
+    changed: Condvar,
+}
+
+impl<S: Copy + PartialEq> Latch<S> {
+    fn new(s: S) -> Self {
+        Latch {
+            state: Mutex::new(s),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, S> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self) -> S {
+        *self.lock()
+    }
+
+    /// Move to `f(state)` and wake every waiting thread.
+    fn update(&self, f: impl FnOnce(S) -> S) {
+        {
+            let mut s = self.lock();
+            *s = f(*s);
+        }
+        self.changed.notify_all();
+    }
+
+    /// Wait until the state is no longer `pending`; that state.
+    fn wait_while(&self, pending: S) -> S {
+        let mut s = self.lock();
+        while *s == pending {
+            s = self
+                .changed
+                .wait(s)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *s
+    }
+}
+
 /// The outcome of a signature check that readers on other threads stop on or wait for
 /// ([`Stoppable`]). The first [`Verdict::settle`] decides; a [`Verdict::guard`] held by the
 /// checking thread settles it as failed if that thread ends (or unwinds) without settling, so
 /// no reader waits forever.
-pub(crate) struct Verdict {
-    /// [`PENDING`], [`GOOD`] or [`FAILED`].
-    state: AtomicU8,
-    lock: Mutex<()>,
-    settled: Condvar,
-}
+pub(crate) struct Verdict(Latch<Outcome>);
 
-const PENDING: u8 = 0;
-const GOOD: u8 = 1;
-const FAILED: u8 = 2;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Pending,
+    Good,
+    Failed,
+}
 
 impl Verdict {
     pub(crate) fn new() -> Self {
-        Verdict {
-            state: AtomicU8::new(PENDING),
-            lock: Mutex::new(()),
-            settled: Condvar::new(),
-        }
+        Verdict(Latch::new(Outcome::Pending))
     }
 
     /// Settle the verdict (only the first call counts) and wake every waiting reader.
     pub(crate) fn settle(&self, good: bool) {
-        let _held = self
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let to = if good { GOOD } else { FAILED };
-        let _ = self
-            .state
-            .compare_exchange(PENDING, to, Ordering::SeqCst, Ordering::SeqCst);
-        self.settled.notify_all();
+        let to = if good { Outcome::Good } else { Outcome::Failed };
+        self.0
+            .update(|s| if s == Outcome::Pending { to } else { s });
     }
 
     /// Settles the verdict as failed when dropped, unless it was settled before.
@@ -899,22 +935,12 @@ impl Verdict {
     }
 
     fn failed(&self) -> bool {
-        self.state.load(Ordering::Acquire) == FAILED
+        self.0.get() == Outcome::Failed
     }
 
     /// Wait until settled; whether it is good.
     fn wait(&self) -> bool {
-        let mut held = self
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while self.state.load(Ordering::SeqCst) == PENDING {
-            held = self
-                .settled
-                .wait(held)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        self.state.load(Ordering::SeqCst) == GOOD
+        self.0.wait_while(Outcome::Pending) == Outcome::Good
     }
 }
 
@@ -1018,8 +1044,7 @@ impl Problems {
 /// so the content check can stop.
 pub(crate) struct IndexGate<'i> {
     listed: OnceLock<(Kind, Held<'i>)>,
-    state: Mutex<Gate>,
-    changed: Condvar,
+    state: Latch<Gate>,
 }
 
 enum Held<'i> {
@@ -1041,8 +1066,7 @@ impl<'i> IndexGate<'i> {
     pub(crate) fn new() -> Self {
         IndexGate {
             listed: OnceLock::new(),
-            state: Mutex::new(Gate::Waiting),
-            changed: Condvar::new(),
+            state: Latch::new(Gate::Waiting),
         }
     }
 
@@ -1069,31 +1093,19 @@ impl<'i> IndexGate<'i> {
         GateCloser(self)
     }
 
+    /// Closed stays closed.
     fn set(&self, to: Gate) {
-        if let Ok(mut s) = self.state.lock() {
-            if *s != Gate::Closed {
-                *s = to;
-            }
-        }
-        self.changed.notify_all();
+        self.state
+            .update(|s| if s == Gate::Closed { s } else { to });
     }
 
     fn state(&self) -> Gate {
-        self.state.lock().map_or(Gate::Closed, |s| *s)
+        self.state.get()
     }
 
     /// Wait until the gate opens or closes.
     fn wait(&self) -> Gate {
-        let Ok(mut s) = self.state.lock() else {
-            return Gate::Closed;
-        };
-        while *s == Gate::Waiting {
-            s = match self.changed.wait(s) {
-                Ok(s) => s,
-                Err(_) => return Gate::Closed,
-            };
-        }
-        *s
+        self.state.wait_while(Gate::Waiting)
     }
 
     /// The index, once published.
