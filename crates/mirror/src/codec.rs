@@ -333,21 +333,14 @@ fn gz_write_in_order<W: Write>(mut w: W, rx: &Receiver<Done>) -> io::Result<W> {
 
 /// Open a file, undoing gzip or zstd compression (detected by magic bytes; plain tar passes).
 pub(crate) fn open_decompressed(path: &Path) -> Result<Box<dyn Read + Send>> {
-    open_decompressed_with(path, None)
+    open_decompressed_with(path, None).map(|(r, _)| r)
 }
 
 /// [`open_decompressed`] for bundle archives: the zstd window is capped at
 /// `ZSTD_WINDOW_LOG_MAX`, so decompression memory stays bounded whatever the frame asks for;
 /// and the bytes of the file the decompressor has read so far, counted.
 pub(crate) fn open_bundle_stream(path: &Path) -> Result<(Box<dyn Read + Send>, ReadCount)> {
-    let f = File::open(path).at(path)?;
-    let (f, count) = ReadCount::wrap(f);
-    let r = decompress(
-        BufReader::with_capacity(1 << 20, f),
-        Some(ZSTD_WINDOW_LOG_MAX),
-    )
-    .at(path)?;
-    Ok((r, count))
+    open_decompressed_with(path, Some(ZSTD_WINDOW_LOG_MAX))
 }
 
 /// Bytes read from an archive's file (or stream) before decompression, counted as the
@@ -393,9 +386,11 @@ impl<R: Read> Read for Counting<R> {
 fn open_decompressed_with(
     path: &Path,
     window_log_max: Option<u32>,
-) -> Result<Box<dyn Read + Send>> {
+) -> Result<(Box<dyn Read + Send>, ReadCount)> {
     let f = File::open(path).at(path)?;
-    decompress(BufReader::with_capacity(1 << 20, f), window_log_max).at(path)
+    let (f, count) = ReadCount::wrap(f);
+    let r = decompress(BufReader::with_capacity(1 << 20, f), window_log_max).at(path)?;
+    Ok((r, count))
 }
 
 /// Undo gzip or zstd compression, detected by magic bytes (plain tar passes through).
