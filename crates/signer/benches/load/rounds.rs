@@ -374,7 +374,7 @@ struct Phase {
     bodies: Vec<Bytes>,
     /// Open loop only: the requests slower than [`SLOW_US`], by when they were due (seconds
     /// into the phase) — a tail spread over the phase or one stall.
-    slow: Vec<(f64, u32)>,
+    slow: Vec<f64>,
 }
 
 /// A request of the open loop slower than this (µs) is counted by when it was due.
@@ -384,7 +384,7 @@ impl Phase {
     /// The slow requests by the tenth of a second they were due in: "N (at T s ×k, ...)".
     fn slow_summary(&self) -> String {
         let mut at: std::collections::BTreeMap<u64, usize> = std::collections::BTreeMap::new();
-        for &(due, _) in &self.slow {
+        for &due in &self.slow {
             *at.entry((due * 10.0) as u64).or_default() += 1;
         }
         let mut by_count: Vec<(u64, usize)> = at.into_iter().collect();
@@ -513,7 +513,7 @@ async fn open(
                 if status == 200 {
                     let us = l.as_micros() as u32;
                     if us > SLOW_US {
-                        slow.push(((due - start).as_secs_f64(), us));
+                        slow.push((due - start).as_secs_f64());
                     }
                     lat.push(us);
                     bodies.push(body);
