@@ -30,7 +30,9 @@
 //! `--rounds N` (the honest benchmark of issue #15: N rounds of bound / service / open loop,
 //! fresh proofs on the timed path, every envelope verified; see `load/rounds.rs`),
 //! `--bound-threads N` (threads of the rounds' crypto bound, default: every core),
-//! `--profile N` (N sign requests only, for callgrind), `--commit-delay-us N` (the service's
+//! `--profile N` (N sign requests only, for callgrind), `--h2 N` (`--rounds`: the closed
+//! loops' senders share N HTTP/2 connections instead of one HTTP/1.1 connection each),
+//! `--commit-delay-us N` (the service's
 //! `audit.commit_delay_us`; 0 commits every batch at once), `--stock-log` (the request log
 //! lines formatted by tracing-subscriber's JSON formatter instead of the service's
 //! `logfmt::JsonLines`: the same bytes, to measure the formatter),
@@ -86,6 +88,9 @@ struct Opts {
     /// count, so that `--server-threads 1` is still judged against the whole machine.
     bound_threads: usize,
     profile: Option<u64>,
+    /// `--h2 N` (`--rounds`): the closed loops' senders share N HTTP/2 connections (streams)
+    /// instead of one HTTP/1.1 connection each.
+    h2: usize,
     /// `audit.commit_delay_us` of the service (the SQLite writer's wait for more records
     /// once a batch shows load); unset: the default.
     commit_delay_us: Option<u64>,
@@ -109,6 +114,7 @@ fn opts() -> Opts {
         rounds: 0,
         bound_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         profile: None,
+        h2: 0,
         commit_delay_us: None,
         stock_log: false,
     };
@@ -129,6 +135,7 @@ fn opts() -> Opts {
             "--rounds" => o.rounds = v.parse().unwrap(),
             "--bound-threads" => o.bound_threads = v.parse().unwrap(),
             "--profile" => o.profile = Some(v.parse().unwrap()),
+            "--h2" => o.h2 = v.parse().unwrap(),
             "--commit-delay-us" => o.commit_delay_us = Some(v.parse().unwrap()),
             "--stock-log" => {
                 o.stock_log = true;

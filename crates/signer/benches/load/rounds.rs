@@ -275,6 +275,65 @@ impl Raw {
     }
 }
 
+/// A sender of the closed loop: its own HTTP/1.1 connection, or a stream of a shared HTTP/2
+/// one (`--h2`).
+enum Conn {
+    Raw(Raw),
+    H2(H2),
+}
+
+impl Conn {
+    async fn send(&mut self, load: &Load, i: usize) -> (u16, Bytes) {
+        match self {
+            Conn::Raw(c) => c.send(load, i).await,
+            Conn::H2(c) => c.send(load, i).await,
+        }
+    }
+}
+
+/// An HTTP/2 connection through hyper's client (h2c with prior knowledge, as the service's
+/// auto-detecting server takes it): measured against [`Raw`] HTTP/1.1 with `--h2 N`.
+#[derive(Clone)]
+struct H2 {
+    sender: hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>,
+}
+
+impl H2 {
+    async fn connect(addr: std::net::SocketAddr) -> H2 {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        H2 { sender }
+    }
+
+    /// Request `i` of `load` (its proof made now), as [`Raw::send`] sends it.
+    async fn send(&mut self, load: &Load, i: usize) -> (u16, Bytes) {
+        use http_body_util::BodyExt as _;
+        let c = i % load.clients.len();
+        let (key, token) = &load.clients[c];
+        let proof = key.proof("POST", &load.url, Some(token), None).unwrap();
+        let req = hyper::Request::post(&load.url)
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(load.body.clone()))
+            .unwrap();
+        self.sender.ready().await.unwrap();
+        let resp = self.sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, body)
+    }
+}
+
 /// Bytes of answers kept per allocation ([`Raw::keep`]).
 const KEPT_BLOCK: usize = 1 << 20;
 
@@ -303,6 +362,8 @@ struct Load {
     heads: Vec<Vec<u8>>,
     /// After the proof: `content-type`, `content-length`, the blank line and the body.
     tail: Vec<u8>,
+    /// The body alone (HTTP/2).
+    body: Bytes,
 }
 
 impl Load {
@@ -327,6 +388,7 @@ impl Load {
             clients,
             heads,
             tail,
+            body: body.clone(),
         };
         // The request bytes are those the driver wrote with one `write!` per request before
         // (same request line, headers in the same order, same body), for every caller.
@@ -438,18 +500,29 @@ fn report_error(seen: u64, status: u16, body: &[u8]) {
 async fn closed(
     addr: std::net::SocketAddr,
     conns: usize,
+    h2_conns: usize,
     dur: Duration,
     count: Option<u64>,
     load: Arc<Load>,
 ) -> Phase {
     let next = Arc::new(AtomicU64::new(0));
+    // `--h2 N`: N HTTP/2 connections shared by the `conns` senders (streams), else one
+    // HTTP/1.1 connection each.
+    let mut h2 = Vec::new();
+    for _ in 0..h2_conns {
+        h2.push(H2::connect(addr).await);
+    }
     let start = Instant::now();
     let deadline = start + dur;
     let mut tasks = Vec::new();
-    for _ in 0..conns {
+    for k in 0..conns {
         let (next, load) = (next.clone(), load.clone());
+        let shared = h2.get(k % h2.len().max(1)).cloned();
         tasks.push(tokio::spawn(async move {
-            let mut c = Raw::connect(addr).await;
+            let mut c = match shared {
+                Some(h) => Conn::H2(h),
+                None => Conn::Raw(Raw::connect(addr).await),
+            };
             let (mut lat, mut errors, mut bodies) = (Vec::new(), 0u64, Vec::new());
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -683,6 +756,7 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
         let w = closed(
             addr,
             o.connections,
+            o.h2,
             Duration::from_secs(1),
             None,
             load.clone(),
@@ -692,7 +766,14 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
     });
     if let Some(n) = o.profile {
         let t = Instant::now();
-        let p = rt.block_on(closed(addr, o.connections, dur, Some(n), load.clone()));
+        let p = rt.block_on(closed(
+            addr,
+            o.connections,
+            o.h2,
+            dur,
+            Some(n),
+            load.clone(),
+        ));
         println!(
             "profile: {} sign requests ({} errors) in {:.2} s",
             p.ok,
@@ -735,8 +816,9 @@ pub(crate) fn run(o: &Opts, dir: &std::path::Path, authority: &FileKey, signing:
                 p.bodies = Vec::new();
             }
             let t0 = ThreadCpu::now();
-            let (svc, b_user, b_sys) =
-                with_cpu(|| rt.block_on(closed(addr, o.connections, dur, None, load.clone())));
+            let (svc, b_user, b_sys) = with_cpu(|| {
+                rt.block_on(closed(addr, o.connections, o.h2, dur, None, load.clone()))
+            });
             let tc = ThreadCpu::now().since(t0);
             // Per CPU-second of this process: what the phase got done with the CPU it was
             // given (the machine is shared; the wall-clock ratio depends on how many of its
