@@ -463,7 +463,10 @@ impl Files<'_> {
             .iter()
             .position(|r| BundlePath::new(r).is_err())
             .unwrap_or(rels.len());
-        let list: Vec<(&str, u64)> = rels[..valid].iter().map(|r| (r.as_str(), 0)).collect();
+        let list: Vec<(&str, crate::hash::End)> = rels[..valid]
+            .iter()
+            .map(|r| (r.as_str(), crate::hash::End::Zero))
+            .collect();
         let hashed = if list.is_empty() {
             Some(Vec::new())
         } else {
@@ -475,7 +478,8 @@ impl Files<'_> {
                 .under(src_root);
             let path = format!("advisories/{target}/{rel}");
             match hashed.as_ref().and_then(|h| h.get(i)) {
-                Some(&(sha, size)) => self.put_hashed(&path, &src, sha, size, progress)?,
+                // Read to the end (`End::Zero`): the whole file.
+                Some(h) => self.put_hashed(&path, &src, h.digest, h.size, progress)?,
                 None => self.put_copy(&path, &src, progress)?,
             }
         }

@@ -244,85 +244,165 @@ pub(crate) fn tree_error(root: &Path, rel: &str, e: std::io::Error) -> Error {
     }
 }
 
-/// Where a file read by [`read_all`] ends.
+/// Where a file read by [`read_all`] ends, and how much of it may be read.
+///
+/// A file is never read far past what it may hold: a listed file replaced by a 20 GB sparse
+/// file (or one that grows while it is read) costs one more read, not 20 GB of hashing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {
-    /// Size unknown: read until `read` returns 0.
+    /// Size unknown and unbounded (a source being copied, a file listed only by an unsigned
+    /// `SHA256SUMS`, as `sha256sum -c` reads it): read until `read` returns 0.
     Zero,
-    /// The file is expected to hold this many bytes: a short read at that size is its end
-    /// (one `read` for a small file); at any other size reading goes on until `read` returns 0.
+    /// The file should hold exactly this many bytes (its listed size): a short read at that
+    /// size is its end (one `read` for a small file). At most the size and one byte more are
+    /// read: a larger file is cut there ([`Hashed::whole`] false).
     At(u64),
-    /// Size not known yet: the first short read is the end (one `read` for a small file).
-    /// A regular file on Linux returns a short read only at its end, so this reads what
-    /// [`End::At`] reads; a caller that finds another size than it expected reads the file
-    /// again with [`End::At`] before it reports anything.
-    Short,
+    /// Size not known yet (a file hashed before its list is): the first short read is the end
+    /// (a regular file on Linux returns a short read only at its end), and at most this many
+    /// bytes and one more are read: a larger file is cut there, to be read again once its
+    /// listed size is known. A caller that learns the listed size while the file is read
+    /// settles the bound then ([`hash_at_refined`]).
+    Upto(u64),
 }
 
 impl End {
-    /// `0` (unknown) as [`End::Zero`], any other size as [`End::At`].
-    pub(crate) fn expected(size: u64) -> Self {
-        if size == 0 {
-            End::Zero
-        } else {
-            End::At(size)
+    /// How many bytes may be read before the file is cut (`None`: no bound).
+    fn bound(self) -> Option<u64> {
+        match self {
+            End::Zero => None,
+            End::At(n) | End::Upto(n) => Some(n),
         }
     }
 }
 
-/// Read all of `fd` into the hasher (and `sink`), through `buf`, up to `end`: a read that
-/// returns less than asked is the end of a regular file on Linux (the files are opened by us,
-/// without following links), so a 1 KiB file of known size costs one `read`, not two.
+/// What [`hash_at`] read of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hashed {
+    /// The file's size: when it was cut, the size `fstat` gives (at least one byte past
+    /// the bound).
+    pub(crate) size: u64,
+    /// The SHA-256 of the file; when it was cut, of the bytes read, which is not the file's
+    /// digest (never compared or reported).
+    pub(crate) digest: Digest,
+    /// The whole file was read (false: cut at the bound of its [`End`]).
+    pub(crate) whole: bool,
+}
+
+impl Hashed {
+    /// The digest, if the whole file was read.
+    pub(crate) fn digest(&self) -> Option<Digest> {
+        self.whole.then_some(self.digest)
+    }
+}
+
+/// Read `fd` into the hasher (and `sink`), through `buf`, up to `end`: a read that returns
+/// less than asked is the end of a regular file on Linux (the files are opened by us, without
+/// following links), so a 1 KiB file of known size costs one `read`, not two. Returns the
+/// bytes read and whether that is the whole file (false: more than `end`'s bound is there,
+/// and reading stopped).
 fn read_all(
     fd: &rustix::fd::OwnedFd,
     buf: &mut [u8],
     end: End,
     h: &mut Hasher,
+    sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<(u64, bool)> {
+    read_all_refined(fd, buf, end, &mut || None, h, sink)
+}
+
+/// [`read_all`], asking `refine` after each read that does not end the file whether its end
+/// is now known (a listed size learnt meanwhile: the bound changes from then on, and a file
+/// already past it is cut at once).
+fn read_all_refined(
+    fd: &rustix::fd::OwnedFd,
+    buf: &mut [u8],
+    mut end: End,
+    refine: &mut dyn FnMut() -> Option<End>,
+    h: &mut Hasher,
     mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
-) -> std::io::Result<u64> {
+) -> std::io::Result<(u64, bool)> {
     let mut total = 0u64;
+    let mut bound = end.bound();
     loop {
-        let ask = buf.len();
+        // Never ask for more than one byte past the bound.
+        let ask = match bound {
+            Some(b) => usize::try_from(b.saturating_add(1).saturating_sub(total))
+                .map_or(buf.len(), |left| left.min(buf.len())),
+            None => buf.len(),
+        };
         let n = match rustix::io::read(fd, &mut buf[..ask]) {
             Ok(n) => n,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         };
         if n == 0 {
-            return Ok(total);
+            return Ok((total, true));
         }
         h.update(&buf[..n]);
         sink(&buf[..n])?;
         total += n as u64;
+        if bound.is_some_and(|b| total > b) {
+            return Ok((total, false));
+        }
         let done = match end {
             End::Zero => false,
             End::At(size) => total == size,
-            End::Short => true,
+            End::Upto(_) => true,
         };
         if n < ask && done {
-            return Ok(total);
+            return Ok((total, true));
+        }
+        if let Some(settled) = refine() {
+            end = settled;
+            bound = end.bound();
+            if bound.is_some_and(|b| total > b) {
+                return Ok((total, false));
+            }
         }
     }
 }
 
 /// Hash the file `rel` opened through `dirs` (no link followed), reading through `buf` up
-/// to `end` (see [`End`]).
+/// to `end` (see [`End`]; a file cut at its bound is sized by `fstat`).
 pub(crate) fn hash_at(
     dirs: &mut DirCursor<'_>,
     rel: &str,
     end: End,
     buf: &mut [u8],
-) -> std::io::Result<(Digest, u64)> {
+) -> std::io::Result<Hashed> {
+    hash_at_refined(dirs, rel, end, &mut || None, buf)
+}
+
+/// [`hash_at`] whose end `refine` may settle while the file is read (see
+/// [`read_all_refined`]).
+pub(crate) fn hash_at_refined(
+    dirs: &mut DirCursor<'_>,
+    rel: &str,
+    end: End,
+    refine: &mut dyn FnMut() -> Option<End>,
+    buf: &mut [u8],
+) -> std::io::Result<Hashed> {
     let fd = dirs.open_read(rel)?;
     let mut h = Hasher::new();
-    let n = read_all(&fd, buf, end, &mut h, |_| Ok(()))?;
-    Ok((h.finish(), n))
+    let (n, whole) = read_all_refined(&fd, buf, end, refine, &mut h, |_| Ok(()))?;
+    let size = if whole {
+        n
+    } else {
+        // Cut: say how large it is (never less than what was read, should it shrink now).
+        rustix::fs::fstat(&fd).map_or(n, |st| u64::try_from(st.st_size).unwrap_or(0).max(n))
+    };
+    Ok(Hashed {
+        size,
+        digest: h.finish(),
+        whole,
+    })
 }
 
 /// Hash many files under `root` on every core. `files` holds `/` paths relative to `root`
-/// (as the walk returns them) with their expected sizes (0 when unknown; used to schedule the
-/// largest first, and to read a small file with a single call). Results come back in the
-/// order of `files`. The first error stops the other threads.
+/// (as the walk returns them), each with where it ends ([`End`]: a listed size is used to
+/// schedule the largest first, to read a small file with a single call and to read no file
+/// far past it). Results come back in the order of `files`. The first error stops the other
+/// threads.
 ///
 /// Built for folders of many small files: files are opened relative to their folder's
 /// descriptor (one `openat`, no path walk from `/`, no `fstat`), read into one reused buffer
@@ -331,19 +411,34 @@ pub(crate) fn hash_at(
 /// path cannot leave `root`. Memory: `threads × 256 KiB` of buffers and the result list.
 pub(crate) fn hash_tree<S: AsRef<str> + Sync>(
     root: &Path,
-    files: &[(S, u64)],
+    files: &[(S, End)],
     progress: &dyn Progress,
-) -> Result<Vec<(Digest, u64)>> {
+) -> Result<Vec<Hashed>> {
+    hash_tree_refined(root, files, &|_| None, progress)
+}
+
+/// [`hash_tree`] where `refine(i)` may settle file `i`'s end while it is read or before it
+/// is opened (a listed size learnt meanwhile; see [`read_all_refined`]).
+pub(crate) fn hash_tree_refined<S: AsRef<str> + Sync>(
+    root: &Path,
+    files: &[(S, End)],
+    refine: &(dyn Fn(usize) -> Option<End> + Sync),
+    progress: &dyn Progress,
+) -> Result<Vec<Hashed>> {
     let rootfd = open_root(root)?;
     let mut order: Vec<u32> = (0..files.len())
         .map(|i| u32::try_from(i).map_err(|_| Error::input("too many files to hash")))
         .collect::<Result<_>>()?;
     // Stable: equal sizes keep the (sorted) path order, so a batch shares one folder.
-    order.sort_by(|&a, &b| files[b as usize].1.cmp(&files[a as usize].1));
+    let size = |i: u32| match files[i as usize].1 {
+        End::At(n) => n,
+        End::Zero | End::Upto(_) => 0,
+    };
+    order.sort_by_key(|&i| std::cmp::Reverse(size(i)));
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let workers = threads().min(files.len().div_ceil(TREE_BATCH)).max(1);
-    let work = |done: &mut Vec<(u32, Digest, u64)>| -> Result<()> {
+    let work = |done: &mut Vec<(u32, Hashed)>| -> Result<()> {
         let mut buf = vec![0u8; CHUNK];
         let mut dirs = DirCursor::new(&rootfd);
         loop {
@@ -359,11 +454,13 @@ pub(crate) fn hash_tree<S: AsRef<str> + Sync>(
             }
             let mut bytes = 0u64;
             for &idx in batch {
-                let (rel, expected) = (files[idx as usize].0.as_ref(), files[idx as usize].1);
-                match hash_at(&mut dirs, rel, End::expected(expected), &mut buf) {
-                    Ok((d, n)) => {
-                        bytes += n;
-                        done.push((idx, d, n));
+                let i = idx as usize;
+                let (rel, end) = (files[i].0.as_ref(), files[i].1);
+                let end = refine(i).unwrap_or(end);
+                match hash_at_refined(&mut dirs, rel, end, &mut || refine(i), &mut buf) {
+                    Ok(r) => {
+                        bytes += if r.whole { r.size } else { 0 };
+                        done.push((idx, r));
                     }
                     Err(e) => {
                         stop.store(true, Ordering::Relaxed);
@@ -374,7 +471,18 @@ pub(crate) fn hash_tree<S: AsRef<str> + Sync>(
             progress.advance(bytes);
         }
     };
-    on_workers(workers, files.len(), "a hashing thread panicked", work)
+    let blank = Hashed {
+        size: 0,
+        digest: Digest::sha256([0; 32]),
+        whole: false,
+    };
+    on_workers(
+        workers,
+        files.len(),
+        "a hashing thread panicked",
+        blank,
+        work,
+    )
 }
 
 /// Copy many files from under `src_root` to new files under `dest_root`, hashing on the way,
@@ -405,7 +513,7 @@ pub(crate) fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
     let stop = AtomicBool::new(false);
     let umask_keeps_0644 = umask_keeps_0644();
     let workers = threads().min(files.len().div_ceil(TREE_BATCH)).max(1);
-    let work = |done: &mut Vec<(usize, Digest, u64)>| -> Result<()> {
+    let work = |done: &mut Vec<(usize, (Digest, u64))>| -> Result<()> {
         let from_back = worker_ids.fetch_add(1, Ordering::Relaxed) % 2 == 1;
         let mut buf = vec![0u8; CHUNK];
         let mut srcs = DirCursor::new(&src_fd);
@@ -444,7 +552,8 @@ pub(crate) fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
                     if let Err(e) = wrote {
                         return Err(Error::io(dest_root.join(dest), e));
                     }
-                    let n = n.map_err(|e| Error::io(src_root.join(src), e))?;
+                    // Unbounded (`End::Zero`): the whole file.
+                    let (n, _) = n.map_err(|e| Error::io(src_root.join(src), e))?;
                     if !mode_ok.in_folder(dest, dests.folder_of(dest)) {
                         rustix::fs::fchmod(&to, Mode::from_raw_mode(0o644))
                             .map_err(|e| Error::io(dest_root.join(dest), e.into()))?;
@@ -454,7 +563,7 @@ pub(crate) fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
                 match r {
                     Ok((d, n)) => {
                         bytes += n;
-                        done.push((i, d, n));
+                        done.push((i, (d, n)));
                     }
                     Err(e) => {
                         stop.store(true, Ordering::Relaxed);
@@ -465,7 +574,14 @@ pub(crate) fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
             progress.advance(bytes);
         }
     };
-    on_workers(workers, files.len(), "a copying thread panicked", work)
+    let blank = (Digest::sha256([0; 32]), 0);
+    on_workers(
+        workers,
+        files.len(),
+        "a copying thread panicked",
+        blank,
+        work,
+    )
 }
 
 /// A list handed out in batches from both ends: the first worker takes from the front, the
@@ -554,17 +670,18 @@ impl Creates0644 {
 /// Run `work` on `workers` threads (this one included) until it returns, and put each
 /// worker's `(index, digest, size)` results in index order; the first error wins (the work
 /// itself tells the others to stop).
-fn on_workers<I: Copy + Send + TryInto<usize>>(
+fn on_workers<I: Copy + Send + TryInto<usize>, T: Clone + Send>(
     workers: usize,
     len: usize,
     panicked: &str,
-    work: impl Fn(&mut Vec<(I, Digest, u64)>) -> Result<()> + Sync,
-) -> Result<Vec<(Digest, u64)>> {
+    blank: T,
+    work: impl Fn(&mut Vec<(I, T)>) -> Result<()> + Sync,
+) -> Result<Vec<T>> {
     let run = || {
         let mut done = Vec::new();
         work(&mut done).map(|()| done)
     };
-    let results: Vec<Result<Vec<(I, Digest, u64)>>> = std::thread::scope(|s| {
+    let results: Vec<Result<Vec<(I, T)>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (1..workers).map(|_| s.spawn(run)).collect();
         // This thread is a worker too.
         let mine = run();
@@ -576,15 +693,15 @@ fn on_workers<I: Copy + Send + TryInto<usize>>(
             )
             .collect()
     });
-    let mut out = vec![(Digest::sha256([0; 32]), 0u64); len];
+    let mut out = vec![blank; len];
     let mut first_err = None;
     for r in results {
         match r {
             Ok(done) => {
-                for (idx, d, n) in done {
+                for (idx, got) in done {
                     // Every index comes from `0..len`.
                     if let Some(slot) = idx.try_into().ok().and_then(|i: usize| out.get_mut(i)) {
-                        *slot = (d, n);
+                        *slot = got;
                     }
                 }
             }
@@ -670,15 +787,15 @@ mod tests {
             let name = format!("f{i}");
             let data = vec![i as u8; (i * 100_000) as usize];
             std::fs::write(dir.path().join(&name), &data).unwrap();
-            files.push((name, data.len() as u64));
+            files.push((name, End::At(data.len() as u64)));
         }
         let got = hash_tree(dir.path(), &files, &NoProgress).unwrap();
-        for (i, (d, n)) in got.iter().enumerate() {
+        for (i, h) in got.iter().enumerate() {
             let data = vec![i as u8; i * 100_000];
-            assert_eq!(*d, Digest::of(&data));
-            assert_eq!(*n, data.len() as u64);
+            assert_eq!(h.digest(), Some(Digest::of(&data)));
+            assert_eq!(h.size, data.len() as u64);
         }
-        files.push(("missing".into(), 0));
+        files.push(("missing".into(), End::Zero));
         assert!(matches!(
             hash_tree(dir.path(), &files, &NoProgress),
             Err(Error::NotFound(_))
@@ -710,19 +827,25 @@ mod tests {
     #[test]
     fn hash_tree_matches_digest_of_with_and_without_sizes() {
         let (dir, files) = tree();
-        for sizes in [true, false] {
-            let list: Vec<(&str, u64)> = files
+        let ends: [fn(u64) -> End; 4] = [
+            End::At,
+            |_| End::Zero,
+            |_| End::Upto(u64::MAX),
+            |n| End::Upto(n),
+        ];
+        for end in ends {
+            let list: Vec<(&str, End)> = files
                 .iter()
-                .map(|(r, d)| (r.as_str(), if sizes { d.len() as u64 } else { 0 }))
+                .map(|(r, d)| (r.as_str(), end(d.len() as u64)))
                 .collect();
             let got = hash_tree(dir.path(), &list, &NoProgress).unwrap();
             assert_eq!(got.len(), files.len());
-            for ((rel, data), (d, n)) in files.iter().zip(&got) {
-                assert_eq!(*d, Digest::of(data), "{rel}");
-                assert_eq!(*n, data.len() as u64, "{rel}");
+            for ((rel, data), h) in files.iter().zip(&got) {
+                assert_eq!(h.digest(), Some(Digest::of(data)), "{rel}");
+                assert_eq!(h.size, data.len() as u64, "{rel}");
             }
         }
-        assert!(hash_tree(dir.path(), &[] as &[(&str, u64)], &NoProgress)
+        assert!(hash_tree(dir.path(), &[] as &[(&str, End)], &NoProgress)
             .unwrap()
             .is_empty());
     }
@@ -753,28 +876,108 @@ mod tests {
             )
             .unwrap();
         }
-        let list: Vec<(&str, u64)> = files
+        let list: Vec<(&str, End)> = files
             .iter()
-            .map(|(r, d)| (r.as_str(), d.len() as u64))
+            .map(|(r, d)| (r.as_str(), End::At(d.len() as u64)))
             .collect();
         let got = hash_tree(dir.path(), &list, &NoProgress).unwrap();
-        for ((rel, data), (d, _)) in files.iter().zip(&got) {
-            assert_eq!(*d, Digest::of(data), "{rel}");
+        for ((rel, data), h) in files.iter().zip(&got) {
+            assert_eq!(h.digest(), Some(Digest::of(data)), "{rel}");
             let st = rustix::fs::stat(dir.path().join(rel)).unwrap();
             assert_eq!(st.st_atime, old.tv_sec, "{rel}: access time changed");
         }
     }
 
     #[test]
-    fn hash_tree_reads_the_real_size_not_the_expected_one() {
-        // A file that changed size since it was listed: what is on disk is hashed, whole.
+    fn hash_tree_reads_no_file_past_its_bound() {
+        // A file that changed size since it was listed: a smaller one is read whole; a larger
+        // one is read to its listed size and one byte more, no further (the digest of what
+        // was read says exactly how much), and sized by `fstat`.
         let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..5000u32).map(|k| k as u8).collect();
+        let data: Vec<u8> = (0..(3 * CHUNK as u32 + 5)).map(|k| (k * 7) as u8).collect();
+        let len = data.len() as u64;
         std::fs::write(dir.path().join("f"), &data).unwrap();
-        for expected in [1u64, 4999, 5000, 5001, 1 << 30] {
-            let got = hash_tree(dir.path(), &[("f", expected)], &NoProgress).unwrap();
-            assert_eq!(got, vec![(Digest::of(&data), 5000)], "expected {expected}");
+        let whole = |_: End| Hashed {
+            size: len,
+            digest: Digest::of(&data),
+            whole: true,
+        };
+        let cut_at = |bound: u64| Hashed {
+            size: len,
+            digest: Digest::of(&data[..bound as usize + 1]),
+            whole: false,
+        };
+        let c = CHUNK as u64;
+        for bound in [0, 1, 4999, c - 1, c, c + 1, 2 * c, len - 1] {
+            for end in [End::At(bound), End::Upto(bound)] {
+                let got = hash_tree(dir.path(), &[("f", end)], &NoProgress).unwrap();
+                assert_eq!(got, vec![cut_at(bound)], "{end:?}");
+                assert_eq!(got[0].digest(), None, "{end:?}");
+            }
         }
+        for end in [
+            End::At(len),
+            End::At(len + 1),
+            End::At(1 << 40),
+            End::Upto(len),
+            End::Zero,
+        ] {
+            let got = hash_tree(dir.path(), &[("f", end)], &NoProgress).unwrap();
+            assert_eq!(got, vec![whole(end)], "{end:?}");
+        }
+        // An empty file listed as empty, and one byte where none is listed.
+        std::fs::write(dir.path().join("e"), b"").unwrap();
+        std::fs::write(dir.path().join("one"), b"x").unwrap();
+        let got = hash_tree(
+            dir.path(),
+            &[("e", End::At(0)), ("one", End::At(0))],
+            &NoProgress,
+        )
+        .unwrap();
+        assert_eq!(got[0].digest(), Some(Digest::of(b"")));
+        assert_eq!((got[1].size, got[1].whole), (1, false));
+        // A huge sparse file listed at 1 KiB costs one read, not a terabyte of them.
+        let huge = std::fs::File::create(dir.path().join("huge")).unwrap();
+        huge.set_len(1 << 40).unwrap();
+        let got = hash_tree(dir.path(), &[("huge", End::At(1024))], &NoProgress).unwrap();
+        assert_eq!((got[0].size, got[0].whole), (1 << 40, false));
+        assert_eq!(got[0].digest, Digest::of(&[0u8; 1025]));
+    }
+
+    #[test]
+    fn a_bound_learnt_while_reading_applies_from_then_on() {
+        // Hashed before its list was known (`Upto`), then its listed size is learnt: read on
+        // to that size (the whole file, when it is the size), or cut at once when already
+        // past it (unlisted: `At(0)`).
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(4 * CHUNK as u32)).map(|k| (k * 13) as u8).collect();
+        let len = data.len() as u64;
+        std::fs::write(dir.path().join("f"), &data).unwrap();
+        let root = open_root(dir.path()).unwrap();
+        let mut buf = vec![0u8; CHUNK];
+        for (listed, whole, read) in [
+            (len, true, data.len()),
+            (len - 1, false, data.len()),
+            (0, false, CHUNK),
+            (2 * CHUNK as u64 + 3, false, 2 * CHUNK + 4),
+        ] {
+            let mut dirs = DirCursor::new(&root);
+            let mut asked = 0;
+            let mut refine = || {
+                asked += 1;
+                Some(End::At(listed))
+            };
+            let got = hash_at_refined(&mut dirs, "f", End::Upto(u64::MAX), &mut refine, &mut buf)
+                .unwrap();
+            assert_eq!(got.whole, whole, "listed {listed}");
+            assert_eq!(got.size, len, "listed {listed}");
+            assert_eq!(got.digest, Digest::of(&data[..read]), "listed {listed}");
+            assert!(asked >= 1, "listed {listed}: never asked");
+        }
+        // Nothing learnt: `Upto` alone decides.
+        let mut dirs = DirCursor::new(&root);
+        let got = hash_at_refined(&mut dirs, "f", End::Upto(10), &mut || None, &mut buf).unwrap();
+        assert_eq!((got.whole, got.digest), (false, Digest::of(&data[..11])));
     }
 
     #[test]
@@ -788,8 +991,12 @@ mod tests {
         // A folder that is a link.
         std::os::unix::fs::symlink(outside.path(), dir.path().join("a/lnd")).unwrap();
         for rel in ["a/ln", "a/ln2", "a/lnd/secret"] {
-            let e = hash_tree(dir.path(), &[("a/00/f0000.json", 0), (rel, 0)], &NoProgress)
-                .unwrap_err();
+            let e = hash_tree(
+                dir.path(),
+                &[("a/00/f0000.json", End::Zero), (rel, End::Zero)],
+                &NoProgress,
+            )
+            .unwrap_err();
             assert!(
                 e.to_string().contains(&format!("{rel} is a symbolic link")),
                 "{rel}: {e}"
@@ -797,7 +1004,7 @@ mod tests {
         }
         for rel in ["../secret", "a/../../secret", "a/..", "a/", "/etc/passwd"] {
             assert!(
-                hash_tree(dir.path(), &[(rel, 0)], &NoProgress).is_err(),
+                hash_tree(dir.path(), &[(rel, End::Zero)], &NoProgress).is_err(),
                 "{rel} was read"
             );
         }
@@ -806,20 +1013,21 @@ mod tests {
     #[test]
     fn hash_tree_errors_name_the_file() {
         let (dir, files) = tree();
-        let mut list: Vec<(&str, u64)> = files.iter().map(|(r, _)| (r.as_str(), 0)).collect();
-        list.push(("a/00/missing", 0));
+        let mut list: Vec<(&str, End)> =
+            files.iter().map(|(r, _)| (r.as_str(), End::Zero)).collect();
+        list.push(("a/00/missing", End::Zero));
         match hash_tree(dir.path(), &list, &NoProgress) {
             Err(Error::NotFound(p)) => assert_eq!(p, dir.path().join("a/00/missing")),
             other => panic!("{other:?}"),
         }
         // Not a file: a folder where a file is listed cannot be read.
-        let e = hash_tree(dir.path(), &[("a/00", 0)], &NoProgress).unwrap_err();
+        let e = hash_tree(dir.path(), &[("a/00", End::Zero)], &NoProgress).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("a/00"), "{msg}");
         assert!(matches!(e, Error::Io { .. }), "{e:?}");
         // A root that does not exist.
         assert!(matches!(
-            hash_tree(&dir.path().join("nope"), &[("x", 0)], &NoProgress),
+            hash_tree(&dir.path().join("nope"), &[("x", End::Zero)], &NoProgress),
             Err(Error::NotFound(_))
         ));
     }

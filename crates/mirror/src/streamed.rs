@@ -70,6 +70,10 @@ pub struct Limits {
     /// its verdict, so a manifest signed by nobody costs at most this much of index (about
     /// 0.6 byte per byte typed) whatever its size. By default 64 MiB.
     pub parse_ahead: u64,
+    /// Largest total of a bundle's metadata files read into memory
+    /// ([`crate::MAX_METADATA_TOTAL`]): a bundle whose metadata is larger in all, each file
+    /// below `stream_above` (some 100,000 to 145,000 files), is verified streamed too.
+    pub metadata_total: u64,
 }
 
 /// 16 GiB: about 100 million files of manifest.
@@ -83,6 +87,7 @@ impl Default for Limits {
             max_sums: MAX_STREAMED_MANIFEST_BYTES,
             payload_in_memory: PAYLOAD_IN_MEMORY as u64,
             parse_ahead: PAYLOAD_IN_MEMORY as u64,
+            metadata_total: crate::MAX_METADATA_TOTAL,
         }
     }
 }
@@ -502,21 +507,33 @@ fn split_manifest<T: FilesSink>(
     Ok((manifest, index))
 }
 
-/// Whether the folder's metadata is large enough for the streamed path.
+/// Whether the folder's metadata is large enough for the streamed path: one of the files that
+/// grow with the file count above `stream_above`, or all of them above `metadata_total` (what
+/// the in-memory path reads at most).
 pub(crate) fn wants_stream(dir: &Path, limits: &Limits) -> bool {
-    [
-        names::ENVELOPE,
-        names::MANIFEST,
-        names::SUMS,
-        names::SUMS_DSSE,
-    ]
-    .iter()
-    .any(|n| {
-        std::fs::symlink_metadata(dir.join(n))
-            .map(|m| m.is_file() && m.len() > limits.stream_above)
-            .unwrap_or(false)
-    })
+    let mut total = 0u64;
+    for name in names::METADATA {
+        let Ok(m) = std::fs::symlink_metadata(dir.join(name)) else {
+            continue;
+        };
+        if !m.is_file() {
+            continue;
+        }
+        if STREAMED.contains(&name) && m.len() > limits.stream_above {
+            return true;
+        }
+        total = total.saturating_add(m.len());
+    }
+    total > limits.metadata_total
 }
+
+/// The metadata files that grow with the file count, read as streams on the streamed path.
+pub(crate) const STREAMED: [&str; 4] = [
+    names::ENVELOPE,
+    names::MANIFEST,
+    names::SUMS,
+    names::SUMS_DSSE,
+];
 
 /// A metadata file of the folder, opened (a regular file, no link: `fs::open_regular`);
 /// `None` if absent. A file above `cap` is refused on its size, before any byte is read.
@@ -1021,6 +1038,13 @@ const BATCH: usize = 256;
 /// are reached, the walk waits for the list.
 pub(crate) const EARLY_RESULTS_BYTES: usize = 32 << 20;
 
+/// Most bytes of one file read while the signed file list is not known yet: a larger file
+/// is cut there and read again, up to its listed size, once the list is known. A file being
+/// read when the list becomes known is read from then on no further than its listed size
+/// (unlisted: not at all), so a huge file dropped into the folder costs at most this, and
+/// usually far less.
+pub(crate) const EARLY_FILE_BYTES: u64 = 1 << 30;
+
 /// What [`check_content`] found: files and bytes checked, and the files left to the base.
 pub(crate) type ContentChecked = (usize, u64, crate::from_base::FromBase);
 
@@ -1145,7 +1169,7 @@ impl Drop for GateCloser<'_, '_> {
 struct EarlyBatch {
     paths: String,
     ends: Vec<usize>,
-    hashed: Vec<std::io::Result<(Digest, u64)>>,
+    hashed: Vec<std::io::Result<crate::hash::Hashed>>,
 }
 
 /// Bytes an [`EarlyBatch`] holds per file besides its path.
@@ -1261,23 +1285,17 @@ impl Tally {
         &self,
         dir: &Path,
         e: &IndexEntry<'_>,
-        got: std::io::Result<(Digest, u64)>,
+        got: std::io::Result<crate::hash::Hashed>,
         ok: &mut (usize, u64),
     ) -> bool {
         match got {
-            Ok((d, n)) if d == e.sha256 && n == e.size => {
+            Ok(h) if h.digest() == Some(e.sha256) && h.size == e.size => {
                 ok.0 += 1;
-                ok.1 += n;
+                ok.1 += h.size;
                 true
             }
-            Ok((d, n)) => {
-                self.problem(format!(
-                    "file {} changed: {n} bytes sha256:{}, the manifest says {} bytes sha256:{}",
-                    e.path,
-                    d.hex(),
-                    e.size,
-                    e.sha256.hex()
-                ));
+            Ok(h) => {
+                self.problem(crate::error::changed_problem(e.path, &h, e.size, &e.sha256));
                 true
             }
             Err(err) => {
@@ -1325,12 +1343,13 @@ impl EarlyJudge<'_, '_> {
                 }
                 let Some(e) = l.index.get(i) else { continue };
                 let got = match got {
-                    // Not the listed size: read it again as a listed file is read.
-                    Ok((_, n)) if n != e.size => {
+                    // Cut at the early bound, or not the listed size: read it again as a
+                    // listed file is read.
+                    Ok(h) if !h.whole || h.size != e.size => {
                         if self.buf.is_empty() {
                             self.buf = vec![0u8; CHUNK];
                         }
-                        hash_at(&mut self.dirs, rel, End::expected(e.size), &mut self.buf)
+                        hash_at(&mut self.dirs, rel, End::At(e.size), &mut self.buf)
                     }
                     got => got,
                 };
@@ -1392,7 +1411,7 @@ fn check_content_holding(
     progress: &dyn Progress,
     early_cap: usize,
 ) -> Result<Option<ContentChecked>> {
-    use crate::hash::{hash_at, DirCursor, End, CHUNK};
+    use crate::hash::{hash_at, hash_at_refined, DirCursor, End, CHUNK};
     let rootfd = crate::hash::open_root(dir)?;
     let tally = Tally::default();
     let early_done: Mutex<Vec<EarlyBatch>> = Mutex::new(Vec::new());
@@ -1423,9 +1442,26 @@ fn check_content_holding(
                         if tally.stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        let got = hash_at(&mut dirs, b.path(k), End::Short, &mut buf);
-                        if let Ok((_, n)) = &got {
-                            read += n;
+                        // Once the list is known (or the metadata failed), a file being
+                        // read is read no further than its listed size (unlisted: not at
+                        // all).
+                        let rel = b.path(k);
+                        let mut settled = || match gate.state() {
+                            Gate::Waiting => None,
+                            Gate::Closed => Some(End::At(0)),
+                            Gate::Open => gate.listed().map(|(_, index)| {
+                                End::At(
+                                    index
+                                        .find(rel)
+                                        .and_then(|i| index.get(i))
+                                        .map_or(0, |e| e.size),
+                                )
+                            }),
+                        };
+                        let early = End::Upto(EARLY_FILE_BYTES);
+                        let got = hash_at_refined(&mut dirs, rel, early, &mut settled, &mut buf);
+                        if let Ok(h) = &got {
+                            read += h.digest().map_or(0, |_| h.size);
                         }
                         b.hashed.push(got);
                     }
@@ -1443,9 +1479,9 @@ fn check_content_holding(
                             break;
                         }
                         let Some(e) = index.get(i) else { continue };
-                        let got = hash_at(&mut dirs, e.path, End::expected(e.size), &mut buf);
-                        if let Ok((_, n)) = &got {
-                            read += n;
+                        let got = hash_at(&mut dirs, e.path, End::At(e.size), &mut buf);
+                        if let Ok(h) = &got {
+                            read += h.digest().map_or(0, |_| h.size);
                         }
                         if !tally.judge(dir, &e, got, &mut ok) {
                             break;

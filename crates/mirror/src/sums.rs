@@ -228,9 +228,14 @@ fn check_content(dir: &Path, listed: &Listed, progress: &dyn Progress) -> Result
     progress.start("verify-checksums", 0);
     let mut hash_queued =
         |queue: &mut Vec<usize>, changed_files: &mut Smallest<(usize, Digest)>| {
-            let batch: Vec<(&str, u64)> = queue.iter().map(|&i| (listed.path(i), 0)).collect();
+            // No sizes listed: read to the end, as `sha256sum -c` reads.
+            let batch: Vec<(&str, crate::hash::End)> = queue
+                .iter()
+                .map(|&i| (listed.path(i), crate::hash::End::Zero))
+                .collect();
             let hashed = crate::hash::hash_tree(dir, &batch, progress)?;
-            for (&i, (got, n)) in queue.iter().zip(hashed) {
+            for (&i, h) in queue.iter().zip(hashed) {
+                let (got, n) = (h.digest, h.size);
                 if listed.digest(i).is_some_and(|d| *d != got) {
                     changed_files.push((i, got));
                 }

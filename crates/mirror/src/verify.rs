@@ -43,7 +43,7 @@ use stella_keys::{Keyring, Policy, Purpose, VerifiedKey};
 use time::OffsetDateTime;
 
 use crate::error::{Detail, Error, Field, IoContext as _, Result};
-use crate::hash::{Digest, Progress};
+use crate::hash::{Digest, End, Hashed, Progress};
 use crate::manifest::{format_time, Kind, Manifest, SKEW_SECONDS};
 use crate::names;
 
@@ -1042,10 +1042,32 @@ fn header_verified(
     })
 }
 
+/// What a content check saw of a file: its size and, when it read the whole file, its digest
+/// (an archive entry's `(size, digest)` is always whole).
+pub(crate) trait Seen {
+    fn seen(&self) -> Hashed;
+}
+
+impl Seen for (u64, Digest) {
+    fn seen(&self) -> Hashed {
+        Hashed {
+            size: self.0,
+            digest: self.1,
+            whole: true,
+        }
+    }
+}
+
+impl Seen for Hashed {
+    fn seen(&self) -> Hashed {
+        *self
+    }
+}
+
 /// Stage 2: compare what is present with what the manifest lists.
-pub(crate) fn check_files(
+pub(crate) fn check_files<V: Seen>(
     manifest: &Manifest,
-    observed: &BTreeMap<String, (u64, Digest)>,
+    observed: &BTreeMap<String, V>,
 ) -> Result<ContentChecked> {
     let mut problems = Vec::new();
     for p in observed.keys() {
@@ -1057,23 +1079,16 @@ pub(crate) fn check_files(
     let mut bytes = 0;
     let mut count = 0;
     for f in &manifest.files {
-        match observed.get(f.path.as_str()) {
+        match observed.get(f.path.as_str()).map(Seen::seen) {
             None if manifest.kind == Kind::Thin => from_base.push(&f.path),
             None => problems.push(crate::error::missing_problem(&f.path)),
-            Some((size, d)) => {
-                if *size != f.size || *d != f.sha256 {
-                    problems.push(format!(
-                        "file {} changed: {size} bytes sha256:{}, the manifest says {} bytes sha256:{}",
-                        f.path,
-                        d.hex(),
-                        f.size,
-                        f.sha256.hex()
-                    ));
-                } else {
-                    bytes += size;
-                    count += 1;
-                }
+            Some(h) if h.size == f.size && h.digest() == Some(f.sha256) => {
+                bytes += h.size;
+                count += 1;
             }
+            Some(h) => problems.push(crate::error::changed_problem(
+                &f.path, &h, f.size, &f.sha256,
+            )),
         }
     }
     if !problems.is_empty() {
@@ -1086,18 +1101,21 @@ pub(crate) fn check_files(
 /// (Bounded: each file by [`crate::MAX_METADATA_BYTES`], all of them by
 /// [`crate::MAX_METADATA_TOTAL`].)
 pub(crate) fn read_dir_metadata(dir: &Path) -> Result<Metadata> {
+    read_dir_metadata_within(dir, crate::MAX_METADATA_TOTAL)
+}
+
+/// [`read_dir_metadata`], all of them bounded by `total_cap` (a folder above it is verified
+/// streamed: [`crate::streamed::wants_stream`]).
+fn read_dir_metadata_within(dir: &Path, total_cap: u64) -> Result<Metadata> {
     let mut meta = Metadata::new();
     let mut total: u64 = 0;
     for name in names::METADATA {
         if let Some(b) = crate::fs::read_metadata_file(dir, name)? {
             total = total.saturating_add(b.len() as u64);
-            if total > crate::MAX_METADATA_TOTAL {
+            if total > total_cap {
                 return Err(Error::metadata(
                     Field::Metadata,
-                    format!(
-                        "the metadata files exceed {} bytes in all (at {name})",
-                        crate::MAX_METADATA_TOTAL
-                    ),
+                    format!("the metadata files exceed {total_cap} bytes in all (at {name})"),
                 ));
             }
             meta.insert(name.to_string(), b);
@@ -1138,21 +1156,61 @@ pub fn verify_dir_with(
     if crate::streamed::wants_stream(dir, limits) {
         return verify_dir_streamed(dir, opts, limits, progress);
     }
-    let (vm, observed) = std::thread::scope(|s| {
-        let hashing = s.spawn(|| hash_dir_all(dir, progress));
-        let vm = read_dir_metadata(dir)
+    // The content is hashed while the metadata is checked; once the signed list is known
+    // (`listed`), each file is read no further than its listed size, an unlisted one not at
+    // all.
+    let listed: std::sync::OnceLock<Option<VerifiedMetadata>> = std::sync::OnceLock::new();
+    let observed = std::thread::scope(|s| {
+        let hashing = s.spawn(|| hash_dir_all(dir, &listed, progress));
+        let vm = read_dir_metadata_within(dir, limits.metadata_total)
             .and_then(|meta| CheckedBundle::from_metadata(&meta)?.verify(opts));
+        let failed = match vm {
+            Ok(vm) => {
+                let _ = listed.set(Some(vm));
+                None
+            }
+            Err(e) => {
+                let _ = listed.set(None);
+                Some(e)
+            }
+        };
         let observed = hashing
             .join()
             .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")));
-        (vm, observed)
-    });
-    let vm = vm?;
-    let Some(observed) = observed? else {
+        failed.map_or(Ok(observed), Err)
+    })?;
+    let Some(Some(vm)) = listed.into_inner() else {
+        return Err(Error::input("the metadata was not checked"));
+    };
+    let Some(mut observed) = observed? else {
         return Err(too_many_files(dir, &vm.manifest));
     };
+    rehash_cut(dir, &vm.manifest, &mut observed, progress)?;
     let content = check_files(&vm.manifest, &observed)?;
     Ok(VerifiedBundle::new(vm, content))
+}
+
+/// Read again, up to their listed sizes, the listed files [`hash_dir_all`] cut before the
+/// list was known (larger than [`SPECULATIVE_FILE_BYTES`]).
+fn rehash_cut(
+    dir: &Path,
+    manifest: &Manifest,
+    observed: &mut BTreeMap<String, Hashed>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let cut: Vec<(String, End)> = observed
+        .iter()
+        .filter(|(_, h)| !h.whole)
+        .filter_map(|(p, _)| manifest.file(p).map(|f| (p.clone(), End::At(f.size))))
+        .collect();
+    if cut.is_empty() {
+        return Ok(());
+    }
+    let again = crate::hash::hash_tree(dir, &cut, progress)?;
+    for ((p, _), h) in cut.into_iter().zip(again) {
+        observed.insert(p, h);
+    }
+    Ok(())
 }
 
 /// [`crate::verify::verify_dir`] for a folder whose metadata is above
@@ -1748,28 +1806,43 @@ fn too_many_files(dir: &Path, manifest: &Manifest) -> Error {
     Error::content_mismatch(count, &first)
 }
 
-/// Hash every content file of a folder (every file but the metadata) on every core, without
-/// the manifest (see [`verify_dir`]); `None` if it holds more than [`MAX_IN_MEMORY_FILES`].
+/// Most bytes of one file [`hash_dir_all`] reads before the signed list is known: a larger
+/// file is cut there (and read again, up to its listed size, once the list is known), so a
+/// huge file in the folder costs at most this while the metadata is checked.
+const SPECULATIVE_FILE_BYTES: u64 = 1 << 30;
+
+/// Hash every content file of a folder (every file but the metadata) on every core while the
+/// metadata is checked (see [`verify_dir`]); `None` if it holds more than
+/// [`MAX_IN_MEMORY_FILES`]. Until `listed` is set a file is read up to
+/// [`SPECULATIVE_FILE_BYTES`]; from then on (also for a file being read) no further than its
+/// listed size, an unlisted one not at all, and nothing more once the metadata failed.
 fn hash_dir_all(
     dir: &Path,
+    listed: &std::sync::OnceLock<Option<VerifiedMetadata>>,
     progress: &dyn Progress,
-) -> Result<Option<BTreeMap<String, (u64, Digest)>>> {
+) -> Result<Option<BTreeMap<String, Hashed>>> {
     let Some(names_to_hash) = content_files_at_most(dir, MAX_IN_MEMORY_FILES)? else {
         return Ok(None);
     };
-    let sized: Vec<(&str, u64)> = names_to_hash.iter().map(|p| (p.as_str(), 0)).collect();
+    let sized: Vec<(&str, End)> = names_to_hash
+        .iter()
+        .map(|p| (p.as_str(), End::Upto(SPECULATIVE_FILE_BYTES)))
+        .collect();
+    let settled = |i: usize| -> Option<End> {
+        let vm = listed.get()?;
+        let size = vm
+            .as_ref()
+            .and_then(|vm| vm.manifest.file(names_to_hash.get(i)?))
+            .map_or(0, |f| f.size);
+        // Unlisted, or the metadata failed: cut at once (one byte read at most).
+        Some(End::At(size))
+    };
     // The total is not known before the manifest is: 0 (unknown) for the progress display.
     progress.start("verify", 0);
-    let hashed = crate::hash::hash_tree(dir, &sized, progress);
+    let hashed = crate::hash::hash_tree_refined(dir, &sized, &settled, progress);
     progress.finish();
     drop(sized);
-    Ok(Some(
-        names_to_hash
-            .into_iter()
-            .zip(hashed?)
-            .map(|(p, (d, n))| (p, (n, d)))
-            .collect(),
-    ))
+    Ok(Some(names_to_hash.into_iter().zip(hashed?).collect()))
 }
 
 /// A folder verified except that some content files were only checked for presence and size:
@@ -1842,15 +1915,15 @@ pub(crate) fn hash_dir_content(
     manifest: &Manifest,
     deferred: &HashSet<String>,
     progress: &dyn Progress,
-) -> Result<BTreeMap<String, (u64, Digest)>> {
+) -> Result<BTreeMap<String, Hashed>> {
     let Some(content) = content_files_at_most(dir, MAX_IN_MEMORY_FILES)? else {
         return Err(too_many_files(dir, manifest));
     };
     let mut observed = BTreeMap::new();
-    // Names and (absolute path, size) kept apart: the hasher borrows the second list, so
-    // nothing is copied.
+    // Names and ends kept apart: the hasher borrows the second list, so nothing is copied.
     let mut names_to_hash: Vec<String> = Vec::new();
-    let mut sized: Vec<u64> = Vec::new();
+    let mut ends: Vec<End> = Vec::new();
+    let mut total = 0u64;
     for p in content {
         match manifest.file(&p) {
             Some(f) if deferred.contains(&p) => {
@@ -1858,27 +1931,36 @@ pub(crate) fn hash_dir_content(
                     .map(|b| b.under(dir))
                     .unwrap_or_else(|_| dir.join(&p));
                 let size = std::fs::metadata(&abs).at(&abs)?.len();
-                observed.insert(p, (size, f.sha256));
+                let seen = Hashed {
+                    size,
+                    digest: f.sha256,
+                    whole: true,
+                };
+                observed.insert(p, seen);
             }
-            f => {
-                let size = f.map(|f| f.size).unwrap_or(0);
+            // Read no further than the listed size.
+            Some(f) => {
+                total = total.saturating_add(f.size);
                 names_to_hash.push(p);
-                sized.push(size);
+                ends.push(End::At(f.size));
+            }
+            // Unlisted: a problem whatever it holds, never read.
+            None => {
+                let unread = Hashed {
+                    size: 0,
+                    digest: Digest::of(b""),
+                    whole: false,
+                };
+                observed.insert(p, unread);
             }
         }
     }
-    progress.start("verify", sized.iter().sum());
-    let tree: Vec<(&str, u64)> = names_to_hash
-        .iter()
-        .map(String::as_str)
-        .zip(sized)
-        .collect();
+    progress.start("verify", total);
+    let tree: Vec<(&str, End)> = names_to_hash.iter().map(String::as_str).zip(ends).collect();
     let hashed = crate::hash::hash_tree(dir, &tree, progress);
     drop(tree);
     progress.finish();
-    for (p, (d, n)) in names_to_hash.into_iter().zip(hashed?) {
-        observed.insert(p, (n, d));
-    }
+    observed.extend(names_to_hash.into_iter().zip(hashed?));
     Ok(observed)
 }
 

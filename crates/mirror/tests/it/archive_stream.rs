@@ -632,3 +632,42 @@ fn thin_diff_over_streamed_file_lists_is_the_in_memory_diff() {
         assert_eq!(e.kind(), ErrorKind::Input, "{e}");
     }
 }
+
+/// An archive whose metadata entries are each below the per-entry threshold but together above
+/// the in-memory total is spooled and verifies (it was refused: "the metadata entries exceed
+/// 67108864 bytes in all"), with the report of the folder; unpacked, the same files.
+#[test]
+fn metadata_entries_above_the_in_memory_total_are_spooled() {
+    let s = many(1500);
+    let bundle = s.bundle();
+    let total: u64 = names::METADATA
+        .iter()
+        .filter_map(|n| std::fs::metadata(bundle.join(n)).ok())
+        .map(|md| md.len())
+        .sum();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let archive = tmp.path().join("b.tar.zst");
+    stella_mirror::pack(&bundle, &archive, 0, &NoProgress).expect("pack");
+    let within = |metadata_total: u64| ArchiveLimits {
+        stream: stella_mirror::StreamLimits {
+            stream_above: u64::MAX,
+            metadata_total,
+            ..Default::default()
+        },
+        ..ArchiveLimits::default()
+    };
+    let folder = verify_dir(&bundle, &s.opts(), &NoProgress).expect("folder");
+    let (obs, report) = read_archive(&archive, None, within(total - 1), &s.opts(), &NoProgress)
+        .expect("above the total: spooled");
+    assert!(obs.index.is_some(), "spooled: the signed list as an index");
+    assert_eq!(report.files_checked, folder.files_checked);
+    assert_eq!(report.bytes_checked, folder.bytes_checked);
+    assert_eq!(report.meta.manifest_digest, folder.meta.manifest_digest);
+    let (obs, _) = read_archive(&archive, None, within(total), &s.opts(), &NoProgress)
+        .expect("at the total: in memory");
+    assert!(obs.index.is_none(), "in memory");
+    let dest = tmp.path().join("out");
+    stella_mirror::unpack(&archive, &dest, within(total - 1), &s.opts(), &NoProgress)
+        .expect("unpack");
+    assert_eq!(files(&dest), files(&bundle));
+}

@@ -234,7 +234,12 @@ fn streamed_sign_refuses_a_folder_that_does_not_match() {
     let src = Sources::new(1100);
     let key = FileKey::generate(Algorithm::Ed25519).expect("key");
     type Tamper = fn(&Path);
-    let cases: [(&str, Tamper, &str); 4] = [
+    // A sparse file of 64 GiB: read past its listed size, it would take minutes.
+    fn sparse(p: &Path) {
+        let f = std::fs::File::create(p).expect("create");
+        f.set_len(64 << 30).expect("sparse");
+    }
+    let cases: [(&str, Tamper, &str); 6] = [
         (
             "changed",
             |d| {
@@ -259,6 +264,16 @@ fn streamed_sign_refuses_a_folder_that_does_not_match() {
             "big blob changed",
             |d| std::fs::write(d.join("advisories/blob.bin"), vec![8u8; 300_000]).expect("w"),
             "file advisories/blob.bin changed: 300000 bytes",
+        ),
+        (
+            "listed file far larger",
+            |d| sparse(&d.join("advisories/blob.bin")),
+            "file advisories/blob.bin changed: 68719476736 bytes (larger than listed: not read past its listed size), the manifest says ",
+        ),
+        (
+            "huge unlisted file",
+            |d| sparse(&d.join("advisories/huge.bin")),
+            "unlisted file advisories/huge.bin (not in the signed manifest)",
         ),
     ];
     for (what, tamper, want) in cases {

@@ -250,6 +250,111 @@ fn tampered_streams_are_refused_at_their_stage() {
     assert_eq!(stage, Stage::Checksums);
 }
 
+/// A listed file replaced by a sparse file of 64 GiB, and one such file dropped into the
+/// folder unlisted: refused on every route (in memory, streamed, streamed with the payload on
+/// disk) as changed — named with its size and the listed one, not with a digest, since it is
+/// read no further than its listed size — and as unlisted, in about the time of the honest
+/// verification, not of reading 64 GiB.
+#[test]
+fn a_file_far_larger_than_listed_is_refused_without_being_read() {
+    let m = Many::new(1500);
+    let listed = "advisories/feeds/osv/03/OSV-0000003.json";
+    let size = file_len(&m.bundle.join(listed));
+    let huge: u64 = 64 << 30;
+    let sparse = |rel: &str| {
+        let f = std::fs::File::create(m.bundle.join(rel)).expect("create");
+        f.set_len(huge).expect("sparse");
+    };
+    type Route<'a> = (
+        &'a str,
+        Box<dyn Fn() -> Result<stella_mirror::VerifiedBundle, stella_mirror::Error> + 'a>,
+    );
+    let routes: [Route<'_>; 3] = [
+        (
+            "in memory",
+            Box::new(|| verify_dir(&m.bundle, &m.opts(), &NoProgress)),
+        ),
+        ("streamed", Box::new(|| m.streamed(&small_limits()))),
+        (
+            "streamed, payload on disk",
+            Box::new(|| m.streamed(&on_disk())),
+        ),
+    ];
+    let original = std::fs::read(m.bundle.join(listed)).expect("read");
+    sparse(listed);
+    for (route, verify) in &routes {
+        let (stage, msg) = stage_of(verify());
+        assert_eq!(stage, Stage::Content, "{route}: {msg}");
+        assert!(
+            msg.contains(&format!(
+                "file {listed} changed: {huge} bytes (larger than listed: not read past its listed size), the manifest says {size} bytes sha256:"
+            )),
+            "{route}: {msg}"
+        );
+        assert!(msg.contains("(1 problem)"), "{route}: {msg}");
+    }
+    std::fs::write(m.bundle.join(listed), &original).expect("restore");
+    sparse("advisories/huge.bin");
+    for (route, verify) in &routes {
+        let (stage, msg) = stage_of(verify());
+        assert_eq!(stage, Stage::Content, "{route}: {msg}");
+        assert!(
+            msg.ends_with(
+                "(1 problem): unlisted file advisories/huge.bin (not in the signed manifest)"
+            ),
+            "{route}: {msg}"
+        );
+    }
+    std::fs::remove_file(m.bundle.join("advisories/huge.bin")).expect("rm");
+    for (route, verify) in &routes {
+        verify().unwrap_or_else(|e| panic!("{route}: honest again: {e}"));
+    }
+}
+
+/// A bundle whose metadata files are each below the per-file threshold but together above
+/// what the in-memory path reads (a bundle of some 100,000 to 145,000 files by default, which
+/// `mirror verify` refused: "the metadata files exceed 67108864 bytes in all") verifies
+/// streamed, with the in-memory report; one byte below the total, in memory.
+#[test]
+fn metadata_above_the_in_memory_total_verifies_streamed() {
+    let m = Many::new(1500);
+    let total: u64 = names::METADATA
+        .iter()
+        .filter_map(|n| std::fs::metadata(m.bundle.join(n)).ok())
+        .map(|md| md.len())
+        .sum();
+    let in_memory = verify_dir(&m.bundle, &m.opts(), &NoProgress).expect("in memory");
+    assert!(!in_memory.meta.manifest_bytes.is_empty(), "in memory");
+    let within = |metadata_total: u64| StreamLimits {
+        stream_above: u64::MAX,
+        metadata_total,
+        ..Default::default()
+    };
+    let streamed = m
+        .streamed(&within(total - 1))
+        .expect("above the total: streamed");
+    assert!(streamed.meta.manifest_bytes.is_empty(), "streamed");
+    assert_eq!(streamed.files_checked, in_memory.files_checked);
+    assert_eq!(streamed.bytes_checked, in_memory.bytes_checked);
+    assert_eq!(
+        streamed.meta.manifest_digest,
+        in_memory.meta.manifest_digest
+    );
+    let at = m.streamed(&within(total)).expect("at the total: in memory");
+    assert!(!at.meta.manifest_bytes.is_empty(), "in memory");
+    // Refusals are the same on both sides of the line.
+    let sums = m.bundle.join(names::SUMS);
+    let honest = std::fs::read(&sums).expect("sums");
+    let mut edited = honest.clone();
+    let n = edited.len();
+    edited[n - 3] ^= 1;
+    std::fs::write(&sums, &edited).expect("write");
+    let (above, _) = stage_of(m.streamed(&within(total - 1)));
+    let (below, _) = stage_of(m.streamed(&within(total + 64)));
+    assert_eq!((above, below), (Stage::Checksums, Stage::Checksums));
+    std::fs::write(&sums, &honest).expect("restore");
+}
+
 /// `SHA256SUMS.dsse` is read once on the streamed path (hashed whole while its envelope is
 /// read, its payload compared with `SHA256SUMS` byte for byte): an envelope whose digest the
 /// manifest signs but whose payload is not `SHA256SUMS` (a byte changed, one short, one
