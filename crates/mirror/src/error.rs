@@ -467,31 +467,6 @@ pub(crate) fn missing_problem(path: &str) -> String {
     format!("file {path} is missing")
 }
 
-/// A content problem: the listed file `path` does not hold what the manifest lists (`size`
-/// bytes, `sha256`). A file cut where its listed size ends (larger than listed: never read
-/// further) is given by its size alone.
-pub(crate) fn changed_problem(
-    path: &str,
-    got: &crate::hash::Hashed,
-    size: u64,
-    sha256: &crate::hash::Digest,
-) -> String {
-    match got.digest() {
-        Some(d) => format!(
-            "file {path} changed: {} bytes sha256:{}, the manifest says {size} bytes sha256:{}",
-            got.size,
-            d.hex(),
-            sha256.hex()
-        ),
-        None => format!(
-            "file {path} changed: {} bytes (larger than listed: not read past its listed size), \
-             the manifest says {size} bytes sha256:{}",
-            got.size,
-            sha256.hex()
-        ),
-    }
-}
-
 /// Problems a content failure names; the rest are counted ([`Error::content_mismatch`]).
 pub(crate) const NAMED_PROBLEMS: usize = 10;
 

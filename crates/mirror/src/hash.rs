@@ -293,6 +293,26 @@ impl Hashed {
     pub(crate) fn digest(&self) -> Option<Digest> {
         self.whole.then_some(self.digest)
     }
+
+    /// The content problem of the listed file `path` that read as this instead of what the
+    /// manifest lists (`size` bytes, `sha256`); beside `crate::error::missing_problem` and
+    /// `unlisted_problem`. A file cut where its listed size ends is given by its size alone.
+    pub(crate) fn changed_problem(&self, path: &str, size: u64, sha256: &Digest) -> String {
+        match self.digest() {
+            Some(d) => format!(
+                "file {path} changed: {} bytes sha256:{}, the manifest says {size} bytes sha256:{}",
+                self.size,
+                d.hex(),
+                sha256.hex()
+            ),
+            None => format!(
+                "file {path} changed: {} bytes (larger than listed: not read past its listed \
+                 size), the manifest says {size} bytes sha256:{}",
+                self.size,
+                sha256.hex()
+            ),
+        }
+    }
 }
 
 /// Read `fd` into the hasher (and `sink`), through `buf`, up to `end`: a read that returns

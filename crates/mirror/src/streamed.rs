@@ -1295,7 +1295,7 @@ impl Tally {
                 true
             }
             Ok(h) => {
-                self.problem(crate::error::changed_problem(e.path, &h, e.size, &e.sha256));
+                self.problem(h.changed_problem(e.path, e.size, &e.sha256));
                 true
             }
             Err(err) => {

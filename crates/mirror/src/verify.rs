@@ -1086,9 +1086,7 @@ pub(crate) fn check_files<V: Seen>(
                 bytes += h.size;
                 count += 1;
             }
-            Some(h) => problems.push(crate::error::changed_problem(
-                &f.path, &h, f.size, &f.sha256,
-            )),
+            Some(h) => problems.push(h.changed_problem(&f.path, f.size, &f.sha256)),
         }
     }
     if !problems.is_empty() {
