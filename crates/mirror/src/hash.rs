@@ -757,6 +757,36 @@ pub(crate) fn copy_hashing(
     copy_hashing_with(src, dest, &mut vec![0u8; CHUNK], progress)
 }
 
+/// [`copy_hashing`] of a file that should hold `size` bytes (a signed or described size): at
+/// most `size` and one byte more are read and written, so a source far larger than that (a
+/// 20 GB sparse file in a base bundle) costs one more read, not 20 GB of disk. A larger one is
+/// cut there ([`Hashed::whole`] false; its size from `fstat`); the caller refuses it and
+/// removes the copy.
+pub(crate) fn copy_hashing_at_most(
+    src: &Path,
+    dest: &Path,
+    size: u64,
+    progress: &dyn Progress,
+) -> Result<Hashed> {
+    let r = std::fs::File::open(src).at(src)?;
+    let bound = size.saturating_add(1);
+    let mut buf = vec![0u8; CHUNK];
+    let (digest, n) = copy_reading(&mut (&r).take(bound), src, dest, &mut buf, progress)?;
+    if n <= size {
+        return Ok(Hashed {
+            size: n,
+            digest,
+            whole: true,
+        });
+    }
+    let real = r.metadata().map_or(n, |m| m.len().max(n));
+    Ok(Hashed {
+        size: real,
+        digest,
+        whole: false,
+    })
+}
+
 /// [`copy_hashing`] with a caller's buffer (many small files: one buffer per worker instead
 /// of a fresh 256 KiB allocation, an mmap and munmap, per file).
 pub(crate) fn copy_hashing_with(
@@ -765,8 +795,19 @@ pub(crate) fn copy_hashing_with(
     buf: &mut [u8],
     progress: &dyn Progress,
 ) -> Result<(Digest, u64)> {
-    use std::io::Write as _;
     let mut r = std::fs::File::open(src).at(src)?;
+    copy_reading(&mut r, src, dest, buf, progress)
+}
+
+/// Copy what `r` (reading `src`) yields to a new file `dest`, hashing on the way.
+fn copy_reading(
+    r: &mut dyn Read,
+    src: &Path,
+    dest: &Path,
+    buf: &mut [u8],
+    progress: &dyn Progress,
+) -> Result<(Digest, u64)> {
+    use std::io::Write as _;
     let mut w = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -775,7 +816,7 @@ pub(crate) fn copy_hashing_with(
     let mut h = Hasher::new();
     // A write error is the destination's, any other the source's.
     let mut write_failed = false;
-    read_chunks(&mut r, buf, |data| {
+    read_chunks(r, buf, |data| {
         h.update(data);
         w.write_all(data).inspect_err(|_| write_failed = true)?;
         progress.advance(data.len() as u64);

@@ -19,7 +19,7 @@ use stella_oci::media;
 
 use crate::error::{Error, Field, IoContext as _, Result};
 use crate::fs::{read_small, write_new};
-use crate::hash::{copy_hashing, Digest, Hasher, Progress, CHUNK};
+use crate::hash::{copy_hashing_at_most, Digest, Hasher, Progress, CHUNK};
 
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// Largest manifest, index or config we parse.
@@ -437,13 +437,28 @@ impl<'a> LayoutWriter<'a> {
                 std::fs::rename(src, &dest).at(&dest)?;
             }
             _ => {
-                let (sha, got) = copy_hashing(src, &dest, self.progress).map_err(|e| match e {
-                    Error::NotFound(_) => Error::input(format!("{what}: blob {} is missing", d)),
-                    e => e,
-                })?;
-                if sha != *d || got != size {
+                // No further than the descriptor's size: a blob far larger than described
+                // is refused after one more read, not copied whole.
+                let got =
+                    copy_hashing_at_most(src, &dest, size, self.progress).map_err(|e| match e {
+                        Error::NotFound(_) => {
+                            Error::input(format!("{what}: blob {} is missing", d))
+                        }
+                        e => e,
+                    })?;
+                if got.digest() != Some(*d) || got.size != size {
                     let _ = std::fs::remove_file(&dest);
-                    return Err(blob_mismatch(what, d, size, &sha, got));
+                    return Err(match got.digest() {
+                        Some(sha) => blob_mismatch(what, d, size, &sha, got.size),
+                        None => Error::content(
+                            Field::Image(what.to_string()),
+                            format!(
+                                "{what}: blob {d} does not match its descriptor (expected {size} \
+                                 bytes, got {} bytes: not read past the expected size)",
+                                got.size
+                            ),
+                        ),
+                    });
                 }
             }
         }

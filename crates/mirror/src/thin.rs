@@ -239,16 +239,14 @@ fn copy_checked(
     if let Some(p) = dest.parent() {
         std::fs::create_dir_all(p).at(p)?;
     }
-    let (sha, size) = crate::hash::copy_hashing(src, dest, progress)?;
-    if sha != f.sha256 || size != f.size {
+    // Read no further than the signed size: a base file far larger than listed is refused
+    // after one more read, not copied whole.
+    let got = crate::hash::copy_hashing_at_most(src, dest, f.size, progress)?;
+    if got.digest() != Some(f.sha256) || got.size != f.size {
+        let _ = std::fs::remove_file(dest);
         return Err(Error::content(
             Field::file(f.path),
-            format!(
-                "file {} changed: sha256:{}, the manifest says sha256:{}",
-                f.path,
-                sha.hex(),
-                f.sha256.hex()
-            ),
+            got.changed_problem(f.path, f.size, &f.sha256),
         ));
     }
     Ok(())

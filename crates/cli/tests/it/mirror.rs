@@ -278,6 +278,25 @@ fn all_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Every file under `dir` (relative path) with its size, sorted; nothing read.
+fn sizes(dir: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, e.metadata().unwrap().len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 // ------------------------------------------------------------------------------------------
 // create / sign / verify
 // ------------------------------------------------------------------------------------------
@@ -390,6 +409,22 @@ fn create_checks_blob_digests_on_the_way_in() {
     let shared = sha(&b"shared layer bytes".repeat(1000));
     write(env.p("src/app/blobs/sha256").join(&shared), b"tampered");
     expect(&env.create("b", &[]), 1, "does not match its descriptor");
+    assert!(!env.p("b").exists(), "nothing left behind");
+    // One far larger than its descriptor (64 GiB, sparse): refused after one byte past the
+    // described size, not copied whole into the bundle.
+    let blob = env.p("src/app/blobs/sha256").join(&shared);
+    std::fs::File::create(&blob)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let described = b"shared layer bytes".repeat(1000).len();
+    expect(
+        &env.create("b", &[]),
+        1,
+        &format!(
+            "does not match its descriptor (expected {described} bytes, got 68719476736 bytes: not read past the expected size)"
+        ),
+    );
     assert!(!env.p("b").exists(), "nothing left behind");
     // A docker archive whose layer does not match the config's diff_ids.
     let env = Env::new();
@@ -1407,6 +1442,36 @@ fn thin_bundles_carry_only_changes_and_apply_in_order() {
             .collect()
     };
     assert_eq!(content("site"), content("full2"));
+    // A base whose uncarried file is far larger than signed (a 64 GiB sparse file in place of
+    // the shared layer): refused after reading one byte past the signed size, nothing copied,
+    // the base left as it was (it was copied whole, 64 GiB onto the disk, before).
+    copy_tree(&env.p("gen1"), &env.p("site3"));
+    let layer = env.p("site3/images/blobs/sha256").join(&shared);
+    let signed_size = std::fs::metadata(&layer).unwrap().len();
+    std::fs::File::create(&layer)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let before = sizes(&env.p("site3"));
+    let out = env.run(&[
+        "mirror", "apply", "thin2", "--onto", "site3", "--key", "k.pub",
+    ]);
+    expect(
+        &out,
+        1,
+        &format!(
+            "file images/blobs/sha256/{shared} changed: 68719476736 bytes (larger than listed: not read past its listed size), the manifest says {signed_size} bytes"
+        ),
+    );
+    assert_eq!(sizes(&env.p("site3")), before, "the base changed");
+    assert!(
+        std::fs::read_dir(env.p("")).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".stella")),
+        "a staging folder was left"
+    );
     expect(
         &env.run(&["mirror", "pack", "thin2", "--output", "thin2.tar.zst"]),
         0,
@@ -2905,7 +2970,9 @@ fn hostile_extension_headers_and_bombs_stay_within_memory_and_disk() {
                     put_filled(w, b' ', n);
                 }
             }),
-            "metadata entries exceed",
+            // Above the in-memory total: spooled (as the metadata of a bundle of ~120,000
+            // files is) and refused for what it is.
+            "manifest.dsse: malformed DSSE envelope",
         ),
     ];
     for (name, build, fragment) in &cases {
