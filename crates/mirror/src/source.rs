@@ -181,7 +181,7 @@ impl<'a> Source<'a> {
 /// Does the regular file `path` start as an archive: gzip or zstd magic, or a POSIX tar
 /// header (`ustar` at offset 257)? A file that is not regular (a device, a FIFO) is not
 /// read and is no archive.
-fn starts_as_archive(path: &Path) -> Result<bool> {
+pub(crate) fn starts_as_archive(path: &Path) -> Result<bool> {
     use crate::fs::{open_regular, Links, Opened};
     use std::io::Read as _;
     // Looked at before opening and again on the descriptor (`open_regular`): opening a FIFO

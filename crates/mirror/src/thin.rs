@@ -613,6 +613,16 @@ pub fn diff_manifest_files(
     new: &Path,
     limits: &crate::streamed::Limits,
 ) -> Result<(Manifest, Manifest, Diff)> {
+    // An archive given where a manifest is expected: say so, not "expected value at line 1".
+    for path in [old, new] {
+        if crate::source::starts_as_archive(path)? {
+            return Err(Error::input(format!(
+                "{}: a bundle archive; diff compares bundle folders or manifest.json files \
+                 (unpack it first: stella mirror unpack)",
+                path.display()
+            )));
+        }
+    }
     let (old_tx, old_rx) = std::sync::mpsc::sync_channel::<Vec<FileEntry>>(QUEUE);
     let (new_tx, new_rx) = std::sync::mpsc::sync_channel::<Vec<FileEntry>>(QUEUE);
     let failed = std::sync::atomic::AtomicBool::new(false);

@@ -625,6 +625,30 @@ fn thin_diff_over_streamed_file_lists_is_the_in_memory_diff() {
     let missing = s.dir.path().join("missing.json");
     let e = stella_mirror::diff_manifest_files(&a_path, &missing, &small()).expect_err("missing");
     assert!(matches!(&e, Error::NotFound(p) if *p == missing), "{e}");
+    // An archive where a manifest is expected is named as one (it was "expected value at
+    // line 1 column 1"), whatever its name and on either side.
+    // (`b.json`: a zstd archive under a manifest's name, known by its magic.)
+    for (packed_as, name) in [
+        ("b.tar.zst", "b.tar.zst"),
+        ("b.tar.gz", "b.tar.gz"),
+        ("b.tar.zst", "b.json"),
+    ] {
+        let packed = s.dir.path().join(packed_as);
+        let as_named = s.dir.path().join(name);
+        stella_mirror::pack(&s.bundle(), &packed, 0, &NoProgress).expect("pack");
+        std::fs::rename(&packed, &as_named).expect("rename");
+        for (old, new) in [(&as_named, &a_path), (&a_path, &as_named)] {
+            let e = stella_mirror::diff_manifest_files(old, new, &small()).expect_err(name);
+            assert!(
+                e.to_string().contains(
+                    "a bundle archive; diff compares bundle folders or manifest.json files"
+                ),
+                "{name}: {e}"
+            );
+            assert_eq!(e.kind(), ErrorKind::Input, "{name}");
+        }
+        std::fs::remove_file(&as_named).expect("rm");
+    }
     // A file list that is not a manifest is an input error on both paths.
     std::fs::write(&b_path, vec![b'['; 100 * 1024]).expect("write");
     for limits in [small(), stella_mirror::StreamLimits::default()] {
