@@ -1401,15 +1401,17 @@ pub(crate) fn check_content_early(
     gate: &IndexGate<'_>,
     progress: &dyn Progress,
 ) -> Result<Option<ContentChecked>> {
-    check_content_holding(dir, gate, progress, EARLY_RESULTS_BYTES)
+    check_content_holding(dir, gate, progress, EARLY_RESULTS_BYTES, EARLY_FILE_BYTES)
 }
 
-/// [`check_content_early`] holding at most `early_cap` bytes of early results.
+/// [`check_content_early`] holding at most `early_cap` bytes of early results, reading at most
+/// `early_file` bytes (and one more) of a file before the list is known.
 fn check_content_holding(
     dir: &Path,
     gate: &IndexGate<'_>,
     progress: &dyn Progress,
     early_cap: usize,
+    early_file: u64,
 ) -> Result<Option<ContentChecked>> {
     use crate::hash::{hash_at, hash_at_refined, DirCursor, End, CHUNK};
     let rootfd = crate::hash::open_root(dir)?;
@@ -1458,7 +1460,7 @@ fn check_content_holding(
                                 )
                             }),
                         };
-                        let early = End::Upto(EARLY_FILE_BYTES);
+                        let early = End::Upto(early_file);
                         let got = hash_at_refined(&mut dirs, rel, early, &mut settled, &mut buf);
                         if let Ok(h) = &got {
                             read += h.digest().map_or(0, |_| h.size);
@@ -1789,16 +1791,20 @@ mod tests {
         FirstBatch,
         /// Later (after the walk, most likely).
         Late,
+        /// Later, every file above 100 bytes cut while the list is not known (and read again
+        /// once it is).
+        LateCut,
     }
 
     fn check(dir: &Path, kind: Kind, index: &FileIndex, when: When) -> Result<ContentChecked> {
-        let (gate, cap) = match when {
+        let (gate, cap, file_cap) = match when {
             When::Start => return check_content(dir, kind, index, &NoProgress),
-            When::FirstBatch => (IndexGate::new(), 0),
-            When::Late => (IndexGate::new(), usize::MAX),
+            When::FirstBatch => (IndexGate::new(), 0, EARLY_FILE_BYTES),
+            When::Late => (IndexGate::new(), usize::MAX, EARLY_FILE_BYTES),
+            When::LateCut => (IndexGate::new(), usize::MAX, 100),
         };
         std::thread::scope(|s| {
-            let h = s.spawn(|| check_content_holding(dir, &gate, &NoProgress, cap));
+            let h = s.spawn(|| check_content_holding(dir, &gate, &NoProgress, cap, file_cap));
             std::thread::sleep(std::time::Duration::from_millis(50));
             gate.publish(kind, Held::Lent(index));
             h.join().unwrap()
@@ -1806,7 +1812,7 @@ mod tests {
         .map(|r| r.expect("the gate opened"))
     }
 
-    const WHEN: [When; 3] = [When::Start, When::FirstBatch, When::Late];
+    const WHEN: [When; 4] = [When::Start, When::FirstBatch, When::Late, When::LateCut];
 
     #[test]
     fn content_checks_the_same_whenever_the_list_comes() {
@@ -1928,7 +1934,9 @@ mod tests {
         for cap in [0, usize::MAX] {
             let gate = IndexGate::new();
             let got = std::thread::scope(|s| {
-                let h = s.spawn(|| check_content_holding(dir.path(), &gate, &NoProgress, cap));
+                let h = s.spawn(|| {
+                    check_content_holding(dir.path(), &gate, &NoProgress, cap, EARLY_FILE_BYTES)
+                });
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 gate.close();
                 h.join().unwrap()
@@ -1938,7 +1946,7 @@ mod tests {
         let gate = IndexGate::new();
         gate.close();
         assert!(matches!(
-            check_content_holding(dir.path(), &gate, &NoProgress, 0),
+            check_content_holding(dir.path(), &gate, &NoProgress, 0, EARLY_FILE_BYTES),
             Ok(None)
         ));
         // Closing after it opened stops it too; opening a closed gate does not reopen it.
@@ -1946,7 +1954,7 @@ mod tests {
         gate.publish(Kind::Full, Held::Lent(&index));
         gate.close();
         assert!(matches!(
-            check_content_holding(dir.path(), &gate, &NoProgress, 0),
+            check_content_holding(dir.path(), &gate, &NoProgress, 0, EARLY_FILE_BYTES),
             Ok(None)
         ));
         let gate = IndexGate::new();
@@ -1988,7 +1996,9 @@ mod tests {
             let count = Count(AtomicU64::new(0), AtomicU64::new(0), AtomicUsize::new(0));
             let gate = IndexGate::new();
             std::thread::scope(|s| {
-                let h = s.spawn(|| check_content_holding(dir.path(), &gate, &count, cap));
+                let h = s.spawn(|| {
+                    check_content_holding(dir.path(), &gate, &count, cap, EARLY_FILE_BYTES)
+                });
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 gate.publish(Kind::Full, Held::Lent(&index));
                 h.join().unwrap().unwrap().unwrap()

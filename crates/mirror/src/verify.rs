@@ -1159,7 +1159,15 @@ pub fn verify_dir_with(
     // all.
     let listed: std::sync::OnceLock<Option<VerifiedMetadata>> = std::sync::OnceLock::new();
     let observed = std::thread::scope(|s| {
-        let hashing = s.spawn(|| hash_dir_all(dir, &listed, progress));
+        let sizes = |p: &str| -> Option<Option<u64>> {
+            let vm = listed.get()?;
+            Some(
+                vm.as_ref()
+                    .and_then(|vm| vm.manifest.file(p))
+                    .map(|f| f.size),
+            )
+        };
+        let hashing = s.spawn(move || hash_dir_all(dir, &sizes, SPECULATIVE_FILE_BYTES, progress));
         let vm = read_dir_metadata_within(dir, limits.metadata_total)
             .and_then(|meta| CheckedBundle::from_metadata(&meta)?.verify(opts));
         let failed = match vm {
@@ -1183,23 +1191,24 @@ pub fn verify_dir_with(
     let Some(mut observed) = observed? else {
         return Err(too_many_files(dir, &vm.manifest));
     };
-    rehash_cut(dir, &vm.manifest, &mut observed, progress)?;
+    let sizes = |p: &str| vm.manifest.file(p).map(|f| f.size);
+    rehash_cut(dir, &sizes, &mut observed, progress)?;
     let content = check_files(&vm.manifest, &observed)?;
     Ok(VerifiedBundle::new(vm, content))
 }
 
-/// Read again, up to their listed sizes, the listed files [`hash_dir_all`] cut before the
-/// list was known (larger than [`SPECULATIVE_FILE_BYTES`]).
+/// Read again, up to their listed sizes (`listed(path)`), the listed files [`hash_dir_all`]
+/// cut before the list was known (larger than its cap).
 fn rehash_cut(
     dir: &Path,
-    manifest: &Manifest,
+    listed: &dyn Fn(&str) -> Option<u64>,
     observed: &mut BTreeMap<String, Hashed>,
     progress: &dyn Progress,
 ) -> Result<()> {
     let cut: Vec<(String, End)> = observed
         .iter()
         .filter(|(_, h)| !h.whole)
-        .filter_map(|(p, _)| manifest.file(p).map(|f| (p.clone(), End::At(f.size))))
+        .filter_map(|(p, _)| listed(p).map(|size| (p.clone(), End::At(size))))
         .collect();
     if cut.is_empty() {
         return Ok(());
@@ -1811,12 +1820,14 @@ const SPECULATIVE_FILE_BYTES: u64 = 1 << 30;
 
 /// Hash every content file of a folder (every file but the metadata) on every core while the
 /// metadata is checked (see [`verify_dir`]); `None` if it holds more than
-/// [`MAX_IN_MEMORY_FILES`]. Until `listed` is set a file is read up to
-/// [`SPECULATIVE_FILE_BYTES`]; from then on (also for a file being read) no further than its
-/// listed size, an unlisted one not at all, and nothing more once the metadata failed.
+/// [`MAX_IN_MEMORY_FILES`]. `listed(path)` is `None` while the signed list is not known, then
+/// `Some(listed size)` (`Some(None)`: unlisted, or the metadata failed). Until it is known a
+/// file is read up to `cap` bytes and one more; from then on (also for a file being read) no
+/// further than its listed size, an unlisted one not at all.
 fn hash_dir_all(
     dir: &Path,
-    listed: &std::sync::OnceLock<Option<VerifiedMetadata>>,
+    listed: &(dyn Fn(&str) -> Option<Option<u64>> + Sync),
+    cap: u64,
     progress: &dyn Progress,
 ) -> Result<Option<BTreeMap<String, Hashed>>> {
     let Some(names_to_hash) = content_files_at_most(dir, MAX_IN_MEMORY_FILES)? else {
@@ -1824,16 +1835,12 @@ fn hash_dir_all(
     };
     let sized: Vec<(&str, End)> = names_to_hash
         .iter()
-        .map(|p| (p.as_str(), End::Upto(SPECULATIVE_FILE_BYTES)))
+        .map(|p| (p.as_str(), End::Upto(cap)))
         .collect();
+    // Unlisted, or the metadata failed: cut at once (one byte read at most).
     let settled = |i: usize| -> Option<End> {
-        let vm = listed.get()?;
-        let size = vm
-            .as_ref()
-            .and_then(|vm| vm.manifest.file(names_to_hash.get(i)?))
-            .map_or(0, |f| f.size);
-        // Unlisted, or the metadata failed: cut at once (one byte read at most).
-        Some(End::At(size))
+        let size = listed(names_to_hash.get(i)?)?;
+        Some(End::At(size.unwrap_or(0)))
     };
     // The total is not known before the manifest is: 0 (unknown) for the progress display.
     progress.start("verify", 0);
@@ -2037,6 +2044,102 @@ mod tests {
     /// memory whole (`content_files_at_most` stops at its bound), and its report is the one
     /// `check_files` gives for the same folder: the first ten problems (unlisted by path, then
     /// missing in manifest order) and all of them counted.
+    #[test]
+    fn files_hashed_before_the_list_is_known_are_cut_at_the_cap_and_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = 1000u64;
+        let sized = [
+            ("a/small.json", 10usize),
+            ("a/at.json", 1000),
+            ("a/over.json", 1001),
+            ("a/b/big.bin", 3 * crate::hash::CHUNK + 7),
+        ];
+        let mut want = BTreeMap::new();
+        for (i, (p, n)) in sized.iter().enumerate() {
+            let data: Vec<u8> = (0..*n).map(|k| (k * 7 + i) as u8).collect();
+            let abs = dir.path().join(p);
+            std::fs::create_dir_all(abs.parent().unwrap()).unwrap();
+            std::fs::write(&abs, &data).unwrap();
+            want.insert(p.to_string(), (*n as u64, Digest::of(&data)));
+        }
+        let listed = |p: &str| want.get(p).map(|(n, _)| *n);
+        let whole = |observed: &BTreeMap<String, Hashed>| {
+            observed
+                .iter()
+                .map(|(p, h)| (p.clone(), (h.size, h.digest().expect(p))))
+                .collect::<BTreeMap<_, _>>()
+        };
+        // The list never known while hashing: what is above the cap is cut there (sized by
+        // `fstat`), then read again to its listed size.
+        let never = |_: &str| None;
+        let mut observed = hash_dir_all(dir.path(), &never, cap, &crate::hash::NoProgress)
+            .unwrap()
+            .unwrap();
+        let cut: Vec<&str> = observed
+            .iter()
+            .filter(|(_, h)| !h.whole)
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert_eq!(cut, ["a/b/big.bin", "a/over.json"]);
+        for (p, h) in &observed {
+            assert_eq!(h.size, want[p].0, "{p}");
+        }
+        rehash_cut(dir.path(), &listed, &mut observed, &crate::hash::NoProgress).unwrap();
+        assert_eq!(whole(&observed), want);
+        // Known from the start: nothing cut; an unlisted file is not read past one byte.
+        std::fs::write(dir.path().join("a/extra.bin"), vec![1u8; 50_000]).unwrap();
+        let known = |p: &str| Some(listed(p));
+        let observed = hash_dir_all(dir.path(), &known, cap, &crate::hash::NoProgress)
+            .unwrap()
+            .unwrap();
+        let extra = observed["a/extra.bin"];
+        assert!(!extra.whole);
+        assert_eq!(extra.digest, Digest::of(&[1u8]));
+        let mut listed_only = observed.clone();
+        listed_only.remove("a/extra.bin");
+        assert_eq!(whole(&listed_only), want);
+        // Learnt while the big file is read: read on to its listed size, whole, not cut.
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let later = |p: &str| {
+            let n = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (n >= 5).then(|| listed(p))
+        };
+        std::fs::remove_file(dir.path().join("a/extra.bin")).unwrap();
+        let observed = hash_dir_all(dir.path(), &later, u64::MAX, &crate::hash::NoProgress)
+            .unwrap()
+            .unwrap();
+        assert_eq!(whole(&observed), want);
+        // A check that keeps the cut: a file cut at the cap and never read again is a
+        // problem, never a match, even when its size is the listed one.
+        let m = Manifest::from_json(&manifest_listing(&want)).unwrap();
+        let mut observed = hash_dir_all(dir.path(), &never, cap, &crate::hash::NoProgress)
+            .unwrap()
+            .unwrap();
+        let e = check_files(&m, &observed).unwrap_err().to_string();
+        assert!(e.contains("(2 problems)"), "{e}");
+        assert!(e.contains("file a/over.json changed: 1001 bytes"), "{e}");
+        rehash_cut(dir.path(), &listed, &mut observed, &crate::hash::NoProgress).unwrap();
+        check_files(&m, &observed).unwrap();
+    }
+
+    /// A canonical full manifest listing `files` (path → size, digest).
+    fn manifest_listing(files: &BTreeMap<String, (u64, Digest)>) -> Vec<u8> {
+        let list: Vec<serde_json::Value> = files
+            .iter()
+            .map(|(p, (n, d))| {
+                serde_json::json!({
+                    "path": p, "size": n, "sha256": d.hex(), "mediaType": "application/json",
+                })
+            })
+            .collect();
+        let m = serde_json::json!({
+            "bundle": "b", "version": "1", "generation": 1, "kind": "full",
+            "generatedAt": "2026-12-06T10:00:00Z", "issuer": "i", "purpose": crate::PURPOSE,
+            "files": list,
+        });
+        stella_dsse::jcs::to_vec(&m).unwrap()
+    }
+
     #[test]
     fn a_folder_past_the_in_memory_bound_is_reported_as_check_files_reports_it() {
         let b = crate::testing::SignedBundle::new();
