@@ -144,7 +144,15 @@ impl Client {
             resumed_from,
             bytes_sent,
         };
-        if self.blob_exists(repo, d).await?.is_some() {
+        // A registry that keeps failing to say whether it holds the blob (after a crash while
+        // it linked the blob into the repository, `docker-registry` answers 500 to `HEAD` for
+        // good) is sent the blob: a `PUT` by digest is idempotent and writes the link again;
+        // a registry really failing fails the upload too, with its own error.
+        let known = match self.blob_exists(repo, d).await {
+            Err(Error::Status { status, .. }) if status >= 500 => None,
+            other => other?,
+        };
+        if known.is_some() {
             if let Some(j) = journal {
                 j.remove(repo, d);
             }

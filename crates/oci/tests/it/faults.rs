@@ -318,3 +318,83 @@ async fn transient_errors_are_retried_with_backoff() {
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("after 4 attempt"), "{err}");
 }
+
+/// A registry that crashed while it linked a blob into a repository (the `docker-registry`
+/// filesystem driver writes the link file in place: an empty or torn link) answers 500 to
+/// `HEAD` of that blob for good, so a push that asked first could never finish ("retryable"
+/// forever; seen twice as a flaky `mirror load` rerun after a kill). A `HEAD` that keeps
+/// failing with 5xx is taken as "not known to be there": the blob is sent again (a `PUT` by
+/// digest is idempotent and rewrites the link), the push completes and the registry serves
+/// the blob again. A registry that fails the upload too still fails the push, clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_the_registry_cannot_say_it_holds_is_sent_again() {
+    let reg = Registry::start();
+    let host = reg.host();
+    let src = tempfile::tempdir().unwrap();
+    let (layout, img) = testing::layout_with_image(src.path(), "app", &[300_000, 200_000]);
+    let c = client();
+    let target = reference(&host, "app:1");
+    push_from_layout(
+        &c,
+        layout.root(),
+        &img.digest,
+        &target,
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap();
+    // Tear the link of one layer, as a crash mid-write leaves it.
+    let layer = img.layers[0].digest;
+    let link = reg
+        .storage()
+        .join("docker/registry/v2/repositories/app/_layers/sha256")
+        .join(layer.hex())
+        .join("link");
+    std::fs::write(&link, b"").unwrap();
+    let err = c.blob_exists(&target, &layer).await.unwrap_err();
+    assert!(err.to_string().contains("answered 500 to HEAD"), "{err}");
+    let c = client();
+    let r = push_from_layout(
+        &c,
+        layout.root(),
+        &img.digest,
+        &target,
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap();
+    let action = |d: &Digest| {
+        r.blobs
+            .iter()
+            .find(|b| b.digest == *d)
+            .map(|b| b.action)
+            .unwrap()
+    };
+    assert_eq!(action(&layer), BlobAction::Uploaded);
+    assert_eq!(action(&img.layers[1].digest), BlobAction::Existed);
+    assert_eq!(
+        c.blob_exists(&target, &layer).await.unwrap(),
+        Some(img.layers[0].size)
+    );
+    // A registry that fails everything: the push still fails, on the upload, as unavailable.
+    let methods: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = methods.clone();
+    let fake = serve(Arc::new(move |r: &crate::support::Request| {
+        seen.lock().unwrap().push(r.method.clone());
+        Reply::new(500)
+    }))
+    .await;
+    let err = push_from_layout(
+        &client(),
+        layout.root(),
+        &img.digest,
+        &reference(&fake.host(), "app:1"),
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("answered 500 to POST"), "{err}");
+    let methods = methods.lock().unwrap();
+    assert!(methods.iter().any(|m| m == "HEAD"), "{methods:?}");
+}
