@@ -261,25 +261,16 @@ fn manifest(dir: &Path) -> Value {
 }
 
 fn all_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
-                out.push((rel, std::fs::read(e.path()).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
+    walk_files(dir, |e| std::fs::read(e.path()).unwrap())
 }
 
 /// Every file under `dir` (relative path) with its size, sorted; nothing read.
 fn sizes(dir: &Path) -> Vec<(String, u64)> {
+    walk_files(dir, |e| e.metadata().unwrap().len())
+}
+
+/// Every file under `dir` (relative path) with what `of` makes of it, sorted by path.
+fn walk_files<T: Ord>(dir: &Path, of: impl Fn(&std::fs::DirEntry) -> T) -> Vec<(String, T)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -289,7 +280,7 @@ fn sizes(dir: &Path) -> Vec<(String, u64)> {
                 stack.push(e.path());
             } else {
                 let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
-                out.push((rel, e.metadata().unwrap().len()));
+                out.push((rel, of(&e)));
             }
         }
     }

@@ -329,20 +329,20 @@ async fn transient_errors_are_retried_with_backoff() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_the_registry_cannot_say_it_holds_is_sent_again() {
     let reg = Registry::start();
-    let host = reg.host();
     let src = tempfile::tempdir().unwrap();
     let (layout, img) = testing::layout_with_image(src.path(), "app", &[300_000, 200_000]);
-    let c = client();
-    let target = reference(&host, "app:1");
-    push_from_layout(
-        &c,
-        layout.root(),
-        &img.digest,
-        &target,
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap();
+    let opts = PushOptions::default();
+    // A fresh client each time (no blob locations remembered from the push before).
+    let push = |target: stella_oci::Reference| {
+        let (layout, img, opts) = (&layout, &img, &opts);
+        async move {
+            let c = client();
+            let r = push_from_layout(&c, layout.root(), &img.digest, &target, opts).await;
+            (c, r)
+        }
+    };
+    let target = reference(&reg.host(), "app:1");
+    push(target.clone()).await.1.unwrap();
     // Tear the link of one layer, as a crash mid-write leaves it.
     let layer = img.layers[0].digest;
     let link = reg
@@ -351,18 +351,10 @@ async fn a_blob_the_registry_cannot_say_it_holds_is_sent_again() {
         .join(layer.hex())
         .join("link");
     std::fs::write(&link, b"").unwrap();
-    let err = c.blob_exists(&target, &layer).await.unwrap_err();
+    let err = client().blob_exists(&target, &layer).await.unwrap_err();
     assert!(err.to_string().contains("answered 500 to HEAD"), "{err}");
-    let c = client();
-    let r = push_from_layout(
-        &c,
-        layout.root(),
-        &img.digest,
-        &target,
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap();
+    let (c, r) = push(target.clone()).await;
+    let r = r.unwrap();
     let action = |d: &Digest| {
         r.blobs
             .iter()
@@ -384,15 +376,7 @@ async fn a_blob_the_registry_cannot_say_it_holds_is_sent_again() {
         Reply::new(500)
     }))
     .await;
-    let err = push_from_layout(
-        &client(),
-        layout.root(),
-        &img.digest,
-        &reference(&fake.host(), "app:1"),
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let err = push(reference(&fake.host(), "app:1")).await.1.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("answered 500 to POST"), "{err}");
     let methods = methods.lock().unwrap();
