@@ -294,6 +294,21 @@ impl Hashed {
         self.whole.then_some(self.digest)
     }
 
+    /// This read judged against a listed size, as reading the file up to that size
+    /// ([`End::At`]) gives it: a whole file larger than listed counts as cut there (no digest
+    /// reported); `None` when it was cut before its listed size was known at no more than
+    /// that size, and must be read again.
+    pub(crate) fn against(self, listed: u64) -> Option<Hashed> {
+        match (self.whole, self.size > listed) {
+            (true, true) => Some(Hashed {
+                whole: false,
+                ..self
+            }),
+            (true, false) | (false, true) => Some(self),
+            (false, false) => None,
+        }
+    }
+
     /// The content problem of the listed file `path` that read as this instead of what the
     /// manifest lists (`size` bytes, `sha256`); beside `crate::error::missing_problem` and
     /// `unlisted_problem`. A file cut where its listed size ends is given by its size alone.
@@ -688,8 +703,8 @@ impl Creates0644 {
 }
 
 /// Run `work` on `workers` threads (this one included) until it returns, and put each
-/// worker's `(index, digest, size)` results in index order; the first error wins (the work
-/// itself tells the others to stop).
+/// worker's `(index, result)` pairs in index order (`blank` in no slot once all succeeded);
+/// the first error wins (the work itself tells the others to stop).
 fn on_workers<I: Copy + Send + TryInto<usize>, T: Clone + Send>(
     workers: usize,
     len: usize,
@@ -1003,6 +1018,25 @@ mod tests {
         let got = hash_tree(dir.path(), &[("huge", End::At(1024))], &NoProgress).unwrap();
         assert_eq!((got[0].size, got[0].whole), (1 << 40, false));
         assert_eq!(got[0].digest, Digest::of(&[0u8; 1025]));
+    }
+
+    #[test]
+    fn a_read_is_judged_against_a_listed_size_as_a_listed_read_gives_it() {
+        let d = Digest::of(b"0123456789");
+        let read = |size, whole| Hashed {
+            size,
+            digest: d,
+            whole,
+        };
+        // Whole: as it is, unless larger than listed (then as cut: no digest reported).
+        assert_eq!(read(10, true).against(10), Some(read(10, true)));
+        assert_eq!(read(10, true).against(11), Some(read(10, true)));
+        assert_eq!(read(10, true).against(9), Some(read(10, false)));
+        assert_eq!(read(10, true).against(9).unwrap().digest(), None);
+        // Cut: larger than listed stays so; cut at or below its listed size: read again.
+        assert_eq!(read(10, false).against(9), Some(read(10, false)));
+        assert_eq!(read(10, false).against(10), None);
+        assert_eq!(read(10, false).against(20), None);
     }
 
     #[test]

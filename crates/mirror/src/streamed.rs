@@ -1342,16 +1342,17 @@ impl EarlyJudge<'_, '_> {
                     *s = true;
                 }
                 let Some(e) = l.index.get(i) else { continue };
-                let got = match got {
-                    // Cut at the early bound, or not the listed size: read it again as a
-                    // listed file is read.
-                    Ok(h) if !h.whole || h.size != e.size => {
+                // As a listed file is read (up to its listed size); cut at the early bound
+                // short of it: read again.
+                let got = match got.map(|h| h.against(e.size)) {
+                    Ok(Some(h)) => Ok(h),
+                    Ok(None) => {
                         if self.buf.is_empty() {
                             self.buf = vec![0u8; CHUNK];
                         }
                         hash_at(&mut self.dirs, rel, End::At(e.size), &mut self.buf)
                     }
-                    got => got,
+                    Err(e) => Err(e),
                 };
                 if !self.tally.judge(dir, &e, got, &mut self.ok) {
                     break;

@@ -1192,29 +1192,33 @@ pub fn verify_dir_with(
         return Err(too_many_files(dir, &vm.manifest));
     };
     let sizes = |p: &str| vm.manifest.file(p).map(|f| f.size);
-    rehash_cut(dir, &sizes, &mut observed, progress)?;
+    settle(dir, &sizes, &mut observed, progress)?;
     let content = check_files(&vm.manifest, &observed)?;
     Ok(VerifiedBundle::new(vm, content))
 }
 
-/// Read again, up to their listed sizes (`listed(path)`), the listed files [`hash_dir_all`]
-/// cut before the list was known (larger than its cap).
-fn rehash_cut(
+/// Each listed file [`hash_dir_all`] read as reading it up to its listed size (`listed(path)`)
+/// gives it ([`Hashed::against`]: the same report whenever the list came), those it cut
+/// before the list was known short of that size read again.
+fn settle(
     dir: &Path,
     listed: &dyn Fn(&str) -> Option<u64>,
     observed: &mut BTreeMap<String, Hashed>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let cut: Vec<(String, End)> = observed
-        .iter()
-        .filter(|(_, h)| !h.whole)
-        .filter_map(|(p, _)| listed(p).map(|size| (p.clone(), End::At(size))))
-        .collect();
-    if cut.is_empty() {
+    let mut again: Vec<(String, End)> = Vec::new();
+    for (p, h) in observed.iter_mut() {
+        let Some(size) = listed(p) else { continue };
+        match h.against(size) {
+            Some(settled) => *h = settled,
+            None => again.push((p.clone(), End::At(size))),
+        }
+    }
+    if again.is_empty() {
         return Ok(());
     }
-    let again = crate::hash::hash_tree(dir, &cut, progress)?;
-    for ((p, _), h) in cut.into_iter().zip(again) {
+    let hashed = crate::hash::hash_tree(dir, &again, progress)?;
+    for ((p, _), h) in again.into_iter().zip(hashed) {
         observed.insert(p, h);
     }
     Ok(())
@@ -2045,7 +2049,7 @@ mod tests {
     /// `check_files` gives for the same folder: the first ten problems (unlisted by path, then
     /// missing in manifest order) and all of them counted.
     #[test]
-    fn files_hashed_before_the_list_is_known_are_cut_at_the_cap_and_read_again() {
+    fn files_hashed_before_the_list_is_known_are_settled_as_a_listed_read() {
         let dir = tempfile::tempdir().unwrap();
         let cap = 1000u64;
         let sized = [
@@ -2084,8 +2088,25 @@ mod tests {
         for (p, h) in &observed {
             assert_eq!(h.size, want[p].0, "{p}");
         }
-        rehash_cut(dir.path(), &listed, &mut observed, &crate::hash::NoProgress).unwrap();
+        settle(dir.path(), &listed, &mut observed, &crate::hash::NoProgress).unwrap();
         assert_eq!(whole(&observed), want);
+        // Read whole before the list was known but larger than listed: settled as a listed
+        // read gives it (cut: its size, no digest), whenever the list came.
+        let shorter = |p: &str| listed(p).map(|n| if p == "a/small.json" { n - 1 } else { n });
+        let mut early = hash_dir_all(dir.path(), &never, cap, &crate::hash::NoProgress)
+            .unwrap()
+            .unwrap();
+        settle(dir.path(), &shorter, &mut early, &crate::hash::NoProgress).unwrap();
+        let known_shorter = |p: &str| Some(shorter(p));
+        let late = hash_dir_all(dir.path(), &known_shorter, cap, &crate::hash::NoProgress)
+            .unwrap()
+            .unwrap();
+        assert_eq!(early["a/small.json"].digest(), None);
+        assert_eq!(early["a/small.json"].size, 10);
+        assert_eq!(
+            (early["a/small.json"].size, early["a/small.json"].whole),
+            (late["a/small.json"].size, late["a/small.json"].whole)
+        );
         // Known from the start: nothing cut; an unlisted file is not read past one byte.
         std::fs::write(dir.path().join("a/extra.bin"), vec![1u8; 50_000]).unwrap();
         let known = |p: &str| Some(listed(p));
@@ -2118,7 +2139,7 @@ mod tests {
         let e = check_files(&m, &observed).unwrap_err().to_string();
         assert!(e.contains("(2 problems)"), "{e}");
         assert!(e.contains("file a/over.json changed: 1001 bytes"), "{e}");
-        rehash_cut(dir.path(), &listed, &mut observed, &crate::hash::NoProgress).unwrap();
+        settle(dir.path(), &listed, &mut observed, &crate::hash::NoProgress).unwrap();
         check_files(&m, &observed).unwrap();
     }
 
