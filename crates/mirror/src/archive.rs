@@ -187,14 +187,7 @@ impl Spool {
 
 /// Whether metadata entry `name` of `size` bytes puts the archive on the spooled path.
 fn wants_spool(name: &str, size: u64, limits: &Limits) -> bool {
-    size > limits.stream.stream_above
-        && [
-            names::ENVELOPE,
-            names::MANIFEST,
-            names::SUMS,
-            names::SUMS_DSSE,
-        ]
-        .contains(&name)
+    size > limits.stream.stream_above && crate::streamed::STREAMED.contains(&name)
 }
 
 /// The largest metadata entry `name` may be on the spooled path (those of the folder path).
