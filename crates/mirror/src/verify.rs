@@ -1154,74 +1154,45 @@ pub fn verify_dir_with(
     if crate::streamed::wants_stream(dir, limits) {
         return verify_dir_streamed(dir, opts, limits, progress);
     }
-    // The content is hashed while the metadata is checked; once the signed list is known
-    // (`listed`), each file is read no further than its listed size, an unlisted one not at
-    // all.
-    let listed: std::sync::OnceLock<Option<VerifiedMetadata>> = std::sync::OnceLock::new();
-    let observed = std::thread::scope(|s| {
-        let sizes = |p: &str| -> Option<Option<u64>> {
-            let vm = listed.get()?;
-            Some(
-                vm.as_ref()
-                    .and_then(|vm| vm.manifest.file(p))
-                    .map(|f| f.size),
-            )
+    // The content is walked and hashed from the start, as on the streamed path
+    // (`streamed::check_content_early`: a file read no further than its listed size once the
+    // list is known, an unlisted one not read past its first bytes), while this thread checks
+    // the metadata held in memory; the signed list is handed over through the gate.
+    let gate = crate::streamed::IndexGate::new();
+    let (vm, content) = std::thread::scope(|s| {
+        let content = s.spawn(|| crate::streamed::check_content_early(dir, &gate, progress));
+        let vm = {
+            let _closer = gate.closer();
+            read_dir_metadata_within(dir, limits.metadata_total)
+                .and_then(|meta| CheckedBundle::from_metadata(&meta)?.verify(opts))
+                .and_then(|vm| {
+                    gate.open(vm.manifest.kind, index_of(&vm.manifest)?);
+                    Ok(vm)
+                })
         };
-        let hashing = s.spawn(move || hash_dir_all(dir, &sizes, SPECULATIVE_FILE_BYTES, progress));
-        let vm = read_dir_metadata_within(dir, limits.metadata_total)
-            .and_then(|meta| CheckedBundle::from_metadata(&meta)?.verify(opts));
-        let failed = match vm {
-            Ok(vm) => {
-                let _ = listed.set(Some(vm));
-                None
-            }
-            Err(e) => {
-                let _ = listed.set(None);
-                Some(e)
-            }
-        };
-        let observed = hashing
+        if vm.is_err() {
+            gate.close();
+        }
+        let content = content
             .join()
             .unwrap_or_else(|_| Err(Error::input("a hashing thread panicked")));
-        failed.map_or(Ok(observed), Err)
-    })?;
-    let Some(Some(vm)) = listed.into_inner() else {
-        return Err(Error::input("the metadata was not checked"));
-    };
-    let Some(mut observed) = observed? else {
-        return Err(too_many_files(dir, &vm.manifest));
-    };
-    let sizes = |p: &str| vm.manifest.file(p).map(|f| f.size);
-    settle(dir, &sizes, &mut observed, progress)?;
-    let content = check_files(&vm.manifest, &observed)?;
+        (vm, content)
+    });
+    let vm = vm?;
+    let content = content?.ok_or_else(|| Error::input("the content was not checked"))?;
     Ok(VerifiedBundle::new(vm, content))
 }
 
-/// Each listed file [`hash_dir_all`] read as reading it up to its listed size (`listed(path)`)
-/// gives it ([`Hashed::against`]: the same report whenever the list came), those it cut
-/// before the list was known short of that size read again.
-fn settle(
-    dir: &Path,
-    listed: &dyn Fn(&str) -> Option<u64>,
-    observed: &mut BTreeMap<String, Hashed>,
-    progress: &dyn Progress,
-) -> Result<()> {
-    let mut again: Vec<(String, End)> = Vec::new();
-    for (p, h) in observed.iter_mut() {
-        let Some(size) = listed(p) else { continue };
-        match h.against(size) {
-            Some(settled) => *h = settled,
-            None => again.push((p.clone(), End::At(size))),
-        }
+/// The files of a verified manifest as the streamed content check takes them.
+fn index_of(manifest: &Manifest) -> Result<crate::streamed::FileIndex> {
+    let mut index = crate::streamed::FileIndex::default();
+    for f in &manifest.files {
+        // Checked as the manifest was: in order, so this never fails.
+        index
+            .push(f.clone())
+            .map_err(|e| Error::input(format!("the signed file list: {e}")))?;
     }
-    if again.is_empty() {
-        return Ok(());
-    }
-    let hashed = crate::hash::hash_tree(dir, &again, progress)?;
-    for ((p, _), h) in again.into_iter().zip(hashed) {
-        observed.insert(p, h);
-    }
-    Ok(())
+    Ok(index)
 }
 
 /// [`crate::verify::verify_dir`] for a folder whose metadata is above
@@ -1817,43 +1788,6 @@ fn too_many_files(dir: &Path, manifest: &Manifest) -> Error {
     Error::content_mismatch(count, &first)
 }
 
-/// Most bytes of one file [`hash_dir_all`] reads before the signed list is known: a larger
-/// file is cut there (and read again, up to its listed size, once the list is known), so a
-/// huge file in the folder costs at most this while the metadata is checked.
-const SPECULATIVE_FILE_BYTES: u64 = 1 << 30;
-
-/// Hash every content file of a folder (every file but the metadata) on every core while the
-/// metadata is checked (see [`verify_dir`]); `None` if it holds more than
-/// [`MAX_IN_MEMORY_FILES`]. `listed(path)` is `None` while the signed list is not known, then
-/// `Some(listed size)` (`Some(None)`: unlisted, or the metadata failed). Until it is known a
-/// file is read up to `cap` bytes and one more; from then on (also for a file being read) no
-/// further than its listed size, an unlisted one not at all.
-fn hash_dir_all(
-    dir: &Path,
-    listed: &(dyn Fn(&str) -> Option<Option<u64>> + Sync),
-    cap: u64,
-    progress: &dyn Progress,
-) -> Result<Option<BTreeMap<String, Hashed>>> {
-    let Some(names_to_hash) = content_files_at_most(dir, MAX_IN_MEMORY_FILES)? else {
-        return Ok(None);
-    };
-    let sized: Vec<(&str, End)> = names_to_hash
-        .iter()
-        .map(|p| (p.as_str(), End::Upto(cap)))
-        .collect();
-    // Unlisted, or the metadata failed: cut at once (one byte read at most).
-    let settled = |i: usize| -> Option<End> {
-        let size = listed(names_to_hash.get(i)?)?;
-        Some(End::At(size.unwrap_or(0)))
-    };
-    // The total is not known before the manifest is: 0 (unknown) for the progress display.
-    progress.start("verify", 0);
-    let hashed = crate::hash::hash_tree_refined(dir, &sized, &settled, progress);
-    progress.finish();
-    drop(sized);
-    Ok(Some(names_to_hash.into_iter().zip(hashed?).collect()))
-}
-
 /// A folder verified except that some content files were only checked for presence and size:
 /// a distinct type from [`VerifiedBundle`], which it becomes only once the caller has hashed
 /// those files itself ([`PartlyHashedBundle::hashed_by_caller`]).
@@ -2048,119 +1982,6 @@ mod tests {
     /// memory whole (`content_files_at_most` stops at its bound), and its report is the one
     /// `check_files` gives for the same folder: the first ten problems (unlisted by path, then
     /// missing in manifest order) and all of them counted.
-    #[test]
-    fn files_hashed_before_the_list_is_known_are_settled_as_a_listed_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let cap = 1000u64;
-        let sized = [
-            ("a/small.json", 10usize),
-            ("a/at.json", 1000),
-            ("a/over.json", 1001),
-            ("a/b/big.bin", 3 * crate::hash::CHUNK + 7),
-        ];
-        let mut want = BTreeMap::new();
-        for (i, (p, n)) in sized.iter().enumerate() {
-            let data: Vec<u8> = (0..*n).map(|k| (k * 7 + i) as u8).collect();
-            let abs = dir.path().join(p);
-            std::fs::create_dir_all(abs.parent().unwrap()).unwrap();
-            std::fs::write(&abs, &data).unwrap();
-            want.insert(p.to_string(), (*n as u64, Digest::of(&data)));
-        }
-        let listed = |p: &str| want.get(p).map(|(n, _)| *n);
-        let whole = |observed: &BTreeMap<String, Hashed>| {
-            observed
-                .iter()
-                .map(|(p, h)| (p.clone(), (h.size, h.digest().expect(p))))
-                .collect::<BTreeMap<_, _>>()
-        };
-        // The list never known while hashing: what is above the cap is cut there (sized by
-        // `fstat`), then read again to its listed size.
-        let never = |_: &str| None;
-        let mut observed = hash_dir_all(dir.path(), &never, cap, &crate::hash::NoProgress)
-            .unwrap()
-            .unwrap();
-        let cut: Vec<&str> = observed
-            .iter()
-            .filter(|(_, h)| !h.whole)
-            .map(|(p, _)| p.as_str())
-            .collect();
-        assert_eq!(cut, ["a/b/big.bin", "a/over.json"]);
-        for (p, h) in &observed {
-            assert_eq!(h.size, want[p].0, "{p}");
-        }
-        settle(dir.path(), &listed, &mut observed, &crate::hash::NoProgress).unwrap();
-        assert_eq!(whole(&observed), want);
-        // Read whole before the list was known but larger than listed: settled as a listed
-        // read gives it (cut: its size, no digest), whenever the list came.
-        let shorter = |p: &str| listed(p).map(|n| if p == "a/small.json" { n - 1 } else { n });
-        let mut early = hash_dir_all(dir.path(), &never, cap, &crate::hash::NoProgress)
-            .unwrap()
-            .unwrap();
-        settle(dir.path(), &shorter, &mut early, &crate::hash::NoProgress).unwrap();
-        let known_shorter = |p: &str| Some(shorter(p));
-        let late = hash_dir_all(dir.path(), &known_shorter, cap, &crate::hash::NoProgress)
-            .unwrap()
-            .unwrap();
-        assert_eq!(early["a/small.json"].digest(), None);
-        assert_eq!(early["a/small.json"].size, 10);
-        assert_eq!(
-            (early["a/small.json"].size, early["a/small.json"].whole),
-            (late["a/small.json"].size, late["a/small.json"].whole)
-        );
-        // Known from the start: nothing cut; an unlisted file is not read past one byte.
-        std::fs::write(dir.path().join("a/extra.bin"), vec![1u8; 50_000]).unwrap();
-        let known = |p: &str| Some(listed(p));
-        let observed = hash_dir_all(dir.path(), &known, cap, &crate::hash::NoProgress)
-            .unwrap()
-            .unwrap();
-        let extra = observed["a/extra.bin"];
-        assert!(!extra.whole);
-        assert_eq!(extra.digest, Digest::of(&[1u8]));
-        let mut listed_only = observed.clone();
-        listed_only.remove("a/extra.bin");
-        assert_eq!(whole(&listed_only), want);
-        // Learnt while the big file is read: read on to its listed size, whole, not cut.
-        let asked = std::sync::atomic::AtomicUsize::new(0);
-        let later = |p: &str| {
-            let n = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            (n >= 5).then(|| listed(p))
-        };
-        std::fs::remove_file(dir.path().join("a/extra.bin")).unwrap();
-        let observed = hash_dir_all(dir.path(), &later, u64::MAX, &crate::hash::NoProgress)
-            .unwrap()
-            .unwrap();
-        assert_eq!(whole(&observed), want);
-        // A check that keeps the cut: a file cut at the cap and never read again is a
-        // problem, never a match, even when its size is the listed one.
-        let m = Manifest::from_json(&manifest_listing(&want)).unwrap();
-        let mut observed = hash_dir_all(dir.path(), &never, cap, &crate::hash::NoProgress)
-            .unwrap()
-            .unwrap();
-        let e = check_files(&m, &observed).unwrap_err().to_string();
-        assert!(e.contains("(2 problems)"), "{e}");
-        assert!(e.contains("file a/over.json changed: 1001 bytes"), "{e}");
-        settle(dir.path(), &listed, &mut observed, &crate::hash::NoProgress).unwrap();
-        check_files(&m, &observed).unwrap();
-    }
-
-    /// A canonical full manifest listing `files` (path → size, digest).
-    fn manifest_listing(files: &BTreeMap<String, (u64, Digest)>) -> Vec<u8> {
-        let list: Vec<serde_json::Value> = files
-            .iter()
-            .map(|(p, (n, d))| {
-                serde_json::json!({
-                    "path": p, "size": n, "sha256": d.hex(), "mediaType": "application/json",
-                })
-            })
-            .collect();
-        let m = serde_json::json!({
-            "bundle": "b", "version": "1", "generation": 1, "kind": "full",
-            "generatedAt": "2026-12-06T10:00:00Z", "issuer": "i", "purpose": crate::PURPOSE,
-            "files": list,
-        });
-        stella_dsse::jcs::to_vec(&m).unwrap()
-    }
-
     #[test]
     fn a_folder_past_the_in_memory_bound_is_reported_as_check_files_reports_it() {
         let b = crate::testing::SignedBundle::new();
