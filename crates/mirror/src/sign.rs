@@ -152,12 +152,7 @@ pub fn sign_with_limits(
             Manifest::from_json(&bytes)
                 .map_err(|e| Error::input(format!("{}: {e}", manifest_path.display())))?
         };
-        {
-            let observed =
-                crate::verify::hash_dir_content(&dir, &manifest, &Default::default(), progress)
-                    .map_err(not_signable)?;
-            crate::verify::check_files(&manifest, &observed).map_err(not_signable)?;
-        }
+        crate::verify::check_content_of(&dir, &manifest, progress).map_err(not_signable)?;
         let files = std::mem::take(&mut manifest.files);
         (manifest, Files::Typed(files))
     };

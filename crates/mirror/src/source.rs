@@ -483,8 +483,7 @@ fn verify_envelope(
     }
     let vm = CheckedBundle::from_metadata(&meta)?.verify(opts)?;
     drop(meta);
-    let observed = verify::hash_dir_content(&dir, &vm.manifest, &Default::default(), progress)?;
-    let content = verify::check_files(&vm.manifest, &observed)?;
+    let content = verify::check_content_of(&dir, &vm.manifest, progress)?;
     Ok(VerifiedBundle::new(vm, content))
 }
 

@@ -1183,6 +1183,16 @@ pub fn verify_dir_with(
     Ok(VerifiedBundle::new(vm, content))
 }
 
+/// Stage 2 against a manifest held in memory: the folder walked and hashed by the streamed
+/// content check (`sign`, an envelope given apart from its folder).
+pub(crate) fn check_content_of(
+    dir: &Path,
+    manifest: &Manifest,
+    progress: &dyn Progress,
+) -> Result<ContentChecked> {
+    crate::streamed::check_content(dir, manifest.kind, &index_of(manifest)?, progress)
+}
+
 /// The files of a verified manifest as the streamed content check takes them.
 fn index_of(manifest: &Manifest) -> Result<crate::streamed::FileIndex> {
     let mut index = crate::streamed::FileIndex::default();
