@@ -449,17 +449,6 @@ pub(crate) fn hash_tree<S: AsRef<str> + Sync>(
     files: &[(S, End)],
     progress: &dyn Progress,
 ) -> Result<Vec<Hashed>> {
-    hash_tree_refined(root, files, &|_| None, progress)
-}
-
-/// [`hash_tree`] where `refine(i)` may settle file `i`'s end while it is read or before it
-/// is opened (a listed size learnt meanwhile; see [`read_all_refined`]).
-pub(crate) fn hash_tree_refined<S: AsRef<str> + Sync>(
-    root: &Path,
-    files: &[(S, End)],
-    refine: &(dyn Fn(usize) -> Option<End> + Sync),
-    progress: &dyn Progress,
-) -> Result<Vec<Hashed>> {
     let rootfd = open_root(root)?;
     let mut order: Vec<u32> = (0..files.len())
         .map(|i| u32::try_from(i).map_err(|_| Error::input("too many files to hash")))
@@ -489,10 +478,8 @@ pub(crate) fn hash_tree_refined<S: AsRef<str> + Sync>(
             }
             let mut bytes = 0u64;
             for &idx in batch {
-                let i = idx as usize;
-                let (rel, end) = (files[i].0.as_ref(), files[i].1);
-                let end = refine(i).unwrap_or(end);
-                match hash_at_refined(&mut dirs, rel, end, &mut || refine(i), &mut buf) {
+                let (rel, end) = (files[idx as usize].0.as_ref(), files[idx as usize].1);
+                match hash_at(&mut dirs, rel, end, &mut buf) {
                     Ok(r) => {
                         bytes += if r.whole { r.size } else { 0 };
                         done.push((idx, r));
