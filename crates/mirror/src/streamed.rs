@@ -1048,18 +1048,34 @@ pub(crate) const EARLY_FILE_BYTES: u64 = 1 << 30;
 /// What [`check_content`] found: files and bytes checked, and the files left to the base.
 pub(crate) type ContentChecked = (usize, u64, crate::from_base::FromBase);
 
-#[derive(Default)]
-struct Problems {
-    count: usize,
-    first: Vec<String>,
+/// The problems of a content check, whatever order its threads find them in: counted, and the
+/// first ten in the order of `verify::check_files`' report (unlisted files by path, then listed
+/// files missing or changed by path) named.
+struct Problems(crate::error::Smallest<(Listing, String, String)>);
+
+/// Which part of the report a problem belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Listing {
+    Unlisted,
+    Listed,
+}
+
+impl Default for Problems {
+    fn default() -> Self {
+        Problems(crate::error::Smallest::new())
+    }
 }
 
 impl Problems {
-    fn push(&mut self, p: String) {
-        self.count += 1;
-        if self.first.len() < crate::error::NAMED_PROBLEMS {
-            self.first.push(p);
-        }
+    fn push(&mut self, listing: Listing, path: &str, text: String) {
+        self.0.push((listing, path.to_string(), text));
+    }
+
+    /// The content failure, if there were problems.
+    fn failure(self) -> Option<Error> {
+        let count = self.0.count;
+        let named: Vec<String> = self.0.sorted().into_iter().map(|(_, _, t)| t).collect();
+        (count > 0).then(|| Error::content_mismatch(count, &named))
     }
 }
 
@@ -1272,10 +1288,18 @@ struct Tally {
 }
 
 impl Tally {
-    fn problem(&self, p: String) {
+    fn problem(&self, listing: Listing, path: &str, text: String) {
         if let Ok(mut problems) = self.problems.lock() {
-            problems.push(p);
+            problems.push(listing, path, text);
         }
+    }
+
+    fn unlisted(&self, path: &str) {
+        self.problem(
+            Listing::Unlisted,
+            path,
+            crate::error::unlisted_problem(path),
+        );
     }
 
     /// Judge what reading the listed file `e` gave, counting a file that verified in `ok`
@@ -1295,7 +1319,8 @@ impl Tally {
                 true
             }
             Ok(h) => {
-                self.problem(h.changed_problem(e.path, e.size, &e.sha256));
+                let text = h.changed_problem(e.path, e.size, &e.sha256);
+                self.problem(Listing::Listed, e.path, text);
                 true
             }
             Err(err) => {
@@ -1335,7 +1360,7 @@ impl EarlyJudge<'_, '_> {
             for (k, got) in std::mem::take(&mut b.hashed).into_iter().enumerate() {
                 let rel = b.path(k);
                 let Some(i) = l.finder.find(rel) else {
-                    self.tally.problem(crate::error::unlisted_problem(rel));
+                    self.tally.unlisted(rel);
                     continue;
                 };
                 if let Some(s) = l.seen.get_mut(i) {
@@ -1557,7 +1582,7 @@ fn check_content_holding(
                 return Ok(());
             };
             match l.finder.find(rel) {
-                None => tally.problem(crate::error::unlisted_problem(rel)),
+                None => tally.unlisted(rel),
                 Some(i) => {
                     if let Some(s) = l.seen.get_mut(i) {
                         *s = true;
@@ -1630,11 +1655,15 @@ fn check_content_holding(
         if l.kind == Kind::Thin {
             from_base.push(e.path);
         } else {
-            problems.push(crate::error::missing_problem(e.path));
+            problems.push(
+                Listing::Listed,
+                e.path,
+                crate::error::missing_problem(e.path),
+            );
         }
     }
-    if problems.count > 0 {
-        return Err(Error::content_mismatch(problems.count, &problems.first));
+    if let Some(e) = problems.failure() {
+        return Err(e);
     }
     Ok(Some((
         tally.count.into_inner(),

@@ -2046,6 +2046,59 @@ mod tests {
         assert!(many.ends_with("; and 6 more"), "{many}");
     }
 
+    /// The routes that check a folder against a manifest held in memory (`verify`, `load`'s
+    /// deferring verification) give the report `check_files` gives for the same folder: the
+    /// first ten problems (unlisted by path, then missing in manifest order) and all of them
+    /// counted.
+    #[test]
+    fn in_memory_routes_report_as_check_files_reports() {
+        let b = crate::testing::SignedBundle::new();
+        let dir = b.bundle();
+        let vm = CheckedBundle::from_metadata(&read_dir_metadata(&dir).expect("meta"))
+            .and_then(|c| c.verify(&b.opts()))
+            .expect("honest");
+        let same_report = |what: &str| {
+            let mut all = Vec::new();
+            crate::fs::walk_each(&dir, &mut |rel| {
+                if !names::is_metadata(rel) {
+                    all.push(rel.to_string());
+                }
+                Ok(())
+            })
+            .expect("walk");
+            let observed: BTreeMap<String, (u64, Digest)> = all
+                .into_iter()
+                .map(|p| {
+                    let f = vm.manifest.file(&p);
+                    (p, f.map_or((0, Digest::of(b"")), |f| (f.size, f.sha256)))
+                })
+                .collect();
+            let want = check_files(&vm.manifest, &observed)
+                .expect_err(what)
+                .to_string();
+            let progress = crate::hash::NoProgress;
+            let verified = verify_dir(&dir, &b.opts(), &progress).expect_err(what);
+            assert_eq!(verified.to_string(), want, "{what}: verify");
+            let deferring = verify_dir_deferring(&dir, &b.opts(), |_| HashSet::new(), &progress)
+                .expect_err(what);
+            assert_eq!(deferring.to_string(), want, "{what}: deferring");
+            want
+        };
+        std::fs::remove_file(dir.join("advisories/a.json")).expect("rm");
+        std::fs::write(dir.join("advisories/zz.json"), b"x").expect("write");
+        let few = same_report("two problems");
+        assert!(few.contains("(2 problems)"), "{few}");
+        for k in (0..14).rev() {
+            std::fs::write(dir.join(format!("advisories/u{k:02}.json")), b"x").expect("write");
+        }
+        let many = same_report("sixteen problems");
+        assert!(
+            many.contains("u09.json") && !many.contains("u10.json"),
+            "{many}"
+        );
+        assert!(many.ends_with("; and 6 more"), "{many}");
+    }
+
     #[test]
     fn a_trusted_anchor_only_moves_a_clock_that_is_behind_it() {
         let local = datetime!(2026-01-01 00:00 UTC);
