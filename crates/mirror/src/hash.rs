@@ -408,6 +408,12 @@ pub(crate) fn hash_at(
     hash_at_refined(dirs, rel, end, &mut || None, buf)
 }
 
+/// The size of the file `rel` opened through `dirs` (no link followed), none of it read.
+pub(crate) fn size_at(dirs: &mut DirCursor<'_>, rel: &str) -> std::io::Result<u64> {
+    let fd = dirs.open_read(rel)?;
+    Ok(u64::try_from(rustix::fs::fstat(&fd)?.st_size).unwrap_or(0))
+}
+
 /// [`hash_at`] whose end `refine` may settle while the file is read (see
 /// [`read_all_refined`]).
 pub(crate) fn hash_at_refined(

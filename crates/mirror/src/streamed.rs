@@ -1085,6 +1085,9 @@ impl Problems {
 pub(crate) struct IndexGate<'i> {
     listed: OnceLock<(Kind, Held<'i>)>,
     state: Latch<Gate>,
+    /// Listed files only checked for presence and size (`mirror load`'s image blobs, hashed
+    /// by the push): taken at their listed digest.
+    deferred: Option<&'i std::collections::HashSet<String>>,
 }
 
 enum Held<'i> {
@@ -1107,6 +1110,7 @@ impl<'i> IndexGate<'i> {
         IndexGate {
             listed: OnceLock::new(),
             state: Latch::new(Gate::Waiting),
+            deferred: None,
         }
     }
 
@@ -1403,7 +1407,22 @@ pub(crate) fn check_content(
     index: &FileIndex,
     progress: &dyn Progress,
 ) -> Result<ContentChecked> {
-    let gate = IndexGate::new();
+    check_content_deferring(dir, kind, index, None, progress)
+}
+
+/// [`check_content`], the listed files in `deferred` only checked for presence and size (read
+/// no byte of them: the caller hashes them before use) and taken at their listed digest.
+pub(crate) fn check_content_deferring(
+    dir: &Path,
+    kind: Kind,
+    index: &FileIndex,
+    deferred: Option<&std::collections::HashSet<String>>,
+    progress: &dyn Progress,
+) -> Result<ContentChecked> {
+    let gate = IndexGate {
+        deferred,
+        ..IndexGate::new()
+    };
     gate.publish(kind, Held::Lent(index));
     check_content_early(dir, &gate, progress)?
         .ok_or_else(|| Error::input("the content check was stopped"))
@@ -1439,7 +1458,7 @@ fn check_content_holding(
     early_cap: usize,
     early_file: u64,
 ) -> Result<Option<ContentChecked>> {
-    use crate::hash::{hash_at, hash_at_refined, DirCursor, End, CHUNK};
+    use crate::hash::{hash_at, hash_at_refined, DirCursor, End, Hashed, CHUNK};
     let rootfd = crate::hash::open_root(dir)?;
     let tally = Tally::default();
     let early_done: Mutex<Vec<EarlyBatch>> = Mutex::new(Vec::new());
@@ -1507,7 +1526,15 @@ fn check_content_holding(
                             break;
                         }
                         let Some(e) = index.get(i) else { continue };
-                        let got = hash_at(&mut dirs, e.path, End::At(e.size), &mut buf);
+                        let got = if gate.deferred.is_some_and(|d| d.contains(e.path)) {
+                            crate::hash::size_at(&mut dirs, e.path).map(|size| Hashed {
+                                size,
+                                digest: e.sha256,
+                                whole: true,
+                            })
+                        } else {
+                            hash_at(&mut dirs, e.path, End::At(e.size), &mut buf)
+                        };
                         if let Ok(h) = &got {
                             read += h.digest().map_or(0, |_| h.size);
                         }

@@ -43,7 +43,7 @@ use stella_keys::{Keyring, Policy, Purpose, VerifiedKey};
 use time::OffsetDateTime;
 
 use crate::error::{Detail, Error, Field, IoContext as _, Result};
-use crate::hash::{Digest, End, Hashed, Progress};
+use crate::hash::{Digest, Hashed, Progress};
 use crate::manifest::{format_time, Kind, Manifest, SKEW_SECONDS};
 use crate::names;
 
@@ -1042,32 +1042,10 @@ fn header_verified(
     })
 }
 
-/// What a content check saw of a file: its size and, when it read the whole file, its digest
-/// (an archive entry's `(size, digest)` is always whole).
-pub(crate) trait Seen {
-    fn seen(&self) -> Hashed;
-}
-
-impl Seen for (u64, Digest) {
-    fn seen(&self) -> Hashed {
-        Hashed {
-            size: self.0,
-            digest: self.1,
-            whole: true,
-        }
-    }
-}
-
-impl Seen for Hashed {
-    fn seen(&self) -> Hashed {
-        *self
-    }
-}
-
 /// Stage 2: compare what is present with what the manifest lists.
-pub(crate) fn check_files<V: Seen>(
+pub(crate) fn check_files(
     manifest: &Manifest,
-    observed: &BTreeMap<String, V>,
+    observed: &BTreeMap<String, (u64, Digest)>,
 ) -> Result<ContentChecked> {
     let mut problems = Vec::new();
     for p in observed.keys() {
@@ -1079,7 +1057,12 @@ pub(crate) fn check_files<V: Seen>(
     let mut bytes = 0;
     let mut count = 0;
     for f in &manifest.files {
-        match observed.get(f.path.as_str()).map(Seen::seen) {
+        let seen = observed.get(f.path.as_str()).map(|&(size, digest)| Hashed {
+            size,
+            digest,
+            whole: true,
+        });
+        match seen {
             None if manifest.kind == Kind::Thin => from_base.push(&f.path),
             None => problems.push(crate::error::missing_problem(&f.path)),
             Some(h) if h.size == f.size && h.digest() == Some(f.sha256) => {
@@ -1728,76 +1711,6 @@ fn rest_of_streamed_metadata(
     Ok((header, warnings, time))
 }
 
-/// Content files a manifest held in memory lists at most: it is at most
-/// [`crate::MAX_METADATA_BYTES`] long and each file's entry takes more than 100 bytes. A
-/// folder holding more fails its check against such a manifest whatever the files are, so the
-/// in-memory routes do not walk it into memory whole ([`too_many_files`] reports it).
-pub(crate) const MAX_IN_MEMORY_FILES: usize = (crate::MAX_METADATA_BYTES / 100) as usize;
-
-/// The content files of a folder (every file but the metadata), sorted; `None` if there are
-/// more than `max` (the walk stops there).
-fn content_files_at_most(dir: &Path, max: usize) -> Result<Option<Vec<String>>> {
-    let mut out = Vec::new();
-    let mut over = false;
-    let walked = crate::fs::walk_each(dir, &mut |rel| {
-        if names::is_metadata(rel) {
-            return Ok(());
-        }
-        if out.len() == max {
-            over = true;
-            return Err(Error::input(
-                "more content files than a manifest in memory lists",
-            ));
-        }
-        out.push(rel.to_string());
-        Ok(())
-    });
-    if over {
-        return Ok(None);
-    }
-    walked?;
-    out.sort();
-    Ok(Some(out))
-}
-
-/// The content failure of a folder holding more than [`MAX_IN_MEMORY_FILES`] content files,
-/// against a `manifest` held in memory (which lists fewer): the folder walked again as a
-/// stream, nothing hashed, the report that of [`check_files`] with memory bounded — the
-/// unlisted files (the first ten paths named, all counted), then the listed files missing.
-fn too_many_files(dir: &Path, manifest: &Manifest) -> Error {
-    let mut unlisted = crate::error::Smallest::new();
-    let mut seen = vec![false; manifest.files.len()];
-    let walked = crate::fs::walk_each(dir, &mut |rel| {
-        if names::is_metadata(rel) {
-            return Ok(());
-        }
-        match manifest
-            .files
-            .binary_search_by(|f| f.path.as_bytes().cmp(rel.as_bytes()))
-        {
-            Ok(i) => seen[i] = true,
-            Err(_) => unlisted.push(rel.to_string()),
-        }
-        Ok(())
-    });
-    if let Err(e) = walked {
-        return e;
-    }
-    let full = manifest.kind != Kind::Thin;
-    let missing = manifest
-        .files
-        .iter()
-        .zip(&seen)
-        .filter(|(_, s)| full && !**s);
-    let count = unlisted.count + missing.clone().count();
-    let first: Vec<String> = (unlisted.sorted().into_iter())
-        .map(|p| crate::error::unlisted_problem(&p))
-        .chain(missing.map(|(f, _)| crate::error::missing_problem(&f.path)))
-        .take(crate::error::NAMED_PROBLEMS)
-        .collect();
-    Error::content_mismatch(count, &first)
-}
-
 /// A folder verified except that some content files were only checked for presence and size:
 /// a distinct type from [`VerifiedBundle`], which it becomes only once the caller has hashed
 /// those files itself ([`PartlyHashedBundle::hashed_by_caller`]).
@@ -1835,18 +1748,6 @@ pub(crate) fn verify_dir_deferring(
     defer: impl FnOnce(&Manifest) -> HashSet<String>,
     progress: &dyn Progress,
 ) -> Result<PartlyHashedBundle> {
-    verify_dir_inner(dir, opts, defer, progress).map(|(bundle, deferred)| PartlyHashedBundle {
-        bundle,
-        deferred: deferred.into_iter().collect(),
-    })
-}
-
-fn verify_dir_inner(
-    dir: &Path,
-    opts: &Options<'_>,
-    defer: impl FnOnce(&Manifest) -> HashSet<String>,
-    progress: &dyn Progress,
-) -> Result<(VerifiedBundle, HashSet<String>)> {
     if !dir.is_dir() {
         return Err(Error::NotFound(dir.to_path_buf()));
     }
@@ -1856,65 +1757,18 @@ fn verify_dir_inner(
     let vm = CheckedBundle::from_metadata(&meta)?.verify(opts)?;
     drop(meta);
     let deferred = defer(&vm.manifest);
-    let observed = hash_dir_content(dir, &vm.manifest, &deferred, progress)?;
-    let content = check_files(&vm.manifest, &observed)?;
-    Ok((VerifiedBundle::new(vm, content), deferred))
-}
-
-/// Hash the content files of a folder (every file but the metadata) on every core; files in
-/// `deferred` that the manifest lists are taken at the manifest's digest with their real size.
-pub(crate) fn hash_dir_content(
-    dir: &Path,
-    manifest: &Manifest,
-    deferred: &HashSet<String>,
-    progress: &dyn Progress,
-) -> Result<BTreeMap<String, Hashed>> {
-    let Some(content) = content_files_at_most(dir, MAX_IN_MEMORY_FILES)? else {
-        return Err(too_many_files(dir, manifest));
-    };
-    let mut observed = BTreeMap::new();
-    // Names and ends kept apart: the hasher borrows the second list, so nothing is copied.
-    let mut names_to_hash: Vec<String> = Vec::new();
-    let mut ends: Vec<End> = Vec::new();
-    let mut total = 0u64;
-    for p in content {
-        match manifest.file(&p) {
-            Some(f) if deferred.contains(&p) => {
-                let abs = crate::BundlePath::new(&p)
-                    .map(|b| b.under(dir))
-                    .unwrap_or_else(|_| dir.join(&p));
-                let size = std::fs::metadata(&abs).at(&abs)?.len();
-                let seen = Hashed {
-                    size,
-                    digest: f.sha256,
-                    whole: true,
-                };
-                observed.insert(p, seen);
-            }
-            // Read no further than the listed size.
-            Some(f) => {
-                total = total.saturating_add(f.size);
-                names_to_hash.push(p);
-                ends.push(End::At(f.size));
-            }
-            // Unlisted: a problem whatever it holds, never read.
-            None => {
-                let unread = Hashed {
-                    size: 0,
-                    digest: Digest::of(b""),
-                    whole: false,
-                };
-                observed.insert(p, unread);
-            }
-        }
-    }
-    progress.start("verify", total);
-    let tree: Vec<(&str, End)> = names_to_hash.iter().map(String::as_str).zip(ends).collect();
-    let hashed = crate::hash::hash_tree(dir, &tree, progress);
-    drop(tree);
-    progress.finish();
-    observed.extend(names_to_hash.into_iter().zip(hashed?));
-    Ok(observed)
+    let index = index_of(&vm.manifest)?;
+    let content = crate::streamed::check_content_deferring(
+        dir,
+        vm.manifest.kind,
+        &index,
+        Some(&deferred),
+        progress,
+    )?;
+    Ok(PartlyHashedBundle {
+        bundle: VerifiedBundle::new(vm, content),
+        deferred: deferred.into_iter().collect(),
+    })
 }
 
 /// `verify-checksums`: every line of `SHA256SUMS` matches, and the folder holds nothing else
@@ -1986,64 +1840,6 @@ mod tests {
             token_digest: String::new(),
             chain: trusted.then(|| vec!["CN=TSA".to_string(), "CN=Root".to_string()]),
         }
-    }
-
-    /// A folder with more content files than a manifest in memory can list is not walked into
-    /// memory whole (`content_files_at_most` stops at its bound), and its report is the one
-    /// `check_files` gives for the same folder: the first ten problems (unlisted by path, then
-    /// missing in manifest order) and all of them counted.
-    #[test]
-    fn a_folder_past_the_in_memory_bound_is_reported_as_check_files_reports_it() {
-        let b = crate::testing::SignedBundle::new();
-        let dir = b.bundle();
-        let vm = CheckedBundle::from_metadata(&read_dir_metadata(&dir).expect("meta"))
-            .and_then(|c| c.verify(&b.opts()))
-            .expect("honest");
-        let content = |max| content_files_at_most(&dir, max).expect("walk");
-        let all = content(usize::MAX).expect("every content file");
-        assert!(
-            all.len() >= 2 && all.windows(2).all(|w| w[0] < w[1]),
-            "{all:?}"
-        );
-        assert_eq!(
-            content(all.len()).as_ref(),
-            Some(&all),
-            "exactly at the bound"
-        );
-        assert_eq!(content(all.len() - 1), None, "one past it");
-        // Few problems, then many (more than ten named): the same report either way.
-        let same_report = |what: &str| {
-            let observed: BTreeMap<String, (u64, Digest)> = content(usize::MAX)
-                .expect("walk")
-                .into_iter()
-                .map(|p| {
-                    let f = vm.manifest.file(&p);
-                    (p, f.map_or((0, Digest::of(b"")), |f| (f.size, f.sha256)))
-                })
-                .collect();
-            let want = check_files(&vm.manifest, &observed)
-                .expect_err(what)
-                .to_string();
-            assert_eq!(
-                too_many_files(&dir, &vm.manifest).to_string(),
-                want,
-                "{what}"
-            );
-            want
-        };
-        std::fs::remove_file(dir.join("advisories/a.json")).expect("rm");
-        std::fs::write(dir.join("advisories/zz.json"), b"x").expect("write");
-        let few = same_report("two problems");
-        assert!(few.contains("(2 problems)"), "{few}");
-        for k in (0..14).rev() {
-            std::fs::write(dir.join(format!("advisories/u{k:02}.json")), b"x").expect("write");
-        }
-        let many = same_report("sixteen problems");
-        assert!(
-            many.contains("u09.json") && !many.contains("u10.json"),
-            "{many}"
-        );
-        assert!(many.ends_with("; and 6 more"), "{many}");
     }
 
     /// The routes that check a folder against a manifest held in memory (`verify`, `load`'s

@@ -253,6 +253,17 @@ fn deferring_leaves_only_a_folders_named_files_unhashed() {
             .expect_err("hashed");
         assert_eq!(e.kind(), ErrorKind::Verification, "{e}");
     }
+    // A deferred file is still held to its listed size.
+    let listed = std::fs::metadata(&victim).expect("stat").len();
+    std::fs::write(&victim, vec![b'x'; listed as usize + 5]).expect("write");
+    let e = verify(Source::for_load(&b).expect("classified")).expect_err("longer");
+    assert!(
+        e.to_string().contains(&format!(
+            "file advisories/b.json changed: {} bytes",
+            listed + 5
+        )),
+        "{e}"
+    );
     // A detached envelope is not the folder's own: nothing is deferred, it is refused as
     // without deferral.
     let detached = b.join("release.dsse");
