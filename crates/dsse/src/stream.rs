@@ -15,6 +15,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use base64_simd::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use serde::Deserialize;
 
+pub use crate::stream_detach::{read_detaching_payloads, Detached, MAX_DETACHED_REST_BYTES};
 pub use crate::stream_write::write_envelope;
 
 use crate::b64;
@@ -76,11 +77,7 @@ pub fn read_envelope<R: Read, W: Write>(
     payload: &mut W,
     limit: u64,
 ) -> Result<StreamedEnvelope, StreamError> {
-    let mut r = Scanner {
-        inner: BufReader::with_capacity(64 * 1024, input.take(limit.saturating_add(1))),
-        read: 0,
-        limit,
-    };
+    let mut r = Scanner::new(input, limit);
     r.skip_ws()?;
     if r.next()? != Some(b'{') {
         return Err(StreamError::Malformed("not a JSON object".into()));
@@ -181,7 +178,7 @@ fn json_err(e: serde_json::Error) -> StreamError {
     StreamError::Malformed(e.to_string())
 }
 
-struct Scanner<R> {
+pub(crate) struct Scanner<R> {
     inner: BufReader<io::Take<R>>,
     read: u64,
     limit: u64,
@@ -195,12 +192,21 @@ enum Alphabet {
 }
 
 impl<R: Read> Scanner<R> {
-    fn peek(&mut self) -> Result<Option<u8>, StreamError> {
+    /// A scanner of at most `limit` bytes of `input`.
+    pub(crate) fn new(input: R, limit: u64) -> Self {
+        Scanner {
+            inner: BufReader::with_capacity(64 * 1024, input.take(limit.saturating_add(1))),
+            read: 0,
+            limit,
+        }
+    }
+
+    pub(crate) fn peek(&mut self) -> Result<Option<u8>, StreamError> {
         let buf = self.inner.fill_buf()?;
         Ok(buf.first().copied())
     }
 
-    fn next(&mut self) -> Result<Option<u8>, StreamError> {
+    pub(crate) fn next(&mut self) -> Result<Option<u8>, StreamError> {
         let b = self.peek()?;
         if b.is_some() {
             self.bump(1)?;
@@ -217,7 +223,7 @@ impl<R: Read> Scanner<R> {
         Ok(())
     }
 
-    fn skip_ws(&mut self) -> Result<(), StreamError> {
+    pub(crate) fn skip_ws(&mut self) -> Result<(), StreamError> {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek()? {
             self.bump(1)?;
         }
@@ -225,7 +231,7 @@ impl<R: Read> Scanner<R> {
     }
 
     /// A JSON string (a member name) decoded by serde_json from its raw text.
-    fn small_string(&mut self) -> Result<String, StreamError> {
+    pub(crate) fn small_string(&mut self) -> Result<String, StreamError> {
         if self.peek()? != Some(b'"') {
             return Err(StreamError::Malformed("expected a member name".into()));
         }
@@ -234,7 +240,7 @@ impl<R: Read> Scanner<R> {
     }
 
     /// The raw text of one JSON value (at most [`MAX_FIELD_BYTES`]), for serde_json to parse.
-    fn raw_value(&mut self) -> Result<Vec<u8>, StreamError> {
+    pub(crate) fn raw_value(&mut self) -> Result<Vec<u8>, StreamError> {
         let mut out = Vec::new();
         let mut depth = 0usize;
         let mut in_str = false;
@@ -287,7 +293,7 @@ impl<R: Read> Scanner<R> {
     }
 
     /// The payload string: base64 decoded in chunks straight to `sink`; returns the byte count.
-    fn base64_string<W: Write>(&mut self, sink: &mut W) -> Result<u64, StreamError> {
+    pub(crate) fn base64_string<W: Write>(&mut self, sink: &mut W) -> Result<u64, StreamError> {
         if self.next()? != Some(b'"') {
             return Err(StreamError::Malformed(
                 "invalid type: field `payload` is not a string".into(),

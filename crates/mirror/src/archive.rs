@@ -197,6 +197,7 @@ fn spooled_cap(name: &str, limits: &Limits) -> u64 {
         names::MANIFEST => limits.stream.max_manifest,
         names::SUMS => limits.stream.max_sums,
         names::SUMS_DSSE => envelope_cap(limits.stream.max_sums),
+        names::KEYLESS => crate::keyless::streamed_cap(limits.stream.max_manifest),
         _ => crate::MAX_METADATA_BYTES,
     }
 }

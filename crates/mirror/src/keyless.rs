@@ -36,7 +36,15 @@ pub(crate) struct KeylessSigners<'k> {
     refused: Vec<String>,
 }
 
-impl KeylessSigners<'_> {
+impl<'k> KeylessSigners<'k> {
+    /// No keyless signatures: the keyring as it is.
+    pub(crate) fn none(keyring: &'k Keyring) -> Self {
+        KeylessSigners {
+            keyring: Cow::Borrowed(keyring),
+            refused: Vec::new(),
+        }
+    }
+
     /// A signature error, with the refused keyless signatures' reasons.
     pub(crate) fn explain(&self, e: stella_keys::VerifyError) -> Error {
         if self.refused.is_empty() {
@@ -101,35 +109,182 @@ pub(crate) fn keyless_signers_of<'k>(
             ),
         ));
     }
+    judge(
+        &items,
+        stella_sigstore::Bundle::from_value,
+        |content| {
+            matches!(content, stella_sigstore::Content::Dsse(env)
+                if env.payload == envelope.payload && env.payload_type == envelope.payload_type)
+        },
+        stella_sigstore::Artifact::Unchecked,
+        keyring,
+        now,
+    )
+}
+
+/// [`keyless_signers_of`] on the streamed path: `manifest.sigstore.json` (`file`, `len` bytes)
+/// read as a stream with each bundle's payload detached (hashed on the way, never held), for
+/// a `manifest.dsse` whose envelope `env` was streamed, its payload hashing to
+/// `payload_digest`. A bundle signs the manifest when its payload has that length and digest
+/// and its payload type is the envelope's; its signature is checked over the PAE of the
+/// payload `pae` gives (the one `manifest.dsse`'s signatures are checked over), hashed once
+/// per algorithm asked for.
+pub(crate) fn keyless_signers_streamed<'k>(
+    file: std::fs::File,
+    len: u64,
+    env: &stella_dsse::stream::StreamedEnvelope,
+    payload_digest: &crate::hash::Digest,
+    pae: &mut dyn stella_keys::stream::MessageSource,
+    keyring: &'k Keyring,
+    now: OffsetDateTime,
+) -> Result<KeylessSigners<'k>> {
+    use std::cell::RefCell;
+
+    use stella_sigstore::{Artifact, Content, DetachedPayload, HashAlgorithm, PaeDigest};
+
+    let what = crate::names::KEYLESS;
+    let refuse = |why: String| Error::envelope(Field::file(what), format!("{what}: {why}"));
+    // Each bundle carries the payload again (base64), plus a few KiB of certificates and proofs.
+    let cap = streamed_cap(env.payload_len);
+    if len > cap {
+        return Err(refuse(format!(
+            "{len} bytes, above the {cap} bytes that {MAX_BUNDLES} bundles of this manifest take"
+        )));
+    }
+    let hashers = RefCell::new(Vec::<crate::hash::Hasher>::new());
+    struct Sink<'a>(&'a RefCell<Vec<crate::hash::Hasher>>, usize);
+    impl std::io::Write for Sink<'_> {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if let Some(h) = self.0.borrow_mut().get_mut(self.1) {
+                h.update(b);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let detached =
+        stella_dsse::stream::read_detaching_payloads(file, cap, "dsseEnvelope", MAX_BUNDLES, |i| {
+            let mut h = hashers.borrow_mut();
+            if h.len() <= i {
+                h.resize_with(i + 1, crate::hash::Hasher::new);
+            }
+            Sink(&hashers, i)
+        })
+        .map_err(|e| match e {
+            stella_dsse::stream::StreamError::Malformed(m) => {
+                refuse(format!("not a Sigstore bundle or array of them: {m}"))
+            }
+            e => refuse(e.to_string()),
+        })?;
+    let mut digests: Vec<Option<DetachedPayload>> = Vec::new();
+    let mut hashers = hashers.into_inner().into_iter();
+    for p in &detached.payloads {
+        let h = hashers.next();
+        digests.push(p.zip(h).map(|(len, h)| DetachedPayload {
+            len,
+            sha256: *h.finish().as_bytes(),
+        }));
+    }
+    let value: Value =
+        serde_json::from_slice(&detached.document).map_err(|e| refuse(format!("not JSON: {e}")))?;
+    let items = match value {
+        Value::Array(a) => a,
+        v => vec![v],
+    };
+    if items.is_empty() {
+        return Err(refuse(format!(
+            "0 Sigstore bundles (1 to {MAX_BUNDLES} allowed)"
+        )));
+    }
+    // The digest of the PAE under each hash asked for, computed once.
+    let pae = RefCell::new(pae);
+    let done: RefCell<Vec<(HashAlgorithm, Vec<u8>)>> = RefCell::new(Vec::new());
+    let pae_digest = |alg: HashAlgorithm| -> std::result::Result<Vec<u8>, String> {
+        if let Some((_, d)) = done.borrow().iter().find(|(a, _)| *a == alg) {
+            return Ok(d.clone());
+        }
+        let mut ctx = aws_lc_rs::digest::Context::new(match alg {
+            HashAlgorithm::Sha256 => &aws_lc_rs::digest::SHA256,
+            HashAlgorithm::Sha384 => &aws_lc_rs::digest::SHA384,
+            HashAlgorithm::Sha512 => &aws_lc_rs::digest::SHA512,
+            a => return Err(format!("no streamed {} here", a.name())),
+        });
+        pae.borrow_mut()
+            .feed(&mut |c| ctx.update(c))
+            .map_err(|e| format!("reading the manifest again: {e}"))?;
+        let d = ctx.finish().as_ref().to_vec();
+        done.borrow_mut().push((alg, d.clone()));
+        Ok(d)
+    };
+    let mut detached_of = digests.into_iter();
+    judge(
+        &items,
+        |item| {
+            // Items are parsed in order: item i's payload was detached as payload i.
+            match detached_of.next().flatten() {
+                Some(p) => stella_sigstore::Bundle::from_value_detached(item, p),
+                None => stella_sigstore::Bundle::from_value(item),
+            }
+        },
+        |content| {
+            matches!(content, Content::DetachedDsse(d)
+                if d.payload.len == env.payload_len
+                    && d.payload.sha256 == *payload_digest.as_bytes()
+                    && d.payload_type == env.payload_type)
+        },
+        Artifact::Pae(PaeDigest(&pae_digest)),
+        keyring,
+        now,
+    )
+}
+
+/// The largest `manifest.sigstore.json` read on the streamed path for a manifest of
+/// `payload_len` bytes: [`MAX_BUNDLES`] bundles, each the payload in base64 and the rest.
+pub(crate) fn streamed_cap(payload_len: u64) -> u64 {
+    let per_bundle = payload_len.div_ceil(3).saturating_mul(4).saturating_add(2);
+    per_bundle
+        .saturating_mul(MAX_BUNDLES as u64)
+        .saturating_add(stella_dsse::stream::MAX_DETACHED_REST_BYTES as u64)
+}
+
+/// The keyring with the identities the bundles `items` certify, each read with `parse`; a
+/// bundle whose content `signs_manifest` refuses is an error (not a refusal), every other
+/// check a refusal.
+fn judge<'k>(
+    items: &[Value],
+    mut parse: impl FnMut(
+        &Value,
+    )
+        -> std::result::Result<stella_sigstore::Bundle, stella_sigstore::BundleError>,
+    signs_manifest: impl Fn(&stella_sigstore::Content) -> bool,
+    artifact: stella_sigstore::Artifact<'_>,
+    keyring: &'k Keyring,
+    now: OffsetDateTime,
+) -> Result<KeylessSigners<'k>> {
+    let what = crate::names::KEYLESS;
     let trust = stella_sigstore::IdentityTrust::from_keyring(keyring)
         .map_err(|e| Error::input(format!("keyring: {e}")))?;
     if trust.is_empty() {
-        return Ok(unchanged(vec![
-            "the keyring names no Sigstore identity ([[identities]])".into(),
-        ]));
+        return Ok(KeylessSigners {
+            keyring: Cow::Borrowed(keyring),
+            refused: vec!["the keyring names no Sigstore identity ([[identities]])".into()],
+        });
     }
     // The key entries (identities are not keys; they only vouch for certified keys below).
     let mut ring = Keyring::new(keyring.keys().to_vec())?;
     let mut refused = Vec::new();
     let mut counted: Vec<(String, String)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let b = stella_sigstore::Bundle::from_value(item)
+        let b = parse(item)
             .map_err(|e| Error::envelope(Field::file(what), format!("{what}: bundle {i}: {e}")))?;
-        match &b.content {
-            stella_sigstore::Content::Dsse(env)
-                if env.payload == envelope.payload && env.payload_type == envelope.payload_type => {}
-            _ => {
-                return Err(Error::envelope(Field::file(what), format!(
-                    "{what}: bundle {i} does not sign the manifest of manifest.dsse (a DSSE envelope with the same payload and payload type)"
-                )))
-            }
+        if !signs_manifest(&b.content) {
+            return Err(Error::envelope(Field::file(what), format!(
+                "{what}: bundle {i} does not sign the manifest of manifest.dsse (a DSSE envelope with the same payload and payload type)"
+            )));
         }
-        let m = match trust.verify(
-            &b,
-            stella_sigstore::Artifact::Unchecked,
-            Some(Purpose::MirrorBundle),
-            now,
-        ) {
+        let m = match trust.verify(&b, artifact, Some(Purpose::MirrorBundle), now) {
             Ok(m) => m,
             Err(e) => {
                 refused.push(format!("bundle {i}: {e}"));

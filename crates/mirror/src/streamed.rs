@@ -528,11 +528,12 @@ pub(crate) fn wants_stream(dir: &Path, limits: &Limits) -> bool {
 }
 
 /// The metadata files that grow with the file count, read as streams on the streamed path.
-pub(crate) const STREAMED: [&str; 4] = [
+pub(crate) const STREAMED: [&str; 5] = [
     names::ENVELOPE,
     names::MANIFEST,
     names::SUMS,
     names::SUMS_DSSE,
+    names::KEYLESS,
 ];
 
 /// A metadata file of the folder, opened (a regular file, no link: `fs::open_regular`);

@@ -1285,8 +1285,8 @@ struct StreamedChecked<'a> {
     payload: crate::streamed::Payload,
 }
 
-/// Step 1 of the streamed path, before any cryptography: no keyless signatures, the envelope
-/// within its cap, its payload within `max_manifest` and of a mirror type.
+/// Step 1 of the streamed path, before any cryptography: the envelope within its cap, its
+/// payload within `max_manifest` and of a mirror type.
 fn check_streamed<'a>(
     dir: &'a Path,
     limits: &'a crate::streamed::Limits,
@@ -1294,9 +1294,6 @@ fn check_streamed<'a>(
     use crate::hash::Hasher;
     use crate::streamed::{envelope_cap, open_meta, too_large, Spill, Tee};
 
-    if open_meta(dir, names::KEYLESS, Some(crate::MAX_METADATA_BYTES))?.is_some() {
-        return Err(crate::streamed::keyless_not_streamed());
-    }
     // 1. The envelope, its payload into memory (or, above PAYLOAD_IN_MEMORY, a private
     //    temporary file), hashed on the way.
     let env_cap = envelope_cap(limits.max_manifest);
@@ -1359,6 +1356,28 @@ fn verify_streamed(
     let tmp_err = |e| Error::io(std::env::temp_dir(), e);
     let pae_prefix = stella_dsse::stream::pae_prefix(&env.payload_type, env.payload_len);
 
+    // Keyless signers (manifest.sigstore.json, its payloads hashed as they are read) join the
+    // keyring as the keys they certify, as in memory.
+    let keyless = match open_meta(dir, names::KEYLESS, None)? {
+        None => crate::keyless::KeylessSigners::none(opts.keyring),
+        Some((f, len, _)) => crate::keyless::keyless_signers_streamed(
+            f,
+            len,
+            &env,
+            &digest,
+            &mut PaeOf {
+                prefix: pae_prefix.clone(),
+                payload: &payload,
+            },
+            opts.keyring,
+            opts.now,
+        )?,
+    };
+    let opts = &Options {
+        keyring: &keyless.keyring,
+        ..*opts
+    };
+
     // 2. Signatures, canonical form and manifest.json (second thread) while this one types the
     //    manifest into the index.
     let verdict = Verdict::new();
@@ -1380,7 +1399,7 @@ fn verify_streamed(
                 &policy,
             );
             verdict.settle(signers.is_ok());
-            let signers = signers.map_err(Error::Signature)?;
+            let signers = signers.map_err(|e| keyless.explain(e))?;
             let rest = (|| {
                 let canonical = match payload.bytes() {
                     Some(b) => stella_dsse::jcs::is_canonical(b),

@@ -172,6 +172,25 @@ impl DsseEnvelope {
     }
 }
 
+/// The payload of a bundle's DSSE envelope, detached: read as the bundle was read (a payload
+/// too large to hold, such as the manifest of a mirror bundle of a million files) and kept as
+/// its length and SHA-256 ([`Bundle::from_value_detached`]). The signature is checked over a
+/// digest of the envelope's PAE that the caller computes from its own copy of the payload
+/// ([`Artifact::Pae`](crate::Artifact::Pae)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DetachedPayload {
+    pub len: u64,
+    pub sha256: [u8; 32],
+}
+
+/// A bundle's DSSE envelope with its payload detached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetachedDsse {
+    pub payload: DetachedPayload,
+    pub payload_type: String,
+    pub signature: DsseSignature,
+}
+
 /// What is signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -182,6 +201,8 @@ pub enum Content {
         signature: Vec<u8>,
     },
     Dsse(DsseEnvelope),
+    /// A DSSE envelope whose payload was read apart ([`Bundle::from_value_detached`]).
+    DetachedDsse(DetachedDsse),
 }
 
 impl Content {
@@ -190,6 +211,19 @@ impl Content {
         match self {
             Content::MessageSignature { signature, .. } => signature,
             Content::Dsse(e) => &e.signature.sig,
+            Content::DetachedDsse(e) => &e.signature.sig,
+        }
+    }
+
+    /// A DSSE envelope's payload SHA-256 and signature (what a log entry records of it).
+    pub(crate) fn dsse(&self) -> Option<([u8; 32], &[u8])> {
+        match self {
+            Content::Dsse(e) => {
+                let d = HashAlgorithm::Sha256.digest(&e.payload);
+                Some((d.try_into().ok()?, &e.signature.sig))
+            }
+            Content::DetachedDsse(e) => Some((e.payload.sha256, &e.signature.sig)),
+            Content::MessageSignature { .. } => None,
         }
     }
 }
@@ -335,6 +369,18 @@ impl Bundle {
 
     /// Check a bundle held as JSON.
     pub fn from_value(v: &Value) -> R<Self> {
+        Self::from_value_with(v, None)
+    }
+
+    /// [`Bundle::from_value`] of a bundle whose DSSE envelope's payload was read apart
+    /// (`stella_dsse::stream::read_detaching_payloads`): `dsseEnvelope.payload` must be `""`
+    /// and `payload` is what was read; the content is [`Content::DetachedDsse`]. A message
+    /// signature bundle is read as [`Bundle::from_value`] reads it.
+    pub fn from_value_detached(v: &Value, payload: DetachedPayload) -> R<Self> {
+        Self::from_value_with(v, Some(payload))
+    }
+
+    fn from_value_with(v: &Value, detached: Option<DetachedPayload>) -> R<Self> {
         let top = Obj::new(
             v,
             "",
@@ -432,14 +478,31 @@ impl Bundle {
                     ));
                 };
                 let s = Obj::new(sig, &env.p("signatures[0]"), &["sig", "keyid"])?;
-                Content::Dsse(DsseEnvelope {
-                    payload: env.bytes("payload")?,
-                    payload_type: env.str("payloadType")?.to_string(),
-                    signature: DsseSignature {
-                        sig: s.bytes("sig")?,
-                        keyid: s.str_opt("keyid")?.map(str::to_string),
-                    },
-                })
+                let signature = DsseSignature {
+                    sig: s.bytes("sig")?,
+                    keyid: s.str_opt("keyid")?.map(str::to_string),
+                };
+                let payload_type = env.str("payloadType")?.to_string();
+                match detached {
+                    None => Content::Dsse(DsseEnvelope {
+                        payload: env.bytes("payload")?,
+                        payload_type,
+                        signature,
+                    }),
+                    Some(payload) => {
+                        if !env.bytes("payload")?.is_empty() {
+                            return Err(BundleError::field(
+                                env.p("payload"),
+                                "a detached payload is left empty in the bundle",
+                            ));
+                        }
+                        Content::DetachedDsse(DetachedDsse {
+                            payload,
+                            payload_type,
+                            signature,
+                        })
+                    }
+                }
             }
         };
         if content.signature().is_empty() {

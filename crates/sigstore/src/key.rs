@@ -121,7 +121,7 @@ impl VerifyingKey {
     }
 
     /// The hash the key's natural algorithm uses (what `algorithm(None)` picks).
-    fn natural_hash(&self) -> Option<HashAlgorithm> {
+    pub(crate) fn natural_hash(&self) -> Option<HashAlgorithm> {
         match self.kind {
             Kind::P256 | Kind::Rsa => Some(HashAlgorithm::Sha256),
             Kind::P384 => Some(HashAlgorithm::Sha384),

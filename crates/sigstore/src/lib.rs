@@ -32,7 +32,9 @@ pub mod trust;
 mod tsa;
 mod verify;
 
-pub use bundle::{Bundle, Content, HashAlgorithm, Material, Version};
+pub use bundle::{
+    Bundle, Content, DetachedDsse, DetachedPayload, HashAlgorithm, Material, Version,
+};
 pub use error::{BundleError, TrustRootError, VerifyError};
 pub use key::VerifyingKey;
 pub use keyring::{
@@ -41,4 +43,4 @@ pub use keyring::{
 pub use policy::{Identity, Matcher, Policy, PolicyError};
 pub use trust::TrustedRoot;
 pub use tsa::{verify_timestamp, VerifiedTimestamp};
-pub use verify::{verify, Artifact, Check, Failure, Options, TimeSource, Verified};
+pub use verify::{verify, Artifact, Check, Failure, Options, PaeDigest, TimeSource, Verified};

@@ -469,10 +469,11 @@ fn check_body(bundle: &Bundle, entry: &TlogEntry, signer: &Signer<'_>) -> Result
                 signer,
             )
         }
-        ("dsse", "0.0.1", Content::Dsse(env)) => {
+        ("dsse", "0.0.1", Content::Dsse(_) | Content::DetachedDsse(_)) => {
+            let (payload_sha256, env_sig) = dsse_of(&bundle.content)?;
             let alg = get_str(&body, &["spec", "payloadHash", "algorithm"])?;
             let value = get_str(&body, &["spec", "payloadHash", "value"])?;
-            if alg != "sha256" || value != hex(&HashAlgorithm::Sha256.digest(&env.payload)) {
+            if alg != "sha256" || value != hex(&payload_sha256) {
                 return Err(BodyError::PayloadHash);
             }
             let sigs = get(&body, &["spec", "signatures"])?
@@ -481,15 +482,16 @@ fn check_body(bundle: &Bundle, entry: &TlogEntry, signer: &Signer<'_>) -> Result
             let [s] = sigs.as_slice() else {
                 return Err(BodyError::SignatureCount(sigs.len()));
             };
-            if b64(s, &["signature"])? != env.signature.sig {
+            if b64(s, &["signature"])? != env_sig {
                 return Err(BodyError::SignatureDiffersFromEnvelope);
             }
             same_signer(&b64(s, &["verifier"])?, signer)
         }
-        ("intoto", "0.0.2", Content::Dsse(env)) => {
+        ("intoto", "0.0.2", Content::Dsse(_) | Content::DetachedDsse(_)) => {
+            let (payload_sha256, env_sig) = dsse_of(&bundle.content)?;
             let alg = get_str(&body, &["spec", "content", "payloadHash", "algorithm"])?;
             let value = get_str(&body, &["spec", "content", "payloadHash", "value"])?;
-            if alg != "sha256" || value != hex(&HashAlgorithm::Sha256.digest(&env.payload)) {
+            if alg != "sha256" || value != hex(&payload_sha256) {
                 return Err(BodyError::PayloadHash);
             }
             let sigs = get(&body, &["spec", "content", "envelope", "signatures"])?
@@ -504,7 +506,7 @@ fn check_body(bundle: &Bundle, entry: &TlogEntry, signer: &Signer<'_>) -> Result
                 .ok()
                 .and_then(|t| stella_dsse::b64::decode(t).ok())
                 .ok_or(BodyError::DoubleBase64Sig)?;
-            if sig != env.signature.sig {
+            if sig != env_sig {
                 return Err(BodyError::SignatureDiffersFromEnvelope);
             }
             same_signer(&b64(s, &["publicKey"])?, signer)
@@ -524,13 +526,11 @@ fn check_body(bundle: &Bundle, entry: &TlogEntry, signer: &Signer<'_>) -> Result
             }
             same_verifier(get(spec, &["signature", "verifier"])?, signer)
         }
-        ("dsse", "0.0.2", Content::Dsse(env)) => {
+        ("dsse", "0.0.2", Content::Dsse(_) | Content::DetachedDsse(_)) => {
+            let (payload_sha256, env_sig) = dsse_of(&bundle.content)?;
             let spec = get(&body, &["spec", "dsseV002"])?;
             let alg = get_str(spec, &["payloadHash", "algorithm"])?;
-            if alg != "SHA2_256"
-                || b64(spec, &["payloadHash", "digest"])?
-                    != HashAlgorithm::Sha256.digest(&env.payload)
-            {
+            if alg != "SHA2_256" || b64(spec, &["payloadHash", "digest"])? != payload_sha256 {
                 return Err(BodyError::PayloadHash);
             }
             let sigs = get(spec, &["signatures"])?
@@ -539,7 +539,7 @@ fn check_body(bundle: &Bundle, entry: &TlogEntry, signer: &Signer<'_>) -> Result
             let [s] = sigs.as_slice() else {
                 return Err(BodyError::SignatureCount(sigs.len()));
             };
-            if b64(s, &["content"])? != env.signature.sig {
+            if b64(s, &["content"])? != env_sig {
                 return Err(BodyError::SignatureDiffersFromEnvelope);
             }
             same_verifier(get(s, &["verifier"])?, signer)
@@ -547,10 +547,15 @@ fn check_body(bundle: &Bundle, entry: &TlogEntry, signer: &Signer<'_>) -> Result
         (k, v, Content::MessageSignature { .. }) => Err(BodyError::WrongKindForMessage {
             kind: format!("{k} {v}"),
         }),
-        (k, v, Content::Dsse(_)) => Err(BodyError::WrongKindForDsse {
+        (k, v, Content::Dsse(_) | Content::DetachedDsse(_)) => Err(BodyError::WrongKindForDsse {
             kind: format!("{k} {v}"),
         }),
     }
+}
+
+/// The payload SHA-256 and the signature of a DSSE content.
+fn dsse_of(content: &Content) -> Result<([u8; 32], &[u8]), BodyError> {
+    content.dsse().ok_or(BodyError::PayloadHash)
 }
 
 #[cfg(test)]

@@ -73,6 +73,31 @@ pub enum Artifact<'a> {
     /// own message digest, a statement's subjects are not matched, and [`Check::Artifact`]
     /// is not reported as passed.
     Unchecked,
+    /// A bundle whose DSSE payload was read apart ([`Content::DetachedDsse`]): the caller has
+    /// compared that payload (length and SHA-256) with its own copy of it, and gives the
+    /// digest of its PAE under the hash the signing key asks for. A statement's subjects are
+    /// not matched.
+    Pae(PaeDigest<'a>),
+}
+
+/// The digest of a detached DSSE payload's PAE under a hash algorithm (see [`Artifact::Pae`]);
+/// an error says why it could not be computed.
+#[derive(Clone, Copy)]
+pub struct PaeDigest<'a>(pub &'a dyn Fn(HashAlgorithm) -> Result<Vec<u8>, String>);
+
+impl std::fmt::Debug for PaeDigest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PaeDigest(..)")
+    }
+}
+
+/// The error for an artifact of the wrong kind for a detached payload, or the other way round.
+fn detached_mismatch(detached: bool) -> VerifyError {
+    VerifyError::Material(if detached {
+        "the bundle's DSSE payload was read apart: verify it with the digest of its PAE".into()
+    } else {
+        "a PAE digest was given for a bundle that carries its own payload or signs a message".into()
+    })
 }
 
 /// Thresholds.
@@ -159,6 +184,14 @@ struct Run {
 }
 
 impl Run {
+    fn fail(&self, check: Check, error: VerifyError) -> Failure {
+        Failure {
+            passed: self.passed.clone(),
+            failed: check,
+            error,
+        }
+    }
+
     fn step<T>(&mut self, check: Check, r: Result<T, VerifyError>) -> Result<T, Failure> {
         match r {
             Ok(v) => {
@@ -191,6 +224,7 @@ fn check_artifact<'a>(
                 None => (HashAlgorithm::Sha256, None),
             };
             let (actual, msg) = match artifact {
+                Artifact::Pae(_) => return Err(detached_mismatch(false)),
                 Artifact::Bytes(b) => (alg.digest(b), Message::Bytes(b, alg)),
                 Artifact::Digest { algorithm, digest } => {
                     if algorithm != alg {
@@ -219,7 +253,14 @@ fn check_artifact<'a>(
             }
             Ok(Some(msg))
         }
+        Content::DetachedDsse(_) => match artifact {
+            Artifact::Pae(_) => Ok(None),
+            _ => Err(detached_mismatch(true)),
+        },
         Content::Dsse(env) => {
+            if matches!(artifact, Artifact::Pae(_)) {
+                return Err(detached_mismatch(false));
+            }
             if env.payload_type != "application/vnd.in-toto+json" {
                 return Err(VerifyError::Statement(format!(
                     "payload type {:?}, not application/vnd.in-toto+json",
@@ -241,7 +282,7 @@ fn check_artifact<'a>(
                 let want = match artifact {
                     Artifact::Bytes(b) => hex(&alg.digest(b)),
                     Artifact::Digest { algorithm, digest } if algorithm == alg => hex(digest),
-                    Artifact::Digest { .. } | Artifact::Unchecked => continue,
+                    Artifact::Digest { .. } | Artifact::Unchecked | Artifact::Pae(_) => continue,
                 };
                 if shown.is_empty() {
                     shown = format!("{}:{want}", alg.name());
@@ -294,6 +335,13 @@ pub fn verify(
                 })
             }
             Content::Dsse(_) => None,
+            Content::DetachedDsse(_) => {
+                return Err(Failure {
+                    passed: Vec::new(),
+                    failed: Check::Artifact,
+                    error: detached_mismatch(true),
+                })
+            }
         },
         a => run.step(Check::Artifact, check_artifact(bundle, a))?,
     };
@@ -418,13 +466,33 @@ pub fn verify(
             key.verify_prehashed(*alg, d, signature)
         }
         (Content::Dsse(env), _) => key.verify(&env.pae(), &env.signature.sig),
+        (Content::DetachedDsse(env), _) => {
+            let pae = match artifact {
+                Artifact::Pae(p) => p,
+                _ => return Err(run.fail(Check::Signature, detached_mismatch(true))),
+            };
+            match key.natural_hash() {
+                None => false,
+                Some(h) => match (pae.0)(h) {
+                    Ok(d) => key.verify_prehashed(h, &d, &env.signature.sig),
+                    Err(why) => {
+                        return Err(run.fail(
+                            Check::Signature,
+                            VerifyError::Material(format!("the detached payload: {why}")),
+                        ))
+                    }
+                },
+            }
+        }
         (Content::MessageSignature { .. }, None) => false,
     };
+    let from_digest = matches!(message, Some(Message::Digest(..)))
+        || matches!(bundle.content, Content::DetachedDsse(_));
     run.step(
         Check::Signature,
         if ok {
             Ok(())
-        } else if matches!(message, Some(Message::Digest(..))) && !key.supports_prehashed() {
+        } else if from_digest && !key.supports_prehashed() {
             Err(VerifyError::Key(
                 "an Ed25519 signature cannot be verified from a digest; give the file".into(),
             ))

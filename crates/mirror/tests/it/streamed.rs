@@ -1197,3 +1197,187 @@ fn verify_checksums_streams_sha256sums_in_any_order_with_the_same_verdicts() {
         a
     );
 }
+
+/// Keyless signatures (`manifest.sigstore.json`, each Sigstore bundle carrying the manifest
+/// again) are checked on the streamed path with the bundles' payloads hashed as they are read,
+/// never held: the same signers and the same refusals as in memory, in a folder and in an
+/// archive whose metadata is spooled. Before, a keyless-signed bundle too large for memory
+/// was refused whatever it held.
+#[test]
+fn keyless_signatures_verify_streamed_as_in_memory() {
+    use stella_sigstore::testing::{LeafSpec, TestSigstore};
+    const ISSUER: &str = "https://issuer.test.invalid";
+
+    let m = Many::new(1500);
+    let sigstore = TestSigstore::new();
+    let now = time::OffsetDateTime::now_utc();
+    let leaf = sigstore.issue(&LeafSpec::email("release@ops.example.com", ISSUER, now));
+    // Signed with the leaf's (ephemeral) key, then certified by one Sigstore bundle.
+    let key = stella_keys::FileKey::from_pem(leaf.key.private_pem().as_bytes(), &mut || {
+        unreachable!("not encrypted")
+    })
+    .expect("leaf key");
+    stella_mirror::sign_with(
+        &m.bundle.join(names::MANIFEST),
+        &m.bundle.join(names::ENVELOPE),
+        &[&key],
+        now,
+        None,
+        &NoProgress,
+    )
+    .expect("sign with the leaf key");
+    let env =
+        stella_dsse::Envelope::from_json(&std::fs::read(m.bundle.join(names::ENVELOPE)).unwrap())
+            .expect("envelope");
+    let keyless = m.bundle.join(names::KEYLESS);
+    let write_keyless = |bundles: &[serde_json::Value]| {
+        std::fs::write(&keyless, serde_json::to_vec(bundles).expect("json")).expect("write");
+    };
+    let good = sigstore.dsse_bundle(&leaf, &env.payload_type, &env.payload, now);
+    write_keyless(std::slice::from_ref(&good));
+    assert!(
+        file_len(&keyless) > TEST_THRESHOLD,
+        "the keyless file carries the manifest"
+    );
+
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("root.json"), sigstore.trusted_root_json()).expect("root");
+    std::fs::write(
+        dir.path().join("ring.toml"),
+        format!(
+            "[[identities]]\nid = \"mirror-ci\"\ncertificate_identity = \"release@ops.example.com\"\n\
+             certificate_oidc_issuer = \"{ISSUER}\"\ntrusted_root = \"root.json\"\npurposes = [\"mirror-bundle\"]\n"
+        ),
+    )
+    .expect("ring");
+    let ring =
+        stella_keys::Keyring::load(&dir.path().join("ring.toml"), stella_keys::DevKeys::Refuse)
+            .expect("keyring");
+    let opts = VerifyOptions {
+        keyring: &ring,
+        threshold: 1,
+        now,
+        max_age: None,
+        time_roots: None,
+    };
+    let streamed = |l: &StreamLimits| verify_dir_with(&m.bundle, &opts, l, &NoProgress);
+    let in_memory = || verify_dir(&m.bundle, &opts, &NoProgress);
+
+    let mem = in_memory().expect("in memory");
+    for l in [small_limits(), on_disk()] {
+        let s = streamed(&l).expect("streamed");
+        assert_eq!(s.meta.signers, mem.meta.signers);
+        assert_eq!(s.files_checked, mem.files_checked);
+        assert_eq!(s.meta.manifest_digest, mem.meta.manifest_digest);
+    }
+    assert!(
+        format!("{:?}", mem.meta.signers).contains("mirror-ci"),
+        "{:?}",
+        mem.meta.signers
+    );
+    // The object form (one bundle, not an array) too.
+    std::fs::write(&keyless, serde_json::to_vec(&good).unwrap()).unwrap();
+    streamed(&small_limits()).expect("one bundle as an object");
+
+    // Through an archive whose metadata is spooled (the keyless entry is one of the files
+    // that grow with the bundle).
+    write_keyless(std::slice::from_ref(&good));
+    let archive = dir.path().join("b.tar.zst");
+    stella_mirror::pack(&m.bundle, &archive, 0, &NoProgress).expect("pack");
+    let spooled = stella_mirror::ArchiveLimits {
+        stream: small_limits(),
+        ..Default::default()
+    };
+    let (obs, report) = stella_mirror::read_archive(&archive, None, spooled, &opts, &NoProgress)
+        .expect("archive, spooled");
+    assert!(obs.index.is_some(), "spooled");
+    assert_eq!(report.meta.signers, mem.meta.signers);
+
+    // Each refusal, as in memory: the same stage, the same words.
+    let same_refusal = |what: &str, fragment: &str| {
+        let (stage, msg) = stage_of(in_memory());
+        for l in [small_limits(), on_disk()] {
+            let (s, streamed_msg) = stage_of(streamed(&l));
+            assert_eq!(s, stage, "{what}: {streamed_msg}");
+            assert_eq!(
+                without_position((s, streamed_msg)).1,
+                without_position((stage, msg.clone())).1,
+                "{what}"
+            );
+        }
+        assert!(msg.contains(fragment), "{what}: {msg}");
+    };
+    // A payload one byte off, the same length; a payload type other than the envelope's.
+    let mut off = env.payload.clone();
+    let mid = off.len() / 2;
+    off[mid] ^= 0x20;
+    write_keyless(&[sigstore.dsse_bundle(&leaf, &env.payload_type, &off, now)]);
+    same_refusal(
+        "payload",
+        "bundle 0 does not sign the manifest of manifest.dsse",
+    );
+    write_keyless(&[sigstore.dsse_bundle(&leaf, "application/x", &env.payload, now)]);
+    same_refusal("payload type", "does not sign the manifest");
+    let mut longer = env.payload.clone();
+    longer.push(b' ');
+    write_keyless(&[
+        good.clone(),
+        sigstore.dsse_bundle(&leaf, &env.payload_type, &longer, now),
+    ]);
+    same_refusal("second bundle", "bundle 1 does not sign the manifest");
+    // A message signature is not a signature of the manifest.
+    write_keyless(&[sigstore.message_bundle(&leaf, &env.payload, now)]);
+    same_refusal("message signature", "bundle 0 does not sign the manifest");
+    // The bundle's signature changed (the log entry then records another): refused, and the
+    // threshold then fails naming why.
+    let mut forged = good.clone();
+    let mut sig = stella_dsse::b64::decode(
+        forged["dsseEnvelope"]["signatures"][0]["sig"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let last = sig.len() - 1;
+    sig[last] ^= 1;
+    forged["dsseEnvelope"]["signatures"][0]["sig"] = stella_dsse::b64::encode(&sig).into();
+    write_keyless(&[forged]);
+    same_refusal(
+        "signature",
+        "keyless signatures (manifest.sigstore.json) refused: bundle 0",
+    );
+    // Another identity: refused by the entry.
+    let mallory = sigstore.issue(&LeafSpec::email("mallory@example.com", ISSUER, now));
+    write_keyless(&[sigstore.dsse_bundle(&mallory, &env.payload_type, &env.payload, now)]);
+    same_refusal("identity", "refused: bundle 0");
+    // Seventeen bundles; none.
+    write_keyless(&vec![good.clone(); 17]);
+    let (stage, msg) = stage_of(streamed(&small_limits()));
+    assert!(
+        msg.contains("manifest.sigstore.json") && msg.contains("16"),
+        "{stage:?} {msg}"
+    );
+    assert_eq!(stage_of(in_memory()).0, stage);
+    write_keyless(&[]);
+    same_refusal("empty", "0 Sigstore bundles");
+    // Two payloads in one envelope: which one a parser keeps is not for us to guess.
+    let text = serde_json::to_string(std::slice::from_ref(&good)).unwrap();
+    let twice = text.replacen("\"payload\":", "\"payload\":\"e30=\",\"payload\":", 1);
+    std::fs::write(&keyless, &twice).unwrap();
+    let (_, msg) = stage_of(streamed(&small_limits()));
+    assert!(msg.contains("duplicate member `payload`"), "{msg}");
+    // Larger than sixteen bundles of this manifest can be: refused on its size, unread.
+    let f = std::fs::File::create(&keyless).unwrap();
+    f.set_len(16 * file_len(&m.bundle.join(names::ENVELOPE)) + (64 << 20))
+        .unwrap();
+    drop(f);
+    let (_, msg) = stage_of(streamed(&small_limits()));
+    assert!(
+        msg.contains("above the") && msg.contains("bundles of this manifest"),
+        "{msg}"
+    );
+
+    // Back to the good bundle: verified again on every path.
+    write_keyless(&[good]);
+    streamed(&on_disk()).expect("streamed again");
+    in_memory().expect("in memory again");
+}

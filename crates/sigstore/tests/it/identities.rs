@@ -434,3 +434,95 @@ fn default_trusted_root_is_public_good() {
     );
     assert!(matches!(e, VerifyError::UnknownLog { .. }), "{e}");
 }
+
+/// A bundle whose DSSE payload was read apart (a payload too large to hold) verifies as the
+/// whole bundle does, with the caller's digest of the PAE; each piece of the detached form has
+/// its own refusal.
+#[test]
+fn detached_payloads_verify_as_held_ones_do() {
+    use stella_sigstore::{Content, DetachedPayload, PaeDigest};
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestSigstore::new();
+    let trust =
+        IdentityTrust::from_keyring(&ring(dir.path(), &s, &exact_entry("[\"release\"]"))).unwrap();
+    let at = now();
+    let payload: Vec<u8> = (0..100_000u32).map(|i| ((i * 7) >> 3) as u8).collect();
+    let v = s.dsse_bundle(
+        &s.issue(&LeafSpec::email(SAN, ISSUER, at)),
+        "application/x-manifest",
+        &payload,
+        at,
+    );
+    let mut stripped = v.clone();
+    stripped["dsseEnvelope"]["payload"] = "".into();
+    let sha = |b: &[u8]| -> [u8; 32] { HashAlgorithm::Sha256.digest(b).try_into().unwrap() };
+    let detached = DetachedPayload {
+        len: payload.len() as u64,
+        sha256: sha(&payload),
+    };
+    let b = Bundle::from_value_detached(&stripped, detached).unwrap();
+    assert!(matches!(&b.content, Content::DetachedDsse(d) if d.payload == detached));
+    let pae = stella_dsse::pae("application/x-manifest", &payload);
+    let asked = std::cell::Cell::new(0);
+    let good = |alg: HashAlgorithm| {
+        asked.set(asked.get() + 1);
+        Ok(alg.digest(&pae))
+    };
+    let m = trust
+        .verify(
+            &b,
+            Artifact::Pae(PaeDigest(&good)),
+            Some(Purpose::Release),
+            at,
+        )
+        .unwrap();
+    assert_eq!(m.identity, format!("{ISSUER} {SAN}"));
+    assert!(m.verified.checks.contains(&Check::Signature));
+    assert_eq!(asked.get(), 1);
+    // The held form of the same bundle verifies too (the reference).
+    let held = Bundle::from_value(&v).unwrap();
+    trust
+        .verify(&held, Artifact::Unchecked, Some(Purpose::Release), at)
+        .unwrap();
+
+    // Another PAE (one payload byte changed): the signature check fails.
+    let mut other = payload.clone();
+    other[50_000] ^= 1;
+    let other_pae = stella_dsse::pae("application/x-manifest", &other);
+    let wrong = |alg: HashAlgorithm| Ok(alg.digest(&other_pae));
+    failed_at(
+        refusal(trust.verify(&b, Artifact::Pae(PaeDigest(&wrong)), None, at)),
+        Check::Signature,
+    );
+    // The digest could not be computed: said so, at the signature.
+    let broken = |_: HashAlgorithm| Err("disk gone".to_string());
+    let e = failed_at(
+        refusal(trust.verify(&b, Artifact::Pae(PaeDigest(&broken)), None, at)),
+        Check::Signature,
+    );
+    assert!(e.to_string().contains("disk gone"), "{e}");
+    // A detached payload other than the one logged: the log entry's payload hash differs.
+    let lied = Bundle::from_value_detached(
+        &stripped,
+        DetachedPayload {
+            sha256: sha(&other),
+            ..detached
+        },
+    )
+    .unwrap();
+    failed_at(
+        refusal(trust.verify(&lied, Artifact::Pae(PaeDigest(&good)), None, at)),
+        Check::TransparencyLog,
+    );
+    // A detached bundle needs the PAE digest; a held one refuses it.
+    for a in [Artifact::Unchecked, artifact(&[0; 32])] {
+        failed_at(refusal(trust.verify(&b, a, None, at)), Check::Artifact);
+    }
+    failed_at(
+        refusal(trust.verify(&held, Artifact::Pae(PaeDigest(&good)), None, at)),
+        Check::Artifact,
+    );
+    // The detached form is read only with its payload left empty.
+    let e = Bundle::from_value_detached(&v, detached).unwrap_err();
+    assert!(e.to_string().contains("detached payload"), "{e}");
+}
