@@ -700,11 +700,18 @@ fn verify_header_cmd(a: &VerifyArgs, o: &stella_mirror::VerifyOptions<'_>) -> Re
     };
     // Keyless signatures (a bundle signed with a short-lived key) sit beside the payload.
     // Opened once, never blocking: a FIFO there is not waited on.
-    let keyless = stella_mirror::read_keyless_beside(&payload_path).map_err(lib)?;
+    let keyless = stella_mirror::open_keyless_beside(&payload_path).map_err(lib)?;
     let r = if payload_path.is_file() {
-        // A file of any size (a manifest of a million files is checked as a stream).
-        stella_mirror::verify_header_file(&header, &payload_path, keyless.as_deref(), o)
+        // A file of any size (a manifest of a million files is checked as a stream, and so
+        // are the keyless signatures beside it, which carry it again).
+        stella_mirror::verify_header_file(
+            &header,
+            &payload_path,
+            keyless.as_ref().map(stella_mirror::KeylessInput::File),
+            o,
+        )
     } else {
+        let keyless = keyless.map(|k| k.read()).transpose().map_err(lib)?;
         // Standard input or a pipe; a missing payload says how to give one.
         let payload = crate::io::read_limited(
             &payload_path.display().to_string(),

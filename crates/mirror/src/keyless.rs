@@ -124,15 +124,14 @@ pub(crate) fn keyless_signers_of<'k>(
 
 /// [`keyless_signers_of`] on the streamed path: `manifest.sigstore.json` (`file`, `len` bytes)
 /// read as a stream with each bundle's payload detached (hashed on the way, never held), for
-/// a `manifest.dsse` whose envelope `env` was streamed, its payload hashing to
-/// `payload_digest`. A bundle signs the manifest when its payload has that length and digest
+/// a streamed payload of `payload_type` and `payload_len` bytes hashing to `payload_digest`. A bundle signs the manifest when its payload has that length and digest
 /// and its payload type is the envelope's; its signature is checked over the PAE of the
 /// payload `pae` gives (the one `manifest.dsse`'s signatures are checked over), hashed once
 /// per algorithm asked for.
 pub(crate) fn keyless_signers_streamed<'k>(
-    file: std::fs::File,
+    file: impl std::io::Read,
     len: u64,
-    env: &stella_dsse::stream::StreamedEnvelope,
+    (payload_type, payload_len): (&str, u64),
     payload_digest: &crate::hash::Digest,
     pae: &mut dyn stella_keys::stream::MessageSource,
     keyring: &'k Keyring,
@@ -145,7 +144,7 @@ pub(crate) fn keyless_signers_streamed<'k>(
     let what = crate::names::KEYLESS;
     let refuse = |why: String| Error::envelope(Field::file(what), format!("{what}: {why}"));
     // Each bundle carries the payload again (base64), plus a few KiB of certificates and proofs.
-    let cap = streamed_cap(env.payload_len);
+    let cap = streamed_cap(payload_len);
     if len > cap {
         return Err(refuse(format!(
             "{len} bytes, above the {cap} bytes that {MAX_BUNDLES} bundles of this manifest take"
@@ -230,9 +229,9 @@ pub(crate) fn keyless_signers_streamed<'k>(
         },
         |content| {
             matches!(content, Content::DetachedDsse(d)
-                if d.payload.len == env.payload_len
+                if d.payload.len == payload_len
                     && d.payload.sha256 == *payload_digest.as_bytes()
-                    && d.payload_type == env.payload_type)
+                    && d.payload_type == payload_type)
         },
         Artifact::Pae(PaeDigest(&pae_digest)),
         keyring,

@@ -92,10 +92,11 @@ pub use thin::{
 pub use tsa::HttpTimeStamper;
 pub use unpack::unpack;
 pub use verify::{
-    read_keyless_beside, verify_checksums, verify_checksums_with, verify_dir, verify_dir_with,
-    verify_header, verify_header_file, verify_header_file_with, verify_header_with_keyless,
-    CheckedBundle, Header, Options as VerifyOptions, PartlyHashedBundle, TimeSource,
-    VerifiedBundle, VerifiedHeader, VerifiedMetadata,
+    open_keyless_beside, read_keyless_beside, verify_checksums, verify_checksums_with, verify_dir,
+    verify_dir_with, verify_header, verify_header_file, verify_header_file_with,
+    verify_header_with_keyless, CheckedBundle, Header, KeylessFile, KeylessInput,
+    Options as VerifyOptions, PartlyHashedBundle, TimeSource, VerifiedBundle, VerifiedHeader,
+    VerifiedMetadata,
 };
 
 /// DSSE payload type of a bundle manifest.

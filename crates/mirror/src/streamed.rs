@@ -558,16 +558,6 @@ pub(crate) fn open_meta(
     }
 }
 
-/// `manifest.sigstore.json` next to a manifest checked as a stream: its Sigstore bundles each
-/// carry the whole payload again, so it is refused rather than checked.
-pub(crate) fn keyless_not_streamed() -> Error {
-    Error::envelope(
-        Field::file(names::KEYLESS),
-        "manifest.sigstore.json (keyless signatures) is not checked on a manifest too large to \
-         hold in memory (streamed verification)",
-    )
-}
-
 pub(crate) fn too_large(name: &str, size: u64, cap: u64) -> Error {
     Error::metadata(
         Field::file(name),

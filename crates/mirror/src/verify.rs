@@ -785,12 +785,12 @@ pub fn verify_header_with_keyless(
 /// private temporary file (so every check reads the same bytes), hashed on the way, the
 /// signatures verified over its PAE as it is read, its canonical form and fields checked by
 /// the streaming checker and parser — with the same checks in the same order and the same
-/// messages. Keyless signatures are not checked on a streamed payload (their Sigstore
-/// bundles would each carry it whole again): refused, naming the file.
+/// messages. Keyless signatures beside a streamed payload are read as a stream too, each
+/// Sigstore bundle's copy of the payload hashed as it is read.
 pub fn verify_header_file(
     header_bytes: &[u8],
     payload: &Path,
-    keyless: Option<&[u8]>,
+    keyless: Option<KeylessInput<'_>>,
     opts: &Options<'_>,
 ) -> Result<VerifiedHeader> {
     verify_header_file_with(
@@ -807,7 +807,7 @@ pub fn verify_header_file(
 pub fn verify_header_file_with(
     header_bytes: &[u8],
     payload: &Path,
-    keyless: Option<&[u8]>,
+    keyless: Option<KeylessInput<'_>>,
     opts: &Options<'_>,
     limits: &crate::streamed::Limits,
 ) -> Result<VerifiedHeader> {
@@ -838,15 +838,21 @@ pub fn verify_header_file_with(
             .read_to_end(&mut bytes)
             .at(payload)?;
         if bytes.len() as u64 <= limits.stream_above {
+            let held;
+            let keyless = match keyless {
+                None => None,
+                Some(KeylessInput::Bytes(b)) => Some(b),
+                Some(KeylessInput::File(f)) => {
+                    held = f.read()?;
+                    Some(held.as_slice())
+                }
+            };
             return verify_header_with_keyless(header_bytes, &bytes, keyless, opts);
         }
     }
     let header = read_header(header_bytes)?;
     if len > limits.max_manifest {
         return Err(too_large(names::MANIFEST, len, limits.max_manifest));
-    }
-    if keyless.is_some() {
-        return Err(crate::streamed::keyless_not_streamed());
     }
     // One private copy, hashed as it is made: the checks below all read these bytes.
     let tmp_err = |e| Error::io(std::env::temp_dir(), e);
@@ -868,6 +874,33 @@ pub fn verify_header_file_with(
     let copy = spill.finish().map_err(tmp_err)?;
     check_header_digest(&header, &digest)?;
     let signatures = header_signatures(&header)?;
+    let pae_prefix = stella_dsse::stream::pae_prefix(&header.payload_type, n);
+    let mut pae = PaeOf {
+        prefix: pae_prefix.clone(),
+        payload: &copy,
+    };
+    let keyless = match keyless {
+        None => crate::keyless::KeylessSigners::none(opts.keyring),
+        Some(k) => {
+            let (reader, len): (Box<dyn std::io::Read + '_>, u64) = match k {
+                KeylessInput::Bytes(b) => (Box::new(b), b.len() as u64),
+                KeylessInput::File(f) => (Box::new(crate::streamed::At::new(&f.file, 0)), f.len),
+            };
+            crate::keyless::keyless_signers_streamed(
+                reader,
+                len,
+                (&header.payload_type, n),
+                &digest,
+                &mut pae,
+                opts.keyring,
+                opts.now,
+            )?
+        }
+    };
+    let opts = &Options {
+        keyring: &keyless.keyring,
+        ..*opts
+    };
     // The signatures on this thread while the canonical form and the fields are checked on
     // two others (the typing stops if a signature fails); reported in the in-memory order:
     // signatures, key id, canonical form, fields.
@@ -889,10 +922,7 @@ pub fn verify_header_file_with(
         let signers = stella_keys::verify_envelope_stream(
             &header.payload_type,
             &signatures,
-            &mut PaeOf {
-                prefix: stella_dsse::stream::pae_prefix(&header.payload_type, n),
-                payload: &copy,
-            },
+            &mut pae,
             opts.keyring,
             &header_policy(opts),
         );
@@ -904,7 +934,7 @@ pub fn verify_header_file_with(
             parsed.join().map_err(|_| panicked()),
         )
     });
-    let signers = signers.map_err(Error::Signature)?;
+    let signers = signers.map_err(|e| keyless.explain(e))?;
     check_header_keyid(&header, &signers)?;
     if !canonical? {
         return Err(not_canonical(names::MANIFEST));
@@ -920,28 +950,58 @@ pub fn verify_header_file_with(
 /// descriptor, never blocking (a FIFO swapped in after a look is refused, not waited on), and
 /// read up to [`crate::MAX_METADATA_BYTES`] whatever the file grows to meanwhile.
 pub fn read_keyless_beside(payload: &Path) -> Result<Option<Vec<u8>>> {
+    open_keyless_beside(payload)?.map(|k| k.read()).transpose()
+}
+
+/// [`read_keyless_beside`] without reading: the file opened (as it opens it), for
+/// [`verify_header_file`] to read whole beside a payload it holds, or as a stream beside a
+/// payload it streams (its Sigstore bundles each carry that payload again).
+pub fn open_keyless_beside(payload: &Path) -> Result<Option<KeylessFile>> {
     let path = payload.with_file_name(names::KEYLESS);
-    let (file, len) = match crate::fs::open_regular(&path, crate::fs::Links::Follow).at(&path)? {
-        crate::fs::Opened::File(f, len) => (f, len),
-        crate::fs::Opened::Missing | crate::fs::Opened::NotRegular => return Ok(None),
-    };
-    let limit = crate::MAX_METADATA_BYTES;
-    let too_large = || {
-        Error::metadata(
-            Field::file(names::KEYLESS),
-            format!(
-                "{} is larger than the {limit}-byte limit for bundle metadata",
-                path.display()
-            ),
-        )
-    };
-    if len > limit {
-        return Err(too_large());
+    Ok(
+        match crate::fs::open_regular(&path, crate::fs::Links::Follow).at(&path)? {
+            crate::fs::Opened::File(file, len) => Some(KeylessFile { file, len, path }),
+            crate::fs::Opened::Missing | crate::fs::Opened::NotRegular => None,
+        },
+    )
+}
+
+/// An opened `manifest.sigstore.json` ([`open_keyless_beside`]).
+#[derive(Debug)]
+pub struct KeylessFile {
+    file: std::fs::File,
+    len: u64,
+    path: PathBuf,
+}
+
+impl KeylessFile {
+    /// Its bytes, up to [`crate::MAX_METADATA_BYTES`] (refused above, whatever it grows to).
+    pub fn read(&self) -> Result<Vec<u8>> {
+        let limit = crate::MAX_METADATA_BYTES;
+        let too_large = || {
+            Error::metadata(
+                Field::file(names::KEYLESS),
+                format!(
+                    "{} is larger than the {limit}-byte limit for bundle metadata",
+                    self.path.display()
+                ),
+            )
+        };
+        if self.len > limit {
+            return Err(too_large());
+        }
+        crate::fs::read_to_limit(crate::streamed::At::new(&self.file, 0), self.len, limit)
+            .at(&self.path)?
+            .ok_or_else(too_large)
     }
-    crate::fs::read_to_limit(file, len, limit)
-        .at(&path)?
-        .map(Some)
-        .ok_or_else(too_large)
+}
+
+/// The keyless signatures given with a detached header's payload: bytes, or an opened file
+/// (read as a stream beside a streamed payload).
+#[derive(Debug, Clone, Copy)]
+pub enum KeylessInput<'a> {
+    Bytes(&'a [u8]),
+    File(&'a KeylessFile),
 }
 
 /// A detached header's own rules, before its payload is looked at: strict shape, purpose, a
@@ -1363,7 +1423,7 @@ fn verify_streamed(
         Some((f, len, _)) => crate::keyless::keyless_signers_streamed(
             f,
             len,
-            &env,
+            (&env.payload_type, env.payload_len),
             &digest,
             &mut PaeOf {
                 prefix: pae_prefix.clone(),

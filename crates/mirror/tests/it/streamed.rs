@@ -816,11 +816,17 @@ fn a_detached_header_over_a_streamed_manifest_verifies_as_in_memory() {
     refused(&header, "not canonical");
     m.resign(text.into_bytes());
 
-    // Keyless signatures are not checked streamed: refused, naming the file.
+    // Keyless signatures beside a streamed payload are read too (an empty list: refused as
+    // in memory, naming the file).
     let header = std::fs::read(&header_path).expect("header");
-    let e = verify_header_file_with(&header, &payload, Some(b"[]"), &o, &small_limits())
-        .expect_err("keyless streamed");
-    assert!(e.to_string().contains("manifest.sigstore.json"), "{e}");
+    let keyless = Some(stella_mirror::KeylessInput::Bytes(b"[]"));
+    let e = verify_header_file_with(&header, &payload, keyless, &o, &small_limits())
+        .expect_err("no keyless bundle");
+    assert!(
+        e.to_string()
+            .contains("manifest.sigstore.json: 0 Sigstore bundles"),
+        "{e}"
+    );
     // Over the cap: refused on its size.
     let tight = StreamLimits {
         max_manifest: TEST_THRESHOLD,
@@ -1293,9 +1299,41 @@ fn keyless_signatures_verify_streamed_as_in_memory() {
     assert!(obs.index.is_some(), "spooled");
     assert_eq!(report.meta.signers, mem.meta.signers);
 
-    // Each refusal, as in memory: the same stage, the same words.
+    // The detached header with the keyless signatures beside its payload: the payload held,
+    // or streamed with the keyless file read as a stream; the same signers.
+    let header = std::fs::read(m.bundle.join(names::HEADER)).expect("header");
+    let payload = m.bundle.join(names::MANIFEST);
+    let header_in_memory = || {
+        stella_mirror::verify_header_with_keyless(
+            &header,
+            &std::fs::read(&payload).expect("payload"),
+            std::fs::read(&keyless).ok().as_deref(),
+            &opts,
+        )
+    };
+    let header_streamed = |l: &StreamLimits| {
+        let k = stella_mirror::open_keyless_beside(&payload).expect("open");
+        stella_mirror::verify_header_file_with(
+            &header,
+            &payload,
+            k.as_ref().map(stella_mirror::KeylessInput::File),
+            &opts,
+            l,
+        )
+    };
+    let h = header_in_memory().expect("header in memory");
+    for l in [small_limits(), on_disk()] {
+        assert_eq!(
+            header_streamed(&l).expect("header streamed").signers,
+            h.signers
+        );
+    }
+
+    // Each refusal, as in memory: the same stage, the same words, for the folder and for the
+    // detached header.
     let same_refusal = |what: &str, fragment: &str| {
         let (stage, msg) = stage_of(in_memory());
+        let header_msg = header_in_memory().expect_err("header refused").to_string();
         for l in [small_limits(), on_disk()] {
             let (s, streamed_msg) = stage_of(streamed(&l));
             assert_eq!(s, stage, "{what}: {streamed_msg}");
@@ -1304,8 +1342,11 @@ fn keyless_signatures_verify_streamed_as_in_memory() {
                 without_position((stage, msg.clone())).1,
                 "{what}"
             );
+            let e = header_streamed(&l).expect_err("header streamed refused");
+            assert_eq!(e.to_string(), header_msg, "{what}");
         }
         assert!(msg.contains(fragment), "{what}: {msg}");
+        assert!(header_msg.contains(fragment), "{what}: {header_msg}");
     };
     // A payload one byte off, the same length; a payload type other than the envelope's.
     let mut off = env.payload.clone();
