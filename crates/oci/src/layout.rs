@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use crate::digest::{hash_file, Digest};
+use crate::digest::{hash_file_upto, Digest, Hashed};
 use crate::error::{Error, IoContext as _, Result};
 use crate::media::{Descriptor, OCI_INDEX, REF_NAME};
 
@@ -90,7 +90,7 @@ impl Layout {
         let bytes = read_limited(&path, max).map_err(|e| self.lacks(desc, e))?;
         let got = Digest::of(&bytes);
         if got != desc.digest || bytes.len() as u64 != desc.size {
-            return Err(self.mismatch(desc, got, bytes.len() as u64));
+            return Err(self.mismatch(desc, got.to_string(), bytes.len() as u64));
         }
         Ok(bytes)
     }
@@ -107,23 +107,28 @@ impl Layout {
         }
     }
 
-    /// Hash blob `desc` on disk (blocking; large blobs take a while).
+    /// Hash blob `desc` on disk (blocking; large blobs take a while), reading no further
+    /// than its descriptor's size and one byte: a larger file is refused on that.
     pub fn verify_blob(&self, desc: &Descriptor) -> Result<()> {
         let path = self.blob_path(&desc.digest);
-        let (got, len) = hash_file(&path).map_err(|e| self.lacks(desc, e))?;
-        if got != desc.digest || len != desc.size {
-            return Err(self.mismatch(desc, got, len));
+        match hash_file_upto(&path, desc.size).map_err(|e| self.lacks(desc, e))? {
+            Hashed::Whole(got, len) if got == desc.digest && len == desc.size => Ok(()),
+            Hashed::Whole(got, len) => Err(self.mismatch(desc, got.to_string(), len)),
+            Hashed::Longer(len) => Err(self.mismatch(
+                desc,
+                "a larger file not read past its expected size".into(),
+                len,
+            )),
         }
-        Ok(())
     }
 
-    fn mismatch(&self, desc: &Descriptor, got: Digest, got_size: u64) -> Error {
+    fn mismatch(&self, desc: &Descriptor, got: String, got_size: u64) -> Error {
         Error::DigestMismatch {
             what: format!("blob {}", desc.digest),
             source_name: format!("layout {}", self.root.display()),
             expected: desc.digest.to_string(),
             expected_size: desc.size,
-            got: got.to_string(),
+            got,
             got_size,
         }
     }
@@ -254,6 +259,18 @@ mod tests {
         std::fs::write(l.blob_path(&d), b"hellO").unwrap();
         let err = l.verify_blob(&desc).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Integrity, "{err}");
+        // Swapped for a sparse 64 GiB file: refused on its size, not read through.
+        std::fs::File::create(l.blob_path(&d))
+            .unwrap()
+            .set_len(64 << 30)
+            .unwrap();
+        let err = l.verify_blob(&desc).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Integrity, "{err}");
+        assert!(
+            err.to_string()
+                .contains("a larger file not read past its expected size (68719476736 bytes)"),
+            "{err}"
+        );
         let missing = Descriptor::new("x", Digest::of(b"nope"), 4);
         assert!(l
             .verify_blob(&missing)
