@@ -15,7 +15,7 @@ pub mod jcs;
 pub mod predicates;
 mod statement;
 pub mod stream;
-mod stream_detach;
+pub mod stream_detach;
 mod stream_write;
 
 pub use bundle::{

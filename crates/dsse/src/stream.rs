@@ -15,7 +15,6 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use base64_simd::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use serde::Deserialize;
 
-pub use crate::stream_detach::{read_detaching_payloads, Detached, MAX_DETACHED_REST_BYTES};
 pub use crate::stream_write::write_envelope;
 
 use crate::b64;

@@ -272,6 +272,80 @@ mod tests {
         assert_eq!(detach(esc.as_bytes(), 16).unwrap().1, vec![big]);
     }
 
+    /// What a whole-document parse sees, for a document the stream accepted: the same items,
+    /// each envelope's payload (decoded as `Envelope::from_json` decodes it) the bytes the sink
+    /// got, the rest as kept.
+    fn agrees_with_a_whole_parse(input: &[u8]) {
+        let Ok((d, sinks)) = detach(input, 16) else {
+            return;
+        };
+        let kept: serde_json::Value =
+            serde_json::from_slice(&d.document).expect("the kept document is JSON");
+        let whole: serde_json::Value = match serde_json::from_slice(input) {
+            Ok(v) => v,
+            Err(e) => panic!("accepted what serde_json refuses ({e}): {input:?}"),
+        };
+        let (whole_items, kept_items) = match (&whole, &kept) {
+            (serde_json::Value::Array(w), serde_json::Value::Array(k)) => (w.clone(), k.clone()),
+            (w, k) if !w.is_array() && !k.is_array() => (vec![w.clone()], vec![k.clone()]),
+            _ => panic!("the document's form changed"),
+        };
+        assert_eq!(whole_items.len(), d.payloads.len());
+        assert_eq!(kept_items.len(), d.payloads.len());
+        for (i, (w, mut k)) in whole_items.into_iter().zip(kept_items).enumerate() {
+            match w["dsseEnvelope"]["payload"].as_str() {
+                Some(text) => {
+                    let bytes = b64::decode(text).expect("a payload the stream decoded");
+                    assert_eq!(d.payloads[i], Some(bytes.len() as u64));
+                    assert_eq!(sinks[i], bytes);
+                    assert_eq!(k["dsseEnvelope"]["payload"], "");
+                    k["dsseEnvelope"]["payload"] = text.into();
+                }
+                None => assert_eq!(d.payloads[i], None, "{input:?}"),
+            }
+            assert_eq!(k, w);
+        }
+    }
+
+    /// Mutations of a two-item document (a byte changed, dropped or doubled; cut short)
+    /// never panic, and what is accepted is what a whole parse sees.
+    #[test]
+    fn mutated_documents_agree_with_a_whole_parse() {
+        let doc = format!(
+            "[{}, {}]",
+            bundle(b"first payload", ""),
+            bundle(&[0xfe; 40], ",\"x\":{\"payload\":\"AA\"}")
+        );
+        let doc = doc.as_bytes();
+        agrees_with_a_whole_parse(doc);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet = b"{}[]\",:\\ AaZz09+/-_=\n";
+        for _ in 0..20_000 {
+            let mut m = doc.to_vec();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() % m.len() as u64) as usize;
+                match next() % 4 {
+                    0 => m[at] = alphabet[(next() % alphabet.len() as u64) as usize],
+                    1 => {
+                        m.remove(at);
+                    }
+                    2 => m.insert(at, m[at]),
+                    _ => m.truncate(at),
+                }
+                if m.is_empty() {
+                    break;
+                }
+            }
+            agrees_with_a_whole_parse(&m);
+        }
+    }
+
     #[test]
     fn refuses_what_would_let_a_parser_see_another_payload() {
         let good = bundle(b"payload", "");

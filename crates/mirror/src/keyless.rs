@@ -163,20 +163,25 @@ pub(crate) fn keyless_signers_streamed<'k>(
             Ok(())
         }
     }
-    let detached =
-        stella_dsse::stream::read_detaching_payloads(file, cap, "dsseEnvelope", MAX_BUNDLES, |i| {
+    let detached = stella_dsse::stream_detach::read_detaching_payloads(
+        file,
+        cap,
+        "dsseEnvelope",
+        MAX_BUNDLES,
+        |i| {
             let mut h = hashers.borrow_mut();
             if h.len() <= i {
                 h.resize_with(i + 1, crate::hash::Hasher::new);
             }
             Sink(&hashers, i)
-        })
-        .map_err(|e| match e {
-            stella_dsse::stream::StreamError::Malformed(m) => {
-                refuse(format!("not a Sigstore bundle or array of them: {m}"))
-            }
-            e => refuse(e.to_string()),
-        })?;
+        },
+    )
+    .map_err(|e| match e {
+        stella_dsse::stream::StreamError::Malformed(m) => {
+            refuse(format!("not a Sigstore bundle or array of them: {m}"))
+        }
+        e => refuse(e.to_string()),
+    })?;
     let mut digests: Vec<Option<DetachedPayload>> = Vec::new();
     let mut hashers = hashers.into_inner().into_iter();
     for p in &detached.payloads {
@@ -245,7 +250,7 @@ pub(crate) fn streamed_cap(payload_len: u64) -> u64 {
     let per_bundle = payload_len.div_ceil(3).saturating_mul(4).saturating_add(2);
     per_bundle
         .saturating_mul(MAX_BUNDLES as u64)
-        .saturating_add(stella_dsse::stream::MAX_DETACHED_REST_BYTES as u64)
+        .saturating_add(stella_dsse::stream_detach::MAX_DETACHED_REST_BYTES as u64)
 }
 
 /// The keyring with the identities the bundles `items` certify, each read with `parse`; a

@@ -373,7 +373,7 @@ impl Bundle {
     }
 
     /// [`Bundle::from_value`] of a bundle whose DSSE envelope's payload was read apart
-    /// (`stella_dsse::stream::read_detaching_payloads`): `dsseEnvelope.payload` must be `""`
+    /// (`stella_dsse::stream_detach::read_detaching_payloads`): `dsseEnvelope.payload` must be `""`
     /// and `payload` is what was read; the content is [`Content::DetachedDsse`]. A message
     /// signature bundle is read as [`Bundle::from_value`] reads it.
     pub fn from_value_detached(v: &Value, payload: DetachedPayload) -> R<Self> {
