@@ -44,6 +44,7 @@ use time::OffsetDateTime;
 
 use crate::error::{Detail, Error, Field, IoContext as _, Result};
 use crate::hash::{Digest, Hashed, Progress};
+use crate::keyless::KeylessSigners;
 use crate::manifest::{format_time, Kind, Manifest, SKEW_SECONDS};
 use crate::names;
 
@@ -880,7 +881,7 @@ pub fn verify_header_file_with(
         payload: &copy,
     };
     let keyless = match keyless {
-        None => crate::keyless::KeylessSigners::none(opts.keyring),
+        None => KeylessSigners::none(opts.keyring),
         Some(k) => {
             let (reader, len): (Box<dyn std::io::Read + '_>, u64) = match k {
                 KeylessInput::Bytes(b) => (Box::new(b), b.len() as u64),
@@ -1416,78 +1417,75 @@ fn verify_streamed(
     let tmp_err = |e| Error::io(std::env::temp_dir(), e);
     let pae_prefix = stella_dsse::stream::pae_prefix(&env.payload_type, env.payload_len);
 
-    // Keyless signers (manifest.sigstore.json, its payloads hashed as they are read) join the
-    // keyring as the keys they certify, as in memory.
-    let keyless = match open_meta(dir, names::KEYLESS, None)? {
-        None => crate::keyless::KeylessSigners::none(opts.keyring),
-        Some((f, len, _)) => crate::keyless::keyless_signers_streamed(
-            f,
-            len,
-            (&env.payload_type, env.payload_len),
-            &digest,
-            &mut PaeOf {
-                prefix: pae_prefix.clone(),
-                payload: &payload,
-            },
-            opts.keyring,
-            opts.now,
-        )?,
-    };
-    let opts = &Options {
-        keyring: &keyless.keyring,
-        ..*opts
-    };
-
     // 2. Signatures, canonical form and manifest.json (second thread) while this one types the
     //    manifest into the index.
     let verdict = Verdict::new();
     let (signed, parsed) = std::thread::scope(|s| {
-        let signed = s.spawn(|| -> Result<(Vec<VerifiedKey>, Result<()>)> {
-            // Settled below; if this thread unwinds first, as failed (the typing waits on it).
-            let _settle = verdict.guard();
-            let policy = Policy::new(opts.threshold)
-                .purpose(Purpose::MirrorBundle)
-                .at(opts.now);
-            let signers = stella_keys::verify_envelope_stream(
-                &env.payload_type,
-                &env.signatures,
-                &mut PaeOf {
-                    prefix: pae_prefix.clone(),
-                    payload: &payload,
-                },
-                opts.keyring,
-                &policy,
-            );
-            verdict.settle(signers.is_ok());
-            let signers = signers.map_err(|e| keyless.explain(e))?;
-            let rest = (|| {
-                let canonical = match payload.bytes() {
-                    Some(b) => stella_dsse::jcs::is_canonical(b),
-                    None => {
-                        stella_dsse::jcs::is_canonical_read(payload.reader()).map_err(tmp_err)?
-                    }
+        let signed = s.spawn(
+            || -> Result<(Vec<VerifiedKey>, KeylessSigners<'_>, Result<()>)> {
+                // Settled below; if this thread unwinds first, as failed (the typing waits on it).
+                let _settle = verdict.guard();
+                // Keyless signers (manifest.sigstore.json, its payloads hashed as they are read)
+                // join the keyring as the keys they certify, as in memory (here, while the other
+                // thread types the manifest).
+                let keyless = match open_meta(dir, names::KEYLESS, None)? {
+                    None => KeylessSigners::none(opts.keyring),
+                    Some((f, len, _)) => crate::keyless::keyless_signers_streamed(
+                        f,
+                        len,
+                        (&env.payload_type, env.payload_len),
+                        &digest,
+                        &mut PaeOf {
+                            prefix: pae_prefix.clone(),
+                            payload: &payload,
+                        },
+                        opts.keyring,
+                        opts.now,
+                    )?,
                 };
-                if !canonical {
-                    return Err(not_canonical(names::ENVELOPE));
-                }
-                match open_meta(dir, names::MANIFEST, Some(limits.max_manifest))? {
-                    None => Err(manifest_json_missing()),
-                    Some((mut f, len, p)) => {
-                        let same = len == env.payload_len
-                            && match payload.bytes() {
-                                Some(b) => reads_exactly(&mut f, b).at(&p)?,
-                                None => hash_all(&mut f, &p)?.0 == digest,
-                            };
-                        if same {
-                            Ok(())
-                        } else {
-                            Err(manifest_json_differs())
+                let policy = Policy::new(opts.threshold)
+                    .purpose(Purpose::MirrorBundle)
+                    .at(opts.now);
+                let signers = stella_keys::verify_envelope_stream(
+                    &env.payload_type,
+                    &env.signatures,
+                    &mut PaeOf {
+                        prefix: pae_prefix.clone(),
+                        payload: &payload,
+                    },
+                    &keyless.keyring,
+                    &policy,
+                );
+                verdict.settle(signers.is_ok());
+                let signers = signers.map_err(|e| keyless.explain(e))?;
+                let rest = (|| {
+                    let canonical = match payload.bytes() {
+                        Some(b) => stella_dsse::jcs::is_canonical(b),
+                        None => stella_dsse::jcs::is_canonical_read(payload.reader())
+                            .map_err(tmp_err)?,
+                    };
+                    if !canonical {
+                        return Err(not_canonical(names::ENVELOPE));
+                    }
+                    match open_meta(dir, names::MANIFEST, Some(limits.max_manifest))? {
+                        None => Err(manifest_json_missing()),
+                        Some((mut f, len, p)) => {
+                            let same = len == env.payload_len
+                                && match payload.bytes() {
+                                    Some(b) => reads_exactly(&mut f, b).at(&p)?,
+                                    None => hash_all(&mut f, &p)?.0 == digest,
+                                };
+                            if same {
+                                Ok(())
+                            } else {
+                                Err(manifest_json_differs())
+                            }
                         }
                     }
-                }
-            })();
-            Ok((signers, rest))
-        });
+                })();
+                Ok((signers, keyless, rest))
+            },
+        );
         let parsed = match payload.bytes() {
             Some(b) => parse_manifest_slice(b),
             None => parse_manifest(BufReader::with_capacity(
@@ -1501,9 +1499,13 @@ fn verify_streamed(
         (signed, parsed)
     });
     // In the order of the in-memory path: signature, manifest shape, canonical, manifest.json.
-    let (signers, canonical_and_copy) = signed?;
+    let (signers, keyless, canonical_and_copy) = signed?;
     let (manifest, index) = parsed.map_err(|e| manifest_malformed(names::ENVELOPE, e))?;
     canonical_and_copy?;
+    let opts = &Options {
+        keyring: &keyless.keyring,
+        ..*opts
+    };
 
     // 3. The content is judged against the index on the hashing threads while this one
     //    checks the rest of the metadata.
