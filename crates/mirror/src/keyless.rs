@@ -124,10 +124,10 @@ pub(crate) fn keyless_signers_of<'k>(
 
 /// [`keyless_signers_of`] on the streamed path: `manifest.sigstore.json` (`file`, `len` bytes)
 /// read as a stream with each bundle's payload detached (hashed on the way, never held), for
-/// a streamed payload of `payload_type` and `payload_len` bytes hashing to `payload_digest`. A bundle signs the manifest when its payload has that length and digest
-/// and its payload type is the envelope's; its signature is checked over the PAE of the
-/// payload `pae` gives (the one `manifest.dsse`'s signatures are checked over), hashed once
-/// per algorithm asked for.
+/// a streamed payload of `payload_type` and `payload_len` bytes hashing to `payload_digest`.
+/// A bundle signs the manifest when its payload has that length, that digest and that type;
+/// its signature is checked over the PAE `pae` gives (the one `manifest.dsse`'s signatures are
+/// checked over), hashed once per algorithm asked for.
 pub(crate) fn keyless_signers_streamed<'k>(
     file: impl std::io::Read,
     len: u64,
@@ -253,15 +253,15 @@ pub(crate) fn streamed_cap(payload_len: u64) -> u64 {
         .saturating_add(stella_dsse::stream_detach::MAX_DETACHED_REST_BYTES as u64)
 }
 
+/// One item of `manifest.sigstore.json`, read as a Sigstore bundle.
+type ParsedBundle = std::result::Result<stella_sigstore::Bundle, stella_sigstore::BundleError>;
+
 /// The keyring with the identities the bundles `items` certify, each read with `parse`; a
 /// bundle whose content `signs_manifest` refuses is an error (not a refusal), every other
 /// check a refusal.
 fn judge<'k>(
     items: &[Value],
-    mut parse: impl FnMut(
-        &Value,
-    )
-        -> std::result::Result<stella_sigstore::Bundle, stella_sigstore::BundleError>,
+    mut parse: impl FnMut(&Value) -> ParsedBundle,
     signs_manifest: impl Fn(&stella_sigstore::Content) -> bool,
     artifact: stella_sigstore::Artifact<'_>,
     keyring: &'k Keyring,
