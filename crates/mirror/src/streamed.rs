@@ -32,8 +32,8 @@
 //!   thin, from the base).
 //!
 //! `time-anchor.json` is checked by the manifest's SHA-256 (the digest streamed out of the
-//! envelope). Not on this path (refused with a message naming the file):
-//! `manifest.sigstore.json`, whose Sigstore bundles each carry the whole payload again.
+//! envelope). `manifest.sigstore.json`, whose Sigstore bundles each carry the whole payload
+//! again, is read as a stream with those payloads hashed, not held (`crate::keyless`).
 
 use std::fs::File;
 use std::io::{BufRead, Read, Write};
