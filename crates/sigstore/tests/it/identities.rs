@@ -34,6 +34,16 @@ fn entry(id: &str, san: &str, issuer: &str, purposes: &str) -> String {
     )
 }
 
+/// A test Sigstore and a keyring trusting its release identity (`exact_entry`) for `release`;
+/// the keyring's folder lives as long as the first value.
+fn release_trust() -> (tempfile::TempDir, TestSigstore, IdentityTrust) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestSigstore::new();
+    let trust =
+        IdentityTrust::from_keyring(&ring(dir.path(), &s, &exact_entry("[\"release\"]"))).unwrap();
+    (dir, s, trust)
+}
+
 fn exact_entry(purposes: &str) -> String {
     entry(
         "release-ci",
@@ -119,10 +129,7 @@ fn identity_entry_accepts_a_keyless_bundle() {
 
 #[test]
 fn wrong_san_and_wrong_issuer() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestSigstore::new();
-    let trust =
-        IdentityTrust::from_keyring(&ring(dir.path(), &s, &exact_entry("[\"release\"]"))).unwrap();
+    let (_dir, s, trust) = release_trust();
     let d = [1u8; 32];
     let at = now();
     let b = bundle(
@@ -272,10 +279,7 @@ fn purposes_windows_and_revocation_are_enforced() {
 
 #[test]
 fn certificate_from_an_unknown_ca() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestSigstore::new();
-    let trust =
-        IdentityTrust::from_keyring(&ring(dir.path(), &s, &exact_entry("[\"release\"]"))).unwrap();
+    let (_dir, s, trust) = release_trust();
     // Same logs (the entry verifies), another CA: the certificate check fails on its own.
     let other = s.other_ca();
     let d = [5u8; 32];
@@ -292,10 +296,7 @@ fn certificate_from_an_unknown_ca() {
 fn leaf_expired_at_log_time_whole_bundle() {
     // A consistent bundle (SET, proof, checkpoint, SCT all good) whose leaf expired a minute
     // before the log integrated the entry: it fails at the certificate check, nowhere earlier.
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestSigstore::new();
-    let trust =
-        IdentityTrust::from_keyring(&ring(dir.path(), &s, &exact_entry("[\"release\"]"))).unwrap();
+    let (_dir, s, trust) = release_trust();
     let d = [6u8; 32];
     let at = now();
     let mut spec = LeafSpec::email(SAN, ISSUER, at);
@@ -339,10 +340,7 @@ fn leaf_expired_at_log_time_whole_bundle() {
 
 #[test]
 fn key_bundles_never_satisfy_identities() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestSigstore::new();
-    let trust =
-        IdentityTrust::from_keyring(&ring(dir.path(), &s, &exact_entry("[\"release\"]"))).unwrap();
+    let (_dir, s, trust) = release_trust();
     let mut v = s.dsse_bundle(
         &s.issue(&LeafSpec::email(SAN, ISSUER, now())),
         STATEMENT_TYPE,
@@ -441,10 +439,7 @@ fn default_trusted_root_is_public_good() {
 #[test]
 fn detached_payloads_verify_as_held_ones_do() {
     use stella_sigstore::{Content, DetachedPayload, PaeDigest};
-    let dir = tempfile::tempdir().unwrap();
-    let s = TestSigstore::new();
-    let trust =
-        IdentityTrust::from_keyring(&ring(dir.path(), &s, &exact_entry("[\"release\"]"))).unwrap();
+    let (_dir, s, trust) = release_trust();
     let at = now();
     let payload: Vec<u8> = (0..100_000u32).map(|i| ((i * 7) >> 3) as u8).collect();
     let v = s.dsse_bundle(
