@@ -191,13 +191,19 @@ fn wants_spool(name: &str, size: u64, limits: &Limits) -> bool {
 }
 
 /// The largest metadata entry `name` may be on the spooled path (those of the folder path).
-fn spooled_cap(name: &str, limits: &Limits) -> u64 {
+/// `envelope`: the size of the `manifest.dsse` entry already read, if it was (its payload is
+/// no larger, so the keyless signatures, sixteen copies of it at most, are capped by it).
+fn spooled_cap(name: &str, limits: &Limits, envelope: Option<u64>) -> u64 {
     match name {
         names::ENVELOPE => envelope_cap(limits.stream.max_manifest),
         names::MANIFEST => limits.stream.max_manifest,
         names::SUMS => limits.stream.max_sums,
         names::SUMS_DSSE => envelope_cap(limits.stream.max_sums),
-        names::KEYLESS => crate::keyless::streamed_cap(limits.stream.max_manifest),
+        names::KEYLESS => {
+            crate::keyless::streamed_cap(envelope.map_or(limits.stream.max_manifest, |e| {
+                e.min(limits.stream.max_manifest)
+            }))
+        }
         _ => crate::MAX_METADATA_BYTES,
     }
 }
@@ -267,6 +273,8 @@ fn read_entries(
     let mut obs = Observed::default();
     let mut checked: Option<Checked> = None;
     let mut spool: Option<Spool> = None;
+    // The size of the `manifest.dsse` entry, once read.
+    let mut envelope_size: Option<u64> = None;
     let mut meta_total: u64 = 0;
     // Bytes of spooled metadata read so far (against `taken`: BOMB_RATIO).
     let mut spooled: u64 = 0;
@@ -354,6 +362,9 @@ fn read_entries(
             .entry_size()
             .map_err(|e| bad_entry(&shown, format!("entry {shown:?}: {e}")))?;
         let is_meta = names::is_metadata(&name);
+        if name == names::ENVELOPE {
+            envelope_size = Some(size);
+        }
         // Content: the signed digest, and the entry's place in the index (spooled path).
         let mut signed: Option<(Digest, Option<usize>)> = None;
         if is_meta {
@@ -371,7 +382,7 @@ fn read_entries(
             // files, each metadata file below the threshold).
             let over_total = meta_total.saturating_add(size) > limits.stream.metadata_total;
             if spool.is_some() || over_total || wants_spool(&name, size, &limits) {
-                let cap = spooled_cap(&name, &limits);
+                let cap = spooled_cap(&name, &limits, envelope_size);
                 if size > cap {
                     return Err(bad_entry(&shown, format!(
                         "entry {shown:?} is {size} bytes, above the {cap}-byte limit for bundle metadata (oversize entry)"
@@ -948,6 +959,26 @@ mod tests {
             assert!(e.contains(what), "{e}");
             assert!(consumed < 64 * 1024, "{what}: read {consumed} bytes");
         }
+    }
+
+    /// Keyless signatures far larger than sixteen copies of the manifest the envelope before
+    /// them carries: refused on their size, unread and unspooled (they used to be capped by
+    /// the largest manifest there could be).
+    #[test]
+    fn keyless_signatures_are_capped_by_the_envelope_before_them() {
+        let s = Signed::new();
+        let staging = tempfile::tempdir().unwrap();
+        let mut t = Tar::default();
+        s.metadata(&mut t);
+        t.filled(names::KEYLESS, BIG, b' ');
+        let (r, consumed) = s.read(&mut t, Some(staging.path()));
+        let e = err_text(r);
+        assert!(
+            e.contains("manifest.sigstore.json") && e.contains("oversize entry"),
+            "{e}"
+        );
+        assert!(consumed < 1 << 20, "read {consumed} bytes");
+        assert!(dir_bytes(staging.path()) < 64 * 1024);
     }
 
     // Regression (issue #8 item 3): content was written to disk before the signature was
