@@ -198,11 +198,7 @@ impl Run {
                 self.passed.push(check);
                 Ok(v)
             }
-            Err(error) => Err(Failure {
-                passed: self.passed.clone(),
-                failed: check,
-                error,
-            }),
+            Err(error) => Err(self.fail(check, error)),
         }
     }
 }
@@ -336,11 +332,7 @@ pub fn verify(
             }
             Content::Dsse(_) => None,
             Content::DetachedDsse(_) => {
-                return Err(Failure {
-                    passed: Vec::new(),
-                    failed: Check::Artifact,
-                    error: detached_mismatch(true),
-                })
+                return Err(run.fail(Check::Artifact, detached_mismatch(true)))
             }
         },
         a => run.step(Check::Artifact, check_artifact(bundle, a))?,
@@ -531,11 +523,7 @@ enum Signing<'p> {
 }
 
 fn run_key(run: &mut Run, c: &FulcioCert) -> Result<VerifyingKey, Failure> {
-    c.key().map_err(|error| Failure {
-        passed: run.passed.clone(),
-        failed: Check::Material,
-        error,
-    })
+    c.key().map_err(|error| run.fail(Check::Material, error))
 }
 
 fn material<'p>(bundle: &Bundle, policy: &'p Policy) -> Result<Signing<'p>, VerifyError> {
