@@ -875,9 +875,8 @@ pub fn verify_header_file_with(
     let copy = spill.finish().map_err(tmp_err)?;
     check_header_digest(&header, &digest)?;
     let signatures = header_signatures(&header)?;
-    let pae_prefix = stella_dsse::stream::pae_prefix(&header.payload_type, n);
     let mut pae = PaeOf {
-        prefix: pae_prefix.clone(),
+        prefix: stella_dsse::stream::pae_prefix(&header.payload_type, n),
         payload: &copy,
     };
     let keyless = match keyless {
