@@ -1424,6 +1424,10 @@ fn verify_streamed(
             || -> Result<(Vec<VerifiedKey>, KeylessSigners<'_>, Result<()>)> {
                 // Settled below; if this thread unwinds first, as failed (the typing waits on it).
                 let _settle = verdict.guard();
+                let mut pae = PaeOf {
+                    prefix: pae_prefix.clone(),
+                    payload: &payload,
+                };
                 // Keyless signers (manifest.sigstore.json, its payloads hashed as they are read)
                 // join the keyring as the keys they certify, as in memory (here, while the other
                 // thread types the manifest).
@@ -1434,10 +1438,7 @@ fn verify_streamed(
                         len,
                         (&env.payload_type, env.payload_len),
                         &digest,
-                        &mut PaeOf {
-                            prefix: pae_prefix.clone(),
-                            payload: &payload,
-                        },
+                        &mut pae,
                         opts.keyring,
                         opts.now,
                     )?,
@@ -1448,10 +1449,7 @@ fn verify_streamed(
                 let signers = stella_keys::verify_envelope_stream(
                     &env.payload_type,
                     &env.signatures,
-                    &mut PaeOf {
-                        prefix: pae_prefix.clone(),
-                        payload: &payload,
-                    },
+                    &mut pae,
                     &keyless.keyring,
                     &policy,
                 );
