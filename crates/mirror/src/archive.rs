@@ -7,12 +7,14 @@
 //! or lists with another size. Content is hashed as it streams. The archive itself is written
 //! by [`crate::pack`] and compressed by [`crate::codec`].
 //!
-//! **Big bundles** (issue #15): when `manifest.dsse`, `manifest.json`, `SHA256SUMS` or
-//! `SHA256SUMS.dsse` is above [`crate::streamed::Limits::stream_above`], the metadata entries
-//! are not held in memory but spooled into a folder — the staging folder when unpacking
-//! (where they end up anyway), else a private temporary folder — under the caps of the
-//! streamed folder path (16 GiB of manifest or `SHA256SUMS`, an envelope 4/3 of that plus
-//! 64 KiB, every other metadata file [`crate::MAX_METADATA_BYTES`]), and never more than
+//! **Big bundles** (issue #15): when `manifest.dsse`, `manifest.json`, `SHA256SUMS`,
+//! `SHA256SUMS.dsse` or `manifest.sigstore.json` is above
+//! [`crate::streamed::Limits::stream_above`] (or the metadata passes the in-memory total),
+//! the metadata entries are not held in memory but spooled into a folder — the staging folder
+//! when unpacking (where they end up anyway), else a private temporary folder — under the caps
+//! of the streamed folder path (16 GiB of manifest or `SHA256SUMS`, an envelope 4/3 of that
+//! plus 64 KiB, the keyless signatures sixteen copies of the envelope read before them, every
+//! other metadata file [`crate::MAX_METADATA_BYTES`]), and never more than
 //! [`BOMB_RATIO`] times the compressed bytes taken so far past [`BOMB_SLACK`] (the spool is
 //! written before the signature can be checked: a decompression bomb is refused, not
 //! spooled). At the first content
