@@ -9,24 +9,25 @@ use crate::stream::{Scanner, StreamError};
 /// log entries and timestamps take a few KiB each).
 pub const MAX_DETACHED_REST_BYTES: usize = 16 * 1024 * 1024;
 
-/// A document read by [`read_detaching_payloads`].
+/// A document read by [`read_detaching_payloads`], with the writers its payloads went to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Detached {
+pub struct Detached<W> {
     /// The document with every detached payload written as `""`: compact JSON of the same
     /// members (each other value as it was written), one object or an array of them as the
     /// input was.
     pub document: Vec<u8>,
     /// Per item (the object, or each object of the array, in order): the decoded length of its
-    /// envelope's payload, or `None` when it has no `member` or that has no `payload`.
-    pub payloads: Vec<Option<u64>>,
+    /// envelope's payload and the writer it went to, or `None` when it has no `member` or
+    /// that has no `payload`.
+    pub payloads: Vec<Option<(u64, W)>>,
 }
 
 /// Read a JSON document of at most `limit` bytes — one object, or an array of at most
 /// `max_items` objects — whose objects may hold a DSSE envelope as their member `member`
 /// (`"dsseEnvelope"` for a Sigstore bundle). Each such envelope's `payload` is base64-decoded
 /// as it is read (as [`read_envelope`](crate::stream::read_envelope) decodes one: standard or
-/// URL-safe, padded or not, one alphabet per string) and written to `sink(i)` for item `i`;
-/// the document is kept without it. A duplicate `member` in an object, or `payload` in an
+/// URL-safe, padded or not, one alphabet per string) and written to a writer `sink()` makes
+/// for it, handed back in [`Detached::payloads`]; the document is kept without it. A duplicate `member` in an object, or `payload` in an
 /// envelope, is refused (a document parsed later must not see another payload than the one
 /// written), as is a document whose other members pass [`MAX_DETACHED_REST_BYTES`].
 pub fn read_detaching_payloads<R: Read, W: Write>(
@@ -34,8 +35,8 @@ pub fn read_detaching_payloads<R: Read, W: Write>(
     limit: u64,
     member: &str,
     max_items: usize,
-    mut sink: impl FnMut(usize) -> W,
-) -> Result<Detached, StreamError> {
+    mut sink: impl FnMut() -> W,
+) -> Result<Detached<W>, StreamError> {
     let mut r = Scanner::new(input, limit);
     let mut out = Out(Vec::new());
     let mut payloads = Vec::new();
@@ -55,8 +56,7 @@ pub fn read_detaching_payloads<R: Read, W: Write>(
                     if !payloads.is_empty() {
                         out.push(b",")?;
                     }
-                    let i = payloads.len();
-                    payloads.push(item(&mut r, &mut out, member, &mut || sink(i))?);
+                    payloads.push(item(&mut r, &mut out, member, &mut sink)?);
                     r.skip_ws()?;
                     match r.next()? {
                         Some(b',') => r.skip_ws()?,
@@ -68,7 +68,7 @@ pub fn read_detaching_payloads<R: Read, W: Write>(
             }
             out.push(b"]")?;
         }
-        Some(b'{') => payloads.push(item(&mut r, &mut out, member, &mut || sink(0))?),
+        Some(b'{') => payloads.push(item(&mut r, &mut out, member, &mut sink)?),
         _ => return Err(malformed("not a JSON object or array".into())),
     }
     r.skip_ws()?;
@@ -168,9 +168,9 @@ fn item<R: Read, W: Write>(
     out: &mut Out,
     member: &str,
     sink: &mut dyn FnMut() -> W,
-) -> Result<Option<u64>, StreamError> {
+) -> Result<Option<(u64, W)>, StreamError> {
     let mut envelope_seen = false;
-    let mut payload: Option<u64> = None;
+    let mut payload: Option<(u64, W)> = None;
     object(r, out, &mut |key, r, out| {
         if key != member {
             return Ok(false);
@@ -192,7 +192,7 @@ fn item<R: Read, W: Write>(
                 return Err(malformed("duplicate member `payload`".into()));
             }
             let mut w = sink();
-            payload = Some(r.base64_string(&mut w)?);
+            payload = Some((r.base64_string(&mut w)?, w));
             out.push(b"\"\"")?;
             Ok(true)
         })?;
@@ -206,26 +206,33 @@ mod tests {
     use super::*;
     use crate::b64;
 
-    fn detach(doc: &[u8], max: usize) -> Result<(Detached, Vec<Vec<u8>>), StreamError> {
-        let sinks = std::cell::RefCell::new(Vec::<Vec<u8>>::new());
-        struct Sink<'a>(&'a std::cell::RefCell<Vec<Vec<u8>>>, usize);
-        impl Write for Sink<'_> {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.borrow_mut()[self.1].extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
+    /// What the tests look at: the kept document and the payload lengths, and each payload's
+    /// bytes by item (up to the last item with one).
+    #[derive(Debug)]
+    struct Lens {
+        document: Vec<u8>,
+        payloads: Vec<Option<u64>>,
+    }
+
+    fn detach(doc: &[u8], max: usize) -> Result<(Lens, Vec<Vec<u8>>), StreamError> {
+        let d = read_detaching_payloads(doc, 1 << 30, "dsseEnvelope", max, Vec::new)?;
+        let last = d
+            .payloads
+            .iter()
+            .rposition(Option::is_some)
+            .map_or(0, |i| i + 1);
+        let mut sinks = Vec::new();
+        let mut lens = Vec::new();
+        for p in d.payloads {
+            lens.push(p.as_ref().map(|(n, _)| *n));
+            sinks.push(p.map(|(_, bytes)| bytes).unwrap_or_default());
         }
-        let d = read_detaching_payloads(doc, 1 << 30, "dsseEnvelope", max, |i| {
-            let mut s = sinks.borrow_mut();
-            if s.len() <= i {
-                s.resize(i + 1, Vec::new());
-            }
-            Sink(&sinks, i)
-        })?;
-        Ok((d, sinks.into_inner()))
+        sinks.truncate(last);
+        let lens = Lens {
+            document: d.document,
+            payloads: lens,
+        };
+        Ok((lens, sinks))
     }
 
     fn bundle(payload: &[u8], extra: &str) -> String {

@@ -150,31 +150,12 @@ pub(crate) fn keyless_signers_streamed<'k>(
             "{len} bytes, above the {cap} bytes that {MAX_BUNDLES} bundles of this manifest take"
         )));
     }
-    let hashers = RefCell::new(Vec::<crate::hash::Hasher>::new());
-    struct Sink<'a>(&'a RefCell<Vec<crate::hash::Hasher>>, usize);
-    impl std::io::Write for Sink<'_> {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            if let Some(h) = self.0.borrow_mut().get_mut(self.1) {
-                h.update(b);
-            }
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let detached = stella_dsse::stream_detach::read_detaching_payloads(
         file,
         cap,
         "dsseEnvelope",
         MAX_BUNDLES,
-        |i| {
-            let mut h = hashers.borrow_mut();
-            if h.len() <= i {
-                h.resize_with(i + 1, crate::hash::Hasher::new);
-            }
-            Sink(&hashers, i)
-        },
+        || stella_digest::HashingWriter::new(std::io::sink()),
     )
     .map_err(|e| match e {
         stella_dsse::stream::StreamError::Malformed(m) => {
@@ -182,15 +163,16 @@ pub(crate) fn keyless_signers_streamed<'k>(
         }
         e => refuse(e.to_string()),
     })?;
-    let mut digests: Vec<Option<DetachedPayload>> = Vec::new();
-    let mut hashers = hashers.into_inner().into_iter();
-    for p in &detached.payloads {
-        let h = hashers.next();
-        digests.push(p.zip(h).map(|(len, h)| DetachedPayload {
-            len,
-            sha256: *h.finish().as_bytes(),
-        }));
-    }
+    let digests: Vec<Option<DetachedPayload>> = detached
+        .payloads
+        .into_iter()
+        .map(|p| {
+            p.map(|(len, w)| DetachedPayload {
+                len,
+                sha256: *w.hasher.finish().as_bytes(),
+            })
+        })
+        .collect();
     let value: Value =
         serde_json::from_slice(&detached.document).map_err(|e| refuse(format!("not JSON: {e}")))?;
     let items = match value {
