@@ -227,10 +227,7 @@ fn check_metadata(
     match spool {
         None => {
             let vm = verify::CheckedBundle::from_metadata(&obs.metadata)?.verify(opts)?;
-            check_signed_limits(
-                vm.manifest.files.iter().map(|f| (f.path.as_str(), f.size)),
-                limits,
-            )?;
+            check_signed_limits(&vm.manifest.files, limits)?;
             stage_metadata(staging, &obs.metadata)?;
             release_metadata(obs);
             Ok(Checked {
@@ -240,10 +237,7 @@ fn check_metadata(
         }
         Some(sp) => {
             let (vm, index) = verify::verify_metadata_streamed(&sp.dir, opts, &limits.stream)?;
-            check_signed_limits(
-                (0..index.len()).filter_map(|i| index.get(i).map(|e| (e.path, e.size))),
-                limits,
-            )?;
+            check_signed_limits(&index, limits)?;
             let seen = vec![false; index.len()];
             Ok(Checked {
                 meta: vm,
@@ -441,7 +435,9 @@ fn read_entries(
                     if seen.get(i) == Some(&true) {
                         return Some(Err(bad_entry(&shown, format!("duplicate entry {shown:?}"))));
                     }
-                    index.get(i).map(|e| Ok((e.size, e.sha256, Some(i))))
+                    index
+                        .size_and_sha256(i)
+                        .map(|(size, sha256)| Ok((size, sha256, Some(i))))
                 }),
             };
             match listed.transpose()? {
@@ -595,11 +591,11 @@ fn unseen(
     let mut from_base = crate::from_base::FromBase::default();
     let mut missing = Vec::new();
     let mut n = 0;
-    for (i, s) in seen.iter().enumerate() {
-        if *s {
+    let mut files = index.cursor();
+    while let Some((i, e)) = files.next_indexed() {
+        if seen.get(i).copied().unwrap_or(true) {
             continue;
         }
-        let Some(e) = index.get(i) else { continue };
         if kind == crate::Kind::Thin {
             from_base.push(e.path);
         } else {
@@ -646,19 +642,23 @@ fn stage_metadata(staging: Option<&Path>, metadata: &BTreeMap<String, Vec<u8>>) 
 
 /// A verified manifest whose listed files (path, size) do not fit the limits is refused before
 /// any of them is written.
-fn check_signed_limits<'a>(
-    files: impl Iterator<Item = (&'a str, u64)>,
-    limits: Limits,
-) -> Result<()> {
+fn check_signed_limits(files: &dyn crate::manifest::FileList, limits: Limits) -> Result<()> {
     let mut total = 0u64;
-    for (path, size) in files {
-        if size > limits.max_entry {
-            return Err(Error::archive(Field::file(path), format!(
+    let mut over = None;
+    let _ = files.each(&mut |f| {
+        if f.size > limits.max_entry {
+            let (path, size) = (f.path, f.size);
+            over = Some(Error::archive(Field::file(path), format!(
                 "the signed manifest lists {path} at {size} bytes, above the {}-byte entry limit (oversize entry)",
                 limits.max_entry
             )));
+            return Err(std::io::ErrorKind::Other.into());
         }
-        total = total.saturating_add(size);
+        total = total.saturating_add(f.size);
+        Ok(())
+    });
+    if let Some(e) = over {
+        return Err(e);
     }
     if total > limits.max_total {
         return Err(Error::archive(

@@ -88,7 +88,8 @@ impl BaseFiles {
     fn from_index(index: &FileIndex) -> Self {
         let mut paths = SortedPaths::default();
         let mut sha256 = Vec::with_capacity(index.len());
-        for f in (0..index.len()).filter_map(|i| index.get(i)) {
+        let mut files = index.cursor();
+        while let Some(f) = files.next_entry() {
             paths.push(f.path);
             sha256.push(*f.sha256.as_bytes());
         }
@@ -849,13 +850,14 @@ impl Base {
     /// The base as `create` keeps it: `index` packed ([`BaseFiles`]) and its image blobs
     /// noted; the caller drops `index`.
     fn new(head: Manifest, index: &FileIndex, digest: Digest) -> Self {
-        let known = (0..index.len())
-            .filter_map(|i| index.get(i))
-            .filter_map(|f| {
-                let hex = f.path.strip_prefix("images/blobs/sha256/")?;
-                (hex == f.sha256.hex()).then_some(f.sha256)
-            })
-            .collect();
+        let mut known = std::collections::HashSet::new();
+        let mut files = index.cursor();
+        while let Some(f) = files.next_entry() {
+            let hex = f.path.strip_prefix("images/blobs/sha256/");
+            if hex.is_some_and(|hex| hex == f.sha256.hex()) {
+                known.insert(f.sha256);
+            }
+        }
         Base {
             head,
             files: BaseFiles::from_index(index),

@@ -100,6 +100,12 @@ impl SortedPaths {
         self
     }
 
+    /// Give back the growth slack, keeping the last path (more may be pushed).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.blocks.shrink_to_fit();
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -166,12 +172,71 @@ impl SortedPaths {
 
     /// The paths in order, decoded one at a time into one buffer.
     pub(crate) fn cursor(&self) -> PathCursor<'_> {
-        PathCursor {
+        self.cursor_at(0)
+    }
+
+    /// The paths from the `i`-th on, in order (decoded from the start of its block).
+    pub(crate) fn cursor_at(&self, i: usize) -> PathCursor<'_> {
+        let i = i.min(self.len);
+        let block = i / BLOCK;
+        let mut c = PathCursor {
             paths: self,
-            pos: 0,
-            index: 0,
+            pos: self.blocks.get(block).copied().unwrap_or(self.text.len()),
+            index: block * BLOCK,
             path: String::new(),
+        };
+        while c.index < i {
+            c.next_path();
         }
+        c
+    }
+
+    /// Decode the `i`-th path into `out` (its bytes; `false`, `out` empty, past the end).
+    pub(crate) fn decode_into(&self, i: usize, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        if i >= self.len {
+            return false;
+        }
+        let block = i / BLOCK;
+        let Some(&start) = self.blocks.get(block) else {
+            return false;
+        };
+        let mut pos = start;
+        for _ in block * BLOCK..=i {
+            let (shared, rest, next) = self.entry(pos);
+            out.truncate(shared);
+            out.extend_from_slice(rest);
+            pos = next;
+        }
+        true
+    }
+
+    /// The position of the first path not below `key` in byte order (`len` when all are).
+    pub(crate) fn lower_bound(&self, key: &[u8]) -> usize {
+        // The blocks whose first path is below `key`; the answer is in the last of them.
+        let below = self.blocks.partition_point(|&pos| self.entry(pos).1 < key);
+        let Some(block) = below.checked_sub(1) else {
+            return 0;
+        };
+        let end = ((block + 1) * BLOCK).min(self.len);
+        let mut c = self.cursor_at(block * BLOCK);
+        for i in block * BLOCK..end {
+            match c.next_path() {
+                Some(p) if p.as_bytes() < key => {}
+                _ => return i,
+            }
+        }
+        end
+    }
+
+    /// Heap bytes held (coded text and block starts).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.text.capacity() + self.blocks.capacity() * std::mem::size_of::<usize>()
+    }
+
+    /// Room for about `bytes` more bytes of coded text.
+    pub(crate) fn reserve(&mut self, bytes: usize) {
+        self.text.reserve(bytes);
     }
 }
 
@@ -184,6 +249,11 @@ pub(crate) struct PathCursor<'a> {
 }
 
 impl PathCursor<'_> {
+    /// The position of the path [`next_path`](Self::next_path) gives next.
+    pub(crate) fn position(&self) -> usize {
+        self.index
+    }
+
     /// The next path (`None` at the end).
     pub(crate) fn next_path(&mut self) -> Option<&str> {
         if self.index >= self.paths.len {

@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 use crate::error::{Error, IoContext as _, Result};
 use crate::fs::write_file;
 use crate::hash::{Digest, Hasher, Progress};
-use crate::manifest::{format_time, write_sha256sums, FileEntry, FileList, FileRef, Manifest};
+use crate::manifest::{format_time, write_sha256sums, FileEntry, FileList, Manifest};
 use crate::names;
 use crate::streamed::{FileIndex, Limits};
 use crate::verify::{Header, HeaderSignature};
@@ -87,27 +87,6 @@ impl Files {
             Files::Typed(v) => v,
             Files::Index(i) => i,
         }
-    }
-}
-
-impl FileList for FileIndex {
-    fn count(&self) -> usize {
-        self.len()
-    }
-
-    fn each(&self, f: &mut dyn FnMut(FileRef<'_>) -> io::Result<()>) -> io::Result<()> {
-        for i in 0..self.len() {
-            let Some(e) = self.get(i) else {
-                break;
-            };
-            f(FileRef {
-                path: e.path,
-                size: e.size,
-                sha256: e.sha256,
-                media_type: e.media_type,
-            })?;
-        }
-        Ok(())
     }
 }
 

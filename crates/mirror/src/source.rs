@@ -431,18 +431,24 @@ fn set_script_modes(
     report: &VerifiedBundle,
 ) -> Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    // A big bundle's files are in the signed index (those a thin one lacks were not carried).
-    let indexed = obs
-        .index
-        .iter()
-        .flat_map(|ix| (0..ix.len()).filter_map(move |i| ix.get(i).map(|e| e.path)));
-    for p in obs.files.keys().map(String::as_str).chain(indexed) {
+    let set = |p: &str| -> Result<()> {
         let script = crate::path::file_mode(p) == 0o755;
         if script && !(obs.index.is_some() && report.from_base.contains(p)) {
             let abs = BundlePath::new(p)
                 .map_err(|e| Error::content(Field::file(p), e))?
                 .under(dir);
             std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(0o755)).at(&abs)?;
+        }
+        Ok(())
+    };
+    for p in obs.files.keys() {
+        set(p)?;
+    }
+    // A big bundle's files are in the signed index (those a thin one lacks were not carried).
+    if let Some(ix) = &obs.index {
+        let mut files = ix.cursor();
+        while let Some(e) = files.next_entry() {
+            set(e.path)?;
         }
     }
     Ok(())

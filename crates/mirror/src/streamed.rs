@@ -45,6 +45,7 @@ use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::error::{Error, Field, IoContext as _, Result};
+use crate::from_base::SortedPaths;
 use crate::hash::{Digest, Hasher, Progress};
 use crate::manifest::{FileEntry, Kind, Manifest, ManifestError, TypedFiles, Wire};
 use crate::names;
@@ -124,15 +125,34 @@ impl Rec {
     }
 }
 
-/// The manifest's files, compact and sorted by path: one arena of path bytes, fixed-size
-/// records, media types interned.
+/// What a [`FileIndex`] keeps of a file besides its path: 44 bytes (the size in two halves,
+/// so the record needs no 8-byte alignment).
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    sha256: [u8; 32],
+    size: [u32; 2],
+    /// Interned media type.
+    media: u32,
+}
+
+impl Meta {
+    fn size(&self) -> u64 {
+        u64::from(self.size[0]) | (u64::from(self.size[1]) << 32)
+    }
+}
+
+/// The manifest's files, compact and sorted by path: the paths front-coded
+/// ([`SortedPaths`]: ~13 B for an advisory path of ~41), a 44-byte record per file, media
+/// types interned. ~57 B per file against ~97 B with whole paths (the index is most of a
+/// streamed verification's memory).
 #[derive(Debug, Default)]
 pub struct FileIndex {
-    /// The paths, one after another (text: a path is sliced out without checking it as UTF-8
-    /// again).
-    arena: String,
-    recs: Vec<Rec>,
+    paths: SortedPaths,
+    recs: Vec<Meta>,
     media: Vec<String>,
+    /// Position of each media type in `media` (a manifest may name as many as it lists
+    /// files: looked up by hash, not by a scan).
+    media_ids: std::collections::HashMap<String, u32>,
 }
 
 /// One entry of a [`FileIndex`], borrowed: the manifest's own borrowed entry.
@@ -147,79 +167,113 @@ impl FileIndex {
         self.recs.is_empty()
     }
 
-    fn path_of(&self, r: &Rec) -> &str {
-        let start = usize::try_from(r.start).unwrap_or(usize::MAX);
-        self.arena
-            .get(start..start.saturating_add(r.len as usize))
-            .unwrap_or("")
+    fn media_of(&self, m: &Meta) -> &str {
+        self.media.get(m.media as usize).map_or("", String::as_str)
     }
 
-    /// The `i`th entry (in path order).
-    pub fn get(&self, i: usize) -> Option<IndexEntry<'_>> {
-        let r = self.recs.get(i)?;
+    /// The `i`th entry (in path order), its path decoded into `buf`.
+    pub(crate) fn entry<'b>(&'b self, i: usize, buf: &'b mut Vec<u8>) -> Option<IndexEntry<'b>> {
+        let m = self.recs.get(i)?;
+        if !self.paths.decode_into(i, buf) {
+            return None;
+        }
         Some(IndexEntry {
-            path: self.path_of(r),
-            size: r.size,
-            sha256: Digest::sha256(r.sha256),
-            media_type: self.media.get(r.media as usize).map_or("", String::as_str),
+            path: std::str::from_utf8(buf).ok()?,
+            size: m.size(),
+            sha256: Digest::sha256(m.sha256),
+            media_type: self.media_of(m),
         })
     }
 
-    fn path_bytes_of(&self, r: &Rec) -> &[u8] {
-        let start = usize::try_from(r.start).unwrap_or(usize::MAX);
-        self.arena
-            .as_bytes()
-            .get(start..start.saturating_add(r.len as usize))
-            .unwrap_or_default()
+    /// The `i`th entry (in path order), owned.
+    pub fn get(&self, i: usize) -> Option<FileEntry> {
+        let mut buf = Vec::new();
+        let e = self.entry(i, &mut buf)?;
+        Some(FileEntry {
+            path: crate::path::BundlePath::new(e.path).ok()?,
+            size: e.size,
+            sha256: e.sha256,
+            media_type: e.media_type.to_string(),
+        })
+    }
+
+    /// The `i`th file's listed size.
+    pub(crate) fn size_of(&self, i: usize) -> Option<u64> {
+        self.recs.get(i).map(Meta::size)
+    }
+
+    /// The `i`th file's listed size and SHA-256.
+    pub(crate) fn size_and_sha256(&self, i: usize) -> Option<(u64, Digest)> {
+        self.recs
+            .get(i)
+            .map(|m| (m.size(), Digest::sha256(m.sha256)))
+    }
+
+    /// The entries in path order, decoded one at a time.
+    pub(crate) fn cursor(&self) -> IndexCursor<'_> {
+        IndexCursor {
+            index: self,
+            paths: self.paths.cursor(),
+        }
     }
 
     /// The position of `path`, if listed.
     pub fn find(&self, path: &str) -> Option<usize> {
-        self.recs
-            .binary_search_by(|r| self.path_bytes_of(r).cmp(path.as_bytes()))
-            .ok()
+        self.paths.find(path)
     }
 
-    /// The positions of the entries whose path starts with `prefix` (they are adjacent).
-    fn prefixed(&self, prefix: &[u8]) -> std::ops::Range<usize> {
-        let start = self
-            .recs
-            .partition_point(|r| self.path_bytes_of(r) < prefix);
-        let len = self.recs[start..].partition_point(|r| self.path_bytes_of(r).starts_with(prefix));
-        start..start + len
+    /// The positions of the entries whose path starts with `folder` (a folder's path and its
+    /// trailing `/`, or "" for all): they are adjacent.
+    fn in_folder(&self, folder: &[u8]) -> std::ops::Range<usize> {
+        match folder.split_last() {
+            None => 0..self.len(),
+            Some((&last, head)) => {
+                let start = self.paths.lower_bound(folder);
+                // The first path above every one with this prefix: the prefix with its last
+                // byte (`/`) one higher.
+                let mut above = Vec::with_capacity(folder.len());
+                above.extend_from_slice(head);
+                above.push(last.saturating_add(1));
+                start..self.paths.lower_bound(&above).max(start)
+            }
+        }
     }
 
     /// Total bytes of the listed files.
     pub fn total_size(&self) -> u64 {
-        self.recs.iter().map(|r| r.size).sum()
+        self.recs.iter().map(Meta::size).sum()
     }
 
-    /// Heap bytes held (arena and records), for the docs' bytes-per-file figure.
+    /// Heap bytes held (paths and records), for the docs' bytes-per-file figure.
     pub fn heap_bytes(&self) -> usize {
-        self.arena.capacity() + self.recs.capacity() * std::mem::size_of::<Rec>()
+        self.paths.heap_bytes() + self.recs.capacity() * std::mem::size_of::<Meta>()
+    }
+
+    fn intern(&mut self, media_type: &str) -> u32 {
+        if let Some(&id) = self.media_ids.get(media_type) {
+            return id;
+        }
+        let id = u32::try_from(self.media.len()).unwrap_or(u32::MAX);
+        self.media.push(media_type.to_string());
+        self.media_ids.insert(media_type.to_string(), id);
+        id
+    }
+
+    fn keep(&mut self, path: &str, size: u64, sha256: [u8; 32], media_type: &str) {
+        let media = self.intern(media_type);
+        self.recs.push(Meta {
+            sha256,
+            // The halves of the size: the cast keeps the low 32 bits.
+            size: [size as u32, (size >> 32) as u32],
+            media,
+        });
+        self.paths.push(path);
     }
 
     /// Add the next entry (in path order), checked as [`Manifest::validate`] checks `files`.
     pub fn push(&mut self, f: FileEntry) -> std::result::Result<(), ManifestError> {
-        crate::manifest::check_next(self.recs.last().map(|r| self.path_of(r)), &f)?;
-        let sha256 = *f.sha256.as_bytes();
-        let media = match self.media.iter().position(|m| *m == f.media_type) {
-            Some(i) => i,
-            None => {
-                self.media.push(f.media_type);
-                self.media.len() - 1
-            }
-        };
-        let len = u32::try_from(f.path.len())
-            .map_err(|_| ManifestError::NotSorted(f.path.to_string()))?;
-        self.recs.push(Rec {
-            start: self.arena.len() as u64,
-            size: f.size,
-            len,
-            media: u32::try_from(media).unwrap_or(u32::MAX),
-            sha256,
-        });
-        self.arena.push_str(&f.path);
+        crate::manifest::check_next(self.paths.last(), &f)?;
+        self.keep(&f.path, f.size, *f.sha256.as_bytes(), &f.media_type);
         Ok(())
     }
 
@@ -229,24 +283,8 @@ impl FileIndex {
         &mut self,
         w: &crate::manifest::WireEntryRef<'_>,
     ) -> std::result::Result<(), ManifestError> {
-        let sha256 = w.check(self.recs.last().map(|r| self.path_of(r)))?;
-        let media = match self.media.iter().position(|m| *m == w.media_type) {
-            Some(i) => i,
-            None => {
-                self.media.push(w.media_type.to_string());
-                self.media.len() - 1
-            }
-        };
-        let len = u32::try_from(w.path.len())
-            .map_err(|_| ManifestError::NotSorted(w.path.to_string()))?;
-        self.recs.push(Rec {
-            start: self.arena.len() as u64,
-            size: w.size,
-            len,
-            media: u32::try_from(media).unwrap_or(u32::MAX),
-            sha256: *sha256.as_bytes(),
-        });
-        self.arena.push_str(&w.path);
+        let sha256 = w.check(self.paths.last())?;
+        self.keep(&w.path, w.size, *sha256.as_bytes(), &w.media_type);
         Ok(())
     }
 
@@ -256,14 +294,15 @@ impl FileIndex {
     pub fn sha256sums_equal(&self, sums: &mut dyn BufRead) -> std::io::Result<bool> {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut want = Vec::with_capacity(512);
-        for r in &self.recs {
+        let mut files = self.cursor();
+        while let Some(e) = files.next_entry() {
             want.clear();
-            for b in r.sha256 {
+            for b in e.sha256.as_bytes() {
                 want.push(DIGITS[usize::from(b >> 4)]);
                 want.push(DIGITS[usize::from(b & 15)]);
             }
             want.extend_from_slice(b"  ");
-            want.extend_from_slice(self.path_bytes_of(r));
+            want.extend_from_slice(e.path.as_bytes());
             want.push(b'\n');
             // Most lines are whole in the reader's buffer: compared there at once.
             let have = sums.fill_buf()?;
@@ -282,6 +321,52 @@ impl FileIndex {
     }
 }
 
+impl crate::manifest::FileList for FileIndex {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn each(
+        &self,
+        f: &mut dyn FnMut(IndexEntry<'_>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut files = self.cursor();
+        while let Some(e) = files.next_entry() {
+            f(e)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a [`FileIndex`] in path order (see [`FileIndex::cursor`]).
+pub(crate) struct IndexCursor<'a> {
+    index: &'a FileIndex,
+    paths: crate::from_base::PathCursor<'a>,
+}
+
+impl IndexCursor<'_> {
+    /// The next entry and its position (`None` at the end).
+    pub(crate) fn next_indexed(&mut self) -> Option<(usize, IndexEntry<'_>)> {
+        let i = self.paths.position();
+        let m = self.index.recs.get(i)?;
+        let path = self.paths.next_path()?;
+        Some((
+            i,
+            IndexEntry {
+                path,
+                size: m.size(),
+                sha256: Digest::sha256(m.sha256),
+                media_type: self.index.media_of(m),
+            },
+        ))
+    }
+
+    /// The next entry (`None` at the end).
+    pub(crate) fn next_entry(&mut self) -> Option<IndexEntry<'_>> {
+        self.next_indexed().map(|(_, e)| e)
+    }
+}
+
 /// Whether `r` reads `want` next (consumed if so; on a difference, what differs is left).
 fn consume_exact(r: &mut dyn BufRead, mut want: &[u8]) -> std::io::Result<bool> {
     while !want.is_empty() {
@@ -297,18 +382,25 @@ fn consume_exact(r: &mut dyn BufRead, mut want: &[u8]) -> std::io::Result<bool> 
 }
 
 /// [`FileIndex::find`] for paths that come folder by folder (a walk): the entries of the
-/// current folder are found once, and each name is looked up among them alone, compared
-/// without the folder part: through a hash map of the folder's names built when the walk
-/// enters it (a folder of advisory files: one hash and one comparison per file instead of a
-/// binary search's eight), by binary search in a folder of more than [`FINDER_MAP_MAX`]
-/// entries (nested ones included) or fewer than [`FINDER_MAP_MIN`].
-pub(crate) struct Finder<'a> {
+/// current folder are found once, and each name is looked up among them alone: through a
+/// hash map of the folder's names built when the walk enters it (a folder of advisory files:
+/// one hash and one comparison per file instead of a binary search and a block's scan), by
+/// [`FileIndex::find`] in a folder of more than [`FINDER_MAP_MAX`] entries (nested ones
+/// included) or fewer than [`FINDER_MAP_MIN`].
+pub(crate) struct Finder<'a, S = std::collections::hash_map::RandomState> {
     index: &'a FileIndex,
     /// The current folder, with its trailing `/` ("" at the root).
     folder: Vec<u8>,
-    range: std::ops::Range<usize>,
-    /// The current folder's entries by the part of their path after the folder, when mapped.
-    names: std::collections::HashMap<&'a [u8], usize>,
+    /// Its first entry's position.
+    first: usize,
+    /// Its entries' names (the part of their path after the folder), one after another.
+    names: Vec<u8>,
+    /// Where each name ends in `names`.
+    ends: Vec<usize>,
+    /// Each name's position among `ends`, by its hash (two names of one hash: not mapped).
+    by_hash: std::collections::HashMap<u64, usize>,
+    /// Keyed per process: names cannot be chosen to collide.
+    hasher: S,
     mapped: bool,
 }
 
@@ -319,45 +411,74 @@ const FINDER_MAP_MIN: usize = 16;
 
 impl<'a> Finder<'a> {
     pub(crate) fn new(index: &'a FileIndex) -> Self {
+        Finder::with_hasher(index, std::collections::hash_map::RandomState::new())
+    }
+}
+
+impl<'a, S: std::hash::BuildHasher> Finder<'a, S> {
+    fn with_hasher(index: &'a FileIndex, hasher: S) -> Self {
         Finder {
             index,
             folder: Vec::new(),
-            range: 0..index.len(),
-            names: std::collections::HashMap::new(),
+            // No folder entered yet.
+            first: usize::MAX,
+            names: Vec::new(),
+            ends: Vec::new(),
+            by_hash: std::collections::HashMap::new(),
+            hasher,
             mapped: false,
+        }
+    }
+
+    /// Map the folder's entries (`range`, each path starting with `cut` bytes of folder).
+    fn map(&mut self, range: std::ops::Range<usize>, cut: usize) {
+        self.first = range.start;
+        self.names.clear();
+        self.ends.clear();
+        self.by_hash.clear();
+        self.mapped = (FINDER_MAP_MIN..=FINDER_MAP_MAX).contains(&range.len());
+        if !self.mapped {
+            return;
+        }
+        let mut c = self.index.paths.cursor_at(range.start);
+        for k in 0..range.len() {
+            let Some(p) = c.next_path() else {
+                self.mapped = false;
+                return;
+            };
+            let name = p.as_bytes().get(cut..).unwrap_or_default();
+            let h = self.hasher.hash_one(name);
+            if self.by_hash.insert(h, k).is_some() {
+                // Two names of one hash: this folder is searched instead.
+                self.mapped = false;
+                return;
+            }
+            self.names.extend_from_slice(name);
+            self.ends.push(self.names.len());
         }
     }
 
     /// The position of `path`, if listed.
     pub(crate) fn find(&mut self, path: &str) -> Option<usize> {
-        let path = path.as_bytes();
-        let cut = path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
-        let (folder, name) = path.split_at(cut);
-        let index = self.index;
-        if folder != self.folder.as_slice() {
+        let bytes = path.as_bytes();
+        let cut = bytes.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+        let (folder, name) = bytes.split_at(cut);
+        if folder != self.folder.as_slice() || self.first == usize::MAX {
             self.folder.clear();
             self.folder.extend_from_slice(folder);
-            self.range = index.prefixed(folder);
-            self.names.clear();
-            self.mapped = (FINDER_MAP_MIN..=FINDER_MAP_MAX).contains(&self.range.len());
-            if self.mapped {
-                let recs = index.recs.get(self.range.clone()).unwrap_or_default();
-                for (i, r) in (self.range.start..).zip(recs) {
-                    let rest = index.path_bytes_of(r).get(cut..).unwrap_or_default();
-                    self.names.insert(rest, i);
-                }
-            }
+            let range = self.index.in_folder(folder);
+            self.map(range, cut);
         }
-        if self.mapped {
-            return self.names.get(name).copied();
+        if !self.mapped {
+            return self.index.find(path);
         }
-        let recs = index.recs.get(self.range.clone())?;
-        recs.binary_search_by(|r| {
-            let p = index.path_bytes_of(r);
-            p.get(cut..).unwrap_or_default().cmp(name)
-        })
-        .ok()
-        .map(|i| self.range.start + i)
+        let k = *self.by_hash.get(&self.hasher.hash_one(name))?;
+        let start = match k {
+            0 => 0,
+            _ => *self.ends.get(k - 1)?,
+        };
+        let end = *self.ends.get(k)?;
+        (self.names.get(start..end)? == name).then_some(self.first + k)
     }
 }
 
@@ -393,7 +514,9 @@ pub(crate) trait FilesSink: Default {
 impl FilesSink for FileIndex {
     fn reserve(&mut self, recs: usize, arena: usize) {
         self.recs.reserve(recs);
-        self.arena.reserve(arena);
+        // Front-coded paths take a fraction of their text (the pages not used are never
+        // touched).
+        self.paths.reserve(arena);
     }
 
     fn push_wire(
@@ -409,7 +532,7 @@ impl FilesSink for FileIndex {
 
     fn finish(&mut self) {
         self.recs.shrink_to_fit();
-        self.arena.shrink_to_fit();
+        self.paths.shrink_to_fit();
     }
 
     fn lists(&self, path: &str) -> bool {
@@ -1361,7 +1484,16 @@ impl EarlyJudge<'_, '_> {
                 if let Some(s) = l.seen.get_mut(i) {
                     *s = true;
                 }
-                let Some(e) = l.index.get(i) else { continue };
+                let Some((size, sha256)) = l.index.size_and_sha256(i) else {
+                    continue;
+                };
+                // The path found is the listed one.
+                let e = IndexEntry {
+                    path: rel,
+                    size,
+                    sha256,
+                    media_type: "",
+                };
                 // As a listed file is read (up to its listed size); cut at the early bound
                 // short of it: read again.
                 let got = match got.map(|h| h.against(e.size)) {
@@ -1461,8 +1593,9 @@ fn check_content_holding(
     let (tx, rx) = mpsc::sync_channel::<Batch>(QUEUE);
     let rx = Mutex::new(rx);
     let hash_batches = || {
-        // One read buffer and one folder cursor per thread.
+        // One read buffer, one path buffer and one folder cursor per thread.
         let mut buf = vec![0u8; CHUNK];
+        let mut path = Vec::new();
         let mut dirs = DirCursor::new(&rootfd);
         loop {
             let Ok(Ok(batch)) = rx.lock().map(|r| r.recv()) else {
@@ -1488,12 +1621,7 @@ fn check_content_holding(
                             Gate::Waiting => None,
                             Gate::Closed => Some(End::At(0)),
                             Gate::Open => gate.listed().map(|(_, index)| {
-                                End::At(
-                                    index
-                                        .find(rel)
-                                        .and_then(|i| index.get(i))
-                                        .map_or(0, |e| e.size),
-                                )
+                                End::At(index.find(rel).and_then(|i| index.size_of(i)).unwrap_or(0))
                             }),
                         };
                         let early = End::Upto(early_file);
@@ -1516,7 +1644,9 @@ fn check_content_holding(
                         if tally.stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        let Some(e) = index.get(i) else { continue };
+                        let Some(e) = index.entry(i, &mut path) else {
+                            continue;
+                        };
                         let got = if gate.deferred.is_some_and(|d| d.contains(e.path)) {
                             crate::hash::size_at(&mut dirs, e.path).map(|size| Hashed {
                                 size,
@@ -1665,11 +1795,12 @@ fn check_content_holding(
     }
     let mut problems = tally.problems.into_inner().unwrap_or_default();
     let mut from_base = crate::from_base::FromBase::default();
-    for (i, s) in l.seen.iter().enumerate() {
-        if *s {
+    let mut files = l.index.cursor();
+    let all_seen = l.seen.iter().all(|s| *s);
+    while let Some((i, e)) = files.next_indexed().filter(|_| !all_seen) {
+        if l.seen.get(i).copied().unwrap_or(true) {
             continue;
         }
-        let Some(e) = l.index.get(i) else { continue };
         if l.kind == Kind::Thin {
             from_base.push(e.path);
         } else {
@@ -2102,6 +2233,170 @@ mod tests {
         }
         // The last probe is in `m/`, which is mapped.
         assert!(f.mapped);
+    }
+
+    /// Sorted, distinct bundle paths drawn from a few names that sort around `/` (`a-c`,
+    /// `a.b`, `a`, `a0`, `é`), one to four deep (xorshift from `seed`).
+    fn random_paths(seed: u64, n: usize) -> Vec<String> {
+        const NAMES: [&str; 8] = ["a", "a-c", "a.b", "a0", "b", "é", "f0", "zz"];
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut paths = std::collections::BTreeSet::new();
+        for _ in 0..n {
+            let depth = 1 + (next() % 4) as usize;
+            let parts: Vec<&str> = (0..depth).map(|_| NAMES[(next() % 8) as usize]).collect();
+            paths.insert(parts.join("/"));
+        }
+        // A path that is also a folder is not a bundle (`a` and `a/b`): keep the deeper.
+        let all: Vec<String> = paths.into_iter().collect();
+        all.iter()
+            .filter(|p| {
+                !all.iter()
+                    .any(|q| q.len() > p.len() && q.starts_with(&format!("{p}/")))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Entries, lookups, folder ranges and walks of the front-coded index agree with the
+    /// sorted list of paths it was built from, for sets small and large (blocks cut anywhere,
+    /// folders mapped and not), probes listed and not.
+    #[test]
+    fn front_coded_index_agrees_with_the_plain_list() {
+        for (seed, n) in [(1u64, 3usize), (7, 40), (99, 400), (12345, 3000)] {
+            let paths = random_paths(seed, n);
+            let files: Vec<(String, Vec<u8>)> = paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.clone(), i.to_string().into_bytes()))
+                .collect();
+            let index = index_of(&files);
+            assert_eq!(index.len(), paths.len());
+            let mut buf = Vec::new();
+            let mut c = index.cursor();
+            for (i, (p, data)) in files.iter().enumerate() {
+                let e = index.entry(i, &mut buf).expect("entry");
+                assert_eq!(
+                    (e.path, e.size, e.sha256),
+                    (p.as_str(), data.len() as u64, Digest::of(data))
+                );
+                let (j, e) = c.next_indexed().expect("next");
+                assert_eq!((j, e.path, e.sha256), (i, p.as_str(), Digest::of(data)));
+                assert_eq!(e.media_type, "application/json");
+            }
+            assert!(c.next_indexed().is_none());
+            assert!(index.entry(paths.len(), &mut buf).is_none());
+            // Probes: every path, its folders (with and without `/`), and near misses.
+            let mut probes: Vec<String> = Vec::new();
+            for p in &paths {
+                probes.push(p.clone());
+                probes.push(format!("{p}x"));
+                probes.push(format!("{p}/a"));
+                let mut shorter = p.clone();
+                shorter.pop();
+                probes.push(shorter);
+                let mut at = 0;
+                while let Some(k) = p[at..].find('/') {
+                    probes.push(p[..at + k].to_string());
+                    probes.push(p[..=at + k].to_string());
+                    at += k + 1;
+                }
+            }
+            probes.extend(["", "/", "a", "a/", "zzz", "é/", "a.b/zz/zz/zz/zz"].map(String::from));
+            let mut finder = Finder::new(&index);
+            // Hashes that collide: blind to a final `x` (no listed name ends so: the folders
+            // are mapped, and each probe `{p}x` hashes as `p` does and must be told apart),
+            // and all alike (no folder can be mapped).
+            let mut blind = Finder::with_hasher(
+                &index,
+                WeakHash(|b: &[u8]| {
+                    use std::hash::Hasher as _;
+                    let mut h = std::hash::DefaultHasher::new();
+                    h.write(b.strip_suffix(b"x").unwrap_or(b));
+                    h.finish()
+                }),
+            );
+            let mut alike = Finder::with_hasher(&index, WeakHash(|_: &[u8]| 7));
+            let mut mapped = 0;
+            for q in probes.iter().chain(probes.iter().rev()) {
+                let want = paths.binary_search(q).ok();
+                assert_eq!(index.find(q), want, "find {q:?}");
+                assert_eq!(finder.find(q), want, "finder {q:?}");
+                assert_eq!(blind.find(q), want, "blind finder {q:?}");
+                assert_eq!(alike.find(q), want, "colliding finder {q:?}");
+                assert!(!alike.mapped || alike.by_hash.len() < 2);
+                mapped += usize::from(finder.mapped && blind.mapped);
+                assert_eq!(
+                    index.paths.lower_bound(q.as_bytes()),
+                    paths.partition_point(|p| p < q),
+                    "lower bound {q:?}"
+                );
+                if q.is_empty() || q.ends_with('/') {
+                    let inside: Vec<usize> = (0..paths.len())
+                        .filter(|&i| paths[i].starts_with(q.as_str()))
+                        .collect();
+                    let r = index.in_folder(q.as_bytes());
+                    assert_eq!(r.clone().collect::<Vec<_>>(), inside, "folder {q:?}");
+                }
+            }
+            if n >= 400 {
+                assert!(mapped > 0, "some folders are mapped");
+            }
+        }
+    }
+
+    /// A hash of a name by a function of its bytes (for collisions on purpose).
+    #[derive(Clone, Copy)]
+    struct WeakHash(fn(&[u8]) -> u64);
+
+    struct WeakHasher(fn(&[u8]) -> u64, Vec<u8>);
+
+    impl std::hash::Hasher for WeakHasher {
+        fn finish(&self) -> u64 {
+            (self.0)(&self.1)
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.1.extend_from_slice(bytes);
+        }
+        /// A slice's length prefix: left out (the function sees the name's bytes alone).
+        fn write_usize(&mut self, _: usize) {}
+    }
+
+    impl std::hash::BuildHasher for WeakHash {
+        type Hasher = WeakHasher;
+        fn build_hasher(&self) -> WeakHasher {
+            WeakHasher(self.0, Vec::new())
+        }
+    }
+
+    /// Media types are interned by hash: a manifest naming a new one for every file types in
+    /// one pass (a scan of those seen so far made it quadratic: hours for a million), and
+    /// each entry keeps its own.
+    #[test]
+    fn many_media_types_are_interned_and_read_back() {
+        let mut index = FileIndex::default();
+        let n = 50_000;
+        for i in 0..n {
+            index
+                .push(FileEntry {
+                    path: format!("a/{i:06}").parse().unwrap(),
+                    size: i as u64,
+                    sha256: Digest::of(&[]),
+                    media_type: format!("application/x-{}", i % (n / 2)),
+                })
+                .unwrap();
+        }
+        assert_eq!(index.media.len(), n / 2);
+        for i in [0, 1, n / 2, n - 1] {
+            let e = index.get(i).unwrap();
+            assert_eq!(e.media_type, format!("application/x-{}", i % (n / 2)));
+            assert_eq!(e.size, i as u64);
+        }
     }
 
     /// The `files` sink as it was: each entry typed into a `FileEntry` (three `String`s),

@@ -145,7 +145,8 @@ pub fn apply(
     progress.start("apply", files.total_size());
     let mut carried = 0;
     let mut from_base = 0;
-    for f in (0..files.len()).filter_map(|i| files.get(i)) {
+    let mut list = files.cursor();
+    while let Some(f) = list.next_entry() {
         let bp = BundlePath::new(f.path).map_err(|e| Error::content(Field::file(f.path), e))?;
         let in_thin = bp.under(&thin_dir);
         let src = if in_thin.is_file() {
@@ -519,16 +520,20 @@ pub fn diff_indexed(a: &Manifest, a_files: &FileIndex, b: &Manifest, b_files: &F
     d
 }
 
-/// The entries of an index, in path order, as manifest entries.
+/// The entries of an index, in path order, as manifest entries (an index holds only entries
+/// typed as `FileEntry`, so every path parses again).
 fn entries(ix: &FileIndex) -> impl Iterator<Item = FileEntry> + '_ {
-    // An index holds only entries typed as `FileEntry`, so every path parses again.
-    (0..ix.len()).filter_map(|i| ix.get(i)).filter_map(|e| {
-        Some(FileEntry {
-            path: BundlePath::new(e.path).ok()?,
-            size: e.size,
-            sha256: e.sha256,
-            media_type: e.media_type.to_string(),
-        })
+    let mut files = ix.cursor();
+    std::iter::from_fn(move || loop {
+        let e = files.next_entry()?;
+        if let Ok(path) = BundlePath::new(e.path) {
+            return Some(FileEntry {
+                path,
+                size: e.size,
+                sha256: e.sha256,
+                media_type: e.media_type.to_string(),
+            });
+        }
     })
 }
 

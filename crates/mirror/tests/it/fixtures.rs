@@ -31,7 +31,7 @@ fn round_trip(what: &str, manifest: &[u8], sums: Option<&[u8]>) -> Manifest {
     for (i, f) in m.files.iter().enumerate() {
         let e = index.get(i).expect("entry");
         assert_eq!(
-            (e.path, e.size, e.sha256, e.media_type),
+            (e.path.as_str(), e.size, e.sha256, e.media_type.as_str()),
             (f.path.as_str(), f.size, f.sha256, f.media_type.as_str()),
             "{what}"
         );
