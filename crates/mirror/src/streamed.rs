@@ -2374,6 +2374,32 @@ mod tests {
         }
     }
 
+    /// What the index holds per file for advisory paths (`…/osv/123/OSV-0123456.json`, 41
+    /// bytes): the 44-byte record and ~13 bytes of front-coded path; whole paths took ~97.
+    #[test]
+    fn an_advisory_file_costs_the_index_under_60_bytes() {
+        let mut index = FileIndex::default();
+        let n = 100_000usize;
+        for i in 0..n {
+            index
+                .push(FileEntry {
+                    path: format!("advisories/feeds/osv/{:03}/OSV-{i:07}.json", i / 1000)
+                        .parse()
+                        .unwrap(),
+                    size: 1024,
+                    sha256: Digest::of(&i.to_le_bytes()),
+                    media_type: "application/json".into(),
+                })
+                .unwrap();
+        }
+        FilesSink::finish(&mut index);
+        let per_file = index.heap_bytes() as f64 / n as f64;
+        assert!(
+            (44.0..60.0).contains(&per_file),
+            "{per_file} bytes per file"
+        );
+    }
+
     /// Media types are interned by hash: a manifest naming a new one for every file types in
     /// one pass (a scan of those seen so far made it quadratic: hours for a million), and
     /// each entry keeps its own.
