@@ -150,9 +150,10 @@ pub struct FileIndex {
     paths: SortedPaths,
     recs: Vec<Meta>,
     media: Vec<String>,
-    /// Position of each media type in `media` (a manifest may name as many as it lists
-    /// files: looked up by hash, not by a scan).
-    media_ids: std::collections::HashMap<String, u32>,
+    /// Position in `media` of each media type, by its hash (a manifest may name as many as
+    /// it lists files: found by hash, not by a scan; the text is held once, in `media`).
+    media_ids: std::collections::HashMap<u64, u32>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 /// One entry of a [`FileIndex`], borrowed: the manifest's own borrowed entry.
@@ -250,12 +251,24 @@ impl FileIndex {
     }
 
     fn intern(&mut self, media_type: &str) -> u32 {
-        if let Some(&id) = self.media_ids.get(media_type) {
-            return id;
+        use std::hash::BuildHasher as _;
+        let h = self.hasher.hash_one(media_type);
+        let known = self.media_ids.get(&h).copied();
+        if let Some(id) = known {
+            if self.media.get(id as usize).is_some_and(|m| m == media_type) {
+                return id;
+            }
+            // Another type of the same hash (keyed per process: chance, not choice): those
+            // are found by a scan.
+            if let Some(i) = self.media.iter().position(|m| m == media_type) {
+                return u32::try_from(i).unwrap_or(u32::MAX);
+            }
         }
         let id = u32::try_from(self.media.len()).unwrap_or(u32::MAX);
         self.media.push(media_type.to_string());
-        self.media_ids.insert(media_type.to_string(), id);
+        if known.is_none() {
+            self.media_ids.insert(h, id);
+        }
         id
     }
 
@@ -2423,6 +2436,17 @@ mod tests {
             assert_eq!(e.media_type, format!("application/x-{}", i % (n / 2)));
             assert_eq!(e.size, i as u64);
         }
+        // Two types of one hash (made so: `b`'s hash taken by `a`): each keeps its own id.
+        use std::hash::BuildHasher as _;
+        let mut index = FileIndex::default();
+        let a = index.intern("a");
+        let hb = index.hasher.hash_one("b");
+        index.media_ids.insert(hb, a);
+        let b = index.intern("b");
+        assert_ne!(a, b);
+        assert_eq!((index.intern("a"), index.intern("b")), (a, b));
+        assert_eq!(index.media, ["a", "b"]);
+        assert_eq!(index.media_ids.get(&hb), Some(&a));
     }
 
     /// The `files` sink as it was: each entry typed into a `FileEntry` (three `String`s),
