@@ -47,9 +47,20 @@ impl FromBase {
         (0..self.len()).filter_map(|i| self.get(i))
     }
 
-    /// Is `path` one of them? (A scan: for the few `scripts/*.sh` that `unpack` asks about.)
+    /// Is `path` one of them? (A binary search: the list is in manifest order, and `unpack`
+    /// asks of every `scripts/*.sh`, which a bundle may list by the thousand.)
     pub fn contains(&self, path: &str) -> bool {
-        self.iter().any(|p| p == path)
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.get(mid).map(|p| p.cmp(path)) {
+                Some(std::cmp::Ordering::Less) => lo = mid + 1,
+                Some(std::cmp::Ordering::Greater) => hi = mid,
+                Some(std::cmp::Ordering::Equal) => return true,
+                None => return false,
+            }
+        }
+        false
     }
 }
 
@@ -371,9 +382,10 @@ mod tests {
     fn from_base_keeps_every_path_in_order_and_answers_membership() {
         let empty = FromBase::default();
         assert!(empty.is_empty() && empty.get(0).is_none() && !empty.contains(""));
+        // In manifest order, as every list is built.
         let paths = [
-            "advisories/a.json",
             "",
+            "advisories/a.json",
             "advisories/ü/b.json",
             "scripts/load.sh",
         ];
@@ -389,5 +401,16 @@ mod tests {
         assert!(fb.contains("scripts/load.sh") && fb.contains(""));
         // Whole paths only: a prefix or two neighbours run together are not members.
         assert!(!fb.contains("scripts/load") && !fb.contains("advisories/a.jsonadvisories"));
+        // Membership by search agrees with a scan, for lists of every length up to 40.
+        let all: Vec<String> = (0..40).map(|i| format!("scripts/s{i:02}.sh")).collect();
+        for n in 0..=all.len() {
+            let mut fb = FromBase::default();
+            for p in all.iter().take(n).step_by(2) {
+                fb.push(p);
+            }
+            for p in all.iter().map(String::as_str).chain(["", "scripts/", "z"]) {
+                assert_eq!(fb.contains(p), fb.iter().any(|q| q == p), "{n} {p}");
+            }
+        }
     }
 }
