@@ -122,6 +122,11 @@ pub enum VerifyError {
     PayloadType { expected: String, got: String },
     #[error("the envelope has no signatures")]
     NoSignatures,
+    /// More signatures than a verifier checks: each costs a verification per trusted key (an
+    /// Ed25519 one a pass over the whole payload), and anyone can append them to a signed
+    /// envelope.
+    #[error("the envelope has {count} signatures, more than the {max} a verifier checks")]
+    TooManySignatures { count: usize, max: usize },
     #[error("signature by key {id:?} is not accepted: {why}")]
     Ineligible { id: String, why: Ineligible },
     #[error("no signature verifies with a trusted key (payload or payload type changed, or signed by another key)")]
@@ -173,6 +178,11 @@ pub fn verify_envelope_stream(
     )
 }
 
+/// Most signatures an envelope may carry to be verified. A k-of-n multi-signature needs at
+/// most n; the cap bounds the work a stranger can add to a signed envelope (signatures are not
+/// signed), refused before any is checked.
+pub const MAX_SIGNATURES: usize = 32;
+
 type SigCheck<'a> = dyn FnMut(&crate::public::PublicKey, &[u8]) -> Result<bool, VerifyError> + 'a;
 
 fn verify_signatures(
@@ -201,6 +211,12 @@ fn verify_signatures(
     }
     if signatures.is_empty() {
         return Err(VerifyError::NoSignatures);
+    }
+    if signatures.len() > MAX_SIGNATURES {
+        return Err(VerifyError::TooManySignatures {
+            count: signatures.len(),
+            max: MAX_SIGNATURES,
+        });
     }
     let mut counted: Vec<usize> = Vec::new();
     let mut refused: Vec<(usize, Ineligible)> = Vec::new();
@@ -322,6 +338,58 @@ mod tests {
             changed[69_999] ^= 1;
             let e = streamed(&env, &changed, 1).unwrap_err();
             assert!(matches!(e, VerifyError::NoValidSignature), "{e}");
+        }
+    }
+
+    /// Signatures appended by a stranger (they are not signed) cost the verifier at most
+    /// [`MAX_SIGNATURES`] checks per key: up to the cap a valid one among junk still counts;
+    /// past it the envelope is refused before any signature is checked, streamed or not.
+    #[test]
+    fn signatures_past_the_cap_are_refused_unchecked() {
+        for alg in [Algorithm::Ed25519, Algorithm::EcdsaP256Sha256] {
+            let ks = keys(1, alg);
+            let r = ring(&ks);
+            let good = sign_envelope("t", b"p".to_vec(), &[&ks[0]]).unwrap();
+            let junk = |n: usize| {
+                let mut env = good.clone();
+                let valid = env.signatures.remove(0);
+                for i in 0..n - 1 {
+                    let mut s = valid.clone();
+                    let len = s.sig.len();
+                    s.sig[i % len] ^= 1 + (i / len) as u8;
+                    env.signatures.push(s);
+                }
+                // The valid one last: every junk signature is tried first.
+                env.signatures.push(valid);
+                env
+            };
+            let at_cap = junk(MAX_SIGNATURES);
+            assert_eq!(
+                verify_envelope(&at_cap, &r, &Policy::new(1)).unwrap().len(),
+                1
+            );
+            let over = junk(MAX_SIGNATURES + 1);
+            let err = verify_envelope(&over, &r, &Policy::new(1)).unwrap_err();
+            assert!(
+                matches!(err, VerifyError::TooManySignatures { count, max: MAX_SIGNATURES } if count == MAX_SIGNATURES + 1),
+                "{err}"
+            );
+            // Streamed: refused without reading the payload once.
+            struct Unread(usize);
+            impl crate::stream::MessageSource for Unread {
+                fn feed(&mut self, _: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
+                    self.0 += 1;
+                    Ok(())
+                }
+            }
+            let mut src = Unread(0);
+            let err = verify_envelope_stream("t", &over.signatures, &mut src, &r, &Policy::new(1))
+                .unwrap_err();
+            assert!(
+                matches!(err, VerifyError::TooManySignatures { .. }),
+                "{err}"
+            );
+            assert_eq!(src.0, 0, "{alg}");
         }
     }
 

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 
 pub use dsse::{
     attest, sign_envelope, to_bundle, verify_envelope, verify_envelope_stream, Policy, VerifiedKey,
-    VerifyError,
+    VerifyError, MAX_SIGNATURES,
 };
 pub use file::FileKey;
 pub use keyref::{is_dev_key, load_public, load_public_file, load_signer, DevKeys, KeyRef};

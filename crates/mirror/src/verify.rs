@@ -332,14 +332,8 @@ fn verify_in_memory(
     }
     if let Some(pem_bytes) = meta.get(names::PUBLIC_KEY) {
         let mut pae: Option<Vec<u8>> = None;
-        for k in public_keys(pem_bytes)? {
-            let k = k?;
-            // A key that already verified a signature of this envelope (its id is the
-            // SHA-256 of its SPKI) signed it: no second pass over the payload. Others are
-            // checked against every signature, the PAE built once.
-            if signers.iter().any(|s| &s.key_id == k.key_id()) {
-                continue;
-            }
+        // Keys that are not signers are checked against every signature, the PAE built once.
+        for k in public_keys(pem_bytes, envelope.signatures.len(), &signers)? {
             let pae = pae.get_or_insert_with(|| envelope.pae());
             if !envelope.signatures.iter().any(|s| k.verify(pae, &s.sig)) {
                 return Err(foreign_key(&k));
@@ -471,16 +465,48 @@ fn sums_sig_does_not_verify() -> Error {
 }
 
 /// The keys of `public-key.pem` (at least one block), each parsed when it is reached.
-fn public_keys(pem_bytes: &[u8]) -> Result<impl Iterator<Item = Result<stella_keys::PublicKey>>> {
+/// The keys of `public-key.pem` that are not among `signers` (the trusted keys that counted),
+/// each still to be matched with one of the envelope's `signatures`. Every key there must have
+/// signed, and a signature is one key's: more distinct keys than signatures, or more keys
+/// left than signatures the signers did not take, are refused before any is checked (each
+/// check may be a pass over the payload, and the file is not signed: anyone can fill it).
+fn public_keys(
+    pem_bytes: &[u8],
+    signatures: usize,
+    signers: &[stella_keys::VerifiedKey],
+) -> Result<Vec<stella_keys::PublicKey>> {
     let blocks = pem::parse_many(pem_bytes)
         .map_err(|e| Error::public_key(format!("public-key.pem: {e}")))?;
     if blocks.is_empty() {
         return Err(Error::public_key("public-key.pem holds no key"));
     }
-    Ok(blocks.into_iter().map(|b| {
-        stella_keys::PublicKey::from_spki_der(b.contents())
-            .map_err(|e| Error::public_key(format!("public-key.pem: {e}")))
-    }))
+    let mut distinct: Vec<&[u8]> = blocks.iter().map(|b| b.contents()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() > signatures {
+        return Err(Error::public_key(format!(
+            "public-key.pem holds {} keys, more than the envelope's {signatures} signatures: it may hold only keys that signed this bundle",
+            distinct.len()
+        )));
+    }
+    let mut others = Vec::new();
+    for der in distinct {
+        let k = stella_keys::PublicKey::from_spki_der(der)
+            .map_err(|e| Error::public_key(format!("public-key.pem: {e}")))?;
+        // A key that already verified a signature of this envelope (its id is the SHA-256
+        // of its SPKI) signed it.
+        if !signers.iter().any(|s| &s.key_id == k.key_id()) {
+            others.push(k);
+        }
+    }
+    let left = signatures.saturating_sub(signers.len());
+    if others.len() > left {
+        return Err(Error::public_key(format!(
+            "public-key.pem holds {} keys besides the trusted ones that signed, but the envelope has only {left} other signatures: some did not sign this bundle",
+            others.len()
+        )));
+    }
+    Ok(others)
 }
 
 /// `public-key.pem` holds `k`, which signed nothing.
@@ -1757,11 +1783,7 @@ fn rest_of_streamed_metadata(
     // 5. public-key.pem: only keys that signed.
     if let Some(pem_bytes) = crate::fs::read_metadata_file(dir, names::PUBLIC_KEY)? {
         let mut v = stella_keys::stream::StreamVerifier::new(pae);
-        for k in public_keys(&pem_bytes)? {
-            let k = k?;
-            if signers.iter().any(|s| &s.key_id == k.key_id()) {
-                continue;
-            }
+        for k in public_keys(&pem_bytes, env.signatures.len(), signers)? {
             let mut signed = false;
             for s in &env.signatures {
                 if v.verify(&k, &s.sig).map_err(tmp_err)? {

@@ -107,3 +107,111 @@ fn every_attack_is_refused_at_its_stage() {
         }
     }
 }
+
+/// Signatures are not signed, nor is `public-key.pem`: a stranger who appends signatures to a
+/// signed bundle's envelope, or keys to that file, adds work to every verification (an
+/// Ed25519 check is a pass over the whole manifest). Past the cap, or with more keys than
+/// the signatures could have made, the bundle is refused before any of it is checked — in
+/// memory and streamed alike.
+#[test]
+fn appended_signatures_and_stuffed_key_files_are_refused() {
+    let streamed = stella_mirror::StreamLimits {
+        stream_above: 0,
+        ..Default::default()
+    };
+    let both = |s: &Signed, bundle: &Path| {
+        [
+            verify_dir(s, bundle).map(|_| ()),
+            stella_mirror::verify_dir_with(bundle, &s.opts(), &streamed, &NoProgress).map(|_| ()),
+        ]
+    };
+    // Well-formed 64-byte signatures put before the valid one, in the envelope and in the
+    // detached header that copies its signatures.
+    let junk_signatures = |bundle: &Path, extra: usize| {
+        for file in ["manifest.dsse", "mirror/metadata/mirror.dsse.json"] {
+            let path = bundle.join(file);
+            let mut env: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+            let sigs = env["signatures"].as_array_mut().expect("signatures");
+            let valid = sigs[0].clone();
+            for i in 0..extra {
+                let mut s = valid.clone();
+                let mut raw = [0u8; 64];
+                raw[0] = i as u8;
+                raw[1] = (i >> 8) as u8;
+                s["sig"] = serde_json::Value::String(stella_dsse::b64::encode(&raw));
+                sigs.insert(0, s);
+            }
+            std::fs::write(&path, serde_json::to_vec(&env).expect("json")).expect("write");
+        }
+    };
+
+    // 32 signatures, the valid one last: verifies.
+    let s = Signed::new();
+    let bundle = s.bundle();
+    junk_signatures(&bundle, stella_keys::MAX_SIGNATURES - 1);
+    for r in both(&s, &bundle) {
+        r.expect("32 signatures, one valid");
+    }
+    // 33: refused for the count, at the signature stage.
+    let s = Signed::new();
+    let bundle = s.bundle();
+    junk_signatures(&bundle, stella_keys::MAX_SIGNATURES);
+    for r in both(&s, &bundle) {
+        let e = r.expect_err("too many signatures");
+        assert_eq!(e.kind(), stella_mirror::ErrorKind::Verification, "{e}");
+        assert_eq!(e.stage(), Some(stella_mirror::Stage::Envelope), "{e}");
+        assert!(
+            e.to_string()
+                .contains("has 33 signatures, more than the 32 a verifier checks"),
+            "{e}"
+        );
+    }
+
+    // public-key.pem: the signer's key and two strangers' for one signature.
+    let s = Signed::new();
+    let bundle = s.bundle();
+    let mut pem = std::fs::read_to_string(bundle.join("public-key.pem")).expect("pem");
+    for _ in 0..2 {
+        let k = stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).expect("key");
+        pem.push_str(&stella_keys::Signer::public_key(&k).to_pem());
+    }
+    std::fs::write(bundle.join("public-key.pem"), &pem).expect("write");
+    for r in both(&s, &bundle) {
+        let e = r.expect_err("stuffed public-key.pem");
+        assert_eq!(e.stage(), Some(stella_mirror::Stage::PublicKey), "{e}");
+        assert!(
+            e.to_string()
+                .contains("holds 3 keys, more than the envelope's 1 signatures"),
+            "{e}"
+        );
+    }
+    // Two strangers' keys and two signatures, one of them the signer's (a trusted key that
+    // counted): one signature is left for two keys.
+    let s = Signed::new();
+    let bundle = s.bundle();
+    junk_signatures(&bundle, 1);
+    let mut pem = String::new();
+    for _ in 0..2 {
+        let k = stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).expect("key");
+        pem.push_str(&stella_keys::Signer::public_key(&k).to_pem());
+    }
+    std::fs::write(bundle.join("public-key.pem"), &pem).expect("write");
+    for r in both(&s, &bundle) {
+        let e = r.expect_err("two keys for one signature");
+        assert!(
+            e.to_string().contains(
+                "holds 2 keys besides the trusted ones that signed, but the envelope has only 1 other signatures"
+            ),
+            "{e}"
+        );
+    }
+    // The same key twice is one key: the file verifies.
+    let s = Signed::new();
+    let bundle = s.bundle();
+    let pem = std::fs::read_to_string(bundle.join("public-key.pem")).expect("pem");
+    std::fs::write(bundle.join("public-key.pem"), pem.repeat(2)).expect("write");
+    for r in both(&s, &bundle) {
+        r.expect("one key, written twice");
+    }
+}
