@@ -467,9 +467,10 @@ fn sums_sig_does_not_verify() -> Error {
 /// The keys of `public-key.pem` (at least one block), each parsed when it is reached.
 /// The keys of `public-key.pem` that are not among `signers` (the trusted keys that counted),
 /// each still to be matched with one of the envelope's `signatures`. Every key there must have
-/// signed, and a signature is one key's: more distinct keys than signatures, or more keys
-/// left than signatures the signers did not take, are refused before any is checked (each
-/// check may be a pass over the payload, and the file is not signed: anyone can fill it).
+/// signed, and a signature is one key's: more distinct keys than signatures are refused
+/// before any is checked (each check may be a pass over the payload, and the file is not
+/// signed: anyone can fill it), and when the signers took every signature, the first other
+/// key is named at once.
 fn public_keys(
     pem_bytes: &[u8],
     signatures: usize,
@@ -485,7 +486,7 @@ fn public_keys(
     distinct.dedup();
     if distinct.len() > signatures {
         return Err(Error::public_key(format!(
-            "public-key.pem holds {} keys, more than the envelope's {signatures} signatures: it may hold only keys that signed this bundle",
+            "public-key.pem holds {} keys, more than the envelope's {signatures} signatures: some did not sign this bundle",
             distinct.len()
         )));
     }
@@ -499,12 +500,10 @@ fn public_keys(
             others.push(k);
         }
     }
-    let left = signatures.saturating_sub(signers.len());
-    if others.len() > left {
-        return Err(Error::public_key(format!(
-            "public-key.pem holds {} keys besides the trusted ones that signed, but the envelope has only {left} other signatures: some did not sign this bundle",
-            others.len()
-        )));
+    if signatures <= signers.len() {
+        if let Some(k) = others.first() {
+            return Err(foreign_key(k));
+        }
     }
     Ok(others)
 }
