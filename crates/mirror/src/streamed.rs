@@ -198,6 +198,14 @@ impl FileIndex {
         })
     }
 
+    /// The paths and the SHA-256 of each file, in path order (the paths moved, not copied).
+    pub(crate) fn into_paths_and_digests(self) -> (SortedPaths, Vec<[u8; 32]>) {
+        let digests = self.recs.iter().map(|m| m.sha256).collect();
+        let mut paths = self.paths;
+        paths.shrink_to_fit();
+        (paths, digests)
+    }
+
     /// The `i`th file's listed size.
     pub(crate) fn size_of(&self, i: usize) -> Option<u64> {
         self.recs.get(i).map(Meta::size)
