@@ -153,58 +153,59 @@ fn appended_signatures_and_stuffed_key_files_are_refused() {
     for r in both(&s, &bundle) {
         r.expect("32 signatures, one valid");
     }
+    // Both routes refuse, as a verification failure of `stage` saying `text`.
+    let refused = |s: &Signed, bundle: &Path, stage: stella_mirror::Stage, text: &str| {
+        for r in both(s, bundle) {
+            let e = r.expect_err(text);
+            assert_eq!(e.kind(), stella_mirror::ErrorKind::Verification, "{e}");
+            assert_eq!(e.stage(), Some(stage), "{e}");
+            assert!(e.to_string().contains(text), "{e}");
+        }
+    };
+    // Strangers' public keys, PEM.
+    let strangers = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                let k =
+                    stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).expect("key");
+                stella_keys::Signer::public_key(&k).to_pem()
+            })
+            .collect()
+    };
     // 33: refused for the count, at the signature stage.
     let s = Signed::new();
     let bundle = s.bundle();
     junk_signatures(&bundle, stella_keys::MAX_SIGNATURES);
-    for r in both(&s, &bundle) {
-        let e = r.expect_err("too many signatures");
-        assert_eq!(e.kind(), stella_mirror::ErrorKind::Verification, "{e}");
-        assert_eq!(e.stage(), Some(stella_mirror::Stage::Envelope), "{e}");
-        assert!(
-            e.to_string()
-                .contains("has 33 signatures, more than the 32 a verifier checks"),
-            "{e}"
-        );
-    }
+    refused(
+        &s,
+        &bundle,
+        stella_mirror::Stage::Envelope,
+        "has 33 signatures, more than the 32 a verifier checks",
+    );
 
     // public-key.pem: the signer's key and two strangers' for one signature.
     let s = Signed::new();
     let bundle = s.bundle();
-    let mut pem = std::fs::read_to_string(bundle.join("public-key.pem")).expect("pem");
-    for _ in 0..2 {
-        let k = stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).expect("key");
-        pem.push_str(&stella_keys::Signer::public_key(&k).to_pem());
-    }
-    std::fs::write(bundle.join("public-key.pem"), &pem).expect("write");
-    for r in both(&s, &bundle) {
-        let e = r.expect_err("stuffed public-key.pem");
-        assert_eq!(e.stage(), Some(stella_mirror::Stage::PublicKey), "{e}");
-        assert!(
-            e.to_string()
-                .contains("holds 3 keys, more than the envelope's 1 signatures: some did not sign this bundle"),
-            "{e}"
-        );
-    }
+    let pem = std::fs::read_to_string(bundle.join("public-key.pem")).expect("pem");
+    std::fs::write(bundle.join("public-key.pem"), pem + &strangers(2)).expect("write");
+    refused(
+        &s,
+        &bundle,
+        stella_mirror::Stage::PublicKey,
+        "holds 3 keys, more than the envelope's 1 signatures: some did not sign this bundle",
+    );
     // Two strangers' keys and two signatures, one of them the signer's (a trusted key that
     // counted): each stranger is checked against the signatures, the first named.
     let s = Signed::new();
     let bundle = s.bundle();
     junk_signatures(&bundle, 1);
-    let mut pem = String::new();
-    for _ in 0..2 {
-        let k = stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).expect("key");
-        pem.push_str(&stella_keys::Signer::public_key(&k).to_pem());
-    }
-    std::fs::write(bundle.join("public-key.pem"), &pem).expect("write");
-    for r in both(&s, &bundle) {
-        let e = r.expect_err("two keys for one signature");
-        assert_eq!(e.stage(), Some(stella_mirror::Stage::PublicKey), "{e}");
-        assert!(
-            e.to_string().contains("which did not sign this bundle"),
-            "{e}"
-        );
-    }
+    std::fs::write(bundle.join("public-key.pem"), strangers(2)).expect("write");
+    refused(
+        &s,
+        &bundle,
+        stella_mirror::Stage::PublicKey,
+        "which did not sign this bundle",
+    );
     // The same key twice is one key: the file verifies.
     let s = Signed::new();
     let bundle = s.bundle();
