@@ -148,37 +148,54 @@ impl SortedPaths {
     /// that predecessor shared with `path` is still below `path`; one that shares less is
     /// above it, and so is every later one).
     pub(crate) fn find(&self, path: &str) -> Option<usize> {
-        let want = path.as_bytes();
-        let block = self
+        match self.seek(path.as_bytes()) {
+            (i, true) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// The position of the first path not below `key` in byte order (`len` when all are).
+    pub(crate) fn lower_bound(&self, key: &[u8]) -> usize {
+        self.seek(key).0
+    }
+
+    /// The position of the first path not below `want`, and whether it is `want` ([`find`]
+    /// and [`lower_bound`] without an allocation).
+    fn seek(&self, want: &[u8]) -> (usize, bool) {
+        let Some(block) = self
             .blocks
             .partition_point(|&pos| self.entry(pos).1 <= want)
-            .checked_sub(1)?;
+            .checked_sub(1)
+        else {
+            return (0, false);
+        };
         let mut pos = self.blocks[block];
         // `want[..matched]` is the previous entry's prefix, and that entry is below `want`.
         let mut matched = 0usize;
         let first = block * BLOCK;
-        for i in first..(first + BLOCK).min(self.len) {
+        let end = (first + BLOCK).min(self.len);
+        for i in first..end {
             let (shared, rest, next) = self.entry(pos);
             pos = next;
             if shared > matched {
                 continue;
             }
             if shared < matched {
-                return None;
+                return (i, false);
             }
             let tail = &want[matched..];
             let same = common_prefix(rest, tail);
             if same == rest.len() && same == tail.len() {
-                return Some(i);
+                return (i, true);
             }
             // Below `want` when it ends first (a prefix of it) or its next byte is lower.
             let below = same == rest.len() || (same < tail.len() && rest[same] < tail[same]);
             if !below {
-                return None;
+                return (i, false);
             }
             matched += same;
         }
-        None
+        (end, false)
     }
 
     /// The paths in order, decoded one at a time into one buffer.
@@ -220,24 +237,6 @@ impl SortedPaths {
             pos = next;
         }
         true
-    }
-
-    /// The position of the first path not below `key` in byte order (`len` when all are).
-    pub(crate) fn lower_bound(&self, key: &[u8]) -> usize {
-        // The blocks whose first path is below `key`; the answer is in the last of them.
-        let below = self.blocks.partition_point(|&pos| self.entry(pos).1 < key);
-        let Some(block) = below.checked_sub(1) else {
-            return 0;
-        };
-        let end = ((block + 1) * BLOCK).min(self.len);
-        let mut c = self.cursor_at(block * BLOCK);
-        for i in block * BLOCK..end {
-            match c.next_path() {
-                Some(p) if p.as_bytes() < key => {}
-                _ => return i,
-            }
-        }
-        end
     }
 
     /// Heap bytes held (coded text and block starts).

@@ -232,18 +232,18 @@ impl FileIndex {
     }
 
     /// The positions of the entries whose path starts with `folder` (a folder's path and its
-    /// trailing `/`, or "" for all): they are adjacent.
-    fn in_folder(&self, folder: &[u8]) -> std::ops::Range<usize> {
+    /// trailing `/`, or "" for all): they are adjacent. `scratch` is reused for the bound.
+    fn in_folder(&self, folder: &[u8], scratch: &mut Vec<u8>) -> std::ops::Range<usize> {
         match folder.split_last() {
             None => 0..self.len(),
             Some((&last, head)) => {
                 let start = self.paths.lower_bound(folder);
                 // The first path above every one with this prefix: the prefix with its last
                 // byte (`/`) one higher.
-                let mut above = Vec::with_capacity(folder.len());
-                above.extend_from_slice(head);
-                above.push(last.saturating_add(1));
-                start..self.paths.lower_bound(&above).max(start)
+                scratch.clear();
+                scratch.extend_from_slice(head);
+                scratch.push(last.saturating_add(1));
+                start..self.paths.lower_bound(scratch).max(start)
             }
         }
     }
@@ -423,6 +423,8 @@ pub(crate) struct Finder<'a, S = std::collections::hash_map::RandomState> {
     /// Keyed per process: names cannot be chosen to collide.
     hasher: S,
     mapped: bool,
+    /// Room for the bound of a folder's range.
+    bound: Vec<u8>,
 }
 
 /// Largest folder range [`Finder`] maps (memory: some 40 B per entry, reused).
@@ -448,6 +450,7 @@ impl<'a, S: std::hash::BuildHasher> Finder<'a, S> {
             by_hash: std::collections::HashMap::new(),
             hasher,
             mapped: false,
+            bound: Vec::new(),
         }
     }
 
@@ -487,7 +490,7 @@ impl<'a, S: std::hash::BuildHasher> Finder<'a, S> {
         if folder != self.folder.as_slice() || self.first == usize::MAX {
             self.folder.clear();
             self.folder.extend_from_slice(folder);
-            let range = self.index.in_folder(folder);
+            let range = self.index.in_folder(folder, &mut self.bound);
             self.map(range, cut);
         }
         if !self.mapped {
@@ -2361,7 +2364,7 @@ mod tests {
                     let inside: Vec<usize> = (0..paths.len())
                         .filter(|&i| paths[i].starts_with(q.as_str()))
                         .collect();
-                    let r = index.in_folder(q.as_bytes());
+                    let r = index.in_folder(q.as_bytes(), &mut Vec::new());
                     assert_eq!(r.clone().collect::<Vec<_>>(), inside, "folder {q:?}");
                 }
             }
