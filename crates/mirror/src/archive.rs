@@ -227,7 +227,12 @@ fn check_metadata(
     match spool {
         None => {
             let vm = verify::CheckedBundle::from_metadata(&obs.metadata)?.verify(opts)?;
-            check_signed_limits(&vm.manifest.files, limits)?;
+            let files = &vm.manifest.files;
+            check_signed_limits(
+                files.iter().map(|f| f.size),
+                &|i| files.get(i).map(|f| f.path.to_string()).unwrap_or_default(),
+                limits,
+            )?;
             stage_metadata(staging, &obs.metadata)?;
             release_metadata(obs);
             Ok(Checked {
@@ -237,7 +242,11 @@ fn check_metadata(
         }
         Some(sp) => {
             let (vm, index) = verify::verify_metadata_streamed(&sp.dir, opts, &limits.stream)?;
-            check_signed_limits(&index, limits)?;
+            check_signed_limits(
+                index.sizes(),
+                &|i| index.get(i).map(|f| f.path.to_string()).unwrap_or_default(),
+                limits,
+            )?;
             let seen = vec![false; index.len()];
             Ok(Checked {
                 meta: vm,
@@ -591,20 +600,16 @@ fn unseen(
     let mut from_base = crate::from_base::FromBase::default();
     let mut missing = Vec::new();
     let mut n = 0;
-    let mut files = index.cursor();
-    while let Some((i, e)) = files.next_indexed() {
-        if seen.get(i).copied().unwrap_or(true) {
-            continue;
-        }
+    index.each_unseen(seen, &mut |path| {
         if kind == crate::Kind::Thin {
-            from_base.push(e.path);
+            from_base.push(path);
         } else {
             n += 1;
             if missing.len() < crate::error::NAMED_PROBLEMS {
-                missing.push(crate::error::missing_problem(e.path));
+                missing.push(crate::error::missing_problem(path));
             }
         }
-    }
+    });
     if n > 0 {
         return Err(Error::content_mismatch(n, &missing));
     }
@@ -642,23 +647,22 @@ fn stage_metadata(staging: Option<&Path>, metadata: &BTreeMap<String, Vec<u8>>) 
 
 /// A verified manifest whose listed files (path, size) do not fit the limits is refused before
 /// any of them is written.
-fn check_signed_limits(files: &dyn crate::manifest::FileList, limits: Limits) -> Result<()> {
+/// `sizes` in manifest order; `path_at(i)` names the `i`-th file (only for the refusal).
+fn check_signed_limits(
+    sizes: impl Iterator<Item = u64>,
+    path_at: &dyn Fn(usize) -> String,
+    limits: Limits,
+) -> Result<()> {
     let mut total = 0u64;
-    let mut over = None;
-    let _ = files.each(&mut |f| {
-        if f.size > limits.max_entry {
-            let (path, size) = (f.path, f.size);
-            over = Some(Error::archive(Field::file(path), format!(
+    for (i, size) in sizes.enumerate() {
+        if size > limits.max_entry {
+            let path = path_at(i);
+            return Err(Error::archive(Field::file(&path), format!(
                 "the signed manifest lists {path} at {size} bytes, above the {}-byte entry limit (oversize entry)",
                 limits.max_entry
             )));
-            return Err(std::io::ErrorKind::Other.into());
         }
-        total = total.saturating_add(f.size);
-        Ok(())
-    });
-    if let Some(e) = over {
-        return Err(e);
+        total = total.saturating_add(size);
     }
     if total > limits.max_total {
         return Err(Error::archive(

@@ -82,7 +82,7 @@ pub(crate) struct SortedPaths {
 }
 
 /// Entries per block of [`SortedPaths`].
-const BLOCK: usize = 16;
+pub(crate) const BLOCK: usize = 16;
 
 impl SortedPaths {
     /// Add the next path: above the last one, for [`find`](Self::find) to find it (a

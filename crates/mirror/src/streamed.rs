@@ -206,6 +206,29 @@ impl FileIndex {
         (paths, digests)
     }
 
+    /// The listed sizes, in path order.
+    pub(crate) fn sizes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.recs.iter().map(Meta::size)
+    }
+
+    /// Call `f` with the path of each entry `seen` does not mark, in order (`seen` has a flag
+    /// per entry; a block of paths with none unmarked is not decoded).
+    pub(crate) fn each_unseen(&self, seen: &[bool], f: &mut dyn FnMut(&str)) {
+        use crate::from_base::BLOCK;
+        for (b, flags) in seen.chunks(BLOCK).enumerate() {
+            if flags.iter().all(|s| *s) {
+                continue;
+            }
+            let mut c = self.paths.cursor_at(b * BLOCK);
+            for s in flags {
+                let Some(p) = c.next_path() else { return };
+                if !*s {
+                    f(p);
+                }
+            }
+        }
+    }
+
     /// The `i`th file's listed size.
     pub(crate) fn size_of(&self, i: usize) -> Option<u64> {
         self.recs.get(i).map(Meta::size)
@@ -1819,22 +1842,13 @@ fn check_content_holding(
     }
     let mut problems = tally.problems.into_inner().unwrap_or_default();
     let mut from_base = crate::from_base::FromBase::default();
-    let mut files = l.index.cursor();
-    let all_seen = l.seen.iter().all(|s| *s);
-    while let Some((i, e)) = files.next_indexed().filter(|_| !all_seen) {
-        if l.seen.get(i).copied().unwrap_or(true) {
-            continue;
-        }
+    l.index.each_unseen(&l.seen, &mut |path| {
         if l.kind == Kind::Thin {
-            from_base.push(e.path);
+            from_base.push(path);
         } else {
-            problems.push(
-                Listing::Listed,
-                e.path,
-                crate::error::missing_problem(e.path),
-            );
+            problems.push(Listing::Listed, path, crate::error::missing_problem(path));
         }
-    }
+    });
     if let Some(e) = problems.failure() {
         return Err(e);
     }
@@ -2315,6 +2329,22 @@ mod tests {
             }
             assert!(c.next_indexed().is_none());
             assert!(index.entry(paths.len(), &mut buf).is_none());
+            // The unseen ones, for all seen (0), some (whole blocks of 16 unseen, others in
+            // part) and none seen (MAX).
+            for every in [0usize, 3, 17, usize::MAX] {
+                let seen: Vec<bool> = (0..paths.len())
+                    .map(|i| {
+                        every == 0 || (every != usize::MAX && i % every != 0 && (i / 16) % 3 != 1)
+                    })
+                    .collect();
+                let mut got = Vec::new();
+                index.each_unseen(&seen, &mut |p| got.push(p.to_string()));
+                let want: Vec<String> = (0..paths.len())
+                    .filter(|&i| !seen[i])
+                    .map(|i| paths[i].clone())
+                    .collect();
+                assert_eq!(got, want, "{every}");
+            }
             // Probes: every path, its folders (with and without `/`), and near misses.
             let mut probes: Vec<String> = Vec::new();
             for p in &paths {
