@@ -142,7 +142,7 @@ impl Meta {
 }
 
 /// The manifest's files, compact and sorted by path: the paths front-coded
-/// ([`SortedPaths`]: ~13 B for an advisory path of ~41), a 44-byte record per file, media
+/// (`from_base::SortedPaths`: ~13 B for an advisory path of ~41), a 44-byte record per file, media
 /// types interned. ~57 B per file against ~97 B with whole paths (the index is most of a
 /// streamed verification's memory).
 #[derive(Debug, Default)]
