@@ -481,29 +481,36 @@ fn public_keys(
     if blocks.is_empty() {
         return Err(Error::public_key("public-key.pem holds no key"));
     }
-    let mut distinct: Vec<&[u8]> = blocks.iter().map(|b| b.contents()).collect();
-    distinct.sort_unstable();
-    distinct.dedup();
-    if distinct.len() > signatures {
-        return Err(Error::public_key(format!(
-            "public-key.pem holds {} keys, more than the envelope's {signatures} signatures: some did not sign this bundle",
-            distinct.len()
-        )));
+    // In the file's order, each key once.
+    let mut distinct: Vec<&[u8]> = Vec::with_capacity(blocks.len());
+    for b in &blocks {
+        if !distinct.contains(&b.contents()) {
+            distinct.push(b.contents());
+        }
+        if distinct.len() > signatures {
+            let n = blocks
+                .iter()
+                .map(|b| b.contents())
+                .collect::<std::collections::HashSet<_>>()
+                .len();
+            return Err(Error::public_key(format!(
+                "public-key.pem holds {n} keys, more than the envelope's {signatures} signatures: some did not sign this bundle"
+            )));
+        }
     }
     let mut others = Vec::new();
     for der in distinct {
         let k = stella_keys::PublicKey::from_spki_der(der)
             .map_err(|e| Error::public_key(format!("public-key.pem: {e}")))?;
         // A key that already verified a signature of this envelope (its id is the SHA-256
-        // of its SPKI) signed it.
-        if !signers.iter().any(|s| &s.key_id == k.key_id()) {
-            others.push(k);
+        // of its SPKI) signed it; when such keys made every signature, no other key did.
+        if signers.iter().any(|s| &s.key_id == k.key_id()) {
+            continue;
         }
-    }
-    if signatures <= signers.len() {
-        if let Some(k) = others.first() {
-            return Err(foreign_key(k));
+        if signatures <= signers.len() {
+            return Err(foreign_key(&k));
         }
+        others.push(k);
     }
     Ok(others)
 }

@@ -162,15 +162,20 @@ fn appended_signatures_and_stuffed_key_files_are_refused() {
             assert!(e.to_string().contains(text), "{e}");
         }
     };
-    // Strangers' public keys, PEM.
-    let strangers = |n: usize| -> String {
-        (0..n)
+    // Strangers' public keys: the PEM text and the first one's key id.
+    let strangers = |n: usize| -> (String, String) {
+        let keys: Vec<_> = (0..n)
             .map(|_| {
                 let k =
                     stella_keys::FileKey::generate(stella_keys::Algorithm::Ed25519).expect("key");
-                stella_keys::Signer::public_key(&k).to_pem()
+                stella_keys::Signer::public_key(&k).clone()
             })
-            .collect()
+            .collect();
+        let first = keys
+            .first()
+            .map(|k| k.key_id().to_string())
+            .unwrap_or_default();
+        (keys.iter().map(|k| k.to_pem()).collect(), first)
     };
     // 33: refused for the count, at the signature stage.
     let s = Signed::new();
@@ -187,7 +192,7 @@ fn appended_signatures_and_stuffed_key_files_are_refused() {
     let s = Signed::new();
     let bundle = s.bundle();
     let pem = std::fs::read_to_string(bundle.join("public-key.pem")).expect("pem");
-    std::fs::write(bundle.join("public-key.pem"), pem + &strangers(2)).expect("write");
+    std::fs::write(bundle.join("public-key.pem"), pem + &strangers(2).0).expect("write");
     refused(
         &s,
         &bundle,
@@ -195,16 +200,17 @@ fn appended_signatures_and_stuffed_key_files_are_refused() {
         "holds 3 keys, more than the envelope's 1 signatures: some did not sign this bundle",
     );
     // Two strangers' keys and two signatures, one of them the signer's (a trusted key that
-    // counted): each stranger is checked against the signatures, the first named.
+    // counted): each stranger is checked against the signatures, the first in the file named.
     let s = Signed::new();
     let bundle = s.bundle();
     junk_signatures(&bundle, 1);
-    std::fs::write(bundle.join("public-key.pem"), strangers(2)).expect("write");
+    let (pem, first) = strangers(2);
+    std::fs::write(bundle.join("public-key.pem"), pem).expect("write");
     refused(
         &s,
         &bundle,
         stella_mirror::Stage::PublicKey,
-        "which did not sign this bundle",
+        &format!("holds key {first}, which did not sign this bundle"),
     );
     // The same key twice is one key: the file verifies.
     let s = Signed::new();
