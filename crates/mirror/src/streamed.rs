@@ -1348,9 +1348,58 @@ impl Drop for GateCloser<'_, '_> {
 
 /// Files walked before the signed list was known, and what hashing each gave.
 struct EarlyBatch {
-    paths: String,
-    ends: Vec<usize>,
+    paths: BatchPaths,
     hashed: Vec<std::io::Result<crate::hash::Hashed>>,
+}
+
+/// The paths of a batch of files, one after another in one buffer.
+struct BatchPaths {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl BatchPaths {
+    /// Room for a batch of [`BATCH`] files (no growing on the way).
+    fn new() -> Self {
+        BatchPaths {
+            text: String::with_capacity(BATCH * 64),
+            ends: Vec::with_capacity(BATCH),
+        }
+    }
+
+    fn push(&mut self, rel: &str) {
+        self.text.push_str(rel);
+        self.ends.push(self.text.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, k: usize) -> &str {
+        let start = match k.checked_sub(1) {
+            Some(prev) => self.ends.get(prev).copied().unwrap_or(0),
+            None => 0,
+        };
+        let end = self.ends.get(k).copied().unwrap_or(start);
+        self.text.get(start..end).unwrap_or("")
+    }
+}
+
+/// Listed files for a hashing thread: their positions in the index and their paths (as the
+/// walk found them, so the thread need not decode them from the index).
+struct ListedBatch {
+    positions: Vec<usize>,
+    paths: BatchPaths,
+}
+
+impl ListedBatch {
+    fn new() -> Self {
+        ListedBatch {
+            positions: Vec::with_capacity(BATCH),
+            paths: BatchPaths::new(),
+        }
+    }
 }
 
 /// Bytes an [`EarlyBatch`] holds per file besides its path.
@@ -1361,32 +1410,25 @@ impl EarlyBatch {
     /// Room for a batch of [`BATCH`] files (no growing on the way).
     fn new() -> Self {
         EarlyBatch {
-            paths: String::with_capacity(BATCH * 64),
-            ends: Vec::with_capacity(BATCH),
+            paths: BatchPaths::new(),
             hashed: Vec::with_capacity(BATCH),
         }
     }
 
     fn push(&mut self, rel: &str) {
-        self.paths.push_str(rel);
-        self.ends.push(self.paths.len());
+        self.paths.push(rel);
     }
 
     fn len(&self) -> usize {
-        self.ends.len()
+        self.paths.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.paths.len() == 0
     }
 
     fn path(&self, k: usize) -> &str {
-        let start = match k.checked_sub(1) {
-            Some(prev) => self.ends.get(prev).copied().unwrap_or(0),
-            None => 0,
-        };
-        let end = self.ends.get(k).copied().unwrap_or(start);
-        self.paths.get(start..end).unwrap_or("")
+        self.paths.get(k)
     }
 }
 
@@ -1395,8 +1437,8 @@ enum Batch {
     /// Files walked before the list was known: hashed up to their first short read
     /// ([`crate::hash::End::Short`]), judged later.
     Early(EarlyBatch),
-    /// Listed files (positions in the index), judged as they are hashed.
-    Listed(Vec<usize>),
+    /// Listed files, judged as they are hashed.
+    Listed(ListedBatch),
 }
 
 /// Progress whose total is known only with the signed list: bytes hashed before are held back
@@ -1640,9 +1682,8 @@ fn check_content_holding(
     let (tx, rx) = mpsc::sync_channel::<Batch>(QUEUE);
     let rx = Mutex::new(rx);
     let hash_batches = || {
-        // One read buffer, one path buffer and one folder cursor per thread.
+        // One read buffer and one folder cursor per thread.
         let mut buf = vec![0u8; CHUNK];
-        let mut path = Vec::new();
         let mut dirs = DirCursor::new(&rootfd);
         loop {
             let Ok(Ok(batch)) = rx.lock().map(|r| r.recv()) else {
@@ -1687,12 +1728,19 @@ fn check_content_holding(
                         continue;
                     };
                     let mut ok = (0, 0);
-                    for i in list {
+                    for (k, &i) in list.positions.iter().enumerate() {
                         if tally.stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        let Some(e) = index.entry(i, &mut path) else {
+                        let Some((size, sha256)) = index.size_and_sha256(i) else {
                             continue;
+                        };
+                        // The path the walk found is the listed one.
+                        let e = IndexEntry {
+                            path: list.paths.get(k),
+                            size,
+                            sha256,
+                            media_type: "",
                         };
                         let got = if gate.deferred.is_some_and(|d| d.contains(e.path)) {
                             crate::hash::size_at(&mut dirs, e.path).map(|size| Hashed {
@@ -1744,7 +1792,7 @@ fn check_content_holding(
         let mut early = EarlyBatch::new();
         let mut held = 0usize;
         let mut closed = false;
-        let mut batch = Vec::with_capacity(BATCH);
+        let mut batch = ListedBatch::new();
         let r = crate::fs::walk_each(dir, &mut |rel| {
             if names::is_metadata(rel) {
                 return Ok(());
@@ -1782,9 +1830,10 @@ fn check_content_holding(
                     if let Some(s) = l.seen.get_mut(i) {
                         *s = true;
                     }
-                    batch.push(i);
-                    if batch.len() == BATCH {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    batch.positions.push(i);
+                    batch.paths.push(rel);
+                    if batch.positions.len() == BATCH {
+                        let full = std::mem::replace(&mut batch, ListedBatch::new());
                         if gate.state() == Gate::Closed {
                             closed = true;
                             tally.stop.store(true, Ordering::Relaxed);
@@ -1802,7 +1851,7 @@ fn check_content_holding(
             if !early.is_empty() {
                 let _ = tx.send(Batch::Early(early));
             }
-            if !batch.is_empty() {
+            if !batch.positions.is_empty() {
                 let _ = tx.send(Batch::Listed(batch));
             }
         }
