@@ -5,41 +5,68 @@
 /// file here, ~48 MB packed against ~75 MB as a `Vec<String>` (a heap block per path), and
 /// that list is alive while `apply` and thin `sign` hold their file index.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FromBase {
+pub struct FromBase(Paths);
+
+/// Paths one after another in one buffer, each found by where it ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Paths {
     text: String,
     ends: Vec<usize>,
 }
 
-impl FromBase {
+impl Paths {
+    /// Room for `paths` paths of `bytes` in all.
+    pub(crate) fn with_capacity(paths: usize, bytes: usize) -> Self {
+        Paths {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(paths),
+        }
+    }
+
     pub(crate) fn push(&mut self, path: &str) {
         self.text.push_str(path);
         self.ends.push(self.text.len());
     }
 
-    /// Give back the growth slack once the list is complete.
-    pub(crate) fn done(mut self) -> Self {
-        self.text.shrink_to_fit();
-        self.ends.shrink_to_fit();
-        self
-    }
-
-    /// How many files come from the base.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ends.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// The `i`-th such file, in manifest order.
-    pub fn get(&self, i: usize) -> Option<&str> {
+    /// The `i`-th path.
+    pub(crate) fn get(&self, i: usize) -> Option<&str> {
         let end = *self.ends.get(i)?;
         let start = match i {
             0 => 0,
             _ => self.ends[i - 1],
         };
         self.text.get(start..end)
+    }
+}
+
+impl FromBase {
+    pub(crate) fn push(&mut self, path: &str) {
+        self.0.push(path);
+    }
+
+    /// Give back the growth slack once the list is complete.
+    pub(crate) fn done(mut self) -> Self {
+        self.0.text.shrink_to_fit();
+        self.0.ends.shrink_to_fit();
+        self
+    }
+
+    /// How many files come from the base.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+
+    /// The `i`-th such file, in manifest order.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        self.0.get(i)
     }
 
     /// The files, in manifest order.

@@ -1348,56 +1348,22 @@ impl Drop for GateCloser<'_, '_> {
 
 /// Files walked before the signed list was known, and what hashing each gave.
 struct EarlyBatch {
-    paths: BatchPaths,
+    paths: crate::from_base::Paths,
     hashed: Vec<std::io::Result<crate::hash::Hashed>>,
-}
-
-/// The paths of a batch of files, one after another in one buffer.
-struct BatchPaths {
-    text: String,
-    ends: Vec<usize>,
-}
-
-impl BatchPaths {
-    /// Room for a batch of [`BATCH`] files (no growing on the way).
-    fn new() -> Self {
-        BatchPaths {
-            text: String::with_capacity(BATCH * 64),
-            ends: Vec::with_capacity(BATCH),
-        }
-    }
-
-    fn push(&mut self, rel: &str) {
-        self.text.push_str(rel);
-        self.ends.push(self.text.len());
-    }
-
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn get(&self, k: usize) -> &str {
-        let start = match k.checked_sub(1) {
-            Some(prev) => self.ends.get(prev).copied().unwrap_or(0),
-            None => 0,
-        };
-        let end = self.ends.get(k).copied().unwrap_or(start);
-        self.text.get(start..end).unwrap_or("")
-    }
 }
 
 /// Listed files for a hashing thread: their positions in the index and their paths (as the
 /// walk found them, so the thread need not decode them from the index).
 struct ListedBatch {
     positions: Vec<usize>,
-    paths: BatchPaths,
+    paths: crate::from_base::Paths,
 }
 
 impl ListedBatch {
     fn new() -> Self {
         ListedBatch {
             positions: Vec::with_capacity(BATCH),
-            paths: BatchPaths::new(),
+            paths: crate::from_base::Paths::with_capacity(BATCH, BATCH * 64),
         }
     }
 }
@@ -1410,7 +1376,7 @@ impl EarlyBatch {
     /// Room for a batch of [`BATCH`] files (no growing on the way).
     fn new() -> Self {
         EarlyBatch {
-            paths: BatchPaths::new(),
+            paths: crate::from_base::Paths::with_capacity(BATCH, BATCH * 64),
             hashed: Vec::with_capacity(BATCH),
         }
     }
@@ -1428,7 +1394,7 @@ impl EarlyBatch {
     }
 
     fn path(&self, k: usize) -> &str {
-        self.paths.get(k)
+        self.paths.get(k).unwrap_or("")
     }
 }
 
@@ -1737,7 +1703,7 @@ fn check_content_holding(
                         };
                         // The path the walk found is the listed one.
                         let e = IndexEntry {
-                            path: list.paths.get(k),
+                            path: list.paths.get(k).unwrap_or(""),
                             size,
                             sha256,
                             media_type: "",
