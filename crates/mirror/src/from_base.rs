@@ -32,6 +32,12 @@ impl Paths {
         self.ends.len()
     }
 
+    /// Give back the growth slack.
+    fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
+    }
+
     /// The `i`-th path.
     pub(crate) fn get(&self, i: usize) -> Option<&str> {
         let end = *self.ends.get(i)?;
@@ -50,8 +56,7 @@ impl FromBase {
 
     /// Give back the growth slack once the list is complete.
     pub(crate) fn done(mut self) -> Self {
-        self.0.text.shrink_to_fit();
-        self.0.ends.shrink_to_fit();
+        self.0.shrink_to_fit();
         self
     }
 
@@ -132,8 +137,7 @@ impl SortedPaths {
 
     /// Give back the growth slack once the list is complete.
     pub(crate) fn done(mut self) -> Self {
-        self.text.shrink_to_fit();
-        self.blocks.shrink_to_fit();
+        self.shrink_to_fit();
         self.last = Vec::new();
         self
     }
