@@ -841,10 +841,14 @@ impl Base {
     /// The base as `create` keeps it: `index` packed ([`BaseFiles`]) and its image blobs
     /// noted; the caller drops `index`.
     fn new(head: Manifest, index: FileIndex, digest: Digest) -> Self {
+        // Only the entries under the blob folder are read (the advisories are not decoded).
+        const BLOBS: &str = "images/blobs/sha256/";
         let mut known = std::collections::HashSet::new();
-        let mut files = index.cursor();
-        while let Some(f) = files.next_entry() {
-            let hex = f.path.strip_prefix("images/blobs/sha256/");
+        let range = index.in_folder(BLOBS.as_bytes(), &mut Vec::new());
+        let mut files = index.cursor_at(range.start);
+        for _ in range {
+            let Some(f) = files.next_entry() else { break };
+            let hex = f.path.strip_prefix(BLOBS);
             if hex.is_some_and(|hex| hex == f.sha256.hex()) {
                 known.insert(f.sha256);
             }

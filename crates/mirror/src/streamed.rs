@@ -243,9 +243,14 @@ impl FileIndex {
 
     /// The entries in path order, decoded one at a time.
     pub(crate) fn cursor(&self) -> IndexCursor<'_> {
+        self.cursor_at(0)
+    }
+
+    /// The entries from the `i`th on, in path order.
+    pub(crate) fn cursor_at(&self, i: usize) -> IndexCursor<'_> {
         IndexCursor {
             index: self,
-            paths: self.paths.cursor(),
+            paths: self.paths.cursor_at(i),
         }
     }
 
@@ -256,7 +261,7 @@ impl FileIndex {
 
     /// The positions of the entries whose path starts with `folder` (a folder's path and its
     /// trailing `/`, or "" for all): they are adjacent. `scratch` is reused for the bound.
-    fn in_folder(&self, folder: &[u8], scratch: &mut Vec<u8>) -> std::ops::Range<usize> {
+    pub(crate) fn in_folder(&self, folder: &[u8], scratch: &mut Vec<u8>) -> std::ops::Range<usize> {
         match folder.split_last() {
             None => 0..self.len(),
             Some((&last, head)) => {
