@@ -136,32 +136,151 @@ pub(crate) fn walk(dir: &Path) -> Result<Vec<String>> {
 /// for every folder (a folder of a few hundred advisory files is one or two calls); the path
 /// handed to `each` is one reused buffer (no allocation per file).
 pub(crate) fn walk_each(dir: &Path, each: &mut dyn FnMut(&str) -> Result<()>) -> Result<()> {
-    use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
     let root = crate::hash::open_root(dir)?;
     let mut stack = vec![String::new()];
-    let mut rel_child = String::new();
-    let mut dents: Vec<u8> = Vec::with_capacity(DENTS_BUFFER);
+    let mut reader = FolderReader::new(dir);
     while let Some(rel) = stack.pop() {
+        reader.read(&root, &rel, &mut |child, _, folder| {
+            if folder {
+                stack.push(child.to_string());
+                Ok(())
+            } else {
+                each(child)
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Every regular file under `dir` as a bundle-relative `/` path, streamed in byte order of
+/// the paths (the order of [`walk`], without holding the list): each folder's entries are
+/// read whole, sorted — a folder's name compared with its `/`, as its files' paths compare —
+/// and a folder is walked where it sorts. Memory: the names of the folders on the current
+/// branch (one arena each). Links and special files are refused as by [`walk_each`]; a
+/// folder's problems are met when it is read, before any of its files is handed on.
+pub(crate) fn walk_sorted_each(dir: &Path, each: &mut dyn FnMut(&str) -> Result<()>) -> Result<()> {
+    let root = crate::hash::open_root(dir)?;
+    let mut reader = FolderReader::new(dir);
+    let mut levels = vec![SortedFolder::read(&mut reader, &root, String::new())?];
+    let mut path = String::new();
+    while let Some(top) = levels.last_mut() {
+        let Some(span) = top.next_span() else {
+            levels.pop();
+            continue;
+        };
+        let name = top.names.get(span).unwrap_or_default();
+        path.clear();
+        if !top.rel.is_empty() {
+            path.push_str(&top.rel);
+            path.push('/');
+        }
+        match name.strip_suffix('/') {
+            Some(folder) => {
+                path.push_str(folder);
+                let next = SortedFolder::read(&mut reader, &root, path.clone())?;
+                levels.push(next);
+            }
+            None => {
+                path.push_str(name);
+                each(&path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One folder's entries for [`walk_sorted_each`], sorted: the names in one buffer, a
+/// folder's with its `/` (so that plain byte order is the order of the paths under it).
+struct SortedFolder {
+    rel: String,
+    names: String,
+    /// Where each name lies in `names`, in sorted order.
+    spans: Vec<std::ops::Range<usize>>,
+    next: usize,
+}
+
+impl SortedFolder {
+    fn read(
+        reader: &mut FolderReader<'_>,
+        root: &rustix::fd::OwnedFd,
+        rel: String,
+    ) -> Result<Self> {
+        let (mut names, mut spans) = (String::new(), Vec::new());
+        reader.read(root, &rel, &mut |_, name, folder| {
+            let start = names.len();
+            names.push_str(name);
+            if folder {
+                names.push('/');
+            }
+            spans.push(start..names.len());
+            Ok(())
+        })?;
+        let bytes = names.as_bytes();
+        spans.sort_unstable_by(|a, b| bytes[a.clone()].cmp(&bytes[b.clone()]));
+        Ok(SortedFolder {
+            rel,
+            names,
+            spans,
+            next: 0,
+        })
+    }
+
+    /// Where the next name (a folder's ending in `/`) lies in `names`.
+    fn next_span(&mut self) -> Option<std::ops::Range<usize>> {
+        let span = self.spans.get(self.next)?.clone();
+        self.next += 1;
+        Some(span)
+    }
+}
+
+/// Reads folders of a walk: one `getdents` buffer and one path buffer reused for all.
+struct FolderReader<'a> {
+    dir: &'a Path,
+    dents: Vec<u8>,
+    child: String,
+}
+
+impl<'a> FolderReader<'a> {
+    fn new(dir: &'a Path) -> Self {
+        FolderReader {
+            dir,
+            dents: Vec::with_capacity(DENTS_BUFFER),
+            child: String::new(),
+        }
+    }
+
+    /// Call `f` with each entry of the folder `rel` of the walked folder (opened beneath
+    /// `root`, no link followed): its relative path, its name and whether it is a folder.
+    /// Links and anything but regular files and folders are refused; so is a name without
+    /// a UTF-8 form.
+    fn read(
+        &mut self,
+        root: &rustix::fd::OwnedFd,
+        rel: &str,
+        f: &mut dyn FnMut(&str, &str, bool) -> Result<()>,
+    ) -> Result<()> {
+        use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
+        let dir = self.dir;
         let abs = || {
             if rel.is_empty() {
                 dir.to_path_buf()
             } else {
-                dir.join(&rel)
+                dir.join(rel)
             }
         };
         let fd = if rel.is_empty() {
             rustix::fs::openat(
-                &root,
+                root,
                 ".",
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
             )
             .map_err(io::Error::from)
         } else {
-            crate::hash::open_dir_beneath(&root, &rel)
+            crate::hash::open_dir_beneath(root, rel)
         }
-        .map_err(|e| crate::hash::tree_error(dir, &rel, e))?;
-        let mut entries = RawDir::new(&fd, dents.spare_capacity_mut());
+        .map_err(|e| crate::hash::tree_error(dir, rel, e))?;
+        let mut entries = RawDir::new(&fd, self.dents.spare_capacity_mut());
         while let Some(e) = entries.next() {
             let e = match e {
                 Ok(e) => e,
@@ -176,39 +295,38 @@ pub(crate) fn walk_each(dir: &Path, each: &mut dyn FnMut(&str) -> Result<()>) ->
             let name = std::str::from_utf8(name).map_err(|_| {
                 // The field names the folder; the name itself has no UTF-8 form.
                 Error::content(
-                    Field::file(rel.as_str()),
+                    Field::file(rel),
                     format!("{}: a file name is not UTF-8", abs().display()),
                 )
             })?;
-            rel_child.clear();
+            let child = &mut self.child;
+            child.clear();
             if !rel.is_empty() {
-                rel_child.push_str(&rel);
-                rel_child.push('/');
+                child.push_str(rel);
+                child.push('/');
             }
-            rel_child.push_str(name);
+            child.push_str(name);
             let mut ft = e.file_type();
             if ft == FileType::Unknown {
                 // A file system without types in its folder entries.
                 let st = rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| Error::io(dir.join(&rel_child), e.into()))?;
+                    .map_err(|e| Error::io(dir.join(&*child), e.into()))?;
                 ft = FileType::from_raw_mode(st.st_mode);
             }
             match ft {
-                FileType::Directory => stack.push(rel_child.clone()),
-                FileType::RegularFile => each(&rel_child)?,
-                FileType::Symlink => return Err(Error::content_link(&rel_child)),
+                FileType::Directory => f(child, name, true)?,
+                FileType::RegularFile => f(child, name, false)?,
+                FileType::Symlink => return Err(Error::content_link(child)),
                 _ => {
                     return Err(Error::content(
-                        Field::file(rel_child.as_str()),
-                        format!(
-                            "{rel_child} is not a regular file: bundles hold regular files only"
-                        ),
+                        Field::file(child.as_str()),
+                        format!("{child} is not a regular file: bundles hold regular files only"),
                     ))
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Bytes of the `getdents` buffer of [`walk_each`]: some 800 entries of advisory names per
@@ -382,6 +500,74 @@ mod tests {
     }
 
     /// A metadata read is bounded by the limit, whatever length the file had when opened.
+    /// The sorted walk hands on the paths the in-memory walk sorts, already in that order —
+    /// names around `/` in byte order (`a-b` < `a/…` < `a.json` < `a0`), a folder beside a
+    /// file of a longer name, multi-byte names, an empty folder, deep folders, a folder
+    /// larger than one `getdents` buffer — and refuses a link or a FIFO as the walk does.
+    #[test]
+    fn the_sorted_walk_lists_paths_in_byte_order() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path();
+        let mut files = vec![
+            "a!", "a-b/x", "a/b-c", "a/b/c", "a.json", "a0/z", "b", "é/1", "e/1", "z-/q", "z/q",
+            "z.q",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        files.push(format!("deep/{}/f", ["n"; 20].join("/")));
+        for i in 0..3000 {
+            files.push(format!("big/{}-{i}", "x".repeat(i % 40)));
+        }
+        for f in &files {
+            let p = root.join(f);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, f.as_bytes()).expect("write");
+        }
+        std::fs::create_dir_all(root.join("empty/inner")).expect("mkdir");
+        let mut streamed = Vec::new();
+        walk_sorted_each(root, &mut |p| {
+            streamed.push(p.to_string());
+            Ok(())
+        })
+        .expect("walk");
+        let listed = walk(root).expect("walk");
+        files.sort();
+        assert_eq!(listed, files);
+        assert_eq!(streamed, files);
+
+        // An error from the callback stops the walk and comes back as it was.
+        let mut n = 0;
+        let e = walk_sorted_each(root, &mut |_| {
+            n += 1;
+            if n == 5 {
+                return Err(Error::input("enough"));
+            }
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!((n, e.to_string().as_str()), (5, "enough"));
+
+        // A link, and a FIFO, deep in the tree: refused, as by the unsorted walk.
+        std::os::unix::fs::symlink(root.join("b"), root.join("z/link")).expect("symlink");
+        let sorted_err = walk_sorted_each(root, &mut |_| Ok(()))
+            .unwrap_err()
+            .to_string();
+        let err = walk_each(root, &mut |_| Ok(())).unwrap_err().to_string();
+        assert_eq!(sorted_err, err);
+        assert!(err.contains("z/link"), "{err}");
+        std::fs::remove_file(root.join("z/link")).expect("rm");
+        let made = std::process::Command::new("mkfifo")
+            .arg(root.join("a0/fifo"))
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let e = walk_sorted_each(root, &mut |_| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a0/fifo is not a regular file"), "{e}");
+    }
+
     #[test]
     fn reads_stop_one_byte_past_the_limit() {
         let big = std::io::repeat(b'x');

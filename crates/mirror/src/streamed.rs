@@ -99,32 +99,6 @@ pub(crate) fn envelope_cap(payload_cap: u64) -> u64 {
     payload_cap.saturating_mul(4) / 3 + (64 << 10)
 }
 
-/// One file of a [`FileIndex`] (and of `create`'s file list): 56 bytes (paths live in the
-/// arena).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Rec {
-    /// Offset of the path in the arena.
-    pub(crate) start: u64,
-    pub(crate) size: u64,
-    /// Length of the path in the arena.
-    pub(crate) len: u32,
-    /// Interned media type.
-    pub(crate) media: u32,
-    pub(crate) sha256: [u8; 32],
-}
-
-impl Rec {
-    /// This record's path in `arena` ("" if the record does not fit it, which the index
-    /// never builds).
-    pub(crate) fn path_in<'a>(&self, arena: &'a [u8]) -> &'a str {
-        let start = usize::try_from(self.start).unwrap_or(usize::MAX);
-        arena
-            .get(start..start.saturating_add(self.len as usize))
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or("")
-    }
-}
-
 /// What a [`FileIndex`] keeps of a file besides its path: 44 bytes (the size in two halves,
 /// so the record needs no 8-byte alignment).
 #[derive(Debug, Clone, Copy)]
@@ -317,6 +291,31 @@ impl FileIndex {
             media,
         });
         self.paths.push(path);
+    }
+
+    /// Add a file if its path sorts after the last one's (`false`, and nothing added, if
+    /// not); the entry is not checked otherwise (`create` checks its list when complete).
+    pub(crate) fn push_above(
+        &mut self,
+        path: &str,
+        size: u64,
+        sha256: [u8; 32],
+        media_type: &str,
+    ) -> bool {
+        if self
+            .paths
+            .last()
+            .is_some_and(|last| last.as_bytes() >= path.as_bytes())
+        {
+            return false;
+        }
+        self.keep(path, size, sha256, media_type);
+        true
+    }
+
+    /// The `i`th file's media type.
+    pub(crate) fn media_type_of(&self, i: usize) -> Option<&str> {
+        self.recs.get(i).map(|m| self.media_of(m))
     }
 
     /// Add the next entry (in path order), checked as [`Manifest::validate`] checks `files`.
