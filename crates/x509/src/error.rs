@@ -115,6 +115,8 @@ pub enum DigestError {
 pub enum TokenError {
     #[error("the token is above {0} bytes")]
     TooLarge(usize),
+    #[error("the token carries {0} certificates, more than the {1} a verifier reads")]
+    TooManyCertificates(usize, usize),
     #[error("the token is not a CMS ContentInfo: {0}")]
     NotContentInfo(der::Error),
     #[error("the token is a CMS {0}, not SignedData")]

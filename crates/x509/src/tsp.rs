@@ -30,6 +30,12 @@ use crate::{Error, Result};
 /// Largest token we accept (a token with a certificate chain is a few KiB).
 const MAX_TOKEN_BYTES: usize = 1 << 20;
 
+/// Most certificates a token may carry (a TSA sends its own and its chain: two to four).
+/// Each is a candidate issuer at every link of the chain to a time root, a signature check
+/// when its subject matches: the count bounds that work (the token's certificates are not
+/// signed by anything the token is checked against).
+pub const MAX_TOKEN_CERTIFICATES: usize = 32;
+
 /// Parse a dotted OID given by a user, refusing (rather than overflowing on) arcs above
 /// 2^32 - 1, which the OID type cannot hold.
 fn parse_oid(text: &str) -> std::result::Result<Oid, OidError> {
@@ -390,6 +396,12 @@ fn check_token_inner(token: &[u8], extra: &[Cert]) -> std::result::Result<TokenI
         return Err(TokenError::SignerInfoCount(infos.len()));
     };
     let raw = raw_parts(&sd_der)?;
+    if raw.certs.len() > MAX_TOKEN_CERTIFICATES {
+        return Err(TokenError::TooManyCertificates(
+            raw.certs.len(),
+            MAX_TOKEN_CERTIFICATES,
+        ));
+    }
     let certs: Vec<Cert> = raw
         .certs
         .iter()
@@ -890,6 +902,60 @@ mod tests {
             let r = TimeStampReq::from_der(&req).unwrap();
             assert!(r.nonce.is_some());
         }
+    }
+
+    /// A token carrying more certificates than [`MAX_TOKEN_CERTIFICATES`] is refused before
+    /// any of them is parsed or tried as an issuer; one at the cap is checked as usual.
+    #[test]
+    fn tokens_carrying_too_many_certificates_are_refused() {
+        use crate::certgen::{self, Spec};
+        let key =
+            stella_keys::FileKey::generate(stella_keys::Algorithm::EcdsaP256Sha256).expect("key");
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .expect("now");
+        let cert = |cn: &str, extensions| {
+            let name = certgen::name(&format!("CN={cn}")).expect("name");
+            certgen::issue(
+                &Spec {
+                    subject: name.clone(),
+                    issuer: name,
+                    serial: certgen::random_serial().expect("serial"),
+                    not_before: now - time::Duration::minutes(1),
+                    not_after: now + time::Duration::hours(1),
+                    spki_der: key.public_key().spki_der().to_vec(),
+                    extensions,
+                },
+                &key,
+            )
+            .expect("cert")
+        };
+        let policy = Oid::new("1.2.3.4.1").expect("oid");
+        let tsa = cert("tsa", certgen::tsa_extensions(policy).expect("ext"));
+        let pem = |n: usize| {
+            std::iter::once(tsa.clone())
+                .chain((1..n).map(|i| cert(&format!("extra {i}"), Vec::new())))
+                .map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.der().to_vec())))
+                .collect::<String>()
+        };
+        let stamp = |n: usize| {
+            let certs = pem(n);
+            let local = LocalTsa::new_unchecked(&key, certs.as_bytes(), None).expect("tsa");
+            local.timestamp(&[7; 32], now).expect("token")
+        };
+        let at_cap = check_token(&stamp(MAX_TOKEN_CERTIFICATES), &[]).expect("at the cap");
+        assert_eq!(at_cap.certs.len(), MAX_TOKEN_CERTIFICATES - 1);
+        let e = check_token(&stamp(MAX_TOKEN_CERTIFICATES + 1), &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "the token carries {} certificates, more than the {MAX_TOKEN_CERTIFICATES} a \
+                 verifier reads",
+                MAX_TOKEN_CERTIFICATES + 1
+            )
+        );
     }
 
     #[test]
