@@ -129,16 +129,31 @@ pub enum VerifyError {
     Body { index: usize, reason: String },
     #[error("transparency log entry {index}: {reason}")]
     UnsupportedEntry { index: usize, reason: String },
+    #[error(
+        "the bundle carries {count} transparency log entries, more than the {max} a verifier reads"
+    )]
+    TooManyTlogEntries { count: usize, max: usize },
+    #[error("transparency log entries {first} and {index} are the same entry (log {log_id}, index {log_index})")]
+    DuplicateTlogEntry {
+        first: usize,
+        index: usize,
+        log_id: String,
+        log_index: u64,
+    },
+    #[error("the bundle's entries come from {have} transparency log(s), {need} required (entries of one log count once)")]
+    TooFewLogs { have: usize, need: usize },
 
     // -- timestamps
     #[error("timestamp {index}: {reason}")]
     Timestamp { index: usize, reason: String },
+    #[error("the bundle carries {count} timestamps, more than the {max} a verifier reads")]
+    TooManyTimestamps { count: usize, max: usize },
     #[error("timestamp {index}: no timestamp authority of the trusted root issued it, valid at {time}: {reason}")]
     TimestampAuthority {
         index: usize,
         time: String,
         reason: String,
     },
-    #[error("{have} verified signing time(s), {need} required (a timestamp or a transparency log entry with a signed entry timestamp)")]
+    #[error("{have} verified signing time(s), {need} required (a timestamp or a transparency log entry with a signed entry timestamp; one per timestamp authority and per log)")]
     NoVerifiedTime { have: usize, need: usize },
 }

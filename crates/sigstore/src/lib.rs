@@ -43,4 +43,7 @@ pub use keyring::{
 pub use policy::{Identity, Matcher, Policy, PolicyError};
 pub use trust::TrustedRoot;
 pub use tsa::{verify_timestamp, VerifiedTimestamp};
-pub use verify::{verify, Artifact, Check, Failure, Options, PaeDigest, TimeSource, Verified};
+pub use verify::{
+    verify, Artifact, Check, Failure, Options, PaeDigest, TimeSource, Verified, MAX_TIMESTAMPS,
+    MAX_TLOG_ENTRIES,
+};

@@ -100,7 +100,32 @@ fn detached_mismatch(detached: bool) -> VerifyError {
     })
 }
 
-/// Thresholds.
+/// Most transparency log entries a bundle may carry (sigstore-go's limit): each is a
+/// signature check and a proof, and none of them is signed by the bundle's signer.
+pub const MAX_TLOG_ENTRIES: usize = 32;
+
+/// Most RFC 3161 timestamps a bundle may carry (sigstore-go's limit), for the same reason.
+pub const MAX_TIMESTAMPS: usize = 32;
+
+/// The first entry of `entries` that repeats an earlier one (same log, same index): the
+/// earlier one's position, the repeat's and the entry.
+fn duplicate_entry(entries: &[crate::bundle::TlogEntry]) -> Option<VerifyError> {
+    entries.iter().enumerate().find_map(|(j, b)| {
+        entries[..j]
+            .iter()
+            .position(|a| a.log_id == b.log_id && a.log_index == b.log_index)
+            .map(|i| VerifyError::DuplicateTlogEntry {
+                first: i,
+                index: j,
+                log_id: hex(&b.log_id),
+                log_index: b.log_index,
+            })
+    })
+}
+
+/// Thresholds. Entries of one log count once towards `tlog_threshold`; towards
+/// `time_threshold`, the integrated times of one log count once, and so do the timestamps
+/// of one authority (copies cannot stand in for independent witnesses).
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     /// Transparency log entries required (default 1).
@@ -358,12 +383,20 @@ pub fn verify(
 
     // Timestamps are verified first (reported after the log): a Rekor v2 entry has no
     // integrated time, so its log key's validity is checked at the verified timestamp times.
-    let stamps = bundle
-        .timestamps
-        .iter()
-        .enumerate()
-        .map(|(i, t)| tsa::verify_timestamp(i, t, bundle.content.signature(), root))
-        .collect::<Result<Vec<_>, _>>();
+    let stamps = if bundle.timestamps.len() > MAX_TIMESTAMPS {
+        // Refused before any is read.
+        Err(VerifyError::TooManyTimestamps {
+            count: bundle.timestamps.len(),
+            max: MAX_TIMESTAMPS,
+        })
+    } else {
+        bundle
+            .timestamps
+            .iter()
+            .enumerate()
+            .map(|(i, t)| tsa::verify_timestamp(i, t, bundle.content.signature(), root))
+            .collect::<Result<Vec<_>, _>>()
+    };
     let stamp_times: Vec<OffsetDateTime> = match &stamps {
         Ok(s) => s.iter().map(|s| s.time).collect(),
         Err(_) => Vec::new(),
@@ -371,8 +404,21 @@ pub fn verify(
 
     // Transparency log.
     let entries = run.step(Check::TransparencyLog, {
-        if bundle.tlog_entries.len() < options.tlog_threshold {
+        let logs = distinct_logs(&bundle.tlog_entries);
+        if bundle.tlog_entries.len() > MAX_TLOG_ENTRIES {
+            Err(VerifyError::TooManyTlogEntries {
+                count: bundle.tlog_entries.len(),
+                max: MAX_TLOG_ENTRIES,
+            })
+        } else if let Some(e) = duplicate_entry(&bundle.tlog_entries) {
+            Err(e)
+        } else if bundle.tlog_entries.len() < options.tlog_threshold {
             Err(VerifyError::NoTlogEntry {
+                need: options.tlog_threshold,
+            })
+        } else if logs < options.tlog_threshold {
+            Err(VerifyError::TooFewLogs {
+                have: logs,
                 need: options.tlog_threshold,
             })
         } else {
@@ -398,13 +444,30 @@ pub fn verify(
             .map(|s| parse_time(s.time, TimeSource::Timestamp)),
     );
 
+    // Witnesses of the signing time: one per log (its entries' integrated times) and one
+    // per timestamp authority. Every time is still checked against the certificate below.
+    let independent = {
+        let mut logs: Vec<&[u8]> = entries
+            .iter()
+            .zip(&bundle.tlog_entries)
+            .filter(|(e, _)| e.integrated_time.is_some())
+            .map(|(_, b)| b.log_id.as_slice())
+            .collect();
+        logs.sort_unstable();
+        logs.dedup();
+        let mut authorities: Vec<&str> = stamps.iter().map(|s| s.authority.as_str()).collect();
+        authorities.sort_unstable();
+        authorities.dedup();
+        logs.len() + authorities.len()
+    };
+
     let mut identity = None;
     if let Some(leaf) = leaf {
         run.step(
             Check::SigningTime,
-            if times.len() < options.time_threshold.max(1) {
+            if independent < options.time_threshold.max(1) {
                 Err(VerifyError::NoVerifiedTime {
-                    have: times.len(),
+                    have: independent,
                     need: options.time_threshold.max(1),
                 })
             } else {
@@ -515,6 +578,14 @@ pub fn verify(
             .collect(),
         timestamps: stamps.len(),
     })
+}
+
+/// How many logs the entries come from.
+fn distinct_logs(entries: &[crate::bundle::TlogEntry]) -> usize {
+    let mut ids: Vec<&[u8]> = entries.iter().map(|e| e.log_id.as_slice()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len()
 }
 
 enum Signing<'p> {

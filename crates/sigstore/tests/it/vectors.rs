@@ -849,3 +849,132 @@ fn rekor_v2_negative_twins() {
         "{e}"
     );
 }
+
+// --- copies and floods of what the signer did not sign (log entries, timestamps): a
+// threshold counts logs and timestamp authorities, not copies; more than sigstore-go's 32
+// of either is refused before any is checked.
+
+#[test]
+fn copies_of_a_log_entry_are_refused_and_one_log_meets_no_threshold_of_two() {
+    let entry = value(PG_DSSE)["verificationMaterial"]["tlogEntries"][0].clone();
+    let with_entries = |entries: Vec<Value>| {
+        let mut v = value(PG_DSSE);
+        v["verificationMaterial"]["tlogEntries"] = Value::Array(entries);
+        v
+    };
+    // The same entry twice: refused, whatever the threshold.
+    for need in [1, 2] {
+        let opts = Options {
+            tlog_threshold: need,
+            ..Options::default()
+        };
+        let e = fails_at(
+            run_dsse(
+                &with_entries(vec![entry.clone(), entry.clone()]),
+                &npm_key(),
+                &opts,
+            ),
+            Check::TransparencyLog,
+        );
+        assert!(
+            matches!(
+                e,
+                VerifyError::DuplicateTlogEntry {
+                    first: 0,
+                    index: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+    // Two entries of one log (another index): one log, not the two a threshold of 2 needs.
+    let mut other = entry.clone();
+    other["logIndex"] = json!("1");
+    let opts = Options {
+        tlog_threshold: 2,
+        ..Options::default()
+    };
+    let e = fails_at(
+        run_dsse(&with_entries(vec![entry.clone(), other]), &npm_key(), &opts),
+        Check::TransparencyLog,
+    );
+    assert!(
+        matches!(e, VerifyError::TooFewLogs { have: 1, need: 2 }),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "the bundle's entries come from 1 transparency log(s), 2 required (entries of one log count once)"
+    );
+    // 33 entries (distinct indexes): refused by count, before any is checked (the copies'
+    // SETs would fail).
+    let many: Vec<Value> = (0..=stella_sigstore::MAX_TLOG_ENTRIES)
+        .map(|i| {
+            let mut e = entry.clone();
+            e["logIndex"] = json!((i + 100).to_string());
+            e
+        })
+        .collect();
+    let e = fails_at(
+        run_dsse(&with_entries(many), &npm_key(), &Options::default()),
+        Check::TransparencyLog,
+    );
+    assert!(
+        matches!(e, VerifyError::TooManyTlogEntries { count: 33, max: 32 }),
+        "{e}"
+    );
+    // The untouched bundle still verifies.
+    run_dsse(&with_entries(vec![entry]), &npm_key(), &Options::default()).unwrap();
+}
+
+#[test]
+fn copies_of_a_timestamp_count_once_and_a_flood_is_refused() {
+    let stamp = value(PG_TSA)["verificationMaterial"]["timestampVerificationData"]
+        ["rfc3161Timestamps"][0]
+        .clone();
+    let with_stamps = |n: usize| {
+        let mut v = value(PG_TSA);
+        v["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"] =
+            Value::Array(vec![stamp.clone(); n]);
+        v
+    };
+    let run = |v: &Value, time_threshold: usize| {
+        let b = Bundle::from_value(v).unwrap();
+        let d = hexd(TSA_SHA512);
+        verify(
+            &b,
+            Artifact::Digest {
+                algorithm: HashAlgorithm::Sha512,
+                digest: &d,
+            },
+            &Policy::Identity(Identity::new(
+                Matcher::exact("brian@dehamer.com"),
+                Matcher::exact("https://github.com/login/oauth"),
+            )),
+            &tsa_root(|_| {}),
+            &Options {
+                tlog_threshold: 0,
+                time_threshold,
+            },
+        )
+    };
+    // Two copies of one authority's timestamp: each verifies, together one witness.
+    let v = run(&with_stamps(2), 1).unwrap();
+    assert_eq!(v.timestamps, 2);
+    let e = fails_at(run(&with_stamps(2), 2), Check::SigningTime);
+    assert!(
+        matches!(e, VerifyError::NoVerifiedTime { have: 1, need: 2 }),
+        "{e}"
+    );
+    // At the cap they are all checked; above it, none.
+    run(&with_stamps(stella_sigstore::MAX_TIMESTAMPS), 1).unwrap();
+    let e = fails_at(
+        run(&with_stamps(stella_sigstore::MAX_TIMESTAMPS + 1), 1),
+        Check::Timestamps,
+    );
+    assert!(
+        matches!(e, VerifyError::TooManyTimestamps { count: 33, max: 32 }),
+        "{e}"
+    );
+}
