@@ -181,18 +181,7 @@ pub fn apply(
     let removed = m.removed.len();
     drop(files);
     for name in names::METADATA {
-        let src = BundlePath::new(name)
-            .map_err(|e| Error::content(Field::file(name), e))?
-            .under(&thin_dir);
-        if src.is_file() {
-            let dest = BundlePath::new(name)
-                .map_err(|e| Error::content(Field::file(name), e))?
-                .under(&staging.path);
-            if let Some(p) = dest.parent() {
-                std::fs::create_dir_all(p).at(p)?;
-            }
-            std::fs::copy(&src, &dest).at(&dest)?;
-        }
+        copy_metadata(&thin_dir, &staging.path, name)?;
     }
     // The result must now verify as a complete bundle.
     let full = verify::verify_dir(&staging.path, opts, &crate::hash::NoProgress)?;
@@ -681,6 +670,42 @@ pub fn diff_manifest_files(
     Ok((a, b, d))
 }
 
+/// Copy the metadata file `name` of the verified folder `from` into `to`, if present: opened
+/// as verification opens it (a regular file, no link followed, a FIFO never waited on) and
+/// copied no further than its size when opened and the cap of its kind — a link, FIFO or
+/// growing file swapped in after verification is refused, not followed or copied without end
+/// (the result is verified again before it is used).
+fn copy_metadata(from: &Path, to: &Path, name: &str) -> Result<()> {
+    use std::io::Read as _;
+    let cap = if crate::streamed::STREAMED.contains(&name) {
+        crate::streamed::MAX_STREAMED_MANIFEST_BYTES
+    } else {
+        crate::MAX_METADATA_BYTES
+    };
+    let Some((f, len, src)) = crate::streamed::open_meta(from, name, Some(cap))? else {
+        return Ok(());
+    };
+    let dest = BundlePath::new(name)
+        .map_err(|e| Error::content(Field::file(name), e))?
+        .under(to);
+    if let Some(p) = dest.parent() {
+        std::fs::create_dir_all(p).at(p)?;
+    }
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&dest)
+        .at(&dest)?;
+    let copied = std::io::copy(&mut f.take(len.saturating_add(1)), &mut out).at(&src)?;
+    if copied != len {
+        return Err(Error::metadata(
+            Field::file(name),
+            format!("{} changed while it was copied", src.display()),
+        ));
+    }
+    Ok(())
+}
+
 /// Read the manifest in file `path`, sending its files in path order to `tx`: the manifest
 /// without its files, refused as [`read_file_list`] refuses it.
 fn stream_files(
@@ -848,6 +873,39 @@ fn feed<'de, A: serde::de::SeqAccess<'de>>(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// Metadata is copied only from a regular file, never through a link or from a FIFO (no
+    /// wait), and never past the size it had when opened.
+    #[test]
+    fn metadata_is_copied_from_regular_files_only() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let (from, to) = (d.path().join("from"), d.path().join("to"));
+        std::fs::create_dir_all(&from).expect("mkdir");
+        std::fs::create_dir_all(&to).expect("mkdir");
+        std::fs::write(from.join(names::SUMS), b"abc  x\n").expect("write");
+        copy_metadata(&from, &to, names::SUMS).expect("copy");
+        assert_eq!(
+            std::fs::read(to.join(names::SUMS)).expect("read"),
+            b"abc  x\n"
+        );
+        // Absent: nothing to copy.
+        copy_metadata(&from, &to, names::KEYLESS).expect("absent");
+        assert!(!to.join(names::KEYLESS).exists());
+        // A link (to a file, or to /dev/zero) and a FIFO are refused; nothing is written.
+        std::os::unix::fs::symlink("/dev/zero", from.join(names::SUMS_DSSE)).expect("link");
+        std::os::unix::fs::symlink(from.join(names::SUMS), from.join(names::MANIFEST))
+            .expect("link");
+        let made = std::process::Command::new("mkfifo")
+            .arg(from.join(names::TIME_ANCHOR))
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        for name in [names::SUMS_DSSE, names::MANIFEST, names::TIME_ANCHOR] {
+            let e = copy_metadata(&from, &to, name).unwrap_err().to_string();
+            assert!(e.contains("not a regular file"), "{name}: {e}");
+            assert!(!to.join(name).exists(), "{name}");
+        }
+    }
 
     fn entry(i: usize, b: u8) -> FileEntry {
         FileEntry {
