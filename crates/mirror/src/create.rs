@@ -992,6 +992,22 @@ mod tests {
         Digest::sha256([i; 32])
     }
 
+    /// Every entry of `c` as [`FileList::each`] hands them out: path, size, digest, type.
+    fn listed(c: &Collected) -> Vec<(String, u64, Digest, String)> {
+        let mut out = Vec::new();
+        c.each(&mut |f| {
+            out.push((
+                f.path.to_string(),
+                f.size,
+                f.sha256,
+                f.media_type.to_string(),
+            ));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
     #[test]
     fn collected_files_are_sorted_once_and_checked() {
         let mut c = Collected::new();
@@ -1001,17 +1017,7 @@ mod tests {
         c.push("a.json", 5, d(9), "application/json").unwrap();
         assert!(c.runs.len() > 1);
         c.finish().unwrap();
-        let mut seen = Vec::new();
-        c.each(&mut |f| {
-            seen.push((
-                f.path.to_string(),
-                f.size,
-                f.sha256,
-                f.media_type.to_string(),
-            ));
-            Ok(())
-        })
-        .unwrap();
+        let seen = listed(&c);
         let paths: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
         assert_eq!(paths, ["a", "a.json", "b/1", "b/2", "c"]);
         assert_eq!(seen[1].1, 5);
@@ -1112,17 +1118,7 @@ mod tests {
                 assert!(c.runs.len() <= 2 + (usize::BITS - n.leading_zeros()) as usize);
             }
             c.finish().unwrap();
-            let mut back = Vec::new();
-            c.each(&mut |f| {
-                back.push((
-                    f.path.to_string(),
-                    f.size,
-                    f.sha256,
-                    f.media_type.to_string(),
-                ));
-                Ok(())
-            })
-            .unwrap();
+            let back = listed(&c);
             let want: Vec<_> = (0..n)
                 .map(|i| {
                     let sha = Digest::sha256([(i % 251) as u8; 32]);
