@@ -499,7 +499,6 @@ mod tests {
         assert_eq!(follow(d.path()), "not regular");
     }
 
-    /// A metadata read is bounded by the limit, whatever length the file had when opened.
     /// The sorted walk hands on the paths the in-memory walk sorts, already in that order —
     /// names around `/` in byte order (`a-b` < `a/…` < `a.json` < `a0`), a folder beside a
     /// file of a longer name, multi-byte names, an empty folder, deep folders, a folder
@@ -568,6 +567,7 @@ mod tests {
         assert!(e.contains("a0/fifo is not a regular file"), "{e}");
     }
 
+    /// A metadata read is bounded by the limit, whatever length the file had when opened.
     #[test]
     fn reads_stop_one_byte_past_the_limit() {
         let big = std::io::repeat(b'x');
