@@ -108,13 +108,19 @@ impl BaseFiles {
 /// front-coded, ~57 B per advisory file against ~140 B as whole paths with 56-byte records).
 /// A file that sorts after the last one recorded extends the last run — the advisory walks
 /// come in path order ([`crate::fs::walk_sorted_each`]), so a folder of a million files is
-/// one run — and any other starts a run. Runs are merged when a run starts and the one before
-/// is no more than twice its size (so there are at most about log2(files) of them and each
-/// file is copied O(log) times however the inputs come); the rest are merged as they are read.
+/// one run — and any other starts a run. When a run starts, the last two are merged while the
+/// one before is no more than twice the last's size and both together hold at most
+/// [`MERGE_AT_MOST`] files (so short runs stay few however the inputs come, and a long run —
+/// a whole advisory folder — is never copied: that would double its memory for a moment);
+/// the runs are merged as they are read.
 #[derive(Default)]
 struct Collected {
     runs: Vec<FileIndex>,
 }
+
+/// The most files two runs of [`Collected`] may hold together to be merged into one (a few
+/// MB): longer runs stay as they are.
+const MERGE_AT_MOST: usize = 1 << 16;
 
 impl Collected {
     fn new() -> Self {
@@ -134,10 +140,11 @@ impl Collected {
         Ok(())
     }
 
-    /// Merge the last two runs while the one before is no more than twice the last's size.
+    /// Merge the last two runs while the one before is no more than twice the last's size
+    /// and together they hold at most [`MERGE_AT_MOST`] files.
     fn balance(&mut self) -> Result<()> {
         while let [.., a, b] = self.runs.as_slice() {
-            if a.len() > b.len().saturating_mul(2) {
+            if a.len() > b.len().saturating_mul(2) || a.len() + b.len() > MERGE_AT_MOST {
                 break;
             }
             let merged = merge_runs(&self.runs[self.runs.len() - 2..])?;
@@ -1114,7 +1121,8 @@ mod tests {
                     media(i),
                 )
                 .unwrap();
-                // Runs stay few: each at least twice the size of the next but the last.
+                // Runs stay few: each at least twice the size of the next but the last (the
+                // corpus is below MERGE_AT_MOST).
                 assert!(c.runs.len() <= 2 + (usize::BITS - n.leading_zeros()) as usize);
             }
             c.finish().unwrap();
@@ -1162,6 +1170,28 @@ mod tests {
                 assert_eq!(e, format!("two inputs map to {}", paths[order[at]]));
             }
         }
+    }
+
+    /// A long run (an advisory folder) is never merged into another: out-of-order files
+    /// around it start runs of their own, and all read back in order.
+    #[test]
+    fn long_runs_are_not_copied() {
+        let mut c = Collected::new();
+        c.push("z", 1, d(1), "t").unwrap();
+        for i in 0..MERGE_AT_MOST {
+            c.push(&format!("m/{i:08}"), 1, d(2), "t").unwrap();
+        }
+        c.push("a", 1, d(3), "t").unwrap();
+        c.push("b", 1, d(3), "t").unwrap();
+        c.push("0", 1, d(3), "t").unwrap();
+        let lens: Vec<usize> = c.runs.iter().map(FileIndex::len).collect();
+        assert_eq!(lens[1], MERGE_AT_MOST, "{lens:?}");
+        c.finish().unwrap();
+        let back: Vec<String> = listed(&c).into_iter().map(|e| e.0).collect();
+        let mut want: Vec<String> = (0..MERGE_AT_MOST).map(|i| format!("m/{i:08}")).collect();
+        want.extend(["0", "a", "b", "z"].map(String::from));
+        want.sort();
+        assert_eq!(back, want);
     }
 
     /// A varied, sorted, duplicate-free list of bundle paths: shared prefixes of every
