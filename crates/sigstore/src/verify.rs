@@ -404,31 +404,14 @@ pub fn verify(
 
     // Transparency log.
     let entries = run.step(Check::TransparencyLog, {
-        let logs = distinct_logs(&bundle.tlog_entries);
-        if bundle.tlog_entries.len() > MAX_TLOG_ENTRIES {
-            Err(VerifyError::TooManyTlogEntries {
-                count: bundle.tlog_entries.len(),
-                max: MAX_TLOG_ENTRIES,
-            })
-        } else if let Some(e) = duplicate_entry(&bundle.tlog_entries) {
-            Err(e)
-        } else if bundle.tlog_entries.len() < options.tlog_threshold {
-            Err(VerifyError::NoTlogEntry {
-                need: options.tlog_threshold,
-            })
-        } else if logs < options.tlog_threshold {
-            Err(VerifyError::TooFewLogs {
-                have: logs,
-                need: options.tlog_threshold,
-            })
-        } else {
+        count_entries(&bundle.tlog_entries, options.tlog_threshold).and_then(|()| {
             bundle
                 .tlog_entries
                 .iter()
                 .enumerate()
                 .map(|(i, e)| tlog::verify_entry(bundle, i, e, &signer, root, &stamp_times))
                 .collect::<Result<Vec<_>, _>>()
-        }
+        })
     })?;
 
     // Timestamps.
@@ -446,20 +429,13 @@ pub fn verify(
 
     // Witnesses of the signing time: one per log (its entries' integrated times) and one
     // per timestamp authority. Every time is still checked against the certificate below.
-    let independent = {
-        let mut logs: Vec<&[u8]> = entries
+    let independent = distinct(
+        entries
             .iter()
             .zip(&bundle.tlog_entries)
             .filter(|(e, _)| e.integrated_time.is_some())
-            .map(|(_, b)| b.log_id.as_slice())
-            .collect();
-        logs.sort_unstable();
-        logs.dedup();
-        let mut authorities: Vec<&str> = stamps.iter().map(|s| s.authority.as_str()).collect();
-        authorities.sort_unstable();
-        authorities.dedup();
-        logs.len() + authorities.len()
-    };
+            .map(|(_, b)| b.log_id.as_slice()),
+    ) + distinct(stamps.iter().map(|s| s.authority.as_str()));
 
     let mut identity = None;
     if let Some(leaf) = leaf {
@@ -580,12 +556,40 @@ pub fn verify(
     })
 }
 
-/// How many logs the entries come from.
-fn distinct_logs(entries: &[crate::bundle::TlogEntry]) -> usize {
-    let mut ids: Vec<&[u8]> = entries.iter().map(|e| e.log_id.as_slice()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids.len()
+/// How many different items `items` yields.
+fn distinct<T: Ord>(items: impl Iterator<Item = T>) -> usize {
+    let mut all: Vec<T> = items.collect();
+    all.sort_unstable();
+    all.dedup();
+    all.len()
+}
+
+/// The checks of a bundle's log entries before any is verified: at most
+/// [`MAX_TLOG_ENTRIES`], none repeated, and from at least `threshold` logs.
+fn count_entries(
+    entries: &[crate::bundle::TlogEntry],
+    threshold: usize,
+) -> Result<(), VerifyError> {
+    if entries.len() > MAX_TLOG_ENTRIES {
+        return Err(VerifyError::TooManyTlogEntries {
+            count: entries.len(),
+            max: MAX_TLOG_ENTRIES,
+        });
+    }
+    if let Some(e) = duplicate_entry(entries) {
+        return Err(e);
+    }
+    if entries.len() < threshold {
+        return Err(VerifyError::NoTlogEntry { need: threshold });
+    }
+    let logs = distinct(entries.iter().map(|e| e.log_id.as_slice()));
+    if logs < threshold {
+        return Err(VerifyError::TooFewLogs {
+            have: logs,
+            need: threshold,
+        });
+    }
+    Ok(())
 }
 
 enum Signing<'p> {
