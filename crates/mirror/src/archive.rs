@@ -635,12 +635,7 @@ fn stage_metadata(staging: Option<&Path>, metadata: &BTreeMap<String, Vec<u8>>) 
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).at(parent)?;
         }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&dest)
-            .at(&dest)?;
-        f.write_all(bytes).at(&dest)?;
+        crate::fs::write_new(&dest, bytes)?;
     }
     Ok(())
 }

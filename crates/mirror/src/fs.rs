@@ -359,14 +359,18 @@ pub(crate) fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Create `dest` (never overwriting) with `bytes`.
-pub(crate) fn write_new(dest: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
+/// Create `dest` (never overwriting), open for writing.
+pub(crate) fn create_new(dest: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(dest)
-        .at(dest)?;
-    f.write_all(bytes).at(dest)
+        .at(dest)
+}
+
+/// Create `dest` (never overwriting) with `bytes`.
+pub(crate) fn write_new(dest: &Path, bytes: &[u8]) -> Result<()> {
+    create_new(dest)?.write_all(bytes).at(dest)
 }
 
 pub(crate) fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>> {

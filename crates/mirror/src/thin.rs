@@ -691,11 +691,7 @@ fn copy_metadata(from: &Path, to: &Path, name: &str) -> Result<()> {
     if let Some(p) = dest.parent() {
         std::fs::create_dir_all(p).at(p)?;
     }
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&dest)
-        .at(&dest)?;
+    let mut out = crate::fs::create_new(&dest)?;
     let copied = std::io::copy(&mut f.take(len.saturating_add(1)), &mut out).at(&src)?;
     if copied != len {
         return Err(Error::metadata(
