@@ -30,6 +30,7 @@ use crate::manifest::{
     format_time, BaseRef, FileEntry, FileList, FileRef, ImageEntry, Kind, Manifest, ManifestError,
 };
 use crate::oci::LayoutWriter;
+use crate::runs::{Merged, SortedRuns};
 use crate::spec::{ImageSource, Spec};
 use crate::streamed::FileIndex;
 use crate::BundlePath;
@@ -104,23 +105,13 @@ impl BaseFiles {
     }
 }
 
-/// The files recorded for the manifest, as sorted runs: each a [`FileIndex`] (paths
-/// front-coded, ~57 B per advisory file against ~140 B as whole paths with 56-byte records).
-/// A file that sorts after the last one recorded extends the last run — the advisory walks
-/// come in path order ([`crate::fs::walk_sorted_each`]), so a folder of a million files is
-/// one run — and any other starts a run. When a run starts, the last two are merged while the
-/// one before is no more than twice the last's size and both together hold at most
-/// [`MERGE_AT_MOST`] files (so short runs stay few however the inputs come, and a long run —
-/// a whole advisory folder — is never copied: that would double its memory for a moment);
-/// the runs are merged as they are read.
+/// The files recorded for the manifest ([`SortedRuns`]: ~57 B per advisory file; the advisory
+/// walks come in path order ([`crate::fs::walk_sorted_each`]), so a folder of a million files
+/// is one run). A path recorded twice is refused ("two inputs map to …") where two runs meet.
 #[derive(Default)]
 struct Collected {
-    runs: Vec<FileIndex>,
+    runs: SortedRuns,
 }
-
-/// The most files two runs of [`Collected`] may hold together to be merged into one (a few
-/// MB): longer runs stay as they are.
-const MERGE_AT_MOST: usize = 1 << 16;
 
 impl Collected {
     fn new() -> Self {
@@ -128,52 +119,19 @@ impl Collected {
     }
 
     fn push(&mut self, path: &str, size: u64, sha: Digest, media_type: &str) -> Result<()> {
-        if let Some(run) = self.runs.last_mut() {
-            if run.push_above(path, size, *sha.as_bytes(), media_type) {
-                return Ok(());
-            }
-        }
-        self.balance()?;
-        let mut run = FileIndex::default();
-        run.push_above(path, size, *sha.as_bytes(), media_type);
-        self.runs.push(run);
-        Ok(())
-    }
-
-    /// Merge the last two runs while the one before is no more than twice the last's size
-    /// and together they hold at most [`MERGE_AT_MOST`] files.
-    fn balance(&mut self) -> Result<()> {
-        while let [.., a, b] = self.runs.as_slice() {
-            if a.len() > b.len().saturating_mul(2) || a.len() + b.len() > MERGE_AT_MOST {
-                break;
-            }
-            let merged = merge_runs(&self.runs[self.runs.len() - 2..])?;
-            self.runs.truncate(self.runs.len() - 2);
-            self.runs.push(merged);
-        }
-        Ok(())
+        self.runs
+            .push(path, size, *sha.as_bytes(), media_type, &mut refuse_repeat)
     }
 
     /// The files in path order.
     fn merged(&self) -> Merged<'_> {
-        Merged::new(&self.runs)
+        self.runs.merged()
     }
 
     /// Refuse a path recorded twice (the runs hold each path once; two may share one).
     fn finish(&mut self) -> Result<()> {
-        if self.runs.len() < 2 {
-            return Ok(());
-        }
-        let mut files = self.merged();
-        let mut prev = String::new();
-        while let Some(f) = files.next() {
-            if f.path == prev {
-                return Err(two_inputs(f.path));
-            }
-            prev.clear();
-            prev.push_str(f.path);
-        }
-        Ok(())
+        self.runs.shrink_to_fit();
+        self.runs.each_repeat(&mut refuse_repeat)
     }
 
     /// Every path of `base` (increasing) that is not recorded, in order: one pass beside the
@@ -206,7 +164,7 @@ impl Collected {
     }
 
     fn total_size(&self) -> u64 {
-        self.runs.iter().map(FileIndex::total_size).sum()
+        self.runs.total_size()
     }
 
     /// The manifest's checks of `files` ([`Manifest::validate`]), entry by entry in order.
@@ -230,99 +188,14 @@ impl Collected {
     }
 }
 
-/// "two inputs map to `path`".
-fn two_inputs(path: &str) -> Error {
-    Error::input(format!("two inputs map to {path}"))
-}
-
-/// One run of the files of `runs`, in path order (a path in two of them refused).
-fn merge_runs(runs: &[FileIndex]) -> Result<FileIndex> {
-    let mut out = FileIndex::default();
-    let mut files = Merged::new(runs);
-    while let Some(f) = files.next() {
-        if !out.push_above(f.path, f.size, *f.sha256.as_bytes(), f.media_type) {
-            return Err(two_inputs(f.path));
-        }
-    }
-    Ok(out)
-}
-
-/// Sorted runs read as one list in path order (the smallest head each time: runs are few).
-struct Merged<'a> {
-    heads: Vec<Head<'a>>,
-    /// The head handed out last, advanced at the next call.
-    taken: Option<usize>,
-}
-
-/// A run of [`Merged`] and its next entry (the path copied out of the run's cursor).
-struct Head<'a> {
-    run: &'a FileIndex,
-    files: crate::streamed::IndexCursor<'a>,
-    at: Option<usize>,
-    path: String,
-}
-
-impl Head<'_> {
-    fn advance(&mut self) {
-        self.path.clear();
-        self.at = match self.files.next_indexed() {
-            Some((i, e)) => {
-                self.path.push_str(e.path);
-                Some(i)
-            }
-            None => None,
-        };
-    }
-}
-
-impl<'a> Merged<'a> {
-    fn new(runs: &'a [FileIndex]) -> Self {
-        let heads = runs
-            .iter()
-            .map(|run| {
-                let mut h = Head {
-                    run,
-                    files: run.cursor(),
-                    at: None,
-                    path: String::new(),
-                };
-                h.advance();
-                h
-            })
-            .collect();
-        Merged { heads, taken: None }
-    }
-
-    fn next(&mut self) -> Option<FileRef<'_>> {
-        if let Some(t) = self.taken.take() {
-            self.heads[t].advance();
-        }
-        let mut best: Option<usize> = None;
-        for (i, h) in self.heads.iter().enumerate() {
-            if h.at.is_none() {
-                continue;
-            }
-            if best.is_none_or(|b| h.path.as_bytes() < self.heads[b].path.as_bytes()) {
-                best = Some(i);
-            }
-        }
-        let b = best?;
-        self.taken = Some(b);
-        let h = &self.heads[b];
-        let at = h.at?;
-        let (size, sha256) = h.run.size_and_sha256(at)?;
-        Some(FileRef {
-            path: &h.path,
-            size,
-            sha256,
-            media_type: h.run.media_type_of(at).unwrap_or(""),
-        })
-    }
+/// "two inputs map to `path`": what `create` makes of a path recorded twice.
+fn refuse_repeat(_first: FileRef<'_>, again: FileRef<'_>) -> Result<()> {
+    Err(Error::input(format!("two inputs map to {}", again.path)))
 }
 
 impl FileList for Collected {
     fn count(&self) -> usize {
-        self.runs.iter().map(FileIndex::len).sum()
+        self.runs.count()
     }
 
     fn each(&self, f: &mut dyn FnMut(FileRef<'_>) -> io::Result<()>) -> io::Result<()> {
@@ -1022,7 +895,7 @@ mod tests {
             c.push(p, u64::from(i) * 10, d(i), "text/plain").unwrap();
         }
         c.push("a.json", 5, d(9), "application/json").unwrap();
-        assert!(c.runs.len() > 1);
+        assert!(c.runs.runs().len() > 1);
         c.finish().unwrap();
         let seen = listed(&c);
         let paths: Vec<&str> = seen.iter().map(|s| s.0.as_str()).collect();
@@ -1040,7 +913,7 @@ mod tests {
         let mut c = Collected::new();
         c.push("x/a", 1, d(1), "t").unwrap();
         c.push("x/b", 1, d(1), "t").unwrap();
-        assert_eq!(c.runs.len(), 1);
+        assert_eq!(c.runs.runs().len(), 1);
         c.push("x/a", 1, d(2), "t").unwrap();
         let e = c.finish().unwrap_err().to_string();
         assert_eq!(e, "two inputs map to x/a");
@@ -1123,7 +996,7 @@ mod tests {
                 .unwrap();
                 // Runs stay few: each at least twice the size of the next but the last (the
                 // corpus is below MERGE_AT_MOST).
-                assert!(c.runs.len() <= 2 + (usize::BITS - n.leading_zeros()) as usize);
+                assert!(c.runs.runs().len() <= 2 + (usize::BITS - n.leading_zeros()) as usize);
             }
             c.finish().unwrap();
             let back = listed(&c);
@@ -1178,17 +1051,19 @@ mod tests {
     fn long_runs_are_not_copied() {
         let mut c = Collected::new();
         c.push("z", 1, d(1), "t").unwrap();
-        for i in 0..MERGE_AT_MOST {
+        for i in 0..crate::runs::MERGE_AT_MOST {
             c.push(&format!("m/{i:08}"), 1, d(2), "t").unwrap();
         }
         c.push("a", 1, d(3), "t").unwrap();
         c.push("b", 1, d(3), "t").unwrap();
         c.push("0", 1, d(3), "t").unwrap();
-        let lens: Vec<usize> = c.runs.iter().map(FileIndex::len).collect();
-        assert_eq!(lens[1], MERGE_AT_MOST, "{lens:?}");
+        let lens: Vec<usize> = c.runs.runs().iter().map(FileIndex::len).collect();
+        assert_eq!(lens[1], crate::runs::MERGE_AT_MOST, "{lens:?}");
         c.finish().unwrap();
         let back: Vec<String> = listed(&c).into_iter().map(|e| e.0).collect();
-        let mut want: Vec<String> = (0..MERGE_AT_MOST).map(|i| format!("m/{i:08}")).collect();
+        let mut want: Vec<String> = (0..crate::runs::MERGE_AT_MOST)
+            .map(|i| format!("m/{i:08}"))
+            .collect();
         want.extend(["0", "a", "b", "z"].map(String::from));
         want.sort();
         assert_eq!(back, want);

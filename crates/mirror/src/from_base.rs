@@ -1,11 +1,12 @@
 //! The listed files of a thin bundle that its base carries, as verification reports them.
 
 /// The listed files a thin bundle does not carry (they come from its base), in manifest
-/// order, packed into one buffer: a thin update of a 1,000,000-file bundle lists nearly every
-/// file here, ~48 MB packed against ~75 MB as a `Vec<String>` (a heap block per path), and
-/// that list is alive while `apply` and thin `sign` hold their file index.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FromBase(Paths);
+/// order, front-coded ([`SortedPaths`]): a thin update of a 1,000,000-file bundle lists nearly
+/// every file here — ~35 MB in the GHSA layout, against ~92 MB as whole paths one after
+/// another (and twice that for a moment while such a buffer grows) — and that list is alive
+/// while `apply` and thin `sign` hold their file index.
+#[derive(Debug, Clone, Default)]
+pub struct FromBase(SortedPaths);
 
 /// Paths one after another in one buffer, each found by where it ends.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,12 +33,6 @@ impl Paths {
         self.ends.len()
     }
 
-    /// Give back the growth slack.
-    fn shrink_to_fit(&mut self) {
-        self.text.shrink_to_fit();
-        self.ends.shrink_to_fit();
-    }
-
     /// The `i`-th path.
     pub(crate) fn get(&self, i: usize) -> Option<&str> {
         let end = *self.ends.get(i)?;
@@ -50,14 +45,14 @@ impl Paths {
 }
 
 impl FromBase {
+    /// Add the next path (in manifest order: each above the one before).
     pub(crate) fn push(&mut self, path: &str) {
         self.0.push(path);
     }
 
     /// Give back the growth slack once the list is complete.
-    pub(crate) fn done(mut self) -> Self {
-        self.0.shrink_to_fit();
-        self
+    pub(crate) fn done(self) -> Self {
+        FromBase(self.0.done())
     }
 
     /// How many files come from the base.
@@ -70,31 +65,34 @@ impl FromBase {
     }
 
     /// The `i`-th such file, in manifest order.
-    pub fn get(&self, i: usize) -> Option<&str> {
-        self.0.get(i)
+    pub fn get(&self, i: usize) -> Option<String> {
+        let mut buf = Vec::new();
+        self.0.decode_into(i, &mut buf);
+        (i < self.len())
+            .then(|| String::from_utf8(buf).ok())
+            .flatten()
     }
 
     /// The files, in manifest order.
-    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
-        (0..self.len()).filter_map(|i| self.get(i))
+    pub fn iter(&self) -> impl Iterator<Item = String> + '_ {
+        let mut c = self.0.cursor();
+        std::iter::from_fn(move || c.next_path().map(str::to_string))
     }
 
-    /// Is `path` one of them? (A binary search: the list is in manifest order, and `unpack`
-    /// asks of every `scripts/*.sh`, which a bundle may list by the thousand.)
+    /// Is `path` one of them? (A lookup in the sorted list: `unpack` asks of every
+    /// `scripts/*.sh`, which a bundle may list by the thousand.)
     pub fn contains(&self, path: &str) -> bool {
-        let (mut lo, mut hi) = (0, self.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.get(mid).map(|p| p.cmp(path)) {
-                Some(std::cmp::Ordering::Less) => lo = mid + 1,
-                Some(std::cmp::Ordering::Greater) => hi = mid,
-                Some(std::cmp::Ordering::Equal) => return true,
-                None => return false,
-            }
-        }
-        false
+        self.0.find(path).is_some()
     }
 }
+
+impl PartialEq for FromBase {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for FromBase {}
 
 /// Paths in increasing byte order (a manifest's), front-coded: each entry is the length of
 /// the prefix it shares with the one before, the length of the rest, then the rest; every
@@ -344,8 +342,45 @@ fn get_varint(buf: &[u8], mut pos: usize) -> (usize, usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A path in the GitHub advisory database's layout (~86 bytes; ids spread like hashes,
+    /// so neighbours in path order share little past `…/GHSA-`).
+    pub(crate) fn ghsa_path(i: usize) -> String {
+        let h = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let id: String = (0..12)
+            .map(|k| char::from(b"23456789cfghjmpqrvwx"[((h >> (k * 5)) % 20) as usize]))
+            .collect();
+        let id = format!("GHSA-{}-{}-{}", &id[..4], &id[4..8], &id[8..]);
+        format!(
+            "advisories/feeds/github-reviewed/{}/{:02}/{id}/{id}.json",
+            2017 + i % 9,
+            1 + i % 12
+        )
+    }
+
+    /// A thin update of a GHSA-layout bundle lists nearly every path as coming from the base:
+    /// the list keeps them front-coded, under half of their text.
+    #[test]
+    fn from_base_keeps_ghsa_paths_in_under_half_their_text() {
+        let mut paths: Vec<String> = (0..50_000).map(ghsa_path).collect();
+        paths.sort();
+        paths.dedup();
+        let mut fb = FromBase::default();
+        for p in &paths {
+            fb.push(p);
+        }
+        let fb = fb.done();
+        let text: usize = paths.iter().map(String::len).sum();
+        assert!(
+            fb.0.heap_bytes() * 2 < text,
+            "{} of {text}",
+            fb.0.heap_bytes()
+        );
+        assert!(fb.iter().eq(paths.iter().cloned()));
+        assert!(paths.iter().step_by(97).all(|p| fb.contains(p)));
+    }
 
     #[test]
     fn sorted_paths_read_back_in_order_and_are_found() {
@@ -426,7 +461,7 @@ mod tests {
         let fb = fb.done();
         assert_eq!(fb.len(), 4);
         assert_eq!(fb.iter().collect::<Vec<_>>(), paths);
-        assert_eq!(fb.get(2), Some("advisories/ü/b.json"));
+        assert_eq!(fb.get(2).as_deref(), Some("advisories/ü/b.json"));
         assert_eq!(fb.get(4), None);
         assert!(fb.contains("scripts/load.sh") && fb.contains(""));
         // Whole paths only: a prefix or two neighbours run together are not members.

@@ -41,6 +41,7 @@ mod oci;
 mod pack;
 mod path;
 mod registry;
+mod runs;
 mod scripts;
 mod sign;
 mod source;

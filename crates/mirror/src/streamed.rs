@@ -2147,7 +2147,7 @@ mod tests {
             let (n, _, from_base) = check(dir.path(), Kind::Thin, &index, when).unwrap();
             assert_eq!(
                 (n, from_base.iter().collect::<Vec<_>>()),
-                (files.len() - 1, vec![last.as_str()]),
+                (files.len() - 1, vec![last.clone()]),
                 "{when:?}"
             );
         }

@@ -17,7 +17,9 @@ use crate::error::{
     missing_problem, Error, Field, IoContext as _, Result, Smallest, NAMED_PROBLEMS,
 };
 use crate::hash::{Digest, Progress};
+use crate::manifest::FileRef;
 use crate::names;
+use crate::runs::SortedRuns;
 
 /// Line `i` (0-based) of `SHA256SUMS`.
 pub(crate) fn sums_line(i: usize) -> Field {
@@ -30,82 +32,60 @@ pub(crate) fn sums_line(i: usize) -> Field {
 /// Files handed to the hashing threads at once: bounds the list and its results in memory.
 const BATCH: usize = 1 << 16;
 
-/// The files `SHA256SUMS` lists: the paths in one arena, a record each; sorted by path (then
-/// line) by [`Listed::sort`] before any lookup.
+/// The files `SHA256SUMS` lists, as sorted runs ([`SortedRuns`]: front-coded paths, ~57 B a
+/// file; a sorted file is one run): each line's path and digest, and — in the record's size
+/// field, since `SHA256SUMS` lists no sizes — its 0-based line number. Of a path listed more
+/// than once only its first line is kept; the repeat that reading the lines in order would
+/// meet first is remembered.
 #[derive(Default)]
 struct Listed {
-    arena: Vec<u8>,
-    recs: Vec<Rec>,
-}
-
-/// One line of `SHA256SUMS`: its path (in the arena), its 0-based line number, its digest.
-struct Rec {
-    start: usize,
-    len: u32,
-    line: u32,
-    digest: Digest,
+    runs: SortedRuns,
+    /// For each path listed more than once its second line, the smallest of those: (that
+    /// line, the path's first line, the path).
+    repeat: Option<(u64, u64, String)>,
 }
 
 impl Listed {
-    fn path_of(&self, r: &Rec) -> &[u8] {
-        self.arena
-            .get(r.start..r.start.saturating_add(r.len as usize))
-            .unwrap_or_default()
-    }
-
-    fn path(&self, i: usize) -> &str {
-        self.recs
-            .get(i)
-            .and_then(|r| std::str::from_utf8(self.path_of(r)).ok())
-            .unwrap_or_default()
-    }
-
     /// Add `path`, read on line `line`.
-    fn push(&mut self, line: usize, path: &str, digest: Digest) {
-        self.recs.push(Rec {
-            start: self.arena.len(),
-            // Both fit: a path is at most one line of a file below 16 GiB, and such a file
-            // has fewer than 2^32 lines that hold a path and a digest.
-            len: u32::try_from(path.len()).unwrap_or(u32::MAX),
-            line: u32::try_from(line).unwrap_or(u32::MAX),
-            digest,
-        });
-        self.arena.extend_from_slice(path.as_bytes());
+    fn push(&mut self, line: usize, path: &str, digest: Digest) -> Result<()> {
+        let Listed { runs, repeat } = self;
+        runs.push(
+            path,
+            line as u64,
+            *digest.as_bytes(),
+            "",
+            &mut |first, again| {
+                note_repeat(repeat, &first, &again);
+                Ok(())
+            },
+        )
     }
 
-    /// Sort by path (a sorted file costs one pass), and the first line that repeats a path of
-    /// a line before it, as reading the lines in order would find it — for each path listed
-    /// more than once its second line, the smallest of those: (that line, the path's first
-    /// line, the path).
-    fn sort(&mut self) -> Option<(usize, usize, &str)> {
-        let mut recs = std::mem::take(&mut self.recs);
-        recs.sort_unstable_by(|a, b| {
-            self.path_of(a)
-                .cmp(self.path_of(b))
-                .then(a.line.cmp(&b.line))
-        });
-        self.recs = recs;
-        self.recs
-            .windows(2)
-            .filter_map(|w| match w {
-                [a, b] if self.path_of(a) == self.path_of(b) => Some((a, b)),
-                _ => None,
-            })
-            .min_by_key(|(_, b)| b.line)
-            .map(|(a, b)| {
-                let path = std::str::from_utf8(self.path_of(b)).unwrap_or_default();
-                (b.line as usize, a.line as usize, path)
-            })
+    /// The first line that repeats a path of a line before it, as reading the lines in order
+    /// would find it: (that line, the path's first line, the path).
+    /// (Called once every line is read: the list's growth slack is given back first.)
+    fn repeat(&mut self) -> Result<Option<(usize, usize, &str)>> {
+        let Listed { runs, repeat } = self;
+        runs.shrink_to_fit();
+        runs.each_repeat(&mut |first, again| {
+            note_repeat(repeat, &first, &again);
+            Ok(())
+        })?;
+        Ok(self
+            .repeat
+            .as_ref()
+            .map(|(i, first, p)| (*i as usize, *first as usize, p.as_str())))
     }
+}
 
-    fn find(&self, path: &str) -> Option<usize> {
-        self.recs
-            .binary_search_by(|r| self.path_of(r).cmp(path.as_bytes()))
-            .ok()
-    }
-
-    fn digest(&self, i: usize) -> Option<&Digest> {
-        self.recs.get(i).map(|r| &r.digest)
+/// Keep the repeat of `first`'s path on `again`'s line if it comes before the one kept. Each
+/// later entry of a path meets an earlier one of it once (when their runs are merged or
+/// read) and is dropped; the smallest line so met is the path's second, and the smallest
+/// over all paths the first repeat in line order.
+fn note_repeat(kept: &mut Option<(u64, u64, String)>, first: &FileRef<'_>, again: &FileRef<'_>) {
+    let (a, b) = (first.size.min(again.size), first.size.max(again.size));
+    if kept.as_ref().is_none_or(|(line, _, _)| b < *line) {
+        *kept = Some((b, a, again.path.to_string()));
     }
 }
 
@@ -196,7 +176,7 @@ pub(crate) fn verify_checksums(
         })?;
         if bad_line.is_none() {
             match parse_line(i, text) {
-                Ok((d, p)) => listed.push(i, p, d),
+                Ok((d, p)) => listed.push(i, p, d)?,
                 Err(e) => bad_line = Some(e),
             }
         }
@@ -204,57 +184,59 @@ pub(crate) fn verify_checksums(
     drop((r, line));
     // A path repeated is reported at its second line; every line kept comes before the
     // first bad one, so a repeat is the first problem in line order if there is one.
-    if let Some((i, first, p)) = listed.sort() {
+    if let Some((i, first, p)) = listed.repeat()? {
         return Err(twice(i, first, p));
     }
     if let Some(e) = bad_line {
         return Err(e);
     }
-    listed.arena.shrink_to_fit();
-    listed.recs.shrink_to_fit();
-    check_content(dir, &listed, progress)
+    check_content(dir, &listed.runs, progress)
 }
 
-/// The content stage: the folder walked once, each content file listed (then hashed
-/// on the hashing threads, [`BATCH`] at a time) or unlisted; the problems in the order
-/// reported — unlisted, missing, changed, each by path.
-fn check_content(dir: &Path, listed: &Listed, progress: &dyn Progress) -> Result<(usize, u64)> {
-    // The walk: each content file listed (and then queued for hashing) or unlisted.
-    let mut seen = vec![false; listed.recs.len()];
+/// The content stage: the folder walked once in path order beside the listed files (merged
+/// from their runs, also in path order), each content file listed — then hashed on the
+/// hashing threads, [`BATCH`] at a time — or unlisted, each listed file the walk passes
+/// missing; the problems in the order reported — unlisted, missing, changed, each by path.
+/// Memory: the list, one batch, and the first [`NAMED_PROBLEMS`] of each kind.
+fn check_content(dir: &Path, listed: &SortedRuns, progress: &dyn Progress) -> Result<(usize, u64)> {
     let mut unlisted = Smallest::new();
+    let mut missing = Smallest::new();
     let mut changed_files = Smallest::new();
     let (mut files, mut bytes) = (0usize, 0u64);
-    let mut queue: Vec<usize> = Vec::with_capacity(BATCH.min(listed.recs.len()));
+    let mut queue = Batch::default();
     progress.start("verify-checksums", 0);
     let mut hash_queued =
-        |queue: &mut Vec<usize>, changed_files: &mut Smallest<(usize, Digest)>| {
+        |queue: &mut Batch, changed_files: &mut Smallest<(String, Digest, Digest)>| {
             // No sizes listed: read to the end, as `sha256sum -c` reads.
-            let batch: Vec<(&str, crate::hash::End)> = queue
-                .iter()
-                .map(|&i| (listed.path(i), crate::hash::End::Zero))
-                .collect();
+            let batch: Vec<(&str, crate::hash::End)> =
+                queue.paths().map(|p| (p, crate::hash::End::Zero)).collect();
             let hashed = crate::hash::hash_tree(dir, &batch, progress)?;
-            for (&i, h) in queue.iter().zip(hashed) {
-                let (got, n) = (h.digest, h.size);
-                if listed.digest(i).is_some_and(|d| *d != got) {
-                    changed_files.push((i, got));
+            for ((path, want), h) in queue.paths().zip(&queue.want).zip(hashed) {
+                if *want != h.digest {
+                    changed_files.push((path.to_string(), h.digest, *want));
                 }
                 files += 1;
-                bytes += n;
+                bytes += h.size;
             }
             queue.clear();
             Ok::<_, Error>(())
         };
-    let walked = crate::fs::walk_each(dir, &mut |rel| {
+    // The listed file the walk has reached: its path and digest, copied out of the merge.
+    let mut list = listed.merged();
+    let mut next_listed = || list.next().map(|f| (f.path.to_string(), f.sha256));
+    let mut here = next_listed();
+    let walked = crate::fs::walk_sorted_each(dir, &mut |rel| {
         if names::is_metadata(rel) {
             return Ok(());
         }
-        match listed.find(rel) {
-            Some(i) => {
-                if let Some(s) = seen.get_mut(i) {
-                    *s = true;
-                }
-                queue.push(i);
+        while let Some((p, _)) = here.take_if(|(p, _)| p.as_bytes() < rel.as_bytes()) {
+            missing.push(p);
+            here = next_listed();
+        }
+        match here.take_if(|(p, _)| p == rel) {
+            Some((_, want)) => {
+                queue.push(rel, want);
+                here = next_listed();
                 if queue.len() >= BATCH {
                     hash_queued(&mut queue, &mut changed_files)?;
                 }
@@ -266,24 +248,171 @@ fn check_content(dir: &Path, listed: &Listed, progress: &dyn Progress) -> Result
     let walked = walked.and_then(|()| hash_queued(&mut queue, &mut changed_files));
     progress.finish();
     walked?;
+    while let Some((p, _)) = here {
+        missing.push(p);
+        here = next_listed();
+    }
 
     // The problems in their order: unlisted, missing, changed (each by path).
-    let missing = seen.iter().filter(|s| !**s).count();
-    let count = unlisted.count + missing + changed_files.count;
+    let count = unlisted.count + missing.count + changed_files.count;
     let named = (unlisted.sorted().into_iter())
         .map(|p| format!("unlisted file {p}"))
-        .chain(
-            seen.iter()
-                .enumerate()
-                .filter(|(_, s)| !**s)
-                .map(|(i, _)| missing_problem(listed.path(i))),
-        )
+        .chain(missing.sorted().into_iter().map(|p| missing_problem(&p)))
         .chain(
             changed_files
                 .sorted()
                 .into_iter()
-                .filter_map(|(i, got)| Some(changed(listed.path(i), &got, listed.digest(i)?))),
+                .map(|(p, got, want)| changed(&p, &got, &want)),
         );
     failed(count, named)?;
     Ok((files, bytes))
+}
+
+/// Files queued for hashing: their paths in one buffer, and the digests listed for them.
+#[derive(Default)]
+struct Batch {
+    text: String,
+    ends: Vec<usize>,
+    want: Vec<Digest>,
+}
+
+impl Batch {
+    fn push(&mut self, path: &str, want: Digest) {
+        self.text.push_str(path);
+        self.ends.push(self.text.len());
+        self.want.push(want);
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn paths(&self) -> impl Iterator<Item = &str> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(a, &b)| self.text.get(a..b).unwrap_or_default())
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+        self.want.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::from_base::tests::ghsa_path;
+
+    /// Lines in any order, some paths two or three times: the repeat reported is the one
+    /// reading the lines in order meets first (with that path's first line), and each path
+    /// is kept once, with its first line's digest and number — wherever the copies fall
+    /// among the runs (one run, runs merged as they come, runs left apart and read merged).
+    #[test]
+    fn repeats_are_found_as_reading_the_lines_in_order_would() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move |m: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % m as u64) as usize
+        };
+        for round in 0..300 {
+            let n = match round {
+                0..=9 => round,
+                10..=11 => 70_000, // beyond MERGE_AT_MOST: runs left apart
+                _ => 1 + rand(400),
+            };
+            let distinct = (n / 2).max(1);
+            let mut lines: Vec<usize> = (0..n).map(|i| i % distinct).collect();
+            match round % 3 {
+                // Sorted, each repeat right after its first line.
+                0 => lines.sort_unstable(),
+                // Shuffled.
+                1 => {
+                    for i in (1..n).rev() {
+                        lines.swap(i, rand(i + 1));
+                    }
+                }
+                // Sorted, a few lines moved.
+                _ => {
+                    lines.sort_unstable();
+                    lines.dedup();
+                    for _ in 0..3.min(lines.len()) {
+                        let k = rand(lines.len());
+                        lines.insert(rand(lines.len()), lines[k]);
+                    }
+                }
+            }
+            let digest = |line: usize| Digest::sha256([(line % 251) as u8; 32]);
+            let mut listed = Listed::default();
+            for (i, &p) in lines.iter().enumerate() {
+                listed.push(i, &ghsa_path(p), digest(i)).unwrap();
+            }
+            // The reference: the lines read in order.
+            let mut first_line = std::collections::HashMap::new();
+            let mut want = None;
+            for (i, &p) in lines.iter().enumerate() {
+                match first_line.get(&p) {
+                    Some(&f) => {
+                        if want.is_none() {
+                            want = Some((i, f, ghsa_path(p)));
+                        }
+                    }
+                    None => {
+                        first_line.insert(p, i);
+                    }
+                }
+            }
+            let got = listed
+                .repeat()
+                .unwrap()
+                .map(|(i, f, p)| (i, f, p.to_string()));
+            assert_eq!(got, want, "round {round}, n {n}");
+            let mut kept: Vec<(String, usize)> = first_line
+                .iter()
+                .map(|(&p, &f)| (ghsa_path(p), f))
+                .collect();
+            kept.sort();
+            let mut back = Vec::new();
+            let mut files = listed.runs.merged();
+            let mut prev: Option<String> = None;
+            while let Some(f) = files.next() {
+                // Copies not yet merged read back beside their first: the first comes first.
+                if prev.as_deref() == Some(f.path) {
+                    continue;
+                }
+                prev = Some(f.path.to_string());
+                back.push((f.path.to_string(), f.size as usize, f.sha256));
+            }
+            let want_back: Vec<(String, usize, Digest)> =
+                kept.into_iter().map(|(p, f)| (p, f, digest(f))).collect();
+            assert_eq!(back, want_back, "round {round}, n {n}");
+        }
+    }
+
+    /// A sorted `SHA256SUMS` is one run of front-coded paths: in the GHSA layout (~86-byte
+    /// paths) a line costs the list under 100 bytes — whole paths with fixed records, as the
+    /// list was kept before, cost ~140 and twice the paths' buffer while it grew.
+    #[test]
+    fn a_sorted_listing_costs_under_100_bytes_a_ghsa_file() {
+        let n = 100_000usize;
+        let mut paths: Vec<String> = (0..n).map(ghsa_path).collect();
+        paths.sort();
+        paths.dedup();
+        let text: usize = paths.iter().map(String::len).sum();
+        let mut listed = Listed::default();
+        for (i, p) in paths.iter().enumerate() {
+            listed.push(i, p, Digest::sha256([7; 32])).unwrap();
+        }
+        assert_eq!(listed.runs.runs().len(), 1);
+        assert!(listed.repeat().unwrap().is_none());
+        let per_file = listed.runs.heap_bytes() as f64 / paths.len() as f64;
+        let whole = text as f64 / paths.len() as f64;
+        assert!(whole > 80.0, "{whole}");
+        assert!(per_file < 100.0, "{per_file} bytes per file");
+    }
 }
