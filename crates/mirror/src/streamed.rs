@@ -172,9 +172,14 @@ impl FileIndex {
         })
     }
 
-    /// The paths and the SHA-256 of each file, in path order (the paths moved, not copied).
-    pub(crate) fn into_paths_and_digests(self) -> (SortedPaths, Vec<[u8; 32]>) {
-        let digests = self.recs.iter().map(|m| m.sha256).collect();
+    /// The paths and the first `N` bytes of each file's SHA-256, in path order (the paths
+    /// moved, not copied).
+    pub(crate) fn into_paths_and_digest_prefixes<const N: usize>(
+        self,
+    ) -> (SortedPaths, Vec<[u8; N]>) {
+        let digests = (self.recs.iter())
+            .map(|m| std::array::from_fn(|i| m.sha256.get(i).copied().unwrap_or(0)))
+            .collect();
         let mut paths = self.paths;
         paths.shrink_to_fit();
         (paths, digests)
