@@ -2,13 +2,16 @@
 //! a bundle path, no path twice, every listed file present with its digest, no content file
 //! unlisted.
 //!
-//! `SHA256SUMS` is read a line at a time into a [`Listed`] index (an arena of paths and one
-//! fixed-size record per file, sorted once at the end, so a path is found by binary search):
-//! memory grows with the file count only by the index, whatever the file's size (up to
-//! [`crate::streamed::Limits::max_sums`]), and the lines may come in any order — `sha256sum
-//! -c` takes them so, and so did this check when it read the file whole (until session 12, a
-//! file above 32 MiB had to be sorted). Then one content stage: the folder walked once without
-//! building a list of it, the listed files found hashed on the hashing threads in batches.
+//! `SHA256SUMS` is read a line at a time into a [`Listed`] list — sorted runs of front-coded
+//! paths with a 44-byte record each ([`SortedRuns`]; a sorted file, as `sign` writes it, is
+//! one run: ~86 B per line in the GHSA layout, where whole paths with fixed records took
+//! ~140 B and twice the paths' buffer while it grew): memory grows with the file count only
+//! by that list, whatever the file's size (up to [`crate::streamed::Limits::max_sums`]), and
+//! the lines may come in any order — `sha256sum -c` takes them so, and so did this check when
+//! it read the file whole (until session 12, a file above 32 MiB had to be sorted). Then one
+//! content stage: the folder walked once in path order ([`crate::fs::walk_sorted_each`])
+//! beside the list read in path order, without building a list of the folder; the listed
+//! files found are hashed on the hashing threads in batches.
 
 use std::io::BufRead as _;
 use std::path::Path;
