@@ -963,13 +963,7 @@ mod tests {
         let n = paths.len();
         // Orders: sorted; reversed (every file a run of its own); shuffled; sorted stretches
         // in a shuffled order (as sources come); sorted with a few files out of place.
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move |m: usize| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng % m as u64) as usize
-        };
+        let mut rand = crate::runs::test_rng(0x9e37_79b9_7f4a_7c15u64);
         let sorted: Vec<usize> = (0..n).collect();
         let mut shuffled = sorted.clone();
         for i in (1..n).rev() {

@@ -232,3 +232,14 @@ impl<'a> Merged<'a> {
         })
     }
 }
+
+/// A small deterministic generator for tests that shuffle: `rand(m)` is in `0..m`.
+#[cfg(test)]
+pub(crate) fn test_rng(mut seed: u64) -> impl FnMut(usize) -> usize {
+    move |m: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % m as u64) as usize
+    }
+}

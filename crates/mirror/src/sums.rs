@@ -316,13 +316,7 @@ mod tests {
     /// among the runs (one run, runs merged as they come, runs left apart and read merged).
     #[test]
     fn repeats_are_found_as_reading_the_lines_in_order_would() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = move |m: usize| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng % m as u64) as usize
-        };
+        let mut rand = crate::runs::test_rng(0x2545_f491_4f6c_dd1du64);
         for round in 0..300 {
             let n = match round {
                 0..=9 => round,
