@@ -35,7 +35,7 @@ pub(crate) fn sums_line(i: usize) -> Field {
 /// Files handed to the hashing threads at once: bounds the list and its results in memory.
 const BATCH: usize = 1 << 16;
 
-/// The files `SHA256SUMS` lists, as sorted runs ([`SortedRuns`]: front-coded paths, ~57 B a
+/// The files `SHA256SUMS` lists, as sorted runs ([`SortedRuns`]: front-coded paths, 57–86 B a
 /// file; a sorted file is one run): each line's path and digest, and — in the record's size
 /// field, since `SHA256SUMS` lists no sizes — its 0-based line number. Of a path listed more
 /// than once only its first line is kept; the repeat that reading the lines in order would
