@@ -128,6 +128,8 @@ pub struct FileIndex {
     /// it lists files: found by hash, not by a scan; the text is held once, in `media`).
     media_ids: std::collections::HashMap<u64, u32>,
     hasher: std::collections::hash_map::RandomState,
+    /// The media type interned last (files come in runs of one type: no hash for those).
+    last_media: Option<u32>,
 }
 
 /// One entry of a [`FileIndex`], borrowed: the manifest's own borrowed entry.
@@ -266,6 +268,17 @@ impl FileIndex {
     }
 
     fn intern(&mut self, media_type: &str) -> u32 {
+        if let Some(id) = self.last_media {
+            if self.media.get(id as usize).is_some_and(|m| m == media_type) {
+                return id;
+            }
+        }
+        let id = self.intern_by_hash(media_type);
+        self.last_media = Some(id);
+        id
+    }
+
+    fn intern_by_hash(&mut self, media_type: &str) -> u32 {
         use std::hash::BuildHasher as _;
         let h = self.hasher.hash_one(media_type);
         let known = self.media_ids.get(&h).copied();

@@ -20,7 +20,6 @@ use crate::error::{
     missing_problem, Error, Field, IoContext as _, Result, Smallest, NAMED_PROBLEMS,
 };
 use crate::hash::{Digest, Progress};
-use crate::manifest::FileRef;
 use crate::names;
 use crate::runs::SortedRuns;
 
@@ -37,7 +36,9 @@ const BATCH: usize = 1 << 16;
 
 /// The files `SHA256SUMS` lists, as sorted runs ([`SortedRuns`]: front-coded paths, 57–86 B a
 /// file; a sorted file is one run): each line's path and digest, and — in the record's size
-/// field, since `SHA256SUMS` lists no sizes — its 0-based line number. Of a path listed more
+/// field, since `SHA256SUMS` lists no sizes — its 0-based line number. Lines are taken in
+/// chunks of [`CHUNK`], each sorted and added as at most one run, so lines in any order cost
+/// a sort each chunk rather than a run for every line out of order. Of a path listed more
 /// than once only its first line is kept; the repeat that reading the lines in order would
 /// meet first is remembered.
 #[derive(Default)]
@@ -46,32 +47,67 @@ struct Listed {
     /// For each path listed more than once its second line, the smallest of those: (that
     /// line, the path's first line, the path).
     repeat: Option<(u64, u64, String)>,
+    /// Lines read, not yet in `runs`: their paths one after another, and (where the path
+    /// starts and ends in `text`, line, digest).
+    text: String,
+    chunk: Vec<(usize, usize, u64, [u8; 32])>,
 }
+
+/// Lines sorted at once before they join the runs (a few MB).
+const CHUNK: usize = 1 << 16;
 
 impl Listed {
     /// Add `path`, read on line `line`.
     fn push(&mut self, line: usize, path: &str, digest: Digest) -> Result<()> {
-        let Listed { runs, repeat } = self;
-        runs.push(
-            path,
-            line as u64,
-            *digest.as_bytes(),
-            "",
-            &mut |first, again| {
-                note_repeat(repeat, &first, &again);
+        let start = self.text.len();
+        self.text.push_str(path);
+        (self.chunk).push((start, self.text.len(), line as u64, *digest.as_bytes()));
+        if self.chunk.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The lines of the chunk into the runs, in path order (a stable sort: a path's lines
+    /// stay in line order, so its first is kept and each later one is a repeat of it).
+    fn flush(&mut self) -> Result<()> {
+        let Listed {
+            runs,
+            repeat,
+            text,
+            chunk,
+        } = self;
+        let path = |&(a, b, _, _): &(usize, usize, u64, [u8; 32])| text.get(a..b).unwrap_or("");
+        chunk.sort_by(|x, y| path(x).cmp(path(y)));
+        let mut kept: Option<&(usize, usize, u64, [u8; 32])> = None;
+        for l in chunk.iter() {
+            if let Some(k) = kept.filter(|k| path(k) == path(l)) {
+                note_repeat(repeat, k.2, l.2, path(l));
+                continue;
+            }
+            kept = Some(l);
+            runs.push(path(l), l.2, l.3, "", &mut |first, again| {
+                note_repeat(repeat, first.size, again.size, again.path);
                 Ok(())
-            },
-        )
+            })?;
+        }
+        text.clear();
+        chunk.clear();
+        Ok(())
     }
 
     /// The first line that repeats a path of a line before it, as reading the lines in order
     /// would find it: (that line, the path's first line, the path).
-    /// (Called once every line is read: the list's growth slack is given back first.)
+    /// (Called once every line is read: the last chunk joins the runs, and the list's growth
+    /// slack is given back.)
     fn repeat(&mut self) -> Result<Option<(usize, usize, &str)>> {
-        let Listed { runs, repeat } = self;
+        self.flush()?;
+        self.text = String::new();
+        self.chunk = Vec::new();
+        let Listed { runs, repeat, .. } = self;
         runs.shrink_to_fit();
         runs.each_repeat(&mut |first, again| {
-            note_repeat(repeat, &first, &again);
+            note_repeat(repeat, first.size, again.size, again.path);
             Ok(())
         })?;
         Ok(self
@@ -81,14 +117,14 @@ impl Listed {
     }
 }
 
-/// Keep the repeat of `first`'s path on `again`'s line if it comes before the one kept. Each
-/// later entry of a path meets an earlier one of it once (when their runs are merged or
-/// read) and is dropped; the smallest line so met is the path's second, and the smallest
-/// over all paths the first repeat in line order.
-fn note_repeat(kept: &mut Option<(u64, u64, String)>, first: &FileRef<'_>, again: &FileRef<'_>) {
-    let (a, b) = (first.size.min(again.size), first.size.max(again.size));
+/// Keep the repeat of `path` on lines `x` and `y` if it comes before the one kept. Each
+/// later line of a path meets an earlier one of it once (in its chunk, or when runs are
+/// merged or read; chunks and runs keep line order) and is dropped; the smallest line so met
+/// is the path's second, and the smallest over all paths the first repeat in line order.
+fn note_repeat(kept: &mut Option<(u64, u64, String)>, x: u64, y: u64, path: &str) {
+    let (a, b) = (x.min(y), x.max(y));
     if kept.as_ref().is_none_or(|(line, _, _)| b < *line) {
-        *kept = Some((b, a, again.path.to_string()));
+        *kept = Some((b, a, path.to_string()));
     }
 }
 
@@ -313,14 +349,18 @@ mod tests {
     /// Lines in any order, some paths two or three times: the repeat reported is the one
     /// reading the lines in order meets first (with that path's first line), and each path
     /// is kept once, with its first line's digest and number — wherever the copies fall
-    /// among the runs (one run, runs merged as they come, runs left apart and read merged).
+    /// among chunks and runs (one chunk, one run, runs merged as they come, runs left apart
+    /// and read merged).
     #[test]
     fn repeats_are_found_as_reading_the_lines_in_order_would() {
         let mut rand = crate::runs::test_rng(0x2545_f491_4f6c_dd1du64);
         for round in 0..300 {
             let n = match round {
                 0..=9 => round,
-                10..=11 => 70_000, // beyond MERGE_AT_MOST: runs left apart
+                // Beyond a chunk, and beyond MERGE_AT_MOST: runs left apart, repeats met
+                // when they are read.
+                10 | 12 => 70_000,
+                11 | 13 => 200_000,
                 _ => 1 + rand(400),
             };
             let distinct = (n / 2).max(1);
