@@ -1,10 +1,10 @@
 //! The listed files of a thin bundle that its base carries, as verification reports them.
 
 /// The listed files a thin bundle does not carry (they come from its base), in manifest
-/// order, front-coded ([`SortedPaths`]): a thin update of a 1,000,000-file bundle lists nearly
-/// every file here — ~35 MB in the GHSA layout, against ~92 MB as whole paths one after
-/// another (and twice that for a moment while such a buffer grows) — and that list is alive
-/// while `apply` and thin `sign` hold their file index.
+/// order, front-coded as the file index codes its paths: a thin update of a 1,000,000-file
+/// bundle lists nearly every file here — ~42 MB in the GHSA layout, against ~92 MB as whole
+/// paths one after another (and twice that for a moment while such a buffer grows) — and
+/// that list is alive while `apply` and thin `sign` hold their file index.
 #[derive(Debug, Clone, Default)]
 pub struct FromBase(SortedPaths);
 
