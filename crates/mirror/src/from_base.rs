@@ -42,6 +42,18 @@ impl Paths {
         };
         self.text.get(start..end)
     }
+
+    /// The paths, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        (starts.zip(&self.ends)).map(|(a, &b)| self.text.get(a..b).unwrap_or_default())
+    }
+
+    /// Empty, keeping the room.
+    pub(crate) fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
 }
 
 impl FromBase {

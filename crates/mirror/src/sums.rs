@@ -247,10 +247,13 @@ fn check_content(dir: &Path, listed: &SortedRuns, progress: &dyn Progress) -> Re
     let mut hash_queued =
         |queue: &mut Batch, changed_files: &mut Smallest<(String, Digest, Digest)>| {
             // No sizes listed: read to the end, as `sha256sum -c` reads.
-            let batch: Vec<(&str, crate::hash::End)> =
-                queue.paths().map(|p| (p, crate::hash::End::Zero)).collect();
+            let batch: Vec<(&str, crate::hash::End)> = queue
+                .paths
+                .iter()
+                .map(|p| (p, crate::hash::End::Zero))
+                .collect();
             let hashed = crate::hash::hash_tree(dir, &batch, progress)?;
-            for ((path, want), h) in queue.paths().zip(&queue.want).zip(hashed) {
+            for ((path, want), h) in queue.paths.iter().zip(&queue.want).zip(hashed) {
                 if *want != h.digest {
                     changed_files.push((path.to_string(), h.digest, *want));
                 }
@@ -260,36 +263,44 @@ fn check_content(dir: &Path, listed: &SortedRuns, progress: &dyn Progress) -> Re
             queue.clear();
             Ok::<_, Error>(())
         };
-    // The listed file the walk has reached: its path and digest, copied out of the merge.
+    // The listed file the walk has reached: its path (copied out of the merge into one
+    // buffer) and digest, `None` past the last.
     let mut list = listed.merged();
-    let mut next_listed = || list.next().map(|f| (f.path.to_string(), f.sha256));
-    let mut here = next_listed();
+    let mut here = String::new();
+    let mut next_listed = |here: &mut String| {
+        list.next().map(|f| {
+            here.clear();
+            here.push_str(f.path);
+            f.sha256
+        })
+    };
+    let mut want = next_listed(&mut here);
     let walked = crate::fs::walk_sorted_each(dir, &mut |rel| {
         if names::is_metadata(rel) {
             return Ok(());
         }
-        while let Some((p, _)) = here.take_if(|(p, _)| p.as_bytes() < rel.as_bytes()) {
-            missing.push(p);
-            here = next_listed();
+        while want.is_some() && here.as_bytes() < rel.as_bytes() {
+            missing.push(here.clone());
+            want = next_listed(&mut here);
         }
-        match here.take_if(|(p, _)| p == rel) {
-            Some((_, want)) => {
-                queue.push(rel, want);
-                here = next_listed();
-                if queue.len() >= BATCH {
+        match want {
+            Some(w) if here == rel => {
+                queue.push(rel, w);
+                want = next_listed(&mut here);
+                if queue.paths.len() >= BATCH {
                     hash_queued(&mut queue, &mut changed_files)?;
                 }
             }
-            None => unlisted.push(rel.to_string()),
+            _ => unlisted.push(rel.to_string()),
         }
         Ok(())
     });
     let walked = walked.and_then(|()| hash_queued(&mut queue, &mut changed_files));
     progress.finish();
     walked?;
-    while let Some((p, _)) = here {
-        missing.push(p);
-        here = next_listed();
+    while want.is_some() {
+        missing.push(here.clone());
+        want = next_listed(&mut here);
     }
 
     // The problems in their order: unlisted, missing, changed (each by path).
@@ -307,35 +318,21 @@ fn check_content(dir: &Path, listed: &SortedRuns, progress: &dyn Progress) -> Re
     Ok((files, bytes))
 }
 
-/// Files queued for hashing: their paths in one buffer, and the digests listed for them.
+/// Files queued for hashing: their paths, and the digests listed for them.
 #[derive(Default)]
 struct Batch {
-    text: String,
-    ends: Vec<usize>,
+    paths: crate::from_base::Paths,
     want: Vec<Digest>,
 }
 
 impl Batch {
     fn push(&mut self, path: &str, want: Digest) {
-        self.text.push_str(path);
-        self.ends.push(self.text.len());
+        self.paths.push(path);
         self.want.push(want);
     }
 
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn paths(&self) -> impl Iterator<Item = &str> + '_ {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(&self.ends)
-            .map(|(a, &b)| self.text.get(a..b).unwrap_or_default())
-    }
-
     fn clear(&mut self) {
-        self.text.clear();
-        self.ends.clear();
+        self.paths.clear();
         self.want.clear();
     }
 }
