@@ -47,10 +47,18 @@ struct Listed {
     /// For each path listed more than once its second line, the smallest of those: (that
     /// line, the path's first line, the path).
     repeat: Option<(u64, u64, String)>,
-    /// Lines read, not yet in `runs`: their paths one after another, and (where the path
-    /// starts and ends in `text`, line, digest).
+    /// Lines read, not yet in `runs`: their paths one after another, and each line.
     text: String,
-    chunk: Vec<(usize, usize, u64, [u8; 32])>,
+    chunk: Vec<ChunkLine>,
+}
+
+/// A line of [`Listed`]'s chunk: where its path lies in the chunk's text, its number, its
+/// digest.
+struct ChunkLine {
+    start: usize,
+    end: usize,
+    line: u64,
+    sha256: [u8; 32],
 }
 
 /// Lines sorted at once before they join the runs (a few MB).
@@ -61,7 +69,12 @@ impl Listed {
     fn push(&mut self, line: usize, path: &str, digest: Digest) -> Result<()> {
         let start = self.text.len();
         self.text.push_str(path);
-        (self.chunk).push((start, self.text.len(), line as u64, *digest.as_bytes()));
+        self.chunk.push(ChunkLine {
+            start,
+            end: self.text.len(),
+            line: line as u64,
+            sha256: *digest.as_bytes(),
+        });
         if self.chunk.len() >= CHUNK {
             self.flush()?;
         }
@@ -77,16 +90,16 @@ impl Listed {
             text,
             chunk,
         } = self;
-        let path = |&(a, b, _, _): &(usize, usize, u64, [u8; 32])| text.get(a..b).unwrap_or("");
+        let path = |l: &ChunkLine| text.get(l.start..l.end).unwrap_or("");
         chunk.sort_by(|x, y| path(x).cmp(path(y)));
-        let mut kept: Option<&(usize, usize, u64, [u8; 32])> = None;
+        let mut kept: Option<&ChunkLine> = None;
         for l in chunk.iter() {
             if let Some(k) = kept.filter(|k| path(k) == path(l)) {
-                note_repeat(repeat, k.2, l.2, path(l));
+                note_repeat(repeat, k.line, l.line, path(l));
                 continue;
             }
             kept = Some(l);
-            runs.push(path(l), l.2, l.3, "", &mut |first, again| {
+            runs.push(path(l), l.line, l.sha256, "", &mut |first, again| {
                 note_repeat(repeat, first.size, again.size, again.path);
                 Ok(())
             })?;
