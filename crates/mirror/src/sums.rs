@@ -47,16 +47,15 @@ struct Listed {
     /// For each path listed more than once its second line, the smallest of those: (that
     /// line, the path's first line, the path).
     repeat: Option<(u64, u64, String)>,
-    /// Lines read, not yet in `runs`: their paths one after another, and each line.
-    text: String,
+    /// Lines read, not yet in `runs`: their paths, and each line.
+    paths: crate::from_base::Paths,
     chunk: Vec<ChunkLine>,
 }
 
-/// A line of [`Listed`]'s chunk: where its path lies in the chunk's text, its number, its
+/// A line of [`Listed`]'s chunk: its path's place in the chunk's paths, its number, its
 /// digest.
 struct ChunkLine {
-    start: usize,
-    end: usize,
+    at: usize,
     line: u64,
     sha256: [u8; 32],
 }
@@ -67,14 +66,12 @@ const CHUNK: usize = 1 << 16;
 impl Listed {
     /// Add `path`, read on line `line`.
     fn push(&mut self, line: usize, path: &str, digest: Digest) -> Result<()> {
-        let start = self.text.len();
-        self.text.push_str(path);
         self.chunk.push(ChunkLine {
-            start,
-            end: self.text.len(),
+            at: self.paths.len(),
             line: line as u64,
             sha256: *digest.as_bytes(),
         });
+        self.paths.push(path);
         if self.chunk.len() >= CHUNK {
             self.flush()?;
         }
@@ -87,10 +84,10 @@ impl Listed {
         let Listed {
             runs,
             repeat,
-            text,
+            paths,
             chunk,
         } = self;
-        let path = |l: &ChunkLine| text.get(l.start..l.end).unwrap_or("");
+        let path = |l: &ChunkLine| paths.get(l.at).unwrap_or("");
         chunk.sort_by(|x, y| path(x).cmp(path(y)));
         let mut kept: Option<&ChunkLine> = None;
         for l in chunk.iter() {
@@ -104,7 +101,7 @@ impl Listed {
                 Ok(())
             })?;
         }
-        text.clear();
+        paths.clear();
         chunk.clear();
         Ok(())
     }
@@ -115,7 +112,7 @@ impl Listed {
     /// slack is given back.)
     fn repeat(&mut self) -> Result<Option<(usize, usize, &str)>> {
         self.flush()?;
-        self.text = String::new();
+        self.paths = Default::default();
         self.chunk = Vec::new();
         let Listed { runs, repeat, .. } = self;
         runs.shrink_to_fit();
