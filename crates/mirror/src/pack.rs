@@ -19,10 +19,10 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use crate::codec::{zstd_encoder, zstd_workers, Compression, ParGzWriter};
 use crate::error::{Error, IoContext as _, Result};
-use crate::from_base::SortedPaths;
-use crate::fs::walk_each;
-use crate::hash::Progress;
-use crate::manifest::Manifest;
+use crate::from_base::Paths;
+use crate::fs::walk_sorted_each;
+use crate::hash::{Digest, Progress};
+use crate::manifest::{Manifest, ManifestError};
 use crate::names;
 use crate::path::{file_mode, ustar_split, BundlePath};
 use crate::streamed::{FileIndex, FilesSink};
@@ -52,10 +52,14 @@ pub fn pack(dir: &Path, output: &Path, mtime: u64, progress: &dyn Progress) -> R
 }
 
 /// [`pack`] with explicit [`crate::streamed::Limits`]: a `manifest.json` above
-/// `stream_above` is read as a stream into a [`FileIndex`] (tests take that path with small
-/// bundles). Either way the folder is walked once as a stream, each file looked up in the
-/// index (~100 B per file), and only paths and sizes (16 B + the path per file) are kept while
-/// the archive is written: no lists of the folder's paths.
+/// `stream_above` is read as a stream (tests take that path with small bundles).
+///
+/// Nothing of the file list is kept: the manifest is read twice as a stream ([`Listing`],
+/// on a thread of its own), first beside a walk of the folder in path order (every file
+/// there must be listed, and in a full bundle every listed file there), then to write the
+/// archive — one bit per listed file says which are present (a thin bundle lacks those its
+/// base carries). Memory stays flat whatever the file count: the bits, one batch of the list
+/// and the names of the folders on the walk's current branch.
 pub fn pack_with(
     dir: &Path,
     output: &Path,
@@ -69,11 +73,11 @@ pub fn pack_with(
             output.display()
         ))
     })?;
-    // Only paths (front-coded) and sizes are kept of the manifest's files, from the start: at
-    // 1,000,000 files of ~86-byte paths the full index (digests, media types) took ~142 MB.
-    let (manifest, list, _) = read_list::<PackList>(&dir.join(names::MANIFEST), limits)?;
-    let kind = manifest.kind;
+    let manifest_path = dir.join(names::MANIFEST);
+    let mut listing = Listing::open(&manifest_path, limits)?;
     if !dir.join(names::ENVELOPE).is_file() {
+        // A manifest that does not read says so first.
+        listing.drain()?;
         return Err(Error::input(format!(
             "{} is not signed (no manifest.dsse): run `stella mirror sign` first",
             dir.display()
@@ -90,61 +94,26 @@ pub fn pack_with(
             meta.push((name.to_string(), m.len()));
         }
     }
-    // One walk, one flag per listed file: no list of the folder's paths.
-    let mut present = vec![false; list.paths.len()];
-    walk_each(dir, &mut |p| {
-        if names::is_metadata(p) {
-            return Ok(());
-        }
-        match list.paths.find(p) {
-            Some(i) => {
-                present[i] = true;
-                Ok(())
-            }
-            None => Err(Error::input(format!(
-                "unlisted file {p} in {}: a bundle folder holds only the files its manifest lists",
-                dir.display()
-            ))),
-        }
-    })?;
-    if kind != crate::Kind::Thin {
-        if let Some(i) = present.iter().position(|here| !*here) {
-            let mut paths = list.paths.cursor();
-            for _ in 0..i {
-                paths.next_path();
-            }
-            let path = paths.next_path().unwrap_or("");
+    let present = check_folder(dir, &mut listing)?;
+    let (manifest, digest) = listing.finish()?;
+    if manifest.kind != crate::Kind::Thin {
+        if let Some(path) = &present.first_missing {
             return Err(Error::input(format!(
                 "file {path} is missing from {}",
                 dir.display()
             )));
         }
     }
-    // Thin: absent files come from the base; only those present go into the archive.
-    let (paths, mut sizes) = if present.iter().all(|here| *here) {
-        (list.paths, list.sizes)
-    } else {
-        let (mut paths, mut sizes) = (SortedPaths::default(), Vec::new());
-        let mut all = list.paths.cursor();
-        for (here, size) in present.iter().zip(&list.sizes) {
-            let Some(p) = all.next_path() else { break };
-            if *here {
-                paths.push(p);
-                sizes.push(*size);
-            }
-        }
-        (paths, sizes)
-    };
-    drop(present);
-    sizes.shrink_to_fit();
     let entries = Entries {
         meta,
-        paths: paths.done(),
-        sizes,
+        manifest: manifest_path,
+        limits: *limits,
+        digest,
+        removed: sorted(manifest.removed),
+        present: present.bits,
     };
-    let total: u64 =
-        entries.meta.iter().map(|e| e.1).sum::<u64>() + entries.sizes.iter().sum::<u64>();
-    let count = entries.meta.len() + entries.sizes.len();
+    let total: u64 = entries.meta.iter().map(|e| e.1).sum::<u64>() + present.bytes;
+    let count = entries.meta.len() + present.count;
 
     let out_dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -217,12 +186,17 @@ pub fn pack_with(
 }
 
 /// The archive's entries in order: the metadata files present, then the listed files
-/// present (a thin bundle lacks those its base carries), their paths front-coded in manifest
-/// order ([`SortedPaths`]: ~13 B per advisory path) and their sizes (8 B).
+/// present (a thin bundle lacks those its base carries), read from the manifest again.
 struct Entries {
     meta: Vec<(String, u64)>,
-    paths: SortedPaths,
-    sizes: Vec<u64>,
+    manifest: PathBuf,
+    limits: crate::streamed::Limits,
+    /// The manifest's digest when [`check_folder`] read it: the second reading must match.
+    digest: Digest,
+    /// The manifest's removed paths, sorted (a streamed manifest's files are not kept to
+    /// check them against: they are checked here, as they come again).
+    removed: Vec<BundlePath>,
+    present: Bits,
 }
 
 impl Entries {
@@ -231,12 +205,324 @@ impl Entries {
         for (p, s) in &self.meta {
             f(p, *s)?;
         }
-        let mut c = self.paths.cursor();
-        let mut sizes = self.sizes.iter();
-        while let (Some(p), Some(s)) = (c.next_path(), sizes.next()) {
-            f(p, *s)?;
+        let mut listing = Listing::open(&self.manifest, &self.limits)?;
+        let mut i = 0;
+        while let Some((path, size)) = listing.next()? {
+            if self
+                .removed
+                .binary_search_by(|r| r.as_str().cmp(path))
+                .is_ok()
+            {
+                let e = crate::manifest::ManifestError::FileAndRemoved(path.to_string());
+                return Err(Error::input(format!("{}: {e}", self.manifest.display())));
+            }
+            if self.present.get(i) {
+                f(path, size)?;
+            }
+            i += 1;
+        }
+        let (_, digest) = listing.finish()?;
+        if digest != self.digest || i != self.present.len() {
+            return Err(Error::input(format!(
+                "{} changed while the bundle was packed",
+                self.manifest.display()
+            )));
         }
         Ok(())
+    }
+}
+
+/// What the walk beside the manifest found: which listed files are present.
+#[derive(Default)]
+struct Present {
+    bits: Bits,
+    count: usize,
+    bytes: u64,
+    /// The first listed file absent, in manifest order.
+    first_missing: Option<String>,
+}
+
+/// Walk `dir` in path order beside the manifest's files (`listing`, in the same order): a
+/// file there that is not listed is refused; which listed files are there is returned.
+fn check_folder(dir: &Path, listing: &mut Listing) -> Result<Present> {
+    let mut present = Present::default();
+    let absent = |present: &mut Present, path: &str| {
+        present.bits.push(false);
+        if present.first_missing.is_none() {
+            present.first_missing = Some(path.to_string());
+        }
+    };
+    let walked = walk_sorted_each(dir, &mut |p| {
+        if names::is_metadata(p) {
+            return Ok(());
+        }
+        while let Some((listed, size)) = listing.peek()? {
+            match listed.cmp(p) {
+                std::cmp::Ordering::Less => absent(&mut present, listed),
+                std::cmp::Ordering::Equal => {
+                    present.bits.push(true);
+                    present.count += 1;
+                    present.bytes += size;
+                    listing.advance();
+                    return Ok(());
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+            listing.advance();
+        }
+        Err(Error::input(format!(
+            "unlisted file {p} in {}: a bundle folder holds only the files its manifest lists",
+            dir.display()
+        )))
+    });
+    if let Err(e) = walked {
+        // A manifest that does not read says so first (it was read before the walk).
+        listing.drain()?;
+        return Err(e);
+    }
+    while let Some((listed, _)) = listing.peek()? {
+        absent(&mut present, listed);
+        listing.advance();
+    }
+    Ok(present)
+}
+
+fn sorted(mut v: Vec<BundlePath>) -> Vec<BundlePath> {
+    v.sort_unstable();
+    v
+}
+
+/// One bit per listed file.
+#[derive(Default)]
+struct Bits {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Bits {
+    fn push(&mut self, on: bool) {
+        if self.len.is_multiple_of(64) {
+            self.words.push(0);
+        }
+        if on {
+            if let Some(w) = self.words.last_mut() {
+                *w |= 1 << (self.len % 64);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn get(&self, i: usize) -> bool {
+        i < self.len
+            && self
+                .words
+                .get(i / 64)
+                .is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Files handed from the reading thread to [`Listing`] at a time.
+const BATCH: usize = 4096;
+
+/// A batch of a manifest's files: paths and sizes.
+#[derive(Default)]
+struct Batch {
+    paths: Paths,
+    sizes: Vec<u64>,
+}
+
+/// A manifest's files (path and size) in manifest order, read — streamed above
+/// `stream_above`, typed whole below, as [`read_file_list`] reads it, with the same checks and
+/// messages — on a thread of its own and handed over in batches of [`BATCH`] (two at most
+/// waiting): nothing of the list is kept.
+struct Listing {
+    rx: Receiver<Batch>,
+    batch: Batch,
+    at: usize,
+    thread: Option<std::thread::JoinHandle<Result<(Manifest, Digest)>>>,
+    done: Option<(Manifest, Digest)>,
+}
+
+std::thread_local! {
+    /// Where the reading thread's [`FeedSink`] sends its batches (the sink is made by the
+    /// manifest reader with `Default`: this is how the channel reaches it).
+    static FEED: std::cell::RefCell<Option<SyncSender<Batch>>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Listing {
+    fn open(path: &Path, limits: &crate::streamed::Limits) -> Result<Listing> {
+        let (tx, rx) = sync_channel::<Batch>(2);
+        let (owned, limits) = (path.to_path_buf(), *limits);
+        let thread = std::thread::Builder::new()
+            .name("pack-list".into())
+            .spawn(move || {
+                FEED.with(|f| *f.borrow_mut() = Some(tx));
+                let read = read_list::<FeedSink>(&owned, &limits);
+                // Never taken if the manifest did not read: the channel closes here.
+                FEED.with(|f| f.borrow_mut().take());
+                let (manifest, mut sink, digest) = read?;
+                // What a manifest typed whole leaves in the last batch.
+                sink.hand_on().ok();
+                Ok((manifest, digest))
+            })
+            .map_err(|e| Error::io(path, e))?;
+        Ok(Listing {
+            rx,
+            batch: Batch::default(),
+            at: 0,
+            thread: Some(thread),
+            done: None,
+        })
+    }
+
+    /// Whether an entry is at `at` (the next batch taken if needed; at the end, the reading
+    /// thread's error if it had one).
+    fn fill(&mut self) -> Result<bool> {
+        while self.at >= self.batch.sizes.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.batch = b;
+                    self.at = 0;
+                }
+                Err(_) => {
+                    if let Some(t) = self.thread.take() {
+                        let read = t
+                            .join()
+                            .map_err(|_| Error::input("the manifest reader failed"))?;
+                        self.done = Some(read?);
+                    }
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next file, not taken.
+    fn peek(&mut self) -> Result<Option<(&str, u64)>> {
+        if !self.fill()? {
+            return Ok(None);
+        }
+        let b = &self.batch;
+        Ok(b.paths.get(self.at).zip(b.sizes.get(self.at).copied()))
+    }
+
+    /// Take the file [`peek`](Self::peek) gave.
+    fn advance(&mut self) {
+        self.at += 1;
+    }
+
+    /// The next file.
+    fn next(&mut self) -> Result<Option<(&str, u64)>> {
+        if !self.fill()? {
+            return Ok(None);
+        }
+        self.at += 1;
+        let (b, i) = (&self.batch, self.at - 1);
+        Ok(b.paths.get(i).zip(b.sizes.get(i).copied()))
+    }
+
+    /// Read the rest, for its errors.
+    fn drain(&mut self) -> Result<()> {
+        while self.fill()? {
+            self.at = self.batch.sizes.len();
+        }
+        Ok(())
+    }
+
+    /// The manifest (without its files) and the digest of its bytes, once all is read.
+    fn finish(mut self) -> Result<(Manifest, Digest)> {
+        self.drain()?;
+        self.done
+            .take()
+            .ok_or_else(|| Error::input("the manifest reader stopped early"))
+    }
+}
+
+impl Drop for Listing {
+    /// Stop the reading thread (its next batch finds no one to take it) and wait for it.
+    fn drop(&mut self) {
+        let (_, closed) = sync_channel(0);
+        drop(std::mem::replace(&mut self.rx, closed));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The reading thread's sink: checks each entry as [`FileIndex`] does and sends it on in
+/// batches (see [`FEED`]). It keeps no list, so it cannot say which paths are listed:
+/// `removed` is checked against the files by [`Entries::each`].
+#[derive(Default)]
+struct FeedSink {
+    tx: Option<SyncSender<Batch>>,
+    batch: Batch,
+    last: String,
+    any: bool,
+}
+
+impl FeedSink {
+    fn push(&mut self, path: &str, size: u64) -> std::result::Result<(), ManifestError> {
+        if self.tx.is_none() && !self.any {
+            self.tx = FEED.with(|f| f.borrow_mut().take());
+        }
+        self.batch.paths.push(path);
+        self.batch.sizes.push(size);
+        if self.batch.sizes.len() >= BATCH {
+            self.hand_on()?;
+        }
+        Ok(())
+    }
+
+    /// Send the batch on (an error once no one takes it: the reading stops).
+    fn hand_on(&mut self) -> std::result::Result<(), ManifestError> {
+        if self.batch.sizes.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        match &self.tx {
+            Some(tx) if tx.send(batch).is_ok() => Ok(()),
+            _ => Err(ManifestError::Shape(serde::de::Error::custom(
+                "no one reads the file list any more",
+            ))),
+        }
+    }
+}
+
+impl FilesSink for FeedSink {
+    fn push_wire(
+        &mut self,
+        w: &crate::manifest::WireEntryRef<'_>,
+    ) -> std::result::Result<(), ManifestError> {
+        w.check(self.any.then_some(self.last.as_str()))?;
+        self.push(&w.path, w.size)?;
+        self.any = true;
+        self.last.clear();
+        self.last.push_str(&w.path);
+        Ok(())
+    }
+
+    fn push_entry(
+        &mut self,
+        f: crate::manifest::FileEntry,
+    ) -> std::result::Result<(), ManifestError> {
+        // Checked already (`Manifest::from_json`).
+        self.push(&f.path, f.size)?;
+        self.any = true;
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        // No one to take it: the reader's error says so (the thread's result is not read).
+        self.hand_on().ok();
+    }
+
+    fn lists(&self, _path: &str) -> bool {
+        false
     }
 }
 
@@ -252,7 +538,7 @@ pub fn read_file_list(
     read_list(path, limits)
 }
 
-/// [`read_file_list`] into any [`FilesSink`] (`pack` keeps a [`PackList`]).
+/// [`read_file_list`] into any [`FilesSink`] (`pack` hands the files on: [`FeedSink`]).
 pub(crate) fn read_list<T: FilesSink>(
     path: &Path,
     limits: &crate::streamed::Limits,
@@ -301,40 +587,6 @@ pub(crate) fn read_list<T: FilesSink>(
         list.push_entry(f).map_err(shape)?;
     }
     Ok((manifest, list, digest))
-}
-
-/// What `pack` keeps of a manifest's files: their paths, front-coded, and sizes, in path
-/// order (~16 B + the path's new bytes per file, not a [`FileIndex`]'s 56 B + the path).
-#[derive(Default)]
-pub(crate) struct PackList {
-    paths: SortedPaths,
-    sizes: Vec<u64>,
-}
-
-impl FilesSink for PackList {
-    fn push_wire(
-        &mut self,
-        w: &crate::manifest::WireEntryRef<'_>,
-    ) -> std::result::Result<(), crate::manifest::ManifestError> {
-        w.check(self.paths.last())?;
-        self.paths.push(&w.path);
-        self.sizes.push(w.size);
-        Ok(())
-    }
-
-    fn push_entry(
-        &mut self,
-        f: crate::manifest::FileEntry,
-    ) -> std::result::Result<(), crate::manifest::ManifestError> {
-        // Checked already (`Manifest::from_json`).
-        self.paths.push(&f.path);
-        self.sizes.push(f.size);
-        Ok(())
-    }
-
-    fn lists(&self, path: &str) -> bool {
-        self.paths.find(path).is_some()
-    }
 }
 
 /// Hashes what is read through it.
@@ -617,51 +869,222 @@ impl<W: Write> Write for CountingWriter<W> {
 mod tests {
     use super::*;
 
+    /// Paths whose byte order is not the order of a walk that sorts names without their
+    /// folder's `/` (`-` and `.` sort before `/`: `a-b`, `a.c`, then `a/…`), unicode, a long
+    /// path.
+    fn tricky_paths() -> Vec<String> {
+        let mut paths: Vec<String> = [
+            "a-b",
+            "a.c",
+            "a/x-y",
+            "a/x.z",
+            "a/x/y",
+            "a/x0",
+            "a0",
+            "advisories/è.json",
+            "advisories/é.json",
+            "advisories/é/x",
+            "z",
+        ]
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+        paths.push(format!("{}/{}", "d".repeat(150), "f".repeat(90)));
+        paths.sort();
+        paths
+    }
+
+    /// A manifest listing `paths` (sizes 0, 1, 2, …), written to `dir/manifest.json`.
+    fn write_manifest(dir: &Path, paths: &[String]) -> Vec<u8> {
+        let mut m = crate::testing::sample_manifest();
+        m.files = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| crate::manifest::FileEntry {
+                path: BundlePath::new(p).expect("path"),
+                size: i as u64,
+                sha256: Digest::sha256([7; 32]),
+                media_type: "text/plain".into(),
+            })
+            .collect();
+        let bytes = m.to_canonical_json();
+        std::fs::write(dir.join(names::MANIFEST), &bytes).expect("write");
+        bytes
+    }
+
+    fn streamed() -> crate::streamed::Limits {
+        crate::streamed::Limits {
+            stream_above: 0,
+            ..Default::default()
+        }
+    }
+
     #[test]
-    fn entries_come_back_in_order_with_their_sizes() {
-        let mut listed: Vec<(String, u64)> = vec![
-            ("advisories/è.json".into(), 1),
-            ("advisories/é.json".into(), 2),
-            ("advisories/é/x".into(), 0),
-            (format!("{}/{}", "d".repeat(150), "f".repeat(90)), 1 << 40),
-        ];
-        for i in 0..1000u64 {
-            listed.push((format!("advisories/osv/{:03}/OSV-{i:07}.json", i % 13), i));
+    fn the_listing_hands_on_every_file_in_order_read_either_way() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut paths = tricky_paths();
+        // Several batches.
+        paths.extend(
+            (0..2 * BATCH + 17).map(|i| format!("advisories/osv/{:03}/OSV-{i:07}.json", i % 13)),
+        );
+        paths.sort();
+        let bytes = write_manifest(dir.path(), &paths);
+        let want: Vec<(String, u64)> = paths.iter().cloned().zip(0..).collect();
+        let path = dir.path().join(names::MANIFEST);
+        for limits in [streamed(), crate::streamed::Limits::default()] {
+            let mut listing = Listing::open(&path, &limits).expect("open");
+            let mut seen = Vec::new();
+            assert_eq!(
+                listing.peek().expect("peek").map(|e| e.0.to_string()),
+                Some(paths[0].clone())
+            );
+            while let Some((p, s)) = listing.next().expect("next") {
+                seen.push((p.to_string(), s));
+            }
+            assert_eq!(seen, want);
+            let (m, digest) = listing.finish().expect("finish");
+            assert_eq!(digest, Digest::of(&bytes));
+            assert!(m.files.is_empty());
+            // Left after a few files: the reading thread stops, nothing hangs.
+            let mut listing = Listing::open(&path, &limits).expect("open");
+            for _ in 0..3 {
+                listing.next().expect("next");
+            }
+            drop(listing);
         }
-        listed.sort();
-        let meta = vec![
-            ("manifest.dsse".to_string(), 7),
-            ("manifest.json".to_string(), 9),
-        ];
-        let mut paths = SortedPaths::default();
-        for (p, _) in &listed {
-            paths.push(p);
+    }
+
+    #[test]
+    fn a_listing_reports_the_manifest_errors_of_either_reading() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join(names::MANIFEST);
+        let bytes = write_manifest(dir.path(), &tricky_paths());
+        // Two entries swapped: not sorted.
+        let text = String::from_utf8(bytes).expect("utf8");
+        let swapped = text
+            .replacen("\"a-b\"", "\"TMP\"", 1)
+            .replacen("\"a.c\"", "\"a-b\"", 1)
+            .replacen("\"TMP\"", "\"a.c\"", 1);
+        assert_ne!(swapped, text);
+        std::fs::write(&path, swapped).expect("write");
+        for limits in [streamed(), crate::streamed::Limits::default()] {
+            let mut listing = Listing::open(&path, &limits).expect("open");
+            let e = listing.drain().expect_err("unsorted");
+            assert!(e.to_string().contains("not sorted"), "{e}");
+            assert!(e.to_string().contains("manifest.json"), "{e}");
         }
-        let entries = Entries {
-            meta: meta.clone(),
-            paths: paths.done(),
-            sizes: listed.iter().map(|e| e.1).collect(),
+        std::fs::remove_file(&path).expect("rm");
+        let e = Listing::open(&path, &streamed())
+            .expect("open")
+            .finish()
+            .expect_err("missing");
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
+    }
+
+    #[test]
+    fn the_folder_walk_meets_the_listing_in_path_order() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let paths = tricky_paths();
+        write_manifest(dir.path(), &paths);
+        for p in &paths {
+            let f = dir.path().join(p);
+            std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+            std::fs::write(f, b"").expect("write");
+        }
+        let path = dir.path().join(names::MANIFEST);
+        let check = || {
+            let mut listing = Listing::open(&path, &streamed()).expect("open");
+            let r = check_folder(dir.path(), &mut listing);
+            r.map(|p| {
+                let bits: Vec<bool> = (0..p.bits.len()).map(|i| p.bits.get(i)).collect();
+                (bits, p.count, p.bytes, p.first_missing)
+            })
+        };
+        let n = paths.len();
+        let all = (vec![true; n], n, (0..n as u64).sum::<u64>(), None);
+        assert_eq!(check().expect("all there"), all);
+        // Two listed files gone: their bits are off, the first in manifest order is named.
+        std::fs::remove_file(dir.path().join("a/x.z")).expect("rm");
+        std::fs::remove_file(dir.path().join("a-b")).expect("rm");
+        let (bits, count, _, first) = check().expect("checked");
+        let off: Vec<&str> = paths
+            .iter()
+            .zip(&bits)
+            .filter(|(_, b)| !**b)
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert_eq!(off, ["a-b", "a/x.z"]);
+        assert_eq!((count, first.as_deref()), (n - 2, Some("a-b")));
+        // A file not listed, wherever it sorts, is refused by name.
+        for stray in ["a/x.y", "0", "zz", "a/x/y-"] {
+            std::fs::write(dir.path().join(stray), b"").expect("plant");
+            let e = check().expect_err("unlisted");
+            assert!(
+                e.to_string().contains(&format!("unlisted file {stray} in")),
+                "{e}"
+            );
+            std::fs::remove_file(dir.path().join(stray)).expect("rm");
+        }
+    }
+
+    #[test]
+    fn the_second_reading_refuses_a_removed_file_and_a_changed_manifest() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let paths = tricky_paths();
+        let bytes = write_manifest(dir.path(), &paths);
+        let entries = |removed: &[&str], digest: Digest| {
+            let mut present = Bits::default();
+            paths.iter().for_each(|_| present.push(true));
+            Entries {
+                meta: vec![],
+                manifest: dir.path().join(names::MANIFEST),
+                limits: streamed(),
+                digest,
+                removed: removed
+                    .iter()
+                    .map(|r| BundlePath::new(r).expect("path"))
+                    .collect(),
+                present,
+            }
         };
         let mut seen = Vec::new();
-        entries
-            .each(&mut |p, s| {
-                seen.push((p.to_string(), s));
+        entries(&["a/x"], Digest::of(&bytes))
+            .each(&mut |p, _| {
+                seen.push(p.to_string());
                 Ok(())
             })
-            .unwrap();
-        let want: Vec<(String, u64)> = meta.into_iter().chain(listed).collect();
-        assert_eq!(seen, want);
-        // The first error ends the walk and is returned.
-        let mut n = 0;
-        let e = entries.each(&mut |_, _| {
-            n += 1;
-            if n == 3 {
-                return Err(Error::input("stop"));
-            }
-            Ok(())
-        });
-        assert_eq!(e.unwrap_err().to_string(), "stop");
-        assert_eq!(n, 3);
+            .expect("each");
+        assert_eq!(seen, paths);
+        let e = entries(&["a/x", "a0"], Digest::of(&bytes))
+            .each(&mut |_, _| Ok(()))
+            .expect_err("removed");
+        assert!(
+            e.to_string()
+                .contains("a0 is listed both as a file and as removed"),
+            "{e}"
+        );
+        let e = entries(&[], Digest::of(b"another"))
+            .each(&mut |_, _| Ok(()))
+            .expect_err("changed");
+        assert!(
+            e.to_string()
+                .contains("changed while the bundle was packed"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bits_read_back_as_pushed() {
+        let mut bits = Bits::default();
+        let want: Vec<bool> = (0..200)
+            .map(|i| i % 3 == 0 || i == 64 || i == 127)
+            .collect();
+        for &b in &want {
+            bits.push(b);
+        }
+        assert_eq!(bits.len(), 200);
+        assert_eq!((0..200).map(|i| bits.get(i)).collect::<Vec<_>>(), want);
+        assert!(!bits.get(200) && !bits.get(10_000));
     }
 
     #[test]
