@@ -177,9 +177,8 @@ impl Collected {
 
     /// The manifest's checks of `files` ([`Manifest::validate`]), entry by entry in order.
     fn validate(&self) -> std::result::Result<(), ManifestError> {
-        let mut prev = String::new();
+        let mut order = crate::manifest::PathOrder::default();
         let mut files = self.merged();
-        let mut first = true;
         while let Some(f) = files.next() {
             let entry = FileEntry {
                 path: BundlePath::new(f.path).map_err(ManifestError::FilePath)?,
@@ -187,10 +186,7 @@ impl Collected {
                 sha256: f.sha256,
                 media_type: f.media_type.to_string(),
             };
-            crate::manifest::check_next((!first).then_some(prev.as_str()), &entry)?;
-            first = false;
-            prev.clear();
-            prev.push_str(f.path);
+            crate::manifest::check_next(&mut order, &entry)?;
         }
         Ok(())
     }

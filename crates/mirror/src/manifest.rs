@@ -270,13 +270,13 @@ pub(crate) use borrowed::WireEntry as WireEntryRef;
 impl WireEntryRef<'_> {
     /// [`FileEntry::from_wire`] and [`check_next`] without building the entry: the same checks
     /// in the same order, with the same errors; the digest on success.
-    pub(crate) fn check(&self, prev: Option<&str>) -> Result<Digest, ManifestError> {
+    pub(crate) fn check(&self, order: &mut PathOrder) -> Result<Digest, ManifestError> {
         crate::path::check(&self.path).map_err(ManifestError::FilePath)?;
         let sha256 = sha256_of_hex(&self.sha256).ok_or_else(|| ManifestError::FileSha256 {
             path: self.path.to_string(),
             sha256: self.sha256.to_string(),
         })?;
-        check_next_parts(prev, &self.path, self.size, &self.media_type)?;
+        check_next_parts(order, &self.path, self.size, &self.media_type)?;
         Ok(sha256)
     }
 }
@@ -298,15 +298,59 @@ impl<'de> Deserialize<'de> for Manifest {
     }
 }
 
-/// The checks [`Manifest::validate`] makes of one entry of `files`, given the path of the
-/// entry before it (for lists checked as they are written).
-pub(crate) fn check_next(prev: Option<&str>, f: &FileEntry) -> Result<(), ManifestError> {
-    check_next_parts(prev, &f.path, f.size, &f.media_type)
+/// The checks [`Manifest::validate`] makes of one entry of `files`, given the order of the
+/// entries before it (for lists checked as they are written).
+pub(crate) fn check_next(order: &mut PathOrder, f: &FileEntry) -> Result<(), ManifestError> {
+    check_next_parts(order, &f.path, f.size, &f.media_type)
+}
+
+/// The order of a file list, checked path by path: each path above the one before it, and no
+/// listed file the folder of a later one — however many paths sort between the two (`a/x`,
+/// `a/x-y`, `a/x.z`, `a/x/y`: `-` and `.` sort before `/`), so comparing each path with the
+/// one before is not enough. Holds the last path and where each listed file that begins it
+/// ends (the paths that begin with a file come together, right after it: a file leaves the
+/// list at the first path that does not begin with it, so it holds at most a path's length).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PathOrder {
+    last: String,
+    any: bool,
+    /// Lengths of the listed files that are prefixes of `last` (`last` itself the longest).
+    files: Vec<usize>,
+}
+
+impl PathOrder {
+    /// Check `path` as the next in the list, and take it as the last.
+    pub(crate) fn next(&mut self, path: &str) -> Result<(), ManifestError> {
+        if self.any {
+            if self.last.as_bytes() >= path.as_bytes() {
+                return Err(ManifestError::NotSorted(path.to_string()));
+            }
+            while let Some(&n) = self.files.last() {
+                if path.as_bytes().starts_with(&self.last.as_bytes()[..n]) {
+                    break;
+                }
+                self.files.pop();
+            }
+            if let Some(&n) = self.files.last() {
+                if path.as_bytes().get(n) == Some(&b'/') {
+                    return Err(ManifestError::FileIsFolder {
+                        file: self.last[..n].to_string(),
+                        of: path.to_string(),
+                    });
+                }
+            }
+        }
+        self.last.clear();
+        self.last.push_str(path);
+        self.files.push(path.len());
+        self.any = true;
+        Ok(())
+    }
 }
 
 /// [`check_next`] of an entry given by its fields (its path already a valid bundle path).
 fn check_next_parts(
-    prev: Option<&str>,
+    order: &mut PathOrder,
     path: &str,
     size: u64,
     media_type: &str,
@@ -320,18 +364,7 @@ fn check_next_parts(
     if crate::names::is_metadata(path) {
         return Err(ManifestError::MetadataName(path.to_string()));
     }
-    if let Some(prev) = prev {
-        if prev.as_bytes() >= path.as_bytes() {
-            return Err(ManifestError::NotSorted(path.to_string()));
-        }
-        if path.starts_with(prev) && path.as_bytes().get(prev.len()) == Some(&b'/') {
-            return Err(ManifestError::FileIsFolder {
-                file: prev.to_string(),
-                of: path.to_string(),
-            });
-        }
-    }
-    Ok(())
+    order.next(path)
 }
 
 impl Manifest {
@@ -516,15 +549,9 @@ impl Manifest {
             return Err(e);
         }
         // A path that is a file cannot also be a folder of another file.
-        for w in self.files.windows(2) {
-            if w[1].path.starts_with(w[0].path.as_str())
-                && w[1].path.as_bytes()[w[0].path.len()] == b'/'
-            {
-                return Err(ManifestError::FileIsFolder {
-                    file: w[0].path.to_string(),
-                    of: w[1].path.to_string(),
-                });
-            }
+        let mut order = PathOrder::default();
+        for f in &self.files {
+            order.next(&f.path)?;
         }
         if let Some(e) = deferred.images {
             return Err(e);
@@ -1191,16 +1218,26 @@ mod tests {
             sha256: Digest::sha256([0; 32]),
             media_type: "text/plain".into(),
         };
-        assert!(check_next(None, &e("a")).is_ok());
-        assert!(check_next(Some("a"), &e("b")).is_ok());
-        assert!(check_next(Some("a"), &e("a-b/c")).is_ok());
+        // The order after the entry `prev`, if any.
+        let after = |prev: Option<&str>| {
+            let mut order = PathOrder::default();
+            if let Some(p) = prev {
+                order.next(p).unwrap();
+            }
+            order
+        };
+        assert!(check_next(&mut after(None), &e("a")).is_ok());
+        assert!(check_next(&mut after(Some("a")), &e("b")).is_ok());
+        assert!(check_next(&mut after(Some("a")), &e("a-b/c")).is_ok());
         for (prev, path, want) in [
             (Some("b"), "a", "not sorted"),
             (Some("a"), "a", "not sorted"),
             (Some("a"), "a/b", "file a is also a folder of a/b"),
             (None, "manifest.json", "metadata name"),
         ] {
-            let err = check_next(prev, &e(path)).unwrap_err().to_string();
+            let err = check_next(&mut after(prev), &e(path))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{prev:?} {path}: {err}");
             // validate says the same of the two-entry list.
             let mut m = sample();
@@ -1209,10 +1246,70 @@ mod tests {
         }
         let mut bad = e("x");
         bad.media_type.clear();
-        assert!(check_next(None, &bad)
+        assert!(check_next(&mut after(None), &bad)
             .unwrap_err()
             .to_string()
             .contains("mediaType"));
+    }
+
+    /// A file that a later path takes as its folder is refused however many paths sort
+    /// between the two (`-`, `.` and other bytes below `/` sort a sibling in between), by
+    /// `validate`, by the streamed reader and by `check_next` alike; a name that only begins
+    /// with a file's name is not its folder.
+    #[test]
+    fn a_file_is_never_also_a_folder_however_far_apart_they_sort() {
+        let refused: &[(&[&str], &str, &str)] = &[
+            (&["a", "a-b", "a/b"], "a", "a/b"),
+            (&["a/x", "a/x-y", "a/x.z", "a/x/y"], "a/x", "a/x/y"),
+            (&["a", "a a", "a!", "a+b/c", "a.d", "a/e"], "a", "a/e"),
+            (
+                &["d/a", "d/a-1", "d/a-1-2", "d/a-1-2.x", "d/a-1/z"],
+                "d/a-1",
+                "d/a-1/z",
+            ),
+            (&["x", "x-1", "x-1.y", "x/y/z"], "x", "x/y/z"),
+        ];
+        let allowed: &[&[&str]] = &[
+            &["a", "a-b", "a.c", "ab/c"],
+            &["a-b", "a.c", "a/b"],
+            &["a/x-y", "a/x.z", "a/x/y", "a/x0"],
+            &["a", "a-b/c", "a-b/d", "a.c/e", "b/a"],
+            &["x/a", "x/a-b", "x/b", "x/b-c/d", "y"],
+        ];
+        let entry = |p: &str| FileEntry {
+            path: path(p),
+            size: 1,
+            sha256: Digest::sha256([0; 32]),
+            media_type: "text/plain".into(),
+        };
+        let check_all = |paths: &[&str]| {
+            let mut m = sample();
+            m.files = paths.iter().map(|p| entry(p)).collect();
+            let validated = m.validate().map_err(|e| e.to_string());
+            let streamed = crate::streamed::parse_manifest(&m.to_canonical_json()[..])
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            let mut order = PathOrder::default();
+            let stepped = paths
+                .iter()
+                .try_for_each(|p| check_next(&mut order, &entry(p)))
+                .map_err(|e| e.to_string());
+            (validated, streamed, stepped)
+        };
+        for (paths, file, of) in refused {
+            let want = format!("file {file} is also a folder of {of}");
+            let (v, s, c) = check_all(paths);
+            for got in [v, s, c] {
+                assert!(
+                    got.as_ref().is_err_and(|e| e.contains(&want)),
+                    "{paths:?}: {got:?}"
+                );
+            }
+        }
+        for paths in allowed {
+            let (v, s, c) = check_all(paths);
+            assert_eq!((v, s, c), (Ok(()), Ok(()), Ok(())), "{paths:?}");
+        }
     }
 
     /// The canonical text of a manifest, with `edit` applied to its JSON value (the shape a

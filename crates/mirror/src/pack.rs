@@ -461,7 +461,7 @@ impl Drop for Listing {
 struct FeedSink {
     tx: Option<SyncSender<Batch>>,
     batch: Batch,
-    last: String,
+    order: crate::manifest::PathOrder,
     any: bool,
 }
 
@@ -498,11 +498,9 @@ impl FilesSink for FeedSink {
         &mut self,
         w: &crate::manifest::WireEntryRef<'_>,
     ) -> std::result::Result<(), ManifestError> {
-        w.check(self.any.then_some(self.last.as_str()))?;
+        w.check(&mut self.order)?;
         self.push(&w.path, w.size)?;
         self.any = true;
-        self.last.clear();
-        self.last.push_str(&w.path);
         Ok(())
     }
 

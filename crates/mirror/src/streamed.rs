@@ -130,6 +130,9 @@ pub struct FileIndex {
     hasher: std::collections::hash_map::RandomState,
     /// The media type interned last (files come in runs of one type: no hash for those).
     last_media: Option<u32>,
+    /// The order of the entries pushed checked ([`FileIndex::push`]; boxed: an index is
+    /// held by value in enums beside a reference).
+    order: Box<crate::manifest::PathOrder>,
 }
 
 /// One entry of a [`FileIndex`], borrowed: the manifest's own borrowed entry.
@@ -338,7 +341,7 @@ impl FileIndex {
 
     /// Add the next entry (in path order), checked as [`Manifest::validate`] checks `files`.
     pub fn push(&mut self, f: FileEntry) -> std::result::Result<(), ManifestError> {
-        crate::manifest::check_next(self.paths.last(), &f)?;
+        crate::manifest::check_next(&mut self.order, &f)?;
         self.keep(&f.path, f.size, *f.sha256.as_bytes(), &f.media_type);
         Ok(())
     }
@@ -349,7 +352,7 @@ impl FileIndex {
         &mut self,
         w: &crate::manifest::WireEntryRef<'_>,
     ) -> std::result::Result<(), ManifestError> {
-        let sha256 = w.check(self.paths.last())?;
+        let sha256 = w.check(&mut self.order)?;
         self.keep(&w.path, w.size, *sha256.as_bytes(), &w.media_type);
         Ok(())
     }

@@ -760,7 +760,7 @@ fn stream_files(
     let (m, _) = read(Sink::Send {
         tx,
         batch: Vec::with_capacity(BATCH),
-        prev: None,
+        order: Default::default(),
     })?;
     // A path both listed and removed is refused (the first such in `removed`): looked for in
     // a second pass, since `removed` follows `files` in a canonical manifest.
@@ -789,7 +789,7 @@ enum Sink {
     Send {
         tx: std::sync::mpsc::SyncSender<Vec<FileEntry>>,
         batch: Vec<FileEntry>,
-        prev: Option<BundlePath>,
+        order: crate::manifest::PathOrder,
     },
     /// Find the first entry of `removed` (path → position) that is also listed.
     Removed {
@@ -838,11 +838,9 @@ fn feed<'de, A: serde::de::SeqAccess<'de>>(
 ) -> std::result::Result<(), A::Error> {
     use serde::de::Error as _;
     match sink {
-        Sink::Send { tx, batch, prev } => {
+        Sink::Send { tx, batch, order } => {
             while let Some(e) = seq.next_element::<FileEntry>()? {
-                crate::manifest::check_next(prev.as_ref().map(|p| p.as_str()), &e)
-                    .map_err(A::Error::custom)?;
-                *prev = Some(e.path.clone());
+                crate::manifest::check_next(order, &e).map_err(A::Error::custom)?;
                 batch.push(e);
                 if batch.len() == BATCH {
                     let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
