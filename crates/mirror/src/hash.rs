@@ -516,10 +516,56 @@ pub(crate) fn hash_tree<S: AsRef<str> + Sync>(
 /// Copy many files from under `src_root` to new files under `dest_root`, hashing on the way,
 /// on every core; `files` holds `(source, destination)` `/` paths relative to the two roots,
 /// and the destination folders exist. Results (digest, size) come back in the order of
-/// `files`; the first error stops the other threads.
+/// `files`; the first error stops the other threads. [`copy_tree_from`] with one source root
+/// and no bound.
+pub(crate) fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
+    src_root: &Path,
+    dest_root: &Path,
+    files: &[(S, D)],
+    progress: &dyn Progress,
+) -> Result<Vec<(Digest, u64)>> {
+    let jobs: Vec<CopyJob<'_>> = files
+        .iter()
+        .map(|(s, d)| CopyJob {
+            src: s.as_ref(),
+            dest: d.as_ref(),
+            end: End::Zero,
+        })
+        .collect();
+    let copied = copy_tree_from(&[src_root], dest_root, &jobs, Absent::Fail, progress)?;
+    Ok(copied
+        .into_iter()
+        .map(|c| c.map_or((Digest::sha256([0; 32]), 0), |(_, h)| (h.digest, h.size)))
+        .collect())
+}
+
+/// One file for [`copy_tree_from`]: its path under a source root, under the destination,
+/// and how much of it may be read ([`End`]).
+pub(crate) struct CopyJob<'a> {
+    pub(crate) src: &'a str,
+    pub(crate) dest: &'a str,
+    pub(crate) end: End,
+}
+
+/// What [`copy_tree_from`] does with a file no source root holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Absent {
+    /// Stop with the last root's error.
+    Fail,
+    /// Report it (`None` in its slot) and go on.
+    Report,
+}
+
+/// Copy many files to new files under `dest_root`, hashing on the way, on every core: each
+/// from the first of `src_roots` that holds it (a `/` path relative to the roots), read up to
+/// its [`End`] (a file cut at its bound is copied that far and sized by `fstat`:
+/// [`Hashed::whole`] false — the caller refuses it). Results come back in the order of
+/// `files`: the root it came from and what was read, or `None` when no root holds it (with
+/// [`Absent::Report`]). The first error stops the other threads. A destination folder that
+/// does not exist yet is made (with the parents it lacks) by the worker that needs it.
 ///
-/// The many-small-files counterpart of `copy_hashing_with`: both sides are opened relative
-/// to their folder's descriptor without following any link (`DirCursor`), the destination
+/// The many-small-files counterpart of `copy_hashing_with`: every side is opened relative
+/// to its folder's descriptor without following any link (`DirCursor`), the destination
 /// is created exclusively (`O_CREAT | O_EXCL`, never overwriting) with mode 0644, whatever
 /// the umask (set with `fchmod` on the open file when the umask or a default ACL of the
 /// folder would give another mode: `Creates0644`), and a small file costs one `read` and
@@ -527,24 +573,33 @@ pub(crate) fn hash_tree<S: AsRef<str> + Sync>(
 /// a time from both ends of the list (`TwoEnds`): consecutive files share a folder, and
 /// creating a file takes its folder's lock, so two workers create in different folders until
 /// they meet. Memory: `threads × 256 KiB` and the result list.
-pub(crate) fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
-    src_root: &Path,
+pub(crate) fn copy_tree_from(
+    src_roots: &[&Path],
     dest_root: &Path,
-    files: &[(S, D)],
+    files: &[CopyJob<'_>],
+    absent: Absent,
     progress: &dyn Progress,
-) -> Result<Vec<(Digest, u64)>> {
+) -> Result<Vec<Option<(usize, Hashed)>>> {
     use rustix::fs::{Mode, OFlags};
-    let src_fd = open_root(src_root)?;
+    let src_fds = src_roots
+        .iter()
+        .map(|r| open_root(r))
+        .collect::<Result<Vec<_>>>()?;
     let dest_fd = open_root(dest_root)?;
     let ends = TwoEnds::new(files.len());
     let worker_ids = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let umask_keeps_0644 = umask_keeps_0644();
     let workers = threads().min(files.len().div_ceil(TREE_BATCH)).max(1);
-    let work = |done: &mut Vec<(usize, (Digest, u64))>| -> Result<()> {
+    let not_here = |e: &std::io::Error| {
+        let code = e.raw_os_error();
+        code == Some(rustix::io::Errno::NOENT.raw_os_error())
+            || code == Some(rustix::io::Errno::NOTDIR.raw_os_error())
+    };
+    let work = |done: &mut Vec<(usize, Option<(usize, Hashed)>)>| -> Result<()> {
         let from_back = worker_ids.fetch_add(1, Ordering::Relaxed) % 2 == 1;
         let mut buf = vec![0u8; CHUNK];
-        let mut srcs = DirCursor::new(&src_fd);
+        let mut srcs: Vec<DirCursor<'_>> = src_fds.iter().map(DirCursor::new).collect();
         let mut dests = DirCursor::new(&dest_fd);
         let mut mode_ok = Creates0644::new(umask_keeps_0644);
         loop {
@@ -555,22 +610,45 @@ pub(crate) fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
                 return Ok(());
             };
             let mut bytes = 0u64;
-            for (i, (src, dest)) in files.iter().enumerate().take(range.end).skip(range.start) {
-                let (src, dest) = (src.as_ref(), dest.as_ref());
-                let r = (|| -> Result<(Digest, u64)> {
-                    let from = srcs
-                        .open(src, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
-                        .map_err(|e| tree_error(src_root, src, e))?;
-                    let to = dests
-                        .open(
-                            dest,
+            for (i, job) in files.iter().enumerate().take(range.end).skip(range.start) {
+                let r = (|| -> Result<Option<(usize, Hashed)>> {
+                    let mut from = None;
+                    for (k, (cursor, root)) in srcs.iter_mut().zip(src_roots).enumerate() {
+                        match cursor.open_read(job.src) {
+                            Ok(fd) => {
+                                from = Some((k, fd));
+                                break;
+                            }
+                            Err(e)
+                                if not_here(&e)
+                                    && (k + 1 < src_roots.len() || absent == Absent::Report) => {}
+                            Err(e) => return Err(tree_error(root, job.src, e)),
+                        }
+                    }
+                    let Some((k, from)) = from else {
+                        return Ok(None);
+                    };
+                    let create = |dests: &mut DirCursor<'_>| {
+                        dests.open(
+                            job.dest,
                             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
                             Mode::from_raw_mode(0o644),
                         )
-                        .map_err(|e| tree_error(dest_root, dest, e))?;
+                    };
+                    let to = match create(&mut dests) {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            if let Some((parent, _)) = job.dest.rsplit_once('/') {
+                                make_dirs_beneath(&dest_fd, parent)
+                                    .map_err(|e| tree_error(dest_root, parent, e))?;
+                            }
+                            create(&mut dests)
+                        }
+                        r => r,
+                    }
+                    .map_err(|e| tree_error(dest_root, job.dest, e))?;
                     let mut h = Hasher::new();
                     let mut wrote = Ok(());
-                    let n = read_all(&from, &mut buf, End::Zero, &mut h, |data| {
+                    let read = read_all(&from, &mut buf, job.end, &mut h, |data| {
                         let r = write_all_fd(&to, data);
                         if let Err(e) = &r {
                             wrote = Err(std::io::Error::new(e.kind(), e.to_string()));
@@ -578,20 +656,34 @@ pub(crate) fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
                         r
                     });
                     if let Err(e) = wrote {
-                        return Err(Error::io(dest_root.join(dest), e));
+                        return Err(Error::io(dest_root.join(job.dest), e));
                     }
-                    // Unbounded (`End::Zero`): the whole file.
-                    let (n, _) = n.map_err(|e| Error::io(src_root.join(src), e))?;
-                    if !mode_ok.in_folder(dest, dests.folder_of(dest)) {
+                    let (n, whole) = read.map_err(|e| Error::io(src_roots[k].join(job.src), e))?;
+                    if !mode_ok.in_folder(job.dest, dests.folder_of(job.dest)) {
                         rustix::fs::fchmod(&to, Mode::from_raw_mode(0o644))
-                            .map_err(|e| Error::io(dest_root.join(dest), e.into()))?;
+                            .map_err(|e| Error::io(dest_root.join(job.dest), e.into()))?;
                     }
-                    Ok((h.finish(), n))
+                    let size = if whole {
+                        n
+                    } else {
+                        // Cut: say how large it is (as `hash_at` does).
+                        rustix::fs::fstat(&from)
+                            .map_or(n, |st| u64::try_from(st.st_size).unwrap_or(0).max(n))
+                    };
+                    let digest = h.finish();
+                    Ok(Some((
+                        k,
+                        Hashed {
+                            size,
+                            digest,
+                            whole,
+                        },
+                    )))
                 })();
                 match r {
-                    Ok((d, n)) => {
-                        bytes += n;
-                        done.push((i, (d, n)));
+                    Ok(got) => {
+                        bytes += got.as_ref().map_or(0, |(_, h)| h.size);
+                        done.push((i, got));
                     }
                     Err(e) => {
                         stop.store(true, Ordering::Relaxed);
@@ -602,14 +694,37 @@ pub(crate) fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
             progress.advance(bytes);
         }
     };
-    let blank = (Digest::sha256([0; 32]), 0);
     on_workers(
         workers,
         files.len(),
         "a copying thread panicked",
-        blank,
+        None,
         work,
     )
+}
+
+/// Make the folder `rel` beneath `root` and the parents it lacks, one component at a time,
+/// never following a link (a link where a folder should be is refused with `ELOOP` or
+/// `ENOTDIR`); folders made by another thread meanwhile are fine.
+fn make_dirs_beneath(root: &rustix::fd::OwnedFd, rel: &str) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let mut at: Option<rustix::fd::OwnedFd> = None;
+    for c in rel.split('/') {
+        if c.is_empty() || c == "." || c == ".." {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{rel}: not a folder path under the bundle"),
+            ));
+        }
+        let dir = at.as_ref().unwrap_or(root);
+        match rustix::fs::mkdirat(dir, c, Mode::from_raw_mode(0o777)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        at = Some(rustix::fs::openat(dir, c, flags, Mode::empty())?);
+    }
+    Ok(())
 }
 
 /// A list handed out in batches from both ends: the first worker takes from the front, the
@@ -1167,6 +1282,102 @@ mod tests {
             copy_tree(src.path(), dest.path(), &[("nope", "n2")], &NoProgress),
             Err(Error::NotFound(p)) if p == src.path().join("nope")
         ));
+    }
+
+    #[test]
+    fn copy_tree_from_takes_each_file_from_the_first_root_that_holds_it() {
+        let (thin, base, dest) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let put = |root: &Path, rel: &str, data: &[u8]| {
+            let p = root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, data).unwrap();
+        };
+        // Enough files for both workers and several batches, in folders the destination
+        // lacks (one per file, as advisories are laid out).
+        let rels: Vec<String> = (0..300)
+            .map(|i| format!("f/{:03}/{i}.json", i % 150))
+            .collect();
+        for (i, rel) in rels.iter().enumerate() {
+            put(base.path(), rel, format!("base {i}").as_bytes());
+            if i % 7 == 0 {
+                put(thin.path(), rel, format!("thin {i}").as_bytes());
+            }
+        }
+        fn job(rel: &str, end: End) -> CopyJob<'_> {
+            CopyJob {
+                src: rel,
+                dest: rel,
+                end,
+            }
+        }
+        let roots = [thin.path(), base.path()];
+        let jobs: Vec<CopyJob<'_>> = rels.iter().map(|r| job(r, End::Zero)).collect();
+        let got = copy_tree_from(&roots, dest.path(), &jobs, Absent::Report, &NoProgress).unwrap();
+        for (i, (rel, got)) in rels.iter().zip(&got).enumerate() {
+            let (root, want) = match i % 7 {
+                0 => (0, format!("thin {i}")),
+                _ => (1, format!("base {i}")),
+            };
+            let (r, h) = got.unwrap();
+            assert_eq!(
+                (r, h.whole, h.size),
+                (root, true, want.len() as u64),
+                "{rel}"
+            );
+            assert_eq!(h.digest, Digest::of(want.as_bytes()), "{rel}");
+            assert_eq!(
+                std::fs::read(dest.path().join(rel)).unwrap(),
+                want.as_bytes()
+            );
+        }
+        // Held by neither: reported (or the error, with `Absent::Fail`).
+        let nope = [job("f/none/x", End::Zero)];
+        let got = copy_tree_from(&roots, dest.path(), &nope, Absent::Report, &NoProgress).unwrap();
+        assert!(got[0].is_none());
+        assert!(
+            !dest.path().join("f/none").exists(),
+            "a folder made for nothing"
+        );
+        let e = copy_tree_from(&roots, dest.path(), &nope, Absent::Fail, &NoProgress).unwrap_err();
+        assert!(
+            matches!(e, Error::NotFound(ref p) if *p == base.path().join("f/none/x")),
+            "{e:?}"
+        );
+        // A file larger than its bound is cut one byte past it, sized by fstat.
+        put(base.path(), "big", &[7u8; 10_000]);
+        let cut = [job("big", End::At(100))];
+        let got = copy_tree_from(&roots, dest.path(), &cut, Absent::Report, &NoProgress).unwrap();
+        let (_, h) = got[0].unwrap();
+        assert_eq!((h.whole, h.size, h.digest()), (false, 10_000, None));
+        assert_eq!(
+            std::fs::metadata(dest.path().join("big")).unwrap().len(),
+            101
+        );
+        // A link in the first root is refused, not followed and not skipped for the second.
+        std::os::unix::fs::symlink(base.path().join("big"), thin.path().join("ln")).unwrap();
+        put(base.path(), "ln", b"x");
+        let ln = [job("ln", End::Zero)];
+        let e = copy_tree_from(&roots, dest.path(), &ln, Absent::Report, &NoProgress).unwrap_err();
+        assert!(e.to_string().contains("ln is a symbolic link"), "{e}");
+        // A folder on the way that is a link: refused too.
+        std::os::unix::fs::symlink(base.path().join("f"), thin.path().join("g")).unwrap();
+        let through = [job("g/000/0.json", End::Zero)];
+        let e =
+            copy_tree_from(&roots, dest.path(), &through, Absent::Report, &NoProgress).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // A destination folder that is a link is not written through when folders are made.
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dest.path().join("d")).unwrap();
+        put(base.path(), "d/new/x", b"x");
+        let into = [job("d/new/x", End::Zero)];
+        let e =
+            copy_tree_from(&roots, dest.path(), &into, Absent::Report, &NoProgress).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
     }
 
     #[test]

@@ -1553,6 +1553,56 @@ fn thin_bundles_carry_only_changes_and_apply_in_order() {
     assert_no_staging(env.dir.path());
 }
 
+/// `apply` takes the files a thin bundle does not carry from the base without following a
+/// link there (a link to a file outside with the very bytes signed is refused, as `verify`
+/// refuses a link), says which listed file the base lacks, and leaves the base as it was.
+#[test]
+fn apply_takes_no_link_and_no_missing_file_from_the_base() {
+    let env = Env::new();
+    env.keygen("k");
+    env.sources(1, "a");
+    expect(&env.create("gen1", &[]), 0, "");
+    env.sign("gen1", &["k.key"]);
+    env.sources(2, "b");
+    expect(
+        &env.create("thin2", &["--base", "gen1/manifest.json"]),
+        0,
+        "",
+    );
+    env.sign("thin2", &["k.key"]);
+    assert!(!env.p("thin2/scripts/load.sh").exists(), "carried");
+    copy_tree(&env.p("gen1"), &env.p("site"));
+    let outside = env.p("outside-load.sh");
+    std::fs::rename(env.p("site/scripts/load.sh"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, env.p("site/scripts/load.sh")).unwrap();
+    let out = env.run(&[
+        "mirror", "apply", "thin2", "--onto", "site", "--key", "k.pub",
+    ]);
+    expect(&out, 1, "scripts/load.sh is a symbolic link");
+    assert!(std::fs::symlink_metadata(env.p("site/scripts/load.sh"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // The file gone altogether.
+    std::fs::remove_file(env.p("site/scripts/load.sh")).unwrap();
+    let out = env.run(&[
+        "mirror", "apply", "thin2", "--onto", "site", "--key", "k.pub",
+    ]);
+    expect(
+        &out,
+        1,
+        "file scripts/load.sh is not carried by the thin bundle and the base does not hold it",
+    );
+    // Put back: it applies.
+    std::fs::rename(&outside, env.p("site/scripts/load.sh")).unwrap();
+    let out = env.run(&[
+        "mirror", "apply", "thin2", "--onto", "site", "--key", "k.pub",
+    ]);
+    expect(&out, 0, "Applied thin2 onto site");
+    expect(&env.verify("site", &[]), 0, "generation 2");
+    assert_no_staging(env.dir.path());
+}
+
 // ------------------------------------------------------------------------------------------
 // Time anchors (RFC 3161)
 // ------------------------------------------------------------------------------------------
