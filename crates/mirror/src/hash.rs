@@ -155,6 +155,14 @@ impl<'a> DirCursor<'a> {
         mode: rustix::fs::Mode,
     ) -> std::io::Result<rustix::fd::OwnedFd> {
         use rustix::fs::OFlags;
+        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let (dir, name) = self.folder_for(rel)?;
+        Ok(rustix::fs::openat(dir, name, flags, mode)?)
+    }
+
+    /// The folder `rel` lies in (opened beneath the root as [`DirCursor::open`] opens it,
+    /// and kept) and its name there.
+    fn folder_for<'r>(&mut self, rel: &'r str) -> std::io::Result<(&rustix::fd::OwnedFd, &'r str)> {
         let (parent, name) = match rel.rsplit_once('/') {
             Some((p, n)) => (p, n),
             None => ("", rel),
@@ -165,9 +173,8 @@ impl<'a> DirCursor<'a> {
                 format!("{rel}: not a file path"),
             ));
         }
-        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
         if parent.is_empty() {
-            return Ok(rustix::fs::openat(self.root, name, flags, mode)?);
+            return Ok((self.root, name));
         }
         if self.fd.is_none() || self.parent != parent {
             self.fd = None;
@@ -175,8 +182,7 @@ impl<'a> DirCursor<'a> {
             self.parent.clear();
             self.parent.push_str(parent);
         }
-        let dir = self.fd.as_ref().unwrap_or(self.root);
-        Ok(rustix::fs::openat(dir, name, flags, mode)?)
+        Ok((self.fd.as_ref().unwrap_or(self.root), name))
     }
 }
 
@@ -530,9 +536,10 @@ pub(crate) fn copy_tree<S: AsRef<str> + Sync, D: AsRef<str> + Sync>(
             src: s.as_ref(),
             dest: d.as_ref(),
             end: End::Zero,
+            may_link: false,
         })
         .collect();
-    let copied = copy_tree_from(&[src_root], dest_root, &jobs, Absent::Fail, progress)?;
+    let copied = copy_tree_from(&[src_root], dest_root, &jobs, Absent::Fail, None, progress)?;
     Ok(copied
         .into_iter()
         .map(|c| c.map_or((Digest::sha256([0; 32]), 0), |(_, h)| (h.digest, h.size)))
@@ -545,6 +552,9 @@ pub(crate) struct CopyJob<'a> {
     pub(crate) src: &'a str,
     pub(crate) dest: &'a str,
     pub(crate) end: End,
+    /// Whether it may be linked (see [`copy_tree_from`]'s `link_from`): not a file whose
+    /// mode the caller changes afterwards (that would change the source's too).
+    pub(crate) may_link: bool,
 }
 
 /// What [`copy_tree_from`] does with a file no source root holds.
@@ -564,6 +574,12 @@ pub(crate) enum Absent {
 /// [`Absent::Report`]). The first error stops the other threads. A destination folder that
 /// does not exist yet is made (with the parents it lacks) by the worker that needs it.
 ///
+/// With `link_from` set, a whole file of mode 0644 from that root (one its job lets link) is
+/// hashed and hard-linked into place instead of copied (no data written, no inode made: for
+/// a caller that removes the source folder once it is done, and checks the result again);
+/// any other file of it, or one the file system will not link (another device, no hard
+/// links), is copied.
+///
 /// The many-small-files counterpart of `copy_hashing_with`: every side is opened relative
 /// to its folder's descriptor without following any link (`DirCursor`), the destination
 /// is created exclusively (`O_CREAT | O_EXCL`, never overwriting) with mode 0644, whatever
@@ -578,9 +594,9 @@ pub(crate) fn copy_tree_from(
     dest_root: &Path,
     files: &[CopyJob<'_>],
     absent: Absent,
+    link_from: Option<usize>,
     progress: &dyn Progress,
 ) -> Result<Vec<Option<(usize, Hashed)>>> {
-    use rustix::fs::{Mode, OFlags};
     let src_fds = src_roots
         .iter()
         .map(|r| open_root(r))
@@ -591,17 +607,19 @@ pub(crate) fn copy_tree_from(
     let stop = AtomicBool::new(false);
     let umask_keeps_0644 = umask_keeps_0644();
     let workers = threads().min(files.len().div_ceil(TREE_BATCH)).max(1);
-    let not_here = |e: &std::io::Error| {
-        let code = e.raw_os_error();
-        code == Some(rustix::io::Errno::NOENT.raw_os_error())
-            || code == Some(rustix::io::Errno::NOTDIR.raw_os_error())
-    };
     let work = |done: &mut Vec<(usize, Option<(usize, Hashed)>)>| -> Result<()> {
         let from_back = worker_ids.fetch_add(1, Ordering::Relaxed) % 2 == 1;
-        let mut buf = vec![0u8; CHUNK];
-        let mut srcs: Vec<DirCursor<'_>> = src_fds.iter().map(DirCursor::new).collect();
-        let mut dests = DirCursor::new(&dest_fd);
-        let mut mode_ok = Creates0644::new(umask_keeps_0644);
+        let mut w = Placer {
+            src_roots,
+            dest_root,
+            dest_fd: &dest_fd,
+            absent,
+            link_from,
+            buf: vec![0u8; CHUNK],
+            srcs: src_fds.iter().map(DirCursor::new).collect(),
+            dests: DirCursor::new(&dest_fd),
+            mode_ok: Creates0644::new(umask_keeps_0644),
+        };
         loop {
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
@@ -611,76 +629,7 @@ pub(crate) fn copy_tree_from(
             };
             let mut bytes = 0u64;
             for (i, job) in files.iter().enumerate().take(range.end).skip(range.start) {
-                let r = (|| -> Result<Option<(usize, Hashed)>> {
-                    let mut from = None;
-                    for (k, (cursor, root)) in srcs.iter_mut().zip(src_roots).enumerate() {
-                        match cursor.open_read(job.src) {
-                            Ok(fd) => {
-                                from = Some((k, fd));
-                                break;
-                            }
-                            Err(e)
-                                if not_here(&e)
-                                    && (k + 1 < src_roots.len() || absent == Absent::Report) => {}
-                            Err(e) => return Err(tree_error(root, job.src, e)),
-                        }
-                    }
-                    let Some((k, from)) = from else {
-                        return Ok(None);
-                    };
-                    let create = |dests: &mut DirCursor<'_>| {
-                        dests.open(
-                            job.dest,
-                            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
-                            Mode::from_raw_mode(0o644),
-                        )
-                    };
-                    let to = match create(&mut dests) {
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                            if let Some((parent, _)) = job.dest.rsplit_once('/') {
-                                make_dirs_beneath(&dest_fd, parent)
-                                    .map_err(|e| tree_error(dest_root, parent, e))?;
-                            }
-                            create(&mut dests)
-                        }
-                        r => r,
-                    }
-                    .map_err(|e| tree_error(dest_root, job.dest, e))?;
-                    let mut h = Hasher::new();
-                    let mut wrote = Ok(());
-                    let read = read_all(&from, &mut buf, job.end, &mut h, |data| {
-                        let r = write_all_fd(&to, data);
-                        if let Err(e) = &r {
-                            wrote = Err(std::io::Error::new(e.kind(), e.to_string()));
-                        }
-                        r
-                    });
-                    if let Err(e) = wrote {
-                        return Err(Error::io(dest_root.join(job.dest), e));
-                    }
-                    let (n, whole) = read.map_err(|e| Error::io(src_roots[k].join(job.src), e))?;
-                    if !mode_ok.in_folder(job.dest, dests.folder_of(job.dest)) {
-                        rustix::fs::fchmod(&to, Mode::from_raw_mode(0o644))
-                            .map_err(|e| Error::io(dest_root.join(job.dest), e.into()))?;
-                    }
-                    let size = if whole {
-                        n
-                    } else {
-                        // Cut: say how large it is (as `hash_at` does).
-                        rustix::fs::fstat(&from)
-                            .map_or(n, |st| u64::try_from(st.st_size).unwrap_or(0).max(n))
-                    };
-                    let digest = h.finish();
-                    Ok(Some((
-                        k,
-                        Hashed {
-                            size,
-                            digest,
-                            whole,
-                        },
-                    )))
-                })();
-                match r {
+                match w.place(job) {
                     Ok(got) => {
                         bytes += got.as_ref().map_or(0, |(_, h)| h.size);
                         done.push((i, got));
@@ -701,6 +650,178 @@ pub(crate) fn copy_tree_from(
         None,
         work,
     )
+}
+
+/// One worker of [`copy_tree_from`]: its cursors, buffer and settings.
+struct Placer<'a> {
+    src_roots: &'a [&'a Path],
+    dest_root: &'a Path,
+    dest_fd: &'a rustix::fd::OwnedFd,
+    absent: Absent,
+    link_from: Option<usize>,
+    buf: Vec<u8>,
+    srcs: Vec<DirCursor<'a>>,
+    dests: DirCursor<'a>,
+    mode_ok: Creates0644,
+}
+
+impl Placer<'_> {
+    /// Copy (or link) one file; `None` if no root holds it.
+    fn place(&mut self, job: &CopyJob<'_>) -> Result<Option<(usize, Hashed)>> {
+        use rustix::fs::{Mode, OFlags};
+        let last = self.src_roots.len().saturating_sub(1);
+        let mut from = None;
+        for (k, (cursor, root)) in self.srcs.iter_mut().zip(self.src_roots).enumerate() {
+            match cursor.open_read(job.src) {
+                Ok(fd) => {
+                    from = Some((k, fd));
+                    break;
+                }
+                Err(e) if not_here(&e) && (k < last || self.absent == Absent::Report) => {}
+                Err(e) => return Err(tree_error(root, job.src, e)),
+            }
+        }
+        let Some((k, from)) = from else {
+            return Ok(None);
+        };
+        let src_root = self.src_roots.get(k).copied().unwrap_or(self.dest_root);
+        if job.may_link && self.link_from == Some(k) {
+            if let Some(linked) = self.link(k, job, &from)? {
+                return Ok(Some((k, linked)));
+            }
+            // Copied after all: from the start again.
+            rustix::fs::seek(&from, rustix::fs::SeekFrom::Start(0))
+                .map_err(|e| Error::io(src_root.join(job.src), e.into()))?;
+        }
+        let to = in_dest(&mut self.dests, self.dest_fd, job.dest, |dir, name| {
+            rustix::fs::openat(
+                dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+        })
+        .map_err(|e| tree_error(self.dest_root, job.dest, e))?;
+        let mut h = Hasher::new();
+        let mut wrote = Ok(());
+        let read = read_all(&from, &mut self.buf, job.end, &mut h, |data| {
+            let r = write_all_fd(&to, data);
+            if let Err(e) = &r {
+                wrote = Err(std::io::Error::new(e.kind(), e.to_string()));
+            }
+            r
+        });
+        if let Err(e) = wrote {
+            return Err(Error::io(self.dest_root.join(job.dest), e));
+        }
+        let (n, whole) = read.map_err(|e| Error::io(src_root.join(job.src), e))?;
+        if !self
+            .mode_ok
+            .in_folder(job.dest, self.dests.folder_of(job.dest))
+        {
+            rustix::fs::fchmod(&to, Mode::from_raw_mode(0o644))
+                .map_err(|e| Error::io(self.dest_root.join(job.dest), e.into()))?;
+        }
+        Ok(Some((k, read_as(&from, n, whole, h))))
+    }
+
+    /// Hash `from` (root `k`'s copy of `job.src`) and link it into place: what was read, or
+    /// `None` if it is to be copied instead (not mode 0644, or the file system refuses the
+    /// link). A file cut at its bound is not linked (nor copied: the caller refuses it).
+    fn link(
+        &mut self,
+        k: usize,
+        job: &CopyJob<'_>,
+        from: &rustix::fd::OwnedFd,
+    ) -> Result<Option<Hashed>> {
+        let src_root = self.src_roots.get(k).copied().unwrap_or(self.dest_root);
+        let st =
+            rustix::fs::fstat(from).map_err(|e| Error::io(src_root.join(job.src), e.into()))?;
+        if st.st_mode & 0o7777 != 0o644 {
+            return Ok(None);
+        }
+        let mut h = Hasher::new();
+        let (n, whole) = read_all(from, &mut self.buf, job.end, &mut h, |_| Ok(()))
+            .map_err(|e| Error::io(src_root.join(job.src), e))?;
+        let got = read_as(from, n, whole, h);
+        if !whole {
+            return Ok(Some(got));
+        }
+        let Some(src) = self.srcs.get_mut(k) else {
+            return Ok(None);
+        };
+        let (src_dir, src_name) = src
+            .folder_for(job.src)
+            .map_err(|e| tree_error(src_root, job.src, e))?;
+        let linked = in_dest(&mut self.dests, self.dest_fd, job.dest, |dir, name| {
+            // No AT_SYMLINK_FOLLOW: the name is linked as it is (a regular file: it was just
+            // opened without following links; the caller checks the result again).
+            rustix::fs::linkat(src_dir, src_name, dir, name, rustix::fs::AtFlags::empty())
+        });
+        match linked {
+            Ok(()) => Ok(Some(got)),
+            Err(e)
+                if [
+                    rustix::io::Errno::XDEV,
+                    rustix::io::Errno::PERM,
+                    rustix::io::Errno::MLINK,
+                    rustix::io::Errno::NOTSUP,
+                    rustix::io::Errno::OPNOTSUPP,
+                ]
+                .iter()
+                .any(|c| e.raw_os_error() == Some(c.raw_os_error())) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(tree_error(self.dest_root, job.dest, e)),
+        }
+    }
+}
+
+/// Run `make` on the folder and name of `dest` (opened through `dests`, beneath `dest_fd`),
+/// making the folder (and the parents it lacks) once if it is not there.
+fn in_dest<T>(
+    dests: &mut DirCursor<'_>,
+    dest_fd: &rustix::fd::OwnedFd,
+    dest: &str,
+    make: impl Fn(&rustix::fd::OwnedFd, &str) -> rustix::io::Result<T>,
+) -> std::io::Result<T> {
+    let first = match dests.folder_for(dest) {
+        Ok((dir, name)) => make(dir, name).map_err(std::io::Error::from),
+        Err(e) => Err(e),
+    };
+    match first {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some((parent, _)) = dest.rsplit_once('/') {
+                make_dirs_beneath(dest_fd, parent)?;
+            }
+            let (dir, name) = dests.folder_for(dest)?;
+            Ok(make(dir, name)?)
+        }
+        r => r,
+    }
+}
+
+/// Whether an open failed because the file is not there (nor a folder on its way).
+fn not_here(e: &std::io::Error) -> bool {
+    let code = e.raw_os_error();
+    code == Some(rustix::io::Errno::NOENT.raw_os_error())
+        || code == Some(rustix::io::Errno::NOTDIR.raw_os_error())
+}
+
+/// What reading `n` bytes of `fd` into `h` gave (a file cut at its bound sized by `fstat`,
+/// as `hash_at` sizes it).
+fn read_as(fd: &rustix::fd::OwnedFd, n: u64, whole: bool, h: Hasher) -> Hashed {
+    let size = if whole {
+        n
+    } else {
+        rustix::fs::fstat(fd).map_or(n, |st| u64::try_from(st.st_size).unwrap_or(0).max(n))
+    };
+    Hashed {
+        size,
+        digest: h.finish(),
+        whole,
+    }
 }
 
 /// Make the folder `rel` beneath `root` and the parents it lacks, one component at a time,
@@ -1312,11 +1433,20 @@ mod tests {
                 src: rel,
                 dest: rel,
                 end,
+                may_link: true,
             }
         }
         let roots = [thin.path(), base.path()];
         let jobs: Vec<CopyJob<'_>> = rels.iter().map(|r| job(r, End::Zero)).collect();
-        let got = copy_tree_from(&roots, dest.path(), &jobs, Absent::Report, &NoProgress).unwrap();
+        let got = copy_tree_from(
+            &roots,
+            dest.path(),
+            &jobs,
+            Absent::Report,
+            None,
+            &NoProgress,
+        )
+        .unwrap();
         for (i, (rel, got)) in rels.iter().zip(&got).enumerate() {
             let (root, want) = match i % 7 {
                 0 => (0, format!("thin {i}")),
@@ -1336,13 +1466,22 @@ mod tests {
         }
         // Held by neither: reported (or the error, with `Absent::Fail`).
         let nope = [job("f/none/x", End::Zero)];
-        let got = copy_tree_from(&roots, dest.path(), &nope, Absent::Report, &NoProgress).unwrap();
+        let got = copy_tree_from(
+            &roots,
+            dest.path(),
+            &nope,
+            Absent::Report,
+            None,
+            &NoProgress,
+        )
+        .unwrap();
         assert!(got[0].is_none());
         assert!(
             !dest.path().join("f/none").exists(),
             "a folder made for nothing"
         );
-        let e = copy_tree_from(&roots, dest.path(), &nope, Absent::Fail, &NoProgress).unwrap_err();
+        let e = copy_tree_from(&roots, dest.path(), &nope, Absent::Fail, None, &NoProgress)
+            .unwrap_err();
         assert!(
             matches!(e, Error::NotFound(ref p) if *p == base.path().join("f/none/x")),
             "{e:?}"
@@ -1350,7 +1489,8 @@ mod tests {
         // A file larger than its bound is cut one byte past it, sized by fstat.
         put(base.path(), "big", &[7u8; 10_000]);
         let cut = [job("big", End::At(100))];
-        let got = copy_tree_from(&roots, dest.path(), &cut, Absent::Report, &NoProgress).unwrap();
+        let got =
+            copy_tree_from(&roots, dest.path(), &cut, Absent::Report, None, &NoProgress).unwrap();
         let (_, h) = got[0].unwrap();
         assert_eq!((h.whole, h.size, h.digest()), (false, 10_000, None));
         assert_eq!(
@@ -1361,23 +1501,123 @@ mod tests {
         std::os::unix::fs::symlink(base.path().join("big"), thin.path().join("ln")).unwrap();
         put(base.path(), "ln", b"x");
         let ln = [job("ln", End::Zero)];
-        let e = copy_tree_from(&roots, dest.path(), &ln, Absent::Report, &NoProgress).unwrap_err();
+        let e = copy_tree_from(&roots, dest.path(), &ln, Absent::Report, None, &NoProgress)
+            .unwrap_err();
         assert!(e.to_string().contains("ln is a symbolic link"), "{e}");
         // A folder on the way that is a link: refused too.
         std::os::unix::fs::symlink(base.path().join("f"), thin.path().join("g")).unwrap();
         let through = [job("g/000/0.json", End::Zero)];
-        let e =
-            copy_tree_from(&roots, dest.path(), &through, Absent::Report, &NoProgress).unwrap_err();
+        let e = copy_tree_from(
+            &roots,
+            dest.path(),
+            &through,
+            Absent::Report,
+            None,
+            &NoProgress,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         // A destination folder that is a link is not written through when folders are made.
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dest.path().join("d")).unwrap();
         put(base.path(), "d/new/x", b"x");
         let into = [job("d/new/x", End::Zero)];
-        let e =
-            copy_tree_from(&roots, dest.path(), &into, Absent::Report, &NoProgress).unwrap_err();
+        let e = copy_tree_from(
+            &roots,
+            dest.path(),
+            &into,
+            Absent::Report,
+            None,
+            &NoProgress,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn copy_tree_from_links_only_plain_whole_files_of_its_link_root() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let (thin, base, dest) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let put = |root: &Path, rel: &str, data: &[u8], mode: u32| {
+            let p = root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, data).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        put(base.path(), "a/plain", b"plain", 0o644);
+        put(base.path(), "a/private", b"private", 0o600);
+        put(base.path(), "a/script.sh", b"script", 0o644);
+        put(base.path(), "a/big", &[1u8; 5000], 0o644);
+        put(thin.path(), "a/new", b"new", 0o644);
+        let job = |rel: &'static str, end: End, may_link: bool| CopyJob {
+            src: rel,
+            dest: rel,
+            end,
+            may_link,
+        };
+        let jobs = [
+            job("a/big", End::At(10), true),
+            job("a/new", End::At(3), true),
+            job("a/plain", End::At(5), true),
+            job("a/private", End::At(7), true),
+            job("a/script.sh", End::At(6), false),
+        ];
+        let roots = [thin.path(), base.path()];
+        let got = copy_tree_from(
+            &roots,
+            dest.path(),
+            &jobs,
+            Absent::Report,
+            Some(1),
+            &NoProgress,
+        )
+        .unwrap();
+        let ino = |root: &Path, rel: &str| std::fs::metadata(root.join(rel)).unwrap().ino();
+        let mode = |rel: &str| {
+            std::fs::metadata(dest.path().join(rel))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        // Cut at its bound: neither linked nor copied whole.
+        let (_, big) = got[0].unwrap();
+        assert_eq!((big.whole, big.size), (false, 5000));
+        assert!(
+            !dest.path().join("a/big").exists(),
+            "a cut file is left to the caller"
+        );
+        // From the thin root: a copy.
+        assert_eq!(got[1].unwrap().0, 0);
+        assert_ne!(ino(dest.path(), "a/new"), ino(thin.path(), "a/new"));
+        // A plain file of the link root: linked, and hashed.
+        let (root, plain) = got[2].unwrap();
+        assert_eq!((root, plain.digest()), (1, Some(Digest::of(b"plain"))));
+        assert_eq!(ino(dest.path(), "a/plain"), ino(base.path(), "a/plain"));
+        // Another mode, or a job that may not link: copies of mode 0644.
+        for (i, rel, data) in [
+            (3, "a/private", &b"private"[..]),
+            (4, "a/script.sh", b"script"),
+        ] {
+            assert_eq!(got[i].unwrap().1.digest(), Some(Digest::of(data)), "{rel}");
+            assert_ne!(ino(dest.path(), rel), ino(base.path(), rel), "{rel}");
+            assert_eq!(mode(rel), 0o644, "{rel}");
+            assert_eq!(std::fs::read(dest.path().join(rel)).unwrap(), data);
+        }
+        assert_eq!(
+            std::fs::metadata(base.path().join("a/private"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600,
+            "the source's mode is its own"
+        );
     }
 
     #[test]

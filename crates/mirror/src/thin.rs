@@ -152,6 +152,10 @@ pub fn apply(
     // it, else from the base (whose copy must hash to the signed digest: checked as it is
     // copied; no link followed in either). Memory: one batch of paths.
     let roots = [thin_dir.as_path(), onto];
+    // In place, the base's files are linked, not copied: the base folder is removed once
+    // the result is in place (and the result is verified again first). With `--output` the
+    // base stays: every file is a copy of its own.
+    let link_base = output.is_none().then_some(1);
     let mut paths = crate::from_base::Paths::default();
     let mut listed: Vec<(u64, Digest)> = Vec::with_capacity(APPLY_BATCH);
     loop {
@@ -173,6 +177,8 @@ pub fn apply(
                 src: p,
                 dest: p,
                 end: crate::hash::End::At(size),
+                // Scripts get their mode set below: never on a link to the base's file.
+                may_link: crate::path::file_mode(p) == 0o644,
             })
             .collect();
         let copied = crate::hash::copy_tree_from(
@@ -180,6 +186,7 @@ pub fn apply(
             &staging.path,
             &jobs,
             crate::hash::Absent::Report,
+            link_base,
             progress,
         )?;
         for ((path, &(size, sha256)), got) in paths.iter().zip(&listed).zip(copied) {
