@@ -262,10 +262,12 @@ pub(crate) struct UnpackArgs {
 pub(crate) struct ApplyArgs {
     /// Thin bundle: folder or archive.
     thin: PathBuf,
-    /// The bundle folder it updates (replaced atomically unless --output is given).
+    /// The bundle folder it updates (replaced atomically unless --output is given; in place,
+    /// its unchanged files are hard-linked into the result, not copied).
     #[arg(long)]
     onto: PathBuf,
-    /// Write the updated bundle here instead of replacing --onto.
+    /// Write the updated bundle here instead of replacing --onto (every file a copy: the two
+    /// folders share nothing).
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
     #[command(flatten)]
