@@ -206,6 +206,39 @@ pub(crate) fn open_dir_beneath(
         r => return Ok(r?),
     }
     // No openat2 (Linux < 5.6): one component at a time, never following a link.
+    open_components(root, rel, false)
+}
+
+/// Make the folder `rel` beneath `root`, and the parents it lacks. Usually only the last is
+/// missing (the files of a list in path order fill a folder's siblings first): it is made in
+/// its parent, opened beneath the root in one call; otherwise component by component.
+fn make_folder(root: &rustix::fd::OwnedFd, rel: &str) -> std::io::Result<()> {
+    if let Some((up, last)) = rel
+        .rsplit_once('/')
+        .filter(|(_, l)| !["", ".", ".."].contains(l))
+    {
+        if let Ok(dir) = open_dir_beneath(root, up) {
+            // `mkdirat` follows no link in last place: a link there is `EEXIST`, and the
+            // caller's open beneath the root refuses it.
+            match rustix::fs::mkdirat(&dir, last, rustix::fs::Mode::from_raw_mode(0o777)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => return Ok(()),
+                Err(_) => {}
+            }
+        }
+    }
+    open_components(root, rel, true).map(|_| ())
+}
+
+/// Open the folder `rel` beneath `root` one component at a time, never following a link (a
+/// link where a folder should be is refused with `ELOOP` or `ENOTDIR`); with `make`, each
+/// component is made first if it is not there (made by another thread meanwhile is fine).
+fn open_components(
+    root: &rustix::fd::OwnedFd,
+    rel: &str,
+    make: bool,
+) -> std::io::Result<rustix::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut cur: Option<rustix::fd::OwnedFd> = None;
     for c in rel.split('/') {
         if c.is_empty() || c == "." || c == ".." {
@@ -215,12 +248,13 @@ pub(crate) fn open_dir_beneath(
             ));
         }
         let at = cur.as_ref().unwrap_or(root);
-        cur = Some(rustix::fs::openat(
-            at,
-            c,
-            flags | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )?);
+        if make {
+            match rustix::fs::mkdirat(at, c, Mode::from_raw_mode(0o777)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        cur = Some(rustix::fs::openat(at, c, flags, Mode::empty())?);
     }
     cur.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))
 }
@@ -793,7 +827,7 @@ fn in_dest<T>(
     match first {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some((parent, _)) = dest.rsplit_once('/') {
-                make_dirs_beneath(dest_fd, parent)?;
+                make_folder(dest_fd, parent)?;
             }
             let (dir, name) = dests.folder_for(dest)?;
             Ok(make(dir, name)?)
@@ -822,30 +856,6 @@ fn read_as(fd: &rustix::fd::OwnedFd, n: u64, whole: bool, h: Hasher) -> Hashed {
         digest: h.finish(),
         whole,
     }
-}
-
-/// Make the folder `rel` beneath `root` and the parents it lacks, one component at a time,
-/// never following a link (a link where a folder should be is refused with `ELOOP` or
-/// `ENOTDIR`); folders made by another thread meanwhile are fine.
-fn make_dirs_beneath(root: &rustix::fd::OwnedFd, rel: &str) -> std::io::Result<()> {
-    use rustix::fs::{Mode, OFlags};
-    let mut at: Option<rustix::fd::OwnedFd> = None;
-    for c in rel.split('/') {
-        if c.is_empty() || c == "." || c == ".." {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("{rel}: not a folder path under the bundle"),
-            ));
-        }
-        let dir = at.as_ref().unwrap_or(root);
-        match rustix::fs::mkdirat(dir, c, Mode::from_raw_mode(0o777)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        at = Some(rustix::fs::openat(dir, c, flags, Mode::empty())?);
-    }
-    Ok(())
 }
 
 /// A list handed out in batches from both ends: the first worker takes from the front, the
