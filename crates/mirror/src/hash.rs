@@ -707,6 +707,8 @@ impl Placer<'_> {
         let mut from = None;
         for (k, (cursor, root)) in self.srcs.iter_mut().zip(self.src_roots).enumerate() {
             match cursor.open_read(job.src) {
+                // A folder by that name holds no such file (it opens for reading, though).
+                Ok(fd) if (k < last || self.absent == Absent::Report) && is_folder(&fd) => {}
                 Ok(fd) => {
                     from = Some((k, fd));
                     break;
@@ -834,6 +836,13 @@ fn in_dest<T>(
         }
         r => r,
     }
+}
+
+/// Whether `fd` is a folder.
+fn is_folder(fd: &rustix::fd::OwnedFd) -> bool {
+    rustix::fs::fstat(fd).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
+    })
 }
 
 /// Whether an open failed because the file is not there (nor a folder on its way).
@@ -1474,6 +1483,29 @@ mod tests {
                 want.as_bytes()
             );
         }
+        // A folder by a file's name is not that file: the next root's copy is taken, and
+        // where the last root has only a folder, no root holds it.
+        std::fs::create_dir_all(thin.path().join("f/001/1.json")).unwrap();
+        std::fs::create_dir_all(base.path().join("f/002/only-a-folder")).unwrap();
+        let again = tempfile::tempdir().unwrap();
+        let two = [
+            job("f/001/1.json", End::Zero),
+            job("f/002/only-a-folder", End::Zero),
+        ];
+        let got = copy_tree_from(
+            &roots,
+            again.path(),
+            &two,
+            Absent::Report,
+            None,
+            &NoProgress,
+        )
+        .unwrap();
+        assert_eq!(
+            got[0].map(|(r, h)| (r, h.digest)),
+            Some((1, Digest::of(b"base 1")))
+        );
+        assert!(got[1].is_none());
         // Held by neither: reported (or the error, with `Absent::Fail`).
         let nope = [job("f/none/x", End::Zero)];
         let got = copy_tree_from(
