@@ -35,6 +35,7 @@ mod from_base;
 mod fs;
 mod hash;
 mod keyless;
+mod listing;
 mod load;
 mod manifest;
 mod oci;
@@ -74,12 +75,13 @@ pub use epoch::time_or_now;
 pub use error::{Detail, Error, ErrorKind, Field, Result, Stage, VerifyFailure};
 pub use from_base::FromBase;
 pub use hash::{Event, NoProgress, Progress};
+pub use listing::read_file_list;
 pub use load::{load, LoadOptions, LoadReport};
 pub use manifest::{
     format_time, parse_time, BaseRef, FileEntry, ImageEntry, Kind, Manifest, ManifestError,
     TimeError,
 };
-pub use pack::{pack, pack_with, read_file_list, source_date_epoch as archive_mtime, PackReport};
+pub use pack::{pack, pack_with, source_date_epoch as archive_mtime, PackReport};
 pub use path::{BundlePath, PathError};
 pub use sign::{sign_with, sign_with_limits, SignReport};
 pub use source::{Output, Report as SourceReport, Source, Verified};

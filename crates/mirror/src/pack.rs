@@ -19,13 +19,11 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use crate::codec::{zstd_encoder, zstd_workers, Compression, ParGzWriter};
 use crate::error::{Error, IoContext as _, Result};
-use crate::from_base::Paths;
 use crate::fs::walk_sorted_each;
-use crate::hash::{Digest, Progress};
-use crate::manifest::{Manifest, ManifestError};
+use crate::hash::Progress;
+use crate::manifest::{FileEntry, Manifest};
 use crate::names;
 use crate::path::{file_mode, ustar_split, BundlePath};
-use crate::streamed::{FileIndex, FilesSink};
 
 /// What `pack` wrote.
 #[derive(Debug, Clone)]
@@ -95,7 +93,7 @@ pub fn pack_with(
         }
     }
     let present = check_folder(dir, &mut listing)?;
-    let (manifest, digest) = listing.finish()?;
+    let (manifest, listed) = listing.finish()?;
     if manifest.kind != crate::Kind::Thin {
         if let Some(path) = &present.first_missing {
             return Err(Error::input(format!(
@@ -108,8 +106,7 @@ pub fn pack_with(
         meta,
         manifest: manifest_path,
         limits: *limits,
-        digest,
-        removed: sorted(manifest.removed),
+        listed,
         present: present.bits,
     };
     let total: u64 = entries.meta.iter().map(|e| e.1).sum::<u64>() + present.bytes;
@@ -191,11 +188,8 @@ struct Entries {
     meta: Vec<(String, u64)>,
     manifest: PathBuf,
     limits: crate::streamed::Limits,
-    /// The manifest's digest when [`check_folder`] read it: the second reading must match.
-    digest: Digest,
-    /// The manifest's removed paths, sorted (a streamed manifest's files are not kept to
-    /// check them against: they are checked here, as they come again).
-    removed: Vec<BundlePath>,
+    /// What [`check_folder`]'s reading took ([`Listing::finish`]): the second must match.
+    listed: u64,
     present: Bits,
 }
 
@@ -208,21 +202,13 @@ impl Entries {
         let mut listing = Listing::open(&self.manifest, &self.limits)?;
         let mut i = 0;
         while let Some((path, size)) = listing.next()? {
-            if self
-                .removed
-                .binary_search_by(|r| r.as_str().cmp(path))
-                .is_ok()
-            {
-                let e = crate::manifest::ManifestError::FileAndRemoved(path.to_string());
-                return Err(Error::input(format!("{}: {e}", self.manifest.display())));
-            }
             if self.present.get(i) {
                 f(path, size)?;
             }
             i += 1;
         }
-        let (_, digest) = listing.finish()?;
-        if digest != self.digest || i != self.present.len() {
+        let (_, listed) = listing.finish()?;
+        if listed != self.listed || i != self.present.len() {
             return Err(Error::input(format!(
                 "{} changed while the bundle was packed",
                 self.manifest.display()
@@ -287,11 +273,6 @@ fn check_folder(dir: &Path, listing: &mut Listing) -> Result<Present> {
     Ok(present)
 }
 
-fn sorted(mut v: Vec<BundlePath>) -> Vec<BundlePath> {
-    v.sort_unstable();
-    v
-}
-
 /// One bit per listed file.
 #[derive(Default)]
 struct Bits {
@@ -325,64 +306,45 @@ impl Bits {
     }
 }
 
-/// Files handed from the reading thread to [`Listing`] at a time.
-const BATCH: usize = 4096;
+/// Batches the reading thread may run ahead of a [`Listing`]'s reader.
+const QUEUE: usize = 2;
 
-/// A batch of a manifest's files: paths and sizes.
-#[derive(Default)]
-struct Batch {
-    paths: Paths,
-    sizes: Vec<u64>,
-}
-
-/// A manifest's files (path and size) in manifest order, read — streamed above
-/// `stream_above`, typed whole below, as [`read_file_list`] reads it, with the same checks and
-/// messages — on a thread of its own and handed over in batches of [`BATCH`] (two at most
-/// waiting): nothing of the list is kept.
+/// A manifest's files (path and size) in manifest order, read by
+/// [`crate::listing::stream_files`] on a thread of its own — streamed above `stream_above`,
+/// typed whole below, with [`crate::read_file_list`]'s checks and messages — and taken a
+/// batch at a time: nothing of the list is kept.
 struct Listing {
-    rx: Receiver<Batch>,
-    batch: Batch,
+    rx: Receiver<Vec<FileEntry>>,
+    batch: Vec<FileEntry>,
     at: usize,
-    thread: Option<std::thread::JoinHandle<Result<(Manifest, Digest)>>>,
-    done: Option<(Manifest, Digest)>,
-}
-
-std::thread_local! {
-    /// Where the reading thread's [`FeedSink`] sends its batches (the sink is made by the
-    /// manifest reader with `Default`: this is how the channel reaches it).
-    static FEED: std::cell::RefCell<Option<SyncSender<Batch>>> = const { std::cell::RefCell::new(None) };
+    thread: Option<std::thread::JoinHandle<Result<Manifest>>>,
+    done: Option<Manifest>,
+    /// The paths and sizes taken, hashed in order: two readings of one list agree.
+    taken: std::hash::DefaultHasher,
 }
 
 impl Listing {
     fn open(path: &Path, limits: &crate::streamed::Limits) -> Result<Listing> {
-        let (tx, rx) = sync_channel::<Batch>(2);
+        let (tx, rx) = sync_channel::<Vec<FileEntry>>(QUEUE);
         let (owned, limits) = (path.to_path_buf(), *limits);
         let thread = std::thread::Builder::new()
             .name("pack-list".into())
-            .spawn(move || {
-                FEED.with(|f| *f.borrow_mut() = Some(tx));
-                let read = read_list::<FeedSink>(&owned, &limits);
-                // Never taken if the manifest did not read: the channel closes here.
-                FEED.with(|f| f.borrow_mut().take());
-                let (manifest, mut sink, digest) = read?;
-                // What a manifest typed whole leaves in the last batch.
-                sink.hand_on().ok();
-                Ok((manifest, digest))
-            })
+            .spawn(move || crate::listing::stream_files(&owned, &limits, tx))
             .map_err(|e| Error::io(path, e))?;
         Ok(Listing {
             rx,
-            batch: Batch::default(),
+            batch: Vec::new(),
             at: 0,
             thread: Some(thread),
             done: None,
+            taken: std::hash::DefaultHasher::new(),
         })
     }
 
     /// Whether an entry is at `at` (the next batch taken if needed; at the end, the reading
     /// thread's error if it had one).
     fn fill(&mut self) -> Result<bool> {
-        while self.at >= self.batch.sizes.len() {
+        while self.at >= self.batch.len() {
             match self.rx.recv() {
                 Ok(b) => {
                     self.batch = b;
@@ -407,39 +369,46 @@ impl Listing {
         if !self.fill()? {
             return Ok(None);
         }
-        let b = &self.batch;
-        Ok(b.paths.get(self.at).zip(b.sizes.get(self.at).copied()))
+        Ok(self.batch.get(self.at).map(|e| (e.path.as_str(), e.size)))
     }
 
     /// Take the file [`peek`](Self::peek) gave.
     fn advance(&mut self) {
+        if let Some(e) = self.batch.get(self.at) {
+            std::hash::Hash::hash(&(e.path.as_str(), e.size), &mut self.taken);
+        }
         self.at += 1;
     }
 
-    /// The next file.
+    /// The next file, taken.
     fn next(&mut self) -> Result<Option<(&str, u64)>> {
         if !self.fill()? {
             return Ok(None);
         }
-        self.at += 1;
-        let (b, i) = (&self.batch, self.at - 1);
-        Ok(b.paths.get(i).zip(b.sizes.get(i).copied()))
+        self.advance();
+        Ok(self
+            .batch
+            .get(self.at - 1)
+            .map(|e| (e.path.as_str(), e.size)))
     }
 
-    /// Read the rest, for its errors.
+    /// Take the rest, for its errors.
     fn drain(&mut self) -> Result<()> {
         while self.fill()? {
-            self.at = self.batch.sizes.len();
+            self.advance();
         }
         Ok(())
     }
 
-    /// The manifest (without its files) and the digest of its bytes, once all is read.
-    fn finish(mut self) -> Result<(Manifest, Digest)> {
+    /// The manifest (without its files) once all is read, and the hash of what was taken.
+    fn finish(mut self) -> Result<(Manifest, u64)> {
         self.drain()?;
-        self.done
+        let taken = std::hash::Hasher::finish(&self.taken);
+        let m = self
+            .done
             .take()
-            .ok_or_else(|| Error::input("the manifest reader stopped early"))
+            .ok_or_else(|| Error::input("the manifest reader stopped early"))?;
+        Ok((m, taken))
     }
 }
 
@@ -451,153 +420,6 @@ impl Drop for Listing {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-/// The reading thread's sink: checks each entry as [`FileIndex`] does and sends it on in
-/// batches (see [`FEED`]). It keeps no list, so it cannot say which paths are listed:
-/// `removed` is checked against the files by [`Entries::each`].
-#[derive(Default)]
-struct FeedSink {
-    tx: Option<SyncSender<Batch>>,
-    batch: Batch,
-    order: crate::manifest::PathOrder,
-    any: bool,
-}
-
-impl FeedSink {
-    fn push(&mut self, path: &str, size: u64) -> std::result::Result<(), ManifestError> {
-        if self.tx.is_none() && !self.any {
-            self.tx = FEED.with(|f| f.borrow_mut().take());
-        }
-        self.batch.paths.push(path);
-        self.batch.sizes.push(size);
-        if self.batch.sizes.len() >= BATCH {
-            self.hand_on()?;
-        }
-        Ok(())
-    }
-
-    /// Send the batch on (an error once no one takes it: the reading stops).
-    fn hand_on(&mut self) -> std::result::Result<(), ManifestError> {
-        if self.batch.sizes.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::take(&mut self.batch);
-        match &self.tx {
-            Some(tx) if tx.send(batch).is_ok() => Ok(()),
-            _ => Err(ManifestError::Shape(serde::de::Error::custom(
-                "no one reads the file list any more",
-            ))),
-        }
-    }
-}
-
-impl FilesSink for FeedSink {
-    fn push_wire(
-        &mut self,
-        w: &crate::manifest::WireEntryRef<'_>,
-    ) -> std::result::Result<(), ManifestError> {
-        w.check(&mut self.order)?;
-        self.push(&w.path, w.size)?;
-        self.any = true;
-        Ok(())
-    }
-
-    fn push_entry(
-        &mut self,
-        f: crate::manifest::FileEntry,
-    ) -> std::result::Result<(), ManifestError> {
-        // Checked already (`Manifest::from_json`).
-        self.push(&f.path, f.size)?;
-        self.any = true;
-        Ok(())
-    }
-
-    fn finish(&mut self) {
-        // No one to take it: the reader's error says so (the thread's result is not read).
-        self.hand_on().ok();
-    }
-
-    fn lists(&self, _path: &str) -> bool {
-        false
-    }
-}
-
-/// A bundle's file list from its `manifest.json` (`path`), and the digest of the bytes read:
-/// the manifest without its `files` (left empty) and the files as a [`FileIndex`]. A manifest
-/// above `limits.stream_above` is read as a stream ([`crate::streamed::parse_manifest`], never
-/// held whole; its canonical form is left to `verify`), a smaller one as before
-/// ([`Manifest::from_json`], same messages). Errors are input errors naming `path`.
-pub fn read_file_list(
-    path: &Path,
-    limits: &crate::streamed::Limits,
-) -> Result<(Manifest, FileIndex, crate::hash::Digest)> {
-    read_list(path, limits)
-}
-
-/// [`read_file_list`] into any [`FilesSink`] (`pack` hands the files on: [`FeedSink`]).
-pub(crate) fn read_list<T: FilesSink>(
-    path: &Path,
-    limits: &crate::streamed::Limits,
-) -> Result<(Manifest, T, crate::hash::Digest)> {
-    let (f, len) = match crate::fs::open_regular(path, crate::fs::Links::Refuse).at(path)? {
-        crate::fs::Opened::File(f, len) => (f, len),
-        crate::fs::Opened::NotRegular => {
-            return Err(Error::input(format!(
-                "{}: not a regular file",
-                path.display()
-            )))
-        }
-        crate::fs::Opened::Missing => return Err(Error::NotFound(path.to_path_buf())),
-    };
-    let shape =
-        |e: crate::manifest::ManifestError| Error::input(format!("{}: {e}", path.display()));
-    if len > limits.stream_above {
-        if len > limits.max_manifest {
-            return Err(Error::input(format!(
-                "{} is {len} bytes, above the {}-byte limit for streamed bundle metadata",
-                path.display(),
-                limits.max_manifest
-            )));
-        }
-        let mut hashing = HashingReader {
-            inner: f,
-            hasher: crate::hash::Hasher::new(),
-        };
-        let (m, list) = crate::streamed::parse_manifest_into::<T>(io::BufReader::with_capacity(
-            256 << 10,
-            &mut hashing,
-        ))
-        .map_err(shape)?;
-        // The parser stops at the end of the JSON value: hash what may follow it too.
-        io::copy(&mut hashing, &mut io::sink()).at(path)?;
-        return Ok((m, list, hashing.hasher.finish()));
-    }
-    let mbytes = crate::fs::read_to_limit(f, len, crate::MAX_METADATA_BYTES)
-        .at(path)?
-        .ok_or_else(|| crate::fs::larger_than(path, crate::MAX_METADATA_BYTES))?;
-    let digest = crate::hash::Digest::of(&mbytes);
-    let mut manifest = Manifest::from_json(&mbytes).map_err(shape)?;
-    drop(mbytes);
-    let mut list = T::default();
-    for f in std::mem::take(&mut manifest.files) {
-        list.push_entry(f).map_err(shape)?;
-    }
-    Ok((manifest, list, digest))
-}
-
-/// Hashes what is read through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: crate::hash::Hasher,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
     }
 }
 
@@ -901,7 +723,7 @@ mod tests {
             .map(|(i, p)| crate::manifest::FileEntry {
                 path: BundlePath::new(p).expect("path"),
                 size: i as u64,
-                sha256: Digest::sha256([7; 32]),
+                sha256: crate::hash::Digest::sha256([7; 32]),
                 media_type: "text/plain".into(),
             })
             .collect();
@@ -922,13 +744,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let mut paths = tricky_paths();
         // Several batches.
-        paths.extend(
-            (0..2 * BATCH + 17).map(|i| format!("advisories/osv/{:03}/OSV-{i:07}.json", i % 13)),
-        );
+        paths.extend((0..5000).map(|i| format!("advisories/osv/{:03}/OSV-{i:07}.json", i % 13)));
         paths.sort();
-        let bytes = write_manifest(dir.path(), &paths);
+        write_manifest(dir.path(), &paths);
         let want: Vec<(String, u64)> = paths.iter().cloned().zip(0..).collect();
         let path = dir.path().join(names::MANIFEST);
+        let mut taken = Vec::new();
         for limits in [streamed(), crate::streamed::Limits::default()] {
             let mut listing = Listing::open(&path, &limits).expect("open");
             let mut seen = Vec::new();
@@ -940,8 +761,8 @@ mod tests {
                 seen.push((p.to_string(), s));
             }
             assert_eq!(seen, want);
-            let (m, digest) = listing.finish().expect("finish");
-            assert_eq!(digest, Digest::of(&bytes));
+            let (m, hash) = listing.finish().expect("finish");
+            taken.push(hash);
             assert!(m.files.is_empty());
             // Left after a few files: the reading thread stops, nothing hangs.
             let mut listing = Listing::open(&path, &limits).expect("open");
@@ -950,6 +771,16 @@ mod tests {
             }
             drop(listing);
         }
+        // Both readings take the same list; a list one path shorter is another.
+        assert_eq!(taken[0], taken[1]);
+        let mut sizes_changed = paths.clone();
+        sizes_changed.pop();
+        write_manifest(dir.path(), &sizes_changed);
+        let (_, other) = Listing::open(&path, &streamed())
+            .expect("open")
+            .finish()
+            .expect("finish");
+        assert_ne!(other, taken[0]);
     }
 
     #[test]
@@ -1026,42 +857,35 @@ mod tests {
     }
 
     #[test]
-    fn the_second_reading_refuses_a_removed_file_and_a_changed_manifest() {
+    fn the_second_reading_refuses_a_changed_list() {
         let dir = tempfile::tempdir().expect("tmp");
         let paths = tricky_paths();
-        let bytes = write_manifest(dir.path(), &paths);
-        let entries = |removed: &[&str], digest: Digest| {
+        write_manifest(dir.path(), &paths);
+        let manifest = dir.path().join(names::MANIFEST);
+        let (_, listed) = Listing::open(&manifest, &streamed())
+            .expect("open")
+            .finish()
+            .expect("first reading");
+        let entries = |listed: u64| {
             let mut present = Bits::default();
             paths.iter().for_each(|_| present.push(true));
             Entries {
                 meta: vec![],
-                manifest: dir.path().join(names::MANIFEST),
+                manifest: manifest.clone(),
                 limits: streamed(),
-                digest,
-                removed: removed
-                    .iter()
-                    .map(|r| BundlePath::new(r).expect("path"))
-                    .collect(),
+                listed,
                 present,
             }
         };
         let mut seen = Vec::new();
-        entries(&["a/x"], Digest::of(&bytes))
+        entries(listed)
             .each(&mut |p, _| {
                 seen.push(p.to_string());
                 Ok(())
             })
             .expect("each");
         assert_eq!(seen, paths);
-        let e = entries(&["a/x", "a0"], Digest::of(&bytes))
-            .each(&mut |_, _| Ok(()))
-            .expect_err("removed");
-        assert!(
-            e.to_string()
-                .contains("a0 is listed both as a file and as removed"),
-            "{e}"
-        );
-        let e = entries(&[], Digest::of(b"another"))
+        let e = entries(listed ^ 1)
             .each(&mut |_, _| Ok(()))
             .expect_err("changed");
         assert!(
@@ -1069,6 +893,35 @@ mod tests {
                 .contains("changed while the bundle was packed"),
             "{e}"
         );
+    }
+
+    /// A thin manifest that lists a file it also removes is refused by either reading.
+    #[test]
+    fn a_listing_refuses_a_file_also_removed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join(names::MANIFEST);
+        let mut m = crate::testing::sample_manifest();
+        m.kind = crate::Kind::Thin;
+        m.generation = 2;
+        m.base = Some(crate::manifest::BaseRef {
+            bundle: m.bundle.clone(),
+            version: "0".into(),
+            generation: 1,
+            manifest_digest: crate::hash::Digest::sha256([1; 32]),
+        });
+        m.removed = vec![BundlePath::new("b/c").expect("path")];
+        std::fs::write(&path, m.to_canonical_json()).expect("write");
+        for limits in [streamed(), crate::streamed::Limits::default()] {
+            let e = Listing::open(&path, &limits)
+                .expect("open")
+                .finish()
+                .expect_err("file and removed");
+            assert!(
+                e.to_string()
+                    .contains("b/c is listed both as a file and as removed"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -18,14 +18,13 @@ use crate::archive::Limits;
 use crate::error::{Error, Field, IoContext as _, Result};
 use crate::fs::{check_output_free, Staging};
 use crate::hash::{Digest, Progress};
-use crate::manifest::{FileEntry, Kind, Manifest, ManifestError, TypedFiles, Wire};
+use crate::listing::{entries, read_file_list, stream_files};
+use crate::manifest::{FileEntry, Kind, Manifest};
 use crate::names;
-use crate::pack::read_file_list;
 use crate::source::{folder_of, Output, Source};
 use crate::streamed::FileIndex;
 use crate::verify::{self, Options, VerifiedBundle};
 use crate::BundlePath;
-use serde::Deserialize as _;
 
 /// Files `apply` copies at a time (on every core).
 const APPLY_BATCH: usize = 1 << 14;
@@ -527,23 +526,6 @@ pub fn diff_indexed(a: &Manifest, a_files: &FileIndex, b: &Manifest, b_files: &F
     d
 }
 
-/// The entries of an index, in path order, as manifest entries (an index holds only entries
-/// typed as `FileEntry`, so every path parses again).
-fn entries(ix: &FileIndex) -> impl Iterator<Item = FileEntry> + '_ {
-    let mut files = ix.cursor();
-    std::iter::from_fn(move || loop {
-        let e = files.next_entry()?;
-        if let Ok(path) = BundlePath::new(e.path) {
-            return Some(FileEntry {
-                path,
-                size: e.size,
-                sha256: e.sha256,
-                media_type: e.media_type.to_string(),
-            });
-        }
-    })
-}
-
 /// Files added, changed, removed and unchanged: one merge of the two path-sorted lists (a
 /// manifest's files are sorted bytewise, as `str` orders).
 fn diff_files(
@@ -605,8 +587,6 @@ fn diff_images(d: &mut Diff, a: &Manifest, b: &Manifest) {
     }
 }
 
-/// Entries sent from a parsing thread to the merge at a time.
-const BATCH: usize = 1024;
 /// Batches a parsing thread may run ahead of the merge.
 const QUEUE: usize = 4;
 
@@ -716,167 +696,6 @@ fn copy_metadata(from: &Path, to: &Path, name: &str) -> Result<()> {
             Field::file(name),
             format!("{} changed while it was copied", src.display()),
         ));
-    }
-    Ok(())
-}
-
-/// Read the manifest in file `path`, sending its files in path order to `tx`: the manifest
-/// without its files, refused as [`read_file_list`] refuses it.
-fn stream_files(
-    path: &Path,
-    limits: &crate::streamed::Limits,
-    tx: std::sync::mpsc::SyncSender<Vec<FileEntry>>,
-) -> Result<Manifest> {
-    let len = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_file() => m.len(),
-        // read_file_list has the messages for the rest (not a regular file, not found).
-        _ => 0,
-    };
-    if len <= limits.stream_above {
-        // Small enough to hold (bounded by the limit, not by the file count): as before.
-        let (m, ix, _) = read_file_list(path, limits)?;
-        let mut batch = Vec::with_capacity(BATCH);
-        for e in entries(&ix) {
-            batch.push(e);
-            if batch.len() == BATCH {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                if tx.send(full).is_err() {
-                    return Ok(m);
-                }
-            }
-        }
-        if !batch.is_empty() {
-            let _ = tx.send(batch);
-        }
-        return Ok(m);
-    }
-    if len > limits.max_manifest {
-        return Err(Error::input(format!(
-            "{} is {len} bytes, above the {}-byte limit for streamed bundle metadata",
-            path.display(),
-            limits.max_manifest
-        )));
-    }
-    let shape = |e: ManifestError| Error::input(format!("{}: {e}", path.display()));
-    let read = |sink: Sink| -> Result<(Manifest, Sink)> {
-        let f = std::fs::File::open(path).at(path)?;
-        SINK.with(|s| *s.borrow_mut() = Some(sink));
-        let parsed = (|| {
-            let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
-                256 << 10,
-                f,
-            ));
-            let m = Wire::<StreamSink>::deserialize(&mut de).map_err(ManifestError::Shape)?;
-            de.end().map_err(ManifestError::Shape)?;
-            m.with_files(TypedFiles::default()).0.into_manifest()
-        })();
-        let sink = SINK.with(|s| s.borrow_mut().take());
-        let m = parsed.map_err(shape)?;
-        let sink = sink.ok_or_else(|| Error::input(format!("{}: no files", path.display())))?;
-        Ok((m, sink))
-    };
-    let (m, _) = read(Sink::Send {
-        tx,
-        batch: Vec::with_capacity(BATCH),
-        order: Default::default(),
-    })?;
-    // A path both listed and removed is refused (the first such in `removed`): looked for in
-    // a second pass, since `removed` follows `files` in a canonical manifest.
-    if !m.removed.is_empty() {
-        let (_, sink) = read(Sink::Removed {
-            removed: m
-                .removed
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.to_string(), i))
-                .collect(),
-            first: None,
-        })?;
-        if let Sink::Removed { first: Some(i), .. } = sink {
-            if let Some(r) = m.removed.get(i) {
-                return Err(shape(ManifestError::FileAndRemoved(r.to_string())));
-            }
-        }
-    }
-    Ok(m)
-}
-
-/// What the `files` array of a streamed manifest feeds (per thread: see [`SINK`]).
-enum Sink {
-    /// Check each entry as [`crate::streamed::FileIndex`] does and send it on, in batches.
-    Send {
-        tx: std::sync::mpsc::SyncSender<Vec<FileEntry>>,
-        batch: Vec<FileEntry>,
-        order: crate::manifest::PathOrder,
-    },
-    /// Find the first entry of `removed` (path → position) that is also listed.
-    Removed {
-        removed: std::collections::HashMap<String, usize>,
-        first: Option<usize>,
-    },
-}
-
-thread_local! {
-    /// The sink of the manifest this thread is parsing (`Wire` types its `files` with
-    /// `Deserialize`, which takes no state).
-    static SINK: std::cell::RefCell<Option<Sink>> = const { std::cell::RefCell::new(None) };
-}
-
-/// The `files` array, fed entry by entry to this thread's [`SINK`].
-struct StreamSink;
-
-impl<'de> serde::Deserialize<'de> for StreamSink {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = StreamSink;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a list of file entries")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> std::result::Result<StreamSink, A::Error> {
-                use serde::de::Error as _;
-                let mut sink = SINK
-                    .with(|s| s.borrow_mut().take())
-                    .ok_or_else(|| A::Error::custom("files listed twice"))?;
-                let r = feed(&mut sink, &mut seq);
-                SINK.with(|s| *s.borrow_mut() = Some(sink));
-                r.map(|()| StreamSink)
-            }
-        }
-        d.deserialize_seq(V)
-    }
-}
-
-fn feed<'de, A: serde::de::SeqAccess<'de>>(
-    sink: &mut Sink,
-    seq: &mut A,
-) -> std::result::Result<(), A::Error> {
-    use serde::de::Error as _;
-    match sink {
-        Sink::Send { tx, batch, order } => {
-            while let Some(e) = seq.next_element::<FileEntry>()? {
-                crate::manifest::check_next(order, &e).map_err(A::Error::custom)?;
-                batch.push(e);
-                if batch.len() == BATCH {
-                    let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
-                    // The merge stops receiving only once it has everything it wants.
-                    let _ = tx.send(full);
-                }
-            }
-            if !batch.is_empty() {
-                let _ = tx.send(std::mem::take(batch));
-            }
-        }
-        Sink::Removed { removed, first } => {
-            while let Some(e) = seq.next_element::<FileEntry>()? {
-                if let Some(&i) = removed.get(e.path.as_str()) {
-                    *first = Some(first.map_or(i, |f| f.min(i)));
-                }
-            }
-        }
     }
     Ok(())
 }
