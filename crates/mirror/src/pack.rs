@@ -52,7 +52,7 @@ pub fn pack(dir: &Path, output: &Path, mtime: u64, progress: &dyn Progress) -> R
 /// [`pack`] with explicit [`crate::streamed::Limits`]: a `manifest.json` above
 /// `stream_above` is read as a stream (tests take that path with small bundles).
 ///
-/// Nothing of the file list is kept: the manifest is read twice as a stream ([`Listing`],
+/// Nothing of the file list is kept: the manifest is read twice as a stream (`Listing`,
 /// on a thread of its own), first beside a walk of the folder in path order (every file
 /// there must be listed, and in a full bundle every listed file there), then to write the
 /// archive — one bit per listed file says which are present (a thin bundle lacks those its
