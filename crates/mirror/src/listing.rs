@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::error::{Error, IoContext as _, Result};
 use crate::manifest::{FileEntry, Manifest, ManifestError, TypedFiles, Wire};
-use crate::streamed::{FileIndex, FilesSink};
+use crate::streamed::FileIndex;
 use crate::BundlePath;
 use serde::Deserialize as _;
 
@@ -23,14 +23,6 @@ pub fn read_file_list(
     path: &Path,
     limits: &crate::streamed::Limits,
 ) -> Result<(Manifest, FileIndex, crate::hash::Digest)> {
-    read_list(path, limits)
-}
-
-/// [`read_file_list`] into any [`FilesSink`].
-pub(crate) fn read_list<T: FilesSink>(
-    path: &Path,
-    limits: &crate::streamed::Limits,
-) -> Result<(Manifest, T, crate::hash::Digest)> {
     let (f, len) = match crate::fs::open_regular(path, crate::fs::Links::Refuse).at(path)? {
         crate::fs::Opened::File(f, len) => (f, len),
         crate::fs::Opened::NotRegular => {
@@ -55,11 +47,9 @@ pub(crate) fn read_list<T: FilesSink>(
             inner: f,
             hasher: crate::hash::Hasher::new(),
         };
-        let (m, list) = crate::streamed::parse_manifest_into::<T>(io::BufReader::with_capacity(
-            256 << 10,
-            &mut hashing,
-        ))
-        .map_err(shape)?;
+        let (m, list) =
+            crate::streamed::parse_manifest(io::BufReader::with_capacity(256 << 10, &mut hashing))
+                .map_err(shape)?;
         // The parser stops at the end of the JSON value: hash what may follow it too.
         io::copy(&mut hashing, &mut io::sink()).at(path)?;
         return Ok((m, list, hashing.hasher.finish()));
@@ -70,9 +60,9 @@ pub(crate) fn read_list<T: FilesSink>(
     let digest = crate::hash::Digest::of(&mbytes);
     let mut manifest = Manifest::from_json(&mbytes).map_err(shape)?;
     drop(mbytes);
-    let mut list = T::default();
+    let mut list = FileIndex::default();
     for f in std::mem::take(&mut manifest.files) {
-        list.push_entry(f).map_err(shape)?;
+        list.push(f).map_err(shape)?;
     }
     Ok((manifest, list, digest))
 }

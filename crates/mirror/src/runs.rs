@@ -71,7 +71,7 @@ impl SortedRuns {
     /// Give back the growth slack once every file is recorded.
     pub(crate) fn shrink_to_fit(&mut self) {
         for run in &mut self.runs {
-            crate::streamed::FilesSink::finish(run);
+            run.finish();
         }
         self.runs.shrink_to_fit();
     }

@@ -565,69 +565,38 @@ thread_local! {
     static ROOM: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
 }
 
-/// Where a manifest's `files` go as they are typed, entry by entry (each checked as
-/// [`FileIndex::push`] checks it, with the same errors).
-pub(crate) trait FilesSink: Default {
-    /// Room for about `recs` entries and `arena` bytes of paths (a hint).
-    fn reserve(&mut self, _recs: usize, _arena: usize) {}
-    /// Check and keep the next entry.
-    fn push_wire(
-        &mut self,
-        w: &crate::manifest::WireEntryRef<'_>,
-    ) -> std::result::Result<(), ManifestError>;
-    /// Keep the next entry of a typed manifest ([`Manifest::from_json`] checked it).
-    fn push_entry(&mut self, f: FileEntry) -> std::result::Result<(), ManifestError>;
-    /// The list is complete.
-    fn finish(&mut self) {}
-    /// Whether `path` is listed.
-    fn lists(&self, path: &str) -> bool;
-}
-
-impl FilesSink for FileIndex {
+impl FileIndex {
+    /// Room for about `recs` entries and `arena` bytes of paths (a hint: front-coded paths
+    /// take a fraction of their text, and the pages not used are never touched).
     fn reserve(&mut self, recs: usize, arena: usize) {
         self.recs.reserve(recs);
-        // Front-coded paths take a fraction of their text (the pages not used are never
-        // touched).
         self.paths.reserve(arena);
     }
 
-    fn push_wire(
-        &mut self,
-        w: &crate::manifest::WireEntryRef<'_>,
-    ) -> std::result::Result<(), ManifestError> {
-        FileIndex::push_wire(self, w)
-    }
-
-    fn push_entry(&mut self, f: FileEntry) -> std::result::Result<(), ManifestError> {
-        self.push(f)
-    }
-
-    fn finish(&mut self) {
+    /// Give back the growth slack once the list is complete.
+    pub(crate) fn finish(&mut self) {
         self.recs.shrink_to_fit();
         self.paths.shrink_to_fit();
     }
-
-    fn lists(&self, path: &str) -> bool {
-        self.find(path).is_some()
-    }
 }
 
-/// The `files` array, read into a [`FilesSink`] entry by entry.
-struct IndexSink<T>(T);
+/// The `files` array, read into a [`FileIndex`] entry by entry (each checked as
+/// [`FileIndex::push`] checks it, with the same errors).
+struct IndexSink(FileIndex);
 
-impl<'de, T: FilesSink> Deserialize<'de> for IndexSink<T> {
+impl<'de> Deserialize<'de> for IndexSink {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V<T>(std::marker::PhantomData<T>);
-        impl<'de, T: FilesSink> Visitor<'de> for V<T> {
-            type Value = IndexSink<T>;
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = IndexSink;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a list of file entries")
             }
             fn visit_seq<A: SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> std::result::Result<IndexSink<T>, A::Error> {
-                let mut idx = T::default();
+            ) -> std::result::Result<IndexSink, A::Error> {
+                let mut idx = FileIndex::default();
                 let (recs, arena) = ROOM.get();
                 idx.reserve(recs, arena);
                 while let Some(e) = seq.next_element::<crate::manifest::WireEntryRef<'de>>()? {
@@ -637,7 +606,7 @@ impl<'de, T: FilesSink> Deserialize<'de> for IndexSink<T> {
                 Ok(IndexSink(idx))
             }
         }
-        d.deserialize_seq(V(std::marker::PhantomData))
+        d.deserialize_seq(V)
     }
 }
 
@@ -648,13 +617,6 @@ impl<'de, T: FilesSink> Deserialize<'de> for IndexSink<T> {
 pub fn parse_manifest(
     input: impl Read,
 ) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
-    parse_manifest_into(input)
-}
-
-/// [`parse_manifest`] into any [`FilesSink`] (`pack` keeps only paths and sizes).
-pub(crate) fn parse_manifest_into<T: FilesSink>(
-    input: impl Read,
-) -> std::result::Result<(Manifest, T), ManifestError> {
     split_manifest(deserialize_manifest(
         serde_json::Deserializer::from_reader(input),
     )?)
@@ -680,22 +642,20 @@ pub fn parse_manifest_slice(
 }
 
 /// The manifest with its files in a [`FileIndex`], to the end of the input.
-fn deserialize_manifest<'de, R: serde_json::de::Read<'de>, T: FilesSink>(
+fn deserialize_manifest<'de, R: serde_json::de::Read<'de>>(
     mut de: serde_json::Deserializer<R>,
-) -> std::result::Result<Wire<IndexSink<T>>, ManifestError> {
-    let m = Wire::<IndexSink<T>>::deserialize(&mut de).map_err(ManifestError::Shape)?;
+) -> std::result::Result<Wire<IndexSink>, ManifestError> {
+    let m = Wire::<IndexSink>::deserialize(&mut de).map_err(ManifestError::Shape)?;
     de.end().map_err(ManifestError::Shape)?;
     Ok(m)
 }
 
-fn split_manifest<T: FilesSink>(
-    m: Wire<IndexSink<T>>,
-) -> std::result::Result<(Manifest, T), ManifestError> {
+fn split_manifest(m: Wire<IndexSink>) -> std::result::Result<(Manifest, FileIndex), ManifestError> {
     let (m, index) = m.with_files(TypedFiles::default());
     let index = index.0;
     let manifest = m.into_manifest()?;
     for r in &manifest.removed {
-        if index.lists(r) {
+        if index.find(r).is_some() {
             return Err(ManifestError::FileAndRemoved(r.to_string()));
         }
     }
@@ -2486,7 +2446,7 @@ mod tests {
                 })
                 .unwrap();
         }
-        FilesSink::finish(&mut index);
+        index.finish();
         let per_file = index.heap_bytes() as f64 / n as f64;
         assert!(
             (44.0..60.0).contains(&per_file),
