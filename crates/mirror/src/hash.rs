@@ -706,23 +706,31 @@ impl Placer<'_> {
         let last = self.src_roots.len().saturating_sub(1);
         let mut from = None;
         for (k, (cursor, root)) in self.srcs.iter_mut().zip(self.src_roots).enumerate() {
+            // Whether a file absent here is looked for further (or reported absent).
+            let probe = k < last || self.absent == Absent::Report;
             match cursor.open_read(job.src) {
-                // A folder by that name holds no such file (it opens for reading, though).
-                Ok(fd) if (k < last || self.absent == Absent::Report) && is_folder(&fd) => {}
                 Ok(fd) => {
-                    from = Some((k, fd));
+                    // A folder by that name holds no such file (it opens for reading,
+                    // though). The mode is kept for `link`.
+                    let mode = probe
+                        .then(|| rustix::fs::fstat(&fd).ok().map(|st| st.st_mode))
+                        .flatten();
+                    if mode.is_some_and(is_folder) {
+                        continue;
+                    }
+                    from = Some((k, fd, mode));
                     break;
                 }
-                Err(e) if not_here(&e) && (k < last || self.absent == Absent::Report) => {}
+                Err(e) if not_here(&e) && probe => {}
                 Err(e) => return Err(tree_error(root, job.src, e)),
             }
         }
-        let Some((k, from)) = from else {
+        let Some((k, from, mode)) = from else {
             return Ok(None);
         };
         let src_root = self.src_roots.get(k).copied().unwrap_or(self.dest_root);
         if job.may_link && self.link_from == Some(k) {
-            if let Some(linked) = self.link(k, job, &from)? {
+            if let Some(linked) = self.link(k, job, &from, mode)? {
                 return Ok(Some((k, linked)));
             }
             // Copied after all: from the start again.
@@ -764,16 +772,24 @@ impl Placer<'_> {
     /// Hash `from` (root `k`'s copy of `job.src`) and link it into place: what was read, or
     /// `None` if it is to be copied instead (not mode 0644, or the file system refuses the
     /// link). A file cut at its bound is not linked (nor copied: the caller refuses it).
+    /// `mode` is its `st_mode` when the caller has it already.
     fn link(
         &mut self,
         k: usize,
         job: &CopyJob<'_>,
         from: &rustix::fd::OwnedFd,
+        mode: Option<u32>,
     ) -> Result<Option<Hashed>> {
         let src_root = self.src_roots.get(k).copied().unwrap_or(self.dest_root);
-        let st =
-            rustix::fs::fstat(from).map_err(|e| Error::io(src_root.join(job.src), e.into()))?;
-        if st.st_mode & 0o7777 != 0o644 {
+        let mode = match mode {
+            Some(m) => m,
+            None => {
+                rustix::fs::fstat(from)
+                    .map_err(|e| Error::io(src_root.join(job.src), e.into()))?
+                    .st_mode
+            }
+        };
+        if mode & 0o7777 != 0o644 {
             return Ok(None);
         }
         let mut h = Hasher::new();
@@ -838,11 +854,9 @@ fn in_dest<T>(
     }
 }
 
-/// Whether `fd` is a folder.
-fn is_folder(fd: &rustix::fd::OwnedFd) -> bool {
-    rustix::fs::fstat(fd).is_ok_and(|st| {
-        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
-    })
+/// Whether a file of this `st_mode` is a folder.
+fn is_folder(mode: u32) -> bool {
+    rustix::fs::FileType::from_raw_mode(mode) == rustix::fs::FileType::Directory
 }
 
 /// Whether an open failed because the file is not there (nor a folder on its way).
